@@ -1,0 +1,449 @@
+//! Kafka RecordBatch v2: the unit the log stores, byte for byte as the client sent it.
+//!
+//! ```text
+//!  byte  0        8        12       16  17       21     23        27            35            43           51       53        57      61
+//!        +--------+--------+--------+---+--------+------+---------+-------------+-------------+------------+--------+---------+-------+----------
+//!        | base   | batch  | leader |mag| crc32c | attr | last    | base        | max         | producer   | prod.  | base    | record| records
+//!        | offset | length | epoch  |=2 |        |      | offset Δ| timestamp   | timestamp   | id         | epoch  | sequence| count | ...
+//!        | i64    | i32    | i32    |i8 | u32    | i16  | i32     | i64         | i64         | i64        | i16    | i32     | i32   |
+//!        +--------+--------+--------+---+--------+------+---------+-------------+-------------+------------+--------+---------+-------+----------
+//!                  \_ bytes after this field (total size - 12)   \______________ CRC-32C (Castagnoli) covers byte 21 to the end ___________/
+//! ```
+//! All integers are big-endian, as on the Kafka wire. The broker owns bytes 0..8
+//! (base offset) and 12..16 (partition leader epoch); neither is covered by the
+//! CRC, so assigning an offset in place never invalidates a batch. Records are
+//! never decoded here: compressed batches (attributes bits 0..2) stay as sent.
+
+use crate::error::BatchError;
+use crate::offset::Offset;
+
+/// Size of the fixed batch header, pinned: a layout change must be deliberate.
+pub const BATCH_HEADER_BYTES: usize = 61;
+/// Bytes before the length field's coverage starts: base offset + batch length.
+pub const LOG_OVERHEAD_BYTES: usize = 12;
+/// The only magic value accepted.
+pub const MAGIC_V2: i8 = 2;
+
+const OFFSET_BASE: usize = 0;
+const OFFSET_LENGTH: usize = 8;
+const OFFSET_LEADER_EPOCH: usize = 12;
+const OFFSET_MAGIC: usize = 16;
+const OFFSET_CRC: usize = 17;
+const OFFSET_ATTRIBUTES: usize = 21;
+const OFFSET_LAST_OFFSET_DELTA: usize = 23;
+const OFFSET_BASE_TIMESTAMP: usize = 27;
+const OFFSET_MAX_TIMESTAMP: usize = 35;
+const OFFSET_PRODUCER_ID: usize = 43;
+const OFFSET_PRODUCER_EPOCH: usize = 51;
+const OFFSET_BASE_SEQUENCE: usize = 53;
+const OFFSET_RECORD_COUNT: usize = 57;
+const _: () = assert!(OFFSET_RECORD_COUNT + 4 == BATCH_HEADER_BYTES);
+
+/// Compression codec named by attributes bits 0..2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// Records are stored uncompressed.
+    None,
+    /// gzip.
+    Gzip,
+    /// snappy (xerial framing, as Kafka clients write it).
+    Snappy,
+    /// lz4 frame.
+    Lz4,
+    /// zstd.
+    Zstd,
+}
+
+impl Codec {
+    fn from_attributes(attributes: i16) -> Option<Codec> {
+        match attributes & 0x07 {
+            0 => Some(Codec::None),
+            1 => Some(Codec::Gzip),
+            2 => Some(Codec::Snappy),
+            3 => Some(Codec::Lz4),
+            4 => Some(Codec::Zstd),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name as Kafka tools print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::None => "none",
+            Codec::Gzip => "gzip",
+            Codec::Snappy => "snappy",
+            Codec::Lz4 => "lz4",
+            Codec::Zstd => "zstd",
+        }
+    }
+}
+
+/// The decoded fixed header of one batch. Reading it never touches the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Offset of the first record (as stored: broker-assigned once appended).
+    pub base_offset: Offset,
+    /// Value of the length field: bytes after it.
+    pub batch_length: i32,
+    /// Partition leader epoch (broker-owned).
+    pub partition_leader_epoch: i32,
+    /// CRC-32C stored in the header.
+    pub crc: u32,
+    /// Attributes (codec, timestamp type, transactional, control).
+    pub attributes: i16,
+    /// Offset of the last record minus the base offset.
+    pub last_offset_delta: i32,
+    /// First record's timestamp (ms).
+    pub base_timestamp_ms: i64,
+    /// Largest record timestamp (ms).
+    pub max_timestamp_ms: i64,
+    /// Idempotent producer id, or -1.
+    pub producer_id: i64,
+    /// Producer epoch, or -1.
+    pub producer_epoch: i16,
+    /// First sequence number, or -1.
+    pub base_sequence: i32,
+    /// Number of records.
+    pub record_count: i32,
+}
+
+fn be_i64(bytes: &[u8], at: usize) -> Option<i64> {
+    let raw: [u8; 8] = bytes.get(at..at + 8)?.try_into().ok()?;
+    Some(i64::from_be_bytes(raw))
+}
+
+fn be_i32(bytes: &[u8], at: usize) -> Option<i32> {
+    let raw: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+    Some(i32::from_be_bytes(raw))
+}
+
+fn be_i16(bytes: &[u8], at: usize) -> Option<i16> {
+    let raw: [u8; 2] = bytes.get(at..at + 2)?.try_into().ok()?;
+    Some(i16::from_be_bytes(raw))
+}
+
+impl BatchHeader {
+    /// Decodes the fixed header; `None` when fewer than 61 bytes are given.
+    pub fn parse(bytes: &[u8]) -> Option<BatchHeader> {
+        if bytes.len() < BATCH_HEADER_BYTES {
+            return None;
+        }
+        Some(BatchHeader {
+            base_offset: Offset(be_i64(bytes, OFFSET_BASE)?),
+            batch_length: be_i32(bytes, OFFSET_LENGTH)?,
+            partition_leader_epoch: be_i32(bytes, OFFSET_LEADER_EPOCH)?,
+            crc: u32::from_be_bytes(bytes.get(OFFSET_CRC..OFFSET_CRC + 4)?.try_into().ok()?),
+            attributes: be_i16(bytes, OFFSET_ATTRIBUTES)?,
+            last_offset_delta: be_i32(bytes, OFFSET_LAST_OFFSET_DELTA)?,
+            base_timestamp_ms: be_i64(bytes, OFFSET_BASE_TIMESTAMP)?,
+            max_timestamp_ms: be_i64(bytes, OFFSET_MAX_TIMESTAMP)?,
+            producer_id: be_i64(bytes, OFFSET_PRODUCER_ID)?,
+            producer_epoch: be_i16(bytes, OFFSET_PRODUCER_EPOCH)?,
+            base_sequence: be_i32(bytes, OFFSET_BASE_SEQUENCE)?,
+            record_count: be_i32(bytes, OFFSET_RECORD_COUNT)?,
+        })
+    }
+
+    /// Whole size of the batch in bytes (header included).
+    pub fn total_bytes(&self) -> usize {
+        // batch_length was checked non-negative by `validate` or `scan`; a negative
+        // value here maps to 0 and fails the caller's size checks.
+        usize::try_from(self.batch_length).unwrap_or(0) + LOG_OVERHEAD_BYTES
+    }
+
+    /// Offset of the last record.
+    pub fn last_offset(&self) -> Offset {
+        Offset(self.base_offset.0 + i64::from(self.last_offset_delta))
+    }
+
+    /// Offset after the last record.
+    pub fn next_offset(&self) -> Offset {
+        Offset(self.last_offset().0 + 1)
+    }
+
+    /// Number of offsets the batch occupies.
+    pub fn offset_count(&self) -> i64 {
+        i64::from(self.last_offset_delta) + 1
+    }
+
+    /// Compression codec, `None` for reserved codec ids.
+    pub fn codec(&self) -> Option<Codec> {
+        Codec::from_attributes(self.attributes)
+    }
+
+    /// Whether the batch is a transaction control batch.
+    pub fn is_control(&self) -> bool {
+        self.attributes & 0x20 != 0
+    }
+}
+
+/// CRC-32C over attributes to end of the batch.
+pub fn compute_crc(batch: &[u8]) -> Option<u32> {
+    batch.get(OFFSET_ATTRIBUTES..).map(crc32c::crc32c)
+}
+
+/// Validates the batch at the start of `bytes` and returns its header.
+///
+/// Checks, in order: enough bytes for a header, a length that fits in what was
+/// given and covers the header, magic 2, a sane offset delta and record count,
+/// a known codec, and the CRC-32C. The records themselves are not decoded.
+pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = validate_header_only(bytes)?;
+    let total_bytes = header.total_bytes();
+    let batch = bytes.get(..total_bytes).ok_or(BatchError::Truncated {
+        needed_bytes: total_bytes,
+        available_bytes: bytes.len(),
+    })?;
+    let computed = compute_crc(batch).ok_or(BatchError::BadLength {
+        batch_length: header.batch_length,
+    })?;
+    if computed != header.crc {
+        return Err(BatchError::BadCrc {
+            stored: header.crc,
+            computed,
+        });
+    }
+    Ok(header)
+}
+
+/// Every check of [`validate`] except the CRC: for walking batches that were
+/// already checked when they were appended or recovered.
+pub fn validate_header_only(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::parse(bytes).ok_or(BatchError::Truncated {
+        needed_bytes: BATCH_HEADER_BYTES,
+        available_bytes: bytes.len(),
+    })?;
+    let min_length = BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES;
+    let length_ok = usize::try_from(header.batch_length).is_ok_and(|len| len >= min_length);
+    if !length_ok {
+        return Err(BatchError::BadLength {
+            batch_length: header.batch_length,
+        });
+    }
+    let total_bytes = header.total_bytes();
+    if total_bytes > bytes.len() {
+        return Err(BatchError::Truncated {
+            needed_bytes: total_bytes,
+            available_bytes: bytes.len(),
+        });
+    }
+    let magic = bytes.get(OFFSET_MAGIC).copied().map(|b| b as i8);
+    if magic != Some(MAGIC_V2) {
+        return Err(BatchError::BadMagic {
+            magic: magic.unwrap_or(-1),
+        });
+    }
+    if header.last_offset_delta < 0
+        || header.record_count <= 0
+        || i64::from(header.record_count) != header.offset_count()
+    {
+        return Err(BatchError::BadRecordCount {
+            record_count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    if header.codec().is_none() {
+        return Err(BatchError::UnknownCodec {
+            attributes: header.attributes,
+        });
+    }
+    Ok(header)
+}
+
+/// Writes `base_offset` into the header of the batch at the start of `batch`.
+///
+/// # Panics
+/// If `batch` is shorter than a header: callers pass only validated batches.
+pub fn set_base_offset(batch: &mut [u8], base_offset: Offset) {
+    let field = batch.get_mut(OFFSET_BASE..OFFSET_BASE + 8);
+    assert!(
+        field.is_some(),
+        "set_base_offset on a buffer shorter than a batch header"
+    );
+    if let Some(field) = field {
+        field.copy_from_slice(&base_offset.0.to_be_bytes());
+    }
+}
+
+/// Writes the partition leader epoch into the header (not covered by the CRC).
+///
+/// # Panics
+/// If `batch` is shorter than a header.
+pub fn set_leader_epoch(batch: &mut [u8], epoch: i32) {
+    let field = batch.get_mut(OFFSET_LEADER_EPOCH..OFFSET_LEADER_EPOCH + 4);
+    assert!(
+        field.is_some(),
+        "set_leader_epoch on a buffer shorter than a batch header"
+    );
+    if let Some(field) = field {
+        field.copy_from_slice(&epoch.to_be_bytes());
+    }
+}
+
+/// Builds a valid uncompressed-looking batch around opaque record bytes.
+///
+/// Used by tests, benchmarks and tools that need batches without a Kafka client.
+/// The records section is `records` verbatim (not real Kafka records), which is
+/// enough for the log: it never decodes records.
+pub fn build_batch(spec: &BatchSpec<'_>) -> Vec<u8> {
+    let total_bytes = BATCH_HEADER_BYTES + spec.records.len();
+    let mut out = Vec::with_capacity(total_bytes);
+    out.extend_from_slice(&spec.base_offset.0.to_be_bytes());
+    let batch_length = i32::try_from(total_bytes - LOG_OVERHEAD_BYTES).unwrap_or(i32::MAX);
+    out.extend_from_slice(&batch_length.to_be_bytes());
+    out.extend_from_slice(&(-1i32).to_be_bytes()); // leader epoch
+    out.push(MAGIC_V2 as u8);
+    out.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
+    out.extend_from_slice(&spec.attributes.to_be_bytes());
+    out.extend_from_slice(&(spec.record_count - 1).to_be_bytes());
+    out.extend_from_slice(&spec.timestamp_ms.to_be_bytes());
+    out.extend_from_slice(&spec.timestamp_ms.to_be_bytes());
+    out.extend_from_slice(&spec.producer_id.to_be_bytes());
+    out.extend_from_slice(&spec.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&spec.base_sequence.to_be_bytes());
+    out.extend_from_slice(&spec.record_count.to_be_bytes());
+    out.extend_from_slice(spec.records);
+    let crc = compute_crc(&out).unwrap_or(0);
+    if let Some(field) = out.get_mut(OFFSET_CRC..OFFSET_CRC + 4) {
+        field.copy_from_slice(&crc.to_be_bytes());
+    }
+    out
+}
+
+/// Inputs to [`build_batch`]; a struct so same-typed fields cannot be swapped.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSpec<'a> {
+    /// Base offset to write (the log overwrites it on append).
+    pub base_offset: Offset,
+    /// Number of records the header claims (≥ 1).
+    pub record_count: i32,
+    /// Base and max timestamp (ms).
+    pub timestamp_ms: i64,
+    /// Attributes (codec bits etc.).
+    pub attributes: i16,
+    /// Producer id (-1 when not idempotent).
+    pub producer_id: i64,
+    /// Producer epoch (-1 when not idempotent).
+    pub producer_epoch: i16,
+    /// Base sequence (-1 when not idempotent).
+    pub base_sequence: i32,
+    /// Opaque record bytes.
+    pub records: &'a [u8],
+}
+
+impl<'a> BatchSpec<'a> {
+    /// A plain batch of `record_count` records carrying `records` as payload.
+    pub fn plain(record_count: i32, timestamp_ms: i64, records: &'a [u8]) -> BatchSpec<'a> {
+        BatchSpec {
+            base_offset: Offset(0),
+            record_count,
+            timestamp_ms,
+            attributes: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            records,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        build_batch(&BatchSpec::plain(3, 1_700_000_000_000, b"hello records"))
+    }
+
+    #[test]
+    fn built_batch_validates_and_reports_its_fields() {
+        let batch = sample();
+        let header = validate(&batch).unwrap();
+        assert_eq!(header.total_bytes(), batch.len());
+        assert_eq!(header.record_count, 3);
+        assert_eq!(header.offset_count(), 3);
+        assert_eq!(header.codec(), Some(Codec::None));
+        assert_eq!(header.max_timestamp_ms, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn base_offset_and_epoch_are_outside_the_crc() {
+        let mut batch = sample();
+        set_base_offset(&mut batch, Offset(12345));
+        set_leader_epoch(&mut batch, 7);
+        let header = validate(&batch).unwrap();
+        assert_eq!(header.base_offset, Offset(12345));
+        assert_eq!(header.partition_leader_epoch, 7);
+        assert_eq!(header.next_offset(), Offset(12348));
+    }
+
+    #[test]
+    fn each_kind_of_bad_batch_gets_its_error() {
+        let good = sample();
+        let mut bad_magic = good.clone();
+        bad_magic[OFFSET_MAGIC] = 1;
+        assert!(matches!(validate(&bad_magic), Err(BatchError::BadMagic { magic: 1 })));
+
+        let mut bad_crc = good.clone();
+        let last = bad_crc.len() - 1;
+        bad_crc[last] ^= 0x40;
+        assert!(matches!(validate(&bad_crc), Err(BatchError::BadCrc { .. })));
+
+        assert!(matches!(
+            validate(&good[..good.len() - 1]),
+            Err(BatchError::Truncated { .. })
+        ));
+        assert!(matches!(validate(&good[..10]), Err(BatchError::Truncated { .. })));
+
+        let mut overflow = good.clone();
+        overflow[OFFSET_LENGTH..OFFSET_LENGTH + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(matches!(validate(&overflow), Err(BatchError::Truncated { .. })));
+
+        let mut negative = good.clone();
+        negative[OFFSET_LENGTH..OFFSET_LENGTH + 4].copy_from_slice(&(-5i32).to_be_bytes());
+        assert!(matches!(
+            validate(&negative),
+            Err(BatchError::BadLength { batch_length: -5 })
+        ));
+
+        let mut zero = good.clone();
+        zero[OFFSET_LENGTH..OFFSET_LENGTH + 4].copy_from_slice(&0i32.to_be_bytes());
+        assert!(matches!(
+            validate(&zero),
+            Err(BatchError::BadLength { batch_length: 0 })
+        ));
+
+        assert!(matches!(validate(&[]), Err(BatchError::Truncated { .. })));
+    }
+
+    #[test]
+    fn record_count_must_match_offset_delta() {
+        let mut batch = sample();
+        batch[OFFSET_RECORD_COUNT..OFFSET_RECORD_COUNT + 4].copy_from_slice(&5i32.to_be_bytes());
+        let crc = compute_crc(&batch).unwrap();
+        batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(validate(&batch), Err(BatchError::BadRecordCount { .. })));
+    }
+
+    #[test]
+    fn compressed_codecs_are_recognised_without_decoding() {
+        for (bits, codec) in [(1, Codec::Gzip), (2, Codec::Snappy), (3, Codec::Lz4), (4, Codec::Zstd)] {
+            let mut spec = BatchSpec::plain(1, 0, b"opaque compressed bytes");
+            spec.attributes = bits;
+            let batch = build_batch(&spec);
+            assert_eq!(validate(&batch).unwrap().codec(), Some(codec));
+        }
+        let mut spec = BatchSpec::plain(1, 0, b"x");
+        spec.attributes = 6;
+        assert!(matches!(
+            validate(&build_batch(&spec)),
+            Err(BatchError::UnknownCodec { .. })
+        ));
+    }
+
+    #[test]
+    fn crc_is_castagnoli_not_ieee() {
+        // CRC-32C check value for "123456789" is 0xE3069283 (IEEE would be 0xCBF43926).
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+    }
+}

@@ -1,0 +1,263 @@
+//! The log's error enum. Each variant keeps what caused it; mapping to Kafka
+//! error codes happens once, in the engine.
+
+use std::{fmt, io, path::PathBuf};
+
+use crate::offset::{Offset, Position};
+
+/// Why a record batch was rejected. Nothing is stored when this is returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// Fewer bytes than the header or the length field asks for.
+    Truncated {
+        /// Bytes the batch needs.
+        needed_bytes: usize,
+        /// Bytes that were there.
+        available_bytes: usize,
+    },
+    /// Length field negative or smaller than a header.
+    BadLength {
+        /// The length field as read.
+        batch_length: i32,
+    },
+    /// Magic byte other than 2.
+    BadMagic {
+        /// The magic byte as read.
+        magic: i8,
+    },
+    /// CRC-32C over attributes..end does not match the header.
+    BadCrc {
+        /// CRC in the header.
+        stored: u32,
+        /// CRC of the bytes.
+        computed: u32,
+    },
+    /// record count ≠ last offset delta + 1, or either is out of range.
+    BadRecordCount {
+        /// Record count field.
+        record_count: i32,
+        /// Last offset delta field.
+        last_offset_delta: i32,
+    },
+    /// Attributes name a codec id Kafka does not define.
+    UnknownCodec {
+        /// The attributes field.
+        attributes: i16,
+    },
+    /// A batch larger than a whole segment can hold.
+    TooLarge {
+        /// Size of the batch.
+        batch_bytes: usize,
+        /// The segment bound.
+        segment_bytes_max: u64,
+    },
+    /// An append with no batch at all.
+    Empty,
+    /// A stored batch does not continue the offsets of the one before it.
+    OffsetGap {
+        /// Offset the batch should have started at.
+        expected: Offset,
+        /// Offset it has.
+        found: Offset,
+    },
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BatchError::Truncated {
+                needed_bytes,
+                available_bytes,
+            } => {
+                write!(
+                    f,
+                    "truncated batch: needs {needed_bytes} bytes, {available_bytes} given"
+                )
+            }
+            BatchError::BadLength { batch_length } => write!(f, "bad batch length {batch_length}"),
+            BatchError::BadMagic { magic } => {
+                write!(f, "unsupported magic {magic} (only 2 is accepted)")
+            }
+            BatchError::BadCrc { stored, computed } => {
+                write!(f, "CRC-32C mismatch: header {stored:#010x}, computed {computed:#010x}")
+            }
+            BatchError::BadRecordCount {
+                record_count,
+                last_offset_delta,
+            } => write!(
+                f,
+                "record count {record_count} does not match last offset delta {last_offset_delta}"
+            ),
+            BatchError::UnknownCodec { attributes } => {
+                write!(f, "unknown compression codec in attributes {attributes:#x}")
+            }
+            BatchError::TooLarge {
+                batch_bytes,
+                segment_bytes_max,
+            } => {
+                write!(
+                    f,
+                    "batch of {batch_bytes} bytes exceeds segment_bytes_max {segment_bytes_max}"
+                )
+            }
+            BatchError::Empty => write!(f, "no record batch given"),
+            BatchError::OffsetGap { expected, found } => {
+                write!(f, "batch starts at offset {found}, expected {expected}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+/// Errors of the partition log.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LogError {
+    /// The batch was rejected; the log is unchanged.
+    InvalidBatch(BatchError),
+    /// An I/O call failed; `context` says which, `path` which file.
+    Io {
+        /// What the log was doing.
+        context: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A read asked for an offset outside `[log_start, log_end]`.
+    OffsetOutOfRange {
+        /// The requested offset.
+        requested: Offset,
+        /// First offset still stored.
+        log_start: Offset,
+        /// Offset the next append will get.
+        log_end: Offset,
+    },
+    /// Stored bytes are not a valid batch where one was expected.
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// Where in it.
+        position: Position,
+        /// What was wrong.
+        reason: BatchError,
+    },
+    /// A previous write failed; the log refuses appends until reopened.
+    Failed {
+        /// The failure that stopped it.
+        reason: String,
+    },
+    /// The log was closed.
+    Closed,
+}
+
+impl fmt::Display for LogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LogError::InvalidBatch(e) => write!(f, "invalid record batch: {e}"),
+            LogError::Io { context, path, source } => write!(f, "{context} {}: {source}", path.display()),
+            LogError::OffsetOutOfRange {
+                requested,
+                log_start,
+                log_end,
+            } => {
+                write!(f, "offset {requested} out of range [{log_start}, {log_end}]")
+            }
+            LogError::Corrupt { path, position, reason } => {
+                write!(
+                    f,
+                    "corrupt batch in {} at position {position}: {reason}",
+                    path.display()
+                )
+            }
+            LogError::Failed { reason } => {
+                write!(f, "log failed earlier and refuses writes: {reason}")
+            }
+            LogError::Closed => write!(f, "log is closed"),
+        }
+    }
+}
+
+impl std::error::Error for LogError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LogError::InvalidBatch(e) => Some(e),
+            LogError::Io { source, .. } => Some(source),
+            LogError::Corrupt { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+impl From<BatchError> for LogError {
+    fn from(e: BatchError) -> Self {
+        LogError::InvalidBatch(e)
+    }
+}
+
+impl LogError {
+    /// A copy for each of several waiters on one failed operation (an
+    /// `io::Error` is not `Clone`; the OS error code and message are kept).
+    pub(crate) fn duplicate(&self) -> LogError {
+        match self {
+            LogError::InvalidBatch(e) => LogError::InvalidBatch(e.clone()),
+            LogError::Io { context, path, source } => LogError::Io {
+                context,
+                path: path.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            LogError::OffsetOutOfRange {
+                requested,
+                log_start,
+                log_end,
+            } => LogError::OffsetOutOfRange {
+                requested: *requested,
+                log_start: *log_start,
+                log_end: *log_end,
+            },
+            LogError::Corrupt { path, position, reason } => LogError::Corrupt {
+                path: path.clone(),
+                position: *position,
+                reason: reason.clone(),
+            },
+            LogError::Failed { reason } => LogError::Failed { reason: reason.clone() },
+            LogError::Closed => LogError::Closed,
+        }
+    }
+
+    /// Whether the error means the disk is full (ENOSPC / EDQUOT).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            LogError::Io { source, .. } => matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)),
+            _ => false,
+        }
+    }
+}
+
+pub(crate) fn io_error<'a>(
+    context: &'static str,
+    path: &'a std::path::Path,
+) -> impl FnOnce(io::Error) -> LogError + 'a {
+    move |source| LogError::Io {
+        context,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Converts a glommio error, keeping the underlying `io::Error`.
+pub(crate) fn glommio_error<'a>(
+    context: &'static str,
+    path: &'a std::path::Path,
+) -> impl FnOnce(glommio::GlommioError<()>) -> LogError + 'a {
+    move |source| LogError::Io {
+        context,
+        path: path.to_path_buf(),
+        source: io::Error::from(source),
+    }
+}

@@ -1,0 +1,49 @@
+//! # `shardline-log`: the partition log
+//!
+//! One partition is one directory of segments. This crate owns everything
+//! inside that directory: the segment files (`<base_offset>.log`, Kafka
+//! RecordBatch v2 bytes exactly as clients sent them, with the broker-assigned
+//! base offset written into each header), their sparse offset/time indexes
+//! (`<base_offset>.index`), recovery after a crash, retention and truncation.
+//!
+//! ## Where its state lives
+//! A [`Log`] is `!Send`: it is created, written and read on the one shard (one
+//! glommio executor, one core) that owns the partition. Other shards never touch
+//! it; they send that shard a message. Inside a log, one writer task serialises
+//! every mutation (appends, rolls, flushes, truncation, retention); readers run
+//! synchronously on the same thread and get zero-copy slices of memory-mapped
+//! segments that stay valid even after retention deletes the file.
+//!
+//! ## Guarantees
+//! - An append is validated (magic, length, CRC-32C over attributes..end)
+//!   without decoding records; an invalid batch is rejected whole with a
+//!   [`BatchError`] and nothing is stored.
+//! - With [`Durability::Always`] an append resolves only after `fdatasync`, and
+//!   concurrent appends share one sync. [`Log::durable_end`] is reported
+//!   separately from [`Log::log_end`].
+//! - After a crash, opening the log keeps every fsynced batch and cuts the
+//!   active segment at the first batch whose length, CRC or offset is wrong;
+//!   what follows is zeroed durably, so torn data is never served.
+//! - Nothing read from disk is indexed unchecked; broken internal invariants
+//!   are `assert!`s, kept in release builds (the process aborts).
+//!
+//! The byte layouts are drawn at the top of `batch.rs` (the record batch) and
+//! `index.rs` (the index); `segment.rs` explains the write path and the
+//! mapping rules that keep readers safe from SIGBUS. `docs/storage.md` has the
+//! whole picture.
+
+mod batch;
+mod error;
+mod index;
+mod log;
+mod offset;
+mod segment;
+
+pub use batch::{
+    build_batch, compute_crc, set_base_offset, set_leader_epoch, validate, validate_header_only, BatchHeader,
+    BatchSpec, Codec, BATCH_HEADER_BYTES,
+};
+pub use error::{BatchError, LogError};
+pub use log::{AppendInfo, Clock, Durability, Log, LogConfig, ReadBatches, SystemClock, TimestampOffset};
+pub use offset::{Offset, Position};
+pub use segment::parse_log_name;

@@ -1,0 +1,895 @@
+//! `Log`: one partition's log, the front type the engine calls on the owning shard.
+//!
+//! All mutation — appends, rolls, flushes, truncation, retention — goes through
+//! one writer task per log, fed by a bounded command queue. Consecutive appends
+//! are coalesced into one write (group write) and, with `Durability::Always`,
+//! share one `fdatasync` (group commit). Offsets are assigned by the writer at
+//! write time, so a failed write leaves no hole to roll back. Reads are
+//! synchronous: they borrow the segment table briefly and return zero-copy
+//! slices of memory-mapped segments.
+
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, VecDeque},
+    path::{Path, PathBuf},
+    rc::Rc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use glommio::sync::Semaphore;
+
+use crate::{
+    batch,
+    error::{io_error, BatchError, LogError},
+    offset::{Offset, Position},
+    segment::{self, PreparedBatch, Segment},
+};
+
+/// When appended data is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `fdatasync` before an append is acknowledged; concurrent appends share one.
+    Always,
+    /// Acknowledge after the write; `fdatasync` every `interval_ms` or every
+    /// `bytes` written, whichever comes first.
+    Interval {
+        /// Longest time written data stays unsynced.
+        interval_ms: u64,
+        /// Most bytes written between two syncs.
+        bytes: u64,
+    },
+    /// Acknowledge after the write; sync only on roll, `flush` and close.
+    Never,
+}
+
+/// Source of wall-clock time for segment age, retention and timestamps; a
+/// seam so tests can drive time.
+pub trait Clock {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// Settings of one log.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A segment rolls before it would exceed this size. At most 4 GiB (index positions are u32).
+    pub segment_bytes_max: u64,
+    /// A segment rolls on the next append once it is this old.
+    pub segment_ms_max: i64,
+    /// One index entry per this many bytes of batches.
+    pub index_interval_bytes: u64,
+    /// When writes are made durable.
+    pub durability: Durability,
+    /// Delete sealed segments whose newest timestamp is older than this.
+    pub retention_ms_max: Option<i64>,
+    /// Delete the oldest sealed segments while the log is larger than this.
+    pub retention_bytes_max: Option<u64>,
+    /// Most bytes coalesced into one write (a single larger append is written alone).
+    pub write_bytes_max: usize,
+    /// Most appends waiting for the writer; further appends wait for room (backpressure).
+    pub pending_appends_max: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            // 128 MiB: large enough that rolls are rare, small enough that
+            // retention frees space in useful steps and recovery scans are short.
+            segment_bytes_max: 128 << 20,
+            segment_ms_max: 7 * 24 * 3600 * 1000,
+            // 4 KiB, as Kafka: a lookup scans at most a page of headers.
+            index_interval_bytes: 4096,
+            durability: Durability::Always,
+            retention_ms_max: Some(7 * 24 * 3600 * 1000),
+            retention_bytes_max: None,
+            // 1 MiB: past this, a bigger write no longer raises disk throughput here.
+            write_bytes_max: 1 << 20,
+            // 1024 appends ≈ many produce requests in flight per partition.
+            pending_appends_max: 1024,
+        }
+    }
+}
+
+/// What an append was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset assigned to the first record.
+    pub base_offset: Offset,
+    /// Offset of the last record.
+    pub last_offset: Offset,
+    /// First offset still stored when the append was done.
+    pub log_start: Offset,
+    /// Whether the append is durable (fsynced) already.
+    pub durable: bool,
+}
+
+/// Whole batches read from the log.
+#[derive(Debug, Clone, Default)]
+pub struct ReadBatches {
+    /// Contiguous runs of whole batches, each a slice of a mapped segment.
+    pub chunks: Vec<Bytes>,
+    /// Offset after the last batch returned (the next offset to read).
+    pub next_offset: Offset,
+}
+
+impl ReadBatches {
+    /// Total bytes returned.
+    pub fn bytes(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+}
+
+/// A ListOffsets answer for a timestamp: the first batch with a record at or
+/// after the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    /// Base offset of that batch.
+    pub offset: Offset,
+    /// Its max timestamp.
+    pub timestamp_ms: i64,
+}
+
+enum Command {
+    Append {
+        batches: Vec<PreparedBatch>,
+        reply: oneshot::Sender<Result<AppendInfo, LogError>>,
+    },
+    Flush {
+        reply: Option<oneshot::Sender<Result<Offset, LogError>>>,
+    },
+    Truncate {
+        offset: Offset,
+        reply: oneshot::Sender<Result<Offset, LogError>>,
+    },
+    Retention {
+        reply: oneshot::Sender<Result<usize, LogError>>,
+    },
+    Roll {
+        reply: oneshot::Sender<Result<(), LogError>>,
+    },
+}
+
+struct Inner {
+    dir: PathBuf,
+    config: LogConfig,
+    clock: Rc<dyn Clock>,
+    /// Every segment by base offset; the last one is active.
+    segments: BTreeMap<Offset, Segment>,
+    /// Offset the next append gets; every offset below it is written.
+    log_end: Offset,
+    /// Every offset below it is fsynced.
+    durable_end: Offset,
+    queue: VecDeque<Command>,
+    writer_running: bool,
+    /// Bytes written since the last fdatasync.
+    unsynced_bytes: u64,
+    sync_timer_armed: bool,
+    /// fdatasync calls on segment data so far (group commit shares them).
+    syncs: u64,
+    /// Set when an fdatasync failed: the page cache state is unknown, so the
+    /// log refuses writes until reopened (reads go on).
+    failed: Option<String>,
+    closed: bool,
+}
+
+/// One partition's log. `!Send`: it lives on the shard that owns the partition.
+pub struct Log {
+    inner: Rc<RefCell<Inner>>,
+    pending: Rc<Semaphore>,
+}
+
+impl Inner {
+    fn log_start(&self) -> Offset {
+        self.segments.values().next().map_or(self.log_end, |s| s.base)
+    }
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir` with the system clock, recovering
+    /// the active segment after a crash. Must run inside a glommio executor.
+    pub async fn open(dir: &Path, config: LogConfig) -> Result<Log, LogError> {
+        Self::open_with_clock(dir, config, Rc::new(SystemClock)).await
+    }
+
+    /// As [`Log::open`], with an injected clock.
+    pub async fn open_with_clock(dir: &Path, config: LogConfig, clock: Rc<dyn Clock>) -> Result<Log, LogError> {
+        assert!(
+            config.segment_bytes_max > batch::BATCH_HEADER_BYTES as u64,
+            "segment_bytes_max too small"
+        );
+        assert!(
+            config.segment_bytes_max <= u64::from(u32::MAX),
+            "segment_bytes_max above 4 GiB"
+        );
+        assert!(
+            config.pending_appends_max > 0 && config.write_bytes_max > 0,
+            "bounds must be positive"
+        );
+        std::fs::create_dir_all(dir).map_err(io_error("creating log directory", dir))?;
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io_error("listing log directory", dir))? {
+            let entry = entry.map_err(io_error("listing log directory", dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".tmp") {
+                segment::remove_if_exists(&entry.path())?;
+            } else if let Some(base) = segment::parse_log_name(&name) {
+                bases.push(base);
+            }
+        }
+        bases.sort();
+        let now_ms = clock.now_ms();
+        let mut segments = BTreeMap::new();
+        let mut expected: Option<Offset> = None;
+        let last = bases.last().copied();
+        for base in bases {
+            if let Some(expected) = expected {
+                if expected != base {
+                    return Err(LogError::Corrupt {
+                        path: segment::log_path(dir, base),
+                        position: Position(0),
+                        reason: BatchError::OffsetGap { expected, found: base },
+                    });
+                }
+            }
+            let segment = if Some(base) == last {
+                let (segment, cut) =
+                    Segment::open_active(dir, base, config.segment_bytes_max, config.index_interval_bytes, now_ms)
+                        .await?;
+                if let Some((position, reason)) = cut {
+                    if position.0 > 0 || segment.size > 0 || reason != (BatchError::BadLength { batch_length: 0 }) {
+                        tracing::warn!(path = %segment.path.display(), position = position.0, %reason, "recovery cut the log tail");
+                    }
+                }
+                segment
+            } else {
+                Segment::open_sealed(dir, base, config.index_interval_bytes).await?
+            };
+            expected = Some(segment.next_offset);
+            segments.insert(base, segment);
+        }
+        if segments.is_empty() {
+            let segment = Segment::create(dir, Offset(0), config.segment_bytes_max, now_ms).await?;
+            sync_dir(dir).await?;
+            segments.insert(Offset(0), segment);
+        }
+        let log_end = segments.values().next_back().map_or(Offset(0), |s| s.next_offset);
+        let pending = Rc::new(Semaphore::new(config.pending_appends_max as u64));
+        let inner = Inner {
+            dir: dir.to_path_buf(),
+            config,
+            clock,
+            segments,
+            log_end,
+            // Recovery fsynced the active segment; sealed ones were fsynced at roll.
+            durable_end: log_end,
+            queue: VecDeque::new(),
+            writer_running: false,
+            unsynced_bytes: 0,
+            sync_timer_armed: false,
+            syncs: 0,
+            failed: None,
+            closed: false,
+        };
+        Ok(Log {
+            inner: Rc::new(RefCell::new(inner)),
+            pending,
+        })
+    }
+
+    /// Appends one or more record batches, concatenated as a Kafka client sends
+    /// them. Each is validated (magic, length, CRC-32C) without decoding
+    /// records; if any is invalid nothing is stored. Resolves once the batches
+    /// are written, and with `Durability::Always` once they are fsynced.
+    pub async fn append(&self, records: Bytes) -> Result<AppendInfo, LogError> {
+        let batches = self.prepare(records)?;
+        let _permit = self.pending.acquire_permit(1).await.map_err(|_| LogError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        self.submit(Command::Append { batches, reply })?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    fn prepare(&self, records: Bytes) -> Result<Vec<PreparedBatch>, LogError> {
+        if records.is_empty() {
+            return Err(BatchError::Empty.into());
+        }
+        let segment_bytes_max = self.inner.borrow().config.segment_bytes_max;
+        if records.len() as u64 > segment_bytes_max {
+            return Err(BatchError::TooLarge {
+                batch_bytes: records.len(),
+                segment_bytes_max,
+            }
+            .into());
+        }
+        let mut batches = Vec::new();
+        let mut at = 0usize;
+        while at < records.len() {
+            let rest = records.get(at..).unwrap_or_default();
+            let header = batch::validate(rest)?;
+            let total = header.total_bytes();
+            batches.push(PreparedBatch {
+                bytes: records.slice(at..at + total),
+                header,
+            });
+            at += total;
+        }
+        Ok(batches)
+    }
+
+    fn submit(&self, command: Command) -> Result<(), LogError> {
+        submit(&self.inner, command)
+    }
+
+    /// Syncs everything written so far; returns the durable end offset.
+    pub async fn flush(&self) -> Result<Offset, LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Command::Flush { reply: Some(reply) })?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Seals the active segment and starts a new one (no-op when it is empty).
+    pub async fn roll(&self) -> Result<(), LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Command::Roll { reply })?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Removes every batch holding an offset ≥ `offset`. A batch that contains
+    /// `offset` is removed whole, as Kafka does; returns the new log end.
+    pub async fn truncate_to(&self, offset: Offset) -> Result<Offset, LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Command::Truncate { offset, reply })?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Deletes whole sealed segments past the retention bounds; returns how many.
+    pub async fn apply_retention(&self) -> Result<usize, LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Command::Retention { reply })?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Flushes and refuses further commands.
+    pub async fn close(&self) -> Result<Offset, LogError> {
+        let end = self.flush().await?;
+        self.inner.borrow_mut().closed = true;
+        self.pending.close();
+        Ok(end)
+    }
+
+    /// First offset still stored.
+    pub fn log_start(&self) -> Offset {
+        self.inner.borrow().log_start()
+    }
+
+    /// Offset the next append will get (every offset below it is written).
+    pub fn log_end(&self) -> Offset {
+        self.inner.borrow().log_end
+    }
+
+    /// Every offset below this is fsynced.
+    pub fn durable_end(&self) -> Offset {
+        self.inner.borrow().durable_end
+    }
+
+    /// Bytes of batches stored.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.borrow().segments.values().map(|s| s.size).sum()
+    }
+
+    /// Number of segments (sealed and active).
+    pub fn segment_count(&self) -> usize {
+        self.inner.borrow().segments.len()
+    }
+
+    /// How many times appended data was fdatasynced (a probe for group commit).
+    pub fn sync_count(&self) -> u64 {
+        self.inner.borrow().syncs
+    }
+
+    /// Directory of the log.
+    pub fn dir(&self) -> PathBuf {
+        self.inner.borrow().dir.clone()
+    }
+
+    /// Reads whole batches from the one containing `from`, up to `bytes_max`
+    /// (at least one batch is returned when any is available, as Kafka does),
+    /// stopping before `end` (use `log_end()` or `durable_end()`).
+    pub fn read(&self, from: Offset, bytes_max: usize, end: Offset) -> Result<ReadBatches, LogError> {
+        let inner = self.inner.borrow();
+        let log_start = inner.log_start();
+        if from < log_start || from > inner.log_end {
+            return Err(LogError::OffsetOutOfRange {
+                requested: from,
+                log_start,
+                log_end: inner.log_end,
+            });
+        }
+        let end = end.min(inner.log_end);
+        let mut result = ReadBatches {
+            chunks: Vec::new(),
+            next_offset: from,
+        };
+        let mut bytes_taken = 0usize;
+        let mut cursor = from;
+        for segment in inner
+            .segments
+            .range(..=from)
+            .next_back()
+            .into_iter()
+            .map(|(_, s)| s)
+            .chain(
+                inner
+                    .segments
+                    .range((std::ops::Bound::Excluded(from), std::ops::Bound::Unbounded))
+                    .map(|(_, s)| s),
+            )
+        {
+            if cursor >= end {
+                break;
+            }
+            let Some((start, _)) = segment.find_batch(cursor)? else {
+                continue;
+            };
+            let data = segment.data();
+            let mut position = start.0;
+            while position < segment.size {
+                let header = segment.header_at(&data, position)?;
+                let total = header.total_bytes();
+                if header.base_offset >= end || (bytes_taken > 0 && bytes_taken + total > bytes_max) {
+                    break;
+                }
+                bytes_taken += total;
+                position += total as u64;
+                cursor = header.next_offset();
+            }
+            if position > start.0 {
+                segment.prefetch(start.0, position - start.0);
+                let (from_byte, to_byte) = (usize::try_from(start.0), usize::try_from(position));
+                if let (Ok(a), Ok(b)) = (from_byte, to_byte) {
+                    result.chunks.push(data.slice(a..b));
+                }
+            }
+            result.next_offset = cursor;
+            if position < segment.size {
+                break; // stopped by a bound, not by the segment's end
+            }
+        }
+        Ok(result)
+    }
+
+    /// The first batch with a timestamp ≥ `timestamp_ms` (ListOffsets by time);
+    /// `None` when every stored timestamp is older.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<TimestampOffset>, LogError> {
+        let inner = self.inner.borrow();
+        for segment in inner.segments.values() {
+            if let Some(header) = segment.find_time(timestamp_ms)? {
+                return Ok(Some(TimestampOffset {
+                    offset: header.base_offset,
+                    timestamp_ms: header.max_timestamp_ms,
+                }));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Queues a command for the writer task, starting it if it is idle.
+fn submit(inner: &Rc<RefCell<Inner>>, command: Command) -> Result<(), LogError> {
+    let spawn_writer = {
+        let mut state = inner.borrow_mut();
+        if state.closed {
+            return Err(LogError::Closed);
+        }
+        state.queue.push_back(command);
+        !std::mem::replace(&mut state.writer_running, true)
+    };
+    if spawn_writer {
+        glommio::spawn_local(writer_loop(Rc::clone(inner))).detach();
+    }
+    Ok(())
+}
+
+/// Why the writer stops taking a command into the current group.
+fn group_fits(group_bytes: usize, next: &Command, write_bytes_max: usize) -> bool {
+    match next {
+        Command::Append { batches, .. } => {
+            let bytes: usize = batches.iter().map(|b| b.bytes.len()).sum();
+            group_bytes + bytes <= write_bytes_max
+        }
+        _ => false,
+    }
+}
+
+async fn writer_loop(inner: Rc<RefCell<Inner>>) {
+    loop {
+        let command = {
+            let mut state = inner.borrow_mut();
+            match state.queue.pop_front() {
+                Some(command) => command,
+                None => {
+                    state.writer_running = false;
+                    return;
+                }
+            }
+        };
+        match command {
+            Command::Append { batches, reply } => {
+                let mut group = vec![(batches, reply)];
+                {
+                    let mut state = inner.borrow_mut();
+                    let write_bytes_max = state.config.write_bytes_max;
+                    let mut group_bytes: usize = group.iter().flat_map(|(b, _)| b.iter()).map(|b| b.bytes.len()).sum();
+                    while let Some(next) = state.queue.front() {
+                        if !group_fits(group_bytes, next, write_bytes_max) {
+                            break;
+                        }
+                        if let Some(Command::Append { batches, reply }) = state.queue.pop_front() {
+                            group_bytes += batches.iter().map(|b| b.bytes.len()).sum::<usize>();
+                            group.push((batches, reply));
+                        }
+                    }
+                }
+                write_group(&inner, group).await;
+            }
+            Command::Flush { reply } => {
+                let result = sync_active(&inner).await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+            Command::Roll { reply } => {
+                let result = roll(&inner).await;
+                let _ = reply.send(result);
+            }
+            Command::Truncate { offset, reply } => {
+                let result = truncate(&inner, offset).await;
+                let _ = reply.send(result);
+            }
+            Command::Retention { reply } => {
+                let result = retention(&inner).await;
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
+
+type Group = Vec<(Vec<PreparedBatch>, oneshot::Sender<Result<AppendInfo, LogError>>)>;
+
+fn fail_all(group: Group, error: &LogError) {
+    for (_, reply) in group {
+        let _ = reply.send(Err(error.duplicate()));
+    }
+}
+
+async fn write_group(inner: &Rc<RefCell<Inner>>, mut group: Group) {
+    if let Some(reason) = inner.borrow().failed.clone() {
+        return fail_all(group, &LogError::Failed { reason });
+    }
+    let group_bytes: u64 = group
+        .iter()
+        .flat_map(|(b, _)| b.iter())
+        .map(|b| b.bytes.len() as u64)
+        .sum();
+    // Roll first if the group does not fit, or the active segment is too old.
+    let must_roll = {
+        let state = inner.borrow();
+        let config = &state.config;
+        let now_ms = state.clock.now_ms();
+        state.segments.values().next_back().is_some_and(|active| {
+            active.size > 0
+                && (active.bytes_free(config.segment_bytes_max) < group_bytes
+                    || now_ms.saturating_sub(active.created_ms) >= config.segment_ms_max)
+        })
+    };
+    if must_roll {
+        if let Err(e) = roll(inner).await {
+            return fail_all(group, &e);
+        }
+    }
+    // A group bigger than a fresh segment: write its appends one at a time.
+    if group_bytes > inner.borrow().config.segment_bytes_max && group.len() > 1 {
+        for single in group {
+            Box::pin(write_group(inner, vec![single])).await;
+        }
+        return;
+    }
+    // Assign offsets.
+    let (file, path, start, base_offset) = {
+        let state = inner.borrow();
+        let Some(active) = state.segments.values().next_back() else {
+            drop(state);
+            return fail_all(group, &LogError::Closed);
+        };
+        (active.file(), active.path.clone(), active.size, state.log_end)
+    };
+    let mut next = base_offset;
+    let mut infos = Vec::with_capacity(group.len());
+    for (batches, _) in group.iter_mut() {
+        let first = next;
+        for batch in batches.iter_mut() {
+            batch.header.base_offset = next;
+            next = batch.header.next_offset();
+        }
+        infos.push((first, Offset(next.0 - 1)));
+    }
+    let all: Vec<PreparedBatch> = group
+        .iter()
+        .flat_map(|(b, _)| b.iter())
+        .map(|b| PreparedBatch {
+            bytes: b.bytes.clone(),
+            header: b.header,
+        })
+        .collect();
+    if let Err(e) = segment::write_batches(&file, &path, start, &all).await {
+        tracing::warn!(path = %path.display(), error = %e, "append failed; nothing stored");
+        return fail_all(group, &e);
+    }
+    let durability = {
+        let mut state = inner.borrow_mut();
+        let interval = state.config.index_interval_bytes;
+        if let Some(active) = state.segments.values_mut().next_back() {
+            active.record_appended(&all, interval);
+        }
+        assert_eq!(state.log_end, base_offset, "only the writer moves log_end");
+        state.log_end = next;
+        state.unsynced_bytes += group_bytes;
+        state.config.durability
+    };
+    let durable = match durability {
+        Durability::Always => match sync_active(inner).await {
+            Ok(_) => true,
+            Err(e) => return fail_all(group, &e),
+        },
+        Durability::Interval { bytes, interval_ms } => {
+            if inner.borrow().unsynced_bytes >= bytes {
+                // A failed sync marks the log failed; the data itself was written.
+                let _ = sync_active(inner).await;
+            } else {
+                arm_sync_timer(inner, interval_ms);
+            }
+            false
+        }
+        Durability::Never => false,
+    };
+    let log_start = inner.borrow().log_start();
+    for ((_, reply), (first, last)) in group.into_iter().zip(infos) {
+        let _ = reply.send(Ok(AppendInfo {
+            base_offset: first,
+            last_offset: last,
+            log_start,
+            durable,
+        }));
+    }
+}
+
+fn arm_sync_timer(inner: &Rc<RefCell<Inner>>, interval_ms: u64) {
+    {
+        let mut state = inner.borrow_mut();
+        if state.sync_timer_armed || state.unsynced_bytes == 0 {
+            return;
+        }
+        state.sync_timer_armed = true;
+    }
+    let weak = Rc::downgrade(inner);
+    glommio::spawn_local(async move {
+        glommio::timer::sleep(Duration::from_millis(interval_ms)).await;
+        if let Some(inner) = weak.upgrade() {
+            inner.borrow_mut().sync_timer_armed = false;
+            let _ = submit(&inner, Command::Flush { reply: None });
+        }
+    })
+    .detach();
+}
+
+/// fdatasync of the active segment; moves `durable_end` to what was written
+/// before the sync started. A failed sync fails the log.
+async fn sync_active(inner: &Rc<RefCell<Inner>>) -> Result<Offset, LogError> {
+    let (file, path, upto) = {
+        let state = inner.borrow();
+        if let Some(reason) = state.failed.clone() {
+            return Err(LogError::Failed { reason });
+        }
+        if state.durable_end == state.log_end {
+            return Ok(state.durable_end);
+        }
+        let Some(active) = state.segments.values().next_back() else {
+            return Ok(state.durable_end);
+        };
+        (active.file(), active.path.clone(), state.log_end)
+    };
+    match segment::sync_file(&file, &path).await {
+        Ok(()) => {
+            let mut state = inner.borrow_mut();
+            state.durable_end = state.durable_end.max(upto);
+            state.unsynced_bytes = 0;
+            state.syncs += 1;
+            Ok(state.durable_end)
+        }
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "fdatasync failed; log refuses writes until reopened");
+            inner.borrow_mut().failed = Some(e.to_string());
+            Err(e)
+        }
+    }
+}
+
+/// Seals the active segment (fsync, shrink, index) and creates the next one.
+async fn roll(inner: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
+    let (dir, file, path, base, size, index, next_base, segment_bytes_max) = {
+        let state = inner.borrow();
+        if let Some(reason) = state.failed.clone() {
+            return Err(LogError::Failed { reason });
+        }
+        let Some(active) = state.segments.values().next_back() else {
+            return Ok(());
+        };
+        if active.size == 0 {
+            return Ok(());
+        }
+        (
+            state.dir.clone(),
+            active.file(),
+            active.path.clone(),
+            active.base,
+            active.size,
+            active.index.encode(),
+            state.log_end,
+            state.config.segment_bytes_max,
+        )
+    };
+    if let Err(e) = segment::seal_files(&dir, &file, &path, base, size, index).await {
+        inner.borrow_mut().failed = Some(e.to_string());
+        return Err(e);
+    }
+    {
+        let mut state = inner.borrow_mut();
+        state.durable_end = state.durable_end.max(next_base);
+        state.unsynced_bytes = 0;
+        if let Some(active) = state.segments.get_mut(&base) {
+            active.mark_sealed();
+        }
+    }
+    let now_ms = inner.borrow().clock.now_ms();
+    let created = Segment::create(&dir, next_base, segment_bytes_max, now_ms).await;
+    let segment = match created {
+        Ok(segment) => segment,
+        Err(e) => {
+            inner.borrow_mut().failed = Some(e.to_string());
+            return Err(e);
+        }
+    };
+    sync_dir(&dir).await?;
+    inner.borrow_mut().segments.insert(next_base, segment);
+    Ok(())
+}
+
+async fn truncate(inner: &Rc<RefCell<Inner>>, offset: Offset) -> Result<Offset, LogError> {
+    let (dir, doomed, plan, segment_bytes_max) = {
+        let mut state = inner.borrow_mut();
+        if offset >= state.log_end {
+            return Ok(state.log_end);
+        }
+        let dir = state.dir.clone();
+        let segment_bytes_max = state.config.segment_bytes_max;
+        // The segment holding the cut is cut; segments wholly past it go.
+        let holder = state.segments.range(..offset).next_back().map(|(b, _)| *b);
+        let cut = match holder.and_then(|b| state.segments.get(&b)) {
+            Some(segment) => Some(match segment.find_batch(offset)? {
+                Some((position, header)) => (position, header.base_offset),
+                None => (Position(segment.size), segment.next_offset),
+            }),
+            None => None,
+        };
+        let later: Vec<Offset> = state.segments.range(offset..).map(|(b, _)| *b).collect();
+        let mut doomed = Vec::new();
+        for base in later.iter().rev() {
+            if let Some(segment) = state.segments.remove(base) {
+                doomed.push(segment);
+            }
+        }
+        let plan = match (holder.and_then(|b| state.segments.get_mut(&b)), cut) {
+            (Some(segment), Some((position, new_end))) => Some(segment.truncate_in_memory(position, new_end)),
+            _ => None,
+        };
+        let new_end = state.segments.values().next_back().map_or(offset, |s| s.next_offset);
+        state.log_end = new_end;
+        state.durable_end = state.durable_end.min(new_end);
+        (dir, doomed, plan, segment_bytes_max)
+    };
+    // Newest first, so a crash part-way leaves a prefix of the log.
+    for segment in doomed {
+        segment::remove_files(&dir, segment.base, segment.file(), &segment.path).await?;
+    }
+    let now_ms = inner.borrow().clock.now_ms();
+    match plan {
+        Some(plan) => {
+            if let Some(mapping) = segment::truncate_files(&dir, &plan, segment_bytes_max).await? {
+                let mut state = inner.borrow_mut();
+                if let Some(active) = state.segments.values_mut().next_back() {
+                    active.reactivate(mapping, now_ms);
+                }
+            }
+        }
+        None => {
+            // Everything went: start afresh at the cut.
+            let segment = Segment::create(&dir, offset, segment_bytes_max, now_ms).await?;
+            let mut state = inner.borrow_mut();
+            state.log_end = offset;
+            state.durable_end = offset;
+            state.segments.insert(offset, segment);
+        }
+    }
+    sync_dir(&dir).await?;
+    let mut state = inner.borrow_mut();
+    state.durable_end = state.log_end;
+    Ok(state.log_end)
+}
+
+async fn retention(inner: &Rc<RefCell<Inner>>) -> Result<usize, LogError> {
+    let (dir, doomed) = {
+        let mut state = inner.borrow_mut();
+        let now_ms = state.clock.now_ms();
+        let mut total: u64 = state.segments.values().map(|s| s.size).sum();
+        let sealed: Vec<(Offset, u64, i64)> = state
+            .segments
+            .values()
+            .filter(|s| s.sealed)
+            .map(|s| (s.base, s.size, s.max_timestamp_ms))
+            .collect();
+        let mut doomed = Vec::new();
+        for (base, size, max_timestamp_ms) in sealed {
+            let too_old = state
+                .config
+                .retention_ms_max
+                .is_some_and(|ms| max_timestamp_ms < now_ms.saturating_sub(ms));
+            let too_big = state
+                .config
+                .retention_bytes_max
+                .is_some_and(|max| total.saturating_sub(size) >= max);
+            if !(too_old || too_big) {
+                break;
+            }
+            if let Some(segment) = state.segments.remove(&base) {
+                total -= size;
+                doomed.push(segment);
+            }
+        }
+        (state.dir.clone(), doomed)
+    };
+    let count = doomed.len();
+    // Oldest first, so a crash part-way leaves a suffix of the log.
+    for segment in doomed {
+        segment::remove_files(&dir, segment.base, segment.file(), &segment.path).await?;
+    }
+    if count > 0 {
+        sync_dir(&dir).await?;
+    }
+    Ok(count)
+}
+
+async fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    let directory = glommio::io::Directory::open(dir)
+        .await
+        .map_err(crate::error::glommio_error("opening log directory", dir))?;
+    directory
+        .sync()
+        .await
+        .map_err(crate::error::glommio_error("syncing log directory", dir))?;
+    let _ = directory.close().await;
+    Ok(())
+}

@@ -1,0 +1,717 @@
+//! One segment: `<base_offset>.log` (record batches back to back) and its sparse
+//! `<base_offset>.index` (see `index.rs`).
+//!
+//! # Write path (one per segment, chosen here)
+//! Batches are written with io_uring *buffered* writes (glommio `BufferedFile`)
+//! at explicit positions, and made durable with io_uring `fdatasync`. Buffered,
+//! not O_DIRECT, because reads come from a shared memory mapping of the same
+//! file: both go through the page cache, so a reader sees a batch as soon as its
+//! write completes, and the freshest data — what consumers tailing the log read —
+//! is served from memory without a disk read.
+//!
+//! # Mapping rules (a mapping never grows, and truncating a mapped file raises SIGBUS)
+//! - The active segment's file is sized to `segment_bytes_max` when it is created
+//!   (sparse: nothing is allocated until written) and mapped once at that size.
+//! - Readers only ever touch `[0, size)`, the bytes written so far.
+//! - Sealing fsyncs the file, then shrinks it to `size`. That is safe for every
+//!   live mapping because no reader looks past `size`.
+//! - Truncation inside a segment punches a hole (`FALLOC_FL_PUNCH_HOLE |
+//!   KEEP_SIZE`) instead of shrinking the file, so old mappings stay valid.
+//! - Retention unlinks files; a mapping keeps its inode alive until the last
+//!   reader drops its `Bytes`.
+
+use std::{
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    rc::Rc,
+    sync::Arc,
+};
+
+use bytes::Bytes;
+use glommio::io::{BufferedFile, OpenOptions};
+use memmap2::{Advice, Mmap, MmapOptions};
+
+use crate::{
+    batch::{self, BatchHeader, BATCH_HEADER_BYTES},
+    error::{glommio_error, io_error, BatchError, LogError},
+    index::{IndexEntry, SparseIndex},
+    offset::{Offset, Position},
+};
+
+/// Width of the zero-padded base offset in file names (as Kafka names them).
+const FILE_NAME_DIGITS: usize = 20;
+
+pub(crate) fn log_path(dir: &Path, base: Offset) -> PathBuf {
+    dir.join(format!("{:0width$}.log", base.0, width = FILE_NAME_DIGITS))
+}
+
+pub(crate) fn index_path(dir: &Path, base: Offset) -> PathBuf {
+    dir.join(format!("{:0width$}.index", base.0, width = FILE_NAME_DIGITS))
+}
+
+/// Parses a segment file name `<digits>.log` into its base offset.
+pub fn parse_log_name(name: &str) -> Option<Offset> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<i64>().ok().map(Offset)
+}
+
+/// Owner of a mapping handed to `Bytes::from_owner`, so slices keep it alive.
+struct MapOwner(Arc<Mmap>);
+
+impl AsRef<[u8]> for MapOwner {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+}
+
+/// A read-only shared mapping of a segment file, cheap to slice.
+#[derive(Clone)]
+pub(crate) struct Mapping {
+    map: Option<Arc<Mmap>>,
+    bytes: Bytes,
+}
+
+impl Mapping {
+    fn map(file: &impl AsRawFd, len: u64, path: &Path) -> Result<Mapping, LogError> {
+        if len == 0 {
+            return Ok(Mapping {
+                map: None,
+                bytes: Bytes::new(),
+            });
+        }
+        let len_usize = usize::try_from(len).map_err(|_| LogError::Io {
+            context: "mapping segment",
+            path: path.to_path_buf(),
+            source: std::io::Error::other("segment larger than the address space"),
+        })?;
+        // SAFETY: the mapping is read-only and shared. The log never shrinks a
+        // file below any byte a reader can reach (see the module doc), so no
+        // access through it can fault with SIGBUS; bytes are read with bounds
+        // checks and validated like any untrusted input.
+        let map = unsafe { MmapOptions::new().len(len_usize).map(file.as_raw_fd()) }
+            .map_err(io_error("mapping segment", path))?;
+        let map = Arc::new(map);
+        let bytes = Bytes::from_owner(MapOwner(Arc::clone(&map)));
+        Ok(Mapping { map: Some(map), bytes })
+    }
+
+    pub(crate) fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Asks the kernel to read `[from, from+len)` ahead, so serving it does not
+    /// block the shard on page faults.
+    pub(crate) fn prefetch(&self, from: u64, len: u64) {
+        if let Some(map) = &self.map {
+            let (Ok(from), Ok(len)) = (usize::try_from(from), usize::try_from(len)) else {
+                return;
+            };
+            // Advice is a hint; failure only means no readahead.
+            let _ = map.advise_range(Advice::WillNeed, from, len);
+        }
+    }
+}
+
+/// What scanning a run of batches found.
+#[derive(Debug, Clone)]
+pub(crate) struct ScanOutcome {
+    /// Position after the last good batch.
+    pub(crate) end: Position,
+    /// Offset after the last good batch.
+    pub(crate) next_offset: Offset,
+    /// Largest batch max-timestamp seen (i64::MIN if none).
+    pub(crate) max_timestamp_ms: i64,
+    /// Why scanning stopped before the end of the bytes, if it did.
+    pub(crate) stop: Option<(Position, BatchError)>,
+}
+
+/// Scans batches in `bytes[from..]` whose base offsets must run on from
+/// `expected`. Stops at the first batch that is short, malformed, fails its CRC
+/// (when `check_crc`), or does not continue the offsets. Index entries are
+/// emitted into `index` every `index_interval_bytes`, if given.
+pub(crate) fn scan(
+    bytes: &[u8],
+    from: Position,
+    expected: Offset,
+    check_crc: bool,
+    mut index: Option<(&mut SparseIndex, Offset, u64)>,
+    max_timestamp_before_ms: i64,
+) -> ScanOutcome {
+    let mut position = from.0;
+    let mut next_offset = expected;
+    let mut max_timestamp_ms = max_timestamp_before_ms;
+    let mut bytes_since_index = 0u64;
+    let stop = loop {
+        let Some(rest) = usize::try_from(position).ok().and_then(|p| bytes.get(p..)) else {
+            break None;
+        };
+        if rest.is_empty() {
+            break None;
+        }
+        let header = if check_crc {
+            batch::validate(rest)
+        } else {
+            batch::validate_header_only(rest)
+        };
+        let header = match header {
+            Ok(h) => h,
+            Err(e) => break Some((Position(position), e)),
+        };
+        if header.base_offset != next_offset {
+            break Some((
+                Position(position),
+                BatchError::OffsetGap {
+                    expected: next_offset,
+                    found: header.base_offset,
+                },
+            ));
+        }
+        if let Some((index, base, interval)) = index.as_mut() {
+            if bytes_since_index >= *interval && position > 0 {
+                push_index_entry(index, *base, header.base_offset, Position(position), max_timestamp_ms);
+                bytes_since_index = 0;
+            }
+        }
+        let total = header.total_bytes() as u64;
+        bytes_since_index += total;
+        position += total;
+        next_offset = header.next_offset();
+        max_timestamp_ms = max_timestamp_ms.max(header.max_timestamp_ms);
+    };
+    ScanOutcome {
+        end: Position(position),
+        next_offset,
+        max_timestamp_ms,
+        stop,
+    }
+}
+
+fn push_index_entry(index: &mut SparseIndex, base: Offset, batch_base: Offset, position: Position, max_before_ms: i64) {
+    let relative = batch_base.0 - base.0;
+    assert!(
+        (0..=i64::from(u32::MAX)).contains(&relative),
+        "relative offset out of index range"
+    );
+    assert!(position.0 <= u64::from(u32::MAX), "segment position out of index range");
+    index.push(IndexEntry {
+        relative_offset: relative as u32,
+        position: position.0 as u32,
+        max_timestamp_before_ms: max_before_ms,
+    });
+}
+
+/// One segment of a partition log. Lives on the shard that owns the partition.
+///
+/// Only the log's writer task mutates a segment. It never holds a borrow of the
+/// segment across an I/O wait: it takes the file handle (`Rc`), awaits the
+/// I/O, then records the result with a short borrow. Readers borrow briefly and
+/// never wait, so they always see a consistent `[0, size)`.
+pub(crate) struct Segment {
+    pub(crate) base: Offset,
+    pub(crate) path: PathBuf,
+    file: Rc<BufferedFile>,
+    mapping: Mapping,
+    /// Bytes of valid batches.
+    pub(crate) size: u64,
+    /// Offset after the last batch.
+    pub(crate) next_offset: Offset,
+    pub(crate) index: SparseIndex,
+    bytes_since_index: u64,
+    /// Largest batch max-timestamp (i64::MIN when empty).
+    pub(crate) max_timestamp_ms: i64,
+    /// Clock reading when the segment became active (for time-based roll).
+    pub(crate) created_ms: i64,
+    pub(crate) sealed: bool,
+}
+
+impl Segment {
+    async fn open_file(path: &Path, create: bool) -> Result<BufferedFile, LogError> {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .buffered_open(path)
+            .await
+            .map_err(glommio_error("opening segment", path))
+    }
+
+    /// Creates a new, empty active segment at `base`.
+    pub(crate) async fn create(
+        dir: &Path,
+        base: Offset,
+        segment_bytes_max: u64,
+        now_ms: i64,
+    ) -> Result<Segment, LogError> {
+        let path = log_path(dir, base);
+        // A stale index of an earlier segment at this base must not be trusted later.
+        remove_if_exists(&index_path(dir, base))?;
+        let file = Self::open_file(&path, true).await?;
+        file.truncate(segment_bytes_max)
+            .await
+            .map_err(glommio_error("sizing segment", &path))?;
+        let mapping = Mapping::map(&file, segment_bytes_max, &path)?;
+        Ok(Segment {
+            base,
+            path,
+            file: Rc::new(file),
+            mapping,
+            size: 0,
+            next_offset: base,
+            index: SparseIndex::default(),
+            bytes_since_index: 0,
+            max_timestamp_ms: i64::MIN,
+            created_ms: now_ms,
+            sealed: false,
+        })
+    }
+
+    /// Opens a sealed segment: trusts its index if every entry checks out, then
+    /// walks batch headers from the last index entry to find the end.
+    pub(crate) async fn open_sealed(dir: &Path, base: Offset, index_interval_bytes: u64) -> Result<Segment, LogError> {
+        let path = log_path(dir, base);
+        let file = Self::open_file(&path, false).await?;
+        let file_bytes = file.file_size().await.map_err(glommio_error("sizing segment", &path))?;
+        let mut mapping = Mapping::map(&file, file_bytes, &path)?;
+        let index_file = index_path(dir, base);
+        let loaded = match std::fs::read(&index_file) {
+            Ok(bytes) => SparseIndex::decode(&bytes, file_bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_error("reading index", &index_file)(e)),
+        };
+        let data = mapping.bytes().clone();
+        let trusted = loaded.and_then(|index| {
+            let (start, offset, ts) = index.last_entry_start(base)?;
+            let outcome = scan(&data, start, offset, false, None, ts);
+            // The last entry must point at a batch with the offset it claims.
+            (outcome.end > start || index.len() == 0).then_some((index, outcome))
+        });
+        let (index, outcome, rebuilt) = match trusted {
+            Some((index, outcome)) => (index, outcome, false),
+            None => {
+                let mut index = SparseIndex::default();
+                let outcome = scan(
+                    &data,
+                    Position(0),
+                    base,
+                    true,
+                    Some((&mut index, base, index_interval_bytes)),
+                    i64::MIN,
+                );
+                (index, outcome, true)
+            }
+        };
+        if let Some((position, reason)) = outcome.stop.clone() {
+            // A sealed segment was fsynced before the next one was created, so
+            // anything but zero fill after its data is corruption, not a torn write.
+            let tail = usize::try_from(position.0)
+                .ok()
+                .and_then(|p| data.get(p..))
+                .unwrap_or_default();
+            if !tail.iter().all(|b| *b == 0) {
+                return Err(LogError::Corrupt { path, position, reason });
+            }
+        }
+        drop(data);
+        if outcome.end.0 < file_bytes {
+            // Left at full size by a crash between fsync and shrink: shrink now,
+            // before anyone else maps it.
+            file.truncate(outcome.end.0)
+                .await
+                .map_err(glommio_error("shrinking sealed segment", &path))?;
+            mapping = Mapping::map(&file, outcome.end.0, &path)?;
+        }
+        if rebuilt {
+            write_index(dir, base, index.encode()).await?;
+        }
+        Ok(Segment {
+            base,
+            path,
+            file: Rc::new(file),
+            mapping,
+            size: outcome.end.0,
+            next_offset: outcome.next_offset,
+            index,
+            bytes_since_index: 0,
+            max_timestamp_ms: outcome.max_timestamp_ms,
+            created_ms: 0,
+            sealed: true,
+        })
+    }
+
+    /// Opens the last segment for appending: scans every batch with its CRC,
+    /// cuts the log at the first bad one, zeroes everything after it durably, and
+    /// rebuilds the index. Returns the segment and where it was cut, if it was.
+    pub(crate) async fn open_active(
+        dir: &Path,
+        base: Offset,
+        segment_bytes_max: u64,
+        index_interval_bytes: u64,
+        now_ms: i64,
+    ) -> Result<(Segment, Option<(Position, BatchError)>), LogError> {
+        let path = log_path(dir, base);
+        let file = Self::open_file(&path, false).await?;
+        let file_bytes = file.file_size().await.map_err(glommio_error("sizing segment", &path))?;
+        let mut index = SparseIndex::default();
+        let outcome = {
+            let scan_map = Mapping::map(&file, file_bytes, &path)?;
+            scan(
+                scan_map.bytes(),
+                Position(0),
+                base,
+                true,
+                Some((&mut index, base, index_interval_bytes)),
+                i64::MIN,
+            )
+        };
+        let mapped_bytes = file_bytes.max(segment_bytes_max);
+        if file_bytes < mapped_bytes {
+            file.truncate(mapped_bytes)
+                .await
+                .map_err(glommio_error("sizing segment", &path))?;
+        }
+        // Zero what follows the last good batch so nothing torn or stale can be
+        // read back, even after another crash. Punching keeps the size: no SIGBUS.
+        let tail_bytes = mapped_bytes - outcome.end.0;
+        if tail_bytes > 0 {
+            file.deallocate(outcome.end.0, tail_bytes)
+                .await
+                .map_err(glommio_error("zeroing segment tail", &path))?;
+        }
+        file.fdatasync()
+            .await
+            .map_err(glommio_error("syncing recovered segment", &path))?;
+        remove_if_exists(&index_path(dir, base))?;
+        let mapping = Mapping::map(&file, mapped_bytes, &path)?;
+        let bytes_since_index = index
+            .last_position()
+            .map_or(outcome.end.0, |last| outcome.end.0 - last.0);
+        let segment = Segment {
+            base,
+            path,
+            file: Rc::new(file),
+            mapping,
+            size: outcome.end.0,
+            next_offset: outcome.next_offset,
+            index,
+            bytes_since_index,
+            max_timestamp_ms: outcome.max_timestamp_ms,
+            created_ms: now_ms,
+            sealed: false,
+        };
+        Ok((segment, outcome.stop))
+    }
+
+    /// The file handle, for I/O done without borrowing the segment.
+    pub(crate) fn file(&self) -> Rc<BufferedFile> {
+        Rc::clone(&self.file)
+    }
+
+    /// Room left for batches.
+    pub(crate) fn bytes_free(&self, segment_bytes_max: u64) -> u64 {
+        segment_bytes_max.saturating_sub(self.size)
+    }
+
+    /// Records batches that `write_batches` wrote at the end of the segment.
+    pub(crate) fn record_appended(&mut self, batches: &[PreparedBatch], index_interval_bytes: u64) {
+        assert!(!self.sealed, "append to a sealed segment");
+        let mut position = self.size;
+        for batch in batches {
+            let header = &batch.header;
+            assert_eq!(
+                header.base_offset, self.next_offset,
+                "batches must continue the segment's offsets"
+            );
+            assert_eq!(
+                header.total_bytes(),
+                batch.bytes.len(),
+                "a prepared batch is exactly one batch"
+            );
+            if self.bytes_since_index >= index_interval_bytes && position > 0 {
+                push_index_entry(
+                    &mut self.index,
+                    self.base,
+                    header.base_offset,
+                    Position(position),
+                    self.max_timestamp_ms,
+                );
+                self.bytes_since_index = 0;
+            }
+            let total = header.total_bytes() as u64;
+            self.bytes_since_index += total;
+            position += total;
+            self.next_offset = header.next_offset();
+            self.max_timestamp_ms = self.max_timestamp_ms.max(header.max_timestamp_ms);
+        }
+        self.size = position;
+    }
+
+    /// Marks the segment sealed once `seal_files` has succeeded.
+    pub(crate) fn mark_sealed(&mut self) {
+        assert!(!self.sealed, "segment sealed twice");
+        self.sealed = true;
+    }
+
+    /// Cuts the in-memory view so the batch at `position` and all after it are
+    /// gone. Returns what `truncate_files` must do on disk.
+    pub(crate) fn truncate_in_memory(&mut self, position: Position, next_offset: Offset) -> TruncatePlan {
+        assert!(position.0 <= self.size, "truncation past the end of a segment");
+        self.size = position.0;
+        self.next_offset = next_offset;
+        self.index.truncate_at(position);
+        self.bytes_since_index = self.index.last_position().map_or(self.size, |last| self.size - last.0);
+        let outcome = scan(&self.data(), Position(0), self.base, false, None, i64::MIN);
+        self.max_timestamp_ms = outcome.max_timestamp_ms;
+        TruncatePlan {
+            file: self.file(),
+            path: self.path.clone(),
+            base: self.base,
+            position,
+            was_sealed: self.sealed,
+            mapped_bytes: self.mapping.bytes().len() as u64,
+        }
+    }
+
+    /// Installs the full-size mapping of a segment reopened by truncation.
+    pub(crate) fn reactivate(&mut self, mapping: Mapping, now_ms: i64) {
+        self.mapping = mapping;
+        self.sealed = false;
+        self.created_ms = now_ms;
+    }
+
+    /// Valid batch bytes as a zero-copy slice of the mapping.
+    pub(crate) fn data(&self) -> Bytes {
+        let end = usize::try_from(self.size).unwrap_or(usize::MAX);
+        self.mapping.bytes().slice(..end.min(self.mapping.bytes().len()))
+    }
+
+    pub(crate) fn prefetch(&self, from: u64, len: u64) {
+        if self.sealed {
+            self.mapping.prefetch(from, len);
+        }
+    }
+
+    /// Position of the batch containing `target`, scanning from the index hint.
+    /// `None` if `target` is not in this segment.
+    pub(crate) fn find_batch(&self, target: Offset) -> Result<Option<(Position, BatchHeader)>, LogError> {
+        if target < self.base || target >= self.next_offset {
+            return Ok(None);
+        }
+        let data = self.data();
+        let mut position = self.index.lookup_offset(self.base, target).0;
+        loop {
+            let header = self.header_at(&data, position)?;
+            if header.next_offset() > target {
+                return Ok(Some((Position(position), header)));
+            }
+            position += header.total_bytes() as u64;
+        }
+    }
+
+    /// First batch whose max timestamp is ≥ `timestamp_ms`.
+    pub(crate) fn find_time(&self, timestamp_ms: i64) -> Result<Option<BatchHeader>, LogError> {
+        if self.max_timestamp_ms < timestamp_ms {
+            return Ok(None);
+        }
+        let data = self.data();
+        let mut position = self.index.lookup_time(timestamp_ms).0;
+        while position < self.size {
+            let header = self.header_at(&data, position)?;
+            if header.max_timestamp_ms >= timestamp_ms {
+                return Ok(Some(header));
+            }
+            position += header.total_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Header of the stored batch at `position`, checked to lie within the data.
+    pub(crate) fn header_at(&self, data: &[u8], position: u64) -> Result<BatchHeader, LogError> {
+        let corrupt = |reason| LogError::Corrupt {
+            path: self.path.clone(),
+            position: Position(position),
+            reason,
+        };
+        let rest = usize::try_from(position)
+            .ok()
+            .and_then(|p| data.get(p..))
+            .unwrap_or_default();
+        batch::validate_header_only(rest).map_err(corrupt)
+    }
+}
+
+/// What truncating a segment leaves to do on disk.
+pub(crate) struct TruncatePlan {
+    file: Rc<BufferedFile>,
+    path: PathBuf,
+    base: Offset,
+    position: Position,
+    was_sealed: bool,
+    mapped_bytes: u64,
+}
+
+/// Carries out a `TruncatePlan`: a sealed segment loses its index and grows
+/// back to full size (so it can be mapped for appends; old mappings stay valid
+/// because the file only grows), then everything from the cut on is zeroed.
+/// Returns the new full-size mapping when the segment was sealed.
+pub(crate) async fn truncate_files(
+    dir: &Path,
+    plan: &TruncatePlan,
+    segment_bytes_max: u64,
+) -> Result<Option<Mapping>, LogError> {
+    let mut new_mapping = None;
+    let mut mapped_bytes = plan.mapped_bytes;
+    if plan.was_sealed {
+        remove_if_exists(&index_path(dir, plan.base))?;
+        plan.file
+            .truncate(segment_bytes_max)
+            .await
+            .map_err(glommio_error("reopening segment", &plan.path))?;
+        new_mapping = Some(Mapping::map(&*plan.file, segment_bytes_max, &plan.path)?);
+        mapped_bytes = segment_bytes_max;
+    }
+    if mapped_bytes > plan.position.0 {
+        plan.file
+            .deallocate(plan.position.0, mapped_bytes - plan.position.0)
+            .await
+            .map_err(glommio_error("zeroing truncated tail", &plan.path))?;
+    }
+    sync_file(&plan.file, &plan.path).await?;
+    Ok(new_mapping)
+}
+
+/// Writes `batches` (offsets already assigned in their headers) at `start`.
+/// On error the range is zeroed again (best effort), so a partial write does
+/// not look like data after a crash.
+pub(crate) async fn write_batches(
+    file: &BufferedFile,
+    path: &Path,
+    start: u64,
+    batches: &[PreparedBatch],
+) -> Result<(), LogError> {
+    let len: u64 = batches.iter().map(|b| b.bytes.len() as u64).sum();
+    if let Err(e) = write_all_at(file, start, path, |skip| assemble(batches, skip)).await {
+        let _ = file.deallocate(start, len).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+pub(crate) async fn sync_file(file: &BufferedFile, path: &Path) -> Result<(), LogError> {
+    file.fdatasync().await.map_err(glommio_error("syncing segment", path))
+}
+
+/// Seals a segment's files: fsync, shrink to its data, write and fsync its index.
+pub(crate) async fn seal_files(
+    dir: &Path,
+    file: &BufferedFile,
+    path: &Path,
+    base: Offset,
+    size: u64,
+    index: Vec<u8>,
+) -> Result<(), LogError> {
+    sync_file(file, path).await?;
+    file.truncate(size)
+        .await
+        .map_err(glommio_error("shrinking sealed segment", path))?;
+    write_index(dir, base, index).await
+}
+
+async fn write_index(dir: &Path, base: Offset, bytes: Vec<u8>) -> Result<(), LogError> {
+    let path = index_path(dir, base);
+    let tmp = path.with_extension("index.tmp");
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(&tmp)
+        .await
+        .map_err(glommio_error("creating index", &tmp))?;
+    write_all_at(&file, 0, &tmp, |skip| bytes.get(skip..).unwrap_or_default().to_vec()).await?;
+    file.fdatasync().await.map_err(glommio_error("syncing index", &tmp))?;
+    file.close().await.map_err(glommio_error("closing index", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_error("renaming index", &path))?;
+    Ok(())
+}
+
+/// Deletes a segment's files. Readers holding slices keep the mapping alive.
+pub(crate) async fn remove_files(
+    dir: &Path,
+    base: Offset,
+    file: Rc<BufferedFile>,
+    path: &Path,
+) -> Result<(), LogError> {
+    file.remove().await.map_err(glommio_error("removing segment", path))?;
+    remove_if_exists(&index_path(dir, base))
+}
+
+/// A validated batch whose header already carries its assigned base offset;
+/// `bytes` is still the client's buffer (the offset is patched while copying).
+pub(crate) struct PreparedBatch {
+    pub(crate) bytes: Bytes,
+    pub(crate) header: BatchHeader,
+}
+
+/// Concatenates `batches` with their assigned base offsets, skipping the first
+/// `skip` bytes (only non-zero when resuming a short write).
+fn assemble(batches: &[PreparedBatch], skip: usize) -> Vec<u8> {
+    let total: usize = batches.iter().map(|b| b.bytes.len()).sum();
+    let mut out = Vec::with_capacity(total);
+    for batch in batches {
+        let start = out.len();
+        out.extend_from_slice(&batch.bytes);
+        if let Some(copied) = out.get_mut(start..) {
+            batch::set_base_offset(copied, batch.header.base_offset);
+        }
+    }
+    if skip > 0 {
+        out.drain(..skip.min(out.len()));
+    }
+    out
+}
+
+/// Writes the bytes `build(0)` makes at `position`, resuming short writes
+/// (the buffer is rebuilt from `build(written)` only on that rare path, so the
+/// common case copies the data once).
+async fn write_all_at(
+    file: &BufferedFile,
+    position: u64,
+    path: &Path,
+    build: impl Fn(usize) -> Vec<u8>,
+) -> Result<(), LogError> {
+    let mut done = 0usize;
+    loop {
+        let buf = build(done);
+        let want = buf.len();
+        if want == 0 {
+            return Ok(());
+        }
+        let written = file
+            .write_at(buf, position + done as u64)
+            .await
+            .map_err(glommio_error("writing segment", path))?;
+        if written == 0 {
+            return Err(LogError::Io {
+                context: "writing segment",
+                path: path.to_path_buf(),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            });
+        }
+        if written >= want {
+            return Ok(());
+        }
+        done += written;
+    }
+}
+
+pub(crate) fn remove_if_exists(path: &Path) -> Result<(), LogError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error("removing file", path)(e)),
+    }
+}
+
+const _: () = assert!(BATCH_HEADER_BYTES == 61);

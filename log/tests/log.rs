@@ -1,0 +1,455 @@
+//! Behaviour of `Log` through its public API, on real files and io_uring.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod common;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use common::{batch, run, ManualClock};
+use shardline_log::{validate, BatchError, Durability, Log, LogConfig, LogError, Offset};
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes_max: 64 << 10,
+        index_interval_bytes: 1024,
+        durability: Durability::Never,
+        retention_ms_max: None,
+        ..LogConfig::default()
+    }
+}
+
+fn read_all(log: &Log) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut from = log.log_start();
+    while from < log.log_end() {
+        let read = log.read(from, 1 << 30, log.log_end()).unwrap();
+        for chunk in &read.chunks {
+            let mut at = 0;
+            while at < chunk.len() {
+                let header = validate(&chunk[at..]).unwrap();
+                out.push(chunk[at..at + header.total_bytes()].to_vec());
+                at += header.total_bytes();
+            }
+        }
+        assert!(read.next_offset > from, "reads must make progress");
+        from = read.next_offset;
+    }
+    out
+}
+
+#[test]
+fn append_assigns_offsets_in_place_and_reads_back_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Log::open(
+            &path,
+            LogConfig {
+                durability: Durability::Always,
+                ..small_config()
+            },
+        )
+        .await
+        .unwrap();
+        let first = log.append(Bytes::from(batch(3, 1000, 1, 100))).await.unwrap();
+        assert_eq!((first.base_offset, first.last_offset), (Offset(0), Offset(2)));
+        assert!(first.durable);
+        let second = log.append(Bytes::from(batch(2, 2000, 2, 100))).await.unwrap();
+        assert_eq!((second.base_offset, second.last_offset), (Offset(3), Offset(4)));
+        assert_eq!(log.log_end(), Offset(5));
+        assert_eq!(log.durable_end(), Offset(5));
+
+        let read = log.read(Offset(4), 1 << 20, log.log_end()).unwrap();
+        assert_eq!(read.next_offset, Offset(5));
+        let header = validate(&read.chunks[0]).unwrap();
+        assert_eq!(header.base_offset, Offset(3), "the batch holding offset 4 starts at 3");
+        let mut expected = batch(2, 2000, 2, 100);
+        shardline_log::set_base_offset(&mut expected, Offset(3));
+        assert_eq!(&read.chunks[0][..], &expected[..]);
+        assert_eq!(log.read(Offset(5), 1 << 20, log.log_end()).unwrap().chunks.len(), 0);
+        assert!(matches!(
+            log.read(Offset(6), 1, log.log_end()),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+    });
+}
+
+#[test]
+fn several_batches_in_one_append_get_consecutive_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Log::open(&path, small_config()).await.unwrap();
+        let mut records = batch(2, 1, 1, 10);
+        records.extend(batch(5, 2, 2, 10));
+        let info = log.append(Bytes::from(records)).await.unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (Offset(0), Offset(6)));
+        let stored = read_all(&log);
+        assert_eq!(stored.len(), 2);
+        assert_eq!(validate(&stored[1]).unwrap().base_offset, Offset(2));
+    });
+}
+
+#[test]
+fn bad_batches_are_rejected_with_their_error_and_the_log_is_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Log::open(&path, small_config()).await.unwrap();
+        log.append(Bytes::from(batch(1, 1, 1, 50))).await.unwrap();
+        let before = (log.log_end(), log.size_bytes(), read_all(&log));
+
+        let good = batch(2, 5, 9, 40);
+        let mut wrong_magic = good.clone();
+        wrong_magic[16] = 1;
+        let mut wrong_crc = good.clone();
+        *wrong_crc.last_mut().unwrap() ^= 1;
+        let truncated = good[..good.len() - 3].to_vec();
+        let mut overflow = good.clone();
+        overflow[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
+        let mut zero_length = good.clone();
+        zero_length[8..12].copy_from_slice(&0i32.to_be_bytes());
+        // A good batch followed by a bad one: the whole append is refused.
+        let mut good_then_bad = good.clone();
+        good_then_bad.extend_from_slice(&wrong_crc);
+
+        type Case = (&'static str, Vec<u8>, fn(&BatchError) -> bool);
+        let cases: Vec<Case> = vec![
+            ("wrong magic", wrong_magic, |e| {
+                matches!(e, BatchError::BadMagic { magic: 1 })
+            }),
+            ("wrong crc", wrong_crc, |e| matches!(e, BatchError::BadCrc { .. })),
+            ("truncated", truncated, |e| matches!(e, BatchError::Truncated { .. })),
+            ("length overflow", overflow, |e| {
+                matches!(e, BatchError::Truncated { .. })
+            }),
+            ("zero length", zero_length, |e| {
+                matches!(e, BatchError::BadLength { batch_length: 0 })
+            }),
+            ("good then bad", good_then_bad, |e| {
+                matches!(e, BatchError::BadCrc { .. })
+            }),
+            ("empty", Vec::new(), |e| matches!(e, BatchError::Empty)),
+        ];
+        for (name, bytes, expected) in cases {
+            match log.append(Bytes::from(bytes)).await {
+                Err(LogError::InvalidBatch(e)) => {
+                    assert!(expected(&e), "{name}: unexpected error {e}")
+                }
+                other => panic!("{name}: expected a batch error, got {other:?}"),
+            }
+            assert_eq!(
+                (log.log_end(), log.size_bytes(), read_all(&log)),
+                before,
+                "{name} changed the log"
+            );
+        }
+        let too_big = batch(1, 1, 1, 70 << 10);
+        assert!(matches!(
+            log.append(Bytes::from(too_big)).await,
+            Err(LogError::InvalidBatch(BatchError::TooLarge { .. }))
+        ));
+        // And the log still takes good batches.
+        assert_eq!(log.append(Bytes::from(good)).await.unwrap().base_offset, Offset(1));
+    });
+}
+
+#[test]
+fn segments_roll_at_the_size_bound_and_reads_cross_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Log::open(&path, small_config()).await.unwrap();
+        let mut expected = Vec::new();
+        for i in 0..100u64 {
+            let mut b = batch(4, i as i64, i, 2000);
+            log.append(Bytes::from(b.clone())).await.unwrap();
+            shardline_log::set_base_offset(&mut b, Offset(i as i64 * 4));
+            expected.push(b);
+        }
+        assert!(log.segment_count() >= 3, "100 × 2 KiB into 64 KiB segments must roll");
+        assert_eq!(read_all(&log), expected);
+        // Offset lookups in the middle of every batch find the right batch.
+        for probe in [1i64, 77, 150, 201, 399] {
+            let read = log.read(Offset(probe), 1, log.log_end()).unwrap();
+            let header = validate(&read.chunks[0]).unwrap();
+            assert!(header.base_offset.0 <= probe && probe <= header.last_offset().0);
+            assert_eq!(read.chunks.len(), 1, "a 1-byte limit still returns one whole batch");
+        }
+        // Byte limits cut at batch boundaries.
+        let read = log.read(Offset(0), 5000, log.log_end()).unwrap();
+        assert_eq!(read.bytes(), expected[0].len() + expected[1].len());
+        assert_eq!(read.next_offset, Offset(8));
+        // A reopened log reads the same, through loaded indexes.
+        drop(log);
+        let log = Log::open(&path, small_config()).await.unwrap();
+        assert_eq!(read_all(&log), expected);
+        assert_eq!(log.log_end(), Offset(400));
+    });
+}
+
+#[test]
+fn reads_stop_at_the_end_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Log::open(&path, small_config()).await.unwrap();
+        for i in 0..5 {
+            log.append(Bytes::from(batch(2, i, i as u64, 10))).await.unwrap();
+        }
+        let read = log.read(Offset(0), 1 << 20, Offset(4)).unwrap();
+        assert_eq!(read.next_offset, Offset(4));
+    });
+}
+
+#[test]
+fn offsets_by_timestamp_follow_list_offsets_semantics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Log::open(&path, small_config()).await.unwrap();
+        for i in 0..60i64 {
+            log.append(Bytes::from(batch(1, 1000 + i * 10, i as u64, 3000)))
+                .await
+                .unwrap();
+        }
+        assert!(log.segment_count() > 1);
+        let hit = log.offset_for_timestamp(1000).unwrap().unwrap();
+        assert_eq!((hit.offset, hit.timestamp_ms), (Offset(0), 1000));
+        let hit = log.offset_for_timestamp(1255).unwrap().unwrap();
+        assert_eq!((hit.offset, hit.timestamp_ms), (Offset(26), 1260));
+        let hit = log.offset_for_timestamp(i64::MIN).unwrap().unwrap();
+        assert_eq!(hit.offset, Offset(0));
+        assert!(log.offset_for_timestamp(1000 + 60 * 10).unwrap().is_none());
+    });
+}
+
+#[test]
+fn retention_deletes_whole_sealed_segments_and_old_readers_stay_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let clock = Rc::new(ManualClock::default());
+        clock.0.set(1_000_000);
+        let config = LogConfig {
+            retention_ms_max: Some(10_000),
+            ..small_config()
+        };
+        let log = Log::open_with_clock(&path, config, clock.clone()).await.unwrap();
+        for i in 0..40i64 {
+            log.append(Bytes::from(batch(1, 1_000_000 + i, i as u64, 4000)))
+                .await
+                .unwrap();
+        }
+        let segments = log.segment_count();
+        assert!(segments >= 3);
+        // A reader holds the first segment's bytes across its deletion.
+        let held = log.read(Offset(0), 1 << 20, log.log_end()).unwrap();
+        let held_copy: Vec<Vec<u8>> = held.chunks.iter().map(|c| c.to_vec()).collect();
+        assert_eq!(log.apply_retention().await.unwrap(), 0, "nothing is old yet");
+        clock.0.set(1_000_000 + 10_040);
+        assert_eq!(
+            log.apply_retention().await.unwrap(),
+            segments - 1,
+            "every sealed segment expired"
+        );
+        assert_eq!(log.segment_count(), 1, "the active segment stays");
+        assert!(log.log_start() > Offset(0));
+        assert!(matches!(
+            log.read(Offset(0), 1, log.log_end()),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        // The deleted file's bytes are still readable through the held slice.
+        assert_eq!(validate(&held.chunks[0]).unwrap().base_offset, Offset(0));
+        let held_now: Vec<Vec<u8>> = held.chunks.iter().map(|c| c.to_vec()).collect();
+        assert_eq!(held_now, held_copy);
+        let files = std::fs::read_dir(&path).unwrap().count();
+        assert_eq!(files, 1, "only the active segment's file remains");
+    });
+}
+
+#[test]
+fn retention_by_bytes_keeps_the_newest_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig {
+            retention_bytes_max: Some(100 << 10),
+            ..small_config()
+        };
+        let log = Log::open(&path, config).await.unwrap();
+        for i in 0..100i64 {
+            log.append(Bytes::from(batch(1, i, i as u64, 4000))).await.unwrap();
+        }
+        let before = log.size_bytes();
+        let deleted = log.apply_retention().await.unwrap();
+        assert!(deleted > 0);
+        assert!(log.size_bytes() >= 100 << 10, "never below the bound");
+        assert!(log.size_bytes() < before);
+        assert_eq!(log.log_end(), Offset(100));
+    });
+}
+
+#[test]
+fn truncate_to_cuts_at_batch_boundaries_in_active_and_sealed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Log::open(&path, small_config()).await.unwrap();
+        for i in 0..60i64 {
+            log.append(Bytes::from(batch(2, i, i as u64, 3000))).await.unwrap();
+        }
+        let segments = log.segment_count();
+        // Inside the active segment, mid-batch: the whole batch goes.
+        assert_eq!(log.truncate_to(Offset(117)).await.unwrap(), Offset(116));
+        assert_eq!(log.segment_count(), segments);
+        // Into a sealed segment: later segments are deleted, it becomes active.
+        assert_eq!(log.truncate_to(Offset(20)).await.unwrap(), Offset(20));
+        assert_eq!(log.segment_count(), 1);
+        let info = log.append(Bytes::from(batch(1, 99, 99, 100))).await.unwrap();
+        assert_eq!(info.base_offset, Offset(20));
+        assert_eq!(read_all(&log).len(), 11);
+        drop(log);
+        let log = Log::open(&path, small_config()).await.unwrap();
+        assert_eq!(log.log_end(), Offset(21));
+        assert_eq!(read_all(&log).len(), 11);
+        // Truncating below the start empties the log and restarts it there.
+        assert_eq!(log.truncate_to(Offset(0)).await.unwrap(), Offset(0));
+        assert_eq!(log.log_end(), Offset(0));
+        assert_eq!(
+            log.append(Bytes::from(batch(1, 1, 1, 10))).await.unwrap().base_offset,
+            Offset(0)
+        );
+    });
+}
+
+#[test]
+fn durability_modes_report_durable_end_separately() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Log::open(&path.join("never"), small_config()).await.unwrap();
+        let info = log.append(Bytes::from(batch(1, 1, 1, 10))).await.unwrap();
+        assert!(!info.durable);
+        assert_eq!((log.log_end(), log.durable_end()), (Offset(1), Offset(0)));
+        assert_eq!(log.flush().await.unwrap(), Offset(1));
+        assert_eq!(log.durable_end(), Offset(1));
+
+        let config = LogConfig {
+            durability: Durability::Interval {
+                interval_ms: 20,
+                bytes: 1 << 30,
+            },
+            ..small_config()
+        };
+        let log = Log::open(&path.join("interval"), config).await.unwrap();
+        log.append(Bytes::from(batch(1, 1, 1, 10))).await.unwrap();
+        assert_eq!(log.durable_end(), Offset(0));
+        glommio::timer::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(log.durable_end(), Offset(1), "the interval timer synced it");
+
+        let config = LogConfig {
+            durability: Durability::Interval {
+                interval_ms: 60_000,
+                bytes: 100,
+            },
+            ..small_config()
+        };
+        let log = Log::open(&path.join("bytes"), config).await.unwrap();
+        log.append(Bytes::from(batch(1, 1, 1, 200))).await.unwrap();
+        assert_eq!(log.durable_end(), Offset(1), "the byte bound synced it");
+    });
+}
+
+#[test]
+fn concurrent_appends_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig {
+            durability: Durability::Always,
+            ..small_config()
+        };
+        let log = Rc::new(Log::open(&path, config).await.unwrap());
+        let tasks: Vec<_> = (0..64u64)
+            .map(|i| {
+                let log = Rc::clone(&log);
+                glommio::spawn_local(async move { log.append(Bytes::from(batch(1, 1, i, 100))).await.unwrap() })
+            })
+            .collect();
+        let mut offsets = Vec::new();
+        for task in tasks {
+            let info = task.await;
+            assert!(info.durable);
+            offsets.push(info.base_offset.0);
+        }
+        offsets.sort();
+        assert_eq!(offsets, (0..64).collect::<Vec<_>>(), "every append got its own offset");
+        assert!(
+            log.sync_count() < 64,
+            "64 concurrent appends took {} fsyncs",
+            log.sync_count()
+        );
+        assert_eq!(log.durable_end(), Offset(64));
+    });
+}
+
+#[test]
+fn recovery_cuts_a_torn_tail_and_keeps_everything_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Log::open(&path, small_config()).await.unwrap();
+        for i in 0..5i64 {
+            log.append(Bytes::from(batch(1, i, i as u64, 100))).await.unwrap();
+        }
+        let good = read_all(&log);
+        drop(log);
+        // Tear the last batch: flip a byte inside it.
+        let segment = path.join("00000000000000000000.log");
+        let mut bytes = std::fs::read(&segment).unwrap();
+        let last_start: usize = good[..4].iter().map(Vec::len).sum();
+        bytes[last_start + 70] ^= 0xff;
+        std::fs::write(&segment, &bytes).unwrap();
+        let log = Log::open(&path, small_config()).await.unwrap();
+        assert_eq!(log.log_end(), Offset(4));
+        assert_eq!(read_all(&log), good[..4].to_vec());
+        // Appends continue from the cut, and the garbage is gone for good.
+        assert_eq!(
+            log.append(Bytes::from(batch(1, 9, 9, 10))).await.unwrap().base_offset,
+            Offset(4)
+        );
+        drop(log);
+        let log = Log::open(&path, small_config()).await.unwrap();
+        assert_eq!(log.log_end(), Offset(5));
+    });
+}
+
+#[test]
+fn a_torn_index_is_rebuilt_from_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Log::open(&path, small_config()).await.unwrap();
+        for i in 0..40i64 {
+            log.append(Bytes::from(batch(1, i, i as u64, 3000))).await.unwrap();
+        }
+        let expected = read_all(&log);
+        drop(log);
+        let index = path.join("00000000000000000000.index");
+        let mut bytes = std::fs::read(&index).unwrap();
+        assert!(bytes.len() >= 48);
+        bytes[30] ^= 0x55;
+        std::fs::write(&index, &bytes).unwrap();
+        let log = Log::open(&path, small_config()).await.unwrap();
+        assert_eq!(read_all(&log), expected);
+        let rebuilt = std::fs::read(&index).unwrap();
+        assert_ne!(rebuilt, bytes, "the index file was rewritten");
+    });
+}
