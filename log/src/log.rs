@@ -21,7 +21,7 @@ use futures_channel::oneshot;
 use glommio::sync::Semaphore;
 
 use crate::{
-    batch,
+    batch::{self, BatchHeader},
     error::{io_error, BatchError, LogError},
     offset::{Offset, Position},
     segment::{self, PreparedBatch, Segment},
@@ -470,6 +470,23 @@ impl Log {
             }
         }
         Ok(result)
+    }
+
+    /// Calls `f` with the header of every stored batch, oldest first (walks
+    /// headers only; records are not touched). Used to rebuild per-producer
+    /// state when a partition is opened.
+    pub fn for_each_batch_header(&self, mut f: impl FnMut(&BatchHeader)) -> Result<(), LogError> {
+        let inner = self.inner.borrow();
+        for segment in inner.segments.values() {
+            let data = segment.data();
+            let mut position = 0u64;
+            while position < segment.size {
+                let header = segment.header_at(&data, position)?;
+                f(&header);
+                position += header.total_bytes() as u64;
+            }
+        }
+        Ok(())
     }
 
     /// The first batch with a timestamp ≥ `timestamp_ms` (ListOffsets by time);

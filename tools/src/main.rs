@@ -1,1 +1,111 @@
-fn main() {}
+//! # `shardctl`: the Shardline operator's tool
+//!
+//! `shardctl` is what an operator runs next to a Shardline broker to look at,
+//! and later administer, what the broker keeps. It is a plain process, not a
+//! shard: it has no glommio executor, opens no connection to the broker and
+//! takes no lock in the broker's files.
+//!
+//! ## What it reads
+//! `shardctl log` reads one *partition directory* straight from disk: the
+//! `<base_offset>.log` segment files of the partition log (crate
+//! `shardline-log`), each a run of Kafka RecordBatch v2 batches followed, in
+//! the active segment, by zero fill up to the file's fixed size. It only ever
+//! opens files for reading, so it is safe on a stopped broker's directory, a
+//! copy, or a backup. On a running broker's directory it works too, but the
+//! batch being written at that moment may read as torn; what it reports about
+//! the active segment's tail is then a snapshot, not damage. The
+//! `<base_offset>.index` files are derived data with a format private to the
+//! log; they are only reported, never checked.
+//!
+//! "Valid" means what it means to the broker: every batch goes through
+//! `shardline_log::validate` (header, length, magic, record count, codec,
+//! CRC-32C), and offsets must continue from batch to batch and from one
+//! segment file to the next, as the log's recovery requires.
+//!
+//! ## Commands
+//! - `shardctl log dump DIR`: every segment and every batch header, one line
+//!   per batch, like Kafka's `kafka-dump-log`.
+//! - `shardctl log verify DIR`: a one-line verdict, or the first corruption
+//!   with its file, offset, position and reason.
+//!
+//! ## Exit status
+//! - 0: the command ran and found nothing wrong.
+//! - 1: the command ran and found corruption (it says where).
+//! - 2: the command could not run: a usage error (clap uses 2 as well), a
+//!   missing directory, or an I/O error. The message on stderr says which.
+//!
+//! ## Layout
+//! This file holds the command tree and turns results into exit statuses. Each
+//! command group is a module with its own clap `Subcommand` enum and a `run`
+//! function (`log_cmd`); a new group (`shardctl group ...`, `shardctl topic
+//! ...`) is one more `Command` variant and one more module. Commands return a
+//! [`report::Verdict`] or a [`error::ToolError`], and write their output
+//! through a [`report::Report`].
+
+mod error;
+mod log_cmd;
+mod report;
+mod segment_walk;
+
+use std::{
+    io::{self, BufWriter, Write},
+    process::ExitCode,
+};
+
+use clap::{Parser, Subcommand};
+
+use crate::{
+    error::ToolError,
+    report::{Report, Verdict},
+};
+
+/// Exit status when the command found nothing wrong.
+const EXIT_HEALTHY: u8 = 0;
+/// Exit status when the command found and reported corruption.
+const EXIT_CORRUPT: u8 = 1;
+/// Exit status when the command could not run; the same as clap's for a usage error.
+const EXIT_FAILED: u8 = 2;
+
+/// Shardline admin and offline inspection tool.
+#[derive(Debug, Parser)]
+#[command(name = "shardctl", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Command groups.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect a partition log on disk (read-only).
+    #[command(subcommand)]
+    Log(log_cmd::LogCommand),
+}
+
+fn run(command: &Command, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
+    match command {
+        Command::Log(log_command) => log_cmd::run(log_command, report),
+    }
+}
+
+fn main() -> ExitCode {
+    // On a usage error clap prints the usage and exits with status 2 itself.
+    let cli = Cli::parse();
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let result = run(&cli.command, &mut Report::new(&mut out));
+    // Flush what was reported before any error message, so the two read in order.
+    let flushed = out.flush().map_err(ToolError::Output);
+    match result.and_then(|verdict| flushed.map(|()| verdict)) {
+        Ok(Verdict::Healthy) => ExitCode::from(EXIT_HEALTHY),
+        Ok(Verdict::Corrupt) => ExitCode::from(EXIT_CORRUPT),
+        // Whoever read the output stopped reading (`shardctl log dump DIR | head`):
+        // nothing to tell them.
+        Err(ToolError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::from(EXIT_FAILED),
+        Err(e) => {
+            // If stderr is gone too, the exit status is all that is left to say.
+            let _ = writeln!(io::stderr(), "shardctl: error: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}

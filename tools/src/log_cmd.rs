@@ -1,0 +1,436 @@
+//! `shardctl log ...`: offline inspection of one partition directory.
+//!
+//! - `dump DIR` prints every segment and every batch header in it, like Kafka's
+//!   `kafka-dump-log`, marking what is wrong without stopping at it (except
+//!   where a file's bytes stop being batches at all: that file ends there).
+//! - `verify DIR` checks everything and stops at the first problem, naming the
+//!   file, the offset the bad batch should have had and its position.
+//!
+//! Both use the walk in `segment_walk.rs` and the log crate's own batch
+//! validation, so "valid" here means exactly what it means to the broker.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use clap::{Args, Subcommand};
+use shardline_log::{Offset, Position};
+
+use crate::{
+    error::ToolError,
+    report::{Report, Verdict},
+    segment_walk::{list_segments, Broken, CrcCheck, SegmentWalker, Step, WalkedBatch},
+};
+
+/// The `shardctl log` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum LogCommand {
+    /// Print every segment file and record batch of a partition, like kafka-dump-log.
+    ///
+    /// One line per batch: offsets, file position, size, record count,
+    /// timestamps, codec, producer fields and CRC status; then where each
+    /// file's data ends. Problems are marked (`crc=BAD`, lines starting with
+    /// `!`) and the dump goes on; exits 1 if it marked any.
+    Dump(DirArgs),
+    /// Check every batch of a partition; exit 1 at the first corruption.
+    ///
+    /// Checks each batch's header and CRC-32C, offset continuity within and
+    /// across segment files, and that only zeros follow the data. Prints a
+    /// one-line summary and exits 0 when healthy; prints the first problem
+    /// (file, first bad offset, position, reason) and exits 1 otherwise.
+    Verify(DirArgs),
+}
+
+/// The partition directory argument.
+#[derive(Debug, Args)]
+pub(crate) struct DirArgs {
+    /// Partition directory: the one holding the `<base_offset>.log` segment files.
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+}
+
+/// Runs a `shardctl log` subcommand, writing its output to `report`.
+pub(crate) fn run(command: &LogCommand, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
+    match command {
+        LogCommand::Dump(args) => dump(&args.dir, report),
+        LogCommand::Verify(args) => verify(&args.dir, report),
+    }
+}
+
+/// Counts of what a command read: for `verify`, the valid part of the log.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Totals {
+    segments: u64,
+    batches: u64,
+    records: u64,
+    batch_bytes: u64,
+}
+
+impl Totals {
+    fn add_batch(&mut self, batch: &WalkedBatch) {
+        self.batches += 1;
+        // Validated batches have a positive record count.
+        self.records += u64::try_from(batch.header.record_count).unwrap_or(0);
+        self.batch_bytes += batch.size_bytes();
+    }
+}
+
+impl fmt::Display for Totals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "segments={} batches={} records={} bytes={}",
+            self.segments, self.batches, self.records, self.batch_bytes
+        )
+    }
+}
+
+/// The offsets `[first, next)` as `first..last`, or `none` for an empty range.
+struct OffsetRange {
+    first: Offset,
+    next: Offset,
+}
+
+impl fmt::Display for OffsetRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.next > self.first {
+            write!(f, "{}..{}", self.first, self.next.0 - 1)
+        } else {
+            write!(f, "none (next offset {})", self.next)
+        }
+    }
+}
+
+/// One `dump` line for a batch.
+struct BatchLine<'a>(&'a WalkedBatch);
+
+impl fmt::Display for BatchLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let batch = self.0;
+        let header = &batch.header;
+        write!(
+            f,
+            "offsets={}..{} position={} size={} records={} base_timestamp_ms={} max_timestamp_ms={} codec={} \
+             producer_id={} producer_epoch={} base_sequence={} leader_epoch={} control={} ",
+            header.base_offset,
+            batch.last_offset,
+            batch.position,
+            batch.size_bytes(),
+            header.record_count,
+            header.base_timestamp_ms,
+            header.max_timestamp_ms,
+            // Validated batches always name a known codec.
+            header.codec().map_or("unknown", |codec| codec.name()),
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+            header.partition_leader_epoch,
+            header.is_control(),
+        )?;
+        match batch.crc {
+            CrcCheck::Ok => write!(f, "crc=ok"),
+            CrcCheck::Bad { stored, computed } => write!(f, "crc=BAD stored={stored:#010x} computed={computed:#010x}"),
+        }
+    }
+}
+
+/// Where a healthy file's data ends, and what follows it.
+fn describe_end(data_end: Position, file_bytes: u64) -> String {
+    assert!(data_end.0 <= file_bytes, "data cannot end past the file");
+    let zero_fill_bytes = file_bytes - data_end.0;
+    if zero_fill_bytes == 0 {
+        format!("end of data at position {data_end}: the end of the file")
+    } else {
+        format!(
+            "end of data at position {data_end}: the remaining {zero_fill_bytes} bytes (to {file_bytes}) are zero fill"
+        )
+    }
+}
+
+/// Why the bytes a walk stopped at are damaged.
+fn describe_broken(broken: &Broken) -> String {
+    assert!(
+        broken.first_nonzero >= broken.position,
+        "non-zero byte found before the stop"
+    );
+    format!(
+        "not a batch and not zero fill: {} (first non-zero byte at position {})",
+        broken.reason, broken.first_nonzero
+    )
+}
+
+/// Why a batch with a valid header is bad, if it is: its CRC, then its offset.
+fn batch_problem(batch: &WalkedBatch) -> Option<String> {
+    if let CrcCheck::Bad { stored, computed } = batch.crc {
+        return Some(format!(
+            "CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x} (the batch's bytes changed after it was written)"
+        ));
+    }
+    if !batch.offset_continues() {
+        return Some(format!(
+            "batch starts at offset {}, expected {}",
+            batch.header.base_offset, batch.expected_offset
+        ));
+    }
+    None
+}
+
+/// Why a segment file's name does not continue the data before it.
+fn segment_gap(base: Offset, expected: Offset) -> String {
+    format!(
+        "segment file starts at offset {base}, but the data before it ends at offset {expected} \
+         (a segment file is missing, extra or misnamed)"
+    )
+}
+
+/// The first problem `verify` found.
+struct Corruption<'a> {
+    path: &'a Path,
+    /// The offset the bad batch should have had.
+    first_bad_offset: Offset,
+    position: Position,
+    reason: String,
+}
+
+fn verify(dir: &Path, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
+    let segments = list_segments(dir)?;
+    let Some(log_start) = segments.first().map(|segment| segment.base) else {
+        return Err(ToolError::NoSegments {
+            path: dir.to_path_buf(),
+        });
+    };
+    let mut totals = Totals::default();
+    let mut expected = log_start;
+    let mut corruption = None;
+    'segments: for segment in &segments {
+        if segment.base != expected {
+            corruption = Some(Corruption {
+                path: &segment.path,
+                first_bad_offset: expected,
+                position: Position(0),
+                reason: segment_gap(segment.base, expected),
+            });
+            break 'segments;
+        }
+        let mut walker = SegmentWalker::open(segment)?;
+        for step in walker.by_ref() {
+            match step? {
+                Step::Batch(batch) => {
+                    if let Some(reason) = batch_problem(&batch) {
+                        corruption = Some(Corruption {
+                            path: &segment.path,
+                            first_bad_offset: batch.expected_offset,
+                            position: batch.position,
+                            reason,
+                        });
+                        break 'segments;
+                    }
+                    totals.add_batch(&batch);
+                }
+                Step::End { .. } => {}
+                Step::Broken(broken) => {
+                    corruption = Some(Corruption {
+                        path: &segment.path,
+                        first_bad_offset: broken.expected_offset,
+                        position: broken.position,
+                        reason: describe_broken(&broken),
+                    });
+                    break 'segments;
+                }
+            }
+        }
+        expected = walker.expected_offset();
+        totals.segments += 1;
+    }
+    let Some(corruption) = corruption else {
+        assert_eq!(totals.segments, segments.len() as u64);
+        report.line(format_args!(
+            "ok: {totals} offsets={}",
+            OffsetRange {
+                first: log_start,
+                next: expected
+            }
+        ))?;
+        return Ok(Verdict::Healthy);
+    };
+    report.line(format_args!(
+        "corrupt: file={} first_bad_offset={} position={} reason={}",
+        corruption.path.display(),
+        corruption.first_bad_offset,
+        corruption.position,
+        corruption.reason
+    ))?;
+    report.line(format_args!(
+        "valid before it: {totals} offsets={}",
+        OffsetRange {
+            first: log_start,
+            next: corruption.first_bad_offset
+        }
+    ))?;
+    Ok(Verdict::Corrupt)
+}
+
+fn dump(dir: &Path, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
+    let segments = list_segments(dir)?;
+    report.line(format_args!(
+        "partition directory {}: {} segment file{}",
+        dir.display(),
+        segments.len(),
+        if segments.len() == 1 { "" } else { "s" }
+    ))?;
+    let mut totals = Totals::default();
+    let mut problems = 0u64;
+    // Where the previous segment's data ended; `None` after a damaged file,
+    // whose end is unknown, so the next file is not blamed for it.
+    let mut previous_end: Option<Offset> = None;
+    for segment in &segments {
+        let mut walker = SegmentWalker::open(segment)?;
+        let file_bytes = walker.file_bytes();
+        let index = match segment.index_bytes {
+            Some(index_bytes) => format!("index file {index_bytes} bytes"),
+            None => "no index file".to_owned(),
+        };
+        report.line(format_args!(
+            "segment {}: base offset {}, {file_bytes} bytes, {index}",
+            segment.file_name, segment.base
+        ))?;
+        if let Some(expected) = previous_end.filter(|expected| *expected != segment.base) {
+            problems += 1;
+            report.line(format_args!("  ! {}", segment_gap(segment.base, expected)))?;
+        }
+        previous_end = None;
+        while let Some(step) = walker.next() {
+            match step? {
+                Step::Batch(batch) => {
+                    report.line(format_args!("  {}", BatchLine(&batch)))?;
+                    if batch.crc != CrcCheck::Ok {
+                        problems += 1;
+                    }
+                    if !batch.offset_continues() {
+                        problems += 1;
+                        report.line(format_args!(
+                            "  ! offset gap: batch starts at offset {}, expected {}",
+                            batch.header.base_offset, batch.expected_offset
+                        ))?;
+                    }
+                    totals.add_batch(&batch);
+                }
+                Step::End { data_end } => {
+                    report.line(format_args!("  {}", describe_end(data_end, file_bytes)))?;
+                    previous_end = Some(walker.expected_offset());
+                }
+                Step::Broken(broken) => {
+                    problems += 1;
+                    report.line(format_args!(
+                        "  ! position {} (a batch starting at offset {} was expected): {}; stopped reading this file",
+                        broken.position,
+                        broken.expected_offset,
+                        describe_broken(&broken)
+                    ))?;
+                }
+            }
+        }
+        totals.segments += 1;
+    }
+    report.line(format_args!("dumped {totals} problems={problems}"))?;
+    Ok(if problems == 0 {
+        Verdict::Healthy
+    } else {
+        Verdict::Corrupt
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardline_log::{build_batch, set_base_offset, BatchError, BatchHeader, BatchSpec};
+
+    fn walked(base: i64, records: i32, crc: CrcCheck, expected: i64) -> WalkedBatch {
+        let mut spec = BatchSpec::plain(records, 1_700_000_000_000, b"payload");
+        spec.attributes = 4; // zstd
+        spec.producer_id = 42;
+        spec.producer_epoch = 3;
+        spec.base_sequence = 7;
+        let mut bytes = build_batch(&spec);
+        set_base_offset(&mut bytes, Offset(base));
+        let header = BatchHeader::parse(&bytes).unwrap();
+        WalkedBatch {
+            position: Position(4096),
+            header,
+            last_offset: Offset(base + i64::from(records) - 1),
+            expected_offset: Offset(expected),
+            crc,
+        }
+    }
+
+    #[test]
+    fn batch_line_names_every_field() {
+        let line = BatchLine(&walked(10, 3, CrcCheck::Ok, 10)).to_string();
+        assert_eq!(
+            line,
+            "offsets=10..12 position=4096 size=68 records=3 base_timestamp_ms=1700000000000 \
+             max_timestamp_ms=1700000000000 codec=zstd producer_id=42 producer_epoch=3 base_sequence=7 \
+             leader_epoch=-1 control=false crc=ok"
+        );
+        let bad = CrcCheck::Bad {
+            stored: 0xdead_beef,
+            computed: 0x1,
+        };
+        let line = BatchLine(&walked(10, 3, bad, 10)).to_string();
+        assert!(
+            line.ends_with("crc=BAD stored=0xdeadbeef computed=0x00000001"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn batch_problem_prefers_the_crc_then_the_offset() {
+        assert_eq!(batch_problem(&walked(10, 1, CrcCheck::Ok, 10)), None);
+        let gap = batch_problem(&walked(12, 1, CrcCheck::Ok, 10)).unwrap();
+        assert_eq!(gap, "batch starts at offset 12, expected 10");
+        let bad = CrcCheck::Bad { stored: 1, computed: 2 };
+        let both = batch_problem(&walked(12, 1, bad, 10)).unwrap();
+        assert!(
+            both.starts_with("CRC-32C mismatch: stored 0x00000001, computed 0x00000002"),
+            "{both}"
+        );
+    }
+
+    #[test]
+    fn offset_range_is_inclusive_or_none() {
+        let range = |first, next| {
+            OffsetRange {
+                first: Offset(first),
+                next: Offset(next),
+            }
+            .to_string()
+        };
+        assert_eq!(range(0, 300), "0..299");
+        assert_eq!(range(5, 6), "5..5");
+        assert_eq!(range(7, 7), "none (next offset 7)");
+    }
+
+    #[test]
+    fn end_and_broken_descriptions_give_positions() {
+        assert_eq!(
+            describe_end(Position(100), 100),
+            "end of data at position 100: the end of the file"
+        );
+        assert_eq!(
+            describe_end(Position(100), 4096),
+            "end of data at position 100: the remaining 3996 bytes (to 4096) are zero fill"
+        );
+        let broken = Broken {
+            position: Position(100),
+            expected_offset: Offset(9),
+            reason: BatchError::BadLength { batch_length: 0 },
+            first_nonzero: Position(150),
+        };
+        let reason = BatchError::BadLength { batch_length: 0 }.to_string();
+        assert_eq!(
+            describe_broken(&broken),
+            format!("not a batch and not zero fill: {reason} (first non-zero byte at position 150)")
+        );
+    }
+}
