@@ -1,9 +1,22 @@
-//! `engine`: the Shardline broker binary.
-//!
-//! The Kafka-serving engine is the subject of issue 3; until it lands this
-//! binary says so and exits non-zero, so nobody mistakes it for a broker.
+//! `engine`: the Shardline broker binary. `engine --help` lists the flags;
+//! with none it runs a single node with data in `./data`, serving Kafka on
+//! 127.0.0.1:9092.
+
+use clap::Parser;
+use shardline_engine::EngineConfig;
 
 fn main() {
-    eprintln!("shardline engine: the broker is not built yet (see issue 3); the partition log and `shardctl log` are available");
-    std::process::exit(2);
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .init();
+    let config = EngineConfig::parse();
+    if let Err(e) = shardline_engine::run(config) {
+        tracing::error!(error = %e, "engine failed");
+        eprintln!("engine: {e}");
+        std::process::exit(1);
+    }
 }

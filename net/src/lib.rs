@@ -1,4 +1,92 @@
-//! `net`: Kafka and MQTT wire codecs, listeners and connections.
+//! # `shardline-net`: the Kafka wire layer
 //!
-//! Not built yet: this crate arrives with the engine (issue 3). It imports no
-//! other Shardline crate.
+//! This crate turns a TCP byte stream into typed Kafka requests and typed
+//! responses back into bytes. It owns the length-prefixed frames (with a size
+//! bound), the request header, the decoding of every request body the broker
+//! serves, the encoding of every response, and the per-connection loop that
+//! ties them together. It knows nothing about topics, partitions or logs: the
+//! engine implements [`Handler`] and calls [`serve_connection`] for each
+//! accepted `glommio::net::TcpStream`. It imports no other Shardline crate.
+//!
+//! ## Where its state lives
+//! All state is per connection and lives on the shard (glommio executor,
+//! core) that accepted the socket: the read buffer, the queue of in-flight
+//! requests, the staging buffer for writes. None of it is `Send` and none of
+//! it is shared. Handlers are spawned as local tasks on the same executor, so
+//! a handler may hold `Rc`s into shard state; reaching another shard is the
+//! engine's business.
+//!
+//! ## The hot path
+//! - **Produce** (v3–v9) is decoded by hand ([`ProduceRequest`]): each
+//!   partition's record set is a [`bytes::Bytes`] slice of the received
+//!   frame, never copied and never decoded here. The log validates it.
+//! - **Fetch** responses (v4–v12) are framed by hand ([`FetchResponse`]):
+//!   the handler passes record batches as `Bytes` slices (typically of
+//!   memory-mapped segments) and they reach the socket untouched; small
+//!   header pieces and small batches are coalesced into one buffer, slices
+//!   of 128 KiB or more are written from where they are.
+//! - Everything else goes through kafka-protocol's generated codecs, after a
+//!   structural walk (`shape.rs`) that checks every array count against the
+//!   bytes present, because kafka-protocol allocates for a count before
+//!   reading its items.
+//!
+//! ## Ordering and concurrency
+//! Up to [`ConnectionConfig::in_flight_max`] requests per connection are
+//! read ahead and handled concurrently; responses go out strictly in request
+//! order. A handler returning `None` sends nothing (Produce with `acks = 0`).
+//!
+//! ## Bad input
+//! A frame length below 0 or above [`ConnectionConfig::max_frame_bytes`], a
+//! frame cut short, a header or body that does not parse, or an API/version
+//! outside [`SUPPORTED_APIS`] ends that connection with one `warn!` line and
+//! an `Err` from [`serve_connection`]; nothing else is affected and nothing
+//! panics. The exception is ApiVersions at an unsupported version, which is
+//! answered with an ApiVersions v0 UNSUPPORTED_VERSION response carrying the
+//! supported list, so clients can downgrade (KIP-511).
+//!
+//! ## Additions to the agreed API
+//! - [`ConnectionConfig::control_body_bytes_max`] (default 8 MiB) bounds the
+//!   body of every request but Produce; `with_*` builders on the config.
+//! - [`api_versions_response`] builds the ApiVersions answer from
+//!   [`SUPPORTED_APIS`]; [`is_supported`] and [`supported_versions`] read it.
+//! - [`decode_request`], [`decode_request_body`], [`RequestHeader::decode`],
+//!   [`ProduceRequest::decode`] and [`encode_response_pieces`] are public for
+//!   tools, benches, tests and fuzzing.
+//! - [`FetchPartitionResponse`] also carries `aborted_transactions` and
+//!   `preferred_read_replica`; [`AbortedTransaction`] is their type.
+//! - [`NetError::is_bad_input`] and [`NetError::HandlerCancelled`];
+//!   [`DecodeError`] and [`EncodeError`] are the sources inside [`NetError`].
+//!
+//! Byte layouts are drawn at the top of each format's file: `frame.rs`,
+//! `cursor.rs` (primitive types), `header.rs`, `produce.rs`, `fetch.rs`,
+//! `describe_configs_v0.rs`, `shape.rs`. `docs/kafka-wire.md` has the whole
+//! picture and the measurements behind the write strategy.
+
+mod apis;
+mod codec;
+mod conn;
+mod cursor;
+mod describe_configs_v0;
+mod error;
+mod fetch;
+mod frame;
+mod header;
+mod produce;
+#[cfg(test)]
+mod proptests;
+mod put;
+mod shape;
+
+pub use apis::{api_versions_response, is_supported, supported_versions, SUPPORTED_APIS, UNSUPPORTED_VERSION};
+pub use codec::{decode_request, decode_request_body, encode_response_pieces, Request, RequestBody, ResponseBody};
+pub use conn::{serve_connection, ConnectionConfig, Handler};
+pub use error::{DecodeError, EncodeError, KafkaProtocolError, NetError};
+pub use fetch::{AbortedTransaction, FetchPartitionResponse, FetchResponse, FetchTopicResponse};
+pub use header::RequestHeader;
+pub use produce::{
+    ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopic, ProduceTopicResponse,
+};
+
+/// kafka-protocol, re-exported so the engine builds control-plane responses
+/// with exactly the version net encodes with.
+pub use kafka_protocol;

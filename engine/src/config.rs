@@ -1,0 +1,216 @@
+//! Engine settings, parsed from the command line (clap) with embedded defaults.
+
+use std::{net::SocketAddr, path::PathBuf, str::FromStr};
+
+use clap::Parser;
+use shardline_log::Durability;
+
+/// `engine --help` prints these.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "engine",
+    version,
+    about = "Shardline: a thread-per-core Kafka-compatible streaming engine"
+)]
+pub struct EngineConfig {
+    /// Number of shards (one glommio executor each, pinned to one CPU). Default: one per CPU in --cpus, or
+    /// the number of online CPUs.
+    #[arg(long)]
+    pub shards: Option<usize>,
+
+    /// CPUs to pin shards to, e.g. `0-3` or `0,2`. Shard i runs on the i-th CPU of the list (wrapping
+    /// around if there are more shards than CPUs). Default: all online CPUs.
+    #[arg(long)]
+    pub cpus: Option<CpuList>,
+
+    /// Address every shard listens on for Kafka clients (SO_REUSEPORT: the kernel spreads connections).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub listen: SocketAddr,
+
+    /// Address given to clients in Metadata responses. Default: --listen.
+    #[arg(long)]
+    pub advertised_addr: Option<String>,
+
+    /// Directory for partition logs and the metadata group.
+    #[arg(long, default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// This broker's node id in the cluster.
+    #[arg(long, default_value_t = 1)]
+    pub node_id: i32,
+
+    /// Default durability of partition logs: `always` (fdatasync before acknowledging; concurrent appends
+    /// share one sync), `interval:MS` (sync at least every MS milliseconds), or `never` (sync on segment
+    /// roll and shutdown only). A topic's `shardline.fsync` config overrides it.
+    #[arg(long, default_value = "always")]
+    pub fsync: FsyncPolicy,
+
+    /// Bytes of io_uring registered buffers per shard. Keep shards × this under `ulimit -l` (8 MiB here);
+    /// if registration fails glommio falls back to unregistered buffers, and the start-up line says so.
+    #[arg(long, default_value_t = 512 << 10)]
+    pub io_memory: usize,
+
+    /// Largest request frame accepted; a bigger length prefix closes the connection.
+    #[arg(long, default_value_t = 100 << 20)]
+    pub max_frame_bytes: usize,
+
+    /// Create a topic when a client produces to, or asks metadata for, one that does not exist.
+    #[arg(long, default_value_t = false)]
+    pub auto_create_topics: bool,
+
+    /// Partitions of a topic created without a count (auto-created, or CreateTopics with -1).
+    #[arg(long, default_value_t = 1)]
+    pub default_partitions: i32,
+
+    /// Segment size bound of partition logs (bytes).
+    #[arg(long, default_value_t = 128 << 20)]
+    pub segment_bytes: u64,
+
+    /// Microseconds a shard spins before parking when idle (trades CPU for wake-up latency).
+    #[arg(long, default_value_t = 0)]
+    pub spin_before_park_us: u64,
+}
+
+impl EngineConfig {
+    /// CPUs the shards run on, one per shard.
+    pub fn shard_cpus(&self) -> Vec<usize> {
+        let cpus = match &self.cpus {
+            Some(list) => list.0.clone(),
+            None => (0..online_cpus()).collect(),
+        };
+        let shards = self.shard_count();
+        (0..shards)
+            .map(|i| cpus.get(i % cpus.len().max(1)).copied().unwrap_or(0))
+            .collect()
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        match (self.shards, &self.cpus) {
+            (Some(n), _) => n.max(1),
+            (None, Some(list)) => list.0.len().max(1),
+            (None, None) => online_cpus(),
+        }
+    }
+
+    /// host:port clients are told to connect to.
+    pub fn advertised(&self) -> (String, u16) {
+        match &self.advertised_addr {
+            Some(addr) => match addr.rsplit_once(':') {
+                Some((host, port)) => (host.to_string(), port.parse().unwrap_or(self.listen.port())),
+                None => (addr.clone(), self.listen.port()),
+            },
+            None => (self.listen.ip().to_string(), self.listen.port()),
+        }
+    }
+}
+
+fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A CPU list such as `0-3` or `0,2,5-6`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+impl FromStr for CpuList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut cpus = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.split_once('-') {
+                Some((a, b)) => {
+                    let a: usize = a.trim().parse().map_err(|_| format!("bad cpu number in `{part}`"))?;
+                    let b: usize = b.trim().parse().map_err(|_| format!("bad cpu number in `{part}`"))?;
+                    if a > b {
+                        return Err(format!("descending cpu range `{part}`"));
+                    }
+                    cpus.extend(a..=b);
+                }
+                None => cpus.push(part.parse().map_err(|_| format!("bad cpu number `{part}`"))?),
+            }
+        }
+        if cpus.is_empty() {
+            return Err("empty cpu list".to_string());
+        }
+        Ok(CpuList(cpus))
+    }
+}
+
+/// `always`, `interval:MS` or `never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsyncPolicy(pub Durability);
+
+/// Bytes written between syncs in interval mode, whatever the interval: bounds
+/// what a crash can lose under a burst.
+const INTERVAL_SYNC_BYTES: u64 = 64 << 20;
+
+impl FromStr for FsyncPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "always" => Ok(FsyncPolicy(Durability::Always)),
+            "never" => Ok(FsyncPolicy(Durability::Never)),
+            other => match other.strip_prefix("interval:") {
+                Some(ms) => {
+                    let interval_ms: u64 = ms.parse().map_err(|_| format!("bad interval `{ms}` (milliseconds)"))?;
+                    if interval_ms == 0 {
+                        return Err("interval must be at least 1 ms".to_string());
+                    }
+                    Ok(FsyncPolicy(Durability::Interval {
+                        interval_ms,
+                        bytes: INTERVAL_SYNC_BYTES,
+                    }))
+                }
+                None => Err(format!(
+                    "unknown fsync policy `{other}`: use always, interval:MS or never"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Durability::Always => write!(f, "always"),
+            Durability::Never => write!(f, "never"),
+            Durability::Interval { interval_ms, .. } => write!(f, "interval:{interval_ms}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse() {
+        assert_eq!("0-3".parse::<CpuList>().unwrap().0, vec![0, 1, 2, 3]);
+        assert_eq!("0,2".parse::<CpuList>().unwrap().0, vec![0, 2]);
+        assert_eq!("1, 4-5".parse::<CpuList>().unwrap().0, vec![1, 4, 5]);
+        assert!("3-1".parse::<CpuList>().is_err());
+        assert!("x".parse::<CpuList>().is_err());
+        assert!("".parse::<CpuList>().is_err());
+    }
+
+    #[test]
+    fn fsync_policies_parse_and_print() {
+        for text in ["always", "never", "interval:5"] {
+            assert_eq!(text.parse::<FsyncPolicy>().unwrap().to_string(), text);
+        }
+        assert!("interval:0".parse::<FsyncPolicy>().is_err());
+        assert!("sometimes".parse::<FsyncPolicy>().is_err());
+    }
+
+    #[test]
+    fn shards_default_to_the_cpu_list_and_wrap() {
+        let config = EngineConfig::parse_from(["engine", "--cpus", "0,2"]);
+        assert_eq!(config.shard_count(), 2);
+        assert_eq!(config.shard_cpus(), vec![0, 2]);
+        let config = EngineConfig::parse_from(["engine", "--cpus", "1", "--shards", "3"]);
+        assert_eq!(config.shard_cpus(), vec![1, 1, 1]);
+    }
+}

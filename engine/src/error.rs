@@ -1,0 +1,160 @@
+//! The engine's error enum, and the one place where errors become Kafka codes.
+
+use std::fmt;
+
+use kafka_protocol::ResponseError;
+use shardline_log::{BatchError, LogError};
+use shardline_raft::MetaError;
+
+/// Why a request (or one partition of it) failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The partition log refused or failed.
+    Log(LogError),
+    /// The metadata group refused or failed.
+    Meta(MetaError),
+    /// No such topic or partition.
+    UnknownTopicOrPartition,
+    /// The partition is not (or no longer) served by this broker/shard.
+    NotLeader,
+    /// Idempotent producer: a sequence gap.
+    OutOfOrderSequence {
+        /// Sequence the partition expected.
+        expected: i32,
+        /// Sequence it got.
+        got: i32,
+    },
+    /// Idempotent producer: an older epoch than the partition has seen.
+    ProducerFenced,
+    /// Idempotent producer: the same batch is being appended right now.
+    DuplicateSequence,
+    /// A batch larger than the topic's `max.message.bytes`.
+    MessageTooLarge {
+        /// Size of the batch.
+        batch_bytes: usize,
+        /// The bound.
+        max_message_bytes: usize,
+    },
+    /// A produce request whose records are not exactly one valid batch.
+    InvalidRecord(String),
+    /// A request the engine understands but refuses (bad field values).
+    InvalidRequest(String),
+    /// The shard that owns the partition did not answer (shutting down).
+    ShardUnavailable,
+    /// The broker is shutting down.
+    ShuttingDown,
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineError::Log(e) => write!(f, "{e}"),
+            EngineError::Meta(e) => write!(f, "{e}"),
+            EngineError::UnknownTopicOrPartition => write!(f, "unknown topic or partition"),
+            EngineError::NotLeader => write!(f, "partition not served here"),
+            EngineError::OutOfOrderSequence { expected, got } => {
+                write!(f, "out of order sequence: expected {expected}, got {got}")
+            }
+            EngineError::ProducerFenced => write!(f, "producer epoch is older than the partition's"),
+            EngineError::DuplicateSequence => write!(f, "duplicate of a batch still being appended"),
+            EngineError::MessageTooLarge {
+                batch_bytes,
+                max_message_bytes,
+            } => {
+                write!(
+                    f,
+                    "batch of {batch_bytes} bytes exceeds max.message.bytes {max_message_bytes}"
+                )
+            }
+            EngineError::InvalidRecord(why) => write!(f, "invalid record: {why}"),
+            EngineError::InvalidRequest(why) => write!(f, "invalid request: {why}"),
+            EngineError::ShardUnavailable => write!(f, "owning shard unavailable"),
+            EngineError::ShuttingDown => write!(f, "broker shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            EngineError::Log(e) => Some(e),
+            EngineError::Meta(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<LogError> for EngineError {
+    fn from(e: LogError) -> Self {
+        EngineError::Log(e)
+    }
+}
+
+impl From<MetaError> for EngineError {
+    fn from(e: MetaError) -> Self {
+        EngineError::Meta(e)
+    }
+}
+
+/// The Kafka error code for an error: the only place this mapping is made.
+pub fn kafka_code(error: &EngineError) -> i16 {
+    let e = match error {
+        EngineError::Log(log) => match log {
+            LogError::InvalidBatch(batch) => match batch {
+                BatchError::BadCrc { .. } | BatchError::Truncated { .. } | BatchError::BadLength { .. } => {
+                    ResponseError::CorruptMessage
+                }
+                BatchError::BadMagic { .. } => ResponseError::UnsupportedForMessageFormat,
+                BatchError::TooLarge { .. } => ResponseError::RecordListTooLarge,
+                _ => ResponseError::InvalidRecord,
+            },
+            LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            LogError::Closed => ResponseError::NotLeaderOrFollower,
+            // Disk full, failed sync, corruption: the partition's storage failed.
+            _ => ResponseError::KafkaStorageError,
+        },
+        EngineError::Meta(meta) => match meta {
+            MetaError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+            MetaError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+            MetaError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
+            MetaError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
+            MetaError::InvalidConfig { .. } => ResponseError::InvalidConfig,
+            MetaError::InvalidTopicName(_) | MetaError::TopicNameCollision { .. } => {
+                ResponseError::InvalidTopicException
+            }
+            MetaError::NotLeader { .. } => ResponseError::NotController,
+            _ => ResponseError::UnknownServerError,
+        },
+        EngineError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        EngineError::NotLeader | EngineError::ShardUnavailable => ResponseError::NotLeaderOrFollower,
+        EngineError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        EngineError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+        EngineError::DuplicateSequence => ResponseError::DuplicateSequenceNumber,
+        EngineError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+        EngineError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        EngineError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        EngineError::ShuttingDown => ResponseError::BrokerNotAvailable,
+    };
+    e.code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_errors_map_to_the_codes_clients_expect() {
+        let crc = EngineError::Log(LogError::InvalidBatch(BatchError::BadCrc { stored: 1, computed: 2 }));
+        assert_eq!(kafka_code(&crc), 2, "CORRUPT_MESSAGE");
+        assert_eq!(kafka_code(&EngineError::UnknownTopicOrPartition), 3);
+        assert_eq!(kafka_code(&EngineError::OutOfOrderSequence { expected: 1, got: 3 }), 45);
+        assert_eq!(kafka_code(&EngineError::ProducerFenced), 47);
+        let full = EngineError::Log(LogError::Io {
+            context: "writing segment",
+            path: "x".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        });
+        assert_eq!(kafka_code(&full), 56, "KAFKA_STORAGE_ERROR");
+    }
+}

@@ -1,0 +1,198 @@
+//! CreateTopics, DeleteTopics, CreatePartitions: proposals to the metadata
+//! group; the answer waits until every shard has applied the change.
+
+use std::{collections::BTreeMap, rc::Rc};
+
+use kafka_protocol::{
+    messages::{
+        create_partitions_response::CreatePartitionsTopicResult, create_topics_response::CreatableTopicResult,
+        delete_topics_response::DeletableTopicResult, CreatePartitionsRequest, CreatePartitionsResponse,
+        CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, ResponseKind,
+    },
+    ResponseError,
+};
+use shardline_raft::{MetaError, NewTopic};
+
+use super::{str_bytes, topic_name, wait_all_shards};
+use crate::{
+    error::{kafka_code, EngineError},
+    shard::Shard,
+};
+
+/// Creates each missing topic with the default partition count (auto-create).
+pub(super) async fn auto_create(shard: &Rc<Shard>, names: &[String]) {
+    let image = shard.image();
+    let mut created = false;
+    for name in names.iter().filter(|n| !image.topics.contains_key(*n)) {
+        let topic = NewTopic {
+            name: name.clone(),
+            partitions: shard.config.default_partitions.max(1),
+            replication_factor: 1,
+            configs: BTreeMap::new(),
+        };
+        match shard.meta.create_topic(topic).await {
+            Ok(_) => {
+                tracing::info!(topic = %name, "auto-created topic");
+                created = true;
+            }
+            Err(MetaError::TopicExists(_)) => created = true,
+            Err(e) => tracing::warn!(topic = %name, error = %e, "auto-create failed"),
+        }
+    }
+    if created {
+        wait_all_shards(shard, shard.meta.image().epoch).await;
+    }
+}
+
+pub(super) async fn create_topics(shard: &Rc<Shard>, request: CreateTopicsRequest) -> ResponseKind {
+    let mut response = CreateTopicsResponse::default();
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let mut result = CreatableTopicResult::default();
+        result.name = topic_name(&name);
+        let partitions = if topic.num_partitions == -1 {
+            shard.config.default_partitions
+        } else {
+            topic.num_partitions
+        };
+        let replication_factor = if topic.replication_factor == -1 {
+            1
+        } else {
+            topic.replication_factor
+        };
+        let configs: BTreeMap<String, String> = topic
+            .configs
+            .iter()
+            .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+            .collect();
+        let outcome = if !topic.assignments.is_empty() {
+            Err(EngineError::InvalidRequest(
+                "manual replica assignments are not supported".into(),
+            ))
+        } else if request.validate_only {
+            validate_only(shard, &name, partitions, replication_factor)
+        } else {
+            shard
+                .meta
+                .create_topic(NewTopic {
+                    name: name.clone(),
+                    partitions,
+                    replication_factor,
+                    configs,
+                })
+                .await
+                .map(|meta| {
+                    result.topic_id = uuid::Uuid::from_bytes(meta.id);
+                })
+                .map_err(EngineError::from)
+        };
+        match &outcome {
+            Ok(()) => {
+                result.num_partitions = partitions;
+                result.replication_factor = replication_factor;
+            }
+            Err(e) => {
+                result.error_code = kafka_code(e);
+                result.error_message = Some(str_bytes(&e.to_string()));
+                result.num_partitions = -1;
+                result.replication_factor = -1;
+            }
+        }
+        response.topics.push(result);
+    }
+    wait_all_shards(shard, shard.meta.image().epoch).await;
+    ResponseKind::CreateTopics(response)
+}
+
+fn validate_only(shard: &Shard, name: &str, partitions: i32, replication_factor: i16) -> Result<(), EngineError> {
+    if shard.image().topics.contains_key(name) {
+        return Err(EngineError::Meta(MetaError::TopicExists(name.to_string())));
+    }
+    if partitions < 1 {
+        return Err(EngineError::InvalidRequest(format!(
+            "invalid partition count {partitions}"
+        )));
+    }
+    if replication_factor < 1 || usize::try_from(replication_factor).unwrap_or(0) > shard.image().brokers.len() {
+        return Err(EngineError::InvalidRequest(format!(
+            "invalid replication factor {replication_factor}"
+        )));
+    }
+    Ok(())
+}
+
+pub(super) async fn delete_topics(shard: &Rc<Shard>, request: DeleteTopicsRequest) -> ResponseKind {
+    let mut names: Vec<Option<String>> = request.topic_names.iter().map(|n| Some(n.0.to_string())).collect();
+    let image = shard.image();
+    for state in &request.topics {
+        let name = match &state.name {
+            Some(name) => Some(name.0.to_string()),
+            None => image
+                .topics
+                .values()
+                .find(|t| t.id == *state.topic_id.as_bytes())
+                .map(|t| t.name.clone()),
+        };
+        names.push(name);
+    }
+    let mut response = DeleteTopicsResponse::default();
+    for name in names {
+        let mut result = DeletableTopicResult::default();
+        match name {
+            Some(name) => {
+                result.name = Some(topic_name(&name));
+                match shard.meta.delete_topic(&name).await {
+                    Ok(meta) => result.topic_id = uuid::Uuid::from_bytes(meta.id),
+                    Err(e) => {
+                        let e = EngineError::from(e);
+                        result.error_code = kafka_code(&e);
+                        result.error_message = Some(str_bytes(&e.to_string()));
+                    }
+                }
+            }
+            None => result.error_code = ResponseError::UnknownTopicId.code(),
+        }
+        response.responses.push(result);
+    }
+    wait_all_shards(shard, shard.meta.image().epoch).await;
+    ResponseKind::DeleteTopics(response)
+}
+
+pub(super) async fn create_partitions(shard: &Rc<Shard>, request: CreatePartitionsRequest) -> ResponseKind {
+    let mut response = CreatePartitionsResponse::default();
+    for topic in request.topics {
+        let name = topic.name.0.to_string();
+        let mut result = CreatePartitionsTopicResult::default();
+        result.name = topic_name(&name);
+        let outcome: Result<(), EngineError> = if topic.assignments.is_some() {
+            Err(EngineError::InvalidRequest(
+                "manual replica assignments are not supported".into(),
+            ))
+        } else if request.validate_only {
+            match shard.image().topics.get(&name) {
+                None => Err(EngineError::UnknownTopicOrPartition),
+                Some(t) if usize::try_from(topic.count).unwrap_or(0) <= t.partitions.len() => {
+                    Err(EngineError::Meta(MetaError::InvalidPartitions {
+                        requested: topic.count,
+                        current: t.partitions.len() as i32,
+                    }))
+                }
+                Some(_) => Ok(()),
+            }
+        } else {
+            shard
+                .meta
+                .create_partitions(&name, topic.count)
+                .await
+                .map(|_| ())
+                .map_err(EngineError::from)
+        };
+        if let Err(e) = &outcome {
+            result.error_code = kafka_code(e);
+            result.error_message = Some(str_bytes(&e.to_string()));
+        }
+        response.results.push(result);
+    }
+    wait_all_shards(shard, shard.meta.image().epoch).await;
+    ResponseKind::CreatePartitions(response)
+}

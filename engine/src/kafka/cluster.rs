@@ -1,0 +1,115 @@
+//! ApiVersions, DescribeCluster and InitProducerId.
+
+use std::{cell::Cell, rc::Rc};
+
+use kafka_protocol::{
+    messages::{
+        api_versions_response::ApiVersion, describe_cluster_response::DescribeClusterBroker, ApiVersionsResponse,
+        BrokerId, DescribeClusterRequest, DescribeClusterResponse, InitProducerIdRequest, InitProducerIdResponse,
+        ProducerId, ResponseKind,
+    },
+    ResponseError,
+};
+
+use super::str_bytes;
+use crate::shard::Shard;
+
+/// ApiVersions: exactly the table `net` can decode and the engine implements.
+pub(super) fn api_versions() -> ResponseKind {
+    let mut response = ApiVersionsResponse::default();
+    response.api_keys = shardline_net::SUPPORTED_APIS
+        .iter()
+        .map(|(key, min, max)| {
+            let mut api = ApiVersion::default();
+            api.api_key = *key;
+            api.min_version = *min;
+            api.max_version = *max;
+            api
+        })
+        .collect();
+    ResponseKind::ApiVersions(response)
+}
+
+pub(super) fn describe_cluster(shard: &Rc<Shard>, _request: DescribeClusterRequest) -> ResponseKind {
+    let image = shard.image();
+    let mut response = DescribeClusterResponse::default();
+    response.cluster_id = str_bytes(&image.cluster_id);
+    response.controller_id = BrokerId(image.controller_id);
+    response.brokers = image
+        .brokers
+        .values()
+        .map(|b| {
+            let mut broker = DescribeClusterBroker::default();
+            broker.broker_id = BrokerId(b.node_id);
+            broker.host = str_bytes(&b.host);
+            broker.port = i32::from(b.port);
+            broker
+        })
+        .collect();
+    ResponseKind::DescribeCluster(response)
+}
+
+thread_local! {
+    /// Producer ids handed out by this shard in the current millisecond.
+    static ISSUED: Cell<(i64, i64)> = const { Cell::new((0, 0)) };
+}
+
+/// Bits of a producer id: 41 of milliseconds, 6 of shard, 16 of sequence
+/// within the millisecond. Unique across shards and restarts as long as the
+/// clock does not go back. Node id is not included yet: one node.
+const SHARD_BITS: u32 = 6;
+const SEQUENCE_BITS: u32 = 16;
+
+fn next_producer_id(shard_id: usize) -> i64 {
+    ISSUED.with(|issued| {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+        let (last_ms, sequence) = issued.get();
+        let (ms, sequence) = if now_ms > last_ms {
+            (now_ms, 0)
+        } else if sequence + 1 < (1 << SEQUENCE_BITS) {
+            (last_ms, sequence + 1)
+        } else {
+            // More than 65536 ids in one millisecond: borrow the next millisecond.
+            (last_ms + 1, 0)
+        };
+        issued.set((ms, sequence));
+        let shard_bits = (shard_id as i64) & ((1 << SHARD_BITS) - 1);
+        (ms << (SHARD_BITS + SEQUENCE_BITS)) | (shard_bits << SEQUENCE_BITS) | sequence
+    })
+}
+
+pub(super) fn init_producer_id(shard: &Rc<Shard>, request: InitProducerIdRequest) -> ResponseKind {
+    let mut response = InitProducerIdResponse::default();
+    if request.transactional_id.is_some() {
+        // Transactions are not implemented: refuse rather than pretend.
+        response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
+        response.producer_id = ProducerId(-1);
+        response.producer_epoch = -1;
+    } else if request.producer_id.0 >= 0 && request.producer_epoch >= 0 && request.producer_epoch < i16::MAX {
+        // KIP-360: an idempotent producer bumps its epoch after an error.
+        response.producer_id = request.producer_id;
+        response.producer_epoch = request.producer_epoch + 1;
+    } else {
+        response.producer_id = ProducerId(next_producer_id(shard.id));
+        response.producer_epoch = 0;
+    }
+    ResponseKind::InitProducerId(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_ids_are_unique_and_positive() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..100_000 {
+            let id = next_producer_id(3);
+            assert!(id > 0);
+            assert!(seen.insert(id), "duplicate producer id {id}");
+        }
+        assert_ne!(next_producer_id(1) & 0x3f_0000, next_producer_id(2) & 0x3f_0000);
+    }
+}

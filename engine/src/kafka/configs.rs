@@ -1,0 +1,107 @@
+//! DescribeConfigs for topics (their configs over the broker defaults) and
+//! for the broker itself.
+
+use std::rc::Rc;
+
+use kafka_protocol::{
+    messages::{
+        describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult},
+        DescribeConfigsRequest, DescribeConfigsResponse, ResponseKind,
+    },
+    ResponseError,
+};
+
+use super::str_bytes;
+use crate::shard::{Shard, MAX_MESSAGE_BYTES_DEFAULT};
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+/// ConfigSource values of DescribeConfigs v1+.
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// Topic configs with their defaults on this broker.
+fn topic_defaults(shard: &Shard) -> Vec<(&'static str, String)> {
+    vec![
+        ("cleanup.policy", "delete".to_string()),
+        ("retention.ms", (7i64 * 24 * 3600 * 1000).to_string()),
+        ("retention.bytes", "-1".to_string()),
+        ("segment.bytes", shard.config.segment_bytes.to_string()),
+        ("segment.ms", (7i64 * 24 * 3600 * 1000).to_string()),
+        ("max.message.bytes", MAX_MESSAGE_BYTES_DEFAULT.to_string()),
+        ("message.timestamp.type", "CreateTime".to_string()),
+        ("shardline.fsync", shard.config.fsync.to_string()),
+    ]
+}
+
+fn entry(name: &str, value: String, source: i8, version: i16) -> DescribeConfigsResourceResult {
+    let mut out = DescribeConfigsResourceResult::default();
+    out.name = str_bytes(name);
+    out.value = Some(str_bytes(&value));
+    out.read_only = source == SOURCE_STATIC_BROKER;
+    out.config_source = if version == 0 { -1 } else { source };
+    out
+}
+
+pub(super) fn describe(shard: &Rc<Shard>, request: DescribeConfigsRequest, version: i16) -> ResponseKind {
+    let image = shard.image();
+    let mut response = DescribeConfigsResponse::default();
+    for resource in request.resources {
+        let mut result = DescribeConfigsResult::default();
+        result.resource_type = resource.resource_type;
+        result.resource_name = resource.resource_name.clone();
+        let wanted = |name: &str| {
+            resource
+                .configuration_keys
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+        };
+        match resource.resource_type {
+            RESOURCE_TOPIC => match image.topics.get(resource.resource_name.as_str()) {
+                Some(topic) => {
+                    for (name, default) in topic_defaults(shard) {
+                        if !wanted(name) {
+                            continue;
+                        }
+                        result.configs.push(match topic.configs.get(name) {
+                            Some(value) => entry(name, value.clone(), SOURCE_TOPIC, version),
+                            None => entry(name, default, SOURCE_DEFAULT, version),
+                        });
+                    }
+                }
+                None => {
+                    result.error_code = ResponseError::UnknownTopicOrPartition.code();
+                    result.error_message = Some(str_bytes("unknown topic"));
+                }
+            },
+            RESOURCE_BROKER => {
+                let node = shard.node_id().to_string();
+                if !resource.resource_name.is_empty() && resource.resource_name.as_str() != node {
+                    result.error_code = ResponseError::InvalidRequest.code();
+                    result.error_message = Some(str_bytes("not this broker"));
+                } else {
+                    let broker = [
+                        ("broker.id", node.clone()),
+                        ("num.partitions", shard.config.default_partitions.to_string()),
+                        ("auto.create.topics.enable", shard.config.auto_create_topics.to_string()),
+                        ("log.dirs", shard.config.data_dir.display().to_string()),
+                        ("shardline.shards", shard.shard_count.to_string()),
+                        ("shardline.fsync", shard.config.fsync.to_string()),
+                    ];
+                    for (name, value) in broker {
+                        if wanted(name) {
+                            result.configs.push(entry(name, value, SOURCE_STATIC_BROKER, version));
+                        }
+                    }
+                }
+            }
+            other => {
+                result.error_code = ResponseError::InvalidRequest.code();
+                result.error_message = Some(str_bytes(&format!("unsupported resource type {other}")));
+            }
+        }
+        response.results.push(result);
+    }
+    ResponseKind::DescribeConfigs(response)
+}

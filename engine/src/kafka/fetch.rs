@@ -1,0 +1,264 @@
+//! Fetch: read whole batches as slices of mapped segments on each owner shard,
+//! trim to `max_bytes` in request order, and long-poll (`max_wait_ms`,
+//! `min_bytes`) by registering a one-shot watch on every partition read.
+
+use std::{collections::HashMap, rc::Rc, time::Duration};
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use kafka_protocol::{messages::FetchRequest, ResponseError};
+use shardline_log::Offset;
+use shardline_net::{FetchPartitionResponse, FetchResponse, FetchTopicResponse, ResponseBody};
+
+use super::{code_of, epoch_of};
+use crate::{error::EngineError, shard::Shard};
+
+/// Longest a fetch waits for data, whatever the client asks (bounds the
+/// resources a parked fetch holds).
+const FETCH_WAIT_MAX_MS: i32 = 30_000;
+
+/// What the owner shard read for one partition.
+struct PartitionRead {
+    high_watermark: i64,
+    log_start: i64,
+    result: Result<Vec<Bytes>, EngineError>,
+}
+
+#[derive(Clone)]
+struct Item {
+    topic: String,
+    index: i32,
+    offset: i64,
+    partition_max_bytes: usize,
+}
+
+pub(super) async fn handle(shard: &Rc<Shard>, request: FetchRequest) -> ResponseBody {
+    let mut response = FetchResponse {
+        throttle_time_ms: 0,
+        error_code: 0,
+        session_id: 0,
+        topics: Vec::new(),
+    };
+    if request.session_id != 0 {
+        // No fetch sessions are ever handed out, so none can be found.
+        response.error_code = ResponseError::FetchSessionIdNotFound.code();
+        return ResponseBody::Fetch(response);
+    }
+    let items: Vec<Vec<Item>> = request
+        .topics
+        .iter()
+        .map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| Item {
+                    topic: t.topic.0.to_string(),
+                    index: p.partition,
+                    offset: p.fetch_offset,
+                    partition_max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+                })
+                .collect()
+        })
+        .collect();
+    let flat: Vec<Item> = items.iter().flatten().cloned().collect();
+    let max_bytes = usize::try_from(request.max_bytes)
+        .ok()
+        .filter(|b| *b > 0)
+        .unwrap_or(usize::MAX);
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    let wait_ms = request.max_wait_ms.clamp(0, FETCH_WAIT_MAX_MS);
+    let deadline = std::time::Instant::now() + Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0));
+    let reads = loop {
+        let mut reads = read_all(shard, &flat).await;
+        let total = trim_to(&mut reads, max_bytes);
+        let failed = reads.iter().any(|r| r.result.is_err());
+        let now = std::time::Instant::now();
+        if total >= min_bytes || failed || now >= deadline || flat.is_empty() {
+            break reads;
+        }
+        let watches = watch_all(shard, &flat).await;
+        if watches.is_empty() {
+            break reads;
+        }
+        let remaining = deadline.saturating_duration_since(now);
+        futures_lite::future::or(
+            async {
+                let _ = futures_util::future::select_all(watches).await;
+            },
+            glommio::timer::sleep(remaining),
+        )
+        .await;
+    };
+    let mut reads = reads.into_iter();
+    for (topic, partitions) in request.topics.iter().zip(&items) {
+        let mut out = FetchTopicResponse {
+            name: topic.topic.0.to_string(),
+            partitions: Vec::new(),
+        };
+        for item in partitions {
+            let read = reads.next().unwrap_or(PartitionRead {
+                high_watermark: -1,
+                log_start: -1,
+                result: Err(EngineError::ShardUnavailable),
+            });
+            let error_code = code_of(&read.result);
+            out.partitions.push(FetchPartitionResponse {
+                partition_index: item.index,
+                error_code,
+                high_watermark: read.high_watermark,
+                last_stable_offset: read.high_watermark,
+                log_start_offset: read.log_start,
+                aborted_transactions: None,
+                preferred_read_replica: -1,
+                records: read.result.unwrap_or_default(),
+            });
+        }
+        response.topics.push(out);
+    }
+    ResponseBody::Fetch(response)
+}
+
+/// Drops record chunks past `max_bytes`, in request order; the first
+/// non-empty partition keeps its data whatever its size (KIP-74), so a
+/// consumer always progresses. Returns the bytes kept.
+fn trim_to(reads: &mut [PartitionRead], max_bytes: usize) -> usize {
+    let mut total = 0usize;
+    for read in reads.iter_mut() {
+        if let Ok(chunks) = &mut read.result {
+            let bytes: usize = chunks.iter().map(Bytes::len).sum();
+            if bytes == 0 {
+                continue;
+            }
+            if total > 0 && total + bytes > max_bytes {
+                chunks.clear();
+                continue;
+            }
+            total += bytes;
+        }
+    }
+    total
+}
+
+/// Reads every item on its owner shard, preserving item order.
+async fn read_all(shard: &Rc<Shard>, items: &[Item]) -> Vec<PartitionRead> {
+    let epoch = epoch_of(shard);
+    let mut by_owner: HashMap<usize, Vec<(usize, Item)>> = HashMap::new();
+    let mut out: Vec<Option<PartitionRead>> = items.iter().map(|_| None).collect();
+    for (slot, item) in items.iter().enumerate() {
+        match shard.owner_of(&item.topic, item.index) {
+            Ok(owner) => by_owner.entry(owner).or_default().push((slot, item.clone())),
+            Err(e) => {
+                if let Some(o) = out.get_mut(slot) {
+                    *o = Some(PartitionRead {
+                        high_watermark: -1,
+                        log_start: -1,
+                        result: Err(e),
+                    });
+                }
+            }
+        }
+    }
+    let parts = by_owner.into_iter().map(|(owner, items)| {
+        let slots: Vec<usize> = items.iter().map(|(slot, _)| *slot).collect();
+        let work = shard.invoke_on(owner, move |s: Rc<Shard>| async move {
+            s.wait_for_epoch(epoch).await;
+            items
+                .into_iter()
+                .map(|(_, item)| read_local(&s, &item))
+                .collect::<Vec<_>>()
+        });
+        async move { (slots, work.await) }
+    });
+    for (slots, answer) in futures_util::future::join_all(parts).await {
+        match answer {
+            Ok(reads) => {
+                for (slot, read) in slots.into_iter().zip(reads) {
+                    if let Some(o) = out.get_mut(slot) {
+                        *o = Some(read);
+                    }
+                }
+            }
+            Err(_) => {
+                for slot in slots {
+                    if let Some(o) = out.get_mut(slot) {
+                        *o = Some(PartitionRead {
+                            high_watermark: -1,
+                            log_start: -1,
+                            result: Err(EngineError::ShardUnavailable),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out.into_iter()
+        .map(|r| {
+            r.unwrap_or(PartitionRead {
+                high_watermark: -1,
+                log_start: -1,
+                result: Err(EngineError::ShardUnavailable),
+            })
+        })
+        .collect()
+}
+
+fn read_local(shard: &Shard, item: &Item) -> PartitionRead {
+    match shard.partition(&item.topic, item.index) {
+        Ok(partition) => {
+            let high_watermark = partition.log.log_end().0;
+            let log_start = partition.log.log_start().0;
+            let result = if item.offset == high_watermark {
+                Ok(Vec::new())
+            } else {
+                partition
+                    .read(Offset(item.offset), item.partition_max_bytes.max(1))
+                    .map(|r| r.chunks)
+            };
+            PartitionRead {
+                high_watermark,
+                log_start,
+                result,
+            }
+        }
+        Err(e) => PartitionRead {
+            high_watermark: -1,
+            log_start: -1,
+            result: Err(e),
+        },
+    }
+}
+
+/// Registers a one-shot watch on every item's partition; a partition that
+/// already has data past the fetch offset fires at once (no lost wake-up
+/// between the read and the watch).
+async fn watch_all(shard: &Rc<Shard>, items: &[Item]) -> Vec<oneshot::Receiver<()>> {
+    let mut by_owner: HashMap<usize, Vec<Item>> = HashMap::new();
+    for item in items {
+        if let Ok(owner) = shard.owner_of(&item.topic, item.index) {
+            by_owner.entry(owner).or_default().push(item.clone());
+        }
+    }
+    let parts = by_owner.into_iter().map(|(owner, items)| {
+        shard.invoke_on(owner, move |s: Rc<Shard>| async move {
+            let mut watches = Vec::new();
+            for item in items {
+                if let Ok(partition) = s.partition(&item.topic, item.index) {
+                    let watch = partition.watch();
+                    if partition.log.log_end().0 > item.offset {
+                        let (fire, fired) = oneshot::channel();
+                        let _ = fire.send(());
+                        watches.push(fired);
+                    } else {
+                        watches.push(watch);
+                    }
+                }
+            }
+            watches
+        })
+    });
+    futures_util::future::join_all(parts)
+        .await
+        .into_iter()
+        .filter_map(Result::ok)
+        .flatten()
+        .collect()
+}

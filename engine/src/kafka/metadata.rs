@@ -1,0 +1,88 @@
+//! Metadata: brokers, the controller, and topics with their partitions'
+//! leaders, from this shard's image. Auto-creates requested topics if enabled.
+
+use std::rc::Rc;
+
+use kafka_protocol::{
+    messages::{
+        metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic},
+        BrokerId, MetadataRequest, MetadataResponse, ResponseKind,
+    },
+    ResponseError,
+};
+use shardline_raft::TopicMeta;
+
+use super::{admin::auto_create, str_bytes, topic_name};
+use crate::shard::Shard;
+
+pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, _version: i16) -> ResponseKind {
+    let requested: Option<Vec<String>> = request.topics.as_ref().map(|topics| {
+        topics
+            .iter()
+            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+            .collect()
+    });
+    if let Some(names) = &requested {
+        if shard.config.auto_create_topics && request.allow_auto_topic_creation {
+            let image = shard.image();
+            let missing: Vec<String> = names
+                .iter()
+                .filter(|n| !image.topics.contains_key(*n))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                auto_create(shard, &missing).await;
+            }
+        }
+    }
+    let image = shard.image();
+    let mut response = MetadataResponse::default();
+    response.brokers = image
+        .brokers
+        .values()
+        .map(|b| {
+            let mut broker = MetadataResponseBroker::default();
+            broker.node_id = BrokerId(b.node_id);
+            broker.host = str_bytes(&b.host);
+            broker.port = i32::from(b.port);
+            broker
+        })
+        .collect();
+    response.cluster_id = Some(str_bytes(&image.cluster_id));
+    response.controller_id = BrokerId(image.controller_id);
+    let describe = |topic: &TopicMeta| {
+        let mut out = MetadataResponseTopic::default();
+        out.name = Some(topic_name(&topic.name));
+        out.topic_id = uuid::Uuid::from_bytes(topic.id);
+        out.partitions = topic
+            .partitions
+            .iter()
+            .map(|p| {
+                let mut partition = MetadataResponsePartition::default();
+                partition.partition_index = p.index;
+                partition.leader_id = BrokerId(p.leader);
+                partition.leader_epoch = p.leader_epoch;
+                partition.replica_nodes = p.replicas.iter().map(|r| BrokerId(*r)).collect();
+                partition.isr_nodes = partition.replica_nodes.clone();
+                partition
+            })
+            .collect();
+        out
+    };
+    response.topics = match requested {
+        None => image.topics.values().map(describe).collect(),
+        Some(names) => names
+            .iter()
+            .map(|name| match image.topics.get(name) {
+                Some(topic) => describe(topic),
+                None => {
+                    let mut out = MetadataResponseTopic::default();
+                    out.name = Some(topic_name(name));
+                    out.error_code = ResponseError::UnknownTopicOrPartition.code();
+                    out
+                }
+            })
+            .collect(),
+    };
+    ResponseKind::Metadata(response)
+}

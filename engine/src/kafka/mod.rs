@@ -1,0 +1,105 @@
+//! The Kafka APIs, one module each, on top of the shard: the `net::Handler`
+//! the connection loop calls. Every handler answers a whole request; partition
+//! work runs on the partition's owner shard.
+
+mod admin;
+mod cluster;
+mod configs;
+mod fetch;
+mod metadata;
+mod offsets;
+mod produce;
+
+use std::{cell::Cell, future::Future, rc::Rc, sync::Arc};
+
+use kafka_protocol::{
+    messages::{ResponseKind, TopicName},
+    protocol::StrBytes,
+};
+use shardline_net::{Handler, Request, RequestBody, ResponseBody};
+
+use crate::{error::EngineError, shard::Shard};
+
+/// The engine's answer to every request on connections accepted by one shard.
+pub(crate) struct KafkaHandler {
+    shard: Rc<Shard>,
+    /// Requests being handled on this shard (shutdown waits for them).
+    in_flight: Rc<Cell<usize>>,
+}
+
+impl KafkaHandler {
+    pub(crate) fn new(shard: Rc<Shard>, in_flight: Rc<Cell<usize>>) -> KafkaHandler {
+        KafkaHandler { shard, in_flight }
+    }
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight(Rc<Cell<usize>>);
+
+impl InFlight {
+    fn new(counter: &Rc<Cell<usize>>) -> InFlight {
+        counter.set(counter.get() + 1);
+        InFlight(Rc::clone(counter))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+impl Handler for KafkaHandler {
+    fn handle(&self, request: Request) -> impl Future<Output = Option<ResponseBody>> {
+        let shard = Rc::clone(&self.shard);
+        let guard = InFlight::new(&self.in_flight);
+        async move {
+            let _guard = guard;
+            let version = request.header.api_version;
+            let kafka = |kind: ResponseKind| Some(ResponseBody::Kafka(kind));
+            match request.body {
+                RequestBody::Produce(req) => produce::handle(&shard, req).await,
+                RequestBody::Fetch(req) => Some(fetch::handle(&shard, req).await),
+                RequestBody::ApiVersions(_) => kafka(cluster::api_versions()),
+                RequestBody::Metadata(req) => kafka(metadata::handle(&shard, req, version).await),
+                RequestBody::CreateTopics(req) => kafka(admin::create_topics(&shard, req).await),
+                RequestBody::DeleteTopics(req) => kafka(admin::delete_topics(&shard, req).await),
+                RequestBody::CreatePartitions(req) => kafka(admin::create_partitions(&shard, req).await),
+                RequestBody::ListOffsets(req) => kafka(offsets::handle(&shard, req, version).await),
+                RequestBody::DescribeConfigs(req) => kafka(configs::describe(&shard, req, version)),
+                RequestBody::DescribeCluster(req) => kafka(cluster::describe_cluster(&shard, req)),
+                RequestBody::InitProducerId(req) => kafka(cluster::init_producer_id(&shard, req)),
+            }
+        }
+    }
+}
+
+pub(crate) fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+pub(crate) fn topic_name(s: &str) -> TopicName {
+    TopicName(str_bytes(s))
+}
+
+/// Kafka error code of a result: 0 on success.
+pub(crate) fn code_of<T>(result: &Result<T, EngineError>) -> i16 {
+    match result {
+        Ok(_) => 0,
+        Err(e) => crate::error::kafka_code(e),
+    }
+}
+
+/// After a metadata change committed at `epoch`, waits until every shard has
+/// applied it, so the next request on any connection sees the change.
+pub(crate) async fn wait_all_shards(shard: &Rc<Shard>, epoch: u64) {
+    let waits = (0..shard.shard_count)
+        .map(|owner| shard.invoke_on(owner, move |s: Rc<Shard>| async move { s.wait_for_epoch(epoch).await }));
+    let _ = futures_util::future::join_all(waits).await;
+}
+
+/// The current image's epoch, for stamping routed work.
+pub(crate) fn epoch_of(shard: &Shard) -> u64 {
+    let image: Arc<_> = shard.image();
+    image.epoch
+}

@@ -1,0 +1,126 @@
+//! Produce: split the request by owner shard, append on each owner, join the
+//! answers in request order. acks=0 gets no response at all.
+
+use std::{collections::HashMap, rc::Rc};
+
+use bytes::Bytes;
+use shardline_net::{ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse, ResponseBody};
+
+use super::{admin::auto_create, epoch_of};
+use crate::{error::EngineError, partition::Produced, shard::Shard};
+
+type Slot = (usize, usize);
+
+pub(super) async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<ResponseBody> {
+    let acks = request.acks;
+    if shard.config.auto_create_topics {
+        let names: Vec<String> = request.topics.iter().map(|t| t.name.clone()).collect();
+        auto_create(shard, &names).await;
+    }
+    let epoch = epoch_of(shard);
+    let mut results: Vec<Vec<Option<Result<Produced, EngineError>>>> = request
+        .topics
+        .iter()
+        .map(|t| t.partitions.iter().map(|_| None).collect())
+        .collect();
+    let mut by_owner: HashMap<usize, Vec<(Slot, String, i32, Bytes)>> = HashMap::new();
+    for (ti, topic) in request.topics.iter().enumerate() {
+        for (pi, partition) in topic.partitions.iter().enumerate() {
+            let routed = match (&partition.records, shard.owner_of(&topic.name, partition.index)) {
+                (None, _) => Err(EngineError::InvalidRecord("null records".into())),
+                (_, Err(e)) => Err(e),
+                (Some(records), Ok(owner)) => Ok((owner, records.clone())),
+            };
+            match routed {
+                Ok((owner, records)) => {
+                    by_owner
+                        .entry(owner)
+                        .or_default()
+                        .push(((ti, pi), topic.name.clone(), partition.index, records))
+                }
+                Err(e) => {
+                    if let Some(slot) = results.get_mut(ti).and_then(|t| t.get_mut(pi)) {
+                        *slot = Some(Err(e));
+                    }
+                }
+            }
+        }
+    }
+    let parts = by_owner.into_iter().map(|(owner, items)| {
+        let slots: Vec<Slot> = items.iter().map(|(slot, ..)| *slot).collect();
+        let work = shard.invoke_on(owner, move |s: Rc<Shard>| async move {
+            s.wait_for_epoch(epoch).await;
+            let appends = items.into_iter().map(|(_, topic, index, records)| {
+                let s = Rc::clone(&s);
+                async move {
+                    let partition = s.partition(&topic, index)?;
+                    partition.produce(records).await
+                }
+            });
+            futures_util::future::join_all(appends).await
+        });
+        async move { (slots, work.await) }
+    });
+    for (slots, answer) in futures_util::future::join_all(parts).await {
+        match answer {
+            Ok(answers) => {
+                for ((ti, pi), answer) in slots.into_iter().zip(answers) {
+                    if let Some(slot) = results.get_mut(ti).and_then(|t| t.get_mut(pi)) {
+                        *slot = Some(answer);
+                    }
+                }
+            }
+            Err(e) => {
+                for (ti, pi) in slots {
+                    if let Some(slot) = results.get_mut(ti).and_then(|t| t.get_mut(pi)) {
+                        let _ = &e;
+                        *slot = Some(Err(EngineError::ShardUnavailable));
+                    }
+                }
+            }
+        }
+    }
+    for topic in &results {
+        for result in topic.iter().flatten() {
+            if let Err(e) = result {
+                if matches!(e, EngineError::Log(l) if !matches!(l, shardline_log::LogError::InvalidBatch(_))) {
+                    tracing::warn!(error = %e, "produce failed");
+                }
+            }
+        }
+    }
+    if acks == 0 {
+        return None;
+    }
+    let topics = request
+        .topics
+        .iter()
+        .zip(results)
+        .map(|(topic, answers)| ProduceTopicResponse {
+            name: topic.name.clone(),
+            partitions: topic
+                .partitions
+                .iter()
+                .zip(answers)
+                .map(|(partition, answer)| {
+                    let answer = answer.unwrap_or(Err(EngineError::ShardUnavailable));
+                    let (base_offset, log_start_offset) = match &answer {
+                        Ok(p) => (p.base_offset.0, p.log_start.0),
+                        Err(_) => (-1, -1),
+                    };
+                    ProducePartitionResponse {
+                        index: partition.index,
+                        error_code: super::code_of(&answer),
+                        base_offset,
+                        log_append_time_ms: -1,
+                        log_start_offset,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    Some(ResponseBody::Produce(ProduceResponse {
+        topics,
+        throttle_time_ms: 0,
+    }))
+}

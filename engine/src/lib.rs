@@ -1,0 +1,36 @@
+//! # `shardline-engine`: the broker
+//!
+//! The engine starts one glommio executor per shard, each pinned to a CPU,
+//! and serves the Kafka protocol on every shard (each binds the listen address
+//! with SO_REUSEPORT, so the kernel spreads connections over shards).
+//!
+//! ## Who owns what
+//! - A [`Shard`] owns the partitions placed on it by the metadata group, and
+//!   nothing else. Its state is `!Send` (`Rc`, `RefCell`) and never locked.
+//! - A request that touches partitions of other shards is split by owner; each
+//!   part runs on its owner ([`Shard::invoke_on`] ships a closure over a bounded
+//!   cross-core channel) and the answers are joined on the shard that holds the
+//!   connection. Responses on one connection leave in request order (`net`).
+//! - Topics, partition counts, configs and partition → shard placement live in
+//!   the metadata Raft group (`raft`); every shard follows it and keeps an
+//!   epoch-stamped read-only image. A shard receiving work routed under a newer
+//!   epoch than it has applied waits (bounded) for its image to catch up.
+//!
+//! ## Layers
+//! `runtime` is the only module that creates executors, channels between
+//! cores and the accept loop; `shard` and `partition` hold state; `kafka`
+//! implements each API on top; `error` maps every failure to a Kafka error
+//! code in one function.
+
+mod config;
+mod error;
+mod kafka;
+mod partition;
+mod producer;
+mod runtime;
+mod shard;
+
+pub use config::{CpuList, EngineConfig, FsyncPolicy};
+pub use error::{kafka_code, EngineError};
+pub use runtime::{run, StartError};
+pub use shard::Shard;

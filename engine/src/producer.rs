@@ -1,0 +1,369 @@
+//! Idempotent-producer state of one partition (lives with the partition, on its shard).
+//!
+//! For each producer id the partition remembers its epoch, the last sequence
+//! number it accepted (including appends still in flight) and its last
+//! `CACHED_BATCHES_MAX` batches with their offsets. A batch is then:
+//! - a **duplicate** if it matches a cached batch: acknowledged again with the
+//!   original offsets, not appended;
+//! - **in order** if its base sequence follows the last accepted one: appended;
+//! - **out of order** otherwise (a gap, or an unknown producer not starting at 0):
+//!   refused with OUT_OF_ORDER_SEQUENCE_NUMBER;
+//! - **fenced** if its epoch is older than the producer's: INVALID_PRODUCER_EPOCH.
+//!
+//! State is rebuilt from batch headers when the partition's log is opened.
+
+use std::collections::{HashMap, VecDeque};
+
+use shardline_log::{BatchHeader, Offset};
+
+/// Batches remembered per producer for duplicate detection (Kafka keeps 5, the
+/// most a client may have in flight per partition).
+pub(crate) const CACHED_BATCHES_MAX: usize = 5;
+
+/// Producers remembered per partition; the least recently used is forgotten
+/// past this (bounded memory with many short-lived producers).
+pub(crate) const PRODUCERS_MAX: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CachedBatch {
+    base_sequence: i32,
+    last_sequence: i32,
+    /// `None` while the append is in flight.
+    offsets: Option<(Offset, Offset)>,
+}
+
+#[derive(Debug, Clone)]
+struct ProducerEntry {
+    epoch: i16,
+    last_sequence: i32,
+    batches: VecDeque<CachedBatch>,
+    last_used: u64,
+}
+
+/// What to do with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SequenceCheck {
+    /// Not an idempotent batch, or the next in sequence: append it.
+    Append,
+    /// Already stored at these offsets: acknowledge without appending.
+    Duplicate { base_offset: Offset, last_offset: Offset },
+    /// Same batch is being appended right now.
+    DuplicateInFlight,
+    /// A gap or a sequence that does not start at 0 for a new producer/epoch.
+    OutOfOrder { expected: i32, got: i32 },
+    /// The epoch is older than the producer's current one.
+    Fenced { current: i16, got: i16 },
+}
+
+fn last_sequence(header: &BatchHeader) -> i32 {
+    // Sequences wrap at i32::MAX back to 0, as Kafka's do.
+    let last = i64::from(header.base_sequence) + i64::from(header.last_offset_delta);
+    (last % (i64::from(i32::MAX) + 1)) as i32
+}
+
+fn next_sequence(sequence: i32) -> i32 {
+    if sequence == i32::MAX {
+        0
+    } else {
+        sequence + 1
+    }
+}
+
+/// Producer state of one partition.
+#[derive(Debug, Default)]
+pub(crate) struct ProducerStates {
+    producers: HashMap<i64, ProducerEntry>,
+    clock: u64,
+}
+
+impl ProducerStates {
+    /// Checks `header` and, when it is to be appended, records it as in flight.
+    pub(crate) fn check(&mut self, header: &BatchHeader) -> SequenceCheck {
+        if header.producer_id < 0 || header.base_sequence < 0 {
+            return SequenceCheck::Append;
+        }
+        self.clock += 1;
+        let clock = self.clock;
+        let last = last_sequence(header);
+        let batch = CachedBatch {
+            base_sequence: header.base_sequence,
+            last_sequence: last,
+            offsets: None,
+        };
+        let Some(entry) = self.producers.get_mut(&header.producer_id) else {
+            if header.base_sequence != 0 {
+                return SequenceCheck::OutOfOrder {
+                    expected: 0,
+                    got: header.base_sequence,
+                };
+            }
+            self.evict_if_full();
+            let entry = ProducerEntry {
+                epoch: header.producer_epoch,
+                last_sequence: last,
+                batches: VecDeque::from([batch]),
+                last_used: clock,
+            };
+            self.producers.insert(header.producer_id, entry);
+            return SequenceCheck::Append;
+        };
+        entry.last_used = clock;
+        if header.producer_epoch < entry.epoch {
+            return SequenceCheck::Fenced {
+                current: entry.epoch,
+                got: header.producer_epoch,
+            };
+        }
+        if header.producer_epoch > entry.epoch {
+            if header.base_sequence != 0 {
+                return SequenceCheck::OutOfOrder {
+                    expected: 0,
+                    got: header.base_sequence,
+                };
+            }
+            entry.epoch = header.producer_epoch;
+            entry.batches.clear();
+        } else {
+            let cached = entry
+                .batches
+                .iter()
+                .find(|b| b.base_sequence == header.base_sequence && b.last_sequence == last);
+            if let Some(cached) = cached {
+                return match cached.offsets {
+                    Some((base_offset, last_offset)) => SequenceCheck::Duplicate {
+                        base_offset,
+                        last_offset,
+                    },
+                    None => SequenceCheck::DuplicateInFlight,
+                };
+            }
+            let expected = next_sequence(entry.last_sequence);
+            if header.base_sequence != expected {
+                return SequenceCheck::OutOfOrder {
+                    expected,
+                    got: header.base_sequence,
+                };
+            }
+        }
+        entry.last_sequence = last;
+        if entry.batches.len() == CACHED_BATCHES_MAX {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(batch);
+        SequenceCheck::Append
+    }
+
+    /// The append of `header` (checked with `check`) succeeded at these offsets.
+    pub(crate) fn complete(&mut self, header: &BatchHeader, base_offset: Offset, last_offset: Offset) {
+        if header.producer_id < 0 || header.base_sequence < 0 {
+            return;
+        }
+        if let Some(entry) = self.producers.get_mut(&header.producer_id) {
+            let last = last_sequence(header);
+            if let Some(cached) = entry
+                .batches
+                .iter_mut()
+                .find(|b| b.base_sequence == header.base_sequence && b.last_sequence == last)
+            {
+                cached.offsets = Some((base_offset, last_offset));
+            }
+        }
+    }
+
+    /// The append of `header` failed: forget it, so the client's retry is in order.
+    pub(crate) fn abort(&mut self, header: &BatchHeader) {
+        if header.producer_id < 0 || header.base_sequence < 0 {
+            return;
+        }
+        if let Some(entry) = self.producers.get_mut(&header.producer_id) {
+            let last = last_sequence(header);
+            entry
+                .batches
+                .retain(|b| !(b.base_sequence == header.base_sequence && b.offsets.is_none()));
+            if entry.last_sequence == last {
+                entry.last_sequence = if header.base_sequence == 0 {
+                    -1
+                } else {
+                    header.base_sequence - 1
+                };
+            }
+        }
+    }
+
+    /// Replays a stored batch (when rebuilding from the log).
+    pub(crate) fn replay(&mut self, header: &BatchHeader) {
+        if header.producer_id < 0 || header.base_sequence < 0 {
+            return;
+        }
+        self.clock += 1;
+        let clock = self.clock;
+        let last = last_sequence(header);
+        let batch = CachedBatch {
+            base_sequence: header.base_sequence,
+            last_sequence: last,
+            offsets: Some((header.base_offset, header.last_offset())),
+        };
+        if !self.producers.contains_key(&header.producer_id) {
+            self.evict_if_full();
+        }
+        let entry = self
+            .producers
+            .entry(header.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: header.producer_epoch,
+                last_sequence: last,
+                batches: VecDeque::new(),
+                last_used: clock,
+            });
+        if header.producer_epoch > entry.epoch {
+            entry.epoch = header.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.last_sequence = last;
+        entry.last_used = clock;
+        if entry.batches.len() == CACHED_BATCHES_MAX {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(batch);
+    }
+
+    fn evict_if_full(&mut self) {
+        if self.producers.len() < PRODUCERS_MAX {
+            return;
+        }
+        if let Some(oldest) = self
+            .producers
+            .iter()
+            .min_by_key(|(_, e)| e.last_used)
+            .map(|(id, _)| *id)
+        {
+            self.producers.remove(&oldest);
+        }
+        assert!(self.producers.len() < PRODUCERS_MAX, "producer table over its bound");
+    }
+
+    /// Producers remembered.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.producers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardline_log::{validate, BatchSpec};
+
+    fn header(producer_id: i64, epoch: i16, base_sequence: i32, records: i32) -> BatchHeader {
+        let mut spec = BatchSpec::plain(records, 0, b"x");
+        spec.producer_id = producer_id;
+        spec.producer_epoch = epoch;
+        spec.base_sequence = base_sequence;
+        validate(&shardline_log::build_batch(&spec)).unwrap()
+    }
+
+    #[test]
+    fn in_order_batches_append_and_duplicates_return_the_first_offsets() {
+        let mut states = ProducerStates::default();
+        let first = header(7, 0, 0, 3);
+        assert_eq!(states.check(&first), SequenceCheck::Append);
+        assert_eq!(states.check(&first), SequenceCheck::DuplicateInFlight);
+        states.complete(&first, Offset(10), Offset(12));
+        assert_eq!(
+            states.check(&first),
+            SequenceCheck::Duplicate {
+                base_offset: Offset(10),
+                last_offset: Offset(12)
+            }
+        );
+        assert_eq!(states.check(&header(7, 0, 3, 2)), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn gaps_and_new_producers_not_at_zero_are_out_of_order() {
+        let mut states = ProducerStates::default();
+        assert_eq!(
+            states.check(&header(1, 0, 5, 1)),
+            SequenceCheck::OutOfOrder { expected: 0, got: 5 }
+        );
+        assert_eq!(states.check(&header(1, 0, 0, 2)), SequenceCheck::Append);
+        assert_eq!(
+            states.check(&header(1, 0, 4, 1)),
+            SequenceCheck::OutOfOrder { expected: 2, got: 4 }
+        );
+    }
+
+    #[test]
+    fn old_epochs_are_fenced_and_new_epochs_restart_at_zero() {
+        let mut states = ProducerStates::default();
+        assert_eq!(states.check(&header(1, 3, 0, 1)), SequenceCheck::Append);
+        assert_eq!(
+            states.check(&header(1, 2, 1, 1)),
+            SequenceCheck::Fenced { current: 3, got: 2 }
+        );
+        assert_eq!(
+            states.check(&header(1, 4, 1, 1)),
+            SequenceCheck::OutOfOrder { expected: 0, got: 1 }
+        );
+        assert_eq!(states.check(&header(1, 4, 0, 1)), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn an_aborted_append_lets_the_retry_through() {
+        let mut states = ProducerStates::default();
+        let first = header(1, 0, 0, 2);
+        assert_eq!(states.check(&first), SequenceCheck::Append);
+        states.abort(&first);
+        assert_eq!(states.check(&first), SequenceCheck::Append);
+        let second = header(1, 0, 2, 1);
+        assert_eq!(states.check(&second), SequenceCheck::Append);
+        states.abort(&second);
+        assert_eq!(states.check(&second), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn replay_rebuilds_the_same_state() {
+        let mut states = ProducerStates::default();
+        let mut stored = header(9, 1, 0, 4);
+        stored.base_offset = Offset(100);
+        states.replay(&stored);
+        assert_eq!(
+            states.check(&stored),
+            SequenceCheck::Duplicate {
+                base_offset: Offset(100),
+                last_offset: Offset(103)
+            }
+        );
+        assert_eq!(states.check(&header(9, 1, 4, 1)), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn sequences_wrap_at_i32_max() {
+        let mut states = ProducerStates::default();
+        assert_eq!(states.check(&header(1, 0, 0, 1)), SequenceCheck::Append);
+        // Force the last sequence to just below the wrap.
+        if let Some(entry) = states.producers.get_mut(&1) {
+            entry.last_sequence = i32::MAX - 1;
+        }
+        assert_eq!(states.check(&header(1, 0, i32::MAX, 2)), SequenceCheck::Append);
+        assert_eq!(states.check(&header(1, 0, 1, 1)), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn the_producer_table_is_bounded() {
+        let mut states = ProducerStates::default();
+        for id in 0..(PRODUCERS_MAX as i64 + 10) {
+            assert_eq!(states.check(&header(id, 0, 0, 1)), SequenceCheck::Append);
+        }
+        assert_eq!(states.len(), PRODUCERS_MAX);
+    }
+
+    #[test]
+    fn plain_batches_are_always_appended() {
+        let mut states = ProducerStates::default();
+        let plain = header(-1, -1, -1, 1);
+        assert_eq!(states.check(&plain), SequenceCheck::Append);
+        assert_eq!(states.check(&plain), SequenceCheck::Append);
+        assert_eq!(states.len(), 0);
+    }
+}

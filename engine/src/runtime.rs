@@ -1,0 +1,289 @@
+//! The thin seam over glommio: starting one pinned executor per shard, wiring
+//! the cross-shard channels, the accept loop, signals and graceful shutdown.
+//! Nothing else in the engine creates executors or channels between cores.
+
+use std::{cell::Cell, rc::Rc, sync::Arc, time::Duration};
+
+use futures_lite::future;
+use glommio::{
+    channels::shared_channel::{self, SharedReceiver, SharedSender},
+    net::TcpListener,
+    LocalExecutorBuilder, Placement,
+};
+use shardline_net::ConnectionConfig;
+use shardline_raft::{BrokerInfo, MetadataConfig, MetadataGroup};
+
+use crate::{
+    config::EngineConfig,
+    kafka::KafkaHandler,
+    shard::{describe_durability, Shard, ShardTask, MESH_QUEUE_BOUND},
+};
+
+/// Longest a shard waits for in-flight requests at shutdown.
+const DRAIN_WAIT_MAX: Duration = Duration::from_secs(5);
+/// How often each shard applies retention to its partitions.
+const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// Entries between metadata snapshots.
+const METADATA_SNAPSHOT_EVERY_ENTRIES: u64 = 1000;
+
+/// Why the engine could not start or stopped with an error.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Runs the broker until SIGINT/SIGTERM, then shuts down gracefully.
+pub fn run(config: EngineConfig) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let meta = MetadataGroup::start(MetadataConfig {
+        node_id: u64::try_from(config.node_id).map_err(|_| StartError("--node-id must be ≥ 0".into()))?,
+        data_dir: config.data_dir.join("meta"),
+        snapshot_every_entries: METADATA_SNAPSHOT_EVERY_ENTRIES,
+    })
+    .map_err(|e| StartError(format!("metadata group: {e}")))?;
+    let shards = config.shard_count();
+    let cpus = config.shard_cpus();
+    let (host, port) = config.advertised();
+    future::block_on(meta.register_broker(BrokerInfo {
+        node_id: config.node_id,
+        host: host.clone(),
+        port,
+        shards: u32::try_from(shards).unwrap_or(u32::MAX),
+    }))
+    .map_err(|e| StartError(format!("registering broker: {e}")))?;
+
+    tracing::info!(
+        shards,
+        cpus = ?cpus,
+        io_uring_buffers = %buffer_mode(&config, shards),
+        data_dir = %config.data_dir.display(),
+        listen = %config.listen,
+        advertised = %format!("{host}:{port}"),
+        fsync = %describe_durability(config.fsync.0),
+        "shardline engine starting"
+    );
+
+    // Full mesh of bounded channels: senders[i][j] carries work from shard i to shard j.
+    let mut senders: Vec<Vec<Option<SharedSender<ShardTask>>>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut receivers: Vec<Vec<SharedReceiver<ShardTask>>> = (0..shards).map(|_| Vec::new()).collect();
+    for (i, row) in senders.iter_mut().enumerate() {
+        for (j, inbox) in receivers.iter_mut().enumerate() {
+            if i == j {
+                row.push(None);
+            } else {
+                let (sender, receiver) = shared_channel::new_bounded(MESH_QUEUE_BOUND);
+                row.push(Some(sender));
+                inbox.push(receiver);
+            }
+        }
+    }
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    spawn_signal_thread(stop)?;
+
+    let mut handles = Vec::new();
+    for (id, (row, inbox)) in senders.into_iter().zip(receivers).enumerate() {
+        let cpu = cpus.get(id).copied().unwrap_or(0);
+        let config = Arc::clone(&config);
+        let meta = meta.clone();
+        let stopped = stopped.clone();
+        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{id}"))
+            .io_memory(config.io_memory);
+        if config.spin_before_park_us > 0 {
+            builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
+        }
+        let handle = builder
+            .spawn(move || shard_main(id, config, meta, row, inbox, stopped))
+            .map_err(|e| StartError(format!("starting shard {id} on cpu {cpu}: {e}")))?;
+        handles.push(handle);
+    }
+    let mut failure = None;
+    for (id, handle) in handles.into_iter().enumerate() {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = Some(StartError(format!("shard {id}: {e}"))),
+            Err(e) => failure = Some(StartError(format!("shard {id} executor: {e}"))),
+        }
+    }
+    if let Err(e) = future::block_on(meta.shutdown()) {
+        tracing::warn!(error = %e, "metadata group shutdown");
+    }
+    tracing::info!("shardline engine stopped");
+    failure.map_or(Ok(()), Err)
+}
+
+/// Takes an exclusive `flock` on `<data_dir>/.lock` for the life of the
+/// process: two engines on one data directory would corrupt it.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    use std::os::fd::AsRawFd;
+    let path = data_dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StartError(format!("opening {}: {e}", path.display())))?;
+    // SAFETY: flock on a descriptor we own.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if !locked {
+        return Err(StartError(format!(
+            "data dir {} is in use by another engine (lock {} is held)",
+            data_dir.display(),
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
+fn buffer_mode(config: &EngineConfig, shards: usize) -> String {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0;
+    let per_shard = config.io_memory.max(64 << 10);
+    let need = per_shard.saturating_mul(shards) as u64;
+    if root {
+        format!(
+            "registered ({} KiB/shard; running as root, memlock not enforced)",
+            per_shard >> 10
+        )
+    } else if ok && need <= limit.rlim_cur {
+        format!(
+            "registered ({} KiB/shard, {} KiB of memlock limit {} KiB)",
+            per_shard >> 10,
+            need >> 10,
+            limit.rlim_cur >> 10
+        )
+    } else {
+        format!(
+            "may fall back to unregistered ({} KiB/shard × {shards} over memlock limit {} KiB; lower --io-memory)",
+            per_shard >> 10,
+            limit.rlim_cur >> 10
+        )
+    }
+}
+
+fn spawn_signal_thread(stop: tokio::sync::watch::Sender<bool>) -> Result<(), StartError> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|e| StartError(format!("installing signal handlers: {e}")))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for signal in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    tracing::info!(
+                        signal,
+                        "shutting down: no new connections, finishing in-flight requests"
+                    );
+                    let _ = stop.send(true);
+                } else {
+                    tracing::warn!(signal, "second signal: exiting now");
+                    std::process::exit(130);
+                }
+            }
+        })
+        .map_err(|e| StartError(format!("spawning signal thread: {e}")))?;
+    Ok(())
+}
+
+async fn shard_main(
+    id: usize,
+    config: Arc<EngineConfig>,
+    meta: MetadataGroup,
+    outbox: Vec<Option<SharedSender<ShardTask>>>,
+    inbox: Vec<SharedReceiver<ShardTask>>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), String> {
+    // Each end of a cross-core channel waits for its peer to connect, so every
+    // shard connects all its ends at once (one at a time would deadlock).
+    let senders = futures_util::future::join_all(outbox.into_iter().map(|sender| async move {
+        match sender {
+            Some(sender) => Some(sender.connect().await),
+            None => None,
+        }
+    }));
+    let receivers = futures_util::future::join_all(inbox.into_iter().map(SharedReceiver::connect));
+    let (peers, receivers) = futures_util::future::join(senders, receivers).await;
+    let shard = Shard::new(id, Arc::clone(&config), meta.clone(), peers);
+    for receiver in receivers {
+        let shard = Rc::clone(&shard);
+        glommio::spawn_local(async move {
+            while let Some(task) = receiver.recv().await {
+                glommio::spawn_local(task(Rc::clone(&shard))).detach();
+            }
+        })
+        .detach();
+    }
+    // Open this shard's partitions before taking connections.
+    let start_epoch = meta.image().epoch;
+    glommio::spawn_local(Rc::clone(&shard).follow_metadata()).detach();
+    shard.wait_for_epoch(start_epoch).await;
+    let retention_shard = Rc::clone(&shard);
+    glommio::spawn_local(async move {
+        while !retention_shard.is_shutting_down() {
+            glommio::timer::sleep(RETENTION_CHECK_INTERVAL).await;
+            retention_shard.apply_retention().await;
+        }
+    })
+    .detach();
+
+    let listener = TcpListener::bind(config.listen).map_err(|e| format!("binding {}: {e}", config.listen))?;
+    let in_flight = Rc::new(Cell::new(0usize));
+    let handler = Rc::new(KafkaHandler::new(Rc::clone(&shard), Rc::clone(&in_flight)));
+    let connection_config = ConnectionConfig {
+        max_frame_bytes: config.max_frame_bytes,
+        ..ConnectionConfig::default()
+    };
+    tracing::debug!(shard = id, "accepting connections");
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            let _ = stopped.wait_for(|stop| *stop).await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else { break };
+        match accepted {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                tracing::debug!(shard = id, peer = ?stream.peer_addr().ok(), "connection accepted");
+                let handler = Rc::clone(&handler);
+                let connection_config = connection_config.clone();
+                glommio::spawn_local(async move {
+                    let peer = stream.peer_addr().ok();
+                    if let Err(e) = shardline_net::serve_connection(stream, handler, &connection_config).await {
+                        tracing::debug!(?peer, error = %e, "connection closed");
+                    }
+                })
+                .detach();
+            }
+            Err(e) => {
+                tracing::warn!(shard = id, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    let deadline = std::time::Instant::now() + DRAIN_WAIT_MAX;
+    while in_flight.get() > 0 && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    shard.shutdown().await;
+    tracing::debug!(shard = id, "shard stopped");
+    Ok(())
+}

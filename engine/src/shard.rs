@@ -1,0 +1,308 @@
+//! `Shard`: everything one core owns — its partitions, its read-only copy of
+//! the metadata image, and its ends of the channels to every other shard.
+//!
+//! A shard is `!Send` and lives on one glommio executor. Other shards reach
+//! its state only through [`Shard::invoke_on`], which ships a closure to the
+//! owner over a bounded cross-core channel and brings the answer back.
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    rc::Rc,
+    sync::Arc,
+    time::Duration,
+};
+
+use futures_channel::oneshot;
+use glommio::channels::shared_channel::ConnectedSender;
+use shardline_log::{Durability, LogConfig};
+use shardline_raft::{MetadataGroup, MetadataImage, TopicMeta};
+
+use crate::{
+    config::EngineConfig,
+    error::EngineError,
+    partition::{partition_dir, remove_dir, Partition, PartitionSettings},
+};
+
+/// Work shipped to another shard: runs there with that shard's `Rc<Shard>`.
+pub(crate) type ShardTask = Box<dyn FnOnce(Rc<Shard>) -> Pin<Box<dyn Future<Output = ()>>> + Send>;
+
+/// Messages queued between one pair of shards before senders wait
+/// (backpressure on cross-core traffic).
+pub(crate) const MESH_QUEUE_BOUND: usize = 1024;
+
+/// How long a shard waits for its metadata copy to catch up with the epoch a
+/// request was routed under before answering NOT_LEADER (clients then retry).
+const EPOCH_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// `max.message.bytes` default, as Kafka's (1 MiB + record batch overhead).
+pub(crate) const MAX_MESSAGE_BYTES_DEFAULT: usize = 1_048_588;
+
+/// Topic and partition index.
+pub(crate) type PartitionKey = (String, i32);
+
+/// One core's share of the broker.
+pub struct Shard {
+    pub(crate) id: usize,
+    pub(crate) shard_count: usize,
+    pub(crate) config: Arc<EngineConfig>,
+    pub(crate) meta: MetadataGroup,
+    image: RefCell<Arc<MetadataImage>>,
+    /// Epoch of the newest image whose partitions are open here.
+    applied_epoch: Cell<u64>,
+    epoch_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    /// `peers[i]` reaches shard i (`None` for this shard itself).
+    peers: Vec<Option<ConnectedSender<ShardTask>>>,
+    shutting_down: Cell<bool>,
+}
+
+impl Shard {
+    pub(crate) fn new(
+        id: usize,
+        config: Arc<EngineConfig>,
+        meta: MetadataGroup,
+        peers: Vec<Option<ConnectedSender<ShardTask>>>,
+    ) -> Rc<Shard> {
+        let shard_count = peers.len();
+        assert!(id < shard_count, "shard id out of range");
+        let image = meta.image();
+        Rc::new(Shard {
+            id,
+            shard_count,
+            config,
+            meta,
+            image: RefCell::new(image),
+            applied_epoch: Cell::new(0),
+            epoch_waiters: RefCell::new(Vec::new()),
+            partitions: RefCell::new(HashMap::new()),
+            peers,
+            shutting_down: Cell::new(false),
+        })
+    }
+
+    /// This shard's current metadata image.
+    pub(crate) fn image(&self) -> Arc<MetadataImage> {
+        Arc::clone(&self.image.borrow())
+    }
+
+    pub(crate) fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// The shard owning a partition, per the current image.
+    pub(crate) fn owner_of(&self, topic: &str, index: i32) -> Result<usize, EngineError> {
+        let image = self.image.borrow();
+        let partition = image
+            .topics
+            .get(topic)
+            .and_then(|t| usize::try_from(index).ok().and_then(|i| t.partitions.get(i)))
+            .ok_or(EngineError::UnknownTopicOrPartition)?;
+        if partition.leader != self.node_id() {
+            return Err(EngineError::NotLeader);
+        }
+        let shard = usize::try_from(partition.shard).map_err(|_| EngineError::NotLeader)?;
+        if shard >= self.shard_count {
+            return Err(EngineError::NotLeader);
+        }
+        Ok(shard)
+    }
+
+    /// A partition open on this shard.
+    pub(crate) fn partition(&self, topic: &str, index: i32) -> Result<Rc<Partition>, EngineError> {
+        self.partitions
+            .borrow()
+            .get(&(topic.to_string(), index))
+            .cloned()
+            .ok_or(EngineError::NotLeader)
+    }
+
+    /// Every partition open on this shard.
+    pub(crate) fn open_partitions(&self) -> Vec<(PartitionKey, Rc<Partition>)> {
+        self.partitions
+            .borrow()
+            .iter()
+            .map(|(k, p)| (k.clone(), Rc::clone(p)))
+            .collect()
+    }
+
+    /// Runs `work` on shard `owner` and returns its result. On this shard it
+    /// runs inline; otherwise it is sent over the bounded channel to `owner`.
+    pub(crate) async fn invoke_on<R, F, Fut>(self: &Rc<Self>, owner: usize, work: F) -> Result<R, EngineError>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        if owner == self.id {
+            return Ok(work(Rc::clone(self)).await);
+        }
+        let sender = self
+            .peers
+            .get(owner)
+            .and_then(Option::as_ref)
+            .ok_or(EngineError::ShardUnavailable)?;
+        let (reply, answer) = oneshot::channel();
+        let task: ShardTask = Box::new(move |shard| {
+            Box::pin(async move {
+                let result = work(shard).await;
+                let _ = reply.send(result);
+            })
+        });
+        if sender.send(task).await.is_err() {
+            return Err(EngineError::ShardUnavailable);
+        }
+        answer.await.map_err(|_| EngineError::ShardUnavailable)
+    }
+
+    /// Waits until this shard has opened the partitions of image `epoch`
+    /// (the epoch the requesting shard routed under), bounded in time.
+    pub(crate) async fn wait_for_epoch(&self, epoch: u64) {
+        if self.applied_epoch.get() >= epoch {
+            return;
+        }
+        let (sender, receiver) = oneshot::channel();
+        self.epoch_waiters.borrow_mut().push(sender);
+        let _ = glommio::timer::timeout(EPOCH_WAIT_MAX, async move {
+            let _ = receiver.await;
+            Ok(())
+        })
+        .await;
+    }
+
+    /// Follows the metadata group: installs each new image and opens/closes
+    /// the partitions placed on this shard. Runs until shutdown.
+    pub(crate) async fn follow_metadata(self: Rc<Self>) {
+        let mut changes = self.meta.subscribe();
+        loop {
+            let image = Arc::clone(&changes.borrow_and_update());
+            self.apply_image(image).await;
+            if self.shutting_down.get() || changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn apply_image(&self, image: Arc<MetadataImage>) {
+        *self.image.borrow_mut() = Arc::clone(&image);
+        let node_id = self.node_id();
+        let mut wanted: HashMap<PartitionKey, &TopicMeta> = HashMap::new();
+        for topic in image.topics.values() {
+            for partition in &topic.partitions {
+                if partition.leader == node_id && usize::try_from(partition.shard).ok() == Some(self.id) {
+                    wanted.insert((topic.name.clone(), partition.index), topic);
+                }
+            }
+        }
+        // Close what moved away or was deleted.
+        let open: Vec<PartitionKey> = self.partitions.borrow().keys().cloned().collect();
+        for key in open {
+            let keep = wanted
+                .get(&key)
+                .is_some_and(|t| self.partitions.borrow().get(&key).is_some_and(|p| p.topic_id == t.id));
+            if keep {
+                continue;
+            }
+            let removed = self.partitions.borrow_mut().remove(&key);
+            if let Some(partition) = removed {
+                partition.close().await;
+                let deleted = image.topics.get(&key.0).is_none_or(|t| t.id != partition.topic_id);
+                if deleted {
+                    tracing::info!(topic = %key.0, partition = key.1, "topic deleted: removing partition data");
+                    if let Err(e) = remove_dir(&partition.dir) {
+                        tracing::warn!(error = %e, "removing deleted partition");
+                    }
+                }
+            }
+        }
+        // Open what is new here.
+        for (key, topic) in wanted {
+            if self.partitions.borrow().contains_key(&key) {
+                continue;
+            }
+            let (log_config, settings) = self.log_settings(topic, key.1);
+            let dir = partition_dir(&self.config.data_dir, &key.0, key.1);
+            match Partition::open(dir, topic.id, log_config, settings).await {
+                Ok(partition) => {
+                    tracing::info!(shard = self.id, topic = %key.0, partition = key.1, "partition opened");
+                    self.partitions.borrow_mut().insert(key, Rc::new(partition));
+                }
+                Err(e) => tracing::error!(topic = %key.0, partition = key.1, error = %e, "cannot open partition"),
+            }
+        }
+        self.applied_epoch.set(image.epoch);
+        for waiter in std::mem::take(&mut *self.epoch_waiters.borrow_mut()) {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Log settings from the topic's configs over the engine's defaults.
+    fn log_settings(&self, topic: &TopicMeta, index: i32) -> (LogConfig, PartitionSettings) {
+        let get = |key: &str| topic.configs.get(key);
+        let mut config = LogConfig {
+            segment_bytes_max: self.config.segment_bytes,
+            durability: self.config.fsync.0,
+            ..LogConfig::default()
+        };
+        if let Some(v) = get("retention.ms").and_then(|v| v.parse::<i64>().ok()) {
+            config.retention_ms_max = (v >= 0).then_some(v);
+        }
+        if let Some(v) = get("retention.bytes").and_then(|v| v.parse::<i64>().ok()) {
+            config.retention_bytes_max = u64::try_from(v).ok();
+        }
+        if let Some(v) = get("segment.bytes").and_then(|v| v.parse::<u64>().ok()) {
+            config.segment_bytes_max = v.clamp(1 << 20, u64::from(u32::MAX));
+        }
+        if let Some(v) = get("segment.ms").and_then(|v| v.parse::<i64>().ok()) {
+            config.segment_ms_max = v.max(1);
+        }
+        if let Some(v) = get("shardline.fsync").and_then(|v| v.parse::<crate::config::FsyncPolicy>().ok()) {
+            config.durability = v.0;
+        }
+        let max_message_bytes = get("max.message.bytes")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(MAX_MESSAGE_BYTES_DEFAULT);
+        let leader_epoch = usize::try_from(index)
+            .ok()
+            .and_then(|i| topic.partitions.get(i))
+            .map_or(0, |p| p.leader_epoch);
+        (
+            config,
+            PartitionSettings {
+                max_message_bytes,
+                leader_epoch,
+            },
+        )
+    }
+
+    /// Deletes expired segments of every partition on this shard.
+    pub(crate) async fn apply_retention(&self) {
+        for ((topic, index), partition) in self.open_partitions() {
+            match partition.log.apply_retention().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(%topic, partition = index, segments = n, "retention deleted segments"),
+                Err(e) => tracing::warn!(%topic, partition = index, error = %e, "retention failed"),
+            }
+        }
+    }
+
+    /// Stops following metadata and closes (flushes) every partition.
+    pub(crate) async fn shutdown(&self) {
+        self.shutting_down.set(true);
+        for (_, partition) in self.open_partitions() {
+            partition.close().await;
+        }
+    }
+
+    /// Whether shutdown has begun.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+}
+
+/// Describes a durability for the start-up line.
+pub(crate) fn describe_durability(d: Durability) -> String {
+    crate::config::FsyncPolicy(d).to_string()
+}

@@ -1,0 +1,185 @@
+//! A real engine process for integration tests: started on a free port with
+//! its own data directory, stopped (SIGTERM, then SIGKILL) when dropped.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test helpers"
+)]
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// How long a started engine may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Engine {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    log_path: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    extra: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Engine {
+    /// Starts an engine with a fresh data directory and extra flags.
+    pub fn start(extra: &[&str]) -> Engine {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        let mut engine = Engine::start_in(&data_dir, extra);
+        engine._tmp = Some(tmp);
+        engine
+    }
+
+    /// Starts an engine on an existing data directory.
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Engine {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut engine = Engine {
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            child: None,
+            log_path: data_dir.with_extension(format!("engine-{port}.log")),
+            _tmp: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        engine.spawn();
+        engine
+    }
+
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(self.data_dir.parent().unwrap()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let mut args = vec![
+            "--listen".to_string(),
+            self.addr.to_string(),
+            "--data-dir".to_string(),
+            self.data_dir.display().to_string(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        let child = Command::new(env!("CARGO_BIN_EXE_engine"))
+            .args(&args)
+            .env("RUST_LOG", "info,shardline_engine=debug")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("engine binary");
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("engine exited during start ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "engine did not accept within {START_TIMEOUT:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// The engine's log output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `kill -9`: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the engine again on the same data directory and port.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- engine log ----\n{}", self.log());
+        }
+        self.terminate();
+    }
+}
+
+/// Sends raw bytes on a fresh connection and returns whatever comes back
+/// before the peer closes or `wait` passes.
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let _ = stream.write_all(bytes);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Path of the Python interpreter of the project's test venv (made by scripts/test-all).
+pub fn venv_python() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: run `bash scripts/test-all` (it creates the venv)",
+        python.display()
+    );
+    python
+}

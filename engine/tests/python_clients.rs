@@ -1,0 +1,80 @@
+//! Python clients (kafka-python, confluent-kafka) and kcat against a real engine.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod common;
+
+use std::{path::Path, process::Command};
+
+use common::{venv_python, Engine};
+
+fn run_script(engine: &Engine, script: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let output = Command::new(venv_python())
+        .arg(&path)
+        .arg(engine.bootstrap())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{script} failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn kafka_python_admin_produce_consume() {
+    let engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
+    run_script(&engine, "kafka_python_basic.py");
+}
+
+#[test]
+fn confluent_kafka_idempotent_zstd_produce_consume() {
+    let engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
+    run_script(&engine, "confluent_basic.py");
+}
+
+#[test]
+fn kcat_lists_the_broker() {
+    let engine = Engine::start(&["--shards", "1", "--auto-create-topics"]);
+    // Debian's kcat links librdkafka 2.0.2: an old client.
+    let produce = Command::new("kcat")
+        .args(["-b", &engine.bootstrap(), "-t", "kcat-topic", "-P", "-K:"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"a:1\nb:2\nc:3\n")?;
+            child.wait()
+        })
+        .expect("kcat installed (scripts/test-all installs it)");
+    assert!(produce.success());
+    let list = Command::new("kcat")
+        .args(["-b", &engine.bootstrap(), "-L"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "{text}");
+    assert!(text.contains("1 brokers"), "{text}");
+    assert!(text.contains("topic \"kcat-topic\""), "{text}");
+    let consume = Command::new("kcat")
+        .args([
+            "-b",
+            &engine.bootstrap(),
+            "-t",
+            "kcat-topic",
+            "-C",
+            "-e",
+            "-f",
+            "%k=%s\n",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&consume.stdout);
+    assert_eq!(text, "a=1\nb=2\nc=3\n");
+}

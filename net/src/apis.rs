@@ -1,0 +1,191 @@
+//! The one table of what net decodes and encodes, and the version facts
+//! derived from it.
+//!
+//! ```text
+//! SUPPORTED_APIS row:  (api key: i16, min version: i16, max version: i16)
+//! ```
+//!
+//! Which versions are "flexible" (KIP-482: compact strings and arrays, tagged
+//! fields, request header v2 / response header v1) is not restated here: it
+//! is taken from kafka-protocol's `header_version` for every API, so the
+//! hand-written Produce and Fetch codecs and the generated ones agree on the
+//! boundary. The one exception Kafka itself makes, ApiVersions answering with
+//! response header v0 at every version, comes from the same place.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+
+/// `(api key, min version, max version)` for every API net can decode and
+/// answer, sorted by API key. The engine's ApiVersions response advertises
+/// exactly this (see [`api_versions_response`]).
+pub const SUPPORTED_APIS: &[(i16, i16, i16)] = &[
+    (PRODUCE, 3, 9),
+    (FETCH, 4, 12),
+    (LIST_OFFSETS, 1, 7),
+    (METADATA, 1, 12),
+    (API_VERSIONS, 0, 3),
+    (CREATE_TOPICS, 2, 7),
+    (DELETE_TOPICS, 1, 6),
+    (INIT_PRODUCER_ID, 0, 4),
+    (DESCRIBE_CONFIGS, 0, 4),
+    (CREATE_PARTITIONS, 0, 3),
+    (DESCRIBE_CLUSTER, 0, 1),
+];
+
+/// Produce (hand-decoded, zero-copy records).
+pub(crate) const PRODUCE: i16 = ApiKey::Produce as i16;
+/// Fetch (request through kafka-protocol, response hand-framed).
+pub(crate) const FETCH: i16 = ApiKey::Fetch as i16;
+pub(crate) const LIST_OFFSETS: i16 = ApiKey::ListOffsets as i16;
+pub(crate) const METADATA: i16 = ApiKey::Metadata as i16;
+pub(crate) const API_VERSIONS: i16 = ApiKey::ApiVersions as i16;
+pub(crate) const CREATE_TOPICS: i16 = ApiKey::CreateTopics as i16;
+pub(crate) const DELETE_TOPICS: i16 = ApiKey::DeleteTopics as i16;
+pub(crate) const INIT_PRODUCER_ID: i16 = ApiKey::InitProducerId as i16;
+pub(crate) const DESCRIBE_CONFIGS: i16 = ApiKey::DescribeConfigs as i16;
+pub(crate) const CREATE_PARTITIONS: i16 = ApiKey::CreatePartitions as i16;
+pub(crate) const DESCRIBE_CLUSTER: i16 = ApiKey::DescribeCluster as i16;
+
+/// Kafka error code UNSUPPORTED_VERSION.
+pub const UNSUPPORTED_VERSION: i16 = 35;
+
+/// The `(min, max)` versions net supports for `api_key`, if any.
+pub fn supported_versions(api_key: i16) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(key, _, _)| *key == api_key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// True when net can decode `api_key` at `api_version`.
+pub fn is_supported(api_key: i16, api_version: i16) -> bool {
+    supported_versions(api_key).is_some_and(|(min, max)| (min..=max).contains(&api_version))
+}
+
+/// Request header version (1 or 2) for a supported API and version; `None`
+/// for an API kafka-protocol does not know.
+pub(crate) fn request_header_version(api_key: i16, api_version: i16) -> Option<i16> {
+    ApiKey::try_from(api_key)
+        .ok()
+        .map(|key| key.request_header_version(api_version))
+}
+
+/// Response header version (0 or 1). ApiVersions is always 0.
+pub(crate) fn response_header_version(api_key: i16, api_version: i16) -> Option<i16> {
+    ApiKey::try_from(api_key)
+        .ok()
+        .map(|key| key.response_header_version(api_version))
+}
+
+/// True when the body of `api_key` at `api_version` uses the flexible
+/// encoding; by definition exactly when its request header is v2.
+pub(crate) fn is_flexible(api_key: i16, api_version: i16) -> bool {
+    request_header_version(api_key, api_version) == Some(2)
+}
+
+/// An ApiVersions response listing [`SUPPORTED_APIS`] with `error_code`
+/// (0 for success). Encodable at every ApiVersions version; a handler answers
+/// ApiVersions with it, adding throttle or feature fields if it wants to.
+pub fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
+    let api_keys = SUPPORTED_APIS
+        .iter()
+        .map(|&(api_key, min, max)| {
+            ApiVersion::default()
+                .with_api_key(api_key)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
+        .collect();
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(api_keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{
+        ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+        DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest,
+        ProduceRequest,
+    };
+    use kafka_protocol::protocol::{Message, VersionRange};
+
+    fn kafka_protocol_range(api_key: i16) -> VersionRange {
+        match api_key {
+            PRODUCE => ProduceRequest::VERSIONS,
+            FETCH => FetchRequest::VERSIONS,
+            LIST_OFFSETS => ListOffsetsRequest::VERSIONS,
+            METADATA => MetadataRequest::VERSIONS,
+            API_VERSIONS => ApiVersionsRequest::VERSIONS,
+            CREATE_TOPICS => CreateTopicsRequest::VERSIONS,
+            DELETE_TOPICS => DeleteTopicsRequest::VERSIONS,
+            INIT_PRODUCER_ID => InitProducerIdRequest::VERSIONS,
+            DESCRIBE_CONFIGS => DescribeConfigsRequest::VERSIONS,
+            CREATE_PARTITIONS => CreatePartitionsRequest::VERSIONS,
+            DESCRIBE_CLUSTER => DescribeClusterRequest::VERSIONS,
+            other => panic!("no kafka-protocol type for {other}"),
+        }
+    }
+
+    #[test]
+    fn table_is_sorted_unique_and_within_kafka_protocol_except_describe_configs_v0() {
+        for pair in SUPPORTED_APIS.windows(2) {
+            assert!(pair[0].0 < pair[1].0, "sorted by key, no duplicates");
+        }
+        for &(api_key, min, max) in SUPPORTED_APIS {
+            assert!(min <= max);
+            let range = kafka_protocol_range(api_key);
+            assert!(max <= range.max, "api {api_key}");
+            if api_key == DESCRIBE_CONFIGS {
+                // kafka-protocol 0.18 dropped v0 (KIP-896); net codes it by hand.
+                assert_eq!((min, range.min), (0, 1));
+            } else {
+                assert!(min >= range.min, "api {api_key}");
+            }
+        }
+    }
+
+    #[test]
+    fn flexible_boundaries_match_the_kafka_schemas() {
+        let first_flexible = [
+            (PRODUCE, 9),
+            (FETCH, 12),
+            (LIST_OFFSETS, 6),
+            (METADATA, 9),
+            (API_VERSIONS, 3),
+            (CREATE_TOPICS, 5),
+            (DELETE_TOPICS, 4),
+            (INIT_PRODUCER_ID, 2),
+            (DESCRIBE_CONFIGS, 4),
+            (CREATE_PARTITIONS, 2),
+            (DESCRIBE_CLUSTER, 0),
+        ];
+        for (api_key, boundary) in first_flexible {
+            let (min, max) = supported_versions(api_key).unwrap();
+            for version in min..=max {
+                assert_eq!(
+                    is_flexible(api_key, version),
+                    version >= boundary,
+                    "api {api_key} v{version}"
+                );
+                let response_header = response_header_version(api_key, version).unwrap();
+                if api_key == API_VERSIONS {
+                    assert_eq!(response_header, 0);
+                } else {
+                    assert_eq!(response_header, i16::from(version >= boundary));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn support_lookups() {
+        assert!(is_supported(PRODUCE, 3));
+        assert!(is_supported(PRODUCE, 9));
+        assert!(!is_supported(PRODUCE, 10));
+        assert!(!is_supported(PRODUCE, 2));
+        assert!(!is_supported(9999, 0));
+        assert_eq!(api_versions_response(0).api_keys.len(), SUPPORTED_APIS.len());
+    }
+}

@@ -1,0 +1,654 @@
+//! Dispatch between the wire and typed messages: which decoder a request
+//! goes to, which encoder a response comes from.
+//!
+//! ```text
+//! request frame  = request header (header.rs) + body
+//!   Produce v3..=9           produce.rs (by hand, records stay in the frame)
+//!   DescribeConfigs v0       describe_configs_v0.rs (by hand)
+//!   everything else          shape.rs checks the body, then kafka-protocol decodes it
+//!
+//! response frame = length prefix + response header (v0, or v1 for flexible
+//!                  versions; always v0 for ApiVersions) + body
+//!   ResponseBody::Produce    produce.rs
+//!   ResponseBody::Fetch      fetch.rs (record slices passed through)
+//!   ResponseBody::Kafka      kafka-protocol (DescribeConfigs v0: by hand)
+//! ```
+//!
+//! A response must be for the request's API: anything else is an
+//! [`EncodeError::Mismatch`], which closes the connection (the client could
+//! not make sense of it anyway).
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ResponseKind,
+};
+use kafka_protocol::protocol::Decodable;
+
+use crate::apis;
+use crate::describe_configs_v0;
+use crate::error::{DecodeError, EncodeError, NetError};
+use crate::fetch::FetchResponse;
+use crate::frame::{FrameBuilder, ResponseFrame};
+use crate::header::{FixedHeader, RequestHeader};
+use crate::produce::{ProduceRequest, ProduceResponse};
+use crate::shape;
+
+/// One decoded request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The request header.
+    pub header: RequestHeader,
+    /// The decoded body, by API.
+    pub body: RequestBody,
+}
+
+/// A decoded request body. Exhaustive on purpose: when net learns a new API,
+/// every handler's `match` stops compiling until it decides what to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RequestBody {
+    /// Produce v3..=9, decoded by hand; record sets are slices of the frame.
+    Produce(ProduceRequest),
+    /// Fetch v4..=12.
+    Fetch(FetchRequest),
+    /// ApiVersions v0..=3.
+    ApiVersions(ApiVersionsRequest),
+    /// Metadata v1..=12.
+    Metadata(MetadataRequest),
+    /// CreateTopics v2..=7.
+    CreateTopics(CreateTopicsRequest),
+    /// DeleteTopics v1..=6.
+    DeleteTopics(DeleteTopicsRequest),
+    /// CreatePartitions v0..=3.
+    CreatePartitions(CreatePartitionsRequest),
+    /// ListOffsets v1..=7.
+    ListOffsets(ListOffsetsRequest),
+    /// DescribeConfigs v0..=4 (v0 arrives with include_synonyms = false).
+    DescribeConfigs(DescribeConfigsRequest),
+    /// DescribeCluster v0..=1.
+    DescribeCluster(DescribeClusterRequest),
+    /// InitProducerId v0..=4.
+    InitProducerId(InitProducerIdRequest),
+}
+
+/// What a handler answers with.
+#[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value per response, moved once from the handler to the encoder; boxing would add an allocation"
+)]
+pub enum ResponseBody {
+    /// The answer to a Produce request (hand-encoded).
+    Produce(ProduceResponse),
+    /// The answer to a Fetch request (hand-framed; record slices untouched).
+    Fetch(FetchResponse),
+    /// Any other response, encoded by kafka-protocol at the request's
+    /// version. Its variant must match the request's API.
+    Kafka(ResponseKind),
+}
+
+/// What a frame turned out to be.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per frame and unpacked at once; boxing would add an allocation per request"
+)]
+pub(crate) enum Decoded {
+    /// A request net serves.
+    Request(Request),
+    /// ApiVersions at a version net does not serve: answered by net itself
+    /// with an ApiVersions v0 error response (KIP-511).
+    ApiVersionsUnsupported { correlation_id: i32 },
+}
+
+fn kafka_protocol<T: Decodable>(body: &Bytes, version: i16) -> Result<T, DecodeError> {
+    let mut input = body.clone();
+    T::decode(&mut input, version).map_err(|error| DecodeError::KafkaProtocol(error.into()))
+}
+
+/// Decodes a request body of `api_key` at `api_version` (a supported pair;
+/// see [`SUPPORTED_APIS`](crate::SUPPORTED_APIS)). Produce record sets are
+/// zero-copy slices of `body`.
+pub fn decode_request_body(api_key: i16, api_version: i16, body: &Bytes) -> Result<RequestBody, DecodeError> {
+    if !apis::is_supported(api_key, api_version) {
+        return Err(DecodeError::Invalid {
+            field: "header.api_version",
+            reason: "API key and version not in SUPPORTED_APIS",
+        });
+    }
+    if api_key == apis::PRODUCE {
+        return ProduceRequest::decode(body, api_version).map(RequestBody::Produce);
+    }
+    if api_key == apis::DESCRIBE_CONFIGS && api_version == 0 {
+        return describe_configs_v0::decode_request(body).map(RequestBody::DescribeConfigs);
+    }
+    // Every count kafka-protocol is about to allocate for is checked first.
+    shape::check_request(api_key, api_version, body)?;
+    let version = api_version;
+    Ok(match api_key {
+        apis::FETCH => RequestBody::Fetch(kafka_protocol(body, version)?),
+        apis::LIST_OFFSETS => RequestBody::ListOffsets(kafka_protocol(body, version)?),
+        apis::METADATA => RequestBody::Metadata(kafka_protocol(body, version)?),
+        apis::API_VERSIONS => RequestBody::ApiVersions(kafka_protocol(body, version)?),
+        apis::CREATE_TOPICS => RequestBody::CreateTopics(kafka_protocol(body, version)?),
+        apis::DELETE_TOPICS => RequestBody::DeleteTopics(kafka_protocol(body, version)?),
+        apis::INIT_PRODUCER_ID => RequestBody::InitProducerId(kafka_protocol(body, version)?),
+        apis::DESCRIBE_CONFIGS => RequestBody::DescribeConfigs(kafka_protocol(body, version)?),
+        apis::CREATE_PARTITIONS => RequestBody::CreatePartitions(kafka_protocol(body, version)?),
+        apis::DESCRIBE_CLUSTER => RequestBody::DescribeCluster(kafka_protocol(body, version)?),
+        _ => {
+            return Err(DecodeError::Invalid {
+                field: "header.api_key",
+                reason: "in SUPPORTED_APIS but without a decoder",
+            })
+        }
+    })
+}
+
+/// Decodes one frame (without its length prefix). Bodies of APIs other than
+/// Produce larger than `control_body_bytes_max` are refused.
+pub(crate) fn decode_frame(frame: &Bytes, control_body_bytes_max: usize) -> Result<Decoded, NetError> {
+    let fixed = FixedHeader::decode(frame).map_err(NetError::Header)?;
+    if !apis::is_supported(fixed.api_key, fixed.api_version) {
+        if fixed.api_key == apis::API_VERSIONS {
+            return Ok(Decoded::ApiVersionsUnsupported {
+                correlation_id: fixed.correlation_id,
+            });
+        }
+        return Err(NetError::UnsupportedApi {
+            api_key: fixed.api_key,
+            api_version: fixed.api_version,
+        });
+    }
+    let (header, body) = RequestHeader::decode(frame).map_err(NetError::Header)?;
+    let body_error = |source| NetError::Body {
+        api_key: fixed.api_key,
+        api_version: fixed.api_version,
+        source,
+    };
+    if header.api_key != apis::PRODUCE && body.len() > control_body_bytes_max {
+        return Err(body_error(DecodeError::Invalid {
+            field: "body",
+            reason: "larger than ConnectionConfig::control_body_bytes_max",
+        }));
+    }
+    let body = decode_request_body(header.api_key, header.api_version, &body).map_err(body_error)?;
+    Ok(Decoded::Request(Request { header, body }))
+}
+
+/// Decodes a whole request frame (header and body, without the length
+/// prefix): what the connection loop does for each frame, available for
+/// tests, tools and fuzzing. An unsupported API or version, ApiVersions
+/// included, is [`NetError::UnsupportedApi`] here.
+pub fn decode_request(frame: &Bytes) -> Result<Request, NetError> {
+    match decode_frame(frame, usize::MAX)? {
+        Decoded::Request(request) => Ok(request),
+        Decoded::ApiVersionsUnsupported { .. } => {
+            let fixed = FixedHeader::decode(frame).map_err(NetError::Header)?;
+            Err(NetError::UnsupportedApi {
+                api_key: fixed.api_key,
+                api_version: fixed.api_version,
+            })
+        }
+    }
+}
+
+/// Who a response is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ResponseTo {
+    /// The request's API key.
+    pub(crate) api_key: i16,
+    /// The version to encode the response at (the request's, except for the
+    /// unsupported-ApiVersions answer, which is v0).
+    pub(crate) api_version: i16,
+    /// Echoed from the request.
+    pub(crate) correlation_id: i32,
+}
+
+impl ResponseTo {
+    pub(crate) fn of(header: &RequestHeader) -> Self {
+        ResponseTo {
+            api_key: header.api_key,
+            api_version: header.api_version,
+            correlation_id: header.correlation_id,
+        }
+    }
+}
+
+/// The API key a `ResponseKind` answers, for the APIs net serves.
+fn response_kind_api_key(kind: &ResponseKind) -> Option<i16> {
+    Some(match kind {
+        ResponseKind::Produce(_) => apis::PRODUCE,
+        ResponseKind::Fetch(_) => apis::FETCH,
+        ResponseKind::ListOffsets(_) => apis::LIST_OFFSETS,
+        ResponseKind::Metadata(_) => apis::METADATA,
+        ResponseKind::ApiVersions(_) => apis::API_VERSIONS,
+        ResponseKind::CreateTopics(_) => apis::CREATE_TOPICS,
+        ResponseKind::DeleteTopics(_) => apis::DELETE_TOPICS,
+        ResponseKind::InitProducerId(_) => apis::INIT_PRODUCER_ID,
+        ResponseKind::DescribeConfigs(_) => apis::DESCRIBE_CONFIGS,
+        ResponseKind::CreatePartitions(_) => apis::CREATE_PARTITIONS,
+        ResponseKind::DescribeCluster(_) => apis::DESCRIBE_CLUSTER,
+        _ => return None,
+    })
+}
+
+fn mismatch(to: ResponseTo, returned: &'static str) -> EncodeError {
+    EncodeError::Mismatch {
+        api_key: to.api_key,
+        returned,
+    }
+}
+
+/// Encodes `body` as the response frame for `to`.
+pub(crate) fn encode_response(to: ResponseTo, body: ResponseBody) -> Result<ResponseFrame, EncodeError> {
+    let header_version = apis::response_header_version(to.api_key, to.api_version).ok_or(EncodeError::Mismatch {
+        api_key: to.api_key,
+        returned: "a response to an API kafka-protocol does not know",
+    })?;
+    let mut frame = FrameBuilder::new(to.correlation_id, header_version);
+    match body {
+        ResponseBody::Produce(response) => {
+            if to.api_key != apis::PRODUCE {
+                return Err(mismatch(to, "ResponseBody::Produce"));
+            }
+            response.encode(frame.buf(), to.api_version)?;
+        }
+        ResponseBody::Fetch(response) => {
+            if to.api_key != apis::FETCH {
+                return Err(mismatch(to, "ResponseBody::Fetch"));
+            }
+            response.encode(&mut frame, to.api_version)?;
+        }
+        ResponseBody::Kafka(kind) => {
+            if response_kind_api_key(&kind) != Some(to.api_key) {
+                return Err(mismatch(to, "a ResponseKind of another API"));
+            }
+            encode_kafka_protocol(&kind, to, frame.buf())?;
+        }
+    }
+    frame.finish()
+}
+
+fn encode_kafka_protocol(kind: &ResponseKind, to: ResponseTo, out: &mut BytesMut) -> Result<(), EncodeError> {
+    if let (ResponseKind::DescribeConfigs(response), 0) = (kind, to.api_version) {
+        return describe_configs_v0::encode_response(response, out);
+    }
+    kind.encode(out, to.api_version)
+        .map_err(|error| EncodeError::KafkaProtocol(error.into()))
+}
+
+/// Encodes `body` as the complete response frame to the request
+/// (`api_key`, `api_version`, `correlation_id`): the 4-byte length prefix
+/// first, then the pieces to write after it, in order. Fetch record slices
+/// appear as pieces of their own, untouched. The connection loop does this
+/// internally; this is for tools, benches and tests.
+pub fn encode_response_pieces(
+    api_key: i16,
+    api_version: i16,
+    correlation_id: i32,
+    body: ResponseBody,
+) -> Result<Vec<Bytes>, EncodeError> {
+    let to = ResponseTo {
+        api_key,
+        api_version,
+        correlation_id,
+    };
+    let frame = encode_response(to, body)?;
+    let mut pieces = Vec::with_capacity(frame.pieces.len() + 1);
+    pieces.push(Bytes::copy_from_slice(&frame.prefix));
+    pieces.extend(frame.pieces);
+    Ok(pieces)
+}
+
+/// The frame net sends, without involving the handler, to an ApiVersions
+/// request at a version it does not serve: ApiVersions v0 with
+/// UNSUPPORTED_VERSION and the supported list (KIP-511).
+pub(crate) fn api_versions_unsupported_frame(correlation_id: i32) -> Result<ResponseFrame, EncodeError> {
+    let to = ResponseTo {
+        api_key: apis::API_VERSIONS,
+        api_version: 0,
+        correlation_id,
+    };
+    let body = ResponseKind::ApiVersions(apis::api_versions_response(apis::UNSUPPORTED_VERSION));
+    encode_response(to, ResponseBody::Kafka(body))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use bytes::BufMut;
+    use kafka_protocol::messages::create_partitions_request::{CreatePartitionsAssignment, CreatePartitionsTopic};
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+    };
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{ApiVersionsResponse, BrokerId, MetadataResponse, RequestKind, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    fn name(text: &'static str) -> TopicName {
+        TopicName(StrBytes::from_static_str(text))
+    }
+
+    /// A populated request of every supported API at `version`, encoded by
+    /// kafka-protocol's client-side encoders: the reference the decoders and
+    /// the shape checker are held to. Also used by the proptests.
+    pub(crate) fn sample_request(api_key: i16, version: i16) -> RequestKind {
+        match api_key {
+            apis::FETCH => RequestKind::Fetch(
+                FetchRequest::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_max_wait_ms(500)
+                    .with_min_bytes(1)
+                    .with_max_bytes(1 << 20)
+                    .with_session_epoch(if version >= 7 { 3 } else { -1 })
+                    .with_topics(vec![FetchTopic::default().with_topic(name("orders")).with_partitions(
+                        vec![
+                            FetchPartition::default()
+                                .with_partition(0)
+                                .with_fetch_offset(42)
+                                .with_partition_max_bytes(1 << 16),
+                            FetchPartition::default().with_partition(5).with_fetch_offset(7),
+                        ],
+                    )])
+                    .with_forgotten_topics_data(if version >= 7 {
+                        vec![ForgottenTopic::default()
+                            .with_topic(name("old"))
+                            .with_partitions(vec![1, 2])]
+                    } else {
+                        vec![]
+                    })
+                    .with_rack_id(StrBytes::from_static_str(if version >= 11 { "rack-a" } else { "" })),
+            ),
+            apis::LIST_OFFSETS => {
+                RequestKind::ListOffsets(ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(
+                    vec![ListOffsetsTopic::default().with_name(name("orders")).with_partitions(vec![
+                        ListOffsetsPartition::default().with_partition_index(2).with_timestamp(-1),
+                    ])],
+                ))
+            }
+            apis::METADATA => RequestKind::Metadata(MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name("orders"))),
+                MetadataRequestTopic::default().with_name(Some(name("payments"))),
+            ]))),
+            apis::API_VERSIONS => RequestKind::ApiVersions(if version >= 3 {
+                ApiVersionsRequest::default()
+                    .with_client_software_name(StrBytes::from_static_str("librdkafka"))
+                    .with_client_software_version(StrBytes::from_static_str("2.16.0"))
+            } else {
+                ApiVersionsRequest::default()
+            }),
+            apis::CREATE_TOPICS => {
+                RequestKind::CreateTopics(CreateTopicsRequest::default().with_timeout_ms(1000).with_topics(
+                    vec![CreatableTopic::default()
+                        .with_name(name("orders"))
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                        .with_assignments(vec![CreatableReplicaAssignment::default()
+                            .with_partition_index(0)
+                            .with_broker_ids(vec![BrokerId(1), BrokerId(2)])])
+                        .with_configs(vec![CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_static_str("retention.ms"))
+                            .with_value(Some(StrBytes::from_static_str("1000")))])],
+                ))
+            }
+            apis::DELETE_TOPICS => RequestKind::DeleteTopics(if version >= 6 {
+                DeleteTopicsRequest::default()
+                    .with_timeout_ms(1000)
+                    .with_topics(vec![DeleteTopicState::default().with_name(Some(name("orders")))])
+            } else {
+                DeleteTopicsRequest::default()
+                    .with_timeout_ms(1000)
+                    .with_topic_names(vec![name("orders"), name("b")])
+            }),
+            apis::INIT_PRODUCER_ID => RequestKind::InitProducerId(
+                InitProducerIdRequest::default()
+                    .with_transactional_id(Some(StrBytes::from_static_str("txn").into()))
+                    .with_transaction_timeout_ms(60_000),
+            ),
+            apis::DESCRIBE_CONFIGS => {
+                RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("orders"))
+                    .with_configuration_keys(Some(vec![StrBytes::from_static_str("retention.ms")])),
+            ]))
+            }
+            apis::CREATE_PARTITIONS => {
+                RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_timeout_ms(1000).with_topics(
+                    vec![CreatePartitionsTopic::default()
+                        .with_name(name("orders"))
+                        .with_count(4)
+                        .with_assignments(Some(vec![
+                            CreatePartitionsAssignment::default().with_broker_ids(vec![BrokerId(1)])
+                        ]))],
+                ))
+            }
+            apis::DESCRIBE_CLUSTER => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+            apis::PRODUCE => {
+                use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+                RequestKind::Produce(
+                    kafka_protocol::messages::ProduceRequest::default()
+                        .with_acks(1)
+                        .with_timeout_ms(100)
+                        .with_topic_data(vec![TopicProduceData::default()
+                            .with_name(name("orders"))
+                            .with_partition_data(vec![PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(Bytes::from_static(b"batch-bytes")))])]),
+                )
+            }
+            other => panic!("no sample for API {other}"),
+        }
+    }
+
+    /// `sample_request` encoded at `version`, without header.
+    pub(crate) fn sample_body(api_key: i16, version: i16) -> Bytes {
+        let mut out = BytesMut::new();
+        if api_key == apis::DESCRIBE_CONFIGS && version == 0 {
+            // v0 = v1 without the trailing include_synonyms byte.
+            sample_request(api_key, 1).encode(&mut out, 1).unwrap();
+            out.truncate(out.len() - 1);
+        } else {
+            sample_request(api_key, version)
+                .encode(&mut out, version)
+                .unwrap_or_else(|error| panic!("api {api_key} v{version}: {error}"));
+        }
+        out.freeze()
+    }
+
+    /// A whole request frame payload (header + body) for `api_key`/`version`.
+    pub(crate) fn sample_frame(api_key: i16, version: i16, correlation_id: i32) -> Bytes {
+        use kafka_protocol::messages::RequestHeader as ReferenceHeader;
+        let header_version = apis::request_header_version(api_key, version).unwrap_or(1);
+        let mut out = BytesMut::new();
+        ReferenceHeader::default()
+            .with_request_api_key(api_key)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("test")))
+            .encode(&mut out, header_version)
+            .unwrap();
+        out.extend_from_slice(&sample_body(api_key, version));
+        out.freeze()
+    }
+
+    fn body_as_kind(body: RequestBody) -> RequestKind {
+        match body {
+            RequestBody::Produce(_) => panic!("produce is checked in produce.rs"),
+            RequestBody::Fetch(request) => RequestKind::Fetch(request),
+            RequestBody::ApiVersions(request) => RequestKind::ApiVersions(request),
+            RequestBody::Metadata(request) => RequestKind::Metadata(request),
+            RequestBody::CreateTopics(request) => RequestKind::CreateTopics(request),
+            RequestBody::DeleteTopics(request) => RequestKind::DeleteTopics(request),
+            RequestBody::CreatePartitions(request) => RequestKind::CreatePartitions(request),
+            RequestBody::ListOffsets(request) => RequestKind::ListOffsets(request),
+            RequestBody::DescribeConfigs(request) => RequestKind::DescribeConfigs(request),
+            RequestBody::DescribeCluster(request) => RequestKind::DescribeCluster(request),
+            RequestBody::InitProducerId(request) => RequestKind::InitProducerId(request),
+        }
+    }
+
+    #[test]
+    fn every_supported_request_decodes_like_the_reference_and_the_shape_walk_consumes_it_all() {
+        for &(api_key, min, max) in apis::SUPPORTED_APIS {
+            for version in min..=max {
+                let body = sample_body(api_key, version);
+                if api_key != apis::PRODUCE && !(api_key == apis::DESCRIBE_CONFIGS && version == 0) {
+                    assert_eq!(
+                        shape::check_request(api_key, version, &body).unwrap(),
+                        body.len(),
+                        "api {api_key} v{version}: shape walk must consume exactly the body"
+                    );
+                }
+                let decoded = decode_request_body(api_key, version, &body)
+                    .unwrap_or_else(|error| panic!("api {api_key} v{version}: {error}"));
+                if api_key == apis::PRODUCE {
+                    assert!(matches!(decoded, RequestBody::Produce(_)));
+                    continue;
+                }
+                let expected = if api_key == apis::DESCRIBE_CONFIGS && version == 0 {
+                    sample_request(api_key, 1)
+                } else {
+                    sample_request(api_key, version)
+                };
+                assert_eq!(body_as_kind(decoded), expected, "api {api_key} v{version}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncated_body_is_an_error_not_a_panic() {
+        for &(api_key, min, max) in apis::SUPPORTED_APIS {
+            for version in min..=max {
+                let body = sample_body(api_key, version);
+                for length in 0..body.len() {
+                    // Some prefixes are valid requests in their own right
+                    // (e.g. a body that ends where optional data starts);
+                    // the point is that none panics.
+                    let _ = decode_request_body(api_key, version, &body.slice(..length));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_huge_array_count_is_refused_before_kafka_protocol_allocates() {
+        // Metadata v1: topics count 2^31 - 1, then nothing. Without the shape
+        // walk kafka-protocol would call Vec::with_capacity(2^31 - 1).
+        for version in [1, 4, 8] {
+            let mut body = BytesMut::new();
+            body.put_i32(i32::MAX);
+            let error = decode_request_body(apis::METADATA, version, &body.freeze()).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    DecodeError::Truncated {
+                        field: "metadata.topics",
+                        ..
+                    }
+                ),
+                "{error}"
+            );
+        }
+        // Flexible: compact count 2^32 - 2.
+        let body = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(decode_request_body(apis::METADATA, 12, &body).is_err());
+        // Nested: CreateTopics v2 with one topic whose broker id list claims 2^31 - 1 entries.
+        let mut body = BytesMut::new();
+        body.put_i32(1);
+        body.put_i16(1);
+        body.put_u8(b't');
+        body.put_i32(1);
+        body.put_i16(1);
+        body.put_i32(1);
+        body.put_i32(0);
+        body.put_i32(i32::MAX);
+        assert!(decode_request_body(apis::CREATE_TOPICS, 2, &body.freeze()).is_err());
+    }
+
+    #[test]
+    fn decode_frame_classifies_unsupported_apis() {
+        let frame = sample_frame(apis::METADATA, 13, 1);
+        assert!(matches!(
+            decode_frame(&frame, usize::MAX),
+            Err(NetError::UnsupportedApi {
+                api_key: 3,
+                api_version: 13
+            })
+        ));
+        let mut unknown = BytesMut::new();
+        unknown.put_i16(9999);
+        unknown.put_i16(0);
+        unknown.put_i32(5);
+        unknown.put_i16(-1);
+        assert!(matches!(
+            decode_frame(&unknown.freeze(), usize::MAX),
+            Err(NetError::UnsupportedApi { api_key: 9999, .. })
+        ));
+        let mut api_versions = BytesMut::new();
+        api_versions.put_i16(apis::API_VERSIONS);
+        api_versions.put_i16(99);
+        api_versions.put_i32(77);
+        assert!(matches!(
+            decode_frame(&api_versions.freeze(), usize::MAX),
+            Ok(Decoded::ApiVersionsUnsupported { correlation_id: 77 })
+        ));
+        let frame = sample_frame(apis::METADATA, 12, 1);
+        assert!(matches!(decode_frame(&frame, 4), Err(NetError::Body { .. })));
+        let frame = sample_frame(apis::PRODUCE, 9, 1);
+        assert!(matches!(decode_frame(&frame, 4), Ok(Decoded::Request(_))));
+        assert!(decode_request(&frame).is_ok());
+    }
+
+    #[test]
+    fn api_versions_error_frame_is_v0_with_the_supported_list() {
+        let frame = api_versions_unsupported_frame(123).unwrap();
+        let wire = Bytes::from(frame.to_vec());
+        let mut body = wire.slice(4..);
+        let header = kafka_protocol::messages::ResponseHeader::decode(&mut body, 0).unwrap();
+        assert_eq!(header.correlation_id, 123);
+        let response = ApiVersionsResponse::decode(&mut body, 0).unwrap();
+        assert!(body.is_empty());
+        assert_eq!(response.error_code, apis::UNSUPPORTED_VERSION);
+        let listed: Vec<(i16, i16, i16)> = response
+            .api_keys
+            .iter()
+            .map(|api| (api.api_key, api.min_version, api.max_version))
+            .collect();
+        assert_eq!(listed, apis::SUPPORTED_APIS);
+    }
+
+    #[test]
+    fn control_plane_responses_use_the_right_header_and_mismatches_are_refused() {
+        for version in 1..=12 {
+            let to = ResponseTo {
+                api_key: apis::METADATA,
+                api_version: version,
+                correlation_id: 9,
+            };
+            let response = MetadataResponse::default().with_cluster_id(None);
+            let frame = encode_response(to, ResponseBody::Kafka(ResponseKind::Metadata(response.clone()))).unwrap();
+            let wire = Bytes::from(frame.to_vec());
+            let mut body = wire.slice(4..);
+            let header_version = if version >= 9 { 1 } else { 0 };
+            let header = kafka_protocol::messages::ResponseHeader::decode(&mut body, header_version).unwrap();
+            assert_eq!(header.correlation_id, 9);
+            assert_eq!(MetadataResponse::decode(&mut body, version).unwrap(), response);
+            assert!(body.is_empty());
+        }
+        let to = ResponseTo {
+            api_key: apis::FETCH,
+            api_version: 12,
+            correlation_id: 1,
+        };
+        let wrong = ResponseBody::Kafka(ResponseKind::Metadata(MetadataResponse::default()));
+        assert!(matches!(encode_response(to, wrong), Err(EncodeError::Mismatch { .. })));
+        let wrong = ResponseBody::Produce(ProduceResponse::default());
+        assert!(matches!(encode_response(to, wrong), Err(EncodeError::Mismatch { .. })));
+    }
+}

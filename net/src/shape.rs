@@ -1,0 +1,337 @@
+//! Structural pre-check of control-plane request bodies (and Fetch requests)
+//! before kafka-protocol's generated decoders see them.
+//!
+//! Why: kafka-protocol 0.18 reads an array count and calls
+//! `Vec::with_capacity(count)` before reading a single item. A 20-byte
+//! Metadata request announcing 2^31 topics would ask the allocator for
+//! ~150 GiB, and an allocation failure aborts the process. The walk below
+//! reads the same fields in the same order, checks every count against the
+//! bytes left (each item takes at least one byte) and walks every item, so by
+//! the time kafka-protocol decodes, every count it will read is one that was
+//! checked. It allocates nothing.
+//!
+//! Each schema is the request's field list from Kafka's message JSON, with
+//! the version range of each field, restricted to what `SUPPORTED_APIS`
+//! serves. The walk is at least as strict as kafka-protocol wherever the two
+//! could diverge (it treats every string and array as nullable, which only
+//! lets kafka-protocol reject a null it does not allow, without allocating).
+//!
+//! ```text
+//! field kinds          classic                       flexible
+//! Int8..Int64, Bool    fixed width                   fixed width
+//! Uuid                 16 bytes                      16 bytes
+//! Str                  int16 length + bytes          uvarint length+1 + bytes
+//! Structs(fields)      int32 count + items           uvarint count+1 + items, each
+//!                                                    item ends with tagged fields
+//! Int32s               int32 count + 4-byte items    uvarint count+1 + 4-byte items
+//! Strs                 int32 count + strings         uvarint count+1 + compact strings
+//! every body ends with a tagged-field section in flexible versions
+//! ```
+//!
+//! Known tagged fields in the supported versions (Fetch v12's top-level
+//! `cluster_id`, a string) are skipped by size like unknown ones; the only
+//! thing kafka-protocol could read differently there is a string, never an
+//! array, so no unchecked count can come from it.
+
+use bytes::Bytes;
+
+use crate::apis;
+use crate::cursor::{Cursor, Encoding};
+use crate::error::DecodeError;
+
+/// Highest version any field range needs to say "and later".
+const LATEST: i16 = i16::MAX;
+
+/// What a field is on the wire.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    Bool,
+    Uuid,
+    /// A string, nullable or not.
+    Str,
+    /// An array of structs with these fields.
+    Structs(&'static [Field]),
+    /// An array of int32.
+    Int32s,
+    /// An array of strings.
+    Strs,
+}
+
+/// One field of a schema, present in versions `min..=max`.
+#[derive(Debug, Clone, Copy)]
+struct Field {
+    name: &'static str,
+    min: i16,
+    max: i16,
+    kind: Kind,
+}
+
+const fn field(name: &'static str, min: i16, max: i16, kind: Kind) -> Field {
+    Field { name, min, max, kind }
+}
+
+// ---- Metadata (v1..=12) ----
+const METADATA_TOPIC: &[Field] = &[
+    field("metadata.topic.topic_id", 10, LATEST, Kind::Uuid),
+    field("metadata.topic.name", 0, LATEST, Kind::Str),
+];
+const METADATA: &[Field] = &[
+    field("metadata.topics", 0, LATEST, Kind::Structs(METADATA_TOPIC)),
+    field("metadata.allow_auto_topic_creation", 4, LATEST, Kind::Bool),
+    field("metadata.include_cluster_authorized_operations", 8, 10, Kind::Bool),
+    field("metadata.include_topic_authorized_operations", 8, LATEST, Kind::Bool),
+];
+
+// ---- ApiVersions (v0..=3) ----
+const API_VERSIONS: &[Field] = &[
+    field("api_versions.client_software_name", 3, LATEST, Kind::Str),
+    field("api_versions.client_software_version", 3, LATEST, Kind::Str),
+];
+
+// ---- CreateTopics (v2..=7) ----
+const CREATE_TOPICS_ASSIGNMENT: &[Field] = &[
+    field("create_topics.assignment.partition_index", 0, LATEST, Kind::Int32),
+    field("create_topics.assignment.broker_ids", 0, LATEST, Kind::Int32s),
+];
+const CREATE_TOPICS_CONFIG: &[Field] = &[
+    field("create_topics.config.name", 0, LATEST, Kind::Str),
+    field("create_topics.config.value", 0, LATEST, Kind::Str),
+];
+const CREATE_TOPICS_TOPIC: &[Field] = &[
+    field("create_topics.topic.name", 0, LATEST, Kind::Str),
+    field("create_topics.topic.num_partitions", 0, LATEST, Kind::Int32),
+    field("create_topics.topic.replication_factor", 0, LATEST, Kind::Int16),
+    field(
+        "create_topics.topic.assignments",
+        0,
+        LATEST,
+        Kind::Structs(CREATE_TOPICS_ASSIGNMENT),
+    ),
+    field(
+        "create_topics.topic.configs",
+        0,
+        LATEST,
+        Kind::Structs(CREATE_TOPICS_CONFIG),
+    ),
+];
+const CREATE_TOPICS: &[Field] = &[
+    field("create_topics.topics", 0, LATEST, Kind::Structs(CREATE_TOPICS_TOPIC)),
+    field("create_topics.timeout_ms", 0, LATEST, Kind::Int32),
+    field("create_topics.validate_only", 1, LATEST, Kind::Bool),
+];
+
+// ---- DeleteTopics (v1..=6) ----
+const DELETE_TOPICS_STATE: &[Field] = &[
+    field("delete_topics.topic.name", 6, LATEST, Kind::Str),
+    field("delete_topics.topic.topic_id", 6, LATEST, Kind::Uuid),
+];
+const DELETE_TOPICS: &[Field] = &[
+    field("delete_topics.topics", 6, LATEST, Kind::Structs(DELETE_TOPICS_STATE)),
+    field("delete_topics.topic_names", 0, 5, Kind::Strs),
+    field("delete_topics.timeout_ms", 0, LATEST, Kind::Int32),
+];
+
+// ---- CreatePartitions (v0..=3) ----
+const CREATE_PARTITIONS_ASSIGNMENT: &[Field] = &[field(
+    "create_partitions.assignment.broker_ids",
+    0,
+    LATEST,
+    Kind::Int32s,
+)];
+const CREATE_PARTITIONS_TOPIC: &[Field] = &[
+    field("create_partitions.topic.name", 0, LATEST, Kind::Str),
+    field("create_partitions.topic.count", 0, LATEST, Kind::Int32),
+    field(
+        "create_partitions.topic.assignments",
+        0,
+        LATEST,
+        Kind::Structs(CREATE_PARTITIONS_ASSIGNMENT),
+    ),
+];
+const CREATE_PARTITIONS: &[Field] = &[
+    field(
+        "create_partitions.topics",
+        0,
+        LATEST,
+        Kind::Structs(CREATE_PARTITIONS_TOPIC),
+    ),
+    field("create_partitions.timeout_ms", 0, LATEST, Kind::Int32),
+    field("create_partitions.validate_only", 0, LATEST, Kind::Bool),
+];
+
+// ---- ListOffsets (v1..=7) ----
+const LIST_OFFSETS_PARTITION: &[Field] = &[
+    field("list_offsets.partition.partition_index", 0, LATEST, Kind::Int32),
+    field("list_offsets.partition.current_leader_epoch", 4, LATEST, Kind::Int32),
+    field("list_offsets.partition.timestamp", 0, LATEST, Kind::Int64),
+];
+const LIST_OFFSETS_TOPIC: &[Field] = &[
+    field("list_offsets.topic.name", 0, LATEST, Kind::Str),
+    field(
+        "list_offsets.topic.partitions",
+        0,
+        LATEST,
+        Kind::Structs(LIST_OFFSETS_PARTITION),
+    ),
+];
+const LIST_OFFSETS: &[Field] = &[
+    field("list_offsets.replica_id", 0, LATEST, Kind::Int32),
+    field("list_offsets.isolation_level", 2, LATEST, Kind::Int8),
+    field("list_offsets.topics", 0, LATEST, Kind::Structs(LIST_OFFSETS_TOPIC)),
+    field("list_offsets.timeout_ms", 10, LATEST, Kind::Int32),
+];
+
+// ---- DescribeConfigs (v1..=4; v0 is decoded by hand) ----
+const DESCRIBE_CONFIGS_RESOURCE: &[Field] = &[
+    field("describe_configs.resource.resource_type", 0, LATEST, Kind::Int8),
+    field("describe_configs.resource.resource_name", 0, LATEST, Kind::Str),
+    field("describe_configs.resource.configuration_keys", 0, LATEST, Kind::Strs),
+];
+const DESCRIBE_CONFIGS: &[Field] = &[
+    field(
+        "describe_configs.resources",
+        0,
+        LATEST,
+        Kind::Structs(DESCRIBE_CONFIGS_RESOURCE),
+    ),
+    field("describe_configs.include_synonyms", 1, LATEST, Kind::Bool),
+    field("describe_configs.include_documentation", 3, LATEST, Kind::Bool),
+];
+
+// ---- DescribeCluster (v0..=1) ----
+const DESCRIBE_CLUSTER: &[Field] = &[
+    field(
+        "describe_cluster.include_cluster_authorized_operations",
+        0,
+        LATEST,
+        Kind::Bool,
+    ),
+    field("describe_cluster.endpoint_type", 1, LATEST, Kind::Int8),
+    field("describe_cluster.include_fenced_brokers", 2, LATEST, Kind::Bool),
+];
+
+// ---- InitProducerId (v0..=4) ----
+const INIT_PRODUCER_ID: &[Field] = &[
+    field("init_producer_id.transactional_id", 0, LATEST, Kind::Str),
+    field("init_producer_id.transaction_timeout_ms", 0, LATEST, Kind::Int32),
+    field("init_producer_id.producer_id", 3, LATEST, Kind::Int64),
+    field("init_producer_id.producer_epoch", 3, LATEST, Kind::Int16),
+];
+
+// ---- Fetch (v4..=12) ----
+const FETCH_PARTITION: &[Field] = &[
+    field("fetch.partition.partition", 0, LATEST, Kind::Int32),
+    field("fetch.partition.current_leader_epoch", 9, LATEST, Kind::Int32),
+    field("fetch.partition.fetch_offset", 0, LATEST, Kind::Int64),
+    field("fetch.partition.last_fetched_epoch", 12, LATEST, Kind::Int32),
+    field("fetch.partition.log_start_offset", 5, LATEST, Kind::Int64),
+    field("fetch.partition.partition_max_bytes", 0, LATEST, Kind::Int32),
+];
+const FETCH_TOPIC: &[Field] = &[
+    field("fetch.topic.topic", 0, 12, Kind::Str),
+    field("fetch.topic.topic_id", 13, LATEST, Kind::Uuid),
+    field("fetch.topic.partitions", 0, LATEST, Kind::Structs(FETCH_PARTITION)),
+];
+const FETCH_FORGOTTEN_TOPIC: &[Field] = &[
+    field("fetch.forgotten.topic", 7, 12, Kind::Str),
+    field("fetch.forgotten.topic_id", 13, LATEST, Kind::Uuid),
+    field("fetch.forgotten.partitions", 7, LATEST, Kind::Int32s),
+];
+const FETCH: &[Field] = &[
+    field("fetch.replica_id", 0, 14, Kind::Int32),
+    field("fetch.max_wait_ms", 0, LATEST, Kind::Int32),
+    field("fetch.min_bytes", 0, LATEST, Kind::Int32),
+    field("fetch.max_bytes", 3, LATEST, Kind::Int32),
+    field("fetch.isolation_level", 4, LATEST, Kind::Int8),
+    field("fetch.session_id", 7, LATEST, Kind::Int32),
+    field("fetch.session_epoch", 7, LATEST, Kind::Int32),
+    field("fetch.topics", 0, LATEST, Kind::Structs(FETCH_TOPIC)),
+    field(
+        "fetch.forgotten_topics_data",
+        7,
+        LATEST,
+        Kind::Structs(FETCH_FORGOTTEN_TOPIC),
+    ),
+    field("fetch.rack_id", 11, LATEST, Kind::Str),
+];
+
+/// The schema of `api_key`'s request body, for the APIs kafka-protocol decodes.
+fn schema(api_key: i16) -> Option<&'static [Field]> {
+    match api_key {
+        apis::FETCH => Some(FETCH),
+        apis::LIST_OFFSETS => Some(LIST_OFFSETS),
+        apis::METADATA => Some(METADATA),
+        apis::API_VERSIONS => Some(API_VERSIONS),
+        apis::CREATE_TOPICS => Some(CREATE_TOPICS),
+        apis::DELETE_TOPICS => Some(DELETE_TOPICS),
+        apis::INIT_PRODUCER_ID => Some(INIT_PRODUCER_ID),
+        apis::DESCRIBE_CONFIGS => Some(DESCRIBE_CONFIGS),
+        apis::CREATE_PARTITIONS => Some(CREATE_PARTITIONS),
+        apis::DESCRIBE_CLUSTER => Some(DESCRIBE_CLUSTER),
+        _ => None,
+    }
+}
+
+/// Nesting bound: the deepest schema above is three levels; anything deeper
+/// is a bug in a table, caught by the `assert!` in `walk_struct`.
+const DEPTH_MAX: usize = 4;
+
+/// Walks `body` as a request of `api_key` at `api_version`, checking every
+/// length and count; returns the bytes consumed. Trailing bytes are allowed
+/// (kafka-protocol ignores them, and so does Kafka).
+pub(crate) fn check_request(api_key: i16, api_version: i16, body: &Bytes) -> Result<usize, DecodeError> {
+    let Some(fields) = schema(api_key) else {
+        return Err(DecodeError::Invalid {
+            field: "api_key",
+            reason: "no request schema for this API",
+        });
+    };
+    let encoding = Encoding::from_flexible(apis::is_flexible(api_key, api_version));
+    let mut cursor = Cursor::new(body);
+    walk_struct(&mut cursor, fields, api_version, encoding, 0)?;
+    Ok(cursor.position())
+}
+
+fn walk_struct(
+    cursor: &mut Cursor<'_>,
+    fields: &'static [Field],
+    version: i16,
+    encoding: Encoding,
+    depth: usize,
+) -> Result<(), DecodeError> {
+    assert!(depth < DEPTH_MAX, "schema nesting deeper than DEPTH_MAX");
+    for field in fields.iter().filter(|field| (field.min..=field.max).contains(&version)) {
+        let name = field.name;
+        match field.kind {
+            Kind::Int8 | Kind::Bool => cursor.skip(1, name)?,
+            Kind::Int16 => cursor.skip(2, name)?,
+            Kind::Int32 => cursor.skip(4, name)?,
+            Kind::Int64 => cursor.skip(8, name)?,
+            Kind::Uuid => cursor.skip(16, name)?,
+            Kind::Str => {
+                cursor.nullable_str(encoding, name)?;
+            }
+            Kind::Int32s => {
+                let count = cursor.nullable_array_len(encoding, 4, name)?.unwrap_or(0);
+                cursor.skip(count.saturating_mul(4), name)?;
+            }
+            Kind::Strs => {
+                let count = cursor.nullable_array_len(encoding, 1, name)?.unwrap_or(0);
+                for _ in 0..count {
+                    cursor.nullable_str(encoding, name)?;
+                }
+            }
+            Kind::Structs(item_fields) => {
+                let count = cursor.nullable_array_len(encoding, 1, name)?.unwrap_or(0);
+                for _ in 0..count {
+                    walk_struct(cursor, item_fields, version, encoding, depth + 1)?;
+                }
+            }
+        }
+    }
+    cursor.skip_tagged_fields(encoding, "tagged_fields")
+}

@@ -1,0 +1,163 @@
+//! The metadata image: what the state machine holds and what shards read.
+//!
+//! An image is immutable once published. The raft thread builds the next one
+//! (copy on write) and publishes it as an `Arc<MetadataImage>`; shards keep
+//! that `Arc` (or copies of the parts they need) and compare `epoch`s to fence
+//! stale requests.
+
+use std::collections::BTreeMap;
+
+/// A broker as it registered itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BrokerInfo {
+    /// Kafka broker id (equal to the metadata Raft node id on that broker).
+    pub node_id: i32,
+    /// Host clients should connect to.
+    pub host: String,
+    /// Kafka listener port.
+    pub port: u16,
+    /// Number of shards (cores) the broker runs; partitions are placed on
+    /// shard indexes `0..shards`.
+    pub shards: u32,
+}
+
+/// A topic creation request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    /// Topic name (Kafka rules: 1–249 characters of `[a-zA-Z0-9._-]`).
+    pub name: String,
+    /// Number of partitions, at least 1.
+    pub partitions: i32,
+    /// Replicas per partition: 1..=registered brokers, or -1 for the default (1).
+    pub replication_factor: i16,
+    /// Topic configs (Kafka names), validated when applied.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// One partition's placement.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PartitionMeta {
+    /// Partition index, `0..partition count`.
+    pub index: i32,
+    /// Broker that leads the partition.
+    pub leader: i32,
+    /// Shard on the leader that owns the partition (`< leader's shards`).
+    pub shard: u32,
+    /// Brokers holding a replica, the leader first.
+    pub replicas: Vec<i32>,
+    /// Bumped every time leader or shard changes (fences stale requests).
+    pub leader_epoch: i32,
+}
+
+/// A topic with its placement and configs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopicMeta {
+    /// Topic name.
+    pub name: String,
+    /// Topic id (Kafka's 16-byte topic UUID), chosen at random by the proposer.
+    pub id: [u8; 16],
+    /// Partitions, `partitions[i].index == i`.
+    pub partitions: Vec<PartitionMeta>,
+    /// Topic configs that were set (defaults are not stored).
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The whole replicated metadata state at one log index.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetadataImage {
+    /// Index of the last Raft log entry applied to this image. Strictly
+    /// increases from one published image to the next.
+    pub epoch: u64,
+    /// Cluster id (22 characters, Kafka's base64 form of 16 random bytes);
+    /// set by the first command of a new group, empty before.
+    pub cluster_id: String,
+    /// Node id of the Raft leader that proposed the last applied entry (the
+    /// active controller), or -1 before any.
+    pub controller_id: i32,
+    /// Registered brokers by node id.
+    pub brokers: BTreeMap<i32, BrokerInfo>,
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicMeta>,
+}
+
+impl MetadataImage {
+    /// The image of a group that has applied nothing yet.
+    pub fn empty() -> Self {
+        MetadataImage {
+            epoch: 0,
+            cluster_id: String::new(),
+            controller_id: -1,
+            brokers: BTreeMap::new(),
+            topics: BTreeMap::new(),
+        }
+    }
+
+    /// The topic with this name.
+    pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
+        self.topics.get(name)
+    }
+
+    /// The topic with this id.
+    pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<&TopicMeta> {
+        self.topics.values().find(|topic| &topic.id == id)
+    }
+
+    /// The placement of one partition.
+    pub fn partition(&self, topic: &str, index: i32) -> Option<&PartitionMeta> {
+        let topic = self.topics.get(topic)?;
+        let position = usize::try_from(index).ok()?;
+        topic.partitions.get(position)
+    }
+
+    /// Every partition that `node_id` leads, with the shard that owns it:
+    /// the node's shard table. Ordered by topic name, then partition index.
+    pub fn shard_table(&self, node_id: i32) -> Vec<(&str, &PartitionMeta)> {
+        self.topics
+            .values()
+            .flat_map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .filter(move |partition| partition.leader == node_id)
+                    .map(move |partition| (topic.name.as_str(), partition))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(index: i32, leader: i32, shard: u32) -> PartitionMeta {
+        PartitionMeta {
+            index,
+            leader,
+            shard,
+            replicas: vec![leader],
+            leader_epoch: 0,
+        }
+    }
+
+    #[test]
+    fn lookups_find_what_is_there_and_only_that() {
+        let mut image = MetadataImage::empty();
+        image.topics.insert(
+            "t".into(),
+            TopicMeta {
+                name: "t".into(),
+                id: [7; 16],
+                partitions: vec![partition(0, 1, 0), partition(1, 2, 1)],
+                configs: BTreeMap::new(),
+            },
+        );
+        assert_eq!(image.partition("t", 1).map(|p| p.shard), Some(1));
+        assert!(image.partition("t", 2).is_none());
+        assert!(image.partition("t", -1).is_none());
+        assert!(image.topic_by_id(&[7; 16]).is_some());
+        assert!(image.topic_by_id(&[8; 16]).is_none());
+        let table = image.shard_table(2);
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.first().map(|(name, p)| (*name, p.index)), Some(("t", 1)));
+    }
+}

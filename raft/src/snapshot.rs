@@ -1,0 +1,394 @@
+//! FlatBuffers encoding of the metadata image, and the snapshot file.
+//!
+//! The image is the table `Image` (`schema/image.fbs`); its bytes are the
+//! snapshot data openraft holds and sends to peers. On disk the snapshot is
+//! one file, `<data_dir>/snapshot`, replaced atomically (temp file, fsync,
+//! rename, directory fsync):
+//!
+//! ```text
+//!  0            8       12       16                            16 + len
+//!  ┌────────────┬───────┬────────┬─────────────────────────────┐
+//!  │ "SLSNAP01" │ len   │ crc32c │ SnapshotFile (FlatBuffers)  │
+//!  │ magic, 8 B │ u32LE │ u32 LE │  meta:  SnapshotMeta        │
+//!  │            │       │        │  image: [ubyte] = Image buf │
+//!  └────────────┴───────┴────────┴─────────────────────────────┘
+//! ```
+//! The frame is the one drawn in `codec.rs`. A damaged snapshot file is an
+//! error on open (the log before it may already be purged), never skipped.
+
+use std::{
+    collections::BTreeMap,
+    io::Cursor,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use planus::ReadAsRoot;
+
+use crate::{
+    codec::{
+        encode_frame, read_frame, snapshot_meta_from_fb, snapshot_meta_to_fb, uuid_from_fb, uuid_to_fb, DecodeError,
+        FrameRead, FRAME_HEADER_BYTES,
+    },
+    command::{broker_from_fb, broker_to_fb},
+    error::MetaError,
+    files::{read_if_exists, write_atomically},
+    generated::shardline::meta as fb,
+    image::{MetadataImage, PartitionMeta, TopicMeta},
+    types::{Snapshot, SnapshotMeta},
+};
+
+/// Version stored in `Image.format_version`; readers refuse others.
+pub(crate) const IMAGE_FORMAT_VERSION: u16 = 1;
+
+/// Magic at the start of the snapshot file; the last two characters are the
+/// format version.
+pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"SLSNAP01";
+
+/// File name of the snapshot inside the metadata directory.
+pub(crate) const SNAPSHOT_FILE_NAME: &str = "snapshot";
+
+fn partition_to_fb(partition: &PartitionMeta) -> fb::Partition {
+    fb::Partition {
+        index: partition.index,
+        leader: partition.leader,
+        shard: partition.shard,
+        replicas: Some(partition.replicas.clone()),
+        leader_epoch: partition.leader_epoch,
+    }
+}
+
+fn topic_to_fb(topic: &TopicMeta) -> fb::Topic {
+    fb::Topic {
+        name: Some(topic.name.clone()),
+        id: Some(uuid_to_fb(&topic.id)),
+        partitions: Some(topic.partitions.iter().map(partition_to_fb).collect()),
+        configs: Some(
+            topic
+                .configs
+                .iter()
+                .map(|(key, value)| fb::ConfigEntry {
+                    key: Some(key.clone()),
+                    value: Some(value.clone()),
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// Encodes the image as an `Image` buffer.
+pub fn encode_image(image: &MetadataImage) -> Vec<u8> {
+    let image_fb = fb::Image {
+        format_version: IMAGE_FORMAT_VERSION,
+        epoch: image.epoch,
+        cluster_id: Some(image.cluster_id.clone()),
+        controller_id: image.controller_id,
+        brokers: Some(image.brokers.values().map(broker_to_fb).collect()),
+        topics: Some(image.topics.values().map(topic_to_fb).collect()),
+    };
+    let mut builder = planus::Builder::new();
+    builder.finish(image_fb, None).to_vec()
+}
+
+fn topic_from_fb(topic: fb::Topic) -> Result<TopicMeta, DecodeError> {
+    let name = topic.name.ok_or_else(|| DecodeError::missing("Topic.name"))?;
+    let id = uuid_from_fb(topic.id.ok_or_else(|| DecodeError::missing("Topic.id"))?);
+    let mut partitions = Vec::new();
+    for (position, partition) in topic.partitions.unwrap_or_default().into_iter().enumerate() {
+        if usize::try_from(partition.index).ok() != Some(position) {
+            return Err(DecodeError::new(format!(
+                "topic {name}: partition at position {position} has index {}",
+                partition.index
+            )));
+        }
+        partitions.push(PartitionMeta {
+            index: partition.index,
+            leader: partition.leader,
+            shard: partition.shard,
+            replicas: partition.replicas.unwrap_or_default(),
+            leader_epoch: partition.leader_epoch,
+        });
+    }
+    let mut configs = BTreeMap::new();
+    for entry in topic.configs.unwrap_or_default() {
+        let key = entry.key.ok_or_else(|| DecodeError::missing("ConfigEntry.key"))?;
+        let value = entry.value.ok_or_else(|| DecodeError::missing("ConfigEntry.value"))?;
+        if configs.insert(key, value).is_some() {
+            return Err(DecodeError::new(format!("topic {name}: a config key twice")));
+        }
+    }
+    Ok(TopicMeta {
+        name,
+        id,
+        partitions,
+        configs,
+    })
+}
+
+/// Decodes an `Image` buffer (untrusted: from disk or a peer). Never panics.
+pub fn decode_image(bytes: &[u8]) -> Result<MetadataImage, DecodeError> {
+    let image = fb::Image::try_from(fb::ImageRef::read_as_root(bytes)?)?;
+    if image.format_version != IMAGE_FORMAT_VERSION {
+        return Err(DecodeError::new(format!(
+            "image format version {} (this build reads {IMAGE_FORMAT_VERSION})",
+            image.format_version
+        )));
+    }
+    let mut brokers = BTreeMap::new();
+    for broker in image.brokers.unwrap_or_default() {
+        let broker = broker_from_fb(broker)?;
+        let node_id = broker.node_id;
+        if broker.shards == 0 {
+            // Apply never registers one; placement would have nowhere to go.
+            return Err(DecodeError::new(format!("broker {node_id} with zero shards")));
+        }
+        if brokers.insert(node_id, broker).is_some() {
+            return Err(DecodeError::new(format!("broker {node_id} twice in the image")));
+        }
+    }
+    let mut topics = BTreeMap::new();
+    for topic in image.topics.unwrap_or_default() {
+        let topic = topic_from_fb(topic)?;
+        let name = topic.name.clone();
+        if topics.insert(topic.name.clone(), topic).is_some() {
+            return Err(DecodeError::new(format!("topic {name} twice in the image")));
+        }
+    }
+    Ok(MetadataImage {
+        epoch: image.epoch,
+        cluster_id: image.cluster_id.unwrap_or_default(),
+        controller_id: image.controller_id,
+        brokers,
+        topics,
+    })
+}
+
+/// The snapshot openraft knows about: its meta and the image bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredSnapshot {
+    pub(crate) meta: SnapshotMeta,
+    pub(crate) image_bytes: Vec<u8>,
+}
+
+impl StoredSnapshot {
+    pub(crate) fn to_snapshot(&self) -> Snapshot {
+        Snapshot {
+            meta: self.meta.clone(),
+            snapshot: Box::new(Cursor::new(self.image_bytes.clone())),
+        }
+    }
+}
+
+/// A snapshot read back from disk: its meta and the decoded image.
+pub(crate) type LoadedSnapshot = (SnapshotMeta, MetadataImage);
+
+/// The snapshot file of one metadata directory plus the current snapshot in
+/// memory. Shared by the state machine and its snapshot builders.
+#[derive(Debug)]
+pub(crate) struct SnapshotStore {
+    path: PathBuf,
+    current: Mutex<Option<StoredSnapshot>>,
+}
+
+impl SnapshotStore {
+    /// Opens the store and decodes the snapshot file, if there is one.
+    pub(crate) fn open(dir: &Path) -> Result<(Arc<SnapshotStore>, Option<LoadedSnapshot>), MetaError> {
+        let path = dir.join(SNAPSHOT_FILE_NAME);
+        let (current, loaded) = match read_if_exists(&path)? {
+            None => (None, None),
+            Some(contents) => {
+                let (meta, image_bytes) = decode_snapshot_file(&path, &contents)?;
+                let image = decode_image(&image_bytes)
+                    .map_err(|error| MetaError::corrupt(&path, 0, format!("snapshot image: {error}")))?;
+                let expected_epoch = meta.last_log_id.map(|log_id| log_id.index).unwrap_or(0);
+                if image.epoch != expected_epoch {
+                    return Err(MetaError::corrupt(
+                        &path,
+                        0,
+                        format!(
+                            "image epoch {} but snapshot ends at index {expected_epoch}",
+                            image.epoch
+                        ),
+                    ));
+                }
+                (
+                    Some(StoredSnapshot {
+                        meta: meta.clone(),
+                        image_bytes,
+                    }),
+                    Some((meta, image)),
+                )
+            }
+        };
+        let store = SnapshotStore {
+            path,
+            current: Mutex::new(current),
+        };
+        Ok((Arc::new(store), loaded))
+    }
+
+    /// The current snapshot, if any.
+    pub(crate) fn current(&self) -> Option<Snapshot> {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current.as_ref().map(StoredSnapshot::to_snapshot)
+    }
+
+    /// Makes `snapshot` durable and current, unless the current one is newer
+    /// (a builder that raced with an installed snapshot). Returns whether it
+    /// was written.
+    pub(crate) fn save(&self, snapshot: StoredSnapshot) -> Result<bool, MetaError> {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(existing) = current.as_ref() {
+            if existing.meta.last_log_id > snapshot.meta.last_log_id {
+                return Ok(false);
+            }
+        }
+        let mut contents =
+            Vec::with_capacity(SNAPSHOT_MAGIC.len() + FRAME_HEADER_BYTES + snapshot.image_bytes.len() + 256);
+        contents.extend_from_slice(&SNAPSHOT_MAGIC);
+        let file = fb::SnapshotFile {
+            meta: Some(Box::new(snapshot_meta_to_fb(&snapshot.meta))),
+            image: Some(snapshot.image_bytes.clone()),
+        };
+        let mut builder = planus::Builder::new();
+        encode_frame(builder.finish(file, None), &mut contents);
+        write_atomically(&self.path, &contents)?;
+        *current = Some(snapshot);
+        Ok(true)
+    }
+}
+
+pub(crate) fn decode_snapshot_file(path: &Path, contents: &[u8]) -> Result<(SnapshotMeta, Vec<u8>), MetaError> {
+    if contents.get(..SNAPSHOT_MAGIC.len()) != Some(&SNAPSHOT_MAGIC[..]) {
+        return Err(MetaError::corrupt(path, 0, "not a Shardline snapshot file (bad magic)"));
+    }
+    let offset = SNAPSHOT_MAGIC.len() as u64;
+    let payload = match read_frame(contents, SNAPSHOT_MAGIC.len()) {
+        FrameRead::Frame { payload, next } if next == contents.len() => payload,
+        FrameRead::Frame { .. } => return Err(MetaError::corrupt(path, offset, "bytes after the snapshot")),
+        FrameRead::End => return Err(MetaError::corrupt(path, offset, "empty snapshot file")),
+        FrameRead::Torn { reason } => return Err(MetaError::corrupt(path, offset, reason)),
+    };
+    let decode = || -> Result<(SnapshotMeta, Vec<u8>), DecodeError> {
+        let file = fb::SnapshotFile::try_from(fb::SnapshotFileRef::read_as_root(payload)?)?;
+        let meta = snapshot_meta_from_fb(*file.meta.ok_or_else(|| DecodeError::missing("SnapshotFile.meta"))?)?;
+        let image = file.image.ok_or_else(|| DecodeError::missing("SnapshotFile.image"))?;
+        Ok((meta, image))
+    };
+    decode().map_err(|error| MetaError::corrupt(path, offset, error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::BrokerInfo;
+    use crate::types::{LogId, StoredMembership};
+
+    pub(crate) fn sample_image() -> MetadataImage {
+        let mut image = MetadataImage::empty();
+        image.epoch = 17;
+        image.cluster_id = "abcdefghijklmnopqrstuv".into();
+        image.controller_id = 1;
+        image.brokers.insert(
+            1,
+            BrokerInfo {
+                node_id: 1,
+                host: "localhost".into(),
+                port: 9092,
+                shards: 2,
+            },
+        );
+        let mut configs = BTreeMap::new();
+        configs.insert("retention.ms".into(), "1000".into());
+        image.topics.insert(
+            "orders".into(),
+            TopicMeta {
+                name: "orders".into(),
+                id: [3; 16],
+                partitions: vec![
+                    PartitionMeta {
+                        index: 0,
+                        leader: 1,
+                        shard: 0,
+                        replicas: vec![1],
+                        leader_epoch: 0,
+                    },
+                    PartitionMeta {
+                        index: 1,
+                        leader: 1,
+                        shard: 1,
+                        replicas: vec![1],
+                        leader_epoch: 2,
+                    },
+                ],
+                configs,
+            },
+        );
+        image
+    }
+
+    #[test]
+    fn image_round_trips() {
+        let image = sample_image();
+        assert_eq!(decode_image(&encode_image(&image)).unwrap(), image);
+        let empty = MetadataImage::empty();
+        assert_eq!(decode_image(&encode_image(&empty)).unwrap(), empty);
+    }
+
+    #[test]
+    fn snapshot_file_survives_reopen_and_refuses_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, loaded) = SnapshotStore::open(dir.path()).unwrap();
+        assert!(loaded.is_none());
+        assert!(store.current().is_none());
+        let image = sample_image();
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), 17)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "1-17-1".into(),
+        };
+        let written = store
+            .save(StoredSnapshot {
+                meta: meta.clone(),
+                image_bytes: encode_image(&image),
+            })
+            .unwrap();
+        assert!(written);
+        let (_, loaded) = SnapshotStore::open(dir.path()).unwrap();
+        let (loaded_meta, loaded_image) = loaded.unwrap();
+        assert_eq!(loaded_meta, meta);
+        assert_eq!(loaded_image, image);
+
+        // An older snapshot does not replace a newer one.
+        let older = SnapshotMeta {
+            last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(1, 1), 3)),
+            ..meta.clone()
+        };
+        let written = store
+            .save(StoredSnapshot {
+                meta: older,
+                image_bytes: encode_image(&MetadataImage::empty()),
+            })
+            .unwrap();
+        assert!(!written);
+
+        let path = dir.path().join(SNAPSHOT_FILE_NAME);
+        let mut contents = std::fs::read(&path).unwrap();
+        let middle = contents.len() / 2;
+        contents[middle] ^= 0x55;
+        std::fs::write(&path, &contents).unwrap();
+        assert!(matches!(
+            SnapshotStore::open(dir.path()),
+            Err(MetaError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_partition_order_is_rejected() {
+        let mut image = sample_image();
+        if let Some(topic) = image.topics.get_mut("orders") {
+            topic.partitions.swap(0, 1);
+        }
+        assert!(decode_image(&encode_image(&image)).is_err());
+    }
+}
