@@ -8,6 +8,10 @@ use shardline_engine::EngineConfig;
 fn main() {
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        // A log line that cannot be written (stdout on a full disk) is dropped:
+        // the default reports it with eprintln!, which panics (and so aborts)
+        // when stderr fails too.
+        .log_internal_errors(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),

@@ -357,8 +357,15 @@ impl Segment {
         let mut index = SparseIndex::default();
         let outcome = {
             let scan_map = Mapping::map(&file, file_bytes, &path)?;
+            // Scan only up to the first hole: batches are contiguous from 0, so
+            // none can lie past it, and touching a hole through a mapping can
+            // fault (SIGBUS) on a full tmpfs, where even reads allocate.
+            let data_bytes = first_hole(&file, file_bytes);
+            let end = usize::try_from(data_bytes)
+                .unwrap_or(usize::MAX)
+                .min(scan_map.bytes().len());
             scan(
-                scan_map.bytes(),
+                &scan_map.bytes().slice(..end),
                 Position(0),
                 base,
                 true,
@@ -704,6 +711,15 @@ async fn write_all_at(
         }
         done += written;
     }
+}
+
+/// Offset of the first hole in the file (`SEEK_HOLE`), or `file_bytes` if the
+/// file system cannot tell.
+fn first_hole(file: &impl AsRawFd, file_bytes: u64) -> u64 {
+    // SAFETY: lseek on a descriptor we own; it only moves the file offset,
+    // which nothing else uses (all I/O here is positioned).
+    let hole = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_HOLE) };
+    u64::try_from(hole).map_or(file_bytes, |h| h.min(file_bytes))
 }
 
 pub(crate) fn remove_if_exists(path: &Path) -> Result<(), LogError> {

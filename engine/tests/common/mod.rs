@@ -50,7 +50,8 @@ impl Engine {
             addr,
             data_dir: data_dir.to_path_buf(),
             child: None,
-            log_path: data_dir.with_extension(format!("engine-{port}.log")),
+            // Beside the system temp dir, not the data dir: a test may fill the data dir's disk.
+            log_path: std::env::temp_dir().join(format!("shardline-engine-{port}.log")),
             _tmp: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
@@ -111,6 +112,21 @@ impl Engine {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            self.wait_port_closed();
+        }
+    }
+
+    /// The kernel tears down a killed process's io_uring asynchronously, and
+    /// until then its SO_REUSEPORT listener still takes (and then resets)
+    /// connections. Wait until the port refuses, so a restart on the same port
+    /// does not share it with the dead listener.
+    fn wait_port_closed(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
         }
     }
 
@@ -122,11 +138,14 @@ impl Engine {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
+                self.wait_port_closed();
                 return Some(status);
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                return child.wait().ok();
+                let status = child.wait().ok();
+                self.wait_port_closed();
+                return status;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -138,6 +157,11 @@ impl Engine {
         self.spawn();
     }
 
+    /// Exit status if the process has exited.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().unwrap())
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
@@ -147,7 +171,8 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- engine log ----\n{}", self.log());
+            let status = self.exit_status();
+            eprintln!("---- engine log (process exit status: {status:?}) ----\n{}", self.log());
         }
         self.terminate();
     }
