@@ -44,6 +44,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    raise_open_files_limit();
     let meta = MetadataGroup::start(MetadataConfig {
         node_id: u64::try_from(config.node_id).map_err(|_| StartError("--node-id must be ≥ 0".into()))?,
         data_dir: config.data_dir.join("meta"),
@@ -143,6 +144,21 @@ fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, StartError
         )));
     }
     Ok(file)
+}
+
+/// Raises the soft open-files limit to the hard one: every partition holds a
+/// segment file open, and every client a socket.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            let wanted = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+                tracing::warn!(soft = limit.rlim_cur, hard = limit.rlim_max, "could not raise the open-files limit");
+            }
+        }
+    }
 }
 
 fn buffer_mode(config: &EngineConfig, shards: usize) -> String {

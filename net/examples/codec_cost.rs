@@ -84,37 +84,61 @@ fn main() {
             .unwrap();
         out.freeze()
     };
-    time_per_op("Fetch v12 request decode, 8 partitions: shape walk + k-p", 1_000_000, || {
-        black_box(decode_request_body(1, 12, black_box(&fetch_request)).unwrap());
-    });
-    time_per_op("Fetch v12 request decode, 8 partitions: kafka-protocol", 1_000_000, || {
-        let mut input = black_box(fetch_request.clone());
-        black_box(kafka_protocol::messages::FetchRequest::decode(&mut input, 12).unwrap());
-    });
+    time_per_op(
+        "Fetch v12 request decode, 8 partitions: shape walk + k-p",
+        1_000_000,
+        || {
+            black_box(decode_request_body(1, 12, black_box(&fetch_request)).unwrap());
+        },
+    );
+    time_per_op(
+        "Fetch v12 request decode, 8 partitions: kafka-protocol",
+        1_000_000,
+        || {
+            let mut input = black_box(fetch_request.clone());
+            black_box(kafka_protocol::messages::FetchRequest::decode(&mut input, 12).unwrap());
+        },
+    );
 
     // Fetch v12 response, 64 x 16 KiB.
     let arena = Bytes::from(vec![3u8; 1 << 20]);
-    let slices: Vec<Bytes> = (0..64).map(|index| arena.slice(index * (16 << 10)..(index + 1) * (16 << 10))).collect();
-    time_per_op("Fetch v12 response, 1 MiB records: shardline-net framing", 200_000, || {
-        let response = shardline_net::FetchResponse {
-            topics: vec![shardline_net::FetchTopicResponse {
-                name: "orders".into(),
-                partitions: vec![shardline_net::FetchPartitionResponse {
-                    records: slices.clone(),
-                    ..shardline_net::FetchPartitionResponse::default()
+    let slices: Vec<Bytes> = (0..64)
+        .map(|index| arena.slice(index * (16 << 10)..(index + 1) * (16 << 10)))
+        .collect();
+    time_per_op(
+        "Fetch v12 response, 1 MiB records: shardline-net framing",
+        200_000,
+        || {
+            let response = shardline_net::FetchResponse {
+                topics: vec![shardline_net::FetchTopicResponse {
+                    name: "orders".into(),
+                    partitions: vec![shardline_net::FetchPartitionResponse {
+                        records: slices.clone(),
+                        ..shardline_net::FetchPartitionResponse::default()
+                    }],
                 }],
-            }],
-            ..shardline_net::FetchResponse::default()
-        };
-        black_box(shardline_net::encode_response_pieces(1, 12, 7, shardline_net::ResponseBody::Fetch(response)).unwrap());
-    });
-    time_per_op("Fetch v12 response, 1 MiB records: concat + kafka-protocol", 2_000, || {
-        let concatenated: Bytes = slices.iter().flat_map(|slice| slice.iter().copied()).collect::<Vec<u8>>().into();
-        let response = ReferenceFetch::default().with_responses(vec![FetchableTopicResponse::default()
-            .with_topic(TopicName(StrBytes::from_static_str("orders")))
-            .with_partitions(vec![PartitionData::default().with_records(Some(concatenated))])]);
-        let mut out = BytesMut::new();
-        ResponseKind::Fetch(response).encode(&mut out, 12).unwrap();
-        black_box(out);
-    });
+                ..shardline_net::FetchResponse::default()
+            };
+            black_box(
+                shardline_net::encode_response_pieces(1, 12, 7, shardline_net::ResponseBody::Fetch(response)).unwrap(),
+            );
+        },
+    );
+    time_per_op(
+        "Fetch v12 response, 1 MiB records: concat + kafka-protocol",
+        2_000,
+        || {
+            let mut concatenated = BytesMut::with_capacity(1 << 20);
+            for slice in &slices {
+                concatenated.extend_from_slice(slice);
+            }
+            let concatenated = concatenated.freeze();
+            let response = ReferenceFetch::default().with_responses(vec![FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_static_str("orders")))
+                .with_partitions(vec![PartitionData::default().with_records(Some(concatenated))])]);
+            let mut out = BytesMut::new();
+            ResponseKind::Fetch(response).encode(&mut out, 12).unwrap();
+            black_box(out);
+        },
+    );
 }

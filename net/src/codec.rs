@@ -606,6 +606,25 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn produce_records_in_a_whole_frame_point_into_that_frame() {
+        for version in 3..=9 {
+            let frame = sample_frame(apis::PRODUCE, version, 1);
+            let request = decode_request(&frame).unwrap();
+            let RequestBody::Produce(produce) = request.body else {
+                panic!("produce expected");
+            };
+            let records = produce.topics[0].partitions[0].records.clone().unwrap();
+            assert_eq!(&records[..], b"batch-bytes");
+            let frame_start = frame.as_ptr() as usize;
+            let records_start = records.as_ptr() as usize;
+            assert!(
+                records_start >= frame_start && records_start + records.len() <= frame_start + frame.len(),
+                "v{version}: records are a slice of the frame"
+            );
+        }
+    }
+
+    #[test]
     fn api_versions_error_frame_is_v0_with_the_supported_list() {
         let frame = api_versions_unsupported_frame(123).unwrap();
         let wire = Bytes::from(frame.to_vec());

@@ -12,10 +12,11 @@
 //! anything is allocated for it; a peer that closes the connection inside a
 //! frame gets [`NetError::FrameTruncated`]. Frames come out as [`Bytes`]
 //! split from one read buffer, so a record set inside a frame can be handed
-//! to the log as a slice, without a copy. Small reads go through a fixed
-//! scratch buffer (one syscall picks up several pipelined requests); the
-//! missing part of a large frame is read straight into the frame buffer in
-//! bounded chunks, so memory is committed only as bytes actually arrive.
+//! to the log as a slice, without a copy. Reads land directly in that
+//! buffer: small reads adapt their size between 4 and 64 KiB (one syscall
+//! picks up several pipelined requests, an idle connection holds little),
+//! and the missing part of a large frame is read in chunks of at most 1 MiB,
+//! so memory is committed only as bytes actually arrive.
 //!
 //! Writing: a [`ResponseFrame`] is the 4-byte prefix plus a list of pieces
 //! (owned header bytes, and for Fetch the record slices untouched). How the
