@@ -151,15 +151,17 @@ fn print_settings(args: &Args) {
         args.rounds
     );
     println!(
-        "per side per case: always {}, interval/never {}, at most {:.1} s | records 1 KiB, batch = records + 61 B header",
+        "per side per case: always {}, interval/never {}, at most {:.1} s | records 1 KiB, batch = records + 61 B header | log segment {}",
         size_label(args.always_bytes_per_case),
         size_label(args.bytes_per_case),
-        args.seconds_per_case
+        args.seconds_per_case,
+        size_label(args.segment_bytes.unwrap_or(LogConfig::default().segment_bytes_max))
     );
     for mode in &args.modes {
         println!("fsync mode {:<8}: {}", mode.name(), mode.fsync_policy());
     }
     println!("latency: per call (append or raw write), from just before the call to its completion, µs");
+    println!("fsyncs: fdatasyncs of written data while writing (log: Log::sync_count, which leaves out segment rolls)");
 }
 
 /// Every case of the matrix, in order: batch sizes outer, modes inner.
@@ -207,7 +209,15 @@ async fn run_case(
     let tag = format!("{wire_bytes}-{}", mode.name());
     let log_dir = args.dir.join(format!("log-{tag}"));
     let raw_path = args.dir.join(format!("raw-{tag}.dat"));
-    let mut log_side = LogSide::open(&log_dir, batch, records_per_batch, mode, args.concurrency).await?;
+    let mut log_side = LogSide::open(
+        &log_dir,
+        batch,
+        records_per_batch,
+        mode,
+        args.concurrency,
+        args.segment_bytes,
+    )
+    .await?;
     let raw_side = RawSide::create(&raw_path, batch, mode, batches_per_raw_write, batches_total).await;
     let mut raw_side = match raw_side {
         Ok(side) => side,

@@ -68,6 +68,11 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 8)]
     pub(crate) rounds: u32,
 
+    /// Segment size of the log (default: the log's own, 128 MiB). Raise it past
+    /// the bytes per case to measure the log without segment rolls.
+    #[arg(long, value_parser = parse_size)]
+    pub(crate) segment_bytes: Option<u64>,
+
     /// CPU the executor is pinned to, or `unbound`.
     #[arg(long, default_value = "0")]
     pub(crate) cpu: CpuChoice,
@@ -114,6 +119,15 @@ impl Args {
         ] {
             if bytes == 0 || bytes > BYTES_PER_CASE_MAX {
                 return bad(format!("{flag} must be 1..={BYTES_PER_CASE_MAX}"));
+            }
+        }
+        if let Some(bytes) = self.segment_bytes {
+            let smallest =
+                self.batch_bytes.iter().max().copied().unwrap_or(0) + shardline_log::BATCH_HEADER_BYTES as u64;
+            if bytes < smallest || bytes > u64::from(u32::MAX) {
+                return bad(format!(
+                    "--segment-bytes must hold the largest batch ({smallest} bytes) and be at most 4 GiB"
+                ));
             }
         }
         if self.io_memory < 64 << 10 || self.io_memory > 1 << 30 {

@@ -191,7 +191,7 @@ pub(crate) fn details(cases: &[CaseResult]) -> String {
                 micros(side.max_us()),
                 side.fsyncs,
                 if side.rolls > 0 {
-                    format!(", {} segment roll(s)", side.rolls)
+                    format!(", {} segment roll(s) (their syncs not counted)", side.rolls)
                 } else {
                     String::new()
                 },
@@ -273,7 +273,7 @@ pub(crate) fn json(machine: &Machine, args: &Args, cases: &[CaseResult]) -> Stri
     );
     let _ = writeln!(
         out,
-        "  \"settings\": {{\"dir\": {}, \"concurrency\": {}, \"rounds\": {}, \"seconds_per_case\": {}, \"bytes_per_case\": {}, \"always_bytes_per_case\": {}, \"cpu\": {}, \"io_memory\": {}, \"record_bytes\": 1024}},",
+        "  \"settings\": {{\"dir\": {}, \"concurrency\": {}, \"rounds\": {}, \"seconds_per_case\": {}, \"bytes_per_case\": {}, \"always_bytes_per_case\": {}, \"cpu\": {}, \"io_memory\": {}, \"segment_bytes\": {}, \"record_bytes\": 1024}},",
         json_string(&args.dir.display().to_string()),
         args.concurrency,
         args.rounds,
@@ -281,7 +281,9 @@ pub(crate) fn json(machine: &Machine, args: &Args, cases: &[CaseResult]) -> Stri
         args.bytes_per_case,
         args.always_bytes_per_case,
         json_string(&args.cpu.to_string()),
-        args.io_memory
+        args.io_memory,
+        args.segment_bytes
+            .unwrap_or(shardline_log::LogConfig::default().segment_bytes_max)
     );
     out.push_str("  \"cases\": [\n");
     for (index, case) in cases.iter().enumerate() {

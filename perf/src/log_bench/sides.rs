@@ -57,7 +57,8 @@ pub(crate) struct SideResult {
     pub(crate) elapsed: Duration,
     /// Per-append latency in nanoseconds.
     pub(crate) latency_ns: Histogram<u64>,
-    /// fdatasync calls made while writing.
+    /// fdatasync calls on written data while writing (the log's
+    /// `sync_count`, which leaves out the syncs a segment roll makes).
     pub(crate) fsyncs: u64,
     /// Rounds stopped by the time cap rather than the byte budget.
     pub(crate) capped_rounds: u32,
@@ -131,17 +132,21 @@ pub(crate) struct LogSide {
 }
 
 impl LogSide {
-    /// Opens a fresh log in `dir` with `mode`'s durability and default bounds.
+    /// Opens a fresh log in `dir` with `mode`'s durability and otherwise the
+    /// log's defaults (the segment size may be overridden).
     pub(crate) async fn open(
         dir: &Path,
         batch: &Bytes,
         records_per_batch: u64,
         mode: Mode,
         concurrency: usize,
+        segment_bytes: Option<u64>,
     ) -> Result<LogSide, BenchError> {
+        let defaults = LogConfig::default();
         let config = LogConfig {
             durability: mode.durability(),
-            ..LogConfig::default()
+            segment_bytes_max: segment_bytes.unwrap_or(defaults.segment_bytes_max),
+            ..defaults
         };
         let log = Log::open(dir, config).await.map_err(log_error("opening the log"))?;
         Ok(LogSide {
