@@ -13,7 +13,7 @@ use std::{
     collections::{BTreeMap, VecDeque},
     path::{Path, PathBuf},
     rc::Rc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -24,7 +24,7 @@ use crate::{
     batch::{self, BatchHeader},
     error::{io_error, BatchError, LogError},
     offset::{Offset, Position},
-    segment::{self, PreparedBatch, Segment},
+    segment::{self, PreparedBatch, SealedOpen, Segment},
 };
 
 /// When appended data is made durable.
@@ -150,6 +150,9 @@ enum Command {
     },
     Flush {
         reply: Option<oneshot::Sender<Result<Offset, LogError>>>,
+        /// Also wait until rolled segments are sealed (so `durable_end` reaches
+        /// what was synced); the interval timer does not.
+        wait_seals: bool,
     },
     Truncate {
         offset: Offset,
@@ -177,7 +180,23 @@ struct Inner {
     writer_running: bool,
     /// Bytes written since the last fdatasync.
     unsynced_bytes: u64,
+    /// When the oldest write not yet covered by an fdatasync completed
+    /// (interval mode syncs once it is `interval_ms` old).
+    unsynced_since: Option<Instant>,
     sync_timer_armed: bool,
+    /// Rolled segments waiting to be sealed (fsync, shrink, index) by the
+    /// background seal task, oldest first. Only `interval` and `never` roll
+    /// this way; `always` seals inline, where the data is already synced.
+    seals: VecDeque<PendingSeal>,
+    seal_task_running: bool,
+    /// The seal task, kept (not detached) so dropping the `Log` cancels it:
+    /// a dropped log does no more I/O, as after a crash.
+    seal_task: Option<glommio::Task<()>>,
+    /// Waiting for `seals` to drain (flush, explicit roll, truncation, close).
+    seal_waiters: Vec<oneshot::Sender<Result<(), String>>>,
+    /// Highest offset an fdatasync of the active segment covered while seals
+    /// were pending: it becomes durable once they are done.
+    active_synced: Offset,
     /// fdatasync calls on segment data so far (group commit shares them).
     syncs: u64,
     /// Set when an fdatasync failed: the page cache state is unknown, so the
@@ -185,6 +204,21 @@ struct Inner {
     failed: Option<String>,
     closed: bool,
 }
+
+/// A rolled segment the seal task has yet to make durable.
+struct PendingSeal {
+    base: Offset,
+    /// Offset after its last batch.
+    end: Offset,
+    file: Rc<glommio::io::BufferedFile>,
+    path: PathBuf,
+    size: u64,
+    index: Vec<u8>,
+}
+
+/// Most rolled segments waiting for the seal task; past this a roll seals
+/// inline (backpressure when segments fill faster than the disk syncs them).
+const PENDING_SEALS_MAX: usize = 4;
 
 /// One partition's log. `!Send`: it lives on the shard that owns the partition.
 pub struct Log {
@@ -220,6 +254,9 @@ impl Log {
             "bounds must be positive"
         );
         std::fs::create_dir_all(dir).map_err(io_error("creating log directory", dir))?;
+        // glommio opens files relative to no directory (`openat(-1, ..)`),
+        // which only works for absolute paths.
+        let dir = &std::path::absolute(dir).map_err(io_error("resolving log directory", dir))?;
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io_error("listing log directory", dir))? {
             let entry = entry.map_err(io_error("listing log directory", dir))?;
@@ -235,8 +272,8 @@ impl Log {
         let now_ms = clock.now_ms();
         let mut segments = BTreeMap::new();
         let mut expected: Option<Offset> = None;
-        let last = bases.last().copied();
-        for base in bases {
+        let mut bases = bases.into_iter().peekable();
+        while let Some(base) = bases.next() {
             if let Some(expected) = expected {
                 if expected != base {
                     return Err(LogError::Corrupt {
@@ -246,21 +283,41 @@ impl Log {
                     });
                 }
             }
-            let segment = if Some(base) == last {
-                let (segment, cut) =
-                    Segment::open_active(dir, base, config.segment_bytes_max, config.index_interval_bytes, now_ms)
-                        .await?;
-                if let Some((position, reason)) = cut {
-                    if position.0 > 0 || segment.size > 0 || reason != (BatchError::BadLength { batch_length: 0 }) {
-                        tracing::warn!(path = %segment.path.display(), position = position.0, %reason, "recovery cut the log tail");
+            let is_last = match bases.peek().copied() {
+                None => true,
+                Some(next_base) => {
+                    match Segment::open_sealed(dir, base, next_base, config.index_interval_bytes).await? {
+                        SealedOpen::Ready(segment) => {
+                            expected = Some(segment.next_offset);
+                            segments.insert(base, segment);
+                            continue;
+                        }
+                        SealedOpen::Torn => {
+                            // Rolled but not sealed when the process died, and
+                            // torn: the log ends here. Later segments hold only
+                            // data that was never durable; newest go first.
+                            let later: Vec<Offset> = bases.by_ref().collect();
+                            for doomed in later.iter().rev() {
+                                tracing::warn!(base = doomed.0, "recovery removed a segment after a torn one");
+                                segment::remove_if_exists(&segment::log_path(dir, *doomed))?;
+                                segment::remove_if_exists(&segment::index_path(dir, *doomed))?;
+                            }
+                            sync_dir(dir).await?;
+                            true
+                        }
                     }
                 }
-                segment
-            } else {
-                Segment::open_sealed(dir, base, config.index_interval_bytes).await?
             };
-            expected = Some(segment.next_offset);
+            assert!(is_last, "only the last segment is opened for appends");
+            let (segment, cut) =
+                Segment::open_active(dir, base, config.segment_bytes_max, config.index_interval_bytes, now_ms).await?;
+            if let Some((position, reason)) = cut {
+                if position.0 > 0 || segment.size > 0 || reason != (BatchError::BadLength { batch_length: 0 }) {
+                    tracing::warn!(path = %segment.path.display(), position = position.0, %reason, "recovery cut the log tail");
+                }
+            }
             segments.insert(base, segment);
+            break;
         }
         if segments.is_empty() {
             let segment = Segment::create(dir, Offset(0), config.segment_bytes_max, now_ms).await?;
@@ -280,7 +337,13 @@ impl Log {
             queue: VecDeque::new(),
             writer_running: false,
             unsynced_bytes: 0,
+            unsynced_since: None,
             sync_timer_armed: false,
+            seals: VecDeque::new(),
+            seal_task_running: false,
+            seal_task: None,
+            seal_waiters: Vec::new(),
+            active_synced: log_end,
             syncs: 0,
             failed: None,
             closed: false,
@@ -337,7 +400,10 @@ impl Log {
     /// Syncs everything written so far; returns the durable end offset.
     pub async fn flush(&self) -> Result<Offset, LogError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Command::Flush { reply: Some(reply) })?;
+        self.submit(Command::Flush {
+            reply: Some(reply),
+            wait_seals: true,
+        })?;
         answer.await.map_err(|_| LogError::Closed)?
     }
 
@@ -546,6 +612,12 @@ async fn writer_loop(inner: Rc<RefCell<Inner>>) {
         };
         match command {
             Command::Append { batches, reply } => {
+                if inner.borrow().config.durability == Durability::Always {
+                    // Let the appenders just acknowledged queue their next
+                    // append first, so they share this group's fsync instead
+                    // of splitting into alternating groups.
+                    futures_lite::future::yield_now().await;
+                }
                 let mut group = vec![(batches, reply)];
                 {
                     let mut state = inner.borrow_mut();
@@ -563,14 +635,17 @@ async fn writer_loop(inner: Rc<RefCell<Inner>>) {
                 }
                 write_group(&inner, group).await;
             }
-            Command::Flush { reply } => {
-                let result = sync_active(&inner).await;
+            Command::Flush { reply, wait_seals } => {
+                let mut result = sync_active(&inner).await;
+                if wait_seals && result.is_ok() {
+                    result = drain_seals(&inner).await.map(|()| inner.borrow().durable_end);
+                }
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
                 }
             }
             Command::Roll { reply } => {
-                let result = roll(&inner).await;
+                let result = roll(&inner, RollMode::Inline).await;
                 let _ = reply.send(result);
             }
             Command::Truncate { offset, reply } => {
@@ -614,7 +689,11 @@ async fn write_group(inner: &Rc<RefCell<Inner>>, mut group: Group) {
         })
     };
     if must_roll {
-        if let Err(e) = roll(inner).await {
+        let mode = match inner.borrow().config.durability {
+            Durability::Always => RollMode::Inline,
+            _ => RollMode::Background,
+        };
+        if let Err(e) = roll(inner, mode).await {
             return fail_all(group, &e);
         }
     }
@@ -665,6 +744,7 @@ async fn write_group(inner: &Rc<RefCell<Inner>>, mut group: Group) {
         assert_eq!(state.log_end, base_offset, "only the writer moves log_end");
         state.log_end = next;
         state.unsynced_bytes += group_bytes;
+        state.unsynced_since.get_or_insert_with(Instant::now);
         state.config.durability
     };
     let durable = match durability {
@@ -694,20 +774,43 @@ async fn write_group(inner: &Rc<RefCell<Inner>>, mut group: Group) {
     }
 }
 
+/// Arms the interval timer: it syncs once the oldest unsynced write is
+/// `interval_ms` old, and re-arms for the rest if a size-triggered sync came
+/// in between.
 fn arm_sync_timer(inner: &Rc<RefCell<Inner>>, interval_ms: u64) {
-    {
+    let wait = {
         let mut state = inner.borrow_mut();
-        if state.sync_timer_armed || state.unsynced_bytes == 0 {
+        if state.sync_timer_armed {
             return;
         }
+        let Some(since) = state.unsynced_since else { return };
         state.sync_timer_armed = true;
-    }
+        Duration::from_millis(interval_ms).saturating_sub(since.elapsed())
+    };
     let weak = Rc::downgrade(inner);
     glommio::spawn_local(async move {
-        glommio::timer::sleep(Duration::from_millis(interval_ms)).await;
+        glommio::timer::sleep(wait).await;
         if let Some(inner) = weak.upgrade() {
-            inner.borrow_mut().sync_timer_armed = false;
-            let _ = submit(&inner, Command::Flush { reply: None });
+            let due = {
+                let mut state = inner.borrow_mut();
+                state.sync_timer_armed = false;
+                state
+                    .unsynced_since
+                    .map(|since| since.elapsed() >= Duration::from_millis(interval_ms))
+            };
+            match due {
+                Some(true) => {
+                    let _ = submit(
+                        &inner,
+                        Command::Flush {
+                            reply: None,
+                            wait_seals: false,
+                        },
+                    );
+                }
+                Some(false) => arm_sync_timer(&inner, interval_ms),
+                None => {}
+            }
         }
     })
     .detach();
@@ -721,7 +824,8 @@ async fn sync_active(inner: &Rc<RefCell<Inner>>) -> Result<Offset, LogError> {
         if let Some(reason) = state.failed.clone() {
             return Err(LogError::Failed { reason });
         }
-        if state.durable_end == state.log_end {
+        let seals_pending = !state.seals.is_empty() || state.seal_task_running;
+        if state.durable_end == state.log_end || (seals_pending && state.active_synced == state.log_end) {
             return Ok(state.durable_end);
         }
         let Some(active) = state.segments.values().next_back() else {
@@ -732,8 +836,15 @@ async fn sync_active(inner: &Rc<RefCell<Inner>>) -> Result<Offset, LogError> {
     match segment::sync_file(&file, &path).await {
         Ok(()) => {
             let mut state = inner.borrow_mut();
-            state.durable_end = state.durable_end.max(upto);
+            if state.seals.is_empty() && !state.seal_task_running {
+                state.durable_end = state.durable_end.max(upto);
+            } else {
+                // Older segments are still being sealed: what this sync
+                // covered becomes durable when they are.
+                state.active_synced = state.active_synced.max(upto);
+            }
             state.unsynced_bytes = 0;
+            state.unsynced_since = None;
             state.syncs += 1;
             Ok(state.durable_end)
         }
@@ -745,9 +856,21 @@ async fn sync_active(inner: &Rc<RefCell<Inner>>) -> Result<Offset, LogError> {
     }
 }
 
-/// Seals the active segment (fsync, shrink, index) and creates the next one.
-async fn roll(inner: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
-    let (dir, file, path, base, size, index, next_base, segment_bytes_max) = {
+/// How a roll seals the segment it closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RollMode {
+    /// Seal before returning (explicit rolls, and `always`, where the data
+    /// is already synced and the seal costs little).
+    Inline,
+    /// Hand the seal to the background seal task, so appends go on into the
+    /// new segment instead of waiting for a large fdatasync.
+    Background,
+}
+
+/// Closes the active segment and creates the next one; the closed segment is
+/// sealed (fsync, shrink, index) inline or in the background.
+async fn roll(inner: &Rc<RefCell<Inner>>, mode: RollMode) -> Result<(), LogError> {
+    let (dir, seal, segment_bytes_max) = {
         let state = inner.borrow();
         if let Some(reason) = state.failed.clone() {
             return Err(LogError::Failed { reason });
@@ -758,44 +881,129 @@ async fn roll(inner: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
         if active.size == 0 {
             return Ok(());
         }
-        (
-            state.dir.clone(),
-            active.file(),
-            active.path.clone(),
-            active.base,
-            active.size,
-            active.index.encode(),
-            state.log_end,
-            state.config.segment_bytes_max,
-        )
+        let seal = PendingSeal {
+            base: active.base,
+            end: state.log_end,
+            file: active.file(),
+            path: active.path.clone(),
+            size: active.size,
+            index: active.index.encode(),
+        };
+        (state.dir.clone(), seal, state.config.segment_bytes_max)
     };
-    if let Err(e) = segment::seal_files(&dir, &file, &path, base, size, index).await {
-        inner.borrow_mut().failed = Some(e.to_string());
-        return Err(e);
-    }
-    {
-        let mut state = inner.borrow_mut();
-        state.durable_end = state.durable_end.max(next_base);
-        state.unsynced_bytes = 0;
-        if let Some(active) = state.segments.get_mut(&base) {
-            active.mark_sealed();
-        }
-    }
     let now_ms = inner.borrow().clock.now_ms();
-    let created = Segment::create(&dir, next_base, segment_bytes_max, now_ms).await;
-    let segment = match created {
+    let next_base = seal.end;
+    let segment = match Segment::create(&dir, next_base, segment_bytes_max, now_ms).await {
         Ok(segment) => segment,
         Err(e) => {
             inner.borrow_mut().failed = Some(e.to_string());
             return Err(e);
         }
     };
-    sync_dir(&dir).await?;
     inner.borrow_mut().segments.insert(next_base, segment);
-    Ok(())
+    let background = mode == RollMode::Background && inner.borrow().seals.len() < PENDING_SEALS_MAX;
+    inner.borrow_mut().seals.push_back(seal);
+    if background {
+        start_seal_task(inner);
+        Ok(())
+    } else {
+        drain_seals(inner).await
+    }
+}
+
+fn start_seal_task(inner: &Rc<RefCell<Inner>>) {
+    if std::mem::replace(&mut inner.borrow_mut().seal_task_running, true) {
+        return;
+    }
+    let task = glommio::spawn_local(seal_loop(Rc::clone(inner)));
+    // The previous task, if any, has finished.
+    let previous = inner.borrow_mut().seal_task.replace(task);
+    drop(previous);
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // Cancel background sealing (it holds the state alive otherwise). On
+        // disk this is the same as a crash at that point, which recovery
+        // handles; `close` seals everything first.
+        let task = self.inner.borrow_mut().seal_task.take();
+        drop(task);
+    }
+}
+
+/// Waits until every rolled segment is sealed (running the seals if no task is).
+async fn drain_seals(inner: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
+    let waiter = {
+        let mut state = inner.borrow_mut();
+        if state.seals.is_empty() && !state.seal_task_running {
+            return match state.failed.clone() {
+                Some(reason) => Err(LogError::Failed { reason }),
+                None => Ok(()),
+            };
+        }
+        let (sender, receiver) = oneshot::channel();
+        state.seal_waiters.push(sender);
+        receiver
+    };
+    start_seal_task(inner);
+    match waiter.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(reason)) => Err(LogError::Failed { reason }),
+        Err(_) => Err(LogError::Closed),
+    }
+}
+
+/// Seals rolled segments oldest first. A segment's offsets become durable
+/// when it and every older one are sealed; a failed seal fails the log.
+async fn seal_loop(inner: Rc<RefCell<Inner>>) {
+    let dir = inner.borrow().dir.clone();
+    loop {
+        let next = inner.borrow_mut().seals.pop_front();
+        let Some(seal) = next else {
+            // Done: what the active segment's syncs covered is durable now.
+            let waiters = {
+                let mut state = inner.borrow_mut();
+                if state.failed.is_none() {
+                    state.durable_end = state.durable_end.max(state.active_synced).min(state.log_end);
+                }
+                state.seal_task_running = false;
+                std::mem::take(&mut state.seal_waiters)
+            };
+            let result = match inner.borrow().failed.clone() {
+                Some(reason) => Err(reason),
+                None => Ok(()),
+            };
+            for waiter in waiters {
+                let _ = waiter.send(result.clone());
+            }
+            return;
+        };
+        // Seal, then make the directory entry of the segment after it durable
+        // (created without a directory sync), then count its offsets durable.
+        let sealed = match segment::seal_files(&dir, &seal.file, &seal.path, seal.base, seal.size, seal.index).await {
+            Ok(()) => sync_dir(&dir).await,
+            Err(e) => Err(e),
+        };
+        let mut state = inner.borrow_mut();
+        match sealed {
+            Ok(()) => {
+                state.durable_end = state.durable_end.max(seal.end);
+                if let Some(segment) = state.segments.get_mut(&seal.base) {
+                    segment.mark_sealed();
+                }
+            }
+            Err(e) => {
+                tracing::error!(path = %seal.path.display(), error = %e, "sealing a segment failed; log refuses writes until reopened");
+                state.failed = Some(e.to_string());
+                state.seals.clear();
+            }
+        }
+    }
 }
 
 async fn truncate(inner: &Rc<RefCell<Inner>>, offset: Offset) -> Result<Offset, LogError> {
+    // Segments still being sealed must be settled before any is cut or deleted.
+    drain_seals(inner).await?;
     let (dir, doomed, plan, segment_bytes_max) = {
         let mut state = inner.borrow_mut();
         if offset >= state.log_end {
@@ -854,10 +1062,13 @@ async fn truncate(inner: &Rc<RefCell<Inner>>, offset: Offset) -> Result<Offset, 
     sync_dir(&dir).await?;
     let mut state = inner.borrow_mut();
     state.durable_end = state.log_end;
+    state.active_synced = state.log_end;
     Ok(state.log_end)
 }
 
 async fn retention(inner: &Rc<RefCell<Inner>>) -> Result<usize, LogError> {
+    // Rolled segments count once sealed.
+    drain_seals(inner).await?;
     let (dir, doomed) = {
         let mut state = inner.borrow_mut();
         let now_ms = state.clock.now_ms();

@@ -268,9 +268,21 @@ impl Segment {
         })
     }
 
-    /// Opens a sealed segment: trusts its index if every entry checks out, then
-    /// walks batch headers from the last index entry to find the end.
-    pub(crate) async fn open_sealed(dir: &Path, base: Offset, index_interval_bytes: u64) -> Result<Segment, LogError> {
+    /// Opens a segment that is not the last one. Its index is trusted if every
+    /// entry checks out (an index is written only after the segment's data was
+    /// fsynced and the file shrunk); then batch headers are walked from the
+    /// last entry to find the end.
+    ///
+    /// Without a trusted index the segment may have been rolled but not yet
+    /// sealed when the process died: it is scanned with CRCs, and if it does
+    /// not end cleanly where `next_base` begins it is reported `Torn` (the
+    /// caller cuts the log there) — nothing is changed on disk in that case.
+    pub(crate) async fn open_sealed(
+        dir: &Path,
+        base: Offset,
+        next_base: Offset,
+        index_interval_bytes: u64,
+    ) -> Result<SealedOpen, LogError> {
         let path = log_path(dir, base);
         let file = Self::open_file(&path, false).await?;
         let file_bytes = file.file_size().await.map_err(glommio_error("sizing segment", &path))?;
@@ -281,7 +293,13 @@ impl Segment {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_error("reading index", &index_file)(e)),
         };
-        let data = mapping.bytes().clone();
+        // Never touch a hole through the mapping (see `open_active`).
+        let data_bytes = first_hole(&file, file_bytes);
+        let data = mapping.bytes().slice(
+            ..usize::try_from(data_bytes)
+                .unwrap_or(usize::MAX)
+                .min(mapping.bytes().len()),
+        );
         let trusted = loaded.and_then(|index| {
             let (start, offset, ts) = index.last_entry_start(base)?;
             let outcome = scan(&data, start, offset, false, None, ts);
@@ -303,16 +321,23 @@ impl Segment {
                 (index, outcome, true)
             }
         };
-        if let Some((position, reason)) = outcome.stop.clone() {
-            // A sealed segment was fsynced before the next one was created, so
-            // anything but zero fill after its data is corruption, not a torn write.
-            let tail = usize::try_from(position.0)
-                .ok()
-                .and_then(|p| data.get(p..))
-                .unwrap_or_default();
-            if !tail.iter().all(|b| *b == 0) {
-                return Err(LogError::Corrupt { path, position, reason });
+        let clean_tail = match &outcome.stop {
+            None => true,
+            Some((position, _)) => {
+                let tail = usize::try_from(position.0)
+                    .ok()
+                    .and_then(|p| data.get(p..))
+                    .unwrap_or_default();
+                tail.iter().all(|b| *b == 0) && !has_data_after(&file, data_bytes)
             }
+        };
+        if rebuilt && (!clean_tail || outcome.next_offset != next_base) {
+            return Ok(SealedOpen::Torn);
+        }
+        if let (false, Some((position, reason))) = (clean_tail, outcome.stop.clone()) {
+            // Its index says it was sealed, and sealing fsyncs first: this is
+            // corruption, not a torn write.
+            return Err(LogError::Corrupt { path, position, reason });
         }
         drop(data);
         if outcome.end.0 < file_bytes {
@@ -324,9 +349,12 @@ impl Segment {
             mapping = Mapping::map(&file, outcome.end.0, &path)?;
         }
         if rebuilt {
+            file.fdatasync()
+                .await
+                .map_err(glommio_error("syncing sealed segment", &path))?;
             write_index(dir, base, index.encode()).await?;
         }
-        Ok(Segment {
+        Ok(SealedOpen::Ready(Segment {
             base,
             path,
             file: Rc::new(file),
@@ -338,7 +366,7 @@ impl Segment {
             max_timestamp_ms: outcome.max_timestamp_ms,
             created_ms: 0,
             sealed: true,
-        })
+        }))
     }
 
     /// Opens the last segment for appending: scans every batch with its CRC,
@@ -549,6 +577,14 @@ impl Segment {
     }
 }
 
+/// Outcome of opening a segment that is not the last one.
+pub(crate) enum SealedOpen {
+    /// Opened and sealed.
+    Ready(Segment),
+    /// Rolled but never sealed, and torn: the log ends inside it.
+    Torn,
+}
+
 /// What truncating a segment leaves to do on disk.
 pub(crate) struct TruncatePlan {
     file: Rc<BufferedFile>,
@@ -720,6 +756,16 @@ fn first_hole(file: &impl AsRawFd, file_bytes: u64) -> u64 {
     // which nothing else uses (all I/O here is positioned).
     let hole = unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_HOLE) };
     u64::try_from(hole).map_or(file_bytes, |h| h.min(file_bytes))
+}
+
+/// Whether any data lies at or after `from` (`SEEK_DATA`); `false` when the
+/// file system cannot tell, as then `first_hole` reported the file's size.
+fn has_data_after(file: &impl AsRawFd, from: u64) -> bool {
+    let Ok(from) = libc::off_t::try_from(from) else {
+        return false;
+    };
+    // SAFETY: lseek on a descriptor we own (positioned I/O only elsewhere).
+    unsafe { libc::lseek(file.as_raw_fd(), from, libc::SEEK_DATA) >= 0 }
 }
 
 pub(crate) fn remove_if_exists(path: &Path) -> Result<(), LogError> {

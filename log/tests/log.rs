@@ -441,6 +441,7 @@ fn a_torn_index_is_rebuilt_from_the_segment() {
             log.append(Bytes::from(batch(1, i, i as u64, 3000))).await.unwrap();
         }
         let expected = read_all(&log);
+        log.close().await.unwrap();
         drop(log);
         let index = path.join("00000000000000000000.index");
         let mut bytes = std::fs::read(&index).unwrap();
@@ -451,5 +452,46 @@ fn a_torn_index_is_rebuilt_from_the_segment() {
         assert_eq!(read_all(&log), expected);
         let rebuilt = std::fs::read(&index).unwrap();
         assert_ne!(rebuilt, bytes, "the index file was rewritten");
+    });
+}
+
+#[test]
+fn a_rolled_segment_torn_before_its_seal_ends_the_log_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Log::open(&path, small_config()).await.unwrap();
+        for i in 0..60i64 {
+            log.append(Bytes::from(batch(1, i, i as u64, 3000))).await.unwrap();
+        }
+        assert!(log.segment_count() >= 3);
+        // Drop without close: background seals are cancelled, as in a crash.
+        drop(log);
+        let mut logs: Vec<_> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.ends_with(".log"))
+            .collect();
+        logs.sort();
+        // Tear the second segment as a machine crash before its seal could:
+        // remove its index (if the seal got that far) and flip a byte.
+        let second = path.join(&logs[1]);
+        let _ = std::fs::remove_file(second.with_extension("index"));
+        let mut bytes = std::fs::read(&second).unwrap();
+        bytes[5000] ^= 0x5a;
+        std::fs::write(&second, &bytes).unwrap();
+        let log = Log::open(&path, small_config()).await.unwrap();
+        let kept = read_all(&log);
+        let base = shardline_log::parse_log_name(&logs[1]).unwrap();
+        assert!(log.log_end() > base, "batches before the tear in that segment survive");
+        assert!(log.log_end() < Offset(60), "the log ends at the tear");
+        assert_eq!(kept.len() as i64, log.log_end().0);
+        assert_eq!(log.segment_count(), 2, "later segments were removed");
+        // And it takes appends again from there.
+        let end = log.log_end();
+        assert_eq!(
+            log.append(Bytes::from(batch(1, 1, 1, 10))).await.unwrap().base_offset,
+            end
+        );
     });
 }
