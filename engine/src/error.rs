@@ -44,6 +44,57 @@ pub enum EngineError {
     ShardUnavailable,
     /// The broker is shutting down.
     ShuttingDown,
+    /// A consumer-group request refused by the group coordinator.
+    Group(GroupError),
+    /// A write to an internal topic (`__consumer_offsets`) by a client, or a
+    /// change to its partitions.
+    InternalTopic(String),
+}
+
+/// Why the group coordinator refused a request (Kafka's classic group
+/// protocol errors; the codes are chosen in [`kafka_code`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GroupError {
+    /// The group's coordinator partition is not open on this broker (yet).
+    NotCoordinator,
+    /// No coordinator can serve the group right now (no internal topic, or a
+    /// write to it failed); clients look the coordinator up again and retry.
+    CoordinatorNotAvailable,
+    /// The coordinator partition is being replayed.
+    LoadInProgress,
+    /// The member id is not (or no longer) in the group.
+    UnknownMemberId,
+    /// The request's generation is not the group's.
+    IllegalGeneration,
+    /// The group is rebalancing: rejoin.
+    RebalanceInProgress,
+    /// Protocol type or protocols do not match the group's members.
+    InconsistentGroupProtocol,
+    /// JoinGroup v4+: a new member must rejoin with the member id it was given.
+    MemberIdRequired,
+    /// Session timeout outside the broker's bounds.
+    InvalidSessionTimeout,
+    /// The group has as many members as it may.
+    GroupMaxSizeReached,
+    /// Another member holds this static member's `group.instance.id`.
+    FencedInstanceId,
+    /// No such group.
+    GroupIdNotFound,
+    /// DeleteGroups on a group that still has members.
+    NonEmptyGroup,
+    /// OffsetDelete of a topic the group's members are assigned.
+    SubscribedToTopic,
+    /// Commit metadata longer than the bound.
+    OffsetMetadataTooLarge,
+    /// A commit would grow the group's offsets past the bound.
+    TooManyOffsets,
+}
+
+impl fmt::Display for GroupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
 }
 
 impl fmt::Display for EngineError {
@@ -71,6 +122,8 @@ impl fmt::Display for EngineError {
             EngineError::InvalidRequest(why) => write!(f, "invalid request: {why}"),
             EngineError::ShardUnavailable => write!(f, "owning shard unavailable"),
             EngineError::ShuttingDown => write!(f, "broker shutting down"),
+            EngineError::Group(e) => write!(f, "group coordinator: {e}"),
+            EngineError::InternalTopic(topic) => write!(f, "{topic} is an internal topic"),
         }
     }
 }
@@ -135,6 +188,26 @@ pub fn kafka_code(error: &EngineError) -> i16 {
         EngineError::InvalidRecord(_) => ResponseError::InvalidRecord,
         EngineError::InvalidRequest(_) => ResponseError::InvalidRequest,
         EngineError::ShuttingDown => ResponseError::BrokerNotAvailable,
+        // Kafka refuses client writes to internal topics with INVALID_TOPIC_EXCEPTION.
+        EngineError::InternalTopic(_) => ResponseError::InvalidTopicException,
+        EngineError::Group(group) => match group {
+            GroupError::NotCoordinator => ResponseError::NotCoordinator,
+            GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+            GroupError::LoadInProgress => ResponseError::CoordinatorLoadInProgress,
+            GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+            GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+            GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+            GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+            GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
+            GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+            GroupError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
+            GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+            GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+            GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+            GroupError::SubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+            GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
+            GroupError::TooManyOffsets => ResponseError::InvalidCommitOffsetSize,
+        },
     };
     e.code()
 }
@@ -156,5 +229,21 @@ mod tests {
             source: std::io::Error::from_raw_os_error(libc::ENOSPC),
         });
         assert_eq!(kafka_code(&full), 56, "KAFKA_STORAGE_ERROR");
+    }
+
+    #[test]
+    fn group_errors_map_to_the_codes_clients_expect() {
+        let code = |e| kafka_code(&EngineError::Group(e));
+        assert_eq!(code(GroupError::CoordinatorNotAvailable), 15);
+        assert_eq!(code(GroupError::NotCoordinator), 16);
+        assert_eq!(code(GroupError::IllegalGeneration), 22);
+        assert_eq!(code(GroupError::InconsistentGroupProtocol), 23);
+        assert_eq!(code(GroupError::UnknownMemberId), 25);
+        assert_eq!(code(GroupError::RebalanceInProgress), 27);
+        assert_eq!(code(GroupError::NonEmptyGroup), 68);
+        assert_eq!(code(GroupError::GroupIdNotFound), 69);
+        assert_eq!(code(GroupError::MemberIdRequired), 79);
+        assert_eq!(code(GroupError::FencedInstanceId), 82);
+        assert_eq!(kafka_code(&EngineError::InternalTopic("__consumer_offsets".into())), 17);
     }
 }

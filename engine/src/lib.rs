@@ -18,11 +18,14 @@
 //!
 //! ## Layers
 //! `runtime` is the only module that creates executors, channels between
-//! cores and the accept loop; `shard` and `partition` hold state; `kafka`
+//! cores and the accept loop; `shard` and `partition` hold state;
+//! `coordinator` holds consumer groups and committed offsets (one
+//! coordinator per `__consumer_offsets` partition, on its owner shard); `kafka`
 //! implements each API on top; `error` maps every failure to a Kafka error
 //! code in one function.
 
 mod config;
+mod coordinator;
 mod error;
 mod kafka;
 mod partition;
@@ -31,6 +34,6 @@ mod runtime;
 mod shard;
 
 pub use config::{CpuList, EngineConfig, FsyncPolicy};
-pub use error::{kafka_code, EngineError};
+pub use error::{kafka_code, EngineError, GroupError};
 pub use runtime::{run, StartError};
 pub use shard::Shard;

@@ -11,7 +11,7 @@ use glommio::{
     LocalExecutorBuilder, Placement,
 };
 use shardline_net::ConnectionConfig;
-use shardline_raft::{BrokerInfo, MetadataConfig, MetadataGroup};
+use shardline_raft::{BrokerInfo, MetaError, MetadataConfig, MetadataGroup, NewTopic};
 
 use crate::{
     config::EngineConfig,
@@ -61,6 +61,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
         shards: u32::try_from(shards).unwrap_or(u32::MAX),
     }))
     .map_err(|e| StartError(format!("registering broker: {e}")))?;
+    future::block_on(create_offsets_topic(&meta, shards))?;
 
     tracing::info!(
         shards,
@@ -121,6 +122,47 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     }
     tracing::info!("shardline engine stopped");
     failure.map_or(Ok(()), Err)
+}
+
+/// Creates the internal `__consumer_offsets` topic if it is missing. Its
+/// partition count is fixed at creation (a group's partition is a hash of its
+/// name modulo that count); its log is fsynced on every write (a commit is
+/// acknowledged only once durable) and never expires by retention.
+async fn create_offsets_topic(meta: &MetadataGroup, shards: usize) -> Result<(), StartError> {
+    if meta.image().topics.contains_key(crate::coordinator::OFFSETS_TOPIC) {
+        return Ok(());
+    }
+    let per_shard = crate::coordinator::OFFSETS_PARTITIONS_PER_SHARD;
+    let partitions = i32::try_from(shards).unwrap_or(1).saturating_mul(per_shard).max(1);
+    let configs = [
+        ("retention.ms", "-1"),
+        ("retention.bytes", "-1"),
+        ("shardline.fsync", "always"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let topic = NewTopic {
+        name: crate::coordinator::OFFSETS_TOPIC.to_string(),
+        partitions,
+        replication_factor: 1,
+        configs,
+    };
+    match meta.create_topic(topic).await {
+        Ok(_) => {
+            tracing::info!(
+                partitions,
+                "created the internal topic {}",
+                crate::coordinator::OFFSETS_TOPIC
+            );
+            Ok(())
+        }
+        Err(MetaError::TopicExists(_)) => Ok(()),
+        Err(e) => Err(StartError(format!(
+            "creating {}: {e}",
+            crate::coordinator::OFFSETS_TOPIC
+        ))),
+    }
 }
 
 /// Takes an exclusive `flock` on `<data_dir>/.lock` for the life of the
@@ -260,6 +302,7 @@ async fn shard_main(
     let start_epoch = meta.image().epoch;
     glommio::spawn_local(Rc::clone(&shard).follow_metadata()).detach();
     shard.wait_for_epoch(start_epoch).await;
+    glommio::spawn_local(crate::coordinator::run_ticks(Rc::clone(&shard))).detach();
     let retention_shard = Rc::clone(&shard);
     glommio::spawn_local(async move {
         while !retention_shard.is_shutting_down() {

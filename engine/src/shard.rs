@@ -22,6 +22,7 @@ use shardline_raft::{MetadataGroup, MetadataImage, TopicMeta};
 
 use crate::{
     config::EngineConfig,
+    coordinator::{Coordinator, OFFSETS_TOPIC},
     error::EngineError,
     partition::{partition_dir, remove_dir, Partition, PartitionSettings},
 };
@@ -57,6 +58,8 @@ pub struct Shard {
     /// `peers[i]` reaches shard i (`None` for this shard itself).
     peers: Vec<Option<ConnectedSender<ShardTask>>>,
     shutting_down: Cell<bool>,
+    /// Consumer groups of the `__consumer_offsets` partitions open here.
+    pub(crate) coordinator: Coordinator,
 }
 
 impl Shard {
@@ -80,6 +83,7 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             peers,
             shutting_down: Cell::new(false),
+            coordinator: Coordinator::default(),
         })
     }
 
@@ -206,6 +210,9 @@ impl Shard {
                 continue;
             }
             let removed = self.partitions.borrow_mut().remove(&key);
+            if key.0 == OFFSETS_TOPIC {
+                self.coordinator.unload(key.1);
+            }
             if let Some(partition) = removed {
                 partition.close().await;
                 let deleted = image.topics.get(&key.0).is_none_or(|t| t.id != partition.topic_id);
@@ -227,6 +234,9 @@ impl Shard {
             match Partition::open(dir, topic.id, log_config, settings).await {
                 Ok(partition) => {
                     tracing::info!(shard = self.id, topic = %key.0, partition = key.1, "partition opened");
+                    if key.0 == OFFSETS_TOPIC {
+                        self.coordinator.load(key.1, &partition);
+                    }
                     self.partitions.borrow_mut().insert(key, Rc::new(partition));
                 }
                 Err(e) => tracing::error!(topic = %key.0, partition = key.1, error = %e, "cannot open partition"),

@@ -34,6 +34,12 @@ fn kafka_python_admin_produce_consume() {
 }
 
 #[test]
+fn kafka_python_group_consumer_with_auto_commit() {
+    let engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
+    run_script(&engine, "kafka_python_group.py");
+}
+
+#[test]
 fn confluent_kafka_idempotent_zstd_produce_consume() {
     let engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
     run_script(&engine, "confluent_basic.py");

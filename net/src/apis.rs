@@ -23,12 +23,23 @@ pub const SUPPORTED_APIS: &[(i16, i16, i16)] = &[
     (FETCH, 4, 12),
     (LIST_OFFSETS, 1, 7),
     (METADATA, 1, 12),
+    (OFFSET_COMMIT, 2, 8),
+    (OFFSET_FETCH, 1, 7),
+    (FIND_COORDINATOR, 0, 4),
+    (JOIN_GROUP, 0, 7),
+    (HEARTBEAT, 0, 4),
+    (LEAVE_GROUP, 0, 5),
+    (SYNC_GROUP, 0, 5),
+    (DESCRIBE_GROUPS, 0, 5),
+    (LIST_GROUPS, 0, 4),
     (API_VERSIONS, 0, 3),
     (CREATE_TOPICS, 2, 7),
     (DELETE_TOPICS, 1, 6),
     (INIT_PRODUCER_ID, 0, 4),
     (DESCRIBE_CONFIGS, 0, 4),
     (CREATE_PARTITIONS, 0, 3),
+    (DELETE_GROUPS, 0, 2),
+    (OFFSET_DELETE, 0, 0),
     (DESCRIBE_CLUSTER, 0, 1),
 ];
 
@@ -45,6 +56,20 @@ pub(crate) const INIT_PRODUCER_ID: i16 = ApiKey::InitProducerId as i16;
 pub(crate) const DESCRIBE_CONFIGS: i16 = ApiKey::DescribeConfigs as i16;
 pub(crate) const CREATE_PARTITIONS: i16 = ApiKey::CreatePartitions as i16;
 pub(crate) const DESCRIBE_CLUSTER: i16 = ApiKey::DescribeCluster as i16;
+// The classic consumer-group protocol (client-side assignors). OffsetCommit
+// stops at v8 and OffsetFetch at v7: later versions belong to the KIP-848
+// protocol (member epochs) and batched multi-group fetches.
+pub(crate) const OFFSET_COMMIT: i16 = ApiKey::OffsetCommit as i16;
+pub(crate) const OFFSET_FETCH: i16 = ApiKey::OffsetFetch as i16;
+pub(crate) const FIND_COORDINATOR: i16 = ApiKey::FindCoordinator as i16;
+pub(crate) const JOIN_GROUP: i16 = ApiKey::JoinGroup as i16;
+pub(crate) const HEARTBEAT: i16 = ApiKey::Heartbeat as i16;
+pub(crate) const LEAVE_GROUP: i16 = ApiKey::LeaveGroup as i16;
+pub(crate) const SYNC_GROUP: i16 = ApiKey::SyncGroup as i16;
+pub(crate) const DESCRIBE_GROUPS: i16 = ApiKey::DescribeGroups as i16;
+pub(crate) const LIST_GROUPS: i16 = ApiKey::ListGroups as i16;
+pub(crate) const DELETE_GROUPS: i16 = ApiKey::DeleteGroups as i16;
+pub(crate) const OFFSET_DELETE: i16 = ApiKey::OffsetDelete as i16;
 
 /// Kafka error code UNSUPPORTED_VERSION.
 pub const UNSUPPORTED_VERSION: i16 = 35;
@@ -105,9 +130,11 @@ pub fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
 mod tests {
     use super::*;
     use kafka_protocol::messages::{
-        ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-        DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest,
-        ProduceRequest,
+        ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
+        DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
+        HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+        ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
+        ProduceRequest, SyncGroupRequest,
     };
     use kafka_protocol::protocol::{Message, VersionRange};
 
@@ -124,6 +151,17 @@ mod tests {
             DESCRIBE_CONFIGS => DescribeConfigsRequest::VERSIONS,
             CREATE_PARTITIONS => CreatePartitionsRequest::VERSIONS,
             DESCRIBE_CLUSTER => DescribeClusterRequest::VERSIONS,
+            OFFSET_COMMIT => OffsetCommitRequest::VERSIONS,
+            OFFSET_FETCH => OffsetFetchRequest::VERSIONS,
+            FIND_COORDINATOR => FindCoordinatorRequest::VERSIONS,
+            JOIN_GROUP => JoinGroupRequest::VERSIONS,
+            HEARTBEAT => HeartbeatRequest::VERSIONS,
+            LEAVE_GROUP => LeaveGroupRequest::VERSIONS,
+            SYNC_GROUP => SyncGroupRequest::VERSIONS,
+            DESCRIBE_GROUPS => DescribeGroupsRequest::VERSIONS,
+            LIST_GROUPS => ListGroupsRequest::VERSIONS,
+            DELETE_GROUPS => DeleteGroupsRequest::VERSIONS,
+            OFFSET_DELETE => OffsetDeleteRequest::VERSIONS,
             other => panic!("no kafka-protocol type for {other}"),
         }
     }
@@ -160,6 +198,17 @@ mod tests {
             (DESCRIBE_CONFIGS, 4),
             (CREATE_PARTITIONS, 2),
             (DESCRIBE_CLUSTER, 0),
+            (OFFSET_COMMIT, 8),
+            (OFFSET_FETCH, 6),
+            (FIND_COORDINATOR, 3),
+            (JOIN_GROUP, 6),
+            (HEARTBEAT, 4),
+            (LEAVE_GROUP, 4),
+            (SYNC_GROUP, 4),
+            (DESCRIBE_GROUPS, 5),
+            (LIST_GROUPS, 3),
+            (DELETE_GROUPS, 2),
+            (OFFSET_DELETE, i16::MAX),
         ];
         for (api_key, boundary) in first_flexible {
             let (min, max) = supported_versions(api_key).unwrap();

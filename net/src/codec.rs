@@ -20,8 +20,11 @@
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ResponseKind,
+    ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
+    HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, ResponseKind,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::Decodable;
 
@@ -69,6 +72,28 @@ pub enum RequestBody {
     DescribeCluster(DescribeClusterRequest),
     /// InitProducerId v0..=4.
     InitProducerId(InitProducerIdRequest),
+    /// OffsetCommit v2..=8.
+    OffsetCommit(OffsetCommitRequest),
+    /// OffsetFetch v1..=7.
+    OffsetFetch(OffsetFetchRequest),
+    /// FindCoordinator v0..=4.
+    FindCoordinator(FindCoordinatorRequest),
+    /// JoinGroup v0..=7.
+    JoinGroup(JoinGroupRequest),
+    /// Heartbeat v0..=4.
+    Heartbeat(HeartbeatRequest),
+    /// LeaveGroup v0..=5.
+    LeaveGroup(LeaveGroupRequest),
+    /// SyncGroup v0..=5.
+    SyncGroup(SyncGroupRequest),
+    /// DescribeGroups v0..=5.
+    DescribeGroups(DescribeGroupsRequest),
+    /// ListGroups v0..=4.
+    ListGroups(ListGroupsRequest),
+    /// DeleteGroups v0..=2.
+    DeleteGroups(DeleteGroupsRequest),
+    /// OffsetDelete v0.
+    OffsetDelete(OffsetDeleteRequest),
 }
 
 /// What a handler answers with.
@@ -136,6 +161,17 @@ pub fn decode_request_body(api_key: i16, api_version: i16, body: &Bytes) -> Resu
         apis::DESCRIBE_CONFIGS => RequestBody::DescribeConfigs(kafka_protocol(body, version)?),
         apis::CREATE_PARTITIONS => RequestBody::CreatePartitions(kafka_protocol(body, version)?),
         apis::DESCRIBE_CLUSTER => RequestBody::DescribeCluster(kafka_protocol(body, version)?),
+        apis::OFFSET_COMMIT => RequestBody::OffsetCommit(kafka_protocol(body, version)?),
+        apis::OFFSET_FETCH => RequestBody::OffsetFetch(kafka_protocol(body, version)?),
+        apis::FIND_COORDINATOR => RequestBody::FindCoordinator(kafka_protocol(body, version)?),
+        apis::JOIN_GROUP => RequestBody::JoinGroup(kafka_protocol(body, version)?),
+        apis::HEARTBEAT => RequestBody::Heartbeat(kafka_protocol(body, version)?),
+        apis::LEAVE_GROUP => RequestBody::LeaveGroup(kafka_protocol(body, version)?),
+        apis::SYNC_GROUP => RequestBody::SyncGroup(kafka_protocol(body, version)?),
+        apis::DESCRIBE_GROUPS => RequestBody::DescribeGroups(kafka_protocol(body, version)?),
+        apis::LIST_GROUPS => RequestBody::ListGroups(kafka_protocol(body, version)?),
+        apis::DELETE_GROUPS => RequestBody::DeleteGroups(kafka_protocol(body, version)?),
+        apis::OFFSET_DELETE => RequestBody::OffsetDelete(kafka_protocol(body, version)?),
         _ => {
             return Err(DecodeError::Invalid {
                 field: "header.api_key",
@@ -229,6 +265,17 @@ fn response_kind_api_key(kind: &ResponseKind) -> Option<i16> {
         ResponseKind::DescribeConfigs(_) => apis::DESCRIBE_CONFIGS,
         ResponseKind::CreatePartitions(_) => apis::CREATE_PARTITIONS,
         ResponseKind::DescribeCluster(_) => apis::DESCRIBE_CLUSTER,
+        ResponseKind::OffsetCommit(_) => apis::OFFSET_COMMIT,
+        ResponseKind::OffsetFetch(_) => apis::OFFSET_FETCH,
+        ResponseKind::FindCoordinator(_) => apis::FIND_COORDINATOR,
+        ResponseKind::JoinGroup(_) => apis::JOIN_GROUP,
+        ResponseKind::Heartbeat(_) => apis::HEARTBEAT,
+        ResponseKind::LeaveGroup(_) => apis::LEAVE_GROUP,
+        ResponseKind::SyncGroup(_) => apis::SYNC_GROUP,
+        ResponseKind::DescribeGroups(_) => apis::DESCRIBE_GROUPS,
+        ResponseKind::ListGroups(_) => apis::LIST_GROUPS,
+        ResponseKind::DeleteGroups(_) => apis::DELETE_GROUPS,
+        ResponseKind::OffsetDelete(_) => apis::OFFSET_DELETE,
         _ => return None,
     })
 }
@@ -442,6 +489,126 @@ pub(crate) mod tests {
                                 .with_records(Some(Bytes::from_static(b"batch-bytes")))])]),
                 )
             }
+            other => group_sample_request(other, version),
+        }
+    }
+
+    fn text(value: &'static str) -> StrBytes {
+        StrBytes::from_static_str(value)
+    }
+
+    /// Samples of the consumer-group requests, with every field the version
+    /// has set to a non-default value.
+    fn group_sample_request(api_key: i16, version: i16) -> RequestKind {
+        use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+        use kafka_protocol::messages::leave_group_request::MemberIdentity;
+        use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+        use kafka_protocol::messages::offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
+        use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+        use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+        use kafka_protocol::messages::GroupId;
+        let group = GroupId(text("payments-readers"));
+        let instance = (version >= 5).then(|| text("instance-1"));
+        match api_key {
+            apis::FIND_COORDINATOR => {
+                let request = FindCoordinatorRequest::default();
+                RequestKind::FindCoordinator(if version >= 4 {
+                    request.with_coordinator_keys(vec![text("g1"), text("g2")])
+                } else {
+                    request.with_key(text("g1"))
+                })
+            }
+            apis::JOIN_GROUP => RequestKind::JoinGroup(
+                JoinGroupRequest::default()
+                    .with_group_id(group)
+                    .with_session_timeout_ms(10_000)
+                    .with_rebalance_timeout_ms(if version >= 1 { 30_000 } else { -1 })
+                    .with_member_id(text("member-1"))
+                    .with_group_instance_id(instance)
+                    .with_protocol_type(text("consumer"))
+                    .with_protocols(vec![
+                        JoinGroupRequestProtocol::default()
+                            .with_name(text("range"))
+                            .with_metadata(Bytes::from_static(b"\x00\x01subscription")),
+                        JoinGroupRequestProtocol::default().with_name(text("roundrobin")),
+                    ]),
+            ),
+            apis::SYNC_GROUP => RequestKind::SyncGroup(
+                SyncGroupRequest::default()
+                    .with_group_id(group)
+                    .with_generation_id(3)
+                    .with_member_id(text("member-1"))
+                    .with_group_instance_id((version >= 3).then(|| text("instance-1")))
+                    .with_protocol_type((version >= 5).then(|| text("consumer")))
+                    .with_protocol_name((version >= 5).then(|| text("range")))
+                    .with_assignments(vec![SyncGroupRequestAssignment::default()
+                        .with_member_id(text("member-1"))
+                        .with_assignment(Bytes::from_static(b"assignment"))]),
+            ),
+            apis::HEARTBEAT => RequestKind::Heartbeat(
+                HeartbeatRequest::default()
+                    .with_group_id(group)
+                    .with_generation_id(3)
+                    .with_member_id(text("member-1"))
+                    .with_group_instance_id((version >= 3).then(|| text("instance-1"))),
+            ),
+            apis::LEAVE_GROUP => RequestKind::LeaveGroup(if version >= 3 {
+                LeaveGroupRequest::default()
+                    .with_group_id(group)
+                    .with_members(vec![MemberIdentity::default()
+                        .with_member_id(text("member-1"))
+                        .with_group_instance_id(Some(text("instance-1")))
+                        .with_reason((version >= 5).then(|| text("shutting down")))])
+            } else {
+                LeaveGroupRequest::default()
+                    .with_group_id(group)
+                    .with_member_id(text("member-1"))
+            }),
+            apis::OFFSET_COMMIT => RequestKind::OffsetCommit(
+                OffsetCommitRequest::default()
+                    .with_group_id(group)
+                    .with_generation_id_or_member_epoch(3)
+                    .with_member_id(text("member-1"))
+                    .with_group_instance_id((version >= 7).then(|| text("instance-1")))
+                    .with_retention_time_ms(if version <= 4 { 60_000 } else { -1 })
+                    .with_topics(vec![OffsetCommitRequestTopic::default()
+                        .with_name(name("orders"))
+                        .with_partitions(vec![OffsetCommitRequestPartition::default()
+                            .with_partition_index(2)
+                            .with_committed_offset(42)
+                            .with_committed_leader_epoch(if version >= 6 { 1 } else { -1 })
+                            .with_committed_metadata(Some(text("meta")))])]),
+            ),
+            apis::OFFSET_FETCH => RequestKind::OffsetFetch(
+                OffsetFetchRequest::default()
+                    .with_group_id(group)
+                    .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                        .with_name(name("orders"))
+                        .with_partition_indexes(vec![0, 1, 2])]))
+                    .with_require_stable(version >= 7),
+            ),
+            apis::DESCRIBE_GROUPS => RequestKind::DescribeGroups(
+                DescribeGroupsRequest::default()
+                    .with_groups(vec![group, GroupId(text("other"))])
+                    .with_include_authorized_operations(version >= 3),
+            ),
+            apis::LIST_GROUPS => {
+                RequestKind::ListGroups(ListGroupsRequest::default().with_states_filter(if version >= 4 {
+                    vec![text("Stable"), text("Empty")]
+                } else {
+                    vec![]
+                }))
+            }
+            apis::DELETE_GROUPS => {
+                RequestKind::DeleteGroups(DeleteGroupsRequest::default().with_groups_names(vec![group]))
+            }
+            apis::OFFSET_DELETE => {
+                RequestKind::OffsetDelete(OffsetDeleteRequest::default().with_group_id(group).with_topics(
+                    vec![OffsetDeleteRequestTopic::default()
+                    .with_name(name("orders"))
+                    .with_partitions(vec![OffsetDeleteRequestPartition::default().with_partition_index(1)])],
+                ))
+            }
             other => panic!("no sample for API {other}"),
         }
     }
@@ -490,6 +657,17 @@ pub(crate) mod tests {
             RequestBody::DescribeConfigs(request) => RequestKind::DescribeConfigs(request),
             RequestBody::DescribeCluster(request) => RequestKind::DescribeCluster(request),
             RequestBody::InitProducerId(request) => RequestKind::InitProducerId(request),
+            RequestBody::OffsetCommit(request) => RequestKind::OffsetCommit(request),
+            RequestBody::OffsetFetch(request) => RequestKind::OffsetFetch(request),
+            RequestBody::FindCoordinator(request) => RequestKind::FindCoordinator(request),
+            RequestBody::JoinGroup(request) => RequestKind::JoinGroup(request),
+            RequestBody::Heartbeat(request) => RequestKind::Heartbeat(request),
+            RequestBody::LeaveGroup(request) => RequestKind::LeaveGroup(request),
+            RequestBody::SyncGroup(request) => RequestKind::SyncGroup(request),
+            RequestBody::DescribeGroups(request) => RequestKind::DescribeGroups(request),
+            RequestBody::ListGroups(request) => RequestKind::ListGroups(request),
+            RequestBody::DeleteGroups(request) => RequestKind::DeleteGroups(request),
+            RequestBody::OffsetDelete(request) => RequestKind::OffsetDelete(request),
         }
     }
 

@@ -24,6 +24,7 @@
 //! Structs(fields)      int32 count + items           uvarint count+1 + items, each
 //!                                                    item ends with tagged fields
 //! Int32s               int32 count + 4-byte items    uvarint count+1 + 4-byte items
+//! Bytes                int32 length + bytes          uvarint length+1 + bytes
 //! Strs                 int32 count + strings         uvarint count+1 + compact strings
 //! every body ends with a tagged-field section in flexible versions
 //! ```
@@ -59,6 +60,8 @@ enum Kind {
     Int32s,
     /// An array of strings.
     Strs,
+    /// Nullable bytes (int32 length, or uvarint length+1 when flexible).
+    Bytes,
 }
 
 /// One field of a schema, present in versions `min..=max`.
@@ -259,6 +262,137 @@ const FETCH: &[Field] = &[
     field("fetch.rack_id", 11, LATEST, Kind::Str),
 ];
 
+// ---- FindCoordinator (v0..=4) ----
+const FIND_COORDINATOR: &[Field] = &[
+    field("find_coordinator.key", 0, 3, Kind::Str),
+    field("find_coordinator.key_type", 1, LATEST, Kind::Int8),
+    field("find_coordinator.coordinator_keys", 4, LATEST, Kind::Strs),
+];
+
+// ---- JoinGroup (v0..=7) ----
+const JOIN_GROUP_PROTOCOL: &[Field] = &[
+    field("join_group.protocol.name", 0, LATEST, Kind::Str),
+    field("join_group.protocol.metadata", 0, LATEST, Kind::Bytes),
+];
+const JOIN_GROUP: &[Field] = &[
+    field("join_group.group_id", 0, LATEST, Kind::Str),
+    field("join_group.session_timeout_ms", 0, LATEST, Kind::Int32),
+    field("join_group.rebalance_timeout_ms", 1, LATEST, Kind::Int32),
+    field("join_group.member_id", 0, LATEST, Kind::Str),
+    field("join_group.group_instance_id", 5, LATEST, Kind::Str),
+    field("join_group.protocol_type", 0, LATEST, Kind::Str),
+    field("join_group.protocols", 0, LATEST, Kind::Structs(JOIN_GROUP_PROTOCOL)),
+    field("join_group.reason", 8, LATEST, Kind::Str),
+];
+
+// ---- SyncGroup (v0..=5) ----
+const SYNC_GROUP_ASSIGNMENT: &[Field] = &[
+    field("sync_group.assignment.member_id", 0, LATEST, Kind::Str),
+    field("sync_group.assignment.assignment", 0, LATEST, Kind::Bytes),
+];
+const SYNC_GROUP: &[Field] = &[
+    field("sync_group.group_id", 0, LATEST, Kind::Str),
+    field("sync_group.generation_id", 0, LATEST, Kind::Int32),
+    field("sync_group.member_id", 0, LATEST, Kind::Str),
+    field("sync_group.group_instance_id", 3, LATEST, Kind::Str),
+    field("sync_group.protocol_type", 5, LATEST, Kind::Str),
+    field("sync_group.protocol_name", 5, LATEST, Kind::Str),
+    field(
+        "sync_group.assignments",
+        0,
+        LATEST,
+        Kind::Structs(SYNC_GROUP_ASSIGNMENT),
+    ),
+];
+
+// ---- Heartbeat (v0..=4) ----
+const HEARTBEAT: &[Field] = &[
+    field("heartbeat.group_id", 0, LATEST, Kind::Str),
+    field("heartbeat.generation_id", 0, LATEST, Kind::Int32),
+    field("heartbeat.member_id", 0, LATEST, Kind::Str),
+    field("heartbeat.group_instance_id", 3, LATEST, Kind::Str),
+];
+
+// ---- LeaveGroup (v0..=5) ----
+const LEAVE_GROUP_MEMBER: &[Field] = &[
+    field("leave_group.member.member_id", 3, LATEST, Kind::Str),
+    field("leave_group.member.group_instance_id", 3, LATEST, Kind::Str),
+    field("leave_group.member.reason", 5, LATEST, Kind::Str),
+];
+const LEAVE_GROUP: &[Field] = &[
+    field("leave_group.group_id", 0, LATEST, Kind::Str),
+    field("leave_group.member_id", 0, 2, Kind::Str),
+    field("leave_group.members", 3, LATEST, Kind::Structs(LEAVE_GROUP_MEMBER)),
+];
+
+// ---- OffsetCommit (v2..=8) ----
+const OFFSET_COMMIT_PARTITION: &[Field] = &[
+    field("offset_commit.partition.partition_index", 0, LATEST, Kind::Int32),
+    field("offset_commit.partition.committed_offset", 0, LATEST, Kind::Int64),
+    field("offset_commit.partition.committed_leader_epoch", 6, LATEST, Kind::Int32),
+    field("offset_commit.partition.commit_timestamp", 1, 1, Kind::Int64),
+    field("offset_commit.partition.committed_metadata", 0, LATEST, Kind::Str),
+];
+const OFFSET_COMMIT_TOPIC: &[Field] = &[
+    field("offset_commit.topic.name", 0, LATEST, Kind::Str),
+    field(
+        "offset_commit.topic.partitions",
+        0,
+        LATEST,
+        Kind::Structs(OFFSET_COMMIT_PARTITION),
+    ),
+];
+const OFFSET_COMMIT: &[Field] = &[
+    field("offset_commit.group_id", 0, LATEST, Kind::Str),
+    field("offset_commit.generation_id", 1, LATEST, Kind::Int32),
+    field("offset_commit.member_id", 1, LATEST, Kind::Str),
+    field("offset_commit.group_instance_id", 7, LATEST, Kind::Str),
+    field("offset_commit.retention_time_ms", 2, 4, Kind::Int64),
+    field("offset_commit.topics", 0, LATEST, Kind::Structs(OFFSET_COMMIT_TOPIC)),
+];
+
+// ---- OffsetFetch (v1..=7) ----
+const OFFSET_FETCH_TOPIC: &[Field] = &[
+    field("offset_fetch.topic.name", 0, 7, Kind::Str),
+    field("offset_fetch.topic.partition_indexes", 0, 7, Kind::Int32s),
+];
+const OFFSET_FETCH: &[Field] = &[
+    field("offset_fetch.group_id", 0, 7, Kind::Str),
+    field("offset_fetch.topics", 0, 7, Kind::Structs(OFFSET_FETCH_TOPIC)),
+    field("offset_fetch.require_stable", 7, LATEST, Kind::Bool),
+];
+
+// ---- DescribeGroups (v0..=5) ----
+const DESCRIBE_GROUPS: &[Field] = &[
+    field("describe_groups.groups", 0, LATEST, Kind::Strs),
+    field("describe_groups.include_authorized_operations", 3, LATEST, Kind::Bool),
+];
+
+// ---- ListGroups (v0..=4) ----
+const LIST_GROUPS: &[Field] = &[
+    field("list_groups.states_filter", 4, LATEST, Kind::Strs),
+    field("list_groups.types_filter", 5, LATEST, Kind::Strs),
+];
+
+// ---- DeleteGroups (v0..=2) ----
+const DELETE_GROUPS: &[Field] = &[field("delete_groups.groups_names", 0, LATEST, Kind::Strs)];
+
+// ---- OffsetDelete (v0) ----
+const OFFSET_DELETE_PARTITION: &[Field] = &[field("offset_delete.partition.partition_index", 0, LATEST, Kind::Int32)];
+const OFFSET_DELETE_TOPIC: &[Field] = &[
+    field("offset_delete.topic.name", 0, LATEST, Kind::Str),
+    field(
+        "offset_delete.topic.partitions",
+        0,
+        LATEST,
+        Kind::Structs(OFFSET_DELETE_PARTITION),
+    ),
+];
+const OFFSET_DELETE: &[Field] = &[
+    field("offset_delete.group_id", 0, LATEST, Kind::Str),
+    field("offset_delete.topics", 0, LATEST, Kind::Structs(OFFSET_DELETE_TOPIC)),
+];
+
 /// The schema of `api_key`'s request body, for the APIs kafka-protocol decodes.
 fn schema(api_key: i16) -> Option<&'static [Field]> {
     match api_key {
@@ -272,6 +406,17 @@ fn schema(api_key: i16) -> Option<&'static [Field]> {
         apis::DESCRIBE_CONFIGS => Some(DESCRIBE_CONFIGS),
         apis::CREATE_PARTITIONS => Some(CREATE_PARTITIONS),
         apis::DESCRIBE_CLUSTER => Some(DESCRIBE_CLUSTER),
+        apis::FIND_COORDINATOR => Some(FIND_COORDINATOR),
+        apis::JOIN_GROUP => Some(JOIN_GROUP),
+        apis::SYNC_GROUP => Some(SYNC_GROUP),
+        apis::HEARTBEAT => Some(HEARTBEAT),
+        apis::LEAVE_GROUP => Some(LEAVE_GROUP),
+        apis::OFFSET_COMMIT => Some(OFFSET_COMMIT),
+        apis::OFFSET_FETCH => Some(OFFSET_FETCH),
+        apis::DESCRIBE_GROUPS => Some(DESCRIBE_GROUPS),
+        apis::LIST_GROUPS => Some(LIST_GROUPS),
+        apis::DELETE_GROUPS => Some(DELETE_GROUPS),
+        apis::OFFSET_DELETE => Some(OFFSET_DELETE),
         _ => None,
     }
 }
@@ -318,6 +463,9 @@ fn walk_struct(
             Kind::Int32s => {
                 let count = cursor.nullable_array_len(encoding, 4, name)?.unwrap_or(0);
                 cursor.skip(count.saturating_mul(4), name)?;
+            }
+            Kind::Bytes => {
+                cursor.nullable_bytes(encoding, name)?;
             }
             Kind::Strs => {
                 let count = cursor.nullable_array_len(encoding, 1, name)?.unwrap_or(0);

@@ -32,6 +32,19 @@ pub(crate) enum ToolError {
     },
     /// Writing the report to standard output failed (e.g. the pipe was closed).
     Output(io::Error),
+    /// Talking to the broker failed: connecting, sending, or reading an
+    /// answer; `context` says which request.
+    Broker {
+        /// What the tool was asking, e.g. "DescribeGroups".
+        context: &'static str,
+        /// The broker address.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The broker answered with an error code, or the request cannot be done
+    /// in the group's state; the message says which.
+    Refused(String),
 }
 
 impl fmt::Display for ToolError {
@@ -52,6 +65,8 @@ impl fmt::Display for ToolError {
             ),
             ToolError::Io { context, path, source } => write!(f, "{context} {}: {source}", path.display()),
             ToolError::Output(source) => write!(f, "writing to standard output: {source}"),
+            ToolError::Broker { context, addr, reason } => write!(f, "{context} to {addr}: {reason}"),
+            ToolError::Refused(why) => f.write_str(why),
         }
     }
 }

@@ -1,9 +1,10 @@
 //! # `shardctl`: the Shardline operator's tool
 //!
 //! `shardctl` is what an operator runs next to a Shardline broker to look at,
-//! and later administer, what the broker keeps. It is a plain process, not a
-//! shard: it has no glommio executor, opens no connection to the broker and
-//! takes no lock in the broker's files.
+//! and administer, what the broker keeps. It is a plain process, not a
+//! shard: it has no glommio executor and takes no lock in the broker's files.
+//! `shardctl log` reads files only; `shardctl group` is an ordinary Kafka
+//! client of a running broker (`--bootstrap`, default 127.0.0.1:9092).
 //!
 //! ## What it reads
 //! `shardctl log` reads one *partition directory* straight from disk: the
@@ -27,12 +28,17 @@
 //!   per batch, like Kafka's `kafka-dump-log`.
 //! - `shardctl log verify DIR`: a one-line verdict, or the first corruption
 //!   with its file, offset, position and reason.
+//! - `shardctl group list`, `shardctl group describe G` (members, assignment,
+//!   committed offset and lag per partition), `shardctl group reset-offsets G
+//!   --to earliest|latest|OFFSET [--topic T]` (the group must be empty).
 //!
 //! ## Exit status
 //! - 0: the command ran and found nothing wrong.
 //! - 1: the command ran and found corruption (it says where).
 //! - 2: the command could not run: a usage error (clap uses 2 as well), a
-//!   missing directory, or an I/O error. The message on stderr says which.
+//!   missing directory, an I/O error, an unreachable broker or a refused
+//!   request (e.g. resetting the offsets of a group that has members). The
+//!   message on stderr says which.
 //!
 //! ## Layout
 //! This file holds the command tree and turns results into exit statuses. Each
@@ -43,6 +49,8 @@
 //! through a [`report::Report`].
 
 mod error;
+mod group_cmd;
+mod kafka_client;
 mod log_cmd;
 mod report;
 mod segment_walk;
@@ -80,11 +88,15 @@ enum Command {
     /// Inspect a partition log on disk (read-only).
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
+    /// Consumer groups of a running broker (a Kafka client of it: --bootstrap).
+    #[command(subcommand)]
+    Group(group_cmd::GroupCommand),
 }
 
 fn run(command: &Command, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
     match command {
         Command::Log(log_command) => log_cmd::run(log_command, report),
+        Command::Group(group_command) => group_cmd::run(group_command, report),
     }
 }
 

@@ -15,6 +15,7 @@ use shardline_raft::{MetaError, NewTopic};
 
 use super::{str_bytes, topic_name, wait_all_shards};
 use crate::{
+    coordinator::OFFSETS_TOPIC,
     error::{kafka_code, EngineError},
     shard::Shard,
 };
@@ -139,6 +140,12 @@ pub(super) async fn delete_topics(shard: &Rc<Shard>, request: DeleteTopicsReques
     for name in names {
         let mut result = DeletableTopicResult::default();
         match name {
+            Some(name) if name == OFFSETS_TOPIC => {
+                result.name = Some(topic_name(&name));
+                let e = EngineError::InternalTopic(name);
+                result.error_code = kafka_code(&e);
+                result.error_message = Some(str_bytes(&e.to_string()));
+            }
             Some(name) => {
                 result.name = Some(topic_name(&name));
                 match shard.meta.delete_topic(&name).await {
@@ -164,7 +171,10 @@ pub(super) async fn create_partitions(shard: &Rc<Shard>, request: CreatePartitio
         let name = topic.name.0.to_string();
         let mut result = CreatePartitionsTopicResult::default();
         result.name = topic_name(&name);
-        let outcome: Result<(), EngineError> = if topic.assignments.is_some() {
+        let outcome: Result<(), EngineError> = if name == OFFSETS_TOPIC {
+            // A group's partition is its hash modulo the count: the count is fixed.
+            Err(EngineError::InternalTopic(name.clone()))
+        } else if topic.assignments.is_some() {
             Err(EngineError::InvalidRequest(
                 "manual replica assignments are not supported".into(),
             ))

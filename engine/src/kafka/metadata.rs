@@ -13,7 +13,7 @@ use kafka_protocol::{
 use shardline_raft::TopicMeta;
 
 use super::{admin::auto_create, str_bytes, topic_name};
-use crate::shard::Shard;
+use crate::{coordinator::OFFSETS_TOPIC, shard::Shard};
 
 pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, _version: i16) -> ResponseKind {
     let requested: Option<Vec<String>> = request.topics.as_ref().map(|topics| {
@@ -53,6 +53,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, _version
     let describe = |topic: &TopicMeta| {
         let mut out = MetadataResponseTopic::default();
         out.name = Some(topic_name(&topic.name));
+        out.is_internal = topic.name == OFFSETS_TOPIC;
         out.topic_id = uuid::Uuid::from_bytes(topic.id);
         out.partitions = topic
             .partitions
@@ -70,7 +71,13 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, _version
         out
     };
     response.topics = match requested {
-        None => image.topics.values().map(describe).collect(),
+        // The internal topic is only described when asked for by name.
+        None => image
+            .topics
+            .values()
+            .filter(|t| t.name != OFFSETS_TOPIC)
+            .map(describe)
+            .collect(),
         Some(names) => names
             .iter()
             .map(|name| match image.topics.get(name) {

@@ -6,6 +6,7 @@ mod admin;
 mod cluster;
 mod configs;
 mod fetch;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -69,6 +70,20 @@ impl Handler for KafkaHandler {
                 RequestBody::DescribeConfigs(req) => kafka(configs::describe(&shard, req, version)),
                 RequestBody::DescribeCluster(req) => kafka(cluster::describe_cluster(&shard, req)),
                 RequestBody::InitProducerId(req) => kafka(cluster::init_producer_id(&shard, req)),
+                RequestBody::FindCoordinator(req) => kafka(groups::find_coordinator(&shard, req, version)),
+                RequestBody::JoinGroup(req) => {
+                    let client_id = request.header.client_id.clone();
+                    kafka(groups::join_group(&shard, req, version, client_id).await)
+                }
+                RequestBody::SyncGroup(req) => kafka(groups::sync_group(&shard, req, version).await),
+                RequestBody::Heartbeat(req) => kafka(groups::heartbeat(&shard, req).await),
+                RequestBody::LeaveGroup(req) => kafka(groups::leave_group(&shard, req, version).await),
+                RequestBody::OffsetCommit(req) => kafka(groups::offset_commit(&shard, req, version).await),
+                RequestBody::OffsetFetch(req) => kafka(groups::offset_fetch(&shard, req, version).await),
+                RequestBody::ListGroups(req) => kafka(groups::list_groups(&shard, req, version).await),
+                RequestBody::DescribeGroups(req) => kafka(groups::describe_groups(&shard, req, version).await),
+                RequestBody::DeleteGroups(req) => kafka(groups::delete_groups(&shard, req).await),
+                RequestBody::OffsetDelete(req) => kafka(groups::offset_delete(&shard, req).await),
             }
         }
     }

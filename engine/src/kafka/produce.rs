@@ -7,7 +7,7 @@ use bytes::Bytes;
 use shardline_net::{ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse, ResponseBody};
 
 use super::{admin::auto_create, epoch_of};
-use crate::{error::EngineError, partition::Produced, shard::Shard};
+use crate::{coordinator::OFFSETS_TOPIC, error::EngineError, partition::Produced, shard::Shard};
 
 type Slot = (usize, usize);
 
@@ -27,6 +27,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option
     for (ti, topic) in request.topics.iter().enumerate() {
         for (pi, partition) in topic.partitions.iter().enumerate() {
             let routed = match (&partition.records, shard.owner_of(&topic.name, partition.index)) {
+                _ if topic.name == OFFSETS_TOPIC => Err(EngineError::InternalTopic(topic.name.clone())),
                 (None, _) => Err(EngineError::InvalidRecord("null records".into())),
                 (_, Err(e)) => Err(e),
                 (Some(records), Ok(owner)) => Ok((owner, records.clone())),

@@ -41,4 +41,25 @@ assert sorted(got) == sorted(f"value-{i}" for i in range(count))
 low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
 assert low == 0 and high > 0, (low, high)
 consumer.close()
+
+# A group consumer (subscribe) with the cooperative-sticky assignor: reads
+# everything, commits synchronously, and the commits read back.
+grouped = Consumer({"bootstrap.servers": bootstrap, "group.id": "ck-readers", "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest", "partition.assignment.strategy": "cooperative-sticky",
+                    "session.timeout.ms": 10000})
+grouped.subscribe([topic])
+got = []
+deadline = time.time() + 60
+while len(got) < count and time.time() < deadline:
+    msg = grouped.poll(0.5)
+    if msg is None or msg.error():
+        continue
+    got.append(msg)
+assert len(got) == count, f"group consumer read {len(got)} of {count}"
+assert sorted(p.partition for p in grouped.assignment()) == [0, 1], grouped.assignment()
+grouped.commit(asynchronous=False)
+committed = grouped.committed([TopicPartition(topic, p) for p in range(2)], timeout=10)
+ends = [grouped.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(2)]
+assert [c.offset for c in committed] == ends, (committed, ends)
+grouped.close()
 print("confluent-kafka: ok")

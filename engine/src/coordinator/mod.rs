@@ -1,0 +1,799 @@
+//! The group coordinator: consumer groups and their committed offsets.
+//!
+//! ## Placement
+//! Groups live in the partitions of the internal topic `__consumer_offsets`
+//! (created at engine start, [`OFFSETS_PARTITIONS_PER_SHARD`] × shard count
+//! partitions, fixed once created, placed on shards like any topic). Group G
+//! belongs to partition `java_hash(G) mod N` (Kafka's rule), and the shard that
+//! owns that partition is G's coordinator: it holds all of G's state in a
+//! [`Coordinator`] (`!Send`, never locked). Requests for G that arrive on
+//! another shard are shipped to it with `Shard::invoke_on` (see
+//! `kafka/groups.rs`).
+//!
+//! ## Durability
+//! Every committed offset and every completed rebalance is appended to the
+//! coordinator partition's log as a record batch of `record.rs` entries and is
+//! durable (the internal topic is created with `shardline.fsync=always`)
+//! before the client is answered. When the partition is opened the log is
+//! replayed, last entry per key winning, to rebuild offsets and groups.
+//! Compaction of that log is not done yet: it grows with every commit.
+//!
+//! ## Lifecycle
+//! `Shard::apply_image` calls [`Coordinator::load`] right after it opens a
+//! `__consumer_offsets` partition and [`Coordinator::unload`] before closing
+//! one; a periodic [`tick`] expires sessions and ends join phases.
+
+pub(crate) mod group;
+pub(crate) mod record;
+
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    rc::Rc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use shardline_log::{BatchHeader, Offset};
+
+use self::{
+    group::{Group, GroupState, JoinAnswer, JoinRequest, JoinStep, SyncAnswer, SyncStep},
+    record::{decode_batch, encode_batch, CommittedOffset, Entry},
+};
+use crate::{
+    error::{EngineError, GroupError},
+    partition::Partition,
+    shard::Shard,
+};
+
+/// The internal topic holding groups and offsets.
+pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Partitions of the internal topic per shard at creation: two per shard
+/// spreads groups over every shard even when placement is uneven, and keeps
+/// the replay of one partition short.
+pub(crate) const OFFSETS_PARTITIONS_PER_SHARD: i32 = 2;
+/// Groups one coordinator partition holds; a new group past it is refused
+/// with COORDINATOR_NOT_AVAILABLE.
+pub(crate) const GROUPS_PER_PARTITION_MAX: usize = 10_000;
+/// Longest commit metadata string (Kafka's `offset.metadata.max.bytes`).
+pub(crate) const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+/// How often each shard expires sessions and checks join deadlines: the
+/// precision of every group timeout.
+pub(crate) const TICK_INTERVAL: Duration = Duration::from_millis(200);
+/// Longest a parked JoinGroup or SyncGroup waits, beyond the group's own
+/// timeouts, before it is answered REBALANCE_IN_PROGRESS (a safety net: the
+/// group answers within its rebalance or session timeout).
+const PARKED_WAIT_MAX: Duration = Duration::from_secs(6 * 60);
+
+/// Kafka's partition for a group: `abs(String.hashCode(group)) % partitions`.
+pub(crate) fn partition_for(group: &str, partitions: usize) -> i32 {
+    let mut hash: i32 = 0;
+    for unit in group.encode_utf16() {
+        hash = hash.wrapping_mul(31).wrapping_add(i32::from(unit));
+    }
+    // Kafka's Utils.abs: i32::MIN maps to 0 rather than overflowing.
+    let positive = if hash == i32::MIN { 0 } else { hash.abs() };
+    let count = i32::try_from(partitions.max(1)).unwrap_or(i32::MAX);
+    positive % count
+}
+
+/// A group as DescribeGroups and ListGroups show it.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupDescription {
+    pub(crate) state: &'static str,
+    pub(crate) protocol_type: String,
+    pub(crate) protocol: String,
+    pub(crate) members: Vec<MemberDescription>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct MemberDescription {
+    pub(crate) member_id: String,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) client_id: String,
+    pub(crate) client_host: String,
+    pub(crate) metadata: Bytes,
+    pub(crate) assignment: Bytes,
+}
+
+/// One offset to commit.
+#[derive(Debug, Clone)]
+pub(crate) struct Commit {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) committed: CommittedOffset,
+}
+
+/// Who commits: member id, static instance id, generation.
+#[derive(Debug, Clone)]
+pub(crate) struct Committer {
+    pub(crate) member_id: String,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) generation: i32,
+}
+
+/// The groups of every coordinator partition open on one shard.
+#[derive(Default)]
+pub(crate) struct Coordinator {
+    partitions: RefCell<HashMap<i32, HashMap<String, Group>>>,
+}
+
+impl Coordinator {
+    /// Rebuilds the groups of coordinator partition `index` from its log.
+    pub(crate) fn load(&self, index: i32, partition: &Partition) {
+        let now = Instant::now();
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        let log = &partition.log;
+        let (mut batches, mut entries, mut skipped) = (0usize, 0usize, 0usize);
+        let read = log.read(log.log_start(), usize::MAX, log.log_end());
+        match read {
+            Ok(read) => {
+                for chunk in &read.chunks {
+                    let mut at = 0usize;
+                    while let Some(header) = chunk.get(at..).and_then(BatchHeader::parse) {
+                        let total = header.total_bytes();
+                        let Some(bytes) = chunk.get(at..at + total) else { break };
+                        at += total;
+                        batches += 1;
+                        match decode_batch(bytes) {
+                            Ok(decoded) => {
+                                for (delta, entry) in decoded.into_iter().enumerate() {
+                                    let log_offset = header.base_offset.0 + i64::try_from(delta).unwrap_or(0);
+                                    apply_entry(&mut groups, entry, log_offset, now);
+                                    entries += 1;
+                                }
+                            }
+                            Err(e) => {
+                                skipped += 1;
+                                tracing::error!(partition = index, offset = header.base_offset.0, error = %e,
+                                    "skipping unreadable coordinator batch");
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::error!(partition = index, error = %e, "reading coordinator log"),
+        }
+        tracing::info!(
+            partition = index,
+            batches,
+            entries,
+            skipped,
+            groups = groups.len(),
+            "coordinator partition loaded"
+        );
+        if let Some(mut old) = self.partitions.borrow_mut().insert(index, groups) {
+            for group in old.values_mut() {
+                group.fail_waiters(GroupError::NotCoordinator);
+            }
+        }
+    }
+
+    /// Drops partition `index`'s groups; parked requests get NOT_COORDINATOR.
+    pub(crate) fn unload(&self, index: i32) {
+        let removed = self.partitions.borrow_mut().remove(&index);
+        if let Some(mut groups) = removed {
+            for group in groups.values_mut() {
+                group.fail_waiters(GroupError::NotCoordinator);
+            }
+        }
+    }
+
+    /// Runs `f` on group `id` of partition `index`, creating the group if
+    /// `create` (bounded by [`GROUPS_PER_PARTITION_MAX`]).
+    fn with_group<R>(
+        &self,
+        index: i32,
+        id: &str,
+        create: bool,
+        f: impl FnOnce(&mut Group) -> R,
+    ) -> Result<R, GroupError> {
+        let mut partitions = self.partitions.borrow_mut();
+        let groups = partitions.get_mut(&index).ok_or(GroupError::NotCoordinator)?;
+        if !groups.contains_key(id) {
+            if !create {
+                return Err(GroupError::GroupIdNotFound);
+            }
+            if groups.len() >= GROUPS_PER_PARTITION_MAX {
+                return Err(GroupError::CoordinatorNotAvailable);
+            }
+            groups.insert(id.to_string(), Group::new(id, Instant::now()));
+        }
+        let group = groups.get_mut(id).ok_or(GroupError::GroupIdNotFound)?;
+        Ok(f(group))
+    }
+
+    fn is_loaded(&self, index: i32) -> bool {
+        self.partitions.borrow().contains_key(&index)
+    }
+
+    /// Every group on this shard: (group, protocol type, state).
+    pub(crate) fn list(&self) -> Vec<(String, String, &'static str)> {
+        let partitions = self.partitions.borrow();
+        partitions
+            .values()
+            .flat_map(|groups| groups.values())
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state.name(),
+                )
+            })
+            .collect()
+    }
+
+    /// DescribeGroups of one group; an unknown group is described as Dead, as Kafka does.
+    pub(crate) fn describe(&self, index: i32, id: &str) -> Result<GroupDescription, GroupError> {
+        let described = self.with_group(index, id, false, |g| {
+            let stable = g.state == GroupState::Stable;
+            GroupDescription {
+                state: g.state.name(),
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                protocol: g.protocol.clone().unwrap_or_default(),
+                members: g
+                    .members
+                    .values()
+                    .map(|m| MemberDescription {
+                        member_id: m.id.clone(),
+                        instance_id: m.instance_id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        metadata: if stable {
+                            m.protocols
+                                .iter()
+                                .find(|(n, _)| Some(n) == g.protocol.as_ref())
+                                .map(|(_, meta)| meta.clone())
+                                .unwrap_or_default()
+                        } else {
+                            Bytes::new()
+                        },
+                        assignment: if stable { m.assignment.clone() } else { Bytes::new() },
+                    })
+                    .collect(),
+            }
+        });
+        match described {
+            Err(GroupError::GroupIdNotFound) => Ok(GroupDescription {
+                state: GroupState::Dead.name(),
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            }),
+            other => other,
+        }
+    }
+
+    /// Committed offsets of a group: the requested partitions (`None`: all
+    /// it has), each with its offset or `None` when nothing is committed.
+    pub(crate) fn fetch_offsets(
+        &self,
+        index: i32,
+        id: &str,
+        wanted: Option<Vec<(String, i32)>>,
+    ) -> Result<Vec<(String, i32, Option<CommittedOffset>)>, GroupError> {
+        let found = self.with_group(index, id, false, |g| match &wanted {
+            None => g
+                .offsets
+                .iter()
+                .map(|((t, p), o)| (t.clone(), *p, Some(o.committed.clone())))
+                .collect(),
+            Some(wanted) => wanted
+                .iter()
+                .map(|(t, p)| {
+                    let stored = g.offsets.get(&(t.clone(), *p)).map(|o| o.committed.clone());
+                    (t.clone(), *p, stored)
+                })
+                .collect(),
+        });
+        match found {
+            Ok(found) => Ok(found),
+            Err(GroupError::GroupIdNotFound) => Ok(wanted
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(t, p)| (t, p, None))
+                .collect()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Expires sessions and ends join phases; returns the groups that emptied
+    /// (their metadata is to be stored).
+    fn tick(&self, now: Instant) -> Vec<(i32, Entry)> {
+        let mut to_store = Vec::new();
+        let mut partitions = self.partitions.borrow_mut();
+        for (index, groups) in partitions.iter_mut() {
+            for group in groups.values_mut() {
+                let expired = group.tick(now);
+                for member in expired {
+                    tracing::info!(group = %group.id, %member, "member session expired");
+                }
+                if group.take_dirty() {
+                    to_store.push((*index, Entry::Group(group.snapshot())));
+                }
+            }
+            groups.retain(|_, g| !g.is_forgettable());
+        }
+        to_store
+    }
+}
+
+fn apply_entry(groups: &mut HashMap<String, Group>, entry: Entry, log_offset: i64, now: Instant) {
+    match entry {
+        Entry::OffsetCommit {
+            group,
+            topic,
+            partition,
+            committed,
+        } => {
+            groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group, now))
+                .apply_commit(&topic, partition, committed, log_offset);
+        }
+        Entry::OffsetTombstone {
+            group,
+            topic,
+            partition,
+        } => {
+            if let Some(g) = groups.get_mut(&group) {
+                let key = (topic, partition);
+                if g.offsets.get(&key).is_some_and(|o| o.log_offset < log_offset) {
+                    g.offsets.remove(&key);
+                }
+            }
+        }
+        Entry::Group(snapshot) => {
+            let group = groups
+                .entry(snapshot.group.clone())
+                .or_insert_with(|| Group::new(&snapshot.group, now));
+            if group.metadata_log_offset < log_offset {
+                group.restore(&snapshot, log_offset, now);
+            }
+        }
+        Entry::GroupTombstone { group } => {
+            groups.remove(&group);
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Appends `entries` to coordinator partition `index` and waits until they are
+/// durable; returns the log offset of the first.
+async fn store(shard: &Shard, index: i32, entries: &[Entry]) -> Result<i64, EngineError> {
+    let partition = shard.partition(OFFSETS_TOPIC, index)?;
+    let info = partition.log.append(encode_batch(entries, now_ms())).await?;
+    if info.base_offset < Offset(0) {
+        return Err(EngineError::Group(GroupError::CoordinatorNotAvailable));
+    }
+    Ok(info.base_offset.0)
+}
+
+fn ready(shard: &Shard, index: i32) -> Result<(), GroupError> {
+    if shard.coordinator.is_loaded(index) {
+        Ok(())
+    } else if shard.partition(OFFSETS_TOPIC, index).is_ok() {
+        Err(GroupError::LoadInProgress)
+    } else {
+        Err(GroupError::NotCoordinator)
+    }
+}
+
+/// Stores the metadata of groups that changed outside a request (emptied by
+/// a leave or a session expiry); a failure is logged, the next change stores
+/// the group again.
+fn store_in_background(shard: &Rc<Shard>, to_store: Vec<(i32, Entry)>) {
+    for (index, entry) in to_store {
+        let shard = Rc::clone(shard);
+        glommio::spawn_local(async move {
+            if let Err(e) = store(&shard, index, std::slice::from_ref(&entry)).await {
+                tracing::warn!(partition = index, error = %e, "storing group metadata");
+            }
+        })
+        .detach();
+    }
+}
+
+/// Runs on every shard until shutdown: session expiry and join deadlines.
+pub(crate) async fn run_ticks(shard: Rc<Shard>) {
+    while !shard.is_shutting_down() {
+        glommio::timer::sleep(TICK_INTERVAL).await;
+        let to_store = shard.coordinator.tick(Instant::now());
+        store_in_background(&shard, to_store);
+    }
+}
+
+async fn parked<T>(receiver: futures_channel::oneshot::Receiver<T>) -> Option<T> {
+    glommio::timer::timeout(PARKED_WAIT_MAX, async move { Ok(receiver.await.ok()) })
+        .await
+        .ok()
+        .flatten()
+}
+
+/// JoinGroup, on the coordinator shard.
+pub(crate) async fn join(shard: &Rc<Shard>, index: i32, group: &str, request: JoinRequest) -> JoinAnswer {
+    let member_id = request.member_id.clone();
+    let error = |e| JoinAnswer {
+        error: Some(e),
+        generation: -1,
+        protocol_type: None,
+        protocol: None,
+        leader: String::new(),
+        member_id: member_id.clone(),
+        members: Vec::new(),
+    };
+    if let Err(e) = ready(shard, index) {
+        return error(e);
+    }
+    let step = shard.coordinator.with_group(index, group, true, |g| {
+        let step = g.join(request, Instant::now());
+        let dirty = g.take_dirty().then(|| g.snapshot());
+        (step, dirty)
+    });
+    match step {
+        Err(e) => error(e),
+        Ok((step, dirty)) => {
+            if let Some(snapshot) = dirty {
+                store_in_background(shard, vec![(index, Entry::Group(snapshot))]);
+            }
+            match step {
+                JoinStep::Answer(answer) => answer,
+                JoinStep::Wait(receiver) => parked(receiver)
+                    .await
+                    .unwrap_or_else(|| error(GroupError::RebalanceInProgress)),
+            }
+        }
+    }
+}
+
+/// SyncGroup, on the coordinator shard.
+pub(crate) async fn sync(
+    shard: &Rc<Shard>,
+    index: i32,
+    group: &str,
+    committer: Committer,
+    assignments: Vec<(String, Bytes)>,
+) -> Result<SyncAnswer, GroupError> {
+    ready(shard, index)?;
+    let generation = committer.generation;
+    let step = shard
+        .coordinator
+        .with_group(index, group, false, |g| {
+            g.sync(
+                &committer.member_id,
+                committer.instance_id.as_deref(),
+                generation,
+                assignments,
+                Instant::now(),
+            )
+        })
+        .map_err(|e| match e {
+            GroupError::GroupIdNotFound => GroupError::UnknownMemberId,
+            other => other,
+        })?;
+    let receiver = match step {
+        SyncStep::Answer(answer) => return answer,
+        SyncStep::Wait(receiver) => receiver,
+        SyncStep::PersistThenWait(snapshot, receiver) => {
+            let stored = store(shard, index, &[Entry::Group(snapshot)]).await.map_err(|e| {
+                tracing::warn!(%group, error = %e, "storing group assignment");
+                GroupError::CoordinatorNotAvailable
+            });
+            let _ = shard.coordinator.with_group(index, group, false, |g| {
+                g.complete_sync(generation, stored, Instant::now());
+            });
+            receiver
+        }
+    };
+    parked(receiver).await.unwrap_or(Err(GroupError::RebalanceInProgress))
+}
+
+/// OffsetFetch, on the coordinator shard.
+pub(crate) fn fetch_offsets(
+    shard: &Rc<Shard>,
+    index: i32,
+    group: &str,
+    wanted: Option<Vec<(String, i32)>>,
+) -> Result<Vec<(String, i32, Option<CommittedOffset>)>, GroupError> {
+    ready(shard, index)?;
+    shard.coordinator.fetch_offsets(index, group, wanted)
+}
+
+/// Heartbeat, on the coordinator shard.
+pub(crate) fn heartbeat(shard: &Rc<Shard>, index: i32, group: &str, committer: &Committer) -> Result<(), GroupError> {
+    ready(shard, index)?;
+    shard
+        .coordinator
+        .with_group(index, group, false, |g| {
+            g.heartbeat(
+                &committer.member_id,
+                committer.instance_id.as_deref(),
+                committer.generation,
+                Instant::now(),
+            )
+        })
+        .map_err(|e| match e {
+            GroupError::GroupIdNotFound => GroupError::UnknownMemberId,
+            other => other,
+        })?
+}
+
+/// LeaveGroup of several members, on the coordinator shard: one result each.
+pub(crate) fn leave(
+    shard: &Rc<Shard>,
+    index: i32,
+    group: &str,
+    members: &[(String, Option<String>)],
+) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+    ready(shard, index)?;
+    let (results, dirty) = shard
+        .coordinator
+        .with_group(index, group, false, |g| {
+            let now = Instant::now();
+            let results: Vec<_> = members
+                .iter()
+                .map(|(member, instance)| g.leave(member, instance.as_deref(), now))
+                .collect();
+            (results, g.take_dirty().then(|| g.snapshot()))
+        })
+        .map_err(|e| match e {
+            GroupError::GroupIdNotFound => GroupError::UnknownMemberId,
+            other => other,
+        })?;
+    if let Some(snapshot) = dirty {
+        store_in_background(shard, vec![(index, Entry::Group(snapshot))]);
+    }
+    Ok(results)
+}
+
+/// OffsetCommit, on the coordinator shard: one result per commit, in order.
+pub(crate) async fn commit(
+    shard: &Rc<Shard>,
+    index: i32,
+    group: &str,
+    committer: Committer,
+    commits: Vec<Commit>,
+) -> Vec<Result<(), EngineError>> {
+    let all = |e: GroupError| commits.iter().map(|_| Err(EngineError::Group(e))).collect::<Vec<_>>();
+    if let Err(e) = ready(shard, index) {
+        return all(e);
+    }
+    // A group that does not exist yet is created by a simple commit (generation < 0).
+    let create = committer.generation < 0;
+    let checked = shard.coordinator.with_group(index, group, create, |g| {
+        g.check_commit(
+            &committer.member_id,
+            committer.instance_id.as_deref(),
+            committer.generation,
+        )?;
+        Ok(commits
+            .iter()
+            .map(|c| {
+                if c.committed
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)
+                {
+                    Err(GroupError::OffsetMetadataTooLarge)
+                } else if !g.has_room_for(&c.topic, c.partition) {
+                    Err(GroupError::TooManyOffsets)
+                } else {
+                    Ok(())
+                }
+            })
+            .collect::<Vec<_>>())
+    });
+    let verdicts = match checked {
+        Ok(Ok(verdicts)) => verdicts,
+        Ok(Err(e)) => return all(e),
+        Err(GroupError::GroupIdNotFound) => return all(GroupError::IllegalGeneration),
+        Err(e) => return all(e),
+    };
+    let entries: Vec<Entry> = commits
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, verdict)| verdict.is_ok())
+        .map(|(c, _)| Entry::OffsetCommit {
+            group: group.to_string(),
+            topic: c.topic.clone(),
+            partition: c.partition,
+            committed: c.committed.clone(),
+        })
+        .collect();
+    if entries.is_empty() {
+        return verdicts.into_iter().map(|v| v.map_err(EngineError::Group)).collect();
+    }
+    let stored = store(shard, index, &entries).await;
+    let base_offset = match stored {
+        Ok(base_offset) => base_offset,
+        Err(e) => {
+            tracing::warn!(%group, error = %e, "storing committed offsets");
+            return all(GroupError::CoordinatorNotAvailable);
+        }
+    };
+    let _ = shard.coordinator.with_group(index, group, true, |g| {
+        for (delta, entry) in entries.into_iter().enumerate() {
+            if let Entry::OffsetCommit {
+                topic,
+                partition,
+                committed,
+                ..
+            } = entry
+            {
+                let log_offset = base_offset + i64::try_from(delta).unwrap_or(0);
+                g.apply_commit(&topic, partition, committed, log_offset);
+            }
+        }
+    });
+    verdicts.into_iter().map(|v| v.map_err(EngineError::Group)).collect()
+}
+
+/// DeleteGroups of one group, on the coordinator shard.
+pub(crate) async fn delete_group(shard: &Rc<Shard>, index: i32, group: &str) -> Result<(), GroupError> {
+    ready(shard, index)?;
+    shard.coordinator.with_group(index, group, false, |g| {
+        if g.members.is_empty() {
+            Ok(())
+        } else {
+            Err(GroupError::NonEmptyGroup)
+        }
+    })??;
+    store(
+        shard,
+        index,
+        &[Entry::GroupTombstone {
+            group: group.to_string(),
+        }],
+    )
+    .await
+    .map_err(|_| GroupError::CoordinatorNotAvailable)?;
+    let removed = shard
+        .coordinator
+        .partitions
+        .borrow_mut()
+        .get_mut(&index)
+        .and_then(|groups| groups.remove(group));
+    if let Some(mut removed) = removed {
+        removed.fail_waiters(GroupError::UnknownMemberId);
+    }
+    Ok(())
+}
+
+/// OffsetDelete, on the coordinator shard: one result per partition.
+pub(crate) async fn delete_offsets(
+    shard: &Rc<Shard>,
+    index: i32,
+    group: &str,
+    partitions: Vec<(String, i32)>,
+) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+    ready(shard, index)?;
+    let verdicts = shard.coordinator.with_group(index, group, false, |g| {
+        let assigned = assigned_topics(g);
+        partitions
+            .iter()
+            .map(|(topic, _)| {
+                if assigned.contains(topic) {
+                    Err(GroupError::SubscribedToTopic)
+                } else {
+                    Ok(())
+                }
+            })
+            .collect::<Vec<_>>()
+    })?;
+    let entries: Vec<Entry> = partitions
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, v)| v.is_ok())
+        .map(|((topic, partition), _)| Entry::OffsetTombstone {
+            group: group.to_string(),
+            topic: topic.clone(),
+            partition: *partition,
+        })
+        .collect();
+    if !entries.is_empty() {
+        let base_offset = store(shard, index, &entries)
+            .await
+            .map_err(|_| GroupError::CoordinatorNotAvailable)?;
+        let _ = shard.coordinator.with_group(index, group, false, |g| {
+            for (delta, entry) in entries.into_iter().enumerate() {
+                if let Entry::OffsetTombstone { topic, partition, .. } = entry {
+                    let key = (topic, partition);
+                    let log_offset = base_offset + i64::try_from(delta).unwrap_or(0);
+                    if g.offsets.get(&key).is_some_and(|o| o.log_offset < log_offset) {
+                        g.offsets.remove(&key);
+                    }
+                }
+            }
+        });
+    }
+    Ok(verdicts)
+}
+
+/// Topics assigned to the group's members (consumer protocol assignments).
+fn assigned_topics(group: &Group) -> std::collections::BTreeSet<String> {
+    let mut topics = std::collections::BTreeSet::new();
+    if group.protocol_type.as_deref() != Some("consumer") {
+        return topics;
+    }
+    for member in group.members.values() {
+        topics.extend(assignment_topics(&member.assignment));
+    }
+    topics
+}
+
+/// The topic names of a consumer-protocol assignment (any version 0–3:
+/// `version i16 | topic count i32 | (topic i16-string, partition count i32,
+/// partitions i32…)…`), read with every length checked; bytes that do not
+/// parse name no topic.
+fn assignment_topics(bytes: &[u8]) -> Vec<String> {
+    fn take<'a>(input: &mut &'a [u8], count: usize) -> Option<&'a [u8]> {
+        if input.len() < count {
+            return None;
+        }
+        let (head, rest) = input.split_at(count);
+        *input = rest;
+        Some(head)
+    }
+    fn i16_at(input: &mut &[u8]) -> Option<i16> {
+        let raw = take(input, 2)?;
+        Some(i16::from_be_bytes([*raw.first()?, *raw.get(1)?]))
+    }
+    fn i32_at(input: &mut &[u8]) -> Option<i32> {
+        let raw = take(input, 4)?;
+        Some(i32::from_be_bytes([
+            *raw.first()?,
+            *raw.get(1)?,
+            *raw.get(2)?,
+            *raw.get(3)?,
+        ]))
+    }
+    let mut input = bytes;
+    let mut topics = Vec::new();
+    // A parse that stops early keeps the topics read so far.
+    let _complete: Option<()> = (|| {
+        i16_at(&mut input)?;
+        let count = i32_at(&mut input)?;
+        for _ in 0..count.max(0) {
+            let length = usize::try_from(i16_at(&mut input)?).ok()?;
+            let name = std::str::from_utf8(take(&mut input, length)?).ok()?;
+            topics.push(name.to_string());
+            let partitions = usize::try_from(i32_at(&mut input)?.max(0)).ok()?;
+            take(&mut input, partitions.checked_mul(4)?)?;
+        }
+        Some(())
+    })();
+    topics
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_partition_follows_kafkas_string_hash() {
+        // Java: "my-group".hashCode() == -1906497762; abs % 50 == 12.
+        assert_eq!(partition_for("my-group", 50), 12);
+        for name in ["", "a", "consumers", "ünïcödé", "g-with-a-very-long-name-0123456789"] {
+            let p = partition_for(name, 6);
+            assert!((0..6).contains(&p), "{name} -> {p}");
+        }
+        assert_eq!(partition_for("anything", 1), 0);
+    }
+
+    #[test]
+    fn assignment_topics_are_read_with_bounds_checked() {
+        // version 1, two topics: "a" [0, 1] and "bc" [].
+        let mut bytes = vec![0, 1, 0, 0, 0, 2, 0, 1, b'a', 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1];
+        bytes.extend_from_slice(&[0, 2, b'b', b'c', 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(assignment_topics(&bytes), vec!["a".to_string(), "bc".to_string()]);
+        for cut in 0..bytes.len() {
+            let _ = assignment_topics(bytes.get(..cut).unwrap_or_default());
+        }
+        assert!(assignment_topics(&[0, 0, 0x7f, 0xff, 0xff, 0xff]).is_empty());
+    }
+}

@@ -1,0 +1,585 @@
+//! The coordinator's own record format: committed offsets and group metadata,
+//! stored in the `__consumer_offsets` partitions.
+//!
+//! Each write is one Kafka RecordBatch v2 (uncompressed, no producer id, see
+//! `shardline_log::batch`), so the log validates and stores it like any other
+//! batch and `shardctl log dump` reads those partitions. The batch's records
+//! are real Kafka records with a null key; each record's value is one entry:
+//!
+//! ```text
+//! Kafka record (varints are zig-zag, as Kafka's):
+//!   length varint | attributes i8 = 0 | timestamp Δ varint = 0 | offset Δ varint
+//!   | key length varint = -1 | value length varint | value = entry | header count varint = 0
+//!
+//! entry (big-endian):
+//!  byte 0         1        2                6                10
+//!       +---------+--------+----------------+----------------+---------------------+
+//!       | version | kind   | crc32c         | body length    | body                |
+//!       | u8 = 1  | u8     | u32            | u32            | body length bytes   |
+//!       +---------+--------+----------------+----------------+---------------------+
+//!       crc32c (Castagnoli) covers bytes 0..2 and 6..end (everything but itself)
+//!
+//! body by kind (str = u16 length + UTF-8; nstr = the same, length 0xFFFF = null;
+//!               bytes = u32 length + bytes):
+//!   1 offset commit     group str | topic str | partition i32 | offset i64
+//!                       | leader epoch i32 | commit timestamp ms i64 | metadata nstr
+//!   2 offset tombstone  group str | topic str | partition i32
+//!   3 group metadata    group str | protocol type str | protocol nstr | generation i32
+//!                       | leader nstr | member count u16 | members:
+//!                         member id str | instance id nstr | client id str | client host str
+//!                         | session timeout ms i32 | rebalance timeout ms i32
+//!                         | subscription bytes | assignment bytes
+//!   4 group tombstone   group str
+//! ```
+//!
+//! Replay applies entries in log order; the last entry per key wins (offsets
+//! are keyed by group, topic and partition; metadata by group). A tombstone
+//! removes the key. An entry with an unknown version or kind, a bad CRC or a
+//! body that does not parse is an error for the whole batch: the log's own
+//! CRC already covered it, so it means a bug or a format from the future, and
+//! the coordinator does not guess: replay logs the error and skips the batch.
+
+use bytes::Bytes;
+use shardline_log::{build_batch, validate, BatchSpec, BATCH_HEADER_BYTES};
+
+/// The only entry format version written and read.
+pub(crate) const ENTRY_VERSION: u8 = 1;
+/// Bytes before an entry's body: version, kind, crc, body length.
+pub(crate) const ENTRY_HEADER_BYTES: usize = 10;
+const _: () = assert!(ENTRY_HEADER_BYTES == 1 + 1 + 4 + 4);
+
+const KIND_OFFSET_COMMIT: u8 = 1;
+const KIND_OFFSET_TOMBSTONE: u8 = 2;
+const KIND_GROUP_METADATA: u8 = 3;
+const KIND_GROUP_TOMBSTONE: u8 = 4;
+
+/// Null marker of a nullable string's u16 length.
+const NULL_STRING: u16 = u16::MAX;
+
+/// Why stored coordinator bytes could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RecordError {
+    /// The enclosing record batch is not valid.
+    Batch(String),
+    /// A Kafka record or an entry ends before its declared length.
+    Truncated(&'static str),
+    /// An entry written by a format version this build does not know.
+    UnknownVersion(u8),
+    /// An entry kind this build does not know.
+    UnknownKind(u8),
+    /// An entry whose CRC does not match its bytes.
+    BadCrc { stored: u32, computed: u32 },
+    /// A field that does not make sense (negative length, bad UTF-8, …).
+    Invalid(&'static str),
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordError::Batch(why) => write!(f, "coordinator batch invalid: {why}"),
+            RecordError::Truncated(field) => write!(f, "coordinator entry truncated at {field}"),
+            RecordError::UnknownVersion(v) => write!(f, "coordinator entry version {v} unknown"),
+            RecordError::UnknownKind(k) => write!(f, "coordinator entry kind {k} unknown"),
+            RecordError::BadCrc { stored, computed } => {
+                write!(f, "coordinator entry crc {stored:#010x} != computed {computed:#010x}")
+            }
+            RecordError::Invalid(field) => write!(f, "coordinator entry field {field} invalid"),
+        }
+    }
+}
+
+/// One committed offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CommittedOffset {
+    pub(crate) offset: i64,
+    pub(crate) leader_epoch: i32,
+    pub(crate) commit_timestamp_ms: i64,
+    pub(crate) metadata: Option<String>,
+}
+
+/// A member as stored in a group metadata entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MemberSnapshot {
+    pub(crate) member_id: String,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) client_id: String,
+    pub(crate) client_host: String,
+    pub(crate) session_timeout_ms: i32,
+    pub(crate) rebalance_timeout_ms: i32,
+    /// The member's metadata for the group's chosen protocol.
+    pub(crate) subscription: Bytes,
+    pub(crate) assignment: Bytes,
+}
+
+/// A group as stored after each completed rebalance or when it empties.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupSnapshot {
+    pub(crate) group: String,
+    pub(crate) protocol_type: String,
+    pub(crate) protocol: Option<String>,
+    pub(crate) generation: i32,
+    pub(crate) leader: Option<String>,
+    pub(crate) members: Vec<MemberSnapshot>,
+}
+
+/// One stored fact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Entry {
+    OffsetCommit {
+        group: String,
+        topic: String,
+        partition: i32,
+        committed: CommittedOffset,
+    },
+    OffsetTombstone {
+        group: String,
+        topic: String,
+        partition: i32,
+    },
+    Group(GroupSnapshot),
+    GroupTombstone {
+        group: String,
+    },
+}
+
+impl Entry {
+    fn kind(&self) -> u8 {
+        match self {
+            Entry::OffsetCommit { .. } => KIND_OFFSET_COMMIT,
+            Entry::OffsetTombstone { .. } => KIND_OFFSET_TOMBSTONE,
+            Entry::Group(_) => KIND_GROUP_METADATA,
+            Entry::GroupTombstone { .. } => KIND_GROUP_TOMBSTONE,
+        }
+    }
+
+    /// The entry as bytes (header and body).
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::new();
+        match self {
+            Entry::OffsetCommit {
+                group,
+                topic,
+                partition,
+                committed,
+            } => {
+                put_str(&mut body, group);
+                put_str(&mut body, topic);
+                body.extend_from_slice(&partition.to_be_bytes());
+                body.extend_from_slice(&committed.offset.to_be_bytes());
+                body.extend_from_slice(&committed.leader_epoch.to_be_bytes());
+                body.extend_from_slice(&committed.commit_timestamp_ms.to_be_bytes());
+                put_nullable_str(&mut body, committed.metadata.as_deref());
+            }
+            Entry::OffsetTombstone {
+                group,
+                topic,
+                partition,
+            } => {
+                put_str(&mut body, group);
+                put_str(&mut body, topic);
+                body.extend_from_slice(&partition.to_be_bytes());
+            }
+            Entry::Group(snapshot) => {
+                put_str(&mut body, &snapshot.group);
+                put_str(&mut body, &snapshot.protocol_type);
+                put_nullable_str(&mut body, snapshot.protocol.as_deref());
+                body.extend_from_slice(&snapshot.generation.to_be_bytes());
+                put_nullable_str(&mut body, snapshot.leader.as_deref());
+                let count = u16::try_from(snapshot.members.len()).unwrap_or(u16::MAX);
+                body.extend_from_slice(&count.to_be_bytes());
+                for member in snapshot.members.iter().take(usize::from(count)) {
+                    put_str(&mut body, &member.member_id);
+                    put_nullable_str(&mut body, member.instance_id.as_deref());
+                    put_str(&mut body, &member.client_id);
+                    put_str(&mut body, &member.client_host);
+                    body.extend_from_slice(&member.session_timeout_ms.to_be_bytes());
+                    body.extend_from_slice(&member.rebalance_timeout_ms.to_be_bytes());
+                    put_bytes(&mut body, &member.subscription);
+                    put_bytes(&mut body, &member.assignment);
+                }
+            }
+            Entry::GroupTombstone { group } => put_str(&mut body, group),
+        }
+        let body_length = u32::try_from(body.len()).unwrap_or(u32::MAX);
+        let mut out = Vec::with_capacity(ENTRY_HEADER_BYTES + body.len());
+        out.push(ENTRY_VERSION);
+        out.push(self.kind());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&body_length.to_be_bytes());
+        out.extend_from_slice(&body);
+        let crc = entry_crc(&out);
+        if let Some(field) = out.get_mut(2..6) {
+            field.copy_from_slice(&crc.to_be_bytes());
+        }
+        out
+    }
+
+    /// Reads one entry; the whole input must be the entry.
+    pub(crate) fn decode(input: &[u8]) -> Result<Entry, RecordError> {
+        let mut reader = Reader { input };
+        let version = reader.u8("version")?;
+        if version != ENTRY_VERSION {
+            return Err(RecordError::UnknownVersion(version));
+        }
+        let kind = reader.u8("kind")?;
+        let stored = reader.u32("crc")?;
+        let body_length =
+            usize::try_from(reader.u32("body length")?).map_err(|_| RecordError::Invalid("body length"))?;
+        if reader.input.len() != body_length {
+            return Err(RecordError::Truncated("body"));
+        }
+        let computed = entry_crc(input);
+        if stored != computed {
+            return Err(RecordError::BadCrc { stored, computed });
+        }
+        let entry = match kind {
+            KIND_OFFSET_COMMIT => Entry::OffsetCommit {
+                group: reader.str("group")?,
+                topic: reader.str("topic")?,
+                partition: reader.i32("partition")?,
+                committed: CommittedOffset {
+                    offset: reader.i64("offset")?,
+                    leader_epoch: reader.i32("leader epoch")?,
+                    commit_timestamp_ms: reader.i64("commit timestamp")?,
+                    metadata: reader.nullable_str("metadata")?,
+                },
+            },
+            KIND_OFFSET_TOMBSTONE => Entry::OffsetTombstone {
+                group: reader.str("group")?,
+                topic: reader.str("topic")?,
+                partition: reader.i32("partition")?,
+            },
+            KIND_GROUP_METADATA => {
+                let group = reader.str("group")?;
+                let protocol_type = reader.str("protocol type")?;
+                let protocol = reader.nullable_str("protocol")?;
+                let generation = reader.i32("generation")?;
+                let leader = reader.nullable_str("leader")?;
+                let count = reader.u16("member count")?;
+                let mut members = Vec::new();
+                for _ in 0..count {
+                    members.push(MemberSnapshot {
+                        member_id: reader.str("member id")?,
+                        instance_id: reader.nullable_str("instance id")?,
+                        client_id: reader.str("client id")?,
+                        client_host: reader.str("client host")?,
+                        session_timeout_ms: reader.i32("session timeout")?,
+                        rebalance_timeout_ms: reader.i32("rebalance timeout")?,
+                        subscription: reader.bytes("subscription")?,
+                        assignment: reader.bytes("assignment")?,
+                    });
+                }
+                Entry::Group(GroupSnapshot {
+                    group,
+                    protocol_type,
+                    protocol,
+                    generation,
+                    leader,
+                    members,
+                })
+            }
+            KIND_GROUP_TOMBSTONE => Entry::GroupTombstone {
+                group: reader.str("group")?,
+            },
+            other => return Err(RecordError::UnknownKind(other)),
+        };
+        if !reader.input.is_empty() {
+            return Err(RecordError::Invalid("bytes after the body"));
+        }
+        Ok(entry)
+    }
+}
+
+fn entry_crc(entry: &[u8]) -> u32 {
+    let head = entry.get(..2).unwrap_or_default();
+    let tail = entry.get(6..).unwrap_or_default();
+    crc32c::crc32c_append(crc32c::crc32c(head), tail)
+}
+
+fn put_str(out: &mut Vec<u8>, text: &str) {
+    // Longer strings are cut at a character boundary: Kafka strings are i16-length anyway.
+    let mut end = text.len().min(usize::from(NULL_STRING - 1));
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text.get(..end).unwrap_or_default();
+    out.extend_from_slice(&u16::try_from(cut.len()).unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(cut.as_bytes());
+}
+
+fn put_nullable_str(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(text) => put_str(out, text),
+        None => out.extend_from_slice(&NULL_STRING.to_be_bytes()),
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// A bounds-checked reader over an entry.
+struct Reader<'a> {
+    input: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, count: usize, field: &'static str) -> Result<&'a [u8], RecordError> {
+        if self.input.len() < count {
+            return Err(RecordError::Truncated(field));
+        }
+        let (head, rest) = self.input.split_at(count);
+        self.input = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], RecordError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, field)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, RecordError> {
+        Ok(u8::from_be_bytes(self.array(field)?))
+    }
+
+    fn u16(&mut self, field: &'static str) -> Result<u16, RecordError> {
+        Ok(u16::from_be_bytes(self.array(field)?))
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, RecordError> {
+        Ok(u32::from_be_bytes(self.array(field)?))
+    }
+
+    fn i32(&mut self, field: &'static str) -> Result<i32, RecordError> {
+        Ok(i32::from_be_bytes(self.array(field)?))
+    }
+
+    fn i64(&mut self, field: &'static str) -> Result<i64, RecordError> {
+        Ok(i64::from_be_bytes(self.array(field)?))
+    }
+
+    fn nullable_str(&mut self, field: &'static str) -> Result<Option<String>, RecordError> {
+        let length = self.u16(field)?;
+        if length == NULL_STRING {
+            return Ok(None);
+        }
+        let raw = self.take(usize::from(length), field)?;
+        std::str::from_utf8(raw)
+            .map(|text| Some(text.to_string()))
+            .map_err(|_| RecordError::Invalid(field))
+    }
+
+    fn str(&mut self, field: &'static str) -> Result<String, RecordError> {
+        self.nullable_str(field)?.ok_or(RecordError::Invalid(field))
+    }
+
+    fn bytes(&mut self, field: &'static str) -> Result<Bytes, RecordError> {
+        let length = usize::try_from(self.u32(field)?).map_err(|_| RecordError::Invalid(field))?;
+        Ok(Bytes::copy_from_slice(self.take(length, field)?))
+    }
+}
+
+/// A record batch holding `entries` (at least one), stamped `timestamp_ms`.
+pub(crate) fn encode_batch(entries: &[Entry], timestamp_ms: i64) -> Bytes {
+    assert!(!entries.is_empty(), "a coordinator batch holds at least one entry");
+    let mut records = Vec::new();
+    for (delta, entry) in entries.iter().enumerate() {
+        let value = entry.encode();
+        let mut record = Vec::with_capacity(value.len() + 16);
+        record.push(0); // attributes
+        put_varint(&mut record, 0); // timestamp delta
+        put_varint(&mut record, i64::try_from(delta).unwrap_or(i64::MAX)); // offset delta
+        put_varint(&mut record, -1); // key: null
+        put_varint(&mut record, i64::try_from(value.len()).unwrap_or(i64::MAX));
+        record.extend_from_slice(&value);
+        put_varint(&mut record, 0); // header count
+        put_varint(&mut records, i64::try_from(record.len()).unwrap_or(i64::MAX));
+        records.extend_from_slice(&record);
+    }
+    let count = i32::try_from(entries.len()).unwrap_or(i32::MAX);
+    Bytes::from(build_batch(&BatchSpec::plain(count, timestamp_ms, &records)))
+}
+
+/// The entries of one stored batch (validated: header, CRC-32C, each entry's CRC).
+pub(crate) fn decode_batch(batch: &[u8]) -> Result<Vec<Entry>, RecordError> {
+    let header = validate(batch).map_err(|e| RecordError::Batch(e.to_string()))?;
+    let records = batch
+        .get(BATCH_HEADER_BYTES..header.total_bytes())
+        .ok_or(RecordError::Truncated("batch"))?;
+    let mut reader = Reader { input: records };
+    let mut entries = Vec::new();
+    for _ in 0..header.record_count.max(0) {
+        let length = usize::try_from(get_varint(&mut reader, "record length")?)
+            .map_err(|_| RecordError::Invalid("record length"))?;
+        let mut record = Reader {
+            input: reader.take(length, "record")?,
+        };
+        record.u8("attributes")?;
+        get_varint(&mut record, "timestamp delta")?;
+        get_varint(&mut record, "offset delta")?;
+        let key_length = get_varint(&mut record, "key length")?;
+        if key_length >= 0 {
+            let key_length = usize::try_from(key_length).map_err(|_| RecordError::Invalid("key length"))?;
+            record.take(key_length, "key")?;
+        }
+        let value_length =
+            usize::try_from(get_varint(&mut record, "value length")?).map_err(|_| RecordError::Invalid("value"))?;
+        entries.push(Entry::decode(record.take(value_length, "value")?)?);
+    }
+    Ok(entries)
+}
+
+/// Kafka's zig-zag varint (at most 10 bytes for an i64).
+fn put_varint(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    loop {
+        let byte = (zigzag & 0x7f) as u8;
+        zigzag >>= 7;
+        if zigzag == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Varint bytes beyond which a value cannot be an i64.
+const VARINT_BYTES_MAX: u32 = 10;
+
+fn get_varint(reader: &mut Reader<'_>, field: &'static str) -> Result<i64, RecordError> {
+    let mut value = 0u64;
+    for index in 0..VARINT_BYTES_MAX {
+        let byte = reader.u8(field)?;
+        value |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    Err(RecordError::Invalid(field))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn samples() -> Vec<Entry> {
+        vec![
+            Entry::OffsetCommit {
+                group: "readers".into(),
+                topic: "orders".into(),
+                partition: 3,
+                committed: CommittedOffset {
+                    offset: 42,
+                    leader_epoch: -1,
+                    commit_timestamp_ms: 1_700_000_000_000,
+                    metadata: Some("checkpoint".into()),
+                },
+            },
+            Entry::OffsetCommit {
+                group: "readers".into(),
+                topic: "orders".into(),
+                partition: 4,
+                committed: CommittedOffset {
+                    offset: i64::MAX,
+                    leader_epoch: 7,
+                    commit_timestamp_ms: 0,
+                    metadata: None,
+                },
+            },
+            Entry::OffsetTombstone {
+                group: "readers".into(),
+                topic: "orders".into(),
+                partition: 3,
+            },
+            Entry::Group(GroupSnapshot {
+                group: "readers".into(),
+                protocol_type: "consumer".into(),
+                protocol: Some("range".into()),
+                generation: 5,
+                leader: Some("m-1".into()),
+                members: vec![MemberSnapshot {
+                    member_id: "m-1".into(),
+                    instance_id: Some("static-1".into()),
+                    client_id: "rdkafka".into(),
+                    client_host: "/127.0.0.1".into(),
+                    session_timeout_ms: 6000,
+                    rebalance_timeout_ms: 30_000,
+                    subscription: Bytes::from_static(b"\x00\x01sub"),
+                    assignment: Bytes::from_static(b"assign"),
+                }],
+            }),
+            Entry::GroupTombstone { group: "gone".into() },
+        ]
+    }
+
+    #[test]
+    fn entries_round_trip_through_a_batch_the_log_accepts() {
+        let entries = samples();
+        let batch = encode_batch(&entries, 1_700_000_000_000);
+        let header = validate(&batch).unwrap();
+        assert_eq!(header.record_count, 5);
+        assert_eq!(header.total_bytes(), batch.len());
+        assert_eq!(decode_batch(&batch).unwrap(), entries);
+    }
+
+    #[test]
+    fn each_entry_round_trips_alone() {
+        for entry in samples() {
+            assert_eq!(Entry::decode(&entry.encode()).unwrap(), entry);
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_in_an_entry_is_a_crc_error() {
+        let entry = samples().remove(0).encode();
+        for at in (0..entry.len()).filter(|at| !(2..6).contains(at)) {
+            let mut bad = entry.clone();
+            bad[at] ^= 0x10;
+            assert!(Entry::decode(&bad).is_err(), "flip at {at} went unnoticed");
+        }
+        let mut future = entry.clone();
+        future[0] = 2;
+        assert_eq!(Entry::decode(&future), Err(RecordError::UnknownVersion(2)));
+    }
+
+    #[test]
+    fn varints_round_trip() {
+        for value in [0i64, 1, -1, 63, -64, 64, 300, i64::from(i32::MAX), i64::MIN, i64::MAX] {
+            let mut out = Vec::new();
+            put_varint(&mut out, value);
+            let mut reader = Reader { input: &out };
+            assert_eq!(get_varint(&mut reader, "v").unwrap(), value);
+            assert!(reader.input.is_empty());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_random_bytes_never_panics(input in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Entry::decode(&input);
+            let _ = decode_batch(&input);
+        }
+
+        #[test]
+        fn decoding_mutated_batches_never_panics(at in any::<usize>(), value in any::<u8>(), cut in any::<usize>()) {
+            let mut batch = encode_batch(&samples(), 1).to_vec();
+            let length = batch.len();
+            batch[at % length] = value;
+            batch.truncate(cut % (length + 1));
+            let _ = decode_batch(&batch);
+            // Records region mutated with the batch CRC fixed up: reaches the entry parser.
+            let mut body = encode_batch(&samples(), 1).to_vec();
+            let records = length - BATCH_HEADER_BYTES;
+            body[BATCH_HEADER_BYTES + at % records] = value;
+            let crc = shardline_log::compute_crc(&body).unwrap();
+            body[17..21].copy_from_slice(&crc.to_be_bytes());
+            let _ = decode_batch(&body);
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! The consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups,
+//! DeleteGroups, OffsetDelete.
+//!
+//! Each request names a group; the group's coordinator is the shard owning
+//! its `__consumer_offsets` partition (`coordinator::partition_for`). The
+//! request is decoded here, shipped to that shard with `Shard::invoke_on`,
+//! served by `coordinator` there, and the answer is encoded here at the
+//! request's version (fields a version lacks stay at their defaults:
+//! kafka-protocol refuses to encode them otherwise).
+
+use std::{future::Future, rc::Rc};
+
+use bytes::Bytes;
+use kafka_protocol::{
+    messages::{
+        delete_groups_response::DeletableGroupResult,
+        describe_groups_response::{DescribedGroup, DescribedGroupMember},
+        find_coordinator_response::Coordinator as CoordinatorEntry,
+        join_group_response::JoinGroupResponseMember,
+        leave_group_response::MemberResponse,
+        list_groups_response::ListedGroup,
+        offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic},
+        offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic},
+        offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponseTopic},
+        BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+        FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse,
+        JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+        ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+        OffsetFetchRequest, OffsetFetchResponse, ResponseKind, SyncGroupRequest, SyncGroupResponse,
+    },
+    protocol::StrBytes,
+};
+
+use super::{epoch_of, str_bytes, topic_name};
+use crate::{
+    coordinator::{self, group::JoinRequest, record::CommittedOffset, Commit, Committer, OFFSETS_TOPIC},
+    error::{kafka_code, EngineError, GroupError},
+    shard::Shard,
+};
+
+fn group_code(error: GroupError) -> i16 {
+    kafka_code(&EngineError::Group(error))
+}
+
+/// The coordinator partition of `group` and the shard that owns it.
+fn route(shard: &Shard, group: &str) -> Result<(usize, i32), GroupError> {
+    let image = shard.image();
+    let topic = image
+        .topics
+        .get(OFFSETS_TOPIC)
+        .ok_or(GroupError::CoordinatorNotAvailable)?;
+    let index = coordinator::partition_for(group, topic.partitions.len());
+    let owner = shard
+        .owner_of(OFFSETS_TOPIC, index)
+        .map_err(|_| GroupError::NotCoordinator)?;
+    Ok((owner, index))
+}
+
+/// Runs `work(coordinator shard, partition)` on `group`'s coordinator shard.
+async fn on_coordinator<R, F, Fut>(shard: &Rc<Shard>, group: &str, work: F) -> Result<R, GroupError>
+where
+    R: Send + 'static,
+    F: FnOnce(Rc<Shard>, i32) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<R, GroupError>> + 'static,
+{
+    let (owner, index) = route(shard, group)?;
+    let epoch = epoch_of(shard);
+    shard
+        .invoke_on(owner, move |s: Rc<Shard>| async move {
+            s.wait_for_epoch(epoch).await;
+            work(s, index).await
+        })
+        .await
+        .map_err(|_| GroupError::NotCoordinator)?
+}
+
+pub(super) fn find_coordinator(shard: &Rc<Shard>, request: FindCoordinatorRequest, version: i16) -> ResponseKind {
+    let (host, port) = shard.config.advertised();
+    let node_id = BrokerId(shard.node_id());
+    let answer = |key: &str| -> Result<(), EngineError> {
+        // Key type 1 is a transactional id: transactions are not served.
+        if request.key_type != 0 {
+            return Err(EngineError::InvalidRequest(
+                "only group coordinators (key type 0) exist".into(),
+            ));
+        }
+        route(shard, key).map(|_| ()).map_err(EngineError::Group)
+    };
+    let mut response = FindCoordinatorResponse::default();
+    if version >= 4 {
+        response.coordinators = request
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                let mut entry = CoordinatorEntry::default();
+                entry.key = key.clone();
+                match answer(key) {
+                    Ok(()) => {
+                        entry.node_id = node_id;
+                        entry.host = str_bytes(&host);
+                        entry.port = i32::from(port);
+                    }
+                    Err(e) => {
+                        entry.node_id = BrokerId(-1);
+                        entry.port = -1;
+                        entry.error_code = kafka_code(&e);
+                        entry.error_message = Some(str_bytes(&e.to_string()));
+                    }
+                }
+                entry
+            })
+            .collect();
+    } else {
+        match answer(&request.key) {
+            Ok(()) => {
+                response.node_id = node_id;
+                response.host = str_bytes(&host);
+                response.port = i32::from(port);
+            }
+            Err(e) => {
+                response.node_id = BrokerId(-1);
+                response.port = -1;
+                response.error_code = kafka_code(&e);
+                if version >= 1 {
+                    response.error_message = Some(str_bytes(&e.to_string()));
+                }
+            }
+        }
+    }
+    ResponseKind::FindCoordinator(response)
+}
+
+pub(super) async fn join_group(
+    shard: &Rc<Shard>,
+    request: JoinGroupRequest,
+    version: i16,
+    client_id: Option<String>,
+) -> ResponseKind {
+    let group = request.group_id.0.to_string();
+    let join = JoinRequest {
+        member_id: request.member_id.to_string(),
+        instance_id: request.group_instance_id.as_ref().map(ToString::to_string),
+        client_id: client_id.unwrap_or_default(),
+        // The peer address is not known to handlers; Kafka shows "/host".
+        client_host: String::from("/"),
+        session_timeout_ms: request.session_timeout_ms,
+        rebalance_timeout_ms: if version >= 1 { request.rebalance_timeout_ms } else { -1 },
+        protocol_type: request.protocol_type.to_string(),
+        protocols: request
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        require_known_member: version >= 4,
+    };
+    let member_id = join.member_id.clone();
+    let answer = on_coordinator(shard, &group, {
+        let group = group.clone();
+        move |s, index| async move { Ok(coordinator::join(&s, index, &group, join).await) }
+    })
+    .await;
+    let mut response = JoinGroupResponse::default();
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(e) => {
+            response.error_code = group_code(e);
+            response.generation_id = -1;
+            response.member_id = str_bytes(&member_id);
+            response.protocol_name = (version < 7).then(StrBytes::default);
+            return ResponseKind::JoinGroup(response);
+        }
+    };
+    response.error_code = answer.error.map_or(0, group_code);
+    response.generation_id = answer.generation;
+    if version >= 7 {
+        response.protocol_type = answer.protocol_type.as_deref().map(str_bytes);
+        response.protocol_name = answer.protocol.as_deref().map(str_bytes);
+    } else {
+        // Not nullable before v7.
+        response.protocol_name = Some(str_bytes(answer.protocol.as_deref().unwrap_or_default()));
+    }
+    response.leader = str_bytes(&answer.leader);
+    response.member_id = str_bytes(&answer.member_id);
+    response.members = answer
+        .members
+        .into_iter()
+        .map(|(id, instance, metadata)| {
+            let mut member = JoinGroupResponseMember::default();
+            member.member_id = str_bytes(&id);
+            if version >= 5 {
+                member.group_instance_id = instance.as_deref().map(str_bytes);
+            }
+            member.metadata = metadata;
+            member
+        })
+        .collect();
+    ResponseKind::JoinGroup(response)
+}
+
+pub(super) async fn sync_group(shard: &Rc<Shard>, request: SyncGroupRequest, version: i16) -> ResponseKind {
+    let group = request.group_id.0.to_string();
+    let committer = Committer {
+        member_id: request.member_id.to_string(),
+        instance_id: request.group_instance_id.as_ref().map(ToString::to_string),
+        generation: request.generation_id,
+    };
+    let assignments: Vec<(String, Bytes)> = request
+        .assignments
+        .iter()
+        .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+        .collect();
+    let answer = on_coordinator(shard, &group, {
+        let group = group.clone();
+        move |s, index| async move { coordinator::sync(&s, index, &group, committer, assignments).await }
+    })
+    .await;
+    let mut response = SyncGroupResponse::default();
+    match answer {
+        Ok(answer) => {
+            response.assignment = answer.assignment;
+            if version >= 5 {
+                response.protocol_type = answer.protocol_type.as_deref().map(str_bytes);
+                response.protocol_name = answer.protocol.as_deref().map(str_bytes);
+            }
+        }
+        Err(e) => response.error_code = group_code(e),
+    }
+    ResponseKind::SyncGroup(response)
+}
+
+pub(super) async fn heartbeat(shard: &Rc<Shard>, request: HeartbeatRequest) -> ResponseKind {
+    let group = request.group_id.0.to_string();
+    let committer = Committer {
+        member_id: request.member_id.to_string(),
+        instance_id: request.group_instance_id.as_ref().map(ToString::to_string),
+        generation: request.generation_id,
+    };
+    let answer = on_coordinator(shard, &group, {
+        let group = group.clone();
+        move |s, index| async move { coordinator::heartbeat(&s, index, &group, &committer) }
+    })
+    .await;
+    let mut response = HeartbeatResponse::default();
+    response.error_code = answer.err().map_or(0, group_code);
+    ResponseKind::Heartbeat(response)
+}
+
+pub(super) async fn leave_group(shard: &Rc<Shard>, request: LeaveGroupRequest, version: i16) -> ResponseKind {
+    let group = request.group_id.0.to_string();
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
+        request
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(ToString::to_string),
+                )
+            })
+            .collect()
+    } else {
+        vec![(request.member_id.to_string(), None)]
+    };
+    let answer = on_coordinator(shard, &group, {
+        let group = group.clone();
+        let members = members.clone();
+        move |s, index| async move { coordinator::leave(&s, index, &group, &members) }
+    })
+    .await;
+    let mut response = LeaveGroupResponse::default();
+    match answer {
+        Err(e) => response.error_code = group_code(e),
+        Ok(results) => {
+            if version >= 3 {
+                response.members = members
+                    .iter()
+                    .zip(&results)
+                    .map(|((member_id, instance), result)| {
+                        let mut out = MemberResponse::default();
+                        out.member_id = str_bytes(member_id);
+                        out.group_instance_id = instance.as_deref().map(str_bytes);
+                        out.error_code = result.err().map_or(0, group_code);
+                        out
+                    })
+                    .collect();
+            } else {
+                response.error_code = results.first().and_then(|r| r.err()).map_or(0, group_code);
+            }
+        }
+    }
+    ResponseKind::LeaveGroup(response)
+}
+
+pub(super) async fn offset_commit(shard: &Rc<Shard>, request: OffsetCommitRequest, version: i16) -> ResponseKind {
+    let group = request.group_id.0.to_string();
+    let image = shard.image();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    // Per partition: known ones go to the coordinator, the rest are answered here.
+    let mut slots: Vec<Vec<Option<i16>>> = Vec::new();
+    let mut commits = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.0.to_string();
+        let meta = image.topics.get(&name).filter(|_| name != OFFSETS_TOPIC);
+        let mut row = Vec::new();
+        for partition in &topic.partitions {
+            let known =
+                meta.is_some_and(|t| usize::try_from(partition.partition_index).is_ok_and(|i| i < t.partitions.len()));
+            if known {
+                row.push(None);
+                commits.push(Commit {
+                    topic: name.clone(),
+                    partition: partition.partition_index,
+                    committed: CommittedOffset {
+                        offset: partition.committed_offset,
+                        leader_epoch: if version >= 6 {
+                            partition.committed_leader_epoch
+                        } else {
+                            -1
+                        },
+                        commit_timestamp_ms: now_ms,
+                        metadata: partition.committed_metadata.as_ref().map(ToString::to_string),
+                    },
+                });
+            } else {
+                row.push(Some(kafka_code(&EngineError::UnknownTopicOrPartition)));
+            }
+        }
+        slots.push(row);
+    }
+    let committer = Committer {
+        member_id: request.member_id.to_string(),
+        instance_id: request.group_instance_id.as_ref().map(ToString::to_string),
+        generation: request.generation_id_or_member_epoch,
+    };
+    let count = commits.len();
+    let results: Vec<i16> = if commits.is_empty() {
+        Vec::new()
+    } else {
+        let answer = on_coordinator(shard, &group, {
+            let group = group.clone();
+            move |s, index| async move {
+                let results = coordinator::commit(&s, index, &group, committer, commits).await;
+                Ok(results.iter().map(super::code_of).collect::<Vec<i16>>())
+            }
+        })
+        .await;
+        match answer {
+            Ok(codes) => codes,
+            Err(e) => vec![group_code(e); count],
+        }
+    };
+    let mut results = results.into_iter();
+    let mut response = OffsetCommitResponse::default();
+    for (topic, row) in request.topics.iter().zip(slots) {
+        let mut out = OffsetCommitResponseTopic::default();
+        out.name = topic_name(&topic.name.0);
+        for (partition, slot) in topic.partitions.iter().zip(row) {
+            let mut p = OffsetCommitResponsePartition::default();
+            p.partition_index = partition.partition_index;
+            p.error_code = slot.unwrap_or_else(|| results.next().unwrap_or(group_code(GroupError::NotCoordinator)));
+            out.partitions.push(p);
+        }
+        response.topics.push(out);
+    }
+    ResponseKind::OffsetCommit(response)
+}
+
+pub(super) async fn offset_fetch(shard: &Rc<Shard>, request: OffsetFetchRequest, version: i16) -> ResponseKind {
+    let group = request.group_id.0.to_string();
+    let wanted: Option<Vec<(String, i32)>> = request.topics.as_ref().map(|topics| {
+        topics
+            .iter()
+            .flat_map(|t| t.partition_indexes.iter().map(|p| (t.name.0.to_string(), *p)))
+            .collect()
+    });
+    let answer = on_coordinator(shard, &group, {
+        let group = group.clone();
+        let wanted = wanted.clone();
+        move |s, index| async move { coordinator::fetch_offsets(&s, index, &group, wanted) }
+    })
+    .await;
+    let mut response = OffsetFetchResponse::default();
+    let found: Vec<(String, i32, Result<Option<CommittedOffset>, i16>)> = match answer {
+        Ok(found) => found.into_iter().map(|(t, p, o)| (t, p, Ok(o))).collect(),
+        Err(e) => {
+            let code = group_code(e);
+            if version >= 2 {
+                response.error_code = code;
+            }
+            // v1 has no top-level error: every requested partition carries it.
+            wanted
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(t, p)| (t, p, Err(code)))
+                .collect()
+        }
+    };
+    let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
+    for (topic, partition, result) in found {
+        let mut p = OffsetFetchResponsePartition::default();
+        p.partition_index = partition;
+        match result {
+            Ok(Some(committed)) => {
+                p.committed_offset = committed.offset;
+                if version >= 5 {
+                    p.committed_leader_epoch = committed.leader_epoch;
+                }
+                p.metadata = Some(str_bytes(committed.metadata.as_deref().unwrap_or_default()));
+            }
+            Ok(None) => p.committed_offset = -1,
+            Err(code) => {
+                p.committed_offset = -1;
+                p.error_code = code;
+            }
+        }
+        match topics.last_mut() {
+            Some(last) if last.name.0.as_str() == topic => last.partitions.push(p),
+            _ => {
+                let mut out = OffsetFetchResponseTopic::default();
+                out.name = topic_name(&topic);
+                out.partitions.push(p);
+                topics.push(out);
+            }
+        }
+    }
+    response.topics = topics;
+    ResponseKind::OffsetFetch(response)
+}
+
+pub(super) async fn list_groups(shard: &Rc<Shard>, request: ListGroupsRequest, version: i16) -> ResponseKind {
+    let lists =
+        (0..shard.shard_count).map(|owner| shard.invoke_on(owner, |s: Rc<Shard>| async move { s.coordinator.list() }));
+    let filter: Vec<String> = request.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    let mut response = ListGroupsResponse::default();
+    for list in futures_util::future::join_all(lists).await {
+        match list {
+            Ok(groups) => {
+                for (group, protocol_type, state) in groups {
+                    if !filter.is_empty() && !filter.contains(&state.to_lowercase()) {
+                        continue;
+                    }
+                    let mut listed = ListedGroup::default();
+                    listed.group_id = GroupId(str_bytes(&group));
+                    listed.protocol_type = str_bytes(&protocol_type);
+                    if version >= 4 {
+                        listed.group_state = str_bytes(state);
+                    }
+                    response.groups.push(listed);
+                }
+            }
+            Err(e) => response.error_code = kafka_code(&e),
+        }
+    }
+    response.groups.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
+    ResponseKind::ListGroups(response)
+}
+
+pub(super) async fn describe_groups(shard: &Rc<Shard>, request: DescribeGroupsRequest, version: i16) -> ResponseKind {
+    let describes = request.groups.iter().map(|group| {
+        let name = group.0.to_string();
+        async move {
+            let answer = on_coordinator(shard, &name, {
+                let name = name.clone();
+                move |s, index| async move { s.coordinator.describe(index, &name) }
+            })
+            .await;
+            (name, answer)
+        }
+    });
+    let mut response = DescribeGroupsResponse::default();
+    for (name, answer) in futures_util::future::join_all(describes).await {
+        let mut out = DescribedGroup::default();
+        out.group_id = GroupId(str_bytes(&name));
+        match answer {
+            Err(e) => out.error_code = group_code(e),
+            Ok(description) => {
+                out.group_state = str_bytes(description.state);
+                out.protocol_type = str_bytes(&description.protocol_type);
+                out.protocol_data = str_bytes(&description.protocol);
+                out.members = description
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        let mut member = DescribedGroupMember::default();
+                        member.member_id = str_bytes(&m.member_id);
+                        if version >= 4 {
+                            member.group_instance_id = m.instance_id.as_deref().map(str_bytes);
+                        }
+                        member.client_id = str_bytes(&m.client_id);
+                        member.client_host = str_bytes(&m.client_host);
+                        member.member_metadata = m.metadata;
+                        member.member_assignment = m.assignment;
+                        member
+                    })
+                    .collect();
+            }
+        }
+        response.groups.push(out);
+    }
+    ResponseKind::DescribeGroups(response)
+}
+
+pub(super) async fn delete_groups(shard: &Rc<Shard>, request: DeleteGroupsRequest) -> ResponseKind {
+    let deletes = request.groups_names.iter().map(|group| {
+        let name = group.0.to_string();
+        async move {
+            let answer = on_coordinator(shard, &name, {
+                let name = name.clone();
+                move |s, index| async move { coordinator::delete_group(&s, index, &name).await }
+            })
+            .await;
+            (name, answer)
+        }
+    });
+    let mut response = DeleteGroupsResponse::default();
+    for (name, answer) in futures_util::future::join_all(deletes).await {
+        let mut result = DeletableGroupResult::default();
+        result.group_id = GroupId(str_bytes(&name));
+        result.error_code = answer.err().map_or(0, group_code);
+        response.results.push(result);
+    }
+    ResponseKind::DeleteGroups(response)
+}
+
+pub(super) async fn offset_delete(shard: &Rc<Shard>, request: OffsetDeleteRequest) -> ResponseKind {
+    let group = request.group_id.0.to_string();
+    let partitions: Vec<(String, i32)> = request
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), p.partition_index)))
+        .collect();
+    let answer = on_coordinator(shard, &group, {
+        let group = group.clone();
+        let partitions = partitions.clone();
+        move |s, index| async move { coordinator::delete_offsets(&s, index, &group, partitions).await }
+    })
+    .await;
+    let mut response = OffsetDeleteResponse::default();
+    let results = match answer {
+        Err(e) => {
+            response.error_code = group_code(e);
+            return ResponseKind::OffsetDelete(response);
+        }
+        Ok(results) => results,
+    };
+    let image = shard.image();
+    let mut results = results.into_iter();
+    for topic in &request.topics {
+        let mut out = OffsetDeleteResponseTopic::default();
+        out.name = topic_name(&topic.name.0);
+        let meta = image.topics.get(topic.name.0.as_str());
+        for partition in &topic.partitions {
+            let result = results.next().unwrap_or(Err(GroupError::NotCoordinator));
+            let known =
+                meta.is_some_and(|t| usize::try_from(partition.partition_index).is_ok_and(|i| i < t.partitions.len()));
+            let mut p = OffsetDeleteResponsePartition::default();
+            p.partition_index = partition.partition_index;
+            p.error_code = match result {
+                Err(e) => group_code(e),
+                Ok(()) if !known => kafka_code(&EngineError::UnknownTopicOrPartition),
+                Ok(()) => 0,
+            };
+            out.partitions.push(p);
+        }
+        response.topics.push(out);
+    }
+    ResponseKind::OffsetDelete(response)
+}

@@ -1,0 +1,111 @@
+//! A minimal blocking Kafka client for `shardctl group`: one TCP connection,
+//! one request at a time, kafka-protocol's client-side encoders and decoders.
+//!
+//! ```text
+//! request:  | length i32 | request header (v1, or v2 when flexible) | body |
+//! response: | length i32 | response header (v0, or v1 when flexible) | body |
+//! ```
+
+use std::{
+    io::{Read, Write},
+    net::{TcpStream, ToSocketAddrs},
+    time::Duration,
+};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::{
+    messages::{RequestHeader, ResponseHeader},
+    protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes},
+};
+
+use crate::error::ToolError;
+
+/// Longest the tool waits to connect, or for any one answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest response accepted (a DescribeGroups of a large group is far below).
+const RESPONSE_BYTES_MAX: usize = 64 << 20;
+
+/// One connection to a broker.
+pub(crate) struct Client {
+    stream: TcpStream,
+    addr: String,
+    correlation_id: i32,
+}
+
+impl Client {
+    /// Connects to `addr` (`host:port`).
+    pub(crate) fn connect(addr: &str) -> Result<Client, ToolError> {
+        let broker = |reason: String| ToolError::Broker {
+            context: "connecting",
+            addr: addr.to_string(),
+            reason,
+        };
+        let resolved = addr
+            .to_socket_addrs()
+            .map_err(|e| broker(e.to_string()))?
+            .next()
+            .ok_or_else(|| broker("no address".into()))?;
+        let stream = TcpStream::connect_timeout(&resolved, IO_TIMEOUT).map_err(|e| broker(e.to_string()))?;
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
+            .map_err(|e| broker(e.to_string()))?;
+        Ok(Client {
+            stream,
+            addr: addr.to_string(),
+            correlation_id: 0,
+        })
+    }
+
+    /// Sends `request` at `version` and reads its response.
+    pub(crate) fn call<R: Request>(
+        &mut self,
+        context: &'static str,
+        version: i16,
+        request: &R,
+    ) -> Result<R::Response, ToolError> {
+        let broker = |reason: String, addr: &str| ToolError::Broker {
+            context,
+            addr: addr.to_string(),
+            reason,
+        };
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("shardctl")));
+        let mut frame = BytesMut::new();
+        frame.extend_from_slice(&[0; 4]);
+        header
+            .encode(&mut frame, R::header_version(version))
+            .and_then(|()| request.encode(&mut frame, version))
+            .map_err(|e| broker(format!("encoding: {e}"), &self.addr))?;
+        let length = i32::try_from(frame.len() - 4).map_err(|_| broker("request too large".into(), &self.addr))?;
+        if let Some(prefix) = frame.get_mut(..4) {
+            prefix.copy_from_slice(&length.to_be_bytes());
+        }
+        self.stream
+            .write_all(&frame)
+            .map_err(|e| broker(format!("sending: {e}"), &self.addr))?;
+        let mut prefix = [0u8; 4];
+        self.stream
+            .read_exact(&mut prefix)
+            .map_err(|e| broker(format!("reading: {e}"), &self.addr))?;
+        let length = usize::try_from(i32::from_be_bytes(prefix))
+            .ok()
+            .filter(|l| *l <= RESPONSE_BYTES_MAX)
+            .ok_or_else(|| broker("response length out of bounds".into(), &self.addr))?;
+        let mut body = vec![0u8; length];
+        self.stream
+            .read_exact(&mut body)
+            .map_err(|e| broker(format!("reading: {e}"), &self.addr))?;
+        let mut body = Bytes::from(body);
+        let response_header = ResponseHeader::decode(&mut body, R::Response::header_version(version))
+            .map_err(|e| broker(format!("decoding header: {e}"), &self.addr))?;
+        if response_header.correlation_id != self.correlation_id {
+            return Err(broker("answer to another request".into(), &self.addr));
+        }
+        R::Response::decode(&mut body, version).map_err(|e| broker(format!("decoding: {e}"), &self.addr))
+    }
+}

@@ -1,0 +1,232 @@
+//! `shardctl group list/describe/reset-offsets` as the real binary against a
+//! real engine process, with Debian's kcat (librdkafka 2.0.2) as the producer
+//! and as an active group member.
+//!
+//! The engine binary is the one `cargo test --workspace` builds beside
+//! shardctl (`target/<profile>/engine`); run `cargo build -p shardline-engine`
+//! first when running this crate's tests alone.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic is a test failure"
+)]
+
+use std::{
+    io::Write,
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Bound on the engine's start and on every wait for the group to settle.
+const WAIT_MAX: Duration = Duration::from_secs(60);
+
+struct Engine {
+    addr: SocketAddr,
+    child: Child,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Engine {
+    fn start() -> Engine {
+        let engine_bin = PathBuf::from(env!("CARGO_BIN_EXE_shardctl")).with_file_name("engine");
+        assert!(
+            engine_bin.exists(),
+            "{} missing: build it with `cargo build -p shardline-engine` (cargo test --workspace does)",
+            engine_bin.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let log_path = std::env::temp_dir().join(format!("shardctl-group-engine-{port}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(&engine_bin)
+            .args(["--listen", &addr.to_string(), "--shards", "2", "--fsync", "never"])
+            .args(["--auto-create-topics", "--default-partitions", "3"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let engine = Engine {
+            addr,
+            child,
+            log_path,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + WAIT_MAX;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "engine did not start:\n{}", engine.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        engine
+    }
+
+    fn bootstrap(&self) -> String {
+        self.addr.to_string()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- engine log ----\n{}", self.log());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn shardctl(engine: &Engine, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shardctl"))
+        .arg("group")
+        .args(args)
+        .args(["--bootstrap", &engine.bootstrap()])
+        .output()
+        .unwrap()
+}
+
+fn stdout_of(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "shardctl failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Produces `count` messages to one partition with kcat.
+fn produce(engine: &Engine, topic: &str, partition: i32, count: usize) {
+    let mut child = Command::new("kcat")
+        .args([
+            "-b",
+            &engine.bootstrap(),
+            "-t",
+            topic,
+            "-P",
+            "-p",
+            &partition.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat installed (scripts/test-all installs it)");
+    let lines: String = (0..count).map(|i| format!("message-{i}\n")).collect();
+    child.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// The describe table's rows: (topic, partition) → (committed, log end, lag).
+fn offsets_table(describe: &str, topic: &str) -> Vec<(i32, String, String, String)> {
+    describe
+        .lines()
+        .filter(|line| line.starts_with(topic))
+        .map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (
+                fields[1].parse().unwrap(),
+                fields[2].to_string(),
+                fields[3].to_string(),
+                fields[4].to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn list_describe_and_reset_offsets_against_a_running_engine() {
+    let engine = Engine::start();
+    for partition in 0..3 {
+        produce(&engine, "orders", partition, usize::try_from(partition).unwrap() + 2);
+    }
+
+    // A group that does not exist yet: describe shows it Dead, reset creates it.
+    let described = stdout_of(&shardctl(&engine, &["describe", "auditors"]));
+    assert!(described.contains("state=Dead"), "{described}");
+    let reset = stdout_of(&shardctl(
+        &engine,
+        &["reset-offsets", "auditors", "--to", "earliest", "--topic", "orders"],
+    ));
+    assert_eq!(reset.lines().count(), 4, "{reset}");
+
+    let listed = stdout_of(&shardctl(&engine, &["list"]));
+    assert!(
+        listed.lines().any(|l| l.starts_with("auditors") && l.contains("Empty")),
+        "{listed}"
+    );
+
+    let described = stdout_of(&shardctl(&engine, &["describe", "auditors"]));
+    assert!(
+        described.contains("state=Empty") && described.contains("members=0"),
+        "{described}"
+    );
+    let rows = offsets_table(&described, "orders");
+    let expected: Vec<(i32, String, String, String)> = (0..3)
+        .map(|p| (p, "0".into(), (p + 2).to_string(), (p + 2).to_string()))
+        .collect();
+    assert_eq!(rows, expected, "{described}");
+
+    // Without --topic: the partitions the group has commits for.
+    stdout_of(&shardctl(&engine, &["reset-offsets", "auditors", "--to", "latest"]));
+    let rows = offsets_table(&stdout_of(&shardctl(&engine, &["describe", "auditors"])), "orders");
+    assert!(
+        rows.iter()
+            .all(|(_, committed, end, lag)| committed == end && lag == "0"),
+        "{rows:?}"
+    );
+
+    // An offset beyond a partition's end is clamped into it.
+    stdout_of(&shardctl(&engine, &["reset-offsets", "auditors", "--to", "3"]));
+    let rows = offsets_table(&stdout_of(&shardctl(&engine, &["describe", "auditors"])), "orders");
+    let committed: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(committed, ["2", "3", "3"], "{rows:?}");
+
+    // An active group: describe shows its member and assignment; reset is refused.
+    let mut member = Command::new("kcat")
+        .args(["-b", &engine.bootstrap(), "-G", "live-readers", "orders", "-q"])
+        .args(["-X", "session.timeout.ms=6000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT_MAX;
+    let described = loop {
+        let described = stdout_of(&shardctl(&engine, &["describe", "live-readers"]));
+        if described.contains("state=Stable") && described.contains("assigned=orders:0,1,2") {
+            break described;
+        }
+        assert!(Instant::now() < deadline, "group never became stable:\n{described}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        described.contains("members=1") && described.contains("protocol_type=consumer"),
+        "{described}"
+    );
+    let refused = shardctl(
+        &engine,
+        &["reset-offsets", "live-readers", "--to", "earliest", "--topic", "orders"],
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("stop its consumers"), "{stderr}");
+    let _ = member.kill();
+    let _ = member.wait();
+
+    // Bad input: an unparsable target, an unreachable broker.
+    let bad = shardctl(&engine, &["reset-offsets", "auditors", "--to", "yesterday"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let unreachable = Command::new(env!("CARGO_BIN_EXE_shardctl"))
+        .args(["group", "list", "--bootstrap", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(2));
+}
