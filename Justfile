@@ -26,6 +26,52 @@ perf-log *ARGS:
 # All perf recipes.
 perf: perf-log
 
+# Engine and peer scenarios (perf/scripts/, see perf/README.md). Each builds the release binaries,
+# waits for a quiet machine, runs engines and bench on 127.0.0.1 with fresh data under perf/out/,
+# and writes bench JSON plus summary.md into perf/out/<scenario>/. PERF_RECORD=1 also copies the
+# results into perf/baselines/<scenario>/.
+
+# Produce throughput, 1 shard vs 2 shards (fsync never), with client and engine CPU shares.
+perf-shards:
+    bash perf/scripts/shards.sh
+
+# Produce throughput by message size (100 B, 1 KiB, 10 KiB), 2 shards, fsync never.
+perf-sizes:
+    bash perf/scripts/sizes.sh
+
+# Latency vs throughput at 10..100 % of each system's maximum (Shardline disk/tmpfs, Tansu if installed).
+perf-curve:
+    bash perf/scripts/curve.sh
+
+# fsync always: maximum, half of it, fixed rates, against the disk's fdatasync probe in the same run.
+perf-fsync:
+    bash perf/scripts/fsync.sh
+
+# Resident memory of an engine with 1,000 idle partitions.
+perf-idle:
+    bash perf/scripts/idle.sh
+
+# Cost of a cross-shard hop (local vs remote partition), with and without spin-before-park.
+perf-hop:
+    bash perf/scripts/hop.sh
+
+# Shardline (fsync never/always) vs Tansu 0.6.0 at fixed rates and at maximum; installs Tansu if missing.
+perf-peers:
+    bash perf/scripts/peers.sh
+
+# Install Tansu 0.6.0 with its memory (dynostore) and SQLite (libsql) stores into perf/out/peers (~25 min).
+perf-install-peers:
+    cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --force --root perf/out/peers --target-dir perf/out/tansu-target
+    echo dynostore,libsql > perf/out/peers/tansu-features
+
+# SVG charts into docs/plots/ from perf/baselines/ (PERF_PLOT_FROM=perf/out for the last runs).
+perf-plots:
+    bash perf/scripts/plots.sh
+
+# Every scenario, then the charts (PERF_RECORD=1: record baselines and redraw docs/plots/).
+perf-all:
+    bash perf/scripts/all.sh
+
 # Inspect a partition directory.
 log-dump DIR:
     cargo run --release -p shardline-tools --bin shardctl -- log dump {{DIR}}
