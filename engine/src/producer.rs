@@ -55,6 +55,21 @@ pub(crate) enum SequenceCheck {
     Fenced { current: i16, got: i16 },
 }
 
+/// Whether a batch carries a producer id and sequence (only those are tracked).
+fn is_idempotent(header: &BatchHeader) -> bool {
+    header.producer_id >= 0 && header.base_sequence >= 0
+}
+
+impl ProducerEntry {
+    /// Caches a batch, forgetting the oldest past `CACHED_BATCHES_MAX`.
+    fn remember(&mut self, batch: CachedBatch) {
+        if self.batches.len() == CACHED_BATCHES_MAX {
+            self.batches.pop_front();
+        }
+        self.batches.push_back(batch);
+    }
+}
+
 fn last_sequence(header: &BatchHeader) -> i32 {
     // Sequences wrap at i32::MAX back to 0, as Kafka's do.
     let last = i64::from(header.base_sequence) + i64::from(header.last_offset_delta);
@@ -79,7 +94,7 @@ pub(crate) struct ProducerStates {
 impl ProducerStates {
     /// Checks `header` and, when it is to be appended, records it as in flight.
     pub(crate) fn check(&mut self, header: &BatchHeader) -> SequenceCheck {
-        if header.producer_id < 0 || header.base_sequence < 0 {
+        if !is_idempotent(header) {
             return SequenceCheck::Append;
         }
         self.clock += 1;
@@ -146,16 +161,13 @@ impl ProducerStates {
             }
         }
         entry.last_sequence = last;
-        if entry.batches.len() == CACHED_BATCHES_MAX {
-            entry.batches.pop_front();
-        }
-        entry.batches.push_back(batch);
+        entry.remember(batch);
         SequenceCheck::Append
     }
 
     /// The append of `header` (checked with `check`) succeeded at these offsets.
     pub(crate) fn complete(&mut self, header: &BatchHeader, base_offset: Offset, last_offset: Offset) {
-        if header.producer_id < 0 || header.base_sequence < 0 {
+        if !is_idempotent(header) {
             return;
         }
         if let Some(entry) = self.producers.get_mut(&header.producer_id) {
@@ -172,7 +184,7 @@ impl ProducerStates {
 
     /// The append of `header` failed: forget it, so the client's retry is in order.
     pub(crate) fn abort(&mut self, header: &BatchHeader) {
-        if header.producer_id < 0 || header.base_sequence < 0 {
+        if !is_idempotent(header) {
             return;
         }
         if let Some(entry) = self.producers.get_mut(&header.producer_id) {
@@ -192,7 +204,7 @@ impl ProducerStates {
 
     /// Replays a stored batch (when rebuilding from the log).
     pub(crate) fn replay(&mut self, header: &BatchHeader) {
-        if header.producer_id < 0 || header.base_sequence < 0 {
+        if !is_idempotent(header) {
             return;
         }
         self.clock += 1;
@@ -221,10 +233,7 @@ impl ProducerStates {
         }
         entry.last_sequence = last;
         entry.last_used = clock;
-        if entry.batches.len() == CACHED_BATCHES_MAX {
-            entry.batches.pop_front();
-        }
-        entry.batches.push_back(batch);
+        entry.remember(batch);
     }
 
     fn evict_if_full(&mut self) {

@@ -11,7 +11,7 @@ mod common;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use common::{batch, run, ManualClock};
+use common::{batch, read_all, run, ManualClock};
 use shardline_log::{validate, BatchError, Durability, Log, LogConfig, LogError, Offset};
 
 fn small_config() -> LogConfig {
@@ -22,25 +22,6 @@ fn small_config() -> LogConfig {
         retention_ms_max: None,
         ..LogConfig::default()
     }
-}
-
-fn read_all(log: &Log) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut from = log.log_start();
-    while from < log.log_end() {
-        let read = log.read(from, 1 << 30, log.log_end()).unwrap();
-        for chunk in &read.chunks {
-            let mut at = 0;
-            while at < chunk.len() {
-                let header = validate(&chunk[at..]).unwrap();
-                out.push(chunk[at..at + header.total_bytes()].to_vec());
-                at += header.total_bytes();
-            }
-        }
-        assert!(read.next_offset > from, "reads must make progress");
-        from = read.next_offset;
-    }
-    out
 }
 
 #[test]

@@ -20,11 +20,11 @@ mod common;
 use std::{os::unix::fs::FileExt, path::Path, rc::Rc};
 
 use bytes::Bytes;
-use common::{run, ManualClock};
+use common::{read_all, run, ManualClock};
 use proptest::prelude::*;
 use shardline_log::{
-    build_batch, parse_log_name, set_base_offset, validate, validate_header_only, BatchSpec, Durability, Log,
-    LogConfig, LogError, Offset,
+    build_batch, parse_log_name, set_base_offset, validate_header_only, BatchSpec, Durability, Log, LogConfig,
+    LogError, Offset,
 };
 
 #[derive(Debug, Clone)]
@@ -105,26 +105,6 @@ impl Model {
     fn stored(&self) -> Vec<Vec<u8>> {
         self.batches.iter().map(|(_, _, b)| b.clone()).collect()
     }
-}
-
-fn read_all(log: &Log) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut from = log.log_start();
-    while from < log.log_end() {
-        let read = log.read(from, 1 << 30, log.log_end()).unwrap();
-        for chunk in &read.chunks {
-            let mut at = 0;
-            while at < chunk.len() {
-                // Everything served must be a whole valid batch.
-                let header = validate(&chunk[at..]).unwrap();
-                out.push(chunk[at..at + header.total_bytes()].to_vec());
-                at += header.total_bytes();
-            }
-        }
-        assert!(read.next_offset > from);
-        from = read.next_offset;
-    }
-    out
 }
 
 fn config(durability: Durability) -> LogConfig {

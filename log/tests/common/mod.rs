@@ -10,7 +10,7 @@
 use std::future::Future;
 
 use glommio::{LocalExecutorBuilder, Placement};
-use shardline_log::{build_batch, BatchSpec, Clock};
+use shardline_log::{build_batch, validate, BatchSpec, Clock, Log};
 
 /// Runs `f` on a fresh single-threaded glommio executor, as a shard would.
 pub fn run<T: 'static, F: Future<Output = T> + 'static>(f: impl FnOnce() -> F) -> T {
@@ -38,4 +38,25 @@ impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
         self.0.get()
     }
+}
+
+/// Every stored batch, read back from the log start to its end. Everything
+/// served must be a whole valid batch, and every read must make progress.
+pub fn read_all(log: &Log) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut from = log.log_start();
+    while from < log.log_end() {
+        let read = log.read(from, 1 << 30, log.log_end()).unwrap();
+        for chunk in &read.chunks {
+            let mut at = 0;
+            while at < chunk.len() {
+                let header = validate(&chunk[at..]).unwrap();
+                out.push(chunk[at..at + header.total_bytes()].to_vec());
+                at += header.total_bytes();
+            }
+        }
+        assert!(read.next_offset > from, "reads must make progress");
+        from = read.next_offset;
+    }
+    out
 }
