@@ -11,8 +11,10 @@
 //! ```
 //! All integers are big-endian, as on the Kafka wire. The broker owns bytes 0..8
 //! (base offset) and 12..16 (partition leader epoch); neither is covered by the
-//! CRC, so assigning an offset in place never invalidates a batch. Records are
-//! never decoded here: compressed batches (attributes bits 0..2) stay as sent.
+//! CRC, so assigning an offset or stamping a leader's epoch in place never
+//! invalidates a batch (and a replicated batch is checked with the same CRC
+//! the producer computed). Records are never decoded here: compressed batches
+//! (attributes bits 0..2) stay as sent.
 
 use crate::error::BatchError;
 use crate::offset::Offset;

@@ -144,6 +144,15 @@ pub enum LogError {
         /// What was wrong.
         reason: BatchError,
     },
+    /// A replicated append does not continue the log: its first batch does
+    /// not start at the log end, or a batch does not start right after the
+    /// one before it. Nothing was stored.
+    OffsetMismatch {
+        /// Offset the batch had to start at.
+        expected: Offset,
+        /// Base offset it carries.
+        got: Offset,
+    },
     /// A previous write failed; the log refuses appends until reopened.
     Failed {
         /// The failure that stopped it.
@@ -171,6 +180,9 @@ impl fmt::Display for LogError {
                     "corrupt batch in {} at position {position}: {reason}",
                     path.display()
                 )
+            }
+            LogError::OffsetMismatch { expected, got } => {
+                write!(f, "replicated batch starts at offset {got}, the log expects {expected}")
             }
             LogError::Failed { reason } => {
                 write!(f, "log failed earlier and refuses writes: {reason}")
@@ -224,6 +236,10 @@ impl LogError {
                 path: path.clone(),
                 position: *position,
                 reason: reason.clone(),
+            },
+            LogError::OffsetMismatch { expected, got } => LogError::OffsetMismatch {
+                expected: *expected,
+                got: *got,
             },
             LogError::Failed { reason } => LogError::Failed { reason: reason.clone() },
             LogError::Closed => LogError::Closed,

@@ -3,8 +3,10 @@
 //! One partition is one directory of segments. This crate owns everything
 //! inside that directory: the segment files (`<base_offset>.log`, Kafka
 //! RecordBatch v2 bytes exactly as clients sent them, with the broker-assigned
-//! base offset written into each header), their sparse offset/time indexes
-//! (`<base_offset>.index`), recovery after a crash, retention and truncation.
+//! base offset — and, from a leader, its leader epoch — written into each
+//! header), their sparse offset/time indexes (`<base_offset>.index`), the
+//! in-memory leader epoch cache, recovery after a crash, retention and
+//! truncation.
 //!
 //! ## Where its state lives
 //! A [`Log`] is `!Send`: it is created, written and read on the one shard (one
@@ -27,12 +29,28 @@
 //! - Nothing read from disk is indexed unchecked; broken internal invariants
 //!   are `assert!`s, kept in release builds (the process aborts).
 //!
+//! ## Replication
+//! Kafka-style leader/follower replication needs three things from the log:
+//! - [`Log::append_with_epoch`]: a leader's append, which also writes its
+//!   leader epoch into every batch (outside the CRC, like the base offset).
+//! - [`Log::append_replicated`]: a follower's append of whole batches copied
+//!   from the leader, stored byte for byte with their offsets and epochs. They
+//!   must continue the log exactly ([`LogError::OffsetMismatch`] otherwise,
+//!   nothing stored); a partial batch at the end of a Fetch response is left
+//!   out. Durability and group commit are those of `append`.
+//! - The leader epoch cache (`epoch.rs`): where each epoch starts, derived
+//!   from the stored batch headers, rebuilt on open, and kept in step with
+//!   appends, [`Log::truncate_to`] and retention. [`Log::end_offset_for_epoch`]
+//!   answers OffsetsForLeaderEpoch, so a follower knows where to truncate
+//!   before fetching.
+//!
 //! The byte layouts are drawn at the top of `batch.rs` (the record batch) and
 //! `index.rs` (the index); `segment.rs` explains the write path and the
-//! mapping rules that keep readers safe from SIGBUS. `docs/storage.md` has the
-//! whole picture.
+//! mapping rules that keep readers safe from SIGBUS; `epoch.rs` the epoch
+//! cache's rules. `docs/storage.md` has the whole picture.
 
 mod batch;
+mod epoch;
 mod error;
 mod index;
 mod log;
@@ -43,6 +61,7 @@ pub use batch::{
     build_batch, compute_crc, set_base_offset, set_leader_epoch, validate, validate_header_only, BatchHeader,
     BatchSpec, Codec, BATCH_HEADER_BYTES,
 };
+pub use epoch::EpochStart;
 pub use error::{BatchError, LogError};
 pub use log::{AppendInfo, Clock, Durability, Log, LogConfig, ReadBatches, SystemClock, TimestampOffset};
 pub use offset::{Offset, Position};

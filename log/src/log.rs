@@ -4,9 +4,13 @@
 //! one writer task per log, fed by a bounded command queue. Consecutive appends
 //! are coalesced into one write (group write) and, with `Durability::Always`,
 //! share one `fdatasync` (group commit). Offsets are assigned by the writer at
-//! write time, so a failed write leaves no hole to roll back. Reads are
-//! synchronous: they borrow the segment table briefly and return zero-copy
-//! slices of memory-mapped segments.
+//! write time, so a failed write leaves no hole to roll back. A replicated
+//! append carries its offsets instead; the writer checks them against the log
+//! end at that same moment (so appends queued before it count) and answers a
+//! mismatch without writing. Every change of the log end or start updates the
+//! leader epoch cache under the same borrow. Reads — and the epoch queries —
+//! are synchronous: they borrow the state briefly and return zero-copy slices
+//! of memory-mapped segments.
 
 use std::{
     cell::RefCell,
@@ -22,6 +26,7 @@ use glommio::sync::Semaphore;
 
 use crate::{
     batch::{self, BatchHeader},
+    epoch::{EpochCache, EpochStart},
     error::{io_error, BatchError, LogError},
     offset::{Offset, Position},
     segment::{self, PreparedBatch, SealedOpen, Segment},
@@ -143,11 +148,30 @@ pub struct TimestampOffset {
     pub timestamp_ms: i64,
 }
 
+/// Where the offsets of an append's batches come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OffsetSource {
+    /// The writer assigns them at write time (`append`, `append_with_epoch`).
+    Assigned,
+    /// The batches carry them and must continue the log (`append_replicated`).
+    Carried,
+}
+
+/// One append waiting for the writer.
+struct QueuedAppend {
+    batches: Vec<PreparedBatch>,
+    offsets: OffsetSource,
+    reply: oneshot::Sender<Result<AppendInfo, LogError>>,
+}
+
+impl QueuedAppend {
+    fn bytes(&self) -> usize {
+        self.batches.iter().map(|b| b.bytes.len()).sum()
+    }
+}
+
 enum Command {
-    Append {
-        batches: Vec<PreparedBatch>,
-        reply: oneshot::Sender<Result<AppendInfo, LogError>>,
-    },
+    Append(QueuedAppend),
     Flush {
         reply: Option<oneshot::Sender<Result<Offset, LogError>>>,
         /// Also wait until rolled segments are sealed (so `durable_end` reaches
@@ -174,6 +198,9 @@ struct Inner {
     segments: BTreeMap<Offset, Segment>,
     /// Offset the next append gets; every offset below it is written.
     log_end: Offset,
+    /// Where each leader epoch starts among the stored batches; changes
+    /// together with `log_end` and the log start.
+    epochs: EpochCache,
     /// Every offset below it is fsynced.
     durable_end: Offset,
     queue: VecDeque<Command>,
@@ -325,6 +352,7 @@ impl Log {
             segments.insert(Offset(0), segment);
         }
         let log_end = segments.values().next_back().map_or(Offset(0), |s| s.next_offset);
+        let epochs = rebuild_epochs(&segments)?;
         let pending = Rc::new(Semaphore::new(config.pending_appends_max as u64));
         let inner = Inner {
             dir: dir.to_path_buf(),
@@ -332,6 +360,7 @@ impl Log {
             clock,
             segments,
             log_end,
+            epochs,
             // Recovery fsynced the active segment; sealed ones were fsynced at roll.
             durable_end: log_end,
             queue: VecDeque::new(),
@@ -358,11 +387,62 @@ impl Log {
     /// them. Each is validated (magic, length, CRC-32C) without decoding
     /// records; if any is invalid nothing is stored. Resolves once the batches
     /// are written, and with `Durability::Always` once they are fsynced.
+    ///
+    /// The partition leader epoch field is stored as sent (clients send -1);
+    /// a leader stamps its own with [`Log::append_with_epoch`].
     pub async fn append(&self, records: Bytes) -> Result<AppendInfo, LogError> {
         let batches = self.prepare(records)?;
+        self.enqueue(batches, OffsetSource::Assigned).await
+    }
+
+    /// As [`Log::append`], and writes `leader_epoch` into every batch's
+    /// partition leader epoch field (outside the CRC, as the base offset), as
+    /// a Kafka leader does. The epoch cache then records where `leader_epoch`
+    /// began if it is newer than the latest epoch.
+    ///
+    /// # Panics
+    /// If `leader_epoch` is negative: leader epochs start at 0.
+    pub async fn append_with_epoch(&self, records: Bytes, leader_epoch: i32) -> Result<AppendInfo, LogError> {
+        assert!(leader_epoch >= 0, "leader epochs start at 0");
+        let mut batches = self.prepare(records)?;
+        for batch in &mut batches {
+            batch.header.partition_leader_epoch = leader_epoch;
+        }
+        self.enqueue(batches, OffsetSource::Assigned).await
+    }
+
+    /// Appends whole batches copied from the leader's log (a follower's Fetch
+    /// response), keeping their base offsets and leader epochs: stored byte
+    /// for byte. Each batch is validated as [`Log::append`] does (CRC-32C
+    /// included); the first must start at the log end when the writer gets
+    /// to it and each next one right after the one before, or the append fails
+    /// with [`LogError::OffsetMismatch`] and nothing is stored. Durability as
+    /// for `append` (with `Always`, resolves after an fsync shared with other
+    /// queued appends).
+    ///
+    /// A Fetch response may end in a partial batch: trailing bytes that are
+    /// not a whole batch are ignored. Returns `None`, changing nothing, when
+    /// there is no whole batch at all (the caller fetches again from
+    /// [`Log::log_end`]; if that keeps returning the same bytes, the batch is
+    /// larger than what the fetch asked for). The whole batches of one call
+    /// must fit in a segment (`TooLarge` otherwise).
+    pub async fn append_replicated(&self, records: Bytes) -> Result<Option<AppendInfo>, LogError> {
+        let batches = self.prepare_replicated(&records)?;
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        self.enqueue(batches, OffsetSource::Carried).await.map(Some)
+    }
+
+    async fn enqueue(&self, batches: Vec<PreparedBatch>, offsets: OffsetSource) -> Result<AppendInfo, LogError> {
+        assert!(!batches.is_empty(), "an append has at least one batch");
         let _permit = self.pending.acquire_permit(1).await.map_err(|_| LogError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        self.submit(Command::Append { batches, reply })?;
+        self.submit(Command::Append(QueuedAppend {
+            batches,
+            offsets,
+            reply,
+        }))?;
         answer.await.map_err(|_| LogError::Closed)?
     }
 
@@ -370,14 +450,7 @@ impl Log {
         if records.is_empty() {
             return Err(BatchError::Empty.into());
         }
-        let segment_bytes_max = self.inner.borrow().config.segment_bytes_max;
-        if records.len() as u64 > segment_bytes_max {
-            return Err(BatchError::TooLarge {
-                batch_bytes: records.len(),
-                segment_bytes_max,
-            }
-            .into());
-        }
+        self.check_fits(records.len())?;
         let mut batches = Vec::new();
         let mut at = 0usize;
         while at < records.len() {
@@ -391,6 +464,60 @@ impl Log {
             at += total;
         }
         Ok(batches)
+    }
+
+    /// The whole batches at the front of `records`, validated and checked to
+    /// follow each other's offsets; a trailing partial batch is left out.
+    fn prepare_replicated(&self, records: &Bytes) -> Result<Vec<PreparedBatch>, LogError> {
+        let mut batches: Vec<PreparedBatch> = Vec::new();
+        let mut at = 0usize;
+        while at < records.len() {
+            let rest = records.get(at..).unwrap_or_default();
+            let header = match batch::validate(rest) {
+                Ok(header) => header,
+                // Only the last batch can be short of bytes: a partial tail.
+                Err(BatchError::Truncated { .. }) => break,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(previous) = batches.last() {
+                let expected = previous.header.next_offset();
+                if header.base_offset != expected {
+                    return Err(LogError::OffsetMismatch {
+                        expected,
+                        got: header.base_offset,
+                    });
+                }
+            }
+            if header.base_offset.0.checked_add(header.offset_count()).is_none() {
+                // No log reaches this offset: it cannot continue this one.
+                return Err(LogError::OffsetMismatch {
+                    expected: self.log_end(),
+                    got: header.base_offset,
+                });
+            }
+            let total = header.total_bytes();
+            batches.push(PreparedBatch {
+                bytes: records.slice(at..at + total),
+                header,
+            });
+            at += total;
+        }
+        self.check_fits(at)?;
+        assert!(at <= records.len(), "whole batches lie within the bytes given");
+        Ok(batches)
+    }
+
+    /// One append must fit in a fresh segment.
+    fn check_fits(&self, append_bytes: usize) -> Result<(), LogError> {
+        let segment_bytes_max = self.inner.borrow().config.segment_bytes_max;
+        if append_bytes as u64 > segment_bytes_max {
+            return Err(BatchError::TooLarge {
+                batch_bytes: append_bytes,
+                segment_bytes_max,
+            }
+            .into());
+        }
+        Ok(())
     }
 
     fn submit(&self, command: Command) -> Result<(), LogError> {
@@ -450,6 +577,33 @@ impl Log {
     /// Every offset below this is fsynced.
     pub fn durable_end(&self) -> Offset {
         self.inner.borrow().durable_end
+    }
+
+    /// The newest leader epoch among the stored batches (-1 for batches
+    /// written without one); `None` for a log without batches.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.inner.borrow().epochs.latest_epoch()
+    }
+
+    /// Kafka's OffsetsForLeaderEpoch answer: the largest cached epoch ≤
+    /// `epoch`, and the offset it ended at — the start of the next cached
+    /// epoch, or [`Log::log_end`] when it is the latest. `None` when `epoch`
+    /// is below every cached epoch or the cache is empty (the caller answers
+    /// UNDEFINED_EPOCH, -1 / -1).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, Offset)> {
+        let inner = self.inner.borrow();
+        let answer = inner.epochs.end_offset_for(epoch, inner.log_end);
+        assert!(
+            answer.is_none_or(|(_, end)| end <= inner.log_end),
+            "an epoch ends past the log end"
+        );
+        answer
+    }
+
+    /// The leader epoch cache: where each epoch starts, ascending (for tools
+    /// and tests; replication asks [`Log::end_offset_for_epoch`]).
+    pub fn epoch_starts(&self) -> Vec<EpochStart> {
+        self.inner.borrow().epochs.entries().to_vec()
     }
 
     /// Bytes of batches stored.
@@ -590,10 +744,7 @@ fn submit(inner: &Rc<RefCell<Inner>>, command: Command) -> Result<(), LogError> 
 /// Why the writer stops taking a command into the current group.
 fn group_fits(group_bytes: usize, next: &Command, write_bytes_max: usize) -> bool {
     match next {
-        Command::Append { batches, .. } => {
-            let bytes: usize = batches.iter().map(|b| b.bytes.len()).sum();
-            group_bytes + bytes <= write_bytes_max
-        }
+        Command::Append(append) => group_bytes + append.bytes() <= write_bytes_max,
         _ => false,
     }
 }
@@ -611,25 +762,25 @@ async fn writer_loop(inner: Rc<RefCell<Inner>>) {
             }
         };
         match command {
-            Command::Append { batches, reply } => {
+            Command::Append(append) => {
                 if inner.borrow().config.durability == Durability::Always {
                     // Let the appenders just acknowledged queue their next
                     // append first, so they share this group's fsync instead
                     // of splitting into alternating groups.
                     futures_lite::future::yield_now().await;
                 }
-                let mut group = vec![(batches, reply)];
+                let mut group = vec![append];
                 {
                     let mut state = inner.borrow_mut();
                     let write_bytes_max = state.config.write_bytes_max;
-                    let mut group_bytes: usize = group.iter().flat_map(|(b, _)| b.iter()).map(|b| b.bytes.len()).sum();
+                    let mut group_bytes: usize = group.iter().map(QueuedAppend::bytes).sum();
                     while let Some(next) = state.queue.front() {
                         if !group_fits(group_bytes, next, write_bytes_max) {
                             break;
                         }
-                        if let Some(Command::Append { batches, reply }) = state.queue.pop_front() {
-                            group_bytes += batches.iter().map(|b| b.bytes.len()).sum::<usize>();
-                            group.push((batches, reply));
+                        if let Some(Command::Append(next)) = state.queue.pop_front() {
+                            group_bytes += next.bytes();
+                            group.push(next);
                         }
                     }
                 }
@@ -660,23 +811,65 @@ async fn writer_loop(inner: Rc<RefCell<Inner>>) {
     }
 }
 
-type Group = Vec<(Vec<PreparedBatch>, oneshot::Sender<Result<AppendInfo, LogError>>)>;
+type Group = Vec<QueuedAppend>;
 
 fn fail_all(group: Group, error: &LogError) {
-    for (_, reply) in group {
-        let _ = reply.send(Err(error.duplicate()));
+    for append in group {
+        let _ = append.reply.send(Err(error.duplicate()));
     }
 }
 
-async fn write_group(inner: &Rc<RefCell<Inner>>, mut group: Group) {
+/// Gives each append of a group its offsets from `log_end` on: assigns them,
+/// or checks that carried ones continue the log. A replicated append that
+/// does not is answered now and left out. Returns the appends kept and the
+/// first and last offset of each.
+fn place_offsets(group: Group, log_end: Offset) -> (Group, Vec<(Offset, Offset)>) {
+    let mut next = log_end;
+    let mut infos = Vec::with_capacity(group.len());
+    let mut accepted = Vec::with_capacity(group.len());
+    for mut append in group {
+        let first = next;
+        match append.offsets {
+            OffsetSource::Assigned => {
+                for batch in append.batches.iter_mut() {
+                    batch.header.base_offset = next;
+                    next = batch.header.next_offset();
+                }
+            }
+            OffsetSource::Carried => {
+                let got = append.batches.first().map_or(next, |b| b.header.base_offset);
+                if got != next {
+                    let _ = append.reply.send(Err(LogError::OffsetMismatch { expected: next, got }));
+                    continue;
+                }
+                for batch in &append.batches {
+                    assert_eq!(
+                        batch.header.base_offset, next,
+                        "carried offsets were checked to be contiguous"
+                    );
+                    next = batch.header.next_offset();
+                }
+            }
+        }
+        assert!(next > first, "an append stores at least one offset");
+        infos.push((first, Offset(next.0 - 1)));
+        accepted.push(append);
+    }
+    assert_eq!(accepted.len(), infos.len(), "one offset range per kept append");
+    (accepted, infos)
+}
+
+async fn write_group(inner: &Rc<RefCell<Inner>>, group: Group) {
     if let Some(reason) = inner.borrow().failed.clone() {
         return fail_all(group, &LogError::Failed { reason });
     }
-    let group_bytes: u64 = group
-        .iter()
-        .flat_map(|(b, _)| b.iter())
-        .map(|b| b.bytes.len() as u64)
-        .sum();
+    // Offsets first, so a rejected replicated append causes no roll.
+    let placed_from = inner.borrow().log_end;
+    let (group, infos) = place_offsets(group, placed_from);
+    if group.is_empty() {
+        return;
+    }
+    let group_bytes: u64 = group.iter().map(|a| a.bytes() as u64).sum();
     // Roll first if the group does not fit, or the active segment is too old.
     let must_roll = {
         let state = inner.borrow();
@@ -697,14 +890,14 @@ async fn write_group(inner: &Rc<RefCell<Inner>>, mut group: Group) {
             return fail_all(group, &e);
         }
     }
-    // A group bigger than a fresh segment: write its appends one at a time.
+    // A group bigger than a fresh segment: write its appends one at a time
+    // (each is placed again, after the ones before it were written).
     if group_bytes > inner.borrow().config.segment_bytes_max && group.len() > 1 {
         for single in group {
             Box::pin(write_group(inner, vec![single])).await;
         }
         return;
     }
-    // Assign offsets.
     let (file, path, start, base_offset) = {
         let state = inner.borrow();
         let Some(active) = state.segments.values().next_back() else {
@@ -713,19 +906,11 @@ async fn write_group(inner: &Rc<RefCell<Inner>>, mut group: Group) {
         };
         (active.file(), active.path.clone(), active.size, state.log_end)
     };
-    let mut next = base_offset;
-    let mut infos = Vec::with_capacity(group.len());
-    for (batches, _) in group.iter_mut() {
-        let first = next;
-        for batch in batches.iter_mut() {
-            batch.header.base_offset = next;
-            next = batch.header.next_offset();
-        }
-        infos.push((first, Offset(next.0 - 1)));
-    }
+    assert_eq!(base_offset, placed_from, "a roll does not move log_end");
+    let next = infos.last().map_or(base_offset, |(_, last)| Offset(last.0 + 1));
     let all: Vec<PreparedBatch> = group
         .iter()
-        .flat_map(|(b, _)| b.iter())
+        .flat_map(|a| a.batches.iter())
         .map(|b| PreparedBatch {
             bytes: b.bytes.clone(),
             header: b.header,
@@ -743,6 +928,11 @@ async fn write_group(inner: &Rc<RefCell<Inner>>, mut group: Group) {
         }
         assert_eq!(state.log_end, base_offset, "only the writer moves log_end");
         state.log_end = next;
+        for batch in &all {
+            state
+                .epochs
+                .observe(batch.header.partition_leader_epoch, batch.header.base_offset);
+        }
         state.unsynced_bytes += group_bytes;
         state.unsynced_since.get_or_insert_with(Instant::now);
         state.config.durability
@@ -764,8 +954,8 @@ async fn write_group(inner: &Rc<RefCell<Inner>>, mut group: Group) {
         Durability::Never => false,
     };
     let log_start = inner.borrow().log_start();
-    for ((_, reply), (first, last)) in group.into_iter().zip(infos) {
-        let _ = reply.send(Ok(AppendInfo {
+    for (append, (first, last)) in group.into_iter().zip(infos) {
+        let _ = append.reply.send(Ok(AppendInfo {
             base_offset: first,
             last_offset: last,
             log_start,
@@ -870,7 +1060,7 @@ enum RollMode {
 /// Closes the active segment and creates the next one; the closed segment is
 /// sealed (fsync, shrink, index) inline or in the background.
 async fn roll(inner: &Rc<RefCell<Inner>>, mode: RollMode) -> Result<(), LogError> {
-    let (dir, seal, segment_bytes_max) = {
+    let rolled = {
         let state = inner.borrow();
         if let Some(reason) = state.failed.clone() {
             return Err(LogError::Failed { reason });
@@ -878,18 +1068,26 @@ async fn roll(inner: &Rc<RefCell<Inner>>, mode: RollMode) -> Result<(), LogError
         let Some(active) = state.segments.values().next_back() else {
             return Ok(());
         };
-        if active.size == 0 {
-            return Ok(());
-        }
-        let seal = PendingSeal {
-            base: active.base,
-            end: state.log_end,
-            file: active.file(),
-            path: active.path.clone(),
-            size: active.size,
-            index: active.index.encode(),
+        (active.size > 0).then(|| {
+            let seal = PendingSeal {
+                base: active.base,
+                end: state.log_end,
+                file: active.file(),
+                path: active.path.clone(),
+                size: active.size,
+                index: active.index.encode(),
+            };
+            (state.dir.clone(), seal, state.config.segment_bytes_max)
+        })
+    };
+    let Some((dir, seal, segment_bytes_max)) = rolled else {
+        // Nothing to roll; an inline roll still settles earlier seals, as
+        // `Log::roll` promises (a background roll may have left the new
+        // active segment empty when the write after it failed).
+        return match mode {
+            RollMode::Inline => drain_seals(inner).await,
+            RollMode::Background => Ok(()),
         };
-        (state.dir.clone(), seal, state.config.segment_bytes_max)
     };
     let now_ms = inner.borrow().clock.now_ms();
     let next_base = seal.end;
@@ -1033,6 +1231,7 @@ async fn truncate(inner: &Rc<RefCell<Inner>>, offset: Offset) -> Result<Offset, 
         };
         let new_end = state.segments.values().next_back().map_or(offset, |s| s.next_offset);
         state.log_end = new_end;
+        state.epochs.truncate_from_end(new_end);
         state.durable_end = state.durable_end.min(new_end);
         (dir, doomed, plan, segment_bytes_max)
     };
@@ -1055,6 +1254,7 @@ async fn truncate(inner: &Rc<RefCell<Inner>>, offset: Offset) -> Result<Offset, 
             let segment = Segment::create(&dir, offset, segment_bytes_max, now_ms).await?;
             let mut state = inner.borrow_mut();
             state.log_end = offset;
+            state.epochs.truncate_from_end(offset);
             state.durable_end = offset;
             state.segments.insert(offset, segment);
         }
@@ -1097,6 +1297,8 @@ async fn retention(inner: &Rc<RefCell<Inner>>) -> Result<usize, LogError> {
                 doomed.push(segment);
             }
         }
+        let log_start = state.log_start();
+        state.epochs.truncate_from_start(log_start);
         (state.dir.clone(), doomed)
     };
     let count = doomed.len();
@@ -1108,6 +1310,22 @@ async fn retention(inner: &Rc<RefCell<Inner>>) -> Result<usize, LogError> {
         sync_dir(&dir).await?;
     }
     Ok(count)
+}
+
+/// The leader epoch cache of a just-opened log, from every stored batch
+/// header, oldest first (headers only: records are not touched).
+fn rebuild_epochs(segments: &BTreeMap<Offset, Segment>) -> Result<EpochCache, LogError> {
+    let mut epochs = EpochCache::default();
+    for segment in segments.values() {
+        let data = segment.data();
+        let mut position = 0u64;
+        while position < segment.size {
+            let header = segment.header_at(&data, position)?;
+            epochs.observe(header.partition_leader_epoch, header.base_offset);
+            position += header.total_bytes() as u64;
+        }
+    }
+    Ok(epochs)
 }
 
 async fn sync_dir(dir: &Path) -> Result<(), LogError> {

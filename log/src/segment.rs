@@ -7,7 +7,9 @@
 //! not O_DIRECT, because reads come from a shared memory mapping of the same
 //! file: both go through the page cache, so a reader sees a batch as soon as its
 //! write completes, and the freshest data — what consumers tailing the log read —
-//! is served from memory without a disk read.
+//! is served from memory without a disk read. Each batch is copied once, into
+//! the write buffer, and its base offset and leader epoch are written into the
+//! copy (`assemble`); the sender's buffer is never modified.
 //!
 //! # Mapping rules (a mapping never grows, and truncating a mapped file raises SIGBUS)
 //! - The active segment's file is sized to `segment_bytes_max` when it is created
@@ -690,15 +692,19 @@ pub(crate) async fn remove_files(
     remove_if_exists(&index_path(dir, base))
 }
 
-/// A validated batch whose header already carries its assigned base offset;
-/// `bytes` is still the client's buffer (the offset is patched while copying).
+/// A validated batch whose header already carries its assigned base offset
+/// and the leader epoch it is stored with; `bytes` is still the sender's
+/// buffer (both fields are patched while copying, see `assemble`).
 pub(crate) struct PreparedBatch {
     pub(crate) bytes: Bytes,
     pub(crate) header: BatchHeader,
 }
 
-/// Concatenates `batches` with their assigned base offsets, skipping the first
-/// `skip` bytes (only non-zero when resuming a short write).
+/// Concatenates `batches` with the base offsets and leader epochs of their
+/// headers written in, skipping the first `skip` bytes (only non-zero when
+/// resuming a short write). Neither field is covered by the CRC. A batch whose
+/// header fields already match its bytes (a replicated batch, or an epoch left
+/// as sent) is copied unchanged.
 fn assemble(batches: &[PreparedBatch], skip: usize) -> Vec<u8> {
     let total: usize = batches.iter().map(|b| b.bytes.len()).sum();
     let mut out = Vec::with_capacity(total);
@@ -707,8 +713,10 @@ fn assemble(batches: &[PreparedBatch], skip: usize) -> Vec<u8> {
         out.extend_from_slice(&batch.bytes);
         if let Some(copied) = out.get_mut(start..) {
             batch::set_base_offset(copied, batch.header.base_offset);
+            batch::set_leader_epoch(copied, batch.header.partition_leader_epoch);
         }
     }
+    assert_eq!(out.len(), total, "assembled bytes are the batches' bytes");
     if skip > 0 {
         out.drain(..skip.min(out.len()));
     }

@@ -476,3 +476,347 @@ fn a_rolled_segment_torn_before_its_seal_ends_the_log_there() {
         );
     });
 }
+
+// ---- Leader epochs and replicated appends ----
+
+/// A batch as a leader's log stores it: base offset and leader epoch written in.
+fn stored_batch(records: i32, base: i64, epoch: i32, seed: u64, payload_bytes: usize) -> Vec<u8> {
+    let mut b = batch(records, 1000, seed, payload_bytes);
+    shardline_log::set_base_offset(&mut b, Offset(base));
+    shardline_log::set_leader_epoch(&mut b, epoch);
+    b
+}
+
+fn epochs(log: &Log) -> Vec<(i32, i64)> {
+    log.epoch_starts().iter().map(|e| (e.epoch, e.start_offset.0)).collect()
+}
+
+#[test]
+fn append_with_epoch_stamps_every_batch_and_the_cache_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Log::open(&path, small_config()).await.unwrap();
+        assert_eq!(log.latest_epoch(), None);
+        assert_eq!(log.end_offset_for_epoch(0), None);
+        // Written before stamping: the client's -1 stays.
+        log.append(Bytes::from(batch(2, 1, 1, 100))).await.unwrap();
+        let mut two = batch(3, 2, 2, 100);
+        two.extend(batch(1, 3, 3, 100));
+        let info = log.append_with_epoch(Bytes::from(two), 3).await.unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (Offset(2), Offset(5)));
+        log.roll().await.unwrap();
+        log.append_with_epoch(Bytes::from(batch(2, 4, 4, 100)), 3)
+            .await
+            .unwrap();
+        // An older epoch is stored as given but starts no entry.
+        log.append_with_epoch(Bytes::from(batch(1, 5, 5, 100)), 2)
+            .await
+            .unwrap();
+        log.append_with_epoch(Bytes::from(batch(2, 6, 6, 100)), 5)
+            .await
+            .unwrap();
+        let stored: Vec<(i64, i32)> = read_all(&log)
+            .iter()
+            .map(|b| {
+                let header = validate(b).unwrap(); // the CRC still holds
+                (header.base_offset.0, header.partition_leader_epoch)
+            })
+            .collect();
+        assert_eq!(stored, vec![(0, -1), (2, 3), (5, 3), (6, 3), (8, 2), (9, 5)]);
+        let expected = vec![(-1, 0), (3, 2), (5, 9)];
+        assert_eq!(epochs(&log), expected);
+        assert_eq!(log.latest_epoch(), Some(5));
+        assert_eq!(log.end_offset_for_epoch(3), Some((3, Offset(9))));
+        assert_eq!(log.end_offset_for_epoch(4), Some((3, Offset(9))));
+        assert_eq!(log.end_offset_for_epoch(5), Some((5, Offset(11))));
+        assert_eq!(log.end_offset_for_epoch(-1), Some((-1, Offset(2))));
+        assert_eq!(log.end_offset_for_epoch(-2), None);
+        drop(log);
+        let log = Log::open(&path, small_config()).await.unwrap();
+        assert_eq!(epochs(&log), expected, "rebuilt from the batch headers");
+        assert_eq!(log.end_offset_for_epoch(5), Some((5, Offset(11))));
+    });
+}
+
+#[test]
+fn replicated_appends_keep_offsets_and_epochs_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig {
+            durability: Durability::Always,
+            ..small_config()
+        };
+        let leader = Log::open(&path.join("leader"), config.clone()).await.unwrap();
+        let follower = Log::open(&path.join("follower"), config).await.unwrap();
+        for i in 0..40i64 {
+            let epoch = if i < 15 { 1 } else { 4 };
+            leader
+                .append_with_epoch(Bytes::from(batch(3, i, i as u64, 3000)), epoch)
+                .await
+                .unwrap();
+        }
+        assert!(leader.segment_count() > 1);
+        // Fetch as a follower does: whatever a read returns, appended as is.
+        let syncs_before = follower.sync_count();
+        while follower.log_end() < leader.log_end() {
+            let read = leader.read(follower.log_end(), 20_000, leader.log_end()).unwrap();
+            let bytes: Vec<u8> = read.chunks.iter().flat_map(|c| c.iter().copied()).collect();
+            let info = follower.append_replicated(Bytes::from(bytes)).await.unwrap().unwrap();
+            assert!(info.durable);
+            assert_eq!(info.last_offset, Offset(read.next_offset.0 - 1));
+            assert_eq!(follower.log_end(), read.next_offset);
+            assert_eq!(follower.durable_end(), follower.log_end());
+        }
+        assert!(follower.sync_count() > syncs_before);
+        assert_eq!(read_all(&follower), read_all(&leader));
+        assert_eq!(epochs(&follower), vec![(1, 0), (4, 45)]);
+        assert_eq!(epochs(&follower), epochs(&leader));
+        assert_eq!(follower.end_offset_for_epoch(1), Some((1, Offset(45))));
+        drop(follower);
+        let follower = Log::open(&path.join("follower"), small_config()).await.unwrap();
+        assert_eq!(read_all(&follower), read_all(&leader));
+        assert_eq!(epochs(&follower), epochs(&leader));
+    });
+}
+
+#[test]
+fn a_replicated_append_that_does_not_continue_the_log_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Log::open(&path, small_config()).await.unwrap();
+        // Not at the log end.
+        let err = log
+            .append_replicated(Bytes::from(stored_batch(2, 5, 1, 1, 50)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LogError::OffsetMismatch {
+                    expected: Offset(0),
+                    got: Offset(5)
+                }
+            ),
+            "{err}"
+        );
+        // A gap between two batches: the good first one is not stored either.
+        let mut gap = stored_batch(2, 0, 1, 1, 50);
+        gap.extend(stored_batch(2, 3, 1, 2, 50));
+        let err = log.append_replicated(Bytes::from(gap)).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LogError::OffsetMismatch {
+                    expected: Offset(2),
+                    got: Offset(3)
+                }
+            ),
+            "{err}"
+        );
+        // A bad CRC anywhere rejects the whole append.
+        let mut bad_crc = stored_batch(2, 0, 1, 1, 50);
+        let mut second = stored_batch(1, 2, 1, 2, 50);
+        let last = second.len() - 1;
+        second[last] ^= 1;
+        bad_crc.extend(second);
+        assert!(matches!(
+            log.append_replicated(Bytes::from(bad_crc)).await,
+            Err(LogError::InvalidBatch(BatchError::BadCrc { .. }))
+        ));
+        // An offset whose batch would run past i64::MAX cannot continue any log.
+        assert!(matches!(
+            log.append_replicated(Bytes::from(stored_batch(2, i64::MAX, 1, 1, 50)))
+                .await,
+            Err(LogError::OffsetMismatch { .. })
+        ));
+        assert_eq!(log.log_end(), Offset(0));
+        assert!(read_all(&log).is_empty());
+        assert_eq!(log.latest_epoch(), None);
+        // Then the right batch goes in, and sending it again is a mismatch.
+        let good = Bytes::from(stored_batch(2, 0, 1, 1, 50));
+        log.append_replicated(good.clone()).await.unwrap().unwrap();
+        assert!(matches!(
+            log.append_replicated(good).await,
+            Err(LogError::OffsetMismatch {
+                expected: Offset(2),
+                got: Offset(0)
+            })
+        ));
+        assert_eq!(log.log_end(), Offset(2));
+        assert_eq!(epochs(&log), vec![(1, 0)]);
+    });
+}
+
+#[test]
+fn queued_replicated_appends_are_checked_against_the_end_the_writer_sees() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Log::open(
+            &path,
+            LogConfig {
+                durability: Durability::Always,
+                ..small_config()
+            },
+        )
+        .await
+        .unwrap();
+        // Queued together: the second continues the first, the third repeats it.
+        let first = log.append_replicated(Bytes::from(stored_batch(2, 0, 1, 1, 50)));
+        let second = log.append_replicated(Bytes::from(stored_batch(3, 2, 2, 2, 50)));
+        let stale = log.append_replicated(Bytes::from(stored_batch(2, 0, 1, 1, 50)));
+        let ((first, second), stale) = futures_lite::future::zip(futures_lite::future::zip(first, second), stale).await;
+        assert_eq!(first.unwrap().unwrap().base_offset, Offset(0));
+        let second = second.unwrap().unwrap();
+        assert_eq!((second.base_offset, second.last_offset), (Offset(2), Offset(4)));
+        assert!(second.durable);
+        assert!(matches!(
+            stale,
+            Err(LogError::OffsetMismatch {
+                expected: Offset(5),
+                got: Offset(0)
+            })
+        ));
+        assert_eq!(log.log_end(), Offset(5));
+        assert_eq!(read_all(&log).len(), 2);
+        assert_eq!(epochs(&log), vec![(1, 0), (2, 2)]);
+    });
+}
+
+#[test]
+fn a_partial_trailing_batch_of_a_fetch_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Log::open(&path, small_config()).await.unwrap();
+        assert_eq!(log.append_replicated(Bytes::new()).await.unwrap(), None);
+        let whole = stored_batch(2, 0, 1, 1, 50);
+        let next = stored_batch(3, 2, 1, 2, 50);
+        // Only part of a batch (short header, then short body): nothing changes.
+        for cut in [10, next.len() - 1] {
+            assert_eq!(
+                log.append_replicated(Bytes::copy_from_slice(&whole[..cut]))
+                    .await
+                    .unwrap(),
+                None
+            );
+        }
+        assert_eq!(log.log_end(), Offset(0));
+        // A whole batch and part of the next: the whole one is appended.
+        let mut fetched = whole.clone();
+        fetched.extend_from_slice(&next[..next.len() / 2]);
+        let info = log.append_replicated(Bytes::from(fetched)).await.unwrap().unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (Offset(0), Offset(1)));
+        assert_eq!(log.log_end(), Offset(2));
+        assert_eq!(read_all(&log), vec![whole]);
+        // The next fetch brings it whole.
+        log.append_replicated(Bytes::from(next.clone())).await.unwrap().unwrap();
+        assert_eq!(read_all(&log)[1], next);
+    });
+}
+
+#[test]
+fn a_diverged_follower_truncates_to_the_leaders_epoch_end_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let leader = Log::open(&path.join("leader"), small_config()).await.unwrap();
+        let follower = Log::open(&path.join("follower"), small_config()).await.unwrap();
+        // Epoch 1: both logs agree on offsets 0..60.
+        for i in 0..20i64 {
+            let bytes = Bytes::from(batch(3, i, i as u64, 3000));
+            let info = leader.append_with_epoch(bytes, 1).await.unwrap();
+            let read = leader.read(info.base_offset, 1, leader.log_end()).unwrap();
+            follower
+                .append_replicated(read.chunks[0].clone())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        // Epoch 2: the follower led briefly and wrote what never replicated,
+        // across a segment boundary.
+        for i in 0..20i64 {
+            follower
+                .append_with_epoch(Bytes::from(batch(2, i, 100 + i as u64, 3000)), 2)
+                .await
+                .unwrap();
+        }
+        assert_eq!(epochs(&follower), vec![(1, 0), (2, 60)]);
+        // Epoch 3: the old leader leads again and writes more.
+        for i in 0..10i64 {
+            leader
+                .append_with_epoch(Bytes::from(batch(1, i, 200 + i as u64, 3000)), 3)
+                .await
+                .unwrap();
+        }
+        let segments_before = follower.segment_count();
+        // The follower asks where its latest epoch ended on the leader.
+        let (epoch, end) = leader.end_offset_for_epoch(follower.latest_epoch().unwrap()).unwrap();
+        assert_eq!((epoch, end), (1, Offset(60)));
+        assert_eq!(follower.truncate_to(end).await.unwrap(), Offset(60));
+        assert!(follower.segment_count() < segments_before, "later segments went");
+        assert_eq!(epochs(&follower), vec![(1, 0)]);
+        assert_eq!(follower.end_offset_for_epoch(2), Some((1, Offset(60))));
+        // Catch up from there, the same offsets written again.
+        while follower.log_end() < leader.log_end() {
+            let read = leader.read(follower.log_end(), 5000, leader.log_end()).unwrap();
+            let bytes: Vec<u8> = read.chunks.iter().flat_map(|c| c.iter().copied()).collect();
+            follower.append_replicated(Bytes::from(bytes)).await.unwrap().unwrap();
+        }
+        assert_eq!(read_all(&follower), read_all(&leader));
+        assert_eq!(epochs(&follower), vec![(1, 0), (3, 60)]);
+        drop(follower);
+        let follower = Log::open(&path.join("follower"), small_config()).await.unwrap();
+        assert_eq!(read_all(&follower), read_all(&leader));
+        assert_eq!(epochs(&follower), epochs(&leader));
+        // And it goes on replicating after the reopen.
+        let info = leader
+            .append_with_epoch(Bytes::from(batch(1, 9, 9, 10)), 3)
+            .await
+            .unwrap();
+        let read = leader.read(info.base_offset, 1, leader.log_end()).unwrap();
+        follower
+            .append_replicated(read.chunks[0].clone())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(follower.log_end(), leader.log_end());
+    });
+}
+
+#[test]
+fn retention_clamps_the_epoch_covering_the_new_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig {
+            retention_bytes_max: Some(100 << 10),
+            ..small_config()
+        };
+        let log = Log::open(&path, config.clone()).await.unwrap();
+        for i in 0..80i64 {
+            let epoch = (i / 20) as i32; // 0, 1, 2, 3: 20 batches each
+            log.append_with_epoch(Bytes::from(batch(1, i, i as u64, 4000)), epoch)
+                .await
+                .unwrap();
+        }
+        assert_eq!(epochs(&log), vec![(0, 0), (1, 20), (2, 40), (3, 60)]);
+        assert!(log.apply_retention().await.unwrap() > 0);
+        let start = log.log_start();
+        assert!(start.0 % 20 != 0, "the start falls inside an epoch: {start}");
+        let covering = (start.0 / 20) as i32;
+        assert!(covering > 0 && covering < 3, "log start {start}");
+        let mut expected = vec![(covering, start.0)];
+        expected.extend((covering + 1..4).map(|epoch| (epoch, i64::from(epoch) * 20)));
+        assert_eq!(epochs(&log), expected);
+        assert_eq!(log.end_offset_for_epoch(covering - 1), None);
+        let covering_end = Offset(i64::from(covering + 1) * 20);
+        assert_eq!(log.end_offset_for_epoch(covering), Some((covering, covering_end)));
+        drop(log);
+        let log = Log::open(&path, config).await.unwrap();
+        assert_eq!(epochs(&log), expected, "the rebuild agrees");
+    });
+}

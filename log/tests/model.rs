@@ -1,11 +1,18 @@
-//! Model test: random sequences of append, roll, read, flush, truncate,
-//! retention and crash-then-recover, checked against an in-memory model.
+//! Model test: random sequences of append (plain, with a leader epoch, and
+//! replicated), roll, read, flush, truncate, retention and crash-then-recover,
+//! checked against an in-memory model, leader epoch cache included.
 //!
 //! A crash drops the log without a sync and then damages the tail of the last
 //! segment file at a random point past the durable data: it truncates the file
 //! there or writes garbage there. After recovery every batch the model says
 //! was durable must read back byte for byte, whatever survived past it must be a
 //! prefix of what was appended, and nothing else may be served.
+//!
+//! The model's epoch cache follows the documented rules step by step (record
+//! an epoch greater than the latest; truncation drops entries at or past the
+//! end; retention clamps the entry covering the start; reopening rebuilds from
+//! the stored batches). After every step the log's cache must equal it, and
+//! `end_offset_for_epoch` must agree with a linear search of it.
 //!
 //! `PROPTEST_CASES` overrides the number of cases (default 1000).
 #![allow(
@@ -23,8 +30,8 @@ use bytes::Bytes;
 use common::{read_all, run, ManualClock};
 use proptest::prelude::*;
 use shardline_log::{
-    build_batch, parse_log_name, set_base_offset, validate_header_only, BatchSpec, Durability, Log, LogConfig,
-    LogError, Offset,
+    build_batch, parse_log_name, set_base_offset, set_leader_epoch, validate_header_only, BatchSpec, Durability, Log,
+    LogConfig, LogError, Offset,
 };
 
 #[derive(Debug, Clone)]
@@ -40,6 +47,16 @@ enum Op {
     Append {
         batches: Vec<(i32, u16)>,
         timestamp_step_ms: u16,
+        /// `append_with_epoch` with this epoch, or plain `append` (epoch -1).
+        epoch: Option<u8>,
+    },
+    /// `append_replicated` of batches carrying offsets and epochs, starting
+    /// `shift` away from the log end (0: where it must), optionally followed
+    /// by the first `partial` bytes of one more batch.
+    Replicate {
+        batches: Vec<(i32, u16, u8)>,
+        shift: i8,
+        partial: Option<u16>,
     },
     Roll,
     Read {
@@ -58,8 +75,14 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (prop::collection::vec((1i32..6, 0u16..3000), 1..4), 0u16..500)
-            .prop_map(|(batches, timestamp_step_ms)| Op::Append { batches, timestamp_step_ms }),
+        4 => (prop::collection::vec((1i32..6, 0u16..3000), 1..4), 0u16..500, prop::option::of(0u8..8))
+            .prop_map(|(batches, timestamp_step_ms, epoch)| Op::Append { batches, timestamp_step_ms, epoch }),
+        3 => (
+            prop::collection::vec((1i32..6, 0u16..3000, 0u8..8), 1..4),
+            prop_oneof![8 => Just(0i8), 1 => Just(1i8), 1 => Just(-1i8)],
+            prop::option::of(0u16..200),
+        )
+            .prop_map(|(batches, shift, partial)| Op::Replicate { batches, shift, partial }),
         1 => Just(Op::Roll),
         3 => (any::<u16>(), 1u16..20_000).prop_map(|(at, bytes_max)| Op::Read { at, bytes_max }),
         1 => Just(Op::Flush),
@@ -79,15 +102,40 @@ struct Model {
     start: Offset,
     end: Offset,
     durable: Offset,
+    /// The leader epoch cache: (epoch, start offset), ascending.
+    epochs: Vec<(i32, Offset)>,
 }
 
 impl Model {
+    /// Stores a batch (bytes as the log must hold them) and notes its epoch.
+    fn push(&mut self, base: Offset, next: Offset, bytes: Vec<u8>) {
+        assert_eq!(base, self.end, "batches continue the log");
+        let epoch = validate_header_only(&bytes).unwrap().partition_leader_epoch;
+        match self.epochs.last().copied() {
+            Some((latest, _)) if epoch <= latest => {}
+            // A clamped entry of an emptied log is superseded in place.
+            Some((_, start)) if start == base => {
+                self.epochs.pop();
+                self.epochs.push((epoch, base));
+            }
+            _ => self.epochs.push((epoch, base)),
+        }
+        self.batches.push((base, next, bytes));
+        self.end = next;
+    }
+
     fn truncate(&mut self, end: Offset) {
         self.batches.retain(|(base, _, _)| *base < end);
         assert!(
             self.batches.last().is_none_or(|(_, next, _)| *next == end),
             "cut must fall on a batch boundary"
         );
+        if end < self.end {
+            // Truncating at or past the end changes nothing, the epoch cache
+            // included (an entry retention clamped to the end of an emptied
+            // log stays).
+            self.epochs.retain(|(_, start)| *start < end);
+        }
         self.end = end;
         self.durable = self.durable.min(end);
     }
@@ -100,6 +148,33 @@ impl Model {
         );
         self.batches.retain(|(base, _, _)| *base >= start);
         self.start = start;
+        let covering = self.epochs.iter().rposition(|(_, s)| *s <= start);
+        if let Some(covering) = covering {
+            self.epochs.drain(..covering);
+            self.epochs[0].1 = start;
+        }
+    }
+
+    /// What a reopened log knows: the epochs of the stored batches only.
+    fn rebuild_epochs(&mut self) {
+        let batches = std::mem::take(&mut self.batches);
+        self.epochs.clear();
+        self.end = batches.first().map_or(self.end, |(base, _, _)| *base);
+        for (base, next, bytes) in batches {
+            self.push(base, next, bytes);
+        }
+    }
+
+    /// OffsetsForLeaderEpoch by linear search.
+    fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, Offset)> {
+        let mut answer = None;
+        for (i, (cached, _)) in self.epochs.iter().enumerate() {
+            if *cached <= epoch {
+                let end = self.epochs.get(i + 1).map_or(self.end, |(_, start)| *start);
+                answer = Some((*cached, end));
+            }
+        }
+        answer
     }
 
     fn stored(&self) -> Vec<Vec<u8>> {
@@ -164,6 +239,25 @@ fn check_all(log: &Log, model: &Model) {
     assert_eq!(log.log_end(), model.end, "log end");
     assert!(log.durable_end() >= model.durable, "durable end went backwards");
     assert_eq!(read_all(log), model.stored(), "stored batches");
+    let epochs: Vec<(i32, Offset)> = log.epoch_starts().iter().map(|e| (e.epoch, e.start_offset)).collect();
+    assert_eq!(epochs, model.epochs, "epoch cache");
+    assert_eq!(log.latest_epoch(), model.epochs.last().map(|(epoch, _)| *epoch));
+    for epoch in -2..10 {
+        assert_eq!(
+            log.end_offset_for_epoch(epoch),
+            model.end_offset_for_epoch(epoch),
+            "end offset for epoch {epoch}"
+        );
+    }
+}
+
+/// A batch as a leader stores it, for `append_replicated`.
+fn replica_batch(count: i32, payload_bytes: u16, epoch: u8, base: Offset, timestamp_ms: i64) -> Vec<u8> {
+    let payload: Vec<u8> = (0..payload_bytes).map(|i| (i as u8).wrapping_mul(13) ^ epoch).collect();
+    let mut batch = build_batch(&BatchSpec::plain(count, timestamp_ms, &payload));
+    set_base_offset(&mut batch, base);
+    set_leader_epoch(&mut batch, i32::from(epoch));
+    batch
 }
 
 async fn run_case(dir: std::path::PathBuf, durability: Durability, ops: Vec<Op>) {
@@ -179,6 +273,7 @@ async fn run_case(dir: std::path::PathBuf, durability: Durability, ops: Vec<Op>)
             Op::Append {
                 batches,
                 timestamp_step_ms,
+                epoch,
             } => {
                 timestamp_ms += i64::from(timestamp_step_ms);
                 let mut records = Vec::new();
@@ -191,18 +286,66 @@ async fn run_case(dir: std::path::PathBuf, durability: Durability, ops: Vec<Op>)
                     let mut batch = build_batch(&BatchSpec::plain(count, timestamp_ms, &payload));
                     records.extend_from_slice(&batch);
                     set_base_offset(&mut batch, next);
+                    if let Some(epoch) = epoch {
+                        set_leader_epoch(&mut batch, i32::from(epoch));
+                    }
                     let base = next;
                     next = Offset(next.0 + i64::from(count));
                     expected.push((base, next, batch));
                 }
-                let info = log.append(Bytes::from(records)).await.unwrap();
+                let info = match epoch {
+                    Some(epoch) => log.append_with_epoch(Bytes::from(records), i32::from(epoch)).await,
+                    None => log.append(Bytes::from(records)).await,
+                }
+                .unwrap();
                 assert_eq!(info.base_offset, model.end);
                 assert_eq!(info.last_offset, Offset(next.0 - 1));
-                model.batches.extend(expected);
-                model.end = next;
+                for (base, next, bytes) in expected {
+                    model.push(base, next, bytes);
+                }
                 if durability == Durability::Always {
                     assert!(info.durable);
                     model.durable = model.end;
+                }
+            }
+            Op::Replicate {
+                batches,
+                shift,
+                partial,
+            } => {
+                timestamp_ms += 1;
+                let first = Offset(model.end.0 + i64::from(shift));
+                let mut records = Vec::new();
+                let mut expected = Vec::new();
+                let mut next = first;
+                for (count, payload_bytes, epoch) in batches {
+                    let batch = replica_batch(count, payload_bytes, epoch, next, timestamp_ms);
+                    records.extend_from_slice(&batch);
+                    let base = next;
+                    next = Offset(next.0 + i64::from(count));
+                    expected.push((base, next, batch));
+                }
+                if let Some(partial) = partial {
+                    let extra = replica_batch(1, 100, 7, next, timestamp_ms);
+                    records.extend_from_slice(&extra[..usize::from(partial).min(extra.len() - 1)]);
+                }
+                let result = log.append_replicated(Bytes::from(records)).await;
+                if shift != 0 {
+                    let err = result.unwrap_err();
+                    assert!(
+                        matches!(err, LogError::OffsetMismatch { expected, got } if expected == model.end && got == first),
+                        "{err}"
+                    );
+                } else {
+                    let info = result.unwrap().unwrap();
+                    assert_eq!((info.base_offset, info.last_offset), (model.end, Offset(next.0 - 1)));
+                    for (base, next, bytes) in expected {
+                        model.push(base, next, bytes);
+                    }
+                    if durability == Durability::Always {
+                        assert!(info.durable);
+                        model.durable = model.end;
+                    }
                 }
             }
             Op::Roll => {
@@ -252,8 +395,10 @@ async fn run_case(dir: std::path::PathBuf, durability: Durability, ops: Vec<Op>)
                     .find(|(b, n, _)| *b <= target && target < *n)
                     .map_or(model.end, |(b, _, _)| *b);
                 assert_eq!(new_end, expected.min(model.end));
-                model.truncate(new_end);
-                model.durable = model.end; // truncation syncs
+                if target < model.end {
+                    model.truncate(new_end);
+                    model.durable = model.end; // truncation syncs
+                } // else a no-op: no sync either
                 if model.end < model.start {
                     model.start = model.end;
                 }
@@ -279,6 +424,7 @@ async fn run_case(dir: std::path::PathBuf, durability: Durability, ops: Vec<Op>)
                 assert!(recovered <= before_end, "recovered more than was appended");
                 model.truncate(recovered);
                 model.durable = recovered; // recovery syncs what it keeps
+                model.rebuild_epochs();
             }
         }
         check_all(&log, &model);
