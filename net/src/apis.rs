@@ -36,6 +36,7 @@ pub const SUPPORTED_APIS: &[(i16, i16, i16)] = &[
     (CREATE_TOPICS, 2, 7),
     (DELETE_TOPICS, 1, 6),
     (INIT_PRODUCER_ID, 0, 4),
+    (OFFSET_FOR_LEADER_EPOCH, 2, 4),
     (DESCRIBE_CONFIGS, 0, 4),
     (CREATE_PARTITIONS, 0, 3),
     (DELETE_GROUPS, 0, 2),
@@ -70,6 +71,8 @@ pub(crate) const DESCRIBE_GROUPS: i16 = ApiKey::DescribeGroups as i16;
 pub(crate) const LIST_GROUPS: i16 = ApiKey::ListGroups as i16;
 pub(crate) const DELETE_GROUPS: i16 = ApiKey::DeleteGroups as i16;
 pub(crate) const OFFSET_DELETE: i16 = ApiKey::OffsetDelete as i16;
+/// Replication: a follower (or a KIP-320 client) asks where a leader epoch ends.
+pub(crate) const OFFSET_FOR_LEADER_EPOCH: i16 = ApiKey::OffsetForLeaderEpoch as i16;
 
 /// Kafka error code UNSUPPORTED_VERSION.
 pub const UNSUPPORTED_VERSION: i16 = 35;
@@ -134,7 +137,7 @@ mod tests {
         DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
         HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
         ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
-        ProduceRequest, SyncGroupRequest,
+        OffsetForLeaderEpochRequest, ProduceRequest, SyncGroupRequest,
     };
     use kafka_protocol::protocol::{Message, VersionRange};
 
@@ -162,6 +165,7 @@ mod tests {
             LIST_GROUPS => ListGroupsRequest::VERSIONS,
             DELETE_GROUPS => DeleteGroupsRequest::VERSIONS,
             OFFSET_DELETE => OffsetDeleteRequest::VERSIONS,
+            OFFSET_FOR_LEADER_EPOCH => OffsetForLeaderEpochRequest::VERSIONS,
             other => panic!("no kafka-protocol type for {other}"),
         }
     }

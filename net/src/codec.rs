@@ -23,8 +23,8 @@ use kafka_protocol::messages::{
     ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
     DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
     HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest, ResponseKind,
-    SyncGroupRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
+    OffsetForLeaderEpochRequest, ResponseKind, SyncGroupRequest,
 };
 use kafka_protocol::protocol::Decodable;
 
@@ -94,6 +94,8 @@ pub enum RequestBody {
     DeleteGroups(DeleteGroupsRequest),
     /// OffsetDelete v0.
     OffsetDelete(OffsetDeleteRequest),
+    /// OffsetForLeaderEpoch v2..=4 (followers truncating on leader change; KIP-320 clients).
+    OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
 }
 
 /// What a handler answers with.
@@ -172,6 +174,7 @@ pub fn decode_request_body(api_key: i16, api_version: i16, body: &Bytes) -> Resu
         apis::LIST_GROUPS => RequestBody::ListGroups(kafka_protocol(body, version)?),
         apis::DELETE_GROUPS => RequestBody::DeleteGroups(kafka_protocol(body, version)?),
         apis::OFFSET_DELETE => RequestBody::OffsetDelete(kafka_protocol(body, version)?),
+        apis::OFFSET_FOR_LEADER_EPOCH => RequestBody::OffsetForLeaderEpoch(kafka_protocol(body, version)?),
         _ => {
             return Err(DecodeError::Invalid {
                 field: "header.api_key",
@@ -276,6 +279,7 @@ fn response_kind_api_key(kind: &ResponseKind) -> Option<i16> {
         ResponseKind::ListGroups(_) => apis::LIST_GROUPS,
         ResponseKind::DeleteGroups(_) => apis::DELETE_GROUPS,
         ResponseKind::OffsetDelete(_) => apis::OFFSET_DELETE,
+        ResponseKind::OffsetForLeaderEpoch(_) => apis::OFFSET_FOR_LEADER_EPOCH,
         _ => return None,
     })
 }
@@ -609,6 +613,21 @@ pub(crate) mod tests {
                     .with_partitions(vec![OffsetDeleteRequestPartition::default().with_partition_index(1)])],
                 ))
             }
+            apis::OFFSET_FOR_LEADER_EPOCH => {
+                use kafka_protocol::messages::offset_for_leader_epoch_request::{
+                    OffsetForLeaderPartition, OffsetForLeaderTopic,
+                };
+                RequestKind::OffsetForLeaderEpoch(
+                    OffsetForLeaderEpochRequest::default()
+                        .with_replica_id(if version >= 3 { BrokerId(2) } else { BrokerId(-2) })
+                        .with_topics(vec![OffsetForLeaderTopic::default()
+                            .with_topic(name("orders"))
+                            .with_partitions(vec![OffsetForLeaderPartition::default()
+                                .with_partition(1)
+                                .with_current_leader_epoch(4)
+                                .with_leader_epoch(3)])]),
+                )
+            }
             other => panic!("no sample for API {other}"),
         }
     }
@@ -668,6 +687,7 @@ pub(crate) mod tests {
             RequestBody::ListGroups(request) => RequestKind::ListGroups(request),
             RequestBody::DeleteGroups(request) => RequestKind::DeleteGroups(request),
             RequestBody::OffsetDelete(request) => RequestKind::OffsetDelete(request),
+            RequestBody::OffsetForLeaderEpoch(request) => RequestKind::OffsetForLeaderEpoch(request),
         }
     }
 

@@ -393,6 +393,36 @@ const OFFSET_DELETE: &[Field] = &[
     field("offset_delete.topics", 0, LATEST, Kind::Structs(OFFSET_DELETE_TOPIC)),
 ];
 
+// ---- OffsetForLeaderEpoch (v2..=4) ----
+const OFFSET_FOR_LEADER_EPOCH_PARTITION: &[Field] = &[
+    field("offset_for_leader_epoch.partition.partition", 0, LATEST, Kind::Int32),
+    field(
+        "offset_for_leader_epoch.partition.current_leader_epoch",
+        2,
+        LATEST,
+        Kind::Int32,
+    ),
+    field("offset_for_leader_epoch.partition.leader_epoch", 0, LATEST, Kind::Int32),
+];
+const OFFSET_FOR_LEADER_EPOCH_TOPIC: &[Field] = &[
+    field("offset_for_leader_epoch.topic.topic", 0, LATEST, Kind::Str),
+    field(
+        "offset_for_leader_epoch.topic.partitions",
+        0,
+        LATEST,
+        Kind::Structs(OFFSET_FOR_LEADER_EPOCH_PARTITION),
+    ),
+];
+const OFFSET_FOR_LEADER_EPOCH: &[Field] = &[
+    field("offset_for_leader_epoch.replica_id", 3, LATEST, Kind::Int32),
+    field(
+        "offset_for_leader_epoch.topics",
+        0,
+        LATEST,
+        Kind::Structs(OFFSET_FOR_LEADER_EPOCH_TOPIC),
+    ),
+];
+
 /// The schema of `api_key`'s request body, for the APIs kafka-protocol decodes.
 fn schema(api_key: i16) -> Option<&'static [Field]> {
     match api_key {
@@ -417,6 +447,7 @@ fn schema(api_key: i16) -> Option<&'static [Field]> {
         apis::LIST_GROUPS => Some(LIST_GROUPS),
         apis::DELETE_GROUPS => Some(DELETE_GROUPS),
         apis::OFFSET_DELETE => Some(OFFSET_DELETE),
+        apis::OFFSET_FOR_LEADER_EPOCH => Some(OFFSET_FOR_LEADER_EPOCH),
         _ => None,
     }
 }
