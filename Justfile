@@ -15,6 +15,11 @@ test:
 run *ARGS:
     cargo run --release -p shardline-engine --bin engine -- {{ARGS}}
 
+# Three nodes on this machine (release build, foreground, Ctrl-C stops all): Kafka on 127.0.0.1:9092-9094,
+# metadata Raft on 19092-19094, data in ./data/node-N, logs in ./data/node-N.log. ARGS go to every node.
+cluster *ARGS:
+    bash scripts/cluster-up {{ARGS}}
+
 # The latency/throughput tool against a running broker.
 bench *ARGS:
     cargo run --release -p shardline-bench --bin bench -- {{ARGS}}

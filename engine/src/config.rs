@@ -69,6 +69,33 @@ pub struct EngineConfig {
     /// Microseconds a shard spins before parking when idle (trades CPU for wake-up latency).
     #[arg(long, default_value_t = 0)]
     pub spin_before_park_us: u64,
+
+    /// Cluster mode: address this node's metadata Raft listener binds (node-to-node traffic). Needs --peers.
+    #[arg(long, requires = "peers")]
+    pub raft_listen: Option<SocketAddr>,
+
+    /// Cluster mode: every metadata voter as `ID@HOST:PORT` (their --raft-listen addresses), this node
+    /// included, e.g. `1@10.0.0.1:19092,2@10.0.0.2:19092,3@10.0.0.3:19092`. 3 or 5 voters tolerate 1 or 2
+    /// failures. Needs --raft-listen.
+    #[arg(long, requires = "raft_listen")]
+    pub peers: Option<PeerList>,
+
+    /// A broker silent (no heartbeat to the metadata leader) this long is fenced: it leads no partition
+    /// and leaves every ISR until it heartbeats again.
+    #[arg(long, default_value_t = 6_000)]
+    pub broker_session_timeout_ms: u64,
+
+    /// How often a broker heartbeats to the metadata leader.
+    #[arg(long, default_value_t = 500)]
+    pub broker_heartbeat_interval_ms: u64,
+
+    /// A follower not caught up with its leader for this long leaves the partition's in-sync replicas.
+    #[arg(long, default_value_t = 10_000)]
+    pub replica_lag_time_max_ms: u64,
+
+    /// Replication factor of topics created without one (auto-created, or CreateTopics with -1).
+    #[arg(long, default_value_t = 1)]
+    pub default_replication_factor: i16,
 }
 
 impl EngineConfig {
@@ -138,6 +165,36 @@ impl FromStr for CpuList {
     }
 }
 
+/// Metadata voters: `1@host:port,2@host:port,...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerList(pub std::collections::BTreeMap<u64, String>);
+
+impl FromStr for PeerList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut peers = std::collections::BTreeMap::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (id, address) = part
+                .split_once('@')
+                .ok_or_else(|| format!("peer `{part}` is not ID@HOST:PORT"))?;
+            let id: u64 = id.trim().parse().map_err(|_| format!("bad node id in `{part}`"))?;
+            let address = address.trim();
+            match address.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+                _ => return Err(format!("bad address in `{part}` (want HOST:PORT)")),
+            }
+            if peers.insert(id, address.to_string()).is_some() {
+                return Err(format!("node id {id} listed twice"));
+            }
+        }
+        if peers.is_empty() {
+            return Err("empty peer list".to_string());
+        }
+        Ok(PeerList(peers))
+    }
+}
+
 /// `always`, `interval:MS` or `never`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FsyncPolicy(pub Durability);
@@ -203,6 +260,17 @@ mod tests {
         }
         assert!("interval:0".parse::<FsyncPolicy>().is_err());
         assert!("sometimes".parse::<FsyncPolicy>().is_err());
+    }
+
+    #[test]
+    fn peer_lists_parse() {
+        let peers: PeerList = "1@127.0.0.1:19092, 2@localhost:19093".parse().unwrap();
+        assert_eq!(peers.0.get(&1).map(String::as_str), Some("127.0.0.1:19092"));
+        assert_eq!(peers.0.get(&2).map(String::as_str), Some("localhost:19093"));
+        assert!("1@a:1,1@b:2".parse::<PeerList>().is_err());
+        assert!("x@a:1".parse::<PeerList>().is_err());
+        assert!("1@a".parse::<PeerList>().is_err());
+        assert!("".parse::<PeerList>().is_err());
     }
 
     #[test]

@@ -49,6 +49,22 @@ pub enum EngineError {
     /// A write to an internal topic (`__consumer_offsets`) by a client, or a
     /// change to its partitions.
     InternalTopic(String),
+    /// acks=all while the in-sync replicas are fewer than `min.insync.replicas`.
+    NotEnoughReplicas {
+        /// In-sync replicas now.
+        isr: usize,
+        /// The topic's `min.insync.replicas`.
+        min_isr: usize,
+    },
+    /// acks=all: the in-sync replicas did not all copy the batch within the
+    /// request's timeout (it is stored on the leader and may still replicate).
+    ReplicationTimedOut,
+    /// The request names an older leader epoch than the partition's.
+    FencedLeaderEpoch,
+    /// The request names a newer leader epoch than this broker knows.
+    UnknownLeaderEpoch,
+    /// The partition has no leader right now (every in-sync replica is down).
+    LeaderNotAvailable,
 }
 
 /// Why the group coordinator refused a request (Kafka's classic group
@@ -124,6 +140,13 @@ impl fmt::Display for EngineError {
             EngineError::ShuttingDown => write!(f, "broker shutting down"),
             EngineError::Group(e) => write!(f, "group coordinator: {e}"),
             EngineError::InternalTopic(topic) => write!(f, "{topic} is an internal topic"),
+            EngineError::NotEnoughReplicas { isr, min_isr } => {
+                write!(f, "{isr} in-sync replicas, min.insync.replicas is {min_isr}")
+            }
+            EngineError::ReplicationTimedOut => write!(f, "in-sync replicas did not copy the batch in time"),
+            EngineError::FencedLeaderEpoch => write!(f, "request names an older leader epoch"),
+            EngineError::UnknownLeaderEpoch => write!(f, "request names a leader epoch this broker does not know"),
+            EngineError::LeaderNotAvailable => write!(f, "partition has no leader"),
         }
     }
 }
@@ -177,6 +200,7 @@ pub fn kafka_code(error: &EngineError) -> i16 {
                 ResponseError::InvalidTopicException
             }
             MetaError::NotLeader { .. } => ResponseError::NotController,
+            MetaError::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
             _ => ResponseError::UnknownServerError,
         },
         EngineError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
@@ -190,6 +214,11 @@ pub fn kafka_code(error: &EngineError) -> i16 {
         EngineError::ShuttingDown => ResponseError::BrokerNotAvailable,
         // Kafka refuses client writes to internal topics with INVALID_TOPIC_EXCEPTION.
         EngineError::InternalTopic(_) => ResponseError::InvalidTopicException,
+        EngineError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        EngineError::ReplicationTimedOut => ResponseError::RequestTimedOut,
+        EngineError::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
+        EngineError::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
+        EngineError::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
         EngineError::Group(group) => match group {
             GroupError::NotCoordinator => ResponseError::NotCoordinator,
             GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
@@ -229,6 +258,16 @@ mod tests {
             source: std::io::Error::from_raw_os_error(libc::ENOSPC),
         });
         assert_eq!(kafka_code(&full), 56, "KAFKA_STORAGE_ERROR");
+    }
+
+    #[test]
+    fn replication_errors_map_to_the_codes_clients_expect() {
+        assert_eq!(kafka_code(&EngineError::NotLeader), 6, "NOT_LEADER_OR_FOLLOWER");
+        assert_eq!(kafka_code(&EngineError::ReplicationTimedOut), 7, "REQUEST_TIMED_OUT");
+        assert_eq!(kafka_code(&EngineError::NotEnoughReplicas { isr: 1, min_isr: 2 }), 19);
+        assert_eq!(kafka_code(&EngineError::LeaderNotAvailable), 5);
+        assert_eq!(kafka_code(&EngineError::FencedLeaderEpoch), 74);
+        assert_eq!(kafka_code(&EngineError::UnknownLeaderEpoch), 75);
     }
 
     #[test]

@@ -16,9 +16,21 @@
 //!   epoch-stamped read-only image. A shard receiving work routed under a newer
 //!   epoch than it has applied waits (bounded) for its image to catch up.
 //!
+//! ## Replication (cluster mode)
+//! Each partition has replicas on several brokers; on each broker its replica
+//! lives on the shard the metadata image names for that broker. The leader's
+//! shard serves clients; a follower's shard runs a fetcher (`replica`) that
+//! copies the leader's log with Kafka Fetch requests and truncates after a
+//! leader change (OffsetForLeaderEpoch). The leader keeps the high watermark
+//! (what every in-sync replica has: consumers read below it, acks=all waits
+//! for it) and proposes ISR changes to the metadata group. Nothing about
+//! replication is shared between shards either: it is per partition, on its
+//! shard.
+//!
 //! ## Layers
 //! `runtime` is the only module that creates executors, channels between
-//! cores and the accept loop; `shard` and `partition` hold state;
+//! cores and the accept loop; `shard` and `partition` hold state; `replica`
+//! runs follower fetchers and the leader's ISR upkeep;
 //! `coordinator` holds consumer groups and committed offsets (one
 //! coordinator per `__consumer_offsets` partition, on its owner shard); `kafka`
 //! implements each API on top; `error` maps every failure to a Kafka error
@@ -30,10 +42,11 @@ mod error;
 mod kafka;
 mod partition;
 mod producer;
+mod replica;
 mod runtime;
 mod shard;
 
-pub use config::{CpuList, EngineConfig, FsyncPolicy};
+pub use config::{CpuList, EngineConfig, FsyncPolicy, PeerList};
 pub use error::{kafka_code, EngineError, GroupError};
 pub use runtime::{run, StartError};
 pub use shard::Shard;

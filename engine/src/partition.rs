@@ -1,19 +1,37 @@
-//! One partition served by this shard: its log, idempotent-producer state and
-//! the long-poll fetches waiting for its next append. Lives on its owner shard.
+//! One partition replica on this shard: its log, idempotent-producer state,
+//! its part in replication (leader or follower, the in-sync replicas, the high
+//! watermark) and the fetches and acks=all produces waiting on it. Lives on
+//! the shard that owns it on this broker (the replica's shard in metadata).
+//!
+//! ## Replication, Kafka's way
+//! The leader appends client batches stamped with its leader epoch; followers
+//! copy them byte for byte by fetching from the leader (`replica.rs`). Each
+//! follower fetch tells the leader the follower's log end (the fetch offset);
+//! the high watermark is the smallest log end over the in-sync replicas (the
+//! leader's own included) and never moves back while this replica leads.
+//! Consumers read below the high watermark only; an acks=all produce is
+//! answered once the high watermark passes its batch.
 
 use std::{
     cell::RefCell,
+    collections::HashMap,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use futures_channel::oneshot;
 use shardline_log::{validate_header_only, Log, LogConfig, LogError, Offset, ReadBatches};
+use shardline_raft::PartitionMeta;
 
 use crate::{
     error::EngineError,
     producer::{ProducerStates, SequenceCheck},
 };
+
+/// acks=all produces waiting on one partition for the high watermark; past
+/// this bound new ones are refused with a timeout (backpressure).
+pub(crate) const HW_WAITERS_MAX: usize = 8192;
 
 /// Long-poll fetches waiting on one partition; past this the oldest are woken
 /// early (they re-read and wait again), so a flood of idle consumers cannot
@@ -29,8 +47,66 @@ const TOPIC_ID_FILE: &str = "topic-id";
 pub(crate) struct PartitionSettings {
     /// `max.message.bytes`: largest batch accepted.
     pub(crate) max_message_bytes: usize,
-    /// Leader epoch reported to clients.
+    /// `min.insync.replicas`: acks=all needs at least this many in-sync replicas.
+    pub(crate) min_insync_replicas: usize,
+}
+
+/// This broker's part in the partition, from the metadata image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Serves clients and followers.
+    Leader,
+    /// Copies the log of broker `leader`.
+    Follower { leader: i32 },
+    /// No broker leads the partition now.
+    Offline,
+}
+
+/// What the leader knows of one follower.
+#[derive(Debug, Clone, Copy)]
+struct FollowerProgress {
+    /// The follower's log end (its last fetch offset).
+    log_end: Offset,
+    /// Last time the follower was caught up (fetched at least what the
+    /// leader's log end was when it answered the follower's previous fetch).
+    caught_up_at: Instant,
+    /// The leader's log end when it answered this follower's last fetch.
+    leader_end_at_last_fetch: Offset,
+}
+
+/// The replication state of a partition on this broker.
+#[derive(Debug)]
+pub(crate) struct ReplicaState {
+    pub(crate) role: Role,
     pub(crate) leader_epoch: i32,
+    pub(crate) replicas: Vec<i32>,
+    pub(crate) isr: Vec<i32>,
+    /// Offsets below this are on every in-sync replica: what consumers may read.
+    pub(crate) high_watermark: Offset,
+    followers: HashMap<i32, FollowerProgress>,
+    /// When this broker last became leader (grace before shrinking the ISR).
+    leader_since: Instant,
+    /// Bumped on every role or epoch change; a follower fetcher started under
+    /// another generation stops.
+    pub(crate) generation: u64,
+    /// The follower must ask the leader where its log diverges before fetching.
+    pub(crate) needs_truncation: bool,
+    /// An ISR change proposed to the metadata group and not yet answered.
+    pub(crate) isr_change_in_flight: bool,
+}
+
+/// What changed when a new image was applied to a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RoleChange {
+    /// Nothing that needs action.
+    None,
+    /// Became (or stayed, under a new epoch) a follower: start a fetcher for
+    /// this generation.
+    StartFollowing { generation: u64 },
+    /// Became leader.
+    BecameLeader,
+    /// Stopped leading (follower or offline).
+    StoppedLeading,
 }
 
 /// Result of a produce to one partition.
@@ -48,6 +124,11 @@ pub(crate) struct Partition {
     pub(crate) dir: PathBuf,
     producers: RefCell<ProducerStates>,
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// This broker's node id.
+    node_id: i32,
+    pub(crate) replica: RefCell<ReplicaState>,
+    /// acks=all produces waiting for the high watermark to reach an offset.
+    hw_waiters: RefCell<Vec<(Offset, oneshot::Sender<()>)>>,
 }
 
 /// Directory of a partition under the data directory.
@@ -62,6 +143,7 @@ impl Partition {
         topic_id: [u8; 16],
         config: LogConfig,
         settings: PartitionSettings,
+        node_id: i32,
     ) -> Result<Partition, EngineError> {
         let id_file = dir.join(TOPIC_ID_FILE);
         let hex: String = topic_id.iter().map(|b| format!("{b:02x}")).collect();
@@ -87,12 +169,313 @@ impl Partition {
             dir,
             producers: RefCell::new(producers),
             waiters: RefCell::new(Vec::new()),
+            node_id,
+            replica: RefCell::new(ReplicaState {
+                role: Role::Offline,
+                leader_epoch: -1,
+                replicas: Vec::new(),
+                isr: Vec::new(),
+                high_watermark: Offset(0),
+                followers: HashMap::new(),
+                leader_since: Instant::now(),
+                generation: 0,
+                needs_truncation: false,
+                isr_change_in_flight: false,
+            }),
+            hw_waiters: RefCell::new(Vec::new()),
         })
+    }
+
+    /// Applies the partition's placement from a new metadata image.
+    pub(crate) fn apply_placement(&self, meta: &PartitionMeta) -> RoleChange {
+        let role = if meta.leader == self.node_id {
+            Role::Leader
+        } else if meta.leader < 0 {
+            Role::Offline
+        } else {
+            Role::Follower { leader: meta.leader }
+        };
+        let change = {
+            let mut state = self.replica.borrow_mut();
+            let was = state.role;
+            let epoch_changed = state.leader_epoch != meta.leader_epoch;
+            state.replicas = meta.replicas.clone();
+            state.isr = meta.isr.clone();
+            if !epoch_changed && was == role {
+                RoleChange::None
+            } else {
+                state.role = role;
+                state.leader_epoch = meta.leader_epoch;
+                state.generation += 1;
+                state.isr_change_in_flight = false;
+                state.followers.clear();
+                match role {
+                    Role::Leader => {
+                        state.leader_since = Instant::now();
+                        state.needs_truncation = false;
+                        RoleChange::BecameLeader
+                    }
+                    Role::Follower { .. } => {
+                        state.needs_truncation = true;
+                        RoleChange::StartFollowing {
+                            generation: state.generation,
+                        }
+                    }
+                    Role::Offline => {
+                        state.needs_truncation = true;
+                        if was == Role::Leader {
+                            RoleChange::StoppedLeading
+                        } else {
+                            RoleChange::None
+                        }
+                    }
+                }
+            }
+        };
+        if change != RoleChange::None && change != RoleChange::BecameLeader {
+            // Waiting acks=all produces re-check the role and fail with NOT_LEADER.
+            self.wake_hw_waiters(true);
+        }
+        // An ISR change alone can move the high watermark.
+        self.recompute_high_watermark();
+        change
+    }
+
+    /// The partition's role, epoch and high watermark now.
+    pub(crate) fn role(&self) -> (Role, i32) {
+        let state = self.replica.borrow();
+        (state.role, state.leader_epoch)
+    }
+
+    pub(crate) fn high_watermark(&self) -> Offset {
+        self.replica.borrow().high_watermark
+    }
+
+    /// Checks a request's `current_leader_epoch` (-1 = not given).
+    pub(crate) fn check_leader_epoch(&self, requested: i32) -> Result<(), EngineError> {
+        let (role, epoch) = self.role();
+        if role != Role::Leader {
+            return Err(EngineError::NotLeader);
+        }
+        match requested {
+            r if r < 0 || r == epoch => Ok(()),
+            r if r < epoch => Err(EngineError::FencedLeaderEpoch),
+            _ => Err(EngineError::UnknownLeaderEpoch),
+        }
+    }
+
+    /// Leader: a follower fetched from `fetch_offset` (its log end).
+    pub(crate) fn record_follower_fetch(&self, replica: i32, fetch_offset: Offset) {
+        let log_end = self.log.log_end();
+        {
+            let mut state = self.replica.borrow_mut();
+            if state.role != Role::Leader || !state.replicas.contains(&replica) || replica == self.node_id {
+                return;
+            }
+            let now = Instant::now();
+            let leader_since = state.leader_since;
+            let progress = state.followers.entry(replica).or_insert(FollowerProgress {
+                log_end: fetch_offset,
+                caught_up_at: leader_since,
+                leader_end_at_last_fetch: log_end,
+            });
+            if fetch_offset >= log_end || fetch_offset >= progress.leader_end_at_last_fetch {
+                progress.caught_up_at = now;
+            }
+            progress.log_end = fetch_offset;
+            progress.leader_end_at_last_fetch = log_end;
+        }
+        self.recompute_high_watermark();
+    }
+
+    /// Leader: the high watermark is the smallest log end over the in-sync
+    /// replicas (a follower not heard from since this broker became leader
+    /// holds it where it is). Follower: nothing to do here (`follow_hw`).
+    pub(crate) fn recompute_high_watermark(&self) {
+        let advanced = {
+            let mut state = self.replica.borrow_mut();
+            if state.role != Role::Leader {
+                return;
+            }
+            let log_end = self.log.log_end();
+            let mut lowest = log_end;
+            for member in &state.isr {
+                if *member == self.node_id {
+                    continue;
+                }
+                let end = state.followers.get(member).map_or(state.high_watermark, |p| p.log_end);
+                lowest = lowest.min(end);
+            }
+            if lowest > state.high_watermark {
+                state.high_watermark = lowest;
+                true
+            } else {
+                false
+            }
+        };
+        if advanced {
+            self.wake_hw_waiters(false);
+            self.wake_waiters();
+        }
+    }
+
+    /// Follower: takes the leader's high watermark, bounded by this log's end.
+    pub(crate) fn follow_high_watermark(&self, leader_high_watermark: Offset) {
+        let log_end = self.log.log_end();
+        let mut state = self.replica.borrow_mut();
+        if matches!(state.role, Role::Follower { .. }) {
+            state.high_watermark = leader_high_watermark.min(log_end).max(Offset(0));
+        }
+    }
+
+    /// The ISR this leader wants now: members silent or behind for longer
+    /// than `lag_max` leave; replicas caught up to the high watermark (and
+    /// alive per `alive`) join. `None` when nothing should change or a change
+    /// is already in flight.
+    pub(crate) fn desired_isr(&self, lag_max: Duration, alive: impl Fn(i32) -> bool) -> Option<(i32, Vec<i32>)> {
+        let state = self.replica.borrow();
+        if state.role != Role::Leader || state.isr_change_in_flight {
+            return None;
+        }
+        let now = Instant::now();
+        let mut isr: Vec<i32> = Vec::new();
+        for replica in &state.replicas {
+            let keep = if *replica == self.node_id {
+                true
+            } else {
+                let progress = state.followers.get(replica);
+                let caught_up_at = progress.map_or(state.leader_since, |p| p.caught_up_at);
+                if state.isr.contains(replica) {
+                    now.duration_since(caught_up_at) <= lag_max
+                } else {
+                    alive(*replica)
+                        && progress
+                            .is_some_and(|p| p.log_end >= state.high_watermark && p.log_end >= self.log.log_end())
+                }
+            };
+            if keep {
+                isr.push(*replica);
+            }
+        }
+        let mut current = state.isr.clone();
+        current.sort_unstable();
+        let mut wanted = isr.clone();
+        wanted.sort_unstable();
+        (current != wanted).then_some((state.leader_epoch, isr))
+    }
+
+    pub(crate) fn set_isr_change_in_flight(&self, in_flight: bool) {
+        self.replica.borrow_mut().isr_change_in_flight = in_flight;
+    }
+
+    /// acks=all: waits until the high watermark reaches `end`, this broker
+    /// stops leading, or `timeout` passes.
+    pub(crate) async fn wait_replicated(&self, end: Offset, timeout: Duration) -> Result<(), EngineError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (role, _) = self.role();
+            if role != Role::Leader {
+                return Err(EngineError::NotLeader);
+            }
+            if self.high_watermark() >= end {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(EngineError::ReplicationTimedOut);
+            }
+            let (sender, receiver) = oneshot::channel();
+            {
+                let mut waiters = self.hw_waiters.borrow_mut();
+                waiters.retain(|(_, w)| !w.is_canceled());
+                if waiters.len() >= HW_WAITERS_MAX {
+                    return Err(EngineError::ReplicationTimedOut);
+                }
+                waiters.push((end, sender));
+            }
+            let _ = glommio::timer::timeout(deadline.saturating_duration_since(now), async move {
+                let _ = receiver.await;
+                Ok(())
+            })
+            .await;
+        }
+    }
+
+    fn wake_hw_waiters(&self, all: bool) {
+        let high_watermark = self.high_watermark();
+        let mut waiters = self.hw_waiters.borrow_mut();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut *waiters)
+            .into_iter()
+            .partition(|(end, _)| all || *end <= high_watermark);
+        *waiters = waiting;
+        drop(waiters);
+        for (_, waiter) in ready {
+            let _ = waiter.send(());
+        }
+    }
+
+    /// Leader: appends a batch the broker wrote itself (the group
+    /// coordinator's records) and waits until the in-sync replicas have it.
+    pub(crate) async fn append_internal(&self, records: Bytes, timeout: Duration) -> Result<Offset, EngineError> {
+        let (role, leader_epoch) = self.role();
+        if role != Role::Leader {
+            return Err(EngineError::NotLeader);
+        }
+        let info = self.log.append_with_epoch(records, leader_epoch).await?;
+        self.wake_waiters();
+        self.recompute_high_watermark();
+        self.wait_replicated(Offset(info.last_offset.0 + 1), timeout).await?;
+        Ok(info.base_offset)
+    }
+
+    /// Follower: appends batches copied from the leader (offsets and epochs
+    /// as the leader stamped them) and replays their producer state.
+    pub(crate) async fn append_replicated(&self, records: Bytes) -> Result<(), EngineError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.log.append_replicated(records.clone()).await?;
+        let mut producers = self.producers.borrow_mut();
+        let mut at = 0usize;
+        while let Some(rest) = records.get(at..) {
+            let Ok(header) = validate_header_only(rest) else { break };
+            if header.next_offset() > self.log.log_end() {
+                break;
+            }
+            producers.replay(&header);
+            at += header.total_bytes();
+        }
+        drop(producers);
+        self.wake_waiters();
+        Ok(())
+    }
+
+    /// Follower: removes everything from `offset` on (what the new leader
+    /// does not have) and rebuilds producer state from what is left.
+    pub(crate) async fn truncate_to(&self, offset: Offset) -> Result<Offset, EngineError> {
+        let end = self.log.truncate_to(offset).await?;
+        let mut producers = ProducerStates::default();
+        self.log.for_each_batch_header(|header| producers.replay(header))?;
+        *self.producers.borrow_mut() = producers;
+        let mut state = self.replica.borrow_mut();
+        state.high_watermark = state.high_watermark.min(end);
+        Ok(end)
     }
 
     /// Appends one produce request's records for this partition: exactly one
     /// batch, checked against `max.message.bytes` and the producer's sequence.
-    pub(crate) async fn produce(&self, records: Bytes) -> Result<Produced, EngineError> {
+    pub(crate) async fn produce(&self, records: Bytes, acks: i16, timeout: Duration) -> Result<Produced, EngineError> {
+        let (role, leader_epoch) = self.role();
+        if role != Role::Leader {
+            return Err(EngineError::NotLeader);
+        }
+        if acks == -1 {
+            let isr = self.replica.borrow().isr.len();
+            let min_isr = self.settings.min_insync_replicas;
+            if isr < min_isr {
+                return Err(EngineError::NotEnoughReplicas { isr, min_isr });
+            }
+        }
         let header = validate_header_only(&records).map_err(|e| EngineError::Log(LogError::InvalidBatch(e)))?;
         if header.total_bytes() != records.len() {
             return Err(EngineError::InvalidRecord(
@@ -108,7 +491,13 @@ impl Partition {
         let check = self.producers.borrow_mut().check(&header);
         match check {
             SequenceCheck::Append => {}
-            SequenceCheck::Duplicate { base_offset, .. } => {
+            SequenceCheck::Duplicate {
+                base_offset,
+                last_offset,
+            } => {
+                if acks == -1 {
+                    self.wait_replicated(Offset(last_offset.0 + 1), timeout).await?;
+                }
                 return Ok(Produced {
                     base_offset,
                     log_start: self.log.log_start(),
@@ -120,12 +509,16 @@ impl Partition {
             }
             SequenceCheck::Fenced { .. } => return Err(EngineError::ProducerFenced),
         }
-        match self.log.append(records).await {
+        match self.log.append_with_epoch(records, leader_epoch).await {
             Ok(info) => {
                 self.producers
                     .borrow_mut()
                     .complete(&header, info.base_offset, info.last_offset);
                 self.wake_waiters();
+                self.recompute_high_watermark();
+                if acks == -1 {
+                    self.wait_replicated(Offset(info.last_offset.0 + 1), timeout).await?;
+                }
                 Ok(Produced {
                     base_offset: info.base_offset,
                     log_start: info.log_start,
@@ -138,9 +531,11 @@ impl Partition {
         }
     }
 
-    /// Whole batches from `from`, at most `bytes_max` (at least one batch).
-    pub(crate) fn read(&self, from: Offset, bytes_max: usize) -> Result<ReadBatches, EngineError> {
-        Ok(self.log.read(from, bytes_max, self.log.log_end())?)
+    /// Whole batches from `from` up to `end`, at most `bytes_max` (at least
+    /// one batch). Consumers read up to the high watermark, followers to the
+    /// log end.
+    pub(crate) fn read(&self, from: Offset, bytes_max: usize, end: Offset) -> Result<ReadBatches, EngineError> {
+        Ok(self.log.read(from, bytes_max, end)?)
     }
 
     /// Resolves at the next append (or when the partition closes).
@@ -166,6 +561,12 @@ impl Partition {
 
     /// Flushes and closes the log; wakes every waiter.
     pub(crate) async fn close(&self) {
+        {
+            let mut state = self.replica.borrow_mut();
+            state.role = Role::Offline;
+            state.generation += 1;
+        }
+        self.wake_hw_waiters(true);
         if let Err(e) = self.log.close().await {
             tracing::warn!(dir = %self.dir.display(), error = %e, "closing partition log");
         }

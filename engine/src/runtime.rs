@@ -45,12 +45,15 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
         .map_err(|e| StartError(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
     let _lock = lock_data_dir(&config.data_dir)?;
     raise_open_files_limit();
-    let meta = MetadataGroup::start(MetadataConfig {
-        node_id: u64::try_from(config.node_id).map_err(|_| StartError("--node-id must be ≥ 0".into()))?,
-        data_dir: config.data_dir.join("meta"),
-        snapshot_every_entries: METADATA_SNAPSHOT_EVERY_ENTRIES,
-    })
-    .map_err(|e| StartError(format!("metadata group: {e}")))?;
+    let node_id = u64::try_from(config.node_id).map_err(|_| StartError("--node-id must be ≥ 0".into()))?;
+    let mut meta_config = MetadataConfig::new(node_id, config.data_dir.join("meta"));
+    meta_config.snapshot_every_entries = METADATA_SNAPSHOT_EVERY_ENTRIES;
+    meta_config.raft_listen = config.raft_listen;
+    meta_config.peers = config.peers.as_ref().map(|p| p.0.clone()).unwrap_or_default();
+    meta_config.broker_session_timeout_ms = config.broker_session_timeout_ms;
+    meta_config.broker_heartbeat_interval_ms = config.broker_heartbeat_interval_ms;
+    let voters = meta_config.peers.len().max(1);
+    let meta = MetadataGroup::start(meta_config).map_err(|e| StartError(format!("metadata group: {e}")))?;
     let shards = config.shard_count();
     let cpus = config.shard_cpus();
     let (host, port) = config.advertised();
@@ -59,9 +62,10 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
         host: host.clone(),
         port,
         shards: u32::try_from(shards).unwrap_or(u32::MAX),
+        fenced: false,
     }))
     .map_err(|e| StartError(format!("registering broker: {e}")))?;
-    future::block_on(create_offsets_topic(&meta, shards))?;
+    future::block_on(create_offsets_topic(&meta, shards, voters))?;
 
     tracing::info!(
         shards,
@@ -124,14 +128,40 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     failure.map_or(Ok(()), Err)
 }
 
+/// Replicas of the internal `__consumer_offsets` topic in a cluster, at most.
+const OFFSETS_REPLICATION_FACTOR_MAX: usize = 3;
+
+/// How long a starting cluster node waits for enough brokers to register
+/// before creating `__consumer_offsets` with fewer replicas.
+const OFFSETS_TOPIC_WAIT: Duration = Duration::from_secs(30);
+
 /// Creates the internal `__consumer_offsets` topic if it is missing. Its
 /// partition count is fixed at creation (a group's partition is a hash of its
 /// name modulo that count); its log is fsynced on every write (a commit is
 /// acknowledged only once durable) and never expires by retention.
-async fn create_offsets_topic(meta: &MetadataGroup, shards: usize) -> Result<(), StartError> {
+async fn create_offsets_topic(meta: &MetadataGroup, shards: usize, voters: usize) -> Result<(), StartError> {
     if meta.image().topics.contains_key(crate::coordinator::OFFSETS_TOPIC) {
         return Ok(());
     }
+    // In a cluster the internal topic is replicated on up to 3 brokers: wait
+    // (bounded) until that many have registered, as Kafka waits for
+    // offsets.topic.replication.factor brokers.
+    let replicas_wanted = voters.min(OFFSETS_REPLICATION_FACTOR_MAX);
+    let deadline = std::time::Instant::now() + OFFSETS_TOPIC_WAIT;
+    loop {
+        let image = meta.image();
+        if image.topics.contains_key(crate::coordinator::OFFSETS_TOPIC) {
+            return Ok(());
+        }
+        let live = image.brokers.values().filter(|b| !b.fenced).count();
+        if live >= replicas_wanted || std::time::Instant::now() >= deadline {
+            break;
+        }
+        // Start-up runs on the main thread, before any executor exists.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let live = meta.image().brokers.values().filter(|b| !b.fenced).count();
+    let replication_factor = i16::try_from(replicas_wanted.min(live).max(1)).unwrap_or(1);
     let per_shard = crate::coordinator::OFFSETS_PARTITIONS_PER_SHARD;
     let partitions = i32::try_from(shards).unwrap_or(1).saturating_mul(per_shard).max(1);
     let configs = [
@@ -145,7 +175,7 @@ async fn create_offsets_topic(meta: &MetadataGroup, shards: usize) -> Result<(),
     let topic = NewTopic {
         name: crate::coordinator::OFFSETS_TOPIC.to_string(),
         partitions,
-        replication_factor: 1,
+        replication_factor,
         configs,
     };
     match meta.create_topic(topic).await {

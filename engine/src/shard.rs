@@ -18,13 +18,13 @@ use std::{
 use futures_channel::oneshot;
 use glommio::channels::shared_channel::ConnectedSender;
 use shardline_log::{Durability, LogConfig};
-use shardline_raft::{MetadataGroup, MetadataImage, TopicMeta};
+use shardline_raft::{MetadataGroup, MetadataImage, PartitionMeta, TopicMeta};
 
 use crate::{
     config::EngineConfig,
     coordinator::{Coordinator, OFFSETS_TOPIC},
     error::EngineError,
-    partition::{partition_dir, remove_dir, Partition, PartitionSettings},
+    partition::{partition_dir, remove_dir, Partition, PartitionSettings, Role, RoleChange},
 };
 
 /// Work shipped to another shard: runs there with that shard's `Rc<Shard>`.
@@ -104,6 +104,9 @@ impl Shard {
             .get(topic)
             .and_then(|t| usize::try_from(index).ok().and_then(|i| t.partitions.get(i)))
             .ok_or(EngineError::UnknownTopicOrPartition)?;
+        if partition.leader < 0 {
+            return Err(EngineError::LeaderNotAvailable);
+        }
         if partition.leader != self.node_id() {
             return Err(EngineError::NotLeader);
         }
@@ -114,8 +117,18 @@ impl Shard {
         Ok(shard)
     }
 
-    /// A partition open on this shard.
+    /// A partition this shard leads (what client requests may touch).
     pub(crate) fn partition(&self, topic: &str, index: i32) -> Result<Rc<Partition>, EngineError> {
+        let partition = self.replica(topic, index)?;
+        match partition.role().0 {
+            Role::Leader => Ok(partition),
+            Role::Offline => Err(EngineError::LeaderNotAvailable),
+            Role::Follower { .. } => Err(EngineError::NotLeader),
+        }
+    }
+
+    /// A partition replica open on this shard, whatever its role.
+    pub(crate) fn replica(&self, topic: &str, index: i32) -> Result<Rc<Partition>, EngineError> {
         self.partitions
             .borrow()
             .get(&(topic.to_string(), index))
@@ -179,6 +192,7 @@ impl Shard {
     /// Follows the metadata group: installs each new image and opens/closes
     /// the partitions placed on this shard. Runs until shutdown.
     pub(crate) async fn follow_metadata(self: Rc<Self>) {
+        glommio::spawn_local(crate::replica::maintain_isr(Rc::clone(&self))).detach();
         let mut changes = self.meta.subscribe();
         loop {
             let image = Arc::clone(&changes.borrow_and_update());
@@ -189,14 +203,15 @@ impl Shard {
         }
     }
 
-    async fn apply_image(&self, image: Arc<MetadataImage>) {
+    async fn apply_image(self: &Rc<Self>, image: Arc<MetadataImage>) {
         *self.image.borrow_mut() = Arc::clone(&image);
         let node_id = self.node_id();
-        let mut wanted: HashMap<PartitionKey, &TopicMeta> = HashMap::new();
+        // Every replica of this broker placed on this shard, leader or follower.
+        let mut wanted: HashMap<PartitionKey, (&TopicMeta, &PartitionMeta)> = HashMap::new();
         for topic in image.topics.values() {
             for partition in &topic.partitions {
-                if partition.leader == node_id && usize::try_from(partition.shard).ok() == Some(self.id) {
-                    wanted.insert((topic.name.clone(), partition.index), topic);
+                if local_shard(partition, node_id).and_then(|s| usize::try_from(s).ok()) == Some(self.id) {
+                    wanted.insert((topic.name.clone(), partition.index), (topic, partition));
                 }
             }
         }
@@ -205,7 +220,7 @@ impl Shard {
         for key in open {
             let keep = wanted
                 .get(&key)
-                .is_some_and(|t| self.partitions.borrow().get(&key).is_some_and(|p| p.topic_id == t.id));
+                .is_some_and(|(t, _)| self.partitions.borrow().get(&key).is_some_and(|p| p.topic_id == t.id));
             if keep {
                 continue;
             }
@@ -224,22 +239,51 @@ impl Shard {
                 }
             }
         }
-        // Open what is new here.
-        for (key, topic) in wanted {
-            if self.partitions.borrow().contains_key(&key) {
-                continue;
-            }
-            let (log_config, settings) = self.log_settings(topic, key.1);
-            let dir = partition_dir(&self.config.data_dir, &key.0, key.1);
-            match Partition::open(dir, topic.id, log_config, settings).await {
-                Ok(partition) => {
-                    tracing::info!(shard = self.id, topic = %key.0, partition = key.1, "partition opened");
-                    if key.0 == OFFSETS_TOPIC {
-                        self.coordinator.load(key.1, &partition);
+        // Open what is new here, then give every replica its role.
+        for (key, (topic, meta)) in wanted {
+            let existing = self.partitions.borrow().get(&key).cloned();
+            let partition = match existing {
+                Some(partition) => partition,
+                None => {
+                    let (log_config, settings) = self.log_settings(topic);
+                    let dir = partition_dir(&self.config.data_dir, &key.0, key.1);
+                    match Partition::open(dir, topic.id, log_config, settings, node_id).await {
+                        Ok(partition) => {
+                            tracing::info!(shard = self.id, topic = %key.0, partition = key.1, "partition opened");
+                            let partition = Rc::new(partition);
+                            self.partitions.borrow_mut().insert(key.clone(), Rc::clone(&partition));
+                            partition
+                        }
+                        Err(e) => {
+                            tracing::error!(topic = %key.0, partition = key.1, error = %e, "cannot open partition");
+                            continue;
+                        }
                     }
-                    self.partitions.borrow_mut().insert(key, Rc::new(partition));
                 }
-                Err(e) => tracing::error!(topic = %key.0, partition = key.1, error = %e, "cannot open partition"),
+            };
+            let change = partition.apply_placement(meta);
+            if change != RoleChange::None {
+                tracing::info!(
+                    topic = %key.0,
+                    partition = key.1,
+                    leader = meta.leader,
+                    leader_epoch = meta.leader_epoch,
+                    isr = ?meta.isr,
+                    change = ?change,
+                    "partition role"
+                );
+            }
+            let offsets = key.0 == OFFSETS_TOPIC;
+            match change {
+                RoleChange::BecameLeader if offsets => self.coordinator.load(key.1, &partition),
+                RoleChange::StartFollowing { generation } => {
+                    if offsets {
+                        self.coordinator.unload(key.1);
+                    }
+                    glommio::spawn_local(crate::replica::follow(Rc::clone(self), key, partition, generation)).detach();
+                }
+                RoleChange::StoppedLeading if offsets => self.coordinator.unload(key.1),
+                _ => {}
             }
         }
         self.applied_epoch.set(image.epoch);
@@ -249,7 +293,7 @@ impl Shard {
     }
 
     /// Log settings from the topic's configs over the engine's defaults.
-    fn log_settings(&self, topic: &TopicMeta, index: i32) -> (LogConfig, PartitionSettings) {
+    fn log_settings(&self, topic: &TopicMeta) -> (LogConfig, PartitionSettings) {
         let get = |key: &str| topic.configs.get(key);
         let mut config = LogConfig {
             segment_bytes_max: self.config.segment_bytes,
@@ -274,15 +318,15 @@ impl Shard {
         let max_message_bytes = get("max.message.bytes")
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(MAX_MESSAGE_BYTES_DEFAULT);
-        let leader_epoch = usize::try_from(index)
-            .ok()
-            .and_then(|i| topic.partitions.get(i))
-            .map_or(0, |p| p.leader_epoch);
+        let min_insync_replicas = get("min.insync.replicas")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1)
+            .max(1);
         (
             config,
             PartitionSettings {
                 max_message_bytes,
-                leader_epoch,
+                min_insync_replicas,
             },
         )
     }
@@ -310,6 +354,16 @@ impl Shard {
     pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down.get()
     }
+}
+
+/// The shard holding `node_id`'s replica of a partition, if it has one.
+pub(crate) fn local_shard(partition: &PartitionMeta, node_id: i32) -> Option<u32> {
+    let position = partition.replicas.iter().position(|r| *r == node_id)?;
+    partition
+        .replica_shards
+        .get(position)
+        .copied()
+        .or((partition.leader == node_id).then_some(partition.shard))
 }
 
 /// Describes a durability for the start-up line.

@@ -52,7 +52,7 @@ impl RaftTransport for Loopback {
             .cloned();
         Box::pin(async move {
             match raft {
-                Some(raft) => Ok(serve_rpc(&raft, &request).await),
+                Some(raft) => Ok(serve_rpc(&raft, None, &request).await),
                 None => Err(TransportError::Unreachable(format!("node {target} is not running"))),
             }
         })
@@ -106,6 +106,7 @@ async fn three_voters_replicate_and_a_late_learner_installs_a_snapshot() {
             host: format!("broker-{node_id}"),
             port: 9092,
             shards: 2,
+            fenced: false,
         };
         propose(leader, Command::RegisterBroker(broker)).await.unwrap();
     }

@@ -51,6 +51,34 @@ pub(crate) enum Command {
         /// Changes by key.
         changes: BTreeMap<String, Option<String>>,
     },
+    /// Fences a broker whose heartbeats stopped (proposed by the leader's
+    /// liveness ticker).
+    FenceBroker {
+        /// The broker.
+        node_id: i32,
+    },
+    /// Unfences a broker that is heard from again.
+    UnfenceBroker {
+        /// The broker.
+        node_id: i32,
+    },
+    /// A partition leader sets its in-sync replicas.
+    AlterIsr(IsrChange),
+}
+
+/// An ISR change, valid only for the leader and epoch it was made under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IsrChange {
+    /// Topic name.
+    pub(crate) topic: String,
+    /// Partition index.
+    pub(crate) partition: i32,
+    /// The broker making the change: must be the partition's leader.
+    pub(crate) leader: i32,
+    /// The leader epoch the change was made under: must be current.
+    pub(crate) leader_epoch: i32,
+    /// The new in-sync replicas.
+    pub(crate) isr: Vec<i32>,
 }
 
 /// What applying one entry answered: the affected topic for topic commands,
@@ -80,6 +108,7 @@ pub(crate) fn broker_to_fb(broker: &BrokerInfo) -> fb::Broker {
         host: Some(broker.host.clone()),
         port: broker.port,
         shards: broker.shards,
+        fenced: broker.fenced,
     }
 }
 
@@ -89,6 +118,7 @@ pub(crate) fn broker_from_fb(broker: fb::Broker) -> Result<BrokerInfo, DecodeErr
         host: broker.host.ok_or_else(|| DecodeError::missing("Broker.host"))?,
         port: broker.port,
         shards: broker.shards,
+        fenced: broker.fenced,
     })
 }
 
@@ -126,6 +156,17 @@ pub(crate) fn command_to_fb(command: &Command) -> fb::CommandEnvelope {
                 )),
             }))
         }
+        Command::FenceBroker { node_id } => fb::Command::FenceBroker(Box::new(fb::FenceBroker { node_id: *node_id })),
+        Command::UnfenceBroker { node_id } => {
+            fb::Command::UnfenceBroker(Box::new(fb::UnfenceBroker { node_id: *node_id }))
+        }
+        Command::AlterIsr(change) => fb::Command::AlterIsr(Box::new(fb::AlterIsr {
+            topic: Some(change.topic.clone()),
+            partition: change.partition,
+            leader: change.leader,
+            leader_epoch: change.leader_epoch,
+            isr: Some(change.isr.clone()),
+        })),
     };
     fb::CommandEnvelope { command: Some(body) }
 }
@@ -185,6 +226,17 @@ pub(crate) fn command_from_fb(envelope: fb::CommandEnvelope) -> Result<Command, 
                 changes,
             })
         }
+        fb::Command::FenceBroker(fence) => Ok(Command::FenceBroker { node_id: fence.node_id }),
+        fb::Command::UnfenceBroker(unfence) => Ok(Command::UnfenceBroker {
+            node_id: unfence.node_id,
+        }),
+        fb::Command::AlterIsr(alter) => Ok(Command::AlterIsr(IsrChange {
+            topic: name(alter.topic, "AlterIsr.topic")?,
+            partition: alter.partition,
+            leader: alter.leader,
+            leader_epoch: alter.leader_epoch,
+            isr: alter.isr.ok_or_else(|| DecodeError::missing("AlterIsr.isr"))?,
+        })),
     }
 }
 
@@ -207,6 +259,7 @@ mod tests {
                 host: "h".into(),
                 port: 9092,
                 shards: 4,
+                fenced: false,
             }),
             Command::CreateTopic {
                 topic: NewTopic {
@@ -226,6 +279,15 @@ mod tests {
                 name: "t".into(),
                 changes,
             },
+            Command::FenceBroker { node_id: 2 },
+            Command::UnfenceBroker { node_id: 2 },
+            Command::AlterIsr(IsrChange {
+                topic: "t".into(),
+                partition: 1,
+                leader: 2,
+                leader_epoch: 5,
+                isr: vec![2, 3],
+            }),
         ]
     }
 

@@ -59,7 +59,37 @@ pub enum MetaError {
         /// Why it was refused.
         reason: String,
     },
-    /// This node is not the Raft leader; the write must go to `leader`.
+    /// No partition of the topic has this index.
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition index asked for.
+        partition: i32,
+    },
+    /// An ISR change came from a broker that no longer leads the partition,
+    /// or from an older leader epoch: the caller must refresh its metadata.
+    StaleLeaderEpoch {
+        /// The topic.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+        /// The partition's leader when the command was applied (-1: none).
+        leader: i32,
+        /// The partition's leader epoch when the command was applied.
+        leader_epoch: i32,
+    },
+    /// An ISR change was refused: not a subset of the replicas, without the
+    /// leader, or adding a fenced broker.
+    InvalidIsr {
+        /// The topic.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// This node is not the Raft leader and the write could not be
+    /// forwarded to one within the forwarding deadline.
     NotLeader {
         /// The leader's Raft node id, if one is known.
         leader: Option<u64>,
@@ -156,6 +186,24 @@ impl fmt::Display for MetaError {
             MetaError::InvalidBroker { node_id, reason } => {
                 write!(f, "invalid registration of broker {node_id}: {reason}")
             }
+            MetaError::UnknownPartition { topic, partition } => {
+                write!(f, "topic '{topic}' has no partition {partition}")
+            }
+            MetaError::StaleLeaderEpoch {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+            } => write!(
+                f,
+                "partition {topic}-{partition} is led by broker {leader} at leader epoch {leader_epoch}; \
+                 the request was made for another leader or epoch: refresh the metadata"
+            ),
+            MetaError::InvalidIsr {
+                topic,
+                partition,
+                reason,
+            } => write!(f, "invalid ISR for partition {topic}-{partition}: {reason}"),
             MetaError::NotLeader { leader: Some(leader) } => {
                 write!(f, "this node is not the metadata leader; node {leader} is")
             }

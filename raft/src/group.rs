@@ -3,10 +3,14 @@
 //! ```text
 //!  shard threads (glommio)            raft thread "shardline-meta" (tokio current_thread)
 //!  ───────────────────────            ─────────────────────────────────────────────────
-//!  group.create_topic(..) ──Request──► request loop ──spawn──► raft.client_write(cmd)
-//!        ▲  (bounded mpsc)                                        │ log_store: append + fdatasync
+//!  group.create_topic(..) ──Request──► request loop ──spawn──► propose_anywhere(cmd)
+//!        ▲  (bounded mpsc)                                        │ leader: raft.client_write(cmd)
+//!        │                                                        │ follower: Forward over TCP
 //!        └──────────── oneshot reply ◄────────────────────────────┤ state_machine: apply
 //!  group.image() / subscribe() ◄──── watch<Arc<MetadataImage>> ◄──┘ (publish per applied batch)
+//!
+//!  also on the raft thread, with peers: the TCP listener (tcp.rs) and the
+//!  liveness task (heartbeats; on the leader, fencing: liveness.rs)
 //! ```
 //! Everything openraft owns (its core task, the log store, the state
 //! machine) lives on the raft thread; callers only hold channel ends, so the
@@ -16,35 +20,53 @@
 
 use std::{
     collections::BTreeMap,
+    net::SocketAddr,
     path::{Path, PathBuf},
     sync::{mpsc as std_mpsc, Arc, Mutex, PoisonError},
     thread::JoinHandle,
     time::Duration,
 };
 
-use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
+use openraft::error::{Fatal, InitializeError, RaftError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
-    command::Command,
+    command::{Command, IsrChange},
     error::MetaError,
     files::{read_if_exists, write_atomically},
+    forward::{propose_anywhere, propose_with_index, PeerSet},
     image::{BrokerInfo, MetadataImage, NewTopic, TopicMeta},
+    liveness::{Liveness, LivenessTask},
     log_store::LogStore,
     network::{NetworkFactory, NoPeers, RaftTransport},
     snapshot::SnapshotStore,
     state_machine::StateMachine,
+    tcp::{self, TcpTransport},
     types::{Node, NodeId, Raft},
 };
 
 /// Default for [`MetadataConfig::snapshot_every_entries`].
 pub const DEFAULT_SNAPSHOT_EVERY_ENTRIES: u64 = 1000;
 
-/// How long [`MetadataGroup::start`] waits for a leader and for the state
-/// machine to catch up. A single voter elects itself at once (or within one
-/// election timeout, 0.3–0.6 s); 10 s leaves room for a slow disk replaying
-/// a log of `snapshot_every_entries` entries.
+/// How long [`MetadataGroup::start`] of a single node waits for a leader and
+/// for the state machine to catch up. A single voter elects itself at once
+/// (or within one election timeout, 0.3–0.6 s); 10 s leaves room for a slow
+/// disk replaying a log of `snapshot_every_entries` entries.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`MetadataGroup::start`] of a node with peers waits for a leader
+/// and the cluster id. The voters are started by people and scripts, not
+/// all at once: a quorum must be up before anyone has a leader, and a
+/// restarted node must reach the running group.
+pub const CLUSTER_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default for [`MetadataConfig::broker_session_timeout_ms`]: twelve missed
+/// heartbeats, as Kafka's `broker.session.timeout.ms` (9 s) is to its 2 s
+/// heartbeat, shortened so partitions fail over in seconds.
+pub const DEFAULT_BROKER_SESSION_TIMEOUT_MS: u64 = 6000;
+
+/// Default for [`MetadataConfig::broker_heartbeat_interval_ms`].
+pub const DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS: u64 = 500;
 
 /// Requests queued to the raft thread. Metadata writes are rare admin
 /// operations; the bound turns a runaway admin client into backpressure
@@ -69,16 +91,89 @@ pub struct MetadataConfig {
     /// Build a snapshot every this many applied entries (≥ 1) and let
     /// openraft purge the log before it, keeping this many entries.
     pub snapshot_every_entries: u64,
+    /// Where this node's raft TCP listener binds. `None`: a single node
+    /// (no listener, no peers).
+    pub raft_listen: Option<SocketAddr>,
+    /// Every voter's node id → raft address `host:port`, this node
+    /// included. Empty: a single node. All nodes of a group must be given
+    /// the same map.
+    pub peers: BTreeMap<u64, String>,
+    /// A broker not heard from for this long is fenced by the metadata
+    /// leader (with peers only).
+    pub broker_session_timeout_ms: u64,
+    /// How often a node tells the metadata leader it is alive (with peers
+    /// only); must be below the session timeout.
+    pub broker_heartbeat_interval_ms: u64,
 }
 
 impl MetadataConfig {
-    /// A config with the default snapshot interval.
+    /// A single-node config with the default snapshot interval.
     pub fn new(node_id: u64, data_dir: impl Into<PathBuf>) -> Self {
         MetadataConfig {
             node_id,
             data_dir: data_dir.into(),
             snapshot_every_entries: DEFAULT_SNAPSHOT_EVERY_ENTRIES,
+            raft_listen: None,
+            peers: BTreeMap::new(),
+            broker_session_timeout_ms: DEFAULT_BROKER_SESSION_TIMEOUT_MS,
+            broker_heartbeat_interval_ms: DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
         }
+    }
+
+    /// The same config as a member of the group `peers` (node id → raft
+    /// address, this node included), listening on `raft_listen`.
+    pub fn with_peers(mut self, raft_listen: SocketAddr, peers: BTreeMap<u64, String>) -> Self {
+        self.raft_listen = Some(raft_listen);
+        self.peers = peers;
+        self
+    }
+
+    /// Whether this node is one of several voters.
+    pub fn has_peers(&self) -> bool {
+        !self.peers.is_empty()
+    }
+
+    fn start_timeout(&self) -> Duration {
+        if self.has_peers() {
+            CLUSTER_START_TIMEOUT
+        } else {
+            START_TIMEOUT
+        }
+    }
+
+    /// Refuses configs that cannot work, naming the fix.
+    fn validate(&self) -> Result<(), MetaError> {
+        let invalid = |reason: String| Err(MetaError::Raft(format!("invalid metadata config: {reason}")));
+        if self.snapshot_every_entries == 0 {
+            return invalid("snapshot_every_entries must be at least 1".to_owned());
+        }
+        if !self.has_peers() {
+            return Ok(());
+        }
+        if !self.peers.contains_key(&self.node_id) {
+            return invalid(format!(
+                "the peers must include this node ({}) with its own raft address",
+                self.node_id
+            ));
+        }
+        if self.raft_listen.is_none() {
+            return invalid("a node with peers needs raft_listen (the address its raft listener binds)".to_owned());
+        }
+        if i32::try_from(self.node_id).is_err() {
+            return invalid(format!(
+                "node id {} is not a broker id (at most {})",
+                self.node_id,
+                i32::MAX
+            ));
+        }
+        if self.broker_heartbeat_interval_ms == 0 || self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms
+        {
+            return invalid(format!(
+                "broker_heartbeat_interval_ms ({}) must be at least 1 and below broker_session_timeout_ms ({})",
+                self.broker_heartbeat_interval_ms, self.broker_session_timeout_ms
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -157,7 +252,7 @@ fn new_topic_id() -> Result<[u8; 16], MetaError> {
 
 /// A cluster id in Kafka's form: 16 random bytes, URL-safe base64 without
 /// padding (22 characters).
-fn new_cluster_id() -> Result<String, MetaError> {
+pub(crate) fn new_cluster_id() -> Result<String, MetaError> {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let value = u128::from_be_bytes(random_bytes::<16>()?);
     // 128 bits = 21 six-bit digits (most significant first) plus 2 bits,
@@ -180,7 +275,7 @@ fn raft_error<E: std::fmt::Display>(error: E) -> MetaError {
     MetaError::Raft(error.to_string())
 }
 
-fn fatal_error(error: Fatal<NodeId>) -> MetaError {
+pub(crate) fn fatal_error(error: Fatal<NodeId>) -> MetaError {
     match error {
         Fatal::Stopped => MetaError::ShuttingDown,
         other => MetaError::Raft(other.to_string()),
@@ -258,39 +353,49 @@ pub(crate) async fn open_raft(
     .map_err(raft_error)
 }
 
-/// Proposes one command and waits until it is applied.
+/// Proposes one command on the local Raft and waits until it is applied.
 pub(crate) async fn propose(raft: &Raft, command: Command) -> Result<Option<TopicMeta>, MetaError> {
-    match raft.client_write(command).await {
-        Ok(response) => response.data.0,
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => Err(MetaError::NotLeader {
-            leader: forward.leader_id,
-        }),
-        Err(RaftError::APIError(other)) => Err(raft_error(other)),
-        Err(RaftError::Fatal(fatal)) => Err(fatal_error(fatal)),
-    }
+    propose_with_index(raft, command).await.map(|(_, topic)| topic)
 }
 
-/// Initializes a fresh group, waits for a leader and, on the leader, for
-/// everything committed to be applied; a new group gets its cluster id.
+/// Initializes a fresh group (every voter with its address; each node of a
+/// new group does this with the same membership, and all but the first are
+/// refused as already initialized), waits for a leader and for the cluster
+/// id: on a single node, the leader proposes it here; with peers, the
+/// leader's liveness task does, and every node waits to see it.
 async fn become_ready(
     raft: &Raft,
-    node_id: NodeId,
+    config: &MetadataConfig,
     images: &watch::Receiver<Arc<MetadataImage>>,
 ) -> Result<(), MetaError> {
+    let node_id = config.node_id;
     if !raft.is_initialized().await.map_err(fatal_error)? {
-        let mut members = BTreeMap::new();
-        members.insert(node_id, Node::new(""));
+        let members: BTreeMap<NodeId, Node> = if config.has_peers() {
+            config
+                .peers
+                .iter()
+                .map(|(id, addr)| (*id, Node::new(addr.clone())))
+                .collect()
+        } else {
+            [(node_id, Node::new(""))].into()
+        };
         match raft.initialize(members).await {
             Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
             Err(error) => return Err(raft_error(error)),
         }
     }
     let metrics = raft
-        .wait(Some(START_TIMEOUT))
+        .wait(Some(config.start_timeout()))
         .metrics(|metrics| metrics.current_leader.is_some(), "metadata leader elected")
         .await
         .map_err(raft_error)?;
-    if metrics.current_leader == Some(node_id) {
+    if config.has_peers() {
+        images
+            .clone()
+            .wait_for(|image| !image.cluster_id.is_empty())
+            .await
+            .map_err(|_| MetaError::ShuttingDown)?;
+    } else if metrics.current_leader == Some(node_id) {
         raft.ensure_linearizable().await.map_err(raft_error)?;
         let needs_cluster_id = images.borrow().cluster_id.is_empty();
         if needs_cluster_id {
@@ -308,6 +413,68 @@ async fn become_ready(
 
 type ReadySender = std_mpsc::SyncSender<Result<RaftMetricsReceiver, MetaError>>;
 
+/// What the raft thread runs besides openraft: the listener and the
+/// liveness task. Aborted before Raft shuts down.
+struct Services {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    peers: Option<Arc<PeerSet>>,
+}
+
+/// Opens the stores, binds the listener and starts Raft and the services.
+async fn open_node(
+    config: &MetadataConfig,
+    publisher: Arc<watch::Sender<Arc<MetadataImage>>>,
+) -> Result<(Raft, Services), MetaError> {
+    let listener = match config.raft_listen {
+        Some(addr) => Some(
+            tcp::bind(addr)
+                .await
+                .map_err(|error| MetaError::io(format!("bind the metadata raft listener on {addr}"), error))?,
+        ),
+        None => None,
+    };
+    let transport: Arc<dyn RaftTransport> = if config.has_peers() {
+        Arc::new(TcpTransport::new())
+    } else {
+        Arc::new(NoPeers)
+    };
+    let images = publisher.subscribe();
+    let raft = open_raft(
+        config.node_id,
+        &config.data_dir,
+        config.snapshot_every_entries,
+        transport,
+        publisher,
+    )
+    .await?;
+    let liveness = Arc::new(Liveness::default());
+    let mut tasks = Vec::new();
+    if let Some(listener) = listener {
+        tracing::info!(node_id = config.node_id, addr = ?listener.local_addr().ok(), "metadata raft listener bound");
+        tasks.push(tokio::spawn(tcp::serve(listener, raft.clone(), Arc::clone(&liveness))));
+    }
+    let peers = config.has_peers().then(|| {
+        Arc::new(PeerSet {
+            node_id: config.node_id,
+            addresses: config.peers.clone(),
+            transport: Arc::new(TcpTransport::new()),
+        })
+    });
+    if let Some(peers) = &peers {
+        let task = LivenessTask {
+            raft: raft.clone(),
+            node_id: config.node_id,
+            images,
+            liveness,
+            peers: Arc::clone(peers),
+            heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
+            session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
+        };
+        tasks.push(tokio::spawn(task.run()));
+    }
+    Ok((raft, Services { tasks, peers }))
+}
+
 /// The raft thread's async body. Returns the reply of the shutdown request
 /// that stopped it, if one did.
 async fn run(
@@ -317,25 +484,18 @@ async fn run(
     ready: ReadySender,
 ) -> Option<oneshot::Sender<Result<(), MetaError>>> {
     let images = publisher.subscribe();
-    let opened = open_raft(
-        config.node_id,
-        &config.data_dir,
-        config.snapshot_every_entries,
-        Arc::new(NoPeers),
-        publisher,
-    )
-    .await;
-    let raft = match opened {
-        Ok(raft) => raft,
+    let (raft, services) = match open_node(&config, publisher).await {
+        Ok(opened) => opened,
         Err(error) => {
             let _ = ready.send(Err(error));
             return None;
         }
     };
-    let outcome = match tokio::time::timeout(START_TIMEOUT, become_ready(&raft, config.node_id, &images)).await {
+    let start_timeout = config.start_timeout();
+    let outcome = match tokio::time::timeout(start_timeout, become_ready(&raft, &config, &images)).await {
         Ok(result) => result,
         Err(_) => Err(MetaError::StartTimeout {
-            waited_ms: u64::try_from(START_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
+            waited_ms: u64::try_from(start_timeout.as_millis()).unwrap_or(u64::MAX),
         }),
     };
     let started = match outcome {
@@ -348,6 +508,7 @@ async fn run(
     let reply = if started {
         tracing::info!(
             node_id = config.node_id,
+            voters = config.peers.len().max(1),
             epoch = images.borrow().epoch,
             "metadata group started"
         );
@@ -355,8 +516,10 @@ async fn run(
             match requests.recv().await {
                 Some(Request::Propose { command, reply }) => {
                     let raft = raft.clone();
+                    let peers = services.peers.clone();
+                    let images = images.clone();
                     tokio::spawn(async move {
-                        let result = propose(&raft, command).await;
+                        let result = propose_anywhere(&raft, peers.as_deref(), &images, command).await;
                         // The caller may have gone away; nothing to do then.
                         let _ = reply.send(result);
                     });
@@ -370,6 +533,9 @@ async fn run(
     };
     // Queued requests are dropped: their callers get `ShuttingDown`.
     drop(requests);
+    for task in &services.tasks {
+        task.abort();
+    }
     if let Err(error) = raft.shutdown().await {
         tracing::warn!(%error, "metadata raft did not shut down cleanly");
     }
@@ -403,17 +569,20 @@ fn thread_main(
 impl MetadataGroup {
     /// Starts the metadata group on its own thread (`shardline-meta`).
     ///
-    /// On a fresh `data_dir` it creates a one-voter group with this node and
-    /// a new cluster id; on an existing one it recovers the snapshot and the
-    /// log (cutting a torn tail). Returns once the group has a leader and,
-    /// on the leader, the state machine has applied everything committed, or
-    /// fails after [`START_TIMEOUT`]. Blocks the calling thread meanwhile:
-    /// call it before the shards start.
+    /// Without peers, on a fresh `data_dir` it creates a one-voter group
+    /// with this node and a new cluster id. With peers, it binds
+    /// `raft_listen` and, on a fresh `data_dir`, initializes the group of
+    /// all peers (every node does; only one initialization takes). On an
+    /// existing directory it recovers the snapshot and the log (cutting a
+    /// torn tail) and rejoins. Returns once the group has a leader and the
+    /// cluster id is known here (a single node: and everything committed is
+    /// applied), or fails after [`START_TIMEOUT`] ([`CLUSTER_START_TIMEOUT`]
+    /// with peers). Blocks the calling thread meanwhile: call it before the
+    /// shards start.
     pub fn start(config: MetadataConfig) -> Result<MetadataGroup, MetaError> {
-        if config.snapshot_every_entries == 0 {
-            return Err(MetaError::Raft("snapshot_every_entries must be at least 1".to_owned()));
-        }
+        config.validate()?;
         claim_directory(&config.data_dir, config.node_id)?;
+        let start_timeout = config.start_timeout();
 
         let node_id = config.node_id;
         let (request_sender, request_receiver) = mpsc::channel(REQUEST_QUEUE_CAPACITY);
@@ -428,7 +597,7 @@ impl MetadataGroup {
 
         // The thread bounds its own start by START_TIMEOUT; the margin covers
         // opening the files before that clock starts.
-        let waited = START_TIMEOUT + Duration::from_secs(5);
+        let waited = start_timeout + Duration::from_secs(5);
         match ready_receiver.recv_timeout(waited) {
             Ok(Ok(metrics)) => Ok(MetadataGroup {
                 shared: Arc::new(Shared {
@@ -474,15 +643,21 @@ impl MetadataGroup {
             .ok_or_else(|| MetaError::Raft("topic command applied without a topic in its answer".to_owned()))
     }
 
-    /// Registers a broker or updates it. With a different shard count, the
-    /// partitions it leads on shards that no longer exist are re-placed
-    /// round-robin over the new count (their leader epochs bumped).
+    /// Registers a broker or updates it, and unfences it (a broker registers
+    /// when it starts: it is alive). With a different shard count, the
+    /// replicas it holds on shards that no longer exist are re-placed
+    /// round-robin over the new count (leader epochs bumped where it leads).
+    ///
+    /// Like every write here it works on any node: a follower forwards it to
+    /// the leader and returns once its own image shows the change.
     pub async fn register_broker(&self, broker: BrokerInfo) -> Result<(), MetaError> {
         self.propose(Command::RegisterBroker(broker)).await.map(|_| ())
     }
 
-    /// Creates a topic; placement balances partitions over brokers and over
-    /// the leader's shards (least loaded first, ties to the lowest).
+    /// Creates a topic; placement puts `replication_factor` replicas on
+    /// distinct unfenced brokers, balancing leaders over brokers and
+    /// replicas over each broker's shards (least loaded first, ties to the
+    /// lowest).
     pub async fn create_topic(&self, topic: NewTopic) -> Result<TopicMeta, MetaError> {
         let id = new_topic_id()?;
         self.propose_topic(Command::CreateTopic { topic, id }).await
@@ -515,6 +690,33 @@ impl MetadataGroup {
         .await
     }
 
+    /// Sets the in-sync replicas of a partition this node leads. Refused with
+    /// [`MetaError::StaleLeaderEpoch`] when this node no longer leads it at
+    /// `leader_epoch`, and with [`MetaError::InvalidIsr`] when `isr` is not
+    /// a subset of the replicas holding this node, or adds a fenced broker.
+    /// Does not bump the leader epoch.
+    pub async fn alter_isr(
+        &self,
+        topic: &str,
+        partition: i32,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+    ) -> Result<(), MetaError> {
+        let leader = i32::try_from(self.shared.node_id).map_err(|_| MetaError::InvalidBroker {
+            node_id: -1,
+            reason: format!("node id {} is not a broker id", self.shared.node_id),
+        })?;
+        self.propose(Command::AlterIsr(IsrChange {
+            topic: topic.to_owned(),
+            partition,
+            leader,
+            leader_epoch,
+            isr,
+        }))
+        .await
+        .map(|_| ())
+    }
+
     /// The latest applied image. Cheap: one `Arc` clone under a read lock.
     pub fn image(&self) -> Arc<MetadataImage> {
         Arc::clone(&self.shared.images.borrow())
@@ -528,7 +730,7 @@ impl MetadataGroup {
         receiver
     }
 
-    /// Raft-side status (term, leader, log, snapshot).
+    /// Raft-side status (term, metadata leader, log, snapshot).
     pub fn status(&self) -> MetadataStatus {
         let metrics = self.shared.metrics.borrow();
         MetadataStatus {

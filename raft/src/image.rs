@@ -19,6 +19,12 @@ pub struct BrokerInfo {
     /// Number of shards (cores) the broker runs; partitions are placed on
     /// shard indexes `0..shards`.
     pub shards: u32,
+    /// Set by the metadata leader when the broker's heartbeats stopped for
+    /// longer than the session timeout: a fenced broker leads nothing, is
+    /// in no ISR it was not the last member of, and gets no new replicas.
+    /// Cleared by a heartbeat or a registration. Ignored in a registration
+    /// (a broker registers unfenced).
+    pub fenced: bool,
 }
 
 /// A topic creation request.
@@ -34,19 +40,47 @@ pub struct NewTopic {
     pub configs: BTreeMap<String, String>,
 }
 
+/// Leader of a partition that has none: every in-sync replica is fenced.
+pub const NO_LEADER: i32 = -1;
+
 /// One partition's placement.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PartitionMeta {
     /// Partition index, `0..partition count`.
     pub index: i32,
-    /// Broker that leads the partition.
+    /// Broker that leads the partition, or [`NO_LEADER`] (-1) while every
+    /// in-sync replica is fenced.
     pub leader: i32,
-    /// Shard on the leader that owns the partition (`< leader's shards`).
+    /// Shard on the leader that owns the partition (`< leader's shards`),
+    /// equal to `replica_shards` at the leader's position in `replicas`.
+    /// Meaningless while `leader` is [`NO_LEADER`].
     pub shard: u32,
-    /// Brokers holding a replica, the leader first.
+    /// Brokers holding a replica, distinct, in preference order: a new
+    /// leader is the first of them that is in sync and unfenced. Placement
+    /// puts the first leader first.
     pub replicas: Vec<i32>,
     /// Bumped every time leader or shard changes (fences stale requests).
     pub leader_epoch: i32,
+    /// In-sync replicas: a non-empty subset of `replicas`, in `replicas`
+    /// order, holding the leader when there is one. Changed by the leader
+    /// (`alter_isr`) and by fencing.
+    pub isr: Vec<i32>,
+    /// Parallel to `replicas`: the shard that owns the partition on each
+    /// replica's broker.
+    pub replica_shards: Vec<u32>,
+}
+
+impl PartitionMeta {
+    /// The shard owning this partition on `broker`, if it holds a replica.
+    pub fn shard_on(&self, broker: i32) -> Option<u32> {
+        let position = self.replicas.iter().position(|replica| *replica == broker)?;
+        self.replica_shards.get(position).copied()
+    }
+
+    /// Whether the partition has a leader.
+    pub fn is_online(&self) -> bool {
+        self.leader != NO_LEADER
+    }
 }
 
 /// A topic with its placement and configs.
@@ -136,6 +170,8 @@ mod tests {
             shard,
             replicas: vec![leader],
             leader_epoch: 0,
+            isr: vec![leader],
+            replica_shards: vec![shard],
         }
     }
 
@@ -159,5 +195,9 @@ mod tests {
         let table = image.shard_table(2);
         assert_eq!(table.len(), 1);
         assert_eq!(table.first().map(|(name, p)| (*name, p.index)), Some(("t", 1)));
+        let led = image.partition("t", 1).unwrap();
+        assert_eq!(led.shard_on(2), Some(1));
+        assert_eq!(led.shard_on(1), None);
+        assert!(led.is_online());
     }
 }

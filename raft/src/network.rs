@@ -7,11 +7,13 @@
 //! decodes them, calls its local Raft and encodes the answer. A transport
 //! therefore only moves opaque byte buffers between nodes.
 //!
-//! Today the group has a single voter and the transport is [`NoPeers`],
-//! which answers every call with "unreachable". A TCP transport (length-
-//! prefixed frames to `Node.addr`, a listener that calls [`serve_rpc`]) slots
-//! in as another `RaftTransport` without touching the codec or openraft glue.
-//! Tests run a three-node group over an in-memory transport.
+//! Besides Raft's three RPCs the same envelope carries the group's own two:
+//! `Forward` (a write made on a follower, proposed by the leader, see
+//! `forward.rs`) and `BrokerHeartbeat` (liveness, see `liveness.rs`).
+//!
+//! A single voter uses [`NoPeers`], which answers every call with
+//! "unreachable"; a cluster uses the TCP transport of `tcp.rs`. Unit tests
+//! run a three-node group over an in-memory transport.
 
 use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -30,7 +32,12 @@ use crate::{
         entry_from_fb, entry_to_fb, log_id_from_fb, log_id_to_fb, snapshot_meta_from_fb, snapshot_meta_to_fb,
         vote_from_fb, vote_to_fb, DecodeError,
     },
+    command::{command_from_fb, command_to_fb, Command},
+    forward::{error_to_fb, propose_with_index},
     generated::shardline::meta as fb,
+    image::TopicMeta,
+    liveness::Liveness,
+    snapshot::{topic_from_fb, topic_to_fb, IMAGE_FORMAT_VERSION},
     types::{Node, NodeId, Raft, TypeConfig},
 };
 
@@ -91,15 +98,30 @@ impl RaftTransport for NoPeers {
     }
 }
 
-/// A Raft RPC request, decoded.
+/// A peer RPC request, decoded.
 #[derive(Debug)]
 pub(crate) enum RpcRequest {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Propose this command (the sender is not the leader).
+    Forward(Command),
+    /// Broker `node_id` is alive.
+    BrokerHeartbeat {
+        node_id: i32,
+    },
 }
 
-/// A Raft RPC response, decoded.
+/// What a forwarded command came to on the leader.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ForwardOutcome {
+    /// Applied at log index `index`, answering `topic`.
+    Applied { index: u64, topic: Option<TopicMeta> },
+    /// Rejected or not proposed; the record maps back to the `MetaError`.
+    Failed(fb::MetaErrorRecord),
+}
+
+/// A peer RPC response, decoded.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum RpcResponse {
     AppendEntries(AppendEntriesResponse<NodeId>),
@@ -107,6 +129,10 @@ pub(crate) enum RpcResponse {
     InstallSnapshot(InstallSnapshotResponse<NodeId>),
     /// The remote Raft refused the request; the message says why.
     Error(String),
+    Forward(ForwardOutcome),
+    BrokerHeartbeat {
+        is_leader: bool,
+    },
 }
 
 fn vote_required(vote: Option<fb::Vote>, field: &'static str) -> Result<openraft::Vote<NodeId>, DecodeError> {
@@ -134,6 +160,12 @@ pub(crate) fn encode_request(from: NodeId, request: &RpcRequest) -> Vec<u8> {
                 data: Some(install.data.clone()),
                 done: install.done,
             }))
+        }
+        RpcRequest::Forward(command) => fb::RpcRequestBody::Forward(Box::new(fb::ForwardRequest {
+            command: Some(Box::new(command_to_fb(command))),
+        })),
+        RpcRequest::BrokerHeartbeat { node_id } => {
+            fb::RpcRequestBody::BrokerHeartbeat(Box::new(fb::BrokerHeartbeatRequest { node_id: *node_id }))
         }
     };
     let mut builder = planus::Builder::new();
@@ -172,6 +204,14 @@ pub(crate) fn decode_request(bytes: &[u8]) -> Result<(NodeId, RpcRequest), Decod
             data: install.data.unwrap_or_default(),
             done: install.done,
         }),
+        fb::RpcRequestBody::Forward(forward) => RpcRequest::Forward(command_from_fb(
+            *forward
+                .command
+                .ok_or_else(|| DecodeError::missing("ForwardRequest.command"))?,
+        )?),
+        fb::RpcRequestBody::BrokerHeartbeat(heartbeat) => RpcRequest::BrokerHeartbeat {
+            node_id: heartbeat.node_id,
+        },
     };
     Ok((request.from, decoded))
 }
@@ -211,6 +251,23 @@ pub(crate) fn encode_response(response: &RpcResponse) -> Vec<u8> {
         RpcResponse::Error(message) => fb::RpcResponseBody::Error(Box::new(fb::RpcError {
             message: Some(message.clone()),
         })),
+        RpcResponse::Forward(ForwardOutcome::Applied { index, topic }) => {
+            fb::RpcResponseBody::Forward(Box::new(fb::ForwardResponse {
+                applied_index: *index,
+                topic: topic.as_ref().map(|topic| Box::new(topic_to_fb(topic))),
+                error: None,
+            }))
+        }
+        RpcResponse::Forward(ForwardOutcome::Failed(record)) => {
+            fb::RpcResponseBody::Forward(Box::new(fb::ForwardResponse {
+                applied_index: 0,
+                topic: None,
+                error: Some(Box::new(record.clone())),
+            }))
+        }
+        RpcResponse::BrokerHeartbeat { is_leader } => {
+            fb::RpcResponseBody::BrokerHeartbeat(Box::new(fb::BrokerHeartbeatResponse { is_leader: *is_leader }))
+        }
     };
     let mut builder = planus::Builder::new();
     builder.finish(fb::RpcResponse { body: Some(body) }, None).to_vec()
@@ -240,19 +297,27 @@ pub(crate) fn decode_response(bytes: &[u8]) -> Result<RpcResponse, DecodeError> 
             vote: vote_required(install.vote, "InstallSnapshotResponse.vote")?,
         }),
         fb::RpcResponseBody::Error(error) => RpcResponse::Error(error.message.unwrap_or_default()),
+        fb::RpcResponseBody::Forward(forward) => RpcResponse::Forward(match forward.error {
+            Some(record) => ForwardOutcome::Failed(*record),
+            None => ForwardOutcome::Applied {
+                index: forward.applied_index,
+                // The leader encodes topics as the current image format.
+                topic: forward
+                    .topic
+                    .map(|topic| topic_from_fb(*topic, IMAGE_FORMAT_VERSION))
+                    .transpose()?,
+            },
+        }),
+        fb::RpcResponseBody::BrokerHeartbeat(heartbeat) => RpcResponse::BrokerHeartbeat {
+            is_leader: heartbeat.is_leader,
+        },
     })
 }
 
-/// Handles one request from a peer with the local Raft and returns the
-/// encoded response. Never fails: problems become an `RpcError` response.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "server side of the peer transport: used by tests now, by the TCP listener later"
-    )
-)]
-pub(crate) async fn serve_rpc(raft: &Raft, request: &[u8]) -> Vec<u8> {
+/// Handles one request from a peer with the local Raft (and, for
+/// heartbeats, the local liveness table, if this node keeps one) and returns
+/// the encoded response. Never fails: problems become an `RpcError` response.
+pub(crate) async fn serve_rpc(raft: &Raft, liveness: Option<&Liveness>, request: &[u8]) -> Vec<u8> {
     let response = match decode_request(request) {
         Err(error) => RpcResponse::Error(format!("undecodable request: {error}")),
         Ok((_from, RpcRequest::AppendEntries(append))) => match raft.append_entries(append).await {
@@ -267,8 +332,25 @@ pub(crate) async fn serve_rpc(raft: &Raft, request: &[u8]) -> Vec<u8> {
             Ok(response) => RpcResponse::InstallSnapshot(response),
             Err(error) => RpcResponse::Error(error.to_string()),
         },
+        Ok((_from, RpcRequest::Forward(command))) => {
+            RpcResponse::Forward(match propose_with_index(raft, command).await {
+                Ok((index, topic)) => ForwardOutcome::Applied { index, topic },
+                Err(error) => ForwardOutcome::Failed(error_to_fb(&error)),
+            })
+        }
+        Ok((_from, RpcRequest::BrokerHeartbeat { node_id })) => {
+            let is_leader = raft.metrics().borrow().current_leader == Some(raft_node_id(raft));
+            if let (true, Some(liveness)) = (is_leader, liveness) {
+                liveness.heard(node_id, tokio::time::Instant::now());
+            }
+            RpcResponse::BrokerHeartbeat { is_leader }
+        }
     };
     encode_response(&response)
+}
+
+fn raft_node_id(raft: &Raft) -> NodeId {
+    raft.metrics().borrow().id
 }
 
 /// Makes one [`PeerClient`] per peer for openraft.
@@ -437,10 +519,34 @@ mod tests {
                 vote: openraft::Vote::new_committed(4, 3),
             }),
             RpcResponse::Error("stopped".into()),
+            RpcResponse::Forward(ForwardOutcome::Applied { index: 9, topic: None }),
+            RpcResponse::Forward(ForwardOutcome::Applied {
+                index: 10,
+                topic: Some(TopicMeta {
+                    name: "t".into(),
+                    id: [5; 16],
+                    partitions: Vec::new(),
+                    configs: [("retention.ms".to_owned(), "5".to_owned())].into(),
+                }),
+            }),
+            RpcResponse::Forward(ForwardOutcome::Failed(error_to_fb(
+                &crate::error::MetaError::TopicExists("t".into()),
+            ))),
+            RpcResponse::BrokerHeartbeat { is_leader: true },
         ];
         for response in responses {
             assert_eq!(decode_response(&encode_response(&response)).unwrap(), response);
         }
+    }
+
+    #[test]
+    fn forward_and_heartbeat_requests_round_trip() {
+        let command = Command::FenceBroker { node_id: 4 };
+        let (from, decoded) = decode_request(&encode_request(2, &RpcRequest::Forward(command.clone()))).unwrap();
+        assert_eq!(from, 2);
+        assert!(matches!(decoded, RpcRequest::Forward(decoded) if decoded == command));
+        let (_, decoded) = decode_request(&encode_request(2, &RpcRequest::BrokerHeartbeat { node_id: 3 })).unwrap();
+        assert!(matches!(decoded, RpcRequest::BrokerHeartbeat { node_id: 3 }));
     }
 
     #[tokio::test(flavor = "current_thread")]

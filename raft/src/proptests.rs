@@ -18,27 +18,57 @@ use crate::{
 };
 
 fn broker_strategy() -> impl Strategy<Value = BrokerInfo> {
-    (0..100i32, "[a-z0-9.-]{1,20}", any::<u16>(), 1..64u32).prop_map(|(node_id, host, port, shards)| BrokerInfo {
-        node_id,
-        host,
-        port,
-        shards,
-    })
+    (0..100i32, "[a-z0-9.-]{1,20}", any::<u16>(), 1..64u32, any::<bool>()).prop_map(
+        |(node_id, host, port, shards, fenced)| BrokerInfo {
+            node_id,
+            host,
+            port,
+            shards,
+            fenced,
+        },
+    )
 }
 
+/// Partitions that keep apply's invariants (decode_image refuses others):
+/// distinct replicas with a shard each, a non-empty ISR within them, and a
+/// leader that is an ISR member on its shard, or none.
 fn partition_strategy() -> impl Strategy<Value = PartitionMeta> {
     (
-        any::<i32>(),
-        any::<u32>(),
-        prop::collection::vec(any::<i32>(), 0..4),
+        prop::collection::btree_set(0..100i32, 1..5),
+        prop::collection::vec(any::<u32>(), 5),
+        1..32u8,
+        any::<prop::sample::Index>(),
+        any::<bool>(),
         any::<i32>(),
     )
-        .prop_map(|(leader, shard, replicas, leader_epoch)| PartitionMeta {
-            index: 0,
-            leader,
-            shard,
-            replicas,
-            leader_epoch,
+        .prop_map(|(replicas, shards, isr_mask, leader_pick, offline, leader_epoch)| {
+            let replicas: Vec<i32> = replicas.into_iter().collect();
+            let replica_shards: Vec<u32> = shards.into_iter().take(replicas.len()).collect();
+            let mut isr: Vec<i32> = replicas
+                .iter()
+                .enumerate()
+                .filter(|(position, _)| isr_mask & (1 << position) != 0)
+                .map(|(_, replica)| *replica)
+                .collect();
+            if isr.is_empty() {
+                isr.push(replicas[0]);
+            }
+            let leader = if offline {
+                crate::image::NO_LEADER
+            } else {
+                *leader_pick.get(&isr)
+            };
+            let mut partition = PartitionMeta {
+                index: 0,
+                leader,
+                shard: 0,
+                replicas,
+                leader_epoch,
+                isr,
+                replica_shards,
+            };
+            partition.shard = partition.shard_on(leader).unwrap_or(7);
+            partition
         })
 }
 
@@ -104,6 +134,24 @@ fn command_strategy() -> impl Strategy<Value = Command> {
             ),
         name.prop_map(|name| Command::DeleteTopic { name }),
         (name, any::<i32>()).prop_map(|(name, total)| Command::CreatePartitions { name, total }),
+        any::<i32>().prop_map(|node_id| Command::FenceBroker { node_id }),
+        any::<i32>().prop_map(|node_id| Command::UnfenceBroker { node_id }),
+        (
+            name,
+            any::<i32>(),
+            any::<i32>(),
+            any::<i32>(),
+            prop::collection::vec(any::<i32>(), 0..4)
+        )
+            .prop_map(|(topic, partition, leader, leader_epoch, isr)| Command::AlterIsr(
+                crate::command::IsrChange {
+                    topic,
+                    partition,
+                    leader,
+                    leader_epoch,
+                    isr,
+                }
+            )),
         (
             name,
             prop::collection::btree_map("[a-z.]{1,20}", prop::option::of("[ -~]{0,10}"), 0..4)

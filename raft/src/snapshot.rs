@@ -34,12 +34,18 @@ use crate::{
     error::MetaError,
     files::{read_if_exists, write_atomically},
     generated::shardline::meta as fb,
-    image::{MetadataImage, PartitionMeta, TopicMeta},
+    image::{MetadataImage, PartitionMeta, TopicMeta, NO_LEADER},
     types::{Snapshot, SnapshotMeta},
 };
 
-/// Version stored in `Image.format_version`; readers refuse others.
-pub(crate) const IMAGE_FORMAT_VERSION: u16 = 1;
+/// Version stored in `Image.format_version`. Version 2 added
+/// `Broker.fenced`, `Partition.isr` and `Partition.replica_shards`; this
+/// build writes 2 and reads 1 and 2 (a version-1 partition reads as all
+/// replicas in sync, each follower on shard 0), refusing others.
+pub(crate) const IMAGE_FORMAT_VERSION: u16 = 2;
+
+/// The oldest `Image.format_version` this build reads.
+const IMAGE_FORMAT_VERSION_MIN: u16 = 1;
 
 /// Magic at the start of the snapshot file; the last two characters are the
 /// format version.
@@ -55,10 +61,12 @@ fn partition_to_fb(partition: &PartitionMeta) -> fb::Partition {
         shard: partition.shard,
         replicas: Some(partition.replicas.clone()),
         leader_epoch: partition.leader_epoch,
+        isr: Some(partition.isr.clone()),
+        replica_shards: Some(partition.replica_shards.clone()),
     }
 }
 
-fn topic_to_fb(topic: &TopicMeta) -> fb::Topic {
+pub(crate) fn topic_to_fb(topic: &TopicMeta) -> fb::Topic {
     fb::Topic {
         name: Some(topic.name.clone()),
         id: Some(uuid_to_fb(&topic.id)),
@@ -90,7 +98,58 @@ pub fn encode_image(image: &MetadataImage) -> Vec<u8> {
     builder.finish(image_fb, None).to_vec()
 }
 
-fn topic_from_fb(topic: fb::Topic) -> Result<TopicMeta, DecodeError> {
+/// Decodes one partition of an image of `format_version`, checking the
+/// invariants apply keeps (so the state machine may assert them).
+fn partition_from_fb(partition: fb::Partition, format_version: u16) -> Result<PartitionMeta, DecodeError> {
+    let replicas = partition.replicas.unwrap_or_default();
+    let (isr, replica_shards) = if format_version == 1 {
+        let shards = replicas
+            .iter()
+            .map(|replica| {
+                if *replica == partition.leader {
+                    partition.shard
+                } else {
+                    0
+                }
+            })
+            .collect();
+        (replicas.clone(), shards)
+    } else {
+        (
+            partition.isr.unwrap_or_default(),
+            partition.replica_shards.unwrap_or_default(),
+        )
+    };
+    let decoded = PartitionMeta {
+        index: partition.index,
+        leader: partition.leader,
+        shard: partition.shard,
+        replicas,
+        leader_epoch: partition.leader_epoch,
+        isr,
+        replica_shards,
+    };
+    let invalid = |what: &str| {
+        DecodeError::new(format!(
+            "partition {}: {what} (replicas {:?}, isr {:?}, replica shards {:?}, leader {} on shard {})",
+            decoded.index, decoded.replicas, decoded.isr, decoded.replica_shards, decoded.leader, decoded.shard
+        ))
+    };
+    if decoded.replicas.len() != decoded.replica_shards.len() {
+        return Err(invalid("replicas and replica shards differ in length"));
+    }
+    if decoded.isr.is_empty() || !decoded.isr.iter().all(|member| decoded.replicas.contains(member)) {
+        return Err(invalid("ISR empty or not within the replicas"));
+    }
+    if decoded.leader != NO_LEADER
+        && (!decoded.isr.contains(&decoded.leader) || decoded.shard_on(decoded.leader) != Some(decoded.shard))
+    {
+        return Err(invalid("the leader is not an ISR member on its shard"));
+    }
+    Ok(decoded)
+}
+
+pub(crate) fn topic_from_fb(topic: fb::Topic, format_version: u16) -> Result<TopicMeta, DecodeError> {
     let name = topic.name.ok_or_else(|| DecodeError::missing("Topic.name"))?;
     let id = uuid_from_fb(topic.id.ok_or_else(|| DecodeError::missing("Topic.id"))?);
     let mut partitions = Vec::new();
@@ -101,13 +160,7 @@ fn topic_from_fb(topic: fb::Topic) -> Result<TopicMeta, DecodeError> {
                 partition.index
             )));
         }
-        partitions.push(PartitionMeta {
-            index: partition.index,
-            leader: partition.leader,
-            shard: partition.shard,
-            replicas: partition.replicas.unwrap_or_default(),
-            leader_epoch: partition.leader_epoch,
-        });
+        partitions.push(partition_from_fb(partition, format_version)?);
     }
     let mut configs = BTreeMap::new();
     for entry in topic.configs.unwrap_or_default() {
@@ -128,9 +181,9 @@ fn topic_from_fb(topic: fb::Topic) -> Result<TopicMeta, DecodeError> {
 /// Decodes an `Image` buffer (untrusted: from disk or a peer). Never panics.
 pub fn decode_image(bytes: &[u8]) -> Result<MetadataImage, DecodeError> {
     let image = fb::Image::try_from(fb::ImageRef::read_as_root(bytes)?)?;
-    if image.format_version != IMAGE_FORMAT_VERSION {
+    if !(IMAGE_FORMAT_VERSION_MIN..=IMAGE_FORMAT_VERSION).contains(&image.format_version) {
         return Err(DecodeError::new(format!(
-            "image format version {} (this build reads {IMAGE_FORMAT_VERSION})",
+            "image format version {} (this build reads {IMAGE_FORMAT_VERSION_MIN} to {IMAGE_FORMAT_VERSION})",
             image.format_version
         )));
     }
@@ -148,7 +201,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<MetadataImage, DecodeError> {
     }
     let mut topics = BTreeMap::new();
     for topic in image.topics.unwrap_or_default() {
-        let topic = topic_from_fb(topic)?;
+        let topic = topic_from_fb(topic, image.format_version)?;
         let name = topic.name.clone();
         if topics.insert(topic.name.clone(), topic).is_some() {
             return Err(DecodeError::new(format!("topic {name} twice in the image")));
@@ -296,6 +349,17 @@ mod tests {
                 host: "localhost".into(),
                 port: 9092,
                 shards: 2,
+                fenced: false,
+            },
+        );
+        image.brokers.insert(
+            2,
+            BrokerInfo {
+                node_id: 2,
+                host: "other".into(),
+                port: 9093,
+                shards: 3,
+                fenced: true,
             },
         );
         let mut configs = BTreeMap::new();
@@ -310,15 +374,19 @@ mod tests {
                         index: 0,
                         leader: 1,
                         shard: 0,
-                        replicas: vec![1],
+                        replicas: vec![1, 2],
                         leader_epoch: 0,
+                        isr: vec![1],
+                        replica_shards: vec![0, 2],
                     },
                     PartitionMeta {
                         index: 1,
-                        leader: 1,
+                        leader: NO_LEADER,
                         shard: 1,
-                        replicas: vec![1],
+                        replicas: vec![2, 1],
                         leader_epoch: 2,
+                        isr: vec![2],
+                        replica_shards: vec![1, 1],
                     },
                 ],
                 configs,
@@ -381,6 +449,55 @@ mod tests {
             SnapshotStore::open(dir.path()),
             Err(MetaError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn a_format_1_image_reads_as_all_replicas_in_sync() {
+        let partition = fb::Partition {
+            index: 0,
+            leader: 2,
+            shard: 3,
+            replicas: Some(vec![2, 1]),
+            leader_epoch: 4,
+            isr: None,
+            replica_shards: None,
+        };
+        let topic = fb::Topic {
+            name: Some("old".into()),
+            id: Some(uuid_to_fb(&[1; 16])),
+            partitions: Some(vec![partition]),
+            configs: None,
+        };
+        let image = fb::Image {
+            format_version: 1,
+            epoch: 3,
+            cluster_id: Some("c".into()),
+            controller_id: 1,
+            brokers: None,
+            topics: Some(vec![topic]),
+        };
+        let mut builder = planus::Builder::new();
+        let decoded = decode_image(builder.finish(image, None)).unwrap();
+        let partition = decoded.partition("old", 0).unwrap();
+        assert_eq!(partition.isr, vec![2, 1]);
+        assert_eq!(partition.replica_shards, vec![3, 0]);
+        assert_eq!(partition.shard_on(2), Some(3));
+    }
+
+    #[test]
+    fn inconsistent_partitions_are_rejected() {
+        let damages: [fn(&mut PartitionMeta); 4] = [
+            |p| p.replica_shards.clear(),
+            |p| p.isr.clear(),
+            |p| p.isr = vec![9],
+            |p| p.shard = 1,
+        ];
+        for damage in damages {
+            let mut image = sample_image();
+            let topic = image.topics.get_mut("orders").unwrap();
+            damage(&mut topic.partitions[0]);
+            assert!(decode_image(&encode_image(&image)).is_err());
+        }
     }
 
     #[test]

@@ -8,27 +8,47 @@
 //! `controller_id` move, as for every entry).
 //!
 //! ## Placement
-//! - Leader of a new partition: the registered broker leading the fewest
+//! Only unfenced brokers get new replicas.
+//! - Leader of a new partition: the unfenced broker leading the fewest
 //!   partitions, ties to the lowest node id. Replicas: the leader, then the
-//!   next brokers in node-id order (wrapping), `replication_factor` in all.
-//! - Shard of a new partition: the shard of the leader with the fewest
-//!   partitions, ties to the lowest index.
-//! - A broker that re-registers with fewer shards: every partition it leads
-//!   on a shard that no longer exists moves, in (topic name, partition index)
-//!   order, the k-th to shard `k % shards`; its leader epoch is bumped.
+//!   next unfenced brokers in node-id order (wrapping), `replication_factor`
+//!   in all. The ISR starts as all replicas.
+//! - Shard of each replica: on the leader, the shard leading the fewest
+//!   partitions (then hosting the fewest replicas); on a follower, the shard
+//!   hosting the fewest replicas (then leading the fewest); ties to the
+//!   lowest index. With one replica both are "fewest partitions".
+//! - A broker that re-registers with fewer shards: every replica it hosts on
+//!   a shard that no longer exists moves, in (topic name, partition index)
+//!   order, the k-th to shard `k % shards`; where it leads, the leader epoch
+//!   is bumped.
+//!
+//! ## Leadership
+//! - `FenceBroker { n }`: `n` is fenced; where `n` leads, it leaves the ISR
+//!   (unless it is the last member) and the first replica that is in the
+//!   ISR and unfenced leads (leader epoch + 1), or nobody (`-1`, epoch + 1);
+//!   where `n` follows in the ISR, it leaves it (unless it is the last).
+//! - `UnfenceBroker { n }` and `RegisterBroker(n)`: `n` is unfenced and
+//!   leads every leaderless partition whose ISR holds it (epoch + 1).
+//! - `AlterIsr`: the partition's leader, at its current leader epoch, sets
+//!   the ISR (a subset of the replicas holding the leader; a broker it adds
+//!   must be unfenced). No epoch bump.
 //!
 //! The state itself is persisted through snapshots (`snapshot.rs`) plus the
 //! log: on open the state machine starts from the snapshot file and openraft
 //! re-applies the committed entries after it.
 
-use std::{collections::BTreeMap, io::Cursor, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::Cursor,
+    sync::Arc,
+};
 
 use tokio::sync::watch;
 
 use crate::{
-    command::{Command, CommandResponse},
+    command::{Command, CommandResponse, IsrChange},
     error::MetaError,
-    image::{BrokerInfo, MetadataImage, NewTopic, PartitionMeta, TopicMeta},
+    image::{BrokerInfo, MetadataImage, NewTopic, PartitionMeta, TopicMeta, NO_LEADER},
     snapshot::{decode_image, encode_image, LoadedSnapshot, SnapshotStore, StoredSnapshot},
     types::{storage_error, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig},
     validate::{
@@ -48,62 +68,123 @@ pub const BROKER_HOST_LENGTH_MAX: usize = 253;
 struct Load {
     /// Partitions led, by broker.
     led_by_broker: BTreeMap<i32, usize>,
-    /// Partitions owned, by (broker, shard).
-    owned_by_shard: BTreeMap<(i32, u32), usize>,
+    /// Partitions led, by (broker, shard).
+    led_by_shard: BTreeMap<(i32, u32), usize>,
+    /// Replicas hosted (led or followed), by (broker, shard).
+    hosted_by_shard: BTreeMap<(i32, u32), usize>,
 }
 
 impl Load {
     fn of(image: &MetadataImage) -> Load {
         let mut load = Load::default();
         for partition in image.topics.values().flat_map(|topic| topic.partitions.iter()) {
-            load.count(partition.leader, partition.shard);
+            for (broker, shard) in partition.replicas.iter().zip(partition.replica_shards.iter()) {
+                load.count_replica(*broker, *shard, *broker == partition.leader);
+            }
         }
         load
     }
 
-    fn count(&mut self, leader: i32, shard: u32) {
-        *self.led_by_broker.entry(leader).or_default() += 1;
-        *self.owned_by_shard.entry((leader, shard)).or_default() += 1;
+    fn count_replica(&mut self, broker: i32, shard: u32, leads: bool) {
+        *self.hosted_by_shard.entry((broker, shard)).or_default() += 1;
+        if leads {
+            *self.led_by_broker.entry(broker).or_default() += 1;
+            *self.led_by_shard.entry((broker, shard)).or_default() += 1;
+        }
     }
 
-    /// Places one new partition on the registered brokers.
+    /// The shard of `broker` (with `shards` shards) for a new replica.
+    fn pick_shard(&self, broker: i32, shards: u32, leads: bool) -> u32 {
+        let led = |shard: u32| self.led_by_shard.get(&(broker, shard)).copied().unwrap_or(0);
+        let hosted = |shard: u32| self.hosted_by_shard.get(&(broker, shard)).copied().unwrap_or(0);
+        // min_by_key keeps the first minimum: ties go to the lowest index.
+        let shard = if leads {
+            (0..shards).min_by_key(|shard| (led(*shard), hosted(*shard)))
+        } else {
+            (0..shards).min_by_key(|shard| (hosted(*shard), led(*shard)))
+        };
+        shard.unwrap_or(0)
+    }
+
+    /// Places one new partition on the unfenced brokers.
     ///
     /// # Panics
-    /// If `brokers` is empty or `replication_factor` exceeds it: callers
-    /// validate both first.
+    /// If `replication_factor` is 0 or exceeds the unfenced brokers: callers
+    /// validate it first.
     fn place(&mut self, brokers: &BTreeMap<i32, BrokerInfo>, index: i32, replication_factor: usize) -> PartitionMeta {
-        assert!(!brokers.is_empty() && replication_factor >= 1 && replication_factor <= brokers.len());
-        let broker_ids: Vec<i32> = brokers.keys().copied().collect();
+        let eligible: Vec<&BrokerInfo> = brokers.values().filter(|broker| !broker.fenced).collect();
+        assert!(replication_factor >= 1 && replication_factor <= eligible.len());
         // min_by_key keeps the first minimum: ties go to the lowest node id.
-        let (leader_position, leader) = broker_ids
+        let leader_position = eligible
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, broker)| self.led_by_broker.get(&broker.node_id).copied().unwrap_or(0))
+            .map_or(0, |(position, _)| position);
+        let chosen: Vec<&BrokerInfo> = eligible
             .iter()
             .copied()
-            .enumerate()
-            .min_by_key(|(_, node_id)| self.led_by_broker.get(node_id).copied().unwrap_or(0))
-            .unwrap_or((0, 0));
-        let shards = brokers.get(&leader).map(|broker| broker.shards).unwrap_or(1);
-        assert!(shards >= 1, "broker {leader} registered with zero shards");
-        let shard = (0..shards)
-            .min_by_key(|shard| self.owned_by_shard.get(&(leader, *shard)).copied().unwrap_or(0))
-            .unwrap_or(0);
-        let replicas: Vec<i32> = broker_ids
-            .iter()
             .cycle()
             .skip(leader_position)
             .take(replication_factor)
-            .copied()
             .collect();
-        self.count(leader, shard);
+        let mut replicas = Vec::with_capacity(replication_factor);
+        let mut replica_shards = Vec::with_capacity(replication_factor);
+        for (position, broker) in chosen.iter().enumerate() {
+            assert!(
+                broker.shards >= 1,
+                "broker {} registered with zero shards",
+                broker.node_id
+            );
+            let leads = position == 0;
+            let shard = self.pick_shard(broker.node_id, broker.shards, leads);
+            self.count_replica(broker.node_id, shard, leads);
+            replicas.push(broker.node_id);
+            replica_shards.push(shard);
+        }
+        let leader = replicas.first().copied().unwrap_or(NO_LEADER);
         let partition = PartitionMeta {
             index,
             leader,
-            shard,
+            shard: replica_shards.first().copied().unwrap_or(0),
+            isr: replicas.clone(),
             replicas,
             leader_epoch: 0,
+            replica_shards,
         };
-        assert!(partition.shard < shards && partition.replicas.first() == Some(&leader));
+        assert_partition_consistent(&partition);
+        assert_eq!(partition.replicas.len(), replication_factor);
         partition
     }
+}
+
+/// The invariants every partition of an applied image keeps.
+///
+/// # Panics
+/// If one is broken: apply keeps them and `decode_image` refuses images
+/// without them, so a break is a bug in this file.
+fn assert_partition_consistent(partition: &PartitionMeta) {
+    assert_eq!(
+        partition.replicas.len(),
+        partition.replica_shards.len(),
+        "partition {}: replicas and replica shards differ in length",
+        partition.index
+    );
+    assert!(
+        !partition.isr.is_empty() && partition.isr.iter().all(|member| partition.replicas.contains(member)),
+        "partition {}: ISR {:?} is empty or not within replicas {:?}",
+        partition.index,
+        partition.isr,
+        partition.replicas
+    );
+    assert!(
+        partition.leader == NO_LEADER
+            || (partition.isr.contains(&partition.leader)
+                && partition.shard_on(partition.leader) == Some(partition.shard)),
+        "partition {}: leader {} on shard {} is not an ISR member on that shard",
+        partition.index,
+        partition.leader,
+        partition.shard
+    );
 }
 
 fn check_configs<'a>(
@@ -137,6 +218,48 @@ fn check_partition_count(requested: i32, current: usize) -> Result<(), MetaError
     Ok(())
 }
 
+fn unfenced_brokers(image: &MetadataImage) -> usize {
+    image.brokers.values().filter(|broker| !broker.fenced).count()
+}
+
+/// Checks a replication factor against the unfenced brokers.
+fn check_replication_factor(image: &MetadataImage, requested: i16) -> Result<usize, MetaError> {
+    let replicas = match requested {
+        -1 => 1,
+        requested => usize::try_from(requested).unwrap_or(0),
+    };
+    let brokers = unfenced_brokers(image);
+    if replicas < 1 || replicas > brokers {
+        return Err(MetaError::InvalidReplicationFactor { requested, brokers });
+    }
+    Ok(replicas)
+}
+
+/// Makes `leader` (a replica, or [`NO_LEADER`]) the partition's leader and
+/// bumps its leader epoch.
+fn change_leader(partition: &mut PartitionMeta, leader: i32) {
+    partition.leader = leader;
+    partition.leader_epoch = partition.leader_epoch.wrapping_add(1);
+    if let Some(shard) = partition.shard_on(leader) {
+        partition.shard = shard;
+    }
+    assert!(leader == NO_LEADER || partition.shard_on(leader) == Some(partition.shard));
+}
+
+fn every_partition_mut(image: &mut MetadataImage) -> impl Iterator<Item = &mut PartitionMeta> {
+    image.topics.values_mut().flat_map(|topic| topic.partitions.iter_mut())
+}
+
+/// `node_id` leads every leaderless partition whose ISR holds it.
+fn take_back_leaderless(image: &mut MetadataImage, node_id: i32) {
+    for partition in every_partition_mut(image) {
+        if partition.leader == NO_LEADER && partition.isr.contains(&node_id) {
+            change_leader(partition, node_id);
+            assert_partition_consistent(partition);
+        }
+    }
+}
+
 fn register_broker(image: &mut MetadataImage, broker: &BrokerInfo) -> Result<Option<TopicMeta>, MetaError> {
     let invalid = |reason: String| MetaError::InvalidBroker {
         node_id: broker.node_id,
@@ -151,25 +274,150 @@ fn register_broker(image: &mut MetadataImage, broker: &BrokerInfo) -> Result<Opt
     if broker.host.is_empty() || broker.host.len() > BROKER_HOST_LENGTH_MAX {
         return Err(invalid(format!("host must be 1 to {BROKER_HOST_LENGTH_MAX} bytes")));
     }
-    image.brokers.insert(broker.node_id, broker.clone());
+    // A broker registers at start: it is alive, so unfenced.
+    let registered = BrokerInfo {
+        fenced: false,
+        ..broker.clone()
+    };
+    image.brokers.insert(broker.node_id, registered);
 
-    // Re-place what sat on shards that no longer exist, round-robin.
+    // Re-place the replicas on shards that no longer exist, round-robin.
     let mut moved: u32 = 0;
-    for topic in image.topics.values_mut() {
-        for partition in topic.partitions.iter_mut() {
-            if partition.leader == broker.node_id && partition.shard >= broker.shards {
-                partition.shard = moved % broker.shards;
+    for partition in every_partition_mut(image) {
+        let Some(position) = partition.replicas.iter().position(|replica| *replica == broker.node_id) else {
+            continue;
+        };
+        let Some(shard) = partition.replica_shards.get_mut(position) else {
+            continue;
+        };
+        if *shard >= broker.shards {
+            *shard = moved % broker.shards;
+            moved = moved.wrapping_add(1);
+            if partition.leader == broker.node_id {
+                partition.shard = *shard;
                 partition.leader_epoch = partition.leader_epoch.wrapping_add(1);
-                moved = moved.wrapping_add(1);
             }
+            assert_partition_consistent(partition);
         }
     }
+    take_back_leaderless(image, broker.node_id);
     assert!(image
         .topics
         .values()
         .flat_map(|topic| topic.partitions.iter())
-        .filter(|partition| partition.leader == broker.node_id)
-        .all(|partition| partition.shard < broker.shards));
+        .filter_map(|partition| partition.shard_on(broker.node_id))
+        .all(|shard| shard < broker.shards));
+    Ok(None)
+}
+
+fn registered_broker(image: &mut MetadataImage, node_id: i32) -> Result<&mut BrokerInfo, MetaError> {
+    image.brokers.get_mut(&node_id).ok_or_else(|| MetaError::InvalidBroker {
+        node_id,
+        reason: "no broker with this id is registered".to_owned(),
+    })
+}
+
+fn fence_broker(image: &mut MetadataImage, node_id: i32) -> Result<Option<TopicMeta>, MetaError> {
+    let broker = registered_broker(image, node_id)?;
+    if broker.fenced {
+        return Ok(None);
+    }
+    broker.fenced = true;
+    let fenced: BTreeSet<i32> = image
+        .brokers
+        .values()
+        .filter(|broker| broker.fenced)
+        .map(|broker| broker.node_id)
+        .collect();
+    for partition in every_partition_mut(image) {
+        let in_isr = partition.isr.contains(&node_id);
+        if in_isr && partition.isr.len() > 1 {
+            partition.isr.retain(|member| *member != node_id);
+        }
+        if partition.leader == node_id {
+            let next = partition
+                .replicas
+                .iter()
+                .copied()
+                .find(|replica| partition.isr.contains(replica) && !fenced.contains(replica))
+                .unwrap_or(NO_LEADER);
+            change_leader(partition, next);
+        }
+        if in_isr {
+            assert_partition_consistent(partition);
+            assert_ne!(partition.leader, node_id);
+        }
+    }
+    Ok(None)
+}
+
+fn unfence_broker(image: &mut MetadataImage, node_id: i32) -> Result<Option<TopicMeta>, MetaError> {
+    let broker = registered_broker(image, node_id)?;
+    broker.fenced = false;
+    take_back_leaderless(image, node_id);
+    Ok(None)
+}
+
+fn alter_isr(image: &mut MetadataImage, change: &IsrChange) -> Result<Option<TopicMeta>, MetaError> {
+    let invalid = |reason: String| MetaError::InvalidIsr {
+        topic: change.topic.clone(),
+        partition: change.partition,
+        reason,
+    };
+    let topic = image
+        .topics
+        .get(&change.topic)
+        .ok_or_else(|| MetaError::UnknownTopic(change.topic.clone()))?;
+    let partition = usize::try_from(change.partition)
+        .ok()
+        .and_then(|position| topic.partitions.get(position))
+        .ok_or_else(|| MetaError::UnknownPartition {
+            topic: change.topic.clone(),
+            partition: change.partition,
+        })?;
+    if change.leader == NO_LEADER || partition.leader != change.leader || partition.leader_epoch != change.leader_epoch
+    {
+        return Err(MetaError::StaleLeaderEpoch {
+            topic: change.topic.clone(),
+            partition: change.partition,
+            leader: partition.leader,
+            leader_epoch: partition.leader_epoch,
+        });
+    }
+    if !change.isr.contains(&change.leader) {
+        return Err(invalid(format!("the ISR must hold the leader {}", change.leader)));
+    }
+    let requested: BTreeSet<i32> = change.isr.iter().copied().collect();
+    if requested.len() != change.isr.len() {
+        return Err(invalid("a broker appears twice".to_owned()));
+    }
+    if let Some(stranger) = requested.iter().find(|member| !partition.replicas.contains(member)) {
+        return Err(invalid(format!(
+            "broker {stranger} is not a replica (replicas {:?})",
+            partition.replicas
+        )));
+    }
+    let fenced_newcomer = requested
+        .iter()
+        .find(|member| !partition.isr.contains(member) && image.brokers.get(member).is_none_or(|broker| broker.fenced));
+    if let Some(newcomer) = fenced_newcomer {
+        return Err(invalid(format!("broker {newcomer} is fenced or not registered")));
+    }
+    // Kept in replicas order, so equal sets are equal lists.
+    let isr: Vec<i32> = partition
+        .replicas
+        .iter()
+        .copied()
+        .filter(|replica| requested.contains(replica))
+        .collect();
+    let topic = topic_mut(image, &change.topic)?;
+    if let Some(partition) = usize::try_from(change.partition)
+        .ok()
+        .and_then(|position| topic.partitions.get_mut(position))
+    {
+        partition.isr = isr;
+        assert_partition_consistent(partition);
+    }
     Ok(None)
 }
 
@@ -186,17 +434,7 @@ fn create_topic(image: &mut MetadataImage, topic: &NewTopic, id: &[u8; 16]) -> R
         });
     }
     check_partition_count(topic.partitions, 0)?;
-    let replication_factor = match topic.replication_factor {
-        -1 => 1,
-        requested => requested,
-    };
-    let replicas = usize::try_from(replication_factor).unwrap_or(0);
-    if replicas < 1 || replicas > image.brokers.len() {
-        return Err(MetaError::InvalidReplicationFactor {
-            requested: topic.replication_factor,
-            brokers: image.brokers.len(),
-        });
-    }
+    let replicas = check_replication_factor(image, topic.replication_factor)?;
     check_configs(topic.configs.iter().map(|(key, value)| (key, Some(value))))?;
     if id == &[0; 16] || image.topic_by_id(id).is_some() {
         // The proposer draws 128 random bits; either case is a proposer bug.
@@ -224,17 +462,11 @@ fn create_partitions(image: &mut MetadataImage, name: &str, total: i32) -> Resul
         .ok_or_else(|| MetaError::UnknownTopic(name.to_owned()))?;
     let current = topic.partitions.len();
     check_partition_count(total, current)?;
-    let replicas = topic
+    let replication_factor = topic
         .partitions
         .first()
-        .map_or(1, |partition| partition.replicas.len())
-        .clamp(1, image.brokers.len().max(1));
-    if image.brokers.is_empty() {
-        return Err(MetaError::InvalidReplicationFactor {
-            requested: i16::try_from(replicas).unwrap_or(i16::MAX),
-            brokers: 0,
-        });
-    }
+        .map_or(1, |partition| partition.replicas.len().max(1));
+    let replicas = check_replication_factor(image, i16::try_from(replication_factor).unwrap_or(i16::MAX))?;
     let first_new = i32::try_from(current).unwrap_or(i32::MAX);
     let mut load = Load::of(image);
     let added: Vec<PartitionMeta> = (first_new..total)
@@ -283,6 +515,9 @@ pub(crate) fn apply_command(image: &mut MetadataImage, command: &Command) -> Res
             .ok_or_else(|| MetaError::UnknownTopic(name.clone())),
         Command::CreatePartitions { name, total } => create_partitions(image, name, *total),
         Command::AlterTopicConfigs { name, changes } => alter_topic_configs(image, name, changes),
+        Command::FenceBroker { node_id } => fence_broker(image, *node_id),
+        Command::UnfenceBroker { node_id } => unfence_broker(image, *node_id),
+        Command::AlterIsr(change) => alter_isr(image, change),
     }
 }
 
@@ -468,6 +703,7 @@ mod tests {
             host: "localhost".into(),
             port: 9092,
             shards,
+            fenced: false,
         }
     }
 
@@ -532,7 +768,252 @@ mod tests {
         assert_eq!(leaders, vec![1, 2, 3, 1, 2, 3]);
         let replicas: Vec<Vec<i32>> = created.partitions.iter().map(|p| p.replicas.clone()).collect();
         assert_eq!(replicas[2], vec![3, 1]);
-        assert_eq!(shards_of(&created), vec![0, 0, 0, 1, 1, 1]);
+        // Each broker leads one partition on each of its two shards (leader
+        // balance first; follower replicas fill in where they can).
+        assert_eq!(shards_of(&created), vec![0, 1, 1, 1, 0, 0]);
+        let load = Load::of(&image);
+        assert_eq!(load.led_by_shard.len(), 6);
+        assert!(load.led_by_shard.values().all(|led| *led == 1));
+        assert_eq!(load.hosted_by_shard.values().sum::<usize>(), 12);
+    }
+
+    fn three_brokers_with_rf3(shards: u32, partitions: i32) -> MetadataImage {
+        let mut image = MetadataImage::empty();
+        for node_id in 1..=3 {
+            apply_command(&mut image, &Command::RegisterBroker(broker(node_id, shards))).unwrap();
+        }
+        let topic = NewTopic {
+            replication_factor: 3,
+            ..new_topic("t", partitions)
+        };
+        apply_command(&mut image, &Command::CreateTopic { topic, id: id(1) }).unwrap();
+        image
+    }
+
+    fn partition(image: &MetadataImage, index: i32) -> PartitionMeta {
+        image.partition("t", index).unwrap().clone()
+    }
+
+    fn fence(image: &mut MetadataImage, node_id: i32) {
+        apply_command(image, &Command::FenceBroker { node_id }).unwrap();
+    }
+
+    #[test]
+    fn rf3_places_distinct_brokers_all_in_sync() {
+        let image = three_brokers_with_rf3(2, 6);
+        for p in &image.topic("t").unwrap().partitions {
+            let distinct: BTreeSet<i32> = p.replicas.iter().copied().collect();
+            assert_eq!(distinct.len(), 3);
+            assert_eq!(p.isr, p.replicas);
+            assert_eq!(p.replicas[0], p.leader);
+            assert_eq!(p.replica_shards.len(), 3);
+            assert!(p.replica_shards.iter().all(|shard| *shard < 2));
+            assert_eq!(p.shard_on(p.leader), Some(p.shard));
+        }
+        let leaders: Vec<i32> = image.topic("t").unwrap().partitions.iter().map(|p| p.leader).collect();
+        assert_eq!(leaders, vec![1, 2, 3, 1, 2, 3]);
+        // Four replicas too many for three brokers; fenced ones do not count.
+        let mut image = image;
+        let too_many = NewTopic {
+            replication_factor: 4,
+            ..new_topic("u", 1)
+        };
+        let error = apply_command(
+            &mut image,
+            &Command::CreateTopic {
+                topic: too_many,
+                id: id(2),
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(error, MetaError::InvalidReplicationFactor { brokers: 3, .. }));
+        fence(&mut image, 3);
+        let three = NewTopic {
+            replication_factor: 3,
+            ..new_topic("u", 1)
+        };
+        let error = apply_command(
+            &mut image,
+            &Command::CreateTopic {
+                topic: three,
+                id: id(2),
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(error, MetaError::InvalidReplicationFactor { brokers: 2, .. }));
+        let error = apply_command(
+            &mut image,
+            &Command::CreatePartitions {
+                name: "t".into(),
+                total: 7,
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(
+            error,
+            MetaError::InvalidReplicationFactor {
+                requested: 3,
+                brokers: 2
+            }
+        ));
+        let two = NewTopic {
+            replication_factor: 2,
+            ..new_topic("u", 4)
+        };
+        let created = apply_command(&mut image, &Command::CreateTopic { topic: two, id: id(2) })
+            .unwrap()
+            .unwrap();
+        assert!(created.partitions.iter().all(|p| !p.replicas.contains(&3)));
+    }
+
+    #[test]
+    fn fencing_the_leader_moves_leadership_down_the_isr() {
+        let mut image = three_brokers_with_rf3(2, 3);
+        let before = partition(&image, 0);
+        assert_eq!((before.leader, before.replicas.clone()), (1, vec![1, 2, 3]));
+        fence(&mut image, 1);
+        assert!(image.brokers[&1].fenced);
+        let after = partition(&image, 0);
+        assert_eq!(after.leader, 2);
+        assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+        assert_eq!(after.isr, vec![2, 3]);
+        assert_eq!(Some(after.shard), after.shard_on(2));
+        // Partition 1 (led by 2) only loses 1 from its ISR: no epoch bump.
+        let other = partition(&image, 1);
+        assert_eq!((other.leader, other.leader_epoch), (2, 0));
+        assert_eq!(other.isr, vec![2, 3]);
+        // Fencing again changes nothing.
+        let fenced_once = image.clone();
+        fence(&mut image, 1);
+        assert_eq!(image.topics, fenced_once.topics);
+    }
+
+    #[test]
+    fn fencing_every_isr_member_leaves_the_partition_offline_until_one_returns() {
+        let mut image = three_brokers_with_rf3(2, 3);
+        fence(&mut image, 1);
+        fence(&mut image, 2);
+        let p = partition(&image, 0);
+        assert_eq!((p.leader, p.isr.clone()), (3, vec![3]));
+        let epoch = p.leader_epoch;
+        fence(&mut image, 3);
+        let p = partition(&image, 0);
+        assert_eq!(p.leader, NO_LEADER);
+        assert!(!p.is_online());
+        assert_eq!(p.isr, vec![3], "the last in-sync replica stays");
+        assert_eq!(p.leader_epoch, epoch + 1);
+        // Broker 1 comes back: it is not in the ISR, so it leads nothing.
+        apply_command(&mut image, &Command::UnfenceBroker { node_id: 1 }).unwrap();
+        assert_eq!(partition(&image, 0).leader, NO_LEADER);
+        // Broker 3 comes back: it leads again.
+        apply_command(&mut image, &Command::UnfenceBroker { node_id: 3 }).unwrap();
+        let p = partition(&image, 0);
+        assert_eq!(p.leader, 3);
+        assert_eq!(p.leader_epoch, epoch + 2);
+        assert_eq!(Some(p.shard), p.shard_on(3));
+        assert!(!image.brokers[&3].fenced);
+        // Registering also unfences.
+        fence(&mut image, 3);
+        assert_eq!(partition(&image, 0).leader, NO_LEADER);
+        apply_command(&mut image, &Command::RegisterBroker(broker(3, 2))).unwrap();
+        assert!(!image.brokers[&3].fenced);
+        assert_eq!(partition(&image, 0).leader, 3);
+        // Unknown brokers cannot be fenced.
+        let error = apply_command(&mut image, &Command::FenceBroker { node_id: 9 }).unwrap_err();
+        assert!(matches!(error, MetaError::InvalidBroker { node_id: 9, .. }));
+    }
+
+    #[test]
+    fn alter_isr_checks_leader_epoch_and_membership() {
+        let mut image = three_brokers_with_rf3(2, 1);
+        let change = |leader: i32, leader_epoch: i32, isr: Vec<i32>| {
+            Command::AlterIsr(IsrChange {
+                topic: "t".into(),
+                partition: 0,
+                leader,
+                leader_epoch,
+                isr,
+            })
+        };
+        apply_command(&mut image, &change(1, 0, vec![3, 1])).unwrap();
+        assert_eq!(partition(&image, 0).isr, vec![1, 3], "kept in replicas order");
+        assert_eq!(partition(&image, 0).leader_epoch, 0);
+        let before = image.clone();
+        type IsExpected = fn(&MetaError) -> bool;
+        let cases: Vec<(Command, IsExpected)> = vec![
+            (change(1, 1, vec![1]), |e| {
+                matches!(
+                    e,
+                    MetaError::StaleLeaderEpoch {
+                        leader: 1,
+                        leader_epoch: 0,
+                        ..
+                    }
+                )
+            }),
+            (change(2, 0, vec![2]), |e| {
+                matches!(e, MetaError::StaleLeaderEpoch { .. })
+            }),
+            (change(1, 0, vec![2, 3]), |e| matches!(e, MetaError::InvalidIsr { .. })),
+            (change(1, 0, vec![1, 4]), |e| matches!(e, MetaError::InvalidIsr { .. })),
+            (change(1, 0, vec![1, 1]), |e| matches!(e, MetaError::InvalidIsr { .. })),
+            (change(1, 0, vec![]), |e| matches!(e, MetaError::InvalidIsr { .. })),
+            (
+                Command::AlterIsr(IsrChange {
+                    topic: "t".into(),
+                    partition: 5,
+                    leader: 1,
+                    leader_epoch: 0,
+                    isr: vec![1],
+                }),
+                |e| matches!(e, MetaError::UnknownPartition { partition: 5, .. }),
+            ),
+            (
+                Command::AlterIsr(IsrChange {
+                    topic: "nope".into(),
+                    partition: 0,
+                    leader: 1,
+                    leader_epoch: 0,
+                    isr: vec![1],
+                }),
+                |e| matches!(e, MetaError::UnknownTopic(_)),
+            ),
+        ];
+        for (command, expected) in cases {
+            let error = apply_command(&mut image, &command).unwrap_err();
+            assert!(expected(&error), "{command:?} gave {error:?}");
+            assert_eq!(image, before, "a rejected {command:?} changed the image");
+        }
+        // A fenced broker cannot be added back, but can stay.
+        fence(&mut image, 2);
+        let error = apply_command(&mut image, &change(1, 0, vec![1, 2, 3])).unwrap_err();
+        assert!(matches!(error, MetaError::InvalidIsr { .. }));
+        apply_command(&mut image, &change(1, 0, vec![1])).unwrap();
+        assert_eq!(partition(&image, 0).isr, vec![1]);
+    }
+
+    #[test]
+    fn new_fields_survive_a_snapshot_round_trip() {
+        let mut image = three_brokers_with_rf3(3, 4);
+        fence(&mut image, 1);
+        fence(&mut image, 2);
+        fence(&mut image, 3);
+        apply_command(&mut image, &Command::UnfenceBroker { node_id: 2 }).unwrap();
+        let decoded = decode_image(&encode_image(&image)).unwrap();
+        assert_eq!(decoded, image);
+        assert!(decoded.brokers[&1].fenced);
+        assert!(decoded.topic("t").unwrap().partitions.iter().any(|p| !p.is_online()));
+    }
+
+    #[test]
+    fn fewer_shards_move_follower_replicas_without_epoch_bumps() {
+        let mut image = three_brokers_with_rf3(4, 8);
+        apply_command(&mut image, &Command::RegisterBroker(broker(2, 1))).unwrap();
+        for p in &image.topic("t").unwrap().partitions {
+            assert_eq!(p.shard_on(2), Some(0));
+            let bumped = p.leader_epoch == 1;
+            assert!(!(bumped && p.leader != 2), "{p:?}");
+        }
     }
 
     #[test]

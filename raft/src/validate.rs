@@ -33,7 +33,7 @@ pub const CONFIG_ENTRIES_MAX: usize = 64;
 pub const CONFIG_VALUE_LENGTH_MAX: usize = 1024;
 
 /// The topic config keys this broker understands.
-pub const TOPIC_CONFIG_KEYS: [&str; 8] = [
+pub const TOPIC_CONFIG_KEYS: [&str; 9] = [
     "retention.ms",
     "retention.bytes",
     "segment.bytes",
@@ -42,6 +42,7 @@ pub const TOPIC_CONFIG_KEYS: [&str; 8] = [
     "max.message.bytes",
     "message.timestamp.type",
     "shardline.fsync",
+    "min.insync.replicas",
 ];
 
 /// Checks a topic name against Kafka's rules.
@@ -92,6 +93,7 @@ pub fn validate_topic_config(key: &str, value: Option<&str>) -> Result<(), MetaE
         "segment.bytes" => integer_at_least(14, i32_max),
         "segment.ms" => integer_at_least(1, i64::MAX),
         "max.message.bytes" => integer_at_least(0, i32_max),
+        "min.insync.replicas" => integer_at_least(1, i32_max),
         "cleanup.policy" if value == "delete" => Ok(()),
         "cleanup.policy" => Err(invalid("only 'delete' is supported")),
         "message.timestamp.type" if value == "CreateTime" || value == "LogAppendTime" => Ok(()),

@@ -32,6 +32,7 @@ fn the_api_works_from_a_glommio_shard() {
                     host: "localhost".into(),
                     port: 9092,
                     shards: 2,
+                    fenced: false,
                 })
                 .await
                 .unwrap();

@@ -16,9 +16,8 @@ use shardline_raft::{
 
 fn config(dir: &Path, snapshot_every_entries: u64) -> MetadataConfig {
     MetadataConfig {
-        node_id: 1,
-        data_dir: dir.join("meta"),
         snapshot_every_entries,
+        ..MetadataConfig::new(1, dir.join("meta"))
     }
 }
 
@@ -32,6 +31,7 @@ fn broker(node_id: i32, shards: u32) -> BrokerInfo {
         host: "localhost".into(),
         port: 9092,
         shards,
+        fenced: false,
     }
 }
 

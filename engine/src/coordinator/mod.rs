@@ -363,15 +363,21 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// How long a coordinator write waits for the in-sync replicas of its
+/// partition before the request fails (the client retries).
+const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Appends `entries` to coordinator partition `index` and waits until they are
-/// durable; returns the log offset of the first.
+/// durable and on every in-sync replica; returns the log offset of the first.
 async fn store(shard: &Shard, index: i32, entries: &[Entry]) -> Result<i64, EngineError> {
     let partition = shard.partition(OFFSETS_TOPIC, index)?;
-    let info = partition.log.append(encode_batch(entries, now_ms())).await?;
-    if info.base_offset < Offset(0) {
+    let base_offset = partition
+        .append_internal(encode_batch(entries, now_ms()), STORE_TIMEOUT)
+        .await?;
+    if base_offset < Offset(0) {
         return Err(EngineError::Group(GroupError::CoordinatorNotAvailable));
     }
-    Ok(info.base_offset.0)
+    Ok(base_offset.0)
 }
 
 fn ready(shard: &Shard, index: i32) -> Result<(), GroupError> {

@@ -28,7 +28,7 @@ pub(super) async fn auto_create(shard: &Rc<Shard>, names: &[String]) {
         let topic = NewTopic {
             name: name.clone(),
             partitions: shard.config.default_partitions.max(1),
-            replication_factor: 1,
+            replication_factor: shard.config.default_replication_factor,
             configs: BTreeMap::new(),
         };
         match shard.meta.create_topic(topic).await {
@@ -57,7 +57,7 @@ pub(super) async fn create_topics(shard: &Rc<Shard>, request: CreateTopicsReques
             topic.num_partitions
         };
         let replication_factor = if topic.replication_factor == -1 {
-            1
+            shard.config.default_replication_factor
         } else {
             topic.replication_factor
         };

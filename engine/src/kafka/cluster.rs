@@ -38,6 +38,7 @@ pub(super) fn describe_cluster(shard: &Rc<Shard>, _request: DescribeClusterReque
     response.brokers = image
         .brokers
         .values()
+        .filter(|b| !b.fenced)
         .map(|b| {
             let mut broker = DescribeClusterBroker::default();
             broker.broker_id = BrokerId(b.node_id);
@@ -54,13 +55,14 @@ thread_local! {
     static ISSUED: Cell<(i64, i64)> = const { Cell::new((0, 0)) };
 }
 
-/// Bits of a producer id: 41 of milliseconds, 6 of shard, 16 of sequence
-/// within the millisecond. Unique across shards and restarts as long as the
-/// clock does not go back. Node id is not included yet: one node.
+/// Bits of a producer id: 41 of milliseconds, 6 of node id, 6 of shard, 10
+/// of sequence within the millisecond. Unique across the nodes of a cluster
+/// (ids 0–63), their shards and restarts, as long as clocks do not go back.
+const NODE_BITS: u32 = 6;
 const SHARD_BITS: u32 = 6;
-const SEQUENCE_BITS: u32 = 16;
+const SEQUENCE_BITS: u32 = 10;
 
-fn next_producer_id(shard_id: usize) -> i64 {
+fn next_producer_id(node_id: i32, shard_id: usize) -> i64 {
     ISSUED.with(|issued| {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -71,12 +73,16 @@ fn next_producer_id(shard_id: usize) -> i64 {
         } else if sequence + 1 < (1 << SEQUENCE_BITS) {
             (last_ms, sequence + 1)
         } else {
-            // More than 65536 ids in one millisecond: borrow the next millisecond.
+            // More than 1024 ids in one millisecond: borrow the next millisecond.
             (last_ms + 1, 0)
         };
         issued.set((ms, sequence));
+        let node_bits = i64::from(node_id) & ((1 << NODE_BITS) - 1);
         let shard_bits = (shard_id as i64) & ((1 << SHARD_BITS) - 1);
-        (ms << (SHARD_BITS + SEQUENCE_BITS)) | (shard_bits << SEQUENCE_BITS) | sequence
+        (ms << (NODE_BITS + SHARD_BITS + SEQUENCE_BITS))
+            | (node_bits << (SHARD_BITS + SEQUENCE_BITS))
+            | (shard_bits << SEQUENCE_BITS)
+            | sequence
     })
 }
 
@@ -92,7 +98,7 @@ pub(super) fn init_producer_id(shard: &Rc<Shard>, request: InitProducerIdRequest
         response.producer_id = request.producer_id;
         response.producer_epoch = request.producer_epoch + 1;
     } else {
-        response.producer_id = ProducerId(next_producer_id(shard.id));
+        response.producer_id = ProducerId(next_producer_id(shard.node_id(), shard.id));
         response.producer_epoch = 0;
     }
     ResponseKind::InitProducerId(response)
@@ -106,10 +112,14 @@ mod tests {
     fn producer_ids_are_unique_and_positive() {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..100_000 {
-            let id = next_producer_id(3);
+            let id = next_producer_id(1, 3);
             assert!(id > 0);
             assert!(seen.insert(id), "duplicate producer id {id}");
         }
-        assert_ne!(next_producer_id(1) & 0x3f_0000, next_producer_id(2) & 0x3f_0000);
+        let shard_of = |id: i64| (id >> SEQUENCE_BITS) & 0x3f;
+        let node_of = |id: i64| (id >> (SEQUENCE_BITS + SHARD_BITS)) & 0x3f;
+        assert_ne!(shard_of(next_producer_id(1, 1)), shard_of(next_producer_id(1, 2)));
+        assert_eq!(node_of(next_producer_id(2, 1)), 2);
+        assert_eq!(node_of(next_producer_id(3, 1)), 3);
     }
 }

@@ -32,6 +32,7 @@ fn topic_defaults(shard: &Shard) -> Vec<(&'static str, String)> {
         ("max.message.bytes", MAX_MESSAGE_BYTES_DEFAULT.to_string()),
         ("message.timestamp.type", "CreateTime".to_string()),
         ("shardline.fsync", shard.config.fsync.to_string()),
+        ("min.insync.replicas", "1".to_string()),
     ]
 }
 

@@ -30,6 +30,10 @@ struct Item {
     index: i32,
     offset: i64,
     partition_max_bytes: usize,
+    /// The leader epoch the fetcher believes in (-1 = not given).
+    current_leader_epoch: i32,
+    /// The fetching follower's broker id, or -1 for a consumer.
+    replica_id: i32,
 }
 
 pub(super) async fn handle(shard: &Rc<Shard>, request: FetchRequest) -> ResponseBody {
@@ -44,6 +48,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: FetchRequest) -> Response
         response.error_code = ResponseError::FetchSessionIdNotFound.code();
         return ResponseBody::Fetch(response);
     }
+    let replica_id = request.replica_id.0;
     let items: Vec<Vec<Item>> = request
         .topics
         .iter()
@@ -55,6 +60,8 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: FetchRequest) -> Response
                     index: p.partition,
                     offset: p.fetch_offset,
                     partition_max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+                    current_leader_epoch: p.current_leader_epoch,
+                    replica_id,
                 })
                 .collect()
         })
@@ -202,28 +209,39 @@ async fn read_all(shard: &Rc<Shard>, items: &[Item]) -> Vec<PartitionRead> {
 }
 
 fn read_local(shard: &Shard, item: &Item) -> PartitionRead {
-    match shard.partition(&item.topic, item.index) {
-        Ok(partition) => {
-            let high_watermark = partition.log.log_end().0;
-            let log_start = partition.log.log_start().0;
-            let result = if item.offset == high_watermark {
-                Ok(Vec::new())
-            } else {
-                partition
-                    .read(Offset(item.offset), item.partition_max_bytes.max(1))
-                    .map(|r| r.chunks)
-            };
-            PartitionRead {
-                high_watermark,
-                log_start,
-                result,
-            }
-        }
-        Err(e) => PartitionRead {
-            high_watermark: -1,
-            log_start: -1,
-            result: Err(e),
-        },
+    let failed = |e| PartitionRead {
+        high_watermark: -1,
+        log_start: -1,
+        result: Err(e),
+    };
+    let partition = match shard.partition(&item.topic, item.index) {
+        Ok(partition) => partition,
+        Err(e) => return failed(e),
+    };
+    if let Err(e) = partition.check_leader_epoch(item.current_leader_epoch) {
+        return failed(e);
+    }
+    let from = Offset(item.offset);
+    if item.replica_id >= 0 {
+        // A follower's fetch offset is its log end: it moves the high watermark.
+        partition.record_follower_fetch(item.replica_id, from);
+    }
+    let high_watermark = partition.high_watermark();
+    let log_end = partition.log.log_end();
+    // Followers copy up to the log end, consumers read below the high watermark.
+    let end = if item.replica_id >= 0 { log_end } else { high_watermark };
+    let log_start = partition.log.log_start().0;
+    let result = if from >= end && from <= log_end {
+        Ok(Vec::new())
+    } else {
+        partition
+            .read(from, item.partition_max_bytes.max(1), end)
+            .map(|r| r.chunks)
+    };
+    PartitionRead {
+        high_watermark: high_watermark.0,
+        log_start,
+        result,
     }
 }
 
@@ -243,7 +261,12 @@ async fn watch_all(shard: &Rc<Shard>, items: &[Item]) -> Vec<oneshot::Receiver<(
             for item in items {
                 if let Ok(partition) = s.partition(&item.topic, item.index) {
                     let watch = partition.watch();
-                    if partition.log.log_end().0 > item.offset {
+                    let visible_end = if item.replica_id >= 0 {
+                        partition.log.log_end()
+                    } else {
+                        partition.high_watermark()
+                    };
+                    if visible_end.0 > item.offset {
                         let (fire, fired) = oneshot::channel();
                         let _ = fire.send(());
                         watches.push(fired);

@@ -75,17 +75,37 @@ where
         .map_err(|_| GroupError::NotCoordinator)?
 }
 
+/// The broker coordinating `group`: the leader of its `__consumer_offsets`
+/// partition, with the address it registered.
+fn coordinator_of(shard: &Shard, group: &str) -> Result<(i32, String, u16), GroupError> {
+    let image = shard.image();
+    let topic = image
+        .topics
+        .get(OFFSETS_TOPIC)
+        .ok_or(GroupError::CoordinatorNotAvailable)?;
+    let index = coordinator::partition_for(group, topic.partitions.len());
+    let leader = usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+        .map(|p| p.leader)
+        .ok_or(GroupError::CoordinatorNotAvailable)?;
+    let broker = image
+        .brokers
+        .get(&leader)
+        .filter(|b| !b.fenced)
+        .ok_or(GroupError::CoordinatorNotAvailable)?;
+    Ok((leader, broker.host.clone(), broker.port))
+}
+
 pub(super) fn find_coordinator(shard: &Rc<Shard>, request: FindCoordinatorRequest, version: i16) -> ResponseKind {
-    let (host, port) = shard.config.advertised();
-    let node_id = BrokerId(shard.node_id());
-    let answer = |key: &str| -> Result<(), EngineError> {
+    let answer = |key: &str| -> Result<(i32, String, u16), EngineError> {
         // Key type 1 is a transactional id: transactions are not served.
         if request.key_type != 0 {
             return Err(EngineError::InvalidRequest(
                 "only group coordinators (key type 0) exist".into(),
             ));
         }
-        route(shard, key).map(|_| ()).map_err(EngineError::Group)
+        coordinator_of(shard, key).map_err(EngineError::Group)
     };
     let mut response = FindCoordinatorResponse::default();
     if version >= 4 {
@@ -96,8 +116,8 @@ pub(super) fn find_coordinator(shard: &Rc<Shard>, request: FindCoordinatorReques
                 let mut entry = CoordinatorEntry::default();
                 entry.key = key.clone();
                 match answer(key) {
-                    Ok(()) => {
-                        entry.node_id = node_id;
+                    Ok((node_id, host, port)) => {
+                        entry.node_id = BrokerId(node_id);
                         entry.host = str_bytes(&host);
                         entry.port = i32::from(port);
                     }
@@ -113,8 +133,8 @@ pub(super) fn find_coordinator(shard: &Rc<Shard>, request: FindCoordinatorReques
             .collect();
     } else {
         match answer(&request.key) {
-            Ok(()) => {
-                response.node_id = node_id;
+            Ok((node_id, host, port)) => {
+                response.node_id = BrokerId(node_id);
                 response.host = str_bytes(&host);
                 response.port = i32::from(port);
             }

@@ -37,9 +37,12 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, _version
     }
     let image = shard.image();
     let mut response = MetadataResponse::default();
+    // Fenced brokers (silent past the session timeout) are left out, as Kafka
+    // leaves out brokers that are not alive.
     response.brokers = image
         .brokers
         .values()
+        .filter(|b| !b.fenced)
         .map(|b| {
             let mut broker = MetadataResponseBroker::default();
             broker.node_id = BrokerId(b.node_id);
@@ -64,7 +67,10 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, _version
                 partition.leader_id = BrokerId(p.leader);
                 partition.leader_epoch = p.leader_epoch;
                 partition.replica_nodes = p.replicas.iter().map(|r| BrokerId(*r)).collect();
-                partition.isr_nodes = partition.replica_nodes.clone();
+                partition.isr_nodes = p.isr.iter().map(|r| BrokerId(*r)).collect();
+                if p.leader < 0 {
+                    partition.error_code = ResponseError::LeaderNotAvailable.code();
+                }
                 partition
             })
             .collect();

@@ -5,6 +5,7 @@
 mod admin;
 mod cluster;
 mod configs;
+mod epochs;
 mod fetch;
 mod groups;
 mod metadata;
@@ -84,6 +85,7 @@ impl Handler for KafkaHandler {
                 RequestBody::DescribeGroups(req) => kafka(groups::describe_groups(&shard, req, version).await),
                 RequestBody::DeleteGroups(req) => kafka(groups::delete_groups(&shard, req).await),
                 RequestBody::OffsetDelete(req) => kafka(groups::offset_delete(&shard, req).await),
+                RequestBody::OffsetForLeaderEpoch(req) => kafka(epochs::handle(&shard, req).await),
             }
         }
     }

@@ -95,9 +95,10 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, versi
 fn lookup(shard: &Shard, topic: &str, index: i32, timestamp: i64) -> Result<Found, EngineError> {
     let partition = shard.partition(topic, index)?;
     let log = &partition.log;
-    let leader_epoch = partition.settings.leader_epoch;
+    let leader_epoch = partition.role().1;
     match timestamp {
-        LATEST => Ok((log.log_end().0, -1, leader_epoch)),
+        // Consumers see what every in-sync replica has: the high watermark.
+        LATEST => Ok((partition.high_watermark().0, -1, leader_epoch)),
         EARLIEST => Ok((log.log_start().0, -1, leader_epoch)),
         MAX_TIMESTAMP => {
             let mut best: Option<(i64, i64)> = None;

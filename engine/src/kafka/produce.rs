@@ -1,7 +1,7 @@
 //! Produce: split the request by owner shard, append on each owner, join the
 //! answers in request order. acks=0 gets no response at all.
 
-use std::{collections::HashMap, rc::Rc};
+use std::{collections::HashMap, rc::Rc, time::Duration};
 
 use bytes::Bytes;
 use shardline_net::{ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse, ResponseBody};
@@ -11,8 +11,18 @@ use crate::{coordinator::OFFSETS_TOPIC, error::EngineError, partition::Produced,
 
 type Slot = (usize, usize);
 
+/// Longest an acks=all produce waits for the in-sync replicas, whatever the
+/// client's timeout says.
+const PRODUCE_TIMEOUT_MAX_MS: u64 = 60_000;
+
 pub(super) async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<ResponseBody> {
     let acks = request.acks;
+    // acks=all waits for the in-sync replicas at most this long (the client's own bound).
+    let timeout = Duration::from_millis(
+        u64::try_from(request.timeout_ms)
+            .unwrap_or(0)
+            .clamp(1, PRODUCE_TIMEOUT_MAX_MS),
+    );
     if shard.config.auto_create_topics {
         let names: Vec<String> = request.topics.iter().map(|t| t.name.clone()).collect();
         auto_create(shard, &names).await;
@@ -55,7 +65,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option
                 let s = Rc::clone(&s);
                 async move {
                     let partition = s.partition(&topic, index)?;
-                    partition.produce(records).await
+                    partition.produce(records, acks, timeout).await
                 }
             });
             futures_util::future::join_all(appends).await

@@ -8,6 +8,8 @@
     reason = "test helpers"
 )]
 
+pub mod cluster;
+
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},

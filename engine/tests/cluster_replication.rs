@@ -1,0 +1,228 @@
+//! Replication rules, each on three engine processes with librdkafka:
+//!
+//! - a leader that took `acks=1` writes its followers never copied, then
+//!   died, comes back as a follower of the new leader and truncates those
+//!   writes: afterwards the three replicas' segment files are byte for byte
+//!   the same;
+//! - `acks=all` is refused with NOT_ENOUGH_REPLICAS while the ISR is smaller
+//!   than `min.insync.replicas`, and accepted again once the missing replica
+//!   has caught up.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::Cluster;
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    config::ClientConfig,
+    producer::{FutureProducer, FutureRecord},
+    types::RDKafkaErrorCode,
+};
+
+/// Bound on every wait for the cluster to agree or catch up.
+const WAIT: Duration = Duration::from_secs(30);
+/// Bound on one message's delivery.
+const SEND_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn flags(session_timeout_ms: &'static str) -> Vec<&'static str> {
+    vec![
+        "--shards",
+        "1",
+        "--broker-session-timeout-ms",
+        session_timeout_ms,
+        // Long: only fencing, never lag, changes the ISR in these tests.
+        "--replica-lag-time-max-ms",
+        "60000",
+        "--fsync",
+        "never",
+        // Small segments: the replicas' files are compared whole.
+        "--segment-bytes",
+        "1048576",
+    ]
+}
+
+fn create_topic(bootstrap: &str, topic: &str, min_insync: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(3)).set("min.insync.replicas", min_insync);
+    let options = AdminOptions::new().operation_timeout(Some(WAIT));
+    let results = futures_executor::block_on(admin.create_topics([&new], &options)).unwrap();
+    for result in results {
+        result.unwrap();
+    }
+}
+
+fn producer(bootstrap: &str, acks: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", acks)
+        .set("retries", "0")
+        .set("enable.idempotence", "false")
+        .set("linger.ms", "0")
+        .set("compression.type", "none")
+        .set("message.timeout.ms", "15000")
+        .set("reconnect.backoff.max.ms", "500")
+        .create()
+        .unwrap()
+}
+
+/// Sends one message to partition 0 and waits for its delivery outcome.
+fn send(producer: &FutureProducer, topic: &str, payload: &str) -> Result<(), RDKafkaErrorCode> {
+    let record: FutureRecord<'_, (), str> = FutureRecord::to(topic).payload(payload).partition(0);
+    futures_executor::block_on(producer.send(record, SEND_TIMEOUT))
+        .map(|_| ())
+        .map_err(|(e, _)| e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail))
+}
+
+/// Sends every payload in order; each must be acknowledged.
+fn send_all(producer: &FutureProducer, topic: &str, payloads: &[String]) {
+    for payload in payloads {
+        assert_eq!(send(producer, topic, payload), Ok(()), "sending {payload}");
+    }
+}
+
+/// The bytes of a partition's first segment file on one node.
+fn segment_bytes(cluster: &Cluster, node_id: i32, topic: &str) -> Vec<u8> {
+    let path = cluster
+        .data_dir(node_id)
+        .join("partitions")
+        .join(format!("{topic}-0"))
+        .join("00000000000000000000.log");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn a_returning_leader_truncates_writes_the_new_leader_never_had() {
+    const TOPIC: &str = "diverge";
+    let mut cluster = Cluster::start(&flags("3000"));
+    cluster.wait_ready(WAIT);
+    let bootstrap = cluster.bootstrap();
+    create_topic(&bootstrap, TOPIC, "1");
+    cluster.wait_full_isr(TOPIC, 1, WAIT);
+
+    // 1. Replicated on all three.
+    let committed: Vec<String> = (0..100).map(|i| format!("committed-{i:04}")).collect();
+    send_all(&producer(&bootstrap, "all"), TOPIC, &committed);
+    cluster.wait_full_isr(TOPIC, 1, WAIT);
+
+    // 2. The followers pause; the leader takes acks=1 writes alone.
+    let old_leader = cluster.partition_leader(TOPIC, 0);
+    let followers: Vec<i32> = cluster.node_ids().into_iter().filter(|n| *n != old_leader).collect();
+    let leader_only = cluster.kafka_addr(old_leader).to_string();
+    for &f in &followers {
+        cluster.pause(f, true);
+    }
+    let doomed: Vec<String> = (0..50).map(|i| format!("doomed-{i:04}")).collect();
+    let leader_producer = producer(&leader_only, "1");
+    send_all(&leader_producer, TOPIC, &doomed);
+    drop(leader_producer);
+    assert!(
+        contains(&segment_bytes(&cluster, old_leader, TOPIC), "doomed-0049"),
+        "the leader stored its acks=1 writes"
+    );
+
+    // 3. The leader dies; the followers resume and elect a new leader.
+    cluster.kill9(old_leader);
+    for &f in &followers {
+        cluster.pause(f, false);
+    }
+    let survivors = followers
+        .iter()
+        .map(|f| cluster.kafka_addr(*f).to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let deadline = Instant::now() + WAIT;
+    let new_leader = loop {
+        let view = cluster.partitions_seen_by(followers[0], TOPIC);
+        if let Ok(view) = view {
+            if let Some(p) = view.first() {
+                if p.leader >= 0 && p.leader != old_leader {
+                    break p.leader;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no new leader within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(followers.contains(&new_leader));
+    let after: Vec<String> = (0..30).map(|i| format!("after-{i:04}")).collect();
+    send_all(&producer(&survivors, "all"), TOPIC, &after);
+
+    // 4. The old leader returns as a follower, truncates and catches up.
+    cluster.restart(old_leader);
+    cluster.wait_ready(WAIT);
+    cluster.wait_full_isr(TOPIC, 1, WAIT);
+    let log = cluster.log_tail(old_leader);
+    assert!(log.contains("follower truncated"), "old leader's log: {log}");
+
+    // 5. Stop everything and compare the replicas byte for byte.
+    for node in cluster.node_ids() {
+        cluster.kill9(node);
+    }
+    let reference = segment_bytes(&cluster, new_leader, TOPIC);
+    for node in cluster.node_ids() {
+        let bytes = segment_bytes(&cluster, node, TOPIC);
+        assert!(bytes == reference, "node {node}'s segment differs from the leader's");
+        // A fetch parked on the old leader when the followers paused may have
+        // carried its first acks=1 write to them; the last one it never sent.
+        assert!(
+            !contains(&bytes, "doomed-0049"),
+            "node {node} still holds a truncated write"
+        );
+        assert!(contains(&bytes, "committed-0099") && contains(&bytes, "after-0029"));
+    }
+}
+
+#[test]
+fn acks_all_needs_min_insync_replicas() {
+    const TOPIC: &str = "strict";
+    let mut cluster = Cluster::start(&flags("1500"));
+    cluster.wait_ready(WAIT);
+    let bootstrap = cluster.bootstrap();
+    create_topic(&bootstrap, TOPIC, "3");
+    cluster.wait_full_isr(TOPIC, 1, WAIT);
+    assert_eq!(send(&producer(&bootstrap, "all"), TOPIC, "three-in-sync"), Ok(()));
+
+    // A follower dies: once it is fenced the ISR has two members, fewer than 3.
+    let leader = cluster.partition_leader(TOPIC, 0);
+    let follower = cluster.node_ids().into_iter().find(|n| *n != leader).unwrap();
+    cluster.kill9(follower);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let isr = cluster
+            .partitions_seen_by(leader, TOPIC)
+            .ok()
+            .and_then(|v| v.first().map(|p| p.isr.len()));
+        if isr == Some(2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ISR did not shrink within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        send(&producer(&bootstrap, "all"), TOPIC, "two-in-sync"),
+        Err(RDKafkaErrorCode::NotEnoughReplicas)
+    );
+    // acks=1 does not ask for the ISR.
+    assert_eq!(send(&producer(&bootstrap, "1"), TOPIC, "leader-only"), Ok(()));
+
+    // Back in sync: acks=all works again.
+    cluster.restart(follower);
+    cluster.wait_ready(WAIT);
+    cluster.wait_full_isr(TOPIC, 1, WAIT);
+    assert_eq!(send(&producer(&bootstrap, "all"), TOPIC, "three-again"), Ok(()));
+}

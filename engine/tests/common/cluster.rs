@@ -1,0 +1,614 @@
+//! A cluster of real engine processes for integration tests: `NODES` nodes on
+//! 127.0.0.1, each with its own Kafka port, Raft port, data directory and log
+//! file under one temporary directory. Nodes can be killed with `kill -9` and
+//! restarted on the same ports and data. Dropping the cluster kills every node;
+//! if the test is failing, each node's log tail is printed and the directory
+//! is kept.
+//!
+//! Questions about the cluster go over the Kafka protocol to one node at a
+//! time (raw requests through kafka-protocol on a `std` `TcpStream`), so the
+//! answer is that node's view of the metadata, not a client's cache.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test helpers: a panic is a test failure; not every test binary uses every helper"
+)]
+
+use std::{
+    collections::BTreeSet,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::{
+    messages::{
+        metadata_request::MetadataRequestTopic, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest,
+        MetadataResponse, RequestHeader, ResponseHeader, TopicName,
+    },
+    protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes},
+};
+use rdkafka::{
+    config::ClientConfig,
+    consumer::{BaseConsumer, Consumer},
+};
+
+/// Nodes in a test cluster: the smallest metadata group that survives losing one voter.
+pub const NODES: i32 = 3;
+
+/// How long a started node may take to accept Kafka connections.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a killed node's ports may keep accepting (see `wait_port_refused`).
+const PORT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on connecting to a node that is up (127.0.0.1: a refusal is immediate).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Bound on one raw request/response exchange.
+const IO_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on one rdkafka metadata fetch.
+const CLIENT_METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on any "until the cluster agrees" loop in this file.
+const AGREE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between polls of a condition.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Log lines printed per node when a test fails.
+const LOG_TAIL_LINES: usize = 150;
+/// Largest response the raw client accepts (metadata of a few test topics is far smaller).
+const RESPONSE_BYTES_MAX: usize = 16 << 20;
+
+/// Kafka error code NONE.
+const ERROR_NONE: i16 = 0;
+
+struct Node {
+    /// Raft node id, which is also the Kafka broker id.
+    node_id: i32,
+    kafka_addr: SocketAddr,
+    raft_addr: SocketAddr,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+    /// How many times this node was started (marks each start in its log).
+    starts: u32,
+}
+
+/// One partition as a node's Metadata answer describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionView {
+    pub partition: i32,
+    pub error_code: i16,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+pub struct Cluster {
+    nodes: Vec<Node>,
+    /// Flags passed to every node after the cluster flags.
+    extra: Vec<String>,
+    /// `Some` until dropped; kept on disk when the test fails.
+    tmp: Option<tempfile::TempDir>,
+}
+
+/// `count` distinct free ports: all bound at once (so they differ), then released.
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+impl Cluster {
+    /// Starts `NODES` nodes with fresh data directories and `extra` flags for
+    /// each, and waits until every one accepts Kafka connections (not until
+    /// the cluster is formed: see `wait_ready`).
+    pub fn start(extra: &[&str]) -> Cluster {
+        let tmp = tempfile::Builder::new().prefix("shardline-cluster-").tempdir().unwrap();
+        let node_count = usize::try_from(NODES).unwrap();
+        let ports = free_ports(2 * node_count);
+        let nodes: Vec<Node> = (1..=NODES)
+            .zip(ports.chunks(2))
+            .map(|(node_id, pair)| Node {
+                node_id,
+                kafka_addr: SocketAddr::from(([127, 0, 0, 1], pair[0])),
+                raft_addr: SocketAddr::from(([127, 0, 0, 1], pair[1])),
+                data_dir: tmp.path().join(format!("node-{node_id}")),
+                log_path: tmp.path().join(format!("node-{node_id}.log")),
+                child: None,
+                starts: 0,
+            })
+            .collect();
+        let mut cluster = Cluster {
+            nodes,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            tmp: Some(tmp),
+        };
+        // Every process first: a node may not open its Kafka port before the
+        // metadata group has a leader, which needs a majority of voters up.
+        for node_id in 1..=NODES {
+            cluster.spawn(node_id);
+        }
+        for node_id in 1..=NODES {
+            cluster.wait_accepting(node_id);
+        }
+        cluster
+    }
+
+    pub fn node_ids(&self) -> Vec<i32> {
+        self.nodes.iter().map(|n| n.node_id).collect()
+    }
+
+    /// All Kafka addresses, comma-separated, for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.kafka_addr.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn kafka_addr(&self, node_id: i32) -> SocketAddr {
+        self.node(node_id).kafka_addr
+    }
+
+    /// `--peers`: every voter as `id@raft_addr`.
+    fn peers(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("{}@{}", n.node_id, n.raft_addr))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn node(&self, node_id: i32) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.node_id == node_id)
+            .unwrap_or_else(|| panic!("no node {node_id} in a cluster of {NODES}"))
+    }
+
+    fn node_mut(&mut self, node_id: i32) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.node_id == node_id)
+            .unwrap_or_else(|| panic!("no node {node_id} in a cluster of {NODES}"))
+    }
+
+    fn spawn(&mut self, node_id: i32) {
+        let peers = self.peers();
+        let extra = self.extra.clone();
+        let node = self.node_mut(node_id);
+        assert!(node.child.is_none(), "node {node_id} is already running");
+        std::fs::create_dir_all(node.data_dir.parent().unwrap()).unwrap();
+        node.starts += 1;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .unwrap();
+        writeln!(log, "==== test harness: start #{} of node {node_id} ====", node.starts).unwrap();
+        let mut args = vec![
+            "--node-id".to_string(),
+            node_id.to_string(),
+            "--listen".to_string(),
+            node.kafka_addr.to_string(),
+            "--raft-listen".to_string(),
+            node.raft_addr.to_string(),
+            "--peers".to_string(),
+            peers,
+            "--data-dir".to_string(),
+            node.data_dir.display().to_string(),
+        ];
+        args.extend(extra);
+        let child = Command::new(env!("CARGO_BIN_EXE_engine"))
+            .args(&args)
+            .env(
+                "RUST_LOG",
+                "info,shardline_engine=debug,shardline_raft=debug,openraft=warn",
+            )
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("engine binary");
+        node.child = Some(child);
+    }
+
+    /// Waits (bounded) until the node accepts connections on its Kafka port.
+    fn wait_accepting(&mut self, node_id: i32) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let addr = self.node(node_id).kafka_addr;
+            if TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).is_ok() {
+                return;
+            }
+            if let Some(status) = self.exit_status(node_id) {
+                panic!(
+                    "node {node_id} exited during start ({status}):\n{}",
+                    self.log_tail(node_id)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node_id} did not accept on {addr} within {START_TIMEOUT:?}:\n{}",
+                self.log_tail(node_id)
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// `kill -9` of one node: no shutdown, no flush. Returns the instant the
+    /// signal was delivered (before waiting for the ports to close).
+    pub fn kill9(&mut self, node_id: i32) -> Instant {
+        let node = self.node_mut(node_id);
+        let mut child = node
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("kill9: node {node_id} is not running"));
+        child.kill().unwrap();
+        let killed_at = Instant::now();
+        let _ = child.wait();
+        let (kafka_addr, raft_addr) = (node.kafka_addr, node.raft_addr);
+        wait_port_refused(kafka_addr);
+        wait_port_refused(raft_addr);
+        killed_at
+    }
+
+    /// Starts a stopped node again on the same ports and data directory and
+    /// waits until it accepts Kafka connections (not until it rejoined: see
+    /// `wait_ready`). A running node is killed first.
+    pub fn restart(&mut self, node_id: i32) {
+        if self.is_running(node_id) {
+            self.kill9(node_id);
+        }
+        self.node_mut(node_id).child = None;
+        self.spawn(node_id);
+        self.wait_accepting(node_id);
+    }
+
+    /// Stops (`SIGSTOP`) or resumes (`SIGCONT`) a running node: a node that is
+    /// alive but silent, as a long pause or a partition looks to the others.
+    pub fn pause(&mut self, node_id: i32, paused: bool) {
+        let pid = self
+            .node_mut(node_id)
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("pause: node {node_id} is not running"))
+            .id();
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill").args([signal, &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    /// A node's data directory.
+    pub fn data_dir(&self, node_id: i32) -> PathBuf {
+        self.node(node_id).data_dir.clone()
+    }
+
+    pub fn is_running(&mut self, node_id: i32) -> bool {
+        self.node_mut(node_id)
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Exit status if the node's process has exited on its own.
+    pub fn exit_status(&mut self, node_id: i32) -> Option<std::process::ExitStatus> {
+        self.node_mut(node_id)
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().unwrap())
+    }
+
+    /// Nodes whose process is running.
+    pub fn running(&mut self) -> Vec<i32> {
+        self.node_ids().into_iter().filter(|&id| self.is_running(id)).collect()
+    }
+
+    /// Waits (bounded by `timeout`) until every running node answers a
+    /// Metadata request that lists every node of the cluster as a broker.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let all: BTreeSet<i32> = self.node_ids().into_iter().collect();
+        loop {
+            let mut views = Vec::new();
+            let running = self.running();
+            for &node_id in &running {
+                views.push((node_id, self.brokers_seen_by(node_id)));
+            }
+            let ready = running.len() == all.len()
+                && views
+                    .iter()
+                    .all(|(_, seen)| seen.as_ref().is_ok_and(|brokers| *brokers == all));
+            if ready {
+                return;
+            }
+            self.assert_none_exited();
+            assert!(
+                Instant::now() < deadline,
+                "cluster not ready within {timeout:?}: running {running:?}, brokers seen (node, answer): {views:?}"
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Fails the test if a node the harness did not kill has exited.
+    pub fn assert_none_exited(&mut self) {
+        for node_id in self.node_ids() {
+            if let Some(status) = self.exit_status(node_id) {
+                panic!(
+                    "node {node_id} exited on its own ({status}):\n{}",
+                    self.log_tail(node_id)
+                );
+            }
+        }
+    }
+
+    /// Broker ids in one node's Metadata answer.
+    pub fn brokers_seen_by(&self, node_id: i32) -> std::io::Result<BTreeSet<i32>> {
+        let no_topics: &[&str] = &[];
+        let response = self.metadata(node_id, Some(no_topics))?;
+        Ok(response.brokers.iter().map(|b| b.node_id.0).collect())
+    }
+
+    /// One node's Metadata answer (v7: partitions carry their leader epoch;
+    /// never auto-creates): `topics` `None` asks for every topic.
+    pub fn metadata(&self, node_id: i32, topics: Option<&[&str]>) -> std::io::Result<MetadataResponse> {
+        const METADATA_VERSION: i16 = 7;
+        let request = MetadataRequest::default()
+            .with_allow_auto_topic_creation(false)
+            .with_topics(topics.map(|names| {
+                names
+                    .iter()
+                    .map(|name| {
+                        MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+                    })
+                    .collect()
+            }));
+        call(self.node(node_id).kafka_addr, METADATA_VERSION, &request)
+    }
+
+    /// One node's view of a topic's partitions, in partition order.
+    pub fn partitions_seen_by(&self, node_id: i32, topic: &str) -> std::io::Result<Vec<PartitionView>> {
+        let response = self.metadata(node_id, Some(&[topic]))?;
+        let found = response
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+            .ok_or_else(|| std::io::Error::other(format!("topic {topic} missing from node {node_id}'s metadata")))?;
+        if found.error_code != ERROR_NONE {
+            return Err(std::io::Error::other(format!(
+                "topic {topic}: error {} from node {node_id}",
+                found.error_code
+            )));
+        }
+        let mut partitions: Vec<PartitionView> = found
+            .partitions
+            .iter()
+            .map(|p| PartitionView {
+                partition: p.partition_index,
+                error_code: p.error_code,
+                leader: p.leader_id.0,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+            })
+            .collect();
+        partitions.sort_by_key(|p| p.partition);
+        Ok(partitions)
+    }
+
+    /// Waits (bounded by `timeout`) until every running node reports, for each
+    /// of `partitions` partitions of `topic`, a leader among the running nodes
+    /// and an ISR holding every node of the cluster: every replica caught up.
+    pub fn wait_full_isr(&mut self, topic: &str, partitions: i32, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let all: BTreeSet<i32> = self.node_ids().into_iter().collect();
+        loop {
+            let running = self.running();
+            let mut views = Vec::new();
+            for &node_id in &running {
+                views.push((node_id, self.partitions_seen_by(node_id, topic)));
+            }
+            let complete = running.len() == all.len()
+                && views.iter().all(|(_, view)| {
+                    view.as_ref().is_ok_and(|ps| {
+                        ps.len() == usize::try_from(partitions).unwrap()
+                            && ps.iter().all(|p| {
+                                p.error_code == ERROR_NONE
+                                    && running.contains(&p.leader)
+                                    && p.isr.iter().copied().collect::<BTreeSet<i32>>() == all
+                            })
+                    })
+                });
+            if complete {
+                return;
+            }
+            self.assert_none_exited();
+            assert!(
+                Instant::now() < deadline,
+                "{topic}: ISR not complete on every node within {timeout:?}: running {running:?}, views {views:#?}"
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// The metadata (Raft) group's leader: the `controller_id` of DescribeCluster
+    /// once every running node (at least a majority) gives the same running
+    /// node. Bounded: panics after `AGREE_TIMEOUT`.
+    pub fn metadata_leader(&mut self) -> i32 {
+        let deadline = Instant::now() + AGREE_TIMEOUT;
+        let majority = usize::try_from(NODES / 2 + 1).unwrap();
+        loop {
+            let running = self.running();
+            let answers: Vec<(i32, std::io::Result<i32>)> = running
+                .iter()
+                .map(|&node_id| (node_id, self.controller_seen_by(node_id)))
+                .collect();
+            let ids: BTreeSet<i32> = answers.iter().filter_map(|(_, a)| a.as_ref().ok().copied()).collect();
+            let all_answered = answers.iter().all(|(_, a)| a.is_ok());
+            if all_answered && answers.len() >= majority && ids.len() == 1 {
+                let leader = *ids.first().unwrap();
+                if running.contains(&leader) {
+                    return leader;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed metadata leader within {AGREE_TIMEOUT:?}: running {running:?}, answers {answers:?}"
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// `controller_id` in one node's DescribeCluster (v0) answer.
+    pub fn controller_seen_by(&self, node_id: i32) -> std::io::Result<i32> {
+        let response: DescribeClusterResponse =
+            call(self.node(node_id).kafka_addr, 0, &DescribeClusterRequest::default())?;
+        if response.error_code != ERROR_NONE {
+            return Err(std::io::Error::other(format!(
+                "DescribeCluster error {} from node {node_id}",
+                response.error_code
+            )));
+        }
+        Ok(response.controller_id.0)
+    }
+
+    /// Leader of every partition of `topic` as a client sees it (rdkafka
+    /// metadata through any live node), once each is a running node.
+    /// Bounded: panics after `AGREE_TIMEOUT`.
+    pub fn partition_leaders(&mut self, topic: &str) -> Vec<i32> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .unwrap();
+        let deadline = Instant::now() + AGREE_TIMEOUT;
+        loop {
+            let running = self.running();
+            let leaders = consumer
+                .fetch_metadata(Some(topic), CLIENT_METADATA_TIMEOUT)
+                .map_err(|e| e.to_string())
+                .and_then(|metadata| {
+                    let found = metadata
+                        .topics()
+                        .iter()
+                        .find(|t| t.name() == topic)
+                        .ok_or_else(|| format!("{topic} missing"))?;
+                    if let Some(error) = found.error() {
+                        return Err(format!("{topic}: {error:?}"));
+                    }
+                    let mut partitions: Vec<(i32, i32)> =
+                        found.partitions().iter().map(|p| (p.id(), p.leader())).collect();
+                    partitions.sort_unstable();
+                    Ok(partitions.into_iter().map(|(_, leader)| leader).collect::<Vec<i32>>())
+                });
+            match &leaders {
+                Ok(leaders) if !leaders.is_empty() && leaders.iter().all(|l| running.contains(l)) => {
+                    return leaders.clone();
+                }
+                _ => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{topic}: no live leader for every partition within {AGREE_TIMEOUT:?}: running {running:?}, last {leaders:?}"
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Leader of one partition (see `partition_leaders`).
+    pub fn partition_leader(&mut self, topic: &str, partition: i32) -> i32 {
+        let leaders = self.partition_leaders(topic);
+        *leaders
+            .get(usize::try_from(partition).unwrap())
+            .unwrap_or_else(|| panic!("{topic} has {} partitions, not {partition}", leaders.len()))
+    }
+
+    /// The last `LOG_TAIL_LINES` lines of a node's log.
+    pub fn log_tail(&self, node_id: i32) -> String {
+        let log = std::fs::read_to_string(&self.node(node_id).log_path).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let failing = std::thread::panicking();
+        for node_id in self.node_ids() {
+            let status = self.exit_status(node_id);
+            if let Some(mut child) = self.node_mut(node_id).child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            if failing {
+                eprintln!(
+                    "---- node {node_id} log tail (exited on its own: {status:?}) ----\n{}",
+                    self.log_tail(node_id)
+                );
+            }
+        }
+        if failing {
+            if let Some(tmp) = self.tmp.take() {
+                eprintln!("---- cluster data and full logs kept in {}", tmp.keep().display());
+            }
+        }
+    }
+}
+
+/// The kernel tears down a killed process's io_uring asynchronously, and
+/// until then its SO_REUSEPORT listener still takes (and then resets)
+/// connections. Wait (bounded) until the port refuses, so a restart on the
+/// same port does not share it with the dead listener.
+fn wait_port_refused(addr: SocketAddr) {
+    let deadline = Instant::now() + PORT_CLOSE_TIMEOUT;
+    while Instant::now() < deadline {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// One request and its response on a fresh connection, every step bounded.
+/// Any failure (refused, timed out, undecodable) is an `Err`: callers poll.
+pub fn call<R: Request>(addr: SocketAddr, version: i16, request: &R) -> std::io::Result<R::Response> {
+    const CORRELATION_ID: i32 = 1;
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let mut frame = BytesMut::new();
+    frame.extend_from_slice(&[0; 4]);
+    RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(CORRELATION_ID)
+        .with_client_id(Some(StrBytes::from_static_str("cluster-harness")))
+        .encode(&mut frame, R::header_version(version))
+        .map_err(|e| invalid(e.to_string()))?;
+    request
+        .encode(&mut frame, version)
+        .map_err(|e| invalid(e.to_string()))?;
+    let length = i32::try_from(frame.len() - 4).unwrap();
+    frame[..4].copy_from_slice(&length.to_be_bytes());
+
+    let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    stream.write_all(&frame)?;
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix)?;
+    let length = usize::try_from(i32::from_be_bytes(prefix)).map_err(|e| invalid(e.to_string()))?;
+    if length > RESPONSE_BYTES_MAX {
+        return Err(invalid(format!("response of {length} bytes")));
+    }
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body)?;
+    let mut body = Bytes::from(body);
+    let header =
+        ResponseHeader::decode(&mut body, R::Response::header_version(version)).map_err(|e| invalid(e.to_string()))?;
+    if header.correlation_id != CORRELATION_ID {
+        return Err(invalid(format!("correlation id {}", header.correlation_id)));
+    }
+    R::Response::decode(&mut body, version).map_err(|e| invalid(e.to_string()))
+}

@@ -1,0 +1,274 @@
+//! Broker liveness: heartbeats to the metadata leader, and fencing.
+//!
+//! ```text
+//!  every node, every heartbeat interval        the metadata leader
+//!  ────────────────────────────────────        ───────────────────
+//!  leader known, not me: BrokerHeartbeat ──TCP──► Liveness::heard(node, now)
+//!  I am the leader:      heard(me, now)          ticker, every heartbeat interval:
+//!                                                  silent > session timeout, unfenced → FenceBroker
+//!                                                  heard again, fenced             → UnfenceBroker
+//! ```
+//! The liveness table lives only in the leader's memory. A node that
+//! becomes leader forgets it and gives every registered broker a grace
+//! period of one session timeout (it cannot know who talked to the old
+//! leader). "Heard again" means a real heartbeat since this node became
+//! leader, never the grace entry, so a new leader does not unfence brokers
+//! that are still down. The ticker also proposes `InitCluster` while the
+//! image has no cluster id (a new multi-node group).
+//!
+//! Only a group with peers runs this; a single node never fences itself.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use tokio::{sync::watch, time::Instant};
+
+use crate::{
+    command::Command,
+    forward::{propose_with_index, PeerSet},
+    group::new_cluster_id,
+    image::MetadataImage,
+    network::{RpcRequest, RpcResponse},
+    types::{NodeId, Raft},
+};
+
+/// Brokers the liveness table tracks at most. Entries of unregistered
+/// brokers are dropped every tick, so this bounds only what arrives between
+/// two ticks from senders that never register.
+pub(crate) const LIVENESS_ENTRIES_MAX: usize = 4096;
+
+/// Leader changes logged one by one after a fence; the rest are counted.
+const LEADER_CHANGES_LOGGED_MAX: usize = 64;
+
+/// How long the ticker waits for one of its proposals.
+const LIVENESS_PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// When the leader last heard of a broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    /// Last heartbeat, or the start of the grace period.
+    at: Instant,
+    /// Whether `at` is a real heartbeat (not the grace period).
+    heard: bool,
+}
+
+/// The leader's liveness table: broker → last heard.
+#[derive(Debug, Default)]
+pub(crate) struct Liveness {
+    seen: Mutex<BTreeMap<i32, Seen>>,
+}
+
+impl Liveness {
+    /// Notes a heartbeat of `broker` at `now`.
+    pub(crate) fn heard(&self, broker: i32, now: Instant) {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.len() >= LIVENESS_ENTRIES_MAX && !seen.contains_key(&broker) {
+            tracing::warn!(
+                broker,
+                limit = LIVENESS_ENTRIES_MAX,
+                "liveness table full: heartbeat ignored"
+            );
+            return;
+        }
+        seen.insert(broker, Seen { at: now, heard: true });
+    }
+
+    /// Forgets everything (this node just became leader).
+    pub(crate) fn forget_all(&self) {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+
+    /// The fences and unfences due at `now`. Registered brokers without an
+    /// entry get one (the grace period starts); unregistered ones are
+    /// dropped.
+    pub(crate) fn decide(&self, image: &MetadataImage, now: Instant, session_timeout: Duration) -> Vec<Command> {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.retain(|broker, _| image.brokers.contains_key(broker));
+        let mut commands = Vec::new();
+        for broker in image.brokers.values() {
+            let entry = seen.entry(broker.node_id).or_insert(Seen { at: now, heard: false });
+            let silent = now.saturating_duration_since(entry.at);
+            if !broker.fenced && silent > session_timeout {
+                commands.push(Command::FenceBroker {
+                    node_id: broker.node_id,
+                });
+            } else if broker.fenced && entry.heard && silent <= session_timeout {
+                commands.push(Command::UnfenceBroker {
+                    node_id: broker.node_id,
+                });
+            }
+        }
+        assert!(seen.len() <= image.brokers.len());
+        commands
+    }
+}
+
+/// The per-node liveness task: heartbeats, and on the leader the ticker.
+pub(crate) struct LivenessTask {
+    pub(crate) raft: Raft,
+    pub(crate) node_id: NodeId,
+    pub(crate) images: watch::Receiver<Arc<MetadataImage>>,
+    pub(crate) liveness: Arc<Liveness>,
+    pub(crate) peers: Arc<PeerSet>,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) session_timeout: Duration,
+}
+
+impl LivenessTask {
+    /// Runs until the task is aborted.
+    pub(crate) async fn run(self) {
+        let Ok(broker) = i32::try_from(self.node_id) else {
+            tracing::error!(node_id = self.node_id, "node id is not a broker id: no heartbeats");
+            return;
+        };
+        let mut ticker = tokio::time::interval(self.heartbeat_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leading_term = None;
+        loop {
+            ticker.tick().await;
+            let (leader, term) = {
+                let metrics = self.raft.metrics();
+                let metrics = metrics.borrow();
+                (metrics.current_leader, metrics.current_term)
+            };
+            if leader == Some(self.node_id) {
+                if leading_term != Some(term) {
+                    tracing::info!(term, "metadata leader: broker liveness tracking starts (grace period)");
+                    self.liveness.forget_all();
+                    leading_term = Some(term);
+                }
+                self.liveness.heard(broker, Instant::now());
+                self.lead().await;
+            } else {
+                leading_term = None;
+                if let Some(leader) = leader {
+                    self.send_heartbeat(broker, leader).await;
+                }
+            }
+        }
+    }
+
+    async fn send_heartbeat(&self, broker: i32, leader: NodeId) {
+        let request = RpcRequest::BrokerHeartbeat { node_id: broker };
+        match self.peers.call(leader, &request, self.heartbeat_interval).await {
+            Ok(RpcResponse::BrokerHeartbeat { is_leader: true }) => {}
+            Ok(answer) => tracing::debug!(leader, ?answer, "broker heartbeat not taken"),
+            Err(error) => tracing::debug!(leader, %error, "broker heartbeat not delivered"),
+        }
+    }
+
+    async fn lead(&self) {
+        let image = Arc::clone(&self.images.borrow());
+        if image.cluster_id.is_empty() {
+            match new_cluster_id() {
+                Ok(cluster_id) => self.propose(Command::InitCluster { cluster_id }).await,
+                Err(error) => tracing::warn!(%error, "no cluster id drawn"),
+            }
+        }
+        for command in self.liveness.decide(&image, Instant::now(), self.session_timeout) {
+            let before = Arc::clone(&self.images.borrow());
+            match &command {
+                Command::FenceBroker { node_id } => tracing::info!(
+                    broker = node_id,
+                    session_timeout_ms = self.session_timeout.as_millis(),
+                    "fencing broker: no heartbeat within the session timeout"
+                ),
+                Command::UnfenceBroker { node_id } => tracing::info!(broker = node_id, "unfencing broker: heard again"),
+                _ => {}
+            }
+            self.propose(command).await;
+            log_leader_changes(&before, &self.images.borrow());
+        }
+    }
+
+    async fn propose(&self, command: Command) {
+        match tokio::time::timeout(LIVENESS_PROPOSE_TIMEOUT, propose_with_index(&self.raft, command)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "liveness proposal refused"),
+            Err(_) => tracing::warn!("liveness proposal not applied in time"),
+        }
+    }
+}
+
+/// Logs every partition whose leader differs between two images.
+fn log_leader_changes(before: &MetadataImage, after: &MetadataImage) {
+    let mut changed = 0usize;
+    for (name, topic) in &after.topics {
+        let Some(old) = before.topics.get(name) else { continue };
+        for (partition, previous) in topic.partitions.iter().zip(old.partitions.iter()) {
+            if partition.leader != previous.leader {
+                changed += 1;
+                if changed <= LEADER_CHANGES_LOGGED_MAX {
+                    tracing::info!(
+                        topic = %name,
+                        partition = partition.index,
+                        from = previous.leader,
+                        to = partition.leader,
+                        leader_epoch = partition.leader_epoch,
+                        "partition leader changed"
+                    );
+                }
+            }
+        }
+    }
+    if changed > LEADER_CHANGES_LOGGED_MAX {
+        tracing::info!(changed, logged = LEADER_CHANGES_LOGGED_MAX, "partition leaders changed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::BrokerInfo;
+
+    fn image(fenced: &[(i32, bool)]) -> MetadataImage {
+        let mut image = MetadataImage::empty();
+        for (node_id, fenced) in fenced {
+            image.brokers.insert(
+                *node_id,
+                BrokerInfo {
+                    node_id: *node_id,
+                    host: "h".into(),
+                    port: 1,
+                    shards: 1,
+                    fenced: *fenced,
+                },
+            );
+        }
+        image
+    }
+
+    #[test]
+    fn silent_brokers_are_fenced_and_heard_ones_unfenced() {
+        let timeout = Duration::from_millis(600);
+        let liveness = Liveness::default();
+        let start = Instant::now();
+        let live = image(&[(1, false), (2, false), (3, true)]);
+        // Grace period: nobody is fenced, the fenced one is not unfenced.
+        assert!(liveness.decide(&live, start, timeout).is_empty());
+        liveness.heard(1, start + Duration::from_millis(500));
+        let later = start + Duration::from_millis(700);
+        assert_eq!(
+            liveness.decide(&live, later, timeout),
+            vec![Command::FenceBroker { node_id: 2 }]
+        );
+        liveness.heard(3, later);
+        assert_eq!(
+            liveness.decide(&live, later, timeout),
+            vec![
+                Command::FenceBroker { node_id: 2 },
+                Command::UnfenceBroker { node_id: 3 }
+            ]
+        );
+        // Unregistered senders are dropped.
+        liveness.heard(99, later);
+        liveness.decide(&live, later, timeout);
+        assert_eq!(liveness.seen.lock().unwrap().len(), 3);
+        // A new leader starts over.
+        liveness.forget_all();
+        assert!(liveness.decide(&live, later, timeout).is_empty());
+    }
+}
