@@ -77,6 +77,10 @@ perf-plots:
 perf-all:
     bash perf/scripts/all.sh
 
+# Cluster failover times: the kill -9 failure test in release, its report kept (see docs/cluster.md).
+perf-failover:
+    bash perf/scripts/failover.sh
+
 # Inspect a partition directory.
 log-dump DIR:
     cargo run --release -p shardline-tools --bin shardctl -- log dump {{DIR}}

@@ -227,6 +227,9 @@ pub(crate) struct Segment {
     /// Clock reading when the segment became active (for time-based roll).
     pub(crate) created_ms: i64,
     pub(crate) sealed: bool,
+    /// File position up to which writeback has been started (see
+    /// [`Segment::writeback_due`]).
+    writeback_from: u64,
 }
 
 impl Segment {
@@ -267,6 +270,7 @@ impl Segment {
             max_timestamp_ms: i64::MIN,
             created_ms: now_ms,
             sealed: false,
+            writeback_from: 0,
         })
     }
 
@@ -368,6 +372,7 @@ impl Segment {
             max_timestamp_ms: outcome.max_timestamp_ms,
             created_ms: 0,
             sealed: true,
+            writeback_from: outcome.end.0,
         }))
     }
 
@@ -437,6 +442,7 @@ impl Segment {
             max_timestamp_ms: outcome.max_timestamp_ms,
             created_ms: now_ms,
             sealed: false,
+            writeback_from: outcome.end.0,
         };
         Ok((segment, outcome.stop))
     }
@@ -444,6 +450,18 @@ impl Segment {
     /// The file handle, for I/O done without borrowing the segment.
     pub(crate) fn file(&self) -> Rc<BufferedFile> {
         Rc::clone(&self.file)
+    }
+
+    /// When at least `chunk_bytes` were written since writeback was last
+    /// started, the range to start writing back now (and it is marked so).
+    pub(crate) fn writeback_due(&mut self, chunk_bytes: u64) -> Option<(Rc<BufferedFile>, u64, u64)> {
+        let pending = self.size.saturating_sub(self.writeback_from);
+        if pending < chunk_bytes {
+            return None;
+        }
+        let from = self.writeback_from;
+        self.writeback_from = self.size;
+        Some((Rc::clone(&self.file), from, pending))
     }
 
     /// Room left for batches.
