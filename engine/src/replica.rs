@@ -184,10 +184,17 @@ pub(crate) async fn follow(shard: Rc<Shard>, key: PartitionKey, partition: Rc<Pa
             }
         }
         let Some((_, conn)) = connection.as_mut() else { continue };
+        let replica = FollowedReplica {
+            topic: &topic,
+            index,
+            partition: &partition,
+            node_id,
+            generation,
+        };
         let step = if partition.replica.borrow().needs_truncation {
-            truncate(conn, &topic, index, &partition, node_id, generation).await
+            replica.truncate(conn).await
         } else {
-            fetch_once(conn, &topic, index, &partition, node_id, generation).await
+            replica.fetch_once(conn).await
         };
         match step {
             Ok(()) => last_error = None,
@@ -210,120 +217,121 @@ fn note_error(last: &mut Option<String>, topic: &str, index: i32, error: String)
     }
 }
 
-/// Asks the leader where this log's latest epoch ends there and truncates to
-/// it if this log is longer.
-async fn truncate(
-    conn: &mut LeaderConnection,
-    topic: &str,
+/// One partition this broker follows, under one generation of its role.
+struct FollowedReplica<'a> {
+    topic: &'a str,
     index: i32,
-    partition: &Partition,
+    partition: &'a Partition,
     node_id: i32,
     generation: u64,
-) -> Result<(), String> {
-    let leader_epoch = partition.role().1;
-    let Some(latest) = partition.log.latest_epoch() else {
-        // Nothing stored: nothing can diverge.
-        partition.replica.borrow_mut().needs_truncation = false;
-        return Ok(());
-    };
-    let mut request = OffsetForLeaderEpochRequest::default();
-    request.replica_id = BrokerId(node_id);
-    let mut p = OffsetForLeaderPartition::default();
-    p.partition = index;
-    p.current_leader_epoch = leader_epoch;
-    p.leader_epoch = latest;
-    let mut t = OffsetForLeaderTopic::default();
-    t.topic = TopicName(StrBytes::from_string(topic.to_string()));
-    t.partitions = vec![p];
-    request.topics = vec![t];
-    let response: OffsetForLeaderEpochResponse = conn
-        .call(ApiKey::OffsetForLeaderEpoch, OFFSET_FOR_LEADER_EPOCH_VERSION, &request)
-        .await?;
-    let answer = response
-        .topics
-        .first()
-        .and_then(|t| t.partitions.first())
-        .ok_or("empty OffsetForLeaderEpoch response")?;
-    if answer.error_code != 0 {
-        return Err(format!("OffsetForLeaderEpoch error {}", error_name(answer.error_code)));
-    }
-    if current_leader(partition, generation).is_none() {
-        return Ok(());
-    }
-    let log_end = partition.log.log_end();
-    // UNDEFINED (-1): the leader has no epoch as old as ours; keep what is
-    // below our high watermark, which every in-sync replica had.
-    let cut = if answer.end_offset < 0 {
-        partition.high_watermark()
-    } else {
-        Offset(answer.end_offset)
-    };
-    if cut < log_end {
-        let end = partition
-            .truncate_to(cut)
-            .await
-            .map_err(|e| format!("truncating: {e}"))?;
-        tracing::info!(%topic, partition = index, from = log_end.0, to = end.0, our_epoch = latest,
-            leader_epoch = answer.leader_epoch, "follower truncated to the leader's log");
-    }
-    partition.replica.borrow_mut().needs_truncation = false;
-    Ok(())
 }
 
-/// One fetch from the leader; appends what came back.
-async fn fetch_once(
-    conn: &mut LeaderConnection,
-    topic: &str,
-    index: i32,
-    partition: &Partition,
-    node_id: i32,
-    generation: u64,
-) -> Result<(), String> {
-    let leader_epoch = partition.role().1;
-    let fetch_offset = partition.log.log_end();
-    let mut request = FetchRequest::default();
-    request.replica_id = BrokerId(node_id);
-    request.max_wait_ms = FETCH_WAIT_MAX_MS;
-    request.min_bytes = 1;
-    request.max_bytes = FETCH_BYTES_MAX;
-    request.session_id = 0;
-    request.session_epoch = -1;
-    let mut p = FetchPartition::default();
-    p.partition = index;
-    p.current_leader_epoch = leader_epoch;
-    p.fetch_offset = fetch_offset.0;
-    p.last_fetched_epoch = -1;
-    p.log_start_offset = partition.log.log_start().0;
-    p.partition_max_bytes = FETCH_BYTES_MAX;
-    let mut t = FetchTopic::default();
-    t.topic = TopicName(StrBytes::from_string(topic.to_string()));
-    t.partitions = vec![p];
-    request.topics = vec![t];
-    let response: FetchResponse = conn.call(ApiKey::Fetch, FETCH_VERSION, &request).await?;
-    if response.error_code != 0 {
-        return Err(format!("fetch error {}", error_name(response.error_code)));
+impl FollowedReplica<'_> {
+    fn topic_name(&self) -> TopicName {
+        TopicName(StrBytes::from_string(self.topic.to_string()))
     }
-    let data = response
-        .responses
-        .into_iter()
-        .next()
-        .and_then(|t| t.partitions.into_iter().next())
-        .ok_or("empty fetch response")?;
-    if data.error_code != 0 {
-        return Err(format!("fetch error {}", error_name(data.error_code)));
+
+    /// Asks the leader where this log's latest epoch ends there and
+    /// truncates to it if this log is longer.
+    async fn truncate(&self, conn: &mut LeaderConnection) -> Result<(), String> {
+        let (topic, index, partition) = (self.topic, self.index, self.partition);
+        let Some(latest) = partition.log.latest_epoch() else {
+            // Nothing stored: nothing can diverge.
+            partition.replica.borrow_mut().needs_truncation = false;
+            return Ok(());
+        };
+        let mut request = OffsetForLeaderEpochRequest::default();
+        request.replica_id = BrokerId(self.node_id);
+        let mut p = OffsetForLeaderPartition::default();
+        p.partition = index;
+        p.current_leader_epoch = partition.role().1;
+        p.leader_epoch = latest;
+        let mut t = OffsetForLeaderTopic::default();
+        t.topic = self.topic_name();
+        t.partitions = vec![p];
+        request.topics = vec![t];
+        let response: OffsetForLeaderEpochResponse = conn
+            .call(ApiKey::OffsetForLeaderEpoch, OFFSET_FOR_LEADER_EPOCH_VERSION, &request)
+            .await?;
+        let answer = response
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or("empty OffsetForLeaderEpoch response")?;
+        if answer.error_code != 0 {
+            return Err(format!("OffsetForLeaderEpoch error {}", error_name(answer.error_code)));
+        }
+        if current_leader(partition, self.generation).is_none() {
+            return Ok(());
+        }
+        let log_end = partition.log.log_end();
+        // UNDEFINED (-1): the leader has no epoch as old as ours; keep what is
+        // below our high watermark, which every in-sync replica had.
+        let cut = if answer.end_offset < 0 {
+            partition.high_watermark()
+        } else {
+            Offset(answer.end_offset)
+        };
+        if cut < log_end {
+            let end = partition
+                .truncate_to(cut)
+                .await
+                .map_err(|e| format!("truncating: {e}"))?;
+            tracing::info!(%topic, partition = index, from = log_end.0, to = end.0, our_epoch = latest,
+                leader_epoch = answer.leader_epoch, "follower truncated to the leader's log");
+        }
+        partition.replica.borrow_mut().needs_truncation = false;
+        Ok(())
     }
-    // The image may have moved on while the fetch was parked on the leader.
-    if current_leader(partition, generation).is_none() || partition.log.log_end() != fetch_offset {
-        return Ok(());
+
+    /// One fetch from the leader; appends what came back.
+    async fn fetch_once(&self, conn: &mut LeaderConnection) -> Result<(), String> {
+        let partition = self.partition;
+        let fetch_offset = partition.log.log_end();
+        let mut request = FetchRequest::default();
+        request.replica_id = BrokerId(self.node_id);
+        request.max_wait_ms = FETCH_WAIT_MAX_MS;
+        request.min_bytes = 1;
+        request.max_bytes = FETCH_BYTES_MAX;
+        request.session_id = 0;
+        request.session_epoch = -1;
+        let mut p = FetchPartition::default();
+        p.partition = self.index;
+        p.current_leader_epoch = partition.role().1;
+        p.fetch_offset = fetch_offset.0;
+        p.last_fetched_epoch = -1;
+        p.log_start_offset = partition.log.log_start().0;
+        p.partition_max_bytes = FETCH_BYTES_MAX;
+        let mut t = FetchTopic::default();
+        t.topic = self.topic_name();
+        t.partitions = vec![p];
+        request.topics = vec![t];
+        let response: FetchResponse = conn.call(ApiKey::Fetch, FETCH_VERSION, &request).await?;
+        if response.error_code != 0 {
+            return Err(format!("fetch error {}", error_name(response.error_code)));
+        }
+        let data = response
+            .responses
+            .into_iter()
+            .next()
+            .and_then(|t| t.partitions.into_iter().next())
+            .ok_or("empty fetch response")?;
+        if data.error_code != 0 {
+            return Err(format!("fetch error {}", error_name(data.error_code)));
+        }
+        // The image may have moved on while the fetch was parked on the leader.
+        if current_leader(partition, self.generation).is_none() || partition.log.log_end() != fetch_offset {
+            return Ok(());
+        }
+        if let Some(records) = data.records.filter(|r| !r.is_empty()) {
+            partition
+                .append_replicated(records)
+                .await
+                .map_err(|e| format!("appending replicated batches: {e}"))?;
+        }
+        partition.follow_high_watermark(Offset(data.high_watermark));
+        Ok(())
     }
-    if let Some(records) = data.records.filter(|r| !r.is_empty()) {
-        partition
-            .append_replicated(records)
-            .await
-            .map_err(|e| format!("appending replicated batches: {e}"))?;
-    }
-    partition.follow_high_watermark(Offset(data.high_watermark));
-    Ok(())
 }
 
 fn error_name(code: i16) -> String {

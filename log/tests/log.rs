@@ -24,20 +24,25 @@ fn small_config() -> LogConfig {
     }
 }
 
+/// Opens the log at `path` with `small_config()` and `Durability::Always`.
+async fn open_always(path: &std::path::Path) -> Log {
+    Log::open(
+        path,
+        LogConfig {
+            durability: Durability::Always,
+            ..small_config()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 #[test]
 fn append_assigns_offsets_in_place_and_reads_back_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let log = Log::open(
-            &path,
-            LogConfig {
-                durability: Durability::Always,
-                ..small_config()
-            },
-        )
-        .await
-        .unwrap();
+        let log = open_always(&path).await;
         let first = log.append(Bytes::from(batch(3, 1000, 1, 100))).await.unwrap();
         assert_eq!((first.base_offset, first.last_offset), (Offset(0), Offset(2)));
         assert!(first.durable);
@@ -655,15 +660,7 @@ fn queued_replicated_appends_are_checked_against_the_end_the_writer_sees() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     run(move || async move {
-        let log = Log::open(
-            &path,
-            LogConfig {
-                durability: Durability::Always,
-                ..small_config()
-            },
-        )
-        .await
-        .unwrap();
+        let log = open_always(&path).await;
         // Queued together: the second continues the first, the third repeats it.
         let first = log.append_replicated(Bytes::from(stored_batch(2, 0, 1, 1, 50)));
         let second = log.append_replicated(Bytes::from(stored_batch(3, 2, 2, 2, 50)));

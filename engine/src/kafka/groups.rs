@@ -31,6 +31,7 @@ use kafka_protocol::{
     },
     protocol::StrBytes,
 };
+use shardline_raft::{MetadataImage, PartitionMeta};
 
 use super::{epoch_of, str_bytes, topic_name};
 use crate::{
@@ -43,14 +44,23 @@ fn group_code(error: GroupError) -> i16 {
     kafka_code(&EngineError::Group(error))
 }
 
-/// The coordinator partition of `group` and the shard that owns it.
-fn route(shard: &Shard, group: &str) -> Result<(usize, i32), GroupError> {
-    let image = shard.image();
+/// `group`'s partition of `__consumer_offsets` in `image`.
+fn offsets_partition_of<'a>(image: &'a MetadataImage, group: &str) -> Result<&'a PartitionMeta, GroupError> {
     let topic = image
         .topics
         .get(OFFSETS_TOPIC)
         .ok_or(GroupError::CoordinatorNotAvailable)?;
     let index = coordinator::partition_for(group, topic.partitions.len());
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+        .ok_or(GroupError::CoordinatorNotAvailable)
+}
+
+/// The coordinator partition of `group` and the shard that owns it.
+fn route(shard: &Shard, group: &str) -> Result<(usize, i32), GroupError> {
+    let image = shard.image();
+    let index = offsets_partition_of(&image, group)?.index;
     let owner = shard
         .owner_of(OFFSETS_TOPIC, index)
         .map_err(|_| GroupError::NotCoordinator)?;
@@ -79,16 +89,7 @@ where
 /// partition, with the address it registered.
 fn coordinator_of(shard: &Shard, group: &str) -> Result<(i32, String, u16), GroupError> {
     let image = shard.image();
-    let topic = image
-        .topics
-        .get(OFFSETS_TOPIC)
-        .ok_or(GroupError::CoordinatorNotAvailable)?;
-    let index = coordinator::partition_for(group, topic.partitions.len());
-    let leader = usize::try_from(index)
-        .ok()
-        .and_then(|i| topic.partitions.get(i))
-        .map(|p| p.leader)
-        .ok_or(GroupError::CoordinatorNotAvailable)?;
+    let leader = offsets_partition_of(&image, group)?.leader;
     let broker = image
         .brokers
         .get(&leader)

@@ -115,6 +115,76 @@ pub(crate) async fn wait_all_shards(shard: &Rc<Shard>, epoch: u64) {
     let _ = futures_util::future::join_all(waits).await;
 }
 
+/// One partition's question for [`on_owners`]: topic, partition index and
+/// what to ask.
+pub(crate) type Question<Q> = (String, i32, Q);
+
+/// A question with its place in the request (topic, partition position).
+type Placed<Q> = ((usize, usize), Question<Q>);
+
+/// Answers `questions[t][p]` by running `lookup` on the shard owning each
+/// partition (one cross-shard message per owner), under this shard's image
+/// epoch; returns the answers in the same shape and order.
+pub(crate) async fn on_owners<Q, R>(
+    shard: &Rc<Shard>,
+    questions: Vec<Vec<Question<Q>>>,
+    lookup: fn(&Shard, &str, i32, Q) -> Result<R, EngineError>,
+) -> Vec<Vec<Result<R, EngineError>>>
+where
+    Q: Send + 'static,
+    R: Send + 'static,
+{
+    let epoch = epoch_of(shard);
+    let mut answers: Vec<Vec<Option<Result<R, EngineError>>>> =
+        questions.iter().map(|t| t.iter().map(|_| None).collect()).collect();
+    let mut by_owner: std::collections::HashMap<usize, Vec<Placed<Q>>> = std::collections::HashMap::new();
+    for (ti, topic) in questions.into_iter().enumerate() {
+        for (pi, (name, index, question)) in topic.into_iter().enumerate() {
+            match shard.owner_of(&name, index) {
+                Ok(owner) => by_owner
+                    .entry(owner)
+                    .or_default()
+                    .push(((ti, pi), (name, index, question))),
+                Err(e) => {
+                    if let Some(slot) = answers.get_mut(ti).and_then(|t| t.get_mut(pi)) {
+                        *slot = Some(Err(e));
+                    }
+                }
+            }
+        }
+    }
+    let parts = by_owner.into_iter().map(|(owner, items)| {
+        let keys: Vec<(usize, usize)> = items.iter().map(|(k, _)| *k).collect();
+        let work = shard.invoke_on(owner, move |s: Rc<Shard>| async move {
+            s.wait_for_epoch(epoch).await;
+            items
+                .into_iter()
+                .map(|(_, (name, index, question))| lookup(&s, &name, index, question))
+                .collect::<Vec<_>>()
+        });
+        async move { (keys, work.await) }
+    });
+    for (keys, answer) in futures_util::future::join_all(parts).await {
+        let owner_answers: Vec<Result<R, EngineError>> = match answer {
+            Ok(owner_answers) => owner_answers,
+            Err(_) => keys.iter().map(|_| Err(EngineError::ShardUnavailable)).collect(),
+        };
+        for ((ti, pi), answer) in keys.into_iter().zip(owner_answers) {
+            if let Some(slot) = answers.get_mut(ti).and_then(|t| t.get_mut(pi)) {
+                *slot = Some(answer);
+            }
+        }
+    }
+    answers
+        .into_iter()
+        .map(|t| {
+            t.into_iter()
+                .map(|a| a.unwrap_or(Err(EngineError::ShardUnavailable)))
+                .collect()
+        })
+        .collect()
+}
+
 /// The current image's epoch, for stamping routed work.
 pub(crate) fn epoch_of(shard: &Shard) -> u64 {
     let image: Arc<_> = shard.image();
