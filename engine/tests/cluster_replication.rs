@@ -6,7 +6,10 @@
 //!   the same;
 //! - `acks=all` is refused with NOT_ENOUGH_REPLICAS while the ISR is smaller
 //!   than `min.insync.replicas`, and accepted again once the missing replica
-//!   has caught up.
+//!   has caught up;
+//! - kafka-python and confluent-kafka produce to and consume from a topic
+//!   replicated on all three nodes, with a consumer group whose coordinator
+//!   may be any node (`tests/python/cluster_clients.py`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,9 +19,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
 
-use common::cluster::Cluster;
+use common::{cluster::Cluster, venv_python};
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
@@ -225,4 +232,22 @@ fn acks_all_needs_min_insync_replicas() {
     cluster.wait_ready(WAIT);
     cluster.wait_full_isr(TOPIC, 1, WAIT);
     assert_eq!(send(&producer(&bootstrap, "all"), TOPIC, "three-again"), Ok(()));
+}
+
+#[test]
+fn python_clients_use_a_replicated_topic_and_a_group() {
+    let mut cluster = Cluster::start(&flags("3000"));
+    cluster.wait_ready(WAIT);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cluster_clients.py");
+    let output = Command::new(venv_python())
+        .arg(&script)
+        .arg(cluster.bootstrap())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "cluster_clients.py failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
