@@ -4,19 +4,24 @@
 //!
 //! ## Follower
 //! When the metadata image makes this broker a follower of a partition (or
-//! names a new leader epoch), `follow` starts under the partition's new
-//! generation and runs until the generation changes:
-//! 1. connect to the leader's Kafka listener (its address is in the image);
-//! 2. truncate: ask the leader, with OffsetForLeaderEpoch, where this log's
-//!    latest leader epoch ends on the leader, and cut this log there if it is
-//!    longer (what the new leader never had is dropped, as in Kafka's KIP-101);
-//! 3. fetch in a loop with `replica_id` = this broker: every batch is appended
-//!    byte for byte (offsets and epochs as the leader stamped them), and the
-//!    leader's high watermark, bounded by this log's end, becomes this
-//!    replica's. Each fetch offset tells the leader how far this copy goes.
+//! names a new leader epoch), the partition joins this shard's fetcher for
+//! that leader broker (`Fetchers::follow`), under the partition's new role
+//! generation. One fetcher per (shard, leader broker) copies all of them over
+//! one connection to the leader's Kafka listener, until none is left:
+//! 1. truncate: for partitions new to it, ask the leader with one
+//!    OffsetForLeaderEpoch where each log's latest leader epoch ends on the
+//!    leader, and cut the logs that are longer (what the new leader never had
+//!    is dropped, as in Kafka's KIP-101);
+//! 2. fetch in a loop with `replica_id` = this broker, every followed
+//!    partition in one Fetch: batches are appended byte for byte (offsets and
+//!    epochs as the leader stamped them), and the leader's high watermark,
+//!    bounded by the local log's end, becomes the replica's. Each fetch
+//!    offset tells the leader how far this copy goes.
 //!
-//! Errors (leader gone, connection reset, NOT_LEADER, a fenced epoch) back off
-//! and retry; the metadata image decides when to stop.
+//! A partition whose generation changed (new leader, new epoch, deleted)
+//! leaves its fetcher at the next round. Connection errors back off and
+//! retry; a partition-level error (NOT_LEADER, a fenced epoch) skips that
+//! partition until the image moves it.
 //!
 //! ## Leader
 //! `maintain_isr` looks at every partition this shard leads a few times per
@@ -25,7 +30,12 @@
 //! joins it. Changes go through the metadata group (`alter_isr`, fenced by
 //! leader epoch); the partition applies them when the image arrives.
 
-use std::{rc::Rc, time::Duration};
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, HashMap},
+    rc::Rc,
+    time::Duration,
+};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -53,8 +63,11 @@ const FETCH_VERSION: i16 = 12;
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 3;
 /// How long a follower fetch parks on the leader when there is nothing new.
 const FETCH_WAIT_MAX_MS: i32 = 500;
-/// Bytes a follower asks for per fetch.
+/// Bytes a follower asks for per fetch, over all its partitions of one leader.
 const FETCH_BYTES_MAX: i32 = 8 << 20;
+/// Bytes a follower asks for per partition in one fetch (one hot partition
+/// does not starve the others; at least one batch comes back anyway).
+const PARTITION_FETCH_BYTES_MAX: i32 = 1 << 20;
 /// Largest response a follower accepts (a fetch answer is bounded by
 /// FETCH_BYTES_MAX plus one batch past it).
 const RESPONSE_BYTES_MAX: usize = 64 << 20;
@@ -154,184 +167,312 @@ fn current_leader(partition: &Partition, generation: u64) -> Option<i32> {
     }
 }
 
-/// Follows the partition's leader until the partition's generation changes.
-pub(crate) async fn follow(shard: Rc<Shard>, key: PartitionKey, partition: Rc<Partition>, generation: u64) {
-    let (topic, index) = key;
-    let node_id = shard.node_id();
-    let mut connection: Option<(i32, LeaderConnection)> = None;
-    let mut last_error: Option<String> = None;
-    while let Some(leader) = current_leader(&partition, generation) {
-        if shard.is_shutting_down() {
-            return;
+/// A partition this broker follows, under one generation of its role.
+#[derive(Clone)]
+struct Followed {
+    topic: String,
+    index: i32,
+    partition: Rc<Partition>,
+    generation: u64,
+}
+
+impl Followed {
+    fn is_current(&self, leader: i32) -> bool {
+        current_leader(&self.partition, self.generation) == Some(leader)
+    }
+}
+
+/// The partitions one shard copies from one leader broker: one connection,
+/// one Fetch (and one OffsetForLeaderEpoch) for all of them.
+#[derive(Default)]
+struct LeaderFeed {
+    partitions: RefCell<Vec<Followed>>,
+}
+
+/// A shard's follower fetchers, one per leader broker it follows partitions
+/// of. Lives on the shard.
+#[derive(Default)]
+pub(crate) struct Fetchers {
+    by_leader: RefCell<HashMap<i32, Rc<LeaderFeed>>>,
+}
+
+impl Fetchers {
+    /// Starts copying `partition` from `leader` under role `generation`,
+    /// in the fetcher for that leader (started if there is none).
+    pub(crate) fn follow(
+        &self,
+        shard: &Rc<Shard>,
+        leader: i32,
+        (topic, index): PartitionKey,
+        partition: Rc<Partition>,
+        generation: u64,
+    ) {
+        let existing = self.by_leader.borrow().get(&leader).cloned();
+        let started = existing.is_some();
+        let feed = existing.unwrap_or_default();
+        {
+            let mut partitions = feed.partitions.borrow_mut();
+            partitions.retain(|f| !(f.topic == topic && f.index == index));
+            partitions.push(Followed {
+                topic,
+                index,
+                partition,
+                generation,
+            });
         }
-        if connection.as_ref().is_none_or(|(l, _)| *l != leader) {
+        if !started {
+            // The partition is in the feed before its fetcher can first look.
+            self.by_leader.borrow_mut().insert(leader, Rc::clone(&feed));
+            glommio::spawn_local(run_feed(Rc::clone(shard), leader, feed)).detach();
+        }
+    }
+}
+
+/// Copies every partition of `feed` from `leader` until none is followed
+/// from it any more (or shutdown).
+async fn run_feed(shard: Rc<Shard>, leader: i32, feed: Rc<LeaderFeed>) {
+    let node_id = shard.node_id();
+    let mut connection: Option<LeaderConnection> = None;
+    let mut last_error: Option<String> = None;
+    loop {
+        let followed: Vec<Followed> = {
+            let mut partitions = feed.partitions.borrow_mut();
+            partitions.retain(|f| f.is_current(leader));
+            if partitions.is_empty() || shard.is_shutting_down() {
+                // No await between this check and the removal: a partition
+                // added from now on starts a new fetcher.
+                let mut by_leader = shard.fetchers.by_leader.borrow_mut();
+                if by_leader.get(&leader).is_some_and(|f| Rc::ptr_eq(f, &feed)) {
+                    by_leader.remove(&leader);
+                }
+                tracing::debug!(leader, "follower fetcher stopped");
+                return;
+            }
+            partitions.clone()
+        };
+        if connection.is_none() {
             let address = shard
                 .image()
                 .brokers
                 .get(&leader)
                 .map(|b| format!("{}:{}", b.host, b.port));
-            let Some(address) = address else {
-                glommio::timer::sleep(RETRY_BACKOFF).await;
-                continue;
+            let connected = match address {
+                Some(address) => LeaderConnection::connect(&address, node_id).await,
+                None => Err(format!("broker {leader} has no address in the metadata image")),
             };
-            match LeaderConnection::connect(&address, node_id).await {
-                Ok(c) => connection = Some((leader, c)),
+            match connected {
+                Ok(c) => connection = Some(c),
                 Err(e) => {
-                    note_error(&mut last_error, &topic, index, e);
+                    note_error(&mut last_error, leader, e);
                     glommio::timer::sleep(RETRY_BACKOFF).await;
                     continue;
                 }
             }
         }
-        let Some((_, conn)) = connection.as_mut() else { continue };
-        let replica = FollowedReplica {
-            topic: &topic,
-            index,
-            partition: &partition,
-            node_id,
-            generation,
-        };
-        let step = if partition.replica.borrow().needs_truncation {
-            replica.truncate(conn).await
+        let Some(conn) = connection.as_mut() else { continue };
+        let (diverging, caught_up): (Vec<Followed>, Vec<Followed>) = followed
+            .into_iter()
+            .partition(|f| f.partition.replica.borrow().needs_truncation);
+        let step = if diverging.is_empty() {
+            fetch_once(conn, node_id, leader, &caught_up).await
         } else {
-            replica.fetch_once(conn).await
+            truncate(conn, node_id, leader, &diverging).await
         };
         match step {
             Ok(()) => last_error = None,
             Err(e) => {
-                note_error(&mut last_error, &topic, index, e);
+                note_error(&mut last_error, leader, e);
                 connection = None;
                 glommio::timer::sleep(RETRY_BACKOFF).await;
             }
         }
     }
-    tracing::debug!(%topic, partition = index, generation, "follower fetcher stopped");
 }
 
 /// Logs a fetcher error once per distinct message (a dead leader would
 /// otherwise log ten lines a second).
-fn note_error(last: &mut Option<String>, topic: &str, index: i32, error: String) {
+fn note_error(last: &mut Option<String>, leader: i32, error: String) {
     if last.as_deref() != Some(error.as_str()) {
-        tracing::info!(%topic, partition = index, %error, "follower fetch failed; retrying");
+        tracing::info!(leader, %error, "follower fetch failed; retrying");
         *last = Some(error);
     }
 }
 
-/// One partition this broker follows, under one generation of its role.
-struct FollowedReplica<'a> {
-    topic: &'a str,
-    index: i32,
-    partition: &'a Partition,
-    node_id: i32,
-    generation: u64,
+fn topic_name(topic: &str) -> TopicName {
+    TopicName(StrBytes::from_string(topic.to_string()))
 }
 
-impl FollowedReplica<'_> {
-    fn topic_name(&self) -> TopicName {
-        TopicName(StrBytes::from_string(self.topic.to_string()))
+/// `followed` grouped by topic, in a stable order.
+fn by_topic(followed: &[Followed]) -> BTreeMap<&str, Vec<&Followed>> {
+    let mut topics: BTreeMap<&str, Vec<&Followed>> = BTreeMap::new();
+    for f in followed {
+        topics.entry(f.topic.as_str()).or_default().push(f);
     }
+    topics
+}
 
-    /// Asks the leader where this log's latest epoch ends there and
-    /// truncates to it if this log is longer.
-    async fn truncate(&self, conn: &mut LeaderConnection) -> Result<(), String> {
-        let (topic, index, partition) = (self.topic, self.index, self.partition);
-        let Some(latest) = partition.log.latest_epoch() else {
+/// Asks the leader, in one OffsetForLeaderEpoch, where each partition's
+/// latest epoch ends there, and truncates each log that is longer.
+async fn truncate(
+    conn: &mut LeaderConnection,
+    node_id: i32,
+    leader: i32,
+    diverging: &[Followed],
+) -> Result<(), String> {
+    let mut asked: Vec<(&Followed, i32)> = Vec::new();
+    for f in diverging {
+        match f.partition.log.latest_epoch() {
+            Some(latest) => asked.push((f, latest)),
             // Nothing stored: nothing can diverge.
-            partition.replica.borrow_mut().needs_truncation = false;
-            return Ok(());
-        };
-        let mut request = OffsetForLeaderEpochRequest::default();
-        request.replica_id = BrokerId(self.node_id);
+            None => f.partition.replica.borrow_mut().needs_truncation = false,
+        }
+    }
+    if asked.is_empty() {
+        return Ok(());
+    }
+    let mut request = OffsetForLeaderEpochRequest::default();
+    request.replica_id = BrokerId(node_id);
+    let mut topics: BTreeMap<&str, Vec<OffsetForLeaderPartition>> = BTreeMap::new();
+    for (f, latest) in &asked {
         let mut p = OffsetForLeaderPartition::default();
-        p.partition = index;
-        p.current_leader_epoch = partition.role().1;
-        p.leader_epoch = latest;
-        let mut t = OffsetForLeaderTopic::default();
-        t.topic = self.topic_name();
-        t.partitions = vec![p];
-        request.topics = vec![t];
-        let response: OffsetForLeaderEpochResponse = conn
-            .call(ApiKey::OffsetForLeaderEpoch, OFFSET_FOR_LEADER_EPOCH_VERSION, &request)
-            .await?;
-        let answer = response
-            .topics
-            .first()
-            .and_then(|t| t.partitions.first())
-            .ok_or("empty OffsetForLeaderEpoch response")?;
-        if answer.error_code != 0 {
-            return Err(format!("OffsetForLeaderEpoch error {}", error_name(answer.error_code)));
-        }
-        if current_leader(partition, self.generation).is_none() {
-            return Ok(());
-        }
-        let log_end = partition.log.log_end();
-        // UNDEFINED (-1): the leader has no epoch as old as ours; keep what is
-        // below our high watermark, which every in-sync replica had.
-        let cut = if answer.end_offset < 0 {
-            partition.high_watermark()
-        } else {
-            Offset(answer.end_offset)
-        };
-        if cut < log_end {
-            let end = partition
-                .truncate_to(cut)
-                .await
-                .map_err(|e| format!("truncating: {e}"))?;
-            tracing::info!(%topic, partition = index, from = log_end.0, to = end.0, our_epoch = latest,
-                leader_epoch = answer.leader_epoch, "follower truncated to the leader's log");
-        }
-        partition.replica.borrow_mut().needs_truncation = false;
-        Ok(())
+        p.partition = f.index;
+        p.current_leader_epoch = f.partition.role().1;
+        p.leader_epoch = *latest;
+        topics.entry(f.topic.as_str()).or_default().push(p);
     }
+    request.topics = topics
+        .into_iter()
+        .map(|(name, partitions)| {
+            let mut t = OffsetForLeaderTopic::default();
+            t.topic = topic_name(name);
+            t.partitions = partitions;
+            t
+        })
+        .collect();
+    let response: OffsetForLeaderEpochResponse = conn
+        .call(ApiKey::OffsetForLeaderEpoch, OFFSET_FOR_LEADER_EPOCH_VERSION, &request)
+        .await?;
+    for topic in &response.topics {
+        for answer in &topic.partitions {
+            let Some((f, latest)) = asked
+                .iter()
+                .find(|(f, _)| f.topic == topic.topic.0.as_str() && f.index == answer.partition)
+            else {
+                continue;
+            };
+            if answer.error_code != 0 {
+                tracing::debug!(topic = %f.topic, partition = f.index, error = %error_name(answer.error_code),
+                    "OffsetForLeaderEpoch refused; retrying");
+                continue;
+            }
+            if !f.is_current(leader) {
+                continue;
+            }
+            let log_end = f.partition.log.log_end();
+            // UNDEFINED (-1): the leader has no epoch as old as ours; keep what
+            // is below our high watermark, which every in-sync replica had.
+            let cut = if answer.end_offset < 0 {
+                f.partition.high_watermark()
+            } else {
+                Offset(answer.end_offset)
+            };
+            if cut < log_end {
+                let end = f
+                    .partition
+                    .truncate_to(cut)
+                    .await
+                    .map_err(|e| format!("truncating: {e}"))?;
+                tracing::info!(topic = %f.topic, partition = f.index, from = log_end.0, to = end.0,
+                    our_epoch = latest, leader_epoch = answer.leader_epoch, "follower truncated to the leader's log");
+            }
+            f.partition.replica.borrow_mut().needs_truncation = false;
+        }
+    }
+    Ok(())
+}
 
-    /// One fetch from the leader; appends what came back.
-    async fn fetch_once(&self, conn: &mut LeaderConnection) -> Result<(), String> {
-        let partition = self.partition;
-        let fetch_offset = partition.log.log_end();
-        let mut request = FetchRequest::default();
-        request.replica_id = BrokerId(self.node_id);
-        request.max_wait_ms = FETCH_WAIT_MAX_MS;
-        request.min_bytes = 1;
-        request.max_bytes = FETCH_BYTES_MAX;
-        request.session_id = 0;
-        request.session_epoch = -1;
-        let mut p = FetchPartition::default();
-        p.partition = self.index;
-        p.current_leader_epoch = partition.role().1;
-        p.fetch_offset = fetch_offset.0;
-        p.last_fetched_epoch = -1;
-        p.log_start_offset = partition.log.log_start().0;
-        p.partition_max_bytes = FETCH_BYTES_MAX;
-        let mut t = FetchTopic::default();
-        t.topic = self.topic_name();
-        t.partitions = vec![p];
-        request.topics = vec![t];
-        let response: FetchResponse = conn.call(ApiKey::Fetch, FETCH_VERSION, &request).await?;
-        if response.error_code != 0 {
-            return Err(format!("fetch error {}", error_name(response.error_code)));
-        }
-        let data = response
-            .responses
-            .into_iter()
-            .next()
-            .and_then(|t| t.partitions.into_iter().next())
-            .ok_or("empty fetch response")?;
-        if data.error_code != 0 {
-            return Err(format!("fetch error {}", error_name(data.error_code)));
-        }
-        // The image may have moved on while the fetch was parked on the leader.
-        if current_leader(partition, self.generation).is_none() || partition.log.log_end() != fetch_offset {
-            return Ok(());
-        }
-        if let Some(records) = data.records.filter(|r| !r.is_empty()) {
-            partition
-                .append_replicated(records)
-                .await
-                .map_err(|e| format!("appending replicated batches: {e}"))?;
-        }
-        partition.follow_high_watermark(Offset(data.high_watermark));
-        Ok(())
+/// One Fetch from the leader for every caught-up partition; appends what came
+/// back (the partitions' appends run concurrently: each log syncs on its own).
+async fn fetch_once(
+    conn: &mut LeaderConnection,
+    node_id: i32,
+    leader: i32,
+    followed: &[Followed],
+) -> Result<(), String> {
+    let mut request = FetchRequest::default();
+    request.replica_id = BrokerId(node_id);
+    request.max_wait_ms = FETCH_WAIT_MAX_MS;
+    request.min_bytes = 1;
+    request.max_bytes = FETCH_BYTES_MAX;
+    request.session_id = 0;
+    request.session_epoch = -1;
+    let mut fetch_offsets: Vec<(&Followed, Offset)> = Vec::new();
+    request.topics = by_topic(followed)
+        .into_iter()
+        .map(|(name, partitions)| {
+            let mut t = FetchTopic::default();
+            t.topic = topic_name(name);
+            t.partitions = partitions
+                .into_iter()
+                .map(|f| {
+                    let fetch_offset = f.partition.log.log_end();
+                    fetch_offsets.push((f, fetch_offset));
+                    let mut p = FetchPartition::default();
+                    p.partition = f.index;
+                    p.current_leader_epoch = f.partition.role().1;
+                    p.fetch_offset = fetch_offset.0;
+                    p.last_fetched_epoch = -1;
+                    p.log_start_offset = f.partition.log.log_start().0;
+                    p.partition_max_bytes = PARTITION_FETCH_BYTES_MAX;
+                    p
+                })
+                .collect();
+            t
+        })
+        .collect();
+    let response: FetchResponse = conn.call(ApiKey::Fetch, FETCH_VERSION, &request).await?;
+    if response.error_code != 0 {
+        return Err(format!("fetch error {}", error_name(response.error_code)));
     }
+    let mut appends = Vec::new();
+    for topic in response.responses {
+        for data in topic.partitions {
+            let Some((f, fetch_offset)) = fetch_offsets
+                .iter()
+                .find(|(f, _)| f.topic == topic.topic.0.as_str() && f.index == data.partition_index)
+            else {
+                continue;
+            };
+            if data.error_code != 0 {
+                // NOT_LEADER, a fenced epoch…: the metadata image will move this
+                // partition elsewhere; the others go on.
+                tracing::debug!(topic = %f.topic, partition = f.index, error = %error_name(data.error_code),
+                    "follower fetch refused for a partition");
+                continue;
+            }
+            // The image may have moved on while the fetch was parked on the leader.
+            if !f.is_current(leader) || f.partition.log.log_end() != *fetch_offset {
+                continue;
+            }
+            let partition = Rc::clone(&f.partition);
+            let records = data.records.filter(|r| !r.is_empty());
+            let high_watermark = Offset(data.high_watermark);
+            appends.push(async move {
+                if let Some(records) = records {
+                    partition
+                        .append_replicated(records)
+                        .await
+                        .map_err(|e| format!("appending replicated batches: {e}"))?;
+                }
+                partition.follow_high_watermark(high_watermark);
+                Ok::<(), String>(())
+            });
+        }
+    }
+    for result in futures_util::future::join_all(appends).await {
+        result?;
+    }
+    Ok(())
 }
 
 fn error_name(code: i16) -> String {

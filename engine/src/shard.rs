@@ -60,6 +60,8 @@ pub struct Shard {
     shutting_down: Cell<bool>,
     /// Consumer groups of the `__consumer_offsets` partitions open here.
     pub(crate) coordinator: Coordinator,
+    /// Follower fetchers, one per leader broker this shard copies from.
+    pub(crate) fetchers: crate::replica::Fetchers,
 }
 
 impl Shard {
@@ -84,6 +86,7 @@ impl Shard {
             peers,
             shutting_down: Cell::new(false),
             coordinator: Coordinator::default(),
+            fetchers: crate::replica::Fetchers::default(),
         })
     }
 
@@ -280,7 +283,7 @@ impl Shard {
                     if offsets {
                         self.coordinator.unload(key.1);
                     }
-                    glommio::spawn_local(crate::replica::follow(Rc::clone(self), key, partition, generation)).detach();
+                    self.fetchers.follow(self, meta.leader, key, partition, generation);
                 }
                 RoleChange::StoppedLeading if offsets => self.coordinator.unload(key.1),
                 _ => {}
