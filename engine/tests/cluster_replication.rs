@@ -19,13 +19,9 @@
 
 mod common;
 
-use std::{
-    path::Path,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use common::{cluster::Cluster, venv_python};
+use common::{cluster::Cluster, run_python_script};
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
@@ -238,16 +234,5 @@ fn acks_all_needs_min_insync_replicas() {
 fn python_clients_use_a_replicated_topic_and_a_group() {
     let mut cluster = Cluster::start(&flags("3000"));
     cluster.wait_ready(WAIT);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/cluster_clients.py");
-    let output = Command::new(venv_python())
-        .arg(&script)
-        .arg(cluster.bootstrap())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "cluster_clients.py failed:\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_python_script("cluster_clients.py", &cluster.bootstrap());
 }

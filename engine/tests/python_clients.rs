@@ -8,23 +8,12 @@
 
 mod common;
 
-use std::{path::Path, process::Command};
+use std::process::Command;
 
-use common::{venv_python, Engine};
+use common::{run_python_script, Engine};
 
 fn run_script(engine: &Engine, script: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
-    let output = Command::new(venv_python())
-        .arg(&path)
-        .arg(engine.bootstrap())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{script} failed:\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_python_script(script, &engine.bootstrap());
 }
 
 #[test]

@@ -210,3 +210,21 @@ pub fn venv_python() -> PathBuf {
     );
     python
 }
+
+/// Runs `engine/tests/python/<script>` with the venv's Python and
+/// `bootstrap` as its argument; fails the test with its output unless it
+/// exits 0.
+pub fn run_python_script(script: &str, bootstrap: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let output = std::process::Command::new(venv_python())
+        .arg(&path)
+        .arg(bootstrap)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{script} failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
