@@ -86,6 +86,9 @@ pub(crate) struct ReplicaState {
     followers: HashMap<i32, FollowerProgress>,
     /// When this broker last became leader (grace before shrinking the ISR).
     leader_since: Instant,
+    /// This log's end when this broker became leader: everything committed
+    /// under earlier epochs lies below it.
+    leader_epoch_start: Offset,
     /// Bumped on every role or epoch change; a follower fetcher started under
     /// another generation stops.
     pub(crate) generation: u64,
@@ -178,6 +181,7 @@ impl Partition {
                 high_watermark: Offset(0),
                 followers: HashMap::new(),
                 leader_since: Instant::now(),
+                leader_epoch_start: Offset(0),
                 generation: 0,
                 needs_truncation: false,
                 isr_change_in_flight: false,
@@ -212,6 +216,7 @@ impl Partition {
                 match role {
                     Role::Leader => {
                         state.leader_since = Instant::now();
+                        state.leader_epoch_start = self.log.log_end();
                         state.needs_truncation = false;
                         RoleChange::BecameLeader
                     }
@@ -241,7 +246,7 @@ impl Partition {
         change
     }
 
-    /// The partition's role, epoch and high watermark now.
+    /// The partition's role and leader epoch now.
     pub(crate) fn role(&self) -> (Role, i32) {
         let state = self.replica.borrow();
         (state.role, state.leader_epoch)
@@ -348,9 +353,14 @@ impl Partition {
                 if state.isr.contains(replica) {
                     now.duration_since(caught_up_at) <= lag_max
                 } else {
+                    // Kafka's rule: a replica rejoins once it has everything
+                    // below the high watermark and everything written before
+                    // this leader's epoch began (the high watermark alone can
+                    // be stale-low on a leader that just restarted); from then
+                    // on it holds the high watermark back until it keeps up.
                     alive(*replica)
                         && progress
-                            .is_some_and(|p| p.log_end >= state.high_watermark && p.log_end >= self.log.log_end())
+                            .is_some_and(|p| p.log_end >= state.high_watermark && p.log_end >= state.leader_epoch_start)
                 }
             };
             if keep {
