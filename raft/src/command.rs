@@ -64,6 +64,10 @@ pub(crate) enum Command {
     },
     /// A partition leader sets its in-sync replicas.
     AlterIsr(IsrChange),
+    /// Every partition whose preferred replica (its first) is unfenced and
+    /// in sync but not leading gets it back as leader (proposed by the
+    /// leader's liveness ticker after failovers).
+    ElectPreferredLeaders,
 }
 
 /// An ISR change, valid only for the leader and epoch it was made under.
@@ -167,6 +171,7 @@ pub(crate) fn command_to_fb(command: &Command) -> fb::CommandEnvelope {
             leader_epoch: change.leader_epoch,
             isr: Some(change.isr.clone()),
         })),
+        Command::ElectPreferredLeaders => fb::Command::ElectPreferredLeaders(Box::new(fb::ElectPreferredLeaders {})),
     };
     fb::CommandEnvelope { command: Some(body) }
 }
@@ -237,6 +242,7 @@ pub(crate) fn command_from_fb(envelope: fb::CommandEnvelope) -> Result<Command, 
             leader_epoch: alter.leader_epoch,
             isr: alter.isr.ok_or_else(|| DecodeError::missing("AlterIsr.isr"))?,
         })),
+        fb::Command::ElectPreferredLeaders(_) => Ok(Command::ElectPreferredLeaders),
     }
 }
 
@@ -288,6 +294,7 @@ mod tests {
                 leader_epoch: 5,
                 isr: vec![2, 3],
             }),
+            Command::ElectPreferredLeaders,
         ]
     }
 

@@ -32,6 +32,7 @@ use crate::{
     group::new_cluster_id,
     image::MetadataImage,
     network::{RpcRequest, RpcResponse},
+    state_machine::prefers_another_leader,
     types::{NodeId, Raft},
 };
 
@@ -46,6 +47,11 @@ const LEADER_CHANGES_LOGGED_MAX: usize = 64;
 /// How long the ticker waits for one of its proposals.
 const LIVENESS_PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Least time between two preferred-leader elections (and after this node
+/// becomes leader, before the first): leadership moves back to a returning
+/// broker's partitions at most this often (Kafka's auto leader rebalance).
+pub(crate) const PREFERRED_ELECTION_INTERVAL: Duration = Duration::from_secs(5);
+
 /// When the leader last heard of a broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Seen {
@@ -59,6 +65,9 @@ struct Seen {
 #[derive(Debug, Default)]
 pub(crate) struct Liveness {
     seen: Mutex<BTreeMap<i32, Seen>>,
+    /// When the last preferred-leader election was proposed (or this node
+    /// became leader).
+    last_preferred_election: Mutex<Option<Instant>>,
 }
 
 impl Liveness {
@@ -76,9 +85,35 @@ impl Liveness {
         seen.insert(broker, Seen { at: now, heard: true });
     }
 
-    /// Forgets everything (this node just became leader).
-    pub(crate) fn forget_all(&self) {
+    /// Forgets everything (this node just became leader at `now`).
+    pub(crate) fn forget_all(&self, now: Instant) {
         self.seen.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        *self
+            .last_preferred_election
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(now);
+    }
+
+    /// Whether a preferred-leader election should be proposed now: some
+    /// partition prefers another leader and the last election is at least
+    /// [`PREFERRED_ELECTION_INTERVAL`] old (then `now` becomes the last).
+    pub(crate) fn preferred_election_due(&self, image: &MetadataImage, now: Instant) -> bool {
+        let wanted = image
+            .topics
+            .values()
+            .flat_map(|topic| topic.partitions.iter())
+            .any(|partition| prefers_another_leader(&image.brokers, partition));
+        let mut last = self
+            .last_preferred_election
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let waited = last.is_none_or(|at| now.saturating_duration_since(at) >= PREFERRED_ELECTION_INTERVAL);
+        if wanted && waited {
+            *last = Some(now);
+            true
+        } else {
+            false
+        }
     }
 
     /// The fences and unfences due at `now`. Registered brokers without an
@@ -137,7 +172,7 @@ impl LivenessTask {
             if leader == Some(self.node_id) {
                 if leading_term != Some(term) {
                     tracing::info!(term, "metadata leader: broker liveness tracking starts (grace period)");
-                    self.liveness.forget_all();
+                    self.liveness.forget_all(Instant::now());
                     leading_term = Some(term);
                 }
                 self.liveness.heard(broker, Instant::now());
@@ -181,6 +216,12 @@ impl LivenessTask {
             }
             self.propose(command).await;
             log_leader_changes(&before, &self.images.borrow());
+        }
+        let image = Arc::clone(&self.images.borrow());
+        if self.liveness.preferred_election_due(&image, Instant::now()) {
+            tracing::info!("moving leadership back to preferred replicas that are in sync");
+            self.propose(Command::ElectPreferredLeaders).await;
+            log_leader_changes(&image, &self.images.borrow());
         }
     }
 
@@ -268,7 +309,47 @@ mod tests {
         liveness.decide(&live, later, timeout);
         assert_eq!(liveness.seen.lock().unwrap().len(), 3);
         // A new leader starts over.
-        liveness.forget_all();
+        liveness.forget_all(later);
         assert!(liveness.decide(&live, later, timeout).is_empty());
+    }
+
+    #[test]
+    fn preferred_elections_wait_for_a_reason_and_the_interval() {
+        let liveness = Liveness::default();
+        let start = Instant::now();
+        let mut settled = image(&[(1, false), (2, false)]);
+        let mut partition = crate::image::PartitionMeta {
+            index: 0,
+            leader: 1,
+            shard: 0,
+            replicas: vec![1, 2],
+            leader_epoch: 0,
+            isr: vec![1, 2],
+            replica_shards: vec![0, 0],
+        };
+        settled.topics.insert(
+            "t".into(),
+            crate::image::TopicMeta {
+                name: "t".into(),
+                id: [1; 16],
+                partitions: vec![partition.clone()],
+                configs: BTreeMap::new(),
+            },
+        );
+        assert!(!liveness.preferred_election_due(&settled, start), "nothing to move");
+        partition.leader = 2;
+        let mut moved = settled.clone();
+        if let Some(topic) = moved.topics.get_mut("t") {
+            topic.partitions = vec![partition];
+        }
+        assert!(liveness.preferred_election_due(&moved, start), "first time: due");
+        let soon = start + PREFERRED_ELECTION_INTERVAL / 2;
+        assert!(!liveness.preferred_election_due(&moved, soon), "within the interval");
+        let later = start + PREFERRED_ELECTION_INTERVAL;
+        assert!(liveness.preferred_election_due(&moved, later));
+        // A new leader waits one interval first.
+        liveness.forget_all(later);
+        assert!(!liveness.preferred_election_due(&moved, later + PREFERRED_ELECTION_INTERVAL / 2));
+        assert!(liveness.preferred_election_due(&moved, later + PREFERRED_ELECTION_INTERVAL));
     }
 }

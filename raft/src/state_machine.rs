@@ -260,6 +260,30 @@ fn take_back_leaderless(image: &mut MetadataImage, node_id: i32) {
     }
 }
 
+/// Whether `partition` should move to its preferred replica: the first
+/// replica is not leading, is unfenced and is in sync.
+pub(crate) fn prefers_another_leader(brokers: &BTreeMap<i32, BrokerInfo>, partition: &PartitionMeta) -> bool {
+    partition.replicas.first().is_some_and(|preferred| {
+        *preferred != partition.leader
+            && partition.isr.contains(preferred)
+            && brokers.get(preferred).is_some_and(|b| !b.fenced)
+    })
+}
+
+/// Gives every partition that [`prefers_another_leader`] its preferred
+/// replica as leader (leader epoch + 1).
+fn elect_preferred_leaders(image: &mut MetadataImage) {
+    let brokers = image.brokers.clone();
+    for partition in every_partition_mut(image) {
+        if prefers_another_leader(&brokers, partition) {
+            if let Some(preferred) = partition.replicas.first().copied() {
+                change_leader(partition, preferred);
+                assert_partition_consistent(partition);
+            }
+        }
+    }
+}
+
 fn register_broker(image: &mut MetadataImage, broker: &BrokerInfo) -> Result<Option<TopicMeta>, MetaError> {
     let invalid = |reason: String| MetaError::InvalidBroker {
         node_id: broker.node_id,
@@ -518,6 +542,10 @@ pub(crate) fn apply_command(image: &mut MetadataImage, command: &Command) -> Res
         Command::FenceBroker { node_id } => fence_broker(image, *node_id),
         Command::UnfenceBroker { node_id } => unfence_broker(image, *node_id),
         Command::AlterIsr(change) => alter_isr(image, change),
+        Command::ElectPreferredLeaders => {
+            elect_preferred_leaders(image);
+            Ok(None)
+        }
     }
 }
 
@@ -886,6 +914,50 @@ mod tests {
         let fenced_once = image.clone();
         fence(&mut image, 1);
         assert_eq!(image.topics, fenced_once.topics);
+    }
+
+    #[test]
+    fn preferred_leaders_return_only_when_unfenced_and_in_sync() {
+        let mut image = three_brokers_with_rf3(2, 3);
+        let before = partition(&image, 0);
+        assert_eq!(before.replicas.first(), Some(&1));
+        fence(&mut image, 1);
+        assert_eq!(partition(&image, 0).leader, 2);
+        // Fenced and out of the ISR: nothing moves.
+        apply_command(&mut image, &Command::ElectPreferredLeaders).unwrap();
+        assert_eq!(partition(&image, 0).leader, 2);
+        // Unfenced but still out of the ISR: nothing moves either.
+        apply_command(&mut image, &Command::UnfenceBroker { node_id: 1 }).unwrap();
+        apply_command(&mut image, &Command::ElectPreferredLeaders).unwrap();
+        let p = partition(&image, 0);
+        assert_eq!(p.leader, 2);
+        assert!(!p.isr.contains(&1));
+        // Back in sync (its leader says so): leadership returns, epoch + 1.
+        let epoch = p.leader_epoch;
+        apply_command(
+            &mut image,
+            &Command::AlterIsr(IsrChange {
+                topic: "t".into(),
+                partition: 0,
+                leader: 2,
+                leader_epoch: epoch,
+                isr: vec![2, 3, 1],
+            }),
+        )
+        .unwrap();
+        apply_command(&mut image, &Command::ElectPreferredLeaders).unwrap();
+        let p = partition(&image, 0);
+        assert_eq!((p.leader, p.leader_epoch), (1, epoch + 1));
+        assert_eq!(Some(p.shard), p.shard_on(1));
+        // Already preferred everywhere: applying again changes nothing.
+        let settled = image.clone();
+        apply_command(&mut image, &Command::ElectPreferredLeaders).unwrap();
+        assert_eq!(image.topics, settled.topics);
+        assert!(image
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .all(|p| !prefers_another_leader(&image.brokers, p)));
     }
 
     #[test]
