@@ -21,7 +21,7 @@ use std::{
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use shardline_log::{validate_header_only, Log, LogConfig, LogError, Offset, ReadBatches};
+use shardline_log::{validate_header_only, AppendInfo, Log, LogConfig, LogError, Offset, ReadBatches};
 use shardline_raft::PartitionMeta;
 
 use crate::{
@@ -256,12 +256,17 @@ impl Partition {
         self.replica.borrow().high_watermark
     }
 
+    /// The leader epoch, if this broker leads the partition.
+    fn leading_epoch(&self) -> Result<i32, EngineError> {
+        match self.role() {
+            (Role::Leader, epoch) => Ok(epoch),
+            _ => Err(EngineError::NotLeader),
+        }
+    }
+
     /// Checks a request's `current_leader_epoch` (-1 = not given).
     pub(crate) fn check_leader_epoch(&self, requested: i32) -> Result<(), EngineError> {
-        let (role, epoch) = self.role();
-        if role != Role::Leader {
-            return Err(EngineError::NotLeader);
-        }
+        let epoch = self.leading_epoch()?;
         match requested {
             r if r < 0 || r == epoch => Ok(()),
             r if r < epoch => Err(EngineError::FencedLeaderEpoch),
@@ -295,7 +300,8 @@ impl Partition {
 
     /// Leader: the high watermark is the smallest log end over the in-sync
     /// replicas (a follower not heard from since this broker became leader
-    /// holds it where it is). Follower: nothing to do here (`follow_hw`).
+    /// holds it where it is). Follower: nothing to do here
+    /// (`follow_high_watermark`).
     pub(crate) fn recompute_high_watermark(&self) {
         let advanced = {
             let mut state = self.replica.borrow_mut();
@@ -427,15 +433,20 @@ impl Partition {
     /// Leader: appends a batch the broker wrote itself (the group
     /// coordinator's records) and waits until the in-sync replicas have it.
     pub(crate) async fn append_internal(&self, records: Bytes, timeout: Duration) -> Result<Offset, EngineError> {
-        let (role, leader_epoch) = self.role();
-        if role != Role::Leader {
-            return Err(EngineError::NotLeader);
-        }
+        let leader_epoch = self.leading_epoch()?;
+        let info = self.append_as_leader(records, leader_epoch).await?;
+        self.wait_replicated(Offset(info.last_offset.0 + 1), timeout).await?;
+        Ok(info.base_offset)
+    }
+
+    /// Appends stamped with this leader's epoch, then wakes the fetches
+    /// parked on the log end (followers) and moves the high watermark (which
+    /// wakes consumers and acks=all waiters when it advances).
+    async fn append_as_leader(&self, records: Bytes, leader_epoch: i32) -> Result<AppendInfo, LogError> {
         let info = self.log.append_with_epoch(records, leader_epoch).await?;
         self.wake_waiters();
         self.recompute_high_watermark();
-        self.wait_replicated(Offset(info.last_offset.0 + 1), timeout).await?;
-        Ok(info.base_offset)
+        Ok(info)
     }
 
     /// Follower: appends batches copied from the leader (offsets and epochs
@@ -475,10 +486,7 @@ impl Partition {
     /// Appends one produce request's records for this partition: exactly one
     /// batch, checked against `max.message.bytes` and the producer's sequence.
     pub(crate) async fn produce(&self, records: Bytes, acks: i16, timeout: Duration) -> Result<Produced, EngineError> {
-        let (role, leader_epoch) = self.role();
-        if role != Role::Leader {
-            return Err(EngineError::NotLeader);
-        }
+        let leader_epoch = self.leading_epoch()?;
         if acks == -1 {
             let isr = self.replica.borrow().isr.len();
             let min_isr = self.settings.min_insync_replicas;
@@ -519,13 +527,11 @@ impl Partition {
             }
             SequenceCheck::Fenced { .. } => return Err(EngineError::ProducerFenced),
         }
-        match self.log.append_with_epoch(records, leader_epoch).await {
+        match self.append_as_leader(records, leader_epoch).await {
             Ok(info) => {
                 self.producers
                     .borrow_mut()
                     .complete(&header, info.base_offset, info.last_offset);
-                self.wake_waiters();
-                self.recompute_high_watermark();
                 if acks == -1 {
                     self.wait_replicated(Offset(info.last_offset.0 + 1), timeout).await?;
                 }

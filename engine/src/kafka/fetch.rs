@@ -2,7 +2,7 @@
 //! trim to `max_bytes` in request order, and long-poll (`max_wait_ms`,
 //! `min_bytes`) by registering a one-shot watch on every partition read.
 
-use std::{collections::HashMap, rc::Rc, time::Duration};
+use std::{rc::Rc, time::Duration};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
@@ -10,7 +10,7 @@ use kafka_protocol::{messages::FetchRequest, ResponseError};
 use shardline_log::Offset;
 use shardline_net::{FetchPartitionResponse, FetchResponse, FetchTopicResponse, ResponseBody};
 
-use super::{code_of, epoch_of};
+use super::{code_of, on_owners};
 use crate::{error::EngineError, shard::Shard};
 
 /// Longest a fetch waits for data, whatever the client asks (bounds the
@@ -22,6 +22,16 @@ struct PartitionRead {
     high_watermark: i64,
     log_start: i64,
     result: Result<Vec<Bytes>, EngineError>,
+}
+
+impl PartitionRead {
+    fn failed(error: EngineError) -> PartitionRead {
+        PartitionRead {
+            high_watermark: -1,
+            log_start: -1,
+            result: Err(error),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -102,11 +112,9 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: FetchRequest) -> Response
             partitions: Vec::new(),
         };
         for item in partitions {
-            let read = reads.next().unwrap_or(PartitionRead {
-                high_watermark: -1,
-                log_start: -1,
-                result: Err(EngineError::ShardUnavailable),
-            });
+            let read = reads
+                .next()
+                .unwrap_or_else(|| PartitionRead::failed(EngineError::ShardUnavailable));
             let error_code = code_of(&read.result);
             out.partitions.push(FetchPartitionResponse {
                 partition_index: item.index,
@@ -147,79 +155,22 @@ fn trim_to(reads: &mut [PartitionRead], max_bytes: usize) -> usize {
 
 /// Reads every item on its owner shard, preserving item order.
 async fn read_all(shard: &Rc<Shard>, items: &[Item]) -> Vec<PartitionRead> {
-    let epoch = epoch_of(shard);
-    let mut by_owner: HashMap<usize, Vec<(usize, Item)>> = HashMap::new();
-    let mut out: Vec<Option<PartitionRead>> = items.iter().map(|_| None).collect();
-    for (slot, item) in items.iter().enumerate() {
-        match shard.owner_of(&item.topic, item.index) {
-            Ok(owner) => by_owner.entry(owner).or_default().push((slot, item.clone())),
-            Err(e) => {
-                if let Some(o) = out.get_mut(slot) {
-                    *o = Some(PartitionRead {
-                        high_watermark: -1,
-                        log_start: -1,
-                        result: Err(e),
-                    });
-                }
-            }
-        }
-    }
-    let parts = by_owner.into_iter().map(|(owner, items)| {
-        let slots: Vec<usize> = items.iter().map(|(slot, _)| *slot).collect();
-        let work = shard.invoke_on(owner, move |s: Rc<Shard>| async move {
-            s.wait_for_epoch(epoch).await;
-            items
-                .into_iter()
-                .map(|(_, item)| read_local(&s, &item))
-                .collect::<Vec<_>>()
-        });
-        async move { (slots, work.await) }
-    });
-    for (slots, answer) in futures_util::future::join_all(parts).await {
-        match answer {
-            Ok(reads) => {
-                for (slot, read) in slots.into_iter().zip(reads) {
-                    if let Some(o) = out.get_mut(slot) {
-                        *o = Some(read);
-                    }
-                }
-            }
-            Err(_) => {
-                for slot in slots {
-                    if let Some(o) = out.get_mut(slot) {
-                        *o = Some(PartitionRead {
-                            high_watermark: -1,
-                            log_start: -1,
-                            result: Err(EngineError::ShardUnavailable),
-                        });
-                    }
-                }
-            }
-        }
-    }
-    out.into_iter()
-        .map(|r| {
-            r.unwrap_or(PartitionRead {
-                high_watermark: -1,
-                log_start: -1,
-                result: Err(EngineError::ShardUnavailable),
-            })
-        })
+    let questions = vec![items.iter().map(|i| (i.topic.clone(), i.index, i.clone())).collect()];
+    on_owners(shard, questions, |s, _, _, item| Ok(read_local(s, &item)))
+        .await
+        .into_iter()
+        .flatten()
+        .map(|answer| answer.unwrap_or_else(PartitionRead::failed))
         .collect()
 }
 
 fn read_local(shard: &Shard, item: &Item) -> PartitionRead {
-    let failed = |e| PartitionRead {
-        high_watermark: -1,
-        log_start: -1,
-        result: Err(e),
-    };
     let partition = match shard.partition(&item.topic, item.index) {
         Ok(partition) => partition,
-        Err(e) => return failed(e),
+        Err(e) => return PartitionRead::failed(e),
     };
     if let Err(e) = partition.check_leader_epoch(item.current_leader_epoch) {
-        return failed(e);
+        return PartitionRead::failed(e);
     }
     let from = Offset(item.offset);
     if item.replica_id >= 0 {
@@ -249,39 +200,28 @@ fn read_local(shard: &Shard, item: &Item) -> PartitionRead {
 /// already has data past the fetch offset fires at once (no lost wake-up
 /// between the read and the watch).
 async fn watch_all(shard: &Rc<Shard>, items: &[Item]) -> Vec<oneshot::Receiver<()>> {
-    let mut by_owner: HashMap<usize, Vec<Item>> = HashMap::new();
-    for item in items {
-        if let Ok(owner) = shard.owner_of(&item.topic, item.index) {
-            by_owner.entry(owner).or_default().push(item.clone());
-        }
-    }
-    let parts = by_owner.into_iter().map(|(owner, items)| {
-        shard.invoke_on(owner, move |s: Rc<Shard>| async move {
-            let mut watches = Vec::new();
-            for item in items {
-                if let Ok(partition) = s.partition(&item.topic, item.index) {
-                    let watch = partition.watch();
-                    let visible_end = if item.replica_id >= 0 {
-                        partition.log.log_end()
-                    } else {
-                        partition.high_watermark()
-                    };
-                    if visible_end.0 > item.offset {
-                        let (fire, fired) = oneshot::channel();
-                        let _ = fire.send(());
-                        watches.push(fired);
-                    } else {
-                        watches.push(watch);
-                    }
-                }
-            }
-            watches
-        })
-    });
-    futures_util::future::join_all(parts)
+    let questions = vec![items.iter().map(|i| (i.topic.clone(), i.index, i.clone())).collect()];
+    on_owners(shard, questions, |s, _, _, item| watch_local(s, &item))
         .await
         .into_iter()
-        .filter_map(Result::ok)
         .flatten()
+        .filter_map(Result::ok)
         .collect()
+}
+
+fn watch_local(shard: &Shard, item: &Item) -> Result<oneshot::Receiver<()>, EngineError> {
+    let partition = shard.partition(&item.topic, item.index)?;
+    let watch = partition.watch();
+    let visible_end = if item.replica_id >= 0 {
+        partition.log.log_end()
+    } else {
+        partition.high_watermark()
+    };
+    if visible_end.0 > item.offset {
+        let (fire, fired) = oneshot::channel();
+        let _ = fire.send(());
+        Ok(fired)
+    } else {
+        Ok(watch)
+    }
 }
