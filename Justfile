@@ -15,7 +15,7 @@ test:
 run *ARGS:
     cargo run --release -p shardline-engine --bin engine -- {{ARGS}}
 
-# Three nodes on this machine (release build, foreground, Ctrl-C stops all): Kafka on 127.0.0.1:9092-9094,
+# Three nodes on this machine (release build, foreground, Ctrl-C stops all): Kafka on 127.0.0.1:9092, 9192, 9292 (shard k on +k),
 # metadata Raft on 19092-19094, data in ./data/node-N, logs in ./data/node-N.log. ARGS go to every node.
 cluster *ARGS:
     bash scripts/cluster-up {{ARGS}}

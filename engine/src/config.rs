@@ -23,11 +23,20 @@ pub struct EngineConfig {
     #[arg(long)]
     pub cpus: Option<CpuList>,
 
-    /// Address every shard listens on for Kafka clients (SO_REUSEPORT: the kernel spreads connections).
+    /// Kafka listener: shard 0's address, and the one to bootstrap from. With --shard-listeners own, shard k
+    /// listens on the same host at this port + k (port 0: every shard takes an ephemeral port).
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub listen: SocketAddr,
 
-    /// Address given to clients in Metadata responses. Default: --listen.
+    /// How clients reach shards. `own`: each shard has its own port (--listen's port + k) and Metadata names
+    /// each shard as a broker (id = node id + 1000 × shard), so clients send a partition's requests straight
+    /// to the core that owns it. `shared`: every shard listens on --listen with SO_REUSEPORT, the kernel
+    /// picks a shard per connection, and requests for other shards' partitions cross cores.
+    #[arg(long, default_value = "own")]
+    pub shard_listeners: ShardListeners,
+
+    /// Address given to clients in Metadata responses (`HOST` or `HOST:PORT`; with own shard listeners shard
+    /// k is advertised at PORT + k). Default: --listen and the ports bound.
     #[arg(long)]
     pub advertised_addr: Option<String>,
 
@@ -35,8 +44,8 @@ pub struct EngineConfig {
     #[arg(long, default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// This broker's node id in the cluster.
-    #[arg(long, default_value_t = 1)]
+    /// This broker's node id in the cluster, 0 to 999 (shard k of node n is Kafka broker n + 1000 × k).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(0..1000))]
     pub node_id: i32,
 
     /// Default durability of partition logs: `always` (fdatasync before acknowledging; concurrent appends
@@ -120,6 +129,12 @@ impl EngineConfig {
         }
     }
 
+    /// The port named by `--advertised-addr`, if it names one.
+    pub fn advertised_port(&self) -> Option<u16> {
+        let (_, port) = self.advertised_addr.as_deref()?.rsplit_once(':')?;
+        port.parse().ok()
+    }
+
     /// host:port clients are told to connect to.
     pub fn advertised(&self) -> (String, u16) {
         match &self.advertised_addr {
@@ -134,6 +149,27 @@ impl EngineConfig {
 
 fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// How clients reach shards (`--shard-listeners`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardListeners {
+    /// Each shard has its own port and is named as a broker of its own.
+    Own,
+    /// All shards share one port (SO_REUSEPORT).
+    Shared,
+}
+
+impl FromStr for ShardListeners {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "own" => Ok(ShardListeners::Own),
+            "shared" => Ok(ShardListeners::Shared),
+            other => Err(format!("unknown shard listeners `{other}`: use own or shared")),
+        }
+    }
 }
 
 /// A CPU list such as `0-3` or `0,2,5-6`.
@@ -271,6 +307,24 @@ mod tests {
         assert!("x@a:1".parse::<PeerList>().is_err());
         assert!("1@a".parse::<PeerList>().is_err());
         assert!("".parse::<PeerList>().is_err());
+    }
+
+    #[test]
+    fn node_ids_stay_below_the_shard_stride() {
+        assert!(EngineConfig::try_parse_from(["engine", "--node-id", "999"]).is_ok());
+        assert!(EngineConfig::try_parse_from(["engine", "--node-id", "1000"]).is_err());
+        assert!(EngineConfig::try_parse_from(["engine", "--node-id", "-1"]).is_err());
+    }
+
+    #[test]
+    fn shard_listeners_parse_and_advertised_ports_are_read() {
+        let config = EngineConfig::parse_from(["engine", "--shard-listeners", "shared", "--advertised-addr", "h:7"]);
+        assert_eq!(config.shard_listeners, ShardListeners::Shared);
+        assert_eq!(config.advertised_port(), Some(7));
+        let config = EngineConfig::parse_from(["engine", "--advertised-addr", "h"]);
+        assert_eq!(config.shard_listeners, ShardListeners::Own);
+        assert_eq!(config.advertised_port(), None);
+        assert!(EngineConfig::try_parse_from(["engine", "--shard-listeners", "x"]).is_err());
     }
 
     #[test]

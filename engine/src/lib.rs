@@ -40,13 +40,14 @@ mod config;
 mod coordinator;
 mod error;
 mod kafka;
+mod listeners;
 mod partition;
 mod producer;
 mod replica;
 mod runtime;
 mod shard;
 
-pub use config::{CpuList, EngineConfig, FsyncPolicy, PeerList};
+pub use config::{CpuList, EngineConfig, FsyncPolicy, PeerList, ShardListeners};
 pub use error::{kafka_code, EngineError, GroupError};
 pub use runtime::{run, StartError};
 pub use shard::Shard;

@@ -5,9 +5,10 @@
 //! ## Follower
 //! When the metadata image makes this broker a follower of a partition (or
 //! names a new leader epoch), the partition joins this shard's fetcher for
-//! that leader broker (`Fetchers::follow`), under the partition's new role
-//! generation. One fetcher per (shard, leader broker) copies all of them over
-//! one connection to the leader's Kafka listener, until none is left:
+//! that leader shard (`Fetchers::follow`), under the partition's new role
+//! generation. One fetcher per (shard, leader broker, leader's shard) copies
+//! all of them over one connection to that leader shard's own Kafka port
+//! (the broker's shared port if shards share one), until none is left:
 //! 1. truncate: for partitions new to it, ask the leader with one
 //!    OffsetForLeaderEpoch where each log's latest leader epoch ends on the
 //!    leader, and cut the logs that are longer (what the new leader never had
@@ -53,6 +54,7 @@ use kafka_protocol::{
 use shardline_log::Offset;
 
 use crate::{
+    kafka::brokers::kafka_broker,
     partition::{Partition, Role},
     shard::{PartitionKey, Shard},
 };
@@ -182,32 +184,41 @@ impl Followed {
     }
 }
 
-/// The partitions one shard copies from one leader broker: one connection,
+/// The partitions one shard copies from one leader shard: one connection,
 /// one Fetch (and one OffsetForLeaderEpoch) for all of them.
 #[derive(Default)]
 struct LeaderFeed {
     partitions: RefCell<Vec<Followed>>,
 }
 
-/// A shard's follower fetchers, one per leader broker it follows partitions
+/// Where a feed fetches from: the leader broker and the shard there that
+/// owns the feed's partitions (reached on its own port when it has one, so
+/// the leader serves the fetch with no cross-core hop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct LeaderShard {
+    pub(crate) leader: i32,
+    pub(crate) shard: u32,
+}
+
+/// A shard's follower fetchers, one per leader shard it follows partitions
 /// of. Lives on the shard.
 #[derive(Default)]
 pub(crate) struct Fetchers {
-    by_leader: RefCell<HashMap<i32, Rc<LeaderFeed>>>,
+    by_leader: RefCell<HashMap<LeaderShard, Rc<LeaderFeed>>>,
 }
 
 impl Fetchers {
-    /// Starts copying `partition` from `leader` under role `generation`,
-    /// in the fetcher for that leader (started if there is none).
+    /// Starts copying `partition` from `source` under role `generation`,
+    /// in the fetcher for that leader shard (started if there is none).
     pub(crate) fn follow(
         &self,
         shard: &Rc<Shard>,
-        leader: i32,
+        source: LeaderShard,
         (topic, index): PartitionKey,
         partition: Rc<Partition>,
         generation: u64,
     ) {
-        let existing = self.by_leader.borrow().get(&leader).cloned();
+        let existing = self.by_leader.borrow().get(&source).cloned();
         let started = existing.is_some();
         let feed = existing.unwrap_or_default();
         {
@@ -222,16 +233,17 @@ impl Fetchers {
         }
         if !started {
             // The partition is in the feed before its fetcher can first look.
-            self.by_leader.borrow_mut().insert(leader, Rc::clone(&feed));
-            glommio::spawn_local(run_feed(Rc::clone(shard), leader, feed)).detach();
+            self.by_leader.borrow_mut().insert(source, Rc::clone(&feed));
+            glommio::spawn_local(run_feed(Rc::clone(shard), source, feed)).detach();
         }
     }
 }
 
-/// Copies every partition of `feed` from `leader` until none is followed
+/// Copies every partition of `feed` from `source` until none is followed
 /// from it any more (or shutdown).
-async fn run_feed(shard: Rc<Shard>, leader: i32, feed: Rc<LeaderFeed>) {
+async fn run_feed(shard: Rc<Shard>, source: LeaderShard, feed: Rc<LeaderFeed>) {
     let node_id = shard.node_id();
+    let leader = source.leader;
     let mut connection: Option<LeaderConnection> = None;
     let mut last_error: Option<String> = None;
     loop {
@@ -242,20 +254,16 @@ async fn run_feed(shard: Rc<Shard>, leader: i32, feed: Rc<LeaderFeed>) {
                 // No await between this check and the removal: a partition
                 // added from now on starts a new fetcher.
                 let mut by_leader = shard.fetchers.by_leader.borrow_mut();
-                if by_leader.get(&leader).is_some_and(|f| Rc::ptr_eq(f, &feed)) {
-                    by_leader.remove(&leader);
+                if by_leader.get(&source).is_some_and(|f| Rc::ptr_eq(f, &feed)) {
+                    by_leader.remove(&source);
                 }
-                tracing::debug!(leader, "follower fetcher stopped");
+                tracing::debug!(leader, leader_shard = source.shard, "follower fetcher stopped");
                 return;
             }
             partitions.clone()
         };
         if connection.is_none() {
-            let address = shard
-                .image()
-                .brokers
-                .get(&leader)
-                .map(|b| format!("{}:{}", b.host, b.port));
+            let address = kafka_broker(&shard.image(), leader, source.shard).map(|b| format!("{}:{}", b.host, b.port));
             let connected = match address {
                 Some(address) => LeaderConnection::connect(&address, node_id).await,
                 None => Err(format!("broker {leader} has no address in the metadata image")),

@@ -7,7 +7,6 @@ use std::{cell::Cell, rc::Rc, sync::Arc, time::Duration};
 use futures_lite::future;
 use glommio::{
     channels::shared_channel::{self, SharedReceiver, SharedSender},
-    net::TcpListener,
     LocalExecutorBuilder, Placement,
 };
 use shardline_net::ConnectionConfig;
@@ -16,6 +15,7 @@ use shardline_raft::{BrokerInfo, MetaError, MetadataConfig, MetadataGroup, NewTo
 use crate::{
     config::EngineConfig,
     kafka::KafkaHandler,
+    listeners::ShardListener,
     shard::{describe_durability, Shard, ShardTask, MESH_QUEUE_BOUND},
 };
 
@@ -41,6 +41,10 @@ impl std::error::Error for StartError {}
 /// Runs the broker until SIGINT/SIGTERM, then shuts down gracefully.
 pub fn run(config: EngineConfig) -> Result<(), StartError> {
     let config = Arc::new(config);
+    let shards = config.shard_count();
+    // Ports first: a port in use stops the start before the data dir is touched.
+    let listeners = crate::listeners::bind(&config, shards)?;
+    let shard_ports = crate::listeners::advertised_shard_ports(&config, &listeners)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
     let _lock = lock_data_dir(&config.data_dir)?;
@@ -55,15 +59,16 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     meta_config.broker_heartbeat_interval_ms = config.broker_heartbeat_interval_ms;
     let voters = meta_config.peers.len().max(1);
     let meta = MetadataGroup::start(meta_config).map_err(|e| StartError(format!("metadata group: {e}")))?;
-    let shards = config.shard_count();
     let cpus = config.shard_cpus();
-    let (host, port) = config.advertised();
+    let (host, shared_port) = config.advertised();
+    let port = shard_ports.first().copied().unwrap_or(shared_port);
     future::block_on(meta.register_broker(BrokerInfo {
         node_id: config.node_id,
         host: host.clone(),
         port,
         shards: u32::try_from(shards).unwrap_or(u32::MAX),
         fenced: false,
+        shard_ports: shard_ports.clone(),
     }))
     .map_err(|e| StartError(format!("registering broker: {e}")))?;
     future::block_on(create_offsets_topic(&meta, shards, voters))?;
@@ -75,6 +80,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
         data_dir = %config.data_dir.display(),
         listen = %config.listen,
         advertised = %format!("{host}:{port}"),
+        shard_ports = ?shard_ports,
         fsync = %describe_durability(config.fsync.0),
         "shardline engine starting"
     );
@@ -98,7 +104,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     spawn_signal_thread(stop)?;
 
     let mut handles = Vec::new();
-    for (id, (row, inbox)) in senders.into_iter().zip(receivers).enumerate() {
+    for (id, ((row, inbox), listener)) in senders.into_iter().zip(receivers).zip(listeners).enumerate() {
         let cpu = cpus.get(id).copied().unwrap_or(0);
         let config = Arc::clone(&config);
         let meta = meta.clone();
@@ -110,7 +116,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
             builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
         }
         let handle = builder
-            .spawn(move || shard_main(id, config, meta, row, inbox, stopped))
+            .spawn(move || shard_main(id, config, meta, listener, row, inbox, stopped))
             .map_err(|e| StartError(format!("starting shard {id} on cpu {cpu}: {e}")))?;
         handles.push(handle);
     }
@@ -329,6 +335,7 @@ async fn shard_main(
     id: usize,
     config: Arc<EngineConfig>,
     meta: MetadataGroup,
+    listener: ShardListener,
     outbox: Vec<Option<SharedSender<ShardTask>>>,
     inbox: Vec<SharedReceiver<ShardTask>>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
@@ -367,7 +374,9 @@ async fn shard_main(
     })
     .detach();
 
-    let listener = TcpListener::bind(config.listen).map_err(|e| format!("binding {}: {e}", config.listen))?;
+    let listener = listener
+        .listen()
+        .map_err(|e| format!("listening on {}: {e}", config.listen))?;
     let in_flight = Rc::new(Cell::new(0usize));
     let handler = Rc::new(KafkaHandler::new(Rc::clone(&shard), Rc::clone(&in_flight)));
     let connection_config = ConnectionConfig {
@@ -408,6 +417,11 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     shard.shutdown().await;
-    tracing::debug!(shard = id, "shard stopped");
+    tracing::info!(
+        shard = id,
+        forwarded_partition_requests = shard.probe.forwarded_partition_requests.get(),
+        forwarded_group_requests = shard.probe.forwarded_group_requests.get(),
+        "shard stopped"
+    );
     Ok(())
 }

@@ -25,6 +25,7 @@ use crate::{
     coordinator::{Coordinator, OFFSETS_TOPIC},
     error::EngineError,
     partition::{partition_dir, remove_dir, Partition, PartitionSettings, Role, RoleChange},
+    replica::LeaderShard,
 };
 
 /// Work shipped to another shard: runs there with that shard's `Rc<Shard>`.
@@ -60,8 +61,29 @@ pub struct Shard {
     shutting_down: Cell<bool>,
     /// Consumer groups of the `__consumer_offsets` partitions open here.
     pub(crate) coordinator: Coordinator,
-    /// Follower fetchers, one per leader broker this shard copies from.
+    /// Follower fetchers, one per leader shard this shard copies from.
     pub(crate) fetchers: crate::replica::Fetchers,
+    /// What this shard counts about its own work.
+    pub(crate) probe: ShardProbe,
+}
+
+/// Counters of one shard's work (read at shutdown; the metrics endpoint's
+/// source later).
+#[derive(Debug, Default)]
+pub(crate) struct ShardProbe {
+    /// Client requests whose partition work (produce, fetch, offsets) ran
+    /// partly on another shard: each is a cross-core round trip. With own
+    /// shard listeners an up-to-date client causes none.
+    pub(crate) forwarded_partition_requests: Cell<u64>,
+    /// Group requests (join, sync, heartbeat, commit, ...) that arrived on a
+    /// shard other than their coordinator's.
+    pub(crate) forwarded_group_requests: Cell<u64>,
+}
+
+impl ShardProbe {
+    pub(crate) fn count(counter: &Cell<u64>) {
+        counter.set(counter.get().wrapping_add(1));
+    }
 }
 
 impl Shard {
@@ -87,6 +109,7 @@ impl Shard {
             shutting_down: Cell::new(false),
             coordinator: Coordinator::default(),
             fetchers: crate::replica::Fetchers::default(),
+            probe: ShardProbe::default(),
         })
     }
 
@@ -283,7 +306,11 @@ impl Shard {
                     if offsets {
                         self.coordinator.unload(key.1);
                     }
-                    self.fetchers.follow(self, meta.leader, key, partition, generation);
+                    let source = LeaderShard {
+                        leader: meta.leader,
+                        shard: meta.shard,
+                    };
+                    self.fetchers.follow(self, source, key, partition, generation);
                 }
                 RoleChange::StoppedLeading if offsets => self.coordinator.unload(key.1),
                 _ => {}

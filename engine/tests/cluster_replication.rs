@@ -230,9 +230,15 @@ fn acks_all_needs_min_insync_replicas() {
     assert_eq!(send(&producer(&bootstrap, "all"), TOPIC, "three-again"), Ok(()));
 }
 
+/// Two shards per node: every node advertises every node's shards as brokers
+/// of their own, clients and followers reach each partition's shard on its
+/// node directly.
 #[test]
 fn python_clients_use_a_replicated_topic_and_a_group() {
-    let mut cluster = Cluster::start(&flags("3000"));
+    let mut two_shards = flags("3000");
+    let shards = two_shards.iter().position(|f| *f == "--shards").unwrap();
+    two_shards[shards + 1] = "2";
+    let mut cluster = Cluster::start(&two_shards);
     cluster.wait_ready(WAIT);
     run_python_script("cluster_clients.py", &cluster.bootstrap());
 }

@@ -12,26 +12,28 @@ use std::process::Command;
 
 use common::{run_python_script, Engine};
 
-fn run_script(engine: &Engine, script: &str) {
+/// Runs a client script against a 2-shard engine; every request it sends for
+/// a partition or a group reaches the owning shard directly (one broker per
+/// shard in Metadata), so no shard forwards any.
+fn run_script_on_two_shards(script: &str) {
+    let mut engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
     run_python_script(script, &engine.bootstrap());
+    assert_eq!(engine.forwarded_at_shutdown(), vec![(0, 0), (0, 0)], "{script}");
 }
 
 #[test]
 fn kafka_python_admin_produce_consume() {
-    let engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
-    run_script(&engine, "kafka_python_basic.py");
+    run_script_on_two_shards("kafka_python_basic.py");
 }
 
 #[test]
 fn kafka_python_group_consumer_with_auto_commit() {
-    let engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
-    run_script(&engine, "kafka_python_group.py");
+    run_script_on_two_shards("kafka_python_group.py");
 }
 
 #[test]
 fn confluent_kafka_idempotent_zstd_produce_consume() {
-    let engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
-    run_script(&engine, "confluent_basic.py");
+    run_script_on_two_shards("confluent_basic.py");
 }
 
 #[test]

@@ -311,11 +311,14 @@ fn metadata_lists_the_broker_and_topics() {
         .create()
         .unwrap();
     let metadata = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap();
-    assert_eq!(metadata.brokers().len(), 1);
-    assert_eq!(metadata.brokers()[0].port() as u16, engine.addr.port());
+    // One broker per shard, each on its own port (shard k: --listen port + k).
+    let mut brokers: Vec<(i32, u16)> = metadata.brokers().iter().map(|b| (b.id(), b.port() as u16)).collect();
+    brokers.sort_unstable();
+    let port = engine.addr.port();
+    assert_eq!(brokers, vec![(1, port), (1001, port + 1)]);
     let topic = metadata.topics().iter().find(|t| t.name() == "listed").unwrap();
     assert_eq!(topic.partitions().len(), 3);
-    assert!(topic.partitions().iter().all(|p| p.leader() == 1));
+    assert!(topic.partitions().iter().all(|p| p.leader() == 1 || p.leader() == 1001));
     // Unknown topics are an error, not an auto-creation (off by default).
     let unknown = consumer
         .fetch_metadata(Some("missing"), Duration::from_secs(10))

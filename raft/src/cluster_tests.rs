@@ -107,6 +107,7 @@ async fn three_voters_replicate_and_a_late_learner_installs_a_snapshot() {
             port: 9092,
             shards: 2,
             fenced: false,
+            shard_ports: Vec::new(),
         };
         propose(leader, Command::RegisterBroker(broker)).await.unwrap();
     }

@@ -113,6 +113,7 @@ pub(crate) fn broker_to_fb(broker: &BrokerInfo) -> fb::Broker {
         port: broker.port,
         shards: broker.shards,
         fenced: broker.fenced,
+        shard_ports: (!broker.shard_ports.is_empty()).then(|| broker.shard_ports.clone()),
     }
 }
 
@@ -123,6 +124,7 @@ pub(crate) fn broker_from_fb(broker: fb::Broker) -> Result<BrokerInfo, DecodeErr
         port: broker.port,
         shards: broker.shards,
         fenced: broker.fenced,
+        shard_ports: broker.shard_ports.unwrap_or_default(),
     })
 }
 
@@ -266,6 +268,7 @@ mod tests {
                 port: 9092,
                 shards: 4,
                 fenced: false,
+                shard_ports: Vec::new(),
             }),
             Command::CreateTopic {
                 topic: NewTopic {

@@ -14,7 +14,7 @@ pub struct BrokerInfo {
     pub node_id: i32,
     /// Host clients should connect to.
     pub host: String,
-    /// Kafka listener port.
+    /// Kafka listener port (shard 0's when shards have their own ports).
     pub port: u16,
     /// Number of shards (cores) the broker runs; partitions are placed on
     /// shard indexes `0..shards`.
@@ -25,6 +25,19 @@ pub struct BrokerInfo {
     /// Cleared by a heartbeat or a registration. Ignored in a registration
     /// (a broker registers unfenced).
     pub fenced: bool,
+    /// The Kafka port of each shard when every shard has its own listener
+    /// (`shard_ports[k]` reaches shard k, with no cross-core hop), so
+    /// clients can be sent to the shard that owns a partition; empty when
+    /// all shards share `port` (the kernel then picks a shard per
+    /// connection). Either empty or `shards` long.
+    pub shard_ports: Vec<u16>,
+}
+
+impl BrokerInfo {
+    /// The port reaching shard `shard` directly, if shards have their own.
+    pub fn shard_port(&self, shard: u32) -> Option<u16> {
+        self.shard_ports.get(usize::try_from(shard).ok()?).copied()
+    }
 }
 
 /// A topic creation request.

@@ -276,6 +276,7 @@ mod tests {
                     port: 1,
                     shards: 1,
                     fenced: *fenced,
+                    shard_ports: Vec::new(),
                 },
             );
         }

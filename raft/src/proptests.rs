@@ -18,15 +18,29 @@ use crate::{
 };
 
 fn broker_strategy() -> impl Strategy<Value = BrokerInfo> {
-    (0..100i32, "[a-z0-9.-]{1,20}", any::<u16>(), 1..64u32, any::<bool>()).prop_map(
-        |(node_id, host, port, shards, fenced)| BrokerInfo {
+    (
+        0..100i32,
+        "[a-z0-9.-]{1,20}",
+        any::<u16>(),
+        1..64u32,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(node_id, host, port, shards, fenced, own_ports)| BrokerInfo {
             node_id,
             host,
             port,
             shards,
             fenced,
-        },
-    )
+            // Each shard its own port, or all sharing `port`.
+            shard_ports: if own_ports {
+                (0..shards)
+                    .map(|k| port.wrapping_add(u16::try_from(k).unwrap_or(0)))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        })
 }
 
 /// Partitions that keep apply's invariants (decode_image refuses others):

@@ -195,6 +195,13 @@ pub fn decode_image(bytes: &[u8]) -> Result<MetadataImage, DecodeError> {
             // Apply never registers one; placement would have nowhere to go.
             return Err(DecodeError::new(format!("broker {node_id} with zero shards")));
         }
+        if !broker.shard_ports.is_empty() && broker.shard_ports.len() != usize::try_from(broker.shards).unwrap_or(0) {
+            return Err(DecodeError::new(format!(
+                "broker {node_id} with {} shard ports for {} shards",
+                broker.shard_ports.len(),
+                broker.shards
+            )));
+        }
         if brokers.insert(node_id, broker).is_some() {
             return Err(DecodeError::new(format!("broker {node_id} twice in the image")));
         }
@@ -350,6 +357,7 @@ mod tests {
                 port: 9092,
                 shards: 2,
                 fenced: false,
+                shard_ports: Vec::new(),
             },
         );
         image.brokers.insert(
@@ -360,6 +368,7 @@ mod tests {
                 port: 9093,
                 shards: 3,
                 fenced: true,
+                shard_ports: Vec::new(),
             },
         );
         let mut configs = BTreeMap::new();

@@ -298,6 +298,13 @@ fn register_broker(image: &mut MetadataImage, broker: &BrokerInfo) -> Result<Opt
     if broker.host.is_empty() || broker.host.len() > BROKER_HOST_LENGTH_MAX {
         return Err(invalid(format!("host must be 1 to {BROKER_HOST_LENGTH_MAX} bytes")));
     }
+    if !broker.shard_ports.is_empty() && broker.shard_ports.len() != usize::try_from(broker.shards).unwrap_or(0) {
+        return Err(invalid(format!(
+            "{} shard ports for {} shards (one per shard, or none)",
+            broker.shard_ports.len(),
+            broker.shards
+        )));
+    }
     // A broker registers at start: it is alive, so unfenced.
     let registered = BrokerInfo {
         fenced: false,
@@ -732,6 +739,7 @@ mod tests {
             port: 9092,
             shards,
             fenced: false,
+            shard_ports: Vec::new(),
         }
     }
 

@@ -70,6 +70,7 @@ fn broker(node_id: u64) -> BrokerInfo {
         port: 9000 + u16::try_from(node_id).unwrap(),
         shards: 2,
         fenced: false,
+        shard_ports: Vec::new(),
     }
 }
 

@@ -33,6 +33,7 @@ fn the_api_works_from_a_glommio_shard() {
                     port: 9092,
                     shards: 2,
                     fenced: false,
+                    shard_ports: Vec::new(),
                 })
                 .await
                 .unwrap();

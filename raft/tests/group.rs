@@ -32,6 +32,7 @@ fn broker(node_id: i32, shards: u32) -> BrokerInfo {
         port: 9092,
         shards,
         fenced: false,
+        shard_ports: Vec::new(),
     }
 }
 
@@ -440,4 +441,19 @@ fn a_directory_of_another_node_is_refused() {
         ),
         "{error}"
     );
+}
+
+#[test]
+fn shard_ports_survive_registration_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = start(dir.path());
+    let own_ports = BrokerInfo {
+        shard_ports: vec![9092, 9093],
+        ..broker(1, 2)
+    };
+    block_on(group.register_broker(own_ports.clone())).unwrap();
+    assert_eq!(group.image().brokers[&1], own_ports);
+    block_on(group.shutdown()).unwrap();
+    let group = start(dir.path());
+    assert_eq!(group.image().brokers[&1], own_ports, "replayed from the log");
 }

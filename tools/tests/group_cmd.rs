@@ -39,7 +39,16 @@ impl Engine {
             engine_bin.display()
         );
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Two shards: ports P and P + 1 (shard k listens on --listen's port + k).
+        let port = (0..100)
+            .find_map(|_| {
+                let first = TcpListener::bind("127.0.0.1:0").unwrap();
+                let port = first.local_addr().unwrap().port();
+                TcpListener::bind(("127.0.0.1", port.checked_add(1)?))
+                    .ok()
+                    .map(|_| port)
+            })
+            .expect("two consecutive free ports");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let log_path = std::env::temp_dir().join(format!("shardctl-group-engine-{port}.log"));
         let log = std::fs::File::create(&log_path).unwrap();

@@ -11,7 +11,7 @@ use kafka_protocol::{
     ResponseError,
 };
 
-use super::str_bytes;
+use super::{brokers::kafka_brokers, str_bytes};
 use crate::shard::Shard;
 
 /// ApiVersions: exactly the table `net` can decode and the engine implements.
@@ -39,9 +39,10 @@ pub(super) fn describe_cluster(shard: &Rc<Shard>, _request: DescribeClusterReque
         .brokers
         .values()
         .filter(|b| !b.fenced)
+        .flat_map(kafka_brokers)
         .map(|b| {
             let mut broker = DescribeClusterBroker::default();
-            broker.broker_id = BrokerId(b.node_id);
+            broker.broker_id = BrokerId(b.id);
             broker.host = str_bytes(&b.host);
             broker.port = i32::from(b.port);
             broker

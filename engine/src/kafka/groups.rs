@@ -33,11 +33,14 @@ use kafka_protocol::{
 };
 use shardline_raft::{MetadataImage, PartitionMeta};
 
-use super::{epoch_of, str_bytes, topic_name};
+use super::{
+    brokers::{kafka_broker, KafkaBroker},
+    epoch_of, str_bytes, topic_name,
+};
 use crate::{
     coordinator::{self, group::JoinRequest, record::CommittedOffset, Commit, Committer, OFFSETS_TOPIC},
     error::{kafka_code, EngineError, GroupError},
-    shard::Shard,
+    shard::{Shard, ShardProbe},
 };
 
 fn group_code(error: GroupError) -> i16 {
@@ -75,6 +78,9 @@ where
     Fut: Future<Output = Result<R, GroupError>> + 'static,
 {
     let (owner, index) = route(shard, group)?;
+    if owner != shard.id {
+        ShardProbe::count(&shard.probe.forwarded_group_requests);
+    }
     let epoch = epoch_of(shard);
     shard
         .invoke_on(owner, move |s: Rc<Shard>| async move {
@@ -86,20 +92,18 @@ where
 }
 
 /// The broker coordinating `group`: the leader of its `__consumer_offsets`
-/// partition, with the address it registered.
-fn coordinator_of(shard: &Shard, group: &str) -> Result<(i32, String, u16), GroupError> {
+/// partition — the shard that holds it, when shards have ports of their own.
+fn coordinator_of(shard: &Shard, group: &str) -> Result<KafkaBroker, GroupError> {
     let image = shard.image();
-    let leader = offsets_partition_of(&image, group)?.leader;
-    let broker = image
-        .brokers
-        .get(&leader)
-        .filter(|b| !b.fenced)
-        .ok_or(GroupError::CoordinatorNotAvailable)?;
-    Ok((leader, broker.host.clone(), broker.port))
+    let partition = offsets_partition_of(&image, group)?;
+    if image.brokers.get(&partition.leader).is_none_or(|b| b.fenced) {
+        return Err(GroupError::CoordinatorNotAvailable);
+    }
+    kafka_broker(&image, partition.leader, partition.shard).ok_or(GroupError::CoordinatorNotAvailable)
 }
 
 pub(super) fn find_coordinator(shard: &Rc<Shard>, request: FindCoordinatorRequest, version: i16) -> ResponseKind {
-    let answer = |key: &str| -> Result<(i32, String, u16), EngineError> {
+    let answer = |key: &str| -> Result<KafkaBroker, EngineError> {
         // Key type 1 is a transactional id: transactions are not served.
         if request.key_type != 0 {
             return Err(EngineError::InvalidRequest(
@@ -117,10 +121,10 @@ pub(super) fn find_coordinator(shard: &Rc<Shard>, request: FindCoordinatorReques
                 let mut entry = CoordinatorEntry::default();
                 entry.key = key.clone();
                 match answer(key) {
-                    Ok((node_id, host, port)) => {
-                        entry.node_id = BrokerId(node_id);
-                        entry.host = str_bytes(&host);
-                        entry.port = i32::from(port);
+                    Ok(broker) => {
+                        entry.node_id = BrokerId(broker.id);
+                        entry.host = str_bytes(&broker.host);
+                        entry.port = i32::from(broker.port);
                     }
                     Err(e) => {
                         entry.node_id = BrokerId(-1);
@@ -134,10 +138,10 @@ pub(super) fn find_coordinator(shard: &Rc<Shard>, request: FindCoordinatorReques
             .collect();
     } else {
         match answer(&request.key) {
-            Ok((node_id, host, port)) => {
-                response.node_id = BrokerId(node_id);
-                response.host = str_bytes(&host);
-                response.port = i32::from(port);
+            Ok(broker) => {
+                response.node_id = BrokerId(broker.id);
+                response.host = str_bytes(&broker.host);
+                response.port = i32::from(broker.port);
             }
             Err(e) => {
                 response.node_id = BrokerId(-1);

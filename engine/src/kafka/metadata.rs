@@ -12,7 +12,11 @@ use kafka_protocol::{
 };
 use shardline_raft::TopicMeta;
 
-use super::{admin::auto_create, str_bytes, topic_name};
+use super::{
+    admin::auto_create,
+    brokers::{kafka_brokers, leader_broker_id, replica_broker_id},
+    str_bytes, topic_name,
+};
 use crate::{coordinator::OFFSETS_TOPIC, shard::Shard};
 
 pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, _version: i16) -> ResponseKind {
@@ -38,14 +42,16 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, _version
     let image = shard.image();
     let mut response = MetadataResponse::default();
     // Fenced brokers (silent past the session timeout) are left out, as Kafka
-    // leaves out brokers that are not alive.
+    // leaves out brokers that are not alive. Each shard with a port of its
+    // own is a broker of its own (see `brokers`).
     response.brokers = image
         .brokers
         .values()
         .filter(|b| !b.fenced)
+        .flat_map(kafka_brokers)
         .map(|b| {
             let mut broker = MetadataResponseBroker::default();
-            broker.node_id = BrokerId(b.node_id);
+            broker.node_id = BrokerId(b.id);
             broker.host = str_bytes(&b.host);
             broker.port = i32::from(b.port);
             broker
@@ -64,10 +70,11 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, _version
             .map(|p| {
                 let mut partition = MetadataResponsePartition::default();
                 partition.partition_index = p.index;
-                partition.leader_id = BrokerId(p.leader);
+                let broker_id = |node: &i32| BrokerId(replica_broker_id(&image, p, *node));
+                partition.leader_id = BrokerId(leader_broker_id(&image, p));
                 partition.leader_epoch = p.leader_epoch;
-                partition.replica_nodes = p.replicas.iter().map(|r| BrokerId(*r)).collect();
-                partition.isr_nodes = p.isr.iter().map(|r| BrokerId(*r)).collect();
+                partition.replica_nodes = p.replicas.iter().map(broker_id).collect();
+                partition.isr_nodes = p.isr.iter().map(broker_id).collect();
                 if p.leader < 0 {
                     partition.error_code = ResponseError::LeaderNotAvailable.code();
                 }

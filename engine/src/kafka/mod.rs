@@ -3,6 +3,7 @@
 //! work runs on the partition's owner shard.
 
 mod admin;
+pub(crate) mod brokers;
 mod cluster;
 mod configs;
 mod epochs;
@@ -20,7 +21,10 @@ use kafka_protocol::{
 };
 use shardline_net::{Handler, Request, RequestBody, ResponseBody};
 
-use crate::{error::EngineError, shard::Shard};
+use crate::{
+    error::EngineError,
+    shard::{Shard, ShardProbe},
+};
 
 /// The engine's answer to every request on connections accepted by one shard.
 pub(crate) struct KafkaHandler {
@@ -152,6 +156,9 @@ where
                 }
             }
         }
+    }
+    if by_owner.keys().any(|owner| *owner != shard.id) {
+        ShardProbe::count(&shard.probe.forwarded_partition_requests);
     }
     let parts = by_owner.into_iter().map(|(owner, items)| {
         let keys: Vec<(usize, usize)> = items.iter().map(|(k, _)| *k).collect();

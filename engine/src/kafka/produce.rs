@@ -7,7 +7,12 @@ use bytes::Bytes;
 use shardline_net::{ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse, ResponseBody};
 
 use super::{admin::auto_create, epoch_of};
-use crate::{coordinator::OFFSETS_TOPIC, error::EngineError, partition::Produced, shard::Shard};
+use crate::{
+    coordinator::OFFSETS_TOPIC,
+    error::EngineError,
+    partition::Produced,
+    shard::{Shard, ShardProbe},
+};
 
 type Slot = (usize, usize);
 
@@ -56,6 +61,9 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option
                 }
             }
         }
+    }
+    if by_owner.keys().any(|owner| *owner != shard.id) {
+        ShardProbe::count(&shard.probe.forwarded_partition_requests);
     }
     let parts = by_owner.into_iter().map(|(owner, items)| {
         let slots: Vec<Slot> = items.iter().map(|(slot, ..)| *slot).collect();

@@ -94,10 +94,24 @@ pub struct Cluster {
     tmp: Option<tempfile::TempDir>,
 }
 
-/// `count` distinct free ports: all bound at once (so they differ), then released.
-fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+/// For each node, the first of its shards' consecutive Kafka ports and a
+/// Raft port, none shared with another node's (all held until every node's
+/// are chosen, then released).
+fn free_node_ports(nodes: usize, shards: usize) -> Vec<(u16, u16)> {
+    let mut held: Vec<TcpListener> = Vec::new();
+    let mut chosen = Vec::new();
+    while chosen.len() < nodes {
+        let kafka = super::free_port_run(shards);
+        let run: Option<Vec<TcpListener>> = (0..shards)
+            .map(|k| TcpListener::bind(("127.0.0.1", kafka + u16::try_from(k).unwrap())).ok())
+            .collect();
+        let Some(run) = run else { continue };
+        held.extend(run);
+        let raft = TcpListener::bind("127.0.0.1:0").unwrap();
+        chosen.push((kafka, raft.local_addr().unwrap().port()));
+        held.push(raft);
+    }
+    chosen
 }
 
 impl Cluster {
@@ -107,13 +121,14 @@ impl Cluster {
     pub fn start(extra: &[&str]) -> Cluster {
         let tmp = tempfile::Builder::new().prefix("shardline-cluster-").tempdir().unwrap();
         let node_count = usize::try_from(NODES).unwrap();
-        let ports = free_ports(2 * node_count);
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let ports = free_node_ports(node_count, super::shard_count(&extra));
         let nodes: Vec<Node> = (1..=NODES)
-            .zip(ports.chunks(2))
-            .map(|(node_id, pair)| Node {
+            .zip(ports)
+            .map(|(node_id, (kafka, raft))| Node {
                 node_id,
-                kafka_addr: SocketAddr::from(([127, 0, 0, 1], pair[0])),
-                raft_addr: SocketAddr::from(([127, 0, 0, 1], pair[1])),
+                kafka_addr: SocketAddr::from(([127, 0, 0, 1], kafka)),
+                raft_addr: SocketAddr::from(([127, 0, 0, 1], raft)),
                 data_dir: tmp.path().join(format!("node-{node_id}")),
                 log_path: tmp.path().join(format!("node-{node_id}.log")),
                 child: None,
@@ -122,7 +137,7 @@ impl Cluster {
             .collect();
         let mut cluster = Cluster {
             nodes,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
             tmp: Some(tmp),
         };
         // Every process first: a node may not open its Kafka port before the
@@ -250,7 +265,12 @@ impl Cluster {
         let killed_at = Instant::now();
         let _ = child.wait();
         let (kafka_addr, raft_addr) = (node.kafka_addr, node.raft_addr);
-        wait_port_refused(kafka_addr);
+        for k in 0..super::shard_count(&self.extra) {
+            wait_port_refused(SocketAddr::new(
+                kafka_addr.ip(),
+                kafka_addr.port() + u16::try_from(k).unwrap(),
+            ));
+        }
         wait_port_refused(raft_addr);
         killed_at
     }
@@ -345,11 +365,12 @@ impl Cluster {
         }
     }
 
-    /// Broker ids in one node's Metadata answer.
+    /// Nodes in one node's Metadata answer (each node's shards are brokers
+    /// of their own there; see `node_of`).
     pub fn brokers_seen_by(&self, node_id: i32) -> std::io::Result<BTreeSet<i32>> {
         let no_topics: &[&str] = &[];
         let response = self.metadata(node_id, Some(no_topics))?;
-        Ok(response.brokers.iter().map(|b| b.node_id.0).collect())
+        Ok(response.brokers.iter().map(|b| node_of(b.node_id.0)).collect())
     }
 
     /// One node's Metadata answer (v7: partitions carry their leader epoch;
@@ -390,10 +411,10 @@ impl Cluster {
             .map(|p| PartitionView {
                 partition: p.partition_index,
                 error_code: p.error_code,
-                leader: p.leader_id.0,
+                leader: node_of(p.leader_id.0),
                 leader_epoch: p.leader_epoch,
-                replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
-                isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+                replicas: p.replica_nodes.iter().map(|b| node_of(b.0)).collect(),
+                isr: p.isr_nodes.iter().map(|b| node_of(b.0)).collect(),
             })
             .collect();
         partitions.sort_by_key(|p| p.partition);
@@ -499,8 +520,11 @@ impl Cluster {
                     if let Some(error) = found.error() {
                         return Err(format!("{topic}: {error:?}"));
                     }
-                    let mut partitions: Vec<(i32, i32)> =
-                        found.partitions().iter().map(|p| (p.id(), p.leader())).collect();
+                    let mut partitions: Vec<(i32, i32)> = found
+                        .partitions()
+                        .iter()
+                        .map(|p| (p.id(), node_of(p.leader())))
+                        .collect();
                     partitions.sort_unstable();
                     Ok(partitions.into_iter().map(|(_, leader)| leader).collect::<Vec<i32>>())
                 });
@@ -559,9 +583,8 @@ impl Drop for Cluster {
 }
 
 /// The kernel tears down a killed process's io_uring asynchronously, and
-/// until then its SO_REUSEPORT listener still takes (and then resets)
-/// connections. Wait (bounded) until the port refuses, so a restart on the
-/// same port does not share it with the dead listener.
+/// until then its listeners still take (and then reset) connections. Wait
+/// (bounded) until the port refuses, so a restart can bind it.
 fn wait_port_refused(addr: SocketAddr) {
     let deadline = Instant::now() + PORT_CLOSE_TIMEOUT;
     while Instant::now() < deadline {
@@ -569,6 +592,17 @@ fn wait_port_refused(addr: SocketAddr) {
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
             _ => std::thread::sleep(Duration::from_millis(20)),
         }
+    }
+}
+
+/// The node of a Kafka broker id: every shard of a node is a broker of its
+/// own to clients, with id node + 1000 × shard (-1, no broker, stays -1).
+/// The harness speaks node ids.
+pub fn node_of(broker_id: i32) -> i32 {
+    if broker_id < 0 {
+        broker_id
+    } else {
+        broker_id % 1000
     }
 }
 

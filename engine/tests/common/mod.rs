@@ -30,8 +30,45 @@ pub struct Engine {
     extra: Vec<String>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Attempts at finding `count` consecutive free ports.
+const PORT_RUN_ATTEMPTS: usize = 100;
+
+/// The first of `count` consecutive ports nobody listens on now (all bound
+/// at once, then released): shard k of an engine listens on its --listen
+/// port + k.
+pub fn free_port_run(count: usize) -> u16 {
+    for _ in 0..PORT_RUN_ATTEMPTS {
+        let first = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = first.local_addr().unwrap().port();
+        let rest: Option<Vec<TcpListener>> = (1..count)
+            .map(|k| {
+                let port = base.checked_add(u16::try_from(k).ok()?)?;
+                TcpListener::bind(("127.0.0.1", port)).ok()
+            })
+            .collect();
+        if rest.is_some() {
+            return base;
+        }
+    }
+    panic!("no run of {count} free ports in {PORT_RUN_ATTEMPTS} attempts");
+}
+
+/// Shards an engine started with `args` runs: `--shards N`, else one per
+/// CPU of `--cpus`, else one per online CPU (the engine's own defaults).
+pub fn shard_count(args: &[String]) -> usize {
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    if let Some(n) = value("--shards") {
+        return n.parse().unwrap();
+    }
+    if let Some(cpus) = value("--cpus") {
+        return cpus.parse::<shardline_engine::CpuList>().unwrap().0.len();
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Engine {
@@ -46,7 +83,8 @@ impl Engine {
 
     /// Starts an engine on an existing data directory.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Engine {
-        let port = free_port();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let port = free_port_run(shard_count(&extra));
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut engine = Engine {
             addr,
@@ -55,7 +93,7 @@ impl Engine {
             // Beside the system temp dir, not the data dir: a test may fill the data dir's disk.
             log_path: std::env::temp_dir().join(format!("shardline-engine-{port}.log")),
             _tmp: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
         };
         engine.spawn();
         engine
@@ -118,16 +156,24 @@ impl Engine {
         }
     }
 
+    /// Every shard's Kafka address (shard k on the --listen port + k).
+    pub fn shard_addrs(&self) -> Vec<SocketAddr> {
+        (0..shard_count(&self.extra))
+            .map(|k| SocketAddr::new(self.addr.ip(), self.addr.port() + u16::try_from(k).unwrap()))
+            .collect()
+    }
+
     /// The kernel tears down a killed process's io_uring asynchronously, and
-    /// until then its SO_REUSEPORT listener still takes (and then resets)
-    /// connections. Wait until the port refuses, so a restart on the same port
-    /// does not share it with the dead listener.
+    /// until then its listeners still take (and then reset) connections.
+    /// Wait until every shard's port refuses, so a restart can bind them.
     fn wait_port_closed(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            match TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)) {
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
-                _ => std::thread::sleep(Duration::from_millis(20)),
+        for addr in self.shard_addrs() {
+            while Instant::now() < deadline {
+                match TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
             }
         }
     }
@@ -157,6 +203,39 @@ impl Engine {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// Stops the engine (SIGTERM) and returns what each shard logged as it
+    /// stopped: (partition, group) client requests it forwarded to another
+    /// shard, by shard.
+    pub fn forwarded_at_shutdown(&mut self) -> Vec<(u64, u64)> {
+        self.terminate();
+        let field = |line: &str, name: &str| -> u64 {
+            let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+            line[start..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let log = self.log();
+        let mut shards: Vec<(u64, u64, u64)> = log
+            .lines()
+            .filter(|line| line.contains("shard stopped"))
+            .map(|line| {
+                (
+                    field(line, "shard"),
+                    field(line, "forwarded_partition_requests"),
+                    field(line, "forwarded_group_requests"),
+                )
+            })
+            .collect();
+        shards.sort_unstable();
+        shards
+            .into_iter()
+            .map(|(_, partition, group)| (partition, group))
+            .collect()
     }
 
     /// Exit status if the process has exited.

@@ -24,16 +24,21 @@ per_client = 60
 admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=20000)
 admin.create_topics([NewTopic(name=topic, num_partitions=partitions, replication_factor=3,
                               topic_configs={"min.insync.replicas": "2"})])
+# Every shard of a node is a broker of its own (id = node + 1000 x shard):
+# the test runs 3 nodes of 2 shards.
+def node(broker_id):
+    return broker_id % 1000
+
 cluster = admin.describe_cluster()
-assert len(cluster["brokers"]) == 3, cluster
+assert sorted(b["broker_id"] for b in cluster["brokers"]) == [1, 2, 3, 1001, 1002, 1003], cluster
 described = admin.describe_topics([topic])[0]
 assert described["error_code"] == 0, described
 leaders = set()
 for p in described["partitions"]:
-    assert sorted(p["replica_nodes"]) == [1, 2, 3], p
-    assert sorted(p["isr_nodes"]) == [1, 2, 3], p
-    leaders.add(p["leader_id"])
-assert len(leaders) > 1, f"leaders spread over brokers: {described['partitions']}"
+    assert sorted(map(node, p["replica_nodes"])) == [1, 2, 3], p
+    assert sorted(map(node, p["isr_nodes"])) == [1, 2, 3], p
+    leaders.add(node(p["leader_id"]))
+assert len(leaders) > 1, f"leaders spread over nodes: {described['partitions']}"
 
 producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
 for i in range(per_client):
@@ -62,4 +67,4 @@ consumer.commit()
 committed = {p: consumer.committed(TopicPartition(topic, p)) for p in range(partitions)}
 assert sum(committed.values()) == 2 * per_client, committed
 consumer.close()
-print("ok: 3 brokers, leaders on", sorted(leaders), ",", len(got), "messages read back once, offsets committed")
+print("ok: 3 nodes of 2 shards, leaders on nodes", sorted(leaders), ",", len(got), "messages read back once, offsets committed")
