@@ -63,6 +63,36 @@ pub struct EngineConfig {
     #[arg(long, default_value_t = 100 << 20)]
     pub max_frame_bytes: usize,
 
+    /// Most client connections this broker serves at once (each shard takes its share, rounded up); more are
+    /// closed as they arrive.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// A connection with no request for this long, and none unanswered, is closed (Kafka's
+    /// connections.max.idle.ms).
+    #[arg(long, default_value_t = 600_000)]
+    pub connections_max_idle_ms: u64,
+
+    /// Requests one connection may have read and not yet answered; its socket is not read past this.
+    #[arg(long, default_value_t = 16)]
+    pub max_in_flight_requests_per_connection: usize,
+
+    /// Most entries (topics, partitions, groups, ...) one request may name; a request naming more closes its
+    /// connection before its entries are decoded.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_request_entries: usize,
+
+    /// Bytes of request frames each shard holds at once (read and not yet answered, Kafka's
+    /// queued.max.request.bytes); a connection whose next frame does not fit waits for room. At least
+    /// --max-frame-bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub request_memory_bytes: usize,
+
+    /// Partition replicas each shard may host; CreateTopics and CreatePartitions that would take the broker
+    /// past shards × this get POLICY_VIOLATION and create nothing.
+    #[arg(long, default_value_t = 2_000)]
+    pub max_partitions_per_shard: usize,
+
     /// Create a topic when a client produces to, or asks metadata for, one that does not exist.
     #[arg(long, default_value_t = false)]
     pub auto_create_topics: bool,
@@ -127,6 +157,38 @@ impl EngineConfig {
             (None, Some(list)) => list.0.len().max(1),
             (None, None) => online_cpus(),
         }
+    }
+
+    /// Checks the flags against each other; the message names the flag to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.request_memory_bytes < self.max_frame_bytes {
+            return Err(format!(
+                "--request-memory-bytes ({}) must be at least --max-frame-bytes ({}): a shard must hold one whole request",
+                self.request_memory_bytes, self.max_frame_bytes
+            ));
+        }
+        let positive = [
+            ("--max-connections", self.max_connections),
+            (
+                "--max-in-flight-requests-per-connection",
+                self.max_in_flight_requests_per_connection,
+            ),
+            ("--max-request-entries", self.max_request_entries),
+            ("--max-partitions-per-shard", self.max_partitions_per_shard),
+            ("--max-frame-bytes", self.max_frame_bytes),
+        ];
+        if let Some((flag, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(format!("{flag} must be at least 1"));
+        }
+        if self.connections_max_idle_ms == 0 {
+            return Err("--connections-max-idle-ms must be at least 1".to_string());
+        }
+        Ok(())
+    }
+
+    /// This shard's share of `--max-connections` (rounded up).
+    pub fn connections_per_shard(&self) -> usize {
+        self.max_connections.div_ceil(self.shard_count()).max(1)
     }
 
     /// The port named by `--advertised-addr`, if it names one.
@@ -307,6 +369,18 @@ mod tests {
         assert!("x@a:1".parse::<PeerList>().is_err());
         assert!("1@a".parse::<PeerList>().is_err());
         assert!("".parse::<PeerList>().is_err());
+    }
+
+    #[test]
+    fn limits_are_checked_against_each_other() {
+        assert!(EngineConfig::parse_from(["engine"]).validate().is_ok());
+        let small_memory =
+            EngineConfig::parse_from(["engine", "--max-frame-bytes", "2000", "--request-memory-bytes", "1000"]);
+        assert!(small_memory.validate().unwrap_err().contains("--request-memory-bytes"));
+        let no_connections = EngineConfig::parse_from(["engine", "--max-connections", "0"]);
+        assert!(no_connections.validate().unwrap_err().contains("--max-connections"));
+        let config = EngineConfig::parse_from(["engine", "--shards", "3", "--max-connections", "10"]);
+        assert_eq!(config.connections_per_shard(), 4);
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub enum EngineError {
     UnknownLeaderEpoch,
     /// The partition has no leader right now (every in-sync replica is down).
     LeaderNotAvailable,
+    /// A request the broker's limits do not allow (more partitions than the
+    /// brokers may host).
+    PolicyViolation(String),
 }
 
 /// Why the group coordinator refused a request (Kafka's classic group
@@ -147,6 +150,7 @@ impl fmt::Display for EngineError {
             EngineError::FencedLeaderEpoch => write!(f, "request names an older leader epoch"),
             EngineError::UnknownLeaderEpoch => write!(f, "request names a leader epoch this broker does not know"),
             EngineError::LeaderNotAvailable => write!(f, "partition has no leader"),
+            EngineError::PolicyViolation(why) => write!(f, "refused by the broker's limits: {why}"),
         }
     }
 }
@@ -219,6 +223,7 @@ pub fn kafka_code(error: &EngineError) -> i16 {
         EngineError::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
         EngineError::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
         EngineError::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
+        EngineError::PolicyViolation(_) => ResponseError::PolicyViolation,
         EngineError::Group(group) => match group {
             GroupError::NotCoordinator => ResponseError::NotCoordinator,
             GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,

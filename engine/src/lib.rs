@@ -37,6 +37,7 @@
 //! code in one function.
 
 mod config;
+mod connections;
 mod coordinator;
 mod error;
 mod kafka;

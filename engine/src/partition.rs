@@ -16,6 +16,7 @@ use std::{
     cell::RefCell,
     collections::HashMap,
     path::{Path, PathBuf},
+    rc::Rc,
     time::{Duration, Instant},
 };
 
@@ -37,6 +38,38 @@ pub(crate) const HW_WAITERS_MAX: usize = 8192;
 /// early (they re-read and wait again), so a flood of idle consumers cannot
 /// grow the list without bound.
 pub(crate) const WAITERS_MAX: usize = 1024;
+
+/// One parked fetch's wake-up on this shard, shared by every partition of
+/// this shard it waits on: the first of them to get data fires it, once. So
+/// a fetch naming any number of partitions holds one channel (and one waker)
+/// per shard it reads from, never one per partition.
+pub(crate) struct FetchWatch {
+    fire: RefCell<Option<oneshot::Sender<()>>>,
+}
+
+impl FetchWatch {
+    /// A watch and the receiver it fires.
+    pub(crate) fn new() -> (Rc<FetchWatch>, oneshot::Receiver<()>) {
+        let (sender, receiver) = oneshot::channel();
+        let watch = FetchWatch {
+            fire: RefCell::new(Some(sender)),
+        };
+        (Rc::new(watch), receiver)
+    }
+
+    /// Wakes the fetch (once; later calls do nothing).
+    pub(crate) fn fire(&self) {
+        if let Some(sender) = self.fire.borrow_mut().take() {
+            let _ = sender.send(());
+        }
+        assert!(self.fire.borrow().is_none(), "a watch fires once");
+    }
+
+    /// Fired, or its fetch stopped waiting.
+    fn is_done(&self) -> bool {
+        self.fire.borrow().as_ref().is_none_or(oneshot::Sender::is_canceled)
+    }
+}
 
 /// Name of the file in a partition directory holding its topic id, so a
 /// deleted-and-recreated topic never picks up the old topic's data.
@@ -126,7 +159,7 @@ pub(crate) struct Partition {
     pub(crate) settings: PartitionSettings,
     pub(crate) dir: PathBuf,
     producers: RefCell<ProducerStates>,
-    waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    waiters: RefCell<Vec<Rc<FetchWatch>>>,
     /// This broker's node id.
     node_id: i32,
     pub(crate) replica: RefCell<ReplicaState>,
@@ -554,24 +587,23 @@ impl Partition {
         Ok(self.log.read(from, bytes_max, end)?)
     }
 
-    /// Resolves at the next append (or when the partition closes).
-    pub(crate) fn watch(&self) -> oneshot::Receiver<()> {
-        let (sender, receiver) = oneshot::channel();
+    /// Fires `watch` at the next append (or when the partition closes).
+    pub(crate) fn watch(&self, watch: &Rc<FetchWatch>) {
         let mut waiters = self.waiters.borrow_mut();
-        waiters.retain(|w| !w.is_canceled());
+        waiters.retain(|w| !w.is_done());
         if waiters.len() >= WAITERS_MAX {
             // Wake the oldest early; it re-reads and waits again.
             let oldest = waiters.remove(0);
-            let _ = oldest.send(());
+            oldest.fire();
         }
-        waiters.push(sender);
-        receiver
+        waiters.push(Rc::clone(watch));
+        assert!(waiters.len() <= WAITERS_MAX, "partition waiters bounded");
     }
 
     fn wake_waiters(&self) {
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for waiter in waiters {
-            let _ = waiter.send(());
+            waiter.fire();
         }
     }
 

@@ -14,6 +14,7 @@ use shardline_raft::{BrokerInfo, MetaError, MetadataConfig, MetadataGroup, NewTo
 
 use crate::{
     config::EngineConfig,
+    connections::Connections,
     kafka::KafkaHandler,
     listeners::ShardListener,
     shard::{describe_durability, Shard, ShardTask, MESH_QUEUE_BOUND},
@@ -40,6 +41,7 @@ impl std::error::Error for StartError {}
 
 /// Runs the broker until SIGINT/SIGTERM, then shuts down gracefully.
 pub fn run(config: EngineConfig) -> Result<(), StartError> {
+    config.validate().map_err(StartError)?;
     let config = Arc::new(config);
     let shards = config.shard_count();
     // Ports first: a port in use stops the start before the data dir is touched.
@@ -379,10 +381,17 @@ async fn shard_main(
         .map_err(|e| format!("listening on {}: {e}", config.listen))?;
     let in_flight = Rc::new(Cell::new(0usize));
     let handler = Rc::new(KafkaHandler::new(Rc::clone(&shard), Rc::clone(&in_flight)));
-    let connection_config = ConnectionConfig {
-        max_frame_bytes: config.max_frame_bytes,
-        ..ConnectionConfig::default()
-    };
+    let connection_config = ConnectionConfig::default()
+        .with_max_frame_bytes(config.max_frame_bytes)
+        .with_in_flight_max(config.max_in_flight_requests_per_connection)
+        .with_request_entries_max(config.max_request_entries);
+    let connections = Connections::new(
+        config.connections_per_shard(),
+        Duration::from_millis(config.connections_max_idle_ms),
+        config.request_memory_bytes,
+    );
+    let sweeping = Rc::clone(&shard);
+    glommio::spawn_local(Rc::clone(&connections).sweep_idle(move || sweeping.is_shutting_down())).detach();
     tracing::debug!(shard = id, "accepting connections");
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
@@ -395,15 +404,7 @@ async fn shard_main(
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 tracing::debug!(shard = id, peer = ?stream.peer_addr().ok(), "connection accepted");
-                let handler = Rc::clone(&handler);
-                let connection_config = connection_config.clone();
-                glommio::spawn_local(async move {
-                    let peer = stream.peer_addr().ok();
-                    if let Err(e) = shardline_net::serve_connection(stream, handler, &connection_config).await {
-                        tracing::debug!(?peer, error = %e, "connection closed");
-                    }
-                })
-                .detach();
+                connections.serve(stream, &handler, &connection_config);
             }
             Err(e) => {
                 tracing::warn!(shard = id, error = %e, "accept failed");
@@ -412,15 +413,21 @@ async fn shard_main(
         }
     }
     drop(listener);
+    // Connections with nothing unanswered close at once; the others get up to
+    // DRAIN_WAIT_MAX to answer what they have (then close as they go quiet).
     let deadline = std::time::Instant::now() + DRAIN_WAIT_MAX;
-    while in_flight.get() > 0 && std::time::Instant::now() < deadline {
+    while (in_flight.get() > 0 || connections.close_quiet() > 0) && std::time::Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
+    connections.close_quiet();
     shard.shutdown().await;
+    let (refused, closed_idle) = connections.counts();
     tracing::info!(
         shard = id,
         forwarded_partition_requests = shard.probe.forwarded_partition_requests.get(),
         forwarded_group_requests = shard.probe.forwarded_group_requests.get(),
+        connections_refused = refused,
+        connections_closed_idle = closed_idle,
         "shard stopped"
     );
     Ok(())

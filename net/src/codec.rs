@@ -133,10 +133,40 @@ fn kafka_protocol<T: Decodable>(body: &Bytes, version: i16) -> Result<T, DecodeE
     T::decode(&mut input, version).map_err(|error| DecodeError::KafkaProtocol(error.into()))
 }
 
+/// What one request body may hold before it is refused unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BodyLimits {
+    /// Largest body of any API but Produce (decoded control-plane messages
+    /// take several times their wire size).
+    pub(crate) control_body_bytes_max: usize,
+    /// Most entries (array items: topics, partitions, groups, ...) one
+    /// request may name.
+    pub(crate) entries_max: usize,
+}
+
+impl BodyLimits {
+    /// No bounds beyond the wire format's own.
+    pub(crate) const NONE: BodyLimits = BodyLimits {
+        control_body_bytes_max: usize::MAX,
+        entries_max: usize::MAX,
+    };
+}
+
 /// Decodes a request body of `api_key` at `api_version` (a supported pair;
 /// see [`SUPPORTED_APIS`](crate::SUPPORTED_APIS)). Produce record sets are
 /// zero-copy slices of `body`.
 pub fn decode_request_body(api_key: i16, api_version: i16, body: &Bytes) -> Result<RequestBody, DecodeError> {
+    decode_request_body_within(api_key, api_version, body, usize::MAX)
+}
+
+/// [`decode_request_body`], refusing a body that names more than
+/// `entries_max` entries before decoding them.
+fn decode_request_body_within(
+    api_key: i16,
+    api_version: i16,
+    body: &Bytes,
+    entries_max: usize,
+) -> Result<RequestBody, DecodeError> {
     if !apis::is_supported(api_key, api_version) {
         return Err(DecodeError::Invalid {
             field: "header.api_version",
@@ -144,13 +174,13 @@ pub fn decode_request_body(api_key: i16, api_version: i16, body: &Bytes) -> Resu
         });
     }
     if api_key == apis::PRODUCE {
-        return ProduceRequest::decode(body, api_version).map(RequestBody::Produce);
+        return ProduceRequest::decode_within(body, api_version, entries_max).map(RequestBody::Produce);
     }
     if api_key == apis::DESCRIBE_CONFIGS && api_version == 0 {
         return describe_configs_v0::decode_request(body).map(RequestBody::DescribeConfigs);
     }
     // Every count kafka-protocol is about to allocate for is checked first.
-    shape::check_request(api_key, api_version, body)?;
+    shape::check_request(api_key, api_version, body, entries_max)?;
     let version = api_version;
     Ok(match api_key {
         apis::FETCH => RequestBody::Fetch(kafka_protocol(body, version)?),
@@ -184,9 +214,8 @@ pub fn decode_request_body(api_key: i16, api_version: i16, body: &Bytes) -> Resu
     })
 }
 
-/// Decodes one frame (without its length prefix). Bodies of APIs other than
-/// Produce larger than `control_body_bytes_max` are refused.
-pub(crate) fn decode_frame(frame: &Bytes, control_body_bytes_max: usize) -> Result<Decoded, NetError> {
+/// Decodes one frame (without its length prefix) within `limits`.
+pub(crate) fn decode_frame(frame: &Bytes, limits: BodyLimits) -> Result<Decoded, NetError> {
     let fixed = FixedHeader::decode(frame).map_err(NetError::Header)?;
     if !apis::is_supported(fixed.api_key, fixed.api_version) {
         if fixed.api_key == apis::API_VERSIONS {
@@ -205,13 +234,14 @@ pub(crate) fn decode_frame(frame: &Bytes, control_body_bytes_max: usize) -> Resu
         api_version: fixed.api_version,
         source,
     };
-    if header.api_key != apis::PRODUCE && body.len() > control_body_bytes_max {
+    if header.api_key != apis::PRODUCE && body.len() > limits.control_body_bytes_max {
         return Err(body_error(DecodeError::Invalid {
             field: "body",
             reason: "larger than ConnectionConfig::control_body_bytes_max",
         }));
     }
-    let body = decode_request_body(header.api_key, header.api_version, &body).map_err(body_error)?;
+    let body = decode_request_body_within(header.api_key, header.api_version, &body, limits.entries_max)
+        .map_err(body_error)?;
     Ok(Decoded::Request(Request { header, body }))
 }
 
@@ -220,7 +250,7 @@ pub(crate) fn decode_frame(frame: &Bytes, control_body_bytes_max: usize) -> Resu
 /// tests, tools and fuzzing. An unsupported API or version, ApiVersions
 /// included, is [`NetError::UnsupportedApi`] here.
 pub fn decode_request(frame: &Bytes) -> Result<Request, NetError> {
-    match decode_frame(frame, usize::MAX)? {
+    match decode_frame(frame, BodyLimits::NONE)? {
         Decoded::Request(request) => Ok(request),
         Decoded::ApiVersionsUnsupported { .. } => {
             let fixed = FixedHeader::decode(frame).map_err(NetError::Header)?;
@@ -698,7 +728,7 @@ pub(crate) mod tests {
                 let body = sample_body(api_key, version);
                 if api_key != apis::PRODUCE && !(api_key == apis::DESCRIBE_CONFIGS && version == 0) {
                     assert_eq!(
-                        shape::check_request(api_key, version, &body).unwrap(),
+                        shape::check_request(api_key, version, &body, usize::MAX).unwrap(),
                         body.len(),
                         "api {api_key} v{version}: shape walk must consume exactly the body"
                     );
@@ -773,7 +803,7 @@ pub(crate) mod tests {
     fn decode_frame_classifies_unsupported_apis() {
         let frame = sample_frame(apis::METADATA, 13, 1);
         assert!(matches!(
-            decode_frame(&frame, usize::MAX),
+            decode_frame(&frame, BodyLimits::NONE),
             Err(NetError::UnsupportedApi {
                 api_key: 3,
                 api_version: 13
@@ -785,7 +815,7 @@ pub(crate) mod tests {
         unknown.put_i32(5);
         unknown.put_i16(-1);
         assert!(matches!(
-            decode_frame(&unknown.freeze(), usize::MAX),
+            decode_frame(&unknown.freeze(), BodyLimits::NONE),
             Err(NetError::UnsupportedApi { api_key: 9999, .. })
         ));
         let mut api_versions = BytesMut::new();
@@ -793,13 +823,26 @@ pub(crate) mod tests {
         api_versions.put_i16(99);
         api_versions.put_i32(77);
         assert!(matches!(
-            decode_frame(&api_versions.freeze(), usize::MAX),
+            decode_frame(&api_versions.freeze(), BodyLimits::NONE),
             Ok(Decoded::ApiVersionsUnsupported { correlation_id: 77 })
         ));
         let frame = sample_frame(apis::METADATA, 12, 1);
-        assert!(matches!(decode_frame(&frame, 4), Err(NetError::Body { .. })));
+        let small = BodyLimits {
+            control_body_bytes_max: 4,
+            ..BodyLimits::NONE
+        };
+        assert!(matches!(decode_frame(&frame, small), Err(NetError::Body { .. })));
         let frame = sample_frame(apis::PRODUCE, 9, 1);
-        assert!(matches!(decode_frame(&frame, 4), Ok(Decoded::Request(_))));
+        assert!(matches!(decode_frame(&frame, small), Ok(Decoded::Request(_))));
+        // The sample Fetch names a topic with two partitions and one
+        // forgotten topic: four entries.
+        let fetch = sample_frame(apis::FETCH, 12, 9);
+        let entries = |entries_max| BodyLimits {
+            entries_max,
+            ..BodyLimits::NONE
+        };
+        assert!(matches!(decode_frame(&fetch, entries(4)), Ok(Decoded::Request(_))));
+        assert!(matches!(decode_frame(&fetch, entries(3)), Err(NetError::Body { .. })));
         assert!(decode_request(&frame).is_ok());
     }
 

@@ -33,6 +33,7 @@ use std::io;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -41,6 +42,7 @@ use glommio::task::JoinHandle;
 use crate::codec::{self, Decoded, Request, ResponseBody, ResponseTo};
 use crate::error::NetError;
 use crate::frame::{FrameReader, ResponseFrame};
+use crate::limits::{ConnectionActivity, ConnectionShare, RequestMemory};
 
 /// Pieces at least this long are written from where they are instead of
 /// being copied into the staging buffer. Measured on loopback (see
@@ -78,6 +80,14 @@ pub struct ConnectionConfig {
     /// so this bounds what one request can make the shard allocate; Produce
     /// bodies are not expanded and are bounded by `max_frame_bytes` only.
     pub control_body_bytes_max: usize,
+    /// Most entries (array items: topics, partitions, groups, members, ...)
+    /// one request may name; a request naming more closes the connection
+    /// before its entries are decoded. Default 10,000: each entry costs a
+    /// shard decoded memory, a lookup and possibly a cross-core message, so
+    /// this bounds the work one request can ask for, far above what a client
+    /// sends one broker (a consumer fetching 10,000 partitions from one
+    /// shard).
+    pub request_entries_max: usize,
 }
 
 impl Default for ConnectionConfig {
@@ -86,6 +96,7 @@ impl Default for ConnectionConfig {
             max_frame_bytes: 100 << 20,
             in_flight_max: 16,
             control_body_bytes_max: 8 << 20,
+            request_entries_max: 10_000,
         }
     }
 }
@@ -107,6 +118,19 @@ impl ConnectionConfig {
     pub fn with_control_body_bytes_max(mut self, control_body_bytes_max: usize) -> Self {
         self.control_body_bytes_max = control_body_bytes_max;
         self
+    }
+
+    /// Sets `request_entries_max`.
+    pub fn with_request_entries_max(mut self, request_entries_max: usize) -> Self {
+        self.request_entries_max = request_entries_max;
+        self
+    }
+
+    fn body_limits(&self) -> codec::BodyLimits {
+        codec::BodyLimits {
+            control_body_bytes_max: self.control_body_bytes_max,
+            entries_max: self.request_entries_max,
+        }
     }
 }
 
@@ -135,6 +159,7 @@ pub async fn serve_connection<H: Handler + 'static>(
     stream: TcpStream,
     handler: Rc<H>,
     config: &ConnectionConfig,
+    share: &ConnectionShare,
 ) -> Result<(), NetError> {
     let peer = stream
         .peer_addr()
@@ -145,7 +170,7 @@ pub async fn serve_connection<H: Handler + 'static>(
     let stream = Rc::new(RefCell::new(stream));
     let reader = StreamHalf(Rc::clone(&stream));
     let writer = StreamHalf(stream);
-    let result = serve(reader, writer, handler, config).await;
+    let result = serve(reader, writer, handler, config, share).await;
     match &result {
         Ok(()) => tracing::debug!(%peer, "Kafka connection closed by peer"),
         Err(error) if error.is_bad_input() => {
@@ -166,14 +191,21 @@ pub(crate) async fn serve<R, W, H>(
     mut writer: W,
     handler: Rc<H>,
     config: &ConnectionConfig,
+    share: &ConnectionShare,
 ) -> Result<(), NetError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
     H: Handler + 'static,
 {
-    let pipeline = Pipeline::new(config.in_flight_max.max(1));
-    let mut read_half = pin!(read_loop(&mut reader, &pipeline, handler, config));
+    let pipeline = Pipeline::new(config.in_flight_max.max(1), Rc::clone(&share.activity));
+    let mut read_half = pin!(read_loop(
+        &mut reader,
+        &pipeline,
+        handler,
+        config,
+        &share.request_memory
+    ));
     let mut write_half = pin!(write_loop(&mut writer, &pipeline));
     let mut read_finished = false;
     poll_fn(|context: &mut Context<'_>| {
@@ -196,20 +228,35 @@ async fn read_loop<R: AsyncRead + Unpin, H: Handler + 'static>(
     pipeline: &Pipeline,
     handler: Rc<H>,
     config: &ConnectionConfig,
+    memory: &RequestMemory,
 ) -> Result<(), NetError> {
     let mut frames = FrameReader::new(config.max_frame_bytes);
     loop {
         pipeline.reserve().await;
-        let Some(frame) = frames.next_frame(reader).await? else {
+        // The frame's bytes are held from the shard's budget before its body
+        // is read, until its handler has answered.
+        let Some(frame_bytes) = frames.next_length(reader).await? else {
             pipeline.release(1);
             pipeline.close();
             return Ok(());
         };
-        match codec::decode_frame(&frame, config.control_body_bytes_max)? {
+        let held = memory.hold(frame_bytes).await;
+        let frame = frames.next_frame(reader).await?.ok_or(NetError::FrameTruncated {
+            expected_bytes: frame_bytes,
+            received_bytes: 0,
+        })?;
+        pipeline.activity.request_read(Instant::now());
+        match codec::decode_frame(&frame, config.body_limits())? {
             Decoded::Request(request) => {
+                drop(frame);
                 let to = ResponseTo::of(&request.header);
                 let handler = Rc::clone(&handler);
-                let task = glommio::spawn_local(async move { handler.handle(request).await }).detach();
+                let task = glommio::spawn_local(async move {
+                    let response = handler.handle(request).await;
+                    drop(held);
+                    response
+                })
+                .detach();
                 pipeline.push(InFlight::Handler { to, task });
             }
             Decoded::ApiVersionsUnsupported { correlation_id } => {
@@ -251,6 +298,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(writer: &mut W, pipeline: &Pipeline) 
         }
         write_frames(writer, &mut staging, &frames).await?;
         frames.clear();
+        pipeline.activity.answered(answered);
         pipeline.release(answered);
     }
 }
@@ -334,6 +382,8 @@ fn encode(to: ResponseTo, output: Option<Option<ResponseBody>>) -> Result<Option
 /// an await; each half parks its waker here and the other wakes it.
 struct Pipeline {
     state: RefCell<PipelineState>,
+    /// Mirrors how many requests are unanswered, for the shard.
+    activity: Rc<ConnectionActivity>,
 }
 
 struct PipelineState {
@@ -350,9 +400,10 @@ struct PipelineState {
 }
 
 impl Pipeline {
-    fn new(capacity: usize) -> Self {
+    fn new(capacity: usize, activity: Rc<ConnectionActivity>) -> Self {
         assert!(capacity >= 1);
         Pipeline {
+            activity,
             state: RefCell::new(PipelineState {
                 queue: VecDeque::with_capacity(capacity),
                 outstanding: 0,
@@ -388,6 +439,7 @@ impl Pipeline {
             state.outstanding -= count;
             state.reader_waker.take()
         };
+
         if let Some(waker) = waker {
             waker.wake();
         }

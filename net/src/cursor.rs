@@ -336,6 +336,24 @@ enum ClassicWidth {
     Int32,
 }
 
+/// Adds `count` entries to `entries`; more than `entries_max` in all is an
+/// error naming `field`.
+pub(crate) fn count_entries(
+    entries: usize,
+    count: usize,
+    entries_max: usize,
+    field: &'static str,
+) -> Result<usize, DecodeError> {
+    let total = entries.saturating_add(count);
+    if total > entries_max {
+        return Err(DecodeError::Invalid {
+            field,
+            reason: "the request names more entries than the broker accepts in one request (--max-request-entries)",
+        });
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

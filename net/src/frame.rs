@@ -66,6 +66,38 @@ impl FrameReader {
         }
     }
 
+    /// The next frame's length (its prefix read and checked against
+    /// `max_frame_bytes`, its body perhaps not yet arrived), or `Ok(None)`
+    /// when the peer closed the connection cleanly between frames.
+    pub(crate) async fn next_length<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+    ) -> Result<Option<usize>, NetError> {
+        loop {
+            if let Some(prefix) = self.buffer.first_chunk::<LENGTH_PREFIX_BYTES>() {
+                let length = i32::from_be_bytes(*prefix);
+                return match usize::try_from(length) {
+                    Ok(frame_bytes) if frame_bytes <= self.max_frame_bytes => Ok(Some(frame_bytes)),
+                    _ => Err(NetError::FrameLength {
+                        length,
+                        max_frame_bytes: self.max_frame_bytes,
+                    }),
+                };
+            }
+            let received_bytes = self.buffer.len();
+            let read_bytes = self.fill(reader, LENGTH_PREFIX_BYTES - received_bytes).await?;
+            if read_bytes == 0 {
+                if received_bytes == 0 {
+                    return Ok(None);
+                }
+                return Err(NetError::FrameTruncated {
+                    expected_bytes: LENGTH_PREFIX_BYTES,
+                    received_bytes,
+                });
+            }
+        }
+    }
+
     /// The next frame's payload (without its prefix), or `Ok(None)` when the
     /// peer closed the connection cleanly between frames.
     pub(crate) async fn next_frame<R: AsyncRead + Unpin>(&mut self, reader: &mut R) -> Result<Option<Bytes>, NetError> {

@@ -71,6 +71,7 @@ mod error;
 mod fetch;
 mod frame;
 mod header;
+mod limits;
 mod produce;
 #[cfg(test)]
 mod proptests;
@@ -83,6 +84,7 @@ pub use conn::{serve_connection, ConnectionConfig, Handler};
 pub use error::{DecodeError, EncodeError, KafkaProtocolError, NetError};
 pub use fetch::{AbortedTransaction, FetchPartitionResponse, FetchResponse, FetchTopicResponse};
 pub use header::RequestHeader;
+pub use limits::{ConnectionActivity, ConnectionShare, RequestMemory};
 pub use produce::{
     ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopic, ProduceTopicResponse,
 };

@@ -41,7 +41,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::apis;
-use crate::cursor::{Cursor, Encoding};
+use crate::cursor::{count_entries, Cursor, Encoding};
 use crate::error::{DecodeError, EncodeError};
 use crate::put::{put_array_len, put_empty_tagged_fields, put_nullable_str, put_str};
 
@@ -105,6 +105,12 @@ impl ProduceRequest {
     /// (3..=9). Record sets are slices of `body`; trailing bytes after the
     /// last field are ignored, as Kafka does.
     pub fn decode(body: &Bytes, version: i16) -> Result<ProduceRequest, DecodeError> {
+        ProduceRequest::decode_within(body, version, usize::MAX)
+    }
+
+    /// [`ProduceRequest::decode`], refusing a request that names more than
+    /// `entries_max` partition entries in all (before allocating for them).
+    pub(crate) fn decode_within(body: &Bytes, version: i16, entries_max: usize) -> Result<ProduceRequest, DecodeError> {
         if !(PRODUCE_VERSION_MIN..=PRODUCE_VERSION_MAX).contains(&version) {
             return Err(DecodeError::Invalid {
                 field: "produce.version",
@@ -119,11 +125,13 @@ impl ProduceRequest {
         let acks = cursor.i16("produce.acks")?;
         let timeout_ms = cursor.i32("produce.timeout_ms")?;
         let topic_count = cursor.array_len(encoding, topic_bytes_min(encoding), "produce.topic_data")?;
+        let mut entries = count_entries(0, topic_count, entries_max, "produce.topic_data")?;
         let mut topics = Vec::with_capacity(topic_count);
         for _ in 0..topic_count {
             let name = cursor.str(encoding, "produce.topic.name")?.to_owned();
             let partition_count =
                 cursor.array_len(encoding, partition_bytes_min(encoding), "produce.topic.partition_data")?;
+            entries = count_entries(entries, partition_count, entries_max, "produce.topic.partition_data")?;
             let mut partitions = Vec::with_capacity(partition_count);
             for _ in 0..partition_count {
                 let index = cursor.i32("produce.partition.index")?;
@@ -300,6 +308,16 @@ mod tests {
                 assert_matches_reference(&decoded, &reference, &body);
             }
         }
+    }
+
+    #[test]
+    fn a_request_naming_more_entries_than_allowed_is_refused_unread() {
+        // Two topics and three partitions: five entries.
+        let body = encode_reference(&reference_request(false), 7);
+        assert!(ProduceRequest::decode_within(&body, 7, 5).is_ok());
+        let refused = ProduceRequest::decode_within(&body, 7, 4).unwrap_err();
+        assert!(refused.to_string().contains("--max-request-entries"), "{refused}");
+        assert!(ProduceRequest::decode_within(&body, 7, 1).is_err());
     }
 
     #[test]

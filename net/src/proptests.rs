@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use crate::apis::{self, SUPPORTED_APIS};
 use crate::codec::tests::{sample_body, sample_frame};
-use crate::codec::{decode_frame, decode_request_body};
+use crate::codec::{decode_frame, decode_request_body, BodyLimits};
 use crate::frame::FrameReader;
 use crate::header::RequestHeader;
 use crate::produce::ProduceRequest;
@@ -160,7 +160,11 @@ proptest! {
         mutations in prop::collection::vec(mutation(), 1..5),
     ) {
         let frame = sample_frame(api_key, version, 3);
-        let _ = decode_frame(&apply(&frame, &mutations), 1 << 20);
+        let limits = BodyLimits {
+            control_body_bytes_max: 1 << 20,
+            entries_max: 1 << 10,
+        };
+        let _ = decode_frame(&apply(&frame, &mutations), limits);
     }
 
     #[test]

@@ -457,9 +457,15 @@ fn schema(api_key: i16) -> Option<&'static [Field]> {
 const DEPTH_MAX: usize = 4;
 
 /// Walks `body` as a request of `api_key` at `api_version`, checking every
-/// length and count; returns the bytes consumed. Trailing bytes are allowed
+/// length and count, and that it names at most `entries_max` entries (array
+/// items) in all; returns the bytes consumed. Trailing bytes are allowed
 /// (kafka-protocol ignores them, and so does Kafka).
-pub(crate) fn check_request(api_key: i16, api_version: i16, body: &Bytes) -> Result<usize, DecodeError> {
+pub(crate) fn check_request(
+    api_key: i16,
+    api_version: i16,
+    body: &Bytes,
+    entries_max: usize,
+) -> Result<usize, DecodeError> {
     let Some(fields) = schema(api_key) else {
         return Err(DecodeError::Invalid {
             field: "api_key",
@@ -468,17 +474,39 @@ pub(crate) fn check_request(api_key: i16, api_version: i16, body: &Bytes) -> Res
     };
     let encoding = Encoding::from_flexible(apis::is_flexible(api_key, api_version));
     let mut cursor = Cursor::new(body);
-    walk_struct(&mut cursor, fields, api_version, encoding, 0)?;
+    let mut walk = Walk {
+        version: api_version,
+        encoding,
+        entries: 0,
+        entries_max,
+    };
+    walk_struct(&mut cursor, fields, &mut walk, 0)?;
+    assert!(walk.entries <= entries_max, "the walk stops at the entry bound");
     Ok(cursor.position())
+}
+
+/// What one walk reads with, and the entries counted so far.
+struct Walk {
+    version: i16,
+    encoding: Encoding,
+    entries: usize,
+    entries_max: usize,
+}
+
+impl Walk {
+    fn count(&mut self, count: usize, field: &'static str) -> Result<(), DecodeError> {
+        self.entries = crate::cursor::count_entries(self.entries, count, self.entries_max, field)?;
+        Ok(())
+    }
 }
 
 fn walk_struct(
     cursor: &mut Cursor<'_>,
     fields: &'static [Field],
-    version: i16,
-    encoding: Encoding,
+    walk: &mut Walk,
     depth: usize,
 ) -> Result<(), DecodeError> {
+    let (version, encoding) = (walk.version, walk.encoding);
     assert!(depth < DEPTH_MAX, "schema nesting deeper than DEPTH_MAX");
     for field in fields.iter().filter(|field| (field.min..=field.max).contains(&version)) {
         let name = field.name;
@@ -500,14 +528,16 @@ fn walk_struct(
             }
             Kind::Strs => {
                 let count = cursor.nullable_array_len(encoding, 1, name)?.unwrap_or(0);
+                walk.count(count, name)?;
                 for _ in 0..count {
                     cursor.nullable_str(encoding, name)?;
                 }
             }
             Kind::Structs(item_fields) => {
                 let count = cursor.nullable_array_len(encoding, 1, name)?.unwrap_or(0);
+                walk.count(count, name)?;
                 for _ in 0..count {
-                    walk_struct(cursor, item_fields, version, encoding, depth + 1)?;
+                    walk_struct(cursor, item_fields, walk, depth + 1)?;
                 }
             }
         }

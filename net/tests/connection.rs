@@ -29,9 +29,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use shardline_net::{
-    api_versions_response, serve_connection, ConnectionConfig, FetchPartitionResponse, FetchResponse,
-    FetchTopicResponse, Handler, NetError, ProducePartitionResponse, ProduceResponse, ProduceTopicResponse, Request,
-    RequestBody, ResponseBody, SUPPORTED_APIS,
+    api_versions_response, serve_connection, ConnectionActivity, ConnectionConfig, ConnectionShare,
+    FetchPartitionResponse, FetchResponse, FetchTopicResponse, Handler, NetError, ProducePartitionResponse,
+    ProduceResponse, ProduceTopicResponse, Request, RequestBody, RequestMemory, ResponseBody, SUPPORTED_APIS,
 };
 
 /// Upper bound of any single wait in these tests.
@@ -144,6 +144,12 @@ struct Server {
 
 impl Server {
     fn start(handler: Rc<TestHandler>, config: ConnectionConfig) -> Server {
+        Server::start_with_memory(handler, config, 256 << 20)
+    }
+
+    /// A server whose connections share a request budget of `memory_bytes`.
+    fn start_with_memory(handler: Rc<TestHandler>, config: ConnectionConfig, memory_bytes: usize) -> Server {
+        let memory = RequestMemory::new(memory_bytes);
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("address");
         let results = Rc::new(RefCell::new(Vec::new()));
@@ -156,8 +162,12 @@ impl Server {
                 let handler = Rc::clone(&handler);
                 let results = Rc::clone(&server_results);
                 let config = config.clone();
+                let share = ConnectionShare {
+                    request_memory: Rc::clone(&memory),
+                    activity: ConnectionActivity::new(std::time::Instant::now()),
+                };
                 glommio::spawn_local(async move {
-                    let result = serve_connection(stream, handler, &config).await;
+                    let result = serve_connection(stream, handler, &config, &share).await;
                     results.borrow_mut().push(result);
                 })
                 .detach();
@@ -348,6 +358,24 @@ fn no_more_than_in_flight_max_requests_are_read_ahead() {
             expect_metadata_answer(&mut client, 4, correlation_id).await;
         }
         assert_eq!(handler.running_max.get(), 3);
+    });
+}
+
+#[test]
+fn connections_wait_for_the_shards_request_memory_and_all_are_served() {
+    run(|| async {
+        let handler = Rc::new(TestHandler::default());
+        // Room for one request frame at a time across every connection.
+        let frame_bytes = metadata_frame(12, 1, "slow").len() - 4;
+        let server = Server::start_with_memory(Rc::clone(&handler), ConnectionConfig::default(), frame_bytes + 3);
+        let mut first = server.connect().await;
+        let mut second = server.connect().await;
+        first.write_all(&metadata_frame(12, 1, "slow")).await.unwrap();
+        second.write_all(&metadata_frame(12, 2, "slow")).await.unwrap();
+        expect_metadata_answer(&mut first, 12, 1).await;
+        expect_metadata_answer(&mut second, 12, 2).await;
+        assert_eq!(handler.running_max.get(), 1, "the second waited for the first's bytes");
+        assert_eq!(*handler.finished.borrow(), vec![1, 2]);
     });
 }
 

@@ -20,6 +20,39 @@ use crate::{
     shard::Shard,
 };
 
+/// Checks that `partitions` more partitions of `replication_factor` replicas
+/// fit under the brokers' limit (`--max-partitions-per-shard` × the shards of
+/// every unfenced broker), counting every replica the image already places.
+/// Each node checks against its own flag; the metadata group applies a topic
+/// whole or not at all, so a refused one leaves nothing behind.
+fn check_capacity(shard: &Shard, partitions: i32, replication_factor: i16) -> Result<(), EngineError> {
+    let image = shard.image();
+    let hosted: usize = image
+        .topics
+        .values()
+        .flat_map(|topic| topic.partitions.iter())
+        .map(|partition| partition.replicas.len())
+        .sum();
+    let shards: usize = image
+        .brokers
+        .values()
+        .filter(|broker| !broker.fenced)
+        .map(|broker| usize::try_from(broker.shards).unwrap_or(0))
+        .sum();
+    let capacity = shards.saturating_mul(shard.config.max_partitions_per_shard);
+    let wanted = usize::try_from(partitions)
+        .unwrap_or(0)
+        .saturating_mul(usize::try_from(replication_factor).unwrap_or(0).max(1));
+    if hosted.saturating_add(wanted) > capacity {
+        return Err(EngineError::PolicyViolation(format!(
+            "{wanted} more partition replicas would pass the limit of {capacity} ({} per shard on {shards} shards; \
+             {hosted} placed): raise --max-partitions-per-shard or add brokers",
+            shard.config.max_partitions_per_shard
+        )));
+    }
+    Ok(())
+}
+
 /// Creates each missing topic with the default partition count (auto-create).
 pub(super) async fn auto_create(shard: &Rc<Shard>, names: &[String]) {
     let image = shard.image();
@@ -31,6 +64,10 @@ pub(super) async fn auto_create(shard: &Rc<Shard>, names: &[String]) {
             replication_factor: shard.config.default_replication_factor,
             configs: BTreeMap::new(),
         };
+        if let Err(e) = check_capacity(shard, topic.partitions, topic.replication_factor) {
+            tracing::warn!(topic = %name, error = %e, "auto-create refused");
+            continue;
+        }
         match shard.meta.create_topic(topic).await {
             Ok(_) => {
                 tracing::info!(topic = %name, "auto-created topic");
@@ -70,6 +107,8 @@ pub(super) async fn create_topics(shard: &Rc<Shard>, request: CreateTopicsReques
             Err(EngineError::InvalidRequest(
                 "manual replica assignments are not supported".into(),
             ))
+        } else if let Err(e) = check_capacity(shard, partitions, replication_factor) {
+            Err(e)
         } else if request.validate_only {
             validate_only(shard, &name, partitions, replication_factor)
         } else {
@@ -165,6 +204,27 @@ pub(super) async fn delete_topics(shard: &Rc<Shard>, request: DeleteTopicsReques
     ResponseKind::DeleteTopics(response)
 }
 
+/// Partitions CreatePartitions to `total` would add to `name` (0 when it
+/// would not grow; the metadata group then refuses it).
+fn added_partitions(shard: &Shard, name: &str, total: i32) -> Result<i32, EngineError> {
+    let image = shard.image();
+    let topic = image.topics.get(name).ok_or(EngineError::UnknownTopicOrPartition)?;
+    let current = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+    Ok(total.saturating_sub(current).max(0))
+}
+
+/// Replicas per partition of `name` (its first partition's).
+fn replication_of(shard: &Shard, name: &str) -> i16 {
+    let image = shard.image();
+    image
+        .topics
+        .get(name)
+        .and_then(|topic| topic.partitions.first())
+        .map_or(1, |partition| {
+            i16::try_from(partition.replicas.len()).unwrap_or(i16::MAX)
+        })
+}
+
 pub(super) async fn create_partitions(shard: &Rc<Shard>, request: CreatePartitionsRequest) -> ResponseKind {
     let mut response = CreatePartitionsResponse::default();
     for topic in request.topics {
@@ -178,6 +238,10 @@ pub(super) async fn create_partitions(shard: &Rc<Shard>, request: CreatePartitio
             Err(EngineError::InvalidRequest(
                 "manual replica assignments are not supported".into(),
             ))
+        } else if let Err(e) = added_partitions(shard, &name, topic.count)
+            .and_then(|added| check_capacity(shard, added, replication_of(shard, &name)))
+        {
+            Err(e)
         } else if request.validate_only {
             match shard.image().topics.get(&name) {
                 None => Err(EngineError::UnknownTopicOrPartition),

@@ -10,12 +10,18 @@ use kafka_protocol::{messages::FetchRequest, ResponseError};
 use shardline_log::Offset;
 use shardline_net::{FetchPartitionResponse, FetchResponse, FetchTopicResponse, ResponseBody};
 
-use super::{code_of, on_owners};
-use crate::{error::EngineError, shard::Shard};
+use super::{code_of, epoch_of, on_owners, split_by_owner};
+use crate::{error::EngineError, partition::FetchWatch, shard::Shard};
 
 /// Longest a fetch waits for data, whatever the client asks (bounds the
 /// resources a parked fetch holds).
 const FETCH_WAIT_MAX_MS: i32 = 30_000;
+
+/// Most record bytes one Fetch response carries, whatever the client asks
+/// (Kafka's broker `fetch.max.bytes` default, 55 MiB): bounds the work and
+/// the memory one request can make a shard spend. A first batch larger than
+/// this is still returned whole, as Kafka does (KIP-74).
+const FETCH_RESPONSE_BYTES_MAX: usize = 55 << 20;
 
 /// What the owner shard read for one partition.
 struct PartitionRead {
@@ -59,28 +65,36 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: FetchRequest) -> Response
         return ResponseBody::Fetch(response);
     }
     let replica_id = request.replica_id.0;
+    // A partition named twice is read once and answered once (Kafka keeps
+    // one entry per partition too): repeats cannot multiply the work.
+    let mut named = std::collections::HashSet::new();
     let items: Vec<Vec<Item>> = request
         .topics
         .iter()
         .map(|t| {
             t.partitions
                 .iter()
+                .filter(|p| named.insert((t.topic.0.as_str(), p.partition)))
                 .map(|p| Item {
                     topic: t.topic.0.to_string(),
                     index: p.partition,
                     offset: p.fetch_offset,
-                    partition_max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
+                    partition_max_bytes: usize::try_from(p.partition_max_bytes)
+                        .unwrap_or(0)
+                        .min(FETCH_RESPONSE_BYTES_MAX),
                     current_leader_epoch: p.current_leader_epoch,
                     replica_id,
                 })
                 .collect()
         })
         .collect();
+    drop(named);
     let flat: Vec<Item> = items.iter().flatten().cloned().collect();
     let max_bytes = usize::try_from(request.max_bytes)
         .ok()
         .filter(|b| *b > 0)
-        .unwrap_or(usize::MAX);
+        .unwrap_or(FETCH_RESPONSE_BYTES_MAX)
+        .min(FETCH_RESPONSE_BYTES_MAX);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let wait_ms = request.max_wait_ms.clamp(0, FETCH_WAIT_MAX_MS);
     let deadline = std::time::Instant::now() + Duration::from_millis(u64::try_from(wait_ms).unwrap_or(0));
@@ -196,32 +210,64 @@ fn read_local(shard: &Shard, item: &Item) -> PartitionRead {
     }
 }
 
-/// Registers a one-shot watch on every item's partition; a partition that
-/// already has data past the fetch offset fires at once (no lost wake-up
-/// between the read and the watch).
+/// Parks the fetch on every partition it names: one watch per owner shard,
+/// fired by the first of that shard's partitions to get data past its fetch
+/// offset (at once if one already has some, so no wake-up is lost between the
+/// read and the watch). A fetch naming any number of partitions waits on at
+/// most one channel per shard.
+#[expect(
+    clippy::async_yields_async,
+    reason = "each owner hands back the receiver its watch fires; the requesting shard awaits it"
+)]
 async fn watch_all(shard: &Rc<Shard>, items: &[Item]) -> Vec<oneshot::Receiver<()>> {
-    let questions = vec![items.iter().map(|i| (i.topic.clone(), i.index, i.clone())).collect()];
-    on_owners(shard, questions, |s, _, _, item| watch_local(s, &item))
+    let epoch = epoch_of(shard);
+    let placed = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| ((0, i), (item.topic.clone(), item.index, item.clone())));
+    let split = split_by_owner(shard, placed);
+    let parts = split.owners.into_iter().map(|(owner, owned)| {
+        shard.invoke_on(owner, move |s: Rc<Shard>| async move {
+            s.wait_for_epoch(epoch).await;
+            let (watch, fired) = FetchWatch::new();
+            for (_, (_, _, item)) in &owned {
+                if watch_local(&s, item, &watch) == Watched::AlreadyFired {
+                    break;
+                }
+                glommio::yield_if_needed().await;
+            }
+            fired
+        })
+    });
+    futures_util::future::join_all(parts)
         .await
         .into_iter()
-        .flatten()
         .filter_map(Result::ok)
         .collect()
 }
 
-fn watch_local(shard: &Shard, item: &Item) -> Result<oneshot::Receiver<()>, EngineError> {
-    let partition = shard.partition(&item.topic, item.index)?;
-    let watch = partition.watch();
+#[derive(Debug, PartialEq, Eq)]
+enum Watched {
+    /// The partition has data past the fetch offset: the watch fired.
+    AlreadyFired,
+    /// Waiting for the partition's next append (or the item cannot be
+    /// watched: the next read reports why).
+    Waiting,
+}
+
+fn watch_local(shard: &Shard, item: &Item, watch: &Rc<FetchWatch>) -> Watched {
+    let Ok(partition) = shard.partition(&item.topic, item.index) else {
+        return Watched::Waiting;
+    };
     let visible_end = if item.replica_id >= 0 {
         partition.log.log_end()
     } else {
         partition.high_watermark()
     };
     if visible_end.0 > item.offset {
-        let (fire, fired) = oneshot::channel();
-        let _ = fire.send(());
-        Ok(fired)
-    } else {
-        Ok(watch)
+        watch.fire();
+        return Watched::AlreadyFired;
     }
+    partition.watch(watch);
+    Watched::Waiting
 }

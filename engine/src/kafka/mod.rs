@@ -123,12 +123,48 @@ pub(crate) async fn wait_all_shards(shard: &Rc<Shard>, epoch: u64) {
 /// what to ask.
 pub(crate) type Question<Q> = (String, i32, Q);
 
-/// A question with its place in the request (topic, partition position).
-type Placed<Q> = ((usize, usize), Question<Q>);
+/// Where an entry sits in its request: (topic position, partition position).
+pub(crate) type Slot = (usize, usize);
+
+/// A question with its place in the request.
+pub(crate) type Placed<Q> = (Slot, Question<Q>);
+
+/// Entries grouped by the shard that owns their partition, and the entries
+/// whose partition has no owner on this broker, with the reason.
+pub(crate) struct ByOwner<Q> {
+    pub(crate) owners: std::collections::HashMap<usize, Vec<Placed<Q>>>,
+    pub(crate) unowned: Vec<(Slot, EngineError)>,
+}
+
+/// Splits placed entries by owner shard, under this shard's image; counts a
+/// forwarded request when any part is owned elsewhere (one cross-core round
+/// trip per other owner follows).
+pub(crate) fn split_by_owner<Q>(shard: &Shard, entries: impl IntoIterator<Item = Placed<Q>>) -> ByOwner<Q> {
+    let mut split = ByOwner {
+        owners: std::collections::HashMap::new(),
+        unowned: Vec::new(),
+    };
+    for (slot, (name, index, question)) in entries {
+        match shard.owner_of(&name, index) {
+            Ok(owner) => split
+                .owners
+                .entry(owner)
+                .or_default()
+                .push((slot, (name, index, question))),
+            Err(e) => split.unowned.push((slot, e)),
+        }
+    }
+    if split.owners.keys().any(|owner| *owner != shard.id) {
+        ShardProbe::count(&shard.probe.forwarded_partition_requests);
+    }
+    split
+}
 
 /// Answers `questions[t][p]` by running `lookup` on the shard owning each
 /// partition (one cross-shard message per owner), under this shard's image
-/// epoch; returns the answers in the same shape and order.
+/// epoch; returns the answers in the same shape and order. An owner yields
+/// between lookups when its time slice is up, so a request naming many
+/// partitions cannot hold a shard.
 pub(crate) async fn on_owners<Q, R>(
     shard: &Rc<Shard>,
     questions: Vec<Vec<Question<Q>>>,
@@ -141,33 +177,33 @@ where
     let epoch = epoch_of(shard);
     let mut answers: Vec<Vec<Option<Result<R, EngineError>>>> =
         questions.iter().map(|t| t.iter().map(|_| None).collect()).collect();
-    let mut by_owner: std::collections::HashMap<usize, Vec<Placed<Q>>> = std::collections::HashMap::new();
-    for (ti, topic) in questions.into_iter().enumerate() {
-        for (pi, (name, index, question)) in topic.into_iter().enumerate() {
-            match shard.owner_of(&name, index) {
-                Ok(owner) => by_owner
-                    .entry(owner)
-                    .or_default()
-                    .push(((ti, pi), (name, index, question))),
-                Err(e) => {
-                    if let Some(slot) = answers.get_mut(ti).and_then(|t| t.get_mut(pi)) {
-                        *slot = Some(Err(e));
-                    }
-                }
-            }
+    let placed = questions.into_iter().enumerate().flat_map(|(ti, topic)| {
+        topic
+            .into_iter()
+            .enumerate()
+            .map(move |(pi, question)| ((ti, pi), question))
+    });
+    let split = split_by_owner(shard, placed);
+    let mut fill = |(ti, pi): Slot, answer: Result<R, EngineError>| {
+        let slot = answers.get_mut(ti).and_then(|t| t.get_mut(pi));
+        assert!(slot.as_ref().is_some_and(|s| s.is_none()), "each slot is answered once");
+        if let Some(slot) = slot {
+            *slot = Some(answer);
         }
+    };
+    for (slot, error) in split.unowned {
+        fill(slot, Err(error));
     }
-    if by_owner.keys().any(|owner| *owner != shard.id) {
-        ShardProbe::count(&shard.probe.forwarded_partition_requests);
-    }
-    let parts = by_owner.into_iter().map(|(owner, items)| {
-        let keys: Vec<(usize, usize)> = items.iter().map(|(k, _)| *k).collect();
+    let parts = split.owners.into_iter().map(|(owner, items)| {
+        let keys: Vec<Slot> = items.iter().map(|(k, _)| *k).collect();
         let work = shard.invoke_on(owner, move |s: Rc<Shard>| async move {
             s.wait_for_epoch(epoch).await;
-            items
-                .into_iter()
-                .map(|(_, (name, index, question))| lookup(&s, &name, index, question))
-                .collect::<Vec<_>>()
+            let mut out = Vec::with_capacity(items.len());
+            for (_, (name, index, question)) in items {
+                out.push(lookup(&s, &name, index, question));
+                glommio::yield_if_needed().await;
+            }
+            out
         });
         async move { (keys, work.await) }
     });
@@ -176,10 +212,13 @@ where
             Ok(owner_answers) => owner_answers,
             Err(_) => keys.iter().map(|_| Err(EngineError::ShardUnavailable)).collect(),
         };
-        for ((ti, pi), answer) in keys.into_iter().zip(owner_answers) {
-            if let Some(slot) = answers.get_mut(ti).and_then(|t| t.get_mut(pi)) {
-                *slot = Some(answer);
-            }
+        assert_eq!(
+            owner_answers.len(),
+            keys.len(),
+            "an owner answers every question it got"
+        );
+        for (slot, answer) in keys.into_iter().zip(owner_answers) {
+            fill(slot, answer);
         }
     }
     answers

@@ -1,20 +1,12 @@
 //! Produce: split the request by owner shard, append on each owner, join the
 //! answers in request order. acks=0 gets no response at all.
 
-use std::{collections::HashMap, rc::Rc, time::Duration};
+use std::{rc::Rc, time::Duration};
 
-use bytes::Bytes;
 use shardline_net::{ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse, ResponseBody};
 
-use super::{admin::auto_create, epoch_of};
-use crate::{
-    coordinator::OFFSETS_TOPIC,
-    error::EngineError,
-    partition::Produced,
-    shard::{Shard, ShardProbe},
-};
-
-type Slot = (usize, usize);
+use super::{admin::auto_create, epoch_of, split_by_owner, Slot};
+use crate::{coordinator::OFFSETS_TOPIC, error::EngineError, partition::Produced, shard::Shard};
 
 /// Longest an acks=all produce waits for the in-sync replicas, whatever the
 /// client's timeout says.
@@ -38,38 +30,35 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option
         .iter()
         .map(|t| t.partitions.iter().map(|_| None).collect())
         .collect();
-    let mut by_owner: HashMap<usize, Vec<(Slot, String, i32, Bytes)>> = HashMap::new();
+    let mut routed = Vec::new();
     for (ti, topic) in request.topics.iter().enumerate() {
         for (pi, partition) in topic.partitions.iter().enumerate() {
-            let routed = match (&partition.records, shard.owner_of(&topic.name, partition.index)) {
-                _ if topic.name == OFFSETS_TOPIC => Err(EngineError::InternalTopic(topic.name.clone())),
-                (None, _) => Err(EngineError::InvalidRecord("null records".into())),
-                (_, Err(e)) => Err(e),
-                (Some(records), Ok(owner)) => Ok((owner, records.clone())),
+            let records = match (&partition.records, topic.name == OFFSETS_TOPIC) {
+                (_, true) => Err(EngineError::InternalTopic(topic.name.clone())),
+                (None, false) => Err(EngineError::InvalidRecord("null records".into())),
+                (Some(records), false) => Ok(records.clone()),
             };
-            match routed {
-                Ok((owner, records)) => {
-                    by_owner
-                        .entry(owner)
-                        .or_default()
-                        .push(((ti, pi), topic.name.clone(), partition.index, records))
-                }
-                Err(e) => {
+            match records {
+                Ok(records) => routed.push(((ti, pi), (topic.name.clone(), partition.index, records))),
+                Err(error) => {
                     if let Some(slot) = results.get_mut(ti).and_then(|t| t.get_mut(pi)) {
-                        *slot = Some(Err(e));
+                        *slot = Some(Err(error));
                     }
                 }
             }
         }
     }
-    if by_owner.keys().any(|owner| *owner != shard.id) {
-        ShardProbe::count(&shard.probe.forwarded_partition_requests);
+    let split = split_by_owner(shard, routed);
+    for ((ti, pi), error) in split.unowned {
+        if let Some(slot) = results.get_mut(ti).and_then(|t| t.get_mut(pi)) {
+            *slot = Some(Err(error));
+        }
     }
-    let parts = by_owner.into_iter().map(|(owner, items)| {
-        let slots: Vec<Slot> = items.iter().map(|(slot, ..)| *slot).collect();
+    let parts = split.owners.into_iter().map(|(owner, items)| {
+        let slots: Vec<Slot> = items.iter().map(|(slot, _)| *slot).collect();
         let work = shard.invoke_on(owner, move |s: Rc<Shard>| async move {
             s.wait_for_epoch(epoch).await;
-            let appends = items.into_iter().map(|(_, topic, index, records)| {
+            let appends = items.into_iter().map(|(_, (topic, index, records))| {
                 let s = Rc::clone(&s);
                 async move {
                     let partition = s.partition(&topic, index)?;

@@ -210,28 +210,27 @@ impl Engine {
     /// shard, by shard.
     pub fn forwarded_at_shutdown(&mut self) -> Vec<(u64, u64)> {
         self.terminate();
-        let field = |line: &str, name: &str| -> u64 {
-            let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-            line[start..]
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
+        let field = |line: &str, name: &str| -> Option<u64> {
+            let start = line.find(&format!(" {name}="))? + name.len() + 2;
+            line.get(start..)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
         };
         let log = self.log();
         let mut shards: Vec<(u64, u64, u64)> = log
             .lines()
             .filter(|line| line.contains("shard stopped"))
             .map(|line| {
-                (
-                    field(line, "shard"),
-                    field(line, "forwarded_partition_requests"),
-                    field(line, "forwarded_group_requests"),
-                )
+                let parsed = (|| {
+                    Some((
+                        field(line, "shard")?,
+                        field(line, "forwarded_partition_requests")?,
+                        field(line, "forwarded_group_requests")?,
+                    ))
+                })();
+                parsed.unwrap_or_else(|| panic!("unreadable shutdown line {line:?} in:\n{log}"))
             })
             .collect();
         shards.sort_unstable();
+        assert_eq!(shards.len(), shard_count(&self.extra), "one shutdown line per shard:\n{log}");
         shards
             .into_iter()
             .map(|(_, partition, group)| (partition, group))

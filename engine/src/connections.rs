@@ -1,0 +1,149 @@
+//! The Kafka connections one shard serves: taking them within a bound,
+//! closing the idle ones, and closing every idle one at once at shutdown.
+//!
+//! Lives on its shard (`Rc`, `RefCell`, no locks). Each connection runs as a
+//! task of its own (`net::serve_connection`); the table keeps its task handle
+//! and the activity `net` updates, and a sweep task closes (cancels) the
+//! connections that have had no request for `--connections-max-idle-ms` and
+//! have none unanswered.
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::HashMap,
+    rc::Rc,
+    time::{Duration, Instant},
+};
+
+use glommio::{net::TcpStream, task::JoinHandle};
+use shardline_net::{ConnectionActivity, ConnectionConfig, ConnectionShare, Handler, RequestMemory};
+
+/// Longest pause between two idle sweeps (a shorter idle bound sweeps more
+/// often: ten times per bound).
+const IDLE_SWEEP_INTERVAL_MAX: Duration = Duration::from_secs(10);
+
+/// One live connection.
+struct Live {
+    activity: Rc<ConnectionActivity>,
+    task: JoinHandle<()>,
+}
+
+/// The connections of one shard.
+pub(crate) struct Connections {
+    /// Live connections by id; at most `live_max`.
+    live: RefCell<HashMap<u64, Live>>,
+    next_id: Cell<u64>,
+    /// This shard's share of `--max-connections`.
+    live_max: usize,
+    /// `--connections-max-idle-ms`.
+    idle_max: Duration,
+    /// The shard's budget for request bytes (`--request-memory-bytes`).
+    request_memory: Rc<RequestMemory>,
+    /// Connections refused because the table was full.
+    refused: Cell<u64>,
+    /// Connections closed for idling.
+    closed_idle: Cell<u64>,
+}
+
+impl Connections {
+    pub(crate) fn new(live_max: usize, idle_max: Duration, request_memory_bytes: usize) -> Rc<Connections> {
+        assert!(live_max >= 1, "a shard takes at least one connection");
+        Rc::new(Connections {
+            live: RefCell::new(HashMap::new()),
+            next_id: Cell::new(0),
+            live_max,
+            idle_max,
+            request_memory: RequestMemory::new(request_memory_bytes),
+            refused: Cell::new(0),
+            closed_idle: Cell::new(0),
+        })
+    }
+
+    /// Serves `stream` as a task of its own, or closes it at once when the
+    /// shard already serves its share of `--max-connections`.
+    pub(crate) fn serve<H: Handler + 'static>(
+        self: &Rc<Self>,
+        stream: TcpStream,
+        handler: &Rc<H>,
+        config: &ConnectionConfig,
+    ) {
+        let peer = stream.peer_addr().ok();
+        if self.live.borrow().len() >= self.live_max {
+            self.refused.set(self.refused.get() + 1);
+            // Once per power of two, so a flood cannot flood the log too.
+            if self.refused.get().is_power_of_two() {
+                tracing::warn!(
+                    ?peer,
+                    live = self.live_max,
+                    refused = self.refused.get(),
+                    "refusing a connection: this shard serves its share of --max-connections"
+                );
+            }
+            drop(stream);
+            return;
+        }
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1));
+        let share = ConnectionShare {
+            request_memory: Rc::clone(&self.request_memory),
+            activity: ConnectionActivity::new(Instant::now()),
+        };
+        let activity = Rc::clone(&share.activity);
+        let table = Rc::clone(self);
+        let handler = Rc::clone(handler);
+        let config = config.clone();
+        let task = glommio::spawn_local(async move {
+            if let Err(e) = shardline_net::serve_connection(stream, handler, &config, &share).await {
+                tracing::debug!(?peer, error = %e, "connection closed");
+            }
+            table.live.borrow_mut().remove(&id);
+        })
+        .detach();
+        let mut live = self.live.borrow_mut();
+        live.insert(id, Live { activity, task });
+        assert!(live.len() <= self.live_max, "the connection table is bounded");
+    }
+
+    /// Closes every connection idle for at least `idle_max` at `now`.
+    fn close_idle(&self, now: Instant, idle_max: Duration) -> usize {
+        let idle: Vec<u64> = self
+            .live
+            .borrow()
+            .iter()
+            .filter(|(_, live)| live.activity.idle_for(now).is_some_and(|idle| idle >= idle_max))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &idle {
+            // Cancelling drops the connection's future, which closes the socket.
+            if let Some(live) = self.live.borrow_mut().remove(id) {
+                live.task.cancel();
+            }
+        }
+        idle.len()
+    }
+
+    /// Closes idle connections until `stopping` says so; runs on the shard.
+    pub(crate) async fn sweep_idle(self: Rc<Self>, stopping: impl Fn() -> bool) {
+        let interval = (self.idle_max / 10).clamp(Duration::from_millis(10), IDLE_SWEEP_INTERVAL_MAX);
+        while !stopping() {
+            glommio::timer::sleep(interval).await;
+            let closed = self.close_idle(Instant::now(), self.idle_max);
+            if closed > 0 {
+                self.closed_idle
+                    .set(self.closed_idle.get() + u64::try_from(closed).unwrap_or(u64::MAX));
+                tracing::debug!(closed, "closed idle connections");
+            }
+        }
+    }
+
+    /// At shutdown: closes every connection with nothing unanswered now;
+    /// returns how many are still serving requests.
+    pub(crate) fn close_quiet(&self) -> usize {
+        self.close_idle(Instant::now(), Duration::ZERO);
+        self.live.borrow().len()
+    }
+
+    /// Connections refused and closed for idling, for the shutdown line.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (self.refused.get(), self.closed_idle.get())
+    }
+}
