@@ -30,6 +30,15 @@ pub struct Engine {
     extra: Vec<String>,
 }
 
+/// A log file for an engine on `port` that no earlier engine wrote (ports
+/// are reused between tests and runs; a stale log would be read as this
+/// engine's).
+fn fresh_log_path(port: u16) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("shardline-engine-{port}-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
 /// Attempts at finding `count` consecutive free ports.
 const PORT_RUN_ATTEMPTS: usize = 100;
 
@@ -91,7 +100,7 @@ impl Engine {
             data_dir: data_dir.to_path_buf(),
             child: None,
             // Beside the system temp dir, not the data dir: a test may fill the data dir's disk.
-            log_path: std::env::temp_dir().join(format!("shardline-engine-{port}.log")),
+            log_path: fresh_log_path(port),
             _tmp: None,
             extra,
         };
