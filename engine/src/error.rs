@@ -183,6 +183,12 @@ pub fn kafka_code(error: &EngineError) -> i16 {
                 }
                 BatchError::BadMagic { .. } => ResponseError::UnsupportedForMessageFormat,
                 BatchError::TooLarge { .. } => ResponseError::RecordListTooLarge,
+                // A header its records do not bear out (Kafka's InvalidRecordException).
+                BatchError::BadRecordCount { .. }
+                | BatchError::BadRecords { .. }
+                | BatchError::BadTimestamp { .. }
+                | BatchError::TooManyRecords { .. }
+                | BatchError::TooManyOffsets { .. } => ResponseError::InvalidRecord,
                 _ => ResponseError::InvalidRecord,
             },
             LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
@@ -258,6 +264,11 @@ mod tests {
             source: std::io::Error::from_raw_os_error(libc::ENOSPC),
         });
         assert_eq!(kafka_code(&full), 56, "KAFKA_STORAGE_ERROR");
+        let lying = EngineError::Log(LogError::InvalidBatch(BatchError::BadRecords {
+            record: 0,
+            reason: "bad record length",
+        }));
+        assert_eq!(kafka_code(&lying), 87, "INVALID_RECORD");
     }
 
     #[test]

@@ -61,6 +61,39 @@ pub enum BatchError {
         /// Offset it has.
         found: Offset,
     },
+    /// An uncompressed batch's records do not match its header: fewer or
+    /// more records than it claims, a record that does not fill exactly its
+    /// length, or an offset delta other than the record's index.
+    BadRecords {
+        /// Index of the record where the walk failed.
+        record: i32,
+        /// What was wrong there.
+        reason: &'static str,
+    },
+    /// A timestamp above the batch's max timestamp (the base timestamp, or a
+    /// record's, for CreateTime).
+    BadTimestamp {
+        /// The timestamp found (ms).
+        timestamp_ms: i64,
+        /// The header's max timestamp (ms).
+        max_timestamp_ms: i64,
+    },
+    /// A batch claims more records than its section could hold: 7 bytes a
+    /// record at least, after decompression at the codec's largest
+    /// expansion (see `Codec::expansion_max`).
+    TooManyRecords {
+        /// Record count field.
+        record_count: i32,
+        /// Bytes of the (compressed) records section.
+        section_bytes: usize,
+    },
+    /// One append spans more offsets than one segment may hold.
+    TooManyOffsets {
+        /// Offsets the append spans.
+        offsets: i64,
+        /// The most one segment may span.
+        offsets_max: i64,
+    },
 }
 
 impl fmt::Display for BatchError {
@@ -104,6 +137,29 @@ impl fmt::Display for BatchError {
             BatchError::Empty => write!(f, "no record batch given"),
             BatchError::OffsetGap { expected, found } => {
                 write!(f, "batch starts at offset {found}, expected {expected}")
+            }
+            BatchError::BadRecords { record, reason } => {
+                write!(f, "records do not match the header: record {record}: {reason}")
+            }
+            BatchError::BadTimestamp {
+                timestamp_ms,
+                max_timestamp_ms,
+            } => write!(
+                f,
+                "timestamp {timestamp_ms} above the batch's max timestamp {max_timestamp_ms}"
+            ),
+            BatchError::TooManyRecords {
+                record_count,
+                section_bytes,
+            } => write!(
+                f,
+                "{record_count} records cannot fit in a records section of {section_bytes} bytes"
+            ),
+            BatchError::TooManyOffsets { offsets, offsets_max } => {
+                write!(
+                    f,
+                    "an append of {offsets} offsets; one segment holds at most {offsets_max}"
+                )
             }
         }
     }

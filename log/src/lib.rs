@@ -17,9 +17,10 @@
 //! segments that stay valid even after retention deletes the file.
 //!
 //! ## Guarantees
-//! - An append is validated (magic, length, CRC-32C over attributes..end)
-//!   without decoding records; an invalid batch is rejected whole with a
-//!   [`BatchError`] and nothing is stored.
+//! - An append is validated (magic, length, CRC-32C over attributes..end,
+//!   and a header its records bear out: `batch.rs`) without decompressing;
+//!   an invalid batch is rejected whole with a [`BatchError`] and nothing is
+//!   stored. A segment rolls before its offsets leave its index's range.
 //! - With [`Durability::Always`] an append resolves only after `fdatasync`, and
 //!   concurrent appends share one sync. [`Log::durable_end`] is reported
 //!   separately from [`Log::log_end`].
@@ -44,8 +45,8 @@
 //!   answers OffsetsForLeaderEpoch, so a follower knows where to truncate
 //!   before fetching.
 //!
-//! The byte layouts are drawn at the top of `batch.rs` (the record batch) and
-//! `index.rs` (the index); `segment.rs` explains the write path and the
+//! The byte layouts are drawn at the top of `batch.rs` (the record batch),
+//! `record.rs` (a record) and `index.rs` (the index); `segment.rs` explains the write path and the
 //! mapping rules that keep readers safe from SIGBUS; `epoch.rs` the epoch
 //! cache's rules. `docs/storage.md` has the whole picture.
 
@@ -55,14 +56,16 @@ mod error;
 mod index;
 mod log;
 mod offset;
+mod record;
 mod segment;
 
 pub use batch::{
-    build_batch, compute_crc, set_base_offset, set_leader_epoch, validate, validate_header_only, BatchHeader,
-    BatchSpec, Codec, BATCH_HEADER_BYTES,
+    build_batch, build_batch_from_values, compute_crc, set_base_offset, set_leader_epoch, uncompressed_records,
+    validate, validate_header_only, BatchHeader, BatchSpec, Codec, BATCH_HEADER_BYTES,
 };
 pub use epoch::EpochStart;
 pub use error::{BatchError, LogError};
 pub use log::{AppendInfo, Clock, Durability, Log, LogConfig, ReadBatches, SystemClock, TimestampOffset};
 pub use offset::{Offset, Position};
+pub use record::{Record, Records};
 pub use segment::parse_log_name;

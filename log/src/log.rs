@@ -29,7 +29,7 @@ use crate::{
     epoch::{EpochCache, EpochStart},
     error::{io_error, BatchError, LogError},
     offset::{Offset, Position},
-    segment::{self, PreparedBatch, SealedOpen, Segment},
+    segment::{self, PreparedBatch, SealedOpen, Segment, SEGMENT_OFFSET_SPAN_MAX},
 };
 
 /// When appended data is made durable.
@@ -463,11 +463,21 @@ impl Log {
             });
             at += total;
         }
+        let offsets: i64 = batches.iter().map(|b| b.header.offset_count()).sum();
+        if offsets - 1 > SEGMENT_OFFSET_SPAN_MAX {
+            return Err(BatchError::TooManyOffsets {
+                offsets,
+                offsets_max: SEGMENT_OFFSET_SPAN_MAX + 1,
+            }
+            .into());
+        }
         Ok(batches)
     }
 
     /// The whole batches at the front of `records`, validated and checked to
-    /// follow each other's offsets; a trailing partial batch is left out.
+    /// follow each other's offsets; a trailing partial batch is left out, and
+    /// so are the batches past what one segment's offsets can span (the
+    /// fetcher fetches them again from the new log end).
     fn prepare_replicated(&self, records: &Bytes) -> Result<Vec<PreparedBatch>, LogError> {
         let mut batches: Vec<PreparedBatch> = Vec::new();
         let mut at = 0usize;
@@ -494,6 +504,10 @@ impl Log {
                     expected: self.log_end(),
                     got: header.base_offset,
                 });
+            }
+            let first = batches.first().map_or(header.base_offset, |b| b.header.base_offset);
+            if header.last_offset().0 - first.0 > SEGMENT_OFFSET_SPAN_MAX {
+                break;
             }
             let total = header.total_bytes();
             batches.push(PreparedBatch {
@@ -870,7 +884,9 @@ async fn write_group(inner: &Rc<RefCell<Inner>>, group: Group) {
         return;
     }
     let group_bytes: u64 = group.iter().map(|a| a.bytes() as u64).sum();
-    // Roll first if the group does not fit, or the active segment is too old.
+    let group_last = infos.last().map_or(placed_from, |(_, last)| *last);
+    // Roll first if the group does not fit, in bytes or in the offsets the
+    // index can address, or the active segment is too old.
     let must_roll = {
         let state = inner.borrow();
         let config = &state.config;
@@ -878,6 +894,7 @@ async fn write_group(inner: &Rc<RefCell<Inner>>, group: Group) {
         state.segments.values().next_back().is_some_and(|active| {
             active.size > 0
                 && (active.bytes_free(config.segment_bytes_max) < group_bytes
+                    || !active.offsets_fit(group_last)
                     || now_ms.saturating_sub(active.created_ms) >= config.segment_ms_max)
         })
     };
@@ -890,9 +907,12 @@ async fn write_group(inner: &Rc<RefCell<Inner>>, group: Group) {
             return fail_all(group, &e);
         }
     }
-    // A group bigger than a fresh segment: write its appends one at a time
-    // (each is placed again, after the ones before it were written).
-    if group_bytes > inner.borrow().config.segment_bytes_max && group.len() > 1 {
+    // A group bigger than a fresh segment, in bytes or offsets: write its
+    // appends one at a time (each is placed again, after the ones before it
+    // were written). One append always fits (`prepare` checks both).
+    let too_big =
+        group_bytes > inner.borrow().config.segment_bytes_max || group_last.0 - placed_from.0 > SEGMENT_OFFSET_SPAN_MAX;
+    if too_big && group.len() > 1 {
         for single in group {
             Box::pin(write_group(inner, vec![single])).await;
         }

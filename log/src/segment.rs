@@ -40,6 +40,11 @@ use crate::{
     offset::{Offset, Position},
 };
 
+/// Most offsets one segment may span past its base, Kafka's bound: index
+/// entries store `offset - base` as a u32, and a segment rolls before the
+/// next batch's last offset would lie further than this from its base.
+pub(crate) const SEGMENT_OFFSET_SPAN_MAX: i64 = i32::MAX as i64;
+
 /// Width of the zero-padded base offset in file names (as Kafka names them).
 const FILE_NAME_DIGITS: usize = 20;
 
@@ -469,6 +474,16 @@ impl Segment {
         segment_bytes_max.saturating_sub(self.size)
     }
 
+    /// Whether a batch ending at `last_offset` may join this segment: its
+    /// offset relative to the base must stay within the index's range
+    /// (Kafka's rule: roll when `last offset - base > i32::MAX`).
+    pub(crate) fn offsets_fit(&self, last_offset: Offset) -> bool {
+        last_offset
+            .0
+            .checked_sub(self.base.0)
+            .is_some_and(|span| (0..=SEGMENT_OFFSET_SPAN_MAX).contains(&span))
+    }
+
     /// Records batches that `write_batches` wrote at the end of the segment.
     pub(crate) fn record_appended(&mut self, batches: &[PreparedBatch], index_interval_bytes: u64) {
         assert!(!self.sealed, "append to a sealed segment");
@@ -478,6 +493,10 @@ impl Segment {
             assert_eq!(
                 header.base_offset, self.next_offset,
                 "batches must continue the segment's offsets"
+            );
+            assert!(
+                self.offsets_fit(header.last_offset()),
+                "the writer rolls before a segment's offsets leave the index range"
             );
             assert_eq!(
                 header.total_bytes(),

@@ -693,7 +693,7 @@ fn a_partial_trailing_batch_of_a_fetch_is_ignored() {
         let whole = stored_batch(2, 0, 1, 1, 50);
         let next = stored_batch(3, 2, 1, 2, 50);
         // Only part of a batch (short header, then short body): nothing changes.
-        for cut in [10, next.len() - 1] {
+        for cut in [10, whole.len() - 1] {
             assert_eq!(
                 log.append_replicated(Bytes::copy_from_slice(&whole[..cut]))
                     .await
