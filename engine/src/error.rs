@@ -191,6 +191,9 @@ pub fn kafka_code(error: &EngineError) -> i16 {
                 | BatchError::TooManyOffsets { .. } => ResponseError::InvalidRecord,
                 _ => ResponseError::InvalidRecord,
             },
+            // Offsets in a damaged range of a segment: not served, as a
+            // Kafka broker answers a fetch of a corrupt batch.
+            LogError::CorruptRange { .. } => ResponseError::CorruptMessage,
             LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             LogError::Closed => ResponseError::NotLeaderOrFollower,
             // Disk full, failed sync, corruption: the partition's storage failed.
@@ -269,6 +272,17 @@ mod tests {
             reason: "bad record length",
         }));
         assert_eq!(kafka_code(&lying), 87, "INVALID_RECORD");
+        let damaged = EngineError::Log(LogError::CorruptRange {
+            path: "x".into(),
+            range: shardline_log::BadRange {
+                start: shardline_log::Position(0),
+                end: shardline_log::Position(100),
+                first_offset: shardline_log::Offset(3),
+                next_offset: shardline_log::Offset(5),
+                reason: BatchError::BadCrc { stored: 1, computed: 2 },
+            },
+        });
+        assert_eq!(kafka_code(&damaged), 2, "CORRUPT_MESSAGE");
     }
 
     #[test]

@@ -3,7 +3,10 @@
 
 use std::{fmt, io, path::PathBuf};
 
-use crate::offset::{Offset, Position};
+use crate::{
+    offset::{Offset, Position},
+    recovery::BadRange,
+};
 
 /// Why a record batch was rejected. Nothing is stored when this is returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +97,15 @@ pub enum BatchError {
         /// The most one segment may span.
         offsets_max: i64,
     },
+    /// A stored batch's offsets or position lie outside what its segment can
+    /// hold: below its base, more than `i32::MAX` past it, past the next
+    /// segment's base, or beyond the index's 4 GiB of positions.
+    OutsideSegment {
+        /// The batch's base offset.
+        base_offset: Offset,
+        /// The segment's base offset.
+        segment_base: Offset,
+    },
 }
 
 impl fmt::Display for BatchError {
@@ -161,6 +173,13 @@ impl fmt::Display for BatchError {
                     "an append of {offsets} offsets; one segment holds at most {offsets_max}"
                 )
             }
+            BatchError::OutsideSegment {
+                base_offset,
+                segment_base,
+            } => write!(
+                f,
+                "batch at offset {base_offset} lies outside what the segment at {segment_base} can hold"
+            ),
         }
     }
 }
@@ -200,6 +219,14 @@ pub enum LogError {
         /// What was wrong.
         reason: BatchError,
     },
+    /// A read asked for offsets in a damaged range of a segment: they are
+    /// never served (`shardctl log verify` names the range).
+    CorruptRange {
+        /// The segment file.
+        path: PathBuf,
+        /// The range.
+        range: BadRange,
+    },
     /// A replicated append does not continue the log: its first batch does
     /// not start at the log end, or a batch does not start right after the
     /// one before it. Nothing was stored.
@@ -237,6 +264,16 @@ impl fmt::Display for LogError {
                     path.display()
                 )
             }
+            LogError::CorruptRange { path, range } => write!(
+                f,
+                "offsets {}..{} of {} lie in a damaged range (positions {}..{}: {}) and are not served",
+                range.first_offset,
+                range.next_offset.0 - 1,
+                path.display(),
+                range.start,
+                range.end,
+                range.reason
+            ),
             LogError::OffsetMismatch { expected, got } => {
                 write!(f, "replicated batch starts at offset {got}, the log expects {expected}")
             }
@@ -254,6 +291,7 @@ impl std::error::Error for LogError {
             LogError::InvalidBatch(e) => Some(e),
             LogError::Io { source, .. } => Some(source),
             LogError::Corrupt { reason, .. } => Some(reason),
+            LogError::CorruptRange { range, .. } => Some(&range.reason),
             _ => None,
         }
     }
@@ -292,6 +330,10 @@ impl LogError {
                 path: path.clone(),
                 position: *position,
                 reason: reason.clone(),
+            },
+            LogError::CorruptRange { path, range } => LogError::CorruptRange {
+                path: path.clone(),
+                range: range.clone(),
             },
             LogError::OffsetMismatch { expected, got } => LogError::OffsetMismatch {
                 expected: *expected,

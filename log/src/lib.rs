@@ -24,11 +24,14 @@
 //! - With [`Durability::Always`] an append resolves only after `fdatasync`, and
 //!   concurrent appends share one sync. [`Log::durable_end`] is reported
 //!   separately from [`Log::log_end`].
-//! - After a crash, opening the log keeps every fsynced batch and cuts the
-//!   active segment at the first batch whose length, CRC or offset is wrong;
-//!   what follows is zeroed durably, so torn data is never served.
-//! - Nothing read from disk is indexed unchecked; broken internal invariants
-//!   are `assert!`s, kept in release builds (the process aborts).
+//! - After a crash, opening the log keeps every fsynced batch and cuts a torn
+//!   tail of the active segment (zeroed durably, so torn data is never
+//!   served). Damage followed by valid batches is not a torn tail: it is kept
+//!   on disk as a [`BadRange`], never served, and the batches after it stay
+//!   (`recovery.rs`).
+//! - Nothing read from disk is indexed unchecked or asserted on; broken
+//!   internal invariants are `assert!`s, kept in release builds (the process
+//!   aborts).
 //!
 //! ## Replication
 //! Kafka-style leader/follower replication needs three things from the log:
@@ -46,8 +49,9 @@
 //!   before fetching.
 //!
 //! The byte layouts are drawn at the top of `batch.rs` (the record batch),
-//! `record.rs` (a record) and `index.rs` (the index); `segment.rs` explains the write path and the
-//! mapping rules that keep readers safe from SIGBUS; `epoch.rs` the epoch
+//! `record.rs` (a record) and `index.rs` (the index); `segment.rs` explains
+//! the write path and the mapping rules that keep readers safe from SIGBUS;
+//! `recovery.rs` how a torn tail is told from damage; `epoch.rs` the epoch
 //! cache's rules. `docs/storage.md` has the whole picture.
 
 mod batch;
@@ -57,6 +61,7 @@ mod index;
 mod log;
 mod offset;
 mod record;
+mod recovery;
 mod segment;
 
 pub use batch::{
@@ -68,4 +73,5 @@ pub use error::{BatchError, LogError};
 pub use log::{AppendInfo, Clock, Durability, Log, LogConfig, ReadBatches, SystemClock, TimestampOffset};
 pub use offset::{Offset, Position};
 pub use record::{Record, Records};
+pub use recovery::{find_next_batch, scan_segment, BadRange, SegmentBounds, SegmentScan, TornTail};
 pub use segment::parse_log_name;

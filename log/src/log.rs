@@ -29,7 +29,8 @@ use crate::{
     epoch::{EpochCache, EpochStart},
     error::{io_error, BatchError, LogError},
     offset::{Offset, Position},
-    segment::{self, PreparedBatch, SealedOpen, Segment, SEGMENT_OFFSET_SPAN_MAX},
+    recovery::BadRange,
+    segment::{self, PreparedBatch, SealedOpen, Segment, Stored, SEGMENT_OFFSET_SPAN_MAX},
 };
 
 /// When appended data is made durable.
@@ -336,15 +337,22 @@ impl Log {
                 }
             };
             assert!(is_last, "only the last segment is opened for appends");
-            let (segment, cut) =
+            let (segment, torn) =
                 Segment::open_active(dir, base, config.segment_bytes_max, config.index_interval_bytes, now_ms).await?;
-            if let Some((position, reason)) = cut {
-                if position.0 > 0 || segment.size > 0 || reason != (BatchError::BadLength { batch_length: 0 }) {
-                    tracing::warn!(path = %segment.path.display(), position = position.0, %reason, "recovery cut the log tail");
-                }
+            if let Some(torn) = torn {
+                tracing::warn!(
+                    path = %segment.path.display(),
+                    position = torn.position.0,
+                    first_nonzero = torn.first_nonzero.0,
+                    reason = %torn.reason,
+                    "recovery cut a torn tail (bytes never made durable)"
+                );
             }
             segments.insert(base, segment);
             break;
+        }
+        for segment in segments.values() {
+            report_bad_ranges(segment);
         }
         if segments.is_empty() {
             let segment = Segment::create(dir, Offset(0), config.segment_bytes_max, now_ms).await?;
@@ -659,7 +667,7 @@ impl Log {
             next_offset: from,
         };
         let mut bytes_taken = 0usize;
-        let mut cursor = from;
+        let bounds = ReadBounds { end, bytes_max };
         for segment in inner
             .segments
             .range(..=from)
@@ -673,34 +681,14 @@ impl Log {
                     .map(|(_, s)| s),
             )
         {
-            if cursor >= end {
+            if result.next_offset >= end {
                 break;
             }
-            let Some((start, _)) = segment.find_batch(cursor)? else {
+            let Some((start, _)) = segment.find_batch(result.next_offset)? else {
                 continue;
             };
-            let data = segment.data();
-            let mut position = start.0;
-            while position < segment.size {
-                let header = segment.header_at(&data, position)?;
-                let total = header.total_bytes();
-                if header.base_offset >= end || (bytes_taken > 0 && bytes_taken + total > bytes_max) {
-                    break;
-                }
-                bytes_taken += total;
-                position += total as u64;
-                cursor = header.next_offset();
-            }
-            if position > start.0 {
-                segment.prefetch(start.0, position - start.0);
-                let (from_byte, to_byte) = (usize::try_from(start.0), usize::try_from(position));
-                if let (Ok(a), Ok(b)) = (from_byte, to_byte) {
-                    result.chunks.push(data.slice(a..b));
-                }
-            }
-            result.next_offset = cursor;
-            if position < segment.size {
-                break; // stopped by a bound, not by the segment's end
+            if read_segment(segment, start, bounds, &mut result, &mut bytes_taken)? {
+                break; // stopped by a bound or a bad range, not by the segment's end
             }
         }
         Ok(result)
@@ -712,15 +700,21 @@ impl Log {
     pub fn for_each_batch_header(&self, mut f: impl FnMut(&BatchHeader)) -> Result<(), LogError> {
         let inner = self.inner.borrow();
         for segment in inner.segments.values() {
-            let data = segment.data();
-            let mut position = 0u64;
-            while position < segment.size {
-                let header = segment.header_at(&data, position)?;
-                f(&header);
-                position += header.total_bytes() as u64;
-            }
+            segment.for_each_header(|header, _| f(header))?;
         }
         Ok(())
+    }
+
+    /// The ranges recovery kept out of the log (damaged in the middle of a
+    /// segment, or refused batches an older version stored), with the base
+    /// offset of the segment holding each.
+    pub fn bad_ranges(&self) -> Vec<(Offset, BadRange)> {
+        let inner = self.inner.borrow();
+        let mut ranges = Vec::new();
+        for segment in inner.segments.values() {
+            ranges.extend(segment.bad.iter().map(|range| (segment.base, range.clone())));
+        }
+        ranges
     }
 
     /// The first batch with a timestamp ≥ `timestamp_ms` (ListOffsets by time);
@@ -736,6 +730,70 @@ impl Log {
             }
         }
         Ok(None)
+    }
+}
+
+/// Where a read must stop: before offset `end`, and once `bytes_max` bytes
+/// are taken (after at least one batch).
+#[derive(Debug, Clone, Copy)]
+struct ReadBounds {
+    end: Offset,
+    bytes_max: usize,
+}
+
+/// Adds to `result` the whole batches of `segment` from the one at `start`
+/// on, as slices of its mapping: one chunk per run between bad ranges. A bad
+/// range holding no offset is skipped; one holding offsets stops the read
+/// (a read from its first offset then fails). Returns whether the read
+/// stopped before the segment's end.
+fn read_segment(
+    segment: &Segment,
+    start: Position,
+    bounds: ReadBounds,
+    result: &mut ReadBatches,
+    bytes_taken: &mut usize,
+) -> Result<bool, LogError> {
+    let data = segment.data();
+    let mut chunk_start = start.0;
+    let mut position = start.0;
+    let mut stopped = false;
+    while position < segment.size {
+        match segment.stored_at(&data, position)? {
+            Stored::Batch(header) => {
+                let total = header.total_bytes();
+                let full = *bytes_taken > 0 && *bytes_taken + total > bounds.bytes_max;
+                if header.base_offset >= bounds.end || full {
+                    stopped = true;
+                    break;
+                }
+                assert!(header.next_offset() > result.next_offset, "reads make progress");
+                *bytes_taken += total;
+                position += total as u64;
+                result.next_offset = header.next_offset();
+            }
+            Stored::Bad(range) if range.first_offset == range.next_offset => {
+                push_chunk(segment, &data, chunk_start..position, result);
+                position = range.end.0;
+                chunk_start = position;
+            }
+            Stored::Bad(_) => {
+                stopped = true;
+                break;
+            }
+        }
+    }
+    push_chunk(segment, &data, chunk_start..position, result);
+    Ok(stopped)
+}
+
+/// Adds the bytes `range` of a segment's data to `result` (nothing if empty).
+fn push_chunk(segment: &Segment, data: &Bytes, range: std::ops::Range<u64>, result: &mut ReadBatches) {
+    if range.end <= range.start {
+        return;
+    }
+    segment.prefetch(range.start, range.end - range.start);
+    if let (Ok(from), Ok(to)) = (usize::try_from(range.start), usize::try_from(range.end)) {
+        result.chunks.push(data.slice(from..to));
     }
 }
 
@@ -1278,10 +1336,7 @@ async fn truncate(inner: &Rc<RefCell<Inner>>, offset: Offset) -> Result<Offset, 
         // The segment holding the cut is cut; segments wholly past it go.
         let holder = state.segments.range(..offset).next_back().map(|(b, _)| *b);
         let cut = match holder.and_then(|b| state.segments.get(&b)) {
-            Some(segment) => Some(match segment.find_batch(offset)? {
-                Some((position, header)) => (position, header.base_offset),
-                None => (Position(segment.size), segment.next_offset),
-            }),
+            Some(segment) => Some(segment.cut_point(offset)?),
             None => None,
         };
         let later: Vec<Offset> = state.segments.range(offset..).map(|(b, _)| *b).collect();
@@ -1383,15 +1438,25 @@ async fn retention(inner: &Rc<RefCell<Inner>>) -> Result<usize, LogError> {
 fn rebuild_epochs(segments: &BTreeMap<Offset, Segment>) -> Result<EpochCache, LogError> {
     let mut epochs = EpochCache::default();
     for segment in segments.values() {
-        let data = segment.data();
-        let mut position = 0u64;
-        while position < segment.size {
-            let header = segment.header_at(&data, position)?;
-            epochs.observe(header.partition_leader_epoch, header.base_offset);
-            position += header.total_bytes() as u64;
-        }
+        segment.for_each_header(|header, _| epochs.observe(header.partition_leader_epoch, header.base_offset))?;
     }
     Ok(epochs)
+}
+
+/// Says what recovery kept out of the log in `segment`, one line a range.
+fn report_bad_ranges(segment: &Segment) {
+    for range in &segment.bad {
+        tracing::error!(
+            path = %segment.path.display(),
+            start = range.start.0,
+            end = range.end.0,
+            first_offset = range.first_offset.0,
+            next_offset = range.next_offset.0,
+            reason = %range.reason,
+            "a segment holds a damaged or refused range; it stays on disk and is never served \
+             (reads of its offsets fail; `shardctl log verify` names it)"
+        );
+    }
 }
 
 async fn sync_dir(dir: &Path) -> Result<(), LogError> {

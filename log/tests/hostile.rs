@@ -1,6 +1,6 @@
 //! Batches whose headers lie, through the log's public API: they are refused
-//! on append, and no batch moves a segment's offsets past what its index can
-//! address (issue #12).
+//! on append, and when an older broker already stored some, recovery keeps
+//! them out of the log without stopping (issue #12).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -48,6 +48,36 @@ fn a_header_that_claims_records_it_does_not_hold_is_refused() {
         drop(log);
         let log = Log::open(&path, config()).await.unwrap();
         assert_eq!(log.log_end(), Offset(3));
+        assert_eq!(read_all(&log).len(), 1);
+    });
+}
+
+#[test]
+fn lying_batches_an_older_broker_stored_do_not_stop_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    // What the old log left on disk: lying batches with offsets 2^31 - 1
+    // apart, their CRCs correct, then zero fill.
+    let mut segment = Vec::new();
+    for i in 0..LYING_BATCHES {
+        segment.extend_from_slice(&lying_batch(i * i64::from(i32::MAX)));
+    }
+    let lying_bytes = segment.len();
+    segment.resize(64 << 10, 0);
+    std::fs::write(path.join("00000000000000000000.log"), &segment).unwrap();
+    run(move || async move {
+        let log = Log::open(&path, config()).await.unwrap();
+        assert_eq!(log.log_end(), Offset(0), "no offset of a lying batch is served");
+        assert!(read_all(&log).is_empty());
+        let good = log.append(Bytes::from(batch(2, 1, 1, 50))).await.unwrap();
+        assert_eq!(good.base_offset, Offset(0));
+        log.close().await.unwrap();
+        drop(log);
+        // Quarantined in place: the bytes are still there, nothing was cut.
+        let on_disk = std::fs::read(path.join("00000000000000000000.log")).unwrap();
+        assert_eq!(&on_disk[..lying_bytes], &segment[..lying_bytes]);
+        let log = Log::open(&path, config()).await.unwrap();
+        assert_eq!(log.log_end(), Offset(2));
         assert_eq!(read_all(&log).len(), 1);
     });
 }
