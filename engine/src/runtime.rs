@@ -41,7 +41,7 @@ impl std::error::Error for StartError {}
 /// Runs the broker until SIGINT/SIGTERM, then shuts down gracefully.
 pub fn run(config: EngineConfig) -> Result<(), StartError> {
     let config = Arc::new(config);
-    std::fs::create_dir_all(&config.data_dir)
+    shardline_log::durable::create_dir_durably(&config.data_dir)
         .map_err(|e| StartError(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
     let _lock = lock_data_dir(&config.data_dir)?;
     raise_open_files_limit();

@@ -29,6 +29,10 @@
 //!   served). Damage followed by valid batches is not a torn tail: it is kept
 //!   on disk as a [`BadRange`], never served, and the batches after it stay
 //!   (`recovery.rs`).
+//! - Names are durable before data in them is acknowledged as durable: the
+//!   log directory is created durably, new segments' names are synced, and
+//!   small metadata files (indexes) are replaced atomically by [`durable`],
+//!   the one crash-safe file helper of the workspace.
 //! - Nothing read from disk is indexed unchecked or asserted on; broken
 //!   internal invariants are `assert!`s, kept in release builds (the process
 //!   aborts).
@@ -55,6 +59,7 @@
 //! cache's rules. `docs/storage.md` has the whole picture.
 
 mod batch;
+pub mod durable;
 mod epoch;
 mod error;
 mod index;

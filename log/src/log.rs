@@ -281,7 +281,9 @@ impl Log {
             config.pending_appends_max > 0 && config.write_bytes_max > 0,
             "bounds must be positive"
         );
-        std::fs::create_dir_all(dir).map_err(io_error("creating log directory", dir))?;
+        // The directory's own entry (and any parent created with it) must be
+        // durable before anything in it is acknowledged.
+        crate::durable::create_dir_durably(dir)?;
         // glommio opens files relative to no directory (`openat(-1, ..)`),
         // which only works for absolute paths.
         let dir = &std::path::absolute(dir).map_err(io_error("resolving log directory", dir))?;
@@ -356,8 +358,13 @@ impl Log {
         }
         if segments.is_empty() {
             let segment = Segment::create(dir, Offset(0), config.segment_bytes_max, now_ms).await?;
-            sync_dir(dir).await?;
             segments.insert(Offset(0), segment);
+        }
+        // Every segment's name is durable before an append is acknowledged
+        // (one the last run created and crashed before syncing included).
+        sync_dir(dir).await?;
+        for segment in segments.values_mut() {
+            segment.entry_durable = true;
         }
         let log_end = segments.values().next_back().map_or(Offset(0), |s| s.next_offset);
         let epochs = rebuild_epochs(&segments)?;
@@ -1017,7 +1024,15 @@ async fn write_group(inner: &Rc<RefCell<Inner>>, group: Group) {
     };
     let durable = match durability {
         Durability::Always => match sync_active(inner).await {
-            Ok(_) => true,
+            Ok(_) => {
+                let state = inner.borrow();
+                let active = state.segments.values().next_back();
+                assert!(
+                    active.is_some_and(|segment| segment.entry_durable),
+                    "an append is acknowledged durable only in a segment whose name is durable"
+                );
+                true
+            }
             Err(e) => return fail_all(group, &e),
         },
         Durability::Interval { bytes, interval_ms } => {
@@ -1302,6 +1317,7 @@ async fn seal_loop(inner: Rc<RefCell<Inner>>) {
         };
         // Seal, then make the directory entry of the segment after it durable
         // (created without a directory sync), then count its offsets durable.
+        let existing: Vec<Offset> = inner.borrow().segments.keys().copied().collect();
         let sealed = match segment::seal_files(&dir, &seal.file, &seal.path, seal.base, seal.size, seal.index).await {
             Ok(()) => sync_dir(&dir).await,
             Err(e) => Err(e),
@@ -1309,6 +1325,7 @@ async fn seal_loop(inner: Rc<RefCell<Inner>>) {
         let mut state = inner.borrow_mut();
         match sealed {
             Ok(()) => {
+                mark_entries_durable(&mut state.segments, &existing);
                 state.durable_end = state.durable_end.max(seal.end);
                 if let Some(segment) = state.segments.get_mut(&seal.base) {
                     segment.mark_sealed();
@@ -1380,11 +1397,23 @@ async fn truncate(inner: &Rc<RefCell<Inner>>, offset: Offset) -> Result<Offset, 
             state.segments.insert(offset, segment);
         }
     }
+    let existing: Vec<Offset> = inner.borrow().segments.keys().copied().collect();
     sync_dir(&dir).await?;
     let mut state = inner.borrow_mut();
+    mark_entries_durable(&mut state.segments, &existing);
     state.durable_end = state.log_end;
     state.active_synced = state.log_end;
     Ok(state.log_end)
+}
+
+/// After a sync of the log directory that started when `existing` were its
+/// segments: their names are durable now (later ones may not be).
+fn mark_entries_durable(segments: &mut BTreeMap<Offset, Segment>, existing: &[Offset]) {
+    for base in existing {
+        if let Some(segment) = segments.get_mut(base) {
+            segment.entry_durable = true;
+        }
+    }
 }
 
 async fn retention(inner: &Rc<RefCell<Inner>>) -> Result<usize, LogError> {

@@ -171,6 +171,10 @@ pub(crate) struct Segment {
     /// Damaged or quarantined ranges recovery found, in file order: kept on
     /// disk, skipped by every walk, never served.
     pub(crate) bad: Vec<BadRange>,
+    /// Whether a sync of the log directory has covered the file's name
+    /// since it was created or opened (nothing in a segment is acknowledged
+    /// as durable before).
+    pub(crate) entry_durable: bool,
 }
 
 impl Segment {
@@ -213,6 +217,7 @@ impl Segment {
             sealed: false,
             writeback_from: 0,
             bad: Vec::new(),
+            entry_durable: false,
         })
     }
 
@@ -308,6 +313,7 @@ impl Segment {
             sealed: true,
             writeback_from: scan.end.0,
             bad: scan.bad,
+            entry_durable: false,
         }))
     }
 
@@ -385,6 +391,7 @@ impl Segment {
             sealed: false,
             writeback_from: end.0,
             bad,
+            entry_durable: false,
         };
         Ok((segment, torn))
     }
@@ -730,21 +737,13 @@ pub(crate) async fn seal_files(
     write_index(dir, base, index).await
 }
 
+/// Writes a segment's index atomically (`durable::write_file_atomically`,
+/// on the executor's blocking pool so the shard does not wait on the fsyncs).
 async fn write_index(dir: &Path, base: Offset, bytes: Vec<u8>) -> Result<(), LogError> {
     let path = index_path(dir, base);
-    let tmp = path.with_extension("index.tmp");
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .buffered_open(&tmp)
+    glommio::executor()
+        .spawn_blocking(move || crate::durable::write_file_atomically(&path, &bytes))
         .await
-        .map_err(glommio_error("creating index", &tmp))?;
-    write_all_at(&file, 0, &tmp, |skip| bytes.get(skip..).unwrap_or_default().to_vec()).await?;
-    file.fdatasync().await.map_err(glommio_error("syncing index", &tmp))?;
-    file.close().await.map_err(glommio_error("closing index", &tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io_error("renaming index", &path))?;
-    Ok(())
 }
 
 /// Deletes a segment's files. Readers holding slices keep the mapping alive.
