@@ -773,7 +773,19 @@ fn read_segment(
                     stopped = true;
                     break;
                 }
-                assert!(header.next_offset() > result.next_offset, "reads make progress");
+                if header.next_offset() <= result.next_offset {
+                    // Stored bytes changed on disk after recovery checked
+                    // them (a page read back differently): an error, not an
+                    // assertion on bytes from disk.
+                    return Err(LogError::Corrupt {
+                        path: segment.path.clone(),
+                        position: Position(position),
+                        reason: BatchError::OffsetGap {
+                            expected: result.next_offset,
+                            found: header.base_offset,
+                        },
+                    });
+                }
                 *bytes_taken += total;
                 position += total as u64;
                 result.next_offset = header.next_offset();
