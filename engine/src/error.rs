@@ -187,8 +187,17 @@ pub fn kafka_code(error: &EngineError) -> i16 {
                 }
                 BatchError::BadMagic { .. } => ResponseError::UnsupportedForMessageFormat,
                 BatchError::TooLarge { .. } => ResponseError::RecordListTooLarge,
+                // A header its records do not bear out (Kafka's InvalidRecordException).
+                BatchError::BadRecordCount { .. }
+                | BatchError::BadRecords { .. }
+                | BatchError::BadTimestamp { .. }
+                | BatchError::TooManyRecords { .. }
+                | BatchError::TooManyOffsets { .. } => ResponseError::InvalidRecord,
                 _ => ResponseError::InvalidRecord,
             },
+            // Offsets in a damaged range of a segment: not served, as a
+            // Kafka broker answers a fetch of a corrupt batch.
+            LogError::CorruptRange { .. } => ResponseError::CorruptMessage,
             LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             LogError::Closed => ResponseError::NotLeaderOrFollower,
             // Disk full, failed sync, corruption: the partition's storage failed.
@@ -263,6 +272,22 @@ mod tests {
             source: std::io::Error::from_raw_os_error(libc::ENOSPC),
         });
         assert_eq!(kafka_code(&full), 56, "KAFKA_STORAGE_ERROR");
+        let lying = EngineError::Log(LogError::InvalidBatch(BatchError::BadRecords {
+            record: 0,
+            reason: "bad record length",
+        }));
+        assert_eq!(kafka_code(&lying), 87, "INVALID_RECORD");
+        let damaged = EngineError::Log(LogError::CorruptRange {
+            path: "x".into(),
+            range: shardline_log::BadRange {
+                start: shardline_log::Position(0),
+                end: shardline_log::Position(100),
+                first_offset: shardline_log::Offset(3),
+                next_offset: shardline_log::Offset(5),
+                reason: BatchError::BadCrc { stored: 1, computed: 2 },
+            },
+        });
+        assert_eq!(kafka_code(&damaged), 2, "CORRUPT_MESSAGE");
     }
 
     #[test]

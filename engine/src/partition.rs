@@ -22,7 +22,10 @@ use std::{
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use shardline_log::{validate_header_only, AppendInfo, Log, LogConfig, LogError, Offset, ReadBatches};
+use shardline_log::{
+    durable::{create_dir_durably, read_if_exists, rename_durably, write_file_atomically},
+    validate_header_only, AppendInfo, Clock, Log, LogConfig, LogError, Offset, ReadBatches,
+};
 use shardline_raft::PartitionMeta;
 
 use crate::{
@@ -74,6 +77,9 @@ impl FetchWatch {
 /// Name of the file in a partition directory holding its topic id, so a
 /// deleted-and-recreated topic never picks up the old topic's data.
 const TOPIC_ID_FILE: &str = "topic-id";
+
+/// Most suffixes tried for a free quarantine name within one millisecond.
+const QUARANTINE_NAMES_MAX: u32 = 1000;
 
 /// Settings taken from topic configs when the partition is opened.
 #[derive(Debug, Clone)]
@@ -172,6 +178,92 @@ pub(crate) fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf
     data_dir.join("partitions").join(format!("{topic}-{index}"))
 }
 
+/// Where partition directories that cannot be trusted are moved:
+/// `<data_dir>/quarantine/`, beside the `partitions/` holding `dir`.
+fn quarantine_root(dir: &Path) -> PathBuf {
+    let data_dir = dir.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+    data_dir.join("quarantine")
+}
+
+/// Whether the directory of a partition is this topic's, from its topic-id file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ownership {
+    /// The file names this topic.
+    Ours,
+    /// No directory yet, or an empty one: the partition starts here.
+    New,
+    /// The data cannot be trusted to be this topic's: why.
+    Unknown(String),
+}
+
+fn ownership(dir: &Path, hex: &str) -> Ownership {
+    match read_if_exists(&dir.join(TOPIC_ID_FILE)) {
+        Ok(Some(stored)) => match std::str::from_utf8(&stored).map(str::trim) {
+            Ok(stored) if stored == hex => Ownership::Ours,
+            Ok("") => Ownership::Unknown("its topic-id file is empty".into()),
+            Ok(stored) => Ownership::Unknown(format!("its topic-id file names topic {stored}, not {hex}")),
+            Err(_) => Ownership::Unknown("its topic-id file is not text".into()),
+        },
+        Ok(None) => match std::fs::read_dir(dir).map(|mut entries| entries.next().is_none()) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ownership::New,
+            Ok(true) => Ownership::New,
+            Ok(false) => Ownership::Unknown("it holds files but no topic-id file".into()),
+            Err(e) => Ownership::Unknown(format!("it cannot be listed: {e}")),
+        },
+        Err(e) => Ownership::Unknown(format!("its topic-id file cannot be read: {e}")),
+    }
+}
+
+/// Makes `dir` this topic's partition directory, durably, before the log
+/// opens in it: a directory whose data cannot be trusted to be this topic's
+/// is moved aside to `<data_dir>/quarantine/` (never deleted); then the
+/// directory and its topic-id file are created durably (`shardline_log::durable`).
+/// Blocking: runs on the executor's blocking pool.
+fn claim_partition_dir(dir: &Path, topic_id: [u8; 16]) -> Result<(), EngineError> {
+    let hex: String = topic_id.iter().map(|b| format!("{b:02x}")).collect();
+    match ownership(dir, &hex) {
+        Ownership::Ours => return Ok(()),
+        Ownership::New => {}
+        Ownership::Unknown(why) => {
+            quarantine(dir, &why)?;
+        }
+    }
+    create_dir_durably(dir)?;
+    write_file_atomically(&dir.join(TOPIC_ID_FILE), hex.as_bytes())?;
+    assert_eq!(
+        ownership(dir, &hex),
+        Ownership::Ours,
+        "a claimed directory is the topic's"
+    );
+    Ok(())
+}
+
+/// Moves `dir` to `<data_dir>/quarantine/<name>-<unix ms>` durably, with a
+/// warning saying why; returns where it went.
+fn quarantine(dir: &Path, why: &str) -> Result<PathBuf, EngineError> {
+    let root = quarantine_root(dir);
+    create_dir_durably(&root)?;
+    let name = dir
+        .file_name()
+        .map_or_else(|| "partition".into(), |n| n.to_string_lossy());
+    let stamp_ms = shardline_log::SystemClock.now_ms();
+    let mut target = root.join(format!("{name}-{stamp_ms}"));
+    for suffix in 1..QUARANTINE_NAMES_MAX {
+        if !target.exists() {
+            break;
+        }
+        target = root.join(format!("{name}-{stamp_ms}-{suffix}"));
+    }
+    rename_durably(dir, &target)?;
+    tracing::warn!(
+        dir = %dir.display(),
+        moved_to = %target.display(),
+        reason = why,
+        "partition directory quarantined: its data is kept there, not deleted, and the partition starts empty"
+    );
+    Ok(target)
+}
+
 impl Partition {
     /// Opens (recovering) the partition's log and rebuilds producer state.
     pub(crate) async fn open(
@@ -181,20 +273,10 @@ impl Partition {
         settings: PartitionSettings,
         node_id: i32,
     ) -> Result<Partition, EngineError> {
-        let id_file = dir.join(TOPIC_ID_FILE);
-        let hex: String = topic_id.iter().map(|b| format!("{b:02x}")).collect();
-        match std::fs::read_to_string(&id_file) {
-            Ok(stored) if stored.trim() == hex => {}
-            Ok(_) => {
-                tracing::warn!(dir = %dir.display(), "partition directory belongs to an older topic of the same name; removing it");
-                remove_dir(&dir)?;
-            }
-            Err(_) => {}
-        }
-        std::fs::create_dir_all(&dir).map_err(|source| io_err("creating partition directory", &dir, source))?;
-        if !id_file.exists() {
-            std::fs::write(&id_file, &hex).map_err(|source| io_err("writing topic id", &id_file, source))?;
-        }
+        let claimed = dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || claim_partition_dir(&claimed, topic_id))
+            .await?;
         let log = Log::open(&dir, config).await?;
         let mut producers = ProducerStates::default();
         log.for_each_batch_header(|header| producers.replay(header))?;
@@ -636,4 +718,101 @@ fn io_err(context: &'static str, path: &Path, source: std::io::Error) -> EngineE
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
+
+    use super::*;
+
+    const ID: [u8; 16] = [7; 16];
+    const ID_HEX: &str = "07070707070707070707070707070707";
+
+    /// A data directory with partition `orders-0` holding a segment and the
+    /// given topic-id file contents (`None`: no topic-id file).
+    fn data_dir_with(topic_id: Option<&[u8]>) -> (tempfile::TempDir, PathBuf) {
+        let data = tempfile::tempdir().unwrap();
+        let dir = partition_dir(data.path(), "orders", 0);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("00000000000000000000.log"), b"acknowledged data").unwrap();
+        if let Some(contents) = topic_id {
+            std::fs::write(dir.join(TOPIC_ID_FILE), contents).unwrap();
+        }
+        (data, dir)
+    }
+
+    /// The one directory under `<data_dir>/quarantine/`, if any.
+    fn quarantined(data_dir: &Path) -> Option<PathBuf> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(data_dir.join("quarantine"))
+            .ok()?
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(entries.len() <= 1, "{entries:?}");
+        entries.pop()
+    }
+
+    fn assert_quarantined_and_claimed(data_dir: &Path, dir: &Path) {
+        let aside = quarantined(data_dir).expect("the untrusted directory was moved aside");
+        assert!(aside.file_name().unwrap().to_string_lossy().starts_with("orders-0-"));
+        assert_eq!(
+            std::fs::read(aside.join("00000000000000000000.log")).unwrap(),
+            b"acknowledged data",
+            "quarantined, never deleted"
+        );
+        assert_eq!(std::fs::read_to_string(dir.join(TOPIC_ID_FILE)).unwrap(), ID_HEX);
+        assert!(
+            !dir.join("00000000000000000000.log").exists(),
+            "the partition starts empty"
+        );
+    }
+
+    #[test]
+    fn an_empty_topic_id_file_is_quarantined_not_deleted() {
+        let (data, dir) = data_dir_with(Some(b""));
+        claim_partition_dir(&dir, ID).unwrap();
+        assert_quarantined_and_claimed(data.path(), &dir);
+    }
+
+    #[test]
+    fn another_topics_id_is_quarantined_not_deleted() {
+        let (data, dir) = data_dir_with(Some(b"0808080808080808080808080808080808"));
+        claim_partition_dir(&dir, ID).unwrap();
+        assert_quarantined_and_claimed(data.path(), &dir);
+    }
+
+    #[test]
+    fn data_without_a_topic_id_file_is_quarantined() {
+        let (data, dir) = data_dir_with(None);
+        claim_partition_dir(&dir, ID).unwrap();
+        assert_quarantined_and_claimed(data.path(), &dir);
+    }
+
+    #[test]
+    fn the_topics_own_directory_is_kept_and_a_new_one_claimed() {
+        let (data, dir) = data_dir_with(Some(format!("{ID_HEX}\n").as_bytes()));
+        claim_partition_dir(&dir, ID).unwrap();
+        assert!(quarantined(data.path()).is_none());
+        assert!(dir.join("00000000000000000000.log").exists());
+
+        let fresh = partition_dir(data.path(), "fresh", 3);
+        claim_partition_dir(&fresh, ID).unwrap();
+        assert_eq!(std::fs::read_to_string(fresh.join(TOPIC_ID_FILE)).unwrap(), ID_HEX);
+        assert!(
+            !fresh.join("topic-id.tmp").exists(),
+            "written through a synced temporary"
+        );
+        assert!(quarantined(data.path()).is_none());
+    }
+
+    #[test]
+    fn two_quarantines_in_one_millisecond_keep_both() {
+        let (data, dir) = data_dir_with(Some(b""));
+        let first = quarantine(&dir, "test").unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let second = quarantine(&dir, "test").unwrap();
+        assert_ne!(first, second);
+        assert!(first.exists() && second.exists());
+        assert_eq!(first.parent(), Some(data.path().join("quarantine").as_path()));
+    }
 }

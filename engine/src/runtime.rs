@@ -47,7 +47,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     // Ports first: a port in use stops the start before the data dir is touched.
     let listeners = crate::listeners::bind(&config, shards)?;
     let shard_ports = crate::listeners::advertised_shard_ports(&config, &listeners)?;
-    std::fs::create_dir_all(&config.data_dir)
+    shardline_log::durable::create_dir_durably(&config.data_dir)
         .map_err(|e| StartError(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
     let _lock = lock_data_dir(&config.data_dir)?;
     raise_open_files_limit();

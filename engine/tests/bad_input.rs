@@ -163,3 +163,44 @@ fn api_versions_with_an_unknown_version_gets_the_v0_error_response() {
     assert_eq!(body.get_i32(), 42, "correlation id");
     assert_eq!(body.get_i16(), 35, "UNSUPPORTED_VERSION");
 }
+
+/// A 61-byte batch whose header claims `i32::MAX` records with none behind
+/// it, with a correct CRC-32C (issue #12: 70 of these aborted the engine, and
+/// recovery aborted on them again at every start).
+fn lying_batch() -> Vec<u8> {
+    let mut out = Vec::with_capacity(61);
+    out.put_i64(0); // base offset
+    out.put_i32(49); // batch length: the header only
+    out.put_i32(-1); // leader epoch
+    out.put_i8(2); // magic
+    out.put_u32(0); // crc, filled below
+    out.put_i16(0); // attributes: uncompressed
+    out.put_i32(i32::MAX - 1); // last offset delta
+    out.put_i64(1_700_000_000_000); // base timestamp
+    out.put_i64(1_700_000_000_000); // max timestamp
+    out.put_i64(-1); // producer id
+    out.put_i16(-1); // producer epoch
+    out.put_i32(-1); // base sequence
+    out.put_i32(i32::MAX); // record count
+    let crc = shardline_log::compute_crc(&out).unwrap();
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+#[test]
+fn a_batch_whose_header_lies_is_refused_and_the_engine_restarts_on_its_data() {
+    let mut engine = Engine::start(&["--shards", "1", "--auto-create-topics"]);
+    assert_serving(&engine, 0);
+    for _ in 0..70 {
+        let (error, _) = produce_error(&engine, lying_batch());
+        assert!(
+            error == 2 || error == 87,
+            "CORRUPT_MESSAGE or INVALID_RECORD for a lying header, got {error}"
+        );
+    }
+    assert!(engine.is_running(), "the engine survives lying headers");
+    assert_serving(&engine, 1);
+    engine.restart();
+    assert_serving(&engine, 2);
+    assert!(engine.is_running());
+}

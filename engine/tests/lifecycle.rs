@@ -1,4 +1,5 @@
-//! Shutdown, restart and a full disk, against a real engine process.
+//! Shutdown, restart, a damaged data directory and a full disk, against a
+//! real engine process.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -155,6 +156,45 @@ fn sigterm_flushes_everything_written_under_fsync_never() {
     engine.restart();
     let mut client = Client::connect(&engine);
     assert_eq!(read_all(&mut client, "flushed"), (0..200).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_empty_topic_id_after_a_crash_quarantines_the_partition_instead_of_deleting_it() {
+    let mut engine = Engine::start(&["--shards", "1", "--auto-create-topics"]);
+    let mut client = Client::connect(&engine);
+    for i in 0..5u8 {
+        assert_eq!(client.produce("orders", batch(i, 100)), (0, i64::from(i)));
+    }
+    drop(client);
+    engine.kill9();
+    // What a power cut did to the old unsynced write: the name, no contents.
+    let dir = engine.data_dir.join("partitions/orders-0");
+    std::fs::write(dir.join("topic-id"), b"").unwrap();
+    let segment = std::fs::read(dir.join("00000000000000000000.log")).unwrap();
+
+    engine.restart();
+    let mut client = Client::connect(&engine);
+    assert_eq!(
+        client.produce("orders", batch(9, 100)),
+        (0, 0),
+        "the partition starts empty"
+    );
+    let quarantine: Vec<_> = std::fs::read_dir(engine.data_dir.join("quarantine"))
+        .expect("a quarantine directory")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(quarantine.len(), 1, "{quarantine:?}");
+    assert!(quarantine[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("orders-0-"));
+    assert_eq!(
+        std::fs::read(quarantine[0].join("00000000000000000000.log")).unwrap(),
+        segment,
+        "the acknowledged data is kept, not deleted"
+    );
+    assert!(engine.log().contains("partition directory quarantined"));
 }
 
 struct Tmpfs(std::path::PathBuf);

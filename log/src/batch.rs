@@ -13,11 +13,36 @@
 //! (base offset) and 12..16 (partition leader epoch); neither is covered by the
 //! CRC, so assigning an offset or stamping a leader's epoch in place never
 //! invalidates a batch (and a replicated batch is checked with the same CRC
-//! the producer computed). Records are never decoded here: compressed batches
-//! (attributes bits 0..2) stay as sent.
+//! the producer computed). Batches are stored as sent: compressed ones
+//! (attributes bits 0..2) are never decompressed.
+//!
+//! ## What a valid batch is (`validate`), and why
+//! A header is only worth what the records behind it prove, since the log
+//! moves its offsets by `last offset Δ + 1` per batch: a 61-byte batch that
+//! claims 2^31 - 1 records would otherwise move a partition by 2^31 offsets.
+//! - length ≥ 49 and within the bytes given; magic 2; a known codec;
+//! - `record count` ≥ 1 and `last offset Δ` = `record count` - 1, as Kafka
+//!   requires of magic 2;
+//! - timestamps: when both are set (not -1), max timestamp ≥ base timestamp;
+//! - the CRC-32C over attributes..end matches;
+//! - **uncompressed**: the records are walked (`record.rs`): exactly `record
+//!   count` records, each filling exactly its length, record `i` carrying
+//!   offset Δ `i`, nothing left over; with CreateTime and a max timestamp
+//!   set, no record's timestamp is above it;
+//! - **compressed** (never decompressed here): `record count` × 7 bytes (the
+//!   smallest record) must fit in what the section could decompress to at
+//!   the codec's largest possible expansion ([`Codec::expansion_max`]). That
+//!   refuses a header claiming far more records than its bytes can hold; a
+//!   compressed batch can still claim up to `i32::MAX` records when its
+//!   section is large enough, and the log's segment roll (see `log.rs`)
+//!   keeps any such batch within what an index can address.
+//!
+//! Kafka additionally rewrites an inconsistent max timestamp in place; the
+//! log refuses such a batch instead, as it never rewrites covered bytes.
 
 use crate::error::BatchError;
 use crate::offset::Offset;
+use crate::record::{self, Records, RECORD_BYTES_MIN};
 
 /// Size of the fixed batch header, pinned: a layout change must be deliberate.
 pub const BATCH_HEADER_BYTES: usize = 61;
@@ -29,7 +54,7 @@ pub const MAGIC_V2: i8 = 2;
 const OFFSET_BASE: usize = 0;
 const OFFSET_LENGTH: usize = 8;
 const OFFSET_LEADER_EPOCH: usize = 12;
-const OFFSET_MAGIC: usize = 16;
+pub(crate) const OFFSET_MAGIC: usize = 16;
 const OFFSET_CRC: usize = 17;
 const OFFSET_ATTRIBUTES: usize = 21;
 const OFFSET_LAST_OFFSET_DELTA: usize = 23;
@@ -40,6 +65,11 @@ const OFFSET_PRODUCER_EPOCH: usize = 51;
 const OFFSET_BASE_SEQUENCE: usize = 53;
 const OFFSET_RECORD_COUNT: usize = 57;
 const _: () = assert!(OFFSET_RECORD_COUNT + 4 == BATCH_HEADER_BYTES);
+
+/// Attributes bit 3: the batch's timestamps are the broker's LogAppendTime.
+const ATTRIBUTES_LOG_APPEND_TIME: i16 = 0x08;
+/// Timestamp value meaning "none".
+const NO_TIMESTAMP: i64 = -1;
 
 /// Compression codec named by attributes bits 0..2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +95,22 @@ impl Codec {
             3 => Some(Codec::Lz4),
             4 => Some(Codec::Zstd),
             _ => None,
+        }
+    }
+
+    /// Most bytes one byte of this codec's output can decompress to: a
+    /// sound ceiling from each format's shortest encoding of a long run.
+    pub fn expansion_max(self) -> usize {
+        match self {
+            Codec::None => 1,
+            // deflate: a 258-byte match in as little as 2 bits.
+            Codec::Gzip => 1032,
+            // snappy: a copy of at most 64 bytes takes at least 3 bytes.
+            Codec::Snappy => 22,
+            // lz4: each further 255 bytes of a match cost one length byte.
+            Codec::Lz4 => 256,
+            // zstd: an RLE block, 3 header bytes and 1 byte, stands for up to 128 KiB.
+            Codec::Zstd => 32_768,
         }
     }
 
@@ -186,9 +232,8 @@ pub fn compute_crc(batch: &[u8]) -> Option<u32> {
 
 /// Validates the batch at the start of `bytes` and returns its header.
 ///
-/// Checks, in order: enough bytes for a header, a length that fits in what was
-/// given and covers the header, magic 2, a sane offset delta and record count,
-/// a known codec, and the CRC-32C. The records themselves are not decoded.
+/// Checks, in order, everything [`validate_header_only`] checks, the CRC-32C,
+/// and for an uncompressed batch its records (see the module doc).
 pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = validate_header_only(bytes)?;
     let total_bytes = header.total_bytes();
@@ -205,7 +250,41 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
             computed,
         });
     }
+    if let Some(records) = uncompressed_records(batch, &header) {
+        check_records(records, &header)?;
+    }
     Ok(header)
+}
+
+/// Walks the records of an uncompressed batch against its header.
+fn check_records(records: Records<'_>, header: &BatchHeader) -> Result<(), BatchError> {
+    let check_timestamps =
+        header.max_timestamp_ms != NO_TIMESTAMP && header.attributes & ATTRIBUTES_LOG_APPEND_TIME == 0;
+    let mut count = 0i32;
+    for record in records {
+        let record = record?;
+        count += 1;
+        let timestamp_ms = header.base_timestamp_ms.checked_add(record.timestamp_delta_ms);
+        if check_timestamps && timestamp_ms.is_none_or(|ts| ts > header.max_timestamp_ms) {
+            return Err(BatchError::BadTimestamp {
+                timestamp_ms: timestamp_ms.unwrap_or(i64::MAX),
+                max_timestamp_ms: header.max_timestamp_ms,
+            });
+        }
+    }
+    assert_eq!(count, header.record_count, "the record walk reads exactly the count");
+    Ok(())
+}
+
+/// The records of a batch whose header is `header`, if it is uncompressed
+/// (`batch` holds the whole batch; a compressed batch's records are not
+/// readable without decompressing it).
+pub fn uncompressed_records<'a>(batch: &'a [u8], header: &BatchHeader) -> Option<Records<'a>> {
+    if header.codec() != Some(Codec::None) {
+        return None;
+    }
+    let section = batch.get(BATCH_HEADER_BYTES..header.total_bytes())?;
+    Some(Records::new(section, header.record_count))
 }
 
 /// Every check of [`validate`] except the CRC: for walking batches that were
@@ -244,9 +323,28 @@ pub fn validate_header_only(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
             last_offset_delta: header.last_offset_delta,
         });
     }
-    if header.codec().is_none() {
+    let Some(codec) = header.codec() else {
         return Err(BatchError::UnknownCodec {
             attributes: header.attributes,
+        });
+    };
+    let timestamps_set = header.base_timestamp_ms != NO_TIMESTAMP && header.max_timestamp_ms != NO_TIMESTAMP;
+    if timestamps_set && header.max_timestamp_ms < header.base_timestamp_ms {
+        return Err(BatchError::BadTimestamp {
+            timestamp_ms: header.base_timestamp_ms,
+            max_timestamp_ms: header.max_timestamp_ms,
+        });
+    }
+    // The fewest bytes `record_count` records take, against the most the
+    // section could hold once decompressed.
+    let section_bytes = total_bytes - BATCH_HEADER_BYTES;
+    let records_bytes_min = usize::try_from(header.record_count)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(RECORD_BYTES_MIN);
+    if records_bytes_min > section_bytes.saturating_mul(codec.expansion_max()) {
+        return Err(BatchError::TooManyRecords {
+            record_count: header.record_count,
+            section_bytes,
         });
     }
     Ok(header)
@@ -282,13 +380,47 @@ pub fn set_leader_epoch(batch: &mut [u8], epoch: i32) {
     }
 }
 
-/// Builds a valid uncompressed-looking batch around opaque record bytes.
+/// Builds a valid batch of `spec.record_count` records (see [`BatchSpec::payload`]).
 ///
 /// Used by tests, benchmarks and tools that need batches without a Kafka client.
-/// The records section is `records` verbatim (not real Kafka records), which is
-/// enough for the log: it never decodes records.
 pub fn build_batch(spec: &BatchSpec<'_>) -> Vec<u8> {
-    let total_bytes = BATCH_HEADER_BYTES + spec.records.len();
+    if spec.attributes & 0x07 != 0 {
+        return frame_batch(spec, spec.payload);
+    }
+    let count = usize::try_from(spec.record_count).unwrap_or(0);
+    let len = spec.payload.len();
+    let mut section = Vec::new();
+    for index in 0..count {
+        let value = spec.payload.get(index * len / count..(index + 1) * len / count);
+        let delta = i32::try_from(index).unwrap_or(i32::MAX);
+        record::put_record(&mut section, delta, None, Some(value.unwrap_or_default()));
+    }
+    frame_batch(spec, &section)
+}
+
+/// Builds an uncompressed batch with one record per value (null keys, no
+/// headers), every record stamped `timestamp_ms`: the broker's own batches.
+///
+/// # Panics
+/// If `values` is empty or holds more than `i32::MAX` values.
+pub fn build_batch_from_values(timestamp_ms: i64, values: &[&[u8]]) -> Vec<u8> {
+    let record_count = i32::try_from(values.len()).unwrap_or(0);
+    assert!(record_count > 0, "a batch holds 1 ..= i32::MAX records");
+    let mut section = Vec::new();
+    for (index, value) in values.iter().enumerate() {
+        record::put_record(
+            &mut section,
+            i32::try_from(index).unwrap_or(i32::MAX),
+            None,
+            Some(value),
+        );
+    }
+    frame_batch(&BatchSpec::plain(record_count, timestamp_ms, &[]), &section)
+}
+
+/// The header for `spec` in front of `section`, with its CRC-32C.
+fn frame_batch(spec: &BatchSpec<'_>, section: &[u8]) -> Vec<u8> {
+    let total_bytes = BATCH_HEADER_BYTES + section.len();
     let mut out = Vec::with_capacity(total_bytes);
     out.extend_from_slice(&spec.base_offset.0.to_be_bytes());
     let batch_length = i32::try_from(total_bytes - LOG_OVERHEAD_BYTES).unwrap_or(i32::MAX);
@@ -304,7 +436,7 @@ pub fn build_batch(spec: &BatchSpec<'_>) -> Vec<u8> {
     out.extend_from_slice(&spec.producer_epoch.to_be_bytes());
     out.extend_from_slice(&spec.base_sequence.to_be_bytes());
     out.extend_from_slice(&spec.record_count.to_be_bytes());
-    out.extend_from_slice(spec.records);
+    out.extend_from_slice(section);
     let crc = compute_crc(&out).unwrap_or(0);
     if let Some(field) = out.get_mut(OFFSET_CRC..OFFSET_CRC + 4) {
         field.copy_from_slice(&crc.to_be_bytes());
@@ -329,13 +461,16 @@ pub struct BatchSpec<'a> {
     pub producer_epoch: i16,
     /// Base sequence (-1 when not idempotent).
     pub base_sequence: i32,
-    /// Opaque record bytes.
-    pub records: &'a [u8],
+    /// Uncompressed (codec bits 0): the bytes spread, in order, over the
+    /// values of `record_count` Kafka records that `build_batch` frames.
+    /// Compressed: the records section itself, stored as given (the log never
+    /// decompresses, so any bytes will do).
+    pub payload: &'a [u8],
 }
 
 impl<'a> BatchSpec<'a> {
-    /// A plain batch of `record_count` records carrying `records` as payload.
-    pub fn plain(record_count: i32, timestamp_ms: i64, records: &'a [u8]) -> BatchSpec<'a> {
+    /// A plain batch of `record_count` records carrying `payload`.
+    pub fn plain(record_count: i32, timestamp_ms: i64, payload: &'a [u8]) -> BatchSpec<'a> {
         BatchSpec {
             base_offset: Offset(0),
             record_count,
@@ -344,7 +479,7 @@ impl<'a> BatchSpec<'a> {
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
-            records,
+            payload,
         }
     }
 }
@@ -441,6 +576,119 @@ mod tests {
             validate(&build_batch(&spec)),
             Err(BatchError::UnknownCodec { .. })
         ));
+    }
+
+    /// Rewrites header fields of `batch` and fixes up its CRC.
+    fn patched(mut batch: Vec<u8>, patch: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        patch(&mut batch);
+        let crc = compute_crc(&batch).unwrap();
+        batch[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        batch
+    }
+
+    fn set_count(batch: &mut [u8], record_count: i32) {
+        batch[OFFSET_RECORD_COUNT..OFFSET_RECORD_COUNT + 4].copy_from_slice(&record_count.to_be_bytes());
+        batch[OFFSET_LAST_OFFSET_DELTA..OFFSET_LAST_OFFSET_DELTA + 4]
+            .copy_from_slice(&(record_count - 1).to_be_bytes());
+    }
+
+    #[test]
+    fn a_header_claiming_records_the_batch_does_not_hold_is_refused() {
+        // The batch: 61 bytes, i32::MAX records claimed, none there.
+        let lying = patched(build_batch(&BatchSpec::plain(1, 0, b"")), |b| {
+            b.truncate(BATCH_HEADER_BYTES);
+            b[OFFSET_LENGTH..OFFSET_LENGTH + 4].copy_from_slice(&49i32.to_be_bytes());
+            set_count(b, i32::MAX);
+        });
+        assert_eq!(lying.len(), 61);
+        assert!(matches!(validate(&lying), Err(BatchError::TooManyRecords { .. })));
+        assert!(matches!(
+            validate_header_only(&lying),
+            Err(BatchError::TooManyRecords { .. })
+        ));
+        // One record more than there are, with the counts consistent.
+        let one_more = patched(sample(), |b| set_count(b, 4));
+        assert!(matches!(
+            validate(&one_more),
+            Err(BatchError::BadRecords { record: 3, .. })
+        ));
+        let one_less = patched(sample(), |b| set_count(b, 2));
+        assert!(matches!(
+            validate(&one_less),
+            Err(BatchError::BadRecords { record: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn timestamps_must_not_exceed_the_max_timestamp() {
+        let base_above_max = patched(sample(), |b| {
+            b[OFFSET_MAX_TIMESTAMP..OFFSET_MAX_TIMESTAMP + 8].copy_from_slice(&5i64.to_be_bytes());
+        });
+        assert!(matches!(
+            validate_header_only(&base_above_max),
+            Err(BatchError::BadTimestamp {
+                max_timestamp_ms: 5,
+                ..
+            })
+        ));
+        // A record 10 ms after the base, under a max equal to the base.
+        let mut section = Vec::new();
+        record::put_record(&mut section, 0, None, Some(b"a"));
+        section[2] = 20; // timestamp delta +10 (zig-zag)
+        let mut late = frame_batch(&BatchSpec::plain(1, 1_000, &[]), &section);
+        assert!(matches!(
+            validate(&late),
+            Err(BatchError::BadTimestamp {
+                timestamp_ms: 1_010,
+                max_timestamp_ms: 1_000
+            })
+        ));
+        late = patched(late, |b| {
+            b[OFFSET_MAX_TIMESTAMP..OFFSET_MAX_TIMESTAMP + 8].copy_from_slice(&1_010i64.to_be_bytes());
+        });
+        assert!(validate(&late).is_ok(), "a max that covers every record is fine");
+        let unset = patched(sample(), |b| {
+            b[OFFSET_BASE_TIMESTAMP..OFFSET_BASE_TIMESTAMP + 8].copy_from_slice(&(-1i64).to_be_bytes());
+            b[OFFSET_MAX_TIMESTAMP..OFFSET_MAX_TIMESTAMP + 8].copy_from_slice(&(-1i64).to_be_bytes());
+        });
+        assert!(validate(&unset).is_ok(), "no timestamps at all is not checked");
+    }
+
+    #[test]
+    fn a_compressed_batch_may_claim_only_what_its_codec_can_expand_to() {
+        for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+            let section = [7u8; 10];
+            let fits = i32::try_from(section.len() * codec.expansion_max() / RECORD_BYTES_MIN).unwrap();
+            let mut spec = BatchSpec::plain(fits, 0, &section);
+            spec.attributes = match codec {
+                Codec::Gzip => 1,
+                Codec::Snappy => 2,
+                Codec::Lz4 => 3,
+                _ => 4,
+            };
+            assert!(validate(&build_batch(&spec)).is_ok(), "{codec:?}: {fits} records");
+            spec.record_count = fits + 1;
+            assert!(
+                matches!(validate(&build_batch(&spec)), Err(BatchError::TooManyRecords { .. })),
+                "{codec:?}: {} records",
+                fits + 1
+            );
+        }
+    }
+
+    #[test]
+    fn built_batches_frame_real_records() {
+        let batch = build_batch(&BatchSpec::plain(3, 7, b"abcdefg"));
+        let header = validate(&batch).unwrap();
+        let values: Vec<&[u8]> = uncompressed_records(&batch, &header)
+            .unwrap()
+            .map(|r| r.unwrap().value.unwrap())
+            .collect();
+        assert_eq!(values, vec![&b"ab"[..], b"cd", b"efg"]);
+        let from_values = build_batch_from_values(7, &[b"x", b"yz"]);
+        let header = validate(&from_values).unwrap();
+        assert_eq!(header.record_count, 2);
+        assert_eq!(header.last_offset_delta, 1);
     }
 
     #[test]

@@ -3,7 +3,10 @@
 
 use std::{fmt, io, path::PathBuf};
 
-use crate::offset::{Offset, Position};
+use crate::{
+    offset::{Offset, Position},
+    recovery::BadRange,
+};
 
 /// Why a record batch was rejected. Nothing is stored when this is returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +64,48 @@ pub enum BatchError {
         /// Offset it has.
         found: Offset,
     },
+    /// An uncompressed batch's records do not match its header: fewer or
+    /// more records than it claims, a record that does not fill exactly its
+    /// length, or an offset delta other than the record's index.
+    BadRecords {
+        /// Index of the record where the walk failed.
+        record: i32,
+        /// What was wrong there.
+        reason: &'static str,
+    },
+    /// A timestamp above the batch's max timestamp (the base timestamp, or a
+    /// record's, for CreateTime).
+    BadTimestamp {
+        /// The timestamp found (ms).
+        timestamp_ms: i64,
+        /// The header's max timestamp (ms).
+        max_timestamp_ms: i64,
+    },
+    /// A batch claims more records than its section could hold: 7 bytes a
+    /// record at least, after decompression at the codec's largest
+    /// expansion (see `Codec::expansion_max`).
+    TooManyRecords {
+        /// Record count field.
+        record_count: i32,
+        /// Bytes of the (compressed) records section.
+        section_bytes: usize,
+    },
+    /// One append spans more offsets than one segment may hold.
+    TooManyOffsets {
+        /// Offsets the append spans.
+        offsets: i64,
+        /// The most one segment may span.
+        offsets_max: i64,
+    },
+    /// A stored batch's offsets or position lie outside what its segment can
+    /// hold: below its base, more than `i32::MAX` past it, past the next
+    /// segment's base, or beyond the index's 4 GiB of positions.
+    OutsideSegment {
+        /// The batch's base offset.
+        base_offset: Offset,
+        /// The segment's base offset.
+        segment_base: Offset,
+    },
 }
 
 impl fmt::Display for BatchError {
@@ -105,6 +150,36 @@ impl fmt::Display for BatchError {
             BatchError::OffsetGap { expected, found } => {
                 write!(f, "batch starts at offset {found}, expected {expected}")
             }
+            BatchError::BadRecords { record, reason } => {
+                write!(f, "records do not match the header: record {record}: {reason}")
+            }
+            BatchError::BadTimestamp {
+                timestamp_ms,
+                max_timestamp_ms,
+            } => write!(
+                f,
+                "timestamp {timestamp_ms} above the batch's max timestamp {max_timestamp_ms}"
+            ),
+            BatchError::TooManyRecords {
+                record_count,
+                section_bytes,
+            } => write!(
+                f,
+                "{record_count} records cannot fit in a records section of {section_bytes} bytes"
+            ),
+            BatchError::TooManyOffsets { offsets, offsets_max } => {
+                write!(
+                    f,
+                    "an append of {offsets} offsets; one segment holds at most {offsets_max}"
+                )
+            }
+            BatchError::OutsideSegment {
+                base_offset,
+                segment_base,
+            } => write!(
+                f,
+                "batch at offset {base_offset} lies outside what the segment at {segment_base} can hold"
+            ),
         }
     }
 }
@@ -144,6 +219,14 @@ pub enum LogError {
         /// What was wrong.
         reason: BatchError,
     },
+    /// A read asked for offsets in a damaged range of a segment: they are
+    /// never served (`shardctl log verify` names the range).
+    CorruptRange {
+        /// The segment file.
+        path: PathBuf,
+        /// The range.
+        range: BadRange,
+    },
     /// A replicated append does not continue the log: its first batch does
     /// not start at the log end, or a batch does not start right after the
     /// one before it. Nothing was stored.
@@ -181,6 +264,16 @@ impl fmt::Display for LogError {
                     path.display()
                 )
             }
+            LogError::CorruptRange { path, range } => write!(
+                f,
+                "offsets {}..{} of {} lie in a damaged range (positions {}..{}: {}) and are not served",
+                range.first_offset,
+                range.next_offset.0 - 1,
+                path.display(),
+                range.start,
+                range.end,
+                range.reason
+            ),
             LogError::OffsetMismatch { expected, got } => {
                 write!(f, "replicated batch starts at offset {got}, the log expects {expected}")
             }
@@ -198,6 +291,7 @@ impl std::error::Error for LogError {
             LogError::InvalidBatch(e) => Some(e),
             LogError::Io { source, .. } => Some(source),
             LogError::Corrupt { reason, .. } => Some(reason),
+            LogError::CorruptRange { range, .. } => Some(&range.reason),
             _ => None,
         }
     }
@@ -236,6 +330,10 @@ impl LogError {
                 path: path.clone(),
                 position: *position,
                 reason: reason.clone(),
+            },
+            LogError::CorruptRange { path, range } => LogError::CorruptRange {
+                path: path.clone(),
+                range: range.clone(),
             },
             LogError::OffsetMismatch { expected, got } => LogError::OffsetMismatch {
                 expected: *expected,

@@ -85,17 +85,17 @@ impl SparseIndex {
         self.entries.push(entry);
     }
 
-    /// Where the last entry points: position, absolute offset, running max
-    /// timestamp before it. The start of the segment when there is no entry.
-    pub(crate) fn last_entry_start(&self, base: Offset) -> Option<(Position, Offset, i64)> {
-        match self.entries.last() {
-            Some(e) => Some((
-                Position(u64::from(e.position)),
-                Offset(base.0.checked_add(i64::from(e.relative_offset))?),
-                e.max_timestamp_before_ms,
-            )),
-            None => Some((Position(0), base, i64::MIN)),
-        }
+    /// Whether every entry points at a batch header in `data` carrying the
+    /// offset the entry claims (`base` + relative offset).
+    pub(crate) fn matches(&self, data: &[u8], base: Offset) -> bool {
+        self.entries.iter().all(|entry| {
+            let claimed = base.0.checked_add(i64::from(entry.relative_offset));
+            let header = usize::try_from(entry.position)
+                .ok()
+                .and_then(|position| data.get(position..))
+                .and_then(crate::batch::BatchHeader::parse);
+            header.is_some_and(|header| Some(header.base_offset.0) == claimed)
+        })
     }
 
     /// Position of the last entry, if any.
@@ -103,6 +103,7 @@ impl SparseIndex {
         self.entries.last().map(|e| Position(u64::from(e.position)))
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

@@ -17,17 +17,25 @@
 //! segments that stay valid even after retention deletes the file.
 //!
 //! ## Guarantees
-//! - An append is validated (magic, length, CRC-32C over attributes..end)
-//!   without decoding records; an invalid batch is rejected whole with a
-//!   [`BatchError`] and nothing is stored.
+//! - An append is validated (magic, length, CRC-32C over attributes..end,
+//!   and a header its records bear out: `batch.rs`) without decompressing;
+//!   an invalid batch is rejected whole with a [`BatchError`] and nothing is
+//!   stored. A segment rolls before its offsets leave its index's range.
 //! - With [`Durability::Always`] an append resolves only after `fdatasync`, and
 //!   concurrent appends share one sync. [`Log::durable_end`] is reported
 //!   separately from [`Log::log_end`].
-//! - After a crash, opening the log keeps every fsynced batch and cuts the
-//!   active segment at the first batch whose length, CRC or offset is wrong;
-//!   what follows is zeroed durably, so torn data is never served.
-//! - Nothing read from disk is indexed unchecked; broken internal invariants
-//!   are `assert!`s, kept in release builds (the process aborts).
+//! - After a crash, opening the log keeps every fsynced batch and cuts a torn
+//!   tail of the active segment (zeroed durably, so torn data is never
+//!   served). Damage followed by valid batches is not a torn tail: it is kept
+//!   on disk as a [`BadRange`], never served, and the batches after it stay
+//!   (`recovery.rs`).
+//! - Names are durable before data in them is acknowledged as durable: the
+//!   log directory is created durably, new segments' names are synced, and
+//!   small metadata files (indexes) are replaced atomically by [`durable`],
+//!   the one crash-safe file helper of the workspace.
+//! - Nothing read from disk is indexed unchecked or asserted on; broken
+//!   internal invariants are `assert!`s, kept in release builds (the process
+//!   aborts).
 //!
 //! ## Replication
 //! Kafka-style leader/follower replication needs three things from the log:
@@ -44,25 +52,31 @@
 //!   answers OffsetsForLeaderEpoch, so a follower knows where to truncate
 //!   before fetching.
 //!
-//! The byte layouts are drawn at the top of `batch.rs` (the record batch) and
-//! `index.rs` (the index); `segment.rs` explains the write path and the
-//! mapping rules that keep readers safe from SIGBUS; `epoch.rs` the epoch
+//! The byte layouts are drawn at the top of `batch.rs` (the record batch),
+//! `record.rs` (a record) and `index.rs` (the index); `segment.rs` explains
+//! the write path and the mapping rules that keep readers safe from SIGBUS;
+//! `recovery.rs` how a torn tail is told from damage; `epoch.rs` the epoch
 //! cache's rules. `docs/storage.md` has the whole picture.
 
 mod batch;
+pub mod durable;
 mod epoch;
 mod error;
 mod index;
 mod log;
 mod offset;
+mod record;
+mod recovery;
 mod segment;
 
 pub use batch::{
-    build_batch, compute_crc, set_base_offset, set_leader_epoch, validate, validate_header_only, BatchHeader,
-    BatchSpec, Codec, BATCH_HEADER_BYTES,
+    build_batch, build_batch_from_values, compute_crc, set_base_offset, set_leader_epoch, uncompressed_records,
+    validate, validate_header_only, BatchHeader, BatchSpec, Codec, BATCH_HEADER_BYTES,
 };
 pub use epoch::EpochStart;
 pub use error::{BatchError, LogError};
 pub use log::{AppendInfo, Clock, Durability, Log, LogConfig, ReadBatches, SystemClock, TimestampOffset};
 pub use offset::{Offset, Position};
+pub use record::{Record, Records};
+pub use recovery::{find_next_batch, scan_segment, BadRange, SegmentBounds, SegmentScan, TornTail};
 pub use segment::parse_log_name;

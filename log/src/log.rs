@@ -29,7 +29,8 @@ use crate::{
     epoch::{EpochCache, EpochStart},
     error::{io_error, BatchError, LogError},
     offset::{Offset, Position},
-    segment::{self, PreparedBatch, SealedOpen, Segment},
+    recovery::BadRange,
+    segment::{self, PreparedBatch, SealedOpen, Segment, Stored, SEGMENT_OFFSET_SPAN_MAX},
 };
 
 /// When appended data is made durable.
@@ -280,7 +281,9 @@ impl Log {
             config.pending_appends_max > 0 && config.write_bytes_max > 0,
             "bounds must be positive"
         );
-        std::fs::create_dir_all(dir).map_err(io_error("creating log directory", dir))?;
+        // The directory's own entry (and any parent created with it) must be
+        // durable before anything in it is acknowledged.
+        crate::durable::create_dir_durably(dir)?;
         // glommio opens files relative to no directory (`openat(-1, ..)`),
         // which only works for absolute paths.
         let dir = &std::path::absolute(dir).map_err(io_error("resolving log directory", dir))?;
@@ -336,20 +339,32 @@ impl Log {
                 }
             };
             assert!(is_last, "only the last segment is opened for appends");
-            let (segment, cut) =
+            let (segment, torn) =
                 Segment::open_active(dir, base, config.segment_bytes_max, config.index_interval_bytes, now_ms).await?;
-            if let Some((position, reason)) = cut {
-                if position.0 > 0 || segment.size > 0 || reason != (BatchError::BadLength { batch_length: 0 }) {
-                    tracing::warn!(path = %segment.path.display(), position = position.0, %reason, "recovery cut the log tail");
-                }
+            if let Some(torn) = torn {
+                tracing::warn!(
+                    path = %segment.path.display(),
+                    position = torn.position.0,
+                    first_nonzero = torn.first_nonzero.0,
+                    reason = %torn.reason,
+                    "recovery cut a torn tail (bytes never made durable)"
+                );
             }
             segments.insert(base, segment);
             break;
         }
+        for segment in segments.values() {
+            report_bad_ranges(segment);
+        }
         if segments.is_empty() {
             let segment = Segment::create(dir, Offset(0), config.segment_bytes_max, now_ms).await?;
-            sync_dir(dir).await?;
             segments.insert(Offset(0), segment);
+        }
+        // Every segment's name is durable before an append is acknowledged
+        // (one the last run created and crashed before syncing included).
+        sync_dir(dir).await?;
+        for segment in segments.values_mut() {
+            segment.entry_durable = true;
         }
         let log_end = segments.values().next_back().map_or(Offset(0), |s| s.next_offset);
         let epochs = rebuild_epochs(&segments)?;
@@ -463,11 +478,21 @@ impl Log {
             });
             at += total;
         }
+        let offsets: i64 = batches.iter().map(|b| b.header.offset_count()).sum();
+        if offsets - 1 > SEGMENT_OFFSET_SPAN_MAX {
+            return Err(BatchError::TooManyOffsets {
+                offsets,
+                offsets_max: SEGMENT_OFFSET_SPAN_MAX + 1,
+            }
+            .into());
+        }
         Ok(batches)
     }
 
     /// The whole batches at the front of `records`, validated and checked to
-    /// follow each other's offsets; a trailing partial batch is left out.
+    /// follow each other's offsets; a trailing partial batch is left out, and
+    /// so are the batches past what one segment's offsets can span (the
+    /// fetcher fetches them again from the new log end).
     fn prepare_replicated(&self, records: &Bytes) -> Result<Vec<PreparedBatch>, LogError> {
         let mut batches: Vec<PreparedBatch> = Vec::new();
         let mut at = 0usize;
@@ -494,6 +519,10 @@ impl Log {
                     expected: self.log_end(),
                     got: header.base_offset,
                 });
+            }
+            let first = batches.first().map_or(header.base_offset, |b| b.header.base_offset);
+            if header.last_offset().0 - first.0 > SEGMENT_OFFSET_SPAN_MAX {
+                break;
             }
             let total = header.total_bytes();
             batches.push(PreparedBatch {
@@ -645,7 +674,7 @@ impl Log {
             next_offset: from,
         };
         let mut bytes_taken = 0usize;
-        let mut cursor = from;
+        let bounds = ReadBounds { end, bytes_max };
         for segment in inner
             .segments
             .range(..=from)
@@ -659,34 +688,14 @@ impl Log {
                     .map(|(_, s)| s),
             )
         {
-            if cursor >= end {
+            if result.next_offset >= end {
                 break;
             }
-            let Some((start, _)) = segment.find_batch(cursor)? else {
+            let Some((start, _)) = segment.find_batch(result.next_offset)? else {
                 continue;
             };
-            let data = segment.data();
-            let mut position = start.0;
-            while position < segment.size {
-                let header = segment.header_at(&data, position)?;
-                let total = header.total_bytes();
-                if header.base_offset >= end || (bytes_taken > 0 && bytes_taken + total > bytes_max) {
-                    break;
-                }
-                bytes_taken += total;
-                position += total as u64;
-                cursor = header.next_offset();
-            }
-            if position > start.0 {
-                segment.prefetch(start.0, position - start.0);
-                let (from_byte, to_byte) = (usize::try_from(start.0), usize::try_from(position));
-                if let (Ok(a), Ok(b)) = (from_byte, to_byte) {
-                    result.chunks.push(data.slice(a..b));
-                }
-            }
-            result.next_offset = cursor;
-            if position < segment.size {
-                break; // stopped by a bound, not by the segment's end
+            if read_segment(segment, start, bounds, &mut result, &mut bytes_taken)? {
+                break; // stopped by a bound or a bad range, not by the segment's end
             }
         }
         Ok(result)
@@ -698,15 +707,21 @@ impl Log {
     pub fn for_each_batch_header(&self, mut f: impl FnMut(&BatchHeader)) -> Result<(), LogError> {
         let inner = self.inner.borrow();
         for segment in inner.segments.values() {
-            let data = segment.data();
-            let mut position = 0u64;
-            while position < segment.size {
-                let header = segment.header_at(&data, position)?;
-                f(&header);
-                position += header.total_bytes() as u64;
-            }
+            segment.for_each_header(|header, _| f(header))?;
         }
         Ok(())
+    }
+
+    /// The ranges recovery kept out of the log (damaged in the middle of a
+    /// segment, or refused batches an older version stored), with the base
+    /// offset of the segment holding each.
+    pub fn bad_ranges(&self) -> Vec<(Offset, BadRange)> {
+        let inner = self.inner.borrow();
+        let mut ranges = Vec::new();
+        for segment in inner.segments.values() {
+            ranges.extend(segment.bad.iter().map(|range| (segment.base, range.clone())));
+        }
+        ranges
     }
 
     /// The first batch with a timestamp ≥ `timestamp_ms` (ListOffsets by time);
@@ -722,6 +737,82 @@ impl Log {
             }
         }
         Ok(None)
+    }
+}
+
+/// Where a read must stop: before offset `end`, and once `bytes_max` bytes
+/// are taken (after at least one batch).
+#[derive(Debug, Clone, Copy)]
+struct ReadBounds {
+    end: Offset,
+    bytes_max: usize,
+}
+
+/// Adds to `result` the whole batches of `segment` from the one at `start`
+/// on, as slices of its mapping: one chunk per run between bad ranges. A bad
+/// range holding no offset is skipped; one holding offsets stops the read
+/// (a read from its first offset then fails). Returns whether the read
+/// stopped before the segment's end.
+fn read_segment(
+    segment: &Segment,
+    start: Position,
+    bounds: ReadBounds,
+    result: &mut ReadBatches,
+    bytes_taken: &mut usize,
+) -> Result<bool, LogError> {
+    let data = segment.data();
+    let mut chunk_start = start.0;
+    let mut position = start.0;
+    let mut stopped = false;
+    while position < segment.size {
+        match segment.stored_at(&data, position)? {
+            Stored::Batch(header) => {
+                let total = header.total_bytes();
+                let full = *bytes_taken > 0 && *bytes_taken + total > bounds.bytes_max;
+                if header.base_offset >= bounds.end || full {
+                    stopped = true;
+                    break;
+                }
+                if header.next_offset() <= result.next_offset {
+                    // Stored bytes changed on disk after recovery checked
+                    // them (a page read back differently): an error, not an
+                    // assertion on bytes from disk.
+                    return Err(LogError::Corrupt {
+                        path: segment.path.clone(),
+                        position: Position(position),
+                        reason: BatchError::OffsetGap {
+                            expected: result.next_offset,
+                            found: header.base_offset,
+                        },
+                    });
+                }
+                *bytes_taken += total;
+                position += total as u64;
+                result.next_offset = header.next_offset();
+            }
+            Stored::Bad(range) if range.first_offset == range.next_offset => {
+                push_chunk(segment, &data, chunk_start..position, result);
+                position = range.end.0;
+                chunk_start = position;
+            }
+            Stored::Bad(_) => {
+                stopped = true;
+                break;
+            }
+        }
+    }
+    push_chunk(segment, &data, chunk_start..position, result);
+    Ok(stopped)
+}
+
+/// Adds the bytes `range` of a segment's data to `result` (nothing if empty).
+fn push_chunk(segment: &Segment, data: &Bytes, range: std::ops::Range<u64>, result: &mut ReadBatches) {
+    if range.end <= range.start {
+        return;
+    }
+    segment.prefetch(range.start, range.end - range.start);
+    if let (Ok(from), Ok(to)) = (usize::try_from(range.start), usize::try_from(range.end)) {
+        result.chunks.push(data.slice(from..to));
     }
 }
 
@@ -870,7 +961,9 @@ async fn write_group(inner: &Rc<RefCell<Inner>>, group: Group) {
         return;
     }
     let group_bytes: u64 = group.iter().map(|a| a.bytes() as u64).sum();
-    // Roll first if the group does not fit, or the active segment is too old.
+    let group_last = infos.last().map_or(placed_from, |(_, last)| *last);
+    // Roll first if the group does not fit, in bytes or in the offsets the
+    // index can address, or the active segment is too old.
     let must_roll = {
         let state = inner.borrow();
         let config = &state.config;
@@ -878,6 +971,7 @@ async fn write_group(inner: &Rc<RefCell<Inner>>, group: Group) {
         state.segments.values().next_back().is_some_and(|active| {
             active.size > 0
                 && (active.bytes_free(config.segment_bytes_max) < group_bytes
+                    || !active.offsets_fit(group_last)
                     || now_ms.saturating_sub(active.created_ms) >= config.segment_ms_max)
         })
     };
@@ -890,9 +984,12 @@ async fn write_group(inner: &Rc<RefCell<Inner>>, group: Group) {
             return fail_all(group, &e);
         }
     }
-    // A group bigger than a fresh segment: write its appends one at a time
-    // (each is placed again, after the ones before it were written).
-    if group_bytes > inner.borrow().config.segment_bytes_max && group.len() > 1 {
+    // A group bigger than a fresh segment, in bytes or offsets: write its
+    // appends one at a time (each is placed again, after the ones before it
+    // were written). One append always fits (`prepare` checks both).
+    let too_big =
+        group_bytes > inner.borrow().config.segment_bytes_max || group_last.0 - placed_from.0 > SEGMENT_OFFSET_SPAN_MAX;
+    if too_big && group.len() > 1 {
         for single in group {
             Box::pin(write_group(inner, vec![single])).await;
         }
@@ -939,7 +1036,15 @@ async fn write_group(inner: &Rc<RefCell<Inner>>, group: Group) {
     };
     let durable = match durability {
         Durability::Always => match sync_active(inner).await {
-            Ok(_) => true,
+            Ok(_) => {
+                let state = inner.borrow();
+                let active = state.segments.values().next_back();
+                assert!(
+                    active.is_some_and(|segment| segment.entry_durable),
+                    "an append is acknowledged durable only in a segment whose name is durable"
+                );
+                true
+            }
             Err(e) => return fail_all(group, &e),
         },
         Durability::Interval { bytes, interval_ms } => {
@@ -1224,6 +1329,7 @@ async fn seal_loop(inner: Rc<RefCell<Inner>>) {
         };
         // Seal, then make the directory entry of the segment after it durable
         // (created without a directory sync), then count its offsets durable.
+        let existing: Vec<Offset> = inner.borrow().segments.keys().copied().collect();
         let sealed = match segment::seal_files(&dir, &seal.file, &seal.path, seal.base, seal.size, seal.index).await {
             Ok(()) => sync_dir(&dir).await,
             Err(e) => Err(e),
@@ -1231,6 +1337,7 @@ async fn seal_loop(inner: Rc<RefCell<Inner>>) {
         let mut state = inner.borrow_mut();
         match sealed {
             Ok(()) => {
+                mark_entries_durable(&mut state.segments, &existing);
                 state.durable_end = state.durable_end.max(seal.end);
                 if let Some(segment) = state.segments.get_mut(&seal.base) {
                     segment.mark_sealed();
@@ -1258,10 +1365,7 @@ async fn truncate(inner: &Rc<RefCell<Inner>>, offset: Offset) -> Result<Offset, 
         // The segment holding the cut is cut; segments wholly past it go.
         let holder = state.segments.range(..offset).next_back().map(|(b, _)| *b);
         let cut = match holder.and_then(|b| state.segments.get(&b)) {
-            Some(segment) => Some(match segment.find_batch(offset)? {
-                Some((position, header)) => (position, header.base_offset),
-                None => (Position(segment.size), segment.next_offset),
-            }),
+            Some(segment) => Some(segment.cut_point(offset)?),
             None => None,
         };
         let later: Vec<Offset> = state.segments.range(offset..).map(|(b, _)| *b).collect();
@@ -1305,11 +1409,23 @@ async fn truncate(inner: &Rc<RefCell<Inner>>, offset: Offset) -> Result<Offset, 
             state.segments.insert(offset, segment);
         }
     }
+    let existing: Vec<Offset> = inner.borrow().segments.keys().copied().collect();
     sync_dir(&dir).await?;
     let mut state = inner.borrow_mut();
+    mark_entries_durable(&mut state.segments, &existing);
     state.durable_end = state.log_end;
     state.active_synced = state.log_end;
     Ok(state.log_end)
+}
+
+/// After a sync of the log directory that started when `existing` were its
+/// segments: their names are durable now (later ones may not be).
+fn mark_entries_durable(segments: &mut BTreeMap<Offset, Segment>, existing: &[Offset]) {
+    for base in existing {
+        if let Some(segment) = segments.get_mut(base) {
+            segment.entry_durable = true;
+        }
+    }
 }
 
 async fn retention(inner: &Rc<RefCell<Inner>>) -> Result<usize, LogError> {
@@ -1363,15 +1479,25 @@ async fn retention(inner: &Rc<RefCell<Inner>>) -> Result<usize, LogError> {
 fn rebuild_epochs(segments: &BTreeMap<Offset, Segment>) -> Result<EpochCache, LogError> {
     let mut epochs = EpochCache::default();
     for segment in segments.values() {
-        let data = segment.data();
-        let mut position = 0u64;
-        while position < segment.size {
-            let header = segment.header_at(&data, position)?;
-            epochs.observe(header.partition_leader_epoch, header.base_offset);
-            position += header.total_bytes() as u64;
-        }
+        segment.for_each_header(|header, _| epochs.observe(header.partition_leader_epoch, header.base_offset))?;
     }
     Ok(epochs)
+}
+
+/// Says what recovery kept out of the log in `segment`, one line a range.
+fn report_bad_ranges(segment: &Segment) {
+    for range in &segment.bad {
+        tracing::error!(
+            path = %segment.path.display(),
+            start = range.start.0,
+            end = range.end.0,
+            first_offset = range.first_offset.0,
+            next_offset = range.next_offset.0,
+            reason = %range.reason,
+            "a segment holds a damaged or refused range; it stays on disk and is never served \
+             (reads of its offsets fail; `shardctl log verify` names it)"
+        );
+    }
 }
 
 async fn sync_dir(dir: &Path) -> Result<(), LogError> {

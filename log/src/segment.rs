@@ -35,10 +35,16 @@ use memmap2::{Advice, Mmap, MmapOptions};
 
 use crate::{
     batch::{self, BatchHeader, BATCH_HEADER_BYTES},
-    error::{glommio_error, io_error, BatchError, LogError},
+    error::{glommio_error, io_error, LogError},
     index::{IndexEntry, SparseIndex},
     offset::{Offset, Position},
+    recovery::{self, BadRange, SegmentBounds, SegmentScan, TornTail},
 };
+
+/// Most offsets one segment may span past its base, Kafka's bound: index
+/// entries store `offset - base` as a u32, and a segment rolls before the
+/// next batch's last offset would lie further than this from its base.
+pub(crate) const SEGMENT_OFFSET_SPAN_MAX: i64 = i32::MAX as i64;
 
 /// Width of the zero-padded base offset in file names (as Kafka names them).
 const FILE_NAME_DIGITS: usize = 20;
@@ -117,81 +123,13 @@ impl Mapping {
     }
 }
 
-/// What scanning a run of batches found.
-#[derive(Debug, Clone)]
-pub(crate) struct ScanOutcome {
-    /// Position after the last good batch.
-    pub(crate) end: Position,
-    /// Offset after the last good batch.
-    pub(crate) next_offset: Offset,
-    /// Largest batch max-timestamp seen (i64::MIN if none).
-    pub(crate) max_timestamp_ms: i64,
-    /// Why scanning stopped before the end of the bytes, if it did.
-    pub(crate) stop: Option<(Position, BatchError)>,
-}
-
-/// Scans batches in `bytes[from..]` whose base offsets must run on from
-/// `expected`. Stops at the first batch that is short, malformed, fails its CRC
-/// (when `check_crc`), or does not continue the offsets. Index entries are
-/// emitted into `index` every `index_interval_bytes`, if given.
-pub(crate) fn scan(
-    bytes: &[u8],
-    from: Position,
-    expected: Offset,
-    check_crc: bool,
-    mut index: Option<(&mut SparseIndex, Offset, u64)>,
-    max_timestamp_before_ms: i64,
-) -> ScanOutcome {
-    let mut position = from.0;
-    let mut next_offset = expected;
-    let mut max_timestamp_ms = max_timestamp_before_ms;
-    let mut bytes_since_index = 0u64;
-    let stop = loop {
-        let Some(rest) = usize::try_from(position).ok().and_then(|p| bytes.get(p..)) else {
-            break None;
-        };
-        if rest.is_empty() {
-            break None;
-        }
-        let header = if check_crc {
-            batch::validate(rest)
-        } else {
-            batch::validate_header_only(rest)
-        };
-        let header = match header {
-            Ok(h) => h,
-            Err(e) => break Some((Position(position), e)),
-        };
-        if header.base_offset != next_offset {
-            break Some((
-                Position(position),
-                BatchError::OffsetGap {
-                    expected: next_offset,
-                    found: header.base_offset,
-                },
-            ));
-        }
-        if let Some((index, base, interval)) = index.as_mut() {
-            if bytes_since_index >= *interval && position > 0 {
-                push_index_entry(index, *base, header.base_offset, Position(position), max_timestamp_ms);
-                bytes_since_index = 0;
-            }
-        }
-        let total = header.total_bytes() as u64;
-        bytes_since_index += total;
-        position += total;
-        next_offset = header.next_offset();
-        max_timestamp_ms = max_timestamp_ms.max(header.max_timestamp_ms);
-    };
-    ScanOutcome {
-        end: Position(position),
-        next_offset,
-        max_timestamp_ms,
-        stop,
-    }
-}
-
-fn push_index_entry(index: &mut SparseIndex, base: Offset, batch_base: Offset, position: Position, max_before_ms: i64) {
+pub(crate) fn push_index_entry(
+    index: &mut SparseIndex,
+    base: Offset,
+    batch_base: Offset,
+    position: Position,
+    max_before_ms: i64,
+) {
     let relative = batch_base.0 - base.0;
     assert!(
         (0..=i64::from(u32::MAX)).contains(&relative),
@@ -230,6 +168,13 @@ pub(crate) struct Segment {
     /// File position up to which writeback has been started (see
     /// [`Segment::writeback_due`]).
     writeback_from: u64,
+    /// Damaged or quarantined ranges recovery found, in file order: kept on
+    /// disk, skipped by every walk, never served.
+    pub(crate) bad: Vec<BadRange>,
+    /// Whether a sync of the log directory has covered the file's name
+    /// since it was created or opened (nothing in a segment is acknowledged
+    /// as durable before).
+    pub(crate) entry_durable: bool,
 }
 
 impl Segment {
@@ -271,18 +216,24 @@ impl Segment {
             created_ms: now_ms,
             sealed: false,
             writeback_from: 0,
+            bad: Vec::new(),
+            entry_durable: false,
         })
     }
 
-    /// Opens a segment that is not the last one. Its index is trusted if every
-    /// entry checks out (an index is written only after the segment's data was
-    /// fsynced and the file shrunk); then batch headers are walked from the
-    /// last entry to find the end.
+    /// Opens a segment that is not the last one.
     ///
-    /// Without a trusted index the segment may have been rolled but not yet
-    /// sealed when the process died: it is scanned with CRCs, and if it does
-    /// not end cleanly where `next_base` begins it is reported `Torn` (the
-    /// caller cuts the log there) — nothing is changed on disk in that case.
+    /// Fast path: its index file decodes, every entry points at a batch with
+    /// the offset it claims, and the batch headers chain from the base to
+    /// exactly `next_base` (an index is written only after the segment's data
+    /// was fsynced and the file shrunk). Otherwise the segment is scanned
+    /// with CRCs (`recovery::scan`), its index rebuilt and rewritten:
+    /// - with an index file on disk it was sealed, so its data was durable:
+    ///   whatever does not reach `next_base` is damage, kept as a bad range;
+    /// - without one it may have been rolled but not sealed when the process
+    ///   died: if it does not end cleanly where `next_base` begins it is
+    ///   reported `Torn` (the caller cuts the log there) and nothing is
+    ///   changed on disk.
     pub(crate) async fn open_sealed(
         dir: &Path,
         base: Offset,
@@ -294,9 +245,9 @@ impl Segment {
         let file_bytes = file.file_size().await.map_err(glommio_error("sizing segment", &path))?;
         let mut mapping = Mapping::map(&file, file_bytes, &path)?;
         let index_file = index_path(dir, base);
-        let loaded = match std::fs::read(&index_file) {
-            Ok(bytes) => SparseIndex::decode(&bytes, file_bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        let (index_found, loaded) = match std::fs::read(&index_file) {
+            Ok(bytes) => (true, SparseIndex::decode(&bytes, file_bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (false, None),
             Err(e) => return Err(io_error("reading index", &index_file)(e)),
         };
         // Never touch a hole through the mapping (see `open_active`).
@@ -306,53 +257,41 @@ impl Segment {
                 .unwrap_or(usize::MAX)
                 .min(mapping.bytes().len()),
         );
-        let trusted = loaded.and_then(|index| {
-            let (start, offset, ts) = index.last_entry_start(base)?;
-            let outcome = scan(&data, start, offset, false, None, ts);
-            // The last entry must point at a batch with the offset it claims.
-            (outcome.end > start || index.len() == 0).then_some((index, outcome))
-        });
-        let (index, outcome, rebuilt) = match trusted {
-            Some((index, outcome)) => (index, outcome, false),
+        let bounds = SegmentBounds {
+            base,
+            next_base: Some(next_base),
+        };
+        let clean_after = !has_data_after(&file, data_bytes);
+        let fast = loaded
+            .filter(|index| clean_after && index.matches(&data, base))
+            .and_then(|index| walk_sealed(&data, bounds).map(|scan| (index, scan)));
+        let (index, scan, rebuilt) = match fast {
+            Some((index, scan)) => (index, scan, false),
             None => {
                 let mut index = SparseIndex::default();
-                let outcome = scan(
-                    &data,
-                    Position(0),
-                    base,
-                    true,
-                    Some((&mut index, base, index_interval_bytes)),
-                    i64::MIN,
-                );
-                (index, outcome, true)
+                let mut scan = recovery::scan(&data, bounds, Some((&mut index, index_interval_bytes)));
+                let complete = scan.torn.is_none() && scan.next_offset == next_base && clean_after;
+                if !complete {
+                    if !index_found {
+                        return Ok(SealedOpen::Torn);
+                    }
+                    scan.keep_torn_tail(&data, next_base);
+                }
+                (index, scan, true)
             }
         };
-        let clean_tail = match &outcome.stop {
-            None => true,
-            Some((position, _)) => {
-                let tail = usize::try_from(position.0)
-                    .ok()
-                    .and_then(|p| data.get(p..))
-                    .unwrap_or_default();
-                tail.iter().all(|b| *b == 0) && !has_data_after(&file, data_bytes)
-            }
-        };
-        if rebuilt && (!clean_tail || outcome.next_offset != next_base) {
-            return Ok(SealedOpen::Torn);
-        }
-        if let (false, Some((position, reason))) = (clean_tail, outcome.stop.clone()) {
-            // Its index says it was sealed, and sealing fsyncs first: this is
-            // corruption, not a torn write.
-            return Err(LogError::Corrupt { path, position, reason });
-        }
+        assert_eq!(
+            scan.next_offset, next_base,
+            "an opened sealed segment reaches the next one"
+        );
         drop(data);
-        if outcome.end.0 < file_bytes {
-            // Left at full size by a crash between fsync and shrink: shrink now,
-            // before anyone else maps it.
-            file.truncate(outcome.end.0)
+        if scan.end.0 < file_bytes && clean_after {
+            // Left at full size by a crash between fsync and shrink, or zeros
+            // after a damaged tail: shrink now, before anyone else maps it.
+            file.truncate(scan.end.0)
                 .await
                 .map_err(glommio_error("shrinking sealed segment", &path))?;
-            mapping = Mapping::map(&file, outcome.end.0, &path)?;
+            mapping = Mapping::map(&file, scan.end.0, &path)?;
         }
         if rebuilt {
             file.fdatasync()
@@ -365,32 +304,36 @@ impl Segment {
             path,
             file: Rc::new(file),
             mapping,
-            size: outcome.end.0,
-            next_offset: outcome.next_offset,
+            size: scan.end.0,
+            next_offset: scan.next_offset,
             index,
             bytes_since_index: 0,
-            max_timestamp_ms: outcome.max_timestamp_ms,
+            max_timestamp_ms: scan.max_timestamp_ms,
             created_ms: 0,
             sealed: true,
-            writeback_from: outcome.end.0,
+            writeback_from: scan.end.0,
+            bad: scan.bad,
+            entry_durable: false,
         }))
     }
 
-    /// Opens the last segment for appending: scans every batch with its CRC,
-    /// cuts the log at the first bad one, zeroes everything after it durably, and
-    /// rebuilds the index. Returns the segment and where it was cut, if it was.
+    /// Opens the last segment for appending: scans every batch with its CRC
+    /// (`recovery::scan`), keeps damaged ranges in the middle as bad ranges,
+    /// cuts a torn tail and zeroes everything after the data durably, and
+    /// rebuilds the index. Returns the segment and the torn tail it cut, if
+    /// there was one.
     pub(crate) async fn open_active(
         dir: &Path,
         base: Offset,
         segment_bytes_max: u64,
         index_interval_bytes: u64,
         now_ms: i64,
-    ) -> Result<(Segment, Option<(Position, BatchError)>), LogError> {
+    ) -> Result<(Segment, Option<TornTail>), LogError> {
         let path = log_path(dir, base);
         let file = Self::open_file(&path, false).await?;
         let file_bytes = file.file_size().await.map_err(glommio_error("sizing segment", &path))?;
         let mut index = SparseIndex::default();
-        let outcome = {
+        let scan = {
             let scan_map = Mapping::map(&file, file_bytes, &path)?;
             // Scan only up to the first hole: batches are contiguous from 0, so
             // none can lie past it, and touching a hole through a mapping can
@@ -399,13 +342,11 @@ impl Segment {
             let end = usize::try_from(data_bytes)
                 .unwrap_or(usize::MAX)
                 .min(scan_map.bytes().len());
-            scan(
+            let bounds = SegmentBounds { base, next_base: None };
+            recovery::scan(
                 &scan_map.bytes().slice(..end),
-                Position(0),
-                base,
-                true,
-                Some((&mut index, base, index_interval_bytes)),
-                i64::MIN,
+                bounds,
+                Some((&mut index, index_interval_bytes)),
             )
         };
         let mapped_bytes = file_bytes.max(segment_bytes_max);
@@ -414,11 +355,11 @@ impl Segment {
                 .await
                 .map_err(glommio_error("sizing segment", &path))?;
         }
-        // Zero what follows the last good batch so nothing torn or stale can be
-        // read back, even after another crash. Punching keeps the size: no SIGBUS.
-        let tail_bytes = mapped_bytes - outcome.end.0;
+        // Zero what follows the data so nothing torn or stale can be read
+        // back, even after another crash. Punching keeps the size: no SIGBUS.
+        let tail_bytes = mapped_bytes - scan.end.0;
         if tail_bytes > 0 {
-            file.deallocate(outcome.end.0, tail_bytes)
+            file.deallocate(scan.end.0, tail_bytes)
                 .await
                 .map_err(glommio_error("zeroing segment tail", &path))?;
         }
@@ -427,24 +368,32 @@ impl Segment {
             .map_err(glommio_error("syncing recovered segment", &path))?;
         remove_if_exists(&index_path(dir, base))?;
         let mapping = Mapping::map(&file, mapped_bytes, &path)?;
-        let bytes_since_index = index
-            .last_position()
-            .map_or(outcome.end.0, |last| outcome.end.0 - last.0);
+        let bytes_since_index = index.last_position().map_or(scan.end.0, |last| scan.end.0 - last.0);
+        let SegmentScan {
+            end,
+            next_offset,
+            max_timestamp_ms,
+            bad,
+            torn,
+            ..
+        } = scan;
         let segment = Segment {
             base,
             path,
             file: Rc::new(file),
             mapping,
-            size: outcome.end.0,
-            next_offset: outcome.next_offset,
+            size: end.0,
+            next_offset,
             index,
             bytes_since_index,
-            max_timestamp_ms: outcome.max_timestamp_ms,
+            max_timestamp_ms,
             created_ms: now_ms,
             sealed: false,
-            writeback_from: outcome.end.0,
+            writeback_from: end.0,
+            bad,
+            entry_durable: false,
         };
-        Ok((segment, outcome.stop))
+        Ok((segment, torn))
     }
 
     /// The file handle, for I/O done without borrowing the segment.
@@ -469,6 +418,16 @@ impl Segment {
         segment_bytes_max.saturating_sub(self.size)
     }
 
+    /// Whether a batch ending at `last_offset` may join this segment: its
+    /// offset relative to the base must stay within the index's range
+    /// (Kafka's rule: roll when `last offset - base > i32::MAX`).
+    pub(crate) fn offsets_fit(&self, last_offset: Offset) -> bool {
+        last_offset
+            .0
+            .checked_sub(self.base.0)
+            .is_some_and(|span| (0..=SEGMENT_OFFSET_SPAN_MAX).contains(&span))
+    }
+
     /// Records batches that `write_batches` wrote at the end of the segment.
     pub(crate) fn record_appended(&mut self, batches: &[PreparedBatch], index_interval_bytes: u64) {
         assert!(!self.sealed, "append to a sealed segment");
@@ -478,6 +437,10 @@ impl Segment {
             assert_eq!(
                 header.base_offset, self.next_offset,
                 "batches must continue the segment's offsets"
+            );
+            assert!(
+                self.offsets_fit(header.last_offset()),
+                "the writer rolls before a segment's offsets leave the index range"
             );
             assert_eq!(
                 header.total_bytes(),
@@ -516,9 +479,16 @@ impl Segment {
         self.size = position.0;
         self.next_offset = next_offset;
         self.index.truncate_at(position);
+        self.bad.retain(|range| range.start < position);
+        assert!(
+            self.bad.iter().all(|range| range.end <= position),
+            "cuts fall between batches and bad ranges"
+        );
         self.bytes_since_index = self.index.last_position().map_or(self.size, |last| self.size - last.0);
-        let outcome = scan(&self.data(), Position(0), self.base, false, None, i64::MIN);
-        self.max_timestamp_ms = outcome.max_timestamp_ms;
+        let mut max_timestamp_ms = i64::MIN;
+        // Every batch left was walked before; a walk error cannot happen here.
+        let _ = self.for_each_header(|header, _| max_timestamp_ms = max_timestamp_ms.max(header.max_timestamp_ms));
+        self.max_timestamp_ms = max_timestamp_ms;
         TruncatePlan {
             file: self.file(),
             path: self.path.clone(),
@@ -536,7 +506,7 @@ impl Segment {
         self.created_ms = now_ms;
     }
 
-    /// Valid batch bytes as a zero-copy slice of the mapping.
+    /// Valid batch bytes (and bad ranges) as a zero-copy slice of the mapping.
     pub(crate) fn data(&self) -> Bytes {
         let end = usize::try_from(self.size).unwrap_or(usize::MAX);
         self.mapping.bytes().slice(..end.min(self.mapping.bytes().len()))
@@ -548,21 +518,49 @@ impl Segment {
         }
     }
 
+    /// The bad range whose offsets hold `offset`, as the error a read gets.
+    fn damaged(&self, offset: Offset) -> Option<LogError> {
+        let range = self.bad.iter().find(|range| range.holds(offset))?;
+        Some(LogError::CorruptRange {
+            path: self.path.clone(),
+            range: range.clone(),
+        })
+    }
+
     /// Position of the batch containing `target`, scanning from the index hint.
-    /// `None` if `target` is not in this segment.
+    /// `None` if `target` is not in this segment; an error if it lies in a
+    /// bad range.
     pub(crate) fn find_batch(&self, target: Offset) -> Result<Option<(Position, BatchHeader)>, LogError> {
         if target < self.base || target >= self.next_offset {
             return Ok(None);
         }
+        if let Some(damaged) = self.damaged(target) {
+            return Err(damaged);
+        }
         let data = self.data();
         let mut position = self.index.lookup_offset(self.base, target).0;
         loop {
-            let header = self.header_at(&data, position)?;
-            if header.next_offset() > target {
-                return Ok(Some((Position(position), header)));
+            match self.stored_at(&data, position)? {
+                Stored::Batch(header) if header.next_offset() > target => {
+                    return Ok(Some((Position(position), header)));
+                }
+                Stored::Batch(header) => position += header.total_bytes() as u64,
+                Stored::Bad(range) => position = range.end.0,
             }
-            position += header.total_bytes() as u64;
         }
+    }
+
+    /// Where truncating to `target` cuts this segment: the start of the batch
+    /// or bad range holding it, with the offset the log then ends at; the
+    /// segment's end when `target` is past its offsets.
+    pub(crate) fn cut_point(&self, target: Offset) -> Result<(Position, Offset), LogError> {
+        if let Some(range) = self.bad.iter().find(|range| range.holds(target)) {
+            return Ok((range.start, range.first_offset));
+        }
+        Ok(match self.find_batch(target)? {
+            Some((position, header)) => (position, header.base_offset),
+            None => (Position(self.size), self.next_offset),
+        })
     }
 
     /// First batch whose max timestamp is ≥ `timestamp_ms`.
@@ -573,13 +571,43 @@ impl Segment {
         let data = self.data();
         let mut position = self.index.lookup_time(timestamp_ms).0;
         while position < self.size {
-            let header = self.header_at(&data, position)?;
-            if header.max_timestamp_ms >= timestamp_ms {
-                return Ok(Some(header));
+            match self.stored_at(&data, position)? {
+                Stored::Batch(header) if header.max_timestamp_ms >= timestamp_ms => return Ok(Some(header)),
+                Stored::Batch(header) => position += header.total_bytes() as u64,
+                Stored::Bad(range) => position = range.end.0,
             }
-            position += header.total_bytes() as u64;
         }
         Ok(None)
+    }
+
+    /// What is stored at `position`: the bad range starting there, or the
+    /// batch whose header is there (checked to lie within the data).
+    pub(crate) fn stored_at(&self, data: &[u8], position: u64) -> Result<Stored<'_>, LogError> {
+        let bad = self
+            .bad
+            .iter()
+            .find(|range| range.start.0 == position && range.end > range.start);
+        match bad {
+            Some(range) => Ok(Stored::Bad(range)),
+            None => self.header_at(data, position).map(Stored::Batch),
+        }
+    }
+
+    /// Calls `f` with every stored batch header and its position, oldest
+    /// first, skipping bad ranges (headers only: records are not touched).
+    pub(crate) fn for_each_header(&self, mut f: impl FnMut(&BatchHeader, Position)) -> Result<(), LogError> {
+        let data = self.data();
+        let mut position = 0u64;
+        while position < self.size {
+            match self.stored_at(&data, position)? {
+                Stored::Batch(header) => {
+                    f(&header, Position(position));
+                    position += header.total_bytes() as u64;
+                }
+                Stored::Bad(range) => position = range.end.0,
+            }
+        }
+        Ok(())
     }
 
     /// Header of the stored batch at `position`, checked to lie within the data.
@@ -594,6 +622,33 @@ impl Segment {
             .and_then(|p| data.get(p..))
             .unwrap_or_default();
         batch::validate_header_only(rest).map_err(corrupt)
+    }
+}
+
+/// What a position of a segment's data holds.
+pub(crate) enum Stored<'a> {
+    /// A batch, valid when it was appended or recovered.
+    Batch(BatchHeader),
+    /// A bad range (with at least one byte), which walks skip.
+    Bad(&'a BadRange),
+}
+
+/// The fast check of a sealed segment whose index looks right: its batch
+/// headers (no CRC) chain from its base to exactly its next segment's base,
+/// with only zeros after them. `None` sends the caller to a full scan.
+fn walk_sealed(data: &[u8], bounds: SegmentBounds) -> Option<SegmentScan> {
+    let mut scan = SegmentScan::empty(bounds.base);
+    loop {
+        let position = usize::try_from(scan.end.0).ok()?;
+        let rest = data.get(position..)?;
+        let Ok(header) = batch::validate_header_only(rest) else {
+            let clean = rest.iter().all(|b| *b == 0) && Some(scan.next_offset) == bounds.next_base;
+            return clean.then_some(scan);
+        };
+        if header.base_offset != scan.next_offset || bounds.check(&header, position).is_err() {
+            return None;
+        }
+        scan.take_batch(&header);
     }
 }
 
@@ -682,21 +737,13 @@ pub(crate) async fn seal_files(
     write_index(dir, base, index).await
 }
 
+/// Writes a segment's index atomically (`durable::write_file_atomically`,
+/// on the executor's blocking pool so the shard does not wait on the fsyncs).
 async fn write_index(dir: &Path, base: Offset, bytes: Vec<u8>) -> Result<(), LogError> {
     let path = index_path(dir, base);
-    let tmp = path.with_extension("index.tmp");
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .buffered_open(&tmp)
+    glommio::executor()
+        .spawn_blocking(move || crate::durable::write_file_atomically(&path, &bytes))
         .await
-        .map_err(glommio_error("creating index", &tmp))?;
-    write_all_at(&file, 0, &tmp, |skip| bytes.get(skip..).unwrap_or_default().to_vec()).await?;
-    file.fdatasync().await.map_err(glommio_error("syncing index", &tmp))?;
-    file.close().await.map_err(glommio_error("closing index", &tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io_error("renaming index", &path))?;
-    Ok(())
 }
 
 /// Deletes a segment's files. Readers holding slices keep the mapping alive.

@@ -460,11 +460,14 @@ fn a_rolled_segment_torn_before_its_seal_ends_the_log_there() {
             .collect();
         logs.sort();
         // Tear the second segment as a machine crash before its seal could:
-        // remove its index (if the seal got that far) and flip a byte.
+        // remove its index (if the seal got that far) and lose its end from
+        // the middle of a batch on (pages never written back read as zeros).
+        // A damaged batch with valid ones after it is another matter: see
+        // `corruption.rs`.
         let second = path.join(&logs[1]);
         let _ = std::fs::remove_file(second.with_extension("index"));
         let mut bytes = std::fs::read(&second).unwrap();
-        bytes[5000] ^= 0x5a;
+        bytes[5000..].fill(0);
         std::fs::write(&second, &bytes).unwrap();
         let log = Log::open(&path, small_config()).await.unwrap();
         let kept = read_all(&log);
@@ -693,7 +696,7 @@ fn a_partial_trailing_batch_of_a_fetch_is_ignored() {
         let whole = stored_batch(2, 0, 1, 1, 50);
         let next = stored_batch(3, 2, 1, 2, 50);
         // Only part of a batch (short header, then short body): nothing changes.
-        for cut in [10, next.len() - 1] {
+        for cut in [10, whole.len() - 1] {
             assert_eq!(
                 log.append_replicated(Bytes::copy_from_slice(&whole[..cut]))
                     .await

@@ -1,77 +1,65 @@
-//! Durable file helpers for the metadata directory (plain `std::fs`: these
-//! run on the raft thread, which is not a shard).
+//! Durable file helpers for the metadata directory: adapters over the log
+//! crate's `durable` module, the one implementation of crash-safe writes in
+//! the workspace (plain `std::fs`: these run on the raft thread, which is not
+//! a shard).
 //!
-//! A small file (vote, snapshot, node id) is replaced atomically: the new
-//! contents go to `<name>.tmp`, which is fsynced, renamed over `<name>`, and
-//! then the directory is fsynced so the rename itself survives a crash.
+//! A small file (vote, snapshot, node id, a rewritten raft log) is replaced
+//! atomically: the new contents go to `<name>.tmp`, which is fsynced, renamed
+//! over `<name>`, and then the directory is fsynced so the rename itself
+//! survives a crash.
 
-use std::{
-    fs::{self, File, OpenOptions},
-    io::{self, Write},
-    path::{Path, PathBuf},
-};
+use std::path::Path;
+
+use shardline_log::{durable, LogError};
 
 use crate::error::MetaError;
 
-/// Fsyncs a directory so that creations, renames and deletions inside it are
-/// durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), MetaError> {
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(|error| MetaError::io(format!("fsync directory {}", dir.display()), error))
-}
+#[cfg(test)]
+pub(crate) use shardline_log::durable::temporary_path;
 
-/// The temporary name `write_atomically` writes first.
-pub(crate) fn temporary_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
+fn meta_error(error: LogError) -> MetaError {
+    match error {
+        LogError::Io { context, path, source } => MetaError::io(format!("{context} {}", path.display()), source),
+        other => {
+            let message = other.to_string();
+            MetaError::io(message.clone(), std::io::Error::other(message))
+        }
+    }
 }
 
 /// Replaces `path` with `contents` durably (temp file, fsync, rename, fsync
 /// of the directory). After a crash `path` holds either the old or the new
 /// contents, never a mix.
 pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), MetaError> {
-    let temporary = temporary_path(path);
-    let context = |what: &str| format!("{what} {}", temporary.display());
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temporary)
-        .map_err(|error| MetaError::io(context("create"), error))?;
-    file.write_all(contents)
-        .map_err(|error| MetaError::io(context("write"), error))?;
-    file.sync_all()
-        .map_err(|error| MetaError::io(context("fsync"), error))?;
-    drop(file);
-    fs::rename(&temporary, path)
-        .map_err(|error| MetaError::io(format!("rename {} to {}", temporary.display(), path.display()), error))?;
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    sync_dir(dir)
+    durable::write_file_atomically(path, contents).map_err(meta_error)
+}
+
+/// Creates a directory and any missing parents, each entry made durable.
+pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), MetaError> {
+    durable::create_dir_durably(dir).map_err(meta_error)
 }
 
 /// Reads a whole file, `None` if it does not exist.
 pub(crate) fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, MetaError> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(MetaError::io(format!("read {}", path.display()), error)),
-    }
+    durable::read_if_exists(path).map_err(meta_error)
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
     use super::*;
 
     #[test]
-    fn atomic_write_replaces_and_leaves_no_temporary() {
+    fn errors_keep_the_path_and_the_os_error() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("vote");
-        assert_eq!(read_if_exists(&path).unwrap(), None);
-        write_atomically(&path, b"one").unwrap();
-        write_atomically(&path, b"two").unwrap();
-        assert_eq!(read_if_exists(&path).unwrap().as_deref(), Some(&b"two"[..]));
-        assert!(!temporary_path(&path).exists());
+        write_atomically(&dir.path().join("vote"), b"one").unwrap();
+        assert_eq!(
+            read_if_exists(&dir.path().join("vote")).unwrap().as_deref(),
+            Some(&b"one"[..])
+        );
+        let error = write_atomically(&dir.path().join("missing/vote"), b"x").unwrap_err();
+        assert!(matches!(&error, MetaError::Io { context, source }
+            if context.contains("missing/vote.tmp") && source.kind() == std::io::ErrorKind::NotFound));
     }
 }

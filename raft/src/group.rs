@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::{
     command::{Command, IsrChange},
     error::MetaError,
-    files::{read_if_exists, write_atomically},
+    files::{create_dir_durably, read_if_exists, write_atomically},
     forward::{propose_anywhere, propose_with_index, PeerSet},
     image::{BrokerInfo, MetadataImage, NewTopic, TopicMeta},
     liveness::{Liveness, LivenessTask},
@@ -284,7 +284,7 @@ pub(crate) fn fatal_error(error: Fatal<NodeId>) -> MetaError {
 
 /// Checks that `dir` belongs to `node_id`, claiming it if it is new.
 fn claim_directory(dir: &Path, node_id: NodeId) -> Result<(), MetaError> {
-    std::fs::create_dir_all(dir).map_err(|error| MetaError::io(format!("create {}", dir.display()), error))?;
+    create_dir_durably(dir)?;
     let path = dir.join(NODE_ID_FILE_NAME);
     match read_if_exists(&path)? {
         None => write_atomically(&path, format!("{node_id}\n").as_bytes()),

@@ -21,7 +21,12 @@
 //!
 //! ## Write path
 //! Append-only. `append` writes all given entries with one `write`, then
-//! `fdatasync`, and only then calls openraft's `LogFlushed` callback.
+//! `fdatasync`, and only then calls openraft's `LogFlushed` callback. A
+//! write that fails part-way (a full disk) is undone: the file is cut back
+//! to its last whole frame and synced, so no partial frame is left for a
+//! later append to land behind. A failed `fdatasync` (or a failed undo)
+//! leaves the page cache's state unknown: the log then refuses every write
+//! until the node restarts and recovery reads what is on disk.
 //! `truncate` (a follower dropping a conflicting suffix) cuts the file at the
 //! first removed entry's frame and fsyncs. `purge` (after a snapshot)
 //! rewrites the file: magic, a `Purged` marker, the latest `Committed`
@@ -31,11 +36,18 @@
 //!
 //! ## Open
 //! The whole file is read (it is small, see above). Frames are walked from
-//! the start; the first one whose length is out of range, that runs past the
-//! end of the file, or whose CRC does not match is a torn write: the file is
-//! cut there (and fsynced) and everything before it is kept. A frame with a
-//! matching CRC that does not decode, or an entry whose index does not
-//! follow the previous one, is corruption and an error.
+//! the start. At the first one whose length is out of range, that runs past
+//! the end of the file, or whose CRC does not match, the rest of the file is
+//! searched for a valid frame (any position where a whole frame with a
+//! matching CRC starts):
+//! - none: a **torn tail** — a write the crash cut short. The file is cut
+//!   there (and fsynced) and everything before it is kept;
+//! - one: **corruption** — something was written and fsynced after the bad
+//!   bytes, so cutting would drop fsynced entries. Open fails with
+//!   `Corrupt` (naming the offset) and the file is left as it is.
+//!
+//! A frame with a matching CRC that does not decode, or an entry whose index
+//! does not follow the previous one, is corruption and an error too.
 //!
 //! ## Memory
 //! Live entries are also kept in memory (`BTreeMap` by index), so reads
@@ -95,6 +107,21 @@ struct LogInner {
     committed: Option<LogId>,
     vote_file: VoteFile,
     vote: Option<Vote>,
+    /// Why the log refuses writes: a failed fdatasync or a failed undo.
+    failed: Option<String>,
+    /// Test seam: the next write fails this way.
+    #[cfg(test)]
+    fault: Option<Fault>,
+}
+
+/// A failure a test injects into the next write of the log file.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The write stores only this many bytes, then fails (a full disk).
+    ShortWrite(usize),
+    /// The write succeeds and the fdatasync after it fails.
+    Sync,
 }
 
 /// The log store openraft writes through; clones share one log (the log
@@ -151,13 +178,72 @@ impl LogInner {
         }
     }
 
-    fn sync(&self) -> Result<(), MetaError> {
+    fn sync(&mut self) -> Result<(), MetaError> {
+        #[cfg(test)]
+        if self.fault.take_if(|fault| *fault == Fault::Sync).is_some() {
+            return Err(io_error("fdatasync", &self.path, std::io::Error::other("injected")));
+        }
         self.file
             .sync_data()
             .map_err(|error| io_error("fdatasync", &self.path, error))
     }
 
+    /// Refuses writes once a failure left the file's state unknown.
+    fn check_writable(&self) -> Result<(), MetaError> {
+        match &self.failed {
+            Some(reason) => Err(MetaError::Raft(format!(
+                "the metadata raft log refuses writes after a failure ({reason}); restart the node"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the log failed because of `error`.
+    fn fail(&mut self, error: &MetaError) {
+        tracing::error!(path = %self.path.display(), %error, "metadata raft log write failed; refusing writes until restart");
+        self.failed.get_or_insert_with(|| error.to_string());
+    }
+
+    /// After a failed write: cuts the file back to its last whole frame
+    /// (`length_bytes`) and syncs that, so no partial frame stays for a later
+    /// append to land behind. If that fails too, the log fails.
+    fn undo_write(&mut self) {
+        let undone = self
+            .file
+            .set_len(self.length_bytes)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|error| io_error("cut back a failed write of", &self.path, error));
+        if let Err(error) = undone {
+            self.fail(&error);
+        }
+    }
+
+    /// Appends `bytes` at the end of the file (not synced); a failure is
+    /// undone before it is returned.
+    fn write_end(&mut self, bytes: &[u8]) -> Result<(), MetaError> {
+        let written = self.write_end_once(bytes);
+        if written.is_err() {
+            self.undo_write();
+        }
+        written
+    }
+
+    fn write_end_once(&mut self, bytes: &[u8]) -> Result<(), MetaError> {
+        #[cfg(test)]
+        if let Some(Fault::ShortWrite(stored)) = self.fault.take_if(|fault| matches!(fault, Fault::ShortWrite(_))) {
+            let part = bytes.get(..stored).unwrap_or(bytes);
+            self.file
+                .write_all(part)
+                .map_err(|error| io_error("append to", &self.path, error))?;
+            return Err(io_error("append to", &self.path, std::io::Error::other("injected")));
+        }
+        self.file
+            .write_all(bytes)
+            .map_err(|error| io_error("append to", &self.path, error))
+    }
+
     fn append(&mut self, entries: Vec<Entry>) -> Result<(), MetaError> {
+        self.check_writable()?;
         let mut buffer = Vec::new();
         let mut new_offsets = Vec::with_capacity(entries.len());
         let mut expected = self.next_index();
@@ -172,10 +258,12 @@ impl LogInner {
             buffer.extend_from_slice(&entry_record(entry));
             expected = Some(index + 1);
         }
-        self.file
-            .write_all(&buffer)
-            .map_err(|error| io_error("append to", &self.path, error))?;
-        self.sync()?;
+        self.write_end(&buffer)?;
+        if let Err(error) = self.sync() {
+            self.fail(&error);
+            self.undo_write();
+            return Err(error);
+        }
         self.length_bytes += buffer.len() as u64;
         for entry in entries {
             self.entries.insert(entry.log_id.index, entry);
@@ -186,6 +274,7 @@ impl LogInner {
     }
 
     fn truncate(&mut self, since: LogId) -> Result<(), MetaError> {
+        self.check_writable()?;
         let Some(&offset) = self.offsets.get(&since.index) else {
             // Nothing at or after `since` (openraft may truncate past the end).
             assert!(self.entries.range(since.index..).next().is_none());
@@ -197,10 +286,15 @@ impl LogInner {
                 self.committed
             )));
         }
-        self.file
+        let cut = self
+            .file
             .set_len(offset)
-            .map_err(|error| io_error("truncate", &self.path, error))?;
-        self.sync()?;
+            .map_err(|error| io_error("truncate", &self.path, error))
+            .and_then(|()| self.sync());
+        if let Err(error) = cut {
+            self.fail(&error);
+            return Err(error);
+        }
         self.length_bytes = offset;
         self.entries.split_off(&since.index);
         self.offsets.split_off(&since.index);
@@ -209,6 +303,7 @@ impl LogInner {
     }
 
     fn purge(&mut self, upto: LogId) -> Result<(), MetaError> {
+        self.check_writable()?;
         if self.last_purged.is_some_and(|purged| purged >= upto) {
             return Ok(());
         }
@@ -232,8 +327,16 @@ impl LogInner {
             offsets.insert(*index, contents.len() as u64);
             contents.extend_from_slice(&entry_record(entry));
         }
-        write_atomically(&self.path, &contents)?;
-        self.file = open_for_append(&self.path)?;
+        // The entries in memory are already purged: a failure here leaves
+        // them ahead of the file, so the log fails.
+        let rewritten = write_atomically(&self.path, &contents).and_then(|()| open_for_append(&self.path));
+        self.file = match rewritten {
+            Ok(file) => file,
+            Err(error) => {
+                self.fail(&error);
+                return Err(error);
+            }
+        };
         self.length_bytes = contents.len() as u64;
         self.offsets = offsets;
         Ok(())
@@ -246,11 +349,10 @@ impl LogInner {
         if self.committed.is_some_and(|current| current >= committed) {
             return Ok(());
         }
+        self.check_writable()?;
         // No fsync: losing the hint only means re-applying less on restart.
         let record = committed_record(&committed);
-        self.file
-            .write_all(&record)
-            .map_err(|error| io_error("append to", &self.path, error))?;
+        self.write_end(&record)?;
         self.length_bytes += record.len() as u64;
         self.committed = Some(committed);
         Ok(())
@@ -335,6 +437,16 @@ pub(crate) fn scan(path: &Path, contents: &[u8]) -> Result<Scan, MetaError> {
         let (payload, frame_offset) = match read_frame(contents, offset) {
             FrameRead::End => break,
             FrameRead::Torn { reason } => {
+                if let Some(valid) = valid_frame_after(contents, offset) {
+                    return Err(MetaError::corrupt(
+                        path,
+                        offset as u64,
+                        format!(
+                            "{reason}, but a valid frame starts at byte {valid}: damage before fsynced \
+                             entries, not a torn tail"
+                        ),
+                    ));
+                }
                 torn = Some(reason);
                 break;
             }
@@ -428,6 +540,12 @@ pub(crate) fn scan(path: &Path, contents: &[u8]) -> Result<Scan, MetaError> {
     })
 }
 
+/// The first position after `damaged` where a whole frame with a matching
+/// CRC starts, if any (see the module doc: then the damage is not a torn tail).
+fn valid_frame_after(contents: &[u8], damaged: usize) -> Option<usize> {
+    ((damaged + 1)..contents.len()).find(|at| matches!(read_frame(contents, *at), FrameRead::Frame { .. }))
+}
+
 /// Reads the Raft log of a metadata directory without changing it (for
 /// offline inspection: `shardctl`, tests). Errors like opening would on
 /// corruption; a torn tail is reported in [`LogInspection::torn`].
@@ -478,6 +596,9 @@ impl LogStore {
             committed: scan.committed,
             vote_file,
             vote,
+            failed: None,
+            #[cfg(test)]
+            fault: None,
         };
         Ok((
             LogStore {
@@ -658,6 +779,70 @@ mod tests {
         assert_eq!(indexes(&store), vec![0, 1, 2]);
         assert_eq!(recovery.bytes_cut, 100);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), good_length);
+    }
+
+    #[test]
+    fn a_failed_append_leaves_no_partial_frame_to_hide_later_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = LogStore::open(dir.path()).unwrap();
+        append_direct(&store, (0..3).map(|index| entry(1, index)).collect());
+        let path = dir.path().join(LOG_FILE_NAME);
+        let good_length = std::fs::metadata(&path).unwrap().len();
+        // The disk fills part-way through the next frame.
+        store.lock().fault = Some(Fault::ShortWrite(10));
+        assert!(store.lock().append(vec![entry(1, 3)]).is_err());
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            good_length,
+            "nothing partial is left"
+        );
+        // Space is back: the same entry and one more are appended and fsynced.
+        append_direct(&store, vec![entry(1, 3)]);
+        append_direct(&store, vec![entry(1, 4)]);
+        drop(store);
+        let (store, recovery) = LogStore::open(dir.path()).unwrap();
+        assert_eq!(
+            indexes(&store),
+            vec![0, 1, 2, 3, 4],
+            "fsynced entries survive the reopen"
+        );
+        assert_eq!(recovery.bytes_cut, 0);
+    }
+
+    #[test]
+    fn a_failed_fsync_refuses_writes_until_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = LogStore::open(dir.path()).unwrap();
+        append_direct(&store, (0..3).map(|index| entry(1, index)).collect());
+        store.lock().fault = Some(Fault::Sync);
+        assert!(store.lock().append(vec![entry(1, 3)]).is_err());
+        assert!(
+            store.lock().append(vec![entry(1, 3)]).is_err(),
+            "what the page cache holds is unknown after a failed fsync"
+        );
+        drop(store);
+        let (store, _) = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&store), vec![0, 1, 2]);
+        append_direct(&store, vec![entry(1, 3)]);
+    }
+
+    #[test]
+    fn a_damaged_frame_followed_by_valid_frames_is_corruption_not_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = LogStore::open(dir.path()).unwrap();
+        append_direct(&store, (0..5).map(|index| entry(1, index)).collect());
+        let damaged_at = store.lock().offsets.get(&2).copied().unwrap();
+        drop(store);
+        let path = dir.path().join(LOG_FILE_NAME);
+        let mut contents = std::fs::read(&path).unwrap();
+        contents[damaged_at as usize + 12] ^= 0x40; // a payload byte of entry 2
+        std::fs::write(&path, &contents).unwrap();
+        let error = LogStore::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(&error, MetaError::Corrupt { offset, .. } if *offset == damaged_at),
+            "{error}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), contents, "fsynced entries are not cut");
     }
 
     #[test]

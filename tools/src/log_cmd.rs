@@ -3,11 +3,15 @@
 //! - `dump DIR` prints every segment and every batch header in it, like Kafka's
 //!   `kafka-dump-log`, marking what is wrong without stopping at it (except
 //!   where a file's bytes stop being batches at all: that file ends there).
-//! - `verify DIR` checks everything and stops at the first problem, naming the
-//!   file, the offset the bad batch should have had and its position.
+//! - `verify DIR` checks everything the way recovery does (the log crate's
+//!   `scan_segment`, on each whole segment file read into memory) and names
+//!   every problem: each damaged or refused range with its file positions and
+//!   offsets (recovery keeps it on disk and never serves it), a torn tail,
+//!   and a segment file that does not continue the one before it.
 //!
-//! Both use the walk in `segment_walk.rs` and the log crate's own batch
-//! validation, so "valid" here means exactly what it means to the broker.
+//! `dump` uses the walk in `segment_walk.rs`; both use the log crate's own
+//! batch validation, so "valid" here means exactly what it means to the
+//! broker.
 
 use std::{
     fmt,
@@ -15,10 +19,10 @@ use std::{
 };
 
 use clap::{Args, Subcommand};
-use shardline_log::{Offset, Position};
+use shardline_log::{scan_segment, BadRange, Offset, Position, SegmentBounds, SegmentScan, TornTail};
 
 use crate::{
-    error::ToolError,
+    error::{io_error, ToolError},
     report::{Report, Verdict},
     segment_walk::{list_segments, Broken, CrcCheck, SegmentWalker, Step, WalkedBatch},
 };
@@ -33,12 +37,14 @@ pub(crate) enum LogCommand {
     /// file's data ends. Problems are marked (`crc=BAD`, lines starting with
     /// `!`) and the dump goes on; exits 1 if it marked any.
     Dump(DirArgs),
-    /// Check every batch of a partition; exit 1 at the first corruption.
+    /// Check every batch of a partition as recovery would; exit 1 on corruption.
     ///
-    /// Checks each batch's header and CRC-32C, offset continuity within and
-    /// across segment files, and that only zeros follow the data. Prints a
-    /// one-line summary and exits 0 when healthy; prints the first problem
-    /// (file, first bad offset, position, reason) and exits 1 otherwise.
+    /// Checks each batch's header, records and CRC-32C, offset continuity
+    /// within and across segment files, and that only zeros follow the data.
+    /// Prints a one-line summary and exits 0 when healthy; otherwise prints
+    /// every problem — a damaged range as `positions=FROM..TO offsets=A..B`,
+    /// a torn tail or a segment gap as `first_bad_offset= position=` — then
+    /// what is valid, and exits 1.
     Verify(DirArgs),
 }
 
@@ -68,6 +74,13 @@ struct Totals {
 }
 
 impl Totals {
+    fn add_scan(&mut self, scan: &SegmentScan) {
+        self.segments += 1;
+        self.batches += scan.batches;
+        self.records += scan.records;
+        self.batch_bytes += scan.batch_bytes;
+    }
+
     fn add_batch(&mut self, batch: &WalkedBatch) {
         self.batches += 1;
         // Validated batches have a positive record count.
@@ -160,22 +173,6 @@ fn describe_broken(broken: &Broken) -> String {
     )
 }
 
-/// Why a batch with a valid header is bad, if it is: its CRC, then its offset.
-fn batch_problem(batch: &WalkedBatch) -> Option<String> {
-    if let CrcCheck::Bad { stored, computed } = batch.crc {
-        return Some(format!(
-            "CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x} (the batch's bytes changed after it was written)"
-        ));
-    }
-    if !batch.offset_continues() {
-        return Some(format!(
-            "batch starts at offset {}, expected {}",
-            batch.header.base_offset, batch.expected_offset
-        ));
-    }
-    None
-}
-
 /// Why a segment file's name does not continue the data before it.
 fn segment_gap(base: Offset, expected: Offset) -> String {
     format!(
@@ -184,13 +181,43 @@ fn segment_gap(base: Offset, expected: Offset) -> String {
     )
 }
 
-/// The first problem `verify` found.
-struct Corruption<'a> {
+/// One `verify` line for a range recovery keeps out of the log.
+struct RangeLine<'a> {
     path: &'a Path,
-    /// The offset the bad batch should have had.
-    first_bad_offset: Offset,
-    position: Position,
-    reason: String,
+    range: &'a BadRange,
+}
+
+impl fmt::Display for RangeLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "corrupt: file={} positions={}..{} offsets={} reason={} (kept on disk, never served)",
+            self.path.display(),
+            self.range.start,
+            self.range.end,
+            OffsetRange {
+                first: self.range.first_offset,
+                next: self.range.next_offset,
+            },
+            self.range.reason
+        )
+    }
+}
+
+/// One `verify` line for a torn tail (or garbage after the data).
+fn torn_line(path: &Path, expected: Offset, torn: &TornTail) -> String {
+    let broken = Broken {
+        position: torn.position,
+        expected_offset: expected,
+        reason: torn.reason.clone(),
+        first_nonzero: torn.first_nonzero,
+    };
+    format!(
+        "corrupt: file={} first_bad_offset={expected} position={} reason={}",
+        path.display(),
+        torn.position,
+        describe_broken(&broken)
+    )
 }
 
 fn verify(dir: &Path, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
@@ -202,72 +229,47 @@ fn verify(dir: &Path, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
     };
     let mut totals = Totals::default();
     let mut expected = log_start;
-    let mut corruption = None;
-    'segments: for segment in &segments {
+    let mut problems = 0u64;
+    for (index, segment) in segments.iter().enumerate() {
         if segment.base != expected {
-            corruption = Some(Corruption {
+            problems += 1;
+            report.line(format_args!(
+                "corrupt: file={} first_bad_offset={expected} position=0 reason={}",
+                segment.path.display(),
+                segment_gap(segment.base, expected)
+            ))?;
+        }
+        let bytes = std::fs::read(&segment.path).map_err(io_error("reading segment", &segment.path))?;
+        let bounds = SegmentBounds {
+            base: segment.base,
+            next_base: segments.get(index + 1).map(|next| next.base),
+        };
+        let scan = scan_segment(&bytes, bounds);
+        for range in &scan.bad {
+            problems += 1;
+            let line = RangeLine {
                 path: &segment.path,
-                first_bad_offset: expected,
-                position: Position(0),
-                reason: segment_gap(segment.base, expected),
-            });
-            break 'segments;
+                range,
+            };
+            report.line(format_args!("{line}"))?;
         }
-        let mut walker = SegmentWalker::open(segment)?;
-        for step in walker.by_ref() {
-            match step? {
-                Step::Batch(batch) => {
-                    if let Some(reason) = batch_problem(&batch) {
-                        corruption = Some(Corruption {
-                            path: &segment.path,
-                            first_bad_offset: batch.expected_offset,
-                            position: batch.position,
-                            reason,
-                        });
-                        break 'segments;
-                    }
-                    totals.add_batch(&batch);
-                }
-                Step::End { .. } => {}
-                Step::Broken(broken) => {
-                    corruption = Some(Corruption {
-                        path: &segment.path,
-                        first_bad_offset: broken.expected_offset,
-                        position: broken.position,
-                        reason: describe_broken(&broken),
-                    });
-                    break 'segments;
-                }
-            }
+        if let Some(torn) = &scan.torn {
+            problems += 1;
+            report.line(format_args!("{}", torn_line(&segment.path, scan.next_offset, torn)))?;
         }
-        expected = walker.expected_offset();
-        totals.segments += 1;
+        totals.add_scan(&scan);
+        expected = scan.next_offset;
     }
-    let Some(corruption) = corruption else {
-        assert_eq!(totals.segments, segments.len() as u64);
-        report.line(format_args!(
-            "ok: {totals} offsets={}",
-            OffsetRange {
-                first: log_start,
-                next: expected
-            }
-        ))?;
-        return Ok(Verdict::Healthy);
+    assert_eq!(totals.segments, segments.len() as u64);
+    let offsets = OffsetRange {
+        first: log_start,
+        next: expected,
     };
-    report.line(format_args!(
-        "corrupt: file={} first_bad_offset={} position={} reason={}",
-        corruption.path.display(),
-        corruption.first_bad_offset,
-        corruption.position,
-        corruption.reason
-    ))?;
-    report.line(format_args!(
-        "valid before it: {totals} offsets={}",
-        OffsetRange {
-            first: log_start,
-            next: corruption.first_bad_offset
-        }
-    ))?;
+    if problems == 0 {
+        report.line(format_args!("ok: {totals} offsets={offsets}"))?;
+        return Ok(Verdict::Healthy);
+    }
+    report.line(format_args!("valid: {totals} offsets={offsets} problems={problems}"))?;
     Ok(Verdict::Corrupt)
 }
 
@@ -322,8 +324,14 @@ fn dump(dir: &Path, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
                 }
                 Step::Broken(broken) => {
                     problems += 1;
+                    let resumed = match walker.resume(&broken)? {
+                        Some((position, offset)) => {
+                            format!("resumed at position {position}, the next valid batch (offset {offset})")
+                        }
+                        None => "no valid batch follows; stopped reading this file".to_owned(),
+                    };
                     report.line(format_args!(
-                        "  ! position {} (a batch starting at offset {} was expected): {}; stopped reading this file",
+                        "  ! position {} (a batch starting at offset {} was expected): {}; {resumed}",
                         broken.position,
                         broken.expected_offset,
                         describe_broken(&broken)
@@ -385,15 +393,22 @@ mod tests {
     }
 
     #[test]
-    fn batch_problem_prefers_the_crc_then_the_offset() {
-        assert_eq!(batch_problem(&walked(10, 1, CrcCheck::Ok, 10)), None);
-        let gap = batch_problem(&walked(12, 1, CrcCheck::Ok, 10)).unwrap();
-        assert_eq!(gap, "batch starts at offset 12, expected 10");
-        let bad = CrcCheck::Bad { stored: 1, computed: 2 };
-        let both = batch_problem(&walked(12, 1, bad, 10)).unwrap();
-        assert!(
-            both.starts_with("CRC-32C mismatch: stored 0x00000001, computed 0x00000002"),
-            "{both}"
+    fn range_line_names_positions_and_offsets() {
+        let range = BadRange {
+            start: Position(100),
+            end: Position(300),
+            first_offset: Offset(7),
+            next_offset: Offset(9),
+            reason: BatchError::BadCrc { stored: 1, computed: 2 },
+        };
+        let path = Path::new("/d/00000000000000000000.log");
+        assert_eq!(
+            RangeLine { path, range: &range }.to_string(),
+            format!(
+                "corrupt: file=/d/00000000000000000000.log positions=100..300 offsets=7..8 reason={} \
+                 (kept on disk, never served)",
+                range.reason
+            )
         );
     }
 

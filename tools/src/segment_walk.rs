@@ -20,8 +20,9 @@
 //! memory-mapped: the directory may belong to a running broker, which shrinks
 //! a segment when it seals it, and an access to a mapping past a file's new end
 //! raises SIGBUS where a read only comes up short (an I/O error here).
-//! At most one batch is held in memory; a batch is never larger than what is
-//! left of its file, which bounds the buffer by the segment size.
+//! At most one batch is held in memory — or, to resume after damaged bytes,
+//! the rest of the file; a batch is never larger than what is left of its
+//! file, which bounds the buffer by the segment size.
 
 use std::{
     fs::{self, File},
@@ -31,7 +32,8 @@ use std::{
 };
 
 use shardline_log::{
-    parse_log_name, validate, validate_header_only, BatchError, BatchHeader, Offset, Position, BATCH_HEADER_BYTES,
+    find_next_batch, parse_log_name, validate, validate_header_only, BatchError, BatchHeader, Offset, Position,
+    SegmentBounds, BATCH_HEADER_BYTES,
 };
 
 use crate::error::{io_error, ToolError};
@@ -151,7 +153,8 @@ impl WalkedBatch {
     }
 }
 
-/// Bytes that are neither a valid batch nor zero fill. Walking stops there.
+/// Bytes that are neither a valid batch nor zero fill. Walking stops there
+/// (`SegmentWalker::resume` goes on at the next valid batch, if any).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Broken {
     /// Where the bad bytes start (where a batch header was expected).
@@ -186,6 +189,8 @@ pub(crate) struct SegmentWalker {
     file: File,
     path: PathBuf,
     file_bytes: u64,
+    /// The segment's base offset.
+    base: Offset,
     /// Where the next batch header is expected.
     position: u64,
     /// The offset the next batch should start at.
@@ -207,6 +212,7 @@ impl SegmentWalker {
             file,
             path: segment.path.clone(),
             file_bytes,
+            base: segment.base,
             position: 0,
             expected_offset: segment.base,
             buffer: Vec::with_capacity(BATCH_HEADER_BYTES),
@@ -331,6 +337,29 @@ impl SegmentWalker {
                 first_nonzero: Position(first_nonzero),
             }),
         })
+    }
+}
+
+impl SegmentWalker {
+    /// After `broken`: finds the next valid batch in the rest of the file the
+    /// way recovery does (`shardline_log::find_next_batch`), and walks on from
+    /// there. Reads the rest of the file into memory (at most the segment's
+    /// size). Returns where it resumed, or `None` when nothing valid follows.
+    pub(crate) fn resume(&mut self, broken: &Broken) -> Result<Option<(Position, Offset)>, ToolError> {
+        let position = broken.position.0;
+        self.read_into_buffer(position, self.file_bytes - position)?;
+        let bounds = SegmentBounds {
+            base: self.base,
+            next_base: None,
+        };
+        let Some((skip, header)) = find_next_batch(&self.buffer, 0, broken.expected_offset, bounds) else {
+            return Ok(None);
+        };
+        assert!(skip > 0, "the broken bytes are not a valid batch");
+        self.position = position + skip as u64;
+        self.expected_offset = header.base_offset;
+        self.finished = false;
+        Ok(Some((Position(self.position), header.base_offset)))
     }
 }
 

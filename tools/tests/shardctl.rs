@@ -142,15 +142,28 @@ fn healthy_log() -> (tempfile::TempDir, Vec<Appended>, Vec<(Offset, PathBuf)>) {
     (dir, appended, segments)
 }
 
-/// Flips a payload byte of the middle batch of segment `which`; returns the
-/// batch's base offset and position.
-fn corrupt_middle_batch(segments: &[(Offset, PathBuf)], which: usize) -> (Offset, u64) {
+/// The middle batch of segment `which`, whose payload byte [`corrupt_middle_batch`] flips.
+struct Damaged {
+    position: u64,
+    end_position: u64,
+    first_offset: Offset,
+    last_offset: Offset,
+}
+
+/// Flips a payload byte of the middle batch of segment `which`.
+fn corrupt_middle_batch(segments: &[(Offset, PathBuf)], which: usize) -> Damaged {
     let path = &segments[which].1;
     let batches = batches_in(path);
     assert!(batches.len() >= 3, "{batches:?}");
-    let (position, base_offset, _) = batches[batches.len() / 2];
+    let middle = batches.len() / 2;
+    let (position, first_offset, size) = batches[middle];
     flip_byte(path, position + BATCH_HEADER_BYTES as u64 + 100);
-    (base_offset, position)
+    Damaged {
+        position,
+        end_position: position + size as u64,
+        first_offset,
+        last_offset: Offset(batches[middle + 1].1 .0 - 1),
+    }
 }
 
 #[test]
@@ -176,39 +189,44 @@ fn verify_passes_on_a_healthy_multi_segment_log() {
     assert_eq!(stderr(&output), "");
 }
 
-#[test]
-fn verify_names_the_offset_and_position_of_a_flipped_byte_in_a_sealed_segment() {
-    let (dir, _, segments) = healthy_log();
-    let (base_offset, position) = corrupt_middle_batch(&segments, 1);
+/// Runs `verify` on a log with the middle batch of segment `which` damaged
+/// and checks that it names that batch's positions and offsets, and counts
+/// every other batch as valid.
+fn assert_verify_names_the_damaged_range(which: usize) {
+    let (dir, appended, segments) = healthy_log();
+    let damaged = corrupt_middle_batch(&segments, which);
 
     let output = shardctl(&["log", "verify"], dir.path());
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let report = stdout(&output);
     let expected = format!(
-        "corrupt: file={} first_bad_offset={base_offset} position={position} reason=CRC-32C mismatch",
-        segments[1].1.display()
+        "corrupt: file={} positions={}..{} offsets={}..{} reason=CRC-32C mismatch",
+        segments[which].1.display(),
+        damaged.position,
+        damaged.end_position,
+        damaged.first_offset,
+        damaged.last_offset
     );
     assert!(report.starts_with(&expected), "{report}");
+    assert_eq!(report.lines().count(), 2, "one problem, then the summary: {report}");
+    let last = appended.last().unwrap().last_offset;
+    let summary = format!("valid: segments={} batches={} ", segments.len(), BATCH_COUNT - 1);
+    assert!(report.lines().nth(1).unwrap().starts_with(&summary), "{report}");
     assert!(
-        report.contains("valid before it: segments=1 ")
-            && report.contains(&format!("offsets=0..{}", base_offset.0 - 1)),
+        report.ends_with(&format!(" offsets=0..{last} problems=1\n")),
         "{report}"
     );
 }
 
 #[test]
-fn verify_names_the_offset_and_position_of_a_flipped_byte_in_the_active_segment() {
-    let (dir, _, segments) = healthy_log();
-    let active = segments.len() - 1;
-    let (base_offset, position) = corrupt_middle_batch(&segments, active);
+fn verify_names_the_range_of_a_flipped_byte_in_a_sealed_segment() {
+    assert_verify_names_the_damaged_range(1);
+}
 
-    let output = shardctl(&["log", "verify"], dir.path());
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let expected = format!(
-        "corrupt: file={} first_bad_offset={base_offset} position={position} reason=CRC-32C mismatch",
-        segments[active].1.display()
-    );
-    assert!(stdout(&output).starts_with(&expected), "{}", stdout(&output));
+#[test]
+fn verify_names_the_range_of_a_flipped_byte_in_the_active_segment() {
+    let segments = segment_files(healthy_log().0.path()).len();
+    assert_verify_names_the_damaged_range(segments - 1);
 }
 
 #[test]
@@ -222,8 +240,10 @@ fn verify_catches_a_flipped_base_offset_which_the_crc_does_not_cover() {
     let output = shardctl(&["log", "verify"], dir.path());
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let expected = format!(
-        "corrupt: file={} first_bad_offset={base_offset} position={position} reason=batch starts at offset {}, expected {base_offset}\n",
+        "corrupt: file={} positions={position}..{} offsets={base_offset}..{} reason=batch starts at offset {}, expected {base_offset} (kept on disk, never served)\n",
         path.display(),
+        batches[2].0,
+        batches[2].1 .0 - 1,
         base_offset.0 ^ 0x5a
     );
     assert!(stdout(&output).starts_with(&expected), "{}", stdout(&output));
@@ -309,7 +329,7 @@ fn dump_lists_every_batch_with_its_codec_and_crc() {
 #[test]
 fn dump_marks_the_flipped_batch_bad_and_goes_on() {
     let (dir, _, segments) = healthy_log();
-    let (base_offset, position) = corrupt_middle_batch(&segments, 1);
+    let damaged = corrupt_middle_batch(&segments, 1);
 
     let output = shardctl(&["log", "dump"], dir.path());
     assert_eq!(output.status.code(), Some(1), "{output:?}");
@@ -317,7 +337,8 @@ fn dump_marks_the_flipped_batch_bad_and_goes_on() {
     let bad: Vec<&str> = report.lines().filter(|line| line.contains("crc=BAD")).collect();
     assert_eq!(bad.len(), 1, "{report}");
     assert!(
-        bad[0].starts_with(&format!("  offsets={base_offset}..")) && bad[0].contains(&format!(" position={position} ")),
+        bad[0].starts_with(&format!("  offsets={}..", damaged.first_offset))
+            && bad[0].contains(&format!(" position={} ", damaged.position)),
         "{}",
         bad[0]
     );
@@ -332,12 +353,12 @@ fn dump_marks_the_flipped_batch_bad_and_goes_on() {
 }
 
 #[test]
-fn dump_stops_a_file_at_garbage_and_goes_on_with_the_next() {
+fn dump_resumes_after_garbage_at_the_next_valid_batch() {
     let (dir, _, segments) = healthy_log();
     let path = &segments[1].1;
     let batches = batches_in(path);
     let (position, _, _) = batches[2];
-    // A batch length of -1: the rest of this file can no longer be walked.
+    // A batch length of -1: the walk must search for the next batch.
     let mut bytes = fs::read(path).unwrap();
     bytes[position as usize + 8..position as usize + 12].copy_from_slice(&(-1i32).to_be_bytes());
     fs::write(path, bytes).unwrap();
@@ -352,9 +373,15 @@ fn dump_stops_a_file_at_garbage_and_goes_on_with_the_next() {
         )),
         "{report}"
     );
-    assert!(report.contains("; stopped reading this file\n"), "{report}");
-    let next = segments[2].1.file_name().unwrap().to_str().unwrap();
-    assert!(report.contains(&format!("segment {next}: ")), "{report}");
+    assert!(
+        report.contains(&format!(
+            "; resumed at position {}, the next valid batch (offset {})\n",
+            batches[3].0, batches[3].1
+        )),
+        "{report}"
+    );
+    let ok_lines = report.lines().filter(|line| line.ends_with(" crc=ok")).count();
+    assert_eq!(ok_lines, BATCH_COUNT - 1, "every other batch is listed");
     assert!(
         !report.contains("  ! segment file starts"),
         "the next file is not blamed: {report}"

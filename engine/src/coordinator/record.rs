@@ -4,13 +4,10 @@
 //! Each write is one Kafka RecordBatch v2 (uncompressed, no producer id, see
 //! `shardline_log::batch`), so the log validates and stores it like any other
 //! batch and `shardctl log dump` reads those partitions. The batch's records
-//! are real Kafka records with a null key; each record's value is one entry:
+//! are real Kafka records (framed by the log's `record.rs`: null key,
+//! timestamp Δ 0, no headers); each record's value is one entry:
 //!
 //! ```text
-//! Kafka record (varints are zig-zag, as Kafka's):
-//!   length varint | attributes i8 = 0 | timestamp Δ varint = 0 | offset Δ varint
-//!   | key length varint = -1 | value length varint | value = entry | header count varint = 0
-//!
 //! entry (big-endian):
 //!  byte 0         1        2                6                10
 //!       +---------+--------+----------------+----------------+---------------------+
@@ -40,7 +37,7 @@
 //! the coordinator does not guess: replay logs the error and skips the batch.
 
 use bytes::Bytes;
-use shardline_log::{build_batch, validate, BatchSpec, BATCH_HEADER_BYTES};
+use shardline_log::{build_batch_from_values, uncompressed_records, validate};
 
 /// The only entry format version written and read.
 pub(crate) const ENTRY_VERSION: u8 = 1;
@@ -384,80 +381,22 @@ impl<'a> Reader<'a> {
 /// A record batch holding `entries` (at least one), stamped `timestamp_ms`.
 pub(crate) fn encode_batch(entries: &[Entry], timestamp_ms: i64) -> Bytes {
     assert!(!entries.is_empty(), "a coordinator batch holds at least one entry");
-    let mut records = Vec::new();
-    for (delta, entry) in entries.iter().enumerate() {
-        let value = entry.encode();
-        let mut record = Vec::with_capacity(value.len() + 16);
-        record.push(0); // attributes
-        put_varint(&mut record, 0); // timestamp delta
-        put_varint(&mut record, i64::try_from(delta).unwrap_or(i64::MAX)); // offset delta
-        put_varint(&mut record, -1); // key: null
-        put_varint(&mut record, i64::try_from(value.len()).unwrap_or(i64::MAX));
-        record.extend_from_slice(&value);
-        put_varint(&mut record, 0); // header count
-        put_varint(&mut records, i64::try_from(record.len()).unwrap_or(i64::MAX));
-        records.extend_from_slice(&record);
-    }
-    let count = i32::try_from(entries.len()).unwrap_or(i32::MAX);
-    Bytes::from(build_batch(&BatchSpec::plain(count, timestamp_ms, &records)))
+    let values: Vec<Vec<u8>> = entries.iter().map(Entry::encode).collect();
+    let values: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+    Bytes::from(build_batch_from_values(timestamp_ms, &values))
 }
 
-/// The entries of one stored batch (validated: header, CRC-32C, each entry's CRC).
+/// The entries of one stored batch (validated: header, CRC-32C, records,
+/// each entry's CRC).
 pub(crate) fn decode_batch(batch: &[u8]) -> Result<Vec<Entry>, RecordError> {
     let header = validate(batch).map_err(|e| RecordError::Batch(e.to_string()))?;
-    let records = batch
-        .get(BATCH_HEADER_BYTES..header.total_bytes())
-        .ok_or(RecordError::Truncated("batch"))?;
-    let mut reader = Reader { input: records };
+    let records = uncompressed_records(batch, &header).ok_or(RecordError::Invalid("compressed batch"))?;
     let mut entries = Vec::new();
-    for _ in 0..header.record_count.max(0) {
-        let length = usize::try_from(get_varint(&mut reader, "record length")?)
-            .map_err(|_| RecordError::Invalid("record length"))?;
-        let mut record = Reader {
-            input: reader.take(length, "record")?,
-        };
-        record.u8("attributes")?;
-        get_varint(&mut record, "timestamp delta")?;
-        get_varint(&mut record, "offset delta")?;
-        let key_length = get_varint(&mut record, "key length")?;
-        if key_length >= 0 {
-            let key_length = usize::try_from(key_length).map_err(|_| RecordError::Invalid("key length"))?;
-            record.take(key_length, "key")?;
-        }
-        let value_length =
-            usize::try_from(get_varint(&mut record, "value length")?).map_err(|_| RecordError::Invalid("value"))?;
-        entries.push(Entry::decode(record.take(value_length, "value")?)?);
+    for record in records {
+        let record = record.map_err(|e| RecordError::Batch(e.to_string()))?;
+        entries.push(Entry::decode(record.value.ok_or(RecordError::Invalid("value"))?)?);
     }
     Ok(entries)
-}
-
-/// Kafka's zig-zag varint (at most 10 bytes for an i64).
-fn put_varint(out: &mut Vec<u8>, value: i64) {
-    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
-    loop {
-        let byte = (zigzag & 0x7f) as u8;
-        zigzag >>= 7;
-        if zigzag == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// Varint bytes beyond which a value cannot be an i64.
-const VARINT_BYTES_MAX: u32 = 10;
-
-fn get_varint(reader: &mut Reader<'_>, field: &'static str) -> Result<i64, RecordError> {
-    let mut value = 0u64;
-    for index in 0..VARINT_BYTES_MAX {
-        let byte = reader.u8(field)?;
-        value |= u64::from(byte & 0x7f) << (7 * index);
-        if byte & 0x80 == 0 {
-            return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
-        }
-    }
-    Err(RecordError::Invalid(field))
 }
 
 #[cfg(test)]
@@ -548,17 +487,6 @@ mod tests {
         assert_eq!(Entry::decode(&future), Err(RecordError::UnknownVersion(2)));
     }
 
-    #[test]
-    fn varints_round_trip() {
-        for value in [0i64, 1, -1, 63, -64, 64, 300, i64::from(i32::MAX), i64::MIN, i64::MAX] {
-            let mut out = Vec::new();
-            put_varint(&mut out, value);
-            let mut reader = Reader { input: &out };
-            assert_eq!(get_varint(&mut reader, "v").unwrap(), value);
-            assert!(reader.input.is_empty());
-        }
-    }
-
     proptest! {
         #[test]
         fn decoding_random_bytes_never_panics(input in prop::collection::vec(any::<u8>(), 0..512)) {
@@ -575,8 +503,8 @@ mod tests {
             let _ = decode_batch(&batch);
             // Records region mutated with the batch CRC fixed up: reaches the entry parser.
             let mut body = encode_batch(&samples(), 1).to_vec();
-            let records = length - BATCH_HEADER_BYTES;
-            body[BATCH_HEADER_BYTES + at % records] = value;
+            let records = length - shardline_log::BATCH_HEADER_BYTES;
+            body[shardline_log::BATCH_HEADER_BYTES + at % records] = value;
             let crc = shardline_log::compute_crc(&body).unwrap();
             body[17..21].copy_from_slice(&crc.to_be_bytes());
             let _ = decode_batch(&body);

@@ -221,7 +221,11 @@ impl Engine {
         self.terminate();
         let field = |line: &str, name: &str| -> Option<u64> {
             let start = line.find(&format!(" {name}="))? + name.len() + 2;
-            line.get(start..)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+            line.get(start..)?
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
         };
         let log = self.log();
         let mut shards: Vec<(u64, u64, u64)> = log
@@ -239,7 +243,11 @@ impl Engine {
             })
             .collect();
         shards.sort_unstable();
-        assert_eq!(shards.len(), shard_count(&self.extra), "one shutdown line per shard:\n{log}");
+        assert_eq!(
+            shards.len(),
+            shard_count(&self.extra),
+            "one shutdown line per shard:\n{log}"
+        );
         shards
             .into_iter()
             .map(|(_, partition, group)| (partition, group))

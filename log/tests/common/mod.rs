@@ -60,3 +60,27 @@ pub fn read_all(log: &Log) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// A 61-byte batch whose header claims `i32::MAX` records (last offset delta
+/// `i32::MAX - 1`) with no record behind it, and a correct CRC-32C: what a
+/// hostile client sends to move a partition's offsets by 2^31 at a time.
+pub fn lying_batch(base_offset: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(61);
+    out.extend_from_slice(&base_offset.to_be_bytes());
+    out.extend_from_slice(&49i32.to_be_bytes()); // batch length: header only
+    out.extend_from_slice(&(-1i32).to_be_bytes()); // leader epoch
+    out.push(2); // magic
+    out.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
+    out.extend_from_slice(&0i16.to_be_bytes()); // attributes: uncompressed
+    out.extend_from_slice(&(i32::MAX - 1).to_be_bytes()); // last offset delta
+    out.extend_from_slice(&1_700_000_000_000i64.to_be_bytes()); // base timestamp
+    out.extend_from_slice(&1_700_000_000_000i64.to_be_bytes()); // max timestamp
+    out.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    out.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    out.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    out.extend_from_slice(&i32::MAX.to_be_bytes()); // record count
+    assert_eq!(out.len(), 61);
+    let crc = shardline_log::compute_crc(&out).unwrap();
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
