@@ -54,6 +54,11 @@ pub struct EngineConfig {
     #[arg(long, default_value_t = 100 << 20)]
     pub max_frame_bytes: usize,
 
+    /// Testing aid: write every Kafka request frame received into DIR (one file per distinct frame), to
+    /// seed the fuzz corpora with real client traffic (`scripts/fuzz seeds`). Slows serving; off by default.
+    #[arg(long, value_name = "DIR", env = "SHARDLINE_CAPTURE_FRAMES")]
+    pub capture_frames: Option<PathBuf>,
+
     /// Create a topic when a client produces to, or asks metadata for, one that does not exist.
     #[arg(long, default_value_t = false)]
     pub auto_create_topics: bool,

@@ -372,6 +372,7 @@ async fn shard_main(
     let handler = Rc::new(KafkaHandler::new(Rc::clone(&shard), Rc::clone(&in_flight)));
     let connection_config = ConnectionConfig {
         max_frame_bytes: config.max_frame_bytes,
+        capture_dir: config.capture_frames.clone(),
         ..ConnectionConfig::default()
     };
     tracing::debug!(shard = id, "accepting connections");

@@ -30,6 +30,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
+use std::path::PathBuf;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -38,6 +39,7 @@ use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 
+use crate::capture;
 use crate::codec::{self, Decoded, Request, ResponseBody, ResponseTo};
 use crate::error::NetError;
 use crate::frame::{FrameReader, ResponseFrame};
@@ -78,6 +80,10 @@ pub struct ConnectionConfig {
     /// so this bounds what one request can make the shard allocate; Produce
     /// bodies are not expanded and are bounded by `max_frame_bytes` only.
     pub control_body_bytes_max: usize,
+    /// Testing aid: when set, every request frame received is also written
+    /// to this directory (see `capture.rs`), to seed fuzz corpora with real
+    /// client traffic. Default `None`; never set it when serving.
+    pub capture_dir: Option<PathBuf>,
 }
 
 impl Default for ConnectionConfig {
@@ -86,6 +92,7 @@ impl Default for ConnectionConfig {
             max_frame_bytes: 100 << 20,
             in_flight_max: 16,
             control_body_bytes_max: 8 << 20,
+            capture_dir: None,
         }
     }
 }
@@ -106,6 +113,12 @@ impl ConnectionConfig {
     /// Sets `control_body_bytes_max`.
     pub fn with_control_body_bytes_max(mut self, control_body_bytes_max: usize) -> Self {
         self.control_body_bytes_max = control_body_bytes_max;
+        self
+    }
+
+    /// Sets `capture_dir`.
+    pub fn with_capture_dir(mut self, capture_dir: Option<PathBuf>) -> Self {
+        self.capture_dir = capture_dir;
         self
     }
 }
@@ -205,6 +218,9 @@ async fn read_loop<R: AsyncRead + Unpin, H: Handler + 'static>(
             pipeline.close();
             return Ok(());
         };
+        if let Some(dir) = &config.capture_dir {
+            capture::record(dir, &frame);
+        }
         match codec::decode_frame(&frame, config.control_body_bytes_max)? {
             Decoded::Request(request) => {
                 let to = ResponseTo::of(&request.header);
