@@ -88,6 +88,15 @@ log-dump DIR:
 log-verify DIR:
     cargo run --release -p shardline-tools --bin shardctl -- log verify {{DIR}}
 
+# One fuzz target for SECONDS (coverage-guided, stable toolchain; `bash scripts/fuzz list` names the
+# targets). New corpus entries go to target/fuzz/corpus/TARGET, crash inputs to target/fuzz/artifacts/TARGET.
+fuzz TARGET SECONDS="300":
+    bash scripts/fuzz run {{TARGET}} {{SECONDS}}
+
+# Regenerate the committed fuzz seed corpora from real client traffic (runs the client integration tests).
+fuzz-seeds:
+    bash scripts/fuzz seeds
+
 # Long model run of the log (more cases than CI).
 model CASES="20000":
     PROPTEST_CASES={{CASES}} cargo test --release -p shardline-log --test model

@@ -92,6 +92,10 @@ pub struct EngineConfig {
     /// past shards × this get POLICY_VIOLATION and create nothing.
     #[arg(long, default_value_t = 2_000)]
     pub max_partitions_per_shard: usize,
+    /// Testing aid: write every Kafka request frame received into DIR (one file per distinct frame), to
+    /// seed the fuzz corpora with real client traffic (`scripts/fuzz seeds`). Slows serving; off by default.
+    #[arg(long, value_name = "DIR", env = "SHARDLINE_CAPTURE_FRAMES")]
+    pub capture_frames: Option<PathBuf>,
 
     /// Create a topic when a client produces to, or asks metadata for, one that does not exist.
     #[arg(long, default_value_t = false)]

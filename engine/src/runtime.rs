@@ -384,7 +384,8 @@ async fn shard_main(
     let connection_config = ConnectionConfig::default()
         .with_max_frame_bytes(config.max_frame_bytes)
         .with_in_flight_max(config.max_in_flight_requests_per_connection)
-        .with_request_entries_max(config.max_request_entries);
+        .with_request_entries_max(config.max_request_entries)
+        .with_capture_dir(config.capture_frames.clone());
     let connections = Connections::new(
         config.connections_per_shard(),
         Duration::from_millis(config.connections_max_idle_ms),

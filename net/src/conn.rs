@@ -30,6 +30,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
+use std::path::PathBuf;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -39,6 +40,7 @@ use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 
+use crate::capture;
 use crate::codec::{self, Decoded, Request, ResponseBody, ResponseTo};
 use crate::error::NetError;
 use crate::frame::{FrameReader, ResponseFrame};
@@ -88,6 +90,10 @@ pub struct ConnectionConfig {
     /// sends one broker (a consumer fetching 10,000 partitions from one
     /// shard).
     pub request_entries_max: usize,
+    /// Testing aid: when set, every request frame received is also written
+    /// to this directory (see `capture.rs`), to seed fuzz corpora with real
+    /// client traffic. Default `None`; never set it when serving.
+    pub capture_dir: Option<PathBuf>,
 }
 
 impl Default for ConnectionConfig {
@@ -97,6 +103,7 @@ impl Default for ConnectionConfig {
             in_flight_max: 16,
             control_body_bytes_max: 8 << 20,
             request_entries_max: 10_000,
+            capture_dir: None,
         }
     }
 }
@@ -131,6 +138,11 @@ impl ConnectionConfig {
             control_body_bytes_max: self.control_body_bytes_max,
             entries_max: self.request_entries_max,
         }
+    }
+    /// Sets `capture_dir`.
+    pub fn with_capture_dir(mut self, capture_dir: Option<PathBuf>) -> Self {
+        self.capture_dir = capture_dir;
+        self
     }
 }
 
@@ -246,6 +258,9 @@ async fn read_loop<R: AsyncRead + Unpin, H: Handler + 'static>(
             received_bytes: 0,
         })?;
         pipeline.activity.request_read(Instant::now());
+        if let Some(dir) = &config.capture_dir {
+            capture::record(dir, &frame);
+        }
         match codec::decode_frame(&frame, config.body_limits())? {
             Decoded::Request(request) => {
                 drop(frame);

@@ -47,6 +47,9 @@
 //! ## Additions to the agreed API
 //! - [`ConnectionConfig::control_body_bytes_max`] (default 8 MiB) bounds the
 //!   body of every request but Produce; `with_*` builders on the config.
+//! - [`ConnectionConfig::capture_dir`] (testing aid, off by default) writes
+//!   every request frame received to a directory, to seed the fuzz corpora
+//!   with real client traffic (`capture.rs`, net/fuzz/README.md).
 //! - [`api_versions_response`] builds the ApiVersions answer from
 //!   [`SUPPORTED_APIS`]; [`is_supported`] and [`supported_versions`] read it.
 //! - [`decode_request`], [`decode_request_body`], [`RequestHeader::decode`],
@@ -63,6 +66,7 @@
 //! picture and the measurements behind the write strategy.
 
 mod apis;
+mod capture;
 mod codec;
 mod conn;
 mod cursor;

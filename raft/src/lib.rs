@@ -65,6 +65,9 @@ mod command;
 mod error;
 mod files;
 mod forward;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz_api;
 mod generated;
 mod group;
 mod image;

@@ -699,6 +699,15 @@ impl openraft::storage::RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
+#[cfg(feature = "fuzzing")]
+impl LogStore {
+    /// Rewrites the file from what is in memory (the encoder `purge` uses),
+    /// for the round trip of the `raft_log` fuzz target.
+    pub(crate) fn rewrite_for_fuzzing(&self) -> Result<(), MetaError> {
+        self.lock().rewrite()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,7 +41,7 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::Semaphore,
 };
@@ -124,7 +124,7 @@ pub(crate) fn parse_rpc_header(header: [u8; RPC_FRAME_HEADER_BYTES]) -> Result<(
 
 /// Reads one frame. `Ok(None)`: the peer closed the connection between
 /// frames.
-async fn read_rpc_frame(stream: &mut TcpStream) -> Result<Option<Vec<u8>>, FrameError> {
+pub(crate) async fn read_rpc_frame<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Option<Vec<u8>>, FrameError> {
     let mut header = [0u8; RPC_FRAME_HEADER_BYTES];
     match stream.read_exact(&mut header).await {
         Ok(_) => {}

@@ -4,6 +4,8 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+// Links libFuzzer's malloc limit on the stable toolchain.
+use shardline_fuzz_support as _;
 use shardline_net::decode_request_body;
 
 /// Kafka API key of Fetch.
