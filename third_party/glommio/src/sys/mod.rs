@@ -320,11 +320,15 @@ impl SleepNotifier {
         // Sender only errors out if the destination disconnected. That
         // most likely happened because the remote executor already died, in which
         // case they were no longer interested in this notification. But log.
-        if self.waker_sender.send(waker).is_err() {
+        if let Err(unsent) = self.waker_sender.send(waker) {
             debug!(
                 "Executor {} cannot send the waker to its destination!",
                 self.id()
             );
+            // Shardline patch: the executor is gone; dropping the waker here
+            // would send it again (a foreign drop goes to the owner). Leak it
+            // with the dead executor's task.
+            std::mem::forget(unsent.into_inner());
         }
 
         self.notify(force_notify);

@@ -251,9 +251,36 @@ where
     /// Wakes a waker.
     unsafe fn wake(ptr: *const ()) {
         dbg_context!(ptr, "wake", {
+            let raw = Self::from_ptr(ptr);
+            if Self::thread_id() != Some(raw.my_id()) {
+                // Shardline patch: hand this waker, with its reference, to
+                // the owning executor, which wakes and drops it there. Only
+                // the owner's thread ever lowers the reference count.
+                Self::send_to_owner(ptr);
+                return;
+            }
             Self::do_wake(ptr);
             Self::drop_waker(ptr);
         });
+    }
+
+    /// Shardline patch: moves the reference `ptr` holds to the task's own
+    /// executor as a waker it will wake (a wake of a finished task does
+    /// nothing; a spurious wake of a live one is allowed) and then drop.
+    ///
+    /// Upstream lowered the count on the foreign thread and, when that made
+    /// it zero, raised it again to queue one last waker. Between those two
+    /// steps the owner could see zero references, destroy the task (for
+    /// example when its `JoinHandle` was dropped after it completed), and
+    /// then receive a waker for freed memory: a double free (seen as
+    /// `free(): double free detected in tcache 2` at engine start-up).
+    unsafe fn send_to_owner(ptr: *const ()) {
+        let raw = Self::from_ptr(ptr);
+        let notifier = raw.notifier();
+        notifier.queue_waker(
+            Waker::from_raw(RawWaker::new(ptr, &Self::RAW_WAKER_VTABLE)),
+            (*raw.header).latency_matters,
+        );
     }
 
     /// Wakes a waker by reference.
@@ -300,16 +327,8 @@ where
 
             if Self::thread_id() != Some(raw.my_id()) {
                 dbg_context!(ptr, "foreign", {
-                    // In case the task complete before the last foreign waker
-                    // is dropped, schedule it once more to ensure the task
-                    // will be destroyed
-                    if Self::decrement_references(&*(raw.header as *mut Header)) == 0 {
-                        let notifier = raw.notifier();
-                        notifier.queue_waker(
-                            Waker::from_raw(Self::clone_waker(ptr)),
-                            (*raw.header).latency_matters,
-                        );
-                    }
+                    // Shardline patch: the owner drops it (see `send_to_owner`).
+                    Self::send_to_owner(ptr);
                     return;
                 });
             }
