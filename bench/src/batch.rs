@@ -22,11 +22,14 @@
 //! ```
 //! where varint/varlong are zig-zag encoded LEB128 (Protocol Buffers style), as Kafka writes them.
 //!
-//! Bench batches carry no producer id (-1), no sequence (-1), CreateTime timestamps, and no
-//! compression. Their records have no headers; the intended send time travels in the first bytes
-//! of each value (see [`ValueHeader`]).
+//! Bench batches carry no producer id (-1), no sequence (-1) and CreateTime timestamps; with
+//! `--compression` their records section is compressed as Kafka specifies (`compression.rs`).
+//! Their records have no headers; the intended send time travels in the first bytes of each value
+//! (see [`ValueHeader`]).
 
-use std::fmt;
+use std::{fmt, io};
+
+use crate::compression::{Compression, Compressor, Decompressor, DECOMPRESSED_RECORDS_BYTES_MAX};
 
 /// Size of the fixed batch header, pinned so a layout change cannot slip in.
 pub const BATCH_HEADER_BYTES: usize = 61;
@@ -52,8 +55,6 @@ const _: () = assert!(OFFSET_RECORD_COUNT + 4 == BATCH_HEADER_BYTES);
 const _: () = assert!(OFFSET_ATTRIBUTES == OFFSET_CRC + 4);
 const _: () = assert!(OFFSET_LENGTH + 4 == LOG_OVERHEAD_BYTES);
 
-/// Attributes bits 0..2: compression codec (0 = none).
-const ATTRIBUTES_CODEC_MASK: i16 = 0x07;
 /// Attributes bit 5: a transaction control batch (no user records).
 const ATTRIBUTES_CONTROL: i16 = 0x20;
 
@@ -183,20 +184,55 @@ impl BatchBuilder {
         self.max_timestamp_ms = self.max_timestamp_ms.max(timestamp_ms);
     }
 
-    /// Writes the header and CRC and returns the finished batch.
+    /// Compresses the records section with `compressor`'s codec, writes the header and CRC, and
+    /// returns the finished batch. An error comes from the codec only.
     ///
     /// # Panics
     /// If the batch holds no record (an empty batch is invalid on the wire) or is over 2 GiB.
-    pub fn finish(mut self) -> Vec<u8> {
+    pub fn finish(self, compressor: &mut Compressor) -> io::Result<Vec<u8>> {
         assert!(self.record_count > 0, "a record batch needs at least one record");
-        let batch_length = i32::try_from(self.bytes.len() - LOG_OVERHEAD_BYTES).unwrap_or(i32::MAX);
-        assert!(usize::try_from(batch_length).is_ok_and(|n| n + LOG_OVERHEAD_BYTES == self.bytes.len()));
+        let codec = compressor.codec();
+        let mut bytes = if codec == Compression::None {
+            self.bytes
+        } else {
+            let records = self.bytes.get(BATCH_HEADER_BYTES..).unwrap_or_default();
+            let mut compressed = Vec::with_capacity(BATCH_HEADER_BYTES + records.len() / 2);
+            compressed.resize(BATCH_HEADER_BYTES, 0);
+            compressor.compress_into(records, &mut compressed)?;
+            compressed
+        };
+        let header = BatchHeaderFields {
+            attributes: codec.attribute_bits(),
+            record_count: self.record_count,
+            base_timestamp_ms: self.base_timestamp_ms,
+            max_timestamp_ms: self.max_timestamp_ms,
+        };
+        header.write(&mut bytes);
+        Ok(bytes)
+    }
+}
+
+/// The header fields a finished bench batch sets; the rest are fixed (no producer id, sequence or
+/// leader epoch; base offset 0 until the broker assigns one).
+struct BatchHeaderFields {
+    attributes: i16,
+    record_count: i32,
+    base_timestamp_ms: i64,
+    max_timestamp_ms: i64,
+}
+
+impl BatchHeaderFields {
+    /// Writes the header over the first [`BATCH_HEADER_BYTES`] of `bytes`, then the CRC-32C.
+    fn write(&self, bytes: &mut [u8]) {
+        assert!(bytes.len() > BATCH_HEADER_BYTES, "a batch has records after its header");
+        let batch_length = i32::try_from(bytes.len() - LOG_OVERHEAD_BYTES).unwrap_or(i32::MAX);
+        assert!(usize::try_from(batch_length).is_ok_and(|n| n + LOG_OVERHEAD_BYTES == bytes.len()));
         let mut header = [0u8; BATCH_HEADER_BYTES];
         put_at(&mut header, OFFSET_BASE, &0i64.to_be_bytes());
         put_at(&mut header, OFFSET_LENGTH, &batch_length.to_be_bytes());
         put_at(&mut header, OFFSET_LEADER_EPOCH, &(-1i32).to_be_bytes());
         put_at(&mut header, OFFSET_MAGIC, &MAGIC_V2.to_be_bytes());
-        put_at(&mut header, OFFSET_ATTRIBUTES, &0i16.to_be_bytes());
+        put_at(&mut header, OFFSET_ATTRIBUTES, &self.attributes.to_be_bytes());
         put_at(
             &mut header,
             OFFSET_LAST_OFFSET_DELTA,
@@ -212,19 +248,16 @@ impl BatchBuilder {
         put_at(&mut header, OFFSET_PRODUCER_EPOCH, &(-1i16).to_be_bytes());
         put_at(&mut header, OFFSET_BASE_SEQUENCE, &(-1i32).to_be_bytes());
         put_at(&mut header, OFFSET_RECORD_COUNT, &self.record_count.to_be_bytes());
-        if let Some(target) = self.bytes.get_mut(..BATCH_HEADER_BYTES) {
-            target.copy_from_slice(&header);
-        }
-        let crc = crc32c::crc32c(self.bytes.get(OFFSET_ATTRIBUTES..).unwrap_or_default());
-        if let Some(target) = self.bytes.get_mut(OFFSET_CRC..OFFSET_ATTRIBUTES) {
-            target.copy_from_slice(&crc.to_be_bytes());
-        }
-        self.bytes
+        put_at(bytes, 0, &header);
+        let crc = crc32c::crc32c(bytes.get(OFFSET_ATTRIBUTES..).unwrap_or_default());
+        put_at(bytes, OFFSET_CRC, &crc.to_be_bytes());
     }
 }
 
 fn put_at(target: &mut [u8], at: usize, bytes: &[u8]) {
-    if let Some(slot) = target.get_mut(at..at + bytes.len()) {
+    let slot = target.get_mut(at..at + bytes.len());
+    assert!(slot.is_some(), "header field at {at} outside the batch");
+    if let Some(slot) = slot {
         slot.copy_from_slice(bytes);
     }
 }
@@ -289,6 +322,12 @@ pub enum BatchDecodeError {
     CrcMismatch { stored: u32, computed: u32 },
     /// A varint longer than 10 bytes, or a negative length other than -1.
     BadVarint { what: &'static str },
+    /// Attributes name a codec Kafka does not define (bits 5..7).
+    UnknownCodec { attributes: i16 },
+    /// The codec could not decompress the records section.
+    Decompress { codec: &'static str, detail: String },
+    /// The records section inflates beyond the bound.
+    DecompressedTooLarge { limit: usize },
 }
 
 impl fmt::Display for BatchDecodeError {
@@ -304,6 +343,13 @@ impl fmt::Display for BatchDecodeError {
                 )
             }
             BatchDecodeError::BadVarint { what } => write!(f, "malformed varint in {what}"),
+            BatchDecodeError::UnknownCodec { attributes } => {
+                write!(f, "record batch attributes {attributes:#06x} name no known codec")
+            }
+            BatchDecodeError::Decompress { codec, detail } => write!(f, "{codec} records do not decompress: {detail}"),
+            BatchDecodeError::DecompressedTooLarge { limit } => {
+                write!(f, "compressed records inflate beyond the {limit} byte bound")
+            }
         }
     }
 }
@@ -384,9 +430,11 @@ impl<'a> BatchView<'a> {
             .saturating_add(1)
     }
 
-    /// Whether records are compressed (and so not readable by the bench).
-    pub fn is_compressed(&self) -> bool {
-        self.attributes & ATTRIBUTES_CODEC_MASK != 0
+    /// The codec of the records section.
+    pub fn compression(&self) -> Result<Compression, BatchDecodeError> {
+        Compression::from_attributes(self.attributes).ok_or(BatchDecodeError::UnknownCodec {
+            attributes: self.attributes,
+        })
     }
 
     /// Whether this is a transaction control batch.
@@ -409,15 +457,28 @@ impl<'a> BatchView<'a> {
         }
     }
 
-    /// The records of an uncompressed batch.
-    pub fn records(&self) -> RecordIter<'a> {
-        RecordIter {
-            reader: Reader {
-                bytes: self.bytes,
-                position: BATCH_HEADER_BYTES,
-            },
+    /// The records of the batch: read in place when uncompressed, else decompressed into `scratch`
+    /// (reused between batches) by `decompressor`, at most [`DECOMPRESSED_RECORDS_BYTES_MAX`].
+    pub fn records<'s>(
+        &self,
+        decompressor: &mut Decompressor,
+        scratch: &'s mut Vec<u8>,
+    ) -> Result<RecordIter<'s>, BatchDecodeError>
+    where
+        'a: 's,
+    {
+        let section = self.bytes.get(BATCH_HEADER_BYTES..).unwrap_or_default();
+        let bytes: &'s [u8] = match self.compression()? {
+            Compression::None => section,
+            codec => {
+                decompressor.decompress_into(codec, section, scratch, DECOMPRESSED_RECORDS_BYTES_MAX)?;
+                scratch
+            }
+        };
+        Ok(RecordIter {
+            reader: Reader { bytes, position: 0 },
             remaining: self.record_count.max(0),
-        }
+        })
     }
 }
 
@@ -475,7 +536,7 @@ fn parse_header(bytes: &[u8]) -> Result<BatchView<'_>, BatchDecodeError> {
     })
 }
 
-/// One record of an uncompressed batch.
+/// One record of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordView<'a> {
     /// Timestamp minus the batch's base timestamp (ms).
@@ -488,7 +549,7 @@ pub struct RecordView<'a> {
     pub value: Option<&'a [u8]>,
 }
 
-/// Iterates the records of one uncompressed batch.
+/// Iterates the records of one batch (its records section, decompressed if it was compressed).
 pub struct RecordIter<'a> {
     reader: Reader<'a>,
     remaining: i32,
@@ -547,14 +608,21 @@ impl<'a> Iterator for RecordIter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use kafka_protocol::records::{Compression, RecordBatchDecoder, TimestampType};
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::records::{
+        Compression as KafkaCompression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType,
+    };
     use proptest::prelude::*;
 
     /// (timestamp ms, key, value)
     type TestRecord = (i64, Option<Vec<u8>>, Vec<u8>);
 
     fn build(records: &[TestRecord]) -> Vec<u8> {
+        build_with(records, Compression::None)
+    }
+
+    fn build_with(records: &[TestRecord], codec: Compression) -> Vec<u8> {
         let base = records.first().map_or(0, |r| r.0);
         let mut builder = BatchBuilder::new(base, 1024);
         for (timestamp, key, value) in records {
@@ -563,7 +631,41 @@ mod tests {
             builder.append(*timestamp, key.as_deref(), &[value]);
             assert_eq!(builder.encoded_bytes() - before, predicted);
         }
-        builder.finish()
+        builder.finish(&mut Compressor::new(codec).unwrap()).unwrap()
+    }
+
+    /// (offset delta, timestamp delta, key, value) as our reader returns them.
+    type ReadRecord = (i64, i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+    /// Our reader's records of the single batch in `bytes`.
+    fn read_back(bytes: &[u8]) -> Vec<ReadRecord> {
+        let views: Vec<_> = batches(bytes).collect();
+        assert_eq!(views.len(), 1);
+        let view = views[0].clone().unwrap();
+        view.verify_crc().unwrap();
+        let mut scratch = Vec::new();
+        view.records(&mut Decompressor::new(), &mut scratch)
+            .unwrap()
+            .map(|record| {
+                let record = record.unwrap();
+                (
+                    record.offset_delta,
+                    record.timestamp_delta,
+                    record.key.map(<[u8]>::to_vec),
+                    record.value.map(<[u8]>::to_vec),
+                )
+            })
+            .collect()
+    }
+
+    fn kafka_codec(codec: Compression) -> KafkaCompression {
+        match codec {
+            Compression::None => KafkaCompression::None,
+            Compression::Gzip => KafkaCompression::Gzip,
+            Compression::Snappy => KafkaCompression::Snappy,
+            Compression::Lz4 => KafkaCompression::Lz4,
+            Compression::Zstd => KafkaCompression::Zstd,
+        }
     }
 
     #[test]
@@ -618,11 +720,13 @@ mod tests {
         let mut builder = BatchBuilder::new(1_700_000_000_123, 256);
         builder.append(1_700_000_000_123, Some(b"key-1"), &[&header, b"hello"]);
         builder.append(1_700_000_000_125, None, &[&header, b"world!"]);
-        let bytes = builder.finish();
+        let bytes = builder
+            .finish(&mut Compressor::new(Compression::None).unwrap())
+            .unwrap();
 
         let mut buf = Bytes::from(bytes.clone());
         let set = RecordBatchDecoder::decode(&mut buf).unwrap();
-        assert_eq!(set.compression, Compression::None);
+        assert_eq!(set.compression, KafkaCompression::None);
         assert_eq!(set.version, 2);
         assert_eq!(set.records.len(), 2);
         let first = &set.records[0];
@@ -687,7 +791,123 @@ mod tests {
         bytes[OFFSET_MAGIC] = 2;
         bytes[OFFSET_RECORD_COUNT + 3] = 3;
         let view = batches(&bytes).next().unwrap().unwrap();
-        assert!(view.records().any(|r| r.is_err()));
+        let mut scratch = Vec::new();
+        let mut decompressor = Decompressor::new();
+        assert!(view
+            .records(&mut decompressor, &mut scratch)
+            .unwrap()
+            .any(|r| r.is_err()));
+        // Codec bits Kafka does not define, and a "compressed" section that is not.
+        bytes[OFFSET_ATTRIBUTES + 1] = 6;
+        let view = batches(&bytes).next().unwrap().unwrap();
+        assert!(matches!(
+            view.records(&mut decompressor, &mut scratch),
+            Err(BatchDecodeError::UnknownCodec { attributes: 6 })
+        ));
+        bytes[OFFSET_ATTRIBUTES + 1] = Compression::Zstd.attribute_bits() as u8;
+        let view = batches(&bytes).next().unwrap().unwrap();
+        assert!(matches!(
+            view.records(&mut decompressor, &mut scratch),
+            Err(BatchDecodeError::Decompress { codec: "zstd", .. })
+        ));
+    }
+
+    fn sample_records() -> Vec<TestRecord> {
+        (0..200i64)
+            .map(|i| {
+                let key = (i % 3 != 0).then(|| format!("key-{}", i % 17).into_bytes());
+                let value = format!("value {i} {}", "the quick brown fox ".repeat((i % 9) as usize)).into_bytes();
+                (1_700_000_000_000 + i * 3, key, value)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn compressed_batches_round_trip_and_the_reference_decoder_agrees() {
+        let records = sample_records();
+        let plain = build(&records);
+        for codec in Compression::ALL {
+            let bytes = build_with(&records, codec);
+            let view = batches(&bytes).next().unwrap().unwrap();
+            assert_eq!(view.compression().unwrap(), codec);
+            assert_eq!(view.record_count, 200);
+            assert_eq!(view.next_offset(), 200);
+            if codec != Compression::None {
+                assert!(
+                    bytes.len() * 2 < plain.len(),
+                    "{codec}: {} of {}",
+                    bytes.len(),
+                    plain.len()
+                );
+            }
+            // Only the codec bits and the records section differ from the uncompressed batch.
+            assert_eq!(view.attributes, codec.attribute_bits());
+            assert_eq!(
+                bytes[OFFSET_LAST_OFFSET_DELTA..BATCH_HEADER_BYTES],
+                plain[OFFSET_LAST_OFFSET_DELTA..BATCH_HEADER_BYTES]
+            );
+            // Ours.
+            let read = read_back(&bytes);
+            assert_eq!(read.len(), records.len());
+            for (index, ((offset, delta, key, value), expected)) in read.iter().zip(&records).enumerate() {
+                assert_eq!(*offset, index as i64);
+                assert_eq!(*delta, expected.0 - records[0].0);
+                assert_eq!(key, &expected.1);
+                assert_eq!(value.as_deref(), Some(&expected.2[..]));
+            }
+            // kafka-protocol's decoder, with its own codec framing (and the C liblz4).
+            let set = RecordBatchDecoder::decode(&mut Bytes::from(bytes)).unwrap();
+            assert_eq!(set.compression, kafka_codec(codec), "{codec}");
+            assert_eq!(set.records.len(), records.len());
+            for (record, expected) in set.records.iter().zip(&records) {
+                assert_eq!(record.timestamp, expected.0);
+                assert_eq!(record.key.as_deref(), expected.1.as_deref());
+                assert_eq!(record.value.as_deref(), Some(&expected.2[..]));
+            }
+        }
+    }
+
+    #[test]
+    fn batches_another_encoder_compressed_are_read() {
+        // kafka-protocol frames snappy the Java client's way (snappy-java) and writes LZ4 frames with
+        // the C liblz4: the bench must read what other clients write, not only its own output.
+        let records: Vec<Record> = sample_records()
+            .into_iter()
+            .enumerate()
+            .map(|(index, (timestamp, key, value))| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: index as i64,
+                // kafka-protocol starts a new batch where offset - sequence changes.
+                sequence: index as i32,
+                timestamp,
+                key: key.map(Bytes::from),
+                value: Some(Bytes::from(value)),
+                headers: Default::default(),
+            })
+            .collect();
+        for codec in Compression::ALL {
+            let mut buf = BytesMut::new();
+            let options = RecordEncodeOptions {
+                version: 2,
+                compression: kafka_codec(codec),
+            };
+            RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+            if codec == Compression::Snappy {
+                assert_eq!(&buf[BATCH_HEADER_BYTES..BATCH_HEADER_BYTES + 8], b"\x82SNAPPY\x00");
+            }
+            let read = read_back(&buf);
+            assert_eq!(read.len(), records.len(), "{codec}");
+            for (got, expected) in read.iter().zip(&records) {
+                assert_eq!(got.2.as_deref(), expected.key.as_deref(), "{codec}");
+                assert_eq!(got.3.as_deref(), expected.value.as_deref(), "{codec}");
+            }
+        }
     }
 
     proptest! {
@@ -696,18 +916,21 @@ mod tests {
             (0i64..100_000, proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
              proptest::collection::vec(any::<u8>(), 0..300)),
             1..20,
-        )) {
+        ), codec in proptest::sample::select(Compression::ALL.to_vec())) {
             let base = 1_600_000_000_000i64;
             let records: Vec<_> = records.into_iter().map(|(t, k, v)| (base + t, k, v)).collect();
-            let bytes = build(&records);
+            let bytes = build_with(&records, codec);
             // Our reader.
             let views: Vec<_> = batches(&bytes).collect();
             prop_assert_eq!(views.len(), 1);
             let view = views[0].clone().unwrap();
             view.verify_crc().unwrap();
+            prop_assert_eq!(view.compression().unwrap(), codec);
             prop_assert_eq!(view.record_count as usize, records.len());
             prop_assert_eq!(view.next_offset(), records.len() as i64);
-            for (index, (record, expected)) in view.records().zip(&records).enumerate() {
+            let mut scratch = Vec::new();
+            let mut decompressor = Decompressor::new();
+            for (index, (record, expected)) in view.records(&mut decompressor, &mut scratch).unwrap().zip(&records).enumerate() {
                 let record = record.unwrap();
                 prop_assert_eq!(record.offset_delta, index as i64);
                 prop_assert_eq!(record.timestamp_delta, expected.0 - records[0].0);

@@ -5,7 +5,7 @@ use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 use clap::Parser;
 use serde_json::{json, Value};
 
-use crate::{batch::ValueHeader, error::BenchError};
+use crate::{batch::ValueHeader, compression::Compression, error::BenchError, keys::KeyDistribution, payload::Payload};
 
 /// Most producer threads (each also runs one reader thread per broker).
 pub const PRODUCERS_MAX: u32 = 256;
@@ -18,8 +18,14 @@ pub const MESSAGE_BYTES_MAX: usize = 1 << 20;
 pub const BATCH_BYTES_MAX: usize = 16 << 20;
 /// Longest `--linger-ms`.
 pub const LINGER_MS_MAX: u64 = 10_000;
-/// Most distinct keys (the producer keeps them all, with their partition, in memory).
+/// Most distinct keys (kept once, with their partition, in memory shared by the producers).
 pub const KEYS_MAX: u64 = 1_000_000;
+/// Most per-key counters over all producers (`--producers` × `--keys`): each producer counts its
+/// messages per key for the spread report, 8 bytes a key, so this bounds them at 128 MiB.
+pub const KEY_COUNTERS_MAX: u64 = 16 << 20;
+/// Most messages `--prefill` writes (a billion 1 KiB messages is a terabyte; the fill is also
+/// bounded in time by `PREFILL_TIME_MAX`).
+pub const PREFILL_MESSAGES_MAX: u64 = 1_000_000_000;
 /// Most partitions `--partitions` may create.
 pub const PARTITIONS_MAX: i32 = 10_000;
 /// Highest `--rate` (messages/s over all producers).
@@ -34,7 +40,9 @@ pub const DURATION_MAX: Duration = Duration::from_secs(24 * 3600);
     version,
     about = "Open-loop Kafka load and latency: publish and end-to-end latency from each message's intended send time",
     after_help = "Workload: --producers N --consumers 0 is produce only, --producers 0 --consumers N consume only, \
-                  both non-zero is produce + consume end to end. See docs/bench.md."
+                  both non-zero is produce + consume end to end; --prefill M --consumers N fills the topic with M \
+                  messages (untimed, by --producers threads) and then measures the consumers reading them. \
+                  See docs/bench.md."
 )]
 pub struct Args {
     /// Bootstrap brokers, comma-separated host:port.
@@ -76,14 +84,35 @@ pub struct Args {
     #[arg(long, default_value = "all", allow_negative_numbers = true)]
     pub acks: Acks,
 
-    /// Batch compression. Only `none` is implemented (the bench links no compression library).
+    /// Batch compression: `none`, `gzip`, `snappy`, `lz4` or `zstd`, written as Kafka specifies
+    /// (records section compressed, codec in the attributes). `--batch-bytes` counts uncompressed
+    /// bytes. Consumers decompress whatever they read, whatever this flag says.
     #[arg(long, default_value = "none")]
     pub compression: Compression,
 
-    /// Distinct message keys, partitioned with Kafka's murmur2 like the Java client. 0: no keys,
-    /// messages go round-robin over partitions.
+    /// Value content after the 16-byte header: `constant` (one repeated byte; compresses to almost
+    /// nothing), `text` (random words from a fixed vocabulary; compresses like log lines) or
+    /// `random` (incompressible). Matters only with --compression.
+    #[arg(long, default_value = "constant")]
+    pub payload: Payload,
+
+    /// Distinct message keys (`key-0` … `key-{N-1}`), partitioned with Kafka's murmur2 like the Java
+    /// client and librdkafka's murmur2_random. 0: no keys, messages go round-robin over partitions.
     #[arg(long, default_value_t = 0)]
     pub keys: u64,
+
+    /// How keys are drawn: `uniform`, or `zipf:S` (key of rank r with probability ∝ 1/r^S, `key-0`
+    /// the hottest; `zipf` alone is S = 1). Needs --keys.
+    #[arg(long, default_value = "uniform")]
+    pub key_distribution: KeyDistribution,
+
+    /// Before measuring, fill the topic with this many messages (not timed; --producers threads at
+    /// full speed, with --message-size, --keys, --compression, --payload, --batch-bytes, --acks),
+    /// then measure only the consumers reading them back from hot data: msg/s, MB/s and Fetch
+    /// latency. The run ends when all are read (or at --duration). Needs --consumers; --rate is
+    /// not used.
+    #[arg(long, default_value_t = 0)]
+    pub prefill: u64,
 
     /// Messages per second over all producers, on an open-loop schedule. 0: as fast as possible
     /// (latency is then a service time, not an open-loop figure).
@@ -160,6 +189,35 @@ impl Args {
         if self.keys > KEYS_MAX {
             return usage(format!("--keys must be at most {KEYS_MAX}"));
         }
+        if self.keys == 0 && self.key_distribution != KeyDistribution::Uniform {
+            return usage(format!(
+                "--key-distribution {} needs keys: add --keys N",
+                self.key_distribution
+            ));
+        }
+        if u64::from(self.producers).saturating_mul(self.keys) > KEY_COUNTERS_MAX {
+            return usage(format!(
+                "--producers × --keys must be at most {KEY_COUNTERS_MAX} (each producer counts messages per key)"
+            ));
+        }
+        if self.prefill > 0 {
+            if self.prefill > PREFILL_MESSAGES_MAX {
+                return usage(format!("--prefill must be at most {PREFILL_MESSAGES_MAX}"));
+            }
+            if self.consumers == 0 {
+                return usage("--prefill measures consumers: add --consumers N".into());
+            }
+            if self.producers == 0 {
+                return usage(
+                    "--prefill fills the topic with --producers threads: --producers must be at least 1".into(),
+                );
+            }
+            if self.acks == Acks::None {
+                return usage(
+                    "--prefill needs acknowledged writes to know where the fill ends: use --acks 1 or all".into(),
+                );
+            }
+        }
         if self.rate > RATE_MAX {
             return usage(format!("--rate must be at most {RATE_MAX}"));
         }
@@ -171,11 +229,19 @@ impl Args {
 
     /// Which workload the counts select.
     pub fn workload(&self) -> &'static str {
+        if self.prefill > 0 {
+            return "consume-prefilled";
+        }
         match (self.producers, self.consumers) {
             (0, _) => "consume",
             (_, 0) => "produce",
             _ => "end-to-end",
         }
+    }
+
+    /// Whether producers run in the measured phase (not with `--prefill`, where they only fill).
+    pub fn measures_producers(&self) -> bool {
+        self.producers > 0 && self.prefill == 0
     }
 
     /// Every flag, as given or defaulted, for the JSON result.
@@ -191,7 +257,10 @@ impl Args {
             "linger_ms": self.linger_ms,
             "acks": self.acks.to_string(),
             "compression": self.compression.to_string(),
+            "payload": self.payload.to_string(),
             "keys": self.keys,
+            "key_distribution": self.key_distribution.to_string(),
+            "prefill": self.prefill,
             "rate": self.rate,
             "duration_s": self.duration.as_secs_f64(),
             "warmup_s": self.warmup.as_secs_f64(),
@@ -356,33 +425,6 @@ impl fmt::Display for Acks {
     }
 }
 
-/// `--compression`: only `none` is implemented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// Uncompressed batches.
-    None,
-}
-
-impl FromStr for Compression {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "none" => Ok(Compression::None),
-            "gzip" | "snappy" | "lz4" | "zstd" => Err(format!(
-                "`{text}` is not implemented: the bench writes uncompressed batches only (none)"
-            )),
-            other => Err(format!("unknown compression `{other}` (only none is implemented)")),
-        }
-    }
-}
-
-impl fmt::Display for Compression {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("none")
-    }
-}
-
 /// `--consume-from`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsumeFrom {
@@ -470,7 +512,35 @@ mod tests {
         assert_eq!(args.rate, 5);
         assert_eq!(args.workload(), "end-to-end");
         args.validate().unwrap();
-        assert!(Args::try_parse_from(["bench", "--compression", "zstd"]).is_err());
+        assert!(Args::try_parse_from(["bench", "--compression", "brotli"]).is_err());
+        let args = Args::try_parse_from([
+            "bench",
+            "--compression",
+            "zstd",
+            "--keys",
+            "100",
+            "--key-distribution",
+            "zipf:1.2",
+            "--payload",
+            "text",
+        ])
+        .unwrap();
+        assert_eq!(args.compression, Compression::Zstd);
+        assert_eq!(args.key_distribution, KeyDistribution::Zipf { exponent: 1.2 });
+        args.validate().unwrap();
+        let args = Args::try_parse_from(["bench", "--key-distribution", "zipf:1.2"]).unwrap();
+        assert!(args.validate().unwrap_err().to_string().contains("--keys"));
+        let args = Args::try_parse_from(["bench", "--producers", "200", "--keys", "1000000"]).unwrap();
+        assert!(args.validate().is_err(), "per-key counters bounded");
+
+        let args = Args::try_parse_from(["bench", "--prefill", "1000"]).unwrap();
+        assert!(args.validate().unwrap_err().to_string().contains("--consumers"));
+        let args = Args::try_parse_from(["bench", "--prefill", "1000", "--consumers", "1", "--acks", "0"]).unwrap();
+        assert!(args.validate().is_err());
+        let args = Args::try_parse_from(["bench", "--prefill", "1000", "--consumers", "1"]).unwrap();
+        args.validate().unwrap();
+        assert_eq!(args.workload(), "consume-prefilled");
+        assert!(!args.measures_producers());
         let args = Args::try_parse_from(["bench", "--producers", "0"]).unwrap();
         assert!(args.validate().is_err());
         let json = Args::try_parse_from(["bench"]).unwrap().to_json();
@@ -483,6 +553,10 @@ mod tests {
             "rate",
             "fsync",
             "shards",
+            "compression",
+            "payload",
+            "key_distribution",
+            "prefill",
         ] {
             assert!(json.get(key).is_some(), "{key}");
         }

@@ -4,11 +4,13 @@
 //! each consumer starts at the offsets the main thread listed before the producers started
 //! (`--consume-from latest`: ListOffsets -1, so exactly what this run produces; `earliest`: -2).
 //! It sends one Fetch at a time per leader (`max_wait_ms` [`FETCH_MAX_WAIT_MS`], `min_bytes` 1),
-//! walks the returned batches (checking each CRC-32C), counts records, and reads the intended send
-//! time from each bench value to record the end-to-end latency.
+//! walks the returned batches (checking each CRC-32C over the bytes as fetched, then decompressing
+//! compressed ones), counts records, reads the intended send time from each bench value to record
+//! the end-to-end latency, and times each Fetch that returned records.
 //!
 //! It stops when the producers are done and it has read up to the high watermark of every
-//! partition it owns, or (consume-only runs) when the window ends, or at the drain deadline.
+//! partition it owns, or (`--prefill`) when it has read every partition up to the offset the fill
+//! ended at, or (consume-only runs) when the window ends, or at the drain deadline.
 
 use std::{
     collections::BTreeMap,
@@ -27,6 +29,7 @@ use kafka_protocol::{
 use crate::{
     batch::{batches, ValueHeader},
     cluster::PartitionLeader,
+    compression::{Compression, Decompressor},
     error::BenchError,
     run::{lock, sleep_until, Shared, SharedStats, Volume},
     wire::Connection,
@@ -53,6 +56,9 @@ pub struct ConsumerPlan {
     /// 0 when they waited for acknowledgements; [`ACKS_NONE_SETTLE`] with `--acks 0`, where the
     /// last requests may still be on their way into the log when the producers finish.
     pub settle: Duration,
+    /// `--prefill`: the offset each owned partition's fill ended at; the consumer stops once it has
+    /// read every partition up to it.
+    pub end_offsets: Option<BTreeMap<i32, i64>>,
 }
 
 /// See [`ConsumerPlan::settle`].
@@ -64,6 +70,14 @@ struct FetchLink {
     version: i16,
     /// (partition id, next offset to read, high watermark from the latest response)
     positions: Vec<Position>,
+}
+
+/// What a consumer keeps between fetches to read compressed batches.
+#[derive(Debug, Default)]
+struct Inflater {
+    decompressor: Decompressor,
+    /// The records section of the batch being read, decompressed; reused.
+    scratch: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -102,8 +116,24 @@ fn consume(plan: &ConsumerPlan, shared: &Arc<Shared>) -> Result<(), BenchError> 
     }
     let clock = shared.clock;
     let topic_name = TopicName(StrBytes::from_string(plan.topic.clone()));
+    let mut inflater = Inflater::default();
+    let reached_end_offsets = |links: &[FetchLink]| {
+        plan.end_offsets.as_ref().is_some_and(|ends| {
+            links.iter().all(|link| {
+                link.positions
+                    .iter()
+                    .all(|p| ends.get(&p.partition).is_none_or(|&end| p.next_offset >= end))
+            })
+        })
+    };
     sleep_until(clock.start);
     loop {
+        if reached_end_offsets(&links) {
+            let mut stats = lock(&stats);
+            stats.consumers_caught_up += 1;
+            stats.caught_up_at = Some(Instant::now());
+            return Ok(());
+        }
         let now = Instant::now();
         if shared.is_stopped() || now >= clock.drain_deadline {
             return Ok(());
@@ -118,7 +148,7 @@ fn consume(plan: &ConsumerPlan, shared: &Arc<Shared>) -> Result<(), BenchError> 
                 .producers_finished_at()
                 .is_some_and(|finished| finished + plan.settle <= Instant::now());
         for link in &mut links {
-            fetch_once(link, &topic_name, &plan.topic, shared, &stats)?;
+            fetch_once(link, &topic_name, &plan.topic, shared, &stats, &mut inflater)?;
         }
         let caught_up = links
             .iter()
@@ -135,6 +165,7 @@ fn fetch_once(
     topic: &str,
     shared: &Shared,
     stats: &SharedStats,
+    inflater: &mut Inflater,
 ) -> Result<(), BenchError> {
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
@@ -160,6 +191,7 @@ fn fetch_once(
                     })
                     .collect(),
             )]);
+    let sent_at = Instant::now();
     let (response, received_at) = link
         .connection
         .call_timed(&request, link.version, "waiting for a Fetch response")?;
@@ -174,6 +206,7 @@ fn fetch_once(
     let mut latencies_ns: Vec<u64> = Vec::new();
     let mut foreign_records = 0u64;
     let mut compressed_batches = 0u64;
+    let mut batch_bytes = 0u64;
     for topic_response in &response.responses {
         for data in &topic_response.partitions {
             BenchError::check_code(
@@ -206,20 +239,22 @@ fn fetch_once(
                     position.next_offset = batch.next_offset();
                     continue;
                 }
-                if batch.is_compressed() {
+                let batch_error = |error| BenchError::Protocol {
+                    address: address.clone(),
+                    detail: format!(
+                        "{topic}/{} batch at offset {}: {error}",
+                        data.partition_index, batch.base_offset
+                    ),
+                };
+                if batch.compression().map_err(batch_error)? != Compression::None {
                     compressed_batches += 1;
-                    consumed.add(u64::try_from(batch.record_count).unwrap_or(0), 0);
-                    position.next_offset = batch.next_offset();
-                    continue;
                 }
-                for record in batch.records() {
-                    let record = record.map_err(|error| BenchError::Protocol {
-                        address: address.clone(),
-                        detail: format!(
-                            "{topic}/{} batch at offset {}: {error}",
-                            data.partition_index, batch.base_offset
-                        ),
-                    })?;
+                batch_bytes += u64::try_from(batch.bytes.len()).unwrap_or(0);
+                let records = batch
+                    .records(&mut inflater.decompressor, &mut inflater.scratch)
+                    .map_err(batch_error)?;
+                for record in records {
+                    let record = record.map_err(batch_error)?;
                     if batch.base_offset.saturating_add(record.offset_delta) < position.next_offset {
                         continue;
                     }
@@ -245,9 +280,16 @@ fn fetch_once(
     stats.consumed.add(consumed.messages, consumed.bytes);
     if clock.window.contains(received_at) {
         stats.consumed_in_window.add(consumed.messages, consumed.bytes);
+        if consumed.messages > 0 {
+            stats.fetch.record_since(sent_at, received_at);
+        }
+    }
+    if consumed.messages == 0 {
+        stats.empty_fetches += 1;
     }
     stats.foreign_records += foreign_records;
     stats.compressed_batches += compressed_batches;
+    stats.batch_bytes_fetched += batch_bytes;
     stats.fetch_requests += 1;
     drop(stats);
     shared.consumed_messages.fetch_add(consumed.messages, Ordering::Relaxed);

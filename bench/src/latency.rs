@@ -135,11 +135,6 @@ impl Window {
     pub fn contains(&self, instant: Instant) -> bool {
         instant >= self.start && instant < self.end
     }
-
-    /// Length of the window.
-    pub fn length(&self) -> Duration {
-        self.end.saturating_duration_since(self.start)
-    }
 }
 
 #[cfg(test)]
@@ -188,7 +183,6 @@ mod tests {
         assert!(!window.contains(start));
         assert!(window.contains(start + Duration::from_secs(1)));
         assert!(!window.contains(start + Duration::from_secs(3)));
-        assert_eq!(window.length(), Duration::from_secs(2));
     }
 
     /// A single-server broker that takes `service` per message and is frozen during `stall`.

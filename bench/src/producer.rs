@@ -16,6 +16,10 @@
 //!
 //! With `--acks 0` the broker sends no response: a message's publish latency ends when its request
 //! has been written to the socket, and there is no reader thread.
+//!
+//! A batch is compressed (`--compression`) when it is sent, in this thread: the codec's time is part
+//! of `send_delay` and of the publish latency, as it is in any client. With `--prefill` the same
+//! loop fills the topic: rate 0, a message count instead of a time window.
 
 use std::{
     collections::BTreeMap,
@@ -40,8 +44,11 @@ use crate::{
     batch::{BatchBuilder, ValueHeader},
     cli::{Acks, MessageSize},
     cluster::PartitionLeader,
+    compression::{Compression, Compressor},
     error::BenchError,
-    partitioner::{partition_for_key, SplitMix64},
+    keys::{KeySpace, SpreadCounts},
+    partitioner::SplitMix64,
+    payload::{Filler, Payload},
     run::{lock, sleep_until, Shared, SharedStats},
     schedule::{Due, Pacer, RateSchedule},
     wire::{decode_response, encode_request, Connection, FrameReader, FrameWriter, REQUEST_TIMEOUT},
@@ -78,11 +85,17 @@ pub struct ProducerPlan {
     pub linger: Duration,
     /// `--message-size`.
     pub message_size: MessageSize,
-    /// `--keys` (0: no keys).
-    pub keys: u64,
+    /// `--compression`.
+    pub compression: Compression,
+    /// `--payload`.
+    pub payload: Payload,
+    /// The keys and how they are drawn (`--keys`, `--key-distribution`); `None`: no keys.
+    pub keys: Option<Arc<KeySpace>>,
     /// `--rate` (0: unlimited).
     pub rate: u64,
-    /// Seed for sizes and keys.
+    /// Messages this producer sends in all (`--prefill`); `None`: as many as the schedule holds.
+    pub message_limit: Option<u64>,
+    /// Seed for sizes, keys and payload.
     pub seed: u64,
 }
 
@@ -169,6 +182,7 @@ pub fn run_producer(plan: ProducerPlan, shared: Arc<Shared>) {
     let result = Producer::connect(plan, Arc::clone(&shared)).and_then(|mut producer| {
         let outcome = producer.run();
         producer.close();
+        shared.add_spread(&producer.spread);
         outcome
     });
     if let Err(error) = result {
@@ -186,8 +200,9 @@ struct Producer {
     link_of_partition: Vec<usize>,
     open: Vec<Option<OpenBatch>>,
     topic_name: TopicName,
-    keys: Vec<(Vec<u8>, usize)>,
-    filler: Vec<u8>,
+    filler: Filler,
+    compressor: Compressor,
+    spread: SpreadCounts,
     random: SplitMix64,
     round_robin: usize,
     frame: BytesMut,
@@ -243,21 +258,17 @@ impl Producer {
             });
         }
         let partition_count = plan.partitions.len();
-        let keys = (0..plan.keys)
-            .map(|key| {
-                let bytes = format!("key-{key}").into_bytes();
-                let partition = partition_for_key(&bytes, partition_count);
-                (bytes, partition)
-            })
-            .collect();
+        let compressor = Compressor::new(plan.compression)
+            .map_err(|e| BenchError::Internal(format!("starting the {} compressor: {e}", plan.compression)))?;
         Ok(Producer {
             stats,
             links,
             link_of_partition,
             open: (0..partition_count).map(|_| None).collect(),
             topic_name: TopicName(StrBytes::from_string(plan.topic.clone())),
-            keys,
-            filler: vec![b'x'; plan.message_size.max().saturating_sub(ValueHeader::BYTES)],
+            filler: Filler::new(plan.payload, plan.message_size.max().saturating_sub(ValueHeader::BYTES)),
+            compressor,
+            spread: SpreadCounts::new(plan.keys.as_ref().map_or(0, |keys| keys.len()), partition_count),
             random: SplitMix64::new(plan.seed),
             round_robin: usize::try_from(plan.index).unwrap_or(0),
             frame: BytesMut::new(),
@@ -270,7 +281,10 @@ impl Producer {
     fn run(&mut self) -> Result<(), BenchError> {
         let clock = self.shared.clock;
         let schedule = RateSchedule::new(clock.start, self.plan.rate, self.plan.producers, self.plan.index);
-        let mut pacer = Pacer::new(schedule, clock.window.end);
+        let mut pacer = match self.plan.message_limit {
+            Some(limit) => Pacer::with_limit(schedule, clock.window.end, limit),
+            None => Pacer::new(schedule, clock.window.end),
+        };
         sleep_until(clock.start);
         loop {
             if self.shared.is_stopped() {
@@ -315,16 +329,20 @@ impl Producer {
     /// Appends one message to its partition's batch, sending batches that are full.
     fn append(&mut self, due: Due) -> Result<(), BenchError> {
         let partition_count = self.open.len();
-        let (key_index, partition) = if self.keys.is_empty() {
-            self.round_robin = (self.round_robin + 1) % partition_count.max(1);
-            (None, self.round_robin)
-        } else {
-            let index = usize::try_from(self.random.below(self.keys.len() as u64)).unwrap_or(0);
-            (Some(index), self.keys.get(index).map_or(0, |(_, partition)| *partition))
+        let (key_index, partition) = match &self.plan.keys {
+            None => {
+                self.round_robin = (self.round_robin + 1) % partition_count.max(1);
+                (None, self.round_robin)
+            }
+            Some(keys) => {
+                let index = keys.pick(&mut self.random);
+                (Some(index), keys.partition(index))
+            }
         };
+        self.spread.count(key_index, partition);
         let key_len = key_index
-            .and_then(|index| self.keys.get(index))
-            .map(|(key, _)| key.len());
+            .zip(self.plan.keys.as_ref())
+            .map(|(index, keys)| keys.name(index).len());
         let value_len = self.plan.message_size.sample(self.random.next_u64());
         let intended_unix_ns = self.shared.clock.anchor.unix_ns(due.intended);
         let timestamp_ms = i64::try_from(intended_unix_ns / 1_000_000).unwrap_or(i64::MAX);
@@ -347,12 +365,11 @@ impl Producer {
             )));
         };
         let key = key_index
-            .and_then(|index| self.keys.get(index))
-            .map(|(key, _)| key.as_slice());
+            .zip(self.plan.keys.as_deref())
+            .map(|(index, keys)| keys.name(index));
         let filler = self
             .filler
-            .get(..value_len.saturating_sub(ValueHeader::BYTES))
-            .unwrap_or_default();
+            .next(value_len.saturating_sub(ValueHeader::BYTES), &mut self.random);
         let batch = slot.get_or_insert_with(|| OpenBatch {
             builder: BatchBuilder::new(timestamp_ms, batch_bytes.min(1 << 20)),
             opened_at: Instant::now(),
@@ -408,6 +425,8 @@ impl Producer {
             return Err(BenchError::Internal(format!("link {link_index} out of range")));
         };
         let mut partition_data = Vec::new();
+        let mut batch_bytes_uncompressed = 0u64;
+        let mut batch_bytes_sent = 0u64;
         let mut in_flight = InFlight {
             correlation_id: 0,
             version: link.version,
@@ -425,10 +444,17 @@ impl Producer {
             in_flight.partitions.push((id, batch.intended.len()));
             in_flight.payload_bytes += batch.payload_bytes;
             in_flight.intended.extend_from_slice(&batch.intended);
+            batch_bytes_uncompressed += u64::try_from(batch.builder.encoded_bytes()).unwrap_or(0);
+            let codec = self.compressor.codec();
+            let records = batch
+                .builder
+                .finish(&mut self.compressor)
+                .map_err(|e| BenchError::Internal(format!("compressing a batch with {codec}: {e}")))?;
+            batch_bytes_sent += u64::try_from(records.len()).unwrap_or(0);
             partition_data.push(
                 PartitionProduceData::default()
                     .with_index(id)
-                    .with_records(Some(Bytes::from(batch.builder.finish()))),
+                    .with_records(Some(Bytes::from(records))),
             );
         }
         if partition_data.is_empty() {
@@ -476,6 +502,8 @@ impl Producer {
         let mut stats = lock(&self.stats);
         stats.produce_requests += 1;
         stats.sent.add(message_count, payload_bytes);
+        stats.batch_bytes_uncompressed += batch_bytes_uncompressed;
+        stats.batch_bytes_sent += batch_bytes_sent;
         for &time in intended.iter().filter(|&&time| window.contains(time)) {
             stats.send_delay.record_since(time, written);
         }

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use crate::{error::BenchError, latency::LatencyHistogram, latency::Window};
+use crate::{error::BenchError, keys::SpreadCounts, latency::LatencyHistogram, latency::Window};
 
 /// How long producers keep sending a backlog (messages meant for the window that are still unsent)
 /// after the window ends. A broker that cannot catch up within it has fallen far behind `--rate`;
@@ -128,6 +128,9 @@ pub struct Stats {
     pub send_delay: LatencyHistogram,
     /// Intended send → consumed, for messages intended inside the window.
     pub end_to_end: LatencyHistogram,
+    /// Fetch request written → its response read, for responses that carried records and arrived
+    /// inside the window (empty long polls wait up to `max_wait_ms` by design and are left out).
+    pub fetch: LatencyHistogram,
     /// Messages written to the socket, all of the run.
     pub sent: Volume,
     /// Messages acknowledged, all of the run.
@@ -136,6 +139,10 @@ pub struct Stats {
     pub acknowledged_in_window: Volume,
     /// Produce requests sent.
     pub produce_requests: u64,
+    /// Bytes the sent batches would have had uncompressed (header included), all of the run.
+    pub batch_bytes_uncompressed: u64,
+    /// Bytes of the sent batches as sent, all of the run.
+    pub batch_bytes_sent: u64,
     /// Messages meant for the run never sent (the producer could not catch up before the drain cap).
     pub not_sent: u64,
     /// Messages sent but not acknowledged by the drain cap.
@@ -146,10 +153,18 @@ pub struct Stats {
     pub consumed_in_window: Volume,
     /// Consumed records without the bench's send-time header (another writer's).
     pub foreign_records: u64,
-    /// Consumed batches that were compressed (counted, not read).
+    /// Consumed batches that were compressed (decompressed and read).
     pub compressed_batches: u64,
+    /// Bytes of the batches consumers read, as fetched (compressed if they were).
+    pub batch_bytes_fetched: u64,
     /// Fetch requests sent.
     pub fetch_requests: u64,
+    /// Fetch responses without records (a long poll that found nothing new).
+    pub empty_fetches: u64,
+    /// Consumers that read every partition up to its target (`--prefill`), and when the last did.
+    pub consumers_caught_up: u64,
+    /// When the last of them caught up.
+    pub caught_up_at: Option<Instant>,
 }
 
 impl Stats {
@@ -158,17 +173,24 @@ impl Stats {
         self.publish.add(&other.publish);
         self.send_delay.add(&other.send_delay);
         self.end_to_end.add(&other.end_to_end);
+        self.fetch.add(&other.fetch);
         self.sent.merge(&other.sent);
         self.acknowledged.merge(&other.acknowledged);
         self.acknowledged_in_window.merge(&other.acknowledged_in_window);
         self.produce_requests += other.produce_requests;
+        self.batch_bytes_uncompressed += other.batch_bytes_uncompressed;
+        self.batch_bytes_sent += other.batch_bytes_sent;
         self.not_sent += other.not_sent;
         self.unacknowledged += other.unacknowledged;
         self.consumed.merge(&other.consumed);
         self.consumed_in_window.merge(&other.consumed_in_window);
         self.foreign_records += other.foreign_records;
         self.compressed_batches += other.compressed_batches;
+        self.batch_bytes_fetched += other.batch_bytes_fetched;
         self.fetch_requests += other.fetch_requests;
+        self.empty_fetches += other.empty_fetches;
+        self.consumers_caught_up += other.consumers_caught_up;
+        self.caught_up_at = self.caught_up_at.max(other.caught_up_at);
     }
 }
 
@@ -199,6 +221,8 @@ pub struct Shared {
     /// Payload bytes consumed so far (progress line).
     pub consumed_bytes: AtomicU64,
     stats: Mutex<Vec<SharedStats>>,
+    /// Messages per key and partition, added by each producer when it finishes.
+    spread: Mutex<SpreadCounts>,
 }
 
 impl Shared {
@@ -215,6 +239,7 @@ impl Shared {
             consumed_messages: AtomicU64::new(0),
             consumed_bytes: AtomicU64::new(0),
             stats: Mutex::new(Vec::new()),
+            spread: Mutex::new(SpreadCounts::default()),
         }
     }
 
@@ -232,6 +257,16 @@ impl Shared {
             merged.merge(&lock(stats));
         }
         merged
+    }
+
+    /// Adds a finished producer's key and partition counts.
+    pub fn add_spread(&self, counts: &SpreadCounts) {
+        lock(&self.spread).merge(counts);
+    }
+
+    /// Every finished producer's key and partition counts, added up.
+    pub fn spread(&self) -> SpreadCounts {
+        lock(&self.spread).clone()
     }
 
     /// Records the first failure and tells every worker to stop.

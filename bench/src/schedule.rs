@@ -78,6 +78,8 @@ pub struct Pacer {
     next_index: u64,
     /// Messages intended at or after this instant are not part of the run.
     end: Instant,
+    /// At most this many messages (`--prefill`), if set.
+    limit: Option<u64>,
 }
 
 impl Pacer {
@@ -87,7 +89,20 @@ impl Pacer {
             schedule,
             next_index: 0,
             end,
+            limit: None,
         }
+    }
+
+    /// A pacer that also stops after `limit` messages (filling a topic with a count).
+    pub fn with_limit(schedule: RateSchedule, end: Instant, limit: u64) -> Pacer {
+        Pacer {
+            limit: Some(limit),
+            ..Pacer::new(schedule, end)
+        }
+    }
+
+    fn limit_reached(&self) -> bool {
+        self.limit.is_some_and(|limit| self.next_index >= limit)
     }
 
     /// The next message if it is due at `now` (its intended time is not in the future), else `None`.
@@ -95,6 +110,9 @@ impl Pacer {
     /// An overdue message is returned at once, with its original intended time: this is the
     /// catch-up after a stall.
     pub fn poll_due(&mut self, now: Instant) -> Option<Due> {
+        if self.limit_reached() {
+            return None;
+        }
         let intended = match self.schedule.intended(self.next_index) {
             Some(intended) => intended,
             None => now, // unlimited: created now, meant for now
@@ -112,6 +130,9 @@ impl Pacer {
 
     /// When the next message becomes due (`None` if the schedule is over or unlimited).
     pub fn next_intended(&self) -> Option<Instant> {
+        if self.limit_reached() {
+            return None;
+        }
         self.schedule
             .intended(self.next_index)
             .filter(|intended| *intended < self.end)
@@ -119,16 +140,20 @@ impl Pacer {
 
     /// Whether every message of the schedule has been handed out (for unlimited, whether `now` is past the end).
     pub fn is_finished(&self, now: Instant) -> bool {
+        if self.limit_reached() {
+            return true;
+        }
         match self.schedule.intended(self.next_index) {
             Some(intended) => intended >= self.end,
             None => now >= self.end,
         }
     }
 
-    /// Messages of the schedule not handed out (0 when unlimited).
+    /// Messages of the schedule not handed out (when unlimited: 0, or what is left of the limit).
     pub fn remaining(&self) -> u64 {
+        let left_of_limit = self.limit.map(|limit| limit.saturating_sub(self.next_index));
         if self.schedule.is_unlimited() {
-            return 0;
+            return left_of_limit.unwrap_or(0);
         }
         // Bounded search: the count of indexes whose intended time is before `end`.
         let span = self.end.saturating_duration_since(self.schedule.start).as_nanos();
@@ -139,7 +164,8 @@ impl Pacer {
         } else {
             0
         };
-        u64::try_from(mine).unwrap_or(u64::MAX).saturating_sub(self.next_index)
+        let left_of_schedule = u64::try_from(mine).unwrap_or(u64::MAX).saturating_sub(self.next_index);
+        left_of_limit.map_or(left_of_schedule, |left| left.min(left_of_schedule))
     }
 }
 
@@ -270,5 +296,23 @@ mod tests {
         assert!(!pacer.is_finished(now));
         assert!(pacer.is_finished(end));
         assert_eq!(pacer.poll_due(end), None);
+    }
+
+    #[test]
+    fn a_limit_ends_the_schedule_early() {
+        let start = Instant::now();
+        let end = start + Duration::from_secs(60);
+        let mut pacer = Pacer::with_limit(RateSchedule::new(start, 0, 1, 0), end, 3);
+        assert_eq!(pacer.remaining(), 3);
+        assert!(!pacer.is_finished(start));
+        let handed: Vec<_> = std::iter::from_fn(|| pacer.poll_due(start)).collect();
+        assert_eq!(handed.len(), 3);
+        assert!(pacer.is_finished(start), "finished by count, long before the end");
+        assert_eq!(pacer.remaining(), 0);
+        // With a rate, the limit and the schedule both bound what is left.
+        let paced = Pacer::with_limit(RateSchedule::new(start, 1000, 1, 0), start + 10 * MS, 4);
+        assert_eq!(paced.remaining(), 4);
+        let paced = Pacer::with_limit(RateSchedule::new(start, 1000, 1, 0), start + 2 * MS, 4);
+        assert_eq!(paced.remaining(), 2);
     }
 }

@@ -7,6 +7,10 @@
 //! before running tests, so the nested build does not deadlock). `SHARDLINE_ENGINE_BIN` overrides
 //! the path. `cargo test --workspace` builds the engine binary itself, so there it is always
 //! current; with `-p shardline-bench` alone an existing binary is used as it is.
+//!
+//! What the bench writes is also read back by a real client, librdkafka (the `rdkafka` crate):
+//! every codec's batches, and the partition of every key against librdkafka's own murmur2
+//! partitioner.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,19 +19,30 @@
 )]
 
 use std::{
+    collections::BTreeMap,
     io::Read,
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use rdkafka::{
+    config::ClientConfig,
+    consumer::{BaseConsumer, Consumer},
+    message::Message,
+    producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext},
+    ClientContext, Offset, TopicPartitionList,
+};
 use serde_json::Value;
 
 /// How long a started engine may take to accept connections.
 const ENGINE_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound for one bench run in these tests (a 3 s run plus setup and drain).
 const BENCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Upper bound for librdkafka reading a topic back, or delivering a few messages.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn engine_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("SHARDLINE_ENGINE_BIN") {
@@ -58,6 +73,19 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The first of two consecutive free ports: the engine runs one shard per
+/// CPU (two here) and shard k listens on --listen's port + k.
+fn free_port_pair() -> u16 {
+    (0..100)
+        .find_map(|_| {
+            let port = free_port();
+            TcpListener::bind(("127.0.0.1", port.checked_add(1)?))
+                .ok()
+                .map(|_| port)
+        })
+        .expect("two consecutive free ports")
+}
+
 /// An engine process on a free port with a temporary data directory; killed on drop.
 struct Engine {
     addr: SocketAddr,
@@ -69,11 +97,19 @@ struct Engine {
 impl Engine {
     fn start() -> Engine {
         let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port_pair()).parse().unwrap();
         let log_path = dir.path().join("engine.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(engine_binary())
-            .args(["--listen", &addr.to_string(), "--fsync", "never", "--data-dir"])
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--shards",
+                "2",
+                "--fsync",
+                "never",
+                "--data-dir",
+            ])
             .arg(dir.path().join("data"))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
@@ -120,6 +156,17 @@ struct BenchRun {
     stdout: String,
     stderr: String,
     took: Duration,
+}
+
+/// Fails the test, with everything the bench printed, unless `run` succeeded.
+fn assert_succeeded(run: &BenchRun, what: &str) {
+    assert!(
+        run.status.success(),
+        "{what}: bench failed ({}):\n{}\n{}",
+        run.status,
+        run.stdout,
+        run.stderr
+    );
 }
 
 /// Runs the bench binary, killing it if it outlives `BENCH_TIMEOUT`.
@@ -199,13 +246,7 @@ fn end_to_end_run_against_the_engine_writes_a_complete_json() {
         "--fsync",
         "never",
     ]);
-    assert!(
-        run.status.success(),
-        "bench failed ({}):\n{}\n{}",
-        run.status,
-        run.stdout,
-        run.stderr
-    );
+    assert_succeeded(&run, "end to end");
     assert!(
         run.stdout.contains("publish") && run.stdout.contains("end-to-end"),
         "{}",
@@ -252,9 +293,26 @@ fn end_to_end_run_against_the_engine_writes_a_complete_json() {
         "/produce/messages_not_sent",
         "/consume/messages_per_s",
         "/consume/mb_per_s",
+        "/consume/batch_bytes_fetched",
+        "/consume/compressed_batches",
+        "/produce/batch_bytes_sent",
+        "/produce/compression_ratio",
+        "/latency_ms/fetch/p99_ms",
+        "/flags/payload",
+        "/flags/key_distribution",
+        "/flags/prefill",
     ] {
         field(&json, pointer);
     }
+    assert_eq!(field(&json, "/schema"), 2);
+    assert_eq!(field(&json, "/keys"), &Value::Null, "no keys, no spread");
+    assert_eq!(field(&json, "/prefill"), &Value::Null);
+    assert_eq!(
+        field(&json, "/produce/compression_ratio"),
+        1.0,
+        "none: batches sent as built"
+    );
+    assert_eq!(field(&json, "/consume/compressed_batches"), 0);
     assert_eq!(field(&json, "/broker/version"), "it-test");
     assert_eq!(field(&json, "/broker/shards"), 2);
     assert_eq!(field(&json, "/broker/fsync"), "never");
@@ -340,4 +398,250 @@ fn nothing_listening_fails_fast_with_a_clear_message() {
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     assert!(run.took < Duration::from_secs(10), "took {:?}", run.took);
     assert!(run.stdout.is_empty(), "no table on failure: {}", run.stdout);
+}
+
+/// The records librdkafka reads from every partition of `topic` from the start, until `expected`
+/// arrived: (partition, key, value).
+fn read_with_librdkafka(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    expected: usize,
+) -> Vec<(i32, Option<Vec<u8>>, Vec<u8>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        // librdkafka wants a group id even for assign(); nothing is joined or committed.
+        .set("group.id", "bench-read-back")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let deadline = Instant::now() + CLIENT_TIMEOUT;
+    let mut records = Vec::with_capacity(expected);
+    while records.len() < expected {
+        assert!(
+            Instant::now() < deadline,
+            "librdkafka read {} of {expected} records of {topic}",
+            records.len()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => records.push((
+                message.partition(),
+                message.key().map(<[u8]>::to_vec),
+                message.payload().unwrap_or_default().to_vec(),
+            )),
+            // A retried connection is an event, not a failure; missing records fail at the deadline.
+            Some(Err(error)) => eprintln!("librdkafka consumer event: {error}"),
+            None => {}
+        }
+    }
+    records
+}
+
+/// One delivery report: the key and the partition librdkafka chose, or why delivery failed.
+type Delivery = Result<(Vec<u8>, i32), String>;
+
+/// Collects every delivery report.
+#[derive(Clone, Default)]
+struct PartitionsChosen(Arc<Mutex<Vec<Delivery>>>);
+
+impl ClientContext for PartitionsChosen {}
+
+impl ProducerContext for PartitionsChosen {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let report = match result {
+            Ok(message) => Ok((message.key().unwrap_or_default().to_vec(), message.partition())),
+            Err((error, _)) => Err(error.to_string()),
+        };
+        self.0.lock().unwrap().push(report);
+    }
+}
+
+/// The partition librdkafka's `murmur2_random` partitioner (the Java client's default for keyed
+/// messages) picks for each key, found by producing each key once to `topic`.
+fn librdkafka_murmur2_partitions(brokers: &str, topic: &str, keys: &[Vec<u8>]) -> BTreeMap<Vec<u8>, i32> {
+    let chosen = PartitionsChosen::default();
+    let producer: BaseProducer<PartitionsChosen> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("partitioner", "murmur2_random")
+        .set("message.timeout.ms", "20000")
+        .create_with_context(chosen.clone())
+        .unwrap();
+    for key in keys {
+        producer
+            .send(BaseRecord::to(topic).key(key).payload("murmur2 check"))
+            .map_err(|(error, _)| error)
+            .unwrap();
+    }
+    producer.flush(CLIENT_TIMEOUT).unwrap();
+    let reports = chosen.0.lock().unwrap().clone();
+    assert_eq!(reports.len(), keys.len());
+    reports.into_iter().map(Result::unwrap).collect()
+}
+
+/// Every codec, with keys drawn from a Zipf distribution and text values: the engine accepts the
+/// batches, the bench's own consumer decompresses and counts every record, librdkafka reads the
+/// same records back, and every key sits on the partition librdkafka's murmur2 partitioner picks.
+#[test]
+fn every_codec_and_zipf_keys_are_accepted_and_read_back_by_librdkafka() {
+    let engine = Engine::start();
+    let brokers = engine.addr.to_string();
+    let out = tempfile::tempdir().unwrap();
+    let mut placements: BTreeMap<Vec<u8>, i32> = BTreeMap::new();
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("codec-{codec}");
+        let json_path = out.path().join(format!("{codec}.json"));
+        let run = bench(&[
+            "--brokers",
+            &brokers,
+            "--topic",
+            &topic,
+            "--partitions",
+            "3",
+            "--rate",
+            "2000",
+            "--consumers",
+            "1",
+            "--warmup",
+            "0.5s",
+            "--duration",
+            "1s",
+            "--compression",
+            codec,
+            "--payload",
+            "text",
+            "--message-size",
+            "200..600",
+            "--keys",
+            "50",
+            "--key-distribution",
+            "zipf:1.1",
+            "--quiet",
+            "--json",
+            json_path.to_str().unwrap(),
+        ]);
+        assert_succeeded(&run, codec);
+        assert!(run.stdout.contains(&format!("compression {codec}:")), "{}", run.stdout);
+        assert!(run.stdout.contains("keys (zipf:1.1)"), "{}", run.stdout);
+        let json: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+        // 1.5 s at 2000 msg/s: 3000 messages, 2000 of them in the 1 s window.
+        assert_eq!(field(&json, "/produce/messages_acknowledged"), 3000, "{codec}");
+        assert_eq!(
+            field(&json, "/consume/messages_consumed"),
+            3000,
+            "{codec}: every record read"
+        );
+        assert_eq!(field(&json, "/latency_ms/end_to_end/count"), 2000, "{codec}");
+        assert_eq!(field(&json, "/consume/foreign_records"), 0, "{codec}");
+        let compressed = field(&json, "/consume/compressed_batches").as_u64().unwrap();
+        assert!(compressed > 0, "{codec}: the consumer decompressed batches");
+        let ratio = field(&json, "/produce/compression_ratio").as_f64().unwrap();
+        assert!(ratio > 1.2, "{codec}: text compresses, ratio {ratio}");
+        assert_eq!(field(&json, "/flags/compression"), codec);
+        // The key spread: 50 keys, key-0 the hottest (≈ 23 % of draws at s = 1.1), all counted.
+        assert_eq!(field(&json, "/keys/count"), 50);
+        assert_eq!(field(&json, "/keys/distribution"), "zipf:1.1");
+        assert_eq!(field(&json, "/keys/messages"), 3000);
+        assert_eq!(field(&json, "/keys/hottest/0/key"), "key-0", "{codec}");
+        let top_share = field(&json, "/keys/hottest/0/share").as_f64().unwrap();
+        assert!((0.15..0.32).contains(&top_share), "{codec}: key-0 share {top_share}");
+        let per_partition: u64 = field(&json, "/keys/partitions")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["messages"].as_u64().unwrap())
+            .sum();
+        assert_eq!(per_partition, 3000);
+        assert!(field(&json, "/keys/partition_max_over_mean").as_f64().unwrap() >= 1.0);
+
+        // librdkafka reads the same records: bench values, keyed, one partition per key.
+        let records = read_with_librdkafka(&brokers, &topic, 3, 3000);
+        for (partition, key, value) in records {
+            assert!(value.starts_with(b"SLBENCH1"), "{codec}: a bench value");
+            assert!(value.len() >= 200 && value.len() <= 600, "{codec}: {} B", value.len());
+            let key = key.expect("every record has a key");
+            assert!(key.starts_with(b"key-"), "{codec}");
+            let first = *placements.entry(key.clone()).or_insert(partition);
+            assert_eq!(first, partition, "{codec}: one partition per key");
+        }
+    }
+    // The same keys through librdkafka's murmur2 partitioner land where the bench put them.
+    let keys: Vec<Vec<u8>> = placements.keys().cloned().collect();
+    assert!(keys.len() > 10, "most of the 50 keys were drawn: {}", keys.len());
+    let chosen = librdkafka_murmur2_partitions(&brokers, "codec-gzip", &keys);
+    assert_eq!(chosen, placements, "bench and librdkafka partition keys alike");
+    assert!(
+        placements.values().collect::<std::collections::BTreeSet<_>>().len() > 1,
+        "keys spread over partitions"
+    );
+}
+
+/// `--prefill`: the fill is written untimed, then the consumer's read of it is measured and ends
+/// when everything is read, well before `--duration`.
+#[test]
+fn prefill_measures_reading_the_fill_back() {
+    let engine = Engine::start();
+    let brokers = engine.addr.to_string();
+    let out = tempfile::tempdir().unwrap();
+    let json_path = out.path().join("prefill.json");
+    let run = bench(&[
+        "--brokers",
+        &brokers,
+        "--topic",
+        "prefill-it",
+        "--partitions",
+        "2",
+        "--prefill",
+        "20000",
+        "--consumers",
+        "1",
+        "--compression",
+        "lz4",
+        "--message-size",
+        "256",
+        "--warmup",
+        "0s",
+        "--duration",
+        "30s",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    assert_succeeded(&run, "prefill");
+    assert!(run.stderr.contains("filling"), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("prefill (not timed): 20000 messages"),
+        "{}",
+        run.stdout
+    );
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(field(&json, "/workload"), "consume-prefilled");
+    assert_eq!(field(&json, "/produce"), &Value::Null, "producers only filled");
+    assert_eq!(field(&json, "/prefill/messages"), 20000);
+    assert_eq!(field(&json, "/prefill/messages_to_consume"), 20000);
+    assert!(field(&json, "/prefill/compression_ratio").as_f64().unwrap() > 2.0);
+    assert_eq!(field(&json, "/consume/messages_consumed"), 20000);
+    assert_eq!(field(&json, "/consume/messages_consumed_in_window"), 20000);
+    assert_eq!(field(&json, "/consume/caught_up"), true);
+    assert!(field(&json, "/consume/compressed_batches").as_u64().unwrap() > 0);
+    let measured = field(&json, "/window/measured_s").as_f64().unwrap();
+    assert!(
+        measured > 0.0 && measured < 30.0,
+        "ends when the fill is read: {measured} s"
+    );
+    let rate = field(&json, "/consume/messages_per_s").as_f64().unwrap();
+    assert!(
+        (rate * measured - 20000.0).abs() < 1.0,
+        "throughput is the fill over the measured time: {rate} msg/s × {measured} s"
+    );
+    assert!(field(&json, "/latency_ms/fetch/count").as_u64().unwrap() > 0);
+    assert!(field(&json, "/latency_ms/fetch/p50_ms").as_f64().unwrap() > 0.0);
+    assert_eq!(field(&json, "/latency_ms/end_to_end"), &Value::Null);
 }
