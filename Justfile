@@ -64,6 +64,11 @@ perf-hop:
 perf-peers:
     bash perf/scripts/peers.sh
 
+# The loopback floor by hand: `just floor-probe serve --listen 127.0.0.1:19999` and, pinned elsewhere,
+# `just floor-probe load --connect 127.0.0.1:19999 --rate 5000`.
+floor-probe *ARGS:
+    cargo run --release -p shardline-perf --bin floor-probe -- {{ARGS}}
+
 # Install Tansu 0.6.0 with its memory (dynostore) and SQLite (libsql) stores into perf/out/peers (~25 min).
 perf-install-peers:
     cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --force --root perf/out/peers --target-dir perf/out/tansu-target
