@@ -64,6 +64,21 @@ perf-hop:
 perf-peers:
     bash perf/scripts/peers.sh
 
+# Per core: broker confined to CPU 0, bench on CPU 1; CPU µs per message, latency at 1k/5k/20k/max,
+# the loopback floor (floor-probe) and the disk's fdatasync in the same run; 2 shards vs 1 on one core.
+perf-percore:
+    bash perf/scripts/percore.sh
+
+# What users see: librdkafka (confluent-kafka) open loop at 5k and 1k msg/s against unpinned engines
+# (--shards 1, default, --shard-listeners shared) and Tansu-memory, interleaved, medians.
+perf-users:
+    bash perf/scripts/users.sh
+
+# The loopback floor by hand: `just floor-probe serve --listen 127.0.0.1:19999` and, pinned elsewhere,
+# `just floor-probe load --connect 127.0.0.1:19999 --rate 5000`.
+floor-probe *ARGS:
+    cargo run --release -p shardline-perf --bin floor-probe -- {{ARGS}}
+
 # Install Tansu 0.6.0 with its memory (dynostore) and SQLite (libsql) stores into perf/out/peers (~25 min).
 perf-install-peers:
     cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --force --root perf/out/peers --target-dir perf/out/tansu-target

@@ -9,7 +9,7 @@ root="$(cd "$here/../.." && pwd)"
 bash "$here/shards.sh"
 export PERF_SKIP_BUILD=1
 # peers before curve: it installs Tansu if it is missing, and the curve then includes it.
-for scenario in sizes fsync idle hop peers curve; do
+for scenario in sizes fsync idle hop peers curve percore users; do
     bash "$here/$scenario.sh"
 done
 if [[ "${PERF_RECORD:-0}" == 1 ]]; then

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # perf-hop: what a cross-shard hop costs. Two engines run side by side (2 shards, fsync never,
-# debug logging of accepted connections): A parks at once when idle, B spins 50 us first
-# (--spin-before-park-us 50). Each holds a 1-partition topic, which lives on one shard. Short
+# --shard-listeners shared, debug logging of accepted connections): A parks at once when idle, B
+# spins 50 us first (--spin-before-park-us 50). Shared listeners (one port for both shards) keep the
+# kernel choosing the shard per connection; with the default (a port per shard, d571fd5) a client
+# always reaches the partition's own shard and there is no hop to measure. Each holds a 1-partition topic, which lives on one shard. Short
 # open-loop runs (1 producer, 1 KiB, PERF_HOP_RATE msg/s, default 5000; linger 0, so each message
 # is its own request) alternate between A and B; each run opens a new producer connection, and the
 # kernel's SO_REUSEPORT hash gives it to either shard. The run is "local" when the shard that
@@ -24,7 +26,8 @@ ENGINE_RUST_LOG="info,shardline_engine=debug"
 declare -A PID PORT SPIN=([A]=0 [B]=50)
 if perf_measuring; then
     for engine in A B; do
-        engine_start "engine-$engine" --shards 2 --cpus 0-1 --fsync never --spin-before-park-us "${SPIN[$engine]}"
+        engine_start "engine-$engine" --shards 2 --cpus 0-1 --fsync never --shard-listeners shared \
+            --spin-before-park-us "${SPIN[$engine]}"
         PID[$engine]="$BROKER_PID"
         PORT[$engine]="$BROKER_PORT"
     done
@@ -84,7 +87,7 @@ fi
 
 perf_summary_head "Cross-shard hop: publish latency, local vs remote partition" "just perf-hop (perf/scripts/hop.sh)"
 {
-    echo "Workload: \`${FLAGS[*]}\` (${PERF_WARMUP} s warm-up + ${PERF_DURATION} s per run); engines \`--shards 2 --cpus 0-1 --fsync never --spin-before-park-us 0|50\`, run alternately."
+    echo "Workload: \`${FLAGS[*]}\` (${PERF_WARMUP} s warm-up + ${PERF_DURATION} s per run); engines \`--shards 2 --cpus 0-1 --fsync never --shard-listeners shared --spin-before-park-us 0|50\`, run alternately."
     echo
     echo "| run | spin us | kind | accepting shard | partition shard | msg/s | p50 ms | p90 ms | p99 ms | p99.9 ms | bench CPU | engine CPU |"
     echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"

@@ -12,14 +12,10 @@ read -ra SHARD_COUNTS <<<"${PERF_IDLE_SHARDS:-2 1}"
 TOPICS="${PERF_IDLE_TOPICS:-10}"
 PER_TOPIC="${PERF_IDLE_PER_TOPIC:-100}"
 WAIT_S="${PERF_IDLE_WAIT_S:-10}"
-PYTHON="$PERF_ROOT/.venv/bin/python"
 
 perf_build
-if ! "$PYTHON" -c "import kafka" 2>/dev/null; then
-    perf_log "installing kafka-python into .venv"
-    python3 -m venv "$PERF_ROOT/.venv"
-    "$PERF_ROOT/.venv/bin/pip" install -q --disable-pip-version-check kafka-python==3.0.12
-fi
+perf_ensure_python
+PYTHON="$PERF_PYTHON"
 perf_scenario idle
 
 # memory_of PID: the /proc/PID/status memory lines as a JSON object of KiB values, plus threads and fds.

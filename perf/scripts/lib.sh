@@ -10,7 +10,12 @@
 #   - stops every process it started (by PID) when it ends, also on error/^C.
 #
 # Knobs (environment): PERF_DURATION (s, default 10), PERF_WARMUP (s, default 2),
-# PERF_QUIET_WAIT_MAX (s, default 600), PERF_SKIP_BUILD=1, PERF_SKIP_QUIET=1.
+# PERF_QUIET_WAIT_MAX (s, default 600), PERF_SKIP_BUILD=1, PERF_SKIP_QUIET=1, PERF_TANSU_BIN (a Tansu
+# binary installed elsewhere, e.g. by another checkout's perf-install-peers).
+#
+# Confinement: a script that sets BROKER_CPUS (e.g. 0) gets every broker it starts confined to those
+# CPUs (`taskset -c` at exec, then `taskset -a -p` over all its threads); LOAD_CPUS (e.g. 1) does the
+# same for the load tools run_load starts. Unset: nothing is confined.
 
 set -euo pipefail
 
@@ -22,8 +27,11 @@ PERF_BIN_DIR="${PERF_BIN_DIR:-$PERF_ROOT/target/release}"
 ENGINE_BIN="$PERF_BIN_DIR/engine"
 BENCH_BIN="$PERF_BIN_DIR/bench"
 PLOT_BIN="$PERF_ROOT/target/release/perf-plot"
-TANSU_ROOT="$PERF_OUT_ROOT/peers"
-TANSU_BIN="$TANSU_ROOT/bin/tansu"
+FLOOR_BIN="$PERF_ROOT/target/release/floor-probe"
+# PERF_TANSU_BIN: use a Tansu installed elsewhere (its install root, two levels up, holds the
+# tansu-features marker); never installed into. Default: this checkout's perf/out/peers.
+TANSU_BIN="${PERF_TANSU_BIN:-$PERF_OUT_ROOT/peers/bin/tansu}"
+TANSU_ROOT="$(dirname "$(dirname "$TANSU_BIN")")"
 TANSU_VERSION="0.6.0"
 # Tansu's storage engines are cargo features, and its default build has none that works without a
 # server: `dynostore` brings the memory store (memory://), `libsql` the SQLite file store (sqlite://).
@@ -79,16 +87,34 @@ perf_build() {
 # Tansu 0.6.0 with TANSU_FEATURES into perf/out/peers (about 25 min on 2 cores, once). A binary
 # installed without those features (no marker file naming them) is reinstalled.
 perf_ensure_tansu() {
-    if ! perf_measuring; then return; fi
-    if [[ -x "$TANSU_BIN" && "$(cat "$TANSU_ROOT/tansu-features" 2>/dev/null)" == "$TANSU_FEATURES" ]]; then return; fi
+    if ! perf_measuring || perf_have_tansu; then return; fi
+    if [[ -n "${PERF_TANSU_BIN:-}" ]]; then
+        perf_log "PERF_TANSU_BIN=$PERF_TANSU_BIN is not a Tansu install with $TANSU_FEATURES; not installing over it"
+        return 1
+    fi
     perf_log "installing tansu $TANSU_VERSION ($TANSU_FEATURES) into $TANSU_ROOT (slow: ~25 min on 2 cores)"
     (cd "$PERF_ROOT" && cargo install tansu --version "$TANSU_VERSION" --locked --features "$TANSU_FEATURES" --force \
         --root perf/out/peers --target-dir perf/out/tansu-target)
     echo "$TANSU_FEATURES" >"$TANSU_ROOT/tansu-features"
 }
 
+# perf_have_tansu: is a usable Tansu there? With PERF_TANSU_BIN, an executable is enough (whoever
+# set it vouches for its features); otherwise the install must carry the tansu-features marker.
 perf_have_tansu() {
+    if [[ -n "${PERF_TANSU_BIN:-}" ]]; then [[ -x "$TANSU_BIN" ]]; return; fi
     [[ -x "$TANSU_BIN" && "$(cat "$TANSU_ROOT/tansu-features" 2>/dev/null)" == "$TANSU_FEATURES" ]]
+}
+
+# PERF_PYTHON: the interpreter of the project's .venv, with the real Kafka clients the engine's tests
+# use (engine/tests/python/requirements.txt: kafka-python, confluent-kafka); perf_ensure_python
+# creates the venv as scripts/test-all does when they are missing. Set PERF_PYTHON to use another.
+PERF_PYTHON="${PERF_PYTHON:-$PERF_ROOT/.venv/bin/python}"
+perf_ensure_python() {
+    if ! perf_measuring || "$PERF_PYTHON" -c "import kafka, confluent_kafka" 2>/dev/null; then return; fi
+    perf_log "installing the Python Kafka clients (engine/tests/python/requirements.txt) into .venv"
+    python3 -m venv "$PERF_ROOT/.venv"
+    PERF_PYTHON="$PERF_ROOT/.venv/bin/python"
+    "$PERF_PYTHON" -m pip install -q --disable-pip-version-check -r "$PERF_ROOT/engine/tests/python/requirements.txt"
 }
 
 # Is a compiler running? rustc, cc1 (C), clippy-driver (cargo clippy runs no rustc process).
@@ -171,16 +197,58 @@ perf_recompute_cpu() {
     done < <(find "$OUT" -name '*.cpu.tsv' | sort)
 }
 
-# A free TCP port on 127.0.0.1.
+# perf_free_port [COUNT]: the first of COUNT consecutive TCP ports (default 1) that no socket on this
+# machine uses (any state: the engine binds its shard ports before it listens on them), from 20000 up
+# to the start of the kernel's ephemeral range, so no client connection takes one in the meantime.
+# Gives up after 1000 tries.
 perf_free_port() {
-    local port
-    while :; do
-        port=$((20000 + RANDOM % 20000))
-        if ! ss -Htln "sport = :$port" | grep -q .; then
+    local count="${1:-1}" ephemeral_low port i free attempt
+    read -r ephemeral_low _ </proc/sys/net/ipv4/ip_local_port_range
+    if ((ephemeral_low - 20000 <= count)); then ephemeral_low=40000; fi
+    for ((attempt = 0; attempt < 1000; attempt++)); do
+        port=$((20000 + RANDOM % (ephemeral_low - 20000 - count)))
+        free=1
+        for ((i = 0; i < count; i++)); do
+            if ss -Htan "sport = :$((port + i))" | grep -q .; then
+                free=0
+                break
+            fi
+        done
+        if ((free == 1)); then
             echo "$port"
             return
         fi
     done
+    perf_log "no run of $count free ports found"
+    return 1
+}
+
+# perf_cpu_list_count LIST: how many CPUs a list such as 0-3 or 0,2,5-6 names.
+perf_cpu_list_count() {
+    local count=0 part parts
+    IFS=, read -ra parts <<<"$1"
+    for part in "${parts[@]}"; do
+        if [[ "$part" == *-* ]]; then count=$((count + ${part#*-} - ${part%-*} + 1)); else count=$((count + 1)); fi
+    done
+    echo "$count"
+}
+
+# perf_engine_ports ENGINE_FLAGS...: "SHARDS LISTENING" for an engine started with these flags: the
+# shards it runs (--shards N, else the CPUs of --cpus, else one per online CPU; engine/src/config.rs),
+# and how many Kafka ports it listens on (one per shard, or 1 with --shard-listeners shared).
+perf_engine_ports() {
+    local shards="" cpus="" listeners=own
+    while (($# > 0)); do
+        case "$1" in
+            --shards) shards="${2:-}" ;;
+            --cpus) cpus="${2:-}" ;;
+            --shard-listeners) listeners="${2:-}" ;;
+        esac
+        shift
+    done
+    if [[ -z "$shards" && -n "$cpus" ]]; then shards="$(perf_cpu_list_count "$cpus")"; fi
+    shards="${shards:-$CORES}"
+    if [[ "$listeners" == shared ]]; then echo "$shards 1"; else echo "$shards $shards"; fi
 }
 
 # perf_wait_listening PORT PID SECONDS: 0 once something listens on PORT, 1 if PID died or time ran out.
@@ -244,25 +312,59 @@ perf_data_dir() {
     echo "$dir"
 }
 
-# engine_start TAG ENGINE_FLAGS...: starts the engine on a free port with a fresh
-# --data-dir $OUT/data-TAG, log in $OUT/TAG.engine.log. Sets BROKER_PID, BROKER_PORT,
-# BROKER_DATA. The flags must not contain --listen or --data-dir.
-engine_start() {
-    local tag="$1"
-    shift
-    perf_settle
-    BROKER_PORT="$(perf_free_port)"
-    BROKER_DATA="$(perf_data_dir "$tag")"
-    RUST_LOG="${ENGINE_RUST_LOG:-info}" "$ENGINE_BIN" --listen "127.0.0.1:$BROKER_PORT" \
-        --data-dir "$BROKER_DATA" "$@" >"$OUT/$tag.engine.log" 2>&1 &
+# broker_launch TAG LOG PORT LISTENING COMMAND...: runs COMMAND in the background as the broker
+# (BROKER_PID), output in LOG; under `taskset -c $BROKER_CPUS` when BROKER_CPUS is set. Waits (20 s at
+# most) until something listens on each of the LISTENING ports from PORT on, then confines every
+# thread (perf_confine TAG). Returns 1, showing the log's tail, if it does not come up.
+broker_launch() {
+    local tag="$1" log="$2" port="$3" listening="$4" i
+    shift 4
+    if [[ -n "${BROKER_CPUS:-}" ]]; then set -- taskset -c "$BROKER_CPUS" "$@"; fi
+    "$@" >"$log" 2>&1 &
     BROKER_PID=$!
     PERF_PIDS+=("$BROKER_PID")
-    if ! perf_wait_listening "$BROKER_PORT" "$BROKER_PID" 20; then
-        perf_log "engine ($tag) did not start; its log:"
-        tail -20 "$OUT/$tag.engine.log" >&2
-        return 1
-    fi
-    # The listener is up; let the metadata group elect itself before the bench asks for topics.
+    for ((i = 0; i < listening; i++)); do
+        if ! perf_wait_listening "$((port + i))" "$BROKER_PID" 20; then
+            perf_log "$tag: broker did not start (nothing listens on port $((port + i))); ${log##*/}:"
+            tail -20 "$log" >&2
+            return 1
+        fi
+    done
+    perf_confine "$tag"
+}
+
+# perf_confine TAG: with BROKER_CPUS set, `taskset -a -p -c $BROKER_CPUS` over every thread of the
+# broker (threads started after exec inherit the exec's affinity, but a thread that set its own is
+# moved back here), then lists each thread's allowed CPUs in $OUT/TAG.affinity.txt and warns about
+# any thread not confined (e.g. io_uring workers, which refuse affinity changes). Call it again after
+# a run to catch threads started during the load. Without BROKER_CPUS it does nothing.
+perf_confine() {
+    local tag="$1" file="$OUT/$1.affinity.txt" task allowed loose=0
+    if [[ -z "${BROKER_CPUS:-}" ]] || ! kill -0 "$BROKER_PID" 2>/dev/null; then return 0; fi
+    taskset -a -p -c "$BROKER_CPUS" "$BROKER_PID" >/dev/null 2>&1 || true
+    echo "# $(date -u +%H:%M:%S) broker $BROKER_PID, wanted CPUs $BROKER_CPUS: thread, name, allowed CPUs" >>"$file"
+    for task in /proc/"$BROKER_PID"/task/*; do
+        allowed="$(awk '/^Cpus_allowed_list:/ { print $2 }' "$task/status" 2>/dev/null)" || continue
+        printf '%s\t%s\t%s\n' "${task##*/}" "$(cat "$task/comm" 2>/dev/null)" "$allowed" >>"$file"
+        if [[ -n "$allowed" && "$allowed" != "$BROKER_CPUS" ]]; then loose=$((loose + 1)); fi
+    done
+    if ((loose > 0)); then perf_log "WARNING: $tag: $loose thread(s) not confined to CPU $BROKER_CPUS (see $file)"; fi
+}
+
+# engine_start TAG ENGINE_FLAGS...: starts the engine on a run of free ports (one per shard: shard k
+# listens on BROKER_PORT + k) with a fresh --data-dir $OUT/data-TAG, log in $OUT/TAG.engine.log.
+# Sets BROKER_PID, BROKER_PORT, BROKER_DATA. The flags must not contain --listen or --data-dir.
+engine_start() {
+    local tag="$1" shards listening
+    shift
+    perf_settle
+    read -r shards listening < <(perf_engine_ports "$@")
+    BROKER_PORT="$(perf_free_port "$shards")"
+    BROKER_DATA="$(perf_data_dir "$tag")"
+    broker_launch "$tag" "$OUT/$tag.engine.log" "$BROKER_PORT" "$listening" \
+        env RUST_LOG="${ENGINE_RUST_LOG:-info}" "$ENGINE_BIN" --listen "127.0.0.1:$BROKER_PORT" \
+        --data-dir "$BROKER_DATA" "$@" || return 1
+    # The listeners are up; let the metadata group elect itself before the bench asks for topics.
     sleep 1
 }
 
@@ -285,18 +387,31 @@ tansu_start() {
             return 1
             ;;
     esac
-    (cd "$BROKER_DATA" && exec "$TANSU_BIN" broker \
+    broker_launch "$tag" "$OUT/$tag.tansu.log" "$BROKER_PORT" 1 \
+        env -C "$BROKER_DATA" "$TANSU_BIN" broker \
         --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
         --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
-        --storage-engine "$storage") >"$OUT/$tag.tansu.log" 2>&1 &
-    BROKER_PID=$!
-    PERF_PIDS+=("$BROKER_PID")
-    if ! perf_wait_listening "$BROKER_PORT" "$BROKER_PID" 20; then
-        perf_log "tansu ($tag) did not start; its log:"
-        tail -20 "$OUT/$tag.tansu.log" >&2
-        return 1
-    fi
+        --storage-engine "$storage" || return 1
     sleep 1
+}
+
+# floor_start TAG: the loopback floor's server (`floor-probe serve`, 1 KiB requests, 16 B replies,
+# one blocking thread) on a free port, as the broker (BROKER_PID, BROKER_PORT; confined like one),
+# log in $OUT/TAG.floor.log. run_floor measures against it.
+floor_start() {
+    local tag="$1"
+    BROKER_PORT="$(perf_free_port)"
+    BROKER_DATA=""
+    broker_launch "$tag" "$OUT/$tag.floor.log" "$BROKER_PORT" 1 \
+        "$FLOOR_BIN" serve --listen "127.0.0.1:$BROKER_PORT" --request-bytes 1024 || return 1
+}
+
+# run_floor NAME RATE: `floor-probe load` at RATE requests/s against the floor_start server, with the
+# bench's warm-up and duration; result and CPU samples as run_bench writes them.
+run_floor() {
+    local name="$1" rate="$2"
+    run_load "$name" "$FLOOR_BIN" load --connect "127.0.0.1:$BROKER_PORT" --rate "$rate" --request-bytes 1024 \
+        --warmup-s "$PERF_WARMUP" --duration-s "$PERF_DURATION" --json "$OUT/$name.json"
 }
 
 # broker_stop: SIGTERM the broker started last, SIGKILL after 10 s; waits for its port to close.
@@ -336,19 +451,32 @@ perf_machine_ticks() {
 
 # run_bench NAME BENCH_FLAGS...: bench against 127.0.0.1:$BROKER_PORT, JSON in $OUT/NAME.json,
 # stdout/stderr in $OUT/NAME.txt, CPU samples in $OUT/NAME.cpu.tsv and the CPU shares over the
-# measured window in $OUT/NAME.cpu.json. NAME may hold one directory level (series/point).
-# RUN_BENCH_HOOK, if set, is called as HOOK NAME BENCH_PID ELAPSED_MS PHASE with every sample.
-# Returns bench's exit code.
+# measured window in $OUT/NAME.cpu.json (see run_load). NAME may hold one directory level
+# (series/point). Returns bench's exit code.
 run_bench() {
+    local name="$1"
+    shift
+    # No --quiet: the progress line (one a second on stderr) tells the sampler the phase.
+    run_load "$name" "$BENCH_BIN" --brokers "127.0.0.1:$BROKER_PORT" --warmup "${PERF_WARMUP}s" \
+        --duration "${PERF_DURATION}s" --json "$OUT/$name.json" "$@"
+}
+
+# run_load NAME COMMAND...: runs a load tool that prints bench's progress lines ("[   3.0s] measuring
+# | ...") and writes the bench JSON fields the harness reads to $OUT/NAME.json (bench, floor-probe,
+# librdkafka_latency.py), under `taskset -c $LOAD_CPUS` when LOAD_CPUS is set; its stdout/stderr go to
+# $OUT/NAME.txt. While it runs, samples its CPU time and the broker's (BROKER_PID) into
+# $OUT/NAME.cpu.tsv; the shares over the measured window go to $OUT/NAME.cpu.json ("bench" there is
+# the load tool). RUN_BENCH_HOOK, if set, is called as HOOK NAME LOAD_PID ELAPSED_MS PHASE with every
+# sample. Returns the tool's exit code.
+run_load() {
     local name="$1"
     shift
     local json="$OUT/$name.json" started bench_pid t ticks_bench ticks_broker phase last status=0 compiler=0
     mkdir -p "$(dirname "$json")"
     rm -f "$json"
+    if [[ -n "${LOAD_CPUS:-}" ]]; then set -- taskset -c "$LOAD_CPUS" "$@"; fi
     started="$(date +%s%N)"
-    # No --quiet: the progress line (one a second on stderr) tells the sampler the phase.
-    "$BENCH_BIN" --brokers "127.0.0.1:$BROKER_PORT" --warmup "${PERF_WARMUP}s" --duration "${PERF_DURATION}s" \
-        --json "$json" "$@" >"$OUT/$name.txt" 2>&1 &
+    "$@" >"$OUT/$name.txt" 2>&1 &
     bench_pid=$!
     PERF_PIDS+=("$bench_pid")
     printf 't_ms\tphase\tbench_ticks\tbroker_ticks\tmachine_busy_ticks\tmachine_total_ticks\tdirty_writeback_kib\n' \
@@ -380,11 +508,11 @@ run_bench() {
     PERF_PIDS=("${remaining[@]+"${remaining[@]}"}")
     perf_cpu_window "$name" "$compiler"
     if ((compiler == 1)); then
-        perf_log "WARNING: a compiler ran during bench $name: its figures are suspect"
+        perf_log "WARNING: a compiler ran during run $name: its figures are suspect"
         PERF_QUIET=no
     fi
     if ((status != 0)); then
-        perf_log "bench $name exited $status: $(tail -n 2 "$OUT/$name.txt" | tr '\n' ' ')"
+        perf_log "run $name exited $status: $(tail -n 2 "$OUT/$name.txt" | tr '\n' ' ')"
     fi
     return "$status"
 }
@@ -505,20 +633,42 @@ perf_json_field() {
     if [[ -s "$OUT/$1.json" ]]; then jq -r "$2" "$OUT/$1.json"; fi
 }
 
+# jq definitions the summaries share: `median` of an array (nulls left out; null when empty);
+# `r(D)`, a number rounded to D decimals as text ("-" for null); on a perf_runs entry,
+# `cpu_us_per_msg`, the broker's CPU time per acknowledged message in µs (its CPU seconds per second
+# over the measured window ÷ msg/s), and `p($k)`, publish latency field $k (p99_ms ...).
+PERF_JQ_DEFS='
+def median: map(select(. != null)) | sort | if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+def r($d): if . == null then "-" else (. * pow(10; $d) | round) / pow(10; $d) | tostring end;
+def cpu_us_per_msg: if (.cpu.window_s // 0) == 0 or (.run.produce.messages_per_s // 0) == 0 then null else .cpu.broker_cpu_s / .cpu.window_s / .run.produce.messages_per_s * 1e6 end;
+def p($k): .run.latency_ms.publish[$k];
+'
+
 # perf_median DIR JQ_PATH: median of JQ_PATH over the bench results (*.json, not *.cpu.json) in DIR.
 perf_median() {
     find "$1" -maxdepth 1 -name '*.json' ! -name '*.cpu.json' -print0 | xargs -0 -r cat |
-        jq -s "[.[] | $2 | select(. != null)] | sort |
-            if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
-            else (.[length / 2 - 1] + .[length / 2]) / 2 end"
+        jq -s "$PERF_JQ_DEFS [.[] | $2] | median"
 }
 
 # perf_median_cpu DIR FIELD: median of FIELD (bench_share, broker_share) over DIR's *.cpu.json files.
 perf_median_cpu() {
-    find "$1" -maxdepth 1 -name '*.cpu.json' -print0 | xargs -0 -r cat |
-        jq -s "[.[] | .$2 | select(. != null)] | sort |
-            if length == 0 then null elif length % 2 == 1 then .[length / 2 | floor]
-            else (.[length / 2 - 1] + .[length / 2]) / 2 end"
+    find "$1" -maxdepth 1 -name '*.cpu.json' -print0 | xargs -0 -r cat | jq -s "$PERF_JQ_DEFS [.[] | .$2] | median"
+}
+
+# perf_runs DIR: every run under DIR (data directories left out) as one JSON array sorted by name,
+# each {name: its path under DIR without .json, run: its result JSON, cpu: its .cpu.json or null}.
+perf_runs() {
+    local dir="$1" json name
+    find "$dir" -path "$dir/data-*" -prune -o -name '*.json' ! -name '*.cpu.json' -print | sort |
+        while IFS= read -r json; do
+            name="${json#"$dir/"}"
+            name="${name%.json}"
+            if [[ -s "$dir/$name.cpu.json" ]]; then
+                jq -c --arg name "$name" --slurpfile cpu "$dir/$name.cpu.json" '{name: $name, run: ., cpu: $cpu[0]}' "$json"
+            else
+                jq -c --arg name "$name" '{name: $name, run: ., cpu: null}' "$json"
+            fi
+        done | jq -s .
 }
 
 # perf_round X DIGITS: X rounded to DIGITS decimals ("-" for null).
@@ -541,11 +691,57 @@ perf_batch_checkpoint() {
     fi
 }
 
+# perf_rotate ROUND RUN_FN: one round of an interleaved comparison: for each rate of the array RATES,
+# every system of the array SYSTEMS once, as RUN_FN SYSTEM RATE ROUND after a perf_batch_checkpoint.
+# The systems' order turns by one with each rate (PERF_TURN carries over between rounds), so no
+# system always runs first, or always after the same other.
+PERF_TURN=0
+perf_rotate() {
+    local round="$1" run_fn="$2" rate i count=${#SYSTEMS[@]}
+    for rate in "${RATES[@]}"; do
+        for ((i = 0; i < count; i++)); do
+            perf_batch_checkpoint
+            "$run_fn" "${SYSTEMS[$(((i + PERF_TURN) % count))]}" "$rate" "$round"
+        done
+        PERF_TURN=$((PERF_TURN + 1))
+    done
+}
+
+# perf_skip_missing_tansu: without a usable Tansu (perf_have_tansu), drops `tansu` from the array
+# SYSTEMS and adds a line saying so to the array NOTES (for the summary). Scripts that install Tansu
+# call perf_ensure_tansu instead.
+perf_skip_missing_tansu() {
+    local system remaining=()
+    if ! perf_measuring || [[ " ${SYSTEMS[*]} " != *" tansu "* ]] || perf_have_tansu; then return 0; fi
+    NOTES+=("Tansu skipped: no usable binary at \`$TANSU_BIN\` (\`just perf-install-peers\`, or PERF_TANSU_BIN).")
+    perf_log "tansu skipped: no usable binary at $TANSU_BIN"
+    for system in "${SYSTEMS[@]}"; do if [[ "$system" != tansu ]]; then remaining+=("$system"); fi; done
+    SYSTEMS=("${remaining[@]+"${remaining[@]}"}")
+}
+
+# perf_failed NAME [REASON]: notes in $OUT/failed.txt that run NAME gave no result (REASON, or the
+# last line of its output), so the summary can say so; the scenario goes on.
+perf_failed() {
+    echo "$1: ${2:-$(tail -n 1 "$OUT/$1.txt" 2>/dev/null)}" >>"$OUT/failed.txt"
+}
+
+# perf_summary_notes: the lines of the array NOTES, then the runs perf_failed noted, as markdown.
+perf_summary_notes() {
+    local note
+    for note in "${NOTES[@]+"${NOTES[@]}"}"; do printf '\n%s\n' "$note"; done
+    if [[ -s "$OUT/failed.txt" ]]; then
+        printf '\nRuns that failed (not in the tables):\n\n'
+        sed 's/^/- /' "$OUT/failed.txt"
+    fi
+}
+
 # The systems the peer scenarios compare. series_start SERIES TAG starts one (fresh data, free
 # port); SERIES_BENCH_FLAGS then holds the bench's stamping flags for it.
 #   shardline-never   engine --shards 2 --cpus 0-1 --fsync never
 #   shardline-always  engine --shards 2 --cpus 0-1 --fsync always
 #   shardline-never-tmpfs  the first, its data directory on /dev/shm (no disk writeback below it)
+#   shardline-S-MODE  engine --shards S --cpus C --fsync MODE, C = BROKER_CPUS when set (every shard
+#                     on those CPUs), else 0-(S-1)
 #   tansu             Tansu 0.6.0, memory store (no disk at all)
 #   tansu-sqlite      Tansu 0.6.0, SQLite file store (WAL, synchronous=normal)
 series_start() {
@@ -553,23 +749,29 @@ series_start() {
     case "$series" in
         shardline-never | shardline-always)
             local fsync="${series#shardline-}"
-            engine_start "$tag" --shards 2 --cpus 0-1 --fsync "$fsync"
+            engine_start "$tag" --shards 2 --cpus 0-1 --fsync "$fsync" || return 1
             SERIES_BENCH_FLAGS=(--broker-version "shardline $(perf_shardline_version)" --shards 2 --fsync "$fsync")
+            ;;
+        shardline-[0-9]*-never | shardline-[0-9]*-always)
+            local rest="${series#shardline-}"
+            local shards="${rest%%-*}" fsync="${rest#*-}"
+            engine_start "$tag" --shards "$shards" --cpus "${BROKER_CPUS:-0-$((shards - 1))}" --fsync "$fsync" || return 1
+            SERIES_BENCH_FLAGS=(--broker-version "shardline $(perf_shardline_version)" --shards "$shards" --fsync "$fsync")
             ;;
         shardline-never-tmpfs)
             local data_root="${PERF_DATA_ROOT:-}"
             PERF_DATA_ROOT="$(perf_media_root tmpfs)"
-            engine_start "$tag" --shards 2 --cpus 0-1 --fsync never
+            engine_start "$tag" --shards 2 --cpus 0-1 --fsync never || { PERF_DATA_ROOT="$data_root"; return 1; }
             PERF_DATA_ROOT="$data_root"
             SERIES_BENCH_FLAGS=(--broker-version "shardline $(perf_shardline_version), data on tmpfs" --shards 2
                 --fsync never)
             ;;
         tansu)
-            tansu_start "$tag" memory
+            tansu_start "$tag" memory || return 1
             SERIES_BENCH_FLAGS=(--broker-version "tansu $TANSU_VERSION (memory store)" --fsync "none (memory store)")
             ;;
         tansu-sqlite)
-            tansu_start "$tag" sqlite
+            tansu_start "$tag" sqlite || return 1
             SERIES_BENCH_FLAGS=(--broker-version "tansu $TANSU_VERSION (sqlite store)"
                 --fsync "sqlite WAL, synchronous=normal")
             ;;
@@ -590,6 +792,10 @@ series_title() {
         shardline-never) echo "Shardline, fsync never" ;;
         shardline-always) echo "Shardline, fsync always" ;;
         shardline-never-tmpfs) echo "Shardline, fsync never, data on tmpfs" ;;
+        shardline-[0-9]*-*)
+            local rest="${1#shardline-}"
+            echo "Shardline, ${rest%%-*} shard(s), fsync ${rest#*-}"
+            ;;
         tansu) echo "Tansu $TANSU_VERSION, memory store" ;;
         tansu-sqlite) echo "Tansu $TANSU_VERSION, SQLite store" ;;
         *) echo "$1" ;;

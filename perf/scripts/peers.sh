@@ -19,24 +19,19 @@ perf_scenario peer-compare
 
 rate_name() { if (($1 == 0)); then echo max; else echo "r$1"; fi; }
 
+# peers_run SYSTEM RATE ROUND: one run on a fresh broker (perf_rotate's step).
+peers_run() {
+    local system="$1" rate="$2" round="$3"
+    perf_log "round $round: $system at $(rate_name "$rate")"
+    series_start "$system" "$system-$(rate_name "$rate")-r$round"
+    run_bench "$system/$(rate_name "$rate")-round-$round" --message-size 1024 "${LATENCY_FLAGS[@]}" --rate "$rate" \
+        "${SERIES_BENCH_FLAGS[@]}" || true
+    broker_stop
+}
+
 if perf_measuring; then
     perf_batch_begin
-    turn=0
-    for ((round = 1; round <= ROUNDS; round++)); do
-        for rate in "${RATES[@]}"; do
-            count=${#SYSTEMS[@]}
-            for ((i = 0; i < count; i++)); do
-                system="${SYSTEMS[$(((i + turn) % count))]}"
-                perf_batch_checkpoint
-                perf_log "round $round: $system at $(rate_name "$rate")"
-                series_start "$system" "$system-$(rate_name "$rate")-r$round"
-                run_bench "$system/$(rate_name "$rate")-round-$round" --message-size 1024 "${LATENCY_FLAGS[@]}" --rate "$rate" \
-                    "${SERIES_BENCH_FLAGS[@]}" || true
-                broker_stop
-            done
-            turn=$((turn + 1))
-        done
-    done
+    for ((round = 1; round <= ROUNDS; round++)); do perf_rotate "$round" peers_run; done
     perf_batch_end
 fi
 

@@ -27,14 +27,18 @@ impl Machine {
     pub(crate) fn probe(dir: &Path) -> Machine {
         let unknown = || "unknown".to_string();
         let read = |path: &str| std::fs::read_to_string(path).map(|s| s.trim().to_string()).ok();
-        let cpu_model = read("/proc/cpuinfo")
-            .and_then(|info| {
-                info.lines()
-                    .find(|line| line.starts_with("model name"))
-                    .and_then(|line| line.split_once(':'))
-                    .map(|(_, model)| model.trim().to_string())
-            })
-            .unwrap_or_else(unknown);
+        let cpuinfo = read("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find(|line| line.starts_with("model name"))
+            .and_then(|line| line.split_once(':'))
+            .map_or_else(unknown, |(_, model)| model.trim().to_string());
+        // The machine's CPUs, not the ones this process may use: under `taskset` (the perf harness
+        // pins its tools) available_parallelism counts only the allowed CPUs.
+        let cores = match cpuinfo.lines().filter(|line| line.starts_with("processor")).count() {
+            0 => std::thread::available_parallelism().map_or(0, |n| n.get()),
+            counted => counted,
+        };
         let mount = read("/proc/mounts").and_then(|mounts| mount_of(&mounts, dir));
         let (device, filesystem, mount_point, mount_options) =
             mount.unwrap_or_else(|| (unknown(), unknown(), unknown(), unknown()));
@@ -43,7 +47,7 @@ impl Machine {
             hostname: read("/proc/sys/kernel/hostname").unwrap_or_else(unknown),
             kernel: read("/proc/sys/kernel/osrelease").unwrap_or_else(unknown),
             cpu_model,
-            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cores,
             device,
             filesystem,
             mount_point,
