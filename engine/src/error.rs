@@ -56,6 +56,14 @@ pub enum EngineError {
         /// The topic's `min.insync.replicas`.
         min_isr: usize,
     },
+    /// acks=all: the batch was appended and reached the high watermark, but
+    /// the in-sync replicas had shrunk below `min.insync.replicas` by then.
+    NotEnoughReplicasAfterAppend {
+        /// In-sync replicas then.
+        isr: usize,
+        /// The topic's `min.insync.replicas`.
+        min_isr: usize,
+    },
     /// acks=all: the in-sync replicas did not all copy the batch within the
     /// request's timeout (it is stored on the leader and may still replicate).
     ReplicationTimedOut,
@@ -146,6 +154,10 @@ impl fmt::Display for EngineError {
             EngineError::NotEnoughReplicas { isr, min_isr } => {
                 write!(f, "{isr} in-sync replicas, min.insync.replicas is {min_isr}")
             }
+            EngineError::NotEnoughReplicasAfterAppend { isr, min_isr } => write!(
+                f,
+                "appended, but the in-sync replicas shrank to {isr}, below min.insync.replicas {min_isr}"
+            ),
             EngineError::ReplicationTimedOut => write!(f, "in-sync replicas did not copy the batch in time"),
             EngineError::FencedLeaderEpoch => write!(f, "request names an older leader epoch"),
             EngineError::UnknownLeaderEpoch => write!(f, "request names a leader epoch this broker does not know"),
@@ -228,6 +240,7 @@ pub fn kafka_code(error: &EngineError) -> i16 {
         // Kafka refuses client writes to internal topics with INVALID_TOPIC_EXCEPTION.
         EngineError::InternalTopic(_) => ResponseError::InvalidTopicException,
         EngineError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        EngineError::NotEnoughReplicasAfterAppend { .. } => ResponseError::NotEnoughReplicasAfterAppend,
         EngineError::ReplicationTimedOut => ResponseError::RequestTimedOut,
         EngineError::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
         EngineError::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
@@ -295,6 +308,10 @@ mod tests {
         assert_eq!(kafka_code(&EngineError::NotLeader), 6, "NOT_LEADER_OR_FOLLOWER");
         assert_eq!(kafka_code(&EngineError::ReplicationTimedOut), 7, "REQUEST_TIMED_OUT");
         assert_eq!(kafka_code(&EngineError::NotEnoughReplicas { isr: 1, min_isr: 2 }), 19);
+        assert_eq!(
+            kafka_code(&EngineError::NotEnoughReplicasAfterAppend { isr: 1, min_isr: 2 }),
+            20
+        );
         assert_eq!(kafka_code(&EngineError::LeaderNotAvailable), 5);
         assert_eq!(kafka_code(&EngineError::FencedLeaderEpoch), 74);
         assert_eq!(kafka_code(&EngineError::UnknownLeaderEpoch), 75);

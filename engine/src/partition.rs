@@ -423,8 +423,11 @@ impl Partition {
             if state.role != Role::Leader {
                 return;
             }
-            let log_end = self.log.log_end();
-            let mut lowest = log_end;
+            // The leader's own copy counts up to what readers may see: under
+            // fsync always, only what is fsynced (a consumer never reads a
+            // batch a crash could take away).
+            let own_end = self.log.visible_end();
+            let mut lowest = own_end;
             for member in &state.isr {
                 if *member == self.node_id {
                     continue;
@@ -432,12 +435,15 @@ impl Partition {
                 let end = state.followers.get(member).map_or(state.high_watermark, |p| p.log_end);
                 lowest = lowest.min(end);
             }
-            if lowest > state.high_watermark {
+            let advanced = lowest > state.high_watermark;
+            if advanced {
                 state.high_watermark = lowest;
-                true
-            } else {
-                false
             }
+            assert!(
+                state.high_watermark <= self.log.log_end(),
+                "the high watermark never passes the log end"
+            );
+            advanced
         };
         if advanced {
             self.wake_hw_waiters(false);
@@ -509,6 +515,15 @@ impl Partition {
                 return Err(EngineError::NotLeader);
             }
             if self.high_watermark() >= end {
+                // Kafka's rule: the batch is committed, but if the ISR shrank
+                // below min.insync.replicas while it waited (the high
+                // watermark may have moved *because* the ISR shrank), the
+                // producer is told it has fewer copies than it asked for.
+                let isr = self.replica.borrow().isr.len();
+                let min_isr = self.settings.min_insync_replicas;
+                if isr < min_isr {
+                    return Err(EngineError::NotEnoughReplicasAfterAppend { isr, min_isr });
+                }
                 return Ok(());
             }
             let now = Instant::now();

@@ -242,3 +242,28 @@ fn python_clients_use_a_replicated_topic_and_a_group() {
     cluster.wait_ready(WAIT);
     run_python_script("cluster_clients.py", &cluster.bootstrap());
 }
+
+/// Kafka's rule for an acks=all batch the ISR shrank under: the batch is
+/// stored and committed, but the producer learns it has fewer copies than
+/// `min.insync.replicas` (NOT_ENOUGH_REPLICAS_AFTER_APPEND), never success.
+#[test]
+fn acks_all_answers_not_enough_replicas_after_append_when_the_isr_shrinks_while_waiting() {
+    const TOPIC: &str = "shrinking";
+    let mut cluster = Cluster::start(&flags("1500"));
+    cluster.wait_ready(WAIT);
+    let bootstrap = cluster.bootstrap();
+    create_topic(&bootstrap, TOPIC, "3");
+    cluster.wait_full_isr(TOPIC, 1, WAIT);
+    let producer = producer(&bootstrap, "all");
+    assert_eq!(send(&producer, TOPIC, "three-copies"), Ok(()));
+
+    // A follower stops (SIGSTOP): the next batch waits for it until it is
+    // fenced and leaves the ISR, which lets the high watermark pass with
+    // only two copies.
+    let leader = cluster.partition_leader(TOPIC, 0);
+    let follower = cluster.node_ids().into_iter().find(|n| *n != leader).unwrap();
+    cluster.pause(follower, true);
+    let answer = send(&producer, TOPIC, "two-copies");
+    cluster.pause(follower, false);
+    assert_eq!(answer, Err(RDKafkaErrorCode::NotEnoughReplicasAfterAppend));
+}

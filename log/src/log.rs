@@ -608,6 +608,20 @@ impl Log {
         self.inner.borrow().durable_end
     }
 
+    /// Offset below which batches may be shown to readers: with
+    /// `Durability::Always`, what is fsynced (a reader never sees a batch
+    /// that a crash could still take away, nor one whose fdatasync failed);
+    /// otherwise everything written.
+    pub fn visible_end(&self) -> Offset {
+        let inner = self.inner.borrow();
+        let end = match inner.config.durability {
+            Durability::Always => inner.durable_end,
+            Durability::Interval { .. } | Durability::Never => inner.log_end,
+        };
+        assert!(end <= inner.log_end, "nothing past the log end is visible");
+        end
+    }
+
     /// The newest leader epoch among the stored batches (-1 for batches
     /// written without one); `None` for a log without batches.
     pub fn latest_epoch(&self) -> Option<i32> {

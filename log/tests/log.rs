@@ -820,3 +820,64 @@ fn retention_clamps_the_epoch_covering_the_new_log_start() {
         assert_eq!(epochs(&log), expected, "the rebuild agrees");
     });
 }
+
+#[test]
+fn under_fsync_always_nothing_unsynced_is_visible_and_under_never_everything_written_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Rc::new(open_always(&path.join("always")).await);
+        let sampler_log = Rc::clone(&log);
+        let done = Rc::new(std::cell::Cell::new(false));
+        let sampling = Rc::clone(&done);
+        // Samples the ends between every step of the appends below.
+        let sampler = glommio::spawn_local(async move {
+            let mut samples = 0u64;
+            let mut written_not_visible = 0u64;
+            while !sampling.get() {
+                let (visible, durable, end) = (
+                    sampler_log.visible_end(),
+                    sampler_log.durable_end(),
+                    sampler_log.log_end(),
+                );
+                assert!(visible <= durable, "visible {visible:?} past durable {durable:?}");
+                assert!(durable <= end);
+                if end > visible {
+                    written_not_visible += 1;
+                }
+                samples += 1;
+                glommio::yield_if_needed().await;
+                glommio::executor().yield_task_queue_now().await;
+            }
+            (samples, written_not_visible)
+        })
+        .detach();
+        let appends: Vec<_> = (0..40)
+            .map(|i| {
+                let log = Rc::clone(&log);
+                glommio::spawn_local(async move {
+                    log.append(Bytes::from(batch(1, 1000 + i, i as u64, 200)))
+                        .await
+                        .unwrap()
+                })
+                .detach()
+            })
+            .collect();
+        for append in appends {
+            append.await.unwrap();
+        }
+        done.set(true);
+        let (samples, written_not_visible) = sampler.await.unwrap();
+        assert!(samples > 0);
+        println!("{samples} samples, {written_not_visible} with written but not yet visible data");
+        assert_eq!(log.visible_end(), Offset(40), "everything is visible once synced");
+
+        let never = Log::open(&path.join("never"), small_config()).await.unwrap();
+        never.append(Bytes::from(batch(2, 1000, 1, 100))).await.unwrap();
+        assert_eq!(
+            never.visible_end(),
+            never.log_end(),
+            "without fsync, written is visible"
+        );
+    });
+}
