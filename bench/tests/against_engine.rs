@@ -1,12 +1,7 @@
 //! `bench` against a real engine process, and against nothing at all.
 //!
-//! The engine binary belongs to another package, so `CARGO_BIN_EXE_engine` is not available
-//! here. The test finds it next to its own executable (`target/<profile>/engine`, the test being
-//! `target/<profile>/deps/against_engine-…`), and builds it with
-//! `cargo build -p shardline-engine --bin engine` if it is missing (Cargo releases its build lock
-//! before running tests, so the nested build does not deadlock). `SHARDLINE_ENGINE_BIN` overrides
-//! the path. `cargo test --workspace` builds the engine binary itself, so there it is always
-//! current; with `-p shardline-bench` alone an existing binary is used as it is.
+//! The engine runs as a process through the workspace's one test harness (`shardline-testkit`,
+//! which finds or builds the engine binary): the bench stays a pure client.
 //!
 //! What the bench writes is also read back by a real client, librdkafka (the `rdkafka` crate):
 //! every codec's batches, and the partition of every key against librdkafka's own murmur2
@@ -21,9 +16,8 @@
 use std::{
     collections::BTreeMap,
     io::Read,
-    net::{SocketAddr, TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    net::TcpListener,
+    process::{Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -36,119 +30,20 @@ use rdkafka::{
     ClientContext, Offset, TopicPartitionList,
 };
 use serde_json::Value;
+use shardline_testkit::Engine;
 
-/// How long a started engine may take to accept connections.
-const ENGINE_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound for one bench run in these tests (a 3 s run plus setup and drain).
 const BENCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Upper bound for librdkafka reading a topic back, or delivering a few messages.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn engine_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("SHARDLINE_ENGINE_BIN") {
-        return PathBuf::from(path);
-    }
-    let test_exe = std::env::current_exe().unwrap();
-    let profile_dir = test_exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let engine = profile_dir.join("engine");
-    if !engine.exists() {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut command = Command::new(cargo);
-        command
-            .current_dir(workspace)
-            .args(["build", "-p", "shardline-engine", "--bin", "engine", "--target-dir"])
-            .arg(profile_dir.parent().unwrap());
-        if profile_dir.file_name().is_some_and(|name| name == "release") {
-            command.arg("--release");
-        }
-        let status = command.status().expect("running cargo build for the engine");
-        assert!(status.success(), "cargo build -p shardline-engine failed: {status}");
-    }
-    assert!(engine.exists(), "engine binary not found at {}", engine.display());
-    engine
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// The first of two consecutive free ports: the engine runs one shard per
-/// CPU (two here) and shard k listens on --listen's port + k.
-fn free_port_pair() -> u16 {
-    (0..100)
-        .find_map(|_| {
-            let port = free_port();
-            TcpListener::bind(("127.0.0.1", port.checked_add(1)?))
-                .ok()
-                .map(|_| port)
-        })
-        .expect("two consecutive free ports")
-}
-
-/// An engine process on a free port with a temporary data directory; killed on drop.
-struct Engine {
-    addr: SocketAddr,
-    child: Child,
-    log_path: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Engine {
-    fn start() -> Engine {
-        let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port_pair()).parse().unwrap();
-        let log_path = dir.path().join("engine.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(engine_binary())
-            .args([
-                "--listen",
-                &addr.to_string(),
-                "--shards",
-                "2",
-                "--fsync",
-                "never",
-                "--data-dir",
-            ])
-            .arg(dir.path().join("data"))
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("starting the engine");
-        let mut engine = Engine {
-            addr,
-            child,
-            log_path,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + ENGINE_START_TIMEOUT;
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Some(status) = engine.child.try_wait().unwrap() {
-                panic!("engine exited during start ({status}):\n{}", engine.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "engine did not accept within {ENGINE_START_TIMEOUT:?}:\n{}",
-                engine.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        engine
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- engine log ----\n{}", self.log());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An engine of two shards, no fsync, through the workspace's test harness.
+fn start_engine() -> Engine {
+    Engine::start(&["--shards", "2", "--fsync", "never"])
 }
 
 struct BenchRun {
@@ -215,7 +110,7 @@ fn field<'a>(json: &'a Value, pointer: &str) -> &'a Value {
 
 #[test]
 fn end_to_end_run_against_the_engine_writes_a_complete_json() {
-    let engine = Engine::start();
+    let engine = start_engine();
     let out = tempfile::tempdir().unwrap();
     let json_path = out.path().join("out.json");
     let brokers = engine.addr.to_string();
@@ -492,7 +387,7 @@ fn librdkafka_murmur2_partitions(brokers: &str, topic: &str, keys: &[Vec<u8>]) -
 /// same records back, and every key sits on the partition librdkafka's murmur2 partitioner picks.
 #[test]
 fn every_codec_and_zipf_keys_are_accepted_and_read_back_by_librdkafka() {
-    let engine = Engine::start();
+    let engine = start_engine();
     let brokers = engine.addr.to_string();
     let out = tempfile::tempdir().unwrap();
     let mut placements: BTreeMap<Vec<u8>, i32> = BTreeMap::new();
@@ -588,7 +483,7 @@ fn every_codec_and_zipf_keys_are_accepted_and_read_back_by_librdkafka() {
 /// when everything is read, well before `--duration`.
 #[test]
 fn prefill_measures_reading_the_fill_back() {
-    let engine = Engine::start();
+    let engine = start_engine();
     let brokers = engine.addr.to_string();
     let out = tempfile::tempdir().unwrap();
     let json_path = out.path().join("prefill.json");

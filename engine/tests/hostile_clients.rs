@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{cluster::call, Engine};
+use common::{call, Engine};
 use kafka_protocol::{
     messages::{
         create_topics_request::CreatableTopic,

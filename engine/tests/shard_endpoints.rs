@@ -18,7 +18,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use common::{cluster::call, Engine};
+use common::{call, Engine};
 use kafka_protocol::{
     messages::{
         produce_request::{PartitionProduceData, TopicProduceData},

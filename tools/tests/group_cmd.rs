@@ -2,9 +2,8 @@
 //! real engine process, with Debian's kcat (librdkafka 2.0.2) as the producer
 //! and as an active group member.
 //!
-//! The engine binary is the one `cargo test --workspace` builds beside
-//! shardctl (`target/<profile>/engine`); run `cargo build -p shardline-engine`
-//! first when running this crate's tests alone.
+//! The engine runs through the workspace's one test harness
+//! (`shardline-testkit`), which finds or builds the engine binary.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,85 +13,14 @@
 
 use std::{
     io::Write,
-    net::{SocketAddr, TcpListener, TcpStream},
-    path::PathBuf,
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
+use shardline_testkit::Engine;
+
 /// Bound on the engine's start and on every wait for the group to settle.
 const WAIT_MAX: Duration = Duration::from_secs(60);
-
-struct Engine {
-    addr: SocketAddr,
-    child: Child,
-    log_path: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Engine {
-    fn start() -> Engine {
-        let engine_bin = PathBuf::from(env!("CARGO_BIN_EXE_shardctl")).with_file_name("engine");
-        assert!(
-            engine_bin.exists(),
-            "{} missing: build it with `cargo build -p shardline-engine` (cargo test --workspace does)",
-            engine_bin.display()
-        );
-        let dir = tempfile::tempdir().unwrap();
-        // Two shards: ports P and P + 1 (shard k listens on --listen's port + k).
-        let port = (0..100)
-            .find_map(|_| {
-                let first = TcpListener::bind("127.0.0.1:0").unwrap();
-                let port = first.local_addr().unwrap().port();
-                TcpListener::bind(("127.0.0.1", port.checked_add(1)?))
-                    .ok()
-                    .map(|_| port)
-            })
-            .expect("two consecutive free ports");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let log_path = std::env::temp_dir().join(format!("shardctl-group-engine-{port}.log"));
-        let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(&engine_bin)
-            .args(["--listen", &addr.to_string(), "--shards", "2", "--fsync", "never"])
-            .args(["--auto-create-topics", "--default-partitions", "3"])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        let engine = Engine {
-            addr,
-            child,
-            log_path,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + WAIT_MAX;
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "engine did not start:\n{}", engine.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        engine
-    }
-
-    fn bootstrap(&self) -> String {
-        self.addr.to_string()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- engine log ----\n{}", self.log());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn shardctl(engine: &Engine, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shardctl"))
@@ -153,7 +81,15 @@ fn offsets_table(describe: &str, topic: &str) -> Vec<(i32, String, String, Strin
 
 #[test]
 fn list_describe_and_reset_offsets_against_a_running_engine() {
-    let engine = Engine::start();
+    let engine = Engine::start(&[
+        "--shards",
+        "2",
+        "--fsync",
+        "never",
+        "--auto-create-topics",
+        "--default-partitions",
+        "3",
+    ]);
     for partition in 0..3 {
         produce(&engine, "orders", partition, usize::try_from(partition).unwrap() + 2);
     }

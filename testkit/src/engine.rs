@@ -1,0 +1,308 @@
+//! An engine process: started on a run of free ports with its own data
+//! directory and log file, stopped (SIGTERM, then SIGKILL) when dropped.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::ports::free_port_run;
+
+/// The `engine` binary the tests run: `SHARDLINE_ENGINE_BIN` if set, else
+/// `target/<profile>/engine` beside the running test (`target/<profile>/deps/…`),
+/// built with `cargo build -p shardline-engine --bin engine` when missing
+/// (Cargo releases its build lock before running tests, so this does not
+/// deadlock). `cargo test --workspace` builds it first, so there it is
+/// always current; a crate tested alone uses an existing binary as it is.
+pub fn engine_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SHARDLINE_ENGINE_BIN") {
+        return PathBuf::from(path);
+    }
+    let test_exe = std::env::current_exe().unwrap();
+    let profile_dir = test_exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let engine = profile_dir.join("engine");
+    if !engine.exists() {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut command = Command::new(cargo);
+        command
+            .current_dir(workspace)
+            .args(["build", "-p", "shardline-engine", "--bin", "engine", "--target-dir"])
+            .arg(profile_dir.parent().unwrap());
+        if profile_dir.file_name().is_some_and(|name| name == "release") {
+            command.arg("--release");
+        }
+        let status = command.status().expect("running cargo build for the engine");
+        assert!(status.success(), "cargo build -p shardline-engine failed: {status}");
+    }
+    assert!(engine.exists(), "engine binary not found at {}", engine.display());
+    engine
+}
+
+/// CPUs in a `--cpus` list such as `0-3` or `0,2,5-6`.
+fn cpu_list_len(list: &str) -> usize {
+    list.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| match part.split_once('-') {
+            Some((a, b)) => b.trim().parse::<usize>().unwrap() - a.trim().parse::<usize>().unwrap() + 1,
+            None => 1,
+        })
+        .sum()
+}
+
+/// How long a started engine may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Engine {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    log_path: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    extra: Vec<String>,
+}
+
+/// A log file for an engine on `port` that no earlier engine wrote (ports
+/// are reused between tests and runs; a stale log would be read as this
+/// engine's).
+fn fresh_log_path(port: u16) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("shardline-engine-{port}-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Shards an engine started with `args` runs: `--shards N`, else one per
+/// CPU of `--cpus`, else one per online CPU (the engine's own defaults).
+pub fn shard_count(args: &[String]) -> usize {
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    if let Some(n) = value("--shards") {
+        return n.parse().unwrap();
+    }
+    if let Some(cpus) = value("--cpus") {
+        return cpu_list_len(&cpus);
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Engine {
+    /// Starts an engine with a fresh data directory and extra flags.
+    pub fn start(extra: &[&str]) -> Engine {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        let mut engine = Engine::start_in(&data_dir, extra);
+        engine._tmp = Some(tmp);
+        engine
+    }
+
+    /// Starts an engine on an existing data directory.
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Engine {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let port = free_port_run(shard_count(&extra));
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut engine = Engine {
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            child: None,
+            // Beside the system temp dir, not the data dir: a test may fill the data dir's disk.
+            log_path: fresh_log_path(port),
+            _tmp: None,
+            extra,
+        };
+        engine.spawn();
+        engine
+    }
+
+    fn spawn(&mut self) {
+        std::fs::create_dir_all(self.data_dir.parent().unwrap()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let mut args = vec![
+            "--listen".to_string(),
+            self.addr.to_string(),
+            "--data-dir".to_string(),
+            self.data_dir.display().to_string(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        let child = Command::new(engine_binary())
+            .args(&args)
+            .env("RUST_LOG", "info,shardline_engine=debug")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("engine binary");
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("engine exited during start ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "engine did not accept within {START_TIMEOUT:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// The engine's log output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `kill -9`: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            self.wait_port_closed();
+        }
+    }
+
+    /// Every shard's Kafka address (shard k on the --listen port + k).
+    pub fn shard_addrs(&self) -> Vec<SocketAddr> {
+        (0..shard_count(&self.extra))
+            .map(|k| SocketAddr::new(self.addr.ip(), self.addr.port() + u16::try_from(k).unwrap()))
+            .collect()
+    }
+
+    /// The kernel tears down a killed process's io_uring asynchronously, and
+    /// until then its listeners still take (and then reset) connections.
+    /// Wait until every shard's port refuses, so a restart can bind them.
+    fn wait_port_closed(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for addr in self.shard_addrs() {
+            while Instant::now() < deadline {
+                match TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.wait_port_closed();
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                self.wait_port_closed();
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the engine again on the same data directory and port.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Stops the engine (SIGTERM) and returns what each shard logged as it
+    /// stopped: (partition, group) client requests it forwarded to another
+    /// shard, by shard.
+    pub fn forwarded_at_shutdown(&mut self) -> Vec<(u64, u64)> {
+        self.terminate();
+        let field = |line: &str, name: &str| -> Option<u64> {
+            let start = line.find(&format!(" {name}="))? + name.len() + 2;
+            line.get(start..)?
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        };
+        let log = self.log();
+        let mut shards: Vec<(u64, u64, u64)> = log
+            .lines()
+            .filter(|line| line.contains("shard stopped"))
+            .map(|line| {
+                let parsed = (|| {
+                    Some((
+                        field(line, "shard")?,
+                        field(line, "forwarded_partition_requests")?,
+                        field(line, "forwarded_group_requests")?,
+                    ))
+                })();
+                parsed.unwrap_or_else(|| panic!("unreadable shutdown line {line:?} in:\n{log}"))
+            })
+            .collect();
+        shards.sort_unstable();
+        assert_eq!(
+            shards.len(),
+            shard_count(&self.extra),
+            "one shutdown line per shard:\n{log}"
+        );
+        shards
+            .into_iter()
+            .map(|(_, partition, group)| (partition, group))
+            .collect()
+    }
+
+    /// Exit status if the process has exited.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().unwrap())
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let status = self.exit_status();
+            eprintln!("---- engine log (process exit status: {status:?}) ----\n{}", self.log());
+        }
+        self.terminate();
+    }
+}
+
+/// Sends raw bytes on a fresh connection and returns whatever comes back
+/// before the peer closes or `wait` passes.
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let _ = stream.write_all(bytes);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    out
+}

@@ -1,0 +1,74 @@
+//! One Kafka request and its response on a fresh connection, every step
+//! bounded, and the mapping from Kafka broker ids (one per shard) back to
+//! nodes.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    time::Duration,
+};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::{
+    messages::{RequestHeader, ResponseHeader},
+    protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes},
+};
+
+/// Bound on connecting.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Bound on each read and write of an exchange.
+const IO_TIMEOUT: Duration = Duration::from_secs(3);
+/// Largest response read.
+const RESPONSE_BYTES_MAX: usize = 16 << 20;
+
+/// The node of a Kafka broker id: every shard of a node is a broker of its
+/// own to clients, with id node + 1000 × shard (-1, no broker, stays -1).
+/// The harness speaks node ids.
+pub fn node_of(broker_id: i32) -> i32 {
+    if broker_id < 0 {
+        broker_id
+    } else {
+        broker_id % 1000
+    }
+}
+
+/// One request and its response on a fresh connection, every step bounded.
+/// Any failure (refused, timed out, undecodable) is an `Err`: callers poll.
+pub fn call<R: Request>(addr: SocketAddr, version: i16, request: &R) -> std::io::Result<R::Response> {
+    const CORRELATION_ID: i32 = 1;
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let mut frame = BytesMut::new();
+    frame.extend_from_slice(&[0; 4]);
+    RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(CORRELATION_ID)
+        .with_client_id(Some(StrBytes::from_static_str("shardline-testkit")))
+        .encode(&mut frame, R::header_version(version))
+        .map_err(|e| invalid(e.to_string()))?;
+    request
+        .encode(&mut frame, version)
+        .map_err(|e| invalid(e.to_string()))?;
+    let length = i32::try_from(frame.len() - 4).unwrap();
+    frame[..4].copy_from_slice(&length.to_be_bytes());
+
+    let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    stream.write_all(&frame)?;
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix)?;
+    let length = usize::try_from(i32::from_be_bytes(prefix)).map_err(|e| invalid(e.to_string()))?;
+    if length > RESPONSE_BYTES_MAX {
+        return Err(invalid(format!("response of {length} bytes")));
+    }
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body)?;
+    let mut body = Bytes::from(body);
+    let header =
+        ResponseHeader::decode(&mut body, R::Response::header_version(version)).map_err(|e| invalid(e.to_string()))?;
+    if header.correlation_id != CORRELATION_ID {
+        return Err(invalid(format!("correlation id {}", header.correlation_id)));
+    }
+    R::Response::decode(&mut body, version).map_err(|e| invalid(e.to_string()))
+}

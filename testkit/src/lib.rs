@@ -1,0 +1,27 @@
+//! # `shardline-testkit`: real engine processes for integration tests
+//!
+//! Dev-only (a dev-dependency of `engine`, `tools` and `bench`; nothing ships
+//! it). One harness instead of one per crate: it finds the `engine` binary,
+//! starts it on free ports with its own data directory and log file, stops
+//! it (SIGTERM, then SIGKILL) when dropped, kills and restarts it, and reads
+//! what it logged. It depends on no other crate of the workspace, so `bench`
+//! stays a pure client: the engine is a process here, never a library.
+//!
+//! Each shard of an engine listens on `--listen`'s port + shard index, so
+//! engines start on a run of free ports ([`free_port_run`]).
+//!
+//! Failures panic with the engine's log: a panic is a test failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test support: a panic is a test failure, with the engine's log attached"
+)]
+
+mod engine;
+mod kafka;
+mod ports;
+
+pub use engine::{engine_binary, raw_exchange, shard_count, Engine};
+pub use kafka::{call, node_of};
+pub use ports::free_port_run;
