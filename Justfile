@@ -88,6 +88,10 @@ log-dump DIR:
 log-verify DIR:
     cargo run --release -p shardline-tools --bin shardctl -- log verify {{DIR}}
 
+# Power cuts under a real engine on the lossy FUSE disk (CI runs 6; root and FUSE needed). SEED=0 picks one.
+powercut CYCLES="50" SEED="0":
+    if [ "{{SEED}}" != 0 ]; then export POWERCUT_SEED={{SEED}}; fi; POWERCUT_CYCLES={{CYCLES}} cargo test -p shardline-engine --test powercut -- --include-ignored --nocapture
+
 # Long model run of the log (more cases than CI).
 model CASES="20000":
     PROPTEST_CASES={{CASES}} cargo test --release -p shardline-log --test model
