@@ -112,6 +112,10 @@ fuzz TARGET SECONDS="300":
 fuzz-seeds:
     bash scripts/fuzz seeds
 
+# Power cuts under a real engine on the lossy FUSE disk (CI runs 6; root and FUSE needed). SEED=0 picks one.
+powercut CYCLES="50" SEED="0":
+    if [ "{{SEED}}" != 0 ]; then export POWERCUT_SEED={{SEED}}; fi; POWERCUT_CYCLES={{CYCLES}} cargo test -p shardline-engine --test powercut -- --include-ignored --nocapture
+
 # Long model run of the log (more cases than CI).
 model CASES="20000":
     PROPTEST_CASES={{CASES}} cargo test --release -p shardline-log --test model
