@@ -466,8 +466,6 @@ fn sync_dir(path: &Path) {
 }
 
 #[test]
-#[ignore = "fails until the data directory's subdirectories are fsynced into their parents and the topic-id \
-            file is written durably (issue #12 §1): a cut loses whole partitions; see docs/reliability.md"]
 fn acknowledged_records_topics_and_commits_survive_power_cuts() {
     let cycles: u64 = std::env::var("POWERCUT_CYCLES")
         .ok()
@@ -490,8 +488,7 @@ fn acknowledged_records_topics_and_commits_survive_power_cuts() {
     power_cuts(names, &tears, cycles);
 }
 
-/// The same cycle with nothing lost (a `kill -9` on the FUSE disk): keeps
-/// the harness honest in CI while the power-cut test above is ignored — the
+/// The same cycle with nothing lost (a `kill -9` on the FUSE disk): the
 /// engine runs on the disk (io_uring writes, mmap reads, fsyncs reach it),
 /// restarts on it, and the checks pass.
 #[test]

@@ -67,6 +67,7 @@ mod log;
 mod offset;
 mod record;
 mod recovery;
+pub mod recovery_point;
 mod segment;
 
 pub use batch::{
@@ -79,4 +80,5 @@ pub use log::{AppendInfo, Clock, Durability, Log, LogConfig, ReadBatches, System
 pub use offset::{Offset, Position};
 pub use record::{Record, Records};
 pub use recovery::{find_next_batch, scan_segment, BadRange, SegmentBounds, SegmentScan, TornTail};
+pub use recovery_point::RecoveryPoint;
 pub use segment::parse_log_name;

@@ -30,6 +30,7 @@ use crate::{
     error::{io_error, BatchError, LogError},
     offset::{Offset, Position},
     recovery::BadRange,
+    recovery_point::{self, RecoveryPoint},
     segment::{self, PreparedBatch, SealedOpen, Segment, Stored, SEGMENT_OFFSET_SPAN_MAX},
 };
 
@@ -88,6 +89,12 @@ pub struct LogConfig {
     pub write_bytes_max: usize,
     /// Most appends waiting for the writer; further appends wait for room (backpressure).
     pub pending_appends_max: usize,
+    /// Longest the recovery point (`recovery-point`: how far the data is
+    /// known fsynced) lags a sync of the active segment while appends go on.
+    /// Damage past it is read as a torn tail at recovery and cut; damage
+    /// before it is kept apart and what follows it is kept. Each write of
+    /// it costs one small fdatasync. 0 writes it after every sync.
+    pub recovery_point_interval_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -106,6 +113,10 @@ impl Default for LogConfig {
             write_bytes_max: 1 << 20,
             // 1024 appends ≈ many produce requests in flight per partition.
             pending_appends_max: 1024,
+            // Kafka writes its recovery point every 60 s; half that bounds
+            // the span read as a possible torn tail to 30 s of appends, at
+            // one extra fdatasync per active partition per 30 s.
+            recovery_point_interval_ms: 30_000,
         }
     }
 }
@@ -231,6 +242,13 @@ struct Inner {
     /// log refuses writes until reopened (reads go on).
     failed: Option<String>,
     closed: bool,
+    /// When the recovery point was last written (`recovery_point.rs`).
+    recovery_point_written_ms: i64,
+    /// Bumped by every change that may lower the recovery point
+    /// (truncation): a write captured under an older generation is dropped.
+    recovery_point_generation: u64,
+    /// One recovery point write at a time, in order.
+    recovery_point_turn: Rc<Semaphore>,
 }
 
 /// A rolled segment the seal task has yet to make durable.
@@ -299,6 +317,9 @@ impl Log {
             }
         }
         bases.sort();
+        // How far the data was known fsynced when the log last recorded it:
+        // past it, recovery reads damage as a torn tail.
+        let recovery_point = recovery_point::read(dir);
         let now_ms = clock.now_ms();
         let mut segments = BTreeMap::new();
         let mut expected: Option<Offset> = None;
@@ -316,7 +337,8 @@ impl Log {
             let is_last = match bases.peek().copied() {
                 None => true,
                 Some(next_base) => {
-                    match Segment::open_sealed(dir, base, next_base, config.index_interval_bytes).await? {
+                    let synced_to = RecoveryPoint::synced_in(recovery_point, base);
+                    match Segment::open_sealed(dir, base, next_base, config.index_interval_bytes, synced_to).await? {
                         SealedOpen::Ready(segment) => {
                             expected = Some(segment.next_offset);
                             segments.insert(base, segment);
@@ -339,8 +361,16 @@ impl Log {
                 }
             };
             assert!(is_last, "only the last segment is opened for appends");
-            let (segment, torn) =
-                Segment::open_active(dir, base, config.segment_bytes_max, config.index_interval_bytes, now_ms).await?;
+            let synced_to = RecoveryPoint::synced_in(recovery_point, base);
+            let (segment, torn) = Segment::open_active(
+                dir,
+                base,
+                config.segment_bytes_max,
+                config.index_interval_bytes,
+                now_ms,
+                synced_to,
+            )
+            .await?;
             if let Some(torn) = torn {
                 tracing::warn!(
                     path = %segment.path.display(),
@@ -391,11 +421,14 @@ impl Log {
             syncs: 0,
             failed: None,
             closed: false,
+            recovery_point_written_ms: now_ms,
+            recovery_point_generation: 0,
+            recovery_point_turn: Rc::new(Semaphore::new(1)),
         };
-        Ok(Log {
-            inner: Rc::new(RefCell::new(inner)),
-            pending,
-        })
+        let inner = Rc::new(RefCell::new(inner));
+        // Recovery fsynced the active segment: all of it is durable now.
+        record_recovery_point(&inner).await?;
+        Ok(Log { inner, pending })
     }
 
     /// Appends one or more record batches, concatenated as a Kafka client sends
@@ -588,6 +621,7 @@ impl Log {
     /// Flushes and refuses further commands.
     pub async fn close(&self) -> Result<Offset, LogError> {
         let end = self.flush().await?;
+        record_recovery_point(&self.inner).await?;
         self.inner.borrow_mut().closed = true;
         self.pending.close();
         Ok(end)
@@ -1174,6 +1208,7 @@ fn arm_sync_timer(inner: &Rc<RefCell<Inner>>, interval_ms: u64) {
 /// fdatasync of the active segment; moves `durable_end` to what was written
 /// before the sync started. A failed sync fails the log.
 async fn sync_active(inner: &Rc<RefCell<Inner>>) -> Result<Offset, LogError> {
+    let point = synced_extent(&inner.borrow());
     let (file, path, upto) = {
         let state = inner.borrow();
         if let Some(reason) = state.failed.clone() {
@@ -1201,7 +1236,26 @@ async fn sync_active(inner: &Rc<RefCell<Inner>>) -> Result<Offset, LogError> {
             state.unsynced_bytes = 0;
             state.unsynced_since = None;
             state.syncs += 1;
-            Ok(state.durable_end)
+            let now_ms = state.clock.now_ms();
+            let interval_ms = state.config.recovery_point_interval_ms;
+            let due = point.filter(|_| now_ms - state.recovery_point_written_ms >= interval_ms);
+            if due.is_some() {
+                state.recovery_point_written_ms = now_ms;
+            }
+            let (durable_end, generation) = (state.durable_end, state.recovery_point_generation);
+            drop(state);
+            // Not waited for: an append is acknowledged after its own sync.
+            // (glommio may poll a spawned task at once: no borrow is held.)
+            if let Some(point) = due {
+                let inner = Rc::clone(inner);
+                glommio::spawn_local(async move {
+                    if let Err(e) = write_recovery_point(&inner, point, generation).await {
+                        tracing::warn!(error = %e, "writing the recovery point failed (recovery then reads the active segment's damage as a torn tail)");
+                    }
+                })
+                .detach();
+            }
+            Ok(durable_end)
         }
         Err(e) => {
             tracing::error!(path = %path.display(), error = %e, "fdatasync failed; log refuses writes until reopened");
@@ -1425,11 +1479,86 @@ async fn truncate(inner: &Rc<RefCell<Inner>>, offset: Offset) -> Result<Offset, 
     }
     let existing: Vec<Offset> = inner.borrow().segments.keys().copied().collect();
     sync_dir(&dir).await?;
-    let mut state = inner.borrow_mut();
-    mark_entries_durable(&mut state.segments, &existing);
-    state.durable_end = state.log_end;
-    state.active_synced = state.log_end;
-    Ok(state.log_end)
+    {
+        let mut state = inner.borrow_mut();
+        mark_entries_durable(&mut state.segments, &existing);
+        state.durable_end = state.log_end;
+        state.active_synced = state.log_end;
+        // New appends will reuse cut positions: no earlier point may stand.
+        state.recovery_point_generation += 1;
+    }
+    record_recovery_point(inner).await?;
+    let end = inner.borrow().log_end;
+    Ok(end)
+}
+
+/// The active segment's base and the bytes its file holds: what a sync
+/// started now covers.
+fn synced_extent(state: &Inner) -> Option<RecoveryPoint> {
+    let active = state.segments.values().next_back()?;
+    Some(RecoveryPoint {
+        segment_base: active.base,
+        synced: Position(active.size),
+    })
+}
+
+/// Records now, and waits for it, that everything in the log is fsynced, if
+/// it is (after recovery, a truncation, a flush at close).
+async fn record_recovery_point(inner: &Rc<RefCell<Inner>>) -> Result<(), LogError> {
+    let (point, generation) = {
+        let mut state = inner.borrow_mut();
+        if state.durable_end != state.log_end {
+            return Ok(());
+        }
+        state.recovery_point_written_ms = state.clock.now_ms();
+        (synced_extent(&state), state.recovery_point_generation)
+    };
+    match point {
+        Some(point) => write_recovery_point(inner, point, generation).await,
+        None => Ok(()),
+    }
+}
+
+/// Writes `point` as the partition's recovery point (overwriting the file in
+/// place and fdatasyncing it; a torn write fails its CRC and reads as
+/// "nothing known"), unless a truncation superseded it while it waited its
+/// turn. Its directory entry is not synced: a lost name also reads as
+/// "nothing known", the safe reading.
+async fn write_recovery_point(
+    inner: &Rc<RefCell<Inner>>,
+    point: RecoveryPoint,
+    generation: u64,
+) -> Result<(), LogError> {
+    let (turn, path) = {
+        let state = inner.borrow();
+        (Rc::clone(&state.recovery_point_turn), recovery_point::path(&state.dir))
+    };
+    let _turn = turn.acquire_permit(1).await.map_err(|_| LogError::Closed)?;
+    if inner.borrow().recovery_point_generation != generation {
+        return Ok(());
+    }
+    let file = glommio::io::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .buffered_open(&path)
+        .await
+        .map_err(crate::error::glommio_error("opening the recovery point", &path))?;
+    let written = file
+        .write_at(point.encode().to_vec(), 0)
+        .await
+        .map_err(crate::error::glommio_error("writing the recovery point", &path))?;
+    if written != recovery_point::RECOVERY_POINT_BYTES {
+        return Err(LogError::Io {
+            context: "writing the recovery point",
+            path,
+            source: std::io::Error::other("short write"),
+        });
+    }
+    file.fdatasync()
+        .await
+        .map_err(crate::error::glommio_error("syncing the recovery point", &path))?;
+    let _ = file.close().await;
+    Ok(())
 }
 
 /// After a sync of the log directory that started when `existing` were its

@@ -17,9 +17,11 @@
 //! leaves it intact), then at every later position holding magic 2:
 //!
 //! - **Found** (its base offset is at least the expected one, and its offsets
-//!   fit the segment): the bytes in between are **damaged in the middle** —
-//!   bit rot, a bad sector — not a torn write, since something was written
-//!   whole after them. They become a [`BadRange`]: kept on disk, never served,
+//!   fit the segment), **and the damage lies before the recovery point**
+//!   (`recovery_point.rs`: bytes known fsynced): the bytes in between are
+//!   **damaged in the middle** — bit rot, a bad sector — not a torn write.
+//!   Past the recovery point a whole batch after a bad one proves nothing (a
+//!   power cut writes unsynced pages back in any order): that is a torn tail. They become a [`BadRange`]: kept on disk, never served,
 //!   reported; the scan goes on at the batch found.
 //! - **Not found, and the bytes are one whole batch with a matching CRC at the
 //!   expected offset** that the rules refuse (a lying header an older broker
@@ -279,8 +281,16 @@ fn quarantined_bytes(rest: &[u8]) -> usize {
 
 /// Scans a segment's data (its bytes up to the first hole) from the start,
 /// CRCs included, pushing index entries every `index_interval_bytes` when an
-/// index is given. See the module doc for what it decides.
-pub(crate) fn scan(bytes: &[u8], bounds: SegmentBounds, mut index: Option<(&mut SparseIndex, u64)>) -> SegmentScan {
+/// index is given. See the module doc for what it decides. Bytes from
+/// `synced_to` on may never have been made durable (`recovery_point`):
+/// there, a bad batch is a torn tail even if whole batches follow it (a
+/// power cut writes unsynced pages back in any order).
+pub(crate) fn scan(
+    bytes: &[u8],
+    bounds: SegmentBounds,
+    mut index: Option<(&mut SparseIndex, u64)>,
+    synced_to: Position,
+) -> SegmentScan {
     let mut scan = SegmentScan::empty(bounds.base);
     let mut bytes_since_index = 0u64;
     while let Ok(position) = usize::try_from(scan.end.0) {
@@ -302,7 +312,11 @@ pub(crate) fn scan(bytes: &[u8], bounds: SegmentBounds, mut index: Option<(&mut 
             }
             Err(reason) => reason,
         };
-        if let Some((next, header)) = find_next_batch(bytes, position, scan.next_offset, bounds) {
+        let durable_here = (position as u64) < synced_to.0;
+        if let Some((next, header)) = durable_here
+            .then(|| find_next_batch(bytes, position, scan.next_offset, bounds))
+            .flatten()
+        {
             scan.take_bad(next, header.base_offset, reason);
             continue;
         }
@@ -323,9 +337,10 @@ pub(crate) fn scan(bytes: &[u8], bounds: SegmentBounds, mut index: Option<(&mut 
 
 /// Scans one segment file's bytes as recovery does, without building an
 /// index: for tools (`shardctl log verify`) that must judge a segment exactly
-/// as the broker would.
-pub fn scan_segment(bytes: &[u8], bounds: SegmentBounds) -> SegmentScan {
-    scan(bytes, bounds, None)
+/// as the broker would. `synced_to` as for recovery: the partition's
+/// recovery point in this segment (`RecoveryPoint::synced_in`).
+pub fn scan_segment(bytes: &[u8], bounds: SegmentBounds, synced_to: Position) -> SegmentScan {
+    scan(bytes, bounds, None, synced_to)
 }
 
 #[cfg(test)]
@@ -333,7 +348,12 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
 
     use super::*;
+
     use crate::batch::{build_batch, set_base_offset, BatchSpec};
+
+    /// Every byte counts as fsynced (a sealed segment, or one wholly below
+    /// the recovery point).
+    const ALL_SYNCED: Position = Position(u64::MAX);
 
     const LAST: SegmentBounds = SegmentBounds {
         base: Offset(100),
@@ -361,7 +381,7 @@ mod tests {
     fn valid_data_then_zero_fill_is_a_clean_end() {
         let (mut bytes, starts) = segment(&[(2, 30), (1, 40), (3, 10)]);
         bytes.resize(bytes.len() + 500, 0);
-        let scan = scan_segment(&bytes, LAST);
+        let scan = scan_segment(&bytes, LAST, ALL_SYNCED);
         assert_eq!((scan.end.0, scan.next_offset), (starts[3] as u64, Offset(106)));
         assert_eq!((scan.batches, scan.records), (3, 6));
         assert!(scan.bad.is_empty() && scan.torn.is_none());
@@ -371,7 +391,7 @@ mod tests {
     fn a_flipped_payload_byte_in_the_middle_is_one_bad_range() {
         let (mut bytes, starts) = segment(&[(2, 30), (1, 40), (3, 10)]);
         bytes[starts[1] + 70] ^= 0x01;
-        let scan = scan_segment(&bytes, LAST);
+        let scan = scan_segment(&bytes, LAST, ALL_SYNCED);
         assert_eq!(scan.next_offset, Offset(106));
         assert_eq!(scan.bad.len(), 1);
         let range = &scan.bad[0];
@@ -382,10 +402,28 @@ mod tests {
     }
 
     #[test]
+    fn past_the_recovery_point_a_bad_batch_is_a_torn_tail_whatever_follows() {
+        // A power cut wrote back the third batch but tore the second: both
+        // lie past the last recorded fsync.
+        let (mut bytes, starts) = segment(&[(2, 30), (1, 40), (3, 10)]);
+        bytes[starts[1] + 70] ^= 0x01;
+        let synced_to = Position(starts[1] as u64);
+        let scan = scan_segment(&bytes, LAST, synced_to);
+        assert!(scan.bad.is_empty(), "nothing past the recovery point is kept as damage");
+        let torn = scan.torn.expect("a torn tail");
+        assert_eq!(torn.position.0, starts[1] as u64);
+        assert_eq!((scan.end.0, scan.next_offset), (starts[1] as u64, Offset(102)));
+        // The same bytes below the recovery point: damage in the middle.
+        let below = scan_segment(&bytes, LAST, Position(starts[2] as u64));
+        assert_eq!(below.bad.len(), 1);
+        assert_eq!(below.next_offset, Offset(106));
+    }
+
+    #[test]
     fn a_damaged_length_is_skipped_by_searching_for_the_next_batch() {
         let (mut bytes, starts) = segment(&[(1, 30), (4, 500), (1, 10), (2, 10)]);
         bytes[starts[1] + 9] ^= 0x7f; // the length field of the second batch
-        let scan = scan_segment(&bytes, LAST);
+        let scan = scan_segment(&bytes, LAST, ALL_SYNCED);
         let range = &scan.bad[0];
         assert_eq!((range.start.0, range.end.0), (starts[1] as u64, starts[2] as u64));
         assert_eq!((range.first_offset, range.next_offset), (Offset(101), Offset(105)));
@@ -397,7 +435,7 @@ mod tests {
         let (mut bytes, starts) = segment(&[(1, 30), (1, 30)]);
         bytes.truncate(starts[1] + 40);
         bytes.resize(bytes.len() + 100, 0);
-        let scan = scan_segment(&bytes, LAST);
+        let scan = scan_segment(&bytes, LAST, ALL_SYNCED);
         assert!(scan.bad.is_empty());
         assert_eq!((scan.end.0, scan.next_offset), (starts[1] as u64, Offset(101)));
         let torn = scan.torn.unwrap();
@@ -426,7 +464,7 @@ mod tests {
         bytes.extend_from_slice(&second);
         let data_end = bytes.len() as u64;
         bytes.resize(bytes.len() + 64, 0);
-        let scan = scan_segment(&bytes, LAST);
+        let scan = scan_segment(&bytes, LAST, ALL_SYNCED);
         assert!(scan.torn.is_none(), "a batch written whole is not torn");
         let range = &scan.bad[0];
         assert_eq!((range.start.0, range.end.0), (starts[1] as u64, data_end));
@@ -438,7 +476,7 @@ mod tests {
             next_base: Some(Offset(103)),
         };
         assert_eq!(
-            scan_segment(&bytes[..data_end as usize], bounds).next_offset,
+            scan_segment(&bytes[..data_end as usize], bounds, ALL_SYNCED).next_offset,
             Offset(103)
         );
     }
@@ -450,7 +488,7 @@ mod tests {
         let far = 100 + SEGMENT_OFFSET_SPAN_MAX + 1;
         bytes[starts[1] + 70] ^= 0x01;
         bytes[starts[2]..starts[2] + 8].copy_from_slice(&far.to_be_bytes());
-        let scan = scan_segment(&bytes, LAST);
+        let scan = scan_segment(&bytes, LAST, ALL_SYNCED);
         assert!(scan.bad.is_empty());
         assert_eq!(scan.next_offset, Offset(101));
         assert!(scan.torn.is_some(), "nothing valid follows: the tail is torn");

@@ -239,6 +239,7 @@ impl Segment {
         base: Offset,
         next_base: Offset,
         index_interval_bytes: u64,
+        synced_to: Position,
     ) -> Result<SealedOpen, LogError> {
         let path = log_path(dir, base);
         let file = Self::open_file(&path, false).await?;
@@ -269,7 +270,11 @@ impl Segment {
             Some((index, scan)) => (index, scan, false),
             None => {
                 let mut index = SparseIndex::default();
-                let mut scan = recovery::scan(&data, bounds, Some((&mut index, index_interval_bytes)));
+                // Sealed (an index was written after its fsync): all of it
+                // was durable. Rolled but never sealed: as far as the
+                // recovery point says.
+                let synced_to = if index_found { Position(u64::MAX) } else { synced_to };
+                let mut scan = recovery::scan(&data, bounds, Some((&mut index, index_interval_bytes)), synced_to);
                 let complete = scan.torn.is_none() && scan.next_offset == next_base && clean_after;
                 if !complete {
                     if !index_found {
@@ -328,6 +333,7 @@ impl Segment {
         segment_bytes_max: u64,
         index_interval_bytes: u64,
         now_ms: i64,
+        synced_to: Position,
     ) -> Result<(Segment, Option<TornTail>), LogError> {
         let path = log_path(dir, base);
         let file = Self::open_file(&path, false).await?;
@@ -347,6 +353,7 @@ impl Segment {
                 &scan_map.bytes().slice(..end),
                 bounds,
                 Some((&mut index, index_interval_bytes)),
+                synced_to,
             )
         };
         let mapped_bytes = file_bytes.max(segment_bytes_max);

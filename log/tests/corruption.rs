@@ -22,6 +22,9 @@ fn config() -> LogConfig {
         index_interval_bytes: 1024,
         durability: Durability::Always,
         retention_ms_max: None,
+        // Damage in fsynced data is told from a torn tail only below the
+        // recovery point: write it after every sync here.
+        recovery_point_interval_ms: 0,
         ..LogConfig::default()
     }
 }

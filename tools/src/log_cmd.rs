@@ -19,7 +19,7 @@ use std::{
 };
 
 use clap::{Args, Subcommand};
-use shardline_log::{scan_segment, BadRange, Offset, Position, SegmentBounds, SegmentScan, TornTail};
+use shardline_log::{scan_segment, BadRange, Offset, Position, RecoveryPoint, SegmentBounds, SegmentScan, TornTail};
 
 use crate::{
     error::{io_error, ToolError},
@@ -227,6 +227,7 @@ fn verify(dir: &Path, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
             path: dir.to_path_buf(),
         });
     };
+    let recovery_point = shardline_log::recovery_point::read(dir);
     let mut totals = Totals::default();
     let mut expected = log_start;
     let mut problems = 0u64;
@@ -244,7 +245,16 @@ fn verify(dir: &Path, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
             base: segment.base,
             next_base: segments.get(index + 1).map(|next| next.base),
         };
-        let scan = scan_segment(&bytes, bounds);
+        // As recovery reads it: a sealed segment (its index written after
+        // its fsync) was durable whole; otherwise as far as the partition's
+        // recovery point says, and damage past it is a torn tail.
+        let sealed = segment.path.with_extension("index").exists();
+        let synced_to = if sealed {
+            Position(u64::MAX)
+        } else {
+            RecoveryPoint::synced_in(recovery_point, segment.base)
+        };
+        let scan = scan_segment(&bytes, bounds, synced_to);
         for range in &scan.bad {
             problems += 1;
             let line = RangeLine {
