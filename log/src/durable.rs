@@ -16,7 +16,7 @@
 //! These are blocking `std::fs` calls, for the metadata thread, for start-up,
 //! and for a shard through its executor's blocking pool
 //! (`glommio::executor().spawn_blocking`); the log's writer syncs its own
-//! segment directory through io_uring instead (`log.rs`, `sync_dir`).
+//! segment directory through io_uring instead (`segment.rs`, `sync_dir`).
 
 use std::{
     fs::{self, File, OpenOptions},

@@ -24,6 +24,13 @@
 //! retention emptied answers `None` after a reopen where it answered the
 //! clamped entry before.
 //!
+//! The epoch field is not covered by the batch's CRC-32C (Kafka's format): a
+//! byte flipped there on disk reads back as another epoch, which nothing can
+//! tell from a real one. The cache takes whatever the batches hold; any
+//! values, in any order, keep its invariants (no assertion here depends on an
+//! epoch's value, only on offsets, which the log checks), and a lower one is
+//! ignored like any lower epoch. See docs/storage.md, Leader epochs.
+//!
 //! Size: one 16-byte entry per leader epoch that still has a batch in the
 //! log; leader elections bound it, not the data, so it has no bound of its own.
 
@@ -202,6 +209,33 @@ mod tests {
         assert_eq!(c.end_offset_for(5, Offset(70)), Some((2, Offset(70))));
         c.truncate_from_end(Offset(0));
         assert_eq!(c.latest_epoch(), None);
+    }
+
+    proptest::proptest! {
+        /// Epochs read from disk may hold anything (the field is outside the
+        /// CRC): whatever they are, entries stay ascending in epoch and start,
+        /// and every answer lies within the log.
+        #[test]
+        fn any_epochs_from_disk_keep_the_cache_ascending(
+            epochs in proptest::collection::vec(proptest::prelude::any::<i32>(), 0..40),
+            asked in proptest::collection::vec(proptest::prelude::any::<i32>(), 0..8),
+        ) {
+            let mut cache = EpochCache::default();
+            for (base, epoch) in epochs.iter().enumerate() {
+                cache.observe(*epoch, Offset(base as i64 * 3));
+                let entries = cache.entries();
+                proptest::prop_assert!(entries
+                    .windows(2)
+                    .all(|pair| matches!(pair, [a, b] if a.epoch < b.epoch && a.start_offset < b.start_offset)));
+                proptest::prop_assert_eq!(cache.latest_epoch(), entries.last().map(|entry| entry.epoch));
+            }
+            let log_end = Offset(epochs.len() as i64 * 3);
+            for epoch in asked.into_iter().chain(epochs) {
+                if let Some((found, end)) = cache.end_offset_for(epoch, log_end) {
+                    proptest::prop_assert!(found <= epoch && end <= log_end);
+                }
+            }
+        }
     }
 
     #[test]

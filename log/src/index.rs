@@ -17,8 +17,17 @@
 //!
 //! The file is written once, when a segment is sealed, and fsynced with it. The
 //! active segment keeps its entries in memory and rebuilds them on open by
-//! scanning. Every entry carries its own CRC: a torn or stale index is detected
-//! entry by entry and rebuilt from the segment, never trusted.
+//! scanning.
+//!
+//! The file is a hint, never trusted as it reads: a lookup that believed a
+//! wrong entry would skip batches (a running maximum set too low) or fail on
+//! intact data (a position inside a batch). Every entry carries its own CRC,
+//! which finds a torn entry; an entry with a good CRC that no longer fits the
+//! data (an index left over by a crash, or one damaged before its CRC was
+//! computed) is found at open, where the walk over the sealed segment's batch
+//! headers checks each entry against the batch it claims
+//! ([`IndexEntry::for_batch`] must give it back). Any miss and the index is
+//! rebuilt from the segment and written again.
 
 use crate::offset::{Offset, Position};
 
@@ -37,6 +46,24 @@ pub(crate) struct IndexEntry {
 }
 
 impl IndexEntry {
+    /// The entry standing for the batch with base offset `batch_base` that
+    /// starts at `position` of the segment based at `segment_base`, after
+    /// batches whose largest max timestamp is `max_before_ms`; `None` when
+    /// the offset or the position does not fit an entry's 32 bits.
+    pub(crate) fn for_batch(
+        segment_base: Offset,
+        batch_base: Offset,
+        position: Position,
+        max_before_ms: i64,
+    ) -> Option<IndexEntry> {
+        let relative = batch_base.0.checked_sub(segment_base.0)?;
+        Some(IndexEntry {
+            relative_offset: u32::try_from(relative).ok()?,
+            position: u32::try_from(position.0).ok()?,
+            max_timestamp_before_ms: max_before_ms,
+        })
+    }
+
     pub(crate) fn encode(&self) -> [u8; INDEX_ENTRY_BYTES] {
         let mut out = [0u8; INDEX_ENTRY_BYTES];
         let (body, crc_field) = out.split_at_mut(20);
@@ -85,17 +112,9 @@ impl SparseIndex {
         self.entries.push(entry);
     }
 
-    /// Whether every entry points at a batch header in `data` carrying the
-    /// offset the entry claims (`base` + relative offset).
-    pub(crate) fn matches(&self, data: &[u8], base: Offset) -> bool {
-        self.entries.iter().all(|entry| {
-            let claimed = base.0.checked_add(i64::from(entry.relative_offset));
-            let header = usize::try_from(entry.position)
-                .ok()
-                .and_then(|position| data.get(position..))
-                .and_then(crate::batch::BatchHeader::parse);
-            header.is_some_and(|header| Some(header.base_offset.0) == claimed)
-        })
+    /// The entries, in file order (ascending in offset and position).
+    pub(crate) fn entries(&self) -> &[IndexEntry] {
+        &self.entries
     }
 
     /// Position of the last entry, if any.
@@ -147,6 +166,7 @@ impl SparseIndex {
 
     /// Decodes a whole index file. `None` if any entry is torn, out of order, or
     /// points at or past `segment_bytes` (the caller then rebuilds by scanning).
+    /// What decodes is still only a claim about the data: see the module doc.
     pub(crate) fn decode(bytes: &[u8], segment_bytes: u64) -> Option<SparseIndex> {
         if !bytes.len().is_multiple_of(INDEX_ENTRY_BYTES) {
             return None;
@@ -221,6 +241,20 @@ mod tests {
         let mut swapped = entry(2, 20, 0).encode().to_vec();
         swapped.extend_from_slice(&entry(1, 10, 0).encode());
         assert!(SparseIndex::decode(&swapped, 100).is_none());
+    }
+
+    #[test]
+    fn the_entry_for_a_batch_holds_its_offset_position_and_running_maximum() {
+        let base = Offset(1_000);
+        assert_eq!(
+            IndexEntry::for_batch(base, Offset(1_007), Position(4_096), 55),
+            Some(entry(7, 4_096, 55))
+        );
+        assert_eq!(IndexEntry::for_batch(base, Offset(999), Position(0), 0), None);
+        let far = Offset(base.0 + i64::from(u32::MAX) + 1);
+        assert_eq!(IndexEntry::for_batch(base, far, Position(0), 0), None);
+        let past = Position(u64::from(u32::MAX) + 1);
+        assert_eq!(IndexEntry::for_batch(base, base, past, 0), None);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::{
     offset::{Offset, Position},
     recovery::BadRange,
     recovery_point::{self, RecoveryPoint},
-    segment::{self, PreparedBatch, SealedOpen, Segment, Stored, SEGMENT_OFFSET_SPAN_MAX},
+    segment::{self, sync_dir, PreparedBatch, SealedOpen, Segment, Stored, SEGMENT_OFFSET_SPAN_MAX},
 };
 
 /// When appended data is made durable.
@@ -1641,16 +1641,4 @@ fn report_bad_ranges(segment: &Segment) {
              (reads of its offsets fail; `shardctl log verify` names it)"
         );
     }
-}
-
-async fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    let directory = glommio::io::Directory::open(dir)
-        .await
-        .map_err(crate::error::glommio_error("opening log directory", dir))?;
-    directory
-        .sync()
-        .await
-        .map_err(crate::error::glommio_error("syncing log directory", dir))?;
-    let _ = directory.close().await;
-    Ok(())
 }

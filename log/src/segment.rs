@@ -136,11 +136,9 @@ pub(crate) fn push_index_entry(
         "relative offset out of index range"
     );
     assert!(position.0 <= u64::from(u32::MAX), "segment position out of index range");
-    index.push(IndexEntry {
-        relative_offset: relative as u32,
-        position: position.0 as u32,
-        max_timestamp_before_ms: max_before_ms,
-    });
+    if let Some(entry) = IndexEntry::for_batch(base, batch_base, position, max_before_ms) {
+        index.push(entry);
+    }
 }
 
 /// One segment of a partition log. Lives on the shard that owns the partition.
@@ -196,8 +194,10 @@ impl Segment {
         now_ms: i64,
     ) -> Result<Segment, LogError> {
         let path = log_path(dir, base);
-        // A stale index of an earlier segment at this base must not be trusted later.
-        remove_if_exists(&index_path(dir, base))?;
+        // A stale index of an earlier segment at this base goes before
+        // anything is written here (open would not trust it, but it must not
+        // come back after a crash either).
+        remove_durably(dir, &index_path(dir, base)).await?;
         let file = Self::open_file(&path, true).await?;
         file.truncate(segment_bytes_max)
             .await
@@ -223,11 +223,12 @@ impl Segment {
 
     /// Opens a segment that is not the last one.
     ///
-    /// Fast path: its index file decodes, every entry points at a batch with
-    /// the offset it claims, and the batch headers chain from the base to
-    /// exactly `next_base` (an index is written only after the segment's data
-    /// was fsynced and the file shrunk). Otherwise the segment is scanned
-    /// with CRCs (`recovery::scan`), its index rebuilt and rewritten:
+    /// Fast path: its index file decodes, the batch headers chain from the
+    /// base to exactly `next_base` (an index is written only after the
+    /// segment's data was fsynced and the file shrunk), and every index entry
+    /// is the entry of one of those batches (`walk_sealed`). Otherwise the
+    /// segment is scanned with CRCs (`recovery::scan`), its index rebuilt and
+    /// rewritten:
     /// - with an index file on disk it was sealed, so its data was durable:
     ///   whatever does not reach `next_base` is damage, kept as a bad range;
     /// - without one it may have been rolled but not sealed when the process
@@ -264,8 +265,8 @@ impl Segment {
         };
         let clean_after = !has_data_after(&file, data_bytes);
         let fast = loaded
-            .filter(|index| clean_after && index.matches(&data, base))
-            .and_then(|index| walk_sealed(&data, bounds).map(|scan| (index, scan)));
+            .filter(|_| clean_after)
+            .and_then(|index| walk_sealed(&data, bounds, &index).map(|scan| (index, scan)));
         let (index, scan, rebuilt) = match fast {
             Some((index, scan)) => (index, scan, false),
             None => {
@@ -640,20 +641,40 @@ pub(crate) enum Stored<'a> {
     Bad(&'a BadRange),
 }
 
-/// The fast check of a sealed segment whose index looks right: its batch
+/// The fast check of a sealed segment whose index file decoded: its batch
 /// headers (no CRC) chain from its base to exactly its next segment's base,
-/// with only zeros after them. `None` sends the caller to a full scan.
-fn walk_sealed(data: &[u8], bounds: SegmentBounds) -> Option<SegmentScan> {
+/// with only zeros after them, and every entry of `index` is the entry of one
+/// of those batches — at the position where the batch starts, with its base
+/// offset and the largest max timestamp of the batches before it (exactly
+/// what the writer and a rebuild put there). So no offset lookup can start
+/// inside a batch and no time lookup can start past a batch holding the
+/// time. An index may be sparser than `index_interval_bytes` asks (lookups
+/// only scan further), never wrong. The walk reads every header anyway:
+/// checking the entries costs no read of its own. `None` sends the caller to
+/// a full scan.
+fn walk_sealed(data: &[u8], bounds: SegmentBounds, index: &SparseIndex) -> Option<SegmentScan> {
     let mut scan = SegmentScan::empty(bounds.base);
+    // Ascending in position (`SparseIndex::decode` checked it): at most one
+    // entry falls at or before each batch start the walk reaches.
+    let mut entries = index.entries().iter().peekable();
     loop {
         let position = usize::try_from(scan.end.0).ok()?;
         let rest = data.get(position..)?;
         let Ok(header) = batch::validate_header_only(rest) else {
-            let clean = rest.iter().all(|b| *b == 0) && Some(scan.next_offset) == bounds.next_base;
+            let clean =
+                rest.iter().all(|b| *b == 0) && Some(scan.next_offset) == bounds.next_base && entries.peek().is_none();
             return clean.then_some(scan);
         };
         if header.base_offset != scan.next_offset || bounds.check(&header, position).is_err() {
             return None;
+        }
+        // An entry at or before this batch's start that is not this batch's
+        // entry points between batch starts or lies about the batch.
+        if let Some(entry) = entries.next_if(|entry| u64::from(entry.position) <= scan.end.0) {
+            let expected = IndexEntry::for_batch(bounds.base, header.base_offset, scan.end, scan.max_timestamp_ms);
+            if expected != Some(*entry) {
+                return None;
+            }
         }
         scan.take_batch(&header);
     }
@@ -689,7 +710,9 @@ pub(crate) async fn truncate_files(
     let mut new_mapping = None;
     let mut mapped_bytes = plan.mapped_bytes;
     if plan.was_sealed {
-        remove_if_exists(&index_path(dir, plan.base))?;
+        // The unlink is made durable before the data changes: an index
+        // outliving the truncation would describe batches that are gone.
+        remove_durably(dir, &index_path(dir, plan.base)).await?;
         plan.file
             .truncate(segment_bytes_max)
             .await
@@ -761,7 +784,8 @@ pub(crate) async fn remove_files(
     path: &Path,
 ) -> Result<(), LogError> {
     file.remove().await.map_err(glommio_error("removing segment", path))?;
-    remove_if_exists(&index_path(dir, base))
+    remove_if_exists(&index_path(dir, base))?;
+    Ok(())
 }
 
 /// A validated batch whose header already carries its assigned base offset
@@ -848,12 +872,36 @@ fn has_data_after(file: &impl AsRawFd, from: u64) -> bool {
     unsafe { libc::lseek(file.as_raw_fd(), from, libc::SEEK_DATA) >= 0 }
 }
 
-pub(crate) fn remove_if_exists(path: &Path) -> Result<(), LogError> {
+/// Removes `path` if it exists; whether it did.
+pub(crate) fn remove_if_exists(path: &Path) -> Result<bool, LogError> {
     match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(io_error("removing file", path)(e)),
     }
+}
+
+/// Removes `path` (a file in `dir`) if it exists, and makes the removal
+/// durable before returning: a sync of `dir`, only when something went.
+async fn remove_durably(dir: &Path, path: &Path) -> Result<(), LogError> {
+    if remove_if_exists(path)? {
+        sync_dir(dir).await?;
+    }
+    Ok(())
+}
+
+/// Fsyncs the log directory through io_uring, making the segment and index
+/// names created, renamed or removed in it durable.
+pub(crate) async fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    let directory = glommio::io::Directory::open(dir)
+        .await
+        .map_err(glommio_error("opening log directory", dir))?;
+    directory
+        .sync()
+        .await
+        .map_err(glommio_error("syncing log directory", dir))?;
+    let _ = directory.close().await;
+    Ok(())
 }
 
 const _: () = assert!(BATCH_HEADER_BYTES == 61);

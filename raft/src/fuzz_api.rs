@@ -214,6 +214,7 @@ pub fn sample_rpc_stream(dir: &Path) -> Result<Vec<u8>, String> {
                 port: 9094,
                 shards: 2,
                 fenced: false,
+                shard_ports: vec![9094, 9095],
             })),
         ),
         encode_response(&RpcResponse::BrokerHeartbeat { is_leader: true }),

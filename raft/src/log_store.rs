@@ -47,7 +47,13 @@
 //!   `Corrupt` (naming the offset) and the file is left as it is.
 //!
 //! A frame with a matching CRC that does not decode, or an entry whose index
-//! does not follow the previous one, is corruption and an error too.
+//! does not follow the previous one, is corruption and an error too. So is a
+//! hole between the purge point and the entries kept (`first_index`): the
+//! first entry kept must be the one right after the purge point, or entry 0
+//! when nothing was purged — openraft reads that entry at start-up and
+//! could not start, and the next purge would write a file that does not
+//! open. The writer never makes one: `append` refuses an entry that does
+//! not continue the log, and `rewrite` asserts it before writing.
 //!
 //! ## Memory
 //! Live entries are also kept in memory (`BTreeMap` by index), so reads
@@ -162,13 +168,22 @@ fn log_storage_error(verb: openraft::ErrorVerb, error: &MetaError) -> StorageErr
     storage_error(openraft::ErrorSubject::Logs, verb, error)
 }
 
+/// The index the entry after `last_entry` (the index of the last entry kept,
+/// if any) must have in a log purged up to `last_purged`: the next one, or
+/// the first after the purge point, or 0 — openraft starts a log nothing was
+/// purged from by reading entry 0.
+fn first_index(last_entry: Option<u64>, last_purged: Option<LogId>) -> u64 {
+    match (last_entry, last_purged) {
+        (Some(index), _) => index + 1,
+        (None, Some(purged)) => purged.index + 1,
+        (None, None) => 0,
+    }
+}
+
 impl LogInner {
-    /// The index the next appended entry must have, if any is required.
-    fn next_index(&self) -> Option<u64> {
-        match self.entries.last_key_value() {
-            Some((index, _)) => Some(index + 1),
-            None => self.last_purged.map(|log_id| log_id.index + 1),
-        }
+    /// The index the next appended entry must have.
+    fn next_index(&self) -> u64 {
+        first_index(self.entries.last_key_value().map(|(index, _)| *index), self.last_purged)
     }
 
     fn last_log_id(&self) -> Option<LogId> {
@@ -249,14 +264,14 @@ impl LogInner {
         let mut expected = self.next_index();
         for entry in &entries {
             let index = entry.log_id.index;
-            if expected.is_some_and(|expected| expected != index) {
+            if expected != index {
                 return Err(MetaError::Raft(format!(
-                    "append of entry {index} would leave a hole (next is {expected:?})"
+                    "append of entry {index} would leave a hole (next is {expected})"
                 )));
             }
             new_offsets.push((index, self.length_bytes + buffer.len() as u64));
             buffer.extend_from_slice(&entry_record(entry));
-            expected = Some(index + 1);
+            expected = index + 1;
         }
         self.write_end(&buffer)?;
         if let Err(error) = self.sync() {
@@ -315,6 +330,20 @@ impl LogInner {
 
     /// Rewrites the file from memory: magic, `Purged`, `Committed`, entries.
     fn rewrite(&mut self) -> Result<(), MetaError> {
+        // Open refuses a file whose entries do not continue from its purge
+        // point; memory came from such a check and from checked appends.
+        let first = self.entries.first_key_value().map(|(index, _)| *index);
+        assert!(
+            first.is_none_or(|first| first == first_index(None, self.last_purged)),
+            "kept entries continue from the purge point"
+        );
+        assert!(
+            self.entries
+                .keys()
+                .zip(self.entries.keys().skip(1))
+                .all(|(a, b)| a + 1 == *b),
+            "kept entries have no hole"
+        );
         let mut contents = Vec::from(LOG_MAGIC);
         if let Some(purged) = &self.last_purged {
             contents.extend_from_slice(&purged_record(purged));
@@ -464,18 +493,24 @@ pub(crate) fn scan(path: &Path, contents: &[u8]) -> Result<Scan, MetaError> {
             fb::LogRecordBody::Entry(entry) => {
                 let entry = entry_from_fb(*entry).map_err(|error| corrupt(error.to_string()))?;
                 let index = entry.log_id.index;
-                let expected = match entries.last_key_value() {
-                    Some((last, _)) => Some(last + 1),
-                    None => last_purged.map(|purged| purged.index + 1),
-                };
-                if expected.is_some_and(|expected| expected != index) {
-                    return Err(corrupt(format!("entry {index} where {expected:?} was expected")));
+                let last = entries.last_key_value().map(|(last, _)| *last);
+                let expected = first_index(last, last_purged);
+                if expected != index {
+                    let context = match (last, last_purged) {
+                        (Some(last), _) => format!("entry {last} is before it"),
+                        (None, Some(purged)) => format!("the log is purged up to {purged}"),
+                        (None, None) => "nothing was purged, so the log starts at entry 0".to_string(),
+                    };
+                    return Err(corrupt(format!(
+                        "entry {index} where {expected} was expected ({context}): a hole in the log"
+                    )));
                 }
-                if let Some((_, previous)) = entries.last_key_value() {
-                    if previous.log_id.leader_id > entry.log_id.leader_id {
+                let previous = entries.last_key_value().map(|(_, previous)| previous.log_id);
+                if let Some(previous) = previous.or(last_purged) {
+                    if previous.leader_id > entry.log_id.leader_id {
                         return Err(corrupt(format!(
-                            "entry {} has an older leader than entry {}",
-                            entry.log_id, previous.log_id
+                            "entry {} has an older leader than {previous} before it",
+                            entry.log_id
                         )));
                     }
                 }
@@ -499,6 +534,17 @@ pub(crate) fn scan(path: &Path, contents: &[u8]) -> Result<Scan, MetaError> {
                 offsets.retain(|index, _| *index > log_id.index);
                 if last_purged.is_none_or(|purged| purged < log_id) {
                     last_purged = Some(log_id);
+                }
+                // Log ids order by leader first: a marker can move the purge
+                // point to a lower index than the entries it kept.
+                if let (Some((first, kept)), Some(purged)) = (entries.first_key_value(), last_purged) {
+                    if *first != first_index(None, Some(purged)) || kept.log_id.leader_id < purged.leader_id {
+                        return Err(corrupt(format!(
+                            "purge marker {log_id} leaves entry {} after the purge point {purged}: the entries \
+                             kept must continue from it without a hole",
+                            kept.log_id
+                        )));
+                    }
                 }
                 (LogRecordKind::Purged, log_id)
             }
@@ -526,6 +572,12 @@ pub(crate) fn scan(path: &Path, contents: &[u8]) -> Result<Scan, MetaError> {
     // entries are fsynced before they commit, but a hint is only a hint).
     let last_log_id = entries.last_key_value().map(|(_, entry)| entry.log_id).or(last_purged);
     let committed = committed.filter(|committed| Some(*committed) <= last_log_id);
+    assert!(
+        entries
+            .first_key_value()
+            .is_none_or(|(first, _)| *first == first_index(None, last_purged)),
+        "every entry kept was checked to continue the log from the purge point"
+    );
     Ok(Scan {
         entries,
         offsets,
@@ -852,6 +904,81 @@ mod tests {
             "{error}"
         );
         assert_eq!(std::fs::read(&path).unwrap(), contents, "fsynced entries are not cut");
+    }
+
+    /// A file of `records` (each a whole frame) after the magic.
+    fn write_log(dir: &Path, records: &[Vec<u8>]) -> Vec<u8> {
+        let mut contents = Vec::from(LOG_MAGIC);
+        for record in records {
+            contents.extend_from_slice(record);
+        }
+        std::fs::write(dir.join(LOG_FILE_NAME), &contents).unwrap();
+        contents
+    }
+
+    #[test]
+    fn kept_entries_that_do_not_continue_from_the_purge_point_are_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        // Entries 2..=6, then "purged up to 0": the marker keeps them all,
+        // and nothing stands for entry 1. The fuzzer's reproducer
+        // (raft/fuzz/corpus/raft_log/repro-purge-marker-leaves-a-hole) has
+        // this shape; once opened, the next purge wrote a file that did not
+        // open again.
+        let mut records: Vec<Vec<u8>> = (2..=6).map(|index| entry_record(&entry(1, index))).collect();
+        records.push(purged_record(&entry(1, 0).log_id));
+        let contents = write_log(dir.path(), &records);
+        let error = LogStore::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(&error, MetaError::Corrupt { offset, .. } if *offset == LOG_MAGIC.len() as u64),
+            "the error names the first entry's frame: {error}"
+        );
+        assert!(error.to_string().contains("entry 2 where 0 was expected"), "{error}");
+        assert_eq!(
+            std::fs::read(dir.path().join(LOG_FILE_NAME)).unwrap(),
+            contents,
+            "left as it is"
+        );
+
+        // Entries after a purge marker continue from it, or the file is refused.
+        let purged = purged_record(&entry(1, 3).log_id);
+        write_log(dir.path(), &[purged.clone(), entry_record(&entry(1, 5))]);
+        let error = LogStore::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(&error, MetaError::Corrupt { offset, .. } if *offset == (LOG_MAGIC.len() + purged.len()) as u64),
+            "{error}"
+        );
+        // A later marker with a newer leader but a lower index than the
+        // purge point moves the purge point back below the entries kept.
+        let mut records = vec![purged_record(&entry(1, 5).log_id)];
+        records.extend((6..=8).map(|index| entry_record(&entry(1, index))));
+        let before_second: usize = LOG_MAGIC.len() + records.iter().map(Vec::len).sum::<usize>();
+        records.push(purged_record(&entry(2, 3).log_id));
+        write_log(dir.path(), &records);
+        let error = LogStore::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(&error, MetaError::Corrupt { offset, .. } if *offset == before_second as u64),
+            "{error}"
+        );
+        // A marker after entries may drop a prefix of them: what is left
+        // still continues from it.
+        let mut records: Vec<Vec<u8>> = (0..=6).map(|index| entry_record(&entry(1, index))).collect();
+        records.push(purged_record(&entry(1, 3).log_id));
+        write_log(dir.path(), &records);
+        let (store, _) = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&store), vec![4, 5, 6]);
+    }
+
+    #[test]
+    fn a_log_nothing_was_purged_from_starts_at_entry_0() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = LogStore::open(dir.path()).unwrap();
+        // openraft reads entry 0 at start-up when nothing was purged: a log
+        // starting later could not be started from.
+        assert!(store.lock().append(vec![entry(1, 2)]).is_err());
+        append_direct(&store, vec![entry(1, 0), entry(1, 1)]);
+        drop(store);
+        let (store, _) = LogStore::open(dir.path()).unwrap();
+        assert_eq!(indexes(&store), vec![0, 1]);
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! - `validate` agrees with `BatchHeader::parse`, `validate_header_only` and
 //!   `compute_crc`; writing a base offset and leader epoch keeps a batch
 //!   valid and changes only those fields; `build_batch` rebuilds an accepted
-//!   batch byte for byte (when its two timestamps are equal, which is what
-//!   `build_batch` writes).
+//!   compressed batch byte for byte (when its two timestamps are equal,
+//!   which is what `build_batch` writes; it frames a compressed section as
+//!   given, but builds an uncompressed one's records from values).
 //! - On a fresh log, appended four times: an append is accepted only if
 //!   every batch validates; a refused append stores nothing; accepted
 //!   batches get offsets from the log end on, are served back unchanged but for the broker's fields, and
@@ -21,7 +22,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use shardline_log::{
     build_batch, compute_crc, set_base_offset, set_leader_epoch, validate, validate_header_only, BatchHeader,
-    BatchSpec, Log, Offset, BATCH_HEADER_BYTES,
+    BatchSpec, Codec, Log, Offset, BATCH_HEADER_BYTES,
 };
 use shardline_log_fuzz::{batch_input, read_all, run, small_config, valid_batches, without_broker_fields, Scratch};
 
@@ -68,7 +69,7 @@ fn check_one_batch(bytes: &[u8]) {
         }
     );
 
-    if header.base_timestamp_ms == header.max_timestamp_ms {
+    if header.base_timestamp_ms == header.max_timestamp_ms && header.codec() != Some(Codec::None) {
         let mut rebuilt = build_batch(&BatchSpec {
             base_offset: header.base_offset,
             record_count: header.record_count,
@@ -77,7 +78,7 @@ fn check_one_batch(bytes: &[u8]) {
             producer_id: header.producer_id,
             producer_epoch: header.producer_epoch,
             base_sequence: header.base_sequence,
-            records: &bytes[BATCH_HEADER_BYTES..total],
+            payload: &bytes[BATCH_HEADER_BYTES..total],
         });
         set_leader_epoch(&mut rebuilt, header.partition_leader_epoch);
         assert_eq!(rebuilt, &bytes[..total], "build_batch must rebuild an accepted batch");
