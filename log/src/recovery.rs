@@ -18,7 +18,10 @@
 //!
 //! - **Found** (its base offset is at least the expected one, and its offsets
 //!   fit the segment), **and the damage lies before the recovery point**
-//!   (`recovery_point.rs`: bytes known fsynced): the bytes in between are
+//!   (`recovery_point.rs`: bytes known fsynced) **or is one whole batch at
+//!   the expected offset that the rules refuse** (written whole, so not
+//!   torn; deciding this the same way on either side of the recovery point
+//!   keeps a reopen's answer equal to the first one's): the bytes in between are
 //!   **damaged in the middle** — bit rot, a bad sector — not a torn write.
 //!   Past the recovery point a whole batch after a bad one proves nothing (a
 //!   power cut writes unsynced pages back in any order): that is a torn tail. They become a [`BadRange`]: kept on disk, never served,
@@ -312,15 +315,21 @@ pub(crate) fn scan(
             }
             Err(reason) => reason,
         };
+        // A batch written whole (its CRC matches) at the expected offset
+        // that the rules refuse was not torn, wherever it lies: like damage
+        // before the recovery point, the scan resumes at a valid batch after
+        // it. Deciding so before the recovery point covers it, not only
+        // after, keeps a reopen's answer the same as this one's.
+        let refused_whole = written_whole(rest).is_some_and(|header| header.base_offset == scan.next_offset);
         let durable_here = (position as u64) < synced_to.0;
-        if let Some((next, header)) = durable_here
+        if let Some((next, header)) = (durable_here || refused_whole)
             .then(|| find_next_batch(bytes, position, scan.next_offset, bounds))
             .flatten()
         {
             scan.take_bad(next, header.base_offset, reason);
             continue;
         }
-        if written_whole(rest).is_some_and(|header| header.base_offset == scan.next_offset) {
+        if refused_whole {
             let next_offset = bounds.next_base.unwrap_or(scan.next_offset);
             scan.take_bad(position + quarantined_bytes(rest), next_offset, reason);
             break;
@@ -479,6 +488,33 @@ mod tests {
             scan_segment(&bytes[..data_end as usize], bounds, ALL_SYNCED).next_offset,
             Offset(103)
         );
+    }
+
+    /// Found by the `segment_recovery` fuzz target: a refused whole batch,
+    /// then a valid batch at the expected offset, with no recovery point.
+    /// The first open quarantined everything to the end of the data and
+    /// appended after it; the reopen, the recovery point now covering the
+    /// damage, resumed at the valid batch inside the quarantine and served
+    /// it in place of what was appended. Both opens must resume there.
+    #[test]
+    fn a_valid_batch_after_a_refused_whole_one_is_resumed_at_before_the_recovery_point_too() {
+        let (mut bytes, starts) = segment(&[(1, 30), (2, 30), (1, 20)]);
+        let second = lying(bytes[starts[1]..starts[2]].to_vec(), 3);
+        let mut third = bytes[starts[2]..starts[3]].to_vec();
+        set_base_offset(&mut third, Offset(101));
+        bytes.truncate(starts[1]);
+        bytes.extend_from_slice(&second);
+        let third_at = bytes.len() as u64;
+        bytes.extend_from_slice(&third);
+        let data_end = bytes.len() as u64;
+        bytes.resize(bytes.len() + 64, 0);
+        for synced_to in [Position(0), ALL_SYNCED] {
+            let scan = scan_segment(&bytes, LAST, synced_to);
+            assert!(scan.torn.is_none(), "a batch written whole is not torn");
+            assert_eq!(scan.bad.len(), 1);
+            assert_eq!((scan.bad[0].start.0, scan.bad[0].end.0), (starts[1] as u64, third_at));
+            assert_eq!((scan.end.0, scan.next_offset), (data_end, Offset(102)));
+        }
     }
 
     #[test]
