@@ -105,6 +105,12 @@ pub struct EngineConfig {
     #[arg(long, default_value_t = 1)]
     pub default_partitions: i32,
 
+    /// How partition logs write batches into the page cache: `inline` (`pwrite` on the shard: no worker
+    /// hop, but the shard waits if the kernel throttles writers) or `io-uring` (a kernel worker thread
+    /// does each buffered write; the shard never blocks). fdatasync goes through io_uring either way.
+    #[arg(long, default_value = "inline")]
+    pub log_writes: LogWrites,
+
     /// Segment size bound of partition logs (bytes).
     #[arg(long, default_value_t = 128 << 20)]
     pub segment_bytes: u64,
@@ -215,6 +221,22 @@ impl EngineConfig {
 
 fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `--log-writes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogWrites(pub shardline_log::WritePath);
+
+impl FromStr for LogWrites {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "io-uring" => Ok(LogWrites(shardline_log::WritePath::IoUring)),
+            "inline" => Ok(LogWrites(shardline_log::WritePath::Inline)),
+            other => Err(format!("unknown log write path `{other}`: use io-uring or inline")),
+        }
+    }
 }
 
 /// How clients reach shards (`--shard-listeners`).

@@ -328,6 +328,7 @@ impl Shard {
         let mut config = LogConfig {
             segment_bytes_max: self.config.segment_bytes,
             durability: self.config.fsync.0,
+            writes: self.config.log_writes.0,
             ..LogConfig::default()
         };
         if let Some(v) = get("retention.ms").and_then(|v| v.parse::<i64>().ok()) {

@@ -76,7 +76,7 @@ pub use batch::{
 };
 pub use epoch::EpochStart;
 pub use error::{BatchError, LogError};
-pub use log::{AppendInfo, Clock, Durability, Log, LogConfig, ReadBatches, SystemClock, TimestampOffset};
+pub use log::{AppendInfo, Clock, Durability, Log, LogConfig, ReadBatches, SystemClock, TimestampOffset, WritePath};
 pub use offset::{Offset, Position};
 pub use record::{Record, Records};
 pub use recovery::{find_next_batch, scan_segment, BadRange, SegmentBounds, SegmentScan, TornTail};

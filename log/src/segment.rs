@@ -2,8 +2,9 @@
 //! `<base_offset>.index` (see `index.rs`).
 //!
 //! # Write path (one per segment, chosen here)
-//! Batches are written with io_uring *buffered* writes (glommio `BufferedFile`)
-//! at explicit positions, and made durable with io_uring `fdatasync`. Buffered,
+//! Batches are written with *buffered* writes at explicit positions — a
+//! `pwrite` on the shard or an io_uring write, per [`WritePath`] — and made
+//! durable with io_uring `fdatasync`. Buffered,
 //! not O_DIRECT, because reads come from a shared memory mapping of the same
 //! file: both go through the page cache, so a reader sees a batch as soon as its
 //! write completes, and the freshest data — what consumers tailing the log read —
@@ -37,6 +38,7 @@ use crate::{
     batch::{self, BatchHeader, BATCH_HEADER_BYTES},
     error::{glommio_error, io_error, LogError},
     index::{IndexEntry, SparseIndex},
+    log::WritePath,
     offset::{Offset, Position},
     recovery::{self, BadRange, SegmentBounds, SegmentScan, TornTail},
 };
@@ -738,9 +740,10 @@ pub(crate) async fn write_batches(
     path: &Path,
     start: u64,
     batches: &[PreparedBatch],
+    writes: WritePath,
 ) -> Result<(), LogError> {
     let len: u64 = batches.iter().map(|b| b.bytes.len() as u64).sum();
-    if let Err(e) = write_all_at(file, start, path, |skip| assemble(batches, skip)).await {
+    if let Err(e) = write_all_at(file, start, path, writes, |skip| assemble(batches, skip)).await {
         let _ = file.deallocate(start, len).await;
         return Err(e);
     }
@@ -826,6 +829,7 @@ async fn write_all_at(
     file: &BufferedFile,
     position: u64,
     path: &Path,
+    writes: WritePath,
     build: impl Fn(usize) -> Vec<u8>,
 ) -> Result<(), LogError> {
     let mut done = 0usize;
@@ -835,10 +839,14 @@ async fn write_all_at(
         if want == 0 {
             return Ok(());
         }
-        let written = file
-            .write_at(buf, position + done as u64)
-            .await
-            .map_err(glommio_error("writing segment", path))?;
+        let at = position + done as u64;
+        let written = match writes {
+            WritePath::IoUring => file
+                .write_at(buf, at)
+                .await
+                .map_err(glommio_error("writing segment", path))?,
+            WritePath::Inline => pwrite(file, &buf, at).map_err(io_error("writing segment", path))?,
+        };
         if written == 0 {
             return Err(LogError::Io {
                 context: "writing segment",
@@ -850,6 +858,25 @@ async fn write_all_at(
             return Ok(());
         }
         done += written;
+    }
+}
+
+/// One `pwrite(2)` of `buf` at `position`, retried on EINTR.
+fn pwrite(file: &impl AsRawFd, buf: &[u8], position: u64) -> std::io::Result<usize> {
+    let offset = libc::off_t::try_from(position).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` bytes for the call's length;
+        // the descriptor is the segment file this process keeps open.
+        let written = unsafe { libc::pwrite(file.as_raw_fd(), buf.as_ptr().cast(), buf.len(), offset) };
+        match usize::try_from(written) {
+            Ok(written) => return Ok(written),
+            Err(_) => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
     }
 }
 

@@ -26,6 +26,8 @@
 //! appended in that field alone, and only where the garbage landed on it;
 //! the model then takes the stored epoch (docs/storage.md, Leader epochs).
 //!
+//! Each case picks a write path (`WritePath`: inline `pwrite` or io_uring).
+//!
 //! `PROPTEST_CASES` overrides the number of cases (default 1000). Every case
 //! runs on the test thread's one executor (`common::run_reused`).
 #![allow(
@@ -44,7 +46,7 @@ use common::{read_all, run_reused, ManualClock};
 use proptest::prelude::*;
 use shardline_log::{
     build_batch, parse_log_name, set_base_offset, set_leader_epoch, validate_header_only, BatchSpec, Durability, Log,
-    LogConfig, LogError, Offset,
+    LogConfig, LogError, Offset, WritePath,
 };
 
 #[derive(Debug, Clone)]
@@ -223,8 +225,9 @@ impl Model {
     }
 }
 
-fn config(durability: Durability) -> LogConfig {
+fn config(durability: Durability, writes: WritePath) -> LogConfig {
     LogConfig {
+        writes,
         segment_bytes_max: 16 << 10,
         index_interval_bytes: 512,
         durability,
@@ -345,10 +348,10 @@ fn replica_batch(count: i32, payload_bytes: u16, epoch: u8, base: Offset, timest
 
 /// Runs `ops` against a fresh log and the model; returns how many batches
 /// kept after a crash had a leader epoch the garbage changed.
-async fn run_case(dir: std::path::PathBuf, durability: Durability, ops: Vec<Op>) -> usize {
+async fn run_case(dir: std::path::PathBuf, durability: Durability, writes: WritePath, ops: Vec<Op>) -> usize {
     let clock = Rc::new(ManualClock::default());
     clock.0.set(1_000_000);
-    let mut log = Log::open_with_clock(&dir, config(durability), clock.clone())
+    let mut log = Log::open_with_clock(&dir, config(durability, writes), clock.clone())
         .await
         .unwrap();
     let mut model = Model::default();
@@ -498,7 +501,7 @@ async fn run_case(dir: std::path::PathBuf, durability: Durability, ops: Vec<Op>)
                 let before_end = model.end;
                 drop(log);
                 let epoch_hit = damage_tail(&dir, model.durable, &damage);
-                log = Log::open_with_clock(&dir, config(durability), clock.clone())
+                log = Log::open_with_clock(&dir, config(durability, writes), clock.clone())
                     .await
                     .unwrap();
                 check_bad_ranges(&log, &model).await;
@@ -538,12 +541,14 @@ proptest! {
     #[test]
     fn log_matches_model_across_crashes(
         always in any::<bool>(),
+        uring in any::<bool>(),
         ops in prop::collection::vec(op(), 1..40),
     ) {
         let durability = if always { Durability::Always } else { Durability::Never };
+        let writes = if uring { WritePath::IoUring } else { WritePath::Inline };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
-        run_reused(move || run_case(path, durability, ops));
+        run_reused(move || run_case(path, durability, writes, ops));
     }
 }
 
@@ -576,6 +581,6 @@ fn a_garbage_byte_in_a_kept_batchs_leader_epoch_changes_only_that_epoch() {
     ];
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
-    let damaged_epochs = run_reused(move || run_case(path, Durability::Never, ops));
+    let damaged_epochs = run_reused(move || run_case(path, Durability::Never, WritePath::Inline, ops));
     assert_eq!(damaged_epochs, 1, "the garbage landed on one leader epoch");
 }
