@@ -8,7 +8,8 @@
 //!
 //! Checks: opening either fails with an error or gives a log whose every
 //! offset from start to end is served as whole, valid batches without a
-//! gap; with one segment, every batch before the first bad one is kept
+//! gap, or lies in a range recovery found damaged (a read there fails
+//! naming it); with one segment, every batch before the first bad one is kept
 //! (recovery may cut a torn tail, never acknowledged data before it); the
 //! recovered log takes an append, and after a close and reopen serves the
 //! same batches plus the new one.
@@ -17,7 +18,9 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use shardline_log::{build_batch, BatchSpec, Log, Offset};
-use shardline_log_fuzz::{batch_bounds, batch_input, read_all, run, small_config, valid_batches, Scratch};
+use shardline_log_fuzz::{
+    batch_bounds, batch_input, read_all_around_damage, run, small_config, valid_batches, Scratch,
+};
 
 /// Bit of byte 0: write two segments instead of one.
 const FLAG_TWO_SEGMENTS: u8 = 2;
@@ -68,7 +71,7 @@ fuzz_target!(|data: &[u8]| {
         let Ok(log) = Log::open(dir, small_config()).await else {
             return;
         };
-        let stored = read_all(&log);
+        let (stored, damaged) = read_all_around_damage(&log);
         if let Some(must_keep) = must_keep {
             let served: Vec<u8> = stored.concat();
             assert!(
@@ -88,7 +91,8 @@ fuzz_target!(|data: &[u8]| {
         drop(log);
 
         let log = Log::open(dir, small_config()).await.expect("reopen a recovered log");
-        let again = read_all(&log);
+        let (again, damaged_again) = read_all_around_damage(&log);
+        assert_eq!(damaged_again, damaged, "reopening changed what is found damaged");
         assert_eq!(again.len(), stored.len() + 1, "reopening changed what is served");
         assert_eq!(again[..stored.len()], stored[..]);
         let mut expected_extra = extra;

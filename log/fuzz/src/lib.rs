@@ -14,8 +14,8 @@ use std::{
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 pub use shardline_fuzz_support::Scratch;
 use shardline_log::{
-    build_batch, compute_crc, set_base_offset, validate, BatchHeader, BatchSpec, Durability, Log, LogConfig, Offset,
-    BATCH_HEADER_BYTES,
+    build_batch, compute_crc, set_base_offset, validate, BadRange, BatchHeader, BatchSpec, Durability, Log, LogConfig,
+    LogError, Offset, BATCH_HEADER_BYTES,
 };
 
 /// Bit of an input's first byte: recompute the CRC of every batch (or index
@@ -111,13 +111,32 @@ pub fn valid_batches(bytes: &[u8]) -> Vec<(BatchHeader, std::ops::Range<usize>)>
 /// passes `validate` (CRC included), and offsets run on without a gap from
 /// the log start to the log end.
 pub fn read_all(log: &Log) -> Vec<Vec<u8>> {
+    let (batches, damaged) = read_all_around_damage(log);
+    assert!(damaged.is_empty(), "no damaged range expected here: {damaged:?}");
+    batches
+}
+
+/// As [`read_all`], but offsets in a range recovery found damaged are
+/// skipped: a read there must fail naming a range that holds the offset
+/// asked for (and at least one offset), and reading goes on after it.
+/// Returns the batches and the ranges skipped, in order.
+pub fn read_all_around_damage(log: &Log) -> (Vec<Vec<u8>>, Vec<BadRange>) {
     let mut batches = Vec::new();
+    let mut damaged = Vec::new();
     let end = log.log_end();
     let mut from = log.log_start();
     while from < end {
-        let read = log
-            .read(from, 1 << 20, end)
-            .unwrap_or_else(|error| panic!("read at {from:?} inside [{:?}, {end:?}): {error}", log.log_start()));
+        let read = match log.read(from, 1 << 20, end) {
+            Ok(read) => read,
+            Err(LogError::CorruptRange { range, .. }) => {
+                assert!(range.holds(from), "a damaged range {range:?} named for {from:?}");
+                assert!(range.next_offset <= end, "a damaged range {range:?} past the log end");
+                from = range.next_offset;
+                damaged.push(range);
+                continue;
+            }
+            Err(error) => panic!("read at {from:?} inside [{:?}, {end:?}): {error}", log.log_start()),
+        };
         assert!(read.next_offset > from, "a read at {from:?} made no progress");
         let mut expected = from;
         for chunk in &read.chunks {
@@ -137,7 +156,7 @@ pub fn read_all(log: &Log) -> Vec<Vec<u8>> {
         from = read.next_offset;
     }
     assert_eq!(from, end, "reading ends at the log end");
-    batches
+    (batches, damaged)
 }
 
 /// `batch` with its broker-owned fields (base offset, leader epoch) zeroed,
