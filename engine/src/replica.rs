@@ -73,6 +73,10 @@ const PARTITION_FETCH_BYTES_MAX: i32 = 1 << 20;
 /// Largest response a follower accepts (a fetch answer is bounded by
 /// FETCH_BYTES_MAX plus one batch past it).
 const RESPONSE_BYTES_MAX: usize = 64 << 20;
+/// Most entries (topics, partitions, aborted transactions) a leader's
+/// response may name: a follower asks about at most its partitions of one
+/// leader, far fewer (the bound the broker puts on a client's request).
+const RESPONSE_ENTRIES_MAX: usize = 100_000;
 /// Pause after a failed connect or fetch before trying again.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// Bound on connecting to a leader.
@@ -151,6 +155,10 @@ impl LeaderConnection {
                 header.correlation_id
             ));
         }
+        // The same structural walk a client's request gets before
+        // kafka-protocol decodes it: a lying count must not make it allocate.
+        shardline_net::check_response(api_key as i16, version, &body, RESPONSE_ENTRIES_MAX)
+            .map_err(|e| format!("checking response: {e}"))?;
         let response = Resp::decode(&mut body, version).map_err(|e| format!("decoding response: {e}"))?;
         if body.has_remaining() {
             return Err(format!("{} bytes left after the response", body.remaining()));
@@ -443,6 +451,7 @@ async fn fetch_once(
         return Err(format!("fetch error {}", error_name(response.error_code)));
     }
     let mut appends = Vec::new();
+    let mut answered: std::collections::HashSet<(&str, i32)> = std::collections::HashSet::new();
     for topic in response.responses {
         for data in topic.partitions {
             let Some((f, fetch_offset)) = fetch_offsets
@@ -451,6 +460,10 @@ async fn fetch_once(
             else {
                 continue;
             };
+            // A partition answered twice is taken once (the first answer).
+            if !answered.insert((f.topic.as_str(), f.index)) {
+                continue;
+            }
             if data.error_code != 0 {
                 // NOT_LEADER, a fenced epoch…: the metadata image will move this
                 // partition elsewhere; the others go on.

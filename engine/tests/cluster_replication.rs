@@ -9,7 +9,9 @@
 //!   has caught up;
 //! - kafka-python and confluent-kafka produce to and consume from a topic
 //!   replicated on all three nodes, with a consumer group whose coordinator
-//!   may be any node (`tests/python/cluster_clients.py`).
+//!   may be any node (`tests/python/cluster_clients.py`);
+//! - a follower's fetch past the leader's log end is refused and does not
+//!   move the high watermark.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -22,6 +24,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{cluster::Cluster, run_python_script};
+use kafka_protocol::{
+    messages::{
+        fetch_request::{FetchPartition, FetchTopic},
+        BrokerId, FetchRequest, FetchResponse, TopicName,
+    },
+    protocol::StrBytes,
+    ResponseError,
+};
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
@@ -266,4 +276,66 @@ fn acks_all_answers_not_enough_replicas_after_append_when_the_isr_shrinks_while_
     let answer = send(&producer, TOPIC, "two-copies");
     cluster.pause(follower, false);
     assert_eq!(answer, Err(RDKafkaErrorCode::NotEnoughReplicasAfterAppend));
+}
+
+/// The high watermark as a consumer's Fetch (replica_id -1) at offset 0 of
+/// `topic`'s partition 0 on `node` reports it.
+fn high_watermark_on(cluster: &Cluster, node: i32, topic: &str) -> i64 {
+    let response = fetch_as(cluster, node, topic, -1, 0);
+    response.responses[0].partitions[0].high_watermark
+}
+
+/// One Fetch of `topic`'s partition 0 on `node`, as `replica_id`, from `offset`.
+fn fetch_as(cluster: &Cluster, node: i32, topic: &str, replica_id: i32, offset: i64) -> FetchResponse {
+    let mut partition = FetchPartition::default();
+    partition.partition = 0;
+    partition.fetch_offset = offset;
+    partition.partition_max_bytes = 1 << 20;
+    let mut fetch_topic = FetchTopic::default();
+    fetch_topic.topic = TopicName(StrBytes::from_string(topic.to_string()));
+    fetch_topic.partitions = vec![partition];
+    let mut request = FetchRequest::default();
+    request.replica_id = BrokerId(replica_id);
+    request.max_wait_ms = 0;
+    request.max_bytes = 1 << 20;
+    request.topics = vec![fetch_topic];
+    common::call(cluster.kafka_addr(node), 12, &request).unwrap()
+}
+
+/// A follower's fetch offset is its log end, and it moves the leader's high
+/// watermark. One past the leader's own log end names data the leader never
+/// had: it is refused with OFFSET_OUT_OF_RANGE and moves nothing (before, it
+/// counted as that follower having everything, and the high watermark
+/// passed a write the follower never copied).
+#[test]
+fn a_follower_fetch_past_the_leaders_log_end_is_refused_and_moves_nothing() {
+    const TOPIC: &str = "lying-follower";
+    let mut cluster = Cluster::start(&flags("60000"));
+    cluster.wait_ready(WAIT);
+    let bootstrap = cluster.bootstrap();
+    create_topic(&bootstrap, TOPIC, "1");
+    cluster.wait_full_isr(TOPIC, 1, WAIT);
+    assert_eq!(send(&producer(&bootstrap, "all"), TOPIC, "three-copies"), Ok(()));
+
+    // One follower stops: an acks=1 write stays above the high watermark.
+    let leader = cluster.partition_leader(TOPIC, 0);
+    let follower = cluster.node_ids().into_iter().find(|n| *n != leader).unwrap();
+    cluster.pause(follower, true);
+    assert_eq!(send(&producer(&bootstrap, "1"), TOPIC, "one-copy"), Ok(()));
+    let deadline = Instant::now() + WAIT;
+    while high_watermark_on(&cluster, leader, TOPIC) != 1 {
+        assert!(Instant::now() < deadline, "the high watermark settles at 1");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A fetch in the stopped follower's name, far past the leader's end.
+    let lying = fetch_as(&cluster, leader, TOPIC, follower, 1_000);
+    let answer = &lying.responses[0].partitions[0];
+    let high_watermark = high_watermark_on(&cluster, leader, TOPIC);
+    cluster.pause(follower, false);
+    assert_eq!(answer.error_code, ResponseError::OffsetOutOfRange.code());
+    assert_eq!(
+        high_watermark, 1,
+        "the write the follower never copied stays above the high watermark"
+    );
 }

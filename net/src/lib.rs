@@ -92,6 +92,7 @@ pub use limits::{ConnectionActivity, ConnectionShare, RequestMemory};
 pub use produce::{
     ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopic, ProduceTopicResponse,
 };
+pub use shape::check_response;
 
 /// kafka-protocol, re-exported so the engine builds control-plane responses
 /// with exactly the version net encodes with.

@@ -1,5 +1,6 @@
-//! Structural pre-check of control-plane request bodies (and Fetch requests)
-//! before kafka-protocol's generated decoders see them.
+//! Structural pre-check of control-plane request bodies (and Fetch requests),
+//! and of the Fetch and OffsetForLeaderEpoch responses a follower reads from
+//! its leader, before kafka-protocol's generated decoders see them.
 //!
 //! Why: kafka-protocol 0.18 reads an array count and calls
 //! `Vec::with_capacity(count)` before reading a single item. A 20-byte
@@ -423,6 +424,115 @@ const OFFSET_FOR_LEADER_EPOCH: &[Field] = &[
     ),
 ];
 
+// ---- Responses a follower reads from its leader ----
+// Fetch (v4..=12) and OffsetForLeaderEpoch (v2..=4) responses, which the
+// engine's replica fetcher decodes with kafka-protocol: a peer's frame must
+// pass the same walk as a client's before it is decoded.
+const FETCH_RESPONSE_ABORTED: &[Field] = &[
+    field("fetch_response.aborted.producer_id", 4, LATEST, Kind::Int64),
+    field("fetch_response.aborted.first_offset", 4, LATEST, Kind::Int64),
+];
+const FETCH_RESPONSE_PARTITION: &[Field] = &[
+    field("fetch_response.partition.partition_index", 0, LATEST, Kind::Int32),
+    field("fetch_response.partition.error_code", 0, LATEST, Kind::Int16),
+    field("fetch_response.partition.high_watermark", 0, LATEST, Kind::Int64),
+    field("fetch_response.partition.last_stable_offset", 4, LATEST, Kind::Int64),
+    field("fetch_response.partition.log_start_offset", 5, LATEST, Kind::Int64),
+    field(
+        "fetch_response.partition.aborted_transactions",
+        4,
+        LATEST,
+        Kind::Structs(FETCH_RESPONSE_ABORTED),
+    ),
+    field(
+        "fetch_response.partition.preferred_read_replica",
+        11,
+        LATEST,
+        Kind::Int32,
+    ),
+    field("fetch_response.partition.records", 0, LATEST, Kind::Bytes),
+];
+const FETCH_RESPONSE_TOPIC: &[Field] = &[
+    field("fetch_response.topic.topic", 0, 12, Kind::Str),
+    field("fetch_response.topic.topic_id", 13, LATEST, Kind::Uuid),
+    field(
+        "fetch_response.topic.partitions",
+        0,
+        LATEST,
+        Kind::Structs(FETCH_RESPONSE_PARTITION),
+    ),
+];
+const FETCH_RESPONSE: &[Field] = &[
+    field("fetch_response.throttle_time_ms", 1, LATEST, Kind::Int32),
+    field("fetch_response.error_code", 7, LATEST, Kind::Int16),
+    field("fetch_response.session_id", 7, LATEST, Kind::Int32),
+    field(
+        "fetch_response.responses",
+        0,
+        LATEST,
+        Kind::Structs(FETCH_RESPONSE_TOPIC),
+    ),
+];
+const OFFSET_FOR_LEADER_EPOCH_RESPONSE_PARTITION: &[Field] = &[
+    field(
+        "offset_for_leader_epoch_response.partition.error_code",
+        0,
+        LATEST,
+        Kind::Int16,
+    ),
+    field(
+        "offset_for_leader_epoch_response.partition.partition",
+        0,
+        LATEST,
+        Kind::Int32,
+    ),
+    field(
+        "offset_for_leader_epoch_response.partition.leader_epoch",
+        1,
+        LATEST,
+        Kind::Int32,
+    ),
+    field(
+        "offset_for_leader_epoch_response.partition.end_offset",
+        0,
+        LATEST,
+        Kind::Int64,
+    ),
+];
+const OFFSET_FOR_LEADER_EPOCH_RESPONSE_TOPIC: &[Field] = &[
+    field("offset_for_leader_epoch_response.topic.topic", 0, LATEST, Kind::Str),
+    field(
+        "offset_for_leader_epoch_response.topic.partitions",
+        0,
+        LATEST,
+        Kind::Structs(OFFSET_FOR_LEADER_EPOCH_RESPONSE_PARTITION),
+    ),
+];
+const OFFSET_FOR_LEADER_EPOCH_RESPONSE: &[Field] = &[
+    field(
+        "offset_for_leader_epoch_response.throttle_time_ms",
+        2,
+        LATEST,
+        Kind::Int32,
+    ),
+    field(
+        "offset_for_leader_epoch_response.topics",
+        0,
+        LATEST,
+        Kind::Structs(OFFSET_FOR_LEADER_EPOCH_RESPONSE_TOPIC),
+    ),
+];
+
+/// The schema of `api_key`'s response body, for the responses a follower
+/// reads.
+fn response_schema(api_key: i16) -> Option<&'static [Field]> {
+    match api_key {
+        apis::FETCH => Some(FETCH_RESPONSE),
+        apis::OFFSET_FOR_LEADER_EPOCH => Some(OFFSET_FOR_LEADER_EPOCH_RESPONSE),
+        _ => None,
+    }
+}
+
 /// The schema of `api_key`'s request body, for the APIs kafka-protocol decodes.
 fn schema(api_key: i16) -> Option<&'static [Field]> {
     match api_key {
@@ -472,6 +582,32 @@ pub(crate) fn check_request(
             reason: "no request schema for this API",
         });
     };
+    walk_body(fields, api_key, api_version, body, entries_max)
+}
+
+/// Walks `body` as a response of `api_key` at `api_version` (after its
+/// response header) as [`check_request`] walks requests: every length and
+/// count checked against the bytes left, at most `entries_max` entries in
+/// all, nothing allocated. For the responses an engine reads from another
+/// broker (Fetch, OffsetForLeaderEpoch) before kafka-protocol decodes them;
+/// any other API is refused. Returns the bytes consumed.
+pub fn check_response(api_key: i16, api_version: i16, body: &Bytes, entries_max: usize) -> Result<usize, DecodeError> {
+    let Some(fields) = response_schema(api_key) else {
+        return Err(DecodeError::Invalid {
+            field: "api_key",
+            reason: "no response schema for this API",
+        });
+    };
+    walk_body(fields, api_key, api_version, body, entries_max)
+}
+
+fn walk_body(
+    fields: &'static [Field],
+    api_key: i16,
+    api_version: i16,
+    body: &Bytes,
+    entries_max: usize,
+) -> Result<usize, DecodeError> {
     let encoding = Encoding::from_flexible(apis::is_flexible(api_key, api_version));
     let mut cursor = Cursor::new(body);
     let mut walk = Walk {

@@ -7,7 +7,7 @@ use std::{rc::Rc, time::Duration};
 use bytes::Bytes;
 use futures_channel::oneshot;
 use kafka_protocol::{messages::FetchRequest, ResponseError};
-use shardline_log::Offset;
+use shardline_log::{LogError, Offset};
 use shardline_net::{FetchPartitionResponse, FetchResponse, FetchTopicResponse, ResponseBody};
 
 use super::{code_of, epoch_of, on_owners, split_by_owner};
@@ -187,12 +187,21 @@ fn read_local(shard: &Shard, item: &Item) -> PartitionRead {
         return PartitionRead::failed(e);
     }
     let from = Offset(item.offset);
+    let log_end = partition.log.log_end();
     if item.replica_id >= 0 {
-        // A follower's fetch offset is its log end: it moves the high watermark.
+        // A follower's fetch offset is its log end: it moves the high
+        // watermark. One past this log's end is a follower that has what the
+        // leader never had (or a lie): refused, and it moves nothing.
+        if from > log_end {
+            return PartitionRead::failed(EngineError::Log(LogError::OffsetOutOfRange {
+                requested: from,
+                log_start: partition.log.log_start(),
+                log_end,
+            }));
+        }
         partition.record_follower_fetch(item.replica_id, from);
     }
     let high_watermark = partition.high_watermark();
-    let log_end = partition.log.log_end();
     // Followers copy up to the log end, consumers read below the high watermark.
     let end = if item.replica_id >= 0 { log_end } else { high_watermark };
     let log_start = partition.log.log_start().0;
