@@ -808,49 +808,51 @@ fn read_segment(
     result: &mut ReadBatches,
     bytes_taken: &mut usize,
 ) -> Result<bool, LogError> {
-    let data = segment.data();
-    let mut chunk_start = start.0;
-    let mut position = start.0;
-    let mut stopped = false;
-    while position < segment.size {
-        match segment.stored_at(&data, position)? {
-            Stored::Batch(header) => {
-                let total = header.total_bytes();
-                let full = *bytes_taken > 0 && *bytes_taken + total > bounds.bytes_max;
-                if header.base_offset >= bounds.end || full {
+    // An I/O error under the mapping fails the read, whatever it found.
+    segment.with_data(|data| {
+        let mut chunk_start = start.0;
+        let mut position = start.0;
+        let mut stopped = false;
+        while position < segment.size {
+            match segment.stored_at(data, position)? {
+                Stored::Batch(header) => {
+                    let total = header.total_bytes();
+                    let full = *bytes_taken > 0 && *bytes_taken + total > bounds.bytes_max;
+                    if header.base_offset >= bounds.end || full {
+                        stopped = true;
+                        break;
+                    }
+                    if header.next_offset() <= result.next_offset {
+                        // Stored bytes changed on disk after recovery checked
+                        // them (a page read back differently): an error, not an
+                        // assertion on bytes from disk.
+                        return Err(LogError::Corrupt {
+                            path: segment.path.clone(),
+                            position: Position(position),
+                            reason: BatchError::OffsetGap {
+                                expected: result.next_offset,
+                                found: header.base_offset,
+                            },
+                        });
+                    }
+                    *bytes_taken += total;
+                    position += total as u64;
+                    result.next_offset = header.next_offset();
+                }
+                Stored::Bad(range) if range.first_offset == range.next_offset => {
+                    push_chunk(segment, data, chunk_start..position, result);
+                    position = range.end.0;
+                    chunk_start = position;
+                }
+                Stored::Bad(_) => {
                     stopped = true;
                     break;
                 }
-                if header.next_offset() <= result.next_offset {
-                    // Stored bytes changed on disk after recovery checked
-                    // them (a page read back differently): an error, not an
-                    // assertion on bytes from disk.
-                    return Err(LogError::Corrupt {
-                        path: segment.path.clone(),
-                        position: Position(position),
-                        reason: BatchError::OffsetGap {
-                            expected: result.next_offset,
-                            found: header.base_offset,
-                        },
-                    });
-                }
-                *bytes_taken += total;
-                position += total as u64;
-                result.next_offset = header.next_offset();
-            }
-            Stored::Bad(range) if range.first_offset == range.next_offset => {
-                push_chunk(segment, &data, chunk_start..position, result);
-                position = range.end.0;
-                chunk_start = position;
-            }
-            Stored::Bad(_) => {
-                stopped = true;
-                break;
             }
         }
-    }
-    push_chunk(segment, &data, chunk_start..position, result);
-    Ok(stopped)
+        push_chunk(segment, data, chunk_start..position, result);
+        Ok(stopped)
+    })
 }
 
 /// Adds the bytes `range` of a segment's data to `result` (nothing if empty).

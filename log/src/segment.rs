@@ -21,8 +21,17 @@
 //!   KEEP_SIZE`) instead of shrinking the file, so old mappings stay valid.
 //! - Retention unlinks files; a mapping keeps its inode alive until the last
 //!   reader drops its `Bytes`.
+//!
+//! What these rules cannot rule out — a page the disk fails to read, a file
+//! someone else shrank — is caught by the SIGBUS guard (`sigbus.rs`): every
+//! mapping is registered with it, a fault in one reads a zero page instead
+//! of killing the process, and every read of the log through a mapping
+//! (`Segment::with_data`, recovery's scans) checks for a fault afterwards
+//! and fails with EIO instead of returning what it read. The segment then
+//! stays failed; other segments keep serving.
 
 use std::{
+    cell::Cell,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
     rc::Rc,
@@ -39,7 +48,18 @@ use crate::{
     index::{IndexEntry, SparseIndex},
     offset::{Offset, Position},
     recovery::{self, BadRange, SegmentBounds, SegmentScan, TornTail},
+    sigbus,
 };
+
+/// The error a read of a segment gets once a page of its mapping could not
+/// be read (EIO: the kernel reports the cause itself, in its own log).
+fn fault_error(path: &Path) -> LogError {
+    LogError::Io {
+        context: "reading segment",
+        path: path.to_path_buf(),
+        source: std::io::Error::from_raw_os_error(libc::EIO),
+    }
+}
 
 /// Most offsets one segment may span past its base, Kafka's bound: index
 /// entries store `offset - base` as a u32, and a segment rolls before the
@@ -66,19 +86,36 @@ pub fn parse_log_name(name: &str) -> Option<Offset> {
     digits.parse::<i64>().ok().map(Offset)
 }
 
-/// Owner of a mapping handed to `Bytes::from_owner`, so slices keep it alive.
-struct MapOwner(Arc<Mmap>);
+/// A segment's mmap, registered with the SIGBUS guard (`sigbus.rs`) for as
+/// long as it is mapped.
+struct GuardedMap {
+    guard: sigbus::Guard,
+    map: Mmap,
+}
+
+impl Drop for GuardedMap {
+    fn drop(&mut self) {
+        // Unregister before `map` is dropped (unmapped): once unmapped, the
+        // kernel may hand the addresses to another mapping, whose faults
+        // must not be taken for ours.
+        self.guard.release();
+    }
+}
+
+/// Owner of a mapping handed to `Bytes::from_owner`, so slices keep it
+/// alive — and registered with the guard — until the last one is dropped.
+struct MapOwner(Arc<GuardedMap>);
 
 impl AsRef<[u8]> for MapOwner {
     fn as_ref(&self) -> &[u8] {
-        self.0.as_ref()
+        self.0.map.as_ref()
     }
 }
 
 /// A read-only shared mapping of a segment file, cheap to slice.
 #[derive(Clone)]
 pub(crate) struct Mapping {
-    map: Option<Arc<Mmap>>,
+    map: Option<Arc<GuardedMap>>,
     bytes: Bytes,
 }
 
@@ -96,14 +133,35 @@ impl Mapping {
             source: std::io::Error::other("segment larger than the address space"),
         })?;
         // SAFETY: the mapping is read-only and shared. The log never shrinks a
-        // file below any byte a reader can reach (see the module doc), so no
-        // access through it can fault with SIGBUS; bytes are read with bounds
-        // checks and validated like any untrusted input.
+        // file below any byte a reader can reach (see the module doc). A
+        // fault from anything else (an I/O error, someone else shrinking the
+        // file) reads a zero page instead of raising SIGBUS (`sigbus.rs`),
+        // and the log checks for it after every read; bytes are read with
+        // bounds checks and validated like any untrusted input.
         let map = unsafe { MmapOptions::new().len(len_usize).map(file.as_raw_fd()) }
             .map_err(io_error("mapping segment", path))?;
-        let map = Arc::new(map);
+        let guard = sigbus::Guard::register(map.as_ptr(), map.len());
+        let map = Arc::new(GuardedMap { guard, map });
         let bytes = Bytes::from_owner(MapOwner(Arc::clone(&map)));
         Ok(Mapping { map: Some(map), bytes })
+    }
+
+    /// Whether a read through this mapping faulted (and read zeros).
+    pub(crate) fn faulted(&self) -> bool {
+        self.map.as_ref().is_some_and(|map| map.guard.faulted())
+    }
+
+    /// Fails with EIO, naming `path`, once a read through this mapping
+    /// faulted: whatever that read returned is not the file's data.
+    fn check(&self, path: &Path) -> Result<(), LogError> {
+        if self.faulted() {
+            tracing::error!(
+                path = %path.display(),
+                "an I/O error under a mapped segment (a page could not be read); its reads fail"
+            );
+            return Err(fault_error(path));
+        }
+        Ok(())
     }
 
     pub(crate) fn bytes(&self) -> &Bytes {
@@ -118,7 +176,7 @@ impl Mapping {
                 return;
             };
             // Advice is a hint; failure only means no readahead.
-            let _ = map.advise_range(Advice::WillNeed, from, len);
+            let _ = map.map.advise_range(Advice::WillNeed, from, len);
         }
     }
 }
@@ -173,6 +231,10 @@ pub(crate) struct Segment {
     /// since it was created or opened (nothing in a segment is acknowledged
     /// as durable before).
     pub(crate) entry_durable: bool,
+    /// Set when a read through the mapping faulted (an I/O error, see
+    /// `sigbus.rs`): every later read of the segment fails with EIO. Readers
+    /// hold a shared borrow, hence the `Cell`.
+    io_failed: Cell<bool>,
 }
 
 impl Segment {
@@ -218,6 +280,7 @@ impl Segment {
             writeback_from: 0,
             bad: Vec::new(),
             entry_durable: false,
+            io_failed: Cell::new(false),
         })
     }
 
@@ -267,6 +330,9 @@ impl Segment {
         let fast = loaded
             .filter(|_| clean_after)
             .and_then(|index| walk_sealed(&data, bounds, &index).map(|scan| (index, scan)));
+        // A page that could not be read reads as zeros: fail the open rather
+        // than judge the segment (or the log's end) by them.
+        mapping.check(&path)?;
         let (index, scan, rebuilt) = match fast {
             Some((index, scan)) => (index, scan, false),
             None => {
@@ -276,6 +342,7 @@ impl Segment {
                 // recovery point says.
                 let synced_to = if index_found { Position(u64::MAX) } else { synced_to };
                 let mut scan = recovery::scan(&data, bounds, Some((&mut index, index_interval_bytes)), synced_to);
+                mapping.check(&path)?;
                 let complete = scan.torn.is_none() && scan.next_offset == next_base && clean_after;
                 if !complete {
                     if !index_found {
@@ -320,6 +387,7 @@ impl Segment {
             writeback_from: scan.end.0,
             bad: scan.bad,
             entry_durable: false,
+            io_failed: Cell::new(false),
         }))
     }
 
@@ -350,12 +418,16 @@ impl Segment {
                 .unwrap_or(usize::MAX)
                 .min(scan_map.bytes().len());
             let bounds = SegmentBounds { base, next_base: None };
-            recovery::scan(
+            let scan = recovery::scan(
                 &scan_map.bytes().slice(..end),
                 bounds,
                 Some((&mut index, index_interval_bytes)),
                 synced_to,
-            )
+            );
+            // Zeros read for a page that could not be read must not be
+            // taken for a torn tail and cut.
+            scan_map.check(&path)?;
+            scan
         };
         let mapped_bytes = file_bytes.max(segment_bytes_max);
         if file_bytes < mapped_bytes {
@@ -400,6 +472,7 @@ impl Segment {
             writeback_from: end.0,
             bad,
             entry_durable: false,
+            io_failed: Cell::new(false),
         };
         Ok((segment, torn))
     }
@@ -526,6 +599,22 @@ impl Segment {
         }
     }
 
+    /// Runs `f` over the segment's data (`data()`), then checks that no page
+    /// of the mapping faulted meanwhile (`sigbus.rs`). Once one did, the
+    /// segment is failed: this and every later call return EIO, naming the
+    /// file, whatever `f` made of the zeros it read (logged once, at ERROR).
+    pub(crate) fn with_data<T>(&self, f: impl FnOnce(&Bytes) -> Result<T, LogError>) -> Result<T, LogError> {
+        if self.io_failed.get() {
+            return Err(fault_error(&self.path));
+        }
+        let result = f(&self.data());
+        if let Err(error) = self.mapping.check(&self.path) {
+            self.io_failed.set(true);
+            return Err(error);
+        }
+        result
+    }
+
     /// The bad range whose offsets hold `offset`, as the error a read gets.
     fn damaged(&self, offset: Offset) -> Option<LogError> {
         let range = self.bad.iter().find(|range| range.holds(offset))?;
@@ -545,17 +634,18 @@ impl Segment {
         if let Some(damaged) = self.damaged(target) {
             return Err(damaged);
         }
-        let data = self.data();
-        let mut position = self.index.lookup_offset(self.base, target).0;
-        loop {
-            match self.stored_at(&data, position)? {
-                Stored::Batch(header) if header.next_offset() > target => {
-                    return Ok(Some((Position(position), header)));
+        self.with_data(|data| {
+            let mut position = self.index.lookup_offset(self.base, target).0;
+            loop {
+                match self.stored_at(data, position)? {
+                    Stored::Batch(header) if header.next_offset() > target => {
+                        return Ok(Some((Position(position), header)));
+                    }
+                    Stored::Batch(header) => position += header.total_bytes() as u64,
+                    Stored::Bad(range) => position = range.end.0,
                 }
-                Stored::Batch(header) => position += header.total_bytes() as u64,
-                Stored::Bad(range) => position = range.end.0,
             }
-        }
+        })
     }
 
     /// Where truncating to `target` cuts this segment: the start of the batch
@@ -576,16 +666,17 @@ impl Segment {
         if self.max_timestamp_ms < timestamp_ms {
             return Ok(None);
         }
-        let data = self.data();
-        let mut position = self.index.lookup_time(timestamp_ms).0;
-        while position < self.size {
-            match self.stored_at(&data, position)? {
-                Stored::Batch(header) if header.max_timestamp_ms >= timestamp_ms => return Ok(Some(header)),
-                Stored::Batch(header) => position += header.total_bytes() as u64,
-                Stored::Bad(range) => position = range.end.0,
+        self.with_data(|data| {
+            let mut position = self.index.lookup_time(timestamp_ms).0;
+            while position < self.size {
+                match self.stored_at(data, position)? {
+                    Stored::Batch(header) if header.max_timestamp_ms >= timestamp_ms => return Ok(Some(header)),
+                    Stored::Batch(header) => position += header.total_bytes() as u64,
+                    Stored::Bad(range) => position = range.end.0,
+                }
             }
-        }
-        Ok(None)
+            Ok(None)
+        })
     }
 
     /// What is stored at `position`: the bad range starting there, or the
@@ -603,19 +694,22 @@ impl Segment {
 
     /// Calls `f` with every stored batch header and its position, oldest
     /// first, skipping bad ranges (headers only: records are not touched).
+    /// After a fault the walk fails with EIO, and `f` may have been called
+    /// for headers read before the fault was seen.
     pub(crate) fn for_each_header(&self, mut f: impl FnMut(&BatchHeader, Position)) -> Result<(), LogError> {
-        let data = self.data();
-        let mut position = 0u64;
-        while position < self.size {
-            match self.stored_at(&data, position)? {
-                Stored::Batch(header) => {
-                    f(&header, Position(position));
-                    position += header.total_bytes() as u64;
+        self.with_data(|data| {
+            let mut position = 0u64;
+            while position < self.size {
+                match self.stored_at(data, position)? {
+                    Stored::Batch(header) => {
+                        f(&header, Position(position));
+                        position += header.total_bytes() as u64;
+                    }
+                    Stored::Bad(range) => position = range.end.0,
                 }
-                Stored::Bad(range) => position = range.end.0,
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Header of the stored batch at `position`, checked to lie within the data.
