@@ -14,7 +14,8 @@
 //! it; they send that shard a message. Inside a log, one writer task serialises
 //! every mutation (appends, rolls, flushes, truncation, retention); readers run
 //! synchronously on the same thread and get zero-copy slices of memory-mapped
-//! segments that stay valid even after retention deletes the file.
+//! segments whose bytes never change: they stay valid after retention
+//! deletes the file or truncation replaces it.
 //!
 //! ## Guarantees
 //! - An append is validated (magic, length, CRC-32C over attributes..end,
