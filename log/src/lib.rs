@@ -14,7 +14,8 @@
 //! it; they send that shard a message. Inside a log, one writer task serialises
 //! every mutation (appends, rolls, flushes, truncation, retention); readers run
 //! synchronously on the same thread and get zero-copy slices of memory-mapped
-//! segments that stay valid even after retention deletes the file.
+//! segments whose bytes never change: they stay valid after retention
+//! deletes the file or truncation replaces it.
 //!
 //! ## Guarantees
 //! - An append is validated (magic, length, CRC-32C over attributes..end,
@@ -54,7 +55,9 @@
 //!
 //! The byte layouts are drawn at the top of `batch.rs` (the record batch),
 //! `record.rs` (a record) and `index.rs` (the index); `segment.rs` explains
-//! the write path and the mapping rules that keep readers safe from SIGBUS;
+//! the write path and the mapping rules that keep readers safe from SIGBUS,
+//! and `sigbus.rs` the guard that turns a fault the rules cannot prevent (a
+//! disk I/O error under a mapping) into a failed read of one segment;
 //! `recovery.rs` how a torn tail is told from damage; `epoch.rs` the epoch
 //! cache's rules. `docs/storage.md` has the whole picture.
 
@@ -69,6 +72,7 @@ mod record;
 mod recovery;
 pub mod recovery_point;
 mod segment;
+mod sigbus;
 
 pub use batch::{
     build_batch, build_batch_from_values, compute_crc, set_base_offset, set_leader_epoch, uncompressed_records,

@@ -332,7 +332,9 @@ impl Log {
             let entry = entry.map_err(io_error("listing log directory", dir))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name.ends_with(".tmp") {
+            // Leftovers of a crash: a small file's temporary copy
+            // (`durable.rs`), a truncation's copy not yet renamed.
+            if name.ends_with(".tmp") || name.ends_with(segment::TRUNCATING_SUFFIX) {
                 segment::remove_if_exists(&entry.path())?;
             } else if let Some(base) = segment::parse_log_name(&name) {
                 bases.push(base);
@@ -830,49 +832,51 @@ fn read_segment(
     result: &mut ReadBatches,
     bytes_taken: &mut usize,
 ) -> Result<bool, LogError> {
-    let data = segment.data();
-    let mut chunk_start = start.0;
-    let mut position = start.0;
-    let mut stopped = false;
-    while position < segment.size {
-        match segment.stored_at(&data, position)? {
-            Stored::Batch(header) => {
-                let total = header.total_bytes();
-                let full = *bytes_taken > 0 && *bytes_taken + total > bounds.bytes_max;
-                if header.base_offset >= bounds.end || full {
+    // An I/O error under the mapping fails the read, whatever it found.
+    segment.with_data(|data| {
+        let mut chunk_start = start.0;
+        let mut position = start.0;
+        let mut stopped = false;
+        while position < segment.size {
+            match segment.stored_at(data, position)? {
+                Stored::Batch(header) => {
+                    let total = header.total_bytes();
+                    let full = *bytes_taken > 0 && *bytes_taken + total > bounds.bytes_max;
+                    if header.base_offset >= bounds.end || full {
+                        stopped = true;
+                        break;
+                    }
+                    if header.next_offset() <= result.next_offset {
+                        // Stored bytes changed on disk after recovery checked
+                        // them (a page read back differently): an error, not an
+                        // assertion on bytes from disk.
+                        return Err(LogError::Corrupt {
+                            path: segment.path.clone(),
+                            position: Position(position),
+                            reason: BatchError::OffsetGap {
+                                expected: result.next_offset,
+                                found: header.base_offset,
+                            },
+                        });
+                    }
+                    *bytes_taken += total;
+                    position += total as u64;
+                    result.next_offset = header.next_offset();
+                }
+                Stored::Bad(range) if range.first_offset == range.next_offset => {
+                    push_chunk(segment, data, chunk_start..position, result);
+                    position = range.end.0;
+                    chunk_start = position;
+                }
+                Stored::Bad(_) => {
                     stopped = true;
                     break;
                 }
-                if header.next_offset() <= result.next_offset {
-                    // Stored bytes changed on disk after recovery checked
-                    // them (a page read back differently): an error, not an
-                    // assertion on bytes from disk.
-                    return Err(LogError::Corrupt {
-                        path: segment.path.clone(),
-                        position: Position(position),
-                        reason: BatchError::OffsetGap {
-                            expected: result.next_offset,
-                            found: header.base_offset,
-                        },
-                    });
-                }
-                *bytes_taken += total;
-                position += total as u64;
-                result.next_offset = header.next_offset();
-            }
-            Stored::Bad(range) if range.first_offset == range.next_offset => {
-                push_chunk(segment, &data, chunk_start..position, result);
-                position = range.end.0;
-                chunk_start = position;
-            }
-            Stored::Bad(_) => {
-                stopped = true;
-                break;
             }
         }
-    }
-    push_chunk(segment, &data, chunk_start..position, result);
-    Ok(stopped)
+        push_chunk(segment, data, chunk_start..position, result);
+        Ok(stopped)
+    })
 }
 
 /// Adds the bytes `range` of a segment's data to `result` (nothing if empty).
@@ -1481,35 +1485,15 @@ async fn truncate(inner: &Rc<RefCell<Inner>>, offset: Offset) -> Result<Offset, 
         state.durable_end = state.durable_end.min(new_end);
         (dir, doomed, plan, segment_bytes_max)
     };
-    // Newest first, so a crash part-way leaves a prefix of the log.
-    for segment in doomed {
-        segment::remove_files(&dir, segment.base, segment.file(), &segment.path).await?;
+    // The log in memory is cut already: if the files cannot follow, appends
+    // must not go on over them (a reopen recovers a prefix of the log).
+    if let Err(e) = truncate_on_disk(inner, &dir, doomed, plan, offset, segment_bytes_max).await {
+        tracing::error!(dir = %dir.display(), error = %e, "truncation failed on disk; log refuses writes until reopened");
+        inner.borrow_mut().failed = Some(e.to_string());
+        return Err(e);
     }
-    let now_ms = inner.borrow().clock.now_ms();
-    match plan {
-        Some(plan) => {
-            if let Some(mapping) = segment::truncate_files(&dir, &plan, segment_bytes_max).await? {
-                let mut state = inner.borrow_mut();
-                if let Some(active) = state.segments.values_mut().next_back() {
-                    active.reactivate(mapping, now_ms);
-                }
-            }
-        }
-        None => {
-            // Everything went: start afresh at the cut.
-            let segment = Segment::create(&dir, offset, segment_bytes_max, now_ms).await?;
-            let mut state = inner.borrow_mut();
-            state.log_end = offset;
-            state.epochs.truncate_from_end(offset);
-            state.durable_end = offset;
-            state.segments.insert(offset, segment);
-        }
-    }
-    let existing: Vec<Offset> = inner.borrow().segments.keys().copied().collect();
-    sync_dir(&dir).await?;
     {
         let mut state = inner.borrow_mut();
-        mark_entries_durable(&mut state.segments, &existing);
         state.durable_end = state.log_end;
         state.active_synced = state.log_end;
         // New appends will reuse cut positions: no earlier point may stand.
@@ -1518,6 +1502,50 @@ async fn truncate(inner: &Rc<RefCell<Inner>>, offset: Offset) -> Result<Offset, 
     record_recovery_point(inner).await?;
     let end = inner.borrow().log_end;
     Ok(end)
+}
+
+/// The files' part of `truncate`: deletes the segments wholly past the cut,
+/// cuts the one holding it (a new file when data is cut, see
+/// `segment::truncate_files`) or starts afresh at `offset`, and syncs the
+/// directory.
+async fn truncate_on_disk(
+    inner: &Rc<RefCell<Inner>>,
+    dir: &Path,
+    doomed: Vec<Segment>,
+    plan: Option<segment::TruncatePlan>,
+    offset: Offset,
+    segment_bytes_max: u64,
+) -> Result<(), LogError> {
+    // Newest first, so a crash part-way leaves a prefix of the log.
+    for segment in doomed {
+        segment::remove_files(dir, segment.base, segment.file(), &segment.path).await?;
+    }
+    let now_ms = inner.borrow().clock.now_ms();
+    match plan {
+        Some(plan) => {
+            if let Some(reopened) = segment::truncate_files(dir, &plan, segment_bytes_max).await? {
+                let mut state = inner.borrow_mut();
+                let active = state.segments.values_mut().next_back();
+                let active = active.filter(|active| active.base == plan.base);
+                let active = active.unwrap_or_else(|| panic!("the cut segment {} is the last one", plan.base));
+                active.reactivate(reopened, now_ms);
+            }
+        }
+        None => {
+            // Everything went: start afresh at the cut.
+            let segment = Segment::create(dir, offset, segment_bytes_max, now_ms).await?;
+            let mut state = inner.borrow_mut();
+            state.log_end = offset;
+            state.epochs.truncate_from_end(offset);
+            state.durable_end = offset;
+            state.segments.insert(offset, segment);
+        }
+    }
+    let existing: Vec<Offset> = inner.borrow().segments.keys().copied().collect();
+    sync_dir(dir).await?;
+    let mut state = inner.borrow_mut();
+    mark_entries_durable(&mut state.segments, &existing);
+    Ok(())
 }
 
 /// The active segment's base and the bytes its file holds: what a sync

@@ -18,12 +18,27 @@
 //! - Readers only ever touch `[0, size)`, the bytes written so far.
 //! - Sealing fsyncs the file, then shrinks it to `size`. That is safe for every
 //!   live mapping because no reader looks past `size`.
-//! - Truncation inside a segment punches a hole (`FALLOC_FL_PUNCH_HOLE |
-//!   KEEP_SIZE`) instead of shrinking the file, so old mappings stay valid.
+//! - Truncation never changes a byte a reader may still hold (a Fetch
+//!   response being written to a slow socket holds slices of the mapping).
+//!   A cut inside a segment copies the kept prefix into a new file
+//!   (`<base>.log.truncating`, sized as an active segment, fdatasynced),
+//!   renames it over `<base>.log` and fsyncs the directory; the segment then
+//!   writes and maps the new file. The old inode, unchanged, lives on for
+//!   old mappings, as after retention. A sealed segment cut at its end only
+//!   grows back to full size, which no mapping notices.
 //! - Retention unlinks files; a mapping keeps its inode alive until the last
 //!   reader drops its `Bytes`.
+//!
+//! What these rules cannot rule out — a page the disk fails to read, a file
+//! someone else shrank — is caught by the SIGBUS guard (`sigbus.rs`): every
+//! mapping is registered with it, a fault in one reads a zero page instead
+//! of killing the process, and every read of the log through a mapping
+//! (`Segment::with_data`, recovery's scans) checks for a fault afterwards
+//! and fails with EIO instead of returning what it read. The segment then
+//! stays failed; other segments keep serving.
 
 use std::{
+    cell::Cell,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
     rc::Rc,
@@ -41,7 +56,18 @@ use crate::{
     log::WritePath,
     offset::{Offset, Position},
     recovery::{self, BadRange, SegmentBounds, SegmentScan, TornTail},
+    sigbus,
 };
+
+/// The error a read of a segment gets once a page of its mapping could not
+/// be read (EIO: the kernel reports the cause itself, in its own log).
+fn fault_error(path: &Path) -> LogError {
+    LogError::Io {
+        context: "reading segment",
+        path: path.to_path_buf(),
+        source: std::io::Error::from_raw_os_error(libc::EIO),
+    }
+}
 
 /// Most offsets one segment may span past its base, Kafka's bound: index
 /// entries store `offset - base` as a u32, and a segment rolls before the
@@ -59,6 +85,18 @@ pub(crate) fn index_path(dir: &Path, base: Offset) -> PathBuf {
     dir.join(format!("{:0width$}.index", base.0, width = FILE_NAME_DIGITS))
 }
 
+/// Name ending of the copy a truncation writes before renaming it over a
+/// segment; one left by a crash is removed at open.
+pub(crate) const TRUNCATING_SUFFIX: &str = ".log.truncating";
+
+fn truncating_path(dir: &Path, base: Offset) -> PathBuf {
+    dir.join(format!(
+        "{:0width$}{TRUNCATING_SUFFIX}",
+        base.0,
+        width = FILE_NAME_DIGITS
+    ))
+}
+
 /// Parses a segment file name `<digits>.log` into its base offset.
 pub fn parse_log_name(name: &str) -> Option<Offset> {
     let digits = name.strip_suffix(".log")?;
@@ -68,19 +106,36 @@ pub fn parse_log_name(name: &str) -> Option<Offset> {
     digits.parse::<i64>().ok().map(Offset)
 }
 
-/// Owner of a mapping handed to `Bytes::from_owner`, so slices keep it alive.
-struct MapOwner(Arc<Mmap>);
+/// A segment's mmap, registered with the SIGBUS guard (`sigbus.rs`) for as
+/// long as it is mapped.
+struct GuardedMap {
+    guard: sigbus::Guard,
+    map: Mmap,
+}
+
+impl Drop for GuardedMap {
+    fn drop(&mut self) {
+        // Unregister before `map` is dropped (unmapped): once unmapped, the
+        // kernel may hand the addresses to another mapping, whose faults
+        // must not be taken for ours.
+        self.guard.release();
+    }
+}
+
+/// Owner of a mapping handed to `Bytes::from_owner`, so slices keep it
+/// alive — and registered with the guard — until the last one is dropped.
+struct MapOwner(Arc<GuardedMap>);
 
 impl AsRef<[u8]> for MapOwner {
     fn as_ref(&self) -> &[u8] {
-        self.0.as_ref()
+        self.0.map.as_ref()
     }
 }
 
 /// A read-only shared mapping of a segment file, cheap to slice.
 #[derive(Clone)]
 pub(crate) struct Mapping {
-    map: Option<Arc<Mmap>>,
+    map: Option<Arc<GuardedMap>>,
     bytes: Bytes,
 }
 
@@ -98,14 +153,36 @@ impl Mapping {
             source: std::io::Error::other("segment larger than the address space"),
         })?;
         // SAFETY: the mapping is read-only and shared. The log never shrinks a
-        // file below any byte a reader can reach (see the module doc), so no
-        // access through it can fault with SIGBUS; bytes are read with bounds
-        // checks and validated like any untrusted input.
+        // file below any byte a reader can reach, nor changes such a byte
+        // (see the module doc). A fault from anything else (an I/O error,
+        // someone else shrinking the file) reads a zero page instead of
+        // raising SIGBUS (`sigbus.rs`), and the log checks for it after every
+        // read; bytes are read with bounds checks and validated like any
+        // untrusted input.
         let map = unsafe { MmapOptions::new().len(len_usize).map(file.as_raw_fd()) }
             .map_err(io_error("mapping segment", path))?;
-        let map = Arc::new(map);
+        let guard = sigbus::Guard::register(map.as_ptr(), map.len());
+        let map = Arc::new(GuardedMap { guard, map });
         let bytes = Bytes::from_owner(MapOwner(Arc::clone(&map)));
         Ok(Mapping { map: Some(map), bytes })
+    }
+
+    /// Whether a read through this mapping faulted (and read zeros).
+    pub(crate) fn faulted(&self) -> bool {
+        self.map.as_ref().is_some_and(|map| map.guard.faulted())
+    }
+
+    /// Fails with EIO, naming `path`, once a read through this mapping
+    /// faulted: whatever that read returned is not the file's data.
+    fn check(&self, path: &Path) -> Result<(), LogError> {
+        if self.faulted() {
+            tracing::error!(
+                path = %path.display(),
+                "an I/O error under a mapped segment (a page could not be read); its reads fail"
+            );
+            return Err(fault_error(path));
+        }
+        Ok(())
     }
 
     pub(crate) fn bytes(&self) -> &Bytes {
@@ -120,7 +197,7 @@ impl Mapping {
                 return;
             };
             // Advice is a hint; failure only means no readahead.
-            let _ = map.advise_range(Advice::WillNeed, from, len);
+            let _ = map.map.advise_range(Advice::WillNeed, from, len);
         }
     }
 }
@@ -175,6 +252,10 @@ pub(crate) struct Segment {
     /// since it was created or opened (nothing in a segment is acknowledged
     /// as durable before).
     pub(crate) entry_durable: bool,
+    /// Set when a read through the mapping faulted (an I/O error, see
+    /// `sigbus.rs`): every later read of the segment fails with EIO. Readers
+    /// hold a shared borrow, hence the `Cell`.
+    io_failed: Cell<bool>,
 }
 
 impl Segment {
@@ -220,6 +301,7 @@ impl Segment {
             writeback_from: 0,
             bad: Vec::new(),
             entry_durable: false,
+            io_failed: Cell::new(false),
         })
     }
 
@@ -269,6 +351,9 @@ impl Segment {
         let fast = loaded
             .filter(|_| clean_after)
             .and_then(|index| walk_sealed(&data, bounds, &index).map(|scan| (index, scan)));
+        // A page that could not be read reads as zeros: fail the open rather
+        // than judge the segment (or the log's end) by them.
+        mapping.check(&path)?;
         let (index, scan, rebuilt) = match fast {
             Some((index, scan)) => (index, scan, false),
             None => {
@@ -278,6 +363,7 @@ impl Segment {
                 // recovery point says.
                 let synced_to = if index_found { Position(u64::MAX) } else { synced_to };
                 let mut scan = recovery::scan(&data, bounds, Some((&mut index, index_interval_bytes)), synced_to);
+                mapping.check(&path)?;
                 let complete = scan.torn.is_none() && scan.next_offset == next_base && clean_after;
                 if !complete {
                     if !index_found {
@@ -322,6 +408,7 @@ impl Segment {
             writeback_from: scan.end.0,
             bad: scan.bad,
             entry_durable: false,
+            io_failed: Cell::new(false),
         }))
     }
 
@@ -352,12 +439,16 @@ impl Segment {
                 .unwrap_or(usize::MAX)
                 .min(scan_map.bytes().len());
             let bounds = SegmentBounds { base, next_base: None };
-            recovery::scan(
+            let scan = recovery::scan(
                 &scan_map.bytes().slice(..end),
                 bounds,
                 Some((&mut index, index_interval_bytes)),
                 synced_to,
-            )
+            );
+            // Zeros read for a page that could not be read must not be
+            // taken for a torn tail and cut.
+            scan_map.check(&path)?;
+            scan
         };
         let mapped_bytes = file_bytes.max(segment_bytes_max);
         if file_bytes < mapped_bytes {
@@ -402,6 +493,7 @@ impl Segment {
             writeback_from: end.0,
             bad,
             entry_durable: false,
+            io_failed: Cell::new(false),
         };
         Ok((segment, torn))
     }
@@ -486,6 +578,7 @@ impl Segment {
     /// gone. Returns what `truncate_files` must do on disk.
     pub(crate) fn truncate_in_memory(&mut self, position: Position, next_offset: Offset) -> TruncatePlan {
         assert!(position.0 <= self.size, "truncation past the end of a segment");
+        let cuts_data = position.0 < self.size;
         self.size = position.0;
         self.next_offset = next_offset;
         self.index.truncate_at(position);
@@ -504,16 +597,31 @@ impl Segment {
             path: self.path.clone(),
             base: self.base,
             position,
+            cuts_data,
             was_sealed: self.sealed,
             mapped_bytes: self.mapping.bytes().len() as u64,
         }
     }
 
-    /// Installs the full-size mapping of a segment reopened by truncation.
-    pub(crate) fn reactivate(&mut self, mapping: Mapping, now_ms: i64) {
-        self.mapping = mapping;
-        self.sealed = false;
-        self.created_ms = now_ms;
+    /// Installs what `truncate_files` made of the segment: a new file (the
+    /// kept prefix) and its mapping, or a new full-size mapping of the same
+    /// file; either way the segment is the active one now.
+    pub(crate) fn reactivate(&mut self, reopened: Reopened, now_ms: i64) {
+        assert!(
+            reopened.mapping.bytes().len() as u64 >= self.size,
+            "a reopened segment maps all its data"
+        );
+        if let Some(file) = reopened.file {
+            self.file = file;
+            // The new file's bytes were read without error to copy them.
+            self.io_failed.set(false);
+        }
+        self.mapping = reopened.mapping;
+        self.writeback_from = self.writeback_from.min(self.size);
+        if self.sealed {
+            self.sealed = false;
+            self.created_ms = now_ms;
+        }
     }
 
     /// Valid batch bytes (and bad ranges) as a zero-copy slice of the mapping.
@@ -526,6 +634,22 @@ impl Segment {
         if self.sealed {
             self.mapping.prefetch(from, len);
         }
+    }
+
+    /// Runs `f` over the segment's data (`data()`), then checks that no page
+    /// of the mapping faulted meanwhile (`sigbus.rs`). Once one did, the
+    /// segment is failed: this and every later call return EIO, naming the
+    /// file, whatever `f` made of the zeros it read (logged once, at ERROR).
+    pub(crate) fn with_data<T>(&self, f: impl FnOnce(&Bytes) -> Result<T, LogError>) -> Result<T, LogError> {
+        if self.io_failed.get() {
+            return Err(fault_error(&self.path));
+        }
+        let result = f(&self.data());
+        if let Err(error) = self.mapping.check(&self.path) {
+            self.io_failed.set(true);
+            return Err(error);
+        }
+        result
     }
 
     /// The bad range whose offsets hold `offset`, as the error a read gets.
@@ -547,17 +671,18 @@ impl Segment {
         if let Some(damaged) = self.damaged(target) {
             return Err(damaged);
         }
-        let data = self.data();
-        let mut position = self.index.lookup_offset(self.base, target).0;
-        loop {
-            match self.stored_at(&data, position)? {
-                Stored::Batch(header) if header.next_offset() > target => {
-                    return Ok(Some((Position(position), header)));
+        self.with_data(|data| {
+            let mut position = self.index.lookup_offset(self.base, target).0;
+            loop {
+                match self.stored_at(data, position)? {
+                    Stored::Batch(header) if header.next_offset() > target => {
+                        return Ok(Some((Position(position), header)));
+                    }
+                    Stored::Batch(header) => position += header.total_bytes() as u64,
+                    Stored::Bad(range) => position = range.end.0,
                 }
-                Stored::Batch(header) => position += header.total_bytes() as u64,
-                Stored::Bad(range) => position = range.end.0,
             }
-        }
+        })
     }
 
     /// Where truncating to `target` cuts this segment: the start of the batch
@@ -578,16 +703,17 @@ impl Segment {
         if self.max_timestamp_ms < timestamp_ms {
             return Ok(None);
         }
-        let data = self.data();
-        let mut position = self.index.lookup_time(timestamp_ms).0;
-        while position < self.size {
-            match self.stored_at(&data, position)? {
-                Stored::Batch(header) if header.max_timestamp_ms >= timestamp_ms => return Ok(Some(header)),
-                Stored::Batch(header) => position += header.total_bytes() as u64,
-                Stored::Bad(range) => position = range.end.0,
+        self.with_data(|data| {
+            let mut position = self.index.lookup_time(timestamp_ms).0;
+            while position < self.size {
+                match self.stored_at(data, position)? {
+                    Stored::Batch(header) if header.max_timestamp_ms >= timestamp_ms => return Ok(Some(header)),
+                    Stored::Batch(header) => position += header.total_bytes() as u64,
+                    Stored::Bad(range) => position = range.end.0,
+                }
             }
-        }
-        Ok(None)
+            Ok(None)
+        })
     }
 
     /// What is stored at `position`: the bad range starting there, or the
@@ -605,19 +731,22 @@ impl Segment {
 
     /// Calls `f` with every stored batch header and its position, oldest
     /// first, skipping bad ranges (headers only: records are not touched).
+    /// After a fault the walk fails with EIO, and `f` may have been called
+    /// for headers read before the fault was seen.
     pub(crate) fn for_each_header(&self, mut f: impl FnMut(&BatchHeader, Position)) -> Result<(), LogError> {
-        let data = self.data();
-        let mut position = 0u64;
-        while position < self.size {
-            match self.stored_at(&data, position)? {
-                Stored::Batch(header) => {
-                    f(&header, Position(position));
-                    position += header.total_bytes() as u64;
+        self.with_data(|data| {
+            let mut position = 0u64;
+            while position < self.size {
+                match self.stored_at(data, position)? {
+                    Stored::Batch(header) => {
+                        f(&header, Position(position));
+                        position += header.total_bytes() as u64;
+                    }
+                    Stored::Bad(range) => position = range.end.0,
                 }
-                Stored::Bad(range) => position = range.end.0,
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Header of the stored batch at `position`, checked to lie within the data.
@@ -694,33 +823,65 @@ pub(crate) enum SealedOpen {
 pub(crate) struct TruncatePlan {
     file: Rc<BufferedFile>,
     path: PathBuf,
-    base: Offset,
+    pub(crate) base: Offset,
     position: Position,
+    /// Whether batches (or bad ranges) lie past the cut.
+    cuts_data: bool,
     was_sealed: bool,
     mapped_bytes: u64,
 }
 
-/// Carries out a `TruncatePlan`: a sealed segment loses its index and grows
-/// back to full size (so it can be mapped for appends; old mappings stay valid
-/// because the file only grows), then everything from the cut on is zeroed.
-/// Returns the new full-size mapping when the segment was sealed.
+/// A segment's file and mapping after truncation changed them.
+pub(crate) struct Reopened {
+    /// The new file holding the kept prefix; `None` when the segment keeps
+    /// its file.
+    file: Option<Rc<BufferedFile>>,
+    /// A full-size mapping, for appends.
+    mapping: Mapping,
+}
+
+/// Carries out a `TruncatePlan`. A sealed segment first loses its index
+/// (durably: an index outliving the truncation would describe batches that
+/// are gone). Then:
+/// - a cut inside the data writes the kept prefix into a new file that
+///   replaces the segment's (`replace_with_prefix`): bytes past the cut may
+///   still be in responses being written, and appends would overwrite them;
+/// - a cut at the end of the data changes no byte a reader can hold: a
+///   sealed segment grows back to full size (old mappings stay valid, the
+///   file only grows), and what lies past the data is zeroed.
+///
+/// Returns what `Segment::reactivate` must install, if anything.
 pub(crate) async fn truncate_files(
     dir: &Path,
     plan: &TruncatePlan,
     segment_bytes_max: u64,
-) -> Result<Option<Mapping>, LogError> {
-    let mut new_mapping = None;
+) -> Result<Option<Reopened>, LogError> {
+    // An active segment's size; never below the data kept (a segment written
+    // under a larger `segment_bytes_max` than today's may hold more).
+    let full_bytes = segment_bytes_max.max(plan.position.0);
+    if plan.was_sealed {
+        remove_durably(dir, &index_path(dir, plan.base)).await?;
+    }
+    if plan.cuts_data {
+        let file = replace_with_prefix(dir, plan, full_bytes).await?;
+        let mapping = Mapping::map(&file, full_bytes, &plan.path)?;
+        return Ok(Some(Reopened {
+            file: Some(Rc::new(file)),
+            mapping,
+        }));
+    }
+    let mut reopened = None;
     let mut mapped_bytes = plan.mapped_bytes;
     if plan.was_sealed {
-        // The unlink is made durable before the data changes: an index
-        // outliving the truncation would describe batches that are gone.
-        remove_durably(dir, &index_path(dir, plan.base)).await?;
         plan.file
-            .truncate(segment_bytes_max)
+            .truncate(full_bytes)
             .await
             .map_err(glommio_error("reopening segment", &plan.path))?;
-        new_mapping = Some(Mapping::map(&*plan.file, segment_bytes_max, &plan.path)?);
-        mapped_bytes = segment_bytes_max;
+        reopened = Some(Reopened {
+            file: None,
+            mapping: Mapping::map(&*plan.file, full_bytes, &plan.path)?,
+        });
+        mapped_bytes = full_bytes;
     }
     if mapped_bytes > plan.position.0 {
         plan.file
@@ -729,7 +890,62 @@ pub(crate) async fn truncate_files(
             .map_err(glommio_error("zeroing truncated tail", &plan.path))?;
     }
     sync_file(&plan.file, &plan.path).await?;
-    Ok(new_mapping)
+    Ok(reopened)
+}
+
+/// Replaces the segment's file with one holding only `[0, position)`:
+/// copies it into `<base>.log.truncating` (`copy_file_range` where the file
+/// system has it), sizes that to `full_bytes` as an active segment,
+/// fdatasyncs it, renames it over `<base>.log` and fsyncs the directory — on
+/// the executor's blocking pool, so the shard serves meanwhile. Returns the
+/// new file, opened for appends.
+///
+/// At any crash point the directory holds the old file or the new one under
+/// `<base>.log` (the rename is atomic, and the copy is durable before it),
+/// each a prefix of the log as it was; a leftover copy is removed at open.
+async fn replace_with_prefix(dir: &Path, plan: &TruncatePlan, full_bytes: u64) -> Result<BufferedFile, LogError> {
+    let (dir_owned, path, copy) = (dir.to_path_buf(), plan.path.clone(), truncating_path(dir, plan.base));
+    let kept = plan.position.0;
+    glommio::executor()
+        .spawn_blocking(move || {
+            let written = write_prefix_copy(&path, &copy, kept, full_bytes);
+            if written.is_err() {
+                // Best effort: open removes it anyway.
+                let _ = std::fs::remove_file(&copy);
+            }
+            written?;
+            std::fs::rename(&copy, &path).map_err(io_error("renaming truncated copy into place", &path))?;
+            crate::durable::sync_dir(&dir_owned)
+        })
+        .await?;
+    Segment::open_file(&plan.path, false).await
+}
+
+/// Writes `[0, kept)` of the segment file at `path` into `copy`, sized to
+/// `full_bytes` and fdatasynced.
+fn write_prefix_copy(path: &Path, copy: &Path, kept: u64, full_bytes: u64) -> Result<(), LogError> {
+    use std::io::Read;
+    assert!(kept <= full_bytes, "the kept prefix fits the file");
+    let source = std::fs::File::open(path).map_err(io_error("opening segment to truncate", path))?;
+    let mut target = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(copy)
+        .map_err(io_error("creating truncated copy", copy))?;
+    let copied = std::io::copy(&mut (&source).take(kept), &mut target).map_err(io_error("copying segment", path))?;
+    if copied != kept {
+        // The file is shorter than the data it held: someone else shrank it.
+        return Err(LogError::Io {
+            context: "copying segment",
+            path: path.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+        });
+    }
+    target
+        .set_len(full_bytes)
+        .map_err(io_error("sizing truncated copy", copy))?;
+    target.sync_data().map_err(io_error("syncing truncated copy", copy))
 }
 
 /// Writes `batches` (offsets already assigned in their headers) at `start`.
