@@ -271,7 +271,20 @@ struct Inner {
     recovery_point_generation: u64,
     /// One recovery point write at a time, in order.
     recovery_point_turn: Rc<Semaphore>,
+    /// `always`: fdatasyncs in flight at once, each for the groups written
+    /// before it started (`SYNCS_IN_FLIGHT_MAX` permits; see `sync_group`).
+    sync_slots: Rc<Semaphore>,
+    /// `always`: resolves when the latest sync in flight has published its
+    /// result (`true`: it succeeded); the next one publishes after it.
+    last_sync: Option<oneshot::Receiver<bool>>,
 }
+
+/// `always`: most fdatasyncs of one log in flight at once. While one runs,
+/// the writer goes on writing the appends that arrived meanwhile and starts
+/// their sync at once, instead of holding them until the first is done: an
+/// append waits for one sync, not for the end of another and then its own.
+/// Results are published in order (see `sync_group`).
+const SYNCS_IN_FLIGHT_MAX: u64 = 4;
 
 /// A rolled segment the seal task has yet to make durable.
 struct PendingSeal {
@@ -448,6 +461,8 @@ impl Log {
             recovery_point_written_ms: now_ms,
             recovery_point_generation: 0,
             recovery_point_turn: Rc::new(Semaphore::new(1)),
+            sync_slots: Rc::new(Semaphore::new(SYNCS_IN_FLIGHT_MAX)),
+            last_sync: None,
         };
         let inner = Rc::new(RefCell::new(inner));
         // Recovery fsynced the active segment: all of it is durable now.
@@ -952,6 +967,7 @@ async fn writer_loop(inner: Rc<RefCell<Inner>>) {
                 write_group(&inner, group).await;
             }
             Command::Flush { reply, wait_seals } => {
+                drain_syncs(&inner).await;
                 let mut result = sync_active(&inner).await;
                 if wait_seals && result.is_ok() {
                     result = drain_seals(&inner).await.map(|()| inner.borrow().durable_end);
@@ -961,14 +977,17 @@ async fn writer_loop(inner: Rc<RefCell<Inner>>) {
                 }
             }
             Command::Roll { reply } => {
+                drain_syncs(&inner).await;
                 let result = roll(&inner, RollMode::Inline).await;
                 let _ = reply.send(result);
             }
             Command::Truncate { offset, reply } => {
+                drain_syncs(&inner).await;
                 let result = truncate(&inner, offset).await;
                 let _ = reply.send(result);
             }
             Command::Retention { reply } => {
+                drain_syncs(&inner).await;
                 let result = retention(&inner).await;
                 let _ = reply.send(result);
             }
@@ -1050,6 +1069,9 @@ async fn write_group(inner: &Rc<RefCell<Inner>>, group: Group) {
         })
     };
     if must_roll {
+        // The syncs in flight cover the segment being closed: they finish
+        // (and acknowledge) before it is sealed.
+        drain_syncs(inner).await;
         let mode = match inner.borrow().config.durability {
             Durability::Always => RollMode::Inline,
             _ => RollMode::Background,
@@ -1115,18 +1137,8 @@ async fn write_group(inner: &Rc<RefCell<Inner>>, group: Group) {
         state.config.durability
     };
     let durable = match durability {
-        Durability::Always => match sync_active(inner).await {
-            Ok(_) => {
-                let state = inner.borrow();
-                let active = state.segments.values().next_back();
-                assert!(
-                    active.is_some_and(|segment| segment.entry_durable),
-                    "an append is acknowledged durable only in a segment whose name is durable"
-                );
-                true
-            }
-            Err(e) => return fail_all(group, &e),
-        },
+        // Acknowledged by its sync's task; the writer goes on meanwhile.
+        Durability::Always => return sync_group(inner, group, infos).await,
         Durability::Interval { bytes, interval_ms } => {
             if inner.borrow().unsynced_bytes >= bytes {
                 // A failed sync marks the log failed; the data itself was written.
@@ -1138,10 +1150,14 @@ async fn write_group(inner: &Rc<RefCell<Inner>>, group: Group) {
         }
         Durability::Never => false,
     };
-    if durability != Durability::Always {
-        start_writeback(inner);
-    }
+    start_writeback(inner);
     let log_start = inner.borrow().log_start();
+    acknowledge(group, infos, log_start, durable);
+}
+
+/// Answers each append of a written group with its offsets.
+fn acknowledge(group: Group, infos: Vec<(Offset, Offset)>, log_start: Offset, durable: bool) {
+    assert_eq!(group.len(), infos.len(), "one offset range per append");
     for (append, (first, last)) in group.into_iter().zip(infos) {
         let _ = append.reply.send(Ok(AppendInfo {
             base_offset: first,
@@ -1237,27 +1253,60 @@ fn arm_sync_timer(inner: &Rc<RefCell<Inner>>, interval_ms: u64) {
     .detach();
 }
 
+/// What one fdatasync of the active segment covers, taken before it starts.
+struct SyncPlan {
+    file: Rc<glommio::io::BufferedFile>,
+    path: PathBuf,
+    /// Everything below it was written before the sync started.
+    upto: Offset,
+    point: Option<RecoveryPoint>,
+}
+
+/// The sync `state` needs now: none (`Ok(Err(durable_end))`, everything
+/// written is already synced), or a plan.
+fn plan_sync(state: &Inner) -> Result<Result<SyncPlan, Offset>, LogError> {
+    if let Some(reason) = state.failed.clone() {
+        return Err(LogError::Failed { reason });
+    }
+    let seals_pending = !state.seals.is_empty() || state.seal_task_running;
+    if state.durable_end == state.log_end || (seals_pending && state.active_synced == state.log_end) {
+        return Ok(Err(state.durable_end));
+    }
+    let Some(active) = state.segments.values().next_back() else {
+        return Ok(Err(state.durable_end));
+    };
+    Ok(Ok(SyncPlan {
+        file: active.file(),
+        path: active.path.clone(),
+        upto: state.log_end,
+        point: synced_extent(state),
+    }))
+}
+
 /// fdatasync of the active segment; moves `durable_end` to what was written
 /// before the sync started. A failed sync fails the log.
 async fn sync_active(inner: &Rc<RefCell<Inner>>) -> Result<Offset, LogError> {
-    let point = synced_extent(&inner.borrow());
-    let (file, path, upto) = {
-        let state = inner.borrow();
-        if let Some(reason) = state.failed.clone() {
-            return Err(LogError::Failed { reason });
-        }
-        let seals_pending = !state.seals.is_empty() || state.seal_task_running;
-        if state.durable_end == state.log_end || (seals_pending && state.active_synced == state.log_end) {
-            return Ok(state.durable_end);
-        }
-        let Some(active) = state.segments.values().next_back() else {
-            return Ok(state.durable_end);
-        };
-        (active.file(), active.path.clone(), state.log_end)
+    let plan = match plan_sync(&inner.borrow())? {
+        Ok(plan) => plan,
+        Err(durable_end) => return Ok(durable_end),
     };
-    match segment::sync_file(&file, &path).await {
+    let result = segment::sync_file(&plan.file, &plan.path).await;
+    publish_sync(inner, plan, result)
+}
+
+/// Applies a finished sync's result: `durable_end` (and the recovery point,
+/// when due) on success; the log fails on error.
+fn publish_sync(inner: &Rc<RefCell<Inner>>, plan: SyncPlan, result: Result<(), LogError>) -> Result<Offset, LogError> {
+    let SyncPlan { path, upto, point, .. } = plan;
+    match result {
         Ok(()) => {
             let mut state = inner.borrow_mut();
+            if let Some(reason) = state.failed.clone() {
+                // An earlier sync failed: what the page cache holds is
+                // unknown, so this one proves nothing.
+                return Err(LogError::Failed { reason });
+            }
+            assert!(upto <= state.log_end, "a sync covers only what was written");
             if state.seals.is_empty() && !state.seal_task_running {
                 state.durable_end = state.durable_end.max(upto);
             } else {
@@ -1295,6 +1344,76 @@ async fn sync_active(inner: &Rc<RefCell<Inner>>) -> Result<Offset, LogError> {
             Err(e)
         }
     }
+}
+
+/// `always`: makes a written group durable and acknowledges it, without
+/// holding the writer. Takes a sync slot (waits while `SYNCS_IN_FLIGHT_MAX`
+/// are in flight), starts the fdatasync at once — so it overlaps the one
+/// before it, and covers every group written so far — and publishes its
+/// result only after the sync before it published: `durable_end` moves in
+/// order, and once a sync failed no later one acknowledges anything (after a
+/// failed fdatasync the page cache cannot be trusted, whatever a later one
+/// returns).
+async fn sync_group(inner: &Rc<RefCell<Inner>>, group: Group, infos: Vec<(Offset, Offset)>) {
+    let slots = Rc::clone(&inner.borrow().sync_slots);
+    let Ok(permit) = slots.acquire_static_permit(1).await else {
+        return fail_all(group, &LogError::Closed);
+    };
+    let plan = match plan_sync(&inner.borrow()) {
+        Ok(plan) => plan,
+        Err(e) => return fail_all(group, &e),
+    };
+    let (done, published) = oneshot::channel();
+    let before = inner.borrow_mut().last_sync.replace(published);
+    let inner = Rc::clone(inner);
+    glommio::spawn_local(async move {
+        let _permit = permit;
+        let result = match &plan {
+            Ok(plan) => segment::sync_file(&plan.file, &plan.path).await,
+            Err(_) => Ok(()),
+        };
+        // A dropped sender means its task was dropped with the executor:
+        // nothing was published, so nothing after it may be.
+        let before_ok = match before {
+            Some(before) => before.await.unwrap_or(false),
+            None => true,
+        };
+        let outcome = match (before_ok, plan) {
+            (false, _) => Err(LogError::Failed {
+                reason: "an earlier fdatasync failed".to_string(),
+            }),
+            (true, Ok(plan)) => publish_sync(&inner, plan, result),
+            // Nothing needed a sync: everything written was already durable.
+            (true, Err(durable_end)) => Ok(durable_end),
+        };
+        let ok = outcome.is_ok();
+        match outcome {
+            Ok(_) => {
+                let state = inner.borrow();
+                let active = state.segments.values().next_back();
+                assert!(
+                    active.is_some_and(|segment| segment.entry_durable),
+                    "an append is acknowledged durable only in a segment whose name is durable"
+                );
+                let log_start = state.log_start();
+                drop(state);
+                acknowledge(group, infos, log_start, true);
+            }
+            Err(e) => fail_all(group, &e),
+        }
+        let _ = done.send(ok);
+    })
+    .detach();
+}
+
+/// Waits until no `always` sync is in flight (every one published), before
+/// anything that changes the segments: roll, truncation, retention, flush.
+async fn drain_syncs(inner: &Rc<RefCell<Inner>>) {
+    let slots = Rc::clone(&inner.borrow().sync_slots);
+    // A sync task holds its permit until it has published and acknowledged:
+    // holding every permit means none is left in flight.
+    let all = slots.acquire_permit(SYNCS_IN_FLIGHT_MAX).await;
+    drop(all);
 }
 
 /// How a roll seals the segment it closes.
