@@ -434,12 +434,13 @@ impl RunReport<'_> {
                 let summary = probe_line.latency.summary();
                 let _ = writeln!(
                     out,
-                    "fsync probe ({}): {:>2} KiB write + fdatasync p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms \
-                     ({} iterations)",
+                    "fsync probe ({}): {:>2} KiB write + fdatasync p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, \
+                     max {:.3} ms ({} iterations)",
                     probe.dir.display(),
                     probe_line.block_bytes >> 10,
                     ms(summary.percentile_us("p50").unwrap_or(0)),
                     ms(summary.percentile_us("p99").unwrap_or(0)),
+                    ms(summary.percentile_us("p99.9").unwrap_or(0)),
                     ms(summary.max_us),
                     probe_line.iterations
                 );
