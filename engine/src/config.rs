@@ -15,7 +15,7 @@ use shardline_log::Durability;
 pub struct EngineConfig {
     /// Number of shards (one glommio executor each, pinned to one CPU). Default: one per CPU in --cpus, or
     /// the number of online CPUs.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_shards)]
     pub shards: Option<usize>,
 
     /// CPUs to pin shards to, e.g. `0-3` or `0,2`. Shard i runs on the i-th CPU of the list (wrapping
@@ -25,7 +25,7 @@ pub struct EngineConfig {
 
     /// Kafka listener: shard 0's address, and the one to bootstrap from. With --shard-listeners own, shard k
     /// listens on the same host at this port + k (port 0: every shard takes an ephemeral port).
-    #[arg(long, default_value = "127.0.0.1:9092")]
+    #[arg(long, default_value = "127.0.0.1:9092", value_parser = parse_address)]
     pub listen: SocketAddr,
 
     /// How clients reach shards. `own`: each shard has its own port (--listen's port + k) and Metadata names
@@ -111,8 +111,8 @@ pub struct EngineConfig {
     #[arg(long, default_value = "inline")]
     pub log_writes: LogWrites,
 
-    /// Segment size bound of partition logs (bytes).
-    #[arg(long, default_value_t = 128 << 20)]
+    /// Segment size bound of partition logs (bytes), 65536 to 4294967295.
+    #[arg(long, default_value_t = 128 << 20, value_parser = parse_segment_bytes)]
     pub segment_bytes: u64,
 
     /// Microseconds a shard spins before parking when idle (trades CPU for wake-up latency).
@@ -193,6 +193,15 @@ impl EngineConfig {
         if self.connections_max_idle_ms == 0 {
             return Err("--connections-max-idle-ms must be at least 1".to_string());
         }
+        if let Some(list) = &self.cpus {
+            let allowed = allowed_cpus();
+            if let Some(missing) = list.0.iter().find(|cpu| !allowed.contains(cpu)) {
+                return Err(format!(
+                    "--cpus names CPU {missing}, which this process may not run on (allowed: {})",
+                    allowed.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -221,6 +230,62 @@ impl EngineConfig {
 
 fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The CPUs this process may run on (its affinity mask), ascending.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `set` is a plain bit set the call fills; its size is passed.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is this thread; `set` is valid for writes of its size.
+    let result = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw mut set) };
+    if result != 0 {
+        // Unknown: every CPU the count of online ones covers.
+        return (0..online_cpus()).collect();
+    }
+    // SAFETY: `set` was filled above; CPU_ISSET only reads it.
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|cpu| unsafe { libc::CPU_ISSET(*cpu, &set) })
+        .collect()
+}
+
+/// Smallest `--segment-bytes`: a few batches of a small request, with room
+/// for the index to be useful (a segment must hold at least one batch).
+pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
+
+/// `--shards`: at least one.
+fn parse_shards(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("at least 1 shard is needed".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a shard count: {e}")),
+    }
+}
+
+/// `--segment-bytes`: [`SEGMENT_BYTES_MIN`] up to `u32::MAX` (Kafka's
+/// `segment.bytes` is a 32-bit int).
+fn parse_segment_bytes(s: &str) -> Result<u64, String> {
+    let bytes: u64 = s.parse().map_err(|e| format!("not a byte count: {e}"))?;
+    if !(SEGMENT_BYTES_MIN..=u64::from(u32::MAX)).contains(&bytes) {
+        return Err(format!("must be between {SEGMENT_BYTES_MIN} and {}", u32::MAX));
+    }
+    Ok(bytes)
+}
+
+/// A `HOST:PORT` listen address; host names are resolved (the first
+/// address, IPv4 first, as `localhost:9092` means 127.0.0.1 to clients).
+fn parse_address(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = s.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    let addresses: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| format!("`{s}` is not HOST:PORT or does not resolve: {e}"))?
+        .collect();
+    addresses
+        .iter()
+        .find(|address| address.is_ipv4())
+        .or_else(|| addresses.first())
+        .copied()
+        .ok_or_else(|| format!("`{s}` resolves to no address"))
 }
 
 /// `--log-writes`.
@@ -366,6 +431,38 @@ impl std::fmt::Display for FsyncPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_flags_are_usage_errors_before_anything_starts() {
+        let refused = |args: &[&str]| {
+            let mut all = vec!["engine"];
+            all.extend_from_slice(args);
+            EngineConfig::try_parse_from(all).is_err()
+        };
+        assert!(refused(&["--segment-bytes", "10"]), "below SEGMENT_BYTES_MIN");
+        assert!(refused(&["--segment-bytes", "8589934592"]), "above u32::MAX");
+        assert!(refused(&["--shards", "0"]));
+        assert!(refused(&["--listen", "no-such-host.invalid:9092"]));
+        assert!(refused(&["--listen", "localhost"]), "no port");
+        let ok = EngineConfig::try_parse_from(["engine", "--listen", "localhost:9092", "--segment-bytes", "65536"]);
+        let ok = ok.unwrap();
+        assert_eq!(
+            ok.listen,
+            "127.0.0.1:9092".parse().unwrap(),
+            "localhost resolves, IPv4 first"
+        );
+        assert_eq!(ok.segment_bytes, SEGMENT_BYTES_MIN);
+        // CPUs this process may not run on are named before the data dir is touched.
+        let far = EngineConfig::try_parse_from(["engine", "--cpus", "4000-4001"]).unwrap();
+        assert!(far.validate().unwrap_err().contains("--cpus names CPU 4000"));
+        let here = allowed_cpus();
+        assert!(!here.is_empty(), "this process runs somewhere");
+        let cpus = here[0].to_string();
+        assert!(EngineConfig::try_parse_from(["engine", "--cpus", cpus.as_str()])
+            .unwrap()
+            .validate()
+            .is_ok());
+    }
 
     #[test]
     fn cpu_lists_parse() {

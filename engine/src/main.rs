@@ -19,7 +19,8 @@ fn main() {
         .init();
     let config = EngineConfig::parse();
     if let Err(e) = shardline_engine::run(config) {
-        tracing::error!(error = %e, "engine failed");
+        // Once, on stderr (the log goes to stdout; a second copy there read
+        // as two failures).
         eprintln!("engine: {e}");
         std::process::exit(1);
     }
