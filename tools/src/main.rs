@@ -3,8 +3,9 @@
 //! `shardctl` is what an operator runs next to a Shardline broker to look at,
 //! and administer, what the broker keeps. It is a plain process, not a
 //! shard: it has no glommio executor and takes no lock in the broker's files.
-//! `shardctl log` reads files only; `shardctl group` is an ordinary Kafka
-//! client of a running broker (`--bootstrap`, default 127.0.0.1:9092).
+//! `shardctl log` reads files only; `shardctl group` and `shardctl topic` are
+//! ordinary Kafka clients of a running broker (`--bootstrap`, default
+//! 127.0.0.1:9092).
 //!
 //! ## What it reads
 //! `shardctl log` reads one *partition directory* straight from disk: the
@@ -31,6 +32,9 @@
 //! - `shardctl group list`, `shardctl group describe G` (members, assignment,
 //!   committed offset and lag per partition), `shardctl group reset-offsets G
 //!   --to earliest|latest|OFFSET [--topic T]` (the group must be empty).
+//! - `shardctl topic create T [--partitions N] [--replication-factor R]
+//!   [--config K=V]...`, `shardctl topic list`, `shardctl topic describe T`,
+//!   `shardctl topic delete T`.
 //!
 //! ## Exit status
 //! - 0: the command ran and found nothing wrong.
@@ -54,6 +58,7 @@ mod kafka_client;
 mod log_cmd;
 mod report;
 mod segment_walk;
+mod topic_cmd;
 
 use std::{
     io::{self, BufWriter, Write},
@@ -91,12 +96,16 @@ enum Command {
     /// Consumer groups of a running broker (a Kafka client of it: --bootstrap).
     #[command(subcommand)]
     Group(group_cmd::GroupCommand),
+    /// Topics of a running broker: create, list, describe, delete (a Kafka client of it: --bootstrap).
+    #[command(subcommand)]
+    Topic(topic_cmd::TopicCommand),
 }
 
 fn run(command: &Command, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
     match command {
         Command::Log(log_command) => log_cmd::run(log_command, report),
         Command::Group(group_command) => group_cmd::run(group_command, report),
+        Command::Topic(topic_command) => topic_cmd::run(topic_command, report),
     }
 }
 

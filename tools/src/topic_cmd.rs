@@ -1,0 +1,248 @@
+//! `shardctl topic ...`: topics of a running broker, over the Kafka protocol
+//! (the tool is an ordinary Kafka client, see `kafka_client.rs`), as
+//! `kafka-topics` or `rpk topic` do it.
+//!
+//! - `create T [--partitions N] [--replication-factor R] [--config K=V]...`
+//!   (CreateTopics; -1, the default, takes the broker's own defaults).
+//! - `list` shows every topic with its partition and replica counts
+//!   (Metadata for all topics).
+//! - `describe T` shows each partition's leader, replicas and in-sync
+//!   replicas (Metadata for one topic).
+//! - `delete T` (DeleteTopics).
+//!
+//! A refusal (the topic exists, a policy violation, an unknown topic) is the
+//! broker's error name and message, with exit status 2.
+
+use clap::{Args, Subcommand};
+use kafka_protocol::{
+    messages::{
+        create_topics_request::{CreatableTopic, CreatableTopicConfig},
+        delete_topics_request::DeleteTopicState,
+        metadata_request::MetadataRequestTopic,
+        CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest, MetadataResponse, TopicName,
+    },
+    protocol::StrBytes,
+    ResponseError,
+};
+
+use crate::{
+    error::ToolError,
+    kafka_client::Client,
+    report::{Report, Verdict},
+};
+
+/// Request versions the tool speaks (every Shardline broker serves them).
+const CREATE_TOPICS_VERSION: i16 = 7;
+const DELETE_TOPICS_VERSION: i16 = 6;
+const METADATA_VERSION: i16 = 12;
+/// How long the broker may take to create or delete, as kafka-topics waits.
+const TOPIC_TIMEOUT_MS: i32 = 30_000;
+
+/// The `shardctl topic` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TopicCommand {
+    /// Create a topic.
+    Create(CreateArgs),
+    /// List every topic with its partition and replica counts.
+    List(BrokerArgs),
+    /// Show each partition of a topic: leader, replicas, in-sync replicas.
+    Describe(NamedArgs),
+    /// Delete a topic and its data.
+    Delete(NamedArgs),
+}
+
+/// Where the broker is.
+#[derive(Debug, Args)]
+pub(crate) struct BrokerArgs {
+    /// A broker's Kafka address.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NamedArgs {
+    /// The topic.
+    topic: String,
+    #[command(flatten)]
+    broker: BrokerArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// The topic.
+    topic: String,
+    /// Partitions (-1: the broker's default).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    partitions: i32,
+    /// Copies of each partition (-1: the broker's default).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    replication_factor: i16,
+    /// A topic config, `KEY=VALUE` (repeat for more), e.g. `retention.ms=3600000`.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config)]
+    configs: Vec<(String, String)>,
+    #[command(flatten)]
+    broker: BrokerArgs,
+}
+
+/// Runs a `shardctl topic` subcommand.
+pub(crate) fn run(command: &TopicCommand, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
+    match command {
+        TopicCommand::Create(args) => create(args, report),
+        TopicCommand::List(args) => list(&args.bootstrap, report),
+        TopicCommand::Describe(args) => describe(&args.topic, &args.broker.bootstrap, report),
+        TopicCommand::Delete(args) => delete(&args.topic, &args.broker.bootstrap, report),
+    }
+}
+
+fn parse_config(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// The broker's refusal, by name, with its message when it sent one.
+fn refused(what: &str, code: i16, message: Option<&StrBytes>) -> ToolError {
+    let name = ResponseError::try_from_code(code).map_or_else(|| format!("error {code}"), |e| format!("{e:?}"));
+    let detail = message
+        .map(|m| m.as_str())
+        .filter(|m| !m.is_empty())
+        .map_or_else(String::new, |m| format!(": {m}"));
+    ToolError::Refused(format!("{what}: the broker answered {name} ({code}){detail}"))
+}
+
+fn create(args: &CreateArgs, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
+    let mut topic = CreatableTopic::default();
+    topic.name = TopicName(text(&args.topic));
+    topic.num_partitions = args.partitions;
+    topic.replication_factor = args.replication_factor;
+    topic.configs = args
+        .configs
+        .iter()
+        .map(|(key, value)| {
+            let mut config = CreatableTopicConfig::default();
+            config.name = text(key);
+            config.value = Some(text(value));
+            config
+        })
+        .collect();
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![topic];
+    request.timeout_ms = TOPIC_TIMEOUT_MS;
+    let mut client = Client::connect(&args.broker.bootstrap)?;
+    let response = client.call("CreateTopics", CREATE_TOPICS_VERSION, &request)?;
+    let Some(result) = response.topics.iter().find(|t| t.name.0.as_str() == args.topic) else {
+        return Err(ToolError::Refused(format!(
+            "CreateTopics: the broker's answer does not name {}",
+            args.topic
+        )));
+    };
+    if result.error_code != 0 {
+        return Err(refused(
+            &format!("creating {}", args.topic),
+            result.error_code,
+            result.error_message.as_ref(),
+        ));
+    }
+    report.line(format_args!(
+        "created {} ({} partitions, replication factor {})",
+        args.topic, result.num_partitions, result.replication_factor
+    ))?;
+    Ok(Verdict::Healthy)
+}
+
+fn metadata(bootstrap: &str, topic: Option<&str>) -> Result<MetadataResponse, ToolError> {
+    let mut request = MetadataRequest::default();
+    request.topics = topic.map(|name| {
+        let mut t = MetadataRequestTopic::default();
+        t.name = Some(TopicName(text(name)));
+        vec![t]
+    });
+    request.allow_auto_topic_creation = false;
+    let mut client = Client::connect(bootstrap)?;
+    client.call("Metadata", METADATA_VERSION, &request)
+}
+
+fn list(bootstrap: &str, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
+    let response = metadata(bootstrap, None)?;
+    let mut topics: Vec<_> = response
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|name| (name.0.as_str(), t)))
+        .collect();
+    topics.sort_by_key(|(name, _)| *name);
+    report.line(format_args!("{:<40} {:>10} {:>8}", "TOPIC", "PARTITIONS", "REPLICAS"))?;
+    for (name, topic) in topics {
+        let replicas = topic.partitions.first().map_or(0, |p| p.replica_nodes.len());
+        report.line(format_args!("{name:<40} {:>10} {replicas:>8}", topic.partitions.len()))?;
+    }
+    Ok(Verdict::Healthy)
+}
+
+fn describe(topic: &str, bootstrap: &str, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
+    let response = metadata(bootstrap, Some(topic))?;
+    let Some(found) = response
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+    else {
+        return Err(ToolError::Refused(format!(
+            "Metadata: the broker's answer does not name {topic}"
+        )));
+    };
+    if found.error_code != 0 {
+        return Err(refused(&format!("describing {topic}"), found.error_code, None));
+    }
+    let ids = |nodes: &[kafka_protocol::messages::BrokerId]| {
+        nodes.iter().map(|n| n.0.to_string()).collect::<Vec<_>>().join(",")
+    };
+    let mut partitions: Vec<_> = found.partitions.iter().collect();
+    partitions.sort_by_key(|p| p.partition_index);
+    report.line(format_args!(
+        "{:<40} {:>9} {:>7} {:>12} {:<16} ISR",
+        "TOPIC", "PARTITION", "LEADER", "LEADER_EPOCH", "REPLICAS"
+    ))?;
+    for p in partitions {
+        report.line(format_args!(
+            "{topic:<40} {:>9} {:>7} {:>12} {:<16} {}",
+            p.partition_index,
+            p.leader_id.0,
+            p.leader_epoch,
+            ids(&p.replica_nodes),
+            ids(&p.isr_nodes)
+        ))?;
+    }
+    Ok(Verdict::Healthy)
+}
+
+fn delete(topic: &str, bootstrap: &str, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
+    let mut state = DeleteTopicState::default();
+    state.name = Some(TopicName(text(topic)));
+    let mut request = DeleteTopicsRequest::default();
+    request.topics = vec![state];
+    request.timeout_ms = TOPIC_TIMEOUT_MS;
+    let mut client = Client::connect(bootstrap)?;
+    let response = client.call("DeleteTopics", DELETE_TOPICS_VERSION, &request)?;
+    let Some(result) = response
+        .responses
+        .iter()
+        .find(|r| r.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+    else {
+        return Err(ToolError::Refused(format!(
+            "DeleteTopics: the broker's answer does not name {topic}"
+        )));
+    };
+    if result.error_code != 0 {
+        return Err(refused(
+            &format!("deleting {topic}"),
+            result.error_code,
+            result.error_message.as_ref(),
+        ));
+    }
+    report.line(format_args!("deleted {topic}"))?;
+    Ok(Verdict::Healthy)
+}
