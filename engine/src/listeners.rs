@@ -9,7 +9,9 @@
 //! names each shard as a broker (`kafka::brokers`), so clients connect to the
 //! core that owns their partitions. With `shared` every shard binds
 //! `--listen` itself with SO_REUSEPORT and the kernel picks a shard per
-//! connection (requests for other shards' partitions then cross cores).
+//! connection (requests for other shards' partitions then cross cores); the
+//! port is first bound once without SO_REUSEPORT, so a port another process
+//! holds (another engine included) stops the start instead of being shared.
 
 use std::{net::SocketAddr, os::fd::IntoRawFd};
 
@@ -55,6 +57,17 @@ impl ShardListener {
 pub(crate) fn bind(config: &EngineConfig, shards: usize) -> Result<Vec<ShardListener>, StartError> {
     let listen = config.listen;
     if config.shard_listeners == ShardListeners::Shared {
+        // The shards bind with SO_REUSEPORT, which another process could
+        // share too (the kernel would then split clients between two
+        // brokers). A bind without it fails if anyone holds the port, so try
+        // one first and let it go: a port in use stops the start here.
+        if listen.port() != 0 {
+            drop(bind_exclusive(listen).map_err(|e| {
+                StartError(format!(
+                    "binding the shared Kafka listener on {listen}: {e} (another process holds the port)"
+                ))
+            })?);
+        }
         return Ok((0..shards).map(|_| ShardListener::Shared(listen)).collect());
     }
     let mut listeners = Vec::with_capacity(shards);

@@ -201,3 +201,48 @@ fn a_request_on_another_shards_port_is_forwarded_and_served() {
     );
     assert_eq!(forwarded[1 - other_shard].0, 0, "{forwarded:?}");
 }
+
+/// Runs a second engine on `listen` with `flags` and a fresh data dir; it
+/// must refuse to start (exit 1) naming the port, and write nothing.
+fn assert_second_engine_refused(listen: &str, flags: &[&str]) {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("data");
+    let mut child = std::process::Command::new(common::engine_binary())
+        .args(["--listen", listen, "--data-dir", data_dir.to_str().unwrap()])
+        .args(flags)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + CLIENT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("a second engine on {listen} kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(listen), "the error names the address: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "the error is printed once: {stderr}");
+    assert!(
+        !data_dir.exists(),
+        "nothing was written before the port was found taken"
+    );
+}
+
+/// A port another engine holds stops the start, with own shard ports and
+/// with one shared port alike (before, two shared-port engines both bound
+/// it with SO_REUSEPORT and the kernel split clients between them).
+#[test]
+fn a_second_engine_on_a_port_in_use_refuses_to_start() {
+    let shared = Engine::start(&["--shards", "2", "--shard-listeners", "shared"]);
+    assert_second_engine_refused(&shared.bootstrap(), &["--shards", "2", "--shard-listeners", "shared"]);
+    let own = Engine::start(&["--shards", "2"]);
+    assert_second_engine_refused(&own.bootstrap(), &["--shards", "2"]);
+}
