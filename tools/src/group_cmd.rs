@@ -22,12 +22,11 @@ use kafka_protocol::{
         ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, TopicName,
     },
     protocol::{Decodable, StrBytes},
-    ResponseError,
 };
 
 use crate::{
     error::ToolError,
-    kafka_client::Client,
+    kafka_client::{refused, text, BrokerArgs, Client},
     report::{Report, Verdict},
 };
 
@@ -53,14 +52,6 @@ pub(crate) enum GroupCommand {
     Describe(DescribeArgs),
     /// Set a group's committed offsets to the earliest, the latest, or a given offset (group must be empty).
     ResetOffsets(ResetArgs),
-}
-
-/// Where the broker is.
-#[derive(Debug, Args)]
-pub(crate) struct BrokerArgs {
-    /// A broker's Kafka address.
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    bootstrap: String,
 }
 
 #[derive(Debug, Args)]
@@ -94,20 +85,11 @@ pub(crate) fn run(command: &GroupCommand, report: &mut Report<'_>) -> Result<Ver
     }
 }
 
-fn text(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
-
-fn refused(what: &str, code: i16) -> ToolError {
-    let name = ResponseError::try_from_code(code).map_or_else(|| format!("error {code}"), |e| format!("{e:?}"));
-    ToolError::Refused(format!("{what}: the broker answered {name} ({code})"))
-}
-
 fn list(bootstrap: &str, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
     let mut client = Client::connect(bootstrap)?;
     let response = client.call("ListGroups", LIST_GROUPS_VERSION, &ListGroupsRequest::default())?;
     if response.error_code != 0 {
-        return Err(refused("ListGroups", response.error_code));
+        return Err(refused("ListGroups", response.error_code, None));
     }
     report.line(format_args!("{:<40} {:<20} PROTOCOL_TYPE", "GROUP", "STATE"))?;
     for group in &response.groups {
@@ -127,7 +109,7 @@ fn coordinator(bootstrap: &str, group: &str) -> Result<Client, ToolError> {
     let request = FindCoordinatorRequest::default().with_key(text(group));
     let found = client.call("FindCoordinator", FIND_COORDINATOR_VERSION, &request)?;
     if found.error_code != 0 {
-        return Err(refused("FindCoordinator", found.error_code));
+        return Err(refused("FindCoordinator", found.error_code, None));
     }
     let addr = format!("{}:{}", found.host.as_str(), found.port);
     if addr == bootstrap {
@@ -163,7 +145,7 @@ fn describe_group(client: &mut Client, group: &str) -> Result<Described, ToolErr
         .next()
         .ok_or_else(|| ToolError::Refused("DescribeGroups: empty answer".into()))?;
     if described.error_code != 0 {
-        return Err(refused("DescribeGroups", described.error_code));
+        return Err(refused("DescribeGroups", described.error_code, None));
     }
     let consumer = described.protocol_type.as_str() == "consumer";
     let members = described
@@ -215,7 +197,7 @@ fn committed(client: &mut Client, group: &str) -> Result<BTreeMap<(String, i32),
         .with_topics(None);
     let response = client.call("OffsetFetch", OFFSET_FETCH_VERSION, &request)?;
     if response.error_code != 0 {
-        return Err(refused("OffsetFetch", response.error_code));
+        return Err(refused("OffsetFetch", response.error_code, None));
     }
     let mut out = BTreeMap::new();
     for topic in response.topics {
@@ -384,7 +366,7 @@ fn topic_partitions(client: &mut Client, topic: &str) -> Result<Vec<(String, i32
         .next()
         .ok_or_else(|| ToolError::Refused(format!("topic {topic}: no metadata")))?;
     if found.error_code != 0 {
-        return Err(refused(&format!("topic {topic}"), found.error_code));
+        return Err(refused(&format!("topic {topic}"), found.error_code, None));
     }
     Ok(found
         .partitions
@@ -462,6 +444,7 @@ fn reset(args: &ResetArgs, report: &mut Report<'_>) -> Result<Verdict, ToolError
                 return Err(refused(
                     &format!("OffsetCommit {}:{}", topic.name.0.as_str(), partition.partition_index),
                     partition.error_code,
+                    None,
                 ));
             }
         }

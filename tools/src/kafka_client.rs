@@ -1,5 +1,7 @@
-//! A minimal blocking Kafka client for `shardctl group`: one TCP connection,
-//! one request at a time, kafka-protocol's client-side encoders and decoders.
+//! A minimal blocking Kafka client for `shardctl group` and `shardctl topic`:
+//! one TCP connection, one request at a time, kafka-protocol's client-side
+//! encoders and decoders; and what every such command shares (the
+//! `--bootstrap` flag, strings for requests, a refusal as an error).
 //!
 //! ```text
 //! request:  | length i32 | request header (v1, or v2 when flexible) | body |
@@ -16,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::{
     messages::{RequestHeader, ResponseHeader},
     protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes},
+    ResponseError,
 };
 
 use crate::error::ToolError;
@@ -24,6 +27,30 @@ use crate::error::ToolError;
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response accepted (a DescribeGroups of a large group is far below).
 const RESPONSE_BYTES_MAX: usize = 64 << 20;
+
+/// Where the broker is: the flag every command that talks to one takes.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BrokerArgs {
+    /// A broker's Kafka address.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub(crate) bootstrap: String,
+}
+
+/// A request string.
+pub(crate) fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// The broker's refusal of `what`: its error by name and code, and its
+/// message when it sent one.
+pub(crate) fn refused(what: &str, code: i16, message: Option<&StrBytes>) -> ToolError {
+    let name = ResponseError::try_from_code(code).map_or_else(|| format!("error {code}"), |e| format!("{e:?}"));
+    let detail = message
+        .map(|m| m.as_str())
+        .filter(|m| !m.is_empty())
+        .map_or_else(String::new, |m| format!(": {m}"));
+    ToolError::Refused(format!("{what}: the broker answered {name} ({code}){detail}"))
+}
 
 /// One connection to a broker.
 pub(crate) struct Client {

@@ -14,20 +14,16 @@
 //! broker's error name and message, with exit status 2.
 
 use clap::{Args, Subcommand};
-use kafka_protocol::{
-    messages::{
-        create_topics_request::{CreatableTopic, CreatableTopicConfig},
-        delete_topics_request::DeleteTopicState,
-        metadata_request::MetadataRequestTopic,
-        CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest, MetadataResponse, TopicName,
-    },
-    protocol::StrBytes,
-    ResponseError,
+use kafka_protocol::messages::{
+    create_topics_request::{CreatableTopic, CreatableTopicConfig},
+    delete_topics_request::DeleteTopicState,
+    metadata_request::MetadataRequestTopic,
+    CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest, MetadataResponse, TopicName,
 };
 
 use crate::{
     error::ToolError,
-    kafka_client::Client,
+    kafka_client::{refused, text, BrokerArgs, Client},
     report::{Report, Verdict},
 };
 
@@ -49,14 +45,6 @@ pub(crate) enum TopicCommand {
     Describe(NamedArgs),
     /// Delete a topic and its data.
     Delete(NamedArgs),
-}
-
-/// Where the broker is.
-#[derive(Debug, Args)]
-pub(crate) struct BrokerArgs {
-    /// A broker's Kafka address.
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    bootstrap: String,
 }
 
 #[derive(Debug, Args)]
@@ -99,20 +87,6 @@ fn parse_config(s: &str) -> Result<(String, String), String> {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
         _ => Err(format!("`{s}` is not KEY=VALUE")),
     }
-}
-
-fn text(s: &str) -> StrBytes {
-    StrBytes::from_string(s.to_string())
-}
-
-/// The broker's refusal, by name, with its message when it sent one.
-fn refused(what: &str, code: i16, message: Option<&StrBytes>) -> ToolError {
-    let name = ResponseError::try_from_code(code).map_or_else(|| format!("error {code}"), |e| format!("{e:?}"));
-    let detail = message
-        .map(|m| m.as_str())
-        .filter(|m| !m.is_empty())
-        .map_or_else(String::new, |m| format!(": {m}"));
-    ToolError::Refused(format!("{what}: the broker answered {name} ({code}){detail}"))
 }
 
 fn create(args: &CreateArgs, report: &mut Report<'_>) -> Result<Verdict, ToolError> {

@@ -13,34 +13,17 @@
 
 use std::{
     io::Write,
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
+mod common;
+
+use common::{shardctl, stdout_of};
 use shardline_testkit::Engine;
 
 /// Bound on the engine's start and on every wait for the group to settle.
 const WAIT_MAX: Duration = Duration::from_secs(60);
-
-fn shardctl(engine: &Engine, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shardctl"))
-        .arg("group")
-        .args(args)
-        .args(["--bootstrap", &engine.bootstrap()])
-        .output()
-        .unwrap()
-}
-
-fn stdout_of(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "shardctl failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// Produces `count` messages to one partition with kcat.
 fn produce(engine: &Engine, topic: &str, partition: i32, count: usize) {
@@ -95,21 +78,22 @@ fn list_describe_and_reset_offsets_against_a_running_engine() {
     }
 
     // A group that does not exist yet: describe shows it Dead, reset creates it.
-    let described = stdout_of(&shardctl(&engine, &["describe", "auditors"]));
+    let described = stdout_of(&shardctl(&engine, "group", &["describe", "auditors"]));
     assert!(described.contains("state=Dead"), "{described}");
     let reset = stdout_of(&shardctl(
         &engine,
+        "group",
         &["reset-offsets", "auditors", "--to", "earliest", "--topic", "orders"],
     ));
     assert_eq!(reset.lines().count(), 4, "{reset}");
 
-    let listed = stdout_of(&shardctl(&engine, &["list"]));
+    let listed = stdout_of(&shardctl(&engine, "group", &["list"]));
     assert!(
         listed.lines().any(|l| l.starts_with("auditors") && l.contains("Empty")),
         "{listed}"
     );
 
-    let described = stdout_of(&shardctl(&engine, &["describe", "auditors"]));
+    let described = stdout_of(&shardctl(&engine, "group", &["describe", "auditors"]));
     assert!(
         described.contains("state=Empty") && described.contains("members=0"),
         "{described}"
@@ -121,8 +105,15 @@ fn list_describe_and_reset_offsets_against_a_running_engine() {
     assert_eq!(rows, expected, "{described}");
 
     // Without --topic: the partitions the group has commits for.
-    stdout_of(&shardctl(&engine, &["reset-offsets", "auditors", "--to", "latest"]));
-    let rows = offsets_table(&stdout_of(&shardctl(&engine, &["describe", "auditors"])), "orders");
+    stdout_of(&shardctl(
+        &engine,
+        "group",
+        &["reset-offsets", "auditors", "--to", "latest"],
+    ));
+    let rows = offsets_table(
+        &stdout_of(&shardctl(&engine, "group", &["describe", "auditors"])),
+        "orders",
+    );
     assert!(
         rows.iter()
             .all(|(_, committed, end, lag)| committed == end && lag == "0"),
@@ -130,8 +121,11 @@ fn list_describe_and_reset_offsets_against_a_running_engine() {
     );
 
     // An offset beyond a partition's end is clamped into it.
-    stdout_of(&shardctl(&engine, &["reset-offsets", "auditors", "--to", "3"]));
-    let rows = offsets_table(&stdout_of(&shardctl(&engine, &["describe", "auditors"])), "orders");
+    stdout_of(&shardctl(&engine, "group", &["reset-offsets", "auditors", "--to", "3"]));
+    let rows = offsets_table(
+        &stdout_of(&shardctl(&engine, "group", &["describe", "auditors"])),
+        "orders",
+    );
     let committed: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
     assert_eq!(committed, ["2", "3", "3"], "{rows:?}");
 
@@ -145,7 +139,7 @@ fn list_describe_and_reset_offsets_against_a_running_engine() {
         .unwrap();
     let deadline = Instant::now() + WAIT_MAX;
     let described = loop {
-        let described = stdout_of(&shardctl(&engine, &["describe", "live-readers"]));
+        let described = stdout_of(&shardctl(&engine, "group", &["describe", "live-readers"]));
         if described.contains("state=Stable") && described.contains("assigned=orders:0,1,2") {
             break described;
         }
@@ -158,6 +152,7 @@ fn list_describe_and_reset_offsets_against_a_running_engine() {
     );
     let refused = shardctl(
         &engine,
+        "group",
         &["reset-offsets", "live-readers", "--to", "earliest", "--topic", "orders"],
     );
     assert_eq!(refused.status.code(), Some(2));
@@ -167,7 +162,7 @@ fn list_describe_and_reset_offsets_against_a_running_engine() {
     let _ = member.wait();
 
     // Bad input: an unparsable target, an unreachable broker.
-    let bad = shardctl(&engine, &["reset-offsets", "auditors", "--to", "yesterday"]);
+    let bad = shardctl(&engine, "group", &["reset-offsets", "auditors", "--to", "yesterday"]);
     assert_eq!(bad.status.code(), Some(2));
     let unreachable = Command::new(env!("CARGO_BIN_EXE_shardctl"))
         .args(["group", "list", "--bootstrap", "127.0.0.1:1"])

@@ -10,30 +10,13 @@
 
 use std::{
     io::Write,
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
 };
 
+mod common;
+
+use common::{shardctl, stdout_of};
 use shardline_testkit::Engine;
-
-fn shardctl(engine: &Engine, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shardctl"))
-        .arg("topic")
-        .args(args)
-        .args(["--bootstrap", &engine.bootstrap()])
-        .output()
-        .unwrap()
-}
-
-fn stdout_of(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "shardctl failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 #[test]
 fn topics_are_created_listed_described_used_and_deleted() {
@@ -41,6 +24,7 @@ fn topics_are_created_listed_described_used_and_deleted() {
 
     let created = stdout_of(&shardctl(
         &engine,
+        "topic",
         &[
             "create",
             "orders",
@@ -53,12 +37,12 @@ fn topics_are_created_listed_described_used_and_deleted() {
     assert!(created.contains("created orders (3 partitions"), "{created}");
 
     // A second create of the same name is the broker's refusal, exit 2.
-    let again = shardctl(&engine, &["create", "orders"]);
+    let again = shardctl(&engine, "topic", &["create", "orders"]);
     assert_eq!(again.status.code(), Some(2));
     let refusal = String::from_utf8_lossy(&again.stderr);
     assert!(refusal.contains("TopicAlreadyExists"), "{refusal}");
 
-    let listed = stdout_of(&shardctl(&engine, &["list"]));
+    let listed = stdout_of(&shardctl(&engine, "topic", &["list"]));
     let row = listed
         .lines()
         .find(|l| l.starts_with("orders "))
@@ -66,7 +50,7 @@ fn topics_are_created_listed_described_used_and_deleted() {
     let fields: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(fields[1..], ["3", "1"], "partitions and replicas: {row}");
 
-    let described = stdout_of(&shardctl(&engine, &["describe", "orders"]));
+    let described = stdout_of(&shardctl(&engine, "topic", &["describe", "orders"]));
     let partitions: Vec<i32> = described
         .lines()
         .filter(|l| l.starts_with("orders "))
@@ -83,10 +67,10 @@ fn topics_are_created_listed_described_used_and_deleted() {
     kcat.stdin.take().unwrap().write_all(b"first\nsecond\n").unwrap();
     assert!(kcat.wait().unwrap().success(), "kcat produced to the new topic");
 
-    assert!(stdout_of(&shardctl(&engine, &["delete", "orders"])).contains("deleted orders"));
-    let gone = shardctl(&engine, &["describe", "orders"]);
+    assert!(stdout_of(&shardctl(&engine, "topic", &["delete", "orders"])).contains("deleted orders"));
+    let gone = shardctl(&engine, "topic", &["describe", "orders"]);
     assert_eq!(gone.status.code(), Some(2), "a deleted topic is not described");
-    let missing = shardctl(&engine, &["delete", "no-such-topic"]);
+    let missing = shardctl(&engine, "topic", &["delete", "no-such-topic"]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("UnknownTopicOrPartition"));
 }
