@@ -1262,20 +1262,27 @@ struct SyncPlan {
     point: Option<RecoveryPoint>,
 }
 
-/// The sync `state` needs now: none (`Ok(Err(durable_end))`, everything
-/// written is already synced), or a plan.
-fn plan_sync(state: &Inner) -> Result<Result<SyncPlan, Offset>, LogError> {
+/// What `state` needs for everything written to be durable.
+enum SyncNeed {
+    /// Nothing: all of it is synced already, up to this end.
+    Synced(Offset),
+    /// One fdatasync.
+    Sync(SyncPlan),
+}
+
+/// The sync `state` needs now.
+fn plan_sync(state: &Inner) -> Result<SyncNeed, LogError> {
     if let Some(reason) = state.failed.clone() {
         return Err(LogError::Failed { reason });
     }
     let seals_pending = !state.seals.is_empty() || state.seal_task_running;
     if state.durable_end == state.log_end || (seals_pending && state.active_synced == state.log_end) {
-        return Ok(Err(state.durable_end));
+        return Ok(SyncNeed::Synced(state.durable_end));
     }
     let Some(active) = state.segments.values().next_back() else {
-        return Ok(Err(state.durable_end));
+        return Ok(SyncNeed::Synced(state.durable_end));
     };
-    Ok(Ok(SyncPlan {
+    Ok(SyncNeed::Sync(SyncPlan {
         file: active.file(),
         path: active.path.clone(),
         upto: state.log_end,
@@ -1287,8 +1294,8 @@ fn plan_sync(state: &Inner) -> Result<Result<SyncPlan, Offset>, LogError> {
 /// before the sync started. A failed sync fails the log.
 async fn sync_active(inner: &Rc<RefCell<Inner>>) -> Result<Offset, LogError> {
     let plan = match plan_sync(&inner.borrow())? {
-        Ok(plan) => plan,
-        Err(durable_end) => return Ok(durable_end),
+        SyncNeed::Sync(plan) => plan,
+        SyncNeed::Synced(durable_end) => return Ok(durable_end),
     };
     let result = segment::sync_file(&plan.file, &plan.path).await;
     publish_sync(inner, plan, result)
@@ -1359,8 +1366,8 @@ async fn sync_group(inner: &Rc<RefCell<Inner>>, group: Group, infos: Vec<(Offset
     let Ok(permit) = slots.acquire_static_permit(1).await else {
         return fail_all(group, &LogError::Closed);
     };
-    let plan = match plan_sync(&inner.borrow()) {
-        Ok(plan) => plan,
+    let need = match plan_sync(&inner.borrow()) {
+        Ok(need) => need,
         Err(e) => return fail_all(group, &e),
     };
     let (done, published) = oneshot::channel();
@@ -1368,9 +1375,9 @@ async fn sync_group(inner: &Rc<RefCell<Inner>>, group: Group, infos: Vec<(Offset
     let inner = Rc::clone(inner);
     glommio::spawn_local(async move {
         let _permit = permit;
-        let result = match &plan {
-            Ok(plan) => segment::sync_file(&plan.file, &plan.path).await,
-            Err(_) => Ok(()),
+        let result = match &need {
+            SyncNeed::Sync(plan) => segment::sync_file(&plan.file, &plan.path).await,
+            SyncNeed::Synced(_) => Ok(()),
         };
         // A dropped sender means its task was dropped with the executor:
         // nothing was published, so nothing after it may be.
@@ -1378,13 +1385,13 @@ async fn sync_group(inner: &Rc<RefCell<Inner>>, group: Group, infos: Vec<(Offset
             Some(before) => before.await.unwrap_or(false),
             None => true,
         };
-        let outcome = match (before_ok, plan) {
+        let outcome = match (before_ok, need) {
             (false, _) => Err(LogError::Failed {
                 reason: "an earlier fdatasync failed".to_string(),
             }),
-            (true, Ok(plan)) => publish_sync(&inner, plan, result),
+            (true, SyncNeed::Sync(plan)) => publish_sync(&inner, plan, result),
             // Nothing needed a sync: everything written was already durable.
-            (true, Err(durable_end)) => Ok(durable_end),
+            (true, SyncNeed::Synced(durable_end)) => Ok(durable_end),
         };
         let ok = outcome.is_ok();
         match outcome {
