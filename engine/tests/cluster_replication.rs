@@ -62,6 +62,23 @@ fn flags(session_timeout_ms: &'static str) -> Vec<&'static str> {
     ]
 }
 
+/// Three nodes (`flags(session_timeout_ms)`), ready, with `topic` (one
+/// partition on all three, `min.insync.replicas` = `min_insync`) in sync.
+fn cluster_in_sync(session_timeout_ms: &'static str, topic: &str, min_insync: &str) -> Cluster {
+    let mut cluster = Cluster::start(&flags(session_timeout_ms));
+    cluster.wait_ready(WAIT);
+    create_topic(&cluster.bootstrap(), topic, min_insync);
+    cluster.wait_full_isr(topic, 1, WAIT);
+    cluster
+}
+
+/// The leader of `topic`'s partition 0, and one of its followers.
+fn leader_and_a_follower(cluster: &mut Cluster, topic: &str) -> (i32, i32) {
+    let leader = cluster.partition_leader(topic, 0);
+    let follower = cluster.node_ids().into_iter().find(|n| *n != leader).unwrap();
+    (leader, follower)
+}
+
 fn create_topic(bootstrap: &str, topic: &str, min_insync: &str) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -121,11 +138,8 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[test]
 fn a_returning_leader_truncates_writes_the_new_leader_never_had() {
     const TOPIC: &str = "diverge";
-    let mut cluster = Cluster::start(&flags("3000"));
-    cluster.wait_ready(WAIT);
+    let mut cluster = cluster_in_sync("3000", TOPIC, "1");
     let bootstrap = cluster.bootstrap();
-    create_topic(&bootstrap, TOPIC, "1");
-    cluster.wait_full_isr(TOPIC, 1, WAIT);
 
     // 1. Replicated on all three.
     let committed: Vec<String> = (0..100).map(|i| format!("committed-{i:04}")).collect();
@@ -203,16 +217,12 @@ fn a_returning_leader_truncates_writes_the_new_leader_never_had() {
 #[test]
 fn acks_all_needs_min_insync_replicas() {
     const TOPIC: &str = "strict";
-    let mut cluster = Cluster::start(&flags("1500"));
-    cluster.wait_ready(WAIT);
+    let mut cluster = cluster_in_sync("1500", TOPIC, "3");
     let bootstrap = cluster.bootstrap();
-    create_topic(&bootstrap, TOPIC, "3");
-    cluster.wait_full_isr(TOPIC, 1, WAIT);
     assert_eq!(send(&producer(&bootstrap, "all"), TOPIC, "three-in-sync"), Ok(()));
 
     // A follower dies: once it is fenced the ISR has two members, fewer than 3.
-    let leader = cluster.partition_leader(TOPIC, 0);
-    let follower = cluster.node_ids().into_iter().find(|n| *n != leader).unwrap();
+    let (leader, follower) = leader_and_a_follower(&mut cluster, TOPIC);
     cluster.kill9(follower);
     let deadline = Instant::now() + WAIT;
     loop {
@@ -259,19 +269,15 @@ fn python_clients_use_a_replicated_topic_and_a_group() {
 #[test]
 fn acks_all_answers_not_enough_replicas_after_append_when_the_isr_shrinks_while_waiting() {
     const TOPIC: &str = "shrinking";
-    let mut cluster = Cluster::start(&flags("1500"));
-    cluster.wait_ready(WAIT);
+    let mut cluster = cluster_in_sync("1500", TOPIC, "3");
     let bootstrap = cluster.bootstrap();
-    create_topic(&bootstrap, TOPIC, "3");
-    cluster.wait_full_isr(TOPIC, 1, WAIT);
     let producer = producer(&bootstrap, "all");
     assert_eq!(send(&producer, TOPIC, "three-copies"), Ok(()));
 
     // A follower stops (SIGSTOP): the next batch waits for it until it is
     // fenced and leaves the ISR, which lets the high watermark pass with
     // only two copies.
-    let leader = cluster.partition_leader(TOPIC, 0);
-    let follower = cluster.node_ids().into_iter().find(|n| *n != leader).unwrap();
+    let (_, follower) = leader_and_a_follower(&mut cluster, TOPIC);
     cluster.pause(follower, true);
     let answer = send(&producer, TOPIC, "two-copies");
     cluster.pause(follower, false);
@@ -310,16 +316,12 @@ fn fetch_as(cluster: &Cluster, node: i32, topic: &str, replica_id: i32, offset: 
 #[test]
 fn a_follower_fetch_past_the_leaders_log_end_is_refused_and_moves_nothing() {
     const TOPIC: &str = "lying-follower";
-    let mut cluster = Cluster::start(&flags("60000"));
-    cluster.wait_ready(WAIT);
+    let mut cluster = cluster_in_sync("60000", TOPIC, "1");
     let bootstrap = cluster.bootstrap();
-    create_topic(&bootstrap, TOPIC, "1");
-    cluster.wait_full_isr(TOPIC, 1, WAIT);
     assert_eq!(send(&producer(&bootstrap, "all"), TOPIC, "three-copies"), Ok(()));
 
     // One follower stops: an acks=1 write stays above the high watermark.
-    let leader = cluster.partition_leader(TOPIC, 0);
-    let follower = cluster.node_ids().into_iter().find(|n| *n != leader).unwrap();
+    let (leader, follower) = leader_and_a_follower(&mut cluster, TOPIC);
     cluster.pause(follower, true);
     assert_eq!(send(&producer(&bootstrap, "1"), TOPIC, "one-copy"), Ok(()));
     let deadline = Instant::now() + WAIT;
