@@ -28,11 +28,22 @@
 //! headers checks each entry against the batch it claims
 //! ([`IndexEntry::for_batch`] must give it back). Any miss and the index is
 //! rebuilt from the segment and written again.
+//!
+//! A segment sealed while it holds damaged ranges (`recovery.rs`) gets its
+//! entries followed by the 8 bytes [`DAMAGED_MARKER`]. The file then never
+//! decodes, so every open scans that segment in full — as a sealed segment,
+//! all of it durable — and finds the same ranges again. Without the marker
+//! the open's fast walk, which reads batch headers only, would take a
+//! damaged batch whose header still chains for a good one and serve it.
 
 use crate::offset::{Offset, Position};
 
 /// Size of one entry, pinned.
 pub(crate) const INDEX_ENTRY_BYTES: usize = 24;
+
+/// Ends the index file of a segment sealed with damaged ranges (see the
+/// module doc): not a multiple of an entry, so such a file never decodes.
+pub(crate) const DAMAGED_MARKER: [u8; 8] = *b"DAMAGED\0";
 
 /// One sparse index entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,11 +167,21 @@ impl SparseIndex {
         self.entries.truncate(keep);
     }
 
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.entries.len() * INDEX_ENTRY_BYTES);
+    /// The index file of a sealed segment; `damaged` when the segment holds
+    /// damaged ranges, which adds [`DAMAGED_MARKER`].
+    pub(crate) fn encode(&self, damaged: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.entries.len() * INDEX_ENTRY_BYTES + DAMAGED_MARKER.len());
         for entry in &self.entries {
             out.extend_from_slice(&entry.encode());
         }
+        if damaged {
+            out.extend_from_slice(&DAMAGED_MARKER);
+        }
+        assert_eq!(
+            out.len() % INDEX_ENTRY_BYTES == 0,
+            !damaged,
+            "only a damaged segment's index never decodes"
+        );
         out
     }
 
@@ -230,11 +251,30 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_segments_index_never_decodes() {
+        let mut index = SparseIndex::default();
+        assert_eq!(
+            SparseIndex::decode(&index.encode(true), 1 << 20).map(|i| i.entries.len()),
+            None
+        );
+        index.push(entry(10, 4100, 100));
+        let clean = index.encode(false);
+        assert_eq!(SparseIndex::decode(&clean, 1 << 20).map(|i| i.entries.len()), Some(1));
+        let damaged = index.encode(true);
+        assert_eq!(
+            damaged[..clean.len()],
+            clean[..],
+            "the entries are kept, then the marker"
+        );
+        assert!(SparseIndex::decode(&damaged, 1 << 20).is_none());
+    }
+
+    #[test]
     fn decode_rejects_torn_unordered_or_out_of_bounds_files() {
         let mut index = SparseIndex::default();
         index.push(entry(1, 10, 0));
         index.push(entry(2, 20, 0));
-        let bytes = index.encode();
+        let bytes = index.encode(false);
         assert_eq!(SparseIndex::decode(&bytes, 100).map(|i| i.len()), Some(2));
         assert!(SparseIndex::decode(&bytes[..30], 100).is_none());
         assert!(SparseIndex::decode(&bytes, 20).is_none());

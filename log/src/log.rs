@@ -1452,7 +1452,7 @@ async fn roll(inner: &Rc<RefCell<Inner>>, mode: RollMode) -> Result<(), LogError
                 file: active.file(),
                 path: active.path.clone(),
                 size: active.size,
-                index: active.index.encode(),
+                index: active.index.encode(!active.bad.is_empty()),
             };
             (state.dir.clone(), seal, state.config.segment_bytes_max)
         })

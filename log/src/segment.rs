@@ -391,7 +391,7 @@ impl Segment {
             file.fdatasync()
                 .await
                 .map_err(glommio_error("syncing sealed segment", &path))?;
-            write_index(dir, base, index.encode()).await?;
+            write_index(dir, base, index.encode(!scan.bad.is_empty())).await?;
         }
         Ok(SealedOpen::Ready(Segment {
             base,

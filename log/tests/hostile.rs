@@ -113,3 +113,55 @@ fn a_segment_rolls_before_its_offsets_leave_the_index_range() {
         assert_eq!(read_all(&log), stored);
     });
 }
+
+/// A one-record batch at `base_offset` whose record length lies (it claims
+/// more bytes than the batch holds) under a correct CRC-32C: its header
+/// chains like a good batch's, only a walk of its records refuses it.
+fn batch_with_a_lying_record(base_offset: i64) -> Vec<u8> {
+    let mut out = batch(1, 1_700_000_000_000, 7, 16);
+    shardline_log::set_base_offset(&mut out, Offset(base_offset));
+    out[61] = 0x7e; // record length varint: 63, past the batch's end
+    let crc = shardline_log::compute_crc(&out).unwrap();
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// Fuzz finding (segment_recovery, 2026-12-06): a sealed segment without an
+/// index holding a batch whose records lie was kept as a damaged range at the
+/// first open, which then wrote the segment's index; the second open trusted
+/// that index, walked batch headers only, and served the batch.
+#[test]
+fn a_damaged_range_in_a_sealed_segment_stays_damaged_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    std::fs::write(path.join(format!("{:020}.log", 0)), batch_with_a_lying_record(0)).unwrap();
+    let mut good = batch(1, 1_700_000_000_000, 8, 16);
+    shardline_log::set_base_offset(&mut good, Offset(1));
+    std::fs::write(path.join(format!("{:020}.log", 1)), &good).unwrap();
+    run(move || async move {
+        let mut end = None;
+        for open in 0..3 {
+            let log = Log::open(&path, config()).await.unwrap();
+            assert_eq!(log.log_start(), Offset(0));
+            let damaged = log.read(Offset(0), 1 << 20, log.log_end());
+            assert!(
+                matches!(damaged, Err(LogError::CorruptRange { ref range, .. }) if range.holds(Offset(0))),
+                "open {open}: offset 0 lies in a damaged range, got {damaged:?}",
+            );
+            let read = log.read(Offset(1), 1 << 20, log.log_end()).unwrap();
+            assert_eq!(
+                read.chunks.concat()[..good.len()],
+                good[..],
+                "open {open}: the good batch after it"
+            );
+            if open == 0 {
+                log.append(Bytes::from(batch(1, 1_700_000_000_000, 9, 16)))
+                    .await
+                    .unwrap();
+                end = Some(log.log_end());
+            }
+            assert_eq!(Some(log.log_end()), end, "open {open}: the appended batch stays");
+            log.close().await.unwrap();
+        }
+    });
+}
