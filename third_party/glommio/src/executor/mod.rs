@@ -1325,6 +1325,11 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
+                // Shardline patch: a preemption that stops the loop before
+                // any queue ran still leaves runnable tasks; report them, or
+                // the caller parks with work queued (the latency timer stays
+                // armed across reactor passes and may fire right here).
+                ran = ran || !self.queues.borrow().active_executors.is_empty();
                 break;
             }
             if !self.run_one_task_queue() {
@@ -1475,8 +1480,17 @@ impl LocalExecutor {
                 // requests that are latency sensitive we want them out of the
                 // ring ASAP (before we run the task queues). We will also use
                 // the opportunity to install the timer.
+                // Shardline patch: no preemption timer while no task queue
+                // is runnable (zero: see `Reactor::wait`); the reactor keeps
+                // an armed timer across passes instead of re-arming it.
                 this.parker
-                    .poll_io(|| Some(this.preempt_timer_duration()))
+                    .poll_io(|| {
+                        if this.queues.borrow().active_executors.is_empty() {
+                            Some(Duration::ZERO)
+                        } else {
+                            Some(this.preempt_timer_duration())
+                        }
+                    })
                     .expect("Failed to poll io! This is actually pretty bad!");
 
                 // run user code

@@ -1045,7 +1045,26 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
+    /// Shardline patch: waits for a completion with the link to the other
+    /// ring already armed (see `Reactor::link_rings_and_sleep`).
+    fn wait_only(&mut self) -> io::Result<usize> {
+        assert_eq!(
+            self.waiting_kernel_submission(),
+            0,
+            "sleeping with pending SQEs"
+        );
+        self.ring
+            .cq()
+            .wait(1)
+            .map(|_| 1)
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)
+    }
+
+    /// Shardline patch: returns whether the link was submitted (and the
+    /// ring waited); when it was not, the caller must not count on it.
+    fn sleep(&mut self, link: &Source) -> io::Result<bool> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
@@ -1070,37 +1089,37 @@ impl SleepableRing {
                 &mut self.source_map.borrow_mut(),
             );
 
-            // We have now prepared the SQE that links the two rings. We now need to submit
-            // it successfully to be able to safely sleep.
-
-            if self
-                .submit_sqes()
-                .or_else(Reactor::busy_ok)
-                .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
-                // We failed to submit the `SQE` that links the rings. Just can't sleep.
-                // Waiting here is unsafe because we could end up waiting much longer than
-                // needed.
-                // We make the SQE a no-op and return
-                unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
-                Err(io::Error::from_raw_os_error(libc::EBUSY))
-            } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+            // We have now prepared the SQE that links the two rings. Shardline
+            // patch: it is submitted in the same system call that waits (the
+            // kernel submits before it waits, and does not wait if it could
+            // not submit).
+            match self.ring.submit_sqes_and_wait(1) {
+                Ok(submitted) => {
+                    self.in_kernel += submitted as usize;
+                    if submitted == 1 {
+                        // The rings were linked, and something completed. Good morning!
+                        Ok(true)
+                    } else {
+                        // We failed to submit the `SQE` that links the rings:
+                        // make it a no-op (nothing waited).
+                        unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
+                        Err(io::Error::from_raw_os_error(libc::EBUSY))
+                    }
+                }
+                Err(error) => {
+                    unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
+                    Err(error)
+                }
             }
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
             // Submit what we have, once we're out of here we'll consume them
             // and at some point will be able to sleep again.
             self.submit_sqes()
+                .map(|_| false)
                 .or_else(Reactor::busy_ok)
                 .or_else(Reactor::again_ok)
                 .or_else(Reactor::intr_ok)
@@ -1167,10 +1186,10 @@ impl UringCommon for SleepableRing {
         let source_map = self.source_map.clone();
         process_one_event(
             self.ring.peek_for_cqe(),
-            |source| match source.source_type {
-                SourceType::LinkRings => Some(()),
-                _ => None,
-            },
+            // Shardline patch: a completed link poll records its result like
+            // any source (upstream skipped it), so the reactor can tell it
+            // fired and arm a new one (`Reactor::link_rings_and_sleep`).
+            |_| None,
             |mut src, res| {
                 record_stats(self, &mut src, &res);
                 if let SourceType::ForeignNotifier(_, installed) = &mut src.source_type {
@@ -1223,7 +1242,12 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// Shardline patch: when the armed latency timer fires.
+    latency_timer_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
+    /// Shardline patch: the poll that links the latency ring to the main
+    /// ring for sleeping, kept armed across sleeps until it fires.
+    link_rings_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
 
@@ -1354,7 +1378,9 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_timer_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
+            link_rings_src: Cell::new(None),
             blocking_thread,
             link_fd,
             notifier,
@@ -1726,7 +1752,15 @@ impl Reactor {
     ///
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
+    ///
+    /// Shardline patch: the link poll stays armed across sleeps until it
+    /// fires (upstream added one before every sleep and cancelled it after:
+    /// two more system calls per wake-up), and a new one is submitted in the
+    /// same system call that waits.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
+        if Self::is_pending(&self.link_rings_src) {
+            return ring.wait_only().or_else(Self::busy_ok).map(|_| {});
+        }
         let link_rings = Source::new(
             IoRequirements::default(),
             self.link_fd,
@@ -1734,7 +1768,56 @@ impl Reactor {
             None,
             None,
         );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        let linked = ring.sleep(&link_rings).or_else(Self::busy_ok)?;
+        if linked {
+            self.link_rings_src.set(Some(link_rings));
+        }
+        Ok(())
+    }
+
+    /// Shardline patch: whether the source in `slot` was submitted and has
+    /// not completed yet.
+    fn is_pending(slot: &Cell<Option<Source>>) -> bool {
+        let source = slot.take();
+        let pending = source.as_ref().is_some_and(|source| source.result().is_none());
+        slot.set(source);
+        pending
+    }
+
+    /// Shardline patch: makes sure a latency-ring timer fires at `deadline`
+    /// or earlier. An armed one due by then is kept (it may fire early: a
+    /// spurious preemption or wake-up, which the loop tolerates); a later one
+    /// is cancelled and replaced. Upstream cancelled and re-armed it on
+    /// every pass of the loop: several system calls per request.
+    fn arm_latency_timer(
+        &self,
+        lat_ring: &mut SleepableRing,
+        deadline: Instant,
+    ) -> io::Result<()> {
+        if Self::is_pending(&self.latency_preemption_timeout_src) {
+            if self
+                .latency_timer_deadline
+                .get()
+                .is_some_and(|armed| armed <= deadline)
+            {
+                return Ok(());
+            }
+            drop(self.latency_preemption_timeout_src.take());
+        }
+        let duration = deadline.saturating_duration_since(Instant::now());
+        self.latency_preemption_timeout_src
+            .set(Some(lat_ring.prepare_latency_preemption_timer(duration)));
+        self.latency_timer_deadline.set(Some(deadline));
+        // The cancellation of a replaced timer goes in the same system call
+        // as its replacement; completions are left for the caller's next
+        // consume, so nothing woken here goes unnoticed before a sleep.
+        lat_ring
+            .consume_cancellation_queue()
+            .or_else(Self::busy_ok)
+            .or_else(Self::again_ok)
+            .or_else(Self::intr_ok)?;
+        assert!(flush_rings!(lat_ring)? > 0, "the latency timer is submitted");
+        Ok(())
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1815,22 +1898,22 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
-
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // Shardline patch: the preemption timers stay armed across passes
+        // of the loop (see `arm_latency_timer`). The throughput timer (it
+        // preempts once `ring_depth` completions piled up on the main ring)
+        // is replaced only once it fired; a fired latency timer is forgotten.
+        if !Self::is_pending(&self.throughput_preemption_timeout_src) {
+            self.throughput_preemption_timeout_src.replace(Some(
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                ),
+            ));
+        }
+        if !Self::is_pending(&self.latency_preemption_timeout_src) {
+            drop(self.latency_preemption_timeout_src.take());
+            self.latency_timer_deadline.set(None);
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1852,9 +1935,7 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                self.arm_latency_timer(&mut lat_ring, Instant::now() + dur)?;
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1870,7 +1951,6 @@ impl Reactor {
                 if self.eventfd_src.is_installed().unwrap() {
                     self.link_rings_and_sleep(&mut main_ring)
                         .expect("some error");
-                    // May have new cancellations related to the link ring fd.
                     flush_cancellations!(into &mut 0; lat_ring, poll_ring, main_ring);
                     flush_rings!(lat_ring, poll_ring, main_ring)?;
                     consume_rings!(into &mut 0; lat_ring, poll_ring, main_ring);
@@ -1880,10 +1960,12 @@ impl Reactor {
             }
         }
 
-        if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+        // Shardline patch: a zero preemption time means no task queue is
+        // runnable (see `LocalExecutor::run`): nothing to preempt, so no
+        // timer, and an idle executor is not woken by one.
+        if let Some(preempt) = preempt_timer().filter(|preempt| !preempt.is_zero()) {
+            self.arm_latency_timer(&mut lat_ring, Instant::now() + preempt)?;
+            flush_rings!(main_ring)?;
         }
 
         // A Note about `need_preempt`:
