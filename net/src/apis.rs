@@ -39,9 +39,9 @@ pub const SUPPORTED_APIS: &[(i16, i16, i16)] = &[
     (INIT_PRODUCER_ID, 0, 4),
     (OFFSET_FOR_LEADER_EPOCH, 2, 4),
     (DESCRIBE_CONFIGS, 0, 4),
+    (SASL_AUTHENTICATE, 0, 2),
     (CREATE_PARTITIONS, 0, 3),
     (DELETE_GROUPS, 0, 2),
-    (SASL_AUTHENTICATE, 0, 2),
     (OFFSET_DELETE, 0, 0),
     (DESCRIBE_CLUSTER, 0, 1),
 ];
@@ -174,6 +174,8 @@ mod tests {
             DELETE_GROUPS => DeleteGroupsRequest::VERSIONS,
             OFFSET_DELETE => OffsetDeleteRequest::VERSIONS,
             OFFSET_FOR_LEADER_EPOCH => OffsetForLeaderEpochRequest::VERSIONS,
+            SASL_HANDSHAKE => kafka_protocol::messages::SaslHandshakeRequest::VERSIONS,
+            SASL_AUTHENTICATE => kafka_protocol::messages::SaslAuthenticateRequest::VERSIONS,
             other => panic!("no kafka-protocol type for {other}"),
         }
     }
