@@ -23,10 +23,57 @@ pub struct EngineConfig {
     #[arg(long)]
     pub cpus: Option<CpuList>,
 
-    /// Kafka listener: shard 0's address, and the one to bootstrap from. With --shard-listeners own, shard k
-    /// listens on the same host at this port + k (port 0: every shard takes an ephemeral port).
-    #[arg(long, default_value = "127.0.0.1:9092", value_parser = parse_address)]
-    pub listen: SocketAddr,
+    /// A PLAINTEXT Kafka listener named PLAINTEXT: shard 0's address, and the one to bootstrap from. With
+    /// --shard-listeners own, shard k listens on the same host at this port + k (port 0: every shard takes an
+    /// ephemeral port). Default 127.0.0.1:9092 when no --listener is given.
+    #[arg(long, value_parser = parse_address)]
+    pub listen: Option<SocketAddr>,
+
+    /// A named Kafka listener, `NAME=PROTOCOL://HOST:PORT` (repeatable; PROTOCOL is PLAINTEXT, SSL,
+    /// SASL_PLAINTEXT or SASL_SSL). Shard k of each listener takes its port + k. The first listener (--listen's
+    /// if given) is the one other brokers of the cluster use.
+    #[arg(long = "listener", value_name = "NAME=PROTOCOL://HOST:PORT")]
+    pub listeners: Vec<ListenerSpec>,
+
+    /// Where clients are told to reach a named listener, `NAME=HOST:PORT` or `NAME=HOST` (repeatable; Kafka's
+    /// advertised.listeners). Shard k is advertised at PORT + k. Default: the listener's own address.
+    #[arg(long = "advertised-listener", value_name = "NAME=HOST[:PORT]")]
+    pub advertised_listeners: Vec<AdvertisedListener>,
+
+    /// Start even though a listener on a non-loopback address has no authentication (PLAINTEXT, or SSL
+    /// without --tls-client-auth required) or the metadata Raft listener is not on loopback: anyone who can
+    /// reach those ports can then read, write and delete everything. Without it such a start is refused.
+    #[arg(long, default_value_t = false)]
+    pub allow_insecure: bool,
+
+    /// Certificate chain (PEM, leaf first) of SSL and SASL_SSL listeners. Reloaded on SIGHUP.
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert. Reloaded on SIGHUP.
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificates (PEM) client certificates must chain to; needed with --tls-client-auth requested or
+    /// required. Reloaded on SIGHUP.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificates on SSL and SASL_SSL listeners: `none`, `requested` (verified if sent) or
+    /// `required` (a client without one signed by --tls-ca is refused; its principal is the certificate's
+    /// subject).
+    #[arg(long, default_value = "none")]
+    pub tls_client_auth: TlsClientAuth,
+
+    /// Users of SASL_PLAINTEXT and SASL_SSL listeners: a file of `NAME:PASSWORD` lines (`#` starts a
+    /// comment), read at start. Passwords are salted and hashed when read (SCRAM credentials); the file itself
+    /// should be readable by the engine only.
+    #[arg(long, value_name = "FILE")]
+    pub sasl_users_file: Option<PathBuf>,
+
+    /// SASL mechanisms offered, comma-separated: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.
+    #[arg(long, default_value = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512")]
+    pub sasl_mechanisms: SaslMechanisms,
 
     /// How clients reach shards. `own`: each shard has its own port (--listen's port + k) and Metadata names
     /// each shard as a broker (id = node id + 1000 × shard), so clients send a partition's requests straight
@@ -193,6 +240,7 @@ impl EngineConfig {
         if self.connections_max_idle_ms == 0 {
             return Err("--connections-max-idle-ms must be at least 1".to_string());
         }
+        self.listeners_resolved()?;
         if let Some(list) = &self.cpus {
             let allowed = allowed_cpus();
             if let Some(missing) = list.0.iter().find(|cpu| !allowed.contains(cpu)) {
@@ -210,21 +258,309 @@ impl EngineConfig {
         self.max_connections.div_ceil(self.shard_count()).max(1)
     }
 
-    /// The port named by `--advertised-addr`, if it names one.
-    pub fn advertised_port(&self) -> Option<u16> {
-        let (_, port) = self.advertised_addr.as_deref()?.rsplit_once(':')?;
-        port.parse().ok()
+    /// Every Kafka listener, resolved and checked: `--listen` (named
+    /// PLAINTEXT) first if given, then each `--listener`; the default
+    /// PLAINTEXT listener on 127.0.0.1:9092 when neither is given. Checks
+    /// names, TLS and SASL settings, and refuses an unauthenticated
+    /// listener on a non-loopback address without `--allow-insecure`.
+    pub fn listeners_resolved(&self) -> Result<Vec<Listener>, String> {
+        let mut listeners = Vec::new();
+        let default_listen = (self.listeners.is_empty() && self.listen.is_none()).then_some(DEFAULT_LISTEN);
+        if let Some(address) = self.listen.or(default_listen) {
+            let advertised = match &self.advertised_addr {
+                Some(addr) => Some(parse_host_port(addr)?),
+                None => None,
+            };
+            listeners.push(Listener {
+                name: PLAINTEXT_LISTENER.to_string(),
+                protocol: SecurityProtocol::Plaintext,
+                address,
+                advertised,
+            });
+        }
+        for spec in &self.listeners {
+            listeners.push(Listener {
+                name: spec.name.clone(),
+                protocol: spec.protocol,
+                address: spec.address,
+                advertised: None,
+            });
+        }
+        if listeners.len() > LISTENERS_MAX {
+            return Err(format!(
+                "at most {LISTENERS_MAX} listeners (--listen and --listener) are served"
+            ));
+        }
+        for (i, listener) in listeners.iter().enumerate() {
+            if listeners.iter().skip(i + 1).any(|other| other.name == listener.name) {
+                return Err(format!(
+                    "listener name {} is used twice (--listen is the listener PLAINTEXT)",
+                    listener.name
+                ));
+            }
+        }
+        for advertised in &self.advertised_listeners {
+            let listener = listeners
+                .iter_mut()
+                .find(|listener| listener.name == advertised.name)
+                .ok_or_else(|| format!("--advertised-listener names {}, which is no listener", advertised.name))?;
+            listener.advertised = Some((advertised.host.clone(), advertised.port));
+        }
+        let tls_needed = listeners.iter().any(|listener| listener.protocol.tls());
+        if tls_needed && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return Err("SSL and SASL_SSL listeners need --tls-cert and --tls-key".to_string());
+        }
+        if tls_needed && self.tls_client_auth != TlsClientAuth::None && self.tls_ca.is_none() {
+            return Err("--tls-client-auth requested or required needs --tls-ca".to_string());
+        }
+        if listeners.iter().any(|listener| listener.protocol.sasl()) && self.sasl_users_file.is_none() {
+            return Err("SASL_PLAINTEXT and SASL_SSL listeners need --sasl-users-file".to_string());
+        }
+        if !self.allow_insecure {
+            if let Some(open) = self.insecure_exposures(&listeners).first() {
+                return Err(format!(
+                    "{open}: anyone who can reach it can read, write and delete everything. Bind it to a loopback \
+                     address, use a SASL_PLAINTEXT or SASL_SSL listener (or SSL with --tls-client-auth required), \
+                     or start with --allow-insecure to accept the risk"
+                ));
+            }
+        }
+        Ok(listeners)
     }
 
-    /// host:port clients are told to connect to.
-    pub fn advertised(&self) -> (String, u16) {
-        match &self.advertised_addr {
-            Some(addr) => match addr.rsplit_once(':') {
-                Some((host, port)) => (host.to_string(), port.parse().unwrap_or(self.listen.port())),
-                None => (addr.clone(), self.listen.port()),
-            },
-            None => (self.listen.ip().to_string(), self.listen.port()),
+    /// What this configuration exposes without authentication on a
+    /// non-loopback address, one line each (for the refusal, or the
+    /// warning `--allow-insecure` logs at every start).
+    pub fn insecure_exposures(&self, listeners: &[Listener]) -> Vec<String> {
+        let mut open: Vec<String> = listeners
+            .iter()
+            .filter(|listener| !listener.address.ip().is_loopback())
+            .filter(|listener| {
+                !(listener.protocol.sasl()
+                    || (listener.protocol.tls() && self.tls_client_auth == TlsClientAuth::Required))
+            })
+            .map(|listener| {
+                format!(
+                    "listener {} ({}) on non-loopback {} authenticates no one",
+                    listener.name,
+                    listener.protocol.name(),
+                    listener.address
+                )
+            })
+            .collect();
+        if let Some(raft) = self.raft_listen.filter(|address| !address.ip().is_loopback()) {
+            open.push(format!(
+                "the metadata Raft listener on non-loopback {raft} authenticates no one (issue 13 section 4)"
+            ));
         }
+        open
+    }
+}
+
+/// `--listen`'s address when no listener is named at all.
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9092);
+
+/// The name of the listener `--listen` makes.
+pub(crate) const PLAINTEXT_LISTENER: &str = "PLAINTEXT";
+
+/// Kafka listeners one engine serves at most: each takes a socket per
+/// shard and an accept task per shard.
+pub const LISTENERS_MAX: usize = 8;
+
+/// One Kafka listener, resolved from the flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Its name (upper case), as clients' Metadata answers are chosen by it.
+    pub name: String,
+    /// What it speaks.
+    pub protocol: SecurityProtocol,
+    /// Shard 0's address (shard k: port + k).
+    pub address: SocketAddr,
+    /// Host and port clients are told, if not `address`.
+    pub advertised: Option<(String, Option<u16>)>,
+}
+
+/// Kafka's `security.protocol` of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    /// TCP, no authentication.
+    Plaintext,
+    /// TLS; authenticated by client certificate if `--tls-client-auth required`.
+    Ssl,
+    /// SASL over TCP.
+    SaslPlaintext,
+    /// SASL over TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// True when the listener speaks TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// True when clients authenticate with SASL.
+    pub fn sasl(self) -> bool {
+        matches!(self, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl)
+    }
+
+    /// Kafka's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+}
+
+impl FromStr for SecurityProtocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => Ok(SecurityProtocol::Plaintext),
+            "SSL" => Ok(SecurityProtocol::Ssl),
+            "SASL_PLAINTEXT" => Ok(SecurityProtocol::SaslPlaintext),
+            "SASL_SSL" => Ok(SecurityProtocol::SaslSsl),
+            other => Err(format!(
+                "unknown protocol `{other}`: use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+            )),
+        }
+    }
+}
+
+/// `--listener NAME=PROTOCOL://HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    /// Listener name, upper case.
+    pub name: String,
+    /// What it speaks.
+    pub protocol: SecurityProtocol,
+    /// Shard 0's address.
+    pub address: SocketAddr,
+}
+
+/// Longest listener name (Kafka's are short words such as CLIENT or INTERNAL).
+const LISTENER_NAME_BYTES_MAX: usize = 64;
+
+fn parse_listener_name(name: &str) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && name.len() <= LISTENER_NAME_BYTES_MAX
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        return Err(format!(
+            "listener name `{name}` must be 1 to {LISTENER_NAME_BYTES_MAX} letters, digits, `_` or `-`"
+        ));
+    }
+    Ok(name.to_ascii_uppercase())
+}
+
+impl FromStr for ListenerSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, rest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("listener `{s}` is not NAME=PROTOCOL://HOST:PORT"))?;
+        let (protocol, address) = rest
+            .split_once("://")
+            .ok_or_else(|| format!("listener `{s}` is not NAME=PROTOCOL://HOST:PORT"))?;
+        Ok(ListenerSpec {
+            name: parse_listener_name(name)?,
+            protocol: protocol.parse()?,
+            address: parse_address(address)?,
+        })
+    }
+}
+
+/// `--advertised-listener NAME=HOST[:PORT]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvertisedListener {
+    /// The listener's name, upper case.
+    pub name: String,
+    /// Host clients connect to.
+    pub host: String,
+    /// Shard 0's port clients connect to; the bound port if `None`.
+    pub port: Option<u16>,
+}
+
+impl FromStr for AdvertisedListener {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, address) = s
+            .split_once('=')
+            .ok_or_else(|| format!("advertised listener `{s}` is not NAME=HOST:PORT"))?;
+        let (host, port) = parse_host_port(address)?;
+        Ok(AdvertisedListener {
+            name: parse_listener_name(name)?,
+            host,
+            port,
+        })
+    }
+}
+
+/// `HOST` or `HOST:PORT` as clients are told.
+fn parse_host_port(address: &str) -> Result<(String, Option<u16>), String> {
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => {
+            let port = port.parse().map_err(|_| format!("bad port in `{address}`"))?;
+            Ok((host.to_string(), Some(port)))
+        }
+        Some(_) => Err(format!("no host in `{address}`")),
+        None if address.is_empty() => Err("empty advertised address".to_string()),
+        None => Ok((address.to_string(), None)),
+    }
+}
+
+/// `--tls-client-auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsClientAuth {
+    /// No client certificate asked for.
+    None,
+    /// Asked for, verified if sent.
+    Requested,
+    /// Required.
+    Required,
+}
+
+impl FromStr for TlsClientAuth {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(TlsClientAuth::None),
+            "requested" => Ok(TlsClientAuth::Requested),
+            "required" => Ok(TlsClientAuth::Required),
+            other => Err(format!(
+                "unknown client auth `{other}`: use none, requested or required"
+            )),
+        }
+    }
+}
+
+/// `--sasl-mechanisms`: the SASL mechanisms offered, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaslMechanisms(pub Vec<crate::sasl::Mechanism>);
+
+impl FromStr for SaslMechanisms {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut mechanisms = Vec::new();
+        for name in s.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+            let mechanism = crate::sasl::Mechanism::from_name(name)
+                .ok_or_else(|| format!("unknown SASL mechanism `{name}`: use PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"))?;
+            if !mechanisms.contains(&mechanism) {
+                mechanisms.push(mechanism);
+            }
+        }
+        if mechanisms.is_empty() {
+            return Err("no SASL mechanism named".to_string());
+        }
+        Ok(SaslMechanisms(mechanisms))
     }
 }
 
@@ -448,7 +784,7 @@ mod tests {
         let ok = ok.unwrap();
         assert_eq!(
             ok.listen,
-            "127.0.0.1:9092".parse().unwrap(),
+            Some("127.0.0.1:9092".parse().unwrap()),
             "localhost resolves, IPv4 first"
         );
         assert_eq!(ok.segment_bytes, SEGMENT_BYTES_MIN);
@@ -517,11 +853,89 @@ mod tests {
     fn shard_listeners_parse_and_advertised_ports_are_read() {
         let config = EngineConfig::parse_from(["engine", "--shard-listeners", "shared", "--advertised-addr", "h:7"]);
         assert_eq!(config.shard_listeners, ShardListeners::Shared);
-        assert_eq!(config.advertised_port(), Some(7));
+        let listeners = config.listeners_resolved().unwrap();
+        assert_eq!(listeners[0].advertised, Some(("h".to_string(), Some(7))));
         let config = EngineConfig::parse_from(["engine", "--advertised-addr", "h"]);
         assert_eq!(config.shard_listeners, ShardListeners::Own);
-        assert_eq!(config.advertised_port(), None);
+        let listeners = config.listeners_resolved().unwrap();
+        assert_eq!(listeners[0].advertised, Some(("h".to_string(), None)));
         assert!(EngineConfig::try_parse_from(["engine", "--shard-listeners", "x"]).is_err());
+    }
+
+    fn resolved(args: &[&str]) -> Result<Vec<Listener>, String> {
+        let mut all = vec!["engine"];
+        all.extend_from_slice(args);
+        EngineConfig::try_parse_from(all)
+            .map_err(|e| e.to_string())?
+            .listeners_resolved()
+    }
+
+    #[test]
+    fn named_listeners_parse_and_default_to_one_plaintext_listener() {
+        let default = resolved(&[]).unwrap();
+        assert_eq!(default.len(), 1);
+        assert_eq!(default[0].name, "PLAINTEXT");
+        assert_eq!(default[0].address, DEFAULT_LISTEN);
+        let named = resolved(&[
+            "--listener",
+            "client=sasl_ssl://127.0.0.1:9300",
+            "--listener",
+            "INTERNAL=PLAINTEXT://127.0.0.1:9400",
+            "--advertised-listener",
+            "CLIENT=kafka.example:19300",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--sasl-users-file",
+            "users",
+        ])
+        .unwrap();
+        let names: Vec<&str> = named.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["CLIENT", "INTERNAL"], "no default listener beside named ones");
+        assert_eq!(named[0].protocol, SecurityProtocol::SaslSsl);
+        assert_eq!(named[0].advertised, Some(("kafka.example".to_string(), Some(19300))));
+        assert!(
+            resolved(&["--listener", "A=TLS://127.0.0.1:1"]).is_err(),
+            "unknown protocol"
+        );
+        assert!(resolved(&["--listener", "A B=SSL://127.0.0.1:1"]).is_err(), "bad name");
+        let twice = resolved(&[
+            "--listen",
+            "127.0.0.1:1",
+            "--listener",
+            "plaintext=PLAINTEXT://127.0.0.1:5",
+        ]);
+        assert!(twice.unwrap_err().contains("used twice"));
+        let no_cert = resolved(&["--listener", "A=SSL://127.0.0.1:1"]);
+        assert!(no_cert.unwrap_err().contains("--tls-cert"));
+        let no_users = resolved(&["--listener", "A=SASL_PLAINTEXT://127.0.0.1:1"]);
+        assert!(no_users.unwrap_err().contains("--sasl-users-file"));
+        let stray = resolved(&["--advertised-listener", "NOPE=h:1"]);
+        assert!(stray.unwrap_err().contains("NOPE"));
+    }
+
+    #[test]
+    fn unauthenticated_non_loopback_listeners_need_allow_insecure() {
+        let open = resolved(&["--listen", "0.0.0.0:0"]).unwrap_err();
+        assert!(open.contains("--allow-insecure") && open.contains("0.0.0.0"), "{open}");
+        assert!(resolved(&["--listen", "0.0.0.0:0", "--allow-insecure"]).is_ok());
+        let tls_only = ["--listener", "A=SSL://0.0.0.0:0", "--tls-cert", "c", "--tls-key", "k"];
+        assert!(
+            resolved(&tls_only).is_err(),
+            "TLS without client certificates authenticates no one"
+        );
+        let mut mutual = tls_only.to_vec();
+        mutual.extend(["--tls-client-auth", "required", "--tls-ca", "ca"]);
+        assert!(resolved(&mutual).is_ok());
+        let sasl = ["--listener", "A=SASL_PLAINTEXT://0.0.0.0:0", "--sasl-users-file", "u"];
+        assert!(resolved(&sasl).is_ok());
+        let raft = resolved(&["--raft-listen", "0.0.0.0:19092", "--peers", "1@127.0.0.1:19092"]);
+        assert!(raft.unwrap_err().contains("Raft"));
+        assert!(
+            resolved(&["--listen", "127.0.0.2:0"]).is_ok(),
+            "all of 127/8 is loopback"
+        );
     }
 
     #[test]

@@ -11,11 +11,33 @@ use std::{
     cell::{Cell, RefCell},
     collections::HashMap,
     rc::Rc,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use glommio::{net::TcpStream, task::JoinHandle};
-use shardline_net::{ConnectionActivity, ConnectionConfig, ConnectionShare, Handler, RequestMemory};
+use shardline_net::{
+    ConnectionActivity, ConnectionConfig, ConnectionShare, Handler, NetError, RequestMemory, TlsAcceptor, Transport,
+};
+
+use crate::{
+    config::SecurityProtocol,
+    sasl::{SaslSession, SaslSettings},
+};
+
+/// What one listener speaks: TLS or not, SASL or not. Made once at start
+/// and shared by every shard's accept loop for that listener.
+#[derive(Debug)]
+pub(crate) struct ListenerSecurity {
+    /// The listener's name.
+    pub(crate) name: String,
+    /// Its protocol (the two fields below follow from it).
+    pub(crate) protocol: SecurityProtocol,
+    /// The TLS acceptor, on SSL and SASL_SSL listeners.
+    pub(crate) tls: Option<TlsAcceptor>,
+    /// Users and mechanisms, on SASL_PLAINTEXT and SASL_SSL listeners.
+    pub(crate) sasl: Option<Arc<SaslSettings>>,
+}
 
 /// Longest pause between two idle sweeps (a shorter idle bound sweeps more
 /// often: ten times per bound).
@@ -63,6 +85,7 @@ impl Connections {
     pub(crate) fn serve<H: Handler + 'static>(
         self: &Rc<Self>,
         stream: TcpStream,
+        security: &Arc<ListenerSecurity>,
         handler: &Rc<H>,
         config: &ConnectionConfig,
     ) {
@@ -91,9 +114,10 @@ impl Connections {
         let table = Rc::clone(self);
         let handler = Rc::clone(handler);
         let config = config.clone();
+        let security = Arc::clone(security);
         let task = glommio::spawn_local(async move {
-            if let Err(e) = shardline_net::serve_connection(stream, handler, &config, &share).await {
-                tracing::debug!(?peer, error = %e, "connection closed");
+            if let Err(e) = serve_secured(stream, &security, handler, &config, &share).await {
+                tracing::debug!(?peer, listener = %security.name, error = %e, "connection closed");
             }
             table.live.borrow_mut().remove(&id);
         })
@@ -145,5 +169,52 @@ impl Connections {
     /// Connections refused and closed for idling, for the shutdown line.
     pub(crate) fn counts(&self) -> (u64, u64) {
         (self.refused.get(), self.closed_idle.get())
+    }
+}
+
+/// Serves one accepted connection as its listener says: the TLS handshake
+/// first on SSL and SASL_SSL listeners, then the SASL exchange on SASL ones.
+/// Each combination is its own monomorphised loop: the plaintext one is the
+/// loop over a bare `TcpStream`.
+async fn serve_secured<H: Handler + 'static>(
+    stream: TcpStream,
+    security: &ListenerSecurity,
+    handler: Rc<H>,
+    config: &ConnectionConfig,
+    share: &ConnectionShare,
+) -> Result<(), NetError> {
+    let Some(tls) = &security.tls else {
+        return serve_over(stream, None, security, handler, config, share).await;
+    };
+    let peer = stream.peer_addr().ok();
+    let (stream, principal) = match tls.accept(stream).await {
+        Ok(accepted) => accepted,
+        Err(error) => {
+            // A client that does not trust our certificate, one without a
+            // required certificate, or plaintext on a TLS port: its fault.
+            tracing::info!(?peer, listener = %security.name, %error, "TLS handshake failed");
+            return Err(NetError::Io(error));
+        }
+    };
+    if let Some(principal) = &principal {
+        tracing::debug!(?peer, listener = %security.name, %principal, "TLS client certificate accepted");
+    }
+    serve_over(stream, principal, security, handler, config, share).await
+}
+
+async fn serve_over<S: Transport, H: Handler + 'static>(
+    stream: S,
+    tls_principal: Option<String>,
+    security: &ListenerSecurity,
+    handler: Rc<H>,
+    config: &ConnectionConfig,
+    share: &ConnectionShare,
+) -> Result<(), NetError> {
+    match &security.sasl {
+        None => shardline_net::serve_connection(stream, handler, config, share).await,
+        Some(sasl) => {
+            let session = SaslSession::new(Arc::clone(sasl), tls_principal);
+            shardline_net::serve_authenticated(stream, handler, session, config, share).await
+        }
     }
 }

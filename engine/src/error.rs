@@ -76,6 +76,22 @@ pub enum EngineError {
     /// A request the broker's limits do not allow (more partitions than the
     /// brokers may host).
     PolicyViolation(String),
+    /// The SASL exchange refused a request (the codes are chosen in
+    /// [`kafka_code`]).
+    Sasl(SaslError),
+}
+
+/// Why a SASL exchange refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslError {
+    /// SaslHandshake named a mechanism this listener does not offer.
+    UnsupportedMechanism,
+    /// A SASL request out of turn (SaslAuthenticate before SaslHandshake, a
+    /// second handshake, either on a connection already served).
+    IllegalState,
+    /// The credentials were refused. Which part was wrong (user, password,
+    /// proof, nonce) is never said.
+    AuthenticationFailed,
 }
 
 /// Why the group coordinator refused a request (Kafka's classic group
@@ -163,6 +179,7 @@ impl fmt::Display for EngineError {
             EngineError::UnknownLeaderEpoch => write!(f, "request names a leader epoch this broker does not know"),
             EngineError::LeaderNotAvailable => write!(f, "partition has no leader"),
             EngineError::PolicyViolation(why) => write!(f, "refused by the broker's limits: {why}"),
+            EngineError::Sasl(e) => write!(f, "SASL: {e:?}"),
         }
     }
 }
@@ -246,6 +263,11 @@ pub fn kafka_code(error: &EngineError) -> i16 {
         EngineError::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
         EngineError::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
         EngineError::PolicyViolation(_) => ResponseError::PolicyViolation,
+        EngineError::Sasl(sasl) => match sasl {
+            SaslError::UnsupportedMechanism => ResponseError::UnsupportedSaslMechanism,
+            SaslError::IllegalState => ResponseError::IllegalSaslState,
+            SaslError::AuthenticationFailed => ResponseError::SaslAuthenticationFailed,
+        },
         EngineError::Group(group) => match group {
             GroupError::NotCoordinator => ResponseError::NotCoordinator,
             GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
@@ -315,6 +337,14 @@ mod tests {
         assert_eq!(kafka_code(&EngineError::LeaderNotAvailable), 5);
         assert_eq!(kafka_code(&EngineError::FencedLeaderEpoch), 74);
         assert_eq!(kafka_code(&EngineError::UnknownLeaderEpoch), 75);
+    }
+
+    #[test]
+    fn sasl_errors_map_to_the_codes_clients_expect() {
+        let code = |e| kafka_code(&EngineError::Sasl(e));
+        assert_eq!(code(SaslError::UnsupportedMechanism), 33);
+        assert_eq!(code(SaslError::IllegalState), 34);
+        assert_eq!(code(SaslError::AuthenticationFailed), 58);
     }
 
     #[test]

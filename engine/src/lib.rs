@@ -46,9 +46,14 @@ mod partition;
 mod producer;
 mod replica;
 mod runtime;
+mod sasl;
 mod shard;
 
-pub use config::{CpuList, EngineConfig, FsyncPolicy, PeerList, ShardListeners};
-pub use error::{kafka_code, EngineError, GroupError};
+pub use config::{
+    AdvertisedListener, CpuList, EngineConfig, FsyncPolicy, Listener, ListenerSpec, PeerList, SaslMechanisms,
+    SecurityProtocol, ShardListeners, TlsClientAuth, LISTENERS_MAX,
+};
+pub use error::{kafka_code, EngineError, GroupError, SaslError};
 pub use runtime::{run, StartError};
+pub use sasl::Mechanism;
 pub use shard::Shard;

@@ -1,7 +1,11 @@
 //! Kafka listeners: where each shard takes its connections.
 //!
-//! With `--shard-listeners own` (the default) shard k has a port of its own,
-//! `--listen`'s port + k, bound exclusively here on the main thread before any
+//! An engine serves up to `LISTENERS_MAX` named listeners (`--listen` is the
+//! one named PLAINTEXT, `--listener NAME=PROTOCOL://HOST:PORT` the others),
+//! each with its own security protocol (docs/security.md); every shard
+//! accepts on every listener. Per listener:
+//! with `--shard-listeners own` (the default) shard k has a port of its own,
+//! the listener's port + k, bound exclusively here on the main thread before any
 //! shard starts: a port held by another process stops the start with a clear
 //! error, and a port of 0 gives every shard an ephemeral port. A shard starts
 //! listening only once its partitions are open, so a client that connects
@@ -17,8 +21,10 @@ use std::{net::SocketAddr, os::fd::IntoRawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use shardline_raft::BrokerListener;
+
 use crate::{
-    config::{EngineConfig, ShardListeners},
+    config::{EngineConfig, Listener, ShardListeners},
     runtime::StartError,
 };
 
@@ -53,9 +59,37 @@ impl ShardListener {
     }
 }
 
-/// Binds the listeners of `shards` shards, in shard order.
-pub(crate) fn bind(config: &EngineConfig, shards: usize) -> Result<Vec<ShardListener>, StartError> {
-    let listen = config.listen;
+/// One named listener's sockets, one per shard, in shard order.
+#[derive(Debug)]
+pub(crate) struct BoundListener {
+    /// The listener as configured.
+    pub(crate) listener: Listener,
+    /// Shard k's socket (or shared address).
+    pub(crate) shards: Vec<ShardListener>,
+}
+
+/// Binds every listener of `listeners` for `shards` shards.
+pub(crate) fn bind_all(
+    config: &EngineConfig,
+    listeners: &[Listener],
+    shards: usize,
+) -> Result<Vec<BoundListener>, StartError> {
+    assert!(listeners.len() <= crate::config::LISTENERS_MAX, "listeners are bounded");
+    listeners
+        .iter()
+        .map(|listener| {
+            Ok(BoundListener {
+                listener: listener.clone(),
+                shards: bind(config, listener, shards)?,
+            })
+        })
+        .collect()
+}
+
+/// Binds the sockets of one listener for `shards` shards, in shard order.
+fn bind(config: &EngineConfig, listener: &Listener, shards: usize) -> Result<Vec<ShardListener>, StartError> {
+    let listen = listener.address;
+    let name = &listener.name;
     if config.shard_listeners == ShardListeners::Shared {
         // The shards bind with SO_REUSEPORT, which another process could
         // share too (the kernel would then split clients between two
@@ -64,27 +98,31 @@ pub(crate) fn bind(config: &EngineConfig, shards: usize) -> Result<Vec<ShardList
         if listen.port() != 0 {
             drop(bind_exclusive(listen).map_err(|e| {
                 StartError(format!(
-                    "binding the shared Kafka listener on {listen}: {e} (another process holds the port)"
+                    "binding the shared Kafka listener {name} on {listen}: {e} (another process holds the port)"
                 ))
             })?);
         }
         return Ok((0..shards).map(|_| ShardListener::Shared(listen)).collect());
     }
-    let mut listeners = Vec::with_capacity(shards);
+    let mut sockets = Vec::with_capacity(shards);
     for shard in 0..shards {
-        let port = shard_port(listen.port(), shard)
-            .ok_or_else(|| StartError(format!("--listen port {} + {shard} shards passes 65535", listen.port())))?;
+        let port = shard_port(listen.port(), shard).ok_or_else(|| {
+            StartError(format!(
+                "listener {name}: port {} + {shard} shards passes 65535",
+                listen.port()
+            ))
+        })?;
         let address = SocketAddr::new(listen.ip(), port);
         let socket = bind_exclusive(address).map_err(|e| {
             StartError(format!(
-                "binding shard {shard}'s Kafka listener on {address}: {e} (shard k listens on --listen's port + k; \
-                 use free ports, or --shard-listeners shared for one port)"
+                "binding shard {shard}'s Kafka listener {name} on {address}: {e} (shard k listens on the \
+                 listener's port + k; use free ports, or --shard-listeners shared for one port)"
             ))
         })?;
-        listeners.push(ShardListener::Own(socket));
+        sockets.push(ShardListener::Own(socket));
     }
-    assert_eq!(listeners.len(), shards, "one listener per shard");
-    Ok(listeners)
+    assert_eq!(sockets.len(), shards, "one socket per shard");
+    Ok(sockets)
 }
 
 /// A TCP socket bound to `address` without SO_REUSEPORT, so no other process
@@ -105,33 +143,56 @@ fn shard_port(base: u16, shard: usize) -> Option<u16> {
     u16::try_from(shard).ok().and_then(|k| base.checked_add(k))
 }
 
-/// The port clients are told for each shard: the advertised port + k when
-/// `--advertised-addr` names one, else the port the shard bound. Empty when
-/// shards share one port.
-pub(crate) fn advertised_shard_ports(
-    config: &EngineConfig,
-    listeners: &[ShardListener],
-) -> Result<Vec<u16>, StartError> {
-    let mut ports = Vec::with_capacity(listeners.len());
-    for (shard, listener) in listeners.iter().enumerate() {
-        let ShardListener::Own(socket) = listener else {
-            return Ok(Vec::new());
+/// How clients of `bound` are told to reach it: its advertised host (or
+/// bound address), shard 0's port, and each shard's port (the advertised
+/// port + k when one is named, else the port the shard bound; empty when
+/// shards share one port).
+pub(crate) fn advertised(bound: &BoundListener) -> Result<BrokerListener, StartError> {
+    let listener = &bound.listener;
+    let name = &listener.name;
+    let mut ports = Vec::with_capacity(bound.shards.len());
+    for (shard, socket) in bound.shards.iter().enumerate() {
+        let ShardListener::Own(socket) = socket else {
+            ports.clear();
+            break;
         };
-        let bound = socket
+        let bound_port = socket
             .local_addr()
             .ok()
             .and_then(|address| address.as_socket())
-            .ok_or_else(|| StartError(format!("shard {shard}'s listener has no address")))?
+            .ok_or_else(|| StartError(format!("shard {shard}'s listener {name} has no address")))?
             .port();
-        let port = match config.advertised_port() {
-            Some(base) => shard_port(base, shard)
-                .ok_or_else(|| StartError(format!("advertised port {base} + {shard} shards passes 65535")))?,
-            None => bound,
+        let port = match listener.advertised.as_ref().and_then(|(_, port)| *port) {
+            Some(base) => shard_port(base, shard).ok_or_else(|| {
+                StartError(format!(
+                    "listener {name}: advertised port {base} + {shard} shards passes 65535"
+                ))
+            })?,
+            None => bound_port,
         };
         ports.push(port);
     }
-    assert_eq!(ports.len(), listeners.len(), "a port per shard");
-    Ok(ports)
+    assert!(
+        ports.is_empty() || ports.len() == bound.shards.len(),
+        "a port per shard, or none"
+    );
+    let host = listener
+        .advertised
+        .as_ref()
+        .map_or_else(|| listener.address.ip().to_string(), |(host, _)| host.clone());
+    let port = ports.first().copied().unwrap_or_else(|| {
+        listener
+            .advertised
+            .as_ref()
+            .and_then(|(_, port)| *port)
+            .unwrap_or(listener.address.port())
+    });
+    Ok(BrokerListener {
+        name: name.clone(),
+        host,
+        port,
+        shard_ports: ports,
+    })
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ use kafka_protocol::{
 use shardline_log::Offset;
 
 use crate::{
-    kafka::brokers::kafka_broker,
+    kafka::brokers::replication_address,
     partition::{Partition, Role},
     shard::{PartitionKey, Shard},
 };
@@ -271,7 +271,7 @@ async fn run_feed(shard: Rc<Shard>, source: LeaderShard, feed: Rc<LeaderFeed>) {
             partitions.clone()
         };
         if connection.is_none() {
-            let address = kafka_broker(&shard.image(), leader, source.shard).map(|b| format!("{}:{}", b.host, b.port));
+            let address = replication_address(&shard.image(), leader, source.shard);
             let connected = match address {
                 Some(address) => LeaderConnection::connect(&address, node_id).await,
                 None => Err(format!("broker {leader} has no address in the metadata image")),

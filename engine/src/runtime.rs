@@ -9,14 +9,15 @@ use glommio::{
     channels::shared_channel::{self, SharedReceiver, SharedSender},
     LocalExecutorBuilder, Placement,
 };
-use shardline_net::ConnectionConfig;
+use shardline_net::{ClientAuth, ConnectionConfig, TlsAcceptor, TlsSettings};
 use shardline_raft::{BrokerInfo, MetaError, MetadataConfig, MetadataGroup, NewTopic};
 
 use crate::{
-    config::EngineConfig,
-    connections::Connections,
+    config::{EngineConfig, Listener, TlsClientAuth},
+    connections::{Connections, ListenerSecurity},
     kafka::KafkaHandler,
     listeners::ShardListener,
+    sasl::SaslSettings,
     shard::{describe_durability, Shard, ShardTask, MESH_QUEUE_BOUND},
 };
 
@@ -26,6 +27,12 @@ const DRAIN_WAIT_MAX: Duration = Duration::from_secs(5);
 const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// Entries between metadata snapshots.
 const METADATA_SNAPSHOT_EVERY_ENTRIES: u64 = 1000;
+
+/// One shard's socket of one listener, and what the listener speaks.
+pub(crate) struct Endpoint {
+    security: Arc<ListenerSecurity>,
+    socket: ShardListener,
+}
 
 /// Why the engine could not start or stopped with an error.
 #[derive(Debug)]
@@ -44,9 +51,18 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     config.validate().map_err(StartError)?;
     let config = Arc::new(config);
     let shards = config.shard_count();
+    let listeners = config.listeners_resolved().map_err(StartError)?;
+    for exposure in config.insecure_exposures(&listeners) {
+        tracing::warn!("--allow-insecure: {exposure}");
+    }
+    let tls = tls_acceptor(&config, &listeners)?;
+    let sasl = sasl_settings(&config, &listeners)?;
     // Ports first: a port in use stops the start before the data dir is touched.
-    let listeners = crate::listeners::bind(&config, shards)?;
-    let shard_ports = crate::listeners::advertised_shard_ports(&config, &listeners)?;
+    let bound = crate::listeners::bind_all(&config, &listeners, shards)?;
+    let advertised = bound
+        .iter()
+        .map(crate::listeners::advertised)
+        .collect::<Result<Vec<_>, _>>()?;
     shardline_log::durable::create_dir_durably(&config.data_dir)
         .map_err(|e| StartError(format!("cannot create data dir {}: {e}", config.data_dir.display())))?;
     let _lock = lock_data_dir(&config.data_dir)?;
@@ -62,15 +78,20 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     let voters = meta_config.peers.len().max(1);
     let meta = MetadataGroup::start(meta_config).map_err(|e| StartError(format!("metadata group: {e}")))?;
     let cpus = config.shard_cpus();
-    let (host, shared_port) = config.advertised();
-    let port = shard_ports.first().copied().unwrap_or(shared_port);
+    // The first listener is the one other brokers use (followers fetch
+    // through it): it is the registration's host, port and shard ports.
+    let first = advertised
+        .first()
+        .cloned()
+        .ok_or_else(|| StartError("no Kafka listener".to_string()))?;
     future::block_on(meta.register_broker(BrokerInfo {
         node_id: config.node_id,
-        host: host.clone(),
-        port,
+        host: first.host.clone(),
+        port: first.port,
         shards: u32::try_from(shards).unwrap_or(u32::MAX),
         fenced: false,
-        shard_ports: shard_ports.clone(),
+        shard_ports: first.shard_ports.clone(),
+        listeners: advertised.clone(),
     }))
     .map_err(|e| StartError(format!("registering broker: {e}")))?;
     future::block_on(create_offsets_topic(&meta, shards, voters))?;
@@ -80,9 +101,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
         cpus = ?cpus,
         io_uring_buffers = %buffer_mode(&config, shards),
         data_dir = %config.data_dir.display(),
-        listen = %config.listen,
-        advertised = %format!("{host}:{port}"),
-        shard_ports = ?shard_ports,
+        listeners = %describe_listeners(&listeners, &advertised),
         fsync = %describe_durability(config.fsync.0),
         "shardline engine starting"
     );
@@ -103,10 +122,27 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     }
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    spawn_signal_thread(stop)?;
+    spawn_signal_thread(stop, tls.clone())?;
+
+    // Each shard's sockets: one per listener, with what the listener speaks.
+    let mut shard_endpoints: Vec<Vec<Endpoint>> = (0..shards).map(|_| Vec::new()).collect();
+    for bound_listener in bound {
+        let security = Arc::new(ListenerSecurity {
+            name: bound_listener.listener.name.clone(),
+            protocol: bound_listener.listener.protocol,
+            tls: tls.clone().filter(|_| bound_listener.listener.protocol.tls()),
+            sasl: sasl.clone().filter(|_| bound_listener.listener.protocol.sasl()),
+        });
+        for (endpoints, socket) in shard_endpoints.iter_mut().zip(bound_listener.shards) {
+            endpoints.push(Endpoint {
+                security: Arc::clone(&security),
+                socket,
+            });
+        }
+    }
 
     let mut handles = Vec::new();
-    for (id, ((row, inbox), listener)) in senders.into_iter().zip(receivers).zip(listeners).enumerate() {
+    for (id, ((row, inbox), endpoints)) in senders.into_iter().zip(receivers).zip(shard_endpoints).enumerate() {
         let cpu = cpus.get(id).copied().unwrap_or(0);
         let config = Arc::clone(&config);
         let meta = meta.clone();
@@ -118,7 +154,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
             builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
         }
         let handle = builder
-            .spawn(move || shard_main(id, config, meta, listener, row, inbox, stopped))
+            .spawn(move || shard_main(id, config, meta, endpoints, row, inbox, stopped))
             .map_err(|e| StartError(format!("starting shard {id} on cpu {cpu}: {e}")))?;
         handles.push(handle);
     }
@@ -308,14 +344,19 @@ fn buffer_mode(config: &EngineConfig, shards: usize) -> String {
     }
 }
 
-fn spawn_signal_thread(stop: tokio::sync::watch::Sender<bool>) -> Result<(), StartError> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+fn spawn_signal_thread(stop: tokio::sync::watch::Sender<bool>, tls: Option<TlsAcceptor>) -> Result<(), StartError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| StartError(format!("installing signal handlers: {e}")))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut seen = 0;
             for signal in signals.forever() {
+                if signal == SIGHUP {
+                    reload_tls(tls.as_ref());
+                    continue;
+                }
                 seen += 1;
                 if seen == 1 {
                     tracing::info!(
@@ -333,14 +374,91 @@ fn spawn_signal_thread(stop: tokio::sync::watch::Sender<bool>) -> Result<(), Sta
     Ok(())
 }
 
+/// SIGHUP: reads the TLS certificate, key and client CA again; connections
+/// accepted from now on get them. A failed reload keeps the old ones.
+fn reload_tls(tls: Option<&TlsAcceptor>) {
+    let Some(tls) = tls else {
+        tracing::info!("SIGHUP: no TLS listener, nothing to reload");
+        return;
+    };
+    match tls.reload() {
+        Ok(()) => tracing::info!(
+            cert = %tls.settings().cert_chain_pem.display(),
+            "SIGHUP: reloaded the TLS certificate; new connections get it"
+        ),
+        Err(error) => tracing::error!(%error, "SIGHUP: TLS reload failed; still serving the previous certificate"),
+    }
+}
+
+/// The TLS acceptor of the SSL and SASL_SSL listeners, if there are any.
+fn tls_acceptor(config: &EngineConfig, listeners: &[Listener]) -> Result<Option<TlsAcceptor>, StartError> {
+    if !listeners.iter().any(|listener| listener.protocol.tls()) {
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Err(StartError(
+            "SSL and SASL_SSL listeners need --tls-cert and --tls-key".to_string(),
+        ));
+    };
+    let settings = TlsSettings {
+        cert_chain_pem: cert.clone(),
+        key_pem: key.clone(),
+        client_ca_pem: config.tls_ca.clone(),
+        client_auth: match config.tls_client_auth {
+            TlsClientAuth::None => ClientAuth::None,
+            TlsClientAuth::Requested => ClientAuth::Requested,
+            TlsClientAuth::Required => ClientAuth::Required,
+        },
+    };
+    TlsAcceptor::new(settings)
+        .map(Some)
+        .map_err(|e| StartError(format!("TLS: {e}")))
+}
+
+/// The SASL users and mechanisms of the SASL listeners, if there are any.
+fn sasl_settings(config: &EngineConfig, listeners: &[Listener]) -> Result<Option<Arc<SaslSettings>>, StartError> {
+    if !listeners.iter().any(|listener| listener.protocol.sasl()) {
+        return Ok(None);
+    }
+    let Some(path) = &config.sasl_users_file else {
+        return Err(StartError("SASL listeners need --sasl-users-file".to_string()));
+    };
+    let users = crate::sasl::UserStore::load(path).map_err(|e| StartError(format!("SASL users: {e}")))?;
+    tracing::info!(users = users.len(), file = %path.display(), "loaded SASL users");
+    Ok(Some(Arc::new(SaslSettings {
+        users,
+        mechanisms: config.sasl_mechanisms.0.clone(),
+    })))
+}
+
+/// One line naming each listener, its protocol, address and what clients are told.
+fn describe_listeners(listeners: &[Listener], advertised: &[shardline_raft::BrokerListener]) -> String {
+    listeners
+        .iter()
+        .zip(advertised)
+        .map(|(listener, told)| {
+            format!(
+                "{}={}://{} (advertised {}:{}, shard ports {:?})",
+                listener.name,
+                listener.protocol.name(),
+                listener.address,
+                told.host,
+                told.port,
+                told.shard_ports
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 async fn shard_main(
     id: usize,
     config: Arc<EngineConfig>,
     meta: MetadataGroup,
-    listener: ShardListener,
+    endpoints: Vec<Endpoint>,
     outbox: Vec<Option<SharedSender<ShardTask>>>,
     inbox: Vec<SharedReceiver<ShardTask>>,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
+    stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
     // Each end of a cross-core channel waits for its peer to connect, so every
     // shard connects all its ends at once (one at a time would deadlock).
@@ -376,11 +494,7 @@ async fn shard_main(
     })
     .detach();
 
-    let listener = listener
-        .listen()
-        .map_err(|e| format!("listening on {}: {e}", config.listen))?;
     let in_flight = Rc::new(Cell::new(0usize));
-    let handler = Rc::new(KafkaHandler::new(Rc::clone(&shard), Rc::clone(&in_flight)));
     let connection_config = ConnectionConfig::default()
         .with_max_frame_bytes(config.max_frame_bytes)
         .with_in_flight_max(config.max_in_flight_requests_per_connection)
@@ -393,27 +507,29 @@ async fn shard_main(
     );
     let sweeping = Rc::clone(&shard);
     glommio::spawn_local(Rc::clone(&connections).sweep_idle(move || sweeping.is_shutting_down())).detach();
-    tracing::debug!(shard = id, "accepting connections");
-    loop {
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
-            let _ = stopped.wait_for(|stop| *stop).await;
-            None
-        })
-        .await;
-        let Some(accepted) = accepted else { break };
-        match accepted {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                tracing::debug!(shard = id, peer = ?stream.peer_addr().ok(), "connection accepted");
-                connections.serve(stream, &handler, &connection_config);
-            }
-            Err(e) => {
-                tracing::warn!(shard = id, error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-            }
-        }
+    let mut accepting = Vec::with_capacity(endpoints.len());
+    for endpoint in endpoints {
+        let listener = endpoint
+            .socket
+            .listen()
+            .map_err(|e| format!("listening on {}: {e}", endpoint.security.name))?;
+        let handler = Rc::new(KafkaHandler::new(
+            Rc::clone(&shard),
+            Rc::clone(&in_flight),
+            Rc::from(endpoint.security.name.as_str()),
+        ));
+        accepting.push(accept_loop(
+            id,
+            listener,
+            endpoint.security,
+            handler,
+            Rc::clone(&connections),
+            connection_config.clone(),
+            stopped.clone(),
+        ));
     }
-    drop(listener);
+    tracing::debug!(shard = id, "accepting connections");
+    futures_util::future::join_all(accepting).await;
     // Connections with nothing unanswered close at once; the others get up to
     // DRAIN_WAIT_MAX to answer what they have (then close as they go quiet).
     let deadline = std::time::Instant::now() + DRAIN_WAIT_MAX;
@@ -432,4 +548,43 @@ async fn shard_main(
         "shard stopped"
     );
     Ok(())
+}
+
+/// Accepts one listener's connections on one shard until shutdown; each is
+/// served as a task of its own (the TLS handshake included, so a slow one
+/// holds up no other).
+async fn accept_loop(
+    shard: usize,
+    listener: glommio::net::TcpListener,
+    security: Arc<ListenerSecurity>,
+    handler: Rc<KafkaHandler>,
+    connections: Rc<Connections>,
+    connection_config: ConnectionConfig,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            let _ = stopped.wait_for(|stop| *stop).await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else { break };
+        match accepted {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                tracing::debug!(
+                    shard,
+                    listener = %security.name,
+                    protocol = security.protocol.name(),
+                    peer = ?stream.peer_addr().ok(),
+                    "connection accepted"
+                );
+                connections.serve(stream, &security, &handler, &connection_config);
+            }
+            Err(e) => {
+                tracing::warn!(shard, listener = %security.name, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
 }

@@ -32,12 +32,14 @@ pub const SUPPORTED_APIS: &[(i16, i16, i16)] = &[
     (SYNC_GROUP, 0, 5),
     (DESCRIBE_GROUPS, 0, 5),
     (LIST_GROUPS, 0, 4),
+    (SASL_HANDSHAKE, 0, 1),
     (API_VERSIONS, 0, 3),
     (CREATE_TOPICS, 2, 7),
     (DELETE_TOPICS, 1, 6),
     (INIT_PRODUCER_ID, 0, 4),
     (OFFSET_FOR_LEADER_EPOCH, 2, 4),
     (DESCRIBE_CONFIGS, 0, 4),
+    (SASL_AUTHENTICATE, 0, 2),
     (CREATE_PARTITIONS, 0, 3),
     (DELETE_GROUPS, 0, 2),
     (OFFSET_DELETE, 0, 0),
@@ -71,6 +73,12 @@ pub(crate) const DESCRIBE_GROUPS: i16 = ApiKey::DescribeGroups as i16;
 pub(crate) const LIST_GROUPS: i16 = ApiKey::ListGroups as i16;
 pub(crate) const DELETE_GROUPS: i16 = ApiKey::DeleteGroups as i16;
 pub(crate) const OFFSET_DELETE: i16 = ApiKey::OffsetDelete as i16;
+// Authentication (SASL_PLAINTEXT and SASL_SSL listeners). SaslHandshake v0
+// is listed because Kafka lists it, but only the framed exchange
+// (SaslAuthenticate after the handshake, KIP-152) is served: a v0 client
+// that then sends raw SASL tokens is closed as bad input.
+pub(crate) const SASL_HANDSHAKE: i16 = ApiKey::SaslHandshake as i16;
+pub(crate) const SASL_AUTHENTICATE: i16 = ApiKey::SaslAuthenticate as i16;
 /// Replication: a follower (or a KIP-320 client) asks where a leader epoch ends.
 pub(crate) const OFFSET_FOR_LEADER_EPOCH: i16 = ApiKey::OffsetForLeaderEpoch as i16;
 
@@ -166,6 +174,8 @@ mod tests {
             DELETE_GROUPS => DeleteGroupsRequest::VERSIONS,
             OFFSET_DELETE => OffsetDeleteRequest::VERSIONS,
             OFFSET_FOR_LEADER_EPOCH => OffsetForLeaderEpochRequest::VERSIONS,
+            SASL_HANDSHAKE => kafka_protocol::messages::SaslHandshakeRequest::VERSIONS,
+            SASL_AUTHENTICATE => kafka_protocol::messages::SaslAuthenticateRequest::VERSIONS,
             other => panic!("no kafka-protocol type for {other}"),
         }
     }

@@ -24,7 +24,7 @@ use kafka_protocol::messages::{
     DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
     HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
     ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
-    OffsetForLeaderEpochRequest, ResponseKind, SyncGroupRequest,
+    OffsetForLeaderEpochRequest, ResponseKind, SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::Decodable;
 
@@ -96,6 +96,10 @@ pub enum RequestBody {
     OffsetDelete(OffsetDeleteRequest),
     /// OffsetForLeaderEpoch v2..=4 (followers truncating on leader change; KIP-320 clients).
     OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
+    /// SaslHandshake v0..=1: the mechanism a client wants.
+    SaslHandshake(SaslHandshakeRequest),
+    /// SaslAuthenticate v0..=2: one SASL message.
+    SaslAuthenticate(SaslAuthenticateRequest),
 }
 
 /// What a handler answers with.
@@ -205,6 +209,8 @@ fn decode_request_body_within(
         apis::DELETE_GROUPS => RequestBody::DeleteGroups(kafka_protocol(body, version)?),
         apis::OFFSET_DELETE => RequestBody::OffsetDelete(kafka_protocol(body, version)?),
         apis::OFFSET_FOR_LEADER_EPOCH => RequestBody::OffsetForLeaderEpoch(kafka_protocol(body, version)?),
+        apis::SASL_HANDSHAKE => RequestBody::SaslHandshake(kafka_protocol(body, version)?),
+        apis::SASL_AUTHENTICATE => RequestBody::SaslAuthenticate(kafka_protocol(body, version)?),
         _ => {
             return Err(DecodeError::Invalid {
                 field: "header.api_key",
@@ -310,6 +316,8 @@ fn response_kind_api_key(kind: &ResponseKind) -> Option<i16> {
         ResponseKind::DeleteGroups(_) => apis::DELETE_GROUPS,
         ResponseKind::OffsetDelete(_) => apis::OFFSET_DELETE,
         ResponseKind::OffsetForLeaderEpoch(_) => apis::OFFSET_FOR_LEADER_EPOCH,
+        ResponseKind::SaslHandshake(_) => apis::SASL_HANDSHAKE,
+        ResponseKind::SaslAuthenticate(_) => apis::SASL_AUTHENTICATE,
         _ => return None,
     })
 }
@@ -658,6 +666,14 @@ pub(crate) mod tests {
                                 .with_leader_epoch(3)])]),
                 )
             }
+            apis::SASL_HANDSHAKE => RequestKind::SaslHandshake(
+                kafka_protocol::messages::SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256")),
+            ),
+            apis::SASL_AUTHENTICATE => RequestKind::SaslAuthenticate(
+                kafka_protocol::messages::SaslAuthenticateRequest::default()
+                    .with_auth_bytes(Bytes::from_static(b"n,,n=alice,r=nonce")),
+            ),
             other => panic!("no sample for API {other}"),
         }
     }
@@ -718,6 +734,8 @@ pub(crate) mod tests {
             RequestBody::DeleteGroups(request) => RequestKind::DeleteGroups(request),
             RequestBody::OffsetDelete(request) => RequestKind::OffsetDelete(request),
             RequestBody::OffsetForLeaderEpoch(request) => RequestKind::OffsetForLeaderEpoch(request),
+            RequestBody::SaslHandshake(request) => RequestKind::SaslHandshake(request),
+            RequestBody::SaslAuthenticate(request) => RequestKind::SaslAuthenticate(request),
         }
     }
 

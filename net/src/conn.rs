@@ -37,7 +37,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use glommio::net::TcpStream;
 use glommio::task::JoinHandle;
 
 use crate::capture;
@@ -45,6 +44,7 @@ use crate::codec::{self, Decoded, Request, ResponseBody, ResponseTo};
 use crate::error::NetError;
 use crate::frame::{FrameReader, ResponseFrame};
 use crate::limits::{ConnectionActivity, ConnectionShare, RequestMemory};
+use crate::tls::Transport;
 
 /// Pieces at least this long are written from where they are instead of
 /// being copied into the staging buffer. Measured on loopback (see
@@ -158,6 +158,66 @@ pub trait Handler {
     fn handle(&self, request: Request) -> impl Future<Output = Option<ResponseBody>>;
 }
 
+/// A connection's authentication exchange (SASL), run before any other
+/// request on it is served. The engine implements it; net only sequences
+/// it: one request at a time, each answered before the next is read, every
+/// frame at most [`AUTH_FRAME_BYTES_MAX`], at most [`AUTH_ROUNDS_MAX`]
+/// requests and [`AUTH_TIMEOUT`] in all.
+pub trait Authenticator {
+    /// Answers one request of the exchange (ApiVersions, SaslHandshake,
+    /// SaslAuthenticate, or anything else a client sends too early).
+    fn step(&mut self, request: Request) -> impl Future<Output = AuthStep>;
+}
+
+/// What an [`Authenticator`] made of one request.
+#[derive(Debug)]
+pub enum AuthStep {
+    /// Send this answer and read the next request of the exchange.
+    Continue(ResponseBody),
+    /// Send this answer; the peer is `principal` from now on and the
+    /// connection is served normally.
+    Authenticated {
+        /// The last answer of the exchange.
+        response: ResponseBody,
+        /// Who the peer proved to be (`User:alice`).
+        principal: String,
+    },
+    /// Send the answer, if any, then close the connection.
+    Refused {
+        /// The answer carrying the error code, if the client gets one.
+        response: Option<ResponseBody>,
+        /// Why, for the log (never sent to the client).
+        reason: String,
+    },
+}
+
+/// Largest frame accepted before a connection has authenticated: a SASL
+/// exchange is a few small messages (a SCRAM message is under 1 KiB), so an
+/// unauthenticated peer cannot make the shard hold a large frame.
+pub const AUTH_FRAME_BYTES_MAX: usize = 64 << 10;
+
+/// Requests a connection may send before it has authenticated (ApiVersions,
+/// SaslHandshake and two SCRAM rounds need four; room for a retried
+/// ApiVersions).
+pub const AUTH_ROUNDS_MAX: usize = 8;
+
+/// Longest an authentication exchange may take from the first byte, so a
+/// peer that never finishes cannot hold a connection slot.
+pub const AUTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A connection that needs no authentication (PLAINTEXT and SSL listeners).
+#[derive(Debug, Clone, Copy)]
+pub struct NoAuthentication;
+
+impl Authenticator for NoAuthentication {
+    async fn step(&mut self, _request: Request) -> AuthStep {
+        AuthStep::Refused {
+            response: None,
+            reason: "no authentication is configured".to_owned(),
+        }
+    }
+}
+
 /// Serves one Kafka connection until the peer closes it (`Ok`) or something
 /// goes wrong (`Err`). Must run inside a glommio executor: handlers are
 /// spawned as local tasks on it.
@@ -167,22 +227,42 @@ pub trait Handler {
 /// with the peer address and ends only this connection. An ApiVersions
 /// request at an unsupported version is answered (ApiVersions v0,
 /// UNSUPPORTED_VERSION, the supported list) without calling the handler.
-pub async fn serve_connection<H: Handler + 'static>(
-    stream: TcpStream,
+pub async fn serve_connection<S: Transport, H: Handler + 'static>(
+    stream: S,
     handler: Rc<H>,
+    config: &ConnectionConfig,
+    share: &ConnectionShare,
+) -> Result<(), NetError> {
+    serve_transport(stream, handler, None::<NoAuthentication>, config, share).await
+}
+
+/// [`serve_connection`] after an authentication exchange: until
+/// `authenticator` says [`AuthStep::Authenticated`], every request goes to
+/// it, one at a time; a refusal closes the connection.
+pub async fn serve_authenticated<S: Transport, H: Handler + 'static, A: Authenticator>(
+    stream: S,
+    handler: Rc<H>,
+    authenticator: A,
+    config: &ConnectionConfig,
+    share: &ConnectionShare,
+) -> Result<(), NetError> {
+    serve_transport(stream, handler, Some(authenticator), config, share).await
+}
+
+async fn serve_transport<S: Transport, H: Handler + 'static, A: Authenticator>(
+    stream: S,
+    handler: Rc<H>,
+    authenticator: Option<A>,
     config: &ConnectionConfig,
     share: &ConnectionShare,
 ) -> Result<(), NetError> {
     let peer = stream
         .peer_addr()
-        .map_or_else(|_| "unknown peer".to_owned(), |address| address.to_string());
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, %error, "could not set TCP_NODELAY");
-    }
+        .map_or_else(|| "unknown peer".to_owned(), |address| address.to_string());
     let stream = Rc::new(RefCell::new(stream));
     let reader = StreamHalf(Rc::clone(&stream));
     let writer = StreamHalf(stream);
-    let result = serve(reader, writer, handler, config, share).await;
+    let result = serve(reader, writer, handler, authenticator, config, share).await;
     match &result {
         Ok(()) => tracing::debug!(%peer, "Kafka connection closed by peer"),
         Err(error) if error.is_bad_input() => {
@@ -198,10 +278,11 @@ pub async fn serve_connection<H: Handler + 'static>(
 
 /// The loop behind [`serve_connection`], over any pair of byte-stream
 /// halves.
-pub(crate) async fn serve<R, W, H>(
+pub(crate) async fn serve<R, W, H, A>(
     mut reader: R,
     mut writer: W,
     handler: Rc<H>,
+    authenticator: Option<A>,
     config: &ConnectionConfig,
     share: &ConnectionShare,
 ) -> Result<(), NetError>
@@ -209,10 +290,26 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
     H: Handler + 'static,
+    A: Authenticator,
 {
+    let mut frames = FrameReader::new(config.max_frame_bytes);
+    if let Some(authenticator) = authenticator {
+        let exchange = authenticate(&mut reader, &mut writer, &mut frames, authenticator, config);
+        let timeout = async {
+            glommio::timer::sleep(AUTH_TIMEOUT).await;
+            Err(NetError::Authentication {
+                reason: format!("not authenticated within {AUTH_TIMEOUT:?}"),
+            })
+        };
+        match futures_lite::future::or(exchange, timeout).await? {
+            Some(principal) => tracing::debug!(%principal, "Kafka connection authenticated"),
+            None => return Ok(()),
+        }
+    }
     let pipeline = Pipeline::new(config.in_flight_max.max(1), Rc::clone(&share.activity));
     let mut read_half = pin!(read_loop(
         &mut reader,
+        frames,
         &pipeline,
         handler,
         config,
@@ -235,14 +332,82 @@ where
     .await
 }
 
+/// The authentication exchange: one request at a time, each answered before
+/// the next is read. `Ok(Some(principal))` once authenticated, `Ok(None)`
+/// if the peer closed cleanly first.
+async fn authenticate<R, W, A>(
+    reader: &mut R,
+    writer: &mut W,
+    frames: &mut FrameReader,
+    mut authenticator: A,
+    config: &ConnectionConfig,
+) -> Result<Option<String>, NetError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+    A: Authenticator,
+{
+    let limits = codec::BodyLimits {
+        control_body_bytes_max: AUTH_FRAME_BYTES_MAX,
+        entries_max: config.request_entries_max,
+    };
+    let mut staging = Vec::new();
+    for _ in 0..AUTH_ROUNDS_MAX {
+        let Some(frame_bytes) = frames.next_length(reader).await? else {
+            return Ok(None);
+        };
+        if frame_bytes > AUTH_FRAME_BYTES_MAX {
+            return Err(NetError::FrameLength {
+                length: i32::try_from(frame_bytes).unwrap_or(i32::MAX),
+                max_frame_bytes: AUTH_FRAME_BYTES_MAX,
+            });
+        }
+        let frame = frames.next_frame(reader).await?.ok_or(NetError::FrameTruncated {
+            expected_bytes: frame_bytes,
+            received_bytes: 0,
+        })?;
+        let request = match codec::decode_frame(&frame, limits)? {
+            Decoded::Request(request) => request,
+            Decoded::ApiVersionsUnsupported { correlation_id } => {
+                let frame =
+                    codec::api_versions_unsupported_frame(correlation_id).map_err(|source| NetError::Encode {
+                        api_key: crate::apis::API_VERSIONS,
+                        api_version: 0,
+                        source,
+                    })?;
+                write_frames(writer, &mut staging, &[frame]).await?;
+                continue;
+            }
+        };
+        let to = ResponseTo::of(&request.header);
+        let step = authenticator.step(request).await;
+        let (response, outcome) = match step {
+            AuthStep::Continue(response) => (Some(response), None),
+            AuthStep::Authenticated { response, principal } => (Some(response), Some(Ok(principal))),
+            AuthStep::Refused { response, reason } => (response, Some(Err(reason))),
+        };
+        if let Some(frame) = encode(to, Some(response))? {
+            write_frames(writer, &mut staging, &[frame]).await?;
+        }
+        match outcome {
+            None => {}
+            Some(Ok(principal)) => return Ok(Some(principal)),
+            Some(Err(reason)) => return Err(NetError::Authentication { reason }),
+        }
+    }
+    Err(NetError::Authentication {
+        reason: format!("not authenticated after {AUTH_ROUNDS_MAX} requests"),
+    })
+}
+
 async fn read_loop<R: AsyncRead + Unpin, H: Handler + 'static>(
     reader: &mut R,
+    mut frames: FrameReader,
     pipeline: &Pipeline,
     handler: Rc<H>,
     config: &ConnectionConfig,
     memory: &RequestMemory,
 ) -> Result<(), NetError> {
-    let mut frames = FrameReader::new(config.max_frame_bytes);
     loop {
         pipeline.reserve().await;
         // The frame's bytes are held from the shard's budget before its body

@@ -173,6 +173,14 @@ pub enum NetError {
         /// What was wrong.
         source: EncodeError,
     },
+    /// The peer did not authenticate: refused credentials, a request other
+    /// than the SASL exchange before authenticating, too many rounds, or
+    /// too slow. The reason is for the log; the client learns only the
+    /// error code its answer carried, if any.
+    Authentication {
+        /// Why, for the log.
+        reason: String,
+    },
 }
 
 impl NetError {
@@ -185,7 +193,8 @@ impl NetError {
             | NetError::FrameTruncated { .. }
             | NetError::Header(_)
             | NetError::UnsupportedApi { .. }
-            | NetError::Body { .. } => true,
+            | NetError::Body { .. }
+            | NetError::Authentication { .. } => true,
             NetError::Io(_) | NetError::HandlerCancelled { .. } | NetError::Encode { .. } => false,
         }
     }
@@ -227,6 +236,7 @@ impl fmt::Display for NetError {
                 api_version,
                 source,
             } => write!(f, "response (API key {api_key} v{api_version}): {source}"),
+            NetError::Authentication { reason } => write!(f, "authentication refused: {reason}"),
         }
     }
 }
@@ -240,7 +250,8 @@ impl Error for NetError {
             NetError::FrameLength { .. }
             | NetError::FrameTruncated { .. }
             | NetError::UnsupportedApi { .. }
-            | NetError::HandlerCancelled { .. } => None,
+            | NetError::HandlerCancelled { .. }
+            | NetError::Authentication { .. } => None,
         }
     }
 }

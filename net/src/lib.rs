@@ -60,6 +60,18 @@
 //! - [`NetError::is_bad_input`] and [`NetError::HandlerCancelled`];
 //!   [`DecodeError`] and [`EncodeError`] are the sources inside [`NetError`].
 //!
+//! ## Security
+//! - [`TlsAcceptor`] (`tls.rs`): rustls over glommio streams, certificates
+//!   from PEM files, optional client certificates, reload without restart.
+//!   [`serve_connection`] is generic over [`Transport`] (plain TCP or
+//!   [`TlsStream`]), so the plaintext loop is unchanged.
+//! - [`serve_authenticated`] runs an [`Authenticator`] (the engine's SASL)
+//!   before serving: one request at a time, every frame at most
+//!   [`AUTH_FRAME_BYTES_MAX`], at most [`AUTH_ROUNDS_MAX`] requests, within
+//!   [`AUTH_TIMEOUT`]; a refusal closes the connection
+//!   ([`NetError::Authentication`]). SaslHandshake and SaslAuthenticate
+//!   decode through kafka-protocol like the other control-plane APIs.
+//!
 //! Byte layouts are drawn at the top of each format's file: `frame.rs`,
 //! `cursor.rs` (primitive types), `header.rs`, `produce.rs`, `fetch.rs`,
 //! `describe_configs_v0.rs`, `shape.rs`. `docs/kafka-wire.md` has the whole
@@ -81,10 +93,14 @@ mod produce;
 mod proptests;
 mod put;
 mod shape;
+mod tls;
 
 pub use apis::{api_versions_response, is_supported, supported_versions, SUPPORTED_APIS, UNSUPPORTED_VERSION};
 pub use codec::{decode_request, decode_request_body, encode_response_pieces, Request, RequestBody, ResponseBody};
-pub use conn::{serve_connection, ConnectionConfig, Handler};
+pub use conn::{
+    serve_authenticated, serve_connection, AuthStep, Authenticator, ConnectionConfig, Handler, NoAuthentication,
+    AUTH_FRAME_BYTES_MAX, AUTH_ROUNDS_MAX, AUTH_TIMEOUT,
+};
 pub use error::{DecodeError, EncodeError, KafkaProtocolError, NetError};
 pub use fetch::{AbortedTransaction, FetchPartitionResponse, FetchResponse, FetchTopicResponse};
 pub use header::RequestHeader;
@@ -93,6 +109,7 @@ pub use produce::{
     ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopic, ProduceTopicResponse,
 };
 pub use shape::check_response;
+pub use tls::{ClientAuth, TlsAcceptor, TlsError, TlsSettings, TlsStream, Transport, TLS_HANDSHAKE_TIMEOUT};
 
 /// kafka-protocol, re-exported so the engine builds control-plane responses
 /// with exactly the version net encodes with.

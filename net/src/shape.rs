@@ -218,6 +218,12 @@ const DESCRIBE_CLUSTER: &[Field] = &[
     field("describe_cluster.include_fenced_brokers", 2, LATEST, Kind::Bool),
 ];
 
+// ---- SaslHandshake (v0..=1) ----
+const SASL_HANDSHAKE: &[Field] = &[field("sasl_handshake.mechanism", 0, LATEST, Kind::Str)];
+
+// ---- SaslAuthenticate (v0..=2) ----
+const SASL_AUTHENTICATE: &[Field] = &[field("sasl_authenticate.auth_bytes", 0, LATEST, Kind::Bytes)];
+
 // ---- InitProducerId (v0..=4) ----
 const INIT_PRODUCER_ID: &[Field] = &[
     field("init_producer_id.transactional_id", 0, LATEST, Kind::Str),
@@ -558,6 +564,8 @@ fn schema(api_key: i16) -> Option<&'static [Field]> {
         apis::DELETE_GROUPS => Some(DELETE_GROUPS),
         apis::OFFSET_DELETE => Some(OFFSET_DELETE),
         apis::OFFSET_FOR_LEADER_EPOCH => Some(OFFSET_FOR_LEADER_EPOCH),
+        apis::SASL_HANDSHAKE => Some(SASL_HANDSHAKE),
+        apis::SASL_AUTHENTICATE => Some(SASL_AUTHENTICATE),
         _ => None,
     }
 }

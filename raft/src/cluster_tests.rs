@@ -108,6 +108,7 @@ async fn three_voters_replicate_and_a_late_learner_installs_a_snapshot() {
             shards: 2,
             fenced: false,
             shard_ports: Vec::new(),
+            listeners: Vec::new(),
         };
         propose(leader, Command::RegisterBroker(broker)).await.unwrap();
     }

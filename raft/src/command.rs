@@ -114,6 +114,18 @@ pub(crate) fn broker_to_fb(broker: &BrokerInfo) -> fb::Broker {
         shards: broker.shards,
         fenced: broker.fenced,
         shard_ports: (!broker.shard_ports.is_empty()).then(|| broker.shard_ports.clone()),
+        listeners: (!broker.listeners.is_empty()).then(|| {
+            broker
+                .listeners
+                .iter()
+                .map(|listener| fb::Listener {
+                    name: Some(listener.name.clone()),
+                    host: Some(listener.host.clone()),
+                    port: listener.port,
+                    shard_ports: (!listener.shard_ports.is_empty()).then(|| listener.shard_ports.clone()),
+                })
+                .collect()
+        }),
     }
 }
 
@@ -125,6 +137,19 @@ pub(crate) fn broker_from_fb(broker: fb::Broker) -> Result<BrokerInfo, DecodeErr
         shards: broker.shards,
         fenced: broker.fenced,
         shard_ports: broker.shard_ports.unwrap_or_default(),
+        listeners: broker
+            .listeners
+            .unwrap_or_default()
+            .into_iter()
+            .map(|listener| {
+                Ok(crate::image::BrokerListener {
+                    name: listener.name.ok_or_else(|| DecodeError::missing("Listener.name"))?,
+                    host: listener.host.ok_or_else(|| DecodeError::missing("Listener.host"))?,
+                    port: listener.port,
+                    shard_ports: listener.shard_ports.unwrap_or_default(),
+                })
+            })
+            .collect::<Result<_, DecodeError>>()?,
     })
 }
 
@@ -269,6 +294,7 @@ mod tests {
                 shards: 4,
                 fenced: false,
                 shard_ports: Vec::new(),
+                listeners: Vec::new(),
             }),
             Command::CreateTopic {
                 topic: NewTopic {

@@ -215,6 +215,7 @@ pub fn sample_rpc_stream(dir: &Path) -> Result<Vec<u8>, String> {
                 shards: 2,
                 fenced: false,
                 shard_ports: vec![9094, 9095],
+                listeners: Vec::new(),
             })),
         ),
         encode_response(&RpcResponse::BrokerHeartbeat { is_leader: true }),

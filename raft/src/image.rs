@@ -31,12 +31,56 @@ pub struct BrokerInfo {
     /// all shards share `port` (the kernel then picks a shard per
     /// connection). Either empty or `shards` long.
     pub shard_ports: Vec<u16>,
+    /// Every named Kafka listener of the broker (at most
+    /// [`BROKER_LISTENERS_MAX`]), the one of `host`, `port` and
+    /// `shard_ports` (the one other brokers use) first. Clients are told
+    /// the addresses of the listener they connected through, as Kafka's
+    /// `advertised.listeners`. Empty in registrations from before named
+    /// listeners: every client is then told `host` and `port`.
+    pub listeners: Vec<BrokerListener>,
+}
+
+/// Named listeners one broker may register.
+pub const BROKER_LISTENERS_MAX: usize = 16;
+
+/// One named Kafka listener of a broker, as its clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BrokerListener {
+    /// The listener's name (`CLIENT`, `PLAINTEXT`, ...).
+    pub name: String,
+    /// Host its clients connect to.
+    pub host: String,
+    /// Shard 0's port (the only one when shards share a port).
+    pub port: u16,
+    /// As [`BrokerInfo::shard_ports`], for this listener.
+    pub shard_ports: Vec<u16>,
+}
+
+impl BrokerListener {
+    /// The port reaching shard `shard` directly, if shards have their own.
+    pub fn shard_port(&self, shard: u32) -> Option<u16> {
+        self.shard_ports.get(usize::try_from(shard).ok()?).copied()
+    }
 }
 
 impl BrokerInfo {
     /// The port reaching shard `shard` directly, if shards have their own.
     pub fn shard_port(&self, shard: u32) -> Option<u16> {
         self.shard_ports.get(usize::try_from(shard).ok()?).copied()
+    }
+
+    /// The broker's listener named `name`; for a registration without named
+    /// listeners, the one listener it has, whatever the name.
+    pub fn listener(&self, name: &str) -> Option<BrokerListener> {
+        if self.listeners.is_empty() {
+            return Some(BrokerListener {
+                name: name.to_owned(),
+                host: self.host.clone(),
+                port: self.port,
+                shard_ports: self.shard_ports.clone(),
+            });
+        }
+        self.listeners.iter().find(|listener| listener.name == name).cloned()
     }
 }
 

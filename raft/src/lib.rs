@@ -92,7 +92,9 @@ pub use group::{
     MetadataConfig, MetadataGroup, MetadataStatus, CLUSTER_START_TIMEOUT, DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
     DEFAULT_BROKER_SESSION_TIMEOUT_MS, DEFAULT_SNAPSHOT_EVERY_ENTRIES, REQUEST_QUEUE_CAPACITY, START_TIMEOUT,
 };
-pub use image::{BrokerInfo, MetadataImage, NewTopic, PartitionMeta, TopicMeta, NO_LEADER};
+pub use image::{
+    BrokerInfo, BrokerListener, MetadataImage, NewTopic, PartitionMeta, TopicMeta, BROKER_LISTENERS_MAX, NO_LEADER,
+};
 pub use log_store::{inspect_log, LogInspection, LogRecordInfo, LogRecordKind};
 pub use snapshot::{decode_image, encode_image};
 pub use state_machine::{BROKER_HOST_LENGTH_MAX, SHARDS_PER_BROKER_MAX};

@@ -277,6 +277,7 @@ mod tests {
                     shards: 1,
                     fenced: *fenced,
                     shard_ports: Vec::new(),
+                    listeners: Vec::new(),
                 },
             );
         }

@@ -26,20 +26,44 @@ fn broker_strategy() -> impl Strategy<Value = BrokerInfo> {
         any::<bool>(),
         any::<bool>(),
     )
-        .prop_map(|(node_id, host, port, shards, fenced, own_ports)| BrokerInfo {
-            node_id,
-            host,
-            port,
-            shards,
-            fenced,
+        .prop_map(|(node_id, host, port, shards, fenced, own_ports)| {
             // Each shard its own port, or all sharing `port`.
-            shard_ports: if own_ports {
+            let shard_ports: Vec<u16> = if own_ports {
                 (0..shards)
                     .map(|k| port.wrapping_add(u16::try_from(k).unwrap_or(0)))
                     .collect()
             } else {
                 Vec::new()
-            },
+            };
+            // Named listeners (the first mirrors the registration) on
+            // every other node; none, as older registrations, on the rest.
+            let listeners = if node_id % 2 == 0 {
+                vec![
+                    crate::image::BrokerListener {
+                        name: "PLAINTEXT".into(),
+                        host: host.clone(),
+                        port,
+                        shard_ports: shard_ports.clone(),
+                    },
+                    crate::image::BrokerListener {
+                        name: "SECURE".into(),
+                        host: format!("secure.{host}"),
+                        port: port.wrapping_add(100),
+                        shard_ports: shard_ports.iter().map(|p| p.wrapping_add(100)).collect(),
+                    },
+                ]
+            } else {
+                Vec::new()
+            };
+            BrokerInfo {
+                node_id,
+                host,
+                port,
+                shards,
+                fenced,
+                shard_ports,
+                listeners,
+            }
         })
 }
 

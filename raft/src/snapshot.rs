@@ -202,6 +202,17 @@ pub fn decode_image(bytes: &[u8]) -> Result<MetadataImage, DecodeError> {
                 broker.shards
             )));
         }
+        if broker.listeners.len() > crate::image::BROKER_LISTENERS_MAX
+            || broker.listeners.iter().any(|listener| {
+                !listener.shard_ports.is_empty()
+                    && listener.shard_ports.len() != usize::try_from(broker.shards).unwrap_or(0)
+            })
+        {
+            return Err(DecodeError::new(format!(
+                "broker {node_id} with more than {} listeners or a listener without a port per shard",
+                crate::image::BROKER_LISTENERS_MAX
+            )));
+        }
         if brokers.insert(node_id, broker).is_some() {
             return Err(DecodeError::new(format!("broker {node_id} twice in the image")));
         }
@@ -358,6 +369,7 @@ mod tests {
                 shards: 2,
                 fenced: false,
                 shard_ports: Vec::new(),
+                listeners: Vec::new(),
             },
         );
         image.brokers.insert(
@@ -369,6 +381,7 @@ mod tests {
                 shards: 3,
                 fenced: true,
                 shard_ports: Vec::new(),
+                listeners: Vec::new(),
             },
         );
         let mut configs = BTreeMap::new();

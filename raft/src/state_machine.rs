@@ -305,6 +305,35 @@ fn register_broker(image: &mut MetadataImage, broker: &BrokerInfo) -> Result<Opt
             broker.shards
         )));
     }
+    if broker.listeners.len() > crate::image::BROKER_LISTENERS_MAX {
+        return Err(invalid(format!(
+            "{} listeners, at most {}",
+            broker.listeners.len(),
+            crate::image::BROKER_LISTENERS_MAX
+        )));
+    }
+    for listener in &broker.listeners {
+        if listener.name.is_empty() || listener.name.len() > BROKER_HOST_LENGTH_MAX {
+            return Err(invalid(format!(
+                "listener names must be 1 to {BROKER_HOST_LENGTH_MAX} bytes"
+            )));
+        }
+        if listener.host.is_empty() || listener.host.len() > BROKER_HOST_LENGTH_MAX {
+            return Err(invalid(format!(
+                "listener {} host must be 1 to {BROKER_HOST_LENGTH_MAX} bytes",
+                listener.name
+            )));
+        }
+        if !listener.shard_ports.is_empty() && listener.shard_ports.len() != usize::try_from(broker.shards).unwrap_or(0)
+        {
+            return Err(invalid(format!(
+                "listener {} has {} shard ports for {} shards (one per shard, or none)",
+                listener.name,
+                listener.shard_ports.len(),
+                broker.shards
+            )));
+        }
+    }
     // A broker registers at start: it is alive, so unfenced.
     let registered = BrokerInfo {
         fenced: false,
@@ -740,6 +769,7 @@ mod tests {
             shards,
             fenced: false,
             shard_ports: Vec::new(),
+            listeners: Vec::new(),
         }
     }
 

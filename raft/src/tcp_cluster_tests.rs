@@ -71,6 +71,7 @@ fn broker(node_id: u64) -> BrokerInfo {
         shards: 2,
         fenced: false,
         shard_ports: Vec::new(),
+        listeners: Vec::new(),
     }
 }
 

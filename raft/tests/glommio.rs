@@ -34,6 +34,7 @@ fn the_api_works_from_a_glommio_shard() {
                     shards: 2,
                     fenced: false,
                     shard_ports: Vec::new(),
+                    listeners: Vec::new(),
                 })
                 .await
                 .unwrap();

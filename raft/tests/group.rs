@@ -33,6 +33,7 @@ fn broker(node_id: i32, shards: u32) -> BrokerInfo {
         shards,
         fenced: false,
         shard_ports: Vec::new(),
+        listeners: Vec::new(),
     }
 }
 

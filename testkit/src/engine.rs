@@ -160,6 +160,45 @@ impl Engine {
         }
     }
 
+    /// Starts an engine with a fresh data directory, `--listen` (the
+    /// PLAINTEXT listener the harness waits for) and one named listener per
+    /// `(name, protocol)` of `listeners` on 127.0.0.1, each on a run of free
+    /// ports (shard k on its port + k); [`Engine::listener_addr`] gives them.
+    pub fn start_with_listeners(listeners: &[(&str, &str)], extra: &[&str]) -> Engine {
+        let shards = shard_count(&extra.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let mut args: Vec<String> = Vec::new();
+        for (name, protocol) in listeners {
+            let port = free_port_run(shards);
+            args.push("--listener".to_string());
+            args.push(format!("{name}={protocol}://127.0.0.1:{port}"));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Engine::start(&args)
+    }
+
+    /// Shard 0's address of the listener named `name` (as passed to
+    /// [`Engine::start_with_listeners`]).
+    pub fn listener_addr(&self, name: &str) -> SocketAddr {
+        let prefix = format!("{name}=");
+        let spec = self
+            .extra
+            .iter()
+            .filter_map(|arg| arg.strip_prefix(&prefix))
+            .next()
+            .unwrap_or_else(|| panic!("no listener {name} among {:?}", self.extra));
+        let (_, address) = spec.split_once("://").unwrap();
+        address.parse().unwrap()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to the engine process.
+    pub fn signal(&self, signal: i32) {
+        let child = self.child.as_ref().expect("engine running");
+        // SAFETY: plain kill(2) on our own child's pid.
+        let result = unsafe { libc::kill(child.id() as i32, signal) };
+        assert_eq!(result, 0, "kill({signal})");
+    }
+
     pub fn bootstrap(&self) -> String {
         self.addr.to_string()
     }
@@ -305,4 +344,60 @@ pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Runs the engine binary with exactly `args` (plus a fresh data directory)
+/// through `wrapper` (e.g. `["unshare", "--net"]`, or none) until it exits
+/// or its output shows `until`, at most `wait`; then stops it (SIGTERM, then
+/// SIGKILL). Returns the exit status if it exited by itself, and everything
+/// it printed. For tests of refused starts.
+pub fn run_engine_briefly(
+    wrapper: &[&str],
+    args: &[&str],
+    until: &str,
+    wait: Duration,
+) -> (Option<std::process::ExitStatus>, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let log_path = tmp.path().join("engine.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let engine = engine_binary();
+    let mut command = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut command = Command::new(program);
+            command.args(wrapper_args).arg(&engine);
+            command
+        }
+        None => Command::new(&engine),
+    };
+    let mut child = command
+        .args(args)
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("engine binary");
+    let deadline = Instant::now() + wait;
+    let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let exited = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if read().contains(until) || Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if exited.is_none() {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let stop_deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() && Instant::now() < stop_deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    (exited, read())
 }

@@ -35,40 +35,84 @@ pub fn node_of(broker_id: i32) -> i32 {
 /// One request and its response on a fresh connection, every step bounded.
 /// Any failure (refused, timed out, undecodable) is an `Err`: callers poll.
 pub fn call<R: Request>(addr: SocketAddr, version: i16, request: &R) -> std::io::Result<R::Response> {
-    const CORRELATION_ID: i32 = 1;
-    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
-    let mut frame = BytesMut::new();
-    frame.extend_from_slice(&[0; 4]);
-    RequestHeader::default()
-        .with_request_api_key(R::KEY)
-        .with_request_api_version(version)
-        .with_correlation_id(CORRELATION_ID)
-        .with_client_id(Some(StrBytes::from_static_str("shardline-testkit")))
-        .encode(&mut frame, R::header_version(version))
-        .map_err(|e| invalid(e.to_string()))?;
-    request
-        .encode(&mut frame, version)
-        .map_err(|e| invalid(e.to_string()))?;
-    let length = i32::try_from(frame.len() - 4).unwrap();
-    frame[..4].copy_from_slice(&length.to_be_bytes());
+    KafkaConnection::connect(addr)?.request(version, request)
+}
 
-    let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    stream.write_all(&frame)?;
-    let mut prefix = [0u8; 4];
-    stream.read_exact(&mut prefix)?;
-    let length = usize::try_from(i32::from_be_bytes(prefix)).map_err(|e| invalid(e.to_string()))?;
-    if length > RESPONSE_BYTES_MAX {
-        return Err(invalid(format!("response of {length} bytes")));
+/// A Kafka connection for several requests in turn (e.g. a SASL exchange),
+/// every read and write bounded by `IO_TIMEOUT`.
+pub struct KafkaConnection {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl KafkaConnection {
+    /// Connects within `CONNECT_TIMEOUT`.
+    pub fn connect(addr: SocketAddr) -> std::io::Result<KafkaConnection> {
+        let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(KafkaConnection {
+            stream,
+            correlation_id: 0,
+        })
     }
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body)?;
-    let mut body = Bytes::from(body);
-    let header =
-        ResponseHeader::decode(&mut body, R::Response::header_version(version)).map_err(|e| invalid(e.to_string()))?;
-    if header.correlation_id != CORRELATION_ID {
-        return Err(invalid(format!("correlation id {}", header.correlation_id)));
+
+    /// `request` as a whole frame (length prefix, header, body).
+    pub fn frame<R: Request>(&mut self, version: i16, request: &R) -> std::io::Result<Vec<u8>> {
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        self.correlation_id += 1;
+        let mut frame = BytesMut::new();
+        frame.extend_from_slice(&[0; 4]);
+        RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("shardline-testkit")))
+            .encode(&mut frame, R::header_version(version))
+            .map_err(|e| invalid(e.to_string()))?;
+        request
+            .encode(&mut frame, version)
+            .map_err(|e| invalid(e.to_string()))?;
+        let length = i32::try_from(frame.len() - 4).unwrap();
+        frame[..4].copy_from_slice(&length.to_be_bytes());
+        Ok(frame.to_vec())
     }
-    R::Response::decode(&mut body, version).map_err(|e| invalid(e.to_string()))
+
+    /// Sends raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Sends `request` and reads its response.
+    pub fn request<R: Request>(&mut self, version: i16, request: &R) -> std::io::Result<R::Response> {
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        let frame = self.frame(version, request)?;
+        self.stream.write_all(&frame)?;
+        let mut prefix = [0u8; 4];
+        self.stream.read_exact(&mut prefix)?;
+        let length = usize::try_from(i32::from_be_bytes(prefix)).map_err(|e| invalid(e.to_string()))?;
+        if length > RESPONSE_BYTES_MAX {
+            return Err(invalid(format!("response of {length} bytes")));
+        }
+        let mut body = vec![0u8; length];
+        self.stream.read_exact(&mut body)?;
+        let mut body = Bytes::from(body);
+        let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))
+            .map_err(|e| invalid(e.to_string()))?;
+        if header.correlation_id != self.correlation_id {
+            return Err(invalid(format!("correlation id {}", header.correlation_id)));
+        }
+        R::Response::decode(&mut body, version).map_err(|e| invalid(e.to_string()))
+    }
+
+    /// True when the peer has closed the connection (reads end of stream or
+    /// a reset within `IO_TIMEOUT`); false if bytes arrive or the read times out.
+    pub fn is_closed_by_peer(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        match self.stream.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        }
+    }
 }

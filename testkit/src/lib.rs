@@ -22,6 +22,6 @@ mod engine;
 mod kafka;
 mod ports;
 
-pub use engine::{engine_binary, raw_exchange, shard_count, Engine};
-pub use kafka::{call, node_of};
+pub use engine::{engine_binary, raw_exchange, run_engine_briefly, shard_count, Engine};
+pub use kafka::{call, node_of, KafkaConnection};
 pub use ports::free_port_run;

@@ -9,6 +9,14 @@
 //! several shards are split by the client itself, one connection per shard.
 //! This is the only module that turns (node, shard) into a Kafka broker id.
 //!
+//! ## Listeners
+//! Every answer naming brokers (Metadata, FindCoordinator, DescribeCluster)
+//! gives the addresses of the listener the client is connected through, as
+//! Kafka's `advertised.listeners` does: a client on the SASL_SSL listener is
+//! sent to every broker's SASL_SSL ports, never to a plaintext one. A broker
+//! without a listener of that name is left out. Followers (`replica`) use
+//! the registration's own host and ports: the first listener.
+//!
 //! ## Broker ids
 //! ```text
 //! kafka broker id = node id + SHARD_ID_STRIDE × shard      (node id < SHARD_ID_STRIDE)
@@ -42,6 +50,8 @@ pub(crate) struct KafkaBroker {
 /// range, which a node of this build never registers).
 fn shard_broker_id(broker: &BrokerInfo, shard: u32) -> i32 {
     let in_range = (0..SHARD_ID_STRIDE).contains(&broker.node_id) && shard < SHARDS_WITH_IDS_MAX;
+    // Ids follow the first listener's ports: the same broker ids on every
+    // listener (a node's listeners are all per shard or all shared).
     if !in_range || broker.shard_port(shard).is_none() {
         return broker.node_id;
     }
@@ -54,35 +64,49 @@ fn shard_broker_id(broker: &BrokerInfo, shard: u32) -> i32 {
     id
 }
 
-/// The brokers a registered node shows to clients: one per shard, or one if
-/// its shards share a port.
-pub(crate) fn kafka_brokers(broker: &BrokerInfo) -> Vec<KafkaBroker> {
-    if broker.shard_ports.is_empty() {
+/// The brokers a registered node shows to clients of listener `listener`:
+/// one per shard, or one if its shards share a port; none if the node has
+/// no such listener.
+pub(crate) fn kafka_brokers(broker: &BrokerInfo, listener: &str) -> Vec<KafkaBroker> {
+    let Some(endpoint) = broker.listener(listener) else {
+        return Vec::new();
+    };
+    if broker.shard_ports.is_empty() || endpoint.shard_ports.is_empty() {
         return vec![KafkaBroker {
             id: broker.node_id,
-            host: broker.host.clone(),
-            port: broker.port,
+            host: endpoint.host.clone(),
+            port: endpoint.port,
         }];
     }
     (0..broker.shards)
-        .zip(&broker.shard_ports)
+        .zip(&endpoint.shard_ports)
         .map(|(shard, port)| KafkaBroker {
             id: shard_broker_id(broker, shard),
-            host: broker.host.clone(),
+            host: endpoint.host.clone(),
             port: *port,
         })
         .collect()
 }
 
-/// The broker a client should talk to for `shard` on node `node_id`, if
-/// that node is registered. Falls back to the node's shared port.
-pub(crate) fn kafka_broker(image: &MetadataImage, node_id: i32, shard: u32) -> Option<KafkaBroker> {
+/// The broker a client of listener `listener` should talk to for `shard` on
+/// node `node_id`, if that node is registered with that listener. Falls back
+/// to the listener's shared port.
+pub(crate) fn kafka_broker(image: &MetadataImage, node_id: i32, shard: u32, listener: &str) -> Option<KafkaBroker> {
     let broker = image.brokers.get(&node_id)?;
+    let endpoint = broker.listener(listener)?;
     Some(KafkaBroker {
         id: shard_broker_id(broker, shard),
-        host: broker.host.clone(),
-        port: broker.shard_port(shard).unwrap_or(broker.port),
+        host: endpoint.host.clone(),
+        port: endpoint.shard_port(shard).unwrap_or(endpoint.port),
     })
+}
+
+/// The address followers use to reach `shard` of node `node_id`: the
+/// registration's own (first) listener.
+pub(crate) fn replication_address(image: &MetadataImage, node_id: i32, shard: u32) -> Option<String> {
+    let broker = image.brokers.get(&node_id)?;
+    let port = broker.shard_port(shard).unwrap_or(broker.port);
+    Some(format!("{}:{port}", broker.host))
 }
 
 /// The Kafka broker id of node `node_id`'s replica of `partition` (its shard
@@ -123,19 +147,56 @@ mod tests {
             } else {
                 Vec::new()
             },
+            listeners: Vec::new(),
         }
     }
 
     #[test]
+    fn clients_are_told_the_ports_of_their_own_listener() {
+        let mut node = broker(1, 2, true);
+        node.listeners = vec![
+            shardline_raft::BrokerListener {
+                name: "PLAINTEXT".into(),
+                host: "h".into(),
+                port: 9092,
+                shard_ports: vec![9092, 9093],
+            },
+            shardline_raft::BrokerListener {
+                name: "SECURE".into(),
+                host: "public".into(),
+                port: 9300,
+                shard_ports: vec![9300, 9301],
+            },
+        ];
+        let seen = |listener: &str| -> Vec<(i32, String, u16)> {
+            kafka_brokers(&node, listener)
+                .into_iter()
+                .map(|b| (b.id, b.host, b.port))
+                .collect()
+        };
+        assert_eq!(
+            seen("SECURE"),
+            vec![(1, "public".into(), 9300), (1001, "public".into(), 9301)]
+        );
+        assert_eq!(seen("PLAINTEXT"), vec![(1, "h".into(), 9092), (1001, "h".into(), 9093)]);
+        assert!(seen("OTHER").is_empty(), "a broker without the listener is left out");
+        let mut image = MetadataImage::empty();
+        image.brokers.insert(1, node);
+        let coordinator = kafka_broker(&image, 1, 1, "SECURE").unwrap();
+        assert_eq!((coordinator.id, coordinator.port), (1001, 9301));
+        assert_eq!(replication_address(&image, 1, 1).unwrap(), "h:9093");
+    }
+
+    #[test]
     fn each_shard_is_a_broker_with_its_own_port() {
-        let brokers = kafka_brokers(&broker(3, 3, true));
+        let brokers = kafka_brokers(&broker(3, 3, true), "PLAINTEXT");
         let seen: Vec<(i32, u16)> = brokers.iter().map(|b| (b.id, b.port)).collect();
         assert_eq!(seen, vec![(3, 9092), (1003, 9093), (2003, 9094)]);
     }
 
     #[test]
     fn shared_ports_make_one_broker_per_node() {
-        let brokers = kafka_brokers(&broker(2, 4, false));
+        let brokers = kafka_brokers(&broker(2, 4, false), "PLAINTEXT");
         assert_eq!(brokers.len(), 1);
         assert_eq!((brokers[0].id, brokers[0].port), (2, 9092));
     }
@@ -156,7 +217,7 @@ mod tests {
         };
         assert_eq!(leader_broker_id(&image, &partition), 1001);
         assert_eq!(replica_broker_id(&image, &partition, 2), 2, "node 2 shares one port");
-        let leader = kafka_broker(&image, 1, 1).unwrap();
+        let leader = kafka_broker(&image, 1, 1, "PLAINTEXT").unwrap();
         assert_eq!((leader.id, leader.port), (1001, 9093));
         let offline = PartitionMeta {
             leader: -1,

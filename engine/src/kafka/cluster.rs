@@ -15,7 +15,7 @@ use super::{brokers::kafka_brokers, str_bytes};
 use crate::shard::Shard;
 
 /// ApiVersions: exactly the table `net` can decode and the engine implements.
-pub(super) fn api_versions() -> ResponseKind {
+pub(crate) fn api_versions() -> ResponseKind {
     let mut response = ApiVersionsResponse::default();
     response.api_keys = shardline_net::SUPPORTED_APIS
         .iter()
@@ -30,7 +30,7 @@ pub(super) fn api_versions() -> ResponseKind {
     ResponseKind::ApiVersions(response)
 }
 
-pub(super) fn describe_cluster(shard: &Rc<Shard>, _request: DescribeClusterRequest) -> ResponseKind {
+pub(super) fn describe_cluster(shard: &Rc<Shard>, _request: DescribeClusterRequest, listener: &str) -> ResponseKind {
     let image = shard.image();
     let mut response = DescribeClusterResponse::default();
     response.cluster_id = str_bytes(&image.cluster_id);
@@ -39,7 +39,7 @@ pub(super) fn describe_cluster(shard: &Rc<Shard>, _request: DescribeClusterReque
         .brokers
         .values()
         .filter(|b| !b.fenced)
-        .flat_map(kafka_brokers)
+        .flat_map(|broker| kafka_brokers(broker, listener))
         .map(|b| {
             let mut broker = DescribeClusterBroker::default();
             broker.broker_id = BrokerId(b.id);

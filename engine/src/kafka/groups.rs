@@ -93,16 +93,21 @@ where
 
 /// The broker coordinating `group`: the leader of its `__consumer_offsets`
 /// partition — the shard that holds it, when shards have ports of their own.
-fn coordinator_of(shard: &Shard, group: &str) -> Result<KafkaBroker, GroupError> {
+fn coordinator_of(shard: &Shard, group: &str, listener: &str) -> Result<KafkaBroker, GroupError> {
     let image = shard.image();
     let partition = offsets_partition_of(&image, group)?;
     if image.brokers.get(&partition.leader).is_none_or(|b| b.fenced) {
         return Err(GroupError::CoordinatorNotAvailable);
     }
-    kafka_broker(&image, partition.leader, partition.shard).ok_or(GroupError::CoordinatorNotAvailable)
+    kafka_broker(&image, partition.leader, partition.shard, listener).ok_or(GroupError::CoordinatorNotAvailable)
 }
 
-pub(super) fn find_coordinator(shard: &Rc<Shard>, request: FindCoordinatorRequest, version: i16) -> ResponseKind {
+pub(super) fn find_coordinator(
+    shard: &Rc<Shard>,
+    request: FindCoordinatorRequest,
+    version: i16,
+    listener: &str,
+) -> ResponseKind {
     let answer = |key: &str| -> Result<KafkaBroker, EngineError> {
         // Key type 1 is a transactional id: transactions are not served.
         if request.key_type != 0 {
@@ -110,7 +115,7 @@ pub(super) fn find_coordinator(shard: &Rc<Shard>, request: FindCoordinatorReques
                 "only group coordinators (key type 0) exist".into(),
             ));
         }
-        coordinator_of(shard, key).map_err(EngineError::Group)
+        coordinator_of(shard, key, listener).map_err(EngineError::Group)
     };
     let mut response = FindCoordinatorResponse::default();
     if version >= 4 {

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{coordinator::OFFSETS_TOPIC, shard::Shard};
 
-pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, _version: i16) -> ResponseKind {
+pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, listener: &str) -> ResponseKind {
     let requested: Option<Vec<String>> = request.topics.as_ref().map(|topics| {
         topics
             .iter()
@@ -43,12 +43,13 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, _version
     let mut response = MetadataResponse::default();
     // Fenced brokers (silent past the session timeout) are left out, as Kafka
     // leaves out brokers that are not alive. Each shard with a port of its
-    // own is a broker of its own (see `brokers`).
+    // own is a broker of its own, at the addresses of the listener this
+    // client came through (see `brokers`).
     response.brokers = image
         .brokers
         .values()
         .filter(|b| !b.fenced)
-        .flat_map(kafka_brokers)
+        .flat_map(|broker| kafka_brokers(broker, listener))
         .map(|b| {
             let mut broker = MetadataResponseBroker::default();
             broker.node_id = BrokerId(b.id);

@@ -4,7 +4,7 @@
 
 mod admin;
 pub(crate) mod brokers;
-mod cluster;
+pub(crate) mod cluster;
 mod configs;
 mod epochs;
 mod fetch;
@@ -31,11 +31,18 @@ pub(crate) struct KafkaHandler {
     shard: Rc<Shard>,
     /// Requests being handled on this shard (shutdown waits for them).
     in_flight: Rc<Cell<usize>>,
+    /// The listener these connections came through: answers naming brokers
+    /// give that listener's addresses.
+    listener: Rc<str>,
 }
 
 impl KafkaHandler {
-    pub(crate) fn new(shard: Rc<Shard>, in_flight: Rc<Cell<usize>>) -> KafkaHandler {
-        KafkaHandler { shard, in_flight }
+    pub(crate) fn new(shard: Rc<Shard>, in_flight: Rc<Cell<usize>>, listener: Rc<str>) -> KafkaHandler {
+        KafkaHandler {
+            shard,
+            in_flight,
+            listener,
+        }
     }
 }
 
@@ -59,6 +66,7 @@ impl Handler for KafkaHandler {
     fn handle(&self, request: Request) -> impl Future<Output = Option<ResponseBody>> {
         let shard = Rc::clone(&self.shard);
         let guard = InFlight::new(&self.in_flight);
+        let listener = Rc::clone(&self.listener);
         async move {
             let _guard = guard;
             let version = request.header.api_version;
@@ -67,15 +75,15 @@ impl Handler for KafkaHandler {
                 RequestBody::Produce(req) => produce::handle(&shard, req).await,
                 RequestBody::Fetch(req) => Some(fetch::handle(&shard, req).await),
                 RequestBody::ApiVersions(_) => kafka(cluster::api_versions()),
-                RequestBody::Metadata(req) => kafka(metadata::handle(&shard, req, version).await),
+                RequestBody::Metadata(req) => kafka(metadata::handle(&shard, req, &listener).await),
                 RequestBody::CreateTopics(req) => kafka(admin::create_topics(&shard, req).await),
                 RequestBody::DeleteTopics(req) => kafka(admin::delete_topics(&shard, req).await),
                 RequestBody::CreatePartitions(req) => kafka(admin::create_partitions(&shard, req).await),
                 RequestBody::ListOffsets(req) => kafka(offsets::handle(&shard, req, version).await),
                 RequestBody::DescribeConfigs(req) => kafka(configs::describe(&shard, req, version)),
-                RequestBody::DescribeCluster(req) => kafka(cluster::describe_cluster(&shard, req)),
+                RequestBody::DescribeCluster(req) => kafka(cluster::describe_cluster(&shard, req, &listener)),
                 RequestBody::InitProducerId(req) => kafka(cluster::init_producer_id(&shard, req)),
-                RequestBody::FindCoordinator(req) => kafka(groups::find_coordinator(&shard, req, version)),
+                RequestBody::FindCoordinator(req) => kafka(groups::find_coordinator(&shard, req, version, &listener)),
                 RequestBody::JoinGroup(req) => {
                     let client_id = request.header.client_id.clone();
                     kafka(groups::join_group(&shard, req, version, client_id).await)
@@ -90,6 +98,10 @@ impl Handler for KafkaHandler {
                 RequestBody::DeleteGroups(req) => kafka(groups::delete_groups(&shard, req).await),
                 RequestBody::OffsetDelete(req) => kafka(groups::offset_delete(&shard, req).await),
                 RequestBody::OffsetForLeaderEpoch(req) => kafka(epochs::handle(&shard, req).await),
+                // Authentication happens before a connection is served
+                // (`sasl`): here it is over, or the listener has none.
+                RequestBody::SaslHandshake(_) => kafka(crate::sasl::handshake_out_of_turn()),
+                RequestBody::SaslAuthenticate(_) => kafka(crate::sasl::authenticate_out_of_turn()),
             }
         }
     }

@@ -14,7 +14,9 @@ pub mod cluster;
 
 use std::path::{Path, PathBuf};
 
-pub use shardline_testkit::{call, engine_binary, free_port_run, node_of, raw_exchange, shard_count, Engine};
+pub use shardline_testkit::{
+    call, engine_binary, free_port_run, node_of, raw_exchange, run_engine_briefly, shard_count, Engine, KafkaConnection,
+};
 
 /// Path of the Python interpreter of the project's test venv (made by scripts/test-all).
 pub fn venv_python() -> PathBuf {
@@ -44,4 +46,21 @@ pub fn run_python_script(script: &str, bootstrap: &str) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Runs `engine/tests/python/<script>` with the venv's Python and `args`;
+/// returns (exit success, stdout + stderr).
+pub fn python_script_output(script: &str, args: &[&str]) -> (bool, String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let output = std::process::Command::new(venv_python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
 }

@@ -1,0 +1,276 @@
+//! The server side of SCRAM (RFC 5802; SHA-256 and SHA-512 per RFC 7677),
+//! as Kafka runs it inside SaslAuthenticate: two rounds, no channel binding.
+//!
+//! ```text
+//! client-first   gs2-header client-first-bare
+//!                gs2-header        = "n,," | "y,," | "n,a=NAME,"    (no "p=": no channel binding)
+//!                client-first-bare = "n=" saslname ",r=" c-nonce ["," extensions]
+//! server-first   "r=" c-nonce s-nonce ",s=" base64(salt) ",i=" iterations
+//! client-final   "c=" base64(gs2-header) ",r=" c-nonce s-nonce ["," extensions] ",p=" base64(ClientProof)
+//! server-final   "v=" base64(ServerSignature)
+//!
+//! AuthMessage     = client-first-bare "," server-first "," client-final-without-proof
+//! ClientSignature = HMAC(StoredKey, AuthMessage)
+//! ClientKey       = ClientProof XOR ClientSignature        accepted iff H(ClientKey) == StoredKey
+//! ServerSignature = HMAC(ServerKey, AuthMessage)
+//! ```
+//!
+//! Every refusal is the same [`ScramRefused`] whatever went wrong, and an
+//! unknown user goes through the whole exchange with a made-up salt (see
+//! `users.rs`), so the client learns nothing about which part was wrong.
+//! Messages are bounded by net (`AUTH_FRAME_BYTES_MAX`) and names by
+//! [`CREDENTIAL_BYTES_MAX`].
+
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+use ring::rand::SecureRandom;
+
+use super::{
+    users::{constant_time_eq, ScramAlgorithms, ScramCredential, UserStore, CREDENTIAL_BYTES_MAX},
+    Mechanism,
+};
+
+/// Random bytes in the server's half of the nonce.
+const SERVER_NONCE_BYTES: usize = 24;
+
+/// Longest client nonce accepted.
+const CLIENT_NONCE_BYTES_MAX: usize = 256;
+
+/// The exchange was refused; the reason is for the log only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ScramRefused(pub(crate) &'static str);
+
+/// Waiting for the client-final message.
+pub(crate) struct ScramServer {
+    mechanism: Mechanism,
+    user: String,
+    /// False for an unknown user: the exchange runs, and fails at the end.
+    known: bool,
+    credential: ScramCredential,
+    gs2_header: String,
+    client_first_bare: String,
+    server_first: String,
+    nonce: String,
+}
+
+impl std::fmt::Debug for ScramServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramServer")
+            .field("mechanism", &self.mechanism)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A saslname with `=2C` and `=3D` decoded; `None` if malformed.
+fn decode_saslname(name: &str) -> Option<String> {
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(at) = rest.find('=') {
+        out.push_str(rest.get(..at)?);
+        let escape = rest.get(at..at + 3)?;
+        out.push(match escape {
+            "=2C" => ',',
+            "=3D" => '=',
+            _ => return None,
+        });
+        rest = rest.get(at + 3..)?;
+    }
+    if rest.contains(',') {
+        return None;
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+impl ScramServer {
+    /// Reads client-first; returns the server-first message and the state
+    /// waiting for client-final.
+    pub(crate) fn start(
+        mechanism: Mechanism,
+        users: &UserStore,
+        client_first: &[u8],
+    ) -> Result<(ScramServer, Vec<u8>), ScramRefused> {
+        let client_first = std::str::from_utf8(client_first).map_err(|_| ScramRefused("client-first is not UTF-8"))?;
+        let (cbind_flag, rest) = client_first
+            .split_once(',')
+            .ok_or(ScramRefused("client-first has no gs2 header"))?;
+        if cbind_flag != "n" && cbind_flag != "y" {
+            return Err(ScramRefused("channel binding is not supported"));
+        }
+        let (authzid, client_first_bare) = rest
+            .split_once(',')
+            .ok_or(ScramRefused("client-first has no gs2 header"))?;
+        let gs2_header = format!("{cbind_flag},{authzid},");
+        let mut attributes = client_first_bare.split(',');
+        let name = attributes
+            .next()
+            .and_then(|a| a.strip_prefix("n="))
+            .and_then(decode_saslname)
+            .ok_or(ScramRefused("client-first has no user name"))?;
+        let client_nonce = attributes
+            .next()
+            .and_then(|a| a.strip_prefix("r="))
+            .ok_or(ScramRefused("client-first has no nonce"))?;
+        if attributes.any(|a| a.starts_with("m=")) {
+            return Err(ScramRefused("mandatory extension not supported"));
+        }
+        if name.is_empty() || name.len() > CREDENTIAL_BYTES_MAX {
+            return Err(ScramRefused("user name length"));
+        }
+        if let Some(authzid) = authzid.strip_prefix("a=") {
+            if decode_saslname(authzid).as_deref() != Some(name.as_str()) {
+                return Err(ScramRefused("authorization id differs from the user name"));
+            }
+        } else if !authzid.is_empty() {
+            return Err(ScramRefused("malformed authorization id"));
+        }
+        let printable = |c: char| c.is_ascii_graphic() && c != ',';
+        if client_nonce.is_empty()
+            || client_nonce.len() > CLIENT_NONCE_BYTES_MAX
+            || !client_nonce.chars().all(printable)
+        {
+            return Err(ScramRefused("malformed client nonce"));
+        }
+        let mut server_nonce = [0u8; SERVER_NONCE_BYTES];
+        ring::rand::SystemRandom::new()
+            .fill(&mut server_nonce)
+            .map_err(|_| ScramRefused("the system random source failed"))?;
+        let nonce = format!("{client_nonce}{}", BASE64.encode(server_nonce));
+        let (known, credential) = match users.credential(&name, mechanism) {
+            Some(credential) => (true, credential.clone()),
+            None => (false, users.unknown_user_credential(&name, mechanism)),
+        };
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            BASE64.encode(&credential.salt),
+            credential.iterations
+        );
+        let message = server_first.clone().into_bytes();
+        Ok((
+            ScramServer {
+                mechanism,
+                user: name,
+                known,
+                credential,
+                gs2_header,
+                client_first_bare: client_first_bare.to_owned(),
+                server_first,
+                nonce,
+            },
+            message,
+        ))
+    }
+
+    /// Checks client-final; returns the user and the server-final message.
+    pub(crate) fn finish(self, client_final: &[u8]) -> Result<(String, Vec<u8>), ScramRefused> {
+        let client_final = std::str::from_utf8(client_final).map_err(|_| ScramRefused("client-final is not UTF-8"))?;
+        let (without_proof, proof) = client_final
+            .rsplit_once(",p=")
+            .ok_or(ScramRefused("client-final has no proof"))?;
+        let mut attributes = without_proof.split(',');
+        let binding = attributes
+            .next()
+            .and_then(|a| a.strip_prefix("c="))
+            .ok_or(ScramRefused("client-final has no channel binding"))?;
+        let nonce = attributes
+            .next()
+            .and_then(|a| a.strip_prefix("r="))
+            .ok_or(ScramRefused("client-final has no nonce"))?;
+        if BASE64.decode(binding).ok().as_deref() != Some(self.gs2_header.as_bytes()) {
+            return Err(ScramRefused("channel binding differs from the gs2 header"));
+        }
+        if !constant_time_eq(nonce.as_bytes(), self.nonce.as_bytes()) {
+            return Err(ScramRefused("nonce differs"));
+        }
+        let proof = BASE64.decode(proof).map_err(|_| ScramRefused("proof is not base64"))?;
+        let algorithms = ScramAlgorithms::of(self.mechanism);
+        let auth_message = format!("{},{},{without_proof}", self.client_first_bare, self.server_first);
+        let client_signature = algorithms.hmac(&self.credential.stored_key, auth_message.as_bytes());
+        if proof.len() != client_signature.len() {
+            return Err(ScramRefused("proof length"));
+        }
+        let client_key: Vec<u8> = proof.iter().zip(&client_signature).map(|(p, s)| p ^ s).collect();
+        let matches = constant_time_eq(&algorithms.hash(&client_key), &self.credential.stored_key);
+        if !(matches && self.known) {
+            return Err(ScramRefused("invalid credentials"));
+        }
+        let server_signature = algorithms.hmac(&self.credential.server_key, auth_message.as_bytes());
+        Ok((self.user, format!("v={}", BASE64.encode(server_signature)).into_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+
+    use super::*;
+
+    /// The client side, written from RFC 5802 independently of the server.
+    fn client_final(mechanism: Mechanism, password: &str, client_first_bare: &str, server_first: &str) -> String {
+        let algorithms = ScramAlgorithms::of(mechanism);
+        let mut fields = server_first.split(',');
+        let nonce = fields.next().unwrap().strip_prefix("r=").unwrap();
+        let salt = BASE64
+            .decode(fields.next().unwrap().strip_prefix("s=").unwrap())
+            .unwrap();
+        let iterations: u32 = fields.next().unwrap().strip_prefix("i=").unwrap().parse().unwrap();
+        let mut salted = vec![0u8; algorithms.digest.output_len()];
+        ring::pbkdf2::derive(
+            algorithms.pbkdf2,
+            std::num::NonZeroU32::new(iterations).unwrap(),
+            &salt,
+            password.as_bytes(),
+            &mut salted,
+        );
+        let client_key = algorithms.hmac(&salted, b"Client Key");
+        let stored_key = algorithms.hash(&client_key);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+        let signature = algorithms.hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+        format!("{without_proof},p={}", BASE64.encode(proof))
+    }
+
+    fn exchange(mechanism: Mechanism, user: &str, password: &str) -> Result<String, ScramRefused> {
+        let users = UserStore::from_passwords([("alice", "pencil"), ("b=ob", "x")]).unwrap();
+        let bare = format!("n={},r=fyko+d2lbbFgONRv9qkxdawL", user.replace('=', "=3D"));
+        let (server, server_first) = ScramServer::start(mechanism, &users, format!("n,,{bare}").as_bytes())?;
+        let server_first = String::from_utf8(server_first).unwrap();
+        let last = client_final(mechanism, password, &bare, &server_first);
+        server.finish(last.as_bytes()).map(|(user, _)| user)
+    }
+
+    #[test]
+    fn good_passwords_pass_and_everything_else_fails_alike() {
+        for mechanism in [Mechanism::ScramSha256, Mechanism::ScramSha512] {
+            assert_eq!(exchange(mechanism, "alice", "pencil").unwrap(), "alice");
+            assert_eq!(exchange(mechanism, "b=ob", "x").unwrap(), "b=ob", "escaped names");
+            let wrong = exchange(mechanism, "alice", "pen").unwrap_err();
+            let unknown = exchange(mechanism, "mallory", "pencil").unwrap_err();
+            assert_eq!(wrong, unknown, "no hint which part was wrong");
+        }
+    }
+
+    #[test]
+    fn malformed_messages_are_refused_not_panicked_on() {
+        let users = UserStore::from_passwords([("alice", "pencil")]).unwrap();
+        for bad in [
+            &b""[..],
+            b"n",
+            b"p=tls-unique,,n=alice,r=abc",
+            b"n,,r=abc",
+            b"n,,n=alice",
+            b"n,,n=al=ZZice,r=abc",
+            b"n,a=bob,n=alice,r=abc",
+            b"n,,n=alice,r=abc,m=ext",
+            b"\xff\xfe",
+        ] {
+            assert!(
+                ScramServer::start(Mechanism::ScramSha256, &users, bad).is_err(),
+                "{bad:?}"
+            );
+        }
+        let (server, _) = ScramServer::start(Mechanism::ScramSha256, &users, b"n,,n=alice,r=abc").unwrap();
+        assert!(server.finish(b"c=biws,r=abc,p=!!!").is_err());
+    }
+}

@@ -1,0 +1,393 @@
+//! Listeners, TLS and SASL against real clients (librdkafka through
+//! confluent-kafka, kafka-python) and raw frames. Certificates are made here
+//! at test time (rcgen); every network call goes to 127.0.0.1.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use common::{python_script_output, run_engine_briefly, Engine, KafkaConnection};
+use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest, SaslAuthenticateRequest, SaslHandshakeRequest};
+use kafka_protocol::protocol::StrBytes;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+/// A CA and what it signed, written as PEM files into a temporary directory.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let ca = params.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        Pki { dir, ca, ca_key }
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    fn ca_file(&self) -> String {
+        self.path("ca.pem").display().to_string()
+    }
+
+    /// Signs a certificate for `common_name` (valid for 127.0.0.1 and
+    /// localhost) and writes `<stem>.pem` and `<stem>.key`.
+    fn issue(&self, stem: &str, common_name: &str) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        let cert_path = self.path(&format!("{stem}.pem"));
+        let key_path = self.path(&format!("{stem}.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path.display().to_string(), key_path.display().to_string())
+    }
+}
+
+fn client(client: &str, bootstrap: &str, expect: &str, settings: &[String]) -> String {
+    let mut args = vec![client, bootstrap, expect];
+    args.extend(settings.iter().map(String::as_str));
+    let (ok, output) = python_script_output("secure_client.py", &args);
+    assert!(ok, "{client} {expect} on {bootstrap} {settings:?}:\n{output}");
+    output
+}
+
+fn ssl_settings(ca: &str) -> Vec<String> {
+    vec!["security.protocol=SSL".into(), format!("ssl.ca.location={ca}")]
+}
+
+/// Waits (bounded) until the engine's log holds `text`.
+fn wait_for_log(engine: &Engine, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !engine.log().contains(text) {
+        assert!(Instant::now() < deadline, "no `{text}` in the log:\n{}", engine.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn tls_engine(pki: &Pki, extra: &[&str]) -> Engine {
+    let (cert, key) = pki.issue("server", "shardline-server");
+    let mut args = vec![
+        "--shards",
+        "2",
+        "--fsync",
+        "never",
+        "--auto-create-topics",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ];
+    args.extend_from_slice(extra);
+    Engine::start_with_listeners(&[("SECURE", "SSL")], &args)
+}
+
+#[test]
+fn librdkafka_and_kafka_python_produce_and_consume_over_ssl() {
+    let pki = Pki::new("test CA");
+    let engine = tls_engine(&pki, &[]);
+    let bootstrap = engine.listener_addr("SECURE").to_string();
+    // Both shards' ports are on the SSL listener: Metadata answered with
+    // that listener's addresses, or the clients could not reach shard 1.
+    client("confluent", &bootstrap, "roundtrip", &ssl_settings(&pki.ca_file()));
+    client("kafka-python", &bootstrap, "roundtrip", &ssl_settings(&pki.ca_file()));
+    let log = engine.log();
+    assert!(log.contains("SECURE=SSL://127.0.0.1"), "{log}");
+}
+
+#[test]
+fn a_client_trusting_another_ca_is_refused_and_others_still_served() {
+    let pki = Pki::new("test CA");
+    let engine = tls_engine(&pki, &[]);
+    let bootstrap = engine.listener_addr("SECURE").to_string();
+    let stranger = Pki::new("another CA");
+    client("confluent", &bootstrap, "refused", &ssl_settings(&stranger.ca_file()));
+    // A plaintext client on the TLS port is refused too.
+    client("kafka-python", &bootstrap, "refused", &[]);
+    client("confluent", &bootstrap, "roundtrip", &ssl_settings(&pki.ca_file()));
+}
+
+#[test]
+fn a_required_client_certificate_is_checked_and_names_the_principal() {
+    let pki = Pki::new("test CA");
+    let ca = pki.ca_file();
+    let engine = tls_engine(&pki, &["--tls-client-auth", "required", "--tls-ca", &ca]);
+    let bootstrap = engine.listener_addr("SECURE").to_string();
+    client("confluent", &bootstrap, "refused", &ssl_settings(&ca));
+    let (cert, key) = pki.issue("client", "test-client");
+    let mut settings = ssl_settings(&ca);
+    settings.push(format!("ssl.certificate.location={cert}"));
+    settings.push(format!("ssl.key.location={key}"));
+    client("confluent", &bootstrap, "roundtrip", &settings);
+    // A certificate from another CA is no better than none.
+    let stranger = Pki::new("another CA");
+    let (cert, key) = stranger.issue("client", "mallory");
+    let mut settings = ssl_settings(&ca);
+    settings.push(format!("ssl.certificate.location={cert}"));
+    settings.push(format!("ssl.key.location={key}"));
+    client("kafka-python", &bootstrap, "refused", &settings);
+    let log = engine.log();
+    assert!(log.contains("principal=CN=test-client"), "{log}");
+    assert!(!log.contains("principal=CN=mallory"), "{log}");
+}
+
+#[test]
+fn sighup_makes_new_connections_get_the_new_certificate() {
+    let pki = Pki::new("test CA");
+    let engine = tls_engine(&pki, &[]);
+    let address = engine.listener_addr("SECURE").to_string();
+    let served = || {
+        let (ok, output) = python_script_output("secure_client.py", &["peer-cert", &address, &pki.ca_file()]);
+        assert!(ok, "{output}");
+        output
+    };
+    assert!(served().contains("shardline-server"));
+    pki.issue("server", "renewed-server");
+    engine.signal(libc::SIGHUP);
+    wait_for_log(&engine, "reloaded the TLS certificate");
+    assert!(served().contains("renewed-server"), "{}", engine.log());
+    // A broken file keeps the old certificate serving.
+    std::fs::write(pki.path("server.pem"), "not a certificate").unwrap();
+    engine.signal(libc::SIGHUP);
+    wait_for_log(&engine, "TLS reload failed");
+    assert!(served().contains("renewed-server"));
+}
+
+#[test]
+fn a_non_loopback_listener_without_authentication_needs_allow_insecure() {
+    let wait = Duration::from_secs(30);
+    // Refused before anything is bound.
+    let (exited, output) = run_engine_briefly(&[], &["--listen", "0.0.0.0:0"], "engine starting", wait);
+    assert!(exited.is_some_and(|status| !status.success()), "{output}");
+    assert!(
+        output.contains("--allow-insecure") && output.contains("0.0.0.0"),
+        "{output}"
+    );
+    let (exited, output) = run_engine_briefly(
+        &[],
+        &[
+            "--listener",
+            "OPEN=SSL://0.0.0.0:0",
+            "--tls-cert",
+            "x",
+            "--tls-key",
+            "y",
+        ],
+        "engine starting",
+        wait,
+    );
+    assert!(
+        exited.is_some(),
+        "TLS without client certificates authenticates no one:\n{output}"
+    );
+    assert!(output.contains("--allow-insecure"), "{output}");
+    // With the flag it starts, and says so. In a network namespace of its
+    // own (made by unshare, gone with the process): no interface but a
+    // loopback that is down, so nothing outside can reach what it binds.
+    let (exited, output) = run_engine_briefly(
+        &["unshare", "--net"],
+        &["--listen", "0.0.0.0:0", "--allow-insecure", "--shards", "1"],
+        "shardline engine starting",
+        wait,
+    );
+    assert!(exited.is_none(), "{output}");
+    assert!(output.contains("--allow-insecure: listener PLAINTEXT"), "{output}");
+}
+
+// ---- SASL ----
+
+const USERS: &str = "# test users\nalice:alice-secret\nbob:b=b:pw\n";
+
+fn sasl_engine(dir: &Path, pki: &Pki) -> Engine {
+    let users = dir.join("users");
+    std::fs::write(&users, USERS).unwrap();
+    let (cert, key) = pki.issue("server", "shardline-server");
+    let users = users.display().to_string();
+    Engine::start_with_listeners(
+        &[("SASL", "SASL_PLAINTEXT"), ("SASLTLS", "SASL_SSL")],
+        &[
+            "--shards",
+            "2",
+            "--fsync",
+            "never",
+            "--auto-create-topics",
+            "--sasl-users-file",
+            &users,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+    )
+}
+
+fn sasl_settings(mechanism: &str, user: &str, password: &str) -> Vec<String> {
+    vec![
+        "security.protocol=SASL_PLAINTEXT".into(),
+        format!("sasl.mechanism={mechanism}"),
+        format!("sasl.username={user}"),
+        format!("sasl.password={password}"),
+    ]
+}
+
+fn check_mechanism(mechanism: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("test CA");
+    let engine = sasl_engine(dir.path(), &pki);
+    let bootstrap = engine.listener_addr("SASL").to_string();
+    for library in ["confluent", "kafka-python"] {
+        client(
+            library,
+            &bootstrap,
+            "roundtrip",
+            &sasl_settings(mechanism, "alice", "alice-secret"),
+        );
+        client(
+            library,
+            &bootstrap,
+            "refused",
+            &sasl_settings(mechanism, "alice", "wrong"),
+        );
+        client(
+            library,
+            &bootstrap,
+            "refused",
+            &sasl_settings(mechanism, "nobody", "alice-secret"),
+        );
+    }
+    // A password with `=` and `:` in it.
+    client(
+        "confluent",
+        &bootstrap,
+        "roundtrip",
+        &sasl_settings(mechanism, "bob", "b=b:pw"),
+    );
+    let log = engine.log();
+    assert!(log.contains("authentication refused: invalid credentials"), "{log}");
+}
+
+#[test]
+fn sasl_plain_good_and_bad_passwords() {
+    check_mechanism("PLAIN");
+}
+
+#[test]
+fn sasl_scram_sha_256_good_and_bad_passwords() {
+    check_mechanism("SCRAM-SHA-256");
+}
+
+#[test]
+fn sasl_scram_sha_512_good_and_bad_passwords() {
+    check_mechanism("SCRAM-SHA-512");
+}
+
+#[test]
+fn sasl_ssl_with_scram_sha_512() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("test CA");
+    let engine = sasl_engine(dir.path(), &pki);
+    let bootstrap = engine.listener_addr("SASLTLS").to_string();
+    let settings = |password: &str| {
+        let mut settings = sasl_settings("SCRAM-SHA-512", "alice", password);
+        settings[0] = "security.protocol=SASL_SSL".into();
+        settings.push(format!("ssl.ca.location={}", pki.ca_file()));
+        settings
+    };
+    for library in ["confluent", "kafka-python"] {
+        client(library, &bootstrap, "roundtrip", &settings("alice-secret"));
+        client(library, &bootstrap, "refused", &settings("wrong"));
+    }
+}
+
+fn handshake(connection: &mut KafkaConnection, mechanism: &'static str) -> i16 {
+    let request = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
+    connection.request(1, &request).unwrap().error_code
+}
+
+#[test]
+fn malformed_or_early_sasl_requests_get_an_error_never_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("test CA");
+    let mut engine = sasl_engine(dir.path(), &pki);
+    let address = engine.listener_addr("SASL");
+
+    // ApiVersions is answered before authentication and lists the SASL APIs.
+    let mut connection = KafkaConnection::connect(address).unwrap();
+    let versions = connection.request(3, &ApiVersionsRequest::default()).unwrap();
+    for key in [17, 36] {
+        assert!(
+            versions.api_keys.iter().any(|api| api.api_key == key),
+            "API {key} advertised"
+        );
+    }
+    // Garbage in SaslAuthenticate: SASL_AUTHENTICATION_FAILED, then closed.
+    assert_eq!(handshake(&mut connection, "SCRAM-SHA-256"), 0);
+    let garbage = SaslAuthenticateRequest::default().with_auth_bytes(bytes::Bytes::from_static(b"\xff\x00,,n="));
+    let answer = connection.request(2, &garbage).unwrap();
+    assert_eq!(answer.error_code, 58, "SASL_AUTHENTICATION_FAILED");
+    assert!(connection.is_closed_by_peer());
+
+    // A mechanism not offered: UNSUPPORTED_SASL_MECHANISM, then closed.
+    let mut connection = KafkaConnection::connect(address).unwrap();
+    assert_eq!(handshake(&mut connection, "GSSAPI"), 33);
+    assert!(connection.is_closed_by_peer());
+
+    // SaslAuthenticate before SaslHandshake: ILLEGAL_SASL_STATE.
+    let mut connection = KafkaConnection::connect(address).unwrap();
+    let early = SaslAuthenticateRequest::default().with_auth_bytes(bytes::Bytes::from_static(b"\0alice\0x"));
+    assert_eq!(connection.request(1, &early).unwrap().error_code, 34);
+    assert!(connection.is_closed_by_peer());
+
+    // Any other API before authenticating: closed without an answer.
+    let mut connection = KafkaConnection::connect(address).unwrap();
+    assert!(connection.request(4, &MetadataRequest::default()).is_err());
+
+    // A SaslAuthenticate frame cut short, and one whose length is past the
+    // bound for unauthenticated frames: closed.
+    let mut connection = KafkaConnection::connect(address).unwrap();
+    assert_eq!(handshake(&mut connection, "PLAIN"), 0);
+    let mut frame = connection.frame(1, &early).unwrap();
+    frame.truncate(frame.len() - 3);
+    let length = i32::try_from(frame.len() - 4).unwrap();
+    frame[..4].copy_from_slice(&length.to_be_bytes());
+    connection.send_raw(&frame).unwrap();
+    assert!(connection.is_closed_by_peer());
+    let mut connection = KafkaConnection::connect(address).unwrap();
+    connection.send_raw(&(10i32 << 20).to_be_bytes()).unwrap();
+    assert!(connection.is_closed_by_peer());
+
+    // The broker still serves: a good PLAIN login over raw frames.
+    let mut connection = KafkaConnection::connect(address).unwrap();
+    assert_eq!(handshake(&mut connection, "PLAIN"), 0);
+    let login = SaslAuthenticateRequest::default().with_auth_bytes(bytes::Bytes::from_static(b"\0alice\0alice-secret"));
+    assert_eq!(connection.request(2, &login).unwrap().error_code, 0);
+    let metadata = connection.request(12, &MetadataRequest::default()).unwrap();
+    assert_eq!(metadata.brokers.len(), 2, "one broker per shard");
+    let ports: Vec<i32> = metadata.brokers.iter().map(|b| b.port).collect();
+    assert!(
+        ports.contains(&i32::from(address.port())),
+        "Metadata names the SASL listener's ports: {ports:?}"
+    );
+    // A second handshake on an authenticated connection: ILLEGAL_SASL_STATE.
+    assert_eq!(handshake(&mut connection, "PLAIN"), 34);
+    assert!(engine.is_running());
+    engine.terminate();
+}
