@@ -69,6 +69,11 @@ perf-peers:
 perf-percore:
     bash perf/scripts/percore.sh
 
+# Consume from hot data, broker on CPU 0 and one consumer on CPU 1, against one loopback TCP stream's
+# own throughput (floor-probe stream) in the same run; Shardline 1 shard, fsync never.
+perf-consume:
+    bash perf/scripts/consume.sh
+
 # What users see: librdkafka (confluent-kafka) open loop at 5k and 1k msg/s against unpinned engines
 # (--shards 1, default, --shard-listeners shared) and Tansu-memory, interleaved, medians.
 perf-users:

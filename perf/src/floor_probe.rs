@@ -24,6 +24,13 @@
 //! broker work at all. No broker can beat it; issue 11 judges the broker's
 //! publish p99.9 against 2 × this probe's p99.9 measured in the same run.
 //!
+//! The throughput floor, for consume figures: `floor-probe stream-serve`
+//! writes zeros to a connection in 1 MiB chunks from one blocking thread,
+//! and `floor-probe stream-load` reads them and counts the bytes of its
+//! measured window: what one loopback TCP stream carries on this VM with no
+//! broker work, pinned the same way (`just perf-consume` sets a consumer's
+//! MB/s against it).
+//!
 //! The request carries what the reply echoes: bytes 0..8 the sequence number,
 //! bytes 8..16 the intended send time as nanoseconds after the client's
 //! schedule start, both big-endian; the rest is zeros. The client checks that
@@ -85,6 +92,8 @@ const SIGNIFICANT_DIGITS: u8 = 3;
 const START_DELAY: Duration = Duration::from_millis(20);
 /// The progress line's period.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// Largest `write(2)` / `read(2)` of the stream probe.
+const STREAM_CHUNK_BYTES_MAX: usize = 64 << 20;
 
 /// The smallest request/response server and an open-loop client for it: the latency floor.
 #[derive(Debug, Parser)]
@@ -108,6 +117,37 @@ enum Command {
     },
     /// Open-loop requests at a fixed rate, latency from the intended send time to the reply.
     Load(LoadArgs),
+    /// The throughput floor: write zeros to each connection as fast as one blocking thread can,
+    /// one connection at a time, until the client closes it; until killed.
+    StreamServe {
+        /// Address to listen on (port 0: any free port, printed at start).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Bytes per `write(2)`.
+        #[arg(long, default_value_t = 1 << 20)]
+        chunk_bytes: usize,
+    },
+    /// Read a `stream-serve` connection for a warm-up, then count the bytes of the measured window.
+    StreamLoad(StreamArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct StreamArgs {
+    /// The server (`floor-probe stream-serve`).
+    #[arg(long)]
+    connect: SocketAddr,
+    /// Bytes per `read(2)`.
+    #[arg(long, default_value_t = 1 << 20)]
+    chunk_bytes: usize,
+    /// Seconds read before measuring starts.
+    #[arg(long, default_value_t = 2.0)]
+    warmup_s: f64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    duration_s: f64,
+    /// Write the result as JSON (`stream.mb_per_s` and the machine stamp).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -139,6 +179,8 @@ fn main() -> ExitCode {
     let outcome = match Args::parse().command {
         Command::Serve { listen, request_bytes } => serve(listen, request_bytes),
         Command::Load(args) => load(&args),
+        Command::StreamServe { listen, chunk_bytes } => stream_serve(listen, chunk_bytes),
+        Command::StreamLoad(args) => stream_load(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -194,6 +236,128 @@ fn answer(mut stream: TcpStream, request: &mut [u8]) -> io::Result<u64> {
         stream.write_all(reply)?;
         answered += 1;
     }
+}
+
+fn check_chunk_bytes(chunk_bytes: usize) -> Result<(), String> {
+    if (1..=STREAM_CHUNK_BYTES_MAX).contains(&chunk_bytes) {
+        Ok(())
+    } else {
+        Err(format!(
+            "--chunk-bytes {chunk_bytes}: use 1 to {STREAM_CHUNK_BYTES_MAX}"
+        ))
+    }
+}
+
+fn stream_serve(listen: SocketAddr, chunk_bytes: usize) -> Result<(), String> {
+    check_chunk_bytes(chunk_bytes)?;
+    let listener = TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| format!("listener address: {e}"))?;
+    println!("floor-probe: streaming {chunk_bytes} B writes on {bound}");
+    let chunk = vec![0u8; chunk_bytes];
+    // Until the process is killed; each connection ends when the client closes it, on an error,
+    // or when a write blocks for SERVER_IDLE_MAX.
+    for stream in listener.incoming() {
+        let written = stream.and_then(|mut stream| {
+            stream.set_write_timeout(Some(SERVER_IDLE_MAX))?;
+            let mut written = 0u64;
+            loop {
+                match stream.write(&chunk) {
+                    Ok(0) => return Ok(written),
+                    Ok(n) => written += n as u64,
+                    Err(e) if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) => {
+                        return Ok(written)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        });
+        match written {
+            Ok(bytes) => println!("floor-probe: stream closed after {bytes} bytes"),
+            Err(e) => eprintln!("floor-probe: stream ended: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn stream_load(args: &StreamArgs) -> Result<(), String> {
+    check_chunk_bytes(args.chunk_bytes)?;
+    let window = |seconds: f64, flag: &str| {
+        if seconds.is_finite() && (0.0..=WINDOW_S_MAX).contains(&seconds) {
+            Ok(Duration::from_secs_f64(seconds))
+        } else {
+            Err(format!("--{flag} {seconds}: use 0 to {WINDOW_S_MAX} seconds"))
+        }
+    };
+    let warmup = window(args.warmup_s, "warmup-s")?;
+    let duration = window(args.duration_s, "duration-s")?;
+    if duration.is_zero() {
+        return Err("--duration-s must be above 0".to_owned());
+    }
+    let machine = Machine::probe(std::path::Path::new("."));
+    let started_at_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let mut stream = TcpStream::connect_timeout(&args.connect, Duration::from_secs(5)).map_err(|e| {
+        format!(
+            "cannot connect to {}: {e} (is `floor-probe stream-serve` running?)",
+            args.connect
+        )
+    })?;
+    stream
+        .set_read_timeout(Some(IO_POLL))
+        .map_err(|e| format!("read timeout: {e}"))?;
+    let mut buffer = vec![0u8; args.chunk_bytes];
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let mut in_window = 0u64;
+    // Bounded by `end`: every read wakes within IO_POLL.
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) => return Err("the server closed the stream early".to_owned()),
+            Ok(n) if now >= measure_from => in_window += n as u64,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e) => return Err(format!("reading the stream: {e}")),
+        }
+    }
+    let seconds = duration.as_secs_f64();
+    let mb_per_s = in_window as f64 / seconds / 1e6;
+    println!(
+        "floor-probe stream: {mb_per_s:.1} MB/s over {seconds:.1} s ({in_window} bytes, {} B reads) | {}",
+        args.chunk_bytes,
+        machine.header_line()
+    );
+    if let Some(path) = &args.json {
+        let value = json!({
+            "schema": 1,
+            "tool": "floor-probe",
+            "tool_version": env!("CARGO_PKG_VERSION"),
+            "started_at_unix_ms": started_at_unix_ms,
+            "host": {
+                "hostname": machine.hostname,
+                "kernel": machine.kernel,
+                "cores": machine.cores,
+                "cpu_model": machine.cpu_model,
+            },
+            "workload": "stream",
+            "flags": {
+                "connect": args.connect.to_string(),
+                "chunk_bytes": args.chunk_bytes,
+                "warmup_s": warmup.as_secs_f64(),
+                "duration_s": seconds,
+            },
+            "window": { "warmup_s": warmup.as_secs_f64(), "measured_s": seconds },
+            "stream": { "bytes_in_window": in_window, "mb_per_s": mb_per_s },
+        });
+        let text = serde_json::to_string_pretty(&value).map_err(|e| format!("encoding the JSON result: {e}"))?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// The client's schedule: request n is due `n / rate` after the start; the first `warmup` is not
