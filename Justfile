@@ -97,7 +97,7 @@ perf-plots:
 perf-all:
     bash perf/scripts/all.sh
 
-# Cluster failover times: the kill -9 failure test in release, its report kept (see docs/cluster.md).
+# Cluster failover times at default liveness settings (20 kill -9s) and the no-false-fencing load test, in release.
 perf-failover:
     bash perf/scripts/failover.sh
 

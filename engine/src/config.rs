@@ -178,11 +178,11 @@ pub struct EngineConfig {
 
     /// A broker silent (no heartbeat to the metadata leader) this long is fenced: it leads no partition
     /// and leaves every ISR until it heartbeats again.
-    #[arg(long, default_value_t = 6_000)]
+    #[arg(long, default_value_t = shardline_raft::DEFAULT_BROKER_SESSION_TIMEOUT_MS)]
     pub broker_session_timeout_ms: u64,
 
     /// How often a broker heartbeats to the metadata leader.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = shardline_raft::DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS)]
     pub broker_heartbeat_interval_ms: u64,
 
     /// A follower not caught up with its leader for this long leaves the partition's in-sync replicas.

@@ -11,7 +11,10 @@
 //! The liveness table lives only in the leader's memory. A node that
 //! becomes leader forgets it and gives every registered broker a grace
 //! period of one session timeout (it cannot know who talked to the old
-//! leader). "Heard again" means a real heartbeat since this node became
+//! leader) — except the old leader itself: its silence started no later than
+//! the last heartbeat it answered this node, so its grace runs from there,
+//! and a dead metadata leader's partitions fail over one session timeout
+//! after it stopped answering, not after the election. "Heard again" means a real heartbeat since this node became
 //! leader, never the grace entry, so a new leader does not unfence brokers
 //! that are still down. The ticker also proposes `InitCluster` while the
 //! image has no cluster id (a new multi-node group).
@@ -86,8 +89,23 @@ impl Liveness {
     }
 
     /// Forgets everything (this node just became leader at `now`).
-    pub(crate) fn forget_all(&self, now: Instant) {
-        self.seen.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    /// `old_leader`: the previous leader and when it last answered this
+    /// node's heartbeat; its grace period starts then, not now.
+    pub(crate) fn forget_all(&self, now: Instant, old_leader: Option<(i32, Instant)>) {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.clear();
+        if let Some((broker, answered_at)) = old_leader {
+            assert!(answered_at <= now, "an answer from the future");
+            // Not `heard`: no heartbeat reached this leader, so it unfences nothing.
+            seen.insert(
+                broker,
+                Seen {
+                    at: answered_at,
+                    heard: false,
+                },
+            );
+        }
+        drop(seen);
         *self
             .last_preferred_election
             .lock()
@@ -162,6 +180,8 @@ impl LivenessTask {
         let mut ticker = tokio::time::interval(self.heartbeat_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut leading_term = None;
+        // The leader this node last heartbeated, and when it last answered.
+        let mut last_answer: Option<(NodeId, Instant)> = None;
         loop {
             ticker.tick().await;
             let (leader, term) = {
@@ -172,7 +192,10 @@ impl LivenessTask {
             if leader == Some(self.node_id) {
                 if leading_term != Some(term) {
                     tracing::info!(term, "metadata leader: broker liveness tracking starts (grace period)");
-                    self.liveness.forget_all(Instant::now());
+                    let old_leader = last_answer
+                        .filter(|(old, _)| *old != self.node_id)
+                        .and_then(|(old, at)| Some((i32::try_from(old).ok()?, at)));
+                    self.liveness.forget_all(Instant::now(), old_leader);
                     leading_term = Some(term);
                 }
                 self.liveness.heard(broker, Instant::now());
@@ -180,18 +203,27 @@ impl LivenessTask {
             } else {
                 leading_term = None;
                 if let Some(leader) = leader {
-                    self.send_heartbeat(broker, leader).await;
+                    if self.send_heartbeat(broker, leader).await {
+                        last_answer = Some((leader, Instant::now()));
+                    }
                 }
             }
         }
     }
 
-    async fn send_heartbeat(&self, broker: i32, leader: NodeId) {
+    /// Sends one heartbeat; whether the leader took it.
+    async fn send_heartbeat(&self, broker: i32, leader: NodeId) -> bool {
         let request = RpcRequest::BrokerHeartbeat { node_id: broker };
         match self.peers.call(leader, &request, self.heartbeat_interval).await {
-            Ok(RpcResponse::BrokerHeartbeat { is_leader: true }) => {}
-            Ok(answer) => tracing::debug!(leader, ?answer, "broker heartbeat not taken"),
-            Err(error) => tracing::debug!(leader, %error, "broker heartbeat not delivered"),
+            Ok(RpcResponse::BrokerHeartbeat { is_leader: true }) => true,
+            Ok(answer) => {
+                tracing::debug!(leader, ?answer, "broker heartbeat not taken");
+                false
+            }
+            Err(error) => {
+                tracing::debug!(leader, %error, "broker heartbeat not delivered");
+                false
+            }
         }
     }
 
@@ -311,8 +343,30 @@ mod tests {
         liveness.decide(&live, later, timeout);
         assert_eq!(liveness.seen.lock().unwrap().len(), 3);
         // A new leader starts over.
-        liveness.forget_all(later);
+        liveness.forget_all(later, None);
         assert!(liveness.decide(&live, later, timeout).is_empty());
+    }
+
+    #[test]
+    fn the_old_leaders_grace_runs_from_its_last_answer() {
+        let timeout = Duration::from_millis(600);
+        let liveness = Liveness::default();
+        let answered = Instant::now();
+        let elected = answered + Duration::from_millis(400);
+        let live = image(&[(1, false), (2, false), (3, false)]);
+        liveness.forget_all(elected, Some((2, answered)));
+        assert!(liveness.decide(&live, elected, timeout).is_empty(), "within its grace");
+        // Past the old leader's last answer + timeout, before the others' grace ends.
+        let fenced_at = answered + Duration::from_millis(650);
+        assert_eq!(
+            liveness.decide(&live, fenced_at, timeout),
+            vec![Command::FenceBroker { node_id: 2 }]
+        );
+        // Alive after all: a heartbeat to the new leader keeps it, as for anyone.
+        let liveness = Liveness::default();
+        liveness.forget_all(elected, Some((2, answered)));
+        liveness.heard(2, elected + Duration::from_millis(100));
+        assert!(liveness.decide(&live, fenced_at, timeout).is_empty());
     }
 
     #[test]
@@ -350,7 +404,7 @@ mod tests {
         let later = start + PREFERRED_ELECTION_INTERVAL;
         assert!(liveness.preferred_election_due(&moved, later));
         // A new leader waits one interval first.
-        liveness.forget_all(later);
+        liveness.forget_all(later, None);
         assert!(!liveness.preferred_election_due(&moved, later + PREFERRED_ELECTION_INTERVAL / 2));
         assert!(liveness.preferred_election_due(&moved, later + PREFERRED_ELECTION_INTERVAL));
     }

@@ -551,6 +551,11 @@ impl Cluster {
             .unwrap_or_else(|| panic!("{topic} has {} partitions, not {partition}", leaders.len()))
     }
 
+    /// A node's whole log (of its current and earlier runs).
+    pub fn log(&self, node_id: i32) -> String {
+        std::fs::read_to_string(&self.node(node_id).log_path).unwrap_or_default()
+    }
+
     /// The last `LOG_TAIL_LINES` lines of a node's log.
     pub fn log_tail(&self, node_id: i32) -> String {
         let log = std::fs::read_to_string(&self.node(node_id).log_path).unwrap_or_default();
