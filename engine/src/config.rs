@@ -246,7 +246,10 @@ impl EngineConfig {
         if self.connections_max_idle_ms == 0 {
             return Err("--connections-max-idle-ms must be at least 1".to_string());
         }
-        self.listeners_resolved()?;
+        let listeners = self.listeners_resolved()?;
+        if let Some(conflict) = self.http_port_conflict(&listeners) {
+            return Err(conflict);
+        }
         if let Some(list) = &self.cpus {
             let allowed = allowed_cpus();
             if let Some(missing) = list.0.iter().find(|cpu| !allowed.contains(cpu)) {
@@ -646,6 +649,39 @@ impl FromStr for HttpListen {
 }
 
 impl EngineConfig {
+    /// The Kafka or Raft port `--http-listen` would share, if any. Sockets
+    /// bound with SO_REUSEADDR may share a port until one of them listens,
+    /// so binding alone does not catch it: the second listen would fail on
+    /// a shard, after the data directory is opened.
+    fn http_port_conflict(&self, listeners: &[Listener]) -> Option<String> {
+        let http = self.http_listen.0.filter(|address| address.port() != 0)?;
+        let overlaps = |ip: std::net::IpAddr| ip == http.ip() || ip.is_unspecified() || http.ip().is_unspecified();
+        let ports_per_listener = match self.shard_listeners {
+            ShardListeners::Own => u32::try_from(self.shard_count()).unwrap_or(u32::MAX),
+            ShardListeners::Shared => 1,
+        };
+        for listener in listeners {
+            let first = u32::from(listener.address.port());
+            let port = u32::from(http.port());
+            if first != 0
+                && overlaps(listener.address.ip())
+                && (first..first.saturating_add(ports_per_listener)).contains(&port)
+            {
+                return Some(format!(
+                    "--http-listen {http} is also the Kafka port of shard {} of listener {} (shard k listens on \
+                     its port + k); pick another port",
+                    port - first,
+                    listener.name
+                ));
+            }
+        }
+        self.raft_listen
+            .filter(|raft| raft.port() == http.port() && overlaps(raft.ip()))
+            .map(|raft| {
+                format!("--http-listen {http} is also the metadata Raft listener's port ({raft}); pick another port")
+            })
+    }
+
     /// What the HTTP endpoint exposes on a non-loopback address, for the
     /// warning logged at every start (allowed: it is read-only).
     pub fn http_exposure(&self) -> Option<String> {
@@ -919,6 +955,68 @@ mod tests {
         assert!(
             open.listeners_resolved().is_ok(),
             "allowed without --allow-insecure: read-only"
+        );
+        // Not a Kafka or Raft port of this engine.
+        let clash = |args: &[&str]| parse(args).unwrap().validate().err().unwrap_or_default();
+        let kafka = clash(&[
+            "--listen",
+            "127.0.0.1:9092",
+            "--shards",
+            "2",
+            "--http-listen",
+            "127.0.0.1:9093",
+        ]);
+        assert!(kafka.contains("shard 1 of listener PLAINTEXT"), "{kafka}");
+        let any = clash(&[
+            "--listen",
+            "0.0.0.0:9092",
+            "--shards",
+            "1",
+            "--allow-insecure",
+            "--http-listen",
+            "127.0.0.1:9092",
+        ]);
+        assert!(any.contains("shard 0"), "{any}");
+        let raft = clash(&[
+            "--raft-listen",
+            "127.0.0.1:19092",
+            "--peers",
+            "1@127.0.0.1:19092",
+            "--http-listen",
+            "127.0.0.1:19092",
+        ]);
+        assert!(raft.contains("Raft"), "{raft}");
+        let apart = [
+            "--listen",
+            "127.0.0.1:9092",
+            "--shards",
+            "2",
+            "--http-listen",
+            "127.0.0.1:9094",
+        ];
+        assert!(parse(&apart).unwrap().validate().is_ok());
+        let other_host = [
+            "--listen",
+            "127.0.0.1:9092",
+            "--shards",
+            "1",
+            "--http-listen",
+            "127.0.0.2:9092",
+        ];
+        assert!(parse(&other_host).unwrap().validate().is_ok());
+        let shared = [
+            "--listen",
+            "127.0.0.1:9092",
+            "--shards",
+            "2",
+            "--shard-listeners",
+            "shared",
+            "--http-listen",
+            "127.0.0.1:9093",
+        ];
+        assert!(
+            parse(&shared).unwrap().validate().is_ok(),
+            "shared: one port for all shards"
         );
     }
 

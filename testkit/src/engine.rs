@@ -121,7 +121,12 @@ impl Engine {
             Some(value) if value.eq_ignore_ascii_case("off") => None,
             Some(value) => Some(value.parse().unwrap()),
             None => {
-                let http: SocketAddr = format!("127.0.0.1:{}", free_port_run(1)).parse().unwrap();
+                // Free now, as the Kafka run is: not one of those.
+                let kafka = u32::from(port)..u32::from(port) + u32::try_from(shard_count(&extra)).unwrap();
+                let http_port = std::iter::repeat_with(|| free_port_run(1))
+                    .find(|candidate| !kafka.contains(&u32::from(*candidate)))
+                    .unwrap();
+                let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
                 extra.extend(["--http-listen".to_string(), http.to_string()]);
                 Some(http)
             }
