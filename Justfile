@@ -74,6 +74,10 @@ perf-percore:
 perf-consume:
     bash perf/scripts/consume.sh
 
+# Cost of the metrics endpoint: throughput and p99 with /metrics scraped every second vs not (target < 2 %).
+perf-metrics:
+    bash perf/scripts/metrics.sh
+
 # What users see: librdkafka (confluent-kafka) open loop at 5k and 1k msg/s against unpinned engines
 # (--shards 1, default, --shard-listeners shared) and Tansu-memory, interleaved, medians.
 perf-users:

@@ -95,6 +95,12 @@ pub struct EngineConfig {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(0..1000))]
     pub node_id: i32,
 
+    /// The HTTP endpoint (`/metrics` for Prometheus, `/health`, `/ready`), served by shard 0: `HOST:PORT`,
+    /// or `off`. Read-only, unauthenticated: on a non-loopback address anyone who can reach it reads the
+    /// metrics (topic and group names included), as with Redpanda's admin port; a warning says so at start.
+    #[arg(long, default_value = "127.0.0.1:9644", value_name = "HOST:PORT|off")]
+    pub http_listen: HttpListen,
+
     /// Default durability of partition logs: `always` (fdatasync before acknowledging; concurrent appends
     /// share one sync), `interval:MS` (sync at least every MS milliseconds), or `never` (sync on segment
     /// roll and shutdown only). A topic's `shardline.fsync` config overrides it.
@@ -240,7 +246,10 @@ impl EngineConfig {
         if self.connections_max_idle_ms == 0 {
             return Err("--connections-max-idle-ms must be at least 1".to_string());
         }
-        self.listeners_resolved()?;
+        let listeners = self.listeners_resolved()?;
+        if let Some(conflict) = self.http_port_conflict(&listeners) {
+            return Err(conflict);
+        }
         if let Some(list) = &self.cpus {
             let allowed = allowed_cpus();
             if let Some(missing) = list.0.iter().find(|cpu| !allowed.contains(cpu)) {
@@ -624,6 +633,69 @@ fn parse_address(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("`{s}` resolves to no address"))
 }
 
+/// `--http-listen`: where the HTTP endpoint binds, or `None` (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpListen(pub Option<SocketAddr>);
+
+impl FromStr for HttpListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "off" | "none" | "disabled" => Ok(HttpListen(None)),
+            _ => parse_address(s).map(|address| HttpListen(Some(address))),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The Kafka or Raft port `--http-listen` would share, if any. Sockets
+    /// bound with SO_REUSEADDR may share a port until one of them listens,
+    /// so binding alone does not catch it: the second listen would fail on
+    /// a shard, after the data directory is opened.
+    fn http_port_conflict(&self, listeners: &[Listener]) -> Option<String> {
+        let http = self.http_listen.0.filter(|address| address.port() != 0)?;
+        let overlaps = |ip: std::net::IpAddr| ip == http.ip() || ip.is_unspecified() || http.ip().is_unspecified();
+        let ports_per_listener = match self.shard_listeners {
+            ShardListeners::Own => u32::try_from(self.shard_count()).unwrap_or(u32::MAX),
+            ShardListeners::Shared => 1,
+        };
+        for listener in listeners {
+            let first = u32::from(listener.address.port());
+            let port = u32::from(http.port());
+            if first != 0
+                && overlaps(listener.address.ip())
+                && (first..first.saturating_add(ports_per_listener)).contains(&port)
+            {
+                return Some(format!(
+                    "--http-listen {http} is also the Kafka port of shard {} of listener {} (shard k listens on \
+                     its port + k); pick another port",
+                    port - first,
+                    listener.name
+                ));
+            }
+        }
+        self.raft_listen
+            .filter(|raft| raft.port() == http.port() && overlaps(raft.ip()))
+            .map(|raft| {
+                format!("--http-listen {http} is also the metadata Raft listener's port ({raft}); pick another port")
+            })
+    }
+
+    /// What the HTTP endpoint exposes on a non-loopback address, for the
+    /// warning logged at every start (allowed: it is read-only).
+    pub fn http_exposure(&self) -> Option<String> {
+        self.http_listen
+            .0
+            .filter(|address| !address.ip().is_loopback())
+            .map(|address| {
+                format!(
+                    "the HTTP endpoint on non-loopback {address} serves /metrics (topic and group names                      included) to anyone who can reach it; firewall it, or bind --http-listen to loopback"
+                )
+            })
+    }
+}
+
 /// `--log-writes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogWrites(pub shardline_log::WritePath);
@@ -860,6 +932,92 @@ mod tests {
         let listeners = config.listeners_resolved().unwrap();
         assert_eq!(listeners[0].advertised, Some(("h".to_string(), None)));
         assert!(EngineConfig::try_parse_from(["engine", "--shard-listeners", "x"]).is_err());
+    }
+
+    #[test]
+    fn the_http_endpoint_defaults_to_loopback_and_can_be_turned_off() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["engine"];
+            all.extend_from_slice(args);
+            EngineConfig::try_parse_from(all)
+        };
+        let default = parse(&[]).unwrap();
+        assert_eq!(default.http_listen, HttpListen(Some("127.0.0.1:9644".parse().unwrap())));
+        assert_eq!(default.http_exposure(), None);
+        assert_eq!(parse(&["--http-listen", "off"]).unwrap().http_listen, HttpListen(None));
+        assert_eq!(parse(&["--http-listen", "OFF"]).unwrap().http_listen, HttpListen(None));
+        let host = parse(&["--http-listen", "localhost:0"]).unwrap();
+        assert_eq!(host.http_listen, HttpListen(Some("127.0.0.1:0".parse().unwrap())));
+        assert!(parse(&["--http-listen", "9644"]).is_err(), "no host");
+        assert!(parse(&["--http-listen", "no-such-host.invalid:9644"]).is_err());
+        let open = parse(&["--http-listen", "0.0.0.0:9644"]).unwrap();
+        assert!(open.http_exposure().unwrap().contains("0.0.0.0:9644"));
+        assert!(
+            open.listeners_resolved().is_ok(),
+            "allowed without --allow-insecure: read-only"
+        );
+        // Not a Kafka or Raft port of this engine.
+        let clash = |args: &[&str]| parse(args).unwrap().validate().err().unwrap_or_default();
+        let kafka = clash(&[
+            "--listen",
+            "127.0.0.1:9092",
+            "--shards",
+            "2",
+            "--http-listen",
+            "127.0.0.1:9093",
+        ]);
+        assert!(kafka.contains("shard 1 of listener PLAINTEXT"), "{kafka}");
+        let any = clash(&[
+            "--listen",
+            "0.0.0.0:9092",
+            "--shards",
+            "1",
+            "--allow-insecure",
+            "--http-listen",
+            "127.0.0.1:9092",
+        ]);
+        assert!(any.contains("shard 0"), "{any}");
+        let raft = clash(&[
+            "--raft-listen",
+            "127.0.0.1:19092",
+            "--peers",
+            "1@127.0.0.1:19092",
+            "--http-listen",
+            "127.0.0.1:19092",
+        ]);
+        assert!(raft.contains("Raft"), "{raft}");
+        let apart = [
+            "--listen",
+            "127.0.0.1:9092",
+            "--shards",
+            "2",
+            "--http-listen",
+            "127.0.0.1:9094",
+        ];
+        assert!(parse(&apart).unwrap().validate().is_ok());
+        let other_host = [
+            "--listen",
+            "127.0.0.1:9092",
+            "--shards",
+            "1",
+            "--http-listen",
+            "127.0.0.2:9092",
+        ];
+        assert!(parse(&other_host).unwrap().validate().is_ok());
+        let shared = [
+            "--listen",
+            "127.0.0.1:9092",
+            "--shards",
+            "2",
+            "--shard-listeners",
+            "shared",
+            "--http-listen",
+            "127.0.0.1:9093",
+        ];
+        assert!(
+            parse(&shared).unwrap().validate().is_ok(),
+            "shared: one port for all shards"
+        );
     }
 
     fn resolved(args: &[&str]) -> Result<Vec<Listener>, String> {

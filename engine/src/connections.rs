@@ -22,6 +22,7 @@ use shardline_net::{
 
 use crate::{
     config::SecurityProtocol,
+    metrics::probe::ConnectionCounts,
     sasl::{SaslSession, SaslSettings},
 };
 
@@ -60,14 +61,18 @@ pub(crate) struct Connections {
     idle_max: Duration,
     /// The shard's budget for request bytes (`--request-memory-bytes`).
     request_memory: Rc<RequestMemory>,
-    /// Connections refused because the table was full.
-    refused: Cell<u64>,
-    /// Connections closed for idling.
-    closed_idle: Cell<u64>,
+    /// Accepted, refused (the table was full), closed for idling, open: the
+    /// shard probe's counts, kept here.
+    counts: Rc<ConnectionCounts>,
 }
 
 impl Connections {
-    pub(crate) fn new(live_max: usize, idle_max: Duration, request_memory_bytes: usize) -> Rc<Connections> {
+    pub(crate) fn new(
+        live_max: usize,
+        idle_max: Duration,
+        request_memory_bytes: usize,
+        counts: Rc<ConnectionCounts>,
+    ) -> Rc<Connections> {
         assert!(live_max >= 1, "a shard takes at least one connection");
         Rc::new(Connections {
             live: RefCell::new(HashMap::new()),
@@ -75,8 +80,7 @@ impl Connections {
             live_max,
             idle_max,
             request_memory: RequestMemory::new(request_memory_bytes),
-            refused: Cell::new(0),
-            closed_idle: Cell::new(0),
+            counts,
         })
     }
 
@@ -91,13 +95,14 @@ impl Connections {
     ) {
         let peer = stream.peer_addr().ok();
         if self.live.borrow().len() >= self.live_max {
-            self.refused.set(self.refused.get() + 1);
+            let refused = &self.counts.refused;
+            refused.set(refused.get() + 1);
             // Once per power of two, so a flood cannot flood the log too.
-            if self.refused.get().is_power_of_two() {
+            if refused.get().is_power_of_two() {
                 tracing::warn!(
                     ?peer,
                     live = self.live_max,
-                    refused = self.refused.get(),
+                    refused = refused.get(),
                     "refusing a connection: this shard serves its share of --max-connections"
                 );
             }
@@ -120,11 +125,22 @@ impl Connections {
                 tracing::debug!(?peer, listener = %security.name, error = %e, "connection closed");
             }
             table.live.borrow_mut().remove(&id);
+            table.count_open();
         })
         .detach();
         let mut live = self.live.borrow_mut();
         live.insert(id, Live { activity, task });
         assert!(live.len() <= self.live_max, "the connection table is bounded");
+        drop(live);
+        let accepted = &self.counts.accepted;
+        accepted.set(accepted.get() + 1);
+        self.count_open();
+    }
+
+    /// Publishes how many connections are open to the probe.
+    fn count_open(&self) {
+        let open = self.live.borrow().len();
+        self.counts.open.set(u64::try_from(open).unwrap_or(u64::MAX));
     }
 
     /// Closes every connection idle for at least `idle_max` at `now`.
@@ -138,10 +154,12 @@ impl Connections {
             .collect();
         for id in &idle {
             // Cancelling drops the connection's future, which closes the socket.
-            if let Some(live) = self.live.borrow_mut().remove(id) {
+            let removed = self.live.borrow_mut().remove(id);
+            if let Some(live) = removed {
                 live.task.cancel();
             }
         }
+        self.count_open();
         idle.len()
     }
 
@@ -152,8 +170,8 @@ impl Connections {
             glommio::timer::sleep(interval).await;
             let closed = self.close_idle(Instant::now(), self.idle_max);
             if closed > 0 {
-                self.closed_idle
-                    .set(self.closed_idle.get() + u64::try_from(closed).unwrap_or(u64::MAX));
+                let closed_idle = &self.counts.closed_idle;
+                closed_idle.set(closed_idle.get() + u64::try_from(closed).unwrap_or(u64::MAX));
                 tracing::debug!(closed, "closed idle connections");
             }
         }
@@ -168,7 +186,7 @@ impl Connections {
 
     /// Connections refused and closed for idling, for the shutdown line.
     pub(crate) fn counts(&self) -> (u64, u64) {
-        (self.refused.get(), self.closed_idle.get())
+        (self.counts.refused.get(), self.counts.closed_idle.get())
     }
 }
 

@@ -206,7 +206,9 @@ impl From<MetaError> for EngineError {
     }
 }
 
-/// The Kafka error code for an error: the only place this mapping is made.
+/// The Kafka error code for an error: the only place this mapping is made,
+/// and so the place where errors are counted for `/metrics` (by code, under
+/// the API of the request being served: `metrics::probe::count_error`).
 pub fn kafka_code(error: &EngineError) -> i16 {
     let e = match error {
         EngineError::Log(log) => match log {
@@ -287,7 +289,9 @@ pub fn kafka_code(error: &EngineError) -> i16 {
             GroupError::TooManyOffsets => ResponseError::InvalidCommitOffsetSize,
         },
     };
-    e.code()
+    let code = e.code();
+    crate::metrics::probe::count_error(code);
+    code
 }
 
 #[cfg(test)]

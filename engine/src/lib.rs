@@ -34,14 +34,18 @@
 //! `coordinator` holds consumer groups and committed offsets (one
 //! coordinator per `__consumer_offsets` partition, on its owner shard); `kafka`
 //! implements each API on top; `error` maps every failure to a Kafka error
-//! code in one function.
+//! code in one function. `metrics` holds each shard's counters (its
+//! `ShardProbe`) and gathers them by message for a scrape; `http` serves
+//! `/metrics`, `/health` and `/ready` on shard 0 (`--http-listen`).
 
 mod config;
 mod connections;
 mod coordinator;
 mod error;
+mod http;
 mod kafka;
 mod listeners;
+mod metrics;
 mod partition;
 mod producer;
 mod replica;
@@ -50,8 +54,8 @@ mod sasl;
 mod shard;
 
 pub use config::{
-    AdvertisedListener, CpuList, EngineConfig, FsyncPolicy, Listener, ListenerSpec, PeerList, SaslMechanisms,
-    SecurityProtocol, ShardListeners, TlsClientAuth, LISTENERS_MAX,
+    AdvertisedListener, CpuList, EngineConfig, FsyncPolicy, HttpListen, Listener, ListenerSpec, PeerList,
+    SaslMechanisms, SecurityProtocol, ShardListeners, TlsClientAuth, LISTENERS_MAX,
 };
 pub use error::{kafka_code, EngineError, GroupError, SaslError};
 pub use runtime::{run, StartError};

@@ -128,7 +128,7 @@ fn bind(config: &EngineConfig, listener: &Listener, shards: usize) -> Result<Vec
 /// A TCP socket bound to `address` without SO_REUSEPORT, so no other process
 /// can share the port (SO_REUSEADDR only lets a restart reuse it while old
 /// connections linger in TIME_WAIT).
-fn bind_exclusive(address: SocketAddr) -> std::io::Result<Socket> {
+pub(crate) fn bind_exclusive(address: SocketAddr) -> std::io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.bind(&address.into())?;

@@ -367,6 +367,14 @@ impl Partition {
         (state.role, state.leader_epoch)
     }
 
+    /// (led by this node, under-replicated): a leader whose in-sync
+    /// replicas are fewer than its replicas (Kafka's UnderReplicated).
+    pub(crate) fn replication_health(&self) -> (bool, bool) {
+        let state = self.replica.borrow();
+        let leader = state.role == Role::Leader;
+        (leader, leader && state.isr.len() < state.replicas.len())
+    }
+
     pub(crate) fn high_watermark(&self) -> Offset {
         self.replica.borrow().high_watermark
     }

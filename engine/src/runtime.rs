@@ -2,7 +2,7 @@
 //! the cross-shard channels, the accept loop, signals and graceful shutdown.
 //! Nothing else in the engine creates executors or channels between cores.
 
-use std::{cell::Cell, rc::Rc, sync::Arc, time::Duration};
+use std::{rc::Rc, sync::Arc, time::Duration};
 
 use futures_lite::future;
 use glommio::{
@@ -59,6 +59,10 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     let sasl = sasl_settings(&config, &listeners)?;
     // Ports first: a port in use stops the start before the data dir is touched.
     let bound = crate::listeners::bind_all(&config, &listeners, shards)?;
+    let http = crate::http::bind(&config)?;
+    if let Some(exposure) = config.http_exposure() {
+        tracing::warn!("{exposure}");
+    }
     let advertised = bound
         .iter()
         .map(crate::listeners::advertised)
@@ -102,6 +106,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
         io_uring_buffers = %buffer_mode(&config, shards),
         data_dir = %config.data_dir.display(),
         listeners = %describe_listeners(&listeners, &advertised),
+        http = %crate::http::describe(http.as_ref()),
         fsync = %describe_durability(config.fsync.0),
         "shardline engine starting"
     );
@@ -142,8 +147,11 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     }
 
     let mut handles = Vec::new();
+    let mut http = http;
     for (id, ((row, inbox), endpoints)) in senders.into_iter().zip(receivers).zip(shard_endpoints).enumerate() {
         let cpu = cpus.get(id).copied().unwrap_or(0);
+        // Shard 0 serves the HTTP endpoint.
+        let http = if id == 0 { http.take() } else { None };
         let config = Arc::clone(&config);
         let meta = meta.clone();
         let stopped = stopped.clone();
@@ -154,7 +162,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
             builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
         }
         let handle = builder
-            .spawn(move || shard_main(id, config, meta, endpoints, row, inbox, stopped))
+            .spawn(move || shard_main(id, config, meta, endpoints, http, row, inbox, stopped))
             .map_err(|e| StartError(format!("starting shard {id} on cpu {cpu}: {e}")))?;
         handles.push(handle);
     }
@@ -451,11 +459,13 @@ fn describe_listeners(listeners: &[Listener], advertised: &[shardline_raft::Brok
         .join(", ")
 }
 
+#[expect(clippy::too_many_arguments, reason = "one call site, in `run`, naming each part")]
 async fn shard_main(
     id: usize,
     config: Arc<EngineConfig>,
     meta: MetadataGroup,
     endpoints: Vec<Endpoint>,
+    http: Option<crate::http::HttpSocket>,
     outbox: Vec<Option<SharedSender<ShardTask>>>,
     inbox: Vec<SharedReceiver<ShardTask>>,
     stopped: tokio::sync::watch::Receiver<bool>,
@@ -480,6 +490,10 @@ async fn shard_main(
         })
         .detach();
     }
+    // The HTTP endpoint answers from now on (/ready says what is missing).
+    if let Some(socket) = http {
+        glommio::spawn_local(crate::http::serve(Rc::clone(&shard), socket, stopped.clone())).detach();
+    }
     // Open this shard's partitions before taking connections.
     let start_epoch = meta.image().epoch;
     glommio::spawn_local(Rc::clone(&shard).follow_metadata()).detach();
@@ -494,7 +508,7 @@ async fn shard_main(
     })
     .detach();
 
-    let in_flight = Rc::new(Cell::new(0usize));
+    let in_flight = Rc::clone(&shard.probe.requests_in_flight);
     let connection_config = ConnectionConfig::default()
         .with_max_frame_bytes(config.max_frame_bytes)
         .with_in_flight_max(config.max_in_flight_requests_per_connection)
@@ -504,6 +518,7 @@ async fn shard_main(
         config.connections_per_shard(),
         Duration::from_millis(config.connections_max_idle_ms),
         config.request_memory_bytes,
+        Rc::clone(&shard.probe.connections),
     );
     let sweeping = Rc::clone(&shard);
     glommio::spawn_local(Rc::clone(&connections).sweep_idle(move || sweeping.is_shutting_down())).detach();
@@ -528,6 +543,7 @@ async fn shard_main(
             stopped.clone(),
         ));
     }
+    shard.probe.listeners_bound.set(true);
     tracing::debug!(shard = id, "accepting connections");
     futures_util::future::join_all(accepting).await;
     // Connections with nothing unanswered close at once; the others get up to

@@ -20,6 +20,7 @@ use glommio::channels::shared_channel::ConnectedSender;
 use shardline_log::{Durability, LogConfig};
 use shardline_raft::{MetadataGroup, MetadataImage, PartitionMeta, TopicMeta};
 
+pub(crate) use crate::metrics::ShardProbe;
 use crate::{
     config::EngineConfig,
     coordinator::{Coordinator, OFFSETS_TOPIC},
@@ -63,27 +64,8 @@ pub struct Shard {
     pub(crate) coordinator: Coordinator,
     /// Follower fetchers, one per leader shard this shard copies from.
     pub(crate) fetchers: crate::replica::Fetchers,
-    /// What this shard counts about its own work.
+    /// What this shard counts about its own work (metrics, the shutdown line).
     pub(crate) probe: ShardProbe,
-}
-
-/// Counters of one shard's work (read at shutdown; the metrics endpoint's
-/// source later).
-#[derive(Debug, Default)]
-pub(crate) struct ShardProbe {
-    /// Client requests whose partition work (produce, fetch, offsets) ran
-    /// partly on another shard: each is a cross-core round trip. With own
-    /// shard listeners an up-to-date client causes none.
-    pub(crate) forwarded_partition_requests: Cell<u64>,
-    /// Group requests (join, sync, heartbeat, commit, ...) that arrived on a
-    /// shard other than their coordinator's.
-    pub(crate) forwarded_group_requests: Cell<u64>,
-}
-
-impl ShardProbe {
-    pub(crate) fn count(counter: &Cell<u64>) {
-        counter.set(counter.get().wrapping_add(1));
-    }
 }
 
 impl Shard {
@@ -109,7 +91,7 @@ impl Shard {
             shutting_down: Cell::new(false),
             coordinator: Coordinator::default(),
             fetchers: crate::replica::Fetchers::default(),
-            probe: ShardProbe::default(),
+            probe: ShardProbe::new(shard_count),
         })
     }
 
@@ -120,6 +102,11 @@ impl Shard {
 
     pub(crate) fn node_id(&self) -> i32 {
         self.config.node_id
+    }
+
+    /// Epoch of the newest image whose partitions are open here.
+    pub(crate) fn applied_epoch(&self) -> u64 {
+        self.applied_epoch.get()
     }
 
     /// The shard owning a partition, per the current image.
@@ -172,7 +159,10 @@ impl Shard {
     }
 
     /// Runs `work` on shard `owner` and returns its result. On this shard it
-    /// runs inline; otherwise it is sent over the bounded channel to `owner`.
+    /// runs inline; otherwise it is sent over the bounded channel to `owner`,
+    /// under the API of the request being served here (so errors it
+    /// produces are counted under that API), and the message and its round
+    /// trip are counted in this shard's probe.
     pub(crate) async fn invoke_on<R, F, Fut>(self: &Rc<Self>, owner: usize, work: F) -> Result<R, EngineError>
     where
         R: Send + 'static,
@@ -188,16 +178,20 @@ impl Shard {
             .and_then(Option::as_ref)
             .ok_or(EngineError::ShardUnavailable)?;
         let (reply, answer) = oneshot::channel();
+        let api = crate::metrics::probe::current_api();
         let task: ShardTask = Box::new(move |shard| {
-            Box::pin(async move {
+            Box::pin(crate::metrics::with_api(api, async move {
                 let result = work(shard).await;
                 let _ = reply.send(result);
-            })
+            }))
         });
+        let sent_at = std::time::Instant::now();
         if sender.send(task).await.is_err() {
             return Err(EngineError::ShardUnavailable);
         }
-        answer.await.map_err(|_| EngineError::ShardUnavailable)
+        let answer = answer.await.map_err(|_| EngineError::ShardUnavailable);
+        self.probe.record_cross_shard(owner, sent_at.elapsed());
+        answer
     }
 
     /// Waits until this shard has opened the partitions of image `epoch`

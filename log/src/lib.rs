@@ -60,6 +60,12 @@
 //! disk I/O error under a mapping) into a failed read of one segment;
 //! `recovery.rs` how a torn tail is told from damage; `epoch.rs` the epoch
 //! cache's rules. `docs/storage.md` has the whole picture.
+//!
+//! ## Counters
+//! [`thread_stats`] reads the calling thread's counters of fdatasyncs (with
+//! a latency histogram), bytes appended and bytes read (`stats.rs`): plain
+//! per-thread cells, since a log lives on one shard's thread. The engine's
+//! metrics endpoint reads them on each shard.
 
 mod batch;
 pub mod durable;
@@ -73,6 +79,7 @@ mod recovery;
 pub mod recovery_point;
 mod segment;
 mod sigbus;
+mod stats;
 
 pub use batch::{
     build_batch, build_batch_from_values, compute_crc, set_base_offset, set_leader_epoch, uncompressed_records,
@@ -86,3 +93,4 @@ pub use record::{Record, Records};
 pub use recovery::{find_next_batch, scan_segment, BadRange, SegmentBounds, SegmentScan, TornTail};
 pub use recovery_point::RecoveryPoint;
 pub use segment::parse_log_name;
+pub use stats::{thread_stats, LogStats, SYNC_BUCKETS, SYNC_BUCKET_BOUNDS_US};

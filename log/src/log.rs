@@ -785,6 +785,7 @@ impl Log {
                 break; // stopped by a bound or a bad range, not by the segment's end
             }
         }
+        crate::stats::record_read(result.bytes() as u64);
         Ok(result)
     }
 

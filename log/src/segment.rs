@@ -963,11 +963,17 @@ pub(crate) async fn write_batches(
         let _ = file.deallocate(start, len).await;
         return Err(e);
     }
+    crate::stats::record_append(len);
     Ok(())
 }
 
+/// fdatasync of segment data while serving; counted, with its latency, in
+/// the thread's `stats` (failed syncs too: they took the time).
 pub(crate) async fn sync_file(file: &BufferedFile, path: &Path) -> Result<(), LogError> {
-    file.fdatasync().await.map_err(glommio_error("syncing segment", path))
+    let started = std::time::Instant::now();
+    let result = file.fdatasync().await.map_err(glommio_error("syncing segment", path));
+    crate::stats::record_sync(started.elapsed());
+    result
 }
 
 /// Seals a segment's files: fsync, shrink to its data, write and fsync its index.

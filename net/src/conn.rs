@@ -686,7 +686,8 @@ impl Pipeline {
 
 /// One direction of a socket shared by the reader and the writer. glommio's
 /// stream keeps separate readiness state for each direction, and a borrow
-/// lasts only for one poll, so the two halves never contend.
+/// lasts only for one poll, so the two halves never contend. Every byte read
+/// or written through it is counted (`stats.rs`).
 struct StreamHalf<S>(Rc<RefCell<S>>);
 
 fn stream_busy() -> io::Error {
@@ -695,19 +696,27 @@ fn stream_busy() -> io::Error {
 
 impl<S: AsyncRead + Unpin> AsyncRead for StreamHalf<S> {
     fn poll_read(self: Pin<&mut Self>, context: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        match self.0.try_borrow_mut() {
+        let polled = match self.0.try_borrow_mut() {
             Ok(mut stream) => Pin::new(&mut *stream).poll_read(context, buf),
             Err(_) => Poll::Ready(Err(stream_busy())),
+        };
+        if let Poll::Ready(Ok(bytes)) = polled {
+            crate::stats::record_received(bytes);
         }
+        polled
     }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for StreamHalf<S> {
     fn poll_write(self: Pin<&mut Self>, context: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.0.try_borrow_mut() {
+        let polled = match self.0.try_borrow_mut() {
             Ok(mut stream) => Pin::new(&mut *stream).poll_write(context, buf),
             Err(_) => Poll::Ready(Err(stream_busy())),
+        };
+        if let Poll::Ready(Ok(bytes)) = polled {
+            crate::stats::record_sent(bytes);
         }
+        polled
     }
 
     fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -72,6 +72,12 @@
 //!   ([`NetError::Authentication`]). SaslHandshake and SaslAuthenticate
 //!   decode through kafka-protocol like the other control-plane APIs.
 //!
+//! ## Counters
+//! [`thread_stats`] reads the calling thread's counts of bytes received and
+//! sent on Kafka connections (`stats.rs`): plain per-thread cells, since a
+//! connection lives on one shard's thread. The engine's metrics endpoint
+//! reads them on each shard.
+//!
 //! Byte layouts are drawn at the top of each format's file: `frame.rs`,
 //! `cursor.rs` (primitive types), `header.rs`, `produce.rs`, `fetch.rs`,
 //! `describe_configs_v0.rs`, `shape.rs`. `docs/kafka-wire.md` has the whole
@@ -93,6 +99,7 @@ mod produce;
 mod proptests;
 mod put;
 mod shape;
+mod stats;
 mod tls;
 
 pub use apis::{api_versions_response, is_supported, supported_versions, SUPPORTED_APIS, UNSUPPORTED_VERSION};
@@ -109,6 +116,7 @@ pub use produce::{
     ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopic, ProduceTopicResponse,
 };
 pub use shape::check_response;
+pub use stats::{thread_stats, NetStats};
 pub use tls::{ClientAuth, TlsAcceptor, TlsError, TlsSettings, TlsStream, Transport, TLS_HANDSHAKE_TIMEOUT};
 
 /// kafka-protocol, re-exported so the engine builds control-plane responses

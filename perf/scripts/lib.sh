@@ -352,18 +352,29 @@ perf_confine() {
 }
 
 # engine_start TAG ENGINE_FLAGS...: starts the engine on a run of free ports (one per shard: shard k
-# listens on BROKER_PORT + k) with a fresh --data-dir $OUT/data-TAG, log in $OUT/TAG.engine.log.
-# Sets BROKER_PID, BROKER_PORT, BROKER_DATA. The flags must not contain --listen or --data-dir.
+# listens on BROKER_PORT + k) with a fresh --data-dir $OUT/data-TAG, log in $OUT/TAG.engine.log, and
+# its HTTP endpoint (/metrics) on a free port BROKER_HTTP_PORT unless the flags name --http-listen.
+# Sets BROKER_PID, BROKER_PORT, BROKER_DATA, BROKER_HTTP_PORT. The flags must not contain --listen or
+# --data-dir.
 engine_start() {
-    local tag="$1" shards listening
+    local tag="$1" shards listening http=()
     shift
     perf_settle
     read -r shards listening < <(perf_engine_ports "$@")
     BROKER_PORT="$(perf_free_port "$shards")"
     BROKER_DATA="$(perf_data_dir "$tag")"
+    BROKER_HTTP_PORT=""
+    if [[ " $* " != *" --http-listen "* ]]; then
+        BROKER_HTTP_PORT="$(perf_free_port)"
+        # Not one of the Kafka ports, which are free until the engine binds them.
+        while ((BROKER_HTTP_PORT >= BROKER_PORT && BROKER_HTTP_PORT < BROKER_PORT + shards)); do
+            BROKER_HTTP_PORT="$(perf_free_port)"
+        done
+        http=(--http-listen "127.0.0.1:$BROKER_HTTP_PORT")
+    fi
     broker_launch "$tag" "$OUT/$tag.engine.log" "$BROKER_PORT" "$listening" \
         env RUST_LOG="${ENGINE_RUST_LOG:-info}" "$ENGINE_BIN" --listen "127.0.0.1:$BROKER_PORT" \
-        --data-dir "$BROKER_DATA" "$@" || return 1
+        --data-dir "$BROKER_DATA" "${http[@]}" "$@" || return 1
     # The listeners are up; let the metadata group elect itself before the bench asks for topics.
     sleep 1
 }

@@ -206,6 +206,10 @@ enum Request {
     Shutdown {
         reply: oneshot::Sender<Result<(), MetaError>>,
     },
+    /// Asks openraft for its commit index (its metrics do not carry it).
+    CommitIndex {
+        reply: oneshot::Sender<Result<Option<u64>, MetaError>>,
+    },
 }
 
 type RaftMetricsReceiver = watch::Receiver<openraft::RaftMetrics<NodeId, Node>>;
@@ -525,6 +529,16 @@ async fn run(
                         let _ = reply.send(result);
                     });
                 }
+                Some(Request::CommitIndex { reply }) => {
+                    let raft = raft.clone();
+                    tokio::spawn(async move {
+                        let committed = raft
+                            .with_raft_state(|state| state.committed.map(|log_id| log_id.index))
+                            .await
+                            .map_err(fatal_error);
+                        let _ = reply.send(committed);
+                    });
+                }
                 Some(Request::Shutdown { reply }) => break Some(reply),
                 None => break None,
             }
@@ -743,6 +757,23 @@ impl MetadataGroup {
             snapshot_index: metrics.snapshot.map(|log_id| log_id.index),
             purged_index: metrics.purged.map(|log_id| log_id.index),
         }
+    }
+
+    /// Index of the last entry this node knows to be committed (`None`
+    /// before the first commit). openraft 0.9 publishes the applied index in
+    /// its metrics but not the commit index, so this asks the raft thread,
+    /// which reads it from openraft's state; the difference to
+    /// [`MetadataStatus::last_applied_index`] is how far the state machine
+    /// (and so the image) lags behind what is committed. For monitoring:
+    /// one message to the raft thread per call.
+    pub async fn commit_index(&self) -> Result<Option<u64>, MetaError> {
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .requests
+            .send(Request::CommitIndex { reply })
+            .await
+            .map_err(|_| MetaError::ShuttingDown)?;
+        answer.await.map_err(|_| MetaError::ShuttingDown)?
     }
 
     /// Stops Raft and joins the raft thread. Other clones then answer

@@ -65,6 +65,25 @@ fn a_fresh_group_leads_itself_and_has_a_cluster_id() {
 }
 
 #[test]
+fn the_commit_index_covers_what_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = start(dir.path());
+    block_on(async {
+        group.register_broker(broker(1, 1)).await.unwrap();
+        group.create_topic(topic("orders", 1)).await.unwrap();
+        let committed = group.commit_index().await.unwrap().unwrap();
+        let applied = group.status().last_applied_index.unwrap();
+        assert!(committed >= applied, "committed {committed} < applied {applied}");
+        assert!(committed >= group.image().epoch);
+    });
+    block_on(group.clone().shutdown()).unwrap();
+    assert!(
+        matches!(block_on(group.commit_index()), Err(MetaError::ShuttingDown)),
+        "a stopped group says so"
+    );
+}
+
+#[test]
 fn topics_are_created_altered_grown_and_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let group = start(dir.path());

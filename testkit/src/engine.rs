@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::ports::free_port_run;
+use crate::{
+    http::{http_request, HttpResponse},
+    ports::free_port_run,
+};
 
 /// The `engine` binary the tests run: `SHARDLINE_ENGINE_BIN` if set, else
 /// `target/<profile>/engine` beside the running test (`target/<profile>/deps/…`),
@@ -59,6 +62,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Engine {
     pub addr: SocketAddr,
+    /// The HTTP endpoint (`/metrics`, `/health`, `/ready`): a free port of
+    /// its own unless the test passed `--http-listen` (`None`: `off`).
+    pub http_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     child: Option<Child>,
     log_path: PathBuf,
@@ -75,19 +81,21 @@ fn fresh_log_path(port: u16) -> PathBuf {
     path
 }
 
+/// The value after `flag` in `args`, if it is there.
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
 /// Shards an engine started with `args` runs: `--shards N`, else one per
 /// CPU of `--cpus`, else one per online CPU (the engine's own defaults).
 pub fn shard_count(args: &[String]) -> usize {
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    if let Some(n) = value("--shards") {
+    if let Some(n) = flag_value(args, "--shards") {
         return n.parse().unwrap();
     }
-    if let Some(cpus) = value("--cpus") {
+    if let Some(cpus) = flag_value(args, "--cpus") {
         return cpu_list_len(&cpus);
     }
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -105,11 +113,27 @@ impl Engine {
 
     /// Starts an engine on an existing data directory.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Engine {
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let port = free_port_run(shard_count(&extra));
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        // Engines run concurrently: never the default 127.0.0.1:9644.
+        let http_addr = match flag_value(&extra, "--http-listen") {
+            Some(value) if value.eq_ignore_ascii_case("off") => None,
+            Some(value) => Some(value.parse().unwrap()),
+            None => {
+                // Free now, as the Kafka run is: not one of those.
+                let kafka = u32::from(port)..u32::from(port) + u32::try_from(shard_count(&extra)).unwrap();
+                let http_port = std::iter::repeat_with(|| free_port_run(1))
+                    .find(|candidate| !kafka.contains(&u32::from(*candidate)))
+                    .unwrap();
+                let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+                extra.extend(["--http-listen".to_string(), http.to_string()]);
+                Some(http)
+            }
+        };
         let mut engine = Engine {
             addr,
+            http_addr,
             data_dir: data_dir.to_path_buf(),
             child: None,
             // Beside the system temp dir, not the data dir: a test may fill the data dir's disk.
@@ -224,12 +248,38 @@ impl Engine {
             .collect()
     }
 
+    /// `GET path` on the engine's HTTP endpoint.
+    pub fn http_get(&self, path: &str) -> HttpResponse {
+        let addr = self.http_addr.expect("the engine's HTTP endpoint is on");
+        http_request(addr, format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+    }
+
+    /// Waits (bounded) until `/ready` answers 200; returns its body.
+    pub fn wait_http_ready(&self) -> String {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let response = self.http_get("/ready");
+            if response.status == 200 {
+                return response.body_text();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/ready still answers {} after {START_TIMEOUT:?}: {}\n{}",
+                response.status,
+                response.body_text(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The kernel tears down a killed process's io_uring asynchronously, and
     /// until then its listeners still take (and then reset) connections.
-    /// Wait until every shard's port refuses, so a restart can bind them.
+    /// Wait until every shard's port (and the HTTP port) refuses, so a
+    /// restart can bind them.
     fn wait_port_closed(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        for addr in self.shard_addrs() {
+        for addr in self.shard_addrs().into_iter().chain(self.http_addr) {
             while Instant::now() < deadline {
                 match TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
@@ -346,11 +396,13 @@ pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Vec<u8> {
     out
 }
 
-/// Runs the engine binary with exactly `args` (plus a fresh data directory)
-/// through `wrapper` (e.g. `["unshare", "--net"]`, or none) until it exits
-/// or its output shows `until`, at most `wait`; then stops it (SIGTERM, then
-/// SIGKILL). Returns the exit status if it exited by itself, and everything
-/// it printed. For tests of refused starts.
+/// Runs the engine binary with exactly `args` (plus a fresh data directory,
+/// and `--http-listen off` unless `args` name one: tests run concurrently
+/// and the default port is one) through `wrapper` (e.g.
+/// `["unshare", "--net"]`, or none) until it exits or its output shows
+/// `until`, at most `wait`; then stops it (SIGTERM, then SIGKILL). Returns
+/// the exit status if it exited by itself, and everything it printed. For
+/// tests of refused starts.
 pub fn run_engine_briefly(
     wrapper: &[&str],
     args: &[&str],
@@ -369,6 +421,9 @@ pub fn run_engine_briefly(
         }
         None => Command::new(&engine),
     };
+    if !args.contains(&"--http-listen") {
+        command.args(["--http-listen", "off"]);
+    }
     let mut child = command
         .args(args)
         .arg("--data-dir")

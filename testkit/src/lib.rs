@@ -8,7 +8,10 @@
 //! stays a pure client: the engine is a process here, never a library.
 //!
 //! Each shard of an engine listens on `--listen`'s port + shard index, so
-//! engines start on a run of free ports ([`free_port_run`]).
+//! engines start on a run of free ports ([`free_port_run`]); the HTTP
+//! endpoint gets a free port of its own ([`Engine::http_addr`],
+//! [`Engine::http_get`], [`http_request`]), never the default 9644, since
+//! tests start engines concurrently.
 //!
 //! Failures panic with the engine's log: a panic is a test failure.
 #![allow(
@@ -19,9 +22,11 @@
 )]
 
 mod engine;
+mod http;
 mod kafka;
 mod ports;
 
 pub use engine::{engine_binary, raw_exchange, run_engine_briefly, shard_count, Engine};
+pub use http::{http_exchange, http_request, HttpResponse};
 pub use kafka::{call, node_of, KafkaConnection};
 pub use ports::free_port_run;

@@ -223,6 +223,30 @@ impl Coordinator {
             .collect()
     }
 
+    /// Committed offsets of every group on this shard as (group, topic,
+    /// partition, offset), in name order, at most `limit`; and how many more
+    /// there were (for the metrics endpoint).
+    pub(crate) fn committed_offsets(&self, limit: usize) -> (Vec<(String, String, i32, i64)>, u64) {
+        let partitions = self.partitions.borrow();
+        let mut all: Vec<(&str, &str, i32, i64)> = partitions
+            .values()
+            .flat_map(|groups| groups.values())
+            .flat_map(|g| {
+                g.offsets.iter().map(|((topic, partition), stored)| {
+                    (g.id.as_str(), topic.as_str(), *partition, stored.committed.offset)
+                })
+            })
+            .collect();
+        all.sort_unstable();
+        let left_out = all.len().saturating_sub(limit);
+        let kept = all
+            .into_iter()
+            .take(limit)
+            .map(|(group, topic, partition, offset)| (group.to_string(), topic.to_string(), partition, offset))
+            .collect();
+        (kept, u64::try_from(left_out).unwrap_or(u64::MAX))
+    }
+
     /// DescribeGroups of one group; an unknown group is described as Dead, as Kafka does.
     pub(crate) fn describe(&self, index: i32, id: &str) -> Result<GroupDescription, GroupError> {
         let described = self.with_group(index, id, false, |g| {

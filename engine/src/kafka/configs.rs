@@ -3,16 +3,16 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::{
-    messages::{
-        describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult},
-        DescribeConfigsRequest, DescribeConfigsResponse, ResponseKind,
-    },
-    ResponseError,
+use kafka_protocol::messages::{
+    describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult},
+    DescribeConfigsRequest, DescribeConfigsResponse, ResponseKind,
 };
 
 use super::str_bytes;
-use crate::shard::{Shard, MAX_MESSAGE_BYTES_DEFAULT};
+use crate::{
+    error::{kafka_code, EngineError},
+    shard::{Shard, MAX_MESSAGE_BYTES_DEFAULT},
+};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -72,14 +72,14 @@ pub(super) fn describe(shard: &Rc<Shard>, request: DescribeConfigsRequest, versi
                     }
                 }
                 None => {
-                    result.error_code = ResponseError::UnknownTopicOrPartition.code();
+                    result.error_code = kafka_code(&EngineError::UnknownTopicOrPartition);
                     result.error_message = Some(str_bytes("unknown topic"));
                 }
             },
             RESOURCE_BROKER => {
                 let node = shard.node_id().to_string();
                 if !resource.resource_name.is_empty() && resource.resource_name.as_str() != node {
-                    result.error_code = ResponseError::InvalidRequest.code();
+                    result.error_code = kafka_code(&EngineError::InvalidRequest("not this broker".into()));
                     result.error_message = Some(str_bytes("not this broker"));
                 } else {
                     let broker = [
@@ -98,8 +98,9 @@ pub(super) fn describe(shard: &Rc<Shard>, request: DescribeConfigsRequest, versi
                 }
             }
             other => {
-                result.error_code = ResponseError::InvalidRequest.code();
-                result.error_message = Some(str_bytes(&format!("unsupported resource type {other}")));
+                let why = format!("unsupported resource type {other}");
+                result.error_code = kafka_code(&EngineError::InvalidRequest(why.clone()));
+                result.error_message = Some(str_bytes(&why));
             }
         }
         response.results.push(result);

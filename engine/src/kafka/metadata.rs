@@ -3,12 +3,9 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::{
-    messages::{
-        metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic},
-        BrokerId, MetadataRequest, MetadataResponse, ResponseKind,
-    },
-    ResponseError,
+use kafka_protocol::messages::{
+    metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic},
+    BrokerId, MetadataRequest, MetadataResponse, ResponseKind,
 };
 use shardline_raft::TopicMeta;
 
@@ -17,7 +14,11 @@ use super::{
     brokers::{kafka_brokers, leader_broker_id, replica_broker_id},
     str_bytes, topic_name,
 };
-use crate::{coordinator::OFFSETS_TOPIC, shard::Shard};
+use crate::{
+    coordinator::OFFSETS_TOPIC,
+    error::{kafka_code, EngineError},
+    shard::Shard,
+};
 
 pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, listener: &str) -> ResponseKind {
     let requested: Option<Vec<String>> = request.topics.as_ref().map(|topics| {
@@ -77,7 +78,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, listener
                 partition.replica_nodes = p.replicas.iter().map(broker_id).collect();
                 partition.isr_nodes = p.isr.iter().map(broker_id).collect();
                 if p.leader < 0 {
-                    partition.error_code = ResponseError::LeaderNotAvailable.code();
+                    partition.error_code = kafka_code(&EngineError::LeaderNotAvailable);
                 }
                 partition
             })
@@ -99,7 +100,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, listener
                 None => {
                     let mut out = MetadataResponseTopic::default();
                     out.name = Some(topic_name(name));
-                    out.error_code = ResponseError::UnknownTopicOrPartition.code();
+                    out.error_code = kafka_code(&EngineError::UnknownTopicOrPartition);
                     out
                 }
             })

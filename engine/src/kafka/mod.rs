@@ -13,7 +13,7 @@ mod metadata;
 mod offsets;
 mod produce;
 
-use std::{cell::Cell, future::Future, rc::Rc, sync::Arc};
+use std::{cell::Cell, future::Future, rc::Rc, sync::Arc, time::Instant};
 
 use kafka_protocol::{
     messages::{ResponseKind, TopicName},
@@ -63,46 +63,62 @@ impl Drop for InFlight {
 }
 
 impl Handler for KafkaHandler {
+    /// Answers one request; counts it by API and version, and its latency
+    /// (decode to answer) by API, in the shard's probe, and runs it under
+    /// its API so the error codes it answers are counted under it.
     fn handle(&self, request: Request) -> impl Future<Output = Option<ResponseBody>> {
         let shard = Rc::clone(&self.shard);
         let guard = InFlight::new(&self.in_flight);
         let listener = Rc::clone(&self.listener);
+        let api = crate::metrics::probe::api_slot(request.header.api_key);
+        shard.probe.count_request(api, request.header.api_version);
+        let started = Instant::now();
+        let answer = crate::metrics::with_api(api, Self::answer(Rc::clone(&shard), request, listener));
         async move {
             let _guard = guard;
-            let version = request.header.api_version;
-            let kafka = |kind: ResponseKind| Some(ResponseBody::Kafka(kind));
-            match request.body {
-                RequestBody::Produce(req) => produce::handle(&shard, req).await,
-                RequestBody::Fetch(req) => Some(fetch::handle(&shard, req).await),
-                RequestBody::ApiVersions(_) => kafka(cluster::api_versions()),
-                RequestBody::Metadata(req) => kafka(metadata::handle(&shard, req, &listener).await),
-                RequestBody::CreateTopics(req) => kafka(admin::create_topics(&shard, req).await),
-                RequestBody::DeleteTopics(req) => kafka(admin::delete_topics(&shard, req).await),
-                RequestBody::CreatePartitions(req) => kafka(admin::create_partitions(&shard, req).await),
-                RequestBody::ListOffsets(req) => kafka(offsets::handle(&shard, req, version).await),
-                RequestBody::DescribeConfigs(req) => kafka(configs::describe(&shard, req, version)),
-                RequestBody::DescribeCluster(req) => kafka(cluster::describe_cluster(&shard, req, &listener)),
-                RequestBody::InitProducerId(req) => kafka(cluster::init_producer_id(&shard, req)),
-                RequestBody::FindCoordinator(req) => kafka(groups::find_coordinator(&shard, req, version, &listener)),
-                RequestBody::JoinGroup(req) => {
-                    let client_id = request.header.client_id.clone();
-                    kafka(groups::join_group(&shard, req, version, client_id).await)
-                }
-                RequestBody::SyncGroup(req) => kafka(groups::sync_group(&shard, req, version).await),
-                RequestBody::Heartbeat(req) => kafka(groups::heartbeat(&shard, req).await),
-                RequestBody::LeaveGroup(req) => kafka(groups::leave_group(&shard, req, version).await),
-                RequestBody::OffsetCommit(req) => kafka(groups::offset_commit(&shard, req, version).await),
-                RequestBody::OffsetFetch(req) => kafka(groups::offset_fetch(&shard, req, version).await),
-                RequestBody::ListGroups(req) => kafka(groups::list_groups(&shard, req, version).await),
-                RequestBody::DescribeGroups(req) => kafka(groups::describe_groups(&shard, req, version).await),
-                RequestBody::DeleteGroups(req) => kafka(groups::delete_groups(&shard, req).await),
-                RequestBody::OffsetDelete(req) => kafka(groups::offset_delete(&shard, req).await),
-                RequestBody::OffsetForLeaderEpoch(req) => kafka(epochs::handle(&shard, req).await),
-                // Authentication happens before a connection is served
-                // (`sasl`): here it is over, or the listener has none.
-                RequestBody::SaslHandshake(_) => kafka(crate::sasl::handshake_out_of_turn()),
-                RequestBody::SaslAuthenticate(_) => kafka(crate::sasl::authenticate_out_of_turn()),
+            let response = answer.await;
+            shard.probe.record_latency(api, started.elapsed());
+            response
+        }
+    }
+}
+
+impl KafkaHandler {
+    /// The API's own handler.
+    async fn answer(shard: Rc<Shard>, request: Request, listener: Rc<str>) -> Option<ResponseBody> {
+        let version = request.header.api_version;
+        let kafka = |kind: ResponseKind| Some(ResponseBody::Kafka(kind));
+        match request.body {
+            RequestBody::Produce(req) => produce::handle(&shard, req).await,
+            RequestBody::Fetch(req) => Some(fetch::handle(&shard, req).await),
+            RequestBody::ApiVersions(_) => kafka(cluster::api_versions()),
+            RequestBody::Metadata(req) => kafka(metadata::handle(&shard, req, &listener).await),
+            RequestBody::CreateTopics(req) => kafka(admin::create_topics(&shard, req).await),
+            RequestBody::DeleteTopics(req) => kafka(admin::delete_topics(&shard, req).await),
+            RequestBody::CreatePartitions(req) => kafka(admin::create_partitions(&shard, req).await),
+            RequestBody::ListOffsets(req) => kafka(offsets::handle(&shard, req, version).await),
+            RequestBody::DescribeConfigs(req) => kafka(configs::describe(&shard, req, version)),
+            RequestBody::DescribeCluster(req) => kafka(cluster::describe_cluster(&shard, req, &listener)),
+            RequestBody::InitProducerId(req) => kafka(cluster::init_producer_id(&shard, req)),
+            RequestBody::FindCoordinator(req) => kafka(groups::find_coordinator(&shard, req, version, &listener)),
+            RequestBody::JoinGroup(req) => {
+                let client_id = request.header.client_id.clone();
+                kafka(groups::join_group(&shard, req, version, client_id).await)
             }
+            RequestBody::SyncGroup(req) => kafka(groups::sync_group(&shard, req, version).await),
+            RequestBody::Heartbeat(req) => kafka(groups::heartbeat(&shard, req).await),
+            RequestBody::LeaveGroup(req) => kafka(groups::leave_group(&shard, req, version).await),
+            RequestBody::OffsetCommit(req) => kafka(groups::offset_commit(&shard, req, version).await),
+            RequestBody::OffsetFetch(req) => kafka(groups::offset_fetch(&shard, req, version).await),
+            RequestBody::ListGroups(req) => kafka(groups::list_groups(&shard, req, version).await),
+            RequestBody::DescribeGroups(req) => kafka(groups::describe_groups(&shard, req, version).await),
+            RequestBody::DeleteGroups(req) => kafka(groups::delete_groups(&shard, req).await),
+            RequestBody::OffsetDelete(req) => kafka(groups::offset_delete(&shard, req).await),
+            RequestBody::OffsetForLeaderEpoch(req) => kafka(epochs::handle(&shard, req).await),
+            // Authentication happens before a connection is served
+            // (`sasl`): here it is over, or the listener has none.
+            RequestBody::SaslHandshake(_) => kafka(crate::sasl::handshake_out_of_turn()),
+            RequestBody::SaslAuthenticate(_) => kafka(crate::sasl::authenticate_out_of_turn()),
         }
     }
 }

@@ -62,7 +62,12 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option
                 let s = Rc::clone(&s);
                 async move {
                     let partition = s.partition(&topic, index)?;
-                    partition.produce(records, acks, timeout).await
+                    let batch_bytes = records.len() as u64;
+                    let batch_records = shardline_log::BatchHeader::parse(&records)
+                        .map_or(0, |header| u64::try_from(header.record_count).unwrap_or(0));
+                    let produced = partition.produce(records, acks, timeout).await?;
+                    s.probe.count_produced(batch_records, batch_bytes);
+                    Ok(produced)
                 }
             });
             futures_util::future::join_all(appends).await

@@ -197,7 +197,16 @@ impl SaslSession {
 }
 
 impl Authenticator for SaslSession {
+    /// One request of the exchange, run under its API so a refusal's code
+    /// is counted under SaslHandshake or SaslAuthenticate in `/metrics`.
     async fn step(&mut self, request: Request) -> AuthStep {
+        let api = crate::metrics::probe::api_slot(request.header.api_key);
+        crate::metrics::with_api(api, self.answer(request)).await
+    }
+}
+
+impl SaslSession {
+    async fn answer(&mut self, request: Request) -> AuthStep {
         match request.body {
             RequestBody::ApiVersions(_) => {
                 AuthStep::Continue(ResponseBody::Kafka(crate::kafka::cluster::api_versions()))

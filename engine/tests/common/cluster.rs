@@ -217,6 +217,10 @@ impl Cluster {
             "--data-dir".to_string(),
             node.data_dir.display().to_string(),
         ];
+        if !extra.iter().any(|arg| arg == "--http-listen") {
+            // Three nodes on one machine: not the default port (any free one).
+            args.extend(["--http-listen".to_string(), "127.0.0.1:0".to_string()]);
+        }
         args.extend(extra);
         let child = Command::new(env!("CARGO_BIN_EXE_engine"))
             .args(&args)
