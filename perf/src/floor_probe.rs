@@ -191,20 +191,57 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_request_bytes(request_bytes: usize) -> Result<(), String> {
-    if (REQUEST_BYTES_MIN..=REQUEST_BYTES_MAX).contains(&request_bytes) {
+/// `value` of the byte-count flag `--flag` lies in `min..=max`.
+fn check_bytes(flag: &str, value: usize, min: usize, max: usize) -> Result<(), String> {
+    if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(format!(
-            "--request-bytes {request_bytes}: use {REQUEST_BYTES_MIN} to {REQUEST_BYTES_MAX}"
-        ))
+        Err(format!("--{flag} {value}: use {min} to {max}"))
     }
+}
+
+fn check_request_bytes(request_bytes: usize) -> Result<(), String> {
+    check_bytes("request-bytes", request_bytes, REQUEST_BYTES_MIN, REQUEST_BYTES_MAX)
+}
+
+/// The listener of `serve` and `stream-serve`, and the address it got.
+fn listen_on(listen: SocketAddr) -> Result<(TcpListener, SocketAddr), String> {
+    let listener = TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| format!("listener address: {e}"))?;
+    Ok((listener, bound))
+}
+
+/// The warm-up and measured windows of `--warmup-s` and `--duration-s`.
+fn windows(warmup_s: f64, duration_s: f64) -> Result<(Duration, Duration), String> {
+    let window = |name: &str, seconds: f64| {
+        if seconds.is_finite() && (0.0..=WINDOW_S_MAX).contains(&seconds) {
+            Ok(Duration::from_secs_f64(seconds))
+        } else {
+            Err(format!("--{name} {seconds}: use 0 to {WINDOW_S_MAX} s"))
+        }
+    };
+    let warmup = window("warmup-s", warmup_s)?;
+    let duration = window("duration-s", duration_s)?;
+    if duration.is_zero() {
+        return Err("--duration-s must be above 0".into());
+    }
+    Ok((warmup, duration))
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn write_json(path: &std::path::Path, value: &Value) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| format!("encoding the JSON result: {e}"))?;
+    std::fs::write(path, text + "\n").map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 fn serve(listen: SocketAddr, request_bytes: usize) -> Result<(), String> {
     check_request_bytes(request_bytes)?;
-    let listener = TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| format!("listener address: {e}"))?;
+    let (listener, bound) = listen_on(listen)?;
     println!("floor-probe: serving {request_bytes} B requests with {REPLY_BYTES} B replies on {bound}");
     let mut request = vec![0u8; request_bytes];
     // Runs until the process is killed; each connection ends at EOF, on an error, or after
@@ -239,19 +276,12 @@ fn answer(mut stream: TcpStream, request: &mut [u8]) -> io::Result<u64> {
 }
 
 fn check_chunk_bytes(chunk_bytes: usize) -> Result<(), String> {
-    if (1..=STREAM_CHUNK_BYTES_MAX).contains(&chunk_bytes) {
-        Ok(())
-    } else {
-        Err(format!(
-            "--chunk-bytes {chunk_bytes}: use 1 to {STREAM_CHUNK_BYTES_MAX}"
-        ))
-    }
+    check_bytes("chunk-bytes", chunk_bytes, 1, STREAM_CHUNK_BYTES_MAX)
 }
 
 fn stream_serve(listen: SocketAddr, chunk_bytes: usize) -> Result<(), String> {
     check_chunk_bytes(chunk_bytes)?;
-    let listener = TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| format!("listener address: {e}"))?;
+    let (listener, bound) = listen_on(listen)?;
     println!("floor-probe: streaming {chunk_bytes} B writes on {bound}");
     let chunk = vec![0u8; chunk_bytes];
     // Until the process is killed; each connection ends when the client closes it, on an error,
@@ -281,22 +311,9 @@ fn stream_serve(listen: SocketAddr, chunk_bytes: usize) -> Result<(), String> {
 
 fn stream_load(args: &StreamArgs) -> Result<(), String> {
     check_chunk_bytes(args.chunk_bytes)?;
-    let window = |seconds: f64, flag: &str| {
-        if seconds.is_finite() && (0.0..=WINDOW_S_MAX).contains(&seconds) {
-            Ok(Duration::from_secs_f64(seconds))
-        } else {
-            Err(format!("--{flag} {seconds}: use 0 to {WINDOW_S_MAX} seconds"))
-        }
-    };
-    let warmup = window(args.warmup_s, "warmup-s")?;
-    let duration = window(args.duration_s, "duration-s")?;
-    if duration.is_zero() {
-        return Err("--duration-s must be above 0".to_owned());
-    }
+    let (warmup, duration) = windows(args.warmup_s, args.duration_s)?;
     let machine = Machine::probe(std::path::Path::new("."));
-    let started_at_unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let started_at_unix_ms = now_unix_ms();
     let mut stream = TcpStream::connect_timeout(&args.connect, Duration::from_secs(5)).map_err(|e| {
         format!(
             "cannot connect to {}: {e} (is `floor-probe stream-serve` running?)",
@@ -354,8 +371,7 @@ fn stream_load(args: &StreamArgs) -> Result<(), String> {
             "window": { "warmup_s": warmup.as_secs_f64(), "measured_s": seconds },
             "stream": { "bytes_in_window": in_window, "mb_per_s": mb_per_s },
         });
-        let text = serde_json::to_string_pretty(&value).map_err(|e| format!("encoding the JSON result: {e}"))?;
-        std::fs::write(path, text + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
+        write_json(path, &value)?;
     }
     Ok(())
 }
@@ -377,18 +393,7 @@ impl Plan {
         if !(1..=RATE_MAX).contains(&args.rate) {
             return Err(format!("--rate {}: use 1 to {RATE_MAX} requests/s", args.rate));
         }
-        let window = |name: &str, seconds: f64| {
-            if seconds.is_finite() && (0.0..=WINDOW_S_MAX).contains(&seconds) {
-                Ok(Duration::from_secs_f64(seconds))
-            } else {
-                Err(format!("--{name} {seconds}: use 0 to {WINDOW_S_MAX} s"))
-            }
-        };
-        let warmup = window("warmup-s", args.warmup_s)?;
-        let duration = window("duration-s", args.duration_s)?;
-        if duration.is_zero() {
-            return Err("--duration-s must be above 0".into());
-        }
+        let (warmup, duration) = windows(args.warmup_s, args.duration_s)?;
         let total_nanos = (warmup + duration).as_nanos() * u128::from(args.rate) / 1_000_000_000;
         let total = u64::try_from(total_nanos).map_err(|_| "schedule too long".to_string())?;
         Ok(Plan {
@@ -466,15 +471,12 @@ struct Measured {
 fn load(args: &LoadArgs) -> Result<(), String> {
     let plan = Plan::new(args)?;
     let machine = Machine::probe(std::path::Path::new("."));
-    let started_at_unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let started_at_unix_ms = now_unix_ms();
     let measured = run_load(args, plan)?;
     print!("{}", table(args, &machine, &measured));
     if let Some(path) = &args.json {
         let value = result_json(args, &plan, &machine, started_at_unix_ms, &measured);
-        let text = serde_json::to_string_pretty(&value).map_err(|e| format!("encoding the JSON result: {e}"))?;
-        std::fs::write(path, text + "\n").map_err(|e| format!("writing {}: {e}", path.display()))?;
+        write_json(path, &value)?;
         eprintln!("floor-probe: wrote {}", path.display());
     }
     Ok(())
