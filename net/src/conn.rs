@@ -369,12 +369,7 @@ where
         let request = match codec::decode_frame(&frame, limits)? {
             Decoded::Request(request) => request,
             Decoded::ApiVersionsUnsupported { correlation_id } => {
-                let frame =
-                    codec::api_versions_unsupported_frame(correlation_id).map_err(|source| NetError::Encode {
-                        api_key: crate::apis::API_VERSIONS,
-                        api_version: 0,
-                        source,
-                    })?;
+                let frame = unsupported_api_versions_frame(correlation_id)?;
                 write_frames(writer, &mut staging, &[frame]).await?;
                 continue;
             }
@@ -440,12 +435,7 @@ async fn read_loop<R: AsyncRead + Unpin, H: Handler + 'static>(
                 pipeline.push(InFlight::Handler { to, task });
             }
             Decoded::ApiVersionsUnsupported { correlation_id } => {
-                let frame =
-                    codec::api_versions_unsupported_frame(correlation_id).map_err(|source| NetError::Encode {
-                        api_key: crate::apis::API_VERSIONS,
-                        api_version: 0,
-                        source,
-                    })?;
+                let frame = unsupported_api_versions_frame(correlation_id)?;
                 pipeline.push(InFlight::Ready(frame));
             }
         }
@@ -732,4 +722,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for StreamHalf<S> {
             Err(_) => Poll::Ready(Err(stream_busy())),
         }
     }
+}
+
+/// The ApiVersions v0 answer to an ApiVersions request of a version this
+/// broker does not speak (UNSUPPORTED_VERSION and the versions it does).
+fn unsupported_api_versions_frame(correlation_id: i32) -> Result<ResponseFrame, NetError> {
+    codec::api_versions_unsupported_frame(correlation_id).map_err(|source| NetError::Encode {
+        api_key: crate::apis::API_VERSIONS,
+        api_version: 0,
+        source,
+    })
 }
