@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, str::FromStr};
 
 use clap::Parser;
 use shardline_log::Durability;
+use shardline_raft::ClusterSecret;
 
 /// `engine --help` prints these.
 #[derive(Debug, Clone, Parser)]
@@ -182,6 +183,13 @@ pub struct EngineConfig {
     #[arg(long, requires = "raft_listen")]
     pub peers: Option<PeerList>,
 
+    /// Cluster mode: file holding the secret every metadata voter shares (at least 32 bytes; trailing
+    /// whitespace ignored; e.g. `openssl rand -hex 32`). Peers prove it in a handshake on every raft
+    /// connection and with an HMAC on every frame; without it a non-loopback --raft-listen needs
+    /// --allow-insecure.
+    #[arg(long, requires = "raft_listen", value_name = "FILE")]
+    pub raft_secret_file: Option<PathBuf>,
+
     /// A broker silent (no heartbeat to the metadata leader) this long is fenced: it leads no partition
     /// and leaves every ISR until it heartbeats again.
     #[arg(long, default_value_t = shardline_raft::DEFAULT_BROKER_SESSION_TIMEOUT_MS)]
@@ -247,6 +255,7 @@ impl EngineConfig {
             return Err("--connections-max-idle-ms must be at least 1".to_string());
         }
         let listeners = self.listeners_resolved()?;
+        self.cluster_secret()?;
         if let Some(conflict) = self.http_port_conflict(&listeners) {
             return Err(conflict);
         }
@@ -260,6 +269,22 @@ impl EngineConfig {
             }
         }
         Ok(())
+    }
+
+    /// The secret of `--raft-secret-file`, read and checked; `None` without
+    /// the flag.
+    pub fn cluster_secret(&self) -> Result<Option<ClusterSecret>, String> {
+        let Some(path) = &self.raft_secret_file else {
+            return Ok(None);
+        };
+        let mut bytes =
+            std::fs::read(path).map_err(|e| format!("--raft-secret-file {}: cannot read it: {e}", path.display()))?;
+        while bytes.last().is_some_and(u8::is_ascii_whitespace) {
+            bytes.pop();
+        }
+        ClusterSecret::new(bytes)
+            .map(Some)
+            .map_err(|e| format!("--raft-secret-file {}: {e}", path.display()))
     }
 
     /// This shard's share of `--max-connections` (rounded up).
@@ -357,9 +382,12 @@ impl EngineConfig {
                 )
             })
             .collect();
-        if let Some(raft) = self.raft_listen.filter(|address| !address.ip().is_loopback()) {
+        if let Some(raft) = self
+            .raft_listen
+            .filter(|address| !address.ip().is_loopback() && self.raft_secret_file.is_none())
+        {
             open.push(format!(
-                "the metadata Raft listener on non-loopback {raft} authenticates no one (issue 13 section 4)"
+                "the metadata Raft listener on non-loopback {raft} authenticates no one (give --raft-secret-file)"
             ));
         }
         open
@@ -1088,12 +1116,38 @@ mod tests {
         assert!(resolved(&mutual).is_ok());
         let sasl = ["--listener", "A=SASL_PLAINTEXT://0.0.0.0:0", "--sasl-users-file", "u"];
         assert!(resolved(&sasl).is_ok());
-        let raft = resolved(&["--raft-listen", "0.0.0.0:19092", "--peers", "1@127.0.0.1:19092"]);
-        assert!(raft.unwrap_err().contains("Raft"));
+        let raft = ["--raft-listen", "0.0.0.0:19092", "--peers", "1@127.0.0.1:19092"];
+        assert!(resolved(&raft).unwrap_err().contains("--raft-secret-file"));
+        let mut secret = raft.to_vec();
+        secret.extend(["--raft-secret-file", "s"]);
+        assert!(resolved(&secret).is_ok());
         assert!(
             resolved(&["--listen", "127.0.0.2:0"]).is_ok(),
             "all of 127/8 is loopback"
         );
+    }
+
+    #[test]
+    fn the_raft_secret_file_is_read_trimmed_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        let config = |path: &std::path::Path| {
+            EngineConfig::parse_from([
+                "engine",
+                "--raft-listen",
+                "127.0.0.1:19092",
+                "--peers",
+                "1@127.0.0.1:19092",
+                "--raft-secret-file",
+                path.to_str().unwrap(),
+            ])
+        };
+        assert!(config(&path).validate().unwrap_err().contains("cannot read"));
+        std::fs::write(&path, format!("{}\n", "ab".repeat(15))).unwrap();
+        assert!(config(&path).validate().unwrap_err().contains("at least 32"));
+        std::fs::write(&path, format!("{}\n", "ab".repeat(16))).unwrap();
+        let secret = config(&path).cluster_secret().unwrap().unwrap();
+        assert_eq!(secret, ClusterSecret::new("ab".repeat(16).into_bytes()).unwrap());
     }
 
     #[test]

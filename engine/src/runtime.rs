@@ -79,6 +79,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     meta_config.peers = config.peers.as_ref().map(|p| p.0.clone()).unwrap_or_default();
     meta_config.broker_session_timeout_ms = config.broker_session_timeout_ms;
     meta_config.broker_heartbeat_interval_ms = config.broker_heartbeat_interval_ms;
+    meta_config.cluster_secret = config.cluster_secret().map_err(StartError)?;
     let voters = meta_config.peers.len().max(1);
     let meta = MetadataGroup::start(meta_config).map_err(|e| StartError(format!("metadata group: {e}")))?;
     let cpus = config.shard_cpus();

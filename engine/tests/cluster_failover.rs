@@ -35,13 +35,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
-    cluster::{Cluster, NODES},
-    engine_binary,
-};
+use common::{cluster::Cluster, engine_binary};
 use rdkafka::{
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
     config::ClientConfig,
     consumer::{BaseConsumer, Consumer},
     error::KafkaError,
@@ -52,9 +47,9 @@ use rdkafka::{
 };
 
 const TOPIC: &str = "failover";
+/// Partitions of the topic; every node holds every one (replication factor
+/// `NODES`).
 const PARTITIONS: i32 = 3;
-/// Every node holds every partition.
-const REPLICATION_FACTOR: i32 = NODES;
 /// With 3 replicas: acks=all survives one node down, and an acknowledged
 /// message is always on at least two nodes.
 const MIN_INSYNC_REPLICAS: &str = "2";
@@ -253,19 +248,7 @@ fn run_producer(
 }
 
 fn create_topic(cluster: &Cluster) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap())
-        .create()
-        .unwrap();
-    let topic = NewTopic::new(TOPIC, PARTITIONS, TopicReplication::Fixed(REPLICATION_FACTOR))
-        .set("min.insync.replicas", MIN_INSYNC_REPLICAS);
-    let options = AdminOptions::new()
-        .request_timeout(Some(CLIENT_TIMEOUT))
-        .operation_timeout(Some(CLIENT_TIMEOUT));
-    let results = futures_executor::block_on(admin.create_topics(&[topic], &options)).unwrap();
-    for result in results {
-        result.unwrap();
-    }
+    cluster.create_topic(TOPIC, PARTITIONS, &[("min.insync.replicas", MIN_INSYNC_REPLICAS)]);
 }
 
 /// One kill, as measured.

@@ -33,8 +33,6 @@ use kafka_protocol::{
     ResponseError,
 };
 use rdkafka::{
-    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
-    client::DefaultClientContext,
     config::ClientConfig,
     producer::{FutureProducer, FutureRecord},
     types::RDKafkaErrorCode,
@@ -67,7 +65,7 @@ fn flags(session_timeout_ms: &'static str) -> Vec<&'static str> {
 fn cluster_in_sync(session_timeout_ms: &'static str, topic: &str, min_insync: &str) -> Cluster {
     let mut cluster = Cluster::start(&flags(session_timeout_ms));
     cluster.wait_ready(WAIT);
-    create_topic(&cluster.bootstrap(), topic, min_insync);
+    cluster.create_topic(topic, 1, &[("min.insync.replicas", min_insync)]);
     cluster.wait_full_isr(topic, 1, WAIT);
     cluster
 }
@@ -77,19 +75,6 @@ fn leader_and_a_follower(cluster: &mut Cluster, topic: &str) -> (i32, i32) {
     let leader = cluster.partition_leader(topic, 0);
     let follower = cluster.node_ids().into_iter().find(|n| *n != leader).unwrap();
     (leader, follower)
-}
-
-fn create_topic(bootstrap: &str, topic: &str, min_insync: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(3)).set("min.insync.replicas", min_insync);
-    let options = AdminOptions::new().operation_timeout(Some(WAIT));
-    let results = futures_executor::block_on(admin.create_topics([&new], &options)).unwrap();
-    for result in results {
-        result.unwrap();
-    }
 }
 
 fn producer(bootstrap: &str, acks: &str) -> FutureProducer {

@@ -391,3 +391,96 @@ fn malformed_or_early_sasl_requests_get_an_error_never_a_crash() {
     assert!(engine.is_running());
     engine.terminate();
 }
+
+/// Reads until the peer closes the connection (a reset counts: a server
+/// closing with unread bytes resets) or 15 s pass; returns every byte that
+/// came before the close.
+fn read_until_closed(stream: &mut std::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let mut received = Vec::new();
+    match stream.read_to_end(&mut received) {
+        Ok(_) => Ok(received),
+        Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => Ok(received),
+        Err(error) => Err(error),
+    }
+}
+
+/// A peer Hello (raft/src/peer_auth.rs): magic, version 1, padding, the
+/// claimed node id, a nonce.
+fn raft_hello(node_id: u64) -> Vec<u8> {
+    let mut hello = b"SLRH\x01\0\0\0".to_vec();
+    hello.extend_from_slice(&node_id.to_be_bytes());
+    hello.extend_from_slice(&[7; 16]);
+    hello
+}
+
+/// Issue 13 section 4: a three-node cluster whose raft peers prove the
+/// cluster secret forms, replicates and moves leadership as before, while
+/// strangers on a raft port — a member's id without the secret, a
+/// non-member's id, a plain frame, a silent socket — are refused, logged,
+/// and change nothing.
+#[test]
+fn raft_peers_prove_the_cluster_secret_and_strangers_change_nothing() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("raft-secret");
+    std::fs::write(
+        &secret,
+        "f3a1c09b7d2e4f6a8b0c1d2e3f405162738495a6b7c8d9e0f1a2b3c4d5e6f708\n",
+    )
+    .unwrap();
+    let secret = secret.display().to_string();
+    let mut cluster =
+        common::cluster::Cluster::start(&["--shards", "1", "--fsync", "never", "--raft-secret-file", &secret]);
+    cluster.wait_ready(Duration::from_secs(30));
+    cluster.create_topic("guarded", 2, &[]);
+    cluster.wait_full_isr("guarded", 2, Duration::from_secs(30));
+    let target = cluster.raft_addr(1);
+
+    // A member's id without the secret: the node proves itself, then
+    // refuses the proof that cannot be right.
+    let mut impostor = std::net::TcpStream::connect(target).unwrap();
+    impostor.write_all(&raft_hello(2)).unwrap();
+    let challenge = {
+        use std::io::Read;
+        let mut challenge = [0u8; 64];
+        impostor.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        impostor.read_exact(&mut challenge).unwrap();
+        challenge
+    };
+    assert_eq!(&challenge[..4], b"SLRC");
+    assert_eq!(u64::from_be_bytes(challenge[8..16].try_into().unwrap()), 1);
+    let mut proof = b"SLRP\x01\0\0\0".to_vec();
+    proof.extend_from_slice(&[0xAB; 32]);
+    impostor.write_all(&proof).unwrap();
+    assert_eq!(read_until_closed(&mut impostor).unwrap(), b"");
+
+    // A non-member's id: closed before any challenge.
+    let mut stranger = std::net::TcpStream::connect(target).unwrap();
+    stranger.write_all(&raft_hello(9)).unwrap();
+    assert_eq!(read_until_closed(&mut stranger).unwrap(), b"");
+
+    // A CRC-framed request as an unauthenticated peer would send it.
+    let mut plain = std::net::TcpStream::connect(target).unwrap();
+    let payload = b"not a handshake at all, but a frame";
+    let mut frame = u32::try_from(payload.len()).unwrap().to_be_bytes().to_vec();
+    frame.extend_from_slice(&crc32c::crc32c(payload).to_be_bytes());
+    frame.extend_from_slice(payload);
+    plain.write_all(&frame).unwrap();
+    assert_eq!(read_until_closed(&mut plain).unwrap(), b"");
+
+    // A silent socket is closed after the handshake deadline (5 s).
+    let started = Instant::now();
+    let mut silent = std::net::TcpStream::connect(target).unwrap();
+    assert_eq!(read_until_closed(&mut silent).unwrap(), b"");
+    assert!(started.elapsed() < Duration::from_secs(12), "{:?}", started.elapsed());
+
+    let log = cluster.log(1);
+    assert!(log.contains("peer handshake failed"), "{}", cluster.log_tail(1));
+    assert!(log.contains("not a member"), "{}", cluster.log_tail(1));
+    assert!(log.contains("no handshake in time"), "{}", cluster.log_tail(1));
+    cluster.assert_none_exited();
+    // Nothing changed: the topic is still there, in sync on every node.
+    cluster.wait_full_isr("guarded", 2, Duration::from_secs(30));
+}

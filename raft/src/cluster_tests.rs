@@ -52,7 +52,7 @@ impl RaftTransport for Loopback {
             .cloned();
         Box::pin(async move {
             match raft {
-                Some(raft) => Ok(serve_rpc(&raft, None, &request).await),
+                Some(raft) => Ok(serve_rpc(&raft, None, None, &request).await),
                 None => Err(TransportError::Unreachable(format!("node {target} is not running"))),
             }
         })

@@ -9,6 +9,8 @@
 //!   a purge uses;
 //! - the vote file: [`load_vote`], [`resave_vote`];
 //! - the snapshot file: [`open_snapshot`], [`resave_snapshot`];
+//! - the peer handshake: [`peer_hello`] reads the Hello a connection opens
+//!   with;
 //! - the peer RPC stream: [`read_rpc_stream`] reads frames as a connection
 //!   does and decodes each as a request and as a response, re-encoding what
 //!   decodes; [`sample_rpc_stream`] builds a stream of every RPC kind from a
@@ -177,6 +179,12 @@ pub fn read_rpc_stream(mut bytes: &[u8]) -> RpcStream {
             }
         }
     }
+}
+
+/// Reads `bytes` as a raft listener reads the Hello that opens a peer
+/// connection: the node id it claims, or why it is refused.
+pub fn peer_hello(bytes: &[u8]) -> Result<u64, String> {
+    crate::peer_auth::decode_hello(bytes)
 }
 
 /// Frames one payload as the transport sends it.

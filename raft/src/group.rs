@@ -19,7 +19,7 @@
 //! channel, which stops the group in the background.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::{mpsc as std_mpsc, Arc, Mutex, PoisonError},
@@ -39,6 +39,7 @@ use crate::{
     liveness::{Liveness, LivenessTask},
     log_store::LogStore,
     network::{NetworkFactory, NoPeers, RaftTransport},
+    peer_auth::{ClusterSecret, PeerAuth},
     snapshot::SnapshotStore,
     state_machine::StateMachine,
     tcp::{self, TcpTransport},
@@ -105,6 +106,10 @@ pub struct MetadataConfig {
     /// How often a node tells the metadata leader it is alive (with peers
     /// only); must be below the session timeout.
     pub broker_heartbeat_interval_ms: u64,
+    /// The secret every member holds; peers prove it on every raft
+    /// connection and frame (`peer_auth.rs`). `None`: peers are checked
+    /// against the member list only.
+    pub cluster_secret: Option<ClusterSecret>,
 }
 
 impl MetadataConfig {
@@ -118,6 +123,7 @@ impl MetadataConfig {
             peers: BTreeMap::new(),
             broker_session_timeout_ms: DEFAULT_BROKER_SESSION_TIMEOUT_MS,
             broker_heartbeat_interval_ms: DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
+            cluster_secret: None,
         }
     }
 
@@ -126,6 +132,12 @@ impl MetadataConfig {
     pub fn with_peers(mut self, raft_listen: SocketAddr, peers: BTreeMap<u64, String>) -> Self {
         self.raft_listen = Some(raft_listen);
         self.peers = peers;
+        self
+    }
+
+    /// The same config with peers authenticated by `secret`.
+    pub fn with_cluster_secret(mut self, secret: ClusterSecret) -> Self {
+        self.cluster_secret = Some(secret);
         self
     }
 
@@ -438,8 +450,10 @@ async fn open_node(
         ),
         None => None,
     };
+    let members: BTreeSet<NodeId> = config.peers.keys().copied().chain([config.node_id]).collect();
+    let auth = Arc::new(PeerAuth::new(config.node_id, members, config.cluster_secret.as_ref()));
     let transport: Arc<dyn RaftTransport> = if config.has_peers() {
-        Arc::new(TcpTransport::new())
+        Arc::new(TcpTransport::new(Arc::clone(&auth)))
     } else {
         Arc::new(NoPeers)
     };
@@ -455,14 +469,24 @@ async fn open_node(
     let liveness = Arc::new(Liveness::default());
     let mut tasks = Vec::new();
     if let Some(listener) = listener {
-        tracing::info!(node_id = config.node_id, addr = ?listener.local_addr().ok(), "metadata raft listener bound");
-        tasks.push(tokio::spawn(tcp::serve(listener, raft.clone(), Arc::clone(&liveness))));
+        tracing::info!(
+            node_id = config.node_id,
+            addr = ?listener.local_addr().ok(),
+            peers_authenticated = auth.authenticated(),
+            "metadata raft listener bound"
+        );
+        tasks.push(tokio::spawn(tcp::serve(
+            listener,
+            raft.clone(),
+            Arc::clone(&liveness),
+            Arc::clone(&auth),
+        )));
     }
     let peers = config.has_peers().then(|| {
         Arc::new(PeerSet {
             node_id: config.node_id,
             addresses: config.peers.clone(),
-            transport: Arc::new(TcpTransport::new()),
+            transport: Arc::new(TcpTransport::new(Arc::clone(&auth))),
         })
     });
     if let Some(peers) = &peers {

@@ -74,6 +74,7 @@ mod image;
 mod liveness;
 mod log_store;
 mod network;
+mod peer_auth;
 #[cfg(test)]
 mod proptests;
 mod snapshot;
@@ -96,6 +97,7 @@ pub use image::{
     BrokerInfo, BrokerListener, MetadataImage, NewTopic, PartitionMeta, TopicMeta, BROKER_LISTENERS_MAX, NO_LEADER,
 };
 pub use log_store::{inspect_log, LogInspection, LogRecordInfo, LogRecordKind};
+pub use peer_auth::{ClusterSecret, CLUSTER_SECRET_BYTES_MIN};
 pub use snapshot::{decode_image, encode_image};
 pub use state_machine::{BROKER_HOST_LENGTH_MAX, SHARDS_PER_BROKER_MAX};
 pub use tcp::RPC_CONNECTIONS_MAX;

@@ -314,11 +314,37 @@ pub(crate) fn decode_response(bytes: &[u8]) -> Result<RpcResponse, DecodeError> 
     })
 }
 
-/// Handles one request from a peer with the local Raft (and, for
-/// heartbeats, the local liveness table, if this node keeps one) and returns
-/// the encoded response. Never fails: problems become an `RpcError` response.
-pub(crate) async fn serve_rpc(raft: &Raft, liveness: Option<&Liveness>, request: &[u8]) -> Vec<u8> {
-    let response = match decode_request(request) {
+/// Largest snapshot a node accepts from a leader: chunk offset plus chunk
+/// length. A metadata image is about 100 bytes per partition, so 256 MiB is
+/// millions of partitions; a larger offset is garbage or an attack and must
+/// not grow the receive buffer.
+pub(crate) const SNAPSHOT_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
+/// Answers one encoded request from a peer with an encoded response.
+/// `sender`: the node the connection authenticated as (`None` over the
+/// in-memory test transport); a request naming another sender is refused
+/// and logged, and changes nothing. Never fails: problems become an error
+/// response.
+pub(crate) async fn serve_rpc(
+    raft: &Raft,
+    liveness: Option<&Liveness>,
+    sender: Option<NodeId>,
+    request: &[u8],
+) -> Vec<u8> {
+    let decoded = decode_request(request);
+    if let (Ok((from, _)), Some(sender)) = (&decoded, sender) {
+        if *from != sender {
+            tracing::warn!(
+                sender,
+                claimed = *from,
+                "metadata raft: a request names another sender, refused"
+            );
+            return encode_response(&RpcResponse::Error(format!(
+                "the connection authenticated as node {sender}, the request names node {from}"
+            )));
+        }
+    }
+    let response = match decoded {
         Err(error) => RpcResponse::Error(format!("undecodable request: {error}")),
         Ok((_from, RpcRequest::AppendEntries(append))) => match raft.append_entries(append).await {
             Ok(response) => RpcResponse::AppendEntries(response),
@@ -328,10 +354,27 @@ pub(crate) async fn serve_rpc(raft: &Raft, liveness: Option<&Liveness>, request:
             Ok(response) => RpcResponse::Vote(response),
             Err(error) => RpcResponse::Error(error.to_string()),
         },
-        Ok((_from, RpcRequest::InstallSnapshot(install))) => match raft.install_snapshot(install).await {
-            Ok(response) => RpcResponse::InstallSnapshot(response),
-            Err(error) => RpcResponse::Error(error.to_string()),
-        },
+        Ok((from, RpcRequest::InstallSnapshot(install))) => {
+            let end = install
+                .offset
+                .saturating_add(u64::try_from(install.data.len()).unwrap_or(u64::MAX));
+            if end > SNAPSHOT_BYTES_MAX {
+                tracing::warn!(
+                    from,
+                    end,
+                    limit = SNAPSHOT_BYTES_MAX,
+                    "metadata raft: snapshot chunk beyond the size bound, refused"
+                );
+                RpcResponse::Error(format!(
+                    "a snapshot chunk ending at byte {end} is beyond the bound of {SNAPSHOT_BYTES_MAX} bytes"
+                ))
+            } else {
+                match raft.install_snapshot(install).await {
+                    Ok(response) => RpcResponse::InstallSnapshot(response),
+                    Err(error) => RpcResponse::Error(error.to_string()),
+                }
+            }
+        }
         Ok((_from, RpcRequest::Forward(command))) => {
             RpcResponse::Forward(match propose_with_index(raft, command).await {
                 Ok((index, topic)) => ForwardOutcome::Applied { index, topic },

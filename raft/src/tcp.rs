@@ -14,12 +14,17 @@
 //!  payload one FlatBuffers buffer: RpcRequest (client → server) or
 //!          RpcResponse (server → client), schema/rpc.fbs
 //! ```
+//! On a connection every frame is followed by a 32-byte HMAC-SHA256 tag,
+//! and the connection begins with the peer handshake; both are drawn in
+//! `peer_auth.rs`.
 //! Network byte order, unlike the little-endian frames of the files
 //! (`codec.rs`). A connection carries one request at a time: the client
 //! writes a request frame and reads the response frame before the next.
 //!
 //! ## Client ([`TcpTransport`])
-//! One connection per peer, opened on first use (`TCP_NODELAY`), kept while
+//! One connection per peer, opened on first use (`TCP_NODELAY`, then the
+//! peer handshake, which checks the answering node is the one dialled and
+//! holds the cluster secret), kept while
 //! calls succeed, dropped on any error or timeout (the stream is taken out
 //! of its slot for the call, so a call abandoned half way can never leave a
 //! half-read response for the next one) and reopened by the next call. A
@@ -28,10 +33,13 @@
 //!
 //! ## Server ([`serve`])
 //! A tokio listener on `raft_listen`, on the raft thread's runtime. Each
-//! accepted connection (at most [`RPC_CONNECTIONS_MAX`] at once) loops: read
-//! a frame, hand it to `serve_rpc`, write the answer. A frame with a bad
-//! length or checksum closes that connection with a warning; nothing a peer
-//! sends can panic the node.
+//! accepted connection (at most [`RPC_CONNECTIONS_MAX`] at once) first
+//! passes the peer handshake within [`HANDSHAKE_DEADLINE`] (a non-member,
+//! another cluster secret or a stalled client is logged and closed before
+//! any RPC is read), then loops: read a frame (within [`PEER_IDLE_DEADLINE`]
+//! of the previous one), hand it to `serve_rpc` with the authenticated node
+//! id, write the answer. A frame with a bad length, checksum or tag closes
+//! that connection with a warning; nothing a peer sends can panic the node.
 
 use std::{
     collections::BTreeMap,
@@ -49,6 +57,7 @@ use tokio::{
 use crate::{
     liveness::Liveness,
     network::{serve_rpc, BoxFuture, RaftTransport, TransportError},
+    peer_auth::{FrameOpener, FrameSealer, PeerAuth},
     types::{Node, NodeId, Raft},
 };
 
@@ -67,6 +76,14 @@ pub(crate) const RPC_FRAME_PAYLOAD_BYTES_MAX: u32 = 64 * 1024 * 1024;
 /// five-voter group many times over and caps what a stray client can take.
 pub const RPC_CONNECTIONS_MAX: usize = 64;
 
+/// Time an accepted connection has to complete the peer handshake.
+pub(crate) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Longest a peer connection may stay silent between frames, or take to
+/// send one. Peers send heartbeats several times a second and reconnect on
+/// demand, so a connection quiet this long is abandoned or hostile.
+pub(crate) const PEER_IDLE_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Pause after a failed `accept` (for example out of file descriptors), so
 /// the loop does not spin.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -80,6 +97,11 @@ pub(crate) enum FrameError {
     Length(u32),
     /// The payload does not match its checksum.
     Checksum { stored: u32, computed: u32 },
+    /// The frame's tag does not verify: forged, altered, replayed or out
+    /// of order (`seq` is the sequence number expected).
+    Tag { seq: u64 },
+    /// Nothing arrived within [`PEER_IDLE_DEADLINE`].
+    Idle,
 }
 
 impl std::fmt::Display for FrameError {
@@ -90,6 +112,11 @@ impl std::fmt::Display for FrameError {
             FrameError::Checksum { stored, computed } => {
                 write!(f, "crc32c {computed:#010x} does not match the frame's {stored:#010x}")
             }
+            FrameError::Tag { seq } => write!(
+                f,
+                "frame {seq}'s HMAC tag does not verify (forged, altered or replayed)"
+            ),
+            FrameError::Idle => write!(f, "no frame within {} s", PEER_IDLE_DEADLINE.as_secs()),
         }
     }
 }
@@ -142,18 +169,46 @@ pub(crate) async fn read_rpc_frame<R: AsyncRead + Unpin>(stream: &mut R) -> Resu
     Ok(Some(payload))
 }
 
+/// An authenticated connection to a peer.
+struct PeerConnection {
+    stream: TcpStream,
+    requests: FrameSealer,
+    responses: FrameOpener,
+}
+
 /// One peer's connection slot: empty until the first call and after errors.
-type Slot = Arc<tokio::sync::Mutex<Option<TcpStream>>>;
+type Slot = Arc<tokio::sync::Mutex<Option<PeerConnection>>>;
 
 /// The client side: a [`RaftTransport`] over one TCP connection per peer.
-#[derive(Default)]
 pub(crate) struct TcpTransport {
+    auth: Arc<PeerAuth>,
     slots: Mutex<BTreeMap<NodeId, Slot>>,
 }
 
 impl TcpTransport {
-    pub(crate) fn new() -> Self {
-        TcpTransport::default()
+    pub(crate) fn new(auth: Arc<PeerAuth>) -> Self {
+        TcpTransport {
+            auth,
+            slots: Mutex::default(),
+        }
+    }
+
+    async fn connect(&self, target: NodeId, addr: &str) -> Result<PeerConnection, TransportError> {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|error| TransportError::Unreachable(format!("connect to node {target} at {addr}: {error}")))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|error| TransportError::Failed(format!("TCP_NODELAY to node {target}: {error}")))?;
+        let (requests, responses) =
+            self.auth.connect(&mut stream, target).await.map_err(|error| {
+                TransportError::Failed(format!("peer handshake with node {target} at {addr}: {error}"))
+            })?;
+        Ok(PeerConnection {
+            stream,
+            requests,
+            responses,
+        })
     }
 
     fn slot(&self, target: NodeId) -> Slot {
@@ -161,27 +216,21 @@ impl TcpTransport {
         Arc::clone(slots.entry(target).or_default())
     }
 
-    async fn round_trip(&self, target: NodeId, addr: &str, frame: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+    async fn round_trip(&self, target: NodeId, addr: &str, request: &[u8]) -> Result<Vec<u8>, TransportError> {
         let slot = self.slot(target);
         let mut guard = slot.lock().await;
-        // Taken out: only a call that completes puts the stream back.
-        let mut stream = match guard.take() {
-            Some(stream) => stream,
-            None => {
-                let stream = TcpStream::connect(addr).await.map_err(|error| {
-                    TransportError::Unreachable(format!("connect to node {target} at {addr}: {error}"))
-                })?;
-                stream
-                    .set_nodelay(true)
-                    .map_err(|error| TransportError::Failed(format!("TCP_NODELAY to node {target}: {error}")))?;
-                stream
-            }
+        // Taken out: only a call that completes puts the connection back.
+        let mut connection = match guard.take() {
+            Some(connection) => connection,
+            None => self.connect(target, addr).await?,
         };
-        stream
+        let frame = connection.requests.seal(request)?;
+        connection
+            .stream
             .write_all(&frame)
             .await
             .map_err(|error| TransportError::Failed(format!("send to node {target} at {addr}: {error}")))?;
-        let reply = match read_rpc_frame(&mut stream).await {
+        let reply = match connection.responses.read(&mut connection.stream).await {
             Ok(Some(reply)) => reply,
             Ok(None) => {
                 return Err(TransportError::Failed(format!(
@@ -194,7 +243,7 @@ impl TcpTransport {
                 )))
             }
         };
-        *guard = Some(stream);
+        *guard = Some(connection);
         Ok(reply)
     }
 }
@@ -208,8 +257,7 @@ impl RaftTransport for TcpTransport {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Vec<u8>, TransportError>> {
         Box::pin(async move {
-            let frame = encode_rpc_frame(&request)?;
-            match tokio::time::timeout(timeout, self.round_trip(target, &node.addr, frame)).await {
+            match tokio::time::timeout(timeout, self.round_trip(target, &node.addr, &request)).await {
                 Ok(result) => result,
                 Err(_) => Err(TransportError::Failed(format!(
                     "no answer from node {target} at {} within {} ms",
@@ -228,7 +276,7 @@ pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves peer RPCs on `listener` until the task is aborted (or the runtime
 /// dropped).
-pub(crate) async fn serve(listener: TcpListener, raft: Raft, liveness: Arc<Liveness>) {
+pub(crate) async fn serve(listener: TcpListener, raft: Raft, liveness: Arc<Liveness>, auth: Arc<PeerAuth>) {
     let permits = Arc::new(Semaphore::new(RPC_CONNECTIONS_MAX));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -245,28 +293,46 @@ pub(crate) async fn serve(listener: TcpListener, raft: Raft, liveness: Arc<Liven
         };
         let raft = raft.clone();
         let liveness = Arc::clone(&liveness);
+        let auth = Arc::clone(&auth);
         tokio::spawn(async move {
-            serve_connection(stream, peer, &raft, &liveness).await;
+            serve_connection(stream, peer, &raft, &liveness, &auth).await;
             drop(permit);
         });
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, raft: &Raft, liveness: &Liveness) {
+async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, raft: &Raft, liveness: &Liveness, auth: &PeerAuth) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "TCP_NODELAY failed");
     }
+    let (node, mut requests, mut responses) = match tokio::time::timeout(HANDSHAKE_DEADLINE, auth.accept(&mut stream))
+        .await
+    {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(error)) => {
+            tracing::warn!(%peer, %error, "metadata raft connection refused: peer handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%peer, deadline_ms = HANDSHAKE_DEADLINE.as_millis(), "metadata raft connection refused: no handshake in time");
+            return;
+        }
+    };
     loop {
-        let request = match read_rpc_frame(&mut stream).await {
-            Ok(Some(request)) => request,
-            Ok(None) => return,
-            Err(error) => {
-                tracing::warn!(%peer, %error, "metadata raft connection: bad frame, closing it");
+        let request = match tokio::time::timeout(PEER_IDLE_DEADLINE, requests.read(&mut stream)).await {
+            Ok(Ok(Some(request))) => request,
+            Ok(Ok(None)) => return,
+            Ok(Err(error)) => {
+                tracing::warn!(%peer, node, %error, "metadata raft connection: bad frame, closing it");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, node, error = %FrameError::Idle, "metadata raft connection: idle, closing it");
                 return;
             }
         };
-        let response = serve_rpc(raft, Some(liveness), &request).await;
-        let frame = match encode_rpc_frame(&response) {
+        let response = serve_rpc(raft, Some(liveness), Some(node), &request).await;
+        let frame = match responses.seal(&response) {
             Ok(frame) => frame,
             Err(error) => {
                 tracing::warn!(%peer, %error, "metadata raft connection: answer too large, closing it");
@@ -318,7 +384,8 @@ mod tests {
         client.write_all(&frame).await.unwrap();
         server.await.unwrap();
 
-        let transport = TcpTransport::new();
+        let members = [1, 2].into_iter().collect();
+        let transport = TcpTransport::new(Arc::new(PeerAuth::new(1, members, None)));
         let node = Node::new(addr.to_string());
         let result = transport.call(2, &node, vec![1], Duration::from_secs(2)).await;
         assert!(matches!(result, Err(TransportError::Unreachable(_))), "{result:?}");

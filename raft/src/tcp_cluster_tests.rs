@@ -16,6 +16,7 @@ use crate::{
     error::MetaError,
     group::{MetadataConfig, MetadataGroup},
     image::{BrokerInfo, NewTopic},
+    peer_auth::ClusterSecret,
 };
 
 /// Session timeout of the test: short, so fencing shows within a second.
@@ -37,7 +38,11 @@ fn free_addresses(count: usize) -> Vec<SocketAddr> {
 
 fn config(node_id: u64, dir: &Path, addresses: &BTreeMap<u64, SocketAddr>) -> MetadataConfig {
     let peers = addresses.iter().map(|(id, addr)| (*id, addr.to_string())).collect();
-    let mut config = MetadataConfig::new(node_id, dir.join("meta")).with_peers(addresses[&node_id], peers);
+    // As a real cluster runs: peers prove the cluster secret.
+    let secret = ClusterSecret::new(vec![0x5a; 32]).unwrap();
+    let mut config = MetadataConfig::new(node_id, dir.join("meta"))
+        .with_peers(addresses[&node_id], peers)
+        .with_cluster_secret(secret);
     config.broker_session_timeout_ms = SESSION_TIMEOUT_MS;
     config.broker_heartbeat_interval_ms = HEARTBEAT_INTERVAL_MS;
     config

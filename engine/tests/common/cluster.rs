@@ -35,6 +35,8 @@ use kafka_protocol::{
     protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes},
 };
 use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
     config::ClientConfig,
     consumer::{BaseConsumer, Consumer},
 };
@@ -167,6 +169,31 @@ impl Cluster {
 
     pub fn kafka_addr(&self, node_id: i32) -> SocketAddr {
         self.node(node_id).kafka_addr
+    }
+
+    pub fn raft_addr(&self, node_id: i32) -> SocketAddr {
+        self.node(node_id).raft_addr
+    }
+
+    /// Creates `topic` with `partitions` partitions on every node
+    /// (replication factor `NODES`) and `configs`, through librdkafka's
+    /// admin client; panics if any node refuses.
+    pub fn create_topic(&self, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .unwrap();
+        let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(NODES));
+        for (key, value) in configs {
+            new = new.set(key, value);
+        }
+        let options = AdminOptions::new()
+            .request_timeout(Some(AGREE_TIMEOUT))
+            .operation_timeout(Some(AGREE_TIMEOUT));
+        let results = futures_executor::block_on(admin.create_topics([&new], &options)).unwrap();
+        for result in results {
+            result.unwrap();
+        }
     }
 
     /// `--peers`: every voter as `id@raft_addr`.

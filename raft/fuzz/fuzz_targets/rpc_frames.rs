@@ -5,6 +5,10 @@
 //! Input: byte 0 is flags (bit 0: fix every frame's CRC first), the rest is
 //! what a peer sends.
 //!
+//! The same bytes are also read as the Hello that opens a peer connection
+//! (raft/src/peer_auth.rs): it is accepted only if it starts with the magic
+//! `SLRH`.
+//!
 //! Checks: reading stops at the first bad frame with an error, never a
 //! panic; every payload that decodes as a request or a response encodes
 //! again to bytes that decode to the same thing and encode the same; a
@@ -12,13 +16,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shardline_raft::fuzz_api::{decode_rpc_payload, read_rpc_stream, rpc_frame};
+use shardline_raft::fuzz_api::{decode_rpc_payload, peer_hello, read_rpc_stream, rpc_frame};
 use shardline_raft_fuzz::input;
 
 fuzz_target!(|data: &[u8]| {
     let Some(stream) = input(data, 0, true) else {
         return;
     };
+    if peer_hello(&stream).is_ok() {
+        assert!(stream.starts_with(b"SLRH"), "a Hello without its magic was accepted");
+    }
     let read = read_rpc_stream(&stream);
     for frame in read.frames {
         for (decoded, encoded) in [frame.request, frame.response].into_iter().flatten() {

@@ -25,6 +25,8 @@ fn drive(group: &MetadataGroup) {
                 port: 9091 + node_id as u16,
                 shards: 2,
                 fenced: false,
+                shard_ports: Vec::new(),
+                listeners: Vec::new(),
             };
             group.register_broker(broker).await.expect("register broker");
         }
