@@ -78,6 +78,10 @@ perf-consume:
 perf-metrics:
     bash perf/scripts/metrics.sh
 
+# What TLS costs: the same engine's SSL and PLAINTEXT listeners, throughput and p99 side by side.
+perf-tls:
+    bash perf/scripts/tls.sh
+
 # What users see: librdkafka (confluent-kafka) open loop at 5k and 1k msg/s against unpinned engines
 # (--shards 1, default, --shard-listeners shared) and Tansu-memory, interleaved, medians.
 perf-users:

@@ -131,6 +131,11 @@ pub struct Args {
     #[arg(long, default_value = "latest")]
     pub consume_from: ConsumeFrom,
 
+    /// Connect with TLS (1.2 or 1.3), trusting the certificate authorities in this PEM file; the
+    /// brokers' certificates must name the host of each address (`127.0.0.1` included).
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+
     /// Write the full result as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -266,6 +271,7 @@ impl Args {
             "warmup_s": self.warmup.as_secs_f64(),
             "consume_from": self.consume_from.to_string(),
             "json": self.json.as_ref().map(|p| p.display().to_string()),
+            "tls_ca": self.tls_ca.as_ref().map(|p| p.display().to_string()),
             "fsync_probe": self.fsync_probe.as_ref().map(|p| p.display().to_string()),
             "broker_version": self.broker_version,
             "shards": self.shards,

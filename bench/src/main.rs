@@ -46,6 +46,7 @@ mod producer;
 mod report;
 mod run;
 mod schedule;
+mod tls;
 mod wire;
 
 use std::{
@@ -102,6 +103,9 @@ fn run(args: &Args) -> Result<(), BenchError> {
     let started_unix_ms = report::unix_ms_now();
     let host = HostInfo::collect();
 
+    if let Some(ca) = &args.tls_ca {
+        tls::trust(ca)?;
+    }
     let probe = match &args.fsync_probe {
         Some(dir) => {
             eprintln!("bench: fsync probe in {} ...", dir.display());

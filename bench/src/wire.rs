@@ -1,4 +1,5 @@
-//! The bench's lean Kafka client: blocking TCP, length-prefixed frames, kafka-protocol's codecs.
+//! The bench's lean Kafka client: blocking TCP (or TLS, `tls.rs`), length-prefixed frames,
+//! kafka-protocol's codecs.
 //!
 //! ```text
 //!  request  frame: | length i32 | api key i16 | api version i16 | correlation id i32 | client id (nullable string) | [tagged fields] | body
@@ -31,7 +32,7 @@ use kafka_protocol::{
     protocol::{Decodable, Encodable, HeaderVersion, StrBytes},
 };
 
-use crate::error::BenchError;
+use crate::{error::BenchError, tls::Transport};
 
 /// `client_id` in every request header, so broker logs show who is talking.
 pub const CLIENT_ID: &str = "shardline-bench";
@@ -152,8 +153,9 @@ impl ApiTable {
     }
 }
 
-/// Resolves `address` and connects, trying each resolved address within [`CONNECT_TIMEOUT`].
-pub fn connect(address: &str) -> Result<TcpStream, BenchError> {
+/// Resolves `address` and connects, trying each resolved address within [`CONNECT_TIMEOUT`];
+/// then the TLS handshake if `--tls-ca` was given.
+pub fn connect(address: &str) -> Result<Transport, BenchError> {
     let resolved: Vec<SocketAddr> = address
         .to_socket_addrs()
         .map_err(|source| BenchError::Connect {
@@ -170,11 +172,16 @@ pub fn connect(address: &str) -> Result<TcpStream, BenchError> {
                     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
                     stream.set_write_timeout(Some(REQUEST_TIMEOUT))
                 };
-                configure(&stream).map_err(|source| BenchError::Connect {
-                    address: address.to_string(),
-                    source,
-                })?;
-                return Ok(stream);
+                let host = address
+                    .rsplit_once(':')
+                    .map_or(address, |(host, _)| host.trim_start_matches('[').trim_end_matches(']'));
+                let transport = configure(&stream)
+                    .and_then(|()| Transport::open(stream, host))
+                    .map_err(|source| BenchError::Connect {
+                        address: address.to_string(),
+                        source,
+                    })?;
+                return Ok(transport);
             }
             Err(error) => last_error = error,
         }
@@ -223,7 +230,7 @@ pub fn encode_request<R: Request>(
 }
 
 /// Reads one response frame (without its length prefix).
-pub fn read_frame(stream: &mut TcpStream, address: &str, context: &str) -> Result<Bytes, BenchError> {
+pub fn read_frame(stream: &mut impl Read, address: &str, context: &str) -> Result<Bytes, BenchError> {
     let mut length = [0u8; 4];
     stream
         .read_exact(&mut length)
@@ -273,7 +280,7 @@ pub fn decode_response<R: Request>(
 
 /// A connection doing one request at a time.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Transport,
     address: String,
     next_correlation_id: i32,
     /// The broker's APIs and the versions the bench uses.
@@ -359,7 +366,7 @@ impl Connection {
 
 /// The sending half of a split connection.
 pub struct FrameWriter {
-    stream: TcpStream,
+    stream: Transport,
     address: String,
     next_correlation_id: i32,
 }
@@ -386,13 +393,13 @@ impl FrameWriter {
 
     /// Shuts the socket down in both directions, which also wakes the reader half if it is blocked.
     pub fn shutdown_both(&self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        let _ = self.stream.socket().shutdown(std::net::Shutdown::Both);
     }
 }
 
 /// The receiving half of a split connection.
 pub struct FrameReader {
-    stream: TcpStream,
+    stream: Transport,
     address: String,
 }
 

@@ -540,3 +540,96 @@ fn prefill_measures_reading_the_fill_back() {
     assert!(field(&json, "/latency_ms/fetch/p50_ms").as_f64().unwrap() > 0.0);
     assert_eq!(field(&json, "/latency_ms/end_to_end"), &Value::Null);
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, as PEM files in `dir`: returns the
+/// paths of the CA, the certificate and its key.
+fn make_certificates(dir: &std::path::Path, ca_name: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, ca_name);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "bench-test-server");
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let path = |file: &str| dir.join(file).display().to_string();
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(path("server.pem"), cert.pem()).unwrap();
+    std::fs::write(path("server.key"), key.serialize_pem()).unwrap();
+    (path("ca.pem"), path("server.pem"), path("server.key"))
+}
+
+/// `--tls-ca`: producers (pipelined, split connections) and a consumer run over the engine's SSL
+/// listener and lose nothing; a bench trusting another CA fails at connect with a clear message.
+#[test]
+fn tls_runs_produce_and_consume_over_an_ssl_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certificates(dir.path(), "bench-test-ca");
+    let engine = Engine::start_with_listeners(
+        &[("SECURE", "SSL")],
+        &[
+            "--shards",
+            "2",
+            "--fsync",
+            "never",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+    );
+    let brokers = engine.listener_addr("SECURE").to_string();
+    let json_path = dir.path().join("tls.json");
+    let run = bench(&[
+        "--brokers",
+        &brokers,
+        "--tls-ca",
+        &ca,
+        "--topic",
+        "over-tls",
+        "--partitions",
+        "4",
+        "--producers",
+        "2",
+        "--consumers",
+        "1",
+        "--batch-bytes",
+        "65536",
+        "--rate",
+        "20000",
+        "--warmup",
+        "1s",
+        "--duration",
+        "2s",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    assert_succeeded(&run, "bench over TLS");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let sent = field(&json, "/produce/messages_sent").as_u64().unwrap();
+    assert!(sent > 10_000, "{sent} messages in 3 s at 20 k/s");
+    assert_eq!(field(&json, "/produce/messages_acknowledged").as_u64().unwrap(), sent);
+    assert_eq!(field(&json, "/consume/messages_consumed").as_u64().unwrap(), sent);
+
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, _, _) = make_certificates(other.path(), "another-ca");
+    let refused = bench(&[
+        "--brokers",
+        &brokers,
+        "--tls-ca",
+        &other_ca,
+        "--topic",
+        "over-tls",
+        "--duration",
+        "1s",
+    ]);
+    assert!(!refused.status.success(), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("UnknownIssuer") || refused.stderr.contains("certificate"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.took < Duration::from_secs(20), "{:?}", refused.took);
+}
