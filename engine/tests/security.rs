@@ -50,9 +50,18 @@ impl Pki {
     /// Signs a certificate for `common_name` (valid for 127.0.0.1 and
     /// localhost) and writes `<stem>.pem` and `<stem>.key`.
     fn issue(&self, stem: &str, common_name: &str) -> (String, String) {
+        self.issue_valid(stem, common_name, false)
+    }
+
+    /// [`Pki::issue`], valid only in 2020 (expired) when `expired`.
+    fn issue_valid(&self, stem: &str, common_name: &str, expired: bool) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, common_name);
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 12, 31);
+        }
         let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
         let cert_path = self.path(&format!("{stem}.pem"));
         let key_path = self.path(&format!("{stem}.key"));
@@ -123,6 +132,90 @@ fn a_client_trusting_another_ca_is_refused_and_others_still_served() {
     // A plaintext client on the TLS port is refused too.
     client("kafka-python", &bootstrap, "refused", &[]);
     client("confluent", &bootstrap, "roundtrip", &ssl_settings(&pki.ca_file()));
+}
+
+/// kcat (Debian's, librdkafka 2.0.2) over SSL; bytes that are not a TLS
+/// handshake, and an expired client certificate, are refused while kcat is
+/// still served.
+#[test]
+fn kcat_over_ssl_while_garbage_and_expired_certificates_are_refused() {
+    use std::io::{Read, Write};
+    let pki = Pki::new("test CA");
+    let ca = pki.ca_file();
+    let engine = tls_engine(&pki, &["--tls-client-auth", "requested", "--tls-ca", &ca]);
+    let bootstrap = engine.listener_addr("SECURE").to_string();
+    let kcat = |args: &[&str], input: &[u8]| {
+        let mut child = std::process::Command::new("kcat")
+            // Debian's librdkafka (built with OpenSSL), not a copy cargo's
+            // build put on the library path.
+            .env_remove("LD_LIBRARY_PATH")
+            .args([
+                "-b",
+                &bootstrap,
+                "-X",
+                "security.protocol=ssl",
+                "-X",
+                &format!("ssl.ca.location={ca}"),
+            ])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kcat installed (scripts/test-all installs it)");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let output = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "kcat {args:?}: {text}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let consume = [
+        "-t",
+        "kcat-ssl",
+        "-C",
+        "-e",
+        "-o",
+        "beginning",
+        "-f",
+        "%k=%s\n",
+        "-m",
+        "10",
+    ];
+    kcat(&["-t", "kcat-ssl", "-P", "-K:"], b"a:1\nb:2\n");
+    assert_eq!(kcat(&consume, b""), "a=1\nb=2\n");
+
+    // Not a TLS handshake: an HTTP request, then random-looking bytes.
+    for garbage in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3][..],
+    ] {
+        let mut stream = std::net::TcpStream::connect(&bootstrap).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(garbage).unwrap();
+        let mut answer = Vec::new();
+        // A TLS alert at most, then the close (or a reset).
+        let _ = stream.read_to_end(&mut answer);
+        assert!(answer.len() < 64, "{answer:?}");
+    }
+
+    // An expired client certificate from the right CA is refused ...
+    let (cert, key) = pki.issue_valid("expired", "expired-client", true);
+    let mut settings = ssl_settings(&ca);
+    settings.push(format!("ssl.certificate.location={cert}"));
+    settings.push(format!("ssl.key.location={key}"));
+    client("confluent", &bootstrap, "refused", &settings);
+    // ... and the listener still serves.
+    kcat(&["-t", "kcat-ssl", "-P", "-K:"], b"c:3\n");
+    assert_eq!(kcat(&consume, b""), "a=1\nb=2\nc=3\n");
+    assert!(
+        !engine.log().contains("principal=CN=expired-client"),
+        "{}",
+        engine.log()
+    );
 }
 
 #[test]
