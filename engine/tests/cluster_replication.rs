@@ -326,3 +326,57 @@ fn a_follower_fetch_past_the_leaders_log_end_is_refused_and_moves_nothing() {
         "the write the follower never copied stays above the high watermark"
     );
 }
+
+/// `/ready` is what an orchestrator waits on: a node that has lost its
+/// metadata quorum answers 503 and says why, while `/health` (the process
+/// and its shards answer) stays 200; with a quorum back it answers 200.
+#[test]
+fn ready_answers_503_without_a_metadata_quorum_and_200_with_one() {
+    let mut cluster = Cluster::start(&flags("3000"));
+    cluster.wait_ready(WAIT);
+    for node in cluster.node_ids() {
+        let ready = cluster.http_get(node, "/ready");
+        assert_eq!(ready.status, 200, "node {node}: {}", ready.body_text());
+    }
+    let leader = cluster.metadata_leader();
+    let survivor = cluster.node_ids().into_iter().find(|&n| n != leader).unwrap();
+    let other = cluster
+        .node_ids()
+        .into_iter()
+        .find(|&n| n != leader && n != survivor)
+        .unwrap();
+    cluster.kill9(leader);
+    cluster.kill9(other);
+    let deadline = Instant::now() + WAIT;
+    let not_ready = loop {
+        let ready = cluster.http_get(survivor, "/ready");
+        if ready.status == 503 {
+            break ready.body_text();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/ready still {} without a quorum",
+            ready.status
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(not_ready.contains("no metadata leader"), "{not_ready}");
+    let health = cluster.http_get(survivor, "/health");
+    assert_eq!(health.status, 200, "{}", health.body_text());
+
+    cluster.restart(other);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ready = cluster.http_get(survivor, "/ready");
+        if ready.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/ready still {} with a quorum back: {}",
+            ready.status,
+            ready.body_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -71,6 +71,8 @@ struct Node {
     node_id: i32,
     kafka_addr: SocketAddr,
     raft_addr: SocketAddr,
+    /// `--http-listen` (unless the test passes its own).
+    http_addr: SocketAddr,
     data_dir: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
@@ -97,10 +99,10 @@ pub struct Cluster {
     tmp: Option<tempfile::TempDir>,
 }
 
-/// For each node, the first of its shards' consecutive Kafka ports and a
-/// Raft port, none shared with another node's (all held until every node's
-/// are chosen, then released).
-fn free_node_ports(nodes: usize, shards: usize) -> Vec<(u16, u16)> {
+/// For each node, the first of its shards' consecutive Kafka ports, a Raft
+/// port and an HTTP port, none shared with another node's (all held until
+/// every node's are chosen, then released).
+fn free_node_ports(nodes: usize, shards: usize) -> Vec<(u16, u16, u16)> {
     let mut held: Vec<TcpListener> = Vec::new();
     let mut chosen = Vec::new();
     while chosen.len() < nodes {
@@ -111,8 +113,14 @@ fn free_node_ports(nodes: usize, shards: usize) -> Vec<(u16, u16)> {
         let Some(run) = run else { continue };
         held.extend(run);
         let raft = TcpListener::bind("127.0.0.1:0").unwrap();
-        chosen.push((kafka, raft.local_addr().unwrap().port()));
+        let http = TcpListener::bind("127.0.0.1:0").unwrap();
+        chosen.push((
+            kafka,
+            raft.local_addr().unwrap().port(),
+            http.local_addr().unwrap().port(),
+        ));
         held.push(raft);
+        held.push(http);
     }
     chosen
 }
@@ -128,10 +136,11 @@ impl Cluster {
         let ports = free_node_ports(node_count, super::shard_count(&extra));
         let nodes: Vec<Node> = (1..=NODES)
             .zip(ports)
-            .map(|(node_id, (kafka, raft))| Node {
+            .map(|(node_id, (kafka, raft, http))| Node {
                 node_id,
                 kafka_addr: SocketAddr::from(([127, 0, 0, 1], kafka)),
                 raft_addr: SocketAddr::from(([127, 0, 0, 1], raft)),
+                http_addr: SocketAddr::from(([127, 0, 0, 1], http)),
                 data_dir: tmp.path().join(format!("node-{node_id}")),
                 log_path: tmp.path().join(format!("node-{node_id}.log")),
                 child: None,
@@ -173,6 +182,13 @@ impl Cluster {
 
     pub fn raft_addr(&self, node_id: i32) -> SocketAddr {
         self.node(node_id).raft_addr
+    }
+
+    /// `GET path` on the node's HTTP endpoint (`/metrics`, `/health`,
+    /// `/ready`).
+    pub fn http_get(&self, node_id: i32, path: &str) -> super::HttpResponse {
+        let addr = self.node(node_id).http_addr;
+        super::http_request(addr, format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
     }
 
     /// Creates `topic` with `partitions` partitions on every node
@@ -245,8 +261,8 @@ impl Cluster {
             node.data_dir.display().to_string(),
         ];
         if !extra.iter().any(|arg| arg == "--http-listen") {
-            // Three nodes on one machine: not the default port (any free one).
-            args.extend(["--http-listen".to_string(), "127.0.0.1:0".to_string()]);
+            // Three nodes on one machine: not the default port.
+            args.extend(["--http-listen".to_string(), node.http_addr.to_string()]);
         }
         args.extend(extra);
         let child = Command::new(env!("CARGO_BIN_EXE_engine"))
@@ -296,7 +312,7 @@ impl Cluster {
         child.kill().unwrap();
         let killed_at = Instant::now();
         let _ = child.wait();
-        let (kafka_addr, raft_addr) = (node.kafka_addr, node.raft_addr);
+        let (kafka_addr, raft_addr, http_addr) = (node.kafka_addr, node.raft_addr, node.http_addr);
         for k in 0..super::shard_count(&self.extra) {
             wait_port_refused(SocketAddr::new(
                 kafka_addr.ip(),
@@ -304,6 +320,7 @@ impl Cluster {
             ));
         }
         wait_port_refused(raft_addr);
+        wait_port_refused(http_addr);
         killed_at
     }
 

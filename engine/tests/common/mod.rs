@@ -15,7 +15,8 @@ pub mod cluster;
 use std::path::{Path, PathBuf};
 
 pub use shardline_testkit::{
-    call, engine_binary, free_port_run, node_of, raw_exchange, run_engine_briefly, shard_count, Engine, KafkaConnection,
+    call, engine_binary, free_port_run, http_request, node_of, raw_exchange, run_engine_briefly, shard_count, Engine,
+    HttpResponse, KafkaConnection,
 };
 
 /// Path of the Python interpreter of the project's test venv (made by scripts/test-all).
