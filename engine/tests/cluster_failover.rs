@@ -312,6 +312,35 @@ fn wait_acks_after(
     }
 }
 
+/// The time from `since` to the first acknowledgement of a message sent
+/// after it, waiting at most `within`; `None` if none came.
+fn first_ack_after(
+    reports: &Reports,
+    sent_at: &Mutex<Vec<Instant>>,
+    since: Instant,
+    within: Duration,
+) -> Option<Duration> {
+    let deadline = since + within;
+    loop {
+        {
+            let sent_at = sent_at.lock().unwrap();
+            let reports = reports.0.lock().unwrap();
+            let first = reports
+                .iter()
+                .filter(|report| report.outcome.is_ok() && sent_at[report.seq] > since)
+                .map(|report| report.at - since)
+                .min();
+            if first.is_some() {
+                return first;
+            }
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Kills the metadata leader (even rounds) or the leader of partition 0 (odd
 /// rounds), measures the failover, restarts the node and waits until it is
 /// back in every ISR.
@@ -450,32 +479,14 @@ fn acknowledged_messages_survive_ten_leader_kills() {
     create_topic(&cluster);
     cluster.wait_full_isr(TOPIC, PARTITIONS, budget.bound(CATCH_UP_TIMEOUT));
 
-    let reports = Reports::default();
-    let sent_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let producer: ThreadedProducer<Reports> = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap())
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", MESSAGE_TIMEOUT.as_millis().to_string())
-        // Reconnect to a restarted node within a second, so a failover time
-        // measures the cluster rather than the client's reconnect backoff
-        // (librdkafka's default grows to 10 s).
-        .set("reconnect.backoff.max.ms", "1000")
-        .create_with_context(reports.clone())
-        .unwrap();
-    let producer_thread = std::thread::spawn({
-        let sent_at = Arc::clone(&sent_at);
-        let stop = Arc::clone(&stop);
-        move || run_producer(producer, &sent_at, &stop, budget)
-    });
+    let load = Load::start(&cluster, budget);
+    let (reports, sent_at) = (&load.reports, &load.sent_at);
 
     // The producer is warm (producer id, metadata, connections) before the first kill.
     let (first_ack, _) = wait_acks_after(
         &mut cluster,
-        &reports,
-        &sent_at,
+        reports,
+        sent_at,
         Instant::now(),
         &[],
         budget.bound(ACK_TIMEOUT),
@@ -483,16 +494,9 @@ fn acknowledged_messages_survive_ten_leader_kills() {
     println!("first acknowledgement after {} ms", first_ack.as_millis());
 
     let kills: Vec<Kill> = (0..kills)
-        .map(|round| kill_and_restart(&mut cluster, round, kills, &reports, &sent_at, budget))
+        .map(|round| kill_and_restart(&mut cluster, round, kills, reports, sent_at, budget))
         .collect();
-
-    stop.store(true, Ordering::Relaxed);
-    let end = producer_thread.join().unwrap();
-    println!("producer: {end:?}");
-    assert!(end.send_errors.is_empty(), "send errors: {:?}", end.send_errors);
-    assert_eq!(end.fatal_error, None, "the idempotent producer hit a fatal error");
-    assert_eq!(end.flush, Ok(()), "flush within {FLUSH_TIMEOUT:?}");
-    assert_eq!(end.in_flight_after_flush, 0);
+    let (end, reports) = load.finish();
 
     // All three nodes up, and every replica caught up after the last produce.
     assert_eq!(cluster.running(), cluster.node_ids(), "every node is running");
@@ -510,9 +514,151 @@ fn acknowledged_messages_survive_ten_leader_kills() {
         "kill -> restarted node back in every ISR: {}",
         summary(kills.iter().map(|k| k.rejoined).collect())
     );
+    check_history(&cluster, &end, reports, budget);
+    let distinct: BTreeSet<i32> = kills.iter().map(|k| k.node_id).collect();
+    println!("nodes killed: {distinct:?}");
+}
 
+/// Rounds of the network test: each cuts one partition leader off.
+const ISOLATIONS: usize = 3;
+/// How long a leader stays cut off from its peers: well past the broker
+/// session timeout (1.5 s), so the others fence it and elect new leaders.
+const ISOLATION_TIME: Duration = Duration::from_secs(4);
+/// Test budget per isolation round (cut, heal, catch up).
+const TEST_BUDGET_PER_ISOLATION: Duration = Duration::from_secs(25);
+
+/// Issue 16 section 3: the nodes in network namespaces of their own; in
+/// each round the leader of one partition is cut off from both peers while
+/// the producer still reaches it (a stale leader that cannot replicate),
+/// then the links come back. The history checks as after kills: every
+/// acknowledged message stored exactly once at its reported offset,
+/// nothing stored that was never sent. Needs root (`ip netns`).
+#[test]
+fn acknowledged_messages_survive_leaders_cut_off_from_their_peers() {
+    let total = TEST_BUDGET_BASE + TEST_BUDGET_PER_ISOLATION * u32::try_from(ISOLATIONS).unwrap();
+    let budget = Budget {
+        end: Instant::now() + total,
+        total,
+    };
+    let mut cluster = Cluster::start_on_network(ENGINE_FLAGS);
+    cluster.wait_ready(budget.bound(READY_TIMEOUT));
+    create_topic(&cluster);
+    cluster.wait_full_isr(TOPIC, PARTITIONS, budget.bound(CATCH_UP_TIMEOUT));
+    let load = Load::start(&cluster, budget);
+    let (reports, sent_at) = (&load.reports, &load.sent_at);
+    wait_acks_after(
+        &mut cluster,
+        reports,
+        sent_at,
+        Instant::now(),
+        &[],
+        budget.bound(ACK_TIMEOUT),
+    );
+
+    for round in 0..ISOLATIONS {
+        budget.assert_left(&format!("isolation {}", round + 1));
+        let leaders = cluster.partition_leaders(TOPIC);
+        let partition = i32::try_from(round).unwrap() % PARTITIONS;
+        let node = leaders[usize::try_from(partition).unwrap()];
+        let led: Vec<i32> = (0..PARTITIONS)
+            .filter(|&p| leaders[usize::try_from(p).unwrap()] == node)
+            .collect();
+        cluster.isolate_from_peers(node, true);
+        let cut_at = Instant::now();
+        // Whether the producer gets acknowledgements while the leader is cut
+        // off depends on where it learns leadership: a stale leader still
+        // answers Metadata claiming its partitions (docs/cluster.md, "What is
+        // not"). Recorded, not required; what is required is the history.
+        let during = first_ack_after(reports, sent_at, cut_at, ISOLATION_TIME);
+        std::thread::sleep(ISOLATION_TIME.saturating_sub(cut_at.elapsed()));
+        cluster.isolate_from_peers(node, false);
+        let healed_at = Instant::now();
+        let (after_heal, _) = wait_acks_after(
+            &mut cluster,
+            reports,
+            sent_at,
+            healed_at,
+            &[],
+            budget.bound(ACK_TIMEOUT),
+        );
+        cluster.wait_ready(budget.bound(READY_TIMEOUT));
+        cluster.wait_full_isr(TOPIC, PARTITIONS, budget.bound(CATCH_UP_TIMEOUT));
+        println!(
+            "isolation {}/{ISOLATIONS}: node {node} (led partitions {led:?}) cut off from its peers for {} ms; \
+             first acknowledgement after the cut: {}; after the heal: {} ms; back in every ISR {} ms after the cut",
+            round + 1,
+            ISOLATION_TIME.as_millis(),
+            during.map_or_else(|| "none while cut".to_string(), |d| format!("{} ms", d.as_millis())),
+            after_heal.as_millis(),
+            cut_at.elapsed().as_millis()
+        );
+        std::thread::sleep(SETTLE_PAUSE);
+    }
+    let (end, reports) = load.finish();
+    check_history(&cluster, &end, reports, budget);
+    cluster.assert_none_exited();
+}
+
+/// The idempotent acks=all producer of these tests, on a thread of its own
+/// (`run_producer`), and what it reports.
+struct Load {
+    reports: Reports,
+    sent_at: Arc<Mutex<Vec<Instant>>>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<ProducerEnd>,
+}
+
+impl Load {
+    fn start(cluster: &Cluster, budget: Budget) -> Load {
+        let reports = Reports::default();
+        let sent_at: Arc<Mutex<Vec<Instant>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let producer: ThreadedProducer<Reports> = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap())
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", MESSAGE_TIMEOUT.as_millis().to_string())
+            // Reconnect to a restarted node within a second, so a failover
+            // time measures the cluster rather than the client's reconnect
+            // backoff (librdkafka's default grows to 10 s).
+            .set("reconnect.backoff.max.ms", "1000")
+            .create_with_context(reports.clone())
+            .unwrap();
+        let thread = std::thread::spawn({
+            let sent_at = Arc::clone(&sent_at);
+            let stop = Arc::clone(&stop);
+            move || run_producer(producer, &sent_at, &stop, budget)
+        });
+        Load {
+            reports,
+            sent_at,
+            stop,
+            thread,
+        }
+    }
+
+    /// Stops and flushes the producer; fails the test if it did not end
+    /// cleanly. Returns how it ended and every delivery report.
+    fn finish(self) -> (ProducerEnd, Vec<Report>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let end = self.thread.join().unwrap();
+        println!("producer: {end:?}");
+        assert!(end.send_errors.is_empty(), "send errors: {:?}", end.send_errors);
+        assert_eq!(end.fatal_error, None, "the idempotent producer hit a fatal error");
+        assert_eq!(end.flush, Ok(()), "flush within {FLUSH_TIMEOUT:?}");
+        assert_eq!(end.in_flight_after_flush, 0);
+        let reports = self.reports.0.lock().unwrap().clone();
+        (end, reports)
+    }
+}
+
+/// Reads every partition back and checks the history against the delivery
+/// reports: every acknowledged message is stored exactly once, at the
+/// offset its report named; nothing stored was never sent; offsets rise.
+/// Returns how many messages were acknowledged.
+fn check_history(cluster: &Cluster, end: &ProducerEnd, reports: Vec<Report>, budget: Budget) -> usize {
     // Exactly one report per message sent.
-    let reports = reports.0.lock().unwrap().clone();
     let mut report_of: HashMap<usize, Report> = HashMap::new();
     for report in reports {
         assert!(report.seq < end.sent, "report for unsent message {}", report.seq);
@@ -521,7 +667,7 @@ fn acknowledged_messages_survive_ten_leader_kills() {
     }
     assert_eq!(report_of.len(), end.sent, "one report per message sent");
 
-    let consumed = read_back(&cluster, budget.bound(CONSUME_TIMEOUT));
+    let consumed = read_back(cluster, budget.bound(CONSUME_TIMEOUT));
 
     // Where each payload was found; each partition in increasing offsets.
     let mut found_at: HashMap<usize, Vec<(i32, i64)>> = HashMap::new();
@@ -601,10 +747,9 @@ fn acknowledged_messages_survive_ten_leader_kills() {
         misplaced.len(),
         &misplaced[..misplaced.len().min(SHOWN_MAX)]
     );
-    // The test did produce through the kills (300 per second).
+    // The test did produce through the faults (300 per second).
     assert!(acked >= 1_000, "only {acked} messages acknowledged");
-    let distinct: BTreeSet<i32> = kills.iter().map(|k| k.node_id).collect();
-    println!("nodes killed: {distinct:?}");
+    acked
 }
 
 /// How long the no-false-fencing test loads the cluster.

@@ -97,6 +97,9 @@ pub struct Cluster {
     extra: Vec<String>,
     /// `Some` until dropped; kept on disk when the test fails.
     tmp: Option<tempfile::TempDir>,
+    /// With [`Cluster::start_on_network`]: the nodes' namespaces and links
+    /// (dropped after the nodes are killed).
+    network: Option<super::netns::Network>,
 }
 
 /// For each node, the first of its shards' consecutive Kafka ports, a Raft
@@ -147,10 +150,55 @@ impl Cluster {
                 starts: 0,
             })
             .collect();
+        Cluster::launch(nodes, extra, tmp, None)
+    }
+
+    /// Starts `NODES` nodes as [`Cluster::start`] does, each in a network
+    /// namespace of its own (`netns.rs`), reachable from the test at
+    /// 10.78.K.N and from each other over a link per pair that the test can
+    /// cut ([`Cluster::isolate_from_peers`]). Their raft peers prove a
+    /// cluster secret; `--allow-insecure` lets them listen off loopback.
+    pub fn start_on_network(extra: &[&str]) -> Cluster {
+        let tmp = tempfile::Builder::new().prefix("shardline-cluster-").tempdir().unwrap();
+        let network = super::netns::Network::create(&(1..=NODES).collect::<Vec<_>>());
+        let secret = tmp.path().join("raft-secret");
+        std::fs::write(
+            &secret,
+            "9c0d6e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d\n",
+        )
+        .unwrap();
+        let mut flags: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        flags.extend(["--allow-insecure".to_string(), "--raft-secret-file".to_string()]);
+        flags.push(secret.display().to_string());
+        let nodes: Vec<Node> = (1..=NODES)
+            .map(|node_id| {
+                let ip = network.address(node_id);
+                Node {
+                    node_id,
+                    kafka_addr: SocketAddr::new(ip, 9092),
+                    raft_addr: SocketAddr::new(ip, 19092),
+                    http_addr: SocketAddr::new(ip, 9644),
+                    data_dir: tmp.path().join(format!("node-{node_id}")),
+                    log_path: tmp.path().join(format!("node-{node_id}.log")),
+                    child: None,
+                    starts: 0,
+                }
+            })
+            .collect();
+        Cluster::launch(nodes, flags, tmp, Some(network))
+    }
+
+    fn launch(
+        nodes: Vec<Node>,
+        extra: Vec<String>,
+        tmp: tempfile::TempDir,
+        network: Option<super::netns::Network>,
+    ) -> Cluster {
         let mut cluster = Cluster {
             nodes,
             extra,
             tmp: Some(tmp),
+            network,
         };
         // Every process first: a node may not open its Kafka port before the
         // metadata group has a leader, which needs a majority of voters up.
@@ -182,6 +230,15 @@ impl Cluster {
 
     pub fn raft_addr(&self, node_id: i32) -> SocketAddr {
         self.node(node_id).raft_addr
+    }
+
+    /// Cuts (`true`) or restores node `node_id`'s links to the other nodes;
+    /// clients still reach it. Only for [`Cluster::start_on_network`].
+    pub fn isolate_from_peers(&self, node_id: i32, isolated: bool) {
+        self.network
+            .as_ref()
+            .expect("a cluster started on a network")
+            .isolate_from_peers(node_id, isolated);
     }
 
     /// `GET path` on the node's HTTP endpoint (`/metrics`, `/health`,
@@ -265,7 +322,17 @@ impl Cluster {
             args.extend(["--http-listen".to_string(), node.http_addr.to_string()]);
         }
         args.extend(extra);
-        let child = Command::new(env!("CARGO_BIN_EXE_engine"))
+        let namespace = self.network.as_ref().map(|network| network.namespace(node_id));
+        let node = self.node_mut(node_id);
+        let mut command = match namespace {
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", &namespace, env!("CARGO_BIN_EXE_engine")]);
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_engine")),
+        };
+        let child = command
             .args(&args)
             .env(
                 "RUST_LOG",
