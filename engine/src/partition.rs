@@ -13,7 +13,7 @@
 //! answered once the high watermark passes its batch.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::HashMap,
     path::{Path, PathBuf},
     rc::Rc,
@@ -171,6 +171,10 @@ pub(crate) struct Partition {
     pub(crate) replica: RefCell<ReplicaState>,
     /// acks=all produces waiting for the high watermark to reach an offset.
     hw_waiters: RefCell<Vec<(Offset, oneshot::Sender<()>)>>,
+    /// This broker is out of touch with the metadata quorum
+    /// (`Shard::out_of_quorum`): waiting acks=all produces are answered
+    /// NOT_LEADER_OR_FOLLOWER at once instead of at their timeout.
+    quorum_lost: Cell<bool>,
 }
 
 /// Directory of a partition under the data directory.
@@ -302,6 +306,7 @@ impl Partition {
                 isr_change_in_flight: false,
             }),
             hw_waiters: RefCell::new(Vec::new()),
+            quorum_lost: Cell::new(false),
         })
     }
 
@@ -519,7 +524,7 @@ impl Partition {
         let deadline = Instant::now() + timeout;
         loop {
             let (role, _) = self.role();
-            if role != Role::Leader {
+            if role != Role::Leader || self.quorum_lost.get() {
                 return Err(EngineError::NotLeader);
             }
             if self.high_watermark() >= end {
@@ -552,6 +557,14 @@ impl Partition {
                 Ok(())
             })
             .await;
+        }
+    }
+
+    /// Marks this broker out of (or back in) touch with the metadata
+    /// quorum; on losing it, answers every waiting acks=all produce.
+    pub(crate) fn set_quorum_lost(&self, lost: bool) {
+        if !self.quorum_lost.replace(lost) && lost {
+            self.wake_hw_waiters(true);
         }
     }
 

@@ -512,7 +512,13 @@ pub(crate) async fn maintain_isr(shard: Rc<Shard>) {
         glommio::timer::sleep(tick).await;
         let image = shard.image();
         let alive = |node: i32| image.brokers.get(&node).is_some_and(|b| !b.fenced);
+        let quorum_lost = shard.out_of_quorum();
         for ((topic, index), partition) in shard.open_partitions() {
+            partition.set_quorum_lost(quorum_lost);
+            if quorum_lost {
+                // No ISR change could commit; the others decide now.
+                continue;
+            }
             let Some((leader_epoch, isr)) = partition.desired_isr(lag_max, alive) else {
                 continue;
             };

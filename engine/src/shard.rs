@@ -66,6 +66,9 @@ pub struct Shard {
     pub(crate) fetchers: crate::replica::Fetchers,
     /// What this shard counts about its own work (metrics, the shutdown line).
     pub(crate) probe: ShardProbe,
+    /// Whether the last [`Shard::out_of_quorum`] answer was yes (to log
+    /// the changes only).
+    out_of_quorum: Cell<bool>,
 }
 
 impl Shard {
@@ -92,7 +95,33 @@ impl Shard {
             coordinator: Coordinator::default(),
             fetchers: crate::replica::Fetchers::default(),
             probe: ShardProbe::new(shard_count),
+            out_of_quorum: Cell::new(false),
         })
+    }
+
+    /// Whether this broker has been out of touch with a metadata quorum for
+    /// longer than the broker session timeout. The others have then fenced
+    /// it (or are about to) and moved its partitions, while its own image,
+    /// which cannot change without a quorum, still names it leader. Such a
+    /// broker leads nothing: client requests to its partitions get
+    /// NOT_LEADER_OR_FOLLOWER and Metadata names no leader for them, so
+    /// clients look for the new leaders elsewhere (docs/cluster.md, "A
+    /// leader cut off from its peers").
+    pub(crate) fn out_of_quorum(&self) -> bool {
+        let silence = self.meta.quorum_silence();
+        let out = silence > std::time::Duration::from_millis(self.config.broker_session_timeout_ms);
+        if out != self.out_of_quorum.replace(out) {
+            if out {
+                tracing::warn!(
+                    shard = self.id,
+                    silence_ms = silence.as_millis(),
+                    "no metadata quorum within the session timeout: leading nothing until one is back"
+                );
+            } else {
+                tracing::info!(shard = self.id, "metadata quorum back: leading again");
+            }
+        }
+        out
     }
 
     /// This shard's current metadata image.
@@ -120,7 +149,7 @@ impl Shard {
         if partition.leader < 0 {
             return Err(EngineError::LeaderNotAvailable);
         }
-        if partition.leader != self.node_id() {
+        if partition.leader != self.node_id() || self.out_of_quorum() {
             return Err(EngineError::NotLeader);
         }
         let shard = usize::try_from(partition.shard).map_err(|_| EngineError::NotLeader)?;

@@ -36,7 +36,7 @@ use crate::{
     files::{create_dir_durably, read_if_exists, write_atomically},
     forward::{propose_anywhere, propose_with_index, PeerSet},
     image::{BrokerInfo, MetadataImage, NewTopic, TopicMeta},
-    liveness::{Liveness, LivenessTask},
+    liveness::{Liveness, LivenessTask, QuorumContact},
     log_store::LogStore,
     network::{NetworkFactory, NoPeers, RaftTransport},
     peer_auth::{ClusterSecret, PeerAuth},
@@ -233,6 +233,9 @@ struct Shared {
     metrics: RaftMetricsReceiver,
     stopped: watch::Receiver<bool>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// When this node last knew a metadata quorum heard it (with peers).
+    contact: Arc<QuorumContact>,
+    has_peers: bool,
 }
 
 /// Handle on the metadata Raft group. Cheap to clone; `Send + Sync`; every
@@ -441,6 +444,7 @@ struct Services {
 async fn open_node(
     config: &MetadataConfig,
     publisher: Arc<watch::Sender<Arc<MetadataImage>>>,
+    contact: Arc<QuorumContact>,
 ) -> Result<(Raft, Services), MetaError> {
     let listener = match config.raft_listen {
         Some(addr) => Some(
@@ -498,6 +502,7 @@ async fn open_node(
             peers: Arc::clone(peers),
             heartbeat_interval: Duration::from_millis(config.broker_heartbeat_interval_ms),
             session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
+            contact,
         };
         tasks.push(tokio::spawn(task.run()));
     }
@@ -508,12 +513,13 @@ async fn open_node(
 /// that stopped it, if one did.
 async fn run(
     config: MetadataConfig,
+    contact: Arc<QuorumContact>,
     mut requests: mpsc::Receiver<Request>,
     publisher: Arc<watch::Sender<Arc<MetadataImage>>>,
     ready: ReadySender,
 ) -> Option<oneshot::Sender<Result<(), MetaError>>> {
     let images = publisher.subscribe();
-    let (raft, services) = match open_node(&config, publisher).await {
+    let (raft, services) = match open_node(&config, publisher, contact).await {
         Ok(opened) => opened,
         Err(error) => {
             let _ = ready.send(Err(error));
@@ -583,6 +589,7 @@ async fn run(
 
 fn thread_main(
     config: MetadataConfig,
+    contact: Arc<QuorumContact>,
     requests: mpsc::Receiver<Request>,
     publisher: Arc<watch::Sender<Arc<MetadataImage>>>,
     ready: ReadySender,
@@ -596,7 +603,7 @@ fn thread_main(
             return;
         }
     };
-    let reply = runtime.block_on(run(config, requests, publisher, ready));
+    let reply = runtime.block_on(run(config, contact, requests, publisher, ready));
     // Dropping the runtime ends the tasks still spawned on it.
     drop(runtime);
     stopped.send_replace(true);
@@ -624,6 +631,9 @@ impl MetadataGroup {
         let start_timeout = config.start_timeout();
 
         let node_id = config.node_id;
+        let has_peers = config.has_peers();
+        let contact = Arc::new(QuorumContact::new());
+        let thread_contact = Arc::clone(&contact);
         let (request_sender, request_receiver) = mpsc::channel(REQUEST_QUEUE_CAPACITY);
         let (publisher, images) = watch::channel(Arc::new(MetadataImage::empty()));
         let (stopped_sender, stopped) = watch::channel(false);
@@ -631,7 +641,16 @@ impl MetadataGroup {
         let publisher = Arc::new(publisher);
         let thread = std::thread::Builder::new()
             .name("shardline-meta".to_owned())
-            .spawn(move || thread_main(config, request_receiver, publisher, ready_sender, stopped_sender))
+            .spawn(move || {
+                thread_main(
+                    config,
+                    thread_contact,
+                    request_receiver,
+                    publisher,
+                    ready_sender,
+                    stopped_sender,
+                )
+            })
             .map_err(|error| MetaError::io("spawn the metadata thread", error))?;
 
         // The thread bounds its own start by START_TIMEOUT; the margin covers
@@ -646,6 +665,8 @@ impl MetadataGroup {
                     metrics,
                     stopped,
                     thread: Mutex::new(Some(thread)),
+                    contact,
+                    has_peers,
                 }),
             }),
             Ok(Err(error)) => {
@@ -780,6 +801,20 @@ impl MetadataGroup {
             last_applied_index: metrics.last_applied.map(|log_id| log_id.index),
             snapshot_index: metrics.snapshot.map(|log_id| log_id.index),
             purged_index: metrics.purged.map(|log_id| log_id.index),
+        }
+    }
+
+    /// How long since this node last knew a metadata quorum heard it: as a
+    /// follower, since the metadata leader last took its heartbeat; as the
+    /// leader, since a quorum last acknowledged it. Zero on a single node.
+    /// A node silent past the broker session timeout has been fenced by the
+    /// others (or soon will be) while its own image cannot change: the
+    /// engine then stops acting as a leader. One relaxed atomic load.
+    pub fn quorum_silence(&self) -> Duration {
+        if self.shared.has_peers {
+            self.shared.contact.silence(std::time::Instant::now())
+        } else {
+            Duration::ZERO
         }
     }
 

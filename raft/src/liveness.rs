@@ -159,6 +159,37 @@ impl Liveness {
     }
 }
 
+/// When this node last knew a metadata quorum heard it, for
+/// [`crate::MetadataGroup::quorum_silence`]: written by the liveness task
+/// (the raft thread) every heartbeat interval, read by the shards with one
+/// relaxed load. Milliseconds since `base`, so it fits an atomic.
+pub(crate) struct QuorumContact {
+    base: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl QuorumContact {
+    /// In contact as of now (a node starts with one session of grace).
+    pub(crate) fn new() -> QuorumContact {
+        QuorumContact {
+            base: std::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A quorum heard this node at `at` (never moves backwards).
+    pub(crate) fn touch(&self, at: std::time::Instant) {
+        let ms = u64::try_from(at.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Time from the last contact to `now`.
+    pub(crate) fn silence(&self, now: std::time::Instant) -> Duration {
+        let last = self.base + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+        now.saturating_duration_since(last)
+    }
+}
+
 /// The per-node liveness task: heartbeats, and on the leader the ticker.
 pub(crate) struct LivenessTask {
     pub(crate) raft: Raft,
@@ -168,6 +199,7 @@ pub(crate) struct LivenessTask {
     pub(crate) peers: Arc<PeerSet>,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) session_timeout: Duration,
+    pub(crate) contact: Arc<QuorumContact>,
 }
 
 impl LivenessTask {
@@ -184,12 +216,22 @@ impl LivenessTask {
         let mut last_answer: Option<(NodeId, Instant)> = None;
         loop {
             ticker.tick().await;
-            let (leader, term) = {
+            let (leader, term, quorum_ack_ms) = {
                 let metrics = self.raft.metrics();
                 let metrics = metrics.borrow();
-                (metrics.current_leader, metrics.current_term)
+                (
+                    metrics.current_leader,
+                    metrics.current_term,
+                    metrics.millis_since_quorum_ack,
+                )
             };
             if leader == Some(self.node_id) {
+                if let Some(ms) = quorum_ack_ms {
+                    let at = std::time::Instant::now().checked_sub(Duration::from_millis(ms));
+                    if let Some(at) = at {
+                        self.contact.touch(at);
+                    }
+                }
                 if leading_term != Some(term) {
                     tracing::info!(term, "metadata leader: broker liveness tracking starts (grace period)");
                     let old_leader = last_answer
@@ -197,6 +239,8 @@ impl LivenessTask {
                         .and_then(|(old, at)| Some((i32::try_from(old).ok()?, at)));
                     self.liveness.forget_all(Instant::now(), old_leader);
                     leading_term = Some(term);
+                    // Elected: a quorum just voted for this node.
+                    self.contact.touch(std::time::Instant::now());
                 }
                 self.liveness.heard(broker, Instant::now());
                 self.lead().await;
@@ -205,6 +249,7 @@ impl LivenessTask {
                 if let Some(leader) = leader {
                     if self.send_heartbeat(broker, leader).await {
                         last_answer = Some((leader, Instant::now()));
+                        self.contact.touch(std::time::Instant::now());
                     }
                 }
             }
@@ -314,6 +359,22 @@ mod tests {
             );
         }
         image
+    }
+
+    #[test]
+    fn quorum_contact_only_moves_forward() {
+        let contact = QuorumContact::new();
+        let start = std::time::Instant::now();
+        contact.touch(start + Duration::from_millis(300));
+        // An older contact (a late heartbeat answer) does not move it back.
+        contact.touch(start + Duration::from_millis(100));
+        let silence = contact.silence(start + Duration::from_millis(1300));
+        // Stored in whole milliseconds since the contact's own start.
+        assert!(
+            silence <= Duration::from_millis(1001) && silence >= Duration::from_millis(990),
+            "{silence:?}"
+        );
+        assert_eq!(contact.silence(start), Duration::ZERO);
     }
 
     #[test]

@@ -60,7 +60,12 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, listener
         })
         .collect();
     response.cluster_id = Some(str_bytes(&image.cluster_id));
-    response.controller_id = BrokerId(image.controller_id);
+    // A broker out of touch with the metadata quorum names no leader where
+    // its stale image names itself, and no controller (clients send their
+    // Metadata requests to the controller they were told of), so clients
+    // ask another broker (see `Shard::out_of_quorum`).
+    let stale_self = shard.out_of_quorum().then(|| shard.node_id());
+    response.controller_id = BrokerId(if stale_self.is_some() { -1 } else { image.controller_id });
     let describe = |topic: &TopicMeta| {
         let mut out = MetadataResponseTopic::default();
         out.name = Some(topic_name(&topic.name));
@@ -77,7 +82,10 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, listener
                 partition.leader_epoch = p.leader_epoch;
                 partition.replica_nodes = p.replicas.iter().map(broker_id).collect();
                 partition.isr_nodes = p.isr.iter().map(broker_id).collect();
-                if p.leader < 0 {
+                if stale_self == Some(p.leader) {
+                    partition.leader_id = BrokerId(-1);
+                }
+                if p.leader < 0 || stale_self == Some(p.leader) {
                     partition.error_code = kafka_code(&EngineError::LeaderNotAvailable);
                 }
                 partition
