@@ -79,6 +79,36 @@ pub enum EngineError {
     /// The SASL exchange refused a request (the codes are chosen in
     /// [`kafka_code`]).
     Sasl(SaslError),
+    /// An admin request (config changes, elections, reassignments) refused.
+    Admin(AdminError),
+}
+
+/// Why an admin request was refused (the codes are chosen in [`kafka_code`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminError {
+    /// A config change the broker does not take: a read-only or unknown key,
+    /// an operation that does not apply to it, a value it does not honour.
+    InvalidConfig(String),
+    /// ElectLeaders: the preferred replica already leads the partition.
+    ElectionNotNeeded,
+    /// ElectLeaders: the preferred replica is fenced or out of sync.
+    PreferredLeaderNotAvailable,
+    /// AlterPartitionReassignments: a target the broker cannot apply.
+    InvalidReplicaAssignment(String),
+    /// AlterPartitionReassignments cancelling a reassignment when none runs.
+    NoReassignmentInProgress,
+}
+
+impl fmt::Display for AdminError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminError::InvalidConfig(why) => write!(f, "invalid config: {why}"),
+            AdminError::ElectionNotNeeded => write!(f, "the preferred replica already leads the partition"),
+            AdminError::PreferredLeaderNotAvailable => write!(f, "the preferred replica is fenced or not in sync"),
+            AdminError::InvalidReplicaAssignment(why) => write!(f, "invalid replica assignment: {why}"),
+            AdminError::NoReassignmentInProgress => write!(f, "no reassignment is in progress for the partition"),
+        }
+    }
 }
 
 /// Why a SASL exchange refused a request.
@@ -180,6 +210,7 @@ impl fmt::Display for EngineError {
             EngineError::LeaderNotAvailable => write!(f, "partition has no leader"),
             EngineError::PolicyViolation(why) => write!(f, "refused by the broker's limits: {why}"),
             EngineError::Sasl(e) => write!(f, "SASL: {e:?}"),
+            EngineError::Admin(e) => write!(f, "{e}"),
         }
     }
 }
@@ -270,6 +301,13 @@ pub fn kafka_code(error: &EngineError) -> i16 {
             SaslError::IllegalState => ResponseError::IllegalSaslState,
             SaslError::AuthenticationFailed => ResponseError::SaslAuthenticationFailed,
         },
+        EngineError::Admin(admin) => match admin {
+            AdminError::InvalidConfig(_) => ResponseError::InvalidConfig,
+            AdminError::ElectionNotNeeded => ResponseError::ElectionNotNeeded,
+            AdminError::PreferredLeaderNotAvailable => ResponseError::PreferredLeaderNotAvailable,
+            AdminError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+            AdminError::NoReassignmentInProgress => ResponseError::NoReassignmentInProgress,
+        },
         EngineError::Group(group) => match group {
             GroupError::NotCoordinator => ResponseError::NotCoordinator,
             GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
@@ -349,6 +387,22 @@ mod tests {
         assert_eq!(code(SaslError::UnsupportedMechanism), 33);
         assert_eq!(code(SaslError::IllegalState), 34);
         assert_eq!(code(SaslError::AuthenticationFailed), 58);
+    }
+
+    #[test]
+    fn admin_errors_map_to_the_codes_clients_expect() {
+        let code = |e| kafka_code(&EngineError::Admin(e));
+        assert_eq!(code(AdminError::InvalidConfig("x".into())), 40);
+        assert_eq!(code(AdminError::InvalidReplicaAssignment("x".into())), 39);
+        assert_eq!(code(AdminError::PreferredLeaderNotAvailable), 80);
+        assert_eq!(code(AdminError::ElectionNotNeeded), 84);
+        assert_eq!(code(AdminError::NoReassignmentInProgress), 85);
+        let invalid = EngineError::Meta(MetaError::InvalidConfig {
+            key: "retention.ms".into(),
+            value: Some("soon".into()),
+            reason: "not an integer".into(),
+        });
+        assert_eq!(kafka_code(&invalid), 40);
     }
 
     #[test]

@@ -263,11 +263,17 @@ impl Shard {
         for (key, (topic, meta)) in wanted {
             let existing = self.partitions.borrow().get(&key).cloned();
             let partition = match existing {
-                Some(partition) => partition,
+                Some(partition) => {
+                    if *partition.topic_configs.borrow() != topic.configs {
+                        self.apply_topic_configs(&key, &partition, topic).await;
+                    }
+                    partition
+                }
                 None => {
                     let (log_config, settings) = self.log_settings(topic);
                     let dir = partition_dir(&self.config.data_dir, &key.0, key.1);
-                    match Partition::open(dir, topic.id, log_config, settings, node_id).await {
+                    let configs = topic.configs.clone();
+                    match Partition::open(dir, topic.id, log_config, settings, configs, node_id).await {
                         Ok(partition) => {
                             tracing::info!(shard = self.id, topic = %key.0, partition = key.1, "partition opened");
                             let partition = Rc::new(partition);
@@ -313,6 +319,22 @@ impl Shard {
         self.applied_epoch.set(image.epoch);
         for waiter in std::mem::take(&mut *self.epoch_waiters.borrow_mut()) {
             let _ = waiter.send(());
+        }
+    }
+
+    /// Gives an open partition its topic's changed configs (AlterConfigs),
+    /// without reopening it.
+    async fn apply_topic_configs(&self, key: &PartitionKey, partition: &Partition, topic: &TopicMeta) {
+        let (log_config, settings) = self.log_settings(topic);
+        match partition.reconfigure(log_config, settings, topic.configs.clone()).await {
+            Ok(deleted) => tracing::info!(
+                topic = %key.0,
+                partition = key.1,
+                configs = ?topic.configs,
+                retention_deleted_segments = deleted,
+                "topic configs applied"
+            ),
+            Err(e) => tracing::warn!(topic = %key.0, partition = key.1, error = %e, "applying topic configs failed"),
         }
     }
 

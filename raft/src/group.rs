@@ -732,6 +732,14 @@ impl MetadataGroup {
         .map(|_| ())
     }
 
+    /// Gives every partition whose preferred replica (its first) is
+    /// unfenced and in sync, but not leading, that replica as leader (what
+    /// the liveness task proposes after failovers; Kafka's preferred leader
+    /// election). Returns once this node's image shows the result.
+    pub async fn elect_preferred_leaders(&self) -> Result<(), MetaError> {
+        self.propose(Command::ElectPreferredLeaders).await.map(|_| ())
+    }
+
     /// The latest applied image. Cheap: one `Arc` clone under a read lock.
     pub fn image(&self) -> Arc<MetadataImage> {
         Arc::clone(&self.shared.images.borrow())
