@@ -10,18 +10,8 @@
 mod common;
 
 use bytes::Bytes;
-use common::{batch, run};
+use common::{batch, run, small_config};
 use shardline_log::{Durability, Log, LogConfig, LogError, Offset};
-
-fn small_config() -> LogConfig {
-    LogConfig {
-        segment_bytes_max: 64 << 10,
-        index_interval_bytes: 1024,
-        durability: Durability::Never,
-        retention_ms_max: None,
-        ..LogConfig::default()
-    }
-}
 
 #[test]
 fn delete_records_moves_the_log_start_durably_and_deletes_segments_below() {

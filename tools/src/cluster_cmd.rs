@@ -13,16 +13,13 @@
 //! broker id / 0.
 
 use clap::Subcommand;
-use kafka_protocol::messages::MetadataRequest;
 
 use crate::{
     error::ToolError,
-    kafka_client::{BrokerArgs, Client},
+    kafka_client::{metadata, BrokerArgs},
     report::{Report, Table, Value, Verdict},
 };
 
-/// Metadata version asked (every Shardline broker serves v12).
-const METADATA_VERSION: i16 = 12;
 /// Broker ids of one node's shards are this far apart (Shardline's scheme).
 const SHARD_ID_STRIDE: i32 = 1000;
 
@@ -47,11 +44,7 @@ struct Load {
 }
 
 fn status(bootstrap: &str, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
-    let mut request = MetadataRequest::default();
-    request.topics = None;
-    request.allow_auto_topic_creation = false;
-    let mut client = Client::connect(bootstrap)?;
-    let metadata = client.call("Metadata", METADATA_VERSION, &request)?;
+    let metadata = metadata(bootstrap, None)?;
 
     let mut load: std::collections::BTreeMap<i32, Load> = metadata
         .brokers

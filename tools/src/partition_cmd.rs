@@ -18,19 +18,17 @@ use kafka_protocol::messages::{
     delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic},
     describe_producers_request::TopicRequest,
     elect_leaders_request::TopicPartitions,
-    metadata_request::MetadataRequestTopic,
     AlterPartitionReassignmentsRequest, BrokerId, DeleteRecordsRequest, DescribeProducersRequest, ElectLeadersRequest,
-    ListPartitionReassignmentsRequest, MetadataRequest, TopicName,
+    ListPartitionReassignmentsRequest, TopicName,
 };
 
 use crate::{
     error::ToolError,
-    kafka_client::{refused, text, BrokerArgs, Client},
+    kafka_client::{metadata, refused, text, BrokerArgs, Client},
     report::{Report, Table, Value, Verdict},
 };
 
 /// Request versions the tool speaks (every Shardline broker serves them).
-const METADATA_VERSION: i16 = 12;
 const ALTER_REASSIGNMENTS_VERSION: i16 = 0;
 const LIST_REASSIGNMENTS_VERSION: i16 = 0;
 const ELECT_LEADERS_VERSION: i16 = 2;
@@ -117,12 +115,7 @@ pub(crate) fn run(command: &PartitionCommand, report: &mut Report<'_>) -> Result
 /// A connection to the broker leading `topic`'s `partition` (found with a
 /// Metadata request to `bootstrap`).
 fn leader_client(bootstrap: &str, topic: &str, partition: i32) -> Result<Client, ToolError> {
-    let mut request = MetadataRequest::default();
-    let mut wanted = MetadataRequestTopic::default();
-    wanted.name = Some(TopicName(text(topic)));
-    request.topics = Some(vec![wanted]);
-    request.allow_auto_topic_creation = false;
-    let metadata = Client::connect(bootstrap)?.call("Metadata", METADATA_VERSION, &request)?;
+    let metadata = metadata(bootstrap, Some(topic))?;
     let found = metadata
         .topics
         .iter()
@@ -145,6 +138,19 @@ fn leader_client(bootstrap: &str, topic: &str, partition: i32) -> Result<Client,
     Client::connect(&format!("{}:{}", broker.host.as_str(), broker.port))
 }
 
+/// The answer for `partition` among a response's partition answers.
+fn answer_for<'a, T>(
+    answers: impl IntoIterator<Item = &'a T>,
+    index_of: impl Fn(&T) -> i32,
+    partition: i32,
+    what: &str,
+) -> Result<&'a T, ToolError> {
+    answers
+        .into_iter()
+        .find(|answer| index_of(answer) == partition)
+        .ok_or_else(|| ToolError::Refused(format!("{what}: the broker's answer does not name the partition")))
+}
+
 fn move_replicas(args: &MoveArgs, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
     let mut partition = ReassignablePartition::default();
     partition.partition_index = args.partition;
@@ -161,12 +167,8 @@ fn move_replicas(args: &MoveArgs, report: &mut Report<'_>) -> Result<Verdict, To
     if response.error_code != 0 {
         return Err(refused(&what, response.error_code, response.error_message.as_ref()));
     }
-    let result = response
-        .responses
-        .iter()
-        .flat_map(|t| t.partitions.iter())
-        .find(|p| p.partition_index == args.partition)
-        .ok_or_else(|| ToolError::Refused(format!("{what}: the broker's answer does not name the partition")))?;
+    let partitions = response.responses.iter().flat_map(|t| t.partitions.iter());
+    let result = answer_for(partitions, |p| p.partition_index, args.partition, &what)?;
     if result.error_code != 0 {
         return Err(refused(&what, result.error_code, result.error_message.as_ref()));
     }
@@ -228,23 +230,12 @@ fn elect_leaders(args: &ElectArgs, report: &mut Report<'_>) -> Result<Verdict, T
         Some(topic) => {
             let partitions = match args.partition {
                 Some(partition) => vec![partition],
-                None => {
-                    let mut metadata_request = MetadataRequest::default();
-                    let mut wanted = MetadataRequestTopic::default();
-                    wanted.name = Some(TopicName(text(topic)));
-                    metadata_request.topics = Some(vec![wanted]);
-                    let metadata = Client::connect(&args.broker.bootstrap)?.call(
-                        "Metadata",
-                        METADATA_VERSION,
-                        &metadata_request,
-                    )?;
-                    metadata
-                        .topics
-                        .iter()
-                        .filter(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
-                        .flat_map(|t| t.partitions.iter().map(|p| p.partition_index))
-                        .collect()
-                }
+                None => metadata(&args.broker.bootstrap, Some(topic))?
+                    .topics
+                    .iter()
+                    .filter(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+                    .flat_map(|t| t.partitions.iter().map(|p| p.partition_index))
+                    .collect(),
             };
             let mut wanted = TopicPartitions::default();
             wanted.topic = TopicName(text(topic));
@@ -297,12 +288,8 @@ fn delete_records(args: &DeleteArgs, report: &mut Report<'_>) -> Result<Verdict,
     let mut client = leader_client(&args.broker.bootstrap, &args.topic, args.partition)?;
     let response = client.call("DeleteRecords", DELETE_RECORDS_VERSION, &request)?;
     let what = format!("deleting records of {}-{}", args.topic, args.partition);
-    let result = response
-        .topics
-        .iter()
-        .flat_map(|t| t.partitions.iter())
-        .find(|p| p.partition_index == args.partition)
-        .ok_or_else(|| ToolError::Refused(format!("{what}: the broker's answer does not name the partition")))?;
+    let partitions = response.topics.iter().flat_map(|t| t.partitions.iter());
+    let result = answer_for(partitions, |p| p.partition_index, args.partition, &what)?;
     if result.error_code != 0 {
         return Err(refused(&what, result.error_code, None));
     }
@@ -325,12 +312,8 @@ fn producers(args: &PartitionArgs, report: &mut Report<'_>) -> Result<Verdict, T
     let mut client = leader_client(&args.broker.bootstrap, &args.topic, args.partition)?;
     let response = client.call("DescribeProducers", DESCRIBE_PRODUCERS_VERSION, &request)?;
     let what = format!("describing the producers of {}-{}", args.topic, args.partition);
-    let result = response
-        .topics
-        .iter()
-        .flat_map(|t| t.partitions.iter())
-        .find(|p| p.partition_index == args.partition)
-        .ok_or_else(|| ToolError::Refused(format!("{what}: the broker's answer does not name the partition")))?;
+    let partitions = response.topics.iter().flat_map(|t| t.partitions.iter());
+    let result = answer_for(partitions, |p| p.partition_index, args.partition, &what)?;
     if result.error_code != 0 {
         return Err(refused(&what, result.error_code, result.error_message.as_ref()));
     }

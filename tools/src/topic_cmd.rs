@@ -23,21 +23,18 @@ use kafka_protocol::messages::{
     delete_topics_request::DeleteTopicState,
     describe_configs_request::DescribeConfigsResource,
     incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
-    metadata_request::MetadataRequestTopic,
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest, MetadataRequest,
-    MetadataResponse, TopicName,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest, TopicName,
 };
 
 use crate::{
     error::ToolError,
-    kafka_client::{refused, text, BrokerArgs, Client},
+    kafka_client::{metadata, refused, text, BrokerArgs, Client},
     report::{Report, Table, Value, Verdict},
 };
 
 /// Request versions the tool speaks (every Shardline broker serves them).
 const CREATE_TOPICS_VERSION: i16 = 7;
 const DELETE_TOPICS_VERSION: i16 = 6;
-const METADATA_VERSION: i16 = 12;
 const DESCRIBE_CONFIGS_VERSION: i16 = 4;
 const INCREMENTAL_ALTER_CONFIGS_VERSION: i16 = 1;
 /// ConfigResource type of a topic.
@@ -164,18 +161,6 @@ fn create(args: &CreateArgs, report: &mut Report<'_>) -> Result<Verdict, ToolErr
     report.field("partitions", Value::from(result.num_partitions));
     report.field("replication_factor", Value::from(i32::from(result.replication_factor)));
     Ok(Verdict::Healthy)
-}
-
-fn metadata(bootstrap: &str, topic: Option<&str>) -> Result<MetadataResponse, ToolError> {
-    let mut request = MetadataRequest::default();
-    request.topics = topic.map(|name| {
-        let mut t = MetadataRequestTopic::default();
-        t.name = Some(TopicName(text(name)));
-        vec![t]
-    });
-    request.allow_auto_topic_creation = false;
-    let mut client = Client::connect(bootstrap)?;
-    client.call("Metadata", METADATA_VERSION, &request)
 }
 
 fn list(bootstrap: &str, report: &mut Report<'_>) -> Result<Verdict, ToolError> {

@@ -178,59 +178,75 @@ async fn alter_resource(
     Ok(())
 }
 
-pub(super) async fn incremental(shard: &Rc<Shard>, request: IncrementalAlterConfigsRequest) -> ResponseKind {
-    let mut outcomes = Vec::with_capacity(request.resources.len());
-    for resource in &request.resources {
-        let name = resource.resource_name.to_string();
-        let changes = incremental_changes(&resource.configs);
+/// One resource of either request: its type, its name, and its changes
+/// (or why they cannot be read).
+type Asked = (i8, StrBytes, Result<Changes, EngineError>);
+
+/// Alters every resource in order, then waits until every shard has the
+/// result, so the next request anywhere sees it.
+async fn alter_all(shard: &Rc<Shard>, asked: Vec<Asked>, validate_only: bool) -> Vec<Outcome> {
+    let mut outcomes = Vec::with_capacity(asked.len());
+    for (resource_type, resource_name, changes) in asked {
+        let name = resource_name.to_string();
+        let result = alter_resource(shard, resource_type, &name, changes, validate_only).await;
         outcomes.push(Outcome {
-            resource_type: resource.resource_type,
-            resource_name: resource.resource_name.clone(),
-            result: alter_resource(shard, resource.resource_type, &name, changes, request.validate_only).await,
+            resource_type,
+            resource_name,
+            result,
         });
     }
     wait_all_shards(shard, shard.meta.image().epoch).await;
-    let mut response = IncrementalAlterConfigsResponse::default();
-    response.responses = outcomes
+    outcomes
+}
+
+/// The response entries of both APIs: the same four fields in two types.
+macro_rules! resource_results {
+    ($outcomes:expr, $result:ty) => {
+        $outcomes
+            .iter()
+            .map(|outcome| {
+                let (code, message) = outcome.code_and_message();
+                let mut result = <$result>::default();
+                result.error_code = code;
+                result.error_message = message;
+                result.resource_type = outcome.resource_type;
+                result.resource_name = outcome.resource_name.clone();
+                result
+            })
+            .collect()
+    };
+}
+
+pub(super) async fn incremental(shard: &Rc<Shard>, request: IncrementalAlterConfigsRequest) -> ResponseKind {
+    let asked = request
+        .resources
         .iter()
-        .map(|outcome| {
-            let (code, message) = outcome.code_and_message();
-            let mut result = IncrementalResult::default();
-            result.error_code = code;
-            result.error_message = message;
-            result.resource_type = outcome.resource_type;
-            result.resource_name = outcome.resource_name.clone();
-            result
+        .map(|r| {
+            (
+                r.resource_type,
+                r.resource_name.clone(),
+                incremental_changes(&r.configs),
+            )
         })
         .collect();
+    let outcomes = alter_all(shard, asked, request.validate_only).await;
+    let mut response = IncrementalAlterConfigsResponse::default();
+    response.responses = resource_results!(outcomes, IncrementalResult);
     ResponseKind::IncrementalAlterConfigs(response)
 }
 
 pub(super) async fn legacy(shard: &Rc<Shard>, request: AlterConfigsRequest) -> ResponseKind {
-    let mut outcomes = Vec::with_capacity(request.resources.len());
-    for resource in &request.resources {
-        let name = resource.resource_name.to_string();
-        let changes = legacy_changes(shard, &name, &resource.configs);
-        outcomes.push(Outcome {
-            resource_type: resource.resource_type,
-            resource_name: resource.resource_name.clone(),
-            result: alter_resource(shard, resource.resource_type, &name, changes, request.validate_only).await,
-        });
-    }
-    wait_all_shards(shard, shard.meta.image().epoch).await;
-    let mut response = AlterConfigsResponse::default();
-    response.responses = outcomes
+    let asked = request
+        .resources
         .iter()
-        .map(|outcome| {
-            let (code, message) = outcome.code_and_message();
-            let mut result = LegacyResult::default();
-            result.error_code = code;
-            result.error_message = message;
-            result.resource_type = outcome.resource_type;
-            result.resource_name = outcome.resource_name.clone();
-            result
+        .map(|r| {
+            let changes = legacy_changes(shard, r.resource_name.as_str(), &r.configs);
+            (r.resource_type, r.resource_name.clone(), changes)
         })
         .collect();
+    let outcomes = alter_all(shard, asked, request.validate_only).await;
+    let mut response = AlterConfigsResponse::default();
+    response.responses = resource_results!(outcomes, LegacyResult);
     ResponseKind::AlterConfigs(response)
 }
 
