@@ -93,10 +93,9 @@ pub enum AdminError {
     ElectionNotNeeded,
     /// ElectLeaders: the preferred replica is fenced or out of sync.
     PreferredLeaderNotAvailable,
-    /// AlterPartitionReassignments: a target the broker cannot apply.
+    /// AlterPartitionReassignments: a target the request itself forbids
+    /// (a replication factor change without `allow_replication_factor_change`).
     InvalidReplicaAssignment(String),
-    /// AlterPartitionReassignments cancelling a reassignment when none runs.
-    NoReassignmentInProgress,
 }
 
 impl fmt::Display for AdminError {
@@ -106,7 +105,6 @@ impl fmt::Display for AdminError {
             AdminError::ElectionNotNeeded => write!(f, "the preferred replica already leads the partition"),
             AdminError::PreferredLeaderNotAvailable => write!(f, "the preferred replica is fenced or not in sync"),
             AdminError::InvalidReplicaAssignment(why) => write!(f, "invalid replica assignment: {why}"),
-            AdminError::NoReassignmentInProgress => write!(f, "no reassignment is in progress for the partition"),
         }
     }
 }
@@ -276,6 +274,8 @@ pub fn kafka_code(error: &EngineError) -> i16 {
             }
             MetaError::NotLeader { .. } => ResponseError::NotController,
             MetaError::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            MetaError::InvalidReassignment { .. } => ResponseError::InvalidReplicaAssignment,
+            MetaError::NoReassignmentInProgress { .. } => ResponseError::NoReassignmentInProgress,
             _ => ResponseError::UnknownServerError,
         },
         EngineError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
@@ -306,7 +306,6 @@ pub fn kafka_code(error: &EngineError) -> i16 {
             AdminError::ElectionNotNeeded => ResponseError::ElectionNotNeeded,
             AdminError::PreferredLeaderNotAvailable => ResponseError::PreferredLeaderNotAvailable,
             AdminError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
-            AdminError::NoReassignmentInProgress => ResponseError::NoReassignmentInProgress,
         },
         EngineError::Group(group) => match group {
             GroupError::NotCoordinator => ResponseError::NotCoordinator,
@@ -396,7 +395,17 @@ mod tests {
         assert_eq!(code(AdminError::InvalidReplicaAssignment("x".into())), 39);
         assert_eq!(code(AdminError::PreferredLeaderNotAvailable), 80);
         assert_eq!(code(AdminError::ElectionNotNeeded), 84);
-        assert_eq!(code(AdminError::NoReassignmentInProgress), 85);
+        let none = EngineError::Meta(MetaError::NoReassignmentInProgress {
+            topic: "t".into(),
+            partition: 0,
+        });
+        assert_eq!(kafka_code(&none), 85);
+        let refused = EngineError::Meta(MetaError::InvalidReassignment {
+            topic: "t".into(),
+            partition: 0,
+            reason: "r".into(),
+        });
+        assert_eq!(kafka_code(&refused), 39);
         let invalid = EngineError::Meta(MetaError::InvalidConfig {
             key: "retention.ms".into(),
             value: Some("soon".into()),

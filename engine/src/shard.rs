@@ -250,9 +250,18 @@ impl Shard {
             }
             if let Some(partition) = removed {
                 partition.close().await;
-                let deleted = image.topics.get(&key.0).is_none_or(|t| t.id != partition.topic_id);
-                if deleted {
-                    tracing::info!(topic = %key.0, partition = key.1, "topic deleted: removing partition data");
+                let topic = image.topics.get(&key.0).filter(|t| t.id == partition.topic_id);
+                // Still a replica of this node (moved to another shard of it): keep the data.
+                let held_here = topic
+                    .and_then(|t| usize::try_from(key.1).ok().and_then(|i| t.partitions.get(i)))
+                    .is_some_and(|p| p.replicas.contains(&node_id));
+                if !held_here {
+                    let why = if topic.is_none() {
+                        "topic deleted: removing partition data"
+                    } else {
+                        "replica moved to other brokers: removing partition data"
+                    };
+                    tracing::info!(topic = %key.0, partition = key.1, "{why}");
                     if let Err(e) = remove_dir(&partition.dir) {
                         tracing::warn!(error = %e, "removing deleted partition");
                     }

@@ -85,9 +85,9 @@ fn elect(addr: std::net::SocketAddr, name: &str, partitions: Vec<i32>) -> Vec<(i
         .collect()
 }
 
-fn reassign(addr: std::net::SocketAddr, name: &str, replicas: Option<Vec<i32>>) -> i16 {
+fn reassign(addr: std::net::SocketAddr, name: &str, index: i32, replicas: Option<Vec<i32>>) -> i16 {
     let mut partition = ReassignablePartition::default();
-    partition.partition_index = 0;
+    partition.partition_index = index;
     partition.replicas = replicas.map(|ids| ids.into_iter().map(BrokerId).collect());
     let mut wanted = ReassignableTopic::default();
     wanted.name = topic(name);
@@ -147,19 +147,28 @@ fn cluster_elections_reassignments_and_shardctl_status() {
         ]
     );
 
-    // Reassignments: none runs; the current replicas are accepted, any
-    // other target is refused saying why, a cancel has nothing to cancel.
+    // Reassignments of partition 2: the current replicas change nothing; a
+    // new order is in sync at once (done, nothing left to list or cancel);
+    // an unknown broker is refused.
     let list = call(cluster.kafka_addr(3), 0, &ListPartitionReassignmentsRequest::default()).unwrap();
     assert!(list.topics.is_empty());
-    let current = cluster.partitions_seen_by(1, name).unwrap()[0].replicas.clone();
-    assert_eq!(reassign(cluster.kafka_addr(1), name, Some(current.clone())), NONE);
+    let current = cluster.partitions_seen_by(1, name).unwrap()[2].replicas.clone();
+    assert_eq!(reassign(cluster.kafka_addr(1), name, 2, Some(current.clone())), NONE);
     let mut reversed = current.clone();
     reversed.reverse();
+    assert_eq!(reassign(cluster.kafka_addr(1), name, 2, Some(reversed.clone())), NONE);
+    assert_eq!(cluster.partitions_seen_by(1, name).unwrap()[2].replicas, reversed);
+    let list = call(cluster.kafka_addr(2), 0, &ListPartitionReassignmentsRequest::default()).unwrap();
+    assert!(list.topics.is_empty(), "{list:?}");
     assert_eq!(
-        reassign(cluster.kafka_addr(1), name, Some(reversed)),
+        reassign(cluster.kafka_addr(1), name, 2, None),
+        NO_REASSIGNMENT_IN_PROGRESS
+    );
+    assert_eq!(
+        reassign(cluster.kafka_addr(1), name, 2, Some(vec![1, 9])),
         INVALID_REPLICA_ASSIGNMENT
     );
-    assert_eq!(reassign(cluster.kafka_addr(1), name, None), NO_REASSIGNMENT_IN_PROGRESS);
+    let current = cluster.partitions_seen_by(1, name).unwrap()[0].replicas.clone();
 
     // The preferred replica of partition 0 goes down: its election cannot
     // happen, and shardctl shows the partitions it held as under-replicated.
@@ -250,4 +259,121 @@ fn json_log_lines_parse_and_slow_requests_are_logged() {
         .find(|v| v["fields"]["message"] == "slow request" && v["fields"]["api"] == "CreateTopics")
         .unwrap_or_else(|| panic!("no slow CreateTopics line in:\n{log}"));
     assert!(slow["fields"]["elapsed_ms"].as_u64().unwrap() >= 1, "{slow}");
+}
+
+/// Lines a kcat consumer reads from the start of `topic` to its end.
+fn consume_all(bootstrap: &str, topic: &str) -> Vec<String> {
+    let output = Command::new("kcat")
+        .args(["-b", bootstrap, "-t", topic, "-C", "-o", "beginning", "-e", "-q"])
+        .output()
+        .expect("kcat installed (scripts/test-all installs it)");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_partition_moves_to_other_brokers_with_its_data() {
+    let mut cluster = Cluster::start(&["--shards", "1", "--fsync", "never"]);
+    cluster.wait_ready(WAIT_MAX);
+    let name = "moving";
+    let mut create = CreatableTopic::default();
+    create.name = topic(name);
+    create.num_partitions = 1;
+    create.replication_factor = 1;
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![create];
+    request.timeout_ms = 10_000;
+    assert_eq!(
+        call(cluster.kafka_addr(1), 7, &request).unwrap().topics[0].error_code,
+        NONE
+    );
+    let from = cluster.partition_leader(name, 0);
+    let lines: Vec<String> = (0..200).map(|i| format!("record-{i}")).collect();
+    let mut kcat = Command::new("kcat")
+        .args(["-b", &cluster.bootstrap(), "-t", name, "-P", "-X", "acks=all"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("kcat installed (scripts/test-all installs it)");
+    std::io::Write::write_all(&mut kcat.stdin.take().unwrap(), (lines.join("\n") + "\n").as_bytes()).unwrap();
+    assert!(kcat.wait().unwrap().success());
+    let old_dir = cluster.data_dir(from).join("partitions").join(format!("{name}-0"));
+    assert!(old_dir.exists());
+
+    // Move it off its broker, to the two others, with shardctl.
+    let target: Vec<i32> = cluster.node_ids().into_iter().filter(|n| *n != from).collect();
+    let replicas = format!("{},{}", target[0], target[1]);
+    let bootstrap = cluster.kafka_addr(target[1]).to_string();
+    let moved = shardctl(&[
+        "partition",
+        "move",
+        name,
+        "0",
+        "--replicas",
+        &replicas,
+        "--bootstrap",
+        &bootstrap,
+    ]);
+    assert!(moved.status.success(), "{}", String::from_utf8_lossy(&moved.stderr));
+    let deadline = Instant::now() + WAIT_MAX;
+    loop {
+        let views: Vec<_> = cluster
+            .node_ids()
+            .into_iter()
+            .map(|node| cluster.partitions_seen_by(node, name).map(|p| p[0].clone()))
+            .collect();
+        let done = views.iter().all(|view| {
+            view.as_ref()
+                .is_ok_and(|p| p.replicas == target && p.isr == target && p.leader == target[0])
+        });
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the move did not complete: {views:?}");
+        std::thread::sleep(POLL);
+    }
+    let listed = json_of(&shardctl(&[
+        "partition",
+        "reassignments",
+        "--bootstrap",
+        &bootstrap,
+        "--output",
+        "json",
+    ]));
+    assert_eq!(
+        listed["reassignments"],
+        serde_json::json!([]),
+        "done: nothing in progress"
+    );
+    assert_eq!(
+        consume_all(&cluster.bootstrap(), name),
+        lines,
+        "every record moved with the partition"
+    );
+    // The broker left out deletes its copy.
+    let deadline = Instant::now() + WAIT_MAX;
+    while old_dir.exists() {
+        assert!(Instant::now() < deadline, "{} is still there", old_dir.display());
+        std::thread::sleep(POLL);
+    }
+    // Back to one replica on the first target broker (a replica dropped).
+    let back = shardctl(&[
+        "partition",
+        "move",
+        name,
+        "0",
+        "--replicas",
+        &target[0].to_string(),
+        "--bootstrap",
+        &bootstrap,
+    ]);
+    assert!(back.status.success(), "{}", String::from_utf8_lossy(&back.stderr));
+    let deadline = Instant::now() + WAIT_MAX;
+    while cluster.partitions_seen_by(target[1], name).unwrap()[0].replicas != [target[0]] {
+        assert!(Instant::now() < deadline, "the shrink did not complete");
+        std::thread::sleep(POLL);
+    }
+    assert_eq!(consume_all(&cluster.bootstrap(), name), lines);
 }

@@ -4,8 +4,8 @@
 //! `kafka-transactions describe-producers` do it).
 //!
 //! - `move T P --replicas 1,2,3`: AlterPartitionReassignments to those
-//!   broker ids (Shardline accepts only the current replicas for now and
-//!   says why otherwise: it cannot yet copy a replica to a new broker).
+//!   broker ids; returns once the move has started (the new replicas then
+//!   copy the log and the move completes when they are in sync).
 //! - `reassignments`: ListPartitionReassignments, the moves in progress.
 //! - `elect-leaders [T [P]]`: preferred leader election (ElectLeaders).
 //! - `delete-records T P --before OFFSET`: DeleteRecords, sent to the

@@ -8,24 +8,35 @@
 //!   that is fenced or out of sync is PREFERRED_LEADER_NOT_AVAILABLE.
 //!   Unclean election (type 1) is refused: an out-of-sync leader loses
 //!   acknowledged data, and the engine never elects one.
-//! - Reassignments: the engine cannot yet add a replica on another broker
-//!   and catch it up before dropping an old one, so no reassignment ever
-//!   runs: ListPartitionReassignments is always empty, and
-//!   AlterPartitionReassignments accepts only a target equal to the current
-//!   replicas (nothing to do); any other target is INVALID_REPLICA_ASSIGNMENT
-//!   saying so, and a cancellation is NO_REASSIGNMENT_IN_PROGRESS.
+//! - AlterPartitionReassignments: the metadata group's `ReassignPartition`
+//!   command. The target's brokers not yet holding the partition join its
+//!   replicas as followers and copy the log from the leader (outside the
+//!   ISR, so the high watermark does not wait for them); the leader adds
+//!   them to the ISR once caught up, and the metadata group completes the
+//!   move when it applies the ISR change that puts all of the target in
+//!   sync: the replicas become the target, leadership moves if the leader
+//!   left, and the brokers left out delete their copy. Broker ids name
+//!   nodes (a shard's id, node + 1000 × shard, names its node: the metadata
+//!   group picks the shard). A null target cancels the move in progress.
+//!   One move per partition at a time.
+//! - ListPartitionReassignments: the moves in progress, with the brokers
+//!   being added and removed.
 
 use std::rc::Rc;
 
 use kafka_protocol::messages::{
     alter_partition_reassignments_response::{ReassignablePartitionResponse, ReassignableTopicResponse},
     elect_leaders_response::{PartitionResult, ReplicaElectionResult},
+    list_partition_reassignments_response::{OngoingPartitionReassignment, OngoingTopicReassignment},
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId, ElectLeadersRequest,
     ElectLeadersResponse, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, ResponseKind,
 };
 use shardline_raft::{MetadataImage, PartitionMeta};
 
-use super::{brokers::replica_broker_id, str_bytes, topic_name, wait_all_shards};
+use super::{
+    brokers::{node_of_broker, replica_broker_id},
+    str_bytes, topic_name, wait_all_shards,
+};
 use crate::{
     error::{kafka_code, AdminError, EngineError},
     shard::Shard,
@@ -143,62 +154,109 @@ pub(super) async fn elect_leaders(shard: &Rc<Shard>, request: ElectLeadersReques
     ResponseKind::ElectLeaders(response)
 }
 
-pub(super) fn list_partition_reassignments(_request: ListPartitionReassignmentsRequest) -> ResponseKind {
-    // No reassignment ever runs (module doc): the list is empty.
-    ResponseKind::ListPartitionReassignments(ListPartitionReassignmentsResponse::default())
-}
-
-/// What AlterPartitionReassignments can do with one partition's target.
-fn reassign(image: &MetadataImage, topic: &str, index: i32, target: Option<&[BrokerId]>) -> Result<(), EngineError> {
-    let partition = partition_of(image, topic, index)?;
-    let Some(target) = target else {
-        return Err(EngineError::Admin(AdminError::NoReassignmentInProgress));
+pub(super) fn list_partition_reassignments(
+    shard: &Rc<Shard>,
+    request: ListPartitionReassignmentsRequest,
+) -> ResponseKind {
+    let image = shard.image();
+    let wanted: Option<Vec<(String, Vec<i32>)>> = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let asked = |topic: &str, index: i32| {
+        wanted.as_ref().is_none_or(|w| {
+            w.iter()
+                .any(|(name, partitions)| name == topic && partitions.contains(&index))
+        })
     };
-    let current: Vec<i32> = partition
-        .replicas
-        .iter()
-        .map(|node| replica_broker_id(image, partition, *node))
-        .collect();
-    let target: Vec<i32> = target.iter().map(|b| b.0).collect();
-    if target == current {
-        return Ok(());
+    let ids = |partition: &PartitionMeta, nodes: &[i32]| -> Vec<BrokerId> {
+        nodes
+            .iter()
+            .map(|node| BrokerId(replica_broker_id(&image, partition, *node)))
+            .collect()
+    };
+    let mut response = ListPartitionReassignmentsResponse::default();
+    for topic in image.topics.values() {
+        let moving: Vec<OngoingPartitionReassignment> = topic
+            .partitions
+            .iter()
+            .filter(|p| asked(&topic.name, p.index))
+            .filter_map(|p| {
+                let reassignment = p.reassignment.as_ref()?;
+                let mut ongoing = OngoingPartitionReassignment::default();
+                ongoing.partition_index = p.index;
+                ongoing.replicas = ids(p, &p.replicas);
+                ongoing.adding_replicas = ids(p, &reassignment.adding());
+                ongoing.removing_replicas = ids(p, &reassignment.removing());
+                Some(ongoing)
+            })
+            .collect();
+        if !moving.is_empty() {
+            let mut ongoing = OngoingTopicReassignment::default();
+            ongoing.name = topic_name(&topic.name);
+            ongoing.partitions = moving;
+            response.topics.push(ongoing);
+        }
     }
-    Err(EngineError::Admin(AdminError::InvalidReplicaAssignment(format!(
-        "{topic}-{index}: replicas are {current:?}, asked {target:?}: this broker cannot yet move a replica \
-         (add one on another broker, catch it up, drop the old one); only the current assignment is accepted"
-    ))))
+    ResponseKind::ListPartitionReassignments(response)
 }
 
-pub(super) fn alter_partition_reassignments(
+/// Proposes one partition's move (`Some` target, Kafka broker ids) or its
+/// cancellation (`None`).
+async fn reassign(
+    shard: &Shard,
+    topic: &str,
+    index: i32,
+    target: Option<&[BrokerId]>,
+    allow_replication_factor_change: bool,
+) -> Result<(), EngineError> {
+    let nodes: Option<Vec<i32>> = target.map(|ids| ids.iter().map(|id| node_of_broker(id.0)).collect());
+    if let (Some(nodes), false) = (&nodes, allow_replication_factor_change) {
+        let image = shard.image();
+        let partition = partition_of(&image, topic, index)?;
+        let current = partition.reassignment.as_ref().map_or(&partition.replicas, |r| &r.from);
+        if nodes.len() != current.len() {
+            return Err(EngineError::Admin(AdminError::InvalidReplicaAssignment(format!(
+                "{} replicas asked, {} now, and the request does not allow changing the replication factor",
+                nodes.len(),
+                current.len()
+            ))));
+        }
+    }
+    shard.meta.reassign_partition(topic, index, nodes.clone()).await?;
+    match nodes {
+        Some(nodes) => tracing::info!(%topic, partition = index, target = ?nodes, "partition reassignment started"),
+        None => tracing::info!(%topic, partition = index, "partition reassignment cancelled"),
+    }
+    Ok(())
+}
+
+pub(super) async fn alter_partition_reassignments(
     shard: &Rc<Shard>,
     request: AlterPartitionReassignmentsRequest,
 ) -> ResponseKind {
-    let image = shard.image();
+    // v0 has no flag: changing the replication factor was always allowed.
+    let allow = request.allow_replication_factor_change;
     let mut response = AlterPartitionReassignmentsResponse::default();
-    response.allow_replication_factor_change = request.allow_replication_factor_change;
-    response.responses = request
-        .topics
-        .iter()
-        .map(|topic| {
-            let name = topic.name.0.to_string();
-            let mut result = ReassignableTopicResponse::default();
-            result.name = topic.name.clone();
-            result.partitions = topic
-                .partitions
-                .iter()
-                .map(|p| {
-                    let outcome = reassign(&image, &name, p.partition_index, p.replicas.as_deref());
-                    let mut answer = ReassignablePartitionResponse::default();
-                    answer.partition_index = p.partition_index;
-                    if let Err(e) = outcome {
-                        answer.error_code = kafka_code(&e);
-                        answer.error_message = Some(str_bytes(&e.to_string()));
-                    }
-                    answer
-                })
-                .collect();
-            result
-        })
-        .collect();
+    response.allow_replication_factor_change = allow;
+    for topic in &request.topics {
+        let name = topic.name.0.to_string();
+        let mut result = ReassignableTopicResponse::default();
+        result.name = topic.name.clone();
+        for p in &topic.partitions {
+            let outcome = reassign(shard, &name, p.partition_index, p.replicas.as_deref(), allow).await;
+            let mut answer = ReassignablePartitionResponse::default();
+            answer.partition_index = p.partition_index;
+            if let Err(e) = outcome {
+                answer.error_code = kafka_code(&e);
+                answer.error_message = Some(str_bytes(&e.to_string()));
+            }
+            result.partitions.push(answer);
+        }
+        response.responses.push(result);
+    }
+    wait_all_shards(shard, shard.meta.image().epoch).await;
     ResponseKind::AlterPartitionReassignments(response)
 }

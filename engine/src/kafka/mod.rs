@@ -128,8 +128,10 @@ impl KafkaHandler {
             RequestBody::DeleteRecords(req) => kafka(partition_admin::delete_records(&shard, req).await),
             RequestBody::DescribeProducers(req) => kafka(partition_admin::describe_producers(&shard, req).await),
             RequestBody::ElectLeaders(req) => kafka(leaders::elect_leaders(&shard, req).await),
-            RequestBody::ListPartitionReassignments(req) => kafka(leaders::list_partition_reassignments(req)),
-            RequestBody::AlterPartitionReassignments(req) => kafka(leaders::alter_partition_reassignments(&shard, req)),
+            RequestBody::ListPartitionReassignments(req) => kafka(leaders::list_partition_reassignments(&shard, req)),
+            RequestBody::AlterPartitionReassignments(req) => {
+                kafka(leaders::alter_partition_reassignments(&shard, req).await)
+            }
             // Authentication happens before a connection is served
             // (`sasl`): here it is over, or the listener has none.
             RequestBody::SaslHandshake(_) => kafka(crate::sasl::handshake_out_of_turn()),

@@ -11,7 +11,8 @@ changes nothing; retention.bytes lowered live frees segments without a
 restart; DescribeLogDirs shows the data dir and partition sizes; records
 deleted below an offset (kafka-python and confluent-kafka) are gone for a
 consumer from the beginning; ElectLeaders answers ELECTION_NOT_NEEDED;
-reassignments: none listed, the current assignment accepted, a move refused;
+reassignments: none listed, the current assignment accepted, a move to an
+unknown broker refused;
 DescribeProducers shows the idempotent producer.
 after-restart: the low watermarks and configs survived the restart.
 """
