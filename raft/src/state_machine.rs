@@ -493,6 +493,22 @@ fn alter_isr(image: &mut MetadataImage, change: &IsrChange) -> Result<Option<Top
     Ok(None)
 }
 
+/// After the ISR shrank around a reassignment: a leader no longer in it
+/// hands over to the first unfenced ISR member (leader epoch + 1), or to
+/// nobody.
+fn keep_leader_in_isr(brokers: &BTreeMap<i32, BrokerInfo>, partition: &mut PartitionMeta) {
+    if partition.isr.contains(&partition.leader) {
+        return;
+    }
+    let next = partition
+        .isr
+        .iter()
+        .copied()
+        .find(|broker| brokers.get(broker).is_some_and(|b| !b.fenced))
+        .unwrap_or(NO_LEADER);
+    change_leader(partition, next);
+}
+
 /// Completes a partition's reassignment once every broker of its target is
 /// in sync: the replicas become the target, the ISR keeps the members in
 /// it, and a leader that is not in it hands over to the first in-sync,
@@ -514,15 +530,7 @@ fn finish_reassignment_if_in_sync(brokers: &BTreeMap<i32, BrokerInfo>, partition
     partition.replicas = reassignment.to.clone();
     partition.replica_shards = replica_shards;
     partition.reassignment = None;
-    if !partition.replicas.contains(&partition.leader) {
-        let next = partition
-            .replicas
-            .iter()
-            .copied()
-            .find(|broker| brokers.get(broker).is_some_and(|b| !b.fenced))
-            .unwrap_or(NO_LEADER);
-        change_leader(partition, next);
-    }
+    keep_leader_in_isr(brokers, partition);
     assert!(partition.reassignment.is_none() && partition.replicas == partition.isr);
 }
 
@@ -582,15 +590,7 @@ fn reassign_partition(
         partition.replica_shards = shards;
         partition.isr = isr;
         partition.reassignment = None;
-        if !partition.isr.contains(&partition.leader) {
-            let next = partition
-                .isr
-                .iter()
-                .copied()
-                .find(|b| brokers.get(b).is_some_and(|broker| !broker.fenced))
-                .unwrap_or(NO_LEADER);
-            change_leader(partition, next);
-        }
+        keep_leader_in_isr(&brokers, partition);
         assert_partition_consistent(partition);
         return Ok(Some(topic.clone()));
     };
