@@ -206,6 +206,25 @@ pub struct EngineConfig {
     /// Replication factor of topics created without one (auto-created, or CreateTopics with -1).
     #[arg(long, default_value_t = 1)]
     pub default_replication_factor: i16,
+
+    /// Log lines on stdout as `text` (for people) or `json` (one JSON object per line, for log collectors).
+    /// Verbosity follows RUST_LOG filters (default `info,openraft=warn`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// A request taking longer than this, decode to answer, is logged at INFO with its API and partitions
+    /// (a Fetch's long-poll wait, up to its max wait, does not count); 0 logs none.
+    #[arg(long, default_value_t = 1000)]
+    pub slow_request_ms: u64,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `tracing`'s human-readable lines.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message`), `span`s.
+    Json,
 }
 
 impl EngineConfig {

@@ -79,6 +79,34 @@ pub enum EngineError {
     /// The SASL exchange refused a request (the codes are chosen in
     /// [`kafka_code`]).
     Sasl(SaslError),
+    /// An admin request (config changes, elections, reassignments) refused.
+    Admin(AdminError),
+}
+
+/// Why an admin request was refused (the codes are chosen in [`kafka_code`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminError {
+    /// A config change the broker does not take: a read-only or unknown key,
+    /// an operation that does not apply to it, a value it does not honour.
+    InvalidConfig(String),
+    /// ElectLeaders: the preferred replica already leads the partition.
+    ElectionNotNeeded,
+    /// ElectLeaders: the preferred replica is fenced or out of sync.
+    PreferredLeaderNotAvailable,
+    /// AlterPartitionReassignments: a target the request itself forbids
+    /// (a replication factor change without `allow_replication_factor_change`).
+    InvalidReplicaAssignment(String),
+}
+
+impl fmt::Display for AdminError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminError::InvalidConfig(why) => write!(f, "invalid config: {why}"),
+            AdminError::ElectionNotNeeded => write!(f, "the preferred replica already leads the partition"),
+            AdminError::PreferredLeaderNotAvailable => write!(f, "the preferred replica is fenced or not in sync"),
+            AdminError::InvalidReplicaAssignment(why) => write!(f, "invalid replica assignment: {why}"),
+        }
+    }
 }
 
 /// Why a SASL exchange refused a request.
@@ -180,6 +208,7 @@ impl fmt::Display for EngineError {
             EngineError::LeaderNotAvailable => write!(f, "partition has no leader"),
             EngineError::PolicyViolation(why) => write!(f, "refused by the broker's limits: {why}"),
             EngineError::Sasl(e) => write!(f, "SASL: {e:?}"),
+            EngineError::Admin(e) => write!(f, "{e}"),
         }
     }
 }
@@ -245,6 +274,8 @@ pub fn kafka_code(error: &EngineError) -> i16 {
             }
             MetaError::NotLeader { .. } => ResponseError::NotController,
             MetaError::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            MetaError::InvalidReassignment { .. } => ResponseError::InvalidReplicaAssignment,
+            MetaError::NoReassignmentInProgress { .. } => ResponseError::NoReassignmentInProgress,
             _ => ResponseError::UnknownServerError,
         },
         EngineError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
@@ -269,6 +300,12 @@ pub fn kafka_code(error: &EngineError) -> i16 {
             SaslError::UnsupportedMechanism => ResponseError::UnsupportedSaslMechanism,
             SaslError::IllegalState => ResponseError::IllegalSaslState,
             SaslError::AuthenticationFailed => ResponseError::SaslAuthenticationFailed,
+        },
+        EngineError::Admin(admin) => match admin {
+            AdminError::InvalidConfig(_) => ResponseError::InvalidConfig,
+            AdminError::ElectionNotNeeded => ResponseError::ElectionNotNeeded,
+            AdminError::PreferredLeaderNotAvailable => ResponseError::PreferredLeaderNotAvailable,
+            AdminError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         },
         EngineError::Group(group) => match group {
             GroupError::NotCoordinator => ResponseError::NotCoordinator,
@@ -349,6 +386,32 @@ mod tests {
         assert_eq!(code(SaslError::UnsupportedMechanism), 33);
         assert_eq!(code(SaslError::IllegalState), 34);
         assert_eq!(code(SaslError::AuthenticationFailed), 58);
+    }
+
+    #[test]
+    fn admin_errors_map_to_the_codes_clients_expect() {
+        let code = |e| kafka_code(&EngineError::Admin(e));
+        assert_eq!(code(AdminError::InvalidConfig("x".into())), 40);
+        assert_eq!(code(AdminError::InvalidReplicaAssignment("x".into())), 39);
+        assert_eq!(code(AdminError::PreferredLeaderNotAvailable), 80);
+        assert_eq!(code(AdminError::ElectionNotNeeded), 84);
+        let none = EngineError::Meta(MetaError::NoReassignmentInProgress {
+            topic: "t".into(),
+            partition: 0,
+        });
+        assert_eq!(kafka_code(&none), 85);
+        let refused = EngineError::Meta(MetaError::InvalidReassignment {
+            topic: "t".into(),
+            partition: 0,
+            reason: "r".into(),
+        });
+        assert_eq!(kafka_code(&refused), 39);
+        let invalid = EngineError::Meta(MetaError::InvalidConfig {
+            key: "retention.ms".into(),
+            value: Some("soon".into()),
+            reason: "not an integer".into(),
+        });
+        assert_eq!(kafka_code(&invalid), 40);
     }
 
     #[test]

@@ -54,10 +54,10 @@ mod sasl;
 mod shard;
 
 pub use config::{
-    AdvertisedListener, CpuList, EngineConfig, FsyncPolicy, HttpListen, Listener, ListenerSpec, PeerList,
+    AdvertisedListener, CpuList, EngineConfig, FsyncPolicy, HttpListen, Listener, ListenerSpec, LogFormat, PeerList,
     SaslMechanisms, SecurityProtocol, ShardListeners, TlsClientAuth, LISTENERS_MAX,
 };
-pub use error::{kafka_code, EngineError, GroupError, SaslError};
+pub use error::{kafka_code, AdminError, EngineError, GroupError, SaslError};
 pub use runtime::{run, StartError};
 pub use sasl::Mechanism;
 pub use shard::Shard;

@@ -14,7 +14,7 @@
 
 use std::{
     cell::{Cell, RefCell},
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
     rc::Rc,
     time::{Duration, Instant},
@@ -81,8 +81,9 @@ const TOPIC_ID_FILE: &str = "topic-id";
 /// Most suffixes tried for a free quarantine name within one millisecond.
 const QUARANTINE_NAMES_MAX: u32 = 1000;
 
-/// Settings taken from topic configs when the partition is opened.
-#[derive(Debug, Clone)]
+/// Settings taken from topic configs when the partition is opened, and
+/// again whenever the topic's configs change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PartitionSettings {
     /// `max.message.bytes`: largest batch accepted.
     pub(crate) max_message_bytes: usize,
@@ -162,7 +163,10 @@ pub(crate) struct Produced {
 pub(crate) struct Partition {
     pub(crate) topic_id: [u8; 16],
     pub(crate) log: Log,
-    pub(crate) settings: PartitionSettings,
+    settings: Cell<PartitionSettings>,
+    /// The topic configs the log and settings were last given (`Shard`
+    /// compares them with each new image's to apply changes live).
+    pub(crate) topic_configs: RefCell<BTreeMap<String, String>>,
     pub(crate) dir: PathBuf,
     producers: RefCell<ProducerStates>,
     waiters: RefCell<Vec<Rc<FetchWatch>>>,
@@ -275,6 +279,7 @@ impl Partition {
         topic_id: [u8; 16],
         config: LogConfig,
         settings: PartitionSettings,
+        topic_configs: BTreeMap<String, String>,
         node_id: i32,
     ) -> Result<Partition, EngineError> {
         let claimed = dir.clone();
@@ -287,7 +292,8 @@ impl Partition {
         Ok(Partition {
             topic_id,
             log,
-            settings,
+            settings: Cell::new(settings),
+            topic_configs: RefCell::new(topic_configs),
             dir,
             producers: RefCell::new(producers),
             waiters: RefCell::new(Vec::new()),
@@ -308,6 +314,27 @@ impl Partition {
             hw_waiters: RefCell::new(Vec::new()),
             quorum_lost: Cell::new(false),
         })
+    }
+
+    /// Applies changed topic configs while open: the log's bounds (segment
+    /// size and age, retention, durability) and the settings, then retention
+    /// at once, so a lower bound frees space without waiting for the
+    /// periodic pass. Returns the segments retention deleted.
+    pub(crate) async fn reconfigure(
+        &self,
+        config: LogConfig,
+        settings: PartitionSettings,
+        topic_configs: BTreeMap<String, String>,
+    ) -> Result<usize, EngineError> {
+        self.log.reconfigure(config).await?;
+        self.settings.set(settings);
+        *self.topic_configs.borrow_mut() = topic_configs;
+        Ok(self.log.apply_retention().await?)
+    }
+
+    /// The idempotent producers this partition remembers.
+    pub(crate) fn producers(&self) -> Vec<crate::producer::ProducerSummary> {
+        self.producers.borrow().describe()
     }
 
     /// Applies the partition's placement from a new metadata image.
@@ -533,7 +560,7 @@ impl Partition {
                 // watermark may have moved *because* the ISR shrank), the
                 // producer is told it has fewer copies than it asked for.
                 let isr = self.replica.borrow().isr.len();
-                let min_isr = self.settings.min_insync_replicas;
+                let min_isr = self.settings.get().min_insync_replicas;
                 if isr < min_isr {
                     return Err(EngineError::NotEnoughReplicasAfterAppend { isr, min_isr });
                 }
@@ -640,7 +667,7 @@ impl Partition {
         let leader_epoch = self.leading_epoch()?;
         if acks == -1 {
             let isr = self.replica.borrow().isr.len();
-            let min_isr = self.settings.min_insync_replicas;
+            let min_isr = self.settings.get().min_insync_replicas;
             if isr < min_isr {
                 return Err(EngineError::NotEnoughReplicas { isr, min_isr });
             }
@@ -651,10 +678,10 @@ impl Partition {
                 "a produce request must carry exactly one record batch per partition".into(),
             ));
         }
-        if records.len() > self.settings.max_message_bytes {
+        if records.len() > self.settings.get().max_message_bytes {
             return Err(EngineError::MessageTooLarge {
                 batch_bytes: records.len(),
-                max_message_bytes: self.settings.max_message_bytes,
+                max_message_bytes: self.settings.get().max_message_bytes,
             });
         }
         let check = self.producers.borrow_mut().check(&header);

@@ -36,6 +36,8 @@ struct CachedBatch {
 struct ProducerEntry {
     epoch: i16,
     last_sequence: i32,
+    /// Max timestamp of the producer's last batch accepted (DescribeProducers).
+    last_timestamp_ms: i64,
     batches: VecDeque<CachedBatch>,
     last_used: u64,
 }
@@ -84,6 +86,15 @@ fn next_sequence(sequence: i32) -> i32 {
     }
 }
 
+/// What DescribeProducers shows of one producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProducerSummary {
+    pub(crate) producer_id: i64,
+    pub(crate) epoch: i16,
+    pub(crate) last_sequence: i32,
+    pub(crate) last_timestamp_ms: i64,
+}
+
 /// Producer state of one partition.
 #[derive(Debug, Default)]
 pub(crate) struct ProducerStates {
@@ -116,6 +127,7 @@ impl ProducerStates {
             let entry = ProducerEntry {
                 epoch: header.producer_epoch,
                 last_sequence: last,
+                last_timestamp_ms: header.max_timestamp_ms,
                 batches: VecDeque::from([batch]),
                 last_used: clock,
             };
@@ -161,6 +173,7 @@ impl ProducerStates {
             }
         }
         entry.last_sequence = last;
+        entry.last_timestamp_ms = header.max_timestamp_ms;
         entry.remember(batch);
         SequenceCheck::Append
     }
@@ -224,6 +237,7 @@ impl ProducerStates {
             .or_insert_with(|| ProducerEntry {
                 epoch: header.producer_epoch,
                 last_sequence: last,
+                last_timestamp_ms: header.max_timestamp_ms,
                 batches: VecDeque::new(),
                 last_used: clock,
             });
@@ -232,8 +246,26 @@ impl ProducerStates {
             entry.batches.clear();
         }
         entry.last_sequence = last;
+        entry.last_timestamp_ms = header.max_timestamp_ms;
         entry.last_used = clock;
         entry.remember(batch);
+    }
+
+    /// Every producer remembered, by id (at most [`PRODUCERS_MAX`]).
+    pub(crate) fn describe(&self) -> Vec<ProducerSummary> {
+        let mut out: Vec<ProducerSummary> = self
+            .producers
+            .iter()
+            .map(|(id, entry)| ProducerSummary {
+                producer_id: *id,
+                epoch: entry.epoch,
+                last_sequence: entry.last_sequence,
+                last_timestamp_ms: entry.last_timestamp_ms,
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        assert!(out.len() <= PRODUCERS_MAX, "producer table over its bound");
+        out
     }
 
     fn evict_if_full(&mut self) {

@@ -478,6 +478,7 @@ async fn fetch_once(
             let partition = Rc::clone(&f.partition);
             let records = data.records.filter(|r| !r.is_empty());
             let high_watermark = Offset(data.high_watermark);
+            let leader_log_start = Offset(data.log_start_offset);
             appends.push(async move {
                 if let Some(records) = records {
                     partition
@@ -486,6 +487,14 @@ async fn fetch_once(
                         .map_err(|e| format!("appending replicated batches: {e}"))?;
                 }
                 partition.follow_high_watermark(high_watermark);
+                // DeleteRecords on the leader: the follower's low watermark
+                // follows it (durably), as Kafka's followers' log start does.
+                let log = &partition.log;
+                if leader_log_start > log.log_start() {
+                    log.delete_records_before(leader_log_start.min(log.log_end()))
+                        .await
+                        .map_err(|e| format!("following the leader's log start: {e}"))?;
+                }
                 Ok::<(), String>(())
             });
         }

@@ -529,6 +529,12 @@ async fn shard_main(
             .socket
             .listen()
             .map_err(|e| format!("listening on {}: {e}", endpoint.security.name))?;
+        tracing::info!(
+            shard = id,
+            listener = %endpoint.security.name,
+            address = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+            "Kafka listener listening"
+        );
         let handler = Rc::new(KafkaHandler::new(
             Rc::clone(&shard),
             Rc::clone(&in_flight),

@@ -279,9 +279,18 @@ impl Shard {
             }
             if let Some(partition) = removed {
                 partition.close().await;
-                let deleted = image.topics.get(&key.0).is_none_or(|t| t.id != partition.topic_id);
-                if deleted {
-                    tracing::info!(topic = %key.0, partition = key.1, "topic deleted: removing partition data");
+                let topic = image.topics.get(&key.0).filter(|t| t.id == partition.topic_id);
+                // Still a replica of this node (moved to another shard of it): keep the data.
+                let held_here = topic
+                    .and_then(|t| usize::try_from(key.1).ok().and_then(|i| t.partitions.get(i)))
+                    .is_some_and(|p| p.replicas.contains(&node_id));
+                if !held_here {
+                    let why = if topic.is_none() {
+                        "topic deleted: removing partition data"
+                    } else {
+                        "replica moved to other brokers: removing partition data"
+                    };
+                    tracing::info!(topic = %key.0, partition = key.1, "{why}");
                     if let Err(e) = remove_dir(&partition.dir) {
                         tracing::warn!(error = %e, "removing deleted partition");
                     }
@@ -292,11 +301,17 @@ impl Shard {
         for (key, (topic, meta)) in wanted {
             let existing = self.partitions.borrow().get(&key).cloned();
             let partition = match existing {
-                Some(partition) => partition,
+                Some(partition) => {
+                    if *partition.topic_configs.borrow() != topic.configs {
+                        self.apply_topic_configs(&key, &partition, topic).await;
+                    }
+                    partition
+                }
                 None => {
                     let (log_config, settings) = self.log_settings(topic);
                     let dir = partition_dir(&self.config.data_dir, &key.0, key.1);
-                    match Partition::open(dir, topic.id, log_config, settings, node_id).await {
+                    let configs = topic.configs.clone();
+                    match Partition::open(dir, topic.id, log_config, settings, configs, node_id).await {
                         Ok(partition) => {
                             tracing::info!(shard = self.id, topic = %key.0, partition = key.1, "partition opened");
                             let partition = Rc::new(partition);
@@ -342,6 +357,22 @@ impl Shard {
         self.applied_epoch.set(image.epoch);
         for waiter in std::mem::take(&mut *self.epoch_waiters.borrow_mut()) {
             let _ = waiter.send(());
+        }
+    }
+
+    /// Gives an open partition its topic's changed configs (AlterConfigs),
+    /// without reopening it.
+    async fn apply_topic_configs(&self, key: &PartitionKey, partition: &Partition, topic: &TopicMeta) {
+        let (log_config, settings) = self.log_settings(topic);
+        match partition.reconfigure(log_config, settings, topic.configs.clone()).await {
+            Ok(deleted) => tracing::info!(
+                topic = %key.0,
+                partition = key.1,
+                configs = ?topic.configs,
+                retention_deleted_segments = deleted,
+                "topic configs applied"
+            ),
+            Err(e) => tracing::warn!(topic = %key.0, partition = key.1, error = %e, "applying topic configs failed"),
         }
     }
 

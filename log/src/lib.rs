@@ -34,6 +34,10 @@
 //!   log directory is created durably, new segments' names are synced, and
 //!   small metadata files (indexes) are replaced atomically by [`durable`],
 //!   the one crash-safe file helper of the workspace.
+//! - [`Log::delete_records_before`] (Kafka's DeleteRecords) moves the log
+//!   start into the middle of a segment; the new start is stored durably
+//!   (`start_offset.rs`) before segments wholly below it are deleted, so it
+//!   survives a restart.
 //! - Nothing read from disk is indexed unchecked or asserted on; broken
 //!   internal invariants are `assert!`s, kept in release builds (the process
 //!   aborts).
@@ -79,6 +83,7 @@ mod recovery;
 pub mod recovery_point;
 mod segment;
 mod sigbus;
+mod start_offset;
 mod stats;
 
 pub use batch::{

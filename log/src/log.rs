@@ -222,6 +222,14 @@ enum Command {
     Roll {
         reply: oneshot::Sender<Result<(), LogError>>,
     },
+    DeleteBefore {
+        offset: Offset,
+        reply: oneshot::Sender<Result<Offset, LogError>>,
+    },
+    Reconfigure {
+        config: LogConfig,
+        reply: oneshot::Sender<Result<(), LogError>>,
+    },
 }
 
 struct Inner {
@@ -232,6 +240,9 @@ struct Inner {
     segments: BTreeMap<Offset, Segment>,
     /// Offset the next append gets; every offset below it is written.
     log_end: Offset,
+    /// The low watermark DeleteRecords set (`start_offset.rs`): offsets
+    /// below it are not served even while their segment is still stored.
+    start_floor: Offset,
     /// Where each leader epoch starts among the stored batches; changes
     /// together with `log_end` and the log start.
     epochs: EpochCache,
@@ -308,8 +319,11 @@ pub struct Log {
 }
 
 impl Inner {
+    /// The first segment's base, or the DeleteRecords low watermark when it
+    /// is higher; never past the log end.
     fn log_start(&self) -> Offset {
-        self.segments.values().next().map_or(self.log_end, |s| s.base)
+        let first = self.segments.values().next().map_or(self.log_end, |s| s.base);
+        first.max(self.start_floor).min(self.log_end)
     }
 }
 
@@ -434,7 +448,10 @@ impl Log {
             segment.entry_durable = true;
         }
         let log_end = segments.values().next_back().map_or(Offset(0), |s| s.next_offset);
-        let epochs = rebuild_epochs(&segments)?;
+        let start_floor = crate::start_offset::read(dir);
+        let mut epochs = rebuild_epochs(&segments)?;
+        let first_base = segments.values().next().map_or(log_end, |s| s.base);
+        epochs.truncate_from_start(first_base.max(start_floor).min(log_end));
         let pending = Rc::new(Semaphore::new(config.pending_appends_max as u64));
         let inner = Inner {
             dir: dir.to_path_buf(),
@@ -442,6 +459,7 @@ impl Log {
             clock,
             segments,
             log_end,
+            start_floor,
             epochs,
             // Recovery fsynced the active segment; sealed ones were fsynced at roll.
             durable_end: log_end,
@@ -654,6 +672,36 @@ impl Log {
     pub async fn apply_retention(&self) -> Result<usize, LogError> {
         let (reply, answer) = oneshot::channel();
         self.submit(Command::Retention { reply })?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Kafka's DeleteRecords: makes `offset` the log start (records below it
+    /// are no longer served), stored durably before the answer, and deletes
+    /// the sealed segments wholly below it. An offset at or below the log
+    /// start changes nothing; one past the log end is
+    /// [`LogError::OffsetOutOfRange`]. Returns the log start after.
+    pub async fn delete_records_before(&self, offset: Offset) -> Result<Offset, LogError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Command::DeleteBefore { offset, reply })?;
+        answer.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Takes the bounds of `config` that may change while the log is open:
+    /// segment size and age, retention, durability (a change of durability
+    /// first syncs what was written, so nothing visible becomes invisible).
+    /// The active segment keeps its size until it rolls; an empty one is
+    /// made again at a larger size.
+    ///
+    /// # Panics
+    /// If `segment_bytes_max` is outside the bounds [`Log::open`] asserts.
+    pub async fn reconfigure(&self, config: LogConfig) -> Result<(), LogError> {
+        assert!(
+            config.segment_bytes_max > batch::BATCH_HEADER_BYTES as u64
+                && config.segment_bytes_max <= u64::from(u32::MAX),
+            "segment_bytes_max out of bounds"
+        );
+        let (reply, answer) = oneshot::channel();
+        self.submit(Command::Reconfigure { config, reply })?;
         answer.await.map_err(|_| LogError::Closed)?
     }
 
@@ -990,6 +1038,16 @@ async fn writer_loop(inner: Rc<RefCell<Inner>>) {
             Command::Retention { reply } => {
                 drain_syncs(&inner).await;
                 let result = retention(&inner).await;
+                let _ = reply.send(result);
+            }
+            Command::DeleteBefore { offset, reply } => {
+                drain_syncs(&inner).await;
+                let result = delete_before(&inner, offset).await;
+                let _ = reply.send(result);
+            }
+            Command::Reconfigure { config, reply } => {
+                drain_syncs(&inner).await;
+                let result = reconfigure(&inner, config).await;
                 let _ = reply.send(result);
             }
         }
@@ -1477,6 +1535,7 @@ async fn roll(inner: &Rc<RefCell<Inner>>, mode: RollMode) -> Result<(), LogError
         }
     };
     inner.borrow_mut().segments.insert(next_base, segment);
+    tracing::info!(dir = %dir.display(), base_offset = next_base.0, "segment rolled");
     let background = mode == RollMode::Background && inner.borrow().seals.len() < PENDING_SEALS_MAX;
     inner.borrow_mut().seals.push_back(seal);
     if background {
@@ -1798,6 +1857,88 @@ async fn retention(inner: &Rc<RefCell<Inner>>) -> Result<usize, LogError> {
         sync_dir(&dir).await?;
     }
     Ok(count)
+}
+
+/// Moves the log start to `offset` (DeleteRecords): stores it, then deletes
+/// the sealed segments wholly below it, oldest first.
+async fn delete_before(inner: &Rc<RefCell<Inner>>, offset: Offset) -> Result<Offset, LogError> {
+    drain_seals(inner).await?;
+    let (dir, log_start, log_end) = {
+        let state = inner.borrow();
+        (state.dir.clone(), state.log_start(), state.log_end)
+    };
+    if offset > log_end || offset.0 < 0 {
+        return Err(LogError::OffsetOutOfRange {
+            requested: offset,
+            log_start,
+            log_end,
+        });
+    }
+    if offset <= log_start {
+        return Ok(log_start);
+    }
+    // Durable before anything is deleted or answered: after a crash the
+    // low watermark holds, or nothing changed.
+    crate::start_offset::write(&dir, offset)?;
+    let doomed: Vec<Segment> = {
+        let mut state = inner.borrow_mut();
+        state.start_floor = offset;
+        let below: Vec<Offset> = state
+            .segments
+            .values()
+            .filter(|s| s.sealed && s.next_offset <= offset)
+            .map(|s| s.base)
+            .collect();
+        let doomed = below.iter().filter_map(|base| state.segments.remove(base)).collect();
+        assert!(!state.segments.is_empty(), "the active segment is never deleted");
+        let start = state.log_start();
+        assert_eq!(start, offset, "the log start is the new low watermark");
+        state.epochs.truncate_from_start(start);
+        doomed
+    };
+    let count = doomed.len();
+    for segment in doomed {
+        segment::remove_files(&dir, segment.base, segment.file(), &segment.path).await?;
+    }
+    if count > 0 {
+        sync_dir(&dir).await?;
+    }
+    Ok(offset)
+}
+
+/// Applies the live-changeable bounds of `config` (see [`Log::reconfigure`]).
+async fn reconfigure(inner: &Rc<RefCell<Inner>>, config: LogConfig) -> Result<(), LogError> {
+    if inner.borrow().config.durability != config.durability {
+        // `visible_end` under `always` is the durable end: sync first, so it
+        // does not fall back below what readers were already shown.
+        sync_active(inner).await?;
+        drain_seals(inner).await?;
+    }
+    let regrow = {
+        let mut state = inner.borrow_mut();
+        state.config.segment_bytes_max = config.segment_bytes_max;
+        state.config.segment_ms_max = config.segment_ms_max;
+        state.config.retention_ms_max = config.retention_ms_max;
+        state.config.retention_bytes_max = config.retention_bytes_max;
+        state.config.durability = config.durability;
+        let max = state.config.segment_bytes_max;
+        state
+            .segments
+            .values()
+            .next_back()
+            .filter(|active| active.size == 0 && active.capacity() < max)
+            .map(|active| (active.base, active.entry_durable, state.dir.clone(), max))
+    };
+    // An empty active segment smaller than the new bound is made again at
+    // the new size (nothing in it can be mapped by a reader), so an append
+    // up to the new bound always fits the segment it goes to.
+    if let Some((base, entry_durable, dir, max)) = regrow {
+        let now_ms = inner.borrow().clock.now_ms();
+        let mut segment = Segment::create(&dir, base, max, now_ms).await?;
+        segment.entry_durable = entry_durable;
+        inner.borrow_mut().segments.insert(base, segment);
+    }
+    Ok(())
 }
 
 /// The leader epoch cache of a just-opened log, from every stored batch

@@ -515,9 +515,17 @@ impl Segment {
         Some((Rc::clone(&self.file), from, pending))
     }
 
-    /// Room left for batches.
+    /// Bytes the segment's file and mapping were sized to: batches never go
+    /// past this, whatever the log's `segment_bytes_max` became since.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.mapping.bytes().len() as u64
+    }
+
+    /// Room left for batches under `segment_bytes_max` and within the
+    /// segment's own capacity (a segment created before `segment.bytes`
+    /// grew keeps its smaller size).
     pub(crate) fn bytes_free(&self, segment_bytes_max: u64) -> u64 {
-        segment_bytes_max.saturating_sub(self.size)
+        segment_bytes_max.min(self.capacity()).saturating_sub(self.size)
     }
 
     /// Whether a batch ending at `last_offset` may join this segment: its

@@ -11,18 +11,8 @@ mod common;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use common::{batch, read_all, run, ManualClock};
+use common::{batch, read_all, run, small_config, ManualClock};
 use shardline_log::{validate, BatchError, Durability, Log, LogConfig, LogError, Offset};
-
-fn small_config() -> LogConfig {
-    LogConfig {
-        segment_bytes_max: 64 << 10,
-        index_interval_bytes: 1024,
-        durability: Durability::Never,
-        retention_ms_max: None,
-        ..LogConfig::default()
-    }
-}
 
 /// Opens the log at `path` with `small_config()` and `Durability::Always`.
 async fn open_always(path: &std::path::Path) -> Log {

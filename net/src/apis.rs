@@ -36,14 +36,22 @@ pub const SUPPORTED_APIS: &[(i16, i16, i16)] = &[
     (API_VERSIONS, 0, 3),
     (CREATE_TOPICS, 2, 7),
     (DELETE_TOPICS, 1, 6),
+    (DELETE_RECORDS, 0, 2),
     (INIT_PRODUCER_ID, 0, 4),
     (OFFSET_FOR_LEADER_EPOCH, 2, 4),
     (DESCRIBE_CONFIGS, 0, 4),
+    (ALTER_CONFIGS, 0, 2),
+    (DESCRIBE_LOG_DIRS, 1, 4),
     (SASL_AUTHENTICATE, 0, 2),
     (CREATE_PARTITIONS, 0, 3),
     (DELETE_GROUPS, 0, 2),
+    (ELECT_LEADERS, 0, 2),
+    (INCREMENTAL_ALTER_CONFIGS, 0, 1),
+    (ALTER_PARTITION_REASSIGNMENTS, 0, 1),
+    (LIST_PARTITION_REASSIGNMENTS, 0, 0),
     (OFFSET_DELETE, 0, 0),
     (DESCRIBE_CLUSTER, 0, 1),
+    (DESCRIBE_PRODUCERS, 0, 0),
 ];
 
 /// Produce (hand-decoded, zero-copy records).
@@ -79,6 +87,18 @@ pub(crate) const OFFSET_DELETE: i16 = ApiKey::OffsetDelete as i16;
 // that then sends raw SASL tokens is closed as bad input.
 pub(crate) const SASL_HANDSHAKE: i16 = ApiKey::SaslHandshake as i16;
 pub(crate) const SASL_AUTHENTICATE: i16 = ApiKey::SaslAuthenticate as i16;
+// Admin APIs operators' tools use (kafka-configs, kafka-log-dirs,
+// kafka-delete-records, kafka-leader-election, kafka-reassign-partitions,
+// kafka-transactions describe-producers). DescribeLogDirs starts at v1:
+// kafka-protocol 0.18 has no v0 (Kafka 4.0 removed it, KIP-896).
+pub(crate) const DELETE_RECORDS: i16 = ApiKey::DeleteRecords as i16;
+pub(crate) const ALTER_CONFIGS: i16 = ApiKey::AlterConfigs as i16;
+pub(crate) const DESCRIBE_LOG_DIRS: i16 = ApiKey::DescribeLogDirs as i16;
+pub(crate) const ELECT_LEADERS: i16 = ApiKey::ElectLeaders as i16;
+pub(crate) const INCREMENTAL_ALTER_CONFIGS: i16 = ApiKey::IncrementalAlterConfigs as i16;
+pub(crate) const ALTER_PARTITION_REASSIGNMENTS: i16 = ApiKey::AlterPartitionReassignments as i16;
+pub(crate) const LIST_PARTITION_REASSIGNMENTS: i16 = ApiKey::ListPartitionReassignments as i16;
+pub(crate) const DESCRIBE_PRODUCERS: i16 = ApiKey::DescribeProducers as i16;
 /// Replication: a follower (or a KIP-320 client) asks where a leader epoch ends.
 pub(crate) const OFFSET_FOR_LEADER_EPOCH: i16 = ApiKey::OffsetForLeaderEpoch as i16;
 
@@ -176,6 +196,14 @@ mod tests {
             OFFSET_FOR_LEADER_EPOCH => OffsetForLeaderEpochRequest::VERSIONS,
             SASL_HANDSHAKE => kafka_protocol::messages::SaslHandshakeRequest::VERSIONS,
             SASL_AUTHENTICATE => kafka_protocol::messages::SaslAuthenticateRequest::VERSIONS,
+            DELETE_RECORDS => kafka_protocol::messages::DeleteRecordsRequest::VERSIONS,
+            ALTER_CONFIGS => kafka_protocol::messages::AlterConfigsRequest::VERSIONS,
+            DESCRIBE_LOG_DIRS => kafka_protocol::messages::DescribeLogDirsRequest::VERSIONS,
+            ELECT_LEADERS => kafka_protocol::messages::ElectLeadersRequest::VERSIONS,
+            INCREMENTAL_ALTER_CONFIGS => kafka_protocol::messages::IncrementalAlterConfigsRequest::VERSIONS,
+            ALTER_PARTITION_REASSIGNMENTS => kafka_protocol::messages::AlterPartitionReassignmentsRequest::VERSIONS,
+            LIST_PARTITION_REASSIGNMENTS => kafka_protocol::messages::ListPartitionReassignmentsRequest::VERSIONS,
+            DESCRIBE_PRODUCERS => kafka_protocol::messages::DescribeProducersRequest::VERSIONS,
             other => panic!("no kafka-protocol type for {other}"),
         }
     }
@@ -223,6 +251,14 @@ mod tests {
             (LIST_GROUPS, 3),
             (DELETE_GROUPS, 2),
             (OFFSET_DELETE, i16::MAX),
+            (DELETE_RECORDS, 2),
+            (ALTER_CONFIGS, 2),
+            (DESCRIBE_LOG_DIRS, 2),
+            (ELECT_LEADERS, 2),
+            (INCREMENTAL_ALTER_CONFIGS, 1),
+            (ALTER_PARTITION_REASSIGNMENTS, 0),
+            (LIST_PARTITION_REASSIGNMENTS, 0),
+            (DESCRIBE_PRODUCERS, 0),
         ];
         for (api_key, boundary) in first_flexible {
             let (min, max) = supported_versions(api_key).unwrap();

@@ -20,6 +20,10 @@
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterPartitionReassignmentsRequest, DeleteRecordsRequest, DescribeLogDirsRequest,
+    DescribeProducersRequest, ElectLeadersRequest, IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest,
+};
+use kafka_protocol::messages::{
     ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
     DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
     HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
@@ -100,6 +104,22 @@ pub enum RequestBody {
     SaslHandshake(SaslHandshakeRequest),
     /// SaslAuthenticate v0..=2: one SASL message.
     SaslAuthenticate(SaslAuthenticateRequest),
+    /// DeleteRecords v0..=2.
+    DeleteRecords(DeleteRecordsRequest),
+    /// AlterConfigs v0..=2.
+    AlterConfigs(AlterConfigsRequest),
+    /// DescribeLogDirs v1..=4.
+    DescribeLogDirs(DescribeLogDirsRequest),
+    /// ElectLeaders v0..=2.
+    ElectLeaders(ElectLeadersRequest),
+    /// IncrementalAlterConfigs v0..=1.
+    IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
+    /// AlterPartitionReassignments v0..=1.
+    AlterPartitionReassignments(AlterPartitionReassignmentsRequest),
+    /// ListPartitionReassignments v0.
+    ListPartitionReassignments(ListPartitionReassignmentsRequest),
+    /// DescribeProducers v0.
+    DescribeProducers(DescribeProducersRequest),
 }
 
 /// What a handler answers with.
@@ -211,6 +231,14 @@ fn decode_request_body_within(
         apis::OFFSET_FOR_LEADER_EPOCH => RequestBody::OffsetForLeaderEpoch(kafka_protocol(body, version)?),
         apis::SASL_HANDSHAKE => RequestBody::SaslHandshake(kafka_protocol(body, version)?),
         apis::SASL_AUTHENTICATE => RequestBody::SaslAuthenticate(kafka_protocol(body, version)?),
+        apis::DELETE_RECORDS => RequestBody::DeleteRecords(kafka_protocol(body, version)?),
+        apis::ALTER_CONFIGS => RequestBody::AlterConfigs(kafka_protocol(body, version)?),
+        apis::DESCRIBE_LOG_DIRS => RequestBody::DescribeLogDirs(kafka_protocol(body, version)?),
+        apis::ELECT_LEADERS => RequestBody::ElectLeaders(kafka_protocol(body, version)?),
+        apis::INCREMENTAL_ALTER_CONFIGS => RequestBody::IncrementalAlterConfigs(kafka_protocol(body, version)?),
+        apis::ALTER_PARTITION_REASSIGNMENTS => RequestBody::AlterPartitionReassignments(kafka_protocol(body, version)?),
+        apis::LIST_PARTITION_REASSIGNMENTS => RequestBody::ListPartitionReassignments(kafka_protocol(body, version)?),
+        apis::DESCRIBE_PRODUCERS => RequestBody::DescribeProducers(kafka_protocol(body, version)?),
         _ => {
             return Err(DecodeError::Invalid {
                 field: "header.api_key",
@@ -318,6 +346,14 @@ fn response_kind_api_key(kind: &ResponseKind) -> Option<i16> {
         ResponseKind::OffsetForLeaderEpoch(_) => apis::OFFSET_FOR_LEADER_EPOCH,
         ResponseKind::SaslHandshake(_) => apis::SASL_HANDSHAKE,
         ResponseKind::SaslAuthenticate(_) => apis::SASL_AUTHENTICATE,
+        ResponseKind::DeleteRecords(_) => apis::DELETE_RECORDS,
+        ResponseKind::AlterConfigs(_) => apis::ALTER_CONFIGS,
+        ResponseKind::DescribeLogDirs(_) => apis::DESCRIBE_LOG_DIRS,
+        ResponseKind::ElectLeaders(_) => apis::ELECT_LEADERS,
+        ResponseKind::IncrementalAlterConfigs(_) => apis::INCREMENTAL_ALTER_CONFIGS,
+        ResponseKind::AlterPartitionReassignments(_) => apis::ALTER_PARTITION_REASSIGNMENTS,
+        ResponseKind::ListPartitionReassignments(_) => apis::LIST_PARTITION_REASSIGNMENTS,
+        ResponseKind::DescribeProducers(_) => apis::DESCRIBE_PRODUCERS,
         _ => return None,
     })
 }
@@ -674,6 +710,85 @@ pub(crate) mod tests {
                 kafka_protocol::messages::SaslAuthenticateRequest::default()
                     .with_auth_bytes(Bytes::from_static(b"n,,n=alice,r=nonce")),
             ),
+            other => admin_sample_request(other, version),
+        }
+    }
+
+    /// Samples of the admin APIs (DeleteRecords, AlterConfigs, ...).
+    fn admin_sample_request(api_key: i16, version: i16) -> RequestKind {
+        use kafka_protocol::messages::{
+            alter_configs_request as legacy, alter_partition_reassignments_request as reassign,
+            delete_records_request as delete, describe_log_dirs_request as dirs,
+            describe_producers_request as producers, elect_leaders_request as elect,
+            incremental_alter_configs_request as incremental, list_partition_reassignments_request as list,
+        };
+        let text = StrBytes::from_static_str;
+        match api_key {
+            apis::DELETE_RECORDS => {
+                RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_timeout_ms(1000).with_topics(vec![
+                    delete::DeleteRecordsTopic::default()
+                        .with_name(name("orders"))
+                        .with_partitions(vec![delete::DeleteRecordsPartition::default()
+                            .with_partition_index(1)
+                            .with_offset(42)]),
+                ]))
+            }
+            apis::ALTER_CONFIGS => RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![
+                legacy::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(text("orders"))
+                    .with_configs(vec![legacy::AlterableConfig::default()
+                        .with_name(text("retention.ms"))
+                        .with_value(Some(text("1000")))]),
+            ])),
+            apis::DESCRIBE_LOG_DIRS => RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(
+                Some(vec![dirs::DescribableLogDirTopic::default()
+                    .with_topic(name("orders"))
+                    .with_partitions(vec![0, 1])]),
+            )),
+            apis::ELECT_LEADERS => RequestKind::ElectLeaders(
+                ElectLeadersRequest::default()
+                    .with_election_type(if version >= 1 { 1 } else { 0 })
+                    .with_timeout_ms(1000)
+                    .with_topic_partitions(Some(vec![elect::TopicPartitions::default()
+                        .with_topic(name("orders"))
+                        .with_partitions(vec![0, 2])])),
+            ),
+            apis::INCREMENTAL_ALTER_CONFIGS => {
+                RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default().with_resources(vec![
+                    incremental::AlterConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(text("orders"))
+                        .with_configs(vec![incremental::AlterableConfig::default()
+                            .with_name(text("retention.ms"))
+                            .with_config_operation(0)
+                            .with_value(Some(text("1000")))]),
+                ]))
+            }
+            apis::ALTER_PARTITION_REASSIGNMENTS => RequestKind::AlterPartitionReassignments(
+                AlterPartitionReassignmentsRequest::default()
+                    .with_timeout_ms(1000)
+                    .with_allow_replication_factor_change(true)
+                    .with_topics(vec![reassign::ReassignableTopic::default()
+                        .with_name(name("orders"))
+                        .with_partitions(vec![reassign::ReassignablePartition::default()
+                            .with_partition_index(0)
+                            .with_replicas(Some(vec![BrokerId(2), BrokerId(3)]))])]),
+            ),
+            apis::LIST_PARTITION_REASSIGNMENTS => RequestKind::ListPartitionReassignments(
+                ListPartitionReassignmentsRequest::default()
+                    .with_timeout_ms(1000)
+                    .with_topics(Some(vec![list::ListPartitionReassignmentsTopics::default()
+                        .with_name(name("orders"))
+                        .with_partition_indexes(vec![0])])),
+            ),
+            apis::DESCRIBE_PRODUCERS => {
+                RequestKind::DescribeProducers(DescribeProducersRequest::default().with_topics(vec![
+                    producers::TopicRequest::default()
+                        .with_name(name("orders"))
+                        .with_partition_indexes(vec![0, 1]),
+                ]))
+            }
             other => panic!("no sample for API {other}"),
         }
     }
@@ -722,6 +837,14 @@ pub(crate) mod tests {
             RequestBody::DescribeConfigs(request) => RequestKind::DescribeConfigs(request),
             RequestBody::DescribeCluster(request) => RequestKind::DescribeCluster(request),
             RequestBody::InitProducerId(request) => RequestKind::InitProducerId(request),
+            RequestBody::DeleteRecords(request) => RequestKind::DeleteRecords(request),
+            RequestBody::AlterConfigs(request) => RequestKind::AlterConfigs(request),
+            RequestBody::DescribeLogDirs(request) => RequestKind::DescribeLogDirs(request),
+            RequestBody::ElectLeaders(request) => RequestKind::ElectLeaders(request),
+            RequestBody::IncrementalAlterConfigs(request) => RequestKind::IncrementalAlterConfigs(request),
+            RequestBody::AlterPartitionReassignments(request) => RequestKind::AlterPartitionReassignments(request),
+            RequestBody::ListPartitionReassignments(request) => RequestKind::ListPartitionReassignments(request),
+            RequestBody::DescribeProducers(request) => RequestKind::DescribeProducers(request),
             RequestBody::OffsetCommit(request) => RequestKind::OffsetCommit(request),
             RequestBody::OffsetFetch(request) => RequestKind::OffsetFetch(request),
             RequestBody::FindCoordinator(request) => RequestKind::FindCoordinator(request),

@@ -218,6 +218,164 @@ const DESCRIBE_CLUSTER: &[Field] = &[
     field("describe_cluster.include_fenced_brokers", 2, LATEST, Kind::Bool),
 ];
 
+// ---- DeleteRecords (v0..=2) ----
+const DELETE_RECORDS_PARTITION: &[Field] = &[
+    field("delete_records.partition.partition_index", 0, LATEST, Kind::Int32),
+    field("delete_records.partition.offset", 0, LATEST, Kind::Int64),
+];
+const DELETE_RECORDS_TOPIC: &[Field] = &[
+    field("delete_records.topic.name", 0, LATEST, Kind::Str),
+    field(
+        "delete_records.topic.partitions",
+        0,
+        LATEST,
+        Kind::Structs(DELETE_RECORDS_PARTITION),
+    ),
+];
+const DELETE_RECORDS: &[Field] = &[
+    field("delete_records.topics", 0, LATEST, Kind::Structs(DELETE_RECORDS_TOPIC)),
+    field("delete_records.timeout_ms", 0, LATEST, Kind::Int32),
+];
+
+// ---- AlterConfigs (v0..=2) and IncrementalAlterConfigs (v0..=1) ----
+const ALTER_CONFIGS_CONFIG: &[Field] = &[
+    field("alter_configs.config.name", 0, LATEST, Kind::Str),
+    field("alter_configs.config.value", 0, LATEST, Kind::Str),
+];
+const ALTER_CONFIGS_RESOURCE: &[Field] = &[
+    field("alter_configs.resource.resource_type", 0, LATEST, Kind::Int8),
+    field("alter_configs.resource.resource_name", 0, LATEST, Kind::Str),
+    field(
+        "alter_configs.resource.configs",
+        0,
+        LATEST,
+        Kind::Structs(ALTER_CONFIGS_CONFIG),
+    ),
+];
+const ALTER_CONFIGS: &[Field] = &[
+    field(
+        "alter_configs.resources",
+        0,
+        LATEST,
+        Kind::Structs(ALTER_CONFIGS_RESOURCE),
+    ),
+    field("alter_configs.validate_only", 0, LATEST, Kind::Bool),
+];
+const INCREMENTAL_ALTER_CONFIGS_CONFIG: &[Field] = &[
+    field("incremental_alter_configs.config.name", 0, LATEST, Kind::Str),
+    field(
+        "incremental_alter_configs.config.config_operation",
+        0,
+        LATEST,
+        Kind::Int8,
+    ),
+    field("incremental_alter_configs.config.value", 0, LATEST, Kind::Str),
+];
+const INCREMENTAL_ALTER_CONFIGS_RESOURCE: &[Field] = &[
+    field(
+        "incremental_alter_configs.resource.resource_type",
+        0,
+        LATEST,
+        Kind::Int8,
+    ),
+    field("incremental_alter_configs.resource.resource_name", 0, LATEST, Kind::Str),
+    field(
+        "incremental_alter_configs.resource.configs",
+        0,
+        LATEST,
+        Kind::Structs(INCREMENTAL_ALTER_CONFIGS_CONFIG),
+    ),
+];
+const INCREMENTAL_ALTER_CONFIGS: &[Field] = &[
+    field(
+        "incremental_alter_configs.resources",
+        0,
+        LATEST,
+        Kind::Structs(INCREMENTAL_ALTER_CONFIGS_RESOURCE),
+    ),
+    field("incremental_alter_configs.validate_only", 0, LATEST, Kind::Bool),
+];
+
+// ---- DescribeLogDirs (v1..=4), DescribeProducers (v0) and
+// ListPartitionReassignments (v0): topics with partition index arrays ----
+const TOPIC_PARTITION_INDEXES: &[Field] = &[
+    field("topic.name", 0, LATEST, Kind::Str),
+    field("topic.partitions", 0, LATEST, Kind::Int32s),
+];
+const DESCRIBE_LOG_DIRS: &[Field] = &[field(
+    "describe_log_dirs.topics",
+    0,
+    LATEST,
+    Kind::Structs(TOPIC_PARTITION_INDEXES),
+)];
+const DESCRIBE_PRODUCERS: &[Field] = &[field(
+    "describe_producers.topics",
+    0,
+    LATEST,
+    Kind::Structs(TOPIC_PARTITION_INDEXES),
+)];
+const LIST_PARTITION_REASSIGNMENTS: &[Field] = &[
+    field("list_partition_reassignments.timeout_ms", 0, LATEST, Kind::Int32),
+    field(
+        "list_partition_reassignments.topics",
+        0,
+        LATEST,
+        Kind::Structs(TOPIC_PARTITION_INDEXES),
+    ),
+];
+
+// ---- ElectLeaders (v0..=2) ----
+const ELECT_LEADERS: &[Field] = &[
+    field("elect_leaders.election_type", 1, LATEST, Kind::Int8),
+    field(
+        "elect_leaders.topic_partitions",
+        0,
+        LATEST,
+        Kind::Structs(TOPIC_PARTITION_INDEXES),
+    ),
+    field("elect_leaders.timeout_ms", 0, LATEST, Kind::Int32),
+];
+
+// ---- AlterPartitionReassignments (v0..=1) ----
+const REASSIGNABLE_PARTITION: &[Field] = &[
+    field(
+        "alter_partition_reassignments.partition.partition_index",
+        0,
+        LATEST,
+        Kind::Int32,
+    ),
+    field(
+        "alter_partition_reassignments.partition.replicas",
+        0,
+        LATEST,
+        Kind::Int32s,
+    ),
+];
+const REASSIGNABLE_TOPIC: &[Field] = &[
+    field("alter_partition_reassignments.topic.name", 0, LATEST, Kind::Str),
+    field(
+        "alter_partition_reassignments.topic.partitions",
+        0,
+        LATEST,
+        Kind::Structs(REASSIGNABLE_PARTITION),
+    ),
+];
+const ALTER_PARTITION_REASSIGNMENTS: &[Field] = &[
+    field("alter_partition_reassignments.timeout_ms", 0, LATEST, Kind::Int32),
+    field(
+        "alter_partition_reassignments.allow_replication_factor_change",
+        1,
+        LATEST,
+        Kind::Bool,
+    ),
+    field(
+        "alter_partition_reassignments.topics",
+        0,
+        LATEST,
+        Kind::Structs(REASSIGNABLE_TOPIC),
+    ),
+];
+
 // ---- SaslHandshake (v0..=1) ----
 const SASL_HANDSHAKE: &[Field] = &[field("sasl_handshake.mechanism", 0, LATEST, Kind::Str)];
 
@@ -566,6 +724,14 @@ fn schema(api_key: i16) -> Option<&'static [Field]> {
         apis::OFFSET_FOR_LEADER_EPOCH => Some(OFFSET_FOR_LEADER_EPOCH),
         apis::SASL_HANDSHAKE => Some(SASL_HANDSHAKE),
         apis::SASL_AUTHENTICATE => Some(SASL_AUTHENTICATE),
+        apis::DELETE_RECORDS => Some(DELETE_RECORDS),
+        apis::ALTER_CONFIGS => Some(ALTER_CONFIGS),
+        apis::DESCRIBE_LOG_DIRS => Some(DESCRIBE_LOG_DIRS),
+        apis::ELECT_LEADERS => Some(ELECT_LEADERS),
+        apis::INCREMENTAL_ALTER_CONFIGS => Some(INCREMENTAL_ALTER_CONFIGS),
+        apis::ALTER_PARTITION_REASSIGNMENTS => Some(ALTER_PARTITION_REASSIGNMENTS),
+        apis::LIST_PARTITION_REASSIGNMENTS => Some(LIST_PARTITION_REASSIGNMENTS),
+        apis::DESCRIBE_PRODUCERS => Some(DESCRIBE_PRODUCERS),
         _ => None,
     }
 }

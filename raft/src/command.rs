@@ -68,6 +68,16 @@ pub(crate) enum Command {
     /// in sync but not leading gets it back as leader (proposed by the
     /// leader's liveness ticker after failovers).
     ElectPreferredLeaders,
+    /// Starts moving a partition to other replicas (`Some`), or cancels
+    /// the move in progress (`None`).
+    ReassignPartition {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: i32,
+        /// The new replicas, in preference order; `None` cancels.
+        target: Option<Vec<i32>>,
+    },
 }
 
 /// An ISR change, valid only for the leader and epoch it was made under.
@@ -199,6 +209,16 @@ pub(crate) fn command_to_fb(command: &Command) -> fb::CommandEnvelope {
             isr: Some(change.isr.clone()),
         })),
         Command::ElectPreferredLeaders => fb::Command::ElectPreferredLeaders(Box::new(fb::ElectPreferredLeaders {})),
+        Command::ReassignPartition {
+            topic,
+            partition,
+            target,
+        } => fb::Command::ReassignPartition(Box::new(fb::ReassignPartition {
+            topic: Some(topic.clone()),
+            partition: *partition,
+            replicas: target.clone(),
+            cancel: target.is_none(),
+        })),
     };
     fb::CommandEnvelope { command: Some(body) }
 }
@@ -270,6 +290,18 @@ pub(crate) fn command_from_fb(envelope: fb::CommandEnvelope) -> Result<Command, 
             isr: alter.isr.ok_or_else(|| DecodeError::missing("AlterIsr.isr"))?,
         })),
         fb::Command::ElectPreferredLeaders(_) => Ok(Command::ElectPreferredLeaders),
+        fb::Command::ReassignPartition(reassign) => {
+            let target = match (reassign.cancel, reassign.replicas) {
+                (true, None) => None,
+                (false, Some(replicas)) => Some(replicas),
+                _ => return Err(DecodeError::new("ReassignPartition: replicas and cancel disagree")),
+            };
+            Ok(Command::ReassignPartition {
+                topic: name(reassign.topic, "ReassignPartition.topic")?,
+                partition: reassign.partition,
+                target,
+            })
+        }
     }
 }
 
@@ -324,6 +356,16 @@ mod tests {
                 isr: vec![2, 3],
             }),
             Command::ElectPreferredLeaders,
+            Command::ReassignPartition {
+                topic: "t".into(),
+                partition: 2,
+                target: Some(vec![3, 1]),
+            },
+            Command::ReassignPartition {
+                topic: "t".into(),
+                partition: 0,
+                target: None,
+            },
         ]
     }
 

@@ -88,6 +88,23 @@ pub enum MetaError {
         /// Why it was refused.
         reason: String,
     },
+    /// A partition reassignment was refused (bad target, one already in
+    /// progress), or cancelled when none was in progress (`reason` says so).
+    InvalidReassignment {
+        /// The topic.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A cancellation of a partition reassignment when none is in progress.
+    NoReassignmentInProgress {
+        /// The topic.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+    },
     /// This node is not the Raft leader and the write could not be
     /// forwarded to one within the forwarding deadline.
     NotLeader {
@@ -204,6 +221,14 @@ impl fmt::Display for MetaError {
                 partition,
                 reason,
             } => write!(f, "invalid ISR for partition {topic}-{partition}: {reason}"),
+            MetaError::InvalidReassignment {
+                topic,
+                partition,
+                reason,
+            } => write!(f, "cannot reassign partition {topic}-{partition}: {reason}"),
+            MetaError::NoReassignmentInProgress { topic, partition } => {
+                write!(f, "no reassignment of partition {topic}-{partition} is in progress")
+            }
             MetaError::NotLeader { leader: Some(leader) } => {
                 write!(f, "this node is not the metadata leader; node {leader} is")
             }

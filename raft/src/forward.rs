@@ -235,6 +235,21 @@ pub(crate) fn error_to_fb(error: &MetaError) -> fb::MetaErrorRecord {
             record.first = i64::from(*partition);
             record.reason = Some(reason.clone());
         }
+        MetaError::InvalidReassignment {
+            topic,
+            partition,
+            reason,
+        } => {
+            record.kind = fb::MetaErrorKind::InvalidReassignment;
+            record.name = Some(topic.clone());
+            record.first = i64::from(*partition);
+            record.reason = Some(reason.clone());
+        }
+        MetaError::NoReassignmentInProgress { topic, partition } => {
+            record.kind = fb::MetaErrorKind::NoReassignmentInProgress;
+            record.name = Some(topic.clone());
+            record.first = i64::from(*partition);
+        }
         MetaError::Io { .. }
         | MetaError::Corrupt { .. }
         | MetaError::NodeIdMismatch { .. }
@@ -301,6 +316,15 @@ pub(crate) fn error_from_fb(record: fb::MetaErrorRecord) -> MetaError {
             partition: narrow(record.first),
             reason,
         },
+        fb::MetaErrorKind::InvalidReassignment => MetaError::InvalidReassignment {
+            topic: name,
+            partition: narrow(record.first),
+            reason,
+        },
+        fb::MetaErrorKind::NoReassignmentInProgress => MetaError::NoReassignmentInProgress {
+            topic: name,
+            partition: narrow(record.first),
+        },
     }
 }
 
@@ -311,6 +335,15 @@ mod tests {
     #[test]
     fn errors_keep_their_variant_across_the_wire() {
         let errors = vec![
+            MetaError::InvalidReassignment {
+                topic: "t".into(),
+                partition: 2,
+                reason: "r".into(),
+            },
+            MetaError::NoReassignmentInProgress {
+                topic: "t".into(),
+                partition: 1,
+            },
             MetaError::TopicExists("t".into()),
             MetaError::UnknownTopic("t".into()),
             MetaError::InvalidPartitions {

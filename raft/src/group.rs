@@ -777,6 +777,35 @@ impl MetadataGroup {
         .map(|_| ())
     }
 
+    /// Gives every partition whose preferred replica (its first) is
+    /// unfenced and in sync, but not leading, that replica as leader (what
+    /// the liveness task proposes after failovers; Kafka's preferred leader
+    /// election). Returns once this node's image shows the result.
+    pub async fn elect_preferred_leaders(&self) -> Result<(), MetaError> {
+        self.propose(Command::ElectPreferredLeaders).await.map(|_| ())
+    }
+
+    /// Starts moving a partition to `target` (broker ids, preference order):
+    /// the brokers not yet holding it join as followers and copy the log,
+    /// and once all of `target` is in sync the replicas become `target`
+    /// (leadership moves if the leader leaves). `None` cancels the move in
+    /// progress, restoring the replicas before it. A target equal to the
+    /// current replicas changes nothing.
+    pub async fn reassign_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    ) -> Result<(), MetaError> {
+        self.propose(Command::ReassignPartition {
+            topic: topic.to_owned(),
+            partition,
+            target,
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// The latest applied image. Cheap: one `Arc` clone under a read lock.
     pub fn image(&self) -> Arc<MetadataImage> {
         Arc::clone(&self.shared.images.borrow())

@@ -125,6 +125,35 @@ pub struct PartitionMeta {
     /// Parallel to `replicas`: the shard that owns the partition on each
     /// replica's broker.
     pub replica_shards: Vec<u32>,
+    /// A move of the partition's replicas in progress
+    /// (AlterPartitionReassignments), `None` otherwise.
+    pub reassignment: Option<Reassignment>,
+}
+
+/// A partition moving from one replica list to another. While it runs,
+/// `replicas` is `from` followed by the brokers of `to` not in `from` (they
+/// copy the log as followers, outside the ISR); once every broker of `to`
+/// is in sync the partition's replicas become `to` (the metadata group
+/// does it when it applies the ISR change that completes the set).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Reassignment {
+    /// The replicas before the move, in their order (what a cancellation
+    /// restores).
+    pub from: Vec<i32>,
+    /// The replicas after it, in preference order.
+    pub to: Vec<i32>,
+}
+
+impl Reassignment {
+    /// Brokers being added: in `to`, not in `from`.
+    pub fn adding(&self) -> Vec<i32> {
+        self.to.iter().copied().filter(|b| !self.from.contains(b)).collect()
+    }
+
+    /// Brokers being removed: in `from`, not in `to`.
+    pub fn removing(&self) -> Vec<i32> {
+        self.from.iter().copied().filter(|b| !self.to.contains(b)).collect()
+    }
 }
 
 impl PartitionMeta {
@@ -229,6 +258,7 @@ mod tests {
             leader_epoch: 0,
             isr: vec![leader],
             replica_shards: vec![shard],
+            reassignment: None,
         }
     }
 

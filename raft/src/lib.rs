@@ -94,7 +94,8 @@ pub use group::{
     DEFAULT_BROKER_SESSION_TIMEOUT_MS, DEFAULT_SNAPSHOT_EVERY_ENTRIES, REQUEST_QUEUE_CAPACITY, START_TIMEOUT,
 };
 pub use image::{
-    BrokerInfo, BrokerListener, MetadataImage, NewTopic, PartitionMeta, TopicMeta, BROKER_LISTENERS_MAX, NO_LEADER,
+    BrokerInfo, BrokerListener, MetadataImage, NewTopic, PartitionMeta, Reassignment, TopicMeta, BROKER_LISTENERS_MAX,
+    NO_LEADER,
 };
 pub use log_store::{inspect_log, LogInspection, LogRecordInfo, LogRecordKind};
 pub use peer_auth::{ClusterSecret, CLUSTER_SECRET_BYTES_MIN};

@@ -443,6 +443,7 @@ mod tests {
             leader_epoch: 0,
             isr: vec![1, 2],
             replica_shards: vec![0, 0],
+            reassignment: None,
         };
         settled.topics.insert(
             "t".into(),

@@ -104,6 +104,7 @@ fn partition_strategy() -> impl Strategy<Value = PartitionMeta> {
                 leader_epoch,
                 isr,
                 replica_shards,
+                reassignment: None,
             };
             partition.shard = partition.shard_on(leader).unwrap_or(7);
             partition

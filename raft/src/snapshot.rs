@@ -34,7 +34,7 @@ use crate::{
     error::MetaError,
     files::{read_if_exists, write_atomically},
     generated::shardline::meta as fb,
-    image::{MetadataImage, PartitionMeta, TopicMeta, NO_LEADER},
+    image::{MetadataImage, PartitionMeta, Reassignment, TopicMeta, NO_LEADER},
     types::{Snapshot, SnapshotMeta},
 };
 
@@ -63,6 +63,8 @@ fn partition_to_fb(partition: &PartitionMeta) -> fb::Partition {
         leader_epoch: partition.leader_epoch,
         isr: Some(partition.isr.clone()),
         replica_shards: Some(partition.replica_shards.clone()),
+        reassign_from: partition.reassignment.as_ref().map(|r| r.from.clone()),
+        reassign_to: partition.reassignment.as_ref().map(|r| r.to.clone()),
     }
 }
 
@@ -120,6 +122,16 @@ fn partition_from_fb(partition: fb::Partition, format_version: u16) -> Result<Pa
             partition.replica_shards.unwrap_or_default(),
         )
     };
+    let reassignment = match (partition.reassign_from, partition.reassign_to) {
+        (Some(from), Some(to)) => Some(Reassignment { from, to }),
+        (None, None) => None,
+        _ => {
+            return Err(DecodeError::new(format!(
+                "partition {}: a reassignment without both its ends",
+                partition.index
+            )))
+        }
+    };
     let decoded = PartitionMeta {
         index: partition.index,
         leader: partition.leader,
@@ -128,6 +140,7 @@ fn partition_from_fb(partition: fb::Partition, format_version: u16) -> Result<Pa
         leader_epoch: partition.leader_epoch,
         isr,
         replica_shards,
+        reassignment,
     };
     let invalid = |what: &str| {
         DecodeError::new(format!(
@@ -140,6 +153,20 @@ fn partition_from_fb(partition: fb::Partition, format_version: u16) -> Result<Pa
     }
     if decoded.isr.is_empty() || !decoded.isr.iter().all(|member| decoded.replicas.contains(member)) {
         return Err(invalid("ISR empty or not within the replicas"));
+    }
+    if let Some(reassignment) = &decoded.reassignment {
+        let spans = reassignment
+            .from
+            .iter()
+            .chain(&reassignment.to)
+            .all(|b| decoded.replicas.contains(b))
+            && decoded
+                .replicas
+                .iter()
+                .all(|b| reassignment.from.contains(b) || reassignment.to.contains(b));
+        if !spans || reassignment.to.is_empty() {
+            return Err(invalid("a reassignment whose ends are not the replicas"));
+        }
     }
     if decoded.leader != NO_LEADER
         && (!decoded.isr.contains(&decoded.leader) || decoded.shard_on(decoded.leader) != Some(decoded.shard))
@@ -400,6 +427,10 @@ mod tests {
                         leader_epoch: 0,
                         isr: vec![1],
                         replica_shards: vec![0, 2],
+                        reassignment: Some(Reassignment {
+                            from: vec![1],
+                            to: vec![2],
+                        }),
                     },
                     PartitionMeta {
                         index: 1,
@@ -409,6 +440,7 @@ mod tests {
                         leader_epoch: 2,
                         isr: vec![2],
                         replica_shards: vec![1, 1],
+                        reassignment: None,
                     },
                 ],
                 configs,
@@ -483,6 +515,8 @@ mod tests {
             leader_epoch: 4,
             isr: None,
             replica_shards: None,
+            reassign_from: None,
+            reassign_to: None,
         };
         let topic = fb::Topic {
             name: Some("old".into()),

@@ -48,7 +48,7 @@ use tokio::sync::watch;
 use crate::{
     command::{Command, CommandResponse, IsrChange},
     error::MetaError,
-    image::{BrokerInfo, MetadataImage, NewTopic, PartitionMeta, TopicMeta, NO_LEADER},
+    image::{BrokerInfo, MetadataImage, NewTopic, PartitionMeta, Reassignment, TopicMeta, NO_LEADER},
     snapshot::{decode_image, encode_image, LoadedSnapshot, SnapshotStore, StoredSnapshot},
     types::{storage_error, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig},
     validate::{
@@ -150,6 +150,7 @@ impl Load {
             replicas,
             leader_epoch: 0,
             replica_shards,
+            reassignment: None,
         };
         assert_partition_consistent(&partition);
         assert_eq!(partition.replicas.len(), replication_factor);
@@ -185,6 +186,15 @@ fn assert_partition_consistent(partition: &PartitionMeta) {
         partition.leader,
         partition.shard
     );
+    if let Some(reassignment) = &partition.reassignment {
+        let mut ends: Vec<i32> = reassignment.from.clone();
+        ends.extend(reassignment.adding());
+        assert_eq!(
+            partition.replicas, ends,
+            "partition {}: replicas are not the reassignment's from followed by what it adds",
+            partition.index
+        );
+    }
 }
 
 fn check_configs<'a>(
@@ -470,15 +480,152 @@ fn alter_isr(image: &mut MetadataImage, change: &IsrChange) -> Result<Option<Top
         .copied()
         .filter(|replica| requested.contains(replica))
         .collect();
+    let brokers = image.brokers.clone();
     let topic = topic_mut(image, &change.topic)?;
     if let Some(partition) = usize::try_from(change.partition)
         .ok()
         .and_then(|position| topic.partitions.get_mut(position))
     {
         partition.isr = isr;
+        finish_reassignment_if_in_sync(&brokers, partition);
         assert_partition_consistent(partition);
     }
     Ok(None)
+}
+
+/// After the ISR shrank around a reassignment: a leader no longer in it
+/// hands over to the first unfenced ISR member (leader epoch + 1), or to
+/// nobody.
+fn keep_leader_in_isr(brokers: &BTreeMap<i32, BrokerInfo>, partition: &mut PartitionMeta) {
+    if partition.isr.contains(&partition.leader) {
+        return;
+    }
+    let next = partition
+        .isr
+        .iter()
+        .copied()
+        .find(|broker| brokers.get(broker).is_some_and(|b| !b.fenced))
+        .unwrap_or(NO_LEADER);
+    change_leader(partition, next);
+}
+
+/// Completes a partition's reassignment once every broker of its target is
+/// in sync: the replicas become the target, the ISR keeps the members in
+/// it, and a leader that is not in it hands over to the first in-sync,
+/// unfenced broker of the target (leader epoch + 1).
+fn finish_reassignment_if_in_sync(brokers: &BTreeMap<i32, BrokerInfo>, partition: &mut PartitionMeta) {
+    let Some(reassignment) = partition.reassignment.clone() else {
+        return;
+    };
+    if !reassignment.to.iter().all(|broker| partition.isr.contains(broker)) {
+        return;
+    }
+    let replica_shards: Vec<u32> = reassignment
+        .to
+        .iter()
+        .map(|broker| partition.shard_on(*broker))
+        .collect::<Option<Vec<u32>>>()
+        .unwrap_or_else(|| panic!("partition {}: a target broker holds no replica", partition.index));
+    partition.isr = reassignment.to.clone();
+    partition.replicas = reassignment.to.clone();
+    partition.replica_shards = replica_shards;
+    partition.reassignment = None;
+    keep_leader_in_isr(brokers, partition);
+    assert!(partition.reassignment.is_none() && partition.replicas == partition.isr);
+}
+
+/// Starts (`Some`) or cancels (`None`) a partition's reassignment.
+fn reassign_partition(
+    image: &mut MetadataImage,
+    topic_name: &str,
+    index: i32,
+    target: Option<&[i32]>,
+) -> Result<Option<TopicMeta>, MetaError> {
+    let refuse = |reason: String| MetaError::InvalidReassignment {
+        topic: topic_name.to_owned(),
+        partition: index,
+        reason,
+    };
+    let load = Load::of(image);
+    let brokers = image.brokers.clone();
+    let topic = topic_mut(image, topic_name)?;
+    let partition = usize::try_from(index)
+        .ok()
+        .and_then(|position| topic.partitions.get_mut(position))
+        .ok_or_else(|| MetaError::UnknownPartition {
+            topic: topic_name.to_owned(),
+            partition: index,
+        })?;
+    let Some(target) = target else {
+        let Some(reassignment) = partition.reassignment.clone() else {
+            return Err(MetaError::NoReassignmentInProgress {
+                topic: topic_name.to_owned(),
+                partition: index,
+            });
+        };
+        // Back to `from`: the brokers it added leave (and the ISR and the
+        // leadership with them), unless none of `from` is in sync any more.
+        let isr: Vec<i32> = partition
+            .isr
+            .iter()
+            .copied()
+            .filter(|member| reassignment.from.contains(member))
+            .collect();
+        if isr.is_empty() {
+            return Err(refuse(
+                "no broker of the replicas before the move is in sync: cancelling would lose data".to_owned(),
+            ));
+        }
+        let shards: Vec<u32> = reassignment
+            .from
+            .iter()
+            .filter_map(|b| partition.shard_on(*b))
+            .collect();
+        assert_eq!(
+            shards.len(),
+            reassignment.from.len(),
+            "every original replica is still placed"
+        );
+        partition.replicas = reassignment.from.clone();
+        partition.replica_shards = shards;
+        partition.isr = isr;
+        partition.reassignment = None;
+        keep_leader_in_isr(&brokers, partition);
+        assert_partition_consistent(partition);
+        return Ok(Some(topic.clone()));
+    };
+    if partition.reassignment.is_some() {
+        return Err(refuse("a reassignment is in progress: cancel it first".to_owned()));
+    }
+    let distinct: BTreeSet<i32> = target.iter().copied().collect();
+    if target.is_empty() || distinct.len() != target.len() {
+        return Err(refuse(format!(
+            "the replicas {target:?} must be distinct and not empty"
+        )));
+    }
+    if let Some(unknown) = target
+        .iter()
+        .find(|b| brokers.get(b).is_none_or(|broker| broker.fenced))
+    {
+        return Err(refuse(format!("broker {unknown} is not registered or is fenced")));
+    }
+    if target == partition.replicas.as_slice() {
+        return Ok(Some(topic.clone()));
+    }
+    let from = partition.replicas.clone();
+    for broker in target.iter().filter(|b| !from.contains(b)) {
+        let shards = brokers.get(broker).map_or(1, |b| b.shards);
+        partition.replicas.push(*broker);
+        partition.replica_shards.push(load.pick_shard(*broker, shards, false));
+    }
+    partition.reassignment = Some(Reassignment {
+        from,
+        to: target.to_vec(),
+    });
+    // Dropping replicas, or only reordering them: in sync already.
+    finish_reassignment_if_in_sync(&brokers, partition);
+    assert_partition_consistent(partition);
+    Ok(Some(topic.clone()))
 }
 
 fn create_topic(image: &mut MetadataImage, topic: &NewTopic, id: &[u8; 16]) -> Result<Option<TopicMeta>, MetaError> {
@@ -582,6 +729,11 @@ pub(crate) fn apply_command(image: &mut MetadataImage, command: &Command) -> Res
             elect_preferred_leaders(image);
             Ok(None)
         }
+        Command::ReassignPartition {
+            topic,
+            partition,
+            target,
+        } => reassign_partition(image, topic, *partition, target.as_deref()),
     }
 }
 
@@ -1113,6 +1265,136 @@ mod tests {
         assert_eq!(decoded, image);
         assert!(decoded.brokers[&1].fenced);
         assert!(decoded.topic("t").unwrap().partitions.iter().any(|p| !p.is_online()));
+    }
+
+    /// Three brokers of two shards and topic "one": 1 partition, 1 replica.
+    fn three_brokers_with_rf1() -> MetadataImage {
+        let mut image = MetadataImage::empty();
+        for node_id in 1..=3 {
+            apply_command(&mut image, &Command::RegisterBroker(broker(node_id, 2))).unwrap();
+        }
+        apply_command(
+            &mut image,
+            &Command::CreateTopic {
+                topic: new_topic("one", 1),
+                id: id(7),
+            },
+        )
+        .unwrap();
+        image
+    }
+
+    fn reassign(image: &mut MetadataImage, topic: &str, target: Option<Vec<i32>>) -> Result<(), MetaError> {
+        apply_command(
+            image,
+            &Command::ReassignPartition {
+                topic: topic.into(),
+                partition: 0,
+                target,
+            },
+        )
+        .map(|_| ())
+    }
+
+    fn set_isr(image: &mut MetadataImage, topic: &str, isr: Vec<i32>) {
+        let p = image.partition(topic, 0).unwrap().clone();
+        apply_command(
+            image,
+            &Command::AlterIsr(IsrChange {
+                topic: topic.into(),
+                partition: 0,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                isr,
+            }),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_reassignment_adds_followers_and_completes_once_they_are_in_sync() {
+        let mut image = three_brokers_with_rf1();
+        let before = image.partition("one", 0).unwrap().clone();
+        let from = before.leader;
+        let others: Vec<i32> = (1..=3).filter(|b| *b != from).collect();
+        reassign(&mut image, "one", Some(others.clone())).unwrap();
+        let moving = image.partition("one", 0).unwrap().clone();
+        assert_eq!(
+            moving.replicas,
+            [vec![from], others.clone()].concat(),
+            "from, then the added"
+        );
+        assert_eq!(moving.isr, vec![from], "added replicas start out of sync");
+        assert_eq!((moving.leader, moving.leader_epoch), (from, before.leader_epoch));
+        assert_eq!(moving.reassignment.as_ref().unwrap().adding(), others);
+        assert_eq!(moving.reassignment.as_ref().unwrap().removing(), vec![from]);
+        let again = reassign(&mut image, "one", Some(vec![from]));
+        assert!(
+            matches!(again, Err(MetaError::InvalidReassignment { .. })),
+            "one at a time"
+        );
+
+        set_isr(&mut image, "one", vec![from, others[0]]);
+        assert!(
+            image.partition("one", 0).unwrap().reassignment.is_some(),
+            "not all in sync yet"
+        );
+        set_isr(&mut image, "one", vec![from, others[0], others[1]]);
+        let moved = image.partition("one", 0).unwrap().clone();
+        assert_eq!(moved.replicas, others);
+        assert_eq!(moved.isr, others);
+        assert!(moved.reassignment.is_none());
+        assert_eq!(
+            moved.leader, others[0],
+            "the leader left: the first of the target leads"
+        );
+        assert_eq!(moved.leader_epoch, before.leader_epoch + 1);
+        assert_eq!(Some(moved.shard), moved.shard_on(others[0]));
+    }
+
+    #[test]
+    fn a_reassignment_is_cancelled_back_to_where_it_started() {
+        let mut image = three_brokers_with_rf1();
+        let before = image.partition("one", 0).unwrap().clone();
+        let other = (1..=3).find(|b| *b != before.leader).unwrap();
+        let none = reassign(&mut image, "one", None);
+        assert!(matches!(none, Err(MetaError::NoReassignmentInProgress { .. })));
+        reassign(&mut image, "one", Some(vec![other])).unwrap();
+        reassign(&mut image, "one", None).unwrap();
+        assert_eq!(image.partition("one", 0).unwrap(), &before, "as if nothing happened");
+    }
+
+    #[test]
+    fn reordering_or_dropping_replicas_completes_at_once_and_bad_targets_are_refused() {
+        let mut image = three_brokers_with_rf3(2, 1);
+        let before = partition(&image, 0);
+        reassign(&mut image, "t", Some(before.replicas.clone())).unwrap();
+        assert_eq!(partition(&image, 0), before, "the current replicas: nothing to do");
+        let mut reversed = before.replicas.clone();
+        reversed.reverse();
+        reversed.pop();
+        reassign(&mut image, "t", Some(reversed.clone())).unwrap();
+        let after = partition(&image, 0);
+        assert_eq!(after.replicas, reversed);
+        assert!(after.reassignment.is_none());
+        for bad in [vec![], vec![2, 2], vec![9], vec![1, 2, 3, 4]] {
+            let refused = reassign(&mut image, "t", Some(bad.clone()));
+            assert!(matches!(refused, Err(MetaError::InvalidReassignment { .. })), "{bad:?}");
+        }
+        fence(&mut image, 3);
+        let fenced = reassign(&mut image, "t", Some(vec![3]));
+        assert!(matches!(fenced, Err(MetaError::InvalidReassignment { .. })));
+        let decoded = decode_image(&encode_image(&image)).unwrap();
+        assert_eq!(decoded, image);
+    }
+
+    #[test]
+    fn a_reassignment_in_progress_survives_a_snapshot() {
+        let mut image = three_brokers_with_rf1();
+        reassign(&mut image, "one", Some(vec![1, 2, 3])).unwrap();
+        assert!(image.partition("one", 0).unwrap().reassignment.is_some());
+        let decoded = decode_image(&encode_image(&image)).unwrap();
+        assert_eq!(decoded, image);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use kafka_protocol::{
 use crate::{
     error::ToolError,
     kafka_client::{refused, text, BrokerArgs, Client},
-    report::{Report, Verdict},
+    report::{Report, Table, Value, Verdict},
 };
 
 /// Request versions the tool speaks: recent, non-batched ones every Shardline broker serves.
@@ -91,15 +91,15 @@ fn list(bootstrap: &str, report: &mut Report<'_>) -> Result<Verdict, ToolError> 
     if response.error_code != 0 {
         return Err(refused("ListGroups", response.error_code, None));
     }
-    report.line(format_args!("{:<40} {:<20} PROTOCOL_TYPE", "GROUP", "STATE"))?;
+    let mut table = Table::new("groups", &["group", "state", "protocol_type"]);
     for group in &response.groups {
-        report.line(format_args!(
-            "{:<40} {:<20} {}",
-            group.group_id.0.as_str(),
-            group.group_state.as_str(),
-            group.protocol_type.as_str()
-        ))?;
+        table.row(vec![
+            Value::text(group.group_id.0.as_str()),
+            Value::text(group.group_state.as_str()),
+            Value::text(dash(group.protocol_type.as_str())),
+        ]);
     }
+    report.table(&table)?;
     Ok(Verdict::Healthy)
 }
 
@@ -259,6 +259,9 @@ fn describe(group: &str, bootstrap: &str, report: &mut Report<'_>) -> Result<Ver
     let mut client = coordinator(bootstrap, group)?;
     let described = describe_group(&mut client, group)?;
     let offsets = committed(&mut client, group)?;
+    report.field("group", Value::text(group));
+    report.field("state", Value::text(&described.state));
+    report.field("members", Value::from(described.members.len()));
     report.line(format_args!(
         "group {group} state={} protocol_type={} protocol={} members={}",
         described.state,
@@ -303,27 +306,25 @@ fn describe(group: &str, bootstrap: &str, report: &mut Report<'_>) -> Result<Ver
     partitions.sort();
     let mut bootstrap_client = Client::connect(bootstrap)?;
     let ends = log_offsets(&mut bootstrap_client, &partitions, LATEST)?;
-    report.line(format_args!(
-        "{:<30} {:>9} {:>12} {:>12} {:>8} MEMBER",
-        "TOPIC", "PARTITION", "COMMITTED", "LOG_END", "LAG"
-    ))?;
+    let offset = |value: Option<i64>| value.map_or(Value::Null, Value::Int);
+    let mut table = Table::new(
+        "offsets",
+        &["topic", "partition", "committed", "log_end", "lag", "member"],
+    );
     for key in &partitions {
         let committed = offsets.get(key).copied();
         let end = ends.get(key).copied();
-        let lag = match (committed, end) {
-            (Some(c), Some(e)) => (e - c).max(0).to_string(),
-            _ => "-".to_string(),
-        };
-        report.line(format_args!(
-            "{:<30} {:>9} {:>12} {:>12} {:>8} {}",
-            key.0,
-            key.1,
-            committed.map_or("-".to_string(), |c| c.to_string()),
-            end.map_or("-".to_string(), |e| e.to_string()),
-            lag,
-            owner.get(key).map_or("-", String::as_str)
-        ))?;
+        let lag = committed.zip(end).map(|(c, e)| (e - c).max(0));
+        table.row(vec![
+            Value::text(&key.0),
+            Value::from(key.1),
+            offset(committed),
+            offset(end),
+            offset(lag),
+            Value::text(owner.get(key).map_or("-", String::as_str)),
+        ]);
     }
+    report.table(&table)?;
     Ok(Verdict::Healthy)
 }
 
@@ -449,18 +450,15 @@ fn reset(args: &ResetArgs, report: &mut Report<'_>) -> Result<Verdict, ToolError
             }
         }
     }
-    report.line(format_args!(
-        "{:<30} {:>9} {:>12} {:>12}",
-        "TOPIC", "PARTITION", "OLD", "NEW"
-    ))?;
+    let mut table = Table::new("reset", &["topic", "partition", "old", "new"]);
     for (key, offset) in &new_offsets {
-        report.line(format_args!(
-            "{:<30} {:>9} {:>12} {:>12}",
-            key.0,
-            key.1,
-            before.get(key).map_or("-".to_string(), ToString::to_string),
-            offset
-        ))?;
+        table.row(vec![
+            Value::text(&key.0),
+            Value::from(key.1),
+            before.get(key).map_or(Value::Null, |old| Value::Int(*old)),
+            Value::Int(*offset),
+        ]);
     }
+    report.table(&table)?;
     Ok(Verdict::Healthy)
 }

@@ -16,7 +16,10 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::{
-    messages::{RequestHeader, ResponseHeader},
+    messages::{
+        metadata_request::MetadataRequestTopic, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
+        TopicName,
+    },
     protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes},
     ResponseError,
 };
@@ -27,6 +30,22 @@ use crate::error::ToolError;
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response accepted (a DescribeGroups of a large group is far below).
 const RESPONSE_BYTES_MAX: usize = 64 << 20;
+
+/// Metadata version asked (every Shardline broker serves v12).
+const METADATA_VERSION: i16 = 12;
+
+/// Metadata from the broker at `bootstrap`: every topic (`None`) or one;
+/// never creates the topic.
+pub(crate) fn metadata(bootstrap: &str, topic: Option<&str>) -> Result<MetadataResponse, ToolError> {
+    let mut request = MetadataRequest::default();
+    request.topics = topic.map(|name| {
+        let mut t = MetadataRequestTopic::default();
+        t.name = Some(TopicName(text(name)));
+        vec![t]
+    });
+    request.allow_auto_topic_creation = false;
+    Client::connect(bootstrap)?.call("Metadata", METADATA_VERSION, &request)
+}
 
 /// Where the broker is: the flag every command that talks to one takes.
 #[derive(Debug, clap::Args)]

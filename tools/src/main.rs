@@ -34,7 +34,16 @@
 //!   --to earliest|latest|OFFSET [--topic T]` (the group must be empty).
 //! - `shardctl topic create T [--partitions N] [--replication-factor R]
 //!   [--config K=V]...`, `shardctl topic list`, `shardctl topic describe T`,
+//!   `shardctl topic alter T [--config K=V]... [--delete-config K]...`,
 //!   `shardctl topic delete T`.
+//! - `shardctl cluster status`: brokers, controller, shards, partitions per
+//!   shard, under-replicated and offline partitions.
+//! - `shardctl partition move|reassignments|elect-leaders|delete-records|producers`.
+//! - `shardctl top [--http HOST:PORT] [--iterations N]`: per-shard request
+//!   rates and latencies from the broker's `/metrics`.
+//!
+//! Every command takes the global `--output table|json`: aligned tables (the
+//! default) or one JSON object for scripts (`report.rs`).
 //!
 //! ## Exit status
 //! - 0: the command ran and found nothing wrong.
@@ -52,12 +61,16 @@
 //! [`report::Verdict`] or a [`error::ToolError`], and write their output
 //! through a [`report::Report`].
 
+mod cluster_cmd;
 mod error;
 mod group_cmd;
 mod kafka_client;
 mod log_cmd;
+mod partition_cmd;
+mod prometheus_text;
 mod report;
 mod segment_walk;
+mod top_cmd;
 mod topic_cmd;
 
 use std::{
@@ -83,6 +96,9 @@ const EXIT_FAILED: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(name = "shardctl", version, about, long_about = None)]
 struct Cli {
+    /// Output: aligned tables for people, or one JSON object for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = report::OutputFormat::Table)]
+    output: report::OutputFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -96,9 +112,17 @@ enum Command {
     /// Consumer groups of a running broker (a Kafka client of it: --bootstrap).
     #[command(subcommand)]
     Group(group_cmd::GroupCommand),
-    /// Topics of a running broker: create, list, describe, delete (a Kafka client of it: --bootstrap).
+    /// Topics of a running broker: create, list, describe, alter, delete (a Kafka client of it: --bootstrap).
     #[command(subcommand)]
     Topic(topic_cmd::TopicCommand),
+    /// The cluster as a whole: brokers, controller, shards, partitions (a Kafka client: --bootstrap).
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCommand),
+    /// Partitions: move replicas, elect preferred leaders, delete records, show producers.
+    #[command(subcommand)]
+    Partition(partition_cmd::PartitionCommand),
+    /// A live view of per-shard request rates and latencies from the broker's /metrics (--http).
+    Top(top_cmd::TopArgs),
 }
 
 fn run(command: &Command, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
@@ -106,6 +130,9 @@ fn run(command: &Command, report: &mut Report<'_>) -> Result<Verdict, ToolError>
         Command::Log(log_command) => log_cmd::run(log_command, report),
         Command::Group(group_command) => group_cmd::run(group_command, report),
         Command::Topic(topic_command) => topic_cmd::run(topic_command, report),
+        Command::Cluster(cluster_command) => cluster_cmd::run(cluster_command, report),
+        Command::Partition(partition_command) => partition_cmd::run(partition_command, report),
+        Command::Top(args) => top_cmd::run(args, report),
     }
 }
 
@@ -114,7 +141,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    let result = run(&cli.command, &mut Report::new(&mut out));
+    let mut report = Report::new(&mut out, cli.output);
+    let result = run(&cli.command, &mut report).and_then(|verdict| report.finish().map(|()| verdict));
     // Flush what was reported before any error message, so the two read in order.
     let flushed = out.flush().map_err(ToolError::Output);
     match result.and_then(|verdict| flushed.map(|()| verdict)) {

@@ -92,6 +92,13 @@ fn list_describe_and_reset_offsets_against_a_running_engine() {
         listed.lines().any(|l| l.starts_with("auditors") && l.contains("Empty")),
         "{listed}"
     );
+    let listed: serde_json::Value =
+        serde_json::from_str(&stdout_of(&shardctl(&engine, "group", &["list", "--output", "json"]))).unwrap();
+    let groups = listed["groups"].as_array().unwrap();
+    assert!(
+        groups.iter().any(|g| g["group"] == "auditors" && g["state"] == "Empty"),
+        "{listed}"
+    );
 
     let described = stdout_of(&shardctl(&engine, "group", &["describe", "auditors"]));
     assert!(

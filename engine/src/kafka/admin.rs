@@ -122,6 +122,7 @@ pub(super) async fn create_topics(shard: &Rc<Shard>, request: CreateTopicsReques
                 })
                 .await
                 .map(|meta| {
+                    tracing::info!(topic = %name, partitions, replication_factor, "topic created");
                     result.topic_id = uuid::Uuid::from_bytes(meta.id);
                 })
                 .map_err(EngineError::from)
@@ -188,7 +189,10 @@ pub(super) async fn delete_topics(shard: &Rc<Shard>, request: DeleteTopicsReques
             Some(name) => {
                 result.name = Some(topic_name(&name));
                 match shard.meta.delete_topic(&name).await {
-                    Ok(meta) => result.topic_id = uuid::Uuid::from_bytes(meta.id),
+                    Ok(meta) => {
+                        tracing::info!(topic = %name, "topic deleted");
+                        result.topic_id = uuid::Uuid::from_bytes(meta.id);
+                    }
                     Err(e) => {
                         let e = EngineError::from(e);
                         result.error_code = kafka_code(&e);

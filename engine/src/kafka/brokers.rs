@@ -37,6 +37,15 @@ pub(crate) const SHARD_ID_STRIDE: i32 = 1000;
 /// metadata group lets one broker register).
 const SHARDS_WITH_IDS_MAX: u32 = (i32::MAX / SHARD_ID_STRIDE) as u32;
 
+/// The node a Kafka broker id names (its shard is dropped): the inverse of
+/// the id scheme above, for requests naming brokers (reassignments).
+pub(crate) fn node_of_broker(broker_id: i32) -> i32 {
+    if broker_id < 0 {
+        return broker_id;
+    }
+    broker_id % SHARD_ID_STRIDE
+}
+
 /// A broker as clients see it: an id and where to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct KafkaBroker {
@@ -214,6 +223,7 @@ mod tests {
             leader_epoch: 0,
             isr: vec![1, 2],
             replica_shards: vec![1, 1],
+            reassignment: None,
         };
         assert_eq!(leader_broker_id(&image, &partition), 1001);
         assert_eq!(replica_broker_id(&image, &partition, 2), 2, "node 2 shares one port");

@@ -8,14 +8,15 @@ use kafka_protocol::messages::{
     DescribeConfigsRequest, DescribeConfigsResponse, ResponseKind,
 };
 
-use super::str_bytes;
+use super::{
+    alter_configs::{RESOURCE_BROKER, RESOURCE_TOPIC},
+    str_bytes,
+};
 use crate::{
     error::{kafka_code, EngineError},
     shard::{Shard, MAX_MESSAGE_BYTES_DEFAULT},
 };
 
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
 /// ConfigSource values of DescribeConfigs v1+.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;

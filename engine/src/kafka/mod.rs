@@ -3,15 +3,19 @@
 //! work runs on the partition's owner shard.
 
 mod admin;
+mod alter_configs;
 pub(crate) mod brokers;
 pub(crate) mod cluster;
 mod configs;
 mod epochs;
 mod fetch;
 mod groups;
+mod leaders;
 mod metadata;
 mod offsets;
+mod partition_admin;
 mod produce;
+mod slow;
 
 use std::{cell::Cell, future::Future, rc::Rc, sync::Arc, time::Instant};
 
@@ -72,12 +76,15 @@ impl Handler for KafkaHandler {
         let listener = Rc::clone(&self.listener);
         let api = crate::metrics::probe::api_slot(request.header.api_key);
         shard.probe.count_request(api, request.header.api_version);
+        let slow = slow::SlowWatch::new(&request, shard.config.slow_request_ms);
         let started = Instant::now();
         let answer = crate::metrics::with_api(api, Self::answer(Rc::clone(&shard), request, listener));
         async move {
             let _guard = guard;
             let response = answer.await;
-            shard.probe.record_latency(api, started.elapsed());
+            let elapsed = started.elapsed();
+            shard.probe.record_latency(api, elapsed);
+            slow.check(elapsed, response.as_ref());
             response
         }
     }
@@ -115,6 +122,16 @@ impl KafkaHandler {
             RequestBody::DeleteGroups(req) => kafka(groups::delete_groups(&shard, req).await),
             RequestBody::OffsetDelete(req) => kafka(groups::offset_delete(&shard, req).await),
             RequestBody::OffsetForLeaderEpoch(req) => kafka(epochs::handle(&shard, req).await),
+            RequestBody::IncrementalAlterConfigs(req) => kafka(alter_configs::incremental(&shard, req).await),
+            RequestBody::AlterConfigs(req) => kafka(alter_configs::legacy(&shard, req).await),
+            RequestBody::DescribeLogDirs(req) => kafka(partition_admin::describe_log_dirs(&shard, req).await),
+            RequestBody::DeleteRecords(req) => kafka(partition_admin::delete_records(&shard, req).await),
+            RequestBody::DescribeProducers(req) => kafka(partition_admin::describe_producers(&shard, req).await),
+            RequestBody::ElectLeaders(req) => kafka(leaders::elect_leaders(&shard, req).await),
+            RequestBody::ListPartitionReassignments(req) => kafka(leaders::list_partition_reassignments(&shard, req)),
+            RequestBody::AlterPartitionReassignments(req) => {
+                kafka(leaders::alter_partition_reassignments(&shard, req).await)
+            }
             // Authentication happens before a connection is served
             // (`sasl`): here it is over, or the listener has none.
             RequestBody::SaslHandshake(_) => kafka(crate::sasl::handshake_out_of_turn()),

@@ -37,7 +37,7 @@ pub(crate) const APIS: usize = SUPPORTED_APIS.len();
 pub(crate) const API_VERSIONS_COUNTED: usize = 16;
 
 /// Distinct (API, error code) pairs counted per shard: Kafka has about 130
-/// codes and the engine 25 APIs, and a handler produces a handful of codes
+/// codes and the engine 33 APIs, and a handler produces a handful of codes
 /// each, so this is never reached in practice; past it an error is counted
 /// in `errors_left_out` instead.
 pub(crate) const ERROR_SERIES_MAX: usize = 512;

@@ -10,7 +10,19 @@
 use std::future::Future;
 
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
-use shardline_log::{build_batch, validate, BatchSpec, Clock, Log};
+use shardline_log::{build_batch, validate, BatchSpec, Clock, Durability, Log, LogConfig};
+
+/// 64 KiB segments, an index entry per KiB, no fsync, no retention: many
+/// segments from little data.
+pub fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes_max: 64 << 10,
+        index_interval_bytes: 1024,
+        durability: Durability::Never,
+        retention_ms_max: None,
+        ..LogConfig::default()
+    }
+}
 
 /// Runs `f` on a fresh single-threaded glommio executor, as a shard would.
 pub fn run<T: 'static, F: Future<Output = T> + 'static>(f: impl FnOnce() -> F) -> T {
