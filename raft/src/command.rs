@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::{
+    acl::{acl_from_fb, acl_to_fb, AclBinding},
     codec::{uuid_from_fb, uuid_to_fb, DecodeError},
     error::MetaError,
     generated::shardline::meta as fb,
@@ -68,6 +69,10 @@ pub(crate) enum Command {
     /// in sync but not leading gets it back as leader (proposed by the
     /// leader's liveness ticker after failovers).
     ElectPreferredLeaders,
+    /// Adds ACL bindings, all or none (refused past [`ACLS_MAX`](crate::ACLS_MAX)).
+    CreateAcls(Vec<AclBinding>),
+    /// Removes these exact ACL bindings (the proposer resolved the filters).
+    DeleteAcls(Vec<AclBinding>),
 }
 
 /// An ISR change, valid only for the leader and epoch it was made under.
@@ -199,6 +204,12 @@ pub(crate) fn command_to_fb(command: &Command) -> fb::CommandEnvelope {
             isr: Some(change.isr.clone()),
         })),
         Command::ElectPreferredLeaders => fb::Command::ElectPreferredLeaders(Box::new(fb::ElectPreferredLeaders {})),
+        Command::CreateAcls(acls) => fb::Command::CreateAcls(Box::new(fb::CreateAcls {
+            acls: Some(acls.iter().map(acl_to_fb).collect()),
+        })),
+        Command::DeleteAcls(acls) => fb::Command::DeleteAcls(Box::new(fb::DeleteAcls {
+            acls: Some(acls.iter().map(acl_to_fb).collect()),
+        })),
     };
     fb::CommandEnvelope { command: Some(body) }
 }
@@ -270,7 +281,18 @@ pub(crate) fn command_from_fb(envelope: fb::CommandEnvelope) -> Result<Command, 
             isr: alter.isr.ok_or_else(|| DecodeError::missing("AlterIsr.isr"))?,
         })),
         fb::Command::ElectPreferredLeaders(_) => Ok(Command::ElectPreferredLeaders),
+        fb::Command::CreateAcls(create) => Ok(Command::CreateAcls(acls_from_fb(create.acls)?)),
+        fb::Command::DeleteAcls(delete) => Ok(Command::DeleteAcls(acls_from_fb(delete.acls)?)),
     }
+}
+
+/// The ACLs of a command, at most [`ACLS_MAX`](crate::ACLS_MAX) of them.
+fn acls_from_fb(acls: Option<Vec<fb::Acl>>) -> Result<Vec<AclBinding>, DecodeError> {
+    let acls = acls.ok_or_else(|| DecodeError::missing("Acls.acls"))?;
+    if acls.len() > crate::acl::ACLS_MAX {
+        return Err(DecodeError::new(format!("{} ACLs in one command", acls.len())));
+    }
+    acls.into_iter().map(acl_from_fb).collect()
 }
 
 #[cfg(test)]
@@ -324,6 +346,11 @@ mod tests {
                 isr: vec![2, 3],
             }),
             Command::ElectPreferredLeaders,
+            Command::CreateAcls(vec![
+                crate::acl::tests::sample_acl("User:a", "app-"),
+                crate::acl::tests::sample_acl("User:*", "*"),
+            ]),
+            Command::DeleteAcls(vec![crate::acl::tests::sample_acl("User:a", "app-")]),
         ]
     }
 

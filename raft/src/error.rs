@@ -88,6 +88,12 @@ pub enum MetaError {
         /// Why it was refused.
         reason: String,
     },
+    /// An ACL binding was refused (a field out of bounds, a malformed
+    /// principal) or the ACL set would pass its bound.
+    InvalidAcl {
+        /// Why it was refused.
+        reason: String,
+    },
     /// This node is not the Raft leader and the write could not be
     /// forwarded to one within the forwarding deadline.
     NotLeader {
@@ -204,6 +210,7 @@ impl fmt::Display for MetaError {
                 partition,
                 reason,
             } => write!(f, "invalid ISR for partition {topic}-{partition}: {reason}"),
+            MetaError::InvalidAcl { reason } => write!(f, "invalid ACL: {reason}"),
             MetaError::NotLeader { leader: Some(leader) } => {
                 write!(f, "this node is not the metadata leader; node {leader} is")
             }

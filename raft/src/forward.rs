@@ -235,6 +235,10 @@ pub(crate) fn error_to_fb(error: &MetaError) -> fb::MetaErrorRecord {
             record.first = i64::from(*partition);
             record.reason = Some(reason.clone());
         }
+        MetaError::InvalidAcl { reason } => {
+            record.kind = fb::MetaErrorKind::InvalidAcl;
+            record.reason = Some(reason.clone());
+        }
         MetaError::Io { .. }
         | MetaError::Corrupt { .. }
         | MetaError::NodeIdMismatch { .. }
@@ -301,6 +305,7 @@ pub(crate) fn error_from_fb(record: fb::MetaErrorRecord) -> MetaError {
             partition: narrow(record.first),
             reason,
         },
+        fb::MetaErrorKind::InvalidAcl => MetaError::InvalidAcl { reason },
     }
 }
 
@@ -358,6 +363,7 @@ mod tests {
                 partition: 0,
                 reason: "r".into(),
             },
+            MetaError::InvalidAcl { reason: "r".into() },
         ];
         for error in errors {
             let decoded = error_from_fb(error_to_fb(&error));

@@ -5,7 +5,9 @@
 //! that `Arc` (or copies of the parts they need) and compare `epoch`s to fence
 //! stale requests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::acl::AclBinding;
 
 /// A broker as it registered itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -169,6 +171,8 @@ pub struct MetadataImage {
     pub brokers: BTreeMap<i32, BrokerInfo>,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicMeta>,
+    /// ACL bindings (at most [`ACLS_MAX`](crate::ACLS_MAX)), each valid.
+    pub acls: BTreeSet<AclBinding>,
 }
 
 impl MetadataImage {
@@ -180,6 +184,7 @@ impl MetadataImage {
             controller_id: -1,
             brokers: BTreeMap::new(),
             topics: BTreeMap::new(),
+            acls: BTreeSet::new(),
         }
     }
 

@@ -56,8 +56,13 @@
 //!   compiled by planus in `build.rs`) inside CRC-32C frames; decoding is a
 //!   `Result`, never a panic.
 //!
+//! ACL bindings (`acl.rs`) are metadata too: a bounded set in the image,
+//! changed by `CreateAcls` / `DeleteAcls` commands; the engine decides what
+//! they allow.
+//!
 //! `docs/metadata.md` has the whole picture and the byte layouts.
 
+mod acl;
 #[cfg(test)]
 mod cluster_tests;
 mod codec;
@@ -85,6 +90,10 @@ mod types;
 mod validate;
 mod vote;
 
+pub use acl::{
+    AclBinding, AclOperation, AclPatternType, AclPermission, AclResourceType, ACLS_MAX, ACL_HOST_LENGTH_MAX,
+    ACL_PRINCIPAL_LENGTH_MAX, ACL_RESOURCE_NAME_LENGTH_MAX, CLUSTER_RESOURCE_NAME,
+};
 pub use codec::DecodeError;
 pub use error::MetaError;
 pub use forward::FORWARD_DEADLINE;

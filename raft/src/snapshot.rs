@@ -39,10 +39,12 @@ use crate::{
 };
 
 /// Version stored in `Image.format_version`. Version 2 added
-/// `Broker.fenced`, `Partition.isr` and `Partition.replica_shards`; this
-/// build writes 2 and reads 1 and 2 (a version-1 partition reads as all
-/// replicas in sync, each follower on shard 0), refusing others.
-pub(crate) const IMAGE_FORMAT_VERSION: u16 = 2;
+/// `Broker.fenced`, `Partition.isr` and `Partition.replica_shards`;
+/// version 3 added `Image.acls` (an older build must refuse such an image
+/// rather than drop its ACLs). This build writes 3 and reads 1 to 3 (a
+/// version-1 partition reads as all replicas in sync, each follower on
+/// shard 0; an image before 3 has no ACLs), refusing others.
+pub(crate) const IMAGE_FORMAT_VERSION: u16 = 3;
 
 /// The oldest `Image.format_version` this build reads.
 const IMAGE_FORMAT_VERSION_MIN: u16 = 1;
@@ -93,6 +95,7 @@ pub fn encode_image(image: &MetadataImage) -> Vec<u8> {
         controller_id: image.controller_id,
         brokers: Some(image.brokers.values().map(broker_to_fb).collect()),
         topics: Some(image.topics.values().map(topic_to_fb).collect()),
+        acls: Some(image.acls.iter().map(crate::acl::acl_to_fb).collect()),
     };
     let mut builder = planus::Builder::new();
     builder.finish(image_fb, None).to_vec()
@@ -225,12 +228,23 @@ pub fn decode_image(bytes: &[u8]) -> Result<MetadataImage, DecodeError> {
             return Err(DecodeError::new(format!("topic {name} twice in the image")));
         }
     }
+    let mut acls = std::collections::BTreeSet::new();
+    let stored = image.acls.unwrap_or_default();
+    if stored.len() > crate::acl::ACLS_MAX {
+        return Err(DecodeError::new(format!("{} ACLs in the image", stored.len())));
+    }
+    for acl in stored {
+        if !acls.insert(crate::acl::acl_from_fb(acl)?) {
+            return Err(DecodeError::new("an ACL twice in the image"));
+        }
+    }
     Ok(MetadataImage {
         epoch: image.epoch,
         cluster_id: image.cluster_id.unwrap_or_default(),
         controller_id: image.controller_id,
         brokers,
         topics,
+        acls,
     })
 }
 
@@ -414,6 +428,8 @@ mod tests {
                 configs,
             },
         );
+        image.acls.insert(crate::acl::tests::sample_acl("User:alice", "app-"));
+        image.acls.insert(crate::acl::tests::sample_acl("User:*", "*"));
         image
     }
 
@@ -497,6 +513,7 @@ mod tests {
             controller_id: 1,
             brokers: None,
             topics: Some(vec![topic]),
+            acls: None,
         };
         let mut builder = planus::Builder::new();
         let decoded = decode_image(builder.finish(image, None)).unwrap();

@@ -582,7 +582,37 @@ pub(crate) fn apply_command(image: &mut MetadataImage, command: &Command) -> Res
             elect_preferred_leaders(image);
             Ok(None)
         }
+        Command::CreateAcls(acls) => create_acls(image, acls).map(|()| None),
+        Command::DeleteAcls(acls) => {
+            for acl in acls {
+                image.acls.remove(acl);
+            }
+            Ok(None)
+        }
     }
+}
+
+/// Adds `acls` to the image, all or none: each must be valid and the set
+/// must stay within [`ACLS_MAX`](crate::ACLS_MAX).
+fn create_acls(image: &mut MetadataImage, acls: &[crate::AclBinding]) -> Result<(), MetaError> {
+    for acl in acls {
+        acl.validate().map_err(|reason| MetaError::InvalidAcl { reason })?;
+    }
+    let new: std::collections::BTreeSet<&crate::AclBinding> =
+        acls.iter().filter(|acl| !image.acls.contains(*acl)).collect();
+    if image.acls.len() + new.len() > crate::acl::ACLS_MAX {
+        return Err(MetaError::InvalidAcl {
+            reason: format!(
+                "{} ACLs exist and {} more would pass the limit of {}",
+                image.acls.len(),
+                new.len(),
+                crate::acl::ACLS_MAX
+            ),
+        });
+    }
+    image.acls.extend(new.into_iter().cloned());
+    assert!(image.acls.len() <= crate::acl::ACLS_MAX, "the ACL set is bounded");
+    Ok(())
 }
 
 /// The state machine openraft drives. Lives on the raft thread.
@@ -1390,5 +1420,38 @@ mod tests {
         )
         .unwrap();
         assert_eq!(image.cluster_id, "one");
+    }
+
+    #[test]
+    fn acls_are_a_bounded_set_created_all_or_none() {
+        use crate::acl::tests::sample_acl;
+        let mut image = MetadataImage::empty();
+        let alice = sample_acl("User:alice", "app-");
+        let bob = sample_acl("User:bob", "orders");
+        apply_command(&mut image, &Command::CreateAcls(vec![alice.clone(), bob.clone()])).unwrap();
+        apply_command(&mut image, &Command::CreateAcls(vec![alice.clone()])).unwrap();
+        assert_eq!(image.acls.len(), 2, "creating a binding twice keeps one");
+
+        let invalid = sample_acl("nobody", "x");
+        let error = apply_command(
+            &mut image,
+            &Command::CreateAcls(vec![sample_acl("User:c", "c"), invalid]),
+        );
+        assert!(matches!(error, Err(MetaError::InvalidAcl { .. })));
+        assert_eq!(image.acls.len(), 2, "a refused command adds nothing");
+
+        let many: Vec<_> = (0..crate::acl::ACLS_MAX)
+            .map(|i| sample_acl("User:many", &format!("t{i}")))
+            .collect();
+        let error = apply_command(&mut image, &Command::CreateAcls(many)).unwrap_err();
+        assert!(matches!(error, MetaError::InvalidAcl { .. }), "{error}");
+        assert_eq!(image.acls.len(), 2);
+
+        apply_command(
+            &mut image,
+            &Command::DeleteAcls(vec![bob, sample_acl("User:absent", "x")]),
+        )
+        .unwrap();
+        assert_eq!(image.acls.iter().collect::<Vec<_>>(), vec![&alice]);
     }
 }
