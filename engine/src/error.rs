@@ -4,7 +4,7 @@ use std::fmt;
 
 use kafka_protocol::ResponseError;
 use shardline_log::{BatchError, LogError};
-use shardline_raft::MetaError;
+use shardline_raft::{AclResourceType, MetaError};
 
 /// Why a request (or one partition of it) failed.
 #[derive(Debug)]
@@ -79,6 +79,9 @@ pub enum EngineError {
     /// The SASL exchange refused a request (the codes are chosen in
     /// [`kafka_code`]).
     Sasl(SaslError),
+    /// The connection's principal may not do this to a resource of this
+    /// kind (`acl::Authorizer::authorize` decided).
+    NotAuthorized(AclResourceType),
 }
 
 /// Why a SASL exchange refused a request.
@@ -180,6 +183,7 @@ impl fmt::Display for EngineError {
             EngineError::LeaderNotAvailable => write!(f, "partition has no leader"),
             EngineError::PolicyViolation(why) => write!(f, "refused by the broker's limits: {why}"),
             EngineError::Sasl(e) => write!(f, "SASL: {e:?}"),
+            EngineError::NotAuthorized(kind) => write!(f, "not authorized to access this {}", kind.name()),
         }
     }
 }
@@ -245,6 +249,7 @@ pub fn kafka_code(error: &EngineError) -> i16 {
             }
             MetaError::NotLeader { .. } => ResponseError::NotController,
             MetaError::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            MetaError::InvalidAcl { .. } => ResponseError::InvalidRequest,
             _ => ResponseError::UnknownServerError,
         },
         EngineError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
@@ -265,6 +270,12 @@ pub fn kafka_code(error: &EngineError) -> i16 {
         EngineError::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
         EngineError::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
         EngineError::PolicyViolation(_) => ResponseError::PolicyViolation,
+        EngineError::NotAuthorized(kind) => match kind {
+            AclResourceType::Topic => ResponseError::TopicAuthorizationFailed,
+            AclResourceType::Group => ResponseError::GroupAuthorizationFailed,
+            AclResourceType::Cluster => ResponseError::ClusterAuthorizationFailed,
+            AclResourceType::TransactionalId => ResponseError::TransactionalIdAuthorizationFailed,
+        },
         EngineError::Sasl(sasl) => match sasl {
             SaslError::UnsupportedMechanism => ResponseError::UnsupportedSaslMechanism,
             SaslError::IllegalState => ResponseError::IllegalSaslState,
@@ -349,6 +360,17 @@ mod tests {
         assert_eq!(code(SaslError::UnsupportedMechanism), 33);
         assert_eq!(code(SaslError::IllegalState), 34);
         assert_eq!(code(SaslError::AuthenticationFailed), 58);
+    }
+
+    #[test]
+    fn authorization_errors_map_to_the_codes_clients_expect() {
+        let code = |kind| kafka_code(&EngineError::NotAuthorized(kind));
+        assert_eq!(code(AclResourceType::Topic), 29, "TOPIC_AUTHORIZATION_FAILED");
+        assert_eq!(code(AclResourceType::Group), 30, "GROUP_AUTHORIZATION_FAILED");
+        assert_eq!(code(AclResourceType::Cluster), 31, "CLUSTER_AUTHORIZATION_FAILED");
+        assert_eq!(code(AclResourceType::TransactionalId), 53);
+        let invalid = EngineError::Meta(MetaError::InvalidAcl { reason: "r".into() });
+        assert_eq!(kafka_code(&invalid), 42, "INVALID_REQUEST");
     }
 
     #[test]

@@ -57,6 +57,13 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     }
     let tls = tls_acceptor(&config, &listeners)?;
     let sasl = sasl_settings(&config, &listeners)?;
+    if config.authorizer == crate::config::AuthorizerKind::Acl {
+        tracing::info!(
+            super_users = ?config.super_users,
+            allow_everyone_if_no_acl_found = config.allow_everyone_if_no_acl_found,
+            "authorizer: ACLs (from the metadata group)"
+        );
+    }
     // Ports first: a port in use stops the start before the data dir is touched.
     let bound = crate::listeners::bind_all(&config, &listeners, shards)?;
     let http = crate::http::bind(&config)?;
@@ -522,22 +529,24 @@ async fn shard_main(
     );
     let sweeping = Rc::clone(&shard);
     glommio::spawn_local(Rc::clone(&connections).sweep_idle(move || sweeping.is_shutting_down())).detach();
+    let authorizer = Rc::new(config.authorizer());
     let mut accepting = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
         let listener = endpoint
             .socket
             .listen()
             .map_err(|e| format!("listening on {}: {e}", endpoint.security.name))?;
-        let handler = Rc::new(KafkaHandler::new(
+        let handler_for = KafkaHandler::for_listener(
             Rc::clone(&shard),
             Rc::clone(&in_flight),
             Rc::from(endpoint.security.name.as_str()),
-        ));
+            Rc::clone(&authorizer),
+        );
         accepting.push(accept_loop(
             id,
             listener,
             endpoint.security,
-            handler,
+            handler_for,
             Rc::clone(&connections),
             connection_config.clone(),
             stopped.clone(),
@@ -573,7 +582,7 @@ async fn accept_loop(
     shard: usize,
     listener: glommio::net::TcpListener,
     security: Arc<ListenerSecurity>,
-    handler: Rc<KafkaHandler>,
+    handler_for: Rc<dyn Fn(Rc<crate::acl::Session>) -> KafkaHandler>,
     connections: Rc<Connections>,
     connection_config: ConnectionConfig,
     mut stopped: tokio::sync::watch::Receiver<bool>,
@@ -595,7 +604,7 @@ async fn accept_loop(
                     peer = ?stream.peer_addr().ok(),
                     "connection accepted"
                 );
-                connections.serve(stream, &security, &handler, &connection_config);
+                connections.serve(stream, &security, &handler_for, &connection_config);
             }
             Err(e) => {
                 tracing::warn!(shard, listener = %security.name, error = %e, "accept failed");

@@ -38,6 +38,9 @@ pub const SUPPORTED_APIS: &[(i16, i16, i16)] = &[
     (DELETE_TOPICS, 1, 6),
     (INIT_PRODUCER_ID, 0, 4),
     (OFFSET_FOR_LEADER_EPOCH, 2, 4),
+    (DESCRIBE_ACLS, 1, 3),
+    (CREATE_ACLS, 1, 3),
+    (DELETE_ACLS, 1, 3),
     (DESCRIBE_CONFIGS, 0, 4),
     (SASL_AUTHENTICATE, 0, 2),
     (CREATE_PARTITIONS, 0, 3),
@@ -79,6 +82,11 @@ pub(crate) const OFFSET_DELETE: i16 = ApiKey::OffsetDelete as i16;
 // that then sends raw SASL tokens is closed as bad input.
 pub(crate) const SASL_HANDSHAKE: i16 = ApiKey::SaslHandshake as i16;
 pub(crate) const SASL_AUTHENTICATE: i16 = ApiKey::SaslAuthenticate as i16;
+// Authorization: ACL management (v0, without pattern types, is not served;
+// kafka-protocol 0.18 dropped it, KIP-896).
+pub(crate) const DESCRIBE_ACLS: i16 = ApiKey::DescribeAcls as i16;
+pub(crate) const CREATE_ACLS: i16 = ApiKey::CreateAcls as i16;
+pub(crate) const DELETE_ACLS: i16 = ApiKey::DeleteAcls as i16;
 /// Replication: a follower (or a KIP-320 client) asks where a leader epoch ends.
 pub(crate) const OFFSET_FOR_LEADER_EPOCH: i16 = ApiKey::OffsetForLeaderEpoch as i16;
 
@@ -176,6 +184,9 @@ mod tests {
             OFFSET_FOR_LEADER_EPOCH => OffsetForLeaderEpochRequest::VERSIONS,
             SASL_HANDSHAKE => kafka_protocol::messages::SaslHandshakeRequest::VERSIONS,
             SASL_AUTHENTICATE => kafka_protocol::messages::SaslAuthenticateRequest::VERSIONS,
+            DESCRIBE_ACLS => kafka_protocol::messages::DescribeAclsRequest::VERSIONS,
+            CREATE_ACLS => kafka_protocol::messages::CreateAclsRequest::VERSIONS,
+            DELETE_ACLS => kafka_protocol::messages::DeleteAclsRequest::VERSIONS,
             other => panic!("no kafka-protocol type for {other}"),
         }
     }
@@ -223,6 +234,9 @@ mod tests {
             (LIST_GROUPS, 3),
             (DELETE_GROUPS, 2),
             (OFFSET_DELETE, i16::MAX),
+            (DESCRIBE_ACLS, 2),
+            (CREATE_ACLS, 2),
+            (DELETE_ACLS, 2),
         ];
         for (api_key, boundary) in first_flexible {
             let (min, max) = supported_versions(api_key).unwrap();

@@ -20,11 +20,12 @@
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
-    HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
-    OffsetForLeaderEpochRequest, ResponseKind, SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest,
+    ApiVersionsRequest, CreateAclsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteAclsRequest,
+    DeleteGroupsRequest, DeleteTopicsRequest, DescribeAclsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ResponseKind, SaslAuthenticateRequest,
+    SaslHandshakeRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::Decodable;
 
@@ -100,6 +101,12 @@ pub enum RequestBody {
     SaslHandshake(SaslHandshakeRequest),
     /// SaslAuthenticate v0..=2: one SASL message.
     SaslAuthenticate(SaslAuthenticateRequest),
+    /// DescribeAcls v1..=3.
+    DescribeAcls(DescribeAclsRequest),
+    /// CreateAcls v1..=3.
+    CreateAcls(CreateAclsRequest),
+    /// DeleteAcls v1..=3.
+    DeleteAcls(DeleteAclsRequest),
 }
 
 /// What a handler answers with.
@@ -211,6 +218,9 @@ fn decode_request_body_within(
         apis::OFFSET_FOR_LEADER_EPOCH => RequestBody::OffsetForLeaderEpoch(kafka_protocol(body, version)?),
         apis::SASL_HANDSHAKE => RequestBody::SaslHandshake(kafka_protocol(body, version)?),
         apis::SASL_AUTHENTICATE => RequestBody::SaslAuthenticate(kafka_protocol(body, version)?),
+        apis::DESCRIBE_ACLS => RequestBody::DescribeAcls(kafka_protocol(body, version)?),
+        apis::CREATE_ACLS => RequestBody::CreateAcls(kafka_protocol(body, version)?),
+        apis::DELETE_ACLS => RequestBody::DeleteAcls(kafka_protocol(body, version)?),
         _ => {
             return Err(DecodeError::Invalid {
                 field: "header.api_key",
@@ -318,6 +328,9 @@ fn response_kind_api_key(kind: &ResponseKind) -> Option<i16> {
         ResponseKind::OffsetForLeaderEpoch(_) => apis::OFFSET_FOR_LEADER_EPOCH,
         ResponseKind::SaslHandshake(_) => apis::SASL_HANDSHAKE,
         ResponseKind::SaslAuthenticate(_) => apis::SASL_AUTHENTICATE,
+        ResponseKind::DescribeAcls(_) => apis::DESCRIBE_ACLS,
+        ResponseKind::CreateAcls(_) => apis::CREATE_ACLS,
+        ResponseKind::DeleteAcls(_) => apis::DELETE_ACLS,
         _ => return None,
     })
 }
@@ -674,6 +687,40 @@ pub(crate) mod tests {
                 kafka_protocol::messages::SaslAuthenticateRequest::default()
                     .with_auth_bytes(Bytes::from_static(b"n,,n=alice,r=nonce")),
             ),
+            apis::DESCRIBE_ACLS => RequestKind::DescribeAcls(
+                kafka_protocol::messages::DescribeAclsRequest::default()
+                    .with_resource_type_filter(2)
+                    .with_resource_name_filter(Some(StrBytes::from_static_str("orders")))
+                    .with_pattern_type_filter(2)
+                    .with_principal_filter(None)
+                    .with_host_filter(Some(StrBytes::from_static_str("*")))
+                    .with_operation(1)
+                    .with_permission_type(3),
+            ),
+            apis::CREATE_ACLS => RequestKind::CreateAcls(
+                kafka_protocol::messages::CreateAclsRequest::default().with_creations(vec![
+                    kafka_protocol::messages::create_acls_request::AclCreation::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_static_str("app-"))
+                        .with_resource_pattern_type(4)
+                        .with_principal(StrBytes::from_static_str("User:alice"))
+                        .with_host(StrBytes::from_static_str("*"))
+                        .with_operation(4)
+                        .with_permission_type(3),
+                ]),
+            ),
+            apis::DELETE_ACLS => RequestKind::DeleteAcls(
+                kafka_protocol::messages::DeleteAclsRequest::default().with_filters(vec![
+                    kafka_protocol::messages::delete_acls_request::DeleteAclsFilter::default()
+                        .with_resource_type_filter(1)
+                        .with_resource_name_filter(None)
+                        .with_pattern_type_filter(1)
+                        .with_principal_filter(Some(StrBytes::from_static_str("User:alice")))
+                        .with_host_filter(None)
+                        .with_operation(1)
+                        .with_permission_type(1),
+                ]),
+            ),
             other => panic!("no sample for API {other}"),
         }
     }
@@ -736,6 +783,9 @@ pub(crate) mod tests {
             RequestBody::OffsetForLeaderEpoch(request) => RequestKind::OffsetForLeaderEpoch(request),
             RequestBody::SaslHandshake(request) => RequestKind::SaslHandshake(request),
             RequestBody::SaslAuthenticate(request) => RequestKind::SaslAuthenticate(request),
+            RequestBody::DescribeAcls(request) => RequestKind::DescribeAcls(request),
+            RequestBody::CreateAcls(request) => RequestKind::CreateAcls(request),
+            RequestBody::DeleteAcls(request) => RequestKind::DeleteAcls(request),
         }
     }
 

@@ -224,6 +224,35 @@ const SASL_HANDSHAKE: &[Field] = &[field("sasl_handshake.mechanism", 0, LATEST, 
 // ---- SaslAuthenticate (v0..=2) ----
 const SASL_AUTHENTICATE: &[Field] = &[field("sasl_authenticate.auth_bytes", 0, LATEST, Kind::Bytes)];
 
+// ---- DescribeAcls, DeleteAcls filters (v1..=3) ----
+const ACL_FILTER: &[Field] = &[
+    field("acl_filter.resource_type_filter", 0, LATEST, Kind::Int8),
+    field("acl_filter.resource_name_filter", 0, LATEST, Kind::Str),
+    field("acl_filter.pattern_type_filter", 1, LATEST, Kind::Int8),
+    field("acl_filter.principal_filter", 0, LATEST, Kind::Str),
+    field("acl_filter.host_filter", 0, LATEST, Kind::Str),
+    field("acl_filter.operation", 0, LATEST, Kind::Int8),
+    field("acl_filter.permission_type", 0, LATEST, Kind::Int8),
+];
+const DELETE_ACLS: &[Field] = &[field("delete_acls.filters", 0, LATEST, Kind::Structs(ACL_FILTER))];
+
+// ---- CreateAcls (v1..=3) ----
+const CREATE_ACLS_CREATION: &[Field] = &[
+    field("create_acls.creation.resource_type", 0, LATEST, Kind::Int8),
+    field("create_acls.creation.resource_name", 0, LATEST, Kind::Str),
+    field("create_acls.creation.resource_pattern_type", 1, LATEST, Kind::Int8),
+    field("create_acls.creation.principal", 0, LATEST, Kind::Str),
+    field("create_acls.creation.host", 0, LATEST, Kind::Str),
+    field("create_acls.creation.operation", 0, LATEST, Kind::Int8),
+    field("create_acls.creation.permission_type", 0, LATEST, Kind::Int8),
+];
+const CREATE_ACLS: &[Field] = &[field(
+    "create_acls.creations",
+    0,
+    LATEST,
+    Kind::Structs(CREATE_ACLS_CREATION),
+)];
+
 // ---- InitProducerId (v0..=4) ----
 const INIT_PRODUCER_ID: &[Field] = &[
     field("init_producer_id.transactional_id", 0, LATEST, Kind::Str),
@@ -566,6 +595,9 @@ fn schema(api_key: i16) -> Option<&'static [Field]> {
         apis::OFFSET_FOR_LEADER_EPOCH => Some(OFFSET_FOR_LEADER_EPOCH),
         apis::SASL_HANDSHAKE => Some(SASL_HANDSHAKE),
         apis::SASL_AUTHENTICATE => Some(SASL_AUTHENTICATE),
+        apis::DESCRIBE_ACLS => Some(ACL_FILTER),
+        apis::CREATE_ACLS => Some(CREATE_ACLS),
+        apis::DELETE_ACLS => Some(DELETE_ACLS),
         _ => None,
     }
 }
