@@ -35,6 +35,10 @@
 //! - `shardctl topic create T [--partitions N] [--replication-factor R]
 //!   [--config K=V]...`, `shardctl topic list`, `shardctl topic describe T`,
 //!   `shardctl topic delete T`.
+//! - `shardctl acl create|list|delete` (`acl_cmd.rs`).
+//! - With `SHARDCTL_SASL_USER` and `SHARDCTL_SASL_PASSWORD` set, every
+//!   broker connection logs in with SASL PLAIN first (a SASL_PLAINTEXT
+//!   listener; the tool speaks no TLS).
 //!
 //! ## Exit status
 //! - 0: the command ran and found nothing wrong.
@@ -52,6 +56,7 @@
 //! [`report::Verdict`] or a [`error::ToolError`], and write their output
 //! through a [`report::Report`].
 
+mod acl_cmd;
 mod error;
 mod group_cmd;
 mod kafka_client;
@@ -99,6 +104,9 @@ enum Command {
     /// Topics of a running broker: create, list, describe, delete (a Kafka client of it: --bootstrap).
     #[command(subcommand)]
     Topic(topic_cmd::TopicCommand),
+    /// ACLs of a running broker: create, list, delete (a Kafka client of it: --bootstrap).
+    #[command(subcommand)]
+    Acl(acl_cmd::AclCommand),
 }
 
 fn run(command: &Command, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
@@ -106,6 +114,7 @@ fn run(command: &Command, report: &mut Report<'_>) -> Result<Verdict, ToolError>
         Command::Log(log_command) => log_cmd::run(log_command, report),
         Command::Group(group_command) => group_cmd::run(group_command, report),
         Command::Topic(topic_command) => topic_cmd::run(topic_command, report),
+        Command::Acl(acl_command) => acl_cmd::run(acl_command, report),
     }
 }
 
