@@ -82,6 +82,22 @@ pub enum EngineError {
     /// The connection's principal may not do this to a resource of this
     /// kind (`acl::Authorizer::authorize` decided).
     NotAuthorized(AclResourceType),
+    /// AlterUserScramCredentials or DescribeUserScramCredentials refused
+    /// one user's part.
+    Credential(CredentialError),
+}
+
+/// Why a SCRAM credential change or description was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialError {
+    /// The user has no (such) credential.
+    NotFound,
+    /// The request names a user (or user and mechanism) twice.
+    Duplicate,
+    /// Out of bounds: iterations, salt, salted password length, name.
+    Unacceptable(String),
+    /// A mechanism other than SCRAM-SHA-256 and SCRAM-SHA-512.
+    UnsupportedMechanism,
 }
 
 /// Why a SASL exchange refused a request.
@@ -184,6 +200,12 @@ impl fmt::Display for EngineError {
             EngineError::PolicyViolation(why) => write!(f, "refused by the broker's limits: {why}"),
             EngineError::Sasl(e) => write!(f, "SASL: {e:?}"),
             EngineError::NotAuthorized(kind) => write!(f, "not authorized to access this {}", kind.name()),
+            EngineError::Credential(CredentialError::NotFound) => write!(f, "no such SCRAM credential"),
+            EngineError::Credential(CredentialError::Duplicate) => write!(f, "a user or credential named twice"),
+            EngineError::Credential(CredentialError::Unacceptable(why)) => write!(f, "unacceptable credential: {why}"),
+            EngineError::Credential(CredentialError::UnsupportedMechanism) => {
+                write!(f, "unsupported SCRAM mechanism (SCRAM-SHA-256 and SCRAM-SHA-512 are)")
+            }
         }
     }
 }
@@ -250,6 +272,7 @@ pub fn kafka_code(error: &EngineError) -> i16 {
             MetaError::NotLeader { .. } => ResponseError::NotController,
             MetaError::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
             MetaError::InvalidAcl { .. } => ResponseError::InvalidRequest,
+            MetaError::InvalidCredential { .. } => ResponseError::UnacceptableCredential,
             _ => ResponseError::UnknownServerError,
         },
         EngineError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
@@ -275,6 +298,12 @@ pub fn kafka_code(error: &EngineError) -> i16 {
             AclResourceType::Group => ResponseError::GroupAuthorizationFailed,
             AclResourceType::Cluster => ResponseError::ClusterAuthorizationFailed,
             AclResourceType::TransactionalId => ResponseError::TransactionalIdAuthorizationFailed,
+        },
+        EngineError::Credential(credential) => match credential {
+            CredentialError::NotFound => ResponseError::ResourceNotFound,
+            CredentialError::Duplicate => ResponseError::DuplicateResource,
+            CredentialError::Unacceptable(_) => ResponseError::UnacceptableCredential,
+            CredentialError::UnsupportedMechanism => ResponseError::UnsupportedSaslMechanism,
         },
         EngineError::Sasl(sasl) => match sasl {
             SaslError::UnsupportedMechanism => ResponseError::UnsupportedSaslMechanism,
@@ -371,6 +400,11 @@ mod tests {
         assert_eq!(code(AclResourceType::TransactionalId), 53);
         let invalid = EngineError::Meta(MetaError::InvalidAcl { reason: "r".into() });
         assert_eq!(kafka_code(&invalid), 42, "INVALID_REQUEST");
+        let credential = |e| kafka_code(&EngineError::Credential(e));
+        assert_eq!(credential(CredentialError::NotFound), 91, "RESOURCE_NOT_FOUND");
+        assert_eq!(credential(CredentialError::Duplicate), 92, "DUPLICATE_RESOURCE");
+        assert_eq!(credential(CredentialError::Unacceptable("x".into())), 93);
+        assert_eq!(credential(CredentialError::UnsupportedMechanism), 33);
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub use config::{
     AdvertisedListener, AuthorizerKind, CpuList, EngineConfig, FsyncPolicy, HttpListen, Listener, ListenerSpec,
     PeerList, SaslMechanisms, SecurityProtocol, ShardListeners, TlsClientAuth, LISTENERS_MAX,
 };
-pub use error::{kafka_code, EngineError, GroupError, SaslError};
+pub use error::{kafka_code, CredentialError, EngineError, GroupError, SaslError};
 pub use runtime::{run, StartError};
 pub use sasl::Mechanism;
 pub use shard::Shard;

@@ -88,6 +88,13 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     meta_config.broker_heartbeat_interval_ms = config.broker_heartbeat_interval_ms;
     let voters = meta_config.peers.len().max(1);
     let meta = MetadataGroup::start(meta_config).map_err(|e| StartError(format!("metadata group: {e}")))?;
+    // The file's users, then those stored through the metadata group.
+    let sasl = sasl.map(|settings| {
+        Arc::new(SaslSettings {
+            users: settings.users.with_metadata(meta.clone()),
+            mechanisms: settings.mechanisms,
+        })
+    });
     let cpus = config.shard_cpus();
     // The first listener is the one other brokers use (followers fetch
     // through it): it is the registration's host, port and shard ports.
@@ -431,7 +438,7 @@ fn tls_acceptor(config: &EngineConfig, listeners: &[Listener]) -> Result<Option<
 }
 
 /// The SASL users and mechanisms of the SASL listeners, if there are any.
-fn sasl_settings(config: &EngineConfig, listeners: &[Listener]) -> Result<Option<Arc<SaslSettings>>, StartError> {
+fn sasl_settings(config: &EngineConfig, listeners: &[Listener]) -> Result<Option<SaslSettings>, StartError> {
     if !listeners.iter().any(|listener| listener.protocol.sasl()) {
         return Ok(None);
     }
@@ -440,10 +447,10 @@ fn sasl_settings(config: &EngineConfig, listeners: &[Listener]) -> Result<Option
     };
     let users = crate::sasl::UserStore::load(path).map_err(|e| StartError(format!("SASL users: {e}")))?;
     tracing::info!(users = users.len(), file = %path.display(), "loaded SASL users");
-    Ok(Some(Arc::new(SaslSettings {
+    Ok(Some(SaslSettings {
         users,
         mechanisms: config.sasl_mechanisms.0.clone(),
-    })))
+    }))
 }
 
 /// One line naming each listener, its protocol, address and what clients are told.

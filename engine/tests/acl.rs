@@ -137,3 +137,27 @@ fn follower_requests_from_a_client_are_refused_and_it_sees_no_topics() {
         engine.log()
     );
 }
+
+#[test]
+fn scram_users_stored_through_raft_log_in_with_librdkafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, "admin:admin-secret\n").unwrap();
+    let users = users.display().to_string();
+    let engine = Engine::start_with_listeners(
+        &[("SASL", "SASL_PLAINTEXT")],
+        &[
+            "--shards",
+            "2",
+            "--fsync",
+            "never",
+            "--auto-create-topics",
+            "--sasl-users-file",
+            &users,
+        ],
+    );
+    let bootstrap = engine.listener_addr("SASL").to_string();
+    let (ok, output) = python_script_output("scram_users.py", &[&bootstrap]);
+    assert!(ok, "{output}\nengine log:\n{}", engine.log());
+    assert!(output.contains("scram users ok"), "{output}");
+}

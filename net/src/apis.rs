@@ -46,6 +46,8 @@ pub const SUPPORTED_APIS: &[(i16, i16, i16)] = &[
     (CREATE_PARTITIONS, 0, 3),
     (DELETE_GROUPS, 0, 2),
     (OFFSET_DELETE, 0, 0),
+    (DESCRIBE_USER_SCRAM_CREDENTIALS, 0, 0),
+    (ALTER_USER_SCRAM_CREDENTIALS, 0, 0),
     (DESCRIBE_CLUSTER, 0, 1),
 ];
 
@@ -87,6 +89,9 @@ pub(crate) const SASL_AUTHENTICATE: i16 = ApiKey::SaslAuthenticate as i16;
 pub(crate) const DESCRIBE_ACLS: i16 = ApiKey::DescribeAcls as i16;
 pub(crate) const CREATE_ACLS: i16 = ApiKey::CreateAcls as i16;
 pub(crate) const DELETE_ACLS: i16 = ApiKey::DeleteAcls as i16;
+// SCRAM credentials kept by the metadata group (KIP-554).
+pub(crate) const DESCRIBE_USER_SCRAM_CREDENTIALS: i16 = ApiKey::DescribeUserScramCredentials as i16;
+pub(crate) const ALTER_USER_SCRAM_CREDENTIALS: i16 = ApiKey::AlterUserScramCredentials as i16;
 /// Replication: a follower (or a KIP-320 client) asks where a leader epoch ends.
 pub(crate) const OFFSET_FOR_LEADER_EPOCH: i16 = ApiKey::OffsetForLeaderEpoch as i16;
 
@@ -187,6 +192,8 @@ mod tests {
             DESCRIBE_ACLS => kafka_protocol::messages::DescribeAclsRequest::VERSIONS,
             CREATE_ACLS => kafka_protocol::messages::CreateAclsRequest::VERSIONS,
             DELETE_ACLS => kafka_protocol::messages::DeleteAclsRequest::VERSIONS,
+            DESCRIBE_USER_SCRAM_CREDENTIALS => kafka_protocol::messages::DescribeUserScramCredentialsRequest::VERSIONS,
+            ALTER_USER_SCRAM_CREDENTIALS => kafka_protocol::messages::AlterUserScramCredentialsRequest::VERSIONS,
             other => panic!("no kafka-protocol type for {other}"),
         }
     }
@@ -237,6 +244,8 @@ mod tests {
             (DESCRIBE_ACLS, 2),
             (CREATE_ACLS, 2),
             (DELETE_ACLS, 2),
+            (DESCRIBE_USER_SCRAM_CREDENTIALS, 0),
+            (ALTER_USER_SCRAM_CREDENTIALS, 0),
         ];
         for (api_key, boundary) in first_flexible {
             let (min, max) = supported_versions(api_key).unwrap();

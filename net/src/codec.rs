@@ -107,6 +107,10 @@ pub enum RequestBody {
     CreateAcls(CreateAclsRequest),
     /// DeleteAcls v1..=3.
     DeleteAcls(DeleteAclsRequest),
+    /// DescribeUserScramCredentials v0.
+    DescribeUserScramCredentials(kafka_protocol::messages::DescribeUserScramCredentialsRequest),
+    /// AlterUserScramCredentials v0.
+    AlterUserScramCredentials(kafka_protocol::messages::AlterUserScramCredentialsRequest),
 }
 
 /// What a handler answers with.
@@ -221,6 +225,10 @@ fn decode_request_body_within(
         apis::DESCRIBE_ACLS => RequestBody::DescribeAcls(kafka_protocol(body, version)?),
         apis::CREATE_ACLS => RequestBody::CreateAcls(kafka_protocol(body, version)?),
         apis::DELETE_ACLS => RequestBody::DeleteAcls(kafka_protocol(body, version)?),
+        apis::DESCRIBE_USER_SCRAM_CREDENTIALS => {
+            RequestBody::DescribeUserScramCredentials(kafka_protocol(body, version)?)
+        }
+        apis::ALTER_USER_SCRAM_CREDENTIALS => RequestBody::AlterUserScramCredentials(kafka_protocol(body, version)?),
         _ => {
             return Err(DecodeError::Invalid {
                 field: "header.api_key",
@@ -331,6 +339,8 @@ fn response_kind_api_key(kind: &ResponseKind) -> Option<i16> {
         ResponseKind::DescribeAcls(_) => apis::DESCRIBE_ACLS,
         ResponseKind::CreateAcls(_) => apis::CREATE_ACLS,
         ResponseKind::DeleteAcls(_) => apis::DELETE_ACLS,
+        ResponseKind::DescribeUserScramCredentials(_) => apis::DESCRIBE_USER_SCRAM_CREDENTIALS,
+        ResponseKind::AlterUserScramCredentials(_) => apis::ALTER_USER_SCRAM_CREDENTIALS,
         _ => return None,
     })
 }
@@ -721,6 +731,28 @@ pub(crate) mod tests {
                         .with_permission_type(1),
                 ]),
             ),
+            apis::DESCRIBE_USER_SCRAM_CREDENTIALS => RequestKind::DescribeUserScramCredentials(
+                kafka_protocol::messages::DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+                    kafka_protocol::messages::describe_user_scram_credentials_request::UserName::default()
+                        .with_name(StrBytes::from_static_str("carol")),
+                ])),
+            ),
+            apis::ALTER_USER_SCRAM_CREDENTIALS => RequestKind::AlterUserScramCredentials(
+                kafka_protocol::messages::AlterUserScramCredentialsRequest::default()
+                    .with_deletions(vec![
+                        kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+                            .with_name(StrBytes::from_static_str("dave"))
+                            .with_mechanism(2),
+                    ])
+                    .with_upsertions(vec![
+                        kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+                            .with_name(StrBytes::from_static_str("carol"))
+                            .with_mechanism(1)
+                            .with_iterations(8192)
+                            .with_salt(Bytes::from_static(b"salt"))
+                            .with_salted_password(Bytes::from_static(&[7; 32])),
+                    ]),
+            ),
             other => panic!("no sample for API {other}"),
         }
     }
@@ -786,6 +818,8 @@ pub(crate) mod tests {
             RequestBody::DescribeAcls(request) => RequestKind::DescribeAcls(request),
             RequestBody::CreateAcls(request) => RequestKind::CreateAcls(request),
             RequestBody::DeleteAcls(request) => RequestKind::DeleteAcls(request),
+            RequestBody::DescribeUserScramCredentials(request) => RequestKind::DescribeUserScramCredentials(request),
+            RequestBody::AlterUserScramCredentials(request) => RequestKind::AlterUserScramCredentials(request),
         }
     }
 

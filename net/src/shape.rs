@@ -253,6 +253,42 @@ const CREATE_ACLS: &[Field] = &[field(
     Kind::Structs(CREATE_ACLS_CREATION),
 )];
 
+// ---- DescribeUserScramCredentials (v0) ----
+const DESCRIBE_USER_SCRAM_USER: &[Field] = &[field("describe_user_scram.user.name", 0, LATEST, Kind::Str)];
+const DESCRIBE_USER_SCRAM_CREDENTIALS: &[Field] = &[field(
+    "describe_user_scram.users",
+    0,
+    LATEST,
+    Kind::Structs(DESCRIBE_USER_SCRAM_USER),
+)];
+
+// ---- AlterUserScramCredentials (v0) ----
+const ALTER_USER_SCRAM_DELETION: &[Field] = &[
+    field("alter_user_scram.deletion.name", 0, LATEST, Kind::Str),
+    field("alter_user_scram.deletion.mechanism", 0, LATEST, Kind::Int8),
+];
+const ALTER_USER_SCRAM_UPSERTION: &[Field] = &[
+    field("alter_user_scram.upsertion.name", 0, LATEST, Kind::Str),
+    field("alter_user_scram.upsertion.mechanism", 0, LATEST, Kind::Int8),
+    field("alter_user_scram.upsertion.iterations", 0, LATEST, Kind::Int32),
+    field("alter_user_scram.upsertion.salt", 0, LATEST, Kind::Bytes),
+    field("alter_user_scram.upsertion.salted_password", 0, LATEST, Kind::Bytes),
+];
+const ALTER_USER_SCRAM_CREDENTIALS: &[Field] = &[
+    field(
+        "alter_user_scram.deletions",
+        0,
+        LATEST,
+        Kind::Structs(ALTER_USER_SCRAM_DELETION),
+    ),
+    field(
+        "alter_user_scram.upsertions",
+        0,
+        LATEST,
+        Kind::Structs(ALTER_USER_SCRAM_UPSERTION),
+    ),
+];
+
 // ---- InitProducerId (v0..=4) ----
 const INIT_PRODUCER_ID: &[Field] = &[
     field("init_producer_id.transactional_id", 0, LATEST, Kind::Str),
@@ -598,6 +634,8 @@ fn schema(api_key: i16) -> Option<&'static [Field]> {
         apis::DESCRIBE_ACLS => Some(ACL_FILTER),
         apis::CREATE_ACLS => Some(CREATE_ACLS),
         apis::DELETE_ACLS => Some(DELETE_ACLS),
+        apis::DESCRIBE_USER_SCRAM_CREDENTIALS => Some(DESCRIBE_USER_SCRAM_CREDENTIALS),
+        apis::ALTER_USER_SCRAM_CREDENTIALS => Some(ALTER_USER_SCRAM_CREDENTIALS),
         _ => None,
     }
 }

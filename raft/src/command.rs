@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use crate::{
     acl::{acl_from_fb, acl_to_fb, AclBinding},
     codec::{uuid_from_fb, uuid_to_fb, DecodeError},
+    credential::{credential_from_fb, credential_to_fb, ScramCredential, ScramMechanism},
     error::MetaError,
     generated::shardline::meta as fb,
     image::{BrokerInfo, NewTopic, TopicMeta},
@@ -73,6 +74,13 @@ pub(crate) enum Command {
     CreateAcls(Vec<AclBinding>),
     /// Removes these exact ACL bindings (the proposer resolved the filters).
     DeleteAcls(Vec<AclBinding>),
+    /// Sets (replacing) and removes SCRAM credentials, all or none.
+    AlterScramCredentials {
+        /// Credentials to set.
+        upsertions: Vec<ScramCredential>,
+        /// (user, mechanism) to remove; each must exist.
+        deletions: Vec<(String, ScramMechanism)>,
+    },
 }
 
 /// An ISR change, valid only for the leader and epoch it was made under.
@@ -210,6 +218,20 @@ pub(crate) fn command_to_fb(command: &Command) -> fb::CommandEnvelope {
         Command::DeleteAcls(acls) => fb::Command::DeleteAcls(Box::new(fb::DeleteAcls {
             acls: Some(acls.iter().map(acl_to_fb).collect()),
         })),
+        Command::AlterScramCredentials { upsertions, deletions } => {
+            fb::Command::AlterScramCredentials(Box::new(fb::AlterScramCredentials {
+                upsertions: Some(upsertions.iter().map(credential_to_fb).collect()),
+                deletions: Some(
+                    deletions
+                        .iter()
+                        .map(|(user, mechanism)| fb::ScramDeletion {
+                            user: Some(user.clone()),
+                            mechanism: mechanism.code(),
+                        })
+                        .collect(),
+                ),
+            }))
+        }
     };
     fb::CommandEnvelope { command: Some(body) }
 }
@@ -283,6 +305,30 @@ pub(crate) fn command_from_fb(envelope: fb::CommandEnvelope) -> Result<Command, 
         fb::Command::ElectPreferredLeaders(_) => Ok(Command::ElectPreferredLeaders),
         fb::Command::CreateAcls(create) => Ok(Command::CreateAcls(acls_from_fb(create.acls)?)),
         fb::Command::DeleteAcls(delete) => Ok(Command::DeleteAcls(acls_from_fb(delete.acls)?)),
+        fb::Command::AlterScramCredentials(alter) => {
+            let upsertions = alter.upsertions.unwrap_or_default();
+            let deletions = alter.deletions.unwrap_or_default();
+            if upsertions.len() + deletions.len() > crate::credential::SCRAM_CREDENTIALS_MAX {
+                return Err(DecodeError::new("too many SCRAM credential changes in one command"));
+            }
+            Ok(Command::AlterScramCredentials {
+                upsertions: upsertions
+                    .into_iter()
+                    .map(credential_from_fb)
+                    .collect::<Result<_, _>>()?,
+                deletions: deletions
+                    .into_iter()
+                    .map(|deletion| {
+                        let user = deletion
+                            .user
+                            .ok_or_else(|| DecodeError::missing("ScramDeletion.user"))?;
+                        let mechanism = ScramMechanism::from_code(deletion.mechanism)
+                            .ok_or_else(|| DecodeError::new("ScramDeletion.mechanism has an unknown code"))?;
+                        Ok((user, mechanism))
+                    })
+                    .collect::<Result<_, DecodeError>>()?,
+            })
+        }
     }
 }
 
@@ -351,6 +397,13 @@ mod tests {
                 crate::acl::tests::sample_acl("User:*", "*"),
             ]),
             Command::DeleteAcls(vec![crate::acl::tests::sample_acl("User:a", "app-")]),
+            Command::AlterScramCredentials {
+                upsertions: vec![crate::credential::tests::sample_credential(
+                    "carol",
+                    ScramMechanism::Sha256,
+                )],
+                deletions: vec![("dave".into(), ScramMechanism::Sha512)],
+            },
         ]
     }
 

@@ -94,6 +94,12 @@ pub enum MetaError {
         /// Why it was refused.
         reason: String,
     },
+    /// A SCRAM credential was refused (a bound not kept, a deletion of
+    /// one that does not exist) or the credentials would pass their bound.
+    InvalidCredential {
+        /// Why it was refused.
+        reason: String,
+    },
     /// This node is not the Raft leader and the write could not be
     /// forwarded to one within the forwarding deadline.
     NotLeader {
@@ -211,6 +217,7 @@ impl fmt::Display for MetaError {
                 reason,
             } => write!(f, "invalid ISR for partition {topic}-{partition}: {reason}"),
             MetaError::InvalidAcl { reason } => write!(f, "invalid ACL: {reason}"),
+            MetaError::InvalidCredential { reason } => write!(f, "invalid SCRAM credential: {reason}"),
             MetaError::NotLeader { leader: Some(leader) } => {
                 write!(f, "this node is not the metadata leader; node {leader} is")
             }

@@ -239,6 +239,10 @@ pub(crate) fn error_to_fb(error: &MetaError) -> fb::MetaErrorRecord {
             record.kind = fb::MetaErrorKind::InvalidAcl;
             record.reason = Some(reason.clone());
         }
+        MetaError::InvalidCredential { reason } => {
+            record.kind = fb::MetaErrorKind::InvalidCredential;
+            record.reason = Some(reason.clone());
+        }
         MetaError::Io { .. }
         | MetaError::Corrupt { .. }
         | MetaError::NodeIdMismatch { .. }
@@ -306,6 +310,7 @@ pub(crate) fn error_from_fb(record: fb::MetaErrorRecord) -> MetaError {
             reason,
         },
         fb::MetaErrorKind::InvalidAcl => MetaError::InvalidAcl { reason },
+        fb::MetaErrorKind::InvalidCredential => MetaError::InvalidCredential { reason },
     }
 }
 
@@ -364,6 +369,7 @@ mod tests {
                 reason: "r".into(),
             },
             MetaError::InvalidAcl { reason: "r".into() },
+            MetaError::InvalidCredential { reason: "r".into() },
         ];
         for error in errors {
             let decoded = error_from_fb(error_to_fb(&error));

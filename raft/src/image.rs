@@ -7,7 +7,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::acl::AclBinding;
+use crate::{
+    acl::AclBinding,
+    credential::{ScramCredential, ScramMechanism},
+};
 
 /// A broker as it registered itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -173,6 +176,9 @@ pub struct MetadataImage {
     pub topics: BTreeMap<String, TopicMeta>,
     /// ACL bindings (at most [`ACLS_MAX`](crate::ACLS_MAX)), each valid.
     pub acls: BTreeSet<AclBinding>,
+    /// SCRAM credentials by (user, mechanism), at most
+    /// [`SCRAM_CREDENTIALS_MAX`](crate::SCRAM_CREDENTIALS_MAX), each valid.
+    pub scram_credentials: BTreeMap<(String, ScramMechanism), ScramCredential>,
 }
 
 impl MetadataImage {
@@ -185,6 +191,7 @@ impl MetadataImage {
             brokers: BTreeMap::new(),
             topics: BTreeMap::new(),
             acls: BTreeSet::new(),
+            scram_credentials: BTreeMap::new(),
         }
     }
 

@@ -583,6 +583,9 @@ pub(crate) fn apply_command(image: &mut MetadataImage, command: &Command) -> Res
             Ok(None)
         }
         Command::CreateAcls(acls) => create_acls(image, acls).map(|()| None),
+        Command::AlterScramCredentials { upsertions, deletions } => {
+            alter_scram_credentials(image, upsertions, deletions).map(|()| None)
+        }
         Command::DeleteAcls(acls) => {
             for acl in acls {
                 image.acls.remove(acl);
@@ -590,6 +593,60 @@ pub(crate) fn apply_command(image: &mut MetadataImage, command: &Command) -> Res
             Ok(None)
         }
     }
+}
+
+/// Sets `upsertions` and removes `deletions`, all or none: each credential
+/// valid, each deletion of one that exists, no (user, mechanism) twice, and
+/// the credentials within [`SCRAM_CREDENTIALS_MAX`](crate::SCRAM_CREDENTIALS_MAX).
+fn alter_scram_credentials(
+    image: &mut MetadataImage,
+    upsertions: &[crate::ScramCredential],
+    deletions: &[(String, crate::ScramMechanism)],
+) -> Result<(), MetaError> {
+    let invalid = |reason: String| MetaError::InvalidCredential { reason };
+    let mut named = std::collections::BTreeSet::new();
+    for credential in upsertions {
+        credential.validate().map_err(invalid)?;
+        if !named.insert((credential.user.as_str(), credential.mechanism)) {
+            return Err(invalid(format!(
+                "{} {} named twice",
+                credential.user,
+                credential.mechanism.name()
+            )));
+        }
+    }
+    for (user, mechanism) in deletions {
+        if !named.insert((user.as_str(), *mechanism)) {
+            return Err(invalid(format!("{user} {} named twice", mechanism.name())));
+        }
+        if !image.scram_credentials.contains_key(&(user.clone(), *mechanism)) {
+            return Err(invalid(format!("{user} has no {} credential", mechanism.name())));
+        }
+    }
+    let added = upsertions
+        .iter()
+        .filter(|c| !image.scram_credentials.contains_key(&(c.user.clone(), c.mechanism)))
+        .count();
+    let after = (image.scram_credentials.len() + added).saturating_sub(deletions.len());
+    if after > crate::credential::SCRAM_CREDENTIALS_MAX {
+        return Err(invalid(format!(
+            "{after} credentials would pass the limit of {}",
+            crate::credential::SCRAM_CREDENTIALS_MAX
+        )));
+    }
+    for key in deletions {
+        image.scram_credentials.remove(key);
+    }
+    for credential in upsertions {
+        image
+            .scram_credentials
+            .insert((credential.user.clone(), credential.mechanism), credential.clone());
+    }
+    assert!(
+        image.scram_credentials.len() <= crate::credential::SCRAM_CREDENTIALS_MAX,
+        "the credential table is bounded"
+    );
+    Ok(())
 }
 
 /// Adds `acls` to the image, all or none: each must be valid and the set
@@ -1420,6 +1477,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(image.cluster_id, "one");
+    }
+
+    #[test]
+    fn scram_credentials_change_all_or_none() {
+        use crate::credential::tests::sample_credential;
+        use crate::ScramMechanism::{Sha256, Sha512};
+        let mut image = MetadataImage::empty();
+        let alter = |upsertions, deletions| Command::AlterScramCredentials { upsertions, deletions };
+        apply_command(
+            &mut image,
+            &alter(
+                vec![sample_credential("carol", Sha256), sample_credential("carol", Sha512)],
+                vec![],
+            ),
+        )
+        .unwrap();
+        assert_eq!(image.scram_credentials.len(), 2);
+        let missing = apply_command(
+            &mut image,
+            &alter(vec![sample_credential("dave", Sha256)], vec![("erin".into(), Sha256)]),
+        );
+        assert!(matches!(missing, Err(MetaError::InvalidCredential { .. })));
+        assert_eq!(image.scram_credentials.len(), 2, "a refused command changes nothing");
+        let twice = alter(vec![sample_credential("dave", Sha256)], vec![("dave".into(), Sha256)]);
+        assert!(apply_command(&mut image, &twice).is_err());
+        apply_command(&mut image, &alter(vec![], vec![("carol".into(), Sha256)])).unwrap();
+        let left: Vec<_> = image.scram_credentials.keys().cloned().collect();
+        assert_eq!(left, vec![("carol".to_owned(), Sha512)]);
     }
 
     #[test]

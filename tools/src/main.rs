@@ -35,7 +35,8 @@
 //! - `shardctl topic create T [--partitions N] [--replication-factor R]
 //!   [--config K=V]...`, `shardctl topic list`, `shardctl topic describe T`,
 //!   `shardctl topic delete T`.
-//! - `shardctl acl create|list|delete` (`acl_cmd.rs`).
+//! - `shardctl acl create|list|delete` (`acl_cmd.rs`), `shardctl user
+//!   add|list|delete` (`user_cmd.rs`).
 //! - With `SHARDCTL_SASL_USER` and `SHARDCTL_SASL_PASSWORD` set, every
 //!   broker connection logs in with SASL PLAIN first (a SASL_PLAINTEXT
 //!   listener; the tool speaks no TLS).
@@ -64,6 +65,7 @@ mod log_cmd;
 mod report;
 mod segment_walk;
 mod topic_cmd;
+mod user_cmd;
 
 use std::{
     io::{self, BufWriter, Write},
@@ -107,6 +109,9 @@ enum Command {
     /// ACLs of a running broker: create, list, delete (a Kafka client of it: --bootstrap).
     #[command(subcommand)]
     Acl(acl_cmd::AclCommand),
+    /// SCRAM users kept by a running broker: add, list, delete (a Kafka client of it: --bootstrap).
+    #[command(subcommand)]
+    User(user_cmd::UserCommand),
 }
 
 fn run(command: &Command, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
@@ -115,6 +120,7 @@ fn run(command: &Command, report: &mut Report<'_>) -> Result<Verdict, ToolError>
         Command::Group(group_command) => group_cmd::run(group_command, report),
         Command::Topic(topic_command) => topic_cmd::run(topic_command, report),
         Command::Acl(acl_command) => acl_cmd::run(acl_command, report),
+        Command::User(user_command) => user_cmd::run(user_command, report),
     }
 }
 

@@ -7,6 +7,7 @@ mod admin;
 pub(crate) mod brokers;
 pub(crate) mod cluster;
 mod configs;
+mod credentials;
 mod epochs;
 mod fetch;
 mod groups;
@@ -138,6 +139,8 @@ impl KafkaHandler {
             RequestBody::CreateAcls(req) => kafka(acls::create(&shard, access, req).await),
             RequestBody::DescribeAcls(req) => kafka(acls::describe(&shard, access, req)),
             RequestBody::DeleteAcls(req) => kafka(acls::delete(&shard, access, req).await),
+            RequestBody::DescribeUserScramCredentials(req) => kafka(credentials::describe(&shard, access, req)),
+            RequestBody::AlterUserScramCredentials(req) => kafka(credentials::alter(&shard, access, req).await),
             // Authentication happens before a connection is served
             // (`sasl`): here it is over, or the listener has none.
             RequestBody::SaslHandshake(_) => kafka(crate::sasl::handshake_out_of_turn()),

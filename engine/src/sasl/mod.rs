@@ -40,11 +40,11 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ResponseKind, SaslAuthenticateResponse, SaslHandshakeResponse};
 use shardline_net::{AuthStep, Authenticator, Request, RequestBody, ResponseBody};
 
-pub(crate) use users::UserStore;
+pub(crate) use users::{ScramAlgorithms, UserStore};
 
 use self::{
     scram::ScramServer,
-    users::{constant_time_eq, ScramAlgorithms, CREDENTIAL_BYTES_MAX},
+    users::{constant_time_eq, CREDENTIAL_BYTES_MAX},
 };
 use crate::{
     acl::{Principal, Session},
@@ -259,7 +259,7 @@ fn check_plain(users: &UserStore, token: &[u8]) -> Result<String, &'static str> 
         return Err("PLAIN authorization id differs from the user");
     }
     let known = users.credential(user, Mechanism::Plain);
-    let credential = match known {
+    let credential = match &known {
         Some(credential) => credential.clone(),
         None => users.unknown_user_credential(user, Mechanism::Plain),
     };
