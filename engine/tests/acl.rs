@@ -1,8 +1,9 @@
 //! Authorization (`--authorizer acl`) against real clients and raw frames:
 //! a principal limited to a prefix (librdkafka's and kafka-python's view),
 //! deny over allow, DescribeAcls/DeleteAcls filters, and follower-only
-//! requests (`replica_id` ≥ 0) refused to a client that is no broker.
-//! Every network call goes to 127.0.0.1.
+//! requests (`replica_id` ≥ 0) refused to a client that is no broker; and
+//! SCRAM users stored through the metadata group (AlterUserScramCredentials)
+//! logging in with librdkafka. Every network call goes to 127.0.0.1.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -49,9 +50,8 @@ fn a_principal_limited_to_a_prefix_works_there_and_nowhere_else() {
     let dir = tempfile::tempdir().unwrap();
     let engine = secured_engine(dir.path(), &["--auto-create-topics"]);
     let bootstrap = engine.listener_addr("SASL").to_string();
-    let (ok, output) = python_script_output("acl_client.py", &[&bootstrap]);
+    let (ok, output) = python_script_output("acl_client.py", &[&bootstrap, "acls"]);
     assert!(ok, "{output}\nengine log:\n{}", engine.log());
-    println!("{output}");
     assert!(output.contains("acl scenario ok"), "{output}");
 }
 
@@ -157,7 +157,7 @@ fn scram_users_stored_through_raft_log_in_with_librdkafka() {
         ],
     );
     let bootstrap = engine.listener_addr("SASL").to_string();
-    let (ok, output) = python_script_output("scram_users.py", &[&bootstrap]);
+    let (ok, output) = python_script_output("acl_client.py", &[&bootstrap, "scram-users"]);
     assert!(ok, "{output}\nengine log:\n{}", engine.log());
     assert!(output.contains("scram users ok"), "{output}");
 }

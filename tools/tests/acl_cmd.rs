@@ -13,8 +13,7 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::stdout_of;
-use shardline_testkit::Engine;
+use common::{secured_engine, stdout_of};
 
 /// `shardctl acl ARGS... --bootstrap ADDRESS`, logged in as `user`.
 fn acl(address: &str, user: &str, password: &str, args: &[&str]) -> Output {
@@ -41,24 +40,7 @@ fn bindings(output: &str) -> Vec<Vec<String>> {
 #[test]
 fn acls_are_created_listed_kept_across_a_restart_and_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let users = dir.path().join("users");
-    std::fs::write(&users, "admin:admin-secret\nbob:bob-secret\n").unwrap();
-    let users = users.display().to_string();
-    let mut engine = Engine::start_with_listeners(
-        &[("SASL", "SASL_PLAINTEXT")],
-        &[
-            "--shards",
-            "2",
-            "--fsync",
-            "never",
-            "--sasl-users-file",
-            &users,
-            "--authorizer",
-            "acl",
-            "--super-user",
-            "User:admin",
-        ],
-    );
+    let mut engine = secured_engine(dir.path(), "admin:admin-secret\nbob:bob-secret\n");
     let address = engine.listener_addr("SASL").to_string();
     let admin = |args: &[&str]| acl(&address, "admin", "admin-secret", args);
 

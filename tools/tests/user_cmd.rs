@@ -14,8 +14,7 @@ use std::process::{Command, Output};
 
 mod common;
 
-use common::stdout_of;
-use shardline_testkit::Engine;
+use common::{secured_engine, stdout_of};
 
 /// `shardctl ARGS... --bootstrap ADDRESS`, logged in as `user`, with
 /// `new_password` for `user add`.
@@ -38,24 +37,7 @@ fn stderr_of(output: &Output) -> String {
 #[test]
 fn users_are_added_listed_kept_across_a_restart_and_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let users = dir.path().join("users");
-    std::fs::write(&users, "admin:admin-secret\n").unwrap();
-    let users = users.display().to_string();
-    let mut engine = Engine::start_with_listeners(
-        &[("SASL", "SASL_PLAINTEXT")],
-        &[
-            "--shards",
-            "2",
-            "--fsync",
-            "never",
-            "--sasl-users-file",
-            &users,
-            "--authorizer",
-            "acl",
-            "--super-user",
-            "User:admin",
-        ],
-    );
+    let mut engine = secured_engine(dir.path(), "admin:admin-secret\n");
     let address = engine.listener_addr("SASL").to_string();
     let admin = ("admin", "admin-secret");
     let carol = ("carol", "carol-secret");

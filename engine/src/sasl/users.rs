@@ -1,4 +1,5 @@
-//! The SASL users: salted SCRAM credentials, read from `--sasl-users-file`.
+//! The SASL users: salted SCRAM credentials, read from `--sasl-users-file`
+//! and from the metadata group.
 //!
 //! ```text
 //! users file:  one user per line, `NAME:PASSWORD` (the first `:` splits);
@@ -15,7 +16,9 @@
 //! be replayed as a password, only checked against one. PLAIN logins are
 //! checked against the SCRAM-SHA-256 credential (one PBKDF2 per login).
 //! The store is read once at start and shared read-only by every shard
-//! (`Arc`); the Raft-stored store of issue 13 §2 replaces the file later.
+//! (`Arc`). Users the file does not name are looked up in the metadata
+//! group's latest image (credentials stored with AlterUserScramCredentials,
+//! `kafka/credentials.rs`): the file's users are the bootstrap ones.
 
 use std::{collections::HashMap, fmt, num::NonZeroU32, path::Path};
 

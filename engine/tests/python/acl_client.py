@@ -1,28 +1,43 @@
-"""ACLs against an engine run with --authorizer acl --super-user User:admin.
+"""ACLs and SCRAM users stored through the metadata group, with librdkafka.
 
-Usage: acl_client.py BOOTSTRAP
+Usage: acl_client.py BOOTSTRAP acls|scram-users
 
 BOOTSTRAP is a SASL_PLAINTEXT listener whose users file holds
-admin:admin-secret and alice:alice-secret. As admin (librdkafka's admin
-client) it creates topics and ACLs letting alice write, read and describe
-topics and read groups under the prefix `app-`; then, as alice:
+admin:admin-secret (and, for `acls`, alice:alice-secret).
+
+acls (engine run with --authorizer acl --super-user User:admin): as admin
+(librdkafka's admin client) it creates topics and ACLs letting alice write,
+read and describe topics and read groups under the prefix `app-`; then, as
+alice:
   - produces to and consumes from app-orders with group app-readers;
   - is refused (TOPIC_AUTHORIZATION_FAILED) producing to `secret`;
   - does not see `secret` in Metadata (librdkafka and kafka-python);
   - is refused (GROUP_AUTHORIZATION_FAILED) consuming with group `other`;
   - is refused writing app-denied once admin adds a deny (deny beats the
     prefix allow), and may again once admin deletes the deny;
-and checks DescribeAcls filters (principal, MATCH). Every wait is bounded;
-prints what it saw; exits non-zero on the first surprise.
+and checks DescribeAcls filters (principal, MATCH).
+
+scram-users (no authorizer, --auto-create-topics): as admin it adds dave
+(SCRAM-SHA-512, 8192 iterations; the admin client salts the password
+itself) with AlterUserScramCredentials and sees him with
+DescribeUserScramCredentials; dave produces and consumes with
+SCRAM-SHA-512; a wrong password is refused; once admin deletes dave's
+credential, dave is refused too.
+
+Every wait is bounded; prints what it saw; exits non-zero on the first
+surprise.
 """
 import sys
 import time
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType,
-                                   AdminClient, NewTopic, ResourcePatternType, ResourceType)
+                                   AdminClient, NewTopic, ResourcePatternType, ResourceType,
+                                   ScramCredentialInfo, ScramMechanism, UserScramCredentialDeletion,
+                                   UserScramCredentialUpsertion)
 
 TIMEOUT_S = 20
+REFUSED_TIMEOUT_S = 8
 
 
 def sasl(bootstrap, user, password, mechanism="SCRAM-SHA-256"):
@@ -76,8 +91,7 @@ def binding(principal, kind, name, pattern, operation, permission=AclPermissionT
     return AclBinding(kind, name, pattern, principal, "*", operation, permission)
 
 
-def main():
-    bootstrap = sys.argv[1]
+def acls(bootstrap):
     admin_config = sasl(bootstrap, "admin", "admin-secret", "PLAIN")
     alice = sasl(bootstrap, "alice", "alice-secret")
     admin = AdminClient(admin_config)
@@ -141,6 +155,49 @@ def main():
     assert errors == [], f"alice writes app-denied once the deny is gone: {errors}"
     print("acl scenario ok")
     return 0
+
+
+def refused(config):
+    """Why connecting with `config` failed, or None if it worked."""
+    try:
+        AdminClient(config).list_topics(timeout=REFUSED_TIMEOUT_S)
+    except KafkaException as error:
+        return str(error)
+    return None
+
+
+def scram_users(bootstrap):
+    admin = AdminClient(sasl(bootstrap, "admin", "admin-secret"))
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    for future in admin.alter_user_scram_credentials(
+            [UserScramCredentialUpsertion("dave", info, b"dave-secret")]).values():
+        future.result(timeout=TIMEOUT_S)
+    described = admin.describe_user_scram_credentials(["dave"])["dave"].result(timeout=TIMEOUT_S)
+    infos = [(i.mechanism, i.iterations) for i in described.scram_credential_infos]
+    assert infos == [(ScramMechanism.SCRAM_SHA_512, 8192)], infos
+    print("admin stored dave:", infos)
+
+    dave = sasl(bootstrap, "dave", "dave-secret", "SCRAM-SHA-512")
+    errors = produce(dave, "dave-topic", 10)
+    assert errors == [], errors
+    values, errors = consume(dave, "dave-topic", "dave-group", 10)
+    assert errors == [] and len(values) == 10, (values, errors)
+    print("dave produced and consumed with SCRAM-SHA-512")
+
+    assert refused(sasl(bootstrap, "dave", "wrong", "SCRAM-SHA-512")) is not None, "a wrong password"
+    for future in admin.alter_user_scram_credentials(
+            [UserScramCredentialDeletion("dave", ScramMechanism.SCRAM_SHA_512)]).values():
+        future.result(timeout=TIMEOUT_S)
+    why = refused(dave)
+    assert why is not None, "dave is refused once deleted"
+    print("dave refused once deleted:", why)
+    print("scram users ok")
+    return 0
+
+
+def main():
+    bootstrap, scenario = sys.argv[1:3]
+    return {"acls": acls, "scram-users": scram_users}[scenario](bootstrap)
 
 
 sys.exit(main())
