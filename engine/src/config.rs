@@ -76,6 +76,21 @@ pub struct EngineConfig {
     #[arg(long, default_value = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512")]
     pub sasl_mechanisms: SaslMechanisms,
 
+    /// Who may do what: `none` (everyone may do everything, as Kafka without an authorizer) or `acl` (Kafka's
+    /// ACLs, kept in the metadata Raft group and managed with CreateAcls/DeleteAcls or `shardctl acl`).
+    #[arg(long, default_value = "none")]
+    pub authorizer: AuthorizerKind,
+
+    /// A principal that may do everything when --authorizer acl, e.g. `User:admin` (repeatable). Brokers
+    /// that fetch from each other need it too (docs/security.md).
+    #[arg(long = "super-user", value_name = "User:NAME")]
+    pub super_users: Vec<String>,
+
+    /// With --authorizer acl, allow an operation on a resource no ACL names at all (Kafka's
+    /// allow.everyone.if.no.acl.found). Default: refuse it.
+    #[arg(long, default_value_t = false)]
+    pub allow_everyone_if_no_acl_found: bool,
+
     /// How clients reach shards. `own`: each shard has its own port (--listen's port + k) and Metadata names
     /// each shard as a broker (id = node id + 1000 × shard), so clients send a partition's requests straight
     /// to the core that owns it. `shared`: every shard listens on --listen with SO_REUSEPORT, the kernel
@@ -369,6 +384,18 @@ impl EngineConfig {
         if listeners.iter().any(|listener| listener.protocol.sasl()) && self.sasl_users_file.is_none() {
             return Err("SASL_PLAINTEXT and SASL_SSL listeners need --sasl-users-file".to_string());
         }
+        if self.authorizer == AuthorizerKind::None
+            && (!self.super_users.is_empty() || self.allow_everyone_if_no_acl_found)
+        {
+            return Err(
+                "--super-user and --allow-everyone-if-no-acl-found need --authorizer acl (without it everyone may do \
+                 everything)"
+                    .to_string(),
+            );
+        }
+        for super_user in &self.super_users {
+            crate::acl::Principal::parse(super_user).map_err(|e| format!("--super-user: {e}"))?;
+        }
         if !self.allow_insecure {
             if let Some(open) = self.insecure_exposures(&listeners).first() {
                 return Err(format!(
@@ -594,6 +621,42 @@ impl FromStr for TlsClientAuth {
                 "unknown client auth `{other}`: use none, requested or required"
             )),
         }
+    }
+}
+
+/// `--authorizer`: whether requests are checked against ACLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorizerKind {
+    /// Everyone may do everything.
+    None,
+    /// Kafka's ACLs (docs/security.md).
+    Acl,
+}
+
+impl FromStr for AuthorizerKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(AuthorizerKind::None),
+            "acl" => Ok(AuthorizerKind::Acl),
+            other => Err(format!("unknown authorizer `{other}`: use none or acl")),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The authorizer these flags describe (checked by `validate`).
+    pub(crate) fn authorizer(&self) -> crate::acl::Authorizer {
+        let super_users = self
+            .super_users
+            .iter()
+            .filter_map(|text| crate::acl::Principal::parse(text).ok());
+        crate::acl::Authorizer::new(
+            self.authorizer == AuthorizerKind::Acl,
+            super_users,
+            self.allow_everyone_if_no_acl_found,
+        )
     }
 }
 
@@ -1118,6 +1181,21 @@ mod tests {
         assert!(no_users.unwrap_err().contains("--sasl-users-file"));
         let stray = resolved(&["--advertised-listener", "NOPE=h:1"]);
         assert!(stray.unwrap_err().contains("NOPE"));
+    }
+
+    #[test]
+    fn authorizer_flags_are_checked() {
+        let validated = |args: &[&str]| {
+            let mut all = vec!["engine"];
+            all.extend_from_slice(args);
+            EngineConfig::try_parse_from(all).map_err(|e| e.to_string())?.validate()
+        };
+        assert!(validated(&["--authorizer", "acl", "--super-user", "User:admin"]).is_ok());
+        let no_authorizer = validated(&["--super-user", "User:admin"]).unwrap_err();
+        assert!(no_authorizer.contains("--authorizer acl"), "{no_authorizer}");
+        let malformed = validated(&["--authorizer", "acl", "--super-user", "admin"]).unwrap_err();
+        assert!(malformed.contains("TYPE:NAME"), "{malformed}");
+        assert!(validated(&["--authorizer", "ranger"]).is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@ use shardline_net::{
 };
 
 use crate::{
+    acl::Session,
     config::SecurityProtocol,
     metrics::probe::ConnectionCounts,
     sasl::{SaslSession, SaslSettings},
@@ -85,12 +86,14 @@ impl Connections {
     }
 
     /// Serves `stream` as a task of its own, or closes it at once when the
-    /// shard already serves its share of `--max-connections`.
+    /// shard already serves its share of `--max-connections`. The
+    /// connection's handler is `handler_for` its session (made once the TLS
+    /// handshake, if any, is over).
     pub(crate) fn serve<H: Handler + 'static>(
         self: &Rc<Self>,
         stream: TcpStream,
         security: &Arc<ListenerSecurity>,
-        handler: &Rc<H>,
+        handler_for: &Rc<dyn Fn(Rc<Session>) -> H>,
         config: &ConnectionConfig,
     ) {
         let peer = stream.peer_addr().ok();
@@ -117,11 +120,11 @@ impl Connections {
         };
         let activity = Rc::clone(&share.activity);
         let table = Rc::clone(self);
-        let handler = Rc::clone(handler);
+        let handler_for = Rc::clone(handler_for);
         let config = config.clone();
         let security = Arc::clone(security);
         let task = glommio::spawn_local(async move {
-            if let Err(e) = serve_secured(stream, &security, handler, &config, &share).await {
+            if let Err(e) = serve_secured(stream, &security, &*handler_for, &config, &share).await {
                 tracing::debug!(?peer, listener = %security.name, error = %e, "connection closed");
             }
             table.live.borrow_mut().remove(&id);
@@ -193,18 +196,21 @@ impl Connections {
 /// Serves one accepted connection as its listener says: the TLS handshake
 /// first on SSL and SASL_SSL listeners, then the SASL exchange on SASL ones.
 /// Each combination is its own monomorphised loop: the plaintext one is the
-/// loop over a bare `TcpStream`.
+/// loop over a bare `TcpStream`. The connection's session starts as the
+/// certificate's subject (or anonymous) and the SASL exchange replaces it.
 async fn serve_secured<H: Handler + 'static>(
     stream: TcpStream,
     security: &ListenerSecurity,
-    handler: Rc<H>,
+    handler_for: &dyn Fn(Rc<Session>) -> H,
     config: &ConnectionConfig,
     share: &ConnectionShare,
 ) -> Result<(), NetError> {
-    let Some(tls) = &security.tls else {
-        return serve_over(stream, None, security, handler, config, share).await;
-    };
     let peer = stream.peer_addr().ok();
+    let Some(tls) = &security.tls else {
+        let session = Rc::new(Session::new(peer.map(|address| address.ip()), None));
+        let handler = Rc::new(handler_for(Rc::clone(&session)));
+        return serve_over(stream, session, security, handler, config, share).await;
+    };
     let (stream, principal) = match tls.accept(stream).await {
         Ok(accepted) => accepted,
         Err(error) => {
@@ -217,12 +223,14 @@ async fn serve_secured<H: Handler + 'static>(
     if let Some(principal) = &principal {
         tracing::debug!(?peer, listener = %security.name, %principal, "TLS client certificate accepted");
     }
-    serve_over(stream, principal, security, handler, config, share).await
+    let session = Rc::new(Session::new(peer.map(|address| address.ip()), principal.as_deref()));
+    let handler = Rc::new(handler_for(Rc::clone(&session)));
+    serve_over(stream, session, security, handler, config, share).await
 }
 
 async fn serve_over<S: Transport, H: Handler + 'static>(
     stream: S,
-    tls_principal: Option<String>,
+    session: Rc<Session>,
     security: &ListenerSecurity,
     handler: Rc<H>,
     config: &ConnectionConfig,
@@ -231,8 +239,8 @@ async fn serve_over<S: Transport, H: Handler + 'static>(
     match &security.sasl {
         None => shardline_net::serve_connection(stream, handler, config, share).await,
         Some(sasl) => {
-            let session = SaslSession::new(Arc::clone(sasl), tls_principal);
-            shardline_net::serve_authenticated(stream, handler, session, config, share).await
+            let exchange = SaslSession::new(Arc::clone(sasl), session);
+            shardline_net::serve_authenticated(stream, handler, exchange, config, share).await
         }
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 
 use kafka_protocol::ResponseError;
 use shardline_log::{BatchError, LogError};
-use shardline_raft::MetaError;
+use shardline_raft::{AclResourceType, MetaError};
 
 /// Why a request (or one partition of it) failed.
 #[derive(Debug)]
@@ -81,6 +81,25 @@ pub enum EngineError {
     Sasl(SaslError),
     /// An admin request (config changes, elections, reassignments) refused.
     Admin(AdminError),
+    /// The connection's principal may not do this to a resource of this
+    /// kind (`acl::Authorizer::authorize` decided).
+    NotAuthorized(AclResourceType),
+    /// AlterUserScramCredentials or DescribeUserScramCredentials refused
+    /// one user's part.
+    Credential(CredentialError),
+}
+
+/// Why a SCRAM credential change or description was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialError {
+    /// The user has no (such) credential.
+    NotFound,
+    /// The request names a user (or user and mechanism) twice.
+    Duplicate,
+    /// Out of bounds: iterations, salt, salted password length, name.
+    Unacceptable(String),
+    /// A mechanism other than SCRAM-SHA-256 and SCRAM-SHA-512.
+    UnsupportedMechanism,
 }
 
 /// Why an admin request was refused (the codes are chosen in [`kafka_code`]).
@@ -209,6 +228,13 @@ impl fmt::Display for EngineError {
             EngineError::PolicyViolation(why) => write!(f, "refused by the broker's limits: {why}"),
             EngineError::Sasl(e) => write!(f, "SASL: {e:?}"),
             EngineError::Admin(e) => write!(f, "{e}"),
+            EngineError::NotAuthorized(kind) => write!(f, "not authorized to access this {}", kind.name()),
+            EngineError::Credential(CredentialError::NotFound) => write!(f, "no such SCRAM credential"),
+            EngineError::Credential(CredentialError::Duplicate) => write!(f, "a user or credential named twice"),
+            EngineError::Credential(CredentialError::Unacceptable(why)) => write!(f, "unacceptable credential: {why}"),
+            EngineError::Credential(CredentialError::UnsupportedMechanism) => {
+                write!(f, "unsupported SCRAM mechanism (SCRAM-SHA-256 and SCRAM-SHA-512 are)")
+            }
         }
     }
 }
@@ -276,6 +302,8 @@ pub fn kafka_code(error: &EngineError) -> i16 {
             MetaError::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
             MetaError::InvalidReassignment { .. } => ResponseError::InvalidReplicaAssignment,
             MetaError::NoReassignmentInProgress { .. } => ResponseError::NoReassignmentInProgress,
+            MetaError::InvalidAcl { .. } => ResponseError::InvalidRequest,
+            MetaError::InvalidCredential { .. } => ResponseError::UnacceptableCredential,
             _ => ResponseError::UnknownServerError,
         },
         EngineError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
@@ -296,6 +324,18 @@ pub fn kafka_code(error: &EngineError) -> i16 {
         EngineError::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
         EngineError::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
         EngineError::PolicyViolation(_) => ResponseError::PolicyViolation,
+        EngineError::NotAuthorized(kind) => match kind {
+            AclResourceType::Topic => ResponseError::TopicAuthorizationFailed,
+            AclResourceType::Group => ResponseError::GroupAuthorizationFailed,
+            AclResourceType::Cluster => ResponseError::ClusterAuthorizationFailed,
+            AclResourceType::TransactionalId => ResponseError::TransactionalIdAuthorizationFailed,
+        },
+        EngineError::Credential(credential) => match credential {
+            CredentialError::NotFound => ResponseError::ResourceNotFound,
+            CredentialError::Duplicate => ResponseError::DuplicateResource,
+            CredentialError::Unacceptable(_) => ResponseError::UnacceptableCredential,
+            CredentialError::UnsupportedMechanism => ResponseError::UnsupportedSaslMechanism,
+        },
         EngineError::Sasl(sasl) => match sasl {
             SaslError::UnsupportedMechanism => ResponseError::UnsupportedSaslMechanism,
             SaslError::IllegalState => ResponseError::IllegalSaslState,
@@ -412,6 +452,22 @@ mod tests {
             reason: "not an integer".into(),
         });
         assert_eq!(kafka_code(&invalid), 40);
+    }
+
+    #[test]
+    fn authorization_errors_map_to_the_codes_clients_expect() {
+        let code = |kind| kafka_code(&EngineError::NotAuthorized(kind));
+        assert_eq!(code(AclResourceType::Topic), 29, "TOPIC_AUTHORIZATION_FAILED");
+        assert_eq!(code(AclResourceType::Group), 30, "GROUP_AUTHORIZATION_FAILED");
+        assert_eq!(code(AclResourceType::Cluster), 31, "CLUSTER_AUTHORIZATION_FAILED");
+        assert_eq!(code(AclResourceType::TransactionalId), 53);
+        let invalid = EngineError::Meta(MetaError::InvalidAcl { reason: "r".into() });
+        assert_eq!(kafka_code(&invalid), 42, "INVALID_REQUEST");
+        let credential = |e| kafka_code(&EngineError::Credential(e));
+        assert_eq!(credential(CredentialError::NotFound), 91, "RESOURCE_NOT_FOUND");
+        assert_eq!(credential(CredentialError::Duplicate), 92, "DUPLICATE_RESOURCE");
+        assert_eq!(credential(CredentialError::Unacceptable("x".into())), 93);
+        assert_eq!(credential(CredentialError::UnsupportedMechanism), 33);
     }
 
     #[test]

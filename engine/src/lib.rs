@@ -34,10 +34,12 @@
 //! `coordinator` holds consumer groups and committed offsets (one
 //! coordinator per `__consumer_offsets` partition, on its owner shard); `kafka`
 //! implements each API on top; `error` maps every failure to a Kafka error
-//! code in one function. `metrics` holds each shard's counters (its
+//! code in one function; `acl` holds each connection's principal and the
+//! one authorization decision every API asks for. `metrics` holds each shard's counters (its
 //! `ShardProbe`) and gathers them by message for a scrape; `http` serves
 //! `/metrics`, `/health` and `/ready` on shard 0 (`--http-listen`).
 
+mod acl;
 mod config;
 mod connections;
 mod coordinator;
@@ -54,10 +56,10 @@ mod sasl;
 mod shard;
 
 pub use config::{
-    AdvertisedListener, CpuList, EngineConfig, FsyncPolicy, HttpListen, Listener, ListenerSpec, LogFormat, PeerList,
-    SaslMechanisms, SecurityProtocol, ShardListeners, TlsClientAuth, LISTENERS_MAX,
+    AdvertisedListener, AuthorizerKind, CpuList, EngineConfig, FsyncPolicy, HttpListen, Listener, ListenerSpec,
+    LogFormat, PeerList, SaslMechanisms, SecurityProtocol, ShardListeners, TlsClientAuth, LISTENERS_MAX,
 };
-pub use error::{kafka_code, AdminError, EngineError, GroupError, SaslError};
+pub use error::{kafka_code, AdminError, CredentialError, EngineError, GroupError, SaslError};
 pub use runtime::{run, StartError};
 pub use sasl::Mechanism;
 pub use shard::Shard;

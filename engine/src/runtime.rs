@@ -57,6 +57,13 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     }
     let tls = tls_acceptor(&config, &listeners)?;
     let sasl = sasl_settings(&config, &listeners)?;
+    if config.authorizer == crate::config::AuthorizerKind::Acl {
+        tracing::info!(
+            super_users = ?config.super_users,
+            allow_everyone_if_no_acl_found = config.allow_everyone_if_no_acl_found,
+            "authorizer: ACLs (from the metadata group)"
+        );
+    }
     // Ports first: a port in use stops the start before the data dir is touched.
     let bound = crate::listeners::bind_all(&config, &listeners, shards)?;
     let http = crate::http::bind(&config)?;
@@ -82,6 +89,13 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     meta_config.cluster_secret = config.cluster_secret().map_err(StartError)?;
     let voters = meta_config.peers.len().max(1);
     let meta = MetadataGroup::start(meta_config).map_err(|e| StartError(format!("metadata group: {e}")))?;
+    // The file's users, then those stored through the metadata group.
+    let sasl = sasl.map(|settings| {
+        Arc::new(SaslSettings {
+            users: settings.users.with_metadata(meta.clone()),
+            mechanisms: settings.mechanisms,
+        })
+    });
     let cpus = config.shard_cpus();
     // The first listener is the one other brokers use (followers fetch
     // through it): it is the registration's host, port and shard ports.
@@ -425,7 +439,7 @@ fn tls_acceptor(config: &EngineConfig, listeners: &[Listener]) -> Result<Option<
 }
 
 /// The SASL users and mechanisms of the SASL listeners, if there are any.
-fn sasl_settings(config: &EngineConfig, listeners: &[Listener]) -> Result<Option<Arc<SaslSettings>>, StartError> {
+fn sasl_settings(config: &EngineConfig, listeners: &[Listener]) -> Result<Option<SaslSettings>, StartError> {
     if !listeners.iter().any(|listener| listener.protocol.sasl()) {
         return Ok(None);
     }
@@ -434,10 +448,10 @@ fn sasl_settings(config: &EngineConfig, listeners: &[Listener]) -> Result<Option
     };
     let users = crate::sasl::UserStore::load(path).map_err(|e| StartError(format!("SASL users: {e}")))?;
     tracing::info!(users = users.len(), file = %path.display(), "loaded SASL users");
-    Ok(Some(Arc::new(SaslSettings {
+    Ok(Some(SaslSettings {
         users,
         mechanisms: config.sasl_mechanisms.0.clone(),
-    })))
+    }))
 }
 
 /// One line naming each listener, its protocol, address and what clients are told.
@@ -523,6 +537,7 @@ async fn shard_main(
     );
     let sweeping = Rc::clone(&shard);
     glommio::spawn_local(Rc::clone(&connections).sweep_idle(move || sweeping.is_shutting_down())).detach();
+    let authorizer = Rc::new(config.authorizer());
     let mut accepting = Vec::with_capacity(endpoints.len());
     for endpoint in endpoints {
         let listener = endpoint
@@ -535,16 +550,17 @@ async fn shard_main(
             address = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
             "Kafka listener listening"
         );
-        let handler = Rc::new(KafkaHandler::new(
+        let handler_for = KafkaHandler::for_listener(
             Rc::clone(&shard),
             Rc::clone(&in_flight),
             Rc::from(endpoint.security.name.as_str()),
-        ));
+            Rc::clone(&authorizer),
+        );
         accepting.push(accept_loop(
             id,
             listener,
             endpoint.security,
-            handler,
+            handler_for,
             Rc::clone(&connections),
             connection_config.clone(),
             stopped.clone(),
@@ -580,7 +596,7 @@ async fn accept_loop(
     shard: usize,
     listener: glommio::net::TcpListener,
     security: Arc<ListenerSecurity>,
-    handler: Rc<KafkaHandler>,
+    handler_for: Rc<dyn Fn(Rc<crate::acl::Session>) -> KafkaHandler>,
     connections: Rc<Connections>,
     connection_config: ConnectionConfig,
     mut stopped: tokio::sync::watch::Receiver<bool>,
@@ -602,7 +618,7 @@ async fn accept_loop(
                     peer = ?stream.peer_addr().ok(),
                     "connection accepted"
                 );
-                connections.serve(stream, &security, &handler, &connection_config);
+                connections.serve(stream, &security, &handler_for, &connection_config);
             }
             Err(e) => {
                 tracing::warn!(shard, listener = %security.name, error = %e, "accept failed");

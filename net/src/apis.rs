@@ -39,6 +39,9 @@ pub const SUPPORTED_APIS: &[(i16, i16, i16)] = &[
     (DELETE_RECORDS, 0, 2),
     (INIT_PRODUCER_ID, 0, 4),
     (OFFSET_FOR_LEADER_EPOCH, 2, 4),
+    (DESCRIBE_ACLS, 1, 3),
+    (CREATE_ACLS, 1, 3),
+    (DELETE_ACLS, 1, 3),
     (DESCRIBE_CONFIGS, 0, 4),
     (ALTER_CONFIGS, 0, 2),
     (DESCRIBE_LOG_DIRS, 1, 4),
@@ -50,6 +53,8 @@ pub const SUPPORTED_APIS: &[(i16, i16, i16)] = &[
     (ALTER_PARTITION_REASSIGNMENTS, 0, 1),
     (LIST_PARTITION_REASSIGNMENTS, 0, 0),
     (OFFSET_DELETE, 0, 0),
+    (DESCRIBE_USER_SCRAM_CREDENTIALS, 0, 0),
+    (ALTER_USER_SCRAM_CREDENTIALS, 0, 0),
     (DESCRIBE_CLUSTER, 0, 1),
     (DESCRIBE_PRODUCERS, 0, 0),
 ];
@@ -99,6 +104,14 @@ pub(crate) const INCREMENTAL_ALTER_CONFIGS: i16 = ApiKey::IncrementalAlterConfig
 pub(crate) const ALTER_PARTITION_REASSIGNMENTS: i16 = ApiKey::AlterPartitionReassignments as i16;
 pub(crate) const LIST_PARTITION_REASSIGNMENTS: i16 = ApiKey::ListPartitionReassignments as i16;
 pub(crate) const DESCRIBE_PRODUCERS: i16 = ApiKey::DescribeProducers as i16;
+// Authorization: ACL management (v0, without pattern types, is not served;
+// kafka-protocol 0.18 dropped it, KIP-896).
+pub(crate) const DESCRIBE_ACLS: i16 = ApiKey::DescribeAcls as i16;
+pub(crate) const CREATE_ACLS: i16 = ApiKey::CreateAcls as i16;
+pub(crate) const DELETE_ACLS: i16 = ApiKey::DeleteAcls as i16;
+// SCRAM credentials kept by the metadata group (KIP-554).
+pub(crate) const DESCRIBE_USER_SCRAM_CREDENTIALS: i16 = ApiKey::DescribeUserScramCredentials as i16;
+pub(crate) const ALTER_USER_SCRAM_CREDENTIALS: i16 = ApiKey::AlterUserScramCredentials as i16;
 /// Replication: a follower (or a KIP-320 client) asks where a leader epoch ends.
 pub(crate) const OFFSET_FOR_LEADER_EPOCH: i16 = ApiKey::OffsetForLeaderEpoch as i16;
 
@@ -204,6 +217,11 @@ mod tests {
             ALTER_PARTITION_REASSIGNMENTS => kafka_protocol::messages::AlterPartitionReassignmentsRequest::VERSIONS,
             LIST_PARTITION_REASSIGNMENTS => kafka_protocol::messages::ListPartitionReassignmentsRequest::VERSIONS,
             DESCRIBE_PRODUCERS => kafka_protocol::messages::DescribeProducersRequest::VERSIONS,
+            DESCRIBE_ACLS => kafka_protocol::messages::DescribeAclsRequest::VERSIONS,
+            CREATE_ACLS => kafka_protocol::messages::CreateAclsRequest::VERSIONS,
+            DELETE_ACLS => kafka_protocol::messages::DeleteAclsRequest::VERSIONS,
+            DESCRIBE_USER_SCRAM_CREDENTIALS => kafka_protocol::messages::DescribeUserScramCredentialsRequest::VERSIONS,
+            ALTER_USER_SCRAM_CREDENTIALS => kafka_protocol::messages::AlterUserScramCredentialsRequest::VERSIONS,
             other => panic!("no kafka-protocol type for {other}"),
         }
     }
@@ -259,6 +277,11 @@ mod tests {
             (ALTER_PARTITION_REASSIGNMENTS, 0),
             (LIST_PARTITION_REASSIGNMENTS, 0),
             (DESCRIBE_PRODUCERS, 0),
+            (DESCRIBE_ACLS, 2),
+            (CREATE_ACLS, 2),
+            (DELETE_ACLS, 2),
+            (DESCRIBE_USER_SCRAM_CREDENTIALS, 0),
+            (ALTER_USER_SCRAM_CREDENTIALS, 0),
         ];
         for (api_key, boundary) in first_flexible {
             let (min, max) = supported_versions(api_key).unwrap();

@@ -24,11 +24,12 @@ use kafka_protocol::messages::{
     DescribeProducersRequest, ElectLeadersRequest, IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest,
 };
 use kafka_protocol::messages::{
-    ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
-    HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
-    OffsetForLeaderEpochRequest, ResponseKind, SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest,
+    ApiVersionsRequest, CreateAclsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteAclsRequest,
+    DeleteGroupsRequest, DeleteTopicsRequest, DescribeAclsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ResponseKind, SaslAuthenticateRequest,
+    SaslHandshakeRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::Decodable;
 
@@ -120,6 +121,16 @@ pub enum RequestBody {
     ListPartitionReassignments(ListPartitionReassignmentsRequest),
     /// DescribeProducers v0.
     DescribeProducers(DescribeProducersRequest),
+    /// DescribeAcls v1..=3.
+    DescribeAcls(DescribeAclsRequest),
+    /// CreateAcls v1..=3.
+    CreateAcls(CreateAclsRequest),
+    /// DeleteAcls v1..=3.
+    DeleteAcls(DeleteAclsRequest),
+    /// DescribeUserScramCredentials v0.
+    DescribeUserScramCredentials(kafka_protocol::messages::DescribeUserScramCredentialsRequest),
+    /// AlterUserScramCredentials v0.
+    AlterUserScramCredentials(kafka_protocol::messages::AlterUserScramCredentialsRequest),
 }
 
 /// What a handler answers with.
@@ -239,6 +250,13 @@ fn decode_request_body_within(
         apis::ALTER_PARTITION_REASSIGNMENTS => RequestBody::AlterPartitionReassignments(kafka_protocol(body, version)?),
         apis::LIST_PARTITION_REASSIGNMENTS => RequestBody::ListPartitionReassignments(kafka_protocol(body, version)?),
         apis::DESCRIBE_PRODUCERS => RequestBody::DescribeProducers(kafka_protocol(body, version)?),
+        apis::DESCRIBE_ACLS => RequestBody::DescribeAcls(kafka_protocol(body, version)?),
+        apis::CREATE_ACLS => RequestBody::CreateAcls(kafka_protocol(body, version)?),
+        apis::DELETE_ACLS => RequestBody::DeleteAcls(kafka_protocol(body, version)?),
+        apis::DESCRIBE_USER_SCRAM_CREDENTIALS => {
+            RequestBody::DescribeUserScramCredentials(kafka_protocol(body, version)?)
+        }
+        apis::ALTER_USER_SCRAM_CREDENTIALS => RequestBody::AlterUserScramCredentials(kafka_protocol(body, version)?),
         _ => {
             return Err(DecodeError::Invalid {
                 field: "header.api_key",
@@ -354,6 +372,11 @@ fn response_kind_api_key(kind: &ResponseKind) -> Option<i16> {
         ResponseKind::AlterPartitionReassignments(_) => apis::ALTER_PARTITION_REASSIGNMENTS,
         ResponseKind::ListPartitionReassignments(_) => apis::LIST_PARTITION_REASSIGNMENTS,
         ResponseKind::DescribeProducers(_) => apis::DESCRIBE_PRODUCERS,
+        ResponseKind::DescribeAcls(_) => apis::DESCRIBE_ACLS,
+        ResponseKind::CreateAcls(_) => apis::CREATE_ACLS,
+        ResponseKind::DeleteAcls(_) => apis::DELETE_ACLS,
+        ResponseKind::DescribeUserScramCredentials(_) => apis::DESCRIBE_USER_SCRAM_CREDENTIALS,
+        ResponseKind::AlterUserScramCredentials(_) => apis::ALTER_USER_SCRAM_CREDENTIALS,
         _ => return None,
     })
 }
@@ -710,6 +733,62 @@ pub(crate) mod tests {
                 kafka_protocol::messages::SaslAuthenticateRequest::default()
                     .with_auth_bytes(Bytes::from_static(b"n,,n=alice,r=nonce")),
             ),
+            apis::DESCRIBE_ACLS => RequestKind::DescribeAcls(
+                kafka_protocol::messages::DescribeAclsRequest::default()
+                    .with_resource_type_filter(2)
+                    .with_resource_name_filter(Some(StrBytes::from_static_str("orders")))
+                    .with_pattern_type_filter(2)
+                    .with_principal_filter(None)
+                    .with_host_filter(Some(StrBytes::from_static_str("*")))
+                    .with_operation(1)
+                    .with_permission_type(3),
+            ),
+            apis::CREATE_ACLS => RequestKind::CreateAcls(
+                kafka_protocol::messages::CreateAclsRequest::default().with_creations(vec![
+                    kafka_protocol::messages::create_acls_request::AclCreation::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_static_str("app-"))
+                        .with_resource_pattern_type(4)
+                        .with_principal(StrBytes::from_static_str("User:alice"))
+                        .with_host(StrBytes::from_static_str("*"))
+                        .with_operation(4)
+                        .with_permission_type(3),
+                ]),
+            ),
+            apis::DELETE_ACLS => RequestKind::DeleteAcls(
+                kafka_protocol::messages::DeleteAclsRequest::default().with_filters(vec![
+                    kafka_protocol::messages::delete_acls_request::DeleteAclsFilter::default()
+                        .with_resource_type_filter(1)
+                        .with_resource_name_filter(None)
+                        .with_pattern_type_filter(1)
+                        .with_principal_filter(Some(StrBytes::from_static_str("User:alice")))
+                        .with_host_filter(None)
+                        .with_operation(1)
+                        .with_permission_type(1),
+                ]),
+            ),
+            apis::DESCRIBE_USER_SCRAM_CREDENTIALS => RequestKind::DescribeUserScramCredentials(
+                kafka_protocol::messages::DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+                    kafka_protocol::messages::describe_user_scram_credentials_request::UserName::default()
+                        .with_name(StrBytes::from_static_str("carol")),
+                ])),
+            ),
+            apis::ALTER_USER_SCRAM_CREDENTIALS => RequestKind::AlterUserScramCredentials(
+                kafka_protocol::messages::AlterUserScramCredentialsRequest::default()
+                    .with_deletions(vec![
+                        kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+                            .with_name(StrBytes::from_static_str("dave"))
+                            .with_mechanism(2),
+                    ])
+                    .with_upsertions(vec![
+                        kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+                            .with_name(StrBytes::from_static_str("carol"))
+                            .with_mechanism(1)
+                            .with_iterations(8192)
+                            .with_salt(Bytes::from_static(b"salt"))
+                            .with_salted_password(Bytes::from_static(&[7; 32])),
+                    ]),
+            ),
             other => admin_sample_request(other, version),
         }
     }
@@ -859,6 +938,11 @@ pub(crate) mod tests {
             RequestBody::OffsetForLeaderEpoch(request) => RequestKind::OffsetForLeaderEpoch(request),
             RequestBody::SaslHandshake(request) => RequestKind::SaslHandshake(request),
             RequestBody::SaslAuthenticate(request) => RequestKind::SaslAuthenticate(request),
+            RequestBody::DescribeAcls(request) => RequestKind::DescribeAcls(request),
+            RequestBody::CreateAcls(request) => RequestKind::CreateAcls(request),
+            RequestBody::DeleteAcls(request) => RequestKind::DeleteAcls(request),
+            RequestBody::DescribeUserScramCredentials(request) => RequestKind::DescribeUserScramCredentials(request),
+            RequestBody::AlterUserScramCredentials(request) => RequestKind::AlterUserScramCredentials(request),
         }
     }
 

@@ -382,6 +382,71 @@ const SASL_HANDSHAKE: &[Field] = &[field("sasl_handshake.mechanism", 0, LATEST, 
 // ---- SaslAuthenticate (v0..=2) ----
 const SASL_AUTHENTICATE: &[Field] = &[field("sasl_authenticate.auth_bytes", 0, LATEST, Kind::Bytes)];
 
+// ---- DescribeAcls, DeleteAcls filters (v1..=3) ----
+const ACL_FILTER: &[Field] = &[
+    field("acl_filter.resource_type_filter", 0, LATEST, Kind::Int8),
+    field("acl_filter.resource_name_filter", 0, LATEST, Kind::Str),
+    field("acl_filter.pattern_type_filter", 1, LATEST, Kind::Int8),
+    field("acl_filter.principal_filter", 0, LATEST, Kind::Str),
+    field("acl_filter.host_filter", 0, LATEST, Kind::Str),
+    field("acl_filter.operation", 0, LATEST, Kind::Int8),
+    field("acl_filter.permission_type", 0, LATEST, Kind::Int8),
+];
+const DELETE_ACLS: &[Field] = &[field("delete_acls.filters", 0, LATEST, Kind::Structs(ACL_FILTER))];
+
+// ---- CreateAcls (v1..=3) ----
+const CREATE_ACLS_CREATION: &[Field] = &[
+    field("create_acls.creation.resource_type", 0, LATEST, Kind::Int8),
+    field("create_acls.creation.resource_name", 0, LATEST, Kind::Str),
+    field("create_acls.creation.resource_pattern_type", 1, LATEST, Kind::Int8),
+    field("create_acls.creation.principal", 0, LATEST, Kind::Str),
+    field("create_acls.creation.host", 0, LATEST, Kind::Str),
+    field("create_acls.creation.operation", 0, LATEST, Kind::Int8),
+    field("create_acls.creation.permission_type", 0, LATEST, Kind::Int8),
+];
+const CREATE_ACLS: &[Field] = &[field(
+    "create_acls.creations",
+    0,
+    LATEST,
+    Kind::Structs(CREATE_ACLS_CREATION),
+)];
+
+// ---- DescribeUserScramCredentials (v0) ----
+const DESCRIBE_USER_SCRAM_USER: &[Field] = &[field("describe_user_scram.user.name", 0, LATEST, Kind::Str)];
+const DESCRIBE_USER_SCRAM_CREDENTIALS: &[Field] = &[field(
+    "describe_user_scram.users",
+    0,
+    LATEST,
+    Kind::Structs(DESCRIBE_USER_SCRAM_USER),
+)];
+
+// ---- AlterUserScramCredentials (v0) ----
+const ALTER_USER_SCRAM_DELETION: &[Field] = &[
+    field("alter_user_scram.deletion.name", 0, LATEST, Kind::Str),
+    field("alter_user_scram.deletion.mechanism", 0, LATEST, Kind::Int8),
+];
+const ALTER_USER_SCRAM_UPSERTION: &[Field] = &[
+    field("alter_user_scram.upsertion.name", 0, LATEST, Kind::Str),
+    field("alter_user_scram.upsertion.mechanism", 0, LATEST, Kind::Int8),
+    field("alter_user_scram.upsertion.iterations", 0, LATEST, Kind::Int32),
+    field("alter_user_scram.upsertion.salt", 0, LATEST, Kind::Bytes),
+    field("alter_user_scram.upsertion.salted_password", 0, LATEST, Kind::Bytes),
+];
+const ALTER_USER_SCRAM_CREDENTIALS: &[Field] = &[
+    field(
+        "alter_user_scram.deletions",
+        0,
+        LATEST,
+        Kind::Structs(ALTER_USER_SCRAM_DELETION),
+    ),
+    field(
+        "alter_user_scram.upsertions",
+        0,
+        LATEST,
+        Kind::Structs(ALTER_USER_SCRAM_UPSERTION),
+    ),
+];
+
 // ---- InitProducerId (v0..=4) ----
 const INIT_PRODUCER_ID: &[Field] = &[
     field("init_producer_id.transactional_id", 0, LATEST, Kind::Str),
@@ -732,6 +797,11 @@ fn schema(api_key: i16) -> Option<&'static [Field]> {
         apis::ALTER_PARTITION_REASSIGNMENTS => Some(ALTER_PARTITION_REASSIGNMENTS),
         apis::LIST_PARTITION_REASSIGNMENTS => Some(LIST_PARTITION_REASSIGNMENTS),
         apis::DESCRIBE_PRODUCERS => Some(DESCRIBE_PRODUCERS),
+        apis::DESCRIBE_ACLS => Some(ACL_FILTER),
+        apis::CREATE_ACLS => Some(CREATE_ACLS),
+        apis::DELETE_ACLS => Some(DELETE_ACLS),
+        apis::DESCRIBE_USER_SCRAM_CREDENTIALS => Some(DESCRIBE_USER_SCRAM_CREDENTIALS),
+        apis::ALTER_USER_SCRAM_CREDENTIALS => Some(ALTER_USER_SCRAM_CREDENTIALS),
         _ => None,
     }
 }

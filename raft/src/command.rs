@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 
 use crate::{
+    acl::{acl_from_fb, acl_to_fb, AclBinding},
     codec::{uuid_from_fb, uuid_to_fb, DecodeError},
+    credential::{credential_from_fb, credential_to_fb, ScramCredential, ScramMechanism},
     error::MetaError,
     generated::shardline::meta as fb,
     image::{BrokerInfo, NewTopic, TopicMeta},
@@ -77,6 +79,17 @@ pub(crate) enum Command {
         partition: i32,
         /// The new replicas, in preference order; `None` cancels.
         target: Option<Vec<i32>>,
+    },
+    /// Adds ACL bindings, all or none (refused past [`ACLS_MAX`](crate::ACLS_MAX)).
+    CreateAcls(Vec<AclBinding>),
+    /// Removes these exact ACL bindings (the proposer resolved the filters).
+    DeleteAcls(Vec<AclBinding>),
+    /// Sets (replacing) and removes SCRAM credentials, all or none.
+    AlterScramCredentials {
+        /// Credentials to set.
+        upsertions: Vec<ScramCredential>,
+        /// (user, mechanism) to remove; each must exist.
+        deletions: Vec<(String, ScramMechanism)>,
     },
 }
 
@@ -219,6 +232,26 @@ pub(crate) fn command_to_fb(command: &Command) -> fb::CommandEnvelope {
             replicas: target.clone(),
             cancel: target.is_none(),
         })),
+        Command::CreateAcls(acls) => fb::Command::CreateAcls(Box::new(fb::CreateAcls {
+            acls: Some(acls.iter().map(acl_to_fb).collect()),
+        })),
+        Command::DeleteAcls(acls) => fb::Command::DeleteAcls(Box::new(fb::DeleteAcls {
+            acls: Some(acls.iter().map(acl_to_fb).collect()),
+        })),
+        Command::AlterScramCredentials { upsertions, deletions } => {
+            fb::Command::AlterScramCredentials(Box::new(fb::AlterScramCredentials {
+                upsertions: Some(upsertions.iter().map(credential_to_fb).collect()),
+                deletions: Some(
+                    deletions
+                        .iter()
+                        .map(|(user, mechanism)| fb::ScramDeletion {
+                            user: Some(user.clone()),
+                            mechanism: mechanism.code(),
+                        })
+                        .collect(),
+                ),
+            }))
+        }
     };
     fb::CommandEnvelope { command: Some(body) }
 }
@@ -302,7 +335,42 @@ pub(crate) fn command_from_fb(envelope: fb::CommandEnvelope) -> Result<Command, 
                 target,
             })
         }
+        fb::Command::CreateAcls(create) => Ok(Command::CreateAcls(acls_from_fb(create.acls)?)),
+        fb::Command::DeleteAcls(delete) => Ok(Command::DeleteAcls(acls_from_fb(delete.acls)?)),
+        fb::Command::AlterScramCredentials(alter) => {
+            let upsertions = alter.upsertions.unwrap_or_default();
+            let deletions = alter.deletions.unwrap_or_default();
+            if upsertions.len() + deletions.len() > crate::credential::SCRAM_CREDENTIALS_MAX {
+                return Err(DecodeError::new("too many SCRAM credential changes in one command"));
+            }
+            Ok(Command::AlterScramCredentials {
+                upsertions: upsertions
+                    .into_iter()
+                    .map(credential_from_fb)
+                    .collect::<Result<_, _>>()?,
+                deletions: deletions
+                    .into_iter()
+                    .map(|deletion| {
+                        let user = deletion
+                            .user
+                            .ok_or_else(|| DecodeError::missing("ScramDeletion.user"))?;
+                        let mechanism = ScramMechanism::from_code(deletion.mechanism)
+                            .ok_or_else(|| DecodeError::new("ScramDeletion.mechanism has an unknown code"))?;
+                        Ok((user, mechanism))
+                    })
+                    .collect::<Result<_, DecodeError>>()?,
+            })
+        }
     }
+}
+
+/// The ACLs of a command, at most [`ACLS_MAX`](crate::ACLS_MAX) of them.
+fn acls_from_fb(acls: Option<Vec<fb::Acl>>) -> Result<Vec<AclBinding>, DecodeError> {
+    let acls = acls.ok_or_else(|| DecodeError::missing("Acls.acls"))?;
+    if acls.len() > crate::acl::ACLS_MAX {
+        return Err(DecodeError::new(format!("{} ACLs in one command", acls.len())));
+    }
+    acls.into_iter().map(acl_from_fb).collect()
 }
 
 #[cfg(test)]
@@ -365,6 +433,18 @@ mod tests {
                 topic: "t".into(),
                 partition: 0,
                 target: None,
+            },
+            Command::CreateAcls(vec![
+                crate::acl::tests::sample_acl("User:a", "app-"),
+                crate::acl::tests::sample_acl("User:*", "*"),
+            ]),
+            Command::DeleteAcls(vec![crate::acl::tests::sample_acl("User:a", "app-")]),
+            Command::AlterScramCredentials {
+                upsertions: vec![crate::credential::tests::sample_credential(
+                    "carol",
+                    ScramMechanism::Sha256,
+                )],
+                deletions: vec![("dave".into(), ScramMechanism::Sha512)],
             },
         ]
     }

@@ -105,6 +105,18 @@ pub enum MetaError {
         /// The partition index.
         partition: i32,
     },
+    /// An ACL binding was refused (a field out of bounds, a malformed
+    /// principal) or the ACL set would pass its bound.
+    InvalidAcl {
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A SCRAM credential was refused (a bound not kept, a deletion of
+    /// one that does not exist) or the credentials would pass their bound.
+    InvalidCredential {
+        /// Why it was refused.
+        reason: String,
+    },
     /// This node is not the Raft leader and the write could not be
     /// forwarded to one within the forwarding deadline.
     NotLeader {
@@ -229,6 +241,8 @@ impl fmt::Display for MetaError {
             MetaError::NoReassignmentInProgress { topic, partition } => {
                 write!(f, "no reassignment of partition {topic}-{partition} is in progress")
             }
+            MetaError::InvalidAcl { reason } => write!(f, "invalid ACL: {reason}"),
+            MetaError::InvalidCredential { reason } => write!(f, "invalid SCRAM credential: {reason}"),
             MetaError::NotLeader { leader: Some(leader) } => {
                 write!(f, "this node is not the metadata leader; node {leader} is")
             }

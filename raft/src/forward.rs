@@ -250,6 +250,14 @@ pub(crate) fn error_to_fb(error: &MetaError) -> fb::MetaErrorRecord {
             record.name = Some(topic.clone());
             record.first = i64::from(*partition);
         }
+        MetaError::InvalidAcl { reason } => {
+            record.kind = fb::MetaErrorKind::InvalidAcl;
+            record.reason = Some(reason.clone());
+        }
+        MetaError::InvalidCredential { reason } => {
+            record.kind = fb::MetaErrorKind::InvalidCredential;
+            record.reason = Some(reason.clone());
+        }
         MetaError::Io { .. }
         | MetaError::Corrupt { .. }
         | MetaError::NodeIdMismatch { .. }
@@ -325,6 +333,8 @@ pub(crate) fn error_from_fb(record: fb::MetaErrorRecord) -> MetaError {
             topic: name,
             partition: narrow(record.first),
         },
+        fb::MetaErrorKind::InvalidAcl => MetaError::InvalidAcl { reason },
+        fb::MetaErrorKind::InvalidCredential => MetaError::InvalidCredential { reason },
     }
 }
 
@@ -391,6 +401,8 @@ mod tests {
                 partition: 0,
                 reason: "r".into(),
             },
+            MetaError::InvalidAcl { reason: "r".into() },
+            MetaError::InvalidCredential { reason: "r".into() },
         ];
         for error in errors {
             let decoded = error_from_fb(error_to_fb(&error));

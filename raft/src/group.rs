@@ -806,6 +806,32 @@ impl MetadataGroup {
         .map(|_| ())
     }
 
+    /// Adds ACL bindings, all or none; bindings already present change
+    /// nothing. Refused with [`MetaError::InvalidAcl`] for an invalid
+    /// binding or past [`ACLS_MAX`](crate::ACLS_MAX).
+    pub async fn create_acls(&self, acls: Vec<crate::AclBinding>) -> Result<(), MetaError> {
+        self.propose(Command::CreateAcls(acls)).await.map(|_| ())
+    }
+
+    /// Removes these exact ACL bindings; absent ones change nothing.
+    pub async fn delete_acls(&self, acls: Vec<crate::AclBinding>) -> Result<(), MetaError> {
+        self.propose(Command::DeleteAcls(acls)).await.map(|_| ())
+    }
+
+    /// Sets (replacing) and removes SCRAM credentials, all or none.
+    /// Refused with [`MetaError::InvalidCredential`] for a credential out of
+    /// bounds, a deletion of one that does not exist, or a (user, mechanism)
+    /// named twice.
+    pub async fn alter_scram_credentials(
+        &self,
+        upsertions: Vec<crate::ScramCredential>,
+        deletions: Vec<(String, crate::ScramMechanism)>,
+    ) -> Result<(), MetaError> {
+        self.propose(Command::AlterScramCredentials { upsertions, deletions })
+            .await
+            .map(|_| ())
+    }
+
     /// The latest applied image. Cheap: one `Arc` clone under a read lock.
     pub fn image(&self) -> Arc<MetadataImage> {
         Arc::clone(&self.shared.images.borrow())

@@ -5,7 +5,12 @@
 //! that `Arc` (or copies of the parts they need) and compare `epoch`s to fence
 //! stale requests.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{
+    acl::AclBinding,
+    credential::{ScramCredential, ScramMechanism},
+};
 
 /// A broker as it registered itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -198,6 +203,11 @@ pub struct MetadataImage {
     pub brokers: BTreeMap<i32, BrokerInfo>,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicMeta>,
+    /// ACL bindings (at most [`ACLS_MAX`](crate::ACLS_MAX)), each valid.
+    pub acls: BTreeSet<AclBinding>,
+    /// SCRAM credentials by (user, mechanism), at most
+    /// [`SCRAM_CREDENTIALS_MAX`](crate::SCRAM_CREDENTIALS_MAX), each valid.
+    pub scram_credentials: BTreeMap<(String, ScramMechanism), ScramCredential>,
 }
 
 impl MetadataImage {
@@ -209,6 +219,8 @@ impl MetadataImage {
             controller_id: -1,
             brokers: BTreeMap::new(),
             topics: BTreeMap::new(),
+            acls: BTreeSet::new(),
+            scram_credentials: BTreeMap::new(),
         }
     }
 

@@ -56,12 +56,19 @@
 //!   compiled by planus in `build.rs`) inside CRC-32C frames; decoding is a
 //!   `Result`, never a panic.
 //!
+//! ACL bindings (`acl.rs`) are metadata too: a bounded set in the image,
+//! changed by `CreateAcls` / `DeleteAcls` commands; the engine decides what
+//! they allow. So are SCRAM credentials (`credential.rs`: salt, iterations,
+//! StoredKey, ServerKey per user and mechanism, never a password).
+//!
 //! `docs/metadata.md` has the whole picture and the byte layouts.
 
+mod acl;
 #[cfg(test)]
 mod cluster_tests;
 mod codec;
 mod command;
+mod credential;
 mod error;
 mod files;
 mod forward;
@@ -86,7 +93,15 @@ mod types;
 mod validate;
 mod vote;
 
+pub use acl::{
+    AclBinding, AclOperation, AclPatternType, AclPermission, AclResourceType, ACLS_MAX, ACL_HOST_LENGTH_MAX,
+    ACL_PRINCIPAL_LENGTH_MAX, ACL_RESOURCE_NAME_LENGTH_MAX, CLUSTER_RESOURCE_NAME,
+};
 pub use codec::DecodeError;
+pub use credential::{
+    ScramCredential, ScramMechanism, SCRAM_CREDENTIALS_MAX, SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN,
+    SCRAM_SALT_BYTES_MAX, SCRAM_USER_LENGTH_MAX,
+};
 pub use error::MetaError;
 pub use forward::FORWARD_DEADLINE;
 pub use group::{

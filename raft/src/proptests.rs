@@ -145,6 +145,8 @@ fn image_strategy() -> impl Strategy<Value = MetadataImage> {
             controller_id,
             brokers: brokers.into_iter().map(|broker| (broker.node_id, broker)).collect(),
             topics: topics.into_iter().map(|topic| (topic.name.clone(), topic)).collect(),
+            acls: std::collections::BTreeSet::new(),
+            scram_credentials: BTreeMap::new(),
         })
 }
 
@@ -330,6 +332,8 @@ fn an_image_with_everything_round_trips() {
             },
         )]
         .into(),
+        acls: std::collections::BTreeSet::new(),
+        scram_credentials: BTreeMap::new(),
     };
     assert_eq!(decode_image(&encode_image(&image)).unwrap(), image);
 }

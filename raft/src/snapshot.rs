@@ -39,10 +39,12 @@ use crate::{
 };
 
 /// Version stored in `Image.format_version`. Version 2 added
-/// `Broker.fenced`, `Partition.isr` and `Partition.replica_shards`; this
-/// build writes 2 and reads 1 and 2 (a version-1 partition reads as all
-/// replicas in sync, each follower on shard 0), refusing others.
-pub(crate) const IMAGE_FORMAT_VERSION: u16 = 2;
+/// `Broker.fenced`, `Partition.isr` and `Partition.replica_shards`;
+/// version 3 added `Image.acls` and `Image.scram_credentials` (an older
+/// build must refuse such an image rather than drop them). This build writes 3 and reads 1 to 3 (a
+/// version-1 partition reads as all replicas in sync, each follower on
+/// shard 0; an image before 3 has no ACLs), refusing others.
+pub(crate) const IMAGE_FORMAT_VERSION: u16 = 3;
 
 /// The oldest `Image.format_version` this build reads.
 const IMAGE_FORMAT_VERSION_MIN: u16 = 1;
@@ -95,6 +97,14 @@ pub fn encode_image(image: &MetadataImage) -> Vec<u8> {
         controller_id: image.controller_id,
         brokers: Some(image.brokers.values().map(broker_to_fb).collect()),
         topics: Some(image.topics.values().map(topic_to_fb).collect()),
+        acls: Some(image.acls.iter().map(crate::acl::acl_to_fb).collect()),
+        scram_credentials: Some(
+            image
+                .scram_credentials
+                .values()
+                .map(crate::credential::credential_to_fb)
+                .collect(),
+        ),
     };
     let mut builder = planus::Builder::new();
     builder.finish(image_fb, None).to_vec()
@@ -252,12 +262,39 @@ pub fn decode_image(bytes: &[u8]) -> Result<MetadataImage, DecodeError> {
             return Err(DecodeError::new(format!("topic {name} twice in the image")));
         }
     }
+    let mut acls = std::collections::BTreeSet::new();
+    let stored = image.acls.unwrap_or_default();
+    if stored.len() > crate::acl::ACLS_MAX {
+        return Err(DecodeError::new(format!("{} ACLs in the image", stored.len())));
+    }
+    for acl in stored {
+        if !acls.insert(crate::acl::acl_from_fb(acl)?) {
+            return Err(DecodeError::new("an ACL twice in the image"));
+        }
+    }
+    let mut scram_credentials = BTreeMap::new();
+    let stored = image.scram_credentials.unwrap_or_default();
+    if stored.len() > crate::credential::SCRAM_CREDENTIALS_MAX {
+        return Err(DecodeError::new(format!(
+            "{} SCRAM credentials in the image",
+            stored.len()
+        )));
+    }
+    for credential in stored {
+        let credential = crate::credential::credential_from_fb(credential)?;
+        let key = (credential.user.clone(), credential.mechanism);
+        if scram_credentials.insert(key, credential).is_some() {
+            return Err(DecodeError::new("a SCRAM credential twice in the image"));
+        }
+    }
     Ok(MetadataImage {
         epoch: image.epoch,
         cluster_id: image.cluster_id.unwrap_or_default(),
         controller_id: image.controller_id,
         brokers,
         topics,
+        acls,
+        scram_credentials,
     })
 }
 
@@ -446,6 +483,12 @@ mod tests {
                 configs,
             },
         );
+        image.acls.insert(crate::acl::tests::sample_acl("User:alice", "app-"));
+        image.acls.insert(crate::acl::tests::sample_acl("User:*", "*"));
+        let credential = crate::credential::tests::sample_credential("carol", crate::ScramMechanism::Sha512);
+        image
+            .scram_credentials
+            .insert((credential.user.clone(), credential.mechanism), credential);
         image
     }
 
@@ -531,6 +574,8 @@ mod tests {
             controller_id: 1,
             brokers: None,
             topics: Some(vec![topic]),
+            acls: None,
+            scram_credentials: None,
         };
         let mut builder = planus::Builder::new();
         let decoded = decode_image(builder.finish(image, None)).unwrap();

@@ -734,7 +734,94 @@ pub(crate) fn apply_command(image: &mut MetadataImage, command: &Command) -> Res
             partition,
             target,
         } => reassign_partition(image, topic, *partition, target.as_deref()),
+        Command::CreateAcls(acls) => create_acls(image, acls).map(|()| None),
+        Command::AlterScramCredentials { upsertions, deletions } => {
+            alter_scram_credentials(image, upsertions, deletions).map(|()| None)
+        }
+        Command::DeleteAcls(acls) => {
+            for acl in acls {
+                image.acls.remove(acl);
+            }
+            Ok(None)
+        }
     }
+}
+
+/// Sets `upsertions` and removes `deletions`, all or none: each credential
+/// valid, each deletion of one that exists, no (user, mechanism) twice, and
+/// the credentials within [`SCRAM_CREDENTIALS_MAX`](crate::SCRAM_CREDENTIALS_MAX).
+fn alter_scram_credentials(
+    image: &mut MetadataImage,
+    upsertions: &[crate::ScramCredential],
+    deletions: &[(String, crate::ScramMechanism)],
+) -> Result<(), MetaError> {
+    let invalid = |reason: String| MetaError::InvalidCredential { reason };
+    let mut named = std::collections::BTreeSet::new();
+    for credential in upsertions {
+        credential.validate().map_err(invalid)?;
+        if !named.insert((credential.user.as_str(), credential.mechanism)) {
+            return Err(invalid(format!(
+                "{} {} named twice",
+                credential.user,
+                credential.mechanism.name()
+            )));
+        }
+    }
+    for (user, mechanism) in deletions {
+        if !named.insert((user.as_str(), *mechanism)) {
+            return Err(invalid(format!("{user} {} named twice", mechanism.name())));
+        }
+        if !image.scram_credentials.contains_key(&(user.clone(), *mechanism)) {
+            return Err(invalid(format!("{user} has no {} credential", mechanism.name())));
+        }
+    }
+    let added = upsertions
+        .iter()
+        .filter(|c| !image.scram_credentials.contains_key(&(c.user.clone(), c.mechanism)))
+        .count();
+    let after = (image.scram_credentials.len() + added).saturating_sub(deletions.len());
+    if after > crate::credential::SCRAM_CREDENTIALS_MAX {
+        return Err(invalid(format!(
+            "{after} credentials would pass the limit of {}",
+            crate::credential::SCRAM_CREDENTIALS_MAX
+        )));
+    }
+    for key in deletions {
+        image.scram_credentials.remove(key);
+    }
+    for credential in upsertions {
+        image
+            .scram_credentials
+            .insert((credential.user.clone(), credential.mechanism), credential.clone());
+    }
+    assert!(
+        image.scram_credentials.len() <= crate::credential::SCRAM_CREDENTIALS_MAX,
+        "the credential table is bounded"
+    );
+    Ok(())
+}
+
+/// Adds `acls` to the image, all or none: each must be valid and the set
+/// must stay within [`ACLS_MAX`](crate::ACLS_MAX).
+fn create_acls(image: &mut MetadataImage, acls: &[crate::AclBinding]) -> Result<(), MetaError> {
+    for acl in acls {
+        acl.validate().map_err(|reason| MetaError::InvalidAcl { reason })?;
+    }
+    let new: std::collections::BTreeSet<&crate::AclBinding> =
+        acls.iter().filter(|acl| !image.acls.contains(*acl)).collect();
+    if image.acls.len() + new.len() > crate::acl::ACLS_MAX {
+        return Err(MetaError::InvalidAcl {
+            reason: format!(
+                "{} ACLs exist and {} more would pass the limit of {}",
+                image.acls.len(),
+                new.len(),
+                crate::acl::ACLS_MAX
+            ),
+        });
+    }
+    image.acls.extend(new.into_iter().cloned());
+    assert!(image.acls.len() <= crate::acl::ACLS_MAX, "the ACL set is bounded");
+    Ok(())
 }
 
 /// The state machine openraft drives. Lives on the raft thread.
@@ -1672,5 +1759,66 @@ mod tests {
         )
         .unwrap();
         assert_eq!(image.cluster_id, "one");
+    }
+
+    #[test]
+    fn scram_credentials_change_all_or_none() {
+        use crate::credential::tests::sample_credential;
+        use crate::ScramMechanism::{Sha256, Sha512};
+        let mut image = MetadataImage::empty();
+        let alter = |upsertions, deletions| Command::AlterScramCredentials { upsertions, deletions };
+        apply_command(
+            &mut image,
+            &alter(
+                vec![sample_credential("carol", Sha256), sample_credential("carol", Sha512)],
+                vec![],
+            ),
+        )
+        .unwrap();
+        assert_eq!(image.scram_credentials.len(), 2);
+        let missing = apply_command(
+            &mut image,
+            &alter(vec![sample_credential("dave", Sha256)], vec![("erin".into(), Sha256)]),
+        );
+        assert!(matches!(missing, Err(MetaError::InvalidCredential { .. })));
+        assert_eq!(image.scram_credentials.len(), 2, "a refused command changes nothing");
+        let twice = alter(vec![sample_credential("dave", Sha256)], vec![("dave".into(), Sha256)]);
+        assert!(apply_command(&mut image, &twice).is_err());
+        apply_command(&mut image, &alter(vec![], vec![("carol".into(), Sha256)])).unwrap();
+        let left: Vec<_> = image.scram_credentials.keys().cloned().collect();
+        assert_eq!(left, vec![("carol".to_owned(), Sha512)]);
+    }
+
+    #[test]
+    fn acls_are_a_bounded_set_created_all_or_none() {
+        use crate::acl::tests::sample_acl;
+        let mut image = MetadataImage::empty();
+        let alice = sample_acl("User:alice", "app-");
+        let bob = sample_acl("User:bob", "orders");
+        apply_command(&mut image, &Command::CreateAcls(vec![alice.clone(), bob.clone()])).unwrap();
+        apply_command(&mut image, &Command::CreateAcls(vec![alice.clone()])).unwrap();
+        assert_eq!(image.acls.len(), 2, "creating a binding twice keeps one");
+
+        let invalid = sample_acl("nobody", "x");
+        let error = apply_command(
+            &mut image,
+            &Command::CreateAcls(vec![sample_acl("User:c", "c"), invalid]),
+        );
+        assert!(matches!(error, Err(MetaError::InvalidAcl { .. })));
+        assert_eq!(image.acls.len(), 2, "a refused command adds nothing");
+
+        let many: Vec<_> = (0..crate::acl::ACLS_MAX)
+            .map(|i| sample_acl("User:many", &format!("t{i}")))
+            .collect();
+        let error = apply_command(&mut image, &Command::CreateAcls(many)).unwrap_err();
+        assert!(matches!(error, MetaError::InvalidAcl { .. }), "{error}");
+        assert_eq!(image.acls.len(), 2);
+
+        apply_command(
+            &mut image,
+            &Command::DeleteAcls(vec![bob, sample_acl("User:absent", "x")]),
+        )
+        .unwrap();
+        assert_eq!(image.acls.iter().collect::<Vec<_>>(), vec![&alice]);
     }
 }

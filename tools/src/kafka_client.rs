@@ -1,7 +1,10 @@
 //! A minimal blocking Kafka client for `shardctl group` and `shardctl topic`:
 //! one TCP connection, one request at a time, kafka-protocol's client-side
 //! encoders and decoders; and what every such command shares (the
-//! `--bootstrap` flag, strings for requests, a refusal as an error).
+//! `--bootstrap` flag, strings for requests, a refusal as an error). With
+//! `SHARDCTL_SASL_USER` and `SHARDCTL_SASL_PASSWORD` in the environment a
+//! connection logs in with SASL PLAIN first (SASL_PLAINTEXT listeners; the
+//! password stays off the command line).
 //!
 //! ```text
 //! request:  | length i32 | request header (v1, or v2 when flexible) | body |
@@ -18,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::{
     messages::{
         metadata_request::MetadataRequestTopic, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
-        TopicName,
+        SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
     },
     protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes},
     ResponseError,
@@ -28,6 +31,10 @@ use crate::error::ToolError;
 
 /// Longest the tool waits to connect, or for any one answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// The SASL PLAIN user every connection logs in as, when set.
+const SASL_USER_VARIABLE: &str = "SHARDCTL_SASL_USER";
+/// Its password.
+const SASL_PASSWORD_VARIABLE: &str = "SHARDCTL_SASL_PASSWORD";
 /// Largest response accepted (a DescribeGroups of a large group is far below).
 const RESPONSE_BYTES_MAX: usize = 64 << 20;
 
@@ -96,11 +103,47 @@ impl Client {
             .set_read_timeout(Some(IO_TIMEOUT))
             .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
             .map_err(|e| broker(e.to_string()))?;
-        Ok(Client {
+        let mut client = Client {
             stream,
             addr: addr.to_string(),
             correlation_id: 0,
-        })
+        };
+        if let Ok(user) = std::env::var(SASL_USER_VARIABLE) {
+            let password = std::env::var(SASL_PASSWORD_VARIABLE).map_err(|_| {
+                broker(format!(
+                    "{SASL_USER_VARIABLE} is set but {SASL_PASSWORD_VARIABLE} is not"
+                ))
+            })?;
+            client.log_in(&user, &password)?;
+        }
+        Ok(client)
+    }
+
+    /// SASL PLAIN (SaslHandshake v1, then one SaslAuthenticate v2), as a
+    /// SASL_PLAINTEXT listener asks before anything else.
+    fn log_in(&mut self, user: &str, password: &str) -> Result<(), ToolError> {
+        let mut handshake = SaslHandshakeRequest::default();
+        handshake.mechanism = text("PLAIN");
+        let answer = self.call("SaslHandshake", 1, &handshake)?;
+        if answer.error_code != 0 {
+            return Err(refused("SASL handshake (PLAIN)", answer.error_code, None));
+        }
+        let mut token = Vec::with_capacity(user.len() + password.len() + 2);
+        token.push(0);
+        token.extend_from_slice(user.as_bytes());
+        token.push(0);
+        token.extend_from_slice(password.as_bytes());
+        let mut authenticate = SaslAuthenticateRequest::default();
+        authenticate.auth_bytes = Bytes::from(token);
+        let answer = self.call("SaslAuthenticate", 2, &authenticate)?;
+        if answer.error_code != 0 {
+            return Err(refused(
+                &format!("logging in as {user}"),
+                answer.error_code,
+                answer.error_message.as_ref(),
+            ));
+        }
+        Ok(())
     }
 
     /// Sends `request` at `version` and reads its response.

@@ -41,9 +41,14 @@
 //! - `shardctl partition move|reassignments|elect-leaders|delete-records|producers`.
 //! - `shardctl top [--http HOST:PORT] [--iterations N]`: per-shard request
 //!   rates and latencies from the broker's `/metrics`.
+//! - `shardctl acl create|list|delete` (`acl_cmd.rs`), `shardctl user
+//!   add|list|delete` (`user_cmd.rs`).
 //!
 //! Every command takes the global `--output table|json`: aligned tables (the
-//! default) or one JSON object for scripts (`report.rs`).
+//! default) or one JSON object for scripts (`report.rs`). With
+//! `SHARDCTL_SASL_USER` and `SHARDCTL_SASL_PASSWORD` set, every broker
+//! connection logs in with SASL PLAIN first (a SASL_PLAINTEXT listener; the
+//! tool speaks no TLS).
 //!
 //! ## Exit status
 //! - 0: the command ran and found nothing wrong.
@@ -61,6 +66,7 @@
 //! [`report::Verdict`] or a [`error::ToolError`], and write their output
 //! through a [`report::Report`].
 
+mod acl_cmd;
 mod cluster_cmd;
 mod error;
 mod group_cmd;
@@ -72,6 +78,7 @@ mod report;
 mod segment_walk;
 mod top_cmd;
 mod topic_cmd;
+mod user_cmd;
 
 use std::{
     io::{self, BufWriter, Write},
@@ -123,6 +130,12 @@ enum Command {
     Partition(partition_cmd::PartitionCommand),
     /// A live view of per-shard request rates and latencies from the broker's /metrics (--http).
     Top(top_cmd::TopArgs),
+    /// ACLs of a running broker: create, list, delete (a Kafka client of it: --bootstrap).
+    #[command(subcommand)]
+    Acl(acl_cmd::AclCommand),
+    /// SCRAM users kept by a running broker: add, list, delete (a Kafka client of it: --bootstrap).
+    #[command(subcommand)]
+    User(user_cmd::UserCommand),
 }
 
 fn run(command: &Command, report: &mut Report<'_>) -> Result<Verdict, ToolError> {
@@ -133,6 +146,8 @@ fn run(command: &Command, report: &mut Report<'_>) -> Result<Verdict, ToolError>
         Command::Cluster(cluster_command) => cluster_cmd::run(cluster_command, report),
         Command::Partition(partition_command) => partition_cmd::run(partition_command, report),
         Command::Top(args) => top_cmd::run(args, report),
+        Command::Acl(acl_command) => acl_cmd::run(acl_command, report),
+        Command::User(user_command) => user_cmd::run(user_command, report),
     }
 }
 

@@ -11,10 +11,11 @@ use kafka_protocol::{
     },
     ResponseError,
 };
-use shardline_raft::{MetaError, NewTopic};
+use shardline_raft::{AclOperation, MetaError, NewTopic};
 
 use super::{str_bytes, topic_name, wait_all_shards};
 use crate::{
+    acl::{Access, Resource},
     coordinator::OFFSETS_TOPIC,
     error::{kafka_code, EngineError},
     shard::Shard,
@@ -53,11 +54,15 @@ fn check_capacity(shard: &Shard, partitions: i32, replication_factor: i16) -> Re
     Ok(())
 }
 
-/// Creates each missing topic with the default partition count (auto-create).
-pub(super) async fn auto_create(shard: &Rc<Shard>, names: &[String]) {
+/// Creates each missing topic with the default partition count
+/// (auto-create), where the principal may create it.
+pub(super) async fn auto_create(shard: &Rc<Shard>, access: &Access, names: &[String]) {
     let image = shard.image();
     let mut created = false;
-    for name in names.iter().filter(|n| !image.topics.contains_key(*n)) {
+    let creatable = names
+        .iter()
+        .filter(|n| !image.topics.contains_key(*n) && access.may_create_topic(&image, n).is_ok());
+    for name in creatable {
         let topic = NewTopic {
             name: name.clone(),
             partitions: shard.config.default_partitions.max(1),
@@ -82,8 +87,9 @@ pub(super) async fn auto_create(shard: &Rc<Shard>, names: &[String]) {
     }
 }
 
-pub(super) async fn create_topics(shard: &Rc<Shard>, request: CreateTopicsRequest) -> ResponseKind {
+pub(super) async fn create_topics(shard: &Rc<Shard>, access: &Access, request: CreateTopicsRequest) -> ResponseKind {
     let mut response = CreateTopicsResponse::default();
+    let image = shard.image();
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let mut result = CreatableTopicResult::default();
@@ -103,7 +109,9 @@ pub(super) async fn create_topics(shard: &Rc<Shard>, request: CreateTopicsReques
             .iter()
             .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
             .collect();
-        let outcome = if !topic.assignments.is_empty() {
+        let outcome = if let Err(refused) = access.may_create_topic(&image, &name) {
+            Err(refused)
+        } else if !topic.assignments.is_empty() {
             Err(EngineError::InvalidRequest(
                 "manual replica assignments are not supported".into(),
             ))
@@ -162,7 +170,7 @@ fn validate_only(shard: &Shard, name: &str, partitions: i32, replication_factor:
     Ok(())
 }
 
-pub(super) async fn delete_topics(shard: &Rc<Shard>, request: DeleteTopicsRequest) -> ResponseKind {
+pub(super) async fn delete_topics(shard: &Rc<Shard>, access: &Access, request: DeleteTopicsRequest) -> ResponseKind {
     let mut names: Vec<Option<String>> = request.topic_names.iter().map(|n| Some(n.0.to_string())).collect();
     let image = shard.image();
     for state in &request.topics {
@@ -188,13 +196,16 @@ pub(super) async fn delete_topics(shard: &Rc<Shard>, request: DeleteTopicsReques
             }
             Some(name) => {
                 result.name = Some(topic_name(&name));
-                match shard.meta.delete_topic(&name).await {
+                let deleted = match access.check(&image, AclOperation::Delete, Resource::Topic(&name)) {
+                    Ok(()) => shard.meta.delete_topic(&name).await.map_err(EngineError::from),
+                    Err(refused) => Err(refused),
+                };
+                match deleted {
                     Ok(meta) => {
                         tracing::info!(topic = %name, "topic deleted");
                         result.topic_id = uuid::Uuid::from_bytes(meta.id);
                     }
                     Err(e) => {
-                        let e = EngineError::from(e);
                         result.error_code = kafka_code(&e);
                         result.error_message = Some(str_bytes(&e.to_string()));
                     }
@@ -229,42 +240,50 @@ fn replication_of(shard: &Shard, name: &str) -> i16 {
         })
 }
 
-pub(super) async fn create_partitions(shard: &Rc<Shard>, request: CreatePartitionsRequest) -> ResponseKind {
+pub(super) async fn create_partitions(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: CreatePartitionsRequest,
+) -> ResponseKind {
     let mut response = CreatePartitionsResponse::default();
+    let image = shard.image();
     for topic in request.topics {
         let name = topic.name.0.to_string();
         let mut result = CreatePartitionsTopicResult::default();
         result.name = topic_name(&name);
-        let outcome: Result<(), EngineError> = if name == OFFSETS_TOPIC {
-            // A group's partition is its hash modulo the count: the count is fixed.
-            Err(EngineError::InternalTopic(name.clone()))
-        } else if topic.assignments.is_some() {
-            Err(EngineError::InvalidRequest(
-                "manual replica assignments are not supported".into(),
-            ))
-        } else if let Err(e) = added_partitions(shard, &name, topic.count)
-            .and_then(|added| check_capacity(shard, added, replication_of(shard, &name)))
-        {
-            Err(e)
-        } else if request.validate_only {
-            match shard.image().topics.get(&name) {
-                None => Err(EngineError::UnknownTopicOrPartition),
-                Some(t) if usize::try_from(topic.count).unwrap_or(0) <= t.partitions.len() => {
-                    Err(EngineError::Meta(MetaError::InvalidPartitions {
-                        requested: topic.count,
-                        current: t.partitions.len() as i32,
-                    }))
+        let outcome: Result<(), EngineError> =
+            if let Err(refused) = access.check(&image, AclOperation::Alter, Resource::Topic(&name)) {
+                Err(refused)
+            } else if name == OFFSETS_TOPIC {
+                // A group's partition is its hash modulo the count: the count is fixed.
+                Err(EngineError::InternalTopic(name.clone()))
+            } else if topic.assignments.is_some() {
+                Err(EngineError::InvalidRequest(
+                    "manual replica assignments are not supported".into(),
+                ))
+            } else if let Err(e) = added_partitions(shard, &name, topic.count)
+                .and_then(|added| check_capacity(shard, added, replication_of(shard, &name)))
+            {
+                Err(e)
+            } else if request.validate_only {
+                match shard.image().topics.get(&name) {
+                    None => Err(EngineError::UnknownTopicOrPartition),
+                    Some(t) if usize::try_from(topic.count).unwrap_or(0) <= t.partitions.len() => {
+                        Err(EngineError::Meta(MetaError::InvalidPartitions {
+                            requested: topic.count,
+                            current: t.partitions.len() as i32,
+                        }))
+                    }
+                    Some(_) => Ok(()),
                 }
-                Some(_) => Ok(()),
-            }
-        } else {
-            shard
-                .meta
-                .create_partitions(&name, topic.count)
-                .await
-                .map(|_| ())
-                .map_err(EngineError::from)
-        };
+            } else {
+                shard
+                    .meta
+                    .create_partitions(&name, topic.count)
+                    .await
+                    .map(|_| ())
+                    .map_err(EngineError::from)
+            };
         if let Err(e) = &outcome {
             result.error_code = kafka_code(e);
             result.error_message = Some(str_bytes(&e.to_string()));

@@ -24,10 +24,11 @@ use kafka_protocol::{
     },
     protocol::StrBytes,
 };
-use shardline_raft::{validate_topic_config, CONFIG_ENTRIES_MAX};
+use shardline_raft::{validate_topic_config, AclOperation, CONFIG_ENTRIES_MAX};
 
 use super::{str_bytes, wait_all_shards};
 use crate::{
+    acl::{Access, Resource},
     coordinator::OFFSETS_TOPIC,
     error::{kafka_code, AdminError, EngineError},
     shard::Shard,
@@ -182,13 +183,23 @@ async fn alter_resource(
 /// (or why they cannot be read).
 type Asked = (i8, StrBytes, Result<Changes, EngineError>);
 
-/// Alters every resource in order, then waits until every shard has the
+/// Alters every resource in order (each needs AlterConfigs on it: the topic,
+/// or the cluster for a broker), then waits until every shard has the
 /// result, so the next request anywhere sees it.
-async fn alter_all(shard: &Rc<Shard>, asked: Vec<Asked>, validate_only: bool) -> Vec<Outcome> {
+async fn alter_all(shard: &Rc<Shard>, access: &Access, asked: Vec<Asked>, validate_only: bool) -> Vec<Outcome> {
     let mut outcomes = Vec::with_capacity(asked.len());
+    let image = shard.image();
     for (resource_type, resource_name, changes) in asked {
         let name = resource_name.to_string();
-        let result = alter_resource(shard, resource_type, &name, changes, validate_only).await;
+        let resource = if resource_type == RESOURCE_TOPIC {
+            Resource::Topic(&name)
+        } else {
+            Resource::Cluster
+        };
+        let result = match access.check(&image, AclOperation::AlterConfigs, resource) {
+            Ok(()) => alter_resource(shard, resource_type, &name, changes, validate_only).await,
+            Err(refused) => Err(refused),
+        };
         outcomes.push(Outcome {
             resource_type,
             resource_name,
@@ -217,7 +228,11 @@ macro_rules! resource_results {
     };
 }
 
-pub(super) async fn incremental(shard: &Rc<Shard>, request: IncrementalAlterConfigsRequest) -> ResponseKind {
+pub(super) async fn incremental(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: IncrementalAlterConfigsRequest,
+) -> ResponseKind {
     let asked = request
         .resources
         .iter()
@@ -229,13 +244,13 @@ pub(super) async fn incremental(shard: &Rc<Shard>, request: IncrementalAlterConf
             )
         })
         .collect();
-    let outcomes = alter_all(shard, asked, request.validate_only).await;
+    let outcomes = alter_all(shard, access, asked, request.validate_only).await;
     let mut response = IncrementalAlterConfigsResponse::default();
     response.responses = resource_results!(outcomes, IncrementalResult);
     ResponseKind::IncrementalAlterConfigs(response)
 }
 
-pub(super) async fn legacy(shard: &Rc<Shard>, request: AlterConfigsRequest) -> ResponseKind {
+pub(super) async fn legacy(shard: &Rc<Shard>, access: &Access, request: AlterConfigsRequest) -> ResponseKind {
     let asked = request
         .resources
         .iter()
@@ -244,7 +259,7 @@ pub(super) async fn legacy(shard: &Rc<Shard>, request: AlterConfigsRequest) -> R
             (r.resource_type, r.resource_name.clone(), changes)
         })
         .collect();
-    let outcomes = alter_all(shard, asked, request.validate_only).await;
+    let outcomes = alter_all(shard, access, asked, request.validate_only).await;
     let mut response = AlterConfigsResponse::default();
     response.responses = resource_results!(outcomes, LegacyResult);
     ResponseKind::AlterConfigs(response)

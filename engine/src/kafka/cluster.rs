@@ -12,7 +12,12 @@ use kafka_protocol::{
 };
 
 use super::{brokers::kafka_brokers, str_bytes};
-use crate::shard::Shard;
+use crate::{
+    acl::{Access, Resource},
+    error::kafka_code,
+    shard::Shard,
+};
+use shardline_raft::{AclOperation, AclResourceType};
 
 /// ApiVersions: exactly the table `net` can decode and the engine implements.
 pub(crate) fn api_versions() -> ResponseKind {
@@ -30,7 +35,12 @@ pub(crate) fn api_versions() -> ResponseKind {
     ResponseKind::ApiVersions(response)
 }
 
-pub(super) fn describe_cluster(shard: &Rc<Shard>, _request: DescribeClusterRequest, listener: &str) -> ResponseKind {
+pub(super) fn describe_cluster(
+    shard: &Rc<Shard>,
+    _access: &Access,
+    _request: DescribeClusterRequest,
+    listener: &str,
+) -> ResponseKind {
     let image = shard.image();
     let mut response = DescribeClusterResponse::default();
     response.cluster_id = str_bytes(&image.cluster_id);
@@ -87,9 +97,40 @@ fn next_producer_id(node_id: i32, shard_id: usize) -> i64 {
     })
 }
 
-pub(super) fn init_producer_id(shard: &Rc<Shard>, request: InitProducerIdRequest) -> ResponseKind {
+/// An idempotent producer needs IdempotentWrite on the cluster or Write on
+/// some topic (Kafka 3's rule); a transactional one Write on its id — and is
+/// refused anyway (no transactions), TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+/// IdempotentWrite on the cluster, or Write on some topic.
+fn idempotent_writer(image: &shardline_raft::MetadataImage, access: &Access) -> Result<(), crate::error::EngineError> {
+    access
+        .check(image, AclOperation::IdempotentWrite, Resource::Cluster)
+        .or_else(|refused| {
+            let writer =
+                access
+                    .authorizer
+                    .allows_any(image, &access.session, AclOperation::Write, AclResourceType::Topic);
+            if writer {
+                Ok(())
+            } else {
+                Err(refused)
+            }
+        })
+}
+
+pub(super) fn init_producer_id(shard: &Rc<Shard>, access: &Access, request: InitProducerIdRequest) -> ResponseKind {
     let mut response = InitProducerIdResponse::default();
-    if request.transactional_id.is_some() {
+    let image = shard.image();
+    let allowed = match request.transactional_id.as_deref() {
+        Some(transactional_id) => {
+            access.check(&image, AclOperation::Write, Resource::TransactionalId(transactional_id))
+        }
+        None => idempotent_writer(&image, access),
+    };
+    if let Err(refused) = &allowed {
+        response.error_code = kafka_code(refused);
+        response.producer_id = ProducerId(-1);
+        response.producer_epoch = -1;
+    } else if request.transactional_id.is_some() {
         // Transactions are not implemented: refuse rather than pretend.
         response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
         response.producer_id = ProducerId(-1);

@@ -13,6 +13,7 @@ use super::{
     str_bytes,
 };
 use crate::{
+    acl::{Access, Resource},
     error::{kafka_code, EngineError},
     shard::{Shard, MAX_MESSAGE_BYTES_DEFAULT},
 };
@@ -46,7 +47,13 @@ fn entry(name: &str, value: String, source: i8, version: i16) -> DescribeConfigs
     out
 }
 
-pub(super) fn describe(shard: &Rc<Shard>, request: DescribeConfigsRequest, version: i16) -> ResponseKind {
+/// DescribeConfigs on each topic, or on the cluster for the broker's.
+pub(super) fn describe(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: DescribeConfigsRequest,
+    version: i16,
+) -> ResponseKind {
     let image = shard.image();
     let mut response = DescribeConfigsResponse::default();
     for resource in request.resources {
@@ -59,6 +66,18 @@ pub(super) fn describe(shard: &Rc<Shard>, request: DescribeConfigsRequest, versi
                 .as_ref()
                 .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
         };
+        let resource_of = match resource.resource_type {
+            RESOURCE_TOPIC => Some(Resource::Topic(resource.resource_name.as_str())),
+            RESOURCE_BROKER => Some(Resource::Cluster),
+            _ => None,
+        };
+        let describable = resource_of.map(|of| access.check(&image, shardline_raft::AclOperation::DescribeConfigs, of));
+        if let Some(Err(refused)) = describable {
+            result.error_code = kafka_code(&refused);
+            result.error_message = Some(str_bytes(&refused.to_string()));
+            response.results.push(result);
+            continue;
+        }
         match resource.resource_type {
             RESOURCE_TOPIC => match image.topics.get(resource.resource_name.as_str()) {
                 Some(topic) => {

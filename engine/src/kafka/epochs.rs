@@ -9,19 +9,39 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ResponseKind,
 };
 
-use super::{code_of, on_owners, topic_name};
-use crate::{error::EngineError, shard::Shard};
+use super::{code_of, on_owners, refused_or, topic_name, topics_allowed};
+use crate::{
+    acl::{Access, Resource},
+    error::EngineError,
+    shard::Shard,
+};
+use shardline_raft::AclOperation;
 
 /// (epoch, end offset) found for one partition.
 type Found = (i32, i64);
 
-pub(super) async fn handle(shard: &Rc<Shard>, request: OffsetForLeaderEpochRequest) -> ResponseKind {
+/// A follower (`replica_id` ≥ 0) needs ClusterAction on the cluster, a
+/// client Describe on each topic, as Kafka asks.
+pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: OffsetForLeaderEpochRequest) -> ResponseKind {
+    let allowed: Vec<Result<(), EngineError>> = if request.replica_id.0 >= 0 {
+        let image = shard.image();
+        request
+            .topics
+            .iter()
+            .map(|_| access.check(&image, AclOperation::ClusterAction, Resource::Cluster))
+            .collect()
+    } else {
+        let names = request.topics.iter().map(|t| t.topic.0.as_str());
+        topics_allowed(shard, access, AclOperation::Describe, names)
+    };
     let questions = request
         .topics
         .iter()
-        .map(|t| {
+        .zip(&allowed)
+        .map(|(t, allowed)| {
             t.partitions
                 .iter()
+                .filter(|_| allowed.is_ok())
                 .map(|p| {
                     (
                         t.topic.0.to_string(),
@@ -34,9 +54,10 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: OffsetForLeaderEpochReque
         .collect();
     let slots = on_owners(shard, questions, lookup).await;
     let mut response = OffsetForLeaderEpochResponse::default();
-    for (topic, answers) in request.topics.iter().zip(slots) {
+    for ((topic, answers), allowed) in request.topics.iter().zip(slots).zip(&allowed) {
         let mut out = OffsetForLeaderTopicResult::default();
         out.topic = topic_name(&topic.topic.0);
+        let answers = refused_or(answers, allowed, topic.partitions.len());
         for (partition, answer) in topic.partitions.iter().zip(answers) {
             let mut p = EpochEndOffset::default();
             p.partition = partition.partition;

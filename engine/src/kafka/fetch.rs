@@ -11,7 +11,13 @@ use shardline_log::{LogError, Offset};
 use shardline_net::{FetchPartitionResponse, FetchResponse, FetchTopicResponse, ResponseBody};
 
 use super::{code_of, epoch_of, on_owners, split_by_owner};
-use crate::{error::EngineError, partition::FetchWatch, shard::Shard};
+use crate::{
+    acl::{Access, Resource},
+    error::{kafka_code, EngineError},
+    partition::FetchWatch,
+    shard::Shard,
+};
+use shardline_raft::AclOperation;
 
 /// Longest a fetch waits for data, whatever the client asks (bounds the
 /// resources a parked fetch holds).
@@ -52,7 +58,7 @@ struct Item {
     replica_id: i32,
 }
 
-pub(super) async fn handle(shard: &Rc<Shard>, request: FetchRequest) -> ResponseBody {
+pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: FetchRequest) -> ResponseBody {
     let mut response = FetchResponse {
         throttle_time_ms: 0,
         error_code: 0,
@@ -65,15 +71,33 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: FetchRequest) -> Response
         return ResponseBody::Fetch(response);
     }
     let replica_id = request.replica_id.0;
+    // A follower fetch reads past the high watermark and moves it: only
+    // brokers (ClusterAction on the cluster) may send one. Refused whole.
+    if replica_id >= 0 {
+        if let Err(refused) = access.check(&shard.image(), AclOperation::ClusterAction, Resource::Cluster) {
+            return refuse_all(&request, response, &refused);
+        }
+    }
+    // A consumer reads the topics it may Read; the others are answered
+    // TOPIC_AUTHORIZATION_FAILED and not read.
+    let image = shard.image();
+    let readable: Vec<Result<(), EngineError>> = request
+        .topics
+        .iter()
+        .map(|t| access.check(&image, AclOperation::Read, Resource::Topic(t.topic.0.as_str())))
+        .collect();
+    drop(image);
     // A partition named twice is read once and answered once (Kafka keeps
     // one entry per partition too): repeats cannot multiply the work.
     let mut named = std::collections::HashSet::new();
     let items: Vec<Vec<Item>> = request
         .topics
         .iter()
-        .map(|t| {
+        .zip(&readable)
+        .map(|(t, readable)| {
             t.partitions
                 .iter()
+                .filter(|_| readable.is_ok())
                 .filter(|p| named.insert((t.topic.0.as_str(), p.partition)))
                 .map(|p| Item {
                     topic: t.topic.0.to_string(),
@@ -120,11 +144,16 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: FetchRequest) -> Response
         .await;
     };
     let mut reads = reads.into_iter();
-    for (topic, partitions) in request.topics.iter().zip(&items) {
+    for ((topic, partitions), readable) in request.topics.iter().zip(&items).zip(&readable) {
         let mut out = FetchTopicResponse {
             name: topic.topic.0.to_string(),
             partitions: Vec::new(),
         };
+        if let Err(refused) = readable {
+            out.partitions = refused_partitions(topic, refused);
+            response.topics.push(out);
+            continue;
+        }
         for item in partitions {
             let read = reads
                 .next()
@@ -143,6 +172,43 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: FetchRequest) -> Response
         }
         response.topics.push(out);
     }
+    ResponseBody::Fetch(response)
+}
+
+/// Every partition of `topic` answered with `refused`'s code, nothing read.
+fn refused_partitions(
+    topic: &kafka_protocol::messages::fetch_request::FetchTopic,
+    refused: &EngineError,
+) -> Vec<FetchPartitionResponse> {
+    let error_code = kafka_code(refused);
+    topic
+        .partitions
+        .iter()
+        .map(|p| FetchPartitionResponse {
+            partition_index: p.partition,
+            error_code,
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            aborted_transactions: None,
+            preferred_read_replica: -1,
+            records: Vec::new(),
+        })
+        .collect()
+}
+
+/// The whole request refused with `refused`'s code: at the top (v7+) and
+/// on every partition (what older versions read).
+fn refuse_all(request: &FetchRequest, mut response: FetchResponse, refused: &EngineError) -> ResponseBody {
+    response.error_code = kafka_code(refused);
+    response.topics = request
+        .topics
+        .iter()
+        .map(|topic| FetchTopicResponse {
+            name: topic.topic.0.to_string(),
+            partitions: refused_partitions(topic, refused),
+        })
+        .collect();
     ResponseBody::Fetch(response)
 }
 

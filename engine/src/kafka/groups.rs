@@ -31,13 +31,14 @@ use kafka_protocol::{
     },
     protocol::StrBytes,
 };
-use shardline_raft::{MetadataImage, PartitionMeta};
+use shardline_raft::{AclOperation, MetadataImage, PartitionMeta};
 
 use super::{
     brokers::{kafka_broker, KafkaBroker},
-    epoch_of, str_bytes, topic_name,
+    epoch_of, str_bytes, topic_name, topics_allowed,
 };
 use crate::{
+    acl::{Access, Resource},
     coordinator::{self, group::JoinRequest, record::CommittedOffset, Commit, Committer, OFFSETS_TOPIC},
     error::{kafka_code, EngineError, GroupError},
     shard::{Shard, ShardProbe},
@@ -45,6 +46,14 @@ use crate::{
 
 fn group_code(error: GroupError) -> i16 {
     kafka_code(&EngineError::Group(error))
+}
+
+/// Whether `access` may do `operation` on `group` (the error code to
+/// answer with, if not).
+fn group_allowed(shard: &Shard, access: &Access, operation: AclOperation, group: &str) -> Result<(), i16> {
+    access
+        .check(&shard.image(), operation, Resource::Group(group))
+        .map_err(|refused| kafka_code(&refused))
 }
 
 /// `group`'s partition of `__consumer_offsets` in `image`.
@@ -104,6 +113,7 @@ fn coordinator_of(shard: &Shard, group: &str, listener: &str) -> Result<KafkaBro
 
 pub(super) fn find_coordinator(
     shard: &Rc<Shard>,
+    access: &Access,
     request: FindCoordinatorRequest,
     version: i16,
     listener: &str,
@@ -115,6 +125,7 @@ pub(super) fn find_coordinator(
                 "only group coordinators (key type 0) exist".into(),
             ));
         }
+        access.check(&shard.image(), AclOperation::Describe, Resource::Group(key))?;
         coordinator_of(shard, key, listener).map_err(EngineError::Group)
     };
     let mut response = FindCoordinatorResponse::default();
@@ -163,11 +174,20 @@ pub(super) fn find_coordinator(
 
 pub(super) async fn join_group(
     shard: &Rc<Shard>,
+    access: &Access,
     request: JoinGroupRequest,
     version: i16,
     client_id: Option<String>,
 ) -> ResponseKind {
     let group = request.group_id.0.to_string();
+    if let Err(code) = group_allowed(shard, access, AclOperation::Read, &group) {
+        let mut response = JoinGroupResponse::default();
+        response.error_code = code;
+        response.generation_id = -1;
+        response.member_id = request.member_id.clone();
+        response.protocol_name = (version < 7).then(StrBytes::default);
+        return ResponseKind::JoinGroup(response);
+    }
     let join = JoinRequest {
         member_id: request.member_id.to_string(),
         instance_id: request.group_instance_id.as_ref().map(ToString::to_string),
@@ -228,8 +248,18 @@ pub(super) async fn join_group(
     ResponseKind::JoinGroup(response)
 }
 
-pub(super) async fn sync_group(shard: &Rc<Shard>, request: SyncGroupRequest, version: i16) -> ResponseKind {
+pub(super) async fn sync_group(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: SyncGroupRequest,
+    version: i16,
+) -> ResponseKind {
     let group = request.group_id.0.to_string();
+    if let Err(code) = group_allowed(shard, access, AclOperation::Read, &group) {
+        let mut response = SyncGroupResponse::default();
+        response.error_code = code;
+        return ResponseKind::SyncGroup(response);
+    }
     let committer = Committer {
         member_id: request.member_id.to_string(),
         instance_id: request.group_instance_id.as_ref().map(ToString::to_string),
@@ -259,8 +289,13 @@ pub(super) async fn sync_group(shard: &Rc<Shard>, request: SyncGroupRequest, ver
     ResponseKind::SyncGroup(response)
 }
 
-pub(super) async fn heartbeat(shard: &Rc<Shard>, request: HeartbeatRequest) -> ResponseKind {
+pub(super) async fn heartbeat(shard: &Rc<Shard>, access: &Access, request: HeartbeatRequest) -> ResponseKind {
     let group = request.group_id.0.to_string();
+    if let Err(code) = group_allowed(shard, access, AclOperation::Read, &group) {
+        let mut response = HeartbeatResponse::default();
+        response.error_code = code;
+        return ResponseKind::Heartbeat(response);
+    }
     let committer = Committer {
         member_id: request.member_id.to_string(),
         instance_id: request.group_instance_id.as_ref().map(ToString::to_string),
@@ -276,8 +311,18 @@ pub(super) async fn heartbeat(shard: &Rc<Shard>, request: HeartbeatRequest) -> R
     ResponseKind::Heartbeat(response)
 }
 
-pub(super) async fn leave_group(shard: &Rc<Shard>, request: LeaveGroupRequest, version: i16) -> ResponseKind {
+pub(super) async fn leave_group(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: LeaveGroupRequest,
+    version: i16,
+) -> ResponseKind {
     let group = request.group_id.0.to_string();
+    if let Err(code) = group_allowed(shard, access, AclOperation::Read, &group) {
+        let mut response = LeaveGroupResponse::default();
+        response.error_code = code;
+        return ResponseKind::LeaveGroup(response);
+    }
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         request
             .members
@@ -322,9 +367,17 @@ pub(super) async fn leave_group(shard: &Rc<Shard>, request: LeaveGroupRequest, v
     ResponseKind::LeaveGroup(response)
 }
 
-pub(super) async fn offset_commit(shard: &Rc<Shard>, request: OffsetCommitRequest, version: i16) -> ResponseKind {
+/// Read on the group (else every partition is refused with its code) and
+/// Read on each topic, as Kafka asks.
+pub(super) async fn offset_commit(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: OffsetCommitRequest,
+    version: i16,
+) -> ResponseKind {
     let group = request.group_id.0.to_string();
     let image = shard.image();
+    let group_refused = group_allowed(shard, access, AclOperation::Read, &group).err();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -334,11 +387,16 @@ pub(super) async fn offset_commit(shard: &Rc<Shard>, request: OffsetCommitReques
     for topic in &request.topics {
         let name = topic.name.0.to_string();
         let meta = image.topics.get(&name).filter(|_| name != OFFSETS_TOPIC);
+        let topic_refused = access.check(&image, AclOperation::Read, Resource::Topic(&name)).err();
         let mut row = Vec::new();
         for partition in &topic.partitions {
             let known =
                 meta.is_some_and(|t| usize::try_from(partition.partition_index).is_ok_and(|i| i < t.partitions.len()));
-            if known {
+            if let Some(code) = group_refused {
+                row.push(Some(code));
+            } else if let Some(refused) = &topic_refused {
+                row.push(Some(kafka_code(refused)));
+            } else if known {
                 row.push(None);
                 commits.push(Commit {
                     topic: name.clone(),
@@ -398,8 +456,46 @@ pub(super) async fn offset_commit(shard: &Rc<Shard>, request: OffsetCommitReques
     ResponseKind::OffsetCommit(response)
 }
 
-pub(super) async fn offset_fetch(shard: &Rc<Shard>, request: OffsetFetchRequest, version: i16) -> ResponseKind {
+/// Describe on the group (else the whole answer is its code) and on each
+/// topic: a named topic the principal may not Describe is refused, one it
+/// was not asked about is left out, as Kafka does.
+pub(super) async fn offset_fetch(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: OffsetFetchRequest,
+    version: i16,
+) -> ResponseKind {
     let group = request.group_id.0.to_string();
+    if let Err(code) = group_allowed(shard, access, AclOperation::Describe, &group) {
+        let mut response = OffsetFetchResponse::default();
+        if version >= 2 {
+            response.error_code = code;
+        }
+        response.topics = request
+            .topics
+            .iter()
+            .flatten()
+            .map(|topic| {
+                let mut out = OffsetFetchResponseTopic::default();
+                out.name = topic.name.clone();
+                out.partitions = topic
+                    .partition_indexes
+                    .iter()
+                    .map(|index| {
+                        let mut p = OffsetFetchResponsePartition::default();
+                        p.partition_index = *index;
+                        p.committed_offset = -1;
+                        p.error_code = code;
+                        p
+                    })
+                    .collect();
+                out
+            })
+            .collect();
+        return ResponseKind::OffsetFetch(response);
+    }
+    let image = shard.image();
+    let describable = |topic: &str| access.check(&image, AclOperation::Describe, Resource::Topic(topic));
     let wanted: Option<Vec<(String, i32)>> = request.topics.as_ref().map(|topics| {
         topics
             .iter()
@@ -429,7 +525,13 @@ pub(super) async fn offset_fetch(shard: &Rc<Shard>, request: OffsetFetchRequest,
         }
     };
     let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
+    let asked_for_all = request.topics.is_none();
     for (topic, partition, result) in found {
+        let result = match describable(&topic) {
+            Ok(()) => result,
+            Err(_) if asked_for_all => continue,
+            Err(refused) => Err(kafka_code(&refused)),
+        };
         let mut p = OffsetFetchResponsePartition::default();
         p.partition_index = partition;
         match result {
@@ -460,7 +562,17 @@ pub(super) async fn offset_fetch(shard: &Rc<Shard>, request: OffsetFetchRequest,
     ResponseKind::OffsetFetch(response)
 }
 
-pub(super) async fn list_groups(shard: &Rc<Shard>, request: ListGroupsRequest, version: i16) -> ResponseKind {
+/// Every group for Describe on the cluster, else the groups the principal
+/// may Describe, as Kafka filters them.
+pub(super) async fn list_groups(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: ListGroupsRequest,
+    version: i16,
+) -> ResponseKind {
+    let image = shard.image();
+    let all = access.allows(&image, AclOperation::Describe, Resource::Cluster);
+    let listable = |group: &str| all || access.allows(&image, AclOperation::Describe, Resource::Group(group));
     let lists =
         (0..shard.shard_count).map(|owner| shard.invoke_on(owner, |s: Rc<Shard>| async move { s.coordinator.list() }));
     let filter: Vec<String> = request.states_filter.iter().map(|s| s.to_lowercase()).collect();
@@ -469,7 +581,7 @@ pub(super) async fn list_groups(shard: &Rc<Shard>, request: ListGroupsRequest, v
         match list {
             Ok(groups) => {
                 for (group, protocol_type, state) in groups {
-                    if !filter.is_empty() && !filter.contains(&state.to_lowercase()) {
+                    if (!filter.is_empty() && !filter.contains(&state.to_lowercase())) || !listable(&group) {
                         continue;
                     }
                     let mut listed = ListedGroup::default();
@@ -488,15 +600,24 @@ pub(super) async fn list_groups(shard: &Rc<Shard>, request: ListGroupsRequest, v
     ResponseKind::ListGroups(response)
 }
 
-pub(super) async fn describe_groups(shard: &Rc<Shard>, request: DescribeGroupsRequest, version: i16) -> ResponseKind {
+pub(super) async fn describe_groups(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: DescribeGroupsRequest,
+    version: i16,
+) -> ResponseKind {
     let describes = request.groups.iter().map(|group| {
         let name = group.0.to_string();
         async move {
+            if let Err(code) = group_allowed(shard, access, AclOperation::Describe, &name) {
+                return (name, Err(code));
+            }
             let answer = on_coordinator(shard, &name, {
                 let name = name.clone();
                 move |s, index| async move { s.coordinator.describe(index, &name) }
             })
-            .await;
+            .await
+            .map_err(group_code);
             (name, answer)
         }
     });
@@ -505,7 +626,7 @@ pub(super) async fn describe_groups(shard: &Rc<Shard>, request: DescribeGroupsRe
         let mut out = DescribedGroup::default();
         out.group_id = GroupId(str_bytes(&name));
         match answer {
-            Err(e) => out.error_code = group_code(e),
+            Err(code) => out.error_code = code,
             Ok(description) => {
                 out.group_state = str_bytes(description.state);
                 out.protocol_type = str_bytes(&description.protocol_type);
@@ -533,15 +654,19 @@ pub(super) async fn describe_groups(shard: &Rc<Shard>, request: DescribeGroupsRe
     ResponseKind::DescribeGroups(response)
 }
 
-pub(super) async fn delete_groups(shard: &Rc<Shard>, request: DeleteGroupsRequest) -> ResponseKind {
+pub(super) async fn delete_groups(shard: &Rc<Shard>, access: &Access, request: DeleteGroupsRequest) -> ResponseKind {
     let deletes = request.groups_names.iter().map(|group| {
         let name = group.0.to_string();
         async move {
+            if let Err(code) = group_allowed(shard, access, AclOperation::Delete, &name) {
+                return (name, Err(code));
+            }
             let answer = on_coordinator(shard, &name, {
                 let name = name.clone();
                 move |s, index| async move { coordinator::delete_group(&s, index, &name).await }
             })
-            .await;
+            .await
+            .map_err(group_code);
             (name, answer)
         }
     });
@@ -549,18 +674,33 @@ pub(super) async fn delete_groups(shard: &Rc<Shard>, request: DeleteGroupsReques
     for (name, answer) in futures_util::future::join_all(deletes).await {
         let mut result = DeletableGroupResult::default();
         result.group_id = GroupId(str_bytes(&name));
-        result.error_code = answer.err().map_or(0, group_code);
+        result.error_code = answer.err().unwrap_or(0);
         response.results.push(result);
     }
     ResponseKind::DeleteGroups(response)
 }
 
-pub(super) async fn offset_delete(shard: &Rc<Shard>, request: OffsetDeleteRequest) -> ResponseKind {
+/// Delete on the group, as Kafka asks (and Read on the topics, checked
+/// when the answer is made).
+pub(super) async fn offset_delete(shard: &Rc<Shard>, access: &Access, request: OffsetDeleteRequest) -> ResponseKind {
     let group = request.group_id.0.to_string();
+    if let Err(code) = group_allowed(shard, access, AclOperation::Delete, &group) {
+        let mut response = OffsetDeleteResponse::default();
+        response.error_code = code;
+        return ResponseKind::OffsetDelete(response);
+    }
+    let readable = topics_allowed(
+        shard,
+        access,
+        AclOperation::Read,
+        request.topics.iter().map(|t| t.name.0.as_str()),
+    );
     let partitions: Vec<(String, i32)> = request
         .topics
         .iter()
-        .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), p.partition_index)))
+        .zip(&readable)
+        .filter(|(_, readable)| readable.is_ok())
+        .flat_map(|(t, _)| t.partitions.iter().map(|p| (t.name.0.to_string(), p.partition_index)))
         .collect();
     let answer = on_coordinator(shard, &group, {
         let group = group.clone();
@@ -578,11 +718,18 @@ pub(super) async fn offset_delete(shard: &Rc<Shard>, request: OffsetDeleteReques
     };
     let image = shard.image();
     let mut results = results.into_iter();
-    for topic in &request.topics {
+    for (topic, readable) in request.topics.iter().zip(&readable) {
         let mut out = OffsetDeleteResponseTopic::default();
         out.name = topic_name(&topic.name.0);
         let meta = image.topics.get(topic.name.0.as_str());
         for partition in &topic.partitions {
+            if let Err(refused) = readable {
+                let mut p = OffsetDeleteResponsePartition::default();
+                p.partition_index = partition.partition_index;
+                p.error_code = kafka_code(refused);
+                out.partitions.push(p);
+                continue;
+            }
             let result = results.next().unwrap_or(Err(GroupError::NotCoordinator));
             let known =
                 meta.is_some_and(|t| usize::try_from(partition.partition_index).is_ok_and(|i| i < t.partitions.len()));

@@ -31,13 +31,14 @@ use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId, ElectLeadersRequest,
     ElectLeadersResponse, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, ResponseKind,
 };
-use shardline_raft::{MetadataImage, PartitionMeta};
+use shardline_raft::{AclOperation, MetadataImage, PartitionMeta};
 
 use super::{
     brokers::{node_of_broker, replica_broker_id},
     str_bytes, topic_name, wait_all_shards,
 };
 use crate::{
+    acl::{Access, Resource},
     error::{kafka_code, AdminError, EngineError},
     shard::Shard,
 };
@@ -77,8 +78,14 @@ fn partition_result(index: i32, outcome: &Result<(), EngineError>) -> PartitionR
     result
 }
 
-pub(super) async fn elect_leaders(shard: &Rc<Shard>, request: ElectLeadersRequest) -> ResponseKind {
+/// Alter on the cluster, as in Kafka; refused, the whole request is.
+pub(super) async fn elect_leaders(shard: &Rc<Shard>, access: &Access, request: ElectLeadersRequest) -> ResponseKind {
     let image = shard.image();
+    if let Err(refused) = access.check(&image, AclOperation::Alter, Resource::Cluster) {
+        let mut response = ElectLeadersResponse::default();
+        response.error_code = kafka_code(&refused);
+        return ResponseKind::ElectLeaders(response);
+    }
     // Named partitions, or (null) every partition that needs an election.
     let asked: Vec<(String, i32)> = match &request.topic_partitions {
         Some(topics) => topics
@@ -154,11 +161,19 @@ pub(super) async fn elect_leaders(shard: &Rc<Shard>, request: ElectLeadersReques
     ResponseKind::ElectLeaders(response)
 }
 
+/// Describe on the cluster, as in Kafka.
 pub(super) fn list_partition_reassignments(
     shard: &Rc<Shard>,
+    access: &Access,
     request: ListPartitionReassignmentsRequest,
 ) -> ResponseKind {
     let image = shard.image();
+    if let Err(refused) = access.check(&image, AclOperation::Describe, Resource::Cluster) {
+        let mut response = ListPartitionReassignmentsResponse::default();
+        response.error_code = kafka_code(&refused);
+        response.error_message = Some(str_bytes(&refused.to_string()));
+        return ResponseKind::ListPartitionReassignments(response);
+    }
     let wanted: Option<Vec<(String, Vec<i32>)>> = request.topics.map(|topics| {
         topics
             .into_iter()
@@ -233,14 +248,21 @@ async fn reassign(
     Ok(())
 }
 
+/// Alter on the cluster, as in Kafka.
 pub(super) async fn alter_partition_reassignments(
     shard: &Rc<Shard>,
+    access: &Access,
     request: AlterPartitionReassignmentsRequest,
 ) -> ResponseKind {
     // v0 has no flag: changing the replication factor was always allowed.
     let allow = request.allow_replication_factor_change;
     let mut response = AlterPartitionReassignmentsResponse::default();
     response.allow_replication_factor_change = allow;
+    if let Err(refused) = access.check(&shard.image(), AclOperation::Alter, Resource::Cluster) {
+        response.error_code = kafka_code(&refused);
+        response.error_message = Some(str_bytes(&refused.to_string()));
+        return ResponseKind::AlterPartitionReassignments(response);
+    }
     for topic in &request.topics {
         let name = topic.name.0.to_string();
         let mut result = ReassignableTopicResponse::default();

@@ -7,7 +7,7 @@ use kafka_protocol::messages::{
     metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic},
     BrokerId, MetadataRequest, MetadataResponse, ResponseKind,
 };
-use shardline_raft::TopicMeta;
+use shardline_raft::{AclOperation, TopicMeta};
 
 use super::{
     admin::auto_create,
@@ -15,12 +15,20 @@ use super::{
     str_bytes, topic_name,
 };
 use crate::{
+    acl::{Access, Resource},
     coordinator::OFFSETS_TOPIC,
     error::{kafka_code, EngineError},
     shard::Shard,
 };
 
-pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, listener: &str) -> ResponseKind {
+/// Topics the principal may not Describe are left out of an all-topics
+/// answer and answered TOPIC_AUTHORIZATION_FAILED when named, as Kafka does.
+pub(super) async fn handle(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: MetadataRequest,
+    listener: &str,
+) -> ResponseKind {
     let requested: Option<Vec<String>> = request.topics.as_ref().map(|topics| {
         topics
             .iter()
@@ -36,7 +44,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, listener
                 .cloned()
                 .collect();
             if !missing.is_empty() {
-                auto_create(shard, &missing).await;
+                auto_create(shard, access, &missing).await;
             }
         }
     }
@@ -99,17 +107,29 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: MetadataRequest, listener
             .topics
             .values()
             .filter(|t| t.name != OFFSETS_TOPIC)
+            .filter(|t| access.allows(&image, AclOperation::Describe, Resource::Topic(&t.name)))
             .map(describe)
             .collect(),
         Some(names) => names
             .iter()
-            .map(|name| match image.topics.get(name) {
-                Some(topic) => describe(topic),
-                None => {
-                    let mut out = MetadataResponseTopic::default();
-                    out.name = Some(topic_name(name));
-                    out.error_code = kafka_code(&EngineError::UnknownTopicOrPartition);
-                    out
+            .map(|name| {
+                match (
+                    access.check(&image, AclOperation::Describe, Resource::Topic(name)),
+                    image.topics.get(name),
+                ) {
+                    (Err(refused), _) => {
+                        let mut out = MetadataResponseTopic::default();
+                        out.name = Some(topic_name(name));
+                        out.error_code = kafka_code(&refused);
+                        out
+                    }
+                    (Ok(()), Some(topic)) => describe(topic),
+                    (Ok(()), None) => {
+                        let mut out = MetadataResponseTopic::default();
+                        out.name = Some(topic_name(name));
+                        out.error_code = kafka_code(&EngineError::UnknownTopicOrPartition);
+                        out
+                    }
                 }
             })
             .collect(),

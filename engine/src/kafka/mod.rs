@@ -2,11 +2,13 @@
 //! the connection loop calls. Every handler answers a whole request; partition
 //! work runs on the partition's owner shard.
 
+mod acls;
 mod admin;
 mod alter_configs;
 pub(crate) mod brokers;
 pub(crate) mod cluster;
 mod configs;
+mod credentials;
 mod epochs;
 mod fetch;
 mod groups;
@@ -26,27 +28,42 @@ use kafka_protocol::{
 use shardline_net::{Handler, Request, RequestBody, ResponseBody};
 
 use crate::{
+    acl::{Access, Authorizer, Session},
     error::EngineError,
     shard::{Shard, ShardProbe},
 };
 
-/// The engine's answer to every request on connections accepted by one shard.
+/// The engine's answer to every request of one connection, on the shard
+/// that accepted it.
 pub(crate) struct KafkaHandler {
     shard: Rc<Shard>,
     /// Requests being handled on this shard (shutdown waits for them).
     in_flight: Rc<Cell<usize>>,
-    /// The listener these connections came through: answers naming brokers
+    /// The listener this connection came through: answers naming brokers
     /// give that listener's addresses.
     listener: Rc<str>,
+    /// Who the connection is and what it may do: every API checks here.
+    access: Rc<Access>,
 }
 
 impl KafkaHandler {
-    pub(crate) fn new(shard: Rc<Shard>, in_flight: Rc<Cell<usize>>, listener: Rc<str>) -> KafkaHandler {
-        KafkaHandler {
-            shard,
-            in_flight,
-            listener,
-        }
+    /// What makes the handler of each connection of one listener on one
+    /// shard, given the connection's session.
+    pub(crate) fn for_listener(
+        shard: Rc<Shard>,
+        in_flight: Rc<Cell<usize>>,
+        listener: Rc<str>,
+        authorizer: Rc<Authorizer>,
+    ) -> Rc<dyn Fn(Rc<Session>) -> KafkaHandler> {
+        Rc::new(move |session| KafkaHandler {
+            shard: Rc::clone(&shard),
+            in_flight: Rc::clone(&in_flight),
+            listener: Rc::clone(&listener),
+            access: Rc::new(Access {
+                authorizer: Rc::clone(&authorizer),
+                session,
+            }),
+        })
     }
 }
 
@@ -74,11 +91,12 @@ impl Handler for KafkaHandler {
         let shard = Rc::clone(&self.shard);
         let guard = InFlight::new(&self.in_flight);
         let listener = Rc::clone(&self.listener);
+        let access = Rc::clone(&self.access);
         let api = crate::metrics::probe::api_slot(request.header.api_key);
         shard.probe.count_request(api, request.header.api_version);
         let slow = slow::SlowWatch::new(&request, shard.config.slow_request_ms);
         let started = Instant::now();
-        let answer = crate::metrics::with_api(api, Self::answer(Rc::clone(&shard), request, listener));
+        let answer = crate::metrics::with_api(api, Self::answer(Rc::clone(&shard), request, listener, access));
         async move {
             let _guard = guard;
             let response = answer.await;
@@ -91,46 +109,58 @@ impl Handler for KafkaHandler {
 }
 
 impl KafkaHandler {
-    /// The API's own handler.
-    async fn answer(shard: Rc<Shard>, request: Request, listener: Rc<str>) -> Option<ResponseBody> {
+    /// The API's own handler; each checks what `access` may do.
+    async fn answer(shard: Rc<Shard>, request: Request, listener: Rc<str>, access: Rc<Access>) -> Option<ResponseBody> {
         let version = request.header.api_version;
         let kafka = |kind: ResponseKind| Some(ResponseBody::Kafka(kind));
+        let access = &*access;
         match request.body {
-            RequestBody::Produce(req) => produce::handle(&shard, req).await,
-            RequestBody::Fetch(req) => Some(fetch::handle(&shard, req).await),
+            RequestBody::Produce(req) => produce::handle(&shard, access, req).await,
+            RequestBody::Fetch(req) => Some(fetch::handle(&shard, access, req).await),
             RequestBody::ApiVersions(_) => kafka(cluster::api_versions()),
-            RequestBody::Metadata(req) => kafka(metadata::handle(&shard, req, &listener).await),
-            RequestBody::CreateTopics(req) => kafka(admin::create_topics(&shard, req).await),
-            RequestBody::DeleteTopics(req) => kafka(admin::delete_topics(&shard, req).await),
-            RequestBody::CreatePartitions(req) => kafka(admin::create_partitions(&shard, req).await),
-            RequestBody::ListOffsets(req) => kafka(offsets::handle(&shard, req, version).await),
-            RequestBody::DescribeConfigs(req) => kafka(configs::describe(&shard, req, version)),
-            RequestBody::DescribeCluster(req) => kafka(cluster::describe_cluster(&shard, req, &listener)),
-            RequestBody::InitProducerId(req) => kafka(cluster::init_producer_id(&shard, req)),
-            RequestBody::FindCoordinator(req) => kafka(groups::find_coordinator(&shard, req, version, &listener)),
+            RequestBody::Metadata(req) => kafka(metadata::handle(&shard, access, req, &listener).await),
+            RequestBody::CreateTopics(req) => kafka(admin::create_topics(&shard, access, req).await),
+            RequestBody::DeleteTopics(req) => kafka(admin::delete_topics(&shard, access, req).await),
+            RequestBody::CreatePartitions(req) => kafka(admin::create_partitions(&shard, access, req).await),
+            RequestBody::ListOffsets(req) => kafka(offsets::handle(&shard, access, req, version).await),
+            RequestBody::DescribeConfigs(req) => kafka(configs::describe(&shard, access, req, version)),
+            RequestBody::DescribeCluster(req) => kafka(cluster::describe_cluster(&shard, access, req, &listener)),
+            RequestBody::InitProducerId(req) => kafka(cluster::init_producer_id(&shard, access, req)),
+            RequestBody::FindCoordinator(req) => {
+                kafka(groups::find_coordinator(&shard, access, req, version, &listener))
+            }
             RequestBody::JoinGroup(req) => {
                 let client_id = request.header.client_id.clone();
-                kafka(groups::join_group(&shard, req, version, client_id).await)
+                kafka(groups::join_group(&shard, access, req, version, client_id).await)
             }
-            RequestBody::SyncGroup(req) => kafka(groups::sync_group(&shard, req, version).await),
-            RequestBody::Heartbeat(req) => kafka(groups::heartbeat(&shard, req).await),
-            RequestBody::LeaveGroup(req) => kafka(groups::leave_group(&shard, req, version).await),
-            RequestBody::OffsetCommit(req) => kafka(groups::offset_commit(&shard, req, version).await),
-            RequestBody::OffsetFetch(req) => kafka(groups::offset_fetch(&shard, req, version).await),
-            RequestBody::ListGroups(req) => kafka(groups::list_groups(&shard, req, version).await),
-            RequestBody::DescribeGroups(req) => kafka(groups::describe_groups(&shard, req, version).await),
-            RequestBody::DeleteGroups(req) => kafka(groups::delete_groups(&shard, req).await),
-            RequestBody::OffsetDelete(req) => kafka(groups::offset_delete(&shard, req).await),
-            RequestBody::OffsetForLeaderEpoch(req) => kafka(epochs::handle(&shard, req).await),
-            RequestBody::IncrementalAlterConfigs(req) => kafka(alter_configs::incremental(&shard, req).await),
-            RequestBody::AlterConfigs(req) => kafka(alter_configs::legacy(&shard, req).await),
-            RequestBody::DescribeLogDirs(req) => kafka(partition_admin::describe_log_dirs(&shard, req).await),
-            RequestBody::DeleteRecords(req) => kafka(partition_admin::delete_records(&shard, req).await),
-            RequestBody::DescribeProducers(req) => kafka(partition_admin::describe_producers(&shard, req).await),
-            RequestBody::ElectLeaders(req) => kafka(leaders::elect_leaders(&shard, req).await),
-            RequestBody::ListPartitionReassignments(req) => kafka(leaders::list_partition_reassignments(&shard, req)),
+            RequestBody::SyncGroup(req) => kafka(groups::sync_group(&shard, access, req, version).await),
+            RequestBody::Heartbeat(req) => kafka(groups::heartbeat(&shard, access, req).await),
+            RequestBody::LeaveGroup(req) => kafka(groups::leave_group(&shard, access, req, version).await),
+            RequestBody::OffsetCommit(req) => kafka(groups::offset_commit(&shard, access, req, version).await),
+            RequestBody::OffsetFetch(req) => kafka(groups::offset_fetch(&shard, access, req, version).await),
+            RequestBody::ListGroups(req) => kafka(groups::list_groups(&shard, access, req, version).await),
+            RequestBody::DescribeGroups(req) => kafka(groups::describe_groups(&shard, access, req, version).await),
+            RequestBody::DeleteGroups(req) => kafka(groups::delete_groups(&shard, access, req).await),
+            RequestBody::OffsetDelete(req) => kafka(groups::offset_delete(&shard, access, req).await),
+            RequestBody::OffsetForLeaderEpoch(req) => kafka(epochs::handle(&shard, access, req).await),
+            RequestBody::CreateAcls(req) => kafka(acls::create(&shard, access, req).await),
+            RequestBody::DescribeAcls(req) => kafka(acls::describe(&shard, access, req)),
+            RequestBody::DeleteAcls(req) => kafka(acls::delete(&shard, access, req).await),
+            RequestBody::DescribeUserScramCredentials(req) => kafka(credentials::describe(&shard, access, req)),
+            RequestBody::AlterUserScramCredentials(req) => kafka(credentials::alter(&shard, access, req).await),
+            RequestBody::IncrementalAlterConfigs(req) => kafka(alter_configs::incremental(&shard, access, req).await),
+            RequestBody::AlterConfigs(req) => kafka(alter_configs::legacy(&shard, access, req).await),
+            RequestBody::DescribeLogDirs(req) => kafka(partition_admin::describe_log_dirs(&shard, access, req).await),
+            RequestBody::DeleteRecords(req) => kafka(partition_admin::delete_records(&shard, access, req).await),
+            RequestBody::DescribeProducers(req) => {
+                kafka(partition_admin::describe_producers(&shard, access, req).await)
+            }
+            RequestBody::ElectLeaders(req) => kafka(leaders::elect_leaders(&shard, access, req).await),
+            RequestBody::ListPartitionReassignments(req) => {
+                kafka(leaders::list_partition_reassignments(&shard, access, req))
+            }
             RequestBody::AlterPartitionReassignments(req) => {
-                kafka(leaders::alter_partition_reassignments(&shard, req).await)
+                kafka(leaders::alter_partition_reassignments(&shard, access, req).await)
             }
             // Authentication happens before a connection is served
             // (`sasl`): here it is over, or the listener has none.
@@ -146,6 +176,39 @@ pub(crate) fn str_bytes(s: &str) -> StrBytes {
 
 pub(crate) fn topic_name(s: &str) -> TopicName {
     TopicName(str_bytes(s))
+}
+
+/// Per topic named, in order: whether `access` may do `operation` on it
+/// (the refusal to answer its partitions with, if not).
+pub(crate) fn topics_allowed<'a>(
+    shard: &Shard,
+    access: &Access,
+    operation: shardline_raft::AclOperation,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Vec<Result<(), EngineError>> {
+    let image = shard.image();
+    names
+        .into_iter()
+        .map(|name| access.check(&image, operation, crate::acl::Resource::Topic(name)))
+        .collect()
+}
+
+/// A topic's answers, or — when the topic was refused (`topics_allowed`)
+/// and its partitions were not asked — `count` refusals.
+pub(crate) fn refused_or<R>(
+    answers: Vec<Result<R, EngineError>>,
+    allowed: &Result<(), EngineError>,
+    count: usize,
+) -> Vec<Result<R, EngineError>> {
+    match allowed {
+        Ok(()) => answers,
+        Err(refused) => {
+            let EngineError::NotAuthorized(kind) = refused else {
+                unreachable!("Access::check refuses with NotAuthorized only, not {refused}")
+            };
+            (0..count).map(|_| Err(EngineError::NotAuthorized(*kind))).collect()
+        }
+    }
 }
 
 /// Kafka error code of a result: 0 on success.

@@ -8,8 +8,8 @@ use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse, ResponseKind,
 };
 
-use super::{code_of, on_owners, topic_name};
-use crate::{error::EngineError, shard::Shard};
+use super::{code_of, on_owners, refused_or, topic_name, topics_allowed};
+use crate::{acl::Access, error::EngineError, shard::Shard};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -18,22 +18,33 @@ const MAX_TIMESTAMP: i64 = -3;
 /// (offset, timestamp, leader epoch) of one answer.
 type Found = (i64, i64, i32);
 
-pub(super) async fn handle(shard: &Rc<Shard>, request: ListOffsetsRequest, version: i16) -> ResponseKind {
+/// Describe on each topic; the partitions of the others are not asked.
+pub(super) async fn handle(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ResponseKind {
+    let names = request.topics.iter().map(|t| t.name.0.as_str());
+    let allowed = topics_allowed(shard, access, shardline_raft::AclOperation::Describe, names);
     let questions = request
         .topics
         .iter()
-        .map(|t| {
+        .zip(&allowed)
+        .map(|(t, allowed)| {
             t.partitions
                 .iter()
+                .filter(|_| allowed.is_ok())
                 .map(|p| (t.name.0.to_string(), p.partition_index, p.timestamp))
                 .collect()
         })
         .collect();
     let slots = on_owners(shard, questions, lookup).await;
     let mut response = ListOffsetsResponse::default();
-    for (topic, answers) in request.topics.iter().zip(slots) {
+    for ((topic, answers), allowed) in request.topics.iter().zip(slots).zip(&allowed) {
         let mut out = ListOffsetsTopicResponse::default();
         out.name = topic_name(&topic.name.0);
+        let answers = refused_or(answers, allowed, topic.partitions.len());
         for (partition, answer) in topic.partitions.iter().zip(answers) {
             let mut p = ListOffsetsPartitionResponse::default();
             p.partition_index = partition.partition_index;

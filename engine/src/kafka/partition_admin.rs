@@ -25,8 +25,26 @@ use kafka_protocol::messages::{
 };
 use shardline_log::{LogError, Offset};
 
+use shardline_raft::{AclOperation, AclResourceType};
+
 use super::{code_of, epoch_of, on_owners, split_by_owner, str_bytes, topic_name, Question, Slot};
-use crate::{error::EngineError, producer::ProducerSummary, shard::Shard};
+use crate::{
+    acl::{Access, Resource},
+    error::{kafka_code, EngineError},
+    producer::ProducerSummary,
+    shard::Shard,
+};
+
+/// What a partition-level admin request may do to `topic` (Kafka's rule:
+/// DeleteRecords needs Delete, DescribeProducers Read, on the topic); the
+/// refusal travels to the owner shard as `false`.
+fn allowed(shard: &Shard, access: &Access, operation: AclOperation, topic: &str) -> bool {
+    access.allows(&shard.image(), operation, Resource::Topic(topic))
+}
+
+fn refused_topic() -> EngineError {
+    EngineError::NotAuthorized(AclResourceType::Topic)
+}
 
 /// One replica as DescribeLogDirs shows it: topic, partition, bytes on disk.
 type ReplicaSize = (String, i32, u64);
@@ -65,7 +83,17 @@ fn disk_bytes(path: &std::path::Path) -> (i64, i64) {
     (total, free)
 }
 
-pub(super) async fn describe_log_dirs(shard: &Rc<Shard>, request: DescribeLogDirsRequest) -> ResponseKind {
+/// Needs Describe on the cluster, as in Kafka.
+pub(super) async fn describe_log_dirs(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: DescribeLogDirsRequest,
+) -> ResponseKind {
+    if let Err(refused) = access.check(&shard.image(), AclOperation::Describe, Resource::Cluster) {
+        let mut response = DescribeLogDirsResponse::default();
+        response.error_code = kafka_code(&refused);
+        return ResponseKind::DescribeLogDirs(response);
+    }
     let wanted: Option<HashMap<String, Vec<i32>>> = request.topics.map(|topics| {
         topics
             .into_iter()
@@ -116,7 +144,16 @@ pub(super) async fn describe_log_dirs(shard: &Rc<Shard>, request: DescribeLogDir
 }
 
 /// DeleteRecords of one partition on its leader shard: the new low watermark.
-async fn delete_on_owner(shard: &Shard, topic: &str, index: i32, offset: i64) -> Result<i64, EngineError> {
+async fn delete_on_owner(
+    shard: &Shard,
+    topic: &str,
+    index: i32,
+    offset: i64,
+    allowed: bool,
+) -> Result<i64, EngineError> {
+    if !allowed {
+        return Err(refused_topic());
+    }
     let partition = shard.partition(topic, index)?;
     let high_watermark = partition.high_watermark();
     let target = if offset == -1 { high_watermark } else { Offset(offset) };
@@ -136,7 +173,7 @@ async fn delete_on_owner(shard: &Shard, topic: &str, index: i32, offset: i64) ->
     Ok(after.0)
 }
 
-pub(super) async fn delete_records(shard: &Rc<Shard>, request: DeleteRecordsRequest) -> ResponseKind {
+pub(super) async fn delete_records(shard: &Rc<Shard>, access: &Access, request: DeleteRecordsRequest) -> ResponseKind {
     let epoch = epoch_of(shard);
     let mut answers: Vec<Vec<(i32, Result<i64, EngineError>)>> = request
         .topics
@@ -150,11 +187,12 @@ pub(super) async fn delete_records(shard: &Rc<Shard>, request: DeleteRecordsRequ
         .collect();
     let placed = request.topics.iter().enumerate().flat_map(|(ti, topic)| {
         let name = topic.name.0.to_string();
+        let allowed = allowed(shard, access, AclOperation::Delete, &name);
         topic
             .partitions
             .iter()
             .enumerate()
-            .map(move |(pi, p)| ((ti, pi), (name.clone(), p.partition_index, p.offset)))
+            .map(move |(pi, p)| ((ti, pi), (name.clone(), p.partition_index, (p.offset, allowed))))
     });
     let split = split_by_owner(shard, placed);
     let mut fill = |(ti, pi): Slot, answer: Result<i64, EngineError>| {
@@ -171,8 +209,8 @@ pub(super) async fn delete_records(shard: &Rc<Shard>, request: DeleteRecordsRequ
         shard.invoke_on(owner, move |s: Rc<Shard>| async move {
             s.wait_for_epoch(epoch).await;
             let mut out = Vec::with_capacity(items.len());
-            for (slot, (name, index, offset)) in items {
-                out.push((slot, delete_on_owner(&s, &name, index, offset).await));
+            for (slot, (name, index, (offset, allowed))) in items {
+                out.push((slot, delete_on_owner(&s, &name, index, offset, allowed).await));
             }
             out
         })
@@ -207,17 +245,28 @@ pub(super) async fn delete_records(shard: &Rc<Shard>, request: DeleteRecordsRequ
     ResponseKind::DeleteRecords(response)
 }
 
-fn producers_of(shard: &Shard, topic: &str, index: i32, (): ()) -> Result<Vec<ProducerSummary>, EngineError> {
+fn producers_of(shard: &Shard, topic: &str, index: i32, allowed: bool) -> Result<Vec<ProducerSummary>, EngineError> {
+    if !allowed {
+        return Err(refused_topic());
+    }
     Ok(shard.partition(topic, index)?.producers())
 }
 
-pub(super) async fn describe_producers(shard: &Rc<Shard>, request: DescribeProducersRequest) -> ResponseKind {
-    let questions: Vec<Vec<Question<()>>> = request
+pub(super) async fn describe_producers(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: DescribeProducersRequest,
+) -> ResponseKind {
+    let questions: Vec<Vec<Question<bool>>> = request
         .topics
         .iter()
         .map(|t| {
             let name = t.name.0.to_string();
-            t.partition_indexes.iter().map(|i| (name.clone(), *i, ())).collect()
+            let allowed = allowed(shard, access, AclOperation::Read, &name);
+            t.partition_indexes
+                .iter()
+                .map(|i| (name.clone(), *i, allowed))
+                .collect()
         })
         .collect();
     let answers = on_owners(shard, questions, producers_of).await;

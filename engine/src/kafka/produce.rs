@@ -6,13 +6,20 @@ use std::{rc::Rc, time::Duration};
 use shardline_net::{ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse, ResponseBody};
 
 use super::{admin::auto_create, epoch_of, split_by_owner, Slot};
-use crate::{coordinator::OFFSETS_TOPIC, error::EngineError, partition::Produced, shard::Shard};
+use crate::{
+    acl::{Access, Resource},
+    coordinator::OFFSETS_TOPIC,
+    error::EngineError,
+    partition::Produced,
+    shard::Shard,
+};
+use shardline_raft::AclOperation;
 
 /// Longest an acks=all produce waits for the in-sync replicas, whatever the
 /// client's timeout says.
 const PRODUCE_TIMEOUT_MAX_MS: u64 = 60_000;
 
-pub(super) async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option<ResponseBody> {
+pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: ProduceRequest) -> Option<ResponseBody> {
     let acks = request.acks;
     // acks=all waits for the in-sync replicas at most this long (the client's own bound).
     let timeout = Duration::from_millis(
@@ -20,10 +27,23 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option
             .unwrap_or(0)
             .clamp(1, PRODUCE_TIMEOUT_MAX_MS),
     );
+    // Write on each topic, decided once per topic (Kafka does the same;
+    // an idempotent producer was checked at InitProducerId).
+    let writable = |image: &shardline_raft::MetadataImage, topic: &str| {
+        access.check(image, AclOperation::Write, Resource::Topic(topic))
+    };
     if shard.config.auto_create_topics {
-        let names: Vec<String> = request.topics.iter().map(|t| t.name.clone()).collect();
-        auto_create(shard, &names).await;
+        let image = shard.image();
+        let names: Vec<String> = request
+            .topics
+            .iter()
+            .filter(|t| writable(&image, &t.name).is_ok())
+            .map(|t| t.name.clone())
+            .collect();
+        drop(image);
+        auto_create(shard, access, &names).await;
     }
+    let image = shard.image();
     let epoch = epoch_of(shard);
     let mut results: Vec<Vec<Option<Result<Produced, EngineError>>>> = request
         .topics
@@ -33,11 +53,12 @@ pub(super) async fn handle(shard: &Rc<Shard>, request: ProduceRequest) -> Option
     let mut routed = Vec::new();
     for (ti, topic) in request.topics.iter().enumerate() {
         for (pi, partition) in topic.partitions.iter().enumerate() {
-            let records = match (&partition.records, topic.name == OFFSETS_TOPIC) {
-                (_, true) => Err(EngineError::InternalTopic(topic.name.clone())),
-                (None, false) => Err(EngineError::InvalidRecord("null records".into())),
-                (Some(records), false) => Ok(records.clone()),
-            };
+            let records =
+                writable(&image, &topic.name).and_then(|()| match (&partition.records, topic.name == OFFSETS_TOPIC) {
+                    (_, true) => Err(EngineError::InternalTopic(topic.name.clone())),
+                    (None, false) => Err(EngineError::InvalidRecord("null records".into())),
+                    (Some(records), false) => Ok(records.clone()),
+                });
             match records {
                 Ok(records) => routed.push(((ti, pi), (topic.name.clone(), partition.index, records))),
                 Err(error) => {

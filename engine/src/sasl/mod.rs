@@ -27,25 +27,29 @@
 //! `error::kafka_code`, like every other answer. Sessions do not expire
 //! (`session_lifetime_ms` = 0), so clients never re-authenticate (KIP-368).
 //!
-//! The principal of an authenticated connection is `User:NAME`; nothing
-//! checks it yet (ACLs are issue 13 §3).
+//! The principal of an authenticated connection is `User:NAME`: the
+//! exchange sets it in the connection's `acl::Session`, which every handler
+//! of the connection checks its ACLs with.
 
 mod scram;
 mod users;
 
-use std::{sync::Arc, time::Duration};
+use std::{rc::Rc, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ResponseKind, SaslAuthenticateResponse, SaslHandshakeResponse};
 use shardline_net::{AuthStep, Authenticator, Request, RequestBody, ResponseBody};
 
-pub(crate) use users::UserStore;
+pub(crate) use users::{ScramAlgorithms, UserStore};
 
 use self::{
     scram::ScramServer,
-    users::{constant_time_eq, ScramAlgorithms, CREDENTIAL_BYTES_MAX},
+    users::{constant_time_eq, CREDENTIAL_BYTES_MAX},
 };
-use crate::error::{kafka_code, EngineError, SaslError};
+use crate::{
+    acl::{Principal, Session},
+    error::{kafka_code, EngineError, SaslError},
+};
 
 /// How long a refused login waits for its answer (Kafka's
 /// `connection.failed.authentication.delay.ms` default), so guessing
@@ -110,17 +114,18 @@ enum State {
 #[derive(Debug)]
 pub(crate) struct SaslSession {
     settings: Arc<SaslSettings>,
-    /// The TLS client certificate's subject, if one was presented (logged;
-    /// the SASL user is the principal).
-    tls_principal: Option<String>,
+    /// The connection's session: its principal is the TLS client
+    /// certificate's subject, if one was presented, until the SASL user
+    /// replaces it here.
+    session: Rc<Session>,
     state: State,
 }
 
 impl SaslSession {
-    pub(crate) fn new(settings: Arc<SaslSettings>, tls_principal: Option<String>) -> SaslSession {
+    pub(crate) fn new(settings: Arc<SaslSettings>, session: Rc<Session>) -> SaslSession {
         SaslSession {
             settings,
-            tls_principal,
+            session,
             state: State::Start,
         }
     }
@@ -177,12 +182,12 @@ impl SaslSession {
         };
         match outcome {
             Ok((user, last_message)) => {
-                if let Some(subject) = &self.tls_principal {
-                    tracing::debug!(%user, tls_subject = %subject, "SASL login over a client-certificate connection");
-                }
+                let principal = Principal::user(&user);
+                tracing::debug!(%principal, before = %self.session.principal(), "SASL login");
+                self.session.authenticated(principal.clone());
                 AuthStep::Authenticated {
                     response: authenticate_response(last_message.unwrap_or_default()),
-                    principal: format!("User:{user}"),
+                    principal: principal.to_string(),
                 }
             }
             Err(reason) => {
@@ -254,7 +259,7 @@ fn check_plain(users: &UserStore, token: &[u8]) -> Result<String, &'static str> 
         return Err("PLAIN authorization id differs from the user");
     }
     let known = users.credential(user, Mechanism::Plain);
-    let credential = match known {
+    let credential = match &known {
         Some(credential) => credential.clone(),
         None => users.unknown_user_credential(user, Mechanism::Plain),
     };

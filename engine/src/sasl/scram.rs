@@ -137,7 +137,7 @@ impl ScramServer {
             .map_err(|_| ScramRefused("the system random source failed"))?;
         let nonce = format!("{client_nonce}{}", BASE64.encode(server_nonce));
         let (known, credential) = match users.credential(&name, mechanism) {
-            Some(credential) => (true, credential.clone()),
+            Some(credential) => (true, credential),
             None => (false, users.unknown_user_credential(&name, mechanism)),
         };
         let server_first = format!(

@@ -1,4 +1,5 @@
-//! The SASL users: salted SCRAM credentials, read from `--sasl-users-file`.
+//! The SASL users: salted SCRAM credentials, read from `--sasl-users-file`
+//! and from the metadata group.
 //!
 //! ```text
 //! users file:  one user per line, `NAME:PASSWORD` (the first `:` splits);
@@ -15,7 +16,9 @@
 //! be replayed as a password, only checked against one. PLAIN logins are
 //! checked against the SCRAM-SHA-256 credential (one PBKDF2 per login).
 //! The store is read once at start and shared read-only by every shard
-//! (`Arc`); the Raft-stored store of issue 13 §2 replaces the file later.
+//! (`Arc`). Users the file does not name are looked up in the metadata
+//! group's latest image (credentials stored with AlterUserScramCredentials,
+//! `kafka/credentials.rs`): the file's users are the bootstrap ones.
 
 use std::{collections::HashMap, fmt, num::NonZeroU32, path::Path};
 
@@ -92,8 +95,14 @@ impl ScramAlgorithms {
     pub(crate) fn stored_key(&self, password: &[u8], salt: &[u8], iterations: NonZeroU32) -> (Vec<u8>, Vec<u8>) {
         let mut salted = vec![0u8; self.digest.output_len()];
         pbkdf2::derive(self.pbkdf2, iterations, salt, password, &mut salted);
-        let client_key = self.hmac(&salted, b"Client Key");
-        let server_key = self.hmac(&salted, b"Server Key");
+        self.keys(&salted)
+    }
+
+    /// (StoredKey, ServerKey) of a salted password (what Kafka's admin
+    /// client sends in AlterUserScramCredentials).
+    pub(crate) fn keys(&self, salted_password: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let client_key = self.hmac(salted_password, b"Client Key");
+        let server_key = self.hmac(salted_password, b"Server Key");
         (self.hash(&client_key), server_key)
     }
 }
@@ -125,9 +134,13 @@ impl fmt::Display for UsersError {
     }
 }
 
-/// Every user's SCRAM credentials, by name.
+/// Every user's SCRAM credentials, by name: the file's, then the metadata
+/// group's (AlterUserScramCredentials), looked up in that order.
 pub(crate) struct UserStore {
     users: HashMap<String, [ScramCredential; 2]>,
+    /// Where the credentials stored through Raft are read (the latest
+    /// image), once the group is running.
+    metadata: Option<shardline_raft::MetadataGroup>,
     /// Key for the salts shown for unknown users, so a SCRAM client cannot
     /// tell an unknown user from a wrong password by the exchange.
     unknown_salt_key: Vec<u8>,
@@ -184,6 +197,7 @@ impl UserStore {
         let mut store = UserStore {
             users: HashMap::new(),
             unknown_salt_key,
+            metadata: None,
         };
         let iterations = NonZeroU32::new(SCRAM_ITERATIONS).ok_or(UsersError::Random)?;
         for (name, password) in users {
@@ -211,13 +225,33 @@ impl UserStore {
         self.users.len()
     }
 
+    /// Also looks users up in `metadata`'s credentials (after the file's).
+    pub(crate) fn with_metadata(mut self, metadata: shardline_raft::MetadataGroup) -> UserStore {
+        self.metadata = Some(metadata);
+        self
+    }
+
     /// `name`'s credential for `mechanism` (SCRAM-SHA-256's for PLAIN), or
-    /// `None` for an unknown user.
-    pub(crate) fn credential(&self, name: &str, mechanism: Mechanism) -> Option<&ScramCredential> {
-        let [sha256, sha512] = self.users.get(name)?;
-        Some(match mechanism {
-            Mechanism::ScramSha512 => sha512,
-            Mechanism::ScramSha256 | Mechanism::Plain => sha256,
+    /// `None` for an unknown user: the file's if it names the user, else
+    /// the one stored through the metadata group.
+    pub(crate) fn credential(&self, name: &str, mechanism: Mechanism) -> Option<ScramCredential> {
+        if let Some([sha256, sha512]) = self.users.get(name) {
+            return Some(match mechanism {
+                Mechanism::ScramSha512 => sha512.clone(),
+                Mechanism::ScramSha256 | Mechanism::Plain => sha256.clone(),
+            });
+        }
+        let stored_mechanism = match mechanism {
+            Mechanism::ScramSha512 => shardline_raft::ScramMechanism::Sha512,
+            Mechanism::ScramSha256 | Mechanism::Plain => shardline_raft::ScramMechanism::Sha256,
+        };
+        let image = self.metadata.as_ref()?.image();
+        let stored = image.scram_credentials.get(&(name.to_owned(), stored_mechanism))?;
+        Some(ScramCredential {
+            salt: stored.salt.clone(),
+            iterations: NonZeroU32::new(stored.iterations)?,
+            stored_key: stored.stored_key.clone(),
+            server_key: stored.server_key.clone(),
         })
     }
 
