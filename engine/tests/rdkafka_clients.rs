@@ -325,3 +325,46 @@ fn metadata_lists_the_broker_and_topics() {
         .unwrap();
     assert!(unknown.topics()[0].error().is_some());
 }
+
+/// A topic name no topic can have fails at once with INVALID_TOPIC_EXCEPTION
+/// (issue 17 §3), on Metadata and on Produce, instead of an unknown topic the
+/// client retries until its delivery timeout (20 s here).
+#[test]
+fn an_invalid_topic_name_fails_at_once() {
+    let engine = Engine::start(&["--shards", "1", "--fsync", "never", "--auto-create-topics"]);
+    let answer = common::call(
+        engine.addr,
+        7,
+        &kafka_protocol::messages::MetadataRequest::default()
+            .with_allow_auto_topic_creation(true)
+            .with_topics(Some(vec![
+                kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(Some(
+                    kafka_protocol::messages::TopicName(kafka_protocol::protocol::StrBytes::from_static_str(
+                        "no spaces/or slashes!",
+                    )),
+                )),
+            ])),
+    )
+    .unwrap();
+    assert_eq!(answer.topics[0].error_code, 17, "INVALID_TOPIC_EXCEPTION");
+
+    let (producer, deliveries) = producer(&engine, &[]);
+    let started = std::time::Instant::now();
+    producer
+        .send(BaseRecord::<(), str>::to("no spaces/or slashes!").payload("x"))
+        .unwrap();
+    while deliveries.0.lock().unwrap().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(15), "no delivery report");
+        producer.poll(Duration::from_millis(50));
+    }
+    let report = deliveries.0.lock().unwrap()[0].clone();
+    assert!(report.as_ref().is_err_and(|e| e.contains("nvalid topic")), "{report:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    // Nothing was created, and a good name still works.
+    assert!(
+        !engine.log().contains("auto-created topic topic=no spaces"),
+        "{}",
+        engine.log()
+    );
+    assert_eq!(produce(&engine, "fine-name", 3, &[]).len(), 3);
+}

@@ -127,7 +127,12 @@ pub(super) async fn handle(
                     (Ok(()), None) => {
                         let mut out = MetadataResponseTopic::default();
                         out.name = Some(topic_name(name));
-                        out.error_code = kafka_code(&EngineError::UnknownTopicOrPartition);
+                        // Kafka: a name no topic can have is INVALID_TOPIC_EXCEPTION.
+                        let missing = match shardline_raft::validate_topic_name(name) {
+                            Err(invalid) => EngineError::Meta(invalid),
+                            Ok(()) => EngineError::UnknownTopicOrPartition,
+                        };
+                        out.error_code = kafka_code(&missing);
                         out
                     }
                 }

@@ -53,8 +53,13 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: ProduceR
     let mut routed = Vec::new();
     for (ti, topic) in request.topics.iter().enumerate() {
         for (pi, partition) in topic.partitions.iter().enumerate() {
-            let records =
-                writable(&image, &topic.name).and_then(|()| match (&partition.records, topic.name == OFFSETS_TOPIC) {
+            // A name no topic can have is INVALID_TOPIC_EXCEPTION at once (not
+            // retriable), not an unknown topic a client would retry until its
+            // delivery timeout.
+            let records = shardline_raft::validate_topic_name(&topic.name)
+                .map_err(EngineError::Meta)
+                .and_then(|()| writable(&image, &topic.name))
+                .and_then(|()| match (&partition.records, topic.name == OFFSETS_TOPIC) {
                     (_, true) => Err(EngineError::InternalTopic(topic.name.clone())),
                     (None, false) => Err(EngineError::InvalidRecord("null records".into())),
                     (Some(records), false) => Ok(records.clone()),
