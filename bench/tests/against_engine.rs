@@ -103,6 +103,11 @@ fn bench(args: &[&str]) -> BenchRun {
     }
 }
 
+/// The `--json` document a run wrote.
+fn read_json(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 fn field<'a>(json: &'a Value, pointer: &str) -> &'a Value {
     json.pointer(pointer)
         .unwrap_or_else(|| panic!("JSON has no {pointer}:\n{json:#}"))
@@ -153,7 +158,7 @@ fn end_to_end_run_against_the_engine_writes_a_complete_json() {
         run.stderr
     );
 
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let json = read_json(&json_path);
     for pointer in [
         "/schema",
         "/tool_version",
@@ -426,7 +431,7 @@ fn every_codec_and_zipf_keys_are_accepted_and_read_back_by_librdkafka() {
         assert_succeeded(&run, codec);
         assert!(run.stdout.contains(&format!("compression {codec}:")), "{}", run.stdout);
         assert!(run.stdout.contains("keys (zipf:1.1)"), "{}", run.stdout);
-        let json: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+        let json = read_json(&json_path);
         // 1.5 s at 2000 msg/s: 3000 messages, 2000 of them in the 1 s window.
         assert_eq!(field(&json, "/produce/messages_acknowledged"), 3000, "{codec}");
         assert_eq!(
@@ -516,7 +521,7 @@ fn prefill_measures_reading_the_fill_back() {
         "{}",
         run.stdout
     );
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let json = read_json(&json_path);
     assert_eq!(field(&json, "/workload"), "consume-prefilled");
     assert_eq!(field(&json, "/produce"), &Value::Null, "producers only filled");
     assert_eq!(field(&json, "/prefill/messages"), 20000);
@@ -607,7 +612,7 @@ fn tls_runs_produce_and_consume_over_an_ssl_listener() {
         json_path.to_str().unwrap(),
     ]);
     assert_succeeded(&run, "bench over TLS");
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let json = read_json(&json_path);
     let sent = field(&json, "/produce/messages_sent").as_u64().unwrap();
     assert!(sent > 10_000, "{sent} messages in 3 s at 20 k/s");
     assert_eq!(field(&json, "/produce/messages_acknowledged").as_u64().unwrap(), sent);

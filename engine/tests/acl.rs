@@ -25,24 +25,9 @@ use kafka_protocol::protocol::StrBytes;
 const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
 const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 
+/// The secured engine of these tests: admin (super user) and alice.
 fn secured_engine(dir: &std::path::Path, extra: &[&str]) -> Engine {
-    let users = dir.join("users");
-    std::fs::write(&users, "admin:admin-secret\nalice:alice-secret\n").unwrap();
-    let users = users.display().to_string();
-    let mut args = vec![
-        "--shards",
-        "2",
-        "--fsync",
-        "never",
-        "--sasl-users-file",
-        &users,
-        "--authorizer",
-        "acl",
-        "--super-user",
-        "User:admin",
-    ];
-    args.extend_from_slice(extra);
-    Engine::start_with_listeners(&[("SASL", "SASL_PLAINTEXT")], &args)
+    Engine::start_secured(dir, "admin:admin-secret\nalice:alice-secret\n", extra)
 }
 
 #[test]

@@ -116,6 +116,14 @@ struct Budget {
 }
 
 impl Budget {
+    /// A budget of `total` from now.
+    fn new(total: Duration) -> Budget {
+        Budget {
+            end: Instant::now() + total,
+            total,
+        }
+    }
+
     /// `step`, or less if the budget ends sooner.
     fn bound(&self, step: Duration) -> Duration {
         step.min(self.end.saturating_duration_since(Instant::now()))
@@ -247,8 +255,12 @@ fn run_producer(
     }
 }
 
-fn create_topic(cluster: &Cluster) {
+/// Waits until the cluster is formed, then creates the test topic and waits
+/// until every replica of it is in sync.
+fn topic_in_sync(cluster: &mut Cluster, budget: Budget) {
+    cluster.wait_ready(budget.bound(READY_TIMEOUT));
     cluster.create_topic(TOPIC, PARTITIONS, &[("min.insync.replicas", MIN_INSYNC_REPLICAS)]);
+    cluster.wait_full_isr(TOPIC, PARTITIONS, budget.bound(CATCH_UP_TIMEOUT));
 }
 
 /// One kill, as measured.
@@ -265,21 +277,25 @@ struct Kill {
     rejoined: Duration,
 }
 
-/// Waits (bounded) for the first acknowledgement of a message sent after
-/// `since`, on any partition and on each of `partitions`. Returns the time
-/// from `since` to each.
-fn wait_acks_after(
+/// Time from a fault to the first acknowledgement, per partition.
+type PerPartition = BTreeMap<i32, Duration>;
+
+/// Polls (bounded by `timeout`) for the first acknowledgement of a message
+/// sent after `since`, on any partition and on each of `partitions`: `Ok`
+/// with the time from `since` to each once all came, else `Err` with what
+/// came in time. Fails the test if a node exits meanwhile.
+fn acks_after(
     cluster: &mut Cluster,
     reports: &Reports,
     sent_at: &Mutex<Vec<Instant>>,
     since: Instant,
     partitions: &[i32],
     timeout: Duration,
-) -> (Duration, BTreeMap<i32, Duration>) {
+) -> Result<(Duration, PerPartition), (Option<Duration>, PerPartition)> {
     let deadline = Instant::now() + timeout;
     let mut scanned = 0;
     let mut first: Option<Duration> = None;
-    let mut per_partition: BTreeMap<i32, Duration> = BTreeMap::new();
+    let mut per_partition = PerPartition::new();
     loop {
         {
             let sent_at = sent_at.lock().unwrap();
@@ -299,46 +315,33 @@ fn wait_acks_after(
         }
         if let Some(first) = first {
             if per_partition.len() == partitions.len() {
-                return (first, per_partition);
+                return Ok((first, per_partition));
             }
         }
         cluster.assert_none_exited();
-        assert!(
-            Instant::now() < deadline,
-            "no acknowledgement within {timeout:?} of a message sent after the kill: \
-             first on any partition {first:?}, on the partitions {partitions:?}: {per_partition:?}"
-        );
+        if Instant::now() >= deadline {
+            return Err((first, per_partition));
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
-/// The time from `since` to the first acknowledgement of a message sent
-/// after it, waiting at most `within`; `None` if none came.
-fn first_ack_after(
+/// [`acks_after`], failing the test if the acknowledgements do not all come
+/// within `timeout`.
+fn wait_acks_after(
+    cluster: &mut Cluster,
     reports: &Reports,
     sent_at: &Mutex<Vec<Instant>>,
     since: Instant,
-    within: Duration,
-) -> Option<Duration> {
-    let deadline = since + within;
-    loop {
-        {
-            let sent_at = sent_at.lock().unwrap();
-            let reports = reports.0.lock().unwrap();
-            let first = reports
-                .iter()
-                .filter(|report| report.outcome.is_ok() && sent_at[report.seq] > since)
-                .map(|report| report.at - since)
-                .min();
-            if first.is_some() {
-                return first;
-            }
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    partitions: &[i32],
+    timeout: Duration,
+) -> (Duration, PerPartition) {
+    acks_after(cluster, reports, sent_at, since, partitions, timeout).unwrap_or_else(|(first, per_partition)| {
+        panic!(
+            "no acknowledgement within {timeout:?} of a message sent after the fault: \
+             first on any partition {first:?}, on the partitions {partitions:?}: {per_partition:?}"
+        )
+    })
 }
 
 /// Kills the metadata leader (even rounds) or the leader of partition 0 (odd
@@ -470,14 +473,9 @@ fn read_back(cluster: &Cluster, timeout: Duration) -> Vec<(i32, i64, Vec<u8>)> {
 fn acknowledged_messages_survive_ten_leader_kills() {
     let kills = kills_wanted();
     let total = TEST_BUDGET_BASE + TEST_BUDGET_PER_KILL * u32::try_from(kills).unwrap();
-    let budget = Budget {
-        end: Instant::now() + total,
-        total,
-    };
+    let budget = Budget::new(total);
     let mut cluster = Cluster::start(ENGINE_FLAGS);
-    cluster.wait_ready(budget.bound(READY_TIMEOUT));
-    create_topic(&cluster);
-    cluster.wait_full_isr(TOPIC, PARTITIONS, budget.bound(CATCH_UP_TIMEOUT));
+    topic_in_sync(&mut cluster, budget);
 
     let load = Load::start(&cluster, budget);
     let (reports, sent_at) = (&load.reports, &load.sent_at);
@@ -537,14 +535,9 @@ const TEST_BUDGET_PER_ISOLATION: Duration = Duration::from_secs(25);
 #[test]
 fn acknowledged_messages_survive_leaders_cut_off_from_their_peers() {
     let total = TEST_BUDGET_BASE + TEST_BUDGET_PER_ISOLATION * u32::try_from(ISOLATIONS).unwrap();
-    let budget = Budget {
-        end: Instant::now() + total,
-        total,
-    };
+    let budget = Budget::new(total);
     let mut cluster = Cluster::start_on_network(ENGINE_FLAGS);
-    cluster.wait_ready(budget.bound(READY_TIMEOUT));
-    create_topic(&cluster);
-    cluster.wait_full_isr(TOPIC, PARTITIONS, budget.bound(CATCH_UP_TIMEOUT));
+    topic_in_sync(&mut cluster, budget);
     let load = Load::start(&cluster, budget);
     let (reports, sent_at) = (&load.reports, &load.sent_at);
     wait_acks_after(
@@ -576,7 +569,9 @@ fn acknowledged_messages_survive_leaders_cut_off_from_their_peers() {
         // its peers"); recorded, and the history is checked all the same.
         let led_every_partition = led.len() == usize::try_from(PARTITIONS).unwrap();
         let resumed = if led_every_partition {
-            first_ack_after(reports, sent_at, cut_at, ISOLATION_TIME).map(|d| (d, d))
+            acks_after(&mut cluster, reports, sent_at, cut_at, &[], ISOLATION_TIME)
+                .ok()
+                .map(|(any, _)| (any, any))
         } else {
             let (during, per_partition) = wait_acks_after(
                 &mut cluster,

@@ -693,6 +693,25 @@ perf_percent() {
     jq -n -r --argjson x "${1:-null}" 'if $x == null then "-" else (($x * 1000 | round) / 10 | tostring) + " %" end'
 }
 
+# perf_ab_rounds A B RUN [LABEL]: ROUNDS rounds (the caller's ROUNDS) of `RUN MODE ROUND` for the
+# two modes A and B, A first in odd rounds and B first in even ones, so drift over the batch falls
+# on both alike; inside a quiet batch (perf_batch_checkpoint before each run); logs
+# "round R: LABELMODE". Does nothing when only summarising.
+perf_ab_rounds() {
+    local first="$1" second="$2" run="$3" label="${4:-}" round mode order
+    perf_measuring || return 0
+    perf_batch_begin
+    for ((round = 1; round <= ROUNDS; round++)); do
+        if ((round % 2 == 1)); then order=("$first" "$second"); else order=("$second" "$first"); fi
+        for mode in "${order[@]}"; do
+            perf_batch_checkpoint
+            perf_log "round $round: $label$mode"
+            "$run" "$mode" "$round"
+        done
+    done
+    perf_batch_end
+}
+
 # perf_batch_checkpoint: end the batch and start a new one (waiting for quiet again) once it has
 # run for 8 minutes, so no batch holds the machine much past 10.
 perf_batch_checkpoint() {

@@ -59,18 +59,7 @@ one_run() {
     broker_stop
 }
 
-if perf_measuring; then
-    perf_batch_begin
-    for ((round = 1; round <= ROUNDS; round++)); do
-        if ((round % 2 == 1)); then order=(off on); else order=(on off); fi
-        for mode in "${order[@]}"; do
-            perf_batch_checkpoint
-            perf_log "round $round: /metrics scraping $mode"
-            one_run "$mode" "$round"
-        done
-    done
-    perf_batch_end
-fi
+perf_ab_rounds off on one_run "/metrics scraping "
 
 perf_summary_head "Cost of the metrics endpoint: /metrics scraped every ${SCRAPE_INTERVAL} s vs not" "just perf-metrics (perf/scripts/metrics.sh, PERF_ROUNDS=$ROUNDS, PERF_METRICS_RATE=$RATE)"
 {

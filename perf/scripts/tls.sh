@@ -48,18 +48,7 @@ one_run() {
     broker_stop
 }
 
-if perf_measuring; then
-    perf_batch_begin
-    for ((round = 1; round <= ROUNDS; round++)); do
-        if ((round % 2 == 1)); then order=(plain tls); else order=(tls plain); fi
-        for mode in "${order[@]}"; do
-            perf_batch_checkpoint
-            perf_log "round $round: $mode"
-            one_run "$mode" "$round"
-        done
-    done
-    perf_batch_end
-fi
+perf_ab_rounds plain tls one_run
 
 perf_summary_head "TLS against plaintext: the same engine, the client on its SSL or its PLAINTEXT listener" "just perf-tls (perf/scripts/tls.sh, PERF_ROUNDS=$ROUNDS, PERF_TLS_RATE=$RATE)"
 {

@@ -184,6 +184,30 @@ impl Engine {
         }
     }
 
+    /// Starts an engine with one SASL_PLAINTEXT listener named `SASL`, the
+    /// users of `users_file` (`NAME:PASSWORD` lines, written into `dir` as a
+    /// `--sasl-users-file`), `--authorizer acl` and `User:admin` as its super
+    /// user, two shards, no fsync, and then `extra`.
+    pub fn start_secured(dir: &std::path::Path, users_file: &str, extra: &[&str]) -> Engine {
+        let users = dir.join("users");
+        std::fs::write(&users, users_file).unwrap();
+        let users = users.display().to_string();
+        let mut args = vec![
+            "--shards",
+            "2",
+            "--fsync",
+            "never",
+            "--sasl-users-file",
+            &users,
+            "--authorizer",
+            "acl",
+            "--super-user",
+            "User:admin",
+        ];
+        args.extend_from_slice(extra);
+        Engine::start_with_listeners(&[("SASL", "SASL_PLAINTEXT")], &args)
+    }
+
     /// Starts an engine with a fresh data directory, `--listen` (the
     /// PLAINTEXT listener the harness waits for) and one named listener per
     /// `(name, protocol)` of `listeners` on 127.0.0.1, each on a run of free

@@ -20,28 +20,9 @@ pub fn shardctl(engine: &Engine, command: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// An engine with one SASL_PLAINTEXT listener named `SASL`, the users of
-/// `users_file` (`NAME:PASSWORD` lines, written into `dir`), `--authorizer
-/// acl` and `User:admin` as its super user.
+/// [`Engine::start_secured`] with nothing more.
 pub fn secured_engine(dir: &std::path::Path, users_file: &str) -> Engine {
-    let users = dir.join("users");
-    std::fs::write(&users, users_file).unwrap();
-    let users = users.display().to_string();
-    Engine::start_with_listeners(
-        &[("SASL", "SASL_PLAINTEXT")],
-        &[
-            "--shards",
-            "2",
-            "--fsync",
-            "never",
-            "--sasl-users-file",
-            &users,
-            "--authorizer",
-            "acl",
-            "--super-user",
-            "User:admin",
-        ],
-    )
+    Engine::start_secured(dir, users_file, &[])
 }
 
 /// What a successful run printed; a failed run fails the test with its output.
