@@ -31,8 +31,8 @@ pub struct EngineConfig {
     pub listen: Option<SocketAddr>,
 
     /// A named Kafka listener, `NAME=PROTOCOL://HOST:PORT` (repeatable; PROTOCOL is PLAINTEXT, SSL,
-    /// SASL_PLAINTEXT or SASL_SSL). Shard k of each listener takes its port + k. The first listener (--listen's
-    /// if given) is the one other brokers of the cluster use.
+    /// SASL_PLAINTEXT or SASL_SSL). Shard k of each listener takes its port + k. Followers fetch from leaders
+    /// through --inter-broker-listener (default: the first listener, --listen's if given).
     #[arg(long = "listener", value_name = "NAME=PROTOCOL://HOST:PORT")]
     pub listeners: Vec<ListenerSpec>,
 
@@ -75,6 +75,22 @@ pub struct EngineConfig {
     /// SASL mechanisms offered, comma-separated: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.
     #[arg(long, default_value = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512")]
     pub sasl_mechanisms: SaslMechanisms,
+
+    /// The listener followers fetch from leaders through (Kafka's inter.broker.listener.name): every broker
+    /// of a cluster has a listener of this name and protocol. Over SSL and SASL_SSL a follower checks the
+    /// leader's certificate against --tls-ca and presents --tls-cert (mutual TLS); over SASL_PLAINTEXT and
+    /// SASL_SSL it logs in as --inter-broker-user. Default: the first listener.
+    #[arg(long, value_name = "NAME")]
+    pub inter_broker_listener: Option<String>,
+
+    /// The SASL user followers log in as on a SASL inter-broker listener; its password is its line in
+    /// --sasl-users-file. With --authorizer acl it needs ClusterAction on the cluster (or --super-user).
+    #[arg(long, value_name = "NAME")]
+    pub inter_broker_user: Option<String>,
+
+    /// The SASL mechanism of that login: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long, default_value = "SCRAM-SHA-512", value_parser = parse_mechanism)]
+    pub inter_broker_sasl_mechanism: crate::sasl::Mechanism,
 
     /// Who may do what: `none` (everyone may do everything, as Kafka without an authorizer) or `acl` (Kafka's
     /// ACLs, kept in the metadata Raft group and managed with CreateAcls/DeleteAcls or `shardctl acl`).
@@ -396,6 +412,7 @@ impl EngineConfig {
         for super_user in &self.super_users {
             crate::acl::Principal::parse(super_user).map_err(|e| format!("--super-user: {e}"))?;
         }
+        self.inter_broker(&listeners)?;
         if !self.allow_insecure {
             if let Some(open) = self.insecure_exposures(&listeners).first() {
                 return Err(format!(
@@ -406,6 +423,53 @@ impl EngineConfig {
             }
         }
         Ok(listeners)
+    }
+
+    /// The listener followers fetch through, and the user they log in as
+    /// there (if it speaks SASL), checked against the rest of the flags.
+    /// What followers need (a CA for TLS, a user for SASL) is required in a
+    /// cluster (`--peers`) only: a single node has no followers.
+    pub fn inter_broker<'a>(&self, listeners: &'a [Listener]) -> Result<(&'a Listener, Option<&str>), String> {
+        let listener = match &self.inter_broker_listener {
+            Some(name) => {
+                let name = name.to_ascii_uppercase();
+                listeners
+                    .iter()
+                    .find(|listener| listener.name == name)
+                    .ok_or_else(|| format!("--inter-broker-listener names {name}, which is no listener"))?
+            }
+            None => listeners.first().ok_or_else(|| "no Kafka listener".to_string())?,
+        };
+        let cluster = self.peers.is_some();
+        if cluster && listener.protocol.tls() && self.tls_ca.is_none() {
+            return Err(format!(
+                "the inter-broker listener {} speaks TLS: followers need --tls-ca to check their leaders' certificates",
+                listener.name
+            ));
+        }
+        let user = self.inter_broker_user.as_deref();
+        if listener.protocol.sasl() {
+            if cluster && user.is_none() {
+                return Err(format!(
+                    "the inter-broker listener {} speaks SASL: followers need --inter-broker-user (a user of \
+                     --sasl-users-file)",
+                    listener.name
+                ));
+            }
+            if !self.sasl_mechanisms.0.contains(&self.inter_broker_sasl_mechanism) {
+                return Err(format!(
+                    "--inter-broker-sasl-mechanism {} is not in --sasl-mechanisms",
+                    self.inter_broker_sasl_mechanism.name()
+                ));
+            }
+        } else if user.is_some() {
+            return Err(format!(
+                "--inter-broker-user is for a SASL inter-broker listener; {} is {}",
+                listener.name,
+                listener.protocol.name()
+            ));
+        }
+        Ok((listener, user))
     }
 
     /// What this configuration exposes without authentication on a
@@ -670,8 +734,7 @@ impl FromStr for SaslMechanisms {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut mechanisms = Vec::new();
         for name in s.split(',').map(str::trim).filter(|name| !name.is_empty()) {
-            let mechanism = crate::sasl::Mechanism::from_name(name)
-                .ok_or_else(|| format!("unknown SASL mechanism `{name}`: use PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"))?;
+            let mechanism = parse_mechanism(name)?;
             if !mechanisms.contains(&mechanism) {
                 mechanisms.push(mechanism);
             }
@@ -681,6 +744,12 @@ impl FromStr for SaslMechanisms {
         }
         Ok(SaslMechanisms(mechanisms))
     }
+}
+
+/// One SASL mechanism by its name.
+fn parse_mechanism(name: &str) -> Result<crate::sasl::Mechanism, String> {
+    crate::sasl::Mechanism::from_name(name)
+        .ok_or_else(|| format!("unknown SASL mechanism `{name}`: use PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"))
 }
 
 fn online_cpus() -> usize {
@@ -1196,6 +1265,45 @@ mod tests {
         let malformed = validated(&["--authorizer", "acl", "--super-user", "admin"]).unwrap_err();
         assert!(malformed.contains("TYPE:NAME"), "{malformed}");
         assert!(validated(&["--authorizer", "ranger"]).is_err());
+    }
+
+    #[test]
+    fn the_inter_broker_listener_and_login_are_checked() {
+        let validated = |args: &[&str]| {
+            let mut all = vec![
+                "engine",
+                "--listener",
+                "CLIENT=SASL_SSL://127.0.0.1:9092",
+                "--listener",
+                "BROKER=SASL_PLAINTEXT://127.0.0.1:9192",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+                "--sasl-users-file",
+                "users",
+            ];
+            all.extend_from_slice(args);
+            EngineConfig::try_parse_from(all).map_err(|e| e.to_string())?.validate()
+        };
+        let broker = ["--inter-broker-listener", "broker", "--inter-broker-user", "b"];
+        assert!(validated(&broker).is_ok(), "{:?}", validated(&broker));
+        let unknown = validated(&["--inter-broker-listener", "OTHER"]).unwrap_err();
+        assert!(unknown.contains("which is no listener"), "{unknown}");
+        let cluster = ["--peers", "1@127.0.0.1:19092", "--raft-listen", "127.0.0.1:19092"];
+        let no_user = validated(&[&cluster[..], &["--inter-broker-listener", "BROKER"]].concat()).unwrap_err();
+        assert!(no_user.contains("--inter-broker-user"), "{no_user}");
+        // The default, the first listener, speaks TLS: followers need a CA.
+        let no_ca = validated(&[&cluster[..], &["--inter-broker-user", "b"]].concat()).unwrap_err();
+        assert!(no_ca.contains("--tls-ca"), "{no_ca}");
+        // A single node has no followers: nothing is needed for them.
+        assert!(validated(&[]).is_ok(), "{:?}", validated(&[]));
+        assert!(validated(&["--inter-broker-user", "b", "--tls-ca", "ca.pem"]).is_ok());
+        let not_offered = validated(&[&broker[..], &["--sasl-mechanisms", "PLAIN"]].concat()).unwrap_err();
+        assert!(not_offered.contains("not in --sasl-mechanisms"), "{not_offered}");
+        let plain = EngineConfig::try_parse_from(["engine", "--inter-broker-user", "b"]).unwrap();
+        let plain = plain.validate().unwrap_err();
+        assert!(plain.contains("for a SASL inter-broker listener"), "{plain}");
     }
 
     #[test]

@@ -45,6 +45,7 @@ mod connections;
 mod coordinator;
 mod error;
 mod http;
+mod inter_broker;
 mod kafka;
 mod listeners;
 mod metrics;

@@ -38,23 +38,21 @@ use std::{
     time::Duration,
 };
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use kafka_protocol::{
     messages::{
         fetch_request::{FetchPartition, FetchTopic},
         offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic},
         ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
-        RequestHeader, ResponseHeader, TopicName,
+        TopicName,
     },
-    protocol::{Decodable, Encodable, HeaderVersion, StrBytes},
+    protocol::StrBytes,
     ResponseError,
 };
 use shardline_log::Offset;
 
 use crate::{
-    kafka::brokers::replication_address,
+    inter_broker::LeaderConnection,
+    kafka::brokers::kafka_broker,
     partition::{Partition, Role},
     shard::{PartitionKey, Shard},
 };
@@ -70,103 +68,8 @@ const FETCH_BYTES_MAX: i32 = 8 << 20;
 /// Bytes a follower asks for per partition in one fetch (one hot partition
 /// does not starve the others; at least one batch comes back anyway).
 const PARTITION_FETCH_BYTES_MAX: i32 = 1 << 20;
-/// Largest response a follower accepts (a fetch answer is bounded by
-/// FETCH_BYTES_MAX plus one batch past it).
-const RESPONSE_BYTES_MAX: usize = 64 << 20;
-/// Most entries (topics, partitions, aborted transactions) a leader's
-/// response may name: a follower asks about at most its partitions of one
-/// leader, far fewer (the bound the broker puts on a client's request).
-const RESPONSE_ENTRIES_MAX: usize = 100_000;
 /// Pause after a failed connect or fetch before trying again.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
-/// Bound on connecting to a leader.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Bound on one request/response exchange (a parked fetch waits up to
-/// FETCH_WAIT_MAX_MS on the leader).
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A Kafka client connection of a follower to a leader.
-struct LeaderConnection {
-    stream: TcpStream,
-    correlation_id: i32,
-    client_id: StrBytes,
-}
-
-impl LeaderConnection {
-    async fn connect(address: &str, node_id: i32) -> Result<LeaderConnection, String> {
-        let stream = glommio::timer::timeout(CONNECT_TIMEOUT, async { TcpStream::connect(address).await })
-            .await
-            .map_err(|e| format!("connecting to {address}: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        Ok(LeaderConnection {
-            stream,
-            correlation_id: 0,
-            client_id: StrBytes::from_string(format!("shardline-replica-{node_id}")),
-        })
-    }
-
-    /// One request/response exchange; returns the response body.
-    async fn call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
-        &mut self,
-        api_key: ApiKey,
-        version: i16,
-        request: &Req,
-    ) -> Result<Resp, String> {
-        self.correlation_id = self.correlation_id.wrapping_add(1);
-        let correlation_id = self.correlation_id;
-        let mut header = RequestHeader::default();
-        header.request_api_key = api_key as i16;
-        header.request_api_version = version;
-        header.correlation_id = correlation_id;
-        header.client_id = Some(self.client_id.clone());
-        let mut frame = BytesMut::new();
-        frame.put_i32(0);
-        header
-            .encode(&mut frame, Req::header_version(version))
-            .map_err(|e| format!("encoding request header: {e}"))?;
-        request
-            .encode(&mut frame, version)
-            .map_err(|e| format!("encoding request: {e}"))?;
-        let length = i32::try_from(frame.len() - 4).map_err(|_| "request too large".to_string())?;
-        if let Some(prefix) = frame.get_mut(..4) {
-            prefix.copy_from_slice(&length.to_be_bytes());
-        }
-        let stream = &mut self.stream;
-        let body = glommio::timer::timeout(CALL_TIMEOUT, async {
-            stream.write_all(&frame).await.map_err(std::io::Error::other)?;
-            let mut prefix = [0u8; 4];
-            stream.read_exact(&mut prefix).await.map_err(std::io::Error::other)?;
-            let length = usize::try_from(i32::from_be_bytes(prefix))
-                .ok()
-                .filter(|l| *l <= RESPONSE_BYTES_MAX)
-                .ok_or_else(|| std::io::Error::other("response length out of bounds"))?;
-            let mut body = vec![0u8; length];
-            stream.read_exact(&mut body).await.map_err(std::io::Error::other)?;
-            Ok(body)
-        })
-        .await
-        .map_err(|e| format!("exchange with leader: {e}"))?;
-        let mut body = Bytes::from(body);
-        let header = ResponseHeader::decode(&mut body, Resp::header_version(version))
-            .map_err(|e| format!("decoding response header: {e}"))?;
-        if header.correlation_id != correlation_id {
-            return Err(format!(
-                "response correlation id {} for request {correlation_id}",
-                header.correlation_id
-            ));
-        }
-        // The same structural walk a client's request gets before
-        // kafka-protocol decodes it: a lying count must not make it allocate.
-        shardline_net::check_response(api_key as i16, version, &body, RESPONSE_ENTRIES_MAX)
-            .map_err(|e| format!("checking response: {e}"))?;
-        let response = Resp::decode(&mut body, version).map_err(|e| format!("decoding response: {e}"))?;
-        if body.has_remaining() {
-            return Err(format!("{} bytes left after the response", body.remaining()));
-        }
-        Ok(response)
-    }
-}
-
 /// Whether the fetcher started under `generation` should go on, and the
 /// leader it follows.
 fn current_leader(partition: &Partition, generation: u64) -> Option<i32> {
@@ -271,10 +174,14 @@ async fn run_feed(shard: Rc<Shard>, source: LeaderShard, feed: Rc<LeaderFeed>) {
             partitions.clone()
         };
         if connection.is_none() {
-            let address = replication_address(&shard.image(), leader, source.shard);
+            let inter_broker = &shard.inter_broker;
+            let address = kafka_broker(&shard.image(), leader, source.shard, inter_broker.listener());
             let connected = match address {
-                Some(address) => LeaderConnection::connect(&address, node_id).await,
-                None => Err(format!("broker {leader} has no address in the metadata image")),
+                Some(address) => inter_broker.connect(&address.host, address.port, node_id).await,
+                None => Err(format!(
+                    "broker {leader} registers no listener {} in the metadata image",
+                    inter_broker.listener()
+                )),
             };
             match connected {
                 Ok(c) => connection = Some(c),

@@ -9,7 +9,7 @@ use glommio::{
     channels::shared_channel::{self, SharedReceiver, SharedSender},
     LocalExecutorBuilder, Placement,
 };
-use shardline_net::{ClientAuth, ConnectionConfig, TlsAcceptor, TlsSettings};
+use shardline_net::{ClientAuth, ConnectionConfig, TlsAcceptor, TlsConnector, TlsSettings};
 use shardline_raft::{BrokerInfo, MetaError, MetadataConfig, MetadataGroup, NewTopic};
 
 use crate::{
@@ -57,6 +57,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     }
     let tls = tls_acceptor(&config, &listeners)?;
     let sasl = sasl_settings(&config, &listeners)?;
+    let inter_broker = Arc::new(crate::inter_broker::InterBroker::new(&config, &listeners).map_err(StartError)?);
     if config.authorizer == crate::config::AuthorizerKind::Acl {
         tracing::info!(
             super_users = ?config.super_users,
@@ -142,7 +143,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     }
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    spawn_signal_thread(stop, tls.clone())?;
+    spawn_signal_thread(stop, tls.clone(), inter_broker.tls().cloned())?;
 
     // Each shard's sockets: one per listener, with what the listener speaks.
     let mut shard_endpoints: Vec<Vec<Endpoint>> = (0..shards).map(|_| Vec::new()).collect();
@@ -169,6 +170,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
         let http = if id == 0 { http.take() } else { None };
         let config = Arc::clone(&config);
         let meta = meta.clone();
+        let inter_broker = Arc::clone(&inter_broker);
         let stopped = stopped.clone();
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
@@ -177,7 +179,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
             builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
         }
         let handle = builder
-            .spawn(move || shard_main(id, config, meta, endpoints, http, row, inbox, stopped))
+            .spawn(move || shard_main(id, config, meta, inter_broker, endpoints, http, row, inbox, stopped))
             .map_err(|e| StartError(format!("starting shard {id} on cpu {cpu}: {e}")))?;
         handles.push(handle);
     }
@@ -367,7 +369,11 @@ fn buffer_mode(config: &EngineConfig, shards: usize) -> String {
     }
 }
 
-fn spawn_signal_thread(stop: tokio::sync::watch::Sender<bool>, tls: Option<TlsAcceptor>) -> Result<(), StartError> {
+fn spawn_signal_thread(
+    stop: tokio::sync::watch::Sender<bool>,
+    tls: Option<TlsAcceptor>,
+    inter_broker_tls: Option<TlsConnector>,
+) -> Result<(), StartError> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| StartError(format!("installing signal handlers: {e}")))?;
@@ -377,7 +383,7 @@ fn spawn_signal_thread(stop: tokio::sync::watch::Sender<bool>, tls: Option<TlsAc
             let mut seen = 0;
             for signal in signals.forever() {
                 if signal == SIGHUP {
-                    reload_tls(tls.as_ref());
+                    reload_tls(tls.as_ref(), inter_broker_tls.as_ref());
                     continue;
                 }
                 seen += 1;
@@ -398,8 +404,15 @@ fn spawn_signal_thread(stop: tokio::sync::watch::Sender<bool>, tls: Option<TlsAc
 }
 
 /// SIGHUP: reads the TLS certificate, key and client CA again; connections
-/// accepted from now on get them. A failed reload keeps the old ones.
-fn reload_tls(tls: Option<&TlsAcceptor>) {
+/// accepted (and, for followers, made) from now on get them. A failed
+/// reload keeps the old ones.
+fn reload_tls(tls: Option<&TlsAcceptor>, inter_broker_tls: Option<&TlsConnector>) {
+    if let Some(connector) = inter_broker_tls {
+        match connector.reload() {
+            Ok(()) => tracing::info!("SIGHUP: reloaded the inter-broker TLS client certificate and CA"),
+            Err(error) => tracing::error!(%error, "SIGHUP: inter-broker TLS reload failed; keeping the previous one"),
+        }
+    }
     let Some(tls) = tls else {
         tracing::info!("SIGHUP: no TLS listener, nothing to reload");
         return;
@@ -479,6 +492,7 @@ async fn shard_main(
     id: usize,
     config: Arc<EngineConfig>,
     meta: MetadataGroup,
+    inter_broker: Arc<crate::inter_broker::InterBroker>,
     endpoints: Vec<Endpoint>,
     http: Option<crate::http::HttpSocket>,
     outbox: Vec<Option<SharedSender<ShardTask>>>,
@@ -495,7 +509,7 @@ async fn shard_main(
     }));
     let receivers = futures_util::future::join_all(inbox.into_iter().map(SharedReceiver::connect));
     let (peers, receivers) = futures_util::future::join(senders, receivers).await;
-    let shard = Shard::new(id, Arc::clone(&config), meta.clone(), peers);
+    let shard = Shard::new(id, Arc::clone(&config), meta.clone(), inter_broker, peers);
     for receiver in receivers {
         let shard = Rc::clone(&shard);
         glommio::spawn_local(async move {

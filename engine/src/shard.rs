@@ -64,6 +64,8 @@ pub struct Shard {
     pub(crate) coordinator: Coordinator,
     /// Follower fetchers, one per leader shard this shard copies from.
     pub(crate) fetchers: crate::replica::Fetchers,
+    /// How those fetchers reach and log in to leaders (shared by every shard).
+    pub(crate) inter_broker: Arc<crate::inter_broker::InterBroker>,
     /// What this shard counts about its own work (metrics, the shutdown line).
     pub(crate) probe: ShardProbe,
     /// Whether the last [`Shard::out_of_quorum`] answer was yes (to log
@@ -76,6 +78,7 @@ impl Shard {
         id: usize,
         config: Arc<EngineConfig>,
         meta: MetadataGroup,
+        inter_broker: Arc<crate::inter_broker::InterBroker>,
         peers: Vec<Option<ConnectedSender<ShardTask>>>,
     ) -> Rc<Shard> {
         let shard_count = peers.len();
@@ -94,6 +97,7 @@ impl Shard {
             shutting_down: Cell::new(false),
             coordinator: Coordinator::default(),
             fetchers: crate::replica::Fetchers::default(),
+            inter_broker,
             probe: ShardProbe::new(shard_count),
             out_of_quorum: Cell::new(false),
         })

@@ -13,12 +13,11 @@
 mod common;
 
 use std::{
-    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
 
-use common::{call, cluster::Cluster, python_script_output, Engine};
+use common::{call, cluster::Cluster, python_script_output, shardctl, Engine};
 use kafka_protocol::{
     messages::{
         alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic},
@@ -98,16 +97,6 @@ fn reassign(addr: std::net::SocketAddr, name: &str, index: i32, replicas: Option
     let response = call(addr, 0, &request).unwrap();
     assert_eq!(response.error_code, NONE);
     response.responses[0].partitions[0].error_code
-}
-
-/// `target/debug/shardctl` (scripts/test-all builds the workspace first, as
-/// lifecycle.rs relies on too).
-fn shardctl(args: &[&str]) -> std::process::Output {
-    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/shardctl");
-    Command::new(&binary)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e} (build the workspace first)", binary.display()))
 }
 
 fn json_of(output: &std::process::Output) -> serde_json::Value {

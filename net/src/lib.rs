@@ -117,7 +117,10 @@ pub use produce::{
 };
 pub use shape::check_response;
 pub use stats::{thread_stats, NetStats};
-pub use tls::{ClientAuth, TlsAcceptor, TlsError, TlsSettings, TlsStream, Transport, TLS_HANDSHAKE_TIMEOUT};
+pub use tls::{
+    ClientAuth, TlsAcceptor, TlsClientSettings, TlsClientStream, TlsConnector, TlsError, TlsSettings, TlsStream,
+    Transport, TLS_HANDSHAKE_TIMEOUT,
+};
 
 /// kafka-protocol, re-exported so the engine builds control-plane responses
 /// with exactly the version net encodes with.

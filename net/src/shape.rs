@@ -1,6 +1,6 @@
 //! Structural pre-check of control-plane request bodies (and Fetch requests),
-//! and of the Fetch and OffsetForLeaderEpoch responses a follower reads from
-//! its leader, before kafka-protocol's generated decoders see them.
+//! and of the Fetch, OffsetForLeaderEpoch, SaslHandshake and
+//! SaslAuthenticate responses a follower reads from its leader, before kafka-protocol's generated decoders see them.
 //!
 //! Why: kafka-protocol 0.18 reads an array count and calls
 //! `Vec::with_capacity(count)` before reading a single item. A 20-byte
@@ -754,10 +754,25 @@ const OFFSET_FOR_LEADER_EPOCH_RESPONSE: &[Field] = &[
 
 /// The schema of `api_key`'s response body, for the responses a follower
 /// reads.
+/// SaslHandshake's answer, as a follower logging in to its leader reads it.
+const SASL_HANDSHAKE_RESPONSE: &[Field] = &[
+    field("sasl_handshake_response.error_code", 0, LATEST, Kind::Int16),
+    field("sasl_handshake_response.mechanisms", 0, LATEST, Kind::Strs),
+];
+/// SaslAuthenticate's answer.
+const SASL_AUTHENTICATE_RESPONSE: &[Field] = &[
+    field("sasl_authenticate_response.error_code", 0, LATEST, Kind::Int16),
+    field("sasl_authenticate_response.error_message", 0, LATEST, Kind::Str),
+    field("sasl_authenticate_response.auth_bytes", 0, LATEST, Kind::Bytes),
+    field("sasl_authenticate_response.session_lifetime_ms", 1, LATEST, Kind::Int64),
+];
+
 fn response_schema(api_key: i16) -> Option<&'static [Field]> {
     match api_key {
         apis::FETCH => Some(FETCH_RESPONSE),
         apis::OFFSET_FOR_LEADER_EPOCH => Some(OFFSET_FOR_LEADER_EPOCH_RESPONSE),
+        apis::SASL_HANDSHAKE => Some(SASL_HANDSHAKE_RESPONSE),
+        apis::SASL_AUTHENTICATE => Some(SASL_AUTHENTICATE_RESPONSE),
         _ => None,
     }
 }
@@ -923,4 +938,85 @@ fn walk_struct(
         }
     }
     cursor.skip_tagged_fields(encoding, "tagged_fields")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+
+    use bytes::BytesMut;
+    use kafka_protocol::{
+        messages::{
+            fetch_response::{FetchableTopicResponse, PartitionData},
+            offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult},
+            FetchResponse, OffsetForLeaderEpochResponse, SaslAuthenticateResponse, SaslHandshakeResponse, TopicName,
+        },
+        protocol::{Encodable, StrBytes},
+    };
+
+    use super::*;
+
+    fn encoded<M: Encodable>(message: &M, version: i16) -> Bytes {
+        let mut out = BytesMut::new();
+        message.encode(&mut out, version).unwrap();
+        out.freeze()
+    }
+
+    /// Every answer a follower reads, as kafka-protocol encodes it, walks to
+    /// its last byte.
+    #[test]
+    fn a_followers_answers_walk_whole() {
+        let mut handshake = SaslHandshakeResponse::default();
+        handshake.mechanisms = vec![
+            StrBytes::from_static_str("PLAIN"),
+            StrBytes::from_static_str("SCRAM-SHA-512"),
+        ];
+        let mut authenticate = SaslAuthenticateResponse::default();
+        authenticate.error_message = Some(StrBytes::from_static_str("no"));
+        authenticate.auth_bytes = Bytes::from_static(b"r=abc,s=c2FsdA==,i=4096");
+        authenticate.session_lifetime_ms = 3_600_000;
+        let mut partition = PartitionData::default();
+        partition.records = Some(Bytes::from_static(&[7; 40]));
+        let mut topic = FetchableTopicResponse::default();
+        topic.topic = TopicName(StrBytes::from_static_str("t"));
+        topic.partitions = vec![partition];
+        let mut fetch = FetchResponse::default();
+        fetch.responses = vec![topic];
+        let mut epoch_topic = OffsetForLeaderTopicResult::default();
+        epoch_topic.topic = TopicName(StrBytes::from_static_str("t"));
+        epoch_topic.partitions = vec![EpochEndOffset::default(); 3];
+        let mut epochs = OffsetForLeaderEpochResponse::default();
+        epochs.topics = vec![epoch_topic];
+        let cases: Vec<(i16, i16, Bytes)> = vec![
+            (apis::SASL_HANDSHAKE, 1, encoded(&handshake, 1)),
+            (apis::SASL_AUTHENTICATE, 0, encoded(&authenticate, 0)),
+            (apis::SASL_AUTHENTICATE, 2, encoded(&authenticate, 2)),
+            (apis::FETCH, 12, encoded(&fetch, 12)),
+            (apis::FETCH, 4, encoded(&fetch, 4)),
+            (apis::OFFSET_FOR_LEADER_EPOCH, 3, encoded(&epochs, 3)),
+        ];
+        for (api_key, version, body) in cases {
+            assert_eq!(
+                check_response(api_key, version, &body, 1_000).unwrap(),
+                body.len(),
+                "api {api_key} v{version}"
+            );
+        }
+    }
+
+    /// A leader announcing more mechanisms than its answer holds is refused
+    /// before anything is allocated for them.
+    #[test]
+    fn a_lying_count_in_an_answer_is_refused() {
+        let mut body = BytesMut::new();
+        body.extend_from_slice(&0i16.to_be_bytes());
+        body.extend_from_slice(&i32::MAX.to_be_bytes());
+        body.extend_from_slice(b"\x00\x05PLAIN");
+        let body = body.freeze();
+        assert!(check_response(apis::SASL_HANDSHAKE, 1, &body, 1_000).is_err());
+        assert!(
+            check_response(apis::METADATA, 12, &body, 1_000).is_err(),
+            "no schema: refused"
+        );
+    }
 }

@@ -39,7 +39,7 @@ use futures_rustls::rustls::{
     self,
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
     server::WebPkiClientVerifier,
-    RootCertStore, ServerConfig,
+    ClientConfig, RootCertStore, ServerConfig,
 };
 use glommio::net::TcpStream;
 
@@ -197,24 +197,126 @@ impl TlsAcceptor {
     }
 }
 
+/// Where the client side of a TLS connection (a follower reaching its
+/// leader's SSL or SASL_SSL listener) gets its trust and its identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsClientSettings {
+    /// CA certificates the server's certificate must chain to (PEM).
+    pub ca_pem: PathBuf,
+    /// The client's own certificate chain and key (PEM), presented when
+    /// the server asks (mutual TLS); `None` presents nothing.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// The client side of TLS: the current configuration, reloadable like
+/// [`TlsAcceptor`]'s.
+#[derive(Clone)]
+pub struct TlsConnector {
+    settings: Arc<TlsClientSettings>,
+    current: Arc<RwLock<Arc<ClientConfig>>>,
+}
+
+impl fmt::Debug for TlsConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConnector")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl TlsConnector {
+    /// Loads the files named by `settings`.
+    pub fn new(settings: TlsClientSettings) -> Result<TlsConnector, TlsError> {
+        let config = load_client(&settings)?;
+        Ok(TlsConnector {
+            settings: Arc::new(settings),
+            current: Arc::new(RwLock::new(config)),
+        })
+    }
+
+    /// Reads the files again; connections made from now on use them. On
+    /// error the old configuration stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = load_client(&self.settings)?;
+        let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *current = config;
+        Ok(())
+    }
+
+    /// Runs the client handshake on `stream` with the server named
+    /// `server_name` (a DNS name or an IP address its certificate must
+    /// cover), within [`TLS_HANDSHAKE_TIMEOUT`].
+    pub async fn connect(&self, server_name: &str, stream: TcpStream) -> io::Result<TlsClientStream> {
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("server name {server_name}: {e}")))?;
+        let config = {
+            let current = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(&current)
+        };
+        let handshake = futures_rustls::TlsConnector::from(config).connect(name, stream);
+        let timeout = async {
+            glommio::timer::sleep(TLS_HANDSHAKE_TIMEOUT).await;
+            Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))
+        };
+        let stream = futures_lite::future::or(handshake, timeout).await?;
+        Ok(TlsClientStream(stream))
+    }
+}
+
 /// The subject of a DER certificate as an RFC 4514 string.
 fn subject_of(certificate: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
     Some(parsed.subject().to_string())
 }
 
-fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain = certificates(&settings.cert_chain_pem, "a certificate chain")?;
-    let key = PrivateKeyDer::from_pem_file(&settings.key_pem).map_err(|source| TlsError::Pem {
-        path: settings.key_pem.clone(),
-        expected: "a private key",
-        source,
-    })?;
+/// The crypto provider of both sides.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     #[expect(
         deprecated,
         reason = "ring offers no post-quantum key exchange; chosen over aws-lc-rs for its build (docs/dependencies.md)"
     )]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = rustls::crypto::ring::default_provider();
+    Arc::new(provider)
+}
+
+/// A certificate chain and its private key, from PEM files.
+fn identity(chain: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let chain = certificates(chain, "a certificate chain")?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Pem {
+        path: key.to_path_buf(),
+        expected: "a private key",
+        source,
+    })?;
+    Ok((chain, key))
+}
+
+/// The CA certificates of `path` as a root store.
+fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in certificates(path, "CA certificates")? {
+        roots.add(ca).map_err(TlsError::Rustls)?;
+    }
+    Ok(roots)
+}
+
+fn load_client(settings: &TlsClientSettings) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(TlsError::Rustls)?
+        .with_root_certificates(roots(&settings.ca_pem)?);
+    let config = match &settings.identity {
+        Some((chain, key)) => {
+            let (chain, key) = identity(chain, key)?;
+            builder.with_client_auth_cert(chain, key).map_err(TlsError::Rustls)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+    let (chain, key) = identity(&settings.cert_chain_pem, &settings.key_pem)?;
+    let provider = provider();
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(TlsError::Rustls)?;
@@ -222,11 +324,7 @@ fn load(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
         ClientAuth::None => builder.with_no_client_auth(),
         ClientAuth::Requested | ClientAuth::Required => {
             let ca_path = settings.client_ca_pem.as_ref().ok_or(TlsError::NoClientCa)?;
-            let mut roots = RootCertStore::empty();
-            for ca in certificates(ca_path, "CA certificates")? {
-                roots.add(ca).map_err(TlsError::Rustls)?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_path)?), provider);
             let verifier = if settings.client_auth == ClientAuth::Requested {
                 verifier.allow_unauthenticated()
             } else {
@@ -263,39 +361,51 @@ fn certificates(path: &Path, expected: &'static str) -> Result<Vec<CertificateDe
 /// A server-side TLS connection over a glommio TCP stream.
 pub struct TlsStream(futures_rustls::server::TlsStream<TcpStream>);
 
-impl AsyncRead for TlsStream {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        context: &mut std::task::Context<'_>,
-        buf: &mut [u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_read(context, buf)
-    }
+/// A client-side TLS connection over a glommio TCP stream.
+pub struct TlsClientStream(futures_rustls::client::TlsStream<TcpStream>);
+
+/// `AsyncRead` and `AsyncWrite` of a TLS stream newtype, passed through to
+/// the futures-rustls stream it wraps.
+macro_rules! forward_async_io {
+    ($stream:ty) => {
+        impl AsyncRead for $stream {
+            fn poll_read(
+                mut self: std::pin::Pin<&mut Self>,
+                context: &mut std::task::Context<'_>,
+                buf: &mut [u8],
+            ) -> std::task::Poll<io::Result<usize>> {
+                std::pin::Pin::new(&mut self.0).poll_read(context, buf)
+            }
+        }
+
+        impl AsyncWrite for $stream {
+            fn poll_write(
+                mut self: std::pin::Pin<&mut Self>,
+                context: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<io::Result<usize>> {
+                std::pin::Pin::new(&mut self.0).poll_write(context, buf)
+            }
+
+            fn poll_flush(
+                mut self: std::pin::Pin<&mut Self>,
+                context: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<io::Result<()>> {
+                std::pin::Pin::new(&mut self.0).poll_flush(context)
+            }
+
+            fn poll_close(
+                mut self: std::pin::Pin<&mut Self>,
+                context: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<io::Result<()>> {
+                std::pin::Pin::new(&mut self.0).poll_close(context)
+            }
+        }
+    };
 }
 
-impl AsyncWrite for TlsStream {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        context: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(context, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        context: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(context)
-    }
-
-    fn poll_close(
-        mut self: std::pin::Pin<&mut Self>,
-        context: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_close(context)
-    }
-}
+forward_async_io!(TlsStream);
+forward_async_io!(TlsClientStream);
 
 /// A byte stream a Kafka connection is served over: plain TCP or TLS.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin {

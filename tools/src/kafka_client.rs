@@ -3,8 +3,9 @@
 //! encoders and decoders; and what every such command shares (the
 //! `--bootstrap` flag, strings for requests, a refusal as an error). With
 //! `SHARDCTL_SASL_USER` and `SHARDCTL_SASL_PASSWORD` in the environment a
-//! connection logs in with SASL PLAIN first (SASL_PLAINTEXT listeners; the
-//! password stays off the command line).
+//! connection logs in with SASL PLAIN first (SASL_PLAINTEXT and SASL_SSL
+//! listeners; the password stays off the command line); with
+//! `SHARDCTL_TLS_CA` it speaks TLS (`tls.rs`: SSL and SASL_SSL listeners).
 //!
 //! ```text
 //! request:  | length i32 | request header (v1, or v2 when flexible) | body |
@@ -80,7 +81,7 @@ pub(crate) fn refused(what: &str, code: i16, message: Option<&StrBytes>) -> Tool
 
 /// One connection to a broker.
 pub(crate) struct Client {
-    stream: TcpStream,
+    stream: crate::tls::Stream,
     addr: String,
     correlation_id: i32,
 }
@@ -103,6 +104,9 @@ impl Client {
             .set_read_timeout(Some(IO_TIMEOUT))
             .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
             .map_err(|e| broker(e.to_string()))?;
+        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let stream = crate::tls::open(stream, host).map_err(broker)?;
         let mut client = Client {
             stream,
             addr: addr.to_string(),

@@ -47,8 +47,9 @@
 //! Every command takes the global `--output table|json`: aligned tables (the
 //! default) or one JSON object for scripts (`report.rs`). With
 //! `SHARDCTL_SASL_USER` and `SHARDCTL_SASL_PASSWORD` set, every broker
-//! connection logs in with SASL PLAIN first (a SASL_PLAINTEXT listener; the
-//! tool speaks no TLS).
+//! connection logs in with SASL PLAIN first (a SASL_PLAINTEXT or SASL_SSL
+//! listener); with `SHARDCTL_TLS_CA` set it speaks TLS, trusting that CA
+//! (and presents `SHARDCTL_TLS_CERT`/`SHARDCTL_TLS_KEY` if set: `tls.rs`).
 //!
 //! ## Exit status
 //! - 0: the command ran and found nothing wrong.
@@ -76,6 +77,7 @@ mod partition_cmd;
 mod prometheus_text;
 mod report;
 mod segment_walk;
+mod tls;
 mod top_cmd;
 mod topic_cmd;
 mod user_cmd;

@@ -15,7 +15,7 @@
 //! Kafka's `advertised.listeners` does: a client on the SASL_SSL listener is
 //! sent to every broker's SASL_SSL ports, never to a plaintext one. A broker
 //! without a listener of that name is left out. Followers (`replica`) use
-//! the registration's own host and ports: the first listener.
+//! the leader's ports on the inter-broker listener (`inter_broker`).
 //!
 //! ## Broker ids
 //! ```text
@@ -110,14 +110,6 @@ pub(crate) fn kafka_broker(image: &MetadataImage, node_id: i32, shard: u32, list
     })
 }
 
-/// The address followers use to reach `shard` of node `node_id`: the
-/// registration's own (first) listener.
-pub(crate) fn replication_address(image: &MetadataImage, node_id: i32, shard: u32) -> Option<String> {
-    let broker = image.brokers.get(&node_id)?;
-    let port = broker.shard_port(shard).unwrap_or(broker.port);
-    Some(format!("{}:{port}", broker.host))
-}
-
 /// The Kafka broker id of node `node_id`'s replica of `partition` (its shard
 /// there), or the node id if the node is unknown or has no replica.
 pub(crate) fn replica_broker_id(image: &MetadataImage, partition: &PartitionMeta, node_id: i32) -> i32 {
@@ -193,7 +185,8 @@ mod tests {
         image.brokers.insert(1, node);
         let coordinator = kafka_broker(&image, 1, 1, "SECURE").unwrap();
         assert_eq!((coordinator.id, coordinator.port), (1001, 9301));
-        assert_eq!(replication_address(&image, 1, 1).unwrap(), "h:9093");
+        let follower = kafka_broker(&image, 1, 1, "PLAINTEXT").unwrap();
+        assert_eq!((follower.host.as_str(), follower.port), ("h", 9093));
     }
 
     #[test]

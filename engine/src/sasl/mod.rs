@@ -40,7 +40,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ResponseKind, SaslAuthenticateResponse, SaslHandshakeResponse};
 use shardline_net::{AuthStep, Authenticator, Request, RequestBody, ResponseBody};
 
-pub(crate) use users::{ScramAlgorithms, UserStore};
+pub(crate) use scram::ScramClient;
+pub(crate) use users::{read_users_file, ScramAlgorithms, UserStore};
 
 use self::{
     scram::ScramServer,

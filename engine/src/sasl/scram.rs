@@ -1,5 +1,7 @@
-//! The server side of SCRAM (RFC 5802; SHA-256 and SHA-512 per RFC 7677),
-//! as Kafka runs it inside SaslAuthenticate: two rounds, no channel binding.
+//! SCRAM (RFC 5802; SHA-256 and SHA-512 per RFC 7677) as Kafka runs it
+//! inside SaslAuthenticate: two rounds, no channel binding. The server side
+//! serves SASL listeners; the client side ([`ScramClient`]) is how a
+//! follower logs in to its leader's inter-broker listener.
 //!
 //! ```text
 //! client-first   gs2-header client-first-bare
@@ -34,6 +36,14 @@ const SERVER_NONCE_BYTES: usize = 24;
 
 /// Longest client nonce accepted.
 const CLIENT_NONCE_BYTES_MAX: usize = 256;
+
+/// Random bytes in the client's half of the nonce.
+const CLIENT_NONCE_BYTES: usize = 24;
+
+/// Most PBKDF2 iterations the client runs for a server (a server asking for
+/// more could make every login burn a core; credentials stored by the
+/// metadata group have at most this many).
+const CLIENT_ITERATIONS_MAX: u32 = shardline_raft::SCRAM_ITERATIONS_MAX;
 
 /// The exchange was refused; the reason is for the log only.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +90,111 @@ fn decode_saslname(name: &str) -> Option<String> {
     }
     out.push_str(rest);
     Some(out)
+}
+
+/// A saslname with `,` and `=` escaped (RFC 5802 §5.1).
+fn encode_saslname(name: &str) -> String {
+    name.replace('=', "=3D").replace(',', "=2C")
+}
+
+/// The client side, waiting for server-first.
+pub(crate) struct ScramClient {
+    mechanism: Mechanism,
+    password: String,
+    client_first_bare: String,
+    client_nonce: String,
+}
+
+/// The client side, waiting for server-final: the signature it must carry.
+pub(crate) struct ScramClientFinal {
+    server_signature: Vec<u8>,
+}
+
+impl ScramClient {
+    /// Returns the state waiting for server-first and the client-first
+    /// message.
+    pub(crate) fn start(
+        mechanism: Mechanism,
+        user: &str,
+        password: &str,
+    ) -> Result<(ScramClient, Vec<u8>), ScramRefused> {
+        assert!(mechanism != Mechanism::Plain, "SCRAM mechanisms only");
+        let mut nonce = [0u8; CLIENT_NONCE_BYTES];
+        ring::rand::SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| ScramRefused("the system random source failed"))?;
+        let client_nonce = BASE64.encode(nonce);
+        let client_first_bare = format!("n={},r={client_nonce}", encode_saslname(user));
+        let message = format!("n,,{client_first_bare}").into_bytes();
+        let client = ScramClient {
+            mechanism,
+            password: password.to_owned(),
+            client_first_bare,
+            client_nonce,
+        };
+        Ok((client, message))
+    }
+
+    /// Reads server-first; returns the state waiting for server-final and
+    /// the client-final message (with the proof).
+    pub(crate) fn respond(self, server_first: &[u8]) -> Result<(ScramClientFinal, Vec<u8>), ScramRefused> {
+        let server_first = std::str::from_utf8(server_first).map_err(|_| ScramRefused("server-first is not UTF-8"))?;
+        let mut fields = server_first.split(',');
+        let nonce = fields
+            .next()
+            .and_then(|f| f.strip_prefix("r="))
+            .filter(|nonce| nonce.len() > self.client_nonce.len() && nonce.starts_with(&self.client_nonce))
+            .ok_or(ScramRefused("server-first does not extend the client nonce"))?;
+        let salt = fields
+            .next()
+            .and_then(|f| f.strip_prefix("s="))
+            .and_then(|salt| BASE64.decode(salt).ok())
+            .filter(|salt| !salt.is_empty())
+            .ok_or(ScramRefused("server-first has no salt"))?;
+        let iterations = fields
+            .next()
+            .and_then(|f| f.strip_prefix("i="))
+            .and_then(|i| i.parse::<u32>().ok())
+            .filter(|i| (1..=CLIENT_ITERATIONS_MAX).contains(i))
+            .and_then(std::num::NonZeroU32::new)
+            .ok_or(ScramRefused("server-first iterations missing or out of bounds"))?;
+        let algorithms = ScramAlgorithms::of(self.mechanism);
+        let mut salted = vec![0u8; algorithms.digest.output_len()];
+        ring::pbkdf2::derive(
+            algorithms.pbkdf2,
+            iterations,
+            &salt,
+            self.password.as_bytes(),
+            &mut salted,
+        );
+        let client_key = algorithms.hmac(&salted, b"Client Key");
+        let stored_key = algorithms.hash(&client_key);
+        let server_key = algorithms.hmac(&salted, b"Server Key");
+        // "biws" is base64("n,,"): no channel binding, no authorization id.
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{server_first},{without_proof}", self.client_first_bare);
+        let signature = algorithms.hmac(&stored_key, auth_message.as_bytes());
+        assert_eq!(signature.len(), client_key.len(), "one digest size per mechanism");
+        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(k, s)| k ^ s).collect();
+        let server_signature = algorithms.hmac(&server_key, auth_message.as_bytes());
+        let message = format!("{without_proof},p={}", BASE64.encode(proof)).into_bytes();
+        Ok((ScramClientFinal { server_signature }, message))
+    }
+}
+
+impl ScramClientFinal {
+    /// Checks server-final: the server proved it holds the credential.
+    pub(crate) fn verify(self, server_final: &[u8]) -> Result<(), ScramRefused> {
+        let signature = std::str::from_utf8(server_final)
+            .ok()
+            .and_then(|m| m.strip_prefix("v="))
+            .and_then(|v| BASE64.decode(v).ok())
+            .ok_or(ScramRefused("server-final carries no signature"))?;
+        if !constant_time_eq(&signature, &self.server_signature) {
+            return Err(ScramRefused("the server's signature is wrong"));
+        }
+        Ok(())
+    }
 }
 
 impl ScramServer {
@@ -249,6 +364,61 @@ mod tests {
             let unknown = exchange(mechanism, "mallory", "pencil").unwrap_err();
             assert_eq!(wrong, unknown, "no hint which part was wrong");
         }
+    }
+
+    #[test]
+    fn the_client_side_logs_in_and_checks_the_server() {
+        let users = UserStore::from_passwords([("bro,ker", "secret")]).unwrap();
+        for mechanism in [Mechanism::ScramSha256, Mechanism::ScramSha512] {
+            for (password, accepted) in [("secret", true), ("wrong", false)] {
+                let (client, first) = ScramClient::start(mechanism, "bro,ker", password).unwrap();
+                let (server, server_first) = ScramServer::start(mechanism, &users, &first).unwrap();
+                let (client, last) = client.respond(&server_first).unwrap();
+                match server.finish(&last) {
+                    Ok((user, server_final)) => {
+                        assert!(accepted);
+                        assert_eq!(user, "bro,ker");
+                        client.verify(&server_final).unwrap();
+                        assert!(
+                            ScramClient::start(mechanism, "bro,ker", password)
+                                .and_then(|(c, _)| c.respond(&server_first))
+                                .and_then(|(c, _)| c.verify(&server_final))
+                                .is_err(),
+                            "a server-final from another exchange"
+                        );
+                    }
+                    Err(_) => assert!(!accepted),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_client_side_refuses_a_lying_server() {
+        let (client, first) = ScramClient::start(Mechanism::ScramSha256, "alice", "pencil").unwrap();
+        let nonce = std::str::from_utf8(&first)
+            .unwrap()
+            .rsplit_once("r=")
+            .unwrap()
+            .1
+            .to_owned();
+        for bad in [
+            "r=other,s=c2FsdA==,i=4096".to_string(),
+            format!("r={nonce},s=c2FsdA==,i=4096"),
+            format!("r={nonce}x,s=,i=4096"),
+            format!("r={nonce}x,s=c2FsdA==,i=0"),
+            format!("r={nonce}x,s=c2FsdA==,i=100000000"),
+            format!("r={nonce}x,s=c2FsdA=="),
+            "\u{fffd}".to_string(),
+        ] {
+            let (again, _) = ScramClient::start(Mechanism::ScramSha256, "alice", "pencil").unwrap();
+            let again = ScramClient {
+                client_nonce: nonce.clone(),
+                ..again
+            };
+            assert!(again.respond(bad.as_bytes()).is_err(), "{bad}");
+        }
+        drop(client);
     }
 
     #[test]

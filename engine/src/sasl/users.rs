@@ -134,6 +134,41 @@ impl fmt::Display for UsersError {
     }
 }
 
+/// The `(name, password)` lines of a users file, checked and bounded.
+pub(crate) fn read_users_file(path: &Path) -> Result<Vec<(String, String)>, UsersError> {
+    let size = std::fs::metadata(path).map_err(UsersError::Io)?.len();
+    if size > USERS_FILE_BYTES_MAX {
+        return Err(UsersError::TooLarge);
+    }
+    let text = std::fs::read_to_string(path).map_err(UsersError::Io)?;
+    let mut users = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line_number = index + 1;
+        let trimmed = line.trim_end_matches('\r');
+        if trimmed.trim().is_empty() || trimmed.trim_start().starts_with('#') {
+            continue;
+        }
+        let bad = |reason| UsersError::BadLine {
+            line: line_number,
+            reason,
+        };
+        let (name, password) = trimmed.split_once(':').ok_or(bad("not NAME:PASSWORD"))?;
+        let name = name.trim();
+        if name.is_empty() || name.len() > CREDENTIAL_BYTES_MAX || name.contains(['\0', ',', '=']) {
+            return Err(bad("a user name is 1 to 256 bytes without NUL, `,` or `=`"));
+        }
+        if password.is_empty() || password.len() > CREDENTIAL_BYTES_MAX || password.contains('\0') {
+            return Err(bad("a password is 1 to 256 bytes without NUL"));
+        }
+        if users.len() == USERS_MAX {
+            return Err(UsersError::TooMany);
+        }
+        users.push((name.to_owned(), password.to_owned()));
+    }
+    assert!(users.len() <= USERS_MAX, "the file's users are bounded");
+    Ok(users)
+}
+
 /// Every user's SCRAM credentials, by name: the file's, then the metadata
 /// group's (AlterUserScramCredentials), looked up in that order.
 pub(crate) struct UserStore {
@@ -155,35 +190,7 @@ impl fmt::Debug for UserStore {
 impl UserStore {
     /// Reads and salts the users of `path`.
     pub(crate) fn load(path: &Path) -> Result<UserStore, UsersError> {
-        let size = std::fs::metadata(path).map_err(UsersError::Io)?.len();
-        if size > USERS_FILE_BYTES_MAX {
-            return Err(UsersError::TooLarge);
-        }
-        let text = std::fs::read_to_string(path).map_err(UsersError::Io)?;
-        let mut users = Vec::new();
-        for (index, line) in text.lines().enumerate() {
-            let line_number = index + 1;
-            let trimmed = line.trim_end_matches('\r');
-            if trimmed.trim().is_empty() || trimmed.trim_start().starts_with('#') {
-                continue;
-            }
-            let bad = |reason| UsersError::BadLine {
-                line: line_number,
-                reason,
-            };
-            let (name, password) = trimmed.split_once(':').ok_or(bad("not NAME:PASSWORD"))?;
-            let name = name.trim();
-            if name.is_empty() || name.len() > CREDENTIAL_BYTES_MAX || name.contains(['\0', ',', '=']) {
-                return Err(bad("a user name is 1 to 256 bytes without NUL, `,` or `=`"));
-            }
-            if password.is_empty() || password.len() > CREDENTIAL_BYTES_MAX || password.contains('\0') {
-                return Err(bad("a password is 1 to 256 bytes without NUL"));
-            }
-            if users.len() == USERS_MAX {
-                return Err(UsersError::TooMany);
-            }
-            users.push((name.to_owned(), password.to_owned()));
-        }
+        let users = read_users_file(path)?;
         UserStore::from_passwords(users.iter().map(|(name, password)| (name.as_str(), password.as_str())))
     }
 

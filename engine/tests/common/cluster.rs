@@ -73,6 +73,8 @@ struct Node {
     raft_addr: SocketAddr,
     /// `--http-listen` (unless the test passes its own).
     http_addr: SocketAddr,
+    /// Named listeners besides `--listen`: name, protocol, shard 0's address.
+    listeners: Vec<(String, String, SocketAddr)>,
     data_dir: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
@@ -133,10 +135,18 @@ impl Cluster {
     /// each, and waits until every one accepts Kafka connections (not until
     /// the cluster is formed: see `wait_ready`).
     pub fn start(extra: &[&str]) -> Cluster {
+        Cluster::start_with_listeners(&[], extra)
+    }
+
+    /// [`Cluster::start`] with named listeners on every node besides the
+    /// PLAINTEXT `--listen` one: `(NAME, PROTOCOL)`, each on 127.0.0.1 ports
+    /// of its own (see [`Cluster::listener_addr`]).
+    pub fn start_with_listeners(listeners: &[(&str, &str)], extra: &[&str]) -> Cluster {
         let tmp = tempfile::Builder::new().prefix("shardline-cluster-").tempdir().unwrap();
         let node_count = usize::try_from(NODES).unwrap();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let ports = free_node_ports(node_count, super::shard_count(&extra));
+        let shards = super::shard_count(&extra);
+        let ports = free_node_ports(node_count, shards);
         let nodes: Vec<Node> = (1..=NODES)
             .zip(ports)
             .map(|(node_id, (kafka, raft, http))| Node {
@@ -144,6 +154,17 @@ impl Cluster {
                 kafka_addr: SocketAddr::from(([127, 0, 0, 1], kafka)),
                 raft_addr: SocketAddr::from(([127, 0, 0, 1], raft)),
                 http_addr: SocketAddr::from(([127, 0, 0, 1], http)),
+                listeners: listeners
+                    .iter()
+                    .map(|(name, protocol)| {
+                        let port = super::free_port_run(shards);
+                        (
+                            name.to_string(),
+                            protocol.to_string(),
+                            SocketAddr::from(([127, 0, 0, 1], port)),
+                        )
+                    })
+                    .collect(),
                 data_dir: tmp.path().join(format!("node-{node_id}")),
                 log_path: tmp.path().join(format!("node-{node_id}.log")),
                 child: None,
@@ -178,6 +199,7 @@ impl Cluster {
                     kafka_addr: SocketAddr::new(ip, 9092),
                     raft_addr: SocketAddr::new(ip, 19092),
                     http_addr: SocketAddr::new(ip, 9644),
+                    listeners: Vec::new(),
                     data_dir: tmp.path().join(format!("node-{node_id}")),
                     log_path: tmp.path().join(format!("node-{node_id}.log")),
                     child: None,
@@ -230,6 +252,26 @@ impl Cluster {
 
     pub fn raft_addr(&self, node_id: i32) -> SocketAddr {
         self.node(node_id).raft_addr
+    }
+
+    /// Shard 0's address of the node's listener `name` (from
+    /// [`Cluster::start_with_listeners`]).
+    pub fn listener_addr(&self, node_id: i32, name: &str) -> SocketAddr {
+        self.node(node_id)
+            .listeners
+            .iter()
+            .find(|(listener, _, _)| listener == name)
+            .map(|(_, _, addr)| *addr)
+            .unwrap_or_else(|| panic!("node {node_id} has no listener {name}"))
+    }
+
+    /// Every node's listener `name`, comma-separated, for `bootstrap.servers`.
+    pub fn listener_bootstrap(&self, name: &str) -> String {
+        self.node_ids()
+            .into_iter()
+            .map(|node_id| self.listener_addr(node_id, name).to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Cuts (`true`) or restores node `node_id`'s links to the other nodes;
@@ -317,6 +359,9 @@ impl Cluster {
             "--data-dir".to_string(),
             node.data_dir.display().to_string(),
         ];
+        for (name, protocol, addr) in &node.listeners {
+            args.extend(["--listener".to_string(), format!("{name}={protocol}://{addr}")]);
+        }
         if !extra.iter().any(|arg| arg == "--http-listen") {
             // Three nodes on one machine: not the default port.
             args.extend(["--http-listen".to_string(), node.http_addr.to_string()]);

@@ -20,6 +20,22 @@ pub use shardline_testkit::{
     HttpResponse, KafkaConnection,
 };
 
+/// Runs `target/debug/shardctl` with `args` and `env` (scripts/test-all
+/// builds the workspace first, as lifecycle.rs relies on too).
+pub fn shardctl_with_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/shardctl");
+    std::process::Command::new(&binary)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (build the workspace first)", binary.display()))
+}
+
+/// [`shardctl_with_env`] with nothing added to the environment.
+pub fn shardctl(args: &[&str]) -> std::process::Output {
+    shardctl_with_env(args, &[])
+}
+
 /// Path of the Python interpreter of the project's test venv (made by scripts/test-all).
 pub fn venv_python() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
