@@ -72,6 +72,12 @@ pub struct EngineConfig {
     #[arg(long, value_name = "FILE")]
     pub sasl_users_file: Option<PathBuf>,
 
+    /// How long a SASL login holds (Kafka's connections.max.reauth.ms): clients that support KIP-368
+    /// re-authenticate on the connection before it ends; a connection that has not is closed at its next
+    /// request. 0: logins hold for the life of the connection.
+    #[arg(long, default_value_t = 0)]
+    pub sasl_session_lifetime_ms: u64,
+
     /// SASL mechanisms offered, comma-separated: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.
     #[arg(long, default_value = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512")]
     pub sasl_mechanisms: SaslMechanisms,

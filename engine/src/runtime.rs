@@ -95,6 +95,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
         Arc::new(SaslSettings {
             users: settings.users.with_metadata(meta.clone()),
             mechanisms: settings.mechanisms,
+            session_lifetime: settings.session_lifetime,
         })
     });
     let cpus = config.shard_cpus();
@@ -464,6 +465,8 @@ fn sasl_settings(config: &EngineConfig, listeners: &[Listener]) -> Result<Option
     Ok(Some(SaslSettings {
         users,
         mechanisms: config.sasl_mechanisms.0.clone(),
+        session_lifetime: (config.sasl_session_lifetime_ms > 0)
+            .then(|| Duration::from_millis(config.sasl_session_lifetime_ms)),
     }))
 }
 

@@ -1,5 +1,5 @@
 //! Listeners, TLS and SASL against real clients (librdkafka through
-//! confluent-kafka, kafka-python) and raw frames. Certificates are made here
+//! confluent-kafka and the rdkafka crate, kafka-python) and raw frames. Certificates are made here
 //! at test time (rcgen); every network call goes to 127.0.0.1.
 #![allow(
     clippy::unwrap_used,
@@ -77,6 +77,51 @@ fn client(client: &str, bootstrap: &str, expect: &str, settings: &[String]) -> S
     let (ok, output) = python_script_output("secure_client.py", &args);
     assert!(ok, "{client} {expect} on {bootstrap} {settings:?}:\n{output}");
     output
+}
+
+/// The rdkafka crate (librdkafka built by cargo, with SSL) with `settings`:
+/// 20 messages produced with acks=all to a new `secure-` topic and read back.
+fn rust_rdkafka_roundtrip(bootstrap: &str, settings: &[String]) {
+    use rdkafka::{
+        consumer::{BaseConsumer, Consumer},
+        producer::{BaseProducer, BaseRecord, Producer},
+        ClientConfig, Message,
+    };
+    const COUNT: usize = 20;
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    for setting in settings {
+        let (key, value) = setting.split_once('=').unwrap();
+        config.set(key, value);
+    }
+    let topic = format!("secure-rust-{}", std::process::id());
+    let producer: BaseProducer = config.clone().set("acks", "all").create().unwrap();
+    for i in 0..COUNT {
+        let value = format!("value-{i}");
+        producer
+            .send(BaseRecord::<str, str>::to(&topic).payload(&value))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(20)).unwrap();
+    let consumer: BaseConsumer = config
+        .set("group.id", format!("{topic}-group"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < COUNT && Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.unwrap();
+            seen.push(String::from_utf8(message.payload().unwrap().to_vec()).unwrap());
+        }
+    }
+    let mut expected: Vec<String> = (0..COUNT).map(|i| format!("value-{i}")).collect();
+    seen.sort();
+    expected.sort();
+    assert_eq!(seen, expected, "the rdkafka crate read back what it produced");
 }
 
 fn ssl_settings(ca: &str) -> Vec<String> {
@@ -310,26 +355,107 @@ fn a_non_loopback_listener_without_authentication_needs_allow_insecure() {
 const USERS: &str = "# test users\nalice:alice-secret\nbob:b=b:pw\n";
 
 fn sasl_engine(dir: &Path, pki: &Pki) -> Engine {
+    sasl_engine_with(dir, pki, &[])
+}
+
+/// [`sasl_engine`] with `extra` flags.
+fn sasl_engine_with(dir: &Path, pki: &Pki, extra: &[&str]) -> Engine {
     let users = dir.join("users");
     std::fs::write(&users, USERS).unwrap();
     let (cert, key) = pki.issue("server", "shardline-server");
     let users = users.display().to_string();
-    Engine::start_with_listeners(
-        &[("SASL", "SASL_PLAINTEXT"), ("SASLTLS", "SASL_SSL")],
-        &[
-            "--shards",
-            "2",
-            "--fsync",
-            "never",
-            "--auto-create-topics",
-            "--sasl-users-file",
-            &users,
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-        ],
-    )
+    let mut flags = vec![
+        "--shards",
+        "2",
+        "--fsync",
+        "never",
+        "--auto-create-topics",
+        "--sasl-users-file",
+        &users,
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ];
+    flags.extend_from_slice(extra);
+    Engine::start_with_listeners(&[("SASL", "SASL_PLAINTEXT"), ("SASLTLS", "SASL_SSL")], &flags)
+}
+
+/// A PLAIN login over raw frames; returns the session lifetime the broker
+/// gave (SaslAuthenticate v1+).
+fn plain_login(connection: &mut KafkaConnection, user: &str, password: &str) -> std::io::Result<(i16, i64)> {
+    let request = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+    let answer = connection.request(1, &request)?;
+    if answer.error_code != 0 {
+        return Ok((answer.error_code, 0));
+    }
+    let token = format!("\0{user}\0{password}");
+    let login = SaslAuthenticateRequest::default().with_auth_bytes(bytes::Bytes::from(token.into_bytes()));
+    let answer = connection.request(2, &login)?;
+    Ok((answer.error_code, answer.session_lifetime_ms))
+}
+
+/// KIP-368: with `--sasl-session-lifetime-ms` a login holds that long. A
+/// client that re-authenticates on its connection (librdkafka does) keeps
+/// it; one that does not is closed at its first request after the lifetime;
+/// a re-authentication as another user or with another mechanism is
+/// refused and closes the connection.
+#[test]
+fn sasl_sessions_expire_and_clients_re_authenticate() {
+    const LIFETIME_MS: i64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new("test CA");
+    let mut engine = sasl_engine_with(dir.path(), &pki, &["--sasl-session-lifetime-ms", "2000"]);
+    let address = engine.listener_addr("SASL");
+    let lifetime = Duration::from_millis(u64::try_from(LIFETIME_MS).unwrap());
+
+    // Re-authenticated before the end: the connection goes on serving.
+    let mut connection = KafkaConnection::connect(address).unwrap();
+    assert_eq!(
+        plain_login(&mut connection, "alice", "alice-secret").unwrap(),
+        (0, LIFETIME_MS)
+    );
+    std::thread::sleep(lifetime / 2);
+    assert_eq!(
+        plain_login(&mut connection, "alice", "alice-secret").unwrap(),
+        (0, LIFETIME_MS)
+    );
+    std::thread::sleep(lifetime * 3 / 4);
+    assert!(connection.request(12, &MetadataRequest::default()).is_ok(), "renewed");
+    // Not re-authenticated: the next request after the lifetime closes it.
+    std::thread::sleep(lifetime + Duration::from_millis(200));
+    assert!(connection.request(12, &MetadataRequest::default()).is_err());
+
+    // Re-authentication as another user: SASL_AUTHENTICATION_FAILED, closed.
+    let mut connection = KafkaConnection::connect(address).unwrap();
+    assert_eq!(plain_login(&mut connection, "alice", "alice-secret").unwrap().0, 0);
+    assert_eq!(plain_login(&mut connection, "bob", "b=b:pw").unwrap().0, 58);
+    assert!(connection.is_closed_by_peer());
+    // ... or with another mechanism: ILLEGAL_SASL_STATE, closed.
+    let mut connection = KafkaConnection::connect(address).unwrap();
+    assert_eq!(plain_login(&mut connection, "alice", "alice-secret").unwrap().0, 0);
+    assert_eq!(handshake(&mut connection, "SCRAM-SHA-256"), 34);
+    assert!(connection.is_closed_by_peer());
+
+    // librdkafka re-authenticates by itself: a producer spread over three
+    // lifetimes delivers everything, with SCRAM-SHA-512.
+    client(
+        "confluent",
+        &address.to_string(),
+        "slow-roundtrip",
+        &sasl_settings("SCRAM-SHA-512", "alice", "alice-secret"),
+    );
+    let log = engine.log();
+    let renewals = log.matches("SASL re-authentication").count();
+    assert!(renewals >= 3, "the raw renewal and librdkafka's: {renewals}\n{log}");
+    assert_eq!(
+        log.lines()
+            .filter(|line| line.contains("shardline_net::conn") && line.contains("session expired"))
+            .count(),
+        1,
+        "only the raw connection that did not renew expired:\n{log}"
+    );
+    assert!(engine.is_running());
 }
 
 fn sasl_settings(mechanism: &str, user: &str, password: &str) -> Vec<String> {
@@ -743,13 +869,14 @@ fn a_secure_cluster_replicates(auth: BrokerAuth) {
     // Every follower caught up: each authenticated to its leaders as the broker.
     cluster.wait_full_isr("guarded", 2, Duration::from_secs(30));
 
-    // alice, with both client families: acks=all on a new topic replicated
+    // alice, with the three client families: acks=all on a new topic replicated
     // three ways, then read back; a wrong password or a certificate from
     // another CA is refused.
     let all_bootstrap = cluster.listener_bootstrap("BROKER");
     for library in ["confluent", "kafka-python"] {
         client(library, &all_bootstrap, "roundtrip", &settings);
     }
+    rust_rdkafka_roundtrip(&all_bootstrap, &settings);
     client("confluent", &all_bootstrap, "refused", &wrong);
 
     // A process that is no authenticated broker cannot fetch as one.

@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::task::JoinHandle;
@@ -163,11 +163,37 @@ pub trait Handler {
 /// it: one request at a time, each answered before the next is read, every
 /// frame at most [`AUTH_FRAME_BYTES_MAX`], at most [`AUTH_ROUNDS_MAX`]
 /// requests and [`AUTH_TIMEOUT`] in all.
+///
+/// Re-authentication (KIP-368): when [`Authenticator::session_lifetime`]
+/// is `Some`, the authenticator stays with the served connection. A
+/// SaslHandshake or SaslAuthenticate on it goes to [`Authenticator::step`]
+/// again (the client sends them with nothing else in flight), and a
+/// successful exchange starts a new lifetime. Any other request arriving
+/// after the lifetime has run out closes the connection, as Kafka's
+/// `connections.max.reauth.ms` does.
 pub trait Authenticator {
     /// Answers one request of the exchange (ApiVersions, SaslHandshake,
     /// SaslAuthenticate, or anything else a client sends too early).
     fn step(&mut self, request: Request) -> impl Future<Output = AuthStep>;
+
+    /// How long an authentication holds before the client must
+    /// re-authenticate; `None`: for the life of the connection.
+    fn session_lifetime(&self) -> Option<Duration> {
+        None
+    }
 }
+
+/// A served connection's session that must be renewed by re-authenticating.
+struct Reauthentication<A> {
+    authenticator: A,
+    lifetime: Duration,
+    expires_at: Instant,
+}
+
+/// SaslHandshake's API key.
+const SASL_HANDSHAKE_KEY: i16 = 17;
+/// SaslAuthenticate's API key.
+const SASL_AUTHENTICATE_KEY: i16 = 36;
 
 /// What an [`Authenticator`] made of one request.
 #[derive(Debug)]
@@ -293,8 +319,9 @@ where
     A: Authenticator,
 {
     let mut frames = FrameReader::new(config.max_frame_bytes);
-    if let Some(authenticator) = authenticator {
-        let exchange = authenticate(&mut reader, &mut writer, &mut frames, authenticator, config);
+    let mut reauthentication = None;
+    if let Some(mut authenticator) = authenticator {
+        let exchange = authenticate(&mut reader, &mut writer, &mut frames, &mut authenticator, config);
         let timeout = async {
             glommio::timer::sleep(AUTH_TIMEOUT).await;
             Err(NetError::Authentication {
@@ -305,6 +332,11 @@ where
             Some(principal) => tracing::debug!(%principal, "Kafka connection authenticated"),
             None => return Ok(()),
         }
+        reauthentication = authenticator.session_lifetime().map(|lifetime| Reauthentication {
+            lifetime,
+            expires_at: Instant::now() + lifetime,
+            authenticator,
+        });
     }
     let pipeline = Pipeline::new(config.in_flight_max.max(1), Rc::clone(&share.activity));
     let mut read_half = pin!(read_loop(
@@ -312,6 +344,7 @@ where
         frames,
         &pipeline,
         handler,
+        reauthentication,
         config,
         &share.request_memory
     ));
@@ -339,7 +372,7 @@ async fn authenticate<R, W, A>(
     reader: &mut R,
     writer: &mut W,
     frames: &mut FrameReader,
-    mut authenticator: A,
+    authenticator: &mut A,
     config: &ConnectionConfig,
 ) -> Result<Option<String>, NetError>
 where
@@ -395,11 +428,12 @@ where
     })
 }
 
-async fn read_loop<R: AsyncRead + Unpin, H: Handler + 'static>(
+async fn read_loop<R: AsyncRead + Unpin, H: Handler + 'static, A: Authenticator>(
     reader: &mut R,
     mut frames: FrameReader,
     pipeline: &Pipeline,
     handler: Rc<H>,
+    mut reauthentication: Option<Reauthentication<A>>,
     config: &ConnectionConfig,
     memory: &RequestMemory,
 ) -> Result<(), NetError> {
@@ -424,6 +458,26 @@ async fn read_loop<R: AsyncRead + Unpin, H: Handler + 'static>(
         match codec::decode_frame(&frame, config.body_limits())? {
             Decoded::Request(request) => {
                 drop(frame);
+                if let Some(session) = reauthentication.as_mut() {
+                    let api_key = request.header.api_key;
+                    if api_key == SASL_HANDSHAKE_KEY || api_key == SASL_AUTHENTICATE_KEY {
+                        let open = reauthenticate(session, request, pipeline).await?;
+                        drop(held);
+                        if !open {
+                            pipeline.close();
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    if Instant::now() >= session.expires_at {
+                        return Err(NetError::Authentication {
+                            reason: format!(
+                                "session expired: not re-authenticated within {:?} (API key {api_key})",
+                                session.lifetime
+                            ),
+                        });
+                    }
+                }
                 let to = ResponseTo::of(&request.header);
                 let handler = Rc::clone(&handler);
                 let task = glommio::spawn_local(async move {
@@ -440,6 +494,36 @@ async fn read_loop<R: AsyncRead + Unpin, H: Handler + 'static>(
             }
         }
     }
+}
+
+/// One request of a re-authentication (KIP-368) on a served connection,
+/// answered in order through the pipeline. Returns whether the connection
+/// stays open: a refusal sends its answer and then closes it.
+async fn reauthenticate<A: Authenticator>(
+    session: &mut Reauthentication<A>,
+    request: Request,
+    pipeline: &Pipeline,
+) -> Result<bool, NetError> {
+    let to = ResponseTo::of(&request.header);
+    let step = session.authenticator.step(request).await;
+    let (response, open) = match step {
+        AuthStep::Continue(response) => (Some(response), true),
+        AuthStep::Authenticated { response, principal } => {
+            session.expires_at = Instant::now() + session.lifetime;
+            tracing::debug!(%principal, lifetime = ?session.lifetime, "Kafka connection re-authenticated");
+            (Some(response), true)
+        }
+        AuthStep::Refused { response, reason } => {
+            tracing::warn!(%reason, "re-authentication refused; closing the connection");
+            (response, false)
+        }
+    };
+    match encode(to, Some(response))? {
+        Some(frame) => pipeline.push(InFlight::Ready(frame)),
+        // Nothing to answer: the slot reserved for this request is free.
+        None => pipeline.release(1),
+    }
+    Ok(open)
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(writer: &mut W, pipeline: &Pipeline) -> Result<(), NetError> {

@@ -24,8 +24,15 @@
 //! (SASL_AUTHENTICATION_FAILED, the same message) after
 //! [`FAILED_AUTHENTICATION_DELAY`], and the connection is closed: the client
 //! cannot tell an unknown user from a wrong password. Codes come from
-//! `error::kafka_code`, like every other answer. Sessions do not expire
-//! (`session_lifetime_ms` = 0), so clients never re-authenticate (KIP-368).
+//! `error::kafka_code`, like every other answer.
+//!
+//! Re-authentication (KIP-368): with `--sasl-session-lifetime-ms` the last
+//! SaslAuthenticate answer carries `session_lifetime_ms`, the session stays
+//! with the connection (`State::Done`), and a client re-authenticates on the
+//! served connection with a SaslHandshake for the same mechanism and the
+//! same principal; net closes a connection whose lifetime ran out at its
+//! next other request. Without the flag sessions do not expire
+//! (`session_lifetime_ms` = 0) and clients never re-authenticate.
 //!
 //! The principal of an authenticated connection is `User:NAME`: the
 //! exchange sets it in the connection's `acl::Session`, which every handler
@@ -96,6 +103,10 @@ pub(crate) struct SaslSettings {
     pub(crate) users: UserStore,
     /// Mechanisms offered, in the order SaslHandshake lists them.
     pub(crate) mechanisms: Vec<Mechanism>,
+    /// How long a login holds before the client must re-authenticate
+    /// (KIP-368, `--sasl-session-lifetime-ms`); `None`: for the life of
+    /// the connection.
+    pub(crate) session_lifetime: Option<Duration>,
 }
 
 /// Where one connection's exchange stands.
@@ -107,6 +118,9 @@ enum State {
     Chosen(Mechanism),
     /// SCRAM: server-first was sent; client-final is next.
     ScramFinal(Box<ScramServer>),
+    /// Authenticated with this mechanism; a re-authentication (KIP-368)
+    /// may start with a SaslHandshake for the same mechanism.
+    Done(Mechanism),
     /// The exchange is over (refused); nothing more is accepted.
     Over,
 }
@@ -120,6 +134,9 @@ pub(crate) struct SaslSession {
     /// replaces it here.
     session: Rc<Session>,
     state: State,
+    /// The principal of the first login: a re-authentication must prove
+    /// the same one.
+    established: Option<Principal>,
 }
 
 impl SaslSession {
@@ -128,6 +145,7 @@ impl SaslSession {
             settings,
             session,
             state: State::Start,
+            established: None,
         }
     }
 
@@ -142,10 +160,22 @@ impl SaslSession {
     fn handshake(&mut self, mechanism: &str) -> AuthStep {
         let mut response = SaslHandshakeResponse::default();
         response.mechanisms = self.mechanism_names();
-        if !matches!(self.state, State::Start) {
+        let reauthenticating = match self.state {
+            State::Start => None,
+            State::Done(previous) => Some(previous),
+            _ => {
+                self.state = State::Over;
+                response.error_code = code(SaslError::IllegalState);
+                return refused(ResponseKind::SaslHandshake(response), "a second SaslHandshake");
+            }
+        };
+        if reauthenticating.is_some_and(|previous| previous.name() != mechanism) {
             self.state = State::Over;
             response.error_code = code(SaslError::IllegalState);
-            return refused(ResponseKind::SaslHandshake(response), "a second SaslHandshake");
+            return refused(
+                ResponseKind::SaslHandshake(response),
+                "re-authentication with another mechanism",
+            );
         }
         let offered = Mechanism::from_name(mechanism).filter(|m| self.settings.mechanisms.contains(m));
         let Some(chosen) = offered else {
@@ -159,8 +189,13 @@ impl SaslSession {
 
     async fn authenticate(&mut self, auth_bytes: &[u8]) -> AuthStep {
         let state = std::mem::replace(&mut self.state, State::Over);
+        let mechanism = match &state {
+            State::Chosen(mechanism) => Some(*mechanism),
+            State::ScramFinal(server) => Some(server.mechanism()),
+            _ => None,
+        };
         let outcome = match state {
-            State::Start | State::Over => {
+            State::Start | State::Over | State::Done(_) => {
                 let mut response = SaslAuthenticateResponse::default();
                 response.error_code = code(SaslError::IllegalState);
                 return refused(
@@ -181,13 +216,33 @@ impl SaslSession {
                 .map(|(user, server_final)| (user, Some(server_final)))
                 .map_err(|refusal| refusal.0),
         };
+        let outcome = outcome.and_then(|(user, last_message)| {
+            let principal = Principal::user(&user);
+            match &self.established {
+                Some(first) if *first != principal => Err("re-authentication as another principal"),
+                _ => Ok((principal, last_message)),
+            }
+        });
         match outcome {
-            Ok((user, last_message)) => {
-                let principal = Principal::user(&user);
-                tracing::debug!(%principal, before = %self.session.principal(), "SASL login");
+            Ok((principal, last_message)) => {
+                if self.established.is_some() {
+                    tracing::debug!(%principal, "SASL re-authentication");
+                } else {
+                    tracing::debug!(%principal, before = %self.session.principal(), "SASL login");
+                }
                 self.session.authenticated(principal.clone());
+                self.established = Some(principal.clone());
+                if let Some(mechanism) = mechanism {
+                    self.state = State::Done(mechanism);
+                }
+                let mut response = authenticate_response(last_message.unwrap_or_default());
+                if let (Some(lifetime), ResponseBody::Kafka(ResponseKind::SaslAuthenticate(answer))) =
+                    (self.settings.session_lifetime, &mut response)
+                {
+                    answer.session_lifetime_ms = i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
+                }
                 AuthStep::Authenticated {
-                    response: authenticate_response(last_message.unwrap_or_default()),
+                    response,
                     principal: principal.to_string(),
                 }
             }
@@ -208,6 +263,10 @@ impl Authenticator for SaslSession {
     async fn step(&mut self, request: Request) -> AuthStep {
         let api = crate::metrics::probe::api_slot(request.header.api_key);
         crate::metrics::with_api(api, self.answer(request)).await
+    }
+
+    fn session_lifetime(&self) -> Option<Duration> {
+        self.settings.session_lifetime
     }
 }
 

@@ -276,6 +276,11 @@ impl ScramServer {
         ))
     }
 
+    /// The mechanism of this exchange.
+    pub(crate) fn mechanism(&self) -> Mechanism {
+        self.mechanism
+    }
+
     /// Checks client-final; returns the user and the server-final message.
     pub(crate) fn finish(self, client_final: &[u8]) -> Result<(String, Vec<u8>), ScramRefused> {
         let client_final = std::str::from_utf8(client_final).map_err(|_| ScramRefused("client-final is not UTF-8"))?;

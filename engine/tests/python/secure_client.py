@@ -5,6 +5,8 @@ Usage: secure_client.py CLIENT BOOTSTRAP EXPECT [KEY=VALUE ...]
 CLIENT   confluent (librdkafka) or kafka-python.
 EXPECT   roundtrip: produce 50 messages to a new topic and consume them back
                     (the engine runs with --auto-create-topics);
+         slow-roundtrip: as roundtrip, one message every 150 ms (over a
+                    broker's session lifetime: librdkafka re-authenticates);
          refused:   connecting must fail; exits 0 if it did, 1 if it worked.
 KEY=VALUE are librdkafka settings (security.protocol, ssl.ca.location,
 ssl.certificate.location, ssl.key.location, sasl.mechanism, sasl.username,
@@ -15,6 +17,7 @@ the certificate the server presents.
 Every wait is bounded; prints what it saw.
 """
 import socket
+import time
 import ssl
 import sys
 import uuid
@@ -64,6 +67,9 @@ def confluent(bootstrap, expect, settings):
         producer.produce(topic, key=str(i), value=f"value-{i}",
                          on_delivery=lambda err, msg: errors.append(err) if err else None)
         producer.poll(0)
+        if expect == "slow-roundtrip":
+            producer.flush(TIMEOUT_S)
+            time.sleep(0.15)
     assert producer.flush(TIMEOUT_S) == 0, "everything delivered"
     assert not errors, errors
     consumer = Consumer({**config, "group.id": "secure-" + topic, "auto.offset.reset": "earliest",
