@@ -24,15 +24,12 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use kafka_protocol::{
-    messages::{
-        ApiKey, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
-        SaslHandshakeResponse,
-    },
-    protocol::{Decodable, Encodable, HeaderVersion, StrBytes},
+    messages::{SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse},
+    protocol::{Request, StrBytes},
 };
 use shardline_net::{TlsClientSettings, TlsConnector};
 
@@ -157,7 +154,7 @@ impl InterBroker {
         let mut connection = LeaderConnection {
             stream,
             correlation_id: 0,
-            client_id: StrBytes::from_string(format!("shardline-replica-{node_id}")),
+            client_id: format!("shardline-replica-{node_id}"),
         };
         if let Some(login) = &self.login {
             connection
@@ -180,7 +177,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct LeaderConnection {
     stream: Box<dyn Stream>,
     correlation_id: i32,
-    client_id: StrBytes,
+    client_id: String,
 }
 
 impl LeaderConnection {
@@ -188,9 +185,7 @@ impl LeaderConnection {
     async fn log_in(&mut self, login: &Login) -> Result<(), String> {
         let mut handshake = SaslHandshakeRequest::default();
         handshake.mechanism = StrBytes::from_static_str(login.mechanism.name());
-        let answer: SaslHandshakeResponse = self
-            .call(ApiKey::SaslHandshake, SASL_HANDSHAKE_VERSION, &handshake)
-            .await?;
+        let answer: SaslHandshakeResponse = self.call(SASL_HANDSHAKE_VERSION, &handshake).await?;
         if answer.error_code != 0 {
             return Err(format!("SaslHandshake refused with code {}", answer.error_code));
         }
@@ -211,9 +206,7 @@ impl LeaderConnection {
     async fn authenticate(&mut self, token: Vec<u8>) -> Result<Bytes, String> {
         let mut request = SaslAuthenticateRequest::default();
         request.auth_bytes = Bytes::from(token);
-        let answer: SaslAuthenticateResponse = self
-            .call(ApiKey::SaslAuthenticate, SASL_AUTHENTICATE_VERSION, &request)
-            .await?;
+        let answer: SaslAuthenticateResponse = self.call(SASL_AUTHENTICATE_VERSION, &request).await?;
         if answer.error_code != 0 {
             let message = answer.error_message.as_ref().map_or("", |m| m.as_str());
             return Err(format!(
@@ -225,31 +218,11 @@ impl LeaderConnection {
     }
 
     /// One request/response exchange; returns the response body.
-    pub(crate) async fn call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
-        &mut self,
-        api_key: ApiKey,
-        version: i16,
-        request: &Req,
-    ) -> Result<Resp, String> {
+    pub(crate) async fn call<R: Request>(&mut self, version: i16, request: &R) -> Result<R::Response, String> {
         self.correlation_id = self.correlation_id.wrapping_add(1);
         let correlation_id = self.correlation_id;
-        let mut header = RequestHeader::default();
-        header.request_api_key = api_key as i16;
-        header.request_api_version = version;
-        header.correlation_id = correlation_id;
-        header.client_id = Some(self.client_id.clone());
-        let mut frame = BytesMut::new();
-        frame.put_i32(0);
-        header
-            .encode(&mut frame, Req::header_version(version))
-            .map_err(|e| format!("encoding request header: {e}"))?;
-        request
-            .encode(&mut frame, version)
-            .map_err(|e| format!("encoding request: {e}"))?;
-        let length = i32::try_from(frame.len() - 4).map_err(|_| "request too large".to_string())?;
-        if let Some(prefix) = frame.get_mut(..4) {
-            prefix.copy_from_slice(&length.to_be_bytes());
-        }
+        let frame = shardline_net::encode_request(version, correlation_id, &self.client_id, request)
+            .map_err(|e| e.to_string())?;
         let stream = &mut self.stream;
         let body = glommio::timer::timeout(CALL_TIMEOUT, async {
             stream.write_all(&frame).await.map_err(std::io::Error::other)?;
@@ -265,23 +238,11 @@ impl LeaderConnection {
         })
         .await
         .map_err(|e| format!("exchange with leader: {e}"))?;
-        let mut body = Bytes::from(body);
-        let header = ResponseHeader::decode(&mut body, Resp::header_version(version))
-            .map_err(|e| format!("decoding response header: {e}"))?;
-        if header.correlation_id != correlation_id {
-            return Err(format!(
-                "response correlation id {} for request {correlation_id}",
-                header.correlation_id
-            ));
-        }
         // The same structural walk a client's request gets before
         // kafka-protocol decodes it: a lying count must not make it allocate.
-        shardline_net::check_response(api_key as i16, version, &body, RESPONSE_ENTRIES_MAX)
-            .map_err(|e| format!("checking response: {e}"))?;
-        let response = Resp::decode(&mut body, version).map_err(|e| format!("decoding response: {e}"))?;
-        if body.has_remaining() {
-            return Err(format!("{} bytes left after the response", body.remaining()));
-        }
+        let response =
+            shardline_net::decode_response::<R>(version, correlation_id, Bytes::from(body), RESPONSE_ENTRIES_MAX)
+                .map_err(|e| e.to_string())?;
         Ok(response)
     }
 }

@@ -42,8 +42,7 @@ use kafka_protocol::{
     messages::{
         fetch_request::{FetchPartition, FetchTopic},
         offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic},
-        ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
-        TopicName,
+        BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
     },
     protocol::StrBytes,
     ResponseError,
@@ -272,9 +271,7 @@ async fn truncate(
             t
         })
         .collect();
-    let response: OffsetForLeaderEpochResponse = conn
-        .call(ApiKey::OffsetForLeaderEpoch, OFFSET_FOR_LEADER_EPOCH_VERSION, &request)
-        .await?;
+    let response: OffsetForLeaderEpochResponse = conn.call(OFFSET_FOR_LEADER_EPOCH_VERSION, &request).await?;
     for topic in &response.topics {
         for answer in &topic.partitions {
             let Some((f, latest)) = asked
@@ -353,7 +350,7 @@ async fn fetch_once(
             t
         })
         .collect();
-    let response: FetchResponse = conn.call(ApiKey::Fetch, FETCH_VERSION, &request).await?;
+    let response: FetchResponse = conn.call(FETCH_VERSION, &request).await?;
     if response.error_code != 0 {
         return Err(format!("fetch error {}", error_name(response.error_code)));
     }

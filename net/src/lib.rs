@@ -85,6 +85,7 @@
 
 mod apis;
 mod capture;
+mod client;
 mod codec;
 mod conn;
 mod cursor;
@@ -103,6 +104,7 @@ mod stats;
 mod tls;
 
 pub use apis::{api_versions_response, is_supported, supported_versions, SUPPORTED_APIS, UNSUPPORTED_VERSION};
+pub use client::{decode_response, encode_request, ClientFrameError};
 pub use codec::{decode_request, decode_request_body, encode_response_pieces, Request, RequestBody, ResponseBody};
 pub use conn::{
     serve_authenticated, serve_connection, AuthStep, Authenticator, ConnectionConfig, Handler, NoAuthentication,

@@ -1,7 +1,7 @@
 //! # `shardline-testkit`: real engine processes for integration tests
 //!
-//! Dev-only (a dev-dependency of `engine`, `tools` and `bench`; nothing ships
-//! it). One harness instead of one per crate: it finds the `engine` binary,
+//! Dev-only (a dev-dependency of `engine`, `tools`, `bench`, `log`, `net` and
+//! `raft`; nothing ships it). One harness instead of one per crate: it finds the `engine` binary,
 //! starts it on free ports with its own data directory and log file, stops
 //! it (SIGTERM, then SIGKILL) when dropped, kills and restarts it, and reads
 //! what it logged. It depends on no other crate of the workspace, so `bench`
@@ -12,6 +12,10 @@
 //! endpoint gets a free port of its own ([`Engine::http_addr`],
 //! [`Engine::http_get`], [`http_request`]), never the default 9644, since
 //! tests start engines concurrently.
+//!
+//! It also runs test code on a glommio executor as a shard runs it
+//! ([`run_on_shard`], [`run_on_shard_reused`]), for the tests of `log`,
+//! `net`, `raft` and `tools` that drive the code in-process.
 //!
 //! Failures panic with the engine's log: a panic is a test failure.
 #![allow(
@@ -25,8 +29,10 @@ mod engine;
 mod http;
 mod kafka;
 mod ports;
+mod shard;
 
 pub use engine::{engine_binary, raw_exchange, run_engine_briefly, shard_count, Engine};
 pub use http::{http_exchange, http_request, HttpResponse};
 pub use kafka::{call, node_of, KafkaConnection};
 pub use ports::free_port_run;
+pub use shard::{run_on_shard, run_on_shard_reused};

@@ -7,10 +7,9 @@
 //! listeners; the password stays off the command line); with
 //! `SHARDCTL_TLS_CA` it speaks TLS (`tls.rs`: SSL and SASL_SSL listeners).
 //!
-//! ```text
-//! request:  | length i32 | request header (v1, or v2 when flexible) | body |
-//! response: | length i32 | response header (v0, or v1 when flexible) | body |
-//! ```
+//! The frames are made and read by net (`shardline_net::encode_request`,
+//! `decode_response`, which also serve the engine's follower client); this
+//! module does the blocking I/O around them.
 
 use std::{
     io::{Read, Write},
@@ -18,13 +17,13 @@ use std::{
     time::Duration,
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::{
     messages::{
-        metadata_request::MetadataRequestTopic, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
-        SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
+        metadata_request::MetadataRequestTopic, MetadataRequest, MetadataResponse, SaslAuthenticateRequest,
+        SaslHandshakeRequest, TopicName,
     },
-    protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes},
+    protocol::{Request, StrBytes},
     ResponseError,
 };
 
@@ -38,6 +37,10 @@ const SASL_USER_VARIABLE: &str = "SHARDCTL_SASL_USER";
 const SASL_PASSWORD_VARIABLE: &str = "SHARDCTL_SASL_PASSWORD";
 /// Largest response accepted (a DescribeGroups of a large group is far below).
 const RESPONSE_BYTES_MAX: usize = 64 << 20;
+/// Most entries a response may name where net walks it before decoding.
+const RESPONSE_ENTRIES_MAX: usize = 1_000_000;
+/// The client id every request carries.
+const CLIENT_ID: &str = "shardctl";
 
 /// Metadata version asked (every Shardline broker serves v12).
 const METADATA_VERSION: i16 = 12;
@@ -163,21 +166,8 @@ impl Client {
             reason,
         };
         self.correlation_id = self.correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("shardctl")));
-        let mut frame = BytesMut::new();
-        frame.extend_from_slice(&[0; 4]);
-        header
-            .encode(&mut frame, R::header_version(version))
-            .and_then(|()| request.encode(&mut frame, version))
-            .map_err(|e| broker(format!("encoding: {e}"), &self.addr))?;
-        let length = i32::try_from(frame.len() - 4).map_err(|_| broker("request too large".into(), &self.addr))?;
-        if let Some(prefix) = frame.get_mut(..4) {
-            prefix.copy_from_slice(&length.to_be_bytes());
-        }
+        let frame = shardline_net::encode_request(version, self.correlation_id, CLIENT_ID, request)
+            .map_err(|e| broker(e.to_string(), &self.addr))?;
         self.stream
             .write_all(&frame)
             .map_err(|e| broker(format!("sending: {e}"), &self.addr))?;
@@ -193,12 +183,7 @@ impl Client {
         self.stream
             .read_exact(&mut body)
             .map_err(|e| broker(format!("reading: {e}"), &self.addr))?;
-        let mut body = Bytes::from(body);
-        let response_header = ResponseHeader::decode(&mut body, R::Response::header_version(version))
-            .map_err(|e| broker(format!("decoding header: {e}"), &self.addr))?;
-        if response_header.correlation_id != self.correlation_id {
-            return Err(broker("answer to another request".into(), &self.addr));
-        }
-        R::Response::decode(&mut body, version).map_err(|e| broker(format!("decoding: {e}"), &self.addr))
+        shardline_net::decode_response::<R>(version, self.correlation_id, Bytes::from(body), RESPONSE_ENTRIES_MAX)
+            .map_err(|e| broker(e.to_string(), &self.addr))
     }
 }

@@ -14,11 +14,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use glommio::{LocalExecutorBuilder, Placement};
 use shardline_log::{
     build_batch, parse_log_name, validate, BatchError, BatchSpec, Durability, Log, LogConfig, Offset,
     BATCH_HEADER_BYTES,
 };
+use shardline_testkit::run_on_shard as run;
 
 /// Batches appended by [`write_log`].
 const BATCH_COUNT: usize = 100;
@@ -29,16 +29,6 @@ struct Appended {
     base_offset: Offset,
     last_offset: Offset,
     codec: &'static str,
-}
-
-/// Runs `f` on a fresh single-threaded glommio executor, as a shard would.
-fn run<T: 'static, F: std::future::Future<Output = T> + 'static>(f: impl FnOnce() -> F) -> T {
-    LocalExecutorBuilder::new(Placement::Unbound)
-        // Small registered-buffer pool: stays under the 8 MiB memlock limit.
-        .io_memory(512 << 10)
-        .make()
-        .expect("glommio executor")
-        .run(f())
 }
 
 /// Writes a multi-segment log: 100 batches of about 2 KiB into 64 KiB

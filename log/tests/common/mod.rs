@@ -1,15 +1,13 @@
 //! Helpers shared by the log's integration tests.
 #![allow(
     dead_code,
+    unused_imports,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
     reason = "test helpers: not every test file uses each; a panic is a test failure"
 )]
 
-use std::future::Future;
-
-use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 use shardline_log::{build_batch, validate, BatchSpec, Clock, Durability, Log, LogConfig};
 
 /// 64 KiB segments, an index entry per KiB, no fsync, no retention: many
@@ -24,35 +22,7 @@ pub fn small_config() -> LogConfig {
     }
 }
 
-/// Runs `f` on a fresh single-threaded glommio executor, as a shard would.
-pub fn run<T: 'static, F: Future<Output = T> + 'static>(f: impl FnOnce() -> F) -> T {
-    LocalExecutorBuilder::new(Placement::Unbound)
-        // Small registered-buffer pool: stays under the 8 MiB memlock limit.
-        .io_memory(512 << 10)
-        .make()
-        .expect("glommio executor")
-        .run(f())
-}
-
-thread_local! {
-    /// The executor [`run_reused`] runs every call on this thread on.
-    static EXECUTOR: LocalExecutor = LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(512 << 10)
-        .make()
-        .expect("glommio executor");
-}
-
-/// Runs `f` on this thread's one glommio executor, reused by every call, for
-/// tests that run thousands of cases. A fresh executor per case (`run`) leaks
-/// file descriptors: glommio 0.9 leaks an eventfd for every executor it
-/// drops, and closes a file dropped without `close` (a crashed log's
-/// segments) only on its executor's next I/O cycle, which a finished
-/// executor never has — 2 to 4 descriptors a case, so 20,000 model cases
-/// ran out of descriptors after about 7,000. Tasks a case leaves behind run
-/// on in the next call; they only touch that case's files.
-pub fn run_reused<T: 'static, F: Future<Output = T> + 'static>(f: impl FnOnce() -> F) -> T {
-    EXECUTOR.with(|executor| executor.run(f()))
-}
+pub use shardline_testkit::{run_on_shard as run, run_on_shard_reused as run_reused};
 
 /// A batch of `records` records with a payload derived from `seed`.
 pub fn batch(records: i32, timestamp_ms: i64, seed: u64, payload_bytes: usize) -> Vec<u8> {
