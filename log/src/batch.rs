@@ -223,6 +223,12 @@ impl BatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & 0x20 != 0
     }
+
+    /// Whether the broker stamped the batch (timestamp type LogAppendTime,
+    /// attribute bit 3): every record's timestamp is then the max timestamp.
+    pub fn log_append_time(&self) -> bool {
+        self.attributes & 0x08 != 0
+    }
 }
 
 /// CRC-32C over attributes to end of the batch.
@@ -416,6 +422,39 @@ pub fn build_batch_from_values(timestamp_ms: i64, values: &[&[u8]]) -> Vec<u8> {
         );
     }
     frame_batch(&BatchSpec::plain(record_count, timestamp_ms, &[]), &section)
+}
+
+/// A batch of one record per entry of `timestamp_deltas_ms` (each record's
+/// timestamp is `base_timestamp_ms` + its delta; the max timestamp is the
+/// largest), with `attributes`; for tests of lookups by time.
+pub fn build_batch_with_timestamps(base_timestamp_ms: i64, timestamp_deltas_ms: &[i64], attributes: i16) -> Vec<u8> {
+    let record_count = i32::try_from(timestamp_deltas_ms.len()).unwrap_or(0);
+    assert!(record_count > 0, "a batch holds 1 ..= i32::MAX records");
+    let mut section = Vec::new();
+    for (index, delta) in timestamp_deltas_ms.iter().enumerate() {
+        let value = index.to_be_bytes();
+        record::put_record_at(
+            &mut section,
+            i32::try_from(index).unwrap_or(i32::MAX),
+            *delta,
+            None,
+            Some(&value),
+        );
+    }
+    let spec = BatchSpec {
+        attributes,
+        ..BatchSpec::plain(record_count, base_timestamp_ms, &[])
+    };
+    let mut out = frame_batch(&spec, &section);
+    let max_timestamp_ms = base_timestamp_ms + timestamp_deltas_ms.iter().copied().max().unwrap_or(0);
+    if let Some(field) = out.get_mut(OFFSET_MAX_TIMESTAMP..OFFSET_MAX_TIMESTAMP + 8) {
+        field.copy_from_slice(&max_timestamp_ms.to_be_bytes());
+    }
+    let crc = compute_crc(&out).unwrap_or(0);
+    if let Some(field) = out.get_mut(OFFSET_CRC..OFFSET_CRC + 4) {
+        field.copy_from_slice(&crc.to_be_bytes());
+    }
+    out
 }
 
 /// The header for `spec` in front of `section`, with its CRC-32C.

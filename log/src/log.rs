@@ -172,14 +172,20 @@ impl ReadBatches {
     }
 }
 
-/// A ListOffsets answer for a timestamp: the first batch with a record at or
-/// after the time.
+/// A ListOffsets answer for a timestamp: the first record at or after the
+/// time (or, for a compressed batch, the batch that holds it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimestampOffset {
-    /// Base offset of that batch.
+    /// The record's offset, or the base offset of the compressed batch
+    /// holding it when not `exact`.
     pub offset: Offset,
-    /// Its max timestamp.
+    /// The record's timestamp, or the batch's max timestamp when not
+    /// `exact`.
     pub timestamp_ms: i64,
+    /// Whether the record itself was read. A compressed batch's records are
+    /// not (the log never decompresses): the caller may decompress the
+    /// batch at `offset` to find the record.
+    pub exact: bool,
 }
 
 /// Where the offsets of an append's batches come from.
@@ -860,19 +866,31 @@ impl Log {
         ranges
     }
 
-    /// The first batch with a timestamp ≥ `timestamp_ms` (ListOffsets by time);
-    /// `None` when every stored timestamp is older.
+    /// The first record with a timestamp ≥ `timestamp_ms` (ListOffsets by
+    /// time); `None` when every stored timestamp is older.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<TimestampOffset>, LogError> {
         let inner = self.inner.borrow();
         for segment in inner.segments.values() {
-            if let Some(header) = segment.find_time(timestamp_ms)? {
-                return Ok(Some(TimestampOffset {
-                    offset: header.base_offset,
-                    timestamp_ms: header.max_timestamp_ms,
-                }));
+            if let Some(found) = segment.find_time(timestamp_ms)? {
+                return Ok(Some(found));
             }
         }
         Ok(None)
+    }
+
+    /// The record with the largest timestamp (ListOffsets -3, KIP-734): the
+    /// first of them if several share it; `None` for an empty log.
+    pub fn offset_of_max_timestamp(&self) -> Result<Option<TimestampOffset>, LogError> {
+        let inner = self.inner.borrow();
+        let mut best: Option<TimestampOffset> = None;
+        for segment in inner.segments.values() {
+            if let Some(found) = segment.max_timestamp_record()? {
+                if best.is_none_or(|b| found.timestamp_ms > b.timestamp_ms) {
+                    best = Some(found);
+                }
+            }
+        }
+        Ok(best)
     }
 }
 

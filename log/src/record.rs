@@ -213,9 +213,20 @@ fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
 
 /// Appends one record (timestamp Δ 0, no headers) to a records section.
 pub(crate) fn put_record(out: &mut Vec<u8>, offset_delta: i32, key: Option<&[u8]>, value: Option<&[u8]>) {
+    put_record_at(out, offset_delta, 0, key, value);
+}
+
+/// Appends one record with timestamp Δ `timestamp_delta_ms` (no headers).
+pub(crate) fn put_record_at(
+    out: &mut Vec<u8>,
+    offset_delta: i32,
+    timestamp_delta_ms: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) {
     let mut body = Vec::with_capacity(value.map_or(0, <[u8]>::len) + key.map_or(0, <[u8]>::len) + 16);
     body.push(0); // attributes
-    put_zigzag(&mut body, 0); // timestamp delta
+    put_zigzag(&mut body, timestamp_delta_ms);
     put_zigzag(&mut body, i64::from(offset_delta));
     put_nullable(&mut body, key);
     put_nullable(&mut body, value);

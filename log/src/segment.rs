@@ -53,7 +53,7 @@ use crate::{
     batch::{self, BatchHeader, BATCH_HEADER_BYTES},
     error::{glommio_error, io_error, LogError},
     index::{IndexEntry, SparseIndex},
-    log::WritePath,
+    log::{TimestampOffset, WritePath},
     offset::{Offset, Position},
     recovery::{self, BadRange, SegmentBounds, SegmentScan, TornTail},
     sigbus,
@@ -706,8 +706,10 @@ impl Segment {
         })
     }
 
-    /// First batch whose max timestamp is ≥ `timestamp_ms`.
-    pub(crate) fn find_time(&self, timestamp_ms: i64) -> Result<Option<BatchHeader>, LogError> {
+    /// The first record whose timestamp is ≥ `timestamp_ms`: in the first
+    /// batch whose max timestamp is ≥ it, the first such record (read when
+    /// the batch is uncompressed; see [`TimestampOffset::exact`]).
+    pub(crate) fn find_time(&self, timestamp_ms: i64) -> Result<Option<TimestampOffset>, LogError> {
         if self.max_timestamp_ms < timestamp_ms {
             return Ok(None);
         }
@@ -715,13 +717,46 @@ impl Segment {
             let mut position = self.index.lookup_time(timestamp_ms).0;
             while position < self.size {
                 match self.stored_at(data, position)? {
-                    Stored::Batch(header) if header.max_timestamp_ms >= timestamp_ms => return Ok(Some(header)),
+                    Stored::Batch(header) if header.max_timestamp_ms >= timestamp_ms => {
+                        let batch = self.batch_bytes(data, position, &header);
+                        return Ok(Some(first_record_at_or_after(batch, &header, timestamp_ms)));
+                    }
                     Stored::Batch(header) => position += header.total_bytes() as u64,
                     Stored::Bad(range) => position = range.end.0,
                 }
             }
             Ok(None)
         })
+    }
+
+    /// The record with the largest timestamp (the first of them), found as
+    /// [`Segment::find_time`] finds one: `None` for an empty segment.
+    pub(crate) fn max_timestamp_record(&self) -> Result<Option<TimestampOffset>, LogError> {
+        let mut best: Option<(u64, BatchHeader)> = None;
+        self.for_each_header(|header, position| {
+            if best
+                .as_ref()
+                .is_none_or(|(_, b)| header.max_timestamp_ms > b.max_timestamp_ms)
+            {
+                best = Some((position.0, *header));
+            }
+        })?;
+        let Some((position, header)) = best else {
+            return Ok(None);
+        };
+        self.with_data(|data| {
+            let batch = self.batch_bytes(data, position, &header);
+            Ok(Some(first_record_at_or_after(batch, &header, header.max_timestamp_ms)))
+        })
+    }
+
+    /// The bytes of the batch whose header is at `position` (empty if they
+    /// are not all there, which a checked header rules out).
+    fn batch_bytes<'d>(&self, data: &'d [u8], position: u64, header: &BatchHeader) -> &'d [u8] {
+        usize::try_from(position)
+            .ok()
+            .and_then(|start| data.get(start..start.checked_add(header.total_bytes())?))
+            .unwrap_or_default()
     }
 
     /// What is stored at `position`: the bad range starting there, or the
@@ -770,6 +805,46 @@ impl Segment {
             .unwrap_or_default();
         batch::validate_header_only(rest).map_err(corrupt)
     }
+}
+
+/// In `batch` (whose header is `header`, with max timestamp ≥
+/// `timestamp_ms`), the first record whose timestamp is ≥ `timestamp_ms`.
+/// Under LogAppendTime every record has the batch's max timestamp: the
+/// first record. A compressed batch's records are not read here: its base
+/// offset and max timestamp, marked inexact. So is a batch whose records do
+/// not walk (checked when appended, so only after a fault).
+pub(crate) fn first_record_at_or_after(batch: &[u8], header: &BatchHeader, timestamp_ms: i64) -> TimestampOffset {
+    assert!(header.max_timestamp_ms >= timestamp_ms, "the batch holds such a record");
+    let whole_batch = TimestampOffset {
+        offset: header.base_offset,
+        timestamp_ms: header.max_timestamp_ms,
+        exact: false,
+    };
+    if header.log_append_time() {
+        return TimestampOffset {
+            exact: true,
+            ..whole_batch
+        };
+    }
+    let Some(records) = batch::uncompressed_records(batch, header) else {
+        return whole_batch;
+    };
+    for record in records {
+        let Ok(record) = record else {
+            return whole_batch;
+        };
+        let record_timestamp_ms = header.base_timestamp_ms.saturating_add(record.timestamp_delta_ms);
+        if record_timestamp_ms >= timestamp_ms {
+            let found = TimestampOffset {
+                offset: Offset(header.base_offset.0 + i64::from(record.offset_delta)),
+                timestamp_ms: record_timestamp_ms,
+                exact: true,
+            };
+            assert!(found.offset <= header.last_offset(), "the record is in its batch");
+            return found;
+        }
+    }
+    whole_batch
 }
 
 /// What a position of a segment's data holds.

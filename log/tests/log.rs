@@ -206,6 +206,65 @@ fn offsets_by_timestamp_follow_list_offsets_semantics() {
     });
 }
 
+/// Issue 17: ListOffsets by time names the first *record* at or after the
+/// time (records of a batch need not be in time order), the record with the
+/// largest timestamp for -3, the first record of a LogAppendTime batch, and
+/// a compressed batch (never decompressed here) as a whole.
+#[test]
+fn offsets_by_timestamp_name_records() {
+    use shardline_log::{build_batch, build_batch_with_timestamps, BatchSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Log::open(&path, small_config()).await.unwrap();
+        let appends = [
+            // offsets 0..=3 at 1030, 1000, 1050, 1010
+            build_batch_with_timestamps(1000, &[30, 0, 50, 10], 0),
+            // offset 4 at 2000, 5 at 1990
+            build_batch_with_timestamps(1990, &[10, 0], 0),
+            // offsets 6, 7: LogAppendTime, both stamped 3005
+            build_batch_with_timestamps(3000, &[5, 0], 0x08),
+            // offsets 8..=10: gzip, records unread
+            build_batch(&BatchSpec {
+                attributes: 1,
+                ..BatchSpec::plain(3, 4000, b"not really gzip")
+            }),
+        ];
+        for batch in appends {
+            log.append(Bytes::from(batch)).await.unwrap();
+        }
+        let found = |t| {
+            let hit = log.offset_for_timestamp(t).unwrap().unwrap();
+            (hit.offset.0, hit.timestamp_ms, hit.exact)
+        };
+        assert_eq!(found(900), (0, 1030, true));
+        assert_eq!(found(1031), (2, 1050, true));
+        assert_eq!(found(1050), (2, 1050, true));
+        assert_eq!(found(1051), (4, 2000, true));
+        assert_eq!(found(1995), (4, 2000, true));
+        assert_eq!(found(3001), (6, 3005, true));
+        assert_eq!(found(3006), (8, 4000, false));
+        assert!(log.offset_for_timestamp(4001).unwrap().is_none());
+        let max = log.offset_of_max_timestamp().unwrap().unwrap();
+        assert_eq!((max.offset.0, max.timestamp_ms, max.exact), (8, 4000, false));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Log::open(&path, small_config()).await.unwrap();
+        assert!(log.offset_of_max_timestamp().unwrap().is_none());
+        log.append(Bytes::from(build_batch_with_timestamps(1000, &[0, 70, 20, 70], 0)))
+            .await
+            .unwrap();
+        let max = log.offset_of_max_timestamp().unwrap().unwrap();
+        assert_eq!(
+            (max.offset.0, max.timestamp_ms),
+            (1, 1070),
+            "the first record with the max"
+        );
+    });
+}
+
 #[test]
 fn retention_deletes_whole_sealed_segments_and_old_readers_stay_safe() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,5 +1,8 @@
-//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3) or the first
-//! batch at or after a timestamp, answered by each partition's owner shard.
+//! ListOffsets: earliest (-2), latest (-1), the record with the max
+//! timestamp (-3) or the first record at or after a timestamp, answered by
+//! each partition's owner shard. In a compressed batch (which the broker
+//! does not decompress) the answer is the batch's base offset and max
+//! timestamp.
 
 use std::rc::Rc;
 
@@ -71,15 +74,10 @@ fn lookup(shard: &Shard, topic: &str, index: i32, timestamp: i64) -> Result<Foun
         // Consumers see what every in-sync replica has: the high watermark.
         LATEST => Ok((partition.high_watermark().0, -1, leader_epoch)),
         EARLIEST => Ok((log.log_start().0, -1, leader_epoch)),
-        MAX_TIMESTAMP => {
-            let mut best: Option<(i64, i64)> = None;
-            log.for_each_batch_header(|h| {
-                if best.is_none_or(|(_, ts)| h.max_timestamp_ms > ts) {
-                    best = Some((h.base_offset.0, h.max_timestamp_ms));
-                }
-            })?;
-            Ok(best.map_or((-1, -1, leader_epoch), |(offset, ts)| (offset, ts, leader_epoch)))
-        }
+        MAX_TIMESTAMP => Ok(match log.offset_of_max_timestamp()? {
+            Some(found) => (found.offset.0, found.timestamp_ms, leader_epoch),
+            None => (-1, -1, leader_epoch),
+        }),
         t if t < 0 => Err(EngineError::InvalidRequest(format!(
             "unknown ListOffsets timestamp {t}"
         ))),
