@@ -157,6 +157,8 @@ pub(crate) enum RoleChange {
 pub(crate) struct Produced {
     pub(crate) base_offset: Offset,
     pub(crate) log_start: Offset,
+    /// The time stamped on the batches of a LogAppendTime topic.
+    pub(crate) log_append_time_ms: Option<i64>,
 }
 
 /// A partition open on this shard.
@@ -697,6 +699,7 @@ impl Partition {
                 return Ok(Produced {
                     base_offset,
                     log_start: self.log.log_start(),
+                    log_append_time_ms: None,
                 });
             }
             SequenceCheck::DuplicateInFlight => return Err(EngineError::DuplicateSequence),
@@ -716,6 +719,7 @@ impl Partition {
                 Ok(Produced {
                     base_offset: info.base_offset,
                     log_start: info.log_start,
+                    log_append_time_ms: info.log_append_time_ms,
                 })
             }
             Err(e) => {

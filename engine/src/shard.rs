@@ -404,6 +404,7 @@ impl Shard {
         if let Some(v) = get("shardline.fsync").and_then(|v| v.parse::<crate::config::FsyncPolicy>().ok()) {
             config.durability = v.0;
         }
+        config.log_append_time = get("message.timestamp.type").is_some_and(|v| v == "LogAppendTime");
         let max_message_bytes = get("max.message.bytes")
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(MAX_MESSAGE_BYTES_DEFAULT);

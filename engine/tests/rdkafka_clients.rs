@@ -368,3 +368,78 @@ fn an_invalid_topic_name_fails_at_once() {
     );
     assert_eq!(produce(&engine, "fine-name", 3, &[]).len(), 3);
 }
+
+/// Issue 17 section 3: a topic with `message.timestamp.type=LogAppendTime`
+/// gives every record the broker's append time, whatever the producer set;
+/// and a timestamp lookup names the first record at or after the time even
+/// inside a batch whose records are out of time order.
+#[test]
+fn log_append_time_and_timestamp_lookups_by_record() {
+    let engine = Engine::start(&["--shards", "1", "--fsync", "never"]);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", engine.bootstrap())
+        .create()
+        .unwrap();
+    let topics = [
+        NewTopic::new("stamped", 1, TopicReplication::Fixed(1)).set("message.timestamp.type", "LogAppendTime"),
+        NewTopic::new("timed", 1, TopicReplication::Fixed(1)),
+    ];
+    for result in futures_executor::block_on(admin.create_topics(&topics, &AdminOptions::new())).unwrap() {
+        result.unwrap();
+    }
+    let now_ms = || {
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap()
+    };
+    let before_ms = now_ms();
+    let (producer, _) = producer(&engine, &[("linger.ms", "50")]);
+    for (topic, timestamp_ms) in [("stamped", 1000), ("stamped", 2000), ("timed", 1000), ("timed", 3000)] {
+        producer
+            .send(BaseRecord::<str, str>::to(topic).payload("v").timestamp(timestamp_ms))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let after_ms = now_ms();
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", engine.bootstrap())
+        .set("group.id", "timestamps")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["stamped"]).unwrap();
+    let mut stamps = Vec::new();
+    let deadline = Instant::now() + CONSUME_TIMEOUT;
+    while stamps.len() < 2 && Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            stamps.push(message.unwrap().timestamp());
+        }
+    }
+    assert_eq!(stamps.len(), 2);
+    for stamp in stamps {
+        match stamp {
+            rdkafka::Timestamp::LogAppendTime(ms) => {
+                assert!((before_ms..=after_ms).contains(&ms), "{ms} in {before_ms}..={after_ms}")
+            }
+            other => panic!("a LogAppendTime record, not {other:?}"),
+        }
+    }
+
+    let lookup = |timestamp_ms: i64| {
+        let mut query = TopicPartitionList::new();
+        query
+            .add_partition_offset("timed", 0, Offset::Offset(timestamp_ms))
+            .unwrap();
+        let found = consumer.offsets_for_times(query, Duration::from_secs(10)).unwrap();
+        found.find_partition("timed", 0).unwrap().offset()
+    };
+    assert_eq!(lookup(500), Offset::Offset(0));
+    assert_eq!(lookup(2000), Offset::Offset(1), "the record at 3000, not its batch");
+    assert_eq!(lookup(3001), Offset::End);
+}

@@ -55,6 +55,8 @@ const OFFSET_BASE: usize = 0;
 const OFFSET_LENGTH: usize = 8;
 const OFFSET_LEADER_EPOCH: usize = 12;
 pub(crate) const OFFSET_MAGIC: usize = 16;
+/// Attribute bit 3: timestamp type LogAppendTime.
+pub(crate) const ATTRIBUTE_LOG_APPEND_TIME: i16 = 0x08;
 const OFFSET_CRC: usize = 17;
 const OFFSET_ATTRIBUTES: usize = 21;
 const OFFSET_LAST_OFFSET_DELTA: usize = 23;
@@ -227,7 +229,7 @@ impl BatchHeader {
     /// Whether the broker stamped the batch (timestamp type LogAppendTime,
     /// attribute bit 3): every record's timestamp is then the max timestamp.
     pub fn log_append_time(&self) -> bool {
-        self.attributes & 0x08 != 0
+        self.attributes & ATTRIBUTE_LOG_APPEND_TIME != 0
     }
 }
 
@@ -422,6 +424,39 @@ pub fn build_batch_from_values(timestamp_ms: i64, values: &[&[u8]]) -> Vec<u8> {
         );
     }
     frame_batch(&BatchSpec::plain(record_count, timestamp_ms, &[]), &section)
+}
+
+/// Stamps a whole, checked `batch` with LogAppendTime at `max_timestamp_ms`
+/// (the attribute bit and the max timestamp, both under the CRC, which is
+/// computed again), as a Kafka broker does for such a topic. A slice shorter
+/// than a batch header is left alone.
+pub fn stamp_log_append_time(batch: &mut [u8], max_timestamp_ms: i64) {
+    if batch.len() < BATCH_HEADER_BYTES {
+        return;
+    }
+    let Some(&[high, low]) = batch.get(OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2) else {
+        return;
+    };
+    let attributes = i16::from_be_bytes([high, low]) | ATTRIBUTE_LOG_APPEND_TIME;
+    if let Some(field) = batch.get_mut(OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2) {
+        field.copy_from_slice(&attributes.to_be_bytes());
+    }
+    if let Some(field) = batch.get_mut(OFFSET_MAX_TIMESTAMP..OFFSET_MAX_TIMESTAMP + 8) {
+        field.copy_from_slice(&max_timestamp_ms.to_be_bytes());
+    }
+    let crc = compute_crc(batch).unwrap_or(0);
+    if let Some(field) = batch.get_mut(OFFSET_CRC..OFFSET_CRC + 4) {
+        field.copy_from_slice(&crc.to_be_bytes());
+    }
+}
+
+/// Whether `batch`'s bytes already carry `header`'s LogAppendTime stamp
+/// (a replicated batch does: its leader wrote it).
+pub(crate) fn carries_stamp(batch: &[u8], header: &BatchHeader) -> bool {
+    let attributes = batch.get(OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2);
+    let max_timestamp = batch.get(OFFSET_MAX_TIMESTAMP..OFFSET_MAX_TIMESTAMP + 8);
+    attributes == Some(&header.attributes.to_be_bytes()[..])
+        && max_timestamp == Some(&header.max_timestamp_ms.to_be_bytes()[..])
 }
 
 /// A batch of one record per entry of `timestamp_deltas_ms` (each record's

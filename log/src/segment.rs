@@ -1108,7 +1108,8 @@ pub(crate) struct PreparedBatch {
 /// headers written in, skipping the first `skip` bytes (only non-zero when
 /// resuming a short write). Neither field is covered by the CRC. A batch whose
 /// header fields already match its bytes (a replicated batch, or an epoch left
-/// as sent) is copied unchanged.
+/// as sent) is copied unchanged. A batch stamped LogAppendTime by the writer
+/// (`place_offsets`) gets the stamp written in and its CRC computed again.
 fn assemble(batches: &[PreparedBatch], skip: usize) -> Vec<u8> {
     let total: usize = batches.iter().map(|b| b.bytes.len()).sum();
     let mut out = Vec::with_capacity(total);
@@ -1118,6 +1119,9 @@ fn assemble(batches: &[PreparedBatch], skip: usize) -> Vec<u8> {
         if let Some(copied) = out.get_mut(start..) {
             batch::set_base_offset(copied, batch.header.base_offset);
             batch::set_leader_epoch(copied, batch.header.partition_leader_epoch);
+            if batch.header.log_append_time() && !batch::carries_stamp(copied, &batch.header) {
+                batch::stamp_log_append_time(copied, batch.header.max_timestamp_ms);
+            }
         }
     }
     assert_eq!(out.len(), total, "assembled bytes are the batches' bytes");

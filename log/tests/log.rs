@@ -265,6 +265,56 @@ fn offsets_by_timestamp_name_records() {
     });
 }
 
+/// Issue 17: a LogAppendTime log stamps each batch with the append's time
+/// (the attribute bit and the max timestamp, under a recomputed CRC), says
+/// so in the append's answer, finds it by that time, and a follower's
+/// replicated copy keeps the leader's stamp byte for byte.
+#[test]
+fn a_log_append_time_log_stamps_batches() {
+    use shardline_log::{build_batch_with_timestamps, validate};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig {
+            log_append_time: true,
+            ..small_config()
+        };
+        let clock = Rc::new(ManualClock::default());
+        clock.0.set(50_000);
+        let leader = Log::open_with_clock(&path.join("leader"), config.clone(), clock.clone())
+            .await
+            .unwrap();
+        let sent = build_batch_with_timestamps(1000, &[0, 5, 3], 0);
+        let info = leader.append(Bytes::from(sent.clone())).await.unwrap();
+        assert_eq!(info.log_append_time_ms, Some(50_000));
+        clock.0.set(60_000);
+        let info = leader.append(Bytes::from(sent)).await.unwrap();
+        assert_eq!((info.base_offset, info.log_append_time_ms), (Offset(3), Some(60_000)));
+        let stored = read_all(&leader);
+        assert_eq!(stored.len(), 2);
+        for (batch, stamp) in stored.iter().zip([50_000, 60_000]) {
+            let header = validate(batch).unwrap();
+            assert!(header.log_append_time());
+            assert_eq!((header.max_timestamp_ms, header.base_timestamp_ms), (stamp, 1000));
+        }
+        let hit = leader.offset_for_timestamp(55_000).unwrap().unwrap();
+        assert_eq!((hit.offset, hit.timestamp_ms, hit.exact), (Offset(3), 60_000, true));
+
+        let follower = Log::open_with_clock(&path.join("follower"), config, clock.clone())
+            .await
+            .unwrap();
+        clock.0.set(70_000);
+        let copied: Vec<u8> = stored.concat();
+        let info = follower
+            .append_replicated(Bytes::from(copied.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.log_append_time_ms, None, "the leader stamped them");
+        assert_eq!(read_all(&follower).concat(), copied, "stored byte for byte");
+    });
+}
+
 #[test]
 fn retention_deletes_whole_sealed_segments_and_old_readers_stay_safe() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,9 +7,10 @@
 //! What a topic takes is what the engine honours: `retention.ms`,
 //! `retention.bytes`, `segment.bytes`, `segment.ms`, `max.message.bytes`,
 //! `min.insync.replicas`, `shardline.fsync`, `cleanup.policy=delete` and
-//! `message.timestamp.type=CreateTime` (the metadata group's validation,
-//! `shardline_raft::validate_topic_config`, plus the two values below the
-//! engine does not honour). Anything else is INVALID_CONFIG with the reason;
+//! `message.timestamp.type` (CreateTime, or LogAppendTime: the log stamps
+//! batches from the next append), as the metadata group validates them
+//! (`shardline_raft::validate_topic_config`). Anything else is
+//! INVALID_CONFIG with the reason;
 //! `validate_only` checks everything and changes nothing. Broker configs are
 //! the engine's flags, fixed at start: altering one is INVALID_REQUEST
 //! naming that.
@@ -71,13 +72,7 @@ fn invalid(why: String) -> EngineError {
 /// Checks one topic config change: the metadata group's rules, then the
 /// values the engine accepts but does not honour.
 fn check_change(key: &str, value: Option<&str>) -> Result<(), EngineError> {
-    validate_topic_config(key, value).map_err(EngineError::Meta)?;
-    match (key, value) {
-        ("message.timestamp.type", Some(value)) if value != "CreateTime" => Err(invalid(format!(
-            "{key}={value}: this broker keeps the producer's timestamps (CreateTime only)"
-        ))),
-        _ => Ok(()),
-    }
+    validate_topic_config(key, value).map_err(EngineError::Meta)
 }
 
 /// The incremental operations of one resource as changes.
@@ -274,8 +269,9 @@ mod tests {
         assert!(check_change("retention.ms", Some("1000")).is_ok());
         assert!(check_change("retention.ms", None).is_ok());
         assert!(check_change("message.timestamp.type", Some("CreateTime")).is_ok());
+        assert!(check_change("message.timestamp.type", Some("LogAppendTime")).is_ok());
         for (key, value) in [
-            ("message.timestamp.type", Some("LogAppendTime")),
+            ("message.timestamp.type", Some("Now")),
             ("retention.ms", Some("soon")),
             ("no.such.config", Some("1")),
             ("cleanup.policy", Some("compact")),

@@ -143,15 +143,15 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: ProduceR
                 .zip(answers)
                 .map(|(partition, answer)| {
                     let answer = answer.unwrap_or(Err(EngineError::ShardUnavailable));
-                    let (base_offset, log_start_offset) = match &answer {
-                        Ok(p) => (p.base_offset.0, p.log_start.0),
-                        Err(_) => (-1, -1),
+                    let (base_offset, log_start_offset, log_append_time_ms) = match &answer {
+                        Ok(p) => (p.base_offset.0, p.log_start.0, p.log_append_time_ms.unwrap_or(-1)),
+                        Err(_) => (-1, -1, -1),
                     };
                     ProducePartitionResponse {
                         index: partition.index,
                         error_code: super::code_of(&answer),
                         base_offset,
-                        log_append_time_ms: -1,
+                        log_append_time_ms,
                         log_start_offset,
                     }
                 })
