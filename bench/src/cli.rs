@@ -45,6 +45,15 @@ pub const DURATION_MAX: Duration = Duration::from_secs(24 * 3600);
                   See docs/bench.md."
 )]
 pub struct Args {
+    /// The protocol to load the broker with: `kafka`, or `mqtt` (MQTT 3.1.1: --producers publishers and
+    /// --consumers subscribers of --topic on the first of --brokers; see docs/bench.md).
+    #[arg(long, default_value = "kafka")]
+    pub protocol: Protocol,
+
+    /// With --protocol mqtt: the QoS of publications and subscriptions, 0 or 1.
+    #[arg(long, default_value_t = 0)]
+    pub qos: u8,
+
     /// Bootstrap brokers, comma-separated host:port.
     #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:9092")]
     pub brokers: Vec<String>,
@@ -180,6 +189,16 @@ impl Args {
         if self.producers == 0 && self.consumers == 0 {
             return usage("nothing to do: --producers and --consumers are both 0".into());
         }
+        if self.protocol == Protocol::Mqtt {
+            if self.qos > 1 {
+                return usage("--qos must be 0 or 1".into());
+            }
+            if self.producers == 0 || self.rate == 0 {
+                return usage("--protocol mqtt needs publishers (--producers) and an open-loop --rate".into());
+            }
+        } else if self.qos != 0 {
+            return usage("--qos is for --protocol mqtt".into());
+        }
         if self.producers > PRODUCERS_MAX || self.consumers > CONSUMERS_MAX {
             return usage(format!(
                 "at most {PRODUCERS_MAX} producers and {CONSUMERS_MAX} consumers"
@@ -303,6 +322,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("`{text}` is longer than {} h", DURATION_MAX.as_secs() / 3600));
     }
     Ok(duration)
+}
+
+/// `--protocol`: what the bench speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// The Kafka protocol (the default).
+    Kafka,
+    /// MQTT 3.1.1.
+    Mqtt,
 }
 
 /// `--message-size`: fixed or a uniform range (both ends included).

@@ -38,6 +38,8 @@ mod consumer;
 mod error;
 mod keys;
 mod latency;
+mod mqtt;
+mod mqtt_load;
 mod packed;
 mod partitioner;
 mod payload;
@@ -100,6 +102,9 @@ fn main() -> ExitCode {
 
 /// The whole run: probe, setup, fill (with `--prefill`), load, report.
 fn run(args: &Args) -> Result<(), BenchError> {
+    if args.protocol == cli::Protocol::Mqtt {
+        return mqtt_load::run(args);
+    }
     let started_unix_ms = report::unix_ms_now();
     let host = HostInfo::collect();
 

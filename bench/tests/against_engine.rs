@@ -638,3 +638,87 @@ fn tls_runs_produce_and_consume_over_an_ssl_listener() {
     );
     assert!(refused.took < Duration::from_secs(20), "{:?}", refused.took);
 }
+
+/// Debian's mosquitto on a free loopback port, stopped when dropped.
+struct Mosquitto {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("mosquitto.conf");
+        std::fs::write(&config, format!("listener {port} 127.0.0.1\nallow_anonymous true\n")).unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (Debian's package, installed by scripts/test-clients)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mosquitto { child, port, _dir: dir }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `bench --protocol mqtt` drives another MQTT broker than the engine, as a
+/// pure client must: two publishers, three subscribers (each gets every
+/// message), at QoS 0 and 1; every message sent in the window is delivered
+/// to every subscriber (and at QoS 1 acknowledged), with latencies reported.
+#[test]
+fn mqtt_runs_fan_out_against_mosquitto_at_qos_0_and_1() {
+    let broker = Mosquitto::start();
+    let address = format!("127.0.0.1:{}", broker.port);
+    for qos in ["0", "1"] {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("mqtt.json");
+        let run = bench(&[
+            "--protocol",
+            "mqtt",
+            "--qos",
+            qos,
+            "--brokers",
+            &address,
+            "--topic",
+            "bench/fan-out",
+            "--producers",
+            "2",
+            "--consumers",
+            "3",
+            "--rate",
+            "500",
+            "--warmup",
+            "500ms",
+            "--duration",
+            "2s",
+            "--message-size",
+            "100",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert_succeeded(&run, &format!("mqtt qos {qos}"));
+        let report = read_json(&json);
+        let sent = field(&report, "/sent").as_u64().unwrap();
+        assert!((800..=1200).contains(&sent), "about 2 s at 500 msg/s: {sent}");
+        assert_eq!(field(&report, "/delivered").as_u64().unwrap(), 3 * sent, "{report}");
+        assert_eq!(field(&report, "/deliver_latency/count").as_u64().unwrap(), 3 * sent);
+        assert!(field(&report, "/deliver_latency/p99_us").as_u64().unwrap() > 0);
+        let acked = field(&report, "/acknowledged").as_u64().unwrap();
+        assert_eq!(acked, if qos == "1" { sent } else { 0 }, "{report}");
+        assert!(run.stdout.contains("publish→deliver"), "{}", run.stdout);
+    }
+}
