@@ -103,7 +103,7 @@ if phase == "before-restart":
           "a deleted config is back to its default")
 
     # Invalid and unhonoured values: INVALID_CONFIG, nothing changed.
-    for key, value in [("retention.ms", "soon"), ("message.timestamp.type", "LogAppendTime"),
+    for key, value in [("retention.ms", "soon"), ("message.timestamp.type", "Now"),
                        ("cleanup.policy", "compact"), ("no.such.config", "1")]:
         resource = CResource(ResourceType.TOPIC, topic, incremental_configs=[
             ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)])
