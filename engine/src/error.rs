@@ -38,6 +38,11 @@ pub enum EngineError {
     },
     /// A produce request whose records are not exactly one valid batch.
     InvalidRecord(String),
+    /// Records whose timestamps are outside the topic's
+    /// `message.timestamp.before.max.ms` / `after.max.ms` (KIP-937): each
+    /// record's index in the partition's data and why (KIP-467's
+    /// `record_errors`). Nothing of the batch is stored.
+    InvalidTimestamp(Vec<(i32, String)>),
     /// A request the engine understands but refuses (bad field values).
     InvalidRequest(String),
     /// The shard that owns the partition did not answer (shutting down).
@@ -209,6 +214,13 @@ impl fmt::Display for EngineError {
                 )
             }
             EngineError::InvalidRecord(why) => write!(f, "invalid record: {why}"),
+            EngineError::InvalidTimestamp(records) => {
+                write!(f, "{} record timestamps out of the topic's bounds", records.len())?;
+                if let Some((index, why)) = records.first() {
+                    write!(f, " (record {index}: {why})")?;
+                }
+                Ok(())
+            }
             EngineError::InvalidRequest(why) => write!(f, "invalid request: {why}"),
             EngineError::ShardUnavailable => write!(f, "owning shard unavailable"),
             EngineError::ShuttingDown => write!(f, "broker shutting down"),
@@ -313,6 +325,7 @@ pub fn kafka_code(error: &EngineError) -> i16 {
         EngineError::DuplicateSequence => ResponseError::DuplicateSequenceNumber,
         EngineError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         EngineError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        EngineError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
         EngineError::InvalidRequest(_) => ResponseError::InvalidRequest,
         EngineError::ShuttingDown => ResponseError::BrokerNotAvailable,
         // Kafka refuses client writes to internal topics with INVALID_TOPIC_EXCEPTION.

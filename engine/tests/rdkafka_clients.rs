@@ -443,3 +443,84 @@ fn log_append_time_and_timestamp_lookups_by_record() {
     assert_eq!(lookup(2000), Offset::Offset(1), "the record at 3000, not its batch");
     assert_eq!(lookup(3001), Offset::End);
 }
+
+/// Issue 17 section 3, KIP-937 and KIP-467: a topic that bounds how far
+/// record timestamps may be from the broker's time refuses a batch with a
+/// record out of bounds as INVALID_TIMESTAMP, naming each such record and
+/// why, and stores nothing of it; librdkafka reports the error per message.
+#[test]
+fn records_out_of_the_timestamp_bounds_are_refused_by_record() {
+    use kafka_protocol::messages::{
+        produce_request::{PartitionProduceData, TopicProduceData},
+        ProduceRequest, TopicName,
+    };
+    const INVALID_TIMESTAMP: i16 = 32;
+    let engine = Engine::start(&["--shards", "1", "--fsync", "never"]);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", engine.bootstrap())
+        .create()
+        .unwrap();
+    let topic = NewTopic::new("bounded", 1, TopicReplication::Fixed(1))
+        .set("message.timestamp.before.max.ms", "3600000")
+        .set("message.timestamp.after.max.ms", "60000");
+    for result in futures_executor::block_on(admin.create_topics(&[topic], &AdminOptions::new())).unwrap() {
+        result.unwrap();
+    }
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+
+    // Raw Produce v8: records 0 and 2 are fine, 1 is two hours old, 3 is an
+    // hour ahead.
+    let batch =
+        shardline_log::build_batch_with_timestamps(now_ms - 7_200_000, &[7_200_000, 0, 7_200_000, 10_800_000], 0);
+    let request = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName("bounded".to_string().into()))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(bytes::Bytes::from(batch)))])]);
+    let answer = common::call(engine.addr, 8, &request).unwrap();
+    let partition = &answer.responses[0].partition_responses[0];
+    assert_eq!(partition.error_code, INVALID_TIMESTAMP, "{partition:?}");
+    let named: Vec<i32> = partition.record_errors.iter().map(|e| e.batch_index).collect();
+    assert_eq!(named, vec![1, 3], "{partition:?}");
+    assert!(partition
+        .error_message
+        .as_ref()
+        .is_some_and(|m| m.contains("out of the topic's bounds")));
+
+    // librdkafka: the old message fails with INVALID_TIMESTAMP, the current
+    // one is stored (sent after, in a batch of its own: a refused batch is
+    // refused whole, as in Kafka).
+    let (producer, deliveries) = producer(&engine, &[]);
+    producer
+        .send(BaseRecord::<str, str>::to("bounded").payload("old").timestamp(1000))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    producer
+        .send(BaseRecord::<str, str>::to("bounded").payload("now").timestamp(now_ms))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let results = deliveries.0.lock().unwrap().clone();
+    assert_eq!(results.len(), 2);
+    let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(failed.len(), 1, "{results:?}");
+    assert!(failed[0].contains("InvalidTimestamp"), "{failed:?}");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", engine.bootstrap())
+        .create()
+        .unwrap();
+    let (low, high) = consumer
+        .fetch_watermarks("bounded", 0, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!((low, high), (0, 1), "only the current message is stored");
+}

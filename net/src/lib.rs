@@ -116,6 +116,7 @@ pub use header::RequestHeader;
 pub use limits::{ConnectionActivity, ConnectionShare, RequestMemory};
 pub use produce::{
     ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopic, ProduceTopicResponse,
+    RecordError,
 };
 pub use shape::check_response;
 pub use stats::{thread_stats, NetStats};

@@ -26,8 +26,11 @@
 //! |     base_offset: i64           |
 //! |     log_append_time_ms: i64    |
 //! |     log_start_offset: i64      | v5+
-//! |     record_errors: array       | v8+, always empty
-//! |     error_message: nullable str| v8+, always null
+//! |     record_errors: array of    | v8+ (KIP-467)
+//! |       batch_index: i32         |
+//! |       message: nullable str    |
+//! |       <tagged fields>          | -                        empty
+//! |     error_message: nullable str| v8+
 //! |     <tagged fields>            | -                        empty
 //! |   <tagged fields>              | -                        empty
 //! | throttle_time_ms: i32          |
@@ -183,6 +186,19 @@ pub struct ProducePartitionResponse {
     pub log_append_time_ms: i64,
     /// The partition's log start offset (sent from v5), -1 if unknown.
     pub log_start_offset: i64,
+    /// The records that made the batch be refused (sent from v8, KIP-467).
+    pub record_errors: Vec<RecordError>,
+    /// Why the partition's data was refused (sent from v8).
+    pub error_message: Option<String>,
+}
+
+/// One record that made its batch be refused (KIP-467).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    /// The record's index in the partition's records.
+    pub batch_index: i32,
+    /// What was wrong with it.
+    pub message: Option<String>,
 }
 
 impl Default for ProducePartitionResponse {
@@ -193,6 +209,8 @@ impl Default for ProducePartitionResponse {
             base_offset: -1,
             log_append_time_ms: -1,
             log_start_offset: -1,
+            record_errors: Vec::new(),
+            error_message: None,
         }
     }
 }
@@ -220,8 +238,28 @@ impl ProduceResponse {
                     out.put_i64(partition.log_start_offset);
                 }
                 if version >= 8 {
-                    put_array_len(out, encoding, Some(0), "produce_response.partition.record_errors")?;
-                    put_nullable_str(out, encoding, None, "produce_response.partition.error_message")?;
+                    put_array_len(
+                        out,
+                        encoding,
+                        Some(partition.record_errors.len()),
+                        "produce_response.partition.record_errors",
+                    )?;
+                    for error in &partition.record_errors {
+                        out.put_i32(error.batch_index);
+                        put_nullable_str(
+                            out,
+                            encoding,
+                            error.message.as_deref(),
+                            "produce_response.partition.record_errors.message",
+                        )?;
+                        put_empty_tagged_fields(out, encoding);
+                    }
+                    put_nullable_str(
+                        out,
+                        encoding,
+                        partition.error_message.as_deref(),
+                        "produce_response.partition.error_message",
+                    )?;
                 }
                 put_empty_tagged_fields(out, encoding);
             }
@@ -382,10 +420,27 @@ mod tests {
                             base_offset: 1_000,
                             log_append_time_ms: -1,
                             log_start_offset: 12,
+                            ..ProducePartitionResponse::default()
                         },
                         ProducePartitionResponse {
                             index: 9,
                             error_code: 3,
+                            ..ProducePartitionResponse::default()
+                        },
+                        ProducePartitionResponse {
+                            index: 4,
+                            error_code: 32,
+                            record_errors: vec![
+                                RecordError {
+                                    batch_index: 2,
+                                    message: Some("too old".into()),
+                                },
+                                RecordError {
+                                    batch_index: 5,
+                                    message: None,
+                                },
+                            ],
+                            error_message: Some("2 records out of bounds".into()),
                             ..ProducePartitionResponse::default()
                         },
                     ],
@@ -420,8 +475,25 @@ mod tests {
                     assert_eq!(partition.log_append_time_ms, expected.log_append_time_ms);
                     let log_start = if version >= 5 { expected.log_start_offset } else { -1 };
                     assert_eq!(partition.log_start_offset, log_start);
-                    assert!(partition.record_errors.is_empty());
-                    assert!(partition.error_message.is_none());
+                    if version >= 8 {
+                        let errors: Vec<(i32, Option<&str>)> = partition
+                            .record_errors
+                            .iter()
+                            .map(|e| (e.batch_index, e.batch_index_error_message.as_ref().map(|m| m.as_str())))
+                            .collect();
+                        let expected_errors: Vec<(i32, Option<&str>)> = expected
+                            .record_errors
+                            .iter()
+                            .map(|e| (e.batch_index, e.message.as_deref()))
+                            .collect();
+                        assert_eq!(errors, expected_errors);
+                        assert_eq!(
+                            partition.error_message.as_ref().map(|m| m.as_str()),
+                            expected.error_message.as_deref()
+                        );
+                    } else {
+                        assert!(partition.record_errors.is_empty());
+                    }
                 }
             }
             // Byte-for-byte what kafka-protocol's broker-side encoder writes.

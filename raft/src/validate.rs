@@ -13,6 +13,9 @@
 //! | `cleanup.policy` | `delete` |
 //! | `max.message.bytes` | integer 0..=2147483647 |
 //! | `message.timestamp.type` | `CreateTime` or `LogAppendTime` |
+//! | `message.timestamp.before.max.ms` | integer ≥ 0 (KIP-937) |
+//! | `message.timestamp.after.max.ms` | integer ≥ 0 (KIP-937) |
+//! | `message.timestamp.difference.max.ms` | integer ≥ 0 (both bounds at once, the older name) |
 //! | `shardline.fsync` | `always`, `never` or `interval:<ms>` with ms ≥ 1 |
 
 use crate::error::MetaError;
@@ -25,7 +28,7 @@ pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
 /// for millions of them.
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 
-/// Most configs one request may carry (there are eight valid keys; the bound
+/// Most configs one request may carry (there are twelve valid keys; the bound
 /// only caps what an invalid request can make the state machine look at).
 pub const CONFIG_ENTRIES_MAX: usize = 64;
 
@@ -33,7 +36,7 @@ pub const CONFIG_ENTRIES_MAX: usize = 64;
 pub const CONFIG_VALUE_LENGTH_MAX: usize = 1024;
 
 /// The topic config keys this broker understands.
-pub const TOPIC_CONFIG_KEYS: [&str; 9] = [
+pub const TOPIC_CONFIG_KEYS: [&str; 12] = [
     "retention.ms",
     "retention.bytes",
     "segment.bytes",
@@ -41,6 +44,9 @@ pub const TOPIC_CONFIG_KEYS: [&str; 9] = [
     "cleanup.policy",
     "max.message.bytes",
     "message.timestamp.type",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.difference.max.ms",
     "shardline.fsync",
     "min.insync.replicas",
 ];
@@ -94,6 +100,9 @@ pub fn validate_topic_config(key: &str, value: Option<&str>) -> Result<(), MetaE
         "segment.ms" => integer_at_least(1, i64::MAX),
         "max.message.bytes" => integer_at_least(0, i32_max),
         "min.insync.replicas" => integer_at_least(1, i32_max),
+        "message.timestamp.before.max.ms"
+        | "message.timestamp.after.max.ms"
+        | "message.timestamp.difference.max.ms" => integer_at_least(0, i64::MAX),
         "cleanup.policy" if value == "delete" => Ok(()),
         "cleanup.policy" => Err(invalid("only 'delete' is supported")),
         "message.timestamp.type" if value == "CreateTime" || value == "LogAppendTime" => Ok(()),

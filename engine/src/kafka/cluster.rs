@@ -75,9 +75,7 @@ const SEQUENCE_BITS: u32 = 10;
 
 fn next_producer_id(node_id: i32, shard_id: usize) -> i64 {
     ISSUED.with(|issued| {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+        let now_ms = super::unix_now_ms();
         let (last_ms, sequence) = issued.get();
         let (ms, sequence) = if now_ms > last_ms {
             (now_ms, 0)

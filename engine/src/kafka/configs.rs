@@ -33,6 +33,9 @@ fn topic_defaults(shard: &Shard) -> Vec<(&'static str, String)> {
         ("segment.ms", (7i64 * 24 * 3600 * 1000).to_string()),
         ("max.message.bytes", MAX_MESSAGE_BYTES_DEFAULT.to_string()),
         ("message.timestamp.type", "CreateTime".to_string()),
+        ("message.timestamp.before.max.ms", i64::MAX.to_string()),
+        ("message.timestamp.after.max.ms", i64::MAX.to_string()),
+        ("message.timestamp.difference.max.ms", i64::MAX.to_string()),
         ("shardline.fsync", shard.config.fsync.to_string()),
         ("min.insync.replicas", "1".to_string()),
     ]

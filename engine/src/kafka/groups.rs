@@ -378,9 +378,7 @@ pub(super) async fn offset_commit(
     let group = request.group_id.0.to_string();
     let image = shard.image();
     let group_refused = group_allowed(shard, access, AclOperation::Read, &group).err();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let now_ms = super::unix_now_ms();
     // Per partition: known ones go to the coordinator, the rest are answered here.
     let mut slots: Vec<Vec<Option<i16>>> = Vec::new();
     let mut commits = Vec::new();

@@ -18,6 +18,7 @@ mod offsets;
 mod partition_admin;
 mod produce;
 mod slow;
+mod timestamps;
 
 use std::{cell::Cell, future::Future, rc::Rc, sync::Arc, time::Instant};
 
@@ -343,4 +344,11 @@ where
 pub(crate) fn epoch_of(shard: &Shard) -> u64 {
     let image: Arc<_> = shard.image();
     image.epoch
+}
+
+/// Wall-clock time now, in ms since the UNIX epoch (0 before it).
+pub(crate) fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -3,9 +3,11 @@
 
 use std::{rc::Rc, time::Duration};
 
-use shardline_net::{ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse, ResponseBody};
+use shardline_net::{
+    ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse, RecordError, ResponseBody,
+};
 
-use super::{admin::auto_create, epoch_of, split_by_owner, Slot};
+use super::{admin::auto_create, epoch_of, split_by_owner, timestamps::TimestampBounds, Slot};
 use crate::{
     acl::{Access, Resource},
     coordinator::OFFSETS_TOPIC,
@@ -45,6 +47,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: ProduceR
     }
     let image = shard.image();
     let epoch = epoch_of(shard);
+    let now_ms = crate::kafka::unix_now_ms();
     let mut results: Vec<Vec<Option<Result<Produced, EngineError>>>> = request
         .topics
         .iter()
@@ -62,7 +65,16 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: ProduceR
                 .and_then(|()| match (&partition.records, topic.name == OFFSETS_TOPIC) {
                     (_, true) => Err(EngineError::InternalTopic(topic.name.clone())),
                     (None, false) => Err(EngineError::InvalidRecord("null records".into())),
-                    (Some(records), false) => Ok(records.clone()),
+                    (Some(records), false) => {
+                        let bounds = image
+                            .topics
+                            .get(&topic.name)
+                            .and_then(|meta| TimestampBounds::of(&meta.configs));
+                        match bounds {
+                            Some(bounds) => bounds.check(records, now_ms).map(|()| records.clone()),
+                            None => Ok(records.clone()),
+                        }
+                    }
                 });
             match records {
                 Ok(records) => routed.push(((ti, pi), (topic.name.clone(), partition.index, records))),
@@ -147,12 +159,19 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: ProduceR
                         Ok(p) => (p.base_offset.0, p.log_start.0, p.log_append_time_ms.unwrap_or(-1)),
                         Err(_) => (-1, -1, -1),
                     };
+                    // v8+: why, and which records (KIP-467), as Kafka says it.
+                    let (error_message, record_errors) = match &answer {
+                        Ok(_) => (None, Vec::new()),
+                        Err(error) => (Some(error.to_string()), record_errors(error)),
+                    };
                     ProducePartitionResponse {
                         index: partition.index,
                         error_code: super::code_of(&answer),
                         base_offset,
                         log_append_time_ms,
                         log_start_offset,
+                        record_errors,
+                        error_message,
                     }
                 })
                 .collect(),
@@ -162,4 +181,18 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: ProduceR
         topics,
         throttle_time_ms: 0,
     }))
+}
+
+/// The records an error names (KIP-467 `record_errors`).
+fn record_errors(error: &EngineError) -> Vec<RecordError> {
+    match error {
+        EngineError::InvalidTimestamp(records) => records
+            .iter()
+            .map(|(index, why)| RecordError {
+                batch_index: *index,
+                message: Some(why.clone()),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
