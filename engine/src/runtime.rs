@@ -248,6 +248,7 @@ async fn create_offsets_topic(meta: &MetadataGroup, shards: usize, voters: usize
         partitions,
         replication_factor,
         configs,
+        assignments: Vec::new(),
     };
     match meta.create_topic(topic).await {
         Ok(_) => {

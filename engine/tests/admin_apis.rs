@@ -366,3 +366,58 @@ fn a_partition_moves_to_other_brokers_with_its_data() {
     }
     assert_eq!(consume_all(&cluster.bootstrap(), name), lines);
 }
+
+/// Issue 17 section 3: CreateTopics and CreatePartitions with replicas given
+/// by hand (librdkafka's admin client) place each partition on exactly
+/// those brokers, the first leading; an assignment naming an unknown broker
+/// is INVALID_REPLICA_ASSIGNMENT and creates nothing.
+#[test]
+fn replicas_given_by_hand_in_a_cluster() {
+    use rdkafka::{
+        admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication},
+        client::DefaultClientContext,
+        config::ClientConfig,
+        types::RDKafkaErrorCode,
+    };
+    let mut cluster = Cluster::start(&["--shards", "1", "--fsync", "never"]);
+    cluster.wait_ready(Duration::from_secs(30));
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .create()
+        .unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    let lists: [&[i32]; 2] = [&[2, 3], &[3, 1]];
+    let topic = NewTopic::new("by-hand", 2, TopicReplication::Variable(&lists));
+    for result in futures_executor::block_on(admin.create_topics([&topic], &options)).unwrap() {
+        result.unwrap();
+    }
+    let grow = NewPartitions::new("by-hand", 3).assign(&[&[1, 2]]);
+    for result in futures_executor::block_on(admin.create_partitions([&grow], &options)).unwrap() {
+        result.unwrap();
+    }
+    // Every replica catches up (each partition has two: not the cluster's
+    // full ISR that `wait_full_isr` waits for).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let seen = cluster.partitions_seen_by(1, "by-hand");
+        if let Ok(seen) = &seen {
+            if seen.len() == 3 && seen.iter().all(|p| p.isr.len() == p.replicas.len()) {
+                break seen.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "replicas not in sync: {seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let placed: Vec<(Vec<i32>, i32)> = seen.iter().map(|p| (p.replicas.clone(), p.leader)).collect();
+    assert_eq!(placed, vec![(vec![2, 3], 2), (vec![3, 1], 3), (vec![1, 2], 1)]);
+
+    let unknown: [&[i32]; 1] = [&[1, 7]];
+    let refused = NewTopic::new("refused", 1, TopicReplication::Variable(&unknown));
+    let results = futures_executor::block_on(admin.create_topics([&refused], &options)).unwrap();
+    assert!(
+        matches!(&results[0], Err((_, RDKafkaErrorCode::InvalidReplicaAssignment))),
+        "{results:?}"
+    );
+    assert!(cluster.partitions_seen_by(1, "refused").is_err(), "nothing created");
+    cluster.assert_none_exited();
+}

@@ -118,6 +118,7 @@ async fn three_voters_replicate_and_a_late_learner_installs_a_snapshot() {
             partitions: 3,
             replication_factor: 3,
             configs: BTreeMap::new(),
+            assignments: Vec::new(),
         };
         propose(leader, Command::CreateTopic { topic, id: [n + 1; 16] })
             .await

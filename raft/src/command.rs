@@ -45,6 +45,9 @@ pub(crate) enum Command {
         name: String,
         /// New partition count.
         total: i32,
+        /// Replicas of each new partition given by hand; empty: placed by
+        /// the state machine.
+        assignments: Vec<Vec<i32>>,
     },
     /// Sets (`Some`) or deletes (`None`) topic configs.
     AlterTopicConfigs {
@@ -118,6 +121,39 @@ impl CommandResponse {
     pub(crate) fn none() -> Self {
         CommandResponse(Ok(None))
     }
+}
+
+/// Most replicas one hand-given replica list may name.
+const ASSIGNED_REPLICAS_MAX: usize = 128;
+
+/// Hand-given replica lists as FlatBuffers; `None` when there are none.
+fn assignments_to_fb(assignments: &[Vec<i32>]) -> Option<Vec<fb::ReplicaList>> {
+    (!assignments.is_empty()).then(|| {
+        assignments
+            .iter()
+            .map(|nodes| fb::ReplicaList {
+                nodes: Some(nodes.clone()),
+            })
+            .collect()
+    })
+}
+
+/// Hand-given replica lists from FlatBuffers, bounded.
+fn assignments_from_fb(lists: Option<Vec<fb::ReplicaList>>, field: &str) -> Result<Vec<Vec<i32>>, DecodeError> {
+    let lists = lists.unwrap_or_default();
+    if lists.len() > usize::try_from(crate::validate::PARTITIONS_PER_TOPIC_MAX).unwrap_or(usize::MAX) {
+        return Err(DecodeError::new(format!("{field} names {} partitions", lists.len())));
+    }
+    lists
+        .into_iter()
+        .map(|list| {
+            let nodes = list.nodes.unwrap_or_default();
+            if nodes.len() > ASSIGNED_REPLICAS_MAX {
+                return Err(DecodeError::new(format!("{field}: a list of {} replicas", nodes.len())));
+            }
+            Ok(nodes)
+        })
+        .collect()
 }
 
 fn config_entries_to_fb<'a>(entries: impl Iterator<Item = (&'a String, Option<&'a String>)>) -> Vec<fb::ConfigEntry> {
@@ -194,11 +230,17 @@ pub(crate) fn command_to_fb(command: &Command) -> fb::CommandEnvelope {
             configs: Some(config_entries_to_fb(
                 topic.configs.iter().map(|(key, value)| (key, Some(value))),
             )),
+            assignments: assignments_to_fb(&topic.assignments),
         })),
         Command::DeleteTopic { name } => fb::Command::DeleteTopic(Box::new(fb::DeleteTopic {
             name: Some(name.clone()),
         })),
-        Command::CreatePartitions { name, total } => fb::Command::CreatePartitions(Box::new(fb::CreatePartitions {
+        Command::CreatePartitions {
+            name,
+            total,
+            assignments,
+        } => fb::Command::CreatePartitions(Box::new(fb::CreatePartitions {
+            assignments: assignments_to_fb(assignments),
             name: Some(name.clone()),
             total: *total,
         })),
@@ -287,6 +329,7 @@ pub(crate) fn command_from_fb(envelope: fb::CommandEnvelope) -> Result<Command, 
                     partitions: create.partitions,
                     replication_factor: create.replication_factor,
                     configs,
+                    assignments: assignments_from_fb(create.assignments, "CreateTopic.assignments")?,
                 },
                 id: uuid_from_fb(create.id.ok_or_else(|| DecodeError::missing("CreateTopic.id"))?),
             })
@@ -297,6 +340,7 @@ pub(crate) fn command_from_fb(envelope: fb::CommandEnvelope) -> Result<Command, 
         fb::Command::CreatePartitions(create) => Ok(Command::CreatePartitions {
             name: name(create.name, "CreatePartitions.name")?,
             total: create.total,
+            assignments: assignments_from_fb(create.assignments, "CreatePartitions.assignments")?,
         }),
         fb::Command::AlterTopicConfigs(alter) => {
             let mut changes = BTreeMap::new();
@@ -402,6 +446,7 @@ mod tests {
                     partitions: 3,
                     replication_factor: -1,
                     configs,
+                    assignments: Vec::new(),
                 },
                 id: [9; 16],
             },
@@ -409,6 +454,7 @@ mod tests {
             Command::CreatePartitions {
                 name: "t".into(),
                 total: 7,
+                assignments: Vec::new(),
             },
             Command::AlterTopicConfigs {
                 name: "t".into(),

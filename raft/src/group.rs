@@ -728,9 +728,17 @@ impl MetadataGroup {
         self.propose_topic(Command::DeleteTopic { name: name.to_owned() }).await
     }
 
-    /// Grows a topic to `total` partitions (it cannot shrink).
-    pub async fn create_partitions(&self, name: &str, total: i32) -> Result<TopicMeta, MetaError> {
+    /// Grows a topic to `total` partitions (it cannot shrink); the new
+    /// partitions on `assignments` (one replica list each, preferred leader
+    /// first) if given, else placed by the state machine.
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        total: i32,
+        assignments: Vec<Vec<i32>>,
+    ) -> Result<TopicMeta, MetaError> {
         self.propose_topic(Command::CreatePartitions {
+            assignments,
             name: name.to_owned(),
             total,
         })

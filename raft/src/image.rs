@@ -100,6 +100,11 @@ pub struct NewTopic {
     pub replication_factor: i16,
     /// Topic configs (Kafka names), validated when applied.
     pub configs: BTreeMap<String, String>,
+    /// Replicas of each partition given by hand (CreateTopics'
+    /// assignments), preferred leader first; empty: placed by the state
+    /// machine. When given, there is one list per partition, all of one
+    /// length (`partitions` and `replication_factor` must agree).
+    pub assignments: Vec<Vec<i32>>,
 }
 
 /// Leader of a partition that has none: every in-sync replica is fenced.

@@ -160,21 +160,29 @@ fn command_strategy() -> impl Strategy<Value = Command> {
             any::<i32>(),
             any::<i16>(),
             prop::collection::btree_map("[a-z.]{1,20}", "[ -~]{0,10}", 0..4),
-            any::<[u8; 16]>()
+            any::<[u8; 16]>(),
+            assignments_strategy()
         )
-            .prop_map(
-                |(name, partitions, replication_factor, configs, id)| Command::CreateTopic {
+            .prop_map(|(name, partitions, replication_factor, configs, id, assignments)| {
+                Command::CreateTopic {
                     topic: NewTopic {
                         name,
                         partitions,
                         replication_factor,
                         configs,
+                        assignments,
                     },
                     id,
                 }
-            ),
+            }),
         name.prop_map(|name| Command::DeleteTopic { name }),
-        (name, any::<i32>()).prop_map(|(name, total)| Command::CreatePartitions { name, total }),
+        (name, any::<i32>(), assignments_strategy()).prop_map(|(name, total, assignments)| {
+            Command::CreatePartitions {
+                name,
+                total,
+                assignments,
+            }
+        }),
         any::<i32>().prop_map(|node_id| Command::FenceBroker { node_id }),
         any::<i32>().prop_map(|node_id| Command::UnfenceBroker { node_id }),
         (
@@ -199,6 +207,11 @@ fn command_strategy() -> impl Strategy<Value = Command> {
         )
             .prop_map(|(name, changes)| Command::AlterTopicConfigs { name, changes }),
     ]
+}
+
+/// Hand-given replica lists: usually none, sometimes a few short ones.
+fn assignments_strategy() -> impl Strategy<Value = Vec<Vec<i32>>> {
+    prop::collection::vec(prop::collection::vec(any::<i32>(), 0..4), 0..3)
 }
 
 fn entry_strategy() -> impl Strategy<Value = Entry> {

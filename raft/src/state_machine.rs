@@ -120,42 +120,87 @@ impl Load {
             .enumerate()
             .min_by_key(|(_, broker)| self.led_by_broker.get(&broker.node_id).copied().unwrap_or(0))
             .map_or(0, |(position, _)| position);
-        let chosen: Vec<&BrokerInfo> = eligible
+        let chosen: Vec<i32> = eligible
             .iter()
-            .copied()
             .cycle()
             .skip(leader_position)
             .take(replication_factor)
+            .map(|broker| broker.node_id)
             .collect();
-        let mut replicas = Vec::with_capacity(replication_factor);
-        let mut replica_shards = Vec::with_capacity(replication_factor);
-        for (position, broker) in chosen.iter().enumerate() {
-            assert!(
-                broker.shards >= 1,
-                "broker {} registered with zero shards",
-                broker.node_id
-            );
+        let partition = self.place_on(brokers, index, &chosen);
+        assert_eq!(partition.replicas.len(), replication_factor);
+        partition
+    }
+
+    /// Places one new partition on `replicas` (checked: distinct,
+    /// registered), the first leading; each replica's shard is picked by
+    /// load.
+    fn place_on(&mut self, brokers: &BTreeMap<i32, BrokerInfo>, index: i32, replicas: &[i32]) -> PartitionMeta {
+        assert!(!replicas.is_empty(), "a partition has a replica");
+        let mut replica_shards = Vec::with_capacity(replicas.len());
+        for (position, node_id) in replicas.iter().enumerate() {
+            let shards = brokers.get(node_id).map_or(1, |broker| broker.shards);
+            assert!(shards >= 1, "broker {node_id} registered with zero shards");
             let leads = position == 0;
-            let shard = self.pick_shard(broker.node_id, broker.shards, leads);
-            self.count_replica(broker.node_id, shard, leads);
-            replicas.push(broker.node_id);
+            let shard = self.pick_shard(*node_id, shards, leads);
+            self.count_replica(*node_id, shard, leads);
             replica_shards.push(shard);
         }
-        let leader = replicas.first().copied().unwrap_or(NO_LEADER);
         let partition = PartitionMeta {
             index,
-            leader,
+            leader: replicas.first().copied().unwrap_or(NO_LEADER),
             shard: replica_shards.first().copied().unwrap_or(0),
-            isr: replicas.clone(),
-            replicas,
+            isr: replicas.to_vec(),
+            replicas: replicas.to_vec(),
             leader_epoch: 0,
             replica_shards,
             reassignment: None,
         };
         assert_partition_consistent(&partition);
-        assert_eq!(partition.replicas.len(), replication_factor);
         partition
     }
+}
+
+/// Checks replica lists given by hand for new partitions `first_index..`:
+/// each names distinct, registered, unfenced brokers, and all have the
+/// same length (`replication_factor` if given). Returns that length.
+fn check_assignments(
+    image: &MetadataImage,
+    topic: &str,
+    first_index: i32,
+    assignments: &[Vec<i32>],
+    replication_factor: Option<usize>,
+) -> Result<usize, MetaError> {
+    let expected = replication_factor
+        .or_else(|| assignments.first().map(Vec::len))
+        .unwrap_or(0);
+    for (index, replicas) in (first_index..).zip(assignments) {
+        let refuse = |reason: String| MetaError::InvalidReassignment {
+            topic: topic.to_owned(),
+            partition: index,
+            reason,
+        };
+        let distinct: BTreeSet<i32> = replicas.iter().copied().collect();
+        if replicas.is_empty() || distinct.len() != replicas.len() {
+            return Err(refuse(format!(
+                "the replicas {replicas:?} must be distinct and not empty"
+            )));
+        }
+        if replicas.len() != expected {
+            return Err(refuse(format!(
+                "{} replicas where the topic's partitions have {expected}",
+                replicas.len()
+            )));
+        }
+        if let Some(unknown) = replicas
+            .iter()
+            .find(|b| image.brokers.get(b).is_none_or(|broker| broker.fenced))
+        {
+            return Err(refuse(format!("broker {unknown} is not registered or is fenced")));
+        }
+    }
+    assert!(expected >= 1 || assignments.is_empty(), "a checked list is not empty");
+    Ok(expected)
 }
 
 /// The invariants every partition of an applied image keeps.
@@ -641,7 +686,18 @@ fn create_topic(image: &mut MetadataImage, topic: &NewTopic, id: &[u8; 16]) -> R
         });
     }
     check_partition_count(topic.partitions, 0)?;
-    let replicas = check_replication_factor(image, topic.replication_factor)?;
+    let replicas = if topic.assignments.is_empty() {
+        check_replication_factor(image, topic.replication_factor)?
+    } else {
+        if usize::try_from(topic.partitions).ok() != Some(topic.assignments.len()) {
+            return Err(MetaError::InvalidPartitions {
+                requested: topic.partitions,
+                current: 0,
+            });
+        }
+        let wanted = usize::try_from(topic.replication_factor).ok();
+        check_assignments(image, &topic.name, 0, &topic.assignments, wanted)?
+    };
     check_configs(topic.configs.iter().map(|(key, value)| (key, Some(value))))?;
     if id == &[0; 16] || image.topic_by_id(id).is_some() {
         // The proposer draws 128 random bits; either case is a proposer bug.
@@ -650,7 +706,11 @@ fn create_topic(image: &mut MetadataImage, topic: &NewTopic, id: &[u8; 16]) -> R
 
     let mut load = Load::of(image);
     let partitions = (0..topic.partitions)
-        .map(|index| load.place(&image.brokers, index, replicas))
+        .zip(topic.assignments.iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|(index, assigned)| match assigned {
+            Some(replicas) => load.place_on(&image.brokers, index, replicas),
+            None => load.place(&image.brokers, index, replicas),
+        })
         .collect();
     let created = TopicMeta {
         name: topic.name.clone(),
@@ -662,7 +722,12 @@ fn create_topic(image: &mut MetadataImage, topic: &NewTopic, id: &[u8; 16]) -> R
     Ok(Some(created))
 }
 
-fn create_partitions(image: &mut MetadataImage, name: &str, total: i32) -> Result<Option<TopicMeta>, MetaError> {
+fn create_partitions(
+    image: &mut MetadataImage,
+    name: &str,
+    total: i32,
+    assignments: &[Vec<i32>],
+) -> Result<Option<TopicMeta>, MetaError> {
     let topic = image
         .topics
         .get(name)
@@ -673,11 +738,25 @@ fn create_partitions(image: &mut MetadataImage, name: &str, total: i32) -> Resul
         .partitions
         .first()
         .map_or(1, |partition| partition.replicas.len().max(1));
-    let replicas = check_replication_factor(image, i16::try_from(replication_factor).unwrap_or(i16::MAX))?;
     let first_new = i32::try_from(current).unwrap_or(i32::MAX);
+    let replicas = if assignments.is_empty() {
+        check_replication_factor(image, i16::try_from(replication_factor).unwrap_or(i16::MAX))?
+    } else {
+        if i32::try_from(assignments.len()).ok() != Some(total - first_new) {
+            return Err(MetaError::InvalidPartitions {
+                requested: total,
+                current: first_new,
+            });
+        }
+        check_assignments(image, name, first_new, assignments, Some(replication_factor))?
+    };
     let mut load = Load::of(image);
     let added: Vec<PartitionMeta> = (first_new..total)
-        .map(|index| load.place(&image.brokers, index, replicas))
+        .zip(assignments.iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|(index, assigned)| match assigned {
+            Some(listed) => load.place_on(&image.brokers, index, listed),
+            None => load.place(&image.brokers, index, replicas),
+        })
         .collect();
     let topic = topic_mut(image, name)?;
     topic.partitions.extend(added);
@@ -720,7 +799,11 @@ pub(crate) fn apply_command(image: &mut MetadataImage, command: &Command) -> Res
             .remove(name)
             .map(Some)
             .ok_or_else(|| MetaError::UnknownTopic(name.clone())),
-        Command::CreatePartitions { name, total } => create_partitions(image, name, *total),
+        Command::CreatePartitions {
+            name,
+            total,
+            assignments,
+        } => create_partitions(image, name, *total, assignments),
         Command::AlterTopicConfigs { name, changes } => alter_topic_configs(image, name, changes),
         Command::FenceBroker { node_id } => fence_broker(image, *node_id),
         Command::UnfenceBroker { node_id } => unfence_broker(image, *node_id),
@@ -1018,6 +1101,7 @@ mod tests {
             partitions,
             replication_factor: -1,
             configs: BTreeMap::new(),
+            assignments: Vec::new(),
         }
     }
 
@@ -1033,6 +1117,80 @@ mod tests {
 
     fn shards_of(topic: &TopicMeta) -> Vec<u32> {
         topic.partitions.iter().map(|partition| partition.shard).collect()
+    }
+
+    /// CreateTopics and CreatePartitions with replicas given by hand: each
+    /// partition on exactly its list, the first leading; lists that repeat
+    /// a broker, name an unknown or fenced one, differ in length, or do not
+    /// match the counts are refused and change nothing.
+    #[test]
+    fn replicas_given_by_hand_are_placed_as_given() {
+        let mut image = MetadataImage::empty();
+        for node in 1..=3 {
+            apply_command(&mut image, &Command::RegisterBroker(broker(node, 2))).unwrap();
+        }
+        let topic = NewTopic {
+            assignments: vec![vec![2, 3], vec![3, 1], vec![1, 2]],
+            ..new_topic("placed", 3)
+        };
+        let created = apply_command(&mut image, &Command::CreateTopic { topic, id: id(1) })
+            .unwrap()
+            .unwrap();
+        let placed: Vec<(Vec<i32>, i32)> = created
+            .partitions
+            .iter()
+            .map(|p| (p.replicas.clone(), p.leader))
+            .collect();
+        assert_eq!(placed, vec![(vec![2, 3], 2), (vec![3, 1], 3), (vec![1, 2], 1)]);
+        let grown = apply_command(
+            &mut image,
+            &Command::CreatePartitions {
+                name: "placed".into(),
+                total: 4,
+                assignments: vec![vec![3, 2]],
+            },
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(grown.partitions[3].replicas, vec![3, 2]);
+        assert_eq!(grown.partitions[3].leader, 3);
+
+        apply_command(&mut image, &Command::FenceBroker { node_id: 3 }).unwrap();
+        let before = image.clone();
+        for (partitions, assignments) in [
+            (2, vec![vec![1, 1], vec![2, 1]]),
+            (2, vec![vec![1, 9], vec![2, 1]]),
+            (2, vec![vec![1, 3], vec![2, 1]]),
+            (2, vec![vec![1, 2], vec![2]]),
+            (3, vec![vec![1, 2], vec![2, 1]]),
+            (1, vec![vec![]]),
+        ] {
+            let topic = NewTopic {
+                assignments: assignments.clone(),
+                ..new_topic("refused", partitions)
+            };
+            let refused = apply_command(&mut image, &Command::CreateTopic { topic, id: id(2) });
+            assert!(
+                matches!(
+                    refused,
+                    Err(MetaError::InvalidReassignment { .. } | MetaError::InvalidPartitions { .. })
+                ),
+                "{assignments:?}: {refused:?}"
+            );
+        }
+        let refused = apply_command(
+            &mut image,
+            &Command::CreatePartitions {
+                name: "placed".into(),
+                total: 6,
+                assignments: vec![vec![1, 2]],
+            },
+        );
+        assert!(
+            matches!(refused, Err(MetaError::InvalidPartitions { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(image, before, "refusals change nothing");
     }
 
     #[test]
@@ -1151,6 +1309,7 @@ mod tests {
             &Command::CreatePartitions {
                 name: "t".into(),
                 total: 7,
+                assignments: Vec::new(),
             },
         )
         .unwrap_err();
@@ -1608,6 +1767,7 @@ mod tests {
                 Command::CreatePartitions {
                     name: "nope".into(),
                     total: 3,
+                    assignments: Vec::new(),
                 },
                 |e| matches!(e, MetaError::UnknownTopic(_)),
             ),
@@ -1615,6 +1775,7 @@ mod tests {
                 Command::CreatePartitions {
                     name: "t".into(),
                     total: 1,
+                    assignments: Vec::new(),
                 },
                 |e| matches!(e, MetaError::InvalidPartitions { .. }),
             ),
@@ -1622,6 +1783,7 @@ mod tests {
                 Command::CreatePartitions {
                     name: "t".into(),
                     total: -5,
+                    assignments: Vec::new(),
                 },
                 |e| matches!(e, MetaError::InvalidPartitions { .. }),
             ),
@@ -1732,6 +1894,7 @@ mod tests {
             &Command::CreatePartitions {
                 name: "t".into(),
                 total: 5,
+                assignments: Vec::new(),
             },
         )
         .unwrap()

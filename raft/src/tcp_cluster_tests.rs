@@ -86,6 +86,7 @@ fn topic(name: &str) -> NewTopic {
         partitions: 3,
         replication_factor: 3,
         configs: BTreeMap::new(),
+        assignments: Vec::new(),
     }
 }
 

@@ -44,6 +44,7 @@ fn the_api_works_from_a_glommio_shard() {
                     partitions: 4,
                     replication_factor: 1,
                     configs: BTreeMap::new(),
+                    assignments: Vec::new(),
                 })
                 .await
                 .unwrap();
@@ -54,7 +55,10 @@ fn the_api_works_from_a_glommio_shard() {
                     break;
                 }
             }
-            let grown = shard_group.create_partitions("from-glommio", 6).await.unwrap();
+            let grown = shard_group
+                .create_partitions("from-glommio", 6, Vec::new())
+                .await
+                .unwrap();
             assert_eq!(grown.partitions.len(), 6);
             created
         })

@@ -43,6 +43,7 @@ fn topic(name: &str, partitions: i32) -> NewTopic {
         partitions,
         replication_factor: -1,
         configs: BTreeMap::new(),
+        assignments: Vec::new(),
     }
 }
 
@@ -115,7 +116,7 @@ fn topics_are_created_altered_grown_and_deleted() {
         .into();
         assert_eq!(altered.configs, expected);
 
-        let grown = group.create_partitions("orders", 5).await.unwrap();
+        let grown = group.create_partitions("orders", 5, Vec::new()).await.unwrap();
         assert_eq!(grown.partitions.len(), 5);
         assert_eq!(grown.id, created.id);
         assert_eq!(&grown.partitions[..3], &created.partitions[..]);
@@ -193,9 +194,9 @@ fn every_validation_error_comes_back_and_changes_nothing() {
         }
         let error = group.delete_topic("missing").await.unwrap_err();
         assert!(matches!(error, MetaError::UnknownTopic(_)), "{error}");
-        let error = group.create_partitions("missing", 2).await.unwrap_err();
+        let error = group.create_partitions("missing", 2, Vec::new()).await.unwrap_err();
         assert!(matches!(error, MetaError::UnknownTopic(_)), "{error}");
-        let error = group.create_partitions("t", 1).await.unwrap_err();
+        let error = group.create_partitions("t", 1, Vec::new()).await.unwrap_err();
         assert!(matches!(error, MetaError::InvalidPartitions { .. }), "{error}");
         let error = group.alter_topic_configs("missing", BTreeMap::new()).await.unwrap_err();
         assert!(matches!(error, MetaError::UnknownTopic(_)), "{error}");

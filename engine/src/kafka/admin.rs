@@ -68,6 +68,7 @@ pub(super) async fn auto_create(shard: &Rc<Shard>, access: &Access, names: &[Str
             partitions: shard.config.default_partitions.max(1),
             replication_factor: shard.config.default_replication_factor,
             configs: BTreeMap::new(),
+            assignments: Vec::new(),
         };
         if let Err(e) = check_capacity(shard, topic.partitions, topic.replication_factor) {
             tracing::warn!(topic = %name, error = %e, "auto-create refused");
@@ -94,15 +95,29 @@ pub(super) async fn create_topics(shard: &Rc<Shard>, access: &Access, request: C
         let name = topic.name.0.to_string();
         let mut result = CreatableTopicResult::default();
         result.name = topic_name(&name);
-        let partitions = if topic.num_partitions == -1 {
+        // Replicas given by hand, per partition: the partition count and
+        // replication factor are theirs (Kafka asks for -1 in both then).
+        let (assignments, assignment_error) = match hand_assignments(
+            topic
+                .assignments
+                .iter()
+                .map(|a| (a.partition_index, a.broker_ids.as_slice())),
+        ) {
+            Ok(assignments) => (assignments, None),
+            Err(error) => (Vec::new(), Some(error)),
+        };
+        let by_hand = assignments.len();
+        let partitions = if by_hand > 0 {
+            i32::try_from(by_hand).unwrap_or(i32::MAX)
+        } else if topic.num_partitions == -1 {
             shard.config.default_partitions
         } else {
             topic.num_partitions
         };
-        let replication_factor = if topic.replication_factor == -1 {
-            shard.config.default_replication_factor
-        } else {
-            topic.replication_factor
+        let replication_factor = match assignments.first() {
+            Some(first) => i16::try_from(first.len()).unwrap_or(i16::MAX),
+            None if topic.replication_factor == -1 => shard.config.default_replication_factor,
+            None => topic.replication_factor,
         };
         let configs: BTreeMap<String, String> = topic
             .configs
@@ -111,10 +126,12 @@ pub(super) async fn create_topics(shard: &Rc<Shard>, access: &Access, request: C
             .collect();
         let outcome = if let Err(refused) = access.may_create_topic(&image, &name) {
             Err(refused)
-        } else if !topic.assignments.is_empty() {
+        } else if by_hand > 0 && (topic.num_partitions != -1 || topic.replication_factor != -1) {
             Err(EngineError::InvalidRequest(
-                "manual replica assignments are not supported".into(),
+                "both a partition count or replication factor and replica assignments were given".into(),
             ))
+        } else if let Some(e) = assignment_error {
+            Err(e)
         } else if let Err(e) = check_capacity(shard, partitions, replication_factor) {
             Err(e)
         } else if request.validate_only {
@@ -127,6 +144,7 @@ pub(super) async fn create_topics(shard: &Rc<Shard>, access: &Access, request: C
                     partitions,
                     replication_factor,
                     configs,
+                    assignments,
                 })
                 .await
                 .map(|meta| {
@@ -240,6 +258,63 @@ fn replication_of(shard: &Shard, name: &str) -> i16 {
         })
 }
 
+/// Replica lists given by hand, as (partition index, Kafka broker ids):
+/// one per partition 0..n, each broker id read as its node (the shard there
+/// is chosen by load). Empty when none are given. The metadata group checks
+/// the brokers themselves.
+fn hand_assignments<'a>(
+    lists: impl Iterator<Item = (i32, &'a [kafka_protocol::messages::BrokerId])>,
+) -> Result<Vec<Vec<i32>>, EngineError> {
+    let mut by_index: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for (index, brokers) in lists {
+        let nodes = brokers.iter().map(|b| super::brokers::node_of_broker(b.0)).collect();
+        if by_index.insert(index, nodes).is_some() {
+            return Err(invalid_assignment(format!("partition {index} is assigned twice")));
+        }
+    }
+    let expected: Vec<i32> = (0..i32::try_from(by_index.len()).unwrap_or(i32::MAX)).collect();
+    if !by_index.keys().copied().eq(expected.iter().copied()) {
+        return Err(invalid_assignment(
+            "assignments must name partitions 0, 1, ... each once".to_string(),
+        ));
+    }
+    Ok(by_index.into_values().collect())
+}
+
+/// CreatePartitions' replica lists for the partitions it adds (one per new
+/// partition), as nodes; empty when none are given.
+fn hand_partition_assignments(
+    shard: &Shard,
+    name: &str,
+    total: i32,
+    assignments: Option<&[kafka_protocol::messages::create_partitions_request::CreatePartitionsAssignment]>,
+) -> Result<Vec<Vec<i32>>, EngineError> {
+    let Some(assignments) = assignments else {
+        return Ok(Vec::new());
+    };
+    let current = shard.image().topics.get(name).map_or(0, |t| t.partitions.len());
+    let added = usize::try_from(total).unwrap_or(0).saturating_sub(current);
+    if assignments.len() != added {
+        return Err(invalid_assignment(format!(
+            "{} replica lists for {added} new partitions",
+            assignments.len()
+        )));
+    }
+    let first = i32::try_from(current).unwrap_or(i32::MAX);
+    let lists = (0..).zip(assignments.iter().map(|a| a.broker_ids.as_slice()));
+    hand_assignments(lists).inspect(|lists| {
+        assert_eq!(lists.len(), added, "one list per new partition from {first}");
+    })
+}
+
+fn invalid_assignment(reason: String) -> EngineError {
+    EngineError::Meta(MetaError::InvalidReassignment {
+        topic: String::new(),
+        partition: -1,
+        reason,
+    })
+}
+
 pub(super) async fn create_partitions(
     shard: &Rc<Shard>,
     access: &Access,
@@ -257,10 +332,8 @@ pub(super) async fn create_partitions(
             } else if name == OFFSETS_TOPIC {
                 // A group's partition is its hash modulo the count: the count is fixed.
                 Err(EngineError::InternalTopic(name.clone()))
-            } else if topic.assignments.is_some() {
-                Err(EngineError::InvalidRequest(
-                    "manual replica assignments are not supported".into(),
-                ))
+            } else if let Err(e) = hand_partition_assignments(shard, &name, topic.count, topic.assignments.as_deref()) {
+                Err(e)
             } else if let Err(e) = added_partitions(shard, &name, topic.count)
                 .and_then(|added| check_capacity(shard, added, replication_of(shard, &name)))
             {
@@ -277,9 +350,11 @@ pub(super) async fn create_partitions(
                     Some(_) => Ok(()),
                 }
             } else {
+                let assignments = hand_partition_assignments(shard, &name, topic.count, topic.assignments.as_deref())
+                    .unwrap_or_default();
                 shard
                     .meta
-                    .create_partitions(&name, topic.count)
+                    .create_partitions(&name, topic.count, assignments)
                     .await
                     .map(|_| ())
                     .map_err(EngineError::from)
