@@ -33,7 +33,9 @@ use shardline_log::{
     validate_header_only, AppendInfo, Clock, Log, LogConfig, LogError, Offset, ReadBatches,
 };
 use shardline_raft::PartitionMeta;
-use shardline_replication::{EpochRefusal, IsrProposal, LeaderEpoch, Moment, NodeId, Placement, ReplicaState};
+use shardline_replication::{
+    EpochRefusal, IsrAnswer, IsrProposal, LeaderEpoch, Moment, NodeId, Placement, ReplicaState,
+};
 
 use crate::{
     error::EngineError,
@@ -405,9 +407,9 @@ impl Partition {
         self.replica.borrow_mut().isr_change_proposed(proposal);
     }
 
-    /// The metadata group answered; `refused`: it certainly did not take the change.
-    pub(crate) fn isr_change_answered(&self, refused: bool) {
-        self.replica.borrow_mut().isr_change_answered(refused, moment_now());
+    /// The metadata group answered the change in flight (or did not).
+    pub(crate) fn isr_change_answered(&self, answer: IsrAnswer) {
+        self.replica.borrow_mut().isr_change_answered(answer);
     }
 
     /// acks=all: waits until the high watermark reaches `end`, this broker

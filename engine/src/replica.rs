@@ -53,7 +53,7 @@ use kafka_protocol::{
     ResponseError,
 };
 use shardline_log::Offset;
-use shardline_replication::{truncation_point, EpochEnd, LeaderEpoch};
+use shardline_replication::{truncation_point, EpochEnd, IsrAnswer, LeaderEpoch};
 
 use crate::{
     kafka::brokers::replication_address,
@@ -557,34 +557,35 @@ pub(crate) async fn maintain_isr(shard: Rc<Shard>) {
             let partition = Rc::clone(&partition);
             glommio::spawn_local(async move {
                 tracing::info!(%topic, partition = index, leader_epoch, isr = ?isr, "proposing ISR change");
-                let refused = match meta.alter_isr(&topic, index, leader_epoch, isr).await {
-                    Ok(()) => false,
+                let answer = match meta.alter_isr(&topic, index, leader_epoch, isr).await {
+                    Ok(()) => IsrAnswer::Accepted,
                     Err(e) => {
                         tracing::info!(%topic, partition = index, error = %e, "ISR change refused or not confirmed");
-                        isr_change_refused(&e)
+                        isr_change_answer(&e)
                     }
                 };
                 // The image carrying the change (if any) updates the partition;
                 // allow the next proposal either way. Until that image (or a
                 // refusal), the high watermark waits for the replicas the
-                // change adds (`ReplicaState::isr_change_answered`).
-                partition.isr_change_answered(refused);
+                // change adds, and an unconfirmed change is proposed again
+                // (`ReplicaState::isr_change_answered`).
+                partition.isr_change_answered(answer);
             })
             .detach();
         }
     }
 }
 
-/// Whether the metadata group certainly did not record an ISR change: it
-/// refused it on its merits. Any other error (no quorum, a timeout, a lost
-/// forward) leaves the outcome unknown.
-fn isr_change_refused(error: &shardline_raft::MetaError) -> bool {
+/// What an error from the metadata group says of an ISR change: refused on
+/// its merits, refused because the partition moved on to a newer leader
+/// epoch, or (no quorum, a timeout, a lost forward) unknown.
+fn isr_change_answer(error: &shardline_raft::MetaError) -> IsrAnswer {
     use shardline_raft::MetaError;
-    matches!(
-        error,
-        MetaError::StaleLeaderEpoch { .. }
-            | MetaError::InvalidIsr { .. }
-            | MetaError::UnknownTopic(_)
-            | MetaError::UnknownPartition { .. }
-    )
+    match error {
+        MetaError::StaleLeaderEpoch { .. } => IsrAnswer::Stale,
+        MetaError::InvalidIsr { .. } | MetaError::UnknownTopic(_) | MetaError::UnknownPartition { .. } => {
+            IsrAnswer::Refused
+        }
+        _ => IsrAnswer::Unknown,
+    }
 }

@@ -43,6 +43,6 @@ mod types;
 #[cfg(test)]
 mod tests;
 
-pub use replica::{EpochRefusal, IsrProposal, ReplicaState, RoleChange};
+pub use replica::{EpochRefusal, IsrAnswer, IsrProposal, ReplicaState, RoleChange};
 pub use truncation::{truncation_point, EpochEnd, Truncation};
 pub use types::{LeaderEpoch, Moment, NodeId, Placement, Role};

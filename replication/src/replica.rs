@@ -52,14 +52,36 @@ pub enum RoleChange {
 /// a placement. Until then the high watermark waits for the replicas it
 /// adds too (Kafka's "maximal ISR", KIP-497): the metadata group may already
 /// count them in sync, and elect one of them, before this leader hears so.
+///
+/// No timer ends it: a leader cut off from the metadata group cannot know
+/// whether its change was taken (simulation bugs 1 and 5, docs/reliability.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PendingIsr {
-    /// Replicas the proposal adds.
+    /// Replicas proposed for addition and not yet seen in a placement's ISR.
     additions: Vec<NodeId>,
-    /// The ISR when it was proposed.
+    /// The ISR when the last proposal was made.
     before: Vec<NodeId>,
-    /// When the metadata group answered (accepted, or no answer known).
-    answered_at: Option<Moment>,
+    /// The last proposal, re-sent while its outcome is unknown.
+    proposed: IsrProposal,
+    /// How the metadata group answered the last proposal.
+    answer: Option<IsrAnswer>,
+}
+
+/// How the metadata group answered an ISR change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsrAnswer {
+    /// Recorded.
+    Accepted,
+    /// Not recorded, on its merits (an invalid ISR: a fenced newcomer, a
+    /// stranger): proposed again unchanged it would be refused again, so an
+    /// earlier copy of it was not recorded either.
+    Refused,
+    /// Not recorded: the partition has a newer leader epoch. Says nothing of
+    /// an earlier copy (simulation bug 5), and this replica no longer leads:
+    /// the high watermark keeps waiting until a placement says more.
+    Stale,
+    /// No answer (a timeout, no quorum, a lost forward): it may be recorded.
+    Unknown,
 }
 
 /// An ISR the leader wants the metadata group to record.
@@ -214,12 +236,15 @@ impl ReplicaState {
         let epoch_changed = self.leader_epoch != placement.leader_epoch;
         self.replicas.clone_from(&placement.replicas);
         self.isr.clone_from(&placement.isr);
-        let resolved = self.pending_isr.as_ref().is_some_and(|pending| {
-            pending.additions.iter().all(|added| placement.isr.contains(added))
-                || (pending.answered_at.is_some() && pending.before != placement.isr)
-        });
-        if resolved {
-            self.pending_isr = None;
+        if let Some(pending) = &mut self.pending_isr {
+            // An addition seen in the ISR is the ISR's; after an accepted
+            // change, a placement with another ISR than before it shows the
+            // change or what came after it.
+            pending.additions.retain(|added| !placement.isr.contains(added));
+            let overtaken = pending.answer == Some(IsrAnswer::Accepted) && pending.before != placement.isr;
+            if pending.additions.is_empty() || overtaken {
+                self.pending_isr = None;
+            }
         }
         if !epoch_changed && was == role {
             return RoleChange::None;
@@ -362,25 +387,23 @@ impl ReplicaState {
     /// watermark and this epoch's start join. `None` when nothing should
     /// change, this replica does not lead, or a change is in flight.
     ///
-    /// A proposal answered longer than `lag_max` ago whose effect no
-    /// placement has shown is forgotten here (it did not commit, or its
-    /// placement was overtaken), so the high watermark stops waiting for it.
+    /// A proposal whose outcome is unknown is proposed again, as it was, to
+    /// learn it. A pending addition is not dropped because the replica was
+    /// fenced since: a proposal still on its way may reach the metadata
+    /// group after the replica is back, and be taken.
     pub fn desired_isr(
         &mut self,
         now: Moment,
         lag_max: Duration,
         alive: impl Fn(NodeId) -> bool,
     ) -> Option<IsrProposal> {
-        if self
-            .pending_isr
-            .as_ref()
-            .and_then(|pending| pending.answered_at)
-            .is_some_and(|answered_at| now.since(answered_at) > lag_max)
-        {
-            self.pending_isr = None;
-        }
         if self.role != Role::Leader || self.isr_change_in_flight {
             return None;
+        }
+        if let Some(pending) = &self.pending_isr {
+            if pending.answer == Some(IsrAnswer::Unknown) {
+                return Some(pending.proposed.clone());
+            }
         }
         let mut isr: Vec<NodeId> = Vec::new();
         for replica in &self.replicas {
@@ -425,31 +448,38 @@ impl ReplicaState {
         assert!(!self.isr_change_in_flight, "one ISR change in flight at a time");
         assert_eq!(proposal.leader_epoch, self.leader_epoch, "proposed under this epoch");
         self.isr_change_in_flight = true;
+        // Additions of an earlier proposal with no known outcome stay: it
+        // may still be recorded.
+        let mut additions: Vec<NodeId> = self.pending_isr.take().map(|p| p.additions).unwrap_or_default();
+        for member in &proposal.isr {
+            if !self.isr.contains(member) && !additions.contains(member) {
+                additions.push(*member);
+            }
+        }
+        assert!(additions.iter().all(|added| self.replicas.contains(added)));
         self.pending_isr = Some(PendingIsr {
-            additions: proposal
-                .isr
-                .iter()
-                .copied()
-                .filter(|member| !self.isr.contains(member))
-                .collect(),
+            additions,
             before: self.isr.clone(),
-            answered_at: None,
+            proposed: proposal.clone(),
+            answer: None,
         });
     }
 
-    /// The metadata group answered the proposal in flight: `refused` when
-    /// it certainly did not take it (a stale epoch, an invalid ISR);
-    /// otherwise it took it or the outcome is unknown, and the high
-    /// watermark keeps waiting for the additions until a placement shows
-    /// what happened.
-    pub fn isr_change_answered(&mut self, refused: bool, now: Moment) {
+    /// The metadata group answered the proposal in flight (or did not).
+    /// Refused: the high watermark stops waiting for its additions.
+    /// Accepted: it waits until a placement shows the change (or a later
+    /// one). Unknown: it waits, and [`ReplicaState::desired_isr`] proposes
+    /// the change again to learn its fate. Stale: it waits for the
+    /// placement that ends this leadership.
+    pub fn isr_change_answered(&mut self, answer: IsrAnswer) {
         self.isr_change_in_flight = false;
-        if refused {
+        if answer == IsrAnswer::Refused {
             self.pending_isr = None;
         } else if let Some(pending) = &mut self.pending_isr {
-            pending.answered_at = Some(now);
+            pending.answer = Some(answer);
         }
         assert!(!self.isr_change_in_flight);
+        assert!(self.pending_isr.is_none() || answer != IsrAnswer::Refused);
     }
 
     /// The partition is closing on this broker: offline, and any fetcher of

@@ -10,8 +10,8 @@ use shardline_log::Offset;
 
 use crate::{
     election::{self, IsrRefusal},
-    truncation_point, EpochEnd, EpochRefusal, IsrProposal, LeaderEpoch, Moment, NodeId, Placement, ReplicaState, Role,
-    RoleChange,
+    truncation_point, EpochEnd, EpochRefusal, IsrAnswer, IsrProposal, LeaderEpoch, Moment, NodeId, Placement,
+    ReplicaState, Role, RoleChange,
 };
 
 const LAG_MAX: Duration = Duration::from_millis(100);
@@ -82,7 +82,7 @@ proptest! {
                     if let Some(proposal) = state.desired_isr(ms(now), LAG_MAX, |_| true) {
                         prop_assert!(proposal.isr.contains(&NodeId(1)));
                         state.isr_change_proposed(&proposal);
-                        state.isr_change_answered(false, ms(now));
+                        state.isr_change_answered(IsrAnswer::Accepted);
                         placed = election::on_isr_change(&placed, &proposal, |_| true).unwrap();
                         prop_assert_eq!(state.apply_placement(&placed, Offset(log_end), ms(now)), RoleChange::None);
                     }
@@ -264,7 +264,7 @@ fn the_high_watermark_waits_for_a_pending_isr_addition() {
     // The leader appends and syncs 4 more records; 1 has not fetched them.
     state.advance_high_watermark(Offset(46), Offset(46));
     assert_eq!(state.high_watermark(), Offset(42), "1 may already be in the ISR");
-    state.isr_change_answered(false, ms(20));
+    state.isr_change_answered(IsrAnswer::Accepted);
     state.advance_high_watermark(Offset(46), Offset(46));
     assert_eq!(state.high_watermark(), Offset(42), "accepted, not yet seen");
     placed = election::on_isr_change(&placed, &grow, |_| true).unwrap();
@@ -285,7 +285,7 @@ fn the_high_watermark_waits_for_a_pending_isr_addition() {
     state.isr_change_proposed(&grow);
     state.advance_high_watermark(Offset(5), Offset(5));
     assert_eq!(state.high_watermark(), Offset(0));
-    state.isr_change_answered(true, ms(2));
+    state.isr_change_answered(IsrAnswer::Refused);
     state.advance_high_watermark(Offset(5), Offset(5));
     assert_eq!(state.high_watermark(), Offset(5));
 }
@@ -349,4 +349,33 @@ fn a_follower_reports_only_what_it_keeps() {
     let mut state = ReplicaState::new(NodeId(3), ms(0));
     state.apply_placement(&placement(1, 1, &[1, 3]), Offset(30), ms(0));
     assert_eq!(state.fetch_offset(Offset(28), Offset(30)), Offset(28));
+}
+
+/// Found by the simulator (seeds 18048 and 23963): a leader cut off from the
+/// metadata group stopped waiting for a pending addition — after a
+/// timeout, after its resent proposal was refused as stale, or once the
+/// added replica was fenced — while the first copy had been (or was still
+/// to be) taken. The addition stays pending until a placement or a refusal
+/// on the merits settles it, and an unanswered proposal is sent again.
+#[test]
+fn a_pending_addition_outlives_timeouts_stale_refusals_and_fencing() {
+    let mut state = ReplicaState::new(NodeId(1), ms(0));
+    let placed = placement(1, 1, &[1]);
+    state.apply_placement(&placed, Offset(25), ms(0));
+    state.record_follower_fetch(NodeId(3), Offset(25), Offset(25), ms(1));
+    let grow = state.desired_isr(ms(1), LAG_MAX, |_| true).unwrap();
+    assert_eq!(grow.isr, vec![NodeId(1), NodeId(3)]);
+    state.isr_change_proposed(&grow);
+    state.isr_change_answered(IsrAnswer::Unknown);
+    let again = state.desired_isr(ms(1_000), LAG_MAX, |_| false).unwrap();
+    assert_eq!(again, grow, "the same change, sent again");
+    state.isr_change_proposed(&again);
+    state.isr_change_answered(IsrAnswer::Stale);
+    assert_eq!(state.desired_isr(ms(2_000), LAG_MAX, |_| false), None);
+    state.advance_high_watermark(Offset(26), Offset(26));
+    assert_eq!(
+        state.high_watermark(),
+        Offset(25),
+        "3 may be in the ISR the metadata group has"
+    );
 }
