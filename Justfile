@@ -129,6 +129,11 @@ fuzz-seeds:
 powercut CYCLES="50" SEED="0":
     if [ "{{SEED}}" != 0 ]; then export POWERCUT_SEED={{SEED}}; fi; POWERCUT_CYCLES={{CYCLES}} cargo test -p shardline-engine --test powercut -- --include-ignored --nocapture
 
+# Seeded simulation of a cluster's replication (docs/reliability.md): SEEDS seeds from FIRST, in
+# release; the first failure prints its seed, the faults it needs and the history's tail.
+sim SEEDS="10000" FIRST="1":
+    cargo run --release -p shardline-sim -- {{SEEDS}} {{FIRST}}
+
 # Long model run of the log (more cases than CI).
 model CASES="20000":
     PROPTEST_CASES={{CASES}} cargo test --release -p shardline-log --test model

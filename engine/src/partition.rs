@@ -11,12 +11,18 @@
 //! leader's own included) and never moves back while this replica leads.
 //! Consumers read below the high watermark only; an acks=all produce is
 //! answered once the high watermark passes its batch.
+//!
+//! Those rules live in `shardline_replication::ReplicaState`, a plain state
+//! machine that takes `now` and events and returns decisions; this file is
+//! its I/O driver: it feeds it the log's ends and the clock, and wakes the
+//! waiters it says to wake.
 
 use std::{
     cell::{Cell, RefCell},
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     path::{Path, PathBuf},
     rc::Rc,
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -27,6 +33,9 @@ use shardline_log::{
     validate_header_only, AppendInfo, Clock, Log, LogConfig, LogError, Offset, ReadBatches,
 };
 use shardline_raft::PartitionMeta;
+use shardline_replication::{
+    EpochRefusal, IsrAnswer, IsrProposal, LeaderEpoch, Moment, NodeId, Placement, ReplicaState,
+};
 
 use crate::{
     error::EngineError,
@@ -91,65 +100,23 @@ pub(crate) struct PartitionSettings {
     pub(crate) min_insync_replicas: usize,
 }
 
-/// This broker's part in the partition, from the metadata image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
-    /// Serves clients and followers.
-    Leader,
-    /// Copies the log of broker `leader`.
-    Follower { leader: i32 },
-    /// No broker leads the partition now.
-    Offline,
+pub(crate) use shardline_replication::{Role, RoleChange};
+
+/// Now, as replication's clock-free rules take it: time since the first
+/// call in this process, on the monotonic clock.
+pub(crate) fn moment_now() -> Moment {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    Moment(ORIGIN.get_or_init(Instant::now).elapsed())
 }
 
-/// What the leader knows of one follower.
-#[derive(Debug, Clone, Copy)]
-struct FollowerProgress {
-    /// The follower's log end (its last fetch offset).
-    log_end: Offset,
-    /// Last time the follower was caught up (fetched at least what the
-    /// leader's log end was when it answered the follower's previous fetch).
-    caught_up_at: Instant,
-    /// The leader's log end when it answered this follower's last fetch.
-    leader_end_at_last_fetch: Offset,
-}
-
-/// The replication state of a partition on this broker.
-#[derive(Debug)]
-pub(crate) struct ReplicaState {
-    pub(crate) role: Role,
-    pub(crate) leader_epoch: i32,
-    pub(crate) replicas: Vec<i32>,
-    pub(crate) isr: Vec<i32>,
-    /// Offsets below this are on every in-sync replica: what consumers may read.
-    pub(crate) high_watermark: Offset,
-    followers: HashMap<i32, FollowerProgress>,
-    /// When this broker last became leader (grace before shrinking the ISR).
-    leader_since: Instant,
-    /// This log's end when this broker became leader: everything committed
-    /// under earlier epochs lies below it.
-    leader_epoch_start: Offset,
-    /// Bumped on every role or epoch change; a follower fetcher started under
-    /// another generation stops.
-    pub(crate) generation: u64,
-    /// The follower must ask the leader where its log diverges before fetching.
-    pub(crate) needs_truncation: bool,
-    /// An ISR change proposed to the metadata group and not yet answered.
-    pub(crate) isr_change_in_flight: bool,
-}
-
-/// What changed when a new image was applied to a partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RoleChange {
-    /// Nothing that needs action.
-    None,
-    /// Became (or stayed, under a new epoch) a follower: start a fetcher for
-    /// this generation.
-    StartFollowing { generation: u64 },
-    /// Became leader.
-    BecameLeader,
-    /// Stopped leading (follower or offline).
-    StoppedLeading,
+/// A partition of the metadata image as replication's rules see it.
+fn placement_of(meta: &PartitionMeta) -> Placement {
+    Placement {
+        leader: (meta.leader >= 0).then_some(NodeId(meta.leader)),
+        leader_epoch: LeaderEpoch(meta.leader_epoch),
+        replicas: meta.replicas.iter().copied().map(NodeId).collect(),
+        isr: meta.isr.iter().copied().map(NodeId).collect(),
+    }
 }
 
 /// Result of a produce to one partition.
@@ -172,8 +139,8 @@ pub(crate) struct Partition {
     pub(crate) dir: PathBuf,
     producers: RefCell<ProducerStates>,
     waiters: RefCell<Vec<Rc<FetchWatch>>>,
-    /// This broker's node id.
-    node_id: i32,
+    /// The replication rules' state (`shardline_replication`): role, epoch,
+    /// ISR, high watermark, follower progress.
     pub(crate) replica: RefCell<ReplicaState>,
     /// acks=all produces waiting for the high watermark to reach an offset.
     hw_waiters: RefCell<Vec<(Offset, oneshot::Sender<()>)>>,
@@ -299,20 +266,7 @@ impl Partition {
             dir,
             producers: RefCell::new(producers),
             waiters: RefCell::new(Vec::new()),
-            node_id,
-            replica: RefCell::new(ReplicaState {
-                role: Role::Offline,
-                leader_epoch: -1,
-                replicas: Vec::new(),
-                isr: Vec::new(),
-                high_watermark: Offset(0),
-                followers: HashMap::new(),
-                leader_since: Instant::now(),
-                leader_epoch_start: Offset(0),
-                generation: 0,
-                needs_truncation: false,
-                isr_change_in_flight: false,
-            }),
+            replica: RefCell::new(ReplicaState::new(NodeId(node_id), moment_now())),
             hw_waiters: RefCell::new(Vec::new()),
             quorum_lost: Cell::new(false),
         })
@@ -341,51 +295,10 @@ impl Partition {
 
     /// Applies the partition's placement from a new metadata image.
     pub(crate) fn apply_placement(&self, meta: &PartitionMeta) -> RoleChange {
-        let role = if meta.leader == self.node_id {
-            Role::Leader
-        } else if meta.leader < 0 {
-            Role::Offline
-        } else {
-            Role::Follower { leader: meta.leader }
-        };
-        let change = {
-            let mut state = self.replica.borrow_mut();
-            let was = state.role;
-            let epoch_changed = state.leader_epoch != meta.leader_epoch;
-            state.replicas = meta.replicas.clone();
-            state.isr = meta.isr.clone();
-            if !epoch_changed && was == role {
-                RoleChange::None
-            } else {
-                state.role = role;
-                state.leader_epoch = meta.leader_epoch;
-                state.generation += 1;
-                state.isr_change_in_flight = false;
-                state.followers.clear();
-                match role {
-                    Role::Leader => {
-                        state.leader_since = Instant::now();
-                        state.leader_epoch_start = self.log.log_end();
-                        state.needs_truncation = false;
-                        RoleChange::BecameLeader
-                    }
-                    Role::Follower { .. } => {
-                        state.needs_truncation = true;
-                        RoleChange::StartFollowing {
-                            generation: state.generation,
-                        }
-                    }
-                    Role::Offline => {
-                        state.needs_truncation = true;
-                        if was == Role::Leader {
-                            RoleChange::StoppedLeading
-                        } else {
-                            RoleChange::None
-                        }
-                    }
-                }
-            }
-        };
+        let change = self
+            .replica
+            .borrow_mut()
+            .apply_placement(&placement_of(meta), self.log.log_end(), moment_now());
         if change != RoleChange::None && change != RoleChange::BecameLeader {
             // Waiting acks=all produces re-check the role and fail with NOT_LEADER.
             self.wake_hw_waiters(true);
@@ -398,153 +311,107 @@ impl Partition {
     /// The partition's role and leader epoch now.
     pub(crate) fn role(&self) -> (Role, i32) {
         let state = self.replica.borrow();
-        (state.role, state.leader_epoch)
+        (state.role(), state.leader_epoch().0)
     }
 
     /// (led by this node, under-replicated): a leader whose in-sync
     /// replicas are fewer than its replicas (Kafka's UnderReplicated).
     pub(crate) fn replication_health(&self) -> (bool, bool) {
-        let state = self.replica.borrow();
-        let leader = state.role == Role::Leader;
-        (leader, leader && state.isr.len() < state.replicas.len())
+        self.replica.borrow().replication_health()
     }
 
     pub(crate) fn high_watermark(&self) -> Offset {
-        self.replica.borrow().high_watermark
+        self.replica.borrow().high_watermark()
     }
 
     /// The leader epoch, if this broker leads the partition.
     fn leading_epoch(&self) -> Result<i32, EngineError> {
-        match self.role() {
-            (Role::Leader, epoch) => Ok(epoch),
-            _ => Err(EngineError::NotLeader),
+        match self.replica.borrow().leading_epoch() {
+            Some(epoch) => Ok(epoch.0),
+            None => Err(EngineError::NotLeader),
         }
+    }
+
+    /// In-sync replicas now.
+    fn isr_len(&self) -> usize {
+        self.replica.borrow().isr().len()
     }
 
     /// Checks a request's `current_leader_epoch` (-1 = not given).
     pub(crate) fn check_leader_epoch(&self, requested: i32) -> Result<(), EngineError> {
-        let epoch = self.leading_epoch()?;
-        match requested {
-            r if r < 0 || r == epoch => Ok(()),
-            r if r < epoch => Err(EngineError::FencedLeaderEpoch),
-            _ => Err(EngineError::UnknownLeaderEpoch),
+        let requested = (requested >= 0).then_some(LeaderEpoch(requested));
+        match self.replica.borrow().check_leader_epoch(requested) {
+            Ok(_) => Ok(()),
+            Err(EpochRefusal::NotLeader) => Err(EngineError::NotLeader),
+            Err(EpochRefusal::Fenced) => Err(EngineError::FencedLeaderEpoch),
+            Err(EpochRefusal::Unknown) => Err(EngineError::UnknownLeaderEpoch),
         }
     }
 
     /// Leader: a follower fetched from `fetch_offset` (its log end).
     pub(crate) fn record_follower_fetch(&self, replica: i32, fetch_offset: Offset) {
         let log_end = self.log.log_end();
-        {
-            let mut state = self.replica.borrow_mut();
-            if state.role != Role::Leader || !state.replicas.contains(&replica) || replica == self.node_id {
-                return;
-            }
-            let now = Instant::now();
-            let leader_since = state.leader_since;
-            let progress = state.followers.entry(replica).or_insert(FollowerProgress {
-                log_end: fetch_offset,
-                caught_up_at: leader_since,
-                leader_end_at_last_fetch: log_end,
-            });
-            if fetch_offset >= log_end || fetch_offset >= progress.leader_end_at_last_fetch {
-                progress.caught_up_at = now;
-            }
-            progress.log_end = fetch_offset;
-            progress.leader_end_at_last_fetch = log_end;
+        let recorded =
+            self.replica
+                .borrow_mut()
+                .record_follower_fetch(NodeId(replica), fetch_offset, log_end, moment_now());
+        if recorded {
+            self.recompute_high_watermark();
         }
-        self.recompute_high_watermark();
     }
 
-    /// Leader: the high watermark is the smallest log end over the in-sync
-    /// replicas (a follower not heard from since this broker became leader
-    /// holds it where it is). Follower: nothing to do here
-    /// (`follow_high_watermark`).
+    /// Leader: moves the high watermark (`ReplicaState::advance_high_watermark`)
+    /// with the leader's own copy counted up to what readers may see: under
+    /// fsync always, only what is fsynced (a consumer never reads a batch a
+    /// crash could take away). Wakes consumers and acks=all waiters when it
+    /// advances. Follower: nothing to do here (`follow_high_watermark`).
     pub(crate) fn recompute_high_watermark(&self) {
-        let advanced = {
-            let mut state = self.replica.borrow_mut();
-            if state.role != Role::Leader {
-                return;
-            }
-            // The leader's own copy counts up to what readers may see: under
-            // fsync always, only what is fsynced (a consumer never reads a
-            // batch a crash could take away).
-            let own_end = self.log.visible_end();
-            let mut lowest = own_end;
-            for member in &state.isr {
-                if *member == self.node_id {
-                    continue;
-                }
-                let end = state.followers.get(member).map_or(state.high_watermark, |p| p.log_end);
-                lowest = lowest.min(end);
-            }
-            let advanced = lowest > state.high_watermark;
-            if advanced {
-                state.high_watermark = lowest;
-            }
-            assert!(
-                state.high_watermark <= self.log.log_end(),
-                "the high watermark never passes the log end"
-            );
-            advanced
-        };
+        let advanced = self
+            .replica
+            .borrow_mut()
+            .advance_high_watermark(self.log.visible_end(), self.log.log_end());
         if advanced {
             self.wake_hw_waiters(false);
             self.wake_waiters();
         }
     }
 
+    /// Follower: where to fetch from (`ReplicaState::fetch_offset`): the
+    /// log's visible end, so the leader counts only what this replica keeps
+    /// through a crash.
+    pub(crate) fn fetch_offset(&self) -> Offset {
+        let state = self.replica.borrow();
+        if matches!(state.role(), Role::Follower { .. }) {
+            state.fetch_offset(self.log.visible_end(), self.log.log_end())
+        } else {
+            self.log.visible_end()
+        }
+    }
+
     /// Follower: takes the leader's high watermark, bounded by this log's end.
     pub(crate) fn follow_high_watermark(&self, leader_high_watermark: Offset) {
         let log_end = self.log.log_end();
-        let mut state = self.replica.borrow_mut();
-        if matches!(state.role, Role::Follower { .. }) {
-            state.high_watermark = leader_high_watermark.min(log_end).max(Offset(0));
-        }
+        self.replica
+            .borrow_mut()
+            .follow_high_watermark(leader_high_watermark, log_end);
     }
 
-    /// The ISR this leader wants now: members silent or behind for longer
-    /// than `lag_max` leave; replicas caught up to the high watermark (and
-    /// alive per `alive`) join. `None` when nothing should change or a change
-    /// is already in flight.
-    pub(crate) fn desired_isr(&self, lag_max: Duration, alive: impl Fn(i32) -> bool) -> Option<(i32, Vec<i32>)> {
-        let state = self.replica.borrow();
-        if state.role != Role::Leader || state.isr_change_in_flight {
-            return None;
-        }
-        let now = Instant::now();
-        let mut isr: Vec<i32> = Vec::new();
-        for replica in &state.replicas {
-            let keep = if *replica == self.node_id {
-                true
-            } else {
-                let progress = state.followers.get(replica);
-                let caught_up_at = progress.map_or(state.leader_since, |p| p.caught_up_at);
-                if state.isr.contains(replica) {
-                    now.duration_since(caught_up_at) <= lag_max
-                } else {
-                    // Kafka's rule: a replica rejoins once it has everything
-                    // below the high watermark and everything written before
-                    // this leader's epoch began (the high watermark alone can
-                    // be stale-low on a leader that just restarted); from then
-                    // on it holds the high watermark back until it keeps up.
-                    alive(*replica)
-                        && progress
-                            .is_some_and(|p| p.log_end >= state.high_watermark && p.log_end >= state.leader_epoch_start)
-                }
-            };
-            if keep {
-                isr.push(*replica);
-            }
-        }
-        let mut current = state.isr.clone();
-        current.sort_unstable();
-        let mut wanted = isr.clone();
-        wanted.sort_unstable();
-        (current != wanted).then_some((state.leader_epoch, isr))
+    /// The ISR this leader wants now (`ReplicaState::desired_isr`): `None`
+    /// when nothing should change or a change is already in flight.
+    pub(crate) fn desired_isr(&self, lag_max: Duration, alive: impl Fn(i32) -> bool) -> Option<IsrProposal> {
+        self.replica
+            .borrow_mut()
+            .desired_isr(moment_now(), lag_max, |node| alive(node.0))
     }
 
-    pub(crate) fn set_isr_change_in_flight(&self, in_flight: bool) {
-        self.replica.borrow_mut().isr_change_in_flight = in_flight;
+    /// `proposal` went to the metadata group (`ReplicaState::isr_change_proposed`).
+    pub(crate) fn isr_change_proposed(&self, proposal: &IsrProposal) {
+        self.replica.borrow_mut().isr_change_proposed(proposal);
+    }
+
+    /// The metadata group answered the change in flight (or did not).
+    pub(crate) fn isr_change_answered(&self, answer: IsrAnswer) {
+        self.replica.borrow_mut().isr_change_answered(answer);
     }
 
     /// acks=all: waits until the high watermark reaches `end`, this broker
@@ -561,7 +428,7 @@ impl Partition {
                 // below min.insync.replicas while it waited (the high
                 // watermark may have moved *because* the ISR shrank), the
                 // producer is told it has fewer copies than it asked for.
-                let isr = self.replica.borrow().isr.len();
+                let isr = self.isr_len();
                 let min_isr = self.settings.get().min_insync_replicas;
                 if isr < min_isr {
                     return Err(EngineError::NotEnoughReplicasAfterAppend { isr, min_isr });
@@ -658,8 +525,7 @@ impl Partition {
         let mut producers = ProducerStates::default();
         self.log.for_each_batch_header(|header| producers.replay(header))?;
         *self.producers.borrow_mut() = producers;
-        let mut state = self.replica.borrow_mut();
-        state.high_watermark = state.high_watermark.min(end);
+        self.replica.borrow_mut().truncated(end);
         Ok(end)
     }
 
@@ -668,7 +534,7 @@ impl Partition {
     pub(crate) async fn produce(&self, records: Bytes, acks: i16, timeout: Duration) -> Result<Produced, EngineError> {
         let leader_epoch = self.leading_epoch()?;
         if acks == -1 {
-            let isr = self.replica.borrow().isr.len();
+            let isr = self.isr_len();
             let min_isr = self.settings.get().min_insync_replicas;
             if isr < min_isr {
                 return Err(EngineError::NotEnoughReplicas { isr, min_isr });
@@ -758,11 +624,7 @@ impl Partition {
 
     /// Flushes and closes the log; wakes every waiter.
     pub(crate) async fn close(&self) {
-        {
-            let mut state = self.replica.borrow_mut();
-            state.role = Role::Offline;
-            state.generation += 1;
-        }
+        self.replica.borrow_mut().close();
         self.wake_hw_waiters(true);
         if let Err(e) = self.log.close().await {
             tracing::warn!(dir = %self.dir.display(), error = %e, "closing partition log");

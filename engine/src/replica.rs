@@ -11,8 +11,8 @@
 //! (the broker's shared port if shards share one), until none is left:
 //! 1. truncate: for partitions new to it, ask the leader with one
 //!    OffsetForLeaderEpoch where each log's latest leader epoch ends on the
-//!    leader, and cut the logs that are longer (what the new leader never had
-//!    is dropped, as in Kafka's KIP-101);
+//!    leader, and cut the logs where `shardline_replication::truncation_point`
+//!    says (what the new leader never had is dropped, as in Kafka's KIP-101);
 //! 2. fetch in a loop with `replica_id` = this broker, every followed
 //!    partition in one Fetch: batches are appended byte for byte (offsets and
 //!    epochs as the leader stamped them), and the leader's high watermark,
@@ -28,8 +28,9 @@
 //! `maintain_isr` looks at every partition this shard leads a few times per
 //! `replica_lag_time_max_ms`: an in-sync follower that has not been caught up
 //! for that long leaves the ISR; a replica whose log reaches the leader's end
-//! joins it. Changes go through the metadata group (`alter_isr`, fenced by
-//! leader epoch); the partition applies them when the image arrives.
+//! joins it (the decision is `shardline_replication::ReplicaState::desired_isr`).
+//! Changes go through the metadata group (`alter_isr`, fenced by leader
+//! epoch); the partition applies them when the image arrives.
 
 use std::{
     cell::RefCell,
@@ -48,6 +49,7 @@ use kafka_protocol::{
     ResponseError,
 };
 use shardline_log::Offset;
+use shardline_replication::{truncation_point, EpochEnd, IsrAnswer, LeaderEpoch};
 
 use crate::{
     inter_broker::LeaderConnection,
@@ -73,8 +75,8 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// leader it follows.
 fn current_leader(partition: &Partition, generation: u64) -> Option<i32> {
     let state = partition.replica.borrow();
-    match state.role {
-        Role::Follower { leader } if state.generation == generation => Some(leader),
+    match state.role() {
+        Role::Follower { leader } if state.generation() == generation => Some(leader.0),
         _ => None,
     }
 }
@@ -194,7 +196,7 @@ async fn run_feed(shard: Rc<Shard>, source: LeaderShard, feed: Rc<LeaderFeed>) {
         let Some(conn) = connection.as_mut() else { continue };
         let (diverging, caught_up): (Vec<Followed>, Vec<Followed>) = followed
             .into_iter()
-            .partition(|f| f.partition.replica.borrow().needs_truncation);
+            .partition(|f| f.partition.replica.borrow().needs_truncation());
         let step = if diverging.is_empty() {
             fetch_once(conn, node_id, leader, &caught_up).await
         } else {
@@ -246,7 +248,7 @@ async fn truncate(
         match f.partition.log.latest_epoch() {
             Some(latest) => asked.push((f, latest)),
             // Nothing stored: nothing can diverge.
-            None => f.partition.replica.borrow_mut().needs_truncation = false,
+            None => f.partition.replica.borrow_mut().truncation_done(),
         }
     }
     if asked.is_empty() {
@@ -289,14 +291,27 @@ async fn truncate(
                 continue;
             }
             let log_end = f.partition.log.log_end();
-            // UNDEFINED (-1): the leader has no epoch as old as ours; keep what
-            // is below our high watermark, which every in-sync replica had.
-            let cut = if answer.end_offset < 0 {
-                f.partition.high_watermark()
+            let leader_answer = if answer.end_offset < 0 {
+                EpochEnd::Undefined
             } else {
-                Offset(answer.end_offset)
+                EpochEnd::Found {
+                    epoch: LeaderEpoch(answer.leader_epoch),
+                    end: Offset(answer.end_offset),
+                }
             };
-            if cut < log_end {
+            let own_end = f
+                .partition
+                .log
+                .end_offset_for_epoch(answer.leader_epoch)
+                .map(|(_, end)| end);
+            let truncation = truncation_point(
+                LeaderEpoch(*latest),
+                leader_answer,
+                own_end,
+                f.partition.high_watermark(),
+                log_end,
+            );
+            if let Some(cut) = truncation.cut {
                 let end = f
                     .partition
                     .truncate_to(cut)
@@ -305,7 +320,9 @@ async fn truncate(
                 tracing::info!(topic = %f.topic, partition = f.index, from = log_end.0, to = end.0,
                     our_epoch = latest, leader_epoch = answer.leader_epoch, "follower truncated to the leader's log");
             }
-            f.partition.replica.borrow_mut().needs_truncation = false;
+            if !truncation.ask_again {
+                f.partition.replica.borrow_mut().truncation_done();
+            }
         }
     }
     Ok(())
@@ -335,7 +352,7 @@ async fn fetch_once(
             t.partitions = partitions
                 .into_iter()
                 .map(|f| {
-                    let fetch_offset = f.partition.log.log_end();
+                    let fetch_offset = f.partition.fetch_offset();
                     fetch_offsets.push((f, fetch_offset));
                     let mut p = FetchPartition::default();
                     p.partition = f.index;
@@ -375,7 +392,9 @@ async fn fetch_once(
                     "follower fetch refused for a partition");
                 continue;
             }
-            // The image may have moved on while the fetch was parked on the leader.
+            // The image may have moved on while the fetch was parked on the
+            // leader; a log whose sync failed (visible end below its log end)
+            // takes nothing more.
             if !f.is_current(leader) || f.partition.log.log_end() != *fetch_offset {
                 continue;
             }
@@ -432,22 +451,45 @@ pub(crate) async fn maintain_isr(shard: Rc<Shard>) {
                 // No ISR change could commit; the others decide now.
                 continue;
             }
-            let Some((leader_epoch, isr)) = partition.desired_isr(lag_max, alive) else {
+            let Some(proposal) = partition.desired_isr(lag_max, alive) else {
                 continue;
             };
-            partition.set_isr_change_in_flight(true);
+            let leader_epoch = proposal.leader_epoch.0;
+            let isr: Vec<i32> = proposal.isr.iter().map(|node| node.0).collect();
+            partition.isr_change_proposed(&proposal);
             let meta = shard.meta.clone();
             let partition = Rc::clone(&partition);
             glommio::spawn_local(async move {
                 tracing::info!(%topic, partition = index, leader_epoch, isr = ?isr, "proposing ISR change");
-                if let Err(e) = meta.alter_isr(&topic, index, leader_epoch, isr).await {
-                    tracing::info!(%topic, partition = index, error = %e, "ISR change refused");
-                }
+                let answer = match meta.alter_isr(&topic, index, leader_epoch, isr).await {
+                    Ok(()) => IsrAnswer::Accepted,
+                    Err(e) => {
+                        tracing::info!(%topic, partition = index, error = %e, "ISR change refused or not confirmed");
+                        isr_change_answer(&e)
+                    }
+                };
                 // The image carrying the change (if any) updates the partition;
-                // allow the next proposal either way.
-                partition.set_isr_change_in_flight(false);
+                // allow the next proposal either way. Until that image (or a
+                // refusal), the high watermark waits for the replicas the
+                // change adds, and an unconfirmed change is proposed again
+                // (`ReplicaState::isr_change_answered`).
+                partition.isr_change_answered(answer);
             })
             .detach();
         }
+    }
+}
+
+/// What an error from the metadata group says of an ISR change: refused on
+/// its merits, refused because the partition moved on to a newer leader
+/// epoch, or (no quorum, a timeout, a lost forward) unknown.
+fn isr_change_answer(error: &shardline_raft::MetaError) -> IsrAnswer {
+    use shardline_raft::MetaError;
+    match error {
+        MetaError::StaleLeaderEpoch { .. } => IsrAnswer::Stale,
+        MetaError::InvalidIsr { .. } | MetaError::UnknownTopic(_) | MetaError::UnknownPartition { .. } => {
+            IsrAnswer::Refused
+        }
+        _ => IsrAnswer::Unknown,
     }
 }

@@ -29,9 +29,16 @@
 //!   where `n` follows in the ISR, it leaves it (unless it is the last).
 //! - `UnfenceBroker { n }` and `RegisterBroker(n)`: `n` is unfenced and
 //!   leads every leaderless partition whose ISR holds it (epoch + 1).
+//!   `RegisterBroker(n)` of a broker registered before means it restarted:
+//!   first it is treated as fenced (it leaves ISRs unless last, and what it
+//!   led moves on, epoch + 1), so it never leads on under an epoch whose
+//!   unsynced writes it may have lost.
 //! - `AlterIsr`: the partition's leader, at its current leader epoch, sets
 //!   the ISR (a subset of the replicas holding the leader; a broker it adds
 //!   must be unfenced). No epoch bump.
+//!
+//! These three rules are `shardline_replication::election`'s (shared with
+//! the simulator); this file applies their decisions to the image.
 //!
 //! The state itself is persisted through snapshots (`snapshot.rs`) plus the
 //! log: on open the state machine starts from the snapshot file and openraft
@@ -43,6 +50,10 @@ use std::{
     sync::Arc,
 };
 
+use shardline_replication::{
+    election::{self, IsrRefusal},
+    IsrProposal, LeaderEpoch, NodeId, Placement,
+};
 use tokio::sync::watch;
 
 use crate::{
@@ -308,11 +319,37 @@ fn every_partition_mut(image: &mut MetadataImage) -> impl Iterator<Item = &mut P
 /// `node_id` leads every leaderless partition whose ISR holds it.
 fn take_back_leaderless(image: &mut MetadataImage, node_id: i32) {
     for partition in every_partition_mut(image) {
-        if partition.leader == NO_LEADER && partition.isr.contains(&node_id) {
-            change_leader(partition, node_id);
-            assert_partition_consistent(partition);
-        }
+        let after = election::on_return(&placement_of(partition), NodeId(node_id));
+        apply_placement(partition, &after);
     }
+}
+
+/// A partition as replication's election rules see it.
+fn placement_of(partition: &PartitionMeta) -> Placement {
+    Placement {
+        leader: (partition.leader != NO_LEADER).then_some(NodeId(partition.leader)),
+        leader_epoch: LeaderEpoch(partition.leader_epoch),
+        replicas: partition.replicas.iter().copied().map(NodeId).collect(),
+        isr: partition.isr.iter().copied().map(NodeId).collect(),
+    }
+}
+
+/// Writes an election rule's decision back into the image: the ISR, and a
+/// new leader through [`change_leader`] (which moves the partition's shard
+/// and bumps the epoch the rule bumped).
+fn apply_placement(partition: &mut PartitionMeta, after: &Placement) {
+    partition.isr = after.isr.iter().map(|node| node.0).collect();
+    let leader = after.leader.map_or(NO_LEADER, |node| node.0);
+    if after.leader_epoch != LeaderEpoch(partition.leader_epoch) {
+        change_leader(partition, leader);
+    }
+    assert_eq!(
+        (partition.leader, partition.leader_epoch),
+        (leader, after.leader_epoch.0),
+        "partition {}: the image took the rule's leader and epoch",
+        partition.index
+    );
+    assert_partition_consistent(partition);
 }
 
 /// Whether `partition` should move to its preferred replica: the first
@@ -389,12 +426,27 @@ fn register_broker(image: &mut MetadataImage, broker: &BrokerInfo) -> Result<Opt
             )));
         }
     }
-    // A broker registers at start: it is alive, so unfenced.
+    // A broker registers at start: it is alive, so unfenced. Registered
+    // before, it has restarted and may have lost writes it had not synced:
+    // it leads nothing on under the epoch it led before
+    // (`election::on_restart`; the take-back below is its second half).
+    let restarted = image.brokers.contains_key(&broker.node_id);
     let registered = BrokerInfo {
         fenced: false,
         ..broker.clone()
     };
     image.brokers.insert(broker.node_id, registered);
+    if restarted {
+        let fenced: BTreeSet<i32> = image.brokers.values().filter(|b| b.fenced).map(|b| b.node_id).collect();
+        for partition in every_partition_mut(image) {
+            if partition.isr.contains(&broker.node_id) || partition.leader == broker.node_id {
+                let after = election::on_fence(&placement_of(partition), NodeId(broker.node_id), |node| {
+                    fenced.contains(&node.0)
+                });
+                apply_placement(partition, &after);
+            }
+        }
+    }
 
     // Re-place the replicas on shards that no longer exist, round-robin.
     let mut moved: u32 = 0;
@@ -445,23 +497,14 @@ fn fence_broker(image: &mut MetadataImage, node_id: i32) -> Result<Option<TopicM
         .map(|broker| broker.node_id)
         .collect();
     for partition in every_partition_mut(image) {
-        let in_isr = partition.isr.contains(&node_id);
-        if in_isr && partition.isr.len() > 1 {
-            partition.isr.retain(|member| *member != node_id);
+        if !partition.isr.contains(&node_id) && partition.leader != node_id {
+            continue;
         }
-        if partition.leader == node_id {
-            let next = partition
-                .replicas
-                .iter()
-                .copied()
-                .find(|replica| partition.isr.contains(replica) && !fenced.contains(replica))
-                .unwrap_or(NO_LEADER);
-            change_leader(partition, next);
-        }
-        if in_isr {
-            assert_partition_consistent(partition);
-            assert_ne!(partition.leader, node_id);
-        }
+        let after = election::on_fence(&placement_of(partition), NodeId(node_id), |node| {
+            fenced.contains(&node.0)
+        });
+        apply_placement(partition, &after);
+        assert_ne!(partition.leader, node_id);
     }
     Ok(None)
 }
@@ -490,41 +533,34 @@ fn alter_isr(image: &mut MetadataImage, change: &IsrChange) -> Result<Option<Top
             topic: change.topic.clone(),
             partition: change.partition,
         })?;
-    if change.leader == NO_LEADER || partition.leader != change.leader || partition.leader_epoch != change.leader_epoch
-    {
-        return Err(MetaError::StaleLeaderEpoch {
-            topic: change.topic.clone(),
-            partition: change.partition,
-            leader: partition.leader,
-            leader_epoch: partition.leader_epoch,
-        });
+    let stale = MetaError::StaleLeaderEpoch {
+        topic: change.topic.clone(),
+        partition: change.partition,
+        leader: partition.leader,
+        leader_epoch: partition.leader_epoch,
+    };
+    if change.leader == NO_LEADER {
+        return Err(stale);
     }
-    if !change.isr.contains(&change.leader) {
-        return Err(invalid(format!("the ISR must hold the leader {}", change.leader)));
-    }
-    let requested: BTreeSet<i32> = change.isr.iter().copied().collect();
-    if requested.len() != change.isr.len() {
-        return Err(invalid("a broker appears twice".to_owned()));
-    }
-    if let Some(stranger) = requested.iter().find(|member| !partition.replicas.contains(member)) {
-        return Err(invalid(format!(
+    let proposal = IsrProposal {
+        leader: NodeId(change.leader),
+        leader_epoch: LeaderEpoch(change.leader_epoch),
+        isr: change.isr.iter().copied().map(NodeId).collect(),
+    };
+    let decided = election::on_isr_change(&placement_of(partition), &proposal, |node| {
+        image.brokers.get(&node.0).is_some_and(|broker| !broker.fenced)
+    })
+    .map_err(|refusal| match refusal {
+        IsrRefusal::StaleLeaderEpoch => stale,
+        IsrRefusal::LeaderNotInIsr => invalid(format!("the ISR must hold the leader {}", change.leader)),
+        IsrRefusal::Duplicate => invalid("a broker appears twice".to_owned()),
+        IsrRefusal::NotAReplica(stranger) => invalid(format!(
             "broker {stranger} is not a replica (replicas {:?})",
             partition.replicas
-        )));
-    }
-    let fenced_newcomer = requested
-        .iter()
-        .find(|member| !partition.isr.contains(member) && image.brokers.get(member).is_none_or(|broker| broker.fenced));
-    if let Some(newcomer) = fenced_newcomer {
-        return Err(invalid(format!("broker {newcomer} is fenced or not registered")));
-    }
-    // Kept in replicas order, so equal sets are equal lists.
-    let isr: Vec<i32> = partition
-        .replicas
-        .iter()
-        .copied()
-        .filter(|replica| requested.contains(replica))
-        .collect();
+        )),
+        IsrRefusal::FencedNewcomer(newcomer) => invalid(format!("broker {newcomer} is fenced or not registered")),
+    })?;
+    let isr: Vec<i32> = decided.isr.iter().map(|node| node.0).collect();
     let brokers = image.brokers.clone();
     let topic = topic_mut(image, &change.topic)?;
     if let Some(partition) = usize::try_from(change.partition)
@@ -545,13 +581,9 @@ fn keep_leader_in_isr(brokers: &BTreeMap<i32, BrokerInfo>, partition: &mut Parti
     if partition.isr.contains(&partition.leader) {
         return;
     }
-    let next = partition
-        .isr
-        .iter()
-        .copied()
-        .find(|broker| brokers.get(broker).is_some_and(|b| !b.fenced))
-        .unwrap_or(NO_LEADER);
-    change_leader(partition, next);
+    let isr: Vec<NodeId> = partition.isr.iter().copied().map(NodeId).collect();
+    let next = election::elect_leader(&isr, &isr, |node| brokers.get(&node.0).is_some_and(|b| !b.fenced));
+    change_leader(partition, next.map_or(NO_LEADER, |node| node.0));
 }
 
 /// Completes a partition's reassignment once every broker of its target is
@@ -1352,6 +1384,38 @@ mod tests {
         assert_eq!(image.topics, fenced_once.topics);
     }
 
+    /// Found by the simulator (docs/reliability.md, bug 2): a leader that
+    /// restarted before its session timed out led on under its old epoch
+    /// without the unsynced records its followers had copied.
+    #[test]
+    fn a_broker_registering_again_leads_nothing_under_its_old_epoch() {
+        let mut image = three_brokers_with_rf3(2, 3);
+        let before = partition(&image, 0);
+        assert_eq!((before.leader, before.leader_epoch), (1, 0));
+        apply_command(&mut image, &Command::RegisterBroker(broker(1, 2))).unwrap();
+        let after = partition(&image, 0);
+        assert_eq!((after.leader, after.leader_epoch), (2, 1), "leadership moved on");
+        assert_eq!(after.isr, vec![2, 3], "it rejoins once caught up");
+        assert!(!image.brokers[&1].fenced);
+        // Where it only followed, the leader and epoch stay.
+        let other = partition(&image, 1);
+        assert_eq!((other.leader, other.leader_epoch), (2, 0));
+        // Alone in the ISR, it leads again, under a new epoch.
+        let mut single = MetadataImage::empty();
+        apply_command(&mut single, &Command::RegisterBroker(broker(1, 1))).unwrap();
+        apply_command(
+            &mut single,
+            &Command::CreateTopic {
+                topic: new_topic("t", 1),
+                id: id(1),
+            },
+        )
+        .unwrap();
+        apply_command(&mut single, &Command::RegisterBroker(broker(1, 1))).unwrap();
+        let alone = partition(&single, 0);
+        assert_eq!((alone.leader, alone.leader_epoch, alone.isr.clone()), (1, 2, vec![1]));
+    }
+
     #[test]
     fn preferred_leaders_return_only_when_unfenced_and_in_sync() {
         let mut image = three_brokers_with_rf3(2, 3);
@@ -1646,11 +1710,16 @@ mod tests {
     #[test]
     fn fewer_shards_move_follower_replicas_without_epoch_bumps() {
         let mut image = three_brokers_with_rf3(4, 8);
+        let before = image.topic("t").unwrap().partitions.clone();
         apply_command(&mut image, &Command::RegisterBroker(broker(2, 1))).unwrap();
-        for p in &image.topic("t").unwrap().partitions {
+        for (p, was) in image.topic("t").unwrap().partitions.iter().zip(&before) {
             assert_eq!(p.shard_on(2), Some(0));
-            let bumped = p.leader_epoch == 1;
-            assert!(!(bumped && p.leader != 2), "{p:?}");
+            if was.leader == 2 {
+                // Registering again is a restart: what it led moves on.
+                assert_eq!((p.leader_epoch, p.leader == 2), (was.leader_epoch + 1, false), "{p:?}");
+            } else {
+                assert_eq!((p.leader, p.leader_epoch), (was.leader, was.leader_epoch), "{p:?}");
+            }
         }
     }
 
@@ -1669,8 +1738,10 @@ mod tests {
         let a = image.topic("a").unwrap();
         // Partitions on shards 2,3 (indexes 2,3,6,7) move to 0,1,0,1.
         assert_eq!(shards_of(a), vec![0, 1, 0, 1, 0, 1, 0, 1]);
+        // Registering again is a restart: the only broker stops leading and
+        // takes every partition back (epoch + 2), the moved ones included.
         let epochs: Vec<i32> = a.partitions.iter().map(|p| p.leader_epoch).collect();
-        assert_eq!(epochs, vec![0, 0, 1, 1, 0, 0, 1, 1]);
+        assert_eq!(epochs, vec![2; 8]);
         // More shards later: nothing moves.
         apply_command(&mut image, &Command::RegisterBroker(broker(1, 8))).unwrap();
         assert_eq!(shards_of(image.topic("a").unwrap()), vec![0, 1, 0, 1, 0, 1, 0, 1]);

@@ -1,0 +1,95 @@
+//! The newtypes of replication: which broker, which leader epoch, when.
+
+use std::{fmt, time::Duration};
+
+/// A broker (node) id, as the metadata group numbers brokers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub i32);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A partition's leader epoch: bumped by the metadata group each time the
+/// partition's leader changes, stamped into every batch the leader writes.
+/// Not a producer epoch (i16, per producer id) nor the metadata image's
+/// epoch (u64, per committed change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaderEpoch(pub i32);
+
+impl LeaderEpoch {
+    /// No epoch yet (a replica that has seen no placement; Kafka's -1).
+    pub const NONE: LeaderEpoch = LeaderEpoch(-1);
+
+    /// The epoch after this one.
+    pub fn next(self) -> LeaderEpoch {
+        LeaderEpoch(self.0.wrapping_add(1))
+    }
+}
+
+impl fmt::Display for LeaderEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A point in time, as time elapsed since an origin the driver picks (the
+/// engine: process start on a monotonic clock; the simulator: virtual time
+/// zero). Only differences between moments mean anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Moment(pub Duration);
+
+impl Moment {
+    /// How long after `earlier` this is (zero if it is not after it).
+    pub fn since(self, earlier: Moment) -> Duration {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// This broker's part in a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Serves clients and followers.
+    Leader,
+    /// Copies the log of broker `leader`.
+    Follower { leader: NodeId },
+    /// No broker leads the partition now.
+    Offline,
+}
+
+/// The metadata group's view of one partition: who leads under which
+/// epoch, who holds replicas, who is in sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// `None`: no broker leads (every in-sync replica is fenced).
+    pub leader: Option<NodeId>,
+    pub leader_epoch: LeaderEpoch,
+    /// In preference order (the first is the preferred leader).
+    pub replicas: Vec<NodeId>,
+    /// Kept in replicas order.
+    pub isr: Vec<NodeId>,
+}
+
+impl Placement {
+    /// Asserts what every placement the metadata group publishes keeps: the
+    /// ISR is a non-empty subset of the replicas and holds the leader.
+    ///
+    /// # Panics
+    /// If one of them is broken (a bug in whoever built the placement).
+    pub fn assert_consistent(&self) {
+        assert!(
+            !self.isr.is_empty() && self.isr.iter().all(|member| self.replicas.contains(member)),
+            "ISR {:?} is empty or not within replicas {:?}",
+            self.isr,
+            self.replicas
+        );
+        assert!(
+            self.leader.is_none_or(|leader| self.isr.contains(&leader)),
+            "leader {:?} is not in the ISR {:?}",
+            self.leader,
+            self.isr
+        );
+    }
+}

@@ -1,0 +1,143 @@
+//! The metadata group's model: fencing, returns, restarts, ISR changes, and
+//! the image it sends every broker.
+
+use shardline_replication::{election::IsrRefusal, IsrAnswer};
+
+use super::*;
+
+impl Cluster {
+    // ---- the metadata group ----
+
+    pub(super) fn controller_tick(&mut self) {
+        let nodes = self.nodes.len();
+        for node in 0..nodes {
+            let silent = self
+                .now
+                .saturating_sub(self.controller.last_heartbeat.get(node).copied().unwrap_or(0));
+            if silent > SESSION_TIMEOUT_MS && !self.controller.fenced.get(node).copied().unwrap_or(true) {
+                self.decide(node, true, format!("fence n{}", node + 1), |p, n, fenced| {
+                    election::on_fence(p, n, fenced)
+                });
+            }
+        }
+        self.broadcast_image();
+    }
+
+    /// Marks `node` fenced (or not), applies `rule` to every partition's
+    /// placement (given the node and who is fenced now), and commits.
+    fn decide(
+        &mut self,
+        node: usize,
+        fenced_now: bool,
+        what: String,
+        rule: impl Fn(&Placement, NodeId, &dyn Fn(NodeId) -> bool) -> Placement,
+    ) {
+        if let Some(fenced) = self.controller.fenced.get_mut(node) {
+            *fenced = fenced_now;
+        }
+        let fenced = self.controller.fenced.clone();
+        let is_fenced = |n: NodeId| fenced.get(node_index(n)).copied().unwrap_or(true);
+        for placement in &mut self.controller.placements {
+            *placement = rule(placement, node_id(node), &is_fenced);
+        }
+        self.commit(what);
+    }
+
+    pub(super) fn commit(&mut self, what: String) {
+        self.controller.version = MetadataEpoch(self.controller.version.0 + 1);
+        let placements: Vec<String> = self
+            .controller
+            .placements
+            .iter()
+            .map(|p| {
+                format!(
+                    "{{leader {:?} epoch {} isr {:?}}}",
+                    p.leader.map(|n| n.0),
+                    p.leader_epoch,
+                    p.isr.iter().map(|n| n.0).collect::<Vec<_>>()
+                )
+            })
+            .collect();
+        self.note(format!(
+            "t={} metadata v{}: {what} -> {}",
+            self.now,
+            self.controller.version.0,
+            placements.join(" ")
+        ));
+    }
+
+    pub(super) fn broadcast_image(&mut self) {
+        let image = Image {
+            version: self.controller.version,
+            placements: self.controller.placements.clone(),
+            fenced: self.controller.fenced.clone(),
+            incarnations: self.controller.incarnations.clone(),
+        };
+        for node in 0..self.nodes.len() {
+            self.send(Endpoint::Controller, Endpoint::Node(node), Body::Image(image.clone()));
+        }
+    }
+
+    pub(super) fn controller_receive(&mut self, from: Endpoint, body: Body) {
+        let Endpoint::Node(node) = from else { return };
+        match body {
+            Body::Heartbeat { incarnation } => {
+                if let Some(seen) = self.controller.last_heartbeat.get_mut(node) {
+                    *seen = self.now;
+                }
+                let known = self.controller.incarnations.get(node).copied().unwrap_or(0);
+                if incarnation > known {
+                    if let Some(i) = self.controller.incarnations.get_mut(node) {
+                        *i = incarnation;
+                    }
+                    let what = format!("n{} registers (incarnation {incarnation})", node + 1);
+                    self.decide(node, false, what, |p, n, fenced| election::on_restart(p, n, fenced));
+                    self.broadcast_image();
+                } else if self.controller.fenced.get(node).copied().unwrap_or(false) {
+                    self.decide(node, false, format!("unfence n{}", node + 1), |p, n, _| {
+                        election::on_return(p, n)
+                    });
+                    self.broadcast_image();
+                }
+            }
+            Body::AlterIsr {
+                partition,
+                request,
+                proposal,
+            } => {
+                let fenced = self.controller.fenced.clone();
+                let Some(placement) = self.controller.placements.get(partition) else {
+                    return;
+                };
+                let decided = election::on_isr_change(placement, &proposal, |n| {
+                    !fenced.get(node_index(n)).copied().unwrap_or(true)
+                });
+                let answer = match &decided {
+                    Ok(_) => IsrAnswer::Accepted,
+                    Err(IsrRefusal::StaleLeaderEpoch) => IsrAnswer::Stale,
+                    Err(_) => IsrAnswer::Refused,
+                };
+                match decided {
+                    Ok(after) => {
+                        if let Some(p) = self.controller.placements.get_mut(partition) {
+                            *p = after;
+                        }
+                        self.commit(format!("p{partition} ISR change from n{}", node + 1));
+                        self.broadcast_image();
+                    }
+                    Err(refusal) => self.note(format!("t={} p{partition} ISR change refused: {refusal:?}", self.now)),
+                }
+                self.send(
+                    Endpoint::Controller,
+                    from,
+                    Body::AlterIsrAnswer {
+                        partition,
+                        request,
+                        answer,
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+}
