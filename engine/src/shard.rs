@@ -66,6 +66,9 @@ pub struct Shard {
     pub(crate) fetchers: crate::replica::Fetchers,
     /// What this shard counts about its own work (metrics, the shutdown line).
     pub(crate) probe: ShardProbe,
+    /// MQTT connections, client ids homed here and the subscriber feed
+    /// (`crate::mqtt`).
+    pub(crate) mqtt: crate::mqtt::MqttShard,
     /// Whether the last [`Shard::out_of_quorum`] answer was yes (to log
     /// the changes only).
     out_of_quorum: Cell<bool>,
@@ -80,6 +83,7 @@ impl Shard {
     ) -> Rc<Shard> {
         let shard_count = peers.len();
         assert!(id < shard_count, "shard id out of range");
+        let mqtt_connections_max = config.connections_per_shard();
         let image = meta.image();
         Rc::new(Shard {
             id,
@@ -95,6 +99,7 @@ impl Shard {
             coordinator: Coordinator::default(),
             fetchers: crate::replica::Fetchers::default(),
             probe: ShardProbe::new(shard_count),
+            mqtt: crate::mqtt::MqttShard::new(mqtt_connections_max),
             out_of_quorum: Cell::new(false),
         })
     }
