@@ -214,6 +214,39 @@ fn a_second_connection_with_the_same_client_id_takes_over() {
 }
 
 #[test]
+fn a_lost_connection_publishes_its_will() {
+    let engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
+    let addr = mqtt_addr(&engine);
+    let mut subscriber = connected(addr, 4, "will-watcher");
+    // SUBSCRIBE packet id 1 to "will/#" at QoS 0; the SUBACK grants 0.
+    subscriber
+        .write_all(&[0x82, 11, 0, 1, 0, 6, b'w', b'i', b'l', b'l', b'/', b'#', 0])
+        .unwrap();
+    let mut suback = [0u8; 5];
+    subscriber.read_exact(&mut suback).unwrap();
+    assert_eq!(suback, [0x90, 3, 0, 1, 0]);
+    // A 3.1.1 CONNECT with a will (flags: will, clean session) on "will/d", then the socket drops.
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x06, 0, 60, 0, 1, b'd'];
+    body.extend_from_slice(&[0, 6, b'w', b'i', b'l', b'l', b'/', b'd', 0, 4, b'g', b'o', b'n', b'e']);
+    let mut connect = vec![0x10, u8::try_from(body.len()).unwrap()];
+    connect.extend_from_slice(&body);
+    let mut device = TcpStream::connect(addr).unwrap();
+    device.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+    device.write_all(&connect).unwrap();
+    let mut connack = [0u8; 4];
+    device.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    drop(device);
+    // PUBLISH QoS 0 "will/d" "gone".
+    let mut publish = [0u8; 14];
+    subscriber.read_exact(&mut publish).unwrap();
+    assert_eq!(
+        publish,
+        [0x30, 12, 0, 6, b'w', b'i', b'l', b'l', b'/', b'd', b'g', b'o', b'n', b'e']
+    );
+}
+
+#[test]
 fn mqtt_can_be_turned_off() {
     let engine = Engine::start(&["--shards", "1", "--mqtt-listen", "off"]);
     assert_eq!(engine.mqtt_addr, None);

@@ -224,6 +224,13 @@ impl Connection {
         };
         reader.cancel();
         let _ = writer.close().await;
+        if let Some(will) = session.take_will() {
+            let qos = will.qos.min(QoS::AtLeastOnce);
+            match append(&self.shard, &will.topic, &will.payload, qos).await {
+                Ok(()) => tracing::debug!(topic = %will.topic, "MQTT will published"),
+                Err(error) => tracing::warn!(topic = %will.topic, %error, "MQTT will not published"),
+            }
+        }
         result
     }
 

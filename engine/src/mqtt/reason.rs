@@ -96,6 +96,7 @@ pub(crate) fn connack_code(refusal: &Refusal, version: Version) -> Option<u8> {
         }
         Refusal::Decode(MqttDecodeError::ProtocolName | MqttDecodeError::FirstPacketNotConnect) => return None,
         Refusal::ClientIdRejected => CLIENT_ID_NOT_VALID,
+        Refusal::QosNotSupported => QOS_NOT_SUPPORTED,
         Refusal::Decode(error) => decode_code(error),
         Refusal::Append(_) | Refusal::ServerShuttingDown => SERVER_UNAVAILABLE,
         _ => PROTOCOL_ERROR,

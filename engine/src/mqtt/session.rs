@@ -22,7 +22,7 @@ use std::{
 use bytes::Bytes;
 use shardline_net::mqtt::{
     valid_topic_filter, Ack, AckKind, ConnAck, Connect, Disconnect, Packet, PacketId, Properties, Publish, QoS, SubAck,
-    Subscribe, UnsubAck, Unsubscribe, Version,
+    Subscribe, UnsubAck, Unsubscribe, Version, Will,
 };
 
 use super::{
@@ -44,6 +44,9 @@ pub(crate) const INFLIGHT_OUT_MAX: usize = 64;
 /// How long a new connection has to send its CONNECT: bounds how long a
 /// silent socket holds one of the shard's connection slots.
 pub(crate) const CONNECT_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// The v5 DISCONNECT reason that asks the server to publish the will.
+const DISCONNECT_WITH_WILL: u8 = 0x04;
 
 /// Longest client identifier accepted (3.1.1 obliges servers to take 23
 /// bytes; longer ones are allowed, within reason).
@@ -165,6 +168,8 @@ pub(crate) struct Session {
     next_packet_id: u16,
     /// Filters and granted QoS, at most [`SUBSCRIPTIONS_MAX`].
     subscriptions: Vec<(String, QoS)>,
+    /// The will of CONNECT, until a normal DISCONNECT discards it.
+    will: Option<Will>,
 }
 
 impl Session {
@@ -183,7 +188,16 @@ impl Session {
             inflight_out: BTreeSet::new(),
             next_packet_id: 1,
             subscriptions: Vec::new(),
+            will: None,
         }
+    }
+
+    /// The will to publish now that the connection has ended, if there is
+    /// one: every end but a client's normal DISCONNECT publishes it (MQTT
+    /// 3.1.1 §3.1.2.5, 5.0 §3.1.2.5; v5 DISCONNECT 0x04 asks for it).
+    /// Returns it once.
+    pub(crate) fn take_will(&mut self) -> Option<Will> {
+        self.will.take()
     }
 
     /// The protocol level, once CONNECT arrived.
@@ -287,7 +301,10 @@ impl Session {
             (_, Packet::Subscribe(subscribe)) => self.on_subscribe(subscribe),
             (_, Packet::Unsubscribe(unsubscribe)) => self.on_unsubscribe(unsubscribe),
             (_, Packet::PingReq) => vec![Action::Send(Packet::PingResp)],
-            (_, Packet::Disconnect(_)) => {
+            (_, Packet::Disconnect(disconnect)) => {
+                if disconnect.reason != DISCONNECT_WITH_WILL {
+                    self.will = None;
+                }
                 self.phase = Phase::Closed;
                 vec![Action::Close { why: None }]
             }
@@ -310,6 +327,14 @@ impl Session {
         if client_id.len() > CLIENT_ID_BYTES_MAX {
             return self.refuse(Refusal::ClientIdRejected);
         }
+        if let Some(will) = &connect.will {
+            // v5 announces Maximum QoS 1 and must refuse more (§3.2.2.3.4);
+            // a 3.1.1 will at QoS 2 is published at QoS 1.
+            if will.qos == QoS::ExactlyOnce && connect.version == Version::V5 {
+                return self.refuse(Refusal::QosNotSupported);
+            }
+        }
+        self.will = connect.will;
         self.client_id = client_id.clone();
         self.keep_alive_grace =
             (connect.keep_alive_s > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive_s) * 1500));

@@ -364,3 +364,57 @@ fn a_client_disconnect_closes_quietly() {
     );
     assert_eq!(actions, vec![Action::Close { why: None }]);
 }
+
+fn connect_with_will(version: Version, qos: QoS) -> Packet {
+    let mut packet = connect(version, "dev-w", true, 10);
+    if let Packet::Connect(connect) = &mut packet {
+        connect.will = Some(shardline_net::mqtt::Will {
+            topic: "dev/w/status".to_string(),
+            payload: Bytes::from_static(b"gone"),
+            qos,
+            retain: false,
+            properties: Properties::default(),
+        });
+    }
+    packet
+}
+
+#[test]
+fn the_will_is_kept_unless_the_client_disconnects_normally() {
+    let now = Instant::now();
+    // Lost connection (or any server-side close): the will is published.
+    let mut session = Session::new(now, limits());
+    session.handle(now, Event::Packet(connect_with_will(Version::V311, QoS::AtLeastOnce)));
+    session.handle(now + Duration::from_secs(16), Event::Tick);
+    assert_eq!(session.take_will().unwrap().topic, "dev/w/status");
+    assert!(session.take_will().is_none(), "once");
+    // A normal DISCONNECT discards it.
+    let mut session = Session::new(now, limits());
+    session.handle(now, Event::Packet(connect_with_will(Version::V5, QoS::AtMostOnce)));
+    let normal = Disconnect {
+        reason: 0,
+        properties: Properties::default(),
+    };
+    session.handle(now, Event::Packet(Packet::Disconnect(normal)));
+    assert!(session.take_will().is_none());
+    // v5 DISCONNECT 0x04 asks for it.
+    let mut session = Session::new(now, limits());
+    session.handle(now, Event::Packet(connect_with_will(Version::V5, QoS::AtMostOnce)));
+    let with_will = Disconnect {
+        reason: 0x04,
+        properties: Properties::default(),
+    };
+    session.handle(now, Event::Packet(Packet::Disconnect(with_will)));
+    assert!(session.take_will().is_some());
+}
+
+#[test]
+fn a_v5_will_above_qos1_is_refused() {
+    let now = Instant::now();
+    let mut session = Session::new(now, limits());
+    let actions = session.handle(now, Event::Packet(connect_with_will(Version::V5, QoS::ExactlyOnce)));
+    assert!(
+        matches!(&actions[0], Action::Send(Packet::ConnAck(ConnAck { code: 0x9b, .. }))),
+        "{actions:?}"
+    );
+}
