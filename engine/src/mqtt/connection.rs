@@ -153,7 +153,14 @@ impl Connection {
                         if let Err(error) = &outcome {
                             tracing::debug!(%topic, %error, "MQTT publish not appended");
                         }
-                        pending.extend(session.handle(Instant::now(), Event::Appended { packet_id, outcome }));
+                        pending.extend(session.handle(
+                            Instant::now(),
+                            Event::Appended {
+                                packet_id,
+                                qos,
+                                outcome,
+                            },
+                        ));
                     }
                     Action::Subscribe { filters } => {
                         self.shard.mqtt.subscribe(self.me.connection, filters);

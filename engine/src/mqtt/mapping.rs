@@ -5,10 +5,10 @@
 //!  MQTT PUBLISH topic T, payload P, QoS q
 //!    ──► Kafka topic `--mqtt-kafka-topic` (default "mqtt"),
 //!        partition crc32c(T) mod partitions   (one MQTT topic, one partition: its order holds)
-//!        record: key T, value P, headers mqtt.topic = T, mqtt.qos = q ("0" or "1")
+//!        record: key T, value P, headers mqtt.topic = T, mqtt.qos = q ("0", "1" or "2")
 //!  Kafka record on that topic with header mqtt.topic = T (or, without it, a
 //!  UTF-8 key that is a valid topic name) ──► MQTT subscribers of filters matching T,
-//!        at QoS min(mqtt.qos or 1, granted)
+//!        at QoS min(mqtt.qos or 1, granted) (granted is at most 1)
 //! ```
 //!
 //! Pure functions plus [`ensure_topic`], which asks the metadata group (on
@@ -42,7 +42,8 @@ pub(crate) fn partition_of(topic: &str, partitions: usize) -> i32 {
 pub(crate) fn batch_of(topic: &str, payload: &[u8], qos: QoS, timestamp_ms: i64) -> Bytes {
     let qos: &[u8] = match qos {
         QoS::AtMostOnce => b"0",
-        QoS::AtLeastOnce | QoS::ExactlyOnce => b"1",
+        QoS::AtLeastOnce => b"1",
+        QoS::ExactlyOnce => b"2",
     };
     let batch = shardline_log::build_batch_with_headers(
         timestamp_ms,

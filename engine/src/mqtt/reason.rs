@@ -23,8 +23,8 @@ pub(crate) enum Refusal {
     KeepAliveTimeout,
     /// Another connection connected with the same client identifier.
     TakenOver,
-    /// A PUBLISH at QoS 2 (not served yet; v5 CONNACK says Maximum QoS 1).
-    QosNotSupported,
+    /// More QoS 2 publications awaiting PUBREL than CONNACK's Receive Maximum.
+    ReceiveMaximumExceeded,
     /// A subscription identifier (CONNACK says they are not available).
     SubscriptionIdsNotSupported,
     /// A topic alias (CONNACK says Topic Alias Maximum 0).
@@ -46,7 +46,7 @@ impl std::fmt::Display for Refusal {
             Refusal::ClientIdRejected => write!(f, "client identifier rejected"),
             Refusal::KeepAliveTimeout => write!(f, "no packet within 1.5 keep-alive periods"),
             Refusal::TakenOver => write!(f, "session taken over by a new connection with the same client id"),
-            Refusal::QosNotSupported => write!(f, "QoS 2 is not supported"),
+            Refusal::ReceiveMaximumExceeded => write!(f, "more QoS 2 publications in flight than Receive Maximum"),
             Refusal::SubscriptionIdsNotSupported => write!(f, "subscription identifiers are not supported"),
             Refusal::TopicAliasInvalid => write!(f, "topic aliases are not supported"),
             Refusal::SlowSubscriber => write!(f, "the subscriber's delivery queue is full"),
@@ -70,9 +70,10 @@ const KEEP_ALIVE_TIMEOUT: u8 = 0x8d;
 const SESSION_TAKEN_OVER: u8 = 0x8e;
 const TOPIC_FILTER_INVALID: u8 = 0x8f;
 const TOPIC_NAME_INVALID: u8 = 0x90;
+const PACKET_ID_NOT_FOUND: u8 = 0x92;
+const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
 const PACKET_TOO_LARGE: u8 = 0x95;
 const QUOTA_EXCEEDED: u8 = 0x97;
-const QOS_NOT_SUPPORTED: u8 = 0x9b;
 const TOPIC_ALIAS_INVALID: u8 = 0x94;
 const SHARED_SUBSCRIPTIONS_NOT_SUPPORTED: u8 = 0x9e;
 const SUBSCRIPTION_IDS_NOT_SUPPORTED: u8 = 0xa1;
@@ -96,7 +97,6 @@ pub(crate) fn connack_code(refusal: &Refusal, version: Version) -> Option<u8> {
         }
         Refusal::Decode(MqttDecodeError::ProtocolName | MqttDecodeError::FirstPacketNotConnect) => return None,
         Refusal::ClientIdRejected => CLIENT_ID_NOT_VALID,
-        Refusal::QosNotSupported => QOS_NOT_SUPPORTED,
         Refusal::Decode(error) => decode_code(error),
         Refusal::Append(_) | Refusal::ServerShuttingDown => SERVER_UNAVAILABLE,
         _ => PROTOCOL_ERROR,
@@ -136,7 +136,7 @@ pub(crate) fn disconnect_code(refusal: &Refusal) -> u8 {
         Refusal::ClientIdRejected => CLIENT_ID_NOT_VALID,
         Refusal::KeepAliveTimeout => KEEP_ALIVE_TIMEOUT,
         Refusal::TakenOver => SESSION_TAKEN_OVER,
-        Refusal::QosNotSupported => QOS_NOT_SUPPORTED,
+        Refusal::ReceiveMaximumExceeded => RECEIVE_MAXIMUM_EXCEEDED,
         Refusal::SubscriptionIdsNotSupported => SUBSCRIPTION_IDS_NOT_SUPPORTED,
         Refusal::TopicAliasInvalid => TOPIC_ALIAS_INVALID,
         Refusal::SlowSubscriber => QUOTA_EXCEEDED,
@@ -151,6 +151,16 @@ pub(crate) fn puback_code(outcome: &Result<(), EngineError>) -> u8 {
         Ok(()) => SUCCESS,
         Err(EngineError::MessageTooLarge { .. }) => PACKET_TOO_LARGE,
         Err(_) => UNSPECIFIED_ERROR,
+    }
+}
+
+/// The v5 PUBCOMP reason code for a PUBREL: whether its identifier was
+/// awaiting release.
+pub(crate) fn pubcomp_code(found: bool) -> u8 {
+    if found {
+        SUCCESS
+    } else {
+        PACKET_ID_NOT_FOUND
     }
 }
 

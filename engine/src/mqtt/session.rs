@@ -48,6 +48,11 @@ pub(crate) const CONNECT_WAIT_MAX: Duration = Duration::from_secs(10);
 /// The v5 DISCONNECT reason that asks the server to publish the will.
 const DISCONNECT_WITH_WILL: u8 = 0x04;
 
+/// QoS 2 publications received and not yet released (PUBREL) per
+/// connection: announced to v5 clients as Receive Maximum; one more is a
+/// protocol error (v5: DISCONNECT 0x93).
+pub(crate) const RELEASES_PENDING_MAX: usize = 64;
+
 /// Longest client identifier accepted (3.1.1 obliges servers to take 23
 /// bytes; longer ones are allowed, within reason).
 pub(crate) const CLIENT_ID_BYTES_MAX: usize = 256;
@@ -74,8 +79,10 @@ pub(crate) enum Event {
     Delivery(Delivery),
     /// The append of a PUBLISH ended.
     Appended {
-        /// The publication's identifier (QoS 1), to acknowledge.
+        /// The publication's identifier (QoS 1 and 2), to acknowledge.
         packet_id: Option<PacketId>,
+        /// The QoS it was published at (PUBACK for 1, PUBREC for 2).
+        qos: QoS,
         /// What the append said.
         outcome: Result<(), EngineError>,
     },
@@ -170,6 +177,9 @@ pub(crate) struct Session {
     subscriptions: Vec<(String, QoS)>,
     /// The will of CONNECT, until a normal DISCONNECT discards it.
     will: Option<Will>,
+    /// QoS 2 publications appended and acknowledged with PUBREC, waiting
+    /// for their PUBREL; at most [`RELEASES_PENDING_MAX`].
+    releases_pending: BTreeSet<PacketId>,
 }
 
 impl Session {
@@ -189,6 +199,7 @@ impl Session {
             next_packet_id: 1,
             subscriptions: Vec::new(),
             will: None,
+            releases_pending: BTreeSet::new(),
         }
     }
 
@@ -236,7 +247,11 @@ impl Session {
                 self.on_packet(packet)
             }
             Event::Delivery(delivery) => self.on_delivery(delivery),
-            Event::Appended { packet_id, outcome } => self.on_appended(packet_id, outcome),
+            Event::Appended {
+                packet_id,
+                qos,
+                outcome,
+            } => self.on_appended(packet_id, qos, outcome),
             Event::Tick => match self.deadline() {
                 Some(deadline) if now >= deadline && self.phase == Phase::AwaitingConnect => {
                     self.phase = Phase::Closed;
@@ -256,6 +271,10 @@ impl Session {
             "deliveries in flight stay within the bound"
         );
         assert!(self.subscriptions.len() <= SUBSCRIPTIONS_MAX, "subscriptions bounded");
+        assert!(
+            self.releases_pending.len() <= RELEASES_PENDING_MAX,
+            "QoS 2 releases pending bounded"
+        );
         actions
     }
 
@@ -298,6 +317,19 @@ impl Session {
                 self.inflight_out.remove(&ack.packet_id);
                 Vec::new()
             }
+            (_, Packet::Ack(ack)) if ack.kind == AckKind::PubRel => {
+                let found = self.releases_pending.remove(&ack.packet_id);
+                vec![Action::Send(Packet::Ack(Ack {
+                    kind: AckKind::PubComp,
+                    packet_id: ack.packet_id,
+                    reason: if self.version == Some(Version::V5) {
+                        reason::pubcomp_code(found)
+                    } else {
+                        0
+                    },
+                    properties: Properties::default(),
+                }))]
+            }
             (_, Packet::Subscribe(subscribe)) => self.on_subscribe(subscribe),
             (_, Packet::Unsubscribe(unsubscribe)) => self.on_unsubscribe(unsubscribe),
             (_, Packet::PingReq) => vec![Action::Send(Packet::PingResp)],
@@ -327,13 +359,6 @@ impl Session {
         if client_id.len() > CLIENT_ID_BYTES_MAX {
             return self.refuse(Refusal::ClientIdRejected);
         }
-        if let Some(will) = &connect.will {
-            // v5 announces Maximum QoS 1 and must refuse more (§3.2.2.3.4);
-            // a 3.1.1 will at QoS 2 is published at QoS 1.
-            if will.qos == QoS::ExactlyOnce && connect.version == Version::V5 {
-                return self.refuse(Refusal::QosNotSupported);
-            }
-        }
         self.will = connect.will;
         self.client_id = client_id.clone();
         self.keep_alive_grace =
@@ -350,7 +375,7 @@ impl Session {
             Version::V5 => Properties {
                 assigned_client_id: connect.client_id.is_empty().then_some(client_id.clone()),
                 maximum_packet_size: Some(self.limits.packet_bytes_max),
-                maximum_qos: Some(QoS::AtLeastOnce as u8),
+                receive_maximum: Some(u16::try_from(RELEASES_PENDING_MAX).unwrap_or(u16::MAX)),
                 retain_available: Some(0),
                 topic_alias_maximum: Some(0),
                 wildcard_available: Some(1),
@@ -373,9 +398,6 @@ impl Session {
     }
 
     fn on_publish(&mut self, publish: Publish) -> Vec<Action> {
-        if publish.qos == QoS::ExactlyOnce {
-            return self.refuse(Refusal::QosNotSupported);
-        }
         if publish.properties.topic_alias.is_some() {
             return self.refuse(Refusal::TopicAliasInvalid);
         }
@@ -384,9 +406,23 @@ impl Session {
         }
         assert_eq!(
             publish.packet_id.is_some(),
-            publish.qos == QoS::AtLeastOnce,
-            "the codec gives QoS 1 an identifier, QoS 0 none"
+            publish.qos != QoS::AtMostOnce,
+            "the codec gives QoS 1 and 2 an identifier, QoS 0 none"
         );
+        if let (QoS::ExactlyOnce, Some(id)) = (publish.qos, publish.packet_id) {
+            if self.releases_pending.contains(&id) {
+                // Sent again before its PUBREL: stored once, acknowledged again.
+                return vec![Action::Send(Packet::Ack(Ack {
+                    kind: AckKind::PubRec,
+                    packet_id: id,
+                    reason: 0,
+                    properties: Properties::default(),
+                }))];
+            }
+            if self.releases_pending.len() >= RELEASES_PENDING_MAX {
+                return self.refuse(Refusal::ReceiveMaximumExceeded);
+            }
+        }
         vec![Action::Append {
             topic: publish.topic,
             payload: publish.payload,
@@ -396,25 +432,32 @@ impl Session {
         }]
     }
 
-    fn on_appended(&mut self, packet_id: Option<PacketId>, outcome: Result<(), EngineError>) -> Vec<Action> {
+    fn on_appended(&mut self, packet_id: Option<PacketId>, qos: QoS, outcome: Result<(), EngineError>) -> Vec<Action> {
         let Some(packet_id) = packet_id else {
             // QoS 0: nobody is told (the connection task counts failures).
             return Vec::new();
         };
+        let kind = match qos {
+            QoS::ExactlyOnce => AckKind::PubRec,
+            QoS::AtMostOnce | QoS::AtLeastOnce => AckKind::PubAck,
+        };
+        if kind == AckKind::PubRec && outcome.is_ok() {
+            self.releases_pending.insert(packet_id);
+        }
         match (self.version, outcome) {
             (Some(Version::V5), outcome) => vec![Action::Send(Packet::Ack(Ack {
-                kind: AckKind::PubAck,
+                kind,
                 packet_id,
                 reason: reason::puback_code(&outcome),
                 properties: Properties::default(),
             }))],
             (_, Ok(())) => vec![Action::Send(Packet::Ack(Ack {
-                kind: AckKind::PubAck,
+                kind,
                 packet_id,
                 reason: 0,
                 properties: Properties::default(),
             }))],
-            // 3.1.1 has no negative PUBACK: the client republishes after
+            // 3.1.1 has no negative PUBACK or PUBREC: the client republishes after
             // reconnecting.
             (_, Err(error)) => self.refuse(Refusal::Append(error)),
         }

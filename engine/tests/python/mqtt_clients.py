@@ -3,8 +3,9 @@
 Usage: mqtt_clients.py MQTT_HOST:PORT KAFKA_BOOTSTRAP
 
 Checks, each bounded in time:
-- 3.1.1 and 5.0 subscribers with `+` and `#` filters get QoS 0 and QoS 1
-  messages from 3.1.1 and 5.0 publishers; `#` does not match `$SYS/...`;
+- 3.1.1 and 5.0 subscribers with `+` and `#` filters get QoS 0, 1 and 2
+  messages from 3.1.1 and 5.0 publishers (QoS 2 delivered at QoS 1, the
+  most granted); `#` does not match `$SYS/...`;
 - a QoS 1 publish is acknowledged (PUBACK) and then readable by a Kafka
   consumer of the mapped topic `mqtt`, with the MQTT topic in the
   `mqtt.topic` header and the key;
@@ -114,13 +115,23 @@ publish(pub311, "dev/a/temp", b"21.5", 1)
 publish(pub311, "dev/a/temp", b"21.6", 0)
 publish(pub5, "dev/b/hum", b"40", 1)
 publish(pub5, "dev/b/temp", b"19.0", 0)
+publish(pub5, "dev/b/hum", b"41", 2)
+publish(pub311, "dev/c/temp", b"18.0", 2)
 publish(pub5, "$SYS/uptime", b"1", 0)
 
-v311_messages.wait_for([("dev/a/temp", b"21.5", 1), ("dev/a/temp", b"21.6", 0), ("dev/b/temp", b"19.0", 0)])
+v311_messages.wait_for(
+    [("dev/a/temp", b"21.5", 1), ("dev/a/temp", b"21.6", 0), ("dev/b/temp", b"19.0", 0), ("dev/c/temp", b"18.0", 1)]
+)
 got = v311_messages.got()
 assert not any(topic == "dev/b/hum" for topic, _, _ in got), f"dev/+/temp matched dev/b/hum: {got}"
 v5_messages.wait_for(
-    [("dev/a/temp", b"21.5", 1), ("dev/a/temp", b"21.6", 0), ("dev/b/hum", b"40", 1), ("dev/b/temp", b"19.0", 0)]
+    [
+        ("dev/a/temp", b"21.5", 1),
+        ("dev/a/temp", b"21.6", 0),
+        ("dev/b/hum", b"40", 1),
+        ("dev/b/temp", b"19.0", 0),
+        ("dev/b/hum", b"41", 1),
+    ]
 )
 sys_messages.wait_for([("$SYS/uptime", b"1", 0)])
 # By now "#" has seen everything published before "$SYS/uptime"'s partition

@@ -116,7 +116,7 @@ fn an_empty_client_id_needs_a_clean_session_in_311_and_is_assigned_in_5() {
         panic!("{actions:?}")
     };
     assert_eq!(connack.properties.assigned_client_id.as_deref(), Some("assigned-1"));
-    assert_eq!(connack.properties.maximum_qos, Some(1));
+    assert_eq!(connack.properties.receive_maximum, Some(64));
 }
 
 #[test]
@@ -188,6 +188,7 @@ fn qos1_is_acknowledged_only_after_the_append() {
         now,
         Event::Appended {
             packet_id: Some(id(3)),
+            qos: QoS::AtLeastOnce,
             outcome: Ok(()),
         },
     );
@@ -205,6 +206,7 @@ fn qos1_is_acknowledged_only_after_the_append() {
         now,
         Event::Appended {
             packet_id: Some(id(4)),
+            qos: QoS::AtLeastOnce,
             outcome: Err(crate::error::EngineError::ShardUnavailable),
         },
     );
@@ -212,7 +214,7 @@ fn qos1_is_acknowledged_only_after_the_append() {
 }
 
 #[test]
-fn qos2_publishes_are_refused() {
+fn qos2_is_received_once_and_released() {
     let now = Instant::now();
     let mut session = connected(Version::V5, now);
     let publish = Packet::Publish(Publish {
@@ -220,15 +222,63 @@ fn qos2_publishes_are_refused() {
         qos: QoS::ExactlyOnce,
         retain: false,
         topic: "a".to_string(),
-        packet_id: Some(id(1)),
+        packet_id: Some(id(9)),
         properties: Properties::default(),
         payload: Bytes::new(),
     });
-    let actions = session.handle(now, Event::Packet(publish));
-    let Action::Send(Packet::Disconnect(disconnect)) = &actions[0] else {
-        panic!("{actions:?}")
+    let actions = session.handle(now, Event::Packet(publish.clone()));
+    assert!(
+        matches!(
+            &actions[..],
+            [Action::Append {
+                qos: QoS::ExactlyOnce,
+                ..
+            }]
+        ),
+        "{actions:?}"
+    );
+    let appended = Event::Appended {
+        packet_id: Some(id(9)),
+        qos: QoS::ExactlyOnce,
+        outcome: Ok(()),
     };
-    assert_eq!(disconnect.reason, 0x9b);
+    let pubrec = Action::Send(Packet::Ack(Ack {
+        kind: AckKind::PubRec,
+        packet_id: id(9),
+        reason: 0,
+        properties: Properties::default(),
+    }));
+    assert_eq!(session.handle(now, appended), vec![pubrec]);
+    // Sent again before PUBREL: not appended again, acknowledged again.
+    let again = session.handle(now, Event::Packet(publish));
+    assert!(
+        matches!(
+            &again[..],
+            [Action::Send(Packet::Ack(Ack {
+                kind: AckKind::PubRec,
+                ..
+            }))]
+        ),
+        "{again:?}"
+    );
+    let pubrel = |n| {
+        Event::Packet(Packet::Ack(Ack {
+            kind: AckKind::PubRel,
+            packet_id: id(n),
+            reason: 0,
+            properties: Properties::default(),
+        }))
+    };
+    let pubcomp = |n, reason| {
+        vec![Action::Send(Packet::Ack(Ack {
+            kind: AckKind::PubComp,
+            packet_id: id(n),
+            reason,
+            properties: Properties::default(),
+        }))]
+    };
+    assert_eq!(session.handle(now, pubrel(9)), pubcomp(9, 0));
+    assert_eq!(session.handle(now, pubrel(9)), pubcomp(9, 0x92), "no longer pending");
 }
 
 #[test]
@@ -406,15 +456,4 @@ fn the_will_is_kept_unless_the_client_disconnects_normally() {
     };
     session.handle(now, Event::Packet(Packet::Disconnect(with_will)));
     assert!(session.take_will().is_some());
-}
-
-#[test]
-fn a_v5_will_above_qos1_is_refused() {
-    let now = Instant::now();
-    let mut session = Session::new(now, limits());
-    let actions = session.handle(now, Event::Packet(connect_with_will(Version::V5, QoS::ExactlyOnce)));
-    assert!(
-        matches!(&actions[0], Action::Send(Packet::ConnAck(ConnAck { code: 0x9b, .. }))),
-        "{actions:?}"
-    );
 }
