@@ -247,6 +247,35 @@ fn a_lost_connection_publishes_its_will() {
 }
 
 #[test]
+fn a_new_subscriber_gets_the_retained_message() {
+    let engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
+    let addr = mqtt_addr(&engine);
+    let mut publisher = connected(addr, 4, "retainer");
+    // PUBLISH QoS 1, RETAIN, "r/a", packet id 1, "on" (replaced by "off" below).
+    publisher
+        .write_all(&[0x33, 9, 0, 3, b'r', b'/', b'a', 0, 1, b'o', b'n'])
+        .unwrap();
+    publisher
+        .write_all(&[0x33, 10, 0, 3, b'r', b'/', b'a', 0, 2, b'o', b'f', b'f'])
+        .unwrap();
+    let mut pubacks = [0u8; 8];
+    publisher.read_exact(&mut pubacks).unwrap();
+    assert_eq!(pubacks, [0x40, 2, 0, 1, 0x40, 2, 0, 2]);
+    // A later subscriber (v5) to "r/+" at QoS 1 gets SUBACK, then "off" with RETAIN set.
+    let mut subscriber = connected(addr, 5, "late");
+    subscriber
+        .write_all(&[0x82, 9, 0, 7, 0, 0, 3, b'r', b'/', b'+', 1])
+        .unwrap();
+    let mut suback = [0u8; 6];
+    subscriber.read_exact(&mut suback).unwrap();
+    assert_eq!(suback, [0x90, 4, 0, 7, 0, 1]);
+    // PUBLISH QoS 1 + RETAIN (0x33), topic "r/a", packet id 1, no properties, "off".
+    let mut publish = [0u8; 13];
+    subscriber.read_exact(&mut publish).unwrap();
+    assert_eq!(publish, [0x33, 11, 0, 3, b'r', b'/', b'a', 0, 1, 0, b'o', b'f', b'f']);
+}
+
+#[test]
 fn mqtt_can_be_turned_off() {
     let engine = Engine::start(&["--shards", "1", "--mqtt-listen", "off"]);
     assert_eq!(engine.mqtt_addr, None);

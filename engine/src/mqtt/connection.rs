@@ -146,10 +146,10 @@ impl Connection {
                         topic,
                         payload,
                         qos,
-                        retain: _,
+                        retain,
                         packet_id,
                     } => {
-                        let outcome = append(&self.shard, &topic, &payload, qos).await;
+                        let outcome = append(&self.shard, &topic, &payload, qos, retain).await;
                         if let Err(error) = &outcome {
                             tracing::debug!(%topic, %error, "MQTT publish not appended");
                         }
@@ -163,10 +163,12 @@ impl Connection {
                         ));
                     }
                     Action::Subscribe { filters } => {
-                        self.shard.mqtt.subscribe(self.me.connection, filters);
+                        self.shard.mqtt.subscribe(self.me.connection, filters.clone());
                         if let Err(error) = super::feed::ensure_running(&self.shard).await {
                             tracing::warn!(%error, "MQTT feed did not start");
                         }
+                        // Queued now, written after the SUBACK that follows.
+                        self.queue_retained(filters).await;
                     }
                     Action::Unsubscribe { filters } => self.shard.mqtt.unsubscribe(self.me.connection, &filters),
                     Action::Close { why } => closing = Some(why),
@@ -233,12 +235,36 @@ impl Connection {
         let _ = writer.close().await;
         if let Some(will) = session.take_will() {
             let qos = will.qos.min(QoS::AtLeastOnce);
-            match append(&self.shard, &will.topic, &will.payload, qos).await {
+            match append(&self.shard, &will.topic, &will.payload, qos, will.retain).await {
                 Ok(()) => tracing::debug!(topic = %will.topic, "MQTT will published"),
                 Err(error) => tracing::warn!(topic = %will.topic, %error, "MQTT will not published"),
             }
         }
         result
+    }
+
+    /// Asks every shard for its retained messages matching `filters` and
+    /// queues them for this connection.
+    async fn queue_retained(&self, filters: Vec<(String, QoS)>) {
+        let shard = &self.shard;
+        let asks = (0..shard.shard_count).map(|owner| {
+            let filters = filters.clone();
+            shard.invoke_on(
+                owner,
+                move |s: Rc<Shard>| async move { s.mqtt.retained_matching(&filters) },
+            )
+        });
+        for answer in futures_util::future::join_all(asks).await {
+            for (topic, payload, qos) in answer.unwrap_or_default() {
+                let delivery = Delivery {
+                    topic: Rc::from(topic),
+                    payload,
+                    qos,
+                    retain: true,
+                };
+                shard.mqtt.deliver_to(self.me.connection, delivery);
+            }
+        }
     }
 
     /// Claims `client_id` on its home shard for this connection and tells
@@ -273,14 +299,16 @@ async fn release(shard: &Rc<Shard>, client_id: String, me: Holder) {
 }
 
 /// Appends one MQTT message to its partition, on the partition's owner,
-/// and waits until it is durable as an acks=all produce would.
-async fn append(shard: &Rc<Shard>, topic: &str, payload: &[u8], qos: QoS) -> Result<(), EngineError> {
+/// and waits until it is durable as an acks=all produce would; a retained
+/// one then becomes its topic's retained message on that owner.
+async fn append(shard: &Rc<Shard>, topic: &str, payload: &[u8], qos: QoS, retain: bool) -> Result<(), EngineError> {
     let partitions = mapping::ensure_topic(shard).await?;
     let index = mapping::partition_of(topic, partitions);
     let timestamp_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX));
-    let batch = mapping::batch_of(topic, payload, qos, timestamp_ms);
+    let batch = mapping::batch_of(topic, payload, qos, retain, timestamp_ms);
+    let retained = retain.then(|| (topic.to_string(), Bytes::copy_from_slice(payload)));
     let name = shard.config.mqtt_kafka_topic.clone();
     let owner = shard.owner_of(&name, index)?;
     let epoch = crate::kafka::epoch_of(shard);
@@ -291,6 +319,11 @@ async fn append(shard: &Rc<Shard>, topic: &str, payload: &[u8], qos: QoS) -> Res
             let bytes = u64::try_from(batch.len()).unwrap_or(u64::MAX);
             partition.produce(batch, -1, APPEND_TIMEOUT).await?;
             s.probe.count_produced(1, bytes);
+            if let Some((topic, payload)) = retained {
+                if !s.mqtt.keep_retained(topic, payload, qos) {
+                    tracing::warn!("retained message not kept: the shard keeps its maximum of retained topics");
+                }
+            }
             Ok(())
         })
         .await?

@@ -15,7 +15,7 @@
 //! A feed starts at each partition's high watermark when the first local
 //! subscription is made (before its SUBACK), so a subscriber sees every
 //! message committed after its SUBACK; earlier ones are not replayed (no
-//! retained messages or persistent sessions yet). The tail tasks stop once
+//! persistent sessions yet; retained messages are sent by the connection). The tail tasks stop once
 //! no local connection subscribes to anything.
 
 use std::{cell::Cell, rc::Rc, time::Duration};

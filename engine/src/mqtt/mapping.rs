@@ -5,7 +5,8 @@
 //!  MQTT PUBLISH topic T, payload P, QoS q
 //!    ──► Kafka topic `--mqtt-kafka-topic` (default "mqtt"),
 //!        partition crc32c(T) mod partitions   (one MQTT topic, one partition: its order holds)
-//!        record: key T, value P, headers mqtt.topic = T, mqtt.qos = q ("0", "1" or "2")
+//!        record: key T, value P, headers mqtt.topic = T, mqtt.qos = q ("0", "1" or "2"),
+//!        and mqtt.retain = "1" when published retained
 //!  Kafka record on that topic with header mqtt.topic = T (or, without it, a
 //!  UTF-8 key that is a valid topic name) ──► MQTT subscribers of filters matching T,
 //!        at QoS min(mqtt.qos or 1, granted) (granted is at most 1)
@@ -27,6 +28,8 @@ use crate::{error::EngineError, shard::Shard};
 pub(crate) const TOPIC_HEADER: &str = "mqtt.topic";
 /// The record header holding the QoS the message was published at.
 pub(crate) const QOS_HEADER: &str = "mqtt.qos";
+/// The record header present (value "1") on a message published retained.
+pub(crate) const RETAIN_HEADER: &str = "mqtt.retain";
 
 /// The partition of the mapped Kafka topic that holds MQTT topic `topic`.
 ///
@@ -39,18 +42,17 @@ pub(crate) fn partition_of(topic: &str, partitions: usize) -> i32 {
 }
 
 /// The record batch storing one MQTT message.
-pub(crate) fn batch_of(topic: &str, payload: &[u8], qos: QoS, timestamp_ms: i64) -> Bytes {
+pub(crate) fn batch_of(topic: &str, payload: &[u8], qos: QoS, retain: bool, timestamp_ms: i64) -> Bytes {
     let qos: &[u8] = match qos {
         QoS::AtMostOnce => b"0",
         QoS::AtLeastOnce => b"1",
         QoS::ExactlyOnce => b"2",
     };
-    let batch = shardline_log::build_batch_with_headers(
-        timestamp_ms,
-        Some(topic.as_bytes()),
-        payload,
-        &[(TOPIC_HEADER, topic.as_bytes()), (QOS_HEADER, qos)],
-    );
+    let mut headers: Vec<(&str, &[u8])> = vec![(TOPIC_HEADER, topic.as_bytes()), (QOS_HEADER, qos)];
+    if retain {
+        headers.push((RETAIN_HEADER, b"1"));
+    }
+    let batch = shardline_log::build_batch_with_headers(timestamp_ms, Some(topic.as_bytes()), payload, &headers);
     Bytes::from(batch)
 }
 
@@ -159,7 +161,7 @@ mod tests {
 
     #[test]
     fn a_message_survives_the_log_format() {
-        let batch = batch_of("a/b", b"payload", QoS::AtMostOnce, 1);
+        let batch = batch_of("a/b", b"payload", QoS::AtMostOnce, true, 1);
         let mut out = Vec::new();
         let mut skipped = Skipped::default();
         let next = messages(&batch, Offset(0), &mut out, &mut skipped);
@@ -173,7 +175,7 @@ mod tests {
 
     #[test]
     fn records_before_from_and_without_a_topic_are_skipped() {
-        let mut chunk = batch_of("x", b"1", QoS::AtLeastOnce, 1).to_vec();
+        let mut chunk = batch_of("x", b"1", QoS::AtLeastOnce, false, 1).to_vec();
         let mut second = shardline_log::build_batch_from_values(1, &[b"no topic"]);
         shardline_log::set_base_offset(&mut second, Offset(1));
         chunk.extend_from_slice(&second);

@@ -55,6 +55,11 @@ pub(crate) use listener::{accept_loop, bind, describe, MqttSocket};
 /// rather than let the shard buffer without bound.
 pub(crate) const DELIVERY_QUEUE_MAX: usize = 1024;
 
+/// Retained messages one shard keeps (for the topics of the partitions it
+/// owns), at most: a retained PUBLISH for a new topic beyond it is stored
+/// in the log but not retained (and logged).
+pub(crate) const RETAINED_TOPICS_MAX: usize = 10_000;
+
 /// Control messages (takeover, overflow, shutdown) queued for one
 /// connection; one is enough to close it, the rest are dropped.
 const CONTROL_QUEUE_MAX: usize = 4;
@@ -68,6 +73,15 @@ pub(crate) struct Delivery {
     pub(crate) payload: Bytes,
     /// The QoS to deliver at (min of published and granted).
     pub(crate) qos: QoS,
+    /// Whether it is a retained message sent for a new subscription.
+    pub(crate) retain: bool,
+}
+
+/// A retained message, kept on the shard owning its topic's partition.
+#[derive(Debug, Clone)]
+struct Retained {
+    payload: Bytes,
+    qos: QoS,
 }
 
 /// What a connection is told from outside its task.
@@ -110,6 +124,9 @@ pub(crate) struct MqttShard {
     holders: RefCell<HashMap<String, Holder>>,
     /// The subscriber feed.
     pub(crate) feed: feed::Feed,
+    /// Retained messages of topics whose partition this shard owns, by
+    /// topic; at most [`RETAINED_TOPICS_MAX`]. In memory only.
+    retained: RefCell<HashMap<String, Retained>>,
 }
 
 impl MqttShard {
@@ -121,6 +138,51 @@ impl MqttShard {
             connections_max,
             holders: RefCell::new(HashMap::new()),
             feed: feed::Feed::default(),
+            retained: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// On the partition's owner, after the append: keeps `payload` as the
+    /// retained message of `topic` (an empty payload removes it). Returns
+    /// false when the table is full and `topic` is new.
+    fn keep_retained(&self, topic: String, payload: Bytes, qos: QoS) -> bool {
+        let mut retained = self.retained.borrow_mut();
+        if payload.is_empty() {
+            retained.remove(&topic);
+            return true;
+        }
+        if retained.len() >= RETAINED_TOPICS_MAX && !retained.contains_key(&topic) {
+            return false;
+        }
+        retained.insert(topic, Retained { payload, qos });
+        assert!(retained.len() <= RETAINED_TOPICS_MAX, "retained messages bounded");
+        true
+    }
+
+    /// The retained messages matching any of `filters`, each at the highest
+    /// QoS granted among the filters it matches (capped by its own).
+    fn retained_matching(&self, filters: &[(String, QoS)]) -> Vec<(String, Bytes, QoS)> {
+        self.retained
+            .borrow()
+            .iter()
+            .filter_map(|(topic, retained)| {
+                let granted = filters
+                    .iter()
+                    .filter(|(filter, _)| filter_matches(filter, topic))
+                    .map(|(_, qos)| *qos)
+                    .max()?;
+                Some((topic.clone(), retained.payload.clone(), granted.min(retained.qos)))
+            })
+            .collect()
+    }
+
+    /// Queues `delivery` for one connection of this shard (closing it when
+    /// its queue is full).
+    fn deliver_to(&self, connection: u64, delivery: Delivery) {
+        if let Some(local) = self.connections.borrow().get(&connection) {
+            if local.deliveries.try_send(delivery).is_err() {
+                let _ = local.control.try_send(Control::FellBehind);
+            }
         }
     }
 
@@ -198,6 +260,7 @@ impl MqttShard {
                 topic: Rc::clone(topic),
                 payload: payload.clone(),
                 qos: granted.min(published),
+                retain: false,
             };
             if local.deliveries.try_send(delivery).is_ok() {
                 delivered += 1;
@@ -242,4 +305,36 @@ impl MqttShard {
 fn home_shard(client_id: &str, shards: usize) -> usize {
     assert!(shards > 0, "at least one shard");
     usize::try_from(crc32c::crc32c(client_id.as_bytes())).unwrap_or(0) % shards
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
+    use super::*;
+
+    #[test]
+    fn retained_messages_are_kept_replaced_cleared_and_matched() {
+        let shard = MqttShard::new(1);
+        assert!(shard.keep_retained("r/a".into(), Bytes::from_static(b"on"), QoS::AtLeastOnce));
+        assert!(shard.keep_retained("r/b".into(), Bytes::from_static(b"x"), QoS::AtMostOnce));
+        assert!(shard.keep_retained("r/a".into(), Bytes::from_static(b"off"), QoS::AtLeastOnce));
+        let mut got = shard.retained_matching(&[("r/+".to_string(), QoS::AtLeastOnce)]);
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            vec![
+                ("r/a".to_string(), Bytes::from_static(b"off"), QoS::AtLeastOnce),
+                ("r/b".to_string(), Bytes::from_static(b"x"), QoS::AtMostOnce),
+            ]
+        );
+        assert!(
+            shard.keep_retained("r/a".into(), Bytes::new(), QoS::AtMostOnce),
+            "an empty payload clears"
+        );
+        assert_eq!(
+            shard.retained_matching(&[("r/a".to_string(), QoS::AtLeastOnce)]),
+            vec![]
+        );
+        assert_eq!(shard.retained_matching(&[("#".to_string(), QoS::AtMostOnce)]).len(), 1);
+    }
 }

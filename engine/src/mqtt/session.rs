@@ -376,7 +376,6 @@ impl Session {
                 assigned_client_id: connect.client_id.is_empty().then_some(client_id.clone()),
                 maximum_packet_size: Some(self.limits.packet_bytes_max),
                 receive_maximum: Some(u16::try_from(RELEASES_PENDING_MAX).unwrap_or(u16::MAX)),
-                retain_available: Some(0),
                 topic_alias_maximum: Some(0),
                 wildcard_available: Some(1),
                 subscription_ids_available: Some(0),
@@ -549,7 +548,7 @@ impl Session {
             } else {
                 QoS::AtMostOnce
             },
-            retain: false,
+            retain: delivery.retain,
             topic: delivery.topic.to_string(),
             packet_id,
             properties: Properties::default(),

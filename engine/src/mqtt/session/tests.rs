@@ -336,6 +336,7 @@ fn qos1_deliveries_take_packet_ids_until_the_window_is_full() {
         topic: std::rc::Rc::from("a"),
         payload: Bytes::from_static(b"p"),
         qos: QoS::AtLeastOnce,
+        retain: false,
     };
     let first = session.handle(now, Event::Delivery(delivery()));
     let second = session.handle(now, Event::Delivery(delivery()));
