@@ -32,6 +32,15 @@ pub(crate) fn bind(config: &EngineConfig, shards: usize) -> Result<Vec<Option<Mq
              --mqtt-listen HOST:PORT picks another, --mqtt-listen off turns MQTT off)"
         ))
     })?;
+    // Non-blocking for good: O_NONBLOCK belongs to the open file, which
+    // every shard's copy shares. glommio's accept first tries a direct
+    // accept(2), setting O_NONBLOCK around it and restoring the old flags
+    // after; with a blocking socket, one shard restoring "blocking" while
+    // another is inside accept(2) leaves that shard's whole executor stuck
+    // in the syscall until a client connects (seen in the test suite).
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| StartError(format!("making the MQTT socket non-blocking: {e}")))?;
     let mut copies = Vec::with_capacity(shards);
     for _ in 1..shards {
         let copy = socket
