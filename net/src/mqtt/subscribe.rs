@@ -85,11 +85,31 @@ pub struct UnsubAck {
     pub codes: Vec<u8>,
 }
 
-fn properties_of(reader: &mut Reader, version: Version, allowed: Allowed) -> Result<Properties, MqttDecodeError> {
-    match version {
-        Version::V5 => Properties::decode(reader, allowed),
-        Version::V311 => Ok(Properties::default()),
+/// Reads what every packet of this family starts with: the packet
+/// identifier and, in v5, the properties `allowed`; returns the reader at
+/// the payload.
+fn decode_head(
+    body: Bytes,
+    version: Version,
+    allowed: Allowed,
+) -> Result<(Reader, PacketId, Properties), MqttDecodeError> {
+    let mut reader = Reader::new(body);
+    let packet_id = PacketId::decode(&mut reader)?;
+    let properties = match version {
+        Version::V5 => Properties::decode(&mut reader, allowed)?,
+        Version::V311 => Properties::default(),
+    };
+    Ok((reader, packet_id, properties))
+}
+
+/// The start of a body of this family: the packet identifier and, in v5,
+/// the properties.
+fn encode_head(packet_id: PacketId, properties: &Properties, version: Version) -> Vec<u8> {
+    let mut body = packet_id.get().to_be_bytes().to_vec();
+    if version == Version::V5 {
+        properties.encode(&mut body);
     }
+    body
 }
 
 impl SubscriptionOptions {
@@ -134,9 +154,7 @@ impl SubscriptionOptions {
 
 impl Subscribe {
     pub(crate) fn decode(body: Bytes, version: Version) -> Result<Subscribe, MqttDecodeError> {
-        let mut reader = Reader::new(body);
-        let packet_id = PacketId::decode(&mut reader)?;
-        let properties = properties_of(&mut reader, version, Allowed::SUBSCRIBE)?;
+        let (mut reader, packet_id, properties) = decode_head(body, version, Allowed::SUBSCRIBE)?;
         if properties.subscription_ids.len() > 1 {
             return Err(MqttDecodeError::Protocol {
                 reason: "more than one subscription identifier",
@@ -162,10 +180,7 @@ impl Subscribe {
     }
 
     pub(crate) fn encode(&self, version: Version, out: &mut Vec<u8>) {
-        let mut body = self.packet_id.get().to_be_bytes().to_vec();
-        if version == Version::V5 {
-            self.properties.encode(&mut body);
-        }
+        let mut body = encode_head(self.packet_id, &self.properties, version);
         for (filter, options) in &self.filters {
             put_string(&mut body, filter);
             body.push(options.encode(version));
@@ -176,9 +191,7 @@ impl Subscribe {
 
 impl SubAck {
     pub(crate) fn decode(body: Bytes, version: Version) -> Result<SubAck, MqttDecodeError> {
-        let mut reader = Reader::new(body);
-        let packet_id = PacketId::decode(&mut reader)?;
-        let properties = properties_of(&mut reader, version, Allowed::ACK)?;
+        let (mut reader, packet_id, properties) = decode_head(body, version, Allowed::ACK)?;
         let codes = reader.rest().to_vec();
         if codes.is_empty() {
             return Err(MqttDecodeError::Protocol {
@@ -193,10 +206,7 @@ impl SubAck {
     }
 
     pub(crate) fn encode(&self, version: Version, out: &mut Vec<u8>) {
-        let mut body = self.packet_id.get().to_be_bytes().to_vec();
-        if version == Version::V5 {
-            self.properties.encode(&mut body);
-        }
+        let mut body = encode_head(self.packet_id, &self.properties, version);
         body.extend_from_slice(&self.codes);
         frame(0x90, &body, out);
     }
@@ -204,9 +214,7 @@ impl SubAck {
 
 impl Unsubscribe {
     pub(crate) fn decode(body: Bytes, version: Version) -> Result<Unsubscribe, MqttDecodeError> {
-        let mut reader = Reader::new(body);
-        let packet_id = PacketId::decode(&mut reader)?;
-        let properties = properties_of(&mut reader, version, Allowed::UNSUBSCRIBE)?;
+        let (mut reader, packet_id, properties) = decode_head(body, version, Allowed::UNSUBSCRIBE)?;
         let mut filters = Vec::new();
         while !reader.is_empty() {
             filters.push(reader.string("topic filter")?);
@@ -224,10 +232,7 @@ impl Unsubscribe {
     }
 
     pub(crate) fn encode(&self, version: Version, out: &mut Vec<u8>) {
-        let mut body = self.packet_id.get().to_be_bytes().to_vec();
-        if version == Version::V5 {
-            self.properties.encode(&mut body);
-        }
+        let mut body = encode_head(self.packet_id, &self.properties, version);
         for filter in &self.filters {
             put_string(&mut body, filter);
         }
@@ -237,9 +242,7 @@ impl Unsubscribe {
 
 impl UnsubAck {
     pub(crate) fn decode(body: Bytes, version: Version) -> Result<UnsubAck, MqttDecodeError> {
-        let mut reader = Reader::new(body);
-        let packet_id = PacketId::decode(&mut reader)?;
-        let properties = properties_of(&mut reader, version, Allowed::ACK)?;
+        let (mut reader, packet_id, properties) = decode_head(body, version, Allowed::ACK)?;
         let codes = reader.rest().to_vec();
         if version == Version::V311 && !codes.is_empty() {
             return Err(MqttDecodeError::Malformed {
@@ -255,9 +258,8 @@ impl UnsubAck {
     }
 
     pub(crate) fn encode(&self, version: Version, out: &mut Vec<u8>) {
-        let mut body = self.packet_id.get().to_be_bytes().to_vec();
+        let mut body = encode_head(self.packet_id, &self.properties, version);
         if version == Version::V5 {
-            self.properties.encode(&mut body);
             body.extend_from_slice(&self.codes);
         }
         frame(0xb0, &body, out);
