@@ -139,6 +139,21 @@ pub struct EngineConfig {
     #[arg(long, default_value = "127.0.0.1:9644", value_name = "HOST:PORT|off")]
     pub http_listen: HttpListen,
 
+    /// The MQTT 3.1.1 / 5.0 listener (docs/mqtt.md): `HOST:PORT`, or `off`. Every shard accepts on it;
+    /// MQTT clients are not authenticated yet, so a non-loopback address needs --allow-insecure.
+    #[arg(long, default_value = "127.0.0.1:1883", value_name = "HOST:PORT|off")]
+    pub mqtt_listen: MqttListen,
+
+    /// The Kafka topic MQTT messages are stored in (created on the first MQTT connection with
+    /// --default-partitions); the MQTT topic is each record's key and its `mqtt.topic` header.
+    #[arg(long, default_value = "mqtt", value_name = "TOPIC")]
+    pub mqtt_kafka_topic: String,
+
+    /// Largest MQTT packet accepted (and the Maximum Packet Size a v5 CONNACK announces); a bigger one
+    /// closes the connection (v5: reason 0x95).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub mqtt_max_packet_bytes: usize,
+
     /// Default durability of partition logs: `always` (fdatasync before acknowledging; concurrent appends
     /// share one sync), `interval:MS` (sync at least every MS milliseconds), or `never` (sync on segment
     /// roll and shutdown only). A topic's `shardline.fsync` config overrides it.
@@ -303,6 +318,7 @@ impl EngineConfig {
             ("--max-request-entries", self.max_request_entries),
             ("--max-partitions-per-shard", self.max_partitions_per_shard),
             ("--max-frame-bytes", self.max_frame_bytes),
+            ("--mqtt-max-packet-bytes", self.mqtt_max_packet_bytes),
         ];
         if let Some((flag, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(format!("{flag} must be at least 1"));
@@ -310,9 +326,11 @@ impl EngineConfig {
         if self.connections_max_idle_ms == 0 {
             return Err("--connections-max-idle-ms must be at least 1".to_string());
         }
+        shardline_raft::validate_topic_name(&self.mqtt_kafka_topic)
+            .map_err(|e| format!("--mqtt-kafka-topic {}: {e}", self.mqtt_kafka_topic))?;
         let listeners = self.listeners_resolved()?;
         self.cluster_secret()?;
-        if let Some(conflict) = self.http_port_conflict(&listeners) {
+        if let Some(conflict) = self.port_conflicts(&listeners) {
             return Err(conflict);
         }
         if let Some(list) = &self.cpus {
@@ -498,6 +516,11 @@ impl EngineConfig {
                 )
             })
             .collect();
+        if let Some(mqtt) = self.mqtt_listen.0.filter(|address| !address.ip().is_loopback()) {
+            open.push(format!(
+                "the MQTT listener on non-loopback {mqtt} authenticates no one (MQTT has no authentication yet)"
+            ));
+        }
         if let Some(raft) = self
             .raft_listen
             .filter(|address| !address.ip().is_loopback() && self.raft_secret_file.is_none())
@@ -826,34 +849,47 @@ impl FromStr for HttpListen {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "off" | "none" | "disabled" => Ok(HttpListen(None)),
-            _ => parse_address(s).map(|address| HttpListen(Some(address))),
-        }
+        parse_optional_address(s).map(HttpListen)
     }
 }
 
 impl EngineConfig {
-    /// The Kafka or Raft port `--http-listen` would share, if any. Sockets
-    /// bound with SO_REUSEADDR may share a port until one of them listens,
-    /// so binding alone does not catch it: the second listen would fail on
-    /// a shard, after the data directory is opened.
-    fn http_port_conflict(&self, listeners: &[Listener]) -> Option<String> {
-        let http = self.http_listen.0.filter(|address| address.port() != 0)?;
-        let overlaps = |ip: std::net::IpAddr| ip == http.ip() || ip.is_unspecified() || http.ip().is_unspecified();
+    /// The Kafka or Raft port `--http-listen` or `--mqtt-listen` would
+    /// share, if any (and whether those two share one). Sockets bound with
+    /// SO_REUSEADDR may share a port until one of them listens, so binding
+    /// alone does not catch it: the second listen would fail on a shard,
+    /// after the data directory is opened.
+    fn port_conflicts(&self, listeners: &[Listener]) -> Option<String> {
+        let http = self.http_listen.0.filter(|address| address.port() != 0);
+        let mqtt = self.mqtt_listen.0.filter(|address| address.port() != 0);
+        if let (Some(http), Some(mqtt)) = (http, mqtt) {
+            if http.port() == mqtt.port() && overlaps(http.ip(), mqtt.ip()) {
+                return Some(format!(
+                    "--http-listen {http} and --mqtt-listen {mqtt} share a port; pick another"
+                ));
+            }
+        }
+        [("--http-listen", http), ("--mqtt-listen", mqtt)]
+            .into_iter()
+            .filter_map(|(flag, address)| Some((flag, address?)))
+            .find_map(|(flag, address)| self.port_conflict(flag, address, listeners))
+    }
+
+    /// The Kafka or Raft port `flag`'s `address` would share, if any.
+    fn port_conflict(&self, flag: &str, address: SocketAddr, listeners: &[Listener]) -> Option<String> {
         let ports_per_listener = match self.shard_listeners {
             ShardListeners::Own => u32::try_from(self.shard_count()).unwrap_or(u32::MAX),
             ShardListeners::Shared => 1,
         };
         for listener in listeners {
             let first = u32::from(listener.address.port());
-            let port = u32::from(http.port());
+            let port = u32::from(address.port());
             if first != 0
-                && overlaps(listener.address.ip())
+                && overlaps(listener.address.ip(), address.ip())
                 && (first..first.saturating_add(ports_per_listener)).contains(&port)
             {
                 return Some(format!(
-                    "--http-listen {http} is also the Kafka port of shard {} of listener {} (shard k listens on \
+                    "{flag} {address} is also the Kafka port of shard {} of listener {} (shard k listens on \
                      its port + k); pick another port",
                     port - first,
                     listener.name
@@ -861,9 +897,9 @@ impl EngineConfig {
             }
         }
         self.raft_listen
-            .filter(|raft| raft.port() == http.port() && overlaps(raft.ip()))
+            .filter(|raft| raft.port() == address.port() && overlaps(raft.ip(), address.ip()))
             .map(|raft| {
-                format!("--http-listen {http} is also the metadata Raft listener's port ({raft}); pick another port")
+                format!("{flag} {address} is also the metadata Raft listener's port ({raft}); pick another port")
             })
     }
 
@@ -878,6 +914,31 @@ impl EngineConfig {
                     "the HTTP endpoint on non-loopback {address} serves /metrics (topic and group names                      included) to anyone who can reach it; firewall it, or bind --http-listen to loopback"
                 )
             })
+    }
+}
+
+/// `HOST:PORT`, or `off` (also `none`, `disabled`) for no address.
+fn parse_optional_address(s: &str) -> Result<Option<SocketAddr>, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "off" | "none" | "disabled" => Ok(None),
+        _ => parse_address(s).map(Some),
+    }
+}
+
+/// Whether sockets bound to `a` and to `b` (same port) would collide.
+fn overlaps(a: std::net::IpAddr, b: std::net::IpAddr) -> bool {
+    a == b || a.is_unspecified() || b.is_unspecified()
+}
+
+/// `--mqtt-listen`: where every shard takes MQTT connections, or `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MqttListen(pub Option<SocketAddr>);
+
+impl FromStr for MqttListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_optional_address(s).map(MqttListen)
     }
 }
 
@@ -1119,13 +1180,36 @@ mod tests {
         assert!(EngineConfig::try_parse_from(["engine", "--shard-listeners", "x"]).is_err());
     }
 
+    /// The configuration the engine's command line `args` give.
+    fn parse(args: &[&str]) -> Result<EngineConfig, clap::Error> {
+        let mut all = vec!["engine"];
+        all.extend_from_slice(args);
+        EngineConfig::try_parse_from(all)
+    }
+
+    #[test]
+    fn mqtt_listens_on_loopback_by_default_and_can_be_turned_off() {
+        let default = parse(&[]).unwrap();
+        assert_eq!(default.mqtt_listen, MqttListen(Some("127.0.0.1:1883".parse().unwrap())));
+        assert_eq!(default.mqtt_kafka_topic, "mqtt");
+        assert_eq!(parse(&["--mqtt-listen", "none"]).unwrap().mqtt_listen, MqttListen(None));
+        assert_eq!(parse(&["--mqtt-listen", "off"]).unwrap().mqtt_listen, MqttListen(None));
+        let open = parse(&["--mqtt-listen", "0.0.0.0:1883"]).unwrap();
+        assert!(open.validate().unwrap_err().contains("MQTT listener on non-loopback"));
+        let allowed = parse(&["--mqtt-listen", "0.0.0.0:1883", "--allow-insecure"]).unwrap();
+        assert!(allowed.validate().is_ok());
+        let clash = parse(&["--mqtt-listen", "127.0.0.1:9092"]).unwrap();
+        assert!(
+            clash.validate().unwrap_err().contains("--mqtt-listen"),
+            "the Kafka port"
+        );
+        let clash = parse(&["--mqtt-listen", "127.0.0.1:9644"]).unwrap();
+        assert!(clash.validate().unwrap_err().contains("share a port"));
+        assert!(parse(&["--mqtt-kafka-topic", "bad topic"]).unwrap().validate().is_err());
+    }
+
     #[test]
     fn the_http_endpoint_defaults_to_loopback_and_can_be_turned_off() {
-        let parse = |args: &[&str]| {
-            let mut all = vec!["engine"];
-            all.extend_from_slice(args);
-            EngineConfig::try_parse_from(all)
-        };
         let default = parse(&[]).unwrap();
         assert_eq!(default.http_listen, HttpListen(Some("127.0.0.1:9644".parse().unwrap())));
         assert_eq!(default.http_exposure(), None);

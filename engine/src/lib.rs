@@ -38,6 +38,8 @@
 //! one authorization decision every API asks for. `metrics` holds each shard's counters (its
 //! `ShardProbe`) and gathers them by message for a scrape; `http` serves
 //! `/metrics`, `/health` and `/ready` on shard 0 (`--http-listen`).
+//! `mqtt` serves MQTT 3.1.1 and 5.0 clients (`--mqtt-listen`) on the same
+//! shards, storing their messages in the same log (docs/mqtt.md).
 
 mod acl;
 mod config;
@@ -49,6 +51,7 @@ mod inter_broker;
 mod kafka;
 mod listeners;
 mod metrics;
+mod mqtt;
 mod partition;
 mod producer;
 mod replica;

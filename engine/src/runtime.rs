@@ -68,6 +68,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     // Ports first: a port in use stops the start before the data dir is touched.
     let bound = crate::listeners::bind_all(&config, &listeners, shards)?;
     let http = crate::http::bind(&config)?;
+    let mqtt = crate::mqtt::bind(&config, shards)?;
     if let Some(exposure) = config.http_exposure() {
         tracing::warn!("{exposure}");
     }
@@ -123,6 +124,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
         io_uring_buffers = %buffer_mode(&config, shards),
         data_dir = %config.data_dir.display(),
         listeners = %describe_listeners(&listeners, &advertised),
+        mqtt = %crate::mqtt::describe(&mqtt),
         http = %crate::http::describe(http.as_ref()),
         fsync = %describe_durability(config.fsync.0),
         "shardline engine starting"
@@ -165,7 +167,8 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
 
     let mut handles = Vec::new();
     let mut http = http;
-    for (id, ((row, inbox), endpoints)) in senders.into_iter().zip(receivers).zip(shard_endpoints).enumerate() {
+    let shard_sockets = shard_endpoints.into_iter().zip(mqtt);
+    for (id, ((row, inbox), (endpoints, mqtt))) in senders.into_iter().zip(receivers).zip(shard_sockets).enumerate() {
         let cpu = cpus.get(id).copied().unwrap_or(0);
         // Shard 0 serves the HTTP endpoint.
         let http = if id == 0 { http.take() } else { None };
@@ -180,7 +183,20 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
             builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
         }
         let handle = builder
-            .spawn(move || shard_main(id, config, meta, inter_broker, endpoints, http, row, inbox, stopped))
+            .spawn(move || {
+                shard_main(
+                    id,
+                    config,
+                    meta,
+                    inter_broker,
+                    endpoints,
+                    mqtt,
+                    http,
+                    row,
+                    inbox,
+                    stopped,
+                )
+            })
             .map_err(|e| StartError(format!("starting shard {id} on cpu {cpu}: {e}")))?;
         handles.push(handle);
     }
@@ -498,6 +514,7 @@ async fn shard_main(
     meta: MetadataGroup,
     inter_broker: Arc<crate::inter_broker::InterBroker>,
     endpoints: Vec<Endpoint>,
+    mqtt: Option<crate::mqtt::MqttSocket>,
     http: Option<crate::http::HttpSocket>,
     outbox: Vec<Option<SharedSender<ShardTask>>>,
     inbox: Vec<SharedReceiver<ShardTask>>,
@@ -584,9 +601,22 @@ async fn shard_main(
             stopped.clone(),
         ));
     }
+    let mqtt_accepting = async {
+        match mqtt {
+            Some(socket) => crate::mqtt::accept_loop(Rc::clone(&shard), socket, stopped.clone()).await,
+            None => Ok(()),
+        }
+    };
     shard.probe.listeners_bound.set(true);
     tracing::debug!(shard = id, "accepting connections");
-    futures_util::future::join_all(accepting).await;
+    let ((), mqtt_result) = futures_util::future::join(
+        async {
+            futures_util::future::join_all(accepting).await;
+        },
+        mqtt_accepting,
+    )
+    .await;
+    mqtt_result?;
     // Connections with nothing unanswered close at once; the others get up to
     // DRAIN_WAIT_MAX to answer what they have (then close as they go quiet).
     let deadline = std::time::Instant::now() + DRAIN_WAIT_MAX;
@@ -617,7 +647,31 @@ async fn accept_loop(
     handler_for: Rc<dyn Fn(Rc<crate::acl::Session>) -> KafkaHandler>,
     connections: Rc<Connections>,
     connection_config: ConnectionConfig,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    accept_until_stopped(shard, &listener, &security.name, stopped, |stream| {
+        tracing::debug!(
+            shard,
+            listener = %security.name,
+            protocol = security.protocol.name(),
+            peer = ?stream.peer_addr().ok(),
+            "connection accepted"
+        );
+        connections.serve(stream, &security, &handler_for, &connection_config);
+    })
+    .await;
+}
+
+/// Accepts on `listener` (named `name` in logs) until `stopped` says so,
+/// handing each connection, with TCP_NODELAY set, to `serve`; a failed
+/// accept is logged and retried after a short pause. The Kafka and MQTT
+/// listeners of every shard run this loop.
+pub(crate) async fn accept_until_stopped(
+    shard: usize,
+    listener: &glommio::net::TcpListener,
+    name: &str,
     mut stopped: tokio::sync::watch::Receiver<bool>,
+    mut serve: impl FnMut(glommio::net::TcpStream),
 ) {
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
@@ -629,17 +683,10 @@ async fn accept_loop(
         match accepted {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                tracing::debug!(
-                    shard,
-                    listener = %security.name,
-                    protocol = security.protocol.name(),
-                    peer = ?stream.peer_addr().ok(),
-                    "connection accepted"
-                );
-                connections.serve(stream, &security, &handler_for, &connection_config);
+                serve(stream);
             }
             Err(e) => {
-                tracing::warn!(shard, listener = %security.name, error = %e, "accept failed");
+                tracing::warn!(shard, listener = %name, error = %e, "accept failed");
                 glommio::timer::sleep(Duration::from_millis(10)).await;
             }
         }

@@ -68,6 +68,9 @@ pub struct Shard {
     pub(crate) inter_broker: Arc<crate::inter_broker::InterBroker>,
     /// What this shard counts about its own work (metrics, the shutdown line).
     pub(crate) probe: ShardProbe,
+    /// MQTT connections, client ids homed here and the subscriber feed
+    /// (`crate::mqtt`).
+    pub(crate) mqtt: crate::mqtt::MqttShard,
     /// Whether the last [`Shard::out_of_quorum`] answer was yes (to log
     /// the changes only).
     out_of_quorum: Cell<bool>,
@@ -83,6 +86,7 @@ impl Shard {
     ) -> Rc<Shard> {
         let shard_count = peers.len();
         assert!(id < shard_count, "shard id out of range");
+        let mqtt_connections_max = config.connections_per_shard();
         let image = meta.image();
         Rc::new(Shard {
             id,
@@ -99,6 +103,7 @@ impl Shard {
             fetchers: crate::replica::Fetchers::default(),
             inter_broker,
             probe: ShardProbe::new(shard_count),
+            mqtt: crate::mqtt::MqttShard::new(mqtt_connections_max),
             out_of_quorum: Cell::new(false),
         })
     }

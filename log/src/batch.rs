@@ -492,6 +492,20 @@ pub fn build_batch_with_timestamps(base_timestamp_ms: i64, timestamp_deltas_ms: 
     out
 }
 
+/// Builds an uncompressed batch of one record with `key`, `value` and
+/// `headers` (name, value), stamped `timestamp_ms`: the broker's batch for
+/// a message that arrived over another protocol (MQTT).
+pub fn build_batch_with_headers(
+    timestamp_ms: i64,
+    key: Option<&[u8]>,
+    value: &[u8],
+    headers: &[(&str, &[u8])],
+) -> Vec<u8> {
+    let mut section = Vec::with_capacity(value.len() + 64);
+    record::put_record_with_headers(&mut section, 0, key, Some(value), headers);
+    frame_batch(&BatchSpec::plain(1, timestamp_ms, &[]), &section)
+}
+
 /// The header for `spec` in front of `section`, with its CRC-32C.
 fn frame_batch(spec: &BatchSpec<'_>, section: &[u8]) -> Vec<u8> {
     let total_bytes = BATCH_HEADER_BYTES + section.len();
@@ -564,6 +578,18 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         build_batch(&BatchSpec::plain(3, 1_700_000_000_000, b"hello records"))
+    }
+
+    #[test]
+    fn a_batch_with_headers_gives_them_back() {
+        let batch = build_batch_with_headers(7, Some(b"k"), b"v", &[("mqtt.topic", b"a/b"), ("x", b"")]);
+        let header = validate(&batch).unwrap();
+        let record = uncompressed_records(&batch, &header).unwrap().next().unwrap().unwrap();
+        assert_eq!((record.key, record.value), (Some(&b"k"[..]), Some(&b"v"[..])));
+        assert_eq!(record.headers.get(b"mqtt.topic"), Some(Some(&b"a/b"[..])));
+        assert_eq!(record.headers.get(b"x"), Some(Some(&b""[..])));
+        assert_eq!(record.headers.get(b"y"), None);
+        assert_eq!(record.headers.count(), 2);
     }
 
     #[test]

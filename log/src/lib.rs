@@ -87,15 +87,15 @@ mod start_offset;
 mod stats;
 
 pub use batch::{
-    build_batch, build_batch_from_values, build_batch_with_timestamps, compute_crc, set_base_offset, set_leader_epoch,
-    stamp_log_append_time, uncompressed_records, validate, validate_header_only, BatchHeader, BatchSpec, Codec,
-    BATCH_HEADER_BYTES,
+    build_batch, build_batch_from_values, build_batch_with_headers, build_batch_with_timestamps, compute_crc,
+    set_base_offset, set_leader_epoch, stamp_log_append_time, uncompressed_records, validate, validate_header_only,
+    BatchHeader, BatchSpec, Codec, BATCH_HEADER_BYTES,
 };
 pub use epoch::EpochStart;
 pub use error::{BatchError, LogError};
 pub use log::{AppendInfo, Clock, Durability, Log, LogConfig, ReadBatches, SystemClock, TimestampOffset, WritePath};
 pub use offset::{Offset, Position};
-pub use record::{Record, Records};
+pub use record::{Headers, Record, Records};
 pub use recovery::{find_next_batch, scan_segment, BadRange, SegmentBounds, SegmentScan, TornTail};
 pub use recovery_point::RecoveryPoint;
 pub use segment::parse_log_name;

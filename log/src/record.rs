@@ -47,6 +47,42 @@ pub struct Record<'a> {
     pub key: Option<&'a [u8]>,
     /// The value; `None` for a null value (a tombstone).
     pub value: Option<&'a [u8]>,
+    /// The record's headers, as checked when the record was walked.
+    pub headers: Headers<'a>,
+}
+
+/// The headers of one record: `(key, value)` pairs in order, borrowed from
+/// the batch (a header value may be null).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Headers<'a> {
+    /// The encoded headers, already checked by the record walk.
+    bytes: &'a [u8],
+    /// How many are left in `bytes`.
+    count: i32,
+}
+
+impl<'a> Headers<'a> {
+    /// The value of the first header named `key`, if there is one.
+    pub fn get(self, key: &[u8]) -> Option<Option<&'a [u8]>> {
+        self.into_iter().find(|(name, _)| *name == key).map(|(_, value)| value)
+    }
+}
+
+impl<'a> Iterator for Headers<'a> {
+    type Item = (&'a [u8], Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.count <= 0 {
+            return None;
+        }
+        let mut cursor = Cursor { bytes: self.bytes };
+        let key_length = usize::try_from(cursor.varint()?).ok()?;
+        let key = cursor.take(key_length)?;
+        let value = cursor.nullable_bytes()?;
+        self.bytes = cursor.bytes;
+        self.count -= 1;
+        Some((key, value))
+    }
 }
 
 /// Reads zig-zag varints and byte runs from the front of a slice, refusing to
@@ -137,6 +173,7 @@ impl<'a> Records<'a> {
         if header_count < 0 {
             return Err("negative header count");
         }
+        let headers_start = body.bytes;
         // Every header takes at least two bytes, so the body bounds this loop.
         for _ in 0..header_count {
             let key_length = body.varint().ok_or("bad header key length")?;
@@ -152,6 +189,10 @@ impl<'a> Records<'a> {
             timestamp_delta_ms,
             key,
             value,
+            headers: Headers {
+                bytes: headers_start,
+                count: header_count,
+            },
         })
     }
 }
@@ -213,7 +254,7 @@ fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
 
 /// Appends one record (timestamp Δ 0, no headers) to a records section.
 pub(crate) fn put_record(out: &mut Vec<u8>, offset_delta: i32, key: Option<&[u8]>, value: Option<&[u8]>) {
-    put_record_at(out, offset_delta, 0, key, value);
+    put_record_full(out, offset_delta, 0, key, value, &[]);
 }
 
 /// Appends one record with timestamp Δ `timestamp_delta_ms` (no headers).
@@ -224,13 +265,40 @@ pub(crate) fn put_record_at(
     key: Option<&[u8]>,
     value: Option<&[u8]>,
 ) {
+    put_record_full(out, offset_delta, timestamp_delta_ms, key, value, &[]);
+}
+
+/// Appends one record (timestamp Δ 0) with `headers` to a records section.
+pub(crate) fn put_record_with_headers(
+    out: &mut Vec<u8>,
+    offset_delta: i32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(&str, &[u8])],
+) {
+    put_record_full(out, offset_delta, 0, key, value, headers);
+}
+
+/// Appends one record: timestamp Δ, key, value and headers.
+fn put_record_full(
+    out: &mut Vec<u8>,
+    offset_delta: i32,
+    timestamp_delta_ms: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(&str, &[u8])],
+) {
     let mut body = Vec::with_capacity(value.map_or(0, <[u8]>::len) + key.map_or(0, <[u8]>::len) + 16);
     body.push(0); // attributes
     put_zigzag(&mut body, timestamp_delta_ms);
     put_zigzag(&mut body, i64::from(offset_delta));
     put_nullable(&mut body, key);
     put_nullable(&mut body, value);
-    put_zigzag(&mut body, 0); // header count
+    put_zigzag(&mut body, i64::try_from(headers.len()).unwrap_or(i64::MAX));
+    for (name, header_value) in headers {
+        put_nullable(&mut body, Some(name.as_bytes()));
+        put_nullable(&mut body, Some(header_value));
+    }
     put_zigzag(out, i64::try_from(body.len()).unwrap_or(i64::MAX));
     out.extend_from_slice(&body);
 }

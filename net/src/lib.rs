@@ -78,6 +78,12 @@
 //! connection lives on one shard's thread. The engine's metrics endpoint
 //! reads them on each shard.
 //!
+//! ## MQTT
+//! [`mqtt`] is the MQTT 3.1.1 and 5.0 codec (packets in, packets out, no
+//! state): the engine runs MQTT sessions on the same shards and stores
+//! their messages in the same log (docs/mqtt.md). Its types are reached as
+//! `shardline_net::mqtt::...`, apart from the Kafka ones.
+//!
 //! Byte layouts are drawn at the top of each format's file: `frame.rs`,
 //! `cursor.rs` (primitive types), `header.rs`, `produce.rs`, `fetch.rs`,
 //! `describe_configs_v0.rs`, `shape.rs`. `docs/kafka-wire.md` has the whole
@@ -95,6 +101,7 @@ mod fetch;
 mod frame;
 mod header;
 mod limits;
+pub mod mqtt;
 mod produce;
 #[cfg(test)]
 mod proptests;

@@ -65,6 +65,9 @@ pub struct Engine {
     /// The HTTP endpoint (`/metrics`, `/health`, `/ready`): a free port of
     /// its own unless the test passed `--http-listen` (`None`: `off`).
     pub http_addr: Option<SocketAddr>,
+    /// The MQTT listener: a free port of its own unless the test passed
+    /// `--mqtt-listen` (`None`: `off`), never the default 1883.
+    pub mqtt_addr: Option<SocketAddr>,
     pub data_dir: PathBuf,
     child: Option<Child>,
     log_path: PathBuf,
@@ -131,9 +134,26 @@ impl Engine {
                 Some(http)
             }
         };
+        // The same for MQTT: a free port that is none of the above.
+        let mqtt_addr = match flag_value(&extra, "--mqtt-listen") {
+            Some(value) if value.eq_ignore_ascii_case("off") || value.eq_ignore_ascii_case("none") => None,
+            Some(value) => Some(value.parse().unwrap()),
+            None => {
+                let kafka = u32::from(port)..u32::from(port) + u32::try_from(shard_count(&extra)).unwrap();
+                let mqtt_port = std::iter::repeat_with(|| free_port_run(1))
+                    .find(|candidate| {
+                        !kafka.contains(&u32::from(*candidate)) && http_addr.map(|a| a.port()) != Some(*candidate)
+                    })
+                    .unwrap();
+                let mqtt: SocketAddr = format!("127.0.0.1:{mqtt_port}").parse().unwrap();
+                extra.extend(["--mqtt-listen".to_string(), mqtt.to_string()]);
+                Some(mqtt)
+            }
+        };
         let mut engine = Engine {
             addr,
             http_addr,
+            mqtt_addr,
             data_dir: data_dir.to_path_buf(),
             child: None,
             // Beside the system temp dir, not the data dir: a test may fill the data dir's disk.
@@ -421,8 +441,8 @@ pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Vec<u8> {
 }
 
 /// Runs the engine binary with exactly `args` (plus a fresh data directory,
-/// and `--http-listen off` unless `args` name one: tests run concurrently
-/// and the default port is one) through `wrapper` (e.g.
+/// and `--http-listen off` and `--mqtt-listen off` unless `args` name them:
+/// tests run concurrently and the default ports are one each) through `wrapper` (e.g.
 /// `["unshare", "--net"]`, or none) until it exits or its output shows
 /// `until`, at most `wait`; then stops it (SIGTERM, then SIGKILL). Returns
 /// the exit status if it exited by itself, and everything it printed. For
@@ -447,6 +467,9 @@ pub fn run_engine_briefly(
     };
     if !args.contains(&"--http-listen") {
         command.args(["--http-listen", "off"]);
+    }
+    if !args.contains(&"--mqtt-listen") {
+        command.args(["--mqtt-listen", "off"]);
     }
     let mut child = command
         .args(args)

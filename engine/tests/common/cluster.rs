@@ -366,6 +366,10 @@ impl Cluster {
             // Three nodes on one machine: not the default port.
             args.extend(["--http-listen".to_string(), node.http_addr.to_string()]);
         }
+        if !extra.iter().any(|arg| arg == "--mqtt-listen") {
+            // Nor the default MQTT port (no cluster test speaks MQTT).
+            args.extend(["--mqtt-listen".to_string(), "off".to_string()]);
+        }
         args.extend(extra);
         let namespace = self.network.as_ref().map(|network| network.namespace(node_id));
         let node = self.node_mut(node_id);

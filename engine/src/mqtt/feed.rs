@@ -1,0 +1,224 @@
+//! The subscriber feed of one shard: while any local connection subscribes,
+//! one tail task per partition of the mapped Kafka topic reads what is new
+//! past the high watermark it last saw, from the shard that owns the
+//! partition (by message, `Shard::invoke_on`), and hands each message to
+//! the local subscribers whose filters match it (`MqttShard::dispatch`).
+//!
+//! ```text
+//!  shard s (subscribers)                         owner of partition p
+//!  tail task p ──invoke_on(read from offset)──►  Partition::read up to the high watermark
+//!              ◄──────── batches (Bytes) ───────
+//!  nothing new: ──invoke_on(watch)──►            FetchWatch on p (fires at the next
+//!              ◄── oneshot fired ─────────────   high-watermark move, as a parked Fetch)
+//! ```
+//!
+//! A feed starts at each partition's high watermark when the first local
+//! subscription is made (before its SUBACK), so a subscriber sees every
+//! message committed after its SUBACK; earlier ones are not replayed (no
+//! persistent sessions yet; retained messages are sent by the connection). The tail tasks stop once
+//! no local connection subscribes to anything.
+
+use std::{cell::Cell, rc::Rc, time::Duration};
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use glommio::sync::Semaphore;
+use shardline_log::Offset;
+
+use super::mapping::{self, Message, Skipped};
+use crate::{error::EngineError, partition::FetchWatch, shard::Shard};
+
+/// Bytes one read of a partition returns at most (whole batches; the first
+/// is returned whatever its size): bounds what a tail task holds at once.
+const FEED_READ_BYTES_MAX: usize = 1 << 20;
+
+/// Longest a tail task stays parked without news, so it notices a shutdown,
+/// an unsubscribe or a moved partition.
+const FEED_WAIT_MAX: Duration = Duration::from_millis(500);
+
+/// Pause before retrying a partition whose owner cannot be reached (no
+/// leader yet, a moved partition).
+const FEED_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// One shard's feed.
+pub(crate) struct Feed {
+    /// Whether tail tasks run.
+    running: Cell<bool>,
+    /// Bumped at every start: tail tasks of an older start stop.
+    generation: Cell<u64>,
+    /// One start at a time.
+    starting: Semaphore,
+    /// Records with no MQTT topic and compressed batches the feed skipped.
+    skipped_records: Cell<u64>,
+}
+
+impl Default for Feed {
+    fn default() -> Feed {
+        Feed {
+            running: Cell::new(false),
+            generation: Cell::new(0),
+            starting: Semaphore::new(1),
+            skipped_records: Cell::new(0),
+        }
+    }
+}
+
+/// What the owner read for a tail task.
+struct Read {
+    /// Where the read started (the log start if the asked offset fell off it).
+    from: Offset,
+    chunks: Vec<Bytes>,
+}
+
+/// Starts the tail tasks of `shard` if they are not running, each
+/// positioned at its partition's high watermark; returns once they are.
+pub(crate) async fn ensure_running(shard: &Rc<Shard>) -> Result<(), EngineError> {
+    let feed = &shard.mqtt.feed;
+    let _permit = feed
+        .starting
+        .acquire_permit(1)
+        .await
+        .map_err(|_| EngineError::ShuttingDown)?;
+    if feed.running.get() {
+        return Ok(());
+    }
+    let partitions = mapping::ensure_topic(shard).await?;
+    let topic = shard.config.mqtt_kafka_topic.clone();
+    let mut starts = Vec::with_capacity(partitions);
+    for index in 0..partitions {
+        let index = i32::try_from(index).map_err(|_| EngineError::UnknownTopicOrPartition)?;
+        let owner = shard.owner_of(&topic, index)?;
+        let name = topic.clone();
+        let high_watermark = shard
+            .invoke_on(owner, move |s: Rc<Shard>| async move {
+                s.partition(&name, index).map(|p| p.high_watermark())
+            })
+            .await??;
+        starts.push((index, high_watermark));
+    }
+    let generation = feed.generation.get().wrapping_add(1);
+    feed.generation.set(generation);
+    feed.running.set(true);
+    for (index, start) in starts {
+        glommio::spawn_local(tail(Rc::clone(shard), generation, index, start)).detach();
+    }
+    tracing::debug!(shard = shard.id, partitions, "MQTT feed started");
+    Ok(())
+}
+
+/// Whether the tail tasks of `generation` should go on.
+fn should_run(shard: &Shard, generation: u64) -> bool {
+    let feed = &shard.mqtt.feed;
+    if shard.is_shutting_down() || feed.generation.get() != generation || !feed.running.get() {
+        return false;
+    }
+    if !shard.mqtt.has_subscribers() {
+        feed.running.set(false);
+        return false;
+    }
+    true
+}
+
+/// Feeds the local subscribers from partition `index`, from `start` on.
+async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
+    let topic = shard.config.mqtt_kafka_topic.clone();
+    let mut offset = start;
+    let mut messages: Vec<Message> = Vec::new();
+    while should_run(&shard, generation) {
+        let Ok(owner) = shard.owner_of(&topic, index) else {
+            glommio::timer::sleep(FEED_RETRY_INTERVAL).await;
+            continue;
+        };
+        let name = topic.clone();
+        let read = shard
+            .invoke_on(owner, move |s: Rc<Shard>| async move {
+                read_on_owner(&s, &name, index, offset)
+            })
+            .await
+            .and_then(|read| read);
+        let read = match read {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::debug!(partition = index, %error, "MQTT feed read failed; retrying");
+                glommio::timer::sleep(FEED_RETRY_INTERVAL).await;
+                continue;
+            }
+        };
+        if read.chunks.is_empty() {
+            offset = read.from;
+            park(&shard, owner, &topic, index, offset).await;
+            continue;
+        }
+        let mut skipped = Skipped::default();
+        let mut next = read.from;
+        for chunk in &read.chunks {
+            next = next.max(mapping::messages(chunk, read.from, &mut messages, &mut skipped));
+        }
+        if next <= offset {
+            // Chunks that hold no whole batch (never written by this log):
+            // wait for news rather than spin on them.
+            tracing::warn!(partition = index, offset = offset.0, "MQTT feed read no whole batch");
+            park(&shard, owner, &topic, index, offset).await;
+            continue;
+        }
+        offset = next;
+        let feed = &shard.mqtt.feed;
+        feed.skipped_records
+            .set(feed.skipped_records.get() + skipped.untopical + skipped.compressed);
+        for message in messages.drain(..) {
+            shard.mqtt.dispatch(&message.topic, &message.payload, message.qos);
+        }
+        glommio::yield_if_needed().await;
+    }
+}
+
+/// On the owner: batches of partition `index` from `offset` (or the log
+/// start, if retention removed `offset`) up to the high watermark.
+fn read_on_owner(shard: &Shard, topic: &str, index: i32, offset: Offset) -> Result<Read, EngineError> {
+    let partition = shard.partition(topic, index)?;
+    let high_watermark = partition.high_watermark();
+    let from = offset.max(partition.log.log_start()).min(high_watermark);
+    if from >= high_watermark {
+        return Ok(Read {
+            from,
+            chunks: Vec::new(),
+        });
+    }
+    let read = partition.read(from, FEED_READ_BYTES_MAX, high_watermark)?;
+    Ok(Read {
+        from,
+        chunks: read.chunks,
+    })
+}
+
+/// Waits (at most [`FEED_WAIT_MAX`]) until the partition's high watermark
+/// passes `offset`.
+#[expect(
+    clippy::async_yields_async,
+    reason = "the owner hands back the receiver its watch fires; the tail task awaits it"
+)]
+async fn park(shard: &Rc<Shard>, owner: usize, topic: &str, index: i32, offset: Offset) {
+    let name = topic.to_string();
+    let fired = shard
+        .invoke_on(owner, move |s: Rc<Shard>| async move {
+            let (watch, fired) = FetchWatch::new();
+            match s.partition(&name, index) {
+                Ok(partition) if partition.high_watermark() > offset => watch.fire(),
+                Ok(partition) => partition.watch(&watch),
+                Err(_) => watch.fire(),
+            }
+            fired
+        })
+        .await;
+    let Ok(fired) = fired else {
+        glommio::timer::sleep(FEED_RETRY_INTERVAL).await;
+        return;
+    };
+    futures_lite::future::or(
+        async {
+            let _: Result<(), oneshot::Canceled> = fired.await;
+        },
+        glommio::timer::sleep(FEED_WAIT_MAX),
+    )
+    .await;
+}

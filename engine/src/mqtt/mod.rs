@@ -1,0 +1,340 @@
+//! # MQTT on the same shards and the same log
+//!
+//! MQTT 3.1.1 and 5.0 clients connect to `--mqtt-listen`; every shard
+//! accepts on that one socket, so the kernel spreads MQTT connections over
+//! the shards. A message a device publishes is appended, as a Kafka record,
+//! to the partition of the mapped Kafka topic that holds its MQTT topic
+//! (`mapping.rs`), on the shard that owns that partition, exactly like a
+//! Kafka produce with acks=all; subscribers are fed from the log, so a
+//! record a Kafka client writes there reaches MQTT subscribers too.
+//! docs/mqtt.md has the whole picture; this is who owns what.
+//!
+//! ## Where the state lives
+//! - **A connection** (`connection.rs`) is a task on the shard that
+//!   accepted it: its socket, its [`session::Session`] (the protocol state
+//!   machine, no I/O inside) and its bounded delivery queue.
+//! - **[`MqttShard`]**, one per shard inside `Shard`, `!Send`, no locks:
+//!   - the connections of this shard (to deliver to them and to close them
+//!     on takeover), at most `connections_max`;
+//!   - the **client-id owners** homed on this shard: client id C lives on
+//!     shard `crc32c(C) mod shards`. A CONNECT claims C there by message
+//!     (`Shard::invoke_on`); the home shard answers with the connection
+//!     that held C before, which is then told, on its own shard and by
+//!     message, that it was taken over. So client ids are unique across
+//!     shards without any shared table;
+//!   - the **feed** (`feed.rs`): while any connection of this shard holds
+//!     a subscription, one tail task per partition of the mapped topic reads
+//!     new records from the partition's owner (by message, like a Fetch,
+//!     parked on the owner's fetch watch when there is nothing new) and
+//!     hands each message to the matching local subscribers. Each shard
+//!     reads each partition once, however many subscribers it has.
+//! - **Partitions** stay where the metadata image placed them; MQTT reaches
+//!   them only through `Shard::invoke_on`, never through a lock.
+
+mod connection;
+mod feed;
+mod listener;
+mod mapping;
+mod reason;
+mod session;
+
+use std::{
+    cell::{Cell, RefCell},
+    collections::HashMap,
+    rc::Rc,
+};
+
+use bytes::Bytes;
+use glommio::channels::local_channel::LocalSender;
+use shardline_net::mqtt::{filter_matches, QoS};
+
+pub(crate) use listener::{accept_loop, bind, describe, MqttSocket};
+
+/// Messages waiting in one subscriber's delivery queue, at most; a
+/// subscriber that falls this far behind is disconnected (v5: reason 0x97)
+/// rather than let the shard buffer without bound.
+pub(crate) const DELIVERY_QUEUE_MAX: usize = 1024;
+
+/// Retained messages one shard keeps (for the topics of the partitions it
+/// owns), at most: a retained PUBLISH for a new topic beyond it is stored
+/// in the log but not retained (and logged).
+pub(crate) const RETAINED_TOPICS_MAX: usize = 10_000;
+
+/// Control messages (takeover, overflow, shutdown) queued for one
+/// connection; one is enough to close it, the rest are dropped.
+const CONTROL_QUEUE_MAX: usize = 4;
+
+/// A message on its way to one subscriber.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivery {
+    /// The MQTT topic.
+    pub(crate) topic: Rc<str>,
+    /// The payload (a slice of the log's mapped segment).
+    pub(crate) payload: Bytes,
+    /// The QoS to deliver at (min of published and granted).
+    pub(crate) qos: QoS,
+    /// Whether it is a retained message sent for a new subscription.
+    pub(crate) retain: bool,
+}
+
+/// A retained message, kept on the shard owning its topic's partition.
+#[derive(Debug, Clone)]
+struct Retained {
+    payload: Bytes,
+    qos: QoS,
+}
+
+/// What a connection is told from outside its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Control {
+    /// Its client id was claimed by a newer connection.
+    TakenOver,
+    /// Its delivery queue overflowed.
+    FellBehind,
+    /// The broker is stopping.
+    ShuttingDown,
+}
+
+/// A connection of this shard, as the shard sees it.
+struct Local {
+    /// Filters and granted QoS (the session holds the same list).
+    filters: Vec<(String, QoS)>,
+    deliveries: LocalSender<Delivery>,
+    control: LocalSender<Control>,
+}
+
+/// Which connection, on which shard, holds a client id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Holder {
+    /// The shard the connection lives on.
+    pub(crate) shard: usize,
+    /// The connection's id on that shard.
+    pub(crate) connection: u64,
+}
+
+/// One shard's MQTT state (see the module essay).
+pub(crate) struct MqttShard {
+    connections: RefCell<HashMap<u64, Local>>,
+    next_connection: Cell<u64>,
+    /// Connections this shard serves at most (its share of
+    /// `--max-connections`).
+    connections_max: usize,
+    /// Client ids homed here and who holds each; at most one entry per MQTT
+    /// connection of the whole broker.
+    holders: RefCell<HashMap<String, Holder>>,
+    /// The subscriber feed.
+    pub(crate) feed: feed::Feed,
+    /// Retained messages of topics whose partition this shard owns, by
+    /// topic; at most [`RETAINED_TOPICS_MAX`]. In memory only.
+    retained: RefCell<HashMap<String, Retained>>,
+}
+
+impl MqttShard {
+    pub(crate) fn new(connections_max: usize) -> MqttShard {
+        assert!(connections_max >= 1, "a shard takes at least one MQTT connection");
+        MqttShard {
+            connections: RefCell::new(HashMap::new()),
+            next_connection: Cell::new(0),
+            connections_max,
+            holders: RefCell::new(HashMap::new()),
+            feed: feed::Feed::default(),
+            retained: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// On the partition's owner, after the append: keeps `payload` as the
+    /// retained message of `topic` (an empty payload removes it). Returns
+    /// false when the table is full and `topic` is new.
+    fn keep_retained(&self, topic: String, payload: Bytes, qos: QoS) -> bool {
+        let mut retained = self.retained.borrow_mut();
+        if payload.is_empty() {
+            retained.remove(&topic);
+            return true;
+        }
+        if retained.len() >= RETAINED_TOPICS_MAX && !retained.contains_key(&topic) {
+            return false;
+        }
+        retained.insert(topic, Retained { payload, qos });
+        assert!(retained.len() <= RETAINED_TOPICS_MAX, "retained messages bounded");
+        true
+    }
+
+    /// The retained messages matching any of `filters`, each at the highest
+    /// QoS granted among the filters it matches (capped by its own).
+    fn retained_matching(&self, filters: &[(String, QoS)]) -> Vec<(String, Bytes, QoS)> {
+        self.retained
+            .borrow()
+            .iter()
+            .filter_map(|(topic, retained)| {
+                let granted = filters
+                    .iter()
+                    .filter(|(filter, _)| filter_matches(filter, topic))
+                    .map(|(_, qos)| *qos)
+                    .max()?;
+                Some((topic.clone(), retained.payload.clone(), granted.min(retained.qos)))
+            })
+            .collect()
+    }
+
+    /// Queues `delivery` for one connection of this shard (closing it when
+    /// its queue is full).
+    fn deliver_to(&self, connection: u64, delivery: Delivery) {
+        if let Some(local) = self.connections.borrow().get(&connection) {
+            if local.deliveries.try_send(delivery).is_err() {
+                let _ = local.control.try_send(Control::FellBehind);
+            }
+        }
+    }
+
+    /// Registers a new connection; `None` when the shard serves its maximum.
+    fn open(&self, deliveries: LocalSender<Delivery>, control: LocalSender<Control>) -> Option<u64> {
+        let mut connections = self.connections.borrow_mut();
+        if connections.len() >= self.connections_max {
+            return None;
+        }
+        let id = self.next_connection.get();
+        self.next_connection.set(id.wrapping_add(1));
+        connections.insert(
+            id,
+            Local {
+                filters: Vec::new(),
+                deliveries,
+                control,
+            },
+        );
+        assert!(connections.len() <= self.connections_max, "MQTT connections bounded");
+        Some(id)
+    }
+
+    fn close(&self, connection: u64) {
+        self.connections.borrow_mut().remove(&connection);
+    }
+
+    /// Adds (or regrants) filters of a connection.
+    fn subscribe(&self, connection: u64, filters: Vec<(String, QoS)>) {
+        let mut connections = self.connections.borrow_mut();
+        let Some(local) = connections.get_mut(&connection) else {
+            return;
+        };
+        for (filter, qos) in filters {
+            match local.filters.iter_mut().find(|(f, _)| *f == filter) {
+                Some(existing) => existing.1 = qos,
+                None => local.filters.push((filter, qos)),
+            }
+        }
+        assert!(
+            local.filters.len() <= session::SUBSCRIPTIONS_MAX,
+            "the session bounds its subscriptions"
+        );
+    }
+
+    fn unsubscribe(&self, connection: u64, filters: &[String]) {
+        if let Some(local) = self.connections.borrow_mut().get_mut(&connection) {
+            local.filters.retain(|(f, _)| !filters.contains(f));
+        }
+    }
+
+    /// Whether any connection of this shard subscribes to anything.
+    fn has_subscribers(&self) -> bool {
+        self.connections
+            .borrow()
+            .values()
+            .any(|local| !local.filters.is_empty())
+    }
+
+    /// Hands a message to every local subscriber with a matching filter,
+    /// once each, at the highest QoS granted among its matching filters
+    /// (capped by the QoS it was published at). A subscriber whose queue is
+    /// full is told to close.
+    fn dispatch(&self, topic: &Rc<str>, payload: &Bytes, published: QoS) -> usize {
+        let mut delivered = 0;
+        for local in self.connections.borrow().values() {
+            let granted = local
+                .filters
+                .iter()
+                .filter(|(filter, _)| filter_matches(filter, topic))
+                .map(|(_, qos)| *qos)
+                .max();
+            let Some(granted) = granted else { continue };
+            let delivery = Delivery {
+                topic: Rc::clone(topic),
+                payload: payload.clone(),
+                qos: granted.min(published),
+                retain: false,
+            };
+            if local.deliveries.try_send(delivery).is_ok() {
+                delivered += 1;
+            } else {
+                let _ = local.control.try_send(Control::FellBehind);
+            }
+        }
+        delivered
+    }
+
+    /// On the client id's home shard: `holder` now holds `client_id`;
+    /// returns who held it before.
+    fn claim(&self, client_id: String, holder: Holder) -> Option<Holder> {
+        self.holders.borrow_mut().insert(client_id, holder)
+    }
+
+    /// On the client id's home shard: `holder` lets `client_id` go (unless
+    /// a newer connection took it meanwhile).
+    fn release(&self, client_id: &str, holder: Holder) {
+        let mut holders = self.holders.borrow_mut();
+        if holders.get(client_id) == Some(&holder) {
+            holders.remove(client_id);
+        }
+    }
+
+    /// On the old connection's shard: tells it it was taken over.
+    fn take_over(&self, connection: u64) {
+        if let Some(local) = self.connections.borrow().get(&connection) {
+            let _ = local.control.try_send(Control::TakenOver);
+        }
+    }
+
+    /// At shutdown: tells every connection to close.
+    pub(crate) fn close_all(&self) {
+        for local in self.connections.borrow().values() {
+            let _ = local.control.try_send(Control::ShuttingDown);
+        }
+    }
+}
+
+/// The shard a client id's holder is recorded on.
+fn home_shard(client_id: &str, shards: usize) -> usize {
+    assert!(shards > 0, "at least one shard");
+    usize::try_from(crc32c::crc32c(client_id.as_bytes())).unwrap_or(0) % shards
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
+    use super::*;
+
+    #[test]
+    fn retained_messages_are_kept_replaced_cleared_and_matched() {
+        let shard = MqttShard::new(1);
+        assert!(shard.keep_retained("r/a".into(), Bytes::from_static(b"on"), QoS::AtLeastOnce));
+        assert!(shard.keep_retained("r/b".into(), Bytes::from_static(b"x"), QoS::AtMostOnce));
+        assert!(shard.keep_retained("r/a".into(), Bytes::from_static(b"off"), QoS::AtLeastOnce));
+        let mut got = shard.retained_matching(&[("r/+".to_string(), QoS::AtLeastOnce)]);
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            vec![
+                ("r/a".to_string(), Bytes::from_static(b"off"), QoS::AtLeastOnce),
+                ("r/b".to_string(), Bytes::from_static(b"x"), QoS::AtMostOnce),
+            ]
+        );
+        assert!(
+            shard.keep_retained("r/a".into(), Bytes::new(), QoS::AtMostOnce),
+            "an empty payload clears"
+        );
+        assert_eq!(
+            shard.retained_matching(&[("r/a".to_string(), QoS::AtLeastOnce)]),
+            vec![]
+        );
+        assert_eq!(shard.retained_matching(&[("#".to_string(), QoS::AtMostOnce)]).len(), 1);
+    }
+}

@@ -1,0 +1,586 @@
+//! One MQTT connection's protocol state, as a state machine without I/O:
+//! it takes the time and an [`Event`] (a packet, a message from the log,
+//! the outcome of an append, a tick, a takeover) and returns the
+//! [`Action`]s the connection task carries out in order (send a packet,
+//! claim the client id, append a message, change subscriptions, close).
+//! No socket, file or clock is touched here, so the rules are unit-tested
+//! with made-up times.
+//!
+//! Lives in its connection's task, on the shard that accepted the socket.
+//!
+//! ```text
+//!  AwaitingConnect ──CONNECT ok──► Connected ──DISCONNECT / refusal / takeover──► Closed
+//!        │                                    (every event after Closed: no action)
+//!        └──bad CONNECT──► Closed (CONNACK with a failure code, when the version has one)
+//! ```
+
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use shardline_net::mqtt::{
+    valid_topic_filter, Ack, AckKind, ConnAck, Connect, Disconnect, Packet, PacketId, Properties, Publish, QoS, SubAck,
+    Subscribe, UnsubAck, Unsubscribe, Version, Will,
+};
+
+use super::{
+    reason::{self, FilterRefusal, Refusal},
+    Delivery,
+};
+use crate::error::EngineError;
+
+/// Subscriptions one connection may hold: bounds the shard's subscription
+/// table and the work of matching each message (every filter of every
+/// local subscriber is tried).
+pub(crate) const SUBSCRIPTIONS_MAX: usize = 64;
+
+/// QoS 1 messages sent to one subscriber and not yet acknowledged, at most
+/// (lowered to the client's Receive Maximum): the rest wait in the delivery
+/// queue.
+pub(crate) const INFLIGHT_OUT_MAX: usize = 64;
+
+/// How long a new connection has to send its CONNECT: bounds how long a
+/// silent socket holds one of the shard's connection slots.
+pub(crate) const CONNECT_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// The v5 DISCONNECT reason that asks the server to publish the will.
+const DISCONNECT_WITH_WILL: u8 = 0x04;
+
+/// QoS 2 publications received and not yet released (PUBREL) per
+/// connection: announced to v5 clients as Receive Maximum; one more is a
+/// protocol error (v5: DISCONNECT 0x93).
+pub(crate) const RELEASES_PENDING_MAX: usize = 64;
+
+/// Longest client identifier accepted (3.1.1 obliges servers to take 23
+/// bytes; longer ones are allowed, within reason).
+pub(crate) const CLIENT_ID_BYTES_MAX: usize = 256;
+
+/// What the server announces and enforces for every connection.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionLimits {
+    /// Largest packet accepted (`--mqtt-max-packet-bytes`).
+    pub(crate) packet_bytes_max: u32,
+    /// The client id given to a v5 client that sent an empty one.
+    pub(crate) assigned_client_id: String,
+}
+
+/// Something that happened to the connection.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one event at a time per connection; boxing would allocate for every packet"
+)]
+pub(crate) enum Event {
+    /// A packet from the client.
+    Packet(Packet),
+    /// A message from the log matching this connection's subscriptions.
+    Delivery(Delivery),
+    /// The append of a PUBLISH ended.
+    Appended {
+        /// The publication's identifier (QoS 1 and 2), to acknowledge.
+        packet_id: Option<PacketId>,
+        /// The QoS it was published at (PUBACK for 1, PUBREC for 2).
+        qos: QoS,
+        /// What the append said.
+        outcome: Result<(), EngineError>,
+    },
+    /// Time passed (the keep-alive deadline may have gone by).
+    Tick,
+    /// A newer connection claimed this one's client id.
+    TakenOver,
+    /// The subscriber's delivery queue overflowed.
+    FellBehind,
+    /// The broker is stopping.
+    ShuttingDown,
+}
+
+/// What the connection task does next, in order.
+#[derive(Debug, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a few actions per event, consumed at once; boxing would allocate for every packet sent"
+)]
+pub(crate) enum Action {
+    /// Write this packet.
+    Send(Packet),
+    /// Take the client id for this connection (closing an older one
+    /// elsewhere) before anything after this action.
+    Claim {
+        /// The client identifier.
+        client_id: String,
+    },
+    /// Append a message to the log; an [`Event::Appended`] follows.
+    Append {
+        /// The MQTT topic.
+        topic: String,
+        /// The payload.
+        payload: Bytes,
+        /// The QoS it was published at.
+        qos: QoS,
+        /// Its RETAIN flag.
+        retain: bool,
+        /// The identifier to acknowledge (QoS 1).
+        packet_id: Option<PacketId>,
+    },
+    /// Add (or replace) these filters in the shard's subscription table
+    /// before the SUBACK that follows goes out.
+    Subscribe {
+        /// Filter and granted QoS.
+        filters: Vec<(String, QoS)>,
+    },
+    /// Remove these filters from the shard's subscription table.
+    Unsubscribe {
+        /// The filters.
+        filters: Vec<String>,
+    },
+    /// Close the connection (after writing what came before).
+    Close {
+        /// Why, or `None` for a client's DISCONNECT.
+        why: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitingConnect,
+    Connected,
+    Closed,
+}
+
+/// One connection's MQTT state.
+#[derive(Debug)]
+pub(crate) struct Session {
+    phase: Phase,
+    limits: SessionLimits,
+    /// Known once CONNECT arrived.
+    version: Option<Version>,
+    /// 1.5 × the client's keep alive, `None` for no keep alive.
+    keep_alive_grace: Option<Duration>,
+    /// When the connection was accepted.
+    accepted_at: Instant,
+    /// When the last packet arrived.
+    last_packet_at: Instant,
+    /// The client's identifier (or the one assigned).
+    client_id: String,
+    /// The largest packet the client accepts.
+    client_packet_bytes_max: u32,
+    /// QoS 1 deliveries in flight at most (min of the client's Receive
+    /// Maximum and [`INFLIGHT_OUT_MAX`]).
+    inflight_out_max: usize,
+    /// QoS 1 deliveries sent and not yet acknowledged.
+    inflight_out: BTreeSet<PacketId>,
+    /// The next packet identifier to try for a delivery.
+    next_packet_id: u16,
+    /// Filters and granted QoS, at most [`SUBSCRIPTIONS_MAX`].
+    subscriptions: Vec<(String, QoS)>,
+    /// The will of CONNECT, until a normal DISCONNECT discards it.
+    will: Option<Will>,
+    /// QoS 2 publications appended and acknowledged with PUBREC, waiting
+    /// for their PUBREL; at most [`RELEASES_PENDING_MAX`].
+    releases_pending: BTreeSet<PacketId>,
+}
+
+impl Session {
+    pub(crate) fn new(now: Instant, limits: SessionLimits) -> Session {
+        assert!(limits.packet_bytes_max > 0, "a packet bound of at least one byte");
+        Session {
+            phase: Phase::AwaitingConnect,
+            limits,
+            version: None,
+            keep_alive_grace: None,
+            accepted_at: now,
+            last_packet_at: now,
+            client_id: String::new(),
+            client_packet_bytes_max: u32::MAX,
+            inflight_out_max: INFLIGHT_OUT_MAX,
+            inflight_out: BTreeSet::new(),
+            next_packet_id: 1,
+            subscriptions: Vec::new(),
+            will: None,
+            releases_pending: BTreeSet::new(),
+        }
+    }
+
+    /// The will to publish now that the connection has ended, if there is
+    /// one: every end but a client's normal DISCONNECT publishes it (MQTT
+    /// 3.1.1 §3.1.2.5, 5.0 §3.1.2.5; v5 DISCONNECT 0x04 asks for it).
+    /// Returns it once.
+    pub(crate) fn take_will(&mut self) -> Option<Will> {
+        self.will.take()
+    }
+
+    /// The protocol level, once CONNECT arrived.
+    pub(crate) fn version(&self) -> Option<Version> {
+        self.version
+    }
+
+    /// Whether the connection is closed (no more actions will come).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Whether a delivery could be sent now (a QoS 1 one needs a free slot).
+    pub(crate) fn takes_deliveries(&self) -> bool {
+        self.phase == Phase::Connected && self.inflight_out.len() < self.inflight_out_max
+    }
+
+    /// When the keep-alive grace (or the wait for CONNECT) runs out, if
+    /// there is such a time.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::AwaitingConnect => Some(self.accepted_at + CONNECT_WAIT_MAX),
+            Phase::Connected => self.keep_alive_grace.map(|grace| self.last_packet_at + grace),
+            Phase::Closed => None,
+        }
+    }
+
+    /// Handles one event at `now`.
+    pub(crate) fn handle(&mut self, now: Instant, event: Event) -> Vec<Action> {
+        if self.phase == Phase::Closed {
+            return Vec::new();
+        }
+        let actions = match event {
+            Event::Packet(packet) => {
+                self.last_packet_at = now;
+                self.on_packet(packet)
+            }
+            Event::Delivery(delivery) => self.on_delivery(delivery),
+            Event::Appended {
+                packet_id,
+                qos,
+                outcome,
+            } => self.on_appended(packet_id, qos, outcome),
+            Event::Tick => match self.deadline() {
+                Some(deadline) if now >= deadline && self.phase == Phase::AwaitingConnect => {
+                    self.phase = Phase::Closed;
+                    vec![Action::Close {
+                        why: Some("no CONNECT in time".to_string()),
+                    }]
+                }
+                Some(deadline) if now >= deadline => self.refuse(Refusal::KeepAliveTimeout),
+                _ => Vec::new(),
+            },
+            Event::TakenOver => self.refuse(Refusal::TakenOver),
+            Event::FellBehind => self.refuse(Refusal::SlowSubscriber),
+            Event::ShuttingDown => self.refuse(Refusal::ServerShuttingDown),
+        };
+        assert!(
+            self.inflight_out.len() <= self.inflight_out_max,
+            "deliveries in flight stay within the bound"
+        );
+        assert!(self.subscriptions.len() <= SUBSCRIPTIONS_MAX, "subscriptions bounded");
+        assert!(
+            self.releases_pending.len() <= RELEASES_PENDING_MAX,
+            "QoS 2 releases pending bounded"
+        );
+        actions
+    }
+
+    /// A packet that did not decode: the connection ends.
+    pub(crate) fn refuse(&mut self, refusal: Refusal) -> Vec<Action> {
+        let why = Some(refusal.to_string());
+        let phase = std::mem::replace(&mut self.phase, Phase::Closed);
+        let mut actions = Vec::new();
+        match (phase, self.version) {
+            (Phase::AwaitingConnect, _) => {
+                let version = self.version.unwrap_or(Version::V311);
+                if let Some(code) = reason::connack_code(&refusal, version) {
+                    actions.push(Action::Send(Packet::ConnAck(ConnAck {
+                        session_present: false,
+                        code,
+                        properties: Properties::default(),
+                    })));
+                }
+            }
+            (Phase::Connected, Some(Version::V5)) => actions.push(Action::Send(Packet::Disconnect(Disconnect {
+                reason: reason::disconnect_code(&refusal),
+                properties: Properties::default(),
+            }))),
+            _ => {}
+        }
+        actions.push(Action::Close { why });
+        actions
+    }
+
+    fn on_packet(&mut self, packet: Packet) -> Vec<Action> {
+        match (self.phase, packet) {
+            (Phase::AwaitingConnect, Packet::Connect(connect)) => self.on_connect(*connect),
+            (Phase::AwaitingConnect, _) => self.refuse(Refusal::Decode(
+                shardline_net::mqtt::MqttDecodeError::FirstPacketNotConnect,
+            )),
+            (_, Packet::Connect(_)) => self.refuse(Refusal::SecondConnect),
+            (_, Packet::Publish(publish)) => self.on_publish(publish),
+            (_, Packet::Ack(ack)) if ack.kind == AckKind::PubAck => {
+                // An identifier not in flight is ignored (a late duplicate).
+                self.inflight_out.remove(&ack.packet_id);
+                Vec::new()
+            }
+            (_, Packet::Ack(ack)) if ack.kind == AckKind::PubRel => {
+                let found = self.releases_pending.remove(&ack.packet_id);
+                vec![Action::Send(Packet::Ack(Ack {
+                    kind: AckKind::PubComp,
+                    packet_id: ack.packet_id,
+                    reason: if self.version == Some(Version::V5) {
+                        reason::pubcomp_code(found)
+                    } else {
+                        0
+                    },
+                    properties: Properties::default(),
+                }))]
+            }
+            (_, Packet::Subscribe(subscribe)) => self.on_subscribe(subscribe),
+            (_, Packet::Unsubscribe(unsubscribe)) => self.on_unsubscribe(unsubscribe),
+            (_, Packet::PingReq) => vec![Action::Send(Packet::PingResp)],
+            (_, Packet::Disconnect(disconnect)) => {
+                if disconnect.reason != DISCONNECT_WITH_WILL {
+                    self.will = None;
+                }
+                self.phase = Phase::Closed;
+                vec![Action::Close { why: None }]
+            }
+            (_, other) => self.refuse(Refusal::UnexpectedPacket(other.name())),
+        }
+    }
+
+    fn on_connect(&mut self, connect: Connect) -> Vec<Action> {
+        self.version = Some(connect.version);
+        let client_id = if connect.client_id.is_empty() {
+            // 3.1.1: an empty id only with a clean session (MQTT-3.1.3-7);
+            // 5.0: the server assigns one.
+            if connect.version == Version::V311 && !connect.clean_start {
+                return self.refuse(Refusal::ClientIdRejected);
+            }
+            self.limits.assigned_client_id.clone()
+        } else {
+            connect.client_id.clone()
+        };
+        if client_id.len() > CLIENT_ID_BYTES_MAX {
+            return self.refuse(Refusal::ClientIdRejected);
+        }
+        self.will = connect.will;
+        self.client_id = client_id.clone();
+        self.keep_alive_grace =
+            (connect.keep_alive_s > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive_s) * 1500));
+        if let Some(max) = connect.properties.maximum_packet_size {
+            self.client_packet_bytes_max = max;
+        }
+        if let Some(receive_maximum) = connect.properties.receive_maximum {
+            self.inflight_out_max = usize::from(receive_maximum).clamp(1, INFLIGHT_OUT_MAX);
+        }
+        self.phase = Phase::Connected;
+        let properties = match connect.version {
+            Version::V311 => Properties::default(),
+            Version::V5 => Properties {
+                assigned_client_id: connect.client_id.is_empty().then_some(client_id.clone()),
+                maximum_packet_size: Some(self.limits.packet_bytes_max),
+                receive_maximum: Some(u16::try_from(RELEASES_PENDING_MAX).unwrap_or(u16::MAX)),
+                topic_alias_maximum: Some(0),
+                wildcard_available: Some(1),
+                subscription_ids_available: Some(0),
+                shared_available: Some(0),
+                // Sessions end with their connection (docs/mqtt.md).
+                session_expiry_s: Some(0),
+                ..Properties::default()
+            },
+        };
+        vec![
+            Action::Claim { client_id },
+            Action::Send(Packet::ConnAck(ConnAck {
+                // No session outlives its connection yet (docs/mqtt.md).
+                session_present: false,
+                code: 0,
+                properties,
+            })),
+        ]
+    }
+
+    fn on_publish(&mut self, publish: Publish) -> Vec<Action> {
+        if publish.properties.topic_alias.is_some() {
+            return self.refuse(Refusal::TopicAliasInvalid);
+        }
+        if !publish.properties.subscription_ids.is_empty() {
+            return self.refuse(Refusal::UnexpectedPacket("subscription identifier in PUBLISH"));
+        }
+        assert_eq!(
+            publish.packet_id.is_some(),
+            publish.qos != QoS::AtMostOnce,
+            "the codec gives QoS 1 and 2 an identifier, QoS 0 none"
+        );
+        if let (QoS::ExactlyOnce, Some(id)) = (publish.qos, publish.packet_id) {
+            if self.releases_pending.contains(&id) {
+                // Sent again before its PUBREL: stored once, acknowledged again.
+                return vec![Action::Send(Packet::Ack(Ack {
+                    kind: AckKind::PubRec,
+                    packet_id: id,
+                    reason: 0,
+                    properties: Properties::default(),
+                }))];
+            }
+            if self.releases_pending.len() >= RELEASES_PENDING_MAX {
+                return self.refuse(Refusal::ReceiveMaximumExceeded);
+            }
+        }
+        vec![Action::Append {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            packet_id: publish.packet_id,
+        }]
+    }
+
+    fn on_appended(&mut self, packet_id: Option<PacketId>, qos: QoS, outcome: Result<(), EngineError>) -> Vec<Action> {
+        let Some(packet_id) = packet_id else {
+            // QoS 0: nobody is told (the connection task counts failures).
+            return Vec::new();
+        };
+        let kind = match qos {
+            QoS::ExactlyOnce => AckKind::PubRec,
+            QoS::AtMostOnce | QoS::AtLeastOnce => AckKind::PubAck,
+        };
+        if kind == AckKind::PubRec && outcome.is_ok() {
+            self.releases_pending.insert(packet_id);
+        }
+        match (self.version, outcome) {
+            (Some(Version::V5), outcome) => vec![Action::Send(Packet::Ack(Ack {
+                kind,
+                packet_id,
+                reason: reason::puback_code(&outcome),
+                properties: Properties::default(),
+            }))],
+            (_, Ok(())) => vec![Action::Send(Packet::Ack(Ack {
+                kind,
+                packet_id,
+                reason: 0,
+                properties: Properties::default(),
+            }))],
+            // 3.1.1 has no negative PUBACK or PUBREC: the client republishes after
+            // reconnecting.
+            (_, Err(error)) => self.refuse(Refusal::Append(error)),
+        }
+    }
+
+    fn on_subscribe(&mut self, subscribe: Subscribe) -> Vec<Action> {
+        let version = self.version.unwrap_or(Version::V311);
+        if !subscribe.properties.subscription_ids.is_empty() {
+            return self.refuse(Refusal::SubscriptionIdsNotSupported);
+        }
+        let mut granted = Vec::new();
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        for (filter, options) in subscribe.filters {
+            let outcome = if filter.starts_with("$share/") {
+                Err(FilterRefusal::Shared)
+            } else if !valid_topic_filter(&filter) {
+                Err(FilterRefusal::Invalid)
+            } else {
+                let qos = options.qos.min(QoS::AtLeastOnce);
+                if let Some(existing) = self.subscriptions.iter_mut().find(|(f, _)| *f == filter) {
+                    existing.1 = qos;
+                    Ok(qos)
+                } else if self.subscriptions.len() < SUBSCRIPTIONS_MAX {
+                    self.subscriptions.push((filter.clone(), qos));
+                    Ok(qos)
+                } else {
+                    Err(FilterRefusal::Quota)
+                }
+            };
+            if let Ok(qos) = outcome {
+                granted.push((filter, qos));
+            }
+            codes.push(reason::suback_code(outcome, version));
+        }
+        let mut actions = Vec::new();
+        if !granted.is_empty() {
+            actions.push(Action::Subscribe { filters: granted });
+        }
+        actions.push(Action::Send(Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            properties: Properties::default(),
+            codes,
+        })));
+        actions
+    }
+
+    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Vec<Action> {
+        let mut codes = Vec::new();
+        for filter in &unsubscribe.filters {
+            let before = self.subscriptions.len();
+            self.subscriptions.retain(|(f, _)| f != filter);
+            codes.push(reason::unsuback_code(self.subscriptions.len() < before));
+        }
+        if self.version != Some(Version::V5) {
+            codes.clear();
+        }
+        vec![
+            Action::Unsubscribe {
+                filters: unsubscribe.filters,
+            },
+            Action::Send(Packet::UnsubAck(UnsubAck {
+                packet_id: unsubscribe.packet_id,
+                properties: Properties::default(),
+                codes,
+            })),
+        ]
+    }
+
+    fn on_delivery(&mut self, delivery: Delivery) -> Vec<Action> {
+        if self.phase != Phase::Connected {
+            return Vec::new();
+        }
+        let packet_id = match delivery.qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce | QoS::ExactlyOnce => {
+                if self.inflight_out.len() >= self.inflight_out_max {
+                    // The task only hands deliveries over when one fits.
+                    return self.refuse(Refusal::SlowSubscriber);
+                }
+                let id = self.free_packet_id();
+                self.inflight_out.insert(id);
+                Some(id)
+            }
+        };
+        let publish = Publish {
+            dup: false,
+            qos: if packet_id.is_some() {
+                QoS::AtLeastOnce
+            } else {
+                QoS::AtMostOnce
+            },
+            retain: delivery.retain,
+            topic: delivery.topic.to_string(),
+            packet_id,
+            properties: Properties::default(),
+            payload: delivery.payload,
+        };
+        // A packet larger than the client accepts is dropped (v5 §3.1.2.11.4).
+        let size = publish.topic.len() + publish.payload.len() + 16;
+        if u32::try_from(size).map_or(true, |size| size > self.client_packet_bytes_max) {
+            if let Some(id) = packet_id {
+                self.inflight_out.remove(&id);
+            }
+            return Vec::new();
+        }
+        vec![Action::Send(Packet::Publish(publish))]
+    }
+
+    /// The next identifier not in flight (one exists: fewer than 65,535
+    /// are ever in flight).
+    fn free_packet_id(&mut self) -> PacketId {
+        assert!(
+            self.inflight_out.len() < usize::from(u16::MAX),
+            "a free packet id exists"
+        );
+        loop {
+            let candidate = PacketId::new(self.next_packet_id);
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if let Some(id) = candidate.filter(|id| !self.inflight_out.contains(id)) {
+                return id;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,460 @@
+//! The session's rules, driven with made-up times and packets.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use shardline_net::mqtt::{
+    Ack, AckKind, ConnAck, Connect, Disconnect, MqttDecodeError, Packet, PacketId, Properties, Publish, QoS, SubAck,
+    Subscribe, SubscriptionOptions, Version,
+};
+
+use super::{Action, Event, Session, SessionLimits, SUBSCRIPTIONS_MAX};
+use crate::mqtt::{reason::Refusal, Delivery};
+
+fn limits() -> SessionLimits {
+    SessionLimits {
+        packet_bytes_max: 1 << 20,
+        assigned_client_id: "assigned-1".to_string(),
+    }
+}
+
+fn connect(version: Version, client_id: &str, clean_start: bool, keep_alive_s: u16) -> Packet {
+    Packet::Connect(Box::new(Connect {
+        version,
+        clean_start,
+        keep_alive_s,
+        client_id: client_id.to_string(),
+        will: None,
+        username: None,
+        password: None,
+        properties: Properties::default(),
+    }))
+}
+
+fn connected(version: Version, now: Instant) -> Session {
+    let mut session = Session::new(now, limits());
+    let actions = session.handle(now, Event::Packet(connect(version, "dev-1", true, 10)));
+    assert_eq!(actions.len(), 2, "{actions:?}");
+    session
+}
+
+fn id(n: u16) -> PacketId {
+    PacketId::new(n).unwrap()
+}
+
+fn subscribe(filters: &[(&str, QoS)]) -> Packet {
+    Packet::Subscribe(Subscribe {
+        packet_id: id(7),
+        properties: Properties::default(),
+        filters: filters
+            .iter()
+            .map(|(f, qos)| {
+                (
+                    f.to_string(),
+                    SubscriptionOptions {
+                        qos: *qos,
+                        no_local: false,
+                        retain_as_published: false,
+                        retain_handling: 0,
+                    },
+                )
+            })
+            .collect(),
+    })
+}
+
+fn closes(actions: &[Action]) -> bool {
+    matches!(actions.last(), Some(Action::Close { .. }))
+}
+
+#[test]
+fn connect_claims_the_id_then_acknowledges() {
+    let now = Instant::now();
+    let mut session = Session::new(now, limits());
+    let actions = session.handle(now, Event::Packet(connect(Version::V311, "dev-1", false, 30)));
+    assert_eq!(
+        actions[0],
+        Action::Claim {
+            client_id: "dev-1".to_string()
+        }
+    );
+    let Action::Send(Packet::ConnAck(connack)) = &actions[1] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!((connack.code, connack.session_present), (0, false));
+    assert_eq!(session.version(), Some(Version::V311));
+}
+
+#[test]
+fn an_empty_client_id_needs_a_clean_session_in_311_and_is_assigned_in_5() {
+    let now = Instant::now();
+    let mut session = Session::new(now, limits());
+    let actions = session.handle(now, Event::Packet(connect(Version::V311, "", false, 0)));
+    assert_eq!(
+        actions[0],
+        Action::Send(Packet::ConnAck(ConnAck {
+            session_present: false,
+            code: 0x02,
+            properties: Properties::default()
+        }))
+    );
+    assert!(closes(&actions) && session.is_closed());
+
+    let mut session = Session::new(now, limits());
+    let actions = session.handle(now, Event::Packet(connect(Version::V311, "", true, 0)));
+    assert_eq!(
+        actions[0],
+        Action::Claim {
+            client_id: "assigned-1".to_string()
+        }
+    );
+
+    let mut session = Session::new(now, limits());
+    let actions = session.handle(now, Event::Packet(connect(Version::V5, "", false, 0)));
+    let Action::Send(Packet::ConnAck(connack)) = &actions[1] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(connack.properties.assigned_client_id.as_deref(), Some("assigned-1"));
+    assert_eq!(connack.properties.receive_maximum, Some(64));
+}
+
+#[test]
+fn a_second_connect_is_a_protocol_error() {
+    let now = Instant::now();
+    let mut session = connected(Version::V5, now);
+    let actions = session.handle(now, Event::Packet(connect(Version::V5, "dev-1", true, 10)));
+    assert_eq!(
+        actions[0],
+        Action::Send(Packet::Disconnect(Disconnect {
+            reason: 0x82,
+            properties: Properties::default()
+        }))
+    );
+    assert!(closes(&actions));
+    assert!(
+        session.handle(now, Event::Packet(Packet::PingReq)).is_empty(),
+        "closed stays closed"
+    );
+}
+
+#[test]
+fn keep_alive_allows_one_and_a_half_periods() {
+    let start = Instant::now();
+    let mut session = connected(Version::V311, start);
+    assert_eq!(session.deadline(), Some(start + Duration::from_secs(15)));
+    assert!(session.handle(start + Duration::from_secs(14), Event::Tick).is_empty());
+    // A packet moves the deadline.
+    let later = start + Duration::from_secs(14);
+    assert_eq!(
+        session.handle(later, Event::Packet(Packet::PingReq)),
+        vec![Action::Send(Packet::PingResp)]
+    );
+    assert!(session.handle(start + Duration::from_secs(28), Event::Tick).is_empty());
+    let actions = session.handle(start + Duration::from_secs(29), Event::Tick);
+    assert!(closes(&actions), "{actions:?}");
+}
+
+#[test]
+fn v5_keep_alive_timeout_says_why() {
+    let start = Instant::now();
+    let mut session = connected(Version::V5, start);
+    let actions = session.handle(start + Duration::from_secs(16), Event::Tick);
+    let Action::Send(Packet::Disconnect(disconnect)) = &actions[0] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(disconnect.reason, 0x8d);
+}
+
+#[test]
+fn qos1_is_acknowledged_only_after_the_append() {
+    let now = Instant::now();
+    let mut session = connected(Version::V311, now);
+    let publish = Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: "a/b".to_string(),
+        packet_id: Some(id(3)),
+        properties: Properties::default(),
+        payload: Bytes::from_static(b"x"),
+    });
+    let actions = session.handle(now, Event::Packet(publish));
+    assert!(
+        matches!(&actions[..], [Action::Append { packet_id: Some(_), .. }]),
+        "{actions:?}"
+    );
+    let actions = session.handle(
+        now,
+        Event::Appended {
+            packet_id: Some(id(3)),
+            qos: QoS::AtLeastOnce,
+            outcome: Ok(()),
+        },
+    );
+    assert_eq!(
+        actions,
+        vec![Action::Send(Packet::Ack(Ack {
+            kind: AckKind::PubAck,
+            packet_id: id(3),
+            reason: 0,
+            properties: Properties::default()
+        }))]
+    );
+    // A failed append in 3.1.1 (no negative PUBACK) closes the connection.
+    let actions = session.handle(
+        now,
+        Event::Appended {
+            packet_id: Some(id(4)),
+            qos: QoS::AtLeastOnce,
+            outcome: Err(crate::error::EngineError::ShardUnavailable),
+        },
+    );
+    assert!(closes(&actions));
+}
+
+#[test]
+fn qos2_is_received_once_and_released() {
+    let now = Instant::now();
+    let mut session = connected(Version::V5, now);
+    let publish = Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        topic: "a".to_string(),
+        packet_id: Some(id(9)),
+        properties: Properties::default(),
+        payload: Bytes::new(),
+    });
+    let actions = session.handle(now, Event::Packet(publish.clone()));
+    assert!(
+        matches!(
+            &actions[..],
+            [Action::Append {
+                qos: QoS::ExactlyOnce,
+                ..
+            }]
+        ),
+        "{actions:?}"
+    );
+    let appended = Event::Appended {
+        packet_id: Some(id(9)),
+        qos: QoS::ExactlyOnce,
+        outcome: Ok(()),
+    };
+    let pubrec = Action::Send(Packet::Ack(Ack {
+        kind: AckKind::PubRec,
+        packet_id: id(9),
+        reason: 0,
+        properties: Properties::default(),
+    }));
+    assert_eq!(session.handle(now, appended), vec![pubrec]);
+    // Sent again before PUBREL: not appended again, acknowledged again.
+    let again = session.handle(now, Event::Packet(publish));
+    assert!(
+        matches!(
+            &again[..],
+            [Action::Send(Packet::Ack(Ack {
+                kind: AckKind::PubRec,
+                ..
+            }))]
+        ),
+        "{again:?}"
+    );
+    let pubrel = |n| {
+        Event::Packet(Packet::Ack(Ack {
+            kind: AckKind::PubRel,
+            packet_id: id(n),
+            reason: 0,
+            properties: Properties::default(),
+        }))
+    };
+    let pubcomp = |n, reason| {
+        vec![Action::Send(Packet::Ack(Ack {
+            kind: AckKind::PubComp,
+            packet_id: id(n),
+            reason,
+            properties: Properties::default(),
+        }))]
+    };
+    assert_eq!(session.handle(now, pubrel(9)), pubcomp(9, 0));
+    assert_eq!(session.handle(now, pubrel(9)), pubcomp(9, 0x92), "no longer pending");
+}
+
+#[test]
+fn subscribe_grants_at_most_qos1_and_refuses_bad_filters_one_by_one() {
+    let now = Instant::now();
+    let mut session = connected(Version::V5, now);
+    let actions = session.handle(
+        now,
+        Event::Packet(subscribe(&[
+            ("a/+", QoS::ExactlyOnce),
+            ("a/#/b", QoS::AtMostOnce),
+            ("$share/g/a", QoS::AtMostOnce),
+        ])),
+    );
+    assert_eq!(
+        actions,
+        vec![
+            Action::Subscribe {
+                filters: vec![("a/+".to_string(), QoS::AtLeastOnce)]
+            },
+            Action::Send(Packet::SubAck(SubAck {
+                packet_id: id(7),
+                properties: Properties::default(),
+                codes: vec![1, 0x8f, 0x9e]
+            }))
+        ]
+    );
+}
+
+#[test]
+fn subscriptions_are_bounded() {
+    let now = Instant::now();
+    let mut session = connected(Version::V311, now);
+    for i in 0..SUBSCRIPTIONS_MAX {
+        let filter = format!("t/{i}");
+        session.handle(now, Event::Packet(subscribe(&[(&filter, QoS::AtMostOnce)])));
+    }
+    let actions = session.handle(now, Event::Packet(subscribe(&[("one/more", QoS::AtMostOnce)])));
+    let Some(Action::Send(Packet::SubAck(suback))) = actions.last() else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(suback.codes, vec![0x80]);
+}
+
+#[test]
+fn qos1_deliveries_take_packet_ids_until_the_window_is_full() {
+    let now = Instant::now();
+    let mut session = Session::new(now, limits());
+    let mut packet = connect(Version::V5, "sub", true, 0);
+    if let Packet::Connect(connect) = &mut packet {
+        connect.properties.receive_maximum = Some(2);
+    }
+    session.handle(now, Event::Packet(packet));
+    let delivery = || Delivery {
+        topic: std::rc::Rc::from("a"),
+        payload: Bytes::from_static(b"p"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+    };
+    let first = session.handle(now, Event::Delivery(delivery()));
+    let second = session.handle(now, Event::Delivery(delivery()));
+    let ids: Vec<u16> = [first, second]
+        .iter()
+        .map(|actions| match &actions[0] {
+            Action::Send(Packet::Publish(p)) => p.packet_id.unwrap().get(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, vec![1, 2]);
+    assert!(!session.takes_deliveries());
+    let ack = Packet::Ack(Ack {
+        kind: AckKind::PubAck,
+        packet_id: id(1),
+        reason: 0,
+        properties: Properties::default(),
+    });
+    session.handle(now, Event::Packet(ack));
+    assert!(session.takes_deliveries());
+}
+
+#[test]
+fn packets_only_a_server_sends_are_protocol_errors() {
+    let now = Instant::now();
+    let mut session = connected(Version::V5, now);
+    let actions = session.handle(now, Event::Packet(Packet::PingResp));
+    let Action::Send(Packet::Disconnect(disconnect)) = &actions[0] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(disconnect.reason, 0x82);
+}
+
+#[test]
+fn takeover_and_bad_bytes_close_with_their_reason() {
+    let now = Instant::now();
+    let mut session = connected(Version::V5, now);
+    let actions = session.handle(now, Event::TakenOver);
+    let Action::Send(Packet::Disconnect(disconnect)) = &actions[0] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(disconnect.reason, 0x8e);
+
+    let mut session = connected(Version::V311, now);
+    let actions = session.refuse(Refusal::Decode(MqttDecodeError::TopicName));
+    assert_eq!(actions.len(), 1, "3.1.1 has no DISCONNECT from the server");
+    assert!(closes(&actions));
+
+    let mut session = Session::new(now, limits());
+    let actions = session.refuse(Refusal::Decode(MqttDecodeError::UnsupportedVersion { level: 3 }));
+    assert!(matches!(
+        &actions[0],
+        Action::Send(Packet::ConnAck(ConnAck { code: 0x01, .. }))
+    ));
+}
+
+#[test]
+fn a_silent_connection_is_closed_without_a_connack() {
+    let start = Instant::now();
+    let mut session = Session::new(start, limits());
+    assert_eq!(session.deadline(), Some(start + super::CONNECT_WAIT_MAX));
+    let actions = session.handle(start + super::CONNECT_WAIT_MAX, Event::Tick);
+    assert!(matches!(&actions[..], [Action::Close { .. }]), "{actions:?}");
+}
+
+#[test]
+fn a_client_disconnect_closes_quietly() {
+    let now = Instant::now();
+    let mut session = connected(Version::V311, now);
+    let actions = session.handle(
+        now,
+        Event::Packet(Packet::Disconnect(Disconnect {
+            reason: 0,
+            properties: Properties::default(),
+        })),
+    );
+    assert_eq!(actions, vec![Action::Close { why: None }]);
+}
+
+fn connect_with_will(version: Version, qos: QoS) -> Packet {
+    let mut packet = connect(version, "dev-w", true, 10);
+    if let Packet::Connect(connect) = &mut packet {
+        connect.will = Some(shardline_net::mqtt::Will {
+            topic: "dev/w/status".to_string(),
+            payload: Bytes::from_static(b"gone"),
+            qos,
+            retain: false,
+            properties: Properties::default(),
+        });
+    }
+    packet
+}
+
+#[test]
+fn the_will_is_kept_unless_the_client_disconnects_normally() {
+    let now = Instant::now();
+    // Lost connection (or any server-side close): the will is published.
+    let mut session = Session::new(now, limits());
+    session.handle(now, Event::Packet(connect_with_will(Version::V311, QoS::AtLeastOnce)));
+    session.handle(now + Duration::from_secs(16), Event::Tick);
+    assert_eq!(session.take_will().unwrap().topic, "dev/w/status");
+    assert!(session.take_will().is_none(), "once");
+    // A normal DISCONNECT discards it.
+    let mut session = Session::new(now, limits());
+    session.handle(now, Event::Packet(connect_with_will(Version::V5, QoS::AtMostOnce)));
+    let normal = Disconnect {
+        reason: 0,
+        properties: Properties::default(),
+    };
+    session.handle(now, Event::Packet(Packet::Disconnect(normal)));
+    assert!(session.take_will().is_none());
+    // v5 DISCONNECT 0x04 asks for it.
+    let mut session = Session::new(now, limits());
+    session.handle(now, Event::Packet(connect_with_will(Version::V5, QoS::AtMostOnce)));
+    let with_will = Disconnect {
+        reason: 0x04,
+        properties: Properties::default(),
+    };
+    session.handle(now, Event::Packet(Packet::Disconnect(with_will)));
+    assert!(session.take_will().is_some());
+}

@@ -1,0 +1,283 @@
+//! MQTT against a real engine: paho-mqtt (3.1.1 and 5.0) and kafka-python
+//! on one log, mosquitto's command-line clients, and hand-made bad packets
+//! that must close only their own connection, with the v5 reason code.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    process::Command,
+    time::Duration,
+};
+
+use common::{python_script_output, raw_exchange, Engine};
+
+/// Longest a test waits for an answer that should come at once (a bound
+/// against hangs, not a timed assertion).
+const ANSWER_WAIT: Duration = Duration::from_secs(15);
+
+fn mqtt_addr(engine: &Engine) -> SocketAddr {
+    engine.mqtt_addr.expect("the harness gives every engine an MQTT port")
+}
+
+/// CONNECT with clean start, keep alive 60 s, client id `id`, at protocol
+/// level `level` (4: 3.1.1, 5: 5.0, anything else to test refusals).
+fn connect_packet(level: u8, id: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, 0x02, 0, 60];
+    if level == 5 {
+        body.push(0); // no properties
+    }
+    body.extend_from_slice(&u16::try_from(id.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    let mut packet = vec![0x10, u8::try_from(body.len()).unwrap()];
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// A successful CONNACK: 3.1.1 (4 bytes), or 5.0 with its properties.
+fn assert_connack_ok(bytes: &[u8]) -> usize {
+    assert_eq!(bytes[0], 0x20, "CONNACK: {bytes:02x?}");
+    let length = usize::from(bytes[1]);
+    assert_eq!(bytes[3], 0, "accepted: {bytes:02x?}");
+    2 + length
+}
+
+/// Connects at `level` and returns the open stream after its CONNACK.
+fn connected(addr: SocketAddr, level: u8, id: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+    stream.write_all(&connect_packet(level, id)).unwrap();
+    let mut header = [0u8; 2];
+    stream.read_exact(&mut header).unwrap();
+    let mut rest = vec![0u8; usize::from(header[1])];
+    stream.read_exact(&mut rest).unwrap();
+    let mut whole = header.to_vec();
+    whole.extend_from_slice(&rest);
+    assert_connack_ok(&whole);
+    stream
+}
+
+/// Sends `bytes` on an established stream and returns everything the
+/// server sends until it closes the connection.
+fn send_until_closed(mut stream: TcpStream, bytes: &[u8]) -> Vec<u8> {
+    stream.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buffer = [0u8; 1024];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buffer[..n]),
+            Err(e) => panic!("the server did not close the connection within {ANSWER_WAIT:?}: {e}; got {out:02x?}"),
+        }
+    }
+}
+
+/// A QoS 1 publish on a fresh 3.1.1 connection is acknowledged: the
+/// broker still serves.
+fn assert_still_serving(addr: SocketAddr, id: &str) {
+    let mut stream = connected(addr, 4, id);
+    // PUBLISH QoS 1 to "ok", packet id 1, payload "x".
+    stream.write_all(&[0x32, 7, 0, 2, b'o', b'k', 0, 1, b'x']).unwrap();
+    let mut puback = [0u8; 4];
+    stream.read_exact(&mut puback).unwrap();
+    assert_eq!(puback, [0x40, 2, 0, 1], "PUBACK");
+}
+
+#[test]
+fn paho_and_kafka_clients_share_one_log() {
+    let engine = Engine::start(&["--shards", "2"]);
+    let mqtt = mqtt_addr(&engine).to_string();
+    let (ok, output) = python_script_output("mqtt_clients.py", &[&mqtt, &engine.bootstrap()]);
+    assert!(ok, "mqtt_clients.py failed:\n{output}\nengine log:\n{}", engine.log());
+}
+
+#[test]
+fn mosquitto_clients_publish_and_subscribe() {
+    let engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
+    let port = mqtt_addr(&engine).port().to_string();
+    // Subscriber: exits after one message (-C 1), bounded by -W.
+    let subscriber = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "mqttv5",
+            "-t",
+            "m/+",
+            "-C",
+            "1",
+            "-W",
+            "20",
+            "-v",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto-clients installed (scripts/test-clients installs them)");
+    // Its subscription is in place once the shard's feed has started.
+    for _ in 0..400 {
+        if engine.log().contains("MQTT feed started") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-t", "m/one", "-m", "hello"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = subscriber.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "m/one hello\n",
+        "{}",
+        engine.log()
+    );
+}
+
+#[test]
+fn bad_packets_close_only_their_connection_with_the_reason() {
+    let engine = Engine::start(&["--shards", "2", "--fsync", "never", "--mqtt-max-packet-bytes", "4096"]);
+    let addr = mqtt_addr(&engine);
+    // A packet before CONNECT: closed, nothing said.
+    assert_eq!(raw_exchange(addr, &[0xc0, 0], ANSWER_WAIT), Vec::<u8>::new());
+    // A protocol name other than MQTT: closed without a CONNACK.
+    let mut wrong_name = connect_packet(4, "x");
+    wrong_name[4] = b'X';
+    assert_eq!(raw_exchange(addr, &wrong_name, ANSWER_WAIT), Vec::<u8>::new());
+    // Protocol level 3 (MQTT 3.1): CONNACK "unacceptable protocol version".
+    assert_eq!(
+        raw_exchange(addr, &connect_packet(3, "x"), ANSWER_WAIT),
+        vec![0x20, 2, 0, 1]
+    );
+    // An empty client id with a kept session (3.1.1): "identifier rejected".
+    let mut kept = connect_packet(4, "");
+    kept[9] = 0; // connect flags: no clean session
+    assert_eq!(raw_exchange(addr, &kept, ANSWER_WAIT), vec![0x20, 2, 0, 2]);
+
+    // v5, after CONNECT: each ends with DISCONNECT and its reason code.
+    let cases: [(&str, Vec<u8>, u8); 4] = [
+        // PUBLISH QoS 3.
+        ("qos3", vec![0x36, 6, 0, 1, b'a', 0, 1, 0], 0x81),
+        // PUBLISH to a wildcard topic.
+        ("wildcard", vec![0x30, 5, 0, 2, b'a', b'#', 0], 0x90),
+        // A packet announcing more than --mqtt-max-packet-bytes.
+        ("oversize", vec![0x30, 0x80, 0x80, 0x01], 0x95),
+        // A second CONNECT.
+        ("second", connect_packet(5, "again"), 0x82),
+    ];
+    for (name, packet, reason) in cases {
+        let stream = connected(addr, 5, &format!("bad-{name}"));
+        let answer = send_until_closed(stream, &packet);
+        assert_eq!(answer, vec![0xe0, 1, reason], "{name}");
+    }
+    // 3.1.1 has no server DISCONNECT: QoS 3 just closes.
+    let stream = connected(addr, 4, "bad-311");
+    assert_eq!(
+        send_until_closed(stream, &[0x36, 5, 0, 1, b'a', 0, 1]),
+        Vec::<u8>::new()
+    );
+    // Invalid UTF-8 in a topic (v5): malformed.
+    let stream = connected(addr, 5, "bad-utf8");
+    assert_eq!(
+        send_until_closed(stream, &[0x30, 5, 0, 2, 0xc3, 0x28, 0]),
+        vec![0xe0, 1, 0x81]
+    );
+    // And the broker goes on serving everyone else.
+    assert_still_serving(addr, "good");
+    let log = engine.log();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn a_second_connection_with_the_same_client_id_takes_over() {
+    let engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
+    let addr = mqtt_addr(&engine);
+    // Several pairs, so that with two shards some pairs land on different
+    // shards and the takeover crosses cores.
+    for pair in 0..4 {
+        let id = format!("device-{pair}");
+        let old = connected(addr, 5, &id);
+        let _new = connected(addr, 5, &id);
+        // The old one is told why and closed.
+        assert_eq!(send_until_closed(old, &[]), vec![0xe0, 1, 0x8e], "pair {pair}");
+    }
+    assert_still_serving(addr, "after-takeover");
+}
+
+#[test]
+fn a_lost_connection_publishes_its_will() {
+    let engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
+    let addr = mqtt_addr(&engine);
+    let mut subscriber = connected(addr, 4, "will-watcher");
+    // SUBSCRIBE packet id 1 to "will/#" at QoS 0; the SUBACK grants 0.
+    subscriber
+        .write_all(&[0x82, 11, 0, 1, 0, 6, b'w', b'i', b'l', b'l', b'/', b'#', 0])
+        .unwrap();
+    let mut suback = [0u8; 5];
+    subscriber.read_exact(&mut suback).unwrap();
+    assert_eq!(suback, [0x90, 3, 0, 1, 0]);
+    // A 3.1.1 CONNECT with a will (flags: will, clean session) on "will/d", then the socket drops.
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x06, 0, 60, 0, 1, b'd'];
+    body.extend_from_slice(&[0, 6, b'w', b'i', b'l', b'l', b'/', b'd', 0, 4, b'g', b'o', b'n', b'e']);
+    let mut connect = vec![0x10, u8::try_from(body.len()).unwrap()];
+    connect.extend_from_slice(&body);
+    let mut device = TcpStream::connect(addr).unwrap();
+    device.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+    device.write_all(&connect).unwrap();
+    let mut connack = [0u8; 4];
+    device.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    drop(device);
+    // PUBLISH QoS 0 "will/d" "gone".
+    let mut publish = [0u8; 14];
+    subscriber.read_exact(&mut publish).unwrap();
+    assert_eq!(
+        publish,
+        [0x30, 12, 0, 6, b'w', b'i', b'l', b'l', b'/', b'd', b'g', b'o', b'n', b'e']
+    );
+}
+
+#[test]
+fn a_new_subscriber_gets_the_retained_message() {
+    let engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
+    let addr = mqtt_addr(&engine);
+    let mut publisher = connected(addr, 4, "retainer");
+    // PUBLISH QoS 1, RETAIN, "r/a", packet id 1, "on" (replaced by "off" below).
+    publisher
+        .write_all(&[0x33, 9, 0, 3, b'r', b'/', b'a', 0, 1, b'o', b'n'])
+        .unwrap();
+    publisher
+        .write_all(&[0x33, 10, 0, 3, b'r', b'/', b'a', 0, 2, b'o', b'f', b'f'])
+        .unwrap();
+    let mut pubacks = [0u8; 8];
+    publisher.read_exact(&mut pubacks).unwrap();
+    assert_eq!(pubacks, [0x40, 2, 0, 1, 0x40, 2, 0, 2]);
+    // A later subscriber (v5) to "r/+" at QoS 1 gets SUBACK, then "off" with RETAIN set.
+    let mut subscriber = connected(addr, 5, "late");
+    subscriber
+        .write_all(&[0x82, 9, 0, 7, 0, 0, 3, b'r', b'/', b'+', 1])
+        .unwrap();
+    let mut suback = [0u8; 6];
+    subscriber.read_exact(&mut suback).unwrap();
+    assert_eq!(suback, [0x90, 4, 0, 7, 0, 1]);
+    // PUBLISH QoS 1 + RETAIN (0x33), topic "r/a", packet id 1, no properties, "off".
+    let mut publish = [0u8; 13];
+    subscriber.read_exact(&mut publish).unwrap();
+    assert_eq!(publish, [0x33, 11, 0, 3, b'r', b'/', b'a', 0, 1, 0, b'o', b'f', b'f']);
+}
+
+#[test]
+fn mqtt_can_be_turned_off() {
+    let engine = Engine::start(&["--shards", "1", "--mqtt-listen", "off"]);
+    assert_eq!(engine.mqtt_addr, None);
+    assert!(engine.log().contains("mqtt=off"), "{}", engine.log());
+}

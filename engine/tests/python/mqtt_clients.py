@@ -1,0 +1,178 @@
+"""paho-mqtt (3.1.1 and 5.0) and kafka-python against one engine.
+
+Usage: mqtt_clients.py MQTT_HOST:PORT KAFKA_BOOTSTRAP
+
+Checks, each bounded in time:
+- 3.1.1 and 5.0 subscribers with `+` and `#` filters get QoS 0, 1 and 2
+  messages from 3.1.1 and 5.0 publishers (QoS 2 delivered at QoS 1, the
+  most granted); `#` does not match `$SYS/...`;
+- a QoS 1 publish is acknowledged (PUBACK) and then readable by a Kafka
+  consumer of the mapped topic `mqtt`, with the MQTT topic in the
+  `mqtt.topic` header and the key;
+- a record a Kafka producer writes to `mqtt` with an `mqtt.topic` header
+  reaches the MQTT subscribers of a matching filter;
+- an unsubscribed filter gets nothing more.
+"""
+
+import sys
+import threading
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+WAIT_S = 20
+
+
+def host_port(address):
+    host, port = address.rsplit(":", 1)
+    return host, int(port)
+
+
+class Recorder:
+    """Collects (topic, payload, qos) of received messages."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.messages = []
+        self.subscribed = threading.Event()
+
+    def on_message(self, client, userdata, message):
+        with self.lock:
+            self.messages.append((message.topic, bytes(message.payload), message.qos))
+
+    def on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        self.subscribed.set()
+
+    def got(self):
+        with self.lock:
+            return list(self.messages)
+
+    def wait_for(self, expected):
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            got = self.got()
+            if all(item in got for item in expected):
+                return got
+            time.sleep(0.05)
+        raise AssertionError(f"expected {expected}, got {self.got()}")
+
+
+def client(protocol, name, recorder=None):
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{name}-{uuid.uuid4().hex[:8]}", protocol=protocol)
+    connected = threading.Event()
+    result = {}
+
+    def on_connect(cl, userdata, flags, reason_code, properties):
+        result["rc"] = reason_code
+        connected.set()
+
+    c.on_connect = on_connect
+    if recorder is not None:
+        c.on_message = recorder.on_message
+        c.on_subscribe = recorder.on_subscribe
+    host, port = host_port(MQTT)
+    c.connect(host, port, keepalive=30)
+    c.loop_start()
+    assert connected.wait(WAIT_S), f"{name}: no CONNACK"
+    assert not result["rc"].is_failure, f"{name}: CONNACK {result['rc']}"
+    return c
+
+
+def subscribe(c, recorder, filters):
+    recorder.subscribed.clear()
+    c.subscribe(filters)
+    assert recorder.subscribed.wait(WAIT_S), f"no SUBACK for {filters}"
+
+
+def publish(c, topic, payload, qos):
+    info = c.publish(topic, payload, qos=qos)
+    info.wait_for_publish(WAIT_S)
+    assert info.is_published(), f"{topic} not acknowledged"
+
+
+MQTT = sys.argv[1]
+KAFKA = sys.argv[2]
+
+v311_messages = Recorder()
+v5_messages = Recorder()
+all_messages = Recorder()
+sys_messages = Recorder()
+sub311 = client(mqtt.MQTTv311, "sub311", v311_messages)
+sub5 = client(mqtt.MQTTv5, "sub5", v5_messages)
+sub_all = client(mqtt.MQTTv311, "suball", all_messages)
+sub_sys = client(mqtt.MQTTv5, "subsys", sys_messages)
+subscribe(sub311, v311_messages, [("dev/+/temp", 1)])
+subscribe(sub5, v5_messages, [("dev/#", 1)])
+subscribe(sub_all, all_messages, [("#", 0)])
+subscribe(sub_sys, sys_messages, [("$SYS/#", 0)])
+
+pub311 = client(mqtt.MQTTv311, "pub311")
+pub5 = client(mqtt.MQTTv5, "pub5")
+publish(pub311, "dev/a/temp", b"21.5", 1)
+publish(pub311, "dev/a/temp", b"21.6", 0)
+publish(pub5, "dev/b/hum", b"40", 1)
+publish(pub5, "dev/b/temp", b"19.0", 0)
+publish(pub5, "dev/b/hum", b"41", 2)
+publish(pub311, "dev/c/temp", b"18.0", 2)
+publish(pub5, "$SYS/uptime", b"1", 0)
+
+v311_messages.wait_for(
+    [("dev/a/temp", b"21.5", 1), ("dev/a/temp", b"21.6", 0), ("dev/b/temp", b"19.0", 0), ("dev/c/temp", b"18.0", 1)]
+)
+got = v311_messages.got()
+assert not any(topic == "dev/b/hum" for topic, _, _ in got), f"dev/+/temp matched dev/b/hum: {got}"
+v5_messages.wait_for(
+    [
+        ("dev/a/temp", b"21.5", 1),
+        ("dev/a/temp", b"21.6", 0),
+        ("dev/b/hum", b"40", 1),
+        ("dev/b/temp", b"19.0", 0),
+        ("dev/b/hum", b"41", 1),
+    ]
+)
+sys_messages.wait_for([("$SYS/uptime", b"1", 0)])
+# By now "#" has seen everything published before "$SYS/uptime"'s partition
+# moved on; it must never see the $SYS topic.
+all_messages.wait_for([("dev/a/temp", b"21.5", 0), ("dev/b/hum", b"40", 0)])
+assert not any(topic.startswith("$SYS") for topic, _, _ in all_messages.got()), all_messages.got()
+
+# MQTT -> Kafka: a Kafka consumer reads what the devices published.
+consumer = KafkaConsumer(bootstrap_servers=KAFKA, consumer_timeout_ms=2000, auto_offset_reset="earliest")
+partitions = consumer.partitions_for_topic("mqtt")
+assert partitions, "the mapped topic exists"
+consumer.assign([TopicPartition("mqtt", p) for p in partitions])
+seen = []
+deadline = time.monotonic() + WAIT_S
+while time.monotonic() < deadline and not any(v == b"21.5" for _, v, _ in seen):
+    for record in consumer:
+        headers = dict(record.headers)
+        seen.append((headers.get("mqtt.topic"), record.value, record.key))
+assert (b"dev/a/temp", b"21.5", b"dev/a/temp") in seen, seen
+assert (b"dev/b/hum", b"40", b"dev/b/hum") in seen, seen
+consumer.close()
+
+# Kafka -> MQTT: a record with the header reaches matching subscribers.
+producer = KafkaProducer(bootstrap_servers=KAFKA, acks="all")
+producer.send("mqtt", value=b"from-kafka", headers=[("mqtt.topic", b"dev/k/temp")]).get(timeout=WAIT_S)
+producer.flush()
+producer.close()
+v311_messages.wait_for([("dev/k/temp", b"from-kafka", 1)])
+v5_messages.wait_for([("dev/k/temp", b"from-kafka", 1)])
+
+# Unsubscribe: nothing more for that filter.
+unsubscribed = threading.Event()
+sub5.on_unsubscribe = lambda *args: unsubscribed.set()
+sub5.unsubscribe("dev/#")
+assert unsubscribed.wait(WAIT_S), "no UNSUBACK"
+before = len(v5_messages.got())
+publish(pub311, "dev/z/temp", b"after", 1)
+v311_messages.wait_for([("dev/z/temp", b"after", 1)])
+assert len(v5_messages.got()) == before, v5_messages.got()[before:]
+
+for c in (sub311, sub5, sub_all, sub_sys, pub311, pub5):
+    c.disconnect()
+    c.loop_stop()
+print("mqtt clients ok")
