@@ -82,6 +82,10 @@ perf-metrics:
 perf-tls:
     bash perf/scripts/tls.sh
 
+# The engine's MQTT listener against Debian's mosquitto, each confined to CPU 0, QoS 1 at 10k msg/s (issue 15).
+perf-mqtt:
+    bash perf/scripts/mqtt.sh
+
 # What users see: librdkafka (confluent-kafka) open loop at 5k and 1k msg/s against unpinned engines
 # (--shards 1, default, --shard-listeners shared) and Tansu-memory, interleaved, medians.
 perf-users:

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# perf-mqtt: the engine's MQTT listener against Debian's mosquitto, side by side in one run (issue 15
+# section 4). Each broker is confined to CPU 0 (BROKER_CPUS) and the bench to CPU 1, as
+# ../shared/design.md section 7 asks on two cores. Per round and broker, a fresh broker and data
+# directory, then `bench --protocol mqtt` at QoS 1: PERF_MQTT_PUBLISHERS publishers (default 4), one
+# subscriber, PERF_MQTT_RATE msg/s (default 10000), 256-byte messages. The engine runs with one shard
+# and `--fsync always` (a PUBACK means fsynced); mosquitto keeps messages in memory (no fsync).
+# Rounds alternate the order (engine first, then mosquitto first). Broker CPU time is read from
+# /proc/PID/stat before and after each bench run (warm-up included) and reported per delivered
+# message. Results: $OUT/summary.tsv, one line per run.
+source "$(dirname "$0")/lib.sh"
+
+ROUNDS="${PERF_ROUNDS:-4}"
+RATE="${PERF_MQTT_RATE:-10000}"
+PUBLISHERS="${PERF_MQTT_PUBLISHERS:-4}"
+BROKER_CPUS=0
+LOAD_CPUS=1
+perf_build
+perf_scenario mqtt
+
+# broker_cpu_ticks: utime + stime of the running broker, in clock ticks.
+broker_cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$BROKER_PID/stat"
+}
+
+# start_broker KIND TAG: the engine or mosquitto on a free port; sets MQTT_PORT.
+start_broker() {
+    local kind="$1" tag="$2"
+    MQTT_PORT="$(perf_free_port)"
+    if [[ "$kind" == engine ]]; then
+        engine_start "$tag" --shards 1 --cpus 0 --fsync always --mqtt-listen "127.0.0.1:$MQTT_PORT"
+        perf_wait_listening "$MQTT_PORT" "$BROKER_PID" 20
+    else
+        printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$MQTT_PORT" >"$OUT/$tag.conf"
+        BROKER_PORT="$MQTT_PORT"
+        broker_launch "$tag" "$OUT/$tag.mosquitto.log" "$MQTT_PORT" 1 mosquitto -c "$OUT/$tag.conf"
+    fi
+}
+
+one_run() {
+    local kind="$1" round="$2" tag before after json
+    tag="$kind-r$round"
+    start_broker "$kind" "$tag"
+    json="$OUT/$tag.json"
+    before="$(broker_cpu_ticks)"
+    taskset -c "$LOAD_CPUS" "$BENCH_BIN" --protocol mqtt --qos 1 --brokers "127.0.0.1:$MQTT_PORT" \
+        --topic "bench/$tag" --producers "$PUBLISHERS" --consumers 1 --rate "$RATE" --message-size 256 \
+        --warmup "${PERF_WARMUP}s" --duration "${PERF_DURATION}s" --json "$json" --quiet
+    after="$(broker_cpu_ticks)"
+    python3 - "$json" "$kind" "$round" "$((after - before))" "$CLOCK_TICKS" >>"$OUT/summary.tsv" <<'EOF'
+import json, sys
+report = json.load(open(sys.argv[1]))
+kind, rnd, ticks, hz = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+d, a = report["deliver_latency"], report["ack_latency"]
+delivered = max(report["delivered"], 1)
+cpu_us = ticks * 1e6 / hz / delivered
+print(f"{kind}\t{rnd}\t{report['sent']}\t{report['delivered']}\t{d['p50_us']}\t{d['p99_us']}\t{d['p99.9_us']}"
+      f"\t{d['max_us']}\t{a['p50_us']}\t{a['p99_us']}\t{cpu_us:.1f}")
+EOF
+    broker_stop
+}
+
+perf_batch_begin
+printf 'broker\tround\tsent\tdelivered\tdeliver_p50_us\tdeliver_p99_us\tdeliver_p99.9_us\tdeliver_max_us\tpuback_p50_us\tpuback_p99_us\tbroker_cpu_us_per_msg\n' >"$OUT/summary.tsv"
+for ((round = 1; round <= ROUNDS; round++)); do
+    if ((round % 2 == 1)); then order=(engine mosquitto); else order=(mosquitto engine); fi
+    for kind in "${order[@]}"; do
+        perf_log "round $round: $kind"
+        one_run "$kind" "$round"
+    done
+done
+perf_batch_end
+column -t "$OUT/summary.tsv"
