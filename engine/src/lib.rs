@@ -58,6 +58,7 @@ mod replica;
 mod runtime;
 mod sasl;
 mod shard;
+mod timestamps;
 
 pub use config::{
     AdvertisedListener, AuthorizerKind, CpuList, EngineConfig, FsyncPolicy, HttpListen, Listener, ListenerSpec,

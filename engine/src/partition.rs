@@ -98,6 +98,9 @@ pub(crate) struct PartitionSettings {
     pub(crate) max_message_bytes: usize,
     /// `min.insync.replicas`: acks=all needs at least this many in-sync replicas.
     pub(crate) min_insync_replicas: usize,
+    /// `message.timestamp.before/after.max.ms`: how far a record's
+    /// timestamp may be from the broker's time; `None`: unbounded.
+    pub(crate) timestamp_bounds: Option<crate::timestamps::TimestampBounds>,
 }
 
 pub(crate) use shardline_replication::{Role, RoleChange};
@@ -551,6 +554,9 @@ impl Partition {
                 batch_bytes: records.len(),
                 max_message_bytes: self.settings.get().max_message_bytes,
             });
+        }
+        if let Some(bounds) = self.settings.get().timestamp_bounds {
+            bounds.check(&records, crate::kafka::unix_now_ms())?;
         }
         let check = self.producers.borrow_mut().check(&header);
         match check {

@@ -385,6 +385,18 @@ impl Shard {
         }
     }
 
+    /// A topic as the broker creates it unasked (auto-creation, the MQTT
+    /// topic): the default partitions and replication factor, no configs.
+    pub(crate) fn default_topic(&self, name: &str) -> shardline_raft::NewTopic {
+        shardline_raft::NewTopic {
+            name: name.to_owned(),
+            partitions: self.config.default_partitions.max(1),
+            replication_factor: self.config.default_replication_factor,
+            configs: std::collections::BTreeMap::new(),
+            assignments: Vec::new(),
+        }
+    }
+
     /// Log settings from the topic's configs over the engine's defaults.
     fn log_settings(&self, topic: &TopicMeta) -> (LogConfig, PartitionSettings) {
         let get = |key: &str| topic.configs.get(key);
@@ -422,6 +434,7 @@ impl Shard {
             PartitionSettings {
                 max_message_bytes,
                 min_insync_replicas,
+                timestamp_bounds: crate::timestamps::TimestampBounds::of(&topic.configs),
             },
         )
     }

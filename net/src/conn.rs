@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::task::JoinHandle;
 
+use crate::apis;
 use crate::capture;
 use crate::codec::{self, Decoded, Request, ResponseBody, ResponseTo};
 use crate::error::NetError;
@@ -189,11 +190,6 @@ struct Reauthentication<A> {
     lifetime: Duration,
     expires_at: Instant,
 }
-
-/// SaslHandshake's API key.
-const SASL_HANDSHAKE_KEY: i16 = 17;
-/// SaslAuthenticate's API key.
-const SASL_AUTHENTICATE_KEY: i16 = 36;
 
 /// What an [`Authenticator`] made of one request.
 #[derive(Debug)]
@@ -460,7 +456,7 @@ async fn read_loop<R: AsyncRead + Unpin, H: Handler + 'static, A: Authenticator>
                 drop(frame);
                 if let Some(session) = reauthentication.as_mut() {
                     let api_key = request.header.api_key;
-                    if api_key == SASL_HANDSHAKE_KEY || api_key == SASL_AUTHENTICATE_KEY {
+                    if api_key == apis::SASL_HANDSHAKE || api_key == apis::SASL_AUTHENTICATE {
                         let open = reauthenticate(session, request, pipeline).await?;
                         drop(held);
                         if !open {

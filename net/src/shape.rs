@@ -767,6 +767,11 @@ const SASL_AUTHENTICATE_RESPONSE: &[Field] = &[
     field("sasl_authenticate_response.session_lifetime_ms", 1, LATEST, Kind::Int64),
 ];
 
+/// Whether responses of `api_key` have a schema [`check_response`] walks.
+pub(crate) fn has_response_schema(api_key: i16) -> bool {
+    response_schema(api_key).is_some()
+}
+
 fn response_schema(api_key: i16) -> Option<&'static [Field]> {
     match api_key {
         apis::FETCH => Some(FETCH_RESPONSE),

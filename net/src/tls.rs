@@ -181,12 +181,7 @@ impl TlsAcceptor {
     /// certificate's subject if one was presented.
     pub async fn accept(&self, stream: TcpStream) -> io::Result<(TlsStream, Option<String>)> {
         let acceptor = futures_rustls::TlsAcceptor::from(self.config());
-        let handshake = acceptor.accept(stream);
-        let timeout = async {
-            glommio::timer::sleep(TLS_HANDSHAKE_TIMEOUT).await;
-            Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))
-        };
-        let stream = futures_lite::future::or(handshake, timeout).await?;
+        let stream = within_handshake_timeout(acceptor.accept(stream)).await?;
         let principal = stream
             .get_ref()
             .1
@@ -253,14 +248,18 @@ impl TlsConnector {
             let current = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             Arc::clone(&current)
         };
-        let handshake = futures_rustls::TlsConnector::from(config).connect(name, stream);
-        let timeout = async {
-            glommio::timer::sleep(TLS_HANDSHAKE_TIMEOUT).await;
-            Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))
-        };
-        let stream = futures_lite::future::or(handshake, timeout).await?;
+        let stream = within_handshake_timeout(futures_rustls::TlsConnector::from(config).connect(name, stream)).await?;
         Ok(TlsClientStream(stream))
     }
+}
+
+/// `handshake`, or a TimedOut error after [`TLS_HANDSHAKE_TIMEOUT`].
+async fn within_handshake_timeout<T>(handshake: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    let timeout = async {
+        glommio::timer::sleep(TLS_HANDSHAKE_TIMEOUT).await;
+        Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))
+    };
+    futures_lite::future::or(handshake, timeout).await
 }
 
 /// The subject of a DER certificate as an RFC 4514 string.

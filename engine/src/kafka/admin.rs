@@ -63,13 +63,7 @@ pub(super) async fn auto_create(shard: &Rc<Shard>, access: &Access, names: &[Str
         .iter()
         .filter(|n| !image.topics.contains_key(*n) && access.may_create_topic(&image, n).is_ok());
     for name in creatable {
-        let topic = NewTopic {
-            name: name.clone(),
-            partitions: shard.config.default_partitions.max(1),
-            replication_factor: shard.config.default_replication_factor,
-            configs: BTreeMap::new(),
-            assignments: Vec::new(),
-        };
+        let topic = shard.default_topic(name);
         if let Err(e) = check_capacity(shard, topic.partitions, topic.replication_factor) {
             tracing::warn!(topic = %name, error = %e, "auto-create refused");
             continue;
@@ -98,6 +92,7 @@ pub(super) async fn create_topics(shard: &Rc<Shard>, access: &Access, request: C
         // Replicas given by hand, per partition: the partition count and
         // replication factor are theirs (Kafka asks for -1 in both then).
         let (assignments, assignment_error) = match hand_assignments(
+            &name,
             topic
                 .assignments
                 .iter()
@@ -263,18 +258,26 @@ fn replication_of(shard: &Shard, name: &str) -> i16 {
 /// is chosen by load). Empty when none are given. The metadata group checks
 /// the brokers themselves.
 fn hand_assignments<'a>(
+    topic: &str,
     lists: impl Iterator<Item = (i32, &'a [kafka_protocol::messages::BrokerId])>,
 ) -> Result<Vec<Vec<i32>>, EngineError> {
     let mut by_index: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
     for (index, brokers) in lists {
         let nodes = brokers.iter().map(|b| super::brokers::node_of_broker(b.0)).collect();
         if by_index.insert(index, nodes).is_some() {
-            return Err(invalid_assignment(format!("partition {index} is assigned twice")));
+            return Err(invalid_assignment(
+                topic,
+                format!("partition {index} is assigned twice"),
+            ));
         }
     }
-    let expected: Vec<i32> = (0..i32::try_from(by_index.len()).unwrap_or(i32::MAX)).collect();
-    if !by_index.keys().copied().eq(expected.iter().copied()) {
+    if !by_index
+        .keys()
+        .copied()
+        .eq(0..i32::try_from(by_index.len()).unwrap_or(i32::MAX))
+    {
         return Err(invalid_assignment(
+            topic,
             "assignments must name partitions 0, 1, ... each once".to_string(),
         ));
     }
@@ -295,21 +298,19 @@ fn hand_partition_assignments(
     let current = shard.image().topics.get(name).map_or(0, |t| t.partitions.len());
     let added = usize::try_from(total).unwrap_or(0).saturating_sub(current);
     if assignments.len() != added {
-        return Err(invalid_assignment(format!(
-            "{} replica lists for {added} new partitions",
-            assignments.len()
-        )));
+        let reason = format!("{} replica lists for {added} new partitions", assignments.len());
+        return Err(invalid_assignment(name, reason));
     }
     let first = i32::try_from(current).unwrap_or(i32::MAX);
     let lists = (0..).zip(assignments.iter().map(|a| a.broker_ids.as_slice()));
-    hand_assignments(lists).inspect(|lists| {
+    hand_assignments(name, lists).inspect(|lists| {
         assert_eq!(lists.len(), added, "one list per new partition from {first}");
     })
 }
 
-fn invalid_assignment(reason: String) -> EngineError {
+fn invalid_assignment(topic: &str, reason: String) -> EngineError {
     EngineError::Meta(MetaError::InvalidReassignment {
-        topic: String::new(),
+        topic: topic.to_owned(),
         partition: -1,
         reason,
     })
@@ -326,13 +327,18 @@ pub(super) async fn create_partitions(
         let name = topic.name.0.to_string();
         let mut result = CreatePartitionsTopicResult::default();
         result.name = topic_name(&name);
+        let (assignments, assignment_error) =
+            match hand_partition_assignments(shard, &name, topic.count, topic.assignments.as_deref()) {
+                Ok(assignments) => (assignments, None),
+                Err(error) => (Vec::new(), Some(error)),
+            };
         let outcome: Result<(), EngineError> =
             if let Err(refused) = access.check(&image, AclOperation::Alter, Resource::Topic(&name)) {
                 Err(refused)
             } else if name == OFFSETS_TOPIC {
                 // A group's partition is its hash modulo the count: the count is fixed.
                 Err(EngineError::InternalTopic(name.clone()))
-            } else if let Err(e) = hand_partition_assignments(shard, &name, topic.count, topic.assignments.as_deref()) {
+            } else if let Some(e) = assignment_error {
                 Err(e)
             } else if let Err(e) = added_partitions(shard, &name, topic.count)
                 .and_then(|added| check_capacity(shard, added, replication_of(shard, &name)))
@@ -350,8 +356,6 @@ pub(super) async fn create_partitions(
                     Some(_) => Ok(()),
                 }
             } else {
-                let assignments = hand_partition_assignments(shard, &name, topic.count, topic.assignments.as_deref())
-                    .unwrap_or_default();
                 shard
                     .meta
                     .create_partitions(&name, topic.count, assignments)

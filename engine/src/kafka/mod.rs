@@ -18,7 +18,6 @@ mod offsets;
 mod partition_admin;
 mod produce;
 mod slow;
-mod timestamps;
 
 use std::{cell::Cell, future::Future, rc::Rc, sync::Arc, time::Instant};
 

@@ -7,7 +7,7 @@ use shardline_net::{
     ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse, RecordError, ResponseBody,
 };
 
-use super::{admin::auto_create, epoch_of, split_by_owner, timestamps::TimestampBounds, Slot};
+use super::{admin::auto_create, epoch_of, split_by_owner, Slot};
 use crate::{
     acl::{Access, Resource},
     coordinator::OFFSETS_TOPIC,
@@ -47,7 +47,6 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: ProduceR
     }
     let image = shard.image();
     let epoch = epoch_of(shard);
-    let now_ms = crate::kafka::unix_now_ms();
     let mut results: Vec<Vec<Option<Result<Produced, EngineError>>>> = request
         .topics
         .iter()
@@ -65,16 +64,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: ProduceR
                 .and_then(|()| match (&partition.records, topic.name == OFFSETS_TOPIC) {
                     (_, true) => Err(EngineError::InternalTopic(topic.name.clone())),
                     (None, false) => Err(EngineError::InvalidRecord("null records".into())),
-                    (Some(records), false) => {
-                        let bounds = image
-                            .topics
-                            .get(&topic.name)
-                            .and_then(|meta| TimestampBounds::of(&meta.configs));
-                        match bounds {
-                            Some(bounds) => bounds.check(records, now_ms).map(|()| records.clone()),
-                            None => Ok(records.clone()),
-                        }
-                    }
+                    (Some(records), false) => Ok(records.clone()),
                 });
             match records {
                 Ok(records) => routed.push(((ti, pi), (topic.name.clone(), partition.index, records))),

@@ -15,12 +15,12 @@
 //! Pure functions plus [`ensure_topic`], which asks the metadata group (on
 //! any shard) to create the Kafka topic the first time MQTT needs it.
 
-use std::{collections::BTreeMap, rc::Rc};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use shardline_log::{uncompressed_records, BatchHeader, Offset};
 use shardline_net::mqtt::{valid_topic_name, QoS};
-use shardline_raft::{MetaError, NewTopic};
+use shardline_raft::MetaError;
 
 use crate::{error::EngineError, shard::Shard};
 
@@ -133,13 +133,7 @@ pub(crate) async fn ensure_topic(shard: &Rc<Shard>) -> Result<usize, EngineError
     if let Some(topic) = shard.image().topics.get(&name) {
         return Ok(topic.partitions.len());
     }
-    let topic = NewTopic {
-        name: name.clone(),
-        partitions: shard.config.default_partitions.max(1),
-        replication_factor: shard.config.default_replication_factor,
-        configs: BTreeMap::new(),
-        assignments: Vec::new(),
-    };
+    let topic = shard.default_topic(&name);
     match shard.meta.create_topic(topic).await {
         Ok(_) => tracing::info!(topic = %name, "created the Kafka topic of MQTT messages"),
         Err(MetaError::TopicExists(_)) => {}

@@ -1,11 +1,13 @@
-//! A produce's record timestamps against the topic's bounds (KIP-937):
+//! A batch's record timestamps against the topic's bounds (KIP-937):
 //! `message.timestamp.before.max.ms` and `message.timestamp.after.max.ms`
 //! (and the older `message.timestamp.difference.max.ms`, both at once).
 //! A record further before or after the broker's time than allowed makes
 //! its partition's data be refused with INVALID_TIMESTAMP, naming each such
-//! record (KIP-467 `record_errors`); nothing of it is stored. Checked on the
-//! shard that received the request, before routing; unbounded topics (the
-//! default) and LogAppendTime topics are not walked at all.
+//! record (KIP-467 `record_errors`); nothing of it is stored. The bounds are
+//! read from the topic's configs when they change (`PartitionSettings`) and
+//! checked by the partition before it appends, on its owner shard;
+//! unbounded topics (the default) and LogAppendTime topics are not walked
+//! at all.
 //!
 //! The records of an uncompressed batch are each checked. A compressed
 //! batch is not decompressed (the broker never does): its first record's
@@ -23,7 +25,7 @@ const RECORD_ERRORS_MAX: usize = 100;
 
 /// How far a record's timestamp may be from the broker's time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct TimestampBounds {
+pub(crate) struct TimestampBounds {
     before_ms: i64,
     after_ms: i64,
 }
@@ -31,7 +33,7 @@ pub(super) struct TimestampBounds {
 impl TimestampBounds {
     /// The bounds a topic's configs set; `None` when there are none to
     /// check (unbounded, or LogAppendTime: the broker's own time is kept).
-    pub(super) fn of(configs: &BTreeMap<String, String>) -> Option<TimestampBounds> {
+    pub(crate) fn of(configs: &BTreeMap<String, String>) -> Option<TimestampBounds> {
         if configs.get("message.timestamp.type").map(String::as_str) == Some("LogAppendTime") {
             return None;
         }
@@ -63,7 +65,7 @@ impl TimestampBounds {
 
     /// Checks every record of `records` (a produce's batches). Bytes that
     /// are not whole batches are left to the log, which refuses them.
-    pub(super) fn check(&self, records: &Bytes, now_ms: i64) -> Result<(), EngineError> {
+    pub(crate) fn check(&self, records: &Bytes, now_ms: i64) -> Result<(), EngineError> {
         let mut errors = Vec::new();
         let mut index = 0i32;
         let mut at = 0usize;
