@@ -327,6 +327,11 @@ impl Partition {
         self.replica.borrow().high_watermark()
     }
 
+    /// The largest batch a produce may append (the topic's max.message.bytes).
+    pub(crate) fn max_message_bytes(&self) -> usize {
+        self.settings.get().max_message_bytes
+    }
+
     /// The leader epoch, if this broker leads the partition.
     fn leading_epoch(&self) -> Result<i32, EngineError> {
         match self.replica.borrow().leading_epoch() {

@@ -275,6 +275,154 @@ fn a_new_subscriber_gets_the_retained_message() {
     assert_eq!(publish, [0x33, 11, 0, 3, b'r', b'/', b'a', 0, 1, 0, b'o', b'f', b'f']);
 }
 
+/// Reads one packet: its first byte and its body.
+fn read_packet(stream: &mut TcpStream) -> (u8, Vec<u8>) {
+    try_read_packet(stream).unwrap()
+}
+
+/// Reads one packet, or says why it could not.
+fn try_read_packet(stream: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut first = [0u8; 1];
+    stream.read_exact(&mut first)?;
+    let mut length = 0usize;
+    for shift in 0..4 {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte)?;
+        length |= usize::from(byte[0] & 0x7f) << (7 * shift);
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body)?;
+    Ok((first[0], body))
+}
+
+#[test]
+fn publications_sent_together_are_stored_and_acknowledged_in_order() {
+    const PUBLICATIONS: u16 = 300;
+    let engine = Engine::start(&["--shards", "2"]);
+    let addr = mqtt_addr(&engine);
+    let mut subscriber = connected(addr, 4, "order-watcher");
+    // SUBSCRIBE packet id 1 to "seq/#" at QoS 0.
+    subscriber
+        .write_all(&[0x82, 10, 0, 1, 0, 5, b's', b'e', b'q', b'/', b'#', 0])
+        .unwrap();
+    assert_eq!(read_packet(&mut subscriber), (0x90, vec![0, 1, 0]));
+    // One write: 300 QoS 1 PUBLISHes over three topics (payload: the
+    // packet id), then DISCONNECT right behind them.
+    let mut burst = Vec::new();
+    for n in 1..=PUBLICATIONS {
+        let topic = format!("seq/{}", n % 3);
+        let mut body = u16::try_from(topic.len()).unwrap().to_be_bytes().to_vec();
+        body.extend_from_slice(topic.as_bytes());
+        body.extend_from_slice(&n.to_be_bytes());
+        body.extend_from_slice(&n.to_be_bytes());
+        burst.push(0x32);
+        burst.push(u8::try_from(body.len()).unwrap());
+        burst.extend_from_slice(&body);
+    }
+    burst.extend_from_slice(&[0xe0, 0]);
+    let publisher = connected(addr, 4, "burst");
+    let acks = send_until_closed(publisher, &burst);
+    // Every PUBLISH acknowledged, in the order sent, before the close.
+    let expected: Vec<u8> = (1..=PUBLICATIONS)
+        .flat_map(|n| {
+            let [high, low] = n.to_be_bytes();
+            [0x40, 2, high, low]
+        })
+        .collect();
+    assert_eq!(acks, expected, "PUBACKs in publish order");
+    // Each topic's messages reach the subscriber in publish order.
+    let mut last = [0u16; 3];
+    for _ in 0..PUBLICATIONS {
+        let (kind, body) = read_packet(&mut subscriber);
+        assert_eq!(kind, 0x30, "a QoS 0 delivery");
+        let topic_bytes = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        let topic = std::str::from_utf8(&body[2..2 + topic_bytes]).unwrap();
+        let n = u16::from_be_bytes([body[2 + topic_bytes], body[3 + topic_bytes]]);
+        let stream = usize::from(n % 3);
+        assert_eq!(topic, format!("seq/{stream}"));
+        assert!(n > last[stream], "{topic}: {n} after {}", last[stream]);
+        last[stream] = n;
+    }
+    assert_eq!(last.iter().max(), Some(&PUBLICATIONS));
+}
+
+/// The remaining-length varint of MQTT's fixed header.
+fn remaining_length(mut length: usize, out: &mut Vec<u8>) {
+    loop {
+        let byte = u8::try_from(length % 128).unwrap();
+        length /= 128;
+        if length == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_is_dropped_and_the_others_get_everything() {
+    const MESSAGES: u32 = 6_000;
+    const PAYLOAD_BYTES: usize = 4_000;
+    let engine = Engine::start(&["--shards", "1", "--fsync", "never"]);
+    let addr = mqtt_addr(&engine);
+    // SUBSCRIBE packet id 1 to "flood" at QoS 0.
+    let subscribe = [0x82, 10, 0, 1, 0, 5, b'f', b'l', b'o', b'o', b'd', 0];
+    let mut stuck = connected(addr, 4, "stuck");
+    stuck.write_all(&subscribe).unwrap();
+    assert_eq!(read_packet(&mut stuck), (0x90, vec![0, 1, 0]));
+    let mut reader = connected(addr, 4, "reader");
+    reader.write_all(&subscribe).unwrap();
+    assert_eq!(read_packet(&mut reader), (0x90, vec![0, 1, 0]));
+    // 6,000 QoS 0 messages of 4 kB (24 MB: more than the stuck subscriber's
+    // socket buffers and delivery queue hold), numbered in their first bytes.
+    let writer = std::thread::spawn(move || {
+        let mut publisher = connected(addr, 4, "flooder");
+        for n in 0..MESSAGES {
+            let mut body = vec![0, 5, b'f', b'l', b'o', b'o', b'd'];
+            body.extend_from_slice(&n.to_be_bytes());
+            body.resize(7 + PAYLOAD_BYTES, 0);
+            let mut packet = vec![0x30];
+            remaining_length(body.len(), &mut packet);
+            packet.extend_from_slice(&body);
+            publisher.write_all(&packet).unwrap();
+        }
+        publisher.write_all(&[0xe0, 0]).unwrap();
+    });
+    // The reading subscriber gets every message, in order, although the
+    // other one stopped reading (it holds the feed up for a bounded time).
+    for n in 0..MESSAGES {
+        let (kind, body) =
+            try_read_packet(&mut reader).unwrap_or_else(|e| panic!("message {n}: {e}; engine log:\n{}", engine.log()));
+        assert_eq!(kind, 0x30);
+        assert_eq!(&body[..7], b"\0\x05flood", "topic");
+        assert_eq!(u32::from_be_bytes(body[7..11].try_into().unwrap()), n, "in order");
+    }
+    writer.join().unwrap();
+    // The stuck one was disconnected: what its socket holds, then the end.
+    let mut drained = 0usize;
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        match stuck.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => drained += n,
+            Err(e) => panic!("the stuck subscriber was not disconnected: {e} after {drained} bytes"),
+        }
+    }
+    assert!(
+        drained < usize::try_from(MESSAGES).unwrap() * PAYLOAD_BYTES,
+        "it did not get everything"
+    );
+    assert!(
+        engine.log().contains("delivery queue"),
+        "the engine says why:\n{}",
+        engine.log()
+    );
+    assert_still_serving(addr, "after-flood");
+}
+
 #[test]
 fn mqtt_can_be_turned_off() {
     let engine = Engine::start(&["--shards", "1", "--mqtt-listen", "off"]);

@@ -492,18 +492,39 @@ pub fn build_batch_with_timestamps(base_timestamp_ms: i64, timestamp_deltas_ms: 
     out
 }
 
-/// Builds an uncompressed batch of one record with `key`, `value` and
-/// `headers` (name, value), stamped `timestamp_ms`: the broker's batch for
-/// a message that arrived over another protocol (MQTT).
-pub fn build_batch_with_headers(
-    timestamp_ms: i64,
-    key: Option<&[u8]>,
-    value: &[u8],
-    headers: &[(&str, &[u8])],
-) -> Vec<u8> {
-    let mut section = Vec::with_capacity(value.len() + 64);
-    record::put_record_with_headers(&mut section, 0, key, Some(value), headers);
-    frame_batch(&BatchSpec::plain(1, timestamp_ms, &[]), &section)
+/// One record of [`build_batch_with_headers`]: its key, value and headers
+/// (name, value).
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderedRecord<'a> {
+    /// The key (none: a null key).
+    pub key: Option<&'a [u8]>,
+    /// The value.
+    pub value: &'a [u8],
+    /// The headers, in order.
+    pub headers: &'a [(&'a str, &'a [u8])],
+}
+
+/// Builds an uncompressed batch of `records` (offset deltas 0, 1, ..., all
+/// stamped `timestamp_ms`): the broker's batch for messages that arrived
+/// over another protocol (MQTT).
+///
+/// # Panics
+/// If `records` is empty or holds more than `i32::MAX` records (a batch
+/// holds at least one; the caller bounds how many it gathers).
+pub fn build_batch_with_headers(timestamp_ms: i64, records: &[HeaderedRecord<'_>]) -> Vec<u8> {
+    let record_count = i32::try_from(records.len()).unwrap_or(0);
+    assert!(record_count > 0, "a batch holds 1..=i32::MAX records");
+    let mut section = Vec::with_capacity(records.iter().map(|r| r.value.len() + 64).sum());
+    for (offset_delta, record) in (0..record_count).zip(records) {
+        record::put_record_with_headers(
+            &mut section,
+            offset_delta,
+            record.key,
+            Some(record.value),
+            record.headers,
+        );
+    }
+    frame_batch(&BatchSpec::plain(record_count, timestamp_ms, &[]), &section)
 }
 
 /// The header for `spec` in front of `section`, with its CRC-32C.
@@ -582,14 +603,36 @@ mod tests {
 
     #[test]
     fn a_batch_with_headers_gives_them_back() {
-        let batch = build_batch_with_headers(7, Some(b"k"), b"v", &[("mqtt.topic", b"a/b"), ("x", b"")]);
+        let headers: [(&str, &[u8]); 2] = [("mqtt.topic", b"a/b"), ("x", b"")];
+        let records = [
+            HeaderedRecord {
+                key: Some(b"k"),
+                value: b"v",
+                headers: &headers,
+            },
+            HeaderedRecord {
+                key: None,
+                value: b"second",
+                headers: &[],
+            },
+        ];
+        let batch = build_batch_with_headers(7, &records);
         let header = validate(&batch).unwrap();
-        let record = uncompressed_records(&batch, &header).unwrap().next().unwrap().unwrap();
+        assert_eq!((header.record_count, header.offset_count()), (2, 2));
+        let mut walked = uncompressed_records(&batch, &header).unwrap();
+        let record = walked.next().unwrap().unwrap();
         assert_eq!((record.key, record.value), (Some(&b"k"[..]), Some(&b"v"[..])));
         assert_eq!(record.headers.get(b"mqtt.topic"), Some(Some(&b"a/b"[..])));
         assert_eq!(record.headers.get(b"x"), Some(Some(&b""[..])));
         assert_eq!(record.headers.get(b"y"), None);
         assert_eq!(record.headers.count(), 2);
+        let second = walked.next().unwrap().unwrap();
+        assert_eq!(
+            (second.offset_delta, second.key, second.value),
+            (1, None, Some(&b"second"[..]))
+        );
+        assert_eq!(second.headers.count(), 0);
+        assert!(walked.next().is_none());
     }
 
     #[test]

@@ -89,7 +89,7 @@ mod stats;
 pub use batch::{
     build_batch, build_batch_from_values, build_batch_with_headers, build_batch_with_timestamps, compute_crc,
     set_base_offset, set_leader_epoch, stamp_log_append_time, uncompressed_records, validate, validate_header_only,
-    BatchHeader, BatchSpec, Codec, BATCH_HEADER_BYTES,
+    BatchHeader, BatchSpec, Codec, HeaderedRecord, BATCH_HEADER_BYTES,
 };
 pub use epoch::EpochStart;
 pub use error::{BatchError, LogError};

@@ -13,7 +13,7 @@ use std::{
     collections::VecDeque,
     os::fd::{AsRawFd, FromRawFd, IntoRawFd},
     rc::Rc,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use bytes::{Bytes, BytesMut};
@@ -21,26 +21,36 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::{
     channels::local_channel::{self, LocalReceiver, LocalSender},
     net::TcpStream,
+    sync::{Semaphore, StaticPermit},
 };
-use shardline_net::mqtt::{decode_packet, encode_packet, MqttDecodeError, Packet, QoS, Version};
+use shardline_net::mqtt::{decode_packet, encode_packet, MqttDecodeError, Packet, PacketId, QoS, Version};
 
 use super::{
-    home_shard, mapping,
+    home_shard,
+    mapping::Publication,
+    publish::{self, APPEND_ROUND_BYTES_MAX, APPEND_ROUND_MAX},
     reason::Refusal,
     session::{Action, Event, Session, SessionLimits},
     Control, Delivery, Holder, CONTROL_QUEUE_MAX, DELIVERY_QUEUE_MAX,
 };
-use crate::{error::EngineError, shard::Shard};
+use crate::shard::Shard;
 
 /// Decoded packets the reader task queues ahead of the session; the reader
-/// stops reading while the queue is full (backpressure on the client).
-const INBOUND_QUEUE_MAX: usize = 16;
+/// stops reading while the queue is full (backpressure on the client). As
+/// many as one append round takes, so a publisher that sends faster than
+/// the disk syncs fills whole rounds.
+const INBOUND_QUEUE_MAX: usize = APPEND_ROUND_MAX;
+
+/// Bytes of decoded packets queued ahead of the session, at most (a packet
+/// larger than this is queued alone): with [`INBOUND_QUEUE_MAX`], bounds
+/// what a connection holds before its session takes it.
+const INBOUND_QUEUE_BYTES_MAX: usize = 1 << 20;
 
 /// Bytes read from the socket at once.
 const READ_CHUNK_BYTES: usize = 16 << 10;
 
-/// Longest an append (QoS 0 or 1) waits for the in-sync replicas.
-const APPEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deliveries handed to the session before one write, at most.
+const DELIVERY_ROUND_MAX: usize = 64;
 
 /// What the reader task hands the session.
 #[expect(
@@ -48,7 +58,12 @@ const APPEND_TIMEOUT: Duration = Duration::from_secs(30);
     reason = "one packet at a time per connection; boxing would allocate for every packet"
 )]
 enum Inbound {
-    Packet(Packet),
+    /// A packet, with its share of [`INBOUND_QUEUE_BYTES_MAX`] (given back
+    /// when the session takes it).
+    Packet {
+        packet: Packet,
+        _queued: StaticPermit,
+    },
     Refused(MqttDecodeError),
 }
 
@@ -122,7 +137,10 @@ impl Connection {
         let mut writer = stream;
         let (inbound, received) = local_channel::new_bounded(INBOUND_QUEUE_MAX);
         let packet_bytes_max = self.shard.config.mqtt_max_packet_bytes;
-        let reader = glommio::spawn_local(read_packets(reading, inbound, packet_bytes_max)).detach();
+        let queued_bytes = Rc::new(Semaphore::new(
+            u64::try_from(INBOUND_QUEUE_BYTES_MAX).unwrap_or(u64::MAX),
+        ));
+        let reader = glommio::spawn_local(read_packets(reading, inbound, queued_bytes, packet_bytes_max)).detach();
         let limits = SessionLimits {
             packet_bytes_max: u32::try_from(packet_bytes_max).unwrap_or(u32::MAX),
             assigned_client_id: format!(
@@ -142,25 +160,48 @@ impl Connection {
                         encode_packet(&packet, session.version().unwrap_or(Version::V311), &mut self.out);
                     }
                     Action::Claim { client_id } => self.claim(client_id).await,
-                    Action::Append {
-                        topic,
-                        payload,
-                        qos,
-                        retain,
-                        packet_id,
-                    } => {
-                        let outcome = append(&self.shard, &topic, &payload, qos, retain).await;
-                        if let Err(error) = &outcome {
-                            tracing::debug!(%topic, %error, "MQTT publish not appended");
+                    Action::Append { message, packet_id } => {
+                        let mut round = vec![(message, packet_id)];
+                        // Appends queued behind it go with it; so, when nothing else
+                        // is queued, do the publications already read.
+                        while round.len() < APPEND_ROUND_MAX && matches!(pending.front(), Some(Action::Append { .. })) {
+                            if let Some(Action::Append { message, packet_id }) = pending.pop_front() {
+                                round.push((message, packet_id));
+                            }
                         }
-                        pending.extend(session.handle(
-                            Instant::now(),
-                            Event::Appended {
-                                packet_id,
-                                qos,
-                                outcome,
-                            },
-                        ));
+                        let (later, left) = if pending.is_empty() {
+                            gather(&mut session, &received, &mut round).await
+                        } else {
+                            (Vec::new(), None)
+                        };
+                        let (messages, acks): (Vec<_>, Vec<_>) = round
+                            .into_iter()
+                            .map(|(message, packet_id)| {
+                                let qos = message.qos;
+                                (message, (qos, packet_id))
+                            })
+                            .unzip();
+                        let outcomes = publish::append_round(&self.shard, messages).await;
+                        let mut next = VecDeque::new();
+                        for ((qos, packet_id), outcome) in acks.into_iter().zip(outcomes) {
+                            if let Err(error) = &outcome {
+                                tracing::debug!(%error, "MQTT publish not appended");
+                            }
+                            next.extend(session.handle(
+                                Instant::now(),
+                                Event::Appended {
+                                    packet_id,
+                                    qos,
+                                    outcome,
+                                },
+                            ));
+                        }
+                        next.extend(pending.drain(..));
+                        next.extend(later);
+                        if let Some(inbound) = left {
+                            next.extend(handle_inbound(&mut session, inbound));
+                        }
+                        pending = next;
                     }
                     Action::Subscribe { filters } => {
                         self.shard.mqtt.subscribe(self.me.connection, filters.clone());
@@ -175,10 +216,22 @@ impl Connection {
                 }
             }
             if !self.out.is_empty() {
-                if let Err(error) = writer.write_all(&self.out).await {
-                    break Err(error);
+                // A control message while the socket does not take the bytes
+                // (a client that stopped reading) ends the connection at once,
+                // with nothing more written.
+                let written = future::or(async { Ok(writer.write_all(&self.out).await) }, async {
+                    Err(control_event(controlled.recv().await))
+                })
+                .await;
+                match written {
+                    Ok(Ok(())) => self.out.clear(),
+                    Ok(Err(error)) => break Err(error),
+                    Err(event) => {
+                        let why = format!("{event:?} while the client was not reading");
+                        drop(session.handle(Instant::now(), event));
+                        break Ok(Some(why));
+                    }
                 }
-                self.out.clear();
             }
             if let Some(why) = closing {
                 break Ok(why);
@@ -189,19 +242,13 @@ impl Connection {
             let event = future::or(
                 async {
                     match received.recv().await {
-                        Some(Inbound::Packet(packet)) => Some(Ok(Event::Packet(packet))),
+                        Some(Inbound::Packet { packet, .. }) => Some(Ok(Event::Packet(packet))),
                         Some(Inbound::Refused(error)) => Some(Err(Refusal::Decode(error))),
                         None => None,
                     }
                 },
                 future::or(
-                    async {
-                        Some(Ok(match controlled.recv().await {
-                            Some(Control::TakenOver) => Event::TakenOver,
-                            Some(Control::FellBehind) => Event::FellBehind,
-                            Some(Control::ShuttingDown) | None => Event::ShuttingDown,
-                        }))
-                    },
+                    async { Some(Ok(control_event(controlled.recv().await))) },
                     future::or(
                         async {
                             if !takes {
@@ -225,6 +272,19 @@ impl Connection {
             .await;
             let now = Instant::now();
             match event {
+                Some(Ok(event @ Event::Delivery(_))) => {
+                    pending.extend(session.handle(now, event));
+                    // Deliveries already queued go out in the same write.
+                    for _ in 1..DELIVERY_ROUND_MAX {
+                        if !session.takes_deliveries() {
+                            break;
+                        }
+                        let Some(Some(delivery)) = future::poll_once(delivered.recv()).await else {
+                            break;
+                        };
+                        pending.extend(session.handle(now, Event::Delivery(delivery)));
+                    }
+                }
                 Some(Ok(event)) => pending.extend(session.handle(now, event)),
                 Some(Err(refusal)) => pending.extend(session.refuse(refusal)),
                 // The client went away (or broke the stream): no will yet.
@@ -234,10 +294,18 @@ impl Connection {
         reader.cancel();
         let _ = writer.close().await;
         if let Some(will) = session.take_will() {
-            let qos = will.qos.min(QoS::AtLeastOnce);
-            match append(&self.shard, &will.topic, &will.payload, qos, will.retain).await {
-                Ok(()) => tracing::debug!(topic = %will.topic, "MQTT will published"),
-                Err(error) => tracing::warn!(topic = %will.topic, %error, "MQTT will not published"),
+            let topic = will.topic.clone();
+            let will = Publication {
+                topic: will.topic,
+                payload: will.payload,
+                qos: will.qos.min(QoS::AtLeastOnce),
+                retain: will.retain,
+            };
+            for outcome in publish::append_round(&self.shard, vec![will]).await {
+                match outcome {
+                    Ok(()) => tracing::debug!(%topic, "MQTT will published"),
+                    Err(error) => tracing::warn!(%topic, %error, "MQTT will not published"),
+                }
             }
         }
         result
@@ -298,41 +366,76 @@ async fn release(shard: &Rc<Shard>, client_id: String, me: Holder) {
         .await;
 }
 
-/// Appends one MQTT message to its partition, on the partition's owner,
-/// and waits until it is durable as an acks=all produce would; a retained
-/// one then becomes its topic's retained message on that owner.
-async fn append(shard: &Rc<Shard>, topic: &str, payload: &[u8], qos: QoS, retain: bool) -> Result<(), EngineError> {
-    let partitions = mapping::ensure_topic(shard).await?;
-    let index = mapping::partition_of(topic, partitions);
-    let timestamp_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX));
-    let batch = mapping::batch_of(topic, payload, qos, retain, timestamp_ms);
-    let retained = retain.then(|| (topic.to_string(), Bytes::copy_from_slice(payload)));
-    let name = shard.config.mqtt_kafka_topic.clone();
-    let owner = shard.owner_of(&name, index)?;
-    let epoch = crate::kafka::epoch_of(shard);
-    shard
-        .invoke_on(owner, move |s: Rc<Shard>| async move {
-            s.wait_for_epoch(epoch).await;
-            let partition = s.partition(&name, index)?;
-            let bytes = u64::try_from(batch.len()).unwrap_or(u64::MAX);
-            partition.produce(batch, -1, APPEND_TIMEOUT).await?;
-            s.probe.count_produced(1, bytes);
-            if let Some((topic, payload)) = retained {
-                if !s.mqtt.keep_retained(topic, payload, qos) {
-                    tracing::warn!("retained message not kept: the shard keeps its maximum of retained topics");
+/// Publications the reader has already queued join `round` while the
+/// session answers each with an append alone (and the round has room).
+/// Returns the actions of a publication the session answered otherwise (a
+/// refusal, a repeated QoS 2 identifier), to carry out after the round's
+/// acknowledgements, and the first inbound item that is not a publication,
+/// to hand the session after them (so a DISCONNECT right behind a
+/// PUBLISH still finds it acknowledged).
+async fn gather(
+    session: &mut Session,
+    received: &LocalReceiver<Inbound>,
+    round: &mut Vec<(Publication, Option<PacketId>)>,
+) -> (Vec<Action>, Option<Inbound>) {
+    let mut bytes: usize = round.iter().map(|(message, _)| message.record_bytes_max()).sum();
+    while round.len() < APPEND_ROUND_MAX && bytes < APPEND_ROUND_BYTES_MAX {
+        // Nothing queued (or the reader ended): the round is complete.
+        let Some(Some(inbound)) = future::poll_once(received.recv()).await else {
+            break;
+        };
+        let Inbound::Packet {
+            packet: Packet::Publish(publish),
+            ..
+        } = inbound
+        else {
+            return (Vec::new(), Some(inbound));
+        };
+        let mut later = Vec::new();
+        for action in session.handle(Instant::now(), Event::Packet(Packet::Publish(publish))) {
+            match action {
+                Action::Append { message, packet_id } if later.is_empty() => {
+                    bytes += message.record_bytes_max();
+                    round.push((message, packet_id));
                 }
+                other => later.push(other),
             }
-            Ok(())
-        })
-        .await?
+        }
+        if !later.is_empty() {
+            return (later, None);
+        }
+    }
+    assert!(round.len() <= APPEND_ROUND_MAX, "a round stays within its bound");
+    (Vec::new(), None)
+}
+
+/// The session's event for a control message (none: the shard let go of
+/// the connection, as at shutdown).
+fn control_event(control: Option<Control>) -> Event {
+    match control {
+        Some(Control::TakenOver) => Event::TakenOver,
+        Some(Control::FellBehind) => Event::FellBehind,
+        Some(Control::ShuttingDown) | None => Event::ShuttingDown,
+    }
+}
+
+/// The session's answer to one item from the reader.
+fn handle_inbound(session: &mut Session, inbound: Inbound) -> Vec<Action> {
+    match inbound {
+        Inbound::Packet { packet, .. } => session.handle(Instant::now(), Event::Packet(packet)),
+        Inbound::Refused(error) => session.refuse(Refusal::Decode(error)),
+    }
 }
 
 /// Reads the socket, decodes packets and queues them for the session,
 /// until the socket ends or a packet does not decode (which it queues as a
 /// refusal, then stops).
-async fn read_packets(mut stream: TcpStream, inbound: LocalSender<Inbound>, packet_bytes_max: usize) {
+async fn read_packets(
+    mut stream: TcpStream,
+    inbound: LocalSender<Inbound>,
+    queued_bytes: Rc<Semaphore>,
+    packet_bytes_max: usize,
+) {
     let version: Cell<Option<Version>> = Cell::new(None);
     let mut buffer = BytesMut::new();
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
@@ -350,7 +453,18 @@ async fn read_packets(mut stream: TcpStream, inbound: LocalSender<Inbound>, pack
                         version.set(version.get().or(Some(connect.version)));
                     }
                     view = view.slice(used..);
-                    if inbound.send(Inbound::Packet(packet)).await.is_err() {
+                    let share = u64::try_from(used.min(INBOUND_QUEUE_BYTES_MAX)).unwrap_or(0);
+                    let Ok(permit) = queued_bytes.acquire_static_permit(share).await else {
+                        return;
+                    };
+                    if inbound
+                        .send(Inbound::Packet {
+                            packet,
+                            _queued: permit,
+                        })
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }

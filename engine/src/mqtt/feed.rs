@@ -124,6 +124,7 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
     let topic = shard.config.mqtt_kafka_topic.clone();
     let mut offset = start;
     let mut messages: Vec<Message> = Vec::new();
+    let mut stalled = Vec::new();
     while should_run(&shard, generation) {
         let Ok(owner) = shard.owner_of(&topic, index) else {
             glommio::timer::sleep(FEED_RETRY_INTERVAL).await;
@@ -166,7 +167,14 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
         feed.skipped_records
             .set(feed.skipped_records.get() + skipped.untopical + skipped.compressed);
         for message in messages.drain(..) {
-            shard.mqtt.dispatch(&message.topic, &message.payload, message.qos);
+            shard
+                .mqtt
+                .dispatch(&message.topic, &message.payload, message.qos, &mut stalled);
+            if !stalled.is_empty() {
+                // A full subscriber queue holds the partition's feed (its order
+                // holds), for a bounded time.
+                shard.mqtt.wait_for_room(&mut stalled).await;
+            }
         }
         glommio::yield_if_needed().await;
     }

@@ -18,7 +18,7 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use shardline_log::{uncompressed_records, BatchHeader, Offset};
+use shardline_log::{uncompressed_records, BatchHeader, HeaderedRecord, Offset};
 use shardline_net::mqtt::{valid_topic_name, QoS};
 use shardline_raft::MetaError;
 
@@ -41,19 +41,96 @@ pub(crate) fn partition_of(topic: &str, partitions: usize) -> i32 {
     i32::try_from(hash % partitions).unwrap_or(0)
 }
 
-/// The record batch storing one MQTT message.
-pub(crate) fn batch_of(topic: &str, payload: &[u8], qos: QoS, retain: bool, timestamp_ms: i64) -> Bytes {
-    let qos: &[u8] = match qos {
-        QoS::AtMostOnce => b"0",
-        QoS::AtLeastOnce => b"1",
-        QoS::ExactlyOnce => b"2",
-    };
-    let mut headers: Vec<(&str, &[u8])> = vec![(TOPIC_HEADER, topic.as_bytes()), (QOS_HEADER, qos)];
-    if retain {
-        headers.push((RETAIN_HEADER, b"1"));
+/// One MQTT message on its way into the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Publication {
+    /// The MQTT topic.
+    pub(crate) topic: String,
+    /// The payload.
+    pub(crate) payload: Bytes,
+    /// The QoS it was published at.
+    pub(crate) qos: QoS,
+    /// Its RETAIN flag.
+    pub(crate) retain: bool,
+}
+
+/// Bytes a record of [`batch_of`] takes beyond its topic (twice: key and
+/// header) and payload, at most: the varints, the three header names and
+/// their values.
+const RECORD_OVERHEAD_BYTES_MAX: usize = 64;
+
+impl Publication {
+    /// The most bytes this message adds to a batch of [`batch_of`].
+    pub(crate) fn record_bytes_max(&self) -> usize {
+        2 * self.topic.len() + self.payload.len() + RECORD_OVERHEAD_BYTES_MAX
     }
-    let batch = shardline_log::build_batch_with_headers(timestamp_ms, Some(topic.as_bytes()), payload, &headers);
+}
+
+/// The record batch storing `messages`, one record each, in order.
+///
+/// # Panics
+/// If `messages` is empty (the caller appends at least one).
+pub(crate) fn batch_of(messages: &[Publication], timestamp_ms: i64) -> Bytes {
+    let headers: Vec<[(&str, &[u8]); 3]> = messages
+        .iter()
+        .map(|message| {
+            let qos: &[u8] = match message.qos {
+                QoS::AtMostOnce => b"0",
+                QoS::AtLeastOnce => b"1",
+                QoS::ExactlyOnce => b"2",
+            };
+            [
+                (TOPIC_HEADER, message.topic.as_bytes()),
+                (QOS_HEADER, qos),
+                (RETAIN_HEADER, b"1"),
+            ]
+        })
+        .collect();
+    let records: Vec<HeaderedRecord<'_>> = messages
+        .iter()
+        .zip(&headers)
+        .map(|(message, headers)| HeaderedRecord {
+            key: Some(message.topic.as_bytes()),
+            value: &message.payload,
+            // The retain header only on a retained message.
+            headers: headers.get(..if message.retain { 3 } else { 2 }).unwrap_or_default(),
+        })
+        .collect();
+    let batch = shardline_log::build_batch_with_headers(timestamp_ms, &records);
+    assert!(
+        batch.len()
+            <= shardline_log::BATCH_HEADER_BYTES + messages.iter().map(Publication::record_bytes_max).sum::<usize>(),
+        "a batch is within the bound appends are split by"
+    );
     Bytes::from(batch)
+}
+
+/// `messages` cut into consecutive runs whose batches stay within
+/// `batch_bytes_max` (a topic's max.message.bytes), so that gathering
+/// messages never makes one too large; a message too large alone is a run
+/// of its own (and refused as such).
+pub(crate) fn runs(messages: &[Publication], batch_bytes_max: usize) -> Vec<&[Publication]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    let mut bytes = shardline_log::BATCH_HEADER_BYTES;
+    for (at, message) in messages.iter().enumerate() {
+        let more = message.record_bytes_max();
+        if at > start && bytes + more > batch_bytes_max {
+            runs.push(messages.get(start..at).unwrap_or_default());
+            start = at;
+            bytes = shardline_log::BATCH_HEADER_BYTES;
+        }
+        bytes += more;
+    }
+    if start < messages.len() {
+        runs.push(messages.get(start..).unwrap_or_default());
+    }
+    assert_eq!(
+        runs.iter().map(|run| run.len()).sum::<usize>(),
+        messages.len(),
+        "runs cover every message"
+    );
+    runs
 }
 
 /// One message read back from the log.
@@ -154,9 +231,56 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
     use super::*;
 
+    fn publication(topic: &str, payload: &'static [u8], qos: QoS, retain: bool) -> Publication {
+        Publication {
+            topic: topic.to_string(),
+            payload: Bytes::from_static(payload),
+            qos,
+            retain,
+        }
+    }
+
+    #[test]
+    fn messages_of_one_batch_come_back_in_order() {
+        let sent = [
+            publication("a", b"1", QoS::AtLeastOnce, false),
+            publication("b/c", b"22", QoS::AtMostOnce, true),
+            publication("a", b"333", QoS::ExactlyOnce, false),
+        ];
+        let batch = batch_of(&sent, 1);
+        let mut out = Vec::new();
+        let mut skipped = Skipped::default();
+        assert_eq!(messages(&batch, Offset(0), &mut out, &mut skipped), Offset(3));
+        let got: Vec<(&str, &[u8])> = out.iter().map(|m| (&*m.topic, m.payload.as_ref())).collect();
+        assert_eq!(got, vec![("a", &b"1"[..]), ("b/c", &b"22"[..]), ("a", &b"333"[..])]);
+        assert_eq!(out[1].qos, QoS::AtMostOnce);
+        // Only the retained one carries the retain header.
+        let header = BatchHeader::parse(&batch).unwrap();
+        let retained: Vec<bool> = uncompressed_records(&batch, &header)
+            .unwrap()
+            .map(|record| record.unwrap().headers.get(RETAIN_HEADER.as_bytes()).is_some())
+            .collect();
+        assert_eq!(retained, vec![false, true, false]);
+    }
+
+    #[test]
+    fn runs_keep_every_batch_within_the_bound() {
+        let small = publication("t", &[0; 100], QoS::AtLeastOnce, false);
+        let big = publication("t", &[0; 1000], QoS::AtLeastOnce, false);
+        let messages = vec![small.clone(), small.clone(), big, small.clone()];
+        let bound = shardline_log::BATCH_HEADER_BYTES + 2 * small.record_bytes_max();
+        let runs = runs(&messages, bound);
+        let lengths: Vec<usize> = runs.iter().map(|run| run.len()).collect();
+        assert_eq!(lengths, vec![2, 1, 1], "the big one alone, the rest as far as they fit");
+        for run in runs.iter().filter(|run| run.len() > 1) {
+            assert!(batch_of(run, 1).len() <= bound);
+        }
+        assert_eq!(super::runs(&[], 10).len(), 0);
+    }
+
     #[test]
     fn a_message_survives_the_log_format() {
-        let batch = batch_of("a/b", b"payload", QoS::AtMostOnce, true, 1);
+        let batch = batch_of(&[publication("a/b", b"payload", QoS::AtMostOnce, true)], 1);
         let mut out = Vec::new();
         let mut skipped = Skipped::default();
         let next = messages(&batch, Offset(0), &mut out, &mut skipped);
@@ -170,7 +294,7 @@ mod tests {
 
     #[test]
     fn records_before_from_and_without_a_topic_are_skipped() {
-        let mut chunk = batch_of("x", b"1", QoS::AtLeastOnce, false, 1).to_vec();
+        let mut chunk = batch_of(&[publication("x", b"1", QoS::AtLeastOnce, false)], 1).to_vec();
         let mut second = shardline_log::build_batch_from_values(1, &[b"no topic"]);
         shardline_log::set_base_offset(&mut second, Offset(1));
         chunk.extend_from_slice(&second);

@@ -35,6 +35,7 @@ mod connection;
 mod feed;
 mod listener;
 mod mapping;
+mod publish;
 mod reason;
 mod session;
 
@@ -42,18 +43,24 @@ use std::{
     cell::{Cell, RefCell},
     collections::HashMap,
     rc::Rc,
+    time::Duration,
 };
 
 use bytes::Bytes;
-use glommio::channels::local_channel::LocalSender;
+use glommio::{channels::local_channel::LocalSender, GlommioError, ResourceType};
 use shardline_net::mqtt::{filter_matches, QoS};
 
 pub(crate) use listener::{accept_loop, bind, describe, MqttSocket};
 
-/// Messages waiting in one subscriber's delivery queue, at most; a
-/// subscriber that falls this far behind is disconnected (v5: reason 0x97)
-/// rather than let the shard buffer without bound.
+/// Messages waiting in one subscriber's delivery queue, at most. The feed
+/// waits for room (up to [`DELIVERY_STALL_MAX`]) when it is full.
 pub(crate) const DELIVERY_QUEUE_MAX: usize = 1024;
+
+/// Longest the feed waits for room in a full subscriber's delivery queue;
+/// a subscriber that stays full that long is disconnected (v5: reason
+/// 0x97) rather than hold up the shard's other subscribers or let the
+/// shard buffer without bound.
+pub(crate) const DELIVERY_STALL_MAX: Duration = Duration::from_secs(2);
 
 /// Retained messages one shard keeps (for the topics of the partitions it
 /// owns), at most: a retained PUBLISH for a new topic beyond it is stored
@@ -99,8 +106,16 @@ pub(crate) enum Control {
 struct Local {
     /// Filters and granted QoS (the session holds the same list).
     filters: Vec<(String, QoS)>,
-    deliveries: LocalSender<Delivery>,
+    deliveries: Rc<LocalSender<Delivery>>,
     control: LocalSender<Control>,
+}
+
+/// A delivery that found its subscriber's queue full: the feed waits for
+/// room before it goes on (so the subscriber's order holds).
+pub(crate) struct Stalled {
+    deliveries: Rc<LocalSender<Delivery>>,
+    delivery: Delivery,
+    connection: u64,
 }
 
 /// Which connection, on which shard, holds a client id.
@@ -198,7 +213,7 @@ impl MqttShard {
             id,
             Local {
                 filters: Vec::new(),
-                deliveries,
+                deliveries: Rc::new(deliveries),
                 control,
             },
         );
@@ -244,11 +259,11 @@ impl MqttShard {
 
     /// Hands a message to every local subscriber with a matching filter,
     /// once each, at the highest QoS granted among its matching filters
-    /// (capped by the QoS it was published at). A subscriber whose queue is
-    /// full is told to close.
-    fn dispatch(&self, topic: &Rc<str>, payload: &Bytes, published: QoS) -> usize {
-        let mut delivered = 0;
-        for local in self.connections.borrow().values() {
+    /// (capped by the QoS it was published at). Deliveries whose
+    /// subscriber's queue is full are added to `stalled`, for the feed to
+    /// wait on ([`MqttShard::wait_for_room`]).
+    fn dispatch(&self, topic: &Rc<str>, payload: &Bytes, published: QoS, stalled: &mut Vec<Stalled>) {
+        for (&connection, local) in self.connections.borrow().iter() {
             let granted = local
                 .filters
                 .iter()
@@ -262,13 +277,47 @@ impl MqttShard {
                 qos: granted.min(published),
                 retain: false,
             };
-            if local.deliveries.try_send(delivery).is_ok() {
-                delivered += 1;
-            } else {
-                let _ = local.control.try_send(Control::FellBehind);
+            if let Err(GlommioError::WouldBlock(ResourceType::Channel(delivery))) = local.deliveries.try_send(delivery)
+            {
+                stalled.push(Stalled {
+                    deliveries: Rc::clone(&local.deliveries),
+                    delivery,
+                    connection,
+                });
+            }
+            // Any other error: the connection is closing.
+        }
+    }
+
+    /// Waits (at most [`DELIVERY_STALL_MAX`] each) until every stalled
+    /// delivery is queued; a subscriber whose queue stays full is told to
+    /// close.
+    async fn wait_for_room(&self, stalled: &mut Vec<Stalled>) {
+        for Stalled {
+            deliveries,
+            delivery,
+            connection,
+        } in stalled.drain(..)
+        {
+            // An error: the connection closed meanwhile.
+            let queued = futures_lite::future::or(async { Some(deliveries.send(delivery).await) }, async {
+                glommio::timer::sleep(DELIVERY_STALL_MAX).await;
+                None
+            })
+            .await;
+            if queued.is_none() {
+                tracing::warn!(
+                    connection,
+                    stalled_s = DELIVERY_STALL_MAX.as_secs(),
+                    "disconnecting an MQTT subscriber: its delivery queue stayed full"
+                );
+                if let Some(local) = self.connections.borrow_mut().get_mut(&connection) {
+                    // Fed nothing more while it closes.
+                    local.filters.clear();
+                    let _ = local.control.try_send(Control::FellBehind);
+                }
             }
         }
-        delivered
     }
 
     /// On the client id's home shard: `holder` now holds `client_id`;

@@ -3,6 +3,8 @@
 //! side is a [`Refusal`], and the functions here turn it into the byte a
 //! CONNACK, PUBACK, SUBACK, UNSUBACK or DISCONNECT carries.
 
+use std::sync::Arc;
+
 use shardline_net::mqtt::{MqttDecodeError, QoS, Version};
 
 use crate::error::EngineError;
@@ -34,7 +36,7 @@ pub(crate) enum Refusal {
     /// The broker is stopping.
     ServerShuttingDown,
     /// The append of a PUBLISH failed.
-    Append(EngineError),
+    Append(Arc<EngineError>),
 }
 
 impl std::fmt::Display for Refusal {
@@ -146,8 +148,8 @@ pub(crate) fn disconnect_code(refusal: &Refusal) -> u8 {
 }
 
 /// The v5 PUBACK reason code for an append's outcome.
-pub(crate) fn puback_code(outcome: &Result<(), EngineError>) -> u8 {
-    match outcome {
+pub(crate) fn puback_code(outcome: &Result<(), Arc<EngineError>>) -> u8 {
+    match outcome.as_ref().map_err(|error| &**error) {
         Ok(()) => SUCCESS,
         Err(EngineError::MessageTooLarge { .. }) => PACKET_TOO_LARGE,
         Err(_) => UNSPECIFIED_ERROR,

@@ -10,7 +10,7 @@ use shardline_net::mqtt::{
 };
 
 use super::{Action, Event, Session, SessionLimits, SUBSCRIPTIONS_MAX};
-use crate::mqtt::{reason::Refusal, Delivery};
+use crate::mqtt::{mapping::Publication, reason::Refusal, Delivery};
 
 fn limits() -> SessionLimits {
     SessionLimits {
@@ -207,10 +207,24 @@ fn qos1_is_acknowledged_only_after_the_append() {
         Event::Appended {
             packet_id: Some(id(4)),
             qos: QoS::AtLeastOnce,
-            outcome: Err(crate::error::EngineError::ShardUnavailable),
+            outcome: Err(std::sync::Arc::new(crate::error::EngineError::ShardUnavailable)),
         },
     );
     assert!(closes(&actions));
+}
+
+/// The actions are one PUBREC and nothing else.
+fn assert_pubrec_alone(actions: &[Action]) {
+    assert!(
+        matches!(
+            actions,
+            [Action::Send(Packet::Ack(Ack {
+                kind: AckKind::PubRec,
+                ..
+            }))]
+        ),
+        "{actions:?}"
+    );
 }
 
 #[test]
@@ -231,7 +245,10 @@ fn qos2_is_received_once_and_released() {
         matches!(
             &actions[..],
             [Action::Append {
-                qos: QoS::ExactlyOnce,
+                message: Publication {
+                    qos: QoS::ExactlyOnce,
+                    ..
+                },
                 ..
             }]
         ),
@@ -250,17 +267,7 @@ fn qos2_is_received_once_and_released() {
     }));
     assert_eq!(session.handle(now, appended), vec![pubrec]);
     // Sent again before PUBREL: not appended again, acknowledged again.
-    let again = session.handle(now, Event::Packet(publish));
-    assert!(
-        matches!(
-            &again[..],
-            [Action::Send(Packet::Ack(Ack {
-                kind: AckKind::PubRec,
-                ..
-            }))]
-        ),
-        "{again:?}"
-    );
+    assert_pubrec_alone(&session.handle(now, Event::Packet(publish)));
     let pubrel = |n| {
         Event::Packet(Packet::Ack(Ack {
             kind: AckKind::PubRel,
@@ -279,6 +286,58 @@ fn qos2_is_received_once_and_released() {
     };
     assert_eq!(session.handle(now, pubrel(9)), pubcomp(9, 0));
     assert_eq!(session.handle(now, pubrel(9)), pubcomp(9, 0x92), "no longer pending");
+}
+
+#[test]
+fn appends_under_way_together_are_acknowledged_in_order_and_a_qos2_repeat_once() {
+    let now = Instant::now();
+    let mut session = connected(Version::V311, now);
+    let publish = |n, qos| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: "t".to_string(),
+            packet_id: Some(id(n)),
+            properties: Properties::default(),
+            payload: Bytes::new(),
+        })
+    };
+    // Three publications read before any append ended: three appends.
+    for (n, qos) in [(1, QoS::AtLeastOnce), (2, QoS::ExactlyOnce), (3, QoS::AtLeastOnce)] {
+        let actions = session.handle(now, Event::Packet(publish(n, qos)));
+        assert!(matches!(&actions[..], [Action::Append { .. }]), "{actions:?}");
+    }
+    // The QoS 2 one again while its append is under way: not appended twice.
+    assert_eq!(session.handle(now, Event::Packet(publish(2, QoS::ExactlyOnce))), vec![]);
+    let mut acks = Vec::new();
+    for (n, qos) in [(1, QoS::AtLeastOnce), (2, QoS::ExactlyOnce), (3, QoS::AtLeastOnce)] {
+        acks.extend(session.handle(
+            now,
+            Event::Appended {
+                packet_id: Some(id(n)),
+                qos,
+                outcome: Ok(()),
+            },
+        ));
+    }
+    let sent: Vec<(AckKind, PacketId)> = acks
+        .iter()
+        .map(|action| match action {
+            Action::Send(Packet::Ack(ack)) => (ack.kind, ack.packet_id),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            (AckKind::PubAck, id(1)),
+            (AckKind::PubRec, id(2)),
+            (AckKind::PubAck, id(3))
+        ]
+    );
+    // Now it awaits its PUBREL: a repeat is acknowledged again, not appended.
+    assert_pubrec_alone(&session.handle(now, Event::Packet(publish(2, QoS::ExactlyOnce))));
 }
 
 #[test]

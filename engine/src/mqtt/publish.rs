@@ -1,0 +1,125 @@
+//! Appending MQTT publications to the log, many at a time.
+//!
+//! A connection hands over every publication it has read and not yet
+//! appended (at most [`APPEND_ROUND_MAX`]) as one round: the round is split
+//! by partition, each partition's share goes to the shard that owns it in
+//! one message, and there becomes as few record batches as the topic's
+//! `max.message.bytes` allows, appended in order through the same
+//! `Partition::produce` an acks=all Kafka produce uses. One round costs
+//! one cross-shard message and one durable wait per partition, however
+//! many publications it holds, so a publisher that sends faster than the
+//! disk syncs gets more per sync instead of a growing queue (group commit
+//! at the connection, as a Kafka client's linger gives at the producer).
+//!
+//! Order: a connection has one round under way at a time, and a round
+//! keeps each partition's publications in the order they arrived, so
+//! messages of one MQTT topic (one partition) are stored in publish order.
+//! Outcomes come back in the round's order, one per publication.
+
+use std::{collections::BTreeMap, rc::Rc, sync::Arc, time::Duration};
+
+use super::mapping::{self, Publication};
+use crate::{error::EngineError, shard::Shard};
+
+/// Publications one round appends at most: bounds the batch a connection
+/// builds and the acknowledgements it writes at once.
+pub(crate) const APPEND_ROUND_MAX: usize = 64;
+
+/// Bytes of publications (as records) a connection gathers into one round
+/// before it stops adding more: with [`APPEND_ROUND_MAX`], bounds what a
+/// round holds.
+pub(crate) const APPEND_ROUND_BYTES_MAX: usize = 1 << 20;
+
+/// Longest an append waits for the in-sync replicas.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What one publication's append said; one error may answer many.
+pub(crate) type Outcome = Result<(), Arc<EngineError>>;
+
+/// Appends `round` (in order per partition) and waits until it is durable
+/// as an acks=all produce would; retained publications then become their
+/// topics' retained messages on the partitions' owners. Returns one
+/// outcome per publication, in `round`'s order.
+pub(crate) async fn append_round(shard: &Rc<Shard>, round: Vec<Publication>) -> Vec<Outcome> {
+    assert!(
+        !round.is_empty() && round.len() <= APPEND_ROUND_MAX,
+        "a round holds 1..=APPEND_ROUND_MAX publications"
+    );
+    let count = round.len();
+    let partitions = match mapping::ensure_topic(shard).await {
+        Ok(partitions) => partitions,
+        Err(error) => return vec![Err(Arc::new(error)); count],
+    };
+    let mut shares: BTreeMap<i32, (Vec<usize>, Vec<Publication>)> = BTreeMap::new();
+    for (at, publication) in round.into_iter().enumerate() {
+        let share = shares
+            .entry(mapping::partition_of(&publication.topic, partitions))
+            .or_default();
+        share.0.push(at);
+        share.1.push(publication);
+    }
+    let appends = shares
+        .into_iter()
+        .map(|(index, (places, share))| async move { (places, append_share(shard, index, share).await) });
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; count];
+    for (places, answers) in futures_util::future::join_all(appends).await {
+        assert_eq!(places.len(), answers.len(), "one outcome per publication of a share");
+        for (at, answer) in places.into_iter().zip(answers) {
+            if let Some(slot) = outcomes.get_mut(at) {
+                *slot = Some(answer);
+            }
+        }
+    }
+    let outcomes: Vec<Outcome> = outcomes.into_iter().flatten().collect();
+    assert_eq!(outcomes.len(), count, "every publication of a round has an outcome");
+    outcomes
+}
+
+/// Appends one partition's share of a round on the partition's owner.
+async fn append_share(shard: &Rc<Shard>, index: i32, share: Vec<Publication>) -> Vec<Outcome> {
+    let count = share.len();
+    let name = shard.config.mqtt_kafka_topic.clone();
+    let owner = match shard.owner_of(&name, index) {
+        Ok(owner) => owner,
+        Err(error) => return vec![Err(Arc::new(error)); count],
+    };
+    let epoch = crate::kafka::epoch_of(shard);
+    let answer = shard
+        .invoke_on(owner, move |s: Rc<Shard>| async move {
+            s.wait_for_epoch(epoch).await;
+            let partition = match s.partition(&name, index) {
+                Ok(partition) => partition,
+                Err(error) => return vec![Err(Arc::new(error)); share.len()],
+            };
+            let timestamp_ms = crate::kafka::unix_now_ms();
+            let mut outcomes = Vec::with_capacity(share.len());
+            for run in mapping::runs(&share, partition.max_message_bytes()) {
+                let batch = mapping::batch_of(run, timestamp_ms);
+                let bytes = u64::try_from(batch.len()).unwrap_or(u64::MAX);
+                let outcome = partition
+                    .produce(batch, -1, APPEND_TIMEOUT)
+                    .await
+                    .map(|_| ())
+                    .map_err(Arc::new);
+                if outcome.is_ok() {
+                    s.probe
+                        .count_produced(u64::try_from(run.len()).unwrap_or(u64::MAX), bytes);
+                    for retained in run.iter().filter(|publication| publication.retain) {
+                        if !s
+                            .mqtt
+                            .keep_retained(retained.topic.clone(), retained.payload.clone(), retained.qos)
+                        {
+                            tracing::warn!("retained message not kept: the shard keeps its maximum of retained topics");
+                        }
+                    }
+                }
+                outcomes.extend(std::iter::repeat_n(outcome, run.len()));
+            }
+            outcomes
+        })
+        .await;
+    match answer {
+        Ok(outcomes) => outcomes,
+        Err(error) => vec![Err(Arc::new(error)); count],
+    }
+}
