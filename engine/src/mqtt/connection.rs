@@ -203,13 +203,15 @@ impl Connection {
                         }
                         pending = next;
                     }
-                    Action::Subscribe { filters } => {
-                        self.shard.mqtt.subscribe(self.me.connection, filters.clone());
+                    Action::Subscribe { filters, retained_for } => {
+                        self.shard.mqtt.subscribe(self.me.connection, filters);
                         if let Err(error) = super::feed::ensure_running(&self.shard).await {
                             tracing::warn!(%error, "MQTT feed did not start");
                         }
                         // Queued now, written after the SUBACK that follows.
-                        self.queue_retained(filters).await;
+                        if !retained_for.is_empty() {
+                            self.queue_retained(retained_for).await;
+                        }
                     }
                     Action::Unsubscribe { filters } => self.shard.mqtt.unsubscribe(self.me.connection, &filters),
                     Action::Close { why } => closing = Some(why),
@@ -298,7 +300,7 @@ impl Connection {
             let will = Publication {
                 topic: will.topic,
                 payload: will.payload,
-                qos: will.qos.min(QoS::AtLeastOnce),
+                qos: will.qos,
                 retain: will.retain,
             };
             for outcome in publish::append_round(&self.shard, vec![will]).await {

@@ -167,9 +167,7 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
         feed.skipped_records
             .set(feed.skipped_records.get() + skipped.untopical + skipped.compressed);
         for message in messages.drain(..) {
-            shard
-                .mqtt
-                .dispatch(&message.topic, &message.payload, message.qos, &mut stalled);
+            shard.mqtt.dispatch(&message, &mut stalled);
             if !stalled.is_empty() {
                 // A full subscriber queue holds the partition's feed (its order
                 // holds), for a bounded time.

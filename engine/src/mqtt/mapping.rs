@@ -9,7 +9,7 @@
 //!        and mqtt.retain = "1" when published retained
 //!  Kafka record on that topic with header mqtt.topic = T (or, without it, a
 //!  UTF-8 key that is a valid topic name) ──► MQTT subscribers of filters matching T,
-//!        at QoS min(mqtt.qos or 1, granted) (granted is at most 1)
+//!        at QoS min(mqtt.qos or 1, granted)
 //! ```
 //!
 //! Pure functions plus [`ensure_topic`], which asks the metadata group (on
@@ -142,6 +142,8 @@ pub(crate) struct Message {
     pub(crate) payload: Bytes,
     /// The QoS it was published at (1 for records without the header).
     pub(crate) qos: QoS,
+    /// Whether it was published retained.
+    pub(crate) retain: bool,
 }
 
 /// What walking a read chunk found besides messages.
@@ -190,13 +192,16 @@ pub(crate) fn messages(chunk: &Bytes, from: Offset, out: &mut Vec<Message>, skip
             };
             let qos = match record.headers.get(QOS_HEADER.as_bytes()).flatten() {
                 Some(b"0") => QoS::AtMostOnce,
+                Some(b"2") => QoS::ExactlyOnce,
                 _ => QoS::AtLeastOnce,
             };
+            let retain = record.headers.get(RETAIN_HEADER.as_bytes()).flatten() == Some(b"1");
             let payload = record.value.map_or_else(Bytes::new, |value| batch.slice_ref(value));
             out.push(Message {
                 topic: Rc::from(topic),
                 payload,
                 qos,
+                retain,
             });
         }
     }

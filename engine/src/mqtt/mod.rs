@@ -50,6 +50,8 @@ use bytes::Bytes;
 use glommio::{channels::local_channel::LocalSender, GlommioError, ResourceType};
 use shardline_net::mqtt::{filter_matches, QoS};
 
+use self::mapping::Message;
+
 pub(crate) use listener::{accept_loop, bind, describe, MqttSocket};
 
 /// Messages waiting in one subscriber's delivery queue, at most. The feed
@@ -80,8 +82,23 @@ pub(crate) struct Delivery {
     pub(crate) payload: Bytes,
     /// The QoS to deliver at (min of published and granted).
     pub(crate) qos: QoS,
-    /// Whether it is a retained message sent for a new subscription.
+    /// Its RETAIN flag: set on a retained message sent for a new
+    /// subscription, and on a live one published retained to a v5
+    /// subscription with Retain As Published.
     pub(crate) retain: bool,
+}
+
+/// One subscription of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Subscription {
+    /// The topic filter.
+    pub(crate) filter: String,
+    /// The granted QoS (deliveries go at the lower of it and the
+    /// published QoS).
+    pub(crate) qos: QoS,
+    /// v5 Retain As Published: live deliveries keep the published RETAIN
+    /// flag (otherwise it is cleared).
+    pub(crate) retain_as_published: bool,
 }
 
 /// A retained message, kept on the shard owning its topic's partition.
@@ -104,8 +121,8 @@ pub(crate) enum Control {
 
 /// A connection of this shard, as the shard sees it.
 struct Local {
-    /// Filters and granted QoS (the session holds the same list).
-    filters: Vec<(String, QoS)>,
+    /// Its subscriptions (the session holds the same list).
+    filters: Vec<Subscription>,
     deliveries: Rc<LocalSender<Delivery>>,
     control: LocalSender<Control>,
 }
@@ -226,15 +243,15 @@ impl MqttShard {
     }
 
     /// Adds (or regrants) filters of a connection.
-    fn subscribe(&self, connection: u64, filters: Vec<(String, QoS)>) {
+    fn subscribe(&self, connection: u64, filters: Vec<Subscription>) {
         let mut connections = self.connections.borrow_mut();
         let Some(local) = connections.get_mut(&connection) else {
             return;
         };
-        for (filter, qos) in filters {
-            match local.filters.iter_mut().find(|(f, _)| *f == filter) {
-                Some(existing) => existing.1 = qos,
-                None => local.filters.push((filter, qos)),
+        for subscription in filters {
+            match local.filters.iter_mut().find(|s| s.filter == subscription.filter) {
+                Some(existing) => *existing = subscription,
+                None => local.filters.push(subscription),
             }
         }
         assert!(
@@ -245,7 +262,7 @@ impl MqttShard {
 
     fn unsubscribe(&self, connection: u64, filters: &[String]) {
         if let Some(local) = self.connections.borrow_mut().get_mut(&connection) {
-            local.filters.retain(|(f, _)| !filters.contains(f));
+            local.filters.retain(|s| !filters.contains(&s.filter));
         }
     }
 
@@ -262,20 +279,24 @@ impl MqttShard {
     /// (capped by the QoS it was published at). Deliveries whose
     /// subscriber's queue is full are added to `stalled`, for the feed to
     /// wait on ([`MqttShard::wait_for_room`]).
-    fn dispatch(&self, topic: &Rc<str>, payload: &Bytes, published: QoS, stalled: &mut Vec<Stalled>) {
+    fn dispatch(&self, message: &Message, stalled: &mut Vec<Stalled>) {
         for (&connection, local) in self.connections.borrow().iter() {
-            let granted = local
+            let mut matching = local
                 .filters
                 .iter()
-                .filter(|(filter, _)| filter_matches(filter, topic))
-                .map(|(_, qos)| *qos)
-                .max();
-            let Some(granted) = granted else { continue };
+                .filter(|subscription| filter_matches(&subscription.filter, &message.topic))
+                .peekable();
+            if matching.peek().is_none() {
+                continue;
+            }
+            let (granted, retain_as_published) = matching.fold((QoS::AtMostOnce, false), |(qos, rap), s| {
+                (qos.max(s.qos), rap || s.retain_as_published)
+            });
             let delivery = Delivery {
-                topic: Rc::clone(topic),
-                payload: payload.clone(),
-                qos: granted.min(published),
-                retain: false,
+                topic: Rc::clone(&message.topic),
+                payload: message.payload.clone(),
+                qos: granted.min(message.qos),
+                retain: message.retain && retain_as_published,
             };
             if let Err(GlommioError::WouldBlock(ResourceType::Channel(delivery))) = local.deliveries.try_send(delivery)
             {

@@ -156,13 +156,13 @@ pub(crate) fn puback_code(outcome: &Result<(), Arc<EngineError>>) -> u8 {
     }
 }
 
-/// The v5 PUBCOMP reason code for a PUBREL: whether its identifier was
-/// awaiting release.
-pub(crate) fn pubcomp_code(found: bool) -> u8 {
-    if found {
-        SUCCESS
-    } else {
-        PACKET_ID_NOT_FOUND
+/// The reason code of a PUBCOMP answering a PUBREL, or of a PUBREL
+/// answering a PUBREC: whether its identifier was in the exchange (3.1.1
+/// acks carry no code: 0).
+pub(crate) fn packet_id_code(found: bool, version: Version) -> u8 {
+    match (version, found) {
+        (Version::V311, _) | (Version::V5, true) => SUCCESS,
+        (Version::V5, false) => PACKET_ID_NOT_FOUND,
     }
 }
 

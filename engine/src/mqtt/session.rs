@@ -15,7 +15,7 @@
 //! ```
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -28,7 +28,7 @@ use shardline_net::mqtt::{
 use super::{
     mapping::Publication,
     reason::{self, FilterRefusal, Refusal},
-    Delivery,
+    Delivery, Subscription,
 };
 use crate::error::EngineError;
 
@@ -68,6 +68,17 @@ pub(crate) struct SessionLimits {
     pub(crate) packet_bytes_max: u32,
     /// The client id given to a v5 client that sent an empty one.
     pub(crate) assigned_client_id: String,
+}
+
+/// What a QoS 1 or 2 delivery in flight awaits from the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    /// QoS 1: its PUBACK.
+    Acknowledgement,
+    /// QoS 2: its PUBREC (then the server sends PUBREL).
+    Receipt,
+    /// QoS 2: its PUBCOMP, after the server's PUBREL.
+    Completion,
 }
 
 /// Something that happened to the connection.
@@ -126,10 +137,14 @@ pub(crate) enum Action {
         packet_id: Option<PacketId>,
     },
     /// Add (or replace) these filters in the shard's subscription table
-    /// before the SUBACK that follows goes out.
+    /// before the SUBACK that follows goes out, and queue the retained
+    /// messages matching `retained_for` behind it.
     Subscribe {
-        /// Filter and granted QoS.
-        filters: Vec<(String, QoS)>,
+        /// The subscriptions made or replaced.
+        filters: Vec<Subscription>,
+        /// Filters (with granted QoS) whose retained messages are sent now
+        /// (v5 Retain Handling 0, or 1 for a new subscription; always in 3.1.1).
+        retained_for: Vec<(String, QoS)>,
     },
     /// Remove these filters from the shard's subscription table.
     Unsubscribe {
@@ -170,12 +185,13 @@ pub(crate) struct Session {
     /// QoS 1 deliveries in flight at most (min of the client's Receive
     /// Maximum and [`INFLIGHT_OUT_MAX`]).
     inflight_out_max: usize,
-    /// QoS 1 deliveries sent and not yet acknowledged.
-    inflight_out: BTreeSet<PacketId>,
+    /// QoS 1 and 2 deliveries sent and not yet complete, with what each
+    /// awaits from the client.
+    inflight_out: BTreeMap<PacketId, Awaiting>,
     /// The next packet identifier to try for a delivery.
     next_packet_id: u16,
     /// Filters and granted QoS, at most [`SUBSCRIPTIONS_MAX`].
-    subscriptions: Vec<(String, QoS)>,
+    subscriptions: Vec<Subscription>,
     /// The will of CONNECT, until a normal DISCONNECT discards it.
     will: Option<Will>,
     /// QoS 2 publications appended and acknowledged with PUBREC, waiting
@@ -198,7 +214,7 @@ impl Session {
             client_id: String::new(),
             client_packet_bytes_max: u32::MAX,
             inflight_out_max: INFLIGHT_OUT_MAX,
-            inflight_out: BTreeSet::new(),
+            inflight_out: BTreeMap::new(),
             next_packet_id: 1,
             subscriptions: Vec::new(),
             will: None,
@@ -320,21 +336,15 @@ impl Session {
             )),
             (_, Packet::Connect(_)) => self.refuse(Refusal::SecondConnect),
             (_, Packet::Publish(publish)) => self.on_publish(publish),
-            (_, Packet::Ack(ack)) if ack.kind == AckKind::PubAck => {
-                // An identifier not in flight is ignored (a late duplicate).
-                self.inflight_out.remove(&ack.packet_id);
-                Vec::new()
+            (_, Packet::Ack(ack)) if matches!(ack.kind, AckKind::PubAck | AckKind::PubRec | AckKind::PubComp) => {
+                self.on_delivery_ack(&ack)
             }
             (_, Packet::Ack(ack)) if ack.kind == AckKind::PubRel => {
                 let found = self.releases_pending.remove(&ack.packet_id);
                 vec![Action::Send(Packet::Ack(Ack {
                     kind: AckKind::PubComp,
                     packet_id: ack.packet_id,
-                    reason: if self.version == Some(Version::V5) {
-                        reason::pubcomp_code(found)
-                    } else {
-                        0
-                    },
+                    reason: reason::packet_id_code(found, self.version.unwrap_or(Version::V311)),
                     properties: Properties::default(),
                 }))]
             }
@@ -493,32 +503,45 @@ impl Session {
             return self.refuse(Refusal::SubscriptionIdsNotSupported);
         }
         let mut granted = Vec::new();
+        let mut retained_for = Vec::new();
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         for (filter, options) in subscribe.filters {
-            let outcome = if filter.starts_with("$share/") {
-                Err(FilterRefusal::Shared)
-            } else if !valid_topic_filter(&filter) {
-                Err(FilterRefusal::Invalid)
-            } else {
-                let qos = options.qos.min(QoS::AtLeastOnce);
-                if let Some(existing) = self.subscriptions.iter_mut().find(|(f, _)| *f == filter) {
-                    existing.1 = qos;
-                    Ok(qos)
-                } else if self.subscriptions.len() < SUBSCRIPTIONS_MAX {
-                    self.subscriptions.push((filter.clone(), qos));
-                    Ok(qos)
-                } else {
-                    Err(FilterRefusal::Quota)
-                }
+            let subscription = Subscription {
+                filter,
+                qos: options.qos,
+                // 3.1.1 has no such option: its deliveries never carry RETAIN.
+                retain_as_published: version == Version::V5 && options.retain_as_published,
             };
-            if let Ok(qos) = outcome {
-                granted.push((filter, qos));
+            let outcome = if subscription.filter.starts_with("$share/") {
+                Err(FilterRefusal::Shared)
+            } else if !valid_topic_filter(&subscription.filter) {
+                Err(FilterRefusal::Invalid)
+            } else if let Some(existing) = self.subscriptions.iter_mut().find(|s| s.filter == subscription.filter) {
+                *existing = subscription.clone();
+                Ok(false)
+            } else if self.subscriptions.len() < SUBSCRIPTIONS_MAX {
+                self.subscriptions.push(subscription.clone());
+                Ok(true)
+            } else {
+                Err(FilterRefusal::Quota)
+            };
+            if let Ok(new) = outcome {
+                // v5 §3.3.1.3 Retain Handling: 0 always, 1 a new subscription only, 2 never.
+                let send_retained =
+                    version == Version::V311 || options.retain_handling == 0 || (options.retain_handling == 1 && new);
+                if send_retained {
+                    retained_for.push((subscription.filter.clone(), subscription.qos));
+                }
+                granted.push(subscription.clone());
             }
-            codes.push(reason::suback_code(outcome, version));
+            codes.push(reason::suback_code(outcome.map(|_| subscription.qos), version));
         }
         let mut actions = Vec::new();
         if !granted.is_empty() {
-            actions.push(Action::Subscribe { filters: granted });
+            actions.push(Action::Subscribe {
+                filters: granted,
+                retained_for,
+            });
         }
         actions.push(Action::Send(Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
@@ -532,7 +555,7 @@ impl Session {
         let mut codes = Vec::new();
         for filter in &unsubscribe.filters {
             let before = self.subscriptions.len();
-            self.subscriptions.retain(|(f, _)| f != filter);
+            self.subscriptions.retain(|s| s.filter != *filter);
             codes.push(reason::unsuback_code(self.subscriptions.len() < before));
         }
         if self.version != Some(Version::V5) {
@@ -550,6 +573,40 @@ impl Session {
         ]
     }
 
+    /// The client's PUBACK (QoS 1), PUBREC or PUBCOMP (QoS 2) for a
+    /// delivery: QoS 2 goes PUBLISH → PUBREC → PUBREL → PUBCOMP (MQTT
+    /// 3.1.1 §4.3.3, 5.0 §4.3.3). An identifier not in flight, or an ack
+    /// of the wrong kind for it, is ignored (a late duplicate), except that
+    /// a PUBREC is always answered with a PUBREL (v5: 0x92 when unknown).
+    fn on_delivery_ack(&mut self, ack: &Ack) -> Vec<Action> {
+        let awaiting = self.inflight_out.get(&ack.packet_id).copied();
+        let pubrel = |reason| {
+            vec![Action::Send(Packet::Ack(Ack {
+                kind: AckKind::PubRel,
+                packet_id: ack.packet_id,
+                reason,
+                properties: Properties::default(),
+            }))]
+        };
+        match (ack.kind, awaiting) {
+            (AckKind::PubAck, Some(Awaiting::Acknowledgement)) | (AckKind::PubComp, Some(Awaiting::Completion)) => {
+                self.inflight_out.remove(&ack.packet_id);
+                Vec::new()
+            }
+            // v5: a PUBREC with a failure code ends the exchange there.
+            (AckKind::PubRec, Some(Awaiting::Receipt)) if ack.reason >= 0x80 => {
+                self.inflight_out.remove(&ack.packet_id);
+                Vec::new()
+            }
+            (AckKind::PubRec, Some(Awaiting::Receipt | Awaiting::Completion)) => {
+                self.inflight_out.insert(ack.packet_id, Awaiting::Completion);
+                pubrel(reason::packet_id_code(true, self.version.unwrap_or(Version::V311)))
+            }
+            (AckKind::PubRec, _) => pubrel(reason::packet_id_code(false, self.version.unwrap_or(Version::V311))),
+            _ => Vec::new(),
+        }
+    }
+
     fn on_delivery(&mut self, delivery: Delivery) -> Vec<Action> {
         if self.phase != Phase::Connected {
             return Vec::new();
@@ -562,17 +619,18 @@ impl Session {
                     return self.refuse(Refusal::SlowSubscriber);
                 }
                 let id = self.free_packet_id();
-                self.inflight_out.insert(id);
+                let awaiting = if delivery.qos == QoS::ExactlyOnce {
+                    Awaiting::Receipt
+                } else {
+                    Awaiting::Acknowledgement
+                };
+                self.inflight_out.insert(id, awaiting);
                 Some(id)
             }
         };
         let publish = Publish {
             dup: false,
-            qos: if packet_id.is_some() {
-                QoS::AtLeastOnce
-            } else {
-                QoS::AtMostOnce
-            },
+            qos: delivery.qos,
             retain: delivery.retain,
             topic: delivery.topic.to_string(),
             packet_id,
@@ -600,7 +658,7 @@ impl Session {
         loop {
             let candidate = PacketId::new(self.next_packet_id);
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if let Some(id) = candidate.filter(|id| !self.inflight_out.contains(id)) {
+            if let Some(id) = candidate.filter(|id| !self.inflight_out.contains_key(id)) {
                 return id;
             }
         }

@@ -4,8 +4,11 @@ Usage: mqtt_clients.py MQTT_HOST:PORT KAFKA_BOOTSTRAP
 
 Checks, each bounded in time:
 - 3.1.1 and 5.0 subscribers with `+` and `#` filters get QoS 0, 1 and 2
-  messages from 3.1.1 and 5.0 publishers (QoS 2 delivered at QoS 1, the
-  most granted); `#` does not match `$SYS/...`;
+  messages from 3.1.1 and 5.0 publishers, each at the lower of the
+  published and the granted QoS (a QoS 2 subscriber gets QoS 2 messages
+  through PUBREC / PUBREL / PUBCOMP); `#` does not match `$SYS/...`;
+- a v5 subscription with Retain As Published sees the RETAIN flag of a
+  live retained publication, one without it does not;
 - a QoS 1 publish is acknowledged (PUBACK) and then readable by a Kafka
   consumer of the mapped topic `mqtt`, with the MQTT topic in the
   `mqtt.topic` header and the key;
@@ -37,11 +40,14 @@ class Recorder:
     def __init__(self):
         self.lock = threading.Lock()
         self.messages = []
+        self.retained = []
         self.subscribed = threading.Event()
 
     def on_message(self, client, userdata, message):
         with self.lock:
             self.messages.append((message.topic, bytes(message.payload), message.qos))
+            if message.retain:
+                self.retained.append((message.topic, bytes(message.payload)))
 
     def on_subscribe(self, client, userdata, mid, reason_codes, properties):
         self.subscribed.set()
@@ -104,6 +110,9 @@ sub311 = client(mqtt.MQTTv311, "sub311", v311_messages)
 sub5 = client(mqtt.MQTTv5, "sub5", v5_messages)
 sub_all = client(mqtt.MQTTv311, "suball", all_messages)
 sub_sys = client(mqtt.MQTTv5, "subsys", sys_messages)
+q2_messages = Recorder()
+sub_q2 = client(mqtt.MQTTv5, "subq2", q2_messages)
+subscribe(sub_q2, q2_messages, [("dev/#", mqtt.SubscribeOptions(qos=2, retainAsPublished=True))])
 subscribe(sub311, v311_messages, [("dev/+/temp", 1)])
 subscribe(sub5, v5_messages, [("dev/#", 1)])
 subscribe(sub_all, all_messages, [("#", 0)])
@@ -133,7 +142,24 @@ v5_messages.wait_for(
         ("dev/b/hum", b"41", 1),
     ]
 )
+q2_messages.wait_for(
+    [
+        ("dev/a/temp", b"21.5", 1),
+        ("dev/a/temp", b"21.6", 0),
+        ("dev/b/hum", b"41", 2),
+        ("dev/c/temp", b"18.0", 2),
+    ]
+)
 sys_messages.wait_for([("$SYS/uptime", b"1", 0)])
+
+# Retain As Published: the live delivery of a retained publication keeps
+# RETAIN for sub_q2 only.
+info = pub5.publish("dev/r/state", b"on", qos=1, retain=True)
+info.wait_for_publish(WAIT_S)
+q2_messages.wait_for([("dev/r/state", b"on", 1)])
+v5_messages.wait_for([("dev/r/state", b"on", 1)])
+assert ("dev/r/state", b"on") in q2_messages.retained, q2_messages.retained
+assert not v5_messages.retained, v5_messages.retained
 # By now "#" has seen everything published before "$SYS/uptime"'s partition
 # moved on; it must never see the $SYS topic.
 all_messages.wait_for([("dev/a/temp", b"21.5", 0), ("dev/b/hum", b"40", 0)])
@@ -172,7 +198,7 @@ publish(pub311, "dev/z/temp", b"after", 1)
 v311_messages.wait_for([("dev/z/temp", b"after", 1)])
 assert len(v5_messages.got()) == before, v5_messages.got()[before:]
 
-for c in (sub311, sub5, sub_all, sub_sys, pub311, pub5):
+for c in (sub311, sub5, sub_all, sub_sys, sub_q2, pub311, pub5):
     c.disconnect()
     c.loop_stop()
 print("mqtt clients ok")

@@ -10,7 +10,7 @@ use shardline_net::mqtt::{
 };
 
 use super::{Action, Event, Session, SessionLimits, SUBSCRIPTIONS_MAX};
-use crate::mqtt::{mapping::Publication, reason::Refusal, Delivery};
+use crate::mqtt::{mapping::Publication, reason::Refusal, Delivery, Subscription};
 
 fn limits() -> SessionLimits {
     SessionLimits {
@@ -341,7 +341,7 @@ fn appends_under_way_together_are_acknowledged_in_order_and_a_qos2_repeat_once()
 }
 
 #[test]
-fn subscribe_grants_at_most_qos1_and_refuses_bad_filters_one_by_one() {
+fn subscribe_grants_the_qos_asked_and_refuses_bad_filters_one_by_one() {
     let now = Instant::now();
     let mut session = connected(Version::V5, now);
     let actions = session.handle(
@@ -356,12 +356,17 @@ fn subscribe_grants_at_most_qos1_and_refuses_bad_filters_one_by_one() {
         actions,
         vec![
             Action::Subscribe {
-                filters: vec![("a/+".to_string(), QoS::AtLeastOnce)]
+                filters: vec![Subscription {
+                    filter: "a/+".to_string(),
+                    qos: QoS::ExactlyOnce,
+                    retain_as_published: false,
+                }],
+                retained_for: vec![("a/+".to_string(), QoS::ExactlyOnce)],
             },
             Action::Send(Packet::SubAck(SubAck {
                 packet_id: id(7),
                 properties: Properties::default(),
-                codes: vec![1, 0x8f, 0x9e]
+                codes: vec![2, 0x8f, 0x9e]
             }))
         ]
     );
@@ -416,6 +421,105 @@ fn qos1_deliveries_take_packet_ids_until_the_window_is_full() {
     });
     session.handle(now, Event::Packet(ack));
     assert!(session.takes_deliveries());
+}
+
+fn ack(kind: AckKind, n: u16, reason: u8) -> Event {
+    Event::Packet(Packet::Ack(Ack {
+        kind,
+        packet_id: id(n),
+        reason,
+        properties: Properties::default(),
+    }))
+}
+
+fn sent_ack(kind: AckKind, n: u16, reason: u8) -> Vec<Action> {
+    vec![Action::Send(Packet::Ack(Ack {
+        kind,
+        packet_id: id(n),
+        reason,
+        properties: Properties::default(),
+    }))]
+}
+
+#[test]
+fn qos2_deliveries_go_publish_pubrec_pubrel_pubcomp() {
+    let now = Instant::now();
+    let mut session = connected(Version::V5, now);
+    let delivery = Delivery {
+        topic: std::rc::Rc::from("a"),
+        payload: Bytes::from_static(b"p"),
+        qos: QoS::ExactlyOnce,
+        retain: false,
+    };
+    let actions = session.handle(now, Event::Delivery(delivery));
+    let [Action::Send(Packet::Publish(publish))] = &actions[..] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!((publish.qos, publish.packet_id), (QoS::ExactlyOnce, Some(id(1))));
+    // A PUBACK is the wrong answer to a QoS 2 delivery: ignored.
+    assert_eq!(session.handle(now, ack(AckKind::PubAck, 1, 0)), vec![]);
+    assert_eq!(
+        session.handle(now, ack(AckKind::PubRec, 1, 0)),
+        sent_ack(AckKind::PubRel, 1, 0)
+    );
+    // A repeated PUBREC gets the PUBREL again.
+    assert_eq!(
+        session.handle(now, ack(AckKind::PubRec, 1, 0)),
+        sent_ack(AckKind::PubRel, 1, 0)
+    );
+    assert_eq!(session.handle(now, ack(AckKind::PubComp, 1, 0)), vec![]);
+    // Done: the identifier is free, an unknown PUBREC is answered 0x92.
+    assert_eq!(
+        session.handle(now, ack(AckKind::PubRec, 1, 0)),
+        sent_ack(AckKind::PubRel, 1, 0x92)
+    );
+    let again = Delivery {
+        topic: std::rc::Rc::from("a"),
+        payload: Bytes::new(),
+        qos: QoS::ExactlyOnce,
+        retain: false,
+    };
+    session.handle(now, Event::Delivery(again));
+    // A failed PUBREC (v5) ends the exchange with no PUBREL.
+    assert_eq!(session.handle(now, ack(AckKind::PubRec, 2, 0x80)), vec![]);
+    assert_eq!(session.handle(now, ack(AckKind::PubComp, 2, 0)), vec![]);
+    assert!(!session.is_closed());
+}
+
+#[test]
+fn retain_handling_decides_when_retained_messages_are_sent() {
+    let now = Instant::now();
+    let subscribe_with = |retain_handling, retain_as_published| {
+        Event::Packet(Packet::Subscribe(Subscribe {
+            packet_id: id(7),
+            properties: Properties::default(),
+            filters: vec![(
+                "r/#".to_string(),
+                SubscriptionOptions {
+                    qos: QoS::AtLeastOnce,
+                    no_local: false,
+                    retain_as_published,
+                    retain_handling,
+                },
+            )],
+        }))
+    };
+    let retained_for = |actions: &[Action]| match &actions[0] {
+        Action::Subscribe {
+            filters, retained_for, ..
+        } => (filters[0].retain_as_published, retained_for.len()),
+        other => panic!("{other:?}"),
+    };
+    let mut v5 = connected(Version::V5, now);
+    // 1: only for a new subscription.
+    assert_eq!(retained_for(&v5.handle(now, subscribe_with(1, true))), (true, 1));
+    assert_eq!(retained_for(&v5.handle(now, subscribe_with(1, true))), (true, 0));
+    // 0: every time; 2: never.
+    assert_eq!(retained_for(&v5.handle(now, subscribe_with(0, false))), (false, 1));
+    assert_eq!(retained_for(&v5.handle(now, subscribe_with(2, false))), (false, 0));
+    // 3.1.1 has neither option: always sent, never retain-as-published.
+    let mut v311 = connected(Version::V311, now);
+    assert_eq!(retained_for(&v311.handle(now, subscribe_with(2, true))), (false, 1));
 }
 
 #[test]
