@@ -99,6 +99,14 @@ fn paho_and_kafka_clients_share_one_log() {
 }
 
 #[test]
+fn shared_subscriptions_spread_messages_over_their_members() {
+    let engine = Engine::start(&["--shards", "2"]);
+    let mqtt = mqtt_addr(&engine).to_string();
+    let (ok, output) = python_script_output("mqtt_shared.py", &[&mqtt]);
+    assert!(ok, "mqtt_shared.py failed:\n{output}\nengine log:\n{}", engine.log());
+}
+
+#[test]
 fn mosquitto_clients_publish_and_subscribe() {
     let engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
     let port = mqtt_addr(&engine).port().to_string();

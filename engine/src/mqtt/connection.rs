@@ -23,7 +23,9 @@ use glommio::{
     net::TcpStream,
     sync::{Semaphore, StaticPermit},
 };
-use shardline_net::mqtt::{decode_packet, encode_packet, MqttDecodeError, Packet, PacketId, QoS, Version};
+use shardline_net::mqtt::{
+    decode_packet, encode_packet, shared_filter, MqttDecodeError, Packet, PacketId, QoS, Version,
+};
 
 use super::{
     home_shard,
@@ -31,7 +33,7 @@ use super::{
     publish::{self, APPEND_ROUND_BYTES_MAX, APPEND_ROUND_MAX},
     reason::Refusal,
     session::{Action, Event, Session, SessionLimits},
-    Control, Delivery, Holder, CONTROL_QUEUE_MAX, DELIVERY_QUEUE_MAX,
+    shared, Control, Delivery, Holder, Subscription, CONTROL_QUEUE_MAX, DELIVERY_QUEUE_MAX,
 };
 use crate::shard::Shard;
 
@@ -90,9 +92,13 @@ pub(crate) fn start(shard: &Rc<Shard>, stream: TcpStream) {
             shard: Rc::clone(&shard),
             me,
             claimed: None,
+            shares: Vec::new(),
             out: Vec::new(),
         };
         let result = connection.serve(stream, delivered, controlled).await;
+        for filter in std::mem::take(&mut connection.shares) {
+            connection.leave_share(&filter).await;
+        }
         shard.mqtt.close(id);
         if let Some(client_id) = connection.claimed.take() {
             release(&shard, client_id, me).await;
@@ -115,6 +121,8 @@ struct Connection {
     me: Holder,
     /// The client id this connection claimed on its home shard.
     claimed: Option<String>,
+    /// The shared subscriptions (`$share/...` filters) it is a member of.
+    shares: Vec<String>,
     /// Encoded packets not written yet.
     out: Vec<u8>,
 }
@@ -204,16 +212,28 @@ impl Connection {
                         pending = next;
                     }
                     Action::Subscribe { filters, retained_for } => {
-                        self.shard.mqtt.subscribe(self.me.connection, filters);
-                        if let Err(error) = super::feed::ensure_running(&self.shard).await {
-                            tracing::warn!(%error, "MQTT feed did not start");
+                        let (shared, own): (Vec<Subscription>, Vec<Subscription>) =
+                            filters.into_iter().partition(|s| s.shared().is_some());
+                        for subscription in shared {
+                            self.join_share(subscription).await;
+                        }
+                        if !own.is_empty() {
+                            self.shard.mqtt.subscribe(self.me.connection, own);
+                            if let Err(error) = super::feed::ensure_running(&self.shard).await {
+                                tracing::warn!(%error, "MQTT feed did not start");
+                            }
                         }
                         // Queued now, written after the SUBACK that follows.
                         if !retained_for.is_empty() {
                             self.queue_retained(retained_for).await;
                         }
                     }
-                    Action::Unsubscribe { filters } => self.shard.mqtt.unsubscribe(self.me.connection, &filters),
+                    Action::Unsubscribe { filters } => {
+                        for filter in &filters {
+                            self.leave_share(filter).await;
+                        }
+                        self.shard.mqtt.unsubscribe(self.me.connection, &filters);
+                    }
                     Action::Close { why } => closing = Some(why),
                 }
             }
@@ -335,6 +355,59 @@ impl Connection {
                 shard.mqtt.deliver_to(self.me.connection, delivery);
             }
         }
+    }
+
+    /// Joins the share of `subscription` on the share's home shard (and
+    /// starts that shard's feed).
+    async fn join_share(&mut self, subscription: Subscription) {
+        let Some((name, filter)) = subscription.shared() else {
+            return;
+        };
+        let home = shared::home_of(name, filter, self.shard.shard_count);
+        let member = shared::Member {
+            holder: self.me,
+            qos: subscription.qos,
+        };
+        let (name, filter) = (name.to_string(), filter.to_string());
+        let joined = self
+            .shard
+            .invoke_on(home, move |s: Rc<Shard>| async move {
+                if !s.mqtt.shares.borrow_mut().join(&name, &filter, member) {
+                    return Ok(false);
+                }
+                super::feed::ensure_running(&s).await.map(|()| true)
+            })
+            .await;
+        match joined {
+            Ok(Ok(true)) => {
+                if !self.shares.contains(&subscription.filter) {
+                    self.shares.push(subscription.filter);
+                }
+            }
+            Ok(Ok(false)) => tracing::warn!(
+                filter = %subscription.filter,
+                "MQTT share not joined: its home shard holds its maximum of shares"
+            ),
+            Ok(Err(error)) | Err(error) => {
+                tracing::warn!(filter = %subscription.filter, %error, "MQTT share not joined")
+            }
+        }
+    }
+
+    /// Leaves the share `filter` names, if this connection is a member.
+    async fn leave_share(&mut self, filter: &str) {
+        let Some((name, inner)) = shared_filter(filter) else {
+            return;
+        };
+        self.shares.retain(|f| f != filter);
+        let home = shared::home_of(name, inner, self.shard.shard_count);
+        let (name, inner, holder) = (name.to_string(), inner.to_string(), self.me);
+        let _ = self
+            .shard
+            .invoke_on(home, move |s: Rc<Shard>| async move {
+                s.mqtt.shares.borrow_mut().leave(&name, &inner, holder);
+            })
+            .await;
     }
 
     /// Claims `client_id` on its home shard for this connection and tells

@@ -18,14 +18,17 @@
 //! persistent sessions yet; retained messages are sent by the connection). The tail tasks stop once
 //! no local connection subscribes to anything.
 
-use std::{cell::Cell, rc::Rc, time::Duration};
+use std::{cell::Cell, collections::BTreeMap, rc::Rc, time::Duration};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
 use glommio::sync::Semaphore;
 use shardline_log::Offset;
 
-use super::mapping::{self, Message, Skipped};
+use super::{
+    mapping::{self, Message, Skipped},
+    Remote,
+};
 use crate::{error::EngineError, partition::FetchWatch, shard::Shard};
 
 /// Bytes one read of a partition returns at most (whole batches; the first
@@ -125,6 +128,7 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
     let mut offset = start;
     let mut messages: Vec<Message> = Vec::new();
     let mut stalled = Vec::new();
+    let mut remote = Vec::new();
     while should_run(&shard, generation) {
         let Ok(owner) = shard.owner_of(&topic, index) else {
             glommio::timer::sleep(FEED_RETRY_INTERVAL).await;
@@ -167,14 +171,37 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
         feed.skipped_records
             .set(feed.skipped_records.get() + skipped.untopical + skipped.compressed);
         for message in messages.drain(..) {
-            shard.mqtt.dispatch(&message, &mut stalled);
+            shard.mqtt.dispatch(shard.id, &message, &mut stalled, &mut remote);
             if !stalled.is_empty() {
                 // A full subscriber queue holds the partition's feed (its order
                 // holds), for a bounded time.
                 shard.mqtt.wait_for_room(&mut stalled).await;
             }
         }
+        if !remote.is_empty() {
+            send_remote(&shard, &mut remote).await;
+        }
         glommio::yield_if_needed().await;
+    }
+}
+
+/// Hands the deliveries picked for shared subscriptions' members on other
+/// shards to those shards, one message per shard, in order.
+async fn send_remote(shard: &Rc<Shard>, remote: &mut Vec<Remote>) {
+    let mut by_shard: BTreeMap<usize, Vec<Remote>> = BTreeMap::new();
+    for delivery in remote.drain(..) {
+        by_shard.entry(delivery.shard).or_default().push(delivery);
+    }
+    for (target, deliveries) in by_shard {
+        let sent = shard
+            .invoke_on(
+                target,
+                move |s: Rc<Shard>| async move { s.mqtt.deliver_remote(deliveries) },
+            )
+            .await;
+        if let Err(error) = sent {
+            tracing::debug!(target, %error, "MQTT shared-subscription deliveries not handed over");
+        }
     }
 }
 

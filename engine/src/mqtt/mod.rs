@@ -28,6 +28,10 @@
 //!     parked on the owner's fetch watch when there is nothing new) and
 //!     hands each message to the matching local subscribers. Each shard
 //!     reads each partition once, however many subscribers it has.
+//!   - the **shares** homed on this shard (`shared.rs`): a shared
+//!     subscription `$share/N/F` lives on shard `crc32c("N/F") mod shards`,
+//!     whose feed picks one member per message and hands it to the
+//!     member's shard by message.
 //! - **Partitions** stay where the metadata image placed them; MQTT reaches
 //!   them only through `Shard::invoke_on`, never through a lock.
 
@@ -38,6 +42,7 @@ mod mapping;
 mod publish;
 mod reason;
 mod session;
+mod shared;
 
 use std::{
     cell::{Cell, RefCell},
@@ -48,7 +53,7 @@ use std::{
 
 use bytes::Bytes;
 use glommio::{channels::local_channel::LocalSender, GlommioError, ResourceType};
-use shardline_net::mqtt::{filter_matches, QoS};
+use shardline_net::mqtt::{filter_matches, shared_filter, QoS};
 
 use self::mapping::Message;
 
@@ -127,6 +132,27 @@ struct Local {
     control: LocalSender<Control>,
 }
 
+impl Subscription {
+    /// The share name and filter of a shared subscription (`$share/...`).
+    pub(crate) fn shared(&self) -> Option<(&str, &str)> {
+        shared_filter(&self.filter)
+    }
+}
+
+impl Local {
+    /// Queues `delivery`, or adds it to `stalled` when the queue is full
+    /// (dropped when the connection is closing).
+    fn offer(&self, connection: u64, delivery: Delivery, stalled: &mut Vec<Stalled>) {
+        if let Err(GlommioError::WouldBlock(ResourceType::Channel(delivery))) = self.deliveries.try_send(delivery) {
+            stalled.push(Stalled {
+                deliveries: Rc::clone(&self.deliveries),
+                delivery,
+                connection,
+            });
+        }
+    }
+}
+
 /// A delivery that found its subscriber's queue full: the feed waits for
 /// room before it goes on (so the subscriber's order holds).
 pub(crate) struct Stalled {
@@ -159,6 +185,20 @@ pub(crate) struct MqttShard {
     /// Retained messages of topics whose partition this shard owns, by
     /// topic; at most [`RETAINED_TOPICS_MAX`]. In memory only.
     retained: RefCell<HashMap<String, Retained>>,
+    /// The shared subscriptions homed on this shard (`shared.rs`).
+    shares: RefCell<shared::Shares>,
+}
+
+/// A delivery the feed picked for a shared subscription's member on
+/// another shard, in a form that crosses threads.
+pub(crate) struct Remote {
+    /// The member's shard.
+    shard: usize,
+    /// The member's connection there.
+    connection: u64,
+    topic: String,
+    payload: Bytes,
+    qos: QoS,
 }
 
 impl MqttShard {
@@ -171,6 +211,7 @@ impl MqttShard {
             holders: RefCell::new(HashMap::new()),
             feed: feed::Feed::default(),
             retained: RefCell::new(HashMap::new()),
+            shares: RefCell::new(shared::Shares::default()),
         }
     }
 
@@ -268,18 +309,24 @@ impl MqttShard {
 
     /// Whether any connection of this shard subscribes to anything.
     fn has_subscribers(&self) -> bool {
-        self.connections
-            .borrow()
-            .values()
-            .any(|local| !local.filters.is_empty())
+        !self.shares.borrow().is_empty()
+            || self
+                .connections
+                .borrow()
+                .values()
+                .any(|local| !local.filters.is_empty())
     }
 
     /// Hands a message to every local subscriber with a matching filter,
     /// once each, at the highest QoS granted among its matching filters
     /// (capped by the QoS it was published at). Deliveries whose
     /// subscriber's queue is full are added to `stalled`, for the feed to
-    /// wait on ([`MqttShard::wait_for_room`]).
-    fn dispatch(&self, message: &Message, stalled: &mut Vec<Stalled>) {
+    /// wait on ([`MqttShard::wait_for_room`]). Then, for every share homed
+    /// here whose filter matches, the member whose turn it is gets it: a
+    /// member of this shard (`me`) like a local subscriber, one of another
+    /// shard through `remote`.
+    fn dispatch(&self, me: usize, message: &Message, stalled: &mut Vec<Stalled>, remote: &mut Vec<Remote>) {
+        self.dispatch_shared(me, message, stalled, remote);
         for (&connection, local) in self.connections.borrow().iter() {
             let mut matching = local
                 .filters
@@ -298,15 +345,50 @@ impl MqttShard {
                 qos: granted.min(message.qos),
                 retain: message.retain && retain_as_published,
             };
-            if let Err(GlommioError::WouldBlock(ResourceType::Channel(delivery))) = local.deliveries.try_send(delivery)
-            {
-                stalled.push(Stalled {
-                    deliveries: Rc::clone(&local.deliveries),
-                    delivery,
-                    connection,
+            local.offer(connection, delivery, stalled);
+        }
+    }
+
+    fn dispatch_shared(&self, me: usize, message: &Message, stalled: &mut Vec<Stalled>, remote: &mut Vec<Remote>) {
+        let mut members = Vec::new();
+        self.shares.borrow_mut().pick(&message.topic, &mut members);
+        for member in members {
+            let qos = member.qos.min(message.qos);
+            if member.holder.shard != me {
+                remote.push(Remote {
+                    shard: member.holder.shard,
+                    connection: member.holder.connection,
+                    topic: message.topic.to_string(),
+                    payload: message.payload.clone(),
+                    qos,
                 });
+                continue;
             }
-            // Any other error: the connection is closing.
+            let connections = self.connections.borrow();
+            let Some(local) = connections.get(&member.holder.connection) else {
+                continue;
+            };
+            let delivery = Delivery {
+                topic: Rc::clone(&message.topic),
+                payload: message.payload.clone(),
+                qos,
+                retain: false,
+            };
+            local.offer(member.holder.connection, delivery, stalled);
+        }
+    }
+
+    /// On a member's shard: queues the deliveries the home shard of their
+    /// shares picked for its connections.
+    fn deliver_remote(&self, deliveries: Vec<Remote>) {
+        for remote in deliveries {
+            let delivery = Delivery {
+                topic: Rc::from(remote.topic),
+                payload: remote.payload,
+                qos: remote.qos,
+                retain: false,
+            };
+            self.deliver_to(remote.connection, delivery);
         }
     }
 

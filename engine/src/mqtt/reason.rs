@@ -77,7 +77,6 @@ const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
 const PACKET_TOO_LARGE: u8 = 0x95;
 const QUOTA_EXCEEDED: u8 = 0x97;
 const TOPIC_ALIAS_INVALID: u8 = 0x94;
-const SHARED_SUBSCRIPTIONS_NOT_SUPPORTED: u8 = 0x9e;
 const SUBSCRIPTION_IDS_NOT_SUPPORTED: u8 = 0xa1;
 
 /// 3.1.1 CONNACK return codes (MQTT 3.1.1 §3.2.2.3).
@@ -171,8 +170,6 @@ pub(crate) fn packet_id_code(found: bool, version: Version) -> u8 {
 pub(crate) enum FilterRefusal {
     /// Not a valid topic filter.
     Invalid,
-    /// A shared subscription (`$share/...`), not served yet.
-    Shared,
     /// The connection holds its maximum of subscriptions.
     Quota,
 }
@@ -183,7 +180,6 @@ pub(crate) fn suback_code(outcome: Result<QoS, FilterRefusal>, version: Version)
         (Ok(qos), _) => qos as u8,
         (Err(_), Version::V311) => V311_SUBSCRIBE_FAILURE,
         (Err(FilterRefusal::Invalid), Version::V5) => TOPIC_FILTER_INVALID,
-        (Err(FilterRefusal::Shared), Version::V5) => SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
         (Err(FilterRefusal::Quota), Version::V5) => QUOTA_EXCEEDED,
     }
 }

@@ -397,7 +397,7 @@ impl Session {
                 topic_alias_maximum: Some(0),
                 wildcard_available: Some(1),
                 subscription_ids_available: Some(0),
-                shared_available: Some(0),
+                shared_available: Some(1),
                 // Sessions end with their connection (docs/mqtt.md).
                 session_expiry_s: Some(0),
                 ..Properties::default()
@@ -512,9 +512,13 @@ impl Session {
                 // 3.1.1 has no such option: its deliveries never carry RETAIN.
                 retain_as_published: version == Version::V5 && options.retain_as_published,
             };
-            let outcome = if subscription.filter.starts_with("$share/") {
-                Err(FilterRefusal::Shared)
-            } else if !valid_topic_filter(&subscription.filter) {
+            let shared = subscription.filter.starts_with("$share/");
+            let valid = if shared {
+                subscription.shared().is_some()
+            } else {
+                valid_topic_filter(&subscription.filter)
+            };
+            let outcome = if !valid {
                 Err(FilterRefusal::Invalid)
             } else if let Some(existing) = self.subscriptions.iter_mut().find(|s| s.filter == subscription.filter) {
                 *existing = subscription.clone();
@@ -527,8 +531,11 @@ impl Session {
             };
             if let Ok(new) = outcome {
                 // v5 §3.3.1.3 Retain Handling: 0 always, 1 a new subscription only, 2 never.
-                let send_retained =
-                    version == Version::V311 || options.retain_handling == 0 || (options.retain_handling == 1 && new);
+                // A share gets no retained messages (v5 §4.8.2).
+                let send_retained = !shared
+                    && (version == Version::V311
+                        || options.retain_handling == 0
+                        || (options.retain_handling == 1 && new));
                 if send_retained {
                     retained_for.push((subscription.filter.clone(), subscription.qos));
                 }

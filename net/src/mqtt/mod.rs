@@ -40,7 +40,7 @@ pub use connect::{ConnAck, Connect, Will};
 pub use properties::Properties;
 pub use publish::{Ack, AckKind, Publish};
 pub use subscribe::{SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe};
-pub use topic::{filter_matches, valid_topic_filter, valid_topic_name};
+pub use topic::{filter_matches, shared_filter, valid_topic_filter, valid_topic_name};
 
 use properties::Allowed;
 use wire::{frame, Reader};

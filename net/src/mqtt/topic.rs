@@ -8,6 +8,8 @@
 //!           and every one below, last level only): "sensors/+/temp", "sensors/#"
 //!  "$..."   names starting with '$' (e.g. "$SYS/...") are the server's: a filter
 //!           whose first level is '+' or '#' does not match them
+//!  shared:  "$share/{ShareName}/{filter}": a share name of at least one character
+//!           without '/', '+' or '#', then a valid filter (MQTT 5.0 §4.8.2)
 //! ```
 //!
 //! Pure functions, no state: used by the codec to refuse bad names and
@@ -37,6 +39,16 @@ pub fn valid_topic_filter(filter: &str) -> bool {
         }
     }
     true
+}
+
+/// The share name and the filter of a shared subscription's filter
+/// (`$share/{ShareName}/{filter}`); `None` when `filter` is not one or is
+/// not a valid one.
+pub fn shared_filter(filter: &str) -> Option<(&str, &str)> {
+    let rest = filter.strip_prefix("$share/")?;
+    let (name, inner) = rest.split_once('/')?;
+    let valid_name = !name.is_empty() && !name.contains(['+', '#']);
+    (valid_name && valid_topic_filter(inner)).then_some((name, inner))
 }
 
 /// Whether the topic filter `filter` (valid) matches the topic name `name`
@@ -79,6 +91,23 @@ mod tests {
         assert!(!valid_topic_name("a/+"));
         assert!(!valid_topic_name("a/#"));
         assert!(!valid_topic_name("a+b"));
+    }
+
+    #[test]
+    fn shared_filters_name_a_share_and_a_filter() {
+        assert_eq!(shared_filter("$share/g/a/+"), Some(("g", "a/+")));
+        assert_eq!(shared_filter("$share/workers/#"), Some(("workers", "#")));
+        for bad in [
+            "$share/g",
+            "$share//a",
+            "$share/g+/a",
+            "$share/#/a",
+            "$share/g/a#",
+            "a/b",
+            "$SYS/a",
+        ] {
+            assert_eq!(shared_filter(bad), None, "{bad}");
+        }
     }
 
     #[test]

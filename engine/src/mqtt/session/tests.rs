@@ -350,23 +350,32 @@ fn subscribe_grants_the_qos_asked_and_refuses_bad_filters_one_by_one() {
             ("a/+", QoS::ExactlyOnce),
             ("a/#/b", QoS::AtMostOnce),
             ("$share/g/a", QoS::AtMostOnce),
+            ("$share/g", QoS::AtMostOnce),
         ])),
     );
     assert_eq!(
         actions,
         vec![
             Action::Subscribe {
-                filters: vec![Subscription {
-                    filter: "a/+".to_string(),
-                    qos: QoS::ExactlyOnce,
-                    retain_as_published: false,
-                }],
+                filters: vec![
+                    Subscription {
+                        filter: "a/+".to_string(),
+                        qos: QoS::ExactlyOnce,
+                        retain_as_published: false,
+                    },
+                    Subscription {
+                        filter: "$share/g/a".to_string(),
+                        qos: QoS::AtMostOnce,
+                        retain_as_published: false,
+                    }
+                ],
+                // A share gets no retained messages.
                 retained_for: vec![("a/+".to_string(), QoS::ExactlyOnce)],
             },
             Action::Send(Packet::SubAck(SubAck {
                 packet_id: id(7),
                 properties: Properties::default(),
-                codes: vec![2, 0x8f, 0x9e]
+                codes: vec![2, 0x8f, 0, 0x8f]
             }))
         ]
     );
