@@ -432,6 +432,47 @@ fn a_subscriber_that_stops_reading_is_dropped_and_the_others_get_everything() {
 }
 
 #[test]
+fn retained_messages_survive_a_restart() {
+    let mut engine = Engine::start(&["--shards", "2"]);
+    let addr = mqtt_addr(&engine);
+    let mut publisher = connected(addr, 4, "keeper");
+    // Retained QoS 1: "k/a" = "on", "k/b" = "x", then "k/b" cleared (empty payload).
+    publisher
+        .write_all(&[0x33, 9, 0, 3, b'k', b'/', b'a', 0, 1, b'o', b'n'])
+        .unwrap();
+    publisher
+        .write_all(&[0x33, 8, 0, 3, b'k', b'/', b'b', 0, 2, b'x'])
+        .unwrap();
+    publisher.write_all(&[0x33, 7, 0, 3, b'k', b'/', b'b', 0, 3]).unwrap();
+    let mut pubacks = [0u8; 12];
+    publisher.read_exact(&mut pubacks).unwrap();
+    assert_eq!(pubacks, [0x40, 2, 0, 1, 0x40, 2, 0, 2, 0x40, 2, 0, 3]);
+    drop(publisher);
+    engine.restart();
+    // A new subscriber to "k/#" gets "k/a" = "on" with RETAIN, and nothing for "k/b".
+    let mut subscriber = connected(addr, 4, "after-restart");
+    subscriber
+        .write_all(&[0x82, 8, 0, 1, 0, 3, b'k', b'/', b'#', 1])
+        .unwrap();
+    assert_eq!(read_packet(&mut subscriber), (0x90, vec![0, 1, 1]));
+    let (kind, body) = read_packet(&mut subscriber);
+    assert_eq!(kind, 0x33, "PUBLISH QoS 1 with RETAIN: {body:02x?}");
+    assert_eq!(&body[..5], b"\0\x03k/a");
+    assert_eq!(&body[7..], b"on");
+    subscriber.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut more = [0u8; 1];
+    assert!(
+        subscriber.read(&mut more).is_err(),
+        "only the one retained message is left"
+    );
+    assert!(
+        engine.log().contains("MQTT retained messages loaded"),
+        "{}",
+        engine.log()
+    );
+}
+
+#[test]
 fn mqtt_can_be_turned_off() {
     let engine = Engine::start(&["--shards", "1", "--mqtt-listen", "off"]);
     assert_eq!(engine.mqtt_addr, None);

@@ -339,10 +339,9 @@ impl Connection {
         let shard = &self.shard;
         let asks = (0..shard.shard_count).map(|owner| {
             let filters = filters.clone();
-            shard.invoke_on(
-                owner,
-                move |s: Rc<Shard>| async move { s.mqtt.retained_matching(&filters) },
-            )
+            shard.invoke_on(owner, move |s: Rc<Shard>| async move {
+                super::retained::matching(&s, &filters).await
+            })
         });
         for answer in futures_util::future::join_all(asks).await {
             for (topic, payload, qos) in answer.unwrap_or_default() {

@@ -15,7 +15,7 @@
 //! Pure functions plus [`ensure_topic`], which asks the metadata group (on
 //! any shard) to create the Kafka topic the first time MQTT needs it.
 
-use std::rc::Rc;
+use std::{collections::BTreeMap, rc::Rc};
 
 use bytes::Bytes;
 use shardline_log::{uncompressed_records, BatchHeader, HeaderedRecord, Offset};
@@ -74,14 +74,9 @@ pub(crate) fn batch_of(messages: &[Publication], timestamp_ms: i64) -> Bytes {
     let headers: Vec<[(&str, &[u8]); 3]> = messages
         .iter()
         .map(|message| {
-            let qos: &[u8] = match message.qos {
-                QoS::AtMostOnce => b"0",
-                QoS::AtLeastOnce => b"1",
-                QoS::ExactlyOnce => b"2",
-            };
             [
                 (TOPIC_HEADER, message.topic.as_bytes()),
-                (QOS_HEADER, qos),
+                (QOS_HEADER, qos_header(message.qos)),
                 (RETAIN_HEADER, b"1"),
             ]
         })
@@ -133,6 +128,25 @@ pub(crate) fn runs(messages: &[Publication], batch_bytes_max: usize) -> Vec<&[Pu
     runs
 }
 
+/// The value of the [`QOS_HEADER`] for `qos`.
+pub(crate) fn qos_header(qos: QoS) -> &'static [u8] {
+    match qos {
+        QoS::AtMostOnce => b"0",
+        QoS::AtLeastOnce => b"1",
+        QoS::ExactlyOnce => b"2",
+    }
+}
+
+/// The QoS a [`QOS_HEADER`] value names (1 without one, as for a record a
+/// Kafka client produced).
+pub(crate) fn qos_of_header(value: Option<&[u8]>) -> QoS {
+    match value {
+        Some(b"0") => QoS::AtMostOnce,
+        Some(b"2") => QoS::ExactlyOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
 /// One message read back from the log.
 #[derive(Debug)]
 pub(crate) struct Message {
@@ -155,17 +169,25 @@ pub(crate) struct Skipped {
     pub(crate) compressed: u64,
 }
 
+/// The whole batches of a read chunk, in order, each with its header (a
+/// chunk holds whole batches; anything after the last whole one is left).
+pub(crate) fn whole_batches(chunk: &Bytes) -> impl Iterator<Item = (BatchHeader, Bytes)> {
+    let mut rest = chunk.clone();
+    std::iter::from_fn(move || {
+        let header = BatchHeader::parse(&rest)?;
+        let total = header.total_bytes();
+        if total > rest.len() || total == 0 {
+            return None;
+        }
+        Some((header, rest.split_to(total)))
+    })
+}
+
 /// The messages at or after `from` in `chunk` (whole batches, as the log
 /// reads them), in order; returns the offset after the last batch walked.
 pub(crate) fn messages(chunk: &Bytes, from: Offset, out: &mut Vec<Message>, skipped: &mut Skipped) -> Offset {
     let mut next = from;
-    let mut rest = chunk.clone();
-    while let Some(header) = BatchHeader::parse(&rest) {
-        let total = header.total_bytes();
-        if total > rest.len() || total == 0 {
-            break;
-        }
-        let batch = rest.split_to(total);
+    for (header, batch) in whole_batches(chunk) {
         next = next.max(header.next_offset());
         if header.is_control() {
             continue;
@@ -190,11 +212,7 @@ pub(crate) fn messages(chunk: &Bytes, from: Offset, out: &mut Vec<Message>, skip
                 skipped.untopical += 1;
                 continue;
             };
-            let qos = match record.headers.get(QOS_HEADER.as_bytes()).flatten() {
-                Some(b"0") => QoS::AtMostOnce,
-                Some(b"2") => QoS::ExactlyOnce,
-                _ => QoS::AtLeastOnce,
-            };
+            let qos = qos_of_header(record.headers.get(QOS_HEADER.as_bytes()).flatten());
             let retain = record.headers.get(RETAIN_HEADER.as_bytes()).flatten() == Some(b"1");
             let payload = record.value.map_or_else(Bytes::new, |value| batch.slice_ref(value));
             out.push(Message {
@@ -212,12 +230,26 @@ pub(crate) fn messages(chunk: &Bytes, from: Offset, out: &mut Vec<Message>, skip
 /// the broker's default partitions and replication) if it does not exist.
 pub(crate) async fn ensure_topic(shard: &Rc<Shard>) -> Result<usize, EngineError> {
     let name = shard.config.mqtt_kafka_topic.clone();
-    if let Some(topic) = shard.image().topics.get(&name) {
+    ensure_kafka_topic(shard, &name, BTreeMap::new()).await
+}
+
+/// The number of partitions of the Kafka topic `name`, creating it (with
+/// the broker's default partitions and replication, and `configs`) if it
+/// does not exist.
+pub(crate) async fn ensure_kafka_topic(
+    shard: &Rc<Shard>,
+    name: &str,
+    configs: BTreeMap<String, String>,
+) -> Result<usize, EngineError> {
+    if let Some(topic) = shard.image().topics.get(name) {
         return Ok(topic.partitions.len());
     }
-    let topic = shard.default_topic(&name);
+    let topic = shardline_raft::NewTopic {
+        configs,
+        ..shard.default_topic(name)
+    };
     match shard.meta.create_topic(topic).await {
-        Ok(_) => tracing::info!(topic = %name, "created the Kafka topic of MQTT messages"),
+        Ok(_) => tracing::info!(topic = %name, "created a Kafka topic for MQTT"),
         Err(MetaError::TopicExists(_)) => {}
         Err(e) => return Err(EngineError::Meta(e)),
     }
@@ -225,7 +257,7 @@ pub(crate) async fn ensure_topic(shard: &Rc<Shard>) -> Result<usize, EngineError
     shard
         .image()
         .topics
-        .get(&name)
+        .get(name)
         .map(|topic| topic.partitions.len())
         .filter(|partitions| *partitions > 0)
         .ok_or(EngineError::UnknownTopicOrPartition)

@@ -41,18 +41,19 @@ mod listener;
 mod mapping;
 mod publish;
 mod reason;
+mod retained;
 mod session;
 mod shared;
 
 use std::{
     cell::{Cell, RefCell},
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     rc::Rc,
     time::Duration,
 };
 
 use bytes::Bytes;
-use glommio::{channels::local_channel::LocalSender, GlommioError, ResourceType};
+use glommio::{channels::local_channel::LocalSender, sync::Semaphore, GlommioError, ResourceType};
 use shardline_net::mqtt::{filter_matches, shared_filter, QoS};
 
 use self::mapping::Message;
@@ -106,7 +107,8 @@ pub(crate) struct Subscription {
     pub(crate) retain_as_published: bool,
 }
 
-/// A retained message, kept on the shard owning its topic's partition.
+/// A retained message, kept on the shard owning its topic's partition of
+/// the retained topic.
 #[derive(Debug, Clone)]
 struct Retained {
     payload: Bytes,
@@ -182,9 +184,14 @@ pub(crate) struct MqttShard {
     holders: RefCell<HashMap<String, Holder>>,
     /// The subscriber feed.
     pub(crate) feed: feed::Feed,
-    /// Retained messages of topics whose partition this shard owns, by
-    /// topic; at most [`RETAINED_TOPICS_MAX`]. In memory only.
+    /// Retained messages of topics whose partition of the retained topic
+    /// this shard owns, by topic; at most [`RETAINED_TOPICS_MAX`]. Loaded
+    /// from that topic (`retained.rs`).
     retained: RefCell<HashMap<String, Retained>>,
+    /// Partitions of the retained topic already folded into `retained`.
+    retained_loaded: RefCell<BTreeSet<i32>>,
+    /// One load of retained messages at a time (a store waits for it).
+    retained_loading: Semaphore,
     /// The shared subscriptions homed on this shard (`shared.rs`).
     shares: RefCell<shared::Shares>,
 }
@@ -211,12 +218,14 @@ impl MqttShard {
             holders: RefCell::new(HashMap::new()),
             feed: feed::Feed::default(),
             retained: RefCell::new(HashMap::new()),
+            retained_loaded: RefCell::new(BTreeSet::new()),
+            retained_loading: Semaphore::new(1),
             shares: RefCell::new(shared::Shares::default()),
         }
     }
 
-    /// On the partition's owner, after the append: keeps `payload` as the
-    /// retained message of `topic` (an empty payload removes it). Returns
+    /// On the retained partition's owner, after the append: keeps `payload`
+    /// as the retained message of `topic` (an empty payload removes it). Returns
     /// false when the table is full and `topic` is new.
     fn keep_retained(&self, topic: String, payload: Bytes, qos: QoS) -> bool {
         let mut retained = self.retained.borrow_mut();

@@ -14,9 +14,14 @@
 //! Order: a connection has one round under way at a time, and a round
 //! keeps each partition's publications in the order they arrived, so
 //! messages of one MQTT topic (one partition) are stored in publish order.
-//! Outcomes come back in the round's order, one per publication.
+//! Outcomes come back in the round's order, one per publication. A
+//! retained publication is acknowledged once it is also its topic's
+//! retained message (`retained.rs`).
 
 use std::{collections::BTreeMap, rc::Rc, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use shardline_net::mqtt::QoS;
 
 use super::mapping::{self, Publication};
 use crate::{error::EngineError, shard::Shard};
@@ -50,6 +55,12 @@ pub(crate) async fn append_round(shard: &Rc<Shard>, round: Vec<Publication>) -> 
         Ok(partitions) => partitions,
         Err(error) => return vec![Err(Arc::new(error)); count],
     };
+    let retained: Vec<(usize, String, Bytes, QoS)> = round
+        .iter()
+        .enumerate()
+        .filter(|(_, publication)| publication.retain)
+        .map(|(at, p)| (at, p.topic.clone(), p.payload.clone(), p.qos))
+        .collect();
     let mut shares: BTreeMap<i32, (Vec<usize>, Vec<Publication>)> = BTreeMap::new();
     for (at, publication) in round.into_iter().enumerate() {
         let share = shares
@@ -70,8 +81,19 @@ pub(crate) async fn append_round(shard: &Rc<Shard>, round: Vec<Publication>) -> 
             }
         }
     }
-    let outcomes: Vec<Outcome> = outcomes.into_iter().flatten().collect();
+    let mut outcomes: Vec<Outcome> = outcomes.into_iter().flatten().collect();
     assert_eq!(outcomes.len(), count, "every publication of a round has an outcome");
+    // Retained ones, once in the log, become their topics' retained
+    // messages, in publish order (retained.rs).
+    for (at, topic, payload, qos) in retained {
+        let Some(outcome @ Ok(())) = outcomes.get_mut(at) else {
+            continue;
+        };
+        if let Err(error) = super::retained::store(shard, &topic, &payload, qos).await {
+            tracing::debug!(%topic, %error, "retained message not stored");
+            *outcome = Err(Arc::new(error));
+        }
+    }
     outcomes
 }
 
@@ -104,14 +126,6 @@ async fn append_share(shard: &Rc<Shard>, index: i32, share: Vec<Publication>) ->
                 if outcome.is_ok() {
                     s.probe
                         .count_produced(u64::try_from(run.len()).unwrap_or(u64::MAX), bytes);
-                    for retained in run.iter().filter(|publication| publication.retain) {
-                        if !s
-                            .mqtt
-                            .keep_retained(retained.topic.clone(), retained.payload.clone(), retained.qos)
-                        {
-                            tracing::warn!("retained message not kept: the shard keeps its maximum of retained topics");
-                        }
-                    }
                 }
                 outcomes.extend(std::iter::repeat_n(outcome, run.len()));
             }
