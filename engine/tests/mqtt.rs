@@ -1,4 +1,4 @@
-//! MQTT against a real engine: paho-mqtt (3.1.1 and 5.0) and kafka-python
+//! MQTT against a real engine: paho-mqtt and rumqttc (3.1.1 and 5.0), kafka-python
 //! on one log, mosquitto's command-line clients, and hand-made bad packets
 //! that must close only their own connection, with the v5 reason code.
 #![allow(
@@ -104,6 +104,151 @@ fn shared_subscriptions_spread_messages_over_their_members() {
     let mqtt = mqtt_addr(&engine).to_string();
     let (ok, output) = python_script_output("mqtt_shared.py", &[&mqtt]);
     assert!(ok, "mqtt_shared.py failed:\n{output}\nengine log:\n{}", engine.log());
+}
+
+/// What a rumqttc subscriber received: (topic, payload, QoS 0..=2).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>, u8)>>>;
+
+/// One step of a rumqttc connection, whichever version.
+enum Step {
+    Publish(String, Vec<u8>, u8),
+    SubAck,
+    Other,
+    End,
+}
+
+/// Runs `next` on a thread of its own until the connection ends or the
+/// test's bound passes, recording what it receives.
+fn drive(mut next: impl FnMut() -> Step + Send + 'static, received: Received, subscribed: std::sync::mpsc::Sender<()>) {
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + ANSWER_WAIT;
+        while std::time::Instant::now() < deadline {
+            match next() {
+                Step::Publish(topic, payload, qos) => received.lock().unwrap().push((topic, payload, qos)),
+                Step::SubAck => {
+                    let _ = subscribed.send(());
+                }
+                Step::Other => {}
+                Step::End => return,
+            }
+        }
+    });
+}
+
+/// Drives a rumqttc 3.1.1 connection (see [`drive`]).
+fn drive_v4(mut connection: rumqttc::Connection, received: Received, subscribed: std::sync::mpsc::Sender<()>) {
+    use rumqttc::{Event, Packet, RecvTimeoutError};
+    let next = move || match connection.recv_timeout(Duration::from_millis(200)) {
+        Ok(Ok(Event::Incoming(Packet::Publish(p)))) => Step::Publish(p.topic, p.payload.to_vec(), p.qos as u8),
+        Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => Step::SubAck,
+        Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => Step::Other,
+        Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => Step::End,
+    };
+    drive(next, received, subscribed);
+}
+
+/// Drives a rumqttc 5.0 connection (see [`drive`]).
+fn drive_v5(mut connection: rumqttc::v5::Connection, received: Received, subscribed: std::sync::mpsc::Sender<()>) {
+    use rumqttc::v5::{mqttbytes::v5::Packet, Event, RecvTimeoutError};
+    let next = move || match connection.recv_timeout(Duration::from_millis(200)) {
+        Ok(Ok(Event::Incoming(Packet::Publish(p)))) => Step::Publish(
+            String::from_utf8_lossy(&p.topic).into_owned(),
+            p.payload.to_vec(),
+            p.qos as u8,
+        ),
+        Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => Step::SubAck,
+        Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => Step::Other,
+        Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => Step::End,
+    };
+    drive(next, received, subscribed);
+}
+
+/// Waits until `received` holds every item of `expected`.
+fn wait_for_all(received: &Received, expected: &[(&str, &[u8], u8)]) {
+    let deadline = std::time::Instant::now() + ANSWER_WAIT;
+    loop {
+        let got = received.lock().unwrap().clone();
+        let all = expected
+            .iter()
+            .all(|(topic, payload, qos)| got.contains(&(topic.to_string(), payload.to_vec(), *qos)));
+        if all {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected {expected:?}, got {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn rumqttc_clients_publish_and_subscribe_at_every_qos() {
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    use rumqttc::QoS;
+    let engine = Engine::start(&["--shards", "2"]);
+    let addr = mqtt_addr(&engine);
+    let (host, port) = (addr.ip().to_string(), addr.port());
+    // A 3.1.1 subscriber at QoS 2 and a 5.0 one at QoS 1.
+    let (v4_sub, v4_connection) = rumqttc::Client::new(rumqttc::MqttOptions::new("rq-v4-sub", &host, port), 64);
+    let (v5_sub, v5_connection) = rumqttc::v5::Client::new(rumqttc::v5::MqttOptions::new("rq-v5-sub", &host, port), 64);
+    let (v4_got, v5_got) = (Received::default(), Received::default());
+    let (subscribed, suback) = std::sync::mpsc::channel();
+    drive_v4(v4_connection, v4_got.clone(), subscribed.clone());
+    drive_v5(v5_connection, v5_got.clone(), subscribed.clone());
+    v4_sub.subscribe("rq/#", QoS::ExactlyOnce).unwrap();
+    v5_sub.subscribe("rq/#", QoS5::AtLeastOnce).unwrap();
+    for _ in 0..2 {
+        suback.recv_timeout(ANSWER_WAIT).expect("a SUBACK");
+    }
+    // A 3.1.1 publisher at QoS 0, 1, 2 and a 5.0 one at QoS 2.
+    let (v4_pub, v4_pub_connection) = rumqttc::Client::new(rumqttc::MqttOptions::new("rq-v4-pub", &host, port), 64);
+    let (v5_pub, v5_pub_connection) =
+        rumqttc::v5::Client::new(rumqttc::v5::MqttOptions::new("rq-v5-pub", &host, port), 64);
+    let (ignored, _) = std::sync::mpsc::channel();
+    drive_v4(v4_pub_connection, Received::default(), ignored.clone());
+    drive_v5(v5_pub_connection, Received::default(), ignored);
+    v4_pub
+        .publish("rq/a", QoS::AtMostOnce, false, b"zero".to_vec())
+        .unwrap();
+    v4_pub
+        .publish("rq/a", QoS::AtLeastOnce, false, b"one".to_vec())
+        .unwrap();
+    v4_pub
+        .publish("rq/b", QoS::ExactlyOnce, false, b"two".to_vec())
+        .unwrap();
+    v5_pub
+        .publish("rq/c", QoS5::ExactlyOnce, false, b"five".to_vec())
+        .unwrap();
+    // Each at the lower of the published and the granted QoS.
+    wait_for_all(
+        &v4_got,
+        &[
+            ("rq/a", b"zero", 0),
+            ("rq/a", b"one", 1),
+            ("rq/b", b"two", 2),
+            ("rq/c", b"five", 2),
+        ],
+    );
+    wait_for_all(
+        &v5_got,
+        &[
+            ("rq/a", b"zero", 0),
+            ("rq/a", b"one", 1),
+            ("rq/b", b"two", 1),
+            ("rq/c", b"five", 1),
+        ],
+    );
+    // Once each (QoS 2 above all).
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(v4_got.lock().unwrap().len(), 4, "{:?}", v4_got.lock().unwrap());
+    assert_eq!(v5_got.lock().unwrap().len(), 4, "{:?}", v5_got.lock().unwrap());
+    for client in [v4_sub, v4_pub] {
+        let _ = client.disconnect();
+    }
+    for client in [v5_sub, v5_pub] {
+        let _ = client.disconnect();
+    }
 }
 
 #[test]
