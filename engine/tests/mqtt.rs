@@ -500,6 +500,22 @@ fn publications_sent_together_are_stored_and_acknowledged_in_order() {
         last[stream] = n;
     }
     assert_eq!(last.iter().max(), Some(&PUBLICATIONS));
+    // The metrics say how many append rounds carried them: read in one go,
+    // they go many to a round.
+    engine.wait_http_ready();
+    let metrics = String::from_utf8_lossy(&engine.http_get("/metrics").body).into_owned();
+    let total = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(total("shardline_mqtt_published_total"), u64::from(PUBLICATIONS));
+    let rounds = total("shardline_mqtt_append_rounds_total");
+    assert!((1..=u64::from(PUBLICATIONS / 2)).contains(&rounds), "{rounds} rounds");
+    assert_eq!(total("shardline_mqtt_delivered_total"), u64::from(PUBLICATIONS));
+    assert!(total("shardline_mqtt_connections_accepted_total") >= 2);
 }
 
 /// The remaining-length varint of MQTT's fixed header.

@@ -69,6 +69,7 @@ pub(super) fn render(gathered: &Gathered, left_out: &mut LeftOut, format: Format
 
     requests(&mut page, &shards);
     connections(&mut page, &shards);
+    mqtt(&mut page, &shards);
     cross_shard(&mut page, &shards);
     storage(&mut page, &shards);
     partitions(&mut page, &shards);
@@ -249,6 +250,59 @@ fn connections(page: &mut Exposition, shards: &[&ShardSnapshot]) {
         "Kafka connections closed after --connections-max-idle-ms without a request.",
         |s| s.connections.closed_idle,
     );
+}
+
+/// One per-shard family: name, kind, help and the value it reads.
+type Family = (&'static str, Kind, &'static str, fn(&ShardSnapshot) -> u64);
+
+fn mqtt(page: &mut Exposition, shards: &[&ShardSnapshot]) {
+    let families: [Family; 7] = [
+        (
+            "shardline_mqtt_connections_open",
+            Kind::Gauge,
+            "MQTT connections open.",
+            |s| s.mqtt.open,
+        ),
+        (
+            "shardline_mqtt_connections_accepted",
+            Kind::Counter,
+            "MQTT connections accepted and served.",
+            |s| s.mqtt.accepted,
+        ),
+        (
+            "shardline_mqtt_connections_refused",
+            Kind::Counter,
+            "MQTT connections closed on arrival: the shard served its share of --max-connections.",
+            |s| s.mqtt.refused,
+        ),
+        (
+            "shardline_mqtt_published",
+            Kind::Counter,
+            "MQTT PUBLISHes and wills stored in the log by connections of this shard.",
+            |s| s.mqtt.published,
+        ),
+        (
+            "shardline_mqtt_append_rounds",
+            Kind::Counter,
+            "Append rounds of this shard's MQTT connections (one batch and durable wait per partition each).",
+            |s| s.mqtt.append_rounds,
+        ),
+        (
+            "shardline_mqtt_delivered",
+            Kind::Counter,
+            "PUBLISHes written to MQTT subscribers of this shard.",
+            |s| s.mqtt.delivered,
+        ),
+        (
+            "shardline_mqtt_subscribers_dropped",
+            Kind::Counter,
+            "MQTT subscribers disconnected because their delivery queue stayed full.",
+            |s| s.mqtt.subscribers_dropped,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        per_shard(page, shards, name, kind, help, value);
+    }
 }
 
 fn cross_shard(page: &mut Exposition, shards: &[&ShardSnapshot]) {
@@ -474,7 +528,7 @@ mod tests {
     use super::*;
     use crate::metrics::{
         histogram::LatencyHistogram,
-        snapshot::{CommittedSnapshot, ConnectionSnapshot, PartitionSnapshot},
+        snapshot::{CommittedSnapshot, ConnectionSnapshot, MqttSnapshot, PartitionSnapshot},
         ProcessSnapshot, RaftSnapshot,
     };
 
@@ -495,6 +549,7 @@ mod tests {
             cross_shard_messages: vec![0, 4],
             cross_shard_round_trip: LatencyHistogram::default().snapshot(),
             connections: ConnectionSnapshot::default(),
+            mqtt: MqttSnapshot::default(),
             net: shardline_net::NetStats::default(),
             log: shardline_log::thread_stats(),
             applied_epoch: 5,

@@ -61,6 +61,18 @@ pub(crate) struct ConnectionSnapshot {
     pub(crate) closed_idle: u64,
 }
 
+/// One shard's MQTT counters (`MqttCounts`) and open connections.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MqttSnapshot {
+    pub(crate) open: u64,
+    pub(crate) accepted: u64,
+    pub(crate) refused: u64,
+    pub(crate) published: u64,
+    pub(crate) append_rounds: u64,
+    pub(crate) delivered: u64,
+    pub(crate) subscribers_dropped: u64,
+}
+
 /// Everything one shard reports to a scrape.
 #[derive(Debug, Clone)]
 pub(crate) struct ShardSnapshot {
@@ -81,6 +93,7 @@ pub(crate) struct ShardSnapshot {
     pub(crate) cross_shard_messages: Vec<u64>,
     pub(crate) cross_shard_round_trip: HistogramSnapshot,
     pub(crate) connections: ConnectionSnapshot,
+    pub(crate) mqtt: MqttSnapshot,
     pub(crate) net: NetStats,
     pub(crate) log: LogStats,
     /// The metadata image epoch whose partitions are open here.
@@ -119,6 +132,18 @@ impl ShardSnapshot {
                 accepted: counts.accepted.get(),
                 refused: counts.refused.get(),
                 closed_idle: counts.closed_idle.get(),
+            },
+            mqtt: {
+                let mqtt = &shard.mqtt.counts;
+                MqttSnapshot {
+                    open: shard.mqtt.open_connections(),
+                    accepted: mqtt.accepted.get(),
+                    refused: mqtt.refused.get(),
+                    published: mqtt.published.get(),
+                    append_rounds: mqtt.append_rounds.get(),
+                    delivered: mqtt.delivered.get(),
+                    subscribers_dropped: mqtt.subscribers_dropped.get(),
+                }
             },
             net: shardline_net::thread_stats(),
             log: shardline_log::thread_stats(),

@@ -33,7 +33,7 @@ use super::{
     publish::{self, APPEND_ROUND_BYTES_MAX, APPEND_ROUND_MAX},
     reason::Refusal,
     session::{Action, Event, Session, SessionLimits},
-    shared, Control, Delivery, Holder, Subscription, CONTROL_QUEUE_MAX, DELIVERY_QUEUE_MAX,
+    shared, Control, Delivery, Holder, MqttCounts, Subscription, CONTROL_QUEUE_MAX, DELIVERY_QUEUE_MAX,
 };
 use crate::shard::Shard;
 
@@ -165,6 +165,9 @@ impl Connection {
             while let Some(action) = pending.pop_front() {
                 match action {
                     Action::Send(packet) => {
+                        if matches!(packet, Packet::Publish(_)) {
+                            MqttCounts::add(&self.shard.mqtt.counts.delivered, 1);
+                        }
                         encode_packet(&packet, session.version().unwrap_or(Version::V311), &mut self.out);
                     }
                     Action::Claim { client_id } => self.claim(client_id).await,

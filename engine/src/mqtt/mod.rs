@@ -172,6 +172,32 @@ pub(crate) struct Holder {
     pub(crate) connection: u64,
 }
 
+/// What one shard counts about its MQTT work (read by a metrics scrape on
+/// the shard's own thread: plain cells, no atomics).
+#[derive(Debug, Default)]
+pub(crate) struct MqttCounts {
+    /// Connections taken and served.
+    pub(crate) accepted: Cell<u64>,
+    /// Connections closed on arrival: the shard served its share of
+    /// `--max-connections`.
+    pub(crate) refused: Cell<u64>,
+    /// PUBLISHes (and wills) stored in the log.
+    pub(crate) published: Cell<u64>,
+    /// Append rounds (each one batch and durable wait per partition).
+    pub(crate) append_rounds: Cell<u64>,
+    /// PUBLISHes written to subscribers.
+    pub(crate) delivered: Cell<u64>,
+    /// Subscribers disconnected because their delivery queue stayed full.
+    pub(crate) subscribers_dropped: Cell<u64>,
+}
+
+impl MqttCounts {
+    /// Adds `n` to `counter`.
+    pub(crate) fn add(counter: &Cell<u64>, n: u64) {
+        counter.set(counter.get().saturating_add(n));
+    }
+}
+
 /// One shard's MQTT state (see the module essay).
 pub(crate) struct MqttShard {
     connections: RefCell<HashMap<u64, Local>>,
@@ -194,6 +220,8 @@ pub(crate) struct MqttShard {
     retained_loading: Semaphore,
     /// The shared subscriptions homed on this shard (`shared.rs`).
     shares: RefCell<shared::Shares>,
+    /// Counters for metrics.
+    pub(crate) counts: MqttCounts,
 }
 
 /// A delivery the feed picked for a shared subscription's member on
@@ -221,6 +249,7 @@ impl MqttShard {
             retained_loaded: RefCell::new(BTreeSet::new()),
             retained_loading: Semaphore::new(1),
             shares: RefCell::new(shared::Shares::default()),
+            counts: MqttCounts::default(),
         }
     }
 
@@ -263,6 +292,7 @@ impl MqttShard {
     fn deliver_to(&self, connection: u64, delivery: Delivery) {
         if let Some(local) = self.connections.borrow().get(&connection) {
             if local.deliveries.try_send(delivery).is_err() {
+                MqttCounts::add(&self.counts.subscribers_dropped, 1);
                 let _ = local.control.try_send(Control::FellBehind);
             }
         }
@@ -272,8 +302,10 @@ impl MqttShard {
     fn open(&self, deliveries: LocalSender<Delivery>, control: LocalSender<Control>) -> Option<u64> {
         let mut connections = self.connections.borrow_mut();
         if connections.len() >= self.connections_max {
+            MqttCounts::add(&self.counts.refused, 1);
             return None;
         }
+        MqttCounts::add(&self.counts.accepted, 1);
         let id = self.next_connection.get();
         self.next_connection.set(id.wrapping_add(1));
         connections.insert(
@@ -314,6 +346,11 @@ impl MqttShard {
         if let Some(local) = self.connections.borrow_mut().get_mut(&connection) {
             local.filters.retain(|s| !filters.contains(&s.filter));
         }
+    }
+
+    /// MQTT connections open on this shard.
+    pub(crate) fn open_connections(&self) -> u64 {
+        u64::try_from(self.connections.borrow().len()).unwrap_or(u64::MAX)
     }
 
     /// Whether any connection of this shard subscribes to anything.
@@ -424,6 +461,7 @@ impl MqttShard {
                     "disconnecting an MQTT subscriber: its delivery queue stayed full"
                 );
                 if let Some(local) = self.connections.borrow_mut().get_mut(&connection) {
+                    MqttCounts::add(&self.counts.subscribers_dropped, 1);
                     // Fed nothing more while it closes.
                     local.filters.clear();
                     let _ = local.control.try_send(Control::FellBehind);

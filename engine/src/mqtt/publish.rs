@@ -23,7 +23,10 @@ use std::{collections::BTreeMap, rc::Rc, sync::Arc, time::Duration};
 use bytes::Bytes;
 use shardline_net::mqtt::QoS;
 
-use super::mapping::{self, Publication};
+use super::{
+    mapping::{self, Publication},
+    MqttCounts,
+};
 use crate::{error::EngineError, shard::Shard};
 
 /// Publications one round appends at most: bounds the batch a connection
@@ -83,6 +86,10 @@ pub(crate) async fn append_round(shard: &Rc<Shard>, round: Vec<Publication>) -> 
     }
     let mut outcomes: Vec<Outcome> = outcomes.into_iter().flatten().collect();
     assert_eq!(outcomes.len(), count, "every publication of a round has an outcome");
+    let counts = &shard.mqtt.counts;
+    MqttCounts::add(&counts.append_rounds, 1);
+    let stored = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+    MqttCounts::add(&counts.published, u64::try_from(stored).unwrap_or(u64::MAX));
     // Retained ones, once in the log, become their topics' retained
     // messages, in publish order (retained.rs).
     for (at, topic, payload, qos) in retained {
