@@ -8,6 +8,11 @@
 # Rounds alternate the order (engine first, then mosquitto first). Broker CPU time is read from
 # /proc/PID/stat before and after each bench run (warm-up included) and reported per delivered
 # message. Results: $OUT/summary.tsv, one line per run.
+# Then the most each broker carries on its one core: one run per broker at PERF_MQTT_MAX_RATE msg/s
+# (default 80000, above what either sustains on one core here), PERF_MQTT_MAX_SECONDS (default 5) s,
+# QoS 1; delivered messages per wall-clock second of the run (bench start to its last delivery or
+# drain deadline) and broker CPU per message; mosquitto there with max_inflight_messages 0 and
+# max_queued_messages 0 (its defaults drop most messages at this rate). Results: $OUT/summary-max.tsv.
 source "$(dirname "$0")/lib.sh"
 
 ROUNDS="${PERF_ROUNDS:-4}"
@@ -23,15 +28,15 @@ broker_cpu_ticks() {
     awk '{ print $14 + $15 }' "/proc/$BROKER_PID/stat"
 }
 
-# start_broker KIND TAG: the engine or mosquitto on a free port; sets MQTT_PORT.
+# start_broker KIND TAG [MOSQUITTO_CONF_LINES]: the engine or mosquitto on a free port; sets MQTT_PORT.
 start_broker() {
-    local kind="$1" tag="$2"
+    local kind="$1" tag="$2" extra_conf="${3:-}"
     MQTT_PORT="$(perf_free_port)"
     if [[ "$kind" == engine ]]; then
         engine_start "$tag" --shards 1 --cpus 0 --fsync always --mqtt-listen "127.0.0.1:$MQTT_PORT"
         perf_wait_listening "$MQTT_PORT" "$BROKER_PID" 20
     else
-        printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$MQTT_PORT" >"$OUT/$tag.conf"
+        printf 'listener %s 127.0.0.1\nallow_anonymous true\n%s' "$MQTT_PORT" "$extra_conf" >"$OUT/$tag.conf"
         BROKER_PORT="$MQTT_PORT"
         broker_launch "$tag" "$OUT/$tag.mosquitto.log" "$MQTT_PORT" 1 mosquitto -c "$OUT/$tag.conf"
     fi
@@ -69,5 +74,35 @@ for ((round = 1; round <= ROUNDS; round++)); do
         one_run "$kind" "$round"
     done
 done
+MAX_RATE="${PERF_MQTT_MAX_RATE:-80000}"
+MAX_SECONDS="${PERF_MQTT_MAX_SECONDS:-5}"
+printf 'broker\trate\tsent\tdelivered\twall_s\tdelivered_per_s\tbroker_cpu_us_per_msg\tbroker_cpu_share\n' >"$OUT/summary-max.tsv"
+for kind in engine mosquitto; do
+    perf_log "most per core: $kind at $MAX_RATE msg/s"
+    tag="$kind-max"
+    # mosquitto's defaults (20 QoS 1 messages in flight, 1,000 queued per client) drop most messages
+    # at this rate; unbounded, it carries them all, so its most is measured without drops.
+    start_broker "$kind" "$tag" $'max_inflight_messages 0\nmax_queued_messages 0\n'
+    json="$OUT/$tag.json"
+    before="$(broker_cpu_ticks)"
+    started="$(date +%s.%N)"
+    taskset -c "$LOAD_CPUS" "$BENCH_BIN" --protocol mqtt --qos 1 --brokers "127.0.0.1:$MQTT_PORT" \
+        --topic "bench/$tag" --producers "$PUBLISHERS" --consumers 1 --rate "$MAX_RATE" --message-size 256 \
+        --warmup 0s --duration "${MAX_SECONDS}s" --json "$json" --quiet
+    ended="$(date +%s.%N)"
+    after="$(broker_cpu_ticks)"
+    python3 - "$json" "$kind" "$((after - before))" "$CLOCK_TICKS" "$started" "$ended" >>"$OUT/summary-max.tsv" <<'EOF'
+import json, sys
+report = json.load(open(sys.argv[1]))
+kind, ticks, hz = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+wall = float(sys.argv[6]) - float(sys.argv[5])
+delivered = max(report["delivered"], 1)
+cpu_s = ticks / hz
+print(f"{kind}\t{report['rate']}\t{report['sent']}\t{report['delivered']}\t{wall:.2f}\t{delivered / wall:.0f}"
+      f"\t{cpu_s * 1e6 / delivered:.1f}\t{cpu_s / wall:.2f}")
+EOF
+    broker_stop
+done
 perf_batch_end
 column -t "$OUT/summary.tsv"
+column -t "$OUT/summary-max.tsv"
