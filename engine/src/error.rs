@@ -312,6 +312,7 @@ pub fn kafka_code(error: &EngineError) -> i16 {
             }
             MetaError::NotLeader { .. } => ResponseError::NotController,
             MetaError::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            MetaError::StalePartitionEpoch { .. } => ResponseError::InvalidUpdateVersion,
             MetaError::InvalidReassignment { .. } => ResponseError::InvalidReplicaAssignment,
             MetaError::NoReassignmentInProgress { .. } => ResponseError::NoReassignmentInProgress,
             MetaError::InvalidAcl { .. } => ResponseError::InvalidRequest,
@@ -431,6 +432,12 @@ mod tests {
         assert_eq!(kafka_code(&EngineError::LeaderNotAvailable), 5);
         assert_eq!(kafka_code(&EngineError::FencedLeaderEpoch), 74);
         assert_eq!(kafka_code(&EngineError::UnknownLeaderEpoch), 75);
+        let stale = EngineError::Meta(MetaError::StalePartitionEpoch {
+            topic: "t".into(),
+            partition: 0,
+            partition_epoch: shardline_raft::PartitionEpoch(3),
+        });
+        assert_eq!(kafka_code(&stale), 95, "INVALID_UPDATE_VERSION");
     }
 
     #[test]
