@@ -503,3 +503,41 @@ fn isr_change_answer(error: &shardline_raft::MetaError) -> IsrAnswer {
         _ => IsrAnswer::Unknown,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use shardline_raft::{MetaError, PartitionEpoch};
+
+    use super::*;
+
+    #[test]
+    fn metadata_answers_tell_the_leader_what_became_of_its_isr_change() {
+        let stale_partition = MetaError::StalePartitionEpoch {
+            topic: "t".into(),
+            partition: 0,
+            partition_epoch: PartitionEpoch(4),
+        };
+        // A retried forward whose first copy was taken answers this too:
+        // it says nothing of that first copy.
+        assert_eq!(isr_change_answer(&stale_partition), IsrAnswer::Stale);
+        let stale_leader = MetaError::StaleLeaderEpoch {
+            topic: "t".into(),
+            partition: 0,
+            leader: 2,
+            leader_epoch: 3,
+        };
+        assert_eq!(isr_change_answer(&stale_leader), IsrAnswer::Stale);
+        let invalid = MetaError::InvalidIsr {
+            topic: "t".into(),
+            partition: 0,
+            reason: "r".into(),
+        };
+        assert_eq!(isr_change_answer(&invalid), IsrAnswer::Refused);
+        assert_eq!(
+            isr_change_answer(&MetaError::NotLeader { leader: None }),
+            IsrAnswer::Unknown,
+            "no quorum: it may still be taken"
+        );
+        assert_eq!(isr_change_answer(&MetaError::ShuttingDown), IsrAnswer::Unknown);
+    }
+}
