@@ -24,6 +24,8 @@
 //! one; a periodic [`tick`] expires sessions and ends join phases.
 
 pub(crate) mod group;
+#[cfg(test)]
+mod group_model;
 pub(crate) mod record;
 
 use std::{
