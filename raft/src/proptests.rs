@@ -78,7 +78,7 @@ fn partition_strategy() -> impl Strategy<Value = PartitionMeta> {
         any::<prop::sample::Index>(),
         any::<bool>(),
         any::<i32>(),
-        0..=i32::MAX,
+        0..i32::MAX,
     )
         .prop_map(
             |(replicas, shards, isr_mask, leader_pick, offline, leader_epoch, partition_epoch)| {

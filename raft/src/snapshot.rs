@@ -168,8 +168,10 @@ fn partition_from_fb(partition: fb::Partition, format_version: u16) -> Result<Pa
     if decoded.replicas.len() != decoded.replica_shards.len() {
         return Err(invalid("replicas and replica shards differ in length"));
     }
-    if decoded.partition_epoch.0 < 0 {
-        return Err(invalid("a negative partition epoch"));
+    // Negative, or with no successor: the next change would have no epoch
+    // to move to (apply asserts it moves), so such an image is refused here.
+    if !(PartitionEpoch(0)..PartitionEpoch::MAX).contains(&decoded.partition_epoch) {
+        return Err(invalid("a partition epoch out of range"));
     }
     if decoded.isr.is_empty() || !decoded.isr.iter().all(|member| decoded.replicas.contains(member)) {
         return Err(invalid("ISR empty or not within the replicas"));
@@ -601,8 +603,9 @@ mod tests {
 
     #[test]
     fn inconsistent_partitions_are_rejected() {
-        let damages: [fn(&mut PartitionMeta); 5] = [
+        let damages: [fn(&mut PartitionMeta); 6] = [
             |p| p.partition_epoch = PartitionEpoch(-1),
+            |p| p.partition_epoch = PartitionEpoch::MAX,
             |p| p.replica_shards.clear(),
             |p| p.isr.clear(),
             |p| p.isr = vec![9],

@@ -484,3 +484,14 @@ fn an_older_partition_epoch_is_refused() {
     };
     state.apply_placement(&older, Offset(0), ms(0));
 }
+
+/// Every epoch a change makes has a successor in turn (`MAX` itself is
+/// never reached, and decoding refuses it), so the one before `MAX` is the
+/// end of the line.
+#[test]
+#[should_panic(expected = "has no successor")]
+fn every_partition_epoch_a_change_makes_has_a_successor() {
+    let last = PartitionEpoch(i32::MAX - 2).next();
+    assert!(last < PartitionEpoch::MAX);
+    last.next();
+}

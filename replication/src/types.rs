@@ -47,13 +47,22 @@ impl fmt::Display for LeaderEpoch {
 pub struct PartitionEpoch(pub i32);
 
 impl PartitionEpoch {
+    /// Partition epochs are `0..MAX` (`MAX` itself is never reached, so
+    /// every stored epoch has a successor).
+    pub const MAX: PartitionEpoch = PartitionEpoch(i32::MAX);
+
     /// The epoch after this one.
     ///
     /// # Panics
-    /// Past `i32::MAX` (2^31 committed changes to one partition): an epoch
-    /// that wrapped would let a stale change through.
+    /// If it would reach [`PartitionEpoch::MAX`] (2^31 committed changes to
+    /// one partition): an epoch that wrapped would let a stale change
+    /// through.
     pub fn next(self) -> PartitionEpoch {
-        assert!(self.0 < i32::MAX, "partition epoch {} has no successor", self.0);
+        assert!(
+            (0..i32::MAX - 1).contains(&self.0),
+            "partition epoch {} has no successor",
+            self.0
+        );
         PartitionEpoch(self.0 + 1)
     }
 }
