@@ -184,6 +184,9 @@ pub enum GroupError {
     OffsetMetadataTooLarge,
     /// A commit would grow the group's offsets past the bound.
     TooManyOffsets,
+    /// OffsetFetch asking for stable offsets (v7, KIP-447) of a partition
+    /// whose commit is still being stored: retry.
+    UnstableOffsetCommit,
 }
 
 impl fmt::Display for GroupError {
@@ -312,6 +315,7 @@ pub fn kafka_code(error: &EngineError) -> i16 {
             }
             MetaError::NotLeader { .. } => ResponseError::NotController,
             MetaError::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            MetaError::StalePartitionEpoch { .. } => ResponseError::InvalidUpdateVersion,
             MetaError::InvalidReassignment { .. } => ResponseError::InvalidReplicaAssignment,
             MetaError::NoReassignmentInProgress { .. } => ResponseError::NoReassignmentInProgress,
             MetaError::InvalidAcl { .. } => ResponseError::InvalidRequest,
@@ -377,6 +381,7 @@ pub fn kafka_code(error: &EngineError) -> i16 {
             GroupError::SubscribedToTopic => ResponseError::GroupSubscribedToTopic,
             GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
             GroupError::TooManyOffsets => ResponseError::InvalidCommitOffsetSize,
+            GroupError::UnstableOffsetCommit => ResponseError::UnstableOffsetCommit,
         },
     };
     let code = e.code();
@@ -431,6 +436,12 @@ mod tests {
         assert_eq!(kafka_code(&EngineError::LeaderNotAvailable), 5);
         assert_eq!(kafka_code(&EngineError::FencedLeaderEpoch), 74);
         assert_eq!(kafka_code(&EngineError::UnknownLeaderEpoch), 75);
+        let stale = EngineError::Meta(MetaError::StalePartitionEpoch {
+            topic: "t".into(),
+            partition: 0,
+            partition_epoch: shardline_raft::PartitionEpoch(3),
+        });
+        assert_eq!(kafka_code(&stale), 95, "INVALID_UPDATE_VERSION");
     }
 
     #[test]
@@ -496,6 +507,7 @@ mod tests {
         assert_eq!(code(GroupError::GroupIdNotFound), 69);
         assert_eq!(code(GroupError::MemberIdRequired), 79);
         assert_eq!(code(GroupError::FencedInstanceId), 82);
+        assert_eq!(code(GroupError::UnstableOffsetCommit), 88);
         assert_eq!(kafka_code(&EngineError::InternalTopic("__consumer_offsets".into())), 17);
     }
 }

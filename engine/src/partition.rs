@@ -117,6 +117,7 @@ fn placement_of(meta: &PartitionMeta) -> Placement {
     Placement {
         leader: (meta.leader >= 0).then_some(NodeId(meta.leader)),
         leader_epoch: LeaderEpoch(meta.leader_epoch),
+        partition_epoch: meta.partition_epoch,
         replicas: meta.replicas.iter().copied().map(NodeId).collect(),
         isr: meta.isr.iter().copied().map(NodeId).collect(),
     }

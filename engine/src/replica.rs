@@ -30,7 +30,9 @@
 //! for that long leaves the ISR; a replica whose log reaches the leader's end
 //! joins it (the decision is `shardline_replication::ReplicaState::desired_isr`).
 //! Changes go through the metadata group (`alter_isr`, fenced by leader
-//! epoch); the partition applies them when the image arrives.
+//! epoch and by the partition epoch the change was based on, so a retried
+//! or duplicated change is never applied to a later state of the
+//! partition); the partition applies them when the image arrives.
 
 use std::{
     cell::RefCell,
@@ -454,14 +456,21 @@ pub(crate) async fn maintain_isr(shard: Rc<Shard>) {
             let Some(proposal) = partition.desired_isr(lag_max, alive) else {
                 continue;
             };
-            let leader_epoch = proposal.leader_epoch.0;
+            let (leader_epoch, partition_epoch) = (proposal.leader_epoch, proposal.partition_epoch);
             let isr: Vec<i32> = proposal.isr.iter().map(|node| node.0).collect();
             partition.isr_change_proposed(&proposal);
             let meta = shard.meta.clone();
             let partition = Rc::clone(&partition);
             glommio::spawn_local(async move {
-                tracing::info!(%topic, partition = index, leader_epoch, isr = ?isr, "proposing ISR change");
-                let answer = match meta.alter_isr(&topic, index, leader_epoch, isr).await {
+                tracing::info!(
+                    %topic,
+                    partition = index,
+                    %leader_epoch,
+                    %partition_epoch,
+                    isr = ?isr,
+                    "proposing ISR change"
+                );
+                let answer = match meta.alter_isr(&topic, index, leader_epoch, partition_epoch, isr).await {
                     Ok(()) => IsrAnswer::Accepted,
                     Err(e) => {
                         tracing::info!(%topic, partition = index, error = %e, "ISR change refused or not confirmed");
@@ -482,14 +491,53 @@ pub(crate) async fn maintain_isr(shard: Rc<Shard>) {
 
 /// What an error from the metadata group says of an ISR change: refused on
 /// its merits, refused because the partition moved on to a newer leader
-/// epoch, or (no quorum, a timeout, a lost forward) unknown.
+/// epoch or partition epoch (a retried forward whose first copy was taken
+/// included), or (no quorum, a timeout, a lost forward) unknown.
 fn isr_change_answer(error: &shardline_raft::MetaError) -> IsrAnswer {
     use shardline_raft::MetaError;
     match error {
-        MetaError::StaleLeaderEpoch { .. } => IsrAnswer::Stale,
+        MetaError::StaleLeaderEpoch { .. } | MetaError::StalePartitionEpoch { .. } => IsrAnswer::Stale,
         MetaError::InvalidIsr { .. } | MetaError::UnknownTopic(_) | MetaError::UnknownPartition { .. } => {
             IsrAnswer::Refused
         }
         _ => IsrAnswer::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shardline_raft::{MetaError, PartitionEpoch};
+
+    use super::*;
+
+    #[test]
+    fn metadata_answers_tell_the_leader_what_became_of_its_isr_change() {
+        let stale_partition = MetaError::StalePartitionEpoch {
+            topic: "t".into(),
+            partition: 0,
+            partition_epoch: PartitionEpoch(4),
+        };
+        // A retried forward whose first copy was taken answers this too:
+        // it says nothing of that first copy.
+        assert_eq!(isr_change_answer(&stale_partition), IsrAnswer::Stale);
+        let stale_leader = MetaError::StaleLeaderEpoch {
+            topic: "t".into(),
+            partition: 0,
+            leader: 2,
+            leader_epoch: 3,
+        };
+        assert_eq!(isr_change_answer(&stale_leader), IsrAnswer::Stale);
+        let invalid = MetaError::InvalidIsr {
+            topic: "t".into(),
+            partition: 0,
+            reason: "r".into(),
+        };
+        assert_eq!(isr_change_answer(&invalid), IsrAnswer::Refused);
+        assert_eq!(
+            isr_change_answer(&MetaError::NotLeader { leader: None }),
+            IsrAnswer::Unknown,
+            "no quorum: it may still be taken"
+        );
+        assert_eq!(isr_change_answer(&MetaError::ShuttingDown), IsrAnswer::Unknown);
     }
 }

@@ -14,7 +14,7 @@ use crate::{
     credential::{credential_from_fb, credential_to_fb, ScramCredential, ScramMechanism},
     error::MetaError,
     generated::shardline::meta as fb,
-    image::{BrokerInfo, NewTopic, TopicMeta},
+    image::{BrokerInfo, NewTopic, PartitionEpoch, TopicMeta},
 };
 
 /// One state machine command.
@@ -96,7 +96,8 @@ pub(crate) enum Command {
     },
 }
 
-/// An ISR change, valid only for the leader and epoch it was made under.
+/// An ISR change, valid only for the leader, leader epoch and partition
+/// epoch it was made under.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IsrChange {
     /// Topic name.
@@ -107,6 +108,11 @@ pub(crate) struct IsrChange {
     pub(crate) leader: i32,
     /// The leader epoch the change was made under: must be current.
     pub(crate) leader_epoch: i32,
+    /// The partition epoch the change was based on: must be current.
+    /// `None` only in commands written before partition epochs, which are
+    /// applied as they were then (leader epoch checked only), so an old
+    /// log replays to the image it made.
+    pub(crate) partition_epoch: Option<PartitionEpoch>,
     /// The new in-sync replicas.
     pub(crate) isr: Vec<i32>,
 }
@@ -262,6 +268,7 @@ pub(crate) fn command_to_fb(command: &Command) -> fb::CommandEnvelope {
             leader: change.leader,
             leader_epoch: change.leader_epoch,
             isr: Some(change.isr.clone()),
+            partition_epoch: change.partition_epoch.map(|epoch| epoch.0),
         })),
         Command::ElectPreferredLeaders => fb::Command::ElectPreferredLeaders(Box::new(fb::ElectPreferredLeaders {})),
         Command::ReassignPartition {
@@ -364,6 +371,7 @@ pub(crate) fn command_from_fb(envelope: fb::CommandEnvelope) -> Result<Command, 
             partition: alter.partition,
             leader: alter.leader,
             leader_epoch: alter.leader_epoch,
+            partition_epoch: alter.partition_epoch.map(PartitionEpoch),
             isr: alter.isr.ok_or_else(|| DecodeError::missing("AlterIsr.isr"))?,
         })),
         fb::Command::ElectPreferredLeaders(_) => Ok(Command::ElectPreferredLeaders),
@@ -467,7 +475,16 @@ mod tests {
                 partition: 1,
                 leader: 2,
                 leader_epoch: 5,
+                partition_epoch: Some(PartitionEpoch(9)),
                 isr: vec![2, 3],
+            }),
+            Command::AlterIsr(IsrChange {
+                topic: "t".into(),
+                partition: 1,
+                leader: 2,
+                leader_epoch: 5,
+                partition_epoch: None,
+                isr: vec![2],
             }),
             Command::ElectPreferredLeaders,
             Command::ReassignPartition {

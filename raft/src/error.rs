@@ -7,6 +7,8 @@
 
 use std::{fmt, io, path::PathBuf};
 
+use shardline_replication::PartitionEpoch;
+
 /// Why a metadata operation failed.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -77,6 +79,19 @@ pub enum MetaError {
         leader: i32,
         /// The partition's leader epoch when the command was applied.
         leader_epoch: i32,
+    },
+    /// An ISR change was based on another partition epoch than the
+    /// partition's: the partition changed since (another ISR change, a
+    /// fence, a return), or the change is a duplicate or a retry of one
+    /// already taken. Not applied; the proposer must wait for the metadata
+    /// that moved the partition on (Kafka's INVALID_UPDATE_VERSION).
+    StalePartitionEpoch {
+        /// The topic.
+        topic: String,
+        /// The partition index.
+        partition: i32,
+        /// The partition's partition epoch when the command was applied.
+        partition_epoch: PartitionEpoch,
     },
     /// An ISR change was refused: not a subset of the replicas, without the
     /// leader, or adding a fenced broker.
@@ -227,6 +242,15 @@ impl fmt::Display for MetaError {
                 f,
                 "partition {topic}-{partition} is led by broker {leader} at leader epoch {leader_epoch}; \
                  the request was made for another leader or epoch: refresh the metadata"
+            ),
+            MetaError::StalePartitionEpoch {
+                topic,
+                partition,
+                partition_epoch,
+            } => write!(
+                f,
+                "partition {topic}-{partition} is at partition epoch {partition_epoch}; the ISR change was based \
+                 on another state of the partition: refresh the metadata"
             ),
             MetaError::InvalidIsr {
                 topic,

@@ -220,6 +220,16 @@ pub(crate) fn error_to_fb(error: &MetaError) -> fb::MetaErrorRecord {
             record.second = i64::from(*leader);
             record.third = i64::from(*leader_epoch);
         }
+        MetaError::StalePartitionEpoch {
+            topic,
+            partition,
+            partition_epoch,
+        } => {
+            record.kind = fb::MetaErrorKind::StalePartitionEpoch;
+            record.name = Some(topic.clone());
+            record.first = i64::from(*partition);
+            record.second = i64::from(partition_epoch.0);
+        }
         MetaError::UnknownPartition { topic, partition } => {
             record.kind = fb::MetaErrorKind::UnknownPartition;
             record.name = Some(topic.clone());
@@ -315,6 +325,11 @@ pub(crate) fn error_from_fb(record: fb::MetaErrorRecord) -> MetaError {
             leader: narrow(record.second),
             leader_epoch: narrow(record.third),
         },
+        fb::MetaErrorKind::StalePartitionEpoch => MetaError::StalePartitionEpoch {
+            topic: name,
+            partition: narrow(record.first),
+            partition_epoch: crate::image::PartitionEpoch(narrow(record.second)),
+        },
         fb::MetaErrorKind::UnknownPartition => MetaError::UnknownPartition {
             topic: name,
             partition: narrow(record.first),
@@ -391,6 +406,11 @@ mod tests {
                 partition: 1,
                 leader: 2,
                 leader_epoch: 3,
+            },
+            MetaError::StalePartitionEpoch {
+                topic: "t".into(),
+                partition: 1,
+                partition_epoch: crate::image::PartitionEpoch(4),
             },
             MetaError::UnknownPartition {
                 topic: "t".into(),

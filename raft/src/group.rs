@@ -28,6 +28,7 @@ use std::{
 };
 
 use openraft::error::{Fatal, InitializeError, RaftError};
+use shardline_replication::LeaderEpoch;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
@@ -35,7 +36,7 @@ use crate::{
     error::MetaError,
     files::{create_dir_durably, read_if_exists, write_atomically},
     forward::{propose_anywhere, propose_with_index, PeerSet},
-    image::{BrokerInfo, MetadataImage, NewTopic, TopicMeta},
+    image::{BrokerInfo, MetadataImage, NewTopic, PartitionEpoch, TopicMeta},
     liveness::{Liveness, LivenessTask, QuorumContact},
     log_store::LogStore,
     network::{NetworkFactory, NoPeers, RaftTransport},
@@ -758,16 +759,21 @@ impl MetadataGroup {
         .await
     }
 
-    /// Sets the in-sync replicas of a partition this node leads. Refused with
+    /// Sets the in-sync replicas of a partition this node leads, as a
+    /// change based on the partition at `partition_epoch`. Refused with
     /// [`MetaError::StaleLeaderEpoch`] when this node no longer leads it at
-    /// `leader_epoch`, and with [`MetaError::InvalidIsr`] when `isr` is not
-    /// a subset of the replicas holding this node, or adds a fenced broker.
-    /// Does not bump the leader epoch.
+    /// `leader_epoch`, with [`MetaError::StalePartitionEpoch`] when the
+    /// partition has changed since `partition_epoch` (a retry of a change
+    /// already taken included), and with [`MetaError::InvalidIsr`] when
+    /// `isr` is not a subset of the replicas holding this node, or adds a
+    /// fenced broker. Does not bump the leader epoch; bumps the partition
+    /// epoch.
     pub async fn alter_isr(
         &self,
         topic: &str,
         partition: i32,
-        leader_epoch: i32,
+        leader_epoch: LeaderEpoch,
+        partition_epoch: PartitionEpoch,
         isr: Vec<i32>,
     ) -> Result<(), MetaError> {
         let leader = i32::try_from(self.shared.node_id).map_err(|_| MetaError::InvalidBroker {
@@ -778,7 +784,8 @@ impl MetadataGroup {
             topic: topic.to_owned(),
             partition,
             leader,
-            leader_epoch,
+            leader_epoch: leader_epoch.0,
+            partition_epoch: Some(partition_epoch),
             isr,
         }))
         .await

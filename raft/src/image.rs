@@ -7,6 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub use shardline_replication::PartitionEpoch;
+
 use crate::{
     acl::AclBinding,
     credential::{ScramCredential, ScramMechanism},
@@ -138,6 +140,12 @@ pub struct PartitionMeta {
     /// A move of the partition's replicas in progress
     /// (AlterPartitionReassignments), `None` otherwise.
     pub reassignment: Option<Reassignment>,
+    /// Bumped by every committed change to any field above but `index`
+    /// (KIP-497's partition epoch): an ISR change names the partition epoch
+    /// it was based on and is refused unless it is still this one. Strictly
+    /// increases with every change; 0 for a new partition (and in images
+    /// written before partition epochs).
+    pub partition_epoch: PartitionEpoch,
 }
 
 /// A partition moving from one replica list to another. While it runs,
@@ -276,6 +284,7 @@ mod tests {
             isr: vec![leader],
             replica_shards: vec![shard],
             reassignment: None,
+            partition_epoch: PartitionEpoch(0),
         }
     }
 

@@ -4,9 +4,9 @@
 //! exist (node id, host, port, shard count, fenced or not), which topics
 //! exist (name, 16-byte id, partition count, configs), and where every
 //! partition lives (replicas and the shard owning it on each, in-sync
-//! replicas, leader broker or none, leader epoch). Placement and leadership
-//! are metadata, decided here and stored, not computed by each shard, so
-//! they can be shown, moved and rebalanced.
+//! replicas, leader broker or none, leader epoch, partition epoch).
+//! Placement and leadership are metadata, decided here and stored, not
+//! computed by each shard, so they can be shown, moved and rebalanced.
 //!
 //! ## Where its state lives
 //! All Raft state lives on one dedicated OS thread, `shardline-meta`, which
@@ -109,8 +109,8 @@ pub use group::{
     DEFAULT_BROKER_SESSION_TIMEOUT_MS, DEFAULT_SNAPSHOT_EVERY_ENTRIES, REQUEST_QUEUE_CAPACITY, START_TIMEOUT,
 };
 pub use image::{
-    BrokerInfo, BrokerListener, MetadataImage, NewTopic, PartitionMeta, Reassignment, TopicMeta, BROKER_LISTENERS_MAX,
-    NO_LEADER,
+    BrokerInfo, BrokerListener, MetadataImage, NewTopic, PartitionEpoch, PartitionMeta, Reassignment, TopicMeta,
+    BROKER_LISTENERS_MAX, NO_LEADER,
 };
 pub use log_store::{inspect_log, LogInspection, LogRecordInfo, LogRecordKind};
 pub use peer_auth::{ClusterSecret, CLUSTER_SECRET_BYTES_MIN};

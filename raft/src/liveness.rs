@@ -444,6 +444,7 @@ mod tests {
             isr: vec![1, 2],
             replica_shards: vec![0, 0],
             reassignment: None,
+            partition_epoch: crate::image::PartitionEpoch(0),
         };
         settled.topics.insert(
             "t".into(),

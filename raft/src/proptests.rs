@@ -78,37 +78,41 @@ fn partition_strategy() -> impl Strategy<Value = PartitionMeta> {
         any::<prop::sample::Index>(),
         any::<bool>(),
         any::<i32>(),
+        0..i32::MAX,
     )
-        .prop_map(|(replicas, shards, isr_mask, leader_pick, offline, leader_epoch)| {
-            let replicas: Vec<i32> = replicas.into_iter().collect();
-            let replica_shards: Vec<u32> = shards.into_iter().take(replicas.len()).collect();
-            let mut isr: Vec<i32> = replicas
-                .iter()
-                .enumerate()
-                .filter(|(position, _)| isr_mask & (1 << position) != 0)
-                .map(|(_, replica)| *replica)
-                .collect();
-            if isr.is_empty() {
-                isr.push(replicas[0]);
-            }
-            let leader = if offline {
-                crate::image::NO_LEADER
-            } else {
-                *leader_pick.get(&isr)
-            };
-            let mut partition = PartitionMeta {
-                index: 0,
-                leader,
-                shard: 0,
-                replicas,
-                leader_epoch,
-                isr,
-                replica_shards,
-                reassignment: None,
-            };
-            partition.shard = partition.shard_on(leader).unwrap_or(7);
-            partition
-        })
+        .prop_map(
+            |(replicas, shards, isr_mask, leader_pick, offline, leader_epoch, partition_epoch)| {
+                let replicas: Vec<i32> = replicas.into_iter().collect();
+                let replica_shards: Vec<u32> = shards.into_iter().take(replicas.len()).collect();
+                let mut isr: Vec<i32> = replicas
+                    .iter()
+                    .enumerate()
+                    .filter(|(position, _)| isr_mask & (1 << position) != 0)
+                    .map(|(_, replica)| *replica)
+                    .collect();
+                if isr.is_empty() {
+                    isr.push(replicas[0]);
+                }
+                let leader = if offline {
+                    crate::image::NO_LEADER
+                } else {
+                    *leader_pick.get(&isr)
+                };
+                let mut partition = PartitionMeta {
+                    index: 0,
+                    leader,
+                    shard: 0,
+                    replicas,
+                    leader_epoch,
+                    isr,
+                    replica_shards,
+                    reassignment: None,
+                    partition_epoch: crate::image::PartitionEpoch(partition_epoch),
+                };
+                partition.shard = partition.shard_on(leader).unwrap_or(7);
+                partition
+            },
+        )
 }
 
 fn topic_strategy() -> impl Strategy<Value = TopicMeta> {
@@ -190,17 +194,21 @@ fn command_strategy() -> impl Strategy<Value = Command> {
             any::<i32>(),
             any::<i32>(),
             any::<i32>(),
+            prop::option::of(any::<i32>()),
             prop::collection::vec(any::<i32>(), 0..4)
         )
-            .prop_map(|(topic, partition, leader, leader_epoch, isr)| Command::AlterIsr(
-                crate::command::IsrChange {
-                    topic,
-                    partition,
-                    leader,
-                    leader_epoch,
-                    isr,
-                }
-            )),
+            .prop_map(
+                |(topic, partition, leader, leader_epoch, partition_epoch, isr)| Command::AlterIsr(
+                    crate::command::IsrChange {
+                        topic,
+                        partition,
+                        leader,
+                        leader_epoch,
+                        partition_epoch: partition_epoch.map(crate::image::PartitionEpoch),
+                        isr,
+                    }
+                )
+            ),
         (
             name,
             prop::collection::btree_map("[a-z.]{1,20}", prop::option::of("[ -~]{0,10}"), 0..4)

@@ -34,17 +34,20 @@ use crate::{
     error::MetaError,
     files::{read_if_exists, write_atomically},
     generated::shardline::meta as fb,
-    image::{MetadataImage, PartitionMeta, Reassignment, TopicMeta, NO_LEADER},
+    image::{MetadataImage, PartitionEpoch, PartitionMeta, Reassignment, TopicMeta, NO_LEADER},
     types::{Snapshot, SnapshotMeta},
 };
 
 /// Version stored in `Image.format_version`. Version 2 added
 /// `Broker.fenced`, `Partition.isr` and `Partition.replica_shards`;
 /// version 3 added `Image.acls` and `Image.scram_credentials` (an older
-/// build must refuse such an image rather than drop them). This build writes 3 and reads 1 to 3 (a
-/// version-1 partition reads as all replicas in sync, each follower on
-/// shard 0; an image before 3 has no ACLs), refusing others.
-pub(crate) const IMAGE_FORMAT_VERSION: u16 = 3;
+/// build must refuse such an image rather than drop them); version 4 added
+/// `Partition.partition_epoch` (an older build must refuse it rather than
+/// drop it: partition epochs never go back). This build writes 4 and reads
+/// 1 to 4 (a version-1 partition reads as all replicas in sync, each
+/// follower on shard 0; an image before 3 has no ACLs; before 4, every
+/// partition epoch is 0), refusing others.
+pub(crate) const IMAGE_FORMAT_VERSION: u16 = 4;
 
 /// The oldest `Image.format_version` this build reads.
 const IMAGE_FORMAT_VERSION_MIN: u16 = 1;
@@ -67,6 +70,7 @@ fn partition_to_fb(partition: &PartitionMeta) -> fb::Partition {
         replica_shards: Some(partition.replica_shards.clone()),
         reassign_from: partition.reassignment.as_ref().map(|r| r.from.clone()),
         reassign_to: partition.reassignment.as_ref().map(|r| r.to.clone()),
+        partition_epoch: partition.partition_epoch.0,
     }
 }
 
@@ -151,6 +155,9 @@ fn partition_from_fb(partition: fb::Partition, format_version: u16) -> Result<Pa
         isr,
         replica_shards,
         reassignment,
+        // Absent before format 4: read as 0, the epoch of a partition no
+        // change has touched (the next change moves it on).
+        partition_epoch: PartitionEpoch(partition.partition_epoch),
     };
     let invalid = |what: &str| {
         DecodeError::new(format!(
@@ -160,6 +167,11 @@ fn partition_from_fb(partition: fb::Partition, format_version: u16) -> Result<Pa
     };
     if decoded.replicas.len() != decoded.replica_shards.len() {
         return Err(invalid("replicas and replica shards differ in length"));
+    }
+    // Negative, or with no successor: the next change would have no epoch
+    // to move to (apply asserts it moves), so such an image is refused here.
+    if !(PartitionEpoch(0)..PartitionEpoch::MAX).contains(&decoded.partition_epoch) {
+        return Err(invalid("a partition epoch out of range"));
     }
     if decoded.isr.is_empty() || !decoded.isr.iter().all(|member| decoded.replicas.contains(member)) {
         return Err(invalid("ISR empty or not within the replicas"));
@@ -468,6 +480,7 @@ mod tests {
                             from: vec![1],
                             to: vec![2],
                         }),
+                        partition_epoch: PartitionEpoch(5),
                     },
                     PartitionMeta {
                         index: 1,
@@ -478,6 +491,7 @@ mod tests {
                         isr: vec![2],
                         replica_shards: vec![1, 1],
                         reassignment: None,
+                        partition_epoch: PartitionEpoch(0),
                     },
                 ],
                 configs,
@@ -560,6 +574,7 @@ mod tests {
             replica_shards: None,
             reassign_from: None,
             reassign_to: None,
+            partition_epoch: 0,
         };
         let topic = fb::Topic {
             name: Some("old".into()),
@@ -583,11 +598,14 @@ mod tests {
         assert_eq!(partition.isr, vec![2, 1]);
         assert_eq!(partition.replica_shards, vec![3, 0]);
         assert_eq!(partition.shard_on(2), Some(3));
+        assert_eq!(partition.partition_epoch, PartitionEpoch(0));
     }
 
     #[test]
     fn inconsistent_partitions_are_rejected() {
-        let damages: [fn(&mut PartitionMeta); 4] = [
+        let damages: [fn(&mut PartitionMeta); 6] = [
+            |p| p.partition_epoch = PartitionEpoch(-1),
+            |p| p.partition_epoch = PartitionEpoch::MAX,
             |p| p.replica_shards.clear(),
             |p| p.isr.clear(),
             |p| p.isr = vec![9],

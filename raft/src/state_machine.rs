@@ -33,9 +33,19 @@
 //!   first it is treated as fenced (it leaves ISRs unless last, and what it
 //!   led moves on, epoch + 1), so it never leads on under an epoch whose
 //!   unsynced writes it may have lost.
-//! - `AlterIsr`: the partition's leader, at its current leader epoch, sets
-//!   the ISR (a subset of the replicas holding the leader; a broker it adds
-//!   must be unfenced). No epoch bump.
+//! - `AlterIsr`: the partition's leader, at its current leader epoch and
+//!   partition epoch, sets the ISR (a subset of the replicas holding the
+//!   leader; a broker it adds must be unfenced). No leader epoch bump.
+//!
+//! ## Partition epochs
+//! Every command that changes a partition's leader, leader epoch, shard,
+//! ISR, replicas, their shards or its reassignment bumps its partition
+//! epoch by one ([`apply_command`] compares each partition before and
+//! after, so no change can forget it; asserted). An `AlterIsr` names the
+//! partition epoch it was based on and is refused unless it is still the
+//! partition's: a duplicated or retried proposal, or one made before a
+//! fence or a return, is never applied to a state its leader did not see
+//! (KIP-497; docs/reliability.md, simulation bug 6).
 //!
 //! These three rules are `shardline_replication::election`'s (shared with
 //! the simulator); this file applies their decisions to the image.
@@ -52,7 +62,7 @@ use std::{
 
 use shardline_replication::{
     election::{self, IsrRefusal},
-    IsrProposal, LeaderEpoch, NodeId, Placement,
+    IsrProposal, LeaderEpoch, NodeId, PartitionEpoch, Placement,
 };
 use tokio::sync::watch;
 
@@ -166,6 +176,7 @@ impl Load {
             leader_epoch: 0,
             replica_shards,
             reassignment: None,
+            partition_epoch: PartitionEpoch(0),
         };
         assert_partition_consistent(&partition);
         partition
@@ -329,6 +340,7 @@ fn placement_of(partition: &PartitionMeta) -> Placement {
     Placement {
         leader: (partition.leader != NO_LEADER).then_some(NodeId(partition.leader)),
         leader_epoch: LeaderEpoch(partition.leader_epoch),
+        partition_epoch: partition.partition_epoch,
         replicas: partition.replicas.iter().copied().map(NodeId).collect(),
         isr: partition.isr.iter().copied().map(NodeId).collect(),
     }
@@ -336,7 +348,8 @@ fn placement_of(partition: &PartitionMeta) -> Placement {
 
 /// Writes an election rule's decision back into the image: the ISR, and a
 /// new leader through [`change_leader`] (which moves the partition's shard
-/// and bumps the epoch the rule bumped).
+/// and bumps the epoch the rule bumped). The partition epoch the rule
+/// stamped is not copied: [`apply_command`] moves it, once per command.
 fn apply_placement(partition: &mut PartitionMeta, after: &Placement) {
     partition.isr = after.isr.iter().map(|node| node.0).collect();
     let leader = after.leader.map_or(NO_LEADER, |node| node.0);
@@ -545,6 +558,8 @@ fn alter_isr(image: &mut MetadataImage, change: &IsrChange) -> Result<Option<Top
     let proposal = IsrProposal {
         leader: NodeId(change.leader),
         leader_epoch: LeaderEpoch(change.leader_epoch),
+        // A command from before partition epochs is checked as it was then.
+        partition_epoch: change.partition_epoch.unwrap_or(partition.partition_epoch),
         isr: change.isr.iter().copied().map(NodeId).collect(),
     };
     let decided = election::on_isr_change(&placement_of(partition), &proposal, |node| {
@@ -552,6 +567,11 @@ fn alter_isr(image: &mut MetadataImage, change: &IsrChange) -> Result<Option<Top
     })
     .map_err(|refusal| match refusal {
         IsrRefusal::StaleLeaderEpoch => stale,
+        IsrRefusal::StalePartitionEpoch => MetaError::StalePartitionEpoch {
+            topic: change.topic.clone(),
+            partition: change.partition,
+            partition_epoch: partition.partition_epoch,
+        },
         IsrRefusal::LeaderNotInIsr => invalid(format!("the ISR must hold the leader {}", change.leader)),
         IsrRefusal::Duplicate => invalid("a broker appears twice".to_owned()),
         IsrRefusal::NotAReplica(stranger) => invalid(format!(
@@ -815,8 +835,51 @@ fn alter_topic_configs(
     Ok(Some(topic.clone()))
 }
 
-/// Applies one command to the image. On `Err` the image is unchanged.
+/// Applies one command to the image, and bumps the partition epoch of
+/// every partition it changed. On `Err` the image is unchanged.
 pub(crate) fn apply_command(image: &mut MetadataImage, command: &Command) -> Result<Option<TopicMeta>, MetaError> {
+    // A copy of the topics per command: the state machine already copies
+    // the whole image per entry (copy on write), and metadata writes are rare.
+    let before = image.topics.clone();
+    let answer = apply_command_to_partitions(image, command);
+    stamp_partition_epochs(&before, image);
+    // The answer shows the epochs just stamped (a deleted topic as it was).
+    answer.map(|topic| topic.map(|topic| image.topics.get(&topic.name).cloned().unwrap_or(topic)))
+}
+
+/// Bumps the partition epoch of every partition of `image` that differs
+/// from its state in `before` (same topic id), once.
+///
+/// # Panics
+/// If a partition epoch moved outside this function (a change that
+/// stamped itself would be stamped twice, or one that moved it back).
+fn stamp_partition_epochs(before: &BTreeMap<String, TopicMeta>, image: &mut MetadataImage) {
+    for topic in image.topics.values_mut() {
+        let Some(was) = before.get(&topic.name).filter(|was| was.id == topic.id) else {
+            continue;
+        };
+        for (partition, previous) in topic.partitions.iter_mut().zip(&was.partitions) {
+            assert_eq!(
+                partition.partition_epoch, previous.partition_epoch,
+                "partition {}-{}: only apply_command moves the partition epoch",
+                topic.name, partition.index
+            );
+            let changed = partition != previous;
+            if changed {
+                partition.partition_epoch = previous.partition_epoch.next();
+            }
+            assert!(
+                changed == (partition.partition_epoch > previous.partition_epoch),
+                "partition {}-{}: the partition epoch moves exactly when the partition changes",
+                topic.name,
+                partition.index
+            );
+        }
+    }
+}
+
+/// Applies one command to the image, partition epochs aside.
+fn apply_command_to_partitions(image: &mut MetadataImage, command: &Command) -> Result<Option<TopicMeta>, MetaError> {
     match command {
         Command::InitCluster { cluster_id } => {
             if image.cluster_id.is_empty() && !cluster_id.is_empty() {
@@ -1434,17 +1497,7 @@ mod tests {
         assert!(!p.isr.contains(&1));
         // Back in sync (its leader says so): leadership returns, epoch + 1.
         let epoch = p.leader_epoch;
-        apply_command(
-            &mut image,
-            &Command::AlterIsr(IsrChange {
-                topic: "t".into(),
-                partition: 0,
-                leader: 2,
-                leader_epoch: epoch,
-                isr: vec![2, 3, 1],
-            }),
-        )
-        .unwrap();
+        set_isr(&mut image, "t", vec![2, 3, 1]);
         apply_command(&mut image, &Command::ElectPreferredLeaders).unwrap();
         let p = partition(&image, 0);
         assert_eq!((p.leader, p.leader_epoch), (1, epoch + 1));
@@ -1498,16 +1551,20 @@ mod tests {
     #[test]
     fn alter_isr_checks_leader_epoch_and_membership() {
         let mut image = three_brokers_with_rf3(2, 1);
-        let change = |leader: i32, leader_epoch: i32, isr: Vec<i32>| {
+        // A change based on the partition as `image` has it.
+        let change_of = |image: &MetadataImage, leader: i32, leader_epoch: i32, isr: Vec<i32>| {
             Command::AlterIsr(IsrChange {
                 topic: "t".into(),
                 partition: 0,
                 leader,
                 leader_epoch,
+                partition_epoch: Some(partition(image, 0).partition_epoch),
                 isr,
             })
         };
-        apply_command(&mut image, &change(1, 0, vec![3, 1])).unwrap();
+        let first = change_of(&image, 1, 0, vec![3, 1]);
+        apply_command(&mut image, &first).unwrap();
+        let change = |leader: i32, leader_epoch: i32, isr: Vec<i32>| change_of(&image, leader, leader_epoch, isr);
         assert_eq!(partition(&image, 0).isr, vec![1, 3], "kept in replicas order");
         assert_eq!(partition(&image, 0).leader_epoch, 0);
         let before = image.clone();
@@ -1536,6 +1593,7 @@ mod tests {
                     partition: 5,
                     leader: 1,
                     leader_epoch: 0,
+                    partition_epoch: Some(PartitionEpoch(0)),
                     isr: vec![1],
                 }),
                 |e| matches!(e, MetaError::UnknownPartition { partition: 5, .. }),
@@ -1546,6 +1604,7 @@ mod tests {
                     partition: 0,
                     leader: 1,
                     leader_epoch: 0,
+                    partition_epoch: Some(PartitionEpoch(0)),
                     isr: vec![1],
                 }),
                 |e| matches!(e, MetaError::UnknownTopic(_)),
@@ -1558,10 +1617,122 @@ mod tests {
         }
         // A fenced broker cannot be added back, but can stay.
         fence(&mut image, 2);
-        let error = apply_command(&mut image, &change(1, 0, vec![1, 2, 3])).unwrap_err();
+        let readd = change_of(&image, 1, 0, vec![1, 2, 3]);
+        let error = apply_command(&mut image, &readd).unwrap_err();
         assert!(matches!(error, MetaError::InvalidIsr { .. }));
-        apply_command(&mut image, &change(1, 0, vec![1])).unwrap();
+        let shrink = change_of(&image, 1, 0, vec![1]);
+        apply_command(&mut image, &shrink).unwrap();
         assert_eq!(partition(&image, 0).isr, vec![1]);
+    }
+
+    /// docs/reliability.md, simulation bug 6: a proposal taken once and
+    /// delivered again (a retried forward, a duplicate) after the ISR moved
+    /// on was applied again, its leader epoch still current. Every change
+    /// moves the partition epoch, and a change must name the current one.
+    #[test]
+    fn a_change_based_on_an_older_partition_epoch_is_refused() {
+        let mut image = three_brokers_with_rf3(2, 1);
+        let start = partition(&image, 0);
+        assert_eq!((start.leader, start.isr.clone()), (1, vec![1, 2, 3]));
+        assert_eq!(start.partition_epoch, PartitionEpoch(0), "a new partition");
+        set_isr(&mut image, "t", vec![1, 3]);
+        let shrunk = partition(&image, 0);
+        assert_eq!(shrunk.partition_epoch, PartitionEpoch(1));
+        // The leader proposes adding 2 back; the metadata group takes it.
+        let grow = Command::AlterIsr(IsrChange {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: shrunk.leader_epoch,
+            partition_epoch: Some(shrunk.partition_epoch),
+            isr: vec![1, 2, 3],
+        });
+        let answer = apply_command(&mut image, &grow).unwrap();
+        assert!(answer.is_none());
+        assert_eq!(partition(&image, 0).partition_epoch, PartitionEpoch(2));
+        // 2 is fenced (ISR {1, 3}), then its late copy of the change comes.
+        fence(&mut image, 2);
+        apply_command(&mut image, &Command::UnfenceBroker { node_id: 2 }).unwrap();
+        let fenced = partition(&image, 0);
+        assert_eq!(
+            (fenced.isr.clone(), fenced.partition_epoch),
+            (vec![1, 3], PartitionEpoch(3))
+        );
+        assert_eq!(fenced.leader_epoch, shrunk.leader_epoch, "the leader epoch never moved");
+        let before = image.clone();
+        let error = apply_command(&mut image, &grow).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                MetaError::StalePartitionEpoch {
+                    partition_epoch: PartitionEpoch(3),
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(image, before, "refused: nothing changed");
+        // An unfence that changes no partition leaves its epoch alone.
+        assert_eq!(partition(&image, 0).partition_epoch, PartitionEpoch(3));
+        // A command from before partition epochs is checked by leader epoch
+        // only, as when it was written: an old log replays to the same image.
+        let legacy = Command::AlterIsr(IsrChange {
+            partition_epoch: None,
+            ..match grow {
+                Command::AlterIsr(change) => change,
+                _ => unreachable!(),
+            }
+        });
+        apply_command(&mut image, &legacy).unwrap();
+        let p = partition(&image, 0);
+        assert_eq!((p.isr.clone(), p.partition_epoch), (vec![1, 2, 3], PartitionEpoch(4)));
+    }
+
+    /// Every kind of change to a partition moves its partition epoch by one
+    /// per command, and nothing else does.
+    #[test]
+    fn partition_epochs_move_with_every_change_and_only_then() {
+        let mut image = three_brokers_with_rf3(2, 3);
+        let epochs = |image: &MetadataImage| -> Vec<i32> {
+            image
+                .topic("t")
+                .unwrap()
+                .partitions
+                .iter()
+                .map(|p| p.partition_epoch.0)
+                .collect()
+        };
+        assert_eq!(epochs(&image), vec![0, 0, 0]);
+        let leaders: Vec<i32> = image.topic("t").unwrap().partitions.iter().map(|p| p.leader).collect();
+        fence(&mut image, 1);
+        let after_fence = epochs(&image);
+        for (index, epoch) in after_fence.iter().enumerate() {
+            assert_eq!(
+                *epoch, 1,
+                "partition {index} (led by {}): 1 left its ISR",
+                leaders[index]
+            );
+        }
+        apply_command(&mut image, &Command::ElectPreferredLeaders).unwrap();
+        assert_eq!(epochs(&image), after_fence, "1 is not in sync: nothing moved");
+        apply_command(
+            &mut image,
+            &Command::AlterTopicConfigs {
+                name: "t".into(),
+                changes: BTreeMap::from([("retention.ms".to_owned(), Some("5".to_owned()))]),
+            },
+        )
+        .unwrap();
+        assert_eq!(epochs(&image), after_fence, "configs are not the partition's state");
+        // A restart moves what it touches, once per command.
+        apply_command(&mut image, &Command::RegisterBroker(broker(2, 2))).unwrap();
+        let restarted = epochs(&image);
+        for (index, (before, after)) in after_fence.iter().zip(&restarted).enumerate() {
+            let p = &image.topic("t").unwrap().partitions[index];
+            assert!(*after == before + 1, "partition {index}: {before} -> {after} ({p:?})");
+        }
+        let snapshot = decode_image(&encode_image(&image)).unwrap();
+        assert_eq!(epochs(&snapshot), restarted, "kept by snapshots");
     }
 
     #[test]
@@ -1615,10 +1786,13 @@ mod tests {
                 partition: 0,
                 leader: p.leader,
                 leader_epoch: p.leader_epoch,
+                partition_epoch: Some(p.partition_epoch),
                 isr,
             }),
         )
         .unwrap();
+        let after = image.partition(topic, 0).unwrap();
+        assert!(after.partition_epoch > p.partition_epoch || *after == p);
     }
 
     #[test]
@@ -1671,7 +1845,15 @@ mod tests {
         assert!(matches!(none, Err(MetaError::NoReassignmentInProgress { .. })));
         reassign(&mut image, "one", Some(vec![other])).unwrap();
         reassign(&mut image, "one", None).unwrap();
-        assert_eq!(image.partition("one", 0).unwrap(), &before, "as if nothing happened");
+        let after = image.partition("one", 0).unwrap();
+        assert_eq!(
+            after,
+            &PartitionMeta {
+                partition_epoch: PartitionEpoch(2),
+                ..before
+            },
+            "as if nothing happened, but for the two changes' partition epochs"
+        );
     }
 
     #[test]

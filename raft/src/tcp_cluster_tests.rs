@@ -147,8 +147,19 @@ fn three_nodes_over_tcp_forward_fence_and_fail_over() {
     let error = block_on(groups[&follower].create_topic(topic("orders"))).unwrap_err();
     assert!(matches!(error, MetaError::TopicExists(_)), "{error}");
     let partition = &created.partitions[0];
-    let error = block_on(groups[&follower].alter_isr("orders", 0, partition.leader_epoch + 7, vec![])).unwrap_err();
+    let epochs = (
+        shardline_replication::LeaderEpoch(partition.leader_epoch + 7),
+        partition.partition_epoch,
+    );
+    let error = block_on(groups[&follower].alter_isr("orders", 0, epochs.0, epochs.1, vec![])).unwrap_err();
     assert!(matches!(error, MetaError::StaleLeaderEpoch { .. }), "{error}");
+    let epochs = (
+        shardline_replication::LeaderEpoch(partition.leader_epoch),
+        partition.partition_epoch.next(),
+    );
+    let partition_leader = u64::try_from(partition.leader).unwrap();
+    let error = block_on(groups[&partition_leader].alter_isr("orders", 0, epochs.0, epochs.1, vec![])).unwrap_err();
+    assert!(matches!(error, MetaError::StalePartitionEpoch { .. }), "{error}");
 
     // A follower stops: the leader fences it within the session timeout
     // (plus a few heartbeat intervals), and its partitions move.

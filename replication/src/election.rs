@@ -4,6 +4,8 @@
 //! [`Placement`] to the next; the metadata state machine (`raft`) applies
 //! them to its image and the simulator's controller model to its own. A
 //! leader change always bumps the leader epoch; nothing else does here.
+//! Every change a rule makes bumps the partition epoch (once per rule
+//! applied); a rule that changes nothing keeps it.
 //!
 //! - A fenced broker leaves every ISR it is in, unless it is the last
 //!   member (so the partition comes back when it does: no unclean
@@ -17,9 +19,11 @@
 //!   same offsets under the same epoch, where no truncation can see them).
 //!   It is treated as fenced, then returning: leadership moves to another
 //!   in-sync replica, or back to it under a new epoch.
-//! - A leader's ISR change is accepted only under its current epoch, must
-//!   hold the leader, name replicas only, once each, and admit no fenced
-//!   newcomer.
+//! - A leader's ISR change is accepted only under its current leader epoch
+//!   and the current partition epoch (KIP-497: a change based on an older
+//!   state of the partition — a duplicated or retried proposal — is refused,
+//!   not applied to a state its proposer never saw), must hold the leader,
+//!   name replicas only, once each, and admit no fenced newcomer.
 
 use crate::{
     replica::IsrProposal,
@@ -31,6 +35,9 @@ use crate::{
 pub enum IsrRefusal {
     /// The proposer does not lead under that epoch any more (or never did).
     StaleLeaderEpoch,
+    /// The partition changed since the state the proposal was based on
+    /// (Kafka's INVALID_UPDATE_VERSION).
+    StalePartitionEpoch,
     /// The proposed ISR does not hold the leader.
     LeaderNotInIsr,
     /// A broker appears twice.
@@ -61,6 +68,27 @@ fn with_leader(placement: &Placement, leader: Option<NodeId>) -> Placement {
     }
 }
 
+/// `after`, a rule's decision from `before`, with the partition epoch that
+/// goes with it: the next one if anything changed, else `before`'s.
+///
+/// # Panics
+/// If `after` is inconsistent, or came with a partition epoch of its own.
+fn stamped(before: &Placement, mut after: Placement) -> Placement {
+    assert_eq!(
+        after.partition_epoch, before.partition_epoch,
+        "only stamped() moves the partition epoch"
+    );
+    if !after.same_state(before) {
+        after.partition_epoch = before.partition_epoch.next();
+    }
+    after.assert_consistent();
+    assert!(
+        after.same_state(before) == (after.partition_epoch == before.partition_epoch),
+        "the partition epoch moves exactly when the partition changes"
+    );
+    after
+}
+
 /// The placement after broker `node` is fenced; `fenced` tells which
 /// brokers are fenced now (`node` among them).
 ///
@@ -78,7 +106,7 @@ pub fn on_fence(placement: &Placement, node: NodeId, fenced: impl Fn(NodeId) -> 
         });
         after = with_leader(&after, next);
     }
-    after.assert_consistent();
+    let after = stamped(placement, after);
     assert_ne!(after.leader, Some(node), "a fenced broker leads nothing");
     after
 }
@@ -91,8 +119,7 @@ pub fn on_return(placement: &Placement, node: NodeId) -> Placement {
     } else {
         placement.clone()
     };
-    after.assert_consistent();
-    after
+    stamped(placement, after)
 }
 
 /// The placement after broker `node` registers again (it restarted):
@@ -118,6 +145,9 @@ pub fn on_isr_change(
     if placement.leader != Some(proposal.leader) || placement.leader_epoch != proposal.leader_epoch {
         return Err(IsrRefusal::StaleLeaderEpoch);
     }
+    if placement.partition_epoch != proposal.partition_epoch {
+        return Err(IsrRefusal::StalePartitionEpoch);
+    }
     if !proposal.isr.contains(&proposal.leader) {
         return Err(IsrRefusal::LeaderNotInIsr);
     }
@@ -142,14 +172,16 @@ pub fn on_isr_change(
         .copied()
         .filter(|replica| requested.contains(replica))
         .collect();
-    let after = Placement {
-        isr,
-        ..placement.clone()
-    };
-    after.assert_consistent();
+    let after = stamped(
+        placement,
+        Placement {
+            isr,
+            ..placement.clone()
+        },
+    );
     assert_eq!(
         after.leader_epoch, placement.leader_epoch,
-        "an ISR change keeps the epoch"
+        "an ISR change keeps the leader epoch"
     );
     Ok(after)
 }

@@ -13,7 +13,7 @@
 //!   leader's OffsetForLeaderEpoch answer.
 //! - [`election`]: what the metadata group decides for a partition when a
 //!   broker is fenced or returns, and whether a leader's ISR change is
-//!   accepted (fenced by leader epoch).
+//!   accepted (fenced by leader epoch and by partition epoch, KIP-497).
 //!
 //! Every function takes the current time ([`Moment`]) and the events as
 //! arguments and returns what should happen; none touches a socket, a file
@@ -33,7 +33,9 @@
 //! - The high watermark never passes the log end, and never moves back while
 //!   this replica leads.
 //! - The ISR is a subset of the replicas and holds the leader.
-//! - Leader epochs never go back.
+//! - Leader epochs never go back; partition epochs never go back, and the
+//!   metadata group's rules bump the partition epoch on every change they
+//!   make to a partition.
 
 pub mod election;
 mod replica;
@@ -45,4 +47,4 @@ mod tests;
 
 pub use replica::{EpochRefusal, IsrAnswer, IsrProposal, ReplicaState, RoleChange};
 pub use truncation::{truncation_point, EpochEnd, Truncation};
-pub use types::{LeaderEpoch, Moment, NodeId, Placement, Role};
+pub use types::{LeaderEpoch, Moment, NodeId, PartitionEpoch, Placement, Role};

@@ -13,14 +13,18 @@
 //! `replica_lag_time_max` leaves the ISR; a replica rejoins once it holds
 //! everything below the high watermark and everything written before this
 //! leader's epoch began. The leader proposes, the metadata group decides
-//! (`election::check_isr_change`), and the change comes back as a new
-//! [`Placement`].
+//! (`election::on_isr_change`), and the change comes back as a new
+//! [`Placement`]. A proposal names the partition epoch of the placement
+//! it was based on, and the metadata group takes it only while that is
+//! still the partition's (KIP-497): so a placement with a newer partition
+//! epoch settles every proposal made before it — taken and shown there
+//! (or overtaken by what came after), or never to be taken.
 
 use std::{collections::BTreeMap, time::Duration};
 
 use shardline_log::Offset;
 
-use crate::types::{LeaderEpoch, Moment, NodeId, Placement, Role};
+use crate::types::{LeaderEpoch, Moment, NodeId, PartitionEpoch, Placement, Role};
 
 /// What the leader knows of one follower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,19 +52,22 @@ pub enum RoleChange {
     StoppedLeading,
 }
 
-/// An ISR change this leader proposed whose effect it has not yet seen in
-/// a placement. Until then the high watermark waits for the replicas it
-/// adds too (Kafka's "maximal ISR", KIP-497): the metadata group may already
-/// count them in sync, and elect one of them, before this leader hears so.
+/// ISR changes this leader proposed, all against one partition epoch,
+/// whose fate it does not know yet. Until then the high watermark waits for
+/// the replicas they add too (Kafka's "maximal ISR", KIP-497): the metadata
+/// group may already count them in sync, and elect one of them, before this
+/// leader hears so.
 ///
 /// No timer ends it: a leader cut off from the metadata group cannot know
 /// whether its change was taken (simulation bugs 1 and 5, docs/reliability.md).
+/// A placement with a newer partition epoch does (bug 6): at most one
+/// proposal made against an epoch is ever taken, and only while the
+/// partition is at that epoch, so that placement shows its effect (or what
+/// the metadata group decided after it) or it can never be taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PendingIsr {
-    /// Replicas proposed for addition and not yet seen in a placement's ISR.
+    /// Replicas any of these proposals adds.
     additions: Vec<NodeId>,
-    /// The ISR when the last proposal was made.
-    before: Vec<NodeId>,
     /// The last proposal, re-sent while its outcome is unknown.
     proposed: IsrProposal,
     /// How the metadata group answered the last proposal.
@@ -76,9 +83,11 @@ pub enum IsrAnswer {
     /// stranger): proposed again unchanged it would be refused again, so an
     /// earlier copy of it was not recorded either.
     Refused,
-    /// Not recorded: the partition has a newer leader epoch. Says nothing of
-    /// an earlier copy (simulation bug 5), and this replica no longer leads:
-    /// the high watermark keeps waiting until a placement says more.
+    /// Not recorded: the partition has a newer leader epoch or partition
+    /// epoch than the proposal's. Says nothing of an earlier copy (which may
+    /// be what moved the partition epoch; simulation bug 5): the high
+    /// watermark keeps waiting, and nothing more is proposed, until a
+    /// placement says more.
     Stale,
     /// No answer (a timeout, no quorum, a lost forward): it may be recorded.
     Unknown,
@@ -87,10 +96,13 @@ pub enum IsrAnswer {
 /// An ISR the leader wants the metadata group to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsrProposal {
-    /// The epoch the leader leads under (the metadata group refuses the
-    /// change if the partition has moved on).
+    /// The leader, and the epoch it leads under (the metadata group refuses
+    /// the change if the partition has a newer one).
     pub leader: NodeId,
     pub leader_epoch: LeaderEpoch,
+    /// The partition epoch of the placement the change was based on (the
+    /// metadata group refuses it if the partition changed since).
+    pub partition_epoch: PartitionEpoch,
     pub isr: Vec<NodeId>,
 }
 
@@ -112,6 +124,8 @@ pub struct ReplicaState {
     node: NodeId,
     role: Role,
     leader_epoch: LeaderEpoch,
+    /// The partition epoch of the last placement applied.
+    partition_epoch: PartitionEpoch,
     replicas: Vec<NodeId>,
     isr: Vec<NodeId>,
     /// Offsets below this are on every in-sync replica: what consumers may read.
@@ -142,6 +156,7 @@ impl ReplicaState {
             node,
             role: Role::Offline,
             leader_epoch: LeaderEpoch::NONE,
+            partition_epoch: PartitionEpoch(0),
             replicas: Vec::new(),
             isr: Vec::new(),
             high_watermark: Offset(0),
@@ -161,6 +176,10 @@ impl ReplicaState {
 
     pub fn leader_epoch(&self) -> LeaderEpoch {
         self.leader_epoch
+    }
+
+    pub fn partition_epoch(&self) -> PartitionEpoch {
+        self.partition_epoch
     }
 
     pub fn high_watermark(&self) -> Offset {
@@ -218,7 +237,8 @@ impl ReplicaState {
     ///
     /// # Panics
     /// If the placement is inconsistent (ISR outside replicas, leader outside
-    /// the ISR) or its leader epoch is older than one already applied.
+    /// the ISR) or its leader epoch or partition epoch is older than one
+    /// already applied.
     pub fn apply_placement(&mut self, placement: &Placement, log_end: Offset, now: Moment) -> RoleChange {
         placement.assert_consistent();
         assert!(
@@ -226,6 +246,21 @@ impl ReplicaState {
             "leader epoch went back from {} to {}",
             self.leader_epoch,
             placement.leader_epoch
+        );
+        assert!(
+            placement.partition_epoch >= self.partition_epoch,
+            "partition epoch went back from {} to {}",
+            self.partition_epoch,
+            placement.partition_epoch
+        );
+        let first = self.leader_epoch == LeaderEpoch::NONE;
+        let unchanged = placement.leader_epoch == self.leader_epoch
+            && placement.replicas == self.replicas
+            && placement.isr == self.isr;
+        assert!(
+            first || unchanged || placement.partition_epoch > self.partition_epoch,
+            "the partition changed under the same partition epoch {}",
+            placement.partition_epoch
         );
         let role = match placement.leader {
             Some(leader) if leader == self.node => Role::Leader,
@@ -236,15 +271,14 @@ impl ReplicaState {
         let epoch_changed = self.leader_epoch != placement.leader_epoch;
         self.replicas.clone_from(&placement.replicas);
         self.isr.clone_from(&placement.isr);
-        if let Some(pending) = &mut self.pending_isr {
-            // An addition seen in the ISR is the ISR's; after an accepted
-            // change, a placement with another ISR than before it shows the
-            // change or what came after it.
-            pending.additions.retain(|added| !placement.isr.contains(added));
-            let overtaken = pending.answer == Some(IsrAnswer::Accepted) && pending.before != placement.isr;
-            if pending.additions.is_empty() || overtaken {
-                self.pending_isr = None;
-            }
+        self.partition_epoch = placement.partition_epoch;
+        if self
+            .pending_isr
+            .as_ref()
+            .is_some_and(|pending| placement.partition_epoch > pending.proposed.partition_epoch)
+        {
+            // Settled: taken and shown here (or overtaken), or never to be taken.
+            self.pending_isr = None;
         }
         if !epoch_changed && was == role {
             return RoleChange::None;
@@ -401,8 +435,12 @@ impl ReplicaState {
             return None;
         }
         if let Some(pending) = &self.pending_isr {
-            if pending.answer == Some(IsrAnswer::Unknown) {
-                return Some(pending.proposed.clone());
+            match pending.answer {
+                Some(IsrAnswer::Unknown) => return Some(pending.proposed.clone()),
+                // The partition moved on: wait for the placement that says how.
+                Some(IsrAnswer::Stale) => return None,
+                // In flight (answered above), or taken and not yet shown.
+                None | Some(IsrAnswer::Accepted | IsrAnswer::Refused) => {}
             }
         }
         let mut isr: Vec<NodeId> = Vec::new();
@@ -438,6 +476,7 @@ impl ReplicaState {
         (current != wanted).then_some(IsrProposal {
             leader: self.node,
             leader_epoch: self.leader_epoch,
+            partition_epoch: self.partition_epoch,
             isr,
         })
     }
@@ -447,9 +486,14 @@ impl ReplicaState {
     pub fn isr_change_proposed(&mut self, proposal: &IsrProposal) {
         assert!(!self.isr_change_in_flight, "one ISR change in flight at a time");
         assert_eq!(proposal.leader_epoch, self.leader_epoch, "proposed under this epoch");
+        assert_eq!(
+            proposal.partition_epoch, self.partition_epoch,
+            "proposed against the partition as last placed"
+        );
         self.isr_change_in_flight = true;
         // Additions of an earlier proposal with no known outcome stay: it
-        // may still be recorded.
+        // may still be recorded (it was made against this partition epoch
+        // too: a newer one would have settled it).
         let mut additions: Vec<NodeId> = self.pending_isr.take().map(|p| p.additions).unwrap_or_default();
         for member in &proposal.isr {
             if !self.isr.contains(member) && !additions.contains(member) {
@@ -459,7 +503,6 @@ impl ReplicaState {
         assert!(additions.iter().all(|added| self.replicas.contains(added)));
         self.pending_isr = Some(PendingIsr {
             additions,
-            before: self.isr.clone(),
             proposed: proposal.clone(),
             answer: None,
         });
@@ -470,7 +513,7 @@ impl ReplicaState {
     /// Accepted: it waits until a placement shows the change (or a later
     /// one). Unknown: it waits, and [`ReplicaState::desired_isr`] proposes
     /// the change again to learn its fate. Stale: it waits for the
-    /// placement that ends this leadership.
+    /// placement with the newer leader or partition epoch.
     pub fn isr_change_answered(&mut self, answer: IsrAnswer) {
         self.isr_change_in_flight = false;
         if answer == IsrAnswer::Refused {

@@ -10,8 +10,8 @@ use shardline_log::Offset;
 
 use crate::{
     election::{self, IsrRefusal},
-    truncation_point, EpochEnd, EpochRefusal, IsrAnswer, IsrProposal, LeaderEpoch, Moment, NodeId, Placement,
-    ReplicaState, Role, RoleChange,
+    truncation_point, EpochEnd, EpochRefusal, IsrAnswer, IsrProposal, LeaderEpoch, Moment, NodeId, PartitionEpoch,
+    Placement, ReplicaState, Role, RoleChange,
 };
 
 const LAG_MAX: Duration = Duration::from_millis(100);
@@ -20,10 +20,12 @@ fn ms(value: u64) -> Moment {
     Moment(Duration::from_millis(value))
 }
 
+/// A placement of replicas 1, 2, 3 (its partition epoch: its leader epoch).
 fn placement(leader: i32, epoch: i32, isr: &[i32]) -> Placement {
     Placement {
         leader: Some(NodeId(leader)),
         leader_epoch: LeaderEpoch(epoch),
+        partition_epoch: PartitionEpoch(epoch),
         replicas: vec![NodeId(1), NodeId(2), NodeId(3)],
         isr: isr.iter().copied().map(NodeId).collect(),
     }
@@ -122,7 +124,12 @@ proptest! {
                     // A shrink proposed by the leader down to itself and `node`.
                     let Some(leader) = placed.leader else { continue };
                     let isr = if node == leader.0 { vec![leader] } else { vec![leader, NodeId(node)] };
-                    let proposal = IsrProposal { leader, leader_epoch: placed.leader_epoch, isr };
+                    let proposal = IsrProposal {
+                        leader,
+                        leader_epoch: placed.leader_epoch,
+                        partition_epoch: placed.partition_epoch,
+                        isr,
+                    };
                     match election::on_isr_change(&placed, &proposal, |n| !fenced[n.0 as usize]) {
                         Ok(after) => after,
                         Err(IsrRefusal::FencedNewcomer(n)) => { prop_assert!(fenced[n.0 as usize]); continue }
@@ -133,6 +140,9 @@ proptest! {
             placed.assert_consistent();
             prop_assert!(placed.leader_epoch >= before.leader_epoch);
             prop_assert_eq!(placed.leader != before.leader, placed.leader_epoch != before.leader_epoch);
+            // The partition epoch moves exactly when the partition changes.
+            prop_assert_eq!(placed.same_state(&before), placed.partition_epoch == before.partition_epoch);
+            prop_assert!(placed.partition_epoch >= before.partition_epoch);
             if let Some(leader) = placed.leader {
                 prop_assert!(!fenced[leader.0 as usize] || placed.leader == before.leader);
             }
@@ -253,6 +263,7 @@ fn the_high_watermark_waits_for_a_pending_isr_addition() {
     let mut placed = Placement {
         leader: Some(NodeId(2)),
         leader_epoch: LeaderEpoch(2),
+        partition_epoch: PartitionEpoch(7),
         replicas: vec![NodeId(2), NodeId(3), NodeId(1)],
         isr: vec![NodeId(2)],
     };
@@ -378,4 +389,109 @@ fn a_pending_addition_outlives_timeouts_stale_refusals_and_fencing() {
         Offset(25),
         "3 may be in the ISR the metadata group has"
     );
+}
+
+/// Found by the simulator (seed 23963, docs/reliability.md bug 6): a
+/// proposal to add 2 was delivered twice; the first copy was taken, 2 was
+/// fenced (leaving the ISR), and the late copy — same leader, same leader
+/// epoch — put 2 back in the ISR behind the leader's back. A change names
+/// the partition epoch it was based on, and every change moves it, so the
+/// late copy is refused.
+#[test]
+fn a_change_based_on_an_older_partition_epoch_is_refused() {
+    let placed = placement(1, 3, &[1, 3]);
+    let grow = IsrProposal {
+        leader: NodeId(1),
+        leader_epoch: LeaderEpoch(3),
+        partition_epoch: placed.partition_epoch,
+        isr: vec![NodeId(1), NodeId(2), NodeId(3)],
+    };
+    let grown = election::on_isr_change(&placed, &grow, |_| true).unwrap();
+    assert_eq!(grown.partition_epoch, placed.partition_epoch.next());
+    assert_eq!(
+        grown.leader_epoch, placed.leader_epoch,
+        "an ISR change keeps the leader epoch"
+    );
+    let fenced = election::on_fence(&grown, NodeId(2), |n| n == NodeId(2));
+    assert_eq!(fenced.isr, vec![NodeId(1), NodeId(3)]);
+    assert_eq!(fenced.partition_epoch, grown.partition_epoch.next());
+    assert_eq!(
+        election::on_isr_change(&fenced, &grow, |_| true),
+        Err(IsrRefusal::StalePartitionEpoch),
+        "the late copy"
+    );
+    assert_eq!(
+        election::on_isr_change(&grown, &grow, |_| true),
+        Err(IsrRefusal::StalePartitionEpoch),
+        "a copy right after the first"
+    );
+    // A rule that changes nothing keeps the partition epoch.
+    assert_eq!(election::on_return(&fenced, NodeId(2)), fenced);
+}
+
+/// The leader's side of bug 6: a placement with a newer partition epoch
+/// settles a pending proposal (taken and shown there, or never to be
+/// taken), whatever its ISR; a stale refusal proposes nothing more until
+/// such a placement comes.
+#[test]
+fn a_newer_partition_epoch_settles_a_pending_change() {
+    let mut state = ReplicaState::new(NodeId(1), ms(0));
+    let placed = placement(1, 3, &[1, 3]);
+    state.apply_placement(&placed, Offset(10), ms(0));
+    state.record_follower_fetch(NodeId(2), Offset(10), Offset(10), ms(1));
+    state.record_follower_fetch(NodeId(3), Offset(10), Offset(10), ms(1));
+    let grow = state.desired_isr(ms(1), LAG_MAX, |_| true).unwrap();
+    assert_eq!(
+        grow.partition_epoch, placed.partition_epoch,
+        "based on the placement it saw"
+    );
+    state.isr_change_proposed(&grow);
+    state.isr_change_answered(IsrAnswer::Stale);
+    assert_eq!(
+        state.desired_isr(ms(2), LAG_MAX, |_| true),
+        None,
+        "nothing until the placement that moved on"
+    );
+    state.advance_high_watermark(Offset(12), Offset(12));
+    assert_eq!(state.high_watermark(), Offset(10), "2 may be in sync");
+    // The metadata group took the change, then 2 left again (fenced).
+    let grown = election::on_isr_change(&placed, &grow, |_| true).unwrap();
+    let shrunk = election::on_fence(&grown, NodeId(2), |n| n == NodeId(2));
+    assert_eq!(shrunk.isr, placed.isr, "the same ISR as before the change");
+    state.apply_placement(&shrunk, Offset(12), ms(3));
+    state.record_follower_fetch(NodeId(3), Offset(12), Offset(12), ms(4));
+    state.advance_high_watermark(Offset(12), Offset(12));
+    assert_eq!(state.high_watermark(), Offset(12), "settled: 2 is out, and stays out");
+    let again = state.desired_isr(ms(4), LAG_MAX, |n| n != NodeId(2));
+    assert_eq!(again, None);
+    state.record_follower_fetch(NodeId(2), Offset(12), Offset(12), ms(5));
+    let regrow = state.desired_isr(ms(5), LAG_MAX, |_| true).unwrap();
+    assert_eq!(
+        regrow.partition_epoch, shrunk.partition_epoch,
+        "proposed against the new state"
+    );
+}
+
+#[test]
+#[should_panic(expected = "partition epoch went back")]
+fn an_older_partition_epoch_is_refused() {
+    let mut state = ReplicaState::new(NodeId(2), ms(0));
+    let placed = placement(1, 4, &[1, 2]);
+    state.apply_placement(&placed, Offset(0), ms(0));
+    let older = Placement {
+        partition_epoch: PartitionEpoch(3),
+        ..placed
+    };
+    state.apply_placement(&older, Offset(0), ms(0));
+}
+
+/// Every epoch a change makes has a successor in turn (`MAX` itself is
+/// never reached, and decoding refuses it), so the one before `MAX` is the
+/// end of the line.
+#[test]
+#[should_panic(expected = "has no successor")]
+fn every_partition_epoch_a_change_makes_has_a_successor() {
+    let last = PartitionEpoch(i32::MAX - 2).next();
+    assert!(last < PartitionEpoch::MAX);
+    last.next();
 }

@@ -35,6 +35,44 @@ impl fmt::Display for LeaderEpoch {
     }
 }
 
+/// A partition's epoch in the metadata image (Kafka's `partition_epoch`,
+/// KIP-497): bumped by every change the metadata group commits to the
+/// partition's leader, leader epoch, ISR or replicas. An ISR change carries
+/// the partition epoch its proposer based it on and is refused unless that
+/// is still the partition's, so a change proposed against one state of the
+/// partition is never applied to a later one (a duplicated or retried
+/// proposal included). Not a leader epoch: an ISR change moves it and
+/// leaves the leader epoch alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct PartitionEpoch(pub i32);
+
+impl PartitionEpoch {
+    /// Partition epochs are `0..MAX` (`MAX` itself is never reached, so
+    /// every stored epoch has a successor).
+    pub const MAX: PartitionEpoch = PartitionEpoch(i32::MAX);
+
+    /// The epoch after this one.
+    ///
+    /// # Panics
+    /// If it would reach [`PartitionEpoch::MAX`] (2^31 committed changes to
+    /// one partition): an epoch that wrapped would let a stale change
+    /// through.
+    pub fn next(self) -> PartitionEpoch {
+        assert!(
+            (0..i32::MAX - 1).contains(&self.0),
+            "partition epoch {} has no successor",
+            self.0
+        );
+        PartitionEpoch(self.0 + 1)
+    }
+}
+
+impl fmt::Display for PartitionEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// A point in time, as time elapsed since an origin the driver picks (the
 /// engine: process start on a monotonic clock; the simulator: virtual time
 /// zero). Only differences between moments mean anything.
@@ -60,12 +98,15 @@ pub enum Role {
 }
 
 /// The metadata group's view of one partition: who leads under which
-/// epoch, who holds replicas, who is in sync.
+/// epoch, who holds replicas, who is in sync, and the partition epoch of
+/// that state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
     /// `None`: no broker leads (every in-sync replica is fenced).
     pub leader: Option<NodeId>,
     pub leader_epoch: LeaderEpoch,
+    /// Bumped by every change of the fields here.
+    pub partition_epoch: PartitionEpoch,
     /// In preference order (the first is the preferred leader).
     pub replicas: Vec<NodeId>,
     /// Kept in replicas order.
@@ -91,5 +132,19 @@ impl Placement {
             self.leader,
             self.isr
         );
+        assert!(
+            self.partition_epoch.0 >= 0,
+            "partition epoch {} is negative",
+            self.partition_epoch
+        );
+    }
+
+    /// Whether `other` is the same state of the partition, whatever its
+    /// partition epoch says.
+    pub fn same_state(&self, other: &Placement) -> bool {
+        self.leader == other.leader
+            && self.leader_epoch == other.leader_epoch
+            && self.replicas == other.replicas
+            && self.isr == other.isr
     }
 }

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use shardline_log::Offset;
-use shardline_replication::LeaderEpoch;
+use shardline_replication::{LeaderEpoch, Placement};
 
 use crate::disk::{Entry, Record, SimLog};
 
@@ -34,6 +34,8 @@ pub(crate) struct Checker {
     acked: Vec<BTreeMap<i64, Record>>,
     /// Who led each (partition, epoch).
     leaders: BTreeMap<(usize, LeaderEpoch), usize>,
+    /// Per partition: the placement the metadata group last committed.
+    placements: BTreeMap<usize, Placement>,
     pub(crate) consumed: usize,
 }
 
@@ -70,6 +72,24 @@ impl Checker {
             ))),
             _ => Ok(()),
         }
+    }
+
+    /// The metadata group committed `placement` for `partition`: its
+    /// partition epoch is the last one's if nothing changed, and strictly
+    /// greater if anything did (what lets a stale ISR change be refused).
+    pub(crate) fn placement_committed(&mut self, partition: usize, placement: &Placement) -> Result<(), Violation> {
+        if let Some(last) = self.placements.get(&partition) {
+            let unchanged = placement.same_state(last);
+            let moved_on = placement.partition_epoch > last.partition_epoch;
+            if moved_on == unchanged || placement.partition_epoch < last.partition_epoch {
+                return Err(Violation(format!(
+                    "partition {partition}: partition epoch {} -> {} for {:?} -> {:?}",
+                    last.partition_epoch, placement.partition_epoch, last, placement
+                )));
+            }
+        }
+        self.placements.insert(partition, placement.clone());
+        Ok(())
     }
 
     /// Checks one replica's log below its high watermark against the

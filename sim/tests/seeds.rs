@@ -11,7 +11,7 @@ use shardline_sim::{report, shrink, Config, Simulation};
 const CI_SEEDS: u64 = 400;
 
 /// Seeds that found bugs in the replication rules, in the order found.
-const FOUND_BUGS: [u64; 5] = [50, 312, 494, 1788, 18048];
+const FOUND_BUGS: [u64; 6] = [50, 312, 494, 1788, 18048, 23963];
 
 fn run_clean(seed: u64) {
     let config = Config::for_seed(seed);
@@ -68,12 +68,4 @@ fn runs_are_bounded_and_do_work() {
     assert!(outcome.faults > 0, "faults were injected");
     assert!(outcome.committed >= outcome.acked);
     assert!(outcome.consumed > 0, "consumers read");
-}
-
-/// docs/reliability.md, simulation bug 6 (open): a replayed ISR change is
-/// taken after the ISR moved on; it needs a partition epoch in `IsrChange`.
-#[test]
-#[ignore = "open: needs a partition epoch in IsrChange (issue 16)"]
-fn known_open_bug_isr_change_replayed_after_the_isr_moved_on() {
-    run_clean(23963);
 }

@@ -186,6 +186,11 @@ pub(crate) struct Group {
     join_not_before: Instant,
     /// Committed offsets by (topic, partition).
     pub(crate) offsets: BTreeMap<(String, i32), StoredOffset>,
+    /// Commits checked and being stored, not yet in `offsets`, by (topic,
+    /// partition): an OffsetFetch that asks for stable offsets is told to
+    /// retry until they land (KIP-447), or a new owner of the partition
+    /// would start before a commit that then lands after its own.
+    pending_commits: BTreeMap<(String, i32), u32>,
     /// Log offset of the group metadata entry last applied.
     pub(crate) metadata_log_offset: i64,
     /// Set when the group emptied: its metadata should be stored.
@@ -210,6 +215,7 @@ impl Group {
             join_deadline: now,
             join_not_before: now,
             offsets: BTreeMap::new(),
+            pending_commits: BTreeMap::new(),
             metadata_log_offset: -1,
             dirty: false,
         }
@@ -289,11 +295,12 @@ impl Group {
     }
 
     /// Whether the group holds nothing worth keeping: never had a
-    /// generation, holds no offsets, and has handed out no member id still
-    /// waiting to be used.
+    /// generation, holds no offsets and stores none, and has handed out no
+    /// member id still waiting to be used.
     pub(crate) fn is_forgettable(&self) -> bool {
         self.state == GroupState::Empty
             && self.offsets.is_empty()
+            && self.pending_commits.is_empty()
             && self.members.is_empty()
             && self.pending.is_empty()
             && self.generation == 0
@@ -747,6 +754,36 @@ impl Group {
         self.offsets.insert(key, StoredOffset { committed, log_offset });
     }
 
+    /// A commit to (topic, partition) passed its checks and is being stored.
+    pub(crate) fn commit_started(&mut self, topic: &str, partition: i32) {
+        let pending = self.pending_commits.entry((topic.to_string(), partition)).or_insert(0);
+        *pending += 1;
+        assert!(
+            self.pending_commits.len() <= GROUP_OFFSETS_MAX,
+            "pending commits are bounded by the offsets a group may hold"
+        );
+    }
+
+    /// A commit [`Group::commit_started`] is stored (and applied) or failed.
+    /// One started on another incarnation of the group (its coordinator
+    /// partition was unloaded and loaded again meanwhile) is not pending
+    /// here, and changes nothing.
+    pub(crate) fn commit_finished(&mut self, topic: &str, partition: i32) {
+        let key = (topic.to_string(), partition);
+        if let Some(count) = self.pending_commits.get_mut(&key) {
+            assert!(*count > 0, "an empty pending entry is removed");
+            *count -= 1;
+            if *count == 0 {
+                self.pending_commits.remove(&key);
+            }
+        }
+    }
+
+    /// Whether a commit to (topic, partition) is being stored.
+    pub(crate) fn has_pending_commit(&self, topic: &str, partition: i32) -> bool {
+        self.pending_commits.contains_key(&(topic.to_string(), partition))
+    }
+
     /// Whether a commit to (topic, partition) fits under the offsets bound.
     pub(crate) fn has_room_for(&self, topic: &str, partition: i32) -> bool {
         self.offsets.len() < GROUP_OFFSETS_MAX || self.offsets.contains_key(&(topic.to_string(), partition))
@@ -992,14 +1029,8 @@ mod tests {
     #[test]
     fn later_log_entries_win_whatever_order_they_are_applied_in() {
         let mut group = Group::new("g", Instant::now());
-        let committed = |offset| CommittedOffset {
-            offset,
-            leader_epoch: -1,
-            commit_timestamp_ms: 0,
-            metadata: None,
-        };
-        group.apply_commit("t", 0, committed(20), 9);
-        group.apply_commit("t", 0, committed(10), 5);
+        group.apply_commit("t", 0, CommittedOffset::bare(20), 9);
+        group.apply_commit("t", 0, CommittedOffset::bare(10), 5);
         assert_eq!(group.offsets[&("t".to_string(), 0)].committed.offset, 20);
     }
 

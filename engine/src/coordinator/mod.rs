@@ -24,6 +24,8 @@
 //! one; a periodic [`tick`] expires sessions and ends join phases.
 
 pub(crate) mod group;
+#[cfg(test)]
+mod group_model;
 pub(crate) mod record;
 
 use std::{
@@ -64,6 +66,10 @@ pub(crate) const TICK_INTERVAL: Duration = Duration::from_millis(200);
 /// timeouts, before it is answered REBALANCE_IN_PROGRESS (a safety net: the
 /// group answers within its rebalance or session timeout).
 const PARKED_WAIT_MAX: Duration = Duration::from_secs(6 * 60);
+
+/// One partition an OffsetFetch asked about: (topic, partition, its
+/// committed offset or none, or why it is not answered).
+pub(crate) type FetchedOffset = (String, i32, Result<Option<CommittedOffset>, GroupError>);
 
 /// Kafka's partition for a group: `abs(String.hashCode(group)) % partitions`.
 pub(crate) fn partition_for(group: &str, partitions: usize) -> i32 {
@@ -290,32 +296,36 @@ impl Coordinator {
 
     /// Committed offsets of a group: the requested partitions (`None`: all
     /// it has), each with its offset or `None` when nothing is committed.
+    /// With `require_stable` (OffsetFetch v7, KIP-447), a partition with a
+    /// commit still being stored answers `UnstableOffsetCommit` (the client
+    /// retries): read now, it would give a new owner of the partition an
+    /// offset that commit then overtakes.
     pub(crate) fn fetch_offsets(
         &self,
         index: i32,
         id: &str,
         wanted: Option<Vec<(String, i32)>>,
-    ) -> Result<Vec<(String, i32, Option<CommittedOffset>)>, GroupError> {
-        let found = self.with_group(index, id, false, |g| match &wanted {
-            None => g
-                .offsets
-                .iter()
-                .map(|((t, p), o)| (t.clone(), *p, Some(o.committed.clone())))
-                .collect(),
-            Some(wanted) => wanted
-                .iter()
-                .map(|(t, p)| {
-                    let stored = g.offsets.get(&(t.clone(), *p)).map(|o| o.committed.clone());
-                    (t.clone(), *p, stored)
-                })
-                .collect(),
+        require_stable: bool,
+    ) -> Result<Vec<FetchedOffset>, GroupError> {
+        let found = self.with_group(index, id, false, |g| {
+            let fetched = |t: &String, p: i32| {
+                if require_stable && g.has_pending_commit(t, p) {
+                    return (t.clone(), p, Err(GroupError::UnstableOffsetCommit));
+                }
+                let stored = g.offsets.get(&(t.clone(), p)).map(|o| o.committed.clone());
+                (t.clone(), p, Ok(stored))
+            };
+            match &wanted {
+                None => g.offsets.keys().map(|(t, p)| fetched(t, *p)).collect(),
+                Some(wanted) => wanted.iter().map(|(t, p)| fetched(t, *p)).collect(),
+            }
         });
         match found {
             Ok(found) => Ok(found),
             Err(GroupError::GroupIdNotFound) => Ok(wanted
                 .unwrap_or_default()
                 .into_iter()
-                .map(|(t, p)| (t, p, None))
+                .map(|(t, p)| (t, p, Ok(None)))
                 .collect()),
             Err(e) => Err(e),
         }
@@ -529,9 +539,10 @@ pub(crate) fn fetch_offsets(
     index: i32,
     group: &str,
     wanted: Option<Vec<(String, i32)>>,
-) -> Result<Vec<(String, i32, Option<CommittedOffset>)>, GroupError> {
+    require_stable: bool,
+) -> Result<Vec<FetchedOffset>, GroupError> {
     ready(shard, index)?;
-    shard.coordinator.fetch_offsets(index, group, wanted)
+    shard.coordinator.fetch_offsets(index, group, wanted, require_stable)
 }
 
 /// Heartbeat, on the coordinator shard.
@@ -638,16 +649,30 @@ pub(crate) async fn commit(
     if entries.is_empty() {
         return verdicts.into_iter().map(|v| v.map_err(EngineError::Group)).collect();
     }
+    // Pending until stored and applied (or failed): a stable OffsetFetch waits.
+    let each_commit = |g: &mut Group, f: &mut dyn FnMut(&mut Group, &str, i32)| {
+        for entry in &entries {
+            if let Entry::OffsetCommit { topic, partition, .. } = entry {
+                f(g, topic, *partition);
+            }
+        }
+    };
+    let _ = shard.coordinator.with_group(index, group, true, |g| {
+        each_commit(g, &mut |g, topic, partition| g.commit_started(topic, partition));
+    });
     let stored = store(shard, index, &entries).await;
+    let finished = |g: &mut Group| each_commit(g, &mut |g, topic, partition| g.commit_finished(topic, partition));
     let base_offset = match stored {
         Ok(base_offset) => base_offset,
         Err(e) => {
             tracing::warn!(%group, error = %e, "storing committed offsets");
+            let _ = shard.coordinator.with_group(index, group, false, finished);
             return all(GroupError::CoordinatorNotAvailable);
         }
     };
     let _ = shard.coordinator.with_group(index, group, true, |g| {
-        for (delta, entry) in entries.into_iter().enumerate() {
+        finished(g);
+        for (delta, entry) in entries.iter().enumerate() {
             if let Entry::OffsetCommit {
                 topic,
                 partition,
@@ -656,7 +681,7 @@ pub(crate) async fn commit(
             } = entry
             {
                 let log_offset = base_offset + i64::try_from(delta).unwrap_or(0);
-                g.apply_commit(&topic, partition, committed, log_offset);
+                g.apply_commit(topic, *partition, committed.clone(), log_offset);
             }
         }
     });
@@ -803,6 +828,40 @@ fn assignment_topics(bytes: &[u8]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// KIP-447: while a commit to a partition is being stored, a stable
+    /// OffsetFetch of it is told to retry; an unstable one reads what is
+    /// committed; other partitions answer as usual.
+    #[test]
+    fn a_stable_offset_fetch_waits_for_commits_being_stored() {
+        let coordinator = Coordinator::default();
+        let mut group = Group::new("g", Instant::now());
+        let committed = CommittedOffset::bare;
+        group.apply_commit("t", 0, committed(5), 1);
+        group.commit_started("t", 0);
+        coordinator
+            .partitions
+            .borrow_mut()
+            .insert(0, HashMap::from([("g".to_string(), group)]));
+        let wanted = || Some(vec![("t".to_string(), 0), ("t".to_string(), 1)]);
+        let offsets = |stable| {
+            coordinator
+                .fetch_offsets(0, "g", wanted(), stable)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(_, _, o)| o.map(|c| c.map(|c| c.offset)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(offsets(true), vec![Err(GroupError::UnstableOffsetCommit), Ok(None)]);
+        assert_eq!(offsets(false), vec![Ok(Some(5)), Ok(None)]);
+        let finished = coordinator.with_group(0, "g", false, |g| {
+            assert!(!g.is_forgettable(), "a commit is being stored");
+            g.commit_finished("t", 0);
+            g.apply_commit("t", 0, committed(9), 2);
+        });
+        assert!(finished.is_ok());
+        assert_eq!(offsets(true), vec![Ok(Some(9)), Ok(None)]);
+    }
 
     #[test]
     fn group_partition_follows_kafkas_string_hash() {

@@ -94,6 +94,19 @@ pub(crate) struct CommittedOffset {
     pub(crate) metadata: Option<String>,
 }
 
+#[cfg(test)]
+impl CommittedOffset {
+    /// An offset alone: no leader epoch, timestamp or metadata.
+    pub(crate) fn bare(offset: i64) -> CommittedOffset {
+        CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            commit_timestamp_ms: 0,
+            metadata: None,
+        }
+    }
+}
+
 /// A member as stored in a group metadata entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MemberSnapshot {

@@ -217,6 +217,7 @@ mod tests {
             isr: vec![1, 2],
             replica_shards: vec![1, 1],
             reassignment: None,
+            partition_epoch: shardline_raft::PartitionEpoch(0),
         };
         assert_eq!(leader_broker_id(&image, &partition), 1001);
         assert_eq!(replica_broker_id(&image, &partition, 2), 2, "node 2 shares one port");

@@ -503,12 +503,17 @@ pub(super) async fn offset_fetch(
     let answer = on_coordinator(shard, &group, {
         let group = group.clone();
         let wanted = wanted.clone();
-        move |s, index| async move { coordinator::fetch_offsets(&s, index, &group, wanted) }
+        // v7: the consumer asks for stable offsets (KIP-447).
+        let require_stable = request.require_stable;
+        move |s, index| async move { coordinator::fetch_offsets(&s, index, &group, wanted, require_stable) }
     })
     .await;
     let mut response = OffsetFetchResponse::default();
     let found: Vec<(String, i32, Result<Option<CommittedOffset>, i16>)> = match answer {
-        Ok(found) => found.into_iter().map(|(t, p, o)| (t, p, Ok(o))).collect(),
+        Ok(found) => found
+            .into_iter()
+            .map(|(t, p, o)| (t, p, o.map_err(group_code)))
+            .collect(),
         Err(e) => {
             let code = group_code(e);
             if version >= 2 {

@@ -15,10 +15,7 @@ impl Cluster {
         );
         self.note(line);
         match message.to {
-            Endpoint::Controller => {
-                self.controller_receive(message.from, message.body);
-                Ok(())
-            }
+            Endpoint::Controller => self.controller_receive(message.from, message.body),
             Endpoint::Client(client) => self.client_receive(client, message.body),
             Endpoint::Node(node) => {
                 if !self.nodes.get(node).is_some_and(|n| n.alive) {

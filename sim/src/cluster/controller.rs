@@ -8,7 +8,7 @@ use super::*;
 impl Cluster {
     // ---- the metadata group ----
 
-    pub(super) fn controller_tick(&mut self) {
+    pub(super) fn controller_tick(&mut self) -> Result<(), Violation> {
         let nodes = self.nodes.len();
         for node in 0..nodes {
             let silent = self
@@ -17,10 +17,11 @@ impl Cluster {
             if silent > SESSION_TIMEOUT_MS && !self.controller.fenced.get(node).copied().unwrap_or(true) {
                 self.decide(node, true, format!("fence n{}", node + 1), |p, n, fenced| {
                     election::on_fence(p, n, fenced)
-                });
+                })?;
             }
         }
         self.broadcast_image();
+        Ok(())
     }
 
     /// Marks `node` fenced (or not), applies `rule` to every partition's
@@ -31,7 +32,7 @@ impl Cluster {
         fenced_now: bool,
         what: String,
         rule: impl Fn(&Placement, NodeId, &dyn Fn(NodeId) -> bool) -> Placement,
-    ) {
+    ) -> Result<(), Violation> {
         if let Some(fenced) = self.controller.fenced.get_mut(node) {
             *fenced = fenced_now;
         }
@@ -40,10 +41,12 @@ impl Cluster {
         for placement in &mut self.controller.placements {
             *placement = rule(placement, node_id(node), &is_fenced);
         }
-        self.commit(what);
+        self.commit(what)
     }
 
-    pub(super) fn commit(&mut self, what: String) {
+    /// A new version of the image, checked: every partition epoch moved
+    /// with its partition.
+    pub(super) fn commit(&mut self, what: String) -> Result<(), Violation> {
         self.controller.version = MetadataEpoch(self.controller.version.0 + 1);
         let placements: Vec<String> = self
             .controller
@@ -51,10 +54,11 @@ impl Cluster {
             .iter()
             .map(|p| {
                 format!(
-                    "{{leader {:?} epoch {} isr {:?}}}",
+                    "{{leader {:?} epoch {} isr {:?} partition epoch {}}}",
                     p.leader.map(|n| n.0),
                     p.leader_epoch,
-                    p.isr.iter().map(|n| n.0).collect::<Vec<_>>()
+                    p.isr.iter().map(|n| n.0).collect::<Vec<_>>(),
+                    p.partition_epoch
                 )
             })
             .collect();
@@ -64,6 +68,10 @@ impl Cluster {
             self.controller.version.0,
             placements.join(" ")
         ));
+        for (partition, placement) in self.controller.placements.iter().enumerate() {
+            self.checker.placement_committed(partition, placement)?;
+        }
+        Ok(())
     }
 
     pub(super) fn broadcast_image(&mut self) {
@@ -78,8 +86,8 @@ impl Cluster {
         }
     }
 
-    pub(super) fn controller_receive(&mut self, from: Endpoint, body: Body) {
-        let Endpoint::Node(node) = from else { return };
+    pub(super) fn controller_receive(&mut self, from: Endpoint, body: Body) -> Result<(), Violation> {
+        let Endpoint::Node(node) = from else { return Ok(()) };
         match body {
             Body::Heartbeat { incarnation } => {
                 if let Some(seen) = self.controller.last_heartbeat.get_mut(node) {
@@ -91,12 +99,12 @@ impl Cluster {
                         *i = incarnation;
                     }
                     let what = format!("n{} registers (incarnation {incarnation})", node + 1);
-                    self.decide(node, false, what, |p, n, fenced| election::on_restart(p, n, fenced));
+                    self.decide(node, false, what, |p, n, fenced| election::on_restart(p, n, fenced))?;
                     self.broadcast_image();
                 } else if self.controller.fenced.get(node).copied().unwrap_or(false) {
                     self.decide(node, false, format!("unfence n{}", node + 1), |p, n, _| {
                         election::on_return(p, n)
-                    });
+                    })?;
                     self.broadcast_image();
                 }
             }
@@ -107,22 +115,27 @@ impl Cluster {
             } => {
                 let fenced = self.controller.fenced.clone();
                 let Some(placement) = self.controller.placements.get(partition) else {
-                    return;
+                    return Ok(());
                 };
                 let decided = election::on_isr_change(placement, &proposal, |n| {
                     !fenced.get(node_index(n)).copied().unwrap_or(true)
                 });
                 let answer = match &decided {
                     Ok(_) => IsrAnswer::Accepted,
-                    Err(IsrRefusal::StaleLeaderEpoch) => IsrAnswer::Stale,
-                    Err(_) => IsrAnswer::Refused,
+                    Err(IsrRefusal::StaleLeaderEpoch | IsrRefusal::StalePartitionEpoch) => IsrAnswer::Stale,
+                    Err(
+                        IsrRefusal::LeaderNotInIsr
+                        | IsrRefusal::Duplicate
+                        | IsrRefusal::NotAReplica(_)
+                        | IsrRefusal::FencedNewcomer(_),
+                    ) => IsrAnswer::Refused,
                 };
                 match decided {
                     Ok(after) => {
                         if let Some(p) = self.controller.placements.get_mut(partition) {
                             *p = after;
                         }
-                        self.commit(format!("p{partition} ISR change from n{}", node + 1));
+                        self.commit(format!("p{partition} ISR change from n{}", node + 1))?;
                         self.broadcast_image();
                     }
                     Err(refusal) => self.note(format!("t={} p{partition} ISR change refused: {refusal:?}", self.now)),
@@ -139,5 +152,6 @@ impl Cluster {
             }
             _ => {}
         }
+        Ok(())
     }
 }

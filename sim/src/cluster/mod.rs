@@ -14,8 +14,8 @@ use std::{
 
 use shardline_log::Offset;
 use shardline_replication::{
-    election, truncation_point, EpochEnd, EpochRefusal, IsrProposal, LeaderEpoch, Moment, NodeId, Placement,
-    ReplicaState, Role, RoleChange,
+    election, truncation_point, EpochEnd, EpochRefusal, IsrProposal, LeaderEpoch, Moment, NodeId, PartitionEpoch,
+    Placement, ReplicaState, Role, RoleChange,
 };
 
 mod brokers;
@@ -307,6 +307,7 @@ impl Cluster {
                 Placement {
                     leader: replicas.first().copied(),
                     leader_epoch: LeaderEpoch(0),
+                    partition_epoch: PartitionEpoch(0),
                     isr: replicas.clone(),
                     replicas,
                 }
@@ -371,6 +372,10 @@ impl Cluster {
             steps: 0,
             config,
         };
+        for (partition, placement) in cluster.controller.placements.iter().enumerate() {
+            let first = cluster.checker.placement_committed(partition, placement);
+            assert!(first.is_ok(), "the first placement of a partition is its first");
+        }
         cluster.note(format!(
             "seed {} nodes {} min_isr {} network {:?}",
             cluster.config.seed, nodes, min_isr, cluster.faults_net
@@ -471,9 +476,9 @@ impl Cluster {
                 Ok(())
             }
             Event::ControllerTick => {
-                self.controller_tick();
+                let checked = self.controller_tick();
                 self.schedule(CONTROLLER_TICK_MS, Event::ControllerTick);
-                Ok(())
+                checked
             }
             Event::ClientTick(client) => {
                 self.client_tick(client);
