@@ -94,7 +94,9 @@ pub(crate) async fn ensure_running(shard: &Rc<Shard>) -> Result<(), EngineError>
         let name = topic.clone();
         let high_watermark = shard
             .invoke_on(owner, move |s: Rc<Shard>| async move {
-                s.partition(&name, index).map(|p| p.high_watermark())
+                super::served_partition(&s, &name, index)
+                    .await
+                    .map(|p| p.high_watermark())
             })
             .await??;
         starts.push((index, high_watermark));

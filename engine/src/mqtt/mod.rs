@@ -57,6 +57,7 @@ use glommio::{channels::local_channel::LocalSender, sync::Semaphore, GlommioErro
 use shardline_net::mqtt::{filter_matches, shared_filter, QoS};
 
 use self::mapping::Message;
+use crate::{error::EngineError, partition::Partition, shard::Shard};
 
 pub(crate) use listener::{accept_loop, bind, describe, MqttSocket};
 
@@ -496,6 +497,28 @@ impl MqttShard {
     pub(crate) fn close_all(&self) {
         for local in self.connections.borrow().values() {
             let _ = local.control.try_send(Control::ShuttingDown);
+        }
+    }
+}
+
+/// Longest MQTT waits for a partition of its Kafka topics to be served on
+/// its owner: a topic MQTT has just created opens there a moment after the
+/// metadata names it.
+const PARTITION_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// Pause between looks at a partition not served yet.
+const PARTITION_WAIT_INTERVAL: Duration = Duration::from_millis(10);
+
+/// On the partition's owner: partition `index` of `topic`, waiting (up to
+/// [`PARTITION_WAIT_MAX`]) while it is not served here yet.
+pub(crate) async fn served_partition(shard: &Shard, topic: &str, index: i32) -> Result<Rc<Partition>, EngineError> {
+    let deadline = std::time::Instant::now() + PARTITION_WAIT_MAX;
+    loop {
+        match shard.partition(topic, index) {
+            Err(EngineError::NotLeader | EngineError::LeaderNotAvailable) if std::time::Instant::now() < deadline => {
+                glommio::timer::sleep(PARTITION_WAIT_INTERVAL).await;
+            }
+            served => return served,
         }
     }
 }

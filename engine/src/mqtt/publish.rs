@@ -116,7 +116,7 @@ async fn append_share(shard: &Rc<Shard>, index: i32, share: Vec<Publication>) ->
     let answer = shard
         .invoke_on(owner, move |s: Rc<Shard>| async move {
             s.wait_for_epoch(epoch).await;
-            let partition = match s.partition(&name, index) {
+            let partition = match super::served_partition(&s, &name, index).await {
                 Ok(partition) => partition,
                 Err(error) => return vec![Err(Arc::new(error)); share.len()],
             };

@@ -58,7 +58,7 @@ pub(crate) async fn store(shard: &Rc<Shard>, topic: &str, payload: &Bytes, qos: 
         .invoke_on(owner, move |s: Rc<Shard>| async move {
             s.wait_for_epoch(epoch).await;
             load(&s, index).await?;
-            let partition = s.partition(RETAINED_KAFKA_TOPIC, index)?;
+            let partition = super::served_partition(&s, RETAINED_KAFKA_TOPIC, index).await?;
             let headers: [(&str, &[u8]); 1] = [(QOS_HEADER, mapping::qos_header(qos))];
             let record = HeaderedRecord {
                 key: Some(topic.as_bytes()),
@@ -111,7 +111,7 @@ async fn load(shard: &Rc<Shard>, index: i32) -> Result<(), EngineError> {
     if shard.mqtt.retained_loaded.borrow().contains(&index) {
         return Ok(());
     }
-    let partition = shard.partition(RETAINED_KAFKA_TOPIC, index)?;
+    let partition = super::served_partition(shard, RETAINED_KAFKA_TOPIC, index).await?;
     let end = partition.high_watermark();
     let mut offset = partition.log.log_start();
     let mut kept = 0u64;
