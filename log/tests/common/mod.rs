@@ -86,3 +86,34 @@ pub fn lying_batch(base_offset: i64) -> Vec<u8> {
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     out
 }
+
+/// A record as stored: offset, key, value.
+pub type StoredRecord = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Every record stored, as (offset, key, value), read back from the log
+/// start to its end through `Log::read`: stored batches may be compacted.
+pub fn read_records(log: &Log) -> Vec<StoredRecord> {
+    let mut out = Vec::new();
+    let mut from = log.log_start();
+    while from < log.log_end() {
+        let read = log.read(from, 1 << 30, log.log_end()).unwrap();
+        for chunk in &read.chunks {
+            let mut at = 0;
+            while at < chunk.len() {
+                let header = shardline_log::validate_stored(&chunk[at..]).unwrap();
+                let bytes = &chunk[at..at + header.total_bytes()];
+                for record in shardline_log::uncompressed_records(bytes, &header).unwrap() {
+                    let record = record.unwrap();
+                    let offset = header.base_offset.0 + i64::from(record.offset_delta);
+                    if offset >= from.0 {
+                        out.push((offset, record.key.map(<[u8]>::to_vec), record.value.map(<[u8]>::to_vec)));
+                    }
+                }
+                at += header.total_bytes();
+            }
+        }
+        assert!(read.next_offset > from, "reads must make progress");
+        from = read.next_offset;
+    }
+    out
+}
