@@ -42,6 +42,7 @@
 //! shards, storing their messages in the same log (docs/mqtt.md).
 
 mod acl;
+mod compaction;
 mod config;
 mod connections;
 mod coordinator;
