@@ -787,6 +787,12 @@ impl Log {
                 .take_while(|s| Some(s.base) != last)
                 .map_while(|s| s.view().filter(|v| v.max_timestamp_ms <= lag_floor_ms))
                 .collect();
+            // Sealed means fsynced: a record is only ever removed for a
+            // later one that is durable.
+            assert!(
+                views.iter().all(|v| v.next_offset <= state.durable_end),
+                "only durable segments are cleaned"
+            );
             let first_base = views.first().map_or(state.log_end, |v| v.base);
             let first_dirty = state.first_dirty.max(first_base);
             (views, first_dirty, now_ms, state.dir.clone())
