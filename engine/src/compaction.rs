@@ -20,12 +20,12 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use shardline_log::{uncompressed_records, BatchHeader, CleanerConfig};
+use shardline_log::CleanerConfig;
 
-use crate::error::EngineError;
-
-/// Most records named in one refusal (the rest are refused all the same).
-const RECORD_ERRORS_MAX: usize = 100;
+use crate::{
+    error::EngineError,
+    record_walk::{refusals, Seen},
+};
 
 /// A topic's `cleanup.policy`, parsed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,31 +74,14 @@ fn cleaner_config(configs: &BTreeMap<String, String>) -> CleanerConfig {
 }
 
 /// Refuses `records` (a produce's batches) if an uncompressed batch holds a
-/// record without a key, naming each (at most [`RECORD_ERRORS_MAX`]). Bytes
-/// that are not whole batches are left to the log, which refuses them.
+/// record without a key, naming each (`record_walk.rs`).
 pub(crate) fn check_keys(records: &Bytes) -> Result<(), EngineError> {
-    let mut errors = Vec::new();
-    let mut index = 0i32;
-    let mut at = 0usize;
-    while let Some(rest) = records.get(at..).filter(|rest| !rest.is_empty()) {
-        let Some(header) = BatchHeader::parse(rest) else { break };
-        let Some(batch) = rest.get(..header.total_bytes()) else {
-            break;
-        };
-        for (position, record) in uncompressed_records(batch, &header).into_iter().flatten().enumerate() {
-            let Ok(record) = record else { break };
-            if record.key.is_none() && errors.len() < RECORD_ERRORS_MAX {
-                let record_index = index.saturating_add(i32::try_from(position).unwrap_or(i32::MAX));
-                errors.push((
-                    record_index,
-                    "Compacted topic cannot accept message without key".to_string(),
-                ));
-            }
+    let errors = refusals(records, |_, seen| match seen {
+        Seen::Record(record) if record.key.is_none() => {
+            Some("Compacted topic cannot accept message without key".to_string())
         }
-        index = index.saturating_add(header.record_count.max(0));
-        at += header.total_bytes();
-    }
-    assert!(errors.len() <= RECORD_ERRORS_MAX, "the refusal is bounded");
+        Seen::Record(_) | Seen::CompressedFirst | Seen::CompressedLast => None,
+    });
     if errors.is_empty() {
         Ok(())
     } else {
@@ -113,7 +96,10 @@ mod tests {
     use super::*;
 
     fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
     }
 
     #[test]
@@ -132,7 +118,11 @@ mod tests {
         assert!((compact.cleaner.min_cleanable_dirty_ratio - 0.25).abs() < f64::EPSILON);
         assert_eq!(compact.cleaner.min_compaction_lag_ms, 7);
         assert_eq!(compact.cleaner.max_compaction_lag_ms, i64::MAX);
-        assert!(Compaction::of(&configs(&[("cleanup.policy", "compact,delete")])).unwrap().delete);
+        assert!(
+            Compaction::of(&configs(&[("cleanup.policy", "compact,delete")]))
+                .unwrap()
+                .delete
+        );
     }
 
     #[test]

@@ -55,6 +55,7 @@ mod metrics;
 mod mqtt;
 mod partition;
 mod producer;
+mod record_walk;
 mod replica;
 mod runtime;
 mod sasl;

@@ -523,7 +523,9 @@ impl Partition {
         let mut at = 0usize;
         while let Some(rest) = records.get(at..) {
             // A leader's log may be compacted: its batches are stored ones.
-            let Ok(header) = validate_stored_header(rest) else { break };
+            let Ok(header) = validate_stored_header(rest) else {
+                break;
+            };
             if header.next_offset() > self.log.log_end() {
                 break;
             }

@@ -38,6 +38,24 @@ fn admin(engine: &Engine) -> AdminClient<DefaultClientContext> {
         .unwrap()
 }
 
+/// Creates `topic` and waits for the answer.
+fn create(engine: &Engine, topic: &NewTopic<'_>) {
+    let results = futures_executor::block_on(admin(engine).create_topics([topic], &AdminOptions::new())).unwrap();
+    for result in results {
+        result.unwrap();
+    }
+}
+
+/// A consumer of group `group` that commits only by hand.
+fn consumer_in(engine: &Engine, group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", engine.bootstrap())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap()
+}
+
 /// Waits until the engine logged a cleaning pass of `topic` that swapped
 /// a segment, `passes` of them in all.
 fn wait_for_cleaning(engine: &Engine, topic: &str, passes: usize) {
@@ -60,12 +78,7 @@ fn wait_for_cleaning(engine: &Engine, topic: &str, passes: usize) {
 /// Every record of partition 0 of `topic` from the beginning to its high
 /// watermark: (offset, key, value).
 fn read_partition(engine: &Engine, topic: &str) -> Vec<(i64, Vec<u8>, Option<Vec<u8>>)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", engine.bootstrap())
-        .set("group.id", "compaction-readers")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let consumer = consumer_in(engine, "compaction-readers");
     let (_, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10)).unwrap();
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
@@ -98,9 +111,7 @@ fn a_compacted_changelog_reads_back_the_last_value_per_key_at_its_offset() {
         .set("segment.ms", "1000")
         .set("min.cleanable.dirty.ratio", "0.01")
         .set("delete.retention.ms", "600000");
-    for result in futures_executor::block_on(admin(&engine).create_topics(&[topic], &AdminOptions::new())).unwrap() {
-        result.unwrap();
-    }
+    create(&engine, &topic);
     let deliveries = Deliveries::default();
     let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
         .set("bootstrap.servers", engine.bootstrap())
@@ -183,7 +194,10 @@ fn a_compacted_changelog_reads_back_the_last_value_per_key_at_its_offset() {
     refusing.flush(Duration::from_secs(30)).unwrap();
     let results = deliveries.0.lock().unwrap().clone();
     assert_eq!(results.len(), 1);
-    assert!(results[0].as_ref().is_err_and(|e| e.contains("InvalidRecord")), "{results:?}");
+    assert!(
+        results[0].as_ref().is_err_and(|e| e.contains("InvalidRecord")),
+        "{results:?}"
+    );
 }
 
 /// A delivery report: (offset, key), or the error as librdkafka names it.
@@ -212,13 +226,12 @@ fn compaction_configs_show_and_change_through_the_admin_apis() {
     let engine = Engine::start(&["--shards", "1", "--fsync", "never"]);
     let admin = admin(&engine);
     let topic = NewTopic::new("table", 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact,delete");
-    for result in futures_executor::block_on(admin.create_topics(&[topic], &AdminOptions::new())).unwrap() {
-        result.unwrap();
-    }
+    create(&engine, &topic);
     let describe = |admin: &AdminClient<DefaultClientContext>| -> BTreeMap<String, Option<String>> {
-        let results =
-            futures_executor::block_on(admin.describe_configs(&[ResourceSpecifier::Topic("table")], &AdminOptions::new()))
-                .unwrap();
+        let results = futures_executor::block_on(
+            admin.describe_configs(&[ResourceSpecifier::Topic("table")], &AdminOptions::new()),
+        )
+        .unwrap();
         let resource = results.into_iter().next().unwrap().unwrap();
         resource.entries.into_iter().map(|e| (e.name, e.value)).collect()
     };
@@ -271,15 +284,8 @@ fn consumer_offsets_are_compacted_and_replay_to_the_last_commit() {
         "65536",
     ]);
     let topic = NewTopic::new("read", 1, TopicReplication::Fixed(1));
-    for result in futures_executor::block_on(admin(&engine).create_topics(&[topic], &AdminOptions::new())).unwrap() {
-        result.unwrap();
-    }
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", engine.bootstrap())
-        .set("group.id", "committer")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    create(&engine, &topic);
+    let consumer = consumer_in(&engine, "committer");
     const COMMITS: i64 = 3000;
     for offset in 1..=COMMITS {
         let mut list = TopicPartitionList::new();
@@ -289,12 +295,7 @@ fn consumer_offsets_are_compacted_and_replay_to_the_last_commit() {
     drop(consumer);
     wait_for_cleaning(&engine, "__consumer_offsets", 1);
     engine.restart();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", engine.bootstrap())
-        .set("group.id", "committer")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let consumer = consumer_in(&engine, "committer");
     let mut list = TopicPartitionList::new();
     list.add_partition("read", 0);
     let committed = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap();
@@ -314,5 +315,8 @@ fn consumer_offsets_are_compacted_and_replay_to_the_last_commit() {
         })
         .collect();
     let replayed: u64 = loaded.iter().rev().take(2).sum();
-    assert!(replayed < 1500, "replayed {replayed} entries of {COMMITS} commits: {loaded:?}");
+    assert!(
+        replayed < 1500,
+        "replayed {replayed} entries of {COMMITS} commits: {loaded:?}"
+    );
 }

@@ -238,11 +238,7 @@ pub(crate) struct PassFacts {
 impl PassFacts {
     /// Facts gathered from the headers of `segments` (every cleanable
     /// segment's data, oldest first).
-    pub(crate) fn gather(
-        segments: &[Bytes],
-        now_ms: i64,
-        delete_retention_ms: i64,
-    ) -> Result<PassFacts, BatchError> {
+    pub(crate) fn gather(segments: &[Bytes], now_ms: i64, delete_retention_ms: i64) -> Result<PassFacts, BatchError> {
         let mut facts = PassFacts {
             now_ms,
             delete_retention_ms,
@@ -255,7 +251,9 @@ impl PassFacts {
                     facts.first_compressed = Some(header.base_offset);
                 }
                 if header.producer_id >= 0 {
-                    facts.last_batch_of_producer.insert(header.producer_id, header.base_offset);
+                    facts
+                        .last_batch_of_producer
+                        .insert(header.producer_id, header.base_offset);
                 }
                 Ok(())
             })?;
@@ -404,10 +402,13 @@ impl<'a> SegmentRewriter<'a> {
             };
             if foldable {
                 let (mut folded, section) = match std::mem::replace(previous, OutBatch::Built(*header, Vec::new())) {
-                    OutBatch::Verbatim(bytes, h) => (h, bytes.get(batch::BATCH_HEADER_BYTES..).unwrap_or_default().to_vec()),
+                    OutBatch::Verbatim(bytes, h) => {
+                        (h, bytes.get(batch::BATCH_HEADER_BYTES..).unwrap_or_default().to_vec())
+                    }
                     OutBatch::Built(h, section) => (h, section),
                 };
-                folded.last_offset_delta = i32::try_from(header.last_offset().0 - folded.base_offset.0).unwrap_or(i32::MAX);
+                folded.last_offset_delta =
+                    i32::try_from(header.last_offset().0 - folded.base_offset.0).unwrap_or(i32::MAX);
                 folded.max_timestamp_ms = folded.max_timestamp_ms.max(header.max_timestamp_ms);
                 *previous = OutBatch::Built(folded, section);
                 return;
@@ -558,9 +559,15 @@ mod tests {
         let (cleaned, counts) = clean(&data, 0);
         assert_eq!(counts.records_removed, 9);
         // An empty filler for 0..=8, then the last batch as it was.
-        assert_eq!(cleaned.len(), BATCH_HEADER_BYTES + keyed_batch(9, &[(b"k", Some(b"v"))]).len());
+        assert_eq!(
+            cleaned.len(),
+            BATCH_HEADER_BYTES + keyed_batch(9, &[(b"k", Some(b"v"))]).len()
+        );
         let first = BatchHeader::parse(&cleaned).unwrap();
-        assert_eq!((first.base_offset, first.last_offset_delta, first.record_count), (Offset(0), 8, 0));
+        assert_eq!(
+            (first.base_offset, first.last_offset_delta, first.record_count),
+            (Offset(0), 8, 0)
+        );
     }
 
     #[test]
@@ -568,7 +575,10 @@ mod tests {
         let mut data = keyed_batch(0, &[(b"a", Some(b"1"))]);
         data.extend(keyed_batch(1, &[(b"a", None), (b"b", Some(b"1"))]));
         let (once, _) = clean(&data, 5_000);
-        assert_eq!(records(&once), vec![(1, b"a".to_vec(), None), (2, b"b".to_vec(), Some(b"1".to_vec()))]);
+        assert_eq!(
+            records(&once),
+            vec![(1, b"a".to_vec(), None), (2, b"b".to_vec(), Some(b"1".to_vec()))]
+        );
         let mut horizon = None;
         for_each_batch(&once, |_, h| {
             if h.record_count > 0 {
@@ -667,7 +677,10 @@ mod tests {
                 drop(log);
                 let log = Log::open(&path, config).await.unwrap();
                 let (after, records_after) = latest(&log);
-                assert_eq!(after, before, "{crash_after:?}: the latest record per key, at its offset");
+                assert_eq!(
+                    after, before,
+                    "{crash_after:?}: the latest record per key, at its offset"
+                );
                 assert_eq!(log.log_end(), end);
                 let committed = !matches!(crash_after, Some(SwapStep::CleanedWritten));
                 assert_eq!(

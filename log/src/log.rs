@@ -26,12 +26,12 @@ use glommio::sync::Semaphore;
 
 use crate::{
     batch::{self, BatchHeader},
+    cleaner::{self, CleanReport, CleanerConfig, KeyMap, PassFacts, SegmentRewriter},
     epoch::{EpochCache, EpochStart},
     error::{io_error, BatchError, LogError},
     offset::{Offset, Position},
     recovery::BadRange,
     recovery_point::{self, RecoveryPoint},
-    cleaner::{self, CleanReport, CleanerConfig, KeyMap, PassFacts, SegmentRewriter},
     segment::{self, sync_dir, PreparedBatch, SealedOpen, Segment, SegmentView, Stored, SEGMENT_OFFSET_SPAN_MAX},
 };
 
@@ -2233,7 +2233,10 @@ async fn install_cleaned(inner: &Rc<RefCell<Inner>>, view: SegmentView) -> Resul
             }
         }
     };
-    assert_eq!(next_base, view.next_offset, "a sealed segment ends where the next begins");
+    assert_eq!(
+        next_base, view.next_offset,
+        "a sealed segment ends where the next begins"
+    );
     segment::swap_cleaned(&dir, view.base).await?;
     let reopened = Segment::open_sealed(&dir, view.base, next_base, interval, Position(u64::MAX)).await?;
     let SealedOpen::Ready(mut segment) = reopened else {

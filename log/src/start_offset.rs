@@ -23,9 +23,9 @@
 //! it has not yet taken into a key map, `cleaner.rs`) in the same layout
 //! with its own magic, "SLCC": an [`OffsetFile`] each.
 
+use std::path::Path;
 #[cfg(test)]
 use std::path::PathBuf;
-use std::path::Path;
 
 use crate::{error::LogError, offset::Offset};
 

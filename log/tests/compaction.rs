@@ -62,9 +62,17 @@ fn a_cleaned_log_reads_back_the_last_value_per_key_at_its_offset() {
         assert!(report.segments_swapped > 0, "{report:?}");
         assert_eq!(report.records_removed, 3000 - 40);
         let after = read_records(&log);
-        assert_eq!(as_map(&after), latest_per_key(&before), "the last value per key, at its offset");
+        assert_eq!(
+            as_map(&after),
+            latest_per_key(&before),
+            "the last value per key, at its offset"
+        );
         assert_eq!(log.log_end(), end, "offsets never move");
-        assert!(log.size_bytes() < size_before / 4, "{} of {size_before}", log.size_bytes());
+        assert!(
+            log.size_bytes() < size_before / 4,
+            "{} of {size_before}",
+            log.size_bytes()
+        );
         assert_eq!(log.first_dirty_offset(), Offset(3000));
         // Nothing new: the next pass has nothing to do.
         assert!(log.clean(&eager(i64::MAX)).await.unwrap().is_none());
@@ -75,7 +83,11 @@ fn a_cleaned_log_reads_back_the_last_value_per_key_at_its_offset() {
         drop(log);
         let log = Log::open(&path, small_config()).await.unwrap();
         let reopened = read_records(&log);
-        assert_eq!(&reopened[..after.len()], &after[..], "the cleaned log survives a reopen");
+        assert_eq!(
+            &reopened[..after.len()],
+            &after[..],
+            "the cleaned log survives a reopen"
+        );
         assert_eq!(log.first_dirty_offset(), Offset(3000), "the checkpoint is durable");
     });
 }
@@ -87,14 +99,24 @@ fn tombstones_go_once_delete_retention_has_passed_since_they_were_cleaned() {
     run(move || async move {
         let clock = Rc::new(ManualClock::default());
         clock.0.set(10_000);
-        let log = Log::open_with_clock(&path, small_config(), clock.clone()).await.unwrap();
-        for (key, value) in [(b"a", Some(&b"1"[..])), (b"b", Some(b"1")), (b"a", None), (b"c", Some(b"1"))] {
+        let log = Log::open_with_clock(&path, small_config(), clock.clone())
+            .await
+            .unwrap();
+        for (key, value) in [
+            (b"a", Some(&b"1"[..])),
+            (b"b", Some(b"1")),
+            (b"a", None),
+            (b"c", Some(b"1")),
+        ] {
             let batch = build_keyed_batch(10_000, &[(Some(&key[..]), value)]);
             log.append(Bytes::from(batch)).await.unwrap();
         }
         log.roll().await.unwrap();
         log.clean(&eager(1_000)).await.unwrap().expect("a pass ran");
-        let keys: Vec<_> = read_records(&log).into_iter().map(|(o, k, v)| (o, k.unwrap(), v)).collect();
+        let keys: Vec<_> = read_records(&log)
+            .into_iter()
+            .map(|(o, k, v)| (o, k.unwrap(), v))
+            .collect();
         assert_eq!(
             keys,
             vec![
@@ -114,7 +136,10 @@ fn tombstones_go_once_delete_retention_has_passed_since_they_were_cleaned() {
         clock.0.set(10_999);
         append_dirty().await;
         log.clean(&eager(1_000)).await.unwrap().expect("a pass ran");
-        assert!(read_records(&log).iter().any(|(_, _, v)| v.is_none()), "before the horizon");
+        assert!(
+            read_records(&log).iter().any(|(_, _, v)| v.is_none()),
+            "before the horizon"
+        );
         clock.0.set(11_000);
         append_dirty().await;
         let report = log.clean(&eager(1_000)).await.unwrap().expect("a pass ran");

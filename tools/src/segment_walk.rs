@@ -32,8 +32,8 @@ use std::{
 };
 
 use shardline_log::{
-    find_next_batch, parse_log_name, validate_stored, validate_stored_header, BatchError, BatchHeader, Offset, Position,
-    SegmentBounds, BATCH_HEADER_BYTES,
+    find_next_batch, parse_log_name, validate_stored, validate_stored_header, BatchError, BatchHeader, Offset,
+    Position, SegmentBounds, BATCH_HEADER_BYTES,
 };
 
 use crate::error::{io_error, ToolError};

@@ -522,7 +522,13 @@ mod tests {
         // Keys: offsets by group, topic and partition; groups by group.
         assert_eq!(entries[0].key(), entries[2].key());
         assert_ne!(entries[0].key(), entries[1].key());
-        assert_eq!(entries[3].key(), Entry::GroupTombstone { group: "readers".into() }.key());
+        assert_eq!(
+            entries[3].key(),
+            Entry::GroupTombstone {
+                group: "readers".into()
+            }
+            .key()
+        );
     }
 
     #[test]
