@@ -764,7 +764,9 @@ impl Log {
     pub async fn clean(&self, config: &CleanerConfig) -> Result<Option<CleanReport>, LogError> {
         {
             let mut state = self.inner.borrow_mut();
-            if state.cleaning || state.closed {
+            // A failed log (its page cache state unknown) is left alone
+            // until it is reopened, as its appends are.
+            if state.cleaning || state.closed || state.failed.is_some() {
                 return Ok(None);
             }
             state.cleaning = true;

@@ -733,7 +733,11 @@ impl Segment {
                 match self.stored_at(data, position)? {
                     Stored::Batch(header) if header.max_timestamp_ms >= timestamp_ms => {
                         let batch = self.batch_bytes(data, position, &header);
-                        return Ok(Some(first_record_at_or_after(batch, &header, timestamp_ms)));
+                        if let Some(found) = first_record_at_or_after(batch, &header, timestamp_ms) {
+                            return Ok(Some(found));
+                        }
+                        // Compacted: the records that made its max are gone.
+                        position += header.total_bytes() as u64;
                     }
                     Stored::Batch(header) => position += header.total_bytes() as u64,
                     Stored::Bad(range) => position = range.end.0,
@@ -760,7 +764,15 @@ impl Segment {
         };
         self.with_data(|data| {
             let batch = self.batch_bytes(data, position, &header);
-            Ok(Some(first_record_at_or_after(batch, &header, header.max_timestamp_ms)))
+            // A compacted batch may have lost the record that made its
+            // max: the batch then stands for it, inexact.
+            Ok(
+                first_record_at_or_after(batch, &header, header.max_timestamp_ms).or(Some(TimestampOffset {
+                    offset: header.base_offset,
+                    timestamp_ms: header.max_timestamp_ms,
+                    exact: false,
+                })),
+            )
         })
     }
 
@@ -826,8 +838,14 @@ impl Segment {
 /// Under LogAppendTime every record has the batch's max timestamp: the
 /// first record. A compressed batch's records are not read here: its base
 /// offset and max timestamp, marked inexact. So is a batch whose records do
-/// not walk (checked when appended, so only after a fault).
-pub(crate) fn first_record_at_or_after(batch: &[u8], header: &BatchHeader, timestamp_ms: i64) -> TimestampOffset {
+/// not walk (checked when appended, so only after a fault). `None` when
+/// every record is older: a compacted batch whose newer records the
+/// cleaner removed (its max timestamp is the original one).
+pub(crate) fn first_record_at_or_after(
+    batch: &[u8],
+    header: &BatchHeader,
+    timestamp_ms: i64,
+) -> Option<TimestampOffset> {
     assert!(header.max_timestamp_ms >= timestamp_ms, "the batch holds such a record");
     let whole_batch = TimestampOffset {
         offset: header.base_offset,
@@ -835,17 +853,17 @@ pub(crate) fn first_record_at_or_after(batch: &[u8], header: &BatchHeader, times
         exact: false,
     };
     if header.log_append_time() {
-        return TimestampOffset {
+        return Some(TimestampOffset {
             exact: true,
             ..whole_batch
-        };
+        });
     }
     let Some(records) = batch::uncompressed_records(batch, header) else {
-        return whole_batch;
+        return Some(whole_batch);
     };
     for record in records {
         let Ok(record) = record else {
-            return whole_batch;
+            return Some(whole_batch);
         };
         let record_timestamp_ms = header.base_timestamp_ms.saturating_add(record.timestamp_delta_ms);
         if record_timestamp_ms >= timestamp_ms {
@@ -855,10 +873,10 @@ pub(crate) fn first_record_at_or_after(batch: &[u8], header: &BatchHeader, times
                 exact: true,
             };
             assert!(found.offset <= header.last_offset(), "the record is in its batch");
-            return found;
+            return Some(found);
         }
     }
-    whole_batch
+    None
 }
 
 /// What a position of a segment's data holds.

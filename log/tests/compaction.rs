@@ -148,6 +148,28 @@ fn tombstones_go_once_delete_retention_has_passed_since_they_were_cleaned() {
     });
 }
 
+#[test]
+fn a_lookup_by_time_skips_what_the_cleaner_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let log = Log::open(&path, small_config()).await.unwrap();
+        for (timestamp_ms, key) in [(1_000, b"a"), (2_000, b"a"), (3_000, b"b")] {
+            let batch = build_keyed_batch(timestamp_ms, &[(Some(&key[..]), Some(b"v"))]);
+            log.append(Bytes::from(batch)).await.unwrap();
+        }
+        log.roll().await.unwrap();
+        log.clean(&eager(i64::MAX)).await.unwrap().expect("a pass ran");
+        // Offset 0 (a at 1 000) is gone; its batch is an empty one that
+        // keeps its max timestamp: the lookup goes on to the next record.
+        let found = log.offset_for_timestamp(900).unwrap().unwrap();
+        assert_eq!(
+            (found.offset, found.timestamp_ms, found.exact),
+            (Offset(1), 2_000, true)
+        );
+    });
+}
+
 /// One step of a random history: a record (key, value or tombstone), or a roll.
 #[derive(Debug, Clone)]
 enum Step {
