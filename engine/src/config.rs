@@ -217,6 +217,18 @@ pub struct EngineConfig {
     #[arg(long, default_value = "inline")]
     pub log_writes: LogWrites,
 
+    /// How long each shard's log cleaner waits between passes over its compacted partitions (ms); Kafka's
+    /// `log.cleaner.backoff.ms`. A pass that finds too little dirty data does nothing.
+    #[arg(long, default_value_t = 15_000)]
+    pub log_cleaner_backoff_ms: u64,
+
+    /// Segment size of `__consumer_offsets` partitions (bytes), 65536 to 4294967295, unless the topic sets
+    /// `segment.bytes`; Kafka's `offsets.topic.segment.bytes`. The cleaner compacts only sealed segments, so
+    /// this bounds the uncompacted commits a start-up replays: 16 MiB ≈ 150 k commits (the 128 MiB of
+    /// other topics would leave ≈ 1 M).
+    #[arg(long, default_value_t = 16 << 20, value_parser = parse_segment_bytes)]
+    pub offsets_topic_segment_bytes: u64,
+
     /// Segment size bound of partition logs (bytes), 65536 to 4294967295.
     #[arg(long, default_value_t = 128 << 20, value_parser = parse_segment_bytes)]
     pub segment_bytes: u64,

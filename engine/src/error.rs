@@ -43,6 +43,11 @@ pub enum EngineError {
     /// record's index in the partition's data and why (KIP-467's
     /// `record_errors`). Nothing of the batch is stored.
     InvalidTimestamp(Vec<(i32, String)>),
+    /// Records the topic's rules refuse (a record without a key on a
+    /// compacted topic, `compaction.rs`): each record's index in the
+    /// partition's data and why (KIP-467's `record_errors`). Nothing of the
+    /// batch is stored.
+    RecordsRefused(Vec<(i32, String)>),
     /// A request the engine understands but refuses (bad field values).
     InvalidRequest(String),
     /// The shard that owns the partition did not answer (shutting down).
@@ -224,6 +229,13 @@ impl fmt::Display for EngineError {
                 }
                 Ok(())
             }
+            EngineError::RecordsRefused(records) => {
+                write!(f, "{} records refused", records.len())?;
+                if let Some((index, why)) = records.first() {
+                    write!(f, " (record {index}: {why})")?;
+                }
+                Ok(())
+            }
             EngineError::InvalidRequest(why) => write!(f, "invalid request: {why}"),
             EngineError::ShardUnavailable => write!(f, "owning shard unavailable"),
             EngineError::ShuttingDown => write!(f, "broker shutting down"),
@@ -328,7 +340,7 @@ pub fn kafka_code(error: &EngineError) -> i16 {
         EngineError::ProducerFenced => ResponseError::InvalidProducerEpoch,
         EngineError::DuplicateSequence => ResponseError::DuplicateSequenceNumber,
         EngineError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
-        EngineError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        EngineError::InvalidRecord(_) | EngineError::RecordsRefused(_) => ResponseError::InvalidRecord,
         EngineError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
         EngineError::InvalidRequest(_) => ResponseError::InvalidRequest,
         EngineError::ShuttingDown => ResponseError::BrokerNotAvailable,

@@ -42,6 +42,7 @@
 //! shards, storing their messages in the same log (docs/mqtt.md).
 
 mod acl;
+mod compaction;
 mod config;
 mod connections;
 mod coordinator;
@@ -54,6 +55,7 @@ mod metrics;
 mod mqtt;
 mod partition;
 mod producer;
+mod record_walk;
 mod replica;
 mod runtime;
 mod sasl;

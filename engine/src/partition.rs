@@ -30,7 +30,8 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 use shardline_log::{
     durable::{create_dir_durably, read_if_exists, rename_durably, write_file_atomically},
-    validate_header_only, AppendInfo, Clock, Log, LogConfig, LogError, Offset, ReadBatches,
+    validate_header_only, validate_stored_header, AppendInfo, CleanReport, Clock, Log, LogConfig, LogError, Offset,
+    ReadBatches,
 };
 use shardline_raft::PartitionMeta;
 use shardline_replication::{
@@ -92,7 +93,7 @@ const QUARANTINE_NAMES_MAX: u32 = 1000;
 
 /// Settings taken from topic configs when the partition is opened, and
 /// again whenever the topic's configs change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct PartitionSettings {
     /// `max.message.bytes`: largest batch accepted.
     pub(crate) max_message_bytes: usize,
@@ -101,6 +102,9 @@ pub(crate) struct PartitionSettings {
     /// `message.timestamp.before/after.max.ms`: how far a record's
     /// timestamp may be from the broker's time; `None`: unbounded.
     pub(crate) timestamp_bounds: Option<crate::timestamps::TimestampBounds>,
+    /// `cleanup.policy` with `compact`: the cleaner's settings, and
+    /// records need keys (`compaction.rs`).
+    pub(crate) compaction: Option<crate::compaction::Compaction>,
 }
 
 pub(crate) use shardline_replication::{Role, RoleChange};
@@ -290,6 +294,15 @@ impl Partition {
         self.settings.set(settings);
         *self.topic_configs.borrow_mut() = topic_configs;
         Ok(self.log.apply_retention().await?)
+    }
+
+    /// One cleaning pass over the log if the topic is compacted
+    /// (`compaction.rs`); `None` when it is not, or had nothing to do.
+    pub(crate) async fn clean(&self) -> Result<Option<CleanReport>, EngineError> {
+        let Some(compaction) = self.settings.get().compaction else {
+            return Ok(None);
+        };
+        Ok(self.log.clean(&compaction.cleaner).await?)
     }
 
     /// The idempotent producers this partition remembers.
@@ -515,7 +528,10 @@ impl Partition {
         let mut producers = self.producers.borrow_mut();
         let mut at = 0usize;
         while let Some(rest) = records.get(at..) {
-            let Ok(header) = validate_header_only(rest) else { break };
+            // A leader's log may be compacted: its batches are stored ones.
+            let Ok(header) = validate_stored_header(rest) else {
+                break;
+            };
             if header.next_offset() > self.log.log_end() {
                 break;
             }
@@ -563,6 +579,9 @@ impl Partition {
         }
         if let Some(bounds) = self.settings.get().timestamp_bounds {
             bounds.check(&records, crate::kafka::unix_now_ms())?;
+        }
+        if self.settings.get().compaction.is_some() {
+            crate::compaction::check_keys(&records)?;
         }
         let check = self.producers.borrow_mut().check(&header);
         match check {

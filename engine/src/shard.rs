@@ -422,6 +422,21 @@ impl Shard {
             config.durability = v.0;
         }
         config.log_append_time = get("message.timestamp.type").is_some_and(|v| v == "LogAppendTime");
+        let compaction = if topic.name == OFFSETS_TOPIC {
+            // Always compacted, in small segments: the replay at start-up
+            // reads the live keys plus at most one segment of commits.
+            if get("segment.bytes").is_none() {
+                config.segment_bytes_max = self.config.offsets_topic_segment_bytes;
+            }
+            Some(crate::compaction::Compaction::internal(&topic.configs))
+        } else {
+            crate::compaction::Compaction::of(&topic.configs)
+        };
+        if compaction.is_some_and(|c| !c.delete) {
+            // `compact` alone: the cleaner, never retention, removes records.
+            config.retention_ms_max = None;
+            config.retention_bytes_max = None;
+        }
         let max_message_bytes = get("max.message.bytes")
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(MAX_MESSAGE_BYTES_DEFAULT);
@@ -435,6 +450,7 @@ impl Shard {
                 max_message_bytes,
                 min_insync_replicas,
                 timestamp_bounds: crate::timestamps::TimestampBounds::of(&topic.configs),
+                compaction,
             },
         )
     }
@@ -446,6 +462,31 @@ impl Shard {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(%topic, partition = index, segments = n, "retention deleted segments"),
                 Err(e) => tracing::warn!(%topic, partition = index, error = %e, "retention failed"),
+            }
+        }
+    }
+
+    /// One cleaning pass over every compacted partition on this shard
+    /// (`compaction.rs`); runs from the shard's low-priority cleaner queue.
+    pub(crate) async fn clean_logs(&self) {
+        for ((topic, index), partition) in self.open_partitions() {
+            if self.is_shutting_down() {
+                return;
+            }
+            match partition.clean().await {
+                Ok(None) => {}
+                Ok(Some(report)) => tracing::info!(
+                    %topic,
+                    partition = index,
+                    segments_read = report.segments_read,
+                    segments_swapped = report.segments_swapped,
+                    bytes_before = report.bytes_before,
+                    bytes_after = report.bytes_after,
+                    records_removed = report.records_removed,
+                    tombstones_removed = report.tombstones_removed,
+                    "log cleaned"
+                ),
+                Err(e) => tracing::warn!(%topic, partition = index, error = %e, "cleaning failed"),
             }
         }
     }

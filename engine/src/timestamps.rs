@@ -16,12 +16,11 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use shardline_log::{uncompressed_records, BatchHeader};
 
-use crate::error::EngineError;
-
-/// Most records named in one refusal (the rest are refused all the same).
-const RECORD_ERRORS_MAX: usize = 100;
+use crate::{
+    error::EngineError,
+    record_walk::{refusals, Seen},
+};
 
 /// How far a record's timestamp may be from the broker's time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,41 +65,14 @@ impl TimestampBounds {
     /// Checks every record of `records` (a produce's batches). Bytes that
     /// are not whole batches are left to the log, which refuses them.
     pub(crate) fn check(&self, records: &Bytes, now_ms: i64) -> Result<(), EngineError> {
-        let mut errors = Vec::new();
-        let mut index = 0i32;
-        let mut at = 0usize;
-        while let Some(rest) = records.get(at..).filter(|rest| !rest.is_empty()) {
-            let Some(header) = BatchHeader::parse(rest) else { break };
-            let Some(batch) = rest.get(..header.total_bytes()) else {
-                break;
+        let errors = refusals(records, |header, seen| {
+            let timestamp_ms = match seen {
+                Seen::Record(record) => header.base_timestamp_ms.saturating_add(record.timestamp_delta_ms),
+                Seen::CompressedFirst => header.base_timestamp_ms,
+                Seen::CompressedLast => header.max_timestamp_ms,
             };
-            let mut note = |record: i32, timestamp_ms: i64| {
-                if errors.len() < RECORD_ERRORS_MAX {
-                    if let Some(why) = self.violation(timestamp_ms, now_ms) {
-                        errors.push((record, why));
-                    }
-                }
-            };
-            match uncompressed_records(batch, &header) {
-                Some(walk) => {
-                    for (position, record) in walk.enumerate() {
-                        let Ok(record) = record else { break };
-                        let record_index = index.saturating_add(i32::try_from(position).unwrap_or(i32::MAX));
-                        note(
-                            record_index,
-                            header.base_timestamp_ms.saturating_add(record.timestamp_delta_ms),
-                        );
-                    }
-                }
-                None => {
-                    note(index, header.base_timestamp_ms);
-                    note(index.saturating_add(header.last_offset_delta), header.max_timestamp_ms);
-                }
-            }
-            index = index.saturating_add(header.record_count.max(0));
-            at += header.total_bytes();
-        }
-        assert!(errors.len() <= RECORD_ERRORS_MAX, "the refusal is bounded");
+            self.violation(timestamp_ms, now_ms)
+        });
         if errors.is_empty() {
             Ok(())
         } else {

@@ -39,10 +39,25 @@
 //!
 //! Kafka additionally rewrites an inconsistent max timestamp in place; the
 //! log refuses such a batch instead, as it never rewrites covered bytes.
+//!
+//! ## Stored batches: what compaction leaves (`validate_stored`)
+//! The cleaner (`cleaner.rs`) rewrites batches keeping their base offset and
+//! last offset Δ, so the log's offsets still run on, but it removes
+//! records: a stored batch may hold fewer records than offsets (`record
+//! count` from 0 to `last offset Δ` + 1), its records carrying strictly
+//! increasing offset Δs no larger than the last. It may also carry a delete
+//! horizon (attributes bit 6, KIP-534): its base timestamp is then the time
+//! after which its tombstones may go, not a record's time, and may lie past
+//! the max timestamp (record timestamps stay base + Δ: the cleaner
+//! re-encodes the Δs). Everything read back from disk or from a leader is
+//! checked this way ([`Form::Stored`]); what a producer sends is checked as
+//! above ([`Form::Appended`]). Such a batch still moves the offsets only
+//! within its segment: recovery bounds every stored batch by its segment's
+//! base and the next segment's base.
 
 use crate::error::BatchError;
 use crate::offset::Offset;
-use crate::record::{self, Records, RECORD_BYTES_MIN};
+use crate::record::{self, Layout, Records, RECORD_BYTES_MIN};
 
 /// Size of the fixed batch header, pinned: a layout change must be deliberate.
 pub const BATCH_HEADER_BYTES: usize = 61;
@@ -69,7 +84,21 @@ const OFFSET_RECORD_COUNT: usize = 57;
 const _: () = assert!(OFFSET_RECORD_COUNT + 4 == BATCH_HEADER_BYTES);
 
 /// Attributes bit 3: the batch's timestamps are the broker's LogAppendTime.
-const ATTRIBUTES_LOG_APPEND_TIME: i16 = 0x08;
+const ATTRIBUTES_LOG_APPEND_TIME: i16 = ATTRIBUTE_LOG_APPEND_TIME;
+/// Attributes bit 6 (KIP-534): the base timestamp is the batch's delete
+/// horizon, set by the cleaner.
+pub(crate) const ATTRIBUTE_DELETE_HORIZON: i16 = 0x40;
+/// Where the records section starts.
+const OFFSET_RECORDS: usize = BATCH_HEADER_BYTES;
+
+/// Which rules a batch is checked against (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    /// Sent by a producer: one record per offset, deltas 0, 1, 2, ...
+    Appended,
+    /// Read back from the log or a leader's: possibly compacted.
+    Stored,
+}
 /// Timestamp value meaning "none".
 const NO_TIMESTAMP: i64 = -1;
 
@@ -226,6 +255,17 @@ impl BatchHeader {
         self.attributes & 0x20 != 0
     }
 
+    /// The delete horizon the cleaner set (KIP-534): after it, the batch's
+    /// tombstones may be removed. `None` when it was never set.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & ATTRIBUTE_DELETE_HORIZON != 0).then_some(self.base_timestamp_ms)
+    }
+
+    /// Whether the batch's records are compressed (or of an unknown codec).
+    pub fn is_compressed(&self) -> bool {
+        self.codec() != Some(Codec::None)
+    }
+
     /// Whether the broker stamped the batch (timestamp type LogAppendTime,
     /// attribute bit 3): every record's timestamp is then the max timestamp.
     pub fn log_append_time(&self) -> bool {
@@ -243,7 +283,17 @@ pub fn compute_crc(batch: &[u8]) -> Option<u32> {
 /// Checks, in order, everything [`validate_header_only`] checks, the CRC-32C,
 /// and for an uncompressed batch its records (see the module doc).
 pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
-    let header = validate_header_only(bytes)?;
+    check(bytes, Form::Appended)
+}
+
+/// As [`validate`], for a batch read back from a log (this one's, or a
+/// leader's): it may be compacted (see the module doc).
+pub fn validate_stored(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    check(bytes, Form::Stored)
+}
+
+pub(crate) fn check(bytes: &[u8], form: Form) -> Result<BatchHeader, BatchError> {
+    let header = check_header(bytes, form)?;
     let total_bytes = header.total_bytes();
     let batch = bytes.get(..total_bytes).ok_or(BatchError::Truncated {
         needed_bytes: total_bytes,
@@ -258,7 +308,7 @@ pub fn validate(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
             computed,
         });
     }
-    if let Some(records) = uncompressed_records(batch, &header) {
+    if let Some(records) = records_of(batch, &header, form) {
         check_records(records, &header)?;
     }
     Ok(header)
@@ -287,17 +337,38 @@ fn check_records(records: Records<'_>, header: &BatchHeader) -> Result<(), Batch
 /// The records of a batch whose header is `header`, if it is uncompressed
 /// (`batch` holds the whole batch; a compressed batch's records are not
 /// readable without decompressing it).
+/// A stored batch may be compacted: its records' offset Δs may have gaps.
 pub fn uncompressed_records<'a>(batch: &'a [u8], header: &BatchHeader) -> Option<Records<'a>> {
-    if header.codec() != Some(Codec::None) {
+    records_of(batch, header, Form::Stored)
+}
+
+fn records_of<'a>(batch: &'a [u8], header: &BatchHeader, form: Form) -> Option<Records<'a>> {
+    if header.is_compressed() {
         return None;
     }
-    let section = batch.get(BATCH_HEADER_BYTES..header.total_bytes())?;
-    Some(Records::new(section, header.record_count))
+    let section = batch.get(OFFSET_RECORDS..header.total_bytes())?;
+    let layout = match form {
+        Form::Appended => Layout::Dense,
+        Form::Stored => Layout::Sparse {
+            last_offset_delta: header.last_offset_delta,
+        },
+    };
+    Some(Records::new(section, header.record_count, layout))
 }
 
 /// Every check of [`validate`] except the CRC: for walking batches that were
 /// already checked when they were appended or recovered.
 pub fn validate_header_only(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    check_header(bytes, Form::Appended)
+}
+
+/// As [`validate_header_only`], for a batch read back from a log: it may
+/// be compacted (see the module doc).
+pub fn validate_stored_header(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
+    check_header(bytes, Form::Stored)
+}
+
+fn check_header(bytes: &[u8], form: Form) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(bytes).ok_or(BatchError::Truncated {
         needed_bytes: BATCH_HEADER_BYTES,
         available_bytes: bytes.len(),
@@ -322,10 +393,11 @@ pub fn validate_header_only(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
             magic: magic.unwrap_or(-1),
         });
     }
-    if header.last_offset_delta < 0
-        || header.record_count <= 0
-        || i64::from(header.record_count) != header.offset_count()
-    {
+    let count_fits = match form {
+        Form::Appended => header.record_count > 0 && i64::from(header.record_count) == header.offset_count(),
+        Form::Stored => header.record_count >= 0 && i64::from(header.record_count) <= header.offset_count(),
+    };
+    if header.last_offset_delta < 0 || !count_fits {
         return Err(BatchError::BadRecordCount {
             record_count: header.record_count,
             last_offset_delta: header.last_offset_delta,
@@ -336,7 +408,10 @@ pub fn validate_header_only(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
             attributes: header.attributes,
         });
     };
-    let timestamps_set = header.base_timestamp_ms != NO_TIMESTAMP && header.max_timestamp_ms != NO_TIMESTAMP;
+    // A delete horizon stands in the base timestamp of a stored batch.
+    let horizon = form == Form::Stored && header.delete_horizon_ms().is_some();
+    let timestamps_set =
+        !horizon && header.base_timestamp_ms != NO_TIMESTAMP && header.max_timestamp_ms != NO_TIMESTAMP;
     if timestamps_set && header.max_timestamp_ms < header.base_timestamp_ms {
         return Err(BatchError::BadTimestamp {
             timestamp_ms: header.base_timestamp_ms,
@@ -498,8 +573,8 @@ pub fn build_batch_with_timestamps(base_timestamp_ms: i64, timestamp_deltas_ms: 
 pub struct HeaderedRecord<'a> {
     /// The key (none: a null key).
     pub key: Option<&'a [u8]>,
-    /// The value.
-    pub value: &'a [u8],
+    /// The value (none: a null value, a tombstone).
+    pub value: Option<&'a [u8]>,
     /// The headers, in order.
     pub headers: &'a [(&'a str, &'a [u8])],
 }
@@ -514,37 +589,73 @@ pub struct HeaderedRecord<'a> {
 pub fn build_batch_with_headers(timestamp_ms: i64, records: &[HeaderedRecord<'_>]) -> Vec<u8> {
     let record_count = i32::try_from(records.len()).unwrap_or(0);
     assert!(record_count > 0, "a batch holds 1..=i32::MAX records");
-    let mut section = Vec::with_capacity(records.iter().map(|r| r.value.len() + 64).sum());
+    let mut section = Vec::with_capacity(records.iter().map(|r| r.value.map_or(0, <[u8]>::len) + 64).sum());
     for (offset_delta, record) in (0..record_count).zip(records) {
-        record::put_record_with_headers(
-            &mut section,
-            offset_delta,
-            record.key,
-            Some(record.value),
-            record.headers,
-        );
+        record::put_record_with_headers(&mut section, offset_delta, record.key, record.value, record.headers);
     }
     frame_batch(&BatchSpec::plain(record_count, timestamp_ms, &[]), &section)
 }
 
+/// A record's key and value (`None`: null) for [`build_keyed_batch`].
+pub type KeyedRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// Builds an uncompressed batch of one record per `(key, value)` (a `None`
+/// value is a tombstone), every record stamped `timestamp_ms`: keyed
+/// records for compacted topics, the broker's own and the tests'.
+///
+/// # Panics
+/// If `records` is empty or holds more than `i32::MAX` records.
+pub fn build_keyed_batch(timestamp_ms: i64, records: &[KeyedRecord<'_>]) -> Vec<u8> {
+    let records: Vec<HeaderedRecord<'_>> = records
+        .iter()
+        .map(|&(key, value)| HeaderedRecord {
+            key,
+            value,
+            headers: &[],
+        })
+        .collect();
+    build_batch_with_headers(timestamp_ms, &records)
+}
+
 /// The header for `spec` in front of `section`, with its CRC-32C.
 fn frame_batch(spec: &BatchSpec<'_>, section: &[u8]) -> Vec<u8> {
+    let header = BatchHeader {
+        base_offset: spec.base_offset,
+        batch_length: 0,
+        partition_leader_epoch: -1,
+        crc: 0,
+        attributes: spec.attributes,
+        last_offset_delta: spec.record_count - 1,
+        base_timestamp_ms: spec.timestamp_ms,
+        max_timestamp_ms: spec.timestamp_ms,
+        producer_id: spec.producer_id,
+        producer_epoch: spec.producer_epoch,
+        base_sequence: spec.base_sequence,
+        record_count: spec.record_count,
+    };
+    frame(&header, section)
+}
+
+/// `header`'s fields in front of `section`; the batch length and the
+/// CRC-32C are computed here (the ones in `header` are ignored).
+pub(crate) fn frame(header: &BatchHeader, section: &[u8]) -> Vec<u8> {
     let total_bytes = BATCH_HEADER_BYTES + section.len();
     let mut out = Vec::with_capacity(total_bytes);
-    out.extend_from_slice(&spec.base_offset.0.to_be_bytes());
+    out.extend_from_slice(&header.base_offset.0.to_be_bytes());
     let batch_length = i32::try_from(total_bytes - LOG_OVERHEAD_BYTES).unwrap_or(i32::MAX);
     out.extend_from_slice(&batch_length.to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes()); // leader epoch
+    out.extend_from_slice(&header.partition_leader_epoch.to_be_bytes());
     out.push(MAGIC_V2 as u8);
     out.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
-    out.extend_from_slice(&spec.attributes.to_be_bytes());
-    out.extend_from_slice(&(spec.record_count - 1).to_be_bytes());
-    out.extend_from_slice(&spec.timestamp_ms.to_be_bytes());
-    out.extend_from_slice(&spec.timestamp_ms.to_be_bytes());
-    out.extend_from_slice(&spec.producer_id.to_be_bytes());
-    out.extend_from_slice(&spec.producer_epoch.to_be_bytes());
-    out.extend_from_slice(&spec.base_sequence.to_be_bytes());
-    out.extend_from_slice(&spec.record_count.to_be_bytes());
+    out.extend_from_slice(&header.attributes.to_be_bytes());
+    out.extend_from_slice(&header.last_offset_delta.to_be_bytes());
+    out.extend_from_slice(&header.base_timestamp_ms.to_be_bytes());
+    out.extend_from_slice(&header.max_timestamp_ms.to_be_bytes());
+    out.extend_from_slice(&header.producer_id.to_be_bytes());
+    out.extend_from_slice(&header.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&header.base_sequence.to_be_bytes());
+    out.extend_from_slice(&header.record_count.to_be_bytes());
+    assert_eq!(out.len(), BATCH_HEADER_BYTES, "the header is its pinned size");
     out.extend_from_slice(section);
     let crc = compute_crc(&out).unwrap_or(0);
     if let Some(field) = out.get_mut(OFFSET_CRC..OFFSET_CRC + 4) {
@@ -607,12 +718,12 @@ mod tests {
         let records = [
             HeaderedRecord {
                 key: Some(b"k"),
-                value: b"v",
+                value: Some(b"v"),
                 headers: &headers,
             },
             HeaderedRecord {
                 key: None,
-                value: b"second",
+                value: Some(b"second"),
                 headers: &[],
             },
         ];

@@ -72,6 +72,7 @@
 //! metrics endpoint reads them on each shard.
 
 mod batch;
+mod cleaner;
 pub mod durable;
 mod epoch;
 mod error;
@@ -87,10 +88,12 @@ mod start_offset;
 mod stats;
 
 pub use batch::{
-    build_batch, build_batch_from_values, build_batch_with_headers, build_batch_with_timestamps, compute_crc,
-    set_base_offset, set_leader_epoch, stamp_log_append_time, uncompressed_records, validate, validate_header_only,
-    BatchHeader, BatchSpec, Codec, HeaderedRecord, BATCH_HEADER_BYTES,
+    build_batch, build_batch_from_values, build_batch_with_headers, build_batch_with_timestamps, build_keyed_batch,
+    compute_crc, set_base_offset, set_leader_epoch, stamp_log_append_time, uncompressed_records, validate,
+    validate_header_only, validate_stored, validate_stored_header, BatchHeader, BatchSpec, Codec, HeaderedRecord,
+    KeyedRecord, BATCH_HEADER_BYTES,
 };
+pub use cleaner::{CleanReport, CleanerConfig};
 pub use epoch::EpochStart;
 pub use error::{BatchError, LogError};
 pub use log::{AppendInfo, Clock, Durability, Log, LogConfig, ReadBatches, SystemClock, TimestampOffset, WritePath};

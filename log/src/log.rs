@@ -26,12 +26,13 @@ use glommio::sync::Semaphore;
 
 use crate::{
     batch::{self, BatchHeader},
+    cleaner::{self, CleanReport, CleanerConfig, KeyMap, PassFacts, SegmentRewriter},
     epoch::{EpochCache, EpochStart},
     error::{io_error, BatchError, LogError},
     offset::{Offset, Position},
     recovery::BadRange,
     recovery_point::{self, RecoveryPoint},
-    segment::{self, sync_dir, PreparedBatch, SealedOpen, Segment, Stored, SEGMENT_OFFSET_SPAN_MAX},
+    segment::{self, sync_dir, PreparedBatch, SealedOpen, Segment, SegmentView, Stored, SEGMENT_OFFSET_SPAN_MAX},
 };
 
 /// When appended data is made durable.
@@ -246,6 +247,12 @@ enum Command {
         config: LogConfig,
         reply: oneshot::Sender<Result<(), LogError>>,
     },
+    /// Swap a cleaned copy of a segment in (`cleaner.rs`), if the segment
+    /// is still the version `view` was taken of. Answers whether it did.
+    InstallCleaned {
+        view: SegmentView,
+        reply: oneshot::Sender<Result<bool, LogError>>,
+    },
 }
 
 struct Inner {
@@ -291,6 +298,13 @@ struct Inner {
     /// log refuses writes until reopened (reads go on).
     failed: Option<String>,
     closed: bool,
+    /// The cleaner's checkpoint (`cleaner.rs`): offsets below it were in a
+    /// key map already. Lowered by truncation.
+    first_dirty: Offset,
+    /// A cleaning pass is running (one at a time per log).
+    cleaning: bool,
+    /// Truncation lowered `first_dirty` since the running pass began.
+    first_dirty_lowered: bool,
     /// When the recovery point was last written (`recovery_point.rs`).
     recovery_point_written_ms: i64,
     /// Bumped by every change that may lower the recovery point
@@ -371,6 +385,7 @@ impl Log {
         // which only works for absolute paths.
         let dir = &std::path::absolute(dir).map_err(io_error("resolving log directory", dir))?;
         let mut bases = Vec::new();
+        let mut cleaner_files = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io_error("listing log directory", dir))? {
             let entry = entry.map_err(io_error("listing log directory", dir))?;
             let name = entry.file_name();
@@ -381,8 +396,13 @@ impl Log {
                 segment::remove_if_exists(&entry.path())?;
             } else if let Some(base) = segment::parse_log_name(&name) {
                 bases.push(base);
+            } else if name.ends_with(segment::CLEANED_SUFFIX) || name.ends_with(segment::SWAP_SUFFIX) {
+                cleaner_files.push(name.into_owned());
             }
         }
+        // A cleaner's swap cut short: finished or undone before any
+        // segment is read (`cleaner.rs`).
+        segment::finish_interrupted_swaps(dir, &cleaner_files)?;
         bases.sort();
         // How far the data was known fsynced when the log last recorded it:
         // past it, recovery reads damage as a torn tail.
@@ -492,6 +512,9 @@ impl Log {
             syncs: 0,
             failed: None,
             closed: false,
+            first_dirty: crate::start_offset::read_file(dir, cleaner::CHECKPOINT),
+            cleaning: false,
+            first_dirty_lowered: false,
             recovery_point_written_ms: now_ms,
             recovery_point_generation: 0,
             recovery_point_turn: Rc::new(Semaphore::new(1)),
@@ -604,7 +627,8 @@ impl Log {
         let mut at = 0usize;
         while at < records.len() {
             let rest = records.get(at..).unwrap_or_default();
-            let header = match batch::validate(rest) {
+            // A leader's log may be compacted: its batches are stored ones.
+            let header = match batch::validate_stored(rest) {
                 Ok(header) => header,
                 // Only the last batch can be short of bytes: a partial tail.
                 Err(BatchError::Truncated { .. }) => break,
@@ -728,6 +752,132 @@ impl Log {
         self.inner.borrow_mut().closed = true;
         self.pending.close();
         Ok(end)
+    }
+
+    /// One compaction pass (`cleaner.rs`): if the dirty share of the
+    /// cleanable segments reaches `config.min_cleanable_dirty_ratio` (or a
+    /// dirty segment is older than `max_compaction_lag_ms`), rewrites them
+    /// keeping the latest record per key and swaps each cleaned copy in,
+    /// crash-safely. Returns `None` when there was nothing to do (or a pass
+    /// is running already). Reads and appends go on meanwhile; the work
+    /// yields to the shard's other tasks every [`cleaner::CLEAN_SLICE_BYTES`].
+    pub async fn clean(&self, config: &CleanerConfig) -> Result<Option<CleanReport>, LogError> {
+        {
+            let mut state = self.inner.borrow_mut();
+            // A failed log (its page cache state unknown) is left alone
+            // until it is reopened, as its appends are.
+            if state.cleaning || state.closed || state.failed.is_some() {
+                return Ok(None);
+            }
+            state.cleaning = true;
+            state.first_dirty_lowered = false;
+        }
+        let result = self.clean_pass(config).await;
+        self.inner.borrow_mut().cleaning = false;
+        result
+    }
+
+    async fn clean_pass(&self, config: &CleanerConfig) -> Result<Option<CleanReport>, LogError> {
+        let (views, first_dirty, now_ms, dir) = {
+            let state = self.inner.borrow();
+            let now_ms = state.clock.now_ms();
+            let lag_floor_ms = now_ms.saturating_sub(config.min_compaction_lag_ms);
+            let last = state.segments.keys().next_back().copied();
+            let views: Vec<SegmentView> = state
+                .segments
+                .values()
+                .take_while(|s| Some(s.base) != last)
+                .map_while(|s| s.view().filter(|v| v.max_timestamp_ms <= lag_floor_ms))
+                .collect();
+            // Sealed means fsynced: a record is only ever removed for a
+            // later one that is durable.
+            assert!(
+                views.iter().all(|v| v.next_offset <= state.durable_end),
+                "only durable segments are cleaned"
+            );
+            let first_base = views.first().map_or(state.log_end, |v| v.base);
+            let first_dirty = state.first_dirty.max(first_base);
+            (views, first_dirty, now_ms, state.dir.clone())
+        };
+        let total_bytes: u64 = views.iter().map(SegmentView::size).sum();
+        let dirty: Vec<&SegmentView> = views.iter().filter(|v| v.next_offset > first_dirty).collect();
+        let dirty_bytes: u64 = dirty.iter().map(|v| v.size()).sum();
+        if dirty_bytes == 0 {
+            return Ok(None);
+        }
+        let overdue = dirty
+            .first()
+            .is_some_and(|v| v.max_timestamp_ms < now_ms.saturating_sub(config.max_compaction_lag_ms));
+        #[expect(clippy::cast_precision_loss, reason = "a ratio of byte counts")]
+        let ratio = dirty_bytes as f64 / total_bytes as f64;
+        if ratio < config.min_cleanable_dirty_ratio && !overdue {
+            return Ok(None);
+        }
+        // The key map, whole segments at a time, within its bound.
+        let mut map = KeyMap::default();
+        let mut map_end = first_dirty;
+        for view in dirty {
+            if map.bytes() >= cleaner::KEY_MAP_BYTES_MAX {
+                break;
+            }
+            map.observe_segment(&view.data, first_dirty)
+                .map_err(|reason| corrupt_view(view, reason))?;
+            view.check()?;
+            map_end = view.next_offset;
+            glommio::yield_if_needed().await;
+        }
+        assert!(map_end > first_dirty, "a pass maps at least one dirty segment");
+        let cleaned: Vec<&SegmentView> = views.iter().filter(|v| v.base < map_end).collect();
+        let data: Vec<Bytes> = cleaned.iter().map(|v| v.data.clone()).collect();
+        let facts = PassFacts::gather(&data, now_ms, config.delete_retention_ms)
+            .map_err(|reason| cleaned.first().map_or(LogError::Closed, |v| corrupt_view(v, reason)))?;
+        let mut report = CleanReport {
+            first_dirty: map_end,
+            ..CleanReport::default()
+        };
+        for view in cleaned {
+            let (bytes, changed, counts) = rewrite_segment(view, &map, &facts).await?;
+            report.segments_read += 1;
+            report.bytes_before += view.size();
+            report.records_removed += counts.records_removed;
+            report.tombstones_removed += counts.tombstones_removed;
+            if !changed {
+                report.bytes_after += view.size();
+                continue;
+            }
+            let cleaned_bytes = bytes.len() as u64;
+            segment::write_cleaned(&dir, view.base, bytes).await?;
+            let (reply, answer) = oneshot::channel();
+            self.submit(Command::InstallCleaned {
+                view: view.clone(),
+                reply,
+            })?;
+            if answer.await.map_err(|_| LogError::Closed)?? {
+                report.segments_swapped += 1;
+                report.bytes_after += cleaned_bytes;
+            } else {
+                // Truncated or deleted meanwhile: the pass stops here.
+                report.bytes_after += view.size();
+                return Ok(Some(report));
+            }
+        }
+        let checkpoint = {
+            let mut state = self.inner.borrow_mut();
+            // A truncation meanwhile lowered it: keep the lower.
+            state.first_dirty = if state.first_dirty_lowered {
+                state.first_dirty.min(map_end)
+            } else {
+                map_end
+            };
+            state.first_dirty
+        };
+        crate::start_offset::write_file(&dir, cleaner::CHECKPOINT, checkpoint)?;
+        Ok(Some(report))
+    }
+
+    /// The cleaner's checkpoint: offsets below it were in a key map.
+    pub fn first_dirty_offset(&self) -> Offset {
+        self.inner.borrow().first_dirty
     }
 
     /// First offset still stored.
@@ -1076,6 +1226,10 @@ async fn writer_loop(inner: Rc<RefCell<Inner>>) {
             Command::Reconfigure { config, reply } => {
                 drain_syncs(&inner).await;
                 let result = reconfigure(&inner, config).await;
+                let _ = reply.send(result);
+            }
+            Command::InstallCleaned { view, reply } => {
+                let result = install_cleaned(&inner, view).await;
                 let _ = reply.send(result);
             }
         }
@@ -1713,6 +1867,8 @@ async fn truncate(inner: &Rc<RefCell<Inner>>, offset: Offset) -> Result<Offset, 
         };
         let new_end = state.segments.values().next_back().map_or(offset, |s| s.next_offset);
         state.log_end = new_end;
+        state.first_dirty = state.first_dirty.min(new_end);
+        state.first_dirty_lowered = true;
         state.epochs.truncate_from_end(new_end);
         state.durable_end = state.durable_end.min(new_end);
         (dir, doomed, plan, segment_bytes_max)
@@ -2012,4 +2168,88 @@ fn report_bad_ranges(segment: &Segment) {
              (reads of its offsets fail; `shardctl log verify` names it)"
         );
     }
+}
+
+/// The error for a segment the cleaner cannot read as stored batches.
+fn corrupt_view(view: &SegmentView, reason: BatchError) -> LogError {
+    LogError::Corrupt {
+        path: view.path().to_path_buf(),
+        position: Position(0),
+        reason,
+    }
+}
+
+/// Rewrites one segment (`cleaner.rs`), yielding every
+/// [`cleaner::CLEAN_SLICE_BYTES`]. Returns the cleaned bytes, whether they
+/// differ from the segment's, and what went.
+async fn rewrite_segment(
+    view: &SegmentView,
+    map: &KeyMap,
+    facts: &PassFacts,
+) -> Result<(Vec<u8>, bool, cleaner::RewriteCounts), LogError> {
+    let mut rewriter = SegmentRewriter::new(map, facts);
+    let data: &[u8] = &view.data;
+    let mut at = 0usize;
+    let mut since_yield = 0usize;
+    while at < data.len() {
+        let rest = data.get(at..).unwrap_or_default();
+        let header = batch::validate_stored(rest).map_err(|reason| corrupt_view(view, reason))?;
+        let total = header.total_bytes();
+        rewriter
+            .push(rest.get(..total).unwrap_or_default(), &header)
+            .map_err(|reason| corrupt_view(view, reason))?;
+        at += total;
+        since_yield += total;
+        if since_yield >= cleaner::CLEAN_SLICE_BYTES {
+            since_yield = 0;
+            glommio::yield_if_needed().await;
+        }
+    }
+    // Zeros read for a page that faulted are not the segment's data.
+    view.check()?;
+    let counts = rewriter.counts;
+    let (bytes, changed) = rewriter.finish(view.base);
+    Ok((bytes, changed, counts))
+}
+
+/// The writer's part of the swap: if the segment is still the version the
+/// cleaner read, runs steps 2–4 (`segment::swap_cleaned`) and reopens it
+/// from the cleaned file (which rebuilds and writes its index: step 5).
+/// Otherwise drops the cleaned copy. Returns whether it swapped.
+async fn install_cleaned(inner: &Rc<RefCell<Inner>>, view: SegmentView) -> Result<bool, LogError> {
+    let (dir, next_base, interval) = {
+        let state = inner.borrow();
+        let current = state.segments.get(&view.base).filter(|s| s.is_version_of(&view));
+        let next_base = state
+            .segments
+            .range((std::ops::Bound::Excluded(view.base), std::ops::Bound::Unbounded))
+            .next()
+            .map(|(base, _)| *base);
+        match (current, next_base) {
+            (Some(_), Some(next_base)) => (state.dir.clone(), next_base, state.config.index_interval_bytes),
+            _ => {
+                let dir = state.dir.clone();
+                drop(state);
+                segment::discard_cleaned(&dir, view.base)?;
+                return Ok(false);
+            }
+        }
+    };
+    assert_eq!(
+        next_base, view.next_offset,
+        "a sealed segment ends where the next begins"
+    );
+    segment::swap_cleaned(&dir, view.base).await?;
+    let reopened = Segment::open_sealed(&dir, view.base, next_base, interval, Position(u64::MAX)).await?;
+    let SealedOpen::Ready(mut segment) = reopened else {
+        // Written whole and fsynced before the swap: read back, it is not.
+        return Err(LogError::Failed {
+            reason: format!("cleaned segment {} does not read back whole", view.base),
+        });
+    };
+    segment.entry_durable = true;
+    let mut state = inner.borrow_mut();
+    assert_eq!(segment.next_offset, next_base, "a cleaned segment keeps its offsets");
+    state.segments.insert(view.base, segment);
+    Ok(true)
 }

@@ -140,16 +140,36 @@ pub struct Records<'a> {
     record_count: i32,
     /// Records read so far.
     read: i32,
+    /// Which offset deltas the records may carry.
+    layout: Layout,
+    /// Offset delta of the record read last (-1 before the first).
+    previous_delta: i32,
     failed: bool,
+}
+
+/// Which offset deltas the records of a batch may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// As a producer writes them: record `i` carries offset Δ `i`.
+    Dense,
+    /// As compaction leaves them (`cleaner.rs`): strictly increasing, none
+    /// past the header's last offset Δ (gaps are records the cleaner
+    /// removed).
+    Sparse {
+        /// The header's last offset Δ.
+        last_offset_delta: i32,
+    },
 }
 
 impl<'a> Records<'a> {
     /// Walks `section`, the bytes after a batch header, as `record_count` records.
-    pub(crate) fn new(section: &'a [u8], record_count: i32) -> Records<'a> {
+    pub(crate) fn new(section: &'a [u8], record_count: i32, layout: Layout) -> Records<'a> {
         Records {
             cursor: Cursor { bytes: section },
             record_count,
             read: 0,
+            layout,
+            previous_delta: -1,
             failed: false,
         }
     }
@@ -220,9 +240,18 @@ impl<'a> Iterator for Records<'a> {
             Ok(record) => record,
             Err(reason) => return self.fault(reason),
         };
-        if record.offset_delta != self.read {
-            return self.fault("offset delta is not the record's index");
+        match self.layout {
+            Layout::Dense if record.offset_delta != self.read => {
+                return self.fault("offset delta is not the record's index");
+            }
+            Layout::Sparse { last_offset_delta }
+                if record.offset_delta <= self.previous_delta || record.offset_delta > last_offset_delta =>
+            {
+                return self.fault("offset deltas do not increase within the batch");
+            }
+            Layout::Dense | Layout::Sparse { .. } => {}
         }
+        self.previous_delta = record.offset_delta;
         self.read += 1;
         Some(Ok(record))
     }
@@ -279,6 +308,25 @@ pub(crate) fn put_record_with_headers(
     put_record_full(out, offset_delta, 0, key, value, headers);
 }
 
+/// Appends `record` again, its offset Δ, key, value and headers as they
+/// were and its timestamp Δ now `timestamp_delta_ms` (the cleaner's copy
+/// of a kept record, `cleaner.rs`).
+pub(crate) fn put_record_copy(out: &mut Vec<u8>, record: &Record<'_>, timestamp_delta_ms: i64) {
+    let header_bytes = record.headers.bytes;
+    let mut body = Vec::with_capacity(
+        record.value.map_or(0, <[u8]>::len) + record.key.map_or(0, <[u8]>::len) + header_bytes.len() + 24,
+    );
+    body.push(0); // attributes
+    put_zigzag(&mut body, timestamp_delta_ms);
+    put_zigzag(&mut body, i64::from(record.offset_delta));
+    put_nullable(&mut body, record.key);
+    put_nullable(&mut body, record.value);
+    put_zigzag(&mut body, i64::from(record.headers.count));
+    body.extend_from_slice(header_bytes);
+    put_zigzag(out, i64::try_from(body.len()).unwrap_or(i64::MAX));
+    out.extend_from_slice(&body);
+}
+
 /// Appends one record: timestamp Δ, key, value and headers.
 fn put_record_full(
     out: &mut Vec<u8>,
@@ -318,7 +366,7 @@ mod tests {
     }
 
     fn walk(section: &[u8], count: i32) -> Result<Vec<Record<'_>>, BatchError> {
-        Records::new(section, count).collect()
+        Records::new(section, count, Layout::Dense).collect()
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!                  [first, next) = [end of the batch before, base of the batch after)
 //! ```
 //!
-//! At each position the scan expects a batch that is valid (`batch::validate`:
+//! At each position the scan expects a batch that is valid (`batch::validate_stored`:
 //! header, CRC-32C, records) and continues the offsets. When the bytes there
 //! are not one, it looks for the next valid batch after them, first at the
 //! end the damaged batch's own length field gives (a flipped payload byte
@@ -214,7 +214,7 @@ fn check_stored(
     bounds: SegmentBounds,
 ) -> Result<BatchHeader, BatchError> {
     let rest = bytes.get(position..).unwrap_or_default();
-    let header = batch::validate(rest)?;
+    let header = batch::validate_stored(rest)?;
     if header.base_offset != expected {
         return Err(BatchError::OffsetGap {
             expected,
@@ -228,7 +228,7 @@ fn check_stored(
 /// Whether `position` holds a valid batch that may follow damage: a base
 /// offset of at least `expected` and offsets within the segment.
 fn resumes_at(bytes: &[u8], position: usize, expected: Offset, bounds: SegmentBounds) -> Option<BatchHeader> {
-    let header = batch::validate(bytes.get(position..)?).ok()?;
+    let header = batch::validate_stored(bytes.get(position..)?).ok()?;
     (header.base_offset >= expected && bounds.check(&header, position).is_ok()).then_some(header)
 }
 

@@ -90,11 +90,25 @@ pub(crate) fn index_path(dir: &Path, base: Offset) -> PathBuf {
 pub(crate) const TRUNCATING_SUFFIX: &str = ".log.truncating";
 
 fn truncating_path(dir: &Path, base: Offset) -> PathBuf {
-    dir.join(format!(
-        "{:0width$}{TRUNCATING_SUFFIX}",
-        base.0,
-        width = FILE_NAME_DIGITS
-    ))
+    suffixed_path(dir, base, TRUNCATING_SUFFIX)
+}
+
+/// Name ending of the cleaner's output while it is written (`cleaner.rs`);
+/// one left by a crash is removed at open.
+pub(crate) const CLEANED_SUFFIX: &str = ".log.cleaned";
+
+/// Name ending of the cleaner's output once complete and durable: open
+/// finishes its swap over `<base>.log` (`cleaner.rs`).
+pub(crate) const SWAP_SUFFIX: &str = ".log.swap";
+
+fn suffixed_path(dir: &Path, base: Offset, suffix: &str) -> PathBuf {
+    dir.join(format!("{:0width$}{suffix}", base.0, width = FILE_NAME_DIGITS))
+}
+
+/// The base offset of a file named `<digits><suffix>`.
+pub(crate) fn parse_suffixed_name(name: &str, suffix: &str) -> Option<Offset> {
+    let digits = name.strip_suffix(suffix)?;
+    parse_log_name(&format!("{digits}.log"))
 }
 
 /// Parses a segment file name `<digits>.log` into its base offset.
@@ -719,7 +733,11 @@ impl Segment {
                 match self.stored_at(data, position)? {
                     Stored::Batch(header) if header.max_timestamp_ms >= timestamp_ms => {
                         let batch = self.batch_bytes(data, position, &header);
-                        return Ok(Some(first_record_at_or_after(batch, &header, timestamp_ms)));
+                        if let Some(found) = first_record_at_or_after(batch, &header, timestamp_ms) {
+                            return Ok(Some(found));
+                        }
+                        // Compacted: the records that made its max are gone.
+                        position += header.total_bytes() as u64;
                     }
                     Stored::Batch(header) => position += header.total_bytes() as u64,
                     Stored::Bad(range) => position = range.end.0,
@@ -746,7 +764,15 @@ impl Segment {
         };
         self.with_data(|data| {
             let batch = self.batch_bytes(data, position, &header);
-            Ok(Some(first_record_at_or_after(batch, &header, header.max_timestamp_ms)))
+            // A compacted batch may have lost the record that made its
+            // max: the batch then stands for it, inexact.
+            Ok(
+                first_record_at_or_after(batch, &header, header.max_timestamp_ms).or(Some(TimestampOffset {
+                    offset: header.base_offset,
+                    timestamp_ms: header.max_timestamp_ms,
+                    exact: false,
+                })),
+            )
         })
     }
 
@@ -803,7 +829,7 @@ impl Segment {
             .ok()
             .and_then(|p| data.get(p..))
             .unwrap_or_default();
-        batch::validate_header_only(rest).map_err(corrupt)
+        batch::validate_stored_header(rest).map_err(corrupt)
     }
 }
 
@@ -812,8 +838,14 @@ impl Segment {
 /// Under LogAppendTime every record has the batch's max timestamp: the
 /// first record. A compressed batch's records are not read here: its base
 /// offset and max timestamp, marked inexact. So is a batch whose records do
-/// not walk (checked when appended, so only after a fault).
-pub(crate) fn first_record_at_or_after(batch: &[u8], header: &BatchHeader, timestamp_ms: i64) -> TimestampOffset {
+/// not walk (checked when appended, so only after a fault). `None` when
+/// every record is older: a compacted batch whose newer records the
+/// cleaner removed (its max timestamp is the original one).
+pub(crate) fn first_record_at_or_after(
+    batch: &[u8],
+    header: &BatchHeader,
+    timestamp_ms: i64,
+) -> Option<TimestampOffset> {
     assert!(header.max_timestamp_ms >= timestamp_ms, "the batch holds such a record");
     let whole_batch = TimestampOffset {
         offset: header.base_offset,
@@ -821,17 +853,17 @@ pub(crate) fn first_record_at_or_after(batch: &[u8], header: &BatchHeader, times
         exact: false,
     };
     if header.log_append_time() {
-        return TimestampOffset {
+        return Some(TimestampOffset {
             exact: true,
             ..whole_batch
-        };
+        });
     }
     let Some(records) = batch::uncompressed_records(batch, header) else {
-        return whole_batch;
+        return Some(whole_batch);
     };
     for record in records {
         let Ok(record) = record else {
-            return whole_batch;
+            return Some(whole_batch);
         };
         let record_timestamp_ms = header.base_timestamp_ms.saturating_add(record.timestamp_delta_ms);
         if record_timestamp_ms >= timestamp_ms {
@@ -841,10 +873,10 @@ pub(crate) fn first_record_at_or_after(batch: &[u8], header: &BatchHeader, times
                 exact: true,
             };
             assert!(found.offset <= header.last_offset(), "the record is in its batch");
-            return found;
+            return Some(found);
         }
     }
-    whole_batch
+    None
 }
 
 /// What a position of a segment's data holds.
@@ -874,7 +906,7 @@ fn walk_sealed(data: &[u8], bounds: SegmentBounds, index: &SparseIndex) -> Optio
     loop {
         let position = usize::try_from(scan.end.0).ok()?;
         let rest = data.get(position..)?;
-        let Ok(header) = batch::validate_header_only(rest) else {
+        let Ok(header) = batch::validate_stored_header(rest) else {
             let clean =
                 rest.iter().all(|b| *b == 0) && Some(scan.next_offset) == bounds.next_base && entries.peek().is_none();
             return clean.then_some(scan);
@@ -1209,6 +1241,180 @@ fn has_data_after(file: &impl AsRawFd, from: u64) -> bool {
 }
 
 /// Removes `path` if it exists; whether it did.
+/// What the cleaner reads of a sealed segment: its data, and what tells
+/// whether the segment is still this version when the cleaned copy is
+/// swapped in (a truncation replaces the file or changes its size; the
+/// cleaner only swaps over the version it read).
+#[derive(Clone)]
+pub(crate) struct SegmentView {
+    pub(crate) base: Offset,
+    pub(crate) data: Bytes,
+    pub(crate) next_offset: Offset,
+    pub(crate) max_timestamp_ms: i64,
+    mapping: Mapping,
+    file: Rc<BufferedFile>,
+    path: PathBuf,
+}
+
+impl SegmentView {
+    /// Fails with EIO if a read through the mapping faulted (what was read
+    /// is then not the file's data).
+    pub(crate) fn check(&self) -> Result<(), LogError> {
+        self.mapping.check(&self.path)
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Segment {
+    /// The cleaner's view of this segment; `None` unless it is sealed,
+    /// undamaged and readable.
+    pub(crate) fn view(&self) -> Option<SegmentView> {
+        if !self.sealed || !self.bad.is_empty() || self.io_failed.get() {
+            return None;
+        }
+        Some(SegmentView {
+            base: self.base,
+            data: self.data(),
+            next_offset: self.next_offset,
+            max_timestamp_ms: self.max_timestamp_ms,
+            mapping: self.mapping.clone(),
+            file: Rc::clone(&self.file),
+            path: self.path.clone(),
+        })
+    }
+
+    /// Whether this segment is still the version `view` was taken of.
+    pub(crate) fn is_version_of(&self, view: &SegmentView) -> bool {
+        self.sealed
+            && Rc::ptr_eq(&self.file, &view.file)
+            && self.size == view.size()
+            && self.next_offset == view.next_offset
+            && self.bad.is_empty()
+    }
+}
+
+/// A step of the cleaner's swap (`cleaner.rs`), after which a test may
+/// stop it as a crash would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SwapStep {
+    /// `<base>.log.cleaned` written and fdatasynced.
+    CleanedWritten,
+    /// Renamed to `<base>.log.swap`, directory synced: the commit point.
+    SwapNamed,
+    /// The old index removed.
+    IndexRemoved,
+    /// `<base>.log.swap` renamed over `<base>.log`, directory synced.
+    Swapped,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The step after which `crash_point` fails the swap (tests only).
+    pub(crate) static CRASH_AFTER: Cell<Option<SwapStep>> = const { Cell::new(None) };
+}
+
+/// In tests, fails the swap after `step` when asked to, leaving the files
+/// as a crash there would (the caller then drops the log, as a crash does).
+fn crash_point(step: SwapStep) -> Result<(), LogError> {
+    #[cfg(test)]
+    if CRASH_AFTER.with(Cell::get) == Some(step) {
+        return Err(LogError::Failed {
+            reason: format!("crash injected after {step:?}"),
+        });
+    }
+    let _ = step;
+    Ok(())
+}
+
+/// Step 1 of the swap: writes the cleaned `bytes` to `<base>.log.cleaned`
+/// and fdatasyncs it, on the executor's blocking pool.
+pub(crate) async fn write_cleaned(dir: &Path, base: Offset, bytes: Vec<u8>) -> Result<(), LogError> {
+    let path = suffixed_path(dir, base, CLEANED_SUFFIX);
+    glommio::executor()
+        .spawn_blocking(move || {
+            use std::io::Write;
+            let written = std::fs::File::create(&path)
+                .and_then(|mut file| file.write_all(&bytes).and_then(|()| file.sync_data()))
+                .map_err(io_error("writing cleaned segment", &path));
+            if written.is_err() {
+                // Best effort: open removes it anyway.
+                let _ = std::fs::remove_file(&path);
+            }
+            written
+        })
+        .await?;
+    crash_point(SwapStep::CleanedWritten)
+}
+
+/// Steps 2 to 4 of the swap (see `cleaner.rs`): `.cleaned` → `.swap`
+/// (durable), old index removed, `.swap` → `<base>.log` (durable). Runs
+/// in the writer, after it checked the segment is the version cleaned.
+pub(crate) async fn swap_cleaned(dir: &Path, base: Offset) -> Result<(), LogError> {
+    let cleaned = suffixed_path(dir, base, CLEANED_SUFFIX);
+    let swap = suffixed_path(dir, base, SWAP_SUFFIX);
+    let log = log_path(dir, base);
+    let (dir_owned, swap_named) = (dir.to_path_buf(), swap.clone());
+    glommio::executor()
+        .spawn_blocking(move || {
+            std::fs::rename(&cleaned, &swap_named).map_err(io_error("naming cleaned segment for swap", &swap_named))?;
+            crate::durable::sync_dir(&dir_owned)
+        })
+        .await?;
+    crash_point(SwapStep::SwapNamed)?;
+    remove_if_exists(&index_path(dir, base))?;
+    crash_point(SwapStep::IndexRemoved)?;
+    let dir_owned = dir.to_path_buf();
+    glommio::executor()
+        .spawn_blocking(move || {
+            std::fs::rename(&swap, &log).map_err(io_error("swapping cleaned segment in", &log))?;
+            crate::durable::sync_dir(&dir_owned)
+        })
+        .await?;
+    crash_point(SwapStep::Swapped)
+}
+
+/// Removes a cleaned copy that will not be swapped in.
+pub(crate) fn discard_cleaned(dir: &Path, base: Offset) -> Result<bool, LogError> {
+    remove_if_exists(&suffixed_path(dir, base, CLEANED_SUFFIX))
+}
+
+/// At open, before any segment is read: finishes every swap that reached
+/// its commit point (`<base>.log.swap` renamed over `<base>.log`, whose
+/// stale index goes; a `.swap` without its `<base>.log` is removed) and
+/// removes every `.cleaned` copy. Returns how many swaps it finished.
+pub(crate) fn finish_interrupted_swaps(dir: &Path, names: &[String]) -> Result<usize, LogError> {
+    let mut finished = 0usize;
+    let mut changed = false;
+    for name in names {
+        if let Some(base) = parse_suffixed_name(name, CLEANED_SUFFIX) {
+            changed |= discard_cleaned(dir, base)?;
+        } else if let Some(base) = parse_suffixed_name(name, SWAP_SUFFIX) {
+            let swap = suffixed_path(dir, base, SWAP_SUFFIX);
+            let log = log_path(dir, base);
+            if log.exists() {
+                remove_if_exists(&index_path(dir, base))?;
+                std::fs::rename(&swap, &log).map_err(io_error("finishing an interrupted swap", &log))?;
+                tracing::info!(base = base.0, "recovery finished a cleaned segment's swap");
+                finished += 1;
+            } else {
+                remove_if_exists(&swap)?;
+            }
+            changed = true;
+        }
+    }
+    if changed {
+        crate::durable::sync_dir(dir)?;
+    }
+    Ok(finished)
+}
+
 pub(crate) fn remove_if_exists(path: &Path) -> Result<bool, LogError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(true),

@@ -18,15 +18,37 @@
 //! The CRC-32C (Castagnoli) covers bytes 0..12. A missing file means "no
 //! low watermark beyond the first segment"; a damaged one is reported and
 //! read the same way (records reappear, nothing is lost).
+//!
+//! The cleaner keeps its checkpoint (`cleaner-checkpoint`, the first offset
+//! it has not yet taken into a key map, `cleaner.rs`) in the same layout
+//! with its own magic, "SLCC": an [`OffsetFile`] each.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(test)]
+use std::path::PathBuf;
 
 use crate::{error::LogError, offset::Offset};
 
+/// A small file holding one offset, in the layout above.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OffsetFile {
+    /// File name in the partition directory.
+    pub(crate) name: &'static str,
+    /// Its first four bytes.
+    pub(crate) magic: [u8; 4],
+    /// What a damaged one means, for the warning.
+    pub(crate) damaged: &'static str,
+}
+
+/// DeleteRecords' low watermark.
+pub(crate) const START_OFFSET: OffsetFile = OffsetFile {
+    name: START_OFFSET_FILE,
+    magic: *b"SLSO",
+    damaged: "log start offset file is damaged; records below it may be served again",
+};
+
 /// File name in the partition directory.
 pub(crate) const START_OFFSET_FILE: &str = "log-start-offset";
-
-const MAGIC: [u8; 4] = *b"SLSO";
 
 /// Bytes of the encoded file.
 pub(crate) const START_OFFSET_BYTES: usize = 16;
@@ -34,31 +56,46 @@ pub(crate) const START_OFFSET_BYTES: usize = 16;
 const _: () = assert!(START_OFFSET_BYTES == 4 + 8 + 4);
 
 /// The file's contents for `offset`.
+#[cfg(test)]
 pub(crate) fn encode(offset: Offset) -> [u8; START_OFFSET_BYTES] {
+    encode_with(START_OFFSET.magic, offset)
+}
+
+/// Reads file contents; `None` unless they are exactly one intact record.
+#[cfg(test)]
+pub(crate) fn decode(bytes: &[u8]) -> Option<Offset> {
+    decode_with(START_OFFSET.magic, bytes)
+}
+
+fn encode_with(magic_bytes: [u8; 4], offset: Offset) -> [u8; START_OFFSET_BYTES] {
     assert!(offset.0 >= 0, "a log start offset is not negative");
     let mut out = [0u8; START_OFFSET_BYTES];
     let (covered, crc) = out.split_at_mut(12);
     let (magic, value) = covered.split_at_mut(4);
-    magic.copy_from_slice(&MAGIC);
+    magic.copy_from_slice(&magic_bytes);
     value.copy_from_slice(&offset.0.to_be_bytes());
     let sum = crc32c::crc32c(covered);
     crc.copy_from_slice(&sum.to_be_bytes());
-    assert_eq!(decode(&out), Some(offset), "a log start offset reads back as written");
+    assert_eq!(
+        decode_with(magic_bytes, &out),
+        Some(offset),
+        "an offset file reads back as written"
+    );
     out
 }
 
-/// Reads file contents; `None` unless they are exactly one intact record.
-pub(crate) fn decode(bytes: &[u8]) -> Option<Offset> {
+fn decode_with(magic: [u8; 4], bytes: &[u8]) -> Option<Offset> {
     let bytes: &[u8; START_OFFSET_BYTES] = bytes.try_into().ok()?;
     let (covered, crc) = bytes.split_at(12);
     let crc = u32::from_be_bytes(crc.try_into().ok()?);
-    if covered.get(..4)? != MAGIC || crc32c::crc32c(covered) != crc {
+    if covered.get(..4)? != magic || crc32c::crc32c(covered) != crc {
         return None;
     }
     let offset = i64::from_be_bytes(covered.get(4..12)?.try_into().ok()?);
     (offset >= 0).then_some(Offset(offset))
 }
 
+#[cfg(test)]
 pub(crate) fn path(dir: &Path) -> PathBuf {
     dir.join(START_OFFSET_FILE)
 }
@@ -66,26 +103,34 @@ pub(crate) fn path(dir: &Path) -> PathBuf {
 /// The low watermark stored in `dir`: `Offset(0)` when there is none (or it
 /// cannot be read, which is logged).
 pub(crate) fn read(dir: &Path) -> Offset {
-    let file = path(dir);
+    read_file(dir, START_OFFSET)
+}
+
+/// Stores `offset` as the low watermark of `dir`, durably.
+pub(crate) fn write(dir: &Path, offset: Offset) -> Result<(), LogError> {
+    write_file(dir, START_OFFSET, offset)
+}
+
+/// The offset `kind` stores in `dir`: `Offset(0)` when there is none (or it
+/// cannot be read, which is logged).
+pub(crate) fn read_file(dir: &Path, kind: OffsetFile) -> Offset {
+    let file = dir.join(kind.name);
     match crate::durable::read_if_exists(&file) {
         Ok(None) => Offset(0),
-        Ok(Some(bytes)) => decode(&bytes).unwrap_or_else(|| {
-            tracing::warn!(
-                path = %file.display(),
-                "log start offset file is damaged; records below it may be served again"
-            );
+        Ok(Some(bytes)) => decode_with(kind.magic, &bytes).unwrap_or_else(|| {
+            tracing::warn!(path = %file.display(), "{}", kind.damaged);
             Offset(0)
         }),
         Err(e) => {
-            tracing::warn!(path = %file.display(), error = %e, "cannot read the log start offset file");
+            tracing::warn!(path = %file.display(), error = %e, "cannot read an offset file");
             Offset(0)
         }
     }
 }
 
-/// Stores `offset` as the low watermark of `dir`, durably.
-pub(crate) fn write(dir: &Path, offset: Offset) -> Result<(), LogError> {
-    crate::durable::write_file_atomically(&path(dir), &encode(offset))
+/// Stores `offset` in `kind`'s file in `dir`, durably.
+pub(crate) fn write_file(dir: &Path, kind: OffsetFile, offset: Offset) -> Result<(), LogError> {
+    crate::durable::write_file_atomically(&dir.join(kind.name), &encode_with(kind.magic, offset))
 }
 
 #[cfg(test)]

@@ -37,6 +37,68 @@ fn sync_dir(path: &Path) {
     File::open(path).unwrap().sync_all().unwrap();
 }
 
+/// A lossy disk mounted on a fresh directory, with an empty `log`
+/// directory (its entry durable) in it, and the seeded choices of a run.
+struct LogDisk {
+    _tmp: tempfile::TempDir,
+    disk: LossyMount,
+    dir: std::path::PathBuf,
+    rng: SplitMix64,
+    seed: u64,
+}
+
+impl LogDisk {
+    fn new(what: &str) -> LogDisk {
+        let seed = seed_from_env();
+        eprintln!("{what} power-cut seed {seed} (POWERCUT_SEED={seed} replays the cut decisions)");
+        let tmp = tempfile::tempdir().unwrap();
+        let disk = mount(tmp.path());
+        let dir = tmp.path().join("log");
+        fs::create_dir(&dir).unwrap();
+        sync_dir(tmp.path());
+        LogDisk {
+            _tmp: tmp,
+            disk,
+            dir,
+            rng: SplitMix64::new(seed),
+            seed,
+        }
+    }
+
+    /// The next cut's choices (when, which tear, the tear's seed) and a
+    /// thread that cuts the power that long after it is told the log is
+    /// open (a cut during recovery would only fail the open).
+    fn arm_cut(&mut self, after_ms_max: u64) -> Cut {
+        let after = Duration::from_millis(self.rng.up_to(after_ms_max));
+        let tear = Tear::ALL[self.rng.up_to(2) as usize];
+        let tear_seed = self.rng.next_u64();
+        let switch = self.disk.switch();
+        let (opened, wait_open) = std::sync::mpsc::channel::<()>();
+        let cutter = std::thread::spawn(move || {
+            let _ = wait_open.recv();
+            std::thread::sleep(after);
+            switch.cut();
+        });
+        Cut {
+            after,
+            tear,
+            tear_seed,
+            opened,
+            cutter,
+        }
+    }
+}
+
+/// One armed power cut (`LogDisk::arm_cut`).
+struct Cut {
+    after: Duration,
+    tear: Tear,
+    tear_seed: u64,
+    /// Tell it the log is open: the clock starts.
+    opened: std::sync::mpsc::Sender<()>,
+    cutter: std::thread::JoinHandle<()>,
+}
+
 #[test]
 fn plain_file_io_survives_a_cut_only_where_it_was_synced() {
     let tmp = tempfile::tempdir().unwrap();
@@ -133,14 +195,8 @@ const LOG_CUTS: u64 = 12;
 
 #[test]
 fn the_log_keeps_every_acknowledged_batch_across_power_cuts() {
-    let seed = seed_from_env();
-    eprintln!("log power-cut seed {seed} (POWERCUT_SEED={seed} replays the cut decisions)");
-    let mut rng = SplitMix64::new(seed);
-    let tmp = tempfile::tempdir().unwrap();
-    let mut disk = mount(tmp.path());
-    let dir = tmp.path().join("log");
-    fs::create_dir(&dir).unwrap();
-    sync_dir(tmp.path());
+    let mut disk = LogDisk::new("log");
+    let (seed, dir) = (disk.seed, disk.dir.clone());
     let config = || LogConfig {
         segment_bytes_max: 32 << 10,
         durability: Durability::Always,
@@ -152,18 +208,13 @@ fn the_log_keeps_every_acknowledged_batch_across_power_cuts() {
     let mut next_payload = 0u64;
     let mut last_report = String::new();
     for cut in 0..LOG_CUTS {
-        let cut_after = Duration::from_millis(rng.up_to(300));
-        let tear = Tear::ALL[rng.up_to(2) as usize];
-        let cut_seed = rng.next_u64();
-        let switch = disk.switch();
-        // The clock starts once recovery is done: a cut during recovery
-        // would only fail the open.
-        let (opened, wait_open) = std::sync::mpsc::channel::<()>();
-        let cutter = std::thread::spawn(move || {
-            let _ = wait_open.recv();
-            std::thread::sleep(cut_after);
-            switch.cut();
-        });
+        let Cut {
+            after: cut_after,
+            tear,
+            tear_seed: cut_seed,
+            opened,
+            cutter,
+        } = disk.arm_cut(300);
         let dir_for_run = dir.clone();
         let first = next_payload;
         let (stored, acked) = run(move || async move {
@@ -222,7 +273,7 @@ fn the_log_keeps_every_acknowledged_batch_across_power_cuts() {
             acknowledged.insert(offset, sender_bytes(id));
         }
         next_payload = last_payload;
-        last_report = disk.power_on(tear, cut_seed).unwrap().to_string();
+        last_report = disk.disk.power_on(tear, cut_seed).unwrap().to_string();
         eprintln!(
             "cut {cut} ({tear:?}) after {cut_after:?}: {} batches acknowledged so far",
             acknowledged.len()
@@ -237,7 +288,7 @@ fn the_log_keeps_every_acknowledged_batch_across_power_cuts() {
             "acknowledged batch at {offset} lost or changed (seed {seed})\n{last_report}"
         );
     }
-    assert!(disk.counters().file_syncs > 0);
+    assert!(disk.disk.counters().file_syncs > 0);
 }
 
 #[test]
@@ -366,4 +417,136 @@ fn a_torn_tail_with_a_whole_batch_after_it_is_cut_at_the_first_torn_batch() {
         return;
     }
     panic!("no seed below {SCATTER_SEEDS_MAX} tore the tail with a whole batch after it: the test proves nothing");
+}
+
+/// Cuts per run of the compaction test.
+const CLEAN_CUTS: u64 = 8;
+
+/// Keys the compaction test writes (few: every segment holds superseded ones).
+const CLEAN_KEYS: u64 = 16;
+
+/// Record `n` of the compaction test: key `n % CLEAN_KEYS`, value `n`.
+fn keyed(n: u64) -> Vec<u8> {
+    let key = (n % CLEAN_KEYS).to_be_bytes();
+    let value = n.to_be_bytes();
+    shardline_log::build_keyed_batch(1_000, &[(Some(&key[..]), Some(&value[..]))])
+}
+
+/// The cleaner at work while records are appended, and the power cut at
+/// a random moment — mid-swap included: after every cut the log holds,
+/// for every key, its latest acknowledged record at its offset or a later
+/// record of the key that was sent; and every record it holds was sent,
+/// at the offset it was acknowledged at.
+#[test]
+fn the_cleaner_keeps_every_latest_record_across_power_cuts() {
+    use log_common::read_records;
+    use shardline_log::CleanerConfig;
+
+    let mut disk = LogDisk::new("cleaner");
+    let (seed, dir) = (disk.seed, disk.dir.clone());
+    let config = || LogConfig {
+        segment_bytes_max: 8 << 10,
+        index_interval_bytes: 512,
+        durability: Durability::Always,
+        ..LogConfig::default()
+    };
+    // Record n → the offset it was acknowledged at.
+    let mut acknowledged: BTreeMap<u64, i64> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut last_report = String::new();
+    let check = |stored: &[log_common::StoredRecord],
+                 acknowledged: &BTreeMap<u64, i64>,
+                 sent_below: u64,
+                 when: &str,
+                 report: &str| {
+        let mut latest_stored: BTreeMap<u64, i64> = BTreeMap::new();
+        for (offset, key, value) in stored {
+            let n = u64::from_be_bytes(value.as_deref().unwrap().try_into().unwrap());
+            assert!(
+                n < sent_below,
+                "{when}: record {n} was never sent (seed {seed})\n{report}"
+            );
+            assert_eq!(key.as_deref().unwrap(), &(n % CLEAN_KEYS).to_be_bytes()[..]);
+            if let Some(acked_at) = acknowledged.get(&n) {
+                assert_eq!(acked_at, offset, "{when}: record {n} moved (seed {seed})\n{report}");
+            }
+            latest_stored.insert(n % CLEAN_KEYS, *offset);
+        }
+        let mut latest_acked: BTreeMap<u64, (u64, i64)> = BTreeMap::new();
+        for (n, offset) in acknowledged {
+            latest_acked.insert(n % CLEAN_KEYS, (*n, *offset));
+        }
+        for (key, (n, offset)) in latest_acked {
+            let kept = latest_stored.get(&key).is_some_and(|stored| *stored >= offset);
+            assert!(
+                kept,
+                "{when}: key {key} lost its latest acknowledged record {n} at {offset} (seed {seed})\n{report}"
+            );
+        }
+    };
+    for cut in 0..CLEAN_CUTS {
+        let Cut {
+            after: cut_after,
+            tear,
+            tear_seed: cut_seed,
+            opened,
+            cutter,
+        } = disk.arm_cut(400);
+        let dir_for_run = dir.clone();
+        let first = next;
+        let (stored, acked, sent_below, passes) = run(move || async move {
+            let log = Rc::new(Log::open(&dir_for_run, config()).await.unwrap());
+            let stored = read_records(&log);
+            opened.send(()).unwrap();
+            let stop = Rc::new(std::cell::Cell::new(false));
+            let cleaner = {
+                let (log, stop) = (Rc::clone(&log), Rc::clone(&stop));
+                glommio::spawn_local(async move {
+                    let eager = CleanerConfig {
+                        min_cleanable_dirty_ratio: 0.0,
+                        ..CleanerConfig::default()
+                    };
+                    let mut passes = 0u64;
+                    while !stop.get() {
+                        match log.clean(&eager).await {
+                            Ok(Some(_)) => passes += 1,
+                            Ok(None) => glommio::timer::sleep(Duration::from_millis(2)).await,
+                            Err(_) => break,
+                        }
+                    }
+                    passes
+                })
+            };
+            let mut acked = Vec::new();
+            let mut n = first;
+            for _ in 0..20_000 {
+                let id = n;
+                n += 1;
+                match log.append(Bytes::from(keyed(id))).await {
+                    Ok(info) => acked.push((id, info.base_offset.0)),
+                    Err(_) => break,
+                }
+            }
+            stop.set(true);
+            let passes = cleaner.await;
+            (stored, acked, n, passes)
+        });
+        cutter.join().unwrap();
+        check(&stored, &acknowledged, first, &format!("after cut {cut}"), &last_report);
+        acknowledged.extend(acked);
+        next = sent_below;
+        last_report = disk.disk.power_on(tear, cut_seed).unwrap().to_string();
+        eprintln!(
+            "cut {cut} ({tear:?}) after {cut_after:?}: {} records acknowledged, {passes} cleaning passes",
+            acknowledged.len()
+        );
+    }
+    let stored = run(move || async move { read_records(&Log::open(&dir, config()).await.unwrap()) });
+    check(&stored, &acknowledged, next, "at the end", &last_report);
+    assert!(
+        stored.len() < acknowledged.len() / 2,
+        "the cleaner compacted: {} of {} records left",
+        stored.len(),
+        acknowledged.len()
+    );
 }

@@ -118,6 +118,6 @@ pub use snapshot::{decode_image, encode_image};
 pub use state_machine::{BROKER_HOST_LENGTH_MAX, SHARDS_PER_BROKER_MAX};
 pub use tcp::RPC_CONNECTIONS_MAX;
 pub use validate::{
-    validate_topic_config, validate_topic_name, CONFIG_ENTRIES_MAX, CONFIG_VALUE_LENGTH_MAX, PARTITIONS_PER_TOPIC_MAX,
-    TOPIC_CONFIG_KEYS, TOPIC_NAME_LENGTH_MAX,
+    cleanup_policies, validate_topic_config, validate_topic_name, CONFIG_ENTRIES_MAX, CONFIG_VALUE_LENGTH_MAX,
+    PARTITIONS_PER_TOPIC_MAX, TOPIC_CONFIG_KEYS, TOPIC_NAME_LENGTH_MAX,
 };

@@ -1992,7 +1992,7 @@ mod tests {
             (
                 Command::CreateTopic {
                     topic: NewTopic {
-                        configs: [("cleanup.policy".to_owned(), "compact".to_owned())].into(),
+                        configs: [("cleanup.policy".to_owned(), "shred".to_owned())].into(),
                         ..new_topic("u", 1)
                     },
                     id: id(2),

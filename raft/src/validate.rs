@@ -10,7 +10,11 @@
 //! | `retention.bytes` | integer ≥ -1 (-1: no size limit) |
 //! | `segment.bytes` | integer 14..=2147483647 |
 //! | `segment.ms` | integer ≥ 1 |
-//! | `cleanup.policy` | `delete` |
+//! | `cleanup.policy` | `delete`, `compact`, or both (`compact,delete`, any order) |
+//! | `delete.retention.ms` | integer ≥ 0 (how long a tombstone outlives its first cleaning) |
+//! | `min.cleanable.dirty.ratio` | number 0..=1 |
+//! | `min.compaction.lag.ms` | integer ≥ 0 |
+//! | `max.compaction.lag.ms` | integer ≥ 1 |
 //! | `max.message.bytes` | integer 0..=2147483647 |
 //! | `message.timestamp.type` | `CreateTime` or `LogAppendTime` |
 //! | `message.timestamp.before.max.ms` | integer ≥ 0 (KIP-937) |
@@ -28,7 +32,7 @@ pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
 /// for millions of them.
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 
-/// Most configs one request may carry (there are twelve valid keys; the bound
+/// Most configs one request may carry (there are sixteen valid keys; the bound
 /// only caps what an invalid request can make the state machine look at).
 pub const CONFIG_ENTRIES_MAX: usize = 64;
 
@@ -36,7 +40,7 @@ pub const CONFIG_ENTRIES_MAX: usize = 64;
 pub const CONFIG_VALUE_LENGTH_MAX: usize = 1024;
 
 /// The topic config keys this broker understands.
-pub const TOPIC_CONFIG_KEYS: [&str; 12] = [
+pub const TOPIC_CONFIG_KEYS: [&str; 16] = [
     "retention.ms",
     "retention.bytes",
     "segment.bytes",
@@ -49,7 +53,26 @@ pub const TOPIC_CONFIG_KEYS: [&str; 12] = [
     "message.timestamp.difference.max.ms",
     "shardline.fsync",
     "min.insync.replicas",
+    "delete.retention.ms",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
 ];
+
+/// The policies a `cleanup.policy` value names: (delete, compact); `None`
+/// unless it is a non-empty comma-separated list of `delete` and `compact`
+/// (spaces around items allowed, as Kafka's list parser does).
+pub fn cleanup_policies(value: &str) -> Option<(bool, bool)> {
+    let (mut delete, mut compact) = (false, false);
+    for item in value.split(',').map(str::trim) {
+        match item {
+            "delete" => delete = true,
+            "compact" => compact = true,
+            _ => return None,
+        }
+    }
+    (delete || compact).then_some((delete, compact))
+}
 
 /// Checks a topic name against Kafka's rules.
 pub fn validate_topic_name(name: &str) -> Result<(), MetaError> {
@@ -103,8 +126,14 @@ pub fn validate_topic_config(key: &str, value: Option<&str>) -> Result<(), MetaE
         "message.timestamp.before.max.ms"
         | "message.timestamp.after.max.ms"
         | "message.timestamp.difference.max.ms" => integer_at_least(0, i64::MAX),
-        "cleanup.policy" if value == "delete" => Ok(()),
-        "cleanup.policy" => Err(invalid("only 'delete' is supported")),
+        "cleanup.policy" if cleanup_policies(value).is_some() => Ok(()),
+        "cleanup.policy" => Err(invalid("must be delete, compact or compact,delete")),
+        "delete.retention.ms" | "min.compaction.lag.ms" => integer_at_least(0, i64::MAX),
+        "max.compaction.lag.ms" => integer_at_least(1, i64::MAX),
+        "min.cleanable.dirty.ratio" => match value.parse::<f64>() {
+            Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(()),
+            _ => Err(invalid("must be a number between 0 and 1")),
+        },
         "message.timestamp.type" if value == "CreateTime" || value == "LogAppendTime" => Ok(()),
         "message.timestamp.type" => Err(invalid("must be CreateTime or LogAppendTime")),
         "shardline.fsync" => validate_fsync(value).map_err(|()| invalid("must be always, never or interval:<ms>")),
@@ -151,6 +180,14 @@ mod tests {
             ("segment.bytes", "14"),
             ("segment.ms", "1"),
             ("cleanup.policy", "delete"),
+            ("cleanup.policy", "compact"),
+            ("cleanup.policy", "compact,delete"),
+            ("cleanup.policy", "delete, compact"),
+            ("delete.retention.ms", "0"),
+            ("min.cleanable.dirty.ratio", "0.5"),
+            ("min.cleanable.dirty.ratio", "1"),
+            ("min.compaction.lag.ms", "0"),
+            ("max.compaction.lag.ms", "1"),
             ("max.message.bytes", "0"),
             ("message.timestamp.type", "CreateTime"),
             ("message.timestamp.type", "LogAppendTime"),
@@ -171,7 +208,13 @@ mod tests {
             ("segment.bytes", "13"),
             ("segment.bytes", "2147483648"),
             ("segment.ms", "0"),
-            ("cleanup.policy", "compact"),
+            ("cleanup.policy", "shred"),
+            ("cleanup.policy", ""),
+            ("cleanup.policy", "compact,"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("min.cleanable.dirty.ratio", "NaN"),
+            ("max.compaction.lag.ms", "0"),
+            ("delete.retention.ms", "-1"),
             ("max.message.bytes", "-1"),
             ("message.timestamp.type", "createtime"),
             ("shardline.fsync", "interval:0"),

@@ -175,7 +175,7 @@ fn every_validation_error_comes_back_and_changes_nothing() {
         }
         for (key, value) in [
             ("unknown.key", "1"),
-            ("cleanup.policy", "compact"),
+            ("cleanup.policy", "compact,shred"),
             ("retention.ms", "-5"),
             ("message.timestamp.type", "Now"),
             ("shardline.fsync", "interval:0"),

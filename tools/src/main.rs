@@ -20,7 +20,7 @@
 //! log; they are only reported, never checked.
 //!
 //! "Valid" means what it means to the broker: every batch goes through
-//! `shardline_log::validate` (header, length, magic, record count, codec,
+//! `shardline_log::validate_stored` (header, length, magic, record count, codec,
 //! CRC-32C), and offsets must continue from batch to batch and from one
 //! segment file to the next, as the log's recovery requires.
 //!

@@ -16,7 +16,10 @@
 //! durable (the internal topic is created with `shardline.fsync=always`)
 //! before the client is answered. When the partition is opened the log is
 //! replayed, last entry per key winning, to rebuild offsets and groups.
-//! Compaction of that log is not done yet: it grows with every commit.
+//! The internal topic is always compacted (`cleanup.policy=compact`, its
+//! records keyed as `record.rs` says, small segments: `Shard::log_settings`),
+//! so the replay reads about one entry per live key plus the active
+//! segment, however many commits a group has made.
 //!
 //! ## Lifecycle
 //! `Shard::apply_image` calls [`Coordinator::load`] right after it opens a
@@ -143,8 +146,8 @@ impl Coordinator {
                         batches += 1;
                         match decode_batch(bytes) {
                             Ok(decoded) => {
-                                for (delta, entry) in decoded.into_iter().enumerate() {
-                                    let log_offset = header.base_offset.0 + i64::try_from(delta).unwrap_or(0);
+                                for (delta, entry) in decoded {
+                                    let log_offset = header.base_offset.0 + i64::from(delta);
                                     apply_entry(&mut groups, entry, log_offset, now);
                                     entries += 1;
                                 }

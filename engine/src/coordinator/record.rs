@@ -4,8 +4,15 @@
 //! Each write is one Kafka RecordBatch v2 (uncompressed, no producer id, see
 //! `shardline_log::batch`), so the log validates and stores it like any other
 //! batch and `shardctl log dump` reads those partitions. The batch's records
-//! are real Kafka records (framed by the log's `record.rs`: null key,
-//! timestamp Δ 0, no headers); each record's value is one entry:
+//! are real Kafka records (framed by the log's `record.rs`: timestamp Δ 0,
+//! no headers); each record's value is one entry, and its key is the entry
+//! that would delete it (the offset tombstone of its group, topic and
+//! partition; the group tombstone of its group), so the log's cleaner
+//! (`shardline_log`, `cleanup.policy=compact`) keeps the latest entry per
+//! key. A tombstone entry is written as its key with a null value — a Kafka
+//! tombstone, which the cleaner removes after `delete.retention.ms`.
+//! Batches written before keys were (null key, tombstones as values) read
+//! the same way; they are never compacted away, only superseded.
 //!
 //! ```text
 //! entry (big-endian):
@@ -37,7 +44,7 @@
 //! the coordinator does not guess: replay logs the error and skips the batch.
 
 use bytes::Bytes;
-use shardline_log::{build_batch_from_values, uncompressed_records, validate};
+use shardline_log::{build_keyed_batch, uncompressed_records, validate_stored};
 
 /// The only entry format version written and read.
 pub(crate) const ENTRY_VERSION: u8 = 1;
@@ -160,6 +167,36 @@ impl Entry {
             Entry::Group(_) => KIND_GROUP_METADATA,
             Entry::GroupTombstone { .. } => KIND_GROUP_TOMBSTONE,
         }
+    }
+
+    /// The record key of the entry: the tombstone of what it sets.
+    pub(crate) fn key(&self) -> Vec<u8> {
+        let tombstone = match self {
+            Entry::OffsetCommit {
+                group,
+                topic,
+                partition,
+                ..
+            }
+            | Entry::OffsetTombstone {
+                group,
+                topic,
+                partition,
+            } => Entry::OffsetTombstone {
+                group: group.clone(),
+                topic: topic.clone(),
+                partition: *partition,
+            },
+            Entry::Group(GroupSnapshot { group, .. }) | Entry::GroupTombstone { group } => {
+                Entry::GroupTombstone { group: group.clone() }
+            }
+        };
+        tombstone.encode()
+    }
+
+    /// Whether the entry deletes its key (written as a null value).
+    fn is_tombstone(&self) -> bool {
+        matches!(self, Entry::OffsetTombstone { .. } | Entry::GroupTombstone { .. })
     }
 
     /// The entry as bytes (header and body).
@@ -391,23 +428,39 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A record batch holding `entries` (at least one), stamped `timestamp_ms`.
+/// A record batch holding `entries` (at least one), stamped `timestamp_ms`:
+/// each keyed by [`Entry::key`], a tombstone with a null value.
 pub(crate) fn encode_batch(entries: &[Entry], timestamp_ms: i64) -> Bytes {
     assert!(!entries.is_empty(), "a coordinator batch holds at least one entry");
-    let values: Vec<Vec<u8>> = entries.iter().map(Entry::encode).collect();
-    let values: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
-    Bytes::from(build_batch_from_values(timestamp_ms, &values))
+    let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = entries
+        .iter()
+        .map(|entry| (entry.key(), (!entry.is_tombstone()).then(|| entry.encode())))
+        .collect();
+    let records: Vec<shardline_log::KeyedRecord<'_>> = encoded
+        .iter()
+        .map(|(key, value)| (Some(key.as_slice()), value.as_deref()))
+        .collect();
+    Bytes::from(build_keyed_batch(timestamp_ms, &records))
 }
 
 /// The entries of one stored batch (validated: header, CRC-32C, records,
-/// each entry's CRC).
-pub(crate) fn decode_batch(batch: &[u8]) -> Result<Vec<Entry>, RecordError> {
-    let header = validate(batch).map_err(|e| RecordError::Batch(e.to_string()))?;
+/// each entry's CRC), each with its offset Δ in the batch (a compacted
+/// batch has gaps).
+pub(crate) fn decode_batch(batch: &[u8]) -> Result<Vec<(i32, Entry)>, RecordError> {
+    let header = validate_stored(batch).map_err(|e| RecordError::Batch(e.to_string()))?;
     let records = uncompressed_records(batch, &header).ok_or(RecordError::Invalid("compressed batch"))?;
     let mut entries = Vec::new();
     for record in records {
         let record = record.map_err(|e| RecordError::Batch(e.to_string()))?;
-        entries.push(Entry::decode(record.value.ok_or(RecordError::Invalid("value"))?)?);
+        let entry = match (record.value, record.key) {
+            (Some(value), _) => Entry::decode(value)?,
+            // A Kafka tombstone: its key is the tombstone entry.
+            (None, Some(key)) => Some(Entry::decode(key)?)
+                .filter(Entry::is_tombstone)
+                .ok_or(RecordError::Invalid("tombstone key"))?,
+            (None, None) => return Err(RecordError::Invalid("value")),
+        };
+        entries.push((record.offset_delta, entry));
     }
     Ok(entries)
 }
@@ -474,10 +527,30 @@ mod tests {
     fn entries_round_trip_through_a_batch_the_log_accepts() {
         let entries = samples();
         let batch = encode_batch(&entries, 1_700_000_000_000);
-        let header = validate(&batch).unwrap();
+        let header = shardline_log::validate(&batch).unwrap();
         assert_eq!(header.record_count, 5);
         assert_eq!(header.total_bytes(), batch.len());
-        assert_eq!(decode_batch(&batch).unwrap(), entries);
+        let decoded: Vec<Entry> = decode_batch(&batch).unwrap().into_iter().map(|(_, e)| e).collect();
+        assert_eq!(decoded, entries);
+        // Keys: offsets by group, topic and partition; groups by group.
+        assert_eq!(entries[0].key(), entries[2].key());
+        assert_ne!(entries[0].key(), entries[1].key());
+        assert_eq!(
+            entries[3].key(),
+            Entry::GroupTombstone {
+                group: "readers".into()
+            }
+            .key()
+        );
+    }
+
+    #[test]
+    fn batches_written_before_keys_still_decode() {
+        let values: Vec<Vec<u8>> = samples().iter().map(Entry::encode).collect();
+        let values: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+        let old = shardline_log::build_batch_from_values(1, &values);
+        let decoded: Vec<Entry> = decode_batch(&old).unwrap().into_iter().map(|(_, e)| e).collect();
+        assert_eq!(decoded, samples());
     }
 
     #[test]

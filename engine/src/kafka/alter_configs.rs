@@ -6,7 +6,10 @@
 //!
 //! What a topic takes is what the engine honours: `retention.ms`,
 //! `retention.bytes`, `segment.bytes`, `segment.ms`, `max.message.bytes`,
-//! `min.insync.replicas`, `shardline.fsync`, `cleanup.policy=delete` and
+//! `min.insync.replicas`, `shardline.fsync`, `cleanup.policy` (`delete`,
+//! `compact` or both: the cleaner's settings `delete.retention.ms`,
+//! `min.cleanable.dirty.ratio`, `min.compaction.lag.ms` and
+//! `max.compaction.lag.ms` take effect at its next pass) and
 //! `message.timestamp.type` (CreateTime, or LogAppendTime: the log stamps
 //! batches from the next append), as the metadata group validates them
 //! (`shardline_raft::validate_topic_config`). Anything else is
@@ -274,7 +277,7 @@ mod tests {
             ("message.timestamp.type", Some("Now")),
             ("retention.ms", Some("soon")),
             ("no.such.config", Some("1")),
-            ("cleanup.policy", Some("compact")),
+            ("cleanup.policy", Some("shred")),
         ] {
             let e = check_change(key, value).unwrap_err();
             assert_eq!(kafka_code(&e), 40, "{key}={value:?}: INVALID_CONFIG");

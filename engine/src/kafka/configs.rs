@@ -38,6 +38,10 @@ fn topic_defaults(shard: &Shard) -> Vec<(&'static str, String)> {
         ("message.timestamp.difference.max.ms", i64::MAX.to_string()),
         ("shardline.fsync", shard.config.fsync.to_string()),
         ("min.insync.replicas", "1".to_string()),
+        ("delete.retention.ms", (24i64 * 3600 * 1000).to_string()),
+        ("min.cleanable.dirty.ratio", "0.5".to_string()),
+        ("min.compaction.lag.ms", "0".to_string()),
+        ("max.compaction.lag.ms", i64::MAX.to_string()),
     ]
 }
 

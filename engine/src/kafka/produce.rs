@@ -176,7 +176,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: ProduceR
 /// The records an error names (KIP-467 `record_errors`).
 fn record_errors(error: &EngineError) -> Vec<RecordError> {
     match error {
-        EngineError::InvalidTimestamp(records) => records
+        EngineError::InvalidTimestamp(records) | EngineError::RecordsRefused(records) => records
             .iter()
             .map(|(index, why)| RecordError {
                 batch_index: *index,

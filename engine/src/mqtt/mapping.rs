@@ -86,7 +86,7 @@ pub(crate) fn batch_of(messages: &[Publication], timestamp_ms: i64) -> Bytes {
         .zip(&headers)
         .map(|(message, headers)| HeaderedRecord {
             key: Some(message.topic.as_bytes()),
-            value: &message.payload,
+            value: Some(&message.payload),
             // The retain header only on a retained message.
             headers: headers.get(..if message.retain { 3 } else { 2 }).unwrap_or_default(),
         })

@@ -62,7 +62,7 @@ pub(crate) async fn store(shard: &Rc<Shard>, topic: &str, payload: &Bytes, qos: 
             let headers: [(&str, &[u8]); 1] = [(QOS_HEADER, mapping::qos_header(qos))];
             let record = HeaderedRecord {
                 key: Some(topic.as_bytes()),
-                value: &payload,
+                value: Some(&payload),
                 headers: &headers,
             };
             let batch = shardline_log::build_batch_with_headers(crate::kafka::unix_now_ms(), &[record]);

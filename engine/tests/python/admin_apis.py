@@ -104,7 +104,8 @@ if phase == "before-restart":
 
     # Invalid and unhonoured values: INVALID_CONFIG, nothing changed.
     for key, value in [("retention.ms", "soon"), ("message.timestamp.type", "Now"),
-                       ("cleanup.policy", "compact"), ("no.such.config", "1")]:
+                       ("cleanup.policy", "shred"), ("min.cleanable.dirty.ratio", "2"),
+                       ("no.such.config", "1")]:
         resource = CResource(ResourceType.TOPIC, topic, incremental_configs=[
             ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)])
         try:

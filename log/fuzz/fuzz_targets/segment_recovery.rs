@@ -19,7 +19,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use shardline_log::{build_batch, BatchSpec, Log, Offset};
 use shardline_log_fuzz::{
-    batch_bounds, batch_input, read_all_around_damage, run, small_config, valid_batches, Scratch,
+    batch_bounds, batch_input, read_all_around_damage, run, small_config, stored_batches, Scratch,
 };
 
 /// Bit of byte 0: write two segments instead of one.
@@ -30,12 +30,12 @@ fn segment_name(base: i64) -> String {
 }
 
 /// The batches a recovery must keep in a single segment at base 0: those
-/// that validate with offsets running on from 0, up to the first that does
-/// not.
+/// that validate as stored batches with offsets running on from 0, up to
+/// the first that does not.
 fn kept_prefix_bytes(bytes: &[u8]) -> usize {
     let mut next = Offset(0);
     let mut end = 0;
-    for (header, range) in valid_batches(bytes) {
+    for (header, range) in stored_batches(bytes) {
         if header.base_offset != next {
             break;
         }

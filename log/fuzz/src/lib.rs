@@ -14,8 +14,8 @@ use std::{
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 pub use shardline_fuzz_support::Scratch;
 use shardline_log::{
-    build_batch, compute_crc, set_base_offset, validate, BadRange, BatchHeader, BatchSpec, Durability, Log, LogConfig,
-    LogError, Offset, BATCH_HEADER_BYTES,
+    build_batch, compute_crc, set_base_offset, validate, validate_stored, BadRange, BatchError, BatchHeader, BatchSpec,
+    Durability, Log, LogConfig, LogError, Offset, BATCH_HEADER_BYTES,
 };
 
 /// Bit of an input's first byte: recompute the CRC of every batch (or index
@@ -93,12 +93,26 @@ pub fn fix_batch_crcs(bytes: &mut [u8]) {
     }
 }
 
-/// The batches at the start of `bytes` that `validate` accepts, in order,
-/// with their byte ranges; stops at the first it refuses.
+/// The batches at the start of `bytes` that `validate` accepts (what an
+/// append takes), in order, with their byte ranges; stops at the first it
+/// refuses.
 pub fn valid_batches(bytes: &[u8]) -> Vec<(BatchHeader, std::ops::Range<usize>)> {
+    batches_passing(bytes, validate)
+}
+
+/// As [`valid_batches`] with `validate_stored` (what recovery keeps: a
+/// stored batch may be compacted, with fewer records than offsets).
+pub fn stored_batches(bytes: &[u8]) -> Vec<(BatchHeader, std::ops::Range<usize>)> {
+    batches_passing(bytes, validate_stored)
+}
+
+fn batches_passing(
+    bytes: &[u8],
+    check: fn(&[u8]) -> Result<BatchHeader, BatchError>,
+) -> Vec<(BatchHeader, std::ops::Range<usize>)> {
     let mut batches = Vec::new();
     let mut at = 0;
-    while let Ok(header) = validate(&bytes[at..]) {
+    while let Ok(header) = check(&bytes[at..]) {
         let end = at + header.total_bytes();
         batches.push((header, at..end));
         at = end;
@@ -108,7 +122,7 @@ pub fn valid_batches(bytes: &[u8]) -> Vec<(BatchHeader, std::ops::Range<usize>)>
 
 /// Every stored batch from the log start to its end, checked on the way:
 /// each read makes progress, everything served is a whole batch that
-/// passes `validate` (CRC included), and offsets run on without a gap from
+/// passes `validate_stored` (CRC included), and offsets run on without a gap from
 /// the log start to the log end.
 pub fn read_all(log: &Log) -> Vec<Vec<u8>> {
     let (batches, damaged) = read_all_around_damage(log);
@@ -142,7 +156,8 @@ pub fn read_all_around_damage(log: &Log) -> (Vec<Vec<u8>>, Vec<BadRange>) {
         for chunk in &read.chunks {
             let mut at = 0;
             while at < chunk.len() {
-                let header = validate(&chunk[at..]).unwrap_or_else(|error| panic!("served a bad batch: {error}"));
+                let header =
+                    validate_stored(&chunk[at..]).unwrap_or_else(|error| panic!("served a bad batch: {error}"));
                 assert_eq!(header.base_offset, expected, "served offsets must run on");
                 expected = header.next_offset();
                 batches.push(chunk[at..at + header.total_bytes()].to_vec());

@@ -8,7 +8,7 @@
     reason = "test helpers: not every test file uses each; a panic is a test failure"
 )]
 
-use shardline_log::{build_batch, validate, BatchSpec, Clock, Durability, Log, LogConfig};
+use shardline_log::{build_batch, validate, BatchError, BatchHeader, BatchSpec, Clock, Durability, Log, LogConfig};
 
 /// 64 KiB segments, an index entry per KiB, no fsync, no retention: many
 /// segments from little data.
@@ -46,21 +46,32 @@ impl Clock for ManualClock {
 /// served must be a whole valid batch, and every read must make progress.
 pub fn read_all(log: &Log) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
+    for_each_served(log, validate, |batch, _| out.push(batch.to_vec()));
+    out
+}
+
+/// Calls `f` with every batch served from the log start to its end and its
+/// header, each checked by `check` (`validate`, or `validate_stored` for a
+/// log that may be compacted); every read must make progress.
+fn for_each_served(
+    log: &Log,
+    check: fn(&[u8]) -> Result<BatchHeader, BatchError>,
+    mut f: impl FnMut(&[u8], &BatchHeader),
+) {
     let mut from = log.log_start();
     while from < log.log_end() {
         let read = log.read(from, 1 << 30, log.log_end()).unwrap();
         for chunk in &read.chunks {
             let mut at = 0;
             while at < chunk.len() {
-                let header = validate(&chunk[at..]).unwrap();
-                out.push(chunk[at..at + header.total_bytes()].to_vec());
+                let header = check(&chunk[at..]).unwrap();
+                f(&chunk[at..at + header.total_bytes()], &header);
                 at += header.total_bytes();
             }
         }
         assert!(read.next_offset > from, "reads must make progress");
         from = read.next_offset;
     }
-    out
 }
 
 /// A 61-byte batch whose header claims `i32::MAX` records (last offset delta
@@ -84,5 +95,25 @@ pub fn lying_batch(base_offset: i64) -> Vec<u8> {
     assert_eq!(out.len(), 61);
     let crc = shardline_log::compute_crc(&out).unwrap();
     out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// A record as stored: offset, key, value.
+pub type StoredRecord = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Every record stored, as (offset, key, value), read back from the log
+/// start to its end through `Log::read`: stored batches may be compacted.
+pub fn read_records(log: &Log) -> Vec<StoredRecord> {
+    let mut out = Vec::new();
+    let from = log.log_start();
+    for_each_served(log, shardline_log::validate_stored, |batch, header| {
+        for record in shardline_log::uncompressed_records(batch, header).unwrap() {
+            let record = record.unwrap();
+            let offset = header.base_offset.0 + i64::from(record.offset_delta);
+            if offset >= from.0 {
+                out.push((offset, record.key.map(<[u8]>::to_vec), record.value.map(<[u8]>::to_vec)));
+            }
+        }
+    });
     out
 }
