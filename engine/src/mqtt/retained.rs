@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  record in __mqtt_retained, partition crc32c(T) mod partitions:
-//!     key = MQTT topic T, value = payload (empty: T's retained message is cleared),
+//!     key = MQTT topic T, value = payload (null: T's retained message is cleared),
 //!     header mqtt.qos = "0" | "1" | "2"
 //!  owner of that partition: table T -> (payload, QoS) in MqttShard::retained,
 //!     rebuilt from the partition's log the first time the shard needs it
@@ -16,9 +16,9 @@
 //! acknowledged; the owner updates its table after the append. A crash
 //! between the two appends leaves the previous retained message in place
 //! and the client, unacknowledged, publishes again. The topic is created
-//! with infinite retention (a retained message does not age out); its
-//! replay at load is bounded by the retained publications ever made until
-//! compaction keeps only the last per key.
+//! compacted (`cleanup.policy=compact`): a retained message does not age
+//! out, and the replay at load reads about one record per retained topic
+//! plus what the cleaner has not reached yet.
 
 use std::rc::Rc;
 
@@ -38,9 +38,11 @@ const LOAD_READ_BYTES_MAX: usize = 1 << 20;
 /// Longest an append of a retained message waits for the in-sync replicas.
 const APPEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The configs the retained topic is created with: nothing ages out.
+/// The configs the retained topic is created with: compacted (the last
+/// record per MQTT topic stays, a cleared one goes after
+/// delete.retention.ms), so nothing ages out and its replay stays bounded.
 fn topic_configs() -> std::collections::BTreeMap<String, String> {
-    [("retention.ms", "-1"), ("retention.bytes", "-1")]
+    [("cleanup.policy", "compact")]
         .into_iter()
         .map(|(key, value)| (key.to_string(), value.to_string()))
         .collect()
@@ -60,9 +62,10 @@ pub(crate) async fn store(shard: &Rc<Shard>, topic: &str, payload: &Bytes, qos: 
             load(&s, index).await?;
             let partition = super::served_partition(&s, RETAINED_KAFKA_TOPIC, index).await?;
             let headers: [(&str, &[u8]); 1] = [(QOS_HEADER, mapping::qos_header(qos))];
+            // An empty payload clears: a tombstone, which compaction removes.
             let record = HeaderedRecord {
                 key: Some(topic.as_bytes()),
-                value: Some(&payload),
+                value: (!payload.is_empty()).then_some(&payload[..]),
                 headers: &headers,
             };
             let batch = shardline_log::build_batch_with_headers(crate::kafka::unix_now_ms(), &[record]);
