@@ -4,7 +4,8 @@
 # ../shared/design.md section 7 asks on two cores. Per round and broker, a fresh broker and data
 # directory, then `bench --protocol mqtt` at QoS 1: PERF_MQTT_PUBLISHERS publishers (default 4), one
 # subscriber, PERF_MQTT_RATE msg/s (default 10000), 256-byte messages. The engine runs with one shard
-# and `--fsync always` (a PUBACK means fsynced); mosquitto keeps messages in memory (no fsync).
+# and `--fsync always` (a PUBACK means fsynced; PERF_MQTT_FSYNC=never shows the protocol path's own
+# cost); mosquitto keeps messages in memory (no fsync).
 # Rounds alternate the order (engine first, then mosquitto first). Broker CPU time is read from
 # /proc/PID/stat before and after each bench run (warm-up included) and reported per delivered
 # message. Results: $OUT/summary.tsv, one line per run.
@@ -18,6 +19,8 @@ source "$(dirname "$0")/lib.sh"
 ROUNDS="${PERF_ROUNDS:-4}"
 RATE="${PERF_MQTT_RATE:-10000}"
 PUBLISHERS="${PERF_MQTT_PUBLISHERS:-4}"
+# The engine's fsync policy (always: a PUBACK means fsynced; never: the protocol path's own cost).
+ENGINE_FSYNC="${PERF_MQTT_FSYNC:-always}"
 BROKER_CPUS=0
 LOAD_CPUS=1
 perf_build
@@ -33,7 +36,7 @@ start_broker() {
     local kind="$1" tag="$2" extra_conf="${3:-}"
     MQTT_PORT="$(perf_free_port)"
     if [[ "$kind" == engine ]]; then
-        engine_start "$tag" --shards 1 --cpus 0 --fsync always --mqtt-listen "127.0.0.1:$MQTT_PORT"
+        engine_start "$tag" --shards 1 --cpus 0 --fsync "$ENGINE_FSYNC" --mqtt-listen "127.0.0.1:$MQTT_PORT"
         perf_wait_listening "$MQTT_PORT" "$BROKER_PID" 20
     else
         printf 'listener %s 127.0.0.1\nallow_anonymous true\n%s' "$MQTT_PORT" "$extra_conf" >"$OUT/$tag.conf"
