@@ -475,7 +475,9 @@ impl Shard {
             }
             match partition.clean().await {
                 Ok(None) => {}
-                Ok(Some(report)) => tracing::info!(
+                Ok(Some(report)) => {
+                    self.probe.count_cleaned(&report);
+                    tracing::info!(
                     %topic,
                     partition = index,
                     segments_read = report.segments_read,
@@ -485,7 +487,8 @@ impl Shard {
                     records_removed = report.records_removed,
                     tombstones_removed = report.tombstones_removed,
                     "log cleaned"
-                ),
+                    );
+                }
                 Err(e) => tracing::warn!(%topic, partition = index, error = %e, "cleaning failed"),
             }
         }

@@ -52,6 +52,25 @@ pub(crate) fn api_key_of(slot: usize) -> Option<i16> {
     SUPPORTED_APIS.get(slot).map(|(key, _, _)| *key)
 }
 
+/// The log cleaner's work on one shard, counted after each pass that
+/// rewrote segments (`Shard::clean_logs`).
+#[derive(Debug, Default)]
+struct CleanerCounts {
+    passes: Cell<u64>,
+    segments_swapped: Cell<u64>,
+    bytes_removed: Cell<u64>,
+    records_removed: Cell<u64>,
+}
+
+/// [`CleanerCounts`] as a scrape reads them.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CleanerSnapshot {
+    pub(crate) passes: u64,
+    pub(crate) segments_swapped: u64,
+    pub(crate) bytes_removed: u64,
+    pub(crate) records_removed: u64,
+}
+
 /// Client connections of one shard, counted by `connections.rs`.
 #[derive(Debug, Default)]
 pub(crate) struct ConnectionCounts {
@@ -85,6 +104,8 @@ pub(crate) struct ShardProbe {
     /// shard (counted on the owner, once appended).
     produced_records: Cell<u64>,
     produced_bytes: Cell<u64>,
+    /// The log cleaner's work on this shard's compacted partitions.
+    cleaned: CleanerCounts,
     /// Messages this shard sent to shard i with `invoke_on`.
     cross_shard_messages: Vec<Cell<u64>>,
     /// Their round trips: send to answer.
@@ -105,6 +126,7 @@ impl ShardProbe {
             requests_in_flight: Rc::new(Cell::new(0)),
             produced_records: Cell::new(0),
             produced_bytes: Cell::new(0),
+            cleaned: CleanerCounts::default(),
             cross_shard_messages: (0..shard_count).map(|_| Cell::new(0)).collect(),
             cross_shard_round_trip: LatencyHistogram::default(),
             connections: Rc::new(ConnectionCounts::default()),
@@ -139,6 +161,35 @@ impl ShardProbe {
     pub(crate) fn count_produced(&self, records: u64, bytes: u64) {
         add(&self.produced_records, records);
         add(&self.produced_bytes, bytes);
+    }
+
+    /// Counts one cleaning pass of a partition that rewrote segments.
+    pub(crate) fn count_cleaned(&self, report: &shardline_log::CleanReport) {
+        let cleaned = &self.cleaned;
+        add(&cleaned.passes, 1);
+        add(
+            &cleaned.segments_swapped,
+            u64::try_from(report.segments_swapped).unwrap_or(u64::MAX),
+        );
+        add(
+            &cleaned.bytes_removed,
+            report.bytes_before.saturating_sub(report.bytes_after),
+        );
+        add(
+            &cleaned.records_removed,
+            report.records_removed.saturating_add(report.tombstones_removed),
+        );
+    }
+
+    /// The cleaner's counters.
+    pub(crate) fn cleaned(&self) -> CleanerSnapshot {
+        let cleaned = &self.cleaned;
+        CleanerSnapshot {
+            passes: cleaned.passes.get(),
+            segments_swapped: cleaned.segments_swapped.get(),
+            bytes_removed: cleaned.bytes_removed.get(),
+            records_removed: cleaned.records_removed.get(),
+        }
     }
 
     /// Counts a message to shard `to` that took `round_trip` to answer.

@@ -70,6 +70,7 @@ pub(super) fn render(gathered: &Gathered, left_out: &mut LeftOut, format: Format
     requests(&mut page, &shards);
     connections(&mut page, &shards);
     mqtt(&mut page, &shards);
+    cleaner(&mut page, &shards);
     cross_shard(&mut page, &shards);
     storage(&mut page, &shards);
     partitions(&mut page, &shards);
@@ -305,6 +306,38 @@ fn mqtt(page: &mut Exposition, shards: &[&ShardSnapshot]) {
     }
 }
 
+fn cleaner(page: &mut Exposition, shards: &[&ShardSnapshot]) {
+    let families: [Family; 4] = [
+        (
+            "shardline_log_cleaner_passes",
+            Kind::Counter,
+            "Cleaning passes of compacted partitions on this shard that rewrote segments.",
+            |s| s.cleaned.passes,
+        ),
+        (
+            "shardline_log_cleaner_segments_swapped",
+            Kind::Counter,
+            "Segments the log cleaner replaced by their cleaned copies.",
+            |s| s.cleaned.segments_swapped,
+        ),
+        (
+            "shardline_log_cleaner_bytes_removed",
+            Kind::Counter,
+            "Bytes the log cleaner removed from segments (superseded records and expired tombstones).",
+            |s| s.cleaned.bytes_removed,
+        ),
+        (
+            "shardline_log_cleaner_records_removed",
+            Kind::Counter,
+            "Records the log cleaner removed: superseded by a later record with their key, or tombstones past delete.retention.ms.",
+            |s| s.cleaned.records_removed,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        per_shard(page, shards, name, kind, help, value);
+    }
+}
+
 fn cross_shard(page: &mut Exposition, shards: &[&ShardSnapshot]) {
     page.family(
         "shardline_cross_shard_messages",
@@ -528,6 +561,7 @@ mod tests {
     use super::*;
     use crate::metrics::{
         histogram::LatencyHistogram,
+        probe::CleanerSnapshot,
         snapshot::{CommittedSnapshot, ConnectionSnapshot, MqttSnapshot, PartitionSnapshot},
         ProcessSnapshot, RaftSnapshot,
     };
@@ -550,6 +584,7 @@ mod tests {
             cross_shard_round_trip: LatencyHistogram::default().snapshot(),
             connections: ConnectionSnapshot::default(),
             mqtt: MqttSnapshot::default(),
+            cleaned: CleanerSnapshot::default(),
             net: shardline_net::NetStats::default(),
             log: shardline_log::thread_stats(),
             applied_epoch: 5,

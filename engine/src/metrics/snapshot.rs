@@ -12,7 +12,10 @@ use std::rc::Rc;
 use shardline_log::LogStats;
 use shardline_net::NetStats;
 
-use super::{histogram::HistogramSnapshot, probe};
+use super::{
+    histogram::HistogramSnapshot,
+    probe::{self, CleanerSnapshot},
+};
 use crate::shard::Shard;
 
 /// Partitions one shard exports per scrape (five series each). The default
@@ -94,6 +97,7 @@ pub(crate) struct ShardSnapshot {
     pub(crate) cross_shard_round_trip: HistogramSnapshot,
     pub(crate) connections: ConnectionSnapshot,
     pub(crate) mqtt: MqttSnapshot,
+    pub(crate) cleaned: CleanerSnapshot,
     pub(crate) net: NetStats,
     pub(crate) log: LogStats,
     /// The metadata image epoch whose partitions are open here.
@@ -145,6 +149,7 @@ impl ShardSnapshot {
                     subscribers_dropped: mqtt.subscribers_dropped.get(),
                 }
             },
+            cleaned: probe.cleaned(),
             net: shardline_net::thread_stats(),
             log: shardline_log::thread_stats(),
             applied_epoch: shard.applied_epoch(),
