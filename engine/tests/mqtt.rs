@@ -502,15 +502,7 @@ fn publications_sent_together_are_stored_and_acknowledged_in_order() {
     assert_eq!(last.iter().max(), Some(&PUBLICATIONS));
     // The metrics say how many append rounds carried them: read in one go,
     // they go many to a round.
-    engine.wait_http_ready();
-    let metrics = String::from_utf8_lossy(&engine.http_get("/metrics").body).into_owned();
-    let total = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .filter(|line| line.starts_with(name))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    };
+    let total = |name: &str| engine.metric_total(name);
     assert_eq!(total("shardline_mqtt_published_total"), u64::from(PUBLICATIONS));
     let rounds = total("shardline_mqtt_append_rounds_total");
     assert!((1..=u64::from(PUBLICATIONS / 2)).contains(&rounds), "{rounds} rounds");

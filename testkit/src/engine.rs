@@ -292,6 +292,18 @@ impl Engine {
             .collect()
     }
 
+    /// The sum of every series of metric `name` (a per-shard counter, say)
+    /// on `/metrics`, once the engine is ready.
+    pub fn metric_total(&self, name: &str) -> u64 {
+        self.wait_http_ready();
+        let metrics = String::from_utf8_lossy(&self.http_get("/metrics").body).into_owned();
+        metrics
+            .lines()
+            .filter(|line| line.starts_with(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// `GET path` on the engine's HTTP endpoint.
     pub fn http_get(&self, path: &str) -> HttpResponse {
         let addr = self.http_addr.expect("the engine's HTTP endpoint is on");
