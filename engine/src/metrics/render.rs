@@ -256,6 +256,13 @@ fn connections(page: &mut Exposition, shards: &[&ShardSnapshot]) {
 /// One per-shard family: name, kind, help and the value it reads.
 type Family = (&'static str, Kind, &'static str, fn(&ShardSnapshot) -> u64);
 
+/// Writes each of `families` with one sample per shard.
+fn per_shard_families(page: &mut Exposition, shards: &[&ShardSnapshot], families: &[Family]) {
+    for &(name, kind, help, value) in families {
+        per_shard(page, shards, name, kind, help, value);
+    }
+}
+
 fn mqtt(page: &mut Exposition, shards: &[&ShardSnapshot]) {
     let families: [Family; 7] = [
         (
@@ -301,9 +308,7 @@ fn mqtt(page: &mut Exposition, shards: &[&ShardSnapshot]) {
             |s| s.mqtt.subscribers_dropped,
         ),
     ];
-    for (name, kind, help, value) in families {
-        per_shard(page, shards, name, kind, help, value);
-    }
+    per_shard_families(page, shards, &families);
 }
 
 fn cleaner(page: &mut Exposition, shards: &[&ShardSnapshot]) {
@@ -333,9 +338,7 @@ fn cleaner(page: &mut Exposition, shards: &[&ShardSnapshot]) {
             |s| s.cleaned.records_removed,
         ),
     ];
-    for (name, kind, help, value) in families {
-        per_shard(page, shards, name, kind, help, value);
-    }
+    per_shard_families(page, shards, &families);
 }
 
 fn cross_shard(page: &mut Exposition, shards: &[&ShardSnapshot]) {

@@ -39,7 +39,7 @@ pub(crate) const APPEND_ROUND_MAX: usize = 64;
 pub(crate) const APPEND_ROUND_BYTES_MAX: usize = 1 << 20;
 
 /// Longest an append waits for the in-sync replicas.
-const APPEND_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const APPEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What one publication's append said; one error may answer many.
 pub(crate) type Outcome = Result<(), Arc<EngineError>>;

@@ -35,9 +35,6 @@ pub(crate) const RETAINED_KAFKA_TOPIC: &str = "__mqtt_retained";
 /// Bytes read from the retained topic's log at once while loading.
 const LOAD_READ_BYTES_MAX: usize = 1 << 20;
 
-/// Longest an append of a retained message waits for the in-sync replicas.
-const APPEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// The configs the retained topic is created with: compacted (the last
 /// record per MQTT topic stays, a cleared one goes after
 /// delete.retention.ms), so nothing ages out and its replay stays bounded.
@@ -69,7 +66,9 @@ pub(crate) async fn store(shard: &Rc<Shard>, topic: &str, payload: &Bytes, qos: 
                 headers: &headers,
             };
             let batch = shardline_log::build_batch_with_headers(crate::kafka::unix_now_ms(), &[record]);
-            partition.produce(Bytes::from(batch), -1, APPEND_TIMEOUT).await?;
+            partition
+                .produce(Bytes::from(batch), -1, super::publish::APPEND_TIMEOUT)
+                .await?;
             if !s.mqtt.keep_retained(topic, payload, qos) {
                 tracing::warn!("retained message stored but not kept: the shard keeps its maximum of retained topics");
             }
