@@ -618,11 +618,195 @@ fn retained_messages_survive_a_restart() {
         subscriber.read(&mut more).is_err(),
         "only the one retained message is left"
     );
-    assert!(
-        engine.log().contains("MQTT retained messages loaded"),
-        "{}",
-        engine.log()
+    assert!(engine.log().contains("MQTT table loaded"), "{}", engine.log());
+}
+
+/// CONNECT at `level` with client id `id`, clean start as given, keep alive
+/// 60 s and, for 5.0, a Session Expiry Interval of `expiry_s`.
+fn connect_session_packet(level: u8, id: &str, clean_start: bool, expiry_s: u32) -> Vec<u8> {
+    let flags = if clean_start { 0x02 } else { 0x00 };
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, flags, 0, 60];
+    if level == 5 {
+        body.extend_from_slice(&[5, 0x11]);
+        body.extend_from_slice(&expiry_s.to_be_bytes());
+    }
+    body.extend_from_slice(&u16::try_from(id.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    let mut packet = vec![0x10, u8::try_from(body.len()).unwrap()];
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// Connects (see [`connect_session_packet`]); returns the stream and the
+/// CONNACK's session-present flag.
+fn session_connected(addr: SocketAddr, level: u8, id: &str, clean_start: bool, expiry_s: u32) -> (TcpStream, bool) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+    stream
+        .write_all(&connect_session_packet(level, id, clean_start, expiry_s))
+        .unwrap();
+    let (kind, body) = read_packet(&mut stream);
+    assert_eq!((kind, body[1]), (0x20, 0), "CONNACK accepted: {body:02x?}");
+    (stream, body[0] & 1 == 1)
+}
+
+/// PUBLISHes `payload` to `topic` at QoS 1 (packet id `id`) on a 3.1.1
+/// connection and waits for its PUBACK.
+fn publish_qos1(stream: &mut TcpStream, topic: &str, id: u16, payload: &[u8]) {
+    let mut body = u16::try_from(topic.len()).unwrap().to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&id.to_be_bytes());
+    body.extend_from_slice(payload);
+    let mut packet = vec![0x32];
+    remaining_length(body.len(), &mut packet);
+    packet.extend_from_slice(&body);
+    stream.write_all(&packet).unwrap();
+    let mut puback = [0u8; 4];
+    stream.read_exact(&mut puback).unwrap();
+    assert_eq!(puback[..2], [0x40, 2], "PUBACK");
+}
+
+/// A QoS 1 PUBLISH a v5 subscriber received: (DUP, packet id, payload);
+/// its topic is `topic`.
+fn received_qos1_v5(stream: &mut TcpStream, topic: &str) -> (bool, u16, Vec<u8>) {
+    let (kind, body) = read_packet(stream);
+    assert_eq!(kind & 0xf6, 0x32, "PUBLISH QoS 1: {kind:02x} {body:02x?}");
+    let topic_end = 2 + topic.len();
+    assert_eq!(&body[2..topic_end], topic.as_bytes());
+    let id = u16::from_be_bytes([body[topic_end], body[topic_end + 1]]);
+    // No properties (one zero byte), then the payload.
+    assert_eq!(body[topic_end + 2], 0);
+    (kind & 0x08 != 0, id, body[topic_end + 3..].to_vec())
+}
+
+/// Sends the PUBACK of delivery `id`.
+fn acknowledge(stream: &mut TcpStream, id: u16) {
+    let mut puback = vec![0x40, 2];
+    puback.extend_from_slice(&id.to_be_bytes());
+    stream.write_all(&puback).unwrap();
+}
+
+#[test]
+fn a_rumqttc_persistent_session_gets_what_was_published_while_it_was_away_across_a_restart() {
+    use rumqttc::QoS;
+    let mut engine = Engine::start(&["--shards", "2"]);
+    let addr = mqtt_addr(&engine);
+    let (host, port) = (addr.ip().to_string(), addr.port());
+    let options = || {
+        let mut options = rumqttc::MqttOptions::new("ps-sub", &host, port);
+        options.set_clean_session(false);
+        options
+    };
+    let (subscriber, connection) = rumqttc::Client::new(options(), 64);
+    let (subscribed, suback) = std::sync::mpsc::channel();
+    drive_v4(connection, Received::default(), subscribed);
+    subscriber.subscribe("ps/#", QoS::AtLeastOnce).unwrap();
+    suback.recv_timeout(ANSWER_WAIT).expect("a SUBACK");
+    subscriber.disconnect().unwrap();
+    // Published while the subscriber is away: two at QoS 1, one at QoS 0
+    // (not kept for an offline client), and one that no filter matches.
+    let mut publisher = connected(addr, 4, "ps-pub");
+    publish_qos1(&mut publisher, "ps/a", 1, b"two");
+    publish_qos1(&mut publisher, "ps/b", 2, b"three");
+    publish_qos1(&mut publisher, "other", 3, b"unmatched");
+    publisher
+        .write_all(&[0x30, 8, 0, 4, b'p', b's', b'/', b'a', b'z', b'0'])
+        .unwrap();
+    drop(publisher);
+    engine.restart();
+    // The session is back without a new SUBSCRIBE: the offline messages,
+    // then live ones.
+    let (subscriber, connection) = rumqttc::Client::new(options(), 64);
+    let received = Received::default();
+    let (ignored, _) = std::sync::mpsc::channel();
+    drive_v4(connection, received.clone(), ignored);
+    wait_for_all(&received, &[("ps/a", b"two", 1), ("ps/b", b"three", 1)]);
+    let mut publisher = connected(addr, 4, "ps-pub");
+    publish_qos1(&mut publisher, "ps/a", 1, b"four");
+    wait_for_all(
+        &received,
+        &[("ps/a", b"two", 1), ("ps/b", b"three", 1), ("ps/a", b"four", 1)],
     );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(received.lock().unwrap().len(), 3, "{:?}", received.lock().unwrap());
+    assert_eq!(engine.metric_total("shardline_mqtt_sessions_resumed_total"), 1);
+    // Its end saves it.
+    subscriber.disconnect().unwrap();
+    let deadline = std::time::Instant::now() + ANSWER_WAIT;
+    while engine.metric_total("shardline_mqtt_sessions_saved_total") == 0 {
+        assert!(std::time::Instant::now() < deadline, "no session saved");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_persistent_session_sends_an_unacknowledged_message_again_and_survives_a_crash() {
+    let mut engine = Engine::start(&["--shards", "2"]);
+    let addr = mqtt_addr(&engine);
+    let (mut subscriber, present) = session_connected(addr, 5, "dup-sub", false, 300);
+    assert!(!present, "a new session");
+    // SUBSCRIBE packet id 1, no properties, "u/#" at QoS 1.
+    subscriber
+        .write_all(&[0x82, 9, 0, 1, 0, 0, 3, b'u', b'/', b'#', 1])
+        .unwrap();
+    assert_eq!(read_packet(&mut subscriber), (0x90, vec![0, 1, 0, 1]));
+    let mut publisher = connected(addr, 4, "dup-pub");
+    publish_qos1(&mut publisher, "u/x", 1, b"m1");
+    let (dup, id, payload) = received_qos1_v5(&mut subscriber, "u/x");
+    assert_eq!((dup, payload.as_slice()), (false, &b"m1"[..]));
+    // Gone without a PUBACK: the same message comes again, DUP set, same id.
+    drop(subscriber);
+    let (mut subscriber, present) = session_connected(addr, 5, "dup-sub", false, 300);
+    assert!(present, "the session is resumed");
+    assert_eq!(received_qos1_v5(&mut subscriber, "u/x"), (true, id, b"m1".to_vec()));
+    acknowledge(&mut subscriber, id);
+    publish_qos1(&mut publisher, "u/x", 2, b"m2");
+    let (_, id, payload) = received_qos1_v5(&mut subscriber, "u/x");
+    assert_eq!(payload, b"m2");
+    acknowledge(&mut subscriber, id);
+    // The process dies with the subscriber connected: nothing published
+    // after what it acknowledged is lost (what it acknowledged within the
+    // last save interval may come again).
+    engine.restart();
+    let mut publisher = connected(addr, 4, "dup-pub");
+    publish_qos1(&mut publisher, "u/x", 3, b"m3");
+    let (mut subscriber, present) = session_connected(addr, 5, "dup-sub", false, 300);
+    assert!(present, "the session survived the crash");
+    let mut got = Vec::new();
+    while !got.contains(&b"m3".to_vec()) {
+        let (_, id, payload) = received_qos1_v5(&mut subscriber, "u/x");
+        assert!([&b"m1"[..], b"m2", b"m3"].contains(&payload.as_slice()), "{payload:?}");
+        acknowledge(&mut subscriber, id);
+        got.push(payload);
+    }
+    // A clean start ends the session for good.
+    drop(subscriber);
+    let (subscriber, present) = session_connected(addr, 5, "dup-sub", true, 0);
+    assert!(!present);
+    drop(subscriber);
+    std::thread::sleep(Duration::from_millis(200));
+    let (_subscriber, present) = session_connected(addr, 5, "dup-sub", false, 300);
+    assert!(!present, "nothing left after a clean start");
+}
+
+#[test]
+fn a_session_expires_after_its_interval() {
+    let engine = Engine::start(&["--shards", "1", "--fsync", "never"]);
+    let addr = mqtt_addr(&engine);
+    let (mut subscriber, _) = session_connected(addr, 5, "short", false, 1);
+    subscriber
+        .write_all(&[0x82, 9, 0, 1, 0, 0, 3, b'e', b'/', b'#', 1])
+        .unwrap();
+    assert_eq!(read_packet(&mut subscriber), (0x90, vec![0, 1, 0, 1]));
+    // DISCONNECT (normal, no properties).
+    subscriber.write_all(&[0xe0, 0]).unwrap();
+    drop(subscriber);
+    let (again, present) = session_connected(addr, 5, "short", false, 1);
+    assert!(present, "within its interval");
+    drop(again);
+    std::thread::sleep(Duration::from_millis(2500));
+    let (_late, present) = session_connected(addr, 5, "short", false, 1);
+    assert!(!present, "expired");
 }
 
 #[test]

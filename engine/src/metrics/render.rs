@@ -264,7 +264,7 @@ fn per_shard_families(page: &mut Exposition, shards: &[&ShardSnapshot], families
 }
 
 fn mqtt(page: &mut Exposition, shards: &[&ShardSnapshot]) {
-    let families: [Family; 7] = [
+    let families: [Family; 10] = [
         (
             "shardline_mqtt_connections_open",
             Kind::Gauge,
@@ -306,6 +306,24 @@ fn mqtt(page: &mut Exposition, shards: &[&ShardSnapshot]) {
             Kind::Counter,
             "MQTT subscribers disconnected because their delivery queue stayed full.",
             |s| s.mqtt.subscribers_dropped,
+        ),
+        (
+            "shardline_mqtt_sessions_resumed",
+            Kind::Counter,
+            "Persistent MQTT sessions resumed by a CONNECT (session present).",
+            |s| s.mqtt.sessions_resumed,
+        ),
+        (
+            "shardline_mqtt_sessions_saved",
+            Kind::Counter,
+            "Saves of persistent MQTT sessions to __mqtt_sessions.",
+            |s| s.mqtt.sessions_saved,
+        ),
+        (
+            "shardline_mqtt_offline_messages_dropped",
+            Kind::Counter,
+            "Messages a resumed MQTT session was not sent: beyond its offline bound.",
+            |s| s.mqtt.offline_dropped,
         ),
     ];
     per_shard_families(page, shards, &families);

@@ -74,6 +74,9 @@ pub(crate) struct MqttSnapshot {
     pub(crate) append_rounds: u64,
     pub(crate) delivered: u64,
     pub(crate) subscribers_dropped: u64,
+    pub(crate) sessions_resumed: u64,
+    pub(crate) sessions_saved: u64,
+    pub(crate) offline_dropped: u64,
 }
 
 /// Everything one shard reports to a scrape.
@@ -147,6 +150,9 @@ impl ShardSnapshot {
                     append_rounds: mqtt.append_rounds.get(),
                     delivered: mqtt.delivered.get(),
                     subscribers_dropped: mqtt.subscribers_dropped.get(),
+                    sessions_resumed: mqtt.sessions_resumed.get(),
+                    sessions_saved: mqtt.sessions_saved.get(),
+                    offline_dropped: mqtt.offline_dropped.get(),
                 }
             },
             cleaned: probe.cleaned(),

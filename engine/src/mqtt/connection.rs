@@ -10,7 +10,7 @@
 
 use std::{
     cell::Cell,
-    collections::VecDeque,
+    collections::{BTreeMap, VecDeque},
     os::fd::{AsRawFd, FromRawFd, IntoRawFd},
     rc::Rc,
     time::Instant,
@@ -27,13 +27,16 @@ use shardline_net::mqtt::{
     decode_packet, encode_packet, shared_filter, MqttDecodeError, Packet, PacketId, QoS, Version,
 };
 
+use shardline_log::Offset;
+
 use super::{
-    home_shard,
+    delivery_for, feed, home_shard,
     mapping::Publication,
     publish::{self, APPEND_ROUND_BYTES_MAX, APPEND_ROUND_MAX},
     reason::Refusal,
     session::{Action, Event, Session, SessionLimits},
-    shared, Control, Delivery, Holder, MqttCounts, Subscription, CONTROL_QUEUE_MAX, DELIVERY_QUEUE_MAX,
+    sessions, shared, Control, Delivery, Holder, MqttCounts, Position, Subscription, Unsent, CONTROL_QUEUE_MAX,
+    DELIVERY_QUEUE_MAX,
 };
 use crate::shard::Shard;
 
@@ -53,6 +56,11 @@ const READ_CHUNK_BYTES: usize = 16 << 10;
 
 /// Deliveries handed to the session before one write, at most.
 const DELIVERY_ROUND_MAX: usize = 64;
+
+/// Messages a resumed session is sent from the log at most (those its
+/// subscriptions matched while it was away, QoS 1 and 2); later ones are
+/// dropped, as a broker drops messages beyond an offline client's queue.
+pub(crate) const OFFLINE_MESSAGES_MAX: usize = 1000;
 
 /// What the reader task hands the session.
 #[expect(
@@ -75,7 +83,7 @@ pub(crate) fn start(shard: &Rc<Shard>, stream: TcpStream) {
     let (deliveries, delivered) = local_channel::new_bounded(DELIVERY_QUEUE_MAX);
     let (control, controlled) = local_channel::new_bounded(CONTROL_QUEUE_MAX);
     let peer = stream.peer_addr().ok();
-    let Some(id) = shard.mqtt.open(deliveries, control) else {
+    let Some((id, unsent)) = shard.mqtt.open(deliveries, control) else {
         tracing::warn!(
             ?peer,
             "refusing an MQTT connection: this shard serves its share of --max-connections"
@@ -94,6 +102,10 @@ pub(crate) fn start(shard: &Rc<Shard>, stream: TcpStream) {
             claimed: None,
             shares: Vec::new(),
             out: Vec::new(),
+            unsent,
+            backlog: VecDeque::new(),
+            replayed_through: None,
+            stored: false,
         };
         let result = connection.serve(stream, delivered, controlled).await;
         for filter in std::mem::take(&mut connection.shares) {
@@ -125,6 +137,18 @@ struct Connection {
     shares: Vec<String>,
     /// Encoded packets not written yet.
     out: Vec<u8>,
+    /// Deliveries with a position the feed queued and this task has not
+    /// taken yet, per partition (shared with the shard's table).
+    unsent: Rc<Unsent>,
+    /// A resumed session's offline messages, sent before anything from the
+    /// feed.
+    backlog: VecDeque<Delivery>,
+    /// Where the replay of a resumed session stopped reading, handed to the
+    /// session once `backlog` is empty.
+    replayed_through: Option<BTreeMap<i32, Offset>>,
+    /// Whether a session may be stored under the client id (resumed, or
+    /// saved by this connection).
+    stored: bool,
 }
 
 impl Connection {
@@ -170,7 +194,22 @@ impl Connection {
                         }
                         encode_packet(&packet, session.version().unwrap_or(Version::V311), &mut self.out);
                     }
-                    Action::Claim { client_id } => self.claim(client_id).await,
+                    Action::Claim { client_id, clean_start } => {
+                        self.claim(client_id.clone()).await;
+                        let stored = self.load_session(&client_id, clean_start).await;
+                        pending.extend(session.handle(Instant::now(), Event::Claimed { stored }));
+                    }
+                    Action::Save => {
+                        if let Some(stored) = session.snapshot() {
+                            let client_id = session.client_id().to_string();
+                            self.save_session(&client_id, stored).await;
+                        }
+                    }
+                    Action::Redeliver { packet_id, position } => {
+                        let message = read_one(&self.shard, position).await;
+                        pending.extend(session.handle(Instant::now(), Event::Redelivery { packet_id, message }));
+                    }
+                    Action::Replay { cursors, filters } => self.replay(cursors, &filters).await,
                     Action::Append { message, packet_id } => {
                         let mut round = vec![(message, packet_id)];
                         // Appends queued behind it go with it; so, when nothing else
@@ -225,6 +264,8 @@ impl Connection {
                             if let Err(error) = super::feed::ensure_running(&self.shard).await {
                                 tracing::warn!(%error, "MQTT feed did not start");
                             }
+                            // A new subscription's cursors start where the feed is.
+                            session.advance_cursors(self.shard.mqtt.progress(self.me.connection));
                         }
                         // Queued now, written after the SUBACK that follows.
                         if !retained_for.is_empty() {
@@ -262,7 +303,29 @@ impl Connection {
                 break Ok(why);
             }
             assert!(!session.is_closed(), "a closed session ends with a Close action");
-            let takes = session.takes_deliveries();
+            let now = Instant::now();
+            if self.backlog.is_empty() {
+                if let Some(through) = self.replayed_through.take() {
+                    // The replay is done: the feed's deliveries before these
+                    // offsets were in it.
+                    pending.extend(session.handle(now, Event::Progress(through)));
+                    session.advance_cursors(self.shard.mqtt.progress(self.me.connection));
+                    continue;
+                }
+            } else if session.takes_deliveries() {
+                // A resumed session's offline messages go before the feed's.
+                for _ in 0..DELIVERY_ROUND_MAX {
+                    if !session.takes_deliveries() {
+                        break;
+                    }
+                    let Some(delivery) = self.backlog.pop_front() else {
+                        break;
+                    };
+                    pending.extend(session.handle(now, Event::Delivery(delivery)));
+                }
+                continue;
+            }
+            let takes = session.takes_deliveries() && self.backlog.is_empty();
             let deadline = session.deadline();
             let event = future::or(
                 async {
@@ -297,8 +360,9 @@ impl Connection {
             .await;
             let now = Instant::now();
             match event {
-                Some(Ok(event @ Event::Delivery(_))) => {
-                    pending.extend(session.handle(now, event));
+                Some(Ok(Event::Delivery(delivery))) => {
+                    self.taken(&delivery);
+                    pending.extend(session.handle(now, Event::Delivery(delivery)));
                     // Deliveries already queued go out in the same write.
                     for _ in 1..DELIVERY_ROUND_MAX {
                         if !session.takes_deliveries() {
@@ -307,6 +371,7 @@ impl Connection {
                         let Some(Some(delivery)) = future::poll_once(delivered.recv()).await else {
                             break;
                         };
+                        self.taken(&delivery);
                         pending.extend(session.handle(now, Event::Delivery(delivery)));
                     }
                 }
@@ -318,6 +383,7 @@ impl Connection {
         };
         reader.cancel();
         let _ = writer.close().await;
+        self.end_session(&mut session).await;
         if let Some(will) = session.take_will() {
             let topic = will.topic.clone();
             let will = Publication {
@@ -334,6 +400,134 @@ impl Connection {
             }
         }
         result
+    }
+
+    /// A delivery the feed queued was taken off the queue.
+    fn taken(&self, delivery: &Delivery) {
+        let Some(position) = delivery.position else {
+            return;
+        };
+        let mut unsent = self.unsent.borrow_mut();
+        if let Some(count) = unsent.get_mut(&position.partition) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                unsent.remove(&position.partition);
+            }
+        }
+    }
+
+    /// After the claim: removes the stored session of `client_id` for a
+    /// clean start, or loads it to resume (`None`: none, or it could not be
+    /// read, which is logged).
+    async fn load_session(&mut self, client_id: &str, clean_start: bool) -> Option<super::stored::StoredSession> {
+        let now_ms = crate::kafka::unix_now_ms();
+        let loaded = if clean_start {
+            sessions::remove(&self.shard, client_id).await.map(|()| None)
+        } else {
+            sessions::resume(&self.shard, client_id, now_ms).await
+        };
+        match loaded {
+            Ok(stored) => {
+                tracing::debug!(client_id, clean_start, resumed = stored.is_some(), cursors = ?stored.as_ref().map(|s| &s.cursors), "MQTT session claimed");
+                self.stored = stored.is_some();
+                if self.stored {
+                    MqttCounts::add(&self.shard.mqtt.counts.sessions_resumed, 1);
+                }
+                stored
+            }
+            Err(error) => {
+                tracing::warn!(client_id, %error, "MQTT session not loaded; starting a new one");
+                None
+            }
+        }
+    }
+
+    /// Stores `stored` as the session of `client_id` (a failure is logged:
+    /// the next save tries again).
+    async fn save_session(&mut self, client_id: &str, stored: super::stored::StoredSession) {
+        self.stored = true;
+        tracing::debug!(
+            client_id,
+            subscriptions = stored.subscriptions.len(),
+            cursors = ?stored.cursors,
+            in_flight = stored.inflight.len(),
+            "saving an MQTT session"
+        );
+        match sessions::save(&self.shard, client_id, stored, crate::kafka::unix_now_ms()).await {
+            Ok(()) => MqttCounts::add(&self.shard.mqtt.counts.sessions_saved, 1),
+            Err(error) => tracing::warn!(client_id, %error, "MQTT session not saved"),
+        }
+    }
+
+    /// At the connection's end: saves a persistent session (its cursors moved
+    /// up to where the feed is, where nothing waits for this connection), or
+    /// removes the stored one of a session that ends here.
+    async fn end_session(&mut self, session: &mut Session) {
+        let Some(client_id) = self.claimed.clone() else {
+            return;
+        };
+        if session.is_persistent() {
+            session.advance_cursors(self.shard.mqtt.progress(self.me.connection));
+            if let Some(stored) = session.snapshot() {
+                self.save_session(&client_id, stored).await;
+            }
+        } else if self.stored {
+            if let Err(error) = sessions::remove(&self.shard, &client_id).await {
+                tracing::warn!(%client_id, %error, "ended MQTT session not removed");
+            }
+        }
+    }
+
+    /// Reads what `filters` match from `cursors` on (QoS 1 and 2, at most
+    /// [`OFFLINE_MESSAGES_MAX`]) into the backlog, and where it stopped.
+    async fn replay(&mut self, cursors: BTreeMap<i32, Offset>, filters: &[Subscription]) {
+        let mut through = BTreeMap::new();
+        let mut dropped = 0u64;
+        let mut messages = Vec::new();
+        for (partition, mut offset) in cursors {
+            loop {
+                messages.clear();
+                let next = match feed::read_messages(&self.shard, partition, offset, &mut messages).await {
+                    Ok(next) => next,
+                    Err(error) => {
+                        tracing::warn!(partition, %error, "MQTT offline messages not read");
+                        break;
+                    }
+                };
+                for message in &messages {
+                    let Some(delivery) = delivery_for(filters, partition, message) else {
+                        continue;
+                    };
+                    if delivery.qos == QoS::AtMostOnce {
+                        continue;
+                    }
+                    if self.backlog.len() < OFFLINE_MESSAGES_MAX {
+                        self.backlog.push_back(delivery);
+                    } else {
+                        dropped += 1;
+                    }
+                }
+                if next <= offset {
+                    break;
+                }
+                offset = next;
+                glommio::yield_if_needed().await;
+            }
+            through.insert(partition, offset);
+        }
+        if dropped > 0 {
+            MqttCounts::add(&self.shard.mqtt.counts.offline_dropped, dropped);
+            tracing::info!(
+                dropped,
+                kept = OFFLINE_MESSAGES_MAX,
+                "MQTT offline messages beyond the bound dropped"
+            );
+        }
+        assert!(
+            self.backlog.len() <= OFFLINE_MESSAGES_MAX,
+            "the offline backlog is bounded"
+        );
+        self.replayed_through = Some(through);
     }
 
     /// Asks every shard for its retained messages matching `filters` and
@@ -353,6 +547,7 @@ impl Connection {
                     payload,
                     qos,
                     retain: true,
+                    position: None,
                 };
                 shard.mqtt.deliver_to(self.me.connection, delivery);
             }
@@ -427,7 +622,7 @@ impl Connection {
             if previous != me {
                 let _ = shard
                     .invoke_on(previous.shard, move |s: Rc<Shard>| async move {
-                        s.mqtt.take_over(previous.connection);
+                        s.mqtt.take_over(previous.connection).await;
                     })
                     .await;
             }
@@ -441,6 +636,18 @@ async fn release(shard: &Rc<Shard>, client_id: String, me: Holder) {
     let _ = shard
         .invoke_on(home, move |s: Rc<Shard>| async move { s.mqtt.release(&client_id, me) })
         .await;
+}
+
+/// The message at `position` of the mapped topic, if the log still holds it.
+async fn read_one(shard: &Rc<Shard>, position: Position) -> Option<(std::sync::Arc<str>, Bytes)> {
+    let mut messages = Vec::new();
+    feed::read_messages(shard, position.partition, position.offset, &mut messages)
+        .await
+        .ok()?;
+    messages
+        .into_iter()
+        .find(|message| message.offset == position.offset)
+        .map(|message| (std::sync::Arc::from(&*message.topic), message.payload))
 }
 
 /// Publications the reader has already queued join `round` while the

@@ -14,11 +14,19 @@
 //!
 //! A feed starts at each partition's high watermark when the first local
 //! subscription is made (before its SUBACK), so a subscriber sees every
-//! message committed after its SUBACK; earlier ones are not replayed (no
-//! persistent sessions yet; retained messages are sent by the connection). The tail tasks stop once
-//! no local connection subscribes to anything.
+//! message committed after its SUBACK; earlier ones (a persistent
+//! session's offline messages, retained messages) are sent by the
+//! connection itself. Each tail task records how far it has handed its
+//! partition out ([`Feed::dispatched`]): what a persistent session's
+//! cursors move up to. The tail tasks stop once no local connection
+//! subscribes to anything.
 
-use std::{cell::Cell, collections::BTreeMap, rc::Rc, time::Duration};
+use std::{
+    cell::{Cell, RefCell},
+    collections::BTreeMap,
+    rc::Rc,
+    time::Duration,
+};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
@@ -53,6 +61,10 @@ pub(crate) struct Feed {
     starting: Semaphore,
     /// Records with no MQTT topic and compressed batches the feed skipped.
     skipped_records: Cell<u64>,
+    /// Per partition, the offset before which every message was handed to
+    /// the matching subscribers (queued, or waited on until they were
+    /// dropped); empty while the feed is stopped.
+    dispatched: RefCell<BTreeMap<i32, Offset>>,
 }
 
 impl Default for Feed {
@@ -62,6 +74,23 @@ impl Default for Feed {
             generation: Cell::new(0),
             starting: Semaphore::new(1),
             skipped_records: Cell::new(0),
+            dispatched: RefCell::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl Feed {
+    /// Per partition, how far the feed has handed messages out.
+    pub(crate) fn dispatched(&self) -> BTreeMap<i32, Offset> {
+        self.dispatched.borrow().clone()
+    }
+
+    /// Records that the tail task of `generation` has handed out
+    /// `partition` up to `offset` (a tail task of an older start records
+    /// nothing).
+    fn dispatched_to(&self, generation: u64, partition: i32, offset: Offset) {
+        if self.generation.get() == generation && self.running.get() {
+            self.dispatched.borrow_mut().insert(partition, offset);
         }
     }
 }
@@ -104,6 +133,7 @@ pub(crate) async fn ensure_running(shard: &Rc<Shard>) -> Result<(), EngineError>
     let generation = feed.generation.get().wrapping_add(1);
     feed.generation.set(generation);
     feed.running.set(true);
+    *feed.dispatched.borrow_mut() = starts.iter().copied().collect();
     for (index, start) in starts {
         glommio::spawn_local(tail(Rc::clone(shard), generation, index, start)).detach();
     }
@@ -119,6 +149,7 @@ fn should_run(shard: &Shard, generation: u64) -> bool {
     }
     if !shard.mqtt.has_subscribers() {
         feed.running.set(false);
+        feed.dispatched.borrow_mut().clear();
         return false;
     }
     true
@@ -153,6 +184,7 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
         };
         if read.chunks.is_empty() {
             offset = read.from;
+            shard.mqtt.feed.dispatched_to(generation, index, offset);
             park(&shard, owner, &topic, index, offset).await;
             continue;
         }
@@ -173,13 +205,16 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
         feed.skipped_records
             .set(feed.skipped_records.get() + skipped.untopical + skipped.compressed);
         for message in messages.drain(..) {
-            shard.mqtt.dispatch(shard.id, &message, &mut stalled, &mut remote);
+            shard
+                .mqtt
+                .dispatch(shard.id, index, &message, &mut stalled, &mut remote);
             if !stalled.is_empty() {
                 // A full subscriber queue holds the partition's feed (its order
                 // holds), for a bounded time.
                 shard.mqtt.wait_for_room(&mut stalled).await;
             }
         }
+        shard.mqtt.feed.dispatched_to(generation, index, offset);
         if !remote.is_empty() {
             send_remote(&shard, &mut remote).await;
         }
@@ -205,6 +240,31 @@ async fn send_remote(shard: &Rc<Shard>, remote: &mut Vec<Remote>) {
             tracing::debug!(target, %error, "MQTT shared-subscription deliveries not handed over");
         }
     }
+}
+
+/// Reads messages of partition `index` of the mapped topic from `offset`
+/// (or the log start, if retention removed it) towards the high watermark,
+/// at most [`FEED_READ_BYTES_MAX`] at once, into `out`; returns the offset
+/// to read from next (where it started when there is nothing new).
+pub(crate) async fn read_messages(
+    shard: &Rc<Shard>,
+    index: i32,
+    offset: Offset,
+    out: &mut Vec<Message>,
+) -> Result<Offset, EngineError> {
+    let topic = shard.config.mqtt_kafka_topic.clone();
+    let owner = shard.owner_of(&topic, index)?;
+    let read = shard
+        .invoke_on(owner, move |s: Rc<Shard>| async move {
+            read_on_owner(&s, &topic, index, offset)
+        })
+        .await??;
+    let mut skipped = Skipped::default();
+    let mut next = read.from;
+    for chunk in &read.chunks {
+        next = next.max(mapping::messages(chunk, read.from, out, &mut skipped));
+    }
+    Ok(next)
 }
 
 /// On the owner: batches of partition `index` from `offset` (or the log

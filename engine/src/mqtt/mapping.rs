@@ -150,6 +150,8 @@ pub(crate) fn qos_of_header(value: Option<&[u8]>) -> QoS {
 /// One message read back from the log.
 #[derive(Debug)]
 pub(crate) struct Message {
+    /// Its offset in its partition.
+    pub(crate) offset: Offset,
     /// The MQTT topic.
     pub(crate) topic: Rc<str>,
     /// The payload, a slice of the read chunk (no copy).
@@ -216,6 +218,7 @@ pub(crate) fn messages(chunk: &Bytes, from: Offset, out: &mut Vec<Message>, skip
             let retain = record.headers.get(RETAIN_HEADER.as_bytes()).flatten() == Some(b"1");
             let payload = record.value.map_or_else(Bytes::new, |value| batch.slice_ref(value));
             out.push(Message {
+                offset,
                 topic: Rc::from(topic),
                 payload,
                 qos,

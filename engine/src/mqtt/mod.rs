@@ -32,9 +32,16 @@
 //!     subscription `$share/N/F` lives on shard `crc32c("N/F") mod shards`,
 //!     whose feed picks one member per message and hands it to the
 //!     member's shard by message.
+//!   - the parts of the two compacted tables (`compacted.rs`) whose
+//!     partitions this shard owns: retained messages (`retained.rs`) and
+//!     persistent sessions (`sessions.rs`; a session's bytes are drawn in
+//!     `stored.rs`). A resumed session reads the messages it missed from
+//!     the log, from its cursors (`connection.rs`): nothing is copied per
+//!     subscriber.
 //! - **Partitions** stay where the metadata image placed them; MQTT reaches
 //!   them only through `Shard::invoke_on`, never through a lock.
 
+mod compacted;
 mod connection;
 mod feed;
 mod listener;
@@ -43,17 +50,20 @@ mod publish;
 mod reason;
 mod retained;
 mod session;
+mod sessions;
 mod shared;
+mod stored;
 
 use std::{
     cell::{Cell, RefCell},
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     rc::Rc,
     time::Duration,
 };
 
 use bytes::Bytes;
 use glommio::{channels::local_channel::LocalSender, sync::Semaphore, GlommioError, ResourceType};
+use shardline_log::Offset;
 use shardline_net::mqtt::{filter_matches, shared_filter, QoS};
 
 use self::mapping::Message;
@@ -80,6 +90,23 @@ pub(crate) const RETAINED_TOPICS_MAX: usize = 10_000;
 /// connection; one is enough to close it, the rest are dropped.
 const CONTROL_QUEUE_MAX: usize = 4;
 
+/// Longest a connection taking over a client id waits for the connection
+/// that held it to end (and save its session).
+const TAKEOVER_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// Where a message is in the log: a partition of the mapped topic and an
+/// offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Position {
+    pub(crate) partition: i32,
+    pub(crate) offset: Offset,
+}
+
+/// Per partition, the deliveries the feed queued (or is waiting to queue)
+/// for one connection that the connection has not taken yet. Shared by the
+/// shard's table and the connection's task (one thread).
+pub(crate) type Unsent = RefCell<BTreeMap<i32, u32>>;
+
 /// A message on its way to one subscriber.
 #[derive(Debug, Clone)]
 pub(crate) struct Delivery {
@@ -93,6 +120,9 @@ pub(crate) struct Delivery {
     /// subscription, and on a live one published retained to a v5
     /// subscription with Retain As Published.
     pub(crate) retain: bool,
+    /// Where it is in the log, for a delivery to the connection's own
+    /// subscriptions (`None` for retained and shared deliveries).
+    pub(crate) position: Option<Position>,
 }
 
 /// One subscription of a connection.
@@ -106,14 +136,6 @@ pub(crate) struct Subscription {
     /// v5 Retain As Published: live deliveries keep the published RETAIN
     /// flag (otherwise it is cleared).
     pub(crate) retain_as_published: bool,
-}
-
-/// A retained message, kept on the shard owning its topic's partition of
-/// the retained topic.
-#[derive(Debug, Clone)]
-struct Retained {
-    payload: Bytes,
-    qos: QoS,
 }
 
 /// What a connection is told from outside its task.
@@ -133,6 +155,10 @@ struct Local {
     filters: Vec<Subscription>,
     deliveries: Rc<LocalSender<Delivery>>,
     control: LocalSender<Control>,
+    /// Deliveries with a position not yet taken by the connection.
+    unsent: Rc<Unsent>,
+    /// Closed when the connection has ended (and saved its session).
+    ended: Rc<Semaphore>,
 }
 
 impl Subscription {
@@ -146,6 +172,9 @@ impl Local {
     /// Queues `delivery`, or adds it to `stalled` when the queue is full
     /// (dropped when the connection is closing).
     fn offer(&self, connection: u64, delivery: Delivery, stalled: &mut Vec<Stalled>) {
+        if let Some(position) = delivery.position {
+            *self.unsent.borrow_mut().entry(position.partition).or_insert(0) += 1;
+        }
         if let Err(GlommioError::WouldBlock(ResourceType::Channel(delivery))) = self.deliveries.try_send(delivery) {
             stalled.push(Stalled {
                 deliveries: Rc::clone(&self.deliveries),
@@ -190,6 +219,12 @@ pub(crate) struct MqttCounts {
     pub(crate) delivered: Cell<u64>,
     /// Subscribers disconnected because their delivery queue stayed full.
     pub(crate) subscribers_dropped: Cell<u64>,
+    /// Persistent sessions resumed.
+    pub(crate) sessions_resumed: Cell<u64>,
+    /// Persistent sessions saved (each an append to the sessions topic).
+    pub(crate) sessions_saved: Cell<u64>,
+    /// Offline messages not sent to a resumed session (beyond its bound).
+    pub(crate) offline_dropped: Cell<u64>,
 }
 
 impl MqttCounts {
@@ -212,13 +247,13 @@ pub(crate) struct MqttShard {
     /// The subscriber feed.
     pub(crate) feed: feed::Feed,
     /// Retained messages of topics whose partition of the retained topic
-    /// this shard owns, by topic; at most [`RETAINED_TOPICS_MAX`]. Loaded
-    /// from that topic (`retained.rs`).
-    retained: RefCell<HashMap<String, Retained>>,
-    /// Partitions of the retained topic already folded into `retained`.
-    retained_loaded: RefCell<BTreeSet<i32>>,
-    /// One load of retained messages at a time (a store waits for it).
-    retained_loading: Semaphore,
+    /// this shard owns, by topic; at most [`RETAINED_TOPICS_MAX`]
+    /// (`retained.rs`).
+    retained: compacted::Table<retained::Retained>,
+    /// Persistent sessions whose partition of the sessions topic this shard
+    /// owns, by client id; at most [`sessions::SESSIONS_STORED_MAX`]
+    /// (`sessions.rs`).
+    sessions: compacted::Table<stored::StoredSession>,
     /// The shared subscriptions homed on this shard (`shared.rs`).
     shares: RefCell<shared::Shares>,
     /// Counters for metrics.
@@ -246,46 +281,11 @@ impl MqttShard {
             connections_max,
             holders: RefCell::new(HashMap::new()),
             feed: feed::Feed::default(),
-            retained: RefCell::new(HashMap::new()),
-            retained_loaded: RefCell::new(BTreeSet::new()),
-            retained_loading: Semaphore::new(1),
+            retained: compacted::Table::default(),
+            sessions: compacted::Table::default(),
             shares: RefCell::new(shared::Shares::default()),
             counts: MqttCounts::default(),
         }
-    }
-
-    /// On the retained partition's owner, after the append: keeps `payload`
-    /// as the retained message of `topic` (an empty payload removes it). Returns
-    /// false when the table is full and `topic` is new.
-    fn keep_retained(&self, topic: String, payload: Bytes, qos: QoS) -> bool {
-        let mut retained = self.retained.borrow_mut();
-        if payload.is_empty() {
-            retained.remove(&topic);
-            return true;
-        }
-        if retained.len() >= RETAINED_TOPICS_MAX && !retained.contains_key(&topic) {
-            return false;
-        }
-        retained.insert(topic, Retained { payload, qos });
-        assert!(retained.len() <= RETAINED_TOPICS_MAX, "retained messages bounded");
-        true
-    }
-
-    /// The retained messages matching any of `filters`, each at the highest
-    /// QoS granted among the filters it matches (capped by its own).
-    fn retained_matching(&self, filters: &[(String, QoS)]) -> Vec<(String, Bytes, QoS)> {
-        self.retained
-            .borrow()
-            .iter()
-            .filter_map(|(topic, retained)| {
-                let granted = filters
-                    .iter()
-                    .filter(|(filter, _)| filter_matches(filter, topic))
-                    .map(|(_, qos)| *qos)
-                    .max()?;
-                Some((topic.clone(), retained.payload.clone(), granted.min(retained.qos)))
-            })
-            .collect()
     }
 
     /// Queues `delivery` for one connection of this shard (closing it when
@@ -299,8 +299,9 @@ impl MqttShard {
         }
     }
 
-    /// Registers a new connection; `None` when the shard serves its maximum.
-    fn open(&self, deliveries: LocalSender<Delivery>, control: LocalSender<Control>) -> Option<u64> {
+    /// Registers a new connection: its id and its count of unsent
+    /// deliveries; `None` when the shard serves its maximum.
+    fn open(&self, deliveries: LocalSender<Delivery>, control: LocalSender<Control>) -> Option<(u64, Rc<Unsent>)> {
         let mut connections = self.connections.borrow_mut();
         if connections.len() >= self.connections_max {
             MqttCounts::add(&self.counts.refused, 1);
@@ -309,20 +310,41 @@ impl MqttShard {
         MqttCounts::add(&self.counts.accepted, 1);
         let id = self.next_connection.get();
         self.next_connection.set(id.wrapping_add(1));
+        let unsent = Rc::new(Unsent::default());
         connections.insert(
             id,
             Local {
                 filters: Vec::new(),
                 deliveries: Rc::new(deliveries),
                 control,
+                unsent: Rc::clone(&unsent),
+                ended: Rc::new(Semaphore::new(0)),
             },
         );
         assert!(connections.len() <= self.connections_max, "MQTT connections bounded");
-        Some(id)
+        Some((id, unsent))
     }
 
     fn close(&self, connection: u64) {
-        self.connections.borrow_mut().remove(&connection);
+        if let Some(local) = self.connections.borrow_mut().remove(&connection) {
+            local.ended.close();
+        }
+    }
+
+    /// Per partition the feed of this shard reads, the offset before which
+    /// it has handed `connection` everything it matches: where the feed has
+    /// got to, for partitions with no delivery waiting for the connection.
+    fn progress(&self, connection: u64) -> BTreeMap<i32, Offset> {
+        let connections = self.connections.borrow();
+        let Some(local) = connections.get(&connection) else {
+            return BTreeMap::new();
+        };
+        let unsent = local.unsent.borrow();
+        self.feed
+            .dispatched()
+            .into_iter()
+            .filter(|(partition, _)| unsent.get(partition).copied().unwrap_or(0) == 0)
+            .collect()
     }
 
     /// Adds (or regrants) filters of a connection.
@@ -372,27 +394,19 @@ impl MqttShard {
     /// here whose filter matches, the member whose turn it is gets it: a
     /// member of this shard (`me`) like a local subscriber, one of another
     /// shard through `remote`.
-    fn dispatch(&self, me: usize, message: &Message, stalled: &mut Vec<Stalled>, remote: &mut Vec<Remote>) {
+    fn dispatch(
+        &self,
+        me: usize,
+        partition: i32,
+        message: &Message,
+        stalled: &mut Vec<Stalled>,
+        remote: &mut Vec<Remote>,
+    ) {
         self.dispatch_shared(me, message, stalled, remote);
         for (&connection, local) in self.connections.borrow().iter() {
-            let mut matching = local
-                .filters
-                .iter()
-                .filter(|subscription| filter_matches(&subscription.filter, &message.topic))
-                .peekable();
-            if matching.peek().is_none() {
-                continue;
+            if let Some(delivery) = delivery_for(&local.filters, partition, message) {
+                local.offer(connection, delivery, stalled);
             }
-            let (granted, retain_as_published) = matching.fold((QoS::AtMostOnce, false), |(qos, rap), s| {
-                (qos.max(s.qos), rap || s.retain_as_published)
-            });
-            let delivery = Delivery {
-                topic: Rc::clone(&message.topic),
-                payload: message.payload.clone(),
-                qos: granted.min(message.qos),
-                retain: message.retain && retain_as_published,
-            };
-            local.offer(connection, delivery, stalled);
         }
     }
 
@@ -420,6 +434,7 @@ impl MqttShard {
                 payload: message.payload.clone(),
                 qos,
                 retain: false,
+                position: None,
             };
             local.offer(member.holder.connection, delivery, stalled);
         }
@@ -434,6 +449,7 @@ impl MqttShard {
                 payload: remote.payload,
                 qos: remote.qos,
                 retain: false,
+                position: None,
             };
             self.deliver_to(remote.connection, delivery);
         }
@@ -486,10 +502,25 @@ impl MqttShard {
         }
     }
 
-    /// On the old connection's shard: tells it it was taken over.
-    fn take_over(&self, connection: u64) {
-        if let Some(local) = self.connections.borrow().get(&connection) {
+    /// On the old connection's shard: tells it it was taken over and waits
+    /// (at most [`TAKEOVER_WAIT_MAX`]) until it has ended, so its session
+    /// is saved before the new connection loads it.
+    async fn take_over(&self, connection: u64) {
+        let ended = {
+            let connections = self.connections.borrow();
+            let Some(local) = connections.get(&connection) else {
+                return;
+            };
             let _ = local.control.try_send(Control::TakenOver);
+            Rc::clone(&local.ended)
+        };
+        let waited = futures_lite::future::or(async { ended.acquire(1).await.is_err() }, async {
+            glommio::timer::sleep(TAKEOVER_WAIT_MAX).await;
+            false
+        })
+        .await;
+        if !waited {
+            tracing::warn!(connection, "an MQTT connection taken over did not end in time");
         }
     }
 
@@ -523,40 +554,33 @@ pub(crate) async fn served_partition(shard: &Shard, topic: &str, index: i32) -> 
     }
 }
 
+/// The delivery of `message` (at `offset` of `partition`) to a connection
+/// subscribed with `filters`, if any of them matches: once, at the highest
+/// QoS granted among the matching filters (capped by the QoS it was
+/// published at), with RETAIN kept if any of them asked for it.
+fn delivery_for(filters: &[Subscription], partition: i32, message: &Message) -> Option<Delivery> {
+    let mut matching = filters
+        .iter()
+        .filter(|subscription| filter_matches(&subscription.filter, &message.topic))
+        .peekable();
+    matching.peek()?;
+    let (granted, retain_as_published) = matching.fold((QoS::AtMostOnce, false), |(qos, rap), s| {
+        (qos.max(s.qos), rap || s.retain_as_published)
+    });
+    Some(Delivery {
+        topic: Rc::clone(&message.topic),
+        payload: message.payload.clone(),
+        qos: granted.min(message.qos),
+        retain: message.retain && retain_as_published,
+        position: Some(Position {
+            partition,
+            offset: message.offset,
+        }),
+    })
+}
+
 /// The shard a client id's holder is recorded on.
 fn home_shard(client_id: &str, shards: usize) -> usize {
     assert!(shards > 0, "at least one shard");
     usize::try_from(crc32c::crc32c(client_id.as_bytes())).unwrap_or(0) % shards
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
-    use super::*;
-
-    #[test]
-    fn retained_messages_are_kept_replaced_cleared_and_matched() {
-        let shard = MqttShard::new(1);
-        assert!(shard.keep_retained("r/a".into(), Bytes::from_static(b"on"), QoS::AtLeastOnce));
-        assert!(shard.keep_retained("r/b".into(), Bytes::from_static(b"x"), QoS::AtMostOnce));
-        assert!(shard.keep_retained("r/a".into(), Bytes::from_static(b"off"), QoS::AtLeastOnce));
-        let mut got = shard.retained_matching(&[("r/+".to_string(), QoS::AtLeastOnce)]);
-        got.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(
-            got,
-            vec![
-                ("r/a".to_string(), Bytes::from_static(b"off"), QoS::AtLeastOnce),
-                ("r/b".to_string(), Bytes::from_static(b"x"), QoS::AtMostOnce),
-            ]
-        );
-        assert!(
-            shard.keep_retained("r/a".into(), Bytes::new(), QoS::AtMostOnce),
-            "an empty payload clears"
-        );
-        assert_eq!(
-            shard.retained_matching(&[("r/a".to_string(), QoS::AtLeastOnce)]),
-            vec![]
-        );
-        assert_eq!(shard.retained_matching(&[("#".to_string(), QoS::AtMostOnce)]).len(), 1);
-    }
 }

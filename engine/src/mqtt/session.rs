@@ -10,9 +10,20 @@
 //!
 //! ```text
 //!  AwaitingConnect ──CONNECT ok──► Connected ──DISCONNECT / refusal / takeover──► Closed
-//!        │                                    (every event after Closed: no action)
+//!        │           (Claim; the CONNACK     (every event after Closed: no action)
+//!        │            follows Claimed)
 //!        └──bad CONNECT──► Closed (CONNACK with a failure code, when the version has one)
 //! ```
+//!
+//! A persistent session (3.1.1 clean session 0; 5.0 a Session Expiry
+//! Interval above 0) is saved as a [`StoredSession`]: its subscriptions,
+//! a cursor per partition of the mapped topic (every matching message
+//! before it was handed to the client), the deliveries in flight by their
+//! place in the log, and the QoS 2 identifiers awaiting PUBREL. Nothing is
+//! copied out of the log: a resumed session sends its deliveries in flight
+//! again (DUP) and then what its subscriptions matched from its cursors on
+//! (`Action::Replay`), so a message published while the client was away is
+//! read from the log like any other.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -28,7 +39,8 @@ use shardline_net::mqtt::{
 use super::{
     mapping::Publication,
     reason::{self, FilterRefusal, Refusal},
-    Delivery, Subscription,
+    stored::{StoredInflight, StoredSession},
+    Delivery, Position, Subscription,
 };
 use crate::error::EngineError;
 
@@ -57,6 +69,15 @@ const DISCONNECT_WITH_WILL: u8 = 0x04;
 /// protocol error (v5: DISCONNECT 0x93).
 pub(crate) const RELEASES_PENDING_MAX: usize = 64;
 
+/// Longest a change to a persistent session's cursors or deliveries in
+/// flight waits to be saved: what a crash can make the session send again.
+/// A change of its subscriptions is saved at once.
+pub(crate) const SESSION_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The Session Expiry Interval that means "never" (and what a 3.1.1 clean
+/// session 0 gets).
+pub(crate) const SESSION_NEVER_EXPIRES_S: u32 = u32::MAX;
+
 /// Longest client identifier accepted (3.1.1 obliges servers to take 23
 /// bytes; longer ones are allowed, within reason).
 pub(crate) const CLIENT_ID_BYTES_MAX: usize = 256;
@@ -72,7 +93,7 @@ pub(crate) struct SessionLimits {
 
 /// What a QoS 1 or 2 delivery in flight awaits from the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Awaiting {
+pub(crate) enum Awaiting {
     /// QoS 1: its PUBACK.
     Acknowledgement,
     /// QoS 2: its PUBREC (then the server sends PUBREL).
@@ -110,6 +131,25 @@ pub(crate) enum Event {
     FellBehind,
     /// The broker is stopping.
     ShuttingDown,
+    /// The client id is this connection's ([`Action::Claim`] done): the
+    /// session stored under it, when the client asked to resume one and
+    /// one is stored (and not expired).
+    Claimed {
+        /// The stored session.
+        stored: Option<StoredSession>,
+    },
+    /// The replay of a resumed session ended: every message of a partition
+    /// before its offset here that the subscriptions match has been handed
+    /// to the session or dropped by a bound; the cursors move up to them.
+    Progress(BTreeMap<i32, shardline_log::Offset>),
+    /// The message of a delivery in flight of a resumed session, read back
+    /// from the log (`None`: gone, e.g. removed by retention).
+    Redelivery {
+        /// Its identifier.
+        packet_id: PacketId,
+        /// Its topic and payload.
+        message: Option<(Arc<str>, bytes::Bytes)>,
+    },
 }
 
 /// What the connection task does next, in order.
@@ -122,10 +162,14 @@ pub(crate) enum Action {
     /// Write this packet.
     Send(Packet),
     /// Take the client id for this connection (closing an older one
-    /// elsewhere) before anything after this action.
+    /// elsewhere, and waiting until it has saved its session), remove the
+    /// stored session when `clean_start`, else load it; then hand the
+    /// session [`Event::Claimed`] before anything else.
     Claim {
         /// The client identifier.
         client_id: String,
+        /// Whether the client asked for a new session.
+        clean_start: bool,
     },
     /// Append a message to the log; an [`Event::Appended`] follows. Several
     /// may be under way at once; their [`Event::Appended`]s come in the
@@ -150,6 +194,26 @@ pub(crate) enum Action {
     Unsubscribe {
         /// The filters.
         filters: Vec<String>,
+    },
+    /// Store this persistent session: its [`Session::snapshot`] once the
+    /// actions before this one are carried out.
+    Save,
+    /// Read back the message at `position` for a delivery in flight of a
+    /// resumed session; an [`Event::Redelivery`] follows.
+    Redeliver {
+        /// Its identifier.
+        packet_id: PacketId,
+        /// Where it is in the log.
+        position: Position,
+    },
+    /// Read what `filters` match from `cursors` on (QoS 1 and 2 only, up to
+    /// the offline bound) and hand it to the session as deliveries, then
+    /// [`Event::Progress`] to where the reading stopped.
+    Replay {
+        /// Where to start, per partition.
+        cursors: BTreeMap<i32, shardline_log::Offset>,
+        /// The session's own (not shared) subscriptions.
+        filters: Vec<Subscription>,
     },
     /// Close the connection (after writing what came before).
     Close {
@@ -186,8 +250,8 @@ pub(crate) struct Session {
     /// Maximum and [`INFLIGHT_OUT_MAX`]).
     inflight_out_max: usize,
     /// QoS 1 and 2 deliveries sent and not yet complete, with what each
-    /// awaits from the client.
-    inflight_out: BTreeMap<PacketId, Awaiting>,
+    /// awaits from the client and where its message is in the log.
+    inflight_out: BTreeMap<PacketId, (Awaiting, Option<Position>)>,
     /// The next packet identifier to try for a delivery.
     next_packet_id: u16,
     /// Filters and granted QoS, at most [`SUBSCRIPTIONS_MAX`].
@@ -199,6 +263,22 @@ pub(crate) struct Session {
     releases_pending: BTreeSet<PacketId>,
     /// QoS 2 publications being appended (no PUBREC yet).
     receiving: BTreeSet<PacketId>,
+    /// Seconds the session outlives its connection (0: it ends with it).
+    expiry_s: u32,
+    /// Per partition of the mapped topic: every matching message before
+    /// this offset was handed to the client (kept for a persistent session).
+    cursors: BTreeMap<i32, shardline_log::Offset>,
+    /// A persistent session's state changed since its last save.
+    dirty: bool,
+    /// When the next save is due (set while `dirty`).
+    save_due: Option<Instant>,
+    /// The change is one to save at once (subscriptions).
+    save_now: bool,
+    /// The client sent an empty id and got one assigned.
+    id_assigned: bool,
+    /// A resumed session's offline messages are being sent: the cursors
+    /// move only with them until [`Event::Progress`] ends the replay.
+    replaying: bool,
 }
 
 impl Session {
@@ -220,7 +300,71 @@ impl Session {
             will: None,
             releases_pending: BTreeSet::new(),
             receiving: BTreeSet::new(),
+            expiry_s: 0,
+            cursors: BTreeMap::new(),
+            dirty: false,
+            save_due: None,
+            save_now: false,
+            id_assigned: false,
+            replaying: false,
         }
+    }
+
+    /// Whether the session outlives its connection.
+    pub(crate) fn is_persistent(&self) -> bool {
+        self.expiry_s > 0
+    }
+
+    /// The client id (once CONNECT arrived).
+    pub(crate) fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// Moves each cursor up to `progress` (see [`Event::Progress`]); a
+    /// partition without a cursor gets one there. Also for a closed session,
+    /// before its last [`Session::snapshot`].
+    pub(crate) fn advance_cursors(&mut self, progress: BTreeMap<i32, shardline_log::Offset>) {
+        if !self.is_persistent() || self.replaying {
+            // While replaying, the feed's progress says nothing of what the
+            // replay has still to send.
+            return;
+        }
+        for (partition, offset) in progress {
+            let cursor = self.cursors.entry(partition).or_insert(shardline_log::Offset(-1));
+            if *cursor < offset {
+                *cursor = offset;
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// The session to store now (its `saved_at_ms` is 0: the task sets it),
+    /// if it is persistent.
+    pub(crate) fn snapshot(&mut self) -> Option<StoredSession> {
+        if !self.is_persistent() || self.version.is_none() {
+            return None;
+        }
+        self.dirty = false;
+        self.save_due = None;
+        let inflight: Vec<StoredInflight> = self
+            .inflight_out
+            .iter()
+            .map(|(&packet_id, &(awaiting, position))| StoredInflight {
+                packet_id,
+                awaiting,
+                position,
+            })
+            .collect();
+        Some(StoredSession {
+            version: self.version.unwrap_or(Version::V311),
+            expiry_s: self.expiry_s,
+            saved_at_ms: 0,
+            kafka_topic: String::new(),
+            subscriptions: self.subscriptions.clone(),
+            cursors: self.cursors.clone(),
+            inflight,
+            releases_pending: self.releases_pending.iter().copied().collect(),
+        })
     }
 
     /// The will to publish now that the connection has ended, if there is
@@ -251,6 +395,21 @@ impl Session {
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match self.phase {
             Phase::AwaitingConnect => Some(self.accepted_at + CONNECT_WAIT_MAX),
+            Phase::Connected => {
+                let keep_alive = self.keep_alive_grace.map(|grace| self.last_packet_at + grace);
+                match (keep_alive, self.save_due) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            Phase::Closed => None,
+        }
+    }
+
+    /// The keep-alive (or CONNECT) deadline alone.
+    fn liveness_deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::AwaitingConnect => Some(self.accepted_at + CONNECT_WAIT_MAX),
             Phase::Connected => self.keep_alive_grace.map(|grace| self.last_packet_at + grace),
             Phase::Closed => None,
         }
@@ -261,18 +420,25 @@ impl Session {
         if self.phase == Phase::Closed {
             return Vec::new();
         }
-        let actions = match event {
+        let mut actions = match event {
             Event::Packet(packet) => {
                 self.last_packet_at = now;
                 self.on_packet(packet)
             }
             Event::Delivery(delivery) => self.on_delivery(delivery),
+            Event::Claimed { stored } => self.on_claimed(stored),
+            Event::Progress(progress) => {
+                self.replaying = false;
+                self.advance_cursors(progress);
+                Vec::new()
+            }
+            Event::Redelivery { packet_id, message } => self.on_redelivery(packet_id, message),
             Event::Appended {
                 packet_id,
                 qos,
                 outcome,
             } => self.on_appended(packet_id, qos, outcome),
-            Event::Tick => match self.deadline() {
+            Event::Tick => match self.liveness_deadline() {
                 Some(deadline) if now >= deadline && self.phase == Phase::AwaitingConnect => {
                     self.phase = Phase::Closed;
                     vec![Action::Close {
@@ -286,6 +452,16 @@ impl Session {
             Event::FellBehind => self.refuse(Refusal::SlowSubscriber),
             Event::ShuttingDown => self.refuse(Refusal::ServerShuttingDown),
         };
+        if self.phase == Phase::Connected && self.is_persistent() && self.dirty {
+            if std::mem::take(&mut self.save_now) {
+                self.save_due = Some(now);
+            }
+            let due = *self.save_due.get_or_insert(now + SESSION_SAVE_INTERVAL);
+            if now >= due {
+                self.save_due = None;
+                actions.push(Action::Save);
+            }
+        }
         assert!(
             self.inflight_out.len() <= self.inflight_out_max,
             "deliveries in flight stay within the bound"
@@ -341,6 +517,7 @@ impl Session {
             }
             (_, Packet::Ack(ack)) if ack.kind == AckKind::PubRel => {
                 let found = self.releases_pending.remove(&ack.packet_id);
+                self.dirty |= found;
                 vec![Action::Send(Packet::Ack(Ack {
                     kind: AckKind::PubComp,
                     packet_id: ack.packet_id,
@@ -352,6 +529,14 @@ impl Session {
             (_, Packet::Unsubscribe(unsubscribe)) => self.on_unsubscribe(unsubscribe),
             (_, Packet::PingReq) => vec![Action::Send(Packet::PingResp)],
             (_, Packet::Disconnect(disconnect)) => {
+                if let Some(expiry_s) = disconnect.properties.session_expiry_s {
+                    // v5 §3.14.2.2.2: a session that was to end with its
+                    // connection cannot be made to outlive it here.
+                    if self.expiry_s == 0 && expiry_s > 0 {
+                        return self.refuse(Refusal::UnexpectedPacket("session expiry set at DISCONNECT"));
+                    }
+                    self.expiry_s = expiry_s;
+                }
                 if disconnect.reason != DISCONNECT_WITH_WILL {
                     self.will = None;
                 }
@@ -387,31 +572,129 @@ impl Session {
         if let Some(receive_maximum) = connect.properties.receive_maximum {
             self.inflight_out_max = usize::from(receive_maximum).clamp(1, INFLIGHT_OUT_MAX);
         }
+        self.expiry_s = match connect.version {
+            Version::V311 if connect.clean_start => 0,
+            Version::V311 => SESSION_NEVER_EXPIRES_S,
+            Version::V5 => connect.properties.session_expiry_s.unwrap_or(0),
+        };
+        self.id_assigned = connect.client_id.is_empty();
         self.phase = Phase::Connected;
-        let properties = match connect.version {
+        vec![Action::Claim {
+            client_id,
+            clean_start: connect.clean_start,
+        }]
+    }
+
+    /// The client id is this connection's: the CONNACK, and a stored
+    /// session's subscriptions, deliveries in flight and offline messages.
+    fn on_claimed(&mut self, stored: Option<StoredSession>) -> Vec<Action> {
+        let version = self.version.unwrap_or(Version::V311);
+        let client_id = self.client_id.clone();
+        let properties = match version {
             Version::V311 => Properties::default(),
             Version::V5 => Properties {
-                assigned_client_id: connect.client_id.is_empty().then_some(client_id.clone()),
+                assigned_client_id: self.id_assigned.then_some(client_id),
                 maximum_packet_size: Some(self.limits.packet_bytes_max),
                 receive_maximum: Some(u16::try_from(RELEASES_PENDING_MAX).unwrap_or(u16::MAX)),
                 topic_alias_maximum: Some(0),
                 wildcard_available: Some(1),
                 subscription_ids_available: Some(0),
                 shared_available: Some(1),
-                // Sessions end with their connection (docs/mqtt.md).
-                session_expiry_s: Some(0),
                 ..Properties::default()
             },
         };
-        vec![
-            Action::Claim { client_id },
-            Action::Send(Packet::ConnAck(ConnAck {
-                // No session outlives its connection yet (docs/mqtt.md).
-                session_present: false,
-                code: 0,
-                properties,
-            })),
-        ]
+        let mut actions = vec![Action::Send(Packet::ConnAck(ConnAck {
+            session_present: stored.is_some(),
+            code: 0,
+            properties,
+        }))];
+        let Some(stored) = stored else {
+            return actions;
+        };
+        assert!(
+            self.subscriptions.is_empty() && self.inflight_out.is_empty(),
+            "a session is resumed once, before anything else"
+        );
+        self.subscriptions = stored.subscriptions;
+        self.cursors = stored.cursors;
+        self.releases_pending = stored.releases_pending.into_iter().collect();
+        if !self.subscriptions.is_empty() {
+            actions.push(Action::Subscribe {
+                filters: self.subscriptions.clone(),
+                retained_for: Vec::new(),
+            });
+        }
+        // Deliveries in flight go again, in identifier order, as far as the
+        // client's window takes them (the rest are dropped: their cursors are
+        // past them). Retained and shared ones are not sent again.
+        for inflight in stored.inflight {
+            if self.inflight_out.len() >= self.inflight_out_max {
+                break;
+            }
+            match (inflight.awaiting, inflight.position) {
+                (Awaiting::Completion, position) => {
+                    self.inflight_out
+                        .insert(inflight.packet_id, (Awaiting::Completion, position));
+                    actions.push(Action::Send(Packet::Ack(Ack {
+                        kind: AckKind::PubRel,
+                        packet_id: inflight.packet_id,
+                        reason: 0,
+                        properties: Properties::default(),
+                    })));
+                }
+                (awaiting, Some(position)) => {
+                    self.inflight_out.insert(inflight.packet_id, (awaiting, Some(position)));
+                    actions.push(Action::Redeliver {
+                        packet_id: inflight.packet_id,
+                        position,
+                    });
+                }
+                (_, None) => {}
+            }
+        }
+        let filters: Vec<Subscription> = self
+            .subscriptions
+            .iter()
+            .filter(|s| s.shared().is_none())
+            .cloned()
+            .collect();
+        if !filters.is_empty() {
+            self.replaying = true;
+            actions.push(Action::Replay {
+                cursors: self.cursors.clone(),
+                filters,
+            });
+        }
+        self.dirty = true;
+        actions
+    }
+
+    /// A delivery in flight of a resumed session, read back: sent again with
+    /// DUP set and its old identifier.
+    fn on_redelivery(&mut self, packet_id: PacketId, message: Option<(Arc<str>, bytes::Bytes)>) -> Vec<Action> {
+        let Some(&(awaiting, _)) = self.inflight_out.get(&packet_id) else {
+            return Vec::new();
+        };
+        let qos = match awaiting {
+            Awaiting::Acknowledgement => QoS::AtLeastOnce,
+            Awaiting::Receipt => QoS::ExactlyOnce,
+            // PUBREL was sent again instead.
+            Awaiting::Completion => return Vec::new(),
+        };
+        let Some((topic, payload)) = message else {
+            self.inflight_out.remove(&packet_id);
+            self.dirty = true;
+            return Vec::new();
+        };
+        vec![Action::Send(Packet::Publish(Publish {
+            dup: true,
+            qos,
+            retain: false,
+            topic: topic.to_string(),
+            packet_id: Some(packet_id),
+            properties: Properties::default(),
+            payload,
+        }))]
     }
 
     fn on_publish(&mut self, publish: Publish) -> Vec<Action> {
@@ -476,6 +759,7 @@ impl Session {
             assert!(was_receiving, "a QoS 2 append ends once, after it began");
             if outcome.is_ok() {
                 self.releases_pending.insert(packet_id);
+                self.dirty = true;
             }
         }
         match (self.version, outcome) {
@@ -545,6 +829,8 @@ impl Session {
         }
         let mut actions = Vec::new();
         if !granted.is_empty() {
+            self.dirty = true;
+            self.save_now = true;
             actions.push(Action::Subscribe {
                 filters: granted,
                 retained_for,
@@ -563,7 +849,10 @@ impl Session {
         for filter in &unsubscribe.filters {
             let before = self.subscriptions.len();
             self.subscriptions.retain(|s| s.filter != *filter);
-            codes.push(reason::unsuback_code(self.subscriptions.len() < before));
+            let removed = self.subscriptions.len() < before;
+            self.dirty |= removed;
+            self.save_now |= removed;
+            codes.push(reason::unsuback_code(removed));
         }
         if self.version != Some(Version::V5) {
             codes.clear();
@@ -586,7 +875,7 @@ impl Session {
     /// of the wrong kind for it, is ignored (a late duplicate), except that
     /// a PUBREC is always answered with a PUBREL (v5: 0x92 when unknown).
     fn on_delivery_ack(&mut self, ack: &Ack) -> Vec<Action> {
-        let awaiting = self.inflight_out.get(&ack.packet_id).copied();
+        let awaiting = self.inflight_out.get(&ack.packet_id).map(|&(awaiting, _)| awaiting);
         let pubrel = |reason| {
             vec![Action::Send(Packet::Ack(Ack {
                 kind: AckKind::PubRel,
@@ -598,15 +887,20 @@ impl Session {
         match (ack.kind, awaiting) {
             (AckKind::PubAck, Some(Awaiting::Acknowledgement)) | (AckKind::PubComp, Some(Awaiting::Completion)) => {
                 self.inflight_out.remove(&ack.packet_id);
+                self.dirty = true;
                 Vec::new()
             }
             // v5: a PUBREC with a failure code ends the exchange there.
             (AckKind::PubRec, Some(Awaiting::Receipt)) if ack.reason >= 0x80 => {
                 self.inflight_out.remove(&ack.packet_id);
+                self.dirty = true;
                 Vec::new()
             }
             (AckKind::PubRec, Some(Awaiting::Receipt | Awaiting::Completion)) => {
-                self.inflight_out.insert(ack.packet_id, Awaiting::Completion);
+                if let Some(entry) = self.inflight_out.get_mut(&ack.packet_id) {
+                    entry.0 = Awaiting::Completion;
+                }
+                self.dirty = true;
                 pubrel(reason::packet_id_code(true, self.version.unwrap_or(Version::V311)))
             }
             (AckKind::PubRec, _) => pubrel(reason::packet_id_code(false, self.version.unwrap_or(Version::V311))),
@@ -617,6 +911,15 @@ impl Session {
     fn on_delivery(&mut self, delivery: Delivery) -> Vec<Action> {
         if self.phase != Phase::Connected {
             return Vec::new();
+        }
+        if let (Some(position), true) = (delivery.position, self.is_persistent()) {
+            let cursor = self.cursors.entry(position.partition).or_insert(position.offset);
+            if position.offset < *cursor {
+                // Already handed over (a replay overlapping the live feed).
+                return Vec::new();
+            }
+            *cursor = shardline_log::Offset(position.offset.0.saturating_add(1));
+            self.dirty = true;
         }
         let packet_id = match delivery.qos {
             QoS::AtMostOnce => None,
@@ -631,7 +934,7 @@ impl Session {
                 } else {
                     Awaiting::Acknowledgement
                 };
-                self.inflight_out.insert(id, awaiting);
+                self.inflight_out.insert(id, (awaiting, delivery.position));
                 Some(id)
             }
         };

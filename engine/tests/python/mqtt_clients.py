@@ -14,7 +14,10 @@ Checks, each bounded in time:
   `mqtt.topic` header and the key;
 - a record a Kafka producer writes to `mqtt` with an `mqtt.topic` header
   reaches the MQTT subscribers of a matching filter;
-- an unsubscribed filter gets nothing more.
+- an unsubscribed filter gets nothing more;
+- persistent sessions (3.1.1 clean session 0, 5.0 clean start 0 with a
+  Session Expiry Interval): messages published while the client is away
+  arrive after it reconnects, with session present and no new SUBSCRIBE.
 """
 
 import sys
@@ -24,6 +27,8 @@ import uuid
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 WAIT_S = 20
@@ -85,6 +90,37 @@ def client(protocol, name, recorder=None):
     assert connected.wait(WAIT_S), f"{name}: no CONNACK"
     assert not result["rc"].is_failure, f"{name}: CONNACK {result['rc']}"
     return c
+
+
+def persistent_client(protocol, client_id, recorder):
+    """Connects with a session that outlives the connection; returns the
+    client and the CONNACK's session-present flag."""
+    if protocol == mqtt.MQTTv5:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+    else:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, clean_session=False)
+    connected = threading.Event()
+    result = {}
+
+    def on_connect(cl, userdata, flags, reason_code, properties):
+        result["rc"] = reason_code
+        result["present"] = flags.session_present
+        connected.set()
+
+    c.on_connect = on_connect
+    c.on_message = recorder.on_message
+    c.on_subscribe = recorder.on_subscribe
+    host, port = host_port(MQTT)
+    if protocol == mqtt.MQTTv5:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 300
+        c.connect(host, port, keepalive=30, clean_start=False, properties=properties)
+    else:
+        c.connect(host, port, keepalive=30)
+    c.loop_start()
+    assert connected.wait(WAIT_S), f"{client_id}: no CONNACK"
+    assert not result["rc"].is_failure, f"{client_id}: CONNACK {result['rc']}"
+    return c, result["present"]
 
 
 def subscribe(c, recorder, filters):
@@ -197,6 +233,29 @@ before = len(v5_messages.got())
 publish(pub311, "dev/z/temp", b"after", 1)
 v311_messages.wait_for([("dev/z/temp", b"after", 1)])
 assert len(v5_messages.got()) == before, v5_messages.got()[before:]
+
+# Persistent sessions: subscribe, go away, get what was published meanwhile.
+session_id = uuid.uuid4().hex[:8]
+for protocol, name, qos in ((mqtt.MQTTv311, "keep311", 1), (mqtt.MQTTv5, "keep5", 2)):
+    client_id = f"{name}-{session_id}"
+    first = Recorder()
+    c, present = persistent_client(protocol, client_id, first)
+    assert not present, f"{name}: a new session"
+    subscribe(c, first, [(f"away/{name}/#", qos)])
+    c.disconnect()
+    c.loop_stop()
+    publish(pub311, f"away/{name}/a", b"while-away-1", 1)
+    publish(pub5, f"away/{name}/b", b"while-away-2", 2)
+    publish(pub5, f"elsewhere/{name}", b"unmatched", 1)
+    back = Recorder()
+    c, present = persistent_client(protocol, client_id, back)
+    assert present, f"{name}: the session is resumed"
+    back.wait_for([(f"away/{name}/a", b"while-away-1", 1), (f"away/{name}/b", b"while-away-2", qos)])
+    publish(pub311, f"away/{name}/a", b"live", 1)
+    back.wait_for([(f"away/{name}/a", b"live", 1)])
+    assert len(back.got()) == 3, f"{name}: {back.got()}"
+    c.disconnect()
+    c.loop_stop()
 
 for c in (sub311, sub5, sub_all, sub_sys, sub_q2, pub311, pub5):
     c.disconnect()

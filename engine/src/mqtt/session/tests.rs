@@ -9,8 +9,15 @@ use shardline_net::mqtt::{
     Subscribe, SubscriptionOptions, Version,
 };
 
-use super::{Action, Event, Session, SessionLimits, SUBSCRIPTIONS_MAX};
-use crate::mqtt::{mapping::Publication, reason::Refusal, Delivery, Subscription};
+use shardline_log::Offset;
+
+use super::{Action, Awaiting, Event, Session, SessionLimits, SESSION_SAVE_INTERVAL, SUBSCRIPTIONS_MAX};
+use crate::mqtt::{
+    mapping::Publication,
+    reason::Refusal,
+    stored::{StoredInflight, StoredSession},
+    Delivery, Position, Subscription,
+};
 
 fn limits() -> SessionLimits {
     SessionLimits {
@@ -35,7 +42,9 @@ fn connect(version: Version, client_id: &str, clean_start: bool, keep_alive_s: u
 fn connected(version: Version, now: Instant) -> Session {
     let mut session = Session::new(now, limits());
     let actions = session.handle(now, Event::Packet(connect(version, "dev-1", true, 10)));
-    assert_eq!(actions.len(), 2, "{actions:?}");
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    let actions = session.handle(now, Event::Claimed { stored: None });
+    assert!(matches!(actions[..], [Action::Send(Packet::ConnAck(_))]), "{actions:?}");
     session
 }
 
@@ -74,12 +83,15 @@ fn connect_claims_the_id_then_acknowledges() {
     let mut session = Session::new(now, limits());
     let actions = session.handle(now, Event::Packet(connect(Version::V311, "dev-1", false, 30)));
     assert_eq!(
-        actions[0],
-        Action::Claim {
-            client_id: "dev-1".to_string()
-        }
+        actions,
+        vec![Action::Claim {
+            client_id: "dev-1".to_string(),
+            clean_start: false,
+        }]
     );
-    let Action::Send(Packet::ConnAck(connack)) = &actions[1] else {
+    assert!(session.is_persistent(), "3.1.1 clean session 0");
+    let actions = session.handle(now, Event::Claimed { stored: None });
+    let Action::Send(Packet::ConnAck(connack)) = &actions[0] else {
         panic!("{actions:?}")
     };
     assert_eq!((connack.code, connack.session_present), (0, false));
@@ -106,13 +118,15 @@ fn an_empty_client_id_needs_a_clean_session_in_311_and_is_assigned_in_5() {
     assert_eq!(
         actions[0],
         Action::Claim {
-            client_id: "assigned-1".to_string()
+            client_id: "assigned-1".to_string(),
+            clean_start: true,
         }
     );
 
     let mut session = Session::new(now, limits());
-    let actions = session.handle(now, Event::Packet(connect(Version::V5, "", false, 0)));
-    let Action::Send(Packet::ConnAck(connack)) = &actions[1] else {
+    session.handle(now, Event::Packet(connect(Version::V5, "", false, 0)));
+    let actions = session.handle(now, Event::Claimed { stored: None });
+    let Action::Send(Packet::ConnAck(connack)) = &actions[0] else {
         panic!("{actions:?}")
     };
     assert_eq!(connack.properties.assigned_client_id.as_deref(), Some("assigned-1"));
@@ -410,6 +424,7 @@ fn qos1_deliveries_take_packet_ids_until_the_window_is_full() {
         payload: Bytes::from_static(b"p"),
         qos: QoS::AtLeastOnce,
         retain: false,
+        position: None,
     };
     let first = session.handle(now, Event::Delivery(delivery()));
     let second = session.handle(now, Event::Delivery(delivery()));
@@ -459,6 +474,7 @@ fn qos2_deliveries_go_publish_pubrec_pubrel_pubcomp() {
         payload: Bytes::from_static(b"p"),
         qos: QoS::ExactlyOnce,
         retain: false,
+        position: None,
     };
     let actions = session.handle(now, Event::Delivery(delivery));
     let [Action::Send(Packet::Publish(publish))] = &actions[..] else {
@@ -487,6 +503,7 @@ fn qos2_deliveries_go_publish_pubrec_pubrel_pubcomp() {
         payload: Bytes::new(),
         qos: QoS::ExactlyOnce,
         retain: false,
+        position: None,
     };
     session.handle(now, Event::Delivery(again));
     // A failed PUBREC (v5) ends the exchange with no PUBREL.
@@ -629,4 +646,264 @@ fn the_will_is_kept_unless_the_client_disconnects_normally() {
     };
     session.handle(now, Event::Packet(Packet::Disconnect(with_will)));
     assert!(session.take_will().is_some());
+}
+
+/// A v5 session with a Session Expiry Interval of `expiry_s`, connected
+/// and claimed with `stored`; returns it and the actions of the claim.
+fn persistent(now: Instant, expiry_s: u32, stored: Option<StoredSession>) -> (Session, Vec<Action>) {
+    let mut session = Session::new(now, limits());
+    let mut packet = connect(Version::V5, "dev-p", false, 0);
+    if let Packet::Connect(connect) = &mut packet {
+        connect.properties.session_expiry_s = Some(expiry_s);
+    }
+    session.handle(now, Event::Packet(packet));
+    let actions = session.handle(now, Event::Claimed { stored });
+    (session, actions)
+}
+
+fn logged(topic: &str, qos: QoS, partition: i32, offset: i64) -> Delivery {
+    Delivery {
+        topic: std::rc::Rc::from(topic),
+        payload: Bytes::from_static(b"m"),
+        qos,
+        retain: false,
+        position: Some(Position {
+            partition,
+            offset: Offset(offset),
+        }),
+    }
+}
+
+/// The session as a [`Action::Save`] among `actions` would store it.
+fn saved(session: &mut Session, actions: &[Action]) -> Option<StoredSession> {
+    actions
+        .contains(&Action::Save)
+        .then(|| session.snapshot().expect("a persistent session"))
+}
+
+#[test]
+fn a_persistent_session_saves_its_subscriptions_at_once_and_its_cursors_within_the_interval() {
+    let now = Instant::now();
+    let (mut session, actions) = persistent(now, 3600, None);
+    assert!(matches!(
+        &actions[..],
+        [Action::Send(Packet::ConnAck(ConnAck {
+            session_present: false,
+            ..
+        }))]
+    ));
+    assert!(session.is_persistent());
+    let actions = session.handle(now, Event::Packet(subscribe(&[("a/#", QoS::AtLeastOnce)])));
+    let stored = saved(&mut session, &actions).expect("a new subscription is saved before its SUBACK is written");
+    assert_eq!(stored.subscriptions.len(), 1);
+    assert_eq!(stored.expiry_s, 3600);
+
+    session.advance_cursors([(0, Offset(10)), (1, Offset(4))].into_iter().collect());
+    let actions = session.handle(now, Event::Delivery(logged("a/b", QoS::AtLeastOnce, 0, 12)));
+    assert!(
+        matches!(&actions[..], [Action::Send(Packet::Publish(_))]),
+        "{actions:?}"
+    );
+    // Already handed over (a replay overlapping the feed): dropped.
+    assert!(session
+        .handle(now, Event::Delivery(logged("a/b", QoS::AtLeastOnce, 0, 12)))
+        .is_empty());
+    let actions = session.handle(now + Duration::from_millis(999), Event::Tick);
+    assert!(saved(&mut session, &actions).is_none());
+    let actions = session.handle(now + SESSION_SAVE_INTERVAL, Event::Tick);
+    let stored = saved(&mut session, &actions).expect("saved within the interval");
+    assert_eq!(stored.cursors, [(0, Offset(13)), (1, Offset(4))].into_iter().collect());
+    assert_eq!(
+        stored.inflight,
+        vec![StoredInflight {
+            packet_id: id(1),
+            awaiting: Awaiting::Acknowledgement,
+            position: Some(Position {
+                partition: 0,
+                offset: Offset(12)
+            }),
+        }]
+    );
+    // Nothing changed since: nothing to save.
+    let actions = session.handle(now + 3 * SESSION_SAVE_INTERVAL, Event::Tick);
+    assert!(saved(&mut session, &actions).is_none());
+    // Cursors never go back.
+    session.advance_cursors([(0, Offset(5))].into_iter().collect());
+    assert_eq!(session.snapshot().unwrap().cursors.get(&0), Some(&Offset(13)));
+}
+
+#[test]
+fn a_session_that_ends_with_its_connection_is_never_saved() {
+    let now = Instant::now();
+    let mut session = connected(Version::V311, now);
+    assert!(!session.is_persistent());
+    let actions = session.handle(now, Event::Packet(subscribe(&[("a/#", QoS::AtLeastOnce)])));
+    assert!(!actions.contains(&Action::Save));
+    session.handle(now, Event::Delivery(logged("a/b", QoS::AtLeastOnce, 0, 1)));
+    assert!(!session
+        .handle(now + 2 * SESSION_SAVE_INTERVAL, Event::Tick)
+        .contains(&Action::Save));
+    assert!(session.snapshot().is_none());
+}
+
+#[test]
+fn a_resumed_session_sends_its_deliveries_in_flight_again_then_replays() {
+    let now = Instant::now();
+    let stored = StoredSession {
+        version: Version::V5,
+        expiry_s: 60,
+        saved_at_ms: 1,
+        kafka_topic: "mqtt".to_string(),
+        subscriptions: vec![
+            Subscription {
+                filter: "a/#".to_string(),
+                qos: QoS::ExactlyOnce,
+                retain_as_published: false,
+            },
+            Subscription {
+                filter: "$share/g/b".to_string(),
+                qos: QoS::AtLeastOnce,
+                retain_as_published: false,
+            },
+        ],
+        cursors: [(0, Offset(20))].into_iter().collect(),
+        inflight: vec![
+            StoredInflight {
+                packet_id: id(3),
+                awaiting: Awaiting::Receipt,
+                position: Some(Position {
+                    partition: 0,
+                    offset: Offset(18),
+                }),
+            },
+            StoredInflight {
+                packet_id: id(4),
+                awaiting: Awaiting::Completion,
+                position: Some(Position {
+                    partition: 0,
+                    offset: Offset(19),
+                }),
+            },
+            // A retained delivery: not sent again.
+            StoredInflight {
+                packet_id: id(5),
+                awaiting: Awaiting::Acknowledgement,
+                position: None,
+            },
+        ],
+        releases_pending: vec![id(9)],
+    };
+    let (mut session, actions) = persistent(now, 60, Some(stored.clone()));
+    let Action::Send(Packet::ConnAck(connack)) = &actions[0] else {
+        panic!("{actions:?}")
+    };
+    assert!(connack.session_present);
+    assert_eq!(
+        actions[1],
+        Action::Subscribe {
+            filters: stored.subscriptions.clone(),
+            retained_for: Vec::new(),
+        },
+        "subscriptions come back without retained messages"
+    );
+    assert_eq!(
+        actions[2],
+        Action::Redeliver {
+            packet_id: id(3),
+            position: Position {
+                partition: 0,
+                offset: Offset(18)
+            },
+        }
+    );
+    assert_eq!(actions[3], sent_ack(AckKind::PubRel, 4, 0)[0]);
+    assert_eq!(
+        actions[4],
+        Action::Replay {
+            cursors: stored.cursors.clone(),
+            filters: vec![stored.subscriptions[0].clone()],
+        },
+        "shares are not replayed"
+    );
+    assert_eq!(actions.len(), 5);
+
+    let actions = session.handle(
+        now,
+        Event::Redelivery {
+            packet_id: id(3),
+            message: Some((std::sync::Arc::from("a/x"), Bytes::from_static(b"again"))),
+        },
+    );
+    let [Action::Send(Packet::Publish(publish))] = &actions[..] else {
+        panic!("{actions:?}")
+    };
+    assert!(publish.dup, "sent again with DUP");
+    assert_eq!((publish.packet_id, publish.qos), (Some(id(3)), QoS::ExactlyOnce));
+    // The client completes both exchanges; a PUBREL for the stored
+    // identifier is answered as known.
+    assert_eq!(
+        session.handle(now, ack(AckKind::PubRec, 3, 0)),
+        sent_ack(AckKind::PubRel, 3, 0)
+    );
+    assert!(session.handle(now, ack(AckKind::PubComp, 3, 0)).is_empty());
+    assert!(session.handle(now, ack(AckKind::PubComp, 4, 0)).is_empty());
+    assert_eq!(
+        session.handle(now, ack(AckKind::PubRel, 9, 0)),
+        sent_ack(AckKind::PubComp, 9, 0)
+    );
+    let stored = session.snapshot().unwrap();
+    assert!(stored.inflight.is_empty() && stored.releases_pending.is_empty());
+}
+
+#[test]
+fn a_message_gone_from_the_log_is_not_sent_again() {
+    let now = Instant::now();
+    let stored = StoredSession {
+        version: Version::V311,
+        expiry_s: 60,
+        saved_at_ms: 1,
+        kafka_topic: "mqtt".to_string(),
+        subscriptions: Vec::new(),
+        cursors: Default::default(),
+        inflight: vec![StoredInflight {
+            packet_id: id(3),
+            awaiting: Awaiting::Acknowledgement,
+            position: Some(Position {
+                partition: 0,
+                offset: Offset(1),
+            }),
+        }],
+        releases_pending: Vec::new(),
+    };
+    let (mut session, _) = persistent(now, 60, Some(stored));
+    let actions = session.handle(
+        now,
+        Event::Redelivery {
+            packet_id: id(3),
+            message: None,
+        },
+    );
+    assert!(actions.is_empty());
+    assert!(session.snapshot().unwrap().inflight.is_empty());
+}
+
+#[test]
+fn disconnect_may_shorten_the_session_expiry_but_not_start_one() {
+    let now = Instant::now();
+    let (mut session, _) = persistent(now, 60, None);
+    let mut disconnect = Disconnect {
+        reason: 0,
+        properties: Properties::default(),
+    };
+    disconnect.properties.session_expiry_s = Some(0);
+    session.handle(now, Event::Packet(Packet::Disconnect(disconnect.clone())));
+    assert!(!session.is_persistent(), "ends with its connection now");
+
+    let mut session = connected(Version::V5, now);
+    disconnect.properties.session_expiry_s = Some(60);
+    let actions = session.handle(now, Event::Packet(Packet::Disconnect(disconnect)));
+    let Action::Send(Packet::Disconnect(refused)) = &actions[0] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(refused.reason, 0x82);
 }
