@@ -62,6 +62,10 @@ mod sasl;
 mod shard;
 mod timestamps;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz_api;
+
 pub use config::{
     AdvertisedListener, AuthorizerKind, CpuList, EngineConfig, FsyncPolicy, HttpListen, Listener, ListenerSpec,
     LogFormat, PeerList, SaslMechanisms, SecurityProtocol, ShardListeners, TlsClientAuth, LISTENERS_MAX,

@@ -52,7 +52,7 @@ mod retained;
 mod session;
 mod sessions;
 mod shared;
-mod stored;
+pub(crate) mod stored;
 
 use std::{
     cell::{Cell, RefCell},
@@ -70,6 +70,8 @@ use self::mapping::Message;
 use crate::{error::EngineError, partition::Partition, shard::Shard};
 
 pub(crate) use listener::{accept_loop, bind, describe, MqttSocket};
+#[cfg(feature = "fuzzing")]
+pub(crate) use session::Awaiting;
 
 /// Messages waiting in one subscriber's delivery queue, at most. The feed
 /// waits for room (up to [`DELIVERY_STALL_MAX`]) when it is full.
