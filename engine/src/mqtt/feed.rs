@@ -6,11 +6,15 @@
 //!
 //! ```text
 //!  shard s (subscribers)                         owner of partition p
-//!  tail task p ──invoke_on(read from offset)──►  Partition::read up to the high watermark
+//!  tail task p ──invoke_on(read from offset)──►  nothing past offset yet: wait on a FetchWatch
+//!                                                (the next high-watermark move, at most
+//!                                                FEED_WAIT_MAX), as a parked Fetch; then
+//!                                                Partition::read up to the high watermark
 //!              ◄──────── batches (Bytes) ───────
-//!  nothing new: ──invoke_on(watch)──►            FetchWatch on p (fires at the next
-//!              ◄── oneshot fired ─────────────   high-watermark move, as a parked Fetch)
 //! ```
+//!
+//! One cross-shard round trip per wake: the owner parks the read itself
+//! rather than answer "nothing" and be asked again when its watch fires.
 //!
 //! A feed starts at each partition's high watermark when the first local
 //! subscription is made (before its SUBACK), so a subscriber sees every
@@ -170,7 +174,7 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
         let name = topic.clone();
         let read = shard
             .invoke_on(owner, move |s: Rc<Shard>| async move {
-                read_on_owner(&s, &name, index, offset)
+                read_when_there(&s, &name, index, offset).await
             })
             .await
             .and_then(|read| read);
@@ -183,9 +187,9 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
             }
         };
         if read.chunks.is_empty() {
+            // Nothing within FEED_WAIT_MAX: look at should_run, then ask again.
             offset = read.from;
             shard.mqtt.feed.dispatched_to(generation, index, offset);
-            park(&shard, owner, &topic, index, offset).await;
             continue;
         }
         let mut skipped = Skipped::default();
@@ -197,7 +201,7 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
             // Chunks that hold no whole batch (never written by this log):
             // wait for news rather than spin on them.
             tracing::warn!(partition = index, offset = offset.0, "MQTT feed read no whole batch");
-            park(&shard, owner, &topic, index, offset).await;
+            glommio::timer::sleep(FEED_WAIT_MAX).await;
             continue;
         }
         offset = next;
@@ -267,6 +271,25 @@ pub(crate) async fn read_messages(
     Ok(next)
 }
 
+/// On the owner: [`read_on_owner`], first waiting (at most
+/// [`FEED_WAIT_MAX`]) for the high watermark to pass `offset` when nothing
+/// is there yet.
+async fn read_when_there(shard: &Shard, topic: &str, index: i32, offset: Offset) -> Result<Read, EngineError> {
+    let partition = shard.partition(topic, index)?;
+    if partition.high_watermark() <= offset.max(partition.log.log_start()) {
+        let (watch, fired) = FetchWatch::new();
+        partition.watch(&watch);
+        futures_lite::future::or(
+            async {
+                let _: Result<(), oneshot::Canceled> = fired.await;
+            },
+            glommio::timer::sleep(FEED_WAIT_MAX),
+        )
+        .await;
+    }
+    read_on_owner(shard, topic, index, offset)
+}
+
 /// On the owner: batches of partition `index` from `offset` (or the log
 /// start, if retention removed `offset`) up to the high watermark.
 fn read_on_owner(shard: &Shard, topic: &str, index: i32, offset: Offset) -> Result<Read, EngineError> {
@@ -284,36 +307,4 @@ fn read_on_owner(shard: &Shard, topic: &str, index: i32, offset: Offset) -> Resu
         from,
         chunks: read.chunks,
     })
-}
-
-/// Waits (at most [`FEED_WAIT_MAX`]) until the partition's high watermark
-/// passes `offset`.
-#[expect(
-    clippy::async_yields_async,
-    reason = "the owner hands back the receiver its watch fires; the tail task awaits it"
-)]
-async fn park(shard: &Rc<Shard>, owner: usize, topic: &str, index: i32, offset: Offset) {
-    let name = topic.to_string();
-    let fired = shard
-        .invoke_on(owner, move |s: Rc<Shard>| async move {
-            let (watch, fired) = FetchWatch::new();
-            match s.partition(&name, index) {
-                Ok(partition) if partition.high_watermark() > offset => watch.fire(),
-                Ok(partition) => partition.watch(&watch),
-                Err(_) => watch.fire(),
-            }
-            fired
-        })
-        .await;
-    let Ok(fired) = fired else {
-        glommio::timer::sleep(FEED_RETRY_INTERVAL).await;
-        return;
-    };
-    futures_lite::future::or(
-        async {
-            let _: Result<(), oneshot::Canceled> = fired.await;
-        },
-        glommio::timer::sleep(FEED_WAIT_MAX),
-    )
-    .await;
 }
