@@ -196,6 +196,7 @@ impl Connection {
                     }
                     Action::Claim { client_id, clean_start } => {
                         self.claim(client_id.clone()).await;
+                        self.shard.mqtt.set_client_id(self.me.connection, &client_id);
                         let stored = self.load_session(&client_id, clean_start).await;
                         pending.extend(session.handle(Instant::now(), Event::Claimed { stored }));
                     }
@@ -209,7 +210,10 @@ impl Connection {
                         let message = read_one(&self.shard, position).await;
                         pending.extend(session.handle(Instant::now(), Event::Redelivery { packet_id, message }));
                     }
-                    Action::Replay { cursors, filters } => self.replay(cursors, &filters).await,
+                    Action::Replay { cursors, filters } => {
+                        let client_id = session.client_id().to_string();
+                        self.replay(cursors, &filters, &client_id).await;
+                    }
                     Action::Append { message, packet_id } => {
                         let mut round = vec![(message, packet_id)];
                         // Appends queued behind it go with it; so, when nothing else
@@ -387,10 +391,12 @@ impl Connection {
         if let Some(will) = session.take_will() {
             let topic = will.topic.clone();
             let will = Publication {
+                properties: super::mapping::MessageProperties::of(&will.properties),
                 topic: will.topic,
                 payload: will.payload,
                 qos: will.qos,
                 retain: will.retain,
+                client_id: std::sync::Arc::from(session.client_id()),
             };
             for outcome in publish::append_round(&self.shard, vec![will]).await {
                 match outcome {
@@ -480,7 +486,8 @@ impl Connection {
 
     /// Reads what `filters` match from `cursors` on (QoS 1 and 2, at most
     /// [`OFFLINE_MESSAGES_MAX`]) into the backlog, and where it stopped.
-    async fn replay(&mut self, cursors: BTreeMap<i32, Offset>, filters: &[Subscription]) {
+    async fn replay(&mut self, cursors: BTreeMap<i32, Offset>, filters: &[Subscription], client_id: &str) {
+        let now_ms = crate::kafka::unix_now_ms();
         let mut through = BTreeMap::new();
         let mut dropped = 0u64;
         let mut messages = Vec::new();
@@ -495,7 +502,11 @@ impl Connection {
                     }
                 };
                 for message in &messages {
-                    let Some(delivery) = delivery_for(filters, partition, message) else {
+                    let Ok(expiry_left_s) = message.expiry_left_s(now_ms) else {
+                        continue;
+                    };
+                    let own = Some(client_id.as_bytes());
+                    let Some(delivery) = delivery_for(filters, own, partition, message, expiry_left_s) else {
                         continue;
                     };
                     if delivery.qos == QoS::AtMostOnce {
@@ -542,13 +553,7 @@ impl Connection {
         });
         for answer in futures_util::future::join_all(asks).await {
             for (topic, payload, qos) in answer.unwrap_or_default() {
-                let delivery = Delivery {
-                    topic: Rc::from(topic),
-                    payload,
-                    qos,
-                    retain: true,
-                    position: None,
-                };
+                let delivery = Delivery::plain(Rc::from(topic), payload, qos, true);
                 shard.mqtt.deliver_to(self.me.connection, delivery);
             }
         }
@@ -564,6 +569,7 @@ impl Connection {
         let member = shared::Member {
             holder: self.me,
             qos: subscription.qos,
+            subscription_id: subscription.id,
         };
         let (name, filter) = (name.to_string(), filter.to_string());
         let joined = self

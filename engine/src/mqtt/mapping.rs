@@ -6,10 +6,15 @@
 //!    ──► Kafka topic `--mqtt-kafka-topic` (default "mqtt"),
 //!        partition crc32c(T) mod partitions   (one MQTT topic, one partition: its order holds)
 //!        record: key T, value P, headers mqtt.topic = T, mqtt.qos = q ("0", "1" or "2"),
-//!        and mqtt.retain = "1" when published retained
+//!        mqtt.client = the publisher's client id, mqtt.retain = "1" when published retained;
+//!        v5 properties: mqtt.payload_format ("0" | "1"), mqtt.expiry_s (decimal seconds),
+//!        mqtt.content_type, mqtt.response_topic, mqtt.correlation_data (raw bytes), and
+//!        each user property as a header of its own name (one beginning "mqtt." stored
+//!        as "mqtt.user." + its name)
 //!  Kafka record on that topic with header mqtt.topic = T (or, without it, a
 //!  UTF-8 key that is a valid topic name) ──► MQTT subscribers of filters matching T,
-//!        at QoS min(mqtt.qos or 1, granted)
+//!        at QoS min(mqtt.qos or 1, granted); its other headers (not "mqtt.") are user
+//!        properties of the v5 delivery
 //! ```
 //!
 //! Pure functions plus [`ensure_topic`], which asks the metadata group (on
@@ -30,6 +35,78 @@ pub(crate) const TOPIC_HEADER: &str = "mqtt.topic";
 pub(crate) const QOS_HEADER: &str = "mqtt.qos";
 /// The record header present (value "1") on a message published retained.
 pub(crate) const RETAIN_HEADER: &str = "mqtt.retain";
+/// The record header holding the publisher's client id (for No Local).
+pub(crate) const CLIENT_HEADER: &str = "mqtt.client";
+/// The v5 Payload Format Indicator ("0" or "1").
+const PAYLOAD_FORMAT_HEADER: &str = "mqtt.payload_format";
+/// The v5 Message Expiry Interval, decimal seconds from the record's timestamp.
+const EXPIRY_HEADER: &str = "mqtt.expiry_s";
+/// The v5 Content Type.
+const CONTENT_TYPE_HEADER: &str = "mqtt.content_type";
+/// The v5 Response Topic.
+const RESPONSE_TOPIC_HEADER: &str = "mqtt.response_topic";
+/// The v5 Correlation Data.
+const CORRELATION_HEADER: &str = "mqtt.correlation_data";
+/// Headers whose names begin so are the broker's; a user property named so
+/// is stored under [`USER_ESCAPE`] + its name.
+const RESERVED_PREFIX: &str = "mqtt.";
+/// Where a user property whose name begins with [`RESERVED_PREFIX`] goes.
+const USER_ESCAPE: &str = "mqtt.user.";
+
+/// The v5 properties a message carries from its publisher to its
+/// subscribers (MQTT 5.0 §3.3.2.3), all optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct MessageProperties {
+    pub(crate) payload_format: Option<u8>,
+    /// Seconds it lives after it was published.
+    pub(crate) expiry_s: Option<u32>,
+    pub(crate) content_type: Option<String>,
+    pub(crate) response_topic: Option<String>,
+    pub(crate) correlation_data: Option<Bytes>,
+    /// In order; names may repeat.
+    pub(crate) user: Vec<(String, String)>,
+}
+
+impl MessageProperties {
+    /// The message properties of a PUBLISH's properties (`None`: none).
+    pub(crate) fn of(properties: &shardline_net::mqtt::Properties) -> Option<Box<MessageProperties>> {
+        let props = MessageProperties {
+            payload_format: properties.payload_format,
+            expiry_s: properties.message_expiry_s,
+            content_type: properties.content_type.clone(),
+            response_topic: properties.response_topic.clone(),
+            correlation_data: properties.correlation_data.clone(),
+            user: properties.user_properties.clone(),
+        };
+        (props != MessageProperties::default()).then(|| Box::new(props))
+    }
+
+    /// Copies them into a delivery's PUBLISH properties, the expiry as
+    /// what is left of it.
+    pub(crate) fn fill(&self, properties: &mut shardline_net::mqtt::Properties, expiry_left_s: Option<u32>) {
+        properties.payload_format = self.payload_format;
+        properties.message_expiry_s = expiry_left_s;
+        properties.content_type.clone_from(&self.content_type);
+        properties.response_topic.clone_from(&self.response_topic);
+        properties.correlation_data.clone_from(&self.correlation_data);
+        properties.user_properties.clone_from(&self.user);
+    }
+
+    /// Bytes they add to a record, at most.
+    fn record_bytes_max(&self) -> usize {
+        let strings = [&self.content_type, &self.response_topic]
+            .into_iter()
+            .flatten()
+            .map(String::len)
+            .sum::<usize>();
+        let user: usize = self
+            .user
+            .iter()
+            .map(|(name, value)| name.len() + value.len() + USER_ESCAPE.len() + 10)
+            .sum();
+        strings + self.correlation_data.as_ref().map_or(0, Bytes::len) + user + 128
+    }
+}
 
 /// The partition of the mapped Kafka topic that holds MQTT topic `topic`.
 ///
@@ -52,17 +129,77 @@ pub(crate) struct Publication {
     pub(crate) qos: QoS,
     /// Its RETAIN flag.
     pub(crate) retain: bool,
+    /// Its publisher's client id.
+    pub(crate) client_id: std::sync::Arc<str>,
+    /// Its v5 properties, if it has any.
+    pub(crate) properties: Option<Box<MessageProperties>>,
 }
 
 /// Bytes a record of [`batch_of`] takes beyond its topic (twice: key and
-/// header) and payload, at most: the varints, the three header names and
-/// their values.
-const RECORD_OVERHEAD_BYTES_MAX: usize = 64;
+/// header), client id and payload, at most: the varints, the four header
+/// names and their values.
+const RECORD_OVERHEAD_BYTES_MAX: usize = 80;
 
 impl Publication {
     /// The most bytes this message adds to a batch of [`batch_of`].
     pub(crate) fn record_bytes_max(&self) -> usize {
-        2 * self.topic.len() + self.payload.len() + RECORD_OVERHEAD_BYTES_MAX
+        2 * self.topic.len()
+            + self.client_id.len()
+            + self.payload.len()
+            + RECORD_OVERHEAD_BYTES_MAX
+            + self.properties.as_ref().map_or(0, |p| p.record_bytes_max())
+    }
+
+    /// The record headers of this message.
+    fn headers<'a>(&'a self, scratch: &'a mut Vec<String>) -> Vec<(&'a str, &'a [u8])> {
+        let mut headers: Vec<(&str, &[u8])> = vec![
+            (TOPIC_HEADER, self.topic.as_bytes()),
+            (QOS_HEADER, qos_header(self.qos)),
+            (CLIENT_HEADER, self.client_id.as_bytes()),
+        ];
+        if self.retain {
+            headers.push((RETAIN_HEADER, b"1"));
+        }
+        let Some(props) = &self.properties else {
+            return headers;
+        };
+        // Numbers and escaped names are made first, borrowed after.
+        scratch.clear();
+        if let Some(expiry_s) = props.expiry_s {
+            scratch.push(expiry_s.to_string());
+        }
+        for (name, _) in &props.user {
+            if name.starts_with(RESERVED_PREFIX) {
+                scratch.push(format!("{USER_ESCAPE}{name}"));
+            }
+        }
+        let mut made = scratch.iter();
+        if let Some(format) = props.payload_format {
+            headers.push((PAYLOAD_FORMAT_HEADER, if format == 1 { b"1" } else { b"0" }));
+        }
+        if props.expiry_s.is_some() {
+            if let Some(expiry) = made.next() {
+                headers.push((EXPIRY_HEADER, expiry.as_bytes()));
+            }
+        }
+        if let Some(content_type) = &props.content_type {
+            headers.push((CONTENT_TYPE_HEADER, content_type.as_bytes()));
+        }
+        if let Some(response_topic) = &props.response_topic {
+            headers.push((RESPONSE_TOPIC_HEADER, response_topic.as_bytes()));
+        }
+        if let Some(correlation) = &props.correlation_data {
+            headers.push((CORRELATION_HEADER, correlation));
+        }
+        for (name, value) in &props.user {
+            let name = if name.starts_with(RESERVED_PREFIX) {
+                made.next().map_or(name.as_str(), String::as_str)
+            } else {
+                name.as_str()
+            };
+            headers.push((name, value.as_bytes()));
+        }
+        headers
     }
 }
 
@@ -71,15 +208,11 @@ impl Publication {
 /// # Panics
 /// If `messages` is empty (the caller appends at least one).
 pub(crate) fn batch_of(messages: &[Publication], timestamp_ms: i64) -> Bytes {
-    let headers: Vec<[(&str, &[u8]); 3]> = messages
+    let mut scratch: Vec<Vec<String>> = vec![Vec::new(); messages.len()];
+    let headers: Vec<Vec<(&str, &[u8])>> = messages
         .iter()
-        .map(|message| {
-            [
-                (TOPIC_HEADER, message.topic.as_bytes()),
-                (QOS_HEADER, qos_header(message.qos)),
-                (RETAIN_HEADER, b"1"),
-            ]
-        })
+        .zip(scratch.iter_mut())
+        .map(|(message, scratch)| message.headers(scratch))
         .collect();
     let records: Vec<HeaderedRecord<'_>> = messages
         .iter()
@@ -87,8 +220,7 @@ pub(crate) fn batch_of(messages: &[Publication], timestamp_ms: i64) -> Bytes {
         .map(|(message, headers)| HeaderedRecord {
             key: Some(message.topic.as_bytes()),
             value: Some(&message.payload),
-            // The retain header only on a retained message.
-            headers: headers.get(..if message.retain { 3 } else { 2 }).unwrap_or_default(),
+            headers,
         })
         .collect();
     let batch = shardline_log::build_batch_with_headers(timestamp_ms, &records);
@@ -160,6 +292,69 @@ pub(crate) struct Message {
     pub(crate) qos: QoS,
     /// Whether it was published retained.
     pub(crate) retain: bool,
+    /// Its publisher's client id, if the record names one (a slice of the
+    /// chunk).
+    pub(crate) publisher: Option<Bytes>,
+    /// When it was stored, ms since the Unix epoch (the record's timestamp).
+    pub(crate) timestamp_ms: i64,
+    /// Its v5 properties (and a Kafka record's own headers as user
+    /// properties), if it has any.
+    pub(crate) properties: Option<Rc<MessageProperties>>,
+}
+
+impl Message {
+    /// Seconds left of its Message Expiry Interval at `now_ms` (`None`: it
+    /// does not expire), or `Err` when it has expired and must not be
+    /// delivered (MQTT 5.0 §3.3.2.3.3).
+    pub(crate) fn expiry_left_s(&self, now_ms: i64) -> Result<Option<u32>, ()> {
+        let Some(expiry_s) = self.properties.as_ref().and_then(|p| p.expiry_s) else {
+            return Ok(None);
+        };
+        let elapsed_s = now_ms.saturating_sub(self.timestamp_ms).max(0) / 1000;
+        let left = i64::from(expiry_s) - elapsed_s;
+        if left <= 0 {
+            return Err(());
+        }
+        Ok(Some(u32::try_from(left).unwrap_or(expiry_s)))
+    }
+}
+
+/// The MQTT properties a record's headers carry, beyond topic, QoS, retain
+/// and publisher (`None`: none).
+fn properties_of(headers: shardline_log::Headers<'_>) -> Option<Rc<MessageProperties>> {
+    let mut props: Option<MessageProperties> = None;
+    for (name, value) in headers {
+        let Ok(name) = std::str::from_utf8(name) else {
+            continue;
+        };
+        if matches!(name, TOPIC_HEADER | QOS_HEADER | RETAIN_HEADER | CLIENT_HEADER) {
+            continue;
+        }
+        let props = props.get_or_insert_with(MessageProperties::default);
+        let text = value.and_then(|value| std::str::from_utf8(value).ok());
+        match name {
+            PAYLOAD_FORMAT_HEADER => props.payload_format = text.and_then(|t| t.parse().ok()),
+            EXPIRY_HEADER => props.expiry_s = text.and_then(|t| t.parse().ok()),
+            CONTENT_TYPE_HEADER => props.content_type = text.map(str::to_string),
+            RESPONSE_TOPIC_HEADER => props.response_topic = text.filter(|t| valid_topic_name(t)).map(str::to_string),
+            CORRELATION_HEADER => props.correlation_data = value.map(Bytes::copy_from_slice),
+            _ => {
+                // Other broker headers are not the user's; a user property
+                // named "mqtt..." was stored escaped.
+                let user = match name.strip_prefix(USER_ESCAPE) {
+                    Some(escaped) => escaped,
+                    None if name.starts_with(RESERVED_PREFIX) => continue,
+                    None => name,
+                };
+                if let Some(text) = text {
+                    props.user.push((user.to_string(), text.to_string()));
+                }
+            }
+        }
+    }
+    props
+        .filter(|props| *props != MessageProperties::default())
+        .map(Rc::new)
 }
 
 /// What walking a read chunk found besides messages.
@@ -216,6 +411,11 @@ pub(crate) fn messages(chunk: &Bytes, from: Offset, out: &mut Vec<Message>, skip
             };
             let qos = qos_of_header(record.headers.get(QOS_HEADER.as_bytes()).flatten());
             let retain = record.headers.get(RETAIN_HEADER.as_bytes()).flatten() == Some(b"1");
+            let publisher = record
+                .headers
+                .get(CLIENT_HEADER.as_bytes())
+                .flatten()
+                .map(|id| batch.slice_ref(id));
             let payload = record.value.map_or_else(Bytes::new, |value| batch.slice_ref(value));
             out.push(Message {
                 offset,
@@ -223,6 +423,9 @@ pub(crate) fn messages(chunk: &Bytes, from: Offset, out: &mut Vec<Message>, skip
                 payload,
                 qos,
                 retain,
+                publisher,
+                timestamp_ms: header.base_timestamp_ms.saturating_add(record.timestamp_delta_ms),
+                properties: properties_of(record.headers),
             });
         }
     }
@@ -273,6 +476,8 @@ mod tests {
 
     fn publication(topic: &str, payload: &'static [u8], qos: QoS, retain: bool) -> Publication {
         Publication {
+            client_id: std::sync::Arc::from("dev-1"),
+            properties: None,
             topic: topic.to_string(),
             payload: Bytes::from_static(payload),
             qos,
@@ -344,6 +549,60 @@ mod tests {
         assert_eq!(messages(&chunk, Offset(1), &mut out, &mut skipped), Offset(2));
         assert!(out.is_empty());
         assert_eq!(skipped.untopical, 1);
+    }
+
+    #[test]
+    fn v5_properties_and_the_publisher_survive_the_log_format() {
+        let props = MessageProperties {
+            payload_format: Some(1),
+            expiry_s: Some(30),
+            content_type: Some("application/json".to_string()),
+            response_topic: Some("replies/7".to_string()),
+            correlation_data: Some(Bytes::from_static(b"\x00\x01")),
+            user: vec![
+                ("site".to_string(), "a".to_string()),
+                ("mqtt.qos".to_string(), "not the broker's".to_string()),
+                ("site".to_string(), "b".to_string()),
+            ],
+        };
+        let mut message = publication("t", b"{}", QoS::AtLeastOnce, false);
+        message.properties = Some(Box::new(props.clone()));
+        let batch = batch_of(std::slice::from_ref(&message), 1_000);
+        assert!(batch.len() <= shardline_log::BATCH_HEADER_BYTES + message.record_bytes_max());
+        let mut out = Vec::new();
+        messages(&batch, Offset(0), &mut out, &mut Skipped::default());
+        assert_eq!(
+            out[0].qos,
+            QoS::AtLeastOnce,
+            "a user property never passes for the broker's header"
+        );
+        assert_eq!(out[0].publisher.as_deref(), Some(&b"dev-1"[..]));
+        assert_eq!(out[0].properties.as_deref(), Some(&props));
+        // The expiry counts from the record's timestamp.
+        assert_eq!(out[0].expiry_left_s(1_000), Ok(Some(30)));
+        assert_eq!(out[0].expiry_left_s(11_999), Ok(Some(20)));
+        assert_eq!(out[0].expiry_left_s(31_000), Err(()));
+    }
+
+    #[test]
+    fn a_kafka_records_own_headers_become_user_properties() {
+        let headers: [(&str, &[u8]); 3] = [(TOPIC_HEADER, b"k/t"), ("trace-id", b"abc"), ("mqtt.unknown", b"x")];
+        let record = HeaderedRecord {
+            key: None,
+            value: Some(b"v"),
+            headers: &headers,
+        };
+        let batch = Bytes::from(shardline_log::build_batch_with_headers(1, &[record]));
+        let mut out = Vec::new();
+        messages(&batch, Offset(0), &mut out, &mut Skipped::default());
+        let props = out[0].properties.as_deref().unwrap();
+        assert_eq!(props.user, vec![("trace-id".to_string(), "abc".to_string())]);
+        assert_eq!(out[0].publisher, None);
+        // A plain MQTT message has no properties at all.
+        let batch = batch_of(&[publication("t", b"x", QoS::AtMostOnce, true)], 1);
+        out.clear();
+        messages(&batch, Offset(0), &mut out, &mut Skipped::default());
+        assert!(out[0].properties.is_none());
     }
 
     #[test]

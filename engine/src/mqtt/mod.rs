@@ -66,7 +66,7 @@ use glommio::{channels::local_channel::LocalSender, sync::Semaphore, GlommioErro
 use shardline_log::Offset;
 use shardline_net::mqtt::{filter_matches, shared_filter, QoS};
 
-use self::mapping::Message;
+use self::mapping::{Message, MessageProperties};
 use crate::{error::EngineError, partition::Partition, shard::Shard};
 
 pub(crate) use listener::{accept_loop, bind, describe, MqttSocket};
@@ -125,6 +125,29 @@ pub(crate) struct Delivery {
     /// Where it is in the log, for a delivery to the connection's own
     /// subscriptions (`None` for retained and shared deliveries).
     pub(crate) position: Option<Position>,
+    /// Its v5 properties (sent to v5 subscribers).
+    pub(crate) properties: Option<Rc<MessageProperties>>,
+    /// Seconds left of its Message Expiry Interval, if it has one.
+    pub(crate) expiry_left_s: Option<u32>,
+    /// The identifiers of the subscriptions it matched (v5).
+    pub(crate) subscription_ids: Vec<u32>,
+}
+
+impl Delivery {
+    /// A delivery of `payload` on `topic` with no position and no v5
+    /// properties (retained messages).
+    pub(crate) fn plain(topic: Rc<str>, payload: Bytes, qos: QoS, retain: bool) -> Delivery {
+        Delivery {
+            topic,
+            payload,
+            qos,
+            retain,
+            position: None,
+            properties: None,
+            expiry_left_s: None,
+            subscription_ids: Vec::new(),
+        }
+    }
 }
 
 /// One subscription of a connection.
@@ -138,6 +161,10 @@ pub(crate) struct Subscription {
     /// v5 Retain As Published: live deliveries keep the published RETAIN
     /// flag (otherwise it is cleared).
     pub(crate) retain_as_published: bool,
+    /// v5 No Local: not the connection's own publications.
+    pub(crate) no_local: bool,
+    /// v5 Subscription Identifier, sent with what it matches.
+    pub(crate) id: Option<u32>,
 }
 
 /// What a connection is told from outside its task.
@@ -161,6 +188,8 @@ struct Local {
     unsent: Rc<Unsent>,
     /// Closed when the connection has ended (and saved its session).
     ended: Rc<Semaphore>,
+    /// Its client id, once claimed (for No Local).
+    client_id: Option<Bytes>,
 }
 
 impl Subscription {
@@ -272,6 +301,9 @@ pub(crate) struct Remote {
     topic: String,
     payload: Bytes,
     qos: QoS,
+    properties: Option<Box<MessageProperties>>,
+    expiry_left_s: Option<u32>,
+    subscription_id: Option<u32>,
 }
 
 impl MqttShard {
@@ -321,10 +353,18 @@ impl MqttShard {
                 control,
                 unsent: Rc::clone(&unsent),
                 ended: Rc::new(Semaphore::new(0)),
+                client_id: None,
             },
         );
         assert!(connections.len() <= self.connections_max, "MQTT connections bounded");
         Some((id, unsent))
+    }
+
+    /// Records the client id `connection` claimed.
+    fn set_client_id(&self, connection: u64, client_id: &str) {
+        if let Some(local) = self.connections.borrow_mut().get_mut(&connection) {
+            local.client_id = Some(Bytes::copy_from_slice(client_id.as_bytes()));
+        }
     }
 
     fn close(&self, connection: u64) {
@@ -401,18 +441,31 @@ impl MqttShard {
         me: usize,
         partition: i32,
         message: &Message,
+        now_ms: i64,
         stalled: &mut Vec<Stalled>,
         remote: &mut Vec<Remote>,
     ) {
-        self.dispatch_shared(me, message, stalled, remote);
+        // An expired message goes to nobody (v5 §3.3.2.3.3).
+        let Ok(expiry_left_s) = message.expiry_left_s(now_ms) else {
+            return;
+        };
+        self.dispatch_shared(me, message, expiry_left_s, stalled, remote);
         for (&connection, local) in self.connections.borrow().iter() {
-            if let Some(delivery) = delivery_for(&local.filters, partition, message) {
+            let client_id = local.client_id.as_deref();
+            if let Some(delivery) = delivery_for(&local.filters, client_id, partition, message, expiry_left_s) {
                 local.offer(connection, delivery, stalled);
             }
         }
     }
 
-    fn dispatch_shared(&self, me: usize, message: &Message, stalled: &mut Vec<Stalled>, remote: &mut Vec<Remote>) {
+    fn dispatch_shared(
+        &self,
+        me: usize,
+        message: &Message,
+        expiry_left_s: Option<u32>,
+        stalled: &mut Vec<Stalled>,
+        remote: &mut Vec<Remote>,
+    ) {
         let mut members = Vec::new();
         self.shares.borrow_mut().pick(&message.topic, &mut members);
         for member in members {
@@ -424,6 +477,9 @@ impl MqttShard {
                     topic: message.topic.to_string(),
                     payload: message.payload.clone(),
                     qos,
+                    properties: message.properties.as_deref().cloned().map(Box::new),
+                    expiry_left_s,
+                    subscription_id: member.subscription_id,
                 });
                 continue;
             }
@@ -432,11 +488,10 @@ impl MqttShard {
                 continue;
             };
             let delivery = Delivery {
-                topic: Rc::clone(&message.topic),
-                payload: message.payload.clone(),
-                qos,
-                retain: false,
-                position: None,
+                properties: message.properties.clone(),
+                expiry_left_s,
+                subscription_ids: member.subscription_id.into_iter().collect(),
+                ..Delivery::plain(Rc::clone(&message.topic), message.payload.clone(), qos, false)
             };
             local.offer(member.holder.connection, delivery, stalled);
         }
@@ -447,11 +502,10 @@ impl MqttShard {
     fn deliver_remote(&self, deliveries: Vec<Remote>) {
         for remote in deliveries {
             let delivery = Delivery {
-                topic: Rc::from(remote.topic),
-                payload: remote.payload,
-                qos: remote.qos,
-                retain: false,
-                position: None,
+                properties: remote.properties.map(|props| Rc::new(*props)),
+                expiry_left_s: remote.expiry_left_s,
+                subscription_ids: remote.subscription_id.into_iter().collect(),
+                ..Delivery::plain(Rc::from(remote.topic), remote.payload, remote.qos, false)
             };
             self.deliver_to(remote.connection, delivery);
         }
@@ -556,28 +610,45 @@ pub(crate) async fn served_partition(shard: &Shard, topic: &str, index: i32) -> 
     }
 }
 
-/// The delivery of `message` (at `offset` of `partition`) to a connection
+/// The delivery of `message` (at its offset of `partition`, with
+/// `expiry_left_s` of its expiry left) to the connection of `client_id`
 /// subscribed with `filters`, if any of them matches: once, at the highest
 /// QoS granted among the matching filters (capped by the QoS it was
-/// published at), with RETAIN kept if any of them asked for it.
-fn delivery_for(filters: &[Subscription], partition: i32, message: &Message) -> Option<Delivery> {
+/// published at), with RETAIN kept if any of them asked for it, and the
+/// identifiers of all of them. A No Local filter does not match the
+/// connection's own publications.
+fn delivery_for(
+    filters: &[Subscription],
+    client_id: Option<&[u8]>,
+    partition: i32,
+    message: &Message,
+    expiry_left_s: Option<u32>,
+) -> Option<Delivery> {
+    let own = client_id.is_some() && message.publisher.as_deref() == client_id;
     let mut matching = filters
         .iter()
-        .filter(|subscription| filter_matches(&subscription.filter, &message.topic))
+        .filter(|subscription| !(own && subscription.no_local) && filter_matches(&subscription.filter, &message.topic))
         .peekable();
     matching.peek()?;
+    let mut subscription_ids = Vec::new();
     let (granted, retain_as_published) = matching.fold((QoS::AtMostOnce, false), |(qos, rap), s| {
+        subscription_ids.extend(s.id);
         (qos.max(s.qos), rap || s.retain_as_published)
     });
     Some(Delivery {
-        topic: Rc::clone(&message.topic),
-        payload: message.payload.clone(),
-        qos: granted.min(message.qos),
-        retain: message.retain && retain_as_published,
         position: Some(Position {
             partition,
             offset: message.offset,
         }),
+        properties: message.properties.clone(),
+        expiry_left_s,
+        subscription_ids,
+        ..Delivery::plain(
+            Rc::clone(&message.topic),
+            message.payload.clone(),
+            granted.min(message.qos),
+            message.retain && retain_as_published,
+        )
     })
 }
 
@@ -585,4 +656,59 @@ fn delivery_for(filters: &[Subscription], partition: i32, message: &Message) -> 
 fn home_shard(client_id: &str, shards: usize) -> usize {
     assert!(shards > 0, "at least one shard");
     usize::try_from(crc32c::crc32c(client_id.as_bytes())).unwrap_or(0) % shards
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::*;
+
+    fn message(publisher: &'static [u8]) -> Message {
+        Message {
+            offset: Offset(5),
+            topic: Rc::from("a/b"),
+            payload: Bytes::from_static(b"p"),
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            publisher: Some(Bytes::from_static(publisher)),
+            timestamp_ms: 0,
+            properties: None,
+        }
+    }
+
+    fn subscription(filter: &str, qos: QoS, no_local: bool, id: Option<u32>) -> Subscription {
+        Subscription {
+            filter: filter.to_string(),
+            qos,
+            retain_as_published: false,
+            no_local,
+            id,
+        }
+    }
+
+    #[test]
+    fn one_delivery_per_connection_with_every_matching_id_and_no_local_honoured() {
+        let filters = [
+            subscription("a/#", QoS::AtLeastOnce, true, Some(1)),
+            subscription("a/+", QoS::ExactlyOnce, false, Some(2)),
+            subscription("x/#", QoS::ExactlyOnce, false, Some(3)),
+        ];
+        let delivery = delivery_for(&filters, Some(b"other"), 0, &message(b"me"), None).unwrap();
+        assert_eq!(
+            (delivery.qos, delivery.subscription_ids.clone()),
+            (QoS::ExactlyOnce, vec![1, 2])
+        );
+        assert_eq!(
+            delivery.position,
+            Some(Position {
+                partition: 0,
+                offset: Offset(5)
+            })
+        );
+        // Its own publication: the No Local filter does not match.
+        let own = delivery_for(&filters, Some(b"me"), 0, &message(b"me"), None).unwrap();
+        assert_eq!(own.subscription_ids, vec![2]);
+        let only_no_local = [subscription("a/#", QoS::AtLeastOnce, true, None)];
+        assert!(delivery_for(&only_no_local, Some(b"me"), 0, &message(b"me"), None).is_none());
+    }
 }

@@ -27,9 +27,10 @@ pub(crate) enum Refusal {
     TakenOver,
     /// More QoS 2 publications awaiting PUBREL than CONNACK's Receive Maximum.
     ReceiveMaximumExceeded,
-    /// A subscription identifier (CONNACK says they are not available).
-    SubscriptionIdsNotSupported,
-    /// A topic alias (CONNACK says Topic Alias Maximum 0).
+    /// A packet that breaks a rule of the protocol (v5: 0x82).
+    ProtocolError(&'static str),
+    /// A topic alias of 0, above CONNACK's Topic Alias Maximum, or used
+    /// before it was set.
     TopicAliasInvalid,
     /// The subscriber fell a whole delivery queue behind.
     SlowSubscriber,
@@ -49,8 +50,8 @@ impl std::fmt::Display for Refusal {
             Refusal::KeepAliveTimeout => write!(f, "no packet within 1.5 keep-alive periods"),
             Refusal::TakenOver => write!(f, "session taken over by a new connection with the same client id"),
             Refusal::ReceiveMaximumExceeded => write!(f, "more QoS 2 publications in flight than Receive Maximum"),
-            Refusal::SubscriptionIdsNotSupported => write!(f, "subscription identifiers are not supported"),
-            Refusal::TopicAliasInvalid => write!(f, "topic aliases are not supported"),
+            Refusal::ProtocolError(what) => write!(f, "protocol error: {what}"),
+            Refusal::TopicAliasInvalid => write!(f, "a topic alias of 0, above the maximum, or not set"),
             Refusal::SlowSubscriber => write!(f, "the subscriber's delivery queue is full"),
             Refusal::ServerShuttingDown => write!(f, "the server is shutting down"),
             Refusal::Append(error) => write!(f, "append failed: {error}"),
@@ -77,7 +78,6 @@ const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
 const PACKET_TOO_LARGE: u8 = 0x95;
 const QUOTA_EXCEEDED: u8 = 0x97;
 const TOPIC_ALIAS_INVALID: u8 = 0x94;
-const SUBSCRIPTION_IDS_NOT_SUPPORTED: u8 = 0xa1;
 
 /// 3.1.1 CONNACK return codes (MQTT 3.1.1 §3.2.2.3).
 const V311_UNACCEPTABLE_PROTOCOL_VERSION: u8 = 0x01;
@@ -133,12 +133,11 @@ fn decode_code(error: &MqttDecodeError) -> u8 {
 pub(crate) fn disconnect_code(refusal: &Refusal) -> u8 {
     match refusal {
         Refusal::Decode(error) => decode_code(error),
-        Refusal::SecondConnect | Refusal::UnexpectedPacket(_) => PROTOCOL_ERROR,
+        Refusal::SecondConnect | Refusal::UnexpectedPacket(_) | Refusal::ProtocolError(_) => PROTOCOL_ERROR,
         Refusal::ClientIdRejected => CLIENT_ID_NOT_VALID,
         Refusal::KeepAliveTimeout => KEEP_ALIVE_TIMEOUT,
         Refusal::TakenOver => SESSION_TAKEN_OVER,
         Refusal::ReceiveMaximumExceeded => RECEIVE_MAXIMUM_EXCEEDED,
-        Refusal::SubscriptionIdsNotSupported => SUBSCRIPTION_IDS_NOT_SUPPORTED,
         Refusal::TopicAliasInvalid => TOPIC_ALIAS_INVALID,
         Refusal::SlowSubscriber => QUOTA_EXCEEDED,
         Refusal::ServerShuttingDown => SERVER_SHUTTING_DOWN,

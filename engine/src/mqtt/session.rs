@@ -37,7 +37,7 @@ use shardline_net::mqtt::{
 };
 
 use super::{
-    mapping::Publication,
+    mapping::{MessageProperties, Publication},
     reason::{self, FilterRefusal, Refusal},
     stored::{StoredInflight, StoredSession},
     Delivery, Position, Subscription,
@@ -77,6 +77,13 @@ pub(crate) const SESSION_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// The Session Expiry Interval that means "never" (and what a 3.1.1 clean
 /// session 0 gets).
 pub(crate) const SESSION_NEVER_EXPIRES_S: u32 = u32::MAX;
+
+/// Topic aliases a v5 client may set on this connection (announced in
+/// CONNACK as Topic Alias Maximum): bounds the alias table.
+pub(crate) const TOPIC_ALIAS_MAX: u16 = 64;
+
+/// The largest Subscription Identifier (MQTT 5.0 §3.8.2.1.2).
+const SUBSCRIPTION_ID_MAX: u32 = 268_435_455;
 
 /// Longest client identifier accepted (3.1.1 obliges servers to take 23
 /// bytes; longer ones are allowed, within reason).
@@ -279,6 +286,10 @@ pub(crate) struct Session {
     /// A resumed session's offline messages are being sent: the cursors
     /// move only with them until [`Event::Progress`] ends the replay.
     replaying: bool,
+    /// The client id, shared with every publication's record.
+    client_arc: Arc<str>,
+    /// v5 topic aliases the client set, at most [`TOPIC_ALIAS_MAX`].
+    aliases: BTreeMap<u16, String>,
 }
 
 impl Session {
@@ -307,6 +318,8 @@ impl Session {
             save_now: false,
             id_assigned: false,
             replaying: false,
+            client_arc: Arc::from(""),
+            aliases: BTreeMap::new(),
         }
     }
 
@@ -563,6 +576,7 @@ impl Session {
             return self.refuse(Refusal::ClientIdRejected);
         }
         self.will = connect.will;
+        self.client_arc = Arc::from(client_id.as_str());
         self.client_id = client_id.clone();
         self.keep_alive_grace =
             (connect.keep_alive_s > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive_s) * 1500));
@@ -596,9 +610,9 @@ impl Session {
                 assigned_client_id: self.id_assigned.then_some(client_id),
                 maximum_packet_size: Some(self.limits.packet_bytes_max),
                 receive_maximum: Some(u16::try_from(RELEASES_PENDING_MAX).unwrap_or(u16::MAX)),
-                topic_alias_maximum: Some(0),
+                topic_alias_maximum: Some(TOPIC_ALIAS_MAX),
                 wildcard_available: Some(1),
-                subscription_ids_available: Some(0),
+                subscription_ids_available: Some(1),
                 shared_available: Some(1),
                 ..Properties::default()
             },
@@ -697,10 +711,29 @@ impl Session {
         }))]
     }
 
-    fn on_publish(&mut self, publish: Publish) -> Vec<Action> {
-        if publish.properties.topic_alias.is_some() {
-            return self.refuse(Refusal::TopicAliasInvalid);
+    fn on_publish(&mut self, mut publish: Publish) -> Vec<Action> {
+        if let Some(alias) = publish.properties.topic_alias {
+            // v5 §3.3.2.3.4: a topic with an alias sets it, an empty topic uses it.
+            if alias == 0 || alias > TOPIC_ALIAS_MAX {
+                return self.refuse(Refusal::TopicAliasInvalid);
+            }
+            if publish.topic.is_empty() {
+                match self.aliases.get(&alias) {
+                    Some(topic) => publish.topic.clone_from(topic),
+                    None => return self.refuse(Refusal::TopicAliasInvalid),
+                }
+            } else {
+                self.aliases.insert(alias, publish.topic.clone());
+            }
         }
+        assert!(
+            !publish.topic.is_empty(),
+            "the codec gives an empty topic only with an alias"
+        );
+        assert!(
+            self.aliases.len() <= usize::from(TOPIC_ALIAS_MAX),
+            "topic aliases bounded"
+        );
         if !publish.properties.subscription_ids.is_empty() {
             return self.refuse(Refusal::UnexpectedPacket("subscription identifier in PUBLISH"));
         }
@@ -731,10 +764,12 @@ impl Session {
         }
         vec![Action::Append {
             message: Publication {
+                properties: MessageProperties::of(&publish.properties),
                 topic: publish.topic,
                 payload: publish.payload,
                 qos: publish.qos,
                 retain: publish.retain,
+                client_id: Arc::clone(&self.client_arc),
             },
             packet_id: publish.packet_id,
         }]
@@ -783,8 +818,19 @@ impl Session {
 
     fn on_subscribe(&mut self, subscribe: Subscribe) -> Vec<Action> {
         let version = self.version.unwrap_or(Version::V311);
-        if !subscribe.properties.subscription_ids.is_empty() {
-            return self.refuse(Refusal::SubscriptionIdsNotSupported);
+        let subscription_id = match subscribe.properties.subscription_ids[..] {
+            [] => None,
+            [id] if (1..=SUBSCRIPTION_ID_MAX).contains(&id) => Some(id),
+            [_] => return self.refuse(Refusal::ProtocolError("subscription identifier 0")),
+            _ => return self.refuse(Refusal::ProtocolError("two subscription identifiers in SUBSCRIBE")),
+        };
+        if subscribe
+            .filters
+            .iter()
+            .any(|(filter, options)| options.no_local && filter.starts_with("$share/"))
+        {
+            // v5 §3.8.3.1.
+            return self.refuse(Refusal::ProtocolError("No Local on a shared subscription"));
         }
         let mut granted = Vec::new();
         let mut retained_for = Vec::new();
@@ -795,6 +841,8 @@ impl Session {
                 qos: options.qos,
                 // 3.1.1 has no such option: its deliveries never carry RETAIN.
                 retain_as_published: version == Version::V5 && options.retain_as_published,
+                no_local: version == Version::V5 && options.no_local,
+                id: subscription_id,
             };
             let shared = subscription.filter.starts_with("$share/");
             let valid = if shared {
@@ -938,13 +986,20 @@ impl Session {
                 Some(id)
             }
         };
+        let mut properties = Properties::default();
+        if self.version == Some(Version::V5) {
+            if let Some(props) = &delivery.properties {
+                props.fill(&mut properties, delivery.expiry_left_s);
+            }
+            properties.subscription_ids = delivery.subscription_ids;
+        }
         let publish = Publish {
             dup: false,
             qos: delivery.qos,
             retain: delivery.retain,
             topic: delivery.topic.to_string(),
             packet_id,
-            properties: Properties::default(),
+            properties,
             payload: delivery.payload,
         };
         // A packet larger than the client accepts is dropped (v5 §3.1.2.11.4).

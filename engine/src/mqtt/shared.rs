@@ -34,6 +34,8 @@ pub(crate) struct Member {
     pub(crate) holder: Holder,
     /// The QoS granted to it.
     pub(crate) qos: QoS,
+    /// Its v5 Subscription Identifier for the share.
+    pub(crate) subscription_id: Option<u32>,
 }
 
 /// One share: its members, in the order they joined, and whose turn is next.
@@ -114,6 +116,7 @@ mod tests {
         Member {
             holder: Holder { shard, connection },
             qos: QoS::AtLeastOnce,
+            subscription_id: None,
         }
     }
 

@@ -13,7 +13,8 @@
 //!    i64     saved at, ms since the Unix epoch
 //!    string  the Kafka topic the cursors are offsets of
 //!    u16     subscriptions, then each: string filter, u8 QoS (0..=2),
-//!                                      u8 flags (bit 0: retain as published)
+//!                u8 flags (bit 0: retain as published, bit 1: no local),
+//!                u32 subscription identifier (0: none)
 //!    u32     cursors, then each: i32 partition, i64 next offset not yet handed over
 //!    u16     deliveries in flight, then each: u16 packet id (≥ 1),
 //!                u8 awaiting (1: PUBACK, 2: PUBREC, 3: PUBCOMP),
@@ -105,7 +106,8 @@ impl StoredSession {
         for subscription in &self.subscriptions {
             string(&mut body, &subscription.filter);
             body.push(qos_bits(subscription.qos));
-            body.push(u8::from(subscription.retain_as_published));
+            body.push(u8::from(subscription.retain_as_published) | (u8::from(subscription.no_local) << 1));
+            body.extend_from_slice(&subscription.id.unwrap_or(0).to_be_bytes());
         }
         let cursors = u32::try_from(self.cursors.len().min(CURSORS_MAX)).unwrap_or(0);
         body.extend_from_slice(&cursors.to_be_bytes());
@@ -163,13 +165,16 @@ impl StoredSession {
             let filter = reader.string()?;
             let qos = QoS::from_bits(reader.u8()?).map_err(|_| BadSession("QoS"))?;
             let flags = reader.u8()?;
-            if flags > 1 {
+            if flags > 3 {
                 return Err(BadSession("subscription flags"));
             }
+            let id = reader.u32()?;
             subscriptions.push(Subscription {
                 filter,
                 qos,
-                retain_as_published: flags == 1,
+                retain_as_published: flags & 1 == 1,
+                no_local: flags & 2 == 2,
+                id: (id > 0).then_some(id),
             });
         }
         let count = usize::try_from(reader.u32()?).unwrap_or(usize::MAX);
@@ -333,11 +338,15 @@ mod tests {
                     filter: "a/+".to_string(),
                     qos: QoS::AtLeastOnce,
                     retain_as_published: false,
+                    no_local: true,
+                    id: Some(7),
                 },
                 Subscription {
                     filter: "$share/g/b/#".to_string(),
                     qos: QoS::ExactlyOnce,
                     retain_as_published: true,
+                    no_local: false,
+                    id: None,
                 },
             ],
             cursors: [(0, Offset(17)), (3, Offset(0))].into_iter().collect(),

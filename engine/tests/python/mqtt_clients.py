@@ -17,7 +17,13 @@ Checks, each bounded in time:
 - an unsubscribed filter gets nothing more;
 - persistent sessions (3.1.1 clean session 0, 5.0 clean start 0 with a
   Session Expiry Interval): messages published while the client is away
-  arrive after it reconnects, with session present and no new SUBSCRIBE.
+  arrive after it reconnects, with session present and no new SUBSCRIBE;
+- v5 message properties (user properties, content type, response topic,
+  correlation data, payload format, message expiry) reach a v5
+  subscriber with its subscription identifier; a Kafka record's headers
+  arrive as user properties; No Local keeps a client's own messages from
+  it; a topic alias stands for its topic; a message that expired while a
+  session was away is not delivered.
 """
 
 import sys
@@ -46,11 +52,13 @@ class Recorder:
         self.lock = threading.Lock()
         self.messages = []
         self.retained = []
+        self.properties = []
         self.subscribed = threading.Event()
 
     def on_message(self, client, userdata, message):
         with self.lock:
             self.messages.append((message.topic, bytes(message.payload), message.qos))
+            self.properties.append(getattr(message, "properties", None))
             if message.retain:
                 self.retained.append((message.topic, bytes(message.payload)))
 
@@ -257,7 +265,82 @@ for protocol, name, qos in ((mqtt.MQTTv311, "keep311", 1), (mqtt.MQTTv5, "keep5"
     c.disconnect()
     c.loop_stop()
 
-for c in (sub311, sub5, sub_all, sub_sys, sub_q2, pub311, pub5):
+# v5 properties end to end, with a subscription identifier.
+props_messages = Recorder()
+sub_props = client(mqtt.MQTTv5, "subprops", props_messages)
+subscribe_properties = Properties(PacketTypes.SUBSCRIBE)
+subscribe_properties.SubscriptionIdentifier = 77
+props_messages.subscribed.clear()
+sub_props.subscribe([("props/#", 1)], properties=subscribe_properties)
+assert props_messages.subscribed.wait(WAIT_S), "no SUBACK for props/#"
+publish_properties = Properties(PacketTypes.PUBLISH)
+publish_properties.UserProperty = [("site", "north"), ("mqtt.qos", "user's own")]
+publish_properties.ContentType = "application/json"
+publish_properties.ResponseTopic = "replies/42"
+publish_properties.CorrelationData = b"req-42"
+publish_properties.PayloadFormatIndicator = 1
+publish_properties.MessageExpiryInterval = 3600
+pub5.publish("props/a", b"{}", qos=1, properties=publish_properties).wait_for_publish(WAIT_S)
+props_messages.wait_for([("props/a", b"{}", 1)])
+got = props_messages.properties[0]
+assert got.UserProperty == [("site", "north"), ("mqtt.qos", "user's own")], got
+assert got.ContentType == "application/json", got
+assert got.ResponseTopic == "replies/42" and got.CorrelationData == b"req-42", got
+assert got.PayloadFormatIndicator == 1, got
+assert 3590 <= got.MessageExpiryInterval <= 3600, got
+assert got.SubscriptionIdentifier == [77], got
+
+# Kafka -> MQTT: the record's other headers are user properties.
+producer = KafkaProducer(bootstrap_servers=KAFKA, acks="all")
+producer.send("mqtt", value=b"hdr", headers=[("mqtt.topic", b"props/k"), ("trace", b"t-1")]).get(timeout=WAIT_S)
+producer.close()
+props_messages.wait_for([("props/k", b"hdr", 1)])
+got = props_messages.properties[1]
+assert got.UserProperty == [("trace", "t-1")], got
+
+# Topic alias: the second PUBLISH has an empty topic and the alias.
+alias_properties = Properties(PacketTypes.PUBLISH)
+alias_properties.TopicAlias = 5
+pub5.publish("props/aliased", b"first", qos=1, properties=alias_properties).wait_for_publish(WAIT_S)
+pub5.publish("", b"second", qos=1, properties=alias_properties).wait_for_publish(WAIT_S)
+props_messages.wait_for([("props/aliased", b"first", 1), ("props/aliased", b"second", 1)])
+
+# No Local: a client's own messages do not come back to it.
+local_messages = Recorder()
+local = client(mqtt.MQTTv5, "local", local_messages)
+local_messages.subscribed.clear()
+local.subscribe([("nl/#", mqtt.SubscribeOptions(qos=1, noLocal=True))])
+assert local_messages.subscribed.wait(WAIT_S), "no SUBACK for nl/#"
+publish(local, "nl/own", b"mine", 1)
+publish(pub5, "nl/other", b"theirs", 1)
+local_messages.wait_for([("nl/other", b"theirs", 1)])
+time.sleep(0.3)
+assert ("nl/own", b"mine", 1) not in local_messages.got(), local_messages.got()
+local.disconnect()
+local.loop_stop()
+
+# Message expiry: a message that expires while a session is away is not
+# delivered when it comes back; one that has not expired is.
+away = Recorder()
+expiring_id = f"expiring-{session_id}"
+c, _ = persistent_client(mqtt.MQTTv5, expiring_id, away)
+subscribe(c, away, [("exp/#", 1)])
+c.disconnect()
+c.loop_stop()
+short = Properties(PacketTypes.PUBLISH)
+short.MessageExpiryInterval = 1
+pub5.publish("exp/a", b"short-lived", qos=1, properties=short).wait_for_publish(WAIT_S)
+publish(pub5, "exp/a", b"lasting", 1)
+time.sleep(2.2)
+back = Recorder()
+c, present = persistent_client(mqtt.MQTTv5, expiring_id, back)
+assert present
+back.wait_for([("exp/a", b"lasting", 1)])
+assert ("exp/a", b"short-lived", 1) not in back.got(), back.got()
+c.disconnect()
+c.loop_stop()
+
+for c in (sub311, sub5, sub_all, sub_sys, sub_q2, sub_props, pub311, pub5):
     c.disconnect()
     c.loop_stop()
 print("mqtt clients ok")

@@ -35,7 +35,8 @@ pub struct Publish {
     pub qos: QoS,
     /// Whether the server should retain it.
     pub retain: bool,
-    /// Where it is published (a valid topic name).
+    /// Where it is published: a valid topic name, or (v5) empty when a
+    /// Topic Alias stands for it.
     pub topic: String,
     /// Its identifier (QoS 1 and 2), `None` at QoS 0.
     pub packet_id: Option<PacketId>,
@@ -95,9 +96,6 @@ impl Publish {
         }
         let mut reader = Reader::new(body);
         let topic = reader.string("topic name")?;
-        if !valid_topic_name(&topic) {
-            return Err(MqttDecodeError::TopicName);
-        }
         let packet_id = match qos {
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce | QoS::ExactlyOnce => Some(PacketId::decode(&mut reader)?),
@@ -106,6 +104,12 @@ impl Publish {
             Version::V5 => Properties::decode(&mut reader, Allowed::PUBLISH)?,
             Version::V311 => Properties::default(),
         };
+        // v5 §3.3.2.3.4: an empty topic name stands for the one a Topic
+        // Alias was set to.
+        let aliased = topic.is_empty() && properties.topic_alias.is_some();
+        if !valid_topic_name(&topic) && !aliased {
+            return Err(MqttDecodeError::TopicName);
+        }
         Ok(Publish {
             dup,
             qos,

@@ -80,6 +80,25 @@ fn the_first_packet_must_be_connect() {
 }
 
 #[test]
+fn an_empty_topic_name_needs_a_topic_alias_in_5() {
+    // PUBLISH QoS 0, empty topic, properties: Topic Alias 3, payload "x".
+    let Ok(Some((Packet::Publish(publish), _))) = decode(&[0x30, 7, 0, 0, 3, 0x23, 0, 3, b'x'], Some(Version::V5))
+    else {
+        panic!("an aliased PUBLISH decodes");
+    };
+    assert_eq!((publish.topic.as_str(), publish.properties.topic_alias), ("", Some(3)));
+    // Without the alias (v5), and in 3.1.1: no topic.
+    assert_eq!(
+        decode(&[0x30, 4, 0, 0, 0, b'x'], Some(Version::V5)),
+        Err(MqttDecodeError::TopicName)
+    );
+    assert_eq!(
+        decode(&[0x30, 3, 0, 0, b'x'], Some(Version::V311)),
+        Err(MqttDecodeError::TopicName)
+    );
+}
+
+#[test]
 fn qos_3_wildcards_and_reserved_flags_are_refused() {
     // PUBLISH QoS 3, topic "a".
     assert!(matches!(

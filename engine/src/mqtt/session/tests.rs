@@ -11,7 +11,9 @@ use shardline_net::mqtt::{
 
 use shardline_log::Offset;
 
-use super::{Action, Awaiting, Event, Session, SessionLimits, SESSION_SAVE_INTERVAL, SUBSCRIPTIONS_MAX};
+use super::{
+    Action, Awaiting, Event, Session, SessionLimits, SESSION_SAVE_INTERVAL, SUBSCRIPTIONS_MAX, TOPIC_ALIAS_MAX,
+};
 use crate::mqtt::{
     mapping::Publication,
     reason::Refusal,
@@ -376,11 +378,15 @@ fn subscribe_grants_the_qos_asked_and_refuses_bad_filters_one_by_one() {
                         filter: "a/+".to_string(),
                         qos: QoS::ExactlyOnce,
                         retain_as_published: false,
+                        no_local: false,
+                        id: None,
                     },
                     Subscription {
                         filter: "$share/g/a".to_string(),
                         qos: QoS::AtMostOnce,
                         retain_as_published: false,
+                        no_local: false,
+                        id: None,
                     }
                 ],
                 // A share gets no retained messages.
@@ -425,6 +431,9 @@ fn qos1_deliveries_take_packet_ids_until_the_window_is_full() {
         qos: QoS::AtLeastOnce,
         retain: false,
         position: None,
+        properties: None,
+        expiry_left_s: None,
+        subscription_ids: Vec::new(),
     };
     let first = session.handle(now, Event::Delivery(delivery()));
     let second = session.handle(now, Event::Delivery(delivery()));
@@ -475,6 +484,9 @@ fn qos2_deliveries_go_publish_pubrec_pubrel_pubcomp() {
         qos: QoS::ExactlyOnce,
         retain: false,
         position: None,
+        properties: None,
+        expiry_left_s: None,
+        subscription_ids: Vec::new(),
     };
     let actions = session.handle(now, Event::Delivery(delivery));
     let [Action::Send(Packet::Publish(publish))] = &actions[..] else {
@@ -504,6 +516,9 @@ fn qos2_deliveries_go_publish_pubrec_pubrel_pubcomp() {
         qos: QoS::ExactlyOnce,
         retain: false,
         position: None,
+        properties: None,
+        expiry_left_s: None,
+        subscription_ids: Vec::new(),
     };
     session.handle(now, Event::Delivery(again));
     // A failed PUBREC (v5) ends the exchange with no PUBREL.
@@ -671,6 +686,9 @@ fn logged(topic: &str, qos: QoS, partition: i32, offset: i64) -> Delivery {
             partition,
             offset: Offset(offset),
         }),
+        properties: None,
+        expiry_left_s: None,
+        subscription_ids: Vec::new(),
     }
 }
 
@@ -759,11 +777,15 @@ fn a_resumed_session_sends_its_deliveries_in_flight_again_then_replays() {
                 filter: "a/#".to_string(),
                 qos: QoS::ExactlyOnce,
                 retain_as_published: false,
+                no_local: false,
+                id: None,
             },
             Subscription {
                 filter: "$share/g/b".to_string(),
                 qos: QoS::AtLeastOnce,
                 retain_as_published: false,
+                no_local: false,
+                id: None,
             },
         ],
         cursors: [(0, Offset(20))].into_iter().collect(),
@@ -906,4 +928,123 @@ fn disconnect_may_shorten_the_session_expiry_but_not_start_one() {
         panic!("{actions:?}")
     };
     assert_eq!(refused.reason, 0x82);
+}
+
+fn publish_v5(topic: &str, alias: Option<u16>) -> Event {
+    let properties = Properties {
+        topic_alias: alias,
+        ..Properties::default()
+    };
+    Event::Packet(Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: topic.to_string(),
+        packet_id: None,
+        properties,
+        payload: Bytes::from_static(b"p"),
+    }))
+}
+
+fn appended_topic(actions: &[Action]) -> Option<&str> {
+    match actions {
+        [Action::Append { message, .. }] => Some(&message.topic),
+        _ => None,
+    }
+}
+
+#[test]
+fn topic_aliases_are_set_then_used_and_bad_ones_close() {
+    let now = Instant::now();
+    let mut session = connected(Version::V5, now);
+    let actions = session.handle(now, publish_v5("s/long/topic", Some(3)));
+    assert_eq!(appended_topic(&actions), Some("s/long/topic"));
+    let actions = session.handle(now, publish_v5("", Some(3)));
+    assert_eq!(
+        appended_topic(&actions),
+        Some("s/long/topic"),
+        "the alias stands for the topic"
+    );
+    let actions = session.handle(now, publish_v5("s/other", Some(3)));
+    assert_eq!(appended_topic(&actions), Some("s/other"), "an alias may be set again");
+    assert_eq!(
+        appended_topic(&session.handle(now, publish_v5("", Some(3)))),
+        Some("s/other")
+    );
+    for bad in [publish_v5("", Some(4)), publish_v5("t", Some(TOPIC_ALIAS_MAX + 1))] {
+        let mut session = connected(Version::V5, now);
+        let actions = session.handle(now, bad);
+        let Action::Send(Packet::Disconnect(disconnect)) = &actions[0] else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(disconnect.reason, 0x94, "Topic Alias invalid");
+    }
+}
+
+#[test]
+fn subscription_ids_and_no_local_are_kept_and_a_no_local_share_is_refused() {
+    let now = Instant::now();
+    let mut session = connected(Version::V5, now);
+    let Packet::Subscribe(mut subscribe) = subscribe(&[("a/#", QoS::AtLeastOnce)]) else {
+        unreachable!()
+    };
+    subscribe.properties.subscription_ids = vec![9];
+    subscribe.filters[0].1.no_local = true;
+    let actions = session.handle(now, Event::Packet(Packet::Subscribe(subscribe.clone())));
+    let Action::Subscribe { filters, .. } = &actions[0] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!((filters[0].id, filters[0].no_local), (Some(9), true));
+
+    subscribe.filters[0].0 = "$share/g/a/#".to_string();
+    let actions = session.handle(now, Event::Packet(Packet::Subscribe(subscribe.clone())));
+    let Action::Send(Packet::Disconnect(disconnect)) = &actions[0] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(disconnect.reason, 0x82, "No Local on a share is a protocol error");
+
+    let mut session = connected(Version::V5, now);
+    subscribe.filters[0] = ("a/#".to_string(), subscribe.filters[0].1);
+    subscribe.properties.subscription_ids = vec![0];
+    let actions = session.handle(now, Event::Packet(Packet::Subscribe(subscribe)));
+    assert!(closes(&actions), "subscription identifier 0: {actions:?}");
+}
+
+#[test]
+fn v5_deliveries_carry_the_message_properties_and_3_1_1_ones_do_not() {
+    let now = Instant::now();
+    let props = crate::mqtt::mapping::MessageProperties {
+        payload_format: Some(1),
+        expiry_s: Some(60),
+        content_type: Some("text/plain".to_string()),
+        response_topic: Some("replies/1".to_string()),
+        correlation_data: Some(Bytes::from_static(b"c-1")),
+        user: vec![("k".to_string(), "v".to_string())],
+    };
+    let delivery = || Delivery {
+        properties: Some(std::rc::Rc::new(props.clone())),
+        expiry_left_s: Some(42),
+        subscription_ids: vec![9, 11],
+        ..Delivery::plain(std::rc::Rc::from("a"), Bytes::from_static(b"p"), QoS::AtMostOnce, false)
+    };
+    let mut v5 = connected(Version::V5, now);
+    let actions = v5.handle(now, Event::Delivery(delivery()));
+    let [Action::Send(Packet::Publish(publish))] = &actions[..] else {
+        panic!("{actions:?}")
+    };
+    let p = &publish.properties;
+    assert_eq!(p.message_expiry_s, Some(42), "what is left of the expiry");
+    assert_eq!(p.response_topic.as_deref(), Some("replies/1"));
+    assert_eq!(p.correlation_data.as_deref(), Some(&b"c-1"[..]));
+    assert_eq!(p.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(p.payload_format, Some(1));
+    assert_eq!(p.user_properties, vec![("k".to_string(), "v".to_string())]);
+    assert_eq!(p.subscription_ids, vec![9, 11]);
+
+    let mut v311 = connected(Version::V311, now);
+    let actions = v311.handle(now, Event::Delivery(delivery()));
+    let [Action::Send(Packet::Publish(publish))] = &actions[..] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(publish.properties, Properties::default());
 }
