@@ -140,9 +140,14 @@ pub struct EngineConfig {
     pub http_listen: HttpListen,
 
     /// The MQTT 3.1.1 / 5.0 listener (docs/mqtt.md): `HOST:PORT`, or `off`. Every shard accepts on it;
-    /// MQTT clients are not authenticated yet, so a non-loopback address needs --allow-insecure.
+    /// without --mqtt-auth password, a non-loopback address needs --allow-insecure.
     #[arg(long, default_value = "127.0.0.1:1883", value_name = "HOST:PORT|off")]
     pub mqtt_listen: MqttListen,
+
+    /// How MQTT clients are authenticated: `none`, or `password` (the CONNECT's user name and password,
+    /// checked against the SASL users: --sasl-users-file and those stored with AlterUserScramCredentials).
+    #[arg(long, default_value = "none", value_name = "none|password")]
+    pub mqtt_auth: MqttAuth,
 
     /// The Kafka topic MQTT messages are stored in (created on the first MQTT connection with
     /// --default-partitions); the MQTT topic is each record's key and its `mqtt.topic` header.
@@ -436,6 +441,9 @@ impl EngineConfig {
         if listeners.iter().any(|listener| listener.protocol.sasl()) && self.sasl_users_file.is_none() {
             return Err("SASL_PLAINTEXT and SASL_SSL listeners need --sasl-users-file".to_string());
         }
+        if self.mqtt_auth == MqttAuth::Password && self.sasl_users_file.is_none() {
+            return Err("--mqtt-auth password needs --sasl-users-file".to_string());
+        }
         if self.authorizer == AuthorizerKind::None
             && (!self.super_users.is_empty() || self.allow_everyone_if_no_acl_found)
         {
@@ -528,9 +536,13 @@ impl EngineConfig {
                 )
             })
             .collect();
-        if let Some(mqtt) = self.mqtt_listen.0.filter(|address| !address.ip().is_loopback()) {
+        if let Some(mqtt) = self
+            .mqtt_listen
+            .0
+            .filter(|address| !address.ip().is_loopback() && self.mqtt_auth == MqttAuth::None)
+        {
             open.push(format!(
-                "the MQTT listener on non-loopback {mqtt} authenticates no one (MQTT has no authentication yet)"
+                "the MQTT listener on non-loopback {mqtt} authenticates no one (give --mqtt-auth password)"
             ));
         }
         if let Some(raft) = self
@@ -700,6 +712,27 @@ fn parse_host_port(address: &str) -> Result<(String, Option<u16>), String> {
         Some(_) => Err(format!("no host in `{address}`")),
         None if address.is_empty() => Err("empty advertised address".to_string()),
         None => Ok((address.to_string(), None)),
+    }
+}
+
+/// `--mqtt-auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MqttAuth {
+    /// Every CONNECT is accepted.
+    None,
+    /// A CONNECT needs a user name and password of a SASL user.
+    Password,
+}
+
+impl FromStr for MqttAuth {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(MqttAuth::None),
+            "password" => Ok(MqttAuth::Password),
+            other => Err(format!("unknown MQTT authentication `{other}`: use none or password")),
+        }
     }
 }
 
@@ -1432,6 +1465,16 @@ mod tests {
             resolved(&["--listen", "127.0.0.2:0"]).is_ok(),
             "all of 127/8 is loopback"
         );
+        let mqtt = ["--mqtt-listen", "0.0.0.0:1883"];
+        assert!(resolved(&mqtt).unwrap_err().contains("--mqtt-auth password"));
+        let mut passwords = mqtt.to_vec();
+        passwords.extend(["--mqtt-auth", "password"]);
+        assert!(
+            resolved(&passwords).unwrap_err().contains("--sasl-users-file"),
+            "passwords need users"
+        );
+        passwords.extend(["--sasl-users-file", "u"]);
+        assert!(resolved(&passwords).is_ok());
     }
 
     #[test]

@@ -171,6 +171,13 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
 
     let mut handles = Vec::new();
     let mut http = http;
+    // MQTT checks CONNECT passwords against the SASL users, if asked to.
+    let mqtt_users = sasl
+        .clone()
+        .filter(|_| config.mqtt_auth == crate::config::MqttAuth::Password);
+    let mqtt = mqtt
+        .into_iter()
+        .map(|socket| socket.map(|socket| socket.with_users(mqtt_users.clone())));
     let shard_sockets = shard_endpoints.into_iter().zip(mqtt);
     for (id, ((row, inbox), (endpoints, mqtt))) in senders.into_iter().zip(receivers).zip(shard_sockets).enumerate() {
         let cpu = cpus.get(id).copied().unwrap_or(0);
@@ -477,7 +484,8 @@ fn tls_acceptor(config: &EngineConfig, listeners: &[Listener]) -> Result<Option<
 
 /// The SASL users and mechanisms of the SASL listeners, if there are any.
 fn sasl_settings(config: &EngineConfig, listeners: &[Listener]) -> Result<Option<SaslSettings>, StartError> {
-    if !listeners.iter().any(|listener| listener.protocol.sasl()) {
+    let mqtt_passwords = config.mqtt_auth == crate::config::MqttAuth::Password;
+    if !listeners.iter().any(|listener| listener.protocol.sasl()) && !mqtt_passwords {
         return Ok(None);
     }
     let Some(path) = &config.sasl_users_file else {

@@ -809,6 +809,87 @@ fn a_session_expires_after_its_interval() {
     assert!(!present, "expired");
 }
 
+/// CONNECT at `level`, clean start, client id `id`, with a user name and,
+/// if given, a password.
+fn connect_with_credentials(level: u8, id: &str, user: &str, password: Option<&str>) -> Vec<u8> {
+    let flags = 0x02 | 0x80 | if password.is_some() { 0x40 } else { 0 };
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, flags, 0, 60];
+    if level == 5 {
+        body.push(0);
+    }
+    for field in [Some(id), Some(user), password].into_iter().flatten() {
+        body.extend_from_slice(&u16::try_from(field.len()).unwrap().to_be_bytes());
+        body.extend_from_slice(field.as_bytes());
+    }
+    let mut packet = vec![0x10, u8::try_from(body.len()).unwrap()];
+    packet.extend_from_slice(&body);
+    packet
+}
+
+#[test]
+fn with_password_authentication_only_known_users_connect() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, "device:s3cret\n").unwrap();
+    let users = users.display().to_string();
+    let engine = Engine::start(&[
+        "--shards",
+        "2",
+        "--fsync",
+        "never",
+        "--mqtt-auth",
+        "password",
+        "--sasl-users-file",
+        &users,
+    ]);
+    let addr = mqtt_addr(&engine);
+    // The right password: CONNACK 0, and the connection serves.
+    let mut good = TcpStream::connect(addr).unwrap();
+    good.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+    good.write_all(&connect_with_credentials(4, "d1", "device", Some("s3cret")))
+        .unwrap();
+    assert_eq!(read_packet(&mut good), (0x20, vec![0, 0]));
+    publish_qos1(&mut good, "auth/ok", 1, b"x");
+    // A wrong password, an unknown user, no password, no user name at all:
+    // refused with the version's code, and closed.
+    let refusals: [(u8, Vec<u8>, Vec<u8>); 4] = [
+        (
+            4,
+            connect_with_credentials(4, "d2", "device", Some("wrong")),
+            vec![0x20, 2, 0, 0x04],
+        ),
+        (
+            5,
+            connect_with_credentials(5, "d3", "nobody", Some("s3cret")),
+            vec![0x20, 3, 0, 0x86, 0],
+        ),
+        (
+            4,
+            connect_with_credentials(4, "d4", "device", None),
+            vec![0x20, 2, 0, 0x04],
+        ),
+        (5, connect_packet(5, "d5"), vec![0x20, 3, 0, 0x86, 0]),
+    ];
+    for (level, connect, expected) in refusals {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+        assert_eq!(send_until_closed(stream, &connect), expected, "level {level}");
+    }
+    // mosquitto's clients with -u/-P.
+    let port = addr.port().to_string();
+    let publish = |password: &str| {
+        Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-t", "auth/m", "-m", "hi"])
+            .args(["-u", "device", "-P", password])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(publish("s3cret"), "the right password publishes");
+    assert!(!publish("nope"), "a wrong one does not");
+}
+
 #[test]
 fn mqtt_can_be_turned_off() {
     let engine = Engine::start(&["--shards", "1", "--mqtt-listen", "off"]);

@@ -13,6 +13,7 @@ use std::{
     collections::{BTreeMap, VecDeque},
     os::fd::{AsRawFd, FromRawFd, IntoRawFd},
     rc::Rc,
+    sync::Arc,
     time::Instant,
 };
 
@@ -38,7 +39,7 @@ use super::{
     sessions, shared, Control, Delivery, Holder, MqttCounts, Position, Subscription, Unsent, CONTROL_QUEUE_MAX,
     DELIVERY_QUEUE_MAX,
 };
-use crate::shard::Shard;
+use crate::{sasl::SaslSettings, shard::Shard};
 
 /// Decoded packets the reader task queues ahead of the session; the reader
 /// stops reading while the queue is full (backpressure on the client). As
@@ -79,7 +80,7 @@ enum Inbound {
 
 /// Serves `stream` as a task of its own, or closes it at once when the
 /// shard already serves its share of MQTT connections.
-pub(crate) fn start(shard: &Rc<Shard>, stream: TcpStream) {
+pub(crate) fn start(shard: &Rc<Shard>, stream: TcpStream, users: Option<Arc<SaslSettings>>) {
     let (deliveries, delivered) = local_channel::new_bounded(DELIVERY_QUEUE_MAX);
     let (control, controlled) = local_channel::new_bounded(CONTROL_QUEUE_MAX);
     let peer = stream.peer_addr().ok();
@@ -103,6 +104,7 @@ pub(crate) fn start(shard: &Rc<Shard>, stream: TcpStream) {
             shares: Vec::new(),
             out: Vec::new(),
             unsent,
+            users,
             backlog: VecDeque::new(),
             replayed_through: None,
             stored: false,
@@ -140,6 +142,9 @@ struct Connection {
     /// Deliveries with a position the feed queued and this task has not
     /// taken yet, per partition (shared with the shard's table).
     unsent: Rc<Unsent>,
+    /// The users a CONNECT's credentials are checked against
+    /// (`--mqtt-auth password`; `None`: not checked).
+    users: Option<Arc<SaslSettings>>,
     /// A resumed session's offline messages, sent before anything from the
     /// feed.
     backlog: VecDeque<Delivery>,
@@ -174,6 +179,7 @@ impl Connection {
         ));
         let reader = glommio::spawn_local(read_packets(reading, inbound, queued_bytes, packet_bytes_max)).detach();
         let limits = SessionLimits {
+            auth_required: self.users.is_some(),
             packet_bytes_max: u32::try_from(packet_bytes_max).unwrap_or(u32::MAX),
             assigned_client_id: format!(
                 "shardline-{}-{}-{}",
@@ -193,6 +199,10 @@ impl Connection {
                             MqttCounts::add(&self.shard.mqtt.counts.delivered, 1);
                         }
                         encode_packet(&packet, session.version().unwrap_or(Version::V311), &mut self.out);
+                    }
+                    Action::Authenticate { user, password } => {
+                        let user = self.authenticate(user, password);
+                        pending.extend(session.handle(Instant::now(), Event::Authenticated { user }));
                     }
                     Action::Claim { client_id, clean_start } => {
                         self.claim(client_id.clone()).await;
@@ -406,6 +416,22 @@ impl Connection {
             }
         }
         result
+    }
+
+    /// The user whose name and password these are, if they check.
+    fn authenticate(&self, user: Option<String>, password: Option<Bytes>) -> Option<String> {
+        let users = self.users.as_ref()?;
+        let (Some(user), Some(password)) = (user, password) else {
+            tracing::info!("MQTT CONNECT without a user name and password refused");
+            return None;
+        };
+        match crate::sasl::check_password(&users.users, &user, &password) {
+            Ok(user) => Some(user),
+            Err(why) => {
+                tracing::info!(%user, why, "MQTT CONNECT refused");
+                None
+            }
+        }
     }
 
     /// A delivery the feed queued was taken off the queue.

@@ -6,19 +6,27 @@
 //! a core the way Kafka clients do (one port per shard), and their
 //! messages reach the partition's owner by message anyway.
 
-use std::{os::fd::IntoRawFd, rc::Rc};
+use std::{os::fd::IntoRawFd, rc::Rc, sync::Arc};
 
 use socket2::Socket;
 
-use crate::{config::EngineConfig, listeners::bind_exclusive, runtime::StartError, shard::Shard};
+use crate::{config::EngineConfig, listeners::bind_exclusive, runtime::StartError, sasl::SaslSettings, shard::Shard};
 
 /// Connections the kernel queues for the MQTT socket before a shard
 /// accepts them.
 const ACCEPT_BACKLOG: i32 = 1024;
 
-/// One shard's copy of the MQTT socket (bound, not yet listening).
+/// One shard's copy of the MQTT socket (bound, not yet listening), and
+/// the users CONNECTs are checked against (`--mqtt-auth password`).
 #[derive(Debug)]
-pub(crate) struct MqttSocket(Socket);
+pub(crate) struct MqttSocket(Socket, Option<Arc<SaslSettings>>);
+
+impl MqttSocket {
+    /// This socket, its CONNECTs checked against `users` (`None`: not checked).
+    pub(crate) fn with_users(self, users: Option<Arc<SaslSettings>>) -> MqttSocket {
+        MqttSocket(self.0, users)
+    }
+}
 
 /// Binds `--mqtt-listen` and gives each of `shards` shards a copy; none
 /// when MQTT is off.
@@ -46,9 +54,9 @@ pub(crate) fn bind(config: &EngineConfig, shards: usize) -> Result<Vec<Option<Mq
         let copy = socket
             .try_clone()
             .map_err(|e| StartError(format!("copying the MQTT socket for a shard: {e}")))?;
-        copies.push(Some(MqttSocket(copy)));
+        copies.push(Some(MqttSocket(copy, None)));
     }
-    copies.insert(0, Some(MqttSocket(socket)));
+    copies.insert(0, Some(MqttSocket(socket, None)));
     assert_eq!(copies.len(), shards, "one copy of the MQTT socket per shard");
     Ok(copies)
 }
@@ -74,11 +82,12 @@ pub(crate) async fn accept_loop(
         .0
         .listen(ACCEPT_BACKLOG)
         .map_err(|e| format!("listening on the MQTT socket: {e}"))?;
+    let MqttSocket(socket, socket_users) = socket;
     // SAFETY: the descriptor is a bound, listening TCP socket whose
     // ownership moves here (`into_raw_fd` gives it up).
     let listener = unsafe {
         use std::os::fd::FromRawFd;
-        glommio::net::TcpListener::from_raw_fd(socket.0.into_raw_fd())
+        glommio::net::TcpListener::from_raw_fd(socket.into_raw_fd())
     };
     tracing::info!(
         shard = shard.id,
@@ -86,8 +95,9 @@ pub(crate) async fn accept_loop(
         "MQTT listener listening"
     );
     let serving = Rc::clone(&shard);
+    let users = socket_users;
     crate::runtime::accept_until_stopped(shard.id, &listener, "MQTT", stopped, |stream| {
-        super::connection::start(&serving, stream);
+        super::connection::start(&serving, stream, users.clone());
     })
     .await;
     shard.mqtt.close_all();

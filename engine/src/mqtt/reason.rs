@@ -21,6 +21,9 @@ pub(crate) enum Refusal {
     /// A client identifier the server does not accept (empty with a kept
     /// session in 3.1.1, or too long).
     ClientIdRejected,
+    /// No user name and password, or ones that do not check
+    /// (`--mqtt-auth password`).
+    BadCredentials,
     /// No packet within one and a half keep-alive periods.
     KeepAliveTimeout,
     /// Another connection connected with the same client identifier.
@@ -47,6 +50,7 @@ impl std::fmt::Display for Refusal {
             Refusal::SecondConnect => write!(f, "a second CONNECT"),
             Refusal::UnexpectedPacket(name) => write!(f, "unexpected {name}"),
             Refusal::ClientIdRejected => write!(f, "client identifier rejected"),
+            Refusal::BadCredentials => write!(f, "bad user name or password"),
             Refusal::KeepAliveTimeout => write!(f, "no packet within 1.5 keep-alive periods"),
             Refusal::TakenOver => write!(f, "session taken over by a new connection with the same client id"),
             Refusal::ReceiveMaximumExceeded => write!(f, "more QoS 2 publications in flight than Receive Maximum"),
@@ -67,6 +71,7 @@ const MALFORMED_PACKET: u8 = 0x81;
 const PROTOCOL_ERROR: u8 = 0x82;
 const UNSUPPORTED_PROTOCOL_VERSION: u8 = 0x84;
 const CLIENT_ID_NOT_VALID: u8 = 0x85;
+const BAD_USER_NAME_OR_PASSWORD: u8 = 0x86;
 const SERVER_UNAVAILABLE: u8 = 0x88;
 const SERVER_SHUTTING_DOWN: u8 = 0x8b;
 const KEEP_ALIVE_TIMEOUT: u8 = 0x8d;
@@ -83,6 +88,7 @@ const TOPIC_ALIAS_INVALID: u8 = 0x94;
 const V311_UNACCEPTABLE_PROTOCOL_VERSION: u8 = 0x01;
 const V311_IDENTIFIER_REJECTED: u8 = 0x02;
 const V311_SERVER_UNAVAILABLE: u8 = 0x03;
+const V311_BAD_USER_NAME_OR_PASSWORD: u8 = 0x04;
 /// 3.1.1 SUBACK failure.
 const V311_SUBSCRIBE_FAILURE: u8 = 0x80;
 
@@ -98,6 +104,7 @@ pub(crate) fn connack_code(refusal: &Refusal, version: Version) -> Option<u8> {
         }
         Refusal::Decode(MqttDecodeError::ProtocolName | MqttDecodeError::FirstPacketNotConnect) => return None,
         Refusal::ClientIdRejected => CLIENT_ID_NOT_VALID,
+        Refusal::BadCredentials => BAD_USER_NAME_OR_PASSWORD,
         Refusal::Decode(error) => decode_code(error),
         Refusal::Append(_) | Refusal::ServerShuttingDown => SERVER_UNAVAILABLE,
         _ => PROTOCOL_ERROR,
@@ -106,6 +113,7 @@ pub(crate) fn connack_code(refusal: &Refusal, version: Version) -> Option<u8> {
         Version::V5 => v5,
         Version::V311 => match refusal {
             Refusal::ClientIdRejected => V311_IDENTIFIER_REJECTED,
+            Refusal::BadCredentials => V311_BAD_USER_NAME_OR_PASSWORD,
             Refusal::Append(_) | Refusal::ServerShuttingDown => V311_SERVER_UNAVAILABLE,
             // 3.1.1 has no code for a malformed CONNECT: close without one.
             _ => return None,
@@ -135,6 +143,7 @@ pub(crate) fn disconnect_code(refusal: &Refusal) -> u8 {
         Refusal::Decode(error) => decode_code(error),
         Refusal::SecondConnect | Refusal::UnexpectedPacket(_) | Refusal::ProtocolError(_) => PROTOCOL_ERROR,
         Refusal::ClientIdRejected => CLIENT_ID_NOT_VALID,
+        Refusal::BadCredentials => BAD_USER_NAME_OR_PASSWORD,
         Refusal::KeepAliveTimeout => KEEP_ALIVE_TIMEOUT,
         Refusal::TakenOver => SESSION_TAKEN_OVER,
         Refusal::ReceiveMaximumExceeded => RECEIVE_MAXIMUM_EXCEEDED,

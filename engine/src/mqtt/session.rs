@@ -96,6 +96,9 @@ pub(crate) struct SessionLimits {
     pub(crate) packet_bytes_max: u32,
     /// The client id given to a v5 client that sent an empty one.
     pub(crate) assigned_client_id: String,
+    /// Whether a CONNECT must carry a user name and password that check
+    /// (`--mqtt-auth password`).
+    pub(crate) auth_required: bool,
 }
 
 /// What a QoS 1 or 2 delivery in flight awaits from the client.
@@ -138,6 +141,12 @@ pub(crate) enum Event {
     FellBehind,
     /// The broker is stopping.
     ShuttingDown,
+    /// The outcome of an [`Action::Authenticate`]: the user, or `None` when
+    /// the credentials do not check.
+    Authenticated {
+        /// The authenticated user.
+        user: Option<String>,
+    },
     /// The client id is this connection's ([`Action::Claim`] done): the
     /// session stored under it, when the client asked to resume one and
     /// one is stored (and not expired).
@@ -168,6 +177,14 @@ pub(crate) enum Event {
 pub(crate) enum Action {
     /// Write this packet.
     Send(Packet),
+    /// Check the CONNECT's user name and password; an
+    /// [`Event::Authenticated`] follows before anything else.
+    Authenticate {
+        /// The user name (`None`: none sent).
+        user: Option<String>,
+        /// The password (`None`: none sent).
+        password: Option<bytes::Bytes>,
+    },
     /// Take the client id for this connection (closing an older one
     /// elsewhere, and waiting until it has saved its session), remove the
     /// stored session when `clean_start`, else load it; then hand the
@@ -290,6 +307,11 @@ pub(crate) struct Session {
     client_arc: Arc<str>,
     /// v5 topic aliases the client set, at most [`TOPIC_ALIAS_MAX`].
     aliases: BTreeMap<u16, String>,
+    /// A CONNECT whose credentials are being checked: the claim that
+    /// follows if they do.
+    authenticating: Option<Action>,
+    /// The authenticated user (`--mqtt-auth password`).
+    user: Option<String>,
 }
 
 impl Session {
@@ -320,6 +342,8 @@ impl Session {
             replaying: false,
             client_arc: Arc::from(""),
             aliases: BTreeMap::new(),
+            authenticating: None,
+            user: None,
         }
     }
 
@@ -440,6 +464,7 @@ impl Session {
             }
             Event::Delivery(delivery) => self.on_delivery(delivery),
             Event::Claimed { stored } => self.on_claimed(stored),
+            Event::Authenticated { user } => self.on_authenticated(user),
             Event::Progress(progress) => {
                 self.replaying = false;
                 self.advance_cursors(progress);
@@ -592,11 +617,35 @@ impl Session {
             Version::V5 => connect.properties.session_expiry_s.unwrap_or(0),
         };
         self.id_assigned = connect.client_id.is_empty();
-        self.phase = Phase::Connected;
-        vec![Action::Claim {
+        let claim = Action::Claim {
             client_id,
             clean_start: connect.clean_start,
-        }]
+        };
+        if self.limits.auth_required {
+            // Still awaiting the CONNECT's outcome: a refusal is a CONNACK.
+            self.authenticating = Some(claim);
+            return vec![Action::Authenticate {
+                user: connect.username,
+                password: connect.password,
+            }];
+        }
+        self.phase = Phase::Connected;
+        vec![claim]
+    }
+
+    /// The CONNECT's credentials were checked.
+    fn on_authenticated(&mut self, user: Option<String>) -> Vec<Action> {
+        let Some(claim) = self.authenticating.take() else {
+            // Not asked for: a bug of the task, not of the client.
+            unreachable!("Authenticated follows an Authenticate action");
+        };
+        assert_eq!(self.phase, Phase::AwaitingConnect, "authenticating before the claim");
+        let Some(user) = user else {
+            return self.refuse(Refusal::BadCredentials);
+        };
+        self.user = Some(user);
+        self.phase = Phase::Connected;
+        vec![claim]
     }
 
     /// The client id is this connection's: the CONNACK, and a stored

@@ -25,6 +25,7 @@ fn limits() -> SessionLimits {
     SessionLimits {
         packet_bytes_max: 1 << 20,
         assigned_client_id: "assigned-1".to_string(),
+        auth_required: false,
     }
 }
 
@@ -1047,4 +1048,45 @@ fn v5_deliveries_carry_the_message_properties_and_3_1_1_ones_do_not() {
         panic!("{actions:?}")
     };
     assert_eq!(publish.properties, Properties::default());
+}
+
+#[test]
+fn with_authentication_the_claim_waits_for_good_credentials() {
+    let now = Instant::now();
+    let limits = SessionLimits {
+        auth_required: true,
+        ..limits()
+    };
+    let mut packet = connect(Version::V5, "dev-a", true, 0);
+    if let Packet::Connect(connect) = &mut packet {
+        connect.username = Some("device".to_string());
+        connect.password = Some(Bytes::from_static(b"pw"));
+    }
+    let mut session = Session::new(now, limits.clone());
+    let actions = session.handle(now, Event::Packet(packet.clone()));
+    assert_eq!(
+        actions,
+        vec![Action::Authenticate {
+            user: Some("device".to_string()),
+            password: Some(Bytes::from_static(b"pw")),
+        }]
+    );
+    let actions = session.handle(
+        now,
+        Event::Authenticated {
+            user: Some("device".to_string()),
+        },
+    );
+    assert!(matches!(&actions[..], [Action::Claim { .. }]), "{actions:?}");
+
+    for (version, code) in [(Version::V5, 0x86), (Version::V311, 0x04)] {
+        let mut session = Session::new(now, limits.clone());
+        session.handle(now, Event::Packet(connect(version, "dev-b", true, 0)));
+        let actions = session.handle(now, Event::Authenticated { user: None });
+        let Action::Send(Packet::ConnAck(connack)) = &actions[0] else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(connack.code, code, "{version:?}");
+        assert!(closes(&actions) && session.is_closed());
+    }
 }
