@@ -144,6 +144,11 @@ pub struct EngineConfig {
     #[arg(long, default_value = "127.0.0.1:1883", value_name = "HOST:PORT|off")]
     pub mqtt_listen: MqttListen,
 
+    /// MQTT over TLS (docs/mqtt.md): `HOST:PORT` (8883 by custom), or `off`. Uses --tls-cert, --tls-key
+    /// and, for client certificates, --tls-ca and --tls-client-auth, as the Kafka TLS listeners do.
+    #[arg(long, default_value = "off", value_name = "HOST:PORT|off")]
+    pub mqtt_tls_listen: MqttListen,
+
     /// How MQTT clients are authenticated: `none`, or `password` (the CONNECT's user name and password,
     /// checked against the SASL users: --sasl-users-file and those stored with AlterUserScramCredentials).
     #[arg(long, default_value = "none", value_name = "none|password")]
@@ -431,9 +436,9 @@ impl EngineConfig {
                 .ok_or_else(|| format!("--advertised-listener names {}, which is no listener", advertised.name))?;
             listener.advertised = Some((advertised.host.clone(), advertised.port));
         }
-        let tls_needed = listeners.iter().any(|listener| listener.protocol.tls());
+        let tls_needed = listeners.iter().any(|listener| listener.protocol.tls()) || self.mqtt_tls_listen.0.is_some();
         if tls_needed && (self.tls_cert.is_none() || self.tls_key.is_none()) {
-            return Err("SSL and SASL_SSL listeners need --tls-cert and --tls-key".to_string());
+            return Err("SSL and SASL_SSL listeners and --mqtt-tls-listen need --tls-cert and --tls-key".to_string());
         }
         if tls_needed && self.tls_client_auth != TlsClientAuth::None && self.tls_ca.is_none() {
             return Err("--tls-client-auth requested or required needs --tls-ca".to_string());
@@ -543,6 +548,16 @@ impl EngineConfig {
         {
             open.push(format!(
                 "the MQTT listener on non-loopback {mqtt} authenticates no one (give --mqtt-auth password)"
+            ));
+        }
+        if let Some(mqtt) = self.mqtt_tls_listen.0.filter(|address| {
+            !address.ip().is_loopback()
+                && self.mqtt_auth == MqttAuth::None
+                && self.tls_client_auth != TlsClientAuth::Required
+        }) {
+            open.push(format!(
+                "the MQTT TLS listener on non-loopback {mqtt} authenticates no one (give --mqtt-auth password, \
+                 or --tls-client-auth required)"
             ));
         }
         if let Some(raft) = self
@@ -1475,6 +1490,19 @@ mod tests {
         );
         passwords.extend(["--sasl-users-file", "u"]);
         assert!(resolved(&passwords).is_ok());
+        let tls = ["--mqtt-tls-listen", "0.0.0.0:8883"];
+        assert!(
+            resolved(&tls).unwrap_err().contains("--tls-cert"),
+            "TLS needs a certificate"
+        );
+        let mut tls = tls.to_vec();
+        tls.extend(["--tls-cert", "c", "--tls-key", "k"]);
+        assert!(
+            resolved(&tls).unwrap_err().contains("--mqtt-auth password"),
+            "TLS alone authenticates no one"
+        );
+        tls.extend(["--tls-client-auth", "required", "--tls-ca", "ca"]);
+        assert!(resolved(&tls).is_ok(), "client certificates authenticate");
     }
 
     #[test]

@@ -175,9 +175,12 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     let mqtt_users = sasl
         .clone()
         .filter(|_| config.mqtt_auth == crate::config::MqttAuth::Password);
-    let mqtt = mqtt
-        .into_iter()
-        .map(|socket| socket.map(|socket| socket.with_users(mqtt_users.clone())));
+    let mqtt = mqtt.into_iter().map(|sockets| {
+        sockets
+            .into_iter()
+            .map(|socket| socket.with_security(mqtt_users.clone(), tls.clone()))
+            .collect::<Vec<_>>()
+    });
     let shard_sockets = shard_endpoints.into_iter().zip(mqtt);
     for (id, ((row, inbox), (endpoints, mqtt))) in senders.into_iter().zip(receivers).zip(shard_sockets).enumerate() {
         let cpu = cpus.get(id).copied().unwrap_or(0);
@@ -459,7 +462,7 @@ fn reload_tls(tls: Option<&TlsAcceptor>, inter_broker_tls: Option<&TlsConnector>
 
 /// The TLS acceptor of the SSL and SASL_SSL listeners, if there are any.
 fn tls_acceptor(config: &EngineConfig, listeners: &[Listener]) -> Result<Option<TlsAcceptor>, StartError> {
-    if !listeners.iter().any(|listener| listener.protocol.tls()) {
+    if !listeners.iter().any(|listener| listener.protocol.tls()) && config.mqtt_tls_listen.0.is_none() {
         return Ok(None);
     }
     let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
@@ -528,7 +531,7 @@ async fn shard_main(
     meta: MetadataGroup,
     inter_broker: Arc<crate::inter_broker::InterBroker>,
     endpoints: Vec<Endpoint>,
-    mqtt: Option<crate::mqtt::MqttSocket>,
+    mqtt: Vec<crate::mqtt::MqttSocket>,
     http: Option<crate::http::HttpSocket>,
     outbox: Vec<Option<SharedSender<ShardTask>>>,
     inbox: Vec<SharedReceiver<ShardTask>>,
@@ -636,10 +639,14 @@ async fn shard_main(
         ));
     }
     let mqtt_accepting = async {
-        match mqtt {
-            Some(socket) => crate::mqtt::accept_loop(Rc::clone(&shard), socket, stopped.clone()).await,
-            None => Ok(()),
-        }
+        let loops = mqtt
+            .into_iter()
+            .map(|socket| crate::mqtt::accept_loop(Rc::clone(&shard), socket, stopped.clone()));
+        futures_util::future::join_all(loops)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, String>>()
+            .map(|_| ())
     };
     shard.probe.listeners_bound.set(true);
     tracing::debug!(shard = id, "accepting connections");

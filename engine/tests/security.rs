@@ -11,6 +11,7 @@
 mod common;
 
 use std::{
+    io::{Read, Write},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -307,6 +308,59 @@ fn sighup_makes_new_connections_get_the_new_certificate() {
     engine.signal(libc::SIGHUP);
     wait_for_log(&engine, "TLS reload failed");
     assert!(served().contains("renewed-server"));
+}
+
+#[test]
+fn mqtt_over_tls_serves_mosquitto_clients_and_refuses_plaintext() {
+    let pki = Pki::new("test CA");
+    let port = common::free_port_run(1);
+    let tls_listen = format!("127.0.0.1:{port}");
+    let engine = tls_engine(&pki, &["--mqtt-tls-listen", &tls_listen]);
+    let port = port.to_string();
+    let mosquitto = |program: &str, args: &[&str]| {
+        let mut command = std::process::Command::new(program);
+        command.args(["-h", "127.0.0.1", "-p", &port, "--cafile", &pki.ca_file(), "-q", "1"]);
+        command.args(args);
+        command
+    };
+    // A subscriber and a publisher over TLS: the message arrives.
+    let mut subscriber = mosquitto("mosquitto_sub", &["-t", "tls/#", "-C", "1", "-W", "20", "-v"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The subscriber may not have subscribed yet: publish until it has a
+    // message (it exits after one), within its own 20 s bound.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && subscriber.try_wait().unwrap().is_none() {
+        let status = mosquitto("mosquitto_pub", &["-t", "tls/a", "-m", "over-tls"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "mosquitto_pub over TLS:\n{}", engine.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let output = subscriber.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", engine.log());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).lines().next(),
+        Some("tls/a over-tls")
+    );
+    // Plaintext MQTT on the TLS port: no CONNACK, the connection closes.
+    let mut plain = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    plain
+        .write_all(&[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'p'])
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(answer.first() != Some(&0x20), "no CONNACK in plaintext: {answer:02x?}");
+    // And a wrong CA: the client refuses the server.
+    let other = Pki::new("other CA");
+    let status = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "--cafile", &other.ca_file()])
+        .args(["-t", "tls/a", "-m", "x"])
+        .status()
+        .unwrap();
+    assert!(!status.success(), "a server the client's CA did not sign is refused");
 }
 
 #[test]

@@ -5,8 +5,10 @@
 //! the client-id claim on the id's home shard, appends on the partition's
 //! owner, subscription changes in the shard's table.
 //!
-//! The socket is read and written through two descriptors of the same
-//! socket (a `dup`), one per task, so neither half needs a lock.
+//! A plain socket is read and written through two descriptors of the same
+//! socket (a `dup`), one per task, so neither half needs a lock. A TLS
+//! stream has one rustls state for both directions: its halves share it
+//! (`futures_lite::io::split`), both on this connection's shard.
 
 use std::{
     cell::Cell,
@@ -18,7 +20,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::{
     channels::local_channel::{self, LocalReceiver, LocalSender},
     net::TcpStream,
@@ -80,7 +82,12 @@ enum Inbound {
 
 /// Serves `stream` as a task of its own, or closes it at once when the
 /// shard already serves its share of MQTT connections.
-pub(crate) fn start(shard: &Rc<Shard>, stream: TcpStream, users: Option<Arc<SaslSettings>>) {
+pub(crate) fn start(
+    shard: &Rc<Shard>,
+    stream: TcpStream,
+    users: Option<Arc<SaslSettings>>,
+    tls: Option<shardline_net::TlsAcceptor>,
+) {
     let (deliveries, delivered) = local_channel::new_bounded(DELIVERY_QUEUE_MAX);
     let (control, controlled) = local_channel::new_bounded(CONTROL_QUEUE_MAX);
     let peer = stream.peer_addr().ok();
@@ -109,7 +116,25 @@ pub(crate) fn start(shard: &Rc<Shard>, stream: TcpStream, users: Option<Arc<Sasl
             replayed_through: None,
             stored: false,
         };
-        let result = connection.serve(stream, delivered, controlled).await;
+        let result = match tls {
+            None => {
+                // A second descriptor of the socket for the reader task.
+                match dup_stream(&stream) {
+                    Ok(reading) => connection.serve(reading, stream, delivered, controlled).await,
+                    Err(error) => Err(error),
+                }
+            }
+            Some(acceptor) => match acceptor.accept(stream).await {
+                Ok((tls, _principal)) => {
+                    let (reading, writing) = futures_lite::io::split(tls);
+                    connection.serve(reading, writing, delivered, controlled).await
+                }
+                Err(error) => {
+                    tracing::debug!(?peer, %error, "MQTT TLS handshake failed");
+                    Err(error)
+                }
+            },
+        };
         for filter in std::mem::take(&mut connection.shares) {
             connection.leave_share(&filter).await;
         }
@@ -159,19 +184,17 @@ struct Connection {
 impl Connection {
     /// Runs the connection; returns why the server closed it (`None`: the
     /// client's DISCONNECT), or the I/O error that ended it.
-    async fn serve(
+    async fn serve<R, W>(
         &mut self,
-        stream: TcpStream,
+        reading: R,
+        mut writer: W,
         delivered: LocalReceiver<Delivery>,
         controlled: LocalReceiver<Control>,
-    ) -> std::io::Result<Option<String>> {
-        // SAFETY: the descriptor is `stream`'s, open for as long as `stream`
-        // lives, and only borrowed here to duplicate it.
-        let reading = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned()?;
-        // SAFETY: `reading` is an open descriptor of the same connected TCP
-        // socket, owned from here on by the reader's stream.
-        let reading = unsafe { TcpStream::from_raw_fd(reading.into_raw_fd()) };
-        let mut writer = stream;
+    ) -> std::io::Result<Option<String>>
+    where
+        R: AsyncRead + Unpin + 'static,
+        W: AsyncWrite + Unpin,
+    {
         let (inbound, received) = local_channel::new_bounded(INBOUND_QUEUE_MAX);
         let packet_bytes_max = self.shard.config.mqtt_max_packet_bytes;
         let queued_bytes = Rc::new(Semaphore::new(
@@ -682,6 +705,17 @@ async fn read_one(shard: &Rc<Shard>, position: Position) -> Option<(std::sync::A
         .map(|message| (std::sync::Arc::from(&*message.topic), message.payload))
 }
 
+/// A second descriptor of `stream`'s socket, as a stream of its own (for
+/// the reader task).
+fn dup_stream(stream: &TcpStream) -> std::io::Result<TcpStream> {
+    // SAFETY: the descriptor is `stream`'s, open for as long as `stream`
+    // lives, and only borrowed here to duplicate it.
+    let reading = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned()?;
+    // SAFETY: `reading` is an open descriptor of the same connected TCP
+    // socket, owned from here on by the returned stream.
+    Ok(unsafe { TcpStream::from_raw_fd(reading.into_raw_fd()) })
+}
+
 /// Publications the reader has already queued join `round` while the
 /// session answers each with an append alone (and the round has room).
 /// Returns the actions of a publication the session answered otherwise (a
@@ -746,8 +780,8 @@ fn handle_inbound(session: &mut Session, inbound: Inbound) -> Vec<Action> {
 /// Reads the socket, decodes packets and queues them for the session,
 /// until the socket ends or a packet does not decode (which it queues as a
 /// refusal, then stops).
-async fn read_packets(
-    mut stream: TcpStream,
+async fn read_packets<R: AsyncRead + Unpin>(
+    mut stream: R,
     inbound: LocalSender<Inbound>,
     queued_bytes: Rc<Semaphore>,
     packet_bytes_max: usize,

@@ -1,43 +1,82 @@
-//! The MQTT listener: one socket, bound exclusively on the main thread at
-//! start (a port in use stops the start before the data directory is
+//! The MQTT listeners: `--mqtt-listen` (plain TCP) and `--mqtt-tls-listen`
+//! (MQTT over TLS), each one socket, bound exclusively on the main thread
+//! at start (a port in use stops the start before the data directory is
 //! touched), shared by every shard. Each shard accepts on its own copy of
-//! the descriptor once its partitions are open, so the kernel hands each
+//! each descriptor once its partitions are open, so the kernel hands each
 //! new connection to whichever shard is waiting: MQTT clients cannot name
 //! a core the way Kafka clients do (one port per shard), and their
-//! messages reach the partition's owner by message anyway.
+//! messages reach the partition's owner by message anyway. A TLS
+//! connection's handshake runs on the shard that accepted it, through the
+//! same acceptor (certificate, key, client CA) as the Kafka TLS listeners.
 
-use std::{os::fd::IntoRawFd, rc::Rc, sync::Arc};
+use std::{net::SocketAddr, os::fd::IntoRawFd, rc::Rc, sync::Arc};
 
+use shardline_net::TlsAcceptor;
 use socket2::Socket;
 
 use crate::{config::EngineConfig, listeners::bind_exclusive, runtime::StartError, sasl::SaslSettings, shard::Shard};
 
-/// Connections the kernel queues for the MQTT socket before a shard
+/// Connections the kernel queues for an MQTT socket before a shard
 /// accepts them.
 const ACCEPT_BACKLOG: i32 = 1024;
 
-/// One shard's copy of the MQTT socket (bound, not yet listening), and
-/// the users CONNECTs are checked against (`--mqtt-auth password`).
+/// One shard's copy of an MQTT socket (bound, not yet listening), whether
+/// it speaks TLS, and the users CONNECTs are checked against
+/// (`--mqtt-auth password`).
 #[derive(Debug)]
-pub(crate) struct MqttSocket(Socket, Option<Arc<SaslSettings>>);
+pub(crate) struct MqttSocket {
+    socket: Socket,
+    /// Whether this is the `--mqtt-tls-listen` socket.
+    speaks_tls: bool,
+    /// Its TLS acceptor (set with the security, for the TLS socket).
+    tls: Option<TlsAcceptor>,
+    users: Option<Arc<SaslSettings>>,
+}
 
 impl MqttSocket {
-    /// This socket, its CONNECTs checked against `users` (`None`: not checked).
-    pub(crate) fn with_users(self, users: Option<Arc<SaslSettings>>) -> MqttSocket {
-        MqttSocket(self.0, users)
+    /// This socket with what its connections are checked with: `users` for
+    /// passwords (`None`: none checked) and, if it is the TLS socket, `tls`.
+    pub(crate) fn with_security(self, users: Option<Arc<SaslSettings>>, tls: Option<TlsAcceptor>) -> MqttSocket {
+        MqttSocket {
+            tls: tls.filter(|_| self.speaks_tls),
+            users,
+            ..self
+        }
     }
 }
 
-/// Binds `--mqtt-listen` and gives each of `shards` shards a copy; none
-/// when MQTT is off.
-pub(crate) fn bind(config: &EngineConfig, shards: usize) -> Result<Vec<Option<MqttSocket>>, StartError> {
-    let Some(address) = config.mqtt_listen.0 else {
-        return Ok((0..shards).map(|_| None).collect());
+/// Binds `--mqtt-listen` and `--mqtt-tls-listen` and gives each of
+/// `shards` shards a copy of each bound one (none when both are off).
+pub(crate) fn bind(config: &EngineConfig, shards: usize) -> Result<Vec<Vec<MqttSocket>>, StartError> {
+    let mut per_shard: Vec<Vec<MqttSocket>> = (0..shards).map(|_| Vec::new()).collect();
+    let wanted = [(config.mqtt_listen.0, false), (config.mqtt_tls_listen.0, true)];
+    for (address, speaks_tls) in wanted {
+        let Some(address) = address else {
+            continue;
+        };
+        for (copies, socket) in per_shard.iter_mut().zip(bind_one(address, speaks_tls, shards)?) {
+            copies.push(MqttSocket {
+                socket,
+                speaks_tls,
+                tls: None,
+                users: None,
+            });
+        }
+    }
+    Ok(per_shard)
+}
+
+/// One bound socket at `address` and a copy per further shard.
+fn bind_one(address: SocketAddr, speaks_tls: bool, shards: usize) -> Result<Vec<Socket>, StartError> {
+    let flag = if speaks_tls {
+        "--mqtt-tls-listen"
+    } else {
+        "--mqtt-listen"
     };
     let socket = bind_exclusive(address).map_err(|e| {
         StartError(format!(
             "binding the MQTT listener on {address}: {e} (another process holds the port? \
-             --mqtt-listen HOST:PORT picks another, --mqtt-listen off turns MQTT off)"
+             {flag} HOST:PORT picks another, {flag} off turns it off)"
         ))
     })?;
     // Non-blocking for good: O_NONBLOCK belongs to the open file, which
@@ -51,24 +90,40 @@ pub(crate) fn bind(config: &EngineConfig, shards: usize) -> Result<Vec<Option<Mq
         .map_err(|e| StartError(format!("making the MQTT socket non-blocking: {e}")))?;
     let mut copies = Vec::with_capacity(shards);
     for _ in 1..shards {
-        let copy = socket
-            .try_clone()
-            .map_err(|e| StartError(format!("copying the MQTT socket for a shard: {e}")))?;
-        copies.push(Some(MqttSocket(copy, None)));
+        copies.push(
+            socket
+                .try_clone()
+                .map_err(|e| StartError(format!("copying the MQTT socket for a shard: {e}")))?,
+        );
     }
-    copies.insert(0, Some(MqttSocket(socket, None)));
+    copies.insert(0, socket);
     assert_eq!(copies.len(), shards, "one copy of the MQTT socket per shard");
     Ok(copies)
 }
 
-/// The address the MQTT socket is bound to, for the start-up line.
-pub(crate) fn describe(sockets: &[Option<MqttSocket>]) -> String {
-    sockets
+/// The addresses the MQTT sockets are bound to, for the start-up line.
+pub(crate) fn describe(sockets: &[Vec<MqttSocket>]) -> String {
+    let bound: Vec<String> = sockets
         .first()
-        .and_then(Option::as_ref)
-        .and_then(|socket| socket.0.local_addr().ok())
-        .and_then(|address| address.as_socket())
-        .map_or_else(|| "off".to_string(), |address| address.to_string())
+        .map(|first| {
+            first
+                .iter()
+                .filter_map(|socket| {
+                    let address = socket.socket.local_addr().ok()?.as_socket()?;
+                    Some(if socket.speaks_tls {
+                        format!("{address} (TLS)")
+                    } else {
+                        address.to_string()
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if bound.is_empty() {
+        "off".to_string()
+    } else {
+        bound.join(", ")
+    }
 }
 
 /// Accepts MQTT connections on this shard until `stopped` says so, then
@@ -79,10 +134,13 @@ pub(crate) async fn accept_loop(
     stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
     socket
-        .0
+        .socket
         .listen(ACCEPT_BACKLOG)
         .map_err(|e| format!("listening on the MQTT socket: {e}"))?;
-    let MqttSocket(socket, socket_users) = socket;
+    if socket.speaks_tls && socket.tls.is_none() {
+        return Err("the MQTT TLS socket has no TLS acceptor (--tls-cert, --tls-key)".to_string());
+    }
+    let MqttSocket { socket, tls, users, .. } = socket;
     // SAFETY: the descriptor is a bound, listening TCP socket whose
     // ownership moves here (`into_raw_fd` gives it up).
     let listener = unsafe {
@@ -92,12 +150,13 @@ pub(crate) async fn accept_loop(
     tracing::info!(
         shard = shard.id,
         address = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+        tls = tls.is_some(),
         "MQTT listener listening"
     );
     let serving = Rc::clone(&shard);
-    let users = socket_users;
-    crate::runtime::accept_until_stopped(shard.id, &listener, "MQTT", stopped, |stream| {
-        super::connection::start(&serving, stream, users.clone());
+    let name = if tls.is_some() { "MQTT TLS" } else { "MQTT" };
+    crate::runtime::accept_until_stopped(shard.id, &listener, name, stopped, |stream| {
+        super::connection::start(&serving, stream, users.clone(), tls.clone());
     })
     .await;
     shard.mqtt.close_all();
