@@ -891,6 +891,33 @@ fn with_password_authentication_only_known_users_connect() {
 }
 
 #[test]
+fn a_silent_client_is_closed_after_one_and_a_half_keep_alives() {
+    let engine = Engine::start(&["--shards", "1", "--fsync", "never"]);
+    let addr = mqtt_addr(&engine);
+    // v5 CONNECT, clean start, keep alive 1 s, no properties, client id "ka".
+    let connect = [
+        0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 1, 0, 0, 2, b'k', b'a',
+    ];
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+    stream.write_all(&connect).unwrap();
+    let (kind, _) = read_packet(&mut stream);
+    assert_eq!(kind, 0x20, "CONNACK");
+    // A PINGREQ keeps it alive past the first deadline.
+    std::thread::sleep(Duration::from_millis(1000));
+    stream.write_all(&[0xc0, 0]).unwrap();
+    assert_eq!(read_packet(&mut stream), (0xd0, vec![]), "PINGRESP");
+    let quiet_since = std::time::Instant::now();
+    // Then silence: DISCONNECT 0x8D (keep alive timeout), then the close.
+    assert_eq!(send_until_closed(stream, &[]), vec![0xe0, 1, 0x8d]);
+    let waited = quiet_since.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "not before 1.5 keep-alives: {waited:?}"
+    );
+}
+
+#[test]
 fn mqtt_can_be_turned_off() {
     let engine = Engine::start(&["--shards", "1", "--mqtt-listen", "off"]);
     assert_eq!(engine.mqtt_addr, None);

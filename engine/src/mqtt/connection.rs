@@ -212,6 +212,8 @@ impl Connection {
             ),
         };
         let mut session = Session::new(Instant::now(), limits);
+        // The timer of the session's next deadline, and that deadline.
+        let mut alarm: Option<(Instant, glommio::timer::Timer)> = None;
         let mut pending: VecDeque<Action> = VecDeque::new();
         let result = loop {
             let mut closing = None;
@@ -363,7 +365,17 @@ impl Connection {
                 continue;
             }
             let takes = session.takes_deliveries() && self.backlog.is_empty();
-            let deadline = session.deadline();
+            // One timer per deadline, not per event: a timer set for an earlier
+            // deadline is kept (it fires early, the session finds nothing due,
+            // and the next one is set); only an earlier deadline replaces it.
+            match (session.deadline(), &alarm) {
+                (Some(deadline), Some((set_for, _))) if *set_for <= deadline => {}
+                (Some(deadline), _) => {
+                    let timer = glommio::timer::Timer::new(deadline.saturating_duration_since(Instant::now()));
+                    alarm = Some((deadline, timer));
+                }
+                (None, _) => alarm = None,
+            }
             let event = future::or(
                 async {
                     match received.recv().await {
@@ -385,10 +397,10 @@ impl Connection {
                             }
                         },
                         async {
-                            let Some(deadline) = deadline else {
+                            let Some((_, timer)) = alarm.as_mut() else {
                                 return future::pending().await;
                             };
-                            glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+                            timer.await;
                             Some(Ok(Event::Tick))
                         },
                     ),
@@ -412,7 +424,12 @@ impl Connection {
                         pending.extend(session.handle(now, Event::Delivery(delivery)));
                     }
                 }
-                Some(Ok(event)) => pending.extend(session.handle(now, event)),
+                Some(Ok(event)) => {
+                    if matches!(event, Event::Tick) {
+                        alarm = None;
+                    }
+                    pending.extend(session.handle(now, event));
+                }
                 Some(Err(refusal)) => pending.extend(session.refuse(refusal)),
                 // The client went away (or broke the stream): no will yet.
                 None => break Err(std::io::Error::from(std::io::ErrorKind::ConnectionAborted)),

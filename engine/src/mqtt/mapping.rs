@@ -150,46 +150,53 @@ impl Publication {
             + self.properties.as_ref().map_or(0, |p| p.record_bytes_max())
     }
 
-    /// The record headers of this message.
-    fn headers<'a>(&'a self, scratch: &'a mut Vec<String>) -> Vec<(&'a str, &'a [u8])> {
-        let mut headers: Vec<(&str, &[u8])> = vec![
-            (TOPIC_HEADER, self.topic.as_bytes()),
-            (QOS_HEADER, qos_header(self.qos)),
-            (CLIENT_HEADER, self.client_id.as_bytes()),
-        ];
-        if self.retain {
-            headers.push((RETAIN_HEADER, b"1"));
-        }
+    /// The header values this message's headers borrow that are made here:
+    /// its expiry in decimal, and the escaped names of user properties
+    /// beginning "mqtt.", in the order [`Publication::push_headers`] takes them.
+    fn made_values(&self, out: &mut Vec<String>) {
         let Some(props) = &self.properties else {
-            return headers;
+            return;
         };
-        // Numbers and escaped names are made first, borrowed after.
-        scratch.clear();
         if let Some(expiry_s) = props.expiry_s {
-            scratch.push(expiry_s.to_string());
+            out.push(expiry_s.to_string());
         }
         for (name, _) in &props.user {
             if name.starts_with(RESERVED_PREFIX) {
-                scratch.push(format!("{USER_ESCAPE}{name}"));
+                out.push(format!("{USER_ESCAPE}{name}"));
             }
         }
-        let mut made = scratch.iter();
+    }
+
+    /// Appends this message's record headers to `out`, taking the values
+    /// [`Publication::made_values`] made for it from `made`.
+    fn push_headers<'a>(&'a self, made: &mut impl Iterator<Item = &'a String>, out: &mut Vec<(&'a str, &'a [u8])>) {
+        out.extend([
+            (TOPIC_HEADER, self.topic.as_bytes()),
+            (QOS_HEADER, qos_header(self.qos)),
+            (CLIENT_HEADER, self.client_id.as_bytes()),
+        ]);
+        if self.retain {
+            out.push((RETAIN_HEADER, b"1"));
+        }
+        let Some(props) = &self.properties else {
+            return;
+        };
         if let Some(format) = props.payload_format {
-            headers.push((PAYLOAD_FORMAT_HEADER, if format == 1 { b"1" } else { b"0" }));
+            out.push((PAYLOAD_FORMAT_HEADER, if format == 1 { b"1" } else { b"0" }));
         }
         if props.expiry_s.is_some() {
             if let Some(expiry) = made.next() {
-                headers.push((EXPIRY_HEADER, expiry.as_bytes()));
+                out.push((EXPIRY_HEADER, expiry.as_bytes()));
             }
         }
         if let Some(content_type) = &props.content_type {
-            headers.push((CONTENT_TYPE_HEADER, content_type.as_bytes()));
+            out.push((CONTENT_TYPE_HEADER, content_type.as_bytes()));
         }
         if let Some(response_topic) = &props.response_topic {
-            headers.push((RESPONSE_TOPIC_HEADER, response_topic.as_bytes()));
+            out.push((RESPONSE_TOPIC_HEADER, response_topic.as_bytes()));
         }
         if let Some(correlation) = &props.correlation_data {
-            headers.push((CORRELATION_HEADER, correlation));
+            out.push((CORRELATION_HEADER, correlation));
         }
         for (name, value) in &props.user {
             let name = if name.starts_with(RESERVED_PREFIX) {
@@ -197,9 +204,8 @@ impl Publication {
             } else {
                 name.as_str()
             };
-            headers.push((name, value.as_bytes()));
+            out.push((name, value.as_bytes()));
         }
-        headers
     }
 }
 
@@ -208,19 +214,32 @@ impl Publication {
 /// # Panics
 /// If `messages` is empty (the caller appends at least one).
 pub(crate) fn batch_of(messages: &[Publication], timestamp_ms: i64) -> Bytes {
-    let mut scratch: Vec<Vec<String>> = vec![Vec::new(); messages.len()];
-    let headers: Vec<Vec<(&str, &[u8])>> = messages
-        .iter()
-        .zip(scratch.iter_mut())
-        .map(|(message, scratch)| message.headers(scratch))
-        .collect();
+    // One buffer of headers for the whole batch, sliced per record.
+    let mut made = Vec::new();
+    for message in messages {
+        message.made_values(&mut made);
+    }
+    let mut made = made.iter();
+    let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(messages.len() * 4);
+    let mut ends = Vec::with_capacity(messages.len());
+    for message in messages {
+        message.push_headers(&mut made, &mut headers);
+        ends.push(headers.len());
+    }
     let records: Vec<HeaderedRecord<'_>> = messages
         .iter()
-        .zip(&headers)
-        .map(|(message, headers)| HeaderedRecord {
-            key: Some(message.topic.as_bytes()),
-            value: Some(&message.payload),
-            headers,
+        .zip(ends.iter().enumerate())
+        .map(|(message, (at, &end))| {
+            let start = at
+                .checked_sub(1)
+                .and_then(|before| ends.get(before))
+                .copied()
+                .unwrap_or(0);
+            HeaderedRecord {
+                key: Some(message.topic.as_bytes()),
+                value: Some(&message.payload),
+                headers: headers.get(start..end).unwrap_or_default(),
+            }
         })
         .collect();
     let batch = shardline_log::build_batch_with_headers(timestamp_ms, &records);
