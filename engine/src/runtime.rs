@@ -661,7 +661,11 @@ async fn shard_main(
     // Connections with nothing unanswered close at once; the others get up to
     // DRAIN_WAIT_MAX to answer what they have (then close as they go quiet).
     let deadline = std::time::Instant::now() + DRAIN_WAIT_MAX;
-    while (in_flight.get() > 0 || connections.close_quiet() > 0) && std::time::Instant::now() < deadline {
+    // MQTT connections were told to close (and persistent sessions save as
+    // they close): the partitions stay open until they have.
+    while (in_flight.get() > 0 || connections.close_quiet() > 0 || shard.mqtt.open_connections() > 0)
+        && std::time::Instant::now() < deadline
+    {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     connections.close_quiet();

@@ -790,6 +790,89 @@ fn a_persistent_session_sends_an_unacknowledged_message_again_and_survives_a_cra
 }
 
 #[test]
+fn a_clean_stop_saves_sessions_so_nothing_comes_twice() {
+    let mut engine = Engine::start(&["--shards", "2"]);
+    let addr = mqtt_addr(&engine);
+    let (mut subscriber, _) = session_connected(addr, 5, "kept", false, 300);
+    subscriber
+        .write_all(&[0x82, 9, 0, 1, 0, 0, 3, b'k', b'/', b'#', 1])
+        .unwrap();
+    assert_eq!(read_packet(&mut subscriber), (0x90, vec![0, 1, 0, 1]));
+    let mut publisher = connected(addr, 4, "kept-pub");
+    for (id, payload) in [(1, b"a1"), (2, b"a2"), (3, b"a3")] {
+        publish_qos1(&mut publisher, "k/x", id, payload);
+        let (_, packet_id, got) = received_qos1_v5(&mut subscriber, "k/x");
+        assert_eq!(got, payload);
+        acknowledge(&mut subscriber, packet_id);
+    }
+    // Stopped cleanly right away (well within the save interval): the
+    // session's end is saved before the partitions close.
+    engine.restart_gracefully();
+    let (mut subscriber, present) = session_connected(addr, 5, "kept", false, 300);
+    assert!(present);
+    let mut publisher = connected(addr, 4, "kept-pub");
+    publish_qos1(&mut publisher, "k/x", 4, b"a4");
+    let (_, _, got) = received_qos1_v5(&mut subscriber, "k/x");
+    assert_eq!(got, b"a4", "nothing already acknowledged comes again");
+}
+
+/// v5 CONNECT, clean start 0, keep alive 60 s, Session Expiry 300 s,
+/// client id `id`, and a QoS 0 will on `topic` saying `payload` after
+/// `will_delay_s`.
+fn connect_with_delayed_will(id: &str, topic: &str, payload: &[u8], will_delay_s: u32) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x04, 0, 60, 5, 0x11, 0, 0, 1, 44];
+    body.extend_from_slice(&u16::try_from(id.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    body.extend_from_slice(&[5, 0x18]);
+    body.extend_from_slice(&will_delay_s.to_be_bytes());
+    for field in [topic.as_bytes(), payload] {
+        body.extend_from_slice(&u16::try_from(field.len()).unwrap().to_be_bytes());
+        body.extend_from_slice(field);
+    }
+    let mut packet = vec![0x10, u8::try_from(body.len()).unwrap()];
+    packet.extend_from_slice(&body);
+    packet
+}
+
+#[test]
+fn a_delayed_will_waits_and_is_dropped_when_the_client_comes_back() {
+    let engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
+    let addr = mqtt_addr(&engine);
+    let mut watcher = connected(addr, 4, "will-delay-watcher");
+    // SUBSCRIBE packet id 1 to "wd/#" at QoS 0.
+    watcher
+        .write_all(&[0x82, 9, 0, 1, 0, 4, b'w', b'd', b'/', b'#', 0])
+        .unwrap();
+    assert_eq!(read_packet(&mut watcher), (0x90, vec![0, 1, 0]));
+    let lose = |id: &str, topic: &str, payload: &[u8]| {
+        let mut device = TcpStream::connect(addr).unwrap();
+        device.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+        device
+            .write_all(&connect_with_delayed_will(id, topic, payload, 1))
+            .unwrap();
+        assert_eq!(read_packet(&mut device).0, 0x20, "CONNACK");
+        drop(device);
+    };
+    // Back within the delay: that will is never published.
+    lose("wd-back", "wd/back", b"gone");
+    let (_back, present) = session_connected(addr, 5, "wd-back", false, 300);
+    assert!(present);
+    // Not back: published after its delay.
+    lose("wd-away", "wd/away", b"gone");
+    let lost_at = std::time::Instant::now();
+    let (kind, body) = read_packet(&mut watcher);
+    assert_eq!(kind, 0x30, "the will: {body:02x?}");
+    assert_eq!(&body[2..9], b"wd/away", "only the will of the client that stayed away");
+    assert!(
+        lost_at.elapsed() >= Duration::from_millis(900),
+        "not before its delay: {:?}",
+        lost_at.elapsed()
+    );
+    watcher.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
+    assert!(try_read_packet(&mut watcher).is_err(), "and nothing for wd/back");
+}
+
+#[test]
 fn a_session_expires_after_its_interval() {
     let engine = Engine::start(&["--shards", "1", "--fsync", "never"]);
     let addr = mqtt_addr(&engine);

@@ -366,6 +366,13 @@ impl Engine {
         }
     }
 
+    /// Stops the engine with SIGTERM (a clean stop) and starts it again on
+    /// the same data directory and port.
+    pub fn restart_gracefully(&mut self) {
+        self.terminate();
+        self.spawn();
+    }
+
     /// Starts the engine again on the same data directory and port.
     pub fn restart(&mut self) {
         self.kill9();

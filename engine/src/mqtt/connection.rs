@@ -438,8 +438,7 @@ impl Connection {
         reader.cancel();
         let _ = writer.close().await;
         self.end_session(&mut session).await;
-        if let Some(will) = session.take_will() {
-            let topic = will.topic.clone();
+        if let Some((will, delay)) = session.take_will() {
             let will = Publication {
                 properties: super::mapping::MessageProperties::of(&will.properties),
                 topic: will.topic,
@@ -448,11 +447,26 @@ impl Connection {
                 retain: will.retain,
                 client_id: std::sync::Arc::from(session.client_id()),
             };
-            for outcome in publish::append_round(&self.shard, vec![will]).await {
-                match outcome {
-                    Ok(()) => tracing::debug!(%topic, "MQTT will published"),
-                    Err(error) => tracing::warn!(%topic, %error, "MQTT will not published"),
-                }
+            if delay.is_zero() {
+                publish_will(&self.shard, will).await;
+            } else {
+                // v5 Will Delay: published later unless the client is back.
+                let shard = Rc::clone(&self.shard);
+                glommio::spawn_local(async move {
+                    glommio::timer::sleep(delay).await;
+                    let client_id = will.client_id.to_string();
+                    let home = home_shard(&client_id, shard.shard_count);
+                    let back = shard
+                        .invoke_on(home, move |s: Rc<Shard>| async move { s.mqtt.is_held(&client_id) })
+                        .await
+                        .unwrap_or(false);
+                    if back {
+                        tracing::debug!(topic = %will.topic, "MQTT will not published: the client is back");
+                    } else if !shard.is_shutting_down() {
+                        publish_will(&shard, will).await;
+                    }
+                })
+                .detach();
             }
         }
         result
@@ -698,6 +712,17 @@ impl Connection {
                     })
                     .await;
             }
+        }
+    }
+}
+
+/// Appends a connection's will.
+async fn publish_will(shard: &Rc<Shard>, will: Publication) {
+    let topic = will.topic.clone();
+    for outcome in publish::append_round(shard, vec![will]).await {
+        match outcome {
+            Ok(()) => tracing::debug!(%topic, "MQTT will published"),
+            Err(error) => tracing::warn!(%topic, %error, "MQTT will not published"),
         }
     }
 }

@@ -558,6 +558,11 @@ impl MqttShard {
         }
     }
 
+    /// On the client id's home shard: whether a connection holds it now.
+    fn is_held(&self, client_id: &str) -> bool {
+        self.holders.borrow().contains_key(client_id)
+    }
+
     /// On the old connection's shard: tells it it was taken over and waits
     /// (at most [`TAKEOVER_WAIT_MAX`]) until it has ended, so its session
     /// is saved before the new connection loads it.

@@ -407,9 +407,13 @@ impl Session {
     /// The will to publish now that the connection has ended, if there is
     /// one: every end but a client's normal DISCONNECT publishes it (MQTT
     /// 3.1.1 §3.1.2.5, 5.0 §3.1.2.5; v5 DISCONNECT 0x04 asks for it).
-    /// Returns it once.
-    pub(crate) fn take_will(&mut self) -> Option<Will> {
-        self.will.take()
+    /// Returns it once, with how long to wait before publishing it (v5
+    /// Will Delay Interval, cut to the Session Expiry Interval: the will goes
+    /// when the session ends if that is sooner, §3.1.3.2.2).
+    pub(crate) fn take_will(&mut self) -> Option<(Will, Duration)> {
+        let will = self.will.take()?;
+        let delay_s = will.properties.will_delay_s.unwrap_or(0).min(self.expiry_s);
+        Some((will, Duration::from_secs(u64::from(delay_s))))
     }
 
     /// The protocol level, once CONNECT arrived.

@@ -642,7 +642,8 @@ fn the_will_is_kept_unless_the_client_disconnects_normally() {
     let mut session = Session::new(now, limits());
     session.handle(now, Event::Packet(connect_with_will(Version::V311, QoS::AtLeastOnce)));
     session.handle(now + Duration::from_secs(16), Event::Tick);
-    assert_eq!(session.take_will().unwrap().topic, "dev/w/status");
+    let (will, delay) = session.take_will().unwrap();
+    assert_eq!((will.topic.as_str(), delay), ("dev/w/status", Duration::ZERO));
     assert!(session.take_will().is_none(), "once");
     // A normal DISCONNECT discards it.
     let mut session = Session::new(now, limits());
@@ -1088,5 +1089,29 @@ fn with_authentication_the_claim_waits_for_good_credentials() {
         };
         assert_eq!(connack.code, code, "{version:?}");
         assert!(closes(&actions) && session.is_closed());
+    }
+}
+
+#[test]
+fn a_will_waits_for_its_delay_or_the_session_end_whichever_is_sooner() {
+    let now = Instant::now();
+    for (will_delay_s, expiry_s, expected_s) in [(30, 10, 10), (5, 300, 5), (30, 0, 0), (0, 300, 0)] {
+        let mut packet = connect_with_will(Version::V5, QoS::AtLeastOnce);
+        if let Packet::Connect(connect) = &mut packet {
+            connect.properties.session_expiry_s = Some(expiry_s);
+            if let Some(will) = &mut connect.will {
+                will.properties.will_delay_s = Some(will_delay_s);
+            }
+        }
+        let mut session = Session::new(now, limits());
+        session.handle(now, Event::Packet(packet));
+        session.handle(now, Event::Claimed { stored: None });
+        session.handle(now, Event::TakenOver);
+        let (_, delay) = session.take_will().unwrap();
+        assert_eq!(
+            delay,
+            Duration::from_secs(expected_s),
+            "delay {will_delay_s}, expiry {expiry_s}"
+        );
     }
 }
