@@ -641,7 +641,7 @@ async fn shard_main(
     let mqtt_accepting = async {
         let loops = mqtt
             .into_iter()
-            .map(|socket| crate::mqtt::accept_loop(Rc::clone(&shard), socket, stopped.clone()));
+            .map(|socket| crate::mqtt::accept_loop(Rc::clone(&shard), socket, stopped.clone(), Rc::clone(&authorizer)));
         futures_util::future::join_all(loops)
             .await
             .into_iter()

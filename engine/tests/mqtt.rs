@@ -1000,6 +1000,80 @@ fn a_silent_client_is_closed_after_one_and_a_half_keep_alives() {
     );
 }
 
+/// PUBLISH "acl/t" QoS 1 (packet id 1) on a v5 connection; returns the
+/// PUBACK's reason code.
+fn v5_puback_code(stream: &mut TcpStream) -> u8 {
+    // Topic "acl/t", packet id 1, no properties, payload "x".
+    stream
+        .write_all(&[0x32, 11, 0, 5, b'a', b'c', b'l', b'/', b't', 0, 1, 0, b'x'])
+        .unwrap();
+    let (kind, body) = read_packet(stream);
+    assert_eq!(kind, 0x40, "PUBACK: {body:02x?}");
+    body.get(2).copied().unwrap_or(0)
+}
+
+/// SUBSCRIBE "acl/#" at QoS 1 (packet id 2) on a v5 connection; returns
+/// the SUBACK's code.
+fn v5_suback_code(stream: &mut TcpStream) -> u8 {
+    stream
+        .write_all(&[0x82, 11, 0, 2, 0, 0, 5, b'a', b'c', b'l', b'/', b'#', 1])
+        .unwrap();
+    let (kind, body) = read_packet(stream);
+    assert_eq!(kind, 0x90, "SUBACK: {body:02x?}");
+    body[3]
+}
+
+#[test]
+fn acls_on_the_mapped_kafka_topic_govern_publishing_and_subscribing() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = "admin:admin-secret\nwriter:w\nreader:r\nstranger:s\n";
+    let engine = Engine::start_secured(dir.path(), users, &["--mqtt-auth", "password"]);
+    let bootstrap = engine.listener_addr("SASL").to_string();
+    let admin = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--bootstrap", &bootstrap]);
+        let env = [
+            ("SHARDCTL_SASL_USER", "admin"),
+            ("SHARDCTL_SASL_PASSWORD", "admin-secret"),
+        ];
+        let output = common::shardctl_with_env(&all, &env);
+        assert!(output.status.success(), "shardctl {args:?}: {output:?}");
+    };
+    admin(&["topic", "create", "mqtt", "--partitions", "2"]);
+    let acl = ["acl", "create", "--topic", "mqtt", "--operation"];
+    admin(&[&acl[..], &["Write", "--principal", "User:writer"]].concat());
+    admin(&[&acl[..], &["Read", "--principal", "User:reader"]].concat());
+    let addr = mqtt_addr(&engine);
+    let login = |level: u8, id: &str, user: &str, password: &str| {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+        stream
+            .write_all(&connect_with_credentials(level, id, user, Some(password)))
+            .unwrap();
+        assert_eq!(read_packet(&mut stream).0, 0x20, "CONNACK");
+        stream
+    };
+    let mut writer = login(5, "acl-w", "writer", "w");
+    let mut reader = login(5, "acl-r", "reader", "r");
+    let mut stranger = login(5, "acl-s", "stranger", "s");
+    assert_eq!(v5_suback_code(&mut reader), 1, "Read lets the reader subscribe");
+    assert_eq!(v5_suback_code(&mut stranger), 0x87, "no ACL: not authorized");
+    assert_eq!(v5_suback_code(&mut writer), 0x87, "Write alone does not let one read");
+    assert_eq!(v5_puback_code(&mut writer), 0, "Write lets the writer publish");
+    // The reader gets the writer's message.
+    let (kind, body) = read_packet(&mut reader);
+    assert_eq!((kind & 0xf0, &body[2..7]), (0x30, &b"acl/t"[..]));
+    acknowledge(&mut reader, u16::from_be_bytes([body[7], body[8]]));
+    assert_eq!(v5_puback_code(&mut reader), 0x87, "Read alone does not let one publish");
+    // 3.1.1 has no negative PUBACK: a refused QoS 1 PUBLISH closes.
+    let stranger_311 = login(4, "acl-s4", "stranger", "s");
+    let answer = send_until_closed(
+        stranger_311,
+        &[0x32, 10, 0, 5, b'a', b'c', b'l', b'/', b't', 0, 1, b'x'],
+    );
+    assert!(answer.is_empty(), "closed without a PUBACK: {answer:02x?}");
+}
+
 #[test]
 fn mqtt_can_be_turned_off() {
     let engine = Engine::start(&["--shards", "1", "--mqtt-listen", "off"]);

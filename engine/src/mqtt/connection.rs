@@ -31,6 +31,7 @@ use shardline_net::mqtt::{
 };
 
 use shardline_log::Offset;
+use shardline_raft::AclOperation;
 
 use super::{
     delivery_for, feed, home_shard,
@@ -41,7 +42,11 @@ use super::{
     sessions, shared, Control, Delivery, Holder, MqttCounts, Position, Subscription, Unsent, CONTROL_QUEUE_MAX,
     DELIVERY_QUEUE_MAX,
 };
-use crate::{sasl::SaslSettings, shard::Shard};
+use crate::{
+    acl::{Access, Authorizer, Principal, Resource, Session as AclSession},
+    sasl::SaslSettings,
+    shard::Shard,
+};
 
 /// Decoded packets the reader task queues ahead of the session; the reader
 /// stops reading while the queue is full (backpressure on the client). As
@@ -80,14 +85,20 @@ enum Inbound {
     Refused(MqttDecodeError),
 }
 
+/// What a connection's listener checks it with.
+pub(crate) struct Security {
+    /// The users CONNECT passwords are checked against (`None`: none).
+    pub(crate) users: Option<Arc<SaslSettings>>,
+    /// The TLS acceptor, on the TLS listener.
+    pub(crate) tls: Option<shardline_net::TlsAcceptor>,
+    /// The broker's authorizer (ACLs on the mapped Kafka topic).
+    pub(crate) authorizer: Rc<Authorizer>,
+}
+
 /// Serves `stream` as a task of its own, or closes it at once when the
 /// shard already serves its share of MQTT connections.
-pub(crate) fn start(
-    shard: &Rc<Shard>,
-    stream: TcpStream,
-    users: Option<Arc<SaslSettings>>,
-    tls: Option<shardline_net::TlsAcceptor>,
-) {
+pub(crate) fn start(shard: &Rc<Shard>, stream: TcpStream, security: Security) {
+    let Security { users, tls, authorizer } = security;
     let (deliveries, delivered) = local_channel::new_bounded(DELIVERY_QUEUE_MAX);
     let (control, controlled) = local_channel::new_bounded(CONTROL_QUEUE_MAX);
     let peer = stream.peer_addr().ok();
@@ -112,6 +123,10 @@ pub(crate) fn start(
             out: Vec::new(),
             unsent,
             users,
+            access: Access {
+                authorizer,
+                session: Rc::new(AclSession::new(peer.map(|peer| peer.ip()), None)),
+            },
             backlog: VecDeque::new(),
             replayed_through: None,
             stored: false,
@@ -125,7 +140,10 @@ pub(crate) fn start(
                 }
             }
             Some(acceptor) => match acceptor.accept(stream).await {
-                Ok((tls, _principal)) => {
+                Ok((tls, principal)) => {
+                    if let Some(subject) = principal {
+                        connection.access.session.authenticated(Principal::user(&subject));
+                    }
                     let (reading, writing) = futures_lite::io::split(tls);
                     connection.serve(reading, writing, delivered, controlled).await
                 }
@@ -170,6 +188,10 @@ struct Connection {
     /// The users a CONNECT's credentials are checked against
     /// (`--mqtt-auth password`; `None`: not checked).
     users: Option<Arc<SaslSettings>>,
+    /// Who the client is (anonymous, its certificate's subject, or the
+    /// user its password proved) and the authorizer: publishing needs
+    /// Write, subscribing Read, on the mapped Kafka topic.
+    access: Access,
     /// A resumed session's offline messages, sent before anything from the
     /// feed.
     backlog: VecDeque<Delivery>,
@@ -227,6 +249,9 @@ impl Connection {
                     }
                     Action::Authenticate { user, password } => {
                         let user = self.authenticate(user, password);
+                        if let Some(user) = &user {
+                            self.access.session.authenticated(Principal::user(user));
+                        }
                         pending.extend(session.handle(Instant::now(), Event::Authenticated { user }));
                     }
                     Action::Claim { client_id, clean_start } => {
@@ -270,7 +295,10 @@ impl Connection {
                                 (message, (qos, packet_id))
                             })
                             .unzip();
-                        let outcomes = publish::append_round(&self.shard, messages).await;
+                        let outcomes = match self.may(AclOperation::Write) {
+                            Ok(()) => publish::append_round(&self.shard, messages).await,
+                            Err(error) => vec![Err(Arc::new(error)); messages.len()],
+                        };
                         let mut next = VecDeque::new();
                         for ((qos, packet_id), outcome) in acks.into_iter().zip(outcomes) {
                             if let Err(error) = &outcome {
@@ -424,6 +452,9 @@ impl Connection {
                         pending.extend(session.handle(now, Event::Delivery(delivery)));
                     }
                 }
+                Some(Ok(Event::Packet(Packet::Subscribe(subscribe)))) if self.may(AclOperation::Read).is_err() => {
+                    pending.extend(session.deny_subscribe(&subscribe));
+                }
                 Some(Ok(event)) => {
                     if matches!(event, Event::Tick) {
                         alarm = None;
@@ -447,7 +478,9 @@ impl Connection {
                 retain: will.retain,
                 client_id: std::sync::Arc::from(session.client_id()),
             };
-            if delay.is_zero() {
+            if let Err(error) = self.may(AclOperation::Write) {
+                tracing::info!(topic = %will.topic, %error, "MQTT will not published");
+            } else if delay.is_zero() {
                 publish_will(&self.shard, will).await;
             } else {
                 // v5 Will Delay: published later unless the client is back.
@@ -470,6 +503,13 @@ impl Connection {
             }
         }
         result
+    }
+
+    /// Whether the client may do `operation` on the mapped Kafka topic.
+    fn may(&self, operation: AclOperation) -> Result<(), crate::error::EngineError> {
+        let image = self.shard.image();
+        let topic = &self.shard.config.mqtt_kafka_topic;
+        self.access.check(&image, operation, Resource::Topic(topic))
     }
 
     /// The user whose name and password these are, if they check.

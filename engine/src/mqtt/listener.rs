@@ -132,6 +132,7 @@ pub(crate) async fn accept_loop(
     shard: Rc<Shard>,
     socket: MqttSocket,
     stopped: tokio::sync::watch::Receiver<bool>,
+    authorizer: Rc<crate::acl::Authorizer>,
 ) -> Result<(), String> {
     socket
         .socket
@@ -156,7 +157,12 @@ pub(crate) async fn accept_loop(
     let serving = Rc::clone(&shard);
     let name = if tls.is_some() { "MQTT TLS" } else { "MQTT" };
     crate::runtime::accept_until_stopped(shard.id, &listener, name, stopped, |stream| {
-        super::connection::start(&serving, stream, users.clone(), tls.clone());
+        let security = super::connection::Security {
+            users: users.clone(),
+            tls: tls.clone(),
+            authorizer: Rc::clone(&authorizer),
+        };
+        super::connection::start(&serving, stream, security);
     })
     .await;
     shard.mqtt.close_all();

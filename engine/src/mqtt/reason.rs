@@ -82,6 +82,7 @@ const PACKET_ID_NOT_FOUND: u8 = 0x92;
 const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
 const PACKET_TOO_LARGE: u8 = 0x95;
 const QUOTA_EXCEEDED: u8 = 0x97;
+const NOT_AUTHORIZED: u8 = 0x87;
 const TOPIC_ALIAS_INVALID: u8 = 0x94;
 
 /// 3.1.1 CONNACK return codes (MQTT 3.1.1 §3.2.2.3).
@@ -159,6 +160,7 @@ pub(crate) fn puback_code(outcome: &Result<(), Arc<EngineError>>) -> u8 {
     match outcome.as_ref().map_err(|error| &**error) {
         Ok(()) => SUCCESS,
         Err(EngineError::MessageTooLarge { .. }) => PACKET_TOO_LARGE,
+        Err(EngineError::NotAuthorized(_)) => NOT_AUTHORIZED,
         Err(_) => UNSPECIFIED_ERROR,
     }
 }
@@ -180,6 +182,8 @@ pub(crate) enum FilterRefusal {
     Invalid,
     /// The connection holds its maximum of subscriptions.
     Quota,
+    /// The connection's principal may not read the mapped Kafka topic.
+    NotAuthorized,
 }
 
 /// The SUBACK code of one filter: the granted QoS, or why it was refused.
@@ -189,6 +193,7 @@ pub(crate) fn suback_code(outcome: Result<QoS, FilterRefusal>, version: Version)
         (Err(_), Version::V311) => V311_SUBSCRIBE_FAILURE,
         (Err(FilterRefusal::Invalid), Version::V5) => TOPIC_FILTER_INVALID,
         (Err(FilterRefusal::Quota), Version::V5) => QUOTA_EXCEEDED,
+        (Err(FilterRefusal::NotAuthorized), Version::V5) => NOT_AUTHORIZED,
     }
 }
 

@@ -945,6 +945,25 @@ impl Session {
         actions
     }
 
+    /// A SUBSCRIBE the connection's principal may not make (no Read on the
+    /// mapped Kafka topic): every filter refused, nothing subscribed.
+    pub(crate) fn deny_subscribe(&mut self, subscribe: &Subscribe) -> Vec<Action> {
+        if self.phase != Phase::Connected {
+            return Vec::new();
+        }
+        let version = self.version.unwrap_or(Version::V311);
+        let codes = subscribe
+            .filters
+            .iter()
+            .map(|_| reason::suback_code(Err(FilterRefusal::NotAuthorized), version))
+            .collect();
+        vec![Action::Send(Packet::SubAck(SubAck {
+            packet_id: subscribe.packet_id,
+            properties: Properties::default(),
+            codes,
+        }))]
+    }
+
     fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Vec<Action> {
         let mut codes = Vec::new();
         for filter in &unsubscribe.filters {
