@@ -256,7 +256,9 @@ impl Connection {
                     }
                     Action::Claim { client_id, clean_start } => {
                         self.claim(client_id.clone()).await;
-                        self.shard.mqtt.set_client_id(self.me.connection, &client_id);
+                        self.shard
+                            .mqtt
+                            .set_client_id(self.me.connection, &client_id, session.is_persistent());
                         let stored = self.load_session(&client_id, clean_start).await;
                         pending.extend(session.handle(Instant::now(), Event::Claimed { stored }));
                     }
@@ -438,7 +440,9 @@ impl Connection {
             let now = Instant::now();
             match event {
                 Some(Ok(Event::Delivery(delivery))) => {
-                    self.taken(&delivery);
+                    if session.is_persistent() {
+                        self.taken(&delivery);
+                    }
                     pending.extend(session.handle(now, Event::Delivery(delivery)));
                     // Deliveries already queued go out in the same write.
                     for _ in 1..DELIVERY_ROUND_MAX {
@@ -448,12 +452,14 @@ impl Connection {
                         let Some(Some(delivery)) = future::poll_once(delivered.recv()).await else {
                             break;
                         };
-                        self.taken(&delivery);
+                        if session.is_persistent() {
+                            self.taken(&delivery);
+                        }
                         pending.extend(session.handle(now, Event::Delivery(delivery)));
                     }
                 }
                 Some(Ok(Event::Packet(Packet::Subscribe(subscribe)))) if self.may(AclOperation::Read).is_err() => {
-                    pending.extend(session.deny_subscribe(&subscribe));
+                    pending.extend(session.deny_subscribe(now, &subscribe));
                 }
                 Some(Ok(event)) => {
                     if matches!(event, Event::Tick) {
@@ -528,7 +534,8 @@ impl Connection {
         }
     }
 
-    /// A delivery the feed queued was taken off the queue.
+    /// A delivery the feed queued was taken off the queue (counted for
+    /// persistent sessions only, as the shard's table counts them).
     fn taken(&self, delivery: &Delivery) {
         let Some(position) = delivery.position else {
             return;

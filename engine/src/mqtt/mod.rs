@@ -190,6 +190,9 @@ struct Local {
     ended: Rc<Semaphore>,
     /// Its client id, once claimed (for No Local).
     client_id: Option<Bytes>,
+    /// Whether its session is persistent: only then are `unsent`
+    /// deliveries counted (its cursors need them).
+    persistent: bool,
 }
 
 impl Subscription {
@@ -203,7 +206,7 @@ impl Local {
     /// Queues `delivery`, or adds it to `stalled` when the queue is full
     /// (dropped when the connection is closing).
     fn offer(&self, connection: u64, delivery: Delivery, stalled: &mut Vec<Stalled>) {
-        if let Some(position) = delivery.position {
+        if let (Some(position), true) = (delivery.position, self.persistent) {
             *self.unsent.borrow_mut().entry(position.partition).or_insert(0) += 1;
         }
         if let Err(GlommioError::WouldBlock(ResourceType::Channel(delivery))) = self.deliveries.try_send(delivery) {
@@ -354,16 +357,19 @@ impl MqttShard {
                 unsent: Rc::clone(&unsent),
                 ended: Rc::new(Semaphore::new(0)),
                 client_id: None,
+                persistent: false,
             },
         );
         assert!(connections.len() <= self.connections_max, "MQTT connections bounded");
         Some((id, unsent))
     }
 
-    /// Records the client id `connection` claimed.
-    fn set_client_id(&self, connection: u64, client_id: &str) {
+    /// Records the client id `connection` claimed, and whether its session
+    /// is persistent.
+    fn set_client_id(&self, connection: u64, client_id: &str, persistent: bool) {
         if let Some(local) = self.connections.borrow_mut().get_mut(&connection) {
             local.client_id = Some(Bytes::copy_from_slice(client_id.as_bytes()));
+            local.persistent = persistent;
         }
     }
 

@@ -947,10 +947,12 @@ impl Session {
 
     /// A SUBSCRIBE the connection's principal may not make (no Read on the
     /// mapped Kafka topic): every filter refused, nothing subscribed.
-    pub(crate) fn deny_subscribe(&mut self, subscribe: &Subscribe) -> Vec<Action> {
+    pub(crate) fn deny_subscribe(&mut self, now: Instant, subscribe: &Subscribe) -> Vec<Action> {
         if self.phase != Phase::Connected {
             return Vec::new();
         }
+        // A packet all the same: the keep alive counts it.
+        self.last_packet_at = now;
         let version = self.version.unwrap_or(Version::V311);
         let codes = subscribe
             .filters
