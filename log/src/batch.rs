@@ -255,6 +255,12 @@ impl BatchHeader {
         self.attributes & 0x20 != 0
     }
 
+    /// Whether the batch belongs to a transaction (attribute bit 4): its
+    /// records may yet be aborted.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
+    }
+
     /// The delete horizon the cleaner set (KIP-534): after it, the batch's
     /// tombstones may be removed. `None` when it was never set.
     pub fn delete_horizon_ms(&self) -> Option<i64> {
