@@ -16,6 +16,15 @@ use std::collections::{HashMap, VecDeque};
 
 use shardline_log::{BatchHeader, Offset};
 
+/// A producer id (Kafka's `producerId`, i64), as InitProducerId hands it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ProducerId(pub(crate) i64);
+
+/// A producer epoch (Kafka's `producerEpoch`, i16): bumped to fence an older
+/// instance of the same producer. Not a leader epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ProducerEpoch(pub(crate) i16);
+
 /// Batches remembered per producer for duplicate detection (Kafka keeps 5, the
 /// most a client may have in flight per partition).
 pub(crate) const CACHED_BATCHES_MAX: usize = 5;
@@ -215,8 +224,38 @@ impl ProducerStates {
         }
     }
 
+    /// A transaction marker of `producer_id` at `epoch` was stored: a newer
+    /// epoch than the producer's fences the older one (its batches are
+    /// refused from now on) and the producer's next batch starts at
+    /// sequence 0, as after InitProducerId.
+    pub(crate) fn marker(&mut self, producer_id: ProducerId, epoch: ProducerEpoch) {
+        self.clock += 1;
+        let clock = self.clock;
+        if !self.producers.contains_key(&producer_id.0) {
+            self.evict_if_full();
+        }
+        let entry = self.producers.entry(producer_id.0).or_insert_with(|| ProducerEntry {
+            epoch: epoch.0,
+            last_sequence: -1,
+            last_timestamp_ms: -1,
+            batches: VecDeque::new(),
+            last_used: clock,
+        });
+        if epoch.0 > entry.epoch {
+            entry.epoch = epoch.0;
+            entry.last_sequence = -1;
+            entry.batches.clear();
+        }
+        entry.last_used = clock;
+        assert!(entry.epoch >= epoch.0, "a marker never lowers a producer's epoch");
+    }
+
     /// Replays a stored batch (when rebuilding from the log).
     pub(crate) fn replay(&mut self, header: &BatchHeader) {
+        if header.is_control() && header.producer_id >= 0 {
+            self.marker(ProducerId(header.producer_id), ProducerEpoch(header.producer_epoch));
+            return;
+        }
         if !is_idempotent(header) {
             return;
         }

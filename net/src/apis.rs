@@ -39,6 +39,10 @@ pub const SUPPORTED_APIS: &[(i16, i16, i16)] = &[
     (DELETE_RECORDS, 0, 2),
     (INIT_PRODUCER_ID, 0, 4),
     (OFFSET_FOR_LEADER_EPOCH, 2, 4),
+    (ADD_PARTITIONS_TO_TXN, 0, 3),
+    (ADD_OFFSETS_TO_TXN, 0, 3),
+    (END_TXN, 0, 3),
+    (TXN_OFFSET_COMMIT, 0, 3),
     (DESCRIBE_ACLS, 1, 3),
     (CREATE_ACLS, 1, 3),
     (DELETE_ACLS, 1, 3),
@@ -112,6 +116,12 @@ pub(crate) const DELETE_ACLS: i16 = ApiKey::DeleteAcls as i16;
 // SCRAM credentials kept by the metadata group (KIP-554).
 pub(crate) const DESCRIBE_USER_SCRAM_CREDENTIALS: i16 = ApiKey::DescribeUserScramCredentials as i16;
 pub(crate) const ALTER_USER_SCRAM_CREDENTIALS: i16 = ApiKey::AlterUserScramCredentials as i16;
+// Transactions (KIP-98), to the versions before KIP-890's broker-side
+// verification (AddPartitionsToTxn v4+, EndTxn v4+, TxnOffsetCommit v4+).
+pub(crate) const ADD_PARTITIONS_TO_TXN: i16 = ApiKey::AddPartitionsToTxn as i16;
+pub(crate) const ADD_OFFSETS_TO_TXN: i16 = ApiKey::AddOffsetsToTxn as i16;
+pub(crate) const END_TXN: i16 = ApiKey::EndTxn as i16;
+pub(crate) const TXN_OFFSET_COMMIT: i16 = ApiKey::TxnOffsetCommit as i16;
 /// Replication: a follower (or a KIP-320 client) asks where a leader epoch ends.
 pub(crate) const OFFSET_FOR_LEADER_EPOCH: i16 = ApiKey::OffsetForLeaderEpoch as i16;
 
@@ -217,6 +227,10 @@ mod tests {
             ALTER_PARTITION_REASSIGNMENTS => kafka_protocol::messages::AlterPartitionReassignmentsRequest::VERSIONS,
             LIST_PARTITION_REASSIGNMENTS => kafka_protocol::messages::ListPartitionReassignmentsRequest::VERSIONS,
             DESCRIBE_PRODUCERS => kafka_protocol::messages::DescribeProducersRequest::VERSIONS,
+            ADD_PARTITIONS_TO_TXN => kafka_protocol::messages::AddPartitionsToTxnRequest::VERSIONS,
+            ADD_OFFSETS_TO_TXN => kafka_protocol::messages::AddOffsetsToTxnRequest::VERSIONS,
+            END_TXN => kafka_protocol::messages::EndTxnRequest::VERSIONS,
+            TXN_OFFSET_COMMIT => kafka_protocol::messages::TxnOffsetCommitRequest::VERSIONS,
             DESCRIBE_ACLS => kafka_protocol::messages::DescribeAclsRequest::VERSIONS,
             CREATE_ACLS => kafka_protocol::messages::CreateAclsRequest::VERSIONS,
             DELETE_ACLS => kafka_protocol::messages::DeleteAclsRequest::VERSIONS,
@@ -277,6 +291,10 @@ mod tests {
             (ALTER_PARTITION_REASSIGNMENTS, 0),
             (LIST_PARTITION_REASSIGNMENTS, 0),
             (DESCRIBE_PRODUCERS, 0),
+            (ADD_PARTITIONS_TO_TXN, 3),
+            (ADD_OFFSETS_TO_TXN, 3),
+            (END_TXN, 3),
+            (TXN_OFFSET_COMMIT, 3),
             (DESCRIBE_ACLS, 2),
             (CREATE_ACLS, 2),
             (DELETE_ACLS, 2),

@@ -20,6 +20,9 @@
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, TxnOffsetCommitRequest,
+};
+use kafka_protocol::messages::{
     AlterConfigsRequest, AlterPartitionReassignmentsRequest, DeleteRecordsRequest, DescribeLogDirsRequest,
     DescribeProducersRequest, ElectLeadersRequest, IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest,
 };
@@ -131,6 +134,14 @@ pub enum RequestBody {
     DescribeUserScramCredentials(kafka_protocol::messages::DescribeUserScramCredentialsRequest),
     /// AlterUserScramCredentials v0.
     AlterUserScramCredentials(kafka_protocol::messages::AlterUserScramCredentialsRequest),
+    /// AddPartitionsToTxn v0..=3.
+    AddPartitionsToTxn(AddPartitionsToTxnRequest),
+    /// AddOffsetsToTxn v0..=3.
+    AddOffsetsToTxn(AddOffsetsToTxnRequest),
+    /// EndTxn v0..=3.
+    EndTxn(EndTxnRequest),
+    /// TxnOffsetCommit v0..=3.
+    TxnOffsetCommit(TxnOffsetCommitRequest),
 }
 
 /// What a handler answers with.
@@ -257,6 +268,10 @@ fn decode_request_body_within(
             RequestBody::DescribeUserScramCredentials(kafka_protocol(body, version)?)
         }
         apis::ALTER_USER_SCRAM_CREDENTIALS => RequestBody::AlterUserScramCredentials(kafka_protocol(body, version)?),
+        apis::ADD_PARTITIONS_TO_TXN => RequestBody::AddPartitionsToTxn(kafka_protocol(body, version)?),
+        apis::ADD_OFFSETS_TO_TXN => RequestBody::AddOffsetsToTxn(kafka_protocol(body, version)?),
+        apis::END_TXN => RequestBody::EndTxn(kafka_protocol(body, version)?),
+        apis::TXN_OFFSET_COMMIT => RequestBody::TxnOffsetCommit(kafka_protocol(body, version)?),
         _ => {
             return Err(DecodeError::Invalid {
                 field: "header.api_key",
@@ -377,6 +392,10 @@ fn response_kind_api_key(kind: &ResponseKind) -> Option<i16> {
         ResponseKind::DeleteAcls(_) => apis::DELETE_ACLS,
         ResponseKind::DescribeUserScramCredentials(_) => apis::DESCRIBE_USER_SCRAM_CREDENTIALS,
         ResponseKind::AlterUserScramCredentials(_) => apis::ALTER_USER_SCRAM_CREDENTIALS,
+        ResponseKind::AddPartitionsToTxn(_) => apis::ADD_PARTITIONS_TO_TXN,
+        ResponseKind::AddOffsetsToTxn(_) => apis::ADD_OFFSETS_TO_TXN,
+        ResponseKind::EndTxn(_) => apis::END_TXN,
+        ResponseKind::TxnOffsetCommit(_) => apis::TXN_OFFSET_COMMIT,
         _ => return None,
     })
 }
@@ -868,6 +887,58 @@ pub(crate) mod tests {
                         .with_partition_indexes(vec![0, 1]),
                 ]))
             }
+            apis::ADD_PARTITIONS_TO_TXN => {
+                use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+                use kafka_protocol::messages::{ProducerId, TransactionalId};
+                RequestKind::AddPartitionsToTxn(
+                    kafka_protocol::messages::AddPartitionsToTxnRequest::default()
+                        .with_v3_and_below_transactional_id(TransactionalId(text("txn-1")))
+                        .with_v3_and_below_producer_id(ProducerId(42))
+                        .with_v3_and_below_producer_epoch(3)
+                        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                            .with_name(name("orders"))
+                            .with_partitions(vec![0, 2])]),
+                )
+            }
+            apis::ADD_OFFSETS_TO_TXN => RequestKind::AddOffsetsToTxn(
+                kafka_protocol::messages::AddOffsetsToTxnRequest::default()
+                    .with_transactional_id(kafka_protocol::messages::TransactionalId(text("txn-1")))
+                    .with_producer_id(kafka_protocol::messages::ProducerId(42))
+                    .with_producer_epoch(3)
+                    .with_group_id(kafka_protocol::messages::GroupId(text("payments-readers"))),
+            ),
+            apis::END_TXN => RequestKind::EndTxn(
+                kafka_protocol::messages::EndTxnRequest::default()
+                    .with_transactional_id(kafka_protocol::messages::TransactionalId(text("txn-1")))
+                    .with_producer_id(kafka_protocol::messages::ProducerId(42))
+                    .with_producer_epoch(3)
+                    .with_committed(true),
+            ),
+            apis::TXN_OFFSET_COMMIT => {
+                use kafka_protocol::messages::txn_offset_commit_request::{
+                    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+                };
+                use kafka_protocol::messages::{ProducerId, TransactionalId};
+                let mut request = kafka_protocol::messages::TxnOffsetCommitRequest::default()
+                    .with_transactional_id(TransactionalId(text("txn-1")))
+                    .with_group_id(kafka_protocol::messages::GroupId(text("payments-readers")))
+                    .with_producer_id(ProducerId(42))
+                    .with_producer_epoch(3)
+                    .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                        .with_name(name("orders"))
+                        .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(1)
+                            .with_committed_offset(17)
+                            .with_committed_leader_epoch(if version >= 2 { 4 } else { -1 })
+                            .with_committed_metadata(Some(text("meta")))])]);
+                if version >= 3 {
+                    request = request
+                        .with_generation_id(5)
+                        .with_member_id(text("member-1"))
+                        .with_group_instance_id(Some(text("instance-1")));
+                }
+                RequestKind::TxnOffsetCommit(request)
+            }
             other => panic!("no sample for API {other}"),
         }
     }
@@ -943,6 +1014,10 @@ pub(crate) mod tests {
             RequestBody::DeleteAcls(request) => RequestKind::DeleteAcls(request),
             RequestBody::DescribeUserScramCredentials(request) => RequestKind::DescribeUserScramCredentials(request),
             RequestBody::AlterUserScramCredentials(request) => RequestKind::AlterUserScramCredentials(request),
+            RequestBody::AddPartitionsToTxn(request) => RequestKind::AddPartitionsToTxn(request),
+            RequestBody::AddOffsetsToTxn(request) => RequestKind::AddOffsetsToTxn(request),
+            RequestBody::EndTxn(request) => RequestKind::EndTxn(request),
+            RequestBody::TxnOffsetCommit(request) => RequestKind::TxnOffsetCommit(request),
         }
     }
 

@@ -376,6 +376,67 @@ const ALTER_PARTITION_REASSIGNMENTS: &[Field] = &[
     ),
 ];
 
+// ---- Transactions: AddPartitionsToTxn, AddOffsetsToTxn, EndTxn,
+// TxnOffsetCommit (v0..=3) ----
+const ADD_PARTITIONS_TO_TXN: &[Field] = &[
+    field("add_partitions_to_txn.transactional_id", 0, 3, Kind::Str),
+    field("add_partitions_to_txn.producer_id", 0, 3, Kind::Int64),
+    field("add_partitions_to_txn.producer_epoch", 0, 3, Kind::Int16),
+    field(
+        "add_partitions_to_txn.topics",
+        0,
+        3,
+        Kind::Structs(TOPIC_PARTITION_INDEXES),
+    ),
+];
+const ADD_OFFSETS_TO_TXN: &[Field] = &[
+    field("add_offsets_to_txn.transactional_id", 0, LATEST, Kind::Str),
+    field("add_offsets_to_txn.producer_id", 0, LATEST, Kind::Int64),
+    field("add_offsets_to_txn.producer_epoch", 0, LATEST, Kind::Int16),
+    field("add_offsets_to_txn.group_id", 0, LATEST, Kind::Str),
+];
+const END_TXN: &[Field] = &[
+    field("end_txn.transactional_id", 0, LATEST, Kind::Str),
+    field("end_txn.producer_id", 0, LATEST, Kind::Int64),
+    field("end_txn.producer_epoch", 0, LATEST, Kind::Int16),
+    field("end_txn.committed", 0, LATEST, Kind::Bool),
+];
+const TXN_OFFSET_COMMIT_PARTITION: &[Field] = &[
+    field("txn_offset_commit.partition.partition_index", 0, LATEST, Kind::Int32),
+    field("txn_offset_commit.partition.committed_offset", 0, LATEST, Kind::Int64),
+    field(
+        "txn_offset_commit.partition.committed_leader_epoch",
+        2,
+        LATEST,
+        Kind::Int32,
+    ),
+    field("txn_offset_commit.partition.committed_metadata", 0, LATEST, Kind::Str),
+];
+const TXN_OFFSET_COMMIT_TOPIC: &[Field] = &[
+    field("txn_offset_commit.topic.name", 0, LATEST, Kind::Str),
+    field(
+        "txn_offset_commit.topic.partitions",
+        0,
+        LATEST,
+        Kind::Structs(TXN_OFFSET_COMMIT_PARTITION),
+    ),
+];
+const TXN_OFFSET_COMMIT: &[Field] = &[
+    field("txn_offset_commit.transactional_id", 0, LATEST, Kind::Str),
+    field("txn_offset_commit.group_id", 0, LATEST, Kind::Str),
+    field("txn_offset_commit.producer_id", 0, LATEST, Kind::Int64),
+    field("txn_offset_commit.producer_epoch", 0, LATEST, Kind::Int16),
+    field("txn_offset_commit.generation_id", 3, LATEST, Kind::Int32),
+    field("txn_offset_commit.member_id", 3, LATEST, Kind::Str),
+    field("txn_offset_commit.group_instance_id", 3, LATEST, Kind::Str),
+    field(
+        "txn_offset_commit.topics",
+        0,
+        LATEST,
+        Kind::Structs(TXN_OFFSET_COMMIT_TOPIC),
+    ),
+];
+
 // ---- SaslHandshake (v0..=1) ----
 const SASL_HANDSHAKE: &[Field] = &[field("sasl_handshake.mechanism", 0, LATEST, Kind::Str)];
 
@@ -822,6 +883,10 @@ fn schema(api_key: i16) -> Option<&'static [Field]> {
         apis::DELETE_ACLS => Some(DELETE_ACLS),
         apis::DESCRIBE_USER_SCRAM_CREDENTIALS => Some(DESCRIBE_USER_SCRAM_CREDENTIALS),
         apis::ALTER_USER_SCRAM_CREDENTIALS => Some(ALTER_USER_SCRAM_CREDENTIALS),
+        apis::ADD_PARTITIONS_TO_TXN => Some(ADD_PARTITIONS_TO_TXN),
+        apis::ADD_OFFSETS_TO_TXN => Some(ADD_OFFSETS_TO_TXN),
+        apis::END_TXN => Some(END_TXN),
+        apis::TXN_OFFSET_COMMIT => Some(TXN_OFFSET_COMMIT),
         _ => None,
     }
 }

@@ -1,4 +1,5 @@
-//! The consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
+//! The consumer-group APIs: FindCoordinator (of groups and of
+//! transactional ids), JoinGroup, SyncGroup, Heartbeat,
 //! LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups,
 //! DeleteGroups, OffsetDelete.
 //!
@@ -39,8 +40,11 @@ use super::{
 };
 use crate::{
     acl::{Access, Resource},
-    coordinator::{self, group::JoinRequest, record::CommittedOffset, Commit, Committer, OFFSETS_TOPIC},
-    error::{kafka_code, EngineError, GroupError},
+    coordinator::{
+        self, group::JoinRequest, record::CommittedOffset, transactions::TRANSACTIONS_TOPIC, Commit, Committer,
+        OFFSETS_TOPIC,
+    },
+    error::{kafka_code, EngineError, GroupError, TxnError},
     shard::{Shard, ShardProbe},
 };
 
@@ -56,17 +60,17 @@ fn group_allowed(shard: &Shard, access: &Access, operation: AclOperation, group:
         .map_err(|refused| kafka_code(&refused))
 }
 
+/// `key`'s partition of the internal topic `topic` (`__consumer_offsets`
+/// for a group, `__transaction_state` for a transactional id) in `image`.
+pub(super) fn internal_partition_of<'a>(image: &'a MetadataImage, topic: &str, key: &str) -> Option<&'a PartitionMeta> {
+    let topic = image.topics.get(topic)?;
+    let index = coordinator::partition_for(key, topic.partitions.len());
+    usize::try_from(index).ok().and_then(|i| topic.partitions.get(i))
+}
+
 /// `group`'s partition of `__consumer_offsets` in `image`.
 fn offsets_partition_of<'a>(image: &'a MetadataImage, group: &str) -> Result<&'a PartitionMeta, GroupError> {
-    let topic = image
-        .topics
-        .get(OFFSETS_TOPIC)
-        .ok_or(GroupError::CoordinatorNotAvailable)?;
-    let index = coordinator::partition_for(group, topic.partitions.len());
-    usize::try_from(index)
-        .ok()
-        .and_then(|i| topic.partitions.get(i))
-        .ok_or(GroupError::CoordinatorNotAvailable)
+    internal_partition_of(image, OFFSETS_TOPIC, group).ok_or(GroupError::CoordinatorNotAvailable)
 }
 
 /// The coordinator partition of `group` and the shard that owns it.
@@ -80,7 +84,7 @@ fn route(shard: &Shard, group: &str) -> Result<(usize, i32), GroupError> {
 }
 
 /// Runs `work(coordinator shard, partition)` on `group`'s coordinator shard.
-async fn on_coordinator<R, F, Fut>(shard: &Rc<Shard>, group: &str, work: F) -> Result<R, GroupError>
+pub(super) async fn on_coordinator<R, F, Fut>(shard: &Rc<Shard>, group: &str, work: F) -> Result<R, GroupError>
 where
     R: Send + 'static,
     F: FnOnce(Rc<Shard>, i32) -> Fut + Send + 'static,
@@ -100,16 +104,22 @@ where
         .map_err(|_| GroupError::NotCoordinator)?
 }
 
-/// The broker coordinating `group`: the leader of its `__consumer_offsets`
-/// partition — the shard that holds it, when shards have ports of their own.
-fn coordinator_of(shard: &Shard, group: &str, listener: &str) -> Result<KafkaBroker, GroupError> {
+/// The broker coordinating `key`: the leader of its partition of the
+/// internal topic `topic` — the shard that holds it, when shards have ports
+/// of their own. `None`: no coordinator is available.
+fn coordinator_of(shard: &Shard, topic: &str, key: &str, listener: &str) -> Option<KafkaBroker> {
     let image = shard.image();
-    let partition = offsets_partition_of(&image, group)?;
+    let partition = internal_partition_of(&image, topic, key)?;
     if image.brokers.get(&partition.leader).is_none_or(|b| b.fenced) {
-        return Err(GroupError::CoordinatorNotAvailable);
+        return None;
     }
-    kafka_broker(&image, partition.leader, partition.shard, listener).ok_or(GroupError::CoordinatorNotAvailable)
+    kafka_broker(&image, partition.leader, partition.shard, listener)
 }
+
+/// FindCoordinator key type of a consumer group.
+const GROUP_KEY: i8 = 0;
+/// FindCoordinator key type of a transactional id.
+const TRANSACTION_KEY: i8 = 1;
 
 pub(super) fn find_coordinator(
     shard: &Rc<Shard>,
@@ -119,14 +129,21 @@ pub(super) fn find_coordinator(
     listener: &str,
 ) -> ResponseKind {
     let answer = |key: &str| -> Result<KafkaBroker, EngineError> {
-        // Key type 1 is a transactional id: transactions are not served.
-        if request.key_type != 0 {
-            return Err(EngineError::InvalidRequest(
-                "only group coordinators (key type 0) exist".into(),
-            ));
+        match request.key_type {
+            GROUP_KEY => {
+                access.check(&shard.image(), AclOperation::Describe, Resource::Group(key))?;
+                coordinator_of(shard, OFFSETS_TOPIC, key, listener)
+                    .ok_or(EngineError::Group(GroupError::CoordinatorNotAvailable))
+            }
+            TRANSACTION_KEY => {
+                access.check(&shard.image(), AclOperation::Describe, Resource::TransactionalId(key))?;
+                coordinator_of(shard, TRANSACTIONS_TOPIC, key, listener)
+                    .ok_or(EngineError::Txn(TxnError::CoordinatorNotAvailable))
+            }
+            other => Err(EngineError::InvalidRequest(format!(
+                "coordinator key type {other}: only groups (0) and transactional ids (1) have coordinators"
+            ))),
         }
-        access.check(&shard.image(), AclOperation::Describe, Resource::Group(key))?;
-        coordinator_of(shard, key, listener).map_err(EngineError::Group)
     };
     let mut response = FindCoordinatorResponse::default();
     if version >= 4 {
@@ -384,7 +401,10 @@ pub(super) async fn offset_commit(
     let mut commits = Vec::new();
     for topic in &request.topics {
         let name = topic.name.0.to_string();
-        let meta = image.topics.get(&name).filter(|_| name != OFFSETS_TOPIC);
+        let meta = image
+            .topics
+            .get(&name)
+            .filter(|_| !coordinator::is_internal_topic(&name));
         let topic_refused = access.check(&image, AclOperation::Read, Resource::Topic(&name)).err();
         let mut row = Vec::new();
         for partition in &topic.partitions {

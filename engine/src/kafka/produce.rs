@@ -10,7 +10,7 @@ use shardline_net::{
 use super::{admin::auto_create, epoch_of, split_by_owner, Slot};
 use crate::{
     acl::{Access, Resource},
-    coordinator::OFFSETS_TOPIC,
+    coordinator::is_internal_topic,
     error::EngineError,
     partition::Produced,
     shard::Shard,
@@ -61,7 +61,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: ProduceR
             let records = shardline_raft::validate_topic_name(&topic.name)
                 .map_err(EngineError::Meta)
                 .and_then(|()| writable(&image, &topic.name))
-                .and_then(|()| match (&partition.records, topic.name == OFFSETS_TOPIC) {
+                .and_then(|()| match (&partition.records, is_internal_topic(&topic.name)) {
                     (_, true) => Err(EngineError::InternalTopic(topic.name.clone())),
                     (None, false) => Err(EngineError::InvalidRecord("null records".into())),
                     (Some(records), false) => Ok(records.clone()),

@@ -1,0 +1,379 @@
+//! The transaction coordinator: transactional ids and their transactions,
+//! driven through `transaction.rs`'s rules.
+//!
+//! ## Placement and durability
+//! Transactional ids live in the partitions of the internal topic
+//! `__transaction_state` (created at engine start, like
+//! `__consumer_offsets`: [`TRANSACTIONS_PARTITIONS_PER_SHARD`] × shard
+//! count partitions, `shardline.fsync=always`, compacted). Id T belongs to
+//! partition `java_hash(T) mod N` (Kafka's rule), and the shard that leads
+//! that partition is T's coordinator: it holds T's state in a
+//! [`TransactionTable`] (`!Send`, never locked). Every transition is
+//! appended to that partition (`record.rs`, kind 7, keyed by the id, so
+//! compaction keeps the latest per id) and is durable and on every in-sync
+//! replica before it is installed and the client answered. Loading a
+//! partition replays its log, the last state per id winning.
+//!
+//! ## Ending a transaction
+//! EndTxn stores PrepareCommit (or PrepareAbort): the commit point. Then
+//! the coordinator writes a marker (`control.rs`) into every partition the
+//! transaction wrote to — on the shard that leads it (`Shard::invoke_on`) —
+//! and tells the coordinator of every group it committed offsets for
+//! (`coordinator::end_transaction`), then stores CompleteCommit. The client
+//! is answered once the prepare is stored and the markers were attempted.
+//! Markers that could not be written (a partition without a leader here)
+//! are retried by the tick, as are the prepared transactions found when a
+//! partition loads (a crash between prepare and complete): a marker written
+//! twice is harmless (`txn_index.rs`).
+//!
+//! ## Timeouts
+//! A tick every [`super::TICK_INTERVAL`] aborts the transactions open longer
+//! than their `transaction.timeout.ms`, bumping the epoch (the producer that
+//! left it open is fenced), as Kafka does.
+
+use std::{cell::RefCell, collections::HashMap, rc::Rc, time::Duration};
+
+use super::{
+    partition_for,
+    record::Entry,
+    replay, store_in,
+    transaction::{EndStep, InitStep, Producer, TransactionTable, TxnMetadata, TxnState},
+    OFFSETS_TOPIC, TICK_INTERVAL,
+};
+use crate::{
+    control::{Marker, Outcome},
+    error::{EngineError, TxnError},
+    partition::Partition,
+    producer::ProducerId,
+    shard::Shard,
+};
+
+/// The internal topic holding transaction state.
+pub(crate) const TRANSACTIONS_TOPIC: &str = "__transaction_state";
+/// Partitions of the internal topic per shard at creation (as for
+/// `__consumer_offsets`: spreads ids over every shard).
+pub(crate) const TRANSACTIONS_PARTITIONS_PER_SHARD: i32 = 2;
+/// How long a marker write waits for its partition's in-sync replicas.
+const MARKER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The transactional ids of every `__transaction_state` partition led by
+/// one shard.
+#[derive(Default)]
+pub(crate) struct TxnCoordinator {
+    partitions: RefCell<HashMap<i32, TransactionTable>>,
+}
+
+impl TxnCoordinator {
+    /// Rebuilds partition `index`'s ids from its log. Prepared
+    /// transactions among them are finished by the next tick.
+    pub(crate) fn load(&self, index: i32, partition: &Partition) {
+        let mut table = TransactionTable::default();
+        let replayed = replay(index, partition, |entry, log_offset| match entry {
+            Entry::Transaction(meta) => table.restore(meta),
+            Entry::TransactionTombstone { transactional_id } => table.forget(&transactional_id),
+            _ => tracing::warn!(log_offset, "group entry in a {TRANSACTIONS_TOPIC} partition: skipped"),
+        });
+        tracing::info!(
+            partition = index,
+            batches = replayed.batches,
+            entries = replayed.entries,
+            skipped = replayed.skipped,
+            transactional_ids = table.len(),
+            "transaction coordinator partition loaded"
+        );
+        self.partitions.borrow_mut().insert(index, table);
+    }
+
+    /// Drops partition `index`'s ids (another broker or shard leads it now).
+    pub(crate) fn unload(&self, index: i32) {
+        self.partitions.borrow_mut().remove(&index);
+    }
+
+    fn with_table<R>(&self, index: i32, f: impl FnOnce(&mut TransactionTable) -> R) -> Result<R, TxnError> {
+        let mut partitions = self.partitions.borrow_mut();
+        let table = partitions.get_mut(&index).ok_or(TxnError::NotCoordinator)?;
+        Ok(f(table))
+    }
+}
+
+fn ready(shard: &Shard, index: i32) -> Result<(), TxnError> {
+    if shard.transactions.partitions.borrow().contains_key(&index) {
+        Ok(())
+    } else if shard.partition(TRANSACTIONS_TOPIC, index).is_ok() {
+        Err(TxnError::LoadInProgress)
+    } else {
+        Err(TxnError::NotCoordinator)
+    }
+}
+
+/// Stores `meta` in partition `index` (durable, replicated).
+async fn store(shard: &Shard, index: i32, meta: &TxnMetadata) -> Result<(), EngineError> {
+    store_in(shard, TRANSACTIONS_TOPIC, index, &[Entry::Transaction(meta.clone())])
+        .await
+        .map(|_| ())
+}
+
+/// Stores a decided transition and installs it; on failure the id keeps
+/// its state and the client is told to retry.
+async fn store_decided(
+    shard: &Shard,
+    index: i32,
+    next: &TxnMetadata,
+    keep_pending: bool,
+    never_stored: bool,
+) -> Result<(), TxnError> {
+    match store(shard, index, next).await {
+        Ok(()) => shard
+            .transactions
+            .with_table(index, |t| t.stored(next.clone(), keep_pending)),
+        Err(e) => {
+            tracing::warn!(id = %next.transactional_id, error = %e, "storing transaction state");
+            let _ = shard
+                .transactions
+                .with_table(index, |t| t.store_failed(&next.transactional_id, never_stored));
+            Err(TxnError::CoordinatorNotAvailable)
+        }
+    }
+}
+
+/// InitProducerId with a transactional id, on its coordinator shard.
+/// `fresh` is a new producer id for a new id (or an exhausted epoch).
+pub(crate) async fn init_producer_id(
+    shard: &Rc<Shard>,
+    index: i32,
+    transactional_id: &str,
+    timeout_ms: i32,
+    expected: Option<Producer>,
+    fresh: ProducerId,
+) -> Result<Producer, TxnError> {
+    ready(shard, index)?;
+    let now_ms = crate::kafka::unix_now_ms();
+    let (existed, step) = shard.transactions.with_table(index, |t| {
+        let existed = t.get(transactional_id).is_some();
+        (
+            existed,
+            t.init_producer_id(transactional_id, timeout_ms, expected, now_ms, fresh),
+        )
+    })?;
+    match step? {
+        InitStep::Store(next) => {
+            store_decided(shard, index, &next, false, !existed).await?;
+            Ok(Producer {
+                id: next.producer_id,
+                epoch: next.producer_epoch,
+            })
+        }
+        InitStep::AbortFirst(prepared) => {
+            store_decided(shard, index, &prepared, true, false).await?;
+            let answer = Producer {
+                id: prepared.producer_id,
+                epoch: prepared.producer_epoch,
+            };
+            if finish(shard, index, prepared).await {
+                Ok(answer)
+            } else {
+                Err(TxnError::ConcurrentTransactions)
+            }
+        }
+    }
+}
+
+/// AddPartitionsToTxn, on the coordinator shard.
+pub(crate) async fn add_partitions(
+    shard: &Rc<Shard>,
+    index: i32,
+    transactional_id: &str,
+    producer: Producer,
+    partitions: Vec<(String, i32)>,
+) -> Result<(), TxnError> {
+    ready(shard, index)?;
+    let now_ms = crate::kafka::unix_now_ms();
+    let next = shard.transactions.with_table(index, |t| {
+        t.add_partitions(transactional_id, producer, &partitions, now_ms)
+    })??;
+    match next {
+        Some(next) => store_decided(shard, index, &next, false, false).await,
+        None => Ok(()),
+    }
+}
+
+/// AddOffsetsToTxn, on the coordinator shard.
+pub(crate) async fn add_group(
+    shard: &Rc<Shard>,
+    index: i32,
+    transactional_id: &str,
+    producer: Producer,
+    group: String,
+) -> Result<(), TxnError> {
+    ready(shard, index)?;
+    let now_ms = crate::kafka::unix_now_ms();
+    let next = shard
+        .transactions
+        .with_table(index, |t| t.add_group(transactional_id, producer, &group, now_ms))??;
+    match next {
+        Some(next) => store_decided(shard, index, &next, false, false).await,
+        None => Ok(()),
+    }
+}
+
+/// EndTxn, on the coordinator shard: answered once the outcome is stored
+/// (the markers are written before the answer too, but a failed marker only
+/// delays them: the tick writes them).
+pub(crate) async fn end(
+    shard: &Rc<Shard>,
+    index: i32,
+    transactional_id: &str,
+    producer: Producer,
+    commit: bool,
+) -> Result<(), TxnError> {
+    ready(shard, index)?;
+    let step = shard
+        .transactions
+        .with_table(index, |t| t.end(transactional_id, producer, commit))??;
+    match step {
+        EndStep::AlreadyDone => Ok(()),
+        EndStep::Prepare(prepared) => {
+            store_decided(shard, index, &prepared, true, false).await?;
+            finish(shard, index, prepared).await;
+            Ok(())
+        }
+    }
+}
+
+/// Writes the markers of a stored Prepare* state and tells its groups'
+/// coordinators, then stores and installs Complete*. Returns whether it
+/// completed; if not, the id is left prepared (not pending) for the tick.
+async fn finish(shard: &Rc<Shard>, index: i32, prepared: TxnMetadata) -> bool {
+    assert!(prepared.state.is_prepared(), "only a prepared transaction is finished");
+    let outcome = if prepared.state == TxnState::PrepareCommit {
+        Outcome::Commit
+    } else {
+        Outcome::Abort
+    };
+    let coordinator_epoch = shard.partition(TRANSACTIONS_TOPIC, index).map_or(0, |p| p.role().1);
+    let marker = Marker {
+        producer_id: prepared.producer_id,
+        producer_epoch: prepared.producer_epoch,
+        outcome,
+        coordinator_epoch,
+    };
+    let written = write_markers(shard, &prepared, marker).await;
+    let told = end_group_transactions(shard, &prepared, outcome).await;
+    let done = match (written, told) {
+        (Ok(()), Ok(())) => {
+            let completed = prepared.completed();
+            store_decided(shard, index, &completed, false, false).await.is_ok()
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(id = %prepared.transactional_id, error = %e, "transaction markers not all written yet");
+            let _ = shard
+                .transactions
+                .with_table(index, |t| t.store_failed(&prepared.transactional_id, false));
+            false
+        }
+    };
+    if done {
+        tracing::debug!(id = %prepared.transactional_id, ?outcome, "transaction ended");
+    }
+    done
+}
+
+/// Writes `marker` into every partition of `prepared`, each on the shard
+/// that leads it. A partition that no longer exists needs none.
+async fn write_markers(shard: &Rc<Shard>, prepared: &TxnMetadata, marker: Marker) -> Result<(), EngineError> {
+    let epoch = crate::kafka::epoch_of(shard);
+    // By owner shard (not `kafka::split_by_owner`: this is the broker's own
+    // work, not a client request forwarded between shards).
+    let mut by_owner: HashMap<usize, Vec<(String, i32)>> = HashMap::new();
+    for (topic, index) in &prepared.partitions {
+        match shard.owner_of(topic, *index) {
+            Ok(owner) => by_owner.entry(owner).or_default().push((topic.clone(), *index)),
+            // A deleted topic needs no marker.
+            Err(EngineError::UnknownTopicOrPartition) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let parts = by_owner.into_iter().map(|(owner, items)| {
+        shard.invoke_on(owner, move |s: Rc<Shard>| async move {
+            s.wait_for_epoch(epoch).await;
+            for (topic, index) in items {
+                match s.partition(&topic, index) {
+                    Ok(partition) => {
+                        partition.write_marker(marker, MARKER_TIMEOUT).await?;
+                    }
+                    Err(EngineError::UnknownTopicOrPartition) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+    });
+    for answer in futures_util::future::join_all(parts).await {
+        answer??;
+    }
+    Ok(())
+}
+
+/// Tells the coordinator of every group of `prepared` how it ended.
+async fn end_group_transactions(
+    shard: &Rc<Shard>,
+    prepared: &TxnMetadata,
+    outcome: Outcome,
+) -> Result<(), EngineError> {
+    let image = shard.image();
+    let Some(offsets) = image.topics.get(OFFSETS_TOPIC) else {
+        return Err(EngineError::Group(crate::error::GroupError::CoordinatorNotAvailable));
+    };
+    let count = offsets.partitions.len();
+    drop(image);
+    let epoch = crate::kafka::epoch_of(shard);
+    for group in &prepared.groups {
+        let index = partition_for(group, count);
+        let owner = shard.owner_of(OFFSETS_TOPIC, index)?;
+        let group = group.clone();
+        let producer_id = prepared.producer_id.0;
+        let commit = outcome == Outcome::Commit;
+        shard
+            .invoke_on(owner, move |s: Rc<Shard>| async move {
+                s.wait_for_epoch(epoch).await;
+                super::end_transaction(&s, index, &group, producer_id, commit).await
+            })
+            .await??;
+    }
+    Ok(())
+}
+
+/// Runs on every shard until shutdown: aborts expired transactions and
+/// finishes prepared ones.
+pub(crate) async fn run_ticks(shard: Rc<Shard>) {
+    while !shard.is_shutting_down() {
+        glommio::timer::sleep(TICK_INTERVAL).await;
+        let now_ms = crate::kafka::unix_now_ms();
+        let work: Vec<(i32, Vec<TxnMetadata>, Vec<TxnMetadata>)> = shard
+            .transactions
+            .partitions
+            .borrow_mut()
+            .iter_mut()
+            .map(|(index, table)| (*index, table.expired(now_ms), table.unfinished()))
+            .collect();
+        for (index, expired, unfinished) in work {
+            for prepared in expired {
+                tracing::info!(id = %prepared.transactional_id, "transaction timed out: aborting");
+                let shard = Rc::clone(&shard);
+                glommio::spawn_local(async move {
+                    if store_decided(&shard, index, &prepared, true, false).await.is_ok() {
+                        finish(&shard, index, prepared).await;
+                    }
+                })
+                .detach();
+            }
+            for prepared in unfinished {
+                let shard = Rc::clone(&shard);
+                glommio::spawn_local(async move {
+                    finish(&shard, index, prepared).await;
+                })
+                .detach();
+            }
+        }
+    }
+}

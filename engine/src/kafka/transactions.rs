@@ -1,0 +1,348 @@
+//! The transaction APIs (KIP-98): InitProducerId with a transactional id,
+//! AddPartitionsToTxn, AddOffsetsToTxn, EndTxn and TxnOffsetCommit.
+//!
+//! Each request names a transactional id; its coordinator is the shard
+//! leading its `__transaction_state` partition
+//! (`coordinator::transactions`). The request is decoded here, shipped to
+//! that shard with `Shard::invoke_on`, served there, and answered here at
+//! the request's version. TxnOffsetCommit goes to the *group's* coordinator
+//! instead (`coordinator::txn_commit`). Clients older than KIP-588 are told
+//! INVALID_PRODUCER_EPOCH where newer ones are told PRODUCER_FENCED
+//! (`error::kafka_code_at`).
+
+use std::{future::Future, rc::Rc};
+
+use kafka_protocol::messages::{
+    add_partitions_to_txn_response::{AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult},
+    txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic},
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
+    EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId as WireProducerId,
+    ResponseKind, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+};
+use shardline_raft::AclOperation;
+
+use super::{epoch_of, groups::internal_partition_of, topic_name};
+use crate::{
+    acl::{Access, Resource},
+    coordinator::{
+        self,
+        record::CommittedOffset,
+        transaction::Producer,
+        transactions::{self as txn, TRANSACTIONS_TOPIC},
+        Commit, Committer,
+    },
+    error::{kafka_code_at, EngineError, GroupError, TxnError},
+    producer::{ProducerEpoch, ProducerId},
+    shard::{Shard, ShardProbe},
+};
+
+/// The `__transaction_state` partition of `transactional_id` and the shard
+/// that leads it here.
+fn route(shard: &Shard, transactional_id: &str) -> Result<(usize, i32), TxnError> {
+    let image = shard.image();
+    let index = internal_partition_of(&image, TRANSACTIONS_TOPIC, transactional_id)
+        .ok_or(TxnError::CoordinatorNotAvailable)?
+        .index;
+    let owner = shard
+        .owner_of(TRANSACTIONS_TOPIC, index)
+        .map_err(|_| TxnError::NotCoordinator)?;
+    Ok((owner, index))
+}
+
+/// Runs `work(coordinator shard, partition)` on the id's coordinator shard.
+async fn on_coordinator<R, F, Fut>(shard: &Rc<Shard>, transactional_id: &str, work: F) -> Result<R, TxnError>
+where
+    R: Send + 'static,
+    F: FnOnce(Rc<Shard>, i32) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<R, TxnError>> + 'static,
+{
+    let (owner, index) = route(shard, transactional_id)?;
+    if owner != shard.id {
+        ShardProbe::count(&shard.probe.forwarded_group_requests);
+    }
+    let epoch = epoch_of(shard);
+    shard
+        .invoke_on(owner, move |s: Rc<Shard>| async move {
+            s.wait_for_epoch(epoch).await;
+            work(s, index).await
+        })
+        .await
+        .map_err(|_| TxnError::NotCoordinator)?
+}
+
+/// Write on the transactional id, as Kafka asks of every transaction API.
+fn id_allowed(shard: &Shard, access: &Access, transactional_id: &str) -> Result<(), EngineError> {
+    access.check(
+        &shard.image(),
+        AclOperation::Write,
+        Resource::TransactionalId(transactional_id),
+    )
+}
+
+fn code(result: &Result<(), EngineError>, knows_producer_fenced: bool) -> i16 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => kafka_code_at(e, knows_producer_fenced),
+    }
+}
+
+/// InitProducerId with a transactional id (Write on it was checked).
+pub(super) async fn init_producer_id(shard: &Rc<Shard>, request: InitProducerIdRequest, version: i16) -> ResponseKind {
+    let mut response = InitProducerIdResponse::default();
+    let transactional_id = request
+        .transactional_id
+        .as_ref()
+        .map(|id| id.0.to_string())
+        .unwrap_or_default();
+    // KIP-360 (v3+): a producer that already has an id names it to bump it.
+    let expected = (request.producer_id.0 >= 0 && request.producer_epoch >= 0).then_some(Producer {
+        id: ProducerId(request.producer_id.0),
+        epoch: ProducerEpoch(request.producer_epoch),
+    });
+    let fresh = ProducerId(super::cluster::next_producer_id(shard.node_id(), shard.id));
+    let timeout_ms = request.transaction_timeout_ms;
+    let answer =
+        on_coordinator(shard, &transactional_id, {
+            let transactional_id = transactional_id.clone();
+            move |s, index| async move {
+                txn::init_producer_id(&s, index, &transactional_id, timeout_ms, expected, fresh).await
+            }
+        })
+        .await;
+    match answer {
+        Ok(producer) => {
+            response.producer_id = WireProducerId(producer.id.0);
+            response.producer_epoch = producer.epoch.0;
+        }
+        Err(e) => {
+            response.error_code = kafka_code_at(&EngineError::Txn(e), version >= 4);
+            response.producer_id = WireProducerId(-1);
+            response.producer_epoch = -1;
+        }
+    }
+    ResponseKind::InitProducerId(response)
+}
+
+pub(super) async fn add_partitions(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: AddPartitionsToTxnRequest,
+    version: i16,
+) -> ResponseKind {
+    let transactional_id = request.v3_and_below_transactional_id.0.to_string();
+    let producer = Producer {
+        id: ProducerId(request.v3_and_below_producer_id.0),
+        epoch: ProducerEpoch(request.v3_and_below_producer_epoch),
+    };
+    let knows_producer_fenced = version >= 2;
+    // Per partition: the code of why it cannot be added, if it cannot.
+    let image = shard.image();
+    let id_refused = id_allowed(shard, access, &transactional_id).err();
+    let verdicts: Vec<Vec<Option<i16>>> = request
+        .v3_and_below_topics
+        .iter()
+        .map(|topic| {
+            let name = topic.name.0.as_str();
+            let meta = image.topics.get(name).filter(|_| !coordinator::is_internal_topic(name));
+            let topic_refused = access.check(&image, AclOperation::Write, Resource::Topic(name)).err();
+            topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let known = meta.is_some_and(|t| usize::try_from(*p).is_ok_and(|i| i < t.partitions.len()));
+                    match id_refused.as_ref().or(topic_refused.as_ref()) {
+                        Some(refused) => Some(kafka_code_at(refused, knows_producer_fenced)),
+                        None if known => None,
+                        None => Some(kafka_code_at(
+                            &EngineError::UnknownTopicOrPartition,
+                            knows_producer_fenced,
+                        )),
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    drop(image);
+    let any_refused = verdicts.iter().flatten().any(Option::is_some);
+    let outcome: Result<(), EngineError> = if any_refused {
+        Err(EngineError::Txn(TxnError::OperationNotAttempted))
+    } else {
+        let partitions: Vec<(String, i32)> = request
+            .v3_and_below_topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), *p)))
+            .collect();
+        on_coordinator(shard, &transactional_id, {
+            let transactional_id = transactional_id.clone();
+            move |s, index| async move { txn::add_partitions(&s, index, &transactional_id, producer, partitions).await }
+        })
+        .await
+        .map_err(EngineError::Txn)
+    };
+    let outcome = code(&outcome, knows_producer_fenced);
+    let mut response = AddPartitionsToTxnResponse::default();
+    for (topic, verdicts) in request.v3_and_below_topics.iter().zip(verdicts) {
+        let mut out = AddPartitionsToTxnTopicResult::default();
+        out.name = topic_name(&topic.name.0);
+        for (partition, verdict) in topic.partitions.iter().zip(verdicts) {
+            let mut p = AddPartitionsToTxnPartitionResult::default();
+            p.partition_index = *partition;
+            p.partition_error_code = verdict.unwrap_or(outcome);
+            out.results_by_partition.push(p);
+        }
+        response.results_by_topic_v3_and_below.push(out);
+    }
+    ResponseKind::AddPartitionsToTxn(response)
+}
+
+pub(super) async fn add_offsets(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: AddOffsetsToTxnRequest,
+    version: i16,
+) -> ResponseKind {
+    let transactional_id = request.transactional_id.0.to_string();
+    let group = request.group_id.0.to_string();
+    let producer = Producer {
+        id: ProducerId(request.producer_id.0),
+        epoch: ProducerEpoch(request.producer_epoch),
+    };
+    let outcome = match id_allowed(shard, access, &transactional_id)
+        .and_then(|()| access.check(&shard.image(), AclOperation::Read, Resource::Group(&group)))
+    {
+        Err(refused) => Err(refused),
+        Ok(()) => on_coordinator(shard, &transactional_id, {
+            let transactional_id = transactional_id.clone();
+            move |s, index| async move { txn::add_group(&s, index, &transactional_id, producer, group).await }
+        })
+        .await
+        .map_err(EngineError::Txn),
+    };
+    let mut response = AddOffsetsToTxnResponse::default();
+    response.error_code = code(&outcome, version >= 2);
+    ResponseKind::AddOffsetsToTxn(response)
+}
+
+pub(super) async fn end_txn(shard: &Rc<Shard>, access: &Access, request: EndTxnRequest, version: i16) -> ResponseKind {
+    let transactional_id = request.transactional_id.0.to_string();
+    let producer = Producer {
+        id: ProducerId(request.producer_id.0),
+        epoch: ProducerEpoch(request.producer_epoch),
+    };
+    let commit = request.committed;
+    let outcome = match id_allowed(shard, access, &transactional_id) {
+        Err(refused) => Err(refused),
+        Ok(()) => on_coordinator(shard, &transactional_id, {
+            let transactional_id = transactional_id.clone();
+            move |s, index| async move { txn::end(&s, index, &transactional_id, producer, commit).await }
+        })
+        .await
+        .map_err(EngineError::Txn),
+    };
+    let mut response = EndTxnResponse::default();
+    response.error_code = code(&outcome, version >= 2);
+    ResponseKind::EndTxn(response)
+}
+
+/// TxnOffsetCommit: Write on the transactional id, Read on the group and
+/// on each topic (as Kafka asks); served by the group's coordinator.
+pub(super) async fn txn_offset_commit(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: TxnOffsetCommitRequest,
+    version: i16,
+) -> ResponseKind {
+    let knows_producer_fenced = version >= 3;
+    let transactional_id = request.transactional_id.0.to_string();
+    let group = request.group_id.0.to_string();
+    let image = shard.image();
+    let refused = id_allowed(shard, access, &transactional_id)
+        .and_then(|()| access.check(&image, AclOperation::Read, Resource::Group(&group)))
+        .err();
+    let now_ms = super::unix_now_ms();
+    let mut slots: Vec<Vec<Option<i16>>> = Vec::new();
+    let mut commits = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.0.to_string();
+        let meta = image
+            .topics
+            .get(&name)
+            .filter(|_| !coordinator::is_internal_topic(&name));
+        let topic_refused = access.check(&image, AclOperation::Read, Resource::Topic(&name)).err();
+        let mut row = Vec::new();
+        for partition in &topic.partitions {
+            let known =
+                meta.is_some_and(|t| usize::try_from(partition.partition_index).is_ok_and(|i| i < t.partitions.len()));
+            if let Some(refused) = refused.as_ref().or(topic_refused.as_ref()) {
+                row.push(Some(kafka_code_at(refused, knows_producer_fenced)));
+            } else if known {
+                row.push(None);
+                commits.push(Commit {
+                    topic: name.clone(),
+                    partition: partition.partition_index,
+                    committed: CommittedOffset {
+                        offset: partition.committed_offset,
+                        leader_epoch: if version >= 2 {
+                            partition.committed_leader_epoch
+                        } else {
+                            -1
+                        },
+                        commit_timestamp_ms: now_ms,
+                        metadata: partition.committed_metadata.as_ref().map(ToString::to_string),
+                    },
+                });
+            } else {
+                row.push(Some(kafka_code_at(
+                    &EngineError::UnknownTopicOrPartition,
+                    knows_producer_fenced,
+                )));
+            }
+        }
+        slots.push(row);
+    }
+    drop(image);
+    let committer = Committer {
+        member_id: request.member_id.to_string(),
+        instance_id: request.group_instance_id.as_ref().map(ToString::to_string),
+        generation: if version >= 3 { request.generation_id } else { -1 },
+    };
+    let producer_id = request.producer_id.0;
+    let count = commits.len();
+    let results: Vec<i16> = if commits.is_empty() {
+        Vec::new()
+    } else {
+        let answer = super::groups::on_coordinator(shard, &group, {
+            let group = group.clone();
+            move |s, index| async move {
+                let results = coordinator::txn_commit(&s, index, &group, producer_id, committer, commits).await;
+                Ok(results
+                    .iter()
+                    .map(|r| code(r, knows_producer_fenced))
+                    .collect::<Vec<i16>>())
+            }
+        })
+        .await;
+        match answer {
+            Ok(codes) => codes,
+            Err(e) => vec![kafka_code_at(&EngineError::Group(e), knows_producer_fenced); count],
+        }
+    };
+    let mut results = results.into_iter();
+    let mut response = TxnOffsetCommitResponse::default();
+    for (topic, row) in request.topics.iter().zip(slots) {
+        let mut out = TxnOffsetCommitResponseTopic::default();
+        out.name = topic_name(&topic.name.0);
+        for (partition, slot) in topic.partitions.iter().zip(row) {
+            let mut p = TxnOffsetCommitResponsePartition::default();
+            p.partition_index = partition.partition_index;
+            p.error_code = slot.unwrap_or_else(|| {
+                results.next().unwrap_or_else(|| {
+                    kafka_code_at(&EngineError::Group(GroupError::NotCoordinator), knows_producer_fenced)
+                })
+            });
+            out.partitions.push(p);
+        }
+        response.topics.push(out);
+    }
+    ResponseKind::TxnOffsetCommit(response)
+}
