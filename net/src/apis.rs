@@ -42,6 +42,7 @@ pub const SUPPORTED_APIS: &[(i16, i16, i16)] = &[
     (ADD_PARTITIONS_TO_TXN, 0, 3),
     (ADD_OFFSETS_TO_TXN, 0, 3),
     (END_TXN, 0, 3),
+    (WRITE_TXN_MARKERS, 1, 1),
     (TXN_OFFSET_COMMIT, 0, 3),
     (DESCRIBE_ACLS, 1, 3),
     (CREATE_ACLS, 1, 3),
@@ -122,6 +123,9 @@ pub(crate) const ADD_PARTITIONS_TO_TXN: i16 = ApiKey::AddPartitionsToTxn as i16;
 pub(crate) const ADD_OFFSETS_TO_TXN: i16 = ApiKey::AddOffsetsToTxn as i16;
 pub(crate) const END_TXN: i16 = ApiKey::EndTxn as i16;
 pub(crate) const TXN_OFFSET_COMMIT: i16 = ApiKey::TxnOffsetCommit as i16;
+/// Between brokers: a transaction coordinator asks a partition's leader to
+/// write markers (v0 is gone from kafka-protocol 0.18, KIP-896).
+pub(crate) const WRITE_TXN_MARKERS: i16 = ApiKey::WriteTxnMarkers as i16;
 /// Replication: a follower (or a KIP-320 client) asks where a leader epoch ends.
 pub(crate) const OFFSET_FOR_LEADER_EPOCH: i16 = ApiKey::OffsetForLeaderEpoch as i16;
 
@@ -231,6 +235,7 @@ mod tests {
             ADD_OFFSETS_TO_TXN => kafka_protocol::messages::AddOffsetsToTxnRequest::VERSIONS,
             END_TXN => kafka_protocol::messages::EndTxnRequest::VERSIONS,
             TXN_OFFSET_COMMIT => kafka_protocol::messages::TxnOffsetCommitRequest::VERSIONS,
+            WRITE_TXN_MARKERS => kafka_protocol::messages::WriteTxnMarkersRequest::VERSIONS,
             DESCRIBE_ACLS => kafka_protocol::messages::DescribeAclsRequest::VERSIONS,
             CREATE_ACLS => kafka_protocol::messages::CreateAclsRequest::VERSIONS,
             DELETE_ACLS => kafka_protocol::messages::DeleteAclsRequest::VERSIONS,
@@ -295,6 +300,7 @@ mod tests {
             (ADD_OFFSETS_TO_TXN, 3),
             (END_TXN, 3),
             (TXN_OFFSET_COMMIT, 3),
+            (WRITE_TXN_MARKERS, 1),
             (DESCRIBE_ACLS, 2),
             (CREATE_ACLS, 2),
             (DELETE_ACLS, 2),

@@ -20,7 +20,7 @@
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, TxnOffsetCommitRequest,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, TxnOffsetCommitRequest, WriteTxnMarkersRequest,
 };
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterPartitionReassignmentsRequest, DeleteRecordsRequest, DescribeLogDirsRequest,
@@ -142,6 +142,8 @@ pub enum RequestBody {
     EndTxn(EndTxnRequest),
     /// TxnOffsetCommit v0..=3.
     TxnOffsetCommit(TxnOffsetCommitRequest),
+    /// WriteTxnMarkers v1 (between brokers).
+    WriteTxnMarkers(WriteTxnMarkersRequest),
 }
 
 /// What a handler answers with.
@@ -272,6 +274,7 @@ fn decode_request_body_within(
         apis::ADD_OFFSETS_TO_TXN => RequestBody::AddOffsetsToTxn(kafka_protocol(body, version)?),
         apis::END_TXN => RequestBody::EndTxn(kafka_protocol(body, version)?),
         apis::TXN_OFFSET_COMMIT => RequestBody::TxnOffsetCommit(kafka_protocol(body, version)?),
+        apis::WRITE_TXN_MARKERS => RequestBody::WriteTxnMarkers(kafka_protocol(body, version)?),
         _ => {
             return Err(DecodeError::Invalid {
                 field: "header.api_key",
@@ -396,6 +399,7 @@ fn response_kind_api_key(kind: &ResponseKind) -> Option<i16> {
         ResponseKind::AddOffsetsToTxn(_) => apis::ADD_OFFSETS_TO_TXN,
         ResponseKind::EndTxn(_) => apis::END_TXN,
         ResponseKind::TxnOffsetCommit(_) => apis::TXN_OFFSET_COMMIT,
+        ResponseKind::WriteTxnMarkers(_) => apis::WRITE_TXN_MARKERS,
         _ => return None,
     })
 }
@@ -939,6 +943,19 @@ pub(crate) mod tests {
                 }
                 RequestKind::TxnOffsetCommit(request)
             }
+            apis::WRITE_TXN_MARKERS => {
+                use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
+                RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default().with_markers(vec![
+                    WritableTxnMarker::default()
+                        .with_producer_id(kafka_protocol::messages::ProducerId(42))
+                        .with_producer_epoch(3)
+                        .with_transaction_result(true)
+                        .with_topics(vec![WritableTxnMarkerTopic::default()
+                            .with_name(name("orders"))
+                            .with_partition_indexes(vec![0, 4])])
+                        .with_coordinator_epoch(2),
+                ]))
+            }
             other => panic!("no sample for API {other}"),
         }
     }
@@ -1018,6 +1035,7 @@ pub(crate) mod tests {
             RequestBody::AddOffsetsToTxn(request) => RequestKind::AddOffsetsToTxn(request),
             RequestBody::EndTxn(request) => RequestKind::EndTxn(request),
             RequestBody::TxnOffsetCommit(request) => RequestKind::TxnOffsetCommit(request),
+            RequestBody::WriteTxnMarkers(request) => RequestKind::WriteTxnMarkers(request),
         }
     }
 

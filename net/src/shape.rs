@@ -437,6 +437,64 @@ const TXN_OFFSET_COMMIT: &[Field] = &[
     ),
 ];
 
+// ---- WriteTxnMarkers (v1), request and response ----
+const WRITE_TXN_MARKER: &[Field] = &[
+    field("write_txn_markers.marker.producer_id", 0, LATEST, Kind::Int64),
+    field("write_txn_markers.marker.producer_epoch", 0, LATEST, Kind::Int16),
+    field("write_txn_markers.marker.transaction_result", 0, LATEST, Kind::Bool),
+    field(
+        "write_txn_markers.marker.topics",
+        0,
+        LATEST,
+        Kind::Structs(TOPIC_PARTITION_INDEXES),
+    ),
+    field("write_txn_markers.marker.coordinator_epoch", 0, LATEST, Kind::Int32),
+];
+const WRITE_TXN_MARKERS: &[Field] = &[field(
+    "write_txn_markers.markers",
+    0,
+    LATEST,
+    Kind::Structs(WRITE_TXN_MARKER),
+)];
+const WRITE_TXN_MARKERS_RESPONSE_PARTITION: &[Field] = &[
+    field(
+        "write_txn_markers_response.partition.partition_index",
+        0,
+        LATEST,
+        Kind::Int32,
+    ),
+    field(
+        "write_txn_markers_response.partition.error_code",
+        0,
+        LATEST,
+        Kind::Int16,
+    ),
+];
+const WRITE_TXN_MARKERS_RESPONSE_TOPIC: &[Field] = &[
+    field("write_txn_markers_response.topic.name", 0, LATEST, Kind::Str),
+    field(
+        "write_txn_markers_response.topic.partitions",
+        0,
+        LATEST,
+        Kind::Structs(WRITE_TXN_MARKERS_RESPONSE_PARTITION),
+    ),
+];
+const WRITE_TXN_MARKERS_RESPONSE_MARKER: &[Field] = &[
+    field("write_txn_markers_response.marker.producer_id", 0, LATEST, Kind::Int64),
+    field(
+        "write_txn_markers_response.marker.topics",
+        0,
+        LATEST,
+        Kind::Structs(WRITE_TXN_MARKERS_RESPONSE_TOPIC),
+    ),
+];
+const WRITE_TXN_MARKERS_RESPONSE: &[Field] = &[field(
+    "write_txn_markers_response.markers",
+    0,
+    LATEST,
+    Kind::Structs(WRITE_TXN_MARKERS_RESPONSE_MARKER),
+)];
+
 // ---- SaslHandshake (v0..=1) ----
 const SASL_HANDSHAKE: &[Field] = &[field("sasl_handshake.mechanism", 0, LATEST, Kind::Str)];
 
@@ -836,6 +894,7 @@ pub(crate) fn has_response_schema(api_key: i16) -> bool {
 fn response_schema(api_key: i16) -> Option<&'static [Field]> {
     match api_key {
         apis::FETCH => Some(FETCH_RESPONSE),
+        apis::WRITE_TXN_MARKERS => Some(WRITE_TXN_MARKERS_RESPONSE),
         apis::OFFSET_FOR_LEADER_EPOCH => Some(OFFSET_FOR_LEADER_EPOCH_RESPONSE),
         apis::SASL_HANDSHAKE => Some(SASL_HANDSHAKE_RESPONSE),
         apis::SASL_AUTHENTICATE => Some(SASL_AUTHENTICATE_RESPONSE),
@@ -887,6 +946,7 @@ fn schema(api_key: i16) -> Option<&'static [Field]> {
         apis::ADD_OFFSETS_TO_TXN => Some(ADD_OFFSETS_TO_TXN),
         apis::END_TXN => Some(END_TXN),
         apis::TXN_OFFSET_COMMIT => Some(TXN_OFFSET_COMMIT),
+        apis::WRITE_TXN_MARKERS => Some(WRITE_TXN_MARKERS),
         _ => None,
     }
 }

@@ -892,6 +892,35 @@ pub(crate) async fn end_transaction(
     Ok(())
 }
 
+/// The transaction of producer `producer_id` ended: [`end_transaction`]
+/// for every group of coordinator partition `index` holding offsets for it
+/// (what a marker for a `__consumer_offsets` partition means).
+pub(crate) async fn end_transaction_in_partition(
+    shard: &Rc<Shard>,
+    index: i32,
+    producer_id: i64,
+    commit: bool,
+) -> Result<(), EngineError> {
+    ready(shard, index).map_err(EngineError::Group)?;
+    let holding: Vec<String> = shard
+        .coordinator
+        .partitions
+        .borrow()
+        .get(&index)
+        .map(|groups| {
+            groups
+                .values()
+                .filter(|g| !g.txn_commits_of(producer_id).is_empty())
+                .map(|g| g.id.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    for group in holding {
+        end_transaction(shard, index, &group, producer_id, commit).await?;
+    }
+    Ok(())
+}
+
 /// DeleteGroups of one group, on the coordinator shard.
 pub(crate) async fn delete_group(shard: &Rc<Shard>, index: i32, group: &str) -> Result<(), GroupError> {
     ready(shard, index)?;

@@ -21,8 +21,11 @@
 //! and tells the coordinator of every group it committed offsets for
 //! (`coordinator::end_transaction`), then stores CompleteCommit. The client
 //! is answered once the prepare is stored and the markers were attempted.
-//! Markers that could not be written (a partition without a leader here)
-//! are retried by the tick, as are the prepared transactions found when a
+//! A partition led by another node gets its marker through WriteTxnMarkers
+//! to that node (`kafka/transactions.rs` serves it there); a group's
+//! coordinator gets the outcome as a "marker" for its `__consumer_offsets`
+//! partition, the same way. Markers that could not be written (a partition
+//! without a leader) are retried by the tick, as are the prepared transactions found when a
 //! partition loads (a crash between prepare and complete): a marker written
 //! twice is harmless (`txn_index.rs`).
 //!
@@ -257,14 +260,12 @@ async fn finish(shard: &Rc<Shard>, index: i32, prepared: TxnMetadata) -> bool {
         outcome,
         coordinator_epoch,
     };
-    let written = write_markers(shard, &prepared, marker).await;
-    let told = end_group_transactions(shard, &prepared, outcome).await;
-    let done = match (written, told) {
-        (Ok(()), Ok(())) => {
+    let done = match write_markers(shard, &prepared, marker).await {
+        Ok(()) => {
             let completed = prepared.completed();
             store_decided(shard, index, &completed, false, false).await.is_ok()
         }
-        (Err(e), _) | (_, Err(e)) => {
+        Err(e) => {
             tracing::warn!(id = %prepared.transactional_id, error = %e, "transaction markers not all written yet");
             let _ = shard
                 .transactions
@@ -278,70 +279,162 @@ async fn finish(shard: &Rc<Shard>, index: i32, prepared: TxnMetadata) -> bool {
     done
 }
 
-/// Writes `marker` into every partition of `prepared`, each on the shard
-/// that leads it. A partition that no longer exists needs none.
+/// Where a marker goes: every partition of `prepared`, and the
+/// `__consumer_offsets` partition of each of its groups (whose coordinator
+/// then commits or drops the offsets held for the transaction).
+fn marker_targets(shard: &Shard, prepared: &TxnMetadata) -> Vec<(String, i32)> {
+    let offsets_partitions = shard
+        .image()
+        .topics
+        .get(OFFSETS_TOPIC)
+        .map_or(0, |t| t.partitions.len());
+    let mut targets: Vec<(String, i32)> = prepared.partitions.iter().cloned().collect();
+    for group in &prepared.groups {
+        let target = (OFFSETS_TOPIC.to_string(), partition_for(group, offsets_partitions));
+        if !targets.contains(&target) {
+            targets.push(target);
+        }
+    }
+    targets
+}
+
+/// Applies `marker` to partition `(topic, index)`, led by this shard: a
+/// control batch into a data partition, the end of the transaction's held
+/// offsets in a `__consumer_offsets` partition. What WriteTxnMarkers does
+/// for each partition it names, too.
+pub(crate) async fn apply_marker(
+    shard: &Rc<Shard>,
+    topic: &str,
+    index: i32,
+    marker: Marker,
+) -> Result<(), EngineError> {
+    if topic == OFFSETS_TOPIC {
+        let commit = marker.outcome == Outcome::Commit;
+        return super::end_transaction_in_partition(shard, index, marker.producer_id.0, commit).await;
+    }
+    match shard.partition(topic, index) {
+        Ok(partition) => partition.write_marker(marker, MARKER_TIMEOUT).await.map(|_| ()),
+        // A deleted topic needs no marker.
+        Err(EngineError::UnknownTopicOrPartition) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `marker` wherever `prepared` needs it: partitions led by this
+/// node on their shards, the others through WriteTxnMarkers to their
+/// leaders. The first failure is returned (the tick tries again later).
 async fn write_markers(shard: &Rc<Shard>, prepared: &TxnMetadata, marker: Marker) -> Result<(), EngineError> {
     let epoch = crate::kafka::epoch_of(shard);
-    // By owner shard (not `kafka::split_by_owner`: this is the broker's own
-    // work, not a client request forwarded between shards).
-    let mut by_owner: HashMap<usize, Vec<(String, i32)>> = HashMap::new();
-    for (topic, index) in &prepared.partitions {
-        match shard.owner_of(topic, *index) {
-            Ok(owner) => by_owner.entry(owner).or_default().push((topic.clone(), *index)),
-            // A deleted topic needs no marker.
+    // By owner shard, or leader node (not `kafka::split_by_owner`: this is
+    // the broker's own work, not a client request forwarded between shards).
+    let mut local: HashMap<usize, Vec<(String, i32)>> = HashMap::new();
+    let mut remote: HashMap<i32, Vec<(String, i32)>> = HashMap::new();
+    let image = shard.image();
+    for (topic, index) in marker_targets(shard, prepared) {
+        match shard.owner_of(&topic, index) {
+            Ok(owner) => local.entry(owner).or_default().push((topic, index)),
             Err(EngineError::UnknownTopicOrPartition) => {}
+            Err(EngineError::NotLeader) => {
+                let leader = image
+                    .topics
+                    .get(&topic)
+                    .and_then(|t| usize::try_from(index).ok().and_then(|i| t.partitions.get(i)))
+                    .map_or(-1, |p| p.leader);
+                if leader < 0 || leader == shard.node_id() {
+                    return Err(EngineError::LeaderNotAvailable);
+                }
+                remote.entry(leader).or_default().push((topic, index));
+            }
             Err(e) => return Err(e),
         }
     }
-    let parts = by_owner.into_iter().map(|(owner, items)| {
+    drop(image);
+    let parts = local.into_iter().map(|(owner, items)| {
         shard.invoke_on(owner, move |s: Rc<Shard>| async move {
             s.wait_for_epoch(epoch).await;
             for (topic, index) in items {
-                match s.partition(&topic, index) {
-                    Ok(partition) => {
-                        partition.write_marker(marker, MARKER_TIMEOUT).await?;
-                    }
-                    Err(EngineError::UnknownTopicOrPartition) => {}
-                    Err(e) => return Err(e),
-                }
+                apply_marker(&s, &topic, index, marker).await?;
             }
-            Ok(())
+            Ok::<(), EngineError>(())
         })
     });
     for answer in futures_util::future::join_all(parts).await {
         answer??;
     }
-    Ok(())
-}
-
-/// Tells the coordinator of every group of `prepared` how it ended.
-async fn end_group_transactions(
-    shard: &Rc<Shard>,
-    prepared: &TxnMetadata,
-    outcome: Outcome,
-) -> Result<(), EngineError> {
-    let image = shard.image();
-    let Some(offsets) = image.topics.get(OFFSETS_TOPIC) else {
-        return Err(EngineError::Group(crate::error::GroupError::CoordinatorNotAvailable));
-    };
-    let count = offsets.partitions.len();
-    drop(image);
-    let epoch = crate::kafka::epoch_of(shard);
-    for group in &prepared.groups {
-        let index = partition_for(group, count);
-        let owner = shard.owner_of(OFFSETS_TOPIC, index)?;
-        let group = group.clone();
-        let producer_id = prepared.producer_id.0;
-        let commit = outcome == Outcome::Commit;
-        shard
-            .invoke_on(owner, move |s: Rc<Shard>| async move {
-                s.wait_for_epoch(epoch).await;
-                super::end_transaction(&s, index, &group, producer_id, commit).await
-            })
-            .await??;
+    for (leader, items) in remote {
+        send_markers(shard, leader, marker, items).await?;
     }
     Ok(())
 }
+
+/// WriteTxnMarkers v1 to node `leader` for `items`, over the inter-broker
+/// listener; any partition's error fails the whole (it is retried).
+async fn send_markers(
+    shard: &Shard,
+    leader: i32,
+    marker: Marker,
+    items: Vec<(String, i32)>,
+) -> Result<(), EngineError> {
+    use kafka_protocol::messages::{
+        write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic},
+        ProducerId as WireProducerId, TopicName, WriteTxnMarkersRequest,
+    };
+    let address = crate::kafka::brokers::kafka_broker(&shard.image(), leader, 0, shard.inter_broker.listener())
+        .ok_or(EngineError::LeaderNotAvailable)?;
+    let mut by_topic: std::collections::BTreeMap<String, Vec<i32>> = std::collections::BTreeMap::new();
+    for (topic, index) in items {
+        by_topic.entry(topic).or_default().push(index);
+    }
+    let mut request = WriteTxnMarkersRequest::default();
+    let mut written = WritableTxnMarker::default();
+    written.producer_id = WireProducerId(marker.producer_id.0);
+    written.producer_epoch = marker.producer_epoch.0;
+    written.transaction_result = marker.outcome == Outcome::Commit;
+    written.coordinator_epoch = marker.coordinator_epoch;
+    written.topics = by_topic
+        .into_iter()
+        .map(|(name, partitions)| {
+            let mut topic = WritableTxnMarkerTopic::default();
+            topic.name = TopicName(crate::kafka::str_bytes(&name));
+            topic.partition_indexes = partitions;
+            topic
+        })
+        .collect();
+    request.markers = vec![written];
+    let unreachable = |why: String| {
+        tracing::warn!(leader, %why, "WriteTxnMarkers");
+        EngineError::LeaderNotAvailable
+    };
+    let mut connection = shard
+        .inter_broker
+        .connect(&address.host, address.port, shard.node_id())
+        .await
+        .map_err(unreachable)?;
+    let response = connection
+        .call(WRITE_TXN_MARKERS_VERSION, &request)
+        .await
+        .map_err(unreachable)?;
+    let failed = response
+        .markers
+        .iter()
+        .flat_map(|m| &m.topics)
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.0.to_string(), p.partition_index, p.error_code))
+        })
+        .find(|(_, _, code)| *code != 0);
+    match failed {
+        None => Ok(()),
+        Some((topic, index, code)) => {
+            tracing::debug!(leader, %topic, index, code, "a marker was refused; retried later");
+            Err(EngineError::NotLeader)
+        }
+    }
+}
+
+/// The WriteTxnMarkers version spoken between brokers.
+const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 
 /// Runs on every shard until shutdown: aborts expired transactions and
 /// finishes prepared ones.

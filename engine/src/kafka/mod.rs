@@ -154,6 +154,7 @@ impl KafkaHandler {
             }
             RequestBody::AddOffsetsToTxn(req) => kafka(transactions::add_offsets(&shard, access, req, version).await),
             RequestBody::EndTxn(req) => kafka(transactions::end_txn(&shard, access, req, version).await),
+            RequestBody::WriteTxnMarkers(req) => kafka(transactions::write_txn_markers(&shard, access, req).await),
             RequestBody::TxnOffsetCommit(req) => {
                 kafka(transactions::txn_offset_commit(&shard, access, req, version).await)
             }

@@ -1,5 +1,7 @@
 //! The transaction APIs (KIP-98): InitProducerId with a transactional id,
-//! AddPartitionsToTxn, AddOffsetsToTxn, EndTxn and TxnOffsetCommit.
+//! AddPartitionsToTxn, AddOffsetsToTxn, EndTxn and TxnOffsetCommit; and
+//! WriteTxnMarkers, which a coordinator on another node sends to this one
+//! for the partitions it leads.
 //!
 //! Each request names a transactional id; its coordinator is the shard
 //! leading its `__transaction_state` partition
@@ -15,15 +17,19 @@ use std::{future::Future, rc::Rc};
 use kafka_protocol::messages::{
     add_partitions_to_txn_response::{AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult},
     txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic},
+    write_txn_markers_response::{
+        WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+    },
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
     EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId as WireProducerId,
-    ResponseKind, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    ResponseKind, TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 use shardline_raft::AclOperation;
 
 use super::{epoch_of, groups::internal_partition_of, topic_name};
 use crate::{
     acl::{Access, Resource},
+    control::{Marker, Outcome},
     coordinator::{
         self,
         record::CommittedOffset,
@@ -345,4 +351,70 @@ pub(super) async fn txn_offset_commit(
         response.topics.push(out);
     }
     ResponseKind::TxnOffsetCommit(response)
+}
+
+/// WriteTxnMarkers (between brokers): ClusterAction on the cluster; each
+/// partition named gets its marker on the shard leading it here
+/// (`coordinator::transactions::apply_marker`), with its own error code.
+pub(super) async fn write_txn_markers(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: WriteTxnMarkersRequest,
+) -> ResponseKind {
+    let refused = access
+        .check(&shard.image(), AclOperation::ClusterAction, Resource::Cluster)
+        .err();
+    let epoch = epoch_of(shard);
+    let mut response = WriteTxnMarkersResponse::default();
+    for written in &request.markers {
+        let marker = Marker {
+            producer_id: ProducerId(written.producer_id.0),
+            producer_epoch: ProducerEpoch(written.producer_epoch),
+            outcome: if written.transaction_result {
+                Outcome::Commit
+            } else {
+                Outcome::Abort
+            },
+            coordinator_epoch: written.coordinator_epoch,
+        };
+        let mut result = WritableTxnMarkerResult::default();
+        result.producer_id = written.producer_id;
+        for topic in &written.topics {
+            let mut out = WritableTxnMarkerTopicResult::default();
+            out.name = topic.name.clone();
+            for &index in &topic.partition_indexes {
+                let outcome = match &refused {
+                    Some(refused) => Err(copy_of(refused)),
+                    None => {
+                        let name = topic.name.0.to_string();
+                        match shard.owner_of(&name, index) {
+                            Err(e) => Err(e),
+                            Ok(owner) => shard
+                                .invoke_on(owner, move |s: Rc<Shard>| async move {
+                                    s.wait_for_epoch(epoch).await;
+                                    txn::apply_marker(&s, &name, index, marker).await
+                                })
+                                .await
+                                .and_then(|r| r),
+                        }
+                    }
+                };
+                let mut p = WritableTxnMarkerPartitionResult::default();
+                p.partition_index = index;
+                p.error_code = code(&outcome, true);
+                out.partitions.push(p);
+            }
+            result.topics.push(out);
+        }
+        response.markers.push(result);
+    }
+    ResponseKind::WriteTxnMarkers(response)
+}
+
+/// An authorization refusal again, for the next partition.
+fn copy_of(refused: &EngineError) -> EngineError {
+    match refused {
+        EngineError::NotAuthorized(kind) => EngineError::NotAuthorized(*kind),
+        _ => EngineError::NotLeader,
+    }
 }
