@@ -58,6 +58,10 @@ pub(crate) struct PartitionTransactions {
     open: BTreeMap<ProducerId, Offset>,
     /// In marker order (so in `last_offset` order).
     aborted: VecDeque<AbortedTransaction>,
+    /// The longest `last_offset - first_offset` in `aborted`: a lookup
+    /// stops once markers are so far past its range that no transaction
+    /// ending there can start inside it.
+    aborted_span_max: i64,
 }
 
 impl PartitionTransactions {
@@ -105,6 +109,7 @@ impl PartitionTransactions {
                 first_offset,
                 last_offset: marker_offset,
             });
+            self.aborted_span_max = self.aborted_span_max.max(marker_offset.0 - first_offset.0);
         }
         assert!(self.aborted.len() <= ABORTED_TRANSACTIONS_MAX, "aborted index bounded");
     }
@@ -136,12 +141,23 @@ impl PartitionTransactions {
 
     /// Aborted transactions a read of `[from, to)` must know about: those
     /// whose abort marker is at or after `from` and whose data starts before `to`.
+    /// Bounded by the index's order: a binary search finds the first marker
+    /// at or after `from`, and the walk stops past `to` + the longest span.
     pub(crate) fn aborted_between(&self, from: Offset, to: Offset) -> Vec<AbortedTransaction> {
-        self.aborted
-            .iter()
-            .filter(|a| a.last_offset >= from && a.first_offset < to)
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        let stop = to.0.saturating_add(self.aborted_span_max);
+        let found: Vec<AbortedTransaction> = self
+            .aborted
+            .range(start..)
+            .take_while(|a| a.last_offset.0 <= stop)
+            .filter(|a| a.first_offset < to)
             .copied()
-            .collect()
+            .collect();
+        assert!(
+            found.iter().all(|a| a.last_offset >= from),
+            "only markers at or after the read"
+        );
+        found
     }
 
     /// Forgets aborted transactions wholly below `log_start` (retention).
@@ -232,6 +248,18 @@ mod tests {
                 next += 1;
                 let first_open = open.values().filter_map(|o| o.first()).min().copied().unwrap_or(next);
                 prop_assert_eq!(txns.last_stable_offset(Offset(next)), Offset(first_open));
+            }
+            // The bounded lookup finds exactly what a full scan finds.
+            for from in (0..next).step_by(7) {
+                for to in (from..=next).step_by(5) {
+                    let naive: Vec<AbortedTransaction> = txns
+                        .aborted
+                        .iter()
+                        .filter(|a| a.last_offset.0 >= from && a.first_offset.0 < to)
+                        .copied()
+                        .collect();
+                    prop_assert_eq!(txns.aborted_between(Offset(from), Offset(to)), naive);
+                }
             }
             let index = txns.aborted_between(Offset(0), Offset(next));
             for (producer, offset) in aborted_offsets {

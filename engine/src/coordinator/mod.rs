@@ -655,6 +655,23 @@ pub(crate) fn leave(
     Ok(results)
 }
 
+/// Whether one commit may be stored: its metadata within the bound, and
+/// `has_room` in the group's table.
+fn commit_verdict(commit: &Commit, has_room: bool) -> Result<(), GroupError> {
+    if commit
+        .committed
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)
+    {
+        Err(GroupError::OffsetMetadataTooLarge)
+    } else if !has_room {
+        Err(GroupError::TooManyOffsets)
+    } else {
+        Ok(())
+    }
+}
+
 /// OffsetCommit, on the coordinator shard: one result per commit, in order.
 pub(crate) async fn commit(
     shard: &Rc<Shard>,
@@ -677,19 +694,7 @@ pub(crate) async fn commit(
         )?;
         Ok(commits
             .iter()
-            .map(|c| {
-                if c.committed
-                    .metadata
-                    .as_ref()
-                    .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)
-                {
-                    Err(GroupError::OffsetMetadataTooLarge)
-                } else if !g.has_room_for(&c.topic, c.partition) {
-                    Err(GroupError::TooManyOffsets)
-                } else {
-                    Ok(())
-                }
-            })
+            .map(|c| commit_verdict(c, g.has_room_for(&c.topic, c.partition)))
             .collect::<Vec<_>>())
     });
     let verdicts = match checked {
@@ -779,19 +784,7 @@ pub(crate) async fn txn_commit(
         }
         Ok(commits
             .iter()
-            .map(|c| {
-                if c.committed
-                    .metadata
-                    .as_ref()
-                    .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)
-                {
-                    Err(GroupError::OffsetMetadataTooLarge)
-                } else if !g.has_room_for_txn(producer_id, &c.topic, c.partition) {
-                    Err(GroupError::TooManyOffsets)
-                } else {
-                    Ok(())
-                }
-            })
+            .map(|c| commit_verdict(c, g.has_room_for_txn(producer_id, &c.topic, c.partition)))
             .collect::<Vec<_>>())
     });
     let verdicts = match checked {

@@ -291,16 +291,19 @@ fn read_local(shard: &Shard, item: &Item) -> PartitionRead {
         high_watermark
     };
     let log_start = partition.log.log_start().0;
-    let result = if from >= end && from <= log_end {
-        Ok(Vec::new())
+    let read = if from >= end && from <= log_end {
+        Ok((Vec::new(), from))
     } else {
         partition
             .read(from, item.partition_max_bytes.max(1), end)
-            .map(|r| r.chunks)
+            .map(|r| (r.chunks, r.next_offset))
     };
+    // The aborted transactions that start inside what was read.
+    let read_end = read.as_ref().map_or(from, |(_, next)| *next);
+    let result = read.map(|(chunks, _)| chunks);
     let aborted = item.read_committed.then(|| {
         partition
-            .aborted_between(from, end)
+            .aborted_between(from, read_end)
             .into_iter()
             .map(|a| AbortedTransaction {
                 producer_id: a.producer_id.0,

@@ -68,19 +68,51 @@ pub(super) fn internal_partition_of<'a>(image: &'a MetadataImage, topic: &str, k
     usize::try_from(index).ok().and_then(|i| topic.partitions.get(i))
 }
 
-/// `group`'s partition of `__consumer_offsets` in `image`.
-fn offsets_partition_of<'a>(image: &'a MetadataImage, group: &str) -> Result<&'a PartitionMeta, GroupError> {
-    internal_partition_of(image, OFFSETS_TOPIC, group).ok_or(GroupError::CoordinatorNotAvailable)
+/// How a coordinator request is refused before it reaches a coordinator:
+/// the internal topic or its partition is missing, or this broker does not
+/// lead it.
+pub(super) struct Unrouted<E> {
+    pub(super) unavailable: E,
+    pub(super) not_coordinator: E,
 }
 
-/// The coordinator partition of `group` and the shard that owns it.
-fn route(shard: &Shard, group: &str) -> Result<(usize, i32), GroupError> {
-    let image = shard.image();
-    let index = offsets_partition_of(&image, group)?.index;
-    let owner = shard
-        .owner_of(OFFSETS_TOPIC, index)
-        .map_err(|_| GroupError::NotCoordinator)?;
-    Ok((owner, index))
+/// Runs `work(coordinator shard, partition)` on the shard leading `key`'s
+/// partition of the internal topic `topic` (a group's coordinator, or a
+/// transactional id's).
+pub(super) async fn on_internal_leader<R, E, F, Fut>(
+    shard: &Rc<Shard>,
+    topic: &str,
+    key: &str,
+    unrouted: Unrouted<E>,
+    work: F,
+) -> Result<R, E>
+where
+    R: Send + 'static,
+    E: Send + 'static,
+    F: FnOnce(Rc<Shard>, i32) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<R, E>> + 'static,
+{
+    let index = match internal_partition_of(&shard.image(), topic, key) {
+        Some(partition) => partition.index,
+        None => return Err(unrouted.unavailable),
+    };
+    let Ok(owner) = shard.owner_of(topic, index) else {
+        return Err(unrouted.not_coordinator);
+    };
+    if owner != shard.id {
+        ShardProbe::count(&shard.probe.forwarded_group_requests);
+    }
+    let epoch = epoch_of(shard);
+    match shard
+        .invoke_on(owner, move |s: Rc<Shard>| async move {
+            s.wait_for_epoch(epoch).await;
+            work(s, index).await
+        })
+        .await
+    {
+        Ok(answer) => answer,
+        Err(_) => Err(unrouted.not_coordinator),
+    }
 }
 
 /// Runs `work(coordinator shard, partition)` on `group`'s coordinator shard.
@@ -90,18 +122,11 @@ where
     F: FnOnce(Rc<Shard>, i32) -> Fut + Send + 'static,
     Fut: Future<Output = Result<R, GroupError>> + 'static,
 {
-    let (owner, index) = route(shard, group)?;
-    if owner != shard.id {
-        ShardProbe::count(&shard.probe.forwarded_group_requests);
-    }
-    let epoch = epoch_of(shard);
-    shard
-        .invoke_on(owner, move |s: Rc<Shard>| async move {
-            s.wait_for_epoch(epoch).await;
-            work(s, index).await
-        })
-        .await
-        .map_err(|_| GroupError::NotCoordinator)?
+    let unrouted = Unrouted {
+        unavailable: GroupError::CoordinatorNotAvailable,
+        not_coordinator: GroupError::NotCoordinator,
+    };
+    on_internal_leader(shard, OFFSETS_TOPIC, group, unrouted, work).await
 }
 
 /// The broker coordinating `key`: the leader of its partition of the

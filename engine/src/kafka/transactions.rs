@@ -26,7 +26,11 @@ use kafka_protocol::messages::{
 };
 use shardline_raft::AclOperation;
 
-use super::{epoch_of, groups::internal_partition_of, topic_name};
+use super::{
+    epoch_of,
+    groups::{on_internal_leader, Unrouted},
+    topic_name,
+};
 use crate::{
     acl::{Access, Resource},
     control::{Marker, Outcome},
@@ -39,21 +43,8 @@ use crate::{
     },
     error::{kafka_code_at, EngineError, GroupError, TxnError},
     producer::{ProducerEpoch, ProducerId},
-    shard::{Shard, ShardProbe},
+    shard::Shard,
 };
-
-/// The `__transaction_state` partition of `transactional_id` and the shard
-/// that leads it here.
-fn route(shard: &Shard, transactional_id: &str) -> Result<(usize, i32), TxnError> {
-    let image = shard.image();
-    let index = internal_partition_of(&image, TRANSACTIONS_TOPIC, transactional_id)
-        .ok_or(TxnError::CoordinatorNotAvailable)?
-        .index;
-    let owner = shard
-        .owner_of(TRANSACTIONS_TOPIC, index)
-        .map_err(|_| TxnError::NotCoordinator)?;
-    Ok((owner, index))
-}
 
 /// Runs `work(coordinator shard, partition)` on the id's coordinator shard.
 async fn on_coordinator<R, F, Fut>(shard: &Rc<Shard>, transactional_id: &str, work: F) -> Result<R, TxnError>
@@ -62,18 +53,11 @@ where
     F: FnOnce(Rc<Shard>, i32) -> Fut + Send + 'static,
     Fut: Future<Output = Result<R, TxnError>> + 'static,
 {
-    let (owner, index) = route(shard, transactional_id)?;
-    if owner != shard.id {
-        ShardProbe::count(&shard.probe.forwarded_group_requests);
-    }
-    let epoch = epoch_of(shard);
-    shard
-        .invoke_on(owner, move |s: Rc<Shard>| async move {
-            s.wait_for_epoch(epoch).await;
-            work(s, index).await
-        })
-        .await
-        .map_err(|_| TxnError::NotCoordinator)?
+    let unrouted = Unrouted {
+        unavailable: TxnError::CoordinatorNotAvailable,
+        not_coordinator: TxnError::NotCoordinator,
+    };
+    on_internal_leader(shard, TRANSACTIONS_TOPIC, transactional_id, unrouted, work).await
 }
 
 /// Write on the transactional id, as Kafka asks of every transaction API.
@@ -363,7 +347,8 @@ pub(super) async fn write_txn_markers(
 ) -> ResponseKind {
     let refused = access
         .check(&shard.image(), AclOperation::ClusterAction, Resource::Cluster)
-        .err();
+        .err()
+        .map(|refused| kafka_code_at(&refused, true));
     let epoch = epoch_of(shard);
     let mut response = WriteTxnMarkersResponse::default();
     for written in &request.markers {
@@ -383,11 +368,11 @@ pub(super) async fn write_txn_markers(
             let mut out = WritableTxnMarkerTopicResult::default();
             out.name = topic.name.clone();
             for &index in &topic.partition_indexes {
-                let outcome = match &refused {
-                    Some(refused) => Err(copy_of(refused)),
+                let error_code = match refused {
+                    Some(refused) => refused,
                     None => {
                         let name = topic.name.0.to_string();
-                        match shard.owner_of(&name, index) {
+                        let outcome = match shard.owner_of(&name, index) {
                             Err(e) => Err(e),
                             Ok(owner) => shard
                                 .invoke_on(owner, move |s: Rc<Shard>| async move {
@@ -396,12 +381,13 @@ pub(super) async fn write_txn_markers(
                                 })
                                 .await
                                 .and_then(|r| r),
-                        }
+                        };
+                        code(&outcome, true)
                     }
                 };
                 let mut p = WritableTxnMarkerPartitionResult::default();
                 p.partition_index = index;
-                p.error_code = code(&outcome, true);
+                p.error_code = error_code;
                 out.partitions.push(p);
             }
             result.topics.push(out);
@@ -409,12 +395,4 @@ pub(super) async fn write_txn_markers(
         response.markers.push(result);
     }
     ResponseKind::WriteTxnMarkers(response)
-}
-
-/// An authorization refusal again, for the next partition.
-fn copy_of(refused: &EngineError) -> EngineError {
-    match refused {
-        EngineError::NotAuthorized(kind) => EngineError::NotAuthorized(*kind),
-        _ => EngineError::NotLeader,
-    }
 }
