@@ -42,7 +42,7 @@ use crate::{
     control::{self, Marker},
     error::EngineError,
     producer::{ProducerId, ProducerStates, SequenceCheck},
-    txn_index::{AbortedTransaction, PartitionTransactions},
+    txn_index::{AbortedTransaction, Opened, PartitionTransactions},
 };
 
 /// acks=all produces waiting on one partition for the high watermark; past
@@ -626,11 +626,17 @@ impl Partition {
         }
         // Opened before the append, at an offset no later than the batch's:
         // the LSO stays below the batch from the moment it can be read.
-        let opened = transactional
-            && self
-                .transactions
+        let opened = if transactional {
+            self.transactions
                 .borrow_mut()
-                .data(ProducerId(header.producer_id), self.log.log_end());
+                .data(ProducerId(header.producer_id), self.log.log_end())
+        } else {
+            Opened::Already
+        };
+        if opened == Opened::Full {
+            self.producers.borrow_mut().abort(&header);
+            return Err(EngineError::Txn(crate::error::TxnError::ConcurrentTransactions));
+        }
         match self.append_as_leader(records, leader_epoch).await {
             Ok(info) => {
                 self.producers
@@ -647,7 +653,7 @@ impl Partition {
             }
             Err(e) => {
                 self.producers.borrow_mut().abort(&header);
-                if opened {
+                if opened == Opened::New {
                     self.transactions.borrow_mut().undo_data(ProducerId(header.producer_id));
                 }
                 Err(e.into())

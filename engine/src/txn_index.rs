@@ -37,9 +37,22 @@ use crate::{
 /// far behind could then see that transaction's records).
 pub(crate) const ABORTED_TRANSACTIONS_MAX: usize = 1 << 20;
 
-/// Transactions open on one partition at once. A transactional producer has
-/// at most one, so this is the producer table's bound.
+/// Transactions open on one partition at once (a transactional producer
+/// has at most one): as many as the producers a partition remembers. Past
+/// it a produce that would open one more is refused, to be retried
+/// (coordinators end or time out the open ones).
 pub(crate) const OPEN_TRANSACTIONS_MAX: usize = crate::producer::PRODUCERS_MAX;
+
+/// What [`PartitionTransactions::data`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opened {
+    /// The producer's transaction here begins with this batch.
+    New,
+    /// It was open already.
+    Already,
+    /// [`OPEN_TRANSACTIONS_MAX`] are open: refuse the batch.
+    Full,
+}
 
 /// One aborted transaction on this partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,21 +78,19 @@ pub(crate) struct PartitionTransactions {
 }
 
 impl PartitionTransactions {
-    /// A transactional data batch of `producer_id` is stored (or about to
-    /// be, at `first_offset` or later): opens its transaction if none is.
-    /// Returns whether this opened one (so a failed append can undo it).
-    pub(crate) fn data(&mut self, producer_id: ProducerId, first_offset: Offset) -> bool {
+    /// A transactional data batch of `producer_id` is about to be appended
+    /// (at `first_offset` or later): opens its transaction if none is and
+    /// the bound allows (a failed append undoes a new one).
+    pub(crate) fn data(&mut self, producer_id: ProducerId, first_offset: Offset) -> Opened {
         if self.open.contains_key(&producer_id) {
-            return false;
+            return Opened::Already;
         }
         if self.open.len() >= OPEN_TRANSACTIONS_MAX {
-            // Cannot happen while producers are bounded the same way; keep
-            // the LSO conservative by keeping the oldest.
-            tracing::warn!(producer_id = producer_id.0, "open transactions at their bound");
+            return Opened::Full;
         }
         self.open.insert(producer_id, first_offset);
-        assert!(self.open.contains_key(&producer_id), "the transaction is open");
-        true
+        assert!(self.open.len() <= OPEN_TRANSACTIONS_MAX, "open transactions bounded");
+        Opened::New
     }
 
     /// Undoes [`data`](Self::data) after the append failed.
@@ -127,7 +138,8 @@ impl PartitionTransactions {
                 Err(e) => tracing::warn!(offset = header.base_offset.0, error = %e, "unreadable marker skipped"),
             }
         } else {
-            self.data(producer_id, header.base_offset);
+            // Stored data is replayed whatever the bound: it was accepted.
+            self.open.entry(producer_id).or_insert(header.base_offset);
         }
     }
 
@@ -187,8 +199,12 @@ mod tests {
     fn open_transactions_hold_the_lso_and_markers_release_it() {
         let mut txns = PartitionTransactions::default();
         assert_eq!(txns.last_stable_offset(Offset(10)), Offset(10));
-        assert!(txns.data(A, Offset(3)));
-        assert!(!txns.data(A, Offset(5)), "one open transaction per producer");
+        assert_eq!(txns.data(A, Offset(3)), Opened::New);
+        assert_eq!(
+            txns.data(A, Offset(5)),
+            Opened::Already,
+            "one open transaction per producer"
+        );
         txns.data(B, Offset(7));
         assert_eq!(txns.last_stable_offset(Offset(10)), Offset(3));
         txns.marker(A, Outcome::Commit, Offset(8));

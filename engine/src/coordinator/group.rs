@@ -197,6 +197,9 @@ pub(crate) struct Group {
     /// partitions is told to retry meanwhile (KIP-447). Bounded like
     /// `offsets`.
     txn_offsets: BTreeMap<(i64, String, i32), CommittedOffset>,
+    /// How many producers hold an offset in `txn_offsets` for each (topic,
+    /// partition): what a stable OffsetFetch asks, without a scan.
+    txn_partitions: BTreeMap<(String, i32), u32>,
     /// Log offset of the group metadata entry last applied.
     pub(crate) metadata_log_offset: i64,
     /// Set when the group emptied: its metadata should be stored.
@@ -223,6 +226,7 @@ impl Group {
             offsets: BTreeMap::new(),
             pending_commits: BTreeMap::new(),
             txn_offsets: BTreeMap::new(),
+            txn_partitions: BTreeMap::new(),
             metadata_log_offset: -1,
             dirty: false,
         }
@@ -790,8 +794,8 @@ impl Group {
     /// Whether a commit to (topic, partition) is being stored, or waits
     /// inside an open transaction.
     pub(crate) fn has_pending_commit(&self, topic: &str, partition: i32) -> bool {
-        self.pending_commits.contains_key(&(topic.to_string(), partition))
-            || self.txn_offsets.keys().any(|(_, t, p)| t == topic && *p == partition)
+        let key = (topic.to_string(), partition);
+        self.pending_commits.contains_key(&key) || self.txn_partitions.contains_key(&key)
     }
 
     /// Whether a transactional commit fits under the bound.
@@ -812,10 +816,17 @@ impl Group {
         committed: CommittedOffset,
     ) {
         let key = (producer_id, topic.to_string(), partition);
-        if !self.txn_offsets.contains_key(&key) && self.txn_offsets.len() >= GROUP_OFFSETS_MAX {
-            return;
+        if !self.txn_offsets.contains_key(&key) {
+            if self.txn_offsets.len() >= GROUP_OFFSETS_MAX {
+                return;
+            }
+            *self.txn_partitions.entry((topic.to_string(), partition)).or_insert(0) += 1;
         }
         self.txn_offsets.insert(key, committed);
+        assert!(
+            self.txn_partitions.len() <= self.txn_offsets.len(),
+            "counted per held offset"
+        );
         assert!(
             self.txn_offsets.len() <= GROUP_OFFSETS_MAX,
             "transactional offsets bounded"
@@ -824,7 +835,22 @@ impl Group {
 
     /// Drops one offset held for a transaction (its end was stored).
     pub(crate) fn remove_txn_commit(&mut self, producer_id: i64, topic: &str, partition: i32) {
-        self.txn_offsets.remove(&(producer_id, topic.to_string(), partition));
+        if self
+            .txn_offsets
+            .remove(&(producer_id, topic.to_string(), partition))
+            .is_none()
+        {
+            return;
+        }
+        let key = (topic.to_string(), partition);
+        let count = self.txn_partitions.get_mut(&key);
+        assert!(count.as_ref().is_some_and(|c| **c > 0), "a held offset is counted");
+        if let Some(count) = count {
+            *count -= 1;
+            if *count == 0 {
+                self.txn_partitions.remove(&key);
+            }
+        }
     }
 
     /// The offsets held for producer `producer_id`'s transaction.

@@ -1089,6 +1089,30 @@ mod tests {
         assert_eq!(offsets(true), vec![Ok(Some(9)), Ok(None)]);
     }
 
+    /// Offsets held for transactions make their partitions unstable until
+    /// every producer holding one is done, and are per producer.
+    #[test]
+    fn offsets_held_for_transactions_are_counted_per_partition() {
+        let mut group = Group::new("g", Instant::now());
+        let committed = CommittedOffset::bare;
+        group.apply_txn_commit(1, "t", 0, committed(5));
+        group.apply_txn_commit(2, "t", 0, committed(7));
+        group.apply_txn_commit(1, "t", 1, committed(3));
+        group.apply_txn_commit(1, "t", 1, committed(4));
+        assert!(group.has_pending_commit("t", 0) && group.has_pending_commit("t", 1));
+        assert_eq!(group.txn_commits_of(1).len(), 2);
+        assert_eq!(group.txn_commits_of(2), vec![("t".to_string(), 0, committed(7))]);
+        group.remove_txn_commit(1, "t", 0);
+        group.remove_txn_commit(1, "t", 0);
+        assert!(group.has_pending_commit("t", 0), "producer 2 still holds one");
+        group.remove_txn_commit(2, "t", 0);
+        assert!(!group.has_pending_commit("t", 0));
+        group.remove_txn_commit(1, "t", 1);
+        assert!(!group.has_pending_commit("t", 1));
+        assert!(group.offsets.is_empty(), "nothing became a committed offset");
+        assert!(group.is_forgettable());
+    }
+
     #[test]
     fn group_partition_follows_kafkas_string_hash() {
         // Java: "my-group".hashCode() == -1906497762; abs % 50 == 12.
