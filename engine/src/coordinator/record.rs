@@ -43,7 +43,8 @@
 //!   7 transaction       transactional id str | producer id i64 | producer epoch i16
 //!                       | timeout ms i32 | state u8 (0 empty, 1 ongoing, 2 prepare commit,
 //!                         3 prepare abort, 4 complete commit, 5 complete abort)
-//!                       | started ms i64 | partition count u32 | (topic str | partition i32)…
+//!                       | started ms i64 | updated ms i64
+//!                       | partition count u32 | (topic str | partition i32)…
 //!                       | group count u32 | group str…
 //!   8 transaction tombstone  transactional id str
 //! ```
@@ -355,6 +356,7 @@ impl Entry {
                 body.extend_from_slice(&txn.timeout_ms.to_be_bytes());
                 body.push(txn.state.code());
                 body.extend_from_slice(&txn.started_ms.to_be_bytes());
+                body.extend_from_slice(&txn.updated_ms.to_be_bytes());
                 body.extend_from_slice(&u32::try_from(txn.partitions.len()).unwrap_or(u32::MAX).to_be_bytes());
                 for (topic, partition) in &txn.partitions {
                     put_str(&mut body, topic);
@@ -473,6 +475,7 @@ impl Entry {
                 let timeout_ms = reader.i32("timeout")?;
                 let state = TxnState::from_code(reader.u8("state")?).ok_or(RecordError::Invalid("state"))?;
                 let started_ms = reader.i64("started")?;
+                let updated_ms = reader.i64("updated")?;
                 let mut partitions = std::collections::BTreeSet::new();
                 for _ in 0..reader.u32("partition count")? {
                     partitions.insert((reader.str("topic")?, reader.i32("partition")?));
@@ -488,6 +491,7 @@ impl Entry {
                     timeout_ms,
                     state,
                     started_ms,
+                    updated_ms,
                     partitions,
                     groups,
                 })
@@ -712,6 +716,7 @@ mod tests {
                 timeout_ms: 60_000,
                 state: TxnState::PrepareCommit,
                 started_ms: 1_700_000_000_000,
+                updated_ms: 1_700_000_000_500,
                 partitions: [("orders".to_string(), 0), ("orders".to_string(), 5)].into(),
                 groups: ["readers".to_string()].into(),
             }),

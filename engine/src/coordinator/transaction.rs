@@ -46,6 +46,10 @@ pub(crate) const GROUPS_PER_TRANSACTION_MAX: usize = 64;
 /// Longest `transaction.timeout.ms` accepted (Kafka's broker default for
 /// `transaction.max.timeout.ms`, 15 minutes).
 pub(crate) const TRANSACTION_TIMEOUT_MS_MAX: i32 = 900_000;
+/// An id with no transaction open and no change for this long is forgotten
+/// (Kafka's `transactional.id.expiration.ms` default, 7 days): the table's
+/// bound is then on ids in use, not on every id ever seen.
+pub(crate) const TRANSACTIONAL_ID_EXPIRATION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// Where a transactional id is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +111,9 @@ pub(crate) struct TxnMetadata {
     pub(crate) state: TxnState,
     /// When the open transaction began (ms since the UNIX epoch).
     pub(crate) started_ms: i64,
+    /// When this state was stored (ms since the UNIX epoch; stamped by the
+    /// driver as it stores): ids idle for long are forgotten.
+    pub(crate) updated_ms: i64,
     /// Partitions the transaction wrote to (markers go there).
     pub(crate) partitions: BTreeSet<(String, i32)>,
     /// Groups it committed offsets for (their coordinators learn the outcome).
@@ -237,6 +244,7 @@ impl TransactionTable {
                 timeout_ms,
                 state: TxnState::Empty,
                 started_ms: now_ms,
+                updated_ms: now_ms,
                 partitions: BTreeSet::new(),
                 groups: BTreeSet::new(),
             };
@@ -381,6 +389,27 @@ impl TransactionTable {
             out.push(next);
         }
         out
+    }
+
+    /// Ids with nothing open whose last change is older than
+    /// `expiration_ms` at `now_ms`, marked pending for the driver to delete
+    /// (a tombstone stored, then [`forget`](Self::forget)).
+    pub(crate) fn expirable(&mut self, now_ms: i64, expiration_ms: i64) -> Vec<String> {
+        let expired: Vec<String> = self
+            .ids
+            .iter_mut()
+            .filter(|(_, slot)| {
+                !slot.pending
+                    && slot.meta.state.is_idle()
+                    && slot.meta.updated_ms.saturating_add(expiration_ms) <= now_ms
+            })
+            .map(|(id, slot)| {
+                slot.pending = true;
+                id.clone()
+            })
+            .collect();
+        assert!(expired.len() <= self.ids.len(), "only known ids expire");
+        expired
     }
 
     /// Prepared transactions whose markers are not being written (after a
@@ -569,6 +598,31 @@ mod tests {
         assert!(table.unfinished().is_empty(), "handed out once");
         table.stored(meta.completed(), false);
         assert_eq!(table.get(ID).unwrap().state, TxnState::CompleteCommit);
+    }
+
+    #[test]
+    fn idle_ids_expire_and_busy_ones_do_not() {
+        let mut table = TransactionTable::default();
+        let me = producer(&init(&mut table, 0));
+        assert!(table.expirable(999, 1000).is_empty());
+        let next = table.add_partitions(ID, me, &[("t".into(), 0)], 10).unwrap().unwrap();
+        table.stored(next, false);
+        assert!(table.expirable(1_000_000, 1000).is_empty(), "a transaction is open");
+        let EndStep::Prepare(prepared) = table.end(ID, me, false).unwrap() else {
+            panic!()
+        };
+        table.stored(prepared.clone(), true);
+        let mut done = prepared.completed();
+        done.updated_ms = 2_000;
+        table.stored(done, false);
+        assert!(table.expirable(2_999, 1000).is_empty());
+        assert_eq!(table.expirable(3_000, 1000), vec![ID.to_string()]);
+        assert_eq!(
+            table.add_partitions(ID, me, &[("t".into(), 0)], 3_001),
+            Err(TxnError::ConcurrentTransactions)
+        );
+        table.forget(ID);
+        assert!(table.get(ID).is_none());
     }
 
     #[test]

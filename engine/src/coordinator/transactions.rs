@@ -29,10 +29,12 @@
 //! partition loads (a crash between prepare and complete): a marker written
 //! twice is harmless (`txn_index.rs`).
 //!
-//! ## Timeouts
+//! ## Timeouts and expiry
 //! A tick every [`super::TICK_INTERVAL`] aborts the transactions open longer
 //! than their `transaction.timeout.ms`, bumping the epoch (the producer that
-//! left it open is fenced), as Kafka does.
+//! left it open is fenced), as Kafka does. Once a minute, ids idle for
+//! [`TRANSACTIONAL_ID_EXPIRATION_MS`] are deleted (a tombstone stored, then
+//! forgotten).
 
 use std::{cell::RefCell, collections::HashMap, rc::Rc, time::Duration};
 
@@ -40,7 +42,9 @@ use super::{
     partition_for,
     record::Entry,
     replay, store_in,
-    transaction::{EndStep, InitStep, Producer, TransactionTable, TxnMetadata, TxnState},
+    transaction::{
+        EndStep, InitStep, Producer, TransactionTable, TxnMetadata, TxnState, TRANSACTIONAL_ID_EXPIRATION_MS,
+    },
     OFFSETS_TOPIC, TICK_INTERVAL,
 };
 use crate::{
@@ -56,6 +60,9 @@ pub(crate) const TRANSACTIONS_TOPIC: &str = "__transaction_state";
 /// Partitions of the internal topic per shard at creation (as for
 /// `__consumer_offsets`: spreads ids over every shard).
 pub(crate) const TRANSACTIONS_PARTITIONS_PER_SHARD: i32 = 2;
+/// Ticks between two looks for expired transactional ids (a minute: the
+/// expiration is days).
+const EXPIRY_SCAN_TICKS: u32 = 300;
 /// How long a marker write waits for its partition's in-sync replicas.
 const MARKER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -125,10 +132,10 @@ async fn store_decided(
     keep_pending: bool,
     never_stored: bool,
 ) -> Result<(), TxnError> {
-    match store(shard, index, next).await {
-        Ok(()) => shard
-            .transactions
-            .with_table(index, |t| t.stored(next.clone(), keep_pending)),
+    let mut next = next.clone();
+    next.updated_ms = crate::kafka::unix_now_ms();
+    match store(shard, index, &next).await {
+        Ok(()) => shard.transactions.with_table(index, |t| t.stored(next, keep_pending)),
         Err(e) => {
             tracing::warn!(id = %next.transactional_id, error = %e, "storing transaction state");
             let _ = shard
@@ -436,12 +443,48 @@ async fn send_markers(
 /// The WriteTxnMarkers version spoken between brokers.
 const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 
+/// Deletes the transactional ids idle past their expiration: a tombstone
+/// each (compaction then removes the id from the log), then forgotten.
+fn expire_ids(shard: &Rc<Shard>, now_ms: i64) {
+    let expired: Vec<(i32, Vec<String>)> = shard
+        .transactions
+        .partitions
+        .borrow_mut()
+        .iter_mut()
+        .map(|(index, table)| (*index, table.expirable(now_ms, TRANSACTIONAL_ID_EXPIRATION_MS)))
+        .collect();
+    for (index, ids) in expired {
+        for transactional_id in ids {
+            let shard = Rc::clone(shard);
+            glommio::spawn_local(async move {
+                let tombstone = Entry::TransactionTombstone {
+                    transactional_id: transactional_id.clone(),
+                };
+                let stored = store_in(&shard, TRANSACTIONS_TOPIC, index, &[tombstone]).await;
+                let _ = shard.transactions.with_table(index, |t| match stored {
+                    Ok(_) => {
+                        t.forget(&transactional_id);
+                        tracing::info!(id = %transactional_id, "transactional id expired");
+                    }
+                    Err(_) => t.store_failed(&transactional_id, false),
+                });
+            })
+            .detach();
+        }
+    }
+}
+
 /// Runs on every shard until shutdown: aborts expired transactions and
 /// finishes prepared ones.
 pub(crate) async fn run_ticks(shard: Rc<Shard>) {
+    let mut ticks = 0u32;
     while !shard.is_shutting_down() {
         glommio::timer::sleep(TICK_INTERVAL).await;
         let now_ms = crate::kafka::unix_now_ms();
+        ticks = ticks.wrapping_add(1);
+        if ticks.is_multiple_of(EXPIRY_SCAN_TICKS) {
+            expire_ids(&shard, now_ms);
+        }
         let work: Vec<(i32, Vec<TxnMetadata>, Vec<TxnMetadata>)> = shard
             .transactions
             .partitions
