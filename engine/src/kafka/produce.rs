@@ -30,8 +30,14 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: ProduceR
             .clamp(1, PRODUCE_TIMEOUT_MAX_MS),
     );
     // Write on each topic, decided once per topic (Kafka does the same;
-    // an idempotent producer was checked at InitProducerId).
+    // an idempotent producer was checked at InitProducerId), and Write on
+    // the transactional id of a transactional produce, else every
+    // partition is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+    let transactional_id = request.transactional_id.as_deref();
     let writable = |image: &shardline_raft::MetadataImage, topic: &str| {
+        if let Some(id) = transactional_id {
+            access.check(image, AclOperation::Write, Resource::TransactionalId(id))?;
+        }
         access.check(image, AclOperation::Write, Resource::Topic(topic))
     };
     if shard.config.auto_create_topics {
