@@ -310,9 +310,17 @@ impl Partition {
         Ok(self.log.clean(&compaction.cleaner).await?)
     }
 
-    /// The idempotent producers this partition remembers.
+    /// The idempotent producers this partition remembers, with where their
+    /// open transaction here starts.
     pub(crate) fn producers(&self) -> Vec<crate::producer::ProducerSummary> {
-        self.producers.borrow().describe()
+        let mut producers = self.producers.borrow().describe();
+        let transactions = self.transactions.borrow();
+        for producer in &mut producers {
+            if let Some(start) = transactions.open_start(ProducerId(producer.producer_id)) {
+                producer.current_txn_start_offset = start.0;
+            }
+        }
+        producers
     }
 
     /// Applies the partition's placement from a new metadata image.

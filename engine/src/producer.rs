@@ -102,6 +102,8 @@ pub(crate) struct ProducerSummary {
     pub(crate) epoch: i16,
     pub(crate) last_sequence: i32,
     pub(crate) last_timestamp_ms: i64,
+    /// First offset of its transaction open on the partition, or -1.
+    pub(crate) current_txn_start_offset: i64,
 }
 
 /// Producer state of one partition.
@@ -300,6 +302,7 @@ impl ProducerStates {
                 epoch: entry.epoch,
                 last_sequence: entry.last_sequence,
                 last_timestamp_ms: entry.last_timestamp_ms,
+                current_txn_start_offset: -1,
             })
             .collect();
         out.sort_by_key(|p| p.producer_id);

@@ -143,6 +143,11 @@ impl PartitionTransactions {
         }
     }
 
+    /// Where `producer_id`'s transaction open here starts, if one is.
+    pub(crate) fn open_start(&self, producer_id: ProducerId) -> Option<Offset> {
+        self.open.get(&producer_id).copied()
+    }
+
     /// The last stable offset under `high_watermark`.
     pub(crate) fn last_stable_offset(&self, high_watermark: Offset) -> Offset {
         let first_open = self.open.values().min().copied().unwrap_or(high_watermark);

@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::Engine;
+use common::{Engine, KafkaConnection};
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
@@ -150,6 +150,26 @@ fn read_all(
     }
 }
 
+/// Where each producer's open transaction starts on `topic`'s partition 0
+/// (DescribeProducers' `current_txn_start_offset`, -1 for none).
+fn open_transactions(engine: &Engine, topic: &str) -> Vec<i64> {
+    use kafka_protocol::messages::{describe_producers_request::TopicRequest, DescribeProducersRequest, TopicName};
+    let mut connection = KafkaConnection::connect(engine.bootstrap().parse().unwrap()).unwrap();
+    let mut wanted = TopicRequest::default();
+    wanted.name = TopicName(kafka_protocol::protocol::StrBytes::from_string(topic.to_string()));
+    wanted.partition_indexes = vec![0];
+    let mut request = DescribeProducersRequest::default();
+    request.topics = vec![wanted];
+    let answer = connection.request(0, &request).unwrap();
+    let partition = &answer.topics[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    partition
+        .active_producers
+        .iter()
+        .map(|p| p.current_txn_start_offset)
+        .collect()
+}
+
 fn sorted(mut values: Vec<String>) -> Vec<String> {
     values.sort();
     values
@@ -222,10 +242,12 @@ fn a_second_producer_with_the_same_id_fences_the_first() {
         send(&zombie, "txn-zombie", i32::try_from(i % 2).unwrap(), payload);
     }
     zombie.flush(TXN_TIMEOUT).unwrap();
+    assert_eq!(open_transactions(&engine, "txn-zombie"), vec![0], "open at offset 0");
 
     // The new instance's InitProducerId aborts the zombie's transaction and
     // bumps the epoch.
     let successor = txn_producer(&engine, "shared-id", 60_000);
+    assert_eq!(open_transactions(&engine, "txn-zombie"), vec![-1], "aborted");
     let fenced = zombie.commit_transaction(TXN_TIMEOUT);
     match &fenced {
         Err(KafkaError::Transaction(e)) => assert!(e.is_fatal(), "fencing is fatal: {e}"),

@@ -308,6 +308,6 @@ fn producer_state(summary: &ProducerSummary) -> ProducerState {
     state.last_sequence = summary.last_sequence;
     state.last_timestamp = summary.last_timestamp_ms;
     state.coordinator_epoch = -1;
-    state.current_txn_start_offset = -1;
+    state.current_txn_start_offset = summary.current_txn_start_offset;
     state
 }
