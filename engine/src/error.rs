@@ -223,6 +223,9 @@ pub enum TxnError {
     /// AddPartitionsToTxn: this partition was fine, but another of the
     /// request was refused, so none was added.
     OperationNotAttempted,
+    /// A marker from a coordinator older than one that already wrote a
+    /// marker for the producer (it lost its partition but still writes).
+    CoordinatorFenced,
 }
 
 impl fmt::Display for TxnError {
@@ -444,6 +447,7 @@ pub fn kafka_code(error: &EngineError) -> i16 {
             TxnError::InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
             TxnError::TooManyPartitions => ResponseError::PolicyViolation,
             TxnError::OperationNotAttempted => ResponseError::OperationNotAttempted,
+            TxnError::CoordinatorFenced => ResponseError::TransactionCoordinatorFenced,
         },
     };
     let code = e.code();
@@ -593,6 +597,7 @@ mod tests {
         assert_eq!(code(TxnError::InvalidTransactionTimeout), 50);
         assert_eq!(code(TxnError::ConcurrentTransactions), 51);
         assert_eq!(code(TxnError::ProducerFenced), 90);
+        assert_eq!(code(TxnError::CoordinatorFenced), 52);
         let fenced = EngineError::Txn(TxnError::ProducerFenced);
         assert_eq!(
             kafka_code_at(&fenced, false),

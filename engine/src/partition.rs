@@ -40,8 +40,8 @@ use shardline_replication::{
 
 use crate::{
     control::{self, Marker},
-    error::EngineError,
-    producer::{ProducerId, ProducerStates, SequenceCheck},
+    error::{EngineError, TxnError},
+    producer::{MarkerRefusal, ProducerId, ProducerStates, SequenceCheck},
     txn_index::{AbortedTransaction, Opened, PartitionTransactions},
 };
 
@@ -550,7 +550,9 @@ impl Partition {
                 break;
             }
             producers.replay(&header);
-            transactions.replay(&header, rest.get(..header.total_bytes()).unwrap_or_default());
+            if let Some(marker) = transactions.replay(&header, rest.get(..header.total_bytes()).unwrap_or_default()) {
+                producers.marker(marker.producer_id, marker.producer_epoch, marker.coordinator_epoch);
+            }
             at += header.total_bytes();
         }
         drop(producers);
@@ -674,11 +676,20 @@ impl Partition {
     /// Returns the marker's offset.
     pub(crate) async fn write_marker(&self, marker: Marker, timeout: Duration) -> Result<Offset, EngineError> {
         let leader_epoch = self.leading_epoch()?;
+        let refusal =
+            self.producers
+                .borrow()
+                .check_marker(marker.producer_id, marker.producer_epoch, marker.coordinator_epoch);
+        match refusal {
+            Ok(()) => {}
+            Err(MarkerRefusal::StaleProducerEpoch) => return Err(EngineError::ProducerFenced),
+            Err(MarkerRefusal::StaleCoordinator) => return Err(EngineError::Txn(TxnError::CoordinatorFenced)),
+        }
         let batch = control::build(&marker, crate::kafka::unix_now_ms());
         let info = self.append_as_leader(batch, leader_epoch).await?;
         self.producers
             .borrow_mut()
-            .marker(marker.producer_id, marker.producer_epoch);
+            .marker(marker.producer_id, marker.producer_epoch, marker.coordinator_epoch);
         {
             let mut transactions = self.transactions.borrow_mut();
             transactions.marker(marker.producer_id, marker.outcome, info.base_offset);
@@ -771,7 +782,9 @@ fn replay_producers(log: &Log) -> Result<(ProducerStates, PartitionTransactions)
             while let Some(header) = chunk.get(at..).and_then(shardline_log::BatchHeader::parse) {
                 let total = header.total_bytes();
                 let Some(bytes) = chunk.get(at..at + total) else { break };
-                transactions.replay(&header, bytes);
+                if let Some(marker) = transactions.replay(&header, bytes) {
+                    producers.marker(marker.producer_id, marker.producer_epoch, marker.coordinator_epoch);
+                }
                 at += total;
             }
         }

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, VecDeque};
 use shardline_log::{BatchHeader, Offset};
 
 use crate::{
-    control::{self, Outcome},
+    control::{self, Marker, Outcome},
     producer::ProducerId,
 };
 
@@ -126,21 +126,26 @@ impl PartitionTransactions {
     }
 
     /// Feeds one stored batch (log order): `batch` is its bytes when it is a
-    /// control batch (to read the marker), otherwise anything.
-    pub(crate) fn replay(&mut self, header: &BatchHeader, batch: &[u8]) {
+    /// control batch (to read the marker), otherwise anything. Returns the
+    /// marker read, if it was one.
+    pub(crate) fn replay(&mut self, header: &BatchHeader, batch: &[u8]) -> Option<Marker> {
         if !control::is_transactional(header) {
-            return;
+            return None;
         }
         let producer_id = ProducerId(header.producer_id);
         if header.is_control() {
             match control::parse(batch) {
-                Ok(marker) => self.marker(producer_id, marker.outcome, header.base_offset),
+                Ok(marker) => {
+                    self.marker(producer_id, marker.outcome, header.base_offset);
+                    return Some(marker);
+                }
                 Err(e) => tracing::warn!(offset = header.base_offset.0, error = %e, "unreadable marker skipped"),
             }
         } else {
             // Stored data is replayed whatever the bound: it was accepted.
             self.open.entry(producer_id).or_insert(header.base_offset);
         }
+        None
     }
 
     /// Where `producer_id`'s transaction open here starts, if one is.
