@@ -288,10 +288,7 @@ impl Entry {
                 put_str(&mut body, group);
                 put_str(&mut body, topic);
                 body.extend_from_slice(&partition.to_be_bytes());
-                body.extend_from_slice(&committed.offset.to_be_bytes());
-                body.extend_from_slice(&committed.leader_epoch.to_be_bytes());
-                body.extend_from_slice(&committed.commit_timestamp_ms.to_be_bytes());
-                put_nullable_str(&mut body, committed.metadata.as_deref());
+                put_committed(&mut body, committed);
             }
             Entry::OffsetTombstone {
                 group,
@@ -333,10 +330,7 @@ impl Entry {
                 body.extend_from_slice(&producer_id.to_be_bytes());
                 put_str(&mut body, topic);
                 body.extend_from_slice(&partition.to_be_bytes());
-                body.extend_from_slice(&committed.offset.to_be_bytes());
-                body.extend_from_slice(&committed.leader_epoch.to_be_bytes());
-                body.extend_from_slice(&committed.commit_timestamp_ms.to_be_bytes());
-                put_nullable_str(&mut body, committed.metadata.as_deref());
+                put_committed(&mut body, committed);
             }
             Entry::TxnOffsetTombstone {
                 group,
@@ -406,12 +400,7 @@ impl Entry {
                 group: reader.str("group")?,
                 topic: reader.str("topic")?,
                 partition: reader.i32("partition")?,
-                committed: CommittedOffset {
-                    offset: reader.i64("offset")?,
-                    leader_epoch: reader.i32("leader epoch")?,
-                    commit_timestamp_ms: reader.i64("commit timestamp")?,
-                    metadata: reader.nullable_str("metadata")?,
-                },
+                committed: reader.committed()?,
             },
             KIND_OFFSET_TOMBSTONE => Entry::OffsetTombstone {
                 group: reader.str("group")?,
@@ -455,12 +444,7 @@ impl Entry {
                 producer_id: reader.i64("producer id")?,
                 topic: reader.str("topic")?,
                 partition: reader.i32("partition")?,
-                committed: CommittedOffset {
-                    offset: reader.i64("offset")?,
-                    leader_epoch: reader.i32("leader epoch")?,
-                    commit_timestamp_ms: reader.i64("commit timestamp")?,
-                    metadata: reader.nullable_str("metadata")?,
-                },
+                committed: reader.committed()?,
             },
             KIND_TXN_OFFSET_TOMBSTONE => Entry::TxnOffsetTombstone {
                 group: reader.str("group")?,
@@ -532,6 +516,15 @@ fn put_nullable_str(out: &mut Vec<u8>, text: Option<&str>) {
     }
 }
 
+/// A committed offset's fields: offset i64 | leader epoch i32 | commit
+/// timestamp ms i64 | metadata nstr (kinds 1 and 5).
+fn put_committed(out: &mut Vec<u8>, committed: &CommittedOffset) {
+    out.extend_from_slice(&committed.offset.to_be_bytes());
+    out.extend_from_slice(&committed.leader_epoch.to_be_bytes());
+    out.extend_from_slice(&committed.commit_timestamp_ms.to_be_bytes());
+    put_nullable_str(out, committed.metadata.as_deref());
+}
+
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
     out.extend_from_slice(bytes);
@@ -591,6 +584,16 @@ impl<'a> Reader<'a> {
 
     fn str(&mut self, field: &'static str) -> Result<String, RecordError> {
         self.nullable_str(field)?.ok_or(RecordError::Invalid(field))
+    }
+
+    /// What [`put_committed`] wrote.
+    fn committed(&mut self) -> Result<CommittedOffset, RecordError> {
+        Ok(CommittedOffset {
+            offset: self.i64("offset")?,
+            leader_epoch: self.i32("leader epoch")?,
+            commit_timestamp_ms: self.i64("commit timestamp")?,
+            metadata: self.nullable_str("metadata")?,
+        })
     }
 
     fn bytes(&mut self, field: &'static str) -> Result<Bytes, RecordError> {

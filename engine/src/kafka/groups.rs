@@ -418,49 +418,17 @@ pub(super) async fn offset_commit(
     version: i16,
 ) -> ResponseKind {
     let group = request.group_id.0.to_string();
-    let image = shard.image();
     let group_refused = group_allowed(shard, access, AclOperation::Read, &group).err();
-    let now_ms = super::unix_now_ms();
-    // Per partition: known ones go to the coordinator, the rest are answered here.
-    let mut slots: Vec<Vec<Option<i16>>> = Vec::new();
-    let mut commits = Vec::new();
-    for topic in &request.topics {
-        let name = topic.name.0.to_string();
-        let meta = image
-            .topics
-            .get(&name)
-            .filter(|_| !coordinator::is_internal_topic(&name));
-        let topic_refused = access.check(&image, AclOperation::Read, Resource::Topic(&name)).err();
-        let mut row = Vec::new();
-        for partition in &topic.partitions {
-            let known =
-                meta.is_some_and(|t| usize::try_from(partition.partition_index).is_ok_and(|i| i < t.partitions.len()));
-            if let Some(code) = group_refused {
-                row.push(Some(code));
-            } else if let Some(refused) = &topic_refused {
-                row.push(Some(kafka_code(refused)));
-            } else if known {
-                row.push(None);
-                commits.push(Commit {
-                    topic: name.clone(),
-                    partition: partition.partition_index,
-                    committed: CommittedOffset {
-                        offset: partition.committed_offset,
-                        leader_epoch: if version >= 6 {
-                            partition.committed_leader_epoch
-                        } else {
-                            -1
-                        },
-                        commit_timestamp_ms: now_ms,
-                        metadata: partition.committed_metadata.as_ref().map(ToString::to_string),
-                    },
-                });
-            } else {
-                row.push(Some(kafka_code(&EngineError::UnknownTopicOrPartition)));
-            }
-        }
-        slots.push(row);
-    }
+    let topics = request.topics.iter().map(|topic| {
+        let partitions = topic.partitions.iter().map(|p| CommitPartition {
+            index: p.partition_index,
+            offset: p.committed_offset,
+            leader_epoch: if version >= 6 { p.committed_leader_epoch } else { -1 },
+            metadata: p.committed_metadata.as_ref().map(ToString::to_string),
+        });
+        (topic.name.0.to_string(), partitions.collect())
+    });
+    let (slots, commits) = plan_commits(shard, access, group_refused, topics.collect(), &kafka_code);
     let committer = Committer {
         member_id: request.member_id.to_string(),
         instance_id: request.group_instance_id.as_ref().map(ToString::to_string),
@@ -497,6 +465,67 @@ pub(super) async fn offset_commit(
         response.topics.push(out);
     }
     ResponseKind::OffsetCommit(response)
+}
+
+/// One partition of an OffsetCommit or TxnOffsetCommit request.
+pub(super) struct CommitPartition {
+    pub(super) index: i32,
+    pub(super) offset: i64,
+    /// -1 when the request's version has none.
+    pub(super) leader_epoch: i32,
+    pub(super) metadata: Option<String>,
+}
+
+/// The commits of a request, in order, and per partition either the code
+/// answered here (`refused`: the whole request's refusal; a topic the
+/// principal may not Read; an unknown or internal topic or partition) or
+/// `None` (the next of the commits, for the coordinator). `code` maps an
+/// error at the request's version.
+pub(super) fn plan_commits(
+    shard: &Shard,
+    access: &Access,
+    refused: Option<i16>,
+    topics: Vec<(String, Vec<CommitPartition>)>,
+    code: &dyn Fn(&EngineError) -> i16,
+) -> (Vec<Vec<Option<i16>>>, Vec<Commit>) {
+    let image = shard.image();
+    let now_ms = super::unix_now_ms();
+    let mut slots = Vec::with_capacity(topics.len());
+    let mut commits = Vec::new();
+    for (name, partitions) in topics {
+        let meta = image
+            .topics
+            .get(&name)
+            .filter(|_| !coordinator::is_internal_topic(&name));
+        let topic_refused = access.check(&image, AclOperation::Read, Resource::Topic(&name)).err();
+        let mut row = Vec::with_capacity(partitions.len());
+        for partition in partitions {
+            let known = meta.is_some_and(|t| usize::try_from(partition.index).is_ok_and(|i| i < t.partitions.len()));
+            if let Some(refused) = refused {
+                row.push(Some(refused));
+            } else if let Some(topic_refused) = &topic_refused {
+                row.push(Some(code(topic_refused)));
+            } else if known {
+                row.push(None);
+                commits.push(Commit {
+                    topic: name.clone(),
+                    partition: partition.index,
+                    committed: CommittedOffset {
+                        offset: partition.offset,
+                        leader_epoch: partition.leader_epoch,
+                        commit_timestamp_ms: now_ms,
+                        metadata: partition.metadata,
+                    },
+                });
+            } else {
+                row.push(Some(code(&EngineError::UnknownTopicOrPartition)));
+            }
+        }
+        slots.push(row);
+    }
+    let sent = slots.iter().flatten().filter(|slot| slot.is_none()).count();
+    assert_eq!(sent, commits.len(), "one slot per commit sent");
+    (slots, commits)
 }
 
 /// Describe on the group (else the whole answer is its code) and on each

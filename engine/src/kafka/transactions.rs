@@ -28,7 +28,7 @@ use shardline_raft::AclOperation;
 
 use super::{
     epoch_of,
-    groups::{on_internal_leader, Unrouted},
+    groups::{on_internal_leader, plan_commits, CommitPartition, Unrouted},
     topic_name,
 };
 use crate::{
@@ -36,10 +36,9 @@ use crate::{
     control::{Marker, Outcome},
     coordinator::{
         self,
-        record::CommittedOffset,
         transaction::Producer,
         transactions::{self as txn, TRANSACTIONS_TOPIC},
-        Commit, Committer,
+        Committer,
     },
     error::{kafka_code_at, EngineError, GroupError, TxnError},
     producer::{ProducerEpoch, ProducerId},
@@ -245,52 +244,21 @@ pub(super) async fn txn_offset_commit(
     let knows_producer_fenced = version >= 3;
     let transactional_id = request.transactional_id.0.to_string();
     let group = request.group_id.0.to_string();
-    let image = shard.image();
     let refused = id_allowed(shard, access, &transactional_id)
-        .and_then(|()| access.check(&image, AclOperation::Read, Resource::Group(&group)))
-        .err();
-    let now_ms = super::unix_now_ms();
-    let mut slots: Vec<Vec<Option<i16>>> = Vec::new();
-    let mut commits = Vec::new();
-    for topic in &request.topics {
-        let name = topic.name.0.to_string();
-        let meta = image
-            .topics
-            .get(&name)
-            .filter(|_| !coordinator::is_internal_topic(&name));
-        let topic_refused = access.check(&image, AclOperation::Read, Resource::Topic(&name)).err();
-        let mut row = Vec::new();
-        for partition in &topic.partitions {
-            let known =
-                meta.is_some_and(|t| usize::try_from(partition.partition_index).is_ok_and(|i| i < t.partitions.len()));
-            if let Some(refused) = refused.as_ref().or(topic_refused.as_ref()) {
-                row.push(Some(kafka_code_at(refused, knows_producer_fenced)));
-            } else if known {
-                row.push(None);
-                commits.push(Commit {
-                    topic: name.clone(),
-                    partition: partition.partition_index,
-                    committed: CommittedOffset {
-                        offset: partition.committed_offset,
-                        leader_epoch: if version >= 2 {
-                            partition.committed_leader_epoch
-                        } else {
-                            -1
-                        },
-                        commit_timestamp_ms: now_ms,
-                        metadata: partition.committed_metadata.as_ref().map(ToString::to_string),
-                    },
-                });
-            } else {
-                row.push(Some(kafka_code_at(
-                    &EngineError::UnknownTopicOrPartition,
-                    knows_producer_fenced,
-                )));
-            }
-        }
-        slots.push(row);
-    }
-    drop(image);
+        .and_then(|()| access.check(&shard.image(), AclOperation::Read, Resource::Group(&group)))
+        .err()
+        .map(|refused| kafka_code_at(&refused, knows_producer_fenced));
+    let topics = request.topics.iter().map(|topic| {
+        let partitions = topic.partitions.iter().map(|p| CommitPartition {
+            index: p.partition_index,
+            offset: p.committed_offset,
+            leader_epoch: if version >= 2 { p.committed_leader_epoch } else { -1 },
+            metadata: p.committed_metadata.as_ref().map(ToString::to_string),
+        });
+        (topic.name.0.to_string(), partitions.collect())
+    });
+    let code_at = |e: &EngineError| kafka_code_at(e, knows_producer_fenced);
+    let (slots, commits) = plan_commits(shard, access, refused, topics.collect(), &code_at);
     let committer = Committer {
         member_id: request.member_id.to_string(),
         instance_id: request.group_instance_id.as_ref().map(ToString::to_string),
