@@ -636,16 +636,17 @@ impl Partition {
         }
         // Opened before the append, at an offset no later than the batch's:
         // the LSO stays below the batch from the moment it can be read.
+        let opened_at = self.log.log_end();
         let opened = if transactional {
             self.transactions
                 .borrow_mut()
-                .data(ProducerId(header.producer_id), self.log.log_end())
+                .data(ProducerId(header.producer_id), opened_at)
         } else {
             Opened::Already
         };
         if opened == Opened::Full {
             self.producers.borrow_mut().abort(&header);
-            return Err(EngineError::Txn(crate::error::TxnError::ConcurrentTransactions));
+            return Err(EngineError::Txn(TxnError::ConcurrentTransactions));
         }
         match self.append_as_leader(records, leader_epoch).await {
             Ok(info) => {
@@ -664,7 +665,9 @@ impl Partition {
             Err(e) => {
                 self.producers.borrow_mut().abort(&header);
                 if opened == Opened::New {
-                    self.transactions.borrow_mut().undo_data(ProducerId(header.producer_id));
+                    self.transactions
+                        .borrow_mut()
+                        .undo_data(ProducerId(header.producer_id), opened_at);
                 }
                 Err(e.into())
             }

@@ -93,10 +93,14 @@ impl PartitionTransactions {
         Opened::New
     }
 
-    /// Undoes [`data`](Self::data) after the append failed.
-    pub(crate) fn undo_data(&mut self, producer_id: ProducerId) {
-        let removed = self.open.remove(&producer_id);
-        assert!(removed.is_some(), "only an opened transaction is undone");
+    /// Undoes [`data`](Self::data) (which opened at `first_offset`) after
+    /// the append failed, unless a marker closed that transaction meanwhile
+    /// (a coordinator's abort can land while the append is in flight).
+    pub(crate) fn undo_data(&mut self, producer_id: ProducerId, first_offset: Offset) {
+        if self.open.get(&producer_id) == Some(&first_offset) {
+            self.open.remove(&producer_id);
+        }
+        assert!(self.open.get(&producer_id) != Some(&first_offset), "undone");
     }
 
     /// A marker of `producer_id` was stored at `marker_offset`.
@@ -104,7 +108,11 @@ impl PartitionTransactions {
         let Some(first_offset) = self.open.remove(&producer_id) else {
             return;
         };
-        assert!(first_offset < marker_offset, "a marker follows its transaction's data");
+        // Opened at a lower bound whose batch never landed (its append
+        // failed while the marker was written): nothing to skip.
+        if first_offset >= marker_offset {
+            return;
+        }
         if outcome == Outcome::Abort {
             if self.aborted.len() >= ABORTED_TRANSACTIONS_MAX {
                 if let Some(oldest) = self.aborted.pop_front() {

@@ -273,6 +273,9 @@ impl TransactionTable {
             InitStep::AbortFirst(next)
         } else {
             next.state = TxnState::Empty;
+            // Idle already; cleared anyway, whatever a stored state said.
+            next.partitions.clear();
+            next.groups.clear();
             InitStep::Store(next)
         };
         slot.pending = true;
@@ -328,10 +331,10 @@ impl TransactionTable {
         }
         let mut next = slot.meta.clone();
         if next.state != TxnState::Ongoing {
-            assert!(
-                next.partitions.is_empty() && next.groups.is_empty(),
-                "an idle id holds nothing"
-            );
+            // A new transaction: nothing of an earlier one (stored states
+            // are not trusted to have cleared it).
+            next.partitions.clear();
+            next.groups.clear();
             next.state = TxnState::Ongoing;
             next.started_ms = now_ms;
         }

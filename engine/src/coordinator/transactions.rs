@@ -36,7 +36,12 @@
 //! [`TRANSACTIONAL_ID_EXPIRATION_MS`] are deleted (a tombstone stored, then
 //! forgotten).
 
-use std::{cell::RefCell, collections::HashMap, rc::Rc, time::Duration};
+use std::{
+    cell::{Cell, RefCell},
+    collections::HashMap,
+    rc::Rc,
+    time::Duration,
+};
 
 use super::{
     partition_for,
@@ -70,7 +75,20 @@ const MARKER_TIMEOUT: Duration = Duration::from_secs(5);
 /// one shard.
 #[derive(Default)]
 pub(crate) struct TxnCoordinator {
-    partitions: RefCell<HashMap<i32, TransactionTable>>,
+    /// By partition: the load it came from, and its table.
+    partitions: RefCell<HashMap<i32, (u64, TransactionTable)>>,
+    /// Loads so far (numbers each one).
+    loads: Cell<u64>,
+}
+
+/// One load of one partition's table. A transition decided on it is
+/// installed only into that same load: a partition unloaded and loaded
+/// again while a write was in flight replayed its own state from the log,
+/// and the request is answered NOT_COORDINATOR (the client retries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Loaded {
+    index: i32,
+    incarnation: u64,
 }
 
 impl TxnCoordinator {
@@ -91,7 +109,10 @@ impl TxnCoordinator {
             transactional_ids = table.len(),
             "transaction coordinator partition loaded"
         );
-        self.partitions.borrow_mut().insert(index, table);
+        let incarnation = self.loads.get() + 1;
+        self.loads.set(incarnation);
+        self.partitions.borrow_mut().insert(index, (incarnation, table));
+        assert!(self.partitions.borrow().contains_key(&index), "the partition is loaded");
     }
 
     /// Drops partition `index`'s ids (another broker or shard leads it now).
@@ -99,10 +120,40 @@ impl TxnCoordinator {
         self.partitions.borrow_mut().remove(&index);
     }
 
-    fn with_table<R>(&self, index: i32, f: impl FnOnce(&mut TransactionTable) -> R) -> Result<R, TxnError> {
+    /// Runs `f` (a decision) on partition `index`'s table; returns the
+    /// load it ran on.
+    fn decide<R>(&self, index: i32, f: impl FnOnce(&mut TransactionTable) -> R) -> Result<(Loaded, R), TxnError> {
         let mut partitions = self.partitions.borrow_mut();
-        let table = partitions.get_mut(&index).ok_or(TxnError::NotCoordinator)?;
-        Ok(f(table))
+        let (incarnation, table) = partitions.get_mut(&index).ok_or(TxnError::NotCoordinator)?;
+        let at = Loaded {
+            index,
+            incarnation: *incarnation,
+        };
+        Ok((at, f(table)))
+    }
+
+    /// Runs `f` on the table of load `at`, if it is still the loaded one.
+    fn in_load<R>(&self, at: Loaded, f: impl FnOnce(&mut TransactionTable) -> R) -> Result<R, TxnError> {
+        let mut partitions = self.partitions.borrow_mut();
+        match partitions.get_mut(&at.index) {
+            Some((incarnation, table)) if *incarnation == at.incarnation => Ok(f(table)),
+            _ => Err(TxnError::NotCoordinator),
+        }
+    }
+
+    /// Every loaded table, with its load (for the tick).
+    fn each_load<R>(&self, mut f: impl FnMut(&mut TransactionTable) -> R) -> Vec<(Loaded, R)> {
+        self.partitions
+            .borrow_mut()
+            .iter_mut()
+            .map(|(index, (incarnation, table))| {
+                let at = Loaded {
+                    index: *index,
+                    incarnation: *incarnation,
+                };
+                (at, f(table))
+            })
+            .collect()
     }
 }
 
@@ -127,20 +178,20 @@ async fn store(shard: &Shard, index: i32, meta: &TxnMetadata) -> Result<(), Engi
 /// its state and the client is told to retry.
 async fn store_decided(
     shard: &Shard,
-    index: i32,
+    at: Loaded,
     next: &TxnMetadata,
     keep_pending: bool,
     never_stored: bool,
 ) -> Result<(), TxnError> {
     let mut next = next.clone();
     next.updated_ms = crate::kafka::unix_now_ms();
-    match store(shard, index, &next).await {
-        Ok(()) => shard.transactions.with_table(index, |t| t.stored(next, keep_pending)),
+    match store(shard, at.index, &next).await {
+        Ok(()) => shard.transactions.in_load(at, |t| t.stored(next, keep_pending)),
         Err(e) => {
             tracing::warn!(id = %next.transactional_id, error = %e, "storing transaction state");
             let _ = shard
                 .transactions
-                .with_table(index, |t| t.store_failed(&next.transactional_id, never_stored));
+                .in_load(at, |t| t.store_failed(&next.transactional_id, never_stored));
             Err(TxnError::CoordinatorNotAvailable)
         }
     }
@@ -158,7 +209,7 @@ pub(crate) async fn init_producer_id(
 ) -> Result<Producer, TxnError> {
     ready(shard, index)?;
     let now_ms = crate::kafka::unix_now_ms();
-    let (existed, step) = shard.transactions.with_table(index, |t| {
+    let (at, (existed, step)) = shard.transactions.decide(index, |t| {
         let existed = t.get(transactional_id).is_some();
         (
             existed,
@@ -167,19 +218,19 @@ pub(crate) async fn init_producer_id(
     })?;
     match step? {
         InitStep::Store(next) => {
-            store_decided(shard, index, &next, false, !existed).await?;
+            store_decided(shard, at, &next, false, !existed).await?;
             Ok(Producer {
                 id: next.producer_id,
                 epoch: next.producer_epoch,
             })
         }
         InitStep::AbortFirst(prepared) => {
-            store_decided(shard, index, &prepared, true, false).await?;
+            store_decided(shard, at, &prepared, true, false).await?;
             let answer = Producer {
                 id: prepared.producer_id,
                 epoch: prepared.producer_epoch,
             };
-            if finish(shard, index, prepared).await {
+            if finish(shard, at, prepared).await {
                 Ok(answer)
             } else {
                 Err(TxnError::ConcurrentTransactions)
@@ -198,11 +249,11 @@ pub(crate) async fn add_partitions(
 ) -> Result<(), TxnError> {
     ready(shard, index)?;
     let now_ms = crate::kafka::unix_now_ms();
-    let next = shard.transactions.with_table(index, |t| {
+    let (at, next) = shard.transactions.decide(index, |t| {
         t.add_partitions(transactional_id, producer, &partitions, now_ms)
-    })??;
-    match next {
-        Some(next) => store_decided(shard, index, &next, false, false).await,
+    })?;
+    match next? {
+        Some(next) => store_decided(shard, at, &next, false, false).await,
         None => Ok(()),
     }
 }
@@ -217,11 +268,11 @@ pub(crate) async fn add_group(
 ) -> Result<(), TxnError> {
     ready(shard, index)?;
     let now_ms = crate::kafka::unix_now_ms();
-    let next = shard
+    let (at, next) = shard
         .transactions
-        .with_table(index, |t| t.add_group(transactional_id, producer, &group, now_ms))??;
-    match next {
-        Some(next) => store_decided(shard, index, &next, false, false).await,
+        .decide(index, |t| t.add_group(transactional_id, producer, &group, now_ms))?;
+    match next? {
+        Some(next) => store_decided(shard, at, &next, false, false).await,
         None => Ok(()),
     }
 }
@@ -237,14 +288,14 @@ pub(crate) async fn end(
     commit: bool,
 ) -> Result<(), TxnError> {
     ready(shard, index)?;
-    let step = shard
+    let (at, step) = shard
         .transactions
-        .with_table(index, |t| t.end(transactional_id, producer, commit))??;
-    match step {
+        .decide(index, |t| t.end(transactional_id, producer, commit))?;
+    match step? {
         EndStep::AlreadyDone => Ok(()),
         EndStep::Prepare(prepared) => {
-            store_decided(shard, index, &prepared, true, false).await?;
-            finish(shard, index, prepared).await;
+            store_decided(shard, at, &prepared, true, false).await?;
+            finish(shard, at, prepared).await;
             Ok(())
         }
     }
@@ -253,14 +304,14 @@ pub(crate) async fn end(
 /// Writes the markers of a stored Prepare* state and tells its groups'
 /// coordinators, then stores and installs Complete*. Returns whether it
 /// completed; if not, the id is left prepared (not pending) for the tick.
-async fn finish(shard: &Rc<Shard>, index: i32, prepared: TxnMetadata) -> bool {
+async fn finish(shard: &Rc<Shard>, at: Loaded, prepared: TxnMetadata) -> bool {
     assert!(prepared.state.is_prepared(), "only a prepared transaction is finished");
     let outcome = if prepared.state == TxnState::PrepareCommit {
         Outcome::Commit
     } else {
         Outcome::Abort
     };
-    let coordinator_epoch = shard.partition(TRANSACTIONS_TOPIC, index).map_or(0, |p| p.role().1);
+    let coordinator_epoch = shard.partition(TRANSACTIONS_TOPIC, at.index).map_or(0, |p| p.role().1);
     let marker = Marker {
         producer_id: prepared.producer_id,
         producer_epoch: prepared.producer_epoch,
@@ -270,13 +321,13 @@ async fn finish(shard: &Rc<Shard>, index: i32, prepared: TxnMetadata) -> bool {
     let done = match write_markers(shard, &prepared, marker).await {
         Ok(()) => {
             let completed = prepared.completed();
-            store_decided(shard, index, &completed, false, false).await.is_ok()
+            store_decided(shard, at, &completed, false, false).await.is_ok()
         }
         Err(e) => {
             tracing::warn!(id = %prepared.transactional_id, error = %e, "transaction markers not all written yet");
             let _ = shard
                 .transactions
-                .with_table(index, |t| t.store_failed(&prepared.transactional_id, false));
+                .in_load(at, |t| t.store_failed(&prepared.transactional_id, false));
             false
         }
     };
@@ -446,22 +497,18 @@ const WRITE_TXN_MARKERS_VERSION: i16 = 1;
 /// Deletes the transactional ids idle past their expiration: a tombstone
 /// each (compaction then removes the id from the log), then forgotten.
 fn expire_ids(shard: &Rc<Shard>, now_ms: i64) {
-    let expired: Vec<(i32, Vec<String>)> = shard
+    let expired = shard
         .transactions
-        .partitions
-        .borrow_mut()
-        .iter_mut()
-        .map(|(index, table)| (*index, table.expirable(now_ms, TRANSACTIONAL_ID_EXPIRATION_MS)))
-        .collect();
-    for (index, ids) in expired {
+        .each_load(|table| table.expirable(now_ms, TRANSACTIONAL_ID_EXPIRATION_MS));
+    for (at, ids) in expired {
         for transactional_id in ids {
             let shard = Rc::clone(shard);
             glommio::spawn_local(async move {
                 let tombstone = Entry::TransactionTombstone {
                     transactional_id: transactional_id.clone(),
                 };
-                let stored = store_in(&shard, TRANSACTIONS_TOPIC, index, &[tombstone]).await;
-                let _ = shard.transactions.with_table(index, |t| match stored {
+                let stored = store_in(&shard, TRANSACTIONS_TOPIC, at.index, &[tombstone]).await;
+                let _ = shard.transactions.in_load(at, |t| match stored {
                     Ok(_) => {
                         t.forget(&transactional_id);
                         tracing::info!(id = %transactional_id, "transactional id expired");
@@ -485,20 +532,16 @@ pub(crate) async fn run_ticks(shard: Rc<Shard>) {
         if ticks.is_multiple_of(EXPIRY_SCAN_TICKS) {
             expire_ids(&shard, now_ms);
         }
-        let work: Vec<(i32, Vec<TxnMetadata>, Vec<TxnMetadata>)> = shard
+        let work = shard
             .transactions
-            .partitions
-            .borrow_mut()
-            .iter_mut()
-            .map(|(index, table)| (*index, table.expired(now_ms), table.unfinished()))
-            .collect();
-        for (index, expired, unfinished) in work {
+            .each_load(|table| (table.expired(now_ms), table.unfinished()));
+        for (at, (expired, unfinished)) in work {
             for prepared in expired {
                 tracing::info!(id = %prepared.transactional_id, "transaction timed out: aborting");
                 let shard = Rc::clone(&shard);
                 glommio::spawn_local(async move {
-                    if store_decided(&shard, index, &prepared, true, false).await.is_ok() {
-                        finish(&shard, index, prepared).await;
+                    if store_decided(&shard, at, &prepared, true, false).await.is_ok() {
+                        finish(&shard, at, prepared).await;
                     }
                 })
                 .detach();
@@ -506,7 +549,7 @@ pub(crate) async fn run_ticks(shard: Rc<Shard>) {
             for prepared in unfinished {
                 let shard = Rc::clone(&shard);
                 glommio::spawn_local(async move {
-                    finish(&shard, index, prepared).await;
+                    finish(&shard, at, prepared).await;
                 })
                 .detach();
             }
