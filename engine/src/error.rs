@@ -226,6 +226,8 @@ pub enum TxnError {
     /// A marker from a coordinator older than one that already wrote a
     /// marker for the producer (it lost its partition but still writes).
     CoordinatorFenced,
+    /// DescribeTransactions of an id its coordinator does not know.
+    TransactionalIdNotFound,
 }
 
 impl fmt::Display for TxnError {
@@ -448,6 +450,7 @@ pub fn kafka_code(error: &EngineError) -> i16 {
             TxnError::TooManyPartitions => ResponseError::PolicyViolation,
             TxnError::OperationNotAttempted => ResponseError::OperationNotAttempted,
             TxnError::CoordinatorFenced => ResponseError::TransactionCoordinatorFenced,
+            TxnError::TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
         },
     };
     let code = e.code();
@@ -598,6 +601,7 @@ mod tests {
         assert_eq!(code(TxnError::ConcurrentTransactions), 51);
         assert_eq!(code(TxnError::ProducerFenced), 90);
         assert_eq!(code(TxnError::CoordinatorFenced), 52);
+        assert_eq!(code(TxnError::TransactionalIdNotFound), 105);
         let fenced = EngineError::Txn(TxnError::ProducerFenced);
         assert_eq!(
             kafka_code_at(&fenced, false),

@@ -260,6 +260,57 @@ fn a_second_producer_with_the_same_id_fences_the_first() {
 }
 
 #[test]
+fn operators_list_and_describe_transactions() {
+    use kafka_protocol::{
+        messages::{DescribeTransactionsRequest, ListTransactionsRequest, TransactionalId},
+        protocol::StrBytes,
+    };
+    let engine = Engine::start(&[]);
+    create_topic(&engine, "txn-ops", 2);
+    let producer = txn_producer(&engine, "ops", 60_000);
+    producer.begin_transaction().unwrap();
+    send(&producer, "txn-ops", 1, "open");
+    producer.flush(TXN_TIMEOUT).unwrap();
+
+    let mut connection = KafkaConnection::connect(engine.bootstrap().parse().unwrap()).unwrap();
+    let text = |s: &str| StrBytes::from_string(s.to_string());
+    let mut list = ListTransactionsRequest::default();
+    list.state_filters = vec![text("Ongoing"), text("Nonsense")];
+    list.duration_filter = 0;
+    let listed = connection.request(1, &list).unwrap();
+    assert_eq!(listed.error_code, 0);
+    assert_eq!(listed.unknown_state_filters, vec![text("Nonsense")]);
+    let ids: Vec<String> = listed
+        .transaction_states
+        .iter()
+        .map(|t| t.transactional_id.0.to_string())
+        .collect();
+    assert_eq!(ids, vec!["ops".to_string()]);
+
+    let mut describe = DescribeTransactionsRequest::default();
+    describe.transactional_ids = vec![TransactionalId(text("ops")), TransactionalId(text("nobody"))];
+    let described = connection.request(0, &describe).unwrap();
+    let ops = &described.transaction_states[0];
+    assert_eq!((ops.error_code, ops.transaction_state.as_str()), (0, "Ongoing"));
+    assert_eq!(ops.transaction_timeout_ms, 60_000);
+    assert!(ops.transaction_start_time_ms > 0);
+    assert_eq!(ops.topics.len(), 1);
+    assert_eq!(ops.topics[0].partitions, vec![1]);
+    assert_eq!(
+        described.transaction_states[1].error_code, 105,
+        "TRANSACTIONAL_ID_NOT_FOUND"
+    );
+
+    producer.commit_transaction(TXN_TIMEOUT).unwrap();
+    let described = connection.request(0, &describe).unwrap();
+    let ops = &described.transaction_states[0];
+    assert_eq!(ops.transaction_state.as_str(), "CompleteCommit");
+    assert!(ops.topics.is_empty());
+    let listed = connection.request(1, &list).unwrap();
+    assert!(listed.transaction_states.is_empty(), "nothing open");
+}
+
+#[test]
 fn consume_transform_produce_commits_offsets_with_the_output() {
     let engine = Engine::start(&[]);
     create_topic(&engine, "ctp-in", 1);

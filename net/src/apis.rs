@@ -62,6 +62,8 @@ pub const SUPPORTED_APIS: &[(i16, i16, i16)] = &[
     (ALTER_USER_SCRAM_CREDENTIALS, 0, 0),
     (DESCRIBE_CLUSTER, 0, 1),
     (DESCRIBE_PRODUCERS, 0, 0),
+    (DESCRIBE_TRANSACTIONS, 0, 0),
+    (LIST_TRANSACTIONS, 0, 1),
 ];
 
 /// Produce (hand-decoded, zero-copy records).
@@ -109,6 +111,10 @@ pub(crate) const INCREMENTAL_ALTER_CONFIGS: i16 = ApiKey::IncrementalAlterConfig
 pub(crate) const ALTER_PARTITION_REASSIGNMENTS: i16 = ApiKey::AlterPartitionReassignments as i16;
 pub(crate) const LIST_PARTITION_REASSIGNMENTS: i16 = ApiKey::ListPartitionReassignments as i16;
 pub(crate) const DESCRIBE_PRODUCERS: i16 = ApiKey::DescribeProducers as i16;
+// kafka-transactions.sh describe / list (KIP-664). ListTransactions v2
+// (a transactional id pattern) is not served.
+pub(crate) const DESCRIBE_TRANSACTIONS: i16 = ApiKey::DescribeTransactions as i16;
+pub(crate) const LIST_TRANSACTIONS: i16 = ApiKey::ListTransactions as i16;
 // Authorization: ACL management (v0, without pattern types, is not served;
 // kafka-protocol 0.18 dropped it, KIP-896).
 pub(crate) const DESCRIBE_ACLS: i16 = ApiKey::DescribeAcls as i16;
@@ -236,6 +242,8 @@ mod tests {
             END_TXN => kafka_protocol::messages::EndTxnRequest::VERSIONS,
             TXN_OFFSET_COMMIT => kafka_protocol::messages::TxnOffsetCommitRequest::VERSIONS,
             WRITE_TXN_MARKERS => kafka_protocol::messages::WriteTxnMarkersRequest::VERSIONS,
+            DESCRIBE_TRANSACTIONS => kafka_protocol::messages::DescribeTransactionsRequest::VERSIONS,
+            LIST_TRANSACTIONS => kafka_protocol::messages::ListTransactionsRequest::VERSIONS,
             DESCRIBE_ACLS => kafka_protocol::messages::DescribeAclsRequest::VERSIONS,
             CREATE_ACLS => kafka_protocol::messages::CreateAclsRequest::VERSIONS,
             DELETE_ACLS => kafka_protocol::messages::DeleteAclsRequest::VERSIONS,
@@ -301,6 +309,8 @@ mod tests {
             (END_TXN, 3),
             (TXN_OFFSET_COMMIT, 3),
             (WRITE_TXN_MARKERS, 1),
+            (DESCRIBE_TRANSACTIONS, 0),
+            (LIST_TRANSACTIONS, 0),
             (DESCRIBE_ACLS, 2),
             (CREATE_ACLS, 2),
             (DELETE_ACLS, 2),

@@ -20,7 +20,8 @@
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, TxnOffsetCommitRequest, WriteTxnMarkersRequest,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, DescribeTransactionsRequest, EndTxnRequest,
+    ListTransactionsRequest, TxnOffsetCommitRequest, WriteTxnMarkersRequest,
 };
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterPartitionReassignmentsRequest, DeleteRecordsRequest, DescribeLogDirsRequest,
@@ -144,6 +145,10 @@ pub enum RequestBody {
     TxnOffsetCommit(TxnOffsetCommitRequest),
     /// WriteTxnMarkers v1 (between brokers).
     WriteTxnMarkers(WriteTxnMarkersRequest),
+    /// DescribeTransactions v0.
+    DescribeTransactions(DescribeTransactionsRequest),
+    /// ListTransactions v0..=1.
+    ListTransactions(ListTransactionsRequest),
 }
 
 /// What a handler answers with.
@@ -275,6 +280,8 @@ fn decode_request_body_within(
         apis::END_TXN => RequestBody::EndTxn(kafka_protocol(body, version)?),
         apis::TXN_OFFSET_COMMIT => RequestBody::TxnOffsetCommit(kafka_protocol(body, version)?),
         apis::WRITE_TXN_MARKERS => RequestBody::WriteTxnMarkers(kafka_protocol(body, version)?),
+        apis::DESCRIBE_TRANSACTIONS => RequestBody::DescribeTransactions(kafka_protocol(body, version)?),
+        apis::LIST_TRANSACTIONS => RequestBody::ListTransactions(kafka_protocol(body, version)?),
         _ => {
             return Err(DecodeError::Invalid {
                 field: "header.api_key",
@@ -400,6 +407,8 @@ fn response_kind_api_key(kind: &ResponseKind) -> Option<i16> {
         ResponseKind::EndTxn(_) => apis::END_TXN,
         ResponseKind::TxnOffsetCommit(_) => apis::TXN_OFFSET_COMMIT,
         ResponseKind::WriteTxnMarkers(_) => apis::WRITE_TXN_MARKERS,
+        ResponseKind::DescribeTransactions(_) => apis::DESCRIBE_TRANSACTIONS,
+        ResponseKind::ListTransactions(_) => apis::LIST_TRANSACTIONS,
         _ => return None,
     })
 }
@@ -956,6 +965,18 @@ pub(crate) mod tests {
                         .with_coordinator_epoch(2),
                 ]))
             }
+            apis::DESCRIBE_TRANSACTIONS => {
+                RequestKind::DescribeTransactions(DescribeTransactionsRequest::default().with_transactional_ids(vec![
+                    kafka_protocol::messages::TransactionalId(text("txn-1")),
+                    kafka_protocol::messages::TransactionalId(text("txn-2")),
+                ]))
+            }
+            apis::LIST_TRANSACTIONS => RequestKind::ListTransactions(
+                ListTransactionsRequest::default()
+                    .with_state_filters(vec![text("Ongoing")])
+                    .with_producer_id_filters(vec![kafka_protocol::messages::ProducerId(42)])
+                    .with_duration_filter(if version >= 1 { 60_000 } else { -1 }),
+            ),
             other => panic!("no sample for API {other}"),
         }
     }
@@ -1036,6 +1057,8 @@ pub(crate) mod tests {
             RequestBody::EndTxn(request) => RequestKind::EndTxn(request),
             RequestBody::TxnOffsetCommit(request) => RequestKind::TxnOffsetCommit(request),
             RequestBody::WriteTxnMarkers(request) => RequestKind::WriteTxnMarkers(request),
+            RequestBody::DescribeTransactions(request) => RequestKind::DescribeTransactions(request),
+            RequestBody::ListTransactions(request) => RequestKind::ListTransactions(request),
         }
     }
 

@@ -25,6 +25,7 @@
 //! Structs(fields)      int32 count + items           uvarint count+1 + items, each
 //!                                                    item ends with tagged fields
 //! Int32s               int32 count + 4-byte items    uvarint count+1 + 4-byte items
+//! Int64s               int32 count + 8-byte items    uvarint count+1 + 8-byte items
 //! Bytes                int32 length + bytes          uvarint length+1 + bytes
 //! Strs                 int32 count + strings         uvarint count+1 + compact strings
 //! every body ends with a tagged-field section in flexible versions
@@ -59,6 +60,8 @@ enum Kind {
     Structs(&'static [Field]),
     /// An array of int32.
     Int32s,
+    /// An array of int64.
+    Int64s,
     /// An array of strings.
     Strs,
     /// Nullable bytes (int32 length, or uvarint length+1 when flexible).
@@ -494,6 +497,14 @@ const WRITE_TXN_MARKERS_RESPONSE: &[Field] = &[field(
     LATEST,
     Kind::Structs(WRITE_TXN_MARKERS_RESPONSE_MARKER),
 )];
+
+// ---- DescribeTransactions (v0), ListTransactions (v0..=1) ----
+const DESCRIBE_TRANSACTIONS: &[Field] = &[field("describe_transactions.transactional_ids", 0, LATEST, Kind::Strs)];
+const LIST_TRANSACTIONS: &[Field] = &[
+    field("list_transactions.state_filters", 0, LATEST, Kind::Strs),
+    field("list_transactions.producer_id_filters", 0, LATEST, Kind::Int64s),
+    field("list_transactions.duration_filter", 1, LATEST, Kind::Int64),
+];
 
 // ---- SaslHandshake (v0..=1) ----
 const SASL_HANDSHAKE: &[Field] = &[field("sasl_handshake.mechanism", 0, LATEST, Kind::Str)];
@@ -947,6 +958,8 @@ fn schema(api_key: i16) -> Option<&'static [Field]> {
         apis::END_TXN => Some(END_TXN),
         apis::TXN_OFFSET_COMMIT => Some(TXN_OFFSET_COMMIT),
         apis::WRITE_TXN_MARKERS => Some(WRITE_TXN_MARKERS),
+        apis::DESCRIBE_TRANSACTIONS => Some(DESCRIBE_TRANSACTIONS),
+        apis::LIST_TRANSACTIONS => Some(LIST_TRANSACTIONS),
         _ => None,
     }
 }
@@ -1047,6 +1060,10 @@ fn walk_struct(
             Kind::Int32s => {
                 let count = cursor.nullable_array_len(encoding, 4, name)?.unwrap_or(0);
                 cursor.skip(count.saturating_mul(4), name)?;
+            }
+            Kind::Int64s => {
+                let count = cursor.nullable_array_len(encoding, 8, name)?.unwrap_or(0);
+                cursor.skip(count.saturating_mul(8), name)?;
             }
             Kind::Bytes => {
                 cursor.nullable_bytes(encoding, name)?;

@@ -87,6 +87,18 @@ impl TxnState {
         })
     }
 
+    /// Kafka's name of the state (DescribeTransactions, ListTransactions).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            TxnState::Empty => "Empty",
+            TxnState::Ongoing => "Ongoing",
+            TxnState::PrepareCommit => "PrepareCommit",
+            TxnState::PrepareAbort => "PrepareAbort",
+            TxnState::CompleteCommit => "CompleteCommit",
+            TxnState::CompleteAbort => "CompleteAbort",
+        }
+    }
+
     /// Whether no transaction is open (nothing held, nothing to write).
     fn is_idle(self) -> bool {
         matches!(
@@ -217,6 +229,11 @@ impl TransactionTable {
 
     pub(crate) fn len(&self) -> usize {
         self.ids.len()
+    }
+
+    /// Every id's state (ListTransactions).
+    pub(crate) fn all(&self) -> impl Iterator<Item = &TxnMetadata> {
+        self.ids.values().map(|slot| &slot.meta)
     }
 
     /// InitProducerId. `fresh` is a new producer id, used for a new id or

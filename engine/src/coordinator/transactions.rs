@@ -239,6 +239,23 @@ pub(crate) async fn init_producer_id(
     }
 }
 
+/// DescribeTransactions of one id, on its coordinator shard.
+pub(crate) fn describe(shard: &Shard, index: i32, transactional_id: &str) -> Result<TxnMetadata, TxnError> {
+    ready(shard, index)?;
+    let (_, found) = shard.transactions.decide(index, |t| t.get(transactional_id).cloned())?;
+    found.ok_or(TxnError::TransactionalIdNotFound)
+}
+
+/// Every id of every partition this shard coordinates (ListTransactions).
+pub(crate) fn list(shard: &Shard) -> Vec<TxnMetadata> {
+    shard
+        .transactions
+        .each_load(|table| table.all().cloned().collect::<Vec<_>>())
+        .into_iter()
+        .flat_map(|(_, ids)| ids)
+        .collect()
+}
+
 /// AddPartitionsToTxn, on the coordinator shard.
 pub(crate) async fn add_partitions(
     shard: &Rc<Shard>,

@@ -155,6 +155,12 @@ impl KafkaHandler {
             RequestBody::AddOffsetsToTxn(req) => kafka(transactions::add_offsets(&shard, access, req, version).await),
             RequestBody::EndTxn(req) => kafka(transactions::end_txn(&shard, access, req, version).await),
             RequestBody::WriteTxnMarkers(req) => kafka(transactions::write_txn_markers(&shard, access, req).await),
+            RequestBody::DescribeTransactions(req) => {
+                kafka(transactions::describe_transactions(&shard, access, req).await)
+            }
+            RequestBody::ListTransactions(req) => {
+                kafka(transactions::list_transactions(&shard, access, req, version).await)
+            }
             RequestBody::TxnOffsetCommit(req) => {
                 kafka(transactions::txn_offset_commit(&shard, access, req, version).await)
             }

@@ -1,7 +1,8 @@
 //! The transaction APIs (KIP-98): InitProducerId with a transactional id,
 //! AddPartitionsToTxn, AddOffsetsToTxn, EndTxn and TxnOffsetCommit; and
 //! WriteTxnMarkers, which a coordinator on another node sends to this one
-//! for the partitions it leads.
+//! for the partitions it leads; DescribeTransactions and ListTransactions
+//! for operators (kafka-transactions.sh).
 //!
 //! Each request names a transactional id; its coordinator is the shard
 //! leading its `__transaction_state` partition
@@ -24,19 +25,25 @@ use kafka_protocol::messages::{
     EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId as WireProducerId,
     ResponseKind, TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
+use kafka_protocol::messages::{
+    describe_transactions_response::{TopicData as DescribedTopic, TransactionState as DescribedTransaction},
+    list_transactions_response::TransactionState as ListedTransaction,
+    DescribeTransactionsRequest, DescribeTransactionsResponse, ListTransactionsRequest, ListTransactionsResponse,
+    TransactionalId,
+};
 use shardline_raft::AclOperation;
 
 use super::{
     epoch_of,
     groups::{on_internal_leader, plan_commits, CommitPartition, Unrouted},
-    topic_name,
+    str_bytes, topic_name,
 };
 use crate::{
     acl::{Access, Resource},
     control::{Marker, Outcome},
     coordinator::{
         self,
-        transaction::Producer,
+        transaction::{Producer, TxnState},
         transactions::{self as txn, TRANSACTIONS_TOPIC},
         Committer,
     },
@@ -363,4 +370,118 @@ pub(super) async fn write_txn_markers(
         response.markers.push(result);
     }
     ResponseKind::WriteTxnMarkers(response)
+}
+
+/// DescribeTransactions (kafka-transactions.sh describe): each id from its
+/// coordinator, Describe on the id (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
+pub(super) async fn describe_transactions(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: DescribeTransactionsRequest,
+) -> ResponseKind {
+    let mut response = DescribeTransactionsResponse::default();
+    for id in request.transactional_ids {
+        let transactional_id = id.0.to_string();
+        let mut state = DescribedTransaction::default();
+        state.transactional_id = id;
+        state.producer_id = WireProducerId(-1);
+        state.producer_epoch = -1;
+        state.transaction_start_time_ms = -1;
+        let allowed = access.check(
+            &shard.image(),
+            AclOperation::Describe,
+            Resource::TransactionalId(&transactional_id),
+        );
+        let found = match allowed {
+            Err(refused) => Err(refused),
+            Ok(()) => on_coordinator(shard, &transactional_id, {
+                let transactional_id = transactional_id.clone();
+                move |s, index| async move { txn::describe(&s, index, &transactional_id) }
+            })
+            .await
+            .map_err(EngineError::Txn),
+        };
+        match found {
+            Ok(meta) => {
+                state.transaction_state = str_bytes(meta.state.name());
+                state.transaction_timeout_ms = meta.timeout_ms;
+                if meta.state == TxnState::Ongoing || meta.state.is_prepared() {
+                    state.transaction_start_time_ms = meta.started_ms;
+                }
+                state.producer_id = WireProducerId(meta.producer_id.0);
+                state.producer_epoch = meta.producer_epoch.0;
+                let mut by_topic: std::collections::BTreeMap<String, Vec<i32>> = std::collections::BTreeMap::new();
+                for (topic, partition) in meta.partitions {
+                    by_topic.entry(topic).or_default().push(partition);
+                }
+                state.topics = by_topic
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        let mut data = DescribedTopic::default();
+                        data.topic = topic_name(&topic);
+                        data.partitions = partitions;
+                        data
+                    })
+                    .collect();
+            }
+            Err(e) => state.error_code = kafka_code_at(&e, true),
+        }
+        response.transaction_states.push(state);
+    }
+    ResponseKind::DescribeTransactions(response)
+}
+
+/// ListTransactions (kafka-transactions.sh list): the ids every shard of
+/// this broker coordinates, filtered by state, producer id and (v1) by
+/// how long they have been open; only ids the principal may Describe.
+pub(super) async fn list_transactions(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: ListTransactionsRequest,
+    version: i16,
+) -> ResponseKind {
+    const STATES: [TxnState; 6] = [
+        TxnState::Empty,
+        TxnState::Ongoing,
+        TxnState::PrepareCommit,
+        TxnState::PrepareAbort,
+        TxnState::CompleteCommit,
+        TxnState::CompleteAbort,
+    ];
+    let mut response = ListTransactionsResponse::default();
+    response.unknown_state_filters = request
+        .state_filters
+        .iter()
+        .filter(|f| !STATES.iter().any(|s| s.name() == f.as_str()))
+        .cloned()
+        .collect();
+    let answers =
+        (0..shard.shard_count).map(|owner| shard.invoke_on(owner, |s: Rc<Shard>| async move { txn::list(&s) }));
+    let now_ms = super::unix_now_ms();
+    let duration_filter_ms = if version >= 1 { request.duration_filter } else { -1 };
+    let image = shard.image();
+    for answer in futures_util::future::join_all(answers).await {
+        let Ok(ids) = answer else { continue };
+        for meta in ids {
+            let state_ok = request.state_filters.is_empty()
+                || request.state_filters.iter().any(|f| f.as_str() == meta.state.name());
+            let producer_ok = request.producer_id_filters.is_empty()
+                || request.producer_id_filters.iter().any(|p| p.0 == meta.producer_id.0);
+            let open = meta.state == TxnState::Ongoing || meta.state.is_prepared();
+            let duration_ok = duration_filter_ms < 0 || (open && now_ms - meta.started_ms >= duration_filter_ms);
+            let visible = access.allows(
+                &image,
+                AclOperation::Describe,
+                Resource::TransactionalId(&meta.transactional_id),
+            );
+            if state_ok && producer_ok && duration_ok && visible {
+                let mut listed = ListedTransaction::default();
+                listed.transactional_id = TransactionalId(str_bytes(&meta.transactional_id));
+                listed.producer_id = WireProducerId(meta.producer_id.0);
+                listed.transaction_state = str_bytes(meta.state.name());
+                response.transaction_states.push(listed);
+            }
+        }
+    }
+    ResponseKind::ListTransactions(response)
 }
