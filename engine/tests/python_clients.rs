@@ -37,6 +37,11 @@ fn confluent_kafka_idempotent_zstd_produce_consume() {
 }
 
 #[test]
+fn kafka_python_transactions() {
+    run_script_on_two_shards("kafka_python_transactions.py");
+}
+
+#[test]
 fn confluent_kafka_transactions() {
     run_script_on_two_shards("confluent_transactions.py");
 }
