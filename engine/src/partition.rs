@@ -775,6 +775,16 @@ fn replay_producers(log: &Log) -> Result<(ProducerStates, PartitionTransactions)
         }
         let read = match log.read(from, usize::MAX, end) {
             Ok(read) => read,
+            // A damaged range is never served: go on after it.
+            Err(LogError::CorruptRange { range, .. }) if range.next_offset > from => {
+                tracing::warn!(
+                    offset = from.0,
+                    next = range.next_offset.0,
+                    "transactions: skipping a damaged range"
+                );
+                from = range.next_offset;
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(offset = from.0, error = %e, "transactions: log unreadable from here");
                 break;
