@@ -300,6 +300,16 @@ fn operators_list_and_describe_transactions() {
         described.transaction_states[1].error_code, 105,
         "TRANSACTIONAL_ID_NOT_FOUND"
     );
+    // /metrics: the open transaction holds its partition's LSO below the
+    // high watermark.
+    let stable = |engine: &Engine| {
+        (
+            engine.metric_total("shardline_partition_last_stable_offset"),
+            engine.metric_total("shardline_partition_high_watermark"),
+        )
+    };
+    let (lso, hw) = stable(&engine);
+    assert!(lso < hw, "LSO {lso} below HW {hw} while open");
 
     producer.commit_transaction(TXN_TIMEOUT).unwrap();
     let described = connection.request(0, &describe).unwrap();
@@ -308,6 +318,8 @@ fn operators_list_and_describe_transactions() {
     assert!(ops.topics.is_empty());
     let listed = connection.request(1, &list).unwrap();
     assert!(listed.transaction_states.is_empty(), "nothing open");
+    let (lso, hw) = stable(&engine);
+    assert_eq!(lso, hw, "nothing holds the LSO back once committed");
 }
 
 #[test]
