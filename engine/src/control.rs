@@ -20,7 +20,7 @@
 //! shape with an error rather than a guess.
 
 use bytes::Bytes;
-use shardline_log::{build_keyed_batch, compute_crc, uncompressed_records, BatchHeader, BATCH_HEADER_BYTES};
+use shardline_log::{build_keyed_batch_as, uncompressed_records, BatchHeader, BatchSpec};
 
 use crate::producer::{ProducerEpoch, ProducerId};
 
@@ -28,14 +28,6 @@ use crate::producer::{ProducerEpoch, ProducerId};
 pub(crate) const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
 /// Attribute bit 5: the batch is a control batch (a marker).
 pub(crate) const ATTRIBUTE_CONTROL: i16 = 0x20;
-
-/// Byte positions in the batch header (`batch.rs` draws the whole header).
-const AT_CRC: usize = 17;
-const AT_ATTRIBUTES: usize = 21;
-const AT_PRODUCER_ID: usize = 43;
-const AT_PRODUCER_EPOCH: usize = 51;
-const AT_BASE_SEQUENCE: usize = 53;
-const _: () = assert!(AT_BASE_SEQUENCE + 4 + 4 == BATCH_HEADER_BYTES);
 
 /// Control record key type of an abort marker.
 const TYPE_ABORT: i16 = 0;
@@ -93,26 +85,17 @@ pub(crate) fn build(marker: &Marker, timestamp_ms: i64) -> Bytes {
         (KEY_BYTES, VALUE_BYTES),
         "Kafka's control record sizes"
     );
-    let mut batch = build_keyed_batch(timestamp_ms, &[(Some(&key), Some(&value))]);
-    let attributes = ATTRIBUTE_CONTROL | ATTRIBUTE_TRANSACTIONAL;
-    put(&mut batch, AT_ATTRIBUTES, &attributes.to_be_bytes());
-    put(&mut batch, AT_PRODUCER_ID, &marker.producer_id.0.to_be_bytes());
-    put(&mut batch, AT_PRODUCER_EPOCH, &marker.producer_epoch.0.to_be_bytes());
-    put(&mut batch, AT_BASE_SEQUENCE, &(-1i32).to_be_bytes());
-    let crc = compute_crc(&batch).unwrap_or(0);
-    put(&mut batch, AT_CRC, &crc.to_be_bytes());
+    let spec = BatchSpec {
+        attributes: ATTRIBUTE_CONTROL | ATTRIBUTE_TRANSACTIONAL,
+        producer_id: marker.producer_id.0,
+        producer_epoch: marker.producer_epoch.0,
+        base_sequence: -1,
+        ..BatchSpec::plain(1, timestamp_ms, &[])
+    };
+    let batch = build_keyed_batch_as(&spec, &[(Some(&key), Some(&value))]);
     let built = Bytes::from(batch);
     assert_eq!(parse(&built).ok(), Some(*marker), "a built marker reads back as itself");
     built
-}
-
-/// Overwrites header bytes `at..` of a batch the broker just built.
-fn put(batch: &mut [u8], at: usize, bytes: &[u8]) {
-    let field = batch.get_mut(at..at + bytes.len());
-    assert!(field.is_some(), "a built batch holds its whole header");
-    if let Some(field) = field {
-        field.copy_from_slice(bytes);
-    }
 }
 
 /// Whether a stored batch is part of a transaction (data or marker).
@@ -161,6 +144,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "test code")]
 
     use super::*;
+    use shardline_log::build_keyed_batch;
 
     #[test]
     fn markers_round_trip_and_the_log_accepts_them() {
