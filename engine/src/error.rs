@@ -56,6 +56,8 @@ pub enum EngineError {
     ShuttingDown,
     /// A consumer-group request refused by the group coordinator.
     Group(GroupError),
+    /// A transaction request refused by the transaction coordinator.
+    Txn(TxnError),
     /// A write to an internal topic (`__consumer_offsets`) by a client, or a
     /// change to its partitions.
     InternalTopic(String),
@@ -194,6 +196,46 @@ pub enum GroupError {
     UnstableOffsetCommit,
 }
 
+/// Why the transaction coordinator refused a request (KIP-98's errors;
+/// the codes are chosen in [`kafka_code`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnError {
+    /// The id's `__transaction_state` partition is not open on this broker.
+    NotCoordinator,
+    /// No coordinator can serve the id right now (no internal topic, a
+    /// failed write, a full table): look it up again and retry.
+    CoordinatorNotAvailable,
+    /// The coordinator partition is being replayed.
+    LoadInProgress,
+    /// Another change to the id (or its markers) is in progress: retry.
+    ConcurrentTransactions,
+    /// A newer instance of the producer (a higher epoch) exists.
+    ProducerFenced,
+    /// The producer id is not the one the transactional id has.
+    InvalidProducerIdMapping,
+    /// The request does not fit the transaction's state (EndTxn with no
+    /// transaction, or the other way than it ended).
+    InvalidTxnState,
+    /// `transaction.timeout.ms` outside 1 ..= the broker's maximum.
+    InvalidTransactionTimeout,
+    /// A transaction over its bound of partitions or groups.
+    TooManyPartitions,
+    /// AddPartitionsToTxn: this partition was fine, but another of the
+    /// request was refused, so none was added.
+    OperationNotAttempted,
+    /// A marker from a coordinator older than one that already wrote a
+    /// marker for the producer (it lost its partition but still writes).
+    CoordinatorFenced,
+    /// DescribeTransactions of an id its coordinator does not know.
+    TransactionalIdNotFound,
+}
+
+impl fmt::Display for TxnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
 impl fmt::Display for GroupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
@@ -240,6 +282,7 @@ impl fmt::Display for EngineError {
             EngineError::ShardUnavailable => write!(f, "owning shard unavailable"),
             EngineError::ShuttingDown => write!(f, "broker shutting down"),
             EngineError::Group(e) => write!(f, "group coordinator: {e}"),
+            EngineError::Txn(e) => write!(f, "transaction coordinator: {e}"),
             EngineError::InternalTopic(topic) => write!(f, "{topic} is an internal topic"),
             EngineError::NotEnoughReplicas { isr, min_isr } => {
                 write!(f, "{isr} in-sync replicas, min.insync.replicas is {min_isr}")
@@ -395,10 +438,35 @@ pub fn kafka_code(error: &EngineError) -> i16 {
             GroupError::TooManyOffsets => ResponseError::InvalidCommitOffsetSize,
             GroupError::UnstableOffsetCommit => ResponseError::UnstableOffsetCommit,
         },
+        EngineError::Txn(txn) => match txn {
+            TxnError::NotCoordinator => ResponseError::NotCoordinator,
+            TxnError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+            TxnError::LoadInProgress => ResponseError::CoordinatorLoadInProgress,
+            TxnError::ConcurrentTransactions => ResponseError::ConcurrentTransactions,
+            TxnError::ProducerFenced => ResponseError::ProducerFenced,
+            TxnError::InvalidProducerIdMapping => ResponseError::InvalidProducerIdMapping,
+            TxnError::InvalidTxnState => ResponseError::InvalidTxnState,
+            TxnError::InvalidTransactionTimeout => ResponseError::InvalidTransactionTimeout,
+            TxnError::TooManyPartitions => ResponseError::PolicyViolation,
+            TxnError::OperationNotAttempted => ResponseError::OperationNotAttempted,
+            TxnError::CoordinatorFenced => ResponseError::TransactionCoordinatorFenced,
+            TxnError::TransactionalIdNotFound => ResponseError::TransactionalIdNotFound,
+        },
     };
     let code = e.code();
     crate::metrics::probe::count_error(code);
     code
+}
+
+/// [`kafka_code`] for a transaction API answered at a version older than
+/// PRODUCER_FENCED (KIP-588: InitProducerId v4, AddPartitionsToTxn,
+/// AddOffsetsToTxn and EndTxn v2, TxnOffsetCommit v3): those clients are
+/// told INVALID_PRODUCER_EPOCH instead, as Kafka tells them.
+pub(crate) fn kafka_code_at(error: &EngineError, knows_producer_fenced: bool) -> i16 {
+    if !knows_producer_fenced && matches!(error, EngineError::Txn(TxnError::ProducerFenced)) {
+        return kafka_code(&EngineError::ProducerFenced);
+    }
+    kafka_code(error)
 }
 
 #[cfg(test)]
@@ -521,5 +589,25 @@ mod tests {
         assert_eq!(code(GroupError::FencedInstanceId), 82);
         assert_eq!(code(GroupError::UnstableOffsetCommit), 88);
         assert_eq!(kafka_code(&EngineError::InternalTopic("__consumer_offsets".into())), 17);
+    }
+
+    #[test]
+    fn transaction_errors_map_to_the_codes_clients_expect() {
+        let code = |e| kafka_code(&EngineError::Txn(e));
+        assert_eq!(code(TxnError::NotCoordinator), 16);
+        assert_eq!(code(TxnError::InvalidTxnState), 48);
+        assert_eq!(code(TxnError::InvalidProducerIdMapping), 49);
+        assert_eq!(code(TxnError::InvalidTransactionTimeout), 50);
+        assert_eq!(code(TxnError::ConcurrentTransactions), 51);
+        assert_eq!(code(TxnError::ProducerFenced), 90);
+        assert_eq!(code(TxnError::CoordinatorFenced), 52);
+        assert_eq!(code(TxnError::TransactionalIdNotFound), 105);
+        let fenced = EngineError::Txn(TxnError::ProducerFenced);
+        assert_eq!(
+            kafka_code_at(&fenced, false),
+            47,
+            "INVALID_PRODUCER_EPOCH before KIP-588"
+        );
+        assert_eq!(kafka_code_at(&fenced, true), 90);
     }
 }

@@ -32,7 +32,10 @@
 //! cores and the accept loop; `shard` and `partition` hold state; `replica`
 //! runs follower fetchers and the leader's ISR upkeep;
 //! `coordinator` holds consumer groups and committed offsets (one
-//! coordinator per `__consumer_offsets` partition, on its owner shard); `kafka`
+//! coordinator per `__consumer_offsets` partition, on its owner shard) and
+//! transactional ids (one per `__transaction_state` partition); `control`
+//! is the transaction marker format and `txn_index` each partition's open
+//! transactions and aborted index (the last stable offset); `kafka`
 //! implements each API on top; `error` maps every failure to a Kafka error
 //! code in one function; `acl` holds each connection's principal and the
 //! one authorization decision every API asks for. `metrics` holds each shard's counters (its
@@ -45,6 +48,7 @@ mod acl;
 mod compaction;
 mod config;
 mod connections;
+mod control;
 mod coordinator;
 mod error;
 mod http;
@@ -61,6 +65,7 @@ mod runtime;
 mod sasl;
 mod shard;
 mod timestamps;
+mod txn_index;
 
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -70,7 +75,7 @@ pub use config::{
     AdvertisedListener, AuthorizerKind, CpuList, EngineConfig, FsyncPolicy, HttpListen, Listener, ListenerSpec,
     LogFormat, PeerList, SaslMechanisms, SecurityProtocol, ShardListeners, TlsClientAuth, LISTENERS_MAX,
 };
-pub use error::{kafka_code, AdminError, CredentialError, EngineError, GroupError, SaslError};
+pub use error::{kafka_code, AdminError, CredentialError, EngineError, GroupError, SaslError, TxnError};
 pub use runtime::{run, StartError};
 pub use sasl::Mechanism;
 pub use shard::Shard;

@@ -39,8 +39,10 @@ use shardline_replication::{
 };
 
 use crate::{
-    error::EngineError,
-    producer::{ProducerStates, SequenceCheck},
+    control::{self, Marker},
+    error::{EngineError, TxnError},
+    producer::{MarkerRefusal, ProducerId, ProducerStates, SequenceCheck},
+    txn_index::{AbortedTransaction, Opened, PartitionTransactions},
 };
 
 /// acks=all produces waiting on one partition for the high watermark; past
@@ -146,6 +148,9 @@ pub(crate) struct Partition {
     pub(crate) topic_configs: RefCell<BTreeMap<String, String>>,
     pub(crate) dir: PathBuf,
     producers: RefCell<ProducerStates>,
+    /// Open transactions (the last stable offset) and the aborted index
+    /// (`txn_index.rs`).
+    transactions: RefCell<PartitionTransactions>,
     waiters: RefCell<Vec<Rc<FetchWatch>>>,
     /// The replication rules' state (`shardline_replication`): role, epoch,
     /// ISR, high watermark, follower progress.
@@ -264,8 +269,7 @@ impl Partition {
             .spawn_blocking(move || claim_partition_dir(&claimed, topic_id))
             .await?;
         let log = Log::open(&dir, config).await?;
-        let mut producers = ProducerStates::default();
-        log.for_each_batch_header(|header| producers.replay(header))?;
+        let (producers, transactions) = replay_producers(&log)?;
         Ok(Partition {
             topic_id,
             log,
@@ -273,6 +277,7 @@ impl Partition {
             topic_configs: RefCell::new(topic_configs),
             dir,
             producers: RefCell::new(producers),
+            transactions: RefCell::new(transactions),
             waiters: RefCell::new(Vec::new()),
             replica: RefCell::new(ReplicaState::new(NodeId(node_id), moment_now())),
             hw_waiters: RefCell::new(Vec::new()),
@@ -305,9 +310,17 @@ impl Partition {
         Ok(self.log.clean(&compaction.cleaner).await?)
     }
 
-    /// The idempotent producers this partition remembers.
+    /// The idempotent producers this partition remembers, with where their
+    /// open transaction here starts.
     pub(crate) fn producers(&self) -> Vec<crate::producer::ProducerSummary> {
-        self.producers.borrow().describe()
+        let mut producers = self.producers.borrow().describe();
+        let transactions = self.transactions.borrow();
+        for producer in &mut producers {
+            if let Some(start) = transactions.open_start(ProducerId(producer.producer_id)) {
+                producer.current_txn_start_offset = start.0;
+            }
+        }
+        producers
     }
 
     /// Applies the partition's placement from a new metadata image.
@@ -526,6 +539,7 @@ impl Partition {
         }
         self.log.append_replicated(records.clone()).await?;
         let mut producers = self.producers.borrow_mut();
+        let mut transactions = self.transactions.borrow_mut();
         let mut at = 0usize;
         while let Some(rest) = records.get(at..) {
             // A leader's log may be compacted: its batches are stored ones.
@@ -536,9 +550,13 @@ impl Partition {
                 break;
             }
             producers.replay(&header);
+            if let Some(marker) = transactions.replay(&header, rest.get(..header.total_bytes()).unwrap_or_default()) {
+                producers.marker(marker.producer_id, marker.producer_epoch, marker.coordinator_epoch);
+            }
             at += header.total_bytes();
         }
         drop(producers);
+        drop(transactions);
         self.wake_waiters();
         Ok(())
     }
@@ -547,9 +565,9 @@ impl Partition {
     /// does not have) and rebuilds producer state from what is left.
     pub(crate) async fn truncate_to(&self, offset: Offset) -> Result<Offset, EngineError> {
         let end = self.log.truncate_to(offset).await?;
-        let mut producers = ProducerStates::default();
-        self.log.for_each_batch_header(|header| producers.replay(header))?;
+        let (producers, transactions) = replay_producers(&self.log)?;
         *self.producers.borrow_mut() = producers;
+        *self.transactions.borrow_mut() = transactions;
         self.replica.borrow_mut().truncated(end);
         Ok(end)
     }
@@ -583,6 +601,17 @@ impl Partition {
         if self.settings.get().compaction.is_some() {
             crate::compaction::check_keys(&records)?;
         }
+        if header.is_control() {
+            return Err(EngineError::InvalidRecord(
+                "control batches are written by the broker, not produced".into(),
+            ));
+        }
+        let transactional = control::is_transactional(&header);
+        if transactional && header.base_sequence < 0 {
+            return Err(EngineError::InvalidRecord(
+                "a transactional batch needs a producer id and sequence".into(),
+            ));
+        }
         let check = self.producers.borrow_mut().check(&header);
         match check {
             SequenceCheck::Append => {}
@@ -605,6 +634,20 @@ impl Partition {
             }
             SequenceCheck::Fenced { .. } => return Err(EngineError::ProducerFenced),
         }
+        // Opened before the append, at an offset no later than the batch's:
+        // the LSO stays below the batch from the moment it can be read.
+        let opened_at = self.log.log_end();
+        let opened = if transactional {
+            self.transactions
+                .borrow_mut()
+                .data(ProducerId(header.producer_id), opened_at)
+        } else {
+            Opened::Already
+        };
+        if opened == Opened::Full {
+            self.producers.borrow_mut().abort(&header);
+            return Err(EngineError::Txn(TxnError::ConcurrentTransactions));
+        }
         match self.append_as_leader(records, leader_epoch).await {
             Ok(info) => {
                 self.producers
@@ -621,9 +664,54 @@ impl Partition {
             }
             Err(e) => {
                 self.producers.borrow_mut().abort(&header);
+                if opened == Opened::New {
+                    self.transactions
+                        .borrow_mut()
+                        .undo_data(ProducerId(header.producer_id), opened_at);
+                }
                 Err(e.into())
             }
         }
+    }
+
+    /// Leader: appends a transaction marker (`control.rs`), waits until the
+    /// in-sync replicas have it, and closes the producer's transaction here.
+    /// Returns the marker's offset.
+    pub(crate) async fn write_marker(&self, marker: Marker, timeout: Duration) -> Result<Offset, EngineError> {
+        let leader_epoch = self.leading_epoch()?;
+        let refusal =
+            self.producers
+                .borrow()
+                .check_marker(marker.producer_id, marker.producer_epoch, marker.coordinator_epoch);
+        match refusal {
+            Ok(()) => {}
+            Err(MarkerRefusal::StaleProducerEpoch) => return Err(EngineError::ProducerFenced),
+            Err(MarkerRefusal::StaleCoordinator) => return Err(EngineError::Txn(TxnError::CoordinatorFenced)),
+        }
+        let batch = control::build(&marker, crate::kafka::unix_now_ms());
+        let info = self.append_as_leader(batch, leader_epoch).await?;
+        self.producers
+            .borrow_mut()
+            .marker(marker.producer_id, marker.producer_epoch, marker.coordinator_epoch);
+        {
+            let mut transactions = self.transactions.borrow_mut();
+            transactions.marker(marker.producer_id, marker.outcome, info.base_offset);
+            transactions.forget_before(self.log.log_start());
+        }
+        // The LSO may have moved: wake read_committed fetches.
+        self.wake_waiters();
+        self.wait_replicated(Offset(info.last_offset.0 + 1), timeout).await?;
+        Ok(info.base_offset)
+    }
+
+    /// The last stable offset: read_committed consumers read below it.
+    pub(crate) fn last_stable_offset(&self) -> Offset {
+        self.transactions.borrow().last_stable_offset(self.high_watermark())
+    }
+
+    /// Aborted transactions a read_committed fetch of `[from, to)` must skip.
+    pub(crate) fn aborted_between(&self, from: Offset, to: Offset) -> Vec<AbortedTransaction> {
+        self.transactions.borrow().aborted_between(from, to)
     }
 
     /// Whole batches from `from` up to `end`, at most `bytes_max` (at least
@@ -662,6 +750,64 @@ impl Partition {
         }
         self.wake_waiters();
     }
+}
+
+/// Producer state and transactions rebuilt from the log: every batch
+/// header, and the records of control batches (`txn_index.rs`).
+fn replay_producers(log: &Log) -> Result<(ProducerStates, PartitionTransactions), EngineError> {
+    let mut producers = ProducerStates::default();
+    let mut any_transactional = false;
+    log.for_each_batch_header(|header| {
+        producers.replay(header);
+        any_transactional |= control::is_transactional(header);
+    })?;
+    let mut transactions = PartitionTransactions::default();
+    if !any_transactional {
+        return Ok((producers, transactions));
+    }
+    let mut from = log.log_start();
+    let end = log.log_end();
+    // Each read returns at least one batch, so this ends within the log's
+    // batch count; the bound is a backstop.
+    for _ in 0..=usize::try_from(end.0 - from.0).unwrap_or(0) {
+        if from >= end {
+            break;
+        }
+        let read = match log.read(from, usize::MAX, end) {
+            Ok(read) => read,
+            // A damaged range is never served: go on after it.
+            Err(LogError::CorruptRange { range, .. }) if range.next_offset > from => {
+                tracing::warn!(
+                    offset = from.0,
+                    next = range.next_offset.0,
+                    "transactions: skipping a damaged range"
+                );
+                from = range.next_offset;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(offset = from.0, error = %e, "transactions: log unreadable from here");
+                break;
+            }
+        };
+        for chunk in &read.chunks {
+            let mut at = 0usize;
+            while let Some(header) = chunk.get(at..).and_then(shardline_log::BatchHeader::parse) {
+                let total = header.total_bytes();
+                let Some(bytes) = chunk.get(at..at + total) else { break };
+                if let Some(marker) = transactions.replay(&header, bytes) {
+                    producers.marker(marker.producer_id, marker.producer_epoch, marker.coordinator_epoch);
+                }
+                at += total;
+            }
+        }
+        if read.next_offset <= from {
+            break;
+        }
+        from = read.next_offset;
+    }
+    transactions.forget_before(log.log_start());
+    Ok((producers, transactions))
 }
 
 pub(crate) fn remove_dir(dir: &Path) -> Result<(), EngineError> {

@@ -16,6 +16,15 @@ use std::collections::{HashMap, VecDeque};
 
 use shardline_log::{BatchHeader, Offset};
 
+/// A producer id (Kafka's `producerId`, i64), as InitProducerId hands it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ProducerId(pub(crate) i64);
+
+/// A producer epoch (Kafka's `producerEpoch`, i16): bumped to fence an older
+/// instance of the same producer. Not a leader epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ProducerEpoch(pub(crate) i16);
+
 /// Batches remembered per producer for duplicate detection (Kafka keeps 5, the
 /// most a client may have in flight per partition).
 pub(crate) const CACHED_BATCHES_MAX: usize = 5;
@@ -40,6 +49,18 @@ struct ProducerEntry {
     last_timestamp_ms: i64,
     batches: VecDeque<CachedBatch>,
     last_used: u64,
+    /// Coordinator epoch of the last marker (-1: none seen): a marker from
+    /// an older coordinator (one that lost its partition) is refused.
+    coordinator_epoch: i32,
+}
+
+/// Why a marker is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MarkerRefusal {
+    /// The producer has a newer epoch than the marker's.
+    StaleProducerEpoch,
+    /// A newer coordinator already wrote a marker for the producer.
+    StaleCoordinator,
 }
 
 /// What to do with a batch.
@@ -93,6 +114,10 @@ pub(crate) struct ProducerSummary {
     pub(crate) epoch: i16,
     pub(crate) last_sequence: i32,
     pub(crate) last_timestamp_ms: i64,
+    /// First offset of its transaction open on the partition, or -1.
+    pub(crate) current_txn_start_offset: i64,
+    /// Coordinator epoch of its last marker here, or -1.
+    pub(crate) coordinator_epoch: i32,
 }
 
 /// Producer state of one partition.
@@ -130,6 +155,7 @@ impl ProducerStates {
                 last_timestamp_ms: header.max_timestamp_ms,
                 batches: VecDeque::from([batch]),
                 last_used: clock,
+                coordinator_epoch: -1,
             };
             self.producers.insert(header.producer_id, entry);
             return SequenceCheck::Append;
@@ -215,8 +241,67 @@ impl ProducerStates {
         }
     }
 
+    /// Whether a marker of `producer_id` at `epoch` from a coordinator at
+    /// `coordinator_epoch` may be written: not from an older instance of
+    /// the producer, nor from an older coordinator (Kafka's fencing of a
+    /// coordinator that lost its partition but still writes).
+    pub(crate) fn check_marker(
+        &self,
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+        coordinator_epoch: i32,
+    ) -> Result<(), MarkerRefusal> {
+        let Some(entry) = self.producers.get(&producer_id.0) else {
+            return Ok(());
+        };
+        if epoch.0 < entry.epoch {
+            return Err(MarkerRefusal::StaleProducerEpoch);
+        }
+        if coordinator_epoch < entry.coordinator_epoch {
+            return Err(MarkerRefusal::StaleCoordinator);
+        }
+        Ok(())
+    }
+
+    /// A transaction marker of `producer_id` at `epoch` was stored: a newer
+    /// epoch than the producer's fences the older one (its batches are
+    /// refused from now on) and the producer's next batch starts at
+    /// sequence 0, as after InitProducerId. `coordinator_epoch` is the
+    /// marker's (-1 when replaying a header alone).
+    pub(crate) fn marker(&mut self, producer_id: ProducerId, epoch: ProducerEpoch, coordinator_epoch: i32) {
+        self.clock += 1;
+        let clock = self.clock;
+        if !self.producers.contains_key(&producer_id.0) {
+            self.evict_if_full();
+        }
+        let entry = self.producers.entry(producer_id.0).or_insert_with(|| ProducerEntry {
+            epoch: epoch.0,
+            last_sequence: -1,
+            last_timestamp_ms: -1,
+            batches: VecDeque::new(),
+            last_used: clock,
+            coordinator_epoch: -1,
+        });
+        if epoch.0 > entry.epoch {
+            entry.epoch = epoch.0;
+            entry.last_sequence = -1;
+            entry.batches.clear();
+        }
+        entry.coordinator_epoch = entry.coordinator_epoch.max(coordinator_epoch);
+        entry.last_used = clock;
+        assert!(entry.epoch >= epoch.0, "a marker never lowers a producer's epoch");
+        assert!(
+            entry.coordinator_epoch >= coordinator_epoch,
+            "nor its coordinator epoch"
+        );
+    }
+
     /// Replays a stored batch (when rebuilding from the log).
     pub(crate) fn replay(&mut self, header: &BatchHeader) {
+        if header.is_control() && header.producer_id >= 0 {
+            self.marker(ProducerId(header.producer_id), ProducerEpoch(header.producer_epoch), -1);
+            return;
+        }
         if !is_idempotent(header) {
             return;
         }
@@ -240,6 +325,7 @@ impl ProducerStates {
                 last_timestamp_ms: header.max_timestamp_ms,
                 batches: VecDeque::new(),
                 last_used: clock,
+                coordinator_epoch: -1,
             });
         if header.producer_epoch > entry.epoch {
             entry.epoch = header.producer_epoch;
@@ -261,6 +347,8 @@ impl ProducerStates {
                 epoch: entry.epoch,
                 last_sequence: entry.last_sequence,
                 last_timestamp_ms: entry.last_timestamp_ms,
+                current_txn_start_offset: -1,
+                coordinator_epoch: entry.coordinator_epoch,
             })
             .collect();
         out.sort_by_key(|p| p.producer_id);
@@ -397,6 +485,34 @@ mod tests {
             assert_eq!(states.check(&header(id, 0, 0, 1)), SequenceCheck::Append);
         }
         assert_eq!(states.len(), PRODUCERS_MAX);
+    }
+
+    #[test]
+    fn markers_fence_older_producers_and_older_coordinators() {
+        let mut states = ProducerStates::default();
+        let (id, epoch) = (ProducerId(5), ProducerEpoch(2));
+        assert_eq!(states.check_marker(id, epoch, 0), Ok(()), "an unknown producer");
+        assert_eq!(states.check(&header(5, 2, 0, 1)), SequenceCheck::Append);
+        states.marker(id, epoch, 3);
+        assert_eq!(states.check_marker(id, epoch, 3), Ok(()), "a retried marker");
+        assert_eq!(states.check_marker(id, epoch, 2), Err(MarkerRefusal::StaleCoordinator));
+        assert_eq!(
+            states.check_marker(id, ProducerEpoch(1), 3),
+            Err(MarkerRefusal::StaleProducerEpoch)
+        );
+        // A bumped epoch (an abort that fences): the next batch starts at 0.
+        states.marker(id, ProducerEpoch(3), 3);
+        assert_eq!(
+            states.check(&header(5, 2, 1, 1)),
+            SequenceCheck::Fenced { current: 3, got: 2 }
+        );
+        assert_eq!(states.check(&header(5, 3, 0, 1)), SequenceCheck::Append);
+        // Replaying a header alone never lowers what was learnt.
+        states.marker(id, ProducerEpoch(3), -1);
+        assert_eq!(
+            states.check_marker(id, ProducerEpoch(3), 2),
+            Err(MarkerRefusal::StaleCoordinator)
+        );
     }
 
     #[test]

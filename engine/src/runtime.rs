@@ -120,7 +120,20 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
         listeners: advertised.clone(),
     }))
     .map_err(|e| StartError(format!("registering broker: {e}")))?;
-    future::block_on(create_offsets_topic(&meta, shards, voters))?;
+    future::block_on(create_internal_topic(
+        &meta,
+        crate::coordinator::OFFSETS_TOPIC,
+        crate::coordinator::OFFSETS_PARTITIONS_PER_SHARD,
+        shards,
+        voters,
+    ))?;
+    future::block_on(create_internal_topic(
+        &meta,
+        crate::coordinator::transactions::TRANSACTIONS_TOPIC,
+        crate::coordinator::transactions::TRANSACTIONS_PARTITIONS_PER_SHARD,
+        shards,
+        voters,
+    ))?;
 
     tracing::info!(
         shards,
@@ -236,13 +249,19 @@ const OFFSETS_REPLICATION_FACTOR_MAX: usize = 3;
 /// before creating `__consumer_offsets` with fewer replicas.
 const OFFSETS_TOPIC_WAIT: Duration = Duration::from_secs(30);
 
-/// Creates the internal `__consumer_offsets` topic if it is missing. Its
-/// partition count is fixed at creation (a group's partition is a hash of its
-/// name modulo that count); its log is fsynced on every write (a commit is
-/// acknowledged only once durable), compacted, and never expires by
-/// retention.
-async fn create_offsets_topic(meta: &MetadataGroup, shards: usize, voters: usize) -> Result<(), StartError> {
-    if meta.image().topics.contains_key(crate::coordinator::OFFSETS_TOPIC) {
+/// Creates an internal topic (`__consumer_offsets`, `__transaction_state`)
+/// if it is missing. Its partition count is fixed at creation (a group's or
+/// transactional id's partition is a hash of its name modulo that count);
+/// its log is fsynced on every write (a commit is acknowledged only once
+/// durable), compacted, and never expires by retention.
+async fn create_internal_topic(
+    meta: &MetadataGroup,
+    name: &str,
+    per_shard: i32,
+    shards: usize,
+    voters: usize,
+) -> Result<(), StartError> {
+    if meta.image().topics.contains_key(name) {
         return Ok(());
     }
     // In a cluster the internal topic is replicated on up to 3 brokers: wait
@@ -252,7 +271,7 @@ async fn create_offsets_topic(meta: &MetadataGroup, shards: usize, voters: usize
     let deadline = std::time::Instant::now() + OFFSETS_TOPIC_WAIT;
     loop {
         let image = meta.image();
-        if image.topics.contains_key(crate::coordinator::OFFSETS_TOPIC) {
+        if image.topics.contains_key(name) {
             return Ok(());
         }
         let live = image.brokers.values().filter(|b| !b.fenced).count();
@@ -264,7 +283,6 @@ async fn create_offsets_topic(meta: &MetadataGroup, shards: usize, voters: usize
     }
     let live = meta.image().brokers.values().filter(|b| !b.fenced).count();
     let replication_factor = i16::try_from(replicas_wanted.min(live).max(1)).unwrap_or(1);
-    let per_shard = crate::coordinator::OFFSETS_PARTITIONS_PER_SHARD;
     let partitions = i32::try_from(shards).unwrap_or(1).saturating_mul(per_shard).max(1);
     let configs = [
         ("retention.ms", "-1"),
@@ -276,7 +294,7 @@ async fn create_offsets_topic(meta: &MetadataGroup, shards: usize, voters: usize
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let topic = NewTopic {
-        name: crate::coordinator::OFFSETS_TOPIC.to_string(),
+        name: name.to_string(),
         partitions,
         replication_factor,
         configs,
@@ -284,18 +302,11 @@ async fn create_offsets_topic(meta: &MetadataGroup, shards: usize, voters: usize
     };
     match meta.create_topic(topic).await {
         Ok(_) => {
-            tracing::info!(
-                partitions,
-                "created the internal topic {}",
-                crate::coordinator::OFFSETS_TOPIC
-            );
+            tracing::info!(partitions, "created the internal topic {name}");
             Ok(())
         }
         Err(MetaError::TopicExists(_)) => Ok(()),
-        Err(e) => Err(StartError(format!(
-            "creating {}: {e}",
-            crate::coordinator::OFFSETS_TOPIC
-        ))),
+        Err(e) => Err(StartError(format!("creating {name}: {e}"))),
     }
 }
 
@@ -566,6 +577,7 @@ async fn shard_main(
     glommio::spawn_local(Rc::clone(&shard).follow_metadata()).detach();
     shard.wait_for_epoch(start_epoch).await;
     glommio::spawn_local(crate::coordinator::run_ticks(Rc::clone(&shard))).detach();
+    glommio::spawn_local(crate::coordinator::transactions::run_ticks(Rc::clone(&shard))).detach();
     let retention_shard = Rc::clone(&shard);
     glommio::spawn_local(async move {
         while !retention_shard.is_shutting_down() {

@@ -23,7 +23,10 @@ use shardline_raft::{MetadataGroup, MetadataImage, PartitionMeta, TopicMeta};
 pub(crate) use crate::metrics::ShardProbe;
 use crate::{
     config::EngineConfig,
-    coordinator::{Coordinator, OFFSETS_TOPIC},
+    coordinator::{
+        transactions::{TxnCoordinator, TRANSACTIONS_TOPIC},
+        Coordinator, OFFSETS_TOPIC,
+    },
     error::EngineError,
     partition::{partition_dir, remove_dir, Partition, PartitionSettings, Role, RoleChange},
     replica::LeaderShard,
@@ -62,6 +65,8 @@ pub struct Shard {
     shutting_down: Cell<bool>,
     /// Consumer groups of the `__consumer_offsets` partitions open here.
     pub(crate) coordinator: Coordinator,
+    /// Transactional ids of the `__transaction_state` partitions led here.
+    pub(crate) transactions: TxnCoordinator,
     /// Follower fetchers, one per leader shard this shard copies from.
     pub(crate) fetchers: crate::replica::Fetchers,
     /// How those fetchers reach and log in to leaders (shared by every shard).
@@ -100,6 +105,7 @@ impl Shard {
             peers,
             shutting_down: Cell::new(false),
             coordinator: Coordinator::default(),
+            transactions: TxnCoordinator::default(),
             fetchers: crate::replica::Fetchers::default(),
             inter_broker,
             probe: ShardProbe::new(shard_count),
@@ -286,6 +292,9 @@ impl Shard {
             if key.0 == OFFSETS_TOPIC {
                 self.coordinator.unload(key.1);
             }
+            if key.0 == TRANSACTIONS_TOPIC {
+                self.transactions.unload(key.1);
+            }
             if let Some(partition) = removed {
                 partition.close().await;
                 let topic = image.topics.get(&key.0).filter(|t| t.id == partition.topic_id);
@@ -347,11 +356,16 @@ impl Shard {
                 );
             }
             let offsets = key.0 == OFFSETS_TOPIC;
+            let transactions = key.0 == TRANSACTIONS_TOPIC;
             match change {
                 RoleChange::BecameLeader if offsets => self.coordinator.load(key.1, &partition),
+                RoleChange::BecameLeader if transactions => self.transactions.load(key.1, &partition),
                 RoleChange::StartFollowing { generation } => {
                     if offsets {
                         self.coordinator.unload(key.1);
+                    }
+                    if transactions {
+                        self.transactions.unload(key.1);
                     }
                     let source = LeaderShard {
                         leader: meta.leader,
@@ -360,6 +374,7 @@ impl Shard {
                     self.fetchers.follow(self, source, key, partition, generation);
                 }
                 RoleChange::StoppedLeading if offsets => self.coordinator.unload(key.1),
+                RoleChange::StoppedLeading if transactions => self.transactions.unload(key.1),
                 _ => {}
             }
         }
@@ -422,7 +437,7 @@ impl Shard {
             config.durability = v.0;
         }
         config.log_append_time = get("message.timestamp.type").is_some_and(|v| v == "LogAppendTime");
-        let compaction = if topic.name == OFFSETS_TOPIC {
+        let compaction = if crate::coordinator::is_internal_topic(&topic.name) {
             // Always compacted, in small segments: the replay at start-up
             // reads the live keys plus at most one segment of commits.
             if get("segment.bytes").is_none() {

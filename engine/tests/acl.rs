@@ -124,6 +124,39 @@ fn follower_requests_from_a_client_are_refused_and_it_sees_no_topics() {
 }
 
 #[test]
+fn transactions_need_write_on_their_transactional_id() {
+    use kafka_protocol::messages::{
+        EndTxnRequest, FindCoordinatorRequest, InitProducerIdRequest, ProducerId, TransactionalId,
+    };
+    const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    let dir = tempfile::tempdir().unwrap();
+    // `--listen` (PLAINTEXT): User:ANONYMOUS, granted nothing.
+    let engine = secured_engine(dir.path(), &[]);
+    let mut connection = KafkaConnection::connect(engine.bootstrap().parse().unwrap()).unwrap();
+    let id = TransactionalId(StrBytes::from_static_str("app"));
+
+    let mut init = InitProducerIdRequest::default();
+    init.transactional_id = Some(id.clone());
+    init.transaction_timeout_ms = 60_000;
+    let answer = connection.request(4, &init).unwrap();
+    assert_eq!(answer.error_code, TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    assert_eq!(answer.producer_id, ProducerId(-1));
+
+    let mut find = FindCoordinatorRequest::default();
+    find.key_type = 1;
+    find.key = StrBytes::from_static_str("app");
+    let answer = connection.request(3, &find).unwrap();
+    assert_eq!(answer.error_code, TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+
+    let mut end = EndTxnRequest::default();
+    end.transactional_id = id;
+    end.producer_id = ProducerId(1);
+    end.committed = true;
+    let answer = connection.request(3, &end).unwrap();
+    assert_eq!(answer.error_code, TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+}
+
+#[test]
 fn scram_users_stored_through_raft_log_in_with_librdkafka() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users");

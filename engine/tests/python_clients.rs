@@ -37,6 +37,16 @@ fn confluent_kafka_idempotent_zstd_produce_consume() {
 }
 
 #[test]
+fn kafka_python_transactions() {
+    run_script_on_two_shards("kafka_python_transactions.py");
+}
+
+#[test]
+fn confluent_kafka_transactions() {
+    run_script_on_two_shards("confluent_transactions.py");
+}
+
+#[test]
 fn kcat_lists_the_broker() {
     let engine = Engine::start(&["--shards", "1", "--auto-create-topics"]);
     // Debian's kcat links librdkafka 2.0.2: an old client.

@@ -255,6 +255,12 @@ impl BatchHeader {
         self.attributes & 0x20 != 0
     }
 
+    /// Whether the batch belongs to a transaction (attribute bit 4): its
+    /// records may yet be aborted.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
+    }
+
     /// The delete horizon the cleaner set (KIP-534): after it, the batch's
     /// tombstones may be removed. `None` when it was never set.
     pub fn delete_horizon_ms(&self) -> Option<i64> {
@@ -606,15 +612,36 @@ pub type KeyedRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 /// # Panics
 /// If `records` is empty or holds more than `i32::MAX` records.
 pub fn build_keyed_batch(timestamp_ms: i64, records: &[KeyedRecord<'_>]) -> Vec<u8> {
-    let records: Vec<HeaderedRecord<'_>> = records
-        .iter()
-        .map(|&(key, value)| HeaderedRecord {
-            key,
-            value,
-            headers: &[],
-        })
-        .collect();
-    build_batch_with_headers(timestamp_ms, &records)
+    build_keyed_batch_as(&BatchSpec::plain(1, timestamp_ms, &[]), records)
+}
+
+/// [`build_keyed_batch`] with the header fields of `spec`: timestamp,
+/// attributes, producer id, epoch and base sequence (the broker's own
+/// transaction markers). `spec.record_count`, `spec.base_offset` and
+/// `spec.payload` are not used: the records are `records`.
+///
+/// # Panics
+/// If `records` is empty or holds more than `i32::MAX` records.
+pub fn build_keyed_batch_as(spec: &BatchSpec<'_>, records: &[KeyedRecord<'_>]) -> Vec<u8> {
+    let record_count = i32::try_from(records.len()).unwrap_or(0);
+    assert!(record_count > 0, "a batch holds 1..=i32::MAX records");
+    let mut section = Vec::with_capacity(records.iter().map(|(_, v)| v.map_or(0, <[u8]>::len) + 64).sum());
+    for (offset_delta, (key, value)) in (0..record_count).zip(records) {
+        record::put_record_with_headers(&mut section, offset_delta, *key, *value, &[]);
+    }
+    let spec = BatchSpec {
+        base_offset: Offset(0),
+        record_count,
+        payload: &[],
+        ..*spec
+    };
+    let batch = frame_batch(&spec, &section);
+    assert_eq!(
+        BatchHeader::parse(&batch).map(|h| (h.attributes, h.record_count)),
+        Some((spec.attributes, record_count)),
+        "the header is the spec's"
+    );
+    batch
 }
 
 /// The header for `spec` in front of `section`, with its CRC-32C.

@@ -61,7 +61,12 @@
 //!   the topic became compacted has them, and it is not ours to lose);
 //! - compressed batches stay whole and do not enter the key map: the log
 //!   never decompresses (it has no codecs; see docs/storage.md);
-//! - control batches (transaction markers) stay whole.
+//! - control batches (transaction markers) stay whole, and so do the
+//!   batches of transactions (attribute bit 4), which do not enter the key
+//!   map either: the log does not know which transactions aborted, and an
+//!   aborted record must neither remove the value it would have replaced
+//!   nor be kept in its place. Transactional records are thus never
+//!   compacted away, nor do they supersede older values.
 //!
 //! Offsets never move: a rewritten batch keeps its base offset, last offset
 //! Δ, leader epoch and producer fields, so the log's offsets, the leader
@@ -172,7 +177,7 @@ impl KeyMap {
     /// segment's batches, validated as stored), at or above `from`.
     pub(crate) fn observe_segment(&mut self, data: &[u8], from: Offset) -> Result<(), BatchError> {
         for_each_batch(data, |bytes, header| {
-            if header.is_control() || header.next_offset() <= from {
+            if header.is_control() || header.is_transactional() || header.next_offset() <= from {
                 return Ok(());
             }
             let Some(records) = batch::uncompressed_records(bytes, header) else {
@@ -321,7 +326,8 @@ impl<'a> SegmentRewriter<'a> {
             }
         }
         self.next_offset = Some(header.next_offset());
-        let Some(records) = batch::uncompressed_records(bytes, header).filter(|_| !header.is_control()) else {
+        let whole = header.is_control() || header.is_transactional();
+        let Some(records) = batch::uncompressed_records(bytes, header).filter(|_| !whole) else {
             self.out.push(OutBatch::Verbatim(bytes, *header));
             return Ok(());
         };
@@ -548,6 +554,30 @@ mod tests {
         })
         .unwrap();
         assert_eq!(next, Offset(5));
+    }
+
+    #[test]
+    fn transactional_records_neither_supersede_nor_are_removed() {
+        let mut data = keyed_batch(0, &[(b"a", Some(b"1"))]);
+        // A transactional batch (attribute bit 4, producer 7) that may be
+        // aborted: it must not remove "a"=1, nor be removed by "a"=3.
+        let mut transactional = keyed_batch(1, &[(b"a", Some(b"2"))]);
+        let mut header = BatchHeader::parse(&transactional).unwrap();
+        header.attributes = 0x10;
+        header.producer_id = 7;
+        header.producer_epoch = 0;
+        header.base_sequence = 0;
+        let section = transactional.split_off(BATCH_HEADER_BYTES);
+        transactional = frame(&header, &section);
+        data.extend(transactional);
+        data.extend(keyed_batch(2, &[(b"b", Some(b"1"))]));
+        let (cleaned, counts) = clean(&data, 0);
+        assert_eq!(counts.records_removed, 0);
+        assert_eq!(records(&cleaned), records(&data));
+        data.extend(keyed_batch(3, &[(b"a", Some(b"3"))]));
+        let (cleaned, _) = clean(&data, 0);
+        let kept: Vec<i64> = records(&cleaned).into_iter().map(|(offset, _, _)| offset).collect();
+        assert_eq!(kept, vec![1, 2, 3], "the plain a=1 goes, the transactional a=2 stays");
     }
 
     #[test]

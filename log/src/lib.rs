@@ -89,9 +89,9 @@ mod stats;
 
 pub use batch::{
     build_batch, build_batch_from_values, build_batch_with_headers, build_batch_with_timestamps, build_keyed_batch,
-    compute_crc, set_base_offset, set_leader_epoch, stamp_log_append_time, uncompressed_records, validate,
-    validate_header_only, validate_stored, validate_stored_header, BatchHeader, BatchSpec, Codec, HeaderedRecord,
-    KeyedRecord, BATCH_HEADER_BYTES,
+    build_keyed_batch_as, compute_crc, set_base_offset, set_leader_epoch, stamp_log_append_time, uncompressed_records,
+    validate, validate_header_only, validate_stored, validate_stored_header, BatchHeader, BatchSpec, Codec,
+    HeaderedRecord, KeyedRecord, BATCH_HEADER_BYTES,
 };
 pub use cleaner::{CleanReport, CleanerConfig};
 pub use epoch::EpochStart;

@@ -39,6 +39,11 @@ pub const SUPPORTED_APIS: &[(i16, i16, i16)] = &[
     (DELETE_RECORDS, 0, 2),
     (INIT_PRODUCER_ID, 0, 4),
     (OFFSET_FOR_LEADER_EPOCH, 2, 4),
+    (ADD_PARTITIONS_TO_TXN, 0, 3),
+    (ADD_OFFSETS_TO_TXN, 0, 3),
+    (END_TXN, 0, 3),
+    (WRITE_TXN_MARKERS, 1, 1),
+    (TXN_OFFSET_COMMIT, 0, 3),
     (DESCRIBE_ACLS, 1, 3),
     (CREATE_ACLS, 1, 3),
     (DELETE_ACLS, 1, 3),
@@ -57,6 +62,8 @@ pub const SUPPORTED_APIS: &[(i16, i16, i16)] = &[
     (ALTER_USER_SCRAM_CREDENTIALS, 0, 0),
     (DESCRIBE_CLUSTER, 0, 1),
     (DESCRIBE_PRODUCERS, 0, 0),
+    (DESCRIBE_TRANSACTIONS, 0, 0),
+    (LIST_TRANSACTIONS, 0, 1),
 ];
 
 /// Produce (hand-decoded, zero-copy records).
@@ -104,6 +111,10 @@ pub(crate) const INCREMENTAL_ALTER_CONFIGS: i16 = ApiKey::IncrementalAlterConfig
 pub(crate) const ALTER_PARTITION_REASSIGNMENTS: i16 = ApiKey::AlterPartitionReassignments as i16;
 pub(crate) const LIST_PARTITION_REASSIGNMENTS: i16 = ApiKey::ListPartitionReassignments as i16;
 pub(crate) const DESCRIBE_PRODUCERS: i16 = ApiKey::DescribeProducers as i16;
+// kafka-transactions.sh describe / list (KIP-664). ListTransactions v2
+// (a transactional id pattern) is not served.
+pub(crate) const DESCRIBE_TRANSACTIONS: i16 = ApiKey::DescribeTransactions as i16;
+pub(crate) const LIST_TRANSACTIONS: i16 = ApiKey::ListTransactions as i16;
 // Authorization: ACL management (v0, without pattern types, is not served;
 // kafka-protocol 0.18 dropped it, KIP-896).
 pub(crate) const DESCRIBE_ACLS: i16 = ApiKey::DescribeAcls as i16;
@@ -112,6 +123,15 @@ pub(crate) const DELETE_ACLS: i16 = ApiKey::DeleteAcls as i16;
 // SCRAM credentials kept by the metadata group (KIP-554).
 pub(crate) const DESCRIBE_USER_SCRAM_CREDENTIALS: i16 = ApiKey::DescribeUserScramCredentials as i16;
 pub(crate) const ALTER_USER_SCRAM_CREDENTIALS: i16 = ApiKey::AlterUserScramCredentials as i16;
+// Transactions (KIP-98), to the versions before KIP-890's broker-side
+// verification (AddPartitionsToTxn v4+, EndTxn v4+, TxnOffsetCommit v4+).
+pub(crate) const ADD_PARTITIONS_TO_TXN: i16 = ApiKey::AddPartitionsToTxn as i16;
+pub(crate) const ADD_OFFSETS_TO_TXN: i16 = ApiKey::AddOffsetsToTxn as i16;
+pub(crate) const END_TXN: i16 = ApiKey::EndTxn as i16;
+pub(crate) const TXN_OFFSET_COMMIT: i16 = ApiKey::TxnOffsetCommit as i16;
+/// Between brokers: a transaction coordinator asks a partition's leader to
+/// write markers (v0 is gone from kafka-protocol 0.18, KIP-896).
+pub(crate) const WRITE_TXN_MARKERS: i16 = ApiKey::WriteTxnMarkers as i16;
 /// Replication: a follower (or a KIP-320 client) asks where a leader epoch ends.
 pub(crate) const OFFSET_FOR_LEADER_EPOCH: i16 = ApiKey::OffsetForLeaderEpoch as i16;
 
@@ -217,6 +237,13 @@ mod tests {
             ALTER_PARTITION_REASSIGNMENTS => kafka_protocol::messages::AlterPartitionReassignmentsRequest::VERSIONS,
             LIST_PARTITION_REASSIGNMENTS => kafka_protocol::messages::ListPartitionReassignmentsRequest::VERSIONS,
             DESCRIBE_PRODUCERS => kafka_protocol::messages::DescribeProducersRequest::VERSIONS,
+            ADD_PARTITIONS_TO_TXN => kafka_protocol::messages::AddPartitionsToTxnRequest::VERSIONS,
+            ADD_OFFSETS_TO_TXN => kafka_protocol::messages::AddOffsetsToTxnRequest::VERSIONS,
+            END_TXN => kafka_protocol::messages::EndTxnRequest::VERSIONS,
+            TXN_OFFSET_COMMIT => kafka_protocol::messages::TxnOffsetCommitRequest::VERSIONS,
+            WRITE_TXN_MARKERS => kafka_protocol::messages::WriteTxnMarkersRequest::VERSIONS,
+            DESCRIBE_TRANSACTIONS => kafka_protocol::messages::DescribeTransactionsRequest::VERSIONS,
+            LIST_TRANSACTIONS => kafka_protocol::messages::ListTransactionsRequest::VERSIONS,
             DESCRIBE_ACLS => kafka_protocol::messages::DescribeAclsRequest::VERSIONS,
             CREATE_ACLS => kafka_protocol::messages::CreateAclsRequest::VERSIONS,
             DELETE_ACLS => kafka_protocol::messages::DeleteAclsRequest::VERSIONS,
@@ -277,6 +304,13 @@ mod tests {
             (ALTER_PARTITION_REASSIGNMENTS, 0),
             (LIST_PARTITION_REASSIGNMENTS, 0),
             (DESCRIBE_PRODUCERS, 0),
+            (ADD_PARTITIONS_TO_TXN, 3),
+            (ADD_OFFSETS_TO_TXN, 3),
+            (END_TXN, 3),
+            (TXN_OFFSET_COMMIT, 3),
+            (WRITE_TXN_MARKERS, 1),
+            (DESCRIBE_TRANSACTIONS, 0),
+            (LIST_TRANSACTIONS, 0),
             (DESCRIBE_ACLS, 2),
             (CREATE_ACLS, 2),
             (DELETE_ACLS, 2),

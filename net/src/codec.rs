@@ -20,6 +20,10 @@
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, DescribeTransactionsRequest, EndTxnRequest,
+    ListTransactionsRequest, TxnOffsetCommitRequest, WriteTxnMarkersRequest,
+};
+use kafka_protocol::messages::{
     AlterConfigsRequest, AlterPartitionReassignmentsRequest, DeleteRecordsRequest, DescribeLogDirsRequest,
     DescribeProducersRequest, ElectLeadersRequest, IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest,
 };
@@ -131,6 +135,20 @@ pub enum RequestBody {
     DescribeUserScramCredentials(kafka_protocol::messages::DescribeUserScramCredentialsRequest),
     /// AlterUserScramCredentials v0.
     AlterUserScramCredentials(kafka_protocol::messages::AlterUserScramCredentialsRequest),
+    /// AddPartitionsToTxn v0..=3.
+    AddPartitionsToTxn(AddPartitionsToTxnRequest),
+    /// AddOffsetsToTxn v0..=3.
+    AddOffsetsToTxn(AddOffsetsToTxnRequest),
+    /// EndTxn v0..=3.
+    EndTxn(EndTxnRequest),
+    /// TxnOffsetCommit v0..=3.
+    TxnOffsetCommit(TxnOffsetCommitRequest),
+    /// WriteTxnMarkers v1 (between brokers).
+    WriteTxnMarkers(WriteTxnMarkersRequest),
+    /// DescribeTransactions v0.
+    DescribeTransactions(DescribeTransactionsRequest),
+    /// ListTransactions v0..=1.
+    ListTransactions(ListTransactionsRequest),
 }
 
 /// What a handler answers with.
@@ -257,6 +275,13 @@ fn decode_request_body_within(
             RequestBody::DescribeUserScramCredentials(kafka_protocol(body, version)?)
         }
         apis::ALTER_USER_SCRAM_CREDENTIALS => RequestBody::AlterUserScramCredentials(kafka_protocol(body, version)?),
+        apis::ADD_PARTITIONS_TO_TXN => RequestBody::AddPartitionsToTxn(kafka_protocol(body, version)?),
+        apis::ADD_OFFSETS_TO_TXN => RequestBody::AddOffsetsToTxn(kafka_protocol(body, version)?),
+        apis::END_TXN => RequestBody::EndTxn(kafka_protocol(body, version)?),
+        apis::TXN_OFFSET_COMMIT => RequestBody::TxnOffsetCommit(kafka_protocol(body, version)?),
+        apis::WRITE_TXN_MARKERS => RequestBody::WriteTxnMarkers(kafka_protocol(body, version)?),
+        apis::DESCRIBE_TRANSACTIONS => RequestBody::DescribeTransactions(kafka_protocol(body, version)?),
+        apis::LIST_TRANSACTIONS => RequestBody::ListTransactions(kafka_protocol(body, version)?),
         _ => {
             return Err(DecodeError::Invalid {
                 field: "header.api_key",
@@ -377,6 +402,13 @@ fn response_kind_api_key(kind: &ResponseKind) -> Option<i16> {
         ResponseKind::DeleteAcls(_) => apis::DELETE_ACLS,
         ResponseKind::DescribeUserScramCredentials(_) => apis::DESCRIBE_USER_SCRAM_CREDENTIALS,
         ResponseKind::AlterUserScramCredentials(_) => apis::ALTER_USER_SCRAM_CREDENTIALS,
+        ResponseKind::AddPartitionsToTxn(_) => apis::ADD_PARTITIONS_TO_TXN,
+        ResponseKind::AddOffsetsToTxn(_) => apis::ADD_OFFSETS_TO_TXN,
+        ResponseKind::EndTxn(_) => apis::END_TXN,
+        ResponseKind::TxnOffsetCommit(_) => apis::TXN_OFFSET_COMMIT,
+        ResponseKind::WriteTxnMarkers(_) => apis::WRITE_TXN_MARKERS,
+        ResponseKind::DescribeTransactions(_) => apis::DESCRIBE_TRANSACTIONS,
+        ResponseKind::ListTransactions(_) => apis::LIST_TRANSACTIONS,
         _ => return None,
     })
 }
@@ -868,6 +900,83 @@ pub(crate) mod tests {
                         .with_partition_indexes(vec![0, 1]),
                 ]))
             }
+            apis::ADD_PARTITIONS_TO_TXN => {
+                use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+                use kafka_protocol::messages::{ProducerId, TransactionalId};
+                RequestKind::AddPartitionsToTxn(
+                    kafka_protocol::messages::AddPartitionsToTxnRequest::default()
+                        .with_v3_and_below_transactional_id(TransactionalId(text("txn-1")))
+                        .with_v3_and_below_producer_id(ProducerId(42))
+                        .with_v3_and_below_producer_epoch(3)
+                        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                            .with_name(name("orders"))
+                            .with_partitions(vec![0, 2])]),
+                )
+            }
+            apis::ADD_OFFSETS_TO_TXN => RequestKind::AddOffsetsToTxn(
+                kafka_protocol::messages::AddOffsetsToTxnRequest::default()
+                    .with_transactional_id(kafka_protocol::messages::TransactionalId(text("txn-1")))
+                    .with_producer_id(kafka_protocol::messages::ProducerId(42))
+                    .with_producer_epoch(3)
+                    .with_group_id(kafka_protocol::messages::GroupId(text("payments-readers"))),
+            ),
+            apis::END_TXN => RequestKind::EndTxn(
+                kafka_protocol::messages::EndTxnRequest::default()
+                    .with_transactional_id(kafka_protocol::messages::TransactionalId(text("txn-1")))
+                    .with_producer_id(kafka_protocol::messages::ProducerId(42))
+                    .with_producer_epoch(3)
+                    .with_committed(true),
+            ),
+            apis::TXN_OFFSET_COMMIT => {
+                use kafka_protocol::messages::txn_offset_commit_request::{
+                    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+                };
+                use kafka_protocol::messages::{ProducerId, TransactionalId};
+                let mut request = kafka_protocol::messages::TxnOffsetCommitRequest::default()
+                    .with_transactional_id(TransactionalId(text("txn-1")))
+                    .with_group_id(kafka_protocol::messages::GroupId(text("payments-readers")))
+                    .with_producer_id(ProducerId(42))
+                    .with_producer_epoch(3)
+                    .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                        .with_name(name("orders"))
+                        .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(1)
+                            .with_committed_offset(17)
+                            .with_committed_leader_epoch(if version >= 2 { 4 } else { -1 })
+                            .with_committed_metadata(Some(text("meta")))])]);
+                if version >= 3 {
+                    request = request
+                        .with_generation_id(5)
+                        .with_member_id(text("member-1"))
+                        .with_group_instance_id(Some(text("instance-1")));
+                }
+                RequestKind::TxnOffsetCommit(request)
+            }
+            apis::WRITE_TXN_MARKERS => {
+                use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
+                RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default().with_markers(vec![
+                    WritableTxnMarker::default()
+                        .with_producer_id(kafka_protocol::messages::ProducerId(42))
+                        .with_producer_epoch(3)
+                        .with_transaction_result(true)
+                        .with_topics(vec![WritableTxnMarkerTopic::default()
+                            .with_name(name("orders"))
+                            .with_partition_indexes(vec![0, 4])])
+                        .with_coordinator_epoch(2),
+                ]))
+            }
+            apis::DESCRIBE_TRANSACTIONS => {
+                RequestKind::DescribeTransactions(DescribeTransactionsRequest::default().with_transactional_ids(vec![
+                    kafka_protocol::messages::TransactionalId(text("txn-1")),
+                    kafka_protocol::messages::TransactionalId(text("txn-2")),
+                ]))
+            }
+            apis::LIST_TRANSACTIONS => RequestKind::ListTransactions(
+                ListTransactionsRequest::default()
+                    .with_state_filters(vec![text("Ongoing")])
+                    .with_producer_id_filters(vec![kafka_protocol::messages::ProducerId(42)])
+                    .with_duration_filter(if version >= 1 { 60_000 } else { -1 }),
+            ),
             other => panic!("no sample for API {other}"),
         }
     }
@@ -943,6 +1052,13 @@ pub(crate) mod tests {
             RequestBody::DeleteAcls(request) => RequestKind::DeleteAcls(request),
             RequestBody::DescribeUserScramCredentials(request) => RequestKind::DescribeUserScramCredentials(request),
             RequestBody::AlterUserScramCredentials(request) => RequestKind::AlterUserScramCredentials(request),
+            RequestBody::AddPartitionsToTxn(request) => RequestKind::AddPartitionsToTxn(request),
+            RequestBody::AddOffsetsToTxn(request) => RequestKind::AddOffsetsToTxn(request),
+            RequestBody::EndTxn(request) => RequestKind::EndTxn(request),
+            RequestBody::TxnOffsetCommit(request) => RequestKind::TxnOffsetCommit(request),
+            RequestBody::WriteTxnMarkers(request) => RequestKind::WriteTxnMarkers(request),
+            RequestBody::DescribeTransactions(request) => RequestKind::DescribeTransactions(request),
+            RequestBody::ListTransactions(request) => RequestKind::ListTransactions(request),
         }
     }
 

@@ -25,6 +25,7 @@
 //! Structs(fields)      int32 count + items           uvarint count+1 + items, each
 //!                                                    item ends with tagged fields
 //! Int32s               int32 count + 4-byte items    uvarint count+1 + 4-byte items
+//! Int64s               int32 count + 8-byte items    uvarint count+1 + 8-byte items
 //! Bytes                int32 length + bytes          uvarint length+1 + bytes
 //! Strs                 int32 count + strings         uvarint count+1 + compact strings
 //! every body ends with a tagged-field section in flexible versions
@@ -59,6 +60,8 @@ enum Kind {
     Structs(&'static [Field]),
     /// An array of int32.
     Int32s,
+    /// An array of int64.
+    Int64s,
     /// An array of strings.
     Strs,
     /// Nullable bytes (int32 length, or uvarint length+1 when flexible).
@@ -374,6 +377,133 @@ const ALTER_PARTITION_REASSIGNMENTS: &[Field] = &[
         LATEST,
         Kind::Structs(REASSIGNABLE_TOPIC),
     ),
+];
+
+// ---- Transactions: AddPartitionsToTxn, AddOffsetsToTxn, EndTxn,
+// TxnOffsetCommit (v0..=3) ----
+const ADD_PARTITIONS_TO_TXN: &[Field] = &[
+    field("add_partitions_to_txn.transactional_id", 0, 3, Kind::Str),
+    field("add_partitions_to_txn.producer_id", 0, 3, Kind::Int64),
+    field("add_partitions_to_txn.producer_epoch", 0, 3, Kind::Int16),
+    field(
+        "add_partitions_to_txn.topics",
+        0,
+        3,
+        Kind::Structs(TOPIC_PARTITION_INDEXES),
+    ),
+];
+const ADD_OFFSETS_TO_TXN: &[Field] = &[
+    field("add_offsets_to_txn.transactional_id", 0, LATEST, Kind::Str),
+    field("add_offsets_to_txn.producer_id", 0, LATEST, Kind::Int64),
+    field("add_offsets_to_txn.producer_epoch", 0, LATEST, Kind::Int16),
+    field("add_offsets_to_txn.group_id", 0, LATEST, Kind::Str),
+];
+const END_TXN: &[Field] = &[
+    field("end_txn.transactional_id", 0, LATEST, Kind::Str),
+    field("end_txn.producer_id", 0, LATEST, Kind::Int64),
+    field("end_txn.producer_epoch", 0, LATEST, Kind::Int16),
+    field("end_txn.committed", 0, LATEST, Kind::Bool),
+];
+const TXN_OFFSET_COMMIT_PARTITION: &[Field] = &[
+    field("txn_offset_commit.partition.partition_index", 0, LATEST, Kind::Int32),
+    field("txn_offset_commit.partition.committed_offset", 0, LATEST, Kind::Int64),
+    field(
+        "txn_offset_commit.partition.committed_leader_epoch",
+        2,
+        LATEST,
+        Kind::Int32,
+    ),
+    field("txn_offset_commit.partition.committed_metadata", 0, LATEST, Kind::Str),
+];
+const TXN_OFFSET_COMMIT_TOPIC: &[Field] = &[
+    field("txn_offset_commit.topic.name", 0, LATEST, Kind::Str),
+    field(
+        "txn_offset_commit.topic.partitions",
+        0,
+        LATEST,
+        Kind::Structs(TXN_OFFSET_COMMIT_PARTITION),
+    ),
+];
+const TXN_OFFSET_COMMIT: &[Field] = &[
+    field("txn_offset_commit.transactional_id", 0, LATEST, Kind::Str),
+    field("txn_offset_commit.group_id", 0, LATEST, Kind::Str),
+    field("txn_offset_commit.producer_id", 0, LATEST, Kind::Int64),
+    field("txn_offset_commit.producer_epoch", 0, LATEST, Kind::Int16),
+    field("txn_offset_commit.generation_id", 3, LATEST, Kind::Int32),
+    field("txn_offset_commit.member_id", 3, LATEST, Kind::Str),
+    field("txn_offset_commit.group_instance_id", 3, LATEST, Kind::Str),
+    field(
+        "txn_offset_commit.topics",
+        0,
+        LATEST,
+        Kind::Structs(TXN_OFFSET_COMMIT_TOPIC),
+    ),
+];
+
+// ---- WriteTxnMarkers (v1), request and response ----
+const WRITE_TXN_MARKER: &[Field] = &[
+    field("write_txn_markers.marker.producer_id", 0, LATEST, Kind::Int64),
+    field("write_txn_markers.marker.producer_epoch", 0, LATEST, Kind::Int16),
+    field("write_txn_markers.marker.transaction_result", 0, LATEST, Kind::Bool),
+    field(
+        "write_txn_markers.marker.topics",
+        0,
+        LATEST,
+        Kind::Structs(TOPIC_PARTITION_INDEXES),
+    ),
+    field("write_txn_markers.marker.coordinator_epoch", 0, LATEST, Kind::Int32),
+];
+const WRITE_TXN_MARKERS: &[Field] = &[field(
+    "write_txn_markers.markers",
+    0,
+    LATEST,
+    Kind::Structs(WRITE_TXN_MARKER),
+)];
+const WRITE_TXN_MARKERS_RESPONSE_PARTITION: &[Field] = &[
+    field(
+        "write_txn_markers_response.partition.partition_index",
+        0,
+        LATEST,
+        Kind::Int32,
+    ),
+    field(
+        "write_txn_markers_response.partition.error_code",
+        0,
+        LATEST,
+        Kind::Int16,
+    ),
+];
+const WRITE_TXN_MARKERS_RESPONSE_TOPIC: &[Field] = &[
+    field("write_txn_markers_response.topic.name", 0, LATEST, Kind::Str),
+    field(
+        "write_txn_markers_response.topic.partitions",
+        0,
+        LATEST,
+        Kind::Structs(WRITE_TXN_MARKERS_RESPONSE_PARTITION),
+    ),
+];
+const WRITE_TXN_MARKERS_RESPONSE_MARKER: &[Field] = &[
+    field("write_txn_markers_response.marker.producer_id", 0, LATEST, Kind::Int64),
+    field(
+        "write_txn_markers_response.marker.topics",
+        0,
+        LATEST,
+        Kind::Structs(WRITE_TXN_MARKERS_RESPONSE_TOPIC),
+    ),
+];
+const WRITE_TXN_MARKERS_RESPONSE: &[Field] = &[field(
+    "write_txn_markers_response.markers",
+    0,
+    LATEST,
+    Kind::Structs(WRITE_TXN_MARKERS_RESPONSE_MARKER),
+)];
+
+// ---- DescribeTransactions (v0), ListTransactions (v0..=1) ----
+const DESCRIBE_TRANSACTIONS: &[Field] = &[field("describe_transactions.transactional_ids", 0, LATEST, Kind::Strs)];
+const LIST_TRANSACTIONS: &[Field] = &[
+    field("list_transactions.state_filters", 0, LATEST, Kind::Strs),
+    field("list_transactions.producer_id_filters", 0, LATEST, Kind::Int64s),
+    field("list_transactions.duration_filter", 1, LATEST, Kind::Int64),
 ];
 
 // ---- SaslHandshake (v0..=1) ----
@@ -775,6 +905,7 @@ pub(crate) fn has_response_schema(api_key: i16) -> bool {
 fn response_schema(api_key: i16) -> Option<&'static [Field]> {
     match api_key {
         apis::FETCH => Some(FETCH_RESPONSE),
+        apis::WRITE_TXN_MARKERS => Some(WRITE_TXN_MARKERS_RESPONSE),
         apis::OFFSET_FOR_LEADER_EPOCH => Some(OFFSET_FOR_LEADER_EPOCH_RESPONSE),
         apis::SASL_HANDSHAKE => Some(SASL_HANDSHAKE_RESPONSE),
         apis::SASL_AUTHENTICATE => Some(SASL_AUTHENTICATE_RESPONSE),
@@ -822,6 +953,13 @@ fn schema(api_key: i16) -> Option<&'static [Field]> {
         apis::DELETE_ACLS => Some(DELETE_ACLS),
         apis::DESCRIBE_USER_SCRAM_CREDENTIALS => Some(DESCRIBE_USER_SCRAM_CREDENTIALS),
         apis::ALTER_USER_SCRAM_CREDENTIALS => Some(ALTER_USER_SCRAM_CREDENTIALS),
+        apis::ADD_PARTITIONS_TO_TXN => Some(ADD_PARTITIONS_TO_TXN),
+        apis::ADD_OFFSETS_TO_TXN => Some(ADD_OFFSETS_TO_TXN),
+        apis::END_TXN => Some(END_TXN),
+        apis::TXN_OFFSET_COMMIT => Some(TXN_OFFSET_COMMIT),
+        apis::WRITE_TXN_MARKERS => Some(WRITE_TXN_MARKERS),
+        apis::DESCRIBE_TRANSACTIONS => Some(DESCRIBE_TRANSACTIONS),
+        apis::LIST_TRANSACTIONS => Some(LIST_TRANSACTIONS),
         _ => None,
     }
 }
@@ -922,6 +1060,10 @@ fn walk_struct(
             Kind::Int32s => {
                 let count = cursor.nullable_array_len(encoding, 4, name)?.unwrap_or(0);
                 cursor.skip(count.saturating_mul(4), name)?;
+            }
+            Kind::Int64s => {
+                let count = cursor.nullable_array_len(encoding, 8, name)?.unwrap_or(0);
+                cursor.skip(count.saturating_mul(8), name)?;
             }
             Kind::Bytes => {
                 cursor.nullable_bytes(encoding, name)?;

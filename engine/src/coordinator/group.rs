@@ -191,6 +191,15 @@ pub(crate) struct Group {
     /// retry until they land (KIP-447), or a new owner of the partition
     /// would start before a commit that then lands after its own.
     pending_commits: BTreeMap<(String, i32), u32>,
+    /// Offsets committed inside open transactions (TxnOffsetCommit), by
+    /// (producer id, topic, partition): invisible until the transaction
+    /// commits, dropped if it aborts; a stable OffsetFetch of their
+    /// partitions is told to retry meanwhile (KIP-447). Bounded like
+    /// `offsets`.
+    txn_offsets: BTreeMap<(i64, String, i32), CommittedOffset>,
+    /// How many producers hold an offset in `txn_offsets` for each (topic,
+    /// partition): what a stable OffsetFetch asks, without a scan.
+    txn_partitions: BTreeMap<(String, i32), u32>,
     /// Log offset of the group metadata entry last applied.
     pub(crate) metadata_log_offset: i64,
     /// Set when the group emptied: its metadata should be stored.
@@ -216,6 +225,8 @@ impl Group {
             join_not_before: now,
             offsets: BTreeMap::new(),
             pending_commits: BTreeMap::new(),
+            txn_offsets: BTreeMap::new(),
+            txn_partitions: BTreeMap::new(),
             metadata_log_offset: -1,
             dirty: false,
         }
@@ -301,6 +312,7 @@ impl Group {
         self.state == GroupState::Empty
             && self.offsets.is_empty()
             && self.pending_commits.is_empty()
+            && self.txn_offsets.is_empty()
             && self.members.is_empty()
             && self.pending.is_empty()
             && self.generation == 0
@@ -779,9 +791,75 @@ impl Group {
         }
     }
 
-    /// Whether a commit to (topic, partition) is being stored.
+    /// Whether a commit to (topic, partition) is being stored, or waits
+    /// inside an open transaction.
     pub(crate) fn has_pending_commit(&self, topic: &str, partition: i32) -> bool {
-        self.pending_commits.contains_key(&(topic.to_string(), partition))
+        let key = (topic.to_string(), partition);
+        self.pending_commits.contains_key(&key) || self.txn_partitions.contains_key(&key)
+    }
+
+    /// Whether a transactional commit fits under the bound.
+    pub(crate) fn has_room_for_txn(&self, producer_id: i64, topic: &str, partition: i32) -> bool {
+        self.txn_offsets.len() < GROUP_OFFSETS_MAX
+            || self
+                .txn_offsets
+                .contains_key(&(producer_id, topic.to_string(), partition))
+    }
+
+    /// Holds an offset committed inside producer `producer_id`'s
+    /// transaction (stored or replayed).
+    pub(crate) fn apply_txn_commit(
+        &mut self,
+        producer_id: i64,
+        topic: &str,
+        partition: i32,
+        committed: CommittedOffset,
+    ) {
+        let key = (producer_id, topic.to_string(), partition);
+        if !self.txn_offsets.contains_key(&key) {
+            if self.txn_offsets.len() >= GROUP_OFFSETS_MAX {
+                return;
+            }
+            *self.txn_partitions.entry((topic.to_string(), partition)).or_insert(0) += 1;
+        }
+        self.txn_offsets.insert(key, committed);
+        assert!(
+            self.txn_partitions.len() <= self.txn_offsets.len(),
+            "counted per held offset"
+        );
+        assert!(
+            self.txn_offsets.len() <= GROUP_OFFSETS_MAX,
+            "transactional offsets bounded"
+        );
+    }
+
+    /// Drops one offset held for a transaction (its end was stored).
+    pub(crate) fn remove_txn_commit(&mut self, producer_id: i64, topic: &str, partition: i32) {
+        if self
+            .txn_offsets
+            .remove(&(producer_id, topic.to_string(), partition))
+            .is_none()
+        {
+            return;
+        }
+        let key = (topic.to_string(), partition);
+        let count = self.txn_partitions.get_mut(&key);
+        assert!(count.as_ref().is_some_and(|c| **c > 0), "a held offset is counted");
+        if let Some(count) = count {
+            *count -= 1;
+            if *count == 0 {
+                self.txn_partitions.remove(&key);
+            }
+        }
+    }
+
+    /// The offsets held for producer `producer_id`'s transaction.
+    pub(crate) fn txn_commits_of(&self, producer_id: i64) -> Vec<(String, i32, CommittedOffset)> {
+        self.txn_offsets
+            .range((producer_id, String::new(), i32::MIN)..)
+            .take_while(|((id, _, _), _)| *id == producer_id)
+            .map(|((_, topic, partition), committed)| (topic.clone(), *partition, committed.clone()))
+            .collect()
     }
 
     /// Whether a commit to (topic, partition) fits under the offsets bound.

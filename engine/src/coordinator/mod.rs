@@ -30,6 +30,8 @@ pub(crate) mod group;
 #[cfg(test)]
 mod group_model;
 pub(crate) mod record;
+pub(crate) mod transaction;
+pub(crate) mod transactions;
 
 use std::{
     cell::RefCell,
@@ -53,6 +55,12 @@ use crate::{
 
 /// The internal topic holding groups and offsets.
 pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Whether `topic` is one of the broker's internal topics (groups and
+/// offsets, transaction state): clients may not write to them.
+pub(crate) fn is_internal_topic(topic: &str) -> bool {
+    topic == OFFSETS_TOPIC || topic == transactions::TRANSACTIONS_TOPIC
+}
 /// Partitions of the internal topic per shard at creation: two per shard
 /// spreads groups over every shard even when placement is uneven, and keeps
 /// the replay of one partition short.
@@ -132,42 +140,14 @@ impl Coordinator {
     pub(crate) fn load(&self, index: i32, partition: &Partition) {
         let now = Instant::now();
         let mut groups: HashMap<String, Group> = HashMap::new();
-        let log = &partition.log;
-        let (mut batches, mut entries, mut skipped) = (0usize, 0usize, 0usize);
-        let read = log.read(log.log_start(), usize::MAX, log.log_end());
-        match read {
-            Ok(read) => {
-                for chunk in &read.chunks {
-                    let mut at = 0usize;
-                    while let Some(header) = chunk.get(at..).and_then(BatchHeader::parse) {
-                        let total = header.total_bytes();
-                        let Some(bytes) = chunk.get(at..at + total) else { break };
-                        at += total;
-                        batches += 1;
-                        match decode_batch(bytes) {
-                            Ok(decoded) => {
-                                for (delta, entry) in decoded {
-                                    let log_offset = header.base_offset.0 + i64::from(delta);
-                                    apply_entry(&mut groups, entry, log_offset, now);
-                                    entries += 1;
-                                }
-                            }
-                            Err(e) => {
-                                skipped += 1;
-                                tracing::error!(partition = index, offset = header.base_offset.0, error = %e,
-                                    "skipping unreadable coordinator batch");
-                            }
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::error!(partition = index, error = %e, "reading coordinator log"),
-        }
+        let replayed = replay(index, partition, |entry, log_offset| {
+            apply_entry(&mut groups, entry, log_offset, now);
+        });
         tracing::info!(
             partition = index,
-            batches,
-            entries,
-            skipped,
+            batches = replayed.batches,
+            entries = replayed.entries,
+            skipped = replayed.skipped,
             groups = groups.len(),
             "coordinator partition loaded"
         );
@@ -355,6 +335,53 @@ impl Coordinator {
     }
 }
 
+/// What a replay read.
+pub(crate) struct Replayed {
+    pub(crate) batches: usize,
+    pub(crate) entries: usize,
+    pub(crate) skipped: usize,
+}
+
+/// Reads a coordinator partition's log from its start, handing each entry
+/// (`record.rs`) and its log offset to `apply`, in log order. A batch that
+/// does not decode is logged and skipped whole.
+pub(crate) fn replay(index: i32, partition: &Partition, mut apply: impl FnMut(Entry, i64)) -> Replayed {
+    let log = &partition.log;
+    let mut replayed = Replayed {
+        batches: 0,
+        entries: 0,
+        skipped: 0,
+    };
+    match log.read(log.log_start(), usize::MAX, log.log_end()) {
+        Ok(read) => {
+            for chunk in &read.chunks {
+                let mut at = 0usize;
+                while let Some(header) = chunk.get(at..).and_then(BatchHeader::parse) {
+                    let total = header.total_bytes();
+                    let Some(bytes) = chunk.get(at..at + total) else { break };
+                    at += total;
+                    replayed.batches += 1;
+                    match decode_batch(bytes) {
+                        Ok(decoded) => {
+                            for (delta, entry) in decoded {
+                                apply(entry, header.base_offset.0 + i64::from(delta));
+                                replayed.entries += 1;
+                            }
+                        }
+                        Err(e) => {
+                            replayed.skipped += 1;
+                            tracing::error!(partition = index, offset = header.base_offset.0, error = %e,
+                                "skipping unreadable coordinator batch");
+                        }
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::error!(partition = index, error = %e, "reading coordinator log"),
+    }
+    replayed
+}
+
 fn apply_entry(groups: &mut HashMap<String, Group>, entry: Entry, log_offset: i64, now: Instant) {
     match entry {
         Entry::OffsetCommit {
@@ -391,6 +418,34 @@ fn apply_entry(groups: &mut HashMap<String, Group>, entry: Entry, log_offset: i6
         Entry::GroupTombstone { group } => {
             groups.remove(&group);
         }
+        Entry::TxnOffsetCommit {
+            group,
+            producer_id,
+            topic,
+            partition,
+            committed,
+        } => {
+            groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group, now))
+                .apply_txn_commit(producer_id, &topic, partition, committed);
+        }
+        Entry::TxnOffsetTombstone {
+            group,
+            producer_id,
+            topic,
+            partition,
+        } => {
+            if let Some(g) = groups.get_mut(&group) {
+                g.remove_txn_commit(producer_id, &topic, partition);
+            }
+        }
+        Entry::Transaction(_) | Entry::TransactionTombstone { .. } => {
+            tracing::warn!(
+                log_offset,
+                "transaction state in a __consumer_offsets partition: skipped"
+            );
+        }
     }
 }
 
@@ -407,7 +462,12 @@ const STORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Appends `entries` to coordinator partition `index` and waits until they are
 /// durable and on every in-sync replica; returns the log offset of the first.
 async fn store(shard: &Shard, index: i32, entries: &[Entry]) -> Result<i64, EngineError> {
-    let partition = shard.partition(OFFSETS_TOPIC, index)?;
+    store_in(shard, OFFSETS_TOPIC, index, entries).await
+}
+
+/// [`store`] into partition `index` of the internal topic `topic`.
+pub(crate) async fn store_in(shard: &Shard, topic: &str, index: i32, entries: &[Entry]) -> Result<i64, EngineError> {
+    let partition = shard.partition(topic, index)?;
     let base_offset = partition
         .append_internal(encode_batch(entries, now_ms()), STORE_TIMEOUT)
         .await?;
@@ -595,6 +655,23 @@ pub(crate) fn leave(
     Ok(results)
 }
 
+/// Whether one commit may be stored: its metadata within the bound, and
+/// `has_room` in the group's table.
+fn commit_verdict(commit: &Commit, has_room: bool) -> Result<(), GroupError> {
+    if commit
+        .committed
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)
+    {
+        Err(GroupError::OffsetMetadataTooLarge)
+    } else if !has_room {
+        Err(GroupError::TooManyOffsets)
+    } else {
+        Ok(())
+    }
+}
+
 /// OffsetCommit, on the coordinator shard: one result per commit, in order.
 pub(crate) async fn commit(
     shard: &Rc<Shard>,
@@ -617,19 +694,7 @@ pub(crate) async fn commit(
         )?;
         Ok(commits
             .iter()
-            .map(|c| {
-                if c.committed
-                    .metadata
-                    .as_ref()
-                    .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)
-                {
-                    Err(GroupError::OffsetMetadataTooLarge)
-                } else if !g.has_room_for(&c.topic, c.partition) {
-                    Err(GroupError::TooManyOffsets)
-                } else {
-                    Ok(())
-                }
-            })
+            .map(|c| commit_verdict(c, g.has_room_for(&c.topic, c.partition)))
             .collect::<Vec<_>>())
     });
     let verdicts = match checked {
@@ -689,6 +754,164 @@ pub(crate) async fn commit(
         }
     });
     verdicts.into_iter().map(|v| v.map_err(EngineError::Group)).collect()
+}
+
+/// TxnOffsetCommit, on the group's coordinator shard: the offsets are
+/// stored as held for producer `producer_id`'s transaction, and become the
+/// group's committed offsets only when it commits ([`end_transaction`]).
+/// One result per commit, in order.
+pub(crate) async fn txn_commit(
+    shard: &Rc<Shard>,
+    index: i32,
+    group: &str,
+    producer_id: i64,
+    committer: Committer,
+    commits: Vec<Commit>,
+) -> Vec<Result<(), EngineError>> {
+    let all = |e: GroupError| commits.iter().map(|_| Err(EngineError::Group(e))).collect::<Vec<_>>();
+    if let Err(e) = ready(shard, index) {
+        return all(e);
+    }
+    // Kafka accepts a transactional commit for a group without members
+    // (and, before TxnOffsetCommit v3, without naming any).
+    let checked = shard.coordinator.with_group(index, group, true, |g| {
+        if committer.generation >= 0 {
+            g.check_commit(
+                &committer.member_id,
+                committer.instance_id.as_deref(),
+                committer.generation,
+            )?;
+        }
+        Ok(commits
+            .iter()
+            .map(|c| commit_verdict(c, g.has_room_for_txn(producer_id, &c.topic, c.partition)))
+            .collect::<Vec<_>>())
+    });
+    let verdicts = match checked {
+        Ok(Ok(verdicts)) => verdicts,
+        Ok(Err(e)) | Err(e) => return all(e),
+    };
+    let entries: Vec<Entry> = commits
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, verdict)| verdict.is_ok())
+        .map(|(c, _)| Entry::TxnOffsetCommit {
+            group: group.to_string(),
+            producer_id,
+            topic: c.topic.clone(),
+            partition: c.partition,
+            committed: c.committed.clone(),
+        })
+        .collect();
+    if !entries.is_empty() {
+        if let Err(e) = store(shard, index, &entries).await {
+            tracing::warn!(%group, error = %e, "storing transactional offsets");
+            return all(GroupError::CoordinatorNotAvailable);
+        }
+        let _ = shard.coordinator.with_group(index, group, true, |g| {
+            for entry in entries {
+                if let Entry::TxnOffsetCommit {
+                    topic,
+                    partition,
+                    committed,
+                    ..
+                } = entry
+                {
+                    g.apply_txn_commit(producer_id, &topic, partition, committed);
+                }
+            }
+        });
+    }
+    verdicts.into_iter().map(|v| v.map_err(EngineError::Group)).collect()
+}
+
+/// The transaction of producer `producer_id` ended: its offsets held for
+/// `group` become committed offsets (commit) or are dropped (abort), in one
+/// stored batch. Idempotent: a second call finds nothing held.
+pub(crate) async fn end_transaction(
+    shard: &Rc<Shard>,
+    index: i32,
+    group: &str,
+    producer_id: i64,
+    commit: bool,
+) -> Result<(), EngineError> {
+    ready(shard, index).map_err(EngineError::Group)?;
+    let held = match shard
+        .coordinator
+        .with_group(index, group, false, |g| g.txn_commits_of(producer_id))
+    {
+        Ok(held) => held,
+        Err(GroupError::GroupIdNotFound) => return Ok(()),
+        Err(e) => return Err(EngineError::Group(e)),
+    };
+    if held.is_empty() {
+        return Ok(());
+    }
+    let mut entries = Vec::with_capacity(held.len() * 2);
+    for (topic, partition, committed) in &held {
+        if commit {
+            entries.push(Entry::OffsetCommit {
+                group: group.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+                committed: committed.clone(),
+            });
+        }
+        entries.push(Entry::TxnOffsetTombstone {
+            group: group.to_string(),
+            producer_id,
+            topic: topic.clone(),
+            partition: *partition,
+        });
+    }
+    let base_offset = store(shard, index, &entries).await?;
+    let _ = shard.coordinator.with_group(index, group, false, |g| {
+        for (delta, entry) in entries.into_iter().enumerate() {
+            let log_offset = base_offset + i64::try_from(delta).unwrap_or(0);
+            match entry {
+                Entry::OffsetCommit {
+                    topic,
+                    partition,
+                    committed,
+                    ..
+                } => g.apply_commit(&topic, partition, committed, log_offset),
+                Entry::TxnOffsetTombstone { topic, partition, .. } => {
+                    g.remove_txn_commit(producer_id, &topic, partition);
+                }
+                _ => {}
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The transaction of producer `producer_id` ended: [`end_transaction`]
+/// for every group of coordinator partition `index` holding offsets for it
+/// (what a marker for a `__consumer_offsets` partition means).
+pub(crate) async fn end_transaction_in_partition(
+    shard: &Rc<Shard>,
+    index: i32,
+    producer_id: i64,
+    commit: bool,
+) -> Result<(), EngineError> {
+    ready(shard, index).map_err(EngineError::Group)?;
+    let holding: Vec<String> = shard
+        .coordinator
+        .partitions
+        .borrow()
+        .get(&index)
+        .map(|groups| {
+            groups
+                .values()
+                .filter(|g| !g.txn_commits_of(producer_id).is_empty())
+                .map(|g| g.id.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    for group in holding {
+        end_transaction(shard, index, &group, producer_id, commit).await?;
+    }
+    Ok(())
 }
 
 /// DeleteGroups of one group, on the coordinator shard.
@@ -864,6 +1087,30 @@ mod tests {
         });
         assert!(finished.is_ok());
         assert_eq!(offsets(true), vec![Ok(Some(9)), Ok(None)]);
+    }
+
+    /// Offsets held for transactions make their partitions unstable until
+    /// every producer holding one is done, and are per producer.
+    #[test]
+    fn offsets_held_for_transactions_are_counted_per_partition() {
+        let mut group = Group::new("g", Instant::now());
+        let committed = CommittedOffset::bare;
+        group.apply_txn_commit(1, "t", 0, committed(5));
+        group.apply_txn_commit(2, "t", 0, committed(7));
+        group.apply_txn_commit(1, "t", 1, committed(3));
+        group.apply_txn_commit(1, "t", 1, committed(4));
+        assert!(group.has_pending_commit("t", 0) && group.has_pending_commit("t", 1));
+        assert_eq!(group.txn_commits_of(1).len(), 2);
+        assert_eq!(group.txn_commits_of(2), vec![("t".to_string(), 0, committed(7))]);
+        group.remove_txn_commit(1, "t", 0);
+        group.remove_txn_commit(1, "t", 0);
+        assert!(group.has_pending_commit("t", 0), "producer 2 still holds one");
+        group.remove_txn_commit(2, "t", 0);
+        assert!(!group.has_pending_commit("t", 0));
+        group.remove_txn_commit(1, "t", 1);
+        assert!(!group.has_pending_commit("t", 1));
+        assert!(group.offsets.is_empty(), "nothing became a committed offset");
+        assert!(group.is_forgettable());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The coordinator's own record format: committed offsets and group metadata,
-//! stored in the `__consumer_offsets` partitions.
+//! The coordinators' own record format: committed offsets and group
+//! metadata, stored in the `__consumer_offsets` partitions, and transaction
+//! state, stored in the `__transaction_state` partitions.
 //!
 //! Each write is one Kafka RecordBatch v2 (uncompressed, no producer id, see
 //! `shardline_log::batch`), so the log validates and stores it like any other
@@ -34,7 +35,24 @@
 //!                         | session timeout ms i32 | rebalance timeout ms i32
 //!                         | subscription bytes | assignment bytes
 //!   4 group tombstone   group str
+//!   5 txn offset commit group str | producer id i64 | topic str | partition i32 | offset i64
+//!                       | leader epoch i32 | commit timestamp ms i64 | metadata nstr
+//!                       (an offset committed inside a transaction: pending until
+//!                       the transaction ends)
+//!   6 txn offset tombstone  group str | producer id i64 | topic str | partition i32
+//!   7 transaction       transactional id str | producer id i64 | producer epoch i16
+//!                       | timeout ms i32 | state u8 (0 empty, 1 ongoing, 2 prepare commit,
+//!                         3 prepare abort, 4 complete commit, 5 complete abort)
+//!                       | started ms i64 | updated ms i64
+//!                       | partition count u32 | (topic str | partition i32)…
+//!                       | group count u32 | group str…
+//!   8 transaction tombstone  transactional id str
 //! ```
+//!
+//! A transaction's committed offsets (kind 5) are keyed apart from plain
+//! commits, by producer too, so compaction can never let an aborted one
+//! shadow a committed offset; when the transaction ends, one batch turns
+//! them into plain commits (commit) and deletes them (kind 6), atomically.
 //!
 //! Replay applies entries in log order; the last entry per key wins (offsets
 //! are keyed by group, topic and partition; metadata by group). A tombstone
@@ -46,6 +64,9 @@
 use bytes::Bytes;
 use shardline_log::{build_keyed_batch, uncompressed_records, validate_stored};
 
+use super::transaction::{TxnMetadata, TxnState};
+use crate::producer::{ProducerEpoch, ProducerId};
+
 /// The only entry format version written and read.
 pub(crate) const ENTRY_VERSION: u8 = 1;
 /// Bytes before an entry's body: version, kind, crc, body length.
@@ -56,6 +77,10 @@ const KIND_OFFSET_COMMIT: u8 = 1;
 const KIND_OFFSET_TOMBSTONE: u8 = 2;
 const KIND_GROUP_METADATA: u8 = 3;
 const KIND_GROUP_TOMBSTONE: u8 = 4;
+const KIND_TXN_OFFSET_COMMIT: u8 = 5;
+const KIND_TXN_OFFSET_TOMBSTONE: u8 = 6;
+const KIND_TRANSACTION: u8 = 7;
+const KIND_TRANSACTION_TOMBSTONE: u8 = 8;
 
 /// Null marker of a nullable string's u16 length.
 const NULL_STRING: u16 = u16::MAX;
@@ -157,6 +182,25 @@ pub(crate) enum Entry {
     GroupTombstone {
         group: String,
     },
+    /// An offset committed inside producer `producer_id`'s transaction.
+    TxnOffsetCommit {
+        group: String,
+        producer_id: i64,
+        topic: String,
+        partition: i32,
+        committed: CommittedOffset,
+    },
+    TxnOffsetTombstone {
+        group: String,
+        producer_id: i64,
+        topic: String,
+        partition: i32,
+    },
+    /// A transactional id's state (`transaction.rs`).
+    Transaction(TxnMetadata),
+    TransactionTombstone {
+        transactional_id: String,
+    },
 }
 
 impl Entry {
@@ -166,6 +210,10 @@ impl Entry {
             Entry::OffsetTombstone { .. } => KIND_OFFSET_TOMBSTONE,
             Entry::Group(_) => KIND_GROUP_METADATA,
             Entry::GroupTombstone { .. } => KIND_GROUP_TOMBSTONE,
+            Entry::TxnOffsetCommit { .. } => KIND_TXN_OFFSET_COMMIT,
+            Entry::TxnOffsetTombstone { .. } => KIND_TXN_OFFSET_TOMBSTONE,
+            Entry::Transaction(_) => KIND_TRANSACTION,
+            Entry::TransactionTombstone { .. } => KIND_TRANSACTION_TOMBSTONE,
         }
     }
 
@@ -190,13 +238,41 @@ impl Entry {
             Entry::Group(GroupSnapshot { group, .. }) | Entry::GroupTombstone { group } => {
                 Entry::GroupTombstone { group: group.clone() }
             }
+            Entry::TxnOffsetCommit {
+                group,
+                producer_id,
+                topic,
+                partition,
+                ..
+            }
+            | Entry::TxnOffsetTombstone {
+                group,
+                producer_id,
+                topic,
+                partition,
+            } => Entry::TxnOffsetTombstone {
+                group: group.clone(),
+                producer_id: *producer_id,
+                topic: topic.clone(),
+                partition: *partition,
+            },
+            Entry::Transaction(TxnMetadata { transactional_id, .. })
+            | Entry::TransactionTombstone { transactional_id } => Entry::TransactionTombstone {
+                transactional_id: transactional_id.clone(),
+            },
         };
         tombstone.encode()
     }
 
     /// Whether the entry deletes its key (written as a null value).
     fn is_tombstone(&self) -> bool {
-        matches!(self, Entry::OffsetTombstone { .. } | Entry::GroupTombstone { .. })
+        matches!(
+            self,
+            Entry::OffsetTombstone { .. }
+                | Entry::GroupTombstone { .. }
+                | Entry::TxnOffsetTombstone { .. }
+                | Entry::TransactionTombstone { .. }
+        )
     }
 
     /// The entry as bytes (header and body).
@@ -212,10 +288,7 @@ impl Entry {
                 put_str(&mut body, group);
                 put_str(&mut body, topic);
                 body.extend_from_slice(&partition.to_be_bytes());
-                body.extend_from_slice(&committed.offset.to_be_bytes());
-                body.extend_from_slice(&committed.leader_epoch.to_be_bytes());
-                body.extend_from_slice(&committed.commit_timestamp_ms.to_be_bytes());
-                put_nullable_str(&mut body, committed.metadata.as_deref());
+                put_committed(&mut body, committed);
             }
             Entry::OffsetTombstone {
                 group,
@@ -246,6 +319,49 @@ impl Entry {
                 }
             }
             Entry::GroupTombstone { group } => put_str(&mut body, group),
+            Entry::TxnOffsetCommit {
+                group,
+                producer_id,
+                topic,
+                partition,
+                committed,
+            } => {
+                put_str(&mut body, group);
+                body.extend_from_slice(&producer_id.to_be_bytes());
+                put_str(&mut body, topic);
+                body.extend_from_slice(&partition.to_be_bytes());
+                put_committed(&mut body, committed);
+            }
+            Entry::TxnOffsetTombstone {
+                group,
+                producer_id,
+                topic,
+                partition,
+            } => {
+                put_str(&mut body, group);
+                body.extend_from_slice(&producer_id.to_be_bytes());
+                put_str(&mut body, topic);
+                body.extend_from_slice(&partition.to_be_bytes());
+            }
+            Entry::Transaction(txn) => {
+                put_str(&mut body, &txn.transactional_id);
+                body.extend_from_slice(&txn.producer_id.0.to_be_bytes());
+                body.extend_from_slice(&txn.producer_epoch.0.to_be_bytes());
+                body.extend_from_slice(&txn.timeout_ms.to_be_bytes());
+                body.push(txn.state.code());
+                body.extend_from_slice(&txn.started_ms.to_be_bytes());
+                body.extend_from_slice(&txn.updated_ms.to_be_bytes());
+                body.extend_from_slice(&u32::try_from(txn.partitions.len()).unwrap_or(u32::MAX).to_be_bytes());
+                for (topic, partition) in &txn.partitions {
+                    put_str(&mut body, topic);
+                    body.extend_from_slice(&partition.to_be_bytes());
+                }
+                body.extend_from_slice(&u32::try_from(txn.groups.len()).unwrap_or(u32::MAX).to_be_bytes());
+                for group in &txn.groups {
+                    put_str(&mut body, group);
+                }
+            }
+            Entry::TransactionTombstone { transactional_id } => put_str(&mut body, transactional_id),
         }
         let body_length = u32::try_from(body.len()).unwrap_or(u32::MAX);
         let mut out = Vec::with_capacity(ENTRY_HEADER_BYTES + body.len());
@@ -284,12 +400,7 @@ impl Entry {
                 group: reader.str("group")?,
                 topic: reader.str("topic")?,
                 partition: reader.i32("partition")?,
-                committed: CommittedOffset {
-                    offset: reader.i64("offset")?,
-                    leader_epoch: reader.i32("leader epoch")?,
-                    commit_timestamp_ms: reader.i64("commit timestamp")?,
-                    metadata: reader.nullable_str("metadata")?,
-                },
+                committed: reader.committed()?,
             },
             KIND_OFFSET_TOMBSTONE => Entry::OffsetTombstone {
                 group: reader.str("group")?,
@@ -328,6 +439,50 @@ impl Entry {
             KIND_GROUP_TOMBSTONE => Entry::GroupTombstone {
                 group: reader.str("group")?,
             },
+            KIND_TXN_OFFSET_COMMIT => Entry::TxnOffsetCommit {
+                group: reader.str("group")?,
+                producer_id: reader.i64("producer id")?,
+                topic: reader.str("topic")?,
+                partition: reader.i32("partition")?,
+                committed: reader.committed()?,
+            },
+            KIND_TXN_OFFSET_TOMBSTONE => Entry::TxnOffsetTombstone {
+                group: reader.str("group")?,
+                producer_id: reader.i64("producer id")?,
+                topic: reader.str("topic")?,
+                partition: reader.i32("partition")?,
+            },
+            KIND_TRANSACTION => {
+                let transactional_id = reader.str("transactional id")?;
+                let producer_id = ProducerId(reader.i64("producer id")?);
+                let producer_epoch = ProducerEpoch(i16::from_be_bytes(reader.array("producer epoch")?));
+                let timeout_ms = reader.i32("timeout")?;
+                let state = TxnState::from_code(reader.u8("state")?).ok_or(RecordError::Invalid("state"))?;
+                let started_ms = reader.i64("started")?;
+                let updated_ms = reader.i64("updated")?;
+                let mut partitions = std::collections::BTreeSet::new();
+                for _ in 0..reader.u32("partition count")? {
+                    partitions.insert((reader.str("topic")?, reader.i32("partition")?));
+                }
+                let mut groups = std::collections::BTreeSet::new();
+                for _ in 0..reader.u32("group count")? {
+                    groups.insert(reader.str("group")?);
+                }
+                Entry::Transaction(TxnMetadata {
+                    transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    timeout_ms,
+                    state,
+                    started_ms,
+                    updated_ms,
+                    partitions,
+                    groups,
+                })
+            }
+            KIND_TRANSACTION_TOMBSTONE => Entry::TransactionTombstone {
+                transactional_id: reader.str("transactional id")?,
+            },
             other => return Err(RecordError::UnknownKind(other)),
         };
         if !reader.input.is_empty() {
@@ -359,6 +514,15 @@ fn put_nullable_str(out: &mut Vec<u8>, text: Option<&str>) {
         Some(text) => put_str(out, text),
         None => out.extend_from_slice(&NULL_STRING.to_be_bytes()),
     }
+}
+
+/// A committed offset's fields: offset i64 | leader epoch i32 | commit
+/// timestamp ms i64 | metadata nstr (kinds 1 and 5).
+fn put_committed(out: &mut Vec<u8>, committed: &CommittedOffset) {
+    out.extend_from_slice(&committed.offset.to_be_bytes());
+    out.extend_from_slice(&committed.leader_epoch.to_be_bytes());
+    out.extend_from_slice(&committed.commit_timestamp_ms.to_be_bytes());
+    put_nullable_str(out, committed.metadata.as_deref());
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -420,6 +584,16 @@ impl<'a> Reader<'a> {
 
     fn str(&mut self, field: &'static str) -> Result<String, RecordError> {
         self.nullable_str(field)?.ok_or(RecordError::Invalid(field))
+    }
+
+    /// What [`put_committed`] wrote.
+    fn committed(&mut self) -> Result<CommittedOffset, RecordError> {
+        Ok(CommittedOffset {
+            offset: self.i64("offset")?,
+            leader_epoch: self.i32("leader epoch")?,
+            commit_timestamp_ms: self.i64("commit timestamp")?,
+            metadata: self.nullable_str("metadata")?,
+        })
     }
 
     fn bytes(&mut self, field: &'static str) -> Result<Bytes, RecordError> {
@@ -520,6 +694,38 @@ mod tests {
                 }],
             }),
             Entry::GroupTombstone { group: "gone".into() },
+            Entry::TxnOffsetCommit {
+                group: "readers".into(),
+                producer_id: 99,
+                topic: "orders".into(),
+                partition: 2,
+                committed: CommittedOffset {
+                    offset: 12,
+                    leader_epoch: 3,
+                    commit_timestamp_ms: 5,
+                    metadata: None,
+                },
+            },
+            Entry::TxnOffsetTombstone {
+                group: "readers".into(),
+                producer_id: 99,
+                topic: "orders".into(),
+                partition: 2,
+            },
+            Entry::Transaction(TxnMetadata {
+                transactional_id: "app-1".into(),
+                producer_id: ProducerId(99),
+                producer_epoch: ProducerEpoch(4),
+                timeout_ms: 60_000,
+                state: TxnState::PrepareCommit,
+                started_ms: 1_700_000_000_000,
+                updated_ms: 1_700_000_000_500,
+                partitions: [("orders".to_string(), 0), ("orders".to_string(), 5)].into(),
+                groups: ["readers".to_string()].into(),
+            }),
+            Entry::TransactionTombstone {
+                transactional_id: "app-1".into(),
+            },
         ]
     }
 
@@ -528,8 +734,13 @@ mod tests {
         let entries = samples();
         let batch = encode_batch(&entries, 1_700_000_000_000);
         let header = shardline_log::validate(&batch).unwrap();
-        assert_eq!(header.record_count, 5);
+        assert_eq!(header.record_count, i32::try_from(entries.len()).unwrap());
         assert_eq!(header.total_bytes(), batch.len());
+        // Transactional offsets and transactions are keyed apart: by group,
+        // producer, topic and partition; by transactional id.
+        assert_eq!(entries[5].key(), entries[6].key());
+        assert_ne!(entries[5].key(), entries[0].key());
+        assert_eq!(entries[7].key(), entries[8].key());
         let decoded: Vec<Entry> = decode_batch(&batch).unwrap().into_iter().map(|(_, e)| e).collect();
         assert_eq!(decoded, entries);
         // Keys: offsets by group, topic and partition; groups by group.

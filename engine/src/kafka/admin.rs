@@ -16,7 +16,7 @@ use shardline_raft::{AclOperation, MetaError, NewTopic};
 use super::{str_bytes, topic_name, wait_all_shards};
 use crate::{
     acl::{Access, Resource},
-    coordinator::OFFSETS_TOPIC,
+    coordinator::is_internal_topic,
     error::{kafka_code, EngineError},
     shard::Shard,
 };
@@ -201,7 +201,7 @@ pub(super) async fn delete_topics(shard: &Rc<Shard>, access: &Access, request: D
     for name in names {
         let mut result = DeletableTopicResult::default();
         match name {
-            Some(name) if name == OFFSETS_TOPIC => {
+            Some(name) if is_internal_topic(&name) => {
                 result.name = Some(topic_name(&name));
                 let e = EngineError::InternalTopic(name);
                 result.error_code = kafka_code(&e);
@@ -335,8 +335,9 @@ pub(super) async fn create_partitions(
         let outcome: Result<(), EngineError> =
             if let Err(refused) = access.check(&image, AclOperation::Alter, Resource::Topic(&name)) {
                 Err(refused)
-            } else if name == OFFSETS_TOPIC {
-                // A group's partition is its hash modulo the count: the count is fixed.
+            } else if is_internal_topic(&name) {
+                // A group's (or transactional id's) partition is its hash
+                // modulo the count: the count is fixed.
                 Err(EngineError::InternalTopic(name.clone()))
             } else if let Some(e) = assignment_error {
                 Err(e)

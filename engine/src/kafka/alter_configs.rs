@@ -33,7 +33,7 @@ use shardline_raft::{validate_topic_config, AclOperation, CONFIG_ENTRIES_MAX};
 use super::{str_bytes, wait_all_shards};
 use crate::{
     acl::{Access, Resource},
-    coordinator::OFFSETS_TOPIC,
+    coordinator::is_internal_topic,
     error::{kafka_code, AdminError, EngineError},
     shard::Shard,
 };
@@ -154,7 +154,7 @@ async fn alter_resource(
             )))
         }
     }
-    if name == OFFSETS_TOPIC {
+    if is_internal_topic(name) {
         return Err(EngineError::InternalTopic(name.to_string()));
     }
     if !shard.image().topics.contains_key(name) {

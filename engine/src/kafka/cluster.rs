@@ -2,13 +2,10 @@
 
 use std::{cell::Cell, rc::Rc};
 
-use kafka_protocol::{
-    messages::{
-        api_versions_response::ApiVersion, describe_cluster_response::DescribeClusterBroker, ApiVersionsResponse,
-        BrokerId, DescribeClusterRequest, DescribeClusterResponse, InitProducerIdRequest, InitProducerIdResponse,
-        ProducerId, ResponseKind,
-    },
-    ResponseError,
+use kafka_protocol::messages::{
+    api_versions_response::ApiVersion, describe_cluster_response::DescribeClusterBroker, ApiVersionsResponse, BrokerId,
+    DescribeClusterRequest, DescribeClusterResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId,
+    ResponseKind,
 };
 
 use super::{brokers::kafka_brokers, str_bytes};
@@ -73,7 +70,7 @@ const NODE_BITS: u32 = 6;
 const SHARD_BITS: u32 = 6;
 const SEQUENCE_BITS: u32 = 10;
 
-fn next_producer_id(node_id: i32, shard_id: usize) -> i64 {
+pub(crate) fn next_producer_id(node_id: i32, shard_id: usize) -> i64 {
     ISSUED.with(|issued| {
         let now_ms = super::unix_now_ms();
         let (last_ms, sequence) = issued.get();
@@ -96,9 +93,7 @@ fn next_producer_id(node_id: i32, shard_id: usize) -> i64 {
 }
 
 /// An idempotent producer needs IdempotentWrite on the cluster or Write on
-/// some topic (Kafka 3's rule); a transactional one Write on its id — and is
-/// refused anyway (no transactions), TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
-/// IdempotentWrite on the cluster, or Write on some topic.
+/// some topic (Kafka 3's rule); a transactional one Write on its id.
 fn idempotent_writer(image: &shardline_raft::MetadataImage, access: &Access) -> Result<(), crate::error::EngineError> {
     access
         .check(image, AclOperation::IdempotentWrite, Resource::Cluster)
@@ -115,7 +110,14 @@ fn idempotent_writer(image: &shardline_raft::MetadataImage, access: &Access) -> 
         })
 }
 
-pub(super) fn init_producer_id(shard: &Rc<Shard>, access: &Access, request: InitProducerIdRequest) -> ResponseKind {
+/// InitProducerId: an idempotent producer is answered here; a
+/// transactional one by its transaction coordinator (`transactions.rs`).
+pub(super) async fn init_producer_id(
+    shard: &Rc<Shard>,
+    access: &Access,
+    request: InitProducerIdRequest,
+    version: i16,
+) -> ResponseKind {
     let mut response = InitProducerIdResponse::default();
     let image = shard.image();
     let allowed = match request.transactional_id.as_deref() {
@@ -129,10 +131,7 @@ pub(super) fn init_producer_id(shard: &Rc<Shard>, access: &Access, request: Init
         response.producer_id = ProducerId(-1);
         response.producer_epoch = -1;
     } else if request.transactional_id.is_some() {
-        // Transactions are not implemented: refuse rather than pretend.
-        response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
-        response.producer_id = ProducerId(-1);
-        response.producer_epoch = -1;
+        return super::transactions::init_producer_id(shard, request, version).await;
     } else if request.producer_id.0 >= 0 && request.producer_epoch >= 0 && request.producer_epoch < i16::MAX {
         // KIP-360: an idempotent producer bumps its epoch after an error.
         response.producer_id = request.producer_id;

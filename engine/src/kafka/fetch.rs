@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 use kafka_protocol::{messages::FetchRequest, ResponseError};
 use shardline_log::{LogError, Offset};
-use shardline_net::{FetchPartitionResponse, FetchResponse, FetchTopicResponse, ResponseBody};
+use shardline_net::{AbortedTransaction, FetchPartitionResponse, FetchResponse, FetchTopicResponse, ResponseBody};
 
 use super::{code_of, epoch_of, on_owners, split_by_owner};
 use crate::{
@@ -32,7 +32,10 @@ const FETCH_RESPONSE_BYTES_MAX: usize = 55 << 20;
 /// What the owner shard read for one partition.
 struct PartitionRead {
     high_watermark: i64,
+    last_stable_offset: i64,
     log_start: i64,
+    /// read_committed: the aborted transactions in the range read.
+    aborted: Option<Vec<AbortedTransaction>>,
     result: Result<Vec<Bytes>, EngineError>,
 }
 
@@ -40,11 +43,16 @@ impl PartitionRead {
     fn failed(error: EngineError) -> PartitionRead {
         PartitionRead {
             high_watermark: -1,
+            last_stable_offset: -1,
             log_start: -1,
+            aborted: None,
             result: Err(error),
         }
     }
 }
+
+/// Fetch `isolation_level` 1: read below the last stable offset only.
+const READ_COMMITTED: i8 = 1;
 
 #[derive(Clone)]
 struct Item {
@@ -56,6 +64,9 @@ struct Item {
     current_leader_epoch: i32,
     /// The fetching follower's broker id, or -1 for a consumer.
     replica_id: i32,
+    /// A read_committed consumer: reads below the last stable offset and
+    /// is told the aborted transactions it must skip.
+    read_committed: bool,
 }
 
 pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: FetchRequest) -> ResponseBody {
@@ -108,6 +119,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: FetchReq
                         .min(FETCH_RESPONSE_BYTES_MAX),
                     current_leader_epoch: p.current_leader_epoch,
                     replica_id,
+                    read_committed: replica_id < 0 && request.isolation_level == READ_COMMITTED,
                 })
                 .collect()
         })
@@ -163,9 +175,9 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: FetchReq
                 partition_index: item.index,
                 error_code,
                 high_watermark: read.high_watermark,
-                last_stable_offset: read.high_watermark,
+                last_stable_offset: read.last_stable_offset,
                 log_start_offset: read.log_start,
-                aborted_transactions: None,
+                aborted_transactions: read.aborted,
                 preferred_read_replica: -1,
                 records: read.result.unwrap_or_default(),
             });
@@ -268,19 +280,42 @@ fn read_local(shard: &Shard, item: &Item) -> PartitionRead {
         partition.record_follower_fetch(item.replica_id, from);
     }
     let high_watermark = partition.high_watermark();
-    // Followers copy up to the log end, consumers read below the high watermark.
-    let end = if item.replica_id >= 0 { log_end } else { high_watermark };
+    let last_stable_offset = partition.last_stable_offset();
+    // Followers copy up to the log end, read_uncommitted consumers read
+    // below the high watermark, read_committed ones below the LSO.
+    let end = if item.replica_id >= 0 {
+        log_end
+    } else if item.read_committed {
+        last_stable_offset
+    } else {
+        high_watermark
+    };
     let log_start = partition.log.log_start().0;
-    let result = if from >= end && from <= log_end {
-        Ok(Vec::new())
+    let read = if from >= end && from <= log_end {
+        Ok((Vec::new(), from))
     } else {
         partition
             .read(from, item.partition_max_bytes.max(1), end)
-            .map(|r| r.chunks)
+            .map(|r| (r.chunks, r.next_offset))
     };
+    // The aborted transactions that start inside what was read.
+    let read_end = read.as_ref().map_or(from, |(_, next)| *next);
+    let result = read.map(|(chunks, _)| chunks);
+    let aborted = item.read_committed.then(|| {
+        partition
+            .aborted_between(from, read_end)
+            .into_iter()
+            .map(|a| AbortedTransaction {
+                producer_id: a.producer_id.0,
+                first_offset: a.first_offset.0,
+            })
+            .collect()
+    });
     PartitionRead {
         high_watermark: high_watermark.0,
+        last_stable_offset: last_stable_offset.0,
         log_start,
+        aborted,
         result,
     }
 }
@@ -336,6 +371,8 @@ fn watch_local(shard: &Shard, item: &Item, watch: &Rc<FetchWatch>) -> Watched {
     };
     let visible_end = if item.replica_id >= 0 {
         partition.log.log_end()
+    } else if item.read_committed {
+        partition.last_stable_offset()
     } else {
         partition.high_watermark()
     };

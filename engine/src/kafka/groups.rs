@@ -1,4 +1,5 @@
-//! The consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
+//! The consumer-group APIs: FindCoordinator (of groups and of
+//! transactional ids), JoinGroup, SyncGroup, Heartbeat,
 //! LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups,
 //! DeleteGroups, OffsetDelete.
 //!
@@ -39,8 +40,11 @@ use super::{
 };
 use crate::{
     acl::{Access, Resource},
-    coordinator::{self, group::JoinRequest, record::CommittedOffset, Commit, Committer, OFFSETS_TOPIC},
-    error::{kafka_code, EngineError, GroupError},
+    coordinator::{
+        self, group::JoinRequest, record::CommittedOffset, transactions::TRANSACTIONS_TOPIC, Commit, Committer,
+        OFFSETS_TOPIC,
+    },
+    error::{kafka_code, EngineError, GroupError, TxnError},
     shard::{Shard, ShardProbe},
 };
 
@@ -56,60 +60,91 @@ fn group_allowed(shard: &Shard, access: &Access, operation: AclOperation, group:
         .map_err(|refused| kafka_code(&refused))
 }
 
-/// `group`'s partition of `__consumer_offsets` in `image`.
-fn offsets_partition_of<'a>(image: &'a MetadataImage, group: &str) -> Result<&'a PartitionMeta, GroupError> {
-    let topic = image
-        .topics
-        .get(OFFSETS_TOPIC)
-        .ok_or(GroupError::CoordinatorNotAvailable)?;
-    let index = coordinator::partition_for(group, topic.partitions.len());
-    usize::try_from(index)
-        .ok()
-        .and_then(|i| topic.partitions.get(i))
-        .ok_or(GroupError::CoordinatorNotAvailable)
+/// `key`'s partition of the internal topic `topic` (`__consumer_offsets`
+/// for a group, `__transaction_state` for a transactional id) in `image`.
+pub(super) fn internal_partition_of<'a>(image: &'a MetadataImage, topic: &str, key: &str) -> Option<&'a PartitionMeta> {
+    let topic = image.topics.get(topic)?;
+    let index = coordinator::partition_for(key, topic.partitions.len());
+    usize::try_from(index).ok().and_then(|i| topic.partitions.get(i))
 }
 
-/// The coordinator partition of `group` and the shard that owns it.
-fn route(shard: &Shard, group: &str) -> Result<(usize, i32), GroupError> {
-    let image = shard.image();
-    let index = offsets_partition_of(&image, group)?.index;
-    let owner = shard
-        .owner_of(OFFSETS_TOPIC, index)
-        .map_err(|_| GroupError::NotCoordinator)?;
-    Ok((owner, index))
+/// How a coordinator request is refused before it reaches a coordinator:
+/// the internal topic or its partition is missing, or this broker does not
+/// lead it.
+pub(super) struct Unrouted<E> {
+    pub(super) unavailable: E,
+    pub(super) not_coordinator: E,
 }
 
-/// Runs `work(coordinator shard, partition)` on `group`'s coordinator shard.
-async fn on_coordinator<R, F, Fut>(shard: &Rc<Shard>, group: &str, work: F) -> Result<R, GroupError>
+/// Runs `work(coordinator shard, partition)` on the shard leading `key`'s
+/// partition of the internal topic `topic` (a group's coordinator, or a
+/// transactional id's).
+pub(super) async fn on_internal_leader<R, E, F, Fut>(
+    shard: &Rc<Shard>,
+    topic: &str,
+    key: &str,
+    unrouted: Unrouted<E>,
+    work: F,
+) -> Result<R, E>
 where
     R: Send + 'static,
+    E: Send + 'static,
     F: FnOnce(Rc<Shard>, i32) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<R, GroupError>> + 'static,
+    Fut: Future<Output = Result<R, E>> + 'static,
 {
-    let (owner, index) = route(shard, group)?;
+    let index = match internal_partition_of(&shard.image(), topic, key) {
+        Some(partition) => partition.index,
+        None => return Err(unrouted.unavailable),
+    };
+    let Ok(owner) = shard.owner_of(topic, index) else {
+        return Err(unrouted.not_coordinator);
+    };
     if owner != shard.id {
         ShardProbe::count(&shard.probe.forwarded_group_requests);
     }
     let epoch = epoch_of(shard);
-    shard
+    match shard
         .invoke_on(owner, move |s: Rc<Shard>| async move {
             s.wait_for_epoch(epoch).await;
             work(s, index).await
         })
         .await
-        .map_err(|_| GroupError::NotCoordinator)?
+    {
+        Ok(answer) => answer,
+        Err(_) => Err(unrouted.not_coordinator),
+    }
 }
 
-/// The broker coordinating `group`: the leader of its `__consumer_offsets`
-/// partition — the shard that holds it, when shards have ports of their own.
-fn coordinator_of(shard: &Shard, group: &str, listener: &str) -> Result<KafkaBroker, GroupError> {
-    let image = shard.image();
-    let partition = offsets_partition_of(&image, group)?;
-    if image.brokers.get(&partition.leader).is_none_or(|b| b.fenced) {
-        return Err(GroupError::CoordinatorNotAvailable);
-    }
-    kafka_broker(&image, partition.leader, partition.shard, listener).ok_or(GroupError::CoordinatorNotAvailable)
+/// Runs `work(coordinator shard, partition)` on `group`'s coordinator shard.
+pub(super) async fn on_coordinator<R, F, Fut>(shard: &Rc<Shard>, group: &str, work: F) -> Result<R, GroupError>
+where
+    R: Send + 'static,
+    F: FnOnce(Rc<Shard>, i32) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<R, GroupError>> + 'static,
+{
+    let unrouted = Unrouted {
+        unavailable: GroupError::CoordinatorNotAvailable,
+        not_coordinator: GroupError::NotCoordinator,
+    };
+    on_internal_leader(shard, OFFSETS_TOPIC, group, unrouted, work).await
 }
+
+/// The broker coordinating `key`: the leader of its partition of the
+/// internal topic `topic` — the shard that holds it, when shards have ports
+/// of their own. `None`: no coordinator is available.
+fn coordinator_of(shard: &Shard, topic: &str, key: &str, listener: &str) -> Option<KafkaBroker> {
+    let image = shard.image();
+    let partition = internal_partition_of(&image, topic, key)?;
+    if image.brokers.get(&partition.leader).is_none_or(|b| b.fenced) {
+        return None;
+    }
+    kafka_broker(&image, partition.leader, partition.shard, listener)
+}
+
+/// FindCoordinator key type of a consumer group.
+const GROUP_KEY: i8 = 0;
+/// FindCoordinator key type of a transactional id.
+const TRANSACTION_KEY: i8 = 1;
 
 pub(super) fn find_coordinator(
     shard: &Rc<Shard>,
@@ -119,14 +154,21 @@ pub(super) fn find_coordinator(
     listener: &str,
 ) -> ResponseKind {
     let answer = |key: &str| -> Result<KafkaBroker, EngineError> {
-        // Key type 1 is a transactional id: transactions are not served.
-        if request.key_type != 0 {
-            return Err(EngineError::InvalidRequest(
-                "only group coordinators (key type 0) exist".into(),
-            ));
+        match request.key_type {
+            GROUP_KEY => {
+                access.check(&shard.image(), AclOperation::Describe, Resource::Group(key))?;
+                coordinator_of(shard, OFFSETS_TOPIC, key, listener)
+                    .ok_or(EngineError::Group(GroupError::CoordinatorNotAvailable))
+            }
+            TRANSACTION_KEY => {
+                access.check(&shard.image(), AclOperation::Describe, Resource::TransactionalId(key))?;
+                coordinator_of(shard, TRANSACTIONS_TOPIC, key, listener)
+                    .ok_or(EngineError::Txn(TxnError::CoordinatorNotAvailable))
+            }
+            other => Err(EngineError::InvalidRequest(format!(
+                "coordinator key type {other}: only groups (0) and transactional ids (1) have coordinators"
+            ))),
         }
-        access.check(&shard.image(), AclOperation::Describe, Resource::Group(key))?;
-        coordinator_of(shard, key, listener).map_err(EngineError::Group)
     };
     let mut response = FindCoordinatorResponse::default();
     if version >= 4 {
@@ -376,46 +418,17 @@ pub(super) async fn offset_commit(
     version: i16,
 ) -> ResponseKind {
     let group = request.group_id.0.to_string();
-    let image = shard.image();
     let group_refused = group_allowed(shard, access, AclOperation::Read, &group).err();
-    let now_ms = super::unix_now_ms();
-    // Per partition: known ones go to the coordinator, the rest are answered here.
-    let mut slots: Vec<Vec<Option<i16>>> = Vec::new();
-    let mut commits = Vec::new();
-    for topic in &request.topics {
-        let name = topic.name.0.to_string();
-        let meta = image.topics.get(&name).filter(|_| name != OFFSETS_TOPIC);
-        let topic_refused = access.check(&image, AclOperation::Read, Resource::Topic(&name)).err();
-        let mut row = Vec::new();
-        for partition in &topic.partitions {
-            let known =
-                meta.is_some_and(|t| usize::try_from(partition.partition_index).is_ok_and(|i| i < t.partitions.len()));
-            if let Some(code) = group_refused {
-                row.push(Some(code));
-            } else if let Some(refused) = &topic_refused {
-                row.push(Some(kafka_code(refused)));
-            } else if known {
-                row.push(None);
-                commits.push(Commit {
-                    topic: name.clone(),
-                    partition: partition.partition_index,
-                    committed: CommittedOffset {
-                        offset: partition.committed_offset,
-                        leader_epoch: if version >= 6 {
-                            partition.committed_leader_epoch
-                        } else {
-                            -1
-                        },
-                        commit_timestamp_ms: now_ms,
-                        metadata: partition.committed_metadata.as_ref().map(ToString::to_string),
-                    },
-                });
-            } else {
-                row.push(Some(kafka_code(&EngineError::UnknownTopicOrPartition)));
-            }
-        }
-        slots.push(row);
-    }
+    let topics = request.topics.iter().map(|topic| {
+        let partitions = topic.partitions.iter().map(|p| CommitPartition {
+            index: p.partition_index,
+            offset: p.committed_offset,
+            leader_epoch: if version >= 6 { p.committed_leader_epoch } else { -1 },
+            metadata: p.committed_metadata.as_ref().map(ToString::to_string),
+        });
+        (topic.name.0.to_string(), partitions.collect())
+    });
+    let (slots, commits) = plan_commits(shard, access, group_refused, topics.collect(), &kafka_code);
     let committer = Committer {
         member_id: request.member_id.to_string(),
         instance_id: request.group_instance_id.as_ref().map(ToString::to_string),
@@ -452,6 +465,67 @@ pub(super) async fn offset_commit(
         response.topics.push(out);
     }
     ResponseKind::OffsetCommit(response)
+}
+
+/// One partition of an OffsetCommit or TxnOffsetCommit request.
+pub(super) struct CommitPartition {
+    pub(super) index: i32,
+    pub(super) offset: i64,
+    /// -1 when the request's version has none.
+    pub(super) leader_epoch: i32,
+    pub(super) metadata: Option<String>,
+}
+
+/// The commits of a request, in order, and per partition either the code
+/// answered here (`refused`: the whole request's refusal; a topic the
+/// principal may not Read; an unknown or internal topic or partition) or
+/// `None` (the next of the commits, for the coordinator). `code` maps an
+/// error at the request's version.
+pub(super) fn plan_commits(
+    shard: &Shard,
+    access: &Access,
+    refused: Option<i16>,
+    topics: Vec<(String, Vec<CommitPartition>)>,
+    code: &dyn Fn(&EngineError) -> i16,
+) -> (Vec<Vec<Option<i16>>>, Vec<Commit>) {
+    let image = shard.image();
+    let now_ms = super::unix_now_ms();
+    let mut slots = Vec::with_capacity(topics.len());
+    let mut commits = Vec::new();
+    for (name, partitions) in topics {
+        let meta = image
+            .topics
+            .get(&name)
+            .filter(|_| !coordinator::is_internal_topic(&name));
+        let topic_refused = access.check(&image, AclOperation::Read, Resource::Topic(&name)).err();
+        let mut row = Vec::with_capacity(partitions.len());
+        for partition in partitions {
+            let known = meta.is_some_and(|t| usize::try_from(partition.index).is_ok_and(|i| i < t.partitions.len()));
+            if let Some(refused) = refused {
+                row.push(Some(refused));
+            } else if let Some(topic_refused) = &topic_refused {
+                row.push(Some(code(topic_refused)));
+            } else if known {
+                row.push(None);
+                commits.push(Commit {
+                    topic: name.clone(),
+                    partition: partition.index,
+                    committed: CommittedOffset {
+                        offset: partition.offset,
+                        leader_epoch: partition.leader_epoch,
+                        commit_timestamp_ms: now_ms,
+                        metadata: partition.metadata,
+                    },
+                });
+            } else {
+                row.push(Some(code(&EngineError::UnknownTopicOrPartition)));
+            }
+        }
+        slots.push(row);
+    }
+    let sent = slots.iter().flatten().filter(|slot| slot.is_none()).count();
+    assert_eq!(sent, commits.len(), "one slot per commit sent");
+    (slots, commits)
 }
 
 /// Describe on the group (else the whole answer is its code) and on each

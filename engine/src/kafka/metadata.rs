@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     acl::{Access, Resource},
-    coordinator::OFFSETS_TOPIC,
+    coordinator::is_internal_topic,
     error::{kafka_code, EngineError},
     shard::Shard,
 };
@@ -77,7 +77,7 @@ pub(super) async fn handle(
     let describe = |topic: &TopicMeta| {
         let mut out = MetadataResponseTopic::default();
         out.name = Some(topic_name(&topic.name));
-        out.is_internal = topic.name == OFFSETS_TOPIC;
+        out.is_internal = is_internal_topic(&topic.name);
         out.topic_id = uuid::Uuid::from_bytes(topic.id);
         out.partitions = topic
             .partitions
@@ -102,11 +102,11 @@ pub(super) async fn handle(
         out
     };
     response.topics = match requested {
-        // The internal topic is only described when asked for by name.
+        // The internal topics are only described when asked for by name.
         None => image
             .topics
             .values()
-            .filter(|t| t.name != OFFSETS_TOPIC)
+            .filter(|t| !is_internal_topic(&t.name))
             .filter(|t| access.allows(&image, AclOperation::Describe, Resource::Topic(&t.name)))
             .map(describe)
             .collect(),

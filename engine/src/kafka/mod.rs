@@ -18,6 +18,7 @@ mod offsets;
 mod partition_admin;
 mod produce;
 mod slow;
+mod transactions;
 
 use std::{cell::Cell, future::Future, rc::Rc, sync::Arc, time::Instant};
 
@@ -125,7 +126,7 @@ impl KafkaHandler {
             RequestBody::ListOffsets(req) => kafka(offsets::handle(&shard, access, req, version).await),
             RequestBody::DescribeConfigs(req) => kafka(configs::describe(&shard, access, req, version)),
             RequestBody::DescribeCluster(req) => kafka(cluster::describe_cluster(&shard, access, req, &listener)),
-            RequestBody::InitProducerId(req) => kafka(cluster::init_producer_id(&shard, access, req)),
+            RequestBody::InitProducerId(req) => kafka(cluster::init_producer_id(&shard, access, req, version).await),
             RequestBody::FindCoordinator(req) => {
                 kafka(groups::find_coordinator(&shard, access, req, version, &listener))
             }
@@ -148,6 +149,21 @@ impl KafkaHandler {
             RequestBody::DeleteAcls(req) => kafka(acls::delete(&shard, access, req).await),
             RequestBody::DescribeUserScramCredentials(req) => kafka(credentials::describe(&shard, access, req)),
             RequestBody::AlterUserScramCredentials(req) => kafka(credentials::alter(&shard, access, req).await),
+            RequestBody::AddPartitionsToTxn(req) => {
+                kafka(transactions::add_partitions(&shard, access, req, version).await)
+            }
+            RequestBody::AddOffsetsToTxn(req) => kafka(transactions::add_offsets(&shard, access, req, version).await),
+            RequestBody::EndTxn(req) => kafka(transactions::end_txn(&shard, access, req, version).await),
+            RequestBody::WriteTxnMarkers(req) => kafka(transactions::write_txn_markers(&shard, access, req).await),
+            RequestBody::DescribeTransactions(req) => {
+                kafka(transactions::describe_transactions(&shard, access, req).await)
+            }
+            RequestBody::ListTransactions(req) => {
+                kafka(transactions::list_transactions(&shard, access, req, version).await)
+            }
+            RequestBody::TxnOffsetCommit(req) => {
+                kafka(transactions::txn_offset_commit(&shard, access, req, version).await)
+            }
             RequestBody::IncrementalAlterConfigs(req) => kafka(alter_configs::incremental(&shard, access, req).await),
             RequestBody::AlterConfigs(req) => kafka(alter_configs::legacy(&shard, access, req).await),
             RequestBody::DescribeLogDirs(req) => kafka(partition_admin::describe_log_dirs(&shard, access, req).await),

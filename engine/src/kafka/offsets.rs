@@ -21,6 +21,15 @@ const MAX_TIMESTAMP: i64 = -3;
 /// (offset, timestamp, leader epoch) of one answer.
 type Found = (i64, i64, i32);
 
+/// ListOffsets `isolation_level` 1: latest is the last stable offset.
+const READ_COMMITTED: i8 = 1;
+
+/// One partition's question.
+struct Question {
+    timestamp: i64,
+    read_committed: bool,
+}
+
 /// Describe on each topic; the partitions of the others are not asked.
 pub(super) async fn handle(
     shard: &Rc<Shard>,
@@ -38,7 +47,13 @@ pub(super) async fn handle(
             t.partitions
                 .iter()
                 .filter(|_| allowed.is_ok())
-                .map(|p| (t.name.0.to_string(), p.partition_index, p.timestamp))
+                .map(|p| {
+                    let question = Question {
+                        timestamp: p.timestamp,
+                        read_committed: request.isolation_level == READ_COMMITTED,
+                    };
+                    (t.name.0.to_string(), p.partition_index, question)
+                })
                 .collect()
         })
         .collect();
@@ -66,11 +81,13 @@ pub(super) async fn handle(
     ResponseKind::ListOffsets(response)
 }
 
-fn lookup(shard: &Shard, topic: &str, index: i32, timestamp: i64) -> Result<Found, EngineError> {
+fn lookup(shard: &Shard, topic: &str, index: i32, question: Question) -> Result<Found, EngineError> {
     let partition = shard.partition(topic, index)?;
     let log = &partition.log;
     let leader_epoch = partition.role().1;
-    match timestamp {
+    match question.timestamp {
+        // read_committed consumers see up to the last stable offset.
+        LATEST if question.read_committed => Ok((partition.last_stable_offset().0, -1, leader_epoch)),
         // Consumers see what every in-sync replica has: the high watermark.
         LATEST => Ok((partition.high_watermark().0, -1, leader_epoch)),
         EARLIEST => Ok((log.log_start().0, -1, leader_epoch)),

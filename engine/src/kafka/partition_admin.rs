@@ -307,7 +307,7 @@ fn producer_state(summary: &ProducerSummary) -> ProducerState {
     state.producer_epoch = i32::from(summary.epoch);
     state.last_sequence = summary.last_sequence;
     state.last_timestamp = summary.last_timestamp_ms;
-    state.coordinator_epoch = -1;
-    state.current_txn_start_offset = -1;
+    state.coordinator_epoch = summary.coordinator_epoch;
+    state.current_txn_start_offset = summary.current_txn_start_offset;
     state
 }

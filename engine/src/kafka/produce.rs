@@ -10,7 +10,7 @@ use shardline_net::{
 use super::{admin::auto_create, epoch_of, split_by_owner, Slot};
 use crate::{
     acl::{Access, Resource},
-    coordinator::OFFSETS_TOPIC,
+    coordinator::is_internal_topic,
     error::EngineError,
     partition::Produced,
     shard::Shard,
@@ -30,8 +30,14 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: ProduceR
             .clamp(1, PRODUCE_TIMEOUT_MAX_MS),
     );
     // Write on each topic, decided once per topic (Kafka does the same;
-    // an idempotent producer was checked at InitProducerId).
+    // an idempotent producer was checked at InitProducerId), and Write on
+    // the transactional id of a transactional produce, else every
+    // partition is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+    let transactional_id = request.transactional_id.as_deref();
     let writable = |image: &shardline_raft::MetadataImage, topic: &str| {
+        if let Some(id) = transactional_id {
+            access.check(image, AclOperation::Write, Resource::TransactionalId(id))?;
+        }
         access.check(image, AclOperation::Write, Resource::Topic(topic))
     };
     if shard.config.auto_create_topics {
@@ -61,7 +67,7 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: ProduceR
             let records = shardline_raft::validate_topic_name(&topic.name)
                 .map_err(EngineError::Meta)
                 .and_then(|()| writable(&image, &topic.name))
-                .and_then(|()| match (&partition.records, topic.name == OFFSETS_TOPIC) {
+                .and_then(|()| match (&partition.records, is_internal_topic(&topic.name)) {
                     (_, true) => Err(EngineError::InternalTopic(topic.name.clone())),
                     (None, false) => Err(EngineError::InvalidRecord("null records".into())),
                     (Some(records), false) => Ok(records.clone()),

@@ -418,7 +418,7 @@ fn storage(page: &mut Exposition, shards: &[&ShardSnapshot]) {
 
 fn partitions(page: &mut Exposition, shards: &[&ShardSnapshot]) {
     type Field = fn(&super::snapshot::PartitionSnapshot) -> u64;
-    let families: [(&'static str, &str, Field); 6] = [
+    let families: [(&'static str, &str, Field); 7] = [
         (
             "shardline_partition_log_start_offset",
             "First offset of the partition's log on this node.",
@@ -433,6 +433,11 @@ fn partitions(page: &mut Exposition, shards: &[&ShardSnapshot]) {
             "shardline_partition_high_watermark",
             "Offset below which every in-sync replica has the partition's records (what consumers read).",
             |p| u64::try_from(p.high_watermark).unwrap_or(0),
+        ),
+        (
+            "shardline_partition_last_stable_offset",
+            "Offset below which read_committed consumers read: the first offset of the oldest open transaction, or the high watermark.",
+            |p| u64::try_from(p.last_stable_offset).unwrap_or(0),
         ),
         (
             "shardline_partition_size_bytes",
@@ -615,6 +620,7 @@ mod tests {
                 log_start: 0,
                 log_end: 30,
                 high_watermark: 30,
+                last_stable_offset: 30,
                 size_bytes: 4096,
                 leader: true,
                 under_replicated: false,

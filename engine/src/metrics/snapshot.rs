@@ -38,6 +38,8 @@ pub(crate) struct PartitionSnapshot {
     pub(crate) log_start: i64,
     pub(crate) log_end: i64,
     pub(crate) high_watermark: i64,
+    /// Below the high watermark while a transaction is open on it.
+    pub(crate) last_stable_offset: i64,
     /// Bytes of segment data.
     pub(crate) size_bytes: u64,
     /// This node leads it.
@@ -192,6 +194,7 @@ fn partitions(shard: &Shard) -> (Vec<PartitionSnapshot>, u64) {
                 log_start: replica.log.log_start().0,
                 log_end: replica.log.log_end().0,
                 high_watermark: replica.high_watermark().0,
+                last_stable_offset: replica.last_stable_offset().0,
                 size_bytes: replica.log.size_bytes(),
                 leader,
                 under_replicated,
