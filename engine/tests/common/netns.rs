@@ -188,39 +188,37 @@ impl Network {
         if !runs("ip", &["-V"]) {
             return Some("iproute2's `ip` is missing".to_string());
         }
-        if !filters {
-            return None;
-        }
-        if !runs("tc", &["-V"]) {
+        if filters && !runs("tc", &["-V"]) {
             return Some("iproute2's `tc` is missing".to_string());
         }
         let made = NETWORKS_MADE.fetch_add(1, Ordering::Relaxed);
         let probe = format!("shardline-probe-{}-{made}", std::process::id());
         if !runs("ip", &["netns", "add", &probe]) {
-            return Some("`ip netns add` failed".to_string());
+            return Some("`ip netns add` failed (no CAP_SYS_ADMIN in this container?)".to_string());
         }
-        let works = runs(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &probe,
-                "iptables",
-                "-w",
-                "-A",
-                "OUTPUT",
-                "-o",
-                "lo",
-                "-m",
-                "statistic",
-                "--mode",
-                "random",
-                "--probability",
-                "0.5",
-                "-j",
-                "DROP",
-            ],
-        );
+        let works = !filters
+            || runs(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &probe,
+                    "iptables",
+                    "-w",
+                    "-A",
+                    "OUTPUT",
+                    "-o",
+                    "lo",
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    "0.5",
+                    "-j",
+                    "DROP",
+                ],
+            );
         let _ = Command::new("ip").args(["netns", "del", &probe]).status();
         (!works).then(|| {
             "`iptables` (with the statistic match) does not work in a namespace: install the iptables package"
