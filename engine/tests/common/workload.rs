@@ -227,6 +227,28 @@ pub struct Load {
     consumers: Vec<std::thread::JoinHandle<Vec<Observation>>>,
 }
 
+/// Bound on a client thread ending once told to stop (past a producer's
+/// flush): its loop polls every 100 ms, and closing a client takes a few
+/// seconds at most.
+const CLIENT_END_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Joins `thread`, failing the test if it has not ended within `timeout`:
+/// a client that never returns is a hung client, not a slow one (a
+/// librdkafka 2.12.1 consumer once deadlocked between decommissioning a
+/// broker and handling an OffsetForLeaderEpoch answer, docs/cluster.md).
+/// The thread is left behind; the test's cluster is still torn down.
+fn join_within<T>(thread: std::thread::JoinHandle<T>, timeout: Duration, what: &str) -> T {
+    let deadline = Instant::now() + timeout;
+    while !thread.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "a {what} thread did not end within {timeout:?} of being stopped: a hung librdkafka client"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    thread.join().unwrap()
+}
+
 /// What a finished load recorded.
 pub struct Recorded {
     pub spec: LoadSpec,
@@ -298,7 +320,7 @@ impl Load {
     pub fn finish(self) -> Recorded {
         self.stop.store(true, Ordering::Relaxed);
         for thread in self.producers {
-            let end = thread.join().unwrap();
+            let end = join_within(thread, FLUSH_TIMEOUT + CLIENT_END_TIMEOUT, "producer");
             println!("producer: {end:?}");
             assert!(end.send_errors.is_empty(), "send errors: {:?}", end.send_errors);
             assert_eq!(end.fatal_error, None, "the idempotent producer hit a fatal error");
@@ -310,7 +332,7 @@ impl Load {
         let observed = self
             .consumers
             .into_iter()
-            .flat_map(|thread| thread.join().unwrap())
+            .flat_map(|thread| join_within(thread, CLIENT_END_TIMEOUT, "consumer"))
             .collect();
         let sent = self.sent_at.lock().unwrap().keys().copied().collect();
         let reports = self.reports.0.lock().unwrap().clone();
