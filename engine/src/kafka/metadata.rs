@@ -50,14 +50,25 @@ pub(super) async fn handle(
     }
     let image = shard.image();
     let mut response = MetadataResponse::default();
+    // A broker out of touch with the metadata quorum names no leader where
+    // its stale image names itself, and no controller (clients send their
+    // Metadata requests to the controller they were told of), so clients
+    // ask another broker (see `Shard::out_of_quorum`).
+    let stale_self = shard.out_of_quorum().then(|| shard.node_id());
     // Fenced brokers (silent past the session timeout) are left out, as Kafka
-    // leaves out brokers that are not alive. Each shard with a port of its
+    // leaves out brokers that are not alive — and so is this one when it
+    // is out of quorum: the others have fenced it by now. librdkafka asks
+    // its most recently used connection for metadata; when that is the only
+    // connection it has (this broker led every partition it writes), a
+    // broker that kept naming itself would be asked forever, while one
+    // that leaves itself out is dropped, and the client connects to the
+    // others, which name the new leaders. Each shard with a port of its
     // own is a broker of its own, at the addresses of the listener this
     // client came through (see `brokers`).
     response.brokers = image
         .brokers
         .values()
-        .filter(|b| !b.fenced)
+        .filter(|b| !b.fenced && stale_self != Some(b.node_id))
         .flat_map(|broker| kafka_brokers(broker, listener))
         .map(|b| {
             let mut broker = MetadataResponseBroker::default();
@@ -68,11 +79,6 @@ pub(super) async fn handle(
         })
         .collect();
     response.cluster_id = Some(str_bytes(&image.cluster_id));
-    // A broker out of touch with the metadata quorum names no leader where
-    // its stale image names itself, and no controller (clients send their
-    // Metadata requests to the controller they were told of), so clients
-    // ask another broker (see `Shard::out_of_quorum`).
-    let stale_self = shard.out_of_quorum().then(|| shard.node_id());
     response.controller_id = BrokerId(if stale_self.is_some() { -1 } else { image.controller_id });
     let describe = |topic: &TopicMeta| {
         let mut out = MetadataResponseTopic::default();

@@ -274,6 +274,12 @@ impl Cluster {
             .join(",")
     }
 
+    /// The nodes' namespaces and links, for faults finer than
+    /// [`Cluster::isolate_from_peers`]. Only for [`Cluster::start_on_network`].
+    pub fn network(&self) -> &super::netns::Network {
+        self.network.as_ref().expect("a cluster started on a network")
+    }
+
     /// Cuts (`true`) or restores node `node_id`'s links to the other nodes;
     /// clients still reach it. Only for [`Cluster::start_on_network`].
     pub fn isolate_from_peers(&self, node_id: i32, isolated: bool) {
@@ -299,6 +305,28 @@ impl Cluster {
             .create()
             .unwrap();
         let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(NODES));
+        for (key, value) in configs {
+            new = new.set(key, value);
+        }
+        let options = AdminOptions::new()
+            .request_timeout(Some(AGREE_TIMEOUT))
+            .operation_timeout(Some(AGREE_TIMEOUT));
+        let results = futures_executor::block_on(admin.create_topics([&new], &options)).unwrap();
+        for result in results {
+            result.unwrap();
+        }
+    }
+
+    /// Creates `topic` with the replicas of partition i given by
+    /// `assignment[i]` (its first replica is the preferred leader).
+    pub fn create_topic_assigned(&self, topic: &str, assignment: &[Vec<i32>], configs: &[(&str, &str)]) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .unwrap();
+        let partitions = i32::try_from(assignment.len()).unwrap();
+        let replicas: Vec<&[i32]> = assignment.iter().map(Vec::as_slice).collect();
+        let mut new = NewTopic::new(topic, partitions, TopicReplication::Variable(&replicas));
         for (key, value) in configs {
             new = new.set(key, value);
         }

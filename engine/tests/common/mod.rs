@@ -11,7 +11,9 @@
 )]
 
 pub mod cluster;
+pub mod history;
 pub mod netns;
+pub mod workload;
 
 use std::path::{Path, PathBuf};
 

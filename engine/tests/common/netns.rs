@@ -16,11 +16,20 @@
 //! A link of its own between every two nodes, and from each node to the
 //! test process, so a test can cut any pair — a leader from its peers while
 //! clients still reach it, or one node from one peer only (a bridge) — by
-//! setting that link down. (This machine's kernel has no netfilter and no
-//! `netem`/`prio` queueing disciplines, so links are cut whole: no loss,
-//! delay or one-way cuts.) Needs root and iproute2's `ip`.
+//! setting that link down. Partial faults need the `iptables` tool (its
+//! nftables backend) inside the namespaces: [`Network::drop_one_way`]
+//! drops what one node sends another (a one-way partition),
+//! [`Network::lossy`] drops a random share of the packets on a link both
+//! ways, and [`Network::slow`] caps a link's rate with `tbf`, whose queue
+//! then delays what crosses it. This machine's kernel has no `netem` (so no
+//! fixed added delay, reordering or duplication): a rate cap is the delay
+//! there is. Every rule and queueing discipline lives in a node's namespace
+//! and goes with it. Needs root, iproute2's `ip` and `tc`;
+//! [`Network::unavailable`] says what is missing, for tests to skip.
 
 use std::{
+    cell::RefCell,
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr},
     path::Path,
     process::Command,
@@ -43,11 +52,54 @@ fn ip(args: &[&str]) {
     );
 }
 
+/// Runs `ip netns exec NS iptables ARGS`; panics with its error output if
+/// it fails.
+fn iptables(ns: &str, args: &[&str]) {
+    let output = Command::new("ip")
+        .args(["netns", "exec", ns, "iptables", "-w"])
+        .args(args)
+        .output()
+        .expect("iproute2's ip");
+    assert!(
+        output.status.success(),
+        "iptables {} in {ns}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Runs `tc -n NS ARGS`; panics with its error output if it fails.
+fn tc(ns: &str, args: &[&str]) {
+    let output = Command::new("tc")
+        .arg("-n")
+        .arg(ns)
+        .args(args)
+        .output()
+        .expect("iproute2's tc");
+    assert!(
+        output.status.success(),
+        "tc {} in {ns}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Whether `program ARGS` runs and exits 0.
+fn runs(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
 /// The namespaces and links of one test's nodes.
 pub struct Network {
     /// Third octet of the subnet, and part of every interface name.
     subnet: u8,
     nodes: Vec<i32>,
+    /// The drop probability of each lossy link end (from, to), as given to
+    /// iptables (to delete the rule again).
+    losses: RefCell<BTreeMap<(i32, i32), String>>,
 }
 
 impl Network {
@@ -71,6 +123,7 @@ impl Network {
         let network = Network {
             subnet,
             nodes: nodes.to_vec(),
+            losses: RefCell::default(),
         };
         let client = network.client_address().to_string();
         for &node in nodes {
@@ -122,6 +175,55 @@ impl Network {
             }
         }
         network
+    }
+
+    /// Why tests of this kind cannot run here (`None` if they can): not
+    /// root, no `ip`, or (with `filters`) no `tc` or working `iptables`.
+    /// Checked in a namespace of its own, removed again.
+    pub fn unavailable(filters: bool) -> Option<String> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Some("not root (network namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN)".to_string());
+        }
+        if !runs("ip", &["-V"]) {
+            return Some("iproute2's `ip` is missing".to_string());
+        }
+        if filters && !runs("tc", &["-V"]) {
+            return Some("iproute2's `tc` is missing".to_string());
+        }
+        let made = NETWORKS_MADE.fetch_add(1, Ordering::Relaxed);
+        let probe = format!("shardline-probe-{}-{made}", std::process::id());
+        if !runs("ip", &["netns", "add", &probe]) {
+            return Some("`ip netns add` failed (no CAP_SYS_ADMIN in this container?)".to_string());
+        }
+        let works = !filters
+            || runs(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &probe,
+                    "iptables",
+                    "-w",
+                    "-A",
+                    "OUTPUT",
+                    "-o",
+                    "lo",
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    "0.5",
+                    "-j",
+                    "DROP",
+                ],
+            );
+        let _ = Command::new("ip").args(["netns", "del", &probe]).status();
+        (!works).then(|| {
+            "`iptables` (with the statistic match) does not work in a namespace: install the iptables package"
+                .to_string()
+        })
     }
 
     /// Node `node`'s address (on its namespace's loopback).
@@ -180,6 +282,89 @@ impl Network {
     pub fn isolate_from_peers(&self, node: i32, isolated: bool) {
         for &other in self.nodes.iter().filter(|&&other| other != node) {
             self.cut(node, other, isolated);
+        }
+    }
+
+    /// Drops (`true`) or lets through again everything node `from` sends
+    /// node `to` on their link: a one-way partition. `to` still reaches
+    /// `from`, but a TCP connection between them stalls either way (its
+    /// acknowledgements are lost), as on a real half-broken link; what
+    /// differs is who notices first.
+    pub fn drop_one_way(&self, from: i32, to: i32, dropped: bool) {
+        let action = if dropped { "-A" } else { "-D" };
+        let link = self.peer_link(from, to);
+        iptables(&self.namespace(from), &[action, "OUTPUT", "-o", &link, "-j", "DROP"]);
+    }
+
+    /// Drops `percent` % of the packets either node sends the other on
+    /// their link, at random (`0` restores the link).
+    pub fn lossy(&self, a: i32, b: i32, percent: u32) {
+        assert!(percent < 100, "a loss of {percent} % is a cut");
+        for (from, to) in [(a, b), (b, a)] {
+            let (ns, link) = (self.namespace(from), self.peer_link(from, to));
+            let rule = |action: &str, probability: &str| {
+                iptables(
+                    &ns,
+                    &[
+                        action,
+                        "OUTPUT",
+                        "-o",
+                        &link,
+                        "-m",
+                        "statistic",
+                        "--mode",
+                        "random",
+                        "--probability",
+                        probability,
+                        "-j",
+                        "DROP",
+                    ],
+                );
+            };
+            // A rule is deleted by repeating it: the map keeps what was added.
+            let mut losses = self.losses.borrow_mut();
+            if let Some(previous) = losses.remove(&(from, to)) {
+                rule("-D", &previous);
+            }
+            if percent > 0 {
+                let probability = format!("{:.2}", f64::from(percent) / 100.0);
+                rule("-A", &probability);
+                losses.insert((from, to), probability);
+            }
+        }
+    }
+
+    /// Caps the link between `a` and `b` at `kbit` kbit/s each way, with a
+    /// queue of up to `queue_ms` ms at that rate (what does not fit is
+    /// dropped); `None` removes the cap. Under load the queue delays every
+    /// packet behind it: this kernel has no netem for a fixed delay.
+    pub fn slow(&self, a: i32, b: i32, cap: Option<(u32, u32)>) {
+        for (from, to) in [(a, b), (b, a)] {
+            let (ns, link) = (self.namespace(from), self.peer_link(from, to));
+            match cap {
+                Some((kbit, queue_ms)) => tc(
+                    &ns,
+                    &[
+                        "qdisc",
+                        "replace",
+                        "dev",
+                        &link,
+                        "root",
+                        "tbf",
+                        "rate",
+                        &format!("{kbit}kbit"),
+                        "burst",
+                        "16kb",
+                        "latency",
+                        &format!("{queue_ms}ms"),
+                    ],
+                ),
+                None => {
+                    let _ = Command::new("tc")
+                        .args(["-n", &ns, "qdisc", "del", "dev", &link, "root"])
+                        .output();
+                }
+            }
         }
     }
 }
