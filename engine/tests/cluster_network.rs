@@ -233,8 +233,9 @@ fn isolate_round(run: &mut Run, label: &str, node: i32) {
 /// A node cut off from the metadata quorum past the session timeout,
 /// asked for Metadata, names no leader where its image names itself and
 /// leaves itself out of the brokers, so that a client whose only connection
-/// it is drops it and asks the others (bounded by [`RESUME_TIMEOUT`]: it
-/// fences itself 1.5 s after the cut).
+/// it is drops it and asks the others, and names itself coordinator of no
+/// group (bounded by [`RESUME_TIMEOUT`]: it fences itself 1.5 s after the
+/// cut).
 fn assert_answers_as_fenced(cluster: &Cluster, node: i32, led: &[i32]) {
     let deadline = Instant::now() + RESUME_TIMEOUT;
     loop {
@@ -250,12 +251,19 @@ fn assert_answers_as_fenced(cluster: &Cluster, node: i32, led: &[i32]) {
                 .collect();
             !brokers.contains(&node) && leaders.iter().all(|&leader| leader != node)
         });
+        // Nor does it name itself coordinator of any group.
+        let fenced = fenced
+            && (0..16).all(|n| {
+                cluster
+                    .group_coordinator_seen_by(node, &format!("fence-probe-{n}"))
+                    .is_ok_and(|(coordinator, _)| coordinator != node)
+            });
         if fenced {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "node {node}, cut off for {RESUME_TIMEOUT:?}, still answers Metadata as a live leader: {answer:?}"
+            "node {node}, cut off for {RESUME_TIMEOUT:?}, still answers Metadata or FindCoordinator as a live leader: {answer:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -138,6 +138,13 @@ fn coordinator_of(shard: &Shard, topic: &str, key: &str, listener: &str) -> Opti
     if image.brokers.get(&partition.leader).is_none_or(|b| b.fenced) {
         return None;
     }
+    // Out of touch with the metadata quorum, this broker leads nothing (the
+    // others have fenced it): it does not name itself coordinator from its
+    // stale image, as its Metadata does not name it leader, so the client
+    // asks again, elsewhere.
+    if shard.out_of_quorum() && partition.leader == shard.node_id() {
+        return None;
+    }
     kafka_broker(&image, partition.leader, partition.shard, listener)
 }
 

@@ -584,6 +584,17 @@ impl Cluster {
         call(self.node(node_id).kafka_addr, METADATA_VERSION, &request)
     }
 
+    /// The coordinator node one node names for consumer group `group`
+    /// (FindCoordinator v3; -1 with its error code when it names none).
+    pub fn group_coordinator_seen_by(&self, node_id: i32, group: &str) -> std::io::Result<(i32, i16)> {
+        const FIND_COORDINATOR_VERSION: i16 = 3;
+        let request = kafka_protocol::messages::FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(group.to_string()))
+            .with_key_type(0);
+        let response = call(self.node(node_id).kafka_addr, FIND_COORDINATOR_VERSION, &request)?;
+        Ok((response.node_id.0, response.error_code))
+    }
+
     /// One node's view of a topic's partitions, in partition order.
     pub fn partitions_seen_by(&self, node_id: i32, topic: &str) -> std::io::Result<Vec<PartitionView>> {
         let response = self.metadata(node_id, Some(&[topic]))?;
