@@ -325,8 +325,12 @@ impl Connection {
                     Action::Subscribe { filters, retained_for } => {
                         let (shared, own): (Vec<Subscription>, Vec<Subscription>) =
                             filters.into_iter().partition(|s| s.shared().is_some());
+                        let mut refused = Vec::new();
                         for subscription in shared {
-                            self.join_share(subscription).await;
+                            let filter = subscription.filter.clone();
+                            if !self.join_share(subscription).await {
+                                refused.push(filter);
+                            }
                         }
                         if !own.is_empty() {
                             self.shard.mqtt.subscribe(self.me.connection, own);
@@ -340,6 +344,7 @@ impl Connection {
                         if !retained_for.is_empty() {
                             self.queue_retained(retained_for).await;
                         }
+                        pending.extend(session.handle(Instant::now(), Event::Subscribed { refused }));
                     }
                     Action::Unsubscribe { filters } => {
                         for filter in &filters {
@@ -687,10 +692,10 @@ impl Connection {
     }
 
     /// Joins the share of `subscription` on the share's home shard (and
-    /// starts that shard's feed).
-    async fn join_share(&mut self, subscription: Subscription) {
+    /// starts that shard's feed); false when it could not.
+    async fn join_share(&mut self, subscription: Subscription) -> bool {
         let Some((name, filter)) = subscription.shared() else {
-            return;
+            return false;
         };
         let home = shared::home_of(name, filter, self.shard.shard_count);
         let member = shared::Member {
@@ -709,19 +714,26 @@ impl Connection {
             })
             .await;
         match joined {
-            Ok(Ok(true)) => {
-                if !self.shares.contains(&subscription.filter) {
-                    self.shares.push(subscription.filter);
-                }
+            Ok(Ok(true)) => {}
+            // Joined, but the home shard's feed did not start: a member all
+            // the same (it leaves when this connection does).
+            Ok(Err(error)) => tracing::warn!(filter = %subscription.filter, %error, "MQTT share feed did not start"),
+            Ok(Ok(false)) => {
+                tracing::warn!(
+                    filter = %subscription.filter,
+                    "MQTT share not joined: its home shard holds its maximum of shares"
+                );
+                return false;
             }
-            Ok(Ok(false)) => tracing::warn!(
-                filter = %subscription.filter,
-                "MQTT share not joined: its home shard holds its maximum of shares"
-            ),
-            Ok(Err(error)) | Err(error) => {
-                tracing::warn!(filter = %subscription.filter, %error, "MQTT share not joined")
+            Err(error) => {
+                tracing::warn!(filter = %subscription.filter, %error, "MQTT share not joined");
+                return false;
             }
         }
+        if !self.shares.contains(&subscription.filter) {
+            self.shares.push(subscription.filter);
+        }
+        true
     }
 
     /// Leaves the share `filter` names, if this connection is a member.

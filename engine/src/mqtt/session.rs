@@ -141,6 +141,13 @@ pub(crate) enum Event {
     FellBehind,
     /// The broker is stopping.
     ShuttingDown,
+    /// The outcome of an [`Action::Subscribe`]: the shared subscriptions
+    /// among its filters that could not be joined (their share's home shard
+    /// holds its maximum of shares).
+    Subscribed {
+        /// The refused `$share/...` filters.
+        refused: Vec<String>,
+    },
     /// The outcome of an [`Action::Authenticate`]: the user, or `None` when
     /// the credentials do not check.
     Authenticated {
@@ -205,8 +212,9 @@ pub(crate) enum Action {
         packet_id: Option<PacketId>,
     },
     /// Add (or replace) these filters in the shard's subscription table
-    /// before the SUBACK that follows goes out, and queue the retained
-    /// messages matching `retained_for` behind it.
+    /// (join the shares among them), queue the retained messages matching
+    /// `retained_for`, then hand the session [`Event::Subscribed`]; the
+    /// SUBACK follows it.
     Subscribe {
         /// The subscriptions made or replaced.
         filters: Vec<Subscription>,
@@ -312,6 +320,9 @@ pub(crate) struct Session {
     authenticating: Option<Action>,
     /// The authenticated user (`--mqtt-auth password`).
     user: Option<String>,
+    /// The SUBACK of a SUBSCRIBE whose [`Action::Subscribe`] is being
+    /// carried out, and the filter of each of its codes.
+    suback_pending: Option<(SubAck, Vec<String>)>,
 }
 
 impl Session {
@@ -344,6 +355,7 @@ impl Session {
             aliases: BTreeMap::new(),
             authenticating: None,
             user: None,
+            suback_pending: None,
         }
     }
 
@@ -469,6 +481,7 @@ impl Session {
             Event::Delivery(delivery) => self.on_delivery(delivery),
             Event::Claimed { stored } => self.on_claimed(stored),
             Event::Authenticated { user } => self.on_authenticated(user),
+            Event::Subscribed { refused } => self.on_subscribed(&refused),
             Event::Progress(progress) => {
                 self.replaying = false;
                 self.advance_cursors(progress);
@@ -888,6 +901,7 @@ impl Session {
         let mut granted = Vec::new();
         let mut retained_for = Vec::new();
         let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let filters_in_order: Vec<String> = subscribe.filters.iter().map(|(filter, _)| filter.clone()).collect();
         for (filter, options) in subscribe.filters {
             let subscription = Subscription {
                 filter,
@@ -928,21 +942,42 @@ impl Session {
             }
             codes.push(reason::suback_code(outcome.map(|_| subscription.qos), version));
         }
-        let mut actions = Vec::new();
-        if !granted.is_empty() {
-            self.dirty = true;
-            self.save_now = true;
-            actions.push(Action::Subscribe {
-                filters: granted,
-                retained_for,
-            });
-        }
-        actions.push(Action::Send(Packet::SubAck(SubAck {
+        let suback = SubAck {
             packet_id: subscribe.packet_id,
             properties: Properties::default(),
             codes,
-        })));
-        actions
+        };
+        if granted.is_empty() {
+            return vec![Action::Send(Packet::SubAck(suback))];
+        }
+        // The SUBACK waits for the subscriptions to be made (Subscribed).
+        assert!(self.suback_pending.is_none(), "one SUBSCRIBE is carried out at a time");
+        self.suback_pending = Some((suback, filters_in_order));
+        vec![Action::Subscribe {
+            filters: granted,
+            retained_for,
+        }]
+    }
+
+    /// The subscriptions of an [`Action::Subscribe`] are made, but for the
+    /// shares in `refused`: those leave the session, their SUBACK code says
+    /// so (v5 0x97 quota exceeded, 3.1.1 0x80), and the SUBACK goes out.
+    fn on_subscribed(&mut self, refused: &[String]) -> Vec<Action> {
+        self.subscriptions.retain(|s| !refused.contains(&s.filter));
+        self.dirty = true;
+        self.save_now = true;
+        // Restored subscriptions of a resumed session have no SUBACK.
+        let Some((mut suback, filters)) = self.suback_pending.take() else {
+            return Vec::new();
+        };
+        assert_eq!(suback.codes.len(), filters.len(), "one code per filter");
+        let version = self.version.unwrap_or(Version::V311);
+        for (code, filter) in suback.codes.iter_mut().zip(&filters) {
+            if refused.contains(filter) {
+                *code = reason::suback_code(Err(FilterRefusal::Quota), version);
+            }
+        }
+        vec![Action::Send(Packet::SubAck(suback))]
     }
 
     /// A SUBSCRIBE the connection's principal may not make (no Read on the

@@ -76,6 +76,16 @@ fn subscribe(filters: &[(&str, QoS)]) -> Packet {
     })
 }
 
+/// Handles `event` (a SUBSCRIBE) and, when the session asks for the
+/// subscriptions to be made, says they were: the actions of both.
+fn subscribed(session: &mut Session, now: Instant, event: Event) -> Vec<Action> {
+    let mut actions = session.handle(now, event);
+    if actions.iter().any(|action| matches!(action, Action::Subscribe { .. })) {
+        actions.extend(session.handle(now, Event::Subscribed { refused: Vec::new() }));
+    }
+    actions
+}
+
 fn closes(actions: &[Action]) -> bool {
     matches!(actions.last(), Some(Action::Close { .. }))
 }
@@ -361,7 +371,8 @@ fn appends_under_way_together_are_acknowledged_in_order_and_a_qos2_repeat_once()
 fn subscribe_grants_the_qos_asked_and_refuses_bad_filters_one_by_one() {
     let now = Instant::now();
     let mut session = connected(Version::V5, now);
-    let actions = session.handle(
+    let actions = subscribed(
+        &mut session,
         now,
         Event::Packet(subscribe(&[
             ("a/+", QoS::ExactlyOnce),
@@ -408,9 +419,17 @@ fn subscriptions_are_bounded() {
     let mut session = connected(Version::V311, now);
     for i in 0..SUBSCRIPTIONS_MAX {
         let filter = format!("t/{i}");
-        session.handle(now, Event::Packet(subscribe(&[(&filter, QoS::AtMostOnce)])));
+        subscribed(
+            &mut session,
+            now,
+            Event::Packet(subscribe(&[(&filter, QoS::AtMostOnce)])),
+        );
     }
-    let actions = session.handle(now, Event::Packet(subscribe(&[("one/more", QoS::AtMostOnce)])));
+    let actions = subscribed(
+        &mut session,
+        now,
+        Event::Packet(subscribe(&[("one/more", QoS::AtMostOnce)])),
+    );
     let Some(Action::Send(Packet::SubAck(suback))) = actions.last() else {
         panic!("{actions:?}")
     };
@@ -554,14 +573,29 @@ fn retain_handling_decides_when_retained_messages_are_sent() {
     };
     let mut v5 = connected(Version::V5, now);
     // 1: only for a new subscription.
-    assert_eq!(retained_for(&v5.handle(now, subscribe_with(1, true))), (true, 1));
-    assert_eq!(retained_for(&v5.handle(now, subscribe_with(1, true))), (true, 0));
+    assert_eq!(
+        retained_for(&subscribed(&mut v5, now, subscribe_with(1, true))),
+        (true, 1)
+    );
+    assert_eq!(
+        retained_for(&subscribed(&mut v5, now, subscribe_with(1, true))),
+        (true, 0)
+    );
     // 0: every time; 2: never.
-    assert_eq!(retained_for(&v5.handle(now, subscribe_with(0, false))), (false, 1));
-    assert_eq!(retained_for(&v5.handle(now, subscribe_with(2, false))), (false, 0));
+    assert_eq!(
+        retained_for(&subscribed(&mut v5, now, subscribe_with(0, false))),
+        (false, 1)
+    );
+    assert_eq!(
+        retained_for(&subscribed(&mut v5, now, subscribe_with(2, false))),
+        (false, 0)
+    );
     // 3.1.1 has neither option: always sent, never retain-as-published.
     let mut v311 = connected(Version::V311, now);
-    assert_eq!(retained_for(&v311.handle(now, subscribe_with(2, true))), (false, 1));
+    assert_eq!(
+        retained_for(&subscribed(&mut v311, now, subscribe_with(2, true))),
+        (false, 1)
+    );
 }
 
 #[test]
@@ -713,7 +747,11 @@ fn a_persistent_session_saves_its_subscriptions_at_once_and_its_cursors_within_t
         }))]
     ));
     assert!(session.is_persistent());
-    let actions = session.handle(now, Event::Packet(subscribe(&[("a/#", QoS::AtLeastOnce)])));
+    let actions = subscribed(
+        &mut session,
+        now,
+        Event::Packet(subscribe(&[("a/#", QoS::AtLeastOnce)])),
+    );
     let stored = saved(&mut session, &actions).expect("a new subscription is saved before its SUBACK is written");
     assert_eq!(stored.subscriptions.len(), 1);
     assert_eq!(stored.expiry_s, 3600);
@@ -757,7 +795,11 @@ fn a_session_that_ends_with_its_connection_is_never_saved() {
     let now = Instant::now();
     let mut session = connected(Version::V311, now);
     assert!(!session.is_persistent());
-    let actions = session.handle(now, Event::Packet(subscribe(&[("a/#", QoS::AtLeastOnce)])));
+    let actions = subscribed(
+        &mut session,
+        now,
+        Event::Packet(subscribe(&[("a/#", QoS::AtLeastOnce)])),
+    );
     assert!(!actions.contains(&Action::Save));
     session.handle(now, Event::Delivery(logged("a/b", QoS::AtLeastOnce, 0, 1)));
     assert!(!session
@@ -1114,4 +1156,45 @@ fn a_will_waits_for_its_delay_or_the_session_end_whichever_is_sooner() {
             "delay {will_delay_s}, expiry {expiry_s}"
         );
     }
+}
+
+#[test]
+fn a_share_that_cannot_be_joined_is_refused_in_the_suback_and_forgotten() {
+    let now = Instant::now();
+    let mut session = connected(Version::V5, now);
+    let actions = session.handle(
+        now,
+        Event::Packet(subscribe(&[
+            ("a/#", QoS::AtLeastOnce),
+            ("$share/g/b", QoS::AtLeastOnce),
+        ])),
+    );
+    assert!(
+        matches!(&actions[..], [Action::Subscribe { .. }]),
+        "the SUBACK waits for the subscriptions: {actions:?}"
+    );
+    let actions = session.handle(
+        now,
+        Event::Subscribed {
+            refused: vec!["$share/g/b".to_string()],
+        },
+    );
+    let [Action::Send(Packet::SubAck(suback))] = &actions[..] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(suback.codes, vec![1, 0x97], "the share: quota exceeded");
+    let unsubscribe = Packet::Unsubscribe(shardline_net::mqtt::Unsubscribe {
+        packet_id: id(8),
+        properties: Properties::default(),
+        filters: vec!["$share/g/b".to_string(), "a/#".to_string()],
+    });
+    let actions = session.handle(now, Event::Packet(unsubscribe));
+    let Some(Action::Send(Packet::UnsubAck(unsuback))) = actions.last() else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(
+        unsuback.codes,
+        vec![0x11, 0],
+        "the refused share was never a subscription"
+    );
 }
