@@ -445,9 +445,7 @@ impl Connection {
             let now = Instant::now();
             match event {
                 Some(Ok(Event::Delivery(delivery))) => {
-                    if session.is_persistent() {
-                        self.taken(&delivery);
-                    }
+                    self.taken(&delivery);
                     pending.extend(session.handle(now, Event::Delivery(delivery)));
                     // Deliveries already queued go out in the same write.
                     for _ in 1..DELIVERY_ROUND_MAX {
@@ -457,9 +455,7 @@ impl Connection {
                         let Some(Some(delivery)) = future::poll_once(delivered.recv()).await else {
                             break;
                         };
-                        if session.is_persistent() {
-                            self.taken(&delivery);
-                        }
+                        self.taken(&delivery);
                         pending.extend(session.handle(now, Event::Delivery(delivery)));
                     }
                 }
@@ -539,8 +535,8 @@ impl Connection {
         }
     }
 
-    /// A delivery the feed queued was taken off the queue (counted for
-    /// persistent sessions only, as the shard's table counts them).
+    /// A delivery the feed queued was taken off the queue (the shard's
+    /// table counts only a persistent session's: the others find nothing).
     fn taken(&self, delivery: &Delivery) {
         let Some(position) = delivery.position else {
             return;

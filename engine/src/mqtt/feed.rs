@@ -106,6 +106,16 @@ struct Read {
     chunks: Vec<Bytes>,
 }
 
+impl Read {
+    /// The messages read, in order, into `out`; returns the offset after the
+    /// last whole batch (`from` when there is none).
+    fn messages(&self, out: &mut Vec<Message>, skipped: &mut Skipped) -> Offset {
+        self.chunks.iter().fold(self.from, |next, chunk| {
+            next.max(mapping::messages(chunk, self.from, out, skipped))
+        })
+    }
+}
+
 /// Starts the tail tasks of `shard` if they are not running, each
 /// positioned at its partition's high watermark; returns once they are.
 pub(crate) async fn ensure_running(shard: &Rc<Shard>) -> Result<(), EngineError> {
@@ -193,10 +203,7 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
             continue;
         }
         let mut skipped = Skipped::default();
-        let mut next = read.from;
-        for chunk in &read.chunks {
-            next = next.max(mapping::messages(chunk, read.from, &mut messages, &mut skipped));
-        }
+        let next = read.messages(&mut messages, &mut skipped);
         if next <= offset {
             // Chunks that hold no whole batch (never written by this log):
             // wait for news rather than spin on them.
@@ -264,12 +271,7 @@ pub(crate) async fn read_messages(
             read_on_owner(&s, &topic, index, offset)
         })
         .await??;
-    let mut skipped = Skipped::default();
-    let mut next = read.from;
-    for chunk in &read.chunks {
-        next = next.max(mapping::messages(chunk, read.from, out, &mut skipped));
-    }
-    Ok(next)
+    Ok(read.messages(out, &mut Skipped::default()))
 }
 
 /// On the owner: [`read_on_owner`], first waiting (at most

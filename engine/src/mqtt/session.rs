@@ -446,16 +446,11 @@ impl Session {
     /// When the keep-alive grace (or the wait for CONNECT) runs out, if
     /// there is such a time.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        match self.phase {
-            Phase::AwaitingConnect => Some(self.accepted_at + CONNECT_WAIT_MAX),
-            Phase::Connected => {
-                let keep_alive = self.keep_alive_grace.map(|grace| self.last_packet_at + grace);
-                match (keep_alive, self.save_due) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
-            }
-            Phase::Closed => None,
+        // A save is due only while connected.
+        let save_due = self.save_due.filter(|_| self.phase == Phase::Connected);
+        match (self.liveness_deadline(), save_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
