@@ -61,18 +61,6 @@ fn kills_wanted() -> usize {
         .map_or(KILLS_DEFAULT, |kills: usize| kills.clamp(1, KILLS_MAX))
 }
 
-/// The cluster flags under test; the harness adds node id, ports, peers and data dir.
-const ENGINE_FLAGS: &[&str] = &[
-    "--shards",
-    "1",
-    "--replica-lag-time-max-ms",
-    "3000",
-    "--default-replication-factor",
-    "3",
-    "--fsync",
-    "never",
-];
-
 /// One producer sending one message per partition per 10 ms (300 per
 /// second), and a consumer reading all the while.
 const LOAD: LoadSpec = LoadSpec {
@@ -201,7 +189,7 @@ fn acknowledged_messages_survive_ten_leader_kills() {
     let kills = kills_wanted();
     let total = TEST_BUDGET_BASE + TEST_BUDGET_PER_KILL * u32::try_from(kills).unwrap();
     let budget = Budget::new(total);
-    let mut cluster = Cluster::start(ENGINE_FLAGS);
+    let mut cluster = Cluster::start(common::cluster::REPLICATED_FLAGS);
     topic_in_sync(&mut cluster, budget);
 
     let load = Load::start(&cluster.bootstrap(), LOAD, budget.end);
@@ -260,7 +248,7 @@ fn no_broker_is_fenced_under_full_load() {
         "{} is missing: build the bench in the same profile",
         bench.display()
     );
-    let mut cluster = Cluster::start(ENGINE_FLAGS);
+    let mut cluster = Cluster::start(common::cluster::REPLICATED_FLAGS);
     cluster.wait_ready(READY_TIMEOUT);
     let duration = format!("{}s", FULL_LOAD_TIME.as_secs());
     let output = std::process::Command::new(&bench)

@@ -54,19 +54,6 @@ const PARTITIONS: i32 = 3;
 /// acknowledged message is always on at least two nodes.
 const MIN_INSYNC_REPLICAS: &str = "2";
 
-/// The cluster flags under test (default liveness: heartbeat 250 ms,
-/// session timeout 1.5 s); the harness adds node id, ports, peers, data dir.
-const ENGINE_FLAGS: &[&str] = &[
-    "--shards",
-    "1",
-    "--replica-lag-time-max-ms",
-    "3000",
-    "--default-replication-factor",
-    "3",
-    "--fsync",
-    "never",
-];
-
 /// Two producers, each sending one message per partition per 20 ms (300
 /// messages per second in all), and two consumers.
 const LOAD: LoadSpec = LoadSpec {
@@ -113,10 +100,16 @@ fn rounds(default: usize) -> usize {
         .map_or(default, |rounds: usize| rounds.clamp(1, ROUNDS_MAX))
 }
 
-/// Why this test cannot run here, printed as the reason it skips: `filters`
-/// for the tests that need iptables and tc besides `ip`.
-fn skip_reason(filters: bool) -> Option<String> {
-    Network::unavailable(filters).map(|why| format!("skipped: network fault tests cannot run: {why}"))
+/// Takes this binary's one-test-at-a-time lock, or prints why the test
+/// cannot run here and gives `None` (it skips): `filters` for the tests that
+/// need iptables and tc besides `ip`.
+fn begin(filters: bool) -> Option<std::sync::MutexGuard<'static, ()>> {
+    let one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(why) = Network::unavailable(filters) {
+        println!("skipped: network fault tests cannot run: {why}");
+        return None;
+    }
+    Some(one)
 }
 
 /// A cluster on its own network with the test topic in sync and the load
@@ -131,7 +124,7 @@ struct Run {
 impl Run {
     fn start(rounds: usize, assignment: Option<&[Vec<i32>]>) -> Run {
         let budget = Budget::new(BUDGET_BASE + BUDGET_PER_ROUND * u32::try_from(rounds).unwrap());
-        let mut cluster = Cluster::start_on_network(ENGINE_FLAGS);
+        let mut cluster = Cluster::start_on_network(common::cluster::REPLICATED_FLAGS);
         cluster.wait_ready(budget.bound(READY_TIMEOUT));
         let configs = [("min.insync.replicas", MIN_INSYNC_REPLICAS)];
         match assignment {
@@ -283,11 +276,9 @@ fn fence_events(cluster: &Cluster) -> usize {
 /// while the clients still reach it: a stale leader that cannot replicate.
 #[test]
 fn acknowledged_messages_survive_leaders_cut_off_from_their_peers() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(reason) = skip_reason(false) {
-        println!("{reason}");
+    let Some(_one) = begin(false) else {
         return;
-    }
+    };
     let rounds = rounds(3);
     let mut run = Run::start(rounds, None);
     for round in 0..rounds {
@@ -306,11 +297,9 @@ fn acknowledged_messages_survive_leaders_cut_off_from_their_peers() {
 /// and never found them while the cut lasted).
 #[test]
 fn a_leader_of_every_partition_cut_off_is_replaced_for_its_clients() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(reason) = skip_reason(false) {
-        println!("{reason}");
+    let Some(_one) = begin(false) else {
         return;
-    }
+    };
     let rounds = rounds(2);
     let assignment: Vec<Vec<i32>> = (0..PARTITIONS)
         .map(|p| if p % 2 == 0 { vec![1, 2, 3] } else { vec![1, 3, 2] })
@@ -340,11 +329,9 @@ fn a_leader_of_every_partition_cut_off_is_replaced_for_its_clients() {
 /// metadata leader instead.
 #[test]
 fn acknowledged_messages_survive_one_way_partitions_and_a_bridge() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(reason) = skip_reason(true) {
-        println!("{reason}");
+    let Some(_one) = begin(true) else {
         return;
-    }
+    };
     let rounds = rounds(3);
     let mut run = Run::start(rounds, None);
     for round in 0..rounds {
@@ -428,11 +415,9 @@ fn acknowledged_messages_survive_one_way_partitions_and_a_bridge() {
 /// to a crawl (a rate cap whose queue delays what waits behind it).
 #[test]
 fn acknowledged_messages_survive_lossy_and_slow_links() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(reason) = skip_reason(true) {
-        println!("{reason}");
+    let Some(_one) = begin(true) else {
         return;
-    }
+    };
     let rounds = rounds(2);
     let mut run = Run::start(rounds, None);
     /// Packets dropped on every peer link in a lossy round.
@@ -523,11 +508,9 @@ impl Schedule {
 /// read. `SHARDLINE_NETFAULT_FLAP=harsh` lets the faults pile up instead.
 #[test]
 fn acknowledged_messages_survive_flapping_links() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(reason) = skip_reason(false) {
-        println!("{reason}");
+    let Some(_one) = begin(false) else {
         return;
-    }
+    };
     /// How long the links flap per round.
     const FLAP_TIME: Duration = Duration::from_secs(12);
     let rounds = rounds(2);

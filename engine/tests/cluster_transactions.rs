@@ -36,16 +36,6 @@ use rdkafka::{
 const TOPIC: &str = "cluster-txn";
 const PARTITIONS: i32 = 3;
 const TRANSACTIONAL_ID: &str = "cluster-txn-producer";
-const ENGINE_FLAGS: &[&str] = &[
-    "--shards",
-    "1",
-    "--replica-lag-time-max-ms",
-    "3000",
-    "--default-replication-factor",
-    "3",
-    "--fsync",
-    "never",
-];
 /// Bound on the cluster forming or a node rejoining, and on catching up.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on every transactional call (a coordinator failover included).
@@ -110,7 +100,7 @@ fn read_committed(cluster: &Cluster, until: impl Fn(&[String]) -> bool) -> Vec<S
 
 #[test]
 fn a_transaction_survives_the_loss_of_its_coordinator() {
-    let mut cluster = Cluster::start(ENGINE_FLAGS);
+    let mut cluster = Cluster::start(common::cluster::REPLICATED_FLAGS);
     cluster.wait_ready(READY_TIMEOUT);
     cluster.create_topic(TOPIC, PARTITIONS, &[("min.insync.replicas", "2")]);
     cluster.wait_full_isr(TOPIC, PARTITIONS, READY_TIMEOUT);

@@ -27,18 +27,34 @@ fn mqtt_addr(engine: &Engine) -> SocketAddr {
     engine.mqtt_addr.expect("the harness gives every engine an MQTT port")
 }
 
+/// A CONNECT with keep alive 60 s at protocol level `level`: CONNECT flags
+/// `flags`, the v5 properties `properties` (their bytes; a 3.1.1 CONNECT
+/// has none), then `payload` (the client id and what the flags announce).
+fn connect_frame(level: u8, flags: u8, properties: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, flags, 0, 60];
+    if level == 5 {
+        body.push(u8::try_from(properties.len()).unwrap());
+        body.extend_from_slice(properties);
+    }
+    body.extend_from_slice(payload);
+    let mut packet = vec![0x10];
+    remaining_length(body.len(), &mut packet);
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// Appends `field` as an MQTT string (or binary data): its length, then it.
+fn prefixed(out: &mut Vec<u8>, field: &[u8]) {
+    out.extend_from_slice(&u16::try_from(field.len()).unwrap().to_be_bytes());
+    out.extend_from_slice(field);
+}
+
 /// CONNECT with clean start, keep alive 60 s, client id `id`, at protocol
 /// level `level` (4: 3.1.1, 5: 5.0, anything else to test refusals).
 fn connect_packet(level: u8, id: &str) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, 0x02, 0, 60];
-    if level == 5 {
-        body.push(0); // no properties
-    }
-    body.extend_from_slice(&u16::try_from(id.len()).unwrap().to_be_bytes());
-    body.extend_from_slice(id.as_bytes());
-    let mut packet = vec![0x10, u8::try_from(body.len()).unwrap()];
-    packet.extend_from_slice(&body);
-    packet
+    let mut payload = Vec::new();
+    prefixed(&mut payload, id.as_bytes());
+    connect_frame(level, 0x02, &[], &payload)
 }
 
 /// A successful CONNACK: 3.1.1 (4 bytes), or 5.0 with its properties.
@@ -467,13 +483,7 @@ fn publications_sent_together_are_stored_and_acknowledged_in_order() {
     let mut burst = Vec::new();
     for n in 1..=PUBLICATIONS {
         let topic = format!("seq/{}", n % 3);
-        let mut body = u16::try_from(topic.len()).unwrap().to_be_bytes().to_vec();
-        body.extend_from_slice(topic.as_bytes());
-        body.extend_from_slice(&n.to_be_bytes());
-        body.extend_from_slice(&n.to_be_bytes());
-        burst.push(0x32);
-        burst.push(u8::try_from(body.len()).unwrap());
-        burst.extend_from_slice(&body);
+        burst.extend_from_slice(&publish_qos1_packet(&topic, n, &n.to_be_bytes()));
     }
     burst.extend_from_slice(&[0xe0, 0]);
     let publisher = connected(addr, 4, "burst");
@@ -625,16 +635,11 @@ fn retained_messages_survive_a_restart() {
 /// 60 s and, for 5.0, a Session Expiry Interval of `expiry_s`.
 fn connect_session_packet(level: u8, id: &str, clean_start: bool, expiry_s: u32) -> Vec<u8> {
     let flags = if clean_start { 0x02 } else { 0x00 };
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, flags, 0, 60];
-    if level == 5 {
-        body.extend_from_slice(&[5, 0x11]);
-        body.extend_from_slice(&expiry_s.to_be_bytes());
-    }
-    body.extend_from_slice(&u16::try_from(id.len()).unwrap().to_be_bytes());
-    body.extend_from_slice(id.as_bytes());
-    let mut packet = vec![0x10, u8::try_from(body.len()).unwrap()];
-    packet.extend_from_slice(&body);
-    packet
+    let mut expiry = vec![0x11];
+    expiry.extend_from_slice(&expiry_s.to_be_bytes());
+    let mut payload = Vec::new();
+    prefixed(&mut payload, id.as_bytes());
+    connect_frame(level, flags, &expiry, &payload)
 }
 
 /// Connects (see [`connect_session_packet`]); returns the stream and the
@@ -650,17 +655,22 @@ fn session_connected(addr: SocketAddr, level: u8, id: &str, clean_start: bool, e
     (stream, body[0] & 1 == 1)
 }
 
-/// PUBLISHes `payload` to `topic` at QoS 1 (packet id `id`) on a 3.1.1
-/// connection and waits for its PUBACK.
-fn publish_qos1(stream: &mut TcpStream, topic: &str, id: u16, payload: &[u8]) {
-    let mut body = u16::try_from(topic.len()).unwrap().to_be_bytes().to_vec();
-    body.extend_from_slice(topic.as_bytes());
+/// A 3.1.1 PUBLISH of `payload` to `topic` at QoS 1, packet id `id`.
+fn publish_qos1_packet(topic: &str, id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    prefixed(&mut body, topic.as_bytes());
     body.extend_from_slice(&id.to_be_bytes());
     body.extend_from_slice(payload);
     let mut packet = vec![0x32];
     remaining_length(body.len(), &mut packet);
     packet.extend_from_slice(&body);
-    stream.write_all(&packet).unwrap();
+    packet
+}
+
+/// PUBLISHes `payload` to `topic` at QoS 1 (packet id `id`) on a 3.1.1
+/// connection and waits for its PUBACK.
+fn publish_qos1(stream: &mut TcpStream, topic: &str, id: u16, payload: &[u8]) {
+    stream.write_all(&publish_qos1_packet(topic, id, payload)).unwrap();
     let mut puback = [0u8; 4];
     stream.read_exact(&mut puback).unwrap();
     assert_eq!(puback[..2], [0x40, 2], "PUBACK");
@@ -820,18 +830,15 @@ fn a_clean_stop_saves_sessions_so_nothing_comes_twice() {
 /// client id `id`, and a QoS 0 will on `topic` saying `payload` after
 /// `will_delay_s`.
 fn connect_with_delayed_will(id: &str, topic: &str, payload: &[u8], will_delay_s: u32) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x04, 0, 60, 5, 0x11, 0, 0, 1, 44];
-    body.extend_from_slice(&u16::try_from(id.len()).unwrap().to_be_bytes());
-    body.extend_from_slice(id.as_bytes());
+    let mut body = Vec::new();
+    prefixed(&mut body, id.as_bytes());
+    // The will's properties: Will Delay Interval.
     body.extend_from_slice(&[5, 0x18]);
     body.extend_from_slice(&will_delay_s.to_be_bytes());
-    for field in [topic.as_bytes(), payload] {
-        body.extend_from_slice(&u16::try_from(field.len()).unwrap().to_be_bytes());
-        body.extend_from_slice(field);
-    }
-    let mut packet = vec![0x10, u8::try_from(body.len()).unwrap()];
-    packet.extend_from_slice(&body);
-    packet
+    prefixed(&mut body, topic.as_bytes());
+    prefixed(&mut body, payload);
+    // Flags: will (QoS 0); properties: Session Expiry Interval 300 s.
+    connect_frame(5, 0x04, &[0x11, 0, 0, 1, 44], &body)
 }
 
 #[test]
@@ -896,17 +903,11 @@ fn a_session_expires_after_its_interval() {
 /// if given, a password.
 fn connect_with_credentials(level: u8, id: &str, user: &str, password: Option<&str>) -> Vec<u8> {
     let flags = 0x02 | 0x80 | if password.is_some() { 0x40 } else { 0 };
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, flags, 0, 60];
-    if level == 5 {
-        body.push(0);
-    }
+    let mut payload = Vec::new();
     for field in [Some(id), Some(user), password].into_iter().flatten() {
-        body.extend_from_slice(&u16::try_from(field.len()).unwrap().to_be_bytes());
-        body.extend_from_slice(field.as_bytes());
+        prefixed(&mut payload, field.as_bytes());
     }
-    let mut packet = vec![0x10, u8::try_from(body.len()).unwrap()];
-    packet.extend_from_slice(&body);
-    packet
+    connect_frame(level, flags, &[], &payload)
 }
 
 #[test]

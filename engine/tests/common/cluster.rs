@@ -44,6 +44,20 @@ use rdkafka::{
 /// Nodes in a test cluster: the smallest metadata group that survives losing one voter.
 pub const NODES: i32 = 3;
 
+/// Engine flags of the replicated-cluster tests (default liveness:
+/// heartbeat 250 ms, session timeout 1.5 s; every partition on every node);
+/// the harness adds node id, ports, peers and data dir.
+pub const REPLICATED_FLAGS: &[&str] = &[
+    "--shards",
+    "1",
+    "--replica-lag-time-max-ms",
+    "3000",
+    "--default-replication-factor",
+    "3",
+    "--fsync",
+    "never",
+];
+
 /// How long a started node may take to accept Kafka connections.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a killed node's ports may keep accepting (see `wait_port_refused`).
@@ -300,33 +314,30 @@ impl Cluster {
     /// (replication factor `NODES`) and `configs`, through librdkafka's
     /// admin client; panics if any node refuses.
     pub fn create_topic(&self, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .create()
-            .unwrap();
-        let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(NODES));
-        for (key, value) in configs {
-            new = new.set(key, value);
-        }
-        let options = AdminOptions::new()
-            .request_timeout(Some(AGREE_TIMEOUT))
-            .operation_timeout(Some(AGREE_TIMEOUT));
-        let results = futures_executor::block_on(admin.create_topics([&new], &options)).unwrap();
-        for result in results {
-            result.unwrap();
-        }
+        self.create(
+            NewTopic::new(topic, partitions, TopicReplication::Fixed(NODES)),
+            configs,
+        );
     }
 
     /// Creates `topic` with the replicas of partition i given by
     /// `assignment[i]` (its first replica is the preferred leader).
     pub fn create_topic_assigned(&self, topic: &str, assignment: &[Vec<i32>], configs: &[(&str, &str)]) {
+        let partitions = i32::try_from(assignment.len()).unwrap();
+        let replicas: Vec<&[i32]> = assignment.iter().map(Vec::as_slice).collect();
+        self.create(
+            NewTopic::new(topic, partitions, TopicReplication::Variable(&replicas)),
+            configs,
+        );
+    }
+
+    /// Creates `new` with `configs` through librdkafka's admin client;
+    /// panics if any node refuses.
+    fn create<'a>(&self, mut new: NewTopic<'a>, configs: &[(&'a str, &'a str)]) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .create()
             .unwrap();
-        let partitions = i32::try_from(assignment.len()).unwrap();
-        let replicas: Vec<&[i32]> = assignment.iter().map(Vec::as_slice).collect();
-        let mut new = NewTopic::new(topic, partitions, TopicReplication::Variable(&replicas));
         for (key, value) in configs {
             new = new.set(key, value);
         }
