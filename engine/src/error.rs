@@ -99,6 +99,10 @@ pub enum EngineError {
     /// AlterUserScramCredentials or DescribeUserScramCredentials refused
     /// one user's part.
     Credential(CredentialError),
+    /// Another broker answered a request this broker made for a client (an
+    /// MQTT publish or read forwarded to a partition's leader) with this
+    /// Kafka error code ([`from_remote_code`]): passed on as it is.
+    Remote(i16),
 }
 
 /// Why a SCRAM credential change or description was refused.
@@ -305,6 +309,10 @@ impl fmt::Display for EngineError {
             EngineError::Credential(CredentialError::UnsupportedMechanism) => {
                 write!(f, "unsupported SCRAM mechanism (SCRAM-SHA-256 and SCRAM-SHA-512 are)")
             }
+            EngineError::Remote(code) => match ResponseError::try_from_code(*code) {
+                Some(error) => write!(f, "the partition's leader answered {error:?}"),
+                None => write!(f, "the partition's leader answered error code {code}"),
+            },
         }
     }
 }
@@ -335,7 +343,12 @@ impl From<MetaError> for EngineError {
 /// and so the place where errors are counted for `/metrics` (by code, under
 /// the API of the request being served: `metrics::probe::count_error`).
 pub fn kafka_code(error: &EngineError) -> i16 {
+    if let EngineError::Remote(code) = error {
+        crate::metrics::probe::count_error(*code);
+        return *code;
+    }
     let e = match error {
+        EngineError::Remote(_) => ResponseError::UnknownServerError,
         EngineError::Log(log) => match log {
             LogError::InvalidBatch(batch) => match batch {
                 BatchError::BadCrc { .. } | BatchError::Truncated { .. } | BatchError::BadLength { .. } => {
@@ -458,6 +471,24 @@ pub fn kafka_code(error: &EngineError) -> i16 {
     code
 }
 
+/// The error for a Kafka error code another broker answered (non-zero):
+/// the codes the engine acts on become their own variants (so a forwarded
+/// MQTT publish is retried, refused or told apart as a local one is), the
+/// rest stay [`EngineError::Remote`].
+pub(crate) fn from_remote_code(code: i16) -> EngineError {
+    assert!(code != 0, "only an error code is an error");
+    match ResponseError::try_from_code(code) {
+        Some(ResponseError::NotLeaderOrFollower | ResponseError::FencedLeaderEpoch) => EngineError::NotLeader,
+        Some(ResponseError::LeaderNotAvailable) => EngineError::LeaderNotAvailable,
+        Some(ResponseError::UnknownTopicOrPartition) => EngineError::UnknownTopicOrPartition,
+        Some(ResponseError::TopicAuthorizationFailed) => EngineError::NotAuthorized(AclResourceType::Topic),
+        Some(ResponseError::ClusterAuthorizationFailed) => EngineError::NotAuthorized(AclResourceType::Cluster),
+        Some(ResponseError::RequestTimedOut) => EngineError::ReplicationTimedOut,
+        Some(ResponseError::BrokerNotAvailable) => EngineError::ShuttingDown,
+        _ => EngineError::Remote(code),
+    }
+}
+
 /// [`kafka_code`] for a transaction API answered at a version older than
 /// PRODUCER_FENCED (KIP-588: InitProducerId v4, AddPartitionsToTxn,
 /// AddOffsetsToTxn and EndTxn v2, TxnOffsetCommit v3): those clients are
@@ -472,6 +503,20 @@ pub(crate) fn kafka_code_at(error: &EngineError, knows_producer_fenced: bool) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_code_another_broker_answered_is_acted_on_or_passed_on_unchanged() {
+        assert!(matches!(from_remote_code(6), EngineError::NotLeader));
+        assert!(matches!(from_remote_code(5), EngineError::LeaderNotAvailable));
+        assert!(matches!(
+            from_remote_code(29),
+            EngineError::NotAuthorized(AclResourceType::Topic)
+        ));
+        // Codes the engine does not act on keep their value end to end.
+        for code in [10, 19, 56, 87] {
+            assert_eq!(kafka_code(&from_remote_code(code)), code);
+        }
+    }
 
     #[test]
     fn batch_errors_map_to_the_codes_clients_expect() {

@@ -46,6 +46,14 @@ const EPOCH_WAIT_MAX: Duration = Duration::from_secs(5);
 /// `max.message.bytes` default, as Kafka's (1 MiB + record batch overhead).
 pub(crate) const MAX_MESSAGE_BYTES_DEFAULT: usize = 1_048_588;
 
+/// A topic's `max.message.bytes`, from its configs (the default when unset).
+pub(crate) fn max_message_bytes_of(configs: &std::collections::BTreeMap<String, String>) -> usize {
+    configs
+        .get("max.message.bytes")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(MAX_MESSAGE_BYTES_DEFAULT)
+}
+
 /// Topic and partition index.
 pub(crate) type PartitionKey = (String, i32);
 
@@ -452,9 +460,7 @@ impl Shard {
             config.retention_ms_max = None;
             config.retention_bytes_max = None;
         }
-        let max_message_bytes = get("max.message.bytes")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(MAX_MESSAGE_BYTES_DEFAULT);
+        let max_message_bytes = max_message_bytes_of(&topic.configs);
         let min_insync_replicas = get("min.insync.replicas")
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(1)

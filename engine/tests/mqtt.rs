@@ -17,67 +17,16 @@ use std::{
     time::Duration,
 };
 
-use common::{python_script_output, raw_exchange, Engine};
-
-/// Longest a test waits for an answer that should come at once (a bound
-/// against hangs, not a timed assertion).
-const ANSWER_WAIT: Duration = Duration::from_secs(15);
+use common::{
+    mqtt::{
+        connect_frame, connect_packet, connected, drive_v4, drive_v5, prefixed, publish_qos1, publish_qos1_packet,
+        read_packet, remaining_length, try_read_packet, wait_for_all, Received, ANSWER_WAIT,
+    },
+    python_script_output, raw_exchange, Engine,
+};
 
 fn mqtt_addr(engine: &Engine) -> SocketAddr {
     engine.mqtt_addr.expect("the harness gives every engine an MQTT port")
-}
-
-/// A CONNECT with keep alive 60 s at protocol level `level`: CONNECT flags
-/// `flags`, the v5 properties `properties` (their bytes; a 3.1.1 CONNECT
-/// has none), then `payload` (the client id and what the flags announce).
-fn connect_frame(level: u8, flags: u8, properties: &[u8], payload: &[u8]) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, flags, 0, 60];
-    if level == 5 {
-        body.push(u8::try_from(properties.len()).unwrap());
-        body.extend_from_slice(properties);
-    }
-    body.extend_from_slice(payload);
-    let mut packet = vec![0x10];
-    remaining_length(body.len(), &mut packet);
-    packet.extend_from_slice(&body);
-    packet
-}
-
-/// Appends `field` as an MQTT string (or binary data): its length, then it.
-fn prefixed(out: &mut Vec<u8>, field: &[u8]) {
-    out.extend_from_slice(&u16::try_from(field.len()).unwrap().to_be_bytes());
-    out.extend_from_slice(field);
-}
-
-/// CONNECT with clean start, keep alive 60 s, client id `id`, at protocol
-/// level `level` (4: 3.1.1, 5: 5.0, anything else to test refusals).
-fn connect_packet(level: u8, id: &str) -> Vec<u8> {
-    let mut payload = Vec::new();
-    prefixed(&mut payload, id.as_bytes());
-    connect_frame(level, 0x02, &[], &payload)
-}
-
-/// A successful CONNACK: 3.1.1 (4 bytes), or 5.0 with its properties.
-fn assert_connack_ok(bytes: &[u8]) -> usize {
-    assert_eq!(bytes[0], 0x20, "CONNACK: {bytes:02x?}");
-    let length = usize::from(bytes[1]);
-    assert_eq!(bytes[3], 0, "accepted: {bytes:02x?}");
-    2 + length
-}
-
-/// Connects at `level` and returns the open stream after its CONNACK.
-fn connected(addr: SocketAddr, level: u8, id: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
-    stream.write_all(&connect_packet(level, id)).unwrap();
-    let mut header = [0u8; 2];
-    stream.read_exact(&mut header).unwrap();
-    let mut rest = vec![0u8; usize::from(header[1])];
-    stream.read_exact(&mut rest).unwrap();
-    let mut whole = header.to_vec();
-    whole.extend_from_slice(&rest);
-    assert_connack_ok(&whole);
-    stream
 }
 
 /// Sends `bytes` on an established stream and returns everything the
@@ -120,82 +69,6 @@ fn shared_subscriptions_spread_messages_over_their_members() {
     let mqtt = mqtt_addr(&engine).to_string();
     let (ok, output) = python_script_output("mqtt_shared.py", &[&mqtt]);
     assert!(ok, "mqtt_shared.py failed:\n{output}\nengine log:\n{}", engine.log());
-}
-
-/// What a rumqttc subscriber received: (topic, payload, QoS 0..=2).
-type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>, u8)>>>;
-
-/// One step of a rumqttc connection, whichever version.
-enum Step {
-    Publish(String, Vec<u8>, u8),
-    SubAck,
-    Other,
-    End,
-}
-
-/// Runs `next` on a thread of its own until the connection ends or the
-/// test's bound passes, recording what it receives.
-fn drive(mut next: impl FnMut() -> Step + Send + 'static, received: Received, subscribed: std::sync::mpsc::Sender<()>) {
-    std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + ANSWER_WAIT;
-        while std::time::Instant::now() < deadline {
-            match next() {
-                Step::Publish(topic, payload, qos) => received.lock().unwrap().push((topic, payload, qos)),
-                Step::SubAck => {
-                    let _ = subscribed.send(());
-                }
-                Step::Other => {}
-                Step::End => return,
-            }
-        }
-    });
-}
-
-/// Drives a rumqttc 3.1.1 connection (see [`drive`]).
-fn drive_v4(mut connection: rumqttc::Connection, received: Received, subscribed: std::sync::mpsc::Sender<()>) {
-    use rumqttc::{Event, Packet, RecvTimeoutError};
-    let next = move || match connection.recv_timeout(Duration::from_millis(200)) {
-        Ok(Ok(Event::Incoming(Packet::Publish(p)))) => Step::Publish(p.topic, p.payload.to_vec(), p.qos as u8),
-        Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => Step::SubAck,
-        Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => Step::Other,
-        Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => Step::End,
-    };
-    drive(next, received, subscribed);
-}
-
-/// Drives a rumqttc 5.0 connection (see [`drive`]).
-fn drive_v5(mut connection: rumqttc::v5::Connection, received: Received, subscribed: std::sync::mpsc::Sender<()>) {
-    use rumqttc::v5::{mqttbytes::v5::Packet, Event, RecvTimeoutError};
-    let next = move || match connection.recv_timeout(Duration::from_millis(200)) {
-        Ok(Ok(Event::Incoming(Packet::Publish(p)))) => Step::Publish(
-            String::from_utf8_lossy(&p.topic).into_owned(),
-            p.payload.to_vec(),
-            p.qos as u8,
-        ),
-        Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => Step::SubAck,
-        Ok(Ok(_)) | Err(RecvTimeoutError::Timeout) => Step::Other,
-        Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => Step::End,
-    };
-    drive(next, received, subscribed);
-}
-
-/// Waits until `received` holds every item of `expected`.
-fn wait_for_all(received: &Received, expected: &[(&str, &[u8], u8)]) {
-    let deadline = std::time::Instant::now() + ANSWER_WAIT;
-    loop {
-        let got = received.lock().unwrap().clone();
-        let all = expected
-            .iter()
-            .all(|(topic, payload, qos)| got.contains(&(topic.to_string(), payload.to_vec(), *qos)));
-        if all {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "expected {expected:?}, got {got:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -444,29 +317,6 @@ fn a_new_subscriber_gets_the_retained_message() {
     assert_eq!(publish, [0x33, 11, 0, 3, b'r', b'/', b'a', 0, 1, 0, b'o', b'f', b'f']);
 }
 
-/// Reads one packet: its first byte and its body.
-fn read_packet(stream: &mut TcpStream) -> (u8, Vec<u8>) {
-    try_read_packet(stream).unwrap()
-}
-
-/// Reads one packet, or says why it could not.
-fn try_read_packet(stream: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
-    let mut first = [0u8; 1];
-    stream.read_exact(&mut first)?;
-    let mut length = 0usize;
-    for shift in 0..4 {
-        let mut byte = [0u8; 1];
-        stream.read_exact(&mut byte)?;
-        length |= usize::from(byte[0] & 0x7f) << (7 * shift);
-        if byte[0] & 0x80 == 0 {
-            break;
-        }
-    }
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body)?;
-    Ok((first[0], body))
-}
-
 #[test]
 fn publications_sent_together_are_stored_and_acknowledged_in_order() {
     const PUBLICATIONS: u16 = 300;
@@ -518,19 +368,6 @@ fn publications_sent_together_are_stored_and_acknowledged_in_order() {
     assert!((1..=u64::from(PUBLICATIONS / 2)).contains(&rounds), "{rounds} rounds");
     assert_eq!(total("shardline_mqtt_delivered_total"), u64::from(PUBLICATIONS));
     assert!(total("shardline_mqtt_connections_accepted_total") >= 2);
-}
-
-/// The remaining-length varint of MQTT's fixed header.
-fn remaining_length(mut length: usize, out: &mut Vec<u8>) {
-    loop {
-        let byte = u8::try_from(length % 128).unwrap();
-        length /= 128;
-        if length == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 #[test]
@@ -653,27 +490,6 @@ fn session_connected(addr: SocketAddr, level: u8, id: &str, clean_start: bool, e
     let (kind, body) = read_packet(&mut stream);
     assert_eq!((kind, body[1]), (0x20, 0), "CONNACK accepted: {body:02x?}");
     (stream, body[0] & 1 == 1)
-}
-
-/// A 3.1.1 PUBLISH of `payload` to `topic` at QoS 1, packet id `id`.
-fn publish_qos1_packet(topic: &str, id: u16, payload: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    prefixed(&mut body, topic.as_bytes());
-    body.extend_from_slice(&id.to_be_bytes());
-    body.extend_from_slice(payload);
-    let mut packet = vec![0x32];
-    remaining_length(body.len(), &mut packet);
-    packet.extend_from_slice(&body);
-    packet
-}
-
-/// PUBLISHes `payload` to `topic` at QoS 1 (packet id `id`) on a 3.1.1
-/// connection and waits for its PUBACK.
-fn publish_qos1(stream: &mut TcpStream, topic: &str, id: u16, payload: &[u8]) {
-    stream.write_all(&publish_qos1_packet(topic, id, payload)).unwrap();
-    let mut puback = [0u8; 4];
-    stream.read_exact(&mut puback).unwrap();
-    assert_eq!(puback[..2], [0x40, 2], "PUBACK");
 }
 
 /// A QoS 1 PUBLISH a v5 subscriber received: (DUP, packet id, payload);

@@ -6,30 +6,47 @@
 //!  record in the table's topic, partition crc32c(K) mod partitions:
 //!     key = K (an MQTT topic, a client id), value = the entry (null: K removed),
 //!     headers as the entry needs
-//!  owner of that partition: the table K -> entry in its MqttShard,
-//!     folded from the partition's log the first time the shard needs it
+//!  home of partition p on every node: shard p mod shards, whoever leads p and
+//!     wherever; its part of the table K -> entry in its MqttShard, folded from
+//!     the log up to the high watermark, and caught up before every use
 //! ```
 //!
-//! A change is appended on the partition's owner, durable under the
-//! topic's fsync policy (and, in a cluster, on every in-sync replica),
-//! before the owner's table takes it and before the caller hears it was
-//! stored. The topic is created compacted (`cleanup.policy=compact`): an
-//! entry never ages out, and the replay at load reads about one record per
-//! key plus what the cleaner has not reached yet. One load runs at a time
-//! per table and shard, and a store waits for it, so a replay never folds
-//! an older record over a newer store.
+//! A change is appended where the partition is led (this node by message,
+//! another node as a Kafka produce, `nodes.rs`), durable under the topic's
+//! fsync policy and on every in-sync replica, before the home's part takes
+//! it and before the caller hears it was stored. Every node folds the same
+//! log, so a session saved through one node is found through any other,
+//! and a leader change loses nothing a part folded (it reads only below the
+//! high watermark). The home's part remembers how far it has folded and,
+//! before every read or store, folds what the log holds past it (one read
+//! that finds nothing when nothing changed): changes made through other
+//! nodes reach it there. The topic is created compacted
+//! (`cleanup.policy=compact`): an entry never ages out, and the first
+//! catch-up reads about one record per key plus what the cleaner has not
+//! reached yet. One catch-up runs at a time per table and shard, and a store
+//! waits for it.
+//!
+//! A part that has folded a key whose tombstone the cleaner then removes
+//! (after `delete.retention.ms`, a day by default) without a catch-up in
+//! between keeps that key: a home shard catches up at least whenever the
+//! table is used, so only a table unused for that long can.
 
 use std::{
     cell::RefCell,
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     rc::Rc,
+    time::Duration,
 };
 
 use bytes::Bytes;
 use glommio::sync::Semaphore;
 use shardline_log::{uncompressed_records, HeaderedRecord, Offset, Record};
 
-use super::{mapping, MqttShard};
+use super::{
+    mapping,
+    nodes::{self, Place},
+    MqttShard,
+};
 use crate::{error::EngineError, shard::Shard};
 
 /// Bytes read from a table's log at once while loading it.
@@ -53,9 +70,10 @@ pub(crate) trait Entry: Clone + Send + 'static {
 /// One shard's part of a table: the entries whose partitions it owns.
 pub(crate) struct Table<V> {
     entries: RefCell<HashMap<String, V>>,
-    /// Partitions already folded into `entries`.
-    loaded: RefCell<BTreeSet<i32>>,
-    /// One load at a time (a store waits for it).
+    /// Per partition homed on this shard: the offset before which its log
+    /// is folded into `entries`.
+    folded: RefCell<BTreeMap<i32, Offset>>,
+    /// One catch-up at a time (a store waits for it).
     loading: Semaphore,
 }
 
@@ -63,7 +81,7 @@ impl<V> Default for Table<V> {
     fn default() -> Table<V> {
         Table {
             entries: RefCell::new(HashMap::new()),
-            loaded: RefCell::new(BTreeSet::new()),
+            folded: RefCell::new(BTreeMap::new()),
             loading: Semaphore::new(1),
         }
     }
@@ -108,19 +126,26 @@ fn topic_configs() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Stores `value` (`None`: removes) under `key`, durably, on the owner of
-/// its partition; returns whether the owner's table kept it (false: the
-/// table is full and the key new; the record is stored all the same).
+/// The shard of this node that keeps partition `index`'s part of a table,
+/// whoever leads the partition and wherever.
+pub(crate) fn home_of(index: i32, shards: usize) -> usize {
+    assert!(shards > 0, "at least one shard");
+    usize::try_from(index).unwrap_or(0) % shards
+}
+
+/// Stores `value` (`None`: removes) under `key`, durably, where its
+/// partition is led; returns whether the table's home shard kept it
+/// (false: the table is full and the key new; the record is stored all
+/// the same).
 pub(crate) async fn store<V: Entry>(shard: &Rc<Shard>, key: String, value: Option<V>) -> Result<bool, EngineError> {
     let partitions = mapping::ensure_kafka_topic(shard, V::TOPIC, topic_configs()).await?;
     let index = mapping::partition_of(&key, partitions);
-    let owner = shard.owner_of(V::TOPIC, index)?;
+    let home = home_of(index, shard.shard_count);
     let epoch = crate::kafka::epoch_of(shard);
     shard
-        .invoke_on(owner, move |s: Rc<Shard>| async move {
+        .invoke_on(home, move |s: Rc<Shard>| async move {
             s.wait_for_epoch(epoch).await;
-            load::<V>(&s, index).await?;
-            let partition = super::served_partition(&s, V::TOPIC, index).await?;
+            catch_up::<V>(&s, index).await?;
             let (bytes, headers) = value.as_ref().map(Entry::encode).unwrap_or_default();
             let headers: Vec<(&str, &[u8])> = headers.iter().map(|(name, value)| (*name, &value[..])).collect();
             // A removal is a tombstone, which compaction removes in time.
@@ -129,17 +154,39 @@ pub(crate) async fn store<V: Entry>(shard: &Rc<Shard>, key: String, value: Optio
                 value: value.is_some().then_some(&bytes[..]),
                 headers: &headers,
             };
-            let batch = shardline_log::build_batch_with_headers(crate::kafka::unix_now_ms(), &[record]);
-            partition
-                .produce(Bytes::from(batch), -1, super::publish::APPEND_TIMEOUT)
-                .await?;
+            let batch = Bytes::from(shardline_log::build_batch_with_headers(
+                crate::kafka::unix_now_ms(),
+                &[record],
+            ));
+            append(&s, V::TOPIC, index, batch).await?;
+            // Kept now, and folded again in its place in the log at the
+            // next catch-up: a store racing another writer's settles there.
             Ok(V::table(&s.mqtt).keep(key, value))
         })
         .await?
 }
 
-/// The entry under `key`, read on the owner of its partition (`None` when
-/// the topic or the entry does not exist).
+/// Appends `batch` to partition `index` of `topic` where it is led, acks=all.
+async fn append(shard: &Rc<Shard>, topic: &'static str, index: i32, batch: Bytes) -> Result<(), EngineError> {
+    match nodes::place_of(shard, topic, index)? {
+        Place::Local(owner) => {
+            shard
+                .invoke_on(owner, move |s: Rc<Shard>| async move {
+                    let partition = super::served_partition(&s, topic, index).await?;
+                    partition.produce(batch, -1, super::publish::APPEND_TIMEOUT).await?;
+                    Ok(())
+                })
+                .await?
+        }
+        Place::Remote(leader) => {
+            nodes::produce(shard, &leader, topic, index, batch, super::publish::APPEND_TIMEOUT).await
+        }
+    }
+}
+
+/// The entry under `key`, read on its partition's home shard once the part
+/// there has caught up with the log (`None` when the topic or the entry
+/// does not exist).
 pub(crate) async fn get<V: Entry>(shard: &Rc<Shard>, key: &str) -> Result<Option<V>, EngineError> {
     let Some(partitions) = shard
         .image()
@@ -151,74 +198,81 @@ pub(crate) async fn get<V: Entry>(shard: &Rc<Shard>, key: &str) -> Result<Option
         return Ok(None);
     };
     let index = mapping::partition_of(key, partitions);
-    let owner = shard.owner_of(V::TOPIC, index)?;
+    let home = home_of(index, shard.shard_count);
     let epoch = crate::kafka::epoch_of(shard);
     let key = key.to_string();
     shard
-        .invoke_on(owner, move |s: Rc<Shard>| async move {
+        .invoke_on(home, move |s: Rc<Shard>| async move {
             s.wait_for_epoch(epoch).await;
-            load::<V>(&s, index).await?;
+            catch_up::<V>(&s, index).await?;
             Ok(V::table(&s.mqtt).get(&key))
         })
         .await?
 }
 
-/// On a shard: loads every partition of the table it owns (the rest are
-/// other shards' part).
-pub(crate) async fn load_owned<V: Entry>(shard: &Rc<Shard>) {
+/// On a shard: catches up every partition of the table homed here (the
+/// rest are other shards' part).
+pub(crate) async fn catch_up_homed<V: Entry>(shard: &Rc<Shard>) {
     let partitions = shard
         .image()
         .topics
         .get(V::TOPIC)
         .map_or(0, |topic| topic.partitions.len());
     for index in (0..partitions).filter_map(|index| i32::try_from(index).ok()) {
-        if shard.owner_of(V::TOPIC, index).ok() != Some(shard.id) {
+        if home_of(index, shard.shard_count) != shard.id {
             continue;
         }
-        if let Err(error) = load::<V>(shard, index).await {
-            tracing::warn!(topic = V::TOPIC, partition = index, %error, "MQTT table not loaded");
+        if let Err(error) = catch_up::<V>(shard, index).await {
+            tracing::warn!(topic = V::TOPIC, partition = index, %error, "MQTT table not caught up");
         }
     }
 }
 
-/// On the partition's owner: folds partition `index` into this shard's
-/// table, once (later changes come through [`store`]).
-async fn load<V: Entry>(shard: &Rc<Shard>, index: i32) -> Result<(), EngineError> {
+/// On the partition's home shard: folds what partition `index`'s log holds
+/// past the part's last catch-up, up to the high watermark, wherever the
+/// partition is led (the first catch-up reads it from the start). Changes
+/// come through the log alone, so whoever wrote them — this node, another
+/// node, a leader since replaced — the part ends as the log says.
+async fn catch_up<V: Entry>(shard: &Rc<Shard>, index: i32) -> Result<(), EngineError> {
+    assert_eq!(
+        home_of(index, shard.shard_count),
+        shard.id,
+        "a part is caught up at home"
+    );
     let table = V::table(&shard.mqtt);
-    if table.loaded.borrow().contains(&index) {
-        return Ok(());
-    }
     let _loading = table
         .loading
         .acquire_permit(1)
         .await
         .map_err(|_| EngineError::ShuttingDown)?;
-    if table.loaded.borrow().contains(&index) {
-        return Ok(());
-    }
-    let partition = super::served_partition(shard, V::TOPIC, index).await?;
-    let end = partition.high_watermark();
-    let mut offset = partition.log.log_start();
+    let first = !table.folded.borrow().contains_key(&index);
+    let mut offset = table.folded.borrow().get(&index).copied().unwrap_or(Offset(0));
     let mut applied = 0u64;
     let mut refused = 0u64;
-    while offset < end {
-        let read = partition.read(offset, LOAD_READ_BYTES_MAX, end)?;
-        if read.next_offset <= offset {
+    loop {
+        let (from, chunks) = read_table(shard, V::TOPIC, index, offset).await?;
+        let next = chunks
+            .iter()
+            .map(|chunk| fold(table, chunk, from, &mut applied, &mut refused))
+            .max()
+            .unwrap_or(from);
+        if next <= offset {
             break;
         }
-        for chunk in &read.chunks {
-            fold(table, chunk, offset, &mut applied, &mut refused);
-        }
-        offset = read.next_offset;
+        assert!(next > offset, "a catch-up only moves forward");
+        offset = next;
+        table.folded.borrow_mut().insert(index, offset);
         glommio::yield_if_needed().await;
     }
-    table.loaded.borrow_mut().insert(index);
-    tracing::info!(
-        topic = V::TOPIC,
-        partition = index,
-        records = applied,
-        "MQTT table loaded"
-    );
+    table.folded.borrow_mut().insert(index, offset);
+    if first {
+        tracing::info!(
+            topic = V::TOPIC,
+            partition = index,
+            records = applied,
+            "MQTT table loaded"
+        );
+    }
     if refused > 0 {
         tracing::warn!(
             topic = V::TOPIC,
@@ -230,9 +284,52 @@ async fn load<V: Entry>(shard: &Rc<Shard>, index: i32) -> Result<(), EngineError
     Ok(())
 }
 
-/// Applies the records of `chunk` at or after `from`, in order.
-fn fold<V: Entry>(table: &Table<V>, chunk: &Bytes, from: Offset, applied: &mut u64, refused: &mut u64) {
+/// Whole batches of a table's partition from `offset` (or its log start)
+/// up to the high watermark, at most [`LOAD_READ_BYTES_MAX`], where it is
+/// led; with where the read started.
+async fn read_table(
+    shard: &Rc<Shard>,
+    topic: &'static str,
+    index: i32,
+    offset: Offset,
+) -> Result<(Offset, Vec<Bytes>), EngineError> {
+    match nodes::place_of(shard, topic, index)? {
+        Place::Local(owner) => {
+            shard
+                .invoke_on(owner, move |s: Rc<Shard>| async move {
+                    let partition = super::served_partition(&s, topic, index).await?;
+                    let end = partition.high_watermark();
+                    let from = offset.max(partition.log.log_start());
+                    if from >= end {
+                        return Ok((from, Vec::new()));
+                    }
+                    let read = partition.read(from, LOAD_READ_BYTES_MAX, end)?;
+                    Ok((from, read.chunks))
+                })
+                .await?
+        }
+        Place::Remote(leader) => {
+            let fetched = nodes::fetch(
+                shard,
+                &leader,
+                topic,
+                index,
+                offset,
+                Duration::ZERO,
+                LOAD_READ_BYTES_MAX,
+            )
+            .await?;
+            Ok((fetched.from, fetched.records.into_iter().collect()))
+        }
+    }
+}
+
+/// Applies the records of `chunk` at or after `from`, in order; returns
+/// the offset after its last whole batch (`from` when it holds none).
+fn fold<V: Entry>(table: &Table<V>, chunk: &Bytes, from: Offset, applied: &mut u64, refused: &mut u64) -> Offset {
+    let mut next = from;
     for (header, batch) in mapping::whole_batches(chunk) {
+        next = next.max(header.next_offset());
         let Some(records) = uncompressed_records(&batch, &header).filter(|_| !header.is_control()) else {
             continue;
         };
@@ -250,4 +347,5 @@ fn fold<V: Entry>(table: &Table<V>, chunk: &Bytes, from: Offset, applied: &mut u
             *applied += 1;
         }
     }
+    next
 }

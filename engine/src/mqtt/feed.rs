@@ -15,6 +15,9 @@
 //!
 //! One cross-shard round trip per wake: the owner parks the read itself
 //! rather than answer "nothing" and be asked again when its watch fires.
+//! A partition another node leads is read from its leader as a Kafka
+//! consumer would (`nodes.rs`: a Fetch parked there up to the same
+//! [`FEED_WAIT_MAX`]), so every node's subscribers see every message.
 //!
 //! A feed starts at each partition's high watermark when the first local
 //! subscription is made (before its SUBACK), so a subscriber sees every
@@ -39,9 +42,10 @@ use shardline_log::Offset;
 
 use super::{
     mapping::{self, Message, Skipped},
+    nodes::{self, Place},
     Remote,
 };
-use crate::{error::EngineError, partition::FetchWatch, shard::Shard};
+use crate::{error::EngineError, kafka::brokers::KafkaBroker, partition::FetchWatch, shard::Shard};
 
 /// Bytes one read of a partition returns at most (whole batches; the first
 /// is returned whatever its size): bounds what a tail task holds at once.
@@ -133,15 +137,19 @@ pub(crate) async fn ensure_running(shard: &Rc<Shard>) -> Result<(), EngineError>
     let mut starts = Vec::with_capacity(partitions);
     for index in 0..partitions {
         let index = i32::try_from(index).map_err(|_| EngineError::UnknownTopicOrPartition)?;
-        let owner = shard.owner_of(&topic, index)?;
         let name = topic.clone();
-        let high_watermark = shard
-            .invoke_on(owner, move |s: Rc<Shard>| async move {
-                super::served_partition(&s, &name, index)
-                    .await
-                    .map(|p| p.high_watermark())
-            })
-            .await??;
+        let high_watermark = match nodes::place_of(shard, &topic, index)? {
+            Place::Local(owner) => {
+                shard
+                    .invoke_on(owner, move |s: Rc<Shard>| async move {
+                        super::served_partition(&s, &name, index)
+                            .await
+                            .map(|p| p.high_watermark())
+                    })
+                    .await??
+            }
+            Place::Remote(leader) => nodes::high_watermark(shard, &leader, &name, index).await?,
+        };
         starts.push((index, high_watermark));
     }
     let generation = feed.generation.get().wrapping_add(1);
@@ -177,17 +185,19 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
     let mut stalled = Vec::new();
     let mut remote = Vec::new();
     while should_run(&shard, generation) {
-        let Ok(owner) = shard.owner_of(&topic, index) else {
-            glommio::timer::sleep(FEED_RETRY_INTERVAL).await;
-            continue;
+        let read = match nodes::place_of(&shard, &topic, index) {
+            Ok(Place::Local(owner)) => {
+                let name = topic.clone();
+                shard
+                    .invoke_on(owner, move |s: Rc<Shard>| async move {
+                        read_when_there(&s, &name, index, offset).await
+                    })
+                    .await
+                    .and_then(|read| read)
+            }
+            Ok(Place::Remote(leader)) => read_on_leader(&shard, &leader, &topic, index, offset, FEED_WAIT_MAX).await,
+            Err(error) => Err(error),
         };
-        let name = topic.clone();
-        let read = shard
-            .invoke_on(owner, move |s: Rc<Shard>| async move {
-                read_when_there(&s, &name, index, offset).await
-            })
-            .await
-            .and_then(|read| read);
         let read = match read {
             Ok(read) => read,
             Err(error) => {
@@ -265,13 +275,35 @@ pub(crate) async fn read_messages(
     out: &mut Vec<Message>,
 ) -> Result<Offset, EngineError> {
     let topic = shard.config.mqtt_kafka_topic.clone();
-    let owner = shard.owner_of(&topic, index)?;
-    let read = shard
-        .invoke_on(owner, move |s: Rc<Shard>| async move {
-            read_on_owner(&s, &topic, index, offset)
-        })
-        .await??;
+    let read = match nodes::place_of(shard, &topic, index)? {
+        Place::Local(owner) => {
+            shard
+                .invoke_on(owner, move |s: Rc<Shard>| async move {
+                    read_on_owner(&s, &topic, index, offset)
+                })
+                .await??
+        }
+        Place::Remote(leader) => read_on_leader(shard, &leader, &topic, index, offset, Duration::ZERO).await?,
+    };
     Ok(read.messages(out, &mut Skipped::default()))
+}
+
+/// Reads partition `index` of `topic` from `offset` on its leader on
+/// another node (`nodes.rs`), waiting there up to `max_wait` when nothing
+/// is new.
+async fn read_on_leader(
+    shard: &Shard,
+    leader: &KafkaBroker,
+    topic: &str,
+    index: i32,
+    offset: Offset,
+    max_wait: Duration,
+) -> Result<Read, EngineError> {
+    let fetched = nodes::fetch(shard, leader, topic, index, offset, max_wait, FEED_READ_BYTES_MAX).await?;
+    Ok(Read {
+        from: fetched.from,
+        chunks: fetched.records.into_iter().collect(),
+    })
 }
 
 /// On the owner: [`read_on_owner`], first waiting (at most

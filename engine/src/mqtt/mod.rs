@@ -32,20 +32,23 @@
 //!     subscription `$share/N/F` lives on shard `crc32c("N/F") mod shards`,
 //!     whose feed picks one member per message and hands it to the
 //!     member's shard by message.
-//!   - the parts of the two compacted tables (`compacted.rs`) whose
-//!     partitions this shard owns: retained messages (`retained.rs`) and
+//!   - the parts of the two compacted tables (`compacted.rs`) homed on
+//!     this shard (partition p's on shard p mod shards, whoever leads p): retained messages (`retained.rs`) and
 //!     persistent sessions (`sessions.rs`; a session's bytes are drawn in
 //!     `stored.rs`). A resumed session reads the messages it missed from
 //!     the log, from its cursors (`connection.rs`): nothing is copied per
 //!     subscriber.
 //! - **Partitions** stay where the metadata image placed them; MQTT reaches
-//!   them only through `Shard::invoke_on`, never through a lock.
+//!   them only through `Shard::invoke_on`, never through a lock, and those
+//!   another node leads as a Kafka client of that node (`nodes.rs`: one pool
+//!   of idle inter-broker connections per shard).
 
 mod compacted;
 mod connection;
 mod feed;
 mod listener;
 mod mapping;
+mod nodes;
 mod publish;
 mod reason;
 mod retained;
@@ -290,6 +293,8 @@ pub(crate) struct MqttShard {
     sessions: compacted::Table<stored::StoredSession>,
     /// The shared subscriptions homed on this shard (`shared.rs`).
     shares: RefCell<shared::Shares>,
+    /// Idle connections to other nodes' leaders (`nodes.rs`).
+    nodes: nodes::Pool,
     /// Counters for metrics.
     pub(crate) counts: MqttCounts,
 }
@@ -321,6 +326,7 @@ impl MqttShard {
             retained: compacted::Table::default(),
             sessions: compacted::Table::default(),
             shares: RefCell::new(shared::Shares::default()),
+            nodes: nodes::Pool::default(),
             counts: MqttCounts::default(),
         }
     }

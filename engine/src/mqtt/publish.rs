@@ -11,6 +11,9 @@
 //! disk syncs gets more per sync instead of a growing queue (group commit
 //! at the connection, as a Kafka client's linger gives at the producer).
 //!
+//! A partition another node leads gets its share forwarded there as a
+//! Kafka produce with acks=-1 (`nodes.rs`), batch by batch in order.
+//!
 //! Order: a connection has one round under way at a time, and a round
 //! keeps each partition's publications in the order they arrived, so
 //! messages of one MQTT topic (one partition) are stored in publish order.
@@ -25,9 +28,10 @@ use shardline_net::mqtt::QoS;
 
 use super::{
     mapping::{self, Publication},
+    nodes::{self, Place},
     MqttCounts,
 };
-use crate::{error::EngineError, shard::Shard};
+use crate::{error::EngineError, kafka::brokers::KafkaBroker, shard::Shard};
 
 /// Publications one round appends at most: bounds the batch a connection
 /// builds and the acknowledgements it writes at once.
@@ -104,12 +108,14 @@ pub(crate) async fn append_round(shard: &Rc<Shard>, round: Vec<Publication>) -> 
     outcomes
 }
 
-/// Appends one partition's share of a round on the partition's owner.
+/// Appends one partition's share of a round where the partition is led:
+/// on its owning shard here, or forwarded to its leader on another node.
 async fn append_share(shard: &Rc<Shard>, index: i32, share: Vec<Publication>) -> Vec<Outcome> {
     let count = share.len();
     let name = shard.config.mqtt_kafka_topic.clone();
-    let owner = match shard.owner_of(&name, index) {
-        Ok(owner) => owner,
+    let owner = match nodes::place_of(shard, &name, index) {
+        Ok(Place::Local(owner)) => owner,
+        Ok(Place::Remote(leader)) => return append_share_on(shard, &leader, &name, index, &share).await,
         Err(error) => return vec![Err(Arc::new(error)); count],
     };
     let epoch = crate::kafka::epoch_of(shard);
@@ -143,4 +149,43 @@ async fn append_share(shard: &Rc<Shard>, index: i32, share: Vec<Publication>) ->
         Ok(outcomes) => outcomes,
         Err(error) => vec![Err(Arc::new(error)); count],
     }
+}
+
+/// Appends one partition's share on its leader on another node, batch by
+/// batch in order, as an acks=all Kafka produce; a batch that fails fails
+/// the rest (they are not sent, so order holds when the client resends).
+async fn append_share_on(
+    shard: &Shard,
+    leader: &KafkaBroker,
+    topic: &str,
+    index: i32,
+    share: &[Publication],
+) -> Vec<Outcome> {
+    let max_message_bytes = shard
+        .image()
+        .topics
+        .get(topic)
+        .map_or(crate::shard::MAX_MESSAGE_BYTES_DEFAULT, |t| {
+            crate::shard::max_message_bytes_of(&t.configs)
+        });
+    let timestamp_ms = crate::kafka::unix_now_ms();
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(share.len());
+    for run in mapping::runs(share, max_message_bytes) {
+        let outcome = match outcomes.last() {
+            Some(Err(error)) => Err(Arc::clone(error)),
+            _ => nodes::produce(
+                shard,
+                leader,
+                topic,
+                index,
+                mapping::batch_of(run, timestamp_ms),
+                APPEND_TIMEOUT,
+            )
+            .await
+            .map_err(Arc::new),
+        };
+        outcomes.extend(std::iter::repeat_n(outcome, run.len()));
+    }
+    assert_eq!(outcomes.len(), share.len(), "one outcome per publication");
+    outcomes
 }

@@ -79,7 +79,7 @@ pub(crate) async fn store(shard: &Rc<Shard>, topic: &str, payload: &Bytes, qos: 
 /// each at the highest QoS granted among the filters it matches (capped by
 /// its own), after loading the retained-topic partitions it owns.
 pub(crate) async fn matching(shard: &Rc<Shard>, filters: &[(String, QoS)]) -> Vec<(String, Bytes, QoS)> {
-    compacted::load_owned::<Retained>(shard).await;
+    compacted::catch_up_homed::<Retained>(shard).await;
     let mut found = Vec::new();
     shard.mqtt.retained.for_each(|topic, retained| {
         let granted = filters

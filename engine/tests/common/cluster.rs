@@ -89,6 +89,8 @@ struct Node {
     http_addr: SocketAddr,
     /// Named listeners besides `--listen`: name, protocol, shard 0's address.
     listeners: Vec<(String, String, SocketAddr)>,
+    /// `--mqtt-listen`, with [`Cluster::start_with_mqtt`] (otherwise off).
+    mqtt_addr: Option<SocketAddr>,
     data_dir: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
@@ -156,6 +158,16 @@ impl Cluster {
     /// PLAINTEXT `--listen` one: `(NAME, PROTOCOL)`, each on 127.0.0.1 ports
     /// of its own (see [`Cluster::listener_addr`]).
     pub fn start_with_listeners(listeners: &[(&str, &str)], extra: &[&str]) -> Cluster {
+        Cluster::start_local(listeners, extra, false)
+    }
+
+    /// [`Cluster::start`] with an MQTT listener on every node, each on a
+    /// 127.0.0.1 port of its own (see [`Cluster::mqtt_addr`]).
+    pub fn start_with_mqtt(extra: &[&str]) -> Cluster {
+        Cluster::start_local(&[], extra, true)
+    }
+
+    fn start_local(listeners: &[(&str, &str)], extra: &[&str], mqtt: bool) -> Cluster {
         let tmp = tempfile::Builder::new().prefix("shardline-cluster-").tempdir().unwrap();
         let node_count = usize::try_from(NODES).unwrap();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
@@ -179,6 +191,7 @@ impl Cluster {
                         )
                     })
                     .collect(),
+                mqtt_addr: mqtt.then(|| SocketAddr::from(([127, 0, 0, 1], super::free_port_run(1)))),
                 data_dir: tmp.path().join(format!("node-{node_id}")),
                 log_path: tmp.path().join(format!("node-{node_id}.log")),
                 child: None,
@@ -214,6 +227,7 @@ impl Cluster {
                     raft_addr: SocketAddr::new(ip, 19092),
                     http_addr: SocketAddr::new(ip, 9644),
                     listeners: Vec::new(),
+                    mqtt_addr: None,
                     data_dir: tmp.path().join(format!("node-{node_id}")),
                     log_path: tmp.path().join(format!("node-{node_id}.log")),
                     child: None,
@@ -262,6 +276,13 @@ impl Cluster {
 
     pub fn kafka_addr(&self, node_id: i32) -> SocketAddr {
         self.node(node_id).kafka_addr
+    }
+
+    /// Node `node_id`'s MQTT listener (started with [`Cluster::start_with_mqtt`]).
+    pub fn mqtt_addr(&self, node_id: i32) -> SocketAddr {
+        self.node(node_id)
+            .mqtt_addr
+            .expect("the cluster was started with MQTT listeners")
     }
 
     pub fn raft_addr(&self, node_id: i32) -> SocketAddr {
@@ -406,8 +427,11 @@ impl Cluster {
             args.extend(["--http-listen".to_string(), node.http_addr.to_string()]);
         }
         if !extra.iter().any(|arg| arg == "--mqtt-listen") {
-            // Nor the default MQTT port (no cluster test speaks MQTT).
-            args.extend(["--mqtt-listen".to_string(), "off".to_string()]);
+            // Nor the default MQTT port.
+            let mqtt = node
+                .mqtt_addr
+                .map_or_else(|| "off".to_string(), |addr| addr.to_string());
+            args.extend(["--mqtt-listen".to_string(), mqtt]);
         }
         args.extend(extra);
         let namespace = self.network.as_ref().map(|network| network.namespace(node_id));

@@ -12,6 +12,7 @@
 
 pub mod cluster;
 pub mod history;
+pub mod mqtt;
 pub mod netns;
 pub mod workload;
 

@@ -1,0 +1,209 @@
+//! MQTT on a three-node cluster: clients of different nodes share one log.
+//!
+//! The mapped topic's partitions are led by every node, so a publish through
+//! one node is stored on the partitions' leaders wherever they are, a
+//! subscriber on another node is fed from them, a Kafka consumer reads the
+//! same records, a retained message set through one node reaches a
+//! subscriber of another, and a persistent session saved through one node
+//! resumes through another — also after the node that led its partition of
+//! `__mqtt_sessions` is killed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use common::{
+    cluster::{Cluster, REPLICATED_FLAGS},
+    mqtt::{connect_packet, drive_v4, publish_qos1_packet, wait_for_all, Received, ANSWER_WAIT},
+};
+use rdkafka::{
+    config::ClientConfig,
+    consumer::{BaseConsumer, Consumer},
+    Message, Offset, TopicPartitionList,
+};
+
+/// Partitions of the mapped topic: enough for every node to lead some.
+const PARTITIONS: i32 = 6;
+/// Bound on the cluster forming and on a partition's leader being replaced.
+const CLUSTER_WAIT: Duration = Duration::from_secs(60);
+
+/// A rumqttc 3.1.1 client with a persistent session (clean session 0),
+/// driven on its own thread; what it receives goes to `received`. Returns
+/// once the broker has answered CONNECT (and, with `subscribe`, SUBACK).
+fn persistent_subscriber(addr: SocketAddr, id: &str, subscribe: Option<&str>, received: &Received) -> rumqttc::Client {
+    let mut options = rumqttc::MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    options.set_clean_session(false);
+    let (client, connection) = rumqttc::Client::new(options, 64);
+    let (subscribed, suback) = std::sync::mpsc::channel();
+    drive_v4(connection, received.clone(), subscribed);
+    if let Some(filter) = subscribe {
+        client.subscribe(filter, rumqttc::QoS::AtLeastOnce).unwrap();
+        suback.recv_timeout(ANSWER_WAIT).expect("a SUBACK");
+    }
+    client
+}
+
+/// PUBLISHes at QoS 1 (with RETAIN when asked) through `addr` until a
+/// PUBACK comes, on a fresh 3.1.1 connection each try: while a killed
+/// leader is being replaced the broker refuses (3.1.1: closes).
+fn publish_until_acknowledged(addr: SocketAddr, topic: &str, payload: &[u8], retain: bool) {
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    loop {
+        let attempt = || -> std::io::Result<()> {
+            let mut stream = TcpStream::connect(addr)?;
+            stream.set_read_timeout(Some(ANSWER_WAIT))?;
+            stream.write_all(&connect_packet(4, "cm-pub"))?;
+            let mut connack = [0u8; 4];
+            stream.read_exact(&mut connack)?;
+            let mut packet = publish_qos1_packet(topic, 1, payload);
+            if retain {
+                packet[0] |= 0x01;
+            }
+            stream.write_all(&packet)?;
+            let mut puback = [0u8; 4];
+            stream.read_exact(&mut puback)?;
+            if connack == [0x20, 2, 0, 0] && puback == [0x40, 2, 0, 1] {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(format!(
+                    "CONNACK {connack:02x?}, PUBACK {puback:02x?}"
+                )))
+            }
+        };
+        match attempt() {
+            Ok(()) => return,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "no PUBACK from {addr} for {topic}: {error}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+/// Every record of the mapped topic a Kafka consumer reads from the start,
+/// as (key, value), once it has read `count` of them (bounded).
+fn kafka_records(cluster: &Cluster, count: usize) -> Vec<(String, String)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("group.id", "cluster-mqtt-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        assignment
+            .add_partition_offset("mqtt", partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    let mut records = Vec::new();
+    while records.len() < count && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let text = |bytes: Option<&[u8]>| String::from_utf8_lossy(bytes.unwrap_or_default()).into_owned();
+            records.push((text(message.key()), text(message.payload())));
+        }
+    }
+    records
+}
+
+#[test]
+fn mqtt_clients_of_different_nodes_share_one_log_and_their_sessions() {
+    let mut cluster = Cluster::start_with_mqtt(REPLICATED_FLAGS);
+    cluster.wait_ready(CLUSTER_WAIT);
+    cluster.create_topic("mqtt", PARTITIONS, &[]);
+    // One partition of sessions, so the test knows whose leader to kill.
+    cluster.create_topic("__mqtt_sessions", 1, &[("cleanup.policy", "compact")]);
+    cluster.wait_full_isr("mqtt", PARTITIONS, CLUSTER_WAIT);
+    let leaders: BTreeSet<i32> = cluster.partition_leaders("mqtt").into_iter().collect();
+    assert!(
+        leaders.len() > 1,
+        "the mapped topic's partitions are led by one node only: {leaders:?}"
+    );
+
+    // A subscriber on node 2, a publisher on node 1: every message of
+    // every partition, whichever node leads it.
+    let received = Received::default();
+    let subscriber = persistent_subscriber(cluster.mqtt_addr(2), "cm-sub", Some("cm/#"), &received);
+    let mut expected: Vec<(String, Vec<u8>)> = Vec::new();
+    for i in 0..24 {
+        let (topic, payload) = (format!("cm/{}", i % 8), format!("live-{i}"));
+        publish_until_acknowledged(cluster.mqtt_addr(1), &topic, payload.as_bytes(), false);
+        expected.push((topic, payload.into_bytes()));
+    }
+    let wanted: Vec<(&str, &[u8], u8)> = expected.iter().map(|(t, p)| (t.as_str(), p.as_slice(), 1)).collect();
+    wait_for_all(&received, &wanted);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(received.lock().unwrap().len(), 24, "each message once");
+
+    // A Kafka consumer reads the same records (key: the MQTT topic).
+    let records = kafka_records(&cluster, 24);
+    let stored: BTreeSet<(String, String)> = records.into_iter().collect();
+    for (topic, payload) in &expected {
+        let record = (topic.clone(), String::from_utf8(payload.clone()).unwrap());
+        assert!(stored.contains(&record), "{record:?} not read by Kafka: {stored:?}");
+    }
+
+    // A retained message set through node 3 reaches a subscriber of node 1.
+    publish_until_acknowledged(cluster.mqtt_addr(3), "cm/retained", b"kept", true);
+    let late = Received::default();
+    let late_subscriber = persistent_subscriber(cluster.mqtt_addr(1), "cm-late", Some("cm/retained"), &late);
+    wait_for_all(&late, &[("cm/retained", b"kept", 1)]);
+    let _ = late_subscriber.disconnect();
+
+    // The session saved through node 2 resumes through node 3, with what
+    // was published while it was away, without a new SUBSCRIBE.
+    subscriber.disconnect().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    for i in 0..6 {
+        publish_until_acknowledged(
+            cluster.mqtt_addr(1),
+            &format!("cm/{i}"),
+            format!("away-{i}").as_bytes(),
+            false,
+        );
+    }
+    let resumed = Received::default();
+    let subscriber = persistent_subscriber(cluster.mqtt_addr(3), "cm-sub", None, &resumed);
+    let away: Vec<(String, Vec<u8>)> = (0..6)
+        .map(|i| (format!("cm/{i}"), format!("away-{i}").into_bytes()))
+        .collect();
+    let wanted: Vec<(&str, &[u8], u8)> = away.iter().map(|(t, p)| (t.as_str(), p.as_slice(), 1)).collect();
+    wait_for_all(&resumed, &wanted);
+    subscriber.disconnect().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+
+    // The node leading the session's partition dies; the session, saved on
+    // every replica, resumes through a node that lives, with what was
+    // published meanwhile.
+    let sessions_leader = cluster.partition_leader("__mqtt_sessions", 0);
+    cluster.kill9(sessions_leader);
+    let alive: Vec<i32> = (1..=3).filter(|node| *node != sessions_leader).collect();
+    for i in 0..4 {
+        publish_until_acknowledged(
+            cluster.mqtt_addr(alive[0]),
+            &format!("cm/{i}"),
+            format!("after-{i}").as_bytes(),
+            false,
+        );
+    }
+    let after = Received::default();
+    let subscriber = persistent_subscriber(cluster.mqtt_addr(alive[1]), "cm-sub", None, &after);
+    let lost: Vec<(String, Vec<u8>)> = (0..4)
+        .map(|i| (format!("cm/{i}"), format!("after-{i}").into_bytes()))
+        .collect();
+    let wanted: Vec<(&str, &[u8], u8)> = lost.iter().map(|(t, p)| (t.as_str(), p.as_slice(), 1)).collect();
+    wait_for_all(&after, &wanted);
+    let _ = subscriber.disconnect();
+}
