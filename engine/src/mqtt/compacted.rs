@@ -311,6 +311,7 @@ async fn read_table(
         Place::Remote(leader) => {
             let fetched = nodes::fetch(
                 shard,
+                &mut nodes::Lender::Pool,
                 &leader,
                 topic,
                 index,

@@ -42,7 +42,7 @@ use shardline_log::Offset;
 
 use super::{
     mapping::{self, Message, Skipped},
-    nodes::{self, Place},
+    nodes::{self, Lender, Place},
     Remote,
 };
 use crate::{error::EngineError, kafka::brokers::KafkaBroker, partition::FetchWatch, shard::Shard};
@@ -184,6 +184,8 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
     let mut messages: Vec<Message> = Vec::new();
     let mut stalled = Vec::new();
     let mut remote = Vec::new();
+    // The connection to the partition's leader while another node leads it.
+    let mut held = nodes::Held::default();
     while should_run(&shard, generation) {
         let read = match nodes::place_of(&shard, &topic, index) {
             Ok(Place::Local(owner)) => {
@@ -195,7 +197,10 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
                     .await
                     .and_then(|read| read)
             }
-            Ok(Place::Remote(leader)) => read_on_leader(&shard, &leader, &topic, index, offset, FEED_WAIT_MAX).await,
+            Ok(Place::Remote(leader)) => {
+                let mut lender = Lender::Own(&mut held);
+                read_on_leader(&shard, &mut lender, &leader, &topic, index, offset, FEED_WAIT_MAX).await
+            }
             Err(error) => Err(error),
         };
         let read = match read {
@@ -283,7 +288,9 @@ pub(crate) async fn read_messages(
                 })
                 .await??
         }
-        Place::Remote(leader) => read_on_leader(shard, &leader, &topic, index, offset, Duration::ZERO).await?,
+        Place::Remote(leader) => {
+            read_on_leader(shard, &mut Lender::Pool, &leader, &topic, index, offset, Duration::ZERO).await?
+        }
     };
     Ok(read.messages(out, &mut Skipped::default()))
 }
@@ -293,13 +300,24 @@ pub(crate) async fn read_messages(
 /// is new.
 async fn read_on_leader(
     shard: &Shard,
+    lender: &mut Lender<'_>,
     leader: &KafkaBroker,
     topic: &str,
     index: i32,
     offset: Offset,
     max_wait: Duration,
 ) -> Result<Read, EngineError> {
-    let fetched = nodes::fetch(shard, leader, topic, index, offset, max_wait, FEED_READ_BYTES_MAX).await?;
+    let fetched = nodes::fetch(
+        shard,
+        lender,
+        leader,
+        topic,
+        index,
+        offset,
+        max_wait,
+        FEED_READ_BYTES_MAX,
+    )
+    .await?;
     Ok(Read {
         from: fetched.from,
         chunks: fetched.records.into_iter().collect(),

@@ -26,7 +26,9 @@
 //! State: each shard keeps a pool of idle connections per leader address
 //! ([`Pool`], at most [`IDLE_CONNECTIONS_MAX`] each), taken by one request
 //! at a time and put back after a whole exchange; a connection that failed
-//! is dropped. Nothing here is shared between shards.
+//! is dropped. A feed's tail task, parked on its leader most of the time,
+//! keeps a connection of its own instead ([`Held`]). Nothing here is
+//! shared between shards.
 
 use std::{cell::RefCell, collections::HashMap, time::Duration};
 
@@ -116,6 +118,42 @@ impl Pool {
     }
 }
 
+/// A connection one task keeps for itself across its exchanges (a feed's
+/// tail task, parked on its leader most of the time, would otherwise take
+/// a pooled one for every wait).
+#[derive(Default)]
+pub(crate) struct Held {
+    connection: Option<((String, u16), LeaderConnection)>,
+}
+
+/// Where an exchange takes its connection from and gives it back to.
+pub(crate) enum Lender<'a> {
+    /// The shard's pool.
+    Pool,
+    /// A task's own.
+    Own(&'a mut Held),
+}
+
+impl Lender<'_> {
+    fn take(&mut self, pool: &Pool, to: &KafkaBroker) -> Option<LeaderConnection> {
+        match self {
+            Lender::Pool => pool.take(to),
+            Lender::Own(held) => held
+                .connection
+                .take()
+                .filter(|(address, _)| address.0 == to.host && address.1 == to.port)
+                .map(|(_, connection)| connection),
+        }
+    }
+
+    fn give_back(&mut self, pool: &Pool, to: &KafkaBroker, connection: LeaderConnection) {
+        match self {
+            Lender::Pool => pool.put_back(to, connection),
+            Lender::Own(held) => held.connection = Some(((to.host.clone(), to.port), connection)),
+        }
+    }
+}
+
 /// Whether a request may be sent twice.
 #[derive(Clone, Copy, PartialEq)]
 enum Repeat {
@@ -127,10 +165,11 @@ enum Repeat {
     Never,
 }
 
-/// One exchange with the leader at `to`, on an idle connection if there is
-/// one.
+/// One exchange with the leader at `to`, on an idle connection of
+/// `lender`'s if there is one.
 async fn call<R: Request>(
     shard: &Shard,
+    lender: &mut Lender<'_>,
     to: &KafkaBroker,
     version: i16,
     request: &R,
@@ -141,10 +180,10 @@ async fn call<R: Request>(
         tracing::debug!(host = %to.host, port = to.port, %why, "MQTT: a partition's leader not reached");
         EngineError::LeaderNotAvailable
     };
-    if let Some(mut connection) = pool.take(to) {
+    if let Some(mut connection) = lender.take(pool, to) {
         match connection.call(version, request).await {
             Ok(answer) => {
-                pool.put_back(to, connection);
+                lender.give_back(pool, to, connection);
                 return Ok(answer);
             }
             Err(why) if repeat == Repeat::Never => return Err(unreachable(why)),
@@ -157,7 +196,7 @@ async fn call<R: Request>(
         .await
         .map_err(unreachable)?;
     let answer = connection.call(version, request).await.map_err(unreachable)?;
-    pool.put_back(to, connection);
+    lender.give_back(pool, to, connection);
     Ok(answer)
 }
 
@@ -190,7 +229,8 @@ pub(crate) async fn produce(
     request.acks = -1;
     request.timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     request.topic_data = vec![data];
-    let response: ProduceResponse = call(shard, to, PRODUCE_VERSION, &request, Repeat::Never).await?;
+    let response: ProduceResponse =
+        call(shard, &mut Lender::Pool, to, PRODUCE_VERSION, &request, Repeat::Never).await?;
     let code = response
         .responses
         .iter()
@@ -213,8 +253,10 @@ pub(crate) struct Fetched {
 /// as a consumer (up to the high watermark), at most `max_bytes` (one
 /// batch at least), parked there up to `max_wait` while nothing is new. An
 /// offset below the log start reads from the log start.
+#[allow(clippy::too_many_arguments, reason = "one Fetch's fields")]
 pub(crate) async fn fetch(
     shard: &Shard,
+    lender: &mut Lender<'_>,
     to: &KafkaBroker,
     topic: &str,
     index: i32,
@@ -225,7 +267,7 @@ pub(crate) async fn fetch(
     let mut from = offset;
     // Twice at most: once more from the log start after OFFSET_OUT_OF_RANGE.
     for _ in 0..2 {
-        let answer = fetch_once(shard, to, topic, index, from, max_wait, max_bytes).await?;
+        let answer = fetch_once(shard, lender, to, topic, index, from, max_wait, max_bytes).await?;
         let data = answer
             .responses
             .into_iter()
@@ -247,8 +289,10 @@ pub(crate) async fn fetch(
     Err(EngineError::Remote(ResponseError::OffsetOutOfRange.code()))
 }
 
+#[allow(clippy::too_many_arguments, reason = "one Fetch's fields")]
 async fn fetch_once(
     shard: &Shard,
+    lender: &mut Lender<'_>,
     to: &KafkaBroker,
     topic: &str,
     index: i32,
@@ -275,7 +319,7 @@ async fn fetch_once(
     request.session_id = 0;
     request.session_epoch = -1;
     request.topics = vec![wanted];
-    let response: FetchResponse = call(shard, to, FETCH_VERSION, &request, Repeat::Safe).await?;
+    let response: FetchResponse = call(shard, lender, to, FETCH_VERSION, &request, Repeat::Safe).await?;
     outcome(response.error_code)?;
     Ok(response)
 }
@@ -297,7 +341,15 @@ pub(crate) async fn high_watermark(
     let mut request = ListOffsetsRequest::default();
     request.replica_id = BrokerId(-1);
     request.topics = vec![wanted];
-    let response: ListOffsetsResponse = call(shard, to, LIST_OFFSETS_VERSION, &request, Repeat::Safe).await?;
+    let response: ListOffsetsResponse = call(
+        shard,
+        &mut Lender::Pool,
+        to,
+        LIST_OFFSETS_VERSION,
+        &request,
+        Repeat::Safe,
+    )
+    .await?;
     let data = response
         .topics
         .into_iter()
