@@ -36,6 +36,7 @@ pub fn sample_mqtt_sessions() -> Vec<Vec<u8>> {
         version: Version::V5,
         expiry_s: 3600,
         saved_at_ms: 1_765_000_000_000,
+        claim: Default::default(),
         kafka_topic: "mqtt".to_string(),
         subscriptions: vec![
             Subscription {
@@ -83,6 +84,7 @@ pub fn sample_mqtt_sessions() -> Vec<Vec<u8>> {
         version: Version::V311,
         expiry_s: u32::MAX,
         saved_at_ms: 0,
+        claim: Default::default(),
         kafka_topic: String::new(),
         subscriptions: Vec::new(),
         cursors: BTreeMap::new(),

@@ -25,7 +25,10 @@ use std::{
 
 use common::{
     cluster::{Cluster, REPLICATED_FLAGS},
-    mqtt::{connect_packet, drive_v4, publish_qos1_packet, wait_for_all, Received, ANSWER_WAIT},
+    mqtt::{
+        connect_frame, connect_packet, drive_v4, prefixed, publish_qos1_packet, read_packet, remaining_length,
+        try_read_packet, wait_for_all, Received, ANSWER_WAIT,
+    },
 };
 use rdkafka::{
     config::ClientConfig,
@@ -206,4 +209,73 @@ fn mqtt_clients_of_different_nodes_share_one_log_and_their_sessions() {
     let wanted: Vec<(&str, &[u8], u8)> = lost.iter().map(|(t, p)| (t.as_str(), p.as_slice(), 1)).collect();
     wait_for_all(&after, &wanted);
     let _ = subscriber.disconnect();
+}
+
+/// A v5 connection with client id `id` that resumes its session (clean
+/// start 0, Session Expiry Interval one hour), after its CONNACK.
+fn v5_persistent(addr: SocketAddr, id: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+    let mut payload = Vec::new();
+    prefixed(&mut payload, id.as_bytes());
+    let expiry = [0x11, 0, 0, 0x0e, 0x10];
+    stream.write_all(&connect_frame(5, 0x00, &expiry, &payload)).unwrap();
+    let (kind, body) = read_packet(&mut stream);
+    assert_eq!((kind, body[1]), (0x20, 0), "CONNACK accepted: {body:02x?}");
+    stream
+}
+
+/// A v5 SUBSCRIBE of `filter` at QoS 1, packet id `id`.
+fn v5_subscribe(stream: &mut TcpStream, filter: &str, id: u16) {
+    let mut body = id.to_be_bytes().to_vec();
+    body.push(0);
+    prefixed(&mut body, filter.as_bytes());
+    body.push(1);
+    let mut packet = vec![0x82];
+    remaining_length(body.len(), &mut packet);
+    packet.extend_from_slice(&body);
+    stream.write_all(&packet).unwrap();
+}
+
+#[test]
+fn a_connection_through_another_node_takes_the_session_over() {
+    let mut cluster = Cluster::start_with_mqtt(REPLICATED_FLAGS);
+    cluster.wait_ready(CLUSTER_WAIT);
+    cluster.create_topic("mqtt", PARTITIONS, &[]);
+    cluster.create_topic("__mqtt_sessions", 1, &[("cleanup.policy", "compact")]);
+    cluster.wait_full_isr("__mqtt_sessions", 1, CLUSTER_WAIT);
+    // The first connection, through node 1, saves its session (before its
+    // SUBACK).
+    let mut first = v5_persistent(cluster.mqtt_addr(1), "cm-twice");
+    v5_subscribe(&mut first, "cm/a", 1);
+    let (kind, _) = read_packet(&mut first);
+    assert_eq!(kind, 0x90, "SUBACK");
+    // The same client id through node 2 takes the session up (it is
+    // present) and saves it under its newer claim.
+    let mut second = v5_persistent(cluster.mqtt_addr(2), "cm-twice");
+    v5_subscribe(&mut second, "cm/b", 1);
+    let (kind, _) = read_packet(&mut second);
+    assert_eq!(kind, 0x90, "SUBACK");
+    // The first connection's next save is refused: it is closed as taken
+    // over (DISCONNECT 0x8E), and the second one's session stands.
+    v5_subscribe(&mut first, "cm/c", 2);
+    let deadline = Instant::now() + ANSWER_WAIT;
+    let mut disconnect = None;
+    while Instant::now() < deadline {
+        match try_read_packet(&mut first) {
+            Ok((0xe0, body)) => {
+                disconnect = Some(body);
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let body = disconnect.expect("a DISCONNECT for the connection taken over");
+    assert_eq!(body.first(), Some(&0x8e), "Session taken over: {body:02x?}");
+    // The second connection still serves: a publish through node 3 reaches it.
+    publish_until_acknowledged(cluster.mqtt_addr(3), "cm/b", b"still", false);
+    let (kind, body) = read_packet(&mut second);
+    assert_eq!(kind & 0xf0, 0x30, "PUBLISH: {body:02x?}");
+    assert!(body.ends_with(b"still"), "{body:02x?}");
 }

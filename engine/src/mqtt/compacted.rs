@@ -65,6 +65,24 @@ pub(crate) trait Entry: Clone + Send + 'static {
     fn decode(record: &Record<'_>) -> Option<Self>;
     /// The record value and headers that store this entry.
     fn encode(&self) -> (Bytes, Vec<(&'static str, Bytes)>);
+    /// Whether this entry may replace `stored`, the one the table holds
+    /// under its key (by default, always).
+    fn supersedes(&self, _stored: &Self) -> bool {
+        true
+    }
+}
+
+/// What a store did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// Stored, and kept by the home shard's part.
+    Kept,
+    /// Stored, but not kept: the part holds [`Entry::ENTRIES_MAX`] entries
+    /// and the key is new.
+    NotKept,
+    /// Not stored: the entry under the key does not let this one replace it
+    /// ([`Entry::supersedes`]).
+    Refused,
 }
 
 /// One shard's part of a table: the entries whose partitions it owns.
@@ -134,10 +152,12 @@ pub(crate) fn home_of(index: i32, shards: usize) -> usize {
 }
 
 /// Stores `value` (`None`: removes) under `key`, durably, where its
-/// partition is led; returns whether the table's home shard kept it
-/// (false: the table is full and the key new; the record is stored all
-/// the same).
-pub(crate) async fn store<V: Entry>(shard: &Rc<Shard>, key: String, value: Option<V>) -> Result<bool, EngineError> {
+/// partition is led, unless the entry stored under `key` refuses it
+/// ([`Entry::supersedes`], judged once the home shard's part has caught up
+/// with the log; two stores through two nodes at the same moment are
+/// judged each against what its node had folded, and the log's order
+/// settles them).
+pub(crate) async fn store<V: Entry>(shard: &Rc<Shard>, key: String, value: Option<V>) -> Result<Stored, EngineError> {
     let partitions = mapping::ensure_kafka_topic(shard, V::TOPIC, topic_configs()).await?;
     let index = mapping::partition_of(&key, partitions);
     let home = home_of(index, shard.shard_count);
@@ -146,6 +166,12 @@ pub(crate) async fn store<V: Entry>(shard: &Rc<Shard>, key: String, value: Optio
         .invoke_on(home, move |s: Rc<Shard>| async move {
             s.wait_for_epoch(epoch).await;
             catch_up::<V>(&s, index).await?;
+            let table = V::table(&s.mqtt);
+            if let (Some(new), Some(stored)) = (&value, table.get(&key)) {
+                if !new.supersedes(&stored) {
+                    return Ok(Stored::Refused);
+                }
+            }
             let (bytes, headers) = value.as_ref().map(Entry::encode).unwrap_or_default();
             let headers: Vec<(&str, &[u8])> = headers.iter().map(|(name, value)| (*name, &value[..])).collect();
             // A removal is a tombstone, which compaction removes in time.
@@ -161,7 +187,11 @@ pub(crate) async fn store<V: Entry>(shard: &Rc<Shard>, key: String, value: Optio
             append(&s, V::TOPIC, index, batch).await?;
             // Kept now, and folded again in its place in the log at the
             // next catch-up: a store racing another writer's settles there.
-            Ok(V::table(&s.mqtt).keep(key, value))
+            Ok(if V::table(&s.mqtt).keep(key, value) {
+                Stored::Kept
+            } else {
+                Stored::NotKept
+            })
         })
         .await?
 }

@@ -39,8 +39,9 @@ use super::{
     publish::{self, APPEND_ROUND_BYTES_MAX, APPEND_ROUND_MAX},
     reason::Refusal,
     session::{Action, Event, Session, SessionLimits},
-    sessions, shared, Control, Delivery, Holder, MqttCounts, Position, Subscription, Unsent, CONTROL_QUEUE_MAX,
-    DELIVERY_QUEUE_MAX,
+    sessions, shared,
+    stored::Claim,
+    Control, Delivery, Holder, MqttCounts, Position, Subscription, Unsent, CONTROL_QUEUE_MAX, DELIVERY_QUEUE_MAX,
 };
 use crate::{
     acl::{Access, Authorizer, Principal, Resource, Session as AclSession},
@@ -130,6 +131,7 @@ pub(crate) fn start(shard: &Rc<Shard>, stream: TcpStream, security: Security) {
             backlog: VecDeque::new(),
             replayed_through: None,
             stored: false,
+            session_claim: Claim::default(),
         };
         let result = match tls {
             None => {
@@ -201,6 +203,8 @@ struct Connection {
     /// Whether a session may be stored under the client id (resumed, or
     /// saved by this connection).
     stored: bool,
+    /// This connection's claim on its session, across nodes (`stored.rs`).
+    session_claim: Claim,
 }
 
 impl Connection {
@@ -265,7 +269,9 @@ impl Connection {
                     Action::Save => {
                         if let Some(stored) = session.snapshot() {
                             let client_id = session.client_id().to_string();
-                            self.save_session(&client_id, stored).await;
+                            if !self.save_session(&client_id, stored).await {
+                                pending.extend(session.handle(Instant::now(), Event::TakenOver));
+                            }
                         }
                     }
                     Action::Redeliver { packet_id, position } => {
@@ -552,17 +558,22 @@ impl Connection {
 
     /// After the claim: removes the stored session of `client_id` for a
     /// clean start, or loads it to resume (`None`: none, or it could not be
-    /// read, which is logged).
+    /// read, which is logged); either way numbers this connection's claim
+    /// one past the stored one's.
     async fn load_session(&mut self, client_id: &str, clean_start: bool) -> Option<super::stored::StoredSession> {
         let now_ms = crate::kafka::unix_now_ms();
+        let node_id = self.shard.node_id();
         let loaded = if clean_start {
-            sessions::remove(&self.shard, client_id).await.map(|()| None)
+            sessions::remove(&self.shard, client_id)
+                .await
+                .map(|removed| (None, Claim::after(removed, node_id)))
         } else {
-            sessions::resume(&self.shard, client_id, now_ms).await
+            sessions::resume(&self.shard, client_id, node_id, now_ms).await
         };
         match loaded {
-            Ok(stored) => {
-                tracing::debug!(client_id, clean_start, resumed = stored.is_some(), cursors = ?stored.as_ref().map(|s| &s.cursors), "MQTT session claimed");
+            Ok((stored, claim)) => {
+                tracing::debug!(client_id, clean_start, resumed = stored.is_some(), ?claim, cursors = ?stored.as_ref().map(|s| &s.cursors), "MQTT session claimed");
+                self.session_claim = claim;
                 self.stored = stored.is_some();
                 if self.stored {
                     MqttCounts::add(&self.shard.mqtt.counts.sessions_resumed, 1);
@@ -577,8 +588,9 @@ impl Connection {
     }
 
     /// Stores `stored` as the session of `client_id` (a failure is logged:
-    /// the next save tries again).
-    async fn save_session(&mut self, client_id: &str, stored: super::stored::StoredSession) {
+    /// the next save tries again). `false` when a connection through
+    /// another node has claimed the session since: this one is taken over.
+    async fn save_session(&mut self, client_id: &str, stored: super::stored::StoredSession) -> bool {
         self.stored = true;
         tracing::debug!(
             client_id,
@@ -587,9 +599,24 @@ impl Connection {
             in_flight = stored.inflight.len(),
             "saving an MQTT session"
         );
-        match sessions::save(&self.shard, client_id, stored, crate::kafka::unix_now_ms()).await {
-            Ok(()) => MqttCounts::add(&self.shard.mqtt.counts.sessions_saved, 1),
-            Err(error) => tracing::warn!(client_id, %error, "MQTT session not saved"),
+        let claim = self.session_claim;
+        match sessions::save(&self.shard, client_id, stored, claim, crate::kafka::unix_now_ms()).await {
+            Ok(true) => {
+                MqttCounts::add(&self.shard.mqtt.counts.sessions_saved, 1);
+                true
+            }
+            Ok(false) => {
+                tracing::info!(
+                    client_id,
+                    ?claim,
+                    "MQTT session claimed by a newer connection; not saved"
+                );
+                false
+            }
+            Err(error) => {
+                tracing::warn!(client_id, %error, "MQTT session not saved");
+                true
+            }
         }
     }
 

@@ -69,7 +69,7 @@ pub(crate) async fn store(shard: &Rc<Shard>, topic: &str, payload: &Bytes, qos: 
         payload: payload.clone(),
         qos,
     });
-    if !compacted::store(shard, topic.to_string(), retained).await? {
+    if compacted::store(shard, topic.to_string(), retained).await? == compacted::Stored::NotKept {
         tracing::warn!("retained message stored but not kept: the shard keeps its maximum of retained topics");
     }
     Ok(())

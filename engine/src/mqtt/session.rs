@@ -387,8 +387,8 @@ impl Session {
         }
     }
 
-    /// The session to store now (its `saved_at_ms` is 0: the task sets it),
-    /// if it is persistent.
+    /// The session to store now (its `saved_at_ms` is 0 and its claim the
+    /// default: the task sets both), if it is persistent.
     pub(crate) fn snapshot(&mut self) -> Option<StoredSession> {
         if !self.is_persistent() || self.version.is_none() {
             return None;
@@ -408,6 +408,7 @@ impl Session {
             version: self.version.unwrap_or(Version::V311),
             expiry_s: self.expiry_s,
             saved_at_ms: 0,
+            claim: Default::default(),
             kafka_topic: String::new(),
             subscriptions: self.subscriptions.clone(),
             cursors: self.cursors.clone(),

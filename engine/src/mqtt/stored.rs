@@ -5,12 +5,14 @@
 //!  0       1        2              6
 //!  +-------+--------+--------------+------------------------------------------+
 //!  | 0xB5  | format | crc32c(body) | body                                     |
-//!  | magic | = 1    | u32 BE       |                                          |
+//!  | magic | 1 or 2 | u32 BE       |                                          |
 //!  +-------+--------+--------------+------------------------------------------+
 //!  body (integers big-endian; strings: u16 length, then UTF-8 bytes):
 //!    u8      protocol level (4: 3.1.1, 5: 5.0)
 //!    u32     session expiry interval, seconds (u32::MAX: never)
 //!    i64     saved at, ms since the Unix epoch
+//!    u64     claim number       } format 2 only (format 1 reads as claim 0
+//!    i32     claim node id      } of node -1): which connection saved it
 //!    string  the Kafka topic the cursors are offsets of
 //!    u16     subscriptions, then each: string filter, u8 QoS (0..=2),
 //!                u8 flags (bit 0: retain as published, bit 1: no local),
@@ -40,7 +42,37 @@ use super::{
 const MAGIC: u8 = 0xB5;
 
 /// The format written here.
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
+
+/// The format before claims, still read.
+const FORMAT_WITHOUT_CLAIM: u8 = 1;
+
+/// Which connection holds a session, across the nodes of a cluster: each
+/// connection that takes the session up numbers its claim one past the
+/// claim it found stored (ties broken by node id). A save whose claim is
+/// older than the stored one is refused (`sessions.rs`): its connection
+/// was taken over through another node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub(crate) struct Claim {
+    /// One past the claim number found stored when the session was taken up.
+    pub(crate) number: u64,
+    /// The node of the connection that made the claim.
+    pub(crate) node_id: i32,
+}
+
+impl Claim {
+    /// The claim of a connection on node `node_id` taking up a session
+    /// whose stored claim is `stored` (`None`: none stored).
+    pub(crate) fn after(stored: Option<Claim>, node_id: i32) -> Claim {
+        let number = stored.map_or(0, |claim| claim.number).saturating_add(1);
+        let claim = Claim { number, node_id };
+        assert!(
+            stored.is_none_or(|stored| claim > stored),
+            "a new claim supersedes the stored one"
+        );
+        claim
+    }
+}
 
 /// Bytes before the body: magic, format, checksum.
 const HEADER_BYTES: usize = 6;
@@ -59,6 +91,8 @@ pub(crate) struct StoredSession {
     /// When it was saved (its connection's end, or the last save before a
     /// crash), ms since the Unix epoch.
     pub(crate) saved_at_ms: i64,
+    /// The connection that saved it.
+    pub(crate) claim: Claim,
     /// The Kafka topic `cursors` are offsets of.
     pub(crate) kafka_topic: String,
     /// Its subscriptions.
@@ -101,6 +135,8 @@ impl StoredSession {
         body.push(self.version.level());
         body.extend_from_slice(&self.expiry_s.to_be_bytes());
         body.extend_from_slice(&self.saved_at_ms.to_be_bytes());
+        body.extend_from_slice(&self.claim.number.to_be_bytes());
+        body.extend_from_slice(&self.claim.node_id.to_be_bytes());
         string(&mut body, &self.kafka_topic);
         body.extend_from_slice(&count16(self.subscriptions.len()).to_be_bytes());
         for subscription in &self.subscriptions {
@@ -145,7 +181,8 @@ impl StoredSession {
         if reader.u8()? != MAGIC {
             return Err(BadSession("magic"));
         }
-        if reader.u8()? != FORMAT {
+        let format = reader.u8()?;
+        if format != FORMAT && format != FORMAT_WITHOUT_CLAIM {
             return Err(BadSession("unknown format"));
         }
         let checksum = reader.u32()?;
@@ -155,6 +192,13 @@ impl StoredSession {
         let version = Version::from_level(reader.u8()?).ok_or(BadSession("protocol level"))?;
         let expiry_s = reader.u32()?;
         let saved_at_ms = reader.i64()?;
+        let claim = match format {
+            FORMAT_WITHOUT_CLAIM => Claim { number: 0, node_id: -1 },
+            _ => Claim {
+                number: reader.u64()?,
+                node_id: reader.i32()?,
+            },
+        };
         let kafka_topic = reader.string()?;
         let count = usize::from(reader.u16()?);
         if count > SUBSCRIPTIONS_MAX {
@@ -235,6 +279,7 @@ impl StoredSession {
             version,
             expiry_s,
             saved_at_ms,
+            claim,
             kafka_topic,
             subscriptions,
             cursors,
@@ -301,6 +346,10 @@ impl Reader<'_> {
         Ok(i32::from_be_bytes(self.take()?))
     }
 
+    fn u64(&mut self) -> Result<u64, BadSession> {
+        Ok(u64::from_be_bytes(self.take()?))
+    }
+
     fn i64(&mut self) -> Result<i64, BadSession> {
         Ok(i64::from_be_bytes(self.take()?))
     }
@@ -332,6 +381,7 @@ mod tests {
             version: Version::V5,
             expiry_s: 3600,
             saved_at_ms: 1_700_000_000_000,
+            claim: Claim { number: 4, node_id: 2 },
             kafka_topic: "mqtt".to_string(),
             subscriptions: vec![
                 Subscription {
@@ -373,6 +423,32 @@ mod tests {
     fn a_session_survives_its_bytes() {
         let stored = session();
         assert_eq!(StoredSession::decode(&stored.encode()), Ok(stored));
+    }
+
+    #[test]
+    fn a_session_stored_before_claims_reads_as_claim_zero() {
+        let stored = session();
+        let bytes = stored.encode();
+        // The same session in format 1: no claim after `saved at`.
+        let claim_at = HEADER_BYTES + 1 + 4 + 8;
+        let mut body = bytes[HEADER_BYTES..claim_at].to_vec();
+        body.extend_from_slice(&bytes[claim_at + 12..]);
+        let mut old = vec![MAGIC, FORMAT_WITHOUT_CLAIM];
+        old.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        old.extend_from_slice(&body);
+        let read = StoredSession::decode(&old).unwrap();
+        assert_eq!(read.claim, Claim { number: 0, node_id: -1 });
+        assert_eq!(
+            StoredSession {
+                claim: stored.claim,
+                ..read
+            },
+            stored
+        );
+        // Any claim taken up from it supersedes it.
+        assert!(Claim::after(Some(Claim { number: 0, node_id: -1 }), 1) > Claim { number: 0, node_id: -1 });
+        assert!(Claim { number: 5, node_id: 1 } > Claim { number: 4, node_id: 3 });
+        assert!(Claim { number: 5, node_id: 3 } > Claim { number: 5, node_id: 1 });
     }
 
     #[test]

@@ -815,6 +815,7 @@ fn a_resumed_session_sends_its_deliveries_in_flight_again_then_replays() {
         version: Version::V5,
         expiry_s: 60,
         saved_at_ms: 1,
+        claim: Default::default(),
         kafka_topic: "mqtt".to_string(),
         subscriptions: vec![
             Subscription {
@@ -928,6 +929,7 @@ fn a_message_gone_from_the_log_is_not_sent_again() {
         version: Version::V311,
         expiry_s: 60,
         saved_at_ms: 1,
+        claim: Default::default(),
         kafka_topic: "mqtt".to_string(),
         subscriptions: Vec::new(),
         cursors: Default::default(),
