@@ -72,10 +72,6 @@ const DELIVERY_ROUND_MAX: usize = 64;
 pub(crate) const OFFLINE_MESSAGES_MAX: usize = 1000;
 
 /// What the reader task hands the session.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one packet at a time per connection; boxing would allocate for every packet"
-)]
 enum Inbound {
     /// A packet, with its share of [`INBOUND_QUEUE_BYTES_MAX`] (given back
     /// when the session takes it).

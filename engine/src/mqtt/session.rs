@@ -32,8 +32,8 @@ use std::{
 };
 
 use shardline_net::mqtt::{
-    valid_topic_filter, Ack, AckKind, ConnAck, Connect, Disconnect, Packet, PacketId, Properties, Publish, QoS, SubAck,
-    Subscribe, UnsubAck, Unsubscribe, Version, Will,
+    valid_topic_filter, Ack, AckKind, ConnAck, Connect, Disconnect, Packet, PacketId, Properties, PropertyFields,
+    Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will,
 };
 
 use super::{
@@ -114,10 +114,6 @@ pub(crate) enum Awaiting {
 
 /// Something that happened to the connection.
 #[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one event at a time per connection; boxing would allocate for every packet"
-)]
 pub(crate) enum Event {
     /// A packet from the client.
     Packet(Packet),
@@ -177,10 +173,6 @@ pub(crate) enum Event {
 
 /// What the connection task does next, in order.
 #[derive(Debug, PartialEq, Eq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a few actions per event, consumed at once; boxing would allocate for every packet sent"
-)]
 pub(crate) enum Action {
     /// Write this packet.
     Send(Packet),
@@ -668,7 +660,7 @@ impl Session {
         let client_id = self.client_id.clone();
         let properties = match version {
             Version::V311 => Properties::default(),
-            Version::V5 => Properties {
+            Version::V5 => PropertyFields {
                 assigned_client_id: self.id_assigned.then_some(client_id),
                 maximum_packet_size: Some(self.limits.packet_bytes_max),
                 receive_maximum: Some(u16::try_from(RELEASES_PENDING_MAX).unwrap_or(u16::MAX)),
@@ -676,8 +668,9 @@ impl Session {
                 wildcard_available: Some(1),
                 subscription_ids_available: Some(1),
                 shared_available: Some(1),
-                ..Properties::default()
-            },
+                ..PropertyFields::default()
+            }
+            .into(),
         };
         let mut actions = vec![Action::Send(Packet::ConnAck(ConnAck {
             session_present: stored.is_some(),

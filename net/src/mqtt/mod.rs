@@ -37,7 +37,7 @@ use std::{fmt, num::NonZeroU16};
 use bytes::Bytes;
 
 pub use connect::{ConnAck, Connect, Will};
-pub use properties::Properties;
+pub use properties::{Properties, PropertyFields};
 pub use publish::{Ack, AckKind, Publish};
 pub use subscribe::{SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe};
 pub use topic::{filter_matches, shared_filter, valid_topic_filter, valid_topic_name};

@@ -135,9 +135,92 @@ impl Allowed {
     pub(crate) const DISCONNECT: Allowed = Allowed(&[SESSION_EXPIRY, REASON_STRING, USER_PROPERTY]);
 }
 
+/// The properties of one v5 packet, held out of line ([`PropertyFields`]
+/// behind a box, none when the packet has none): every 3.1.1 packet and
+/// most v5 ones carry no property, and a packet value stays small as it
+/// moves from the decoder through a session's events and actions. Reads go
+/// through `Deref` (an absent block reads as empty); the first write
+/// through `DerefMut` makes the block.
+#[derive(Clone, Default)]
+pub struct Properties(Option<Box<PropertyFields>>);
+
+/// What no property given reads as.
+static EMPTY: PropertyFields = PropertyFields {
+    payload_format: None,
+    message_expiry_s: None,
+    content_type: None,
+    response_topic: None,
+    correlation_data: None,
+    subscription_ids: Vec::new(),
+    session_expiry_s: None,
+    assigned_client_id: None,
+    server_keep_alive_s: None,
+    auth_method: None,
+    auth_data: None,
+    request_problem_info: None,
+    will_delay_s: None,
+    request_response_info: None,
+    reason_string: None,
+    receive_maximum: None,
+    topic_alias_maximum: None,
+    topic_alias: None,
+    maximum_qos: None,
+    retain_available: None,
+    user_properties: Vec::new(),
+    maximum_packet_size: None,
+    wildcard_available: None,
+    subscription_ids_available: None,
+    shared_available: None,
+};
+
+impl std::ops::Deref for Properties {
+    type Target = PropertyFields;
+
+    fn deref(&self) -> &PropertyFields {
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl std::ops::DerefMut for Properties {
+    fn deref_mut(&mut self) -> &mut PropertyFields {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl PartialEq for Properties {
+    fn eq(&self, other: &Properties) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Properties {}
+
+impl std::fmt::Debug for Properties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+impl From<PropertyFields> for Properties {
+    fn from(fields: PropertyFields) -> Properties {
+        if fields == EMPTY {
+            Properties(None)
+        } else {
+            Properties(Some(Box::new(fields)))
+        }
+    }
+}
+
+impl Properties {
+    /// Reads a property block (its length first) allowed by `allowed`.
+    pub(crate) fn decode(reader: &mut Reader, allowed: Allowed) -> Result<Properties, MqttDecodeError> {
+        PropertyFields::decode(reader, allowed).map(Properties::from)
+    }
+}
+
 /// The properties of one v5 packet; `None` / empty for those not given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Properties {
+pub struct PropertyFields {
     /// 0x01: 0 = unspecified bytes, 1 = UTF-8 text.
     pub payload_format: Option<u8>,
     /// 0x02: seconds a message lives.
@@ -212,13 +295,13 @@ fn flag(reader: &mut Reader, field: &'static str) -> Result<u8, MqttDecodeError>
     Ok(value)
 }
 
-impl Properties {
+impl PropertyFields {
     /// Reads a property block (its length first) allowed by `allowed`.
-    pub(crate) fn decode(reader: &mut Reader, allowed: Allowed) -> Result<Properties, MqttDecodeError> {
+    fn decode(reader: &mut Reader, allowed: Allowed) -> Result<PropertyFields, MqttDecodeError> {
         let length = reader.variable_integer("property length")?;
         let block = reader.take(usize::try_from(length).unwrap_or(usize::MAX), "properties")?;
         let mut block = Reader::new(block);
-        let mut properties = Properties::default();
+        let mut properties = PropertyFields::default();
         while !block.is_empty() {
             let id = block.variable_integer("property identifier")?;
             let id = u8::try_from(id).map_err(|_| MqttDecodeError::Protocol {

@@ -194,10 +194,13 @@ fn properties(version: Version, user: bool) -> BoxedStrategy<Properties> {
         proptest::option::of("[a-z ]{0,12}"),
         proptest::collection::vec(("[a-z]{0,6}", "[a-z]{0,6}"), 0..3),
     )
-        .prop_map(move |(reason, users)| Properties {
-            reason_string: reason,
-            user_properties: if user { users } else { Vec::new() },
-            ..Properties::default()
+        .prop_map(move |(reason, users)| {
+            PropertyFields {
+                reason_string: reason,
+                user_properties: if user { users } else { Vec::new() },
+                ..PropertyFields::default()
+            }
+            .into()
         })
         .boxed()
 }
@@ -213,13 +216,16 @@ fn publish_properties(version: Version) -> BoxedStrategy<Properties> {
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)),
         proptest::collection::vec(("[a-z]{0,6}", "[a-z]{0,6}"), 0..3),
     )
-        .prop_map(|(format, expiry, content, correlation, users)| Properties {
-            payload_format: format,
-            message_expiry_s: expiry,
-            content_type: content,
-            correlation_data: correlation.map(Bytes::from),
-            user_properties: users,
-            ..Properties::default()
+        .prop_map(|(format, expiry, content, correlation, users)| {
+            PropertyFields {
+                payload_format: format,
+                message_expiry_s: expiry,
+                content_type: content,
+                correlation_data: correlation.map(Bytes::from),
+                user_properties: users,
+                ..PropertyFields::default()
+            }
+            .into()
         })
         .boxed()
 }
@@ -280,10 +286,11 @@ fn connect(version: Version) -> impl Strategy<Value = Packet> {
                     }),
                     username,
                     password: password.map(Bytes::from),
-                    properties: Properties {
+                    properties: PropertyFields {
                         session_expiry_s: session_expiry.filter(|_| version == Version::V5),
-                        ..Properties::default()
-                    },
+                        ..PropertyFields::default()
+                    }
+                    .into(),
                 }))
             },
         )

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use shardline_net::mqtt::{
-    Ack, AckKind, ConnAck, Connect, Disconnect, MqttDecodeError, Packet, PacketId, Properties, Publish, QoS, SubAck,
-    Subscribe, SubscriptionOptions, Version,
+    Ack, AckKind, ConnAck, Connect, Disconnect, MqttDecodeError, Packet, PacketId, Properties, PropertyFields, Publish,
+    QoS, SubAck, Subscribe, SubscriptionOptions, Version,
 };
 
 use shardline_log::Offset;
@@ -977,10 +977,11 @@ fn disconnect_may_shorten_the_session_expiry_but_not_start_one() {
 }
 
 fn publish_v5(topic: &str, alias: Option<u16>) -> Event {
-    let properties = Properties {
+    let properties = PropertyFields {
         topic_alias: alias,
-        ..Properties::default()
-    };
+        ..PropertyFields::default()
+    }
+    .into();
     Event::Packet(Packet::Publish(Publish {
         dup: false,
         qos: QoS::AtMostOnce,
