@@ -251,21 +251,15 @@ impl DeliveryBound {
                 return Look::AllDue;
             };
             let start = self.bound;
-            for chunk in &found.chunks {
-                let mut at = 0usize;
-                while let Some(header) = chunk.get(at..).and_then(BatchHeader::parse) {
-                    let total = header.total_bytes();
-                    let Some(batch) = chunk.get(at..at + total) else { break };
-                    batches += 1;
-                    let due_ms = rules.deliver_at_ms(&header, batch);
-                    if due_ms > now_ms {
-                        self.bound = self.bound.max(header.base_offset);
-                        self.due = Some((due_ms, header.next_offset()));
-                        return Look::DueAt(due_ms);
-                    }
-                    self.bound = self.bound.max(header.next_offset());
-                    at += total;
+            for (header, batch) in crate::record_walk::stored_batches(&found.chunks) {
+                batches += 1;
+                let due_ms = rules.deliver_at_ms(&header, batch);
+                if due_ms > now_ms {
+                    self.bound = self.bound.max(header.base_offset);
+                    self.due = Some((due_ms, header.next_offset()));
+                    return Look::DueAt(due_ms);
                 }
+                self.bound = self.bound.max(header.next_offset());
             }
             self.bound = self.bound.max(found.next_offset);
             if self.bound <= start {

@@ -110,3 +110,16 @@ fn delayed_records_stay_pending_through_a_restart() {
     let (ok, output) = common::python_script_output("delivery_confluent.py", &[&engine.bootstrap(), "after-restart"]);
     assert!(ok, "{output}");
 }
+
+/// Dead-letter delivery (`shardline.dlq.max.deliveries`): a consumer that
+/// crashes on a poison record that many times with confluent-kafka and with
+/// kafka-python; the record lands in `<topic>.dlq` and the group goes on.
+#[test]
+fn dead_letter_delivery_with_unmodified_clients() {
+    let mut engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
+    for client in ["confluent", "kafka-python"] {
+        let (ok, output) = common::python_script_output("delivery_dlq.py", &[&engine.bootstrap(), client]);
+        assert!(ok, "{client}: {output}");
+    }
+    engine.terminate();
+}

@@ -44,6 +44,7 @@ fn topic_defaults(shard: &Shard) -> Vec<(&'static str, String)> {
         ("max.compaction.lag.ms", i64::MAX.to_string()),
         ("shardline.delivery.delay.ms", "0".to_string()),
         ("shardline.delivery.delay.max.ms", "0".to_string()),
+        ("shardline.dlq.max.deliveries", "0".to_string()),
     ]
 }
 
