@@ -404,6 +404,70 @@ mod tests {
     }
 
     #[test]
+    fn permits_follow_the_acls_of_the_asking_principal() {
+        use shardline_raft::{AclBinding, AclPatternType, AclPermission, AclResourceType, TopicMeta};
+
+        use crate::acl::{Authorizer, Session};
+
+        let topic = |name: &str, max: Option<&str>| {
+            let configs = max
+                .map(|m| (MAX_DELIVERIES_CONFIG.to_string(), m.to_string()))
+                .into_iter()
+                .collect();
+            let meta = TopicMeta {
+                name: name.to_string(),
+                id: [0; 16],
+                partitions: Vec::new(),
+                configs,
+            };
+            (name.to_string(), meta)
+        };
+        let allow = |principal: &str, name: &str, operation: AclOperation| AclBinding {
+            resource_type: AclResourceType::Topic,
+            resource_name: name.to_string(),
+            pattern_type: AclPatternType::Literal,
+            principal: principal.to_string(),
+            host: "*".to_string(),
+            operation,
+            permission: AclPermission::Allow,
+        };
+        let mut image = MetadataImage::default();
+        image.topics.extend([
+            topic("orders", Some("3")),
+            topic("payments", Some("2")),
+            topic("plain", None),
+            topic("off", Some("0")),
+        ]);
+        image.acls.extend([
+            allow("User:alice", "orders.dlq", AclOperation::Write),
+            allow("User:alice", "orders.dlq", AclOperation::Create),
+            // Write alone: payments.dlq does not exist and may not be created.
+            allow("User:alice", "payments.dlq", AclOperation::Write),
+        ]);
+        let access = |who: &str| Access {
+            authorizer: Rc::new(Authorizer::new(true, [], false)),
+            session: Rc::new(Session::new(None, Some(who))),
+        };
+        let alice = Permits::of(&image, &access("alice"), None);
+        assert_eq!(alice.max_deliveries, HashMap::from([("orders".to_string(), 3)]));
+        assert!(Permits::of(&image, &access("bob"), None).max_deliveries.is_empty());
+        let asked = [("plain".to_string(), 0)];
+        assert!(Permits::of(&image, &access("alice"), Some(&asked))
+            .max_deliveries
+            .is_empty());
+        // Once payments.dlq exists, Write is enough.
+        image.topics.extend([topic("payments.dlq", None)]);
+        let alice = Permits::of(&image, &access("alice"), None);
+        assert_eq!(alice.max_deliveries.get("payments"), Some(&2));
+        // Without an authorizer every principal may.
+        let open = Access {
+            authorizer: Rc::new(Authorizer::new(false, [], true)),
+            session: Rc::new(Session::new(None, None)),
+        };
+        assert_eq!(Permits::of(&image, &open, None).max_deliveries.len(), 2);
+    }
+
+    #[test]
     fn dlq_names_fit_and_do_not_nest() {
         assert_eq!(dlq_name("orders").as_deref(), Some("orders.dlq"));
         assert_eq!(dlq_name("orders.dlq"), None);
