@@ -50,6 +50,7 @@ mod config;
 mod connections;
 mod control;
 mod coordinator;
+mod delivery;
 mod error;
 mod http;
 mod inter_broker;

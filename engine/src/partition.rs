@@ -107,6 +107,9 @@ pub(crate) struct PartitionSettings {
     /// `cleanup.policy` with `compact`: the cleaner's settings, and
     /// records need keys (`compaction.rs`).
     pub(crate) compaction: Option<crate::compaction::Compaction>,
+    /// Delayed delivery (`delivery.rs`); `None`: consumers read to the
+    /// high watermark.
+    pub(crate) delivery: Option<crate::delivery::DeliveryRules>,
 }
 
 pub(crate) use shardline_replication::{Role, RoleChange};
@@ -152,6 +155,8 @@ pub(crate) struct Partition {
     /// (`txn_index.rs`).
     transactions: RefCell<PartitionTransactions>,
     waiters: RefCell<Vec<Rc<FetchWatch>>>,
+    /// Where consumers stop on a topic with delayed delivery (`delivery.rs`).
+    delivery: RefCell<crate::delivery::DeliveryBound>,
     /// The replication rules' state (`shardline_replication`): role, epoch,
     /// ISR, high watermark, follower progress.
     pub(crate) replica: RefCell<ReplicaState>,
@@ -270,7 +275,7 @@ impl Partition {
             .await?;
         let log = Log::open(&dir, config).await?;
         let (producers, transactions) = replay_producers(&log)?;
-        Ok(Partition {
+        let partition = Partition {
             topic_id,
             log,
             settings: Cell::new(settings),
@@ -279,10 +284,50 @@ impl Partition {
             producers: RefCell::new(producers),
             transactions: RefCell::new(transactions),
             waiters: RefCell::new(Vec::new()),
+            delivery: RefCell::new(crate::delivery::DeliveryBound::unknown()),
             replica: RefCell::new(ReplicaState::new(NodeId(node_id), moment_now())),
             hw_waiters: RefCell::new(Vec::new()),
             quorum_lost: Cell::new(false),
-        })
+        };
+        partition.find_delivery_bound().await;
+        Ok(partition)
+    }
+
+    /// Finds the delivery bound from the log start (at open, and when the
+    /// topic's delivery rules change), yielding between looks.
+    async fn find_delivery_bound(&self) {
+        *self.delivery.borrow_mut() = crate::delivery::DeliveryBound::unknown();
+        if self.settings.get().delivery.is_none() {
+            return;
+        }
+        while self
+            .consumer_view()
+            .due_ms
+            .is_some_and(|due_ms| due_ms <= crate::kafka::unix_now_ms())
+        {
+            glommio::yield_if_needed().await;
+        }
+    }
+
+    /// What consumers may read now: the high watermark and last stable
+    /// offset capped at the delivery bound (`delivery.rs`), moved past
+    /// whatever has become due.
+    pub(crate) fn consumer_view(&self) -> crate::delivery::ConsumerView {
+        let high_watermark = self.high_watermark();
+        let last_stable_offset = self.last_stable_offset();
+        let Some(rules) = self.settings.get().delivery else {
+            return crate::delivery::ConsumerView {
+                high_watermark,
+                last_stable_offset,
+                due_ms: None,
+            };
+        };
+        let now_ms = crate::kafka::unix_now_ms();
+        let mut bound = self.delivery.borrow_mut();
+        let look = bound.look(&rules, self.log.log_start(), self.log.log_end(), now_ms, |from| {
+            crate::delivery::scan_read(&self.log, from)
+        });
+        crate::delivery::ConsumerView::capped(high_watermark, last_stable_offset, bound.bound(), look, now_ms)
     }
 
     /// Applies changed topic configs while open: the log's bounds (segment
@@ -296,8 +341,14 @@ impl Partition {
         topic_configs: BTreeMap<String, String>,
     ) -> Result<usize, EngineError> {
         self.log.reconfigure(config).await?;
+        let delivery_changed = self.settings.get().delivery != settings.delivery;
         self.settings.set(settings);
         *self.topic_configs.borrow_mut() = topic_configs;
+        if delivery_changed {
+            self.find_delivery_bound().await;
+            // Fetches parked on the old rules look again.
+            self.wake_waiters();
+        }
         Ok(self.log.apply_retention().await?)
     }
 
@@ -568,6 +619,7 @@ impl Partition {
         let (producers, transactions) = replay_producers(&self.log)?;
         *self.producers.borrow_mut() = producers;
         *self.transactions.borrow_mut() = transactions;
+        self.delivery.borrow_mut().truncated(end);
         self.replica.borrow_mut().truncated(end);
         Ok(end)
     }
@@ -600,6 +652,9 @@ impl Partition {
         }
         if self.settings.get().compaction.is_some() {
             crate::compaction::check_keys(&records)?;
+        }
+        if let Some(rules) = self.settings.get().delivery {
+            rules.check(&records, crate::kafka::unix_now_ms())?;
         }
         if header.is_control() {
             return Err(EngineError::InvalidRecord(

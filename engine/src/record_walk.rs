@@ -8,6 +8,21 @@
 use bytes::Bytes;
 use shardline_log::{uncompressed_records, BatchHeader, Record};
 
+/// The whole batches of stored chunks (what a log read returns), each
+/// with its parsed header, in order; a chunk's bytes past its last whole
+/// batch are left out.
+pub(crate) fn stored_batches(chunks: &[Bytes]) -> impl Iterator<Item = (BatchHeader, &[u8])> {
+    chunks.iter().flat_map(|chunk| {
+        let mut at = 0usize;
+        std::iter::from_fn(move || {
+            let header = chunk.get(at..).and_then(BatchHeader::parse)?;
+            let batch = chunk.get(at..at + header.total_bytes())?;
+            at += header.total_bytes();
+            Some((header, batch))
+        })
+    })
+}
+
 /// Most records named in one refusal.
 pub(crate) const RECORD_ERRORS_MAX: usize = 100;
 

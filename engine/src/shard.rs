@@ -472,6 +472,7 @@ impl Shard {
                 min_insync_replicas,
                 timestamp_bounds: crate::timestamps::TimestampBounds::of(&topic.configs),
                 compaction,
+                delivery: crate::delivery::DeliveryRules::of(&topic.configs),
             },
         )
     }

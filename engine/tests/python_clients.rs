@@ -85,3 +85,41 @@ fn kcat_lists_the_broker() {
     let text = String::from_utf8_lossy(&consume.stdout);
     assert_eq!(text, "a=1\nb=2\nc=3\n");
 }
+
+/// Delayed delivery (`shardline.delivery.delay.ms`, `shardline.deliver.at`)
+/// seen by unmodified confluent-kafka and kafka-python consumers.
+#[test]
+fn delayed_delivery_with_unmodified_clients() {
+    let mut engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
+    for phase in ["topic-delay", "header-delay"] {
+        let (ok, output) = common::python_script_output("delivery_confluent.py", &[&engine.bootstrap(), phase]);
+        assert!(ok, "{phase}: {output}");
+    }
+    run_python_script("delivery_kafka_python.py", &engine.bootstrap());
+    engine.terminate();
+}
+
+/// Records not yet due when the engine is killed are still not due after it
+/// restarts, and arrive in order at their time.
+#[test]
+fn delayed_records_stay_pending_through_a_restart() {
+    let mut engine = Engine::start(&["--shards", "2", "--fsync", "always"]);
+    let (ok, output) = common::python_script_output("delivery_confluent.py", &[&engine.bootstrap(), "before-restart"]);
+    assert!(ok, "{output}");
+    engine.restart();
+    let (ok, output) = common::python_script_output("delivery_confluent.py", &[&engine.bootstrap(), "after-restart"]);
+    assert!(ok, "{output}");
+}
+
+/// Dead-letter delivery (`shardline.dlq.max.deliveries`): a consumer that
+/// crashes on a poison record that many times with confluent-kafka and with
+/// kafka-python; the record lands in `<topic>.dlq` and the group goes on.
+#[test]
+fn dead_letter_delivery_with_unmodified_clients() {
+    let mut engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
+    for client in ["confluent", "kafka-python"] {
+        let (ok, output) = common::python_script_output("delivery_dlq.py", &[&engine.bootstrap(), client]);
+        assert!(ok, "{client}: {output}");
+    }
+    engine.terminate();
+}

@@ -32,7 +32,7 @@ pub const TOPIC_NAME_LENGTH_MAX: usize = 249;
 /// for millions of them.
 pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
 
-/// Most configs one request may carry (there are sixteen valid keys; the bound
+/// Most configs one request may carry (there are nineteen valid keys; the bound
 /// only caps what an invalid request can make the state machine look at).
 pub const CONFIG_ENTRIES_MAX: usize = 64;
 
@@ -40,7 +40,7 @@ pub const CONFIG_ENTRIES_MAX: usize = 64;
 pub const CONFIG_VALUE_LENGTH_MAX: usize = 1024;
 
 /// The topic config keys this broker understands.
-pub const TOPIC_CONFIG_KEYS: [&str; 16] = [
+pub const TOPIC_CONFIG_KEYS: [&str; 19] = [
     "retention.ms",
     "retention.bytes",
     "segment.bytes",
@@ -57,6 +57,9 @@ pub const TOPIC_CONFIG_KEYS: [&str; 16] = [
     "min.cleanable.dirty.ratio",
     "min.compaction.lag.ms",
     "max.compaction.lag.ms",
+    "shardline.delivery.delay.ms",
+    "shardline.delivery.delay.max.ms",
+    "shardline.dlq.max.deliveries",
 ];
 
 /// The policies a `cleanup.policy` value names: (delete, compact); `None`
@@ -129,6 +132,8 @@ pub fn validate_topic_config(key: &str, value: Option<&str>) -> Result<(), MetaE
         "cleanup.policy" if cleanup_policies(value).is_some() => Ok(()),
         "cleanup.policy" => Err(invalid("must be delete, compact or compact,delete")),
         "delete.retention.ms" | "min.compaction.lag.ms" => integer_at_least(0, i64::MAX),
+        "shardline.delivery.delay.ms" | "shardline.delivery.delay.max.ms" => integer_at_least(0, i64::MAX),
+        "shardline.dlq.max.deliveries" => integer_at_least(0, i32_max),
         "max.compaction.lag.ms" => integer_at_least(1, i64::MAX),
         "min.cleanable.dirty.ratio" => match value.parse::<f64>() {
             Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(()),

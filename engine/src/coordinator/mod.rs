@@ -26,6 +26,7 @@
 //! `__consumer_offsets` partition and [`Coordinator::unload`] before closing
 //! one; a periodic [`tick`] expires sessions and ends join phases.
 
+pub(crate) mod dlq;
 pub(crate) mod group;
 #[cfg(test)]
 mod group_model;
@@ -133,6 +134,8 @@ pub(crate) struct Committer {
 #[derive(Default)]
 pub(crate) struct Coordinator {
     partitions: RefCell<HashMap<i32, HashMap<String, Group>>>,
+    /// Handouts of committed offsets, for dead-letter delivery (`dlq.rs`).
+    dlq: RefCell<dlq::DeliveryCounts>,
 }
 
 impl Coordinator {

@@ -11,7 +11,11 @@
 //! `min.cleanable.dirty.ratio`, `min.compaction.lag.ms` and
 //! `max.compaction.lag.ms` take effect at its next pass) and
 //! `message.timestamp.type` (CreateTime, or LogAppendTime: the log stamps
-//! batches from the next append), as the metadata group validates them
+//! batches from the next append), and `shardline.delivery.delay.ms` and
+//! `shardline.delivery.delay.max.ms` (delayed delivery, `delivery.rs`: the
+//! bound is found again at once) and `shardline.dlq.max.deliveries`
+//! (dead-letter delivery, `coordinator/dlq.rs`: read at each OffsetFetch),
+//! as the metadata group validates them
 //! (`shardline_raft::validate_topic_config`). Anything else is
 //! INVALID_CONFIG with the reason;
 //! `validate_only` checks everything and changes nothing. Broker configs are

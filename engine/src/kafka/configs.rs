@@ -42,6 +42,9 @@ fn topic_defaults(shard: &Shard) -> Vec<(&'static str, String)> {
         ("min.cleanable.dirty.ratio", "0.5".to_string()),
         ("min.compaction.lag.ms", "0".to_string()),
         ("max.compaction.lag.ms", i64::MAX.to_string()),
+        ("shardline.delivery.delay.ms", "0".to_string()),
+        ("shardline.delivery.delay.max.ms", "0".to_string()),
+        ("shardline.dlq.max.deliveries", "0".to_string()),
     ]
 }
 

@@ -37,6 +37,8 @@ struct PartitionRead {
     /// read_committed: the aborted transactions in the range read.
     aborted: Option<Vec<AbortedTransaction>>,
     result: Result<Vec<Bytes>, EngineError>,
+    /// Delayed delivery: when more becomes visible by time alone.
+    due_ms: Option<i64>,
 }
 
 impl PartitionRead {
@@ -47,6 +49,7 @@ impl PartitionRead {
             log_start: -1,
             aborted: None,
             result: Err(error),
+            due_ms: None,
         }
     }
 }
@@ -146,7 +149,11 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: FetchReq
         if watches.is_empty() {
             break reads;
         }
-        let remaining = deadline.saturating_duration_since(now);
+        let remaining = crate::delivery::sleep_for(
+            deadline.saturating_duration_since(now),
+            reads.iter().map(|r| r.due_ms),
+            super::unix_now_ms(),
+        );
         futures_lite::future::or(
             async {
                 let _ = futures_util::future::select_all(watches).await;
@@ -279,8 +286,10 @@ fn read_local(shard: &Shard, item: &Item) -> PartitionRead {
         }
         partition.record_follower_fetch(item.replica_id, from);
     }
-    let high_watermark = partition.high_watermark();
-    let last_stable_offset = partition.last_stable_offset();
+    // Consumers see what delayed delivery lets them (`delivery.rs`);
+    // followers copy everything.
+    let view = visible(&partition, item);
+    let (high_watermark, last_stable_offset) = (view.high_watermark, view.last_stable_offset);
     // Followers copy up to the log end, read_uncommitted consumers read
     // below the high watermark, read_committed ones below the LSO.
     let end = if item.replica_id >= 0 {
@@ -317,6 +326,20 @@ fn read_local(shard: &Shard, item: &Item) -> PartitionRead {
         log_start,
         aborted,
         result,
+        due_ms: view.due_ms,
+    }
+}
+
+/// The high watermark and last stable offset `item`'s fetcher may read
+/// below: a consumer's capped by delayed delivery, a follower's not.
+fn visible(partition: &crate::partition::Partition, item: &Item) -> crate::delivery::ConsumerView {
+    if item.replica_id < 0 {
+        return partition.consumer_view();
+    }
+    crate::delivery::ConsumerView {
+        high_watermark: partition.high_watermark(),
+        last_stable_offset: partition.last_stable_offset(),
+        due_ms: None,
     }
 }
 
@@ -369,12 +392,13 @@ fn watch_local(shard: &Shard, item: &Item, watch: &Rc<FetchWatch>) -> Watched {
     let Ok(partition) = shard.partition(&item.topic, item.index) else {
         return Watched::Waiting;
     };
+    let view = visible(&partition, item);
     let visible_end = if item.replica_id >= 0 {
         partition.log.log_end()
     } else if item.read_committed {
-        partition.last_stable_offset()
+        view.last_stable_offset
     } else {
-        partition.high_watermark()
+        view.high_watermark
     };
     if visible_end.0 > item.offset {
         watch.fire();

@@ -586,7 +586,12 @@ pub(super) async fn offset_fetch(
         let wanted = wanted.clone();
         // v7: the consumer asks for stable offsets (KIP-447).
         let require_stable = request.require_stable;
-        move |s, index| async move { coordinator::fetch_offsets(&s, index, &group, wanted, require_stable) }
+        // Dead-letter delivery (`coordinator/dlq.rs`) where the principal may write the `.dlq` topic.
+        let permits = coordinator::dlq::Permits::of(&image, access, wanted.as_deref());
+        move |s, index| async move {
+            let found = coordinator::fetch_offsets(&s, index, &group, wanted, require_stable)?;
+            Ok(coordinator::dlq::after_fetch(&s, index, &group, found, &permits).await)
+        }
     })
     .await;
     let mut response = OffsetFetchResponse::default();

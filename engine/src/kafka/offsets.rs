@@ -87,9 +87,10 @@ fn lookup(shard: &Shard, topic: &str, index: i32, question: Question) -> Result<
     let leader_epoch = partition.role().1;
     match question.timestamp {
         // read_committed consumers see up to the last stable offset.
-        LATEST if question.read_committed => Ok((partition.last_stable_offset().0, -1, leader_epoch)),
-        // Consumers see what every in-sync replica has: the high watermark.
-        LATEST => Ok((partition.high_watermark().0, -1, leader_epoch)),
+        LATEST if question.read_committed => Ok((partition.consumer_view().last_stable_offset.0, -1, leader_epoch)),
+        // Consumers see what every in-sync replica has: the high watermark
+        // (both capped by delayed delivery, `delivery.rs`).
+        LATEST => Ok((partition.consumer_view().high_watermark.0, -1, leader_epoch)),
         EARLIEST => Ok((log.log_start().0, -1, leader_epoch)),
         MAX_TIMESTAMP => Ok(match log.offset_of_max_timestamp()? {
             Some(found) => (found.offset.0, found.timestamp_ms, leader_epoch),
