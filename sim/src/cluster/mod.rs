@@ -285,13 +285,13 @@ fn node_index(node: NodeId) -> usize {
 }
 
 /// FNV-1a, 64 bits: the history's fingerprint.
-fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
     bytes
         .iter()
         .fold(hash, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 impl Cluster {
     pub(crate) fn new(config: Config) -> Cluster {
