@@ -8,7 +8,7 @@ use shardline_sim::{GroupConfig, GroupOutcome, Simulation};
 
 /// Group seeds every `cargo test` runs (`just sim-groups SEEDS` runs more
 /// in release).
-const CI_GROUP_SEEDS: u64 = 2000;
+const CI_GROUP_SEEDS: u64 = 1000;
 
 fn failure(outcome: &GroupOutcome) -> String {
     format!(
