@@ -138,6 +138,11 @@ powercut CYCLES="50" SEED="0":
 sim SEEDS="10000" FIRST="1":
     cargo run --release -p shardline-sim -- {{SEEDS}} {{FIRST}}
 
+# Seeded model of a consumer group on the engine's group rules (docs/reliability.md): SEEDS seeds
+# from FIRST, in release; the first failure prints its seed and the history's tail.
+sim-groups SEEDS="100000" FIRST="1":
+    cargo run --release -p shardline-sim -- groups {{SEEDS}} {{FIRST}}
+
 # Long model run of the log (more cases than CI).
 model CASES="20000":
     PROPTEST_CASES={{CASES}} cargo test --release -p shardline-log --test model

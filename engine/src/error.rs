@@ -240,6 +240,27 @@ impl fmt::Display for TxnError {
     }
 }
 
+impl From<shardline_groups::Refusal> for GroupError {
+    /// The group rules' refusals, as the coordinator's errors (whose Kafka
+    /// codes [`kafka_code`] chooses).
+    fn from(refusal: shardline_groups::Refusal) -> GroupError {
+        use shardline_groups::Refusal;
+        match refusal {
+            Refusal::NotCoordinator => GroupError::NotCoordinator,
+            Refusal::CoordinatorNotAvailable => GroupError::CoordinatorNotAvailable,
+            Refusal::UnknownMemberId => GroupError::UnknownMemberId,
+            Refusal::IllegalGeneration => GroupError::IllegalGeneration,
+            Refusal::RebalanceInProgress => GroupError::RebalanceInProgress,
+            Refusal::InconsistentGroupProtocol => GroupError::InconsistentGroupProtocol,
+            Refusal::MemberIdRequired => GroupError::MemberIdRequired,
+            Refusal::InvalidSessionTimeout => GroupError::InvalidSessionTimeout,
+            Refusal::GroupMaxSizeReached => GroupError::GroupMaxSizeReached,
+            Refusal::FencedInstanceId => GroupError::FencedInstanceId,
+            Refusal::UnstableOffsetCommit => GroupError::UnstableOffsetCommit,
+        }
+    }
+}
+
 impl fmt::Display for GroupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)

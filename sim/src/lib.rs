@@ -19,6 +19,13 @@
 //! `check.rs` are checked; a violation stops the run, and [`shrink`] drops
 //! the faults it does not need.
 //!
+//! Beside the cluster, a model of one consumer group (`groups.rs`) drives
+//! the group rules the engine runs (`shardline_groups`: joins, syncs,
+//! sessions, fencing of commits, the replay that rebuilds a group after a
+//! coordinator failover) under rebalances, zombies, late commits and
+//! failovers, on the same seeded generator and history hash
+//! ([`Simulation::run_group`]).
+//!
 //! ## Where its state lives
 //! Everything is in one [`Simulation`] value on the calling thread: no
 //! threads, no clock, no I/O. docs/reliability.md says what is modelled and
@@ -27,6 +34,7 @@
 mod check;
 mod cluster;
 mod disk;
+mod groups;
 mod network;
 mod rng;
 
@@ -34,6 +42,7 @@ use std::collections::BTreeSet;
 
 pub use check::Violation;
 pub use cluster::Outcome;
+pub use groups::{GroupConfig, GroupOutcome};
 
 /// One run's settings.
 #[derive(Debug, Clone)]
@@ -93,6 +102,14 @@ impl Simulation {
     pub fn run(config: &Config) -> Outcome {
         RUNNING_SEED.with(|seed| seed.set(Some(config.seed)));
         let outcome = cluster::Cluster::new(config.clone()).run();
+        RUNNING_SEED.with(|seed| seed.set(None));
+        outcome
+    }
+
+    /// Runs one consumer-group history to its end or its first violation.
+    pub fn run_group(config: &GroupConfig) -> GroupOutcome {
+        RUNNING_SEED.with(|seed| seed.set(Some(config.seed)));
+        let outcome = groups::GroupModel::new(config.clone()).run();
         RUNNING_SEED.with(|seed| seed.set(None));
         outcome
     }

@@ -172,7 +172,7 @@ pub(crate) async fn after_fetch(
     }
     let generation = shard
         .coordinator
-        .with_group(index, group, false, |g| g.generation)
+        .with_group(index, group, false, |g| g.generation())
         .unwrap_or(0);
     for (topic, partition, answer) in &mut found {
         let Some(max) = permits.max_deliveries.get(topic.as_str()) else {

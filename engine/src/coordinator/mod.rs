@@ -21,15 +21,20 @@
 //! so the replay reads about one entry per live key plus the active
 //! segment, however many commits a group has made.
 //!
+//! ## The rules and the waiting
+//! The group rules are `shardline_groups` (a plain state machine, also
+//! driven by the simulator): they return answers instead of waiting. This
+//! module keeps what waits — each parked JoinGroup or SyncGroup's one-shot
+//! sender, by the group's [`Ticket`] for it, in the group's [`Slot`] — and
+//! delivers the answers the rules return; it stores what they ask to be
+//! stored, and hands them member ids from the shard's [`MemberIds`].
+//!
 //! ## Lifecycle
 //! `Shard::apply_image` calls [`Coordinator::load`] right after it opens a
 //! `__consumer_offsets` partition and [`Coordinator::unload`] before closing
 //! one; a periodic [`tick`] expires sessions and ends join phases.
 
 pub(crate) mod dlq;
-pub(crate) mod group;
-#[cfg(test)]
-mod group_model;
 pub(crate) mod record;
 pub(crate) mod transaction;
 pub(crate) mod transactions;
@@ -42,12 +47,14 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures_channel::oneshot;
+use shardline_groups::{
+    replay_entry, Answer, Group, GroupState, JoinAnswer, JoinRequest, JoinStep, MemberIds, Refusal, Stored, SyncAnswer,
+    SyncStep, Ticket, GROUP_MEMBERS_MAX,
+};
 use shardline_log::{BatchHeader, Offset};
 
-use self::{
-    group::{Group, GroupState, JoinAnswer, JoinRequest, JoinStep, SyncAnswer, SyncStep},
-    record::{decode_batch, encode_batch, CommittedOffset, Entry},
-};
+use self::record::{decode_batch, encode_batch, CommittedOffset, Entry};
 use crate::{
     error::{EngineError, GroupError},
     partition::Partition,
@@ -130,12 +137,79 @@ pub(crate) struct Committer {
     pub(crate) generation: i32,
 }
 
+type JoinWaiter = oneshot::Sender<JoinAnswer>;
+type SyncWaiter = oneshot::Sender<Result<SyncAnswer, Refusal>>;
+
+/// One group and the requests parked on it, by the group's ticket for
+/// each. At most one JoinGroup and one SyncGroup per member waits (the
+/// rules answer the one a member's newer request replaces), so each table
+/// is bounded by `GROUP_MEMBERS_MAX`.
+pub(crate) struct Slot {
+    group: Group,
+    joins: HashMap<Ticket, JoinWaiter>,
+    syncs: HashMap<Ticket, SyncWaiter>,
+}
+
+impl Slot {
+    fn new(group: Group) -> Slot {
+        Slot {
+            group,
+            joins: HashMap::new(),
+            syncs: HashMap::new(),
+        }
+    }
+
+    /// Sends each answer the rules returned to the request parked under
+    /// its ticket (one that gave up waiting is gone: nothing to send).
+    fn deliver(&mut self, answers: Vec<Answer>) {
+        for answer in answers {
+            match answer {
+                Answer::Join(ticket, answer) => {
+                    if let Some(waiter) = self.joins.remove(&ticket) {
+                        let _ = waiter.send(answer);
+                    }
+                }
+                Answer::Sync(ticket, answer) => {
+                    if let Some(waiter) = self.syncs.remove(&ticket) {
+                        let _ = waiter.send(answer);
+                    }
+                }
+            }
+        }
+        assert!(
+            self.joins.len() <= GROUP_MEMBERS_MAX && self.syncs.len() <= GROUP_MEMBERS_MAX,
+            "parked requests are bounded by the members"
+        );
+    }
+
+    /// Fails every parked request (the coordinator partition is closing, or the group is deleted).
+    fn fail_parked(&mut self, refusal: Refusal) {
+        let answers = self.group.fail_parked(refusal);
+        self.deliver(answers);
+    }
+}
+
 /// The groups of every coordinator partition open on one shard.
-#[derive(Default)]
 pub(crate) struct Coordinator {
-    partitions: RefCell<HashMap<i32, HashMap<String, Group>>>,
+    partitions: RefCell<HashMap<i32, HashMap<String, Slot>>>,
+    /// Member ids for this shard's groups: prefixed with the wall clock at
+    /// the shard's start, so ids differ across shards, brokers and restarts.
+    member_ids: RefCell<MemberIds>,
     /// Handouts of committed offsets, for dead-letter delivery (`dlq.rs`).
     dlq: RefCell<dlq::DeliveryCounts>,
+}
+
+impl Default for Coordinator {
+    fn default() -> Coordinator {
+        let started_nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        Coordinator {
+            partitions: RefCell::new(HashMap::new()),
+            member_ids: RefCell::new(MemberIds::new(started_nanos)),
+            dlq: RefCell::new(dlq::DeliveryCounts::default()),
+        }
+    }
 }
 
 impl Coordinator {
@@ -146,6 +220,7 @@ impl Coordinator {
         let replayed = replay(index, partition, |entry, log_offset| {
             apply_entry(&mut groups, entry, log_offset, now);
         });
+        let groups: HashMap<String, Slot> = groups.into_iter().map(|(id, g)| (id, Slot::new(g))).collect();
         tracing::info!(
             partition = index,
             batches = replayed.batches,
@@ -154,20 +229,17 @@ impl Coordinator {
             groups = groups.len(),
             "coordinator partition loaded"
         );
-        if let Some(mut old) = self.partitions.borrow_mut().insert(index, groups) {
-            for group in old.values_mut() {
-                group.fail_waiters(GroupError::NotCoordinator);
-            }
+        let old = self.partitions.borrow_mut().insert(index, groups);
+        for slot in old.into_iter().flat_map(HashMap::into_values) {
+            Slot::fail_parked(&mut { slot }, Refusal::NotCoordinator);
         }
     }
 
     /// Drops partition `index`'s groups; parked requests get NOT_COORDINATOR.
     pub(crate) fn unload(&self, index: i32) {
         let removed = self.partitions.borrow_mut().remove(&index);
-        if let Some(mut groups) = removed {
-            for group in groups.values_mut() {
-                group.fail_waiters(GroupError::NotCoordinator);
-            }
+        for slot in removed.into_iter().flat_map(HashMap::into_values) {
+            Slot::fail_parked(&mut { slot }, Refusal::NotCoordinator);
         }
     }
 
@@ -180,6 +252,18 @@ impl Coordinator {
         create: bool,
         f: impl FnOnce(&mut Group) -> R,
     ) -> Result<R, GroupError> {
+        self.with_slot(index, id, create, |slot| f(&mut slot.group))
+    }
+
+    /// [`Coordinator::with_group`] with the group's parked requests: what
+    /// a call that returns answers needs.
+    fn with_slot<R>(
+        &self,
+        index: i32,
+        id: &str,
+        create: bool,
+        f: impl FnOnce(&mut Slot) -> R,
+    ) -> Result<R, GroupError> {
         let mut partitions = self.partitions.borrow_mut();
         let groups = partitions.get_mut(&index).ok_or(GroupError::NotCoordinator)?;
         if !groups.contains_key(id) {
@@ -189,10 +273,10 @@ impl Coordinator {
             if groups.len() >= GROUPS_PER_PARTITION_MAX {
                 return Err(GroupError::CoordinatorNotAvailable);
             }
-            groups.insert(id.to_string(), Group::new(id, Instant::now()));
+            groups.insert(id.to_string(), Slot::new(Group::new(id, Instant::now())));
         }
-        let group = groups.get_mut(id).ok_or(GroupError::GroupIdNotFound)?;
-        Ok(f(group))
+        let slot = groups.get_mut(id).ok_or(GroupError::GroupIdNotFound)?;
+        Ok(f(slot))
     }
 
     fn is_loaded(&self, index: i32) -> bool {
@@ -205,11 +289,12 @@ impl Coordinator {
         partitions
             .values()
             .flat_map(|groups| groups.values())
-            .map(|g| {
+            .map(|slot| {
+                let g = &slot.group;
                 (
-                    g.id.clone(),
-                    g.protocol_type.clone().unwrap_or_default(),
-                    g.state.name(),
+                    g.id().to_string(),
+                    g.protocol_type().unwrap_or_default().to_string(),
+                    g.state().name(),
                 )
             })
             .collect()
@@ -223,10 +308,11 @@ impl Coordinator {
         let mut all: Vec<(&str, &str, i32, i64)> = partitions
             .values()
             .flat_map(|groups| groups.values())
-            .flat_map(|g| {
-                g.offsets.iter().map(|((topic, partition), stored)| {
-                    (g.id.as_str(), topic.as_str(), *partition, stored.committed.offset)
-                })
+            .flat_map(|slot| {
+                let g = &slot.group;
+                g.offsets()
+                    .iter()
+                    .map(|((topic, partition), stored)| (g.id(), topic.as_str(), *partition, stored.committed.offset))
             })
             .collect();
         all.sort_unstable();
@@ -242,25 +328,20 @@ impl Coordinator {
     /// DescribeGroups of one group; an unknown group is described as Dead, as Kafka does.
     pub(crate) fn describe(&self, index: i32, id: &str) -> Result<GroupDescription, GroupError> {
         let described = self.with_group(index, id, false, |g| {
-            let stable = g.state == GroupState::Stable;
+            let stable = g.state() == GroupState::Stable;
             GroupDescription {
-                state: g.state.name(),
-                protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                protocol: g.protocol.clone().unwrap_or_default(),
+                state: g.state().name(),
+                protocol_type: g.protocol_type().unwrap_or_default().to_string(),
+                protocol: g.protocol().unwrap_or_default().to_string(),
                 members: g
-                    .members
-                    .values()
+                    .members()
                     .map(|m| MemberDescription {
                         member_id: m.id.clone(),
                         instance_id: m.instance_id.clone(),
                         client_id: m.client_id.clone(),
                         client_host: m.client_host.clone(),
                         metadata: if stable {
-                            m.protocols
-                                .iter()
-                                .find(|(n, _)| Some(n) == g.protocol.as_ref())
-                                .map(|(_, meta)| meta.clone())
-                                .unwrap_or_default()
+                            m.metadata_for(g.protocol())
                         } else {
                             Bytes::new()
                         },
@@ -295,14 +376,11 @@ impl Coordinator {
     ) -> Result<Vec<FetchedOffset>, GroupError> {
         let found = self.with_group(index, id, false, |g| {
             let fetched = |t: &String, p: i32| {
-                if require_stable && g.has_pending_commit(t, p) {
-                    return (t.clone(), p, Err(GroupError::UnstableOffsetCommit));
-                }
-                let stored = g.offsets.get(&(t.clone(), p)).map(|o| o.committed.clone());
-                (t.clone(), p, Ok(stored))
+                let offset = g.fetch_offset(t, p, require_stable).map_err(GroupError::from);
+                (t.clone(), p, offset)
             };
             match &wanted {
-                None => g.offsets.keys().map(|(t, p)| fetched(t, *p)).collect(),
+                None => g.offsets().keys().map(|(t, p)| fetched(t, *p)).collect(),
                 Some(wanted) => wanted.iter().map(|(t, p)| fetched(t, *p)).collect(),
             }
         });
@@ -323,16 +401,17 @@ impl Coordinator {
         let mut to_store = Vec::new();
         let mut partitions = self.partitions.borrow_mut();
         for (index, groups) in partitions.iter_mut() {
-            for group in groups.values_mut() {
-                let expired = group.tick(now);
+            for slot in groups.values_mut() {
+                let (expired, answers) = slot.group.tick(now);
+                slot.deliver(answers);
                 for member in expired {
-                    tracing::info!(group = %group.id, %member, "member session expired");
+                    tracing::info!(group = %slot.group.id(), %member, "member session expired");
                 }
-                if group.take_dirty() {
-                    to_store.push((*index, Entry::Group(group.snapshot())));
+                if slot.group.take_dirty() {
+                    to_store.push((*index, Entry::Group(slot.group.snapshot())));
                 }
             }
-            groups.retain(|_, g| !g.is_forgettable());
+            groups.retain(|_, slot| !slot.group.is_forgettable());
         }
         to_store
     }
@@ -385,71 +464,65 @@ pub(crate) fn replay(index: i32, partition: &Partition, mut apply: impl FnMut(En
     replayed
 }
 
+/// Replays one entry of a coordinator partition into the groups being
+/// rebuilt (the rules' own replay, `shardline_groups::replay_entry`).
 fn apply_entry(groups: &mut HashMap<String, Group>, entry: Entry, log_offset: i64, now: Instant) {
-    match entry {
+    let stored = match entry {
         Entry::OffsetCommit {
             group,
             topic,
             partition,
             committed,
-        } => {
-            groups
-                .entry(group.clone())
-                .or_insert_with(|| Group::new(&group, now))
-                .apply_commit(&topic, partition, committed, log_offset);
-        }
+        } => Stored::OffsetCommit {
+            group,
+            topic,
+            partition,
+            committed,
+        },
         Entry::OffsetTombstone {
             group,
             topic,
             partition,
-        } => {
-            if let Some(g) = groups.get_mut(&group) {
-                let key = (topic, partition);
-                if g.offsets.get(&key).is_some_and(|o| o.log_offset < log_offset) {
-                    g.offsets.remove(&key);
-                }
-            }
-        }
-        Entry::Group(snapshot) => {
-            let group = groups
-                .entry(snapshot.group.clone())
-                .or_insert_with(|| Group::new(&snapshot.group, now));
-            if group.metadata_log_offset < log_offset {
-                group.restore(&snapshot, log_offset, now);
-            }
-        }
-        Entry::GroupTombstone { group } => {
-            groups.remove(&group);
-        }
+        } => Stored::OffsetTombstone {
+            group,
+            topic,
+            partition,
+        },
+        Entry::Group(snapshot) => Stored::Group(snapshot),
+        Entry::GroupTombstone { group } => Stored::GroupTombstone { group },
         Entry::TxnOffsetCommit {
             group,
             producer_id,
             topic,
             partition,
             committed,
-        } => {
-            groups
-                .entry(group.clone())
-                .or_insert_with(|| Group::new(&group, now))
-                .apply_txn_commit(producer_id, &topic, partition, committed);
-        }
+        } => Stored::TxnOffsetCommit {
+            group,
+            producer_id,
+            topic,
+            partition,
+            committed,
+        },
         Entry::TxnOffsetTombstone {
             group,
             producer_id,
             topic,
             partition,
-        } => {
-            if let Some(g) = groups.get_mut(&group) {
-                g.remove_txn_commit(producer_id, &topic, partition);
-            }
-        }
+        } => Stored::TxnOffsetTombstone {
+            group,
+            producer_id,
+            topic,
+            partition,
+        },
         Entry::Transaction(_) | Entry::TransactionTombstone { .. } => {
             tracing::warn!(
                 log_offset,
                 "transaction state in a __consumer_offsets partition: skipped"
             );
+            return;
         }
-    }
+    };
+    replay_entry(groups, stored, log_offset, now);
 }
 
 fn now_ms() -> i64 {
@@ -521,39 +594,41 @@ async fn parked<T>(receiver: futures_channel::oneshot::Receiver<T>) -> Option<T>
         .flatten()
 }
 
-/// JoinGroup, on the coordinator shard.
-pub(crate) async fn join(shard: &Rc<Shard>, index: i32, group: &str, request: JoinRequest) -> JoinAnswer {
+/// JoinGroup, on the coordinator shard: the group's answer (which may
+/// refuse the join), or why the coordinator could not ask the group.
+pub(crate) async fn join(
+    shard: &Rc<Shard>,
+    index: i32,
+    group: &str,
+    request: JoinRequest,
+) -> Result<JoinAnswer, GroupError> {
+    ready(shard, index)?;
     let member_id = request.member_id.clone();
-    let error = |e| JoinAnswer {
-        error: Some(e),
-        generation: -1,
-        protocol_type: None,
-        protocol: None,
-        leader: String::new(),
-        member_id: member_id.clone(),
-        members: Vec::new(),
-    };
-    if let Err(e) = ready(shard, index) {
-        return error(e);
-    }
-    let step = shard.coordinator.with_group(index, group, true, |g| {
-        let step = g.join(request, Instant::now());
-        let dirty = g.take_dirty().then(|| g.snapshot());
+    let (step, dirty) = shard.coordinator.with_slot(index, group, true, |slot| {
+        let (step, answers) = {
+            let mut ids = shard.coordinator.member_ids.borrow_mut();
+            slot.group.join(request, &mut ids, Instant::now())
+        };
+        let step = match step {
+            JoinStep::Answer(answer) => Ok(answer),
+            JoinStep::Park(ticket) => {
+                let (sender, receiver) = oneshot::channel();
+                slot.joins.insert(ticket, sender);
+                Err(receiver)
+            }
+        };
+        slot.deliver(answers);
+        let dirty = slot.group.take_dirty().then(|| slot.group.snapshot());
         (step, dirty)
-    });
+    })?;
+    if let Some(snapshot) = dirty {
+        store_in_background(shard, vec![(index, Entry::Group(snapshot))]);
+    }
     match step {
-        Err(e) => error(e),
-        Ok((step, dirty)) => {
-            if let Some(snapshot) = dirty {
-                store_in_background(shard, vec![(index, Entry::Group(snapshot))]);
-            }
-            match step {
-                JoinStep::Answer(answer) => answer,
-                JoinStep::Wait(receiver) => parked(receiver)
-                    .await
-                    .unwrap_or_else(|| error(GroupError::RebalanceInProgress)),
-            }
-        }
+        Ok(answer) => Ok(answer),
+        Err(receiver) => Ok(parked(receiver)
+            .await
+            .unwrap_or_else(|| JoinAnswer::error(Refusal::RebalanceInProgress, &member_id))),
     }
 }
 
@@ -567,36 +642,52 @@ pub(crate) async fn sync(
 ) -> Result<SyncAnswer, GroupError> {
     ready(shard, index)?;
     let generation = committer.generation;
-    let step = shard
+    let (step, receiver) = shard
         .coordinator
-        .with_group(index, group, false, |g| {
-            g.sync(
+        .with_slot(index, group, false, |slot| {
+            let (step, answers) = slot.group.sync(
                 &committer.member_id,
                 committer.instance_id.as_deref(),
                 generation,
                 assignments,
                 Instant::now(),
-            )
+            );
+            let receiver = match &step {
+                SyncStep::Park(ticket) | SyncStep::PersistThenPark(_, ticket) => {
+                    let (sender, receiver) = oneshot::channel();
+                    slot.syncs.insert(*ticket, sender);
+                    Some(receiver)
+                }
+                SyncStep::Answer(_) => None,
+            };
+            slot.deliver(answers);
+            (step, receiver)
         })
         .map_err(|e| match e {
             GroupError::GroupIdNotFound => GroupError::UnknownMemberId,
             other => other,
         })?;
-    let receiver = match step {
-        SyncStep::Answer(answer) => return answer,
-        SyncStep::Wait(receiver) => receiver,
-        SyncStep::PersistThenWait(snapshot, receiver) => {
+    match step {
+        SyncStep::Answer(answer) => return answer.map_err(GroupError::from),
+        SyncStep::Park(_) => {}
+        SyncStep::PersistThenPark(snapshot, _) => {
             let stored = store(shard, index, &[Entry::Group(snapshot)]).await.map_err(|e| {
                 tracing::warn!(%group, error = %e, "storing group assignment");
-                GroupError::CoordinatorNotAvailable
+                Refusal::CoordinatorNotAvailable
             });
-            let _ = shard.coordinator.with_group(index, group, false, |g| {
-                g.complete_sync(generation, stored, Instant::now());
+            let _ = shard.coordinator.with_slot(index, group, false, |slot| {
+                let answers = slot.group.complete_sync(generation, stored, Instant::now());
+                slot.deliver(answers);
             });
-            receiver
         }
+    }
+    let answer = match receiver {
+        Some(receiver) => parked(receiver).await,
+        None => None,
     };
-    parked(receiver).await.unwrap_or(Err(GroupError::RebalanceInProgress))
+    answer.map_or(Err(GroupError::RebalanceInProgress), |answer| {
+        answer.map_err(GroupError::from)
+    })
 }
 
 /// OffsetFetch, on the coordinator shard.
@@ -623,6 +714,7 @@ pub(crate) fn heartbeat(shard: &Rc<Shard>, index: i32, group: &str, committer: &
                 committer.generation,
                 Instant::now(),
             )
+            .map_err(GroupError::from)
         })
         .map_err(|e| match e {
             GroupError::GroupIdNotFound => GroupError::UnknownMemberId,
@@ -640,13 +732,15 @@ pub(crate) fn leave(
     ready(shard, index)?;
     let (results, dirty) = shard
         .coordinator
-        .with_group(index, group, false, |g| {
+        .with_slot(index, group, false, |slot| {
             let now = Instant::now();
-            let results: Vec<_> = members
-                .iter()
-                .map(|(member, instance)| g.leave(member, instance.as_deref(), now))
-                .collect();
-            (results, g.take_dirty().then(|| g.snapshot()))
+            let mut results = Vec::with_capacity(members.len());
+            for (member, instance) in members {
+                let (verdict, answers) = slot.group.leave(member, instance.as_deref(), now);
+                slot.deliver(answers);
+                results.push(verdict.map_err(GroupError::from));
+            }
+            (results, slot.group.take_dirty().then(|| slot.group.snapshot()))
         })
         .map_err(|e| match e {
             GroupError::GroupIdNotFound => GroupError::UnknownMemberId,
@@ -906,8 +1000,8 @@ pub(crate) async fn end_transaction_in_partition(
         .map(|groups| {
             groups
                 .values()
-                .filter(|g| !g.txn_commits_of(producer_id).is_empty())
-                .map(|g| g.id.clone())
+                .filter(|slot| !slot.group.txn_commits_of(producer_id).is_empty())
+                .map(|slot| slot.group.id().to_string())
                 .collect()
         })
         .unwrap_or_default();
@@ -921,7 +1015,7 @@ pub(crate) async fn end_transaction_in_partition(
 pub(crate) async fn delete_group(shard: &Rc<Shard>, index: i32, group: &str) -> Result<(), GroupError> {
     ready(shard, index)?;
     shard.coordinator.with_group(index, group, false, |g| {
-        if g.members.is_empty() {
+        if !g.has_members() {
             Ok(())
         } else {
             Err(GroupError::NonEmptyGroup)
@@ -943,7 +1037,7 @@ pub(crate) async fn delete_group(shard: &Rc<Shard>, index: i32, group: &str) -> 
         .get_mut(&index)
         .and_then(|groups| groups.remove(group));
     if let Some(mut removed) = removed {
-        removed.fail_waiters(GroupError::UnknownMemberId);
+        removed.fail_parked(Refusal::UnknownMemberId);
     }
     Ok(())
 }
@@ -986,11 +1080,8 @@ pub(crate) async fn delete_offsets(
         let _ = shard.coordinator.with_group(index, group, false, |g| {
             for (delta, entry) in entries.into_iter().enumerate() {
                 if let Entry::OffsetTombstone { topic, partition, .. } = entry {
-                    let key = (topic, partition);
                     let log_offset = base_offset + i64::try_from(delta).unwrap_or(0);
-                    if g.offsets.get(&key).is_some_and(|o| o.log_offset < log_offset) {
-                        g.offsets.remove(&key);
-                    }
+                    g.apply_offset_tombstone(&topic, partition, log_offset);
                 }
             }
         });
@@ -1001,10 +1092,10 @@ pub(crate) async fn delete_offsets(
 /// Topics assigned to the group's members (consumer protocol assignments).
 fn assigned_topics(group: &Group) -> std::collections::BTreeSet<String> {
     let mut topics = std::collections::BTreeSet::new();
-    if group.protocol_type.as_deref() != Some("consumer") {
+    if group.protocol_type() != Some("consumer") {
         return topics;
     }
-    for member in group.members.values() {
+    for member in group.members() {
         topics.extend(assignment_topics(&member.assignment));
     }
     topics
@@ -1071,7 +1162,7 @@ mod tests {
         coordinator
             .partitions
             .borrow_mut()
-            .insert(0, HashMap::from([("g".to_string(), group)]));
+            .insert(0, HashMap::from([("g".to_string(), Slot::new(group))]));
         let wanted = || Some(vec![("t".to_string(), 0), ("t".to_string(), 1)]);
         let offsets = |stable| {
             coordinator
@@ -1112,7 +1203,7 @@ mod tests {
         assert!(!group.has_pending_commit("t", 0));
         group.remove_txn_commit(1, "t", 1);
         assert!(!group.has_pending_commit("t", 1));
-        assert!(group.offsets.is_empty(), "nothing became a committed offset");
+        assert!(group.offsets().is_empty(), "nothing became a committed offset");
         assert!(group.is_forgettable());
     }
 

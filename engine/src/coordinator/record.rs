@@ -117,52 +117,9 @@ impl std::fmt::Display for RecordError {
     }
 }
 
-/// One committed offset.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct CommittedOffset {
-    pub(crate) offset: i64,
-    pub(crate) leader_epoch: i32,
-    pub(crate) commit_timestamp_ms: i64,
-    pub(crate) metadata: Option<String>,
-}
-
-#[cfg(test)]
-impl CommittedOffset {
-    /// An offset alone: no leader epoch, timestamp or metadata.
-    pub(crate) fn bare(offset: i64) -> CommittedOffset {
-        CommittedOffset {
-            offset,
-            leader_epoch: -1,
-            commit_timestamp_ms: 0,
-            metadata: None,
-        }
-    }
-}
-
-/// A member as stored in a group metadata entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct MemberSnapshot {
-    pub(crate) member_id: String,
-    pub(crate) instance_id: Option<String>,
-    pub(crate) client_id: String,
-    pub(crate) client_host: String,
-    pub(crate) session_timeout_ms: i32,
-    pub(crate) rebalance_timeout_ms: i32,
-    /// The member's metadata for the group's chosen protocol.
-    pub(crate) subscription: Bytes,
-    pub(crate) assignment: Bytes,
-}
-
-/// A group as stored after each completed rebalance or when it empties.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct GroupSnapshot {
-    pub(crate) group: String,
-    pub(crate) protocol_type: String,
-    pub(crate) protocol: Option<String>,
-    pub(crate) generation: i32,
-    pub(crate) leader: Option<String>,
-    pub(crate) members: Vec<MemberSnapshot>,
-}
+// The plain values stored (a committed offset, a group's metadata) are
+// the group rules' own; this file owns their bytes.
+pub(crate) use shardline_groups::{CommittedOffset, GroupSnapshot, MemberSnapshot};
 
 /// One stored fact.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,10 +40,7 @@ use super::{
 };
 use crate::{
     acl::{Access, Resource},
-    coordinator::{
-        self, group::JoinRequest, record::CommittedOffset, transactions::TRANSACTIONS_TOPIC, Commit, Committer,
-        OFFSETS_TOPIC,
-    },
+    coordinator::{self, record::CommittedOffset, transactions::TRANSACTIONS_TOPIC, Commit, Committer, OFFSETS_TOPIC},
     error::{kafka_code, EngineError, GroupError, TxnError},
     shard::{Shard, ShardProbe},
 };
@@ -237,7 +234,7 @@ pub(super) async fn join_group(
         response.protocol_name = (version < 7).then(StrBytes::default);
         return ResponseKind::JoinGroup(response);
     }
-    let join = JoinRequest {
+    let join = shardline_groups::JoinRequest {
         member_id: request.member_id.to_string(),
         instance_id: request.group_instance_id.as_ref().map(ToString::to_string),
         client_id: client_id.unwrap_or_default(),
@@ -256,7 +253,7 @@ pub(super) async fn join_group(
     let member_id = join.member_id.clone();
     let answer = on_coordinator(shard, &group, {
         let group = group.clone();
-        move |s, index| async move { Ok(coordinator::join(&s, index, &group, join).await) }
+        move |s, index| async move { coordinator::join(&s, index, &group, join).await }
     })
     .await;
     let mut response = JoinGroupResponse::default();
@@ -270,7 +267,7 @@ pub(super) async fn join_group(
             return ResponseKind::JoinGroup(response);
         }
     };
-    response.error_code = answer.error.map_or(0, group_code);
+    response.error_code = answer.error.map_or(0, |refusal| group_code(refusal.into()));
     response.generation_id = answer.generation;
     if version >= 7 {
         response.protocol_type = answer.protocol_type.as_deref().map(str_bytes);

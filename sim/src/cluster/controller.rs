@@ -8,7 +8,27 @@ use super::*;
 impl Cluster {
     // ---- the metadata group ----
 
+    /// Whether the metadata group has a quorum now. When a quorum loss
+    /// ends, the new active controller gives every broker a fresh session
+    /// (as KRaft's does), so the outage alone fences no one.
+    fn quorum(&mut self) -> bool {
+        if self.now < self.controller.quorum_lost_until_ms {
+            return false;
+        }
+        if std::mem::take(&mut self.controller.quorum_lost) {
+            let now = self.now;
+            for seen in &mut self.controller.last_heartbeat {
+                *seen = now;
+            }
+            self.note(format!("t={now} the metadata group has its quorum again"));
+        }
+        true
+    }
+
     pub(super) fn controller_tick(&mut self) -> Result<(), Violation> {
+        if !self.quorum() {
+            return Ok(());
+        }
         let nodes = self.nodes.len();
         for node in 0..nodes {
             let silent = self
@@ -88,6 +108,11 @@ impl Cluster {
 
     pub(super) fn controller_receive(&mut self, from: Endpoint, body: Body) -> Result<(), Violation> {
         let Endpoint::Node(node) = from else { return Ok(()) };
+        if !self.quorum() {
+            // No quorum: heartbeats, registrations and ISR changes go
+            // unanswered (brokers retry).
+            return Ok(());
+        }
         match body {
             Body::Heartbeat { incarnation } => {
                 if let Some(seen) = self.controller.last_heartbeat.get_mut(node) {

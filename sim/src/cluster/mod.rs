@@ -228,6 +228,11 @@ struct Controller {
     last_heartbeat: Vec<u64>,
     fenced: Vec<bool>,
     incarnations: Vec<u64>,
+    /// The metadata group has no quorum until then: it decides nothing,
+    /// answers nothing and sends no image.
+    quorum_lost_until_ms: u64,
+    /// A quorum loss began and its end has not been noticed yet.
+    quorum_lost: bool,
 }
 
 /// What a run did.
@@ -285,13 +290,13 @@ fn node_index(node: NodeId) -> usize {
 }
 
 /// FNV-1a, 64 bits: the history's fingerprint.
-fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
     bytes
         .iter()
         .fold(hash, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 impl Cluster {
     pub(crate) fn new(config: Config) -> Cluster {
@@ -359,6 +364,8 @@ impl Cluster {
                 last_heartbeat: vec![0; nodes],
                 fenced: vec![false; nodes],
                 incarnations: vec![1; nodes],
+                quorum_lost_until_ms: 0,
+                quorum_lost: false,
             },
             clients,
             checker: Checker::new(PARTITIONS),
@@ -530,14 +537,15 @@ impl Cluster {
                 format!("cut {from} -> n{}", target + 1)
             }
             6 | 7 => "heal the network".to_owned(),
-            _ => "no fault".to_owned(),
+            8 => "no fault".to_owned(),
+            _ => format!("the metadata group loses its quorum for {down_ms} ms"),
         };
         self.note(format!(
             "t={} fault #{index}: {description}{}",
             self.now,
             if suppressed { " (suppressed)" } else { "" }
         ));
-        if suppressed || kind > 7 {
+        if suppressed || kind == 8 {
             return;
         }
         self.applied_faults
@@ -563,7 +571,12 @@ impl Cluster {
             }
             3 | 4 => self.network.cut(Endpoint::Node(target), endpoint_of(other)),
             5 => self.network.cut(endpoint_of(other), Endpoint::Node(target)),
-            _ => self.network.heal(),
+            6 | 7 => self.network.heal(),
+            _ => {
+                let until = self.now + down_ms;
+                self.controller.quorum_lost_until_ms = self.controller.quorum_lost_until_ms.max(until);
+                self.controller.quorum_lost = true;
+            }
         }
     }
 
