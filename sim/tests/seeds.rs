@@ -78,4 +78,9 @@ fn runs_are_bounded_and_do_work() {
         "the metadata group lost its quorum at least once: {:?}",
         outcome.applied_faults
     );
+    assert!(
+        outcome.applied_faults.iter().any(|fault| fault.contains("disk stalls")),
+        "a disk stalled at least once: {:?}",
+        outcome.applied_faults
+    );
 }

@@ -49,13 +49,15 @@ impl Cluster {
                 return Ok(());
             };
             let alive_view = n.image.as_ref().map(|i| i.fenced.clone()).unwrap_or_default();
+            let stalled = now < n.disk_stalled_until_ms;
             let (Some(Some(replica)), Some(log)) = (n.replicas.get_mut(partition), n.logs.get_mut(partition)) else {
                 continue;
             };
             match replica.state.role() {
                 Role::Leader => {
-                    // Group commit: one sync for what was appended since the last.
-                    if log.durable_end() < log.log_end() && log.sync(sync_fails).is_err() {
+                    // Group commit: one sync for what was appended since the
+                    // last (none while the disk stalls).
+                    if !stalled && log.durable_end() < log.log_end() && log.sync(sync_fails).is_err() {
                         let line = format!("t={now} n{} p{partition}: leader's sync failed", node + 1);
                         self.note(line);
                     }
@@ -64,7 +66,18 @@ impl Cluster {
                 }
                 Role::Follower { leader } => {
                     let due = replica.outstanding.is_none_or(|o| o.deadline <= now);
-                    if !due {
+                    if !due || stalled {
+                        // A fetcher whose append still waits on its disk's
+                        // sync sends nothing.
+                        continue;
+                    }
+                    // The sync the stall held back ends the append first: a
+                    // follower fetches from what it keeps through a crash.
+                    if log.durable_end() < log.log_end() && log.sync(sync_fails).is_err() {
+                        if sync_fails {
+                            let line = format!("t={now} n{} p{partition}: follower's sync failed", node + 1);
+                            self.note(line);
+                        }
                         continue;
                     }
                     let request = self.request_id();
@@ -413,6 +426,7 @@ impl Cluster {
     ) {
         let sync_fails = self.rng.chance(self.config.sync_failure_per_mille);
         let now = self.now;
+        let stalled = self.nodes.get(node).is_some_and(|n| now < n.disk_stalled_until_ms);
         let note = self.with_replica(node, partition, |replica, log| {
             if !Cluster::take_outstanding(replica, from, request) || replica.state.needs_truncation() {
                 return None;
@@ -431,7 +445,9 @@ impl Cluster {
                     break;
                 }
             }
-            if failed.is_none() && log.sync(sync_fails).is_err() {
+            // A stalled disk holds the sync back; the fetcher syncs before
+            // it fetches again (the tick).
+            if failed.is_none() && !stalled && log.sync(sync_fails).is_err() {
                 failed = Some("sync failed");
             }
             replica.state.follow_high_watermark(high_watermark, log.log_end());

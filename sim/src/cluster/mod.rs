@@ -203,6 +203,10 @@ struct Node {
     image: Option<Image>,
     ticks: u64,
     verified: Vec<Verified>,
+    /// The disk answers no sync until then (slow I/O): a leader's group
+    /// commit waits, and a follower's fetcher, waiting on its append's
+    /// sync, sends nothing. Survives crashes (it is the disk's).
+    disk_stalled_until_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,6 +338,7 @@ impl Cluster {
                 image: None,
                 ticks: 0,
                 verified: vec![0; PARTITIONS],
+                disk_stalled_until_ms: 0,
             })
             .collect();
         let clients = (0..PRODUCERS + CONSUMERS)
@@ -512,7 +517,7 @@ impl Cluster {
         let index = self.fault_count;
         self.fault_count += 1;
         let nodes = self.nodes.len();
-        let kind = self.rng.between(0, 9);
+        let kind = self.rng.between(0, 10);
         let target = self.rng.index(nodes);
         let other = self.rng.index(nodes + 1);
         let down_ms = self.rng.between(50, 900);
@@ -538,7 +543,8 @@ impl Cluster {
             }
             6 | 7 => "heal the network".to_owned(),
             8 => "no fault".to_owned(),
-            _ => format!("the metadata group loses its quorum for {down_ms} ms"),
+            9 => format!("the metadata group loses its quorum for {down_ms} ms"),
+            _ => format!("n{}'s disk stalls for {down_ms} ms", target + 1),
         };
         self.note(format!(
             "t={} fault #{index}: {description}{}",
@@ -572,10 +578,16 @@ impl Cluster {
             3 | 4 => self.network.cut(Endpoint::Node(target), endpoint_of(other)),
             5 => self.network.cut(endpoint_of(other), Endpoint::Node(target)),
             6 | 7 => self.network.heal(),
-            _ => {
+            9 => {
                 let until = self.now + down_ms;
                 self.controller.quorum_lost_until_ms = self.controller.quorum_lost_until_ms.max(until);
                 self.controller.quorum_lost = true;
+            }
+            _ => {
+                let until = self.now + down_ms;
+                if let Some(n) = self.nodes.get_mut(target) {
+                    n.disk_stalled_until_ms = n.disk_stalled_until_ms.max(until);
+                }
             }
         }
     }
