@@ -51,6 +51,7 @@ mod connections;
 mod control;
 mod coordinator;
 mod error;
+mod follower_session;
 mod http;
 mod inter_broker;
 mod kafka;
