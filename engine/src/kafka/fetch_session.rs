@@ -779,4 +779,208 @@ mod tests {
         ));
         assert_eq!(ticket.session_id, SessionId(0));
     }
+
+    mod model {
+        use std::collections::BTreeMap;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A session as the model sees it.
+        #[derive(Debug, Clone)]
+        struct Modelled {
+            owner: u64,
+            next_epoch: i32,
+            last_used_ms: u64,
+            partitions: BTreeMap<PartitionKey, (i64, Option<Marks>)>,
+        }
+
+        #[derive(Debug, Clone)]
+        enum Step {
+            Open {
+                conn: u64,
+                partitions: Vec<(i32, i64)>,
+            },
+            Incremental {
+                conn: u64,
+                pick: usize,
+                epoch_off: i32,
+                adds: Vec<(i32, i64)>,
+                forgets: Vec<i32>,
+            },
+            Close {
+                conn: u64,
+                pick: usize,
+            },
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            let partitions = || prop::collection::vec((0i32..6, 0i64..4), 0..4);
+            prop_oneof![
+                (0u64..3, partitions()).prop_map(|(conn, partitions)| Step::Open { conn, partitions }),
+                (
+                    0u64..3,
+                    0usize..8,
+                    prop_oneof![4 => Just(0i32), 1 => -1i32..2],
+                    partitions(),
+                    prop::collection::vec(0i32..6, 0..3)
+                )
+                    .prop_map(|(conn, pick, epoch_off, adds, forgets)| Step::Incremental {
+                        conn,
+                        pick,
+                        epoch_off,
+                        adds,
+                        forgets
+                    }),
+                (0u64..3, 0usize..8).prop_map(|(conn, pick)| Step::Close { conn, pick }),
+            ]
+        }
+
+        fn key(index: i32) -> PartitionKey {
+            ("t".to_string(), index)
+        }
+
+        fn named(partitions: &[(i32, i64)]) -> Vec<(PartitionKey, Wanted)> {
+            let mut seen = std::collections::HashSet::new();
+            partitions
+                .iter()
+                .filter(|(p, _)| seen.insert(*p))
+                .map(|(p, offset)| (key(*p), wanted(*offset)))
+                .collect()
+        }
+
+        fn marks(seed: i64) -> ReadOutcome {
+            ReadOutcome {
+                has_records: seed % 5 == 0,
+                failed: seed % 7 == 0,
+                marks: Marks {
+                    high_watermark: seed % 3,
+                    last_stable_offset: seed % 3,
+                    log_start: 0,
+                },
+            }
+        }
+
+        /// Answers a plan the way the model expects, checking the verdicts.
+        fn answer(
+            table: &mut FetchSessions,
+            sessions: &mut BTreeMap<SessionId, Modelled>,
+            ticket: Ticket,
+            read: &[(PartitionKey, Wanted)],
+            seed: i64,
+        ) {
+            let outcomes: Vec<(PartitionKey, ReadOutcome)> = read
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (k.clone(), marks(seed + i as i64)))
+                .collect();
+            let include = table.answered(ticket, &outcomes);
+            let Some(model) = sessions.get_mut(&ticket.session_id) else {
+                assert!(include.iter().all(|i| *i));
+                return;
+            };
+            for ((k, outcome), included) in outcomes.iter().zip(include) {
+                let cached = model.partitions.get_mut(k).expect("only session partitions are read");
+                let expected = ticket.kind == AnswerKind::Full
+                    || outcome.has_records
+                    || outcome.failed
+                    || cached.1 != Some(outcome.marks);
+                assert_eq!(included, expected, "{k:?} {outcome:?} cached {:?}", cached.1);
+                cached.1 = (!outcome.failed).then_some(outcome.marks);
+            }
+        }
+
+        proptest! {
+            /// Against a model of every session: what each request reads,
+            /// which errors it gets, and which partitions its answer lists.
+            #[test]
+            fn the_table_matches_a_model(steps in prop::collection::vec(step(), 1..120)) {
+                let mut table = FetchSessions::new(3);
+                let mut sessions: BTreeMap<SessionId, Modelled> = BTreeMap::new();
+                for (now, step) in steps.into_iter().enumerate() {
+                    let now_ms = now as u64;
+                    let seed = now as i64;
+                    let ids: Vec<SessionId> = sessions.keys().copied().collect();
+                    match step {
+                        Step::Open { conn, partitions } => {
+                            let asker = Asker { connection: ConnectionId(conn), follower: false };
+                            let asked = named(&partitions);
+                            let plan = table.begin(now_ms, asker, FetchAsk { session_id: SessionId(0), epoch: SessionEpoch::INITIAL, partitions: asked.clone(), forgotten: Vec::new() });
+                            let Plan::Read { ticket, partitions: read } = plan else { panic!("a full fetch is never refused") };
+                            prop_assert_eq!(&read, &asked);
+                            if asked.is_empty() {
+                                prop_assert_eq!(ticket.session_id, SessionId(0));
+                            } else {
+                                prop_assert!(ticket.session_id != SessionId(0));
+                                let own: Vec<(u64, SessionId)> = sessions.iter().filter(|(_, s)| s.owner == conn).map(|(id, s)| (s.last_used_ms, *id)).collect();
+                                if own.len() >= FETCH_SESSIONS_PER_CONNECTION_MAX {
+                                    let oldest = own.iter().min().map(|(_, id)| *id).unwrap();
+                                    sessions.remove(&oldest);
+                                }
+                                let partitions = asked.iter().map(|(k, w)| (k.clone(), (w.fetch_offset, None))).collect();
+                                sessions.insert(ticket.session_id, Modelled { owner: conn, next_epoch: 1, last_used_ms: now_ms, partitions });
+                            }
+                            answer(&mut table, &mut sessions, ticket, &read, seed);
+                        }
+                        Step::Incremental { conn, pick, epoch_off, adds, forgets } => {
+                            let asker = Asker { connection: ConnectionId(conn), follower: false };
+                            let id = ids.get(pick).copied().unwrap_or(SessionId(12345));
+                            let model = sessions.get(&id).filter(|s| s.owner == conn).cloned();
+                            let epoch = SessionEpoch(model.as_ref().map_or(1, |m| m.next_epoch) + epoch_off);
+                            if epoch == SessionEpoch::INITIAL || epoch == SessionEpoch::FINAL {
+                                // A full fetch: `Open` and `Close` cover those.
+                                continue;
+                            }
+                            let added = named(&adds);
+                            let forgotten: Vec<PartitionKey> = forgets.iter().map(|p| key(*p)).collect();
+                            let plan = table.begin(now_ms, asker, FetchAsk { session_id: id, epoch, partitions: added.clone(), forgotten: forgotten.clone() });
+                            let Some(mut model) = model else {
+                                prop_assert_eq!(plan, Plan::Refuse(FetchSessionError::IdNotFound));
+                                continue;
+                            };
+                            if epoch_off != 0 {
+                                prop_assert_eq!(plan, Plan::Refuse(FetchSessionError::InvalidEpoch));
+                                continue;
+                            }
+                            for k in &forgotten {
+                                model.partitions.remove(k);
+                            }
+                            for (k, w) in &added {
+                                let answered = model.partitions.get(k).and_then(|c| c.1);
+                                model.partitions.insert(k.clone(), (w.fetch_offset, answered));
+                            }
+                            let Plan::Read { ticket, partitions: read } = plan else { panic!("expected a read") };
+                            if model.partitions.is_empty() {
+                                prop_assert_eq!(ticket.session_id, SessionId(0));
+                                prop_assert!(read.is_empty());
+                                sessions.remove(&id);
+                                continue;
+                            }
+                            prop_assert_eq!(ticket, Ticket { session_id: id, kind: AnswerKind::Incremental });
+                            let mut got: Vec<(PartitionKey, i64)> = read.iter().map(|(k, w)| (k.clone(), w.fetch_offset)).collect();
+                            got.sort();
+                            let expected: Vec<(PartitionKey, i64)> = model.partitions.iter().map(|(k, c)| (k.clone(), c.0)).collect();
+                            prop_assert_eq!(got, expected, "an incremental fetch reads the whole session");
+                            model.next_epoch = SessionEpoch(model.next_epoch).next().0;
+                            model.last_used_ms = now_ms;
+                            sessions.insert(id, model);
+                            answer(&mut table, &mut sessions, ticket, &read, seed);
+                        }
+                        Step::Close { conn, pick } => {
+                            let asker = Asker { connection: ConnectionId(conn), follower: false };
+                            let Some(id) = ids.get(pick).copied() else { continue };
+                            let plan = table.begin(now_ms, asker, FetchAsk { session_id: id, epoch: SessionEpoch::FINAL, partitions: Vec::new(), forgotten: Vec::new() });
+                            let closed = matches!(plan, Plan::Read { ticket: Ticket { session_id: SessionId(0), .. }, .. });
+                            prop_assert!(closed, "a closing fetch is answered without a session");
+                            if sessions.get(&id).is_some_and(|s| s.owner == conn) {
+                                sessions.remove(&id);
+                            }
+                        }
+                    }
+                    prop_assert_eq!(table.counts().open, sessions.len() as u64);
+                }
+            }
+        }
+    }
 }
