@@ -75,6 +75,10 @@ pub(crate) struct PartitionTransactions {
     /// stops once markers are so far past its range that no transaction
     /// ending there can start inside it.
     aborted_span_max: i64,
+    /// Whether the bound made the index forget an aborted transaction that
+    /// retention had not removed: the cleaner then may not tell committed
+    /// from aborted records below the LSO.
+    forgot_by_bound: bool,
 }
 
 impl PartitionTransactions {
@@ -116,6 +120,7 @@ impl PartitionTransactions {
         if outcome == Outcome::Abort {
             if self.aborted.len() >= ABORTED_TRANSACTIONS_MAX {
                 if let Some(oldest) = self.aborted.pop_front() {
+                    self.forgot_by_bound = true;
                     tracing::warn!(
                         producer_id = oldest.producer_id.0,
                         first_offset = oldest.first_offset.0,
@@ -188,6 +193,12 @@ impl PartitionTransactions {
             "only markers at or after the read"
         );
         found
+    }
+
+    /// Whether every aborted transaction still in the log is in the index
+    /// (none was forgotten by [`ABORTED_TRANSACTIONS_MAX`]).
+    pub(crate) fn is_complete(&self) -> bool {
+        !self.forgot_by_bound
     }
 
     /// Forgets aborted transactions wholly below `log_start` (retention).
