@@ -304,7 +304,8 @@ impl Partition {
     /// One cleaning pass over the log if the topic is compacted
     /// (`compaction.rs`); `None` when it is not, or had nothing to do. The
     /// cleaner is told which transactions ended how (`txn_index.rs`): it
-    /// cleans below the last stable offset only, drops the records of
+    /// cleans below the last stable offset only (and below the first
+    /// transaction whose marker is not yet durable), drops the records of
     /// aborted transactions and compacts committed ones like any record.
     pub(crate) async fn clean(&self) -> Result<Option<CleanReport>, EngineError> {
         let Some(compaction) = self.settings.get().compaction else {
@@ -315,7 +316,8 @@ impl Partition {
             // transactional batch whole, as without outcomes.
             return Ok(self.log.clean(&compaction.cleaner).await?);
         }
-        let stable_end = self.last_stable_offset();
+        let lso = self.last_stable_offset();
+        let stable_end = self.transactions.borrow_mut().judged_end(lso, self.log.durable_end());
         let aborted = self
             .aborted_between(Offset(0), stable_end)
             .into_iter()
