@@ -103,6 +103,18 @@ pub enum EngineError {
     /// MQTT publish or read forwarded to a partition's leader) with this
     /// Kafka error code ([`from_remote_code`]): passed on as it is.
     Remote(i16),
+    /// A Fetch request's incremental session was refused
+    /// (`kafka::fetch_session`).
+    FetchSession(FetchSessionError),
+}
+
+/// Why a Fetch request's session (KIP-227) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchSessionError {
+    /// No session with this id belongs to the connection.
+    IdNotFound,
+    /// The session expects another epoch.
+    InvalidEpoch,
 }
 
 /// Why a SCRAM credential change or description was refused.
@@ -334,6 +346,7 @@ impl fmt::Display for EngineError {
                 Some(error) => write!(f, "the partition's leader answered {error:?}"),
                 None => write!(f, "the partition's leader answered error code {code}"),
             },
+            EngineError::FetchSession(e) => write!(f, "fetch session: {e:?}"),
         }
     }
 }
@@ -446,6 +459,10 @@ pub fn kafka_code(error: &EngineError) -> i16 {
             SaslError::UnsupportedMechanism => ResponseError::UnsupportedSaslMechanism,
             SaslError::IllegalState => ResponseError::IllegalSaslState,
             SaslError::AuthenticationFailed => ResponseError::SaslAuthenticationFailed,
+        },
+        EngineError::FetchSession(session) => match session {
+            FetchSessionError::IdNotFound => ResponseError::FetchSessionIdNotFound,
+            FetchSessionError::InvalidEpoch => ResponseError::InvalidFetchSessionEpoch,
         },
         EngineError::Admin(admin) => match admin {
             AdminError::InvalidConfig(_) => ResponseError::InvalidConfig,
@@ -655,6 +672,13 @@ mod tests {
         assert_eq!(code(GroupError::FencedInstanceId), 82);
         assert_eq!(code(GroupError::UnstableOffsetCommit), 88);
         assert_eq!(kafka_code(&EngineError::InternalTopic("__consumer_offsets".into())), 17);
+    }
+
+    #[test]
+    fn fetch_session_errors_map_to_the_codes_clients_expect() {
+        let code = |e| kafka_code(&EngineError::FetchSession(e));
+        assert_eq!(code(FetchSessionError::IdNotFound), 70);
+        assert_eq!(code(FetchSessionError::InvalidEpoch), 71);
     }
 
     #[test]

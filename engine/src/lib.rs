@@ -52,6 +52,7 @@ mod control;
 mod coordinator;
 mod delivery;
 mod error;
+mod follower_session;
 mod http;
 mod inter_broker;
 mod kafka;

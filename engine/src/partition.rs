@@ -30,8 +30,8 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 use shardline_log::{
     durable::{create_dir_durably, read_if_exists, rename_durably, write_file_atomically},
-    validate_header_only, validate_stored_header, AppendInfo, CleanReport, Clock, Log, LogConfig, LogError, Offset,
-    ReadBatches,
+    validate_header_only, validate_stored_header, AbortedRange, AppendInfo, CleanReport, Clock, Log, LogConfig,
+    LogError, Offset, ReadBatches, TransactionOutcomes,
 };
 use shardline_raft::PartitionMeta;
 use shardline_replication::{
@@ -353,12 +353,33 @@ impl Partition {
     }
 
     /// One cleaning pass over the log if the topic is compacted
-    /// (`compaction.rs`); `None` when it is not, or had nothing to do.
+    /// (`compaction.rs`); `None` when it is not, or had nothing to do. The
+    /// cleaner is told which transactions ended how (`txn_index.rs`): it
+    /// cleans below the last stable offset only (and below the first
+    /// transaction whose marker is not yet durable), drops the records of
+    /// aborted transactions and compacts committed ones like any record.
     pub(crate) async fn clean(&self) -> Result<Option<CleanReport>, EngineError> {
         let Some(compaction) = self.settings.get().compaction else {
             return Ok(None);
         };
-        Ok(self.log.clean(&compaction.cleaner).await?)
+        if !self.transactions.borrow().is_complete() {
+            // Aborted records could pass for committed ones: keep every
+            // transactional batch whole, as without outcomes.
+            return Ok(self.log.clean(&compaction.cleaner).await?);
+        }
+        let lso = self.last_stable_offset();
+        let stable_end = self.transactions.borrow_mut().judged_end(lso, self.log.durable_end());
+        let aborted = self
+            .aborted_between(Offset(0), stable_end)
+            .into_iter()
+            .map(|a| AbortedRange {
+                producer_id: a.producer_id.0,
+                first_offset: a.first_offset,
+                last_offset: a.last_offset,
+            })
+            .collect();
+        let outcomes = TransactionOutcomes { stable_end, aborted };
+        Ok(self.log.clean_transactions(&compaction.cleaner, &outcomes).await?)
     }
 
     /// The idempotent producers this partition remembers, with where their

@@ -17,7 +17,10 @@
 //!    partition in one Fetch: batches are appended byte for byte (offsets and
 //!    epochs as the leader stamped them), and the leader's high watermark,
 //!    bounded by the local log's end, becomes the replica's. Each fetch
-//!    offset tells the leader how far this copy goes.
+//!    offset tells the leader how far this copy goes. The fetches use an
+//!    incremental fetch session (KIP-227, `follower_session.rs`): after the
+//!    first, a Fetch names only the partitions whose fetch offset or epoch
+//!    moved, and the leader answers only those where something happened.
 //!
 //! A partition whose generation changed (new leader, new epoch, deleted)
 //! leaves its fetcher at the next round. Connection errors back off and
@@ -43,7 +46,7 @@ use std::{
 
 use kafka_protocol::{
     messages::{
-        fetch_request::{FetchPartition, FetchTopic},
+        fetch_request::{FetchPartition, FetchTopic, ForgottenTopic},
         offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic},
         BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, TopicName,
     },
@@ -54,6 +57,7 @@ use shardline_log::Offset;
 use shardline_replication::{truncation_point, EpochEnd, IsrAnswer, LeaderEpoch};
 
 use crate::{
+    follower_session::{Asked, FollowerSession},
     inter_broker::LeaderConnection,
     kafka::brokers::kafka_broker,
     partition::{Partition, Role},
@@ -159,6 +163,8 @@ async fn run_feed(shard: Rc<Shard>, source: LeaderShard, feed: Rc<LeaderFeed>) {
     let node_id = shard.node_id();
     let leader = source.leader;
     let mut connection: Option<LeaderConnection> = None;
+    // The fetch session of `connection` (the leader ties it to the connection).
+    let mut session = FollowerSession::default();
     let mut last_error: Option<String> = None;
     loop {
         let followed: Vec<Followed> = {
@@ -187,7 +193,10 @@ async fn run_feed(shard: Rc<Shard>, source: LeaderShard, feed: Rc<LeaderFeed>) {
                 )),
             };
             match connected {
-                Ok(c) => connection = Some(c),
+                Ok(c) => {
+                    connection = Some(c);
+                    session.reset();
+                }
                 Err(e) => {
                     note_error(&mut last_error, leader, e);
                     glommio::timer::sleep(RETRY_BACKOFF).await;
@@ -200,7 +209,7 @@ async fn run_feed(shard: Rc<Shard>, source: LeaderShard, feed: Rc<LeaderFeed>) {
             .into_iter()
             .partition(|f| f.partition.replica.borrow().needs_truncation());
         let step = if diverging.is_empty() {
-            fetch_once(conn, node_id, leader, &caught_up).await
+            fetch_once(conn, &mut session, node_id, leader, &caught_up).await
         } else {
             truncate(conn, node_id, leader, &diverging).await
         };
@@ -209,6 +218,7 @@ async fn run_feed(shard: Rc<Shard>, source: LeaderShard, feed: Rc<LeaderFeed>) {
             Err(e) => {
                 note_error(&mut last_error, leader, e);
                 connection = None;
+                session.reset();
                 glommio::timer::sleep(RETRY_BACKOFF).await;
             }
         }
@@ -226,15 +236,6 @@ fn note_error(last: &mut Option<String>, leader: i32, error: String) {
 
 fn topic_name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.to_string()))
-}
-
-/// `followed` grouped by topic, in a stable order.
-fn by_topic(followed: &[Followed]) -> BTreeMap<&str, Vec<&Followed>> {
-    let mut topics: BTreeMap<&str, Vec<&Followed>> = BTreeMap::new();
-    for f in followed {
-        topics.entry(f.topic.as_str()).or_default().push(f);
-    }
-    topics
 }
 
 /// Asks the leader, in one OffsetForLeaderEpoch, where each partition's
@@ -330,10 +331,12 @@ async fn truncate(
     Ok(())
 }
 
-/// One Fetch from the leader for every caught-up partition; appends what came
-/// back (the partitions' appends run concurrently: each log syncs on its own).
+/// One Fetch from the leader for every caught-up partition (naming, in a
+/// session, only those whose fetch changed); appends what came back (the
+/// partitions' appends run concurrently: each log syncs on its own).
 async fn fetch_once(
     conn: &mut LeaderConnection,
+    session: &mut FollowerSession,
     node_id: i32,
     leader: i32,
     followed: &[Followed],
@@ -343,36 +346,79 @@ async fn fetch_once(
     request.max_wait_ms = FETCH_WAIT_MAX_MS;
     request.min_bytes = 1;
     request.max_bytes = FETCH_BYTES_MAX;
-    request.session_id = 0;
-    request.session_epoch = -1;
-    let mut fetch_offsets: Vec<(&Followed, Offset)> = Vec::new();
-    request.topics = by_topic(followed)
+    // Every followed partition with what this fetch asks of it.
+    let asked: Vec<(&Followed, Asked)> = followed
+        .iter()
+        .map(|f| {
+            let asked = Asked {
+                fetch_offset: f.partition.fetch_offset().0,
+                current_leader_epoch: f.partition.role().1,
+                log_start_offset: f.partition.log.log_start().0,
+            };
+            (f, asked)
+        })
+        .collect();
+    let wanted: Vec<(PartitionKey, Asked)> = asked
+        .iter()
+        .map(|(f, asked)| ((f.topic.clone(), f.index), *asked))
+        .collect();
+    let next = session.next(&wanted);
+    request.session_id = next.session_id;
+    request.session_epoch = next.session_epoch;
+    let send: std::collections::HashSet<&PartitionKey> = next.send.iter().collect();
+    let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+    for (f, asked) in &asked {
+        if !send.contains(&(f.topic.clone(), f.index)) {
+            continue;
+        }
+        let mut p = FetchPartition::default();
+        p.partition = f.index;
+        p.current_leader_epoch = asked.current_leader_epoch;
+        p.fetch_offset = asked.fetch_offset;
+        p.last_fetched_epoch = -1;
+        p.log_start_offset = asked.log_start_offset;
+        p.partition_max_bytes = PARTITION_FETCH_BYTES_MAX;
+        topics.entry(f.topic.as_str()).or_default().push(p);
+    }
+    request.topics = topics
         .into_iter()
         .map(|(name, partitions)| {
             let mut t = FetchTopic::default();
             t.topic = topic_name(name);
-            t.partitions = partitions
-                .into_iter()
-                .map(|f| {
-                    let fetch_offset = f.partition.fetch_offset();
-                    fetch_offsets.push((f, fetch_offset));
-                    let mut p = FetchPartition::default();
-                    p.partition = f.index;
-                    p.current_leader_epoch = f.partition.role().1;
-                    p.fetch_offset = fetch_offset.0;
-                    p.last_fetched_epoch = -1;
-                    p.log_start_offset = f.partition.log.log_start().0;
-                    p.partition_max_bytes = PARTITION_FETCH_BYTES_MAX;
-                    p
-                })
-                .collect();
+            t.partitions = partitions;
+            t
+        })
+        .collect();
+    let fetch_offsets: Vec<(&Followed, Offset)> = asked
+        .iter()
+        .map(|(f, asked)| (*f, Offset(asked.fetch_offset)))
+        .collect();
+    let mut forgotten: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, index) in &next.forget {
+        forgotten.entry(topic.as_str()).or_default().push(*index);
+    }
+    request.forgotten_topics_data = forgotten
+        .into_iter()
+        .map(|(name, partitions)| {
+            let mut t = ForgottenTopic::default();
+            t.topic = topic_name(name);
+            t.partitions = partitions;
             t
         })
         .collect();
     let response: FetchResponse = conn.call(FETCH_VERSION, &request).await?;
+    if response.error_code == ResponseError::FetchSessionIdNotFound.code()
+        || response.error_code == ResponseError::InvalidFetchSessionEpoch.code()
+    {
+        // The leader lost or refused the session: fetch in full next time.
+        tracing::debug!(leader, error = %error_name(response.error_code), "follower fetch session refused");
+        session.refused(response.error_code == ResponseError::FetchSessionIdNotFound.code());
+        return Ok(());
+    }
     if response.error_code != 0 {
         return Err(format!("fetch error {}", error_name(response.error_code)));
     }
+    session.answered(response.session_id);
     let mut appends = Vec::new();
     let mut answered: std::collections::HashSet<(&str, i32)> = std::collections::HashSet::new();
     for topic in response.responses {
@@ -396,8 +442,10 @@ async fn fetch_once(
             }
             // The image may have moved on while the fetch was parked on the
             // leader; a log whose sync failed (visible end below its log end)
-            // takes nothing more.
+            // takes nothing more. The leader's session believes this answer
+            // was taken: the next fetch is full, so nothing it said is lost.
             if !f.is_current(leader) || f.partition.log.log_end() != *fetch_offset {
+                session.start_over();
                 continue;
             }
             let partition = Rc::clone(&f.partition);

@@ -77,6 +77,9 @@ pub struct Shard {
     pub(crate) transactions: TxnCoordinator,
     /// Follower fetchers, one per leader shard this shard copies from.
     pub(crate) fetchers: crate::replica::Fetchers,
+    /// Incremental fetch sessions of the connections this shard serves
+    /// (`kafka::fetch_session`).
+    pub(crate) fetch_sessions: RefCell<crate::kafka::FetchSessions>,
     /// How those fetchers reach and log in to leaders (shared by every shard).
     pub(crate) inter_broker: Arc<crate::inter_broker::InterBroker>,
     /// What this shard counts about its own work (metrics, the shutdown line).
@@ -87,6 +90,20 @@ pub struct Shard {
     /// Whether the last [`Shard::out_of_quorum`] answer was yes (to log
     /// the changes only).
     out_of_quorum: Cell<bool>,
+}
+
+/// A seed for a shard's fetch session ids: differs by shard and by start,
+/// so a restarted broker does not hand out the ids it handed out before.
+fn session_id_seed(id: usize) -> u64 {
+    let started_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the low bits vary the most; any bits do for a seed"
+    )]
+    let low = started_ns as u64;
+    low ^ (u64::try_from(id).unwrap_or(0) << 48)
 }
 
 impl Shard {
@@ -115,6 +132,7 @@ impl Shard {
             coordinator: Coordinator::default(),
             transactions: TxnCoordinator::default(),
             fetchers: crate::replica::Fetchers::default(),
+            fetch_sessions: RefCell::new(crate::kafka::FetchSessions::new(session_id_seed(id))),
             inter_broker,
             probe: ShardProbe::new(shard_count),
             mqtt: crate::mqtt::MqttShard::new(mqtt_connections_max),

@@ -43,6 +43,14 @@ pub(crate) const ABORTED_TRANSACTIONS_MAX: usize = 1 << 20;
 /// (coordinators end or time out the open ones).
 pub(crate) const OPEN_TRANSACTIONS_MAX: usize = crate::producer::PRODUCERS_MAX;
 
+/// Ended transactions whose marker may not be durable yet, remembered so
+/// the cleaner judges none of them before its marker is (a power cut could
+/// still take the marker, and the outcome with it). Under `fsync always`
+/// a marker is durable within milliseconds; otherwise at the next segment
+/// roll, so a partition can end many transactions meanwhile. Past the bound
+/// the oldest are summed into one range (see `judged_end`).
+pub(crate) const UNSYNCED_ENDS_MAX: usize = 1 << 16;
+
 /// What [`PartitionTransactions::data`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Opened {
@@ -75,6 +83,16 @@ pub(crate) struct PartitionTransactions {
     /// stops once markers are so far past its range that no transaction
     /// ending there can start inside it.
     aborted_span_max: i64,
+    /// (first offset, marker offset) of ended transactions, in marker
+    /// order, whose marker was not known durable at the last look.
+    unsynced_ends: VecDeque<(Offset, Offset)>,
+    /// Ends dropped from `unsynced_ends` by its bound: their smallest first
+    /// offset and largest marker offset.
+    unsynced_overflow: Option<(Offset, Offset)>,
+    /// Whether the bound made the index forget an aborted transaction that
+    /// retention had not removed: the cleaner then may not tell committed
+    /// from aborted records below the LSO.
+    forgot_by_bound: bool,
 }
 
 impl PartitionTransactions {
@@ -113,9 +131,18 @@ impl PartitionTransactions {
         if first_offset >= marker_offset {
             return;
         }
+        if self.unsynced_ends.len() >= UNSYNCED_ENDS_MAX {
+            if let Some((first, marker)) = self.unsynced_ends.pop_front() {
+                let (low, high) = self.unsynced_overflow.unwrap_or((first, marker));
+                self.unsynced_overflow = Some((low.min(first), high.max(marker)));
+            }
+        }
+        self.unsynced_ends.push_back((first_offset, marker_offset));
+        assert!(self.unsynced_ends.len() <= UNSYNCED_ENDS_MAX, "unsynced ends bounded");
         if outcome == Outcome::Abort {
             if self.aborted.len() >= ABORTED_TRANSACTIONS_MAX {
                 if let Some(oldest) = self.aborted.pop_front() {
+                    self.forgot_by_bound = true;
                     tracing::warn!(
                         producer_id = oldest.producer_id.0,
                         first_offset = oldest.first_offset.0,
@@ -190,6 +217,31 @@ impl PartitionTransactions {
         found
     }
 
+    /// Below this offset every transaction has ended with a durable marker
+    /// (given the last stable offset `lso` and the log's `durable_end`):
+    /// what the cleaner may judge.
+    pub(crate) fn judged_end(&mut self, lso: Offset, durable_end: Offset) -> Offset {
+        self.unsynced_ends.retain(|(_, marker)| *marker >= durable_end);
+        if self.unsynced_overflow.is_some_and(|(_, marker)| marker < durable_end) {
+            self.unsynced_overflow = None;
+        }
+        let pending = self
+            .unsynced_ends
+            .iter()
+            .map(|(first, _)| *first)
+            .chain(self.unsynced_overflow.map(|(first, _)| first))
+            .min();
+        let end = pending.map_or(lso, |first| first.min(lso));
+        assert!(end <= lso, "never past the last stable offset");
+        end
+    }
+
+    /// Whether every aborted transaction still in the log is in the index
+    /// (none was forgotten by [`ABORTED_TRANSACTIONS_MAX`]).
+    pub(crate) fn is_complete(&self) -> bool {
+        !self.forgot_by_bound
+    }
+
     /// Forgets aborted transactions wholly below `log_start` (retention).
     pub(crate) fn forget_before(&mut self, log_start: Offset) {
         while self.aborted.front().is_some_and(|a| a.last_offset < log_start) {
@@ -212,6 +264,36 @@ mod tests {
 
     const A: ProducerId = ProducerId(1);
     const B: ProducerId = ProducerId(2);
+
+    #[test]
+    fn the_cleaner_judges_only_transactions_whose_marker_is_durable() {
+        let mut txns = PartitionTransactions::default();
+        txns.data(A, Offset(3));
+        txns.data(B, Offset(5));
+        txns.marker(A, Outcome::Commit, Offset(8));
+        txns.marker(B, Outcome::Abort, Offset(9));
+        let lso = txns.last_stable_offset(Offset(12));
+        assert_eq!(lso, Offset(12));
+        // Neither marker is durable: nothing from A's first batch on.
+        assert_eq!(txns.judged_end(lso, Offset(8)), Offset(3));
+        // A's marker is: B's still holds the line.
+        assert_eq!(txns.judged_end(lso, Offset(9)), Offset(5));
+        assert_eq!(txns.judged_end(lso, Offset(10)), Offset(12));
+        // Past the bound the oldest ends are summed, never forgotten.
+        for i in 0..=i64::try_from(UNSYNCED_ENDS_MAX).unwrap() {
+            let producer = ProducerId(100 + i);
+            txns.data(producer, Offset(100 + 2 * i));
+            txns.marker(producer, Outcome::Commit, Offset(101 + 2 * i));
+        }
+        let end = Offset(200 + 2 * i64::try_from(UNSYNCED_ENDS_MAX).unwrap());
+        assert_eq!(
+            txns.judged_end(end, Offset(101)),
+            Offset(100),
+            "the first end is summed, not lost"
+        );
+        assert_eq!(txns.judged_end(end, Offset(102)), Offset(102));
+        assert_eq!(txns.judged_end(end, end), end);
+    }
 
     #[test]
     fn open_transactions_hold_the_lso_and_markers_release_it() {

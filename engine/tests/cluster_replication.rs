@@ -235,6 +235,50 @@ fn acks_all_needs_min_insync_replicas() {
     assert_eq!(send(&producer(&bootstrap, "all"), TOPIC, "three-again"), Ok(()));
 }
 
+/// Followers copy many partitions per Fetch through an incremental fetch
+/// session: after the first fetch they name only what moved, and every
+/// acks=all write (which waits for both followers) still completes, on every
+/// partition.
+#[test]
+fn followers_copy_many_partitions_through_fetch_sessions() {
+    const TOPIC: &str = "sessions";
+    const PARTITIONS: i32 = 8;
+    let mut cluster = Cluster::start(&flags("3000"));
+    cluster.wait_ready(WAIT);
+    cluster.create_topic(TOPIC, PARTITIONS, &[("min.insync.replicas", "3")]);
+    cluster.wait_full_isr(TOPIC, PARTITIONS, WAIT);
+    let producer = producer(&cluster.bootstrap(), "all");
+    for round in 0..3 {
+        for partition in 0..PARTITIONS {
+            let payload = format!("round {round} partition {partition}");
+            let record: FutureRecord<'_, (), str> =
+                FutureRecord::to(TOPIC).payload(payload.as_str()).partition(partition);
+            let sent = futures_executor::block_on(producer.send(record, SEND_TIMEOUT));
+            assert!(sent.is_ok(), "{payload}: {:?}", sent.err());
+        }
+    }
+    let metric = |node: i32, name: &str| -> u64 {
+        let metrics = String::from_utf8_lossy(&cluster.http_get(node, "/metrics").body).into_owned();
+        metrics
+            .lines()
+            .filter(|line| line.starts_with(name))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let incremental: u64 = cluster
+        .node_ids()
+        .into_iter()
+        .map(|node| metric(node, "shardline_fetch_sessions_incremental_total"))
+        .sum();
+    assert!(incremental > 0, "followers fetched incrementally");
+    for node in cluster.node_ids() {
+        assert!(
+            metric(node, "shardline_fetch_sessions_not_made_total") == 0,
+            "node {node} refused a follower a session"
+        );
+    }
+}
+
 /// Two shards per node: every node advertises every node's shards as brokers
 /// of their own, clients and followers reach each partition's shard on its
 /// node directly.

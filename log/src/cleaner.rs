@@ -61,12 +61,17 @@
 //!   the topic became compacted has them, and it is not ours to lose);
 //! - compressed batches stay whole and do not enter the key map: the log
 //!   never decompresses (it has no codecs; see docs/storage.md);
-//! - control batches (transaction markers) stay whole, and so do the
-//!   batches of transactions (attribute bit 4), which do not enter the key
-//!   map either: the log does not know which transactions aborted, and an
-//!   aborted record must neither remove the value it would have replaced
-//!   nor be kept in its place. Transactional records are thus never
-//!   compacted away, nor do they supersede older values.
+//! - control batches (transaction markers) stay whole;
+//! - transactional batches (attribute bit 4) are judged by what the log's
+//!   owner knows of its transactions ([`TransactionOutcomes`], given to
+//!   `Log::clean_transactions`; the log itself knows no aborted set): the
+//!   pass then cleans only segments below the last stable offset, a batch
+//!   of an aborted transaction loses every record (compressed or not) and
+//!   stays out of the key map, a batch of a committed one is cleaned like
+//!   any data batch. Without outcomes (`Log::clean`) every transactional
+//!   batch stays whole and out of the key map: an aborted record must
+//!   neither remove the value it would have replaced nor be kept in its
+//!   place.
 //!
 //! Offsets never move: a rewritten batch keeps its base offset, last offset
 //! Δ, leader epoch and producer fields, so the log's offsets, the leader
@@ -160,6 +165,95 @@ pub struct CleanReport {
     pub first_dirty: Offset,
 }
 
+/// One aborted transaction of a log: its producer and the offsets from its
+/// first batch to its abort marker (what the engine's aborted index holds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedRange {
+    /// The transaction's producer.
+    pub producer_id: i64,
+    /// Offset of its first batch in this log.
+    pub first_offset: Offset,
+    /// Offset of its abort marker.
+    pub last_offset: Offset,
+}
+
+/// What the owner of a log knows of its transactions, handed to one
+/// cleaning pass ([`crate::Log::clean_transactions`]): the log itself keeps
+/// no record of which transactions aborted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransactionOutcomes {
+    /// The last stable offset: every transactional batch below it belongs
+    /// to a transaction that has ended. The pass cleans no segment
+    /// reaching past it.
+    pub stable_end: Offset,
+    /// The aborted transactions with batches below `stable_end`; every
+    /// other ended transaction committed.
+    pub aborted: Vec<AbortedRange>,
+}
+
+/// What the cleaner may do with a transactional data batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TxnVerdict {
+    /// Its outcome is unknown here: kept whole, out of the key map.
+    Whole,
+    /// Its transaction aborted: every record goes, none enters the key map.
+    Aborted,
+    /// Its transaction committed: cleaned like any record.
+    Committed,
+}
+
+/// The verdicts of one pass, by producer.
+#[derive(Debug, Default)]
+pub(crate) struct TxnJudge {
+    /// `None`: no outcomes given; every transactional batch stays whole.
+    stable_end: Option<Offset>,
+    /// Producer → its aborted (first, last) ranges.
+    aborted: HashMap<i64, Vec<(Offset, Offset)>>,
+}
+
+impl TxnJudge {
+    pub(crate) fn new(outcomes: Option<&TransactionOutcomes>) -> TxnJudge {
+        let Some(outcomes) = outcomes else {
+            return TxnJudge::default();
+        };
+        let mut aborted: HashMap<i64, Vec<(Offset, Offset)>> = HashMap::new();
+        for range in &outcomes.aborted {
+            aborted
+                .entry(range.producer_id)
+                .or_default()
+                .push((range.first_offset, range.last_offset));
+        }
+        TxnJudge {
+            stable_end: Some(outcomes.stable_end),
+            aborted,
+        }
+    }
+
+    /// The verdict on a transactional data batch.
+    pub(crate) fn verdict(&self, header: &BatchHeader) -> TxnVerdict {
+        assert!(
+            header.is_transactional() && !header.is_control(),
+            "a transactional data batch"
+        );
+        let Some(stable_end) = self.stable_end else {
+            return TxnVerdict::Whole;
+        };
+        if header.last_offset() >= stable_end {
+            return TxnVerdict::Whole;
+        }
+        let aborted = self.aborted.get(&header.producer_id).is_some_and(|ranges| {
+            ranges
+                .iter()
+                .any(|(first, last)| *first <= header.base_offset && header.base_offset <= *last)
+        });
+        if aborted {
+            TxnVerdict::Aborted
+        } else {
+            TxnVerdict::Committed
+        }
+    }
+}
+
 /// Key → offset of its latest record in the dirty range.
 #[derive(Debug, Default)]
 pub(crate) struct KeyMap {
@@ -174,10 +268,14 @@ impl KeyMap {
     }
 
     /// Takes the keys of every uncompressed data batch of `data` (a
-    /// segment's batches, validated as stored), at or above `from`.
-    pub(crate) fn observe_segment(&mut self, data: &[u8], from: Offset) -> Result<(), BatchError> {
+    /// segment's batches, validated as stored), at or above `from`; of
+    /// transactional batches, only the committed ones (`judge`).
+    pub(crate) fn observe_segment(&mut self, data: &[u8], from: Offset, judge: &TxnJudge) -> Result<(), BatchError> {
         for_each_batch(data, |bytes, header| {
-            if header.is_control() || header.is_transactional() || header.next_offset() <= from {
+            if header.is_control() || header.next_offset() <= from {
+                return Ok(());
+            }
+            if header.is_transactional() && judge.verdict(header) != TxnVerdict::Committed {
                 return Ok(());
             }
             let Some(records) = batch::uncompressed_records(bytes, header) else {
@@ -238,17 +336,25 @@ pub(crate) struct PassFacts {
     pub(crate) first_compressed: Option<Offset>,
     /// Producer id → base offset of its last batch in the pass's segments.
     pub(crate) last_batch_of_producer: HashMap<i64, Offset>,
+    /// What becomes of transactional batches.
+    pub(crate) judge: TxnJudge,
 }
 
 impl PassFacts {
     /// Facts gathered from the headers of `segments` (every cleanable
     /// segment's data, oldest first).
-    pub(crate) fn gather(segments: &[Bytes], now_ms: i64, delete_retention_ms: i64) -> Result<PassFacts, BatchError> {
+    pub(crate) fn gather(
+        segments: &[Bytes],
+        now_ms: i64,
+        delete_retention_ms: i64,
+        judge: TxnJudge,
+    ) -> Result<PassFacts, BatchError> {
         let mut facts = PassFacts {
             now_ms,
             delete_retention_ms,
             first_compressed: None,
             last_batch_of_producer: HashMap::new(),
+            judge,
         };
         for data in segments {
             for_each_batch(data, |_, header| {
@@ -326,7 +432,17 @@ impl<'a> SegmentRewriter<'a> {
             }
         }
         self.next_offset = Some(header.next_offset());
-        let whole = header.is_control() || header.is_transactional();
+        let verdict = (header.is_transactional() && !header.is_control()).then(|| self.facts.judge.verdict(header));
+        if verdict == Some(TxnVerdict::Aborted) {
+            // Nothing of an aborted transaction is ever read by a
+            // read_committed consumer; a read_uncommitted one loses what
+            // Kafka's cleaner removes too. Compressed or not, it all goes.
+            let records = u64::try_from(header.record_count).unwrap_or(0);
+            self.counts.records_removed += records;
+            self.push_emptied(header);
+            return Ok(());
+        }
+        let whole = header.is_control() || verdict == Some(TxnVerdict::Whole);
         let Some(records) = batch::uncompressed_records(bytes, header).filter(|_| !whole) else {
             self.out.push(OutBatch::Verbatim(bytes, *header));
             return Ok(());
@@ -502,9 +618,13 @@ mod tests {
     }
 
     fn clean(data: &[u8], now_ms: i64) -> (Vec<u8>, RewriteCounts) {
+        clean_judged(data, now_ms, None)
+    }
+
+    fn clean_judged(data: &[u8], now_ms: i64, outcomes: Option<&TransactionOutcomes>) -> (Vec<u8>, RewriteCounts) {
         let mut map = KeyMap::default();
-        map.observe_segment(data, Offset(0)).unwrap();
-        let facts = PassFacts::gather(&[Bytes::copy_from_slice(data)], now_ms, 100).unwrap();
+        map.observe_segment(data, Offset(0), &TxnJudge::new(outcomes)).unwrap();
+        let facts = PassFacts::gather(&[Bytes::copy_from_slice(data)], now_ms, 100, TxnJudge::new(outcomes)).unwrap();
         let mut rewriter = SegmentRewriter::new(&map, &facts);
         for_each_batch(data, |bytes, header| rewriter.push(bytes, header)).unwrap();
         let counts = rewriter.counts;
@@ -556,20 +676,76 @@ mod tests {
         assert_eq!(next, Offset(5));
     }
 
+    /// `keyed_batch` as a transactional batch of `producer_id`.
+    fn transactional_batch(base: i64, producer_id: i64, records: &[(&[u8], Option<&[u8]>)]) -> Vec<u8> {
+        let mut bytes = keyed_batch(base, records);
+        let mut header = BatchHeader::parse(&bytes).unwrap();
+        header.attributes = 0x10;
+        header.producer_id = producer_id;
+        header.producer_epoch = 0;
+        header.base_sequence = i32::try_from(base).unwrap();
+        let section = bytes.split_off(BATCH_HEADER_BYTES);
+        frame(&header, &section)
+    }
+
+    #[test]
+    fn aborted_records_go_and_committed_ones_are_compacted_like_any() {
+        // 0: a=1 plain; 1: a=2, b=1 committed (producer 7); 3: a=9, c=9
+        // aborted (producer 8); 5: b=2 plain; 6: a=5 open (producer 9).
+        let mut data = keyed_batch(0, &[(b"a", Some(b"1"))]);
+        data.extend(transactional_batch(1, 7, &[(b"a", Some(b"2")), (b"b", Some(b"1"))]));
+        data.extend(transactional_batch(3, 8, &[(b"a", Some(b"9")), (b"c", Some(b"9"))]));
+        data.extend(keyed_batch(5, &[(b"b", Some(b"2"))]));
+        data.extend(transactional_batch(6, 9, &[(b"a", Some(b"5"))]));
+        let outcomes = TransactionOutcomes {
+            stable_end: Offset(6),
+            aborted: vec![AbortedRange {
+                producer_id: 8,
+                first_offset: Offset(3),
+                last_offset: Offset(4),
+            }],
+        };
+        let (cleaned, counts) = clean_judged(&data, 0, Some(&outcomes));
+        // a=1 goes for the committed a=2, b=1 for the plain b=2, the
+        // aborted pair goes whole; the open a=5 neither goes nor removes.
+        assert_eq!(counts.records_removed, 4);
+        assert_eq!(
+            records(&cleaned),
+            vec![
+                (1, b"a".to_vec(), Some(b"2".to_vec())),
+                (5, b"b".to_vec(), Some(b"2".to_vec())),
+                (6, b"a".to_vec(), Some(b"5".to_vec())),
+            ]
+        );
+        // The producers' last batches keep their headers (producer state
+        // is read from them); the offsets still run 0..7.
+        let mut producers = Vec::new();
+        let mut next = Offset(0);
+        for_each_batch(&cleaned, |_, h| {
+            assert_eq!(h.base_offset, next);
+            next = h.next_offset();
+            producers.push((h.producer_id, h.record_count, h.is_transactional()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(next, Offset(7));
+        assert!(
+            producers.contains(&(8, 0, true)),
+            "the aborted batch stays as an empty header: {producers:?}"
+        );
+        // Without outcomes nothing transactional is touched, nor does it
+        // supersede the plain a=1.
+        let (cleaned, counts) = clean_judged(&data, 0, None);
+        assert_eq!(counts.records_removed, 0);
+        assert_eq!(records(&cleaned), records(&data));
+    }
+
     #[test]
     fn transactional_records_neither_supersede_nor_are_removed() {
         let mut data = keyed_batch(0, &[(b"a", Some(b"1"))]);
         // A transactional batch (attribute bit 4, producer 7) that may be
         // aborted: it must not remove "a"=1, nor be removed by "a"=3.
-        let mut transactional = keyed_batch(1, &[(b"a", Some(b"2"))]);
-        let mut header = BatchHeader::parse(&transactional).unwrap();
-        header.attributes = 0x10;
-        header.producer_id = 7;
-        header.producer_epoch = 0;
-        header.base_sequence = 0;
-        let section = transactional.split_off(BATCH_HEADER_BYTES);
-        transactional = frame(&header, &section);
-        data.extend(transactional);
+        data.extend(transactional_batch(1, 7, &[(b"a", Some(b"2"))]));
         data.extend(keyed_batch(2, &[(b"b", Some(b"1"))]));
         let (cleaned, counts) = clean(&data, 0);
         assert_eq!(counts.records_removed, 0);

@@ -93,7 +93,7 @@ pub use batch::{
     validate, validate_header_only, validate_stored, validate_stored_header, BatchHeader, BatchSpec, Codec,
     HeaderedRecord, KeyedRecord, BATCH_HEADER_BYTES,
 };
-pub use cleaner::{CleanReport, CleanerConfig};
+pub use cleaner::{AbortedRange, CleanReport, CleanerConfig, TransactionOutcomes};
 pub use epoch::EpochStart;
 pub use error::{BatchError, LogError};
 pub use log::{AppendInfo, Clock, Durability, Log, LogConfig, ReadBatches, SystemClock, TimestampOffset, WritePath};

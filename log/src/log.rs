@@ -26,7 +26,7 @@ use glommio::sync::Semaphore;
 
 use crate::{
     batch::{self, BatchHeader},
-    cleaner::{self, CleanReport, CleanerConfig, KeyMap, PassFacts, SegmentRewriter},
+    cleaner::{self, CleanReport, CleanerConfig, KeyMap, PassFacts, SegmentRewriter, TransactionOutcomes, TxnJudge},
     epoch::{EpochCache, EpochStart},
     error::{io_error, BatchError, LogError},
     offset::{Offset, Position},
@@ -762,6 +762,28 @@ impl Log {
     /// is running already). Reads and appends go on meanwhile; the work
     /// yields to the shard's other tasks every [`cleaner::CLEAN_SLICE_BYTES`].
     pub async fn clean(&self, config: &CleanerConfig) -> Result<Option<CleanReport>, LogError> {
+        self.clean_pass_guarded(config, None).await
+    }
+
+    /// [`clean`](Self::clean) with what the log's owner knows of its
+    /// transactions: the pass cleans only segments below
+    /// `outcomes.stable_end`, removes the records of aborted transactions,
+    /// and compacts committed transactional records like any other (see
+    /// `cleaner.rs`, "What a pass keeps"). Without outcomes, transactional
+    /// batches stay whole.
+    pub async fn clean_transactions(
+        &self,
+        config: &CleanerConfig,
+        outcomes: &TransactionOutcomes,
+    ) -> Result<Option<CleanReport>, LogError> {
+        self.clean_pass_guarded(config, Some(outcomes)).await
+    }
+
+    async fn clean_pass_guarded(
+        &self,
+        config: &CleanerConfig,
+        outcomes: Option<&TransactionOutcomes>,
+    ) -> Result<Option<CleanReport>, LogError> {
         {
             let mut state = self.inner.borrow_mut();
             // A failed log (its page cache state unknown) is left alone
@@ -772,12 +794,16 @@ impl Log {
             state.cleaning = true;
             state.first_dirty_lowered = false;
         }
-        let result = self.clean_pass(config).await;
+        let result = self.clean_pass(config, outcomes).await;
         self.inner.borrow_mut().cleaning = false;
         result
     }
 
-    async fn clean_pass(&self, config: &CleanerConfig) -> Result<Option<CleanReport>, LogError> {
+    async fn clean_pass(
+        &self,
+        config: &CleanerConfig,
+        outcomes: Option<&TransactionOutcomes>,
+    ) -> Result<Option<CleanReport>, LogError> {
         let (views, first_dirty, now_ms, dir) = {
             let state = self.inner.borrow();
             let now_ms = state.clock.now_ms();
@@ -788,6 +814,8 @@ impl Log {
                 .values()
                 .take_while(|s| Some(s.base) != last)
                 .map_while(|s| s.view().filter(|v| v.max_timestamp_ms <= lag_floor_ms))
+                // Only ended transactions are judged: nothing past the LSO.
+                .take_while(|v| outcomes.is_none_or(|o| v.next_offset <= o.stable_end))
                 .collect();
             // Sealed means fsynced: a record is only ever removed for a
             // later one that is durable.
@@ -815,12 +843,13 @@ impl Log {
         }
         // The key map, whole segments at a time, within its bound.
         let mut map = KeyMap::default();
+        let judge = TxnJudge::new(outcomes);
         let mut map_end = first_dirty;
         for view in dirty {
             if map.bytes() >= cleaner::KEY_MAP_BYTES_MAX {
                 break;
             }
-            map.observe_segment(&view.data, first_dirty)
+            map.observe_segment(&view.data, first_dirty, &judge)
                 .map_err(|reason| corrupt_view(view, reason))?;
             view.check()?;
             map_end = view.next_offset;
@@ -829,7 +858,7 @@ impl Log {
         assert!(map_end > first_dirty, "a pass maps at least one dirty segment");
         let cleaned: Vec<&SegmentView> = views.iter().filter(|v| v.base < map_end).collect();
         let data: Vec<Bytes> = cleaned.iter().map(|v| v.data.clone()).collect();
-        let facts = PassFacts::gather(&data, now_ms, config.delete_retention_ms)
+        let facts = PassFacts::gather(&data, now_ms, config.delete_retention_ms, judge)
             .map_err(|reason| cleaned.first().map_or(LogError::Closed, |v| corrupt_view(v, reason)))?;
         let mut report = CleanReport {
             first_dirty: map_end,

@@ -1,21 +1,33 @@
 //! Fetch: read whole batches as slices of mapped segments on each owner shard,
 //! trim to `max_bytes` in request order, and long-poll (`max_wait_ms`,
 //! `min_bytes`) by registering a one-shot watch on every partition read.
+//! Which partitions are read and which answered is the fetch session's
+//! call (`fetch_session.rs`, KIP-227): all of the request's for a full
+//! fetch; all of the session's, answering only those where something
+//! moved, for an incremental one.
 
-use std::{rc::Rc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    rc::Rc,
+    time::Duration,
+};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use kafka_protocol::{messages::FetchRequest, ResponseError};
+use kafka_protocol::messages::FetchRequest;
 use shardline_log::{LogError, Offset};
 use shardline_net::{AbortedTransaction, FetchPartitionResponse, FetchResponse, FetchTopicResponse, ResponseBody};
 
-use super::{code_of, epoch_of, on_owners, split_by_owner};
+use super::{
+    code_of, epoch_of,
+    fetch_session::{Asker, ConnectionId, FetchAsk, Marks, Plan, ReadOutcome, SessionEpoch, SessionId, Wanted},
+    on_owners, split_by_owner,
+};
 use crate::{
     acl::{Access, Resource},
     error::{kafka_code, EngineError},
     partition::FetchWatch,
-    shard::Shard,
+    shard::{PartitionKey, Shard},
 };
 use shardline_raft::AclOperation;
 
@@ -72,18 +84,18 @@ struct Item {
     read_committed: bool,
 }
 
-pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: FetchRequest) -> ResponseBody {
+pub(super) async fn handle(
+    shard: &Rc<Shard>,
+    access: &Access,
+    connection: ConnectionId,
+    request: FetchRequest,
+) -> ResponseBody {
     let mut response = FetchResponse {
         throttle_time_ms: 0,
         error_code: 0,
         session_id: 0,
         topics: Vec::new(),
     };
-    if request.session_id != 0 {
-        // No fetch sessions are ever handed out, so none can be found.
-        response.error_code = ResponseError::FetchSessionIdNotFound.code();
-        return ResponseBody::Fetch(response);
-    }
     let replica_id = request.replica_id.0;
     // A follower fetch reads past the high watermark and moves it: only
     // brokers (ClusterAction on the cluster) may send one. Refused whole.
@@ -92,43 +104,43 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: FetchReq
             return refuse_all(&request, response, &refused);
         }
     }
+    // The session (if any) says which partitions to read and answer.
+    let asker = Asker {
+        connection,
+        follower: replica_id >= 0,
+    };
+    let plan = shard
+        .fetch_sessions
+        .borrow_mut()
+        .begin(monotonic_ms(), asker, ask_of(&request));
+    let (ticket, planned) = match plan {
+        Plan::Refuse(refused) => {
+            response.error_code = kafka_code(&EngineError::FetchSession(refused));
+            return ResponseBody::Fetch(response);
+        }
+        Plan::Read { ticket, partitions } => (ticket, partitions),
+    };
+    response.session_id = ticket.session_id.0;
     // A consumer reads the topics it may Read; the others are answered
-    // TOPIC_AUTHORIZATION_FAILED and not read.
-    let image = shard.image();
-    let readable: Vec<Result<(), EngineError>> = request
-        .topics
+    // TOPIC_AUTHORIZATION_FAILED and not read. Checked on every request,
+    // for every partition of the session.
+    let refusals = refusals(shard, access, &planned);
+    let read_committed = replica_id < 0 && request.isolation_level == READ_COMMITTED;
+    let flat: Vec<Item> = planned
         .iter()
-        .map(|t| access.check(&image, AclOperation::Read, Resource::Topic(t.topic.0.as_str())))
-        .collect();
-    drop(image);
-    // A partition named twice is read once and answered once (Kafka keeps
-    // one entry per partition too): repeats cannot multiply the work.
-    let mut named = std::collections::HashSet::new();
-    let items: Vec<Vec<Item>> = request
-        .topics
-        .iter()
-        .zip(&readable)
-        .map(|(t, readable)| {
-            t.partitions
-                .iter()
-                .filter(|_| readable.is_ok())
-                .filter(|p| named.insert((t.topic.0.as_str(), p.partition)))
-                .map(|p| Item {
-                    topic: t.topic.0.to_string(),
-                    index: p.partition,
-                    offset: p.fetch_offset,
-                    partition_max_bytes: usize::try_from(p.partition_max_bytes)
-                        .unwrap_or(0)
-                        .min(FETCH_RESPONSE_BYTES_MAX),
-                    current_leader_epoch: p.current_leader_epoch,
-                    replica_id,
-                    read_committed: replica_id < 0 && request.isolation_level == READ_COMMITTED,
-                })
-                .collect()
+        .filter(|((topic, _), _)| !refusals.contains_key(topic.as_str()))
+        .map(|((topic, index), wanted)| Item {
+            topic: topic.clone(),
+            index: *index,
+            offset: wanted.fetch_offset,
+            partition_max_bytes: usize::try_from(wanted.partition_max_bytes)
+                .unwrap_or(0)
+                .min(FETCH_RESPONSE_BYTES_MAX),
+            current_leader_epoch: wanted.current_leader_epoch,
+            replica_id,
+            read_committed,
         })
         .collect();
-    drop(named);
-    let flat: Vec<Item> = items.iter().flatten().cloned().collect();
     let max_bytes = usize::try_from(request.max_bytes)
         .ok()
         .filter(|b| *b > 0)
@@ -162,36 +174,156 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: FetchReq
         )
         .await;
     };
+    // Every planned partition's answer, in plan order: refused, or read.
     let mut reads = reads.into_iter();
-    for ((topic, partitions), readable) in request.topics.iter().zip(&items).zip(&readable) {
-        let mut out = FetchTopicResponse {
-            name: topic.topic.0.to_string(),
-            partitions: Vec::new(),
-        };
-        if let Err(refused) = readable {
-            out.partitions = refused_partitions(topic, refused);
-            response.topics.push(out);
-            continue;
-        }
-        for item in partitions {
-            let read = reads
-                .next()
-                .unwrap_or_else(|| PartitionRead::failed(EngineError::ShardUnavailable));
-            let error_code = code_of(&read.result);
-            out.partitions.push(FetchPartitionResponse {
-                partition_index: item.index,
-                error_code,
-                high_watermark: read.high_watermark,
-                last_stable_offset: read.last_stable_offset,
-                log_start_offset: read.log_start,
-                aborted_transactions: read.aborted,
-                preferred_read_replica: -1,
-                records: read.result.unwrap_or_default(),
-            });
-        }
-        response.topics.push(out);
-    }
+    let answers: Vec<(PartitionKey, FetchPartitionResponse)> = planned
+        .iter()
+        .map(|(key, _)| {
+            let answer = match refusals.get(key.0.as_str()) {
+                Some(code) => refused_partition(key.1, *code),
+                None => {
+                    let read = reads
+                        .next()
+                        .unwrap_or_else(|| PartitionRead::failed(EngineError::ShardUnavailable));
+                    read_partition(key.1, read)
+                }
+            };
+            (key.clone(), answer)
+        })
+        .collect();
+    drop(refusals);
+    assert!(reads.next().is_none(), "every read is answered");
+    let outcomes: Vec<(PartitionKey, ReadOutcome)> = answers
+        .iter()
+        .map(|(key, answer)| (key.clone(), outcome_of(answer)))
+        .collect();
+    let included = shard.fetch_sessions.borrow_mut().answered(ticket, &outcomes);
+    assert_eq!(included.len(), answers.len(), "one verdict per answer");
+    response.topics = by_topic(
+        answers
+            .into_iter()
+            .zip(included)
+            .filter(|(_, keep)| *keep)
+            .map(|(a, _)| a),
+    );
     ResponseBody::Fetch(response)
+}
+
+/// The session fields and partitions of `request`; a partition named twice
+/// is read once and answered once (the first naming counts, as Kafka keeps
+/// one entry per partition too): repeats cannot multiply the work.
+fn ask_of(request: &FetchRequest) -> FetchAsk {
+    let mut named = HashSet::new();
+    let partitions = request
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (t.topic.0.as_str(), p)))
+        .filter(|(topic, p)| named.insert((*topic, p.partition)))
+        .map(|(topic, p)| {
+            let wanted = Wanted {
+                fetch_offset: p.fetch_offset,
+                partition_max_bytes: p.partition_max_bytes,
+                current_leader_epoch: p.current_leader_epoch,
+            };
+            ((topic.to_string(), p.partition), wanted)
+        })
+        .collect();
+    let forgotten = request
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (t.topic.0.to_string(), *p)))
+        .collect();
+    FetchAsk {
+        session_id: SessionId(request.session_id),
+        epoch: SessionEpoch(request.session_epoch),
+        partitions,
+        forgotten,
+    }
+}
+
+/// The Kafka code of each planned topic `access` may not Read.
+fn refusals<'a>(shard: &Shard, access: &Access, planned: &'a [(PartitionKey, Wanted)]) -> HashMap<&'a str, i16> {
+    let image = shard.image();
+    let mut checked: HashMap<&str, Option<i16>> = HashMap::new();
+    for ((topic, _), _) in planned {
+        checked.entry(topic.as_str()).or_insert_with(|| {
+            access
+                .check(&image, AclOperation::Read, Resource::Topic(topic))
+                .err()
+                .map(|refused| kafka_code(&refused))
+        });
+    }
+    checked
+        .into_iter()
+        .filter_map(|(topic, code)| code.map(|code| (topic, code)))
+        .collect()
+}
+
+fn read_partition(index: i32, read: PartitionRead) -> FetchPartitionResponse {
+    FetchPartitionResponse {
+        partition_index: index,
+        error_code: code_of(&read.result),
+        high_watermark: read.high_watermark,
+        last_stable_offset: read.last_stable_offset,
+        log_start_offset: read.log_start,
+        aborted_transactions: read.aborted,
+        preferred_read_replica: -1,
+        records: read.result.unwrap_or_default(),
+    }
+}
+
+fn refused_partition(index: i32, error_code: i16) -> FetchPartitionResponse {
+    FetchPartitionResponse {
+        partition_index: index,
+        error_code,
+        high_watermark: -1,
+        last_stable_offset: -1,
+        log_start_offset: -1,
+        aborted_transactions: None,
+        preferred_read_replica: -1,
+        records: Vec::new(),
+    }
+}
+
+/// What the session table needs to know of one partition's answer.
+fn outcome_of(answer: &FetchPartitionResponse) -> ReadOutcome {
+    ReadOutcome {
+        has_records: answer.records.iter().any(|chunk| !chunk.is_empty()),
+        failed: answer.error_code != 0,
+        marks: Marks {
+            high_watermark: answer.high_watermark,
+            last_stable_offset: answer.last_stable_offset,
+            log_start: answer.log_start_offset,
+        },
+    }
+}
+
+/// Partition answers grouped by topic, topics in the order first named,
+/// partitions in answer order.
+fn by_topic(answers: impl Iterator<Item = (PartitionKey, FetchPartitionResponse)>) -> Vec<FetchTopicResponse> {
+    let mut topics: Vec<FetchTopicResponse> = Vec::new();
+    let mut position: HashMap<String, usize> = HashMap::new();
+    for ((topic, _), answer) in answers {
+        let at = *position.entry(topic.clone()).or_insert_with(|| {
+            topics.push(FetchTopicResponse {
+                name: topic,
+                partitions: Vec::new(),
+            });
+            topics.len() - 1
+        });
+        match topics.get_mut(at) {
+            Some(out) => out.partitions.push(answer),
+            None => unreachable!("position {at} was pushed when first seen"),
+        }
+    }
+    topics
+}
+
+/// Milliseconds on a clock that never goes back, for the session table.
+fn monotonic_ms() -> u64 {
+    static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let started = STARTED.get_or_init(std::time::Instant::now);
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Every partition of `topic` answered with `refused`'s code, nothing read.
@@ -203,16 +335,7 @@ fn refused_partitions(
     topic
         .partitions
         .iter()
-        .map(|p| FetchPartitionResponse {
-            partition_index: p.partition,
-            error_code,
-            high_watermark: -1,
-            last_stable_offset: -1,
-            log_start_offset: -1,
-            aborted_transactions: None,
-            preferred_read_replica: -1,
-            records: Vec::new(),
-        })
+        .map(|p| refused_partition(p.partition, error_code))
         .collect()
 }
 

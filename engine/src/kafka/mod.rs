@@ -11,6 +11,7 @@ mod configs;
 mod credentials;
 mod epochs;
 mod fetch;
+mod fetch_session;
 mod groups;
 mod leaders;
 mod metadata;
@@ -27,6 +28,8 @@ use kafka_protocol::{
     protocol::StrBytes,
 };
 use shardline_net::{Handler, Request, RequestBody, ResponseBody};
+
+pub(crate) use fetch_session::{FetchSessionCounts, FetchSessions};
 
 use crate::{
     acl::{Access, Authorizer, Session},
@@ -45,6 +48,31 @@ pub(crate) struct KafkaHandler {
     listener: Rc<str>,
     /// Who the connection is and what it may do: every API checks here.
     access: Rc<Access>,
+    /// The connection, as its fetch sessions know it (closed with it).
+    fetch_connection: FetchConnection,
+}
+
+/// A connection's place in its shard's fetch session table: its sessions
+/// go when it does.
+struct FetchConnection {
+    shard: Rc<Shard>,
+    id: fetch_session::ConnectionId,
+}
+
+impl FetchConnection {
+    fn open(shard: &Rc<Shard>) -> FetchConnection {
+        let id = shard.fetch_sessions.borrow_mut().connection_opened();
+        FetchConnection {
+            shard: Rc::clone(shard),
+            id,
+        }
+    }
+}
+
+impl Drop for FetchConnection {
+    fn drop(&mut self) {
+        self.shard.fetch_sessions.borrow_mut().connection_closed(self.id);
+    }
 }
 
 impl KafkaHandler {
@@ -64,6 +92,7 @@ impl KafkaHandler {
                 authorizer: Rc::clone(&authorizer),
                 session,
             }),
+            fetch_connection: FetchConnection::open(&shard),
         })
     }
 }
@@ -93,11 +122,15 @@ impl Handler for KafkaHandler {
         let guard = InFlight::new(&self.in_flight);
         let listener = Rc::clone(&self.listener);
         let access = Rc::clone(&self.access);
+        let connection = self.fetch_connection.id;
         let api = crate::metrics::probe::api_slot(request.header.api_key);
         shard.probe.count_request(api, request.header.api_version);
         let slow = slow::SlowWatch::new(&request, shard.config.slow_request_ms);
         let started = Instant::now();
-        let answer = crate::metrics::with_api(api, Self::answer(Rc::clone(&shard), request, listener, access));
+        let answer = crate::metrics::with_api(
+            api,
+            Self::answer(Rc::clone(&shard), request, listener, access, connection),
+        );
         async move {
             let _guard = guard;
             let response = answer.await;
@@ -111,13 +144,19 @@ impl Handler for KafkaHandler {
 
 impl KafkaHandler {
     /// The API's own handler; each checks what `access` may do.
-    async fn answer(shard: Rc<Shard>, request: Request, listener: Rc<str>, access: Rc<Access>) -> Option<ResponseBody> {
+    async fn answer(
+        shard: Rc<Shard>,
+        request: Request,
+        listener: Rc<str>,
+        access: Rc<Access>,
+        connection: fetch_session::ConnectionId,
+    ) -> Option<ResponseBody> {
         let version = request.header.api_version;
         let kafka = |kind: ResponseKind| Some(ResponseBody::Kafka(kind));
         let access = &*access;
         match request.body {
             RequestBody::Produce(req) => produce::handle(&shard, access, req).await,
-            RequestBody::Fetch(req) => Some(fetch::handle(&shard, access, req).await),
+            RequestBody::Fetch(req) => Some(fetch::handle(&shard, access, connection, req).await),
             RequestBody::ApiVersions(_) => kafka(cluster::api_versions()),
             RequestBody::Metadata(req) => kafka(metadata::handle(&shard, access, req, &listener).await),
             RequestBody::CreateTopics(req) => kafka(admin::create_topics(&shard, access, req).await),

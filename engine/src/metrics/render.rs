@@ -71,6 +71,7 @@ pub(super) fn render(gathered: &Gathered, left_out: &mut LeftOut, format: Format
     connections(&mut page, &shards);
     mqtt(&mut page, &shards);
     cleaner(&mut page, &shards);
+    fetch_sessions(&mut page, &shards);
     cross_shard(&mut page, &shards);
     storage(&mut page, &shards);
     partitions(&mut page, &shards);
@@ -359,6 +360,42 @@ fn cleaner(page: &mut Exposition, shards: &[&ShardSnapshot]) {
     per_shard_families(page, shards, &families);
 }
 
+fn fetch_sessions(page: &mut Exposition, shards: &[&ShardSnapshot]) {
+    let families: [Family; 5] = [
+        (
+            "shardline_fetch_sessions_open",
+            Kind::Gauge,
+            "Incremental fetch sessions (KIP-227) held by this shard's connections.",
+            |s| s.fetch_sessions.open,
+        ),
+        (
+            "shardline_fetch_sessions_created",
+            Kind::Counter,
+            "Fetch sessions opened by full fetches on this shard.",
+            |s| s.fetch_sessions.created,
+        ),
+        (
+            "shardline_fetch_sessions_incremental",
+            Kind::Counter,
+            "Incremental fetches served from a session: the request named only what changed.",
+            |s| s.fetch_sessions.incremental,
+        ),
+        (
+            "shardline_fetch_sessions_evicted",
+            Kind::Counter,
+            "Fetch sessions dropped to make room (idle, a follower's need, a connection's bound) or grown past their bound.",
+            |s| s.fetch_sessions.evicted,
+        ),
+        (
+            "shardline_fetch_sessions_not_made",
+            Kind::Counter,
+            "Fetches that asked for a session and were answered without one (full table, too many partitions).",
+            |s| s.fetch_sessions.not_made,
+        ),
+    ];
+    per_shard_families(page, shards, &families);
+}
+
 fn cross_shard(page: &mut Exposition, shards: &[&ShardSnapshot]) {
     page.family(
         "shardline_cross_shard_messages",
@@ -611,6 +648,7 @@ mod tests {
             connections: ConnectionSnapshot::default(),
             mqtt: MqttSnapshot::default(),
             cleaned: CleanerSnapshot::default(),
+            fetch_sessions: crate::kafka::FetchSessionCounts::default(),
             net: shardline_net::NetStats::default(),
             log: shardline_log::thread_stats(),
             applied_epoch: 5,

@@ -103,6 +103,8 @@ pub(crate) struct ShardSnapshot {
     pub(crate) connections: ConnectionSnapshot,
     pub(crate) mqtt: MqttSnapshot,
     pub(crate) cleaned: CleanerSnapshot,
+    /// The shard's fetch session table (KIP-227).
+    pub(crate) fetch_sessions: crate::kafka::FetchSessionCounts,
     pub(crate) net: NetStats,
     pub(crate) log: LogStats,
     /// The metadata image epoch whose partitions are open here.
@@ -158,6 +160,7 @@ impl ShardSnapshot {
                 }
             },
             cleaned: probe.cleaned(),
+            fetch_sessions: shard.fetch_sessions.borrow().counts(),
             net: shardline_net::thread_stats(),
             log: shardline_log::thread_stats(),
             applied_epoch: shard.applied_epoch(),
