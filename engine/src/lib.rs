@@ -62,6 +62,7 @@ mod mqtt;
 mod partition;
 mod producer;
 mod record_walk;
+mod remote;
 mod replica;
 mod runtime;
 mod sasl;

@@ -1,34 +1,34 @@
-//! MQTT in a cluster: the partitions of MQTT's Kafka topics that another
-//! node leads.
+//! Reaching a partition another node leads, for work this broker does on
+//! a client's behalf: MQTT publishes, feeds and tables (`mqtt/`), and the
+//! dead-letter moves of consumer groups (`coordinator/dlq.rs`).
 //!
-//! MQTT touches three Kafka topics — the mapped topic (`mqtt`), and the
-//! compacted tables `__mqtt_retained` and `__mqtt_sessions` — whose
-//! partitions the metadata group places over every node. [`place_of`]
-//! says where a partition is led now: on this node (its shard, reached by
-//! message, `Shard::invoke_on`), or on another node, reached as a Kafka
-//! client of that node's leading shard over the inter-broker listener
-//! (`inter_broker.rs`: the listener's TLS and SASL login):
+//! [`place_of`] says where a partition is led now: on this node (its
+//! shard, reached by message, `Shard::invoke_on`), or on another node,
+//! reached as a Kafka client of that node's leading shard over the
+//! inter-broker listener (`inter_broker.rs`: the listener's TLS and SASL
+//! login):
 //!
 //! ```text
 //!  this node, shard s                          node n, the partition's leading shard
-//!  publish, table change ──Produce acks=-1───►  appended, durable and replicated as a
+//!  append ─────────────────Produce acks=-1───►  appended, durable and replicated as a
 //!                        ◄── error code ─────   client's acks=all produce
-//!  feed, replay, table ────Fetch (consumer)──►  up to the high watermark, parked up
-//!  catch-up              ◄── batches ────────   to max_wait when nothing is new
-//!  feed start ─────────────ListOffsets -1────►  the high watermark
+//!  read ───────────────────Fetch (consumer)──►  up to the high watermark, parked up
+//!                        ◄── batches ────────   to max_wait when nothing is new
+//!  high watermark ─────────ListOffsets -1────►  the high watermark
 //! ```
 //!
-//! So a publish is stored exactly as on the leader's node, and a subscriber
-//! on any node reads what every node's clients published. The remote
-//! broker authorizes these requests as the inter-broker principal; the
-//! MQTT client's own rights were checked here, where it connected.
+//! So an append is stored exactly as on the leader's node, and a read sees
+//! only what no leader change can take back. The remote broker authorizes
+//! these requests as the inter-broker principal; the client's own rights
+//! were checked here, where it asked. Codes the leader answers become
+//! engine errors in one place (`error::from_remote_code`).
 //!
 //! State: each shard keeps a pool of idle connections per leader address
 //! ([`Pool`], at most [`IDLE_CONNECTIONS_MAX`] each), taken by one request
 //! at a time and put back after a whole exchange; a connection that failed
-//! is dropped. A feed's tail task, parked on its leader most of the time,
-//! keeps a connection of its own instead ([`Held`]). Nothing here is
-//! shared between shards.
+//! is dropped. A task parked on its leader most of the time (an MQTT feed's
+//! tail task) keeps a connection of its own instead ([`Held`]). Nothing
+//! here is shared between shards.
 
 use std::{cell::RefCell, collections::HashMap, time::Duration};
 
@@ -175,7 +175,7 @@ async fn call<R: Request>(
     request: &R,
     repeat: Repeat,
 ) -> Result<R::Response, EngineError> {
-    let pool = &shard.mqtt.nodes;
+    let pool = &shard.remote;
     let unreachable = |why: String| {
         tracing::debug!(host = %to.host, port = to.port, %why, "MQTT: a partition's leader not reached");
         EngineError::LeaderNotAvailable

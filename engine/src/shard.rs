@@ -87,6 +87,8 @@ pub struct Shard {
     /// MQTT connections, client ids homed here and the subscriber feed
     /// (`crate::mqtt`).
     pub(crate) mqtt: crate::mqtt::MqttShard,
+    /// Idle connections to other nodes' leaders (`remote.rs`).
+    pub(crate) remote: crate::remote::Pool,
     /// Whether the last [`Shard::out_of_quorum`] answer was yes (to log
     /// the changes only).
     out_of_quorum: Cell<bool>,
@@ -136,6 +138,7 @@ impl Shard {
             inter_broker,
             probe: ShardProbe::new(shard_count),
             mqtt: crate::mqtt::MqttShard::new(mqtt_connections_max),
+            remote: crate::remote::Pool::default(),
             out_of_quorum: Cell::new(false),
         })
     }

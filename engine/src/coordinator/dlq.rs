@@ -22,8 +22,10 @@
 //! is tried again only after as many handouts. No record at X (X is the
 //! partition's end, or not yet delivered: `delivery.rs`) moves nothing.
 //!
-//! The record is read and the copy written on this broker: where another
-//! node leads the source or the `.dlq` partition the move fails (logged).
+//! The record is read and the copy written where their partitions are
+//! led: on this node by message, on another node as a Kafka client of its
+//! leader (`remote.rs`: a Fetch up to the high watermark, a Produce with
+//! acks=-1).
 //!
 //! The counts are kept in memory on the coordinator shard, bounded by
 //! [`DELIVERY_COUNTS_MAX`]; they do not survive a coordinator restart or
@@ -45,7 +47,12 @@ use shardline_log::{build_batch_with_headers, uncompressed_records, BatchHeader,
 use shardline_raft::{AclOperation, MetadataImage, NewTopic};
 
 use super::{record::CommittedOffset, store, Entry, FetchedOffset};
-use crate::{acl::Access, error::EngineError, shard::Shard};
+use crate::{
+    acl::Access,
+    error::EngineError,
+    remote::{self, Lender, Place},
+    shard::Shard,
+};
 
 /// Topic config: handouts of one committed offset that move its record to
 /// `<topic>.dlq`; absent or 0: never.
@@ -61,6 +68,11 @@ pub(crate) const DELIVERY_COUNTS_MAX: usize = 65_536;
 
 /// How long moving a record waits for the copy to be replicated.
 const COPY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes a read of the source partition on another node asks for: one, so
+/// the leader answers just the batch holding the offset (a fetch returns at
+/// least one whole batch, KIP-74), as the local read does.
+const COPY_READ_BYTES_MAX: usize = 1;
 
 /// Longest topic name Kafka accepts (the `.dlq` name must fit).
 const TOPIC_NAME_LENGTH_MAX: usize = 249;
@@ -222,27 +234,52 @@ async fn move_record(
     reason: &str,
 ) -> Result<Option<i64>, EngineError> {
     let dlq = dlq_name(topic).ok_or_else(|| EngineError::InvalidRequest(format!("{topic} has no dead-letter name")))?;
-    let copy = {
-        let owner = shard.owner_of(topic, partition)?;
-        let (topic, group, reason) = (topic.to_string(), group.to_string(), reason.to_string());
-        shard
-            .invoke_on(owner, move |s: Rc<Shard>| async move {
-                copy_of(&s, &topic, partition, offset, &group, &reason)
-            })
-            .await??
+    let copy = match remote::place_of(shard, topic, partition)? {
+        Place::Local(owner) => {
+            let (topic, group, reason) = (topic.to_string(), group.to_string(), reason.to_string());
+            shard
+                .invoke_on(owner, move |s: Rc<Shard>| async move {
+                    copy_of(&s, &topic, partition, offset, &group, &reason)
+                })
+                .await??
+        }
+        Place::Remote(leader) => {
+            let fetched = remote::fetch(
+                shard,
+                &mut Lender::Pool,
+                &leader,
+                topic,
+                partition,
+                Offset(offset),
+                Duration::ZERO,
+                COPY_READ_BYTES_MAX,
+            )
+            .await?;
+            // The leader answers from its log start when `offset` fell off
+            // it: nothing to move then (the group is past it anyway).
+            (fetched.from == Offset(offset))
+                .then(|| copy_in(fetched.records.as_slice(), topic, partition, offset, group, reason))
+                .flatten()
+        }
     };
     let Some((copy, moved)) = copy else { return Ok(None) };
     ensure_topic(shard, topic, &dlq).await?;
     let partitions = shard.image().topics.get(&dlq).map_or(1, |t| t.partitions.len().max(1));
     let dlq_partition = partition.rem_euclid(i32::try_from(partitions).unwrap_or(1));
-    let owner = shard.owner_of(&dlq, dlq_partition)?;
-    shard
-        .invoke_on(owner, move |s: Rc<Shard>| async move {
-            s.partition(&dlq, dlq_partition)?
-                .append_internal(Bytes::from(copy), COPY_TIMEOUT)
-                .await
-        })
-        .await??;
+    match remote::place_of(shard, &dlq, dlq_partition)? {
+        Place::Local(owner) => {
+            shard
+                .invoke_on(owner, move |s: Rc<Shard>| async move {
+                    s.partition(&dlq, dlq_partition)?
+                        .append_internal(Bytes::from(copy), COPY_TIMEOUT)
+                        .await
+                })
+                .await??;
+        }
+        Place::Remote(leader) => {
+            remote::produce(shard, &leader, &dlq, dlq_partition, Bytes::from(copy), COPY_TIMEOUT).await?;
+        }
+    }
     let next = moved.saturating_add(1);
     let committed = CommittedOffset {
         offset: next,
@@ -307,12 +344,26 @@ fn copy_of(
         return Ok(None);
     }
     let read = source.read(Offset(offset), 1, end)?;
+    Ok(copy_in(&read.chunks, topic, partition, offset, group, reason))
+}
+
+/// The dead-letter copy of the first record at or after `offset` in
+/// `chunks` (whole batches read from the source partition, below its high
+/// watermark) and that record's offset; `None` if there is none or it is a
+/// transaction marker.
+fn copy_in(
+    chunks: &[Bytes],
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    group: &str,
+    reason: &str,
+) -> Option<(Vec<u8>, i64)> {
     let origin = format!("{topic}/{partition}");
-    let copy = crate::record_walk::stored_batches(&read.chunks)
+    crate::record_walk::stored_batches(chunks)
         .find(|(header, _)| header.next_offset().0 > offset)
         .filter(|(header, _)| !header.is_control())
-        .map(|(header, batch)| copy_from_batch(&header, batch, offset, &origin, group, reason));
-    Ok(copy)
+        .map(|(header, batch)| copy_from_batch(&header, batch, offset, &origin, group, reason))
 }
 
 /// The copy of the first record at or after `offset` of `batch` (see the

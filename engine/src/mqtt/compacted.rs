@@ -12,7 +12,7 @@
 //! ```
 //!
 //! A change is appended where the partition is led (this node by message,
-//! another node as a Kafka produce, `nodes.rs`), durable under the topic's
+//! another node as a Kafka produce, `remote.rs`), durable under the topic's
 //! fsync policy and on every in-sync replica, before the home's part takes
 //! it and before the caller hears it was stored. Every node folds the same
 //! log, so a session saved through one node is found through any other,
@@ -42,12 +42,12 @@ use bytes::Bytes;
 use glommio::sync::Semaphore;
 use shardline_log::{uncompressed_records, HeaderedRecord, Offset, Record};
 
-use super::{
-    mapping,
-    nodes::{self, Place},
-    MqttShard,
+use super::{mapping, MqttShard};
+use crate::{
+    error::EngineError,
+    remote::{self, Place},
+    shard::Shard,
 };
-use crate::{error::EngineError, shard::Shard};
 
 /// Bytes read from a table's log at once while loading it.
 const LOAD_READ_BYTES_MAX: usize = 1 << 20;
@@ -198,7 +198,7 @@ pub(crate) async fn store<V: Entry>(shard: &Rc<Shard>, key: String, value: Optio
 
 /// Appends `batch` to partition `index` of `topic` where it is led, acks=all.
 async fn append(shard: &Rc<Shard>, topic: &'static str, index: i32, batch: Bytes) -> Result<(), EngineError> {
-    match nodes::place_of(shard, topic, index)? {
+    match remote::place_of(shard, topic, index)? {
         Place::Local(owner) => {
             shard
                 .invoke_on(owner, move |s: Rc<Shard>| async move {
@@ -209,7 +209,7 @@ async fn append(shard: &Rc<Shard>, topic: &'static str, index: i32, batch: Bytes
                 .await?
         }
         Place::Remote(leader) => {
-            nodes::produce(shard, &leader, topic, index, batch, super::publish::APPEND_TIMEOUT).await
+            remote::produce(shard, &leader, topic, index, batch, super::publish::APPEND_TIMEOUT).await
         }
     }
 }
@@ -323,7 +323,7 @@ async fn read_table(
     index: i32,
     offset: Offset,
 ) -> Result<(Offset, Vec<Bytes>), EngineError> {
-    match nodes::place_of(shard, topic, index)? {
+    match remote::place_of(shard, topic, index)? {
         Place::Local(owner) => {
             shard
                 .invoke_on(owner, move |s: Rc<Shard>| async move {
@@ -339,9 +339,9 @@ async fn read_table(
                 .await?
         }
         Place::Remote(leader) => {
-            let fetched = nodes::fetch(
+            let fetched = remote::fetch(
                 shard,
-                &mut nodes::Lender::Pool,
+                &mut remote::Lender::Pool,
                 &leader,
                 topic,
                 index,

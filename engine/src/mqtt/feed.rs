@@ -16,7 +16,7 @@
 //! One cross-shard round trip per wake: the owner parks the read itself
 //! rather than answer "nothing" and be asked again when its watch fires.
 //! A partition another node leads is read from its leader as a Kafka
-//! consumer would (`nodes.rs`: a Fetch parked there up to the same
+//! consumer would (`remote.rs`: a Fetch parked there up to the same
 //! [`FEED_WAIT_MAX`]), so every node's subscribers see every message.
 //!
 //! A feed starts at each partition's high watermark when the first local
@@ -42,10 +42,15 @@ use shardline_log::Offset;
 
 use super::{
     mapping::{self, Message, Skipped},
-    nodes::{self, Lender, Place},
     Remote,
 };
-use crate::{error::EngineError, kafka::brokers::KafkaBroker, partition::FetchWatch, shard::Shard};
+use crate::{
+    error::EngineError,
+    kafka::brokers::KafkaBroker,
+    partition::FetchWatch,
+    remote::{self, Lender, Place},
+    shard::Shard,
+};
 
 /// Bytes one read of a partition returns at most (whole batches; the first
 /// is returned whatever its size): bounds what a tail task holds at once.
@@ -138,7 +143,7 @@ pub(crate) async fn ensure_running(shard: &Rc<Shard>) -> Result<(), EngineError>
     for index in 0..partitions {
         let index = i32::try_from(index).map_err(|_| EngineError::UnknownTopicOrPartition)?;
         let name = topic.clone();
-        let high_watermark = match nodes::place_of(shard, &topic, index)? {
+        let high_watermark = match remote::place_of(shard, &topic, index)? {
             Place::Local(owner) => {
                 shard
                     .invoke_on(owner, move |s: Rc<Shard>| async move {
@@ -148,7 +153,7 @@ pub(crate) async fn ensure_running(shard: &Rc<Shard>) -> Result<(), EngineError>
                     })
                     .await??
             }
-            Place::Remote(leader) => nodes::high_watermark(shard, &leader, &name, index).await?,
+            Place::Remote(leader) => remote::high_watermark(shard, &leader, &name, index).await?,
         };
         starts.push((index, high_watermark));
     }
@@ -185,9 +190,9 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
     let mut stalled = Vec::new();
     let mut remote = Vec::new();
     // The connection to the partition's leader while another node leads it.
-    let mut held = nodes::Held::default();
+    let mut held = remote::Held::default();
     while should_run(&shard, generation) {
-        let read = match nodes::place_of(&shard, &topic, index) {
+        let read = match remote::place_of(&shard, &topic, index) {
             Ok(Place::Local(owner)) => {
                 let name = topic.clone();
                 shard
@@ -280,7 +285,7 @@ pub(crate) async fn read_messages(
     out: &mut Vec<Message>,
 ) -> Result<Offset, EngineError> {
     let topic = shard.config.mqtt_kafka_topic.clone();
-    let read = match nodes::place_of(shard, &topic, index)? {
+    let read = match remote::place_of(shard, &topic, index)? {
         Place::Local(owner) => {
             shard
                 .invoke_on(owner, move |s: Rc<Shard>| async move {
@@ -296,7 +301,7 @@ pub(crate) async fn read_messages(
 }
 
 /// Reads partition `index` of `topic` from `offset` on its leader on
-/// another node (`nodes.rs`), waiting there up to `max_wait` when nothing
+/// another node (`remote.rs`), waiting there up to `max_wait` when nothing
 /// is new.
 async fn read_on_leader(
     shard: &Shard,
@@ -307,7 +312,7 @@ async fn read_on_leader(
     offset: Offset,
     max_wait: Duration,
 ) -> Result<Read, EngineError> {
-    let fetched = nodes::fetch(
+    let fetched = remote::fetch(
         shard,
         lender,
         leader,

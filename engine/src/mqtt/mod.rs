@@ -40,15 +40,14 @@
 //!     subscriber.
 //! - **Partitions** stay where the metadata image placed them; MQTT reaches
 //!   them only through `Shard::invoke_on`, never through a lock, and those
-//!   another node leads as a Kafka client of that node (`nodes.rs`: one pool
-//!   of idle inter-broker connections per shard).
+//!   another node leads as a Kafka client of that node (`crate::remote`: one
+//!   pool of idle inter-broker connections per shard).
 
 mod compacted;
 mod connection;
 mod feed;
 mod listener;
 mod mapping;
-mod nodes;
 mod publish;
 mod reason;
 mod retained;
@@ -293,8 +292,6 @@ pub(crate) struct MqttShard {
     sessions: compacted::Table<stored::StoredSession>,
     /// The shared subscriptions homed on this shard (`shared.rs`).
     shares: RefCell<shared::Shares>,
-    /// Idle connections to other nodes' leaders (`nodes.rs`).
-    nodes: nodes::Pool,
     /// Counters for metrics.
     pub(crate) counts: MqttCounts,
 }
@@ -326,7 +323,6 @@ impl MqttShard {
             retained: compacted::Table::default(),
             sessions: compacted::Table::default(),
             shares: RefCell::new(shared::Shares::default()),
-            nodes: nodes::Pool::default(),
             counts: MqttCounts::default(),
         }
     }

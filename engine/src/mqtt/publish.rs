@@ -12,7 +12,7 @@
 //! at the connection, as a Kafka client's linger gives at the producer).
 //!
 //! A partition another node leads gets its share forwarded there as a
-//! Kafka produce with acks=-1 (`nodes.rs`), batch by batch in order.
+//! Kafka produce with acks=-1 (`remote.rs`), batch by batch in order.
 //!
 //! Order: a connection has one round under way at a time, and a round
 //! keeps each partition's publications in the order they arrived, so
@@ -28,10 +28,14 @@ use shardline_net::mqtt::QoS;
 
 use super::{
     mapping::{self, Publication},
-    nodes::{self, Place},
     MqttCounts,
 };
-use crate::{error::EngineError, kafka::brokers::KafkaBroker, shard::Shard};
+use crate::{
+    error::EngineError,
+    kafka::brokers::KafkaBroker,
+    remote::{self, Place},
+    shard::Shard,
+};
 
 /// Publications one round appends at most: bounds the batch a connection
 /// builds and the acknowledgements it writes at once.
@@ -113,7 +117,7 @@ pub(crate) async fn append_round(shard: &Rc<Shard>, round: Vec<Publication>) -> 
 async fn append_share(shard: &Rc<Shard>, index: i32, share: Vec<Publication>) -> Vec<Outcome> {
     let count = share.len();
     let name = shard.config.mqtt_kafka_topic.clone();
-    let owner = match nodes::place_of(shard, &name, index) {
+    let owner = match remote::place_of(shard, &name, index) {
         Ok(Place::Local(owner)) => owner,
         Ok(Place::Remote(leader)) => return append_share_on(shard, &leader, &name, index, &share).await,
         Err(error) => return vec![Err(Arc::new(error)); count],
@@ -173,7 +177,7 @@ async fn append_share_on(
     for run in mapping::runs(share, max_message_bytes) {
         let outcome = match outcomes.last() {
             Some(Err(error)) => Err(Arc::clone(error)),
-            _ => nodes::produce(
+            _ => remote::produce(
                 shard,
                 leader,
                 topic,
