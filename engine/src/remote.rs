@@ -267,7 +267,9 @@ pub(crate) async fn fetch(
     let mut from = offset;
     // Twice at most: once more from the log start after OFFSET_OUT_OF_RANGE.
     for _ in 0..2 {
-        let answer = fetch_once(shard, lender, to, topic, index, from, max_wait, max_bytes).await?;
+        let request = fetch_request(topic, index, from, max_wait, max_bytes);
+        let answer: FetchResponse = call(shard, lender, to, FETCH_VERSION, &request, Repeat::Safe).await?;
+        outcome(answer.error_code)?;
         let data = answer
             .responses
             .into_iter()
@@ -289,17 +291,9 @@ pub(crate) async fn fetch(
     Err(EngineError::Remote(ResponseError::OffsetOutOfRange.code()))
 }
 
-#[allow(clippy::too_many_arguments, reason = "one Fetch's fields")]
-async fn fetch_once(
-    shard: &Shard,
-    lender: &mut Lender<'_>,
-    to: &KafkaBroker,
-    topic: &str,
-    index: i32,
-    offset: Offset,
-    max_wait: Duration,
-    max_bytes: usize,
-) -> Result<FetchResponse, EngineError> {
+/// A consumer's Fetch (no session) of partition `index` of `topic` from
+/// `offset`.
+fn fetch_request(topic: &str, index: i32, offset: Offset, max_wait: Duration, max_bytes: usize) -> FetchRequest {
     let max_bytes = i32::try_from(max_bytes).unwrap_or(i32::MAX);
     let mut partition = FetchPartition::default();
     partition.partition = index;
@@ -319,9 +313,7 @@ async fn fetch_once(
     request.session_id = 0;
     request.session_epoch = -1;
     request.topics = vec![wanted];
-    let response: FetchResponse = call(shard, lender, to, FETCH_VERSION, &request, Repeat::Safe).await?;
-    outcome(response.error_code)?;
-    Ok(response)
+    request
 }
 
 /// The high watermark of partition `index` of `topic` on its leader at `to`.
