@@ -42,15 +42,15 @@ use bytes::Bytes;
 use glommio::sync::Semaphore;
 use shardline_log::{uncompressed_records, HeaderedRecord, Offset, Record};
 
-use super::{mapping, MqttShard};
+use super::{
+    feed::{self, Read},
+    mapping, MqttShard,
+};
 use crate::{
     error::EngineError,
-    remote::{self, Place},
+    remote::{self, Lender, Place},
     shard::Shard,
 };
-
-/// Bytes read from a table's log at once while loading it.
-const LOAD_READ_BYTES_MAX: usize = 1 << 20;
 
 /// An entry of a table kept in a compacted internal topic.
 pub(crate) trait Entry: Clone + Send + 'static {
@@ -280,12 +280,13 @@ async fn catch_up<V: Entry>(shard: &Rc<Shard>, index: i32) -> Result<(), EngineE
     let mut applied = 0u64;
     let mut refused = 0u64;
     loop {
-        let (from, chunks) = read_table(shard, V::TOPIC, index, offset).await?;
-        let next = chunks
+        let read = read_table(shard, V::TOPIC, index, offset).await?;
+        let next = read
+            .chunks
             .iter()
-            .map(|chunk| fold(table, chunk, from, &mut applied, &mut refused))
+            .map(|chunk| fold(table, chunk, read.from, &mut applied, &mut refused))
             .max()
-            .unwrap_or(from);
+            .unwrap_or(read.from);
         if next <= offset {
             break;
         }
@@ -315,42 +316,20 @@ async fn catch_up<V: Entry>(shard: &Rc<Shard>, index: i32) -> Result<(), EngineE
 }
 
 /// Whole batches of a table's partition from `offset` (or its log start)
-/// up to the high watermark, at most [`LOAD_READ_BYTES_MAX`], where it is
-/// led; with where the read started.
-async fn read_table(
-    shard: &Rc<Shard>,
-    topic: &'static str,
-    index: i32,
-    offset: Offset,
-) -> Result<(Offset, Vec<Bytes>), EngineError> {
+/// up to the high watermark where it is led (`feed::read_from`, or
+/// `feed::read_on_leader` on another node), waiting a moment for a
+/// partition just created to be served here.
+async fn read_table(shard: &Rc<Shard>, topic: &'static str, index: i32, offset: Offset) -> Result<Read, EngineError> {
     match remote::place_of(shard, topic, index)? {
         Place::Local(owner) => {
             shard
                 .invoke_on(owner, move |s: Rc<Shard>| async move {
-                    let partition = super::served_partition(&s, topic, index).await?;
-                    let end = partition.high_watermark();
-                    let from = offset.max(partition.log.log_start());
-                    if from >= end {
-                        return Ok((from, Vec::new()));
-                    }
-                    let read = partition.read(from, LOAD_READ_BYTES_MAX, end)?;
-                    Ok((from, read.chunks))
+                    feed::read_from(&*super::served_partition(&s, topic, index).await?, offset)
                 })
                 .await?
         }
         Place::Remote(leader) => {
-            let fetched = remote::fetch(
-                shard,
-                &mut remote::Lender::Pool,
-                &leader,
-                topic,
-                index,
-                offset,
-                Duration::ZERO,
-                LOAD_READ_BYTES_MAX,
-            )
-            .await?;
-            Ok((fetched.from, fetched.records.into_iter().collect()))
+            feed::read_on_leader(shard, &mut Lender::Pool, &leader, topic, index, offset, Duration::ZERO).await
         }
     }
 }

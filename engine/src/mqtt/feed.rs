@@ -47,7 +47,7 @@ use super::{
 use crate::{
     error::EngineError,
     kafka::brokers::KafkaBroker,
-    partition::FetchWatch,
+    partition::{FetchWatch, Partition},
     remote::{self, Lender, Place},
     shard::Shard,
 };
@@ -108,11 +108,12 @@ impl Feed {
     }
 }
 
-/// What the owner read for a tail task.
-struct Read {
+/// What a read of a partition found.
+pub(crate) struct Read {
     /// Where the read started (the log start if the asked offset fell off it).
-    from: Offset,
-    chunks: Vec<Bytes>,
+    pub(crate) from: Offset,
+    /// Whole batches from the one holding `from` on.
+    pub(crate) chunks: Vec<Bytes>,
 }
 
 impl Read {
@@ -289,7 +290,7 @@ pub(crate) async fn read_messages(
         Place::Local(owner) => {
             shard
                 .invoke_on(owner, move |s: Rc<Shard>| async move {
-                    read_on_owner(&s, &topic, index, offset)
+                    read_from(&*s.partition(&topic, index)?, offset)
                 })
                 .await??
         }
@@ -301,9 +302,9 @@ pub(crate) async fn read_messages(
 }
 
 /// Reads partition `index` of `topic` from `offset` on its leader on
-/// another node (`remote.rs`), waiting there up to `max_wait` when nothing
-/// is new.
-async fn read_on_leader(
+/// another node (`remote.rs`), as [`read_from`] reads on the owner,
+/// waiting there up to `max_wait` when nothing is new.
+pub(crate) async fn read_on_leader(
     shard: &Shard,
     lender: &mut Lender<'_>,
     leader: &KafkaBroker,
@@ -329,7 +330,7 @@ async fn read_on_leader(
     })
 }
 
-/// On the owner: [`read_on_owner`], first waiting (at most
+/// On the owner: [`read_from`], first waiting (at most
 /// [`FEED_WAIT_MAX`]) for the high watermark to pass `offset` when nothing
 /// is there yet.
 async fn read_when_there(shard: &Shard, topic: &str, index: i32, offset: Offset) -> Result<Read, EngineError> {
@@ -345,13 +346,13 @@ async fn read_when_there(shard: &Shard, topic: &str, index: i32, offset: Offset)
         )
         .await;
     }
-    read_on_owner(shard, topic, index, offset)
+    read_from(&partition, offset)
 }
 
-/// On the owner: batches of partition `index` from `offset` (or the log
-/// start, if retention removed `offset`) up to the high watermark.
-fn read_on_owner(shard: &Shard, topic: &str, index: i32, offset: Offset) -> Result<Read, EngineError> {
-    let partition = shard.partition(topic, index)?;
+/// On the owner: batches of `partition` from `offset` (or the log start,
+/// if retention removed `offset`) up to the high watermark, at most
+/// [`FEED_READ_BYTES_MAX`].
+pub(crate) fn read_from(partition: &Partition, offset: Offset) -> Result<Read, EngineError> {
     let high_watermark = partition.high_watermark();
     let from = offset.max(partition.log.log_start()).min(high_watermark);
     if from >= high_watermark {
