@@ -251,18 +251,42 @@ fn a_connection_through_another_node_takes_the_session_over() {
     let (kind, _) = read_packet(&mut first);
     assert_eq!(kind, 0x90, "SUBACK");
     // The same client id through node 2 takes the session up (it is
-    // present) and saves it under its newer claim.
+    // present) and stores it under its newer claim before its CONNACK; node
+    // 1 follows the sessions' table and closes the first connection as taken
+    // over (DISCONNECT 0x8E) with nothing more from either client.
     let mut second = v5_persistent(cluster.mqtt_addr(2), "cm-twice");
+    expect_taken_over(&mut first);
     v5_subscribe(&mut second, "cm/b", 1);
     let (kind, _) = read_packet(&mut second);
     assert_eq!(kind, 0x90, "SUBACK");
-    // The first connection's next save is refused: it is closed as taken
-    // over (DISCONNECT 0x8E), and the second one's session stands.
-    v5_subscribe(&mut first, "cm/c", 2);
+    // The second connection still serves: a publish through node 3 reaches it.
+    publish_until_acknowledged(cluster.mqtt_addr(3), "cm/b", b"still", false);
+    let (kind, body) = read_packet(&mut second);
+    assert_eq!(kind & 0xf0, 0x30, "PUBLISH: {body:02x?}");
+    assert!(body.ends_with(b"still"), "{body:02x?}");
+    // A clean start through node 3 removes the session under a newer claim:
+    // the second connection is taken over too.
+    let mut third = TcpStream::connect(cluster.mqtt_addr(3)).unwrap();
+    third.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+    let mut payload = Vec::new();
+    prefixed(&mut payload, b"cm-twice");
+    third.write_all(&connect_frame(5, 0x02, &[], &payload)).unwrap();
+    let (kind, body) = read_packet(&mut third);
+    assert_eq!(
+        (kind, body[0], body[1]),
+        (0x20, 0, 0),
+        "CONNACK, no session present: {body:02x?}"
+    );
+    expect_taken_over(&mut second);
+}
+
+/// Reads `stream` until its DISCONNECT, within [`ANSWER_WAIT`]: Session
+/// taken over (0x8E).
+fn expect_taken_over(stream: &mut TcpStream) {
     let deadline = Instant::now() + ANSWER_WAIT;
     let mut disconnect = None;
     while Instant::now() < deadline {
-        match try_read_packet(&mut first) {
+        match try_read_packet(stream) {
             Ok((0xe0, body)) => {
                 disconnect = Some(body);
                 break;
@@ -273,9 +297,4 @@ fn a_connection_through_another_node_takes_the_session_over() {
     }
     let body = disconnect.expect("a DISCONNECT for the connection taken over");
     assert_eq!(body.first(), Some(&0x8e), "Session taken over: {body:02x?}");
-    // The second connection still serves: a publish through node 3 reaches it.
-    publish_until_acknowledged(cluster.mqtt_addr(3), "cm/b", b"still", false);
-    let (kind, body) = read_packet(&mut second);
-    assert_eq!(kind & 0xf0, 0x30, "PUBLISH: {body:02x?}");
-    assert!(body.ends_with(b"still"), "{body:02x?}");
 }

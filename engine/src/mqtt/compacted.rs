@@ -33,7 +33,7 @@
 
 use std::{
     cell::RefCell,
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     rc::Rc,
     time::Duration,
 };
@@ -44,7 +44,9 @@ use shardline_log::{uncompressed_records, HeaderedRecord, Offset, Record};
 
 use super::{
     feed::{self, Read},
-    mapping, MqttShard,
+    mapping,
+    stored::Claim,
+    MqttShard,
 };
 use crate::{
     error::EngineError,
@@ -70,6 +72,19 @@ pub(crate) trait Entry: Clone + Send + 'static {
     fn supersedes(&self, _stored: &Self) -> bool {
         true
     }
+    /// Whether every node of a cluster follows the table's changes as they
+    /// are made (a tail on each partition it has used: [`follow`]), not
+    /// only before each use.
+    const FOLLOWED: bool = false;
+    /// The claim of the connection that wrote `record` (`value`: the entry
+    /// it holds, `None` for a removal), for tables whose entries one
+    /// connection holds at a time.
+    fn claim(_record: &Record<'_>, _value: Option<&Self>) -> Option<Claim> {
+        None
+    }
+    /// After a catch-up (not a part's first load): the keys whose records
+    /// folded were written under claims of other nodes, in log order.
+    fn claimed_elsewhere(_shard: &Rc<Shard>, _claims: Vec<(String, Claim)>) {}
 }
 
 /// What a store did.
@@ -93,6 +108,8 @@ pub(crate) struct Table<V> {
     folded: RefCell<BTreeMap<i32, Offset>>,
     /// One catch-up at a time (a store waits for it).
     loading: Semaphore,
+    /// Partitions homed here whose changes a tail follows ([`follow`]).
+    followed: RefCell<BTreeSet<i32>>,
 }
 
 impl<V> Default for Table<V> {
@@ -101,6 +118,7 @@ impl<V> Default for Table<V> {
             entries: RefCell::new(HashMap::new()),
             folded: RefCell::new(BTreeMap::new()),
             loading: Semaphore::new(1),
+            followed: RefCell::new(BTreeSet::new()),
         }
     }
 }
@@ -158,6 +176,30 @@ pub(crate) fn home_of(index: i32, shards: usize) -> usize {
 /// judged each against what its node had folded, and the log's order
 /// settles them).
 pub(crate) async fn store<V: Entry>(shard: &Rc<Shard>, key: String, value: Option<V>) -> Result<Stored, EngineError> {
+    store_with_headers(shard, key, value, Vec::new()).await
+}
+
+/// Removes the entry under `key` as [`store`] does, with `headers` on the
+/// tombstone (what [`Entry::claim`] reads from a removal).
+pub(crate) async fn remove_with_headers<V: Entry>(
+    shard: &Rc<Shard>,
+    key: String,
+    headers: Vec<(&'static str, Bytes)>,
+) -> Result<Stored, EngineError> {
+    store_with_headers::<V>(shard, key, None, headers).await
+}
+
+/// [`store`]; a removal's tombstone carries `removal_headers`.
+async fn store_with_headers<V: Entry>(
+    shard: &Rc<Shard>,
+    key: String,
+    value: Option<V>,
+    removal_headers: Vec<(&'static str, Bytes)>,
+) -> Result<Stored, EngineError> {
+    assert!(
+        value.is_none() || removal_headers.is_empty(),
+        "only a removal takes headers of its own"
+    );
     let partitions = mapping::ensure_kafka_topic(shard, V::TOPIC, topic_configs()).await?;
     let index = mapping::partition_of(&key, partitions);
     let home = home_of(index, shard.shard_count);
@@ -166,13 +208,14 @@ pub(crate) async fn store<V: Entry>(shard: &Rc<Shard>, key: String, value: Optio
         .invoke_on(home, move |s: Rc<Shard>| async move {
             s.wait_for_epoch(epoch).await;
             catch_up::<V>(&s, index).await?;
+            follow::<V>(&s, index);
             let table = V::table(&s.mqtt);
             if let (Some(new), Some(stored)) = (&value, table.get(&key)) {
                 if !new.supersedes(&stored) {
                     return Ok(Stored::Refused);
                 }
             }
-            let (bytes, headers) = value.as_ref().map(Entry::encode).unwrap_or_default();
+            let (bytes, headers) = value.as_ref().map_or((Bytes::new(), removal_headers), Entry::encode);
             let headers: Vec<(&str, &[u8])> = headers.iter().map(|(name, value)| (*name, &value[..])).collect();
             // A removal is a tombstone, which compaction removes in time.
             let record = HeaderedRecord {
@@ -235,6 +278,7 @@ pub(crate) async fn get<V: Entry>(shard: &Rc<Shard>, key: &str) -> Result<Option
         .invoke_on(home, move |s: Rc<Shard>| async move {
             s.wait_for_epoch(epoch).await;
             catch_up::<V>(&s, index).await?;
+            follow::<V>(&s, index);
             Ok(V::table(&s.mqtt).get(&key))
         })
         .await?
@@ -277,14 +321,13 @@ async fn catch_up<V: Entry>(shard: &Rc<Shard>, index: i32) -> Result<(), EngineE
         .map_err(|_| EngineError::ShuttingDown)?;
     let first = !table.folded.borrow().contains_key(&index);
     let mut offset = table.folded.borrow().get(&index).copied().unwrap_or(Offset(0));
-    let mut applied = 0u64;
-    let mut refused = 0u64;
+    let mut folded = Folded::default();
     loop {
         let read = read_table(shard, V::TOPIC, index, offset).await?;
         let next = read
             .chunks
             .iter()
-            .map(|chunk| fold(table, chunk, read.from, &mut applied, &mut refused))
+            .map(|chunk| fold(table, chunk, read.from, shard.node_id(), &mut folded))
             .max()
             .unwrap_or(read.from);
         if next <= offset {
@@ -300,19 +343,71 @@ async fn catch_up<V: Entry>(shard: &Rc<Shard>, index: i32) -> Result<(), EngineE
         tracing::info!(
             topic = V::TOPIC,
             partition = index,
-            records = applied,
+            records = folded.applied,
             "MQTT table loaded"
         );
+    } else if !folded.claims.is_empty() {
+        // A part's first load finds no connection that claimed before it:
+        // a claim is numbered from what the load found.
+        V::claimed_elsewhere(shard, folded.claims);
     }
-    if refused > 0 {
+    if folded.refused > 0 {
         tracing::warn!(
             topic = V::TOPIC,
             partition = index,
-            entries = refused,
+            entries = folded.refused,
             "MQTT table full: entries stored but not kept"
         );
     }
     Ok(())
+}
+
+/// On partition `index`'s home shard, in a cluster, for a followed table
+/// ([`Entry::FOLLOWED`]): starts the tail that folds the partition's
+/// changes as other nodes make them, unless it runs. The tail parks a read
+/// past what the part has folded (on the owner shard, or as a Fetch on the
+/// leader of another node) and catches up when it returns something, so a
+/// change made through another node reaches this node within one Fetch
+/// round trip. It runs until the broker stops.
+fn follow<V: Entry>(shard: &Rc<Shard>, index: i32) {
+    if !V::FOLLOWED || shard.config.peers.is_none() {
+        return;
+    }
+    assert_eq!(
+        home_of(index, shard.shard_count),
+        shard.id,
+        "a part is followed at home"
+    );
+    if !V::table(&shard.mqtt).followed.borrow_mut().insert(index) {
+        return;
+    }
+    let shard = Rc::clone(shard);
+    glommio::spawn_local(async move {
+        let mut held = remote::Held::default();
+        while !shard.is_shutting_down() {
+            let offset = V::table(&shard.mqtt)
+                .folded
+                .borrow()
+                .get(&index)
+                .copied()
+                .unwrap_or(Offset(0));
+            let news = match feed::read_parked(&shard, &mut held, V::TOPIC, index, offset).await {
+                Ok(read) => !read.chunks.is_empty(),
+                Err(error) => {
+                    tracing::debug!(topic = V::TOPIC, partition = index, %error, "MQTT table tail read failed");
+                    glommio::timer::sleep(feed::FEED_RETRY_INTERVAL).await;
+                    false
+                }
+            };
+            if news {
+                if let Err(error) = catch_up::<V>(&shard, index).await {
+                    tracing::debug!(topic = V::TOPIC, partition = index, %error, "MQTT table tail caught up nothing");
+                    glommio::timer::sleep(feed::FEED_RETRY_INTERVAL).await;
+                }
+            }
+        }
+    })
+    .detach();
 }
 
 /// Whole batches of a table's partition from `offset` (or its log start)
@@ -334,9 +429,26 @@ async fn read_table(shard: &Rc<Shard>, topic: &'static str, index: i32, offset: 
     }
 }
 
-/// Applies the records of `chunk` at or after `from`, in order; returns
-/// the offset after its last whole batch (`from` when it holds none).
-fn fold<V: Entry>(table: &Table<V>, chunk: &Bytes, from: Offset, applied: &mut u64, refused: &mut u64) -> Offset {
+/// What one catch-up folded.
+#[derive(Default)]
+struct Folded {
+    /// Records applied.
+    applied: u64,
+    /// New keys the full part did not keep.
+    refused: u64,
+    /// Keys whose records other nodes' claims wrote ([`Entry::claim`]), in
+    /// log order, at most [`CLAIMS_NOTED_MAX`].
+    claims: Vec<(String, Claim)>,
+}
+
+/// Claims of other nodes one catch-up passes on at most: a catch-up that
+/// folds more (a part far behind) passes on the first ones.
+const CLAIMS_NOTED_MAX: usize = 10_000;
+
+/// Applies the records of `chunk` at or after `from`, in order, noting the
+/// claims of nodes other than `node_id`; returns the offset after its last
+/// whole batch (`from` when it holds none).
+fn fold<V: Entry>(table: &Table<V>, chunk: &Bytes, from: Offset, node_id: i32, folded: &mut Folded) -> Offset {
     let mut next = from;
     for (header, batch) in mapping::whole_batches(chunk) {
         next = next.max(header.next_offset());
@@ -351,10 +463,16 @@ fn fold<V: Entry>(table: &Table<V>, chunk: &Bytes, from: Offset, applied: &mut u
             if offset < from {
                 continue;
             }
-            if !table.keep(key.to_string(), V::decode(&record)) {
-                *refused += 1;
+            let value = V::decode(&record);
+            if let Some(claim) = V::claim(&record, value.as_ref()).filter(|claim| claim.node_id != node_id) {
+                if folded.claims.len() < CLAIMS_NOTED_MAX {
+                    folded.claims.push((key.to_string(), claim));
+                }
             }
-            *applied += 1;
+            if !table.keep(key.to_string(), value) {
+                folded.refused += 1;
+            }
+            folded.applied += 1;
         }
     }
     next

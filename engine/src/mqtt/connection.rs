@@ -560,9 +560,9 @@ impl Connection {
         let now_ms = crate::kafka::unix_now_ms();
         let node_id = self.shard.node_id();
         let loaded = if clean_start {
-            sessions::remove(&self.shard, client_id)
+            sessions::remove_claiming(&self.shard, client_id, node_id)
                 .await
-                .map(|removed| (None, Claim::after(removed, node_id)))
+                .map(|claim| (None, claim))
         } else {
             sessions::resume(&self.shard, client_id, node_id, now_ms).await
         };
@@ -570,6 +570,7 @@ impl Connection {
             Ok((stored, claim)) => {
                 tracing::debug!(client_id, clean_start, resumed = stored.is_some(), ?claim, cursors = ?stored.as_ref().map(|s| &s.cursors), "MQTT session claimed");
                 self.session_claim = claim;
+                self.shard.mqtt.set_claim(self.me.connection, claim);
                 self.stored = stored.is_some();
                 if self.stored {
                     MqttCounts::add(&self.shard.mqtt.counts.sessions_resumed, 1);

@@ -62,7 +62,7 @@ const FEED_WAIT_MAX: Duration = Duration::from_millis(500);
 
 /// Pause before retrying a partition whose owner cannot be reached (no
 /// leader yet, a moved partition).
-const FEED_RETRY_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const FEED_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 
 /// One shard's feed.
 pub(crate) struct Feed {
@@ -193,23 +193,7 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
     // The connection to the partition's leader while another node leads it.
     let mut held = remote::Held::default();
     while should_run(&shard, generation) {
-        let read = match remote::place_of(&shard, &topic, index) {
-            Ok(Place::Local(owner)) => {
-                let name = topic.clone();
-                shard
-                    .invoke_on(owner, move |s: Rc<Shard>| async move {
-                        read_when_there(&s, &name, index, offset).await
-                    })
-                    .await
-                    .and_then(|read| read)
-            }
-            Ok(Place::Remote(leader)) => {
-                let mut lender = Lender::Own(&mut held);
-                read_on_leader(&shard, &mut lender, &leader, &topic, index, offset, FEED_WAIT_MAX).await
-            }
-            Err(error) => Err(error),
-        };
-        let read = match read {
+        let read = match read_parked(&shard, &mut held, &topic, index, offset).await {
             Ok(read) => read,
             Err(error) => {
                 tracing::debug!(partition = index, %error, "MQTT feed read failed; retrying");
@@ -252,6 +236,42 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
             send_remote(&shard, &mut remote).await;
         }
         glommio::yield_if_needed().await;
+    }
+}
+
+/// Reads partition `index` of `topic` from `offset` up to the high
+/// watermark wherever it is led; when nothing is there yet, the read parks
+/// (at most [`FEED_WAIT_MAX`]) until something is, on the owner shard or,
+/// as a Fetch, on the leader of another node (through `held`, the caller's
+/// own connection to it).
+pub(crate) async fn read_parked(
+    shard: &Rc<Shard>,
+    held: &mut remote::Held,
+    topic: &str,
+    index: i32,
+    offset: Offset,
+) -> Result<Read, EngineError> {
+    match remote::place_of(shard, topic, index)? {
+        Place::Local(owner) => {
+            let name = topic.to_string();
+            shard
+                .invoke_on(owner, move |s: Rc<Shard>| async move {
+                    read_when_there(&s, &name, index, offset).await
+                })
+                .await?
+        }
+        Place::Remote(leader) => {
+            read_on_leader(
+                shard,
+                &mut Lender::Own(held),
+                &leader,
+                topic,
+                index,
+                offset,
+                FEED_WAIT_MAX,
+            )
+            .await
+        }
     }
 }
 

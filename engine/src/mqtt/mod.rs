@@ -68,7 +68,10 @@ use glommio::{channels::local_channel::LocalSender, sync::Semaphore, GlommioErro
 use shardline_log::Offset;
 use shardline_net::mqtt::{filter_matches, shared_filter, QoS};
 
-use self::mapping::{Message, MessageProperties};
+use self::{
+    mapping::{Message, MessageProperties},
+    stored::Claim,
+};
 use crate::{error::EngineError, partition::Partition, shard::Shard};
 
 pub(crate) use listener::{accept_loop, bind, describe, MqttSocket};
@@ -195,6 +198,8 @@ struct Local {
     /// Whether its session is persistent: only then are `unsent`
     /// deliveries counted (its cursors need them).
     persistent: bool,
+    /// Its claim on its session across nodes, once numbered.
+    claim: Option<Claim>,
 }
 
 impl Subscription {
@@ -360,6 +365,7 @@ impl MqttShard {
                 ended: Rc::new(Semaphore::new(0)),
                 client_id: None,
                 persistent: false,
+                claim: None,
             },
         );
         assert!(connections.len() <= self.connections_max, "MQTT connections bounded");
@@ -372,6 +378,49 @@ impl MqttShard {
         if let Some(local) = self.connections.borrow_mut().get_mut(&connection) {
             local.client_id = Some(Bytes::copy_from_slice(client_id.as_bytes()));
             local.persistent = persistent;
+        }
+    }
+
+    /// Records the claim `connection` took on its session.
+    fn set_claim(&self, connection: u64, claim: Claim) {
+        if let Some(local) = self.connections.borrow_mut().get_mut(&connection) {
+            local.claim = Some(claim);
+        }
+    }
+
+    /// On the client id's home shard: a record another node wrote under
+    /// `claim` has been folded; the local connection holding `client_id`,
+    /// if its own claim is older, is taken over.
+    async fn claimed_elsewhere(&self, shard: &Rc<Shard>, client_id: &str, claim: Claim) {
+        assert_eq!(home_shard(client_id, shard.shard_count), shard.id, "asked at home");
+        assert_ne!(claim.node_id, shard.node_id(), "a claim of another node");
+        let Some(holder) = self.holders.borrow().get(client_id).copied() else {
+            return;
+        };
+        let told = shard
+            .invoke_on(holder.shard, move |s: Rc<Shard>| async move {
+                s.mqtt.superseded(holder.connection, claim);
+            })
+            .await;
+        if let Err(error) = told {
+            tracing::debug!(client_id, %error, "MQTT takeover through another node not passed on");
+        }
+    }
+
+    /// On the connection's shard: `connection` is taken over if its claim
+    /// is older than `claim` (one not yet numbered learns at its first save).
+    fn superseded(&self, connection: u64, claim: Claim) {
+        let connections = self.connections.borrow();
+        let Some(local) = connections.get(&connection) else {
+            return;
+        };
+        if local.claim.is_some_and(|held| held < claim) {
+            tracing::info!(
+                connection,
+                ?claim,
+                "MQTT session claimed through another node; taken over"
+            );
+            let _ = local.control.try_send(Control::TakenOver);
         }
     }
 

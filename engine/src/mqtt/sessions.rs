@@ -14,19 +14,24 @@
 //! by their claims (`stored.rs`): a connection that takes up a session
 //! claims one past the claim stored, and a save whose claim is older than
 //! the stored one is refused — its connection was taken over through
-//! another node, and it closes as taken over (v5 DISCONNECT 0x8E). The
-//! connection on the first node learns it at its next save (within
-//! [`super::session::SESSION_SAVE_INTERVAL`] of a change, or at its end),
-//! not at once as on one node.
+//! another node, and it closes as taken over (v5 DISCONNECT 0x8E). Every
+//! node follows the table's changes as they are made (`compacted::follow`):
+//! a record written under another node's claim closes, as taken over, the
+//! local connection that holds the client id under an older claim. A
+//! connection resuming a session that another node's connection saved
+//! stores it under its own claim before its CONNACK, and a clean start's
+//! removal names its claim (`stored::CLAIM_HEADER`), so the first node
+//! learns of either within about one Fetch round trip to the table's
+//! leader.
 
-use std::rc::Rc;
+use std::{collections::BTreeMap, rc::Rc};
 
 use bytes::Bytes;
 use shardline_log::Record;
 
 use super::{
     compacted::{self, Entry, Stored, Table},
-    stored::{Claim, StoredSession},
+    stored::{Claim, StoredSession, CLAIM_HEADER},
     MqttShard,
 };
 use crate::{error::EngineError, shard::Shard};
@@ -67,6 +72,43 @@ impl Entry for StoredSession {
     fn supersedes(&self, stored: &StoredSession) -> bool {
         self.claim >= stored.claim
     }
+
+    const FOLLOWED: bool = true;
+
+    fn claim(record: &Record<'_>, value: Option<&StoredSession>) -> Option<Claim> {
+        match value {
+            Some(stored) => Some(stored.claim),
+            None => Claim::from_header(record.headers.get(CLAIM_HEADER.as_bytes()).flatten()?),
+        }
+    }
+
+    /// Each client id goes to its home shard, which closes the connection
+    /// holding it here if that connection's claim is older.
+    fn claimed_elsewhere(shard: &Rc<Shard>, claims: Vec<(String, Claim)>) {
+        let shard = Rc::clone(shard);
+        glommio::spawn_local(async move {
+            let mut by_home: BTreeMap<usize, Vec<(String, Claim)>> = BTreeMap::new();
+            for (client_id, claim) in claims {
+                by_home
+                    .entry(super::home_shard(&client_id, shard.shard_count))
+                    .or_default()
+                    .push((client_id, claim));
+            }
+            for (home, claims) in by_home {
+                let told = shard
+                    .invoke_on(home, move |s: Rc<Shard>| async move {
+                        for (client_id, claim) in claims {
+                            s.mqtt.claimed_elsewhere(&s, &client_id, claim).await;
+                        }
+                    })
+                    .await;
+                if let Err(error) = told {
+                    tracing::debug!(home, %error, "MQTT claims of other nodes not passed on");
+                }
+            }
+        })
+        .detach();
+    }
 }
 
 /// Saves `session` as the session of `client_id`, by the connection that
@@ -96,14 +138,26 @@ pub(crate) async fn save(
     }
 }
 
-/// Removes the stored session of `client_id`, if there is one; returns its
-/// claim.
-pub(crate) async fn remove(shard: &Rc<Shard>, client_id: &str) -> Result<Option<Claim>, EngineError> {
+/// Removes the stored session of `client_id`, if there is one.
+pub(crate) async fn remove(shard: &Rc<Shard>, client_id: &str) -> Result<(), EngineError> {
+    if compacted::get::<StoredSession>(shard, client_id).await?.is_some() {
+        compacted::store::<StoredSession>(shard, client_id.to_string(), None).await?;
+    }
+    Ok(())
+}
+
+/// For a connection on node `node_id` that starts clean: removes the
+/// stored session of `client_id`, if there is one, under the claim the
+/// connection takes (one past the stored one), which the removal names so
+/// that a connection holding the session through another node is closed.
+pub(crate) async fn remove_claiming(shard: &Rc<Shard>, client_id: &str, node_id: i32) -> Result<Claim, EngineError> {
     let Some(stored) = compacted::get::<StoredSession>(shard, client_id).await? else {
-        return Ok(None);
+        return Ok(Claim::after(None, node_id));
     };
-    compacted::store::<StoredSession>(shard, client_id.to_string(), None).await?;
-    Ok(Some(stored.claim))
+    let claim = Claim::after(Some(stored.claim), node_id);
+    let header = Bytes::copy_from_slice(&claim.to_header());
+    compacted::remove_with_headers::<StoredSession>(shard, client_id.to_string(), vec![(CLAIM_HEADER, header)]).await?;
+    Ok(claim)
 }
 
 /// The session stored for `client_id` that can be resumed at `now_ms`
@@ -131,6 +185,13 @@ pub(crate) async fn resume(
         stored
             .inflight
             .retain(|inflight| inflight.awaiting == super::session::Awaiting::Completion);
+    }
+    if stored.claim.node_id != node_id && shard.config.peers.is_some() {
+        // Another node's connection saved it, and may hold it still: the
+        // claim stored now closes that connection (`compacted::follow`).
+        if !save(shard, client_id, stored.clone(), claim, now_ms).await? {
+            tracing::info!(client_id, ?claim, "MQTT session claimed through another node meanwhile");
+        }
     }
     Ok((Some(stored), claim))
 }

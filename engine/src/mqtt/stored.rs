@@ -27,6 +27,18 @@
 //! A record that does not decode (wrong magic, format or checksum, a count
 //! over its bound, bytes missing or left over) is refused with the reason:
 //! the session it held is treated as absent, never guessed at.
+//!
+//! A removal (a tombstone: null value) made by a connection taking the
+//! session up with a clean start carries that connection's claim in the
+//! header [`CLAIM_HEADER`] (the record batch's CRC covers it):
+//!
+//! ```text
+//!  0                8            12
+//!  +----------------+------------+
+//!  | claim number   | node id    |
+//!  | u64 BE         | i32 BE     |
+//!  +----------------+------------+
+//! ```
 
 use std::collections::BTreeMap;
 
@@ -71,6 +83,34 @@ impl Claim {
             "a new claim supersedes the stored one"
         );
         claim
+    }
+}
+
+/// The header of a removal that names the claim of the connection that
+/// made it.
+pub(crate) const CLAIM_HEADER: &str = "mqtt.claim";
+
+/// Bytes of a [`CLAIM_HEADER`] value.
+const CLAIM_HEADER_BYTES: usize = 12;
+
+impl Claim {
+    /// The claim as a [`CLAIM_HEADER`] value.
+    pub(crate) fn to_header(self) -> [u8; CLAIM_HEADER_BYTES] {
+        let mut out = [0u8; CLAIM_HEADER_BYTES];
+        let (number, node_id) = out.split_at_mut(8);
+        number.copy_from_slice(&self.number.to_be_bytes());
+        node_id.copy_from_slice(&self.node_id.to_be_bytes());
+        out
+    }
+
+    /// The claim a [`CLAIM_HEADER`] value holds (`None`: not 12 bytes).
+    pub(crate) fn from_header(value: &[u8]) -> Option<Claim> {
+        let value: &[u8; CLAIM_HEADER_BYTES] = value.try_into().ok()?;
+        let (number, node_id) = value.split_at(8);
+        Some(Claim {
+            number: u64::from_be_bytes(number.try_into().ok()?),
+            node_id: i32::from_be_bytes(node_id.try_into().ok()?),
+        })
     }
 }
 
@@ -375,6 +415,18 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_claim_header_round_trips_and_other_lengths_are_refused() {
+        let claim = Claim {
+            number: u64::MAX - 3,
+            node_id: -1,
+        };
+        assert_eq!(Claim::from_header(&claim.to_header()), Some(claim));
+        assert_eq!(Claim::from_header(&[0; 11]), None);
+        assert_eq!(Claim::from_header(&[0; 13]), None);
+        assert_eq!(Claim::from_header(&[]), None);
+    }
 
     fn session() -> StoredSession {
         StoredSession {
