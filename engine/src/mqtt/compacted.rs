@@ -1,6 +1,7 @@
 //! Tables MQTT keeps durably in compacted internal Kafka topics: the
-//! retained messages (`__mqtt_retained`, `retained.rs`) and the persistent
-//! sessions (`__mqtt_sessions`, `sessions.rs`). Both work the same way:
+//! retained messages (`__mqtt_retained`, `retained.rs`), the persistent
+//! sessions (`__mqtt_sessions`, `sessions.rs`) and the nodes with members
+//! of each share (`__mqtt_shares`, `membership.rs`). All work the same way:
 //!
 //! ```text
 //!  record in the table's topic, partition crc32c(K) mod partitions:
@@ -69,6 +70,11 @@ pub(crate) trait Entry: Clone + Send + 'static {
     /// under its key (by default, always).
     fn supersedes(&self, _stored: &Self) -> bool {
         true
+    }
+    /// The part of `key` that chooses its partition (by default, all of
+    /// it): keys with the same part are kept together, on one shard.
+    fn partition_key(key: &str) -> &str {
+        key
     }
 }
 
@@ -159,7 +165,7 @@ pub(crate) fn home_of(index: i32, shards: usize) -> usize {
 /// settles them).
 pub(crate) async fn store<V: Entry>(shard: &Rc<Shard>, key: String, value: Option<V>) -> Result<Stored, EngineError> {
     let partitions = mapping::ensure_kafka_topic(shard, V::TOPIC, topic_configs()).await?;
-    let index = mapping::partition_of(&key, partitions);
+    let index = mapping::partition_of(V::partition_key(&key), partitions);
     let home = home_of(index, shard.shard_count);
     let epoch = crate::kafka::epoch_of(shard);
     shard
@@ -227,7 +233,7 @@ pub(crate) async fn get<V: Entry>(shard: &Rc<Shard>, key: &str) -> Result<Option
     else {
         return Ok(None);
     };
-    let index = mapping::partition_of(key, partitions);
+    let index = mapping::partition_of(V::partition_key(key), partitions);
     let home = home_of(index, shard.shard_count);
     let epoch = crate::kafka::epoch_of(shard);
     let key = key.to_string();
@@ -263,7 +269,7 @@ pub(crate) async fn catch_up_homed<V: Entry>(shard: &Rc<Shard>) {
 /// partition is led (the first catch-up reads it from the start). Changes
 /// come through the log alone, so whoever wrote them — this node, another
 /// node, a leader since replaced — the part ends as the log says.
-async fn catch_up<V: Entry>(shard: &Rc<Shard>, index: i32) -> Result<(), EngineError> {
+pub(crate) async fn catch_up<V: Entry>(shard: &Rc<Shard>, index: i32) -> Result<(), EngineError> {
     assert_eq!(
         home_of(index, shard.shard_count),
         shard.id,
@@ -358,4 +364,20 @@ fn fold<V: Entry>(table: &Table<V>, chunk: &Bytes, from: Offset, applied: &mut u
         }
     }
     next
+}
+
+/// For tests: what [`Entry::decode`] makes of a record with `key`, `value`
+/// and `headers`, read back from a batch built as a store builds it.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code")]
+pub(crate) fn decode_record<V: Entry>(key: &str, value: Option<&[u8]>, headers: &[(&str, &[u8])]) -> Option<V> {
+    let record = HeaderedRecord {
+        key: Some(key.as_bytes()),
+        value,
+        headers,
+    };
+    let batch = shardline_log::build_batch_with_headers(1, &[record]);
+    let header = shardline_log::BatchHeader::parse(&batch).unwrap();
+    let record = uncompressed_records(&batch, &header).unwrap().next().unwrap().unwrap();
+    V::decode(&record)
 }
