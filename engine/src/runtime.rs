@@ -650,6 +650,9 @@ async fn shard_main(
             stopped.clone(),
         ));
     }
+    if !mqtt.is_empty() {
+        glommio::spawn_local(crate::mqtt::share_upkeep(Rc::clone(&shard))).detach();
+    }
     let mqtt_accepting = async {
         let loops = mqtt
             .into_iter()

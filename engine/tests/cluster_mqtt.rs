@@ -45,8 +45,20 @@ const CLUSTER_WAIT: Duration = Duration::from_secs(60);
 /// driven on its own thread; what it receives goes to `received`. Returns
 /// once the broker has answered CONNECT (and, with `subscribe`, SUBACK).
 fn persistent_subscriber(addr: SocketAddr, id: &str, subscribe: Option<&str>, received: &Received) -> rumqttc::Client {
+    subscriber(addr, id, false, subscribe, received)
+}
+
+/// A rumqttc 3.1.1 client (clean session `clean`), as
+/// [`persistent_subscriber`].
+fn subscriber(
+    addr: SocketAddr,
+    id: &str,
+    clean: bool,
+    subscribe: Option<&str>,
+    received: &Received,
+) -> rumqttc::Client {
     let mut options = rumqttc::MqttOptions::new(id, addr.ip().to_string(), addr.port());
-    options.set_clean_session(false);
+    options.set_clean_session(clean);
     let (client, connection) = rumqttc::Client::new(options, 64);
     let (subscribed, suback) = std::sync::mpsc::channel();
     drive_v4(connection, received.clone(), subscribed);
@@ -297,4 +309,70 @@ fn expect_taken_over(stream: &mut TcpStream) {
     }
     let body = disconnect.expect("a DISCONNECT for the connection taken over");
     assert_eq!(body.first(), Some(&0x8e), "Session taken over: {body:02x?}");
+}
+
+/// Messages published for the share test, over several MQTT topics (so
+/// several partitions, led by different nodes).
+const SHARED_MESSAGES: usize = 48;
+/// Longer than a view refresh and the handover grace after it, so every
+/// node knows both member nodes before publishing.
+const SHARE_VIEWS_SETTLE: Duration = Duration::from_secs(3);
+
+#[test]
+fn a_share_with_members_on_two_nodes_gets_each_message_once() {
+    let mut cluster = Cluster::start_with_mqtt(REPLICATED_FLAGS);
+    cluster.wait_ready(CLUSTER_WAIT);
+    cluster.create_topic("mqtt", PARTITIONS, &[]);
+    cluster.wait_full_isr("mqtt", PARTITIONS, CLUSTER_WAIT);
+    let leaders: BTreeSet<i32> = cluster.partition_leaders("mqtt").into_iter().collect();
+    assert!(
+        leaders.len() > 1,
+        "the mapped topic's partitions are led by one node only: {leaders:?}"
+    );
+    // One member of the share through node 1, one through node 2.
+    let (first, second) = (Received::default(), Received::default());
+    let filter = "$share/workers/cs/#";
+    let member_1 = subscriber(cluster.mqtt_addr(1), "cs-member-1", true, Some(filter), &first);
+    let member_2 = subscriber(cluster.mqtt_addr(2), "cs-member-2", true, Some(filter), &second);
+    std::thread::sleep(SHARE_VIEWS_SETTLE);
+    // A publisher through node 3, on twelve MQTT topics.
+    let mut expected: BTreeSet<(String, Vec<u8>)> = BTreeSet::new();
+    for i in 0..SHARED_MESSAGES {
+        let (topic, payload) = (format!("cs/{}", i % 12), format!("shared-{i}"));
+        publish_until_acknowledged(cluster.mqtt_addr(3), &topic, payload.as_bytes(), false);
+        expected.insert((topic, payload.into_bytes()));
+    }
+    let all = || -> Vec<(String, Vec<u8>)> {
+        let mut got: Vec<(String, Vec<u8>)> = first
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, p, _)| (t.clone(), p.clone()))
+            .collect();
+        got.extend(second.lock().unwrap().iter().map(|(t, p, _)| (t.clone(), p.clone())));
+        got
+    };
+    let deadline = Instant::now() + ANSWER_WAIT;
+    while all().len() < SHARED_MESSAGES && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Time for a second copy, if one were coming.
+    std::thread::sleep(Duration::from_millis(500));
+    let got = all();
+    let distinct: BTreeSet<(String, Vec<u8>)> = got.iter().cloned().collect();
+    assert_eq!(distinct, expected, "every message reached the share");
+    assert_eq!(
+        got.len(),
+        SHARED_MESSAGES,
+        "each message once across the members ({} through node 1, {} through node 2)",
+        first.lock().unwrap().len(),
+        second.lock().unwrap().len()
+    );
+    let (through_1, through_2) = (first.lock().unwrap().len(), second.lock().unwrap().len());
+    assert!(
+        through_1 > 0 && through_2 > 0,
+        "both members got some: {through_1} and {through_2}"
+    );
+    let _ = member_1.disconnect();
+    let _ = member_2.disconnect();
 }

@@ -1,6 +1,7 @@
 //! Tables MQTT keeps durably in compacted internal Kafka topics: the
-//! retained messages (`__mqtt_retained`, `retained.rs`) and the persistent
-//! sessions (`__mqtt_sessions`, `sessions.rs`). Both work the same way:
+//! retained messages (`__mqtt_retained`, `retained.rs`), the persistent
+//! sessions (`__mqtt_sessions`, `sessions.rs`) and the nodes with members
+//! of each share (`__mqtt_shares`, `membership.rs`). All work the same way:
 //!
 //! ```text
 //!  record in the table's topic, partition crc32c(K) mod partitions:
@@ -85,6 +86,11 @@ pub(crate) trait Entry: Clone + Send + 'static {
     /// After a catch-up (not a part's first load): the keys whose records
     /// folded were written under claims of other nodes, in log order.
     fn claimed_elsewhere(_shard: &Rc<Shard>, _claims: Vec<(String, Claim)>) {}
+    /// The part of `key` that chooses its partition (by default, all of
+    /// it): keys with the same part are kept together, on one shard.
+    fn partition_key(key: &str) -> &str {
+        key
+    }
 }
 
 /// What a store did.
@@ -201,7 +207,7 @@ async fn store_with_headers<V: Entry>(
         "only a removal takes headers of its own"
     );
     let partitions = mapping::ensure_kafka_topic(shard, V::TOPIC, topic_configs()).await?;
-    let index = mapping::partition_of(&key, partitions);
+    let index = mapping::partition_of(V::partition_key(&key), partitions);
     let home = home_of(index, shard.shard_count);
     let epoch = crate::kafka::epoch_of(shard);
     shard
@@ -270,7 +276,7 @@ pub(crate) async fn get<V: Entry>(shard: &Rc<Shard>, key: &str) -> Result<Option
     else {
         return Ok(None);
     };
-    let index = mapping::partition_of(key, partitions);
+    let index = mapping::partition_of(V::partition_key(key), partitions);
     let home = home_of(index, shard.shard_count);
     let epoch = crate::kafka::epoch_of(shard);
     let key = key.to_string();
@@ -307,7 +313,7 @@ pub(crate) async fn catch_up_homed<V: Entry>(shard: &Rc<Shard>) {
 /// partition is led (the first catch-up reads it from the start). Changes
 /// come through the log alone, so whoever wrote them — this node, another
 /// node, a leader since replaced — the part ends as the log says.
-async fn catch_up<V: Entry>(shard: &Rc<Shard>, index: i32) -> Result<(), EngineError> {
+pub(crate) async fn catch_up<V: Entry>(shard: &Rc<Shard>, index: i32) -> Result<(), EngineError> {
     assert_eq!(
         home_of(index, shard.shard_count),
         shard.id,
@@ -476,4 +482,20 @@ fn fold<V: Entry>(table: &Table<V>, chunk: &Bytes, from: Offset, node_id: i32, f
         }
     }
     next
+}
+
+/// For tests: what [`Entry::decode`] makes of a record with `key`, `value`
+/// and `headers`, read back from a batch built as a store builds it.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "test code")]
+pub(crate) fn decode_record<V: Entry>(key: &str, value: Option<&[u8]>, headers: &[(&str, &[u8])]) -> Option<V> {
+    let record = HeaderedRecord {
+        key: Some(key.as_bytes()),
+        value,
+        headers,
+    };
+    let batch = shardline_log::build_batch_with_headers(1, &[record]);
+    let header = shardline_log::BatchHeader::parse(&batch).unwrap();
+    let record = uncompressed_records(&batch, &header).unwrap().next().unwrap().unwrap();
+    V::decode(&record)
 }

@@ -730,6 +730,13 @@ impl Connection {
                 if !s.mqtt.shares.borrow_mut().join(&name, &filter, member) {
                     return Ok(false);
                 }
+                // The first member here: recorded, and the other nodes' read,
+                // before the SUBACK (in a cluster).
+                let stored = super::membership::settle(&s, &name, &filter).await;
+                let read = s.mqtt.shares.borrow().is_view_read(&name, &filter);
+                if stored || !read {
+                    super::membership::refresh(&s, &[(name, filter)]).await;
+                }
                 super::feed::ensure_running(&s).await.map(|()| true)
             })
             .await;
@@ -768,6 +775,8 @@ impl Connection {
             .shard
             .invoke_on(home, move |s: Rc<Shard>| async move {
                 s.mqtt.shares.borrow_mut().leave(&name, &inner, holder);
+                // The last member here: this node's record tombstoned.
+                super::membership::settle(&s, &name, &inner).await;
             })
             .await;
     }

@@ -31,9 +31,12 @@
 //!   - the **shares** homed on this shard (`shared.rs`): a shared
 //!     subscription `$share/N/F` lives on shard `crc32c("N/F") mod shards`,
 //!     whose feed picks one member per message and hands it to the
-//!     member's shard by message.
-//!   - the parts of the two compacted tables (`compacted.rs`) homed on
-//!     this shard (partition p's on shard p mod shards, whoever leads p): retained messages (`retained.rs`) and
+//!     member's shard by message. In a cluster, the nodes with members of
+//!     a share split the partitions between them, so the share gets each
+//!     message once (`membership.rs` keeps which nodes have members);
+//!   - the parts of the three compacted tables (`compacted.rs`) homed on
+//!     this shard (partition p's on shard p mod shards, whoever leads p):
+//!     the nodes with members of each share (`membership.rs`), retained messages (`retained.rs`) and
 //!     persistent sessions (`sessions.rs`; a session's bytes are drawn in
 //!     `stored.rs`). A resumed session reads the messages it missed from
 //!     the log, from its cursors (`connection.rs`): nothing is copied per
@@ -48,6 +51,7 @@ mod connection;
 mod feed;
 mod listener;
 mod mapping;
+mod membership;
 mod publish;
 mod reason;
 mod retained;
@@ -75,6 +79,7 @@ use self::{
 use crate::{error::EngineError, partition::Partition, shard::Shard};
 
 pub(crate) use listener::{accept_loop, bind, describe, MqttSocket};
+pub(crate) use membership::upkeep as share_upkeep;
 #[cfg(feature = "fuzzing")]
 pub(crate) use session::Awaiting;
 
@@ -297,8 +302,25 @@ pub(crate) struct MqttShard {
     sessions: compacted::Table<stored::StoredSession>,
     /// The shared subscriptions homed on this shard (`shared.rs`).
     shares: RefCell<shared::Shares>,
+    /// Which nodes have members of the shares whose partition of the
+    /// shares topic this shard owns; at most
+    /// [`membership::SHARE_RECORDS_MAX`] (`membership.rs`).
+    share_records: compacted::Table<membership::ShareRecord>,
+    /// One store of this node's share records at a time (`membership::settle`).
+    share_settling: Semaphore,
     /// Counters for metrics.
     pub(crate) counts: MqttCounts,
+}
+
+/// Where and when the feed hands a message to the shares homed on a
+/// shard: that shard (`me`), its node, the message's partition and the
+/// time (unix ms).
+#[derive(Debug, Clone, Copy)]
+struct SharedAt {
+    me: usize,
+    node_id: i32,
+    partition: i32,
+    now_ms: i64,
 }
 
 /// A delivery the feed picked for a shared subscription's member on
@@ -328,6 +350,8 @@ impl MqttShard {
             retained: compacted::Table::default(),
             sessions: compacted::Table::default(),
             shares: RefCell::new(shared::Shares::default()),
+            share_records: compacted::Table::default(),
+            share_settling: Semaphore::new(1),
             counts: MqttCounts::default(),
         }
     }
@@ -490,12 +514,15 @@ impl MqttShard {
     /// (capped by the QoS it was published at). Deliveries whose
     /// subscriber's queue is full are added to `stalled`, for the feed to
     /// wait on ([`MqttShard::wait_for_room`]). Then, for every share homed
-    /// here whose filter matches, the member whose turn it is gets it: a
-    /// member of this shard (`me`) like a local subscriber, one of another
-    /// shard through `remote`.
+    /// here whose filter matches and whose view says this node (`node_id`)
+    /// delivers `partition`, the member whose turn it is gets it: a member
+    /// of this shard (`me`) like a local subscriber, one of another shard
+    /// through `remote`.
+    #[expect(clippy::too_many_arguments, reason = "the feed's state, passed down")]
     fn dispatch(
         &self,
         me: usize,
+        node_id: i32,
         partition: i32,
         message: &Message,
         now_ms: i64,
@@ -506,7 +533,13 @@ impl MqttShard {
         let Ok(expiry_left_s) = message.expiry_left_s(now_ms) else {
             return;
         };
-        self.dispatch_shared(me, message, expiry_left_s, stalled, remote);
+        let shared_at = SharedAt {
+            me,
+            node_id,
+            partition,
+            now_ms,
+        };
+        self.dispatch_shared(shared_at, message, expiry_left_s, stalled, remote);
         for (&connection, local) in self.connections.borrow().iter() {
             let client_id = local.client_id.as_deref();
             if let Some(delivery) = delivery_for(&local.filters, client_id, partition, message, expiry_left_s) {
@@ -517,14 +550,22 @@ impl MqttShard {
 
     fn dispatch_shared(
         &self,
-        me: usize,
+        at: SharedAt,
         message: &Message,
         expiry_left_s: Option<u32>,
         stalled: &mut Vec<Stalled>,
         remote: &mut Vec<Remote>,
     ) {
+        let SharedAt {
+            me,
+            node_id,
+            partition,
+            now_ms,
+        } = at;
         let mut members = Vec::new();
-        self.shares.borrow_mut().pick(&message.topic, &mut members);
+        self.shares
+            .borrow_mut()
+            .pick(&message.topic, partition, node_id, now_ms, &mut members);
         for member in members {
             let qos = member.qos.min(message.qos);
             if member.holder.shard != me {

@@ -142,19 +142,7 @@ mod tests {
         };
         let (value, headers) = retained.encode();
         let headers: Vec<(&str, &[u8])> = headers.iter().map(|(name, value)| (*name, &value[..])).collect();
-        let record = shardline_log::HeaderedRecord {
-            key: Some(b"t"),
-            value: Some(&value),
-            headers: &headers,
-        };
-        let batch = shardline_log::build_batch_with_headers(1, &[record]);
-        let header = shardline_log::BatchHeader::parse(&batch).unwrap();
-        let record = shardline_log::uncompressed_records(&batch, &header)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
-        let back = Retained::decode(&record).unwrap();
+        let back: Retained = compacted::decode_record("t", Some(&value), &headers).unwrap();
         assert_eq!(back.payload, retained.payload);
         assert_eq!(back.qos, QoS::ExactlyOnce);
     }

@@ -16,8 +16,28 @@
 //! agreement between shards. The home shard's feed runs while it is home to
 //! any share. This module is the table, without I/O: members join and
 //! leave, and `pick` says who gets a message.
+//!
+//! ## Across nodes
+//! Every node's feed reads every partition, so a share with members on
+//! several nodes would get each message once per node. Each node with a
+//! member records it in `__mqtt_shares` (`membership.rs`), and the share's
+//! home shard on each node keeps a [`View`]: the other nodes with members
+//! (registered, not fenced). Of the member nodes, one delivers each
+//! partition's messages ([`deliverer`]); the others skip them:
+//!
+//! ```text
+//!  member nodes, sorted: n_0 < n_1 < … < n_{k-1}   (this node always among them)
+//!  deliverer of partition p for share "Name/filter" = n_i,  i = (p + crc32c("Name/filter")) mod k
+//! ```
+//!
+//! Every node that sees the same member nodes picks the same deliverer, so
+//! each message goes to the share once. Views are refreshed at different
+//! moments on different nodes; to prefer a duplicate to a loss while they
+//! differ, a node keeps delivering the partitions a replaced view gave it
+//! for [`SHARE_HANDOVER_GRACE`] after it learns the new one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use shardline_net::mqtt::{filter_matches, QoS};
 
@@ -38,23 +58,147 @@ pub(crate) struct Member {
     pub(crate) subscription_id: Option<u32>,
 }
 
-/// One share: its members, in the order they joined, and whose turn is next.
+/// How long a node keeps delivering the partitions of a share that a
+/// replaced view gave it: longer than every other node takes to see the
+/// same change (one refresh, `membership::SHARE_VIEW_REFRESH_INTERVAL`, and
+/// the read it makes), so that while views differ a partition gets two
+/// deliverers rather than none.
+pub(crate) const SHARE_HANDOVER_GRACE: Duration = Duration::from_secs(2);
+
+/// Replaced views one share keeps within their grace, at most: a share
+/// whose member nodes change more often than this within the grace drops
+/// the oldest (its partitions may then go undelivered until the other
+/// nodes' views catch up).
+pub(crate) const SHARE_VIEWS_REPLACED_MAX: usize = 4;
+
+/// The node that delivers the messages of `partition` for the share
+/// `share` ("Name/filter") when the nodes with members are `me` and
+/// `others`: the same answer on every node that sees the same nodes.
+pub(crate) fn deliverer(share: &str, partition: i32, me: i32, others: &BTreeSet<i32>) -> i32 {
+    let mut nodes: Vec<i32> = others.iter().copied().filter(|node| *node != me).collect();
+    nodes.push(me);
+    nodes.sort_unstable();
+    let count = u64::try_from(nodes.len()).unwrap_or(1);
+    let spread = u64::try_from(partition).unwrap_or(0) + u64::from(crc32c::crc32c(share.as_bytes()));
+    let at = usize::try_from(spread % count).unwrap_or(0);
+    let picked = nodes.get(at).copied().unwrap_or(me);
+    assert!(nodes.contains(&picked), "the deliverer is a member node");
+    picked
+}
+
+/// Which other nodes have members of one share, as this node last read
+/// them, and the views that replaced ones still count for.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct View {
+    /// Other nodes with a member (registered, not fenced).
+    others: BTreeSet<i32>,
+    /// Replaced views and until when (unix ms) each still counts.
+    replaced: Vec<(BTreeSet<i32>, i64)>,
+    /// Whether the view was ever read (before: this node alone delivers;
+    /// that guess is not kept once a read replaces it).
+    read: bool,
+}
+
+impl View {
+    /// Whether node `me` delivers the messages of `partition` for `share`
+    /// at `now_ms`: the current view picks it, or a replaced one within
+    /// its grace did.
+    pub(crate) fn delivers(&self, share: &str, partition: i32, me: i32, now_ms: i64) -> bool {
+        deliverer(share, partition, me, &self.others) == me
+            || self
+                .replaced
+                .iter()
+                .any(|(others, until_ms)| now_ms < *until_ms && deliverer(share, partition, me, others) == me)
+    }
+
+    /// Takes `others` as the current view at `now_ms`; the view it replaces
+    /// counts for [`SHARE_HANDOVER_GRACE`] more.
+    pub(crate) fn update(&mut self, others: BTreeSet<i32>, now_ms: i64) {
+        self.replaced.retain(|(_, until_ms)| now_ms < *until_ms);
+        if !std::mem::replace(&mut self.read, true) {
+            self.others = others;
+            return;
+        }
+        if others == self.others {
+            return;
+        }
+        let grace_ms = i64::try_from(SHARE_HANDOVER_GRACE.as_millis()).unwrap_or(i64::MAX);
+        let old = std::mem::replace(&mut self.others, others);
+        if self.replaced.len() >= SHARE_VIEWS_REPLACED_MAX {
+            self.replaced.remove(0);
+        }
+        self.replaced.push((old, now_ms.saturating_add(grace_ms)));
+        assert!(
+            self.replaced.len() <= SHARE_VIEWS_REPLACED_MAX,
+            "replaced views bounded"
+        );
+    }
+}
+
+/// One share: its members, in the order they joined, whose turn is next,
+/// and which nodes deliver which partitions.
 #[derive(Debug, Default)]
 struct Share {
     members: Vec<Member>,
     next: usize,
+    view: View,
 }
 
 /// The shares homed on one shard, by (share name, filter).
 #[derive(Debug, Default)]
 pub(crate) struct Shares {
     shares: BTreeMap<(String, String), Share>,
+    /// The shares this node's record in `__mqtt_shares` says it has members
+    /// of (or may say: a record left by an earlier run), until a tombstone
+    /// is stored.
+    recorded: BTreeSet<(String, String)>,
 }
 
 impl Shares {
     /// Whether no share is homed here.
     pub(crate) fn is_empty(&self) -> bool {
         self.shares.is_empty()
+    }
+
+    /// Whether this shard has a member of the share.
+    pub(crate) fn has_members(&self, name: &str, filter: &str) -> bool {
+        self.shares.contains_key(&(name.to_string(), filter.to_string()))
+    }
+
+    /// Whether this node's record says (or may say) it has members.
+    pub(crate) fn is_recorded(&self, name: &str, filter: &str) -> bool {
+        self.recorded.contains(&(name.to_string(), filter.to_string()))
+    }
+
+    /// Notes whether this node's record says it has members of the share.
+    pub(crate) fn set_recorded(&mut self, name: &str, filter: &str, recorded: bool) {
+        let key = (name.to_string(), filter.to_string());
+        if recorded {
+            self.recorded.insert(key);
+        } else {
+            self.recorded.remove(&key);
+        }
+    }
+
+    /// The shares with members here, or with a record to settle.
+    pub(crate) fn keys(&self) -> Vec<(String, String)> {
+        let mut keys: BTreeSet<(String, String)> = self.shares.keys().cloned().collect();
+        keys.extend(self.recorded.iter().cloned());
+        keys.into_iter().collect()
+    }
+
+    /// Whether the share has members here and its view was read.
+    pub(crate) fn is_view_read(&self, name: &str, filter: &str) -> bool {
+        self.shares
+            .get(&(name.to_string(), filter.to_string()))
+            .is_some_and(|share| share.view.read)
+    }
+
+    /// Takes `others` as the nodes with members of the share, at `now_ms`.
+    pub(crate) fn set_view(&mut self, name: &str, filter: &str, others: BTreeSet<i32>, now_ms: i64) {
+        if let Some(share) = self.shares.get_mut(&(name.to_string(), filter.to_string())) {
+            share.view.update(others, now_ms);
+        }
     }
 
     /// Adds `member` to the share (or regrants it); false when the share is
@@ -86,10 +230,15 @@ impl Shares {
     }
 
     /// The member of every share whose filter matches `topic` that gets
-    /// this message (each share's next in turn), added to `out`.
-    pub(crate) fn pick(&mut self, topic: &str, out: &mut Vec<Member>) {
-        for ((_, filter), share) in &mut self.shares {
+    /// this message of `partition` (each share's next in turn), added to
+    /// `out`; shares whose view says another node (not `me`) delivers the
+    /// partition's messages are left out.
+    pub(crate) fn pick(&mut self, topic: &str, partition: i32, me: i32, now_ms: i64, out: &mut Vec<Member>) {
+        for ((name, filter), share) in &mut self.shares {
             if !filter_matches(filter, topic) {
+                continue;
+            }
+            if !share.view.delivers(&format!("{name}/{filter}"), partition, me, now_ms) {
                 continue;
             }
             assert!(!share.members.is_empty(), "an empty share ends");
@@ -122,8 +271,185 @@ mod tests {
 
     fn picked(shares: &mut Shares, topic: &str) -> Vec<Member> {
         let mut out = Vec::new();
-        shares.pick(topic, &mut out);
+        shares.pick(topic, 0, 1, 0, &mut out);
         out
+    }
+
+    fn nodes(ids: &[i32]) -> BTreeSet<i32> {
+        ids.iter().copied().collect()
+    }
+
+    /// The member nodes (each seeing all the others) that deliver
+    /// `partition` for `share`.
+    fn deliverers(share: &str, partition: i32, members: &BTreeSet<i32>) -> Vec<i32> {
+        members
+            .iter()
+            .copied()
+            .filter(|me| {
+                let mut view = View::default();
+                let others: BTreeSet<i32> = members.iter().copied().filter(|n| n != me).collect();
+                view.update(others, 0);
+                // Past the grace of the empty view it replaced.
+                view.delivers(share, partition, *me, i64::MAX)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_partition_has_exactly_one_deliverer_for_every_membership() {
+        // Every non-empty set of nodes 1..=6, every partition up to 24,
+        // a few shares.
+        for mask in 1u32..(1 << 6) {
+            let members: BTreeSet<i32> = (0..6).filter(|bit| mask & (1 << bit) != 0).map(|bit| bit + 1).collect();
+            for share in ["g/#", "group/sensors/+", "x/y"] {
+                for partition in 0..24 {
+                    assert_eq!(
+                        deliverers(share, partition, &members).len(),
+                        1,
+                        "{share} partition {partition} members {members:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn partitions_spread_over_member_nodes() {
+        let members = nodes(&[1, 2, 3]);
+        let mut per_node = BTreeMap::new();
+        for partition in 0..6 {
+            for node in deliverers("g/#", partition, &members) {
+                *per_node.entry(node).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(per_node.values().copied().collect::<Vec<i32>>(), vec![2, 2, 2]);
+    }
+
+    #[test]
+    fn one_node_alone_delivers_everything() {
+        let mut view = View::default();
+        assert!((0..64).all(|partition| view.delivers("g/#", partition, 7, 0)));
+        // The first read replaces that guess with no grace.
+        view.update(nodes(&[8]), 0);
+        assert!(view.replaced.is_empty());
+        assert!((0..64).any(|partition| !view.delivers("g/#", partition, 7, 0)));
+    }
+
+    #[test]
+    fn a_replaced_view_counts_for_its_grace() {
+        let grace_ms = i64::try_from(SHARE_HANDOVER_GRACE.as_millis()).unwrap();
+        let share = "g/#";
+        // Node 1 alone delivers every partition; then node 2 joins.
+        let mut view = View::default();
+        view.update(nodes(&[]), 0);
+        view.update(nodes(&[2]), 1_000);
+        let handed: Vec<i32> = (0..16).filter(|p| deliverer(share, *p, 1, &nodes(&[2])) == 2).collect();
+        assert!(!handed.is_empty());
+        for partition in &handed {
+            assert!(
+                view.delivers(share, *partition, 1, 1_000 + grace_ms - 1),
+                "within the grace"
+            );
+            assert!(!view.delivers(share, *partition, 1, 1_000 + grace_ms), "after it");
+        }
+        // The same view again replaces nothing.
+        view.update(nodes(&[2]), 5_000);
+        assert!(view.replaced.is_empty());
+        // Views changing fast keep a bounded history.
+        for i in 0..10 {
+            view.update(nodes(&[2, 3 + i]), 6_000);
+        }
+        assert_eq!(view.replaced.len(), SHARE_VIEWS_REPLACED_MAX);
+    }
+
+    #[test]
+    fn a_share_skips_partitions_another_node_delivers() {
+        let mut shares = Shares::default();
+        let a = member(0, 1);
+        shares.join("g", "#", a);
+        shares.set_view("g", "#", nodes(&[2]), 0);
+        let past_grace = i64::MAX;
+        let mut ours = 0;
+        for partition in 0..16 {
+            let mut out = Vec::new();
+            shares.pick("t", partition, 1, past_grace, &mut out);
+            let expected = deliverer("g/#", partition, 1, &nodes(&[2])) == 1;
+            assert_eq!(out.len(), usize::from(expected), "partition {partition}");
+            ours += out.len();
+        }
+        assert!(ours > 0 && ours < 16, "{ours}");
+        assert!(shares.has_members("g", "#") && !shares.is_recorded("g", "#"));
+        shares.set_recorded("g", "#", true);
+        shares.leave("g", "#", a.holder);
+        assert_eq!(
+            shares.keys(),
+            vec![("g".to_string(), "#".to_string())],
+            "the record is left to settle"
+        );
+    }
+
+    /// Whether `node` delivers `partition` of `share` when the member nodes
+    /// changed from `before` to `after` at time 10 and it is now 11:
+    /// `seen` says whether it has read the change yet (a node that joined
+    /// has; one that left delivers nothing).
+    fn delivers_during_change(
+        share: &str,
+        partition: i32,
+        node: i32,
+        before: &BTreeSet<i32>,
+        after: &BTreeSet<i32>,
+        seen: bool,
+    ) -> bool {
+        if !after.contains(&node) {
+            return false;
+        }
+        let others = |set: &BTreeSet<i32>| set.iter().copied().filter(|n| *n != node).collect::<BTreeSet<i32>>();
+        let mut view = View::default();
+        if before.contains(&node) {
+            view.update(others(before), 0);
+        }
+        if seen || !before.contains(&node) {
+            view.update(others(after), 10);
+        }
+        view.delivers(share, partition, node, 11)
+    }
+
+    proptest::proptest! {
+        /// While the nodes' views of one change differ (each staying node
+        /// has seen it or not), a node joining leaves no partition without
+        /// a deliverer; a node leaving leaves none once every node has
+        /// seen it, and until then only the partitions it delivered.
+        #[test]
+        fn a_change_leaves_no_partition_without_a_deliverer(
+            before in proptest::collection::btree_set(1i32..8, 1..5),
+            changed in 1i32..8,
+            seen_mask in 0u32..256,
+            partition in 0i32..64,
+            share in "[a-z]{1,6}/[a-z#+/]{1,8}",
+        ) {
+            let mut after = before.clone();
+            let joined = after.insert(changed);
+            if !joined {
+                after.remove(&changed);
+            }
+            proptest::prop_assume!(!after.is_empty());
+            let all: BTreeSet<i32> = before.union(&after).copied().collect();
+            let count = |mask: u32| {
+                all.iter()
+                    .filter(|node| {
+                        let seen = mask & (1 << **node) != 0;
+                        delivers_during_change(&share, partition, **node, &before, &after, seen)
+                    })
+                    .count()
+            };
+            // Everyone has seen the change: a deliverer (two within the
+            // grace, one after: the exhaustive test above).
+            proptest::prop_assert!(count(u32::MAX) >= 1);
+            let left_one_it_delivered = !joined && deliverer(&share, partition, changed, &before) == changed;
+            if !left_one_it_delivered {
+                proptest::prop_assert!(count(seen_mask) >= 1);
+            }
+        }
     }
 
     #[test]
