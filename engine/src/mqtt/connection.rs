@@ -41,6 +41,7 @@ use super::{
     session::{Action, Event, Session, SessionLimits},
     sessions, shared,
     stored::Claim,
+    topic_acl::{TopicAccess, TopicAcl},
     Control, Delivery, Holder, MqttCounts, Position, Subscription, Unsent, CONTROL_QUEUE_MAX, DELIVERY_QUEUE_MAX,
 };
 use crate::{
@@ -90,12 +91,19 @@ pub(crate) struct Security {
     pub(crate) tls: Option<shardline_net::TlsAcceptor>,
     /// The broker's authorizer (ACLs on the mapped Kafka topic).
     pub(crate) authorizer: Rc<Authorizer>,
+    /// The per-topic rules of `--mqtt-acl-file`, if given.
+    pub(crate) topic_acl: Option<Arc<TopicAcl>>,
 }
 
 /// Serves `stream` as a task of its own, or closes it at once when the
 /// shard already serves its share of MQTT connections.
 pub(crate) fn start(shard: &Rc<Shard>, stream: TcpStream, security: Security) {
-    let Security { users, tls, authorizer } = security;
+    let Security {
+        users,
+        tls,
+        authorizer,
+        topic_acl,
+    } = security;
     let (deliveries, delivered) = local_channel::new_bounded(DELIVERY_QUEUE_MAX);
     let (control, controlled) = local_channel::new_bounded(CONTROL_QUEUE_MAX);
     let peer = stream.peer_addr().ok();
@@ -120,6 +128,7 @@ pub(crate) fn start(shard: &Rc<Shard>, stream: TcpStream, security: Security) {
             out: Vec::new(),
             unsent,
             users,
+            topic_acl,
             access: Access {
                 authorizer,
                 session: Rc::new(AclSession::new(peer.map(|peer| peer.ip()), None)),
@@ -186,6 +195,8 @@ struct Connection {
     /// The users a CONNECT's credentials are checked against
     /// (`--mqtt-auth password`; `None`: not checked).
     users: Option<Arc<SaslSettings>>,
+    /// The per-topic rules of `--mqtt-acl-file`, handed to the session.
+    topic_acl: Option<Arc<TopicAcl>>,
     /// Who the client is (anonymous, its certificate's subject, or the
     /// user its password proved) and the authorizer: publishing needs
     /// Write, subscribing Read, on the mapped Kafka topic.
@@ -225,6 +236,7 @@ impl Connection {
         let reader = glommio::spawn_local(read_packets(reading, inbound, queued_bytes, packet_bytes_max)).detach();
         let limits = SessionLimits {
             auth_required: self.users.is_some(),
+            topic_acl: self.topic_acl.clone(),
             packet_bytes_max: u32::try_from(packet_bytes_max).unwrap_or(u32::MAX),
             assigned_client_id: format!(
                 "shardline-{}-{}-{}",
@@ -489,6 +501,8 @@ impl Connection {
             };
             if let Err(error) = self.may(AclOperation::Write) {
                 tracing::info!(topic = %will.topic, %error, "MQTT will not published");
+            } else if !session.topic_allowed(&will.topic, TopicAccess::Write) {
+                tracing::info!(topic = %will.topic, "MQTT will not published: --mqtt-acl-file denies its topic");
             } else if delay.is_zero() {
                 publish_will(&self.shard, will).await;
             } else {

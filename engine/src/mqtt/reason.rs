@@ -165,6 +165,16 @@ pub(crate) fn puback_code(outcome: &Result<(), Arc<EngineError>>) -> u8 {
     }
 }
 
+/// The code of the PUBACK (PUBREC) answering a PUBLISH `--mqtt-acl-file`
+/// does not allow: v5 0x87; 3.1.1 acks carry no code, so the message is
+/// acknowledged and dropped (as mosquitto does).
+pub(crate) fn topic_refused_ack_code(version: Version) -> u8 {
+    match version {
+        Version::V5 => NOT_AUTHORIZED,
+        Version::V311 => SUCCESS,
+    }
+}
+
 /// The reason code of a PUBCOMP answering a PUBREL, or of a PUBREL
 /// answering a PUBREC: whether its identifier was in the exchange (3.1.1
 /// acks carry no code: 0).

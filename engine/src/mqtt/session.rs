@@ -40,6 +40,7 @@ use super::{
     mapping::{MessageProperties, Publication},
     reason::{self, FilterRefusal, Refusal},
     stored::{StoredInflight, StoredSession},
+    topic_acl::{AclClient, TopicAccess, TopicAcl},
     Delivery, Position, Subscription,
 };
 use crate::error::EngineError;
@@ -99,6 +100,8 @@ pub(crate) struct SessionLimits {
     /// Whether a CONNECT must carry a user name and password that check
     /// (`--mqtt-auth password`).
     pub(crate) auth_required: bool,
+    /// The per-topic rules of `--mqtt-acl-file` (`None`: no file, no check).
+    pub(crate) topic_acl: Option<Arc<TopicAcl>>,
 }
 
 /// What a QoS 1 or 2 delivery in flight awaits from the client.
@@ -359,6 +362,19 @@ impl Session {
     /// The client id (once CONNECT arrived).
     pub(crate) fn client_id(&self) -> &str {
         &self.client_id
+    }
+
+    /// Whether `--mqtt-acl-file` lets this client `access` `topic` (always,
+    /// without the file): the user of its login, if any, and its client id.
+    pub(crate) fn topic_allowed(&self, topic: &str, access: TopicAccess) -> bool {
+        let Some(acl) = &self.limits.topic_acl else {
+            return true;
+        };
+        let client = AclClient {
+            user: self.user.as_deref(),
+            client_id: &self.client_id,
+        };
+        acl.allows(client, topic, access)
     }
 
     /// Moves each cursor up to `progress` (see [`Event::Progress`]); a
@@ -750,7 +766,8 @@ impl Session {
             // PUBREL was sent again instead.
             Awaiting::Completion => return Vec::new(),
         };
-        let Some((topic, payload)) = message else {
+        let Some((topic, payload)) = message.filter(|(topic, _)| self.topic_allowed(topic, TopicAccess::Read)) else {
+            // Gone from the log, or no longer readable under --mqtt-acl-file.
             self.inflight_out.remove(&packet_id);
             self.dirty = true;
             return Vec::new();
@@ -797,6 +814,9 @@ impl Session {
             publish.qos != QoS::AtMostOnce,
             "the codec gives QoS 1 and 2 an identifier, QoS 0 none"
         );
+        if !self.topic_allowed(&publish.topic, TopicAccess::Write) {
+            return self.refuse_publish(publish.qos, publish.packet_id);
+        }
         if let (QoS::ExactlyOnce, Some(id)) = (publish.qos, publish.packet_id) {
             if self.releases_pending.contains(&id) {
                 // Sent again before its PUBREL: stored once, acknowledged again.
@@ -828,6 +848,36 @@ impl Session {
             },
             packet_id: publish.packet_id,
         }]
+    }
+
+    /// A PUBLISH `--mqtt-acl-file` does not let the client make: not
+    /// stored. QoS 0: dropped, nobody told. v5: PUBACK (PUBREC) 0x87.
+    /// 3.1.1 has no negative acknowledgement: acknowledged and dropped, as
+    /// mosquitto does, rather than closed as for a failed append (a client
+    /// that republishes after reconnecting would be refused again, forever).
+    fn refuse_publish(&mut self, qos: QoS, packet_id: Option<PacketId>) -> Vec<Action> {
+        let Some(packet_id) = packet_id else {
+            return Vec::new();
+        };
+        let version = self.version.unwrap_or(Version::V311);
+        let kind = match qos {
+            QoS::ExactlyOnce => AckKind::PubRec,
+            QoS::AtMostOnce | QoS::AtLeastOnce => AckKind::PubAck,
+        };
+        if kind == AckKind::PubRec && version == Version::V311 {
+            // Its PUBREL is answered like any other (PUBCOMP).
+            if self.releases_pending.len() + self.receiving.len() >= RELEASES_PENDING_MAX {
+                return self.refuse(Refusal::ReceiveMaximumExceeded);
+            }
+            self.releases_pending.insert(packet_id);
+            self.dirty = true;
+        }
+        vec![Action::Send(Packet::Ack(Ack {
+            kind,
+            packet_id,
+            reason: reason::topic_refused_ack_code(version),
+            properties: Properties::default(),
+        }))]
     }
 
     fn on_appended(
@@ -1066,6 +1116,11 @@ impl Session {
             }
             *cursor = shardline_log::Offset(position.offset.0.saturating_add(1));
             self.dirty = true;
+        }
+        // Matched, but not readable under --mqtt-acl-file: skipped (its
+        // cursor moved past it all the same).
+        if !self.topic_allowed(&delivery.topic, TopicAccess::Read) {
+            return Vec::new();
         }
         let packet_id = match delivery.qos {
             QoS::AtMostOnce => None,

@@ -18,6 +18,7 @@ use crate::mqtt::{
     mapping::Publication,
     reason::Refusal,
     stored::{StoredInflight, StoredSession},
+    topic_acl::TopicAccess,
     Delivery, Position, Subscription,
 };
 
@@ -26,6 +27,7 @@ fn limits() -> SessionLimits {
         packet_bytes_max: 1 << 20,
         assigned_client_id: "assigned-1".to_string(),
         auth_required: false,
+        topic_acl: None,
     }
 }
 
@@ -1200,4 +1202,64 @@ fn a_share_that_cannot_be_joined_is_refused_in_the_suback_and_forgotten() {
         vec![0x11, 0],
         "the refused share was never a subscription"
     );
+}
+
+#[test]
+fn the_acl_file_refuses_publishes_and_skips_deliveries_it_does_not_allow() {
+    let now = Instant::now();
+    let acl = std::sync::Arc::new(
+        crate::mqtt::TopicAcl::parse("topic write out/#\ntopic read in/#\npattern readwrite own/%c\n").unwrap(),
+    );
+    let publish = |topic: &str, qos: QoS, n: u16| {
+        Event::Packet(Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: topic.to_string(),
+            packet_id: (qos != QoS::AtMostOnce).then(|| id(n)),
+            properties: Properties::default(),
+            payload: Bytes::from_static(b"x"),
+        }))
+    };
+    let delivery = |topic: &str| Delivery {
+        topic: std::rc::Rc::from(topic),
+        payload: Bytes::from_static(b"p"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        position: None,
+        properties: None,
+        expiry_left_s: None,
+        subscription_ids: Vec::new(),
+    };
+    for version in [Version::V5, Version::V311] {
+        let limits = SessionLimits {
+            topic_acl: Some(std::sync::Arc::clone(&acl)),
+            ..limits()
+        };
+        let mut session = Session::new(now, limits);
+        session.handle(now, Event::Packet(connect(version, "dev-1", true, 0)));
+        session.handle(now, Event::Claimed { stored: None });
+        let allowed = session.handle(now, publish("out/a", QoS::AtLeastOnce, 1));
+        assert!(matches!(&allowed[..], [Action::Append { .. }]), "{allowed:?}");
+        let own = session.handle(now, publish("own/dev-1", QoS::AtMostOnce, 0));
+        assert!(matches!(&own[..], [Action::Append { .. }]), "{own:?}");
+        // Refused: v5 0x87; 3.1.1 acknowledged (no negative PUBACK) and dropped.
+        let code = if version == Version::V5 { 0x87 } else { 0 };
+        assert_eq!(
+            session.handle(now, publish("in/a", QoS::AtLeastOnce, 2)),
+            sent_ack(AckKind::PubAck, 2, code)
+        );
+        assert_eq!(
+            session.handle(now, publish("in/a", QoS::ExactlyOnce, 3)),
+            sent_ack(AckKind::PubRec, 3, code)
+        );
+        assert!(session.handle(now, publish("in/a", QoS::AtMostOnce, 0)).is_empty());
+        assert!(!session.is_closed());
+        // Deliveries: only readable topics go out.
+        let read = session.handle(now, Event::Delivery(delivery("in/x")));
+        assert!(matches!(&read[..], [Action::Send(Packet::Publish(_))]), "{read:?}");
+        assert!(session.handle(now, Event::Delivery(delivery("out/x"))).is_empty());
+        assert!(session.topic_allowed("own/dev-1", TopicAccess::Write));
+        assert!(!session.topic_allowed("own/dev-2", TopicAccess::Write));
+    }
 }
