@@ -726,22 +726,23 @@ fn connect_with_credentials(level: u8, id: &str, user: &str, password: Option<&s
     connect_frame(level, flags, &[], &payload)
 }
 
+/// A 2-shard engine with `--mqtt-auth password` for the users `users`
+/// (`NAME:PASSWORD` lines) and `extra` flags; the directory holds the
+/// users file (and outlives the engine: it is dropped second).
+fn start_with_mqtt_users(users: &str, extra: &[&str]) -> (Engine, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users");
+    std::fs::write(&path, users).unwrap();
+    let path = path.display().to_string();
+    let mut args = vec!["--shards", "2", "--fsync", "never", "--mqtt-auth", "password"];
+    args.extend(["--sasl-users-file", &path]);
+    args.extend(extra);
+    (Engine::start(&args), dir)
+}
+
 #[test]
 fn with_password_authentication_only_known_users_connect() {
-    let dir = tempfile::tempdir().unwrap();
-    let users = dir.path().join("users");
-    std::fs::write(&users, "device:s3cret\n").unwrap();
-    let users = users.display().to_string();
-    let engine = Engine::start(&[
-        "--shards",
-        "2",
-        "--fsync",
-        "never",
-        "--mqtt-auth",
-        "password",
-        "--sasl-users-file",
-        &users,
-    ]);
+    let (engine, _dir) = start_with_mqtt_users("device:s3cret\n", &[]);
     let addr = mqtt_addr(&engine);
     // The right password: CONNACK 0, and the connection serves.
     let mut good = TcpStream::connect(addr).unwrap();
@@ -921,8 +922,6 @@ fn logged_in_subscriber(
 #[test]
 fn an_mqtt_acl_file_governs_each_topic_as_mosquitto_does() {
     let dir = tempfile::tempdir().unwrap();
-    let users = dir.path().join("users");
-    std::fs::write(&users, "alice:a\nbob:b\nadmin:x\n").unwrap();
     let acl = dir.path().join("acl");
     std::fs::write(
         &acl,
@@ -941,19 +940,8 @@ fn an_mqtt_acl_file_governs_each_topic_as_mosquitto_does() {
          pattern read users/%u/#\n",
     )
     .unwrap();
-    let (users, acl) = (users.display().to_string(), acl.display().to_string());
-    let engine = Engine::start(&[
-        "--shards",
-        "2",
-        "--fsync",
-        "never",
-        "--mqtt-auth",
-        "password",
-        "--sasl-users-file",
-        &users,
-        "--mqtt-acl-file",
-        &acl,
-    ]);
+    let acl = acl.display().to_string();
+    let (engine, _users) = start_with_mqtt_users("alice:a\nbob:b\nadmin:x\n", &["--mqtt-acl-file", &acl]);
     let addr = mqtt_addr(&engine);
     // Every subscription is granted (mosquitto checks reading per message).
     let (admin, everything) = logged_in_subscriber(addr, "admin-sub", "admin", "x", "#");
@@ -1062,4 +1050,15 @@ fn a_bad_mqtt_acl_file_stops_the_start() {
         output.contains("--mqtt-acl-file") && output.contains("line 2") && output.contains("sometimes"),
         "{output}"
     );
+}
+
+#[test]
+fn v5_enhanced_authentication_logs_in_with_scram() {
+    let (engine, _dir) = start_with_mqtt_users("device:s3cret\n", &[]);
+    let mqtt = mqtt_addr(&engine).to_string();
+    // SCRAM-SHA-256 and -512 with re-authentication, a wrong password
+    // (0x86), an unknown method (0x8C), a switched method (0x82), AUTH
+    // before CONNECT: tests/python/mqtt_scram.py.
+    let (ok, output) = python_script_output("mqtt_scram.py", &[&mqtt, "device", "s3cret"]);
+    assert!(ok, "{output}\n{}", engine.log());
 }

@@ -46,7 +46,7 @@ use super::{
 };
 use crate::{
     acl::{Access, Authorizer, Principal, Resource, Session as AclSession},
-    sasl::SaslSettings,
+    sasl::{SaslSettings, ScramServer},
     shard::Shard,
 };
 
@@ -126,6 +126,7 @@ pub(crate) fn start(shard: &Rc<Shard>, stream: TcpStream, security: Security) {
             claimed: None,
             shares: Vec::new(),
             out: Vec::new(),
+            scram: None,
             unsent,
             users,
             topic_acl,
@@ -189,6 +190,8 @@ struct Connection {
     shares: Vec<String>,
     /// Encoded packets not written yet.
     out: Vec<u8>,
+    /// A v5 SCRAM exchange awaiting the client-final message.
+    scram: Option<Box<ScramServer>>,
     /// Deliveries with a position the feed queued and this task has not
     /// taken yet, per partition (shared with the shard's table).
     unsent: Rc<Unsent>,
@@ -265,6 +268,17 @@ impl Connection {
                             self.access.session.authenticated(Principal::user(user));
                         }
                         pending.extend(session.handle(Instant::now(), Event::Authenticated { user }));
+                    }
+                    Action::ScramStart {
+                        mechanism,
+                        client_first,
+                    } => {
+                        let server_first = self.scram_start(mechanism, &client_first);
+                        pending.extend(session.handle(Instant::now(), Event::ScramChallenge { server_first }));
+                    }
+                    Action::ScramFinish { client_final } => {
+                        let outcome = self.scram_finish(&client_final);
+                        pending.extend(session.handle(Instant::now(), Event::ScramFinished { outcome }));
                     }
                     Action::Claim { client_id, clean_start } => {
                         self.claim(client_id.clone()).await;
@@ -546,6 +560,39 @@ impl Connection {
             Ok(user) => Some(user),
             Err(why) => {
                 tracing::info!(%user, why, "MQTT CONNECT refused");
+                None
+            }
+        }
+    }
+
+    /// Starts a SCRAM exchange from the client-first message: the
+    /// server-first message (`None`: refused, or no users to check against).
+    fn scram_start(&mut self, mechanism: crate::sasl::Mechanism, client_first: &[u8]) -> Option<Vec<u8>> {
+        let users = self.users.as_ref()?;
+        match ScramServer::start(mechanism, &users.users, client_first) {
+            Ok((server, server_first)) => {
+                self.scram = Some(Box::new(server));
+                Some(server_first)
+            }
+            Err(refused) => {
+                tracing::info!(why = refused.0, "MQTT SCRAM login refused");
+                None
+            }
+        }
+    }
+
+    /// Checks the client-final message: the user and the server-final
+    /// message (`None`: refused). The user becomes the connection's
+    /// principal, as a password login's does.
+    fn scram_finish(&mut self, client_final: &[u8]) -> Option<(String, Vec<u8>)> {
+        let server = self.scram.take()?;
+        match server.finish(client_final) {
+            Ok((user, server_final)) => {
+                self.access.session.authenticated(Principal::user(&user));
+                Some((user, server_final))
+            }
+            Err(refused) => {
+                tracing::info!(why = refused.0, "MQTT SCRAM login refused");
                 None
             }
         }

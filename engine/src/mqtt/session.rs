@@ -13,6 +13,11 @@
 //!        │           (Claim; the CONNACK     (every event after Closed: no action)
 //!        │            follows Claimed)
 //!        └──bad CONNECT──► Closed (CONNACK with a failure code, when the version has one)
+//!
+//!  v5 SCRAM login (still AwaitingConnect, within CONNECT_WAIT_MAX):
+//!  CONNECT(method, client-first) ─ScramStart─► AUTH 0x18(server-first) out
+//!  AUTH 0x18(client-final) in ─ScramFinish─► Claim ─► CONNACK(method, server-final)
+//!  re-authentication once Connected: AUTH 0x19 in, the same two steps, AUTH 0x00 out
 //! ```
 //!
 //! A persistent session (3.1.1 clean session 0; 5.0 a Session Expiry
@@ -32,8 +37,9 @@ use std::{
 };
 
 use shardline_net::mqtt::{
-    valid_topic_filter, Ack, AckKind, ConnAck, Connect, Disconnect, Packet, PacketId, Properties, PropertyFields,
-    Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will,
+    valid_topic_filter, Ack, AckKind, Auth, ConnAck, Connect, Disconnect, Packet, PacketId, Properties, PropertyFields,
+    Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will, AUTH_CONTINUE, AUTH_REAUTHENTICATE,
+    AUTH_SUCCESS,
 };
 
 use super::{
@@ -43,7 +49,7 @@ use super::{
     topic_acl::{AclClient, TopicAccess, TopicAcl},
     Delivery, Position, Subscription,
 };
-use crate::error::EngineError;
+use crate::{error::EngineError, sasl::Mechanism};
 
 /// Subscriptions one connection may hold: bounds the shard's subscription
 /// table and the work of matching each message (every filter of every
@@ -97,8 +103,8 @@ pub(crate) struct SessionLimits {
     pub(crate) packet_bytes_max: u32,
     /// The client id given to a v5 client that sent an empty one.
     pub(crate) assigned_client_id: String,
-    /// Whether a CONNECT must carry a user name and password that check
-    /// (`--mqtt-auth password`).
+    /// Whether a CONNECT must carry a user name and password that check,
+    /// or a v5 SCRAM exchange (`--mqtt-auth password`).
     pub(crate) auth_required: bool,
     /// The per-topic rules of `--mqtt-acl-file` (`None`: no file, no check).
     pub(crate) topic_acl: Option<Arc<TopicAcl>>,
@@ -147,6 +153,18 @@ pub(crate) enum Event {
         /// The refused `$share/...` filters.
         refused: Vec<String>,
     },
+    /// The outcome of an [`Action::ScramStart`]: the server-first message
+    /// to send, or `None` when the client-first message is refused.
+    ScramChallenge {
+        /// The server-first message.
+        server_first: Option<Vec<u8>>,
+    },
+    /// The outcome of an [`Action::ScramFinish`]: the user and the
+    /// server-final message, or `None` when the proof does not check.
+    ScramFinished {
+        /// The authenticated user and the server-final message.
+        outcome: Option<(String, Vec<u8>)>,
+    },
     /// The outcome of an [`Action::Authenticate`]: the user, or `None` when
     /// the credentials do not check.
     Authenticated {
@@ -186,6 +204,21 @@ pub(crate) enum Action {
         user: Option<String>,
         /// The password (`None`: none sent).
         password: Option<bytes::Bytes>,
+    },
+    /// Start a SCRAM exchange (v5 enhanced authentication, at CONNECT or
+    /// a re-authentication) from the client-first message; an
+    /// [`Event::ScramChallenge`] follows before anything else.
+    ScramStart {
+        /// SCRAM-SHA-256 or SCRAM-SHA-512.
+        mechanism: Mechanism,
+        /// The client-first message (the Authentication Data).
+        client_first: bytes::Bytes,
+    },
+    /// Check the client-final message of the exchange under way; an
+    /// [`Event::ScramFinished`] follows before anything else.
+    ScramFinish {
+        /// The client-final message (the Authentication Data).
+        client_final: bytes::Bytes,
     },
     /// Take the client id for this connection (closing an older one
     /// elsewhere, and waiting until it has saved its session), remove the
@@ -247,6 +280,21 @@ pub(crate) enum Action {
         /// Why, or `None` for a client's DISCONNECT.
         why: Option<String>,
     },
+}
+
+/// Where a v5 enhanced authentication (AUTH) exchange stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Enhanced {
+    /// None under way.
+    Idle,
+    /// The server-first message is being made ([`Action::ScramStart`]).
+    Challenging,
+    /// AUTH 0x18 with server-first was sent; the client's AUTH 0x18 with
+    /// client-final is awaited (bounded by [`CONNECT_WAIT_MAX`] at CONNECT,
+    /// by the keep alive when re-authenticating).
+    AwaitingFinal,
+    /// The client-final message is being checked ([`Action::ScramFinish`]).
+    Finishing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,8 +361,15 @@ pub(crate) struct Session {
     /// A CONNECT whose credentials are being checked: the claim that
     /// follows if they do.
     authenticating: Option<Action>,
-    /// The authenticated user (`--mqtt-auth password`).
+    /// The authenticated user (`--mqtt-auth password`, or SCRAM).
     user: Option<String>,
+    /// The v5 Authentication Method of CONNECT (SCRAM), which every AUTH
+    /// of the connection must name.
+    auth_method: Option<String>,
+    /// Where an AUTH exchange stands.
+    enhanced: Enhanced,
+    /// The server-final message, for the CONNACK of a SCRAM login.
+    auth_reply: Option<Vec<u8>>,
     /// The SUBACK of a SUBSCRIBE whose [`Action::Subscribe`] is being
     /// carried out, and the filter of each of its codes.
     suback_pending: Option<(SubAck, Vec<String>)>,
@@ -350,6 +405,9 @@ impl Session {
             aliases: BTreeMap::new(),
             authenticating: None,
             user: None,
+            auth_method: None,
+            enhanced: Enhanced::Idle,
+            auth_reply: None,
             suback_pending: None,
         }
     }
@@ -485,6 +543,8 @@ impl Session {
             Event::Delivery(delivery) => self.on_delivery(delivery),
             Event::Claimed { stored } => self.on_claimed(stored),
             Event::Authenticated { user } => self.on_authenticated(user),
+            Event::ScramChallenge { server_first } => self.on_scram_challenge(server_first),
+            Event::ScramFinished { outcome } => self.on_scram_finished(outcome),
             Event::Subscribed { refused } => self.on_subscribed(&refused),
             Event::Progress(progress) => {
                 self.replaying = false;
@@ -501,7 +561,7 @@ impl Session {
                 Some(deadline) if now >= deadline && self.phase == Phase::AwaitingConnect => {
                     self.phase = Phase::Closed;
                     vec![Action::Close {
-                        why: Some("no CONNECT in time".to_string()),
+                        why: Some("no CONNECT (or AUTH answer) in time".to_string()),
                     }]
                 }
                 Some(deadline) if now >= deadline => self.refuse(Refusal::KeepAliveTimeout),
@@ -566,6 +626,7 @@ impl Session {
     fn on_packet(&mut self, packet: Packet) -> Vec<Action> {
         match (self.phase, packet) {
             (Phase::AwaitingConnect, Packet::Connect(connect)) => self.on_connect(*connect),
+            (_, Packet::Auth(auth)) if self.version.is_some() => self.on_auth(auth),
             (Phase::AwaitingConnect, _) => self.refuse(Refusal::Decode(
                 shardline_net::mqtt::MqttDecodeError::FirstPacketNotConnect,
             )),
@@ -642,6 +703,22 @@ impl Session {
             client_id,
             clean_start: connect.clean_start,
         };
+        if let Some(method) = connect.properties.auth_method.clone() {
+            // v5 enhanced authentication: SCRAM against the same users as
+            // passwords (so only with --mqtt-auth password).
+            let mechanism = Mechanism::from_name(&method)
+                .filter(|mechanism| *mechanism != Mechanism::Plain && self.limits.auth_required);
+            let Some(mechanism) = mechanism else {
+                return self.refuse(Refusal::BadAuthenticationMethod);
+            };
+            self.authenticating = Some(claim);
+            self.auth_method = Some(method);
+            self.enhanced = Enhanced::Challenging;
+            return vec![Action::ScramStart {
+                mechanism,
+                client_first: connect.properties.auth_data.clone().unwrap_or_default(),
+            }];
+        }
         if self.limits.auth_required {
             // Still awaiting the CONNECT's outcome: a refusal is a CONNACK.
             self.authenticating = Some(claim);
@@ -669,14 +746,102 @@ impl Session {
         vec![claim]
     }
 
+    /// An AUTH from the client: the client-final message of the exchange
+    /// under way (0x18), or a re-authentication (0x19) once connected. It
+    /// must name the method of CONNECT; anything else is a protocol error
+    /// (MQTT 5.0 §4.12).
+    fn on_auth(&mut self, auth: Auth) -> Vec<Action> {
+        let Some(method) = self.auth_method.clone() else {
+            return self.refuse(Refusal::ProtocolError(
+                "AUTH without an Authentication Method in CONNECT",
+            ));
+        };
+        if auth.properties.auth_method.as_deref() != Some(method.as_str()) {
+            return self.refuse(Refusal::ProtocolError("AUTH with another Authentication Method"));
+        }
+        let data = auth.properties.auth_data.clone().unwrap_or_default();
+        match (auth.reason, self.enhanced, self.phase) {
+            (AUTH_CONTINUE, Enhanced::AwaitingFinal, _) => {
+                self.enhanced = Enhanced::Finishing;
+                vec![Action::ScramFinish { client_final: data }]
+            }
+            (AUTH_REAUTHENTICATE, Enhanced::Idle, Phase::Connected) => {
+                let Some(mechanism) = Mechanism::from_name(&method) else {
+                    unreachable!("CONNECT's method was checked to be a SCRAM mechanism");
+                };
+                self.enhanced = Enhanced::Challenging;
+                vec![Action::ScramStart {
+                    mechanism,
+                    client_first: data,
+                }]
+            }
+            _ => self.refuse(Refusal::ProtocolError("AUTH out of turn")),
+        }
+    }
+
+    /// The server-first message is made (or the client-first refused).
+    fn on_scram_challenge(&mut self, server_first: Option<Vec<u8>>) -> Vec<Action> {
+        assert_eq!(self.enhanced, Enhanced::Challenging, "a challenge answers ScramStart");
+        let (Some(server_first), Some(method)) = (server_first, self.auth_method.clone()) else {
+            return self.refuse(Refusal::BadCredentials);
+        };
+        self.enhanced = Enhanced::AwaitingFinal;
+        vec![Action::Send(Packet::Auth(Auth {
+            reason: AUTH_CONTINUE,
+            properties: PropertyFields {
+                auth_method: Some(method),
+                auth_data: Some(bytes::Bytes::from(server_first)),
+                ..PropertyFields::default()
+            }
+            .into(),
+        }))]
+    }
+
+    /// The client-final message was checked: at CONNECT, the claim (the
+    /// CONNACK carries server-final); re-authenticating, AUTH 0x00 with
+    /// server-final, if the user is the same.
+    fn on_scram_finished(&mut self, outcome: Option<(String, Vec<u8>)>) -> Vec<Action> {
+        assert_eq!(self.enhanced, Enhanced::Finishing, "ScramFinished answers ScramFinish");
+        let Some((user, server_final)) = outcome else {
+            return self.refuse(Refusal::BadCredentials);
+        };
+        self.enhanced = Enhanced::Idle;
+        if self.phase == Phase::AwaitingConnect {
+            let Some(claim) = self.authenticating.take() else {
+                unreachable!("a SCRAM login at CONNECT holds its claim");
+            };
+            self.user = Some(user);
+            self.auth_reply = Some(server_final);
+            self.phase = Phase::Connected;
+            return vec![claim];
+        }
+        if self.user.as_deref() != Some(user.as_str()) {
+            // A re-authentication proves the same user, not another.
+            return self.refuse(Refusal::BadCredentials);
+        }
+        vec![Action::Send(Packet::Auth(Auth {
+            reason: AUTH_SUCCESS,
+            properties: PropertyFields {
+                auth_method: self.auth_method.clone(),
+                auth_data: Some(bytes::Bytes::from(server_final)),
+                ..PropertyFields::default()
+            }
+            .into(),
+        }))]
+    }
+
     /// The client id is this connection's: the CONNACK, and a stored
     /// session's subscriptions, deliveries in flight and offline messages.
     fn on_claimed(&mut self, stored: Option<StoredSession>) -> Vec<Action> {
         let version = self.version.unwrap_or(Version::V311);
         let client_id = self.client_id.clone();
+        let auth_data = self.auth_reply.take().map(bytes::Bytes::from);
         let properties = match version {
             Version::V311 => Properties::default(),
             Version::V5 => PropertyFields {
+                // A SCRAM login: its method and server-final.
+                auth_method: auth_data.as_ref().and(self.auth_method.clone()),
+                auth_data,
                 assigned_client_id: self.id_assigned.then_some(client_id),
                 maximum_packet_size: Some(self.limits.packet_bytes_max),
                 receive_maximum: Some(u16::try_from(RELEASES_PENDING_MAX).unwrap_or(u16::MAX)),

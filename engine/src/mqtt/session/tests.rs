@@ -1263,3 +1263,148 @@ fn the_acl_file_refuses_publishes_and_skips_deliveries_it_does_not_allow() {
         assert!(!session.topic_allowed("own/dev-2", TopicAccess::Write));
     }
 }
+
+#[test]
+fn a_scram_login_goes_connect_auth_auth_connack_and_may_reauthenticate() {
+    use shardline_net::mqtt::Auth;
+    let now = Instant::now();
+    let required = SessionLimits {
+        auth_required: true,
+        ..limits()
+    };
+    let scram_connect = |method: &str| {
+        let mut packet = connect(Version::V5, "dev-s", true, 0);
+        if let Packet::Connect(connect) = &mut packet {
+            connect.properties.auth_method = Some(method.to_string());
+            connect.properties.auth_data = Some(Bytes::from_static(b"client-first"));
+        }
+        Event::Packet(packet)
+    };
+    let auth = |reason: u8, method: &str, data: &'static [u8]| {
+        Event::Packet(Packet::Auth(Auth {
+            reason,
+            properties: PropertyFields {
+                auth_method: Some(method.to_string()),
+                auth_data: Some(Bytes::from_static(data)),
+                ..PropertyFields::default()
+            }
+            .into(),
+        }))
+    };
+    let mut session = Session::new(now, required.clone());
+    let actions = session.handle(now, scram_connect("SCRAM-SHA-512"));
+    assert_eq!(
+        actions,
+        vec![Action::ScramStart {
+            mechanism: crate::sasl::Mechanism::ScramSha512,
+            client_first: Bytes::from_static(b"client-first"),
+        }]
+    );
+    let actions = session.handle(
+        now,
+        Event::ScramChallenge {
+            server_first: Some(b"server-first".to_vec()),
+        },
+    );
+    let [Action::Send(Packet::Auth(challenge))] = &actions[..] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(challenge.reason, 0x18);
+    assert_eq!(challenge.properties.auth_data.as_deref(), Some(&b"server-first"[..]));
+    // The wait for the client's answer is CONNECT's.
+    assert_eq!(session.deadline(), Some(now + super::CONNECT_WAIT_MAX));
+    let actions = session.handle(now, auth(0x18, "SCRAM-SHA-512", b"client-final"));
+    assert_eq!(
+        actions,
+        vec![Action::ScramFinish {
+            client_final: Bytes::from_static(b"client-final")
+        }]
+    );
+    let outcome = Some(("device".to_string(), b"v=sig".to_vec()));
+    let actions = session.handle(now, Event::ScramFinished { outcome });
+    assert!(matches!(&actions[..], [Action::Claim { .. }]), "{actions:?}");
+    let actions = session.handle(now, Event::Claimed { stored: None });
+    let [Action::Send(Packet::ConnAck(connack))] = &actions[..] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(connack.code, 0);
+    assert_eq!(connack.properties.auth_method.as_deref(), Some("SCRAM-SHA-512"));
+    assert_eq!(connack.properties.auth_data.as_deref(), Some(&b"v=sig"[..]));
+    // Re-authentication: the same user gets AUTH 0x00; another is refused.
+    let actions = session.handle(now, auth(0x19, "SCRAM-SHA-512", b"again"));
+    assert!(matches!(&actions[..], [Action::ScramStart { .. }]), "{actions:?}");
+    session.handle(
+        now,
+        Event::ScramChallenge {
+            server_first: Some(b"s".to_vec()),
+        },
+    );
+    session.handle(now, auth(0x18, "SCRAM-SHA-512", b"f"));
+    let outcome = Some(("device".to_string(), b"v=again".to_vec()));
+    let actions = session.handle(now, Event::ScramFinished { outcome });
+    let [Action::Send(Packet::Auth(done))] = &actions[..] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(
+        (done.reason, done.properties.auth_data.as_deref()),
+        (0, Some(&b"v=again"[..]))
+    );
+    session.handle(now, auth(0x19, "SCRAM-SHA-512", b"again"));
+    session.handle(
+        now,
+        Event::ScramChallenge {
+            server_first: Some(b"s".to_vec()),
+        },
+    );
+    session.handle(now, auth(0x18, "SCRAM-SHA-512", b"f"));
+    let outcome = Some(("intruder".to_string(), b"v=x".to_vec()));
+    let actions = session.handle(now, Event::ScramFinished { outcome });
+    assert_eq!(
+        actions[0],
+        Action::Send(Packet::Disconnect(Disconnect {
+            reason: 0x86,
+            properties: Properties::default()
+        }))
+    );
+    // A bad proof: CONNACK 0x86; an unknown method: 0x8C; another method: 0x82.
+    let mut bad = Session::new(now, required.clone());
+    bad.handle(now, scram_connect("SCRAM-SHA-256"));
+    bad.handle(
+        now,
+        Event::ScramChallenge {
+            server_first: Some(b"s".to_vec()),
+        },
+    );
+    bad.handle(now, auth(0x18, "SCRAM-SHA-256", b"f"));
+    let actions = bad.handle(now, Event::ScramFinished { outcome: None });
+    assert!(
+        matches!(&actions[0], Action::Send(Packet::ConnAck(c)) if c.code == 0x86),
+        "{actions:?}"
+    );
+    let mut unknown = Session::new(now, required.clone());
+    let actions = unknown.handle(now, scram_connect("SCRAM-MD5"));
+    assert!(
+        matches!(&actions[0], Action::Send(Packet::ConnAck(c)) if c.code == 0x8c),
+        "{actions:?}"
+    );
+    let mut switched = Session::new(now, required);
+    switched.handle(now, scram_connect("SCRAM-SHA-256"));
+    switched.handle(
+        now,
+        Event::ScramChallenge {
+            server_first: Some(b"s".to_vec()),
+        },
+    );
+    let actions = switched.handle(now, auth(0x18, "SCRAM-SHA-512", b"f"));
+    assert!(
+        matches!(&actions[0], Action::Send(Packet::ConnAck(c)) if c.code == 0x82),
+        "{actions:?}"
+    );
+    // Without --mqtt-auth password there are no users: the method is not offered.
+    let mut open = Session::new(now, limits());
+    let actions = open.handle(now, scram_connect("SCRAM-SHA-256"));
+    assert!(
+        matches!(&actions[0], Action::Send(Packet::ConnAck(c)) if c.code == 0x8c),
+        "{actions:?}"
+    );
+}
