@@ -154,6 +154,12 @@ pub struct EngineConfig {
     #[arg(long, default_value = "none", value_name = "none|password")]
     pub mqtt_auth: MqttAuth,
 
+    /// Per-MQTT-topic access rules in mosquitto's acl_file format (`topic`, `user`, `pattern` lines;
+    /// docs/mqtt.md), read once at start; a line that does not parse stops the start. Checked besides
+    /// --authorizer acl (both must allow). Off: every MQTT topic is open (to what the Kafka ACLs allow).
+    #[arg(long, value_name = "PATH")]
+    pub mqtt_acl_file: Option<PathBuf>,
+
     /// The Kafka topic MQTT messages are stored in (created on the first MQTT connection with
     /// --default-partitions); the MQTT topic is each record's key and its `mqtt.topic` header.
     #[arg(long, default_value = "mqtt", value_name = "TOPIC")]

@@ -61,6 +61,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     }
     let tls = tls_acceptor(&config, &listeners)?;
     let sasl = sasl_settings(&config, &listeners)?;
+    let mqtt_acl = mqtt_acl(&config)?;
     let inter_broker = Arc::new(crate::inter_broker::InterBroker::new(&config, &listeners).map_err(StartError)?);
     if config.authorizer == crate::config::AuthorizerKind::Acl {
         tracing::info!(
@@ -191,7 +192,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     let mqtt = mqtt.into_iter().map(|sockets| {
         sockets
             .into_iter()
-            .map(|socket| socket.with_security(mqtt_users.clone(), tls.clone()))
+            .map(|socket| socket.with_security(mqtt_users.clone(), tls.clone(), mqtt_acl.clone()))
             .collect::<Vec<_>>()
     });
     let shard_sockets = shard_endpoints.into_iter().zip(mqtt);
@@ -513,6 +514,23 @@ fn sasl_settings(config: &EngineConfig, listeners: &[Listener]) -> Result<Option
         session_lifetime: (config.sasl_session_lifetime_ms > 0)
             .then(|| Duration::from_millis(config.sasl_session_lifetime_ms)),
     }))
+}
+
+/// The rules of `--mqtt-acl-file`, read once (`None` without the flag); a
+/// file that cannot be read or does not parse stops the start.
+fn mqtt_acl(config: &EngineConfig) -> Result<Option<Arc<crate::mqtt::TopicAcl>>, StartError> {
+    let Some(path) = &config.mqtt_acl_file else {
+        return Ok(None);
+    };
+    let refuse = |why: String| StartError(format!("--mqtt-acl-file {}: {why}", path.display()));
+    let size = std::fs::metadata(path).map_err(|e| refuse(e.to_string()))?.len();
+    if size > crate::mqtt::ACL_FILE_BYTES_MAX {
+        return Err(refuse(format!("larger than {} bytes", crate::mqtt::ACL_FILE_BYTES_MAX)));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| refuse(e.to_string()))?;
+    let acl = crate::mqtt::TopicAcl::parse(&text).map_err(|e| refuse(e.to_string()))?;
+    tracing::info!(file = %path.display(), "loaded MQTT topic ACLs");
+    Ok(Some(Arc::new(acl)))
 }
 
 /// One line naming each listener, its protocol, address and what clients are told.

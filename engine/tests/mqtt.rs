@@ -22,7 +22,7 @@ use common::{
         connect_frame, connect_packet, connected, drive_v4, drive_v5, prefixed, publish_qos1, publish_qos1_packet,
         read_packet, remaining_length, try_read_packet, wait_for_all, Received, ANSWER_WAIT,
     },
-    python_script_output, raw_exchange, Engine,
+    python_script_output, raw_exchange, run_engine_briefly, Engine,
 };
 
 fn mqtt_addr(engine: &Engine) -> SocketAddr {
@@ -726,22 +726,23 @@ fn connect_with_credentials(level: u8, id: &str, user: &str, password: Option<&s
     connect_frame(level, flags, &[], &payload)
 }
 
+/// A 2-shard engine with `--mqtt-auth password` for the users `users`
+/// (`NAME:PASSWORD` lines) and `extra` flags; the directory holds the
+/// users file (and outlives the engine: it is dropped second).
+fn start_with_mqtt_users(users: &str, extra: &[&str]) -> (Engine, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users");
+    std::fs::write(&path, users).unwrap();
+    let path = path.display().to_string();
+    let mut args = vec!["--shards", "2", "--fsync", "never", "--mqtt-auth", "password"];
+    args.extend(["--sasl-users-file", &path]);
+    args.extend(extra);
+    (Engine::start(&args), dir)
+}
+
 #[test]
 fn with_password_authentication_only_known_users_connect() {
-    let dir = tempfile::tempdir().unwrap();
-    let users = dir.path().join("users");
-    std::fs::write(&users, "device:s3cret\n").unwrap();
-    let users = users.display().to_string();
-    let engine = Engine::start(&[
-        "--shards",
-        "2",
-        "--fsync",
-        "never",
-        "--mqtt-auth",
-        "password",
-        "--sasl-users-file",
-        &users,
-    ]);
+    let (engine, _dir) = start_with_mqtt_users("device:s3cret\n", &[]);
     let addr = mqtt_addr(&engine);
     // The right password: CONNACK 0, and the connection serves.
     let mut good = TcpStream::connect(addr).unwrap();
@@ -896,4 +897,168 @@ fn mqtt_can_be_turned_off() {
     let engine = Engine::start(&["--shards", "1", "--mqtt-listen", "off"]);
     assert_eq!(engine.mqtt_addr, None);
     assert!(engine.log().contains("mqtt=off"), "{}", engine.log());
+}
+
+/// A rumqttc 3.1.1 subscriber logged in as `user`, subscribed to `filter`
+/// at QoS 1 (its SUBACK waited for); what it receives lands in the result.
+fn logged_in_subscriber(
+    addr: SocketAddr,
+    id: &str,
+    user: &str,
+    password: &str,
+    filter: &str,
+) -> (rumqttc::Client, Received) {
+    let mut options = rumqttc::MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    options.set_credentials(user, password);
+    let (client, connection) = rumqttc::Client::new(options, 64);
+    let received = Received::default();
+    let (subscribed, suback) = std::sync::mpsc::channel();
+    drive_v4(connection, received.clone(), subscribed);
+    client.subscribe(filter, rumqttc::QoS::AtLeastOnce).unwrap();
+    suback.recv_timeout(ANSWER_WAIT).expect("a SUBACK");
+    (client, received)
+}
+
+#[test]
+fn an_mqtt_acl_file_governs_each_topic_as_mosquitto_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "# mosquitto's acl_file format\n\
+         topic read public/#\n\
+         user alice\n\
+         topic write sensors/#\n\
+         topic read alerts/#\n\
+         topic write users/#\n\
+         user bob\n\
+         topic write alerts/#\n\
+         topic read sensors/#\n\
+         user admin\n\
+         topic read #\n\
+         pattern readwrite clients/%c/#\n\
+         pattern read users/%u/#\n",
+    )
+    .unwrap();
+    let acl = acl.display().to_string();
+    let (engine, _users) = start_with_mqtt_users("alice:a\nbob:b\nadmin:x\n", &["--mqtt-acl-file", &acl]);
+    let addr = mqtt_addr(&engine);
+    // Every subscription is granted (mosquitto checks reading per message).
+    let (admin, everything) = logged_in_subscriber(addr, "admin-sub", "admin", "x", "#");
+    let (bob, bobs) = logged_in_subscriber(addr, "bob-sub", "bob", "b", "#");
+    let port = addr.port().to_string();
+    let publish = |user: &str, password: &str, id: &str, topic: &str| {
+        let output = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-q",
+                "1",
+                "-i",
+                id,
+                "-t",
+                topic,
+                "-m",
+                topic,
+            ])
+            .args(["-u", user, "-P", password])
+            .output()
+            .expect("mosquitto-clients installed");
+        assert!(output.status.success(), "{topic}: {output:?}");
+    };
+    // 3.1.1 (mosquitto_pub's default): a refused QoS 1 PUBLISH is
+    // acknowledged and dropped, as mosquitto does.
+    publish("alice", "a", "alice-pub", "sensors/t1");
+    publish("alice", "a", "alice-pub", "alerts/a1");
+    publish("alice", "a", "alice-pub", "clients/alice-pub/x");
+    publish("alice", "a", "alice-pub", "users/bob/inbox");
+    publish("alice", "a", "alice-pub", "users/carol/inbox");
+    publish("bob", "b", "bob-pub", "alerts/b1");
+    publish("bob", "b", "bob-pub", "sensors/b2");
+    publish("bob", "b", "bob-pub", "clients/alice-pub/y");
+    // v5: a refused QoS 1 PUBLISH gets PUBACK 0x87; the connection serves on.
+    let mut alice_v5 = TcpStream::connect(addr).unwrap();
+    alice_v5.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+    alice_v5
+        .write_all(&connect_with_credentials(5, "alice-v5", "alice", Some("a")))
+        .unwrap();
+    assert_eq!(read_packet(&mut alice_v5).0, 0x20, "CONNACK");
+    assert_eq!(v5_puback_code(&mut alice_v5), 0x87, "alice may not write acl/t");
+    publish("alice", "a", "alice-pub", "sensors/end");
+    // Only what was allowed was stored: a reader of everything sees it.
+    let stored: [(&str, &[u8], u8); 6] = [
+        ("sensors/t1", b"sensors/t1", 1),
+        ("clients/alice-pub/x", b"clients/alice-pub/x", 1),
+        ("users/bob/inbox", b"users/bob/inbox", 1),
+        ("users/carol/inbox", b"users/carol/inbox", 1),
+        ("alerts/b1", b"alerts/b1", 1),
+        ("sensors/end", b"sensors/end", 1),
+    ];
+    wait_for_all(&everything, &stored);
+    // bob's `#` gets only what he may read: sensors/#, and users/bob/# by %u.
+    wait_for_all(
+        &bobs,
+        &[
+            ("sensors/t1", b"sensors/t1", 1),
+            ("users/bob/inbox", b"users/bob/inbox", 1),
+            ("sensors/end", b"sensors/end", 1),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(everything.lock().unwrap().len(), 6, "{:?}", everything.lock().unwrap());
+    assert_eq!(bobs.lock().unwrap().len(), 3, "{:?}", bobs.lock().unwrap());
+    // A retained message goes on subscribe only to those who may read it.
+    let retained = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-r", "-i", "alice-pub"])
+        .args(["-t", "users/carol/kept", "-m", "kept", "-u", "alice", "-P", "a"])
+        .status()
+        .unwrap();
+    assert!(retained.success());
+    let (admin_late, admin_late_got) = logged_in_subscriber(addr, "admin-late", "admin", "x", "users/+/kept");
+    let (bob_late, bob_late_got) = logged_in_subscriber(addr, "bob-late", "bob", "b", "users/+/kept");
+    wait_for_all(&admin_late_got, &[("users/carol/kept", b"kept", 1)]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        bob_late_got.lock().unwrap().is_empty(),
+        "{:?}",
+        bob_late_got.lock().unwrap()
+    );
+    for client in [admin, bob, admin_late, bob_late] {
+        let _ = client.disconnect();
+    }
+}
+
+#[test]
+fn a_bad_mqtt_acl_file_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic read a/#\ntopic sometimes b\n").unwrap();
+    let acl = acl.display().to_string();
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--mqtt-listen",
+        "127.0.0.1:0",
+        "--mqtt-acl-file",
+        &acl,
+    ];
+    let (exited, output) = run_engine_briefly(&[], &args, "MQTT listener listening", Duration::from_secs(20));
+    assert!(exited.is_some_and(|status| !status.success()), "{output}");
+    assert!(
+        output.contains("--mqtt-acl-file") && output.contains("line 2") && output.contains("sometimes"),
+        "{output}"
+    );
+}
+
+#[test]
+fn v5_enhanced_authentication_logs_in_with_scram() {
+    let (engine, _dir) = start_with_mqtt_users("device:s3cret\n", &[]);
+    let mqtt = mqtt_addr(&engine).to_string();
+    // SCRAM-SHA-256 and -512 with re-authentication, a wrong password
+    // (0x86), an unknown method (0x8C), a switched method (0x82), AUTH
+    // before CONNECT: tests/python/mqtt_scram.py.
+    let (ok, output) = python_script_output("mqtt_scram.py", &[&mqtt, "device", "s3cret"]);
+    assert!(ok, "{output}\n{}", engine.log());
 }

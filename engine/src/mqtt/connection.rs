@@ -41,11 +41,12 @@ use super::{
     session::{Action, Event, Session, SessionLimits},
     sessions, shared,
     stored::Claim,
+    topic_acl::{TopicAccess, TopicAcl},
     Control, Delivery, Holder, MqttCounts, Position, Subscription, Unsent, CONTROL_QUEUE_MAX, DELIVERY_QUEUE_MAX,
 };
 use crate::{
     acl::{Access, Authorizer, Principal, Resource, Session as AclSession},
-    sasl::SaslSettings,
+    sasl::{SaslSettings, ScramServer},
     shard::Shard,
 };
 
@@ -90,12 +91,19 @@ pub(crate) struct Security {
     pub(crate) tls: Option<shardline_net::TlsAcceptor>,
     /// The broker's authorizer (ACLs on the mapped Kafka topic).
     pub(crate) authorizer: Rc<Authorizer>,
+    /// The per-topic rules of `--mqtt-acl-file`, if given.
+    pub(crate) topic_acl: Option<Arc<TopicAcl>>,
 }
 
 /// Serves `stream` as a task of its own, or closes it at once when the
 /// shard already serves its share of MQTT connections.
 pub(crate) fn start(shard: &Rc<Shard>, stream: TcpStream, security: Security) {
-    let Security { users, tls, authorizer } = security;
+    let Security {
+        users,
+        tls,
+        authorizer,
+        topic_acl,
+    } = security;
     let (deliveries, delivered) = local_channel::new_bounded(DELIVERY_QUEUE_MAX);
     let (control, controlled) = local_channel::new_bounded(CONTROL_QUEUE_MAX);
     let peer = stream.peer_addr().ok();
@@ -118,8 +126,10 @@ pub(crate) fn start(shard: &Rc<Shard>, stream: TcpStream, security: Security) {
             claimed: None,
             shares: Vec::new(),
             out: Vec::new(),
+            scram: None,
             unsent,
             users,
+            topic_acl,
             access: Access {
                 authorizer,
                 session: Rc::new(AclSession::new(peer.map(|peer| peer.ip()), None)),
@@ -180,12 +190,16 @@ struct Connection {
     shares: Vec<String>,
     /// Encoded packets not written yet.
     out: Vec<u8>,
+    /// A v5 SCRAM exchange awaiting the client-final message.
+    scram: Option<Box<ScramServer>>,
     /// Deliveries with a position the feed queued and this task has not
     /// taken yet, per partition (shared with the shard's table).
     unsent: Rc<Unsent>,
     /// The users a CONNECT's credentials are checked against
     /// (`--mqtt-auth password`; `None`: not checked).
     users: Option<Arc<SaslSettings>>,
+    /// The per-topic rules of `--mqtt-acl-file`, handed to the session.
+    topic_acl: Option<Arc<TopicAcl>>,
     /// Who the client is (anonymous, its certificate's subject, or the
     /// user its password proved) and the authorizer: publishing needs
     /// Write, subscribing Read, on the mapped Kafka topic.
@@ -225,6 +239,7 @@ impl Connection {
         let reader = glommio::spawn_local(read_packets(reading, inbound, queued_bytes, packet_bytes_max)).detach();
         let limits = SessionLimits {
             auth_required: self.users.is_some(),
+            topic_acl: self.topic_acl.clone(),
             packet_bytes_max: u32::try_from(packet_bytes_max).unwrap_or(u32::MAX),
             assigned_client_id: format!(
                 "shardline-{}-{}-{}",
@@ -253,6 +268,17 @@ impl Connection {
                             self.access.session.authenticated(Principal::user(user));
                         }
                         pending.extend(session.handle(Instant::now(), Event::Authenticated { user }));
+                    }
+                    Action::ScramStart {
+                        mechanism,
+                        client_first,
+                    } => {
+                        let server_first = self.scram_start(mechanism, &client_first);
+                        pending.extend(session.handle(Instant::now(), Event::ScramChallenge { server_first }));
+                    }
+                    Action::ScramFinish { client_final } => {
+                        let outcome = self.scram_finish(&client_final);
+                        pending.extend(session.handle(Instant::now(), Event::ScramFinished { outcome }));
                     }
                     Action::Claim { client_id, clean_start } => {
                         self.claim(client_id.clone()).await;
@@ -489,6 +515,8 @@ impl Connection {
             };
             if let Err(error) = self.may(AclOperation::Write) {
                 tracing::info!(topic = %will.topic, %error, "MQTT will not published");
+            } else if !session.topic_allowed(&will.topic, TopicAccess::Write) {
+                tracing::info!(topic = %will.topic, "MQTT will not published: --mqtt-acl-file denies its topic");
             } else if delay.is_zero() {
                 publish_will(&self.shard, will).await;
             } else {
@@ -532,6 +560,39 @@ impl Connection {
             Ok(user) => Some(user),
             Err(why) => {
                 tracing::info!(%user, why, "MQTT CONNECT refused");
+                None
+            }
+        }
+    }
+
+    /// Starts a SCRAM exchange from the client-first message: the
+    /// server-first message (`None`: refused, or no users to check against).
+    fn scram_start(&mut self, mechanism: crate::sasl::Mechanism, client_first: &[u8]) -> Option<Vec<u8>> {
+        let users = self.users.as_ref()?;
+        match ScramServer::start(mechanism, &users.users, client_first) {
+            Ok((server, server_first)) => {
+                self.scram = Some(Box::new(server));
+                Some(server_first)
+            }
+            Err(refused) => {
+                tracing::info!(why = refused.0, "MQTT SCRAM login refused");
+                None
+            }
+        }
+    }
+
+    /// Checks the client-final message: the user and the server-final
+    /// message (`None`: refused). The user becomes the connection's
+    /// principal, as a password login's does.
+    fn scram_finish(&mut self, client_final: &[u8]) -> Option<(String, Vec<u8>)> {
+        let server = self.scram.take()?;
+        match server.finish(client_final) {
+            Ok((user, server_final)) => {
+                self.access.session.authenticated(Principal::user(&user));
+                Some((user, server_final))
+            }
+            Err(refused) => {
+                tracing::info!(why = refused.0, "MQTT SCRAM login refused");
                 None
             }
         }

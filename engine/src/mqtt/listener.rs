@@ -14,6 +14,7 @@ use std::{net::SocketAddr, os::fd::IntoRawFd, rc::Rc, sync::Arc};
 use shardline_net::TlsAcceptor;
 use socket2::Socket;
 
+use super::TopicAcl;
 use crate::{config::EngineConfig, listeners::bind_exclusive, runtime::StartError, sasl::SaslSettings, shard::Shard};
 
 /// Connections the kernel queues for an MQTT socket before a shard
@@ -31,15 +32,24 @@ pub(crate) struct MqttSocket {
     /// Its TLS acceptor (set with the security, for the TLS socket).
     tls: Option<TlsAcceptor>,
     users: Option<Arc<SaslSettings>>,
+    /// The rules of `--mqtt-acl-file`, if given.
+    topic_acl: Option<Arc<TopicAcl>>,
 }
 
 impl MqttSocket {
     /// This socket with what its connections are checked with: `users` for
-    /// passwords (`None`: none checked) and, if it is the TLS socket, `tls`.
-    pub(crate) fn with_security(self, users: Option<Arc<SaslSettings>>, tls: Option<TlsAcceptor>) -> MqttSocket {
+    /// passwords (`None`: none checked), if it is the TLS socket, `tls`, and
+    /// the per-topic rules of `--mqtt-acl-file`.
+    pub(crate) fn with_security(
+        self,
+        users: Option<Arc<SaslSettings>>,
+        tls: Option<TlsAcceptor>,
+        topic_acl: Option<Arc<TopicAcl>>,
+    ) -> MqttSocket {
         MqttSocket {
             tls: tls.filter(|_| self.speaks_tls),
             users,
+            topic_acl,
             ..self
         }
     }
@@ -60,6 +70,7 @@ pub(crate) fn bind(config: &EngineConfig, shards: usize) -> Result<Vec<Vec<MqttS
                 speaks_tls,
                 tls: None,
                 users: None,
+                topic_acl: None,
             });
         }
     }
@@ -141,7 +152,13 @@ pub(crate) async fn accept_loop(
     if socket.speaks_tls && socket.tls.is_none() {
         return Err("the MQTT TLS socket has no TLS acceptor (--tls-cert, --tls-key)".to_string());
     }
-    let MqttSocket { socket, tls, users, .. } = socket;
+    let MqttSocket {
+        socket,
+        tls,
+        users,
+        topic_acl,
+        ..
+    } = socket;
     // SAFETY: the descriptor is a bound, listening TCP socket whose
     // ownership moves here (`into_raw_fd` gives it up).
     let listener = unsafe {
@@ -160,6 +177,7 @@ pub(crate) async fn accept_loop(
         let security = super::connection::Security {
             users: users.clone(),
             tls: tls.clone(),
+            topic_acl: topic_acl.clone(),
             authorizer: Rc::clone(&authorizer),
         };
         super::connection::start(&serving, stream, security);

@@ -59,6 +59,7 @@ mod session;
 mod sessions;
 mod shared;
 pub(crate) mod stored;
+mod topic_acl;
 
 use std::{
     cell::{Cell, RefCell},
@@ -82,6 +83,7 @@ pub(crate) use listener::{accept_loop, bind, describe, MqttSocket};
 pub(crate) use membership::upkeep as share_upkeep;
 #[cfg(feature = "fuzzing")]
 pub(crate) use session::Awaiting;
+pub(crate) use topic_acl::{TopicAcl, ACL_FILE_BYTES_MAX};
 
 /// Messages waiting in one subscriber's delivery queue, at most. The feed
 /// waits for room (up to [`DELIVERY_STALL_MAX`]) when it is full.

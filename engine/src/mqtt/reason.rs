@@ -22,8 +22,11 @@ pub(crate) enum Refusal {
     /// session in 3.1.1, or too long).
     ClientIdRejected,
     /// No user name and password, or ones that do not check
-    /// (`--mqtt-auth password`).
+    /// (`--mqtt-auth password`), or a SCRAM exchange that failed.
     BadCredentials,
+    /// A v5 Authentication Method the server does not offer (SCRAM-SHA-256
+    /// and -512 with `--mqtt-auth password`).
+    BadAuthenticationMethod,
     /// No packet within one and a half keep-alive periods.
     KeepAliveTimeout,
     /// Another connection connected with the same client identifier.
@@ -51,6 +54,7 @@ impl std::fmt::Display for Refusal {
             Refusal::UnexpectedPacket(name) => write!(f, "unexpected {name}"),
             Refusal::ClientIdRejected => write!(f, "client identifier rejected"),
             Refusal::BadCredentials => write!(f, "bad user name or password"),
+            Refusal::BadAuthenticationMethod => write!(f, "authentication method not offered"),
             Refusal::KeepAliveTimeout => write!(f, "no packet within 1.5 keep-alive periods"),
             Refusal::TakenOver => write!(f, "session taken over by a new connection with the same client id"),
             Refusal::ReceiveMaximumExceeded => write!(f, "more QoS 2 publications in flight than Receive Maximum"),
@@ -72,6 +76,7 @@ const PROTOCOL_ERROR: u8 = 0x82;
 const UNSUPPORTED_PROTOCOL_VERSION: u8 = 0x84;
 const CLIENT_ID_NOT_VALID: u8 = 0x85;
 const BAD_USER_NAME_OR_PASSWORD: u8 = 0x86;
+const BAD_AUTHENTICATION_METHOD: u8 = 0x8c;
 const SERVER_UNAVAILABLE: u8 = 0x88;
 const SERVER_SHUTTING_DOWN: u8 = 0x8b;
 const KEEP_ALIVE_TIMEOUT: u8 = 0x8d;
@@ -106,6 +111,7 @@ pub(crate) fn connack_code(refusal: &Refusal, version: Version) -> Option<u8> {
         Refusal::Decode(MqttDecodeError::ProtocolName | MqttDecodeError::FirstPacketNotConnect) => return None,
         Refusal::ClientIdRejected => CLIENT_ID_NOT_VALID,
         Refusal::BadCredentials => BAD_USER_NAME_OR_PASSWORD,
+        Refusal::BadAuthenticationMethod => BAD_AUTHENTICATION_METHOD,
         Refusal::Decode(error) => decode_code(error),
         Refusal::Append(_) | Refusal::ServerShuttingDown => SERVER_UNAVAILABLE,
         _ => PROTOCOL_ERROR,
@@ -145,6 +151,7 @@ pub(crate) fn disconnect_code(refusal: &Refusal) -> u8 {
         Refusal::SecondConnect | Refusal::UnexpectedPacket(_) | Refusal::ProtocolError(_) => PROTOCOL_ERROR,
         Refusal::ClientIdRejected => CLIENT_ID_NOT_VALID,
         Refusal::BadCredentials => BAD_USER_NAME_OR_PASSWORD,
+        Refusal::BadAuthenticationMethod => BAD_AUTHENTICATION_METHOD,
         Refusal::KeepAliveTimeout => KEEP_ALIVE_TIMEOUT,
         Refusal::TakenOver => SESSION_TAKEN_OVER,
         Refusal::ReceiveMaximumExceeded => RECEIVE_MAXIMUM_EXCEEDED,
@@ -162,6 +169,16 @@ pub(crate) fn puback_code(outcome: &Result<(), Arc<EngineError>>) -> u8 {
         Err(EngineError::MessageTooLarge { .. }) => PACKET_TOO_LARGE,
         Err(EngineError::NotAuthorized(_)) => NOT_AUTHORIZED,
         Err(_) => UNSPECIFIED_ERROR,
+    }
+}
+
+/// The code of the PUBACK (PUBREC) answering a PUBLISH `--mqtt-acl-file`
+/// does not allow: v5 0x87; 3.1.1 acks carry no code, so the message is
+/// acknowledged and dropped (as mosquitto does).
+pub(crate) fn topic_refused_ack_code(version: Version) -> u8 {
+    match version {
+        Version::V5 => NOT_AUTHORIZED,
+        Version::V311 => SUCCESS,
     }
 }
 
@@ -217,6 +234,9 @@ mod tests {
         assert_eq!(connack_code(&version, Version::V5), Some(0x01));
         assert_eq!(connack_code(&Refusal::ClientIdRejected, Version::V311), Some(0x02));
         assert_eq!(connack_code(&Refusal::ClientIdRejected, Version::V5), Some(0x85));
+        assert_eq!(connack_code(&Refusal::BadAuthenticationMethod, Version::V5), Some(0x8c));
+        assert_eq!(connack_code(&Refusal::BadCredentials, Version::V5), Some(0x86));
+        assert_eq!(disconnect_code(&Refusal::BadCredentials), 0x86);
         assert_eq!(
             connack_code(&Refusal::Decode(MqttDecodeError::ProtocolName), Version::V5),
             None

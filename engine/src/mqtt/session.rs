@@ -13,6 +13,11 @@
 //!        │           (Claim; the CONNACK     (every event after Closed: no action)
 //!        │            follows Claimed)
 //!        └──bad CONNECT──► Closed (CONNACK with a failure code, when the version has one)
+//!
+//!  v5 SCRAM login (still AwaitingConnect, within CONNECT_WAIT_MAX):
+//!  CONNECT(method, client-first) ─ScramStart─► AUTH 0x18(server-first) out
+//!  AUTH 0x18(client-final) in ─ScramFinish─► Claim ─► CONNACK(method, server-final)
+//!  re-authentication once Connected: AUTH 0x19 in, the same two steps, AUTH 0x00 out
 //! ```
 //!
 //! A persistent session (3.1.1 clean session 0; 5.0 a Session Expiry
@@ -32,17 +37,19 @@ use std::{
 };
 
 use shardline_net::mqtt::{
-    valid_topic_filter, Ack, AckKind, ConnAck, Connect, Disconnect, Packet, PacketId, Properties, PropertyFields,
-    Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will,
+    valid_topic_filter, Ack, AckKind, Auth, ConnAck, Connect, Disconnect, Packet, PacketId, Properties, PropertyFields,
+    Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe, Version, Will, AUTH_CONTINUE, AUTH_REAUTHENTICATE,
+    AUTH_SUCCESS,
 };
 
 use super::{
     mapping::{MessageProperties, Publication},
     reason::{self, FilterRefusal, Refusal},
     stored::{StoredInflight, StoredSession},
+    topic_acl::{AclClient, TopicAccess, TopicAcl},
     Delivery, Position, Subscription,
 };
-use crate::error::EngineError;
+use crate::{error::EngineError, sasl::Mechanism};
 
 /// Subscriptions one connection may hold: bounds the shard's subscription
 /// table and the work of matching each message (every filter of every
@@ -96,9 +103,11 @@ pub(crate) struct SessionLimits {
     pub(crate) packet_bytes_max: u32,
     /// The client id given to a v5 client that sent an empty one.
     pub(crate) assigned_client_id: String,
-    /// Whether a CONNECT must carry a user name and password that check
-    /// (`--mqtt-auth password`).
+    /// Whether a CONNECT must carry a user name and password that check,
+    /// or a v5 SCRAM exchange (`--mqtt-auth password`).
     pub(crate) auth_required: bool,
+    /// The per-topic rules of `--mqtt-acl-file` (`None`: no file, no check).
+    pub(crate) topic_acl: Option<Arc<TopicAcl>>,
 }
 
 /// What a QoS 1 or 2 delivery in flight awaits from the client.
@@ -144,6 +153,18 @@ pub(crate) enum Event {
         /// The refused `$share/...` filters.
         refused: Vec<String>,
     },
+    /// The outcome of an [`Action::ScramStart`]: the server-first message
+    /// to send, or `None` when the client-first message is refused.
+    ScramChallenge {
+        /// The server-first message.
+        server_first: Option<Vec<u8>>,
+    },
+    /// The outcome of an [`Action::ScramFinish`]: the user and the
+    /// server-final message, or `None` when the proof does not check.
+    ScramFinished {
+        /// The authenticated user and the server-final message.
+        outcome: Option<(String, Vec<u8>)>,
+    },
     /// The outcome of an [`Action::Authenticate`]: the user, or `None` when
     /// the credentials do not check.
     Authenticated {
@@ -183,6 +204,21 @@ pub(crate) enum Action {
         user: Option<String>,
         /// The password (`None`: none sent).
         password: Option<bytes::Bytes>,
+    },
+    /// Start a SCRAM exchange (v5 enhanced authentication, at CONNECT or
+    /// a re-authentication) from the client-first message; an
+    /// [`Event::ScramChallenge`] follows before anything else.
+    ScramStart {
+        /// SCRAM-SHA-256 or SCRAM-SHA-512.
+        mechanism: Mechanism,
+        /// The client-first message (the Authentication Data).
+        client_first: bytes::Bytes,
+    },
+    /// Check the client-final message of the exchange under way; an
+    /// [`Event::ScramFinished`] follows before anything else.
+    ScramFinish {
+        /// The client-final message (the Authentication Data).
+        client_final: bytes::Bytes,
     },
     /// Take the client id for this connection (closing an older one
     /// elsewhere, and waiting until it has saved its session), remove the
@@ -244,6 +280,21 @@ pub(crate) enum Action {
         /// Why, or `None` for a client's DISCONNECT.
         why: Option<String>,
     },
+}
+
+/// Where a v5 enhanced authentication (AUTH) exchange stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Enhanced {
+    /// None under way.
+    Idle,
+    /// The server-first message is being made ([`Action::ScramStart`]).
+    Challenging,
+    /// AUTH 0x18 with server-first was sent; the client's AUTH 0x18 with
+    /// client-final is awaited (bounded by [`CONNECT_WAIT_MAX`] at CONNECT,
+    /// by the keep alive when re-authenticating).
+    AwaitingFinal,
+    /// The client-final message is being checked ([`Action::ScramFinish`]).
+    Finishing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,8 +361,15 @@ pub(crate) struct Session {
     /// A CONNECT whose credentials are being checked: the claim that
     /// follows if they do.
     authenticating: Option<Action>,
-    /// The authenticated user (`--mqtt-auth password`).
+    /// The authenticated user (`--mqtt-auth password`, or SCRAM).
     user: Option<String>,
+    /// The v5 Authentication Method of CONNECT (SCRAM), which every AUTH
+    /// of the connection must name.
+    auth_method: Option<String>,
+    /// Where an AUTH exchange stands.
+    enhanced: Enhanced,
+    /// The server-final message, for the CONNACK of a SCRAM login.
+    auth_reply: Option<Vec<u8>>,
     /// The SUBACK of a SUBSCRIBE whose [`Action::Subscribe`] is being
     /// carried out, and the filter of each of its codes.
     suback_pending: Option<(SubAck, Vec<String>)>,
@@ -347,6 +405,9 @@ impl Session {
             aliases: BTreeMap::new(),
             authenticating: None,
             user: None,
+            auth_method: None,
+            enhanced: Enhanced::Idle,
+            auth_reply: None,
             suback_pending: None,
         }
     }
@@ -359,6 +420,19 @@ impl Session {
     /// The client id (once CONNECT arrived).
     pub(crate) fn client_id(&self) -> &str {
         &self.client_id
+    }
+
+    /// Whether `--mqtt-acl-file` lets this client `access` `topic` (always,
+    /// without the file): the user of its login, if any, and its client id.
+    pub(crate) fn topic_allowed(&self, topic: &str, access: TopicAccess) -> bool {
+        let Some(acl) = &self.limits.topic_acl else {
+            return true;
+        };
+        let client = AclClient {
+            user: self.user.as_deref(),
+            client_id: &self.client_id,
+        };
+        acl.allows(client, topic, access)
     }
 
     /// Moves each cursor up to `progress` (see [`Event::Progress`]); a
@@ -469,6 +543,8 @@ impl Session {
             Event::Delivery(delivery) => self.on_delivery(delivery),
             Event::Claimed { stored } => self.on_claimed(stored),
             Event::Authenticated { user } => self.on_authenticated(user),
+            Event::ScramChallenge { server_first } => self.on_scram_challenge(server_first),
+            Event::ScramFinished { outcome } => self.on_scram_finished(outcome),
             Event::Subscribed { refused } => self.on_subscribed(&refused),
             Event::Progress(progress) => {
                 self.replaying = false;
@@ -485,7 +561,7 @@ impl Session {
                 Some(deadline) if now >= deadline && self.phase == Phase::AwaitingConnect => {
                     self.phase = Phase::Closed;
                     vec![Action::Close {
-                        why: Some("no CONNECT in time".to_string()),
+                        why: Some("no CONNECT (or AUTH answer) in time".to_string()),
                     }]
                 }
                 Some(deadline) if now >= deadline => self.refuse(Refusal::KeepAliveTimeout),
@@ -550,6 +626,7 @@ impl Session {
     fn on_packet(&mut self, packet: Packet) -> Vec<Action> {
         match (self.phase, packet) {
             (Phase::AwaitingConnect, Packet::Connect(connect)) => self.on_connect(*connect),
+            (_, Packet::Auth(auth)) if self.version.is_some() => self.on_auth(auth),
             (Phase::AwaitingConnect, _) => self.refuse(Refusal::Decode(
                 shardline_net::mqtt::MqttDecodeError::FirstPacketNotConnect,
             )),
@@ -626,6 +703,22 @@ impl Session {
             client_id,
             clean_start: connect.clean_start,
         };
+        if let Some(method) = connect.properties.auth_method.clone() {
+            // v5 enhanced authentication: SCRAM against the same users as
+            // passwords (so only with --mqtt-auth password).
+            let mechanism = Mechanism::from_name(&method)
+                .filter(|mechanism| *mechanism != Mechanism::Plain && self.limits.auth_required);
+            let Some(mechanism) = mechanism else {
+                return self.refuse(Refusal::BadAuthenticationMethod);
+            };
+            self.authenticating = Some(claim);
+            self.auth_method = Some(method);
+            self.enhanced = Enhanced::Challenging;
+            return vec![Action::ScramStart {
+                mechanism,
+                client_first: connect.properties.auth_data.clone().unwrap_or_default(),
+            }];
+        }
         if self.limits.auth_required {
             // Still awaiting the CONNECT's outcome: a refusal is a CONNACK.
             self.authenticating = Some(claim);
@@ -653,14 +746,102 @@ impl Session {
         vec![claim]
     }
 
+    /// An AUTH from the client: the client-final message of the exchange
+    /// under way (0x18), or a re-authentication (0x19) once connected. It
+    /// must name the method of CONNECT; anything else is a protocol error
+    /// (MQTT 5.0 §4.12).
+    fn on_auth(&mut self, auth: Auth) -> Vec<Action> {
+        let Some(method) = self.auth_method.clone() else {
+            return self.refuse(Refusal::ProtocolError(
+                "AUTH without an Authentication Method in CONNECT",
+            ));
+        };
+        if auth.properties.auth_method.as_deref() != Some(method.as_str()) {
+            return self.refuse(Refusal::ProtocolError("AUTH with another Authentication Method"));
+        }
+        let data = auth.properties.auth_data.clone().unwrap_or_default();
+        match (auth.reason, self.enhanced, self.phase) {
+            (AUTH_CONTINUE, Enhanced::AwaitingFinal, _) => {
+                self.enhanced = Enhanced::Finishing;
+                vec![Action::ScramFinish { client_final: data }]
+            }
+            (AUTH_REAUTHENTICATE, Enhanced::Idle, Phase::Connected) => {
+                let Some(mechanism) = Mechanism::from_name(&method) else {
+                    unreachable!("CONNECT's method was checked to be a SCRAM mechanism");
+                };
+                self.enhanced = Enhanced::Challenging;
+                vec![Action::ScramStart {
+                    mechanism,
+                    client_first: data,
+                }]
+            }
+            _ => self.refuse(Refusal::ProtocolError("AUTH out of turn")),
+        }
+    }
+
+    /// The server-first message is made (or the client-first refused).
+    fn on_scram_challenge(&mut self, server_first: Option<Vec<u8>>) -> Vec<Action> {
+        assert_eq!(self.enhanced, Enhanced::Challenging, "a challenge answers ScramStart");
+        let (Some(server_first), Some(method)) = (server_first, self.auth_method.clone()) else {
+            return self.refuse(Refusal::BadCredentials);
+        };
+        self.enhanced = Enhanced::AwaitingFinal;
+        vec![Action::Send(Packet::Auth(Auth {
+            reason: AUTH_CONTINUE,
+            properties: PropertyFields {
+                auth_method: Some(method),
+                auth_data: Some(bytes::Bytes::from(server_first)),
+                ..PropertyFields::default()
+            }
+            .into(),
+        }))]
+    }
+
+    /// The client-final message was checked: at CONNECT, the claim (the
+    /// CONNACK carries server-final); re-authenticating, AUTH 0x00 with
+    /// server-final, if the user is the same.
+    fn on_scram_finished(&mut self, outcome: Option<(String, Vec<u8>)>) -> Vec<Action> {
+        assert_eq!(self.enhanced, Enhanced::Finishing, "ScramFinished answers ScramFinish");
+        let Some((user, server_final)) = outcome else {
+            return self.refuse(Refusal::BadCredentials);
+        };
+        self.enhanced = Enhanced::Idle;
+        if self.phase == Phase::AwaitingConnect {
+            let Some(claim) = self.authenticating.take() else {
+                unreachable!("a SCRAM login at CONNECT holds its claim");
+            };
+            self.user = Some(user);
+            self.auth_reply = Some(server_final);
+            self.phase = Phase::Connected;
+            return vec![claim];
+        }
+        if self.user.as_deref() != Some(user.as_str()) {
+            // A re-authentication proves the same user, not another.
+            return self.refuse(Refusal::BadCredentials);
+        }
+        vec![Action::Send(Packet::Auth(Auth {
+            reason: AUTH_SUCCESS,
+            properties: PropertyFields {
+                auth_method: self.auth_method.clone(),
+                auth_data: Some(bytes::Bytes::from(server_final)),
+                ..PropertyFields::default()
+            }
+            .into(),
+        }))]
+    }
+
     /// The client id is this connection's: the CONNACK, and a stored
     /// session's subscriptions, deliveries in flight and offline messages.
     fn on_claimed(&mut self, stored: Option<StoredSession>) -> Vec<Action> {
         let version = self.version.unwrap_or(Version::V311);
         let client_id = self.client_id.clone();
+        let auth_data = self.auth_reply.take().map(bytes::Bytes::from);
         let properties = match version {
             Version::V311 => Properties::default(),
             Version::V5 => PropertyFields {
+                // A SCRAM login: its method and server-final.
+                auth_method: auth_data.as_ref().and(self.auth_method.clone()),
+                auth_data,
                 assigned_client_id: self.id_assigned.then_some(client_id),
                 maximum_packet_size: Some(self.limits.packet_bytes_max),
                 receive_maximum: Some(u16::try_from(RELEASES_PENDING_MAX).unwrap_or(u16::MAX)),
@@ -750,7 +931,8 @@ impl Session {
             // PUBREL was sent again instead.
             Awaiting::Completion => return Vec::new(),
         };
-        let Some((topic, payload)) = message else {
+        let Some((topic, payload)) = message.filter(|(topic, _)| self.topic_allowed(topic, TopicAccess::Read)) else {
+            // Gone from the log, or no longer readable under --mqtt-acl-file.
             self.inflight_out.remove(&packet_id);
             self.dirty = true;
             return Vec::new();
@@ -797,6 +979,9 @@ impl Session {
             publish.qos != QoS::AtMostOnce,
             "the codec gives QoS 1 and 2 an identifier, QoS 0 none"
         );
+        if !self.topic_allowed(&publish.topic, TopicAccess::Write) {
+            return self.refuse_publish(publish.qos, publish.packet_id);
+        }
         if let (QoS::ExactlyOnce, Some(id)) = (publish.qos, publish.packet_id) {
             if self.releases_pending.contains(&id) {
                 // Sent again before its PUBREL: stored once, acknowledged again.
@@ -828,6 +1013,36 @@ impl Session {
             },
             packet_id: publish.packet_id,
         }]
+    }
+
+    /// A PUBLISH `--mqtt-acl-file` does not let the client make: not
+    /// stored. QoS 0: dropped, nobody told. v5: PUBACK (PUBREC) 0x87.
+    /// 3.1.1 has no negative acknowledgement: acknowledged and dropped, as
+    /// mosquitto does, rather than closed as for a failed append (a client
+    /// that republishes after reconnecting would be refused again, forever).
+    fn refuse_publish(&mut self, qos: QoS, packet_id: Option<PacketId>) -> Vec<Action> {
+        let Some(packet_id) = packet_id else {
+            return Vec::new();
+        };
+        let version = self.version.unwrap_or(Version::V311);
+        let kind = match qos {
+            QoS::ExactlyOnce => AckKind::PubRec,
+            QoS::AtMostOnce | QoS::AtLeastOnce => AckKind::PubAck,
+        };
+        if kind == AckKind::PubRec && version == Version::V311 {
+            // Its PUBREL is answered like any other (PUBCOMP).
+            if self.releases_pending.len() + self.receiving.len() >= RELEASES_PENDING_MAX {
+                return self.refuse(Refusal::ReceiveMaximumExceeded);
+            }
+            self.releases_pending.insert(packet_id);
+            self.dirty = true;
+        }
+        vec![Action::Send(Packet::Ack(Ack {
+            kind,
+            packet_id,
+            reason: reason::topic_refused_ack_code(version),
+            properties: Properties::default(),
+        }))]
     }
 
     fn on_appended(
@@ -1066,6 +1281,11 @@ impl Session {
             }
             *cursor = shardline_log::Offset(position.offset.0.saturating_add(1));
             self.dirty = true;
+        }
+        // Matched, but not readable under --mqtt-acl-file: skipped (its
+        // cursor moved past it all the same).
+        if !self.topic_allowed(&delivery.topic, TopicAccess::Read) {
+            return Vec::new();
         }
         let packet_id = match delivery.qos {
             QoS::AtMostOnce => None,

@@ -47,13 +47,10 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ResponseKind, SaslAuthenticateResponse, SaslHandshakeResponse};
 use shardline_net::{AuthStep, Authenticator, Request, RequestBody, ResponseBody};
 
-pub(crate) use scram::ScramClient;
+pub(crate) use scram::{ScramClient, ScramServer};
 pub(crate) use users::{read_users_file, ScramAlgorithms, UserStore};
 
-use self::{
-    scram::ScramServer,
-    users::{constant_time_eq, CREDENTIAL_BYTES_MAX},
-};
+use self::users::{constant_time_eq, CREDENTIAL_BYTES_MAX};
 use crate::{
     acl::{Principal, Session},
     error::{kafka_code, EngineError, SaslError},

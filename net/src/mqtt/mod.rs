@@ -7,7 +7,8 @@
 //! passes the connection's protocol level (known once CONNECT arrived) to
 //! every call. One file per packet family, each with its byte layout drawn
 //! at its top: `wire.rs` (fixed header and primitives), `properties.rs`
-//! (the v5 property block), `connect.rs`, `publish.rs`, `subscribe.rs`;
+//! (the v5 property block), `connect.rs`, `publish.rs`, `subscribe.rs`,
+//! `auth.rs` (v5 enhanced authentication);
 //! `topic.rs` holds the topic name and filter rules and filter matching.
 //!
 //! ## Bad input
@@ -21,10 +22,10 @@
 //! in one place and closes only that connection.
 //!
 //! ## Not decoded
-//! AUTH (v5 extended authentication) is refused as a protocol error.
 //! Protocol level 3 (MQTT 3.1, protocol name "MQIsdp") is refused as an
 //! unsupported protocol version.
 
+mod auth;
 mod connect;
 mod properties;
 mod publish;
@@ -36,6 +37,7 @@ use std::{fmt, num::NonZeroU16};
 
 use bytes::Bytes;
 
+pub use auth::{Auth, AUTH_CONTINUE, AUTH_REAUTHENTICATE, AUTH_SUCCESS};
 pub use connect::{ConnAck, Connect, Will};
 pub use properties::{Properties, PropertyFields};
 pub use publish::{Ack, AckKind, Publish};
@@ -156,6 +158,8 @@ pub enum Packet {
     PingResp,
     /// DISCONNECT (both in v5; client only in 3.1.1).
     Disconnect(Disconnect),
+    /// AUTH (both; v5 only).
+    Auth(Auth),
 }
 
 impl Packet {
@@ -178,6 +182,7 @@ impl Packet {
             Packet::PingReq => "PINGREQ",
             Packet::PingResp => "PINGRESP",
             Packet::Disconnect(_) => "DISCONNECT",
+            Packet::Auth(_) => "AUTH",
         }
     }
 }
@@ -353,9 +358,7 @@ fn decode_body(kind: u8, flags: u8, body: Bytes, version: Option<Version>) -> Re
         PINGREQ => empty(Packet::PingReq, &body),
         PINGRESP => empty(Packet::PingResp, &body),
         DISCONNECT => decode_disconnect(body, version),
-        AUTH if version == Version::V5 => Err(MqttDecodeError::Protocol {
-            reason: "AUTH (extended authentication) is not supported",
-        }),
+        AUTH if version == Version::V5 => Auth::decode(body).map(Packet::Auth),
         _ => Err(MqttDecodeError::Malformed {
             field: "packet type",
             reason: "reserved packet type",
@@ -409,6 +412,7 @@ pub fn encode_packet(packet: &Packet, version: Version, out: &mut Vec<u8>) {
             }
             frame(DISCONNECT << 4, &body, out);
         }
+        Packet::Auth(auth) => auth.encode(out),
     }
     assert!(out.len() >= before + 2, "every packet has a fixed header");
 }

@@ -133,6 +133,7 @@ impl Allowed {
     pub(crate) const SUBSCRIBE: Allowed = Allowed(&[SUBSCRIPTION_ID, USER_PROPERTY]);
     pub(crate) const UNSUBSCRIBE: Allowed = Allowed(&[USER_PROPERTY]);
     pub(crate) const DISCONNECT: Allowed = Allowed(&[SESSION_EXPIRY, REASON_STRING, USER_PROPERTY]);
+    pub(crate) const AUTH: Allowed = Allowed(&[AUTH_METHOD, AUTH_DATA, REASON_STRING, USER_PROPERTY]);
 }
 
 /// The properties of one v5 packet, held out of line ([`PropertyFields`]

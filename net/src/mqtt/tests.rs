@@ -166,6 +166,45 @@ fn v5_properties_are_checked() {
     assert!(decode(&[0x30, 4, 0, 1, b'a', 9], Some(Version::V5)).is_err());
 }
 
+#[test]
+fn auth_is_v5_only_and_carries_one_of_its_three_reasons() {
+    let v5 = Some(Version::V5);
+    // Remaining length 0: success, no properties.
+    let (packet, used) = decode(&[0xf0, 0], v5).unwrap().unwrap();
+    assert_eq!(used, 2);
+    assert_eq!(
+        packet,
+        Packet::Auth(Auth {
+            reason: AUTH_SUCCESS,
+            properties: Properties::default()
+        })
+    );
+    // Continue, with the method and data.
+    let bytes = [0xf0, 13, 0x18, 11, 0x15, 0, 5, b'S', b'C', b'R', b'A', b'M', 0x16, 0, 0];
+    let Packet::Auth(auth) = decode(&bytes[..15], v5).unwrap().unwrap().0 else {
+        panic!("not AUTH")
+    };
+    assert_eq!(
+        (auth.reason, auth.properties.auth_method.as_deref()),
+        (0x18, Some("SCRAM"))
+    );
+    assert_eq!(auth.properties.auth_data.as_deref(), Some(&b""[..]));
+    // Another reason code, a property AUTH may not carry, reserved flags, 3.1.1.
+    assert!(matches!(
+        decode(&[0xf0, 1, 0x87], v5),
+        Err(MqttDecodeError::Malformed { .. })
+    ));
+    assert!(matches!(
+        decode(&[0xf0, 4, 0x18, 2, 0x24, 1], v5),
+        Err(MqttDecodeError::Protocol { .. } | MqttDecodeError::Malformed { .. })
+    ));
+    assert!(matches!(decode(&[0xf1, 0], v5), Err(MqttDecodeError::Malformed { .. })));
+    assert!(matches!(
+        decode(&[0xf0, 0], Some(Version::V311)),
+        Err(MqttDecodeError::Malformed { .. })
+    ));
+}
+
 fn qos() -> impl Strategy<Value = QoS> {
     prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce), Just(QoS::ExactlyOnce)]
 }
@@ -374,9 +413,38 @@ fn control(version: Version) -> impl Strategy<Value = Packet> {
     ]
 }
 
+/// AUTH (v5 only): a reason it may carry, and method and data or none.
+fn auth() -> impl Strategy<Value = Packet> {
+    (
+        prop_oneof![Just(AUTH_SUCCESS), Just(AUTH_CONTINUE), Just(AUTH_REAUTHENTICATE)],
+        proptest::option::of(("SCRAM-SHA-(256|512)", proptest::collection::vec(any::<u8>(), 0..48))),
+        proptest::option::of("[a-z ]{0,12}"),
+    )
+        .prop_map(|(reason, method, reason_string)| {
+            let (auth_method, auth_data) = method.map_or((None, None), |(m, d)| (Some(m), Some(Bytes::from(d))));
+            Packet::Auth(Auth {
+                reason,
+                properties: PropertyFields {
+                    auth_method,
+                    auth_data,
+                    reason_string,
+                    ..PropertyFields::default()
+                }
+                .into(),
+            })
+        })
+}
+
 fn any_packet() -> impl Strategy<Value = (Version, Packet)> {
     version().prop_flat_map(|version| {
-        prop_oneof![publish(version), connect(version), control(version)].prop_map(move |packet| (version, packet))
+        let auth = if version == Version::V5 {
+            auth().boxed()
+        } else {
+            // 3.1.1 has no AUTH: another control packet in its place.
+            control(version).boxed()
+        };
+        prop_oneof![publish(version), connect(version), control(version), auth]
+            .prop_map(move |packet| (version, packet))
     })
 }
 

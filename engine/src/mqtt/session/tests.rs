@@ -18,6 +18,7 @@ use crate::mqtt::{
     mapping::Publication,
     reason::Refusal,
     stored::{StoredInflight, StoredSession},
+    topic_acl::TopicAccess,
     Delivery, Position, Subscription,
 };
 
@@ -26,6 +27,7 @@ fn limits() -> SessionLimits {
         packet_bytes_max: 1 << 20,
         assigned_client_id: "assigned-1".to_string(),
         auth_required: false,
+        topic_acl: None,
     }
 }
 
@@ -1199,5 +1201,210 @@ fn a_share_that_cannot_be_joined_is_refused_in_the_suback_and_forgotten() {
         unsuback.codes,
         vec![0x11, 0],
         "the refused share was never a subscription"
+    );
+}
+
+#[test]
+fn the_acl_file_refuses_publishes_and_skips_deliveries_it_does_not_allow() {
+    let now = Instant::now();
+    let acl = std::sync::Arc::new(
+        crate::mqtt::TopicAcl::parse("topic write out/#\ntopic read in/#\npattern readwrite own/%c\n").unwrap(),
+    );
+    let publish = |topic: &str, qos: QoS, n: u16| {
+        Event::Packet(Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: topic.to_string(),
+            packet_id: (qos != QoS::AtMostOnce).then(|| id(n)),
+            properties: Properties::default(),
+            payload: Bytes::from_static(b"x"),
+        }))
+    };
+    let delivery = |topic: &str| Delivery {
+        topic: std::rc::Rc::from(topic),
+        payload: Bytes::from_static(b"p"),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        position: None,
+        properties: None,
+        expiry_left_s: None,
+        subscription_ids: Vec::new(),
+    };
+    for version in [Version::V5, Version::V311] {
+        let limits = SessionLimits {
+            topic_acl: Some(std::sync::Arc::clone(&acl)),
+            ..limits()
+        };
+        let mut session = Session::new(now, limits);
+        session.handle(now, Event::Packet(connect(version, "dev-1", true, 0)));
+        session.handle(now, Event::Claimed { stored: None });
+        let allowed = session.handle(now, publish("out/a", QoS::AtLeastOnce, 1));
+        assert!(matches!(&allowed[..], [Action::Append { .. }]), "{allowed:?}");
+        let own = session.handle(now, publish("own/dev-1", QoS::AtMostOnce, 0));
+        assert!(matches!(&own[..], [Action::Append { .. }]), "{own:?}");
+        // Refused: v5 0x87; 3.1.1 acknowledged (no negative PUBACK) and dropped.
+        let code = if version == Version::V5 { 0x87 } else { 0 };
+        assert_eq!(
+            session.handle(now, publish("in/a", QoS::AtLeastOnce, 2)),
+            sent_ack(AckKind::PubAck, 2, code)
+        );
+        assert_eq!(
+            session.handle(now, publish("in/a", QoS::ExactlyOnce, 3)),
+            sent_ack(AckKind::PubRec, 3, code)
+        );
+        assert!(session.handle(now, publish("in/a", QoS::AtMostOnce, 0)).is_empty());
+        assert!(!session.is_closed());
+        // Deliveries: only readable topics go out.
+        let read = session.handle(now, Event::Delivery(delivery("in/x")));
+        assert!(matches!(&read[..], [Action::Send(Packet::Publish(_))]), "{read:?}");
+        assert!(session.handle(now, Event::Delivery(delivery("out/x"))).is_empty());
+        assert!(session.topic_allowed("own/dev-1", TopicAccess::Write));
+        assert!(!session.topic_allowed("own/dev-2", TopicAccess::Write));
+    }
+}
+
+#[test]
+fn a_scram_login_goes_connect_auth_auth_connack_and_may_reauthenticate() {
+    use shardline_net::mqtt::Auth;
+    let now = Instant::now();
+    let required = SessionLimits {
+        auth_required: true,
+        ..limits()
+    };
+    let scram_connect = |method: &str| {
+        let mut packet = connect(Version::V5, "dev-s", true, 0);
+        if let Packet::Connect(connect) = &mut packet {
+            connect.properties.auth_method = Some(method.to_string());
+            connect.properties.auth_data = Some(Bytes::from_static(b"client-first"));
+        }
+        Event::Packet(packet)
+    };
+    let auth = |reason: u8, method: &str, data: &'static [u8]| {
+        Event::Packet(Packet::Auth(Auth {
+            reason,
+            properties: PropertyFields {
+                auth_method: Some(method.to_string()),
+                auth_data: Some(Bytes::from_static(data)),
+                ..PropertyFields::default()
+            }
+            .into(),
+        }))
+    };
+    let mut session = Session::new(now, required.clone());
+    let actions = session.handle(now, scram_connect("SCRAM-SHA-512"));
+    assert_eq!(
+        actions,
+        vec![Action::ScramStart {
+            mechanism: crate::sasl::Mechanism::ScramSha512,
+            client_first: Bytes::from_static(b"client-first"),
+        }]
+    );
+    let actions = session.handle(
+        now,
+        Event::ScramChallenge {
+            server_first: Some(b"server-first".to_vec()),
+        },
+    );
+    let [Action::Send(Packet::Auth(challenge))] = &actions[..] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(challenge.reason, 0x18);
+    assert_eq!(challenge.properties.auth_data.as_deref(), Some(&b"server-first"[..]));
+    // The wait for the client's answer is CONNECT's.
+    assert_eq!(session.deadline(), Some(now + super::CONNECT_WAIT_MAX));
+    let actions = session.handle(now, auth(0x18, "SCRAM-SHA-512", b"client-final"));
+    assert_eq!(
+        actions,
+        vec![Action::ScramFinish {
+            client_final: Bytes::from_static(b"client-final")
+        }]
+    );
+    let outcome = Some(("device".to_string(), b"v=sig".to_vec()));
+    let actions = session.handle(now, Event::ScramFinished { outcome });
+    assert!(matches!(&actions[..], [Action::Claim { .. }]), "{actions:?}");
+    let actions = session.handle(now, Event::Claimed { stored: None });
+    let [Action::Send(Packet::ConnAck(connack))] = &actions[..] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(connack.code, 0);
+    assert_eq!(connack.properties.auth_method.as_deref(), Some("SCRAM-SHA-512"));
+    assert_eq!(connack.properties.auth_data.as_deref(), Some(&b"v=sig"[..]));
+    // Re-authentication: the same user gets AUTH 0x00; another is refused.
+    let actions = session.handle(now, auth(0x19, "SCRAM-SHA-512", b"again"));
+    assert!(matches!(&actions[..], [Action::ScramStart { .. }]), "{actions:?}");
+    session.handle(
+        now,
+        Event::ScramChallenge {
+            server_first: Some(b"s".to_vec()),
+        },
+    );
+    session.handle(now, auth(0x18, "SCRAM-SHA-512", b"f"));
+    let outcome = Some(("device".to_string(), b"v=again".to_vec()));
+    let actions = session.handle(now, Event::ScramFinished { outcome });
+    let [Action::Send(Packet::Auth(done))] = &actions[..] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(
+        (done.reason, done.properties.auth_data.as_deref()),
+        (0, Some(&b"v=again"[..]))
+    );
+    session.handle(now, auth(0x19, "SCRAM-SHA-512", b"again"));
+    session.handle(
+        now,
+        Event::ScramChallenge {
+            server_first: Some(b"s".to_vec()),
+        },
+    );
+    session.handle(now, auth(0x18, "SCRAM-SHA-512", b"f"));
+    let outcome = Some(("intruder".to_string(), b"v=x".to_vec()));
+    let actions = session.handle(now, Event::ScramFinished { outcome });
+    assert_eq!(
+        actions[0],
+        Action::Send(Packet::Disconnect(Disconnect {
+            reason: 0x86,
+            properties: Properties::default()
+        }))
+    );
+    // A bad proof: CONNACK 0x86; an unknown method: 0x8C; another method: 0x82.
+    let mut bad = Session::new(now, required.clone());
+    bad.handle(now, scram_connect("SCRAM-SHA-256"));
+    bad.handle(
+        now,
+        Event::ScramChallenge {
+            server_first: Some(b"s".to_vec()),
+        },
+    );
+    bad.handle(now, auth(0x18, "SCRAM-SHA-256", b"f"));
+    let actions = bad.handle(now, Event::ScramFinished { outcome: None });
+    assert!(
+        matches!(&actions[0], Action::Send(Packet::ConnAck(c)) if c.code == 0x86),
+        "{actions:?}"
+    );
+    let mut unknown = Session::new(now, required.clone());
+    let actions = unknown.handle(now, scram_connect("SCRAM-MD5"));
+    assert!(
+        matches!(&actions[0], Action::Send(Packet::ConnAck(c)) if c.code == 0x8c),
+        "{actions:?}"
+    );
+    let mut switched = Session::new(now, required);
+    switched.handle(now, scram_connect("SCRAM-SHA-256"));
+    switched.handle(
+        now,
+        Event::ScramChallenge {
+            server_first: Some(b"s".to_vec()),
+        },
+    );
+    let actions = switched.handle(now, auth(0x18, "SCRAM-SHA-512", b"f"));
+    assert!(
+        matches!(&actions[0], Action::Send(Packet::ConnAck(c)) if c.code == 0x82),
+        "{actions:?}"
+    );
+    // Without --mqtt-auth password there are no users: the method is not offered.
+    let mut open = Session::new(now, limits());
+    let actions = open.handle(now, scram_connect("SCRAM-SHA-256"));
+    assert!(
+        matches!(&actions[0], Action::Send(Packet::ConnAck(c)) if c.code == 0x8c),
+        "{actions:?}"
     );
 }
