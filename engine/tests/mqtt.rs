@@ -897,3 +897,56 @@ fn mqtt_can_be_turned_off() {
     assert_eq!(engine.mqtt_addr, None);
     assert!(engine.log().contains("mqtt=off"), "{}", engine.log());
 }
+
+/// The retained messages a new paho v5 subscriber of `filter` gets, one
+/// `topic|payload|retain|expiry|content type|user properties` line each
+/// (`mqtt_retained.py retained`).
+fn retained_seen(engine: &Engine, filter: &str) -> Vec<String> {
+    let mqtt = mqtt_addr(engine).to_string();
+    let (ok, output) = python_script_output("mqtt_retained.py", &["retained", &mqtt, filter]);
+    assert!(
+        ok,
+        "mqtt_retained.py retained failed:\n{output}\nengine log:\n{}",
+        engine.log()
+    );
+    let stdout = output
+        .strip_prefix("stdout:\n")
+        .and_then(|rest| rest.split("\nstderr:").next())
+        .unwrap_or("");
+    stdout.lines().map(str::to_string).collect()
+}
+
+/// The expiry a `retained_seen` line reports, in seconds.
+fn expiry_of(line: &str) -> u32 {
+    line.split('|').nth(3).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_retained_message_keeps_its_v5_properties_and_expiry_across_a_restart() {
+    const EXPIRY_S: u32 = 20;
+    let mut engine = Engine::start(&["--shards", "2"]);
+    let mqtt = mqtt_addr(&engine).to_string();
+    let set_at = std::time::Instant::now();
+    let expiry = EXPIRY_S.to_string();
+    let (ok, output) = python_script_output("mqtt_retained.py", &["publish", &mqtt, "props/a", "21.5", &expiry]);
+    assert!(ok, "publish failed:\n{output}\nengine log:\n{}", engine.log());
+    std::thread::sleep(Duration::from_millis(1_500));
+    let seen = retained_seen(&engine, "props/#");
+    assert_eq!(seen.len(), 1, "one retained message: {seen:?}");
+    assert!(
+        seen[0].starts_with("props/a|21.5|1|") && seen[0].ends_with("|text/plain|site=north,site=south"),
+        "RETAIN, content type and user properties in order: {seen:?}"
+    );
+    let first = expiry_of(&seen[0]);
+    assert!(first < EXPIRY_S, "the expiry left is smaller: {seen:?}");
+    engine.restart();
+    let seen = retained_seen(&engine, "props/a");
+    assert_eq!(seen.len(), 1, "kept across the restart: {seen:?}\n{}", engine.log());
+    assert!(seen[0].ends_with("|text/plain|site=north,site=south"), "{seen:?}");
+    assert!(expiry_of(&seen[0]) <= first, "the expiry still counts down: {seen:?}");
+    // Once the expiry has passed, a new subscriber gets nothing.
+    let passed = Duration::from_secs(u64::from(EXPIRY_S) + 1);
+    std::thread::sleep(passed.saturating_sub(set_at.elapsed()));
+    let seen = retained_seen(&engine, "props/#");
+    assert!(seen.is_empty(), "an expired retained message is not sent: {seen:?}");
+}
