@@ -950,3 +950,29 @@ fn a_retained_message_keeps_its_v5_properties_and_expiry_across_a_restart() {
     let seen = retained_seen(&engine, "props/#");
     assert!(seen.is_empty(), "an expired retained message is not sent: {seen:?}");
 }
+
+#[test]
+fn a_kafka_producer_sets_and_clears_a_retained_message() {
+    let mut engine = Engine::start(&["--shards", "2"]);
+    let kafka = engine.bootstrap();
+    // An MQTT publication creates the mapped topic the producer writes to.
+    publish_qos1(&mut connected(mqtt_addr(&engine), 4, "creator"), "kr/created", 1, b"-");
+    let produce = |engine: &Engine, topic: &str, payload: &str, client: &str| {
+        let (ok, output) = python_script_output("mqtt_retained.py", &["produce", &kafka, topic, payload, client]);
+        assert!(ok, "produce failed:\n{output}\nengine log:\n{}", engine.log());
+    };
+    produce(&engine, "kr/a", "on", "kafka-python");
+    produce(&engine, "kr/b", "x", "confluent");
+    let mut seen = retained_seen(&engine, "kr/#");
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec!["kr/a|on|1|-|-|color=blue", "kr/b|x|1|-|-|color=blue"],
+        "RETAIN set, the producer's own header as a user property"
+    );
+    // An empty value clears; what is set survives a restart.
+    produce(&engine, "kr/b", "", "kafka-python");
+    engine.restart();
+    let seen = retained_seen(&engine, "kr/#");
+    assert_eq!(seen, vec!["kr/a|on|1|-|-|color=blue"], "{}", engine.log());
+}

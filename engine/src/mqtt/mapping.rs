@@ -399,6 +399,42 @@ fn topic_of<'a>(record: &Record<'a>) -> Option<&'a str> {
         .filter(|topic| valid_topic_name(topic))
 }
 
+/// The retained messages that records a Kafka client produced to the
+/// mapped topic set (an empty payload: clear), in order: those with
+/// [`RETAIN_HEADER`] "1" and an MQTT topic as the feed finds it. Records
+/// with a [`CLIENT_HEADER`] are an MQTT publisher's, whose retained copy
+/// the MQTT path stores; compressed batches are not read (the broker does
+/// not decompress) and transactional ones set nothing (they may abort).
+pub(crate) fn produced_retained(records: &Bytes) -> Vec<Publication> {
+    let mut found = Vec::new();
+    for (header, batch) in whole_batches(records) {
+        if header.is_control() || header.is_transactional() {
+            continue;
+        }
+        let Some(records) = uncompressed_records(&batch, &header) else {
+            continue;
+        };
+        for record in records.flatten() {
+            let retain = record.headers.get(RETAIN_HEADER.as_bytes()).flatten() == Some(b"1");
+            if !retain || record.headers.get(CLIENT_HEADER.as_bytes()).is_some() {
+                continue;
+            }
+            let Some(topic) = topic_of(&record) else {
+                continue;
+            };
+            found.push(Publication {
+                topic: topic.to_string(),
+                payload: record.value.map_or_else(Bytes::new, |value| batch.slice_ref(value)),
+                qos: qos_of_header(record.headers.get(QOS_HEADER.as_bytes()).flatten()),
+                retain,
+                client_id: std::sync::Arc::from(""),
+                properties: properties_of(record.headers).map(Box::new),
+            });
+        }
+    }
+    found
+}
+
 /// What walking a read chunk found besides messages.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Skipped {

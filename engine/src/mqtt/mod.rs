@@ -50,7 +50,7 @@ mod listener;
 mod mapping;
 mod publish;
 mod reason;
-mod retained;
+pub(crate) mod retained;
 mod session;
 mod sessions;
 mod shared;

@@ -309,6 +309,16 @@ pub(crate) async fn store(shard: &Rc<Shard>, publication: Publication, now_ms: i
     Ok(())
 }
 
+/// After a Kafka produce to the mapped topic was appended: stores, in
+/// order, the retained messages its records set or clear
+/// ([`mapping::produced_retained`]), before the producer is answered.
+pub(crate) async fn store_produced(shard: &Rc<Shard>, records: &Bytes) -> Result<(), EngineError> {
+    for publication in mapping::produced_retained(records) {
+        store(shard, publication, crate::kafka::unix_now_ms()).await?;
+    }
+    Ok(())
+}
+
 /// On a shard: the retained messages it keeps matching any of `filters`,
 /// each at the highest QoS granted among the filters it matches (capped by
 /// its own), after loading the retained-topic partitions it owns. One

@@ -10,7 +10,7 @@ Usage:
       reply/to, correlation data "c1" and a Message Expiry of EXPIRY_S
   mqtt_retained.py produce KAFKA TOPIC PAYLOAD [confluent]
       kafka-python (or confluent-kafka) produces PAYLOAD (empty: a null
-      value) to `mqtt` with headers mqtt.topic=TOPIC, mqtt.retain=1,
+      value; key TOPIC) to `mqtt` with headers mqtt.topic=TOPIC, mqtt.retain=1,
       mqtt.qos=1 and a header of its own, color=blue; acks=all
   mqtt_retained.py retained MQTT FILTER
       a new paho v5 subscriber of FILTER prints, one line each, the
@@ -85,14 +85,14 @@ def produce(bootstrap, topic, payload, flavour):
 
         producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "compression.type": "none"})
         errors = []
-        producer.produce("mqtt", value=value, headers=headers, on_delivery=lambda err, msg: err and errors.append(err))
+        producer.produce("mqtt", key=topic.encode(), value=value, headers=headers, on_delivery=lambda err, msg: err and errors.append(err))
         assert producer.flush(WAIT_S) == 0, "not delivered in time"
         assert not errors, f"delivery failed: {errors}"
     else:
         from kafka import KafkaProducer
 
         producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-        producer.send("mqtt", value=value, headers=headers).get(timeout=WAIT_S)
+        producer.send("mqtt", key=topic.encode(), value=value, headers=headers).get(timeout=WAIT_S)
         producer.close()
 
 
