@@ -976,3 +976,76 @@ fn a_kafka_producer_sets_and_clears_a_retained_message() {
     let seen = retained_seen(&engine, "kr/#");
     assert_eq!(seen, vec!["kr/a|on|1|-|-|color=blue"], "{}", engine.log());
 }
+
+/// A QoS 0 PUBLISH a v5 subscriber received: (topic name, Topic Alias,
+/// payload).
+fn received_aliased(stream: &mut TcpStream) -> (String, Option<u16>, Vec<u8>) {
+    let (kind, body) = read_packet(stream);
+    assert_eq!(kind & 0xf6, 0x30, "PUBLISH QoS 0: {kind:02x} {body:02x?}");
+    let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+    let topic = String::from_utf8(body[2..2 + topic_len].to_vec()).unwrap();
+    let properties_len = usize::from(body[2 + topic_len]);
+    assert!(properties_len < 0x80, "a one-byte property length: {body:02x?}");
+    let properties = &body[3 + topic_len..3 + topic_len + properties_len];
+    let alias = match properties {
+        [] => None,
+        [0x23, high, low] => Some(u16::from_be_bytes([*high, *low])),
+        other => panic!("only a Topic Alias expected: {other:02x?}"),
+    };
+    (topic, alias, body[3 + topic_len + properties_len..].to_vec())
+}
+
+#[test]
+fn the_server_sends_topic_aliases_within_the_clients_maximum() {
+    let engine = Engine::start(&["--shards", "2"]);
+    let addr = mqtt_addr(&engine);
+    // A v5 CONNECT announcing Topic Alias Maximum 2 (property 0x22).
+    let mut payload = Vec::new();
+    prefixed(&mut payload, b"aliased-raw");
+    let mut subscriber = TcpStream::connect(addr).unwrap();
+    subscriber.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+    subscriber
+        .write_all(&connect_frame(5, 0x02, &[0x22, 0, 2], &payload))
+        .unwrap();
+    let (kind, body) = read_packet(&mut subscriber);
+    assert_eq!((kind, body[1]), (0x20, 0), "CONNACK accepted: {body:02x?}");
+    // SUBSCRIBE packet id 1, no properties, "al/#" at QoS 0.
+    subscriber
+        .write_all(&[0x82, 10, 0, 1, 0, 0, 4, b'a', b'l', b'/', b'#', 0])
+        .unwrap();
+    assert_eq!(read_packet(&mut subscriber), (0x90, vec![0, 1, 0, 0]));
+    let mut publisher = connected(addr, 4, "alias-source");
+    let mut id = 0;
+    let mut deliver = |topic: &str| {
+        id += 1;
+        publish_qos1(&mut publisher, topic, id, topic.as_bytes());
+        let (name, alias, payload) = received_aliased(&mut subscriber);
+        assert_eq!(payload, topic.as_bytes());
+        assert!(
+            alias.is_some_and(|alias| (1..=2).contains(&alias)),
+            "an alias within 2: {alias:?}"
+        );
+        (name, alias)
+    };
+    assert_eq!(
+        deliver("al/1"),
+        ("al/1".to_string(), Some(1)),
+        "named with its new alias"
+    );
+    assert_eq!(deliver("al/1"), (String::new(), Some(1)), "then the alias alone");
+    assert_eq!(deliver("al/2"), ("al/2".to_string(), Some(2)));
+    assert_eq!(deliver("al/2"), (String::new(), Some(2)));
+    // The table is full: al/1, least recently used, gives its alias up.
+    assert_eq!(deliver("al/3"), ("al/3".to_string(), Some(1)));
+    assert_eq!(deliver("al/3"), (String::new(), Some(1)));
+    assert_eq!(deliver("al/2"), (String::new(), Some(2)));
+    assert_eq!(deliver("al/1"), ("al/1".to_string(), Some(1)));
+    // paho v5 resolves the aliases: every message arrives with its full topic.
+    let mqtt = addr.to_string();
+    let (ok, output) = python_script_output("mqtt_retained.py", &["aliases", &mqtt]);
+    assert!(
+        ok,
+        "mqtt_retained.py aliases failed:\n{output}\nengine log:\n{}",
+        engine.log()
+    );
+}

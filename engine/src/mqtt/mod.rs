@@ -43,6 +43,7 @@
 //!   another node leads as a Kafka client of that node (`crate::remote`: one
 //!   pool of idle inter-broker connections per shard).
 
+mod aliases;
 mod compacted;
 mod connection;
 mod feed;
