@@ -6,7 +6,8 @@
 //! same records, a retained message set through one node reaches a
 //! subscriber of another, and a persistent session saved through one node
 //! resumes through another — also after the node that led its partition of
-//! `__mqtt_sessions` is killed.
+//! `__mqtt_sessions` is killed. A Kafka producer's retained message is
+//! stored where `__mqtt_retained` is led and reaches a third node.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -375,4 +376,30 @@ fn a_share_with_members_on_two_nodes_gets_each_message_once() {
     );
     let _ = member_1.disconnect();
     let _ = member_2.disconnect();
+}
+
+#[test]
+fn a_kafka_producer_on_one_node_sets_a_retained_message_led_by_another() {
+    let mut cluster = Cluster::start_with_mqtt(REPLICATED_FLAGS);
+    cluster.wait_ready(CLUSTER_WAIT);
+    // The mapped topic led by node 1, the retained messages by node 2.
+    cluster.create_topic_assigned("mqtt", &[vec![1, 2, 3]], &[]);
+    cluster.create_topic_assigned("__mqtt_retained", &[vec![2, 3, 1]], &[("cleanup.policy", "compact")]);
+    cluster.wait_full_isr("mqtt", 1, CLUSTER_WAIT);
+    cluster.wait_full_isr("__mqtt_retained", 1, CLUSTER_WAIT);
+    assert_eq!(cluster.partition_leader("mqtt", 0), 1);
+    assert_eq!(cluster.partition_leader("__mqtt_retained", 0), 2);
+    let kafka = cluster.kafka_addr(1).to_string();
+    let (ok, output) =
+        common::python_script_output("mqtt_retained.py", &["produce", &kafka, "cr/a", "far", "confluent"]);
+    assert!(ok, "produce failed:\n{output}\nnode 1:\n{}", cluster.log_tail(1));
+    // A subscriber of node 3 gets it, RETAIN set.
+    let mqtt = cluster.mqtt_addr(3).to_string();
+    let (ok, output) = common::python_script_output("mqtt_retained.py", &["retained", &mqtt, "cr/#"]);
+    assert!(ok, "subscriber failed:\n{output}");
+    assert!(
+        output.contains("cr/a|far|1|-|-|color=blue"),
+        "{output}\nnode 3:\n{}",
+        cluster.log_tail(3)
+    );
 }

@@ -1062,3 +1062,155 @@ fn v5_enhanced_authentication_logs_in_with_scram() {
     let (ok, output) = python_script_output("mqtt_scram.py", &[&mqtt, "device", "s3cret"]);
     assert!(ok, "{output}\n{}", engine.log());
 }
+
+/// The retained messages a new paho v5 subscriber of `filter` gets, one
+/// `topic|payload|retain|expiry|content type|user properties` line each
+/// (`mqtt_retained.py retained`).
+fn retained_seen(engine: &Engine, filter: &str) -> Vec<String> {
+    let mqtt = mqtt_addr(engine).to_string();
+    let (ok, output) = python_script_output("mqtt_retained.py", &["retained", &mqtt, filter]);
+    assert!(
+        ok,
+        "mqtt_retained.py retained failed:\n{output}\nengine log:\n{}",
+        engine.log()
+    );
+    let stdout = output
+        .strip_prefix("stdout:\n")
+        .and_then(|rest| rest.split("\nstderr:").next())
+        .unwrap_or("");
+    stdout.lines().map(str::to_string).collect()
+}
+
+/// The expiry a `retained_seen` line reports, in seconds.
+fn expiry_of(line: &str) -> u32 {
+    line.split('|').nth(3).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_retained_message_keeps_its_v5_properties_and_expiry_across_a_restart() {
+    const EXPIRY_S: u32 = 20;
+    let mut engine = Engine::start(&["--shards", "2"]);
+    let mqtt = mqtt_addr(&engine).to_string();
+    let set_at = std::time::Instant::now();
+    let expiry = EXPIRY_S.to_string();
+    let (ok, output) = python_script_output("mqtt_retained.py", &["publish", &mqtt, "props/a", "21.5", &expiry]);
+    assert!(ok, "publish failed:\n{output}\nengine log:\n{}", engine.log());
+    std::thread::sleep(Duration::from_millis(1_500));
+    let seen = retained_seen(&engine, "props/#");
+    assert_eq!(seen.len(), 1, "one retained message: {seen:?}");
+    assert!(
+        seen[0].starts_with("props/a|21.5|1|") && seen[0].ends_with("|text/plain|site=north,site=south"),
+        "RETAIN, content type and user properties in order: {seen:?}"
+    );
+    let first = expiry_of(&seen[0]);
+    assert!(first < EXPIRY_S, "the expiry left is smaller: {seen:?}");
+    engine.restart();
+    let seen = retained_seen(&engine, "props/a");
+    assert_eq!(seen.len(), 1, "kept across the restart: {seen:?}\n{}", engine.log());
+    assert!(seen[0].ends_with("|text/plain|site=north,site=south"), "{seen:?}");
+    assert!(expiry_of(&seen[0]) <= first, "the expiry still counts down: {seen:?}");
+    // Once the expiry has passed, a new subscriber gets nothing.
+    let passed = Duration::from_secs(u64::from(EXPIRY_S) + 1);
+    std::thread::sleep(passed.saturating_sub(set_at.elapsed()));
+    let seen = retained_seen(&engine, "props/#");
+    assert!(seen.is_empty(), "an expired retained message is not sent: {seen:?}");
+}
+
+#[test]
+fn a_kafka_producer_sets_and_clears_a_retained_message() {
+    let mut engine = Engine::start(&["--shards", "2"]);
+    let kafka = engine.bootstrap();
+    // An MQTT publication creates the mapped topic the producer writes to.
+    publish_qos1(&mut connected(mqtt_addr(&engine), 4, "creator"), "kr/created", 1, b"-");
+    let produce = |engine: &Engine, topic: &str, payload: &str, client: &str| {
+        let (ok, output) = python_script_output("mqtt_retained.py", &["produce", &kafka, topic, payload, client]);
+        assert!(ok, "produce failed:\n{output}\nengine log:\n{}", engine.log());
+    };
+    produce(&engine, "kr/a", "on", "kafka-python");
+    produce(&engine, "kr/b", "x", "confluent");
+    let mut seen = retained_seen(&engine, "kr/#");
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec!["kr/a|on|1|-|-|color=blue", "kr/b|x|1|-|-|color=blue"],
+        "RETAIN set, the producer's own header as a user property"
+    );
+    // An empty value clears; what is set survives a restart.
+    produce(&engine, "kr/b", "", "kafka-python");
+    engine.restart();
+    let seen = retained_seen(&engine, "kr/#");
+    assert_eq!(seen, vec!["kr/a|on|1|-|-|color=blue"], "{}", engine.log());
+}
+
+/// A QoS 0 PUBLISH a v5 subscriber received: (topic name, Topic Alias,
+/// payload).
+fn received_aliased(stream: &mut TcpStream) -> (String, Option<u16>, Vec<u8>) {
+    let (kind, body) = read_packet(stream);
+    assert_eq!(kind & 0xf6, 0x30, "PUBLISH QoS 0: {kind:02x} {body:02x?}");
+    let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+    let topic = String::from_utf8(body[2..2 + topic_len].to_vec()).unwrap();
+    let properties_len = usize::from(body[2 + topic_len]);
+    assert!(properties_len < 0x80, "a one-byte property length: {body:02x?}");
+    let properties = &body[3 + topic_len..3 + topic_len + properties_len];
+    let alias = match properties {
+        [] => None,
+        [0x23, high, low] => Some(u16::from_be_bytes([*high, *low])),
+        other => panic!("only a Topic Alias expected: {other:02x?}"),
+    };
+    (topic, alias, body[3 + topic_len + properties_len..].to_vec())
+}
+
+#[test]
+fn the_server_sends_topic_aliases_within_the_clients_maximum() {
+    let engine = Engine::start(&["--shards", "2"]);
+    let addr = mqtt_addr(&engine);
+    // A v5 CONNECT announcing Topic Alias Maximum 2 (property 0x22).
+    let mut payload = Vec::new();
+    prefixed(&mut payload, b"aliased-raw");
+    let mut subscriber = TcpStream::connect(addr).unwrap();
+    subscriber.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+    subscriber
+        .write_all(&connect_frame(5, 0x02, &[0x22, 0, 2], &payload))
+        .unwrap();
+    let (kind, body) = read_packet(&mut subscriber);
+    assert_eq!((kind, body[1]), (0x20, 0), "CONNACK accepted: {body:02x?}");
+    // SUBSCRIBE packet id 1, no properties, "al/#" at QoS 0.
+    subscriber
+        .write_all(&[0x82, 10, 0, 1, 0, 0, 4, b'a', b'l', b'/', b'#', 0])
+        .unwrap();
+    assert_eq!(read_packet(&mut subscriber), (0x90, vec![0, 1, 0, 0]));
+    let mut publisher = connected(addr, 4, "alias-source");
+    let mut id = 0;
+    let mut deliver = |topic: &str| {
+        id += 1;
+        publish_qos1(&mut publisher, topic, id, topic.as_bytes());
+        let (name, alias, payload) = received_aliased(&mut subscriber);
+        assert_eq!(payload, topic.as_bytes());
+        assert!(
+            alias.is_some_and(|alias| (1..=2).contains(&alias)),
+            "an alias within 2: {alias:?}"
+        );
+        (name, alias)
+    };
+    assert_eq!(
+        deliver("al/1"),
+        ("al/1".to_string(), Some(1)),
+        "named with its new alias"
+    );
+    assert_eq!(deliver("al/1"), (String::new(), Some(1)), "then the alias alone");
+    assert_eq!(deliver("al/2"), ("al/2".to_string(), Some(2)));
+    assert_eq!(deliver("al/2"), (String::new(), Some(2)));
+    // The table is full: al/1, least recently used, gives its alias up.
+    assert_eq!(deliver("al/3"), ("al/3".to_string(), Some(1)));
+    assert_eq!(deliver("al/3"), (String::new(), Some(1)));
+    assert_eq!(deliver("al/2"), (String::new(), Some(2)));
+    assert_eq!(deliver("al/1"), ("al/1".to_string(), Some(1)));
+    // paho v5 resolves the aliases: every message arrives with its full topic.
+    let mqtt = addr.to_string();
+    let (ok, output) = python_script_output("mqtt_retained.py", &["aliases", &mqtt]);
+    assert!(
+        ok,
+        "mqtt_retained.py aliases failed:\n{output}\nengine log:\n{}",
+        engine.log()
+    );
+}

@@ -99,8 +99,15 @@ pub(super) async fn handle(shard: &Rc<Shard>, access: &Access, request: ProduceR
                     let batch_bytes = records.len() as u64;
                     let batch_records = shardline_log::BatchHeader::parse(&records)
                         .map_or(0, |header| u64::try_from(header.record_count).unwrap_or(0));
+                    // Only the mapped topic's records may set MQTT retained
+                    // messages: its name is compared first, so no other
+                    // topic's records are walked.
+                    let retains = (topic == s.config.mqtt_kafka_topic).then(|| records.clone());
                     let produced = partition.produce(records, acks, timeout).await?;
                     s.probe.count_produced(batch_records, batch_bytes);
+                    if let Some(records) = retains {
+                        crate::mqtt::retained::store_produced(&s, &records).await?;
+                    }
                     Ok(produced)
                 }
             });

@@ -761,12 +761,16 @@ impl Connection {
         let asks = (0..shard.shard_count).map(|owner| {
             let filters = filters.clone();
             shard.invoke_on(owner, move |s: Rc<Shard>| async move {
-                super::retained::matching(&s, &filters).await
+                super::retained::matching(&s, &filters, crate::kafka::unix_now_ms()).await
             })
         });
         for answer in futures_util::future::join_all(asks).await {
-            for (topic, payload, qos) in answer.unwrap_or_default() {
-                let delivery = Delivery::plain(Rc::from(topic), payload, qos, true);
+            for found in answer.unwrap_or_default() {
+                let delivery = Delivery {
+                    properties: found.properties.map(|props| Rc::new(*props)),
+                    expiry_left_s: found.expiry_left_s,
+                    ..Delivery::plain(Rc::from(found.topic), found.payload, found.qos, true)
+                };
                 shard.mqtt.deliver_to(self.me.connection, delivery);
             }
         }

@@ -23,7 +23,7 @@
 use std::{collections::BTreeMap, rc::Rc};
 
 use bytes::Bytes;
-use shardline_log::{uncompressed_records, BatchHeader, HeaderedRecord, Offset};
+use shardline_log::{uncompressed_records, BatchHeader, HeaderedRecord, Offset, Record};
 use shardline_net::mqtt::{valid_topic_name, QoS};
 use shardline_raft::MetaError;
 
@@ -326,21 +326,34 @@ impl Message {
     /// does not expire), or `Err` when it has expired and must not be
     /// delivered (MQTT 5.0 §3.3.2.3.3).
     pub(crate) fn expiry_left_s(&self, now_ms: i64) -> Result<Option<u32>, ()> {
-        let Some(expiry_s) = self.properties.as_ref().and_then(|p| p.expiry_s) else {
-            return Ok(None);
-        };
-        let elapsed_s = now_ms.saturating_sub(self.timestamp_ms).max(0) / 1000;
-        let left = i64::from(expiry_s) - elapsed_s;
-        if left <= 0 {
-            return Err(());
-        }
-        Ok(Some(u32::try_from(left).unwrap_or(expiry_s)))
+        expiry_left_s(
+            self.properties.as_ref().and_then(|p| p.expiry_s),
+            self.timestamp_ms,
+            now_ms,
+        )
     }
+}
+
+/// Seconds left at `now_ms` of a Message Expiry Interval of `expiry_s`
+/// (`None`: it does not expire) counted from `since_ms`, or `Err` when it
+/// has passed.
+pub(crate) fn expiry_left_s(expiry_s: Option<u32>, since_ms: i64, now_ms: i64) -> Result<Option<u32>, ()> {
+    let Some(expiry_s) = expiry_s else {
+        return Ok(None);
+    };
+    let elapsed_s = now_ms.saturating_sub(since_ms).max(0) / 1000;
+    let left = i64::from(expiry_s) - elapsed_s;
+    if left <= 0 {
+        return Err(());
+    }
+    let left = u32::try_from(left).unwrap_or(expiry_s);
+    assert!(left <= expiry_s, "what is left of an expiry is at most all of it");
+    Ok(Some(left))
 }
 
 /// The MQTT properties a record's headers carry, beyond topic, QoS, retain
 /// and publisher (`None`: none).
-fn properties_of(headers: shardline_log::Headers<'_>) -> Option<Rc<MessageProperties>> {
+fn properties_of(headers: shardline_log::Headers<'_>) -> Option<MessageProperties> {
     let mut props: Option<MessageProperties> = None;
     for (name, value) in headers {
         let Ok(name) = std::str::from_utf8(name) else {
@@ -371,9 +384,55 @@ fn properties_of(headers: shardline_log::Headers<'_>) -> Option<Rc<MessageProper
             }
         }
     }
-    props
-        .filter(|props| *props != MessageProperties::default())
-        .map(Rc::new)
+    props.filter(|props| *props != MessageProperties::default())
+}
+
+/// The MQTT topic of a record of the mapped topic: its [`TOPIC_HEADER`],
+/// or else a UTF-8 key that is a valid topic name.
+fn topic_of<'a>(record: &Record<'a>) -> Option<&'a str> {
+    record
+        .headers
+        .get(TOPIC_HEADER.as_bytes())
+        .flatten()
+        .or(record.key)
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+        .filter(|topic| valid_topic_name(topic))
+}
+
+/// The retained messages that records a Kafka client produced to the
+/// mapped topic set (an empty payload: clear), in order: those with
+/// [`RETAIN_HEADER`] "1" and an MQTT topic as the feed finds it. Records
+/// with a [`CLIENT_HEADER`] are an MQTT publisher's, whose retained copy
+/// the MQTT path stores; compressed batches are not read (the broker does
+/// not decompress) and transactional ones set nothing (they may abort).
+pub(crate) fn produced_retained(records: &Bytes) -> Vec<Publication> {
+    let mut found = Vec::new();
+    for (header, batch) in whole_batches(records) {
+        if header.is_control() || header.is_transactional() {
+            continue;
+        }
+        let Some(records) = uncompressed_records(&batch, &header) else {
+            continue;
+        };
+        for record in records.flatten() {
+            let retain = record.headers.get(RETAIN_HEADER.as_bytes()).flatten() == Some(b"1");
+            if !retain || record.headers.get(CLIENT_HEADER.as_bytes()).is_some() {
+                continue;
+            }
+            let Some(topic) = topic_of(&record) else {
+                continue;
+            };
+            found.push(Publication {
+                topic: topic.to_string(),
+                payload: record.value.map_or_else(Bytes::new, |value| batch.slice_ref(value)),
+                qos: qos_of_header(record.headers.get(QOS_HEADER.as_bytes()).flatten()),
+                retain,
+                client_id: std::sync::Arc::from(""),
+                properties: properties_of(record.headers).map(Box::new),
+            });
+        }
+    }
+    found
 }
 
 /// What walking a read chunk found besides messages.
@@ -417,14 +476,7 @@ pub(crate) fn messages(chunk: &Bytes, from: Offset, out: &mut Vec<Message>, skip
             if offset < from {
                 continue;
             }
-            let topic = record
-                .headers
-                .get(TOPIC_HEADER.as_bytes())
-                .flatten()
-                .or(record.key)
-                .and_then(|bytes| std::str::from_utf8(bytes).ok())
-                .filter(|topic| valid_topic_name(topic));
-            let Some(topic) = topic else {
+            let Some(topic) = topic_of(&record) else {
                 skipped.untopical += 1;
                 continue;
             };
@@ -444,7 +496,7 @@ pub(crate) fn messages(chunk: &Bytes, from: Offset, out: &mut Vec<Message>, skip
                 retain,
                 publisher,
                 timestamp_ms: header.base_timestamp_ms.saturating_add(record.timestamp_delta_ms),
-                properties: properties_of(record.headers),
+                properties: properties_of(record.headers).map(Rc::new),
             });
         }
     }

@@ -46,6 +46,7 @@
 //!   another node leads as a Kafka client of that node (`crate::remote`: one
 //!   pool of idle inter-broker connections per shard).
 
+mod aliases;
 mod compacted;
 mod connection;
 mod feed;
@@ -54,7 +55,7 @@ mod mapping;
 mod membership;
 mod publish;
 mod reason;
-mod retained;
+pub(crate) mod retained;
 mod session;
 mod sessions;
 mod shared;

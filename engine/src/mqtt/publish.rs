@@ -23,9 +23,6 @@
 
 use std::{collections::BTreeMap, rc::Rc, sync::Arc, time::Duration};
 
-use bytes::Bytes;
-use shardline_net::mqtt::QoS;
-
 use super::{
     mapping::{self, Publication},
     MqttCounts,
@@ -66,11 +63,11 @@ pub(crate) async fn append_round(shard: &Rc<Shard>, round: Vec<Publication>) -> 
         Ok(partitions) => partitions,
         Err(error) => return vec![Err(Arc::new(error)); count],
     };
-    let retained: Vec<(usize, String, Bytes, QoS)> = round
+    let retained: Vec<(usize, Publication)> = round
         .iter()
         .enumerate()
         .filter(|(_, publication)| publication.retain)
-        .map(|(at, p)| (at, p.topic.clone(), p.payload.clone(), p.qos))
+        .map(|(at, publication)| (at, publication.clone()))
         .collect();
     let mut shares: BTreeMap<i32, (Vec<usize>, Vec<Publication>)> = BTreeMap::new();
     for (at, publication) in round.into_iter().enumerate() {
@@ -100,11 +97,12 @@ pub(crate) async fn append_round(shard: &Rc<Shard>, round: Vec<Publication>) -> 
     MqttCounts::add(&counts.published, u64::try_from(stored).unwrap_or(u64::MAX));
     // Retained ones, once in the log, become their topics' retained
     // messages, in publish order (retained.rs).
-    for (at, topic, payload, qos) in retained {
+    for (at, publication) in retained {
         let Some(outcome @ Ok(())) = outcomes.get_mut(at) else {
             continue;
         };
-        if let Err(error) = super::retained::store(shard, &topic, &payload, qos).await {
+        let topic = publication.topic.clone();
+        if let Err(error) = super::retained::store(shard, publication, crate::kafka::unix_now_ms()).await {
             tracing::debug!(%topic, %error, "retained message not stored");
             *outcome = Err(Arc::new(error));
         }

@@ -43,6 +43,7 @@ use shardline_net::mqtt::{
 };
 
 use super::{
+    aliases::OutboundAliases,
     mapping::{MessageProperties, Publication},
     reason::{self, FilterRefusal, Refusal},
     stored::{StoredInflight, StoredSession},
@@ -358,6 +359,8 @@ pub(crate) struct Session {
     client_arc: Arc<str>,
     /// v5 topic aliases the client set, at most [`TOPIC_ALIAS_MAX`].
     aliases: BTreeMap<u16, String>,
+    /// v5 topic aliases this server sends the client (`aliases.rs`).
+    outbound_aliases: OutboundAliases,
     /// A CONNECT whose credentials are being checked: the claim that
     /// follows if they do.
     authenticating: Option<Action>,
@@ -403,6 +406,7 @@ impl Session {
             replaying: false,
             client_arc: Arc::from(""),
             aliases: BTreeMap::new(),
+            outbound_aliases: OutboundAliases::default(),
             authenticating: None,
             user: None,
             auth_method: None,
@@ -689,6 +693,9 @@ impl Session {
             (connect.keep_alive_s > 0).then(|| Duration::from_millis(u64::from(connect.keep_alive_s) * 1500));
         if let Some(max) = connect.properties.maximum_packet_size {
             self.client_packet_bytes_max = max;
+        }
+        if connect.version == Version::V5 {
+            self.outbound_aliases = OutboundAliases::new(connect.properties.topic_alias_maximum);
         }
         if let Some(receive_maximum) = connect.properties.receive_maximum {
             self.inflight_out_max = usize::from(receive_maximum).clamp(1, INFLIGHT_OUT_MAX);
@@ -1328,6 +1335,12 @@ impl Session {
             }
             return Vec::new();
         }
+        // Aliased only once it is sure to be sent: the client learns an
+        // alias from the packet that names its topic.
+        let mut publish = publish;
+        let (topic, alias) = self.outbound_aliases.assign(&publish.topic);
+        publish.topic = topic;
+        publish.properties.topic_alias = alias;
         vec![Action::Send(Packet::Publish(publish))]
     }
 

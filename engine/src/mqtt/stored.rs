@@ -338,12 +338,13 @@ impl StoredSession {
 }
 
 /// A count the session bounds below 2^16.
-fn count16(count: usize) -> u16 {
+pub(super) fn count16(count: usize) -> u16 {
     u16::try_from(count).unwrap_or(u16::MAX)
 }
 
-fn string(out: &mut Vec<u8>, value: &str) {
-    // Filters and topic names are MQTT strings: at most 65,535 bytes.
+/// Writes `value` as a u16 length and its bytes (cut to 65,535 bytes:
+/// what an MQTT string holds at most).
+pub(super) fn string(out: &mut Vec<u8>, value: &str) {
     let bytes = value
         .as_bytes()
         .get(..usize::from(u16::MAX))
@@ -352,7 +353,7 @@ fn string(out: &mut Vec<u8>, value: &str) {
     out.extend_from_slice(bytes);
 }
 
-fn qos_bits(qos: QoS) -> u8 {
+pub(super) fn qos_bits(qos: QoS) -> u8 {
     match qos {
         QoS::AtMostOnce => 0,
         QoS::AtLeastOnce => 1,
@@ -360,52 +361,70 @@ fn qos_bits(qos: QoS) -> u8 {
     }
 }
 
-/// Reads the body, refusing what runs past its end.
-struct Reader<'a>(&'a [u8]);
+/// Why stored bytes do not read: what was wrong with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Malformed(pub(super) &'static str);
 
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], BadSession> {
-        let (head, rest) = self.0.split_first_chunk::<N>().ok_or(BadSession("cut short"))?;
+impl From<Malformed> for BadSession {
+    fn from(malformed: Malformed) -> BadSession {
+        BadSession(malformed.0)
+    }
+}
+
+/// Reads stored bytes, refusing what runs past their end.
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], Malformed> {
+        let (head, rest) = self.0.split_first_chunk::<N>().ok_or(Malformed("cut short"))?;
         self.0 = rest;
         Ok(*head)
     }
 
-    fn u8(&mut self) -> Result<u8, BadSession> {
-        Ok(self.take::<1>()?[0])
+    pub(super) fn u8(&mut self) -> Result<u8, Malformed> {
+        let [byte] = self.take::<1>()?;
+        Ok(byte)
     }
 
-    fn u16(&mut self) -> Result<u16, BadSession> {
+    pub(super) fn u16(&mut self) -> Result<u16, Malformed> {
         Ok(u16::from_be_bytes(self.take()?))
     }
 
-    fn u32(&mut self) -> Result<u32, BadSession> {
+    pub(super) fn u32(&mut self) -> Result<u32, Malformed> {
         Ok(u32::from_be_bytes(self.take()?))
     }
 
-    fn i32(&mut self) -> Result<i32, BadSession> {
+    pub(super) fn i32(&mut self) -> Result<i32, Malformed> {
         Ok(i32::from_be_bytes(self.take()?))
     }
 
-    fn u64(&mut self) -> Result<u64, BadSession> {
+    pub(super) fn u64(&mut self) -> Result<u64, Malformed> {
         Ok(u64::from_be_bytes(self.take()?))
     }
 
-    fn i64(&mut self) -> Result<i64, BadSession> {
+    pub(super) fn i64(&mut self) -> Result<i64, Malformed> {
         Ok(i64::from_be_bytes(self.take()?))
     }
 
-    fn packet_id(&mut self) -> Result<PacketId, BadSession> {
-        PacketId::new(self.u16()?).ok_or(BadSession("packet id 0"))
+    fn packet_id(&mut self) -> Result<PacketId, Malformed> {
+        PacketId::new(self.u16()?).ok_or(Malformed("packet id 0"))
     }
 
-    fn string(&mut self) -> Result<String, BadSession> {
-        let length = usize::from(self.u16()?);
+    /// The next `length` bytes.
+    pub(super) fn bytes(&mut self, length: usize) -> Result<&'a [u8], Malformed> {
         if self.0.len() < length {
-            return Err(BadSession("cut short"));
+            return Err(Malformed("cut short"));
         }
         let (bytes, rest) = self.0.split_at(length);
         self.0 = rest;
-        String::from_utf8(bytes.to_vec()).map_err(|_| BadSession("UTF-8"))
+        Ok(bytes)
+    }
+
+    /// A u16 length and that many bytes of UTF-8.
+    pub(super) fn string(&mut self) -> Result<String, Malformed> {
+        let length = usize::from(self.u16()?);
+        let bytes = self.bytes(length)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| Malformed("UTF-8"))
     }
 }
 
