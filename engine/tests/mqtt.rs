@@ -1214,3 +1214,67 @@ fn the_server_sends_topic_aliases_within_the_clients_maximum() {
         engine.log()
     );
 }
+
+/// Partitions added to the mapped topic while subscribers are fed are fed
+/// too: a subscriber connected before the topic grows gets every message,
+/// whichever partition its MQTT topic hashes to now.
+#[test]
+fn partitions_added_to_the_mapped_topic_are_fed_at_once() {
+    use rdkafka::{
+        admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication},
+        client::DefaultClientContext,
+        config::ClientConfig,
+        consumer::Consumer,
+    };
+    use rumqttc::QoS;
+    let engine = Engine::start(&["--shards", "2", "--fsync", "never"]);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", engine.addr.to_string())
+        .create()
+        .unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    let topic = NewTopic::new("mqtt", 1, TopicReplication::Fixed(1));
+    for result in futures_executor::block_on(admin.create_topics([&topic], &options)).unwrap() {
+        result.unwrap();
+    }
+    let addr = mqtt_addr(&engine);
+    let (host, port) = (addr.ip().to_string(), addr.port());
+    let (subscriber, connection) = rumqttc::Client::new(rumqttc::MqttOptions::new("grow-sub", &host, port), 256);
+    let got = Received::default();
+    let (subscribed, suback) = std::sync::mpsc::channel();
+    drive_v4(connection, got.clone(), subscribed);
+    subscriber.subscribe("grow/#", QoS::AtLeastOnce).unwrap();
+    suback.recv_timeout(ANSWER_WAIT).expect("a SUBACK");
+    // The feed runs over one partition; the topic now has four.
+    let grow = NewPartitions::new("mqtt", 4);
+    for result in futures_executor::block_on(admin.create_partitions([&grow], &options)).unwrap() {
+        result.unwrap();
+    }
+    // Once the engine serves the four, publications spread over them.
+    let metadata: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", engine.addr.to_string())
+        .create()
+        .unwrap();
+    let deadline = std::time::Instant::now() + ANSWER_WAIT;
+    while metadata
+        .fetch_metadata(Some("mqtt"), Duration::from_secs(5))
+        .map_or(0, |m| m.topics().first().map_or(0, |t| t.partitions().len()))
+        < 4
+    {
+        assert!(std::time::Instant::now() < deadline, "mqtt never had four partitions");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut publisher = connected(addr, 4, "grow-pub");
+    let payloads: Vec<(String, Vec<u8>)> = (0..32)
+        .map(|i| (format!("grow/{i}"), format!("m{i}").into_bytes()))
+        .collect();
+    for (id, (topic, payload)) in (1u16..).zip(&payloads) {
+        publish_qos1(&mut publisher, topic, id, payload);
+    }
+    let expected: Vec<(&str, &[u8], u8)> = payloads
+        .iter()
+        .map(|(topic, payload)| (topic.as_str(), payload.as_slice(), 1))
+        .collect();
+    wait_for_all(&got, &expected);
+    let _ = subscriber.disconnect();
+}

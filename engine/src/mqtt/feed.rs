@@ -78,6 +78,8 @@ pub(crate) struct Feed {
     /// the matching subscribers (queued, or waited on until they were
     /// dropped); empty while the feed is stopped.
     dispatched: RefCell<BTreeMap<i32, Offset>>,
+    /// Partitions of the mapped topic the running tail tasks cover (0..n).
+    partitions: Cell<usize>,
 }
 
 impl Default for Feed {
@@ -88,6 +90,7 @@ impl Default for Feed {
             starting: Semaphore::new(1),
             skipped_records: Cell::new(0),
             dispatched: RefCell::new(BTreeMap::new()),
+            partitions: Cell::new(0),
         }
     }
 }
@@ -162,6 +165,7 @@ pub(crate) async fn ensure_running(shard: &Rc<Shard>) -> Result<(), EngineError>
     feed.generation.set(generation);
     feed.running.set(true);
     *feed.dispatched.borrow_mut() = starts.iter().copied().collect();
+    feed.partitions.set(partitions);
     for (index, start) in starts {
         glommio::spawn_local(tail(Rc::clone(shard), generation, index, start)).detach();
     }
@@ -193,6 +197,9 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
     // The connection to the partition's leader while another node leads it.
     let mut held = remote::Held::default();
     while should_run(&shard, generation) {
+        if index == 0 {
+            feed_added_partitions(&shard, generation);
+        }
         let read = match read_parked(&shard, &mut held, &topic, index, offset).await {
             Ok(read) => read,
             Err(error) => {
@@ -279,6 +286,39 @@ pub(crate) async fn read_parked(
             .await
         }
     }
+}
+
+/// While the feed of `generation` runs (called by partition 0's tail task,
+/// at least every [`FEED_WAIT_MAX`]): starts a tail task for each
+/// partition added to the mapped topic since, from its first offset, so
+/// every message in it is fed (a partition added after the feed started
+/// holds only messages committed after every current subscription).
+fn feed_added_partitions(shard: &Rc<Shard>, generation: u64) {
+    let feed = &shard.mqtt.feed;
+    let known = feed.partitions.get();
+    let now = shard
+        .image()
+        .topics
+        .get(&shard.config.mqtt_kafka_topic)
+        .map_or(0, |topic| topic.partitions.len());
+    if now <= known || feed.generation.get() != generation {
+        return;
+    }
+    feed.partitions.set(now);
+    for index in known..now {
+        let Ok(index) = i32::try_from(index) else {
+            return;
+        };
+        feed.dispatched.borrow_mut().insert(index, Offset(0));
+        glommio::spawn_local(tail(Rc::clone(shard), generation, index, Offset(0))).detach();
+    }
+    assert_eq!(feed.partitions.get(), now, "the feed covers every partition it knows");
+    tracing::info!(
+        shard = shard.id,
+        from = known,
+        to = now,
+        "MQTT feed covers added partitions"
+    );
 }
 
 /// Hands the deliveries picked for shared subscriptions' members on other
