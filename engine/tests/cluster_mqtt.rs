@@ -403,3 +403,40 @@ fn a_kafka_producer_on_one_node_sets_a_retained_message_led_by_another() {
         cluster.log_tail(3)
     );
 }
+
+/// A clean v5 connection (clean start, no session kept) with client id
+/// `id` through `addr`, after its CONNACK.
+fn v5_clean(addr: SocketAddr, id: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(ANSWER_WAIT)).unwrap();
+    let mut payload = Vec::new();
+    prefixed(&mut payload, id.as_bytes());
+    stream.write_all(&connect_frame(5, 0x02, &[], &payload)).unwrap();
+    let (kind, body) = read_packet(&mut stream);
+    assert_eq!(
+        (kind, body[0], body[1]),
+        (0x20, 0, 0),
+        "CONNACK, no session: {body:02x?}"
+    );
+    stream
+}
+
+#[test]
+fn clean_connections_with_one_client_id_through_two_nodes_do_not_both_stay() {
+    let mut cluster = Cluster::start_with_mqtt(REPLICATED_FLAGS);
+    cluster.wait_ready(CLUSTER_WAIT);
+    cluster.create_topic("mqtt", PARTITIONS, &[]);
+    cluster.create_topic("__mqtt_sessions", 1, &[("cleanup.policy", "compact")]);
+    cluster.wait_full_isr("__mqtt_sessions", 1, CLUSTER_WAIT);
+    // Nothing is ever stored for this client id: the claims alone tell the
+    // nodes apart.
+    let mut first = v5_clean(cluster.mqtt_addr(1), "cm-clean");
+    let mut second = v5_clean(cluster.mqtt_addr(2), "cm-clean");
+    expect_taken_over(&mut first);
+    let mut third = v5_clean(cluster.mqtt_addr(3), "cm-clean");
+    expect_taken_over(&mut second);
+    // The newest still serves.
+    v5_subscribe(&mut third, "cm/clean", 1);
+    let (kind, _) = read_packet(&mut third);
+    assert_eq!(kind, 0x90, "SUBACK");
+}

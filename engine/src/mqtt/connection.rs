@@ -621,7 +621,7 @@ impl Connection {
         let now_ms = crate::kafka::unix_now_ms();
         let node_id = self.shard.node_id();
         let loaded = if clean_start {
-            sessions::remove_claiming(&self.shard, client_id, node_id)
+            sessions::remove_claiming(&self.shard, client_id, node_id, now_ms)
                 .await
                 .map(|claim| (None, claim))
         } else {

@@ -19,10 +19,11 @@
 //! a record written under another node's claim closes, as taken over, the
 //! local connection that holds the client id under an older claim. A
 //! connection resuming a session that another node's connection saved
-//! stores it under its own claim before its CONNACK, and a clean start's
-//! removal names its claim (`stored::CLAIM_HEADER`), so the first node
-//! learns of either within about one Fetch round trip to the table's
-//! leader.
+//! stores it under its own claim before its CONNACK, and in a cluster a
+//! connection that finds no session stored, or removes one with a clean
+//! start, writes a tombstone naming its claim (`stored::CLAIM_HEADER`), so
+//! the first node learns of either within about one Fetch round trip to
+//! the table's leader.
 
 use std::{collections::BTreeMap, rc::Rc};
 
@@ -146,18 +147,32 @@ pub(crate) async fn remove(shard: &Rc<Shard>, client_id: &str) -> Result<(), Eng
     Ok(())
 }
 
-/// For a connection on node `node_id` that starts clean: removes the
-/// stored session of `client_id`, if there is one, under the claim the
-/// connection takes (one past the stored one), which the removal names so
-/// that a connection holding the session through another node is closed.
-pub(crate) async fn remove_claiming(shard: &Rc<Shard>, client_id: &str, node_id: i32) -> Result<Claim, EngineError> {
-    let Some(stored) = compacted::get::<StoredSession>(shard, client_id).await? else {
-        return Ok(Claim::after(None, node_id));
-    };
-    let claim = Claim::after(Some(stored.claim), node_id);
+/// For a connection on node `node_id` that starts clean at `now_ms`:
+/// removes the stored session of `client_id`, if there is one, under the
+/// claim the connection takes ([`Claim::after`]), which the removal names
+/// so that a connection holding the client id through another node is
+/// closed. In a cluster the claim is written even when nothing is stored.
+pub(crate) async fn remove_claiming(
+    shard: &Rc<Shard>,
+    client_id: &str,
+    node_id: i32,
+    now_ms: i64,
+) -> Result<Claim, EngineError> {
+    let stored = compacted::get::<StoredSession>(shard, client_id).await?;
+    let claim = Claim::after(stored.as_ref().map(|stored| stored.claim), node_id, now_ms);
+    if stored.is_some() || shard.config.peers.is_some() {
+        write_claim(shard, client_id, claim).await?;
+    }
+    Ok(claim)
+}
+
+/// Stores a removal of `client_id`'s session that names `claim`: read by
+/// every node's tail of the table (`compacted::follow`), it closes an older
+/// connection holding the client id there.
+async fn write_claim(shard: &Rc<Shard>, client_id: &str, claim: Claim) -> Result<(), EngineError> {
     let header = Bytes::copy_from_slice(&claim.to_header());
     compacted::remove_with_headers::<StoredSession>(shard, client_id.to_string(), vec![(CLAIM_HEADER, header)]).await?;
-    Ok(claim)
+    Ok(())
 }
 
 /// The session stored for `client_id` that can be resumed at `now_ms`
@@ -171,9 +186,15 @@ pub(crate) async fn resume(
     now_ms: i64,
 ) -> Result<(Option<StoredSession>, Claim), EngineError> {
     let Some(mut stored) = compacted::get::<StoredSession>(shard, client_id).await? else {
-        return Ok((None, Claim::after(None, node_id)));
+        let claim = Claim::after(None, node_id, now_ms);
+        if shard.config.peers.is_some() {
+            // Nothing stored: a connection holding the client id through
+            // another node learns of this one from the claim alone.
+            write_claim(shard, client_id, claim).await?;
+        }
+        return Ok((None, claim));
     };
-    let claim = Claim::after(Some(stored.claim), node_id);
+    let claim = Claim::after(Some(stored.claim), node_id, now_ms);
     if stored.expired_at(now_ms) {
         tracing::debug!(client_id, "MQTT session expired");
         remove(shard, client_id).await?;

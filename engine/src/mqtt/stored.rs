@@ -29,8 +29,9 @@
 //! the session it held is treated as absent, never guessed at.
 //!
 //! A removal (a tombstone: null value) made by a connection taking the
-//! session up with a clean start carries that connection's claim in the
-//! header [`CLAIM_HEADER`] (the record batch's CRC covers it):
+//! session up with a clean start, or finding none stored in a cluster,
+//! carries that connection's claim in the header [`CLAIM_HEADER`] (the
+//! record batch's CRC covers it):
 //!
 //! ```text
 //!  0                8            12
@@ -61,23 +62,28 @@ const FORMAT_WITHOUT_CLAIM: u8 = 1;
 
 /// Which connection holds a session, across the nodes of a cluster: each
 /// connection that takes the session up numbers its claim one past the
-/// claim it found stored (ties broken by node id). A save whose claim is
-/// older than the stored one is refused (`sessions.rs`): its connection
-/// was taken over through another node.
+/// claim it found stored, and at least its node's clock in milliseconds
+/// (ties broken by node id), so that of two connections that found nothing
+/// stored, the later one (clocks in step) holds the newer claim. A save
+/// whose claim is older than the stored one is refused (`sessions.rs`): its
+/// connection was taken over through another node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub(crate) struct Claim {
-    /// One past the claim number found stored when the session was taken up.
+    /// One past the claim number found stored when the session was taken
+    /// up, or the claiming node's clock (ms since the Unix epoch) if later.
     pub(crate) number: u64,
     /// The node of the connection that made the claim.
     pub(crate) node_id: i32,
 }
 
 impl Claim {
-    /// The claim of a connection on node `node_id` taking up a session
-    /// whose stored claim is `stored` (`None`: none stored).
-    pub(crate) fn after(stored: Option<Claim>, node_id: i32) -> Claim {
-        let number = stored.map_or(0, |claim| claim.number).saturating_add(1);
+    /// The claim of a connection on node `node_id` taking up, at `now_ms`,
+    /// a session whose stored claim is `stored` (`None`: none stored).
+    pub(crate) fn after(stored: Option<Claim>, node_id: i32, now_ms: i64) -> Claim {
+        let next = stored.map_or(0, |claim| claim.number).saturating_add(1);
+        let number = next.max(u64::try_from(now_ms).unwrap_or(0));
         let claim = Claim { number, node_id };
+        assert!(claim.number >= next, "a claim is past the one stored");
         assert!(
             stored.is_none_or(|stored| claim > stored),
             "a new claim supersedes the stored one"
@@ -517,7 +523,18 @@ mod tests {
             stored
         );
         // Any claim taken up from it supersedes it.
-        assert!(Claim::after(Some(Claim { number: 0, node_id: -1 }), 1) > Claim { number: 0, node_id: -1 });
+        assert!(Claim::after(Some(Claim { number: 0, node_id: -1 }), 1, 0) > Claim { number: 0, node_id: -1 });
+        // Past the stored claim, and past the clock.
+        let stored = Claim {
+            number: 1_700_000_000_000,
+            node_id: 3,
+        };
+        assert_eq!(Claim::after(Some(stored), 1, 5).number, 1_700_000_000_001);
+        assert_eq!(
+            Claim::after(Some(stored), 1, 1_800_000_000_000).number,
+            1_800_000_000_000
+        );
+        assert!(Claim::after(None, 1, 1_800_000_000_001) > Claim::after(None, 2, 1_800_000_000_000));
         assert!(Claim { number: 5, node_id: 1 } > Claim { number: 4, node_id: 3 });
         assert!(Claim { number: 5, node_id: 3 } > Claim { number: 5, node_id: 1 });
     }
