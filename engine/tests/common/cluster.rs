@@ -120,30 +120,39 @@ pub struct Cluster {
     network: Option<super::netns::Network>,
 }
 
-/// For each node, the first of its shards' consecutive Kafka ports, a Raft
-/// port and an HTTP port, none shared with another node's (all held until
-/// every node's are chosen, then released).
-fn free_node_ports(nodes: usize, shards: usize) -> Vec<(u16, u16, u16)> {
-    let mut held: Vec<TcpListener> = Vec::new();
-    let mut chosen = Vec::new();
-    while chosen.len() < nodes {
-        let kafka = super::free_port_run(shards);
-        let run: Option<Vec<TcpListener>> = (0..shards)
-            .map(|k| TcpListener::bind(("127.0.0.1", kafka + u16::try_from(k).unwrap())).ok())
-            .collect();
-        let Some(run) = run else { continue };
-        held.extend(run);
-        let raft = TcpListener::bind("127.0.0.1:0").unwrap();
-        let http = TcpListener::bind("127.0.0.1:0").unwrap();
-        chosen.push((
-            kafka,
-            raft.local_addr().unwrap().port(),
-            http.local_addr().unwrap().port(),
-        ));
-        held.push(raft);
-        held.push(http);
+/// 127.0.0.1 ports picked for one cluster: each is held (bound) until the
+/// picker is dropped, just before the nodes start, so no two picks collide
+/// (a port released at once could be handed out again to the next pick).
+#[derive(Default)]
+struct Ports {
+    held: Vec<TcpListener>,
+}
+
+impl Ports {
+    /// Tries for a run of free ports at most this often.
+    const TRIES_MAX: usize = 100;
+
+    /// The first of `count` consecutive free ports, now held.
+    fn run(&mut self, count: usize) -> u16 {
+        for _ in 0..Ports::TRIES_MAX {
+            let first = super::free_port_run(count);
+            let run: Option<Vec<TcpListener>> = (0..count)
+                .map(|k| TcpListener::bind(("127.0.0.1", first + u16::try_from(k).unwrap())).ok())
+                .collect();
+            if let Some(run) = run {
+                self.held.extend(run);
+                return first;
+            }
+        }
+        panic!("no run of {count} free ports in {} tries", Ports::TRIES_MAX);
     }
-    chosen
+
+    /// Per node: a run of `shards` Kafka ports, a Raft port, an HTTP port.
+    fn nodes(&mut self, nodes: usize, shards: usize) -> Vec<(u16, u16, u16)> {
+        (0..nodes)
+            .map(|_| (self.run(shards), self.run(1), self.run(1)))
+            .collect()
+    }
 }
 
 impl Cluster {
@@ -172,7 +181,8 @@ impl Cluster {
         let node_count = usize::try_from(NODES).unwrap();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let shards = super::shard_count(&extra);
-        let ports = free_node_ports(node_count, shards);
+        let mut picker = Ports::default();
+        let ports = picker.nodes(node_count, shards);
         let nodes: Vec<Node> = (1..=NODES)
             .zip(ports)
             .map(|(node_id, (kafka, raft, http))| Node {
@@ -183,7 +193,7 @@ impl Cluster {
                 listeners: listeners
                     .iter()
                     .map(|(name, protocol)| {
-                        let port = super::free_port_run(shards);
+                        let port = picker.run(shards);
                         (
                             name.to_string(),
                             protocol.to_string(),
@@ -191,13 +201,14 @@ impl Cluster {
                         )
                     })
                     .collect(),
-                mqtt_addr: mqtt.then(|| SocketAddr::from(([127, 0, 0, 1], super::free_port_run(1)))),
+                mqtt_addr: mqtt.then(|| SocketAddr::from(([127, 0, 0, 1], picker.run(1)))),
                 data_dir: tmp.path().join(format!("node-{node_id}")),
                 log_path: tmp.path().join(format!("node-{node_id}.log")),
                 child: None,
                 starts: 0,
             })
             .collect();
+        drop(picker);
         Cluster::launch(nodes, extra, tmp, None)
     }
 
