@@ -71,18 +71,37 @@ pub(crate) const SHARE_HANDOVER_GRACE: Duration = Duration::from_secs(2);
 /// nodes' views catch up).
 pub(crate) const SHARE_VIEWS_REPLACED_MAX: usize = 4;
 
-/// The node that delivers the messages of `partition` for the share
-/// `share` ("Name/filter") when the nodes with members are `me` and
-/// `others`: the same answer on every node that sees the same nodes.
-pub(crate) fn deliverer(share: &str, partition: i32, me: i32, others: &BTreeSet<i32>) -> i32 {
-    let mut nodes: Vec<i32> = others.iter().copied().filter(|node| *node != me).collect();
-    nodes.push(me);
-    nodes.sort_unstable();
-    let count = u64::try_from(nodes.len()).unwrap_or(1);
-    let spread = u64::try_from(partition).unwrap_or(0) + u64::from(crc32c::crc32c(share.as_bytes()));
-    let at = usize::try_from(spread % count).unwrap_or(0);
-    let picked = nodes.get(at).copied().unwrap_or(me);
-    assert!(nodes.contains(&picked), "the deliverer is a member node");
+/// What spreads the partitions of the share `share` ("Name/filter") over
+/// its member nodes: `crc32c(share)`, the same on every node.
+pub(crate) fn share_seed(share: &str) -> u32 {
+    crc32c::crc32c(share.as_bytes())
+}
+
+/// The node that delivers the messages of `partition` for the share whose
+/// [`share_seed`] is `seed` when the nodes with members are `me` and
+/// `others`: the same answer on every node that sees the same nodes. The
+/// feed asks it for every message a share matches, so it allocates nothing.
+pub(crate) fn deliverer(seed: u32, partition: i32, me: i32, others: &BTreeSet<i32>) -> i32 {
+    // The member nodes in order are `others` with `me` put in its place.
+    let below_me = others.range(..me).count();
+    let count = others.len() + usize::from(!others.contains(&me));
+    let spread = u64::try_from(partition).unwrap_or(0) + u64::from(seed);
+    let at = usize::try_from(spread % u64::try_from(count).unwrap_or(1)).unwrap_or(0);
+    let picked = match at.cmp(&below_me) {
+        std::cmp::Ordering::Equal => me,
+        std::cmp::Ordering::Less => others.iter().nth(at).copied().unwrap_or(me),
+        std::cmp::Ordering::Greater => others
+            .iter()
+            .filter(|node| **node != me)
+            .nth(at - 1)
+            .copied()
+            .unwrap_or(me),
+    };
+    assert!(count >= 1, "this node is a member node");
+    assert!(
+        picked == me || others.contains(&picked),
+        "the deliverer is a member node"
+    );
     picked
 }
 
@@ -100,15 +119,15 @@ pub(crate) struct View {
 }
 
 impl View {
-    /// Whether node `me` delivers the messages of `partition` for `share`
-    /// at `now_ms`: the current view picks it, or a replaced one within
+    /// Whether node `me` delivers the messages of `partition` for the share
+    /// whose [`share_seed`] is `seed` at `now_ms`: the current view picks it, or a replaced one within
     /// its grace did.
-    pub(crate) fn delivers(&self, share: &str, partition: i32, me: i32, now_ms: i64) -> bool {
-        deliverer(share, partition, me, &self.others) == me
+    pub(crate) fn delivers(&self, seed: u32, partition: i32, me: i32, now_ms: i64) -> bool {
+        deliverer(seed, partition, me, &self.others) == me
             || self
                 .replaced
                 .iter()
-                .any(|(others, until_ms)| now_ms < *until_ms && deliverer(share, partition, me, others) == me)
+                .any(|(others, until_ms)| now_ms < *until_ms && deliverer(seed, partition, me, others) == me)
     }
 
     /// Takes `others` as the current view at `now_ms`; the view it replaces
@@ -142,6 +161,8 @@ struct Share {
     members: Vec<Member>,
     next: usize,
     view: View,
+    /// Its [`share_seed`], computed once.
+    seed: u32,
 }
 
 /// The shares homed on one shard, by (share name, filter).
@@ -208,7 +229,10 @@ impl Shares {
         if !self.shares.contains_key(&key) && self.shares.len() >= SHARES_PER_SHARD_MAX {
             return false;
         }
-        let share = self.shares.entry(key).or_default();
+        let share = self.shares.entry(key).or_insert_with(|| Share {
+            seed: share_seed(&format!("{name}/{filter}")),
+            ..Share::default()
+        });
         match share.members.iter_mut().find(|m| m.holder == member.holder) {
             Some(existing) => existing.qos = member.qos,
             None => share.members.push(member),
@@ -234,11 +258,11 @@ impl Shares {
     /// `out`; shares whose view says another node (not `me`) delivers the
     /// partition's messages are left out.
     pub(crate) fn pick(&mut self, topic: &str, partition: i32, me: i32, now_ms: i64, out: &mut Vec<Member>) {
-        for ((name, filter), share) in &mut self.shares {
+        for ((_, filter), share) in &mut self.shares {
             if !filter_matches(filter, topic) {
                 continue;
             }
-            if !share.view.delivers(&format!("{name}/{filter}"), partition, me, now_ms) {
+            if !share.view.delivers(share.seed, partition, me, now_ms) {
                 continue;
             }
             assert!(!share.members.is_empty(), "an empty share ends");
@@ -290,9 +314,32 @@ mod tests {
                 let others: BTreeSet<i32> = members.iter().copied().filter(|n| n != me).collect();
                 view.update(others, 0);
                 // Past the grace of the empty view it replaced.
-                view.delivers(share, partition, *me, i64::MAX)
+                view.delivers(share_seed(share), partition, *me, i64::MAX)
             })
             .collect()
+    }
+
+    #[test]
+    fn the_deliverer_is_the_sorted_member_nodes_indexed_by_partition_and_seed() {
+        // The layout the module essay draws, computed the plain way.
+        for mask in 0u32..(1 << 6) {
+            let others: BTreeSet<i32> = (0..6).filter(|bit| mask & (1 << bit) != 0).map(|bit| bit + 1).collect();
+            for me in 1..=7 {
+                let mut sorted: Vec<i32> = others.iter().copied().filter(|node| *node != me).collect();
+                sorted.push(me);
+                sorted.sort_unstable();
+                for seed in [0, 1, 7, u32::MAX] {
+                    for partition in 0..24 {
+                        let at = (u64::try_from(partition).unwrap() + u64::from(seed)) % sorted.len() as u64;
+                        assert_eq!(
+                            deliverer(seed, partition, me, &others),
+                            sorted[usize::try_from(at).unwrap()],
+                            "others {others:?} me {me} seed {seed} partition {partition}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -328,11 +375,11 @@ mod tests {
     #[test]
     fn one_node_alone_delivers_everything() {
         let mut view = View::default();
-        assert!((0..64).all(|partition| view.delivers("g/#", partition, 7, 0)));
+        assert!((0..64).all(|partition| view.delivers(share_seed("g/#"), partition, 7, 0)));
         // The first read replaces that guess with no grace.
         view.update(nodes(&[8]), 0);
         assert!(view.replaced.is_empty());
-        assert!((0..64).any(|partition| !view.delivers("g/#", partition, 7, 0)));
+        assert!((0..64).any(|partition| !view.delivers(share_seed("g/#"), partition, 7, 0)));
     }
 
     #[test]
@@ -343,14 +390,19 @@ mod tests {
         let mut view = View::default();
         view.update(nodes(&[]), 0);
         view.update(nodes(&[2]), 1_000);
-        let handed: Vec<i32> = (0..16).filter(|p| deliverer(share, *p, 1, &nodes(&[2])) == 2).collect();
+        let handed: Vec<i32> = (0..16)
+            .filter(|p| deliverer(share_seed(share), *p, 1, &nodes(&[2])) == 2)
+            .collect();
         assert!(!handed.is_empty());
         for partition in &handed {
             assert!(
-                view.delivers(share, *partition, 1, 1_000 + grace_ms - 1),
+                view.delivers(share_seed(share), *partition, 1, 1_000 + grace_ms - 1),
                 "within the grace"
             );
-            assert!(!view.delivers(share, *partition, 1, 1_000 + grace_ms), "after it");
+            assert!(
+                !view.delivers(share_seed(share), *partition, 1, 1_000 + grace_ms),
+                "after it"
+            );
         }
         // The same view again replaces nothing.
         view.update(nodes(&[2]), 5_000);
@@ -373,7 +425,7 @@ mod tests {
         for partition in 0..16 {
             let mut out = Vec::new();
             shares.pick("t", partition, 1, past_grace, &mut out);
-            let expected = deliverer("g/#", partition, 1, &nodes(&[2])) == 1;
+            let expected = deliverer(share_seed("g/#"), partition, 1, &nodes(&[2])) == 1;
             assert_eq!(out.len(), usize::from(expected), "partition {partition}");
             ours += out.len();
         }
@@ -411,7 +463,7 @@ mod tests {
         if seen || !before.contains(&node) {
             view.update(others(after), 10);
         }
-        view.delivers(share, partition, node, 11)
+        view.delivers(share_seed(share), partition, node, 11)
     }
 
     proptest::proptest! {
@@ -445,7 +497,7 @@ mod tests {
             // Everyone has seen the change: a deliverer (two within the
             // grace, one after: the exhaustive test above).
             proptest::prop_assert!(count(u32::MAX) >= 1);
-            let left_one_it_delivered = !joined && deliverer(&share, partition, changed, &before) == changed;
+            let left_one_it_delivered = !joined && deliverer(share_seed(&share), partition, changed, &before) == changed;
             if !left_one_it_delivered {
                 proptest::prop_assert!(count(seen_mask) >= 1);
             }
