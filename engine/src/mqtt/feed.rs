@@ -227,17 +227,14 @@ async fn tail(shard: Rc<Shard>, generation: u64, index: i32, start: Offset) {
         let feed = &shard.mqtt.feed;
         feed.skipped_records
             .set(feed.skipped_records.get() + skipped.untopical + skipped.compressed);
-        let now_ms = crate::kafka::unix_now_ms();
+        let at = super::FedAt {
+            me: shard.id,
+            node_id: shard.node_id(),
+            partition: index,
+            now_ms: crate::kafka::unix_now_ms(),
+        };
         for message in messages.drain(..) {
-            shard.mqtt.dispatch(
-                shard.id,
-                shard.node_id(),
-                index,
-                &message,
-                now_ms,
-                &mut stalled,
-                &mut remote,
-            );
+            shard.mqtt.dispatch(at, &message, &mut stalled, &mut remote);
             if !stalled.is_empty() {
                 // A full subscriber queue holds the partition's feed (its order
                 // holds), for a bounded time.

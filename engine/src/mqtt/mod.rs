@@ -315,11 +315,10 @@ pub(crate) struct MqttShard {
     pub(crate) counts: MqttCounts,
 }
 
-/// Where and when the feed hands a message to the shares homed on a
-/// shard: that shard (`me`), its node, the message's partition and the
-/// time (unix ms).
+/// Where and when the feed hands out a message: the feed's shard (`me`),
+/// its node, the message's partition and the time (unix ms).
 #[derive(Debug, Clone, Copy)]
-struct SharedAt {
+struct FedAt {
     me: usize,
     node_id: i32,
     partition: i32,
@@ -517,35 +516,19 @@ impl MqttShard {
     /// (capped by the QoS it was published at). Deliveries whose
     /// subscriber's queue is full are added to `stalled`, for the feed to
     /// wait on ([`MqttShard::wait_for_room`]). Then, for every share homed
-    /// here whose filter matches and whose view says this node (`node_id`)
-    /// delivers `partition`, the member whose turn it is gets it: a member
-    /// of this shard (`me`) like a local subscriber, one of another shard
-    /// through `remote`.
-    #[expect(clippy::too_many_arguments, reason = "the feed's state, passed down")]
-    fn dispatch(
-        &self,
-        me: usize,
-        node_id: i32,
-        partition: i32,
-        message: &Message,
-        now_ms: i64,
-        stalled: &mut Vec<Stalled>,
-        remote: &mut Vec<Remote>,
-    ) {
+    /// here whose filter matches and whose view says this node
+    /// (`at.node_id`) delivers `at.partition`, the member whose turn it is
+    /// gets it: a member of this shard (`at.me`) like a local subscriber,
+    /// one of another shard through `remote`.
+    fn dispatch(&self, at: FedAt, message: &Message, stalled: &mut Vec<Stalled>, remote: &mut Vec<Remote>) {
         // An expired message goes to nobody (v5 §3.3.2.3.3).
-        let Ok(expiry_left_s) = message.expiry_left_s(now_ms) else {
+        let Ok(expiry_left_s) = message.expiry_left_s(at.now_ms) else {
             return;
         };
-        let shared_at = SharedAt {
-            me,
-            node_id,
-            partition,
-            now_ms,
-        };
-        self.dispatch_shared(shared_at, message, expiry_left_s, stalled, remote);
+        self.dispatch_shared(at, message, expiry_left_s, stalled, remote);
         for (&connection, local) in self.connections.borrow().iter() {
             let client_id = local.client_id.as_deref();
-            if let Some(delivery) = delivery_for(&local.filters, client_id, partition, message, expiry_left_s) {
+            if let Some(delivery) = delivery_for(&local.filters, client_id, at.partition, message, expiry_left_s) {
                 local.offer(connection, delivery, stalled);
             }
         }
@@ -553,13 +536,13 @@ impl MqttShard {
 
     fn dispatch_shared(
         &self,
-        at: SharedAt,
+        at: FedAt,
         message: &Message,
         expiry_left_s: Option<u32>,
         stalled: &mut Vec<Stalled>,
         remote: &mut Vec<Remote>,
     ) {
-        let SharedAt {
+        let FedAt {
             me,
             node_id,
             partition,
