@@ -314,6 +314,17 @@ pub(crate) async fn catch_up_homed<V: Entry>(shard: &Rc<Shard>) {
 /// come through the log alone, so whoever wrote them — this node, another
 /// node, a leader since replaced — the part ends as the log says.
 pub(crate) async fn catch_up<V: Entry>(shard: &Rc<Shard>, index: i32) -> Result<(), EngineError> {
+    catch_up_from::<V>(shard, index, None).await
+}
+
+/// [`catch_up`], starting with `prefetched` (a read asked at the offset
+/// given with it) instead of reading again, if the part has not moved
+/// since that read was asked.
+async fn catch_up_from<V: Entry>(
+    shard: &Rc<Shard>,
+    index: i32,
+    mut prefetched: Option<(Offset, Read)>,
+) -> Result<(), EngineError> {
     assert_eq!(
         home_of(index, shard.shard_count),
         shard.id,
@@ -329,7 +340,10 @@ pub(crate) async fn catch_up<V: Entry>(shard: &Rc<Shard>, index: i32) -> Result<
     let mut offset = table.folded.borrow().get(&index).copied().unwrap_or(Offset(0));
     let mut folded = Folded::default();
     loop {
-        let read = read_table(shard, V::TOPIC, index, offset).await?;
+        let read = match prefetched.take() {
+            Some((asked, read)) if asked == offset => read,
+            _ => read_table(shard, V::TOPIC, index, offset).await?,
+        };
         let next = read
             .chunks
             .iter()
@@ -372,9 +386,9 @@ pub(crate) async fn catch_up<V: Entry>(shard: &Rc<Shard>, index: i32) -> Result<
 /// ([`Entry::FOLLOWED`]): starts the tail that folds the partition's
 /// changes as other nodes make them, unless it runs. The tail parks a read
 /// past what the part has folded (on the owner shard, or as a Fetch on the
-/// leader of another node) and catches up when it returns something, so a
-/// change made through another node reaches this node within one Fetch
-/// round trip. It runs until the broker stops.
+/// leader of another node) and folds what it returns (then whatever came
+/// since), so a change made through another node reaches this node within
+/// one Fetch round trip. It runs until the broker stops.
 fn follow<V: Entry>(shard: &Rc<Shard>, index: i32) {
     if !V::FOLLOWED || shard.config.peers.is_none() {
         return;
@@ -398,15 +412,16 @@ fn follow<V: Entry>(shard: &Rc<Shard>, index: i32) {
                 .copied()
                 .unwrap_or(Offset(0));
             let news = match feed::read_parked(&shard, &mut held, V::TOPIC, index, offset).await {
-                Ok(read) => !read.chunks.is_empty(),
+                Ok(read) => (!read.chunks.is_empty()).then_some(read),
                 Err(error) => {
                     tracing::debug!(topic = V::TOPIC, partition = index, %error, "MQTT table tail read failed");
                     glommio::timer::sleep(feed::FEED_RETRY_INTERVAL).await;
-                    false
+                    None
                 }
             };
-            if news {
-                if let Err(error) = catch_up::<V>(&shard, index).await {
+            if let Some(read) = news {
+                // Folded as read, unless a catch-up moved the part meanwhile.
+                if let Err(error) = catch_up_from::<V>(&shard, index, Some((offset, read))).await {
                     tracing::debug!(topic = V::TOPIC, partition = index, %error, "MQTT table tail caught up nothing");
                     glommio::timer::sleep(feed::FEED_RETRY_INTERVAL).await;
                 }
