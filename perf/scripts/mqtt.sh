@@ -14,6 +14,8 @@
 # QoS 1; delivered messages per wall-clock second of the run (bench start to its last delivery or
 # drain deadline) and broker CPU per message; mosquitto there with max_inflight_messages 0 and
 # max_queued_messages 0 (its defaults drop most messages at this rate). Results: $OUT/summary-max.tsv.
+# PERF_MQTT_BASELINE=/path/to/engine adds a third broker, `baseline`: that engine binary (an older
+# build) with the same flags, in the same rounds, to measure a change side by side.
 source "$(dirname "$0")/lib.sh"
 
 ROUNDS="${PERF_ROUNDS:-4}"
@@ -21,6 +23,12 @@ RATE="${PERF_MQTT_RATE:-10000}"
 PUBLISHERS="${PERF_MQTT_PUBLISHERS:-4}"
 # The engine's fsync policy (always: a PUBACK means fsynced; never: the protocol path's own cost).
 ENGINE_FSYNC="${PERF_MQTT_FSYNC:-always}"
+BASELINE_BIN="${PERF_MQTT_BASELINE:-}"
+KINDS=(engine mosquitto)
+if [[ -n "$BASELINE_BIN" ]]; then
+    [[ -x "$BASELINE_BIN" ]] || { echo "PERF_MQTT_BASELINE=$BASELINE_BIN is not an executable" >&2; exit 2; }
+    KINDS=(engine baseline mosquitto)
+fi
 BROKER_CPUS=0
 LOAD_CPUS=1
 perf_build
@@ -35,8 +43,11 @@ broker_cpu_ticks() {
 start_broker() {
     local kind="$1" tag="$2" extra_conf="${3:-}"
     MQTT_PORT="$(perf_free_port)"
-    if [[ "$kind" == engine ]]; then
+    if [[ "$kind" == engine || "$kind" == baseline ]]; then
+        local engine_bin="$ENGINE_BIN"
+        [[ "$kind" == baseline ]] && ENGINE_BIN="$BASELINE_BIN"
         engine_start "$tag" --shards 1 --cpus 0 --fsync "$ENGINE_FSYNC" --mqtt-listen "127.0.0.1:$MQTT_PORT"
+        ENGINE_BIN="$engine_bin"
         perf_wait_listening "$MQTT_PORT" "$BROKER_PID" 20
     else
         printf 'listener %s 127.0.0.1\nallow_anonymous true\n%s' "$MQTT_PORT" "$extra_conf" >"$OUT/$tag.conf"
@@ -71,7 +82,13 @@ EOF
 perf_batch_begin
 printf 'broker\tround\tsent\tdelivered\tdeliver_p50_us\tdeliver_p99_us\tdeliver_p99.9_us\tdeliver_max_us\tpuback_p50_us\tpuback_p99_us\tbroker_cpu_us_per_msg\n' >"$OUT/summary.tsv"
 for ((round = 1; round <= ROUNDS; round++)); do
-    if ((round % 2 == 1)); then order=(engine mosquitto); else order=(mosquitto engine); fi
+    # Odd rounds in the listed order, even rounds reversed.
+    order=("${KINDS[@]}")
+    if ((round % 2 == 0)); then
+        for ((i = 0, j = ${#order[@]} - 1; i < j; i++, j--)); do
+            kind="${order[i]}" && order[i]="${order[j]}" && order[j]="$kind"
+        done
+    fi
     for kind in "${order[@]}"; do
         perf_log "round $round: $kind"
         one_run "$kind" "$round"
@@ -80,7 +97,7 @@ done
 MAX_RATE="${PERF_MQTT_MAX_RATE:-80000}"
 MAX_SECONDS="${PERF_MQTT_MAX_SECONDS:-5}"
 printf 'broker\trate\tsent\tdelivered\twall_s\tdelivered_per_s\tbroker_cpu_us_per_msg\tbroker_cpu_share\n' >"$OUT/summary-max.tsv"
-for kind in engine mosquitto; do
+for kind in "${KINDS[@]}"; do
     perf_log "most per core: $kind at $MAX_RATE msg/s"
     tag="$kind-max"
     # mosquitto's defaults (20 QoS 1 messages in flight, 1,000 queued per client) drop most messages

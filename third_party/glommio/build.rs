@@ -21,6 +21,13 @@ fn main() {
         }
     };
 
+    // Shardline patch: rebuild the C parts when they change (Cargo did not
+    // notice edits under liburing/ by itself).
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=rusturing.c");
+    println!("cargo:rerun-if-changed={}", liburing.join("src").display());
+    println!("cargo:rerun-if-env-changed=GLOMMIO_LIBURING_DIR");
+
     // Run the configure script in OUT_DIR to get `compat.h`
     let configured_include = configure(&liburing);
 

@@ -35,9 +35,16 @@ static inline bool sq_ring_needs_enter(struct io_uring *ring, unsigned *flags)
 	return false;
 }
 
+/*
+ * Shardline patch: also when the kernel flags task work pending
+ * (IORING_SQ_TASKRUN, set on rings made with IORING_SETUP_TASKRUN_FLAG),
+ * whose completions appear only once the task enters the kernel; later
+ * liburing releases check the same two flags.
+ */
 static inline bool cq_ring_needs_flush(struct io_uring *ring)
 {
-	return IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_CQ_OVERFLOW;
+	return IO_URING_READ_ONCE(*ring->sq.kflags) &
+		(IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN);
 }
 
 static int __io_uring_peek_cqe(struct io_uring *ring,

@@ -92,6 +92,14 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
+        /// Shardline patch: completions that need the task's context (task
+        /// work) wait for its next system call instead of interrupting it
+        /// with an inter-processor interrupt (Linux 5.19).
+        const COOP_TASKRUN = 1 << 8;
+        /// Shardline patch: with `COOP_TASKRUN`, the kernel sets
+        /// `IORING_SQ_TASKRUN` in the submission ring's flags while such
+        /// work is pending, so a peek knows to enter the kernel (5.19).
+        const TASKRUN_FLAG = 1 << 9;
     }
 }
 

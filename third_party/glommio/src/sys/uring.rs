@@ -896,16 +896,49 @@ struct SleepableRing {
     in_kernel: usize,
 }
 
+/// Shardline patch: how a ring is told of completions that need the
+/// executor thread's context (task work: a socket poll that fired, an
+/// `fsync` an io-wq worker finished).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskRun {
+    /// The kernel interrupts the running thread (an inter-processor
+    /// interrupt) to post each completion at once: the latency ring, whose
+    /// preemption timer must reach a task that makes no system call.
+    Interrupt,
+    /// The completion is posted at the thread's next system call, and a
+    /// peek that finds the ring empty enters the kernel when
+    /// `IORING_SQ_TASKRUN` says work is pending (liburing's
+    /// `cq_ring_needs_flush`): the main ring, which the executor polls on
+    /// every pass and sleeps on when idle. On a busy shard this saves an
+    /// interrupt per completion (docs in third_party/README.md). Falls back
+    /// to `Interrupt` on kernels before 5.19, which refuse the flags.
+    Cooperative,
+}
+
+/// A ring of `size` entries told of task work as `task_run` says.
+fn make_ring(size: usize, task_run: TaskRun) -> io::Result<iou::IoUring> {
+    if task_run == TaskRun::Cooperative {
+        let flags = iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::TASKRUN_FLAG;
+        match iou::IoUring::new_with_flags(size as _, flags, iou::SetupFeatures::empty()) {
+            Ok(ring) => return Ok(ring),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    iou::IoUring::new(size as _)
+}
+
 impl SleepableRing {
     fn new(
         size: usize,
         name: &'static str,
+        task_run: TaskRun,
         allocator: Rc<UringBufferAllocator>,
         source_map: Rc<RefCell<SourceMap>>,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
         Ok(SleepableRing {
-            ring: iou::IoUring::new(size as _)?,
+            ring: make_ring(size, task_run)?,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
@@ -1332,10 +1365,10 @@ impl Reactor {
         let registry = vec![allocator.as_bytes()];
 
         let main_ring =
-            SleepableRing::new(ring_depth, "main", allocator.clone(), source_map.clone())?;
+            SleepableRing::new(ring_depth, "main", TaskRun::Cooperative, allocator.clone(), source_map.clone())?;
         let poll_ring = PollRing::new(ring_depth, allocator.clone(), source_map.clone())?;
         let mut latency_ring =
-            SleepableRing::new(ring_depth, "latency", allocator.clone(), source_map.clone())?;
+            SleepableRing::new(ring_depth, "latency", TaskRun::Interrupt, allocator.clone(), source_map.clone())?;
 
         match main_ring.registrar().register_buffers_by_ref(&registry) {
             Err(x) => warn!("Error: registering buffers in the main ring. Skipping{x:#?}"),
@@ -2238,7 +2271,7 @@ mod tests {
     fn sqe_link_chain() {
         let allocator = Rc::new(UringBufferAllocator::new(65536));
         let source_map = Rc::new(RefCell::new(SourceMap::default()));
-        let mut ring = SleepableRing::new(4, "main", allocator, source_map).unwrap();
+        let mut ring = SleepableRing::new(4, "main", TaskRun::Cooperative, allocator, source_map).unwrap();
         let q = ring.submission_queue();
         let mut queue = q.borrow_mut();
 
@@ -2272,7 +2305,7 @@ mod tests {
     fn unterminated_sqe_link_chain() {
         let allocator = Rc::new(UringBufferAllocator::new(65536));
         let source_map = Rc::new(RefCell::new(SourceMap::default()));
-        let mut ring = SleepableRing::new(2, "main", allocator, source_map).unwrap();
+        let mut ring = SleepableRing::new(2, "main", TaskRun::Cooperative, allocator, source_map).unwrap();
         let q = ring.submission_queue();
         let mut queue = q.borrow_mut();
 
@@ -2292,7 +2325,7 @@ mod tests {
     fn sqe_link_chain_overflow() {
         let allocator = Rc::new(UringBufferAllocator::new(65536));
         let source_map = Rc::new(RefCell::new(SourceMap::default()));
-        let mut ring = SleepableRing::new(2, "main", allocator, source_map).unwrap();
+        let mut ring = SleepableRing::new(2, "main", TaskRun::Cooperative, allocator, source_map).unwrap();
         let q = ring.submission_queue();
         let mut queue = q.borrow_mut();
 

@@ -234,6 +234,7 @@ struct io_sqring_offsets {
  */
 #define IORING_SQ_NEED_WAKEUP	(1U << 0) /* needs io_uring_enter wakeup */
 #define IORING_SQ_CQ_OVERFLOW	(1U << 1) /* CQ ring is overflown */
+#define IORING_SQ_TASKRUN	(1U << 2) /* task work pending (Shardline patch: from Linux 5.19's header) */
 
 struct io_cqring_offsets {
 	__u32 head;
