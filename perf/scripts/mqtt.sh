@@ -14,6 +14,9 @@
 # QoS 1; delivered messages per wall-clock second of the run (bench start to its last delivery or
 # drain deadline) and broker CPU per message; mosquitto there with max_inflight_messages 0 and
 # max_queued_messages 0 (its defaults drop most messages at this rate). Results: $OUT/summary-max.tsv.
+# Then other shapes, PERF_MQTT_SHAPE_ROUNDS rounds each: QoS 0 fan-in (4 publishers, 1 subscriber,
+# 10,000 msg/s) and fan-out (1 publisher, 8 subscribers, 2,500 publications/s = 20,000 deliveries/s)
+# at QoS 1 and 0 (PERF_MQTT_SHAPES; results: $OUT/summary-shapes.tsv).
 # PERF_MQTT_BASELINE=/path/to/engine adds a third broker, `baseline`: that engine binary (an older
 # build) with the same flags, in the same rounds, to measure a change side by side.
 source "$(dirname "$0")/lib.sh"
@@ -56,25 +59,31 @@ start_broker() {
     fi
 }
 
+# one_run KIND ROUND QOS PUBLISHERS SUBSCRIBERS RATE SUMMARY [SHAPE]: one bench run against a fresh
+# broker; appends a line to SUMMARY (prefixed with SHAPE when given). CPU is per delivered message
+# (with N subscribers each publication is delivered N times).
 one_run() {
-    local kind="$1" round="$2" tag before after json
-    tag="$kind-r$round"
+    local kind="$1" round="$2" qos="$3" publishers="$4" subscribers="$5" rate="$6" summary="$7" shape="${8:-}"
+    local tag before after json
+    tag="$kind-r$round${shape:+-$shape}"
     start_broker "$kind" "$tag"
     json="$OUT/$tag.json"
     before="$(broker_cpu_ticks)"
-    taskset -c "$LOAD_CPUS" "$BENCH_BIN" --protocol mqtt --qos 1 --brokers "127.0.0.1:$MQTT_PORT" \
-        --topic "bench/$tag" --producers "$PUBLISHERS" --consumers 1 --rate "$RATE" --message-size 256 \
-        --warmup "${PERF_WARMUP}s" --duration "${PERF_DURATION}s" --json "$json" --quiet
+    taskset -c "$LOAD_CPUS" "$BENCH_BIN" --protocol mqtt --qos "$qos" --brokers "127.0.0.1:$MQTT_PORT" \
+        --topic "bench/$tag" --producers "$publishers" --consumers "$subscribers" --rate "$rate" \
+        --message-size 256 --warmup "${PERF_WARMUP}s" --duration "${PERF_DURATION}s" --json "$json" --quiet
     after="$(broker_cpu_ticks)"
-    python3 - "$json" "$kind" "$round" "$((after - before))" "$CLOCK_TICKS" >>"$OUT/summary.tsv" <<'EOF'
+    python3 - "$json" "$kind" "$round" "$((after - before))" "$CLOCK_TICKS" "$shape" >>"$summary" <<'EOF'
 import json, sys
 report = json.load(open(sys.argv[1]))
-kind, rnd, ticks, hz = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-d, a = report["deliver_latency"], report["ack_latency"]
+kind, rnd, ticks, hz, shape = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+d = report["deliver_latency"]
+a = report.get("ack_latency") or {}
 delivered = max(report["delivered"], 1)
 cpu_us = ticks * 1e6 / hz / delivered
-print(f"{kind}\t{rnd}\t{report['sent']}\t{report['delivered']}\t{d['p50_us']}\t{d['p99_us']}\t{d['p99.9_us']}"
-      f"\t{d['max_us']}\t{a['p50_us']}\t{a['p99_us']}\t{cpu_us:.1f}")
+prefix = f"{shape}\t" if shape else ""
+print(f"{prefix}{kind}\t{rnd}\t{report['sent']}\t{report['delivered']}\t{d['p50_us']}\t{d['p99_us']}\t{d['p99.9_us']}"
+      f"\t{d['max_us']}\t{a.get('p50_us', '-')}\t{a.get('p99_us', '-')}\t{cpu_us:.1f}")
 EOF
     broker_stop
 }
@@ -91,7 +100,29 @@ for ((round = 1; round <= ROUNDS; round++)); do
     fi
     for kind in "${order[@]}"; do
         perf_log "round $round: $kind"
-        one_run "$kind" "$round"
+        one_run "$kind" "$round" 1 "$PUBLISHERS" 1 "$RATE" "$OUT/summary.tsv"
+    done
+done
+
+# Other shapes (issue 15 section 4: QoS 0 and 1, fan-in and fan-out), each
+# NAME:QOS:PUBLISHERS:SUBSCRIBERS:RATE (publications per second), PERF_MQTT_SHAPE_ROUNDS rounds
+# (default 2) in alternating order. PERF_MQTT_SHAPES="" skips them.
+SHAPES="${PERF_MQTT_SHAPES-qos0-fanin:0:4:1:10000 qos1-fanout:1:1:8:2500 qos0-fanout:0:1:8:2500}"
+SHAPE_ROUNDS="${PERF_MQTT_SHAPE_ROUNDS:-2}"
+printf 'shape\tbroker\tround\tsent\tdelivered\tdeliver_p50_us\tdeliver_p99_us\tdeliver_p99.9_us\tdeliver_max_us\tpuback_p50_us\tpuback_p99_us\tbroker_cpu_us_per_delivery\n' >"$OUT/summary-shapes.tsv"
+for shape in $SHAPES; do
+    IFS=: read -r name qos publishers subscribers rate <<<"$shape"
+    for ((round = 1; round <= SHAPE_ROUNDS; round++)); do
+        order=("${KINDS[@]}")
+        if ((round % 2 == 0)); then
+            for ((i = 0, j = ${#order[@]} - 1; i < j; i++, j--)); do
+                kind="${order[i]}" && order[i]="${order[j]}" && order[j]="$kind"
+            done
+        fi
+        for kind in "${order[@]}"; do
+            perf_log "$name round $round: $kind"
+            one_run "$kind" "$round" "$qos" "$publishers" "$subscribers" "$rate" "$OUT/summary-shapes.tsv" "$name"
+        done
     done
 done
 MAX_RATE="${PERF_MQTT_MAX_RATE:-80000}"
@@ -125,4 +156,5 @@ EOF
 done
 perf_batch_end
 column -t "$OUT/summary.tsv"
+column -t "$OUT/summary-shapes.tsv"
 column -t "$OUT/summary-max.tsv"
