@@ -1,17 +1,19 @@
 //! One MQTT connection's task, on the shard that accepted it: reads and
-//! decodes packets (a reader task of its own), feeds them, the deliveries
-//! of the shard's feed, control messages and ticks to its
-//! [`Session`], and carries out the actions the session returns — writes,
-//! the client-id claim on the id's home shard, appends on the partition's
-//! owner, subscription changes in the shard's table.
+//! decodes packets (`PacketReader`, on this same task, a packet at a time
+//! as the session takes them), feeds them, the deliveries of the shard's
+//! feed, control messages and ticks to its [`Session`], and carries out the
+//! actions the session returns — writes, the client-id claim on the id's
+//! home shard, appends on the partition's owner, subscription changes in
+//! the shard's table. While the session waits (for an append, say), the
+//! client's packets wait in the socket; the next round takes what one read
+//! brings.
 //!
 //! A plain socket is read and written through two descriptors of the same
-//! socket (a `dup`), one per task, so neither half needs a lock. A TLS
-//! stream has one rustls state for both directions: its halves share it
-//! (`futures_lite::io::split`), both on this connection's shard.
+//! socket (a `dup`), one per half, so the halves are separate streams. A
+//! TLS stream has one rustls state for both directions: its halves share it
+//! (`futures_lite::io::split`).
 
 use std::{
-    cell::Cell,
     collections::{BTreeMap, VecDeque},
     os::fd::{AsRawFd, FromRawFd, IntoRawFd},
     rc::Rc,
@@ -22,9 +24,8 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::{
-    channels::local_channel::{self, LocalReceiver, LocalSender},
+    channels::local_channel::{self, LocalReceiver},
     net::TcpStream,
-    sync::{Semaphore, StaticPermit},
 };
 use shardline_net::mqtt::{
     decode_packet, encode_packet, shared_filter, MqttDecodeError, Packet, PacketId, QoS, Version,
@@ -50,18 +51,8 @@ use crate::{
     shard::Shard,
 };
 
-/// Decoded packets the reader task queues ahead of the session; the reader
-/// stops reading while the queue is full (backpressure on the client). As
-/// many as one append round takes, so a publisher that sends faster than
-/// the disk syncs fills whole rounds.
-const INBOUND_QUEUE_MAX: usize = APPEND_ROUND_MAX;
-
-/// Bytes of decoded packets queued ahead of the session, at most (a packet
-/// larger than this is queued alone): with [`INBOUND_QUEUE_MAX`], bounds
-/// what a connection holds before its session takes it.
-const INBOUND_QUEUE_BYTES_MAX: usize = 1 << 20;
-
-/// Bytes read from the socket at once.
+/// Bytes read from the socket at once (with a packet cut short, what a
+/// connection holds read and not yet handed to its session).
 const READ_CHUNK_BYTES: usize = 16 << 10;
 
 /// Deliveries handed to the session before one write, at most.
@@ -72,14 +63,9 @@ const DELIVERY_ROUND_MAX: usize = 64;
 /// dropped, as a broker drops messages beyond an offline client's queue.
 pub(crate) const OFFLINE_MESSAGES_MAX: usize = 1000;
 
-/// What the reader task hands the session.
+/// What the packet reader hands the session.
 enum Inbound {
-    /// A packet, with its share of [`INBOUND_QUEUE_BYTES_MAX`] (given back
-    /// when the session takes it).
-    Packet {
-        packet: Packet,
-        _queued: StaticPermit,
-    },
+    Packet(Packet),
     Refused(MqttDecodeError),
 }
 
@@ -231,12 +217,8 @@ impl Connection {
         R: AsyncRead + Unpin + 'static,
         W: AsyncWrite + Unpin,
     {
-        let (inbound, received) = local_channel::new_bounded(INBOUND_QUEUE_MAX);
         let packet_bytes_max = self.shard.config.mqtt_max_packet_bytes;
-        let queued_bytes = Rc::new(Semaphore::new(
-            u64::try_from(INBOUND_QUEUE_BYTES_MAX).unwrap_or(u64::MAX),
-        ));
-        let reader = glommio::spawn_local(read_packets(reading, inbound, queued_bytes, packet_bytes_max)).detach();
+        let mut packets = PacketReader::new(reading, packet_bytes_max);
         let limits = SessionLimits {
             auth_required: self.users.is_some(),
             topic_acl: self.topic_acl.clone(),
@@ -314,7 +296,7 @@ impl Connection {
                             }
                         }
                         let (later, left) = if pending.is_empty() {
-                            gather(&mut session, &received, &mut round).await
+                            gather(&mut session, &mut packets, &mut round)
                         } else {
                             (Vec::new(), None)
                         };
@@ -441,8 +423,8 @@ impl Connection {
             }
             let event = future::or(
                 async {
-                    match received.recv().await {
-                        Some(Inbound::Packet { packet, .. }) => Some(Ok(Event::Packet(packet))),
+                    match packets.next().await {
+                        Some(Inbound::Packet(packet)) => Some(Ok(Event::Packet(packet))),
                         Some(Inbound::Refused(error)) => Some(Err(Refusal::Decode(error))),
                         None => None,
                     }
@@ -501,7 +483,7 @@ impl Connection {
                 None => break Err(std::io::Error::from(std::io::ErrorKind::ConnectionAborted)),
             }
         };
-        reader.cancel();
+        drop(packets);
         let _ = writer.close().await;
         self.end_session(&mut session).await;
         if let Some((will, delay)) = session.take_will() {
@@ -900,8 +882,8 @@ async fn read_one(shard: &Rc<Shard>, position: Position) -> Option<(std::sync::A
         .map(|message| (std::sync::Arc::from(&*message.topic), message.payload))
 }
 
-/// A second descriptor of `stream`'s socket, as a stream of its own (for
-/// the reader task).
+/// A second descriptor of `stream`'s socket, as a stream of its own (the
+/// reading half).
 fn dup_stream(stream: &TcpStream) -> std::io::Result<TcpStream> {
     // SAFETY: the descriptor is `stream`'s, open for as long as `stream`
     // lives, and only borrowed here to duplicate it.
@@ -911,29 +893,25 @@ fn dup_stream(stream: &TcpStream) -> std::io::Result<TcpStream> {
     Ok(unsafe { TcpStream::from_raw_fd(reading.into_raw_fd()) })
 }
 
-/// Publications the reader has already queued join `round` while the
+/// Publications already read join `round` while the
 /// session answers each with an append alone (and the round has room).
 /// Returns the actions of a publication the session answered otherwise (a
 /// refusal, a repeated QoS 2 identifier), to carry out after the round's
 /// acknowledgements, and the first inbound item that is not a publication,
 /// to hand the session after them (so a DISCONNECT right behind a
 /// PUBLISH still finds it acknowledged).
-async fn gather(
+fn gather<R: AsyncRead + Unpin>(
     session: &mut Session,
-    received: &LocalReceiver<Inbound>,
+    packets: &mut PacketReader<R>,
     round: &mut Vec<(Publication, Option<PacketId>)>,
 ) -> (Vec<Action>, Option<Inbound>) {
     let mut bytes: usize = round.iter().map(|(message, _)| message.record_bytes_max()).sum();
     while round.len() < APPEND_ROUND_MAX && bytes < APPEND_ROUND_BYTES_MAX {
-        // Nothing queued (or the reader ended): the round is complete.
-        let Some(Some(inbound)) = future::poll_once(received.recv()).await else {
+        // Nothing whole read yet (or the stream ended): the round is complete.
+        let Some(inbound) = packets.buffered() else {
             break;
         };
-        let Inbound::Packet {
-            packet: Packet::Publish(publish),
-            ..
-        } = inbound
-        else {
+        let Inbound::Packet(Packet::Publish(publish)) = inbound else {
             return (Vec::new(), Some(inbound));
         };
         let mut later = Vec::new();
@@ -967,64 +945,106 @@ fn control_event(control: Option<Control>) -> Event {
 /// The session's answer to one item from the reader.
 fn handle_inbound(session: &mut Session, inbound: Inbound) -> Vec<Action> {
     match inbound {
-        Inbound::Packet { packet, .. } => session.handle(Instant::now(), Event::Packet(packet)),
+        Inbound::Packet(packet) => session.handle(Instant::now(), Event::Packet(packet)),
         Inbound::Refused(error) => session.refuse(Refusal::Decode(error)),
     }
 }
 
-/// Reads the socket, decodes packets and queues them for the session,
-/// until the socket ends or a packet does not decode (which it queues as a
-/// refusal, then stops).
-async fn read_packets<R: AsyncRead + Unpin>(
-    mut stream: R,
-    inbound: LocalSender<Inbound>,
-    queued_bytes: Rc<Semaphore>,
+/// Reads and decodes a connection's packets on the connection's own task,
+/// one at a time as the session asks for them: the bytes read but not yet
+/// handed over stay in `buffer` (at most one read's worth and a packet cut
+/// short), and the socket is read only when no whole packet is left in it,
+/// so a client that sends faster than its session takes packets is held
+/// back by TCP. Reading on the same task saves an inbound packet a hand-off
+/// to another task (a wake-up each way).
+struct PacketReader<R> {
+    stream: R,
+    /// Bytes read and not yet decoded (decoded packets hold slices of it).
+    view: Bytes,
+    /// Where a read's bytes are gathered, behind what `view` had left.
+    buffer: BytesMut,
+    /// What one read fills.
+    chunk: Vec<u8>,
+    /// The protocol level, once a CONNECT said it.
+    version: Option<Version>,
     packet_bytes_max: usize,
-) {
-    let version: Cell<Option<Version>> = Cell::new(None);
-    let mut buffer = BytesMut::new();
-    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
-    loop {
-        let read = match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(read) => read,
-        };
-        buffer.extend_from_slice(chunk.get(..read).unwrap_or_default());
-        let mut view: Bytes = buffer.split().freeze();
-        loop {
-            match decode_packet(&view, version.get(), packet_bytes_max) {
-                Ok(Some((packet, used))) => {
-                    if let Packet::Connect(connect) = &packet {
-                        version.set(version.get().or(Some(connect.version)));
-                    }
-                    view = view.slice(used..);
-                    let share = u64::try_from(used.min(INBOUND_QUEUE_BYTES_MAX)).unwrap_or(0);
-                    let Ok(permit) = queued_bytes.acquire_static_permit(share).await else {
-                        return;
-                    };
-                    if inbound
-                        .send(Inbound::Packet {
-                            packet,
-                            _queued: permit,
-                        })
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
+    /// The stream ended, failed, or sent bytes that do not decode (handed
+    /// over as a refusal): nothing more is read.
+    ended: bool,
+}
+
+impl<R: AsyncRead + Unpin> PacketReader<R> {
+    fn new(stream: R, packet_bytes_max: usize) -> Self {
+        PacketReader {
+            stream,
+            view: Bytes::new(),
+            buffer: BytesMut::new(),
+            chunk: vec![0u8; READ_CHUNK_BYTES],
+            version: None,
+            packet_bytes_max,
+            ended: false,
+        }
+    }
+
+    /// The next packet already read, without reading the socket (`None`:
+    /// none is whole yet, or the stream ended).
+    fn buffered(&mut self) -> Option<Inbound> {
+        if self.view.is_empty() {
+            return None;
+        }
+        match decode_packet(&self.view, self.version, self.packet_bytes_max) {
+            Ok(Some((packet, used))) => {
+                assert!(
+                    used > 0 && used <= self.view.len(),
+                    "the codec uses some of what it was given"
+                );
+                if let Packet::Connect(connect) = &packet {
+                    self.version = self.version.or(Some(connect.version));
                 }
-                Ok(None) => break,
-                Err(error) => {
-                    let _ = inbound.send(Inbound::Refused(error)).await;
-                    return;
+                self.view = self.view.slice(used..);
+                Some(Inbound::Packet(packet))
+            }
+            Ok(None) => {
+                // Only a packet cut short is left: at most `packet_bytes_max`.
+                assert!(
+                    self.view.len() <= self.packet_bytes_max.max(5),
+                    "the codec bounds a partial packet"
+                );
+                None
+            }
+            Err(error) => {
+                self.ended = true;
+                self.view = Bytes::new();
+                Some(Inbound::Refused(error))
+            }
+        }
+    }
+
+    /// The next packet, reading the socket when none is whole (`None`: the
+    /// stream ended or failed). Cancel-safe: a read that did not finish
+    /// took nothing from the socket.
+    async fn next(&mut self) -> Option<Inbound> {
+        loop {
+            if let Some(inbound) = self.buffered() {
+                return Some(inbound);
+            }
+            if self.ended {
+                return None;
+            }
+            match self.stream.read(&mut self.chunk).await {
+                Ok(0) | Err(_) => {
+                    self.ended = true;
+                    self.view = Bytes::new();
+                    return None;
+                }
+                Ok(read) => {
+                    // A packet cut short goes in front of what follows it.
+                    self.buffer.extend_from_slice(&self.view);
+                    self.buffer
+                        .extend_from_slice(self.chunk.get(..read).unwrap_or_default());
+                    self.view = self.buffer.split().freeze();
                 }
             }
         }
-        // Only a packet cut short is left: at most `packet_bytes_max`.
-        assert!(
-            view.len() <= packet_bytes_max.max(5),
-            "the codec bounds a partial packet"
-        );
-        buffer.extend_from_slice(&view);
     }
 }
