@@ -164,7 +164,9 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
     }
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    spawn_signal_thread(stop, tls.clone(), inter_broker.tls().cloned())?;
+    // Signals stop the engine, and so does a shard that fails (below).
+    let stop = Arc::new(stop);
+    spawn_signal_thread(Arc::clone(&stop), tls.clone(), inter_broker.tls().cloned())?;
 
     // Each shard's sockets: one per listener, with what the listener speaks.
     let mut shard_endpoints: Vec<Vec<Endpoint>> = (0..shards).map(|_| Vec::new()).collect();
@@ -204,6 +206,7 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
         let meta = meta.clone();
         let inter_broker = Arc::clone(&inter_broker);
         let stopped = stopped.clone();
+        let stop = Arc::clone(&stop);
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
             .io_memory(config.io_memory);
@@ -211,8 +214,8 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
             builder = builder.spin_before_park(Duration::from_micros(config.spin_before_park_us));
         }
         let handle = builder
-            .spawn(move || {
-                shard_main(
+            .spawn(move || async move {
+                let result = shard_main(
                     id,
                     config,
                     meta,
@@ -224,6 +227,15 @@ pub fn run(config: EngineConfig) -> Result<(), StartError> {
                     inbox,
                     stopped,
                 )
+                .await;
+                // A shard that cannot serve (a listener it could not
+                // start, say) stops the whole engine at once rather than
+                // leaving it running without that shard.
+                if let Err(error) = &result {
+                    tracing::error!(shard = id, %error, "shard failed; stopping the engine");
+                    let _ = stop.send(true);
+                }
+                result
             })
             .map_err(|e| StartError(format!("starting shard {id} on cpu {cpu}: {e}")))?;
         handles.push(handle);
@@ -416,7 +428,7 @@ fn buffer_mode(config: &EngineConfig, shards: usize) -> String {
 }
 
 fn spawn_signal_thread(
-    stop: tokio::sync::watch::Sender<bool>,
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
     tls: Option<TlsAcceptor>,
     inter_broker_tls: Option<TlsConnector>,
 ) -> Result<(), StartError> {
