@@ -88,16 +88,22 @@ EOF
     broker_stop
 }
 
+# round_order ROUND: sets `order` to the brokers of round ROUND, odd rounds in KINDS' order, even
+# rounds reversed.
+round_order() {
+    order=("${KINDS[@]}")
+    if (($1 % 2 == 0)); then
+        local i j swap
+        for ((i = 0, j = ${#order[@]} - 1; i < j; i++, j--)); do
+            swap="${order[i]}" && order[i]="${order[j]}" && order[j]="$swap"
+        done
+    fi
+}
+
 perf_batch_begin
 printf 'broker\tround\tsent\tdelivered\tdeliver_p50_us\tdeliver_p99_us\tdeliver_p99.9_us\tdeliver_max_us\tpuback_p50_us\tpuback_p99_us\tbroker_cpu_us_per_msg\n' >"$OUT/summary.tsv"
 for ((round = 1; round <= ROUNDS; round++)); do
-    # Odd rounds in the listed order, even rounds reversed.
-    order=("${KINDS[@]}")
-    if ((round % 2 == 0)); then
-        for ((i = 0, j = ${#order[@]} - 1; i < j; i++, j--)); do
-            kind="${order[i]}" && order[i]="${order[j]}" && order[j]="$kind"
-        done
-    fi
+    round_order "$round"
     for kind in "${order[@]}"; do
         perf_log "round $round: $kind"
         one_run "$kind" "$round" 1 "$PUBLISHERS" 1 "$RATE" "$OUT/summary.tsv"
@@ -113,12 +119,7 @@ printf 'shape\tbroker\tround\tsent\tdelivered\tdeliver_p50_us\tdeliver_p99_us\td
 for shape in $SHAPES; do
     IFS=: read -r name qos publishers subscribers rate <<<"$shape"
     for ((round = 1; round <= SHAPE_ROUNDS; round++)); do
-        order=("${KINDS[@]}")
-        if ((round % 2 == 0)); then
-            for ((i = 0, j = ${#order[@]} - 1; i < j; i++, j--)); do
-                kind="${order[i]}" && order[i]="${order[j]}" && order[j]="$kind"
-            done
-        fi
+        round_order "$round"
         for kind in "${order[@]}"; do
             perf_log "$name round $round: $kind"
             one_run "$kind" "$round" "$qos" "$publishers" "$subscribers" "$rate" "$OUT/summary-shapes.tsv" "$name"
