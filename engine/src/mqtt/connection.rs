@@ -952,8 +952,8 @@ fn handle_inbound(session: &mut Session, inbound: Inbound) -> Vec<Action> {
 
 /// Reads and decodes a connection's packets on the connection's own task,
 /// one at a time as the session asks for them: the bytes read but not yet
-/// handed over stay in `buffer` (at most one read's worth and a packet cut
-/// short), and the socket is read only when no whole packet is left in it,
+/// handed over stay in `view` (at most one read's worth and a packet cut
+/// short), and the socket is read only when no whole packet is left there,
 /// so a client that sends faster than its session takes packets is held
 /// back by TCP. Reading on the same task saves an inbound packet a hand-off
 /// to another task (a wake-up each way).
